@@ -1,0 +1,266 @@
+// The Sun-style message store: partitions of <uid>.msg files, per-folder store.idx, and the
+// mboxlist Berkeley DB environment. docs/store-format.md specifies every byte this writes.
+//
+// Concurrency model (docs/store-format.md §Locking):
+//  * mboxlist updates are Berkeley DB transactions (several processes at once, recovery on open).
+//  * A folder is locked with flock(2) on its directory: writers (Commit, SetFlags, Expunge) take
+//    it exclusively for a short critical section; Snapshot() takes it shared only while it reads
+//    store.idx. Message bytes are written to a temporary name *outside* the lock and become
+//    visible only in Commit(), after they are complete, so a reader never sees a record whose
+//    file is missing or half-written.
+//  * Message files are immutable once visible (they may be hard links shared by many folders).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/digest.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+
+// System flags, bit i in Sun's order: Recent Deleted Seen Answered Flagged Draft Archived.
+enum SystemFlag : uint8_t {
+  kRecent = 1 << 0,
+  kDeleted = 1 << 1,
+  kSeen = 1 << 2,
+  kAnswered = 1 << 3,
+  kFlagged = 1 << 4,
+  kDraft = 1 << 5,
+  kArchived = 1 << 6,
+};
+constexpr uint8_t kAllSystemFlags = 0x7f;
+// "0010000" style (imcheck's display) and "Seen,Flagged" style.
+std::string FlagBits(uint8_t flags);
+std::string FlagNames(uint8_t flags);
+// Parses comma/space separated names (case-insensitive, optional leading '\'); throws kInvalidArgument.
+uint8_t ParseFlagNames(std::string_view names);
+
+// Per-message fields kept in store.idx.
+struct MessageMeta {
+  uint32_t uid = 0;             // 0 in a request = assign the next UID
+  uint8_t flags = 0;            // SystemFlag bits
+  uint64_t user_flags = 0;      // bit i = folder's user_flag_names[i]
+  int64_t internal_date = 0;    // IMAP INTERNALDATE, unix seconds
+  int64_t sent_date = 0;        // Date: header, unix seconds, 0 if absent/unparseable
+  int64_t save_time = 0;        // when this store stored it (delivery or restore), unix seconds
+  uint64_t size = 0;            // bytes of the message file
+  uint32_t header_size = 0;     // bytes up to and including the blank line after the header
+  Digest digest;                // XXH3-128 of the message bytes
+  friend bool operator==(const MessageMeta&, const MessageMeta&) = default;
+};
+
+enum class UserState : uint8_t { kActive = 0, kHold = 1, kMoved = 2 };
+struct UserStatus {
+  UserState state = UserState::kActive;
+  std::string host;  // only for kMoved
+  std::string ToString() const;  // "active", "hold", "moved:HOST"
+  static UserStatus Parse(std::string_view text);  // throws kInvalidArgument
+  friend bool operator==(const UserStatus&, const UserStatus&) = default;
+};
+
+struct UserInfo {
+  std::string user;
+  std::string partition;
+  UserStatus status;
+  uint64_t quota_limit = 0;  // bytes, 0 = no limit
+  uint64_t quota_used = 0;   // bytes
+  int64_t created = 0;
+};
+
+struct FolderInfo {
+  std::string user;       // "joe" or "joe@example.com"
+  std::string folder;     // "INBOX", "Sent", "Projects/2024"
+  std::string partition;
+  uint32_t uidvalidity = 0;
+  uint32_t uidnext = 1;
+  uint32_t count = 0;
+  uint64_t bytes = 0;
+  int64_t last_append = 0;
+  int64_t created = 0;
+  std::string acl;  // "identifier rights" pairs separated by spaces, e.g. "joe lrswipkxtea anyone lr"
+  std::vector<std::string> user_flag_names;
+  std::string Mailbox() const { return "user/" + user + "/" + folder; }
+};
+
+struct FolderSnapshot {
+  FolderInfo info;
+  std::vector<MessageMeta> messages;  // sorted by UID
+};
+
+// --- names ------------------------------------------------------------------------------
+// Throw kInvalidArgument with a message naming the bad value.
+void ValidateUserId(std::string_view user);
+void ValidateFolderName(std::string_view folder);
+void ValidatePartitionName(std::string_view partition);
+// "user/joe/Sent/2024" -> {"joe", "Sent/2024"}; "user/joe" -> {"joe", "INBOX"}.
+std::pair<std::string, std::string> ParseMailboxName(std::string_view mailbox);
+// IMAP LIST-style pattern: '*' matches anything, '%' anything but '/'.
+bool MatchPattern(std::string_view pattern, std::string_view name);
+// Two hex levels of the user's hash directory, e.g. "d1/a7".
+std::string HashDir(std::string_view user);
+// Relative path of a folder below the partition root: "=user/d1/a7/=joe/+Sent/+2024".
+std::string FolderRelPath(std::string_view user, std::string_view folder);
+// Relative path of a message below its folder directory: "<bucket>/<uid>.msg".
+std::string MessageRelPath(uint32_t uid);
+
+// --- parsing helpers used by delivery ----------------------------------------------------
+// Bytes up to and including the first empty line (LF or CRLF); the whole size if none.
+uint32_t HeaderSize(std::string_view message);
+// The Date: header of a header block as unix seconds, 0 if absent or unparseable.
+int64_t SentDate(std::string_view header);
+
+enum class Durability : uint8_t {
+  kNone,   // rely on the OS page cache (survives kill -9, not power loss)
+  kBatch,  // fsync message files, store.idx and directories once per Commit()
+};
+
+class Store;
+class Folder;
+
+// A message under a temporary name in its folder directory, invisible until Folder::Commit().
+struct StagedMessage {
+  std::string temp_name;  // inside the folder directory
+  MessageMeta meta;
+};
+
+// Writes one message's bytes to a temporary file, hashing and measuring as they arrive.
+class MessageWriter {
+ public:
+  ~MessageWriter();  // removes the temporary file unless Finish() succeeded
+  MessageWriter(const MessageWriter&) = delete;
+  MessageWriter& operator=(const MessageWriter&) = delete;
+  void Write(const void* data, size_t size);
+  void Write(std::string_view bytes) { Write(bytes.data(), bytes.size()); }
+  // Closes the file. size, header_size and digest of `meta` are filled from the bytes written;
+  // sent_date is filled from the header when it is 0.
+  StagedMessage Finish(MessageMeta meta);
+
+ private:
+  friend class Folder;
+  MessageWriter(Folder* folder, std::string temp_name, UniqueFd fd);
+  Folder* folder_;
+  std::string temp_name_;
+  UniqueFd fd_;
+  Hasher hasher_;
+  uint64_t size_ = 0;
+  uint32_t header_size_ = 0;
+  bool header_done_ = false;
+  uint8_t tail_ = 0;  // state machine for finding the blank line
+  std::string header_;  // first bytes of the header, for SentDate
+  bool finished_ = false;
+};
+
+class Folder {
+ public:
+  ~Folder();
+  const std::string& path() const { return path_; }  // absolute folder directory
+  const std::string& user() const { return user_; }
+  const std::string& folder() const { return folder_; }
+  std::string Mailbox() const { return "user/" + user_ + "/" + folder_; }
+
+  // A consistent view of the folder: header and every committed record.
+  FolderSnapshot Snapshot();
+  std::string MessagePath(uint32_t uid) const;
+  // Opens a committed message read-only; invalid fd when it no longer exists (expunged).
+  UniqueFd OpenMessage(uint32_t uid) const;
+
+  std::unique_ptr<MessageWriter> NewMessage();
+  // Hard-links an existing file (identical content, proven by the caller) as a staged message.
+  // Returns nullopt when the link cannot be made (EMLINK, EXDEV): the caller writes a copy.
+  std::optional<StagedMessage> StageLink(const std::string& existing_path, MessageMeta meta);
+  // Makes staged messages visible, in order, under one exclusive lock. meta.uid == 0 takes the
+  // next UID; a given UID must not be present already (throws kExists) and raises uidnext.
+  // Returns the UIDs assigned. The batch's temporary files are consumed either way.
+  std::vector<uint32_t> Commit(std::vector<StagedMessage>& batch);
+  // Discards staged messages that will not be committed.
+  void Discard(std::vector<StagedMessage>& batch);
+
+  void SetFlags(uint32_t uid, uint8_t flags, uint64_t user_flags);
+  void SetUserFlagNames(const std::vector<std::string>& names);
+  // Raises uidnext to at least `uidnext` (restore keeps the source's next UID).
+  void RaiseUidNext(uint32_t uidnext);
+  // Removes messages: records go to store.exp, then the files are unlinked.
+  void Expunge(const std::vector<uint32_t>& uids);
+
+ private:
+  friend class Store;
+  friend class MessageWriter;
+  Folder(Store* store, std::string user, std::string folder, std::string path, UniqueFd dir);
+  class Lock;
+  Store* store_;
+  std::string user_, folder_, path_;
+  UniqueFd dir_;
+};
+
+struct StoreOptions {
+  Durability durability = Durability::kNone;
+};
+
+class Store {
+ public:
+  // Creates a new store (or adds partitions to an existing one) and opens it.
+  static std::unique_ptr<Store> Init(const std::string& root, const std::vector<std::string>& partitions,
+                                     StoreOptions options = {});
+  // Opens an existing store; runs Berkeley DB recovery if a previous process died. kNotFound if absent.
+  static std::unique_ptr<Store> Open(const std::string& root, StoreOptions options = {});
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const std::string& root() const { return root_; }
+  const std::string& store_id() const { return store_id_; }
+  std::vector<std::string> Partitions() const;
+  std::string PartitionPath(std::string_view partition) const;
+  std::string DefaultPartition() const;
+  Durability durability() const { return options_.durability; }
+  void set_durability(Durability d) { options_.durability = d; }
+
+  // --- users ---
+  std::optional<UserInfo> FindUser(std::string_view user);
+  // Creates the user with an INBOX; returns the existing user unchanged if present.
+  UserInfo CreateUser(std::string_view user, std::string_view partition = {});
+  void SetUserStatus(std::string_view user, const UserStatus& status);
+  void SetQuotaLimit(std::string_view user, uint64_t limit);
+  // Recomputes quota_used from the user's folders.
+  uint64_t RecomputeQuota(std::string_view user);
+  void AddQuotaUsed(std::string_view user, int64_t delta);
+  void ForEachUser(const std::function<void(const UserInfo&)>& fn);  // in user-id order
+
+  // --- folders ---
+  std::optional<FolderInfo> FindFolder(std::string_view user, std::string_view folder);
+  std::vector<FolderInfo> ListFolders(std::string_view user);  // in name order
+  void ForEachFolder(const std::function<void(const FolderInfo&)>& fn);  // every mailbox, name order
+  std::unique_ptr<Folder> OpenFolder(std::string_view user, std::string_view folder);  // kNotFound
+  // Creates the folder (and the user when missing); opens it if it exists. uidvalidity 0 = now.
+  std::unique_ptr<Folder> CreateFolder(std::string_view user, std::string_view folder,
+                                       uint32_t uidvalidity = 0);
+  void SetAcl(std::string_view user, std::string_view folder, std::string_view acl);
+
+  // --- subscriptions and per-user data on shared folders ---
+  void Subscribe(std::string_view user, std::string_view mailbox);
+  void Unsubscribe(std::string_view user, std::string_view mailbox);
+  std::vector<std::string> Subscriptions(std::string_view user);
+  void SetPerUser(std::string_view mailbox, std::string_view reader, std::string_view data);
+  std::vector<std::pair<std::string, std::string>> PerUser(std::string_view mailbox);
+
+  // Checkpoints the environment so every .db file is complete on its own (db5.3_verify-able).
+  void Checkpoint();
+
+  class Db;  // the mboxlist environment (store/mboxlist.h)
+  Db& db() { return *db_; }
+
+ private:
+  Store(std::string root, StoreOptions options);
+  std::string root_;
+  std::string store_id_;
+  StoreOptions options_;
+  std::unique_ptr<Db> db_;
+};
+
+}  // namespace storemove::store
