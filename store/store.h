@@ -223,8 +223,9 @@ class Store {
 
   // --- users ---
   std::optional<UserInfo> FindUser(std::string_view user);
-  // Creates the user with an INBOX; returns the existing user unchanged if present.
-  UserInfo CreateUser(std::string_view user, std::string_view partition = {});
+  // Creates the user (with an INBOX unless `with_inbox` is false, as restore does to keep the
+  // archived UIDVALIDITY); returns the existing user unchanged if present.
+  UserInfo CreateUser(std::string_view user, std::string_view partition = {}, bool with_inbox = true);
   void SetUserStatus(std::string_view user, const UserStatus& status);
   void SetQuotaLimit(std::string_view user, uint64_t limit);
   // Recomputes quota_used from the user's folders.
@@ -237,7 +238,8 @@ class Store {
   std::vector<FolderInfo> ListFolders(std::string_view user);  // in name order
   void ForEachFolder(const std::function<void(const FolderInfo&)>& fn);  // every mailbox, name order
   std::unique_ptr<Folder> OpenFolder(std::string_view user, std::string_view folder);  // kNotFound
-  // Creates the folder (and the user when missing); opens it if it exists. uidvalidity 0 = now.
+  // Creates the folder (and the user record, without INBOX, when missing); opens it if it
+  // exists, whatever `uidvalidity` says. uidvalidity 0 = now.
   std::unique_ptr<Folder> CreateFolder(std::string_view user, std::string_view folder,
                                        uint32_t uidvalidity = 0);
   void SetAcl(std::string_view user, std::string_view folder, std::string_view acl);

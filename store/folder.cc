@@ -1,0 +1,289 @@
+// Folder: reading snapshots and committing messages under the folder lock.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <unordered_set>
+
+#include "store/index.h"
+#include "util/error.h"
+
+namespace storemove::store {
+
+// flock(2) on the folder directory: shared for readers of store.idx, exclusive for writers.
+class Folder::Lock {
+ public:
+  Lock(int fd, bool exclusive, const std::string& shown) : fd_(fd) {
+    while (::flock(fd_, exclusive ? LOCK_EX : LOCK_SH) != 0) {
+      if (errno != EINTR) ThrowErrno("lock " + shown);
+    }
+  }
+  ~Lock() { ::flock(fd_, LOCK_UN); }
+  Lock(const Lock&) = delete;
+  Lock& operator=(const Lock&) = delete;
+
+ private:
+  int fd_;
+};
+
+namespace {
+constexpr size_t kKeptHeaderBytes = 64 * 1024;  // enough for any sane Date: header position
+}
+
+Folder::Folder(Store* store, std::string user, std::string folder, std::string path, UniqueFd dir)
+    : store_(store), user_(std::move(user)), folder_(std::move(folder)), path_(std::move(path)), dir_(std::move(dir)) {}
+
+Folder::~Folder() = default;
+
+std::string Folder::MessagePath(uint32_t uid) const { return path_ + "/" + MessageRelPath(uid); }
+
+UniqueFd Folder::OpenMessage(uint32_t uid) const {
+  return TryOpenAt(dir_.get(), MessageRelPath(uid), O_RDONLY, 0, MessagePath(uid));
+}
+
+FolderSnapshot Folder::Snapshot() {
+  FolderSnapshot snap;
+  std::optional<FolderInfo> info = store_->FindFolder(user_, folder_);
+  if (!info) Throw(Errc::kNotFound, "mailbox " + Mailbox() + " no longer exists");
+  std::string shown = path_ + "/store.idx";
+  index::Contents c;
+  {
+    Lock lock(dir_.get(), false, path_);
+    UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
+    c = index::Read(idx.get(), shown);
+  }
+  snap.info = std::move(*info);
+  snap.info.uidvalidity = c.header.uidvalidity;
+  snap.info.uidnext = c.header.uidnext;
+  snap.info.count = c.header.count;
+  snap.info.bytes = c.header.bytes;
+  snap.info.last_append = c.header.last_append;
+  snap.info.user_flag_names = std::move(c.user_flag_names);
+  snap.messages = std::move(c.records);
+  std::sort(snap.messages.begin(), snap.messages.end(),
+            [](const MessageMeta& a, const MessageMeta& b) { return a.uid < b.uid; });
+  return snap;
+}
+
+std::unique_ptr<MessageWriter> Folder::NewMessage() {
+  std::string name = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
+  UniqueFd fd = OpenAt(dir_.get(), name, O_WRONLY | O_CREAT | O_EXCL, 0600, path_ + "/" + name);
+  return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(name), std::move(fd)));
+}
+
+std::optional<StagedMessage> Folder::StageLink(const std::string& existing_path, MessageMeta meta) {
+  std::string name = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
+  if (::linkat(AT_FDCWD, existing_path.c_str(), dir_.get(), name.c_str(), 0) != 0) {
+    if (errno == EMLINK || errno == EXDEV) return std::nullopt;
+    ThrowErrno("link " + existing_path + " to " + path_ + "/" + name);
+  }
+  return StagedMessage{name, meta};
+}
+
+void Folder::Discard(std::vector<StagedMessage>& batch) {
+  for (const StagedMessage& s : batch) ::unlinkat(dir_.get(), s.temp_name.c_str(), 0);
+  batch.clear();
+}
+
+std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
+  std::vector<uint32_t> uids;
+  if (batch.empty()) return uids;
+  const bool sync = store_->durability() == Durability::kBatch;
+  const std::string shown = path_ + "/store.idx";
+  uint64_t added_bytes = 0;
+  try {
+    Lock lock(dir_.get(), true, path_);
+    // Reopen under the lock: an expunge in another process may have replaced the file.
+    UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
+    index::Header header = index::Read(idx.get(), shown, false).header;
+
+    std::unordered_set<uint32_t> present;
+    bool need_present = std::any_of(batch.begin(), batch.end(),
+                                    [&](const StagedMessage& s) { return s.meta.uid && s.meta.uid < header.uidnext; });
+    if (need_present)
+      for (const MessageMeta& m : index::Read(idx.get(), shown).records) present.insert(m.uid);
+
+    // Decide every UID before touching anything, so a conflict leaves the folder unchanged.
+    std::vector<MessageMeta> records;
+    records.reserve(batch.size());
+    uint32_t next = header.uidnext;
+    for (const StagedMessage& s : batch) {
+      MessageMeta m = s.meta;
+      if (m.uid == 0) m.uid = next;
+      if (!present.insert(m.uid).second)
+        Throw(Errc::kExists, "mailbox " + Mailbox() + ": UID " + std::to_string(m.uid) + " already present");
+      if (m.uid == UINT32_MAX) Throw(Errc::kInvalidArgument, "mailbox " + Mailbox() + ": UID space exhausted");
+      next = std::max(next, m.uid + 1);
+      records.push_back(m);
+    }
+
+    std::unordered_set<std::string> buckets;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      std::string rel = MessageRelPath(records[i].uid);
+      std::string bucket = rel.substr(0, rel.find('/'));
+      if (buckets.insert(bucket).second && ::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
+        ThrowErrno("mkdir " + path_ + "/" + bucket);
+      // Files become reachable under their final name before the index names them.
+      if (::renameat(dir_.get(), batch[i].temp_name.c_str(), dir_.get(), rel.c_str()) != 0)
+        ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel);
+      batch[i].temp_name.clear();
+    }
+    if (sync) {
+      for (const std::string& b : buckets) {
+        UniqueFd bfd = OpenAt(dir_.get(), b, O_RDONLY | O_DIRECTORY, 0, path_ + "/" + b);
+        Fsync(bfd.get(), path_ + "/" + b);
+      }
+    }
+    for (const MessageMeta& m : records) {
+      header.bytes += m.size;
+      header.last_append = std::max(header.last_append, m.save_time);
+      added_bytes += m.size;
+    }
+    header.uidnext = next;
+    index::Append(idx.get(), &header, records, shown, sync);
+    for (const MessageMeta& m : records) uids.push_back(m.uid);
+  } catch (...) {
+    Discard(batch);  // drops what was not renamed; renamed files without records are overwritten later
+    throw;
+  }
+  batch.clear();
+  store_->AddQuotaUsed(user_, static_cast<int64_t>(added_bytes));
+  return uids;
+}
+
+void Folder::SetFlags(uint32_t uid, uint8_t flags, uint64_t user_flags) {
+  if (flags & ~kAllSystemFlags) Throw(Errc::kInvalidArgument, "invalid system flags");
+  const std::string shown = path_ + "/store.idx";
+  Lock lock(dir_.get(), true, path_);
+  UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
+  index::Contents c = index::Read(idx.get(), shown);
+  for (uint32_t i = 0; i < c.records.size(); ++i) {
+    if (c.records[i].uid != uid) continue;
+    c.records[i].flags = flags;
+    c.records[i].user_flags = user_flags;
+    index::RewriteRecord(idx.get(), c.header, i, c.records[i], shown);
+    return;
+  }
+  Throw(Errc::kNotFound, "mailbox " + Mailbox() + ": no message with UID " + std::to_string(uid));
+}
+
+void Folder::SetUserFlagNames(const std::vector<std::string>& names) {
+  const std::string shown = path_ + "/store.idx";
+  Lock lock(dir_.get(), true, path_);
+  UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
+  index::Contents c = index::Read(idx.get(), shown);
+  if (c.user_flag_names == names) return;
+  c.user_flag_names = names;
+  index::WriteNew(shown, c, store_->durability() == Durability::kBatch);
+}
+
+void Folder::RaiseUidNext(uint32_t uidnext) {
+  const std::string shown = path_ + "/store.idx";
+  Lock lock(dir_.get(), true, path_);
+  UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
+  index::Header header = index::Read(idx.get(), shown, false).header;
+  if (header.uidnext >= uidnext) return;
+  header.uidnext = uidnext;
+  index::WriteHeader(idx.get(), header, shown);
+}
+
+void Folder::Expunge(const std::vector<uint32_t>& uids) {
+  if (uids.empty()) return;
+  const bool sync = store_->durability() == Durability::kBatch;
+  const std::string shown = path_ + "/store.idx";
+  const std::string exp_shown = path_ + "/store.exp";
+  std::unordered_set<uint32_t> doomed(uids.begin(), uids.end());
+  uint64_t freed = 0;
+  std::vector<MessageMeta> removed;
+  {
+    Lock lock(dir_.get(), true, path_);
+    UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
+    index::Contents c = index::Read(idx.get(), shown);
+    index::Contents keep;
+    keep.header = c.header;
+    keep.user_flag_names = c.user_flag_names;
+    keep.header.bytes = 0;
+    for (const MessageMeta& m : c.records) {
+      if (doomed.count(m.uid)) {
+        removed.push_back(m);
+        freed += m.size;
+      } else {
+        keep.records.push_back(m);
+        keep.header.bytes += m.size;
+      }
+    }
+    if (removed.empty()) return;
+    // 1. remember what is being expunged, 2. drop the records, 3. remove the files, 4. forget.
+    UniqueFd exp = OpenAt(dir_.get(), "store.exp", O_RDWR, 0, exp_shown);
+    index::Header exp_header = index::Read(exp.get(), exp_shown, false).header;
+    index::Append(exp.get(), &exp_header, removed, exp_shown, sync);
+    index::WriteNew(shown, keep, sync);
+    for (const MessageMeta& m : removed) ::unlinkat(dir_.get(), MessageRelPath(m.uid).c_str(), 0);
+    exp_header.count = 0;
+    index::WriteHeader(exp.get(), exp_header, exp_shown);
+    if (::ftruncate(exp.get(), exp_header.records_offset) != 0) ThrowErrno("truncate " + exp_shown);
+  }
+  store_->AddQuotaUsed(user_, -static_cast<int64_t>(freed));
+}
+
+// --- MessageWriter ---------------------------------------------------------------------
+
+MessageWriter::MessageWriter(Folder* folder, std::string temp_name, UniqueFd fd)
+    : folder_(folder), temp_name_(std::move(temp_name)), fd_(std::move(fd)) {
+  tail_ = 1;  // at the start of a line
+}
+
+MessageWriter::~MessageWriter() {
+  if (!finished_) ::unlinkat(folder_->dir_.get(), temp_name_.c_str(), 0);
+}
+
+void MessageWriter::Write(const void* data, size_t size) {
+  if (finished_) Throw(Errc::kInvalidArgument, "message already finished");
+  const char* p = static_cast<const char*>(data);
+  if (!header_done_) {
+    // Find the blank line ending the header: states 1 = at line start, 2 = line start + '\r'.
+    for (size_t i = 0; i < size; ++i) {
+      char c = p[i];
+      if (c == '\n') {
+        if (tail_ == 1 || tail_ == 2) {
+          header_done_ = true;
+          header_size_ = static_cast<uint32_t>(size_ + i + 1);
+          if (header_.size() < kKeptHeaderBytes) header_.append(p, std::min(i + 1, kKeptHeaderBytes - header_.size()));
+          break;
+        }
+        tail_ = 1;
+      } else if (c == '\r' && tail_ == 1) {
+        tail_ = 2;
+      } else {
+        tail_ = 0;
+      }
+    }
+    if (!header_done_ && header_.size() < kKeptHeaderBytes)
+      header_.append(p, std::min(size, kKeptHeaderBytes - header_.size()));
+  }
+  hasher_.Update(p, size);
+  size_ += size;
+  WriteAll(fd_.get(), p, size, folder_->path_ + "/" + temp_name_);
+}
+
+StagedMessage MessageWriter::Finish(MessageMeta meta) {
+  if (finished_) Throw(Errc::kInvalidArgument, "message already finished");
+  const std::string shown = folder_->path_ + "/" + temp_name_;
+  if (folder_->store_->durability() == Durability::kBatch) Fsync(fd_.get(), shown);
+  if (::close(fd_.release()) != 0) ThrowErrno("close " + shown);
+  if (size_ > UINT32_MAX && !header_done_) header_size_ = UINT32_MAX;
+  meta.size = size_;
+  meta.header_size = header_done_ ? header_size_ : static_cast<uint32_t>(std::min<uint64_t>(size_, UINT32_MAX));
+  meta.digest = hasher_.Final();
+  if (meta.sent_date == 0) meta.sent_date = SentDate(header_);
+  if (meta.save_time == 0) meta.save_time = ::time(nullptr);
+  if (meta.internal_date == 0) meta.internal_date = meta.save_time;
+  finished_ = true;
+  return StagedMessage{temp_name_, meta};
+}
+
+}  // namespace storemove::store

@@ -1,0 +1,212 @@
+#include "store/index.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fcntl.h>
+
+#include "util/bytes.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store::index {
+
+void EncodeHeader(const Header& h, uint8_t out[kHeaderSize]) {
+  std::memset(out, 0, kHeaderSize);
+  std::memcpy(out, kMagic, 8);
+  PutU16(out + 8, h.major);
+  PutU16(out + 10, h.minor);
+  PutU16(out + 12, kHeaderSize);
+  PutU16(out + 14, kRecordSize);
+  PutU32(out + 16, h.records_offset);
+  PutU32(out + 20, h.uidvalidity);
+  PutU32(out + 24, h.uidnext);
+  PutU32(out + 28, h.count);
+  PutU64(out + 32, h.bytes);
+  PutU64(out + 40, static_cast<uint64_t>(h.last_append));
+  PutU64(out + 48, static_cast<uint64_t>(h.created));
+  PutU32(out + 56, h.flags);
+  PutU32(out + 60, Checksum32(out, 60));
+}
+
+Header DecodeHeader(const uint8_t in[kHeaderSize], const std::string& shown) {
+  if (std::memcmp(in, kMagic, 8) != 0) Throw(Errc::kCorrupt, shown + ": not a store index (bad magic)");
+  if (GetU32(in + 60) != Checksum32(in, 60)) Throw(Errc::kCorrupt, shown + ": bad header checksum");
+  Header h;
+  h.major = GetU16(in + 8);
+  h.minor = GetU16(in + 10);
+  if (h.major != kMajor)
+    Throw(Errc::kCorrupt, shown + ": unsupported index version " + std::to_string(h.major) + "." +
+                              std::to_string(h.minor));
+  if (GetU16(in + 12) != kHeaderSize || GetU16(in + 14) != kRecordSize)
+    Throw(Errc::kCorrupt, shown + ": unexpected header or record size");
+  h.records_offset = GetU32(in + 16);
+  h.uidvalidity = GetU32(in + 20);
+  h.uidnext = GetU32(in + 24);
+  h.count = GetU32(in + 28);
+  h.bytes = GetU64(in + 32);
+  h.last_append = static_cast<int64_t>(GetU64(in + 40));
+  h.created = static_cast<int64_t>(GetU64(in + 48));
+  h.flags = GetU32(in + 56);
+  if (h.records_offset < kHeaderSize + 8 || h.records_offset > (1u << 20))
+    Throw(Errc::kCorrupt, shown + ": records offset out of range");
+  if (h.uidvalidity == 0 || h.uidnext == 0) Throw(Errc::kCorrupt, shown + ": zero UIDVALIDITY or UIDNEXT");
+  return h;
+}
+
+void EncodeRecord(const MessageMeta& m, uint8_t out[kRecordSize]) {
+  std::memset(out, 0, kRecordSize);
+  PutU32(out + 0, m.uid);
+  PutU16(out + 4, m.flags);
+  PutU64(out + 8, m.size);
+  PutU64(out + 16, static_cast<uint64_t>(m.internal_date));
+  PutU64(out + 24, static_cast<uint64_t>(m.sent_date));
+  PutU64(out + 32, static_cast<uint64_t>(m.save_time));
+  PutU64(out + 40, m.user_flags);
+  PutU32(out + 48, m.header_size);
+  std::memcpy(out + 56, m.digest.bytes.data(), 16);
+  PutU32(out + 92, Checksum32(out, 92));
+}
+
+MessageMeta DecodeRecord(const uint8_t in[kRecordSize], const std::string& shown, uint32_t record_no) {
+  if (GetU32(in + 92) != Checksum32(in, 92))
+    Throw(Errc::kCorrupt, shown + ": bad record checksum (record " + std::to_string(record_no) + ")");
+  MessageMeta m;
+  m.uid = GetU32(in + 0);
+  uint16_t flags = GetU16(in + 4);
+  m.size = GetU64(in + 8);
+  m.internal_date = static_cast<int64_t>(GetU64(in + 16));
+  m.sent_date = static_cast<int64_t>(GetU64(in + 24));
+  m.save_time = static_cast<int64_t>(GetU64(in + 32));
+  m.user_flags = GetU64(in + 40);
+  m.header_size = GetU32(in + 48);
+  std::memcpy(m.digest.bytes.data(), in + 56, 16);
+  if (m.uid == 0 || flags > kAllSystemFlags || m.header_size > m.size)
+    Throw(Errc::kCorrupt, shown + ": invalid record " + std::to_string(record_no));
+  m.flags = static_cast<uint8_t>(flags);
+  return m;
+}
+
+namespace {
+
+// User-flag names section at offset 64: u32 length, payload, u32 checksum of payload.
+// Payload: u8 count, then per name u8 length + bytes.
+std::string EncodeNames(const std::vector<std::string>& names) {
+  std::string payload;
+  AppendU8(&payload, static_cast<uint8_t>(names.size()));
+  for (const auto& n : names) {
+    AppendU8(&payload, static_cast<uint8_t>(n.size()));
+    payload += n;
+  }
+  std::string out;
+  AppendU32(&out, static_cast<uint32_t>(payload.size()));
+  out += payload;
+  AppendU32(&out, Checksum32(payload.data(), payload.size()));
+  return out;
+}
+
+void CheckNames(const std::vector<std::string>& names) {
+  if (names.size() > kMaxUserFlags) Throw(Errc::kInvalidArgument, "more than 64 user flags in a folder");
+  for (const auto& n : names)
+    if (n.empty() || n.size() > kMaxUserFlagName || n.find('\0') != std::string::npos)
+      Throw(Errc::kInvalidArgument, "invalid user flag name '" + n + "'");
+}
+
+}  // namespace
+
+Contents Read(int fd, const std::string& shown, bool with_records) {
+  Contents c;
+  uint8_t hbuf[kHeaderSize];
+  PreadAll(fd, hbuf, kHeaderSize, 0, shown);
+  c.header = DecodeHeader(hbuf, shown);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) ThrowErrno("stat " + shown);
+  uint64_t need = uint64_t(c.header.records_offset) + uint64_t(c.header.count) * kRecordSize;
+  if (uint64_t(st.st_size) < need)
+    Throw(Errc::kCorrupt, shown + ": truncated (" + std::to_string(st.st_size) + " bytes, header promises " +
+                              std::to_string(need) + ")");
+  std::string names(c.header.records_offset - kHeaderSize, '\0');
+  PreadAll(fd, names.data(), names.size(), kHeaderSize, shown);
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(names.data());
+  uint32_t len = GetU32(p);
+  if (len + 8 > names.size()) Throw(Errc::kCorrupt, shown + ": user-flag section overruns the header area");
+  if (GetU32(p + 4 + len) != Checksum32(p + 4, len)) Throw(Errc::kCorrupt, shown + ": bad user-flag checksum");
+  size_t pos = 4;
+  if (len < 1) Throw(Errc::kCorrupt, shown + ": empty user-flag section");
+  size_t n = p[pos++];
+  for (size_t i = 0; i < n; ++i) {
+    if (pos >= 4 + len) Throw(Errc::kCorrupt, shown + ": user-flag section truncated");
+    size_t l = p[pos++];
+    if (pos + l > 4 + len) Throw(Errc::kCorrupt, shown + ": user-flag section truncated");
+    c.user_flag_names.emplace_back(names.data() + pos, l);
+    pos += l;
+  }
+  if (!with_records) return c;
+  std::string buf(size_t(c.header.count) * kRecordSize, '\0');
+  PreadAll(fd, buf.data(), buf.size(), c.header.records_offset, shown);
+  c.records.reserve(c.header.count);
+  for (uint32_t i = 0; i < c.header.count; ++i)
+    c.records.push_back(DecodeRecord(reinterpret_cast<const uint8_t*>(buf.data()) + size_t(i) * kRecordSize, shown, i));
+  return c;
+}
+
+void WriteNew(const std::string& path, const Contents& contents, bool sync) {
+  CheckNames(contents.user_flag_names);
+  Header h = contents.header;
+  std::string names = EncodeNames(contents.user_flag_names);
+  uint32_t offset = kDefaultRecordsOffset;
+  while (kHeaderSize + names.size() > offset) offset *= 2;
+  h.records_offset = offset;
+  h.count = static_cast<uint32_t>(contents.records.size());
+  std::string file(offset + contents.records.size() * kRecordSize, '\0');
+  EncodeHeader(h, reinterpret_cast<uint8_t*>(file.data()));
+  std::memcpy(file.data() + kHeaderSize, names.data(), names.size());
+  for (size_t i = 0; i < contents.records.size(); ++i)
+    EncodeRecord(contents.records[i], reinterpret_cast<uint8_t*>(file.data()) + offset + i * kRecordSize);
+  std::string tmp = path + ".tmp." + RandomToken();
+  {
+    UniqueFd fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    try {
+      WriteAll(fd.get(), file.data(), file.size(), tmp);
+      if (sync) Fsync(fd.get(), tmp);
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      throw;
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    ThrowErrno("rename " + tmp, err);
+  }
+}
+
+void WriteHeader(int fd, const Header& header, const std::string& shown) {
+  uint8_t hbuf[kHeaderSize];
+  EncodeHeader(header, hbuf);
+  PwriteAll(fd, hbuf, kHeaderSize, 0, shown);
+}
+
+void Append(int fd, Header* header, const std::vector<MessageMeta>& records, const std::string& shown, bool sync) {
+  if (records.empty()) return;
+  std::string buf(records.size() * kRecordSize, '\0');
+  for (size_t i = 0; i < records.size(); ++i)
+    EncodeRecord(records[i], reinterpret_cast<uint8_t*>(buf.data()) + i * kRecordSize);
+  off_t at = off_t(header->records_offset) + off_t(header->count) * kRecordSize;
+  PwriteAll(fd, buf.data(), buf.size(), at, shown);
+  // Records first, header second: a crash between the two leaves the old count, so the new
+  // records are simply not there (and are overwritten by the next append).
+  if (sync) Fsync(fd, shown);
+  header->count += static_cast<uint32_t>(records.size());
+  WriteHeader(fd, *header, shown);
+  if (sync) Fsync(fd, shown);
+}
+
+void RewriteRecord(int fd, const Header& header, uint32_t pos, const MessageMeta& m, const std::string& shown) {
+  uint8_t rbuf[kRecordSize];
+  EncodeRecord(m, rbuf);
+  PwriteAll(fd, rbuf, kRecordSize, off_t(header.records_offset) + off_t(pos) * kRecordSize, shown);
+}
+
+}  // namespace storemove::store::index

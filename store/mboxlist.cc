@@ -1,0 +1,205 @@
+#include "store/mboxlist.h"
+
+#include <cstring>
+#include <vector>
+
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+
+namespace {
+
+DBT Dbt(std::string_view s) {
+  DBT d;
+  std::memset(&d, 0, sizeof d);
+  d.data = const_cast<char*>(s.data());
+  d.size = static_cast<u_int32_t>(s.size());
+  return d;
+}
+
+DBT OutDbt() {
+  DBT d;
+  std::memset(&d, 0, sizeof d);
+  d.flags = DB_DBT_MALLOC;
+  return d;
+}
+
+bool Retryable(int ret) { return ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED; }
+
+constexpr int kMaxTxnRetries = 50;
+constexpr size_t kScanBatch = 512;
+
+}  // namespace
+
+[[noreturn]] void Store::Db::Fail(int ret, const std::string& what) {
+  std::string msg = "mboxlist " + dir_ + ": " + what + ": " + db_strerror(ret);
+  if (ret == DB_RUNRECOVERY) msg += " (another process died; reopen the store to recover)";
+  if (Retryable(ret)) Throw(Errc::kTempFail, msg);
+  Throw(Errc::kDatabase, msg);
+}
+
+Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
+  int ret = db_env_create(&env_, 0);
+  if (ret != 0) Fail(ret, "db_env_create");
+  env_->set_errpfx(env_, "storemove");
+  env_->set_cachesize(env_, 0, 16 * 1024 * 1024, 1);
+  env_->set_lk_detect(env_, DB_LOCK_DEFAULT);
+  // Nothing waits forever: a lock not granted within 10 s fails the transaction (retried).
+  env_->set_timeout(env_, 10 * 1000 * 1000, DB_SET_LOCK_TIMEOUT);
+  env_->set_lk_max_locks(env_, 100000);
+  env_->set_lk_max_objects(env_, 100000);
+  env_->set_lk_max_lockers(env_, 10000);
+  env_->set_tx_max(env_, 1000);
+  // Commits reach the OS (survive kill -9) without an fsync each; callers that acknowledge to a
+  // sender (deliver) ask for a synchronous commit.
+  env_->set_flags(env_, DB_TXN_WRITE_NOSYNC, 1);
+  env_->log_set_config(env_, DB_LOG_AUTO_REMOVE, 1);
+  u_int32_t flags = DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL | DB_THREAD | DB_REGISTER | DB_RECOVER;
+  if (create) flags |= DB_CREATE;
+  if (!create && !PathExists(dir + "/__db.register") && !PathExists(dir + "/folder.db")) {
+    env_->close(env_, 0);
+    env_ = nullptr;
+    Throw(Errc::kNotFound, "mboxlist " + dir + ": no database environment");
+  }
+  // DB_REGISTER needs DB_CREATE to create its region files; the databases themselves are only
+  // created when `create` (below).
+  ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
+  if (ret != 0) {
+    env_->close(env_, 0);
+    env_ = nullptr;
+    Fail(ret, "open environment");
+  }
+  struct Spec {
+    DB** handle;
+    const char* file;
+  } specs[] = {{&folder_, "folder.db"}, {&quota_, "quota.db"},     {&users_, "user.db"},
+               {&subscr_, "subscr.db"}, {&peruser_, "peruser.db"}, {&lright_, "lright.db"}};
+  for (const Spec& s : specs) {
+    ret = db_create(s.handle, env_, 0);
+    if (ret != 0) Fail(ret, std::string("db_create ") + s.file);
+    u_int32_t oflags = DB_AUTO_COMMIT | DB_THREAD | (create ? DB_CREATE : 0);
+    ret = (*s.handle)->open(*s.handle, nullptr, s.file, nullptr, DB_BTREE, oflags, 0600);
+    if (ret != 0) {
+      std::string what = std::string("open ") + s.file;
+      (*s.handle)->close(*s.handle, 0);
+      *s.handle = nullptr;
+      this->~Db();  // release what was opened; the constructor then throws
+      Fail(ret, what);
+    }
+  }
+}
+
+Store::Db::~Db() {
+  for (DB** h : {&folder_, &quota_, &users_, &subscr_, &peruser_, &lright_}) {
+    if (*h) (*h)->close(*h, 0);
+    *h = nullptr;
+  }
+  if (env_) {
+    // A checkpoint on close makes each .db file complete on its own (db5.3_verify on a copy).
+    env_->txn_checkpoint(env_, 0, 0, 0);
+    env_->close(env_, 0);
+    env_ = nullptr;
+  }
+}
+
+void Store::Db::Txn(const std::function<void(DB_TXN*)>& fn, bool sync) {
+  for (int attempt = 0;; ++attempt) {
+    DB_TXN* txn = nullptr;
+    int ret = env_->txn_begin(env_, nullptr, &txn, 0);
+    if (ret != 0) Fail(ret, "txn_begin");
+    try {
+      fn(txn);
+    } catch (const Error& e) {
+      txn->abort(txn);
+      if (e.code() == Errc::kTempFail && attempt < kMaxTxnRetries) continue;  // deadlock victim
+      throw;
+    } catch (...) {
+      txn->abort(txn);
+      throw;
+    }
+    ret = txn->commit(txn, sync ? DB_TXN_SYNC : 0);
+    if (ret == 0) return;
+    if (!(Retryable(ret) && attempt < kMaxTxnRetries)) Fail(ret, "commit");
+  }
+}
+
+bool Store::Db::Get(DB* db, DB_TXN* txn, std::string_view key, std::string* value, bool for_update) {
+  DBT k = Dbt(key), v = OutDbt();
+  int ret = db->get(db, txn, &k, &v, for_update ? DB_RMW : 0);
+  if (ret == DB_NOTFOUND) return false;
+  if (ret != 0) Fail(ret, "get");
+  value->assign(static_cast<char*>(v.data), v.size);
+  free(v.data);
+  return true;
+}
+
+void Store::Db::Put(DB* db, DB_TXN* txn, std::string_view key, std::string_view value) {
+  DBT k = Dbt(key), v = Dbt(value);
+  int ret = db->put(db, txn, &k, &v, 0);
+  if (ret != 0) Fail(ret, "put");
+}
+
+bool Store::Db::PutNew(DB* db, DB_TXN* txn, std::string_view key, std::string_view value) {
+  DBT k = Dbt(key), v = Dbt(value);
+  int ret = db->put(db, txn, &k, &v, DB_NOOVERWRITE);
+  if (ret == DB_KEYEXIST) return false;
+  if (ret != 0) Fail(ret, "put");
+  return true;
+}
+
+void Store::Db::Del(DB* db, DB_TXN* txn, std::string_view key) {
+  DBT k = Dbt(key);
+  int ret = db->del(db, txn, &k, 0);
+  if (ret != 0 && ret != DB_NOTFOUND) Fail(ret, "del");
+}
+
+void Store::Db::Scan(DB* db, std::string_view prefix,
+                     const std::function<bool(std::string_view, std::string_view)>& fn) {
+  std::string from(prefix);
+  bool inclusive = true;
+  for (;;) {
+    std::vector<std::pair<std::string, std::string>> batch;
+    bool done = false;
+    DBC* cursor = nullptr;
+    int ret = db->cursor(db, nullptr, &cursor, DB_READ_COMMITTED);
+    if (ret != 0) Fail(ret, "cursor");
+    // DB_DBT_MALLOC: libdb allocates each returned key and value; the seek key we pass in is
+    // ours and is never freed here.
+    DBT k = Dbt(from), v = OutDbt();
+    k.flags = DB_DBT_MALLOC;
+    u_int32_t op = DB_SET_RANGE;
+    for (;;) {
+      ret = cursor->get(cursor, &k, &v, op);
+      if (ret != 0) break;
+      std::string key(static_cast<char*>(k.data), k.size);
+      std::string value(static_cast<char*>(v.data), v.size);
+      free(k.data);
+      free(v.data);
+      k = OutDbt();
+      v = OutDbt();
+      op = DB_NEXT;
+      if (!std::string_view(key).starts_with(prefix)) {
+        done = true;
+        break;
+      }
+      if (inclusive || key != from) batch.emplace_back(std::move(key), std::move(value));
+      if (batch.size() >= kScanBatch) break;
+    }
+    cursor->close(cursor);
+    if (ret == DB_NOTFOUND) done = true;
+    else if (ret != 0) Fail(ret, "cursor get");
+    for (auto& [key, value] : batch)
+      if (!fn(key, value)) return;
+    if (done || batch.empty()) return;
+    from = batch.back().first;
+    inclusive = false;
+  }
+}
+
+void Store::Db::Checkpoint() {
+  int ret = env_->txn_checkpoint(env_, 0, 0, DB_FORCE);
+  if (ret != 0) Fail(ret, "checkpoint");
+}
+
+}  // namespace storemove::store

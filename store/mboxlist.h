@@ -1,0 +1,55 @@
+// The mboxlist Berkeley DB environment (docs/store-format.md §mboxlist). Internal to store/.
+#pragma once
+
+#include <db.h>
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "store/store.h"
+
+namespace storemove::store {
+
+// Thin RAII over a transactional libdb 5.3 environment with the store's databases.
+class Store::Db {
+ public:
+  // Opens (creating when `create`) the environment in `dir` with DB_REGISTER|DB_RECOVER, so
+  // recovery runs exactly when a previous process died holding it (never under a live one).
+  Db(const std::string& dir, bool create);
+  ~Db();
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  DB* folder() { return folder_; }    // "user/<uid>/<folder>" -> FolderValue
+  DB* quota() { return quota_; }      // "<uid>" -> QuotaValue
+  DB* users() { return users_; }      // "<uid>" -> UserValue (stands in for LDAP mailUserStatus/mailHost)
+  DB* subscr() { return subscr_; }    // "<uid>\0<mailbox>" -> ""
+  DB* peruser() { return peruser_; }  // "<mailbox>\0<reader>" -> opaque per-user data
+  DB* lright() { return lright_; }    // "<identifier>\0<mailbox>" -> rights string
+
+  // Runs fn(txn) in a transaction, retrying on deadlock; commits (synchronously when `sync`).
+  void Txn(const std::function<void(DB_TXN*)>& fn, bool sync = false);
+  bool Get(DB* db, DB_TXN* txn, std::string_view key, std::string* value, bool for_update = false);
+  void Put(DB* db, DB_TXN* txn, std::string_view key, std::string_view value);
+  // Returns false when the key exists already.
+  bool PutNew(DB* db, DB_TXN* txn, std::string_view key, std::string_view value);
+  void Del(DB* db, DB_TXN* txn, std::string_view key);
+  // Calls fn(key, value) for every key starting with `prefix`, in key order, until fn returns
+  // false. Reads in short batches without holding locks across calls, so fn may write.
+  void Scan(DB* db, std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn);
+  void Checkpoint();
+
+ private:
+  [[noreturn]] void Fail(int ret, const std::string& what);
+  std::string dir_;
+  DB_ENV* env_ = nullptr;
+  DB* folder_ = nullptr;
+  DB* quota_ = nullptr;
+  DB* users_ = nullptr;
+  DB* subscr_ = nullptr;
+  DB* peruser_ = nullptr;
+  DB* lright_ = nullptr;
+};
+
+}  // namespace storemove::store

@@ -1,0 +1,516 @@
+// Store: the store root, its partitions, and the mboxlist records (users, folders, quota, ...).
+#include "store/store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+
+#include "store/index.h"
+#include "store/mboxlist.h"
+#include "util/bytes.h"
+#include "util/error.h"
+
+namespace storemove::store {
+
+namespace {
+
+// --- value encodings (docs/store-format.md §mboxlist) ---
+
+class ValueReader {
+ public:
+  ValueReader(std::string_view v, std::string what) : v_(v), what_(std::move(what)) {}
+  uint8_t U8() { Need(1); return static_cast<uint8_t>(v_[pos_++]); }
+  uint16_t U16() { Need(2); auto r = GetU16(P()); pos_ += 2; return r; }
+  uint32_t U32() { Need(4); auto r = GetU32(P()); pos_ += 4; return r; }
+  uint64_t U64() { Need(8); auto r = GetU64(P()); pos_ += 8; return r; }
+  std::string Str16() { size_t n = U16(); Need(n); std::string s(v_.substr(pos_, n)); pos_ += n; return s; }
+  std::string Str32() { size_t n = U32(); Need(n); std::string s(v_.substr(pos_, n)); pos_ += n; return s; }
+
+ private:
+  const uint8_t* P() const { return reinterpret_cast<const uint8_t*>(v_.data()) + pos_; }
+  void Need(size_t n) {
+    if (pos_ + n > v_.size()) Throw(Errc::kCorrupt, "mboxlist: truncated value for " + what_);
+  }
+  std::string_view v_;
+  std::string what_;
+  size_t pos_ = 0;
+};
+
+void AppendStr16(std::string* s, std::string_view v) {
+  AppendU16(s, static_cast<uint16_t>(v.size()));
+  s->append(v);
+}
+void AppendStr32(std::string* s, std::string_view v) {
+  AppendU32(s, static_cast<uint32_t>(v.size()));
+  s->append(v);
+}
+
+constexpr uint8_t kValueVersion = 1;
+
+struct UserValue {
+  UserStatus status;
+  std::string partition;
+  int64_t created = 0;
+};
+
+std::string EncodeUser(const UserValue& u) {
+  std::string s;
+  AppendU8(&s, kValueVersion);
+  AppendU8(&s, static_cast<uint8_t>(u.status.state));
+  AppendStr16(&s, u.status.host);
+  AppendStr16(&s, u.partition);
+  AppendU64(&s, static_cast<uint64_t>(u.created));
+  return s;
+}
+
+UserValue DecodeUser(std::string_view v, std::string_view user) {
+  ValueReader r(v, "user " + std::string(user));
+  if (r.U8() != kValueVersion) Throw(Errc::kCorrupt, "mboxlist: unknown user.db value version for " + std::string(user));
+  UserValue u;
+  uint8_t state = r.U8();
+  if (state > 2) Throw(Errc::kCorrupt, "mboxlist: bad status for user " + std::string(user));
+  u.status.state = static_cast<UserState>(state);
+  u.status.host = r.Str16();
+  u.partition = r.Str16();
+  u.created = static_cast<int64_t>(r.U64());
+  return u;
+}
+
+std::string EncodeQuota(uint64_t limit, uint64_t used) {
+  std::string s;
+  AppendU8(&s, kValueVersion);
+  AppendU64(&s, limit);
+  AppendU64(&s, used);
+  return s;
+}
+
+std::pair<uint64_t, uint64_t> DecodeQuota(std::string_view v, std::string_view user) {
+  ValueReader r(v, "quota " + std::string(user));
+  if (r.U8() != kValueVersion) Throw(Errc::kCorrupt, "mboxlist: unknown quota.db value version for " + std::string(user));
+  uint64_t limit = r.U64();
+  return {limit, r.U64()};
+}
+
+struct FolderValue {
+  uint32_t uidvalidity = 0;
+  int64_t created = 0;
+  std::string partition;
+  std::string acl;
+};
+
+std::string EncodeFolder(const FolderValue& f) {
+  std::string s;
+  AppendU8(&s, kValueVersion);
+  AppendU32(&s, f.uidvalidity);
+  AppendU64(&s, static_cast<uint64_t>(f.created));
+  AppendStr16(&s, f.partition);
+  AppendStr32(&s, f.acl);
+  return s;
+}
+
+FolderValue DecodeFolder(std::string_view v, std::string_view mailbox) {
+  ValueReader r(v, "mailbox " + std::string(mailbox));
+  if (r.U8() != kValueVersion) Throw(Errc::kCorrupt, "mboxlist: unknown folder.db value version for " + std::string(mailbox));
+  FolderValue f;
+  f.uidvalidity = r.U32();
+  f.created = static_cast<int64_t>(r.U64());
+  f.partition = r.Str16();
+  f.acl = r.Str32();
+  return f;
+}
+
+std::string MailboxKey(std::string_view user, std::string_view folder) {
+  return "user/" + std::string(user) + "/" + std::string(folder);
+}
+
+// IMAP's INBOX is case-insensitive; everything else is kept as given.
+std::string NormalizeFolder(std::string_view folder) {
+  std::string f(folder);
+  size_t slash = f.find('/');
+  std::string first = f.substr(0, slash);
+  std::string upper = first;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (upper == "INBOX") f.replace(0, first.size(), "INBOX");
+  return f;
+}
+
+std::vector<std::pair<std::string, std::string>> ParseAcl(std::string_view acl) {
+  std::vector<std::string> words;
+  size_t pos = 0;
+  while (pos < acl.size()) {
+    size_t end = acl.find(' ', pos);
+    if (end == std::string_view::npos) end = acl.size();
+    if (end > pos) words.emplace_back(acl.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  if (words.size() % 2) Throw(Errc::kInvalidArgument, "invalid ACL '" + std::string(acl) + "': identifier/rights pairs expected");
+  std::vector<std::pair<std::string, std::string>> out;
+  for (size_t i = 0; i < words.size(); i += 2) out.emplace_back(words[i], words[i + 1]);
+  return out;
+}
+
+int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
+
+}  // namespace
+
+Store::Store(std::string root, StoreOptions options) : root_(std::move(root)), options_(options) {}
+
+Store::~Store() = default;
+
+std::unique_ptr<Store> Store::Init(const std::string& root, const std::vector<std::string>& partitions,
+                                   StoreOptions options) {
+  std::vector<std::string> parts = partitions.empty() ? std::vector<std::string>{"primary"} : partitions;
+  for (const auto& p : parts) ValidatePartitionName(p);
+  MakeDirs(root + "/config");
+  MakeDirs(root + "/mboxlist", 0700);
+  for (const auto& p : parts) MakeDirs(root + "/partition/" + p + "/=user");
+  std::string id_path = root + "/config/store-id";
+  if (!PathExists(id_path)) WriteFileAtomic(id_path, RandomToken() + RandomToken() + "\n");
+  std::string groups = root + "/config/backup-groups.conf";
+  if (!PathExists(groups))
+    WriteFileAtomic(groups,
+                    "# Backup groups: one NAME=REGEX per line (POSIX extended regex, full match on the user id).\n"
+                    "# The predefined group 'user' holds every user. Example:\n"
+                    "# groupA=[a-l].*\n# groupB=[m-z].*\n# groupC=[0-9].*\n");
+  std::unique_ptr<Store> store(new Store(root, options));
+  store->db_ = std::make_unique<Db>(root + "/mboxlist", true);
+  store->store_id_ = ReadFile(id_path);
+  while (!store->store_id_.empty() && store->store_id_.back() == '\n') store->store_id_.pop_back();
+  return store;
+}
+
+std::unique_ptr<Store> Store::Open(const std::string& root, StoreOptions options) {
+  if (!IsDirectory(root)) Throw(Errc::kNotFound, "store " + root + ": no such directory");
+  if (!IsDirectory(root + "/mboxlist") || !IsDirectory(root + "/partition"))
+    Throw(Errc::kNotFound, "store " + root + ": not a message store (no mboxlist/ or partition/; run storemove init)");
+  std::unique_ptr<Store> store(new Store(root, options));
+  store->db_ = std::make_unique<Db>(root + "/mboxlist", false);
+  std::string id_path = root + "/config/store-id";
+  store->store_id_ = PathExists(id_path) ? ReadFile(id_path) : "";
+  while (!store->store_id_.empty() && store->store_id_.back() == '\n') store->store_id_.pop_back();
+  return store;
+}
+
+std::vector<std::string> Store::Partitions() const {
+  std::vector<std::string> out;
+  std::string dir = root_ + "/partition";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) ThrowErrno("opendir " + dir);
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    if (IsDirectory(dir + "/" + name + "/=user")) out.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string Store::PartitionPath(std::string_view partition) const {
+  ValidatePartitionName(partition);
+  return root_ + "/partition/" + std::string(partition);
+}
+
+std::string Store::DefaultPartition() const {
+  std::vector<std::string> parts = Partitions();
+  if (parts.empty()) Throw(Errc::kNotFound, "store " + root_ + ": no partitions");
+  if (std::find(parts.begin(), parts.end(), "primary") != parts.end()) return "primary";
+  return parts.front();
+}
+
+// --- users ---
+
+std::optional<UserInfo> Store::FindUser(std::string_view user) {
+  ValidateUserId(user);
+  std::string uv, qv;
+  bool found = false;
+  db_->Txn([&](DB_TXN* txn) {
+    found = db_->Get(db_->users(), txn, user, &uv);
+    if (found && !db_->Get(db_->quota(), txn, user, &qv)) qv.clear();
+  });
+  if (!found) return std::nullopt;
+  UserValue u = DecodeUser(uv, user);
+  UserInfo info;
+  info.user = std::string(user);
+  info.partition = u.partition;
+  info.status = u.status;
+  info.created = u.created;
+  if (!qv.empty()) std::tie(info.quota_limit, info.quota_used) = DecodeQuota(qv, user);
+  return info;
+}
+
+UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bool with_inbox) {
+  ValidateUserId(user);
+  std::string part = partition.empty() ? DefaultPartition() : std::string(partition);
+  if (!IsDirectory(PartitionPath(part) + "/=user"))
+    Throw(Errc::kNotFound, "store " + root_ + ": no partition '" + part + "'");
+  UserValue value{UserStatus{}, part, Now()};
+  db_->Txn([&](DB_TXN* txn) {
+    if (db_->PutNew(db_->users(), txn, user, EncodeUser(value))) db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
+  });
+  if (with_inbox && !FindFolder(user, "INBOX")) CreateFolder(user, "INBOX");
+  return *FindUser(user);
+}
+
+void Store::SetUserStatus(std::string_view user, const UserStatus& status) {
+  ValidateUserId(user);
+  db_->Txn(
+      [&](DB_TXN* txn) {
+        std::string v;
+        if (!db_->Get(db_->users(), txn, user, &v, true)) Throw(Errc::kNoUser, "no such user: " + std::string(user));
+        UserValue u = DecodeUser(v, user);
+        u.status = status;
+        db_->Put(db_->users(), txn, user, EncodeUser(u));
+      },
+      true);
+}
+
+void Store::SetQuotaLimit(std::string_view user, uint64_t limit) {
+  ValidateUserId(user);
+  db_->Txn([&](DB_TXN* txn) {
+    std::string v;
+    if (!db_->Get(db_->users(), txn, user, &v)) Throw(Errc::kNoUser, "no such user: " + std::string(user));
+    uint64_t used = 0;
+    if (db_->Get(db_->quota(), txn, user, &v, true)) used = DecodeQuota(v, user).second;
+    db_->Put(db_->quota(), txn, user, EncodeQuota(limit, used));
+  });
+}
+
+void Store::AddQuotaUsed(std::string_view user, int64_t delta) {
+  if (delta == 0) return;
+  db_->Txn([&](DB_TXN* txn) {
+    std::string v;
+    uint64_t limit = 0, used = 0;
+    if (db_->Get(db_->quota(), txn, user, &v, true)) std::tie(limit, used) = DecodeQuota(v, user);
+    used = delta < 0 && uint64_t(-delta) > used ? 0 : used + static_cast<uint64_t>(delta);
+    db_->Put(db_->quota(), txn, user, EncodeQuota(limit, used));
+  });
+}
+
+uint64_t Store::RecomputeQuota(std::string_view user) {
+  uint64_t used = 0;
+  for (const FolderInfo& f : ListFolders(user)) used += f.bytes;
+  db_->Txn([&](DB_TXN* txn) {
+    std::string v;
+    uint64_t limit = 0;
+    if (db_->Get(db_->quota(), txn, user, &v, true)) limit = DecodeQuota(v, user).first;
+    db_->Put(db_->quota(), txn, user, EncodeQuota(limit, used));
+  });
+  return used;
+}
+
+void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn) {
+  db_->Scan(db_->users(), "", [&](std::string_view key, std::string_view value) {
+    UserValue u = DecodeUser(value, key);
+    UserInfo info;
+    info.user = std::string(key);
+    info.partition = u.partition;
+    info.status = u.status;
+    info.created = u.created;
+    std::string qv;
+    db_->Txn([&](DB_TXN* txn) {
+      if (!db_->Get(db_->quota(), txn, key, &qv)) qv.clear();
+    });
+    if (!qv.empty()) std::tie(info.quota_limit, info.quota_used) = DecodeQuota(qv, key);
+    fn(info);
+    return true;
+  });
+}
+
+// --- folders ---
+
+namespace {
+
+// Fills the store.idx part of a FolderInfo (under the folder's shared lock).
+void ReadIndexHeader(const std::string& dir, FolderInfo* info) {
+  std::string shown = dir + "/store.idx";
+  UniqueFd dfd = OpenFile(dir, O_RDONLY | O_DIRECTORY);
+  while (::flock(dfd.get(), LOCK_SH) != 0)
+    if (errno != EINTR) ThrowErrno("lock " + dir);
+  UniqueFd idx = TryOpenAt(dfd.get(), "store.idx", O_RDONLY, 0, shown);
+  if (!idx.valid()) Throw(Errc::kCorrupt, "mailbox " + info->Mailbox() + ": store.idx missing at " + shown);
+  index::Contents c = index::Read(idx.get(), shown, false);
+  info->uidvalidity = c.header.uidvalidity;
+  info->uidnext = c.header.uidnext;
+  info->count = c.header.count;
+  info->bytes = c.header.bytes;
+  info->last_append = c.header.last_append;
+  info->user_flag_names = std::move(c.user_flag_names);
+}
+
+}  // namespace
+
+std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_view folder) {
+  ValidateUserId(user);
+  ValidateFolderName(folder);
+  std::string name = NormalizeFolder(folder);
+  std::string key = MailboxKey(user, name), v;
+  bool found = false;
+  db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
+  if (!found) return std::nullopt;
+  FolderValue fv = DecodeFolder(v, key);
+  FolderInfo info;
+  info.user = std::string(user);
+  info.folder = name;
+  info.partition = fv.partition;
+  info.created = fv.created;
+  info.acl = fv.acl;
+  ReadIndexHeader(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), &info);
+  return info;
+}
+
+std::vector<FolderInfo> Store::ListFolders(std::string_view user) {
+  ValidateUserId(user);
+  std::vector<FolderInfo> out;
+  std::string prefix = "user/" + std::string(user) + "/";
+  db_->Scan(db_->folder(), prefix, [&](std::string_view key, std::string_view value) {
+    FolderValue fv = DecodeFolder(value, key);
+    FolderInfo info;
+    info.user = std::string(user);
+    info.folder = std::string(key.substr(prefix.size()));
+    info.partition = fv.partition;
+    info.created = fv.created;
+    info.acl = fv.acl;
+    ReadIndexHeader(PartitionPath(fv.partition) + "/" + FolderRelPath(user, info.folder), &info);
+    out.push_back(std::move(info));
+    return true;
+  });
+  return out;
+}
+
+void Store::ForEachFolder(const std::function<void(const FolderInfo&)>& fn) {
+  db_->Scan(db_->folder(), "user/", [&](std::string_view key, std::string_view value) {
+    auto [user, folder] = ParseMailboxName(key);
+    FolderValue fv = DecodeFolder(value, key);
+    FolderInfo info;
+    info.user = user;
+    info.folder = folder;
+    info.partition = fv.partition;
+    info.created = fv.created;
+    info.acl = fv.acl;
+    ReadIndexHeader(PartitionPath(fv.partition) + "/" + FolderRelPath(user, folder), &info);
+    fn(info);
+    return true;
+  });
+}
+
+std::unique_ptr<Folder> Store::OpenFolder(std::string_view user, std::string_view folder) {
+  ValidateUserId(user);
+  ValidateFolderName(folder);
+  std::string name = NormalizeFolder(folder);
+  std::string key = MailboxKey(user, name), v;
+  bool found = false;
+  db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
+  if (!found) Throw(Errc::kNotFound, "no such mailbox: " + key);
+  FolderValue fv = DecodeFolder(v, key);
+  std::string path = PartitionPath(fv.partition) + "/" + FolderRelPath(user, name);
+  UniqueFd dir = TryOpenAt(AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0, path);
+  if (!dir.valid()) Throw(Errc::kCorrupt, "mailbox " + key + ": directory missing at " + path);
+  return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
+}
+
+std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_view folder, uint32_t uidvalidity) {
+  ValidateUserId(user);
+  ValidateFolderName(folder);
+  std::string name = NormalizeFolder(folder);
+  std::optional<UserInfo> info = FindUser(user);
+  if (!info) info = CreateUser(user, {}, false);
+  std::string key = MailboxKey(user, name), v;
+  bool found = false;
+  db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
+  if (found) return OpenFolder(user, name);
+
+  std::string path = PartitionPath(info->partition) + "/" + FolderRelPath(user, name);
+  MakeDirs(path, 0700);
+  UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
+  {
+    // Serialise creators of the same folder; the mboxlist record is the commit point, so
+    // leftovers of a creation that crashed before it are simply overwritten.
+    while (::flock(dir.get(), LOCK_EX) != 0)
+      if (errno != EINTR) ThrowErrno("lock " + path);
+    struct Unlock {
+      int fd;
+      ~Unlock() { ::flock(fd, LOCK_UN); }
+    } unlock{dir.get()};
+    db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
+    if (!found) {
+      const bool sync = options_.durability == Durability::kBatch;
+      index::Contents c;
+      c.header.uidvalidity = uidvalidity ? uidvalidity : static_cast<uint32_t>(std::max<int64_t>(Now(), 1));
+      c.header.created = Now();
+      index::WriteNew(path + "/store.idx", c, sync);
+      index::Contents exp;
+      exp.header = c.header;
+      index::WriteNew(path + "/store.exp", exp, sync);
+      if (sync) Fsync(dir.get(), path);
+      FolderValue fv{c.header.uidvalidity, c.header.created, info->partition, ""};
+      db_->Txn([&](DB_TXN* txn) { db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
+    }
+  }
+  return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
+}
+
+void Store::SetAcl(std::string_view user, std::string_view folder, std::string_view acl) {
+  ValidateUserId(user);
+  ValidateFolderName(folder);
+  auto entries = ParseAcl(acl);
+  std::string key = MailboxKey(user, NormalizeFolder(folder));
+  db_->Txn([&](DB_TXN* txn) {
+    std::string v;
+    if (!db_->Get(db_->folder(), txn, key, &v, true)) Throw(Errc::kNotFound, "no such mailbox: " + key);
+    FolderValue fv = DecodeFolder(v, key);
+    for (const auto& [id, rights] : ParseAcl(fv.acl)) db_->Del(db_->lright(), txn, id + std::string(1, '\0') + key);
+    fv.acl = std::string(acl);
+    db_->Put(db_->folder(), txn, key, EncodeFolder(fv));
+    for (const auto& [id, rights] : entries) db_->Put(db_->lright(), txn, id + std::string(1, '\0') + key, rights);
+  });
+}
+
+// --- subscriptions, per-user data ---
+
+void Store::Subscribe(std::string_view user, std::string_view mailbox) {
+  ValidateUserId(user);
+  std::string key = std::string(user) + std::string(1, '\0') + std::string(mailbox);
+  db_->Txn([&](DB_TXN* txn) { db_->Put(db_->subscr(), txn, key, ""); });
+}
+
+void Store::Unsubscribe(std::string_view user, std::string_view mailbox) {
+  ValidateUserId(user);
+  std::string key = std::string(user) + std::string(1, '\0') + std::string(mailbox);
+  db_->Txn([&](DB_TXN* txn) { db_->Del(db_->subscr(), txn, key); });
+}
+
+std::vector<std::string> Store::Subscriptions(std::string_view user) {
+  ValidateUserId(user);
+  std::vector<std::string> out;
+  std::string prefix = std::string(user) + std::string(1, '\0');
+  db_->Scan(db_->subscr(), prefix, [&](std::string_view key, std::string_view) {
+    out.emplace_back(key.substr(prefix.size()));
+    return true;
+  });
+  return out;
+}
+
+void Store::SetPerUser(std::string_view mailbox, std::string_view reader, std::string_view data) {
+  std::string key = std::string(mailbox) + std::string(1, '\0') + std::string(reader);
+  db_->Txn([&](DB_TXN* txn) { db_->Put(db_->peruser(), txn, key, data); });
+}
+
+std::vector<std::pair<std::string, std::string>> Store::PerUser(std::string_view mailbox) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string prefix = std::string(mailbox) + std::string(1, '\0');
+  db_->Scan(db_->peruser(), prefix, [&](std::string_view key, std::string_view value) {
+    out.emplace_back(std::string(key.substr(prefix.size())), std::string(value));
+    return true;
+  });
+  return out;
+}
+
+void Store::Checkpoint() { db_->Checkpoint(); }
+
+}  // namespace storemove::store

@@ -1,0 +1,204 @@
+// Several processes on one store: racing deliveries with a concurrent reader, and kill -9 in
+// the middle of a delivery loop followed by recovery.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <map>
+#include <random>
+#include <set>
+
+#include "store/store.h"
+#include "tests/support/temp_dir.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+namespace {
+
+using storemove::testing::TempDir;
+
+std::string MessageFor(int writer, int i) {
+  std::string body(size_t((writer * 7919 + i * 104729) % 5000), char('a' + (i % 26)));
+  return "From: writer" + std::to_string(writer) + "@example.com\r\nSubject: " + std::to_string(i) + "\r\n\r\n" + body;
+}
+
+std::string ReadAllFd(int fd) {
+  std::string out;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, size_t(n));
+  return out;
+}
+
+// Checks that every record of a snapshot names a complete file with the recorded digest.
+void ExpectSnapshotConsistent(Folder& f, const FolderSnapshot& snap) {
+  for (const MessageMeta& m : snap.messages) {
+    UniqueFd fd = f.OpenMessage(m.uid);
+    ASSERT_TRUE(fd.valid()) << "record without file: UID " << m.uid;
+    std::string bytes = ReadAllFd(fd.get());
+    ASSERT_EQ(bytes.size(), m.size) << "UID " << m.uid;
+    ASSERT_EQ(DigestOf(bytes), m.digest) << "UID " << m.uid;
+  }
+}
+
+TEST(Concurrency, RacingWritersNeverLoseAppendsAndReadersSeeCompleteMessages) {
+  TempDir tmp;
+  Store::Init(tmp.path(), {}).reset();
+  constexpr int kWriters = 3, kPerWriter = 1000;
+  int start[2];
+  ASSERT_EQ(::pipe(start), 0);  // writers wait here until the reader is ready
+  std::vector<pid_t> children;
+  for (int w = 0; w < kWriters; ++w) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int rc = 0;
+      char go;
+      if (::read(start[0], &go, 1) != 1) ::_exit(3);
+      try {
+        auto store = Store::Open(tmp.path());
+        auto f = store->CreateFolder("joe", "Race/deep");  // every writer races to create it
+        for (int i = 0; i < kPerWriter; ++i) {
+          auto msg = f->NewMessage();
+          msg->Write(MessageFor(w, i));
+          std::vector<StagedMessage> batch{msg->Finish({})};
+          f->Commit(batch);
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "writer %d: %s\n", w, e.what());
+        rc = 1;
+      }
+      ::_exit(rc);
+    }
+    children.push_back(pid);
+  }
+  auto store = Store::Open(tmp.path());
+  ASSERT_EQ(::write(start[1], "gogo", kWriters), kWriters);
+  int snapshots = 0, partial = 0;
+  size_t running = children.size();
+  while (running > 0) {
+    int status;
+    pid_t done = ::waitpid(-1, &status, WNOHANG);
+    if (done > 0) {
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+      --running;
+      continue;
+    }
+    if (auto info = store->FindFolder("joe", "Race/deep")) {
+      auto f = store->OpenFolder("joe", "Race/deep");
+      FolderSnapshot snap = f->Snapshot();
+      ExpectSnapshotConsistent(*f, snap);
+      ++snapshots;
+      if (snap.messages.size() > 0 && snap.messages.size() < size_t(kWriters * kPerWriter)) ++partial;
+    }
+  }
+  auto f = store->OpenFolder("joe", "Race/deep");
+  FolderSnapshot snap = f->Snapshot();
+  ASSERT_EQ(snap.messages.size(), size_t(kWriters * kPerWriter));
+  std::set<Digest> seen;
+  for (size_t i = 0; i < snap.messages.size(); ++i) {
+    EXPECT_EQ(snap.messages[i].uid, i + 1);
+    seen.insert(snap.messages[i].digest);
+  }
+  for (int w = 0; w < kWriters; ++w)
+    for (int i = 0; i < kPerWriter; ++i) EXPECT_TRUE(seen.count(DigestOf(MessageFor(w, i)))) << w << "/" << i;
+  ExpectSnapshotConsistent(*f, snap);
+  uint64_t total = 0;
+  for (auto& m : snap.messages) total += m.size;
+  EXPECT_EQ(snap.info.bytes, total);
+  EXPECT_EQ(store->FindUser("joe")->quota_used, total);
+  RecordProperty("reader_snapshots", snapshots);
+  RecordProperty("snapshots_during_writes", partial);
+  std::printf("reader took %d snapshots, %d while writers were appending\n", snapshots, partial);
+}
+
+TEST(Concurrency, KillNineDuringDeliveryLosesNoAcknowledgedMessage) {
+  TempDir tmp;
+  Store::Init(tmp.path(), {}).reset();
+  std::mt19937 rng(12345);
+  std::map<uint32_t, Digest> acknowledged;
+  for (int round = 0; round < 6; ++round) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      try {
+        auto store = Store::Open(tmp.path());
+        store->CreateUser("joe");
+        store->CreateFolder("joe", "Archive/" + std::to_string(round));  // a crash may also hit a create
+        auto f = store->OpenFolder("joe", "INBOX");
+        for (int i = 0;; ++i) {
+          std::string bytes = MessageFor(round, i);
+          auto msg = f->NewMessage();
+          msg->Write(bytes);
+          std::vector<StagedMessage> batch{msg->Finish({})};
+          uint32_t uid = f->Commit(batch).at(0);
+          // Acknowledge only after Commit returned, as deliver does to the MTA.
+          std::string ack = std::to_string(uid) + " " + DigestOf(bytes).Hex() + "\n";
+          if (::write(fds[1], ack.data(), ack.size()) != ssize_t(ack.size())) ::_exit(2);
+        }
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "deliverer: %s\n", e.what());
+      }
+      ::_exit(1);
+    }
+    ::close(fds[1]);
+    size_t want = std::uniform_int_distribution<size_t>(5, 150)(rng);
+    std::string acks;
+    char buf[4096];
+    size_t lines = 0;
+    while (lines < want) {
+      ssize_t n = ::read(fds[0], buf, sizeof buf);
+      ASSERT_GT(n, 0) << "deliverer died early";
+      acks.append(buf, size_t(n));
+      lines = size_t(std::count(acks.begin(), acks.end(), '\n'));
+    }
+    ::kill(pid, SIGKILL);
+    int status;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    acks += ReadAllFd(fds[0]);  // acknowledgements written before the kill landed
+    ::close(fds[0]);
+    size_t pos = 0;
+    while (true) {
+      size_t nl = acks.find('\n', pos);
+      if (nl == std::string::npos) break;  // a torn last line was never a complete acknowledgement
+      std::string line = acks.substr(pos, nl - pos);
+      pos = nl + 1;
+      Digest d;
+      ASSERT_TRUE(Digest::FromHex(line.substr(line.find(' ') + 1), &d)) << line;
+      acknowledged[uint32_t(std::stoul(line))] = d;
+    }
+    // Reopen: recovery runs, and every acknowledged message is there and intact.
+    auto store = Store::Open(tmp.path());
+    auto f = store->OpenFolder("joe", "INBOX");
+    FolderSnapshot snap = f->Snapshot();
+    std::map<uint32_t, Digest> present;
+    for (const MessageMeta& m : snap.messages) present[m.uid] = m.digest;
+    for (const auto& [uid, digest] : acknowledged) {
+      ASSERT_TRUE(present.count(uid)) << "acknowledged UID " << uid << " lost in round " << round;
+      EXPECT_EQ(present[uid], digest);
+    }
+    ExpectSnapshotConsistent(*f, snap);
+    // The store keeps working after the crash.
+    auto msg = f->NewMessage();
+    msg->Write("after crash\n\nok");
+    std::vector<StagedMessage> batch{msg->Finish({})};
+    uint32_t uid = f->Commit(batch).at(0);
+    acknowledged[uid] = DigestOf("after crash\n\nok");
+  }
+  // Every mboxlist file passes the Berkeley DB verifier after a clean close.
+  for (const char* db : {"folder.db", "quota.db", "user.db", "subscr.db", "peruser.db", "lright.db"}) {
+    std::string cmd = "db5.3_verify -q " + tmp.path() + "/mboxlist/" + db + " 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+}
+
+}  // namespace
+}  // namespace storemove::store

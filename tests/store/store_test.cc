@@ -1,0 +1,329 @@
+// Unit tests of the store library: names, users, folders, appends, flags, expunge, corruption.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "store/store.h"
+#include "tests/support/temp_dir.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+namespace {
+
+using storemove::testing::TempDir;
+
+Errc CodeOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no error thrown";
+  return Errc::kInterrupted;
+}
+
+std::string ReadAllFd(int fd) {
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, size_t(n));
+  return out;
+}
+
+uint32_t Deliver(Folder& f, std::string_view bytes, MessageMeta meta = {}) {
+  auto w = f.NewMessage();
+  w->Write(bytes);
+  std::vector<StagedMessage> batch{w->Finish(meta)};
+  return f.Commit(batch).at(0);
+}
+
+TEST(Names, UserIds) {
+  ValidateUserId("joe");
+  ValidateUserId("joe.smith@example.com");
+  for (const char* bad : {"", "../x", "a/b", "joe..x", ".joe", "joe@", "a@b@c", "jo e", "x\x01"})
+    EXPECT_EQ(CodeOf([&] { ValidateUserId(bad); }), Errc::kInvalidArgument) << bad;
+  EXPECT_EQ(CodeOf([&] { ValidateUserId(std::string(129, 'a')); }), Errc::kInvalidArgument);
+}
+
+TEST(Names, FolderNames) {
+  for (const char* ok : {"INBOX", "Sent", "Projects/2024/Q3", "My Folder", "caf\xc3\xa9", "store.idx", "00", "a.b"})
+    ValidateFolderName(ok);
+  for (const char* bad : {"", "/x", "x/", "a//b", "..", "a/../b", ".", "a\tb"})
+    EXPECT_EQ(CodeOf([&] { ValidateFolderName(bad); }), Errc::kInvalidArgument) << bad;
+  EXPECT_EQ(CodeOf([&] { ValidateFolderName(std::string("a\0b", 3)); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([&] { ValidateFolderName(std::string(300, 'x')); }), Errc::kInvalidArgument);
+}
+
+TEST(Names, FolderPathsNeverCollideWithFolderFiles) {
+  std::string inbox = FolderRelPath("joe", "INBOX");
+  EXPECT_EQ(inbox, "=user/" + HashDir("joe") + "/=joe");
+  EXPECT_EQ(FolderRelPath("joe", "store.idx"), inbox + "/+store.idx");
+  EXPECT_EQ(FolderRelPath("joe", "00"), inbox + "/+00");
+  EXPECT_EQ(FolderRelPath("joe", "My Folder/caf\xc3\xa9"), inbox + "/+My%20Folder/+caf%C3%A9");
+  EXPECT_EQ(FolderRelPath("joe", "a+b%c"), inbox + "/+a%2Bb%25c");
+  EXPECT_EQ(MessageRelPath(1), "00/1.msg");
+  EXPECT_EQ(MessageRelPath(700), "02/700.msg");
+}
+
+TEST(Names, MailboxNamesAndPatterns) {
+  EXPECT_EQ(ParseMailboxName("user/joe/Sent/2024"), std::make_pair(std::string("joe"), std::string("Sent/2024")));
+  EXPECT_EQ(ParseMailboxName("user/joe"), std::make_pair(std::string("joe"), std::string("INBOX")));
+  EXPECT_EQ(CodeOf([] { ParseMailboxName("user/../x/INBOX"); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([] { ParseMailboxName("joe/INBOX"); }), Errc::kInvalidArgument);
+  EXPECT_TRUE(MatchPattern("*", "user/joe/INBOX"));
+  EXPECT_TRUE(MatchPattern("user/%/INBOX", "user/joe/INBOX"));
+  EXPECT_FALSE(MatchPattern("user/%", "user/joe/INBOX"));
+  EXPECT_TRUE(MatchPattern("user/j*", "user/joe/Sent/x"));
+  EXPECT_FALSE(MatchPattern("user/k*", "user/joe/INBOX"));
+}
+
+TEST(Flags, BitsNamesStatus) {
+  EXPECT_EQ(FlagBits(kSeen), "0010000");
+  EXPECT_EQ(ParseFlagNames("\\Seen, flagged"), kSeen | kFlagged);
+  EXPECT_EQ(FlagNames(kSeen | kFlagged), "Seen,Flagged");
+  EXPECT_EQ(CodeOf([] { ParseFlagNames("Bogus"); }), Errc::kInvalidArgument);
+  EXPECT_EQ(UserStatus::Parse("moved:new.example.com").ToString(), "moved:new.example.com");
+  EXPECT_EQ(UserStatus::Parse("hold").state, UserState::kHold);
+  EXPECT_EQ(CodeOf([] { UserStatus::Parse("moved:"); }), Errc::kInvalidArgument);
+}
+
+TEST(Store, OpenMissingStoreIsNotFound) {
+  TempDir tmp;
+  EXPECT_EQ(CodeOf([&] { Store::Open(tmp / "nope"); }), Errc::kNotFound);
+  EXPECT_EQ(CodeOf([&] { Store::Open(tmp.path()); }), Errc::kNotFound);
+  EXPECT_FALSE(PathExists(tmp / "nope"));
+}
+
+TEST(Store, InitCreatesLayout) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {"primary", "secondary"});
+  EXPECT_EQ(store->Partitions(), (std::vector<std::string>{"primary", "secondary"}));
+  EXPECT_EQ(store->DefaultPartition(), "primary");
+  EXPECT_TRUE(IsDirectory(tmp / "partition/secondary/=user"));
+  EXPECT_EQ(store->store_id().size(), 24u);
+  std::string id = store->store_id();
+  store.reset();
+  EXPECT_EQ(Store::Open(tmp.path())->store_id(), id);
+}
+
+TEST(Store, UsersStatusAndQuota) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {"primary", "secondary"});
+  EXPECT_FALSE(store->FindUser("joe"));
+  UserInfo joe = store->CreateUser("joe@example.com", "secondary");
+  EXPECT_EQ(joe.partition, "secondary");
+  EXPECT_EQ(joe.status.state, UserState::kActive);
+  EXPECT_TRUE(store->FindFolder("joe@example.com", "INBOX"));
+  EXPECT_TRUE(IsDirectory(tmp / ("partition/secondary/" + FolderRelPath("joe@example.com", "INBOX"))));
+  store->SetUserStatus("joe@example.com", UserStatus::Parse("moved:mail2"));
+  store->SetQuotaLimit("joe@example.com", 1000000);
+  auto again = store->FindUser("joe@example.com");
+  EXPECT_EQ(again->status.ToString(), "moved:mail2");
+  EXPECT_EQ(again->quota_limit, 1000000u);
+  EXPECT_EQ(CodeOf([&] { store->SetUserStatus("nobody", UserStatus{}); }), Errc::kNoUser);
+  EXPECT_EQ(CodeOf([&] { store->CreateUser("x", "nopart"); }), Errc::kNotFound);
+  store->CreateUser("amy");
+  std::vector<std::string> users;
+  store->ForEachUser([&](const UserInfo& u) { users.push_back(u.user); });
+  EXPECT_EQ(users, (std::vector<std::string>{"amy", "joe@example.com"}));
+}
+
+TEST(Store, AppendReadBackSnapshotAndQuota) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto inbox = store->CreateFolder("joe", "INBOX", 4242);  // creates the user record, without an INBOX first
+  std::string m1 = "Date: Thu, 28 Nov 2026 10:00:00 +0000\r\nSubject: hi\r\n\r\nbody\r\n";
+  std::string m2 = "Subject: no date\n\nline\nFrom me\n";
+  MessageMeta meta;
+  meta.flags = kSeen;
+  meta.internal_date = 1700000000;
+  EXPECT_EQ(Deliver(*inbox, m1, meta), 1u);
+  EXPECT_EQ(Deliver(*inbox, m2), 2u);
+  FolderSnapshot snap = inbox->Snapshot();
+  EXPECT_EQ(snap.info.uidvalidity, 4242u);
+  EXPECT_EQ(snap.info.uidnext, 3u);
+  EXPECT_EQ(snap.info.count, 2u);
+  EXPECT_EQ(snap.info.bytes, m1.size() + m2.size());
+  ASSERT_EQ(snap.messages.size(), 2u);
+  const MessageMeta& r1 = snap.messages[0];
+  EXPECT_EQ(r1.flags, kSeen);
+  EXPECT_EQ(r1.internal_date, 1700000000);
+  EXPECT_EQ(r1.size, m1.size());
+  EXPECT_EQ(r1.header_size, m1.find("\r\n\r\n") + 4);
+  EXPECT_EQ(r1.digest, DigestOf(m1));
+  EXPECT_EQ(snap.messages[1].header_size, m2.find("\n\n") + 2);
+  UniqueFd fd = inbox->OpenMessage(1);
+  ASSERT_TRUE(fd.valid());
+  EXPECT_EQ(ReadAllFd(fd.get()), m1);
+  EXPECT_EQ(store->FindUser("joe")->quota_used, m1.size() + m2.size());
+  struct stat st;
+  ASSERT_EQ(::stat(inbox->MessagePath(2).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST(Store, LargeMessageWrittenInChunksHasCorrectHeaderAndDigest) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto f = store->CreateFolder("joe", "Big");
+  std::string header = "From: a@b\r\nSubject: big\r\n\r\n";
+  std::string body(3 * 1024 * 1024 + 17, 'x');
+  std::string whole = header + body;
+  auto w = f->NewMessage();
+  for (size_t i = 0; i < whole.size(); i += 7) w->Write(whole.substr(i, 7));  // blank line split across chunks
+  std::vector<StagedMessage> batch{w->Finish({})};
+  f->Commit(batch);
+  auto snap = f->Snapshot();
+  EXPECT_EQ(snap.messages[0].header_size, header.size());
+  EXPECT_EQ(snap.messages[0].digest, DigestOf(whole));
+}
+
+TEST(Store, ExplicitUidsFillGapsAndConflictsChangeNothing) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto f = store->CreateFolder("joe", "INBOX");
+  MessageMeta m;
+  m.uid = 10;
+  Deliver(*f, "a\n\nx", m);
+  m.uid = 5;
+  Deliver(*f, "b\n\ny", m);
+  EXPECT_EQ(Deliver(*f, "c\n\nz"), 11u);
+  auto snap = f->Snapshot();
+  ASSERT_EQ(snap.messages.size(), 3u);
+  EXPECT_EQ(snap.messages[0].uid, 5u);  // sorted by UID whatever the append order
+  EXPECT_EQ(snap.info.uidnext, 12u);
+  m.uid = 10;
+  auto w = f->NewMessage();
+  w->Write("dup");
+  std::vector<StagedMessage> batch{w->Finish(m)};
+  EXPECT_EQ(CodeOf([&] { f->Commit(batch); }), Errc::kExists);
+  EXPECT_EQ(f->Snapshot().messages.size(), 3u);
+  UniqueFd fd = f->OpenMessage(10);
+  EXPECT_EQ(ReadAllFd(fd.get()), "a\n\nx");
+  // No temporary files remain.
+  for (auto& e : std::filesystem::directory_iterator(f->path()))
+    EXPECT_FALSE(e.path().filename().string().starts_with("tmp.")) << e.path();
+}
+
+TEST(Store, FlagsUserFlagNamesAndUidNext) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto f = store->CreateFolder("joe", "INBOX");
+  Deliver(*f, "m\n\n1");
+  f->SetFlags(1, kSeen | kAnswered, 0b101);
+  f->SetUserFlagNames({"$Junk", "$Label1", "important"});
+  f->RaiseUidNext(100);
+  f->RaiseUidNext(50);
+  auto snap = f->Snapshot();
+  EXPECT_EQ(snap.messages[0].flags, kSeen | kAnswered);
+  EXPECT_EQ(snap.messages[0].user_flags, 0b101u);
+  EXPECT_EQ(snap.info.user_flag_names, (std::vector<std::string>{"$Junk", "$Label1", "important"}));
+  EXPECT_EQ(snap.info.uidnext, 100u);
+  EXPECT_EQ(Deliver(*f, "m\n\n2"), 100u);
+  EXPECT_EQ(CodeOf([&] { f->SetFlags(7, kSeen, 0); }), Errc::kNotFound);
+}
+
+TEST(Store, ExpungeRemovesRecordsFilesAndQuota) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto f = store->CreateFolder("joe", "INBOX");
+  for (int i = 0; i < 5; ++i) Deliver(*f, "message " + std::to_string(i));
+  uint64_t before = store->FindUser("joe")->quota_used;
+  std::string path2 = f->MessagePath(2);
+  f->Expunge({2, 4});
+  auto snap = f->Snapshot();
+  ASSERT_EQ(snap.messages.size(), 3u);
+  EXPECT_EQ(snap.messages[1].uid, 3u);
+  EXPECT_FALSE(PathExists(path2));
+  EXPECT_EQ(store->FindUser("joe")->quota_used, before - 2 * std::string("message 0").size());
+  EXPECT_EQ(store->RecomputeQuota("joe"), before - 18);
+  EXPECT_EQ(Deliver(*f, "after"), 6u);  // UIDs are never reused
+}
+
+TEST(Store, StageLinkSharesOneInode) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto a = store->CreateFolder("amy", "INBOX");
+  auto b = store->CreateFolder("bob", "Lists/news");
+  Deliver(*a, "shared content\n\nbody");
+  MessageMeta meta = a->Snapshot().messages[0];
+  meta.uid = 0;
+  auto staged = b->StageLink(a->MessagePath(1), meta);
+  ASSERT_TRUE(staged);
+  std::vector<StagedMessage> batch{*staged};
+  b->Commit(batch);
+  struct stat sa, sb;
+  ASSERT_EQ(::stat(a->MessagePath(1).c_str(), &sa), 0);
+  ASSERT_EQ(::stat(b->MessagePath(1).c_str(), &sb), 0);
+  EXPECT_EQ(sa.st_ino, sb.st_ino);
+  EXPECT_EQ(sa.st_nlink, 2u);
+  EXPECT_EQ(b->Snapshot().messages[0].digest, DigestOf("shared content\n\nbody"));
+}
+
+TEST(Store, FoldersAnyDepthAndHostileNames) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  store->CreateUser("joe");
+  for (const char* name : {"Sent", "Projects/2024/Q3", "My Folder", "store.idx", "00", "caf\xc3\xa9", "inbox/sub"})
+    store->CreateFolder("joe", name);
+  auto folders = store->ListFolders("joe");
+  std::vector<std::string> names;
+  for (auto& f : folders) names.push_back(f.folder);
+  EXPECT_EQ(names, (std::vector<std::string>{"00", "INBOX", "INBOX/sub", "My Folder", "Projects/2024/Q3", "Sent",
+                                              "caf\xc3\xa9", "store.idx"}));
+  EXPECT_EQ(CodeOf([&] { store->CreateFolder("joe", "../../etc"); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([&] { store->CreateFolder("../x", "INBOX"); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([&] { store->OpenFolder("joe", "Nope"); }), Errc::kNotFound);
+  EXPECT_FALSE(PathExists(tmp / "etc"));
+  int count = 0;
+  store->ForEachFolder([&](const FolderInfo&) { ++count; });
+  EXPECT_EQ(count, 8);
+}
+
+TEST(Store, AclSubscriptionsPerUser) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  store->CreateFolder("joe", "Shared");
+  store->SetAcl("joe", "Shared", "joe lrswipkxtea anyone lr");
+  EXPECT_EQ(store->FindFolder("joe", "Shared")->acl, "joe lrswipkxtea anyone lr");
+  EXPECT_EQ(CodeOf([&] { store->SetAcl("joe", "Shared", "oddcount"); }), Errc::kInvalidArgument);
+  store->Subscribe("joe", "user/joe/Shared");
+  store->Subscribe("joe", "user/joe/INBOX");
+  store->Unsubscribe("joe", "user/joe/INBOX");
+  EXPECT_EQ(store->Subscriptions("joe"), (std::vector<std::string>{"user/joe/Shared"}));
+  store->SetPerUser("user/joe/Shared", "amy", "seen 1:5");
+  EXPECT_EQ(store->PerUser("user/joe/Shared").at(0), std::make_pair(std::string("amy"), std::string("seen 1:5")));
+}
+
+TEST(Store, CorruptIndexIsReportedWithPath) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto f = store->CreateFolder("joe", "INBOX");
+  Deliver(*f, "one\n\n1");
+  Deliver(*f, "two\n\n2");
+  std::string idx = f->path() + "/store.idx";
+  {
+    // Flip one byte inside the second record.
+    UniqueFd fd = OpenFile(idx, O_RDWR);
+    uint8_t b;
+    PreadAll(fd.get(), &b, 1, 1024 + 96 + 10, idx);
+    b ^= 0x40;
+    PwriteAll(fd.get(), &b, 1, 1024 + 96 + 10, idx);
+  }
+  try {
+    f->Snapshot();
+    FAIL() << "corruption not detected";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kCorrupt);
+    EXPECT_NE(std::string(e.what()).find(idx), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("record 1"), std::string::npos) << e.what();
+  }
+  ASSERT_EQ(::truncate(idx.c_str(), 30), 0);
+  EXPECT_EQ(CodeOf([&] { f->Snapshot(); }), Errc::kCorrupt);
+  EXPECT_EQ(CodeOf([&] { store->ListFolders("joe"); }), Errc::kCorrupt);
+}
+
+}  // namespace
+}  // namespace storemove::store
