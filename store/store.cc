@@ -414,6 +414,31 @@ std::unique_ptr<Folder> Store::OpenFolder(std::string_view user, std::string_vie
   return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
 }
 
+namespace {
+
+// Writes a fresh, empty store.idx and store.exp into `path` (overwriting leftovers).
+index::Header WriteEmptyFolderFiles(const std::string& path, uint32_t uidvalidity, bool sync) {
+  index::Contents c;
+  c.header.uidvalidity = uidvalidity ? uidvalidity : static_cast<uint32_t>(std::max<int64_t>(Now(), 1));
+  c.header.created = Now();
+  index::WriteNew(path + "/store.idx", c, sync);
+  index::Contents exp;
+  exp.header = c.header;
+  index::WriteNew(path + "/store.exp", exp, sync);
+  return c.header;
+}
+
+struct DirLock {
+  DirLock(int fd, const std::string& path) : fd(fd) {
+    while (::flock(fd, LOCK_EX) != 0)
+      if (errno != EINTR) ThrowErrno("lock " + path);
+  }
+  ~DirLock() { ::flock(fd, LOCK_UN); }
+  int fd;
+};
+
+}  // namespace
+
 std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_view folder, uint32_t uidvalidity) {
   ValidateUserId(user);
   ValidateFolderName(folder);
@@ -431,28 +456,51 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
   {
     // Serialise creators of the same folder; the mboxlist record is the commit point, so
     // leftovers of a creation that crashed before it are simply overwritten.
-    while (::flock(dir.get(), LOCK_EX) != 0)
-      if (errno != EINTR) ThrowErrno("lock " + path);
-    struct Unlock {
-      int fd;
-      ~Unlock() { ::flock(fd, LOCK_UN); }
-    } unlock{dir.get()};
+    DirLock lock(dir.get(), path);
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
     if (!found) {
       const bool sync = options_.durability == Durability::kBatch;
-      index::Contents c;
-      c.header.uidvalidity = uidvalidity ? uidvalidity : static_cast<uint32_t>(std::max<int64_t>(Now(), 1));
-      c.header.created = Now();
-      index::WriteNew(path + "/store.idx", c, sync);
-      index::Contents exp;
-      exp.header = c.header;
-      index::WriteNew(path + "/store.exp", exp, sync);
+      index::Header h = WriteEmptyFolderFiles(path, uidvalidity, sync);
       if (sync) Fsync(dir.get(), path);
-      FolderValue fv{c.header.uidvalidity, c.header.created, info->partition, ""};
+      FolderValue fv{h.uidvalidity, h.created, info->partition, ""};
       db_->Txn([&](DB_TXN* txn) { db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
     }
   }
   return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
+}
+
+std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, std::string_view folder,
+                                                       uint32_t uidvalidity) {
+  ValidateUserId(user);
+  ValidateFolderName(folder);
+  std::string name = NormalizeFolder(folder);
+  std::optional<UserInfo> info = FindUser(user);
+  if (!info) info = CreateUser(user, {}, false);
+  if (FindFolder(user, name)) Throw(Errc::kExists, "mailbox " + MailboxKey(user, name) + " exists");
+  std::string path = PartitionPath(info->partition) + "/" + FolderRelPath(user, name);
+  MakeDirs(path, 0700);
+  UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
+  {
+    DirLock lock(dir.get(), path);
+    WriteEmptyFolderFiles(path, uidvalidity, options_.durability == Durability::kBatch);
+  }
+  return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
+}
+
+void Store::PublishFolder(Folder& folder) {
+  const bool sync = options_.durability == Durability::kBatch;
+  std::string key = MailboxKey(folder.user(), folder.folder());
+  std::optional<UserInfo> info = FindUser(folder.user());
+  if (!info) Throw(Errc::kNoUser, "no such user: " + folder.user());
+  DirLock lock(folder.dir_.get(), folder.path());
+  std::string shown = folder.path() + "/store.idx";
+  UniqueFd idx = OpenAt(folder.dir_.get(), "store.idx", O_RDONLY, 0, shown);
+  index::Header h = index::Read(idx.get(), shown, false).header;
+  if (sync) Fsync(folder.dir_.get(), folder.path());
+  FolderValue fv{h.uidvalidity, h.created, info->partition, ""};
+  bool inserted = false;
+  db_->Txn([&](DB_TXN* txn) { inserted = db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
+  if (!inserted) Throw(Errc::kExists, "mailbox " + key + " was created while it was being restored");
 }
 
 void Store::SetAcl(std::string_view user, std::string_view folder, std::string_view acl) {

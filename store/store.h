@@ -242,6 +242,13 @@ class Store {
   // exists, whatever `uidvalidity` says. uidvalidity 0 = now.
   std::unique_ptr<Folder> CreateFolder(std::string_view user, std::string_view folder,
                                        uint32_t uidvalidity = 0);
+  // A folder that stays invisible (no mboxlist record) until PublishFolder(): restore fills a
+  // new mailbox completely before anyone can see it. Leftovers of an unpublished folder (a
+  // killed restore) are overwritten by the next creation.
+  std::unique_ptr<Folder> CreateUnpublishedFolder(std::string_view user, std::string_view folder,
+                                                  uint32_t uidvalidity);
+  // Makes the folder visible; throws kExists if a folder of that name appeared meanwhile.
+  void PublishFolder(Folder& folder);
   void SetAcl(std::string_view user, std::string_view folder, std::string_view acl);
 
   // --- subscriptions and per-user data on shared folders ---

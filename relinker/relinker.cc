@@ -1,0 +1,119 @@
+#include "relinker/relinker.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "util/error.h"
+
+namespace storemove::relinker {
+
+namespace {
+constexpr size_t kCompareBlock = 256 * 1024;
+
+}  // namespace
+
+bool SameContent(int fd_a, int fd_b) {
+  struct stat sa, sb;
+  if (::fstat(fd_a, &sa) != 0 || ::fstat(fd_b, &sb) != 0) ThrowErrno("stat message file");
+  if (sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) return true;
+  if (sa.st_size != sb.st_size) return false;
+  std::string a(kCompareBlock, '\0'), b(kCompareBlock, '\0');
+  off_t off = 0;
+  for (;;) {
+    ssize_t na = ::pread(fd_a, a.data(), kCompareBlock, off);
+    ssize_t nb = ::pread(fd_b, b.data(), kCompareBlock, off);
+    if (na < 0 || nb < 0) ThrowErrno("read message file");
+    if (na != nb || std::memcmp(a.data(), b.data(), size_t(na)) != 0) return false;
+    if (na == 0) return true;
+    off += na;
+  }
+}
+
+bool SameContent(const std::string& path_a, const std::string& path_b) {
+  UniqueFd a = OpenFile(path_a, O_RDONLY), b = OpenFile(path_b, O_RDONLY);
+  return SameContent(a.get(), b.get());
+}
+
+IncomingMatcher::IncomingMatcher(UniqueFd existing, uint64_t expected_size)
+    : fd_(std::move(existing)), size_(expected_size) {}
+
+bool IncomingMatcher::Feed(const void* data, size_t size) {
+  if (mismatched_) return false;
+  if (matched_ + size > size_) {
+    mismatched_ = true;
+    return false;
+  }
+  buf_.resize(size);
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = ::pread(fd_.get(), buf_.data() + got, size - got, off_t(matched_ + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ThrowErrno("read repository file");
+    }
+    if (n == 0) break;
+    got += size_t(n);
+  }
+  if (got != size || std::memcmp(buf_.data(), data, size) != 0) {
+    mismatched_ = true;
+    return false;
+  }
+  matched_ += size;
+  return true;
+}
+
+Repository::Repository(std::string partition_dir, RepositoryOptions options)
+    : root_(std::move(partition_dir) + "/=digest"), options_(options) {}
+
+std::string Repository::EntryPath(const Digest& digest) const {
+  std::string hex = digest.Hex();
+  return root_ + "/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex + ".msg";
+}
+
+UniqueFd Repository::OpenEntry(const Digest& digest, uint64_t size) const {
+  std::string path = EntryPath(digest);
+  UniqueFd fd = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
+  if (!fd.valid()) return fd;
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + path);
+  if (uint64_t(st.st_size) != size) return UniqueFd();
+  return fd;
+}
+
+bool Repository::AddIfMissing(const Digest& digest, const std::string& file) {
+  std::string entry = EntryPath(digest);
+  if (::link(file.c_str(), entry.c_str()) == 0) return true;
+  if (errno == EEXIST || errno == EMLINK) return false;
+  if (errno != ENOENT) ThrowErrno("link " + file + " to " + entry);
+  MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
+  if (::link(file.c_str(), entry.c_str()) == 0) return true;
+  if (errno != EEXIST && errno != EMLINK) ThrowErrno("link " + file + " to " + entry);
+  return false;
+}
+
+void Repository::Replace(const Digest& digest, const std::string& file) {
+  std::string entry = EntryPath(digest);
+  MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
+  std::string tmp = entry + ".tmp." + RandomToken();
+  if (::link(file.c_str(), tmp.c_str()) != 0) ThrowErrno("link " + file + " to " + tmp);
+  if (::rename(tmp.c_str(), entry.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    ThrowErrno("rename " + tmp + " to " + entry, err);
+  }
+}
+
+std::optional<store::StagedMessage> Repository::StageLink(store::Folder& folder, const std::string& existing,
+                                                           const store::MessageMeta& meta) const {
+  if (options_.max_links) {
+    struct stat st;
+    if (::stat(existing.c_str(), &st) == 0 && uint64_t(st.st_nlink) >= options_.max_links) return std::nullopt;
+  }
+  return folder.StageLink(existing, meta);
+}
+
+}  // namespace storemove::relinker

@@ -1,0 +1,75 @@
+// Single-instance storage: proving bytes equal, the per-partition digest repository
+// (partition/<p>/=digest, docs/store-format.md §7), and linking identical content.
+//
+// XXH3-128 is not collision-resistant and mail content is chosen by strangers, so nothing here
+// links two files on a digest match alone: the bytes are compared first (or the files are
+// already the same inode).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "store/store.h"
+#include "util/digest.h"
+#include "util/fs.h"
+
+namespace storemove::relinker {
+
+// True when both files hold exactly the same bytes (sizes first, then content in blocks).
+bool SameContent(int fd_a, int fd_b);
+bool SameContent(const std::string& path_a, const std::string& path_b);
+
+// Compares bytes arriving in chunks (a restore's body records) with an existing file, so that
+// identical content is linked without writing it. Once a chunk differs, the caller copies the
+// matched prefix from file() and writes the rest itself.
+class IncomingMatcher {
+ public:
+  IncomingMatcher(UniqueFd existing, uint64_t expected_size);
+  // Returns false from the first chunk that differs (or overruns the file) on.
+  bool Feed(const void* data, size_t size);
+  bool mismatched() const { return mismatched_; }
+  uint64_t matched_bytes() const { return matched_; }  // equal prefix length
+  int file() const { return fd_.get(); }
+  // All bytes fed were equal and their count equals the file's size.
+  bool CompleteMatch() const { return !mismatched_ && matched_ == size_; }
+
+ private:
+  UniqueFd fd_;
+  uint64_t size_;
+  uint64_t matched_ = 0;
+  bool mismatched_ = false;
+  std::string buf_;
+};
+
+struct RepositoryOptions {
+  // Treat files with this many links as full (EMLINK) — 0 = only the filesystem's limit. Tests
+  // use a small cap to exercise the copy-on-full path that ext4's 65,000 limit triggers.
+  uint64_t max_links = 0;
+};
+
+// The digest repository of one partition.
+class Repository {
+ public:
+  explicit Repository(std::string partition_dir, RepositoryOptions options = {});
+  std::string EntryPath(const Digest& digest) const;
+  // Opens the entry for `digest` when it exists and has `size` bytes; invalid fd otherwise.
+  UniqueFd OpenEntry(const Digest& digest, uint64_t size) const;
+  // Makes `file` the entry for `digest` unless one exists; true when `file` became the entry.
+  // The caller guarantees the digest.
+  bool AddIfMissing(const Digest& digest, const std::string& file);
+  // Replaces the entry (used when the old one reached its link limit).
+  void Replace(const Digest& digest, const std::string& file);
+  // Links `existing` (an entry or another message with proven-equal content) into the folder
+  // as a staged message; nullopt when the file is full (EMLINK or the test cap) or on another
+  // filesystem, and the caller must write a copy.
+  std::optional<store::StagedMessage> StageLink(store::Folder& folder, const std::string& existing,
+                                                const store::MessageMeta& meta) const;
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string root_;  // partition_dir + "/=digest"
+  RepositoryOptions options_;
+};
+
+}  // namespace storemove::relinker

@@ -1,0 +1,35 @@
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+#include "stream/stream.h"
+
+namespace storemove::stream {
+
+std::string SessionReport::Summary(const std::string& verb) const {
+  char buf[512];
+  double rate = seconds > 0 ? double(message_bytes) / seconds : 0;
+  std::snprintf(buf, sizeof buf,
+                "%s: %llu users, %llu folders, %llu messages + %llu links (%s), %s body, %s stream, %.2f s (%s/s)",
+                verb.c_str(), (unsigned long long)users, (unsigned long long)folders, (unsigned long long)messages,
+                (unsigned long long)links, HumanBytes(double(message_bytes)).c_str(),
+                HumanBytes(double(body_bytes)).c_str(), HumanBytes(double(stream_bytes)).c_str(), seconds,
+                HumanBytes(rate).c_str());
+  std::string out = buf;
+  if (skipped || linked) out += ", " + std::to_string(skipped) + " already present, " + std::to_string(linked) + " hard-linked";
+  if (errors) out += ", " + std::to_string(errors) + " ERRORS";
+  return out;
+}
+
+std::string SessionReport::Json(const std::string& verb) const {
+  nlohmann::json j = {{"operation", verb},       {"users", users},
+                      {"folders", folders},      {"messages", messages},
+                      {"links", links},          {"message_bytes", message_bytes},
+                      {"body_bytes", body_bytes}, {"stream_bytes", stream_bytes},
+                      {"already_present", skipped}, {"hard_linked", linked},
+                      {"errors", errors},        {"error_lines", error_lines},
+                      {"seconds", seconds}};
+  return j.dump();
+}
+
+}  // namespace storemove::stream

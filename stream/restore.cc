@@ -1,0 +1,536 @@
+// The restore side: records -> store, with imsrestore's semantics (sun-store.md §2) and
+// restore-time single instance through the partition's digest repository.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "stream/stream.h"
+#include "util/error.h"
+
+namespace storemove::stream {
+
+std::map<std::string, std::string> ReadUserMap(const std::string& path) {
+  std::map<std::string, std::string> map;
+  std::ifstream in(path);
+  if (!in) Throw(Errc::kNotFound, "cannot read map file " + path);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#') continue;
+    size_t eq = line.find('=');
+    if (eq == std::string::npos)
+      Throw(Errc::kInvalidArgument, path + " line " + std::to_string(lineno) + ": expected old=new");
+    std::string from = line.substr(0, eq), to = line.substr(eq + 1);
+    store::ValidateUserId(from);
+    store::ValidateUserId(to);
+    map[from] = to;
+  }
+  return map;
+}
+
+namespace {
+
+store::MessageMeta ToMeta(const format::MessageRecord& r) {
+  store::MessageMeta m;
+  m.uid = r.uid;
+  m.flags = r.flags;
+  m.user_flags = r.user_flags;
+  m.internal_date = r.internal_date;
+  m.sent_date = r.sent_date;
+  m.save_time = r.save_time;
+  m.size = r.size;
+  m.header_size = r.header_size;
+  m.digest = r.digest;
+  return m;
+}
+
+std::string Today() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm;
+  gmtime_r(&t, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y%m%d", &tm);
+  return buf;
+}
+
+// A per-folder error that -c y lets the restore skip.
+struct FolderError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class RestoreSession {
+ public:
+  RestoreSession(store::Store* store, format::Decoder& decoder, const RestoreOptions& options, std::ostream* toc)
+      : store_(store), decoder_(decoder), options_(options), toc_(toc), progress_("restore", options.live_progress) {}
+
+  SessionReport Run() {
+    using Event = format::Decoder::Event;
+    for (;;) {
+      Event ev = decoder_.Next();
+      switch (ev) {
+        case Event::kHeader:
+          if (toc_) PrintHeader();
+          break;
+        case Event::kUser: OnUser(decoder_.user()); break;
+        case Event::kFolder: Guard([&] { OnFolder(decoder_.folder()); }); break;
+        case Event::kMessage:
+          // Content ids count every message record of the stream, whatever happens to it here.
+          content_.push_back(decoder_.message().digest);
+          Guard([&] { OnMessage(decoder_.message()); });
+          break;
+        case Event::kBody: Guard([&] { OnBody(decoder_.body()); }); break;
+        case Event::kMessageEnd: Guard([&] { OnMessageEnd(); }); break;
+        case Event::kLink: Guard([&] { OnLink(decoder_.link()); }); break;
+        case Event::kFolderEnd: Guard([&] { OnFolderEnd(); }); skipping_ = false; break;
+        case Event::kEnd:
+          Finish();
+          return report_;
+      }
+    }
+  }
+
+ private:
+  enum class Mode { kNew, kMerge, kAppend };
+
+  // Runs a folder step; a problem with this folder either stops the restore or, with -c y,
+  // is reported while the rest of the folder's records are read and dropped.
+  template <class F>
+  void Guard(F&& step) {
+    if (skipping_) return;
+    try {
+      step();
+    } catch (const Error& e) {
+      if (e.code() == Errc::kCorrupt || !options_.continue_on_error) {
+        AbandonFolder();
+        throw;
+      }
+      ++report_.errors;
+      report_.error_lines.push_back(current_mailbox_ + ": " + e.what() + "; folder skipped");
+      AbandonFolder();
+      skipping_ = true;
+    }
+  }
+
+  std::string MapUser(const std::string& user) const {
+    auto it = options_.user_map.find(user);
+    return it == options_.user_map.end() ? user : it->second;
+  }
+
+  std::string MapMailbox(const std::string& mailbox) const {
+    if (!mailbox.starts_with("user/")) return mailbox;
+    size_t slash = mailbox.find('/', 5);
+    std::string user = mailbox.substr(5, slash == std::string::npos ? std::string::npos : slash - 5);
+    std::string rest = slash == std::string::npos ? "" : mailbox.substr(slash);
+    return "user/" + MapUser(user) + rest;
+  }
+
+  void PrintHeader() {
+    const auto& h = decoder_.header();
+    *toc_ << "stream " << h.version_major << "." << h.version_minor
+          << (h.kind == format::StreamKind::kManifest ? " manifest" : "") << " from " << h.source_host
+          << " store " << h.store_id << " created " << h.created;
+    if (h.since) *toc_ << " since " << h.since;
+    *toc_ << "\n";
+  }
+
+  void OnUser(const format::UserRecord& r) {
+    ++report_.users;
+    std::string user = MapUser(r.user);
+    if (toc_) {
+      *toc_ << "user " << user << " " << r.status << " partition " << r.partition << " quota " << r.quota_limit
+            << " subscriptions " << r.subscriptions.size() << "\n";
+    }
+    if (!store_) return;
+    try {
+      store::UserStatus status = store::UserStatus::Parse(r.status);
+      std::optional<store::UserInfo> existing = store_->FindUser(user);
+      if (!existing) {
+        std::string partition = options_.partition;
+        if (partition.empty()) {
+          auto parts = store_->Partitions();
+          partition = std::find(parts.begin(), parts.end(), r.partition) != parts.end() ? r.partition
+                                                                                        : store_->DefaultPartition();
+        }
+        store_->CreateUser(user, partition, false);
+      }
+      store_->SetUserStatus(user, status);
+      if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
+      for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
+      touched_users_.insert(user);
+    } catch (const Error& e) {
+      if (!options_.continue_on_error || e.code() == Errc::kCorrupt) throw;
+      ++report_.errors;
+      report_.error_lines.push_back("user " + r.user + ": " + e.what() + "; skipped");
+    }
+  }
+
+  void OnFolder(const format::FolderRecord& r) {
+    ++report_.folders;
+    user_ = MapUser(r.user);
+    current_mailbox_ = "user/" + user_ + "/" + r.folder;
+    folder_record_ = r;
+    if (toc_)
+      *toc_ << "mailbox " << current_mailbox_ << " uidvalidity " << r.uidvalidity << " uidnext " << r.uidnext
+            << " messages " << r.count << " bytes " << r.bytes << "\n";
+    if (!store_) return;
+    store::ValidateUserId(user_);
+    store::ValidateFolderName(r.folder);
+    if (!store_->FindUser(user_)) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
+    folder_name_ = r.folder;
+    std::optional<store::FolderInfo> existing = store_->FindFolder(user_, folder_name_);
+    if (existing && options_.rename_existing) {
+      folder_name_ = r.folder + "." + Today();
+      current_mailbox_ = "user/" + user_ + "/" + folder_name_;
+      existing = store_->FindFolder(user_, folder_name_);
+    }
+    present_.clear();
+    if (!existing) {
+      mode_ = Mode::kNew;
+      folder_ = store_->CreateUnpublishedFolder(user_, folder_name_, r.uidvalidity);
+      if (!r.user_flag_names.empty()) folder_->SetUserFlagNames(r.user_flag_names);
+      flag_map_.clear();
+    } else {
+      folder_ = store_->OpenFolder(user_, folder_name_);
+      store::FolderSnapshot snap = folder_->Snapshot();
+      mode_ = existing->uidvalidity == r.uidvalidity && !options_.skip_existing_check ? Mode::kMerge : Mode::kAppend;
+      if (mode_ == Mode::kMerge)
+        for (const store::MessageMeta& m : snap.messages) present_.emplace(m.uid, m);
+      MergeUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
+    }
+    repository_ = std::make_unique<relinker::Repository>(
+        store_->PartitionPath(store_->FindUser(user_)->partition), options_.repository);
+  }
+
+  // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty).
+  void MergeUserFlagNames(const std::vector<std::string>& have, const std::vector<std::string>& incoming) {
+    flag_map_.clear();
+    if (incoming.empty() || have == incoming) return;
+    std::vector<std::string> merged = have;
+    for (const std::string& name : incoming) {
+      auto it = std::find(merged.begin(), merged.end(), name);
+      if (it == merged.end()) {
+        if (merged.size() >= 64) Throw(Errc::kInvalidArgument, "more than 64 user flags after merging");
+        merged.push_back(name);
+        it = merged.end() - 1;
+      }
+      flag_map_.push_back(int(it - merged.begin()));
+    }
+    if (merged != have) folder_->SetUserFlagNames(merged);
+  }
+
+  uint64_t MapUserFlags(uint64_t flags) const {
+    if (flag_map_.empty()) return flags;
+    uint64_t out = 0;
+    for (size_t i = 0; i < flag_map_.size(); ++i)
+      if (flags & (uint64_t(1) << i)) out |= uint64_t(1) << flag_map_[i];
+    return out;
+  }
+
+  // Decides the UID a message gets: its own (new/merge) or the next one (append); nullopt when
+  // it is already present (same UID, same digest) and only its flags may need updating.
+  bool AlreadyPresent(const format::MessageRecord& r, store::MessageMeta* meta) {
+    meta->user_flags = MapUserFlags(r.user_flags);
+    if (mode_ == Mode::kAppend) {
+      meta->uid = 0;
+      return false;
+    }
+    auto it = present_.find(r.uid);
+    if (it == present_.end()) return false;
+    if (it->second.digest == r.digest && it->second.size == r.size) return true;
+    meta->uid = 0;  // same UID, other content: keep both
+    return false;
+  }
+
+  void OnMessage(const format::MessageRecord& r) {
+    message_ = r;
+    if (toc_) {
+      *toc_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags) << " " << r.digest.Hex() << "\n";
+    }
+    progress_.Add(1, r.size);
+    ++report_.messages;
+    report_.message_bytes += r.size;
+    if (!store_ || decoder_.header().kind == format::StreamKind::kManifest) {
+      action_ = Action::kIgnore;
+      return;
+    }
+    meta_ = ToMeta(r);
+    if (AlreadyPresent(r, &meta_)) {
+      // Compare while reading, to prove the existing file really holds these bytes before it
+      // serves as the repository copy for later links to this content.
+      action_ = Action::kVerifyPresent;
+      matcher_.emplace(folder_->OpenMessage(r.uid), r.size);
+      return;
+    }
+    UniqueFd candidate = repository_->OpenEntry(r.digest, r.size);
+    if (candidate.valid()) {
+      action_ = Action::kMatch;
+      matcher_.emplace(std::move(candidate), r.size);
+    } else {
+      action_ = Action::kWrite;
+      writer_ = folder_->NewMessage();
+    }
+  }
+
+  void OnBody(std::string_view body) {
+    report_.body_bytes += body.size();
+    switch (action_) {
+      case Action::kIgnore: return;
+      case Action::kWrite: writer_->Write(body); return;
+      case Action::kVerifyPresent:
+        if (!matcher_->Feed(body.data(), body.size())) {
+          // Same UID and digest but other bytes (a collision or a damaged file): keep both.
+          meta_.uid = 0;
+          SwitchToWriting();
+          writer_->Write(body);
+        }
+        return;
+      case Action::kMatch:
+        if (!matcher_->Feed(body.data(), body.size())) {
+          SwitchToWriting();
+          writer_->Write(body);
+        }
+        return;
+    }
+  }
+
+  // Stops comparing: writes the prefix that matched, then the caller writes the rest.
+  void SwitchToWriting() {
+    writer_ = folder_->NewMessage();
+    uint64_t prefix = matcher_->matched_bytes();
+    std::string buf(std::min<uint64_t>(prefix, 1 << 20), '\0');
+    for (uint64_t off = 0; off < prefix;) {
+      size_t n = size_t(std::min<uint64_t>(prefix - off, buf.size()));
+      PreadAll(matcher_->file(), buf.data(), n, off_t(off), repository_->root());
+      writer_->Write(buf.data(), n);
+      off += n;
+    }
+    matcher_.reset();
+    action_ = Action::kWrite;
+  }
+
+  void OnMessageEnd() {
+    switch (action_) {
+      case Action::kIgnore: return;
+      case Action::kVerifyPresent: {
+        ++report_.skipped;
+        store::MessageMeta& have = present_[message_.uid];
+        if (have.flags != meta_.flags || have.user_flags != meta_.user_flags) {
+          Commit();  // pending appends first, so the flag change lands on a committed record
+          folder_->SetFlags(message_.uid, meta_.flags, meta_.user_flags);
+        }
+        repository_->AddIfMissing(message_.digest, folder_->MessagePath(message_.uid));
+        matcher_.reset();
+        return;
+      }
+      case Action::kMatch: {
+        if (matcher_->CompleteMatch()) {
+          std::optional<store::StagedMessage> staged =
+              repository_->StageLink(*folder_, repository_->EntryPath(message_.digest), meta_);
+          matcher_.reset();
+          if (staged) {
+            ++report_.linked;
+            Stage(std::move(*staged), message_.digest);
+            return;
+          }
+          // The repository copy is full (link limit): write a new copy of the same bytes.
+          CopyFromRepository(message_.digest);
+          return;
+        }
+        SwitchToWriting();  // fewer bytes than the candidate
+        [[fallthrough]];
+      }
+      case Action::kWrite: {
+        store::StagedMessage staged = writer_->Finish(meta_);
+        writer_.reset();
+        if (staged.meta.digest != message_.digest || staged.meta.size != message_.size)
+          Throw(Errc::kCorrupt, "stream: message UID " + std::to_string(message_.uid) + " of " + current_mailbox_ +
+                                    " does not match its digest after writing");
+        Stage(std::move(staged), message_.digest);
+        return;
+      }
+    }
+  }
+
+  void CopyFromRepository(const Digest& digest) {
+    std::string entry = repository_->EntryPath(digest);
+    UniqueFd in = OpenFile(entry, O_RDONLY);
+    writer_ = folder_->NewMessage();
+    std::string buf(1 << 20, '\0');
+    for (;;) {
+      size_t n = ReadSome(in.get(), buf.data(), buf.size(), entry);
+      if (n == 0) break;
+      writer_->Write(buf.data(), n);
+    }
+    store::StagedMessage staged = writer_->Finish(meta_);
+    writer_.reset();
+    if (staged.meta.digest != digest) Throw(Errc::kCorrupt, "repository file " + entry + " does not match its digest");
+    replace_entry_ = true;
+    Stage(std::move(staged), digest);
+  }
+
+  void OnLink(const format::LinkRecord& r) {
+    if (toc_) *toc_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags) << " link " << r.content_id << "\n";
+    progress_.Add(1, r.size);
+    ++report_.links;
+    report_.message_bytes += r.size;
+    if (!store_ || decoder_.header().kind == format::StreamKind::kManifest) return;
+    message_ = r;
+    meta_ = ToMeta(r);
+    if (AlreadyPresent(r, &meta_)) {
+      // Present with the same digest: its bytes were proven when the content was first seen?
+      // Not necessarily (it may predate this stream), so compare with the repository copy.
+      std::string entry = repository_->EntryPath(r.digest);
+      UniqueFd have = folder_->OpenMessage(r.uid);
+      UniqueFd want = OpenFile(entry, O_RDONLY);
+      if (have.valid() && relinker::SameContent(have.get(), want.get())) {
+        ++report_.skipped;
+        const store::MessageMeta& old = present_[r.uid];
+        if (old.flags != meta_.flags || old.user_flags != meta_.user_flags) {
+          Commit();
+          folder_->SetFlags(r.uid, meta_.flags, meta_.user_flags);
+        }
+        return;
+      }
+      meta_.uid = 0;
+    }
+    std::string source = LinkSource(r);
+    if (!PathExists(source) && !pending_.empty()) Commit();  // the content is still in this batch
+    std::optional<store::StagedMessage> staged = repository_->StageLink(*folder_, source, meta_);
+    if (staged) {
+      ++report_.linked;
+      Stage(std::move(*staged), r.digest, /*new_content=*/false);
+    } else {
+      CopyFromRepository(r.digest);
+    }
+  }
+
+  // The file holding a link's content: normally the repository entry of its digest; for content
+  // that collided with a different repository file, the file restored for it.
+  std::string LinkSource(const format::LinkRecord& r) {
+    auto it = collided_.find(r.content_id);
+    if (it != collided_.end()) return it->second;
+    if (r.content_id == 0 || r.content_id > content_.size() || content_[r.content_id - 1] != r.digest)
+      Throw(Errc::kCorrupt, "stream: link to unknown content " + std::to_string(r.content_id));
+    return repository_->EntryPath(r.digest);
+  }
+
+  void Stage(store::StagedMessage staged, const Digest& digest, bool new_content = true) {
+    pending_.push_back(std::move(staged));
+    pending_digests_.push_back(digest);
+    pending_content_ids_.push_back(new_content ? content_.size() : 0);
+    pending_bytes_ += message_.size;
+    if (pending_.size() >= options_.batch_messages || pending_bytes_ >= (64u << 20)) Commit();
+  }
+
+  void Commit() {
+    if (pending_.empty()) return;
+    std::vector<uint32_t> uids = folder_->Commit(pending_);
+    for (size_t i = 0; i < uids.size(); ++i) {
+      if (!pending_content_ids_[i]) continue;
+      std::string path = folder_->MessagePath(uids[i]);
+      if (replace_entry_) {
+        repository_->Replace(pending_digests_[i], path);
+        continue;
+      }
+      if (repository_->AddIfMissing(pending_digests_[i], path)) continue;
+      // A repository entry with other bytes (digest collision): links to this content must use
+      // this file, not the entry.
+      UniqueFd entry = TryOpenAt(AT_FDCWD, repository_->EntryPath(pending_digests_[i]), O_RDONLY, 0, path);
+      UniqueFd mine = OpenFile(path, O_RDONLY);
+      if (entry.valid() && !relinker::SameContent(entry.get(), mine.get())) collided_[pending_content_ids_[i]] = path;
+    }
+    replace_entry_ = false;
+    pending_.clear();
+    pending_digests_.clear();
+    pending_content_ids_.clear();
+    pending_bytes_ = 0;
+  }
+
+  void OnFolderEnd() {
+    if (!store_ || !folder_) return;
+    Commit();
+    folder_->RaiseUidNext(mode_ == Mode::kAppend ? 0 : folder_record_.uidnext);
+    if (mode_ == Mode::kNew) store_->PublishFolder(*folder_);
+    if (!folder_record_.acl.empty()) store_->SetAcl(user_, folder_name_, folder_record_.acl);
+    std::string mailbox = "user/" + user_ + "/" + folder_name_;
+    for (const auto& [reader, data] : folder_record_.peruser) store_->SetPerUser(mailbox, MapUser(reader), data);
+    folder_.reset();
+  }
+
+  // Drops what was staged for a folder that will not be completed. A new folder stays
+  // unpublished (invisible); a merge keeps the messages already committed (each complete).
+  void AbandonFolder() {
+    if (folder_) folder_->Discard(pending_);
+    pending_.clear();
+    pending_digests_.clear();
+    pending_content_ids_.clear();
+    pending_bytes_ = 0;
+    writer_.reset();
+    matcher_.reset();
+    folder_.reset();
+  }
+
+  void Finish() {
+    if (store_) {
+      for (const std::string& user : touched_users_) store_->RecomputeQuota(user);
+      store_->Checkpoint();
+    }
+    progress_.Finish();
+    report_.seconds = progress_.seconds();
+  }
+
+  enum class Action { kIgnore, kWrite, kMatch, kVerifyPresent };
+
+  store::Store* store_;
+  format::Decoder& decoder_;
+  const RestoreOptions& options_;
+  std::ostream* toc_;
+  Progress progress_;
+  SessionReport report_;
+  std::set<std::string> touched_users_;
+  bool skipping_ = false;
+
+  // The open folder.
+  std::string user_, folder_name_, current_mailbox_;
+  format::FolderRecord folder_record_;
+  Mode mode_ = Mode::kNew;
+  std::unique_ptr<store::Folder> folder_;
+  std::unique_ptr<relinker::Repository> repository_;
+  std::unordered_map<uint32_t, store::MessageMeta> present_;
+  std::vector<int> flag_map_;
+  std::vector<store::StagedMessage> pending_;
+  std::vector<Digest> pending_digests_;
+  std::vector<uint64_t> pending_content_ids_;  // content id of new content, 0 for links
+  uint64_t pending_bytes_ = 0;
+  bool replace_entry_ = false;
+
+  // The open message.
+  format::MessageRecord message_;
+  store::MessageMeta meta_;
+  Action action_ = Action::kIgnore;
+  std::unique_ptr<store::MessageWriter> writer_;
+  std::optional<relinker::IncomingMatcher> matcher_;
+
+  // content_id - 1 -> digest, for links; and the few contents whose digest collided.
+  std::vector<Digest> content_;
+  std::unordered_map<uint64_t, std::string> collided_;
+};
+
+}  // namespace
+
+SessionReport Restore(store::Store* store, format::Decoder& decoder, const RestoreOptions& options,
+                      std::ostream* toc) {
+  if (!store && !options.table_of_contents) Throw(Errc::kInvalidArgument, "restore needs a store");
+  return RestoreSession(store, decoder, options, toc).Run();
+}
+
+}  // namespace storemove::stream

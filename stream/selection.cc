@@ -1,0 +1,125 @@
+#include <regex.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "stream/stream.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::stream {
+
+std::vector<BackupGroup> ReadBackupGroups(const std::string& path) {
+  std::vector<BackupGroup> groups;
+  if (!PathExists(path)) return groups;
+  std::ifstream in(path);
+  if (!in) Throw(Errc::kIo, "cannot read " + path);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    size_t first = line.find_first_not_of(" \t");
+    if (first == std::string::npos || line[first] == '#') continue;
+    size_t eq = line.find('=');
+    std::string where = path + " line " + std::to_string(lineno);
+    if (eq == std::string::npos) Throw(Errc::kInvalidArgument, where + ": expected NAME=REGEX");
+    BackupGroup g{line.substr(first, eq - first), line.substr(eq + 1)};
+    while (!g.name.empty() && (g.name.back() == ' ' || g.name.back() == '\t')) g.name.pop_back();
+    store::ValidatePartitionName(g.name);  // same character rules as a partition name
+    regex_t re;
+    if (regcomp(&re, ("^(" + g.regex + ")$").c_str(), REG_EXTENDED | REG_NOSUB) != 0)
+      Throw(Errc::kInvalidArgument, where + ": invalid regular expression '" + g.regex + "'");
+    regfree(&re);
+    groups.push_back(std::move(g));
+  }
+  return groups;
+}
+
+bool GroupMatches(const BackupGroup& group, const std::string& user) {
+  if (group.name == "user") return true;
+  regex_t re;
+  if (regcomp(&re, ("^(" + group.regex + ")$").c_str(), REG_EXTENDED | REG_NOSUB) != 0) return false;
+  bool match = regexec(&re, user.c_str(), 0, nullptr, 0) == 0;
+  regfree(&re);
+  return match;
+}
+
+Selection::Selection(const std::vector<std::string>& names, const std::vector<BackupGroup>& groups)
+    : groups_(groups) {
+  groups_.push_back({"user", ".*"});
+  for (const std::string& name : names) {
+    Item item;
+    if (name == "/" || name.empty()) {
+      items_.push_back(item);
+      continue;
+    }
+    if (name.starts_with("user/")) {
+      std::string pattern = name;
+      if (pattern.find_first_of("*%") == std::string::npos) store::ParseMailboxName(pattern);  // validates
+      if (std::count(pattern.begin(), pattern.end(), '/') == 1) pattern += "/INBOX";
+      item.mailbox_pattern = pattern;
+      items_.push_back(item);
+      continue;
+    }
+    if (name[0] != '/')
+      Throw(Errc::kInvalidArgument, "invalid backup name '" + name +
+                                        "': use /, /partition, /partition/group, /partition/group/user or user/NAME/FOLDER");
+    std::vector<std::string> parts;
+    size_t pos = 1;
+    while (pos <= name.size()) {
+      size_t end = name.find('/', pos);
+      if (end == std::string::npos) end = name.size();
+      if (end > pos) parts.push_back(name.substr(pos, end - pos));
+      pos = end + 1;
+    }
+    if (parts.size() > 3) Throw(Errc::kInvalidArgument, "invalid backup name '" + name + "': too many levels");
+    item.partition = parts[0];
+    store::ValidatePartitionName(item.partition);
+    if (parts.size() >= 2) {
+      for (size_t g = 0; g < groups_.size(); ++g)
+        if (groups_[g].name == parts[1]) item.group = int(g);
+      if (item.group < 0) Throw(Errc::kInvalidArgument, "unknown backup group '" + parts[1] + "' in '" + name + "'");
+    }
+    if (parts.size() == 3) {
+      store::ValidateUserId(parts[2]);
+      item.user = parts[2];
+    }
+    items_.push_back(item);
+  }
+}
+
+bool Selection::WantsUser(const store::UserInfo& user) const {
+  for (const Item& item : items_) {
+    if (!item.mailbox_pattern.empty()) {
+      std::string prefix = "user/" + user.user + "/";
+      // A pattern can only match this user's folders if its literal prefix allows it.
+      std::string_view p = item.mailbox_pattern;
+      size_t wild = p.find_first_of("*%");
+      std::string_view literal = p.substr(0, wild);
+      if (std::string_view(prefix).starts_with(literal) || literal.starts_with(prefix)) return true;
+      continue;
+    }
+    if (!item.partition.empty() && item.partition != user.partition) continue;
+    if (item.group >= 0 && !GroupMatches(groups_[size_t(item.group)], user.user)) continue;
+    if (!item.user.empty() && item.user != user.user) continue;
+    return true;
+  }
+  return false;
+}
+
+bool Selection::WantsFolder(const store::UserInfo& user, const std::string& folder) const {
+  for (const Item& item : items_) {
+    if (!item.mailbox_pattern.empty()) {
+      if (store::MatchPattern(item.mailbox_pattern, "user/" + user.user + "/" + folder)) return true;
+      continue;
+    }
+    if (!item.partition.empty() && item.partition != user.partition) continue;
+    if (item.group >= 0 && !GroupMatches(groups_[size_t(item.group)], user.user)) continue;
+    if (!item.user.empty() && item.user != user.user) continue;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace storemove::stream

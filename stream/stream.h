@@ -1,0 +1,95 @@
+// A session's data path: backup (store -> records -> bytes) and restore (bytes -> records ->
+// store), with Sun imsbackup/imsrestore semantics (../shared/reference/sun-store.md §2).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "format/format.h"
+#include "relinker/relinker.h"
+#include "store/store.h"
+#include "stream/progress.h"
+
+namespace storemove::stream {
+
+// --- selection -------------------------------------------------------------------------------
+// Backup groups from backup-groups.conf: NAME=ERE, full match on the user id.
+struct BackupGroup {
+  std::string name;
+  std::string regex;
+};
+std::vector<BackupGroup> ReadBackupGroups(const std::string& path);  // missing file = no groups
+bool GroupMatches(const BackupGroup& group, const std::string& user);
+
+// What a list of names selects. Names: "/" (everything), "/partition", "/partition/group",
+// "/partition/group/user", or a mailbox "user/joe/INBOX" (IMAP wildcards * and % allowed, e.g.
+// "user/joe/*" for all of joe's folders).
+class Selection {
+ public:
+  Selection(const std::vector<std::string>& names, const std::vector<BackupGroup>& groups);
+  bool WantsUser(const store::UserInfo& user) const;
+  bool WantsFolder(const store::UserInfo& user, const std::string& folder) const;
+
+ private:
+  struct Item {
+    std::string partition;        // empty = any
+    int group = -1;               // index into groups_, -1 = any
+    std::string user;             // empty = any
+    std::string mailbox_pattern;  // empty = whole users
+  };
+  std::vector<BackupGroup> groups_;
+  std::vector<Item> items_;
+};
+
+// --- backup --------------------------------------------------------------------------------
+struct BackupOptions {
+  std::vector<std::string> names{"/"};
+  std::string groups_file;  // default STORE/config/backup-groups.conf
+  int64_t since = 0;        // -d: only messages saved at or after this time
+  bool manifest = false;    // records without bodies, for verify --manifest
+  std::string source_host;
+  bool live_progress = false;
+};
+
+struct SessionReport {
+  uint64_t users = 0, folders = 0, messages = 0, links = 0;
+  uint64_t message_bytes = 0;  // bytes of messages carried (bodies and links)
+  uint64_t body_bytes = 0;     // bytes of bodies actually sent (links excluded)
+  uint64_t stream_bytes = 0;   // bytes on the wire (after compression)
+  uint64_t skipped = 0;        // restore: messages already present
+  uint64_t linked = 0;         // restore: messages stored as hard links
+  uint64_t errors = 0;
+  double seconds = 0;
+  std::vector<std::string> error_lines;
+  std::string Summary(const std::string& verb) const;
+  std::string Json(const std::string& verb) const;
+};
+
+// Writes the selected part of `store` as a stream of records into `encoder`'s sink. Messages
+// whose file no longer matches its recorded digest are reported in `errors` and left out.
+SessionReport Backup(store::Store& store, const BackupOptions& options, format::Encoder& encoder);
+
+// --- restore -------------------------------------------------------------------------------
+struct RestoreOptions {
+  bool table_of_contents = false;  // -t: print, write nothing
+  bool skip_existing_check = false;  // -i
+  bool rename_existing = false;      // -n: restore into NAME.YYYYMMDD when the mailbox exists
+  std::map<std::string, std::string> user_map;  // -m old=new
+  std::string partition;             // destination partition for new users ("" = keep/default)
+  bool continue_on_error = false;    // -c y: report a bad folder and go on
+  bool live_progress = false;
+  relinker::RepositoryOptions repository;
+  size_t batch_messages = 512;       // messages per folder commit
+};
+
+std::map<std::string, std::string> ReadUserMap(const std::string& path);
+
+// Applies the stream read by `decoder` to `store` (nullptr only with table_of_contents, then
+// the listing goes to `toc`).
+SessionReport Restore(store::Store* store, format::Decoder& decoder, const RestoreOptions& options,
+                      std::ostream* toc = nullptr);
+
+}  // namespace storemove::stream

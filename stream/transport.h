@@ -1,0 +1,44 @@
+// Byte transports for a session: files, pipes and (later) sockets, as format::ByteSink/Source.
+#pragma once
+
+#include <string>
+
+#include "format/format.h"
+#include "util/fs.h"
+
+namespace storemove::stream {
+
+// Buffered writer to a file descriptor (file, pipe or socket).
+class FdSink final : public format::ByteSink {
+ public:
+  FdSink(int fd, std::string shown, size_t buffer = 1 << 20);
+  ~FdSink() override;
+  void Write(const void* data, size_t size) override;
+  void Flush() override;
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  int fd_;
+  std::string shown_;
+  std::string buf_;
+  size_t cap_;
+  uint64_t bytes_ = 0;
+};
+
+class FdSource final : public format::ByteSource {
+ public:
+  FdSource(int fd, std::string shown) : fd_(fd), shown_(std::move(shown)) {}
+  size_t Read(void* data, size_t size) override;
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  int fd_;
+  std::string shown_;
+  uint64_t bytes_ = 0;
+};
+
+// "-" is standard output/input; anything else a file (created 0600, truncated).
+UniqueFd OpenOutput(const std::string& path);
+UniqueFd OpenInput(const std::string& path);
+
+}  // namespace storemove::stream

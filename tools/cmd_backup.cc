@@ -1,0 +1,89 @@
+// storemove backup: imsbackup. Writes the selected part of a store as a checksummed stream,
+// zstd-compressed unless --compress none, to a file or standard output.
+#include <signal.h>
+
+#include <fstream>
+
+#include "format/zstd_codec.h"
+#include "stream/transport.h"
+#include "tools/commands.h"
+#include "tools/session_io.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+namespace {
+
+struct BackupCliOptions {
+  std::string store_dir;
+  std::string file;
+  std::string names_file;
+  std::string since;
+  std::string compress = "3";
+  int threads = 0;
+  std::string groups;
+  bool manifest = false;
+  bool verbose = false;
+  bool json = false;
+  std::vector<std::string> names;
+};
+
+int RunBackup(const BackupCliOptions& o) {
+  ::signal(SIGPIPE, SIG_IGN);  // a dead reader becomes an EPIPE error, not a silent death
+  auto store = OpenStore(o.store_dir);
+  stream::BackupOptions options;
+  options.names = o.names;
+  if (!o.names_file.empty()) {
+    std::ifstream in(o.names_file);
+    if (!in) Throw(Errc::kNotFound, "-u: cannot read " + o.names_file);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty() && line[0] != '#') options.names.push_back(line);
+  }
+  if (options.names.empty()) options.names.push_back("/");
+  options.groups_file = o.groups;
+  if (!o.since.empty()) options.since = ParseBackupDate(o.since);
+  options.manifest = o.manifest;
+  options.source_host = HostName();
+  options.live_progress = o.verbose || ::isatty(STDERR_FILENO);
+  int level = ParseCompression(o.compress);
+  if (o.threads < 0 || o.threads > 64) Throw(Errc::kInvalidArgument, "--threads: 0-64");
+
+  UniqueFd fd = stream::OpenOutput(o.file);
+  stream::FdSink sink(fd.get(), o.file == "-" ? "standard output" : o.file);
+  stream::SessionReport report;
+  if (level > 0) {
+    format::ZstdCompressSink zsink(sink, level, o.threads);
+    format::Encoder encoder(zsink);
+    report = stream::Backup(*store, options, encoder);
+    zsink.Finish();
+  } else {
+    format::Encoder encoder(sink);
+    report = stream::Backup(*store, options, encoder);
+  }
+  sink.Flush();
+  report.stream_bytes = sink.bytes();
+  ReportSession(report, "backup", o.json);
+  return report.errors ? ExitStatus(Errc::kCorrupt) : 0;
+}
+
+}  // namespace
+
+void AddBackupCommand(CLI::App& root, Action* chosen) {
+  auto o = std::make_shared<BackupCliOptions>();
+  CLI::App* c = root.add_subcommand("backup", "write part of a store as a backup stream (imsbackup)");
+  AddStoreOption(c, &o->store_dir);
+  c->add_option("-f,--file", o->file, "output file, - for standard output")->required()->type_name("FILE|-");
+  c->add_option("-u", o->names_file, "file listing the names to back up, one per line")->type_name("FILE");
+  c->add_option("-d", o->since, "only messages stored at or after this local time")->type_name("YYYYMMDD[:HHMMSS]");
+  c->add_option("--compress", o->compress, "zstd level 1-19, or none (default 3)")->type_name("LEVEL|none");
+  c->add_option("--threads", o->threads, "zstd worker threads (default 0: compress in the main thread)");
+  c->add_option("--groups", o->groups, "backup groups file (default STORE/config/backup-groups.conf)")->type_name("FILE");
+  c->add_flag("--manifest", o->manifest, "write a manifest: every record but no message bodies (for verify)");
+  c->add_flag("-v,--verbose", o->verbose, "live progress on stderr even when it is not a terminal");
+  c->add_flag("--json", o->json, "print the summary as JSON (on stderr)");
+  c->add_option("names", o->names,
+                "what to back up: /, /PARTITION, /PARTITION/GROUP, /PARTITION/GROUP/USER, or a mailbox "
+                "user/USER/FOLDER (wildcards * and %); default /");
+  c->callback([o, chosen] { *chosen = [o] { return RunBackup(*o); }; });
+}
+
+}  // namespace storemove::tools

@@ -1,0 +1,81 @@
+// storemove restore: imsrestore. Applies a backup stream (zstd or plain, detected) to a store.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "format/zstd_codec.h"
+#include "stream/transport.h"
+#include "tools/commands.h"
+#include "tools/session_io.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+namespace {
+
+struct RestoreCliOptions {
+  std::string store_dir;
+  std::string file;
+  std::string answer;
+  bool skip_check = false;
+  std::string map_file;
+  bool rename_existing = false;
+  bool toc = false;
+  bool verbose = false;
+  bool json = false;
+  std::string partition;
+};
+
+int RunRestore(const RestoreCliOptions& o) {
+  stream::RestoreOptions options;
+  options.table_of_contents = o.toc;
+  options.skip_existing_check = o.skip_check;
+  options.rename_existing = o.rename_existing;
+  if (!o.map_file.empty()) options.user_map = stream::ReadUserMap(o.map_file);
+  options.partition = o.partition;
+  if (!o.answer.empty() && o.answer != "y" && o.answer != "n") Throw(Errc::kInvalidArgument, "-c: answer y or n");
+  options.continue_on_error = o.answer == "y";
+  options.live_progress = !o.toc && (o.verbose || ::isatty(STDERR_FILENO));
+
+  std::unique_ptr<store::Store> store;
+  if (!o.toc) {
+    store = OpenStore(o.store_dir);
+    if (!o.partition.empty() && !IsDirectory(store->PartitionPath(o.partition) + "/=user"))
+      Throw(Errc::kNotFound, "--partition: no partition '" + o.partition + "' in " + store->root());
+  }
+  UniqueFd fd = stream::OpenInput(o.file);
+  stream::FdSource source(fd.get(), o.file == "-" ? "standard input" : o.file);
+  format::DecompressingSource input(source);
+  format::Decoder decoder(input);
+  stream::SessionReport report = stream::Restore(store.get(), decoder, options, o.toc ? &std::cout : nullptr);
+  report.stream_bytes = source.bytes();
+  if (store) {
+    // One syncfs per session instead of an fsync per file: when restore reports success the
+    // restored messages are on stable storage (docs/store-format.md §6.6).
+    UniqueFd root = OpenDirectory(store->root());
+    if (::syncfs(root.get()) != 0) ThrowErrno("syncfs " + store->root());
+  }
+  ReportSession(report, o.toc ? "toc" : "restore", o.json);
+  return report.errors ? ExitStatus(Errc::kCorrupt) : 0;
+}
+
+}  // namespace
+
+void AddRestoreCommand(CLI::App& root, Action* chosen) {
+  auto o = std::make_shared<RestoreCliOptions>();
+  CLI::App* c = root.add_subcommand("restore", "apply a backup stream to a store (imsrestore)");
+  AddStoreOption(c, &o->store_dir);
+  c->add_option("-f,--file", o->file, "input file, - for standard input")->required()->type_name("FILE|-");
+  c->add_option("-c", o->answer, "answer to 'continue?' after a folder fails: y skips it and goes on, n stops (default)")
+      ->type_name("y|n");
+  c->add_flag("-i", o->skip_check, "do not check for messages already present: append everything with new UIDs");
+  c->add_option("-m", o->map_file, "rename users: file of old=new lines")->type_name("MAPFILE");
+  c->add_flag("-n", o->rename_existing, "restore into MAILBOX.YYYYMMDD when the mailbox exists");
+  c->add_flag("-t", o->toc, "print the table of contents; write nothing");
+  c->add_option("--partition", o->partition, "partition for users that do not exist yet")->type_name("NAME");
+  c->add_flag("-v,--verbose", o->verbose, "live progress on stderr even when it is not a terminal");
+  c->add_flag("--json", o->json, "print the summary as JSON (on stderr)");
+  c->callback([o, chosen] { *chosen = [o] { return RunRestore(*o); }; });
+}
+
+}  // namespace storemove::tools

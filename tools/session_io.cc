@@ -1,0 +1,51 @@
+#include "tools/session_io.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+
+#include "util/error.h"
+
+namespace storemove::tools {
+
+int ParseCompression(const std::string& text) {
+  if (text == "none") return 0;
+  bool digits = !text.empty() && text.size() <= 2 && text.find_first_not_of("0123456789") == std::string::npos;
+  int level = digits ? std::stoi(text) : -1;
+  if (level < 1 || level > 19) Throw(Errc::kInvalidArgument, "--compress: '" + text + "' is not a level 1-19 or none");
+  return level;
+}
+
+int64_t ParseBackupDate(const std::string& text) {
+  std::tm tm{};
+  int y, mo, d, h = 0, mi = 0, s = 0;
+  char tail;
+  bool ok = std::sscanf(text.c_str(), "%4d%2d%2d%c", &y, &mo, &d, &tail) == 3 && text.size() == 8;
+  if (!ok) ok = std::sscanf(text.c_str(), "%4d%2d%2d:%2d%2d%2d%c", &y, &mo, &d, &h, &mi, &s, &tail) == 6 && text.size() == 15;
+  if (!ok || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
+    Throw(Errc::kInvalidArgument, "-d: '" + text + "' is not YYYYMMDD[:HHMMSS]");
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = s;
+  tm.tm_isdst = -1;
+  return static_cast<int64_t>(std::mktime(&tm));
+}
+
+void ReportSession(const stream::SessionReport& report, const std::string& verb, bool json) {
+  std::string line = json ? report.Json(verb) : report.Summary(verb);
+  std::fprintf(stderr, "%s\n", line.c_str());
+  if (!json)
+    for (const std::string& e : report.error_lines) std::fprintf(stderr, "storemove: %s: %s\n", verb.c_str(), e.c_str());
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+}  // namespace storemove::tools

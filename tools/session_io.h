@@ -1,0 +1,19 @@
+// Plumbing shared by the stream subcommands (backup, restore, verify): where bytes go and how
+// the session's summary is reported.
+#pragma once
+
+#include <string>
+
+#include "stream/stream.h"
+
+namespace storemove::tools {
+
+// "none" -> 0 (no compression); "1".."19" -> that zstd level.
+int ParseCompression(const std::string& text);
+// YYYYMMDD[:HHMMSS] in local time -> unix seconds (imsbackup -d).
+int64_t ParseBackupDate(const std::string& text);
+// Prints the one-line summary (or JSON) on stderr.
+void ReportSession(const stream::SessionReport& report, const std::string& verb, bool json);
+std::string HostName();
+
+}  // namespace storemove::tools
