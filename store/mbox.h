@@ -1,0 +1,103 @@
+// UNIX mbox files (RFC 4155): `storemove import` reads them (Sun's imsimport), `storemove export`
+// writes them (imsexport).
+//
+// Reading rules
+//  * The file must begin with "From ", after an optional UTF-8 byte order mark (an empty file
+//    holds no messages); otherwise kCorrupt "<file>: not an mbox (line 1 does not begin with "From ")".
+//  * Lines end at LF; a CR before it is content (CRLF files keep their bytes exactly). A message
+//    starts after its envelope line "From <sender> <date>" and runs to the next line that begins
+//    with "From " or to the end of the file.
+//  * If that stretch ends with an empty line ("\n" or "\r\n" after a line end), the empty line is
+//    the separator and is dropped; this holds at the end of the file too. Otherwise the stretch is
+//    kept whole: no separator line before "From ", or a last message without final newline.
+//  * Content-Length: if the header (which must end inside the stretch) has one and header + that
+//    many bytes of the file ends exactly where the rule above would end a message at a later
+//    "From " line or at the end of the file, the message ends there and the "From " lines it spans
+//    are body (Sun's /var/mail). A Content-Length that lands anywhere else is ignored, so a count
+//    that includes the separator or misses the final newline changes nothing.
+//  * Unescaping, on every line: kMboxrd turns ">From ", ">>From "... into one '>' fewer; kMboxo
+//    turns only ">From " into "From ".
+//  * Envelope: the sender is the first word; the rest is read as a date (asctime, optionally with
+//    a zone; RFC 5322 order works too), UTC when no zone is given, 0 when unreadable.
+//
+// Writing rules (mboxrd); reading the result back with kMboxrd returns every message byte-exactly
+//  * "From <sender> <asctime, UTC>\n", the message with one more '>' on each /^>*From / line, "\n".
+//    The sender's bytes <= ' ' and DEL become '_'; an empty sender is written as MAILER-DAEMON.
+//  * A non-empty message that does not end in "\n" is written with "\n" added before the separator
+//    and its envelope line ends in " no-final-newline"; the reader then removes that "\n" again.
+//  * If a Content-Length header of an earlier message would point exactly at the end of this one
+//    (so a reader would swallow the messages between), this message's envelope line is padded with
+//    trailing spaces, which moves its end; the reader ignores trailing white space.
+//
+// The corpus's split files (shared/corpus/*/mbox beside messages/, from-mbox/ ...) match these
+// rules except that they keep ">From " escapes and the last message keeps its separator line.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+
+namespace storemove::store {
+
+// How quoted "From " lines are unescaped.
+enum class MboxFlavor { kMboxrd, kMboxo };
+
+struct MboxMessage {
+  std::string envelope_sender;
+  int64_t envelope_date = 0;  // from the "From " line, unix seconds; 0 if unparseable
+  std::string bytes;          // the message exactly as stored
+};
+
+// Streams messages from a file descriptor (which it does not own), reading in large blocks.
+// Memory is bounded by the largest message plus one block. On a regular file a Content-Length
+// pointing far ahead is checked with pread; on a pipe the reader buffers up to that point.
+class MboxReader {
+ public:
+  static constexpr size_t kBlockSize = 256 << 10;
+
+  MboxReader(int fd, std::string shown_name, MboxFlavor flavor = MboxFlavor::kMboxrd);
+  MboxReader(const MboxReader&) = delete;
+  MboxReader& operator=(const MboxReader&) = delete;
+
+  // Fills *out with the next message; false at the end. Throws kCorrupt (not an mbox) or kIo.
+  bool Next(MboxMessage* out);
+
+ private:
+  bool ReadBlock();
+  bool FillTo(size_t end);
+  std::string Peek(size_t index, size_t length);
+  std::optional<size_t> ContentLengthBoundary(size_t start, size_t target);
+
+  int fd_;
+  std::string shown_;
+  MboxFlavor flavor_;
+  std::string buf_;
+  size_t pos_ = 0;                // buf_ index of the next envelope line
+  uint64_t buf_file_offset_ = 0;  // file offset of buf_[0]
+  bool eof_ = false;
+  bool seekable_ = false;
+  bool started_ = false;
+};
+
+// Appends messages to a file descriptor (which it does not own) in mboxrd format.
+class MboxWriter {
+ public:
+  MboxWriter(int fd, std::string shown_name);
+  MboxWriter(const MboxWriter&) = delete;
+  MboxWriter& operator=(const MboxWriter&) = delete;
+
+  // Writes one message; `date` (unix seconds) goes on the envelope line.
+  void Write(std::string_view bytes, std::string_view envelope_sender, int64_t date);
+
+ private:
+  int fd_;
+  std::string shown_;
+  uint64_t offset_ = 0;                      // bytes written so far
+  std::set<uint64_t> content_length_ends_;  // where earlier messages' Content-Length headers point
+  std::string stretch_;                      // the escaped message being written
+};
+
+}  // namespace storemove::store

@@ -1,0 +1,576 @@
+// MboxReader / MboxWriter: the reading rules on hand-made files, Content-Length handling, reads
+// across block boundaries and through pipes, the writer's exact output, the corpus's mboxes
+// against their split files, and a write/read round trip of every corpus message.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/mbox.h"
+#include "store/store.h"
+#include "tests/support/temp_dir.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+namespace {
+
+using storemove::testing::TempDir;
+using namespace std::string_literals;
+
+std::vector<MboxMessage> ReadFd(int fd, const std::string& shown, MboxFlavor flavor) {
+  MboxReader reader(fd, shown, flavor);
+  std::vector<MboxMessage> out;
+  MboxMessage m;
+  while (reader.Next(&m)) out.push_back(m);
+  return out;
+}
+
+std::vector<MboxMessage> ReadPath(const std::string& path, MboxFlavor flavor = MboxFlavor::kMboxrd) {
+  UniqueFd fd = OpenFile(path, O_RDONLY);
+  return ReadFd(fd.get(), path, flavor);
+}
+
+void WriteText(const std::string& path, std::string_view text) {
+  UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_TRUNC);
+  WriteAll(fd.get(), text.data(), text.size(), path);
+}
+
+std::vector<MboxMessage> ReadText(std::string_view text, MboxFlavor flavor = MboxFlavor::kMboxrd) {
+  TempDir dir;
+  WriteText(dir / "mbox", text);
+  return ReadPath(dir / "mbox", flavor);
+}
+
+// The same through a pipe: no pread, short reads.
+std::vector<MboxMessage> ReadThroughPipe(const std::string& text, MboxFlavor flavor = MboxFlavor::kMboxrd) {
+  signal(SIGPIPE, SIG_IGN);
+  int fds[2];
+  if (pipe(fds) != 0) ThrowErrno("pipe");
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  std::thread feeder([&] {
+    try {
+      WriteAll(write_end.get(), text.data(), text.size(), "pipe");
+    } catch (const Error&) {  // the reader stopped early; its own failure is what the test sees
+    }
+    write_end.reset();
+  });
+  std::vector<MboxMessage> out;
+  try {
+    out = ReadFd(read_end.get(), "pipe", flavor);
+  } catch (...) {
+    read_end.reset();
+    feeder.join();
+    throw;
+  }
+  feeder.join();
+  return out;
+}
+
+std::vector<std::string> Bytes(const std::vector<MboxMessage>& messages) {
+  std::vector<std::string> out;
+  for (const MboxMessage& m : messages) out.push_back(m.bytes);
+  return out;
+}
+
+using Strings = std::vector<std::string>;
+
+// --- reading rules ---------------------------------------------------------------------
+
+TEST(MboxReaderTest, SplitsAtFromLinesAndDropsTheSeparatorLine) {
+  const auto messages = ReadText(
+      "From alice@example.com Sat Nov 28 10:00:00 2026\nSubject: 1\n\nbody one\n\n"
+      "From bob@example.com Mon Jun  3 12:50:27 1996\nSubject: 2\n\nbody two\n\n\n");
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[0].bytes, "Subject: 1\n\nbody one\n");
+  EXPECT_EQ(messages[0].envelope_sender, "alice@example.com");
+  EXPECT_EQ(messages[0].envelope_date, 1795860000);
+  // At the end of the file too, exactly one empty line is the separator.
+  EXPECT_EQ(messages[1].bytes, "Subject: 2\n\nbody two\n\n");
+  EXPECT_EQ(messages[1].envelope_sender, "bob@example.com");
+  EXPECT_EQ(messages[1].envelope_date, 833806227);
+}
+
+TEST(MboxReaderTest, KeepsMessagesWithoutSeparatorOrFinalNewline) {
+  EXPECT_EQ(Bytes(ReadText("From a\nS: 1\n\nx\nFrom b\nS: 2\n\ny")), (Strings{"S: 1\n\nx\n", "S: 2\n\ny"}));
+  EXPECT_EQ(Bytes(ReadText("From a\nx\n \nFrom b\ny\n")), (Strings{"x\n \n", "y\n"}));  // " " is not empty
+}
+
+TEST(MboxReaderTest, EmptyMessagesAndEmptyFile) {
+  EXPECT_EQ(Bytes(ReadText("From a\nFrom b\n\nFrom c\n")), (Strings{"", "", ""}));
+  EXPECT_EQ(Bytes(ReadText("From a")), (Strings{""}));
+  EXPECT_EQ(Bytes(ReadText("From a\n\r\n")), (Strings{""}));
+  EXPECT_TRUE(ReadText("").empty());
+}
+
+TEST(MboxReaderTest, OnlyFromAndSpaceAtLineStartSeparates) {
+  const auto messages = ReadText("From a\nS: 1\n\nsay From here\nFromage\nFROM x\n From y\n\tFrom z\n\rFrom w\n");
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0].bytes, "S: 1\n\nsay From here\nFromage\nFROM x\n From y\n\tFrom z\n\rFrom w\n");
+}
+
+TEST(MboxReaderTest, CrlfFileKeepsItsBytes) {
+  const auto messages = ReadText(
+      "From a@b Sat Nov 28 10:00:00 2026\r\nS: 1\r\n\r\nbody\r\n\r\n"
+      "From c@d Sat Nov 28 10:00:00 2026\r\nS: 2\r\n\r\nlast\r\n");
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[0].bytes, "S: 1\r\n\r\nbody\r\n");
+  EXPECT_EQ(messages[0].envelope_sender, "a@b");
+  EXPECT_EQ(messages[0].envelope_date, 1795860000);
+  EXPECT_EQ(messages[1].bytes, "S: 2\r\n\r\nlast\r\n");
+}
+
+TEST(MboxReaderTest, UnescapesPerFlavor) {
+  const std::string text = "From a\nS: 1\n\n>From x\n>>From y\n>>>From z\n> From w\n>Fromage\nx >From v\n";
+  EXPECT_EQ(ReadText(text, MboxFlavor::kMboxrd).at(0).bytes,
+            "S: 1\n\nFrom x\n>From y\n>>From z\n> From w\n>Fromage\nx >From v\n");
+  EXPECT_EQ(ReadText(text, MboxFlavor::kMboxo).at(0).bytes,
+            "S: 1\n\nFrom x\n>>From y\n>>>From z\n> From w\n>Fromage\nx >From v\n");
+  // Header lines too: the first line of a message may itself be an escaped envelope line.
+  EXPECT_EQ(ReadText("From a\n>From b Sat Nov 28 10:00:00 2026\nS: 1\n\nx\n").at(0).bytes,
+            "From b Sat Nov 28 10:00:00 2026\nS: 1\n\nx\n");
+}
+
+TEST(MboxReaderTest, EnvelopeLines) {
+  auto first = [](const std::string& envelope) { return ReadText(envelope + "\nS: 1\n\nx\n").at(0); };
+  MboxMessage m = first("From user@example.com Sat Nov 28 22:00:00 PST 2026");
+  EXPECT_EQ(m.envelope_sender, "user@example.com");
+  EXPECT_EQ(m.envelope_date, 1795932000);
+  m = first("From \"john doe\"@x.org  Mon Jun  3 12:50:27 1996 remote from x");
+  EXPECT_EQ(m.envelope_sender, "\"john doe\"@x.org");
+  EXPECT_EQ(m.envelope_date, 833806227);
+  m = first("From a Sat, 28 Nov 2026 10:00:00 +0000");  // RFC 5322 order
+  EXPECT_EQ(m.envelope_date, 1795860000);
+  m = first("From - ");
+  EXPECT_EQ(m.envelope_sender, "-");
+  EXPECT_EQ(m.envelope_date, 0);
+  m = first("From 1844347792267117879@xxx");
+  EXPECT_EQ(m.envelope_sender, "1844347792267117879@xxx");
+  EXPECT_EQ(m.envelope_date, 0);
+  m = first("From ");
+  EXPECT_EQ(m.envelope_sender, "");
+  EXPECT_EQ(m.bytes, "S: 1\n\nx\n");
+}
+
+TEST(MboxReaderTest, SkipsAUtf8ByteOrderMark) {
+  EXPECT_EQ(Bytes(ReadText("\xEF\xBB\xBF" "From a\nS: 1\n\nx\n")), (Strings{"S: 1\n\nx\n"}));
+  EXPECT_TRUE(ReadText("\xEF\xBB\xBF").empty());
+}
+
+TEST(MboxReaderTest, NotAnMboxNamesTheFile) {
+  TempDir dir;
+  for (const std::string& text :
+       {"Subject: hi\n\nbody\n"s, "Fro"s, "\nFrom a\n"s, ">From a\n"s, "from a\n"s, "\xEF\xBB\xBFx\n"s}) {
+    WriteText(dir / "not-mbox", text);
+    try {
+      ReadPath(dir / "not-mbox");
+      ADD_FAILURE() << "accepted " << text;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kCorrupt);
+      EXPECT_NE(std::string(e.what()).find(dir / "not-mbox"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("not an mbox"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// A boundary "\nFrom " placed across the first block edge at every offset, read from a file and
+// through a pipe.
+TEST(MboxReaderTest, BoundaryAcrossBlockEdges) {
+  const std::string envelope = "From a Sat Nov 28 10:00:00 2026\n";
+  for (size_t shift = 0; shift < 10; ++shift) {  // "\nFrom " starts 6 bytes before the edge .. 3 after
+    const size_t body_size = MboxReader::kBlockSize - envelope.size() - 6 + shift;
+    std::string first = "S: 1\n\n" + std::string(body_size - 6 - 1, 'x') + "\n";
+    const std::string text = envelope + first + "\n" + envelope + "S: 2\n\ny\n";
+    const Strings expected{first, "S: 2\n\ny\n"};
+    EXPECT_EQ(Bytes(ReadText(text)), expected) << shift;
+    EXPECT_EQ(Bytes(ReadThroughPipe(text)), expected) << shift;
+  }
+}
+
+TEST(MboxReaderTest, ManyMessagesLargerThanABlockThroughAPipe) {
+  std::string text;
+  Strings expected;
+  for (int i = 0; i < 40; ++i) {
+    const std::string body(static_cast<size_t>(i) * 23456, static_cast<char>('a' + i % 26));
+    const std::string m = "S: " + std::to_string(i) + "\n\n" + body + "\n";
+    text += "From x Sat Nov 28 10:00:00 2026\n" + m + "\n";
+    expected.push_back(m);
+  }
+  EXPECT_EQ(Bytes(ReadThroughPipe(text)), expected);
+  EXPECT_EQ(Bytes(ReadText(text)), expected);
+}
+
+// --- Content-Length ----------------------------------------------------------------------
+
+std::string WithLength(const std::string& body, long delta, const std::string& eol = "\n") {
+  return "Content-Length: " + std::to_string(static_cast<long>(body.size()) + delta) + eol + "S: 1" + eol + eol + body;
+}
+
+TEST(MboxContentLengthTest, SkipsUnescapedFromLinesWhenExact) {
+  const std::string body = "line1\nFrom inner@x Sat Nov 28 10:00:00 2026\nline3\n";
+  const std::string text = "From a\n" + WithLength(body, 0) + "\nFrom b\nS: 2\n\nb\n";
+  const Strings expected{WithLength(body, 0), "S: 2\n\nb\n"};
+  EXPECT_EQ(Bytes(ReadText(text)), expected);
+  EXPECT_EQ(Bytes(ReadThroughPipe(text)), expected);
+  // Without a separator line before the next "From ", and up to the end of the file.
+  EXPECT_EQ(Bytes(ReadText("From a\n" + WithLength(body, 0) + "From b\nS: 2\n\nb\n")), expected);
+  EXPECT_EQ(Bytes(ReadText("From a\n" + WithLength(body, 0))), (Strings{WithLength(body, 0)}));
+  EXPECT_EQ(Bytes(ReadText("From a\n" + WithLength(body, 0) + "\n")), (Strings{WithLength(body, 0)}));
+  // A body without final newline, exactly counted, at the end of the file.
+  const std::string cut = "x\nFrom y\nz";
+  EXPECT_EQ(Bytes(ReadText("From a\n" + WithLength(cut, 0))), (Strings{WithLength(cut, 0)}));
+  // Before a "From " line such a body needs a newline that line scanning keeps, so the count is
+  // one short of where scanning would end, and it is ignored.
+  EXPECT_EQ(ReadText("From a\n" + WithLength(cut, 0) + "\n\nFrom b\nS: 2\n\nb\n").size(), 3u);
+}
+
+TEST(MboxContentLengthTest, CrlfFile) {
+  const std::string body = "line1\r\nFrom inner\r\nline3\r\n";
+  const std::string text = "From a\r\n" + WithLength(body, 0, "\r\n") + "\r\nFrom b\r\nS: 2\r\n\r\nb\r\n";
+  EXPECT_EQ(Bytes(ReadText(text)), (Strings{WithLength(body, 0, "\r\n"), "S: 2\r\n\r\nb\r\n"}));
+}
+
+TEST(MboxContentLengthTest, WrongValuesFallBackToLineScanning) {
+  const std::string body = "line1\nFrom inner\nline3\n";
+  for (long delta : {-1L, 1L, 2L, -7L, 1000L}) {
+    const std::string text = "From a\n" + WithLength(body, delta) + "\nFrom b\nS: 2\n\nb\n";
+    const auto messages = ReadText(text);
+    ASSERT_EQ(messages.size(), 3u) << delta;
+    EXPECT_EQ(messages[0].bytes, WithLength(body, delta).substr(0, WithLength(body, delta).find("From inner")))
+        << delta;
+    EXPECT_EQ(messages[1].bytes, "line3\n") << delta;
+  }
+  // Not digits, or absurdly large: ignored (and no huge allocation).
+  for (const std::string& value : {"12abc"s, "999999999999999"s, "9999999999999999999999"s, ""s}) {
+    const auto messages = ReadText("From a\nContent-Length: " + value + "\n\nx\nFrom inner\ny\n");
+    EXPECT_EQ(messages.size(), 2u) << value;
+  }
+  // Only a header field counts, and only when the header ends before the next "From ".
+  EXPECT_EQ(ReadText("From a\nS: 1\n\nContent-Length: 2\n\nab\nFrom inner\ny\n").size(), 2u);
+  EXPECT_EQ(ReadText("From a\nContent-Length: 0\nFrom b\n\n").size(), 2u);
+}
+
+TEST(MboxContentLengthTest, LargeMessageSpanningBlocks) {
+  std::string body;
+  for (int i = 0; body.size() < 3 * MboxReader::kBlockSize; ++i) {
+    body += "From line " + std::to_string(i) + " inside the body\n" + std::string(1000, 'q') + "\n";
+  }
+  const std::string text = "From a\n" + WithLength(body, 0) + "\nFrom b\nS: 2\n\nb\n";
+  const Strings expected{WithLength(body, 0), "S: 2\n\nb\n"};
+  EXPECT_EQ(Bytes(ReadText(text)), expected);
+  EXPECT_EQ(Bytes(ReadThroughPipe(text)), expected);
+}
+
+// --- writer ----------------------------------------------------------------------------
+
+std::string WriteToString(const std::vector<std::pair<std::string, std::string>>& messages, int64_t date = 0) {
+  TempDir dir;
+  {
+    UniqueFd fd = OpenFile(dir / "out", O_WRONLY | O_CREAT | O_TRUNC);
+    MboxWriter writer(fd.get(), dir / "out");
+    for (const auto& [bytes, sender] : messages) writer.Write(bytes, sender, date);
+  }
+  return ReadFile(dir / "out");
+}
+
+TEST(MboxWriterTest, ExactOutput) {
+  EXPECT_EQ(WriteToString({{"S: 1\n\nbody\n", "a@b"}}, 1795860000),
+            "From a@b Sat Nov 28 10:00:00 2026\nS: 1\n\nbody\n\n");
+  EXPECT_EQ(WriteToString({{"x\n", "a"}}, 833806227), "From a Mon Jun  3 12:50:27 1996\nx\n\n");
+  EXPECT_EQ(WriteToString({{"x\n", "a"}}, -1), "From a Wed Dec 31 23:59:59 1969\nx\n\n");
+  EXPECT_EQ(WriteToString({{"x\n", ""}, {"y\n", "a b\tc\r"}}),
+            "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nx\n\nFrom a_b_c_ Thu Jan  1 00:00:00 1970\ny\n\n");
+  EXPECT_EQ(WriteToString({{"From x\n>From y\nFromage\n a\n>>From z", "s"}}),
+            "From s Thu Jan  1 00:00:00 1970 no-final-newline\n>From x\n>>From y\nFromage\n a\n>>>From z\n\n");
+  EXPECT_EQ(WriteToString({{"", "s"}}), "From s Thu Jan  1 00:00:00 1970\n\n");
+}
+
+TEST(MboxWriterTest, EnvelopeDateReadsBack) {
+  TempDir dir;
+  const std::vector<int64_t> dates = {0, 1795860000, 833806227, -1, 951782400, 4102444799};
+  {
+    UniqueFd fd = OpenFile(dir / "out", O_WRONLY | O_CREAT | O_TRUNC);
+    MboxWriter writer(fd.get(), dir / "out");
+    for (int64_t date : dates) writer.Write("x\n", "someone@example.com", date);
+  }
+  const auto messages = ReadPath(dir / "out");
+  ASSERT_EQ(messages.size(), dates.size());
+  for (size_t i = 0; i < dates.size(); ++i) {
+    EXPECT_EQ(messages[i].envelope_date, dates[i]);
+    EXPECT_EQ(messages[i].envelope_sender, "someone@example.com");
+  }
+}
+
+const Strings& EdgeMessages() {
+  static const Strings kEdges = {
+      "", "\n", "\r\n", "\n\n", "\r\n\r\n", "\n\r\n", "abc", "abc\r", "abc\n\r", "\r", "\0"s, "a\0b\n"s,
+      "S: 1\n\nbody\n", "S: 1\n\nbody\n\n", "S: 1\n\nbody", "S: 1\n\nbody\n\n\n",
+      "S: 1\r\n\r\nbody\r\n", "S: 1\r\n\r\nbody\r\n\r\n", "S: 1\r\n\r\nbody", "S: 1\r\n\r\nbody\r",
+      "From x\n", "From x", ">From x", ">>From x\n", "x\nFrom y\n\n", "x\n>From y\n>>From z\n>>>From w",
+      "\nFrom x\n", "From \n\nFrom \n", "no-final-newline", "S: no-final-newline\n\nend no-final-newline",
+      "Content-Length: 0\n\nx\n", "Content-Length: 1\n\nx\n", "Content-Length: 3\n\nx\n",
+      "Content-Length: 2\n\nx", "Content-Length: 5\n\nx\nFrom y\n", "S: 1\n\n" + std::string(300000, 'z'),
+  };
+  return kEdges;
+}
+
+TEST(MboxWriterTest, RoundTripOfEdgeCases) {
+  TempDir dir;
+  const Strings& edges = EdgeMessages();
+  // Every edge case after every other, so each one also meets each neighbour.
+  Strings written;
+  {
+    UniqueFd fd = OpenFile(dir / "out", O_WRONLY | O_CREAT | O_TRUNC);
+    MboxWriter writer(fd.get(), dir / "out");
+    for (const std::string& a : edges) {
+      for (const std::string& b : edges) {
+        for (const std::string* m : {&a, &b}) {
+          writer.Write(*m, "s", 1795860000);
+          written.push_back(*m);
+        }
+      }
+    }
+  }
+  const auto read = ReadPath(dir / "out");
+  ASSERT_EQ(read.size(), written.size());
+  for (size_t i = 0; i < written.size(); ++i) ASSERT_EQ(read[i].bytes, written[i]) << "message " << i;
+}
+
+// A Content-Length that happens to point at the end of a later message must not make the reader
+// swallow the messages between: the writer pads that later envelope line.
+TEST(MboxWriterTest, ContentLengthPointingAtALaterMessageEnd) {
+  const std::string b = "S: b\n\nB body\nFrom inside b\n";
+  const std::string c = "S: c\n\nC body\n";
+  auto a_with = [](uint64_t length) {
+    char digits[16];
+    std::snprintf(digits, sizeof digits, "%08llu", static_cast<unsigned long long>(length));
+    return "Content-Length: " + std::string(digits) + "\n\nA body\n";
+  };
+  // Layout without any padding: every envelope line has the same length.
+  const std::string plain = WriteToString({{a_with(0), "s"}, {b, "s"}, {c, "s"}});
+  const size_t envelope = plain.find('\n') + 1;
+  const uint64_t body_a = envelope + HeaderSize(a_with(0));
+  const uint64_t end_c = plain.size() - 1;  // before the final separator
+  const std::string a = a_with(end_c - body_a);
+
+  const std::string guarded = WriteToString({{a, "s"}, {b, "s"}, {c, "s"}});
+  EXPECT_EQ(Bytes(ReadText(guarded)), (Strings{a, b, c}));
+  // The guard is what made the difference: the same file without the padding reads as one message.
+  std::string naive = guarded;
+  const size_t padded = naive.rfind(" 1970 \n");
+  ASSERT_NE(padded, std::string::npos) << guarded;
+  naive.erase(padded + 5, 1);
+  EXPECT_EQ(ReadText(naive).size(), 1u);
+}
+
+// --- corpus --------------------------------------------------------------------------------
+
+struct CorpusFile {
+  std::string source;  // corpus sub-directory
+  std::string rel;     // path inside it
+  std::string path;    // absolute
+};
+
+std::vector<CorpusFile> ManifestFiles() {
+  std::vector<CorpusFile> files;
+  for (const auto& source : std::filesystem::directory_iterator(STOREMOVE_CORPUS)) {
+    std::ifstream manifest(source.path() / "MANIFEST.tsv");
+    if (!manifest) continue;
+    std::string line;
+    std::getline(manifest, line);  // column names
+    while (std::getline(manifest, line)) {
+      CorpusFile f;
+      f.source = source.path().filename().string();
+      f.rel = line.substr(0, line.find('\t'));
+      f.path = (source.path() / f.rel).string();
+      files.push_back(std::move(f));
+    }
+  }
+  std::sort(files.begin(), files.end(), [](const CorpusFile& x, const CorpusFile& y) { return x.path < y.path; });
+  return files;
+}
+
+#define REQUIRE_CORPUS()                                                                            \
+  if (!std::filesystem::is_directory(STOREMOVE_CORPUS)) GTEST_SKIP() << "corpus absent: " << STOREMOVE_CORPUS
+
+// What a reader following mbox.h makes of a split file: mboxrd quoting removed (the splitter kept
+// ">From " lines as they were in the mbox), and for the last message of an mbox the separator
+// line the splitter kept.
+std::string ExpectedFromSplit(std::string split, bool last) {
+  std::string out;
+  size_t line = 0;
+  while (line < split.size()) {
+    size_t nl = split.find('\n', line);
+    nl = nl == std::string::npos ? split.size() : nl + 1;
+    std::string_view text = std::string_view(split).substr(line, nl - line);
+    const size_t quotes = text.find_first_not_of('>');
+    if (quotes != 0 && quotes != std::string_view::npos && text.substr(quotes).starts_with("From ")) {
+      text.remove_prefix(1);
+    }
+    out.append(text);
+    line = nl;
+  }
+  if (last) {
+    if (out.ends_with("\n\n") || out == "\n") out.pop_back();
+    else if (out.ends_with("\n\r\n") || out == "\r\n") out.resize(out.size() - 2);
+  }
+  return out;
+}
+
+TEST(MboxCorpusTest, MboxesMatchTheirSplitFiles) {
+  REQUIRE_CORPUS();
+  // source -> directory of the split files
+  const std::map<std::string, std::string> split_dirs = {{"gnu-mailutils-spool", "messages"},
+                                                         {"dovecot-imaptest-mboxes", "messages"},
+                                                         {"enron-mbox-derived", "messages"},
+                                                         {"mimekit-testdata", "from-mbox"},
+                                                         {"spamassassin-testdata", "from-nice-mbox"}};
+  std::map<std::string, Strings> splits;  // mbox path -> its split files, in order
+  for (const CorpusFile& f : ManifestFiles()) {
+    const auto dir = split_dirs.find(f.source);
+    if (dir == split_dirs.end() || !f.rel.starts_with(dir->second + "/")) continue;
+    // <dir>/<mbox>.NNNN.eml or <dir>/<mbox>/<mbox>.NNNN.eml; other files there are single messages.
+    const std::string name = std::filesystem::path(f.rel).filename().string();
+    if (name.size() < 10 || !name.ends_with(".eml") || name[name.size() - 9] != '.' ||
+        name.find_first_not_of("0123456789", name.size() - 8) != name.size() - 4) {
+      continue;
+    }
+    const std::string mbox =
+        std::string(STOREMOVE_CORPUS) + "/" + f.source + "/mbox/" + name.substr(0, name.size() - 9);
+    ASSERT_TRUE(std::filesystem::is_regular_file(mbox)) << f.rel;
+    splits[mbox].push_back(f.path);
+  }
+  ASSERT_GE(splits.size(), 60u);
+  size_t messages = 0, unescaped = 0, dated = 0;
+  for (auto& [mbox, files] : splits) {
+    std::sort(files.begin(), files.end());
+    const auto read = ReadPath(mbox);
+    ASSERT_EQ(read.size(), files.size()) << mbox;
+    for (size_t i = 0; i < files.size(); ++i) {
+      const std::string split = ReadFile(files[i]);
+      const std::string expected = ExpectedFromSplit(split, i + 1 == files.size());
+      ASSERT_EQ(read[i].bytes, expected) << files[i];
+      if (expected.size() < split.size() && i + 1 < files.size()) ++unescaped;
+      if (read[i].envelope_date != 0) ++dated;
+      ++messages;
+    }
+  }
+  EXPECT_EQ(messages, 6693u);
+  EXPECT_GT(unescaped, 10u);  // enron and mimekit have ">From " lines
+  EXPECT_GT(dated, 6000u);    // almost every envelope line carries an asctime date
+}
+
+TEST(MboxCorpusTest, EveryMboxFileParses) {
+  REQUIRE_CORPUS();
+  size_t files = 0, not_mbox = 0, messages = 0;
+  for (const auto& source : std::filesystem::directory_iterator(STOREMOVE_CORPUS)) {
+    if (!std::filesystem::is_directory(source.path() / "mbox")) continue;
+    for (const auto& entry : std::filesystem::directory_iterator(source.path() / "mbox")) {
+      if (!entry.is_regular_file()) continue;
+      const std::string path = entry.path().string();
+      std::string text = ReadFile(path);
+      if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // mimekit's unmunged.mbox.txt
+      ++files;
+      if (!text.empty() && !text.starts_with("From ")) {
+        // neomutt's skeletons include plain text files named *.mbox
+        try {
+          ReadPath(path);
+          ADD_FAILURE() << "accepted " << path;
+        } catch (const Error& e) {
+          EXPECT_EQ(e.code(), Errc::kCorrupt) << path;
+          EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+        }
+        ++not_mbox;
+        continue;
+      }
+      size_t from_lines = text.starts_with("From ") ? 1 : 0;
+      for (size_t p = text.find("\nFrom "); p != std::string::npos; p = text.find("\nFrom ", p + 1)) ++from_lines;
+      const auto read = ReadPath(path);
+      // No corpus mbox has a Content-Length that spans a "From " line.
+      EXPECT_EQ(read.size(), from_lines) << path;
+      messages += read.size();
+    }
+  }
+  EXPECT_GE(files, 75u);
+  EXPECT_EQ(not_mbox, 3u);
+  EXPECT_EQ(messages, 6698u);
+}
+
+// Single messages that begin with an envelope line are one-message mboxes.
+TEST(MboxCorpusTest, MessagesWithEnvelopeLinesReadAsMboxes) {
+  REQUIRE_CORPUS();
+  size_t checked = 0;
+  for (const CorpusFile& f : ManifestFiles()) {
+    const std::string text = ReadFile(f.path);
+    if (!text.starts_with("From ")) continue;
+    const auto read = ReadPath(f.path);
+    ASSERT_GE(read.size(), 1u) << f.path;
+    const size_t sender = text.find_first_not_of(" \t", 5);  // "From  : John Doe" has two spaces
+    EXPECT_EQ(read[0].envelope_sender, text.substr(sender, text.find_first_of(" \t\r\n", sender) - sender)) << f.path;
+    ++checked;
+  }
+  EXPECT_GT(checked, 50u);
+}
+
+TEST(MboxCorpusTest, RoundTripOfEveryMessage) {
+  REQUIRE_CORPUS();
+  const std::vector<CorpusFile> files = ManifestFiles();
+  ASSERT_GT(files.size(), 10000u);
+  TempDir dir;
+  const std::string out = dir / "all.mbox";
+  size_t unterminated = 0, crlf = 0, nul = 0, from_lines = 0, quoted = 0;
+  {
+    UniqueFd fd = OpenFile(out, O_WRONLY | O_CREAT | O_TRUNC);
+    MboxWriter writer(fd.get(), out);
+    int64_t date = 1000000000;
+    for (const CorpusFile& f : files) {
+      const std::string bytes = ReadFile(f.path);
+      writer.Write(bytes, f.source + "@corpus.example", date);
+      date += 3607;
+      if (!bytes.empty() && bytes.back() != '\n') ++unterminated;
+      if (bytes.find("\r\n") != std::string::npos) ++crlf;
+      if (bytes.find('\0') != std::string::npos) ++nul;
+      if (bytes.starts_with("From ") || bytes.find("\nFrom ") != std::string::npos) ++from_lines;
+      if (bytes.find("\n>From ") != std::string::npos || bytes.find("\n>>From ") != std::string::npos) ++quoted;
+    }
+    for (const std::string& edge : EdgeMessages()) writer.Write(edge, "edge", date);
+  }
+  // The corpus must really contain the hard cases this test is meant to cover.
+  EXPECT_GT(unterminated, 0u);
+  EXPECT_GT(crlf, 100u);
+  EXPECT_GT(nul, 0u);
+  EXPECT_GT(from_lines, 50u);
+  EXPECT_GT(quoted, 5u);
+
+  UniqueFd fd = OpenFile(out, O_RDONLY);
+  MboxReader reader(fd.get(), out);
+  MboxMessage m;
+  int64_t date = 1000000000;
+  for (const CorpusFile& f : files) {
+    ASSERT_TRUE(reader.Next(&m)) << "missing " << f.path;
+    ASSERT_EQ(m.bytes, ReadFile(f.path)) << f.path;
+    ASSERT_EQ(m.envelope_sender, f.source + "@corpus.example");
+    ASSERT_EQ(m.envelope_date, date);
+    date += 3607;
+  }
+  for (const std::string& edge : EdgeMessages()) {
+    ASSERT_TRUE(reader.Next(&m));
+    ASSERT_EQ(m.bytes, edge);
+  }
+  EXPECT_FALSE(reader.Next(&m));
+}
+
+}  // namespace
+}  // namespace storemove::store
