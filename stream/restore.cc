@@ -342,7 +342,7 @@ class RestoreSession {
             return;
           }
           // The repository copy is full (link limit): write a new copy of the same bytes.
-          CopyFromRepository(message_.digest);
+          CopyFrom(repository_->EntryPath(message_.digest), message_.digest, /*replace_entry=*/true);
           return;
         }
         SwitchToWriting();  // fewer bytes than the candidate
@@ -360,20 +360,20 @@ class RestoreSession {
     }
   }
 
-  void CopyFromRepository(const Digest& digest) {
-    std::string entry = repository_->EntryPath(digest);
-    UniqueFd in = OpenFile(entry, O_RDONLY);
+  // Writes a new copy of proven content (a full repository file, or one on another partition).
+  void CopyFrom(const std::string& path, const Digest& digest, bool replace_entry) {
+    UniqueFd in = OpenFile(path, O_RDONLY);
     writer_ = folder_->NewMessage();
     std::string buf(1 << 20, '\0');
     for (;;) {
-      size_t n = ReadSome(in.get(), buf.data(), buf.size(), entry);
+      size_t n = ReadSome(in.get(), buf.data(), buf.size(), path);
       if (n == 0) break;
       writer_->Write(buf.data(), n);
     }
     store::StagedMessage staged = writer_->Finish(meta_);
     writer_.reset();
-    if (staged.meta.digest != digest) Throw(Errc::kCorrupt, "repository file " + entry + " does not match its digest");
-    replace_entry_ = true;
+    if (staged.meta.digest != digest) Throw(Errc::kCorrupt, "file " + path + " does not match its digest");
+    replace_entry_ = replace_entry_ || replace_entry;
     Stage(std::move(staged), digest);
   }
 
@@ -403,14 +403,29 @@ class RestoreSession {
       meta_.uid = 0;
     }
     std::string source = LinkSource(r);
-    if (!PathExists(source) && !pending_.empty()) Commit();  // the content is still in this batch
+    if (!PathExists(source)) {
+      Commit();  // the content may still be in this batch
+      if (!PathExists(source)) {
+        // First restored on another partition (another filesystem, another repository): copy.
+        CopyFrom(FindInOtherPartitions(r.digest), r.digest, /*replace_entry=*/false);
+        return;
+      }
+    }
     std::optional<store::StagedMessage> staged = repository_->StageLink(*folder_, source, meta_);
     if (staged) {
       ++report_.linked;
       Stage(std::move(*staged), r.digest, /*new_content=*/false);
     } else {
-      CopyFromRepository(r.digest);
+      CopyFrom(source, r.digest, /*replace_entry=*/true);
     }
+  }
+
+  std::string FindInOtherPartitions(const Digest& digest) {
+    for (const std::string& p : store_->Partitions()) {
+      std::string entry = relinker::Repository(store_->PartitionPath(p)).EntryPath(digest);
+      if (PathExists(entry)) return entry;
+    }
+    Throw(Errc::kCorrupt, "stream: link to content that was never restored (" + digest.Hex() + ")");
   }
 
   // The file holding a link's content: normally the repository entry of its digest; for content

@@ -93,3 +93,24 @@ SessionReport Restore(store::Store* store, format::Decoder& decoder, const Resto
                       std::ostream* toc = nullptr);
 
 }  // namespace storemove::stream
+
+namespace storemove::stream {
+
+// --- verify ---------------------------------------------------------------------------------
+struct VerifyOptions {
+  std::vector<std::string> names{"/"};  // selection, as for backup (on the source)
+  bool check_bytes = true;              // re-read every destination message and hash it
+};
+
+struct VerifyReport {
+  uint64_t users = 0, folders = 0, messages = 0, bytes = 0;
+  std::vector<std::string> differences;  // plain words, one per line
+  bool equal() const { return differences.empty(); }
+  std::string Json() const;
+};
+
+// Compares `destination` with `source`: users, statuses, quota limits, subscriptions, folders
+// and their metadata, every message's fields, flags and bytes.
+VerifyReport CompareStores(store::Store& destination, store::Store& source, const VerifyOptions& options);
+
+}  // namespace storemove::stream

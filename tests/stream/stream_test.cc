@@ -1,0 +1,393 @@
+// Backup -> restore end to end: fidelity, single instance, reruns, incremental, user maps,
+// damaged and hostile streams, and the real CLI over pipes.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "format/zstd_codec.h"
+#include "store/generate.h"
+#include "stream/stream.h"
+#include "tests/support/temp_dir.h"
+#include "util/error.h"
+
+namespace storemove::stream {
+namespace {
+
+using storemove::testing::TempDir;
+namespace fs = std::filesystem;
+
+std::string Corpus() { return fs::exists(STOREMOVE_CORPUS) ? STOREMOVE_CORPUS : ""; }
+
+// A source store with every kind of metadata set, built from the corpus when it is there.
+std::unique_ptr<store::Store> MakeSource(const std::string& dir, uint32_t users = 12, uint32_t per_user = 30) {
+  auto s = store::Store::Init(dir, {"primary", "secondary"});
+  store::GenerateOptions g;
+  g.users = users;
+  g.messages_per_user = per_user;
+  g.dup_rate = 0.2;
+  g.single_instance = true;
+  g.corpus_dir = Corpus();
+  g.seed = 7;
+  store::Generate(*s, g);
+  std::vector<std::string> names;
+  s->ForEachUser([&](const store::UserInfo& u) { names.push_back(u.user); });
+  s->SetUserStatus(names[0], store::UserStatus::Parse("hold"));
+  s->SetQuotaLimit(names[1], 50 << 20);
+  s->Subscribe(names[1], "user/" + names[1] + "/INBOX");
+  s->Subscribe(names[1], "user/" + names[2] + "/INBOX");
+  s->SetAcl(names[2], "INBOX", names[2] + " lrswipkxtea anyone lr");
+  s->SetPerUser("user/" + names[2] + "/INBOX", names[1], "seen 1:3");
+  auto inbox = s->OpenFolder(names.back(), "INBOX");
+  inbox->SetUserFlagNames({"$Junk", "$Label1"});
+  auto first = inbox->Snapshot().messages.at(0);
+  inbox->SetFlags(first.uid, store::kSeen | store::kFlagged, 0b10);
+  return s;
+}
+
+std::string BackupToString(store::Store& s, BackupOptions options = {}, int level = 3) {
+  format::StringSink sink;
+  if (level > 0) {
+    format::ZstdCompressSink z(sink, level, 0);
+    format::Encoder enc(z);
+    Backup(s, options, enc);
+    z.Finish();
+  } else {
+    format::Encoder enc(sink);
+    Backup(s, options, enc);
+  }
+  return sink.Take();
+}
+
+SessionReport RestoreFromString(store::Store* s, const std::string& bytes, RestoreOptions options = {},
+                                std::ostream* toc = nullptr) {
+  format::StringSource src(bytes);
+  format::DecompressingSource in(src);
+  format::Decoder dec(in);
+  return Restore(s, dec, options, toc);
+}
+
+void ExpectEqualStores(store::Store& dst, store::Store& src) {
+  VerifyReport r = CompareStores(dst, src, {});
+  EXPECT_TRUE(r.equal()) << [&] {
+    std::string s;
+    for (size_t i = 0; i < r.differences.size() && i < 20; ++i) s += r.differences[i] + "\n";
+    return s;
+  }();
+  EXPECT_GT(r.messages, 0u);
+}
+
+// Every visible folder of `dst` is complete and internally consistent (no half-restored
+// mailbox): its snapshot reads, its files hash to their digests, and it equals the source's.
+void ExpectNothingHalfVisible(store::Store& dst, store::Store& src) {
+  dst.ForEachFolder([&](const store::FolderInfo& info) {
+    auto f = dst.OpenFolder(info.user, info.folder);
+    auto snap = f->Snapshot();
+    for (const auto& m : snap.messages) {
+      UniqueFd fd = f->OpenMessage(m.uid);
+      ASSERT_TRUE(fd.valid()) << info.Mailbox() << " UID " << m.uid;
+      std::string bytes(m.size, '\0');
+      ASSERT_EQ(::pread(fd.get(), bytes.data(), m.size, 0), ssize_t(m.size));
+      EXPECT_EQ(DigestOf(bytes), m.digest);
+    }
+    auto source = src.OpenFolder(info.user, info.folder)->Snapshot();
+    EXPECT_EQ(snap.messages.size(), source.messages.size()) << info.Mailbox() << " visible but incomplete";
+  });
+}
+
+size_t DistinctInodes(const std::string& root) {
+  std::set<std::pair<dev_t, ino_t>> inodes;
+  for (auto& e : fs::recursive_directory_iterator(root)) {
+    if (!e.is_regular_file() || e.path().extension() != ".msg") continue;
+    if (e.path().string().find("/=user/") == std::string::npos) continue;
+    struct stat st;
+    ::stat(e.path().c_str(), &st);
+    inodes.insert({st.st_dev, st.st_ino});
+  }
+  return inodes.size();
+}
+
+int Shell(const std::string& cmd) {
+  int rc = std::system(("bash -c 'set -o pipefail; " + cmd + "' >/dev/null 2>&1").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+TEST(Stream, RoundTripIsIdenticalAndDuplicatesBecomeHardLinks) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A");
+  std::string bytes = BackupToString(*a);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  SessionReport r = RestoreFromString(b.get(), bytes);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_GT(r.links, 0u);
+  ExpectEqualStores(*b, *a);
+  // Identical content is one file at the destination: at most as many inodes as the source.
+  std::set<Digest> digests;
+  a->ForEachFolder([&](const store::FolderInfo& f) {
+    for (auto& m : a->OpenFolder(f.user, f.folder)->Snapshot().messages) digests.insert(m.digest);
+  });
+  size_t dst_inodes = DistinctInodes(tmp / "B/partition");
+  EXPECT_LE(dst_inodes, DistinctInodes(tmp / "A/partition"));
+  EXPECT_GE(dst_inodes, digests.size());
+  // Users keep their partitions.
+  a->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(b->FindUser(u.user)->partition, u.partition); });
+}
+
+TEST(Stream, RestoringTheSameStreamTwiceAddsNothing) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A");
+  std::string bytes = BackupToString(*a);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  RestoreFromString(b.get(), bytes);
+  SessionReport again = RestoreFromString(b.get(), bytes);
+  EXPECT_EQ(again.skipped, again.messages + again.links);
+  EXPECT_EQ(again.linked, 0u);
+  ExpectEqualStores(*b, *a);
+}
+
+TEST(Stream, IncrementalStreamCompletesTheDestination) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A");
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  RestoreFromString(b.get(), BackupToString(*a));
+  // Late deliveries after the first pass, and a flag change.
+  int64_t t0 = ::time(nullptr) + 1000;
+  std::string user;
+  a->ForEachUser([&](const store::UserInfo& u) { if (user.empty()) user = u.user; });
+  auto inbox = a->OpenFolder(user, "INBOX");
+  for (int i = 0; i < 5; ++i) {
+    auto w = inbox->NewMessage();
+    w->Write("Subject: late " + std::to_string(i) + "\r\n\r\nlate mail\r\n");
+    store::MessageMeta meta;
+    meta.save_time = t0 + i;
+    std::vector<store::StagedMessage> batch{w->Finish(meta)};
+    inbox->Commit(batch);
+  }
+  a->CreateFolder(user, "Brand/New");
+  BackupOptions since;
+  since.since = t0;
+  SessionReport r = RestoreFromString(b.get(), BackupToString(*a, since));
+  EXPECT_EQ(r.messages + r.links, 5u);
+  ExpectEqualStores(*b, *a);
+}
+
+TEST(Stream, UserMapRenamesUsers) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 3, 10);
+  std::vector<std::string> names;
+  a->ForEachUser([&](const store::UserInfo& u) { names.push_back(u.user); });
+  auto b = store::Store::Init(tmp / "B", {});
+  RestoreOptions o;
+  o.user_map[names[1]] = "renamed.user";
+  RestoreFromString(b.get(), BackupToString(*a), o);
+  EXPECT_FALSE(b->FindUser(names[1]));
+  ASSERT_TRUE(b->FindUser("renamed.user"));
+  EXPECT_EQ(b->ListFolders("renamed.user").size(), a->ListFolders(names[1]).size());
+  EXPECT_EQ(b->Subscriptions("renamed.user").at(0), "user/renamed.user/INBOX");
+  EXPECT_EQ(b->FindFolder("renamed.user", "INBOX")->count, a->FindFolder(names[1], "INBOX")->count);
+}
+
+TEST(Stream, TableOfContentsWritesNothing) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 3, 10);
+  std::ostringstream toc;
+  RestoreOptions o;
+  o.table_of_contents = true;
+  SessionReport r = RestoreFromString(nullptr, BackupToString(*a), o, &toc);
+  EXPECT_EQ(r.folders, [&] { int n = 0; a->ForEachFolder([&](const store::FolderInfo&) { ++n; }); return uint64_t(n); }());
+  EXPECT_NE(toc.str().find("mailbox user/"), std::string::npos);
+}
+
+TEST(Stream, NameSelectionGroupsAndMailboxes) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 12, 5);
+  {
+    std::ofstream conf(tmp / "A/config/backup-groups.conf");
+    conf << "digits=[0-9].*\nletters=[a-z].*\n";
+  }
+  std::vector<std::string> names;
+  a->ForEachUser([&](const store::UserInfo& u) { names.push_back(u.user); });
+  auto restored_users = [&](std::vector<std::string> sel) {
+    TempDir t;
+    auto b = store::Store::Init(t.path(), {"primary", "secondary"});
+    BackupOptions o;
+    o.names = sel;
+    RestoreFromString(b.get(), BackupToString(*a, o));
+    std::vector<std::string> out;
+    b->ForEachUser([&](const store::UserInfo& u) { out.push_back(u.user); });
+    return out;
+  };
+  for (const std::string& u : restored_users({"/primary/letters"})) {
+    EXPECT_TRUE(u[0] >= 'a' && u[0] <= 'z') << u;
+    EXPECT_EQ(a->FindUser(u)->partition, "primary");
+  }
+  EXPECT_EQ(restored_users({"/secondary/user/" + names[0]}).size(), a->FindUser(names[0])->partition == "secondary" ? 1u : 0u);
+  EXPECT_EQ(restored_users({"user/" + names[4] + "/INBOX"}), std::vector<std::string>{names[4]});
+  EXPECT_EQ(restored_users({"/"}).size(), names.size());
+  EXPECT_THROW(restored_users({"/primary/nogroup"}), Error);
+}
+
+TEST(Stream, TruncatedStreamsFailCleanlyAndRerunCompletes) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 6, 15);
+  std::string plain = BackupToString(*a, {}, 0);
+  std::string packed = BackupToString(*a, {}, 3);
+  std::mt19937_64 rng(99);
+  for (int i = 0; i < 24; ++i) {
+    const std::string& whole = i % 2 ? packed : plain;
+    size_t cut = std::uniform_int_distribution<size_t>(0, whole.size() - 1)(rng);
+    TempDir t;
+    auto b = store::Store::Init(t.path(), {"primary", "secondary"});
+    try {
+      RestoreFromString(b.get(), whole.substr(0, cut));
+      ADD_FAILURE() << "truncation at " << cut << " not detected";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kCorrupt) << e.what();
+      EXPECT_EQ(std::string(e.what()).rfind("stream:", 0), 0u) << e.what();
+    }
+    ExpectNothingHalfVisible(*b, *a);
+    RestoreFromString(b.get(), whole);  // the rerun finishes the job
+    ExpectEqualStores(*b, *a);
+  }
+}
+
+TEST(Stream, FlippedBytesAreDetectedBeforeAnythingWrongIsVisible) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 6, 15);
+  std::string plain = BackupToString(*a, {}, 0);
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 24; ++i) {
+    std::string bad = plain;
+    size_t at = std::uniform_int_distribution<size_t>(0, bad.size() - 1)(rng);
+    bad[at] = char(bad[at] ^ (1 << (i % 8)));
+    TempDir t;
+    auto b = store::Store::Init(t.path(), {"primary", "secondary"});
+    EXPECT_THROW(RestoreFromString(b.get(), bad), Error) << "flip at " << at;
+    ExpectNothingHalfVisible(*b, *a);
+  }
+}
+
+// Streams that name things outside the store: each is refused and nothing is written outside.
+TEST(Stream, HostileNamesAreRejected) {
+  TempDir tmp;
+  struct Case {
+    std::string user, folder;
+  };
+  std::vector<Case> cases = {{"../x", "INBOX"},         {"joe", "../../etc"},    {"joe", "/etc/passwd"},
+                             {"joe", "a/../../b"},      {"/abs", "INBOX"},       {"joe", std::string(1000, 'a')},
+                             {"joe", "x\x01y"},         {"jo/e", "INBOX"},        {"joe", "."}};
+  for (const Case& c : cases) {
+    TempDir t;
+    std::string root = t / "store";
+    auto b = store::Store::Init(root, {});
+    format::StringSink sink;
+    format::Encoder enc(sink);
+    enc.WriteHeader({});
+    format::UserRecord u;
+    u.user = c.user;
+    u.status = "active";
+    enc.WriteUser(u);
+    format::FolderRecord f;
+    f.user = c.user;
+    f.folder = c.folder;
+    f.uidvalidity = 1;
+    f.uidnext = 2;
+    enc.WriteFolder(f);
+    format::MessageRecord m;
+    std::string body = "Subject: x\r\n\r\nx";
+    m.uid = 1;
+    m.size = body.size();
+    m.digest = DigestOf(body);
+    enc.BeginMessage(m);
+    enc.BodyChunk(body);
+    enc.EndMessage();
+    enc.EndFolder();
+    enc.Finish();
+    try {
+      RestoreFromString(b.get(), sink.data());
+      ADD_FAILURE() << "accepted user '" << c.user << "' folder '" << c.folder << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+    }
+    RestoreOptions keep_going;
+    keep_going.continue_on_error = true;
+    SessionReport r = RestoreFromString(b.get(), sink.data(), keep_going);
+    EXPECT_GT(r.errors, 0u);
+    std::vector<std::string> outside;
+    for (auto& e : fs::directory_iterator(t.path())) outside.push_back(e.path().filename());
+    EXPECT_EQ(outside, std::vector<std::string>{"store"});
+    int folders = 0;
+    b->ForEachFolder([&](const store::FolderInfo&) { ++folders; });
+    EXPECT_EQ(folders, 0);
+  }
+}
+
+TEST(StreamCli, PipeZstdCliAndKillMidwayThenRerun) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 8, 25);
+  a.reset();
+  const std::string bin = STOREMOVE_BIN, A = tmp / "A", B = tmp / "B", C = tmp / "C", D = tmp / "D";
+  ASSERT_EQ(Shell(bin + " init --store " + B + " --partition primary --partition secondary"), 0);
+  ASSERT_EQ(Shell(bin + " backup --store " + A + " -f - / | " + bin + " restore --store " + B + " -f -"), 0);
+  // The compressed stream is plain zstd: the zstd CLI decodes it, and restore reads either form.
+  ASSERT_EQ(Shell(bin + " backup --store " + A + " -f " + tmp.path() + "/s.zst /"), 0);
+  ASSERT_EQ(Shell("zstd -q -d -c " + tmp.path() + "/s.zst > " + tmp.path() + "/s.raw"), 0);
+  ASSERT_EQ(Shell(bin + " init --store " + C + " --partition primary --partition secondary"), 0);
+  ASSERT_EQ(Shell(bin + " restore --store " + C + " -f " + tmp.path() + "/s.raw"), 0);
+
+  // Kill -9 the restore half way through the stream, then rerun it.
+  ASSERT_EQ(Shell(bin + " init --store " + D + " --partition primary --partition secondary"), 0);
+  std::string raw;
+  {
+    std::ifstream in(tmp.path() + "/s.raw", std::ios::binary);
+    raw.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(fds[0], 0);
+    ::close(fds[1]);
+    int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, 2);
+    ::execl(bin.c_str(), bin.c_str(), "restore", "--store", D.c_str(), "-f", "-", (char*)nullptr);
+    ::_exit(127);
+  }
+  ::close(fds[0]);
+  size_t half = raw.size() / 2;
+  ASSERT_EQ(::write(fds[1], raw.data(), half), ssize_t(half));  // blocks until restore has read it
+  ::kill(pid, SIGKILL);
+  int status;
+  ::waitpid(pid, &status, 0);
+  ::close(fds[1]);
+  EXPECT_TRUE(WIFSIGNALED(status));
+  {
+    auto src = store::Store::Open(A);
+    auto d = store::Store::Open(D);
+    ExpectNothingHalfVisible(*d, *src);
+  }
+  ASSERT_EQ(Shell(bin + " restore --store " + D + " -f " + tmp.path() + "/s.zst"), 0);
+
+  auto src = store::Store::Open(A);
+  for (const std::string& dir : {B, C, D}) {
+    auto dst = store::Store::Open(dir);
+    ExpectEqualStores(*dst, *src);
+  }
+  // A damaged file on the command line: one line naming the problem, non-zero exit.
+  std::string bad = raw.substr(0, raw.size() - 10);
+  std::ofstream(tmp.path() + "/bad.raw", std::ios::binary) << bad;
+  EXPECT_EQ(Shell(bin + " restore --store " + B + " -f " + tmp.path() + "/bad.raw"), 65);
+}
+
+}  // namespace
+}  // namespace storemove::stream
