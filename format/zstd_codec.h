@@ -1,0 +1,80 @@
+// zstd wrapping of a byte stream (docs/stream-format.md §10). The compressed form is
+// plain zstd frames (content checksum on), so `zstd -d` reads what ZstdCompressSink writes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "format/format.h"
+
+typedef struct ZSTD_CCtx_s ZSTD_CCtx;
+typedef struct ZSTD_DCtx_s ZSTD_DCtx;
+
+namespace storemove::format {
+
+// Compresses everything written into one zstd frame. Data leaves only when zstd's output
+// buffer fills, on Flush() (ends a block, keeps the frame open) and on Finish() (ends the frame).
+// Destroying the sink without Finish() leaves an unterminated frame, which readers reject.
+class ZstdCompressSink final : public ByteSink {
+ public:
+  // level: ZSTD_minCLevel()..ZSTD_maxCLevel() (0 = zstd default 3); threads: worker threads, 0 = in
+  // the calling thread. Throws kInvalidArgument for values zstd refuses.
+  ZstdCompressSink(ByteSink& out, int level, int threads);
+  ~ZstdCompressSink() override;
+  ZstdCompressSink(const ZstdCompressSink&) = delete;
+  ZstdCompressSink& operator=(const ZstdCompressSink&) = delete;
+
+  void Write(const void* data, size_t size) override;
+  void Flush() override;
+  void Finish();  // ends the frame and flushes `out`; later writes start a new frame
+
+  uint64_t bytes_in() const { return bytes_in_; }
+  uint64_t bytes_out() const { return bytes_out_; }
+
+ private:
+  void Compress(const void* data, size_t size, int mode);  // mode: ZSTD_EndDirective
+  void WriteOut();
+
+  ByteSink& out_;
+  ZSTD_CCtx* cctx_;
+  std::vector<uint8_t> buf_;
+  size_t buf_used_ = 0;
+  uint64_t bytes_in_ = 0;
+  uint64_t bytes_out_ = 0;
+};
+
+// Reads a stream that is either zstd-compressed (it starts with a zstd frame magic, or a
+// skippable-frame magic) or not (anything else passes through untouched). Concatenated frames
+// are accepted. Corrupt or truncated zstd input throws Error(kCorrupt,
+// "stream: zstd: <reason> at byte X"), X counting compressed bytes.
+class DecompressingSource final : public ByteSource {
+ public:
+  explicit DecompressingSource(ByteSource& in);
+  ~DecompressingSource() override;
+  DecompressingSource(const DecompressingSource&) = delete;
+  DecompressingSource& operator=(const DecompressingSource&) = delete;
+
+  size_t Read(void* data, size_t size) override;
+
+  bool compressed() const { return mode_ == Mode::kZstd; }  // known after the first Read()
+  uint64_t bytes_in() const { return consumed_ + in_pos_; }  // input bytes consumed
+
+ private:
+  enum class Mode { kUnknown, kPlain, kZstd };
+  void Detect();
+  bool Refill();
+  [[noreturn]] void Fail(const char* reason) const;
+
+  ByteSource& in_;
+  ZSTD_DCtx* dctx_ = nullptr;
+  Mode mode_ = Mode::kUnknown;
+  std::vector<uint8_t> buf_;
+  size_t in_pos_ = 0, in_size_ = 0;  // unread input is buf_[in_pos_, in_size_)
+  uint64_t consumed_ = 0;            // input bytes before buf_[0]
+  bool eof_ = false;
+  bool frame_open_ = false;      // inside a frame: the input must not end here
+  bool output_pending_ = false;  // the last call filled the output, zstd may hold more
+};
+
+}  // namespace storemove::format

@@ -1,0 +1,291 @@
+// The zstd wrapping: round trips, interoperability with the zstd CLI, corrupt input.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "format/format.h"
+#include "format/zstd_codec.h"
+#include "tests/format/stream_testing.h"
+#include "util/bytes.h"
+#include "util/error.h"
+
+namespace storemove::format {
+namespace {
+
+using namespace testing;  // NOLINT: the helpers of stream_testing.h
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string base = tmp && *tmp ? tmp : std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";
+    std::string pattern = base + "/format_test.XXXXXX";
+    if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp " + pattern);
+    path_ = pattern;
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string File(const std::string& name, std::string_view contents) const {
+    std::string path = path_ + "/" + name;
+    std::ofstream(path, std::ios::binary).write(contents.data(), std::streamsize(contents.size()));
+    return path;
+  }
+
+ private:
+  std::string path_;
+};
+
+// Runs a shell command and returns its standard output; fails the test on a non-zero exit.
+std::string RunCommand(const std::string& command) {
+  std::string out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) {
+    ADD_FAILURE() << "popen " << command;
+    return out;
+  }
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
+  EXPECT_EQ(pclose(pipe), 0) << command;
+  return out;
+}
+
+bool HaveZstdCli() { return std::system("zstd --version >/dev/null 2>&1") == 0; }
+
+std::string Compress(std::string_view plain, int level = 3, int threads = 0) {
+  StringSink out;
+  ZstdCompressSink zstd(out, level, threads);
+  zstd.Write(plain.data(), plain.size());
+  zstd.Finish();
+  return out.Take();
+}
+
+// The sample written straight through a compressing sink, with a Flush() in the middle.
+std::string EncodeSampleCompressed(int threads) {
+  StringSink out;
+  ZstdCompressSink zstd(out, 3, threads);
+  Encoder encoder(zstd);
+  Sample s = MakeSample();
+  encoder.WriteHeader(s.header);
+  encoder.WriteUser(s.users[0]);
+  encoder.Flush();
+  encoder.WriteUser(s.users[1]);
+  encoder.WriteFolder(s.folders[0]);
+  MessageRecord first = s.messages[1];
+  first.content_id = 0;  // the first message of this stream
+  encoder.BeginMessage(first);
+  encoder.BodyChunk(s.bodies[1]);
+  encoder.EndMessage();
+  encoder.EndFolder();
+  encoder.Finish();
+  zstd.Finish();
+  EXPECT_EQ(zstd.bytes_in(), encoder.bytes());
+  EXPECT_EQ(zstd.bytes_out(), out.data().size());
+  return out.Take();
+}
+
+// The same records without compression.
+std::string EncodeSamplePlain() {
+  StringSink out;
+  Encoder encoder(out);
+  Sample s = MakeSample();
+  encoder.WriteHeader(s.header);
+  encoder.WriteUser(s.users[0]);
+  encoder.WriteUser(s.users[1]);
+  encoder.WriteFolder(s.folders[0]);
+  MessageRecord first = s.messages[1];
+  first.content_id = 0;  // the first message of this stream
+  encoder.BeginMessage(first);
+  encoder.BodyChunk(s.bodies[1]);
+  encoder.EndMessage();
+  encoder.EndFolder();
+  encoder.Finish();
+  return out.Take();
+}
+
+Decoded DecodeWrapped(std::string_view data, size_t step = SIZE_MAX) {
+  TrickleSource in(data, step);
+  DecompressingSource source(in);
+  return DecodeAll(source);
+}
+
+std::string CorruptWrapped(std::string_view data) {
+  try {
+    DecodeWrapped(data);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kCorrupt) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind("stream: ", 0), 0u) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "decoded without an error";
+  return "";
+}
+
+TEST(Zstd, CompressedRoundTrip) {
+  std::string plain = EncodeSample();
+  Decoded expected = DecodeAll(plain);
+  for (int threads : {0, 2}) {
+    StringSink out;
+    ZstdCompressSink zstd(out, 3, threads);
+    Encoder encoder(zstd);
+    WriteSample(MakeSample(), encoder);
+    zstd.Finish();
+    const std::string& compressed = out.data();
+    ASSERT_GE(compressed.size(), 4u);
+    EXPECT_EQ(GetU32(reinterpret_cast<const uint8_t*>(compressed.data())), ZSTD_MAGICNUMBER);
+
+    StringSource in(compressed);
+    DecompressingSource source(in);
+    Decoded d = DecodeAll(source);
+    EXPECT_TRUE(source.compressed());
+    EXPECT_EQ(source.bytes_in(), compressed.size());
+    EXPECT_EQ(d.messages, expected.messages) << threads;
+    EXPECT_EQ(d.bodies, expected.bodies) << threads;
+    EXPECT_EQ(d.trailer, expected.trailer) << threads;
+    EXPECT_EQ(DecodeWrapped(compressed, 1).trailer, expected.trailer) << "one byte per read";
+  }
+}
+
+TEST(Zstd, PlainStreamPassesThrough) {
+  std::string plain = EncodeSample();
+  Decoded expected = DecodeAll(plain);
+  for (size_t step : {size_t{1}, size_t{2}, size_t{5}, SIZE_MAX}) {
+    TrickleSource in(plain, step);
+    DecompressingSource source(in);
+    Decoded d = DecodeAll(source);
+    EXPECT_FALSE(source.compressed());
+    EXPECT_EQ(source.bytes_in(), plain.size());
+    EXPECT_EQ(d.bodies, expected.bodies) << step;
+    EXPECT_EQ(d.trailer, expected.trailer) << step;
+  }
+}
+
+TEST(Zstd, FlushKeepsOneFrame) {
+  std::string compressed = EncodeSampleCompressed(0);
+  EXPECT_EQ(ZSTD_findFrameCompressedSize(compressed.data(), compressed.size()), compressed.size());
+  EXPECT_EQ(DecodeWrapped(compressed).trailer, DecodeAll(EncodeSamplePlain()).trailer);
+}
+
+TEST(Zstd, CliDecodesOurOutputToTheExactStream) {
+  if (!HaveZstdCli()) GTEST_SKIP() << "zstd CLI not installed";
+  TempDir dir;
+  std::string plain = EncodeSamplePlain();
+  for (int threads : {0, 2}) {
+    std::string path = dir.File("sample.zst", EncodeSampleCompressed(threads));
+    std::string decoded = RunCommand("zstd -d -c -q '" + path + "'");
+    EXPECT_EQ(decoded, plain) << "threads " << threads;
+  }
+}
+
+TEST(Zstd, ReadsCliOutputConcatenatedAndSkippableFrames) {
+  std::string plain = EncodeSample();
+  Decoded expected = DecodeAll(plain);
+  if (HaveZstdCli()) {
+    TempDir dir;
+    std::string path = dir.File("sample", plain);
+    EXPECT_EQ(DecodeWrapped(RunCommand("zstd -q -c -19 '" + path + "'")).bodies, expected.bodies);
+  }
+  size_t half = plain.size() / 2;
+  std::string two_frames = Compress(plain.substr(0, half)) + Compress(plain.substr(half), 1);
+  EXPECT_EQ(DecodeWrapped(two_frames).bodies, expected.bodies);
+
+  std::string skippable;
+  AppendU32(&skippable, ZSTD_MAGIC_SKIPPABLE_START + 3);
+  AppendU32(&skippable, 5);
+  skippable += "notes";
+  EXPECT_EQ(DecodeWrapped(skippable + Compress(plain)).bodies, expected.bodies);
+}
+
+TEST(Zstd, TruncationAtEveryOffsetIsCorrupt) {
+  std::string compressed = EncodeSampleCompressed(0);
+  for (size_t n = 0; n < compressed.size(); ++n)
+    ASSERT_FALSE(CorruptWrapped(std::string_view(compressed).substr(0, n)).empty()) << "cut at " << n;
+  EXPECT_TRUE(CorruptWrapped(std::string_view(compressed).substr(0, compressed.size() - 1))
+                  .starts_with("stream: zstd: truncated frame at byte"));
+}
+
+// A flip in the compressed bytes is either reported or harmless: some frame-header bits (the
+// window size) change how zstd decodes, not what comes out.
+TEST(Zstd, ByteFlipsAreCorruptOrHarmless) {
+  std::string plain = EncodeSamplePlain();
+  std::string compressed = EncodeSampleCompressed(0);
+  size_t harmless = 0;
+  for (size_t at = 0; at < compressed.size(); ++at) {
+    for (uint8_t mask : {0x01, 0x80}) {
+      std::string bad = compressed;
+      bad[at] = static_cast<char>(bad[at] ^ mask);
+      try {
+        DecodeWrapped(bad);
+      } catch (const Error& e) {
+        ASSERT_EQ(e.code(), Errc::kCorrupt) << e.what();
+        ASSERT_EQ(std::string(e.what()).rfind("stream: ", 0), 0u) << e.what();
+        continue;
+      }
+      StringSource in(bad);
+      DecompressingSource source(in);
+      std::string out(plain.size() + 1, '\0');
+      size_t n = 0, got;
+      while ((got = source.Read(out.data() + n, out.size() - n)) > 0) n += got;
+      ASSERT_EQ(out.substr(0, n), plain) << "flip " << int(mask) << " at " << at << " changed the content unnoticed";
+      ++harmless;
+    }
+  }
+  EXPECT_LT(harmless, compressed.size() / 10);
+}
+
+TEST(Zstd, GarbageAfterTheFrameIsCorrupt) {
+  std::string compressed = EncodeSampleCompressed(0);
+  std::string error = CorruptWrapped(compressed + "junk after the frame");
+  EXPECT_TRUE(error.starts_with("stream: zstd: ")) << error;
+  EXPECT_NE(error.find(" at byte " + std::to_string(compressed.size())), std::string::npos) << error;
+}
+
+TEST(Zstd, LargeMessageThroughWorkerThreads) {
+  constexpr size_t kSize = 6 << 20;
+  std::string body;
+  for (size_t i = 0; body.size() < kSize; ++i) body += "line " + std::to_string(i * 7919 % 100003) + " of text\n";
+  body.resize(kSize);
+  StringSink out;
+  ZstdCompressSink zstd(out, 1, 2);
+  Encoder encoder(zstd);
+  encoder.WriteHeader(StreamHeader{});
+  FolderRecord folder;
+  folder.user = "u";
+  folder.folder = "INBOX";
+  encoder.WriteFolder(folder);
+  MessageRecord m;
+  m.uid = 1;
+  m.size = body.size();
+  m.digest = DigestOf(body);
+  encoder.BeginMessage(m);
+  encoder.BodyChunk(body);
+  encoder.EndMessage();
+  encoder.EndFolder();
+  encoder.Finish();
+  zstd.Finish();
+  EXPECT_LT(out.data().size(), body.size() / 4) << "text should compress";
+  Decoded d = DecodeWrapped(out.data());
+  ASSERT_EQ(d.bodies.size(), 1u);
+  EXPECT_TRUE(d.bodies[0] == body);
+  EXPECT_EQ(d.body_events, 6u);
+}
+
+TEST(Zstd, BadParametersAreRejected) {
+  StringSink out;
+  for (auto [level, threads] : {std::pair{ZSTD_maxCLevel() + 1, 0}, std::pair{3, -1}}) {
+    try {
+      ZstdCompressSink zstd(out, level, threads);
+      ADD_FAILURE() << "level " << level << " threads " << threads << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace storemove::format
