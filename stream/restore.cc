@@ -37,6 +37,20 @@ std::map<std::string, std::string> ReadUserMap(const std::string& path) {
   return map;
 }
 
+void UserLocks::Acquire(const std::string& user) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  released_.wait(lock, [&] { return !held_.count(user); });
+  held_.insert(user);
+}
+
+void UserLocks::Release(const std::string& user) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    held_.erase(user);
+  }
+  released_.notify_all();
+}
+
 namespace {
 
 store::MessageMeta ToMeta(const format::MessageRecord& r) {
@@ -71,6 +85,10 @@ class RestoreSession {
  public:
   RestoreSession(store::Store* store, format::Decoder& decoder, const RestoreOptions& options, std::ostream* toc)
       : store_(store), decoder_(decoder), options_(options), toc_(toc), progress_("restore", options.live_progress) {}
+
+  ~RestoreSession() {
+    for (const std::string& user : locked_users_) options_.user_locks->Release(user);
+  }
 
   SessionReport Run() {
     using Event = format::Decoder::Event;
@@ -151,6 +169,11 @@ class RestoreSession {
     }
     if (!store_) return;
     try {
+      store::ValidateUserId(user);
+      if (options_.user_locks && !locked_users_.count(user)) {
+        options_.user_locks->Acquire(user);
+        locked_users_.insert(user);
+      }
       store::UserStatus status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
       if (!existing) {
@@ -512,6 +535,7 @@ class RestoreSession {
   Progress progress_;
   SessionReport report_;
   std::set<std::string> touched_users_;
+  std::set<std::string> locked_users_;
   bool skipping_ = false;
 
   // The open folder.

@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <set>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -73,6 +76,19 @@ struct SessionReport {
 SessionReport Backup(store::Store& store, const BackupOptions& options, format::Encoder& encoder);
 
 // --- restore -------------------------------------------------------------------------------
+// Keeps one user's mailboxes from being written by two sessions at once (a server runs many
+// restore sessions in threads). A session holds a user from its user record to its end.
+class UserLocks {
+ public:
+  void Acquire(const std::string& user);  // blocks while another session holds `user`
+  void Release(const std::string& user);
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable released_;
+  std::set<std::string> held_;
+};
+
 struct RestoreOptions {
   bool table_of_contents = false;  // -t: print, write nothing
   bool skip_existing_check = false;  // -i
@@ -83,6 +99,7 @@ struct RestoreOptions {
   bool live_progress = false;
   relinker::RepositoryOptions repository;
   size_t batch_messages = 512;       // messages per folder commit
+  UserLocks* user_locks = nullptr;   // shared by concurrent sessions, or none
 };
 
 std::map<std::string, std::string> ReadUserMap(const std::string& path);
@@ -112,5 +129,8 @@ struct VerifyReport {
 // Compares `destination` with `source`: users, statuses, quota limits, subscriptions, folders
 // and their metadata, every message's fields, flags and bytes.
 VerifyReport CompareStores(store::Store& destination, store::Store& source, const VerifyOptions& options);
+// Compares `destination` with a manifest stream (backup --manifest) of the source: the same
+// checks, with the source's side taken from the records, so it works across hosts.
+VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest, const VerifyOptions& options);
 
 }  // namespace storemove::stream

@@ -36,57 +36,55 @@ std::optional<Digest> HashFile(store::Folder& folder, uint32_t uid) {
   return h.Final();
 }
 
-class Comparer {
+// The source's side of one folder, from a snapshot or from a manifest's records.
+struct SourceFolder {
+  store::FolderInfo info;
+  std::vector<store::MessageMeta> messages;
+  std::vector<std::pair<std::string, std::string>> peruser;
+};
+
+// The source's side of one user.
+struct SourceUser {
+  std::string user;
+  store::UserStatus status;
+  uint64_t quota_limit = 0;
+  std::vector<std::string> subscriptions;
+};
+
+class Checker {
  public:
-  Comparer(store::Store& dst, store::Store& src, const VerifyOptions& options)
-      : dst_(dst), src_(src), options_(options) {}
+  Checker(store::Store& dst, const VerifyOptions& options) : dst_(dst), options_(options) {}
+  VerifyReport& report() { return report_; }
 
-  VerifyReport Run() {
-    Selection selection(options_.names, ReadBackupGroups(src_.root() + "/config/backup-groups.conf"));
-    std::vector<store::UserInfo> users;
-    src_.ForEachUser([&](const store::UserInfo& u) {
-      if (selection.WantsUser(u)) users.push_back(u);
-    });
-    for (const store::UserInfo& su : users) CompareUser(su, selection);
-    return report_;
-  }
-
- private:
-  void Diff(const std::string& line) { report_.differences.push_back(line); }
-
-  void CompareUser(const store::UserInfo& su, const Selection& selection) {
-    std::vector<store::FolderInfo> folders;
-    for (auto& f : src_.ListFolders(su.user))
-      if (selection.WantsFolder(su, f.folder)) folders.push_back(std::move(f));
-    if (folders.empty()) return;
+  // False when the user is missing (its folders are then reported missing too).
+  bool CheckUser(const SourceUser& su) {
     ++report_.users;
     std::optional<store::UserInfo> du = dst_.FindUser(su.user);
     if (!du) {
       Diff("user " + su.user + " is missing");
-      return;
+      return false;
     }
     if (du->status != su.status)
       Diff("user " + su.user + ": status is " + du->status.ToString() + ", source has " + su.status.ToString());
     if (du->quota_limit != su.quota_limit)
       Diff("user " + su.user + ": quota limit is " + std::to_string(du->quota_limit) + ", source has " +
            std::to_string(su.quota_limit));
-    if (dst_.Subscriptions(su.user) != src_.Subscriptions(su.user))
-      Diff("user " + su.user + ": subscriptions differ");
-    for (const store::FolderInfo& sf : folders) CompareFolder(sf);
+    if (dst_.Subscriptions(su.user) != su.subscriptions) Diff("user " + su.user + ": subscriptions differ");
+    return true;
   }
 
-  void CompareFolder(const store::FolderInfo& sf) {
+  void CheckFolder(const SourceFolder& s) {
     ++report_.folders;
-    const std::string mailbox = sf.Mailbox();
+    const std::string mailbox = s.info.Mailbox();
     std::unique_ptr<store::Folder> dfolder;
     try {
-      dfolder = dst_.OpenFolder(sf.user, sf.folder);
+      dfolder = dst_.OpenFolder(s.info.user, s.info.folder);
     } catch (const Error& e) {
       if (e.code() != Errc::kNotFound) throw;
       Diff("mailbox " + mailbox + " is missing");
+      report_.messages += s.messages.size();
       return;
     }
-    store::FolderSnapshot s = src_.OpenFolder(sf.user, sf.folder)->Snapshot();
     store::FolderSnapshot d = dfolder->Snapshot();
     auto field = [&](const char* name, auto dv, auto sv) {
       if (dv != sv) Diff("mailbox " + mailbox + ": " + name + " is " + std::to_string(dv) + ", source has " + std::to_string(sv));
@@ -97,7 +95,7 @@ class Comparer {
     field("bytes", d.info.bytes, s.info.bytes);
     field("last append time", d.info.last_append, s.info.last_append);
     if (d.info.acl != s.info.acl) Diff("mailbox " + mailbox + ": ACL is '" + d.info.acl + "', source has '" + s.info.acl + "'");
-    if (dst_.PerUser(mailbox) != src_.PerUser(mailbox)) Diff("mailbox " + mailbox + ": per-user data differs");
+    if (dst_.PerUser(mailbox) != s.peruser) Diff("mailbox " + mailbox + ": per-user data differs");
 
     std::map<uint32_t, const store::MessageMeta*> have;
     for (const auto& m : d.messages) have[m.uid] = &m;
@@ -132,16 +130,94 @@ class Comparer {
     for (const auto& [uid, m] : have) Diff("mailbox " + mailbox + " UID " + std::to_string(uid) + " is not in the source");
   }
 
+ private:
+  void Diff(const std::string& line) { report_.differences.push_back(line); }
+
   store::Store& dst_;
-  store::Store& src_;
   const VerifyOptions& options_;
   VerifyReport report_;
 };
 
+store::MessageMeta MetaOf(const format::MessageRecord& r) {
+  store::MessageMeta m;
+  m.uid = r.uid;
+  m.flags = r.flags;
+  m.user_flags = r.user_flags;
+  m.internal_date = r.internal_date;
+  m.sent_date = r.sent_date;
+  m.save_time = r.save_time;
+  m.size = r.size;
+  m.header_size = r.header_size;
+  m.digest = r.digest;
+  return m;
+}
+
 }  // namespace
 
 VerifyReport CompareStores(store::Store& destination, store::Store& source, const VerifyOptions& options) {
-  return Comparer(destination, source, options).Run();
+  Selection selection(options.names, ReadBackupGroups(source.root() + "/config/backup-groups.conf"));
+  std::vector<store::UserInfo> users;
+  source.ForEachUser([&](const store::UserInfo& u) {
+    if (selection.WantsUser(u)) users.push_back(u);
+  });
+  Checker checker(destination, options);
+  for (const store::UserInfo& u : users) {
+    std::vector<store::FolderInfo> folders;
+    for (auto& f : source.ListFolders(u.user))
+      if (selection.WantsFolder(u, f.folder)) folders.push_back(std::move(f));
+    if (folders.empty()) continue;
+    checker.CheckUser({u.user, u.status, u.quota_limit, source.Subscriptions(u.user)});
+    for (const store::FolderInfo& f : folders) {
+      store::FolderSnapshot snap = source.OpenFolder(f.user, f.folder)->Snapshot();
+      checker.CheckFolder({snap.info, std::move(snap.messages), source.PerUser(f.Mailbox())});
+    }
+  }
+  return std::move(checker.report());
+}
+
+VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest, const VerifyOptions& options) {
+  using Event = format::Decoder::Event;
+  Checker checker(destination, options);
+  SourceFolder folder;
+  for (;;) {
+    switch (manifest.Next()) {
+      case Event::kHeader:
+        if (manifest.header().since)
+          Throw(Errc::kInvalidArgument, "verify: the manifest is incremental (-d); a full manifest is needed");
+        break;
+      case Event::kUser: {
+        const format::UserRecord& r = manifest.user();
+        checker.CheckUser({r.user, store::UserStatus::Parse(r.status), r.quota_limit, r.subscriptions});
+        break;
+      }
+      case Event::kFolder: {
+        const format::FolderRecord& r = manifest.folder();
+        folder = SourceFolder{};
+        folder.info.user = r.user;
+        folder.info.folder = r.folder;
+        folder.info.partition = r.partition;
+        folder.info.uidvalidity = r.uidvalidity;
+        folder.info.uidnext = r.uidnext;
+        folder.info.count = r.count;
+        folder.info.bytes = r.bytes;
+        folder.info.last_append = r.last_append;
+        folder.info.acl = r.acl;
+        folder.info.user_flag_names = r.user_flag_names;
+        folder.peruser = r.peruser;
+        break;
+      }
+      case Event::kMessage: folder.messages.push_back(MetaOf(manifest.message())); break;
+      case Event::kLink: folder.messages.push_back(MetaOf(manifest.link())); break;
+      case Event::kBody:
+      case Event::kMessageEnd: break;
+      case Event::kFolderEnd:
+        store::ValidateUserId(folder.info.user);
+        store::ValidateFolderName(folder.info.folder);
+        checker.CheckFolder(folder);
+        break;
+      case Event::kEnd: return std::move(checker.report());
+    }
+  }
 }
 
 std::string VerifyReport::Json() const {
