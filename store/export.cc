@@ -1,0 +1,537 @@
+// storemove export; the layouts are described in store/export.h.
+#include "store/export.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "store/mbox.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+namespace {
+
+constexpr mode_t kDirMode = 0700;   // exported mail is private
+constexpr mode_t kFileMode = 0600;
+constexpr size_t kCopyBlock = 256 << 10;
+constexpr size_t kMaildirKeywords = 26;  // letters a..z
+
+// --- names -------------------------------------------------------------------------------
+
+// Length of the UTF-8 sequence at text[i] and its code point; nullopt if it is not valid UTF-8
+// (truncated, overlong, surrogate, above U+10FFFF).
+std::optional<std::pair<size_t, char32_t>> DecodeUtf8(std::string_view text, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char lead = byte(i);
+  if (lead < 0x80) return std::pair<size_t, char32_t>{1, lead};
+  size_t length;
+  char32_t cp;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+    cp = lead & 0x1f;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    cp = lead & 0x0f;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    cp = lead & 0x07;
+  } else {
+    return std::nullopt;
+  }
+  if (i + length > text.size()) return std::nullopt;
+  for (size_t k = 1; k < length; ++k) {
+    if ((byte(i + k) & 0xc0) != 0x80) return std::nullopt;
+    cp = (cp << 6) | (byte(i + k) & 0x3f);
+  }
+  static constexpr char32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[length] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return std::nullopt;
+  return std::pair<size_t, char32_t>{length, cp};
+}
+
+void AppendEscape(unsigned char c, std::string* out) {
+  static const char* kHex = "0123456789abcdef";  // Dovecot writes "%02x"
+  out->push_back('\\');
+  out->push_back(kHex[c >> 4]);
+  out->push_back(kHex[c & 15]);
+}
+
+// Dovecot's listescape rules for one component of a vname ('/' never occurs inside one), plus
+// "\xx" for bytes that are not UTF-8. The result is valid UTF-8.
+std::string EscapeComponent(std::string_view component, bool first) {
+  std::string out;
+  for (size_t i = 0; i < component.size();) {
+    const auto decoded = DecodeUtf8(component, i);
+    if (!decoded) {
+      AppendEscape(static_cast<unsigned char>(component[i]), &out);
+      ++i;
+      continue;
+    }
+    const char c = component[i];
+    if (c == '.' || c == '\\' || (c == '~' && first && i == 0)) {
+      AppendEscape(static_cast<unsigned char>(c), &out);
+    } else {
+      out.append(component.substr(i, decoded->first));
+    }
+    i += decoded->first;
+  }
+  return out;
+}
+
+std::vector<std::string_view> Components(std::string_view folder) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t slash = folder.find('/', start);
+    parts.push_back(folder.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
+    if (slash == std::string_view::npos) return parts;
+    start = slash + 1;
+  }
+}
+
+// The address in a Return-Path header ("<joe@example.com>" -> "joe@example.com"), empty if the
+// header block has none or it is the null path "<>".
+std::string ReturnPathSender(std::string_view header) {
+  size_t line = 0;
+  while (line < header.size()) {
+    size_t eol = header.find('\n', line);
+    if (eol == std::string_view::npos) eol = header.size();
+    std::string_view text = header.substr(line, eol - line);
+    constexpr std::string_view kName = "return-path:";
+    if (text.size() >= kName.size() &&
+        std::equal(kName.begin(), kName.end(), text.begin(),
+                   [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
+      // The value may be folded onto continuation lines.
+      size_t end = eol;
+      while (end + 1 < header.size() && (header[end + 1] == ' ' || header[end + 1] == '\t')) {
+        end = header.find('\n', end + 1);
+        if (end == std::string_view::npos) end = header.size();
+      }
+      std::string_view value = header.substr(line + kName.size(), end - line - kName.size());
+      const size_t open = value.find('<');
+      if (open != std::string_view::npos) {
+        const size_t close = value.find('>', open);
+        return std::string(value.substr(open + 1, close == std::string_view::npos ? close : close - open - 1));
+      }
+      const size_t begin = value.find_first_not_of(" \t\r\n");
+      if (begin == std::string_view::npos) return "";
+      return std::string(value.substr(begin, value.find_first_of(" \t\r\n", begin) - begin));
+    }
+    line = eol + 1;
+  }
+  return "";
+}
+
+// An IMAP atom (RFC 3501 flag-keyword): what Dovecot accepts as a keyword name.
+bool IsImapAtom(std::string_view name) {
+  if (name.empty()) return false;
+  for (unsigned char c : name) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+    if (std::string_view("(){%*\"\\]").find(static_cast<char>(c)) != std::string_view::npos) return false;
+  }
+  return true;
+}
+
+// Maildir's unique-name rule: '/' and ':' of the host name as octal escapes (',' too, which
+// would end the base name where Dovecot looks for S= and W=).
+std::string MaildirHost(std::string host) {
+  if (host.empty()) {
+    char buf[HOST_NAME_MAX + 1] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0) ThrowErrno("gethostname");
+    host = buf;
+    if (host.empty()) host = "localhost";
+  }
+  std::string out;
+  for (char c : host) {
+    if (c == '/') out += "\\057";
+    else if (c == ':') out += "\\072";
+    else if (c == ',') out += "\\054";
+    else out.push_back(c);
+  }
+  return out;
+}
+
+// --- output directory --------------------------------------------------------------------
+
+bool DirectoryIsEmpty(int dirfd, const std::string& shown) {
+  DIR* dir = ::fdopendir(::dup(dirfd));
+  if (dir == nullptr) ThrowErrno("opendir " + shown);
+  bool empty = true;
+  errno = 0;
+  while (const struct dirent* entry = ::readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name != "." && name != "..") {
+      empty = false;
+      break;
+    }
+  }
+  const int err = errno;
+  ::closedir(dir);
+  if (empty && err != 0) ThrowErrno("readdir " + shown, err);
+  return empty;
+}
+
+UniqueFd PrepareOutDir(const std::string& out_dir) {
+  if (out_dir.empty()) Throw(Errc::kInvalidArgument, "export: no output directory given");
+  if (!PathExists(out_dir)) {
+    const size_t slash = out_dir.find_last_of('/');
+    if (slash != std::string::npos && slash > 0) MakeDirs(out_dir.substr(0, slash));
+    if (::mkdir(out_dir.c_str(), kDirMode) != 0 && errno != EEXIST) ThrowErrno("mkdir " + out_dir);
+  }
+  if (!IsDirectory(out_dir)) Throw(Errc::kExists, "export to " + out_dir + ": exists and is not a directory");
+  UniqueFd dir = OpenDirectory(out_dir);
+  if (!DirectoryIsEmpty(dir.get(), out_dir))
+    Throw(Errc::kExists, "export to " + out_dir + ": directory is not empty (export needs an empty or new one)");
+  return dir;
+}
+
+// mkdir (an existing directory is fine: siblings share parents) and open it without following links.
+UniqueFd MakeDirAt(int parent, const std::string& name, const std::string& shown) {
+  if (::mkdirat(parent, name.c_str(), kDirMode) != 0 && errno != EEXIST) ThrowErrno("mkdir " + shown);
+  return OpenAt(parent, name, O_RDONLY | O_DIRECTORY, 0, shown);
+}
+
+UniqueFd CreateFileAt(int dir, const std::string& name, const std::string& shown) {
+  return OpenAt(dir, name, O_WRONLY | O_CREAT | O_EXCL, kFileMode, shown);
+}
+
+// Buffers small writes (index-like files) into large ones.
+class BufferedFile {
+ public:
+  BufferedFile(UniqueFd fd, std::string shown) : fd_(std::move(fd)), shown_(std::move(shown)) {}
+  void Append(std::string_view text) {
+    buffer_.append(text);
+    if (buffer_.size() >= kCopyBlock) Flush();
+  }
+  void Flush() {
+    WriteAll(fd_.get(), buffer_.data(), buffer_.size(), shown_);
+    buffer_.clear();
+  }
+
+ private:
+  UniqueFd fd_;
+  std::string shown_;
+  std::string buffer_;
+};
+
+[[noreturn]] void ThrowMismatch(const Folder& folder, const MessageMeta& meta, uint64_t size) {
+  Throw(Errc::kCorrupt, folder.MessagePath(meta.uid) + ": " +
+                            (size != meta.size ? std::to_string(size) + " bytes, store.idx says " +
+                                                     std::to_string(meta.size)
+                                               : std::string("content does not match its store.idx digest")));
+}
+
+// --- the two writers ---------------------------------------------------------------------
+
+class Exporter {
+ public:
+  Exporter(const ExportOptions& options, int root, std::string root_shown)
+      : root_(root), root_shown_(std::move(root_shown)), buffer_(kCopyBlock, '\0') {
+    if (options.format == ExportFormat::kMaildir) host_ = MaildirHost(options.host);
+  }
+
+  void ExportMbox(Folder& folder, const FolderSnapshot& snap, ExportedFolder* out) {
+    const std::vector<std::string_view> parts = Components(out->path);
+    UniqueFd dir;
+    int parent = root_;
+    std::string shown = root_shown_;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      shown = JoinPath(shown, parts[i]);
+      dir = MakeDirAt(parent, std::string(parts[i]), shown);
+      parent = dir.get();
+    }
+    shown = JoinPath(shown, parts.back());
+    UniqueFd file = CreateFileAt(parent, std::string(parts.back()), shown);
+    MboxWriter writer(file.get(), shown);
+    std::string message;
+    for (const MessageMeta& meta : snap.messages) {
+      UniqueFd in = folder.OpenMessage(meta.uid);
+      if (!in.valid()) {
+        ++out->vanished;
+        continue;
+      }
+      message.clear();
+      const std::string path = folder.MessagePath(meta.uid);
+      while (size_t n = ReadSome(in.get(), buffer_.data(), buffer_.size(), path)) message.append(buffer_.data(), n);
+      if (message.size() != meta.size || DigestOf(message) != meta.digest) ThrowMismatch(folder, meta, message.size());
+      const std::string_view header = std::string_view(message).substr(0, HeaderSize(message));
+      writer.Write(message, ReturnPathSender(header), meta.internal_date);
+      ++out->messages;
+      out->bytes += meta.size;
+    }
+  }
+
+  void ExportMaildir(Folder& folder, const FolderSnapshot& snap, ExportedFolder* out, uint64_t* flags_not_kept) {
+    UniqueFd own_dir;
+    std::string shown = root_shown_;
+    int dir = root_;
+    if (!out->path.empty()) {
+      shown = JoinPath(root_shown_, out->path);
+      own_dir = MakeDirAt(root_, out->path, shown);
+      dir = own_dir.get();
+      CreateFileAt(dir, "maildirfolder", JoinPath(shown, "maildirfolder"));
+    }
+    UniqueFd cur = MakeDirAt(dir, "cur", JoinPath(shown, "cur"));
+    MakeDirAt(dir, "new", JoinPath(shown, "new"));
+    UniqueFd tmp = MakeDirAt(dir, "tmp", JoinPath(shown, "tmp"));
+
+    // Keyword letters for the user flags Dovecot can take.
+    std::vector<int> letter_of(snap.info.user_flag_names.size(), -1);
+    uint64_t unkept_user_flags = 0;
+    {
+      std::string keywords;
+      int next = 0;
+      for (size_t i = 0; i < snap.info.user_flag_names.size(); ++i) {
+        const std::string& name = snap.info.user_flag_names[i];
+        if (static_cast<size_t>(next) < kMaildirKeywords && IsImapAtom(name)) {
+          letter_of[i] = next;
+          keywords += std::to_string(next++) + " " + name + "\n";
+        } else {
+          unkept_user_flags |= uint64_t{1} << i;
+        }
+      }
+      if (!keywords.empty()) {
+        const std::string path = JoinPath(shown, "dovecot-keywords");
+        UniqueFd file = CreateFileAt(dir, "dovecot-keywords", path);
+        WriteAll(file.get(), keywords.data(), keywords.size(), path);
+      }
+    }
+
+    uint32_t uidnext = snap.info.uidnext;
+    if (!snap.messages.empty()) uidnext = std::max(uidnext, snap.messages.back().uid + 1);
+    BufferedFile uidlist(CreateFileAt(dir, "dovecot-uidlist", JoinPath(shown, "dovecot-uidlist")),
+                         JoinPath(shown, "dovecot-uidlist"));
+    uidlist.Append("3 V" + std::to_string(snap.info.uidvalidity) + " N" + std::to_string(uidnext) + "\n");
+
+    for (const MessageMeta& meta : snap.messages) {
+      UniqueFd in = folder.OpenMessage(meta.uid);
+      if (!in.valid()) {
+        ++out->vanished;
+        continue;
+      }
+      uint32_t keyword_bits = 0;
+      for (size_t i = 0; i < letter_of.size(); ++i)
+        if (letter_of[i] >= 0 && (meta.user_flags >> i & 1)) keyword_bits |= uint32_t{1} << letter_of[i];
+      if ((meta.flags & kArchived) || (meta.user_flags & unkept_user_flags)) ++*flags_not_kept;
+
+      const std::string unique = std::to_string(std::max<int64_t>(meta.internal_date, 0)) + "." +
+                                 std::to_string(meta.uid) + "_" + std::to_string(++delivered_) + "." + host_;
+      const uint64_t vsize = CopyToTmp(folder, meta, in.get(), tmp.get(), unique, JoinPath(shown, "tmp/" + unique));
+      const std::string base = unique + ",S=" + std::to_string(meta.size) + ",W=" + std::to_string(vsize);
+      const std::string name = base + ":2," + MaildirFlagLetters(meta.flags, keyword_bits);
+      if (::renameat(tmp.get(), unique.c_str(), cur.get(), name.c_str()) != 0) {
+        const int err = errno;
+        ::unlinkat(tmp.get(), unique.c_str(), 0);
+        ThrowErrno("rename " + JoinPath(shown, "tmp/" + unique) + " to cur/" + name, err);
+      }
+      uidlist.Append(std::to_string(meta.uid) + " :" + base + "\n");
+      ++out->messages;
+      out->bytes += meta.size;
+    }
+    uidlist.Flush();
+  }
+
+ private:
+  // Copies one message into tmp/<name>, checking it against store.idx, with mtime = internal
+  // date. Returns its size with bare LFs counted as CRLF. The file is removed on failure.
+  uint64_t CopyToTmp(const Folder& folder, const MessageMeta& meta, int in, int tmp_dir, const std::string& name,
+                     const std::string& shown) {
+    UniqueFd out = CreateFileAt(tmp_dir, name, shown);
+    try {
+      const std::string path = folder.MessagePath(meta.uid);
+      Hasher hasher;
+      uint64_t size = 0, bare_lf = 0;
+      char previous = '\0';
+      while (size_t n = ReadSome(in, buffer_.data(), buffer_.size(), path)) {
+        hasher.Update(buffer_.data(), n);
+        for (size_t i = 0; i < n; ++i) {
+          if (buffer_[i] == '\n' && previous != '\r') ++bare_lf;
+          previous = buffer_[i];
+        }
+        WriteAll(out.get(), buffer_.data(), n, shown);
+        size += n;
+      }
+      if (size != meta.size || hasher.Final() != meta.digest) ThrowMismatch(folder, meta, size);
+      const struct timespec times[2] = {{static_cast<time_t>(meta.internal_date), 0},
+                                        {static_cast<time_t>(meta.internal_date), 0}};
+      if (::futimens(out.get(), times) != 0) ThrowErrno("set times of " + shown);
+      const int fd = out.release();
+      if (::close(fd) != 0) ThrowErrno("close " + shown);
+      return size + bare_lf;
+    } catch (...) {
+      ::unlinkat(tmp_dir, name.c_str(), 0);
+      throw;
+    }
+  }
+
+  int root_;
+  std::string root_shown_;
+  std::string host_;
+  std::string buffer_;
+  uint64_t delivered_ = 0;
+};
+
+}  // namespace
+
+std::string ModifiedUtf7(std::string_view utf8) {
+  static const char* kBase64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
+  std::string out;
+  std::string units;  // UTF-16BE bytes of the pending non-ASCII run
+  auto flush = [&] {
+    if (units.empty()) return;
+    out.push_back('&');
+    size_t i = 0;
+    for (; i + 3 <= units.size(); i += 3) {
+      const uint32_t v = uint32_t(uint8_t(units[i])) << 16 | uint32_t(uint8_t(units[i + 1])) << 8 | uint8_t(units[i + 2]);
+      for (int shift = 18; shift >= 0; shift -= 6) out.push_back(kBase64[(v >> shift) & 63]);
+    }
+    const size_t rest = units.size() - i;
+    if (rest > 0) {
+      uint32_t v = uint32_t(uint8_t(units[i])) << 16;
+      if (rest == 2) v |= uint32_t(uint8_t(units[i + 1])) << 8;
+      out.push_back(kBase64[(v >> 18) & 63]);
+      out.push_back(kBase64[(v >> 12) & 63]);
+      if (rest == 2) out.push_back(kBase64[(v >> 6) & 63]);
+    }
+    out.push_back('-');
+    units.clear();
+  };
+  auto unit = [&](uint32_t u) {
+    units.push_back(static_cast<char>(u >> 8));
+    units.push_back(static_cast<char>(u & 0xff));
+  };
+  for (size_t i = 0; i < utf8.size();) {
+    const auto decoded = DecodeUtf8(utf8, i);
+    if (!decoded) {
+      flush();
+      AppendEscape(static_cast<unsigned char>(utf8[i]), &out);
+      ++i;
+      continue;
+    }
+    const char32_t cp = decoded->second;
+    if (cp >= 0x20 && cp <= 0x7e) {
+      flush();
+      out += cp == '&' ? "&-" : std::string(1, static_cast<char>(cp));
+    } else if (cp >= 0x10000) {
+      unit(0xd800 + ((cp - 0x10000) >> 10));
+      unit(0xdc00 + ((cp - 0x10000) & 0x3ff));
+    } else {
+      unit(cp);
+    }
+    i += decoded->first;
+  }
+  flush();
+  return out;
+}
+
+std::string MaildirFolderDir(std::string_view folder) {
+  if (folder == "INBOX") return "";
+  std::string vname;
+  bool first = true;
+  for (std::string_view part : Components(folder)) {
+    if (!first) vname.push_back('.');
+    vname += EscapeComponent(part, first);
+    first = false;
+  }
+  return "." + ModifiedUtf7(vname);
+}
+
+std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits) {
+  std::string out;
+  if (flags & kDraft) out.push_back('D');
+  if (flags & kFlagged) out.push_back('F');
+  if (flags & kAnswered) out.push_back('R');
+  if (flags & kSeen) out.push_back('S');
+  if (flags & kDeleted) out.push_back('T');
+  for (size_t i = 0; i < kMaildirKeywords; ++i)
+    if (keyword_bits >> i & 1) out.push_back(static_cast<char>('a' + i));
+  return out;
+}
+
+std::vector<std::string> MboxPaths(const std::vector<std::string>& folders) {
+  const std::set<std::string> names(folders.begin(), folders.end());
+  auto has_children = [&](const std::string& folder) {
+    auto it = names.lower_bound(folder + "/");
+    return it != names.end() && it->starts_with(folder + "/");
+  };
+  std::vector<std::string> paths;
+  std::map<std::string, std::string> files;  // path -> folder
+  std::map<std::string, std::string> dirs;   // path -> first folder needing it
+  for (const std::string& folder : folders) {
+    std::string path = has_children(folder) ? folder + ".msg" : folder;
+    for (size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1))
+      dirs.emplace(path.substr(0, slash), folder);
+    auto [it, fresh] = files.emplace(path, folder);
+    if (!fresh)
+      Throw(Errc::kInvalidArgument, "cannot export folders '" + it->second + "' and '" + folder +
+                                        "' as mbox: both would be written to " + path);
+    paths.push_back(std::move(path));
+  }
+  for (const auto& [path, folder] : files) {
+    if (auto dir = dirs.find(path); dir != dirs.end())
+      Throw(Errc::kInvalidArgument, "cannot export folders '" + folder + "' and '" + dir->second +
+                                        "' as mbox: " + path + " would be both a file and a directory");
+  }
+  return paths;
+}
+
+ExportReport Export(Store& store, const ExportOptions& options) {
+  ValidateUserId(options.user);
+  if (!store.FindUser(options.user))
+    Throw(Errc::kNotFound, "export: user " + options.user + " not found in store " + store.root());
+  std::vector<FolderInfo> selected;
+  for (FolderInfo& info : store.ListFolders(options.user))
+    if (MatchPattern(options.folder_pattern, info.folder)) selected.push_back(std::move(info));
+  if (selected.empty())
+    Throw(Errc::kNotFound, "export: user " + options.user + " has no folder matching '" + options.folder_pattern + "'");
+
+  ExportReport report;
+  if (options.format == ExportFormat::kMbox) {
+    std::vector<std::string> names;
+    for (const FolderInfo& info : selected) names.push_back(info.folder);
+    std::vector<std::string> paths = MboxPaths(names);
+    for (size_t i = 0; i < selected.size(); ++i) report.folders.push_back({selected[i].folder, std::move(paths[i])});
+  } else {
+    for (const FolderInfo& info : selected) {
+      std::string dir = MaildirFolderDir(info.folder);
+      if (dir.size() > NAME_MAX)
+        Throw(Errc::kInvalidArgument, "cannot export folder '" + info.folder + "' as Maildir++: its directory name (" +
+                                          std::to_string(dir.size()) + " bytes) exceeds " + std::to_string(NAME_MAX));
+      report.folders.push_back({info.folder, std::move(dir)});
+    }
+  }
+
+  UniqueFd root = PrepareOutDir(options.out_dir);
+  Exporter exporter(options, root.get(), options.out_dir);
+  const bool has_inbox = std::any_of(selected.begin(), selected.end(),
+                                     [](const FolderInfo& info) { return info.folder == "INBOX"; });
+  if (options.format == ExportFormat::kMaildir && !has_inbox) {
+    // A Maildir++ root is the INBOX maildir even when the INBOX is not exported.
+    for (const char* sub : {"cur", "new", "tmp"}) MakeDirAt(root.get(), sub, JoinPath(options.out_dir, sub));
+  }
+  for (ExportedFolder& out : report.folders) {
+    std::unique_ptr<Folder> folder = store.OpenFolder(options.user, out.folder);
+    const FolderSnapshot snap = folder->Snapshot();
+    if (options.format == ExportFormat::kMbox) {
+      exporter.ExportMbox(*folder, snap, &out);
+    } else {
+      exporter.ExportMaildir(*folder, snap, &out, &report.flags_not_kept);
+    }
+    report.messages += out.messages;
+    report.bytes += out.bytes;
+    report.vanished += out.vanished;
+  }
+  if (::syncfs(root.get()) != 0) ThrowErrno("sync " + options.out_dir);
+  return report;
+}
+
+}  // namespace storemove::store

@@ -1,0 +1,492 @@
+// storemove export: the mbox and Maildir++ layouts, what goes into each file, the refusals, and
+// round trips of the whole corpus (export -> import for mbox, every cur/ file for maildir).
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "store/export.h"
+#include "store/generate.h"
+#include "store/mbox.h"
+#include "store/store.h"
+#include "tests/support/temp_dir.h"
+#include "tests/tools/cli_runner.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+namespace {
+
+using storemove::testing::CliResult;
+using storemove::testing::RunCli;
+using storemove::testing::TempDir;
+namespace fs = std::filesystem;
+
+const std::string kCorpus = STOREMOVE_CORPUS;
+
+template <typename Fn>
+Errc ErrorOf(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no storemove::Error thrown";
+  return Errc::kInterrupted;
+}
+
+std::string ErrorMessage(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Every regular file below `root`, as paths relative to it.
+std::set<std::string> FilesBelow(const std::string& root) {
+  std::set<std::string> out;
+  for (const auto& entry : fs::recursive_directory_iterator(root))
+    if (entry.is_regular_file()) out.insert(fs::relative(entry.path(), root).string());
+  return out;
+}
+
+std::vector<std::string> Names(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& entry : fs::directory_iterator(dir)) out.push_back(entry.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string ReadMessage(const Folder& folder, uint32_t uid) {
+  UniqueFd fd = folder.OpenMessage(uid);
+  EXPECT_TRUE(fd.valid()) << folder.Mailbox() << " uid " << uid;
+  std::string out;
+  char buf[65536];
+  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, "message")) out.append(buf, n);
+  return out;
+}
+
+std::vector<uint32_t> Deliver(Store& store, const std::string& user, const std::string& folder,
+                              const std::vector<std::pair<std::string, MessageMeta>>& messages) {
+  auto f = store.CreateFolder(user, folder);
+  std::vector<StagedMessage> batch;
+  for (const auto& [bytes, meta] : messages) {
+    auto writer = f->NewMessage();
+    writer->Write(bytes);
+    batch.push_back(writer->Finish(meta));
+  }
+  return f->Commit(batch);
+}
+
+// Bare LFs as CRLF: what Dovecot's W= (RFC822.SIZE) counts.
+std::string WithCrlf(std::string_view bytes) {
+  std::string out;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (bytes[i] == '\n' && (i == 0 || bytes[i - 1] != '\r')) out.push_back('\r');
+    out.push_back(bytes[i]);
+  }
+  return out;
+}
+
+MessageMeta Meta(int64_t internal_date, uint8_t flags = 0) {
+  MessageMeta meta;
+  meta.internal_date = internal_date;
+  meta.flags = flags;
+  return meta;
+}
+
+// --- layout --------------------------------------------------------------------------------
+
+TEST(ExportLayout, MboxFolderWithSubFoldersIsNameDotMsgBesideItsDirectory) {
+  EXPECT_EQ(MboxPaths({"Archive/2023/Q1", "INBOX", "INBOX/Sub", "Projects", "Projects/2024", "Sent"}),
+            (std::vector<std::string>{"Archive/2023/Q1", "INBOX.msg", "INBOX/Sub", "Projects.msg", "Projects/2024",
+                                      "Sent"}));
+  // Only exported folders count as children.
+  EXPECT_EQ(MboxPaths({"Projects"}), std::vector<std::string>{"Projects"});
+}
+
+TEST(ExportLayout, MboxRefusesTwoFoldersOnOnePath) {
+  const std::string same_file = ErrorMessage([] { MboxPaths({"A", "A.msg", "A/B"}); });
+  EXPECT_NE(same_file.find("'A'"), std::string::npos) << same_file;
+  EXPECT_NE(same_file.find("'A.msg'"), std::string::npos) << same_file;
+  EXPECT_EQ(ErrorOf([] { MboxPaths({"A", "A.msg/x", "A/y"}); }), Errc::kInvalidArgument);
+  EXPECT_EQ(ErrorOf([] { MboxPaths({"A.msg", "A.msg/x", "A", "A/y"}); }), Errc::kInvalidArgument);
+}
+
+TEST(ExportLayout, MaildirNamesFollowDovecotListescapeAndModifiedUtf7) {
+  EXPECT_EQ(MaildirFolderDir("INBOX"), "");
+  EXPECT_EQ(MaildirFolderDir("Sent"), ".Sent");
+  EXPECT_EQ(MaildirFolderDir("INBOX/Sub"), ".INBOX.Sub");
+  EXPECT_EQ(MaildirFolderDir("Projects/2024"), ".Projects.2024");
+  EXPECT_EQ(MaildirFolderDir("a.b/c"), ".a\\2eb.c");
+  EXPECT_EQ(MaildirFolderDir("back\\slash"), ".back\\5cslash");
+  EXPECT_EQ(MaildirFolderDir("~x/~y"), ".\\7ex.~y");  // only the name's first '~'
+  EXPECT_EQ(MaildirFolderDir("a&b"), ".a&-b");
+  EXPECT_EQ(MaildirFolderDir("Entwürfe"), ".Entw&APw-rfe");
+  // RFC 3501 5.1.3's example "~peter/mail/&U,BTFw-/&ZeVnLIqe-".
+  EXPECT_EQ(MaildirFolderDir("台北/日本語"), ".&U,BTFw-.&ZeVnLIqe-");
+  EXPECT_EQ(ModifiedUtf7("\xF0\x9F\x98\x80"), "&2D3eAA-");  // U+1F600 as a surrogate pair
+  EXPECT_EQ(MaildirFolderDir("caf\xe9"), ".caf\\e9");       // Latin-1, not UTF-8
+  EXPECT_EQ(MaildirFolderDir("\xed\xa0\x80"), ".\\ed\\a0\\80");  // an encoded surrogate is invalid
+}
+
+TEST(ExportLayout, MaildirFlagLettersAreInAsciiOrder) {
+  EXPECT_EQ(MaildirFlagLetters(kAllSystemFlags, 0b101), "DFRSTac");
+  EXPECT_EQ(MaildirFlagLetters(kRecent | kArchived, 0), "");
+  EXPECT_EQ(MaildirFlagLetters(kSeen, 1u << 25), "Sz");
+}
+
+// --- behaviour on a small store ---------------------------------------------------------------
+
+class Export : public ::testing::Test {
+ protected:
+  void SetUp() override { store_ = Store::Init(dir_ / "store", {"primary"}); }
+  ExportReport Run(const std::string& out, ExportFormat format, const std::string& pattern = "*") {
+    ExportOptions options;
+    options.user = "joe";
+    options.out_dir = out;
+    options.format = format;
+    options.folder_pattern = pattern;
+    options.host = "mx:1/a,b";
+    return store::Export(*store_, options);
+  }
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(Export, MboxEnvelopeTakesReturnPathAndInternalDateAndEscapesFromLines) {
+  store_->CreateUser("joe");
+  const std::string with_path = "Return-Path: \r\n <list-bounce@example.org>\r\nSubject: a\r\n\r\nFrom me\r\n";
+  const std::string null_path = "Return-Path: <>\nSubject: b\n\n>From quoted\n";
+  const std::string no_path = "Subject: c\n\nbody without final newline";
+  Deliver(*store_, "joe", "INBOX", {{with_path, Meta(1700000000)}, {null_path, Meta(86400)}, {no_path, Meta(3600)}});
+
+  const std::string out = dir_ / "out";
+  ExportReport report = Run(out, ExportFormat::kMbox);
+  EXPECT_EQ(report.messages, 3u);
+  EXPECT_EQ(report.bytes, with_path.size() + null_path.size() + no_path.size());
+  const std::string mbox = ReadFile(out + "/INBOX");
+  EXPECT_TRUE(mbox.starts_with("From list-bounce@example.org Tue Nov 14 22:13:20 2023\n")) << mbox;
+  EXPECT_NE(mbox.find("\nFrom MAILER-DAEMON Fri Jan  2 00:00:00 1970\nReturn-Path: <>\n"), std::string::npos) << mbox;
+  EXPECT_NE(mbox.find("\n>>From quoted\n"), std::string::npos) << mbox;
+  EXPECT_NE(mbox.find("\r\n>From me\r\n"), std::string::npos) << mbox;
+
+  UniqueFd fd = OpenFile(out + "/INBOX", O_RDONLY);
+  MboxReader reader(fd.get(), "INBOX");
+  MboxMessage m;
+  std::vector<std::pair<std::string, int64_t>> back;
+  while (reader.Next(&m)) back.emplace_back(m.bytes, m.envelope_date);
+  EXPECT_EQ(back, (std::vector<std::pair<std::string, int64_t>>{
+                      {with_path, 1700000000}, {null_path, 86400}, {no_path, 3600}}));
+  struct stat st;
+  ASSERT_EQ(::stat(out.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((out + "/INBOX").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST_F(Export, MboxWritesTheTreeAndOnlyMatchingFolders) {
+  store_->CreateUser("joe");
+  for (const char* folder : {"Projects", "Projects/2024", "Archive/2023/Q1", "Sent"})
+    Deliver(*store_, "joe", folder, {{std::string("Subject: ") + folder + "\n\nx\n", Meta(1)}});
+
+  const std::string all = dir_ / "all";
+  ExportReport report = Run(all, ExportFormat::kMbox);
+  EXPECT_EQ(FilesBelow(all),
+            (std::set<std::string>{"Archive/2023/Q1", "INBOX", "Projects.msg", "Projects/2024", "Sent"}));
+  ASSERT_EQ(report.folders.size(), 5u);
+  EXPECT_EQ(report.folders[3].folder, "Projects/2024");
+  EXPECT_EQ(report.folders[3].path, "Projects/2024");
+  EXPECT_EQ(report.folders[3].messages, 1u);
+  EXPECT_NE(ReadFile(all + "/Projects.msg").find("Subject: Projects\n"), std::string::npos);
+
+  const std::string some = dir_ / "some";
+  Run(some, ExportFormat::kMbox, "Projects");
+  EXPECT_EQ(FilesBelow(some), std::set<std::string>{"Projects"});  // its child is not exported
+  const std::string one_level = dir_ / "one-level";
+  Run(one_level, ExportFormat::kMbox, "Projects/%");
+  EXPECT_EQ(FilesBelow(one_level), std::set<std::string>{"Projects/2024"});
+}
+
+TEST_F(Export, RefusesBeforeWritingAnything) {
+  store_->CreateUser("joe");
+  const std::string out = dir_ / "out";
+  EXPECT_EQ(ErrorOf([&] { Run(out, ExportFormat::kMbox, "NoSuch*"); }), Errc::kNotFound);
+  EXPECT_FALSE(PathExists(out));
+  ExportOptions nobody;
+  nobody.user = "nobody";
+  nobody.out_dir = out;
+  EXPECT_EQ(ErrorOf([&] { store::Export(*store_, nobody); }), Errc::kNotFound);
+
+  // Two folders that need the same mbox path.
+  Deliver(*store_, "joe", "A", {});
+  Deliver(*store_, "joe", "A/B", {});
+  Deliver(*store_, "joe", "A.msg", {});
+  EXPECT_EQ(ErrorOf([&] { Run(out, ExportFormat::kMbox); }), Errc::kInvalidArgument);
+  EXPECT_FALSE(PathExists(out));
+
+  MakeDirs(out);
+  WriteFileAtomic(out + "/keep", "someone's file");
+  EXPECT_EQ(ErrorOf([&] { Run(out, ExportFormat::kMaildir); }), Errc::kExists);
+  EXPECT_EQ(FilesBelow(out), std::set<std::string>{"keep"});
+  EXPECT_EQ(ErrorOf([&] { Run(out + "/keep", ExportFormat::kMaildir); }), Errc::kExists);
+  EXPECT_EQ(ReadFile(out + "/keep"), "someone's file");
+}
+
+TEST_F(Export, AMessageThatNoLongerMatchesItsIndexRecordFailsTheExport) {
+  store_->CreateUser("joe");
+  const std::vector<uint32_t> uids = Deliver(*store_, "joe", "INBOX", {{"Subject: a\n\nintact\n", Meta(1)}});
+  auto folder = store_->OpenFolder("joe", "INBOX");
+  {
+    UniqueFd fd = OpenFile(folder->MessagePath(uids[0]), O_WRONLY);
+    PwriteAll(fd.get(), "X", 1, 12, "message");  // same size, other bytes
+  }
+  EXPECT_EQ(ErrorOf([&] { Run(dir_ / "mbox", ExportFormat::kMbox); }), Errc::kCorrupt);
+  const std::string maildir = dir_ / "maildir";
+  EXPECT_EQ(ErrorOf([&] { Run(maildir, ExportFormat::kMaildir); }), Errc::kCorrupt);
+  EXPECT_TRUE(Names(maildir + "/tmp").empty());  // the partial copy is removed
+  EXPECT_TRUE(Names(maildir + "/cur").empty());
+}
+
+TEST_F(Export, MaildirFilesCarryFlagsKeywordsDatesAndUids) {
+  store_->CreateUser("joe");
+  const std::string lf = "Subject: lf\n\nline\nline\n";
+  const std::string crlf = "Subject: crlf\r\n\r\nline\r\n";
+  std::vector<uint32_t> inbox = Deliver(
+      *store_, "joe", "INBOX",
+      {{lf, Meta(1700000000, kSeen | kFlagged | kRecent)}, {crlf, Meta(1600000000, kDraft | kArchived)}});
+  auto folder = store_->OpenFolder("joe", "INBOX");
+  folder->SetUserFlagNames({"$Junk", "not an atom", "$Label2"});
+  folder->SetFlags(inbox[0], kSeen | kFlagged | kRecent, 0b101);  // $Junk, $Label2
+  folder->SetFlags(inbox[1], kDraft | kArchived, 0b010);          // only the non-atom
+  Deliver(*store_, "joe", "Projects/2024", {{"Subject: p\n\np\n", Meta(5, kAnswered | kDeleted)}});
+
+  const std::string out = dir_ / "out";
+  ExportReport report = Run(out, ExportFormat::kMaildir);
+  EXPECT_EQ(report.messages, 3u);
+  EXPECT_EQ(report.flags_not_kept, 1u);  // the second INBOX message: Archived and the non-atom
+  EXPECT_EQ(Names(out), (std::vector<std::string>{".Projects.2024", "cur", "dovecot-keywords", "dovecot-uidlist",
+                                                  "new", "tmp"}));
+  EXPECT_EQ(Names(out + "/.Projects.2024"),
+            (std::vector<std::string>{"cur", "dovecot-uidlist", "maildirfolder", "new", "tmp"}));
+  EXPECT_EQ(ReadFile(out + "/dovecot-keywords"), "0 $Junk\n1 $Label2\n");
+
+  const FolderSnapshot snap = folder->Snapshot();
+  const std::string u0 = std::to_string(inbox[0]), u1 = std::to_string(inbox[1]);
+  const std::string host = "mx\\0721\\057a\\054b";
+  const std::string base0 = "1700000000." + u0 + "_1." + host + ",S=" + std::to_string(lf.size()) +
+                            ",W=" + std::to_string(lf.size() + 4);
+  const std::string base1 = "1600000000." + u1 + "_2." + host + ",S=" + std::to_string(crlf.size()) +
+                            ",W=" + std::to_string(crlf.size());
+  EXPECT_EQ(Names(out + "/cur"), (std::vector<std::string>{base1 + ":2,D", base0 + ":2,FSab"}));
+  EXPECT_EQ(ReadFile(out + "/cur/" + base0 + ":2,FSab"), lf);
+  EXPECT_EQ(ReadFile(out + "/cur/" + base1 + ":2,D"), crlf);
+  struct stat st;
+  ASSERT_EQ(::stat((out + "/cur/" + base0 + ":2,FSab").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtime, 1700000000);
+  EXPECT_TRUE(Names(out + "/tmp").empty());
+  EXPECT_TRUE(Names(out + "/new").empty());
+  EXPECT_EQ(ReadFile(out + "/dovecot-uidlist"), "3 V" + std::to_string(snap.info.uidvalidity) + " N" +
+                                                    std::to_string(snap.info.uidnext) + "\n" + u0 + " :" + base0 +
+                                                    "\n" + u1 + " :" + base1 + "\n");
+  const std::vector<std::string> sub = Names(out + "/.Projects.2024/cur");
+  ASSERT_EQ(sub.size(), 1u);
+  EXPECT_TRUE(sub[0].starts_with("5.1_3.")) << sub[0];
+  EXPECT_TRUE(sub[0].ends_with(":2,RT")) << sub[0];
+}
+
+TEST_F(Export, MaildirRootIsAMaildirEvenWithoutTheInbox) {
+  store_->CreateUser("joe");
+  Deliver(*store_, "joe", "Sent", {{"Subject: s\n\ns\n", Meta(1)}});
+  const std::string out = dir_ / "out";
+  Run(out, ExportFormat::kMaildir, "Sent");
+  EXPECT_EQ(Names(out), (std::vector<std::string>{".Sent", "cur", "new", "tmp"}));
+  EXPECT_EQ(Names(out + "/.Sent/cur").size(), 1u);
+}
+
+// --- the CLI -----------------------------------------------------------------------------------
+
+TEST(ExportCli, ExportsReportsAndRefusesANonEmptyDirectory) {
+  TempDir dir;
+  const std::string store = dir / "store";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  CliResult r = RunCli({"deliver", "--store", store, "-u", "joe", "-d", "Projects/2024", "--create"},
+                       "Subject: x\n\nx\n");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const std::string out = dir / "out";
+  r = RunCli({"export", "--store", store, "-u", "joe", "-d", out});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("Projects/2024"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("exported 1 messages (14 bytes) in 2 folders of joe to " + out), std::string::npos) << r.out;
+  EXPECT_EQ(FilesBelow(out), (std::set<std::string>{"INBOX", "Projects/2024"}));
+
+  r = RunCli({"export", "--store", store, "-u", "joe", "-d", out, "--format", "maildir"});
+  EXPECT_EQ(r.status, 73) << r.Describe();  // EX_CANTCREAT
+  EXPECT_NE(r.err.find("not empty"), std::string::npos) << r.err;
+  r = RunCli({"export", "--store", store, "-u", "joe", "-d", dir / "x", "--format", "mh"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  r = RunCli({"export", "--help"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("<name>.msg"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("must not exist or be empty"), std::string::npos) << r.out;
+}
+
+// --- the whole corpus ----------------------------------------------------------------------------
+
+// Folders of the corpus user: nested, an intermediate that is no folder, names Maildir++ escapes.
+const std::vector<std::string> kCorpusFolders = {"INBOX",    "INBOX/Sub", "Sent",     "Projects", "Projects/2024",
+                                                 "Archive/2023/Q1", "a.b", "Entwürfe"};
+
+class CorpusExport : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!IsDirectory(kCorpus)) return;
+    dir_ = new TempDir;
+    store_root_ = *dir_ / "store";
+    auto store = Store::Init(store_root_, {"primary"});
+    store->CreateUser("corpus");
+    // Round robin over the folders, with distinct internal dates and a spread of flags.
+    std::map<std::string, std::vector<std::pair<std::string, MessageMeta>>> pending;
+    size_t i = 0;
+    auto flush = [&](const std::string& folder) {
+      Deliver(*store, "corpus", folder, pending[folder]);
+      pending[folder].clear();
+    };
+    for (const CorpusEntry& entry : ReadCorpusManifests(kCorpus)) {
+      const std::string& folder = kCorpusFolders[i % kCorpusFolders.size()];
+      uint8_t flags = static_cast<uint8_t>((i * 7) % 64) & ~kRecent;
+      pending[folder].emplace_back(ReadFile(entry.path), Meta(946684800 + int64_t(i) * 3607, flags));
+      ++i;
+      if (pending[folder].size() == 128) flush(folder);
+    }
+    for (const std::string& folder : kCorpusFolders) flush(folder);
+    messages_ = i;
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    if (dir_ == nullptr) GTEST_SKIP() << "corpus absent: " << kCorpus;
+  }
+
+  static TempDir* dir_;
+  static std::string store_root_;
+  static size_t messages_;
+};
+TempDir* CorpusExport::dir_ = nullptr;
+std::string CorpusExport::store_root_;
+size_t CorpusExport::messages_ = 0;
+
+// Folder names from an mbox export tree, read back by the layout rules (not by MboxPaths).
+void CollectMboxFolders(const fs::path& dir, const std::string& prefix, std::map<std::string, std::string>* out) {
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::string name = entry.path().filename().string();
+    if (entry.is_directory()) {
+      CollectMboxFolders(entry.path(), prefix + name + "/", out);
+      continue;
+    }
+    if (name.ends_with(".msg") && fs::is_directory(dir / name.substr(0, name.size() - 4)))
+      name.resize(name.size() - 4);
+    out->emplace(prefix + name, entry.path().string());
+  }
+}
+
+TEST_F(CorpusExport, MboxExportImportsBackByteForByteWithDates) {
+  const std::string out = *dir_ / "mbox";
+  CliResult r = RunCli({"export", "--store", store_root_, "-u", "corpus", "-d", out});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("exported " + std::to_string(messages_) + " messages"), std::string::npos) << r.out;
+
+  std::map<std::string, std::string> files;  // folder -> mbox file
+  CollectMboxFolders(out, "", &files);
+  std::set<std::string> folders;
+  for (const auto& [folder, path] : files) folders.insert(folder);
+  ASSERT_EQ(folders, std::set<std::string>(kCorpusFolders.begin(), kCorpusFolders.end()));
+
+  const std::string back_root = *dir_ / "back";
+  ASSERT_EQ(RunCli({"init", "--store", back_root}).status, 0);
+  for (const auto& [folder, path] : files) {
+    r = RunCli({"import", "--store", back_root, "-u", "back", "-s", path, "-d", folder});
+    ASSERT_EQ(r.status, 0) << folder << "\n" << r.Describe();
+  }
+
+  auto original = Store::Open(store_root_);
+  auto back = Store::Open(back_root);
+  size_t compared = 0;
+  for (const std::string& folder : kCorpusFolders) {
+    const FolderSnapshot want = original->OpenFolder("corpus", folder)->Snapshot();
+    const FolderSnapshot got = back->OpenFolder("back", folder)->Snapshot();
+    ASSERT_EQ(got.messages.size(), want.messages.size()) << folder;
+    for (size_t i = 0; i < want.messages.size(); ++i) {
+      ASSERT_EQ(got.messages[i].digest, want.messages[i].digest) << folder << " message " << i;
+      ASSERT_EQ(got.messages[i].size, want.messages[i].size) << folder << " message " << i;
+      ASSERT_EQ(got.messages[i].internal_date, want.messages[i].internal_date) << folder << " message " << i;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, messages_);
+}
+
+TEST_F(CorpusExport, MaildirHoldsEveryMessageByteForByte) {
+  const std::string out = *dir_ / "maildir";
+  CliResult r = RunCli({"export", "--store", store_root_, "-u", "corpus", "-d", out, "--format", "maildir"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+
+  // Directory names written out independently of MaildirFolderDir.
+  const std::map<std::string, std::string> dirs = {
+      {"INBOX", ""},           {"INBOX/Sub", ".INBOX.Sub"}, {"Sent", ".Sent"},
+      {"Projects", ".Projects"}, {"Projects/2024", ".Projects.2024"}, {"Archive/2023/Q1", ".Archive.2023.Q1"},
+      {"a.b", ".a\\2eb"},      {"Entwürfe", ".Entw&APw-rfe"}};
+  std::set<std::string> subdirs;
+  for (const std::string& name : Names(out))
+    if (name.starts_with(".")) subdirs.insert(name);
+  EXPECT_EQ(subdirs, (std::set<std::string>{".INBOX.Sub", ".Sent", ".Projects", ".Projects.2024",
+                                            ".Archive.2023.Q1", ".a\\2eb", ".Entw&APw-rfe"}));
+
+  const std::regex name_re(R"(^(\d+)\.(\d+)_(\d+)\.[^,/]+,S=(\d+),W=(\d+):2,([DFRST]*)$)");
+  auto store = Store::Open(store_root_);
+  size_t compared = 0;
+  for (const auto& [folder_name, sub] : dirs) {
+    const std::string maildir = sub.empty() ? out : out + "/" + sub;
+    auto folder = store->OpenFolder("corpus", folder_name);
+    const FolderSnapshot snap = folder->Snapshot();
+    std::map<uint32_t, const MessageMeta*> by_uid;
+    for (const MessageMeta& m : snap.messages) by_uid[m.uid] = &m;
+    EXPECT_TRUE(Names(maildir + "/tmp").empty()) << folder_name;
+    EXPECT_TRUE(Names(maildir + "/new").empty()) << folder_name;
+    const std::vector<std::string> files = Names(maildir + "/cur");
+    ASSERT_EQ(files.size(), snap.messages.size()) << folder_name;
+    for (const std::string& file : files) {
+      std::smatch m;
+      ASSERT_TRUE(std::regex_match(file, m, name_re)) << file;
+      const uint32_t uid = static_cast<uint32_t>(std::stoul(m[2]));
+      ASSERT_TRUE(by_uid.contains(uid)) << folder_name << " " << file;
+      const MessageMeta& meta = *by_uid[uid];
+      const std::string path = maildir + "/cur/" + file;
+      const std::string bytes = ReadFile(path);
+      ASSERT_EQ(bytes, ReadMessage(*folder, uid)) << path;
+      EXPECT_EQ(std::stoull(m[4]), bytes.size()) << path;
+      EXPECT_EQ(std::stoull(m[5]), WithCrlf(bytes).size()) << path;
+      EXPECT_EQ(std::stoll(m[1]), meta.internal_date) << path;
+      EXPECT_EQ(m[6].str(), MaildirFlagLetters(meta.flags, 0)) << path;
+      struct stat st;
+      ASSERT_EQ(::stat(path.c_str(), &st), 0);
+      EXPECT_EQ(st.st_mtime, meta.internal_date) << path;
+      by_uid.erase(uid);
+      ++compared;
+    }
+    EXPECT_TRUE(by_uid.empty()) << folder_name;
+  }
+  EXPECT_EQ(compared, messages_);
+}
+
+}  // namespace
+}  // namespace storemove::store

@@ -1,0 +1,67 @@
+// storemove export: imsexport. Writes one user's folders as UNIX mbox files (default, imsexport's
+// layout) or as a Maildir++ tree for Dovecot; store/export.h describes both layouts.
+#include <cstdio>
+
+#include "store/export.h"
+#include "tools/commands.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+namespace {
+
+struct ExportCliOptions {
+  std::string store_dir;
+  store::ExportOptions export_options;
+  std::string format = "mbox";
+};
+
+int RunExport(ExportCliOptions& options) {
+  const std::string& root = RequireStoreDir(options.store_dir);
+  options.export_options.format = options.format == "maildir" ? store::ExportFormat::kMaildir : store::ExportFormat::kMbox;
+  auto store = store::Store::Open(root);
+  const store::ExportReport report = store::Export(*store, options.export_options);
+  for (const store::ExportedFolder& folder : report.folders) {
+    const std::string path = folder.path.empty() ? "." : folder.path;
+    std::printf("%-30s -> %s (%llu messages, %s)%s\n", folder.folder.c_str(), path.c_str(),
+                static_cast<unsigned long long>(folder.messages), HumanBytes(folder.bytes).c_str(),
+                folder.vanished == 0 ? ""
+                                     : (", " + std::to_string(folder.vanished) + " expunged meanwhile").c_str());
+  }
+  std::printf("exported %llu messages (%llu bytes) in %zu folders of %s to %s\n",
+              static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
+              report.folders.size(), options.export_options.user.c_str(), options.export_options.out_dir.c_str());
+  if (report.flags_not_kept != 0) {
+    std::printf("%llu messages lost flags Maildir cannot hold (Archived, or user flags beyond 26 or not IMAP atoms)\n",
+                static_cast<unsigned long long>(report.flags_not_kept));
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddExportCommand(CLI::App& root, Action* chosen) {
+  auto options = std::make_shared<ExportCliOptions>();
+  CLI::App* command = root.add_subcommand(
+      "export",
+      "write a user's folders as UNIX mbox files (imsexport) or as a Maildir++ tree\n"
+      "  mbox: OUTDIR/INBOX, OUTDIR/Sent ...; a folder with sub-folders is <name>.msg and its\n"
+      "        sub-folders go into the directory <name>/ (mboxrd; envelope sender from Return-Path)\n"
+      "  maildir: OUTDIR is the INBOX maildir, other folders are OUTDIR/.Sent, OUTDIR/.Projects.2024\n"
+      "        (Dovecot's names: listescape '\\' escapes, modified UTF-7), with flags, keywords,\n"
+      "        UIDs and UIDVALIDITY in dovecot-uidlist\n"
+      "  OUTDIR must not exist or be empty: export never merges into or overwrites earlier output.");
+  AddStoreOption(command, &options->store_dir);
+  command->add_option("-u,--user", options->export_options.user, "user id")->required()->type_name("USER");
+  command->add_option("-d,--dir", options->export_options.out_dir, "output directory (absent or empty)")
+      ->required()
+      ->type_name("OUTDIR");
+  command->add_option("--format", options->format, "mbox (default) or maildir")
+      ->check(CLI::IsMember({"mbox", "maildir"}))
+      ->type_name("FORMAT");
+  command->add_option("--folder", options->export_options.folder_pattern,
+                      "folders to export: '*' matches anything, '%' anything but '/' (default: *)")
+      ->type_name("PATTERN");
+  command->callback([options, chosen] { *chosen = [options] { return RunExport(*options); }; });
+}
+
+}  // namespace storemove::tools
