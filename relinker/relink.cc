@@ -1,0 +1,427 @@
+#include "relinker/relink.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "relinker/relinker.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::relinker {
+
+namespace {
+
+// At most this many different contents sharing one (digest, size) are remembered per run; the
+// copies of any further one are left unlinked. Only an attack on XXH3 produces even two.
+constexpr size_t kMaxCollidingContents = 16;
+
+struct InodeId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool empty() const { return ino == 0; }
+  friend bool operator==(const InodeId&, const InodeId&) = default;
+};
+
+InodeId IdOf(const struct stat& st) { return {st.st_dev, st.st_ino}; }
+
+struct InodeHash {
+  size_t operator()(const InodeId& id) const noexcept {
+    return std::hash<uint64_t>()(uint64_t(id.ino) * 0x9e3779b97f4a7c15ULL ^ uint64_t(id.dev));
+  }
+};
+
+struct GroupKey {
+  Digest digest;
+  uint64_t size = 0;
+  friend bool operator==(const GroupKey&, const GroupKey&) = default;
+};
+
+// noexcept, so the tables do not store a hash per node.
+struct GroupKeyHash {
+  size_t operator()(const GroupKey& key) const noexcept {
+    uint64_t lo, hi;
+    std::memcpy(&lo, key.digest.bytes.data(), 8);
+    std::memcpy(&hi, key.digest.bytes.data() + 8, 8);
+    return size_t(lo ^ (hi * 0x9e3779b97f4a7c15ULL) ^ (key.size * 0xc2b2ae3d27d4eb4fULL));
+  }
+};
+
+// Everything kept per unique message: a few dozen bytes, no path.
+struct Group {
+  InodeId entry;        // the repository entry's inode, once the link pass has opened it
+  InodeId counted;      // the first shared inode the current survey counted for this group
+  uint8_t survey = 0;   // number of the survey that last saw the group
+};
+
+// kLeft: the message keeps its own file (no room in the target for all of its inode's links,
+// or the target's name now holds another file); a later run may link it.
+enum class LinkResult { kLinked, kTargetFull, kLeft, kVanished };
+
+// Names of a directory's entries other than "." and ".."; empty when it does not exist.
+std::vector<std::string> ListDirectory(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(path.c_str());
+  if (!dir) {
+    if (errno == ENOENT) return names;
+    ThrowErrno("open directory " + path);
+  }
+  errno = 0;
+  while (struct dirent* e = ::readdir(dir)) {
+    std::string_view name = e->d_name;
+    if (name != "." && name != "..") names.emplace_back(name);
+  }
+  int err = errno;
+  ::closedir(dir);
+  if (err) ThrowErrno("read directory " + path, err);
+  return names;
+}
+
+// False when the file does not exist (ENOENT); throws on other failures.
+bool StatPath(const std::string& path, struct stat* st) {
+  if (::lstat(path.c_str(), st) == 0) return true;
+  if (errno == ENOENT || errno == ENOTDIR) return false;
+  ThrowErrno("stat " + path);
+}
+
+bool IsEntryName(std::string_view name) {
+  Digest d;
+  return name.size() == 36 && name.ends_with(".msg") && Digest::FromHex(name.substr(0, 32), &d);
+}
+
+// One partition: survey, link, (purge), survey again. Adds its numbers to `stats`.
+class PartitionPass {
+ public:
+  PartitionPass(store::Store& store, std::string partition, const RelinkOptions& options, RelinkStats* stats)
+      : store_(store),
+        partition_(std::move(partition)),
+        options_(options),
+        stats_(*stats),
+        repository_(store.PartitionPath(partition_), RepositoryOptions{options.max_links}),
+        link_limit_(options.max_links ? options.max_links : std::numeric_limits<uint64_t>::max()) {}
+
+  void Run() {
+    Usage before = Survey(1);
+    before.repository = WalkRepository(/*purge=*/false);
+    ForEachMessage([&](const std::string& path, const store::MessageMeta& meta) {
+      if (meta.size < options_.min_size) {
+        ++stats_.too_small;
+        return;
+      }
+      GroupKey key{EffectiveDigest(meta.digest), meta.size};
+      LinkMessage(path, key, groups_[key]);
+    });
+    collided_.clear();
+    Usage after = Survey(2);
+    after.repository = WalkRepository(options_.purge);
+    Add(&stats_.before, before);
+    Add(&stats_.after, after);
+  }
+
+ private:
+  static void Add(Usage* total, const Usage& u) {
+    total->messages += u.messages;
+    total->unique += u.unique;
+    total->repository += u.repository;
+    total->bytes += u.bytes;
+    total->space_used += u.space_used;
+  }
+
+  Digest EffectiveDigest(const Digest& digest) const {
+    return options_.digest_override ? options_.digest_override(digest) : digest;
+  }
+
+  // Calls fn(path, record) for every committed message of the partition, one folder snapshot
+  // at a time; folders removed meanwhile are skipped.
+  void ForEachMessage(const std::function<void(const std::string&, const store::MessageMeta&)>& fn) {
+    store_.ForEachFolder([&](const store::FolderInfo& info) {
+      if (info.partition != partition_) return;
+      std::unique_ptr<store::Folder> folder;
+      store::FolderSnapshot snapshot;
+      try {
+        folder = store_.OpenFolder(info.user, info.folder);
+        snapshot = folder->Snapshot();
+      } catch (const Error& e) {
+        if (e.code() == Errc::kNotFound) return;
+        throw;
+      }
+      for (const store::MessageMeta& meta : snapshot.messages) fn(folder->MessagePath(meta.uid), meta);
+    });
+  }
+
+  // Counts what the partition holds now. Distinct inodes are found without remembering every
+  // inode: a file with one link is distinct by itself; a shared inode is remembered once per
+  // group, and only a group's second, third... shared inode goes into a set.
+  Usage Survey(uint8_t number) {
+    Usage usage;
+    std::unordered_set<InodeId, InodeHash> extra_shared;
+    ForEachMessage([&](const std::string& path, const store::MessageMeta& meta) {
+      struct stat st;
+      if (!StatPath(path, &st) || !S_ISREG(st.st_mode)) return;  // expunged meanwhile
+      Group& group = groups_[GroupKey{EffectiveDigest(meta.digest), meta.size}];
+      if (group.survey != number) {
+        group.survey = number;
+        group.counted = {};
+        ++usage.unique;
+      }
+      ++usage.messages;
+      usage.bytes += uint64_t(st.st_size);
+      const InodeId id = IdOf(st);
+      bool distinct;
+      if (st.st_nlink == 1) {
+        distinct = true;
+      } else if (group.counted.empty()) {
+        group.counted = id;
+        distinct = true;
+      } else {
+        distinct = group.counted != id && extra_shared.insert(id).second;
+      }
+      if (distinct) usage.space_used += uint64_t(st.st_size);
+    });
+    return usage;
+  }
+
+  // Counts the entries of =digest; with `purge`, first removes those nothing else links to.
+  uint64_t WalkRepository(bool purge) {
+    uint64_t entries = 0;
+    const std::string& root = repository_.root();
+    for (const std::string& h1 : ListDirectory(root)) {
+      for (const std::string& h2 : ListDirectory(root + "/" + h1)) {
+        const std::string dir = root + "/" + h1 + "/" + h2;
+        for (const std::string& name : ListDirectory(dir)) {
+          if (!IsEntryName(name)) continue;  // e.g. the temporary name of an entry being replaced
+          const std::string path = dir + "/" + name;
+          struct stat st;
+          if (!StatPath(path, &st)) continue;
+          if (purge && S_ISREG(st.st_mode) && st.st_nlink == 1) {
+            if (::unlink(path.c_str()) == 0) {
+              ++stats_.purged;
+              continue;
+            }
+            if (errno != ENOENT) ThrowErrno("unlink " + path);
+            continue;
+          }
+          ++entries;
+        }
+      }
+    }
+    return entries;
+  }
+
+  // The decisions for one message; see docs/relinker.md §The pass.
+  void LinkMessage(const std::string& path, const GroupKey& key, Group& group) {
+    struct stat st;
+    if (!StatPath(path, &st)) {
+      ++stats_.vanished;
+      return;
+    }
+    // A file that does not match its record is left for `verify`; nothing is linked to it.
+    if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != key.size) return;
+    const InodeId mine = IdOf(st);
+    if (mine == group.entry) return;
+
+    // Twice: an entry may appear between looking for it and adding this file as the entry.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      UniqueFd entry = repository_.OpenEntry(key.digest, key.size);
+      if (entry.valid()) {
+        struct stat es;
+        if (::fstat(entry.get(), &es) != 0) ThrowErrno("stat " + repository_.EntryPath(key.digest));
+        group.entry = IdOf(es);
+        if (group.entry == mine) return;
+        UniqueFd file = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
+        if (!file.valid()) {
+          ++stats_.vanished;
+          return;
+        }
+        if (!SameContent(entry.get(), file.get())) break;
+        // The entry is full: this file becomes the entry the next copies are linked to, if its
+        // inode has room for at least one of them once the entry links it too.
+        if (MergeInto(repository_.EntryPath(key.digest), es, path, st) == LinkResult::kTargetFull &&
+            uint64_t(st.st_nlink) + 1 < link_limit_) {
+          if (!Guarded(path, [&] { repository_.Replace(key.digest, path); })) return;
+          ++stats_.entries_replaced;
+          group.entry = mine;
+        }
+        return;
+      }
+      bool added = false;
+      if (!Guarded(path, [&] { added = repository_.AddIfMissing(key.digest, path); })) return;
+      if (added) {
+        ++stats_.entries_added;
+        group.entry = mine;
+        return;
+      }
+    }
+    LinkToCollided(path, st, key);
+  }
+
+  // The message's bytes differ from the repository entry of its digest (or an entry of another
+  // size holds that name): link it to an earlier message of the same bytes, if any.
+  void LinkToCollided(const std::string& path, const struct stat& st, const GroupKey& key) {
+    ++stats_.collisions;
+    std::vector<std::string>& targets = collided_[key];
+    for (size_t i = 0; i < targets.size();) {
+      struct stat ts;
+      if (!StatPath(targets[i], &ts)) {
+        targets.erase(targets.begin() + long(i));
+        continue;
+      }
+      if (IdOf(ts) == IdOf(st)) return;
+      UniqueFd target = TryOpenAt(AT_FDCWD, targets[i], O_RDONLY, 0, targets[i]);
+      UniqueFd file = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
+      if (!file.valid()) {
+        ++stats_.vanished;
+        return;
+      }
+      if (target.valid() && SameContent(target.get(), file.get())) {
+        if (MergeInto(targets[i], ts, path, st) == LinkResult::kTargetFull) targets[i] = path;
+        return;
+      }
+      ++i;
+    }
+    if (targets.size() < kMaxCollidingContents) targets.push_back(path);
+  }
+
+  // Makes `path` (proven to hold the same bytes as `target`) a link to target's inode, unless
+  // the target cannot take every link of path's inode (then moving this one saves nothing).
+  // Returns kTargetFull when the target has no room left, so the caller makes `path` the target.
+  LinkResult MergeInto(const std::string& target, const struct stat& ts, const std::string& path,
+                       const struct stat& st) {
+    if (uint64_t(ts.st_nlink) >= link_limit_) return LinkResult::kTargetFull;
+    if (uint64_t(ts.st_nlink) + uint64_t(st.st_nlink) > link_limit_) return LinkResult::kLeft;
+    LinkResult result = ReplaceWithLink(target, IdOf(ts), path);
+    switch (result) {
+      case LinkResult::kLinked: ++stats_.linked; break;
+      case LinkResult::kVanished: ++stats_.vanished; break;
+      case LinkResult::kTargetFull: {
+        // The filesystem's own limit, learnt once, spares later copies a failing link(2).
+        struct stat now;
+        link_limit_ = std::min<uint64_t>(link_limit_, StatPath(target, &now) ? now.st_nlink : ts.st_nlink);
+        break;
+      }
+      case LinkResult::kLeft: break;
+    }
+    return result;
+  }
+
+  // Replaces the visible message file `path` by a link to `target`, atomically: the new link is
+  // made under a temporary name in the folder directory, checked to be the compared inode, and
+  // exchanged with `path` (RENAME_EXCHANGE fails when path was expunged meanwhile, so an
+  // expunged message is never brought back). Readers of the old file keep identical bytes.
+  LinkResult ReplaceWithLink(const std::string& target, const InodeId& target_id, const std::string& path) {
+    const std::string bucket_dir = path.substr(0, path.rfind('/'));
+    const std::string temp = bucket_dir.substr(0, bucket_dir.rfind('/')) + "/tmp." + std::to_string(::getpid()) +
+                             "." + RandomToken();
+    if (::link(target.c_str(), temp.c_str()) != 0) {
+      if (errno == EMLINK) return LinkResult::kTargetFull;
+      if (errno == ENOENT || errno == EXDEV) return PathExists(path) ? LinkResult::kLeft : LinkResult::kVanished;
+      ThrowErrno("link " + target + " to " + temp);
+    }
+    struct stat made;
+    if (!StatPath(temp, &made) || IdOf(made) != target_id) {
+      ::unlink(temp.c_str());  // the target's name was given to another file since it was compared
+      return LinkResult::kLeft;
+    }
+    if (options_.before_exchange) options_.before_exchange(path);
+    if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
+      int err = errno;
+      if (err == EINVAL && PathExists(path)) {
+        // A filesystem without RENAME_EXCHANGE (NFS): a plain rename, checked just before.
+        if (::rename(temp.c_str(), path.c_str()) == 0) return LinkResult::kLinked;
+        err = errno;
+      }
+      ::unlink(temp.c_str());
+      if (err == ENOENT) return LinkResult::kVanished;
+      ThrowErrno("replace " + path + " by a link to " + target, err);
+    }
+    // `temp` now names the old file.
+    if (::unlink(temp.c_str()) != 0 && errno != ENOENT) ThrowErrno("unlink " + temp);
+    return LinkResult::kLinked;
+  }
+
+  // Runs a repository change that links `path`; false when it failed because the message was
+  // expunged meanwhile (counted), rethrows any other failure.
+  bool Guarded(const std::string& path, const std::function<void()>& change) {
+    try {
+      change();
+      return true;
+    } catch (const Error&) {
+      if (PathExists(path)) throw;
+      ++stats_.vanished;
+      return false;
+    }
+  }
+
+  store::Store& store_;
+  const std::string partition_;
+  const RelinkOptions& options_;
+  RelinkStats& stats_;
+  Repository repository_;
+  uint64_t link_limit_;
+  std::unordered_map<GroupKey, Group, GroupKeyHash> groups_;
+  // Only for (digest, size) keys whose messages differ from the entry: a few paths each.
+  std::unordered_map<GroupKey, std::vector<std::string>, GroupKeyHash> collided_;
+};
+
+std::string Grouped(uint64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+RelinkStats Relink(store::Store& store, const RelinkOptions& options) {
+  std::vector<std::string> partitions = store.Partitions();
+  if (!options.partition.empty()) {
+    if (std::find(partitions.begin(), partitions.end(), options.partition) == partitions.end())
+      Throw(Errc::kNotFound, "no such partition: " + options.partition + " in " + store.root());
+    partitions = {options.partition};
+  }
+  RelinkStats stats;
+  for (const std::string& partition : partitions) PartitionPass(store, partition, options, &stats).Run();
+  return stats;
+}
+
+std::string FormatRelinkTable(const RelinkStats& s) {
+  struct Row {
+    const char* label;
+    uint64_t before, after;
+  };
+  const Row rows[] = {
+      {"Total messages", s.before.messages, s.after.messages},
+      {"Unique messages", s.before.unique, s.after.unique},
+      {"Message digests in repository", s.before.repository, s.after.repository},
+      {"Space used (bytes)", s.before.space_used, s.after.space_used},
+      {"Space savings from single-copy (bytes)", s.before.savings(), s.after.savings()},
+  };
+  std::string out;
+  char line[160];
+  std::snprintf(line, sizeof line, "%-40s %18s %18s\n", "", "before", "after");
+  out += line;
+  for (const Row& row : rows) {
+    std::snprintf(line, sizeof line, "%-40s %18s %18s\n", row.label, Grouped(row.before).c_str(),
+                  Grouped(row.after).c_str());
+    out += line;
+  }
+  out += "linked " + std::to_string(s.linked) + ", new repository entries " + std::to_string(s.entries_added) +
+         ", entries replaced at the link limit " + std::to_string(s.entries_replaced) + ", digest collisions " +
+         std::to_string(s.collisions) + ", below minimum size " + std::to_string(s.too_small) +
+         ", expunged meanwhile " + std::to_string(s.vanished) + ", purged " + std::to_string(s.purged) + "\n";
+  return out;
+}
+
+}  // namespace storemove::relinker

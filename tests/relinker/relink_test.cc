@@ -1,0 +1,525 @@
+// The relink pass (relinker/relink.h) and `storemove relink`: exact savings, one inode per
+// content, bytes intact, idempotence, digest collisions, the link limit, --min-size, -d, a
+// live deliverer racing the pass, and the CLI's table and JSON.
+#include <dirent.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "relinker/relink.h"
+#include "relinker/relinker.h"
+#include "store/generate.h"
+#include "tests/support/temp_dir.h"
+#include "tests/tools/cli_runner.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::relinker {
+namespace {
+
+using storemove::testing::TempDir;
+namespace fs = std::filesystem;
+
+uint32_t Deliver(store::Store& s, const std::string& user, const std::string& folder, std::string_view bytes) {
+  std::unique_ptr<store::Folder> f = s.CreateFolder(user, folder);
+  auto w = f->NewMessage();
+  w->Write(bytes);
+  std::vector<store::StagedMessage> batch{w->Finish({})};
+  return f->Commit(batch).at(0);
+}
+
+// One message as found on disk, read independently of the relinker.
+struct OnDisk {
+  std::string mailbox;
+  uint32_t uid = 0;
+  std::string path;
+  Digest indexed;  // digest in store.idx
+  std::string bytes;
+  ino_t ino = 0;
+  nlink_t nlink = 0;
+};
+
+std::vector<OnDisk> ReadAll(store::Store& s) {
+  std::vector<OnDisk> out;
+  s.ForEachFolder([&](const store::FolderInfo& info) {
+    auto folder = s.OpenFolder(info.user, info.folder);
+    for (const store::MessageMeta& m : folder->Snapshot().messages) {
+      OnDisk d{info.Mailbox(), m.uid, folder->MessagePath(m.uid), m.digest, ReadFile(folder->MessagePath(m.uid))};
+      struct stat st;
+      EXPECT_EQ(::lstat(d.path.c_str(), &st), 0) << d.path;
+      d.ino = st.st_ino;
+      d.nlink = st.st_nlink;
+      EXPECT_EQ(d.bytes.size(), m.size) << d.path;
+      out.push_back(std::move(d));
+    }
+  });
+  return out;
+}
+
+uint64_t TotalBytes(const std::vector<OnDisk>& all) {
+  uint64_t n = 0;
+  for (const OnDisk& d : all) n += d.bytes.size();
+  return n;
+}
+
+// Space the messages take when every content is stored once.
+uint64_t SpaceOfDistinctContents(const std::vector<OnDisk>& all) {
+  std::map<std::string, uint64_t> contents;
+  for (const OnDisk& d : all) contents[d.bytes] = d.bytes.size();
+  uint64_t n = 0;
+  for (const auto& [bytes, size] : contents) n += size;
+  return n;
+}
+
+uint64_t SpaceOfDistinctInodes(const std::vector<OnDisk>& all) {
+  std::map<ino_t, uint64_t> inodes;
+  for (const OnDisk& d : all) inodes[d.ino] = d.bytes.size();
+  uint64_t n = 0;
+  for (const auto& [ino, size] : inodes) n += size;
+  return n;
+}
+
+// Every content is one inode, and no inode holds two contents.
+void ExpectOneInodePerContent(const std::vector<OnDisk>& all) {
+  std::map<std::string, std::set<ino_t>> inodes_of;
+  std::map<ino_t, std::set<std::string>> contents_of;
+  for (const OnDisk& d : all) {
+    inodes_of[d.bytes].insert(d.ino);
+    contents_of[d.ino].insert(d.bytes);
+  }
+  for (const auto& [bytes, inodes] : inodes_of) EXPECT_EQ(inodes.size(), 1u) << "content of " << bytes.size() << " bytes";
+  for (const auto& [ino, contents] : contents_of) EXPECT_EQ(contents.size(), 1u) << "inode " << ino << " shared by different bytes";
+}
+
+// Every record still has its file with exactly the bytes it had (and its digest).
+void ExpectSameMessages(const std::vector<OnDisk>& before, const std::vector<OnDisk>& after) {
+  ASSERT_EQ(before.size(), after.size());
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_EQ(after[i].mailbox, before[i].mailbox);
+    EXPECT_EQ(after[i].uid, before[i].uid);
+    EXPECT_TRUE(after[i].bytes == before[i].bytes) << after[i].path;
+    EXPECT_EQ(DigestOf(after[i].bytes), after[i].indexed) << after[i].path;
+  }
+}
+
+std::map<std::string, ino_t> InodeMap(const std::vector<OnDisk>& all) {
+  std::map<std::string, ino_t> m;
+  for (const OnDisk& d : all) m[d.path] = d.ino;
+  return m;
+}
+
+std::unique_ptr<store::Store> GeneratedStore(const TempDir& dir, uint32_t users, uint32_t per_user, uint64_t seed = 3) {
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  store::GenerateOptions g;
+  g.users = users;
+  g.messages_per_user = per_user;
+  g.dup_rate = 0.2;
+  g.single_instance = false;
+  g.seed = seed;
+  store::Generate(*s, g);
+  return s;
+}
+
+std::string Message(char fill, size_t body) {
+  return "From: a@example.com\r\nSubject: test\r\n\r\n" + std::string(body, fill) + "\r\n";
+}
+
+TEST(Relink, SavesExactlyTheDuplicatesAndKeepsEveryMessage) {
+  TempDir dir;
+  auto s = GeneratedStore(dir, 30, 40);
+  const std::vector<OnDisk> before = ReadAll(*s);
+  for (const OnDisk& d : before) ASSERT_EQ(d.nlink, 1u) << "generated without single_instance: " << d.path;
+  const uint64_t total = TotalBytes(before);
+  const uint64_t expected_space = SpaceOfDistinctContents(before);
+  ASSERT_LT(expected_space, total) << "dup_rate 0.2 produced no duplicates";
+  std::set<std::string> contents;
+  for (const OnDisk& d : before) contents.insert(d.bytes);
+
+  const RelinkStats stats = Relink(*s, {});
+  EXPECT_EQ(stats.before.messages, before.size());
+  EXPECT_EQ(stats.before.unique, contents.size());
+  EXPECT_EQ(stats.before.repository, 0u);
+  EXPECT_EQ(stats.before.bytes, total);
+  EXPECT_EQ(stats.before.space_used, total);
+  EXPECT_EQ(stats.before.savings(), 0u);
+  EXPECT_EQ(stats.after.messages, before.size());
+  EXPECT_EQ(stats.after.unique, contents.size());
+  EXPECT_EQ(stats.after.repository, contents.size());
+  EXPECT_EQ(stats.after.space_used, expected_space);
+  EXPECT_EQ(stats.after.savings(), total - expected_space);
+  EXPECT_EQ(stats.linked, before.size() - contents.size());
+  EXPECT_EQ(stats.entries_added, contents.size());
+  EXPECT_EQ(stats.collisions, 0u);
+  EXPECT_EQ(stats.vanished, 0u);
+
+  const std::vector<OnDisk> after = ReadAll(*s);
+  ExpectSameMessages(before, after);
+  ExpectOneInodePerContent(after);
+  EXPECT_EQ(SpaceOfDistinctInodes(after), expected_space);  // measured on disk, not from the stats
+  for (const OnDisk& d : after) {  // each content's inode is its repository entry
+    struct stat entry;
+    ASSERT_EQ(::lstat(Repository(s->PartitionPath("primary")).EntryPath(d.indexed).c_str(), &entry), 0);
+    EXPECT_EQ(entry.st_ino, d.ino) << d.path;
+  }
+
+  // A second run finds nothing to do and changes nothing.
+  const RelinkStats again = Relink(*s, {});
+  EXPECT_EQ(again.linked, 0u);
+  EXPECT_EQ(again.entries_added, 0u);
+  EXPECT_EQ(again.entries_replaced, 0u);
+  EXPECT_EQ(again.before.space_used, expected_space);
+  EXPECT_EQ(again.after.space_used, expected_space);
+  EXPECT_EQ(again.after.repository, contents.size());
+  EXPECT_EQ(InodeMap(ReadAll(*s)), InodeMap(after));
+}
+
+TEST(Relink, OnlyTheChosenPartitionIsTouched) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"one", "two"});
+  s->CreateUser("a", "one");
+  s->CreateUser("b", "one");
+  s->CreateUser("c", "two");
+  s->CreateUser("d", "two");
+  for (const char* user : {"a", "b", "c", "d"}) Deliver(*s, user, "INBOX", Message('x', 2000));
+  RelinkOptions options;
+  options.partition = "two";
+  const RelinkStats stats = Relink(*s, options);
+  EXPECT_EQ(stats.before.messages, 2u);
+  EXPECT_EQ(stats.linked, 1u);
+  std::map<std::string, ino_t> inodes;
+  for (const OnDisk& d : ReadAll(*s)) inodes[d.mailbox] = d.ino;
+  EXPECT_NE(inodes["user/a/INBOX"], inodes["user/b/INBOX"]);
+  EXPECT_EQ(inodes["user/c/INBOX"], inodes["user/d/INBOX"]);
+
+  options.partition = "three";
+  try {
+    Relink(*s, options);
+    ADD_FAILURE() << "unknown partition accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kNotFound);
+  }
+}
+
+TEST(Relink, ForcedDigestCollisionIsNeverLinked) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('x', 3000), y = Message('y', 3000);  // same size, other bytes
+  ASSERT_EQ(x.size(), y.size());
+  for (const char* user : {"a", "b", "c", "d", "e"}) s->CreateUser(user);
+  Deliver(*s, "a", "INBOX", x);
+  Deliver(*s, "b", "INBOX", y);
+  Deliver(*s, "c", "INBOX", x);
+  Deliver(*s, "d", "INBOX", y);
+  Deliver(*s, "e", "INBOX", y);
+  const std::vector<OnDisk> before = ReadAll(*s);
+
+  RelinkOptions options;
+  Digest forced;
+  forced.bytes.fill(0x42);
+  options.digest_override = [forced](const Digest&) { return forced; };
+  const RelinkStats stats = Relink(*s, options);
+  EXPECT_EQ(stats.before.unique, 1u);  // as far as the (forced) digests tell
+  EXPECT_EQ(stats.collisions, 3u);  // every copy of y differs from the entry, which holds a's x
+  EXPECT_EQ(stats.linked, 3u);      // c's x to the entry; d's and e's y to b's y
+
+  const std::vector<OnDisk> after = ReadAll(*s);
+  ExpectSameMessages(before, after);
+  ExpectOneInodePerContent(after);
+  EXPECT_EQ(SpaceOfDistinctInodes(after), x.size() + y.size());
+  EXPECT_TRUE(SameContent(Repository(s->PartitionPath("primary")).EntryPath(forced), after[0].path));
+}
+
+TEST(Relink, TruncatedDigestsOnAGeneratedStoreLinkOnlyEqualBytes) {
+  TempDir dir;
+  auto s = GeneratedStore(dir, 20, 30, 11);
+  const std::vector<OnDisk> before = ReadAll(*s);
+  RelinkOptions options;
+  options.digest_override = [](const Digest& d) {  // 256 digests for hundreds of contents
+    Digest truncated;
+    truncated.bytes[0] = d.bytes[0];
+    return truncated;
+  };
+  const RelinkStats stats = Relink(*s, options);
+  EXPECT_GT(stats.collisions, 0u);
+  const std::vector<OnDisk> after = ReadAll(*s);
+  ExpectSameMessages(before, after);
+  ExpectOneInodePerContent(after);
+  EXPECT_EQ(SpaceOfDistinctInodes(after), SpaceOfDistinctContents(before));
+}
+
+TEST(Relink, LinkLimitMakesANewEntryAndKeepsWorking) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('z', 5000);
+  constexpr int kCopies = 7;
+  for (int i = 0; i < kCopies; ++i) Deliver(*s, "u" + std::to_string(i), "INBOX", x);
+  RelinkOptions options;
+  options.max_links = 3;  // the entry's link counts too
+  const std::vector<OnDisk> before = ReadAll(*s);
+  const RelinkStats stats = Relink(*s, options);
+  // Copies 1+2 share an inode with the entry, 3 is full so copy 3 becomes the entry, and so on.
+  EXPECT_EQ(stats.entries_added, 1u);
+  EXPECT_EQ(stats.entries_replaced, 3u);
+  EXPECT_EQ(stats.linked, 3u);
+  const std::vector<OnDisk> after = ReadAll(*s);
+  ExpectSameMessages(before, after);
+  std::set<ino_t> inodes;
+  for (const OnDisk& d : after) {
+    EXPECT_LE(d.nlink, 3u) << d.path;
+    inodes.insert(d.ino);
+  }
+  EXPECT_EQ(inodes.size(), 4u);
+  EXPECT_EQ(stats.after.space_used, 4 * x.size());
+  struct stat entry;
+  ASSERT_EQ(::lstat(Repository(s->PartitionPath("primary")).EntryPath(DigestOf(x)).c_str(), &entry), 0);
+  EXPECT_EQ(entry.st_ino, after.back().ino);  // the last copy is the current entry
+
+  // Nothing is moved back and forth: a second run with the same limit changes nothing.
+  const RelinkStats again = Relink(*s, options);
+  EXPECT_EQ(again.linked, 0u);
+  EXPECT_EQ(again.entries_replaced, 0u);
+  EXPECT_EQ(InodeMap(ReadAll(*s)), InodeMap(after));
+
+  // A new copy links to the current entry; full inodes are not made the entry again.
+  Deliver(*s, "late", "INBOX", x);
+  const RelinkStats late = Relink(*s, options);
+  EXPECT_EQ(late.linked, 1u);
+  EXPECT_EQ(late.entries_replaced, 0u);
+  EXPECT_EQ(late.after.space_used, 4 * x.size());
+}
+
+TEST(Relink, MinSizeLeavesSmallMessagesAlone) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string small = Message('s', 100), large = Message('l', 4000);
+  for (const char* user : {"a", "b", "c"}) {
+    Deliver(*s, user, "INBOX", small);
+    Deliver(*s, user, "INBOX", large);
+  }
+  RelinkOptions options;
+  options.min_size = 1024;
+  const RelinkStats stats = Relink(*s, options);
+  EXPECT_EQ(stats.too_small, 3u);
+  EXPECT_EQ(stats.linked, 2u);
+  std::set<ino_t> small_inodes, large_inodes;
+  for (const OnDisk& d : ReadAll(*s)) (d.bytes == small ? small_inodes : large_inodes).insert(d.ino);
+  EXPECT_EQ(small_inodes.size(), 3u);
+  EXPECT_EQ(large_inodes.size(), 1u);
+  EXPECT_EQ(stats.after.savings(), 2 * large.size());
+}
+
+TEST(Relink, PurgeRemovesOnlyEntriesNothingLinksTo) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('x', 2000), y = Message('y', 2100), z = Message('z', 2200);
+  s->CreateUser("a");
+  s->CreateUser("b");
+  const uint32_t x1 = Deliver(*s, "a", "INBOX", x);
+  Deliver(*s, "b", "INBOX", x);
+  const uint32_t y1 = Deliver(*s, "a", "INBOX", y);
+  Deliver(*s, "b", "INBOX", z);
+  Relink(*s, {});
+  Repository repo(s->PartitionPath("primary"));
+  // y's only message and one of x's two go away; their entries stay until -d.
+  s->OpenFolder("a", "INBOX")->Expunge({x1, y1});
+  ASSERT_TRUE(PathExists(repo.EntryPath(DigestOf(y))));
+  const std::string stray = repo.root() + "/00/00/not-an-entry";
+  MakeDirs(repo.root() + "/00/00");
+  WriteFileAtomic(stray, "x");
+
+  RelinkOptions options;
+  options.purge = true;
+  const RelinkStats stats = Relink(*s, options);
+  EXPECT_EQ(stats.purged, 1u);
+  EXPECT_EQ(stats.before.repository, 3u);
+  EXPECT_EQ(stats.after.repository, 2u);
+  EXPECT_FALSE(PathExists(repo.EntryPath(DigestOf(y))));
+  EXPECT_TRUE(PathExists(repo.EntryPath(DigestOf(x))));
+  EXPECT_TRUE(PathExists(repo.EntryPath(DigestOf(z))));
+  EXPECT_TRUE(PathExists(stray));  // only entries are considered
+  EXPECT_EQ(ReadAll(*s).size(), 2u);
+}
+
+// Every *.msg file below a folder's bucket directories has a record, and no temporary file
+// is left in any folder directory.
+void ExpectNoStrayFiles(store::Store& s) {
+  s.ForEachFolder([&](const store::FolderInfo& info) {
+    auto folder = s.OpenFolder(info.user, info.folder);
+    std::set<std::string> recorded;
+    for (const store::MessageMeta& m : folder->Snapshot().messages) recorded.insert(folder->MessagePath(m.uid));
+    for (const fs::directory_entry& e : fs::directory_iterator(folder->path())) {
+      const std::string name = e.path().filename().string();
+      EXPECT_FALSE(name.starts_with("tmp.")) << e.path();
+      if (name.size() != 2 || !e.is_directory()) continue;
+      for (const fs::directory_entry& m : fs::directory_iterator(e.path()))
+        EXPECT_TRUE(recorded.count(m.path().string())) << "file without record: " << m.path();
+    }
+  });
+}
+
+TEST(Relink, MessageExpungedJustBeforeTheSwapIsNotBroughtBack) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('x', 2000);
+  Deliver(*s, "a", "INBOX", x);
+  const uint32_t doomed = Deliver(*s, "b", "INBOX", x);
+  RelinkOptions options;
+  int calls = 0;
+  options.before_exchange = [&](const std::string& path) {
+    ++calls;
+    auto folder = s->OpenFolder("b", "INBOX");
+    ASSERT_EQ(path, folder->MessagePath(doomed));
+    folder->Expunge({doomed});
+  };
+  const RelinkStats stats = Relink(*s, options);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(stats.linked, 0u);
+  EXPECT_EQ(stats.vanished, 1u);
+  EXPECT_TRUE(s->OpenFolder("b", "INBOX")->Snapshot().messages.empty());
+  ExpectNoStrayFiles(*s);  // no <uid>.msg without a record, no temporary link
+  EXPECT_EQ(stats.after.messages, 1u);
+}
+
+TEST(Relink, RacingALiveDelivererLosesNothing) {
+  TempDir dir;
+  std::vector<std::string> users, contents;
+  {
+    auto s = GeneratedStore(dir, 20, 30, 5);
+    s->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+    for (const OnDisk& d : ReadAll(*s)) contents.push_back(d.bytes);
+  }  // closed before fork: a Berkeley DB environment handle must not cross fork()
+  int ready[2], stop[2], report[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(stop), 0);
+  ASSERT_EQ(::pipe(report), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Delivers copies of existing content and new messages, and expunges old messages, until
+    // the parent's relink is over; reports how many of each.
+    int rc = 0;
+    uint64_t counts[2] = {0, 0};  // delivered, expunged
+    try {
+      auto s = store::Store::Open(dir / "store");
+      for (uint64_t i = 0;; ++i) {
+        const std::string& user = users[i % users.size()];
+        std::string bytes = i % 2 ? contents[(i * 7) % contents.size()] : Message('n', 1000 + i);
+        Deliver(*s, user, "INBOX", bytes);
+        ++counts[0];
+        if (i % 5 == 0) {
+          auto folder = s->OpenFolder(user, "INBOX");
+          std::vector<store::MessageMeta> present = folder->Snapshot().messages;
+          if (!present.empty()) {
+            folder->Expunge({present[i % present.size()].uid});
+            ++counts[1];
+          }
+        }
+        if (i == 20 && ::write(ready[1], "r", 1) != 1) ::_exit(3);
+        struct pollfd p{stop[0], POLLIN, 0};
+        if (i > 20 && ::poll(&p, 1, 0) == 1) break;
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "deliverer: %s\n", e.what());
+      rc = 1;
+    }
+    if (::write(report[1], counts, sizeof counts) != sizeof counts) rc = 2;
+    ::_exit(rc);
+  }
+  char byte;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1);  // the deliverer is running
+  auto s = store::Store::Open(dir / "store");
+  const RelinkStats stats = Relink(*s, {});
+  ASSERT_EQ(::write(stop[1], "s", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  uint64_t counts[2];
+  ASSERT_EQ(::read(report[0], counts, sizeof counts), ssize_t(sizeof counts));
+  for (int fd : {ready[0], ready[1], stop[0], stop[1], report[0], report[1]}) ::close(fd);
+
+  EXPECT_GT(stats.linked, 0u);
+  std::printf("relink linked %llu, skipped %llu expunged meanwhile; deliverer: %llu delivered, %llu expunged\n",
+              (unsigned long long)stats.linked, (unsigned long long)stats.vanished, (unsigned long long)counts[0],
+              (unsigned long long)counts[1]);
+  const std::vector<OnDisk> all = ReadAll(*s);  // every record's file exists
+  for (const OnDisk& d : all) EXPECT_EQ(DigestOf(d.bytes), d.indexed) << d.path;
+  uint64_t expected = 20 * 30 + counts[0] - counts[1];
+  EXPECT_EQ(all.size(), expected) << "delivered " << counts[0] << ", expunged " << counts[1];
+  ExpectNoStrayFiles(*s);
+
+  // What the race left unlinked, a quiet second run finishes: one inode per content.
+  Relink(*s, {});
+  ExpectOneInodePerContent(ReadAll(*s));
+}
+
+// The last whitespace-separated field of the table row starting with `label`, commas removed.
+std::string AfterColumn(const std::string& table, const std::string& label, bool before = false) {
+  std::istringstream lines(table);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with(label)) continue;
+    std::istringstream fields(line.substr(label.size()));
+    std::vector<std::string> words;
+    for (std::string w; fields >> w;) words.push_back(w);
+    if (words.size() < 2) return "";
+    std::string value = words[words.size() - (before ? 2 : 1)];
+    std::erase(value, ',');
+    return value;
+  }
+  return "";
+}
+
+TEST(RelinkCli, PrintsSunsTableAndJson) {
+  TempDir dir;
+  uint64_t total, expected_space, unique;
+  {
+    auto s = GeneratedStore(dir, 15, 20, 9);
+    const std::vector<OnDisk> all = ReadAll(*s);
+    total = TotalBytes(all);
+    expected_space = SpaceOfDistinctContents(all);
+    std::set<std::string> contents;
+    for (const OnDisk& d : all) contents.insert(d.bytes);
+    unique = contents.size();
+  }
+  using storemove::testing::RunCli;
+  const auto r = RunCli({"relink", "--store", dir / "store"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(AfterColumn(r.out, "Total messages", true), "300") << r.out;
+  EXPECT_EQ(AfterColumn(r.out, "Total messages"), "300") << r.out;
+  EXPECT_EQ(AfterColumn(r.out, "Unique messages"), std::to_string(unique)) << r.out;
+  EXPECT_EQ(AfterColumn(r.out, "Message digests in repository", true), "0") << r.out;
+  EXPECT_EQ(AfterColumn(r.out, "Message digests in repository"), std::to_string(unique)) << r.out;
+  EXPECT_EQ(AfterColumn(r.out, "Space used (bytes)", true), std::to_string(total)) << r.out;
+  EXPECT_EQ(AfterColumn(r.out, "Space used (bytes)"), std::to_string(expected_space)) << r.out;
+  EXPECT_EQ(AfterColumn(r.out, "Space savings from single-copy (bytes)", true), "0") << r.out;
+  EXPECT_EQ(AfterColumn(r.out, "Space savings from single-copy (bytes)"), std::to_string(total - expected_space))
+      << r.out;
+  EXPECT_NE(r.out.find("before"), std::string::npos);
+  EXPECT_NE(r.out.find("linked " + std::to_string(300 - unique)), std::string::npos) << r.out;
+
+  const auto j = RunCli({"relink", "--store", dir / "store", "--json", "--min-size", "1", "-d"});
+  ASSERT_EQ(j.status, 0) << j.Describe();
+  const nlohmann::json out = nlohmann::json::parse(j.out);
+  EXPECT_EQ(out["before"]["savings"], total - expected_space);
+  EXPECT_EQ(out["after"]["savings"], total - expected_space);
+  EXPECT_EQ(out["after"]["space_used"], expected_space);
+  EXPECT_EQ(out["after"]["messages"], 300u);
+  EXPECT_EQ(out["after"]["repository"], unique);
+  EXPECT_EQ(out["linked"], 0u);
+  EXPECT_EQ(out["purged"], 0u);
+
+  const auto bad = RunCli({"relink", "--store", dir / "store", "-p", "nosuch"});
+  EXPECT_EQ(bad.status, 66) << bad.Describe();
+  EXPECT_NE(bad.err.find("no such partition: nosuch"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace storemove::relinker

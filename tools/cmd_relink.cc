@@ -1,0 +1,65 @@
+// storemove relink: Sun's relinker — one inode for every copy of the same message content in a
+// partition, through the partition's digest repository (relinker/relink.h, docs/relinker.md).
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "relinker/relink.h"
+#include "tools/commands.h"
+
+namespace storemove::tools {
+namespace {
+
+struct RelinkCommandOptions {
+  std::string store_dir;
+  relinker::RelinkOptions relink;
+  uint64_t min_size_kb = 0;
+  bool json = false;
+};
+
+nlohmann::json UsageJson(const relinker::Usage& u) {
+  return {{"messages", u.messages},     {"unique", u.unique},         {"repository", u.repository},
+          {"bytes", u.bytes},           {"space_used", u.space_used}, {"savings", u.savings()}};
+}
+
+int RunRelink(RelinkCommandOptions& options) {
+  std::unique_ptr<store::Store> store = OpenStore(options.store_dir);
+  options.relink.min_size = options.min_size_kb * 1024;
+  const relinker::RelinkStats stats = relinker::Relink(*store, options.relink);
+  if (options.json) {
+    nlohmann::json out = {{"before", UsageJson(stats.before)},
+                          {"after", UsageJson(stats.after)},
+                          {"linked", stats.linked},
+                          {"entries_added", stats.entries_added},
+                          {"entries_replaced", stats.entries_replaced},
+                          {"collisions", stats.collisions},
+                          {"too_small", stats.too_small},
+                          {"vanished", stats.vanished},
+                          {"purged", stats.purged}};
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    std::fputs(relinker::FormatRelinkTable(stats).c_str(), stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddRelinkCommand(CLI::App& root, Action* chosen) {
+  auto options = std::make_shared<RelinkCommandOptions>();
+  CLI::App* command = root.add_subcommand(
+      "relink", "make every copy of the same message one file (hard links), per partition, like Sun's relinker");
+  AddStoreOption(command, &options->store_dir);
+  command->add_option("-p,--partition", options->relink.partition, "only this partition (default: every one)")
+      ->type_name("NAME");
+  command->add_flag("-d,--purge", options->relink.purge,
+                    "remove repository entries no message links to any more (not while a restore runs)");
+  command->add_option("--min-size", options->min_size_kb, "leave messages smaller than this alone")
+      ->type_name("KB");
+  command->add_flag("--json", options->json, "print the before/after numbers as JSON");
+  // Tests only: a small link limit exercises what ext4's 65,000 (EMLINK) triggers.
+  command->add_option("--max-links", options->relink.max_links)->group("");
+  command->callback([options, chosen] { *chosen = [options] { return RunRelink(*options); }; });
+}
+
+}  // namespace storemove::tools
