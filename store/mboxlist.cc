@@ -74,11 +74,14 @@ Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
     DB** handle;
     const char* file;
   } specs[] = {{&folder_, "folder.db"}, {&quota_, "quota.db"},     {&users_, "user.db"},
-               {&subscr_, "subscr.db"}, {&peruser_, "peruser.db"}, {&lright_, "lright.db"}};
+               {&subscr_, "subscr.db"}, {&peruser_, "peruser.db"}, {&lright_, "lright.db"},
+               {&verified_, "verified.db"}};
   for (const Spec& s : specs) {
     ret = db_create(s.handle, env_, 0);
     if (ret != 0) Fail(ret, std::string("db_create ") + s.file);
-    u_int32_t oflags = DB_AUTO_COMMIT | DB_THREAD | (create ? DB_CREATE : 0);
+    // verified.db is newer than the store format's first stores: created when missing.
+    bool create_db = create || s.handle == &verified_;
+    u_int32_t oflags = DB_AUTO_COMMIT | DB_THREAD | (create_db ? DB_CREATE : 0);
     ret = (*s.handle)->open(*s.handle, nullptr, s.file, nullptr, DB_BTREE, oflags, 0600);
     if (ret != 0) {
       std::string what = std::string("open ") + s.file;
@@ -91,7 +94,7 @@ Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
 }
 
 Store::Db::~Db() {
-  for (DB** h : {&folder_, &quota_, &users_, &subscr_, &peruser_, &lright_}) {
+  for (DB** h : {&folder_, &quota_, &users_, &subscr_, &peruser_, &lright_, &verified_}) {
     if (*h) (*h)->close(*h, 0);
     *h = nullptr;
   }

@@ -3,13 +3,40 @@
 
 #include <db.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "store/store.h"
 
 namespace storemove::store {
+
+// Record values (docs/store-format.md §3), encoded in store.cc; also used by admin.cc, which
+// changes many records in one transaction.
+struct UserValue {
+  UserStatus status;
+  std::string partition;
+  int64_t created = 0;
+};
+struct FolderValue {
+  uint32_t uidvalidity = 0;
+  int64_t created = 0;
+  std::string partition;
+  std::string acl;
+};
+std::string EncodeUser(const UserValue& u);
+UserValue DecodeUser(std::string_view v, std::string_view user);  // throws kCorrupt
+std::string EncodeQuota(uint64_t limit, uint64_t used);
+std::pair<uint64_t, uint64_t> DecodeQuota(std::string_view v, std::string_view user);  // {limit, used}
+std::string EncodeFolder(const FolderValue& f);
+FolderValue DecodeFolder(std::string_view v, std::string_view mailbox);
+// "inbox/x" -> "INBOX/x": the first component is case-insensitive when it spells INBOX.
+std::string NormalizeFolder(std::string_view folder);
+// "joe lrs anyone lr" -> {{"joe", "lrs"}, {"anyone", "lr"}}; throws kInvalidArgument.
+std::vector<std::pair<std::string, std::string>> ParseAcl(std::string_view acl);
 
 // Thin RAII over a transactional libdb 5.3 environment with the store's databases.
 class Store::Db {
@@ -27,6 +54,7 @@ class Store::Db {
   DB* subscr() { return subscr_; }    // "<uid>\0<mailbox>" -> ""
   DB* peruser() { return peruser_; }  // "<mailbox>\0<reader>" -> opaque per-user data
   DB* lright() { return lright_; }    // "<identifier>\0<mailbox>" -> rights string
+  DB* verified() { return verified_; }  // "<uid>" -> verification record (admin.cc)
 
   // Runs fn(txn) in a transaction, retrying on deadlock; commits (synchronously when `sync`).
   void Txn(const std::function<void(DB_TXN*)>& fn, bool sync = false);
@@ -50,6 +78,7 @@ class Store::Db {
   DB* subscr_ = nullptr;
   DB* peruser_ = nullptr;
   DB* lright_ = nullptr;
+  DB* verified_ = nullptr;
 };
 
 }  // namespace storemove::store

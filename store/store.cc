@@ -52,11 +52,7 @@ void AppendStr32(std::string* s, std::string_view v) {
 
 constexpr uint8_t kValueVersion = 1;
 
-struct UserValue {
-  UserStatus status;
-  std::string partition;
-  int64_t created = 0;
-};
+}  // namespace
 
 std::string EncodeUser(const UserValue& u) {
   std::string s;
@@ -96,13 +92,6 @@ std::pair<uint64_t, uint64_t> DecodeQuota(std::string_view v, std::string_view u
   return {limit, r.U64()};
 }
 
-struct FolderValue {
-  uint32_t uidvalidity = 0;
-  int64_t created = 0;
-  std::string partition;
-  std::string acl;
-};
-
 std::string EncodeFolder(const FolderValue& f) {
   std::string s;
   AppendU8(&s, kValueVersion);
@@ -124,9 +113,13 @@ FolderValue DecodeFolder(std::string_view v, std::string_view mailbox) {
   return f;
 }
 
+namespace {
+
 std::string MailboxKey(std::string_view user, std::string_view folder) {
   return "user/" + std::string(user) + "/" + std::string(folder);
 }
+
+}  // namespace
 
 // IMAP's INBOX is case-insensitive; everything else is kept as given.
 std::string NormalizeFolder(std::string_view folder) {
@@ -153,6 +146,8 @@ std::vector<std::pair<std::string, std::string>> ParseAcl(std::string_view acl) 
   for (size_t i = 0; i < words.size(); i += 2) out.emplace_back(words[i], words[i + 1]);
   return out;
 }
+
+namespace {
 
 int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
 
@@ -257,8 +252,34 @@ UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bo
   return *FindUser(user);
 }
 
+namespace {
+
+// Opens (creating) the user's gate file and locks it.
+UniqueFd LockGate(const std::string& user_dir, int how) {
+  MakeDirs(user_dir, 0700);
+  UniqueFd fd = OpenFile(user_dir + "/user.lck", O_RDONLY | O_CREAT, 0600);
+  while (::flock(fd.get(), how) != 0)
+    if (errno != EINTR) ThrowErrno("lock " + user_dir + "/user.lck");
+  return fd;
+}
+
+}  // namespace
+
+Store::UserGate::~UserGate() {
+  if (fd_.valid()) ::flock(fd_.get(), LOCK_UN);
+}
+
+Store::UserGate Store::LockUserForDelivery(std::string_view user) {
+  std::optional<UserInfo> info = FindUser(user);
+  if (!info) Throw(Errc::kNoUser, "no such user: " + std::string(user));
+  return UserGate(LockGate(PartitionPath(info->partition) + "/" + FolderRelPath(user, "INBOX"), LOCK_SH));
+}
+
 void Store::SetUserStatus(std::string_view user, const UserStatus& status) {
   ValidateUserId(user);
+  std::optional<UserInfo> info = FindUser(user);
+  if (!info) Throw(Errc::kNoUser, "no such user: " + std::string(user));
+  UniqueFd gate = LockGate(PartitionPath(info->partition) + "/" + FolderRelPath(user, "INBOX"), LOCK_EX);
   db_->Txn(
       [&](DB_TXN* txn) {
         std::string v;
@@ -268,6 +289,7 @@ void Store::SetUserStatus(std::string_view user, const UserStatus& status) {
         db_->Put(db_->users(), txn, user, EncodeUser(u));
       },
       true);
+  ::flock(gate.get(), LOCK_UN);
 }
 
 void Store::SetQuotaLimit(std::string_view user, uint64_t limit) {

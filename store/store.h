@@ -226,7 +226,23 @@ class Store {
   // Creates the user (with an INBOX unless `with_inbox` is false, as restore does to keep the
   // archived UIDVALIDITY); returns the existing user unchanged if present.
   UserInfo CreateUser(std::string_view user, std::string_view partition = {}, bool with_inbox = true);
+  // Changes the status under the user's delivery gate: once it returns, no delivery that saw
+  // the old status is still appending (see LockUserForDelivery).
   void SetUserStatus(std::string_view user, const UserStatus& status);
+  // A delivery holds this (shared) from its status check until its message is committed, so a
+  // status change (hold, moved) can never slip between the two: a migration that sets `hold`
+  // and then copies the user cannot miss a message. flock(2) on <user dir>/user.lck.
+  class UserGate {
+   public:
+    ~UserGate();
+    UserGate(UserGate&&) = default;
+
+   private:
+    friend class Store;
+    explicit UserGate(UniqueFd fd) : fd_(std::move(fd)) {}
+    UniqueFd fd_;
+  };
+  UserGate LockUserForDelivery(std::string_view user);
   void SetQuotaLimit(std::string_view user, uint64_t limit);
   // Recomputes quota_used from the user's folders.
   uint64_t RecomputeQuota(std::string_view user);

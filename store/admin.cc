@@ -1,0 +1,915 @@
+// Deletion, rename and partition moves of mailboxes and users, and the verified-before-delete
+// record (docs/store-format.md §3.5, §6.7, §6.8).
+//
+// Every operation here has one commit point, a Berkeley DB transaction over the mboxlist
+// records; files are prepared before it (invisible: no record names them) or removed after it
+// (invisible: no record names them any more). Folder directories are locked exclusively with the
+// same flock(2) as Folder::Commit, so a delivery racing an operation either commits before it
+// (and its message is moved or deleted with the folder) or waits and then fails because the
+// folder's store.idx is gone, and the MTA retries. While this code holds a folder lock it never
+// calls Store functions that take folder locks themselves (FindFolder, ListFolders, Snapshot):
+// a second flock from this process on another descriptor of the same directory would wait
+// forever.
+#include "store/admin.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+#include <memory>
+#include <set>
+
+#include "store/index.h"
+#include "store/mboxlist.h"
+#include "util/bytes.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+
+namespace {
+
+const std::string kNul(1, '\0');
+constexpr uint8_t kVerifiedVersion = 1;
+
+int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
+
+std::string IsoUtc(int64_t unix_seconds) {
+  time_t t = static_cast<time_t>(unix_seconds);
+  struct tm tm;
+  char buf[32];
+  if (gmtime_r(&t, &tm) == nullptr || strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    return std::to_string(unix_seconds);
+  return buf;
+}
+
+std::string MailboxKey(std::string_view user, std::string_view folder) {
+  return "user/" + std::string(user) + "/" + std::string(folder);
+}
+
+std::string FolderPath(Store& store, std::string_view partition, std::string_view user, std::string_view folder) {
+  return store.PartitionPath(partition) + "/" + FolderRelPath(user, folder);
+}
+
+// The directory that holds the user directory "=<userid>" (its hash directory).
+std::string HashDirPath(Store& store, std::string_view partition, std::string_view user) {
+  return store.PartitionPath(partition) + "/=user/" + HashDir(user);
+}
+
+std::string Parent(const std::string& path) { return path.substr(0, path.rfind('/')); }
+
+// --- mboxlist helpers -------------------------------------------------------------------------
+
+std::vector<std::pair<std::string, std::string>> ScanAll(Store::Db& db, DB* table, std::string_view prefix) {
+  std::vector<std::pair<std::string, std::string>> out;
+  db.Scan(table, prefix, [&](std::string_view key, std::string_view value) {
+    out.emplace_back(std::string(key), std::string(value));
+    return true;
+  });
+  return out;
+}
+
+std::vector<std::string> ScanKeys(Store::Db& db, DB* table, std::string_view prefix) {
+  std::vector<std::string> out;
+  for (auto& [key, value] : ScanAll(db, table, prefix)) out.push_back(std::move(key));
+  return out;
+}
+
+// ACL identifiers that stand for `user`: the user and its negative-rights form (RFC 4314).
+bool NamesUser(std::string_view identifier, std::string_view user) {
+  return identifier == user || (identifier.size() == user.size() + 1 && identifier[0] == '-' &&
+                                identifier.substr(1) == user);
+}
+
+// The ACL with `user`'s identifiers renamed to `new_user`, or dropped when `new_user` is empty.
+std::string RewriteAcl(std::string_view acl, std::string_view user, std::string_view new_user) {
+  std::string out;
+  for (const auto& [id, rights] : ParseAcl(acl)) {
+    std::string identifier = id;
+    if (NamesUser(id, user)) {
+      if (new_user.empty()) continue;
+      identifier = (id[0] == '-' ? "-" : "") + std::string(new_user);
+    }
+    if (!out.empty()) out += ' ';
+    out += identifier + ' ' + rights;
+  }
+  return out;
+}
+
+void DelLrights(Store::Db& db, DB_TXN* txn, std::string_view acl, const std::string& mailbox) {
+  for (const auto& [id, rights] : ParseAcl(acl)) db.Del(db.lright(), txn, id + kNul + mailbox);
+}
+
+void PutLrights(Store::Db& db, DB_TXN* txn, std::string_view acl, const std::string& mailbox) {
+  for (const auto& [id, rights] : ParseAcl(acl)) db.Put(db.lright(), txn, id + kNul + mailbox, rights);
+}
+
+// Mailboxes outside `user`'s own whose ACL names `user` (found through lright.db).
+std::set<std::string> OtherMailboxesNaming(Store::Db& db, std::string_view user) {
+  std::set<std::string> out;
+  const std::string own = "user/" + std::string(user) + "/";
+  for (const std::string& id : {std::string(user), "-" + std::string(user)}) {
+    std::string prefix = id + kNul;
+    for (const std::string& key : ScanKeys(db, db.lright(), prefix)) {
+      std::string mailbox = key.substr(prefix.size());
+      if (!mailbox.starts_with(own)) out.insert(mailbox);
+    }
+  }
+  return out;
+}
+
+// peruser.db keys ("mailbox NUL reader") whose reader is `user`.
+std::vector<std::string> PerUserKeysOfReader(Store::Db& db, std::string_view user) {
+  std::vector<std::string> out;
+  for (std::string& key : ScanKeys(db, db.peruser(), "")) {
+    size_t nul = key.find('\0');
+    if (nul != std::string::npos && std::string_view(key).substr(nul + 1) == user) out.push_back(std::move(key));
+  }
+  return out;
+}
+
+// Inside a transaction: rewrites (or strips) `user` in the ACLs of `mailboxes`.
+void RewriteOtherAcls(Store::Db& db, DB_TXN* txn, const std::set<std::string>& mailboxes, std::string_view user,
+                      std::string_view new_user) {
+  for (const std::string& mailbox : mailboxes) {
+    std::string v;
+    if (!db.Get(db.folder(), txn, mailbox, &v, true)) continue;
+    FolderValue fv = DecodeFolder(v, mailbox);
+    std::string acl = RewriteAcl(fv.acl, user, new_user);
+    if (acl == fv.acl) continue;
+    DelLrights(db, txn, fv.acl, mailbox);
+    fv.acl = acl;
+    db.Put(db.folder(), txn, mailbox, EncodeFolder(fv));
+    PutLrights(db, txn, fv.acl, mailbox);
+  }
+}
+
+// --- folder directories ------------------------------------------------------------------------
+
+// A folder directory held open under an exclusive flock(2), released when destroyed.
+class LockedDir {
+ public:
+  LockedDir(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {
+    while (::flock(fd_.get(), LOCK_EX) != 0)
+      if (errno != EINTR) ThrowErrno("lock " + path_);
+  }
+  // nullptr when the directory does not exist.
+  static std::unique_ptr<LockedDir> TryOpen(const std::string& path) {
+    UniqueFd fd = TryOpenAt(AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0, path);
+    if (!fd.valid()) return nullptr;
+    return std::make_unique<LockedDir>(path, std::move(fd));
+  }
+  ~LockedDir() { ::flock(fd_.get(), LOCK_UN); }
+  LockedDir(const LockedDir&) = delete;
+  LockedDir& operator=(const LockedDir&) = delete;
+  int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  UniqueFd fd_;
+};
+
+// Each locked folder keeps a descriptor open: make sure `count` more fit under RLIMIT_NOFILE.
+void EnsureDescriptors(size_t count) {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("getrlimit");
+  rlim_t need = static_cast<rlim_t>(count) + 256;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+      Throw(Errc::kInvalidArgument, "locking " + std::to_string(count) + " folders at once needs " +
+                                        std::to_string(need) + " open files; the limit is " +
+                                        std::to_string(rl.rlim_max) + " (ulimit -n)");
+    rl.rlim_cur = need;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("setrlimit RLIMIT_NOFILE");
+  }
+}
+
+index::Contents ReadIndex(const LockedDir& dir, bool with_records) {
+  const std::string shown = dir.path() + "/store.idx";
+  UniqueFd idx = OpenAt(dir.fd(), "store.idx", O_RDONLY, 0, shown);
+  return index::Read(idx.get(), shown, with_records);
+}
+
+void UnlinkIfPresent(int dirfd, const std::string& name, int flags, const std::string& shown) {
+  if (::unlinkat(dirfd, name.c_str(), flags) != 0 && errno != ENOENT && errno != ENOTEMPTY && errno != EEXIST)
+    ThrowErrno("remove " + shown);
+}
+
+std::vector<std::string> DirEntries(int dirfd, const std::string& shown) {
+  int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) ThrowErrno("dup " + shown);
+  DIR* d = ::fdopendir(dup);
+  if (!d) {
+    int err = errno;
+    ::close(dup);
+    ThrowErrno("opendir " + shown, err);
+  }
+  ::rewinddir(d);
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(std::move(name));
+  }
+  ::closedir(d);
+  return names;
+}
+
+// Removes a folder's own files under its lock, keeping sub-folder directories ("+..."). store.idx
+// goes first: from then on every Folder handle still open on the directory (a delivery waiting
+// for the lock) fails instead of committing into a folder nobody can see. Then store.exp, the
+// bucket directories with their message files (unlinking a hard link only drops this name), and
+// temporary files.
+void RemoveFolderFiles(const LockedDir& dir) {
+  const std::string& path = dir.path();
+  UnlinkIfPresent(dir.fd(), "store.idx", 0, path + "/store.idx");
+  UnlinkIfPresent(dir.fd(), "store.exp", 0, path + "/store.exp");
+  for (const std::string& name : DirEntries(dir.fd(), path)) {
+    if (name[0] == '+') continue;
+    const std::string shown = path + "/" + name;
+    struct stat st;
+    if (::fstatat(dir.fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;
+      ThrowErrno("stat " + shown);
+    }
+    if (S_ISDIR(st.st_mode)) {
+      UniqueFd bucket = TryOpenAt(dir.fd(), name, O_RDONLY | O_DIRECTORY, 0, shown);
+      if (!bucket.valid()) continue;
+      for (const std::string& file : DirEntries(bucket.get(), shown))
+        UnlinkIfPresent(bucket.get(), file, 0, shown + "/" + file);
+      UnlinkIfPresent(dir.fd(), name, AT_REMOVEDIR, shown);
+    } else {
+      UnlinkIfPresent(dir.fd(), name, 0, shown);
+    }
+  }
+}
+
+// rmdir(2) `path` and then its parents while they are empty, stopping before `stop`.
+void RemoveEmptyDirs(std::string path, const std::string& stop) {
+  while (path.size() > stop.size() && path.starts_with(stop + "/")) {
+    if (::rmdir(path.c_str()) != 0) return;  // not empty (sub-folders, a delivery's file) or gone
+    path = Parent(path);
+  }
+}
+
+// After a user left a partition (deleted, renamed or moved): its directory there may still hold
+// the delivery gate user.lck when the user had no INBOX; remove it and the emptied directory.
+void RemoveUserDirectory(Store& store, std::string_view partition, std::string_view user) {
+  const std::string dir = FolderPath(store, partition, user, "INBOX");
+  UnlinkIfPresent(AT_FDCWD, dir + "/user.lck", 0, dir + "/user.lck");
+  RemoveEmptyDirs(dir, HashDirPath(store, partition, user));
+}
+
+// --- fingerprint ---------------------------------------------------------------------------------
+
+// Feeds the byte sequence of docs/store-format.md §3.5, one folder at a time in name order.
+class FingerprintBuilder {
+ public:
+  void AddFolder(std::string_view folder, const index::Header& h, const std::vector<std::string>& flag_names,
+                 std::vector<MessageMeta> messages) {
+    std::sort(messages.begin(), messages.end(), [](const MessageMeta& a, const MessageMeta& b) { return a.uid < b.uid; });
+    std::string s;
+    AppendU32(&s, static_cast<uint32_t>(folder.size()));
+    s.append(folder);
+    AppendU32(&s, h.uidvalidity);
+    AppendU32(&s, h.uidnext);
+    AppendU32(&s, h.count);
+    AppendU64(&s, h.bytes);
+    AppendU32(&s, static_cast<uint32_t>(flag_names.size()));
+    for (const std::string& name : flag_names) {
+      AppendU32(&s, static_cast<uint32_t>(name.size()));
+      s.append(name);
+    }
+    for (const MessageMeta& m : messages) {
+      AppendU32(&s, m.uid);
+      AppendU8(&s, m.flags);
+      AppendU64(&s, m.user_flags);
+      AppendU64(&s, m.size);
+      s.append(reinterpret_cast<const char*>(m.digest.bytes.data()), m.digest.bytes.size());
+    }
+    hasher_.Update(s.data(), s.size());
+    ++result_.folders;
+    result_.messages += h.count;
+    result_.bytes += h.bytes;
+  }
+  UserFingerprint Finish() {
+    result_.digest = hasher_.Final();
+    return result_;
+  }
+
+ private:
+  Hasher hasher_;
+  UserFingerprint result_;
+};
+
+std::string EncodeVerified(const VerifiedInfo& v) {
+  std::string s;
+  AppendU8(&s, kVerifiedVersion);
+  AppendU64(&s, static_cast<uint64_t>(v.verified_at));
+  s.append(reinterpret_cast<const char*>(v.fingerprint.digest.bytes.data()), 16);
+  AppendU32(&s, v.fingerprint.folders);
+  AppendU64(&s, v.fingerprint.messages);
+  AppendU64(&s, v.fingerprint.bytes);
+  AppendU16(&s, static_cast<uint16_t>(v.destination.size()));
+  s.append(v.destination);
+  return s;
+}
+
+VerifiedInfo DecodeVerified(std::string_view v, std::string_view user) {
+  constexpr size_t kFixed = 1 + 8 + 16 + 4 + 8 + 8 + 2;
+  auto bad = [&](const char* what) {
+    Throw(Errc::kCorrupt, "mboxlist: " + std::string(what) + " verified.db value for " + std::string(user));
+  };
+  if (v.empty() || static_cast<uint8_t>(v[0]) != kVerifiedVersion) bad("unknown version of the");
+  if (v.size() < kFixed) bad("truncated");
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(v.data());
+  VerifiedInfo info;
+  info.verified_at = static_cast<int64_t>(GetU64(p + 1));
+  std::copy(p + 9, p + 25, info.fingerprint.digest.bytes.begin());
+  info.fingerprint.folders = GetU32(p + 25);
+  info.fingerprint.messages = GetU64(p + 29);
+  info.fingerprint.bytes = GetU64(p + 37);
+  size_t n = GetU16(p + 45);
+  if (v.size() != kFixed + n) bad("truncated");
+  info.destination = std::string(v.substr(kFixed, n));
+  return info;
+}
+
+// Throws kTempFail unless `now` matches the recorded verification.
+void CheckVerified(std::string_view user, const std::optional<VerifiedInfo>& verified, const UserFingerprint& now) {
+  if (!verified)
+    Throw(Errc::kTempFail, "user " + std::string(user) +
+                               " has not been verified at a destination (run storemove verify, or use --force)");
+  if (verified->fingerprint != now)
+    Throw(Errc::kTempFail, "user " + std::string(user) + " changed since it was verified at " +
+                               verified->destination + " on " + IsoUtc(verified->verified_at) +
+                               " (verify again, or use --force)");
+}
+
+// --- relocation: the common core of rename and partition moves -----------------------------------
+
+// One folder of a rename or move.
+struct Relocation {
+  std::string src_user, src_folder, src_partition;
+  std::string dst_user, dst_folder, dst_partition;
+  std::string src_path, dst_path;
+  std::unique_ptr<LockedDir> src, dst;
+  FolderValue value;                  // the record, read under the lock
+  index::Contents contents;           // the source store.idx, read under the lock
+  std::vector<std::string> peruser;   // peruser.db keys of the source mailbox
+  std::vector<std::string> placed;    // entries made in the destination directory
+  std::set<std::string> buckets;      // bucket directories used in the destination
+  std::string SrcKey() const { return MailboxKey(src_user, src_folder); }
+  std::string DstKey() const { return MailboxKey(dst_user, dst_folder); }
+};
+
+// What changes about the user record itself (RenameUser, MoveUser).
+struct UserChange {
+  std::string old_user, new_user, partition;
+};
+
+// Copies a message file, checking its size and digest against the index record.
+void CopyMessage(const Relocation& r, const MessageMeta& m, const std::string& rel, const std::string& tmp,
+                 bool sync) {
+  const std::string from = r.src_path + "/" + rel, to = r.dst_path + "/" + tmp;
+  UniqueFd in = TryOpenAt(r.src->fd(), rel, O_RDONLY, 0, from);
+  if (!in.valid()) Throw(Errc::kCorrupt, "mailbox " + r.SrcKey() + ": message file missing: " + from);
+  UniqueFd out = OpenAt(r.dst->fd(), tmp, O_WRONLY | O_CREAT | O_EXCL, 0600, to);
+  Hasher hasher;
+  uint64_t size = 0;
+  std::string buf(1 << 20, '\0');
+  while (size_t n = ReadSome(in.get(), buf.data(), buf.size(), from)) {
+    hasher.Update(buf.data(), n);
+    WriteAll(out.get(), buf.data(), n, to);
+    size += n;
+  }
+  if (size != m.size || hasher.Final() != m.digest)
+    Throw(Errc::kCorrupt, "mailbox " + r.SrcKey() + ": " + from + " does not match its store.idx record (UID " +
+                              std::to_string(m.uid) + ")");
+  if (sync) Fsync(out.get(), to);
+}
+
+// Makes the destination folder complete: every message file (a hard link on the same
+// filesystem, else a verified copy), then store.idx and store.exp. No record names the
+// destination yet, so none of this is visible.
+void Stage(Relocation& r, bool sync) {
+  struct stat src_st, dst_st;
+  if (::fstat(r.src->fd(), &src_st) != 0) ThrowErrno("stat " + r.src_path);
+  if (::fstat(r.dst->fd(), &dst_st) != 0) ThrowErrno("stat " + r.dst_path);
+  const bool same_fs = src_st.st_dev == dst_st.st_dev;
+  const std::string tmp_prefix = "tmp." + std::to_string(::getpid()) + ".";
+  for (const MessageMeta& m : r.contents.records) {
+    const std::string rel = MessageRelPath(m.uid);
+    const std::string bucket = rel.substr(0, rel.find('/'));
+    if (r.buckets.insert(bucket).second && ::mkdirat(r.dst->fd(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
+      ThrowErrno("mkdir " + r.dst_path + "/" + bucket);
+    const std::string tmp = tmp_prefix + RandomToken();
+    try {
+      bool linked = false;
+      if (same_fs) {
+        if (::linkat(r.src->fd(), rel.c_str(), r.dst->fd(), tmp.c_str(), 0) == 0) {
+          linked = true;
+        } else if (errno == ENOENT) {
+          Throw(Errc::kCorrupt, "mailbox " + r.SrcKey() + ": message file missing: " + r.src_path + "/" + rel);
+        } else if (errno != EMLINK) {
+          ThrowErrno("link " + r.src_path + "/" + rel + " to " + r.dst_path + "/" + tmp);
+        }
+      }
+      if (!linked) CopyMessage(r, m, rel, tmp, sync);
+      // rename(2) replaces a leftover file of an earlier, interrupted operation.
+      if (::renameat(r.dst->fd(), tmp.c_str(), r.dst->fd(), rel.c_str()) != 0)
+        ThrowErrno("rename " + r.dst_path + "/" + tmp + " to " + rel);
+    } catch (...) {
+      ::unlinkat(r.dst->fd(), tmp.c_str(), 0);
+      throw;
+    }
+    r.placed.push_back(rel);
+  }
+  if (sync) {
+    for (const std::string& b : r.buckets) {
+      UniqueFd bfd = OpenAt(r.dst->fd(), b, O_RDONLY | O_DIRECTORY, 0, r.dst_path + "/" + b);
+      Fsync(bfd.get(), r.dst_path + "/" + b);
+    }
+  }
+  r.placed.push_back("store.idx");
+  index::WriteNew(r.dst_path + "/store.idx", r.contents, sync);
+  index::Contents exp;
+  exp.header = r.contents.header;
+  r.placed.push_back("store.exp");
+  index::WriteNew(r.dst_path + "/store.exp", exp, sync);
+  if (sync) Fsync(r.dst->fd(), r.dst_path);
+}
+
+// Undoes Stage() after a failure before the commit point. Only what this operation placed is
+// removed, under the destination lock, so a folder created meanwhile cannot be harmed.
+void Unstage(Relocation& r) noexcept {
+  if (!r.dst) return;
+  for (const std::string& name : r.placed) ::unlinkat(r.dst->fd(), name.c_str(), 0);
+  for (const std::string& b : r.buckets) ::unlinkat(r.dst->fd(), b.c_str(), AT_REMOVEDIR);
+}
+
+// Moves `moves` (and the user record, when `user_change`) with one transaction as the commit
+// point. See docs/store-format.md §6.8.
+void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* user_change) {
+  Store::Db& db = store.db();
+  const bool sync = store.durability() == Durability::kBatch;
+  std::set<std::string> src_paths;
+  for (Relocation& r : moves) {
+    r.src_path = FolderPath(store, r.src_partition, r.src_user, r.src_folder);
+    r.dst_path = FolderPath(store, r.dst_partition, r.dst_user, r.dst_folder);
+    src_paths.insert(r.src_path);
+  }
+  for (const Relocation& r : moves)  // one process locking one directory twice would wait forever
+    if (src_paths.count(r.dst_path)) Throw(Errc::kExists, "mailbox " + r.DstKey() + " is one of those being moved");
+  EnsureDescriptors(2 * moves.size());
+
+  for (Relocation& r : moves) {
+    r.src = LockedDir::TryOpen(r.src_path);
+    if (!r.src) Throw(Errc::kCorrupt, "mailbox " + r.SrcKey() + ": directory missing at " + r.src_path);
+    std::string v;
+    bool found = false;
+    db.Txn([&](DB_TXN* txn) { found = db.Get(db.folder(), txn, r.SrcKey(), &v); });
+    if (!found) Throw(Errc::kTempFail, "mailbox " + r.SrcKey() + " was deleted meanwhile; nothing changed");
+    r.value = DecodeFolder(v, r.SrcKey());
+    if (r.value.partition != r.src_partition)
+      Throw(Errc::kTempFail, "mailbox " + r.SrcKey() + " was moved meanwhile; nothing changed");
+    r.contents = ReadIndex(*r.src, true);
+    r.peruser = ScanKeys(db, db.peruser(), r.SrcKey() + kNul);
+  }
+  std::vector<std::string> subscriptions;
+  std::vector<std::string> reader_keys;
+  std::set<std::string> acl_refs;
+  const bool renames_user = user_change && user_change->old_user != user_change->new_user;
+  if (renames_user) {
+    subscriptions = ScanKeys(db, db.subscr(), user_change->old_user + kNul);
+    reader_keys = PerUserKeysOfReader(db, user_change->old_user);
+    acl_refs = OtherMailboxesNaming(db, user_change->old_user);
+  }
+  // A user's own mailbox names move with the user: "user/joe/x" -> "user/jim/x".
+  auto renamed_mailbox = [&](const std::string& mailbox) {
+    std::string own = "user/" + user_change->old_user + "/";
+    return mailbox.starts_with(own) ? "user/" + user_change->new_user + "/" + mailbox.substr(own.size()) : mailbox;
+  };
+
+  std::string old_partition;  // the user's, before the change
+  try {
+    for (Relocation& r : moves) {
+      MakeDirs(r.dst_path, 0700);
+      r.dst = std::make_unique<LockedDir>(r.dst_path, OpenFile(r.dst_path, O_RDONLY | O_DIRECTORY));
+      if (r.DstKey() != r.SrcKey()) {
+        std::string v;
+        bool found = false;
+        db.Txn([&](DB_TXN* txn) { found = db.Get(db.folder(), txn, r.DstKey(), &v); });
+        if (found) Throw(Errc::kExists, "mailbox " + r.DstKey() + " exists");
+      }
+    }
+    for (Relocation& r : moves) Stage(r, sync);
+    db.Txn(
+        [&](DB_TXN* txn) {
+          for (const Relocation& r : moves) {
+            const std::string src_key = r.SrcKey(), dst_key = r.DstKey();
+            FolderValue fv = r.value;
+            fv.partition = r.dst_partition;
+            if (renames_user) fv.acl = RewriteAcl(fv.acl, user_change->old_user, user_change->new_user);
+            DelLrights(db, txn, r.value.acl, src_key);
+            if (dst_key != src_key) {
+              db.Del(db.folder(), txn, src_key);
+              if (!db.PutNew(db.folder(), txn, dst_key, EncodeFolder(fv)))
+                Throw(Errc::kExists, "mailbox " + dst_key + " exists");
+            } else {
+              db.Put(db.folder(), txn, dst_key, EncodeFolder(fv));
+            }
+            PutLrights(db, txn, fv.acl, dst_key);
+            for (const std::string& key : r.peruser) {
+              std::string data;
+              if (!db.Get(db.peruser(), txn, key, &data, true)) continue;
+              db.Del(db.peruser(), txn, key);
+              db.Put(db.peruser(), txn, dst_key + key.substr(src_key.size()), data);
+            }
+            if (!user_change && dst_key != src_key) {  // the owner's subscription follows the rename
+              std::string sub = r.src_user + kNul + src_key, unused;
+              if (db.Get(db.subscr(), txn, sub, &unused, true)) {
+                db.Del(db.subscr(), txn, sub);
+                db.Put(db.subscr(), txn, r.dst_user + kNul + dst_key, "");
+              }
+            }
+          }
+          if (!user_change) return;
+          std::string v;
+          if (!db.Get(db.users(), txn, user_change->old_user, &v, true))
+            Throw(Errc::kTempFail, "user " + user_change->old_user + " was deleted meanwhile; nothing changed");
+          UserValue u = DecodeUser(v, user_change->old_user);
+          old_partition = u.partition;
+          u.partition = user_change->partition;
+          if (!renames_user) {
+            db.Put(db.users(), txn, user_change->old_user, EncodeUser(u));
+            return;
+          }
+          if (!db.PutNew(db.users(), txn, user_change->new_user, EncodeUser(u)))
+            Throw(Errc::kExists, "user " + user_change->new_user + " exists");
+          db.Del(db.users(), txn, user_change->old_user);
+          if (db.Get(db.quota(), txn, user_change->old_user, &v, true)) {
+            db.Del(db.quota(), txn, user_change->old_user);
+            db.Put(db.quota(), txn, user_change->new_user, v);
+          }
+          db.Del(db.verified(), txn, user_change->old_user);  // it described the old name
+          for (const std::string& key : subscriptions) {
+            std::string mailbox = key.substr(user_change->old_user.size() + 1);
+            db.Del(db.subscr(), txn, key);
+            db.Put(db.subscr(), txn, user_change->new_user + kNul + renamed_mailbox(mailbox), "");
+          }
+          for (const std::string& key : reader_keys) {
+            std::string data;
+            if (!db.Get(db.peruser(), txn, key, &data, true)) continue;
+            db.Del(db.peruser(), txn, key);
+            db.Put(db.peruser(), txn, key.substr(0, key.find('\0')) + kNul + user_change->new_user, data);
+          }
+          RewriteOtherAcls(db, txn, acl_refs, user_change->old_user, user_change->new_user);
+        },
+        true);
+  } catch (...) {
+    for (Relocation& r : moves) {
+      Unstage(r);
+      if (r.dst) RemoveEmptyDirs(r.dst_path, HashDirPath(store, r.dst_partition, r.dst_user));
+    }
+    throw;
+  }
+
+  // Committed: the old files are invisible now. Children before parents, so that emptied
+  // directories can go.
+  for (auto r = moves.rbegin(); r != moves.rend(); ++r) {
+    RemoveFolderFiles(*r->src);
+    std::string stop = user_change ? HashDirPath(store, r->src_partition, r->src_user)
+                                   : FolderPath(store, r->src_partition, r->src_user, "INBOX");
+    RemoveEmptyDirs(r->src_path, stop);
+  }
+  if (user_change) {
+    const bool left = renames_user ? !store.FindUser(user_change->old_user) : old_partition != user_change->partition;
+    if (left) RemoveUserDirectory(store, old_partition, user_change->old_user);
+  }
+}
+
+std::vector<Relocation> UserRelocations(Store& store, std::string_view user, std::string_view new_user,
+                                        std::string_view partition) {
+  Store::Db& db = store.db();
+  std::vector<Relocation> moves;
+  const std::string prefix = "user/" + std::string(user) + "/";
+  for (const auto& [key, value] : ScanAll(db, db.folder(), prefix)) {
+    FolderValue fv = DecodeFolder(value, key);
+    Relocation r;
+    r.src_user = std::string(user);
+    r.src_folder = key.substr(prefix.size());
+    r.src_partition = fv.partition;
+    r.dst_user = std::string(new_user);
+    r.dst_folder = r.src_folder;
+    r.dst_partition = partition.empty() ? fv.partition : std::string(partition);
+    if (r.src_user == r.dst_user && r.src_partition == r.dst_partition) continue;
+    moves.push_back(std::move(r));
+  }
+  return moves;
+}
+
+void RequirePartition(Store& store, std::string_view partition) {
+  ValidatePartitionName(partition);
+  if (!IsDirectory(store.PartitionPath(partition) + "/=user"))
+    Throw(Errc::kNotFound, "store " + store.root() + ": no partition '" + std::string(partition) + "'");
+}
+
+UserInfo RequireUser(Store& store, std::string_view user) {
+  std::optional<UserInfo> info = store.FindUser(user);
+  if (!info) Throw(Errc::kNotFound, "no such user: " + std::string(user));
+  return *info;
+}
+
+}  // namespace
+
+AdminTarget ParseAdminTarget(std::string_view name) {
+  if (name.starts_with("user/") && name.find('/', 5) == std::string_view::npos) {
+    ValidateUserId(name.substr(5));
+    return {std::string(name.substr(5)), ""};
+  }
+  if (name.starts_with("user/")) {
+    auto [user, folder] = ParseMailboxName(name);
+    return {user, NormalizeFolder(folder)};
+  }
+  ValidateUserId(name);  // a bare user id: no '/' can pass
+  return {std::string(name), ""};
+}
+
+// --- verification record --------------------------------------------------------------------------
+
+UserFingerprint FingerprintUser(Store& store, std::string_view user) {
+  ValidateUserId(user);
+  FingerprintBuilder builder;
+  for (const FolderInfo& info : store.ListFolders(user)) {
+    FolderSnapshot snap = store.OpenFolder(user, info.folder)->Snapshot();
+    index::Header h;
+    h.uidvalidity = snap.info.uidvalidity;
+    h.uidnext = snap.info.uidnext;
+    h.count = snap.info.count;
+    h.bytes = snap.info.bytes;
+    builder.AddFolder(snap.info.folder, h, snap.info.user_flag_names, std::move(snap.messages));
+  }
+  return builder.Finish();
+}
+
+void RecordVerified(Store& store, std::string_view user, std::string_view destination) {
+  RequireUser(store, user);
+  if (destination.size() > UINT16_MAX) Throw(Errc::kInvalidArgument, "verification destination longer than 65535 bytes");
+  VerifiedInfo info{std::string(destination), Now(), FingerprintUser(store, user)};
+  Store::Db& db = store.db();
+  db.Txn([&](DB_TXN* txn) { db.Put(db.verified(), txn, user, EncodeVerified(info)); }, true);
+}
+
+void RecordVerified(Store& store, std::string_view user, std::string_view destination,
+                    const UserFingerprint& before_comparison) {
+  RequireUser(store, user);
+  if (destination.size() > UINT16_MAX) Throw(Errc::kInvalidArgument, "verification destination longer than 65535 bytes");
+  VerifiedInfo info{std::string(destination), Now(), FingerprintUser(store, user)};
+  if (info.fingerprint != before_comparison)
+    Throw(Errc::kTempFail, "user " + std::string(user) + " changed while it was being verified; verify again");
+  Store::Db& db = store.db();
+  db.Txn([&](DB_TXN* txn) { db.Put(db.verified(), txn, user, EncodeVerified(info)); }, true);
+}
+
+std::optional<VerifiedInfo> GetVerified(Store& store, std::string_view user) {
+  ValidateUserId(user);
+  Store::Db& db = store.db();
+  std::string v;
+  bool found = false;
+  db.Txn([&](DB_TXN* txn) { found = db.Get(db.verified(), txn, user, &v); });
+  if (!found) return std::nullopt;
+  return DecodeVerified(v, user);
+}
+
+bool VerifiedAndUnchanged(Store& store, std::string_view user) {
+  std::optional<VerifiedInfo> verified = GetVerified(store, user);
+  return verified && verified->fingerprint == FingerprintUser(store, user);
+}
+
+void RequireVerifiedAndUnchanged(Store& store, std::string_view user) {
+  std::optional<VerifiedInfo> verified = GetVerified(store, user);
+  CheckVerified(user, verified, verified ? FingerprintUser(store, user) : UserFingerprint{});
+}
+
+// --- deletion ---------------------------------------------------------------------------------------
+
+std::string DeleteFolder(Store& store, std::string_view user, std::string_view folder) {
+  ValidateUserId(user);
+  ValidateFolderName(folder);
+  const std::string name = NormalizeFolder(folder);
+  const std::string key = MailboxKey(user, name);
+  if (name == "INBOX")
+    Throw(Errc::kInvalidArgument, "mailbox " + key + ": the INBOX is not deleted on its own; delete the user " +
+                                      std::string(user) + " instead");
+  Store::Db& db = store.db();
+  std::string v;
+  bool found = false;
+  db.Txn([&](DB_TXN* txn) { found = db.Get(db.folder(), txn, key, &v); });
+  if (!found) Throw(Errc::kNotFound, "no such mailbox: " + key);
+  const FolderValue fv = DecodeFolder(v, key);
+  const std::string path = FolderPath(store, fv.partition, user, name);
+
+  // Under the lock no delivery can commit, so the header's byte count is what the quota holds
+  // for this folder and goes down in the same transaction as the record.
+  std::unique_ptr<LockedDir> dir = LockedDir::TryOpen(path);
+  uint64_t bytes = 0;
+  bool bytes_known = false;
+  if (dir) {
+    try {
+      bytes = ReadIndex(*dir, false).header.bytes;
+      bytes_known = true;
+    } catch (const Error& e) {
+      if (e.code() != Errc::kCorrupt && e.code() != Errc::kNotFound) throw;
+    }
+  }
+  std::vector<std::string> peruser = ScanKeys(db, db.peruser(), key + kNul);
+  db.Txn(
+      [&](DB_TXN* txn) {
+        std::string current;
+        if (!db.Get(db.folder(), txn, key, &current, true)) Throw(Errc::kNotFound, "no such mailbox: " + key);
+        DelLrights(db, txn, DecodeFolder(current, key).acl, key);
+        db.Del(db.folder(), txn, key);
+        for (const std::string& k : peruser) db.Del(db.peruser(), txn, k);
+        std::string q;
+        if (bytes && db.Get(db.quota(), txn, user, &q, true)) {
+          auto [limit, used] = DecodeQuota(q, user);
+          db.Put(db.quota(), txn, user, EncodeQuota(limit, used > bytes ? used - bytes : 0));
+        }
+      },
+      true);
+  if (dir) {
+    RemoveFolderFiles(*dir);
+    RemoveEmptyDirs(path, FolderPath(store, fv.partition, user, "INBOX"));
+    dir.reset();
+  }
+  if (!bytes_known) store.RecomputeQuota(user);  // no readable index: count what is left instead
+  return key;
+}
+
+std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteUserOptions options) {
+  ValidateUserId(user);
+  const UserInfo info = RequireUser(store, user);
+  Store::Db& db = store.db();
+
+  // Hold first: the MTA keeps new mail for the user queued instead of delivering (or, with
+  // deliver --create, recreating folders) while the user is being deleted.
+  const bool was_held = info.status.state == UserState::kHold;
+  if (!was_held) store.SetUserStatus(user, UserStatus{UserState::kHold, ""});
+
+  struct Doomed {
+    std::string key, folder, path;
+    FolderValue value;
+    std::unique_ptr<LockedDir> dir;
+  };
+  std::vector<Doomed> doomed;
+  const std::string prefix = "user/" + std::string(user) + "/";
+  try {
+    for (auto& [key, value] : ScanAll(db, db.folder(), prefix)) {
+      Doomed d;
+      d.folder = key.substr(prefix.size());
+      d.value = DecodeFolder(value, key);
+      d.path = FolderPath(store, d.value.partition, user, d.folder);
+      d.key = std::move(key);
+      doomed.push_back(std::move(d));
+    }
+    EnsureDescriptors(doomed.size());
+    // With every folder locked nothing can change, so the fingerprint compared with the
+    // verification record is exactly what gets deleted.
+    FingerprintBuilder builder;
+    for (Doomed& d : doomed) {
+      d.dir = LockedDir::TryOpen(d.path);
+      if (options.force) continue;
+      if (!d.dir) Throw(Errc::kCorrupt, "mailbox " + d.key + ": directory missing at " + d.path + " (use --force)");
+      index::Contents c = ReadIndex(*d.dir, true);
+      builder.AddFolder(d.folder, c.header, c.user_flag_names, std::move(c.records));
+    }
+    if (!options.force) CheckVerified(user, GetVerified(store, user), builder.Finish());
+
+    std::vector<std::string> subscriptions = ScanKeys(db, db.subscr(), std::string(user) + kNul);
+    std::vector<std::string> peruser = PerUserKeysOfReader(db, user);
+    for (const Doomed& d : doomed) {
+      std::vector<std::string> keys = ScanKeys(db, db.peruser(), d.key + kNul);
+      peruser.insert(peruser.end(), keys.begin(), keys.end());
+    }
+    std::set<std::string> acl_refs = OtherMailboxesNaming(db, user);
+    db.Txn(
+        [&](DB_TXN* txn) {
+          std::string v;
+          if (!db.Get(db.users(), txn, user, &v, true)) Throw(Errc::kNotFound, "no such user: " + std::string(user));
+          db.Del(db.users(), txn, user);
+          db.Del(db.quota(), txn, user);
+          db.Del(db.verified(), txn, user);
+          for (const Doomed& d : doomed) {
+            if (!db.Get(db.folder(), txn, d.key, &v, true)) continue;
+            DelLrights(db, txn, DecodeFolder(v, d.key).acl, d.key);
+            db.Del(db.folder(), txn, d.key);
+          }
+          for (const std::string& k : subscriptions) db.Del(db.subscr(), txn, k);
+          for (const std::string& k : peruser) db.Del(db.peruser(), txn, k);
+          RewriteOtherAcls(db, txn, acl_refs, user, "");
+        },
+        true);
+  } catch (...) {
+    doomed.clear();  // unlock before touching the user record again
+    if (!was_held) {
+      try {
+        store.SetUserStatus(user, info.status);
+      } catch (const Error&) {
+        // the original failure is the one to report; the user stays on hold
+      }
+    }
+    throw;
+  }
+
+  std::vector<std::string> deleted;
+  for (auto d = doomed.rbegin(); d != doomed.rend(); ++d) {
+    if (d->dir) {
+      RemoveFolderFiles(*d->dir);
+      RemoveEmptyDirs(d->path, HashDirPath(store, d->value.partition, user));
+      d->dir.reset();
+    }
+    deleted.push_back(d->key);
+  }
+  if (!store.FindUser(user)) RemoveUserDirectory(store, info.partition, user);  // unless created again
+  return deleted;
+}
+
+// --- rename and moves -------------------------------------------------------------------------------
+
+std::vector<Renamed> RenameFolder(Store& store, std::string_view user, std::string_view old_folder,
+                                  std::string_view new_folder) {
+  ValidateUserId(user);
+  ValidateFolderName(old_folder);
+  ValidateFolderName(new_folder);
+  const std::string from = NormalizeFolder(old_folder), to = NormalizeFolder(new_folder);
+  const std::string from_key = MailboxKey(user, from), to_key = MailboxKey(user, to);
+  if (from == "INBOX")
+    Throw(Errc::kInvalidArgument, "mailbox " + from_key +
+                                      ": renaming the INBOX is refused (IMAP would move its messages into a new "
+                                      "folder); to rename the user give user/" + std::string(user) + " as the name");
+  if (from == to) Throw(Errc::kInvalidArgument, "mailbox " + from_key + ": old and new names are the same");
+  if (to.starts_with(from + "/"))
+    Throw(Errc::kInvalidArgument, "mailbox " + from_key + " cannot be renamed into itself (" + to_key + ")");
+  RequireUser(store, user);
+  Store::Db& db = store.db();
+
+  std::vector<Relocation> moves;
+  for (const auto& [key, value] : ScanAll(db, db.folder(), from_key)) {
+    if (key != from_key && !key.starts_with(from_key + "/")) continue;  // "Old2" is not a child of "Old"
+    FolderValue fv = DecodeFolder(value, key);
+    Relocation r;
+    r.src_user = r.dst_user = std::string(user);
+    r.src_folder = key.substr(("user/" + std::string(user) + "/").size());
+    r.src_partition = r.dst_partition = fv.partition;
+    r.dst_folder = to + r.src_folder.substr(from.size());
+    ValidateFolderName(r.dst_folder);
+    moves.push_back(std::move(r));
+  }
+  if (moves.empty() || moves.front().src_folder != from) Throw(Errc::kNotFound, "no such mailbox: " + from_key);
+  for (const Relocation& r : moves) {
+    std::string v;
+    bool found = false;
+    db.Txn([&](DB_TXN* txn) { found = db.Get(db.folder(), txn, r.DstKey(), &v); });
+    if (found) Throw(Errc::kExists, "mailbox " + r.DstKey() + " exists");
+  }
+  Relocate(store, moves, nullptr);
+  std::vector<Renamed> out;
+  for (const Relocation& r : moves) out.push_back({r.SrcKey(), r.DstKey()});
+  return out;
+}
+
+std::vector<Renamed> RenameUser(Store& store, std::string_view old_user, std::string_view new_user,
+                                std::string_view partition) {
+  ValidateUserId(old_user);
+  ValidateUserId(new_user);
+  if (!partition.empty()) RequirePartition(store, partition);
+  if (old_user == new_user) Throw(Errc::kInvalidArgument, "user " + std::string(old_user) + ": old and new names are the same");
+  UserInfo info = RequireUser(store, old_user);
+  if (store.FindUser(new_user)) Throw(Errc::kExists, "user " + std::string(new_user) + " exists");
+  std::vector<Relocation> moves = UserRelocations(store, old_user, new_user, partition);
+  UserChange change{std::string(old_user), std::string(new_user), partition.empty() ? info.partition : std::string(partition)};
+  Relocate(store, moves, &change);
+  std::vector<Renamed> out;
+  for (const Relocation& r : moves) out.push_back({r.SrcKey(), r.DstKey()});
+  return out;
+}
+
+bool MoveUser(Store& store, std::string_view user, std::string_view partition) {
+  ValidateUserId(user);
+  RequirePartition(store, partition);
+  UserInfo info = RequireUser(store, user);
+  std::vector<Relocation> moves = UserRelocations(store, user, user, partition);
+  if (moves.empty() && info.partition == partition) return false;
+  UserChange change{std::string(user), std::string(user), std::string(partition)};
+  Relocate(store, moves, &change);
+  return true;
+}
+
+}  // namespace storemove::store

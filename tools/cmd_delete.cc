@@ -1,0 +1,68 @@
+// storemove delete: deletes users and mailboxes (Sun's mboxutil -d). A user is deleted only
+// when its mailboxes were verified at a destination and have not changed since (storemove
+// verify records that), unless --force; a single mailbox is ordinary admin work and unguarded.
+#include <cstdio>
+
+#include "store/admin.h"
+#include "tools/commands.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+namespace {
+
+struct DeleteOptions {
+  std::string store_dir;
+  std::vector<std::string> names;
+  bool force = false;
+};
+
+void PrintError(std::string message) {
+  for (char& c : message)
+    if (c == '\n' || c == '\r') c = ' ';
+  std::fprintf(stderr, "storemove: %s\n", message.c_str());
+}
+
+int RunDelete(const DeleteOptions& options) {
+  // Every name is checked before anything is deleted: one bad name deletes nothing.
+  std::vector<store::AdminTarget> targets;
+  for (const std::string& name : options.names) targets.push_back(store::ParseAdminTarget(name));
+  auto store = OpenStore(options.store_dir);
+
+  int status = 0;
+  for (const store::AdminTarget& target : targets) {
+    try {
+      if (target.whole_user()) {
+        for (const std::string& mailbox : store::DeleteUser(*store, target.user, {options.force}))
+          std::printf("deleted %s\n", mailbox.c_str());
+        std::printf("deleted user %s\n", target.user.c_str());
+      } else {
+        std::printf("deleted %s\n", store::DeleteFolder(*store, target.user, target.folder).c_str());
+      }
+      std::fflush(stdout);
+    } catch (const Error& e) {
+      PrintError(e.what());
+      if (status == 0) status = ExitStatus(e.code());
+    }
+  }
+  return status;
+}
+
+}  // namespace
+
+void AddDeleteCommand(CLI::App& root, Action* chosen) {
+  auto options = std::make_shared<DeleteOptions>();
+  CLI::App* command = root.add_subcommand(
+      "delete", "delete users (only once verified at a destination, unless --force) and mailboxes (mboxutil -d)");
+  AddStoreOption(command, &options->store_dir);
+  command->add_option("names", options->names, "a user (joe or user/joe) or one mailbox (user/joe/Sent)")
+      ->required()
+      ->type_name("USER|MAILBOX");
+  command->add_flag("--force", options->force, "delete users even if not verified, or changed since verified");
+  command->footer(
+      "Exit status: 0 all deleted; 64 a bad name (nothing deleted); 66 no such user or mailbox; 75 a user was "
+      "refused because it has not been verified, or changed since it was verified at a destination. One line "
+      "per deleted object on stdout, one per error on stderr; the first error's status is returned.");
+  command->callback([options, chosen] { *chosen = [options] { return RunDelete(*options); }; });
+}
+
+}  // namespace storemove::tools
