@@ -51,6 +51,8 @@ void AppendStr32(std::string* s, std::string_view v) {
 }
 
 constexpr uint8_t kValueVersion = 1;
+// folder.db key (outside the "user/" key space) of the last UIDVALIDITY handed out.
+constexpr std::string_view kUidValidityKey = "#uidvalidity";
 
 }  // namespace
 
@@ -367,6 +369,22 @@ void ReadIndexHeader(const std::string& dir, FolderInfo* info) {
 
 }  // namespace
 
+// A listing reads the record, then the index: a folder deleted or moved in between is skipped
+// (its record is gone) rather than reported as damaged.
+bool Store::ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info) {
+  try {
+    ReadIndexHeader(dir, info);
+    return true;
+  } catch (const Error& e) {
+    if (e.code() != Errc::kCorrupt && e.code() != Errc::kNotFound) throw;
+    std::string v;
+    bool still = false;
+    db_->Txn([&](DB_TXN* txn) { still = db_->Get(db_->folder(), txn, key, &v); });
+    if (still && DecodeFolder(v, key).partition == info->partition) throw;
+    return false;
+  }
+}
+
 std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_view folder) {
   ValidateUserId(user);
   ValidateFolderName(folder);
@@ -398,7 +416,8 @@ std::vector<FolderInfo> Store::ListFolders(std::string_view user) {
     info.partition = fv.partition;
     info.created = fv.created;
     info.acl = fv.acl;
-    ReadIndexHeader(PartitionPath(fv.partition) + "/" + FolderRelPath(user, info.folder), &info);
+    if (!ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, info.folder), key, &info))
+      return true;
     out.push_back(std::move(info));
     return true;
   });
@@ -415,7 +434,8 @@ void Store::ForEachFolder(const std::function<void(const FolderInfo&)>& fn) {
     info.partition = fv.partition;
     info.created = fv.created;
     info.acl = fv.acl;
-    ReadIndexHeader(PartitionPath(fv.partition) + "/" + FolderRelPath(user, folder), &info);
+    if (!ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, folder), key, &info))
+      return true;
     fn(info);
     return true;
   });
@@ -482,13 +502,30 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
     if (!found) {
       const bool sync = options_.durability == Durability::kBatch;
-      index::Header h = WriteEmptyFolderFiles(path, uidvalidity, sync);
+      index::Header h = WriteEmptyFolderFiles(path, uidvalidity ? uidvalidity : NextUidValidity(), sync);
       if (sync) Fsync(dir.get(), path);
       FolderValue fv{h.uidvalidity, h.created, info->partition, ""};
       db_->Txn([&](DB_TXN* txn) { db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
     }
   }
   return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
+}
+
+uint32_t Store::NextUidValidity() {
+  // The current time, but strictly above every value handed out before: a mailbox deleted and
+  // re-created within one second still gets a new UIDVALIDITY (RFC 3501 2.3.1.1).
+  uint32_t out = 0;
+  db_->Txn([&](DB_TXN* txn) {
+    std::string v;
+    uint32_t last = db_->Get(db_->folder(), txn, kUidValidityKey, &v, true) && v.size() == 4
+                        ? GetU32(reinterpret_cast<const uint8_t*>(v.data()))
+                        : 0;
+    out = std::max<uint32_t>(static_cast<uint32_t>(std::max<int64_t>(Now(), 1)), last + 1);
+    std::string nv;
+    AppendU32(&nv, out);
+    db_->Put(db_->folder(), txn, kUidValidityKey, nv);
+  });
+  return out;
 }
 
 std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, std::string_view folder,
@@ -504,7 +541,8 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
   UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
   {
     DirLock lock(dir.get(), path);
-    WriteEmptyFolderFiles(path, uidvalidity, options_.durability == Durability::kBatch);
+    WriteEmptyFolderFiles(path, uidvalidity ? uidvalidity : NextUidValidity(),
+                          options_.durability == Durability::kBatch);
   }
   return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
 }

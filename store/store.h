@@ -282,6 +282,8 @@ class Store {
 
  private:
   Store(std::string root, StoreOptions options);
+  uint32_t NextUidValidity();
+  bool ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info);
   std::string root_;
   std::string store_id_;
   StoreOptions options_;
