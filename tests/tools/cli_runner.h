@@ -1,0 +1,84 @@
+// Runs the real storemove binary (STOREMOVE_BIN) with arguments and stdin, capturing its exit
+// status, stdout and stderr through temporary files (no pipes, so no deadlock on big output).
+#pragma once
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tests/support/temp_dir.h"
+
+namespace storemove::testing {
+
+struct CliResult {
+  int status = -1;  // exit status, or 128 + signal number
+  std::string out;
+  std::string err;
+  std::string Describe() const { return "exit " + std::to_string(status) + "\nstdout:\n" + out + "\nstderr:\n" + err; }
+};
+
+inline std::string SlurpFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// `env` entries are "NAME=value"; STOREMOVE_STORE is always cleared first so the caller's
+// environment cannot leak into a test. `stdin_path` (if not empty) is a file fed as stdin.
+inline CliResult RunCliWithStdinFile(const std::vector<std::string>& args, const std::string& stdin_path,
+                                     const std::vector<std::string>& env = {}) {
+  TempDir io;
+  const std::string in_path = stdin_path.empty() ? io / "stdin" : stdin_path;
+  if (stdin_path.empty()) std::ofstream(in_path, std::ios::binary).flush();
+  const std::string out_path = io / "stdout", err_path = io / "stderr";
+  std::vector<std::string> argv_storage = {STOREMOVE_BIN};
+  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_storage) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    int in = ::open(in_path.c_str(), O_RDONLY);
+    int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (in < 0 || out < 0 || err < 0) ::_exit(126);
+    ::dup2(in, 0);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    ::unsetenv("STOREMOVE_STORE");
+    for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int wstatus = 0;
+  while (::waitpid(pid, &wstatus, 0) < 0) {
+    if (errno != EINTR) throw std::runtime_error("waitpid failed");
+  }
+  CliResult r;
+  r.status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+  r.out = SlurpFile(out_path);
+  r.err = SlurpFile(err_path);
+  return r;
+}
+
+inline CliResult RunCli(const std::vector<std::string>& args, const std::string& stdin_data = "",
+                        const std::vector<std::string>& env = {}) {
+  TempDir io;
+  const std::string in_path = io / "stdin-data";
+  std::ofstream(in_path, std::ios::binary) << stdin_data;
+  return RunCliWithStdinFile(args, in_path, env);
+}
+
+}  // namespace storemove::testing

@@ -1,0 +1,514 @@
+// End-to-end tests of the storemove CLI: the real binary, run as an MTA or an administrator would.
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "store/store.h"
+#include "tests/support/temp_dir.h"
+#include "tests/tools/cli_runner.h"
+#include "util/fs.h"
+
+namespace storemove::tools {
+namespace {
+
+using storemove::testing::CliResult;
+using storemove::testing::RunCli;
+using storemove::testing::TempDir;
+namespace fs = std::filesystem;
+
+constexpr int kUsage = 64, kDataErr = 65, kNoInput = 66, kNoUser = 67, kTempFail = 75;
+
+std::string Message(const std::string& subject, const std::string& body) {
+  return "From: Bob <bob@example.net>\r\nTo: alice@example.com\r\nSubject: " + subject +
+         "\r\nDate: Tue, 02 Jul 2024 08:30:00 +0000\r\nMessage-ID: <" + subject + "@example.net>\r\n\r\n" + body +
+         "\r\n";
+}
+
+bool IsOneErrorLine(const CliResult& r) {
+  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
+}
+
+// Everything observable about a store: users (status, quota), mailboxes (counts, bytes, next UID)
+// and every file below the partitions (so a stray temporary file shows up too).
+std::string StoreState(const std::string& root) {
+  std::ostringstream s;
+  auto store = store::Store::Open(root);
+  store->ForEachUser([&](const store::UserInfo& u) {
+    s << "user " << u.user << " " << u.partition << " " << u.status.ToString() << " " << u.quota_limit << " "
+      << u.quota_used << "\n";
+  });
+  store->ForEachFolder([&](const store::FolderInfo& f) {
+    s << "mailbox " << f.Mailbox() << " " << f.count << " " << f.bytes << " " << f.uidnext << "\n";
+  });
+  std::set<std::string> files;
+  for (const std::string& partition : store->Partitions()) {
+    for (const auto& entry : fs::recursive_directory_iterator(store->PartitionPath(partition))) {
+      files.insert(entry.path().string());
+    }
+  }
+  for (const std::string& f : files) s << "file " << f << "\n";
+  return s.str();
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::string ReadMessage(const store::Folder& folder, uint32_t uid) {
+  UniqueFd fd = folder.OpenMessage(uid);
+  EXPECT_TRUE(fd.valid()) << folder.Mailbox() << " uid " << uid;
+  std::string out;
+  char buf[65536];
+  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, "message")) out.append(buf, n);
+  return out;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CliResult r = RunCli({"init", "--store", root_});
+    ASSERT_EQ(r.status, 0) << r.Describe();
+  }
+  CliResult Deliver(const std::string& user, const std::string& message, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"deliver", "--store", root_, "--user", user};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return RunCli(args, message);
+  }
+  CliResult User(std::vector<std::string> extra) {
+    std::vector<std::string> args = {"user", "--store", root_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return RunCli(args);
+  }
+
+  TempDir dir_;
+  const std::string root_ = dir_ / "store";
+};
+
+TEST(CliHelp, EverySubcommandHasHelp) {
+  CliResult top = RunCli({"--help"});
+  ASSERT_EQ(top.status, 0) << top.Describe();
+  for (const char* command : {"init", "deliver", "import", "list", "user", "gen"}) {
+    EXPECT_NE(top.out.find(command), std::string::npos) << command;
+    CliResult r = RunCli({command, "--help"});
+    EXPECT_EQ(r.status, 0) << command << ": " << r.Describe();
+    EXPECT_NE(r.out.find("--store"), std::string::npos) << command << ": " << r.out;
+  }
+}
+
+TEST(CliHelp, UnknownOptionIsAUsageError) {
+  CliResult r = RunCli({"list", "--no-such-option"});
+  EXPECT_EQ(r.status, kUsage) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+}
+
+TEST_F(Cli, InitReportsWhatItCreated) {
+  CliResult again = RunCli({"init", "--store", root_, "--partition", "primary", "--partition", "second"});
+  ASSERT_EQ(again.status, 0) << again.Describe();
+  EXPECT_NE(again.out.find("partition primary: already at"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("partition second: created at"), std::string::npos) << again.out;
+  auto store = store::Store::Open(root_);
+  std::vector<std::string> partitions = store->Partitions();
+  EXPECT_EQ(std::set<std::string>(partitions.begin(), partitions.end()), (std::set<std::string>{"primary", "second"}));
+
+  CliResult bad = RunCli({"init", "--store", root_, "--partition", "../evil"});
+  EXPECT_EQ(bad.status, kUsage) << bad.Describe();
+  EXPECT_TRUE(IsOneErrorLine(bad)) << bad.err;
+}
+
+TEST_F(Cli, MissingStoreIsAClearError) {
+  for (const char* command : {"list", "init"}) {
+    CliResult r = RunCli({command});
+    EXPECT_EQ(r.status, kUsage) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+    EXPECT_NE(r.err.find("--store"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("STOREMOVE_STORE"), std::string::npos) << r.err;
+  }
+  CliResult absent = RunCli({"list", "--store", dir_ / "nowhere"});
+  EXPECT_EQ(absent.status, kNoInput) << absent.Describe();
+  EXPECT_TRUE(IsOneErrorLine(absent)) << absent.err;
+
+  // The environment variable names the store when --store is absent.
+  CliResult by_env =
+      RunCli({"deliver", "--user", "erin", "--create"}, Message("env", "x"), {"STOREMOVE_STORE=" + root_});
+  EXPECT_EQ(by_env.status, 0) << by_env.Describe();
+  EXPECT_TRUE(store::Store::Open(root_)->FindUser("erin").has_value());
+}
+
+TEST_F(Cli, DeliverToUnknownUserFailsWithNoUserAndChangesNothing) {
+  const std::string before = StoreState(root_);
+  CliResult r = Deliver("nobody", Message("hello", "body"));
+  EXPECT_EQ(r.status, kNoUser) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find("nobody"), std::string::npos);
+  EXPECT_EQ(StoreState(root_), before);
+}
+
+TEST_F(Cli, DeliverCreateStoresTheBytesWithFlagsAndDate) {
+  const std::string message = Message("first", "Hello Alice.");
+  const int64_t before = ::time(nullptr);
+  CliResult r = Deliver("alice.smith", message,
+                        {"--create", "--folder", "Projects/2024/Q3", "--flags", "Seen,Flagged", "--date",
+                         "Mon, 1 Jul 2024 12:00:00 +0200", "-v"});
+  const int64_t after = ::time(nullptr);
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("uid 1"), std::string::npos) << r.out;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+
+  auto store = store::Store::Open(root_);
+  EXPECT_TRUE(store->FindFolder("alice.smith", "INBOX").has_value()) << "a created user has an INBOX";
+  auto folder = store->OpenFolder("alice.smith", "Projects/2024/Q3");
+  store::FolderSnapshot snap = folder->Snapshot();
+  ASSERT_EQ(snap.messages.size(), 1u);
+  const store::MessageMeta& m = snap.messages[0];
+  EXPECT_EQ(m.uid, 1u);
+  EXPECT_EQ(m.flags, store::kSeen | store::kFlagged);
+  EXPECT_EQ(m.internal_date, 1719828000);  // 2024-07-01T10:00:00Z
+  EXPECT_GE(m.save_time, before);
+  EXPECT_LE(m.save_time, after);
+  EXPECT_EQ(m.size, message.size());
+  EXPECT_EQ(ReadMessage(*folder, 1), message);
+  EXPECT_EQ(store->FindUser("alice.smith")->quota_used, message.size());
+
+  // Unix seconds as --date, and the next UID in the existing folder.
+  CliResult second = Deliver("alice.smith", Message("second", "again"),
+                             {"--folder", "Projects/2024/Q3", "--date", "1000000000", "--verbose"});
+  ASSERT_EQ(second.status, 0) << second.Describe();
+  EXPECT_NE(second.out.find("uid 2"), std::string::npos) << second.out;
+  snap = folder->Snapshot();
+  ASSERT_EQ(snap.messages.size(), 2u);
+  EXPECT_EQ(snap.messages[1].internal_date, 1000000000);
+  EXPECT_EQ(snap.messages[1].flags, 0);
+}
+
+TEST_F(Cli, DeliverWithoutVerboseIsSilent) {
+  CliResult r = Deliver("quiet", Message("q", "q"), {"--create"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+}
+
+TEST_F(Cli, DeliverToMissingFolderWithoutCreateFails) {
+  ASSERT_EQ(Deliver("bob", Message("a", "a"), {"--create"}).status, 0);
+  const std::string before = StoreState(root_);
+  CliResult r = Deliver("bob", Message("b", "b"), {"--folder", "Nope"});
+  EXPECT_EQ(r.status, kNoInput) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+}
+
+TEST_F(Cli, HoldAndMovedUsersGetTemporaryFailures) {
+  ASSERT_EQ(Deliver("carol", Message("a", "a"), {"--create"}).status, 0);
+  ASSERT_EQ(User({"carol", "--status", "hold"}).status, 0);
+  std::string before = StoreState(root_);
+  CliResult held = Deliver("carol", Message("b", "b"));
+  EXPECT_EQ(held.status, kTempFail) << held.Describe();
+  EXPECT_TRUE(IsOneErrorLine(held)) << held.err;
+  EXPECT_NE(held.err.find("hold"), std::string::npos) << held.err;
+  EXPECT_EQ(StoreState(root_), before);
+
+  ASSERT_EQ(User({"carol", "--status", "moved:mail2.example.com"}).status, 0);
+  before = StoreState(root_);
+  CliResult moved = Deliver("carol", Message("c", "c"), {"--create"});
+  EXPECT_EQ(moved.status, kTempFail) << moved.Describe();
+  EXPECT_TRUE(IsOneErrorLine(moved)) << moved.err;
+  EXPECT_NE(moved.err.find("has moved to mail2.example.com"), std::string::npos) << moved.err;
+  EXPECT_EQ(StoreState(root_), before);
+
+  ASSERT_EQ(User({"carol", "--status", "active"}).status, 0);
+  CliResult active = Deliver("carol", Message("d", "d"));
+  EXPECT_EQ(active.status, 0) << active.Describe();
+  EXPECT_EQ(store::Store::Open(root_)->FindFolder("carol", "INBOX")->count, 2u);
+}
+
+TEST_F(Cli, OverQuotaIsATemporaryFailure) {
+  ASSERT_EQ(Deliver("dave", Message("a", "a"), {"--create"}).status, 0);
+  const uint64_t used = store::Store::Open(root_)->FindUser("dave")->quota_used;
+  ASSERT_EQ(User({"dave", "--quota", std::to_string(used + 10)}).status, 0);
+  const std::string before = StoreState(root_);
+  CliResult r = Deliver("dave", Message("too big", std::string(100, 'x')));
+  EXPECT_EQ(r.status, kTempFail) << r.Describe();
+  EXPECT_NE(r.err.find("over quota"), std::string::npos) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+}
+
+TEST_F(Cli, EmptyMessageIsRejected) {
+  ASSERT_EQ(Deliver("erin", Message("a", "a"), {"--create"}).status, 0);
+  const std::string before = StoreState(root_);
+  CliResult r = Deliver("erin", "");
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+}
+
+TEST_F(Cli, BadNamesAreUsageErrorsAndChangeNothing) {
+  ASSERT_EQ(Deliver("frank", Message("a", "a"), {"--create"}).status, 0);
+  const std::string before = StoreState(root_);
+  const std::string mbox_path = dir_ / "one.mbox";
+  std::ofstream(mbox_path) << "From a@b Mon Jul  1 10:00:00 2024\nSubject: x\n\nbody\n";
+  const std::vector<std::vector<std::string>> attempts = {
+      {"deliver", "--store", root_, "--user", "../x", "--create"},
+      {"deliver", "--store", root_, "--user", "frank", "--folder", "a/../x", "--create"},
+      {"deliver", "--store", root_, "--user", "frank", "--folder", "..", "--create"},
+      {"deliver", "--store", root_, "--user", "frank", "--folder", "/etc", "--create"},
+      {"deliver", "--store", root_, "--user", "frank", "--folder", "bad\x01name", "--create"},
+      {"deliver", "--store", root_, "--user", "frank", "--folder", "tab\there", "--create"},
+      {"deliver", "--store", root_, "--user", "frank", "--flags", "Seen,Bogus"},
+      {"deliver", "--store", root_, "--user", "frank", "--date", "not a date"},
+      {"import", "--store", root_, "-u", "frank", "-s", mbox_path, "-d", "x/../../y"},
+      {"import", "--store", root_, "-u", "fr/ank", "-s", mbox_path},
+      {"user", "--store", root_, "../frank"},
+      {"user", "--store", root_, "frank", "--status", "sleeping"},
+      {"user", "--store", root_, "frank", "--quota", "12Q"},
+      {"user", "--store", root_, "frank", "--status", "hold", "--quota", "lots"},
+  };
+  for (const auto& args : attempts) {
+    CliResult r = RunCli(args, Message("x", "x"));
+    std::string shown;
+    for (const std::string& a : args) shown += a + " ";
+    EXPECT_EQ(r.status, kUsage) << shown << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << shown << r.err;
+    EXPECT_TRUE(r.out.empty()) << shown << r.out;
+  }
+  EXPECT_EQ(StoreState(root_), before);
+}
+
+TEST_F(Cli, ListShowsEveryMailboxAndParsesAsJson) {
+  ASSERT_EQ(Deliver("alice", Message("a1", "one"), {"--create", "--date", "1719828000"}).status, 0);
+  ASSERT_EQ(Deliver("alice", Message("a2", "two"), {"--create", "--folder", "Sent"}).status, 0);
+  ASSERT_EQ(Deliver("bob@example.org", Message("b1", "three"), {"--create", "--folder", "Lists/usrp-users"}).status, 0);
+
+  CliResult text = RunCli({"list", "--store", root_});
+  ASSERT_EQ(text.status, 0) << text.Describe();
+  std::vector<std::string> lines = Lines(text.out);
+  // A header line, then alice's INBOX and Sent, bob@example.org's INBOX and Lists/usrp-users.
+  ASSERT_EQ(lines.size(), 1u + 4u) << text.out;
+  const std::regex row(R"(^\s*(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S.*)$)");
+  std::map<std::string, std::smatch> by_mailbox;
+  std::vector<std::string> mailboxes;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(lines[i], m, row)) << lines[i];
+    mailboxes.push_back(m[5]);
+    EXPECT_EQ(m[4], "primary");
+    EXPECT_TRUE(std::regex_match(std::string(m[3]), std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ|-)"))) << m[3];
+  }
+  EXPECT_NE(std::find(mailboxes.begin(), mailboxes.end(), "user/alice/INBOX"), mailboxes.end());
+  EXPECT_NE(std::find(mailboxes.begin(), mailboxes.end(), "user/bob@example.org/Lists/usrp-users"), mailboxes.end());
+
+  CliResult json = RunCli({"list", "--store", root_, "--json"});
+  ASSERT_EQ(json.status, 0) << json.Describe();
+  nlohmann::json rows = nlohmann::json::parse(json.out);
+  ASSERT_TRUE(rows.is_array());
+  ASSERT_EQ(rows.size(), lines.size() - 1);
+  auto store = store::Store::Open(root_);
+  for (const auto& row_json : rows) {
+    auto info = store->FindFolder(row_json.at("user").get<std::string>(), row_json.at("folder").get<std::string>());
+    ASSERT_TRUE(info.has_value()) << row_json.dump();
+    EXPECT_EQ(row_json.at("mailbox"), info->Mailbox());
+    EXPECT_EQ(row_json.at("partition"), info->partition);
+    EXPECT_EQ(row_json.at("messages"), info->count);
+    EXPECT_EQ(row_json.at("bytes"), info->bytes);
+    EXPECT_EQ(row_json.at("uidnext"), info->uidnext);
+  }
+  const auto inbox =
+      std::find_if(rows.begin(), rows.end(), [](const auto& r) { return r["mailbox"] == "user/alice/INBOX"; });
+  ASSERT_NE(inbox, rows.end());
+  EXPECT_EQ((*inbox)["messages"], 1);
+  // last delivery is the save time (now), not the internal date given with --date.
+  EXPECT_TRUE((*inbox)["last_delivery"].is_string());
+  EXPECT_NE((*inbox)["last_delivery"], "2024-07-01T10:00:00Z");
+
+  CliResult filtered = RunCli({"list", "--store", root_, "-p", "user/alice/*", "--json"});
+  ASSERT_EQ(filtered.status, 0) << filtered.Describe();
+  nlohmann::json some = nlohmann::json::parse(filtered.out);
+  ASSERT_EQ(some.size(), 2u) << filtered.out;
+  for (const auto& r : some) EXPECT_EQ(r["user"], "alice");
+  CliResult percent = RunCli({"list", "--store", root_, "-p", "user/%/INBOX"});
+  EXPECT_EQ(Lines(percent.out).size(), 1u + 2u) << percent.out;
+}
+
+TEST_F(Cli, UserStatusAndQuotaRoundTrip) {
+  ASSERT_EQ(Deliver("grace", Message("a", "a"), {"--create"}).status, 0);
+  CliResult shown = User({"grace", "--json"});
+  ASSERT_EQ(shown.status, 0) << shown.Describe();
+  nlohmann::json u = nlohmann::json::parse(shown.out);
+  EXPECT_EQ(u["user"], "grace");
+  EXPECT_EQ(u["status"], "active");
+  EXPECT_EQ(u["quota_limit"], 0);
+  EXPECT_GT(u["quota_used"].get<uint64_t>(), 0u);
+  EXPECT_EQ(u["folders"], nlohmann::json::array({"INBOX"}));
+
+  CliResult set = User({"grace", "--status", "moved:mail9.example.com", "--quota", "20M", "--json"});
+  ASSERT_EQ(set.status, 0) << set.Describe();
+  u = nlohmann::json::parse(set.out);
+  EXPECT_EQ(u["status"], "moved:mail9.example.com");
+  EXPECT_EQ(u["quota_limit"], 20u << 20);
+  auto info = store::Store::Open(root_)->FindUser("grace");
+  EXPECT_EQ(info->status.ToString(), "moved:mail9.example.com");
+  EXPECT_EQ(info->quota_limit, 20u << 20);
+
+  ASSERT_EQ(User({"grace", "--status", "hold", "--quota", "0"}).status, 0);
+  u = nlohmann::json::parse(User({"grace", "--json"}).out);
+  EXPECT_EQ(u["status"], "hold");
+  EXPECT_EQ(u["quota_limit"], 0);
+
+  CliResult text = User({"grace"});
+  ASSERT_EQ(text.status, 0) << text.Describe();
+  EXPECT_NE(text.out.find("status:    hold"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("user/grace/INBOX"), std::string::npos) << text.out;
+
+  CliResult unknown = User({"nobody"});
+  EXPECT_EQ(unknown.status, kNoInput) << unknown.Describe();
+  EXPECT_TRUE(IsOneErrorLine(unknown)) << unknown.err;
+}
+
+TEST_F(Cli, ImportLoadsAnMboxCreatingUserAndFolder) {
+  const std::string mbox_path = dir_ / "in.mbox";
+  std::ofstream(mbox_path, std::ios::binary) << "From alice@example.com Mon Jul  1 10:00:00 2024\n"
+                                                 "Subject: one\n"
+                                                 "\n"
+                                                 "first body\n"
+                                                 ">From the quoted line\n"
+                                                 "\n"
+                                                 "From bob@example.com Tue Jul  2 11:30:00 2024\n"
+                                                 "Subject: two\n"
+                                                 "\n"
+                                                 "second body\n";
+  CliResult r = RunCli({"import", "--store", root_, "-u", "heidi", "-s", mbox_path, "-d", "Archive/Old"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 2 messages"), std::string::npos) << r.out;
+
+  auto store = store::Store::Open(root_);
+  EXPECT_TRUE(store->FindFolder("heidi", "INBOX").has_value());
+  auto folder = store->OpenFolder("heidi", "Archive/Old");
+  store::FolderSnapshot snap = folder->Snapshot();
+  ASSERT_EQ(snap.messages.size(), 2u);
+  EXPECT_EQ(snap.messages[0].internal_date, 1719828000);  // Mon Jul 1 10:00:00 2024 UTC
+  EXPECT_EQ(snap.messages[1].internal_date, 1719919800);  // Tue Jul 2 11:30:00 2024 UTC
+  const std::string first = ReadMessage(*folder, snap.messages[0].uid);
+  const std::string second = ReadMessage(*folder, snap.messages[1].uid);
+  EXPECT_TRUE(first.starts_with("Subject: one\n\nfirst body\n")) << first;
+  EXPECT_NE(first.find("\nFrom the quoted line\n"), std::string::npos) << "mboxrd unquotes >From: " << first;
+  EXPECT_TRUE(second.starts_with("Subject: two\n\nsecond body\n")) << second;
+
+  // Importing again appends (new UIDs), as imsimport does.
+  CliResult again = RunCli({"import", "--store", root_, "-u", "heidi", "-s", mbox_path, "-d", "Archive/Old"});
+  ASSERT_EQ(again.status, 0) << again.Describe();
+  EXPECT_EQ(folder->Snapshot().messages.size(), 4u);
+
+  CliResult missing = RunCli({"import", "--store", root_, "-u", "heidi", "-s", dir_ / "absent.mbox"});
+  EXPECT_EQ(missing.status, kNoInput) << missing.Describe();
+  EXPECT_TRUE(IsOneErrorLine(missing)) << missing.err;
+}
+
+// --- gen --------------------------------------------------------------------------------------
+
+std::set<std::pair<dev_t, ino_t>> MultiplyLinkedMessages(const std::string& root, uint64_t* msg_files) {
+  std::set<std::pair<dev_t, ino_t>> linked;
+  *msg_files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (!entry.is_regular_file() || entry.path().extension() != ".msg") continue;
+    ++*msg_files;
+    struct stat st;
+    if (::stat(entry.path().c_str(), &st) == 0 && st.st_nlink > 1) linked.insert({st.st_dev, st.st_ino});
+  }
+  return linked;
+}
+
+TEST(CliGen, SameSeedSameStoreOtherSeedOtherStore) {
+  TempDir dir;
+  auto gen = [&](const std::string& name, const std::string& seed) {
+    CliResult r = RunCli({"gen", "--store", dir / name, "--users", "12", "--messages-per-user", "15", "--dup-rate",
+                          "0.2", "--seed", seed});
+    EXPECT_EQ(r.status, 0) << r.Describe();
+    EXPECT_NE(r.out.find("messages:   180"), std::string::npos) << r.out;
+    CliResult list = RunCli({"list", "--store", dir / name});
+    EXPECT_EQ(list.status, 0) << list.Describe();
+    return list.out;
+  };
+  const std::string a = gen("a", "42");
+  const std::string b = gen("b", "42");
+  const std::string c = gen("c", "43");
+  EXPECT_GT(Lines(a).size(), 12u);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+
+  // Not only the listing: every message's bytes and flags match.
+  auto sa = store::Store::Open(dir / "a");
+  auto sb = store::Store::Open(dir / "b");
+  size_t compared = 0;
+  sa->ForEachFolder([&](const store::FolderInfo& info) {
+    auto fa = sa->OpenFolder(info.user, info.folder);
+    auto fb = sb->OpenFolder(info.user, info.folder);
+    std::vector<store::MessageMeta> ma = fa->Snapshot().messages, mb = fb->Snapshot().messages;
+    ASSERT_EQ(ma.size(), mb.size()) << info.Mailbox();
+    for (size_t i = 0; i < ma.size(); ++i) {
+      EXPECT_EQ(ma[i], mb[i]) << info.Mailbox() << " uid " << ma[i].uid;
+      ++compared;
+    }
+  });
+  EXPECT_EQ(compared, 180u);
+}
+
+TEST(CliGen, SingleInstanceLinksCopiesAndNoDuplicatesMeansNoLinks) {
+  TempDir dir;
+  CliResult linked = RunCli({"gen", "--store", dir / "si", "--users", "10", "--messages-per-user", "20",
+                             "--dup-rate", "0.3", "--single-instance", "--json"});
+  ASSERT_EQ(linked.status, 0) << linked.Describe();
+  nlohmann::json report = nlohmann::json::parse(linked.out);
+  EXPECT_EQ(report["messages"], 200);
+  EXPECT_GT(report["links"].get<uint64_t>(), 0u);
+  EXPECT_EQ(report["links"], report["duplicates"]) << "one partition: every copy links";
+  uint64_t files = 0;
+  EXPECT_FALSE(MultiplyLinkedMessages(dir / "si", &files).empty());
+  EXPECT_EQ(files, 200u);
+
+  CliResult copies = RunCli({"gen", "--store", dir / "copies", "--users", "10", "--messages-per-user", "20",
+                             "--dup-rate", "0.3", "--json"});
+  ASSERT_EQ(copies.status, 0) << copies.Describe();
+  report = nlohmann::json::parse(copies.out);
+  EXPECT_GT(report["duplicates"].get<uint64_t>(), 0u);
+  EXPECT_EQ(report["links"], 0);
+  EXPECT_TRUE(MultiplyLinkedMessages(dir / "copies", &files).empty());
+
+  CliResult none = RunCli({"gen", "--store", dir / "none", "--users", "10", "--messages-per-user", "20",
+                           "--dup-rate", "0", "--single-instance", "--json"});
+  ASSERT_EQ(none.status, 0) << none.Describe();
+  report = nlohmann::json::parse(none.out);
+  EXPECT_EQ(report["duplicates"], 0);
+  EXPECT_EQ(report["links"], 0);
+  EXPECT_TRUE(MultiplyLinkedMessages(dir / "none", &files).empty());
+  EXPECT_EQ(files, 200u);
+}
+
+TEST(CliGen, PartitionsAndBadOptions) {
+  TempDir dir;
+  CliResult r = RunCli({"gen", "--store", dir / "p", "--users", "30", "--messages-per-user", "2", "--partitions",
+                        "east,west"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  std::set<std::string> used;
+  store::Store::Open(dir / "p")->ForEachUser([&](const store::UserInfo& u) { used.insert(u.partition); });
+  EXPECT_EQ(used, (std::set<std::string>{"east", "west"}));
+
+  CliResult rate =
+      RunCli({"gen", "--store", dir / "q", "--users", "1", "--messages-per-user", "1", "--dup-rate", "1.5"});
+  EXPECT_EQ(rate.status, kUsage) << rate.Describe();
+  EXPECT_TRUE(IsOneErrorLine(rate)) << rate.err;
+  CliResult corpus = RunCli({"gen", "--store", dir / "q", "--users", "1", "--messages-per-user", "1", "--corpus",
+                             dir / "no-corpus"});
+  EXPECT_EQ(corpus.status, kNoInput) << corpus.Describe();
+  EXPECT_TRUE(IsOneErrorLine(corpus)) << corpus.err;
+}
+
+}  // namespace
+}  // namespace storemove::tools

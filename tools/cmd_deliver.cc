@@ -1,0 +1,138 @@
+// storemove deliver: the ims-ms channel's final delivery of one message from stdin.
+//
+// Exit statuses are what an MTA's program mailer expects (sysexits):
+//   0  delivered and durable (files, store.idx and mboxlist synced before exit)
+//   67 EX_NOUSER    unknown user (without --create): the MTA bounces
+//   75 EX_TEMPFAIL  user on hold, user moved to another host, or over quota: the MTA queues
+//                   the message and retries; for "moved" it re-resolves mailHost first, so the
+//                   message names the new host ("user X has moved to HOST").
+//   66 EX_NOINPUT   the folder does not exist (without --create)
+//   64 EX_USAGE     bad user or folder name, bad --flags or --date
+#include <cstdio>
+#include <vector>
+
+#include "tools/commands.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+namespace {
+
+struct DeliverOptions {
+  std::string store_dir;
+  std::string user;
+  std::string folder = "INBOX";
+  std::string flags;
+  std::string date;
+  bool create = false;
+  bool verbose = false;
+};
+
+// Throws the temporary failure an MTA retries when the user may not receive mail now.
+void CheckAcceptsMail(const store::UserInfo& user) {
+  switch (user.status.state) {
+    case store::UserState::kActive:
+      return;
+    case store::UserState::kHold:
+      Throw(Errc::kTempFail, "user " + user.user + " is on hold; delivery deferred");
+    case store::UserState::kMoved:
+      Throw(Errc::kTempFail, "user " + user.user + " has moved to " + user.status.host + "; delivery deferred");
+  }
+}
+
+int RunDeliver(const DeliverOptions& options) {
+  const std::string& root = RequireStoreDir(options.store_dir);
+  store::ValidateUserId(options.user);
+  store::ValidateFolderName(options.folder);
+  const uint8_t flags = options.flags.empty() ? 0 : store::ParseFlagNames(options.flags);
+  const int64_t now = UnixNow();
+  const int64_t internal_date = options.date.empty() ? now : ParseTime(options.date, "--date");
+
+  auto store = store::Store::Open(root, {store::Durability::kBatch});
+  if (std::optional<store::UserInfo> user = store->FindUser(options.user)) {
+    CheckAcceptsMail(*user);
+  } else if (options.create) {
+    store->CreateUser(options.user);  // with its INBOX, as every account has one
+  } else {
+    Throw(Errc::kNoUser, "user " + options.user + " does not exist (deliver --create creates it)");
+  }
+  std::unique_ptr<store::Folder> folder;
+  if (options.create) {
+    folder = store->CreateFolder(options.user, options.folder);
+  } else if (store->FindFolder(options.user, options.folder)) {
+    folder = store->OpenFolder(options.user, options.folder);
+  } else {
+    Throw(Errc::kNotFound, "mailbox user/" + options.user + "/" + options.folder +
+                               " does not exist (deliver --create creates it)");
+  }
+  const std::string mailbox = folder->Mailbox();
+
+  // Streamed straight into the staged file: a message of any size needs only this buffer.
+  std::unique_ptr<store::MessageWriter> writer = folder->NewMessage();
+  std::vector<char> buffer(1 << 16);
+  uint64_t received = 0;
+  for (;;) {
+    size_t n = ReadSome(0, buffer.data(), buffer.size(), "stdin");
+    if (n == 0) break;
+    writer->Write(buffer.data(), n);
+    received += n;
+  }
+  if (received == 0) Throw(Errc::kCorrupt, "stdin: empty message; nothing delivered to " + mailbox);
+
+  store::MessageMeta meta;
+  meta.flags = flags;
+  meta.internal_date = internal_date;
+  meta.save_time = now;
+  std::vector<store::StagedMessage> batch;
+  batch.push_back(writer->Finish(meta));
+
+  // Status check and commit under the user's delivery gate: a migration that sets `hold` waits
+  // for this delivery to finish, and a delivery that starts later sees `hold`.
+  store::Store::UserGate gate = store->LockUserForDelivery(options.user);
+  std::optional<store::UserInfo> user = store->FindUser(options.user);
+  if (user) {
+    try {
+      CheckAcceptsMail(*user);
+    } catch (...) {
+      folder->Discard(batch);
+      throw;
+    }
+  }
+  // Quota is soft, as in Sun's store: checked against the usage before this message.
+  if (user && user->quota_limit != 0 && user->quota_used + received > user->quota_limit) {
+    folder->Discard(batch);
+    Throw(Errc::kTempFail, "user " + options.user + " is over quota (" + std::to_string(user->quota_used) + " + " +
+                               std::to_string(received) + " > " + std::to_string(user->quota_limit) +
+                               " bytes); delivery deferred");
+  }
+  std::vector<uint32_t> uids = folder->Commit(batch);
+  if (options.verbose) {
+    std::printf("delivered %llu bytes to %s uid %u\n", static_cast<unsigned long long>(received), mailbox.c_str(),
+                uids.at(0));
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddDeliverCommand(CLI::App& root, Action* chosen) {
+  auto options = std::make_shared<DeliverOptions>();
+  CLI::App* command = root.add_subcommand(
+      "deliver", "deliver one message from stdin to a user's folder (exit 67 unknown user, 75 hold/moved/over quota)");
+  AddStoreOption(command, &options->store_dir);
+  command->add_option("--user,-u", options->user, "recipient user id (joe or joe@example.com)")
+      ->required()
+      ->type_name("USER");
+  command->add_option("--folder,-d", options->folder, "folder to deliver to (default: INBOX)")->type_name("FOLDER");
+  command->add_option("--flags", options->flags, "system flags to set, e.g. Seen,Flagged")->type_name("NAMES");
+  command->add_option("--date", options->date, "internal date: RFC 5322 date or unix seconds (default: now)")
+      ->type_name("DATE");
+  command->add_flag("--create", options->create, "create a missing user and folder (any depth)");
+  command->add_flag("-v,--verbose", options->verbose, "print the UID assigned");
+  command->footer(
+      "Exit status: 0 delivered and durable; 67 unknown user (bounce); 75 user on hold, moved to another "
+      "host (the message names it) or over quota (retry later); 66 folder missing; 65 empty message; "
+      "64 bad name or option.\n");
+  command->callback([options, chosen] { *chosen = [options] { return RunDeliver(*options); }; });
+}
+
+}  // namespace storemove::tools

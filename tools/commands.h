@@ -1,0 +1,57 @@
+// The storemove CLI's subcommands. Each lives in its own cmd_<name>.cc and registers itself on
+// the root app with an Add<Name>Command function listed in main.cc. Registration only records
+// what to run; the chosen action runs after parsing, inside main's one error handler.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "store/store.h"
+
+namespace storemove::tools {
+
+// What the chosen subcommand does once the command line is parsed; returns the exit status.
+using Action = std::function<int()>;
+
+// Each adds one subcommand to `root`; when the user picks it, its action is stored in *chosen.
+void AddInitCommand(CLI::App& root, Action* chosen);
+void AddDeliverCommand(CLI::App& root, Action* chosen);
+void AddImportCommand(CLI::App& root, Action* chosen);
+void AddExportCommand(CLI::App& root, Action* chosen);
+void AddListCommand(CLI::App& root, Action* chosen);
+void AddUserCommand(CLI::App& root, Action* chosen);
+void AddGenCommand(CLI::App& root, Action* chosen);
+void AddBackupCommand(CLI::App& root, Action* chosen);
+void AddRestoreCommand(CLI::App& root, Action* chosen);
+void AddServeCommand(CLI::App& root, Action* chosen);
+void AddKeygenCommand(CLI::App& root, Action* chosen);
+void AddRelinkCommand(CLI::App& root, Action* chosen);
+void AddVerifyCommand(CLI::App& root, Action* chosen);
+void AddDeleteCommand(CLI::App& root, Action* chosen);
+void AddRenameCommand(CLI::App& root, Action* chosen);
+
+// --- helpers shared by the subcommands (common.cc) -------------------------------------------
+
+// Adds `--store DIR` (default: environment variable STOREMOVE_STORE) to a subcommand.
+void AddStoreOption(CLI::App* command, std::string* store_dir);
+// The store directory, or kInvalidArgument naming both ways to give it when it is missing.
+const std::string& RequireStoreDir(const std::string& store_dir);
+// Opens the store named by --store (kNotFound when there is none).
+std::unique_ptr<store::Store> OpenStore(const std::string& store_dir, store::StoreOptions options = {});
+
+// Unix seconds as ISO 8601 UTC ("2024-07-01T10:00:00Z"); "-" for 0 (never).
+std::string IsoTime(int64_t unix_seconds);
+// Unix seconds from either a decimal number or an RFC 5322 date ("Tue, 1 Jul 2024 10:00:00 +0200");
+// kInvalidArgument naming `what` when it is neither.
+int64_t ParseTime(std::string_view text, std::string_view what);
+// A byte count: decimal, optionally with a binary suffix K, M, G or T ("512M").
+uint64_t ParseByteCount(std::string_view text, std::string_view what);
+// "1.5 MiB" style, for humans.
+std::string HumanBytes(uint64_t bytes);
+int64_t UnixNow();
+
+}  // namespace storemove::tools

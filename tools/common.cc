@@ -1,0 +1,98 @@
+#include <cinttypes>
+#include <cstdio>
+#include <ctime>
+#include <limits>
+
+#include "tools/commands.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+
+void AddStoreOption(CLI::App* command, std::string* store_dir) {
+  command->add_option("--store", *store_dir, "store root directory (default: $STOREMOVE_STORE)")
+      ->envname("STOREMOVE_STORE")
+      ->type_name("DIR");
+}
+
+const std::string& RequireStoreDir(const std::string& store_dir) {
+  if (store_dir.empty()) {
+    Throw(Errc::kInvalidArgument, "no store given: use --store DIR or set STOREMOVE_STORE");
+  }
+  return store_dir;
+}
+
+std::unique_ptr<store::Store> OpenStore(const std::string& store_dir, store::StoreOptions options) {
+  return store::Store::Open(RequireStoreDir(store_dir), options);
+}
+
+std::string IsoTime(int64_t unix_seconds) {
+  if (unix_seconds == 0) return "-";
+  time_t t = static_cast<time_t>(unix_seconds);
+  struct tm tm;
+  if (gmtime_r(&t, &tm) == nullptr) return std::to_string(unix_seconds);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+int64_t ParseTime(std::string_view text, std::string_view what) {
+  bool all_digits = !text.empty() && text.size() <= 18 &&
+                    text.find_first_not_of("0123456789") == std::string_view::npos;
+  if (all_digits) return std::stoll(std::string(text));
+  // The store's own Date: header parser, so --date accepts exactly what a message header may say.
+  int64_t parsed = store::SentDate("Date: " + std::string(text) + "\r\n\r\n");
+  if (parsed == 0) {
+    Throw(Errc::kInvalidArgument, std::string(what) + ": cannot parse '" + std::string(text) +
+                                      "' (give an RFC 5322 date or unix seconds)");
+  }
+  return parsed;
+}
+
+uint64_t ParseByteCount(std::string_view text, std::string_view what) {
+  auto bad = [&] {
+    Throw(Errc::kInvalidArgument, std::string(what) + ": '" + std::string(text) +
+                                      "' is not a byte count (e.g. 1048576, 512K, 20M, 2G)");
+  };
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 19) bad();
+  uint64_t value = std::stoull(std::string(text.substr(0, digits)));
+  std::string_view suffix = text.substr(digits);
+  int shift = 0;
+  if (suffix.empty()) {
+    shift = 0;
+  } else if (suffix.size() == 1 || (suffix.size() == 3 && (suffix.substr(1) == "iB" || suffix.substr(1) == "ib"))) {
+    switch (suffix[0]) {
+      case 'k': case 'K': shift = 10; break;
+      case 'm': case 'M': shift = 20; break;
+      case 'g': case 'G': shift = 30; break;
+      case 't': case 'T': shift = 40; break;
+      default: bad();
+    }
+  } else {
+    bad();
+  }
+  if (value > (std::numeric_limits<uint64_t>::max() >> shift)) bad();
+  return value << shift;
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  if (unit == 0) {
+    std::snprintf(buf, sizeof buf, "%" PRIu64 " B", bytes);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f %s", value, kUnits[unit]);
+  }
+  return buf;
+}
+
+int64_t UnixNow() { return static_cast<int64_t>(::time(nullptr)); }
+
+}  // namespace storemove::tools

@@ -1,0 +1,64 @@
+// storemove: the command-line front end. Every failure ends as one line
+// "storemove: <message>" on stderr and a sysexits(3) status (storemove::ExitStatus).
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "tools/commands.h"
+#include "util/error.h"
+
+namespace {
+
+int Fail(std::string message, int status) {
+  for (char& c : message) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::fprintf(stderr, "storemove: %s\n", message.c_str());
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace storemove;
+  CLI::App app{"storemove: Sun-Messaging-Server-style mail store tools", "storemove"};
+  app.require_subcommand(1);
+  tools::Action action;
+  tools::AddInitCommand(app, &action);
+  tools::AddDeliverCommand(app, &action);
+  tools::AddImportCommand(app, &action);
+  tools::AddExportCommand(app, &action);
+  tools::AddListCommand(app, &action);
+  tools::AddUserCommand(app, &action);
+  tools::AddGenCommand(app, &action);
+  tools::AddBackupCommand(app, &action);
+  tools::AddRestoreCommand(app, &action);
+  tools::AddServeCommand(app, &action);
+  tools::AddKeygenCommand(app, &action);
+  tools::AddRelinkCommand(app, &action);
+  tools::AddVerifyCommand(app, &action);
+  tools::AddDeleteCommand(app, &action);
+  tools::AddRenameCommand(app, &action);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    return Fail(std::string(e.what()) + " (see storemove --help)", ExitStatus(Errc::kInvalidArgument));
+  }
+
+  int status;
+  try {
+    status = action();
+  } catch (const Error& e) {
+    return Fail(e.what(), ExitStatus(e.code()));
+  } catch (const std::exception& e) {
+    return Fail(std::string("internal error: ") + e.what(), 70);  // EX_SOFTWARE
+  }
+  if (std::fflush(stdout) != 0) {
+    return Fail(std::string("write stdout: ") + std::strerror(errno), ExitStatus(Errc::kIo));
+  }
+  return status;
+}
