@@ -36,6 +36,11 @@ ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads)
   }
   set(ZSTD_c_compressionLevel, level, "compression level");
   set(ZSTD_c_checksumFlag, 1, "content checksum");
+  // Mail repeats itself far apart (the same list post in many mailboxes, quoted replies): a
+  // 32 MiB window with long-distance matching finds it, where the default 2 MiB window does
+  // not, at about 50 MiB of memory. 2^25 stays below the 2^27 that `zstd -d` accepts unasked.
+  set(ZSTD_c_windowLog, kWindowLog, "window log");
+  set(ZSTD_c_enableLongDistanceMatching, 1, "long-distance matching");
   if (threads != 0) set(ZSTD_c_nbWorkers, threads, "worker threads");
 }
 
@@ -106,6 +111,8 @@ void DecompressingSource::Detect() {
   }
   dctx_ = ZSTD_createDCtx();
   if (!dctx_) throw std::bad_alloc();
+  // Memory stays bounded whatever the input asks for: a larger window is refused as corrupt.
+  ZSTD_DCtx_setParameter(dctx_, ZSTD_d_windowLogMax, ZstdCompressSink::kWindowLog);
   mode_ = Mode::kZstd;
   frame_open_ = true;
 }

@@ -18,6 +18,7 @@ namespace storemove::format {
 // Destroying the sink without Finish() leaves an unterminated frame, which readers reject.
 class ZstdCompressSink final : public ByteSink {
  public:
+  static constexpr int kWindowLog = 25;  // 32 MiB window, long-distance matching on
   // level: ZSTD_minCLevel()..ZSTD_maxCLevel() (0 = zstd default 3); threads: worker threads, 0 = in
   // the calling thread. Throws kInvalidArgument for values zstd refuses.
   ZstdCompressSink(ByteSink& out, int level, int threads);

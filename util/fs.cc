@@ -144,6 +144,9 @@ void FsyncPath(const std::string& dir) {
 
 void MakeDirs(const std::string& path, mode_t mode) {
   if (path.empty()) return;
+  // Usually only the last level is missing: one mkdir, no walk from the root.
+  if (::mkdir(path.c_str(), mode) == 0) return;
+  if (errno == EEXIST && IsDirectory(path)) return;
   size_t pos = 0;
   while (pos != std::string::npos) {
     pos = path.find('/', pos + 1);
