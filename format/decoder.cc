@@ -250,6 +250,22 @@ Decoder::Event Decoder::Step() {
       ++seen_.links;
       return Event::kLink;
 
+    case wire::kHeld:
+      if (header_.kind != StreamKind::kSession && state_ != State::kStart)
+        Fail("held record outside a session stream");
+      if (state_ != State::kInFolder) Misplaced();
+      wire::ParseHeldPayload(payload_, payload_size_, newer_minor_, &held_);
+      CheckPerMessage(held_, "held");
+      if (held_.content_id != content_.size() + 1)
+        Fail("held uid " + N(held_.uid) + ": content_id " + N(held_.content_id) + " out of sequence (expected " +
+             N(content_.size() + 1) + ")");
+      content_.push_back(wire::ContentFingerprint(held_.digest, held_.size));
+      last_uid_ = held_.uid;
+      ++folder_seen_.messages;  // held records count with messages (docs/stream-format.md §5)
+      folder_seen_.bytes += held_.size;
+      ++seen_.messages;
+      return Event::kHeld;
+
     case wire::kFolderEnd:
       if (state_ != State::kInFolder) Misplaced();
       wire::ParseFolderEndPayload(payload_, payload_size_, newer_minor_, &folder_end_);

@@ -97,6 +97,7 @@ void Encoder::WriteHeader(const StreamHeader& header) {
     throw;
   }
   manifest_ = header.kind == StreamKind::kManifest;
+  session_ = header.kind == StreamKind::kSession;
   state_ = State::kTop;
 }
 
@@ -219,6 +220,27 @@ void Encoder::WriteLink(const LinkRecord& link) {
   ++folder_end_.links;
   folder_end_.bytes += link.size;
   ++totals_.links;
+}
+
+uint64_t Encoder::WriteHeld(const HeldRecord& held) {
+  Expect(State::kInFolder, "WriteHeld()");
+  if (!session_) Invalid("WriteHeld() outside a session stream");
+  CheckPerMessage(held, "held");
+  uint64_t id = content_.size() + 1;
+  if (held.content_id != 0 && held.content_id != id)
+    Invalid("held uid " + std::to_string(held.uid) + ": content_id " + std::to_string(held.content_id) +
+            " given, but this message is content " + std::to_string(id));
+  HeldRecord record = held;
+  record.content_id = id;
+  BeginRecord(wire::kHeld);
+  wire::AppendHeldPayload(&out_, record);
+  EndRecord();
+  content_.push_back(wire::ContentFingerprint(record.digest, record.size));
+  last_uid_ = record.uid;
+  ++folder_end_.messages;  // held records count with messages: both introduce a content_id
+  folder_end_.bytes += record.size;
+  ++totals_.messages;
+  return id;
 }
 
 void Encoder::EndFolder() {

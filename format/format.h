@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -74,6 +75,8 @@ class StringSource final : public ByteSource {
 enum class StreamKind : uint8_t {
   kFull = 0,      // records and message bodies
   kManifest = 1,  // every record but no body records (verify --manifest)
+  kSession = 2,   // a full stream that may also carry held records; only inside a network
+                  // session (storemove serve), never in a file or pipe
 };
 
 struct StreamHeader {
@@ -135,8 +138,16 @@ struct MessageRecord {
 };
 using LinkRecord = MessageRecord;
 
+// A message of a session stream whose body the receiver said it already holds: the message's
+// fields plus the SHA-256 of the sender's bytes, which the receiver checks against its own copy
+// before linking (XXH3 alone proves nothing). Like a message record it takes the next content_id.
+struct HeldRecord : MessageRecord {
+  std::array<uint8_t, 32> sha256{};
+  friend bool operator==(const HeldRecord&, const HeldRecord&) = default;
+};
+
 struct FolderEnd {
-  uint64_t messages = 0;  // message records in the folder
+  uint64_t messages = 0;  // message records in the folder (and held records, session streams)
   uint64_t links = 0;     // link records in the folder
   uint64_t bytes = 0;     // sum of `size` over both
   friend bool operator==(const FolderEnd&, const FolderEnd&) = default;
@@ -146,7 +157,7 @@ struct Trailer {
   uint64_t records = 0;  // records before the trailer
   uint64_t users = 0;
   uint64_t folders = 0;
-  uint64_t messages = 0;
+  uint64_t messages = 0;  // message records (and held records, session streams)
   uint64_t links = 0;
   uint64_t body_bytes = 0;  // bytes carried in body records
   Digest stream_digest;     // XXH3-128 of every stream byte before the trailer record
@@ -177,6 +188,8 @@ class Encoder {
   void EndMessage();  // checks the byte count and the digest
   // The link's content_id, digest and size must be those of an earlier message of this stream.
   void WriteLink(const LinkRecord& link);
+  // Session streams only: a message whose body the receiver holds. Returns its content_id.
+  uint64_t WriteHeld(const HeldRecord& held);
   void EndFolder();
   void Finish();  // writes the trailer and flushes the sink (a zstd sink still needs its Finish())
   void Flush();   // hands buffered whole records to the sink and flushes it
@@ -196,6 +209,7 @@ class Encoder {
   ByteSink& sink_;
   State state_ = State::kStart;
   bool manifest_ = false;
+  bool session_ = false;
   std::string out_;          // whole records not yet handed to the sink (+ the open record)
   size_t record_start_ = 0;  // offset in out_ of the open record
   uint64_t index_ = 0;       // records completed
@@ -218,7 +232,7 @@ class Encoder {
 // every Next() throws. Body bytes are handed out as views into the decoder's buffer.
 class Decoder {
  public:
-  enum class Event { kHeader, kUser, kFolder, kMessage, kBody, kMessageEnd, kLink, kFolderEnd, kEnd };
+  enum class Event { kHeader, kUser, kFolder, kMessage, kBody, kMessageEnd, kLink, kHeld, kFolderEnd, kEnd };
 
   explicit Decoder(ByteSource& source);
   ~Decoder();
@@ -233,6 +247,7 @@ class Decoder {
   const FolderRecord& folder() const { return folder_; }  // the open folder, from kFolder to kFolderEnd
   const MessageRecord& message() const { return message_; }  // from kMessage to kMessageEnd
   const LinkRecord& link() const { return link_; }           // after kLink
+  const HeldRecord& held() const { return held_; }           // after kHeld
   std::string_view body() const { return body_; }  // after kBody, valid until the next Next()
   const FolderEnd& folder_end() const { return folder_end_; }  // after kFolderEnd
   const Trailer& trailer() const { return trailer_; }          // after kEnd
@@ -271,6 +286,7 @@ class Decoder {
   FolderRecord folder_;
   MessageRecord message_;
   LinkRecord link_;
+  HeldRecord held_;
   std::string_view body_;
   FolderEnd folder_end_;
   Trailer trailer_;

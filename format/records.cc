@@ -18,6 +18,7 @@ const char* RecordName(uint8_t type) {
     case kLink: return "link";
     case kFolderEnd: return "folder-end";
     case kTrailer: return "trailer";
+    case kHeld: return "held";
   }
   return nullptr;
 }
@@ -87,7 +88,7 @@ class Writer {
 
 void AppendHeaderPayload(std::string* out, const StreamHeader& h) {
   Writer w(out, "header");
-  if (h.kind != StreamKind::kFull && h.kind != StreamKind::kManifest)
+  if (h.kind != StreamKind::kFull && h.kind != StreamKind::kManifest && h.kind != StreamKind::kSession)
     w.Fail("unknown stream kind " + std::to_string(int(h.kind)));
   w.U8(static_cast<uint8_t>(h.kind));
   w.I64(h.created);
@@ -141,6 +142,11 @@ void AppendMessagePayload(std::string* out, const MessageRecord& m) {
   PutU32(b + 53, m.header_size);
   std::memcpy(b + 57, m.digest.bytes.data(), 16);
   out->append(reinterpret_cast<const char*>(b), sizeof b);
+}
+
+void AppendHeldPayload(std::string* out, const HeldRecord& h) {
+  AppendMessagePayload(out, h);
+  out->append(reinterpret_cast<const char*>(h.sha256.data()), h.sha256.size());
 }
 
 void AppendFolderEndPayload(std::string* out, const FolderEnd& e) {
@@ -222,7 +228,7 @@ class Reader {
 void ParseHeaderPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, StreamHeader* h) {
   Reader r(p, n);
   uint8_t kind = r.U8("kind");
-  if (kind > uint8_t(StreamKind::kManifest)) Reader::Fail("unknown stream kind " + std::to_string(kind));
+  if (kind > uint8_t(StreamKind::kSession)) Reader::Fail("unknown stream kind " + std::to_string(kind));
   h->kind = static_cast<StreamKind>(kind);
   h->created = r.I64("created");
   h->since = r.I64("since");
@@ -278,6 +284,14 @@ void ParseMessagePayload(const uint8_t* p, size_t n, bool skip_unknown_tail, Mes
   m->size = GetU64(b + 45);
   m->header_size = GetU32(b + 53);
   std::memcpy(m->digest.bytes.data(), b + 57, 16);
+  r.End(skip_unknown_tail);
+}
+
+void ParseHeldPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, HeldRecord* h) {
+  Reader r(p, n);
+  r.Take(kMessagePayloadSize, "the fixed fields");
+  std::memcpy(h->sha256.data(), r.Take(h->sha256.size(), "sha256"), h->sha256.size());
+  ParseMessagePayload(p, kMessagePayloadSize, false, h);
   r.End(skip_unknown_tail);
 }
 

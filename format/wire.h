@@ -28,6 +28,7 @@ enum RecordType : uint8_t {
   kLink = 0x07,
   kFolderEnd = 0x08,
   kTrailer = 0x09,
+  kHeld = 0x0a,  // session streams only
 };
 
 // Name used in error messages ("folder-end"), nullptr for an unknown type.
@@ -36,6 +37,7 @@ const char* RecordName(uint8_t type);
 uint32_t MaxPayload(uint8_t type);
 
 inline constexpr size_t kMessagePayloadSize = 73;    // message and link records, version 1.0
+inline constexpr size_t kHeldPayloadSize = kMessagePayloadSize + 32;  // + sha256
 inline constexpr size_t kFolderEndPayloadSize = 24;
 inline constexpr size_t kTrailerPayloadSize = 64;
 inline constexpr size_t kTrailerDigestOffset = 48;
@@ -50,6 +52,7 @@ void AppendHeaderPayload(std::string* out, const StreamHeader& h);
 void AppendUserPayload(std::string* out, const UserRecord& u);
 void AppendFolderPayload(std::string* out, const FolderRecord& f);
 void AppendMessagePayload(std::string* out, const MessageRecord& m);  // also links
+void AppendHeldPayload(std::string* out, const HeldRecord& h);
 void AppendFolderEndPayload(std::string* out, const FolderEnd& e);
 void AppendTrailerPayload(std::string* out, const Trailer& t);
 
@@ -63,6 +66,7 @@ void ParseHeaderPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, Stre
 void ParseUserPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, UserRecord* u);
 void ParseFolderPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, FolderRecord* f);
 void ParseMessagePayload(const uint8_t* p, size_t n, bool skip_unknown_tail, MessageRecord* m);
+void ParseHeldPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, HeldRecord* h);
 void ParseMessageEndPayload(const uint8_t* p, size_t n, bool skip_unknown_tail);
 void ParseFolderEndPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, FolderEnd* e);
 void ParseTrailerPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, Trailer* t);

@@ -5,9 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <set>
 #include <unordered_map>
 
 #include "relinker/relinker.h"
+#include "stream/net.h"
 #include "stream/stream.h"
 #include "util/error.h"
 
@@ -58,7 +60,9 @@ class BackupSession {
                                                            : options_.groups_file;
     Selection selection(options_.names, ReadBackupGroups(groups_file));
     format::StreamHeader header;
-    header.kind = options_.manifest ? format::StreamKind::kManifest : format::StreamKind::kFull;
+    header.kind = options_.manifest ? format::StreamKind::kManifest
+                  : options_.oracle ? format::StreamKind::kSession
+                                    : format::StreamKind::kFull;
     header.created = ::time(nullptr);
     header.since = options_.since;
     header.source_host = options_.source_host;
@@ -69,7 +73,7 @@ class BackupSession {
     // Collect the user list first: the mboxlist scan must not stay open while files are read.
     std::vector<store::UserInfo> users;
     store_.ForEachUser([&](const store::UserInfo& u) {
-      if (selection.WantsUser(u)) users.push_back(u);
+      if (selection.WantsUser(u) && (!options_.only_users || options_.only_users->count(u.user))) users.push_back(u);
     });
     for (const store::UserInfo& user : users) {
       std::vector<store::FolderInfo> folders;
@@ -125,6 +129,7 @@ class BackupSession {
     ++report_.folders;
     uint32_t folder_index = static_cast<uint32_t>(folder_paths_.size());
     folder_paths_.push_back(folder->path());
+    if (options_.oracle && !options_.manifest) AskReceiver(snap);
     for (const store::MessageMeta& m : snap.messages) {
       if (options_.since && m.save_time < options_.since) continue;
       WriteMessage(*folder, folder_index, m);
@@ -178,7 +183,8 @@ class BackupSession {
         return;
       }
     }
-    if (!SendBody(folder, fd.get(), m, rec)) return;
+    bool held = receiver_has_.count({m.digest, m.size});
+    if (!(held ? SendHeld(folder, fd.get(), m, rec) : SendBody(folder, fd.get(), m, rec))) return;
     uint64_t content_id = last_content_id_;
     digests_.emplace(m.digest, SentContent{content_id, m.size, folder_index, m.uid});
     if (st.st_nlink > 1) inodes_.emplace(ino, InodeEntry{content_id, m.size, m.digest});
@@ -225,15 +231,65 @@ class BackupSession {
     return true;
   }
 
-  void Count(uint64_t size, bool link) {
+  // Which of this folder's contents, not yet sent in this stream, the receiver already holds.
+  void AskReceiver(const store::FolderSnapshot& snap) {
+    receiver_has_.clear();
+    std::vector<std::pair<Digest, uint64_t>> ask;
+    std::set<std::pair<Digest, uint64_t>> asked;
+    auto flush = [&] {
+      if (ask.empty()) return;
+      encoder_.Flush();  // the receiver answers once it has read everything before the question
+      std::vector<bool> have = options_.oracle->Have(snap.info.user, snap.info.partition, ask);
+      for (size_t i = 0; i < ask.size() && i < have.size(); ++i)
+        if (have[i]) receiver_has_.insert(ask[i]);
+      ask.clear();
+    };
+    for (const store::MessageMeta& m : snap.messages) {
+      if (options_.since && m.save_time < options_.since) continue;
+      if (digests_.count(m.digest) || !asked.insert({m.digest, m.size}).second) continue;
+      ask.emplace_back(m.digest, m.size);
+      if (ask.size() == kMaxOracleBatch) flush();
+    }
+    flush();
+  }
+
+  // Content the receiver holds: read to check the recorded digest and to compute the SHA-256
+  // the receiver proves its own copy against; sent as a held record, without the body.
+  bool SendHeld(store::Folder& folder, int fd, const store::MessageMeta& m, const format::MessageRecord& rec) {
+    const std::string path = folder.MessagePath(m.uid);
+    Hasher hasher;
+    net::Sha256 sha;
+    buf_.resize(kReadChunk);
+    uint64_t total = 0;
+    for (size_t n; (n = ReadSome(fd, buf_.data(), buf_.size(), path)) > 0; total += n) {
+      hasher.Update(buf_.data(), n);
+      sha.Update(buf_.data(), n);
+    }
+    if (total != m.size || hasher.Final() != m.digest) {
+      ReportError(folder, m, "message file " + path + " does not match its recorded digest; left out");
+      return false;
+    }
+    format::HeldRecord held;
+    static_cast<format::MessageRecord&>(held) = rec;
+    held.sha256 = sha.Final();
+    last_content_id_ = encoder_.WriteHeld(held);
+    Count(m.size, false, true);
+    return true;
+  }
+
+  void Count(uint64_t size, bool link, bool held = false) {
     if (link) {
       ++report_.links;
     } else {
       ++report_.messages;
-      report_.body_bytes += size;
+      if (held)
+        ++report_.held;
+      else
+        report_.body_bytes += size;
     }
     report_.message_bytes += size;
     progress_.Add(1, size);
+    if (options_.on_progress) options_.on_progress(1, size);
   }
 
   struct InodeEntry {
@@ -252,6 +308,7 @@ class BackupSession {
   std::unordered_map<Digest, SentContent, DigestHash> digests_;
   uint64_t last_content_id_ = 0;
   std::string buf_;
+  std::set<std::pair<Digest, uint64_t>> receiver_has_;  // the open folder's contents the receiver holds
 };
 
 }  // namespace

@@ -17,6 +17,7 @@ std::string SessionReport::Summary(const std::string& verb) const {
                 HumanBytes(rate).c_str());
   std::string out = buf;
   if (skipped || linked) out += ", " + std::to_string(skipped) + " already present, " + std::to_string(linked) + " hard-linked";
+  if (held) out += ", " + std::to_string(held) + " held (the receiver had the bytes)";
   if (errors) out += ", " + std::to_string(errors) + " ERRORS";
   return out;
 }
@@ -26,7 +27,7 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"folders", folders},      {"messages", messages},
                       {"links", links},          {"message_bytes", message_bytes},
                       {"body_bytes", body_bytes}, {"stream_bytes", stream_bytes},
-                      {"already_present", skipped}, {"hard_linked", linked},
+                      {"already_present", skipped}, {"hard_linked", linked}, {"held", held},
                       {"errors", errors},        {"error_lines", error_lines},
                       {"seconds", seconds}};
   return j.dump();

@@ -10,7 +10,9 @@
 #include <set>
 #include <sstream>
 #include <unordered_map>
+#include <unordered_set>
 
+#include "stream/net.h"
 #include "stream/stream.h"
 #include "util/error.h"
 
@@ -35,6 +37,15 @@ std::map<std::string, std::string> ReadUserMap(const std::string& path) {
     map[from] = to;
   }
   return map;
+}
+
+std::string RestorePartition(store::Store& store, const RestoreOptions& options, const std::string& user,
+                             const std::string& source_partition) {
+  if (std::optional<store::UserInfo> existing = store.FindUser(user)) return existing->partition;
+  if (!options.partition.empty()) return options.partition;
+  auto parts = store.Partitions();
+  return std::find(parts.begin(), parts.end(), source_partition) != parts.end() ? source_partition
+                                                                                : store.DefaultPartition();
 }
 
 void UserLocks::Acquire(const std::string& user) {
@@ -108,6 +119,10 @@ class RestoreSession {
         case Event::kBody: Guard([&] { OnBody(decoder_.body()); }); break;
         case Event::kMessageEnd: Guard([&] { OnMessageEnd(); }); break;
         case Event::kLink: Guard([&] { OnLink(decoder_.link()); }); break;
+        case Event::kHeld:
+          content_.push_back(decoder_.held().digest);  // a held record takes a content id too
+          Guard([&] { OnHeld(decoder_.held()); });
+          break;
         case Event::kFolderEnd: Guard([&] { OnFolderEnd(); }); skipping_ = false; break;
         case Event::kEnd:
           Finish();
@@ -176,15 +191,7 @@ class RestoreSession {
       }
       store::UserStatus status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
-      if (!existing) {
-        std::string partition = options_.partition;
-        if (partition.empty()) {
-          auto parts = store_->Partitions();
-          partition = std::find(parts.begin(), parts.end(), r.partition) != parts.end() ? r.partition
-                                                                                        : store_->DefaultPartition();
-        }
-        store_->CreateUser(user, partition, false);
-      }
+      if (!existing) store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false);
       store_->SetUserStatus(user, status);
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
@@ -262,6 +269,7 @@ class RestoreSession {
   // it is already present (same UID, same digest) and only its flags may need updating.
   bool AlreadyPresent(const format::MessageRecord& r, store::MessageMeta* meta) {
     meta->user_flags = MapUserFlags(r.user_flags);
+    if (mode_ == Mode::kMerge) in_stream_.insert(r.uid);
     if (mode_ == Mode::kAppend) {
       meta->uid = 0;
       return false;
@@ -385,7 +393,9 @@ class RestoreSession {
 
   // Writes a new copy of proven content (a full repository file, or one on another partition).
   void CopyFrom(const std::string& path, const Digest& digest, bool replace_entry) {
-    UniqueFd in = OpenFile(path, O_RDONLY);
+    CopyFrom(OpenFile(path, O_RDONLY), path, digest, replace_entry);
+  }
+  void CopyFrom(UniqueFd in, const std::string& path, const Digest& digest, bool replace_entry) {
     writer_ = folder_->NewMessage();
     std::string buf(1 << 20, '\0');
     for (;;) {
@@ -408,6 +418,11 @@ class RestoreSession {
     if (!store_ || decoder_.header().kind == format::StreamKind::kManifest) return;
     message_ = r;
     meta_ = ToMeta(r);
+    if (unproven_.count(r.content_id)) {
+      AlreadyPresent(r, &meta_);  // still notes the UID as part of the stream
+      ReportMessageError(r, "link to held content " + r.digest.Hex() + " that failed its proof; not restored");
+      return;
+    }
     if (AlreadyPresent(r, &meta_)) {
       // Present with the same digest: its bytes were proven when the content was first seen?
       // Not necessarily (it may predate this stream), so compare with the repository copy.
@@ -441,6 +456,78 @@ class RestoreSession {
     } else {
       CopyFrom(source, r.digest, /*replace_entry=*/true);
     }
+  }
+
+  // A message whose body the sender did not send because this side holds it: linked to the
+  // repository entry only once the entry's SHA-256 equals the sender's (an XXH3 match proves
+  // nothing). A failed proof is reported; the message is not restored.
+  void OnHeld(const format::HeldRecord& r) {
+    if (toc_) *toc_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags) << " held " << r.digest.Hex() << "\n";
+    progress_.Add(1, r.size);
+    ++report_.messages;
+    ++report_.held;
+    report_.message_bytes += r.size;
+    if (!store_) return;
+    message_ = r;
+    meta_ = ToMeta(r);
+    if (AlreadyPresent(r, &meta_)) {
+      UniqueFd have = folder_->OpenMessage(r.uid);
+      if (have.valid() && net::Sha256OfFile(have.get(), folder_->MessagePath(r.uid)) == r.sha256) {
+        collided_[content_.size()] = folder_->MessagePath(r.uid);  // later links: the proven file
+        ++report_.skipped;
+        const store::MessageMeta& old = present_[r.uid];
+        if (old.flags != meta_.flags || old.user_flags != meta_.user_flags) {
+          Commit();
+          folder_->SetFlags(r.uid, meta_.flags, meta_.user_flags);
+        }
+        return;
+      }
+      meta_.uid = 0;
+    }
+    const std::string entry = repository_->EntryPath(r.digest);
+    UniqueFd candidate = repository_->OpenEntry(r.digest, r.size);
+    if (!candidate.valid()) {
+      HeldFailed(r, "is not in the repository (" + entry + ") any more; a rerun sends it");
+      return;
+    }
+    struct stat proven;
+    if (::fstat(candidate.get(), &proven) != 0) ThrowErrno("stat " + entry);
+    if (net::Sha256OfFile(candidate.get(), entry) != r.sha256) {
+      // Same XXH3 and size, other bytes: a collision or a damaged entry. Dropping the entry
+      // (the messages using it keep their files) lets a rerun send this body.
+      struct stat now;
+      if (::stat(entry.c_str(), &now) == 0 && now.st_ino == proven.st_ino && now.st_dev == proven.st_dev)
+        ::unlink(entry.c_str());
+      HeldFailed(r, "differs from the sender's bytes in " + entry + " (SHA-256 mismatch); not linked");
+      return;
+    }
+    std::optional<store::StagedMessage> staged = repository_->StageLink(*folder_, entry, meta_);
+    if (!staged) {
+      CopyFrom(std::move(candidate), entry, r.digest, /*replace_entry=*/true);
+      return;
+    }
+    // The entry may have been replaced between the proof and the link: keep only the proven file.
+    struct stat linked;
+    if (::stat((folder_->path() + "/" + staged->temp_name).c_str(), &linked) != 0 ||
+        linked.st_ino != proven.st_ino || linked.st_dev != proven.st_dev) {
+      std::vector<store::StagedMessage> drop{std::move(*staged)};
+      folder_->Discard(drop);
+      HeldFailed(r, "was replaced in the repository while it was linked; a rerun restores it");
+      return;
+    }
+    ++report_.linked;
+    Stage(std::move(*staged), r.digest, /*new_content=*/false);
+  }
+
+  // The held record just read (content id content_.size()) is not restored, nor links to it.
+  void HeldFailed(const format::HeldRecord& r, const std::string& what) {
+    unproven_.insert(content_.size());
+    ReportMessageError(r, "held content " + r.digest.Hex() + " " + what);
+  }
+
+  void ReportMessageError(const format::MessageRecord& r, const std::string& what) {
+    ++report_.errors;
+    report_.error_lines.push_back(current_mailbox_ + " UID " + std::to_string(r.uid) + ": " + what);
   }
 
   std::string FindInOtherPartitions(const Digest& digest) {
@@ -496,6 +583,14 @@ class RestoreSession {
   void OnFolderEnd() {
     if (!store_ || !folder_) return;
     Commit();
+    if (options_.mirror && mode_ == Mode::kMerge && decoder_.header().since == 0) {
+      std::vector<uint32_t> gone;
+      for (const auto& [uid, meta] : present_)
+        if (!in_stream_.count(uid)) gone.push_back(uid);
+      folder_->Expunge(gone);
+      report_.expunged += gone.size();
+    }
+    in_stream_.clear();
     folder_->RaiseUidNext(mode_ == Mode::kAppend ? 0 : folder_record_.uidnext);
     if (mode_ == Mode::kNew) store_->PublishFolder(*folder_);
     if (!folder_record_.acl.empty()) store_->SetAcl(user_, folder_name_, folder_record_.acl);
@@ -545,6 +640,7 @@ class RestoreSession {
   std::unique_ptr<store::Folder> folder_;
   std::unique_ptr<relinker::Repository> repository_;
   std::unordered_map<uint32_t, store::MessageMeta> present_;
+  std::unordered_set<uint32_t> in_stream_;  // UIDs of the open merge folder seen in the stream
   std::vector<int> flag_map_;
   std::vector<store::StagedMessage> pending_;
   std::vector<Digest> pending_digests_;
@@ -562,6 +658,7 @@ class RestoreSession {
   // content_id - 1 -> digest, for links; and the few contents whose digest collided.
   std::vector<Digest> content_;
   std::unordered_map<uint64_t, std::string> collided_;
+  std::unordered_set<uint64_t> unproven_;  // content ids of held records whose proof failed
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -48,6 +49,19 @@ class Selection {
 };
 
 // --- backup --------------------------------------------------------------------------------
+// Tells a backup sent over a network session which contents the receiver already holds, so
+// they travel as held records instead of bodies (skip what the destination has).
+class ContentOracle {
+ public:
+  virtual ~ContentOracle() = default;
+  // One answer per (digest, size), at most kMaxOracleBatch per call: true when the receiver's
+  // repository holds that content in the partition where `user` (a source user id; `partition`
+  // its source partition) is or will be restored. The caller has flushed the stream first.
+  virtual std::vector<bool> Have(const std::string& user, const std::string& partition,
+                                 const std::vector<std::pair<Digest, uint64_t>>& contents) = 0;
+};
+inline constexpr size_t kMaxOracleBatch = 1000;
+
 struct BackupOptions {
   std::vector<std::string> names{"/"};
   std::string groups_file;  // default STORE/config/backup-groups.conf
@@ -55,6 +69,9 @@ struct BackupOptions {
   bool manifest = false;    // records without bodies, for verify --manifest
   std::string source_host;
   bool live_progress = false;
+  const std::set<std::string>* only_users = nullptr;  // narrows the selection further (migrate)
+  std::function<void(uint64_t messages, uint64_t bytes)> on_progress;  // per message sent
+  ContentOracle* oracle = nullptr;  // network sessions (a session stream); files and pipes: none
 };
 
 struct SessionReport {
@@ -64,6 +81,8 @@ struct SessionReport {
   uint64_t stream_bytes = 0;   // bytes on the wire (after compression)
   uint64_t skipped = 0;        // restore: messages already present
   uint64_t linked = 0;         // restore: messages stored as hard links
+  uint64_t held = 0;           // messages sent (backup) or received (restore) as held records
+  uint64_t expunged = 0;       // restore --mirror: messages the source no longer has
   uint64_t errors = 0;
   double seconds = 0;
   std::vector<std::string> error_lines;
@@ -100,9 +119,17 @@ struct RestoreOptions {
   relinker::RepositoryOptions repository;
   size_t batch_messages = 512;       // messages per folder commit
   UserLocks* user_locks = nullptr;   // shared by concurrent sessions, or none
+  // With a full (not -d) stream: messages of an existing mailbox that the stream no longer has
+  // are expunged, so a second pass makes the destination an exact mirror (migrate catch-up).
+  bool mirror = false;
 };
 
 std::map<std::string, std::string> ReadUserMap(const std::string& path);
+
+// The partition restore puts the destination user `user` on: its own when it exists, else
+// options.partition, else `source_partition` when the store has it, else the default.
+std::string RestorePartition(store::Store& store, const RestoreOptions& options, const std::string& user,
+                             const std::string& source_partition);
 
 // Applies the stream read by `decoder` to `store` (nullptr only with table_of_contents, then
 // the listing goes to `toc`).
@@ -122,6 +149,7 @@ struct VerifyOptions {
 struct VerifyReport {
   uint64_t users = 0, folders = 0, messages = 0, bytes = 0;
   std::vector<std::string> differences;  // plain words, one per line
+  std::vector<std::string> user_names;   // users compared
   bool equal() const { return differences.empty(); }
   std::string Json() const;
 };

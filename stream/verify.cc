@@ -59,6 +59,7 @@ class Checker {
   // False when the user is missing (its folders are then reported missing too).
   bool CheckUser(const SourceUser& su) {
     ++report_.users;
+    report_.user_names.push_back(su.user);
     std::optional<store::UserInfo> du = dst_.FindUser(su.user);
     if (!du) {
       Diff("user " + su.user + " is missing");
@@ -208,6 +209,7 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
       }
       case Event::kMessage: folder.messages.push_back(MetaOf(manifest.message())); break;
       case Event::kLink: folder.messages.push_back(MetaOf(manifest.link())); break;
+      case Event::kHeld: folder.messages.push_back(MetaOf(manifest.held())); break;
       case Event::kBody:
       case Event::kMessageEnd: break;
       case Event::kFolderEnd:

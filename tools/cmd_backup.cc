@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "format/zstd_codec.h"
+#include "stream/net.h"
 #include "stream/transport.h"
 #include "tools/commands.h"
 #include "tools/session_io.h"
@@ -25,6 +26,9 @@ struct BackupCliOptions {
   bool verbose = false;
   bool json = false;
   std::vector<std::string> names;
+  std::string to;  // HOST:PORT of a storemove serve, instead of -f
+  stream::net::Credentials credentials;
+  int timeout = 60;
 };
 
 int RunBackup(const BackupCliOptions& o) {
@@ -47,6 +51,19 @@ int RunBackup(const BackupCliOptions& o) {
   int level = ParseCompression(o.compress);
   if (o.threads < 0 || o.threads > 64) Throw(Errc::kInvalidArgument, "--threads: 0-64");
 
+  if (o.to.empty() == o.file.empty()) Throw(Errc::kInvalidArgument, "give either -f FILE|- or --to HOST:PORT");
+  if (!o.to.empty()) {
+    if (o.timeout < 1) Throw(Errc::kInvalidArgument, "--timeout: at least 1 second");
+    if (o.manifest) Throw(Errc::kInvalidArgument, "--manifest cannot be sent with --to (storemove verify checks remotely)");
+    stream::net::ClientOptions client;
+    client.credentials = o.credentials;
+    client.timeout_seconds = o.timeout;
+    client.compress_level = level;
+    client.threads = o.threads;
+    stream::SessionReport report = stream::net::SendBackup(*store, options, stream::net::ParseEndpoint(o.to), client);
+    ReportSession(report, "backup", o.json);
+    return report.errors ? ExitStatus(Errc::kCorrupt) : 0;
+  }
   UniqueFd fd = stream::OpenOutput(o.file);
   stream::FdSink sink(fd.get(), o.file == "-" ? "standard output" : o.file);
   stream::SessionReport report;
@@ -71,7 +88,14 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   auto o = std::make_shared<BackupCliOptions>();
   CLI::App* c = root.add_subcommand("backup", "write part of a store as a backup stream (imsbackup)");
   AddStoreOption(c, &o->store_dir);
-  c->add_option("-f,--file", o->file, "output file, - for standard output")->required()->type_name("FILE|-");
+  c->add_option("-f,--file", o->file, "output file, - for standard output")->type_name("FILE|-");
+  c->add_option("--to", o->to, "send to a storemove serve instead, which restores it")->type_name("HOST:PORT");
+  c->add_option("--key", o->credentials.key_file, "--to: pre-shared key file (storemove keygen)")->type_name("FILE");
+  c->add_option("--cert", o->credentials.cert_file, "--to: client certificate (PEM)")->type_name("FILE");
+  c->add_option("--cert-key", o->credentials.cert_key_file, "--to: its private key (PEM)")->type_name("FILE");
+  c->add_option("--ca", o->credentials.ca_file, "--to: CA that signed the server's certificate")->type_name("FILE");
+  c->add_flag("--insecure", o->credentials.insecure, "--to: plain TCP, no authentication (trusted links only)");
+  c->add_option("--timeout", o->timeout, "--to: seconds without progress before giving up (default 60)");
   c->add_option("-u", o->names_file, "file listing the names to back up, one per line")->type_name("FILE");
   c->add_option("-d", o->since, "only messages stored at or after this local time")->type_name("YYYYMMDD[:HHMMSS]");
   c->add_option("--compress", o->compress, "zstd level 1-19, or none (default 3)")->type_name("LEVEL|none");

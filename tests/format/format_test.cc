@@ -602,8 +602,8 @@ TEST(FormatGrammar, RecordsOutOfPlaceAreRejected) {
   EXPECT_TRUE(Contains(CorruptError(without(kFolderType, 0)), "message record not allowed outside a folder"));
   {
     Framed g = f;
-    g.frames.insert(g.frames.begin() + 3, {0x0a, "x"});
-    EXPECT_TRUE(Contains(CorruptError(Join(g)), "unknown record type 0x0a at record 3"));
+    g.frames.insert(g.frames.begin() + 3, {0x0b, "x"});
+    EXPECT_TRUE(Contains(CorruptError(Join(g)), "unknown record type 0x0b at record 3"));
     g.frames[3].type = 0x00;
     EXPECT_TRUE(Contains(CorruptError(Join(g)), "unknown record type 0x00"));
   }

@@ -31,6 +31,7 @@ Decoded DecodeAll(ByteSource& source) {
         break;
       case Decoder::Event::kMessageEnd: break;
       case Decoder::Event::kLink: d.links.push_back(decoder.link()); break;
+      case Decoder::Event::kHeld: d.held.push_back(decoder.held()); break;
       case Decoder::Event::kFolderEnd: d.folder_ends.push_back(decoder.folder_end()); break;
       case Decoder::Event::kEnd:
         d.trailer = decoder.trailer();

@@ -17,7 +17,7 @@ namespace storemove::format::testing {
 // Record types as docs/stream-format.md numbers them.
 enum : uint8_t {
   kHeaderType = 1, kUserType, kFolderType, kMessageType, kBodyType, kMessageEndType, kLinkType,
-  kFolderEndType, kTrailerType,
+  kFolderEndType, kTrailerType, kHeldType,
 };
 
 // Everything a stream held, in order.
@@ -29,6 +29,7 @@ struct Decoded {
   std::vector<MessageRecord> messages;
   std::vector<std::string> bodies;  // one per message, chunks joined
   std::vector<LinkRecord> links;
+  std::vector<HeldRecord> held;
   std::vector<FolderEnd> folder_ends;
   Trailer trailer;
   size_t body_events = 0;

@@ -1,0 +1,57 @@
+// storemove migrate: the seed's online procedure (sun-ms63 admin guide 20.15.1), one session per
+// backup group, N groups at a time:
+//   copy (users active, start time T0) -> hold -> catch-up (mirror pass) -> verify (manifest)
+//   -> switch (destination active, source moved:HOST) -> optionally delete the source copy.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "stream/net.h"
+#include "stream/stream.h"
+
+namespace storemove::stream {
+
+struct MigrateOptions {
+  std::string groups_file;            // NAME=ERE lines; users in no group are not migrated
+  std::vector<std::string> groups;    // only these groups (empty = all in the file)
+  int jobs = 1;                       // groups migrated at once
+  int retries = 2;                    // further attempts for a failed group
+  bool delete_source = false;         // delete verified users from the source at the end
+  net::Endpoint to;
+  net::ClientOptions client;
+  std::string moved_host;             // recorded as moved:HOST on the source (default: to.host)
+  std::string partition;              // destination partition for new users ("" = same name or default)
+  bool live = false;                  // live display on stderr
+};
+
+struct PhaseTimes {
+  double copy = 0, hold = 0, catch_up = 0, verify = 0, switch_over = 0, remove = 0;
+};
+
+struct GroupReport {
+  std::string name;
+  uint64_t users = 0;            // users migrated in this run
+  uint64_t already_moved = 0;    // users found moved to the destination by an earlier run
+  uint64_t messages = 0;         // messages carried (copy + catch-up)
+  uint64_t bytes_raw = 0;        // message bytes carried
+  uint64_t bytes_sent = 0;       // bytes on the wire
+  uint64_t dedupe_saved = 0;     // message bytes not sent as bodies (links, held, already present)
+  int attempts = 0;
+  bool ok = false;
+  PhaseTimes times;
+  std::vector<std::string> errors;
+};
+
+struct MigrateReport {
+  std::vector<GroupReport> groups;
+  uint64_t users_in_no_group = 0;
+  double seconds = 0;
+  bool ok() const;
+  std::string Text() const;
+  std::string Json() const;
+};
+
+MigrateReport Migrate(store::Store& source, const MigrateOptions& options);
+
+}  // namespace storemove::stream

@@ -1,0 +1,761 @@
+// The transport's plumbing: endpoints, key files, TLS contexts (PSK or certificates), one
+// connection with timeouts, and the frames of docs/transport.md.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "stream/net_conn.h"
+#include "util/bytes.h"
+
+namespace storemove::stream::net {
+
+namespace {
+
+constexpr char kPskIdentity[] = "storemove";
+constexpr unsigned char kTlsAes256GcmSha384[] = {0x13, 0x02};
+constexpr size_t kKeyBytes = 32;
+constexpr size_t kReadAhead = 64 << 10;
+
+// The reasons OpenSSL queued for this thread, "; "-joined, and the queue cleared.
+std::string OpenSslErrors() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    const char* reason = ERR_reason_error_string(e);
+    std::string text = reason ? reason : "error " + std::to_string(ERR_GET_REASON(e));
+    if (out.find(text) != std::string::npos) continue;
+    if (!out.empty()) out += "; ";
+    out += text;
+  }
+  return out;
+}
+
+[[noreturn]] void ThrowTls(Errc code, const std::string& what) {
+  std::string reasons = OpenSslErrors();
+  Throw(code, what + (reasons.empty() ? "" : ": " + reasons));
+}
+
+std::string ReadKeyFile(const std::string& path) {
+  UniqueFd fd = OpenFile(path, O_RDONLY);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + path);
+  if (st.st_mode & 077) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+    Throw(Errc::kAuth, "key file " + path + " is accessible by group or others (mode " + mode +
+                           "); refusing it: chmod 600 " + path);
+  }
+  std::string text(200, '\0');
+  size_t got = 0;
+  for (size_t n; got < text.size() && (n = ReadSome(fd.get(), text.data() + got, text.size() - got, path)) > 0;)
+    got += n;
+  text.resize(got);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
+  std::string key;
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  bool ok = text.size() == 2 * kKeyBytes;
+  for (size_t i = 0; ok && i < text.size(); i += 2) {
+    int hi = hex(text[i]), lo = hex(text[i + 1]);
+    ok = hi >= 0 && lo >= 0;
+    key.push_back(char(hi << 4 | lo));
+  }
+  if (!ok) Throw(Errc::kInvalidArgument, "key file " + path + ": expected 64 hex digits (make one with storemove keygen)");
+  return key;
+}
+
+SSL_SESSION* NewPskSession(SSL* ssl, const std::string& key) {
+  const SSL_CIPHER* cipher = SSL_CIPHER_find(ssl, kTlsAes256GcmSha384);
+  if (!cipher) return nullptr;
+  SSL_SESSION* session = SSL_SESSION_new();
+  if (!session) return nullptr;
+  if (!SSL_SESSION_set1_master_key(session, reinterpret_cast<const unsigned char*>(key.data()), key.size()) ||
+      !SSL_SESSION_set_cipher(session, cipher) || !SSL_SESSION_set_protocol_version(session, TLS1_3_VERSION)) {
+    SSL_SESSION_free(session);
+    return nullptr;
+  }
+  return session;
+}
+
+const std::string& ContextKey(SSL* ssl) {
+  return *static_cast<const std::string*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+}
+
+int PskUseSession(SSL* ssl, const EVP_MD* md, const unsigned char** id, size_t* idlen, SSL_SESSION** sess) {
+  const SSL_CIPHER* cipher = SSL_CIPHER_find(ssl, kTlsAes256GcmSha384);
+  if (!cipher) return 0;
+  if (md && SSL_CIPHER_get_handshake_digest(cipher) != md) {  // not usable with this hash
+    *sess = nullptr;
+    *id = nullptr;
+    *idlen = 0;
+    return 1;
+  }
+  *sess = NewPskSession(ssl, ContextKey(ssl));
+  if (!*sess) return 0;
+  *id = reinterpret_cast<const unsigned char*>(kPskIdentity);
+  *idlen = sizeof kPskIdentity - 1;
+  return 1;
+}
+
+int PskFindSession(SSL* ssl, const unsigned char* identity, size_t identity_len, SSL_SESSION** sess) {
+  if (identity_len != sizeof kPskIdentity - 1 || std::memcmp(identity, kPskIdentity, identity_len) != 0) {
+    *sess = nullptr;  // unknown identity: no PSK, and without a certificate the handshake fails
+    return 1;
+  }
+  *sess = NewPskSession(ssl, ContextKey(ssl));
+  return *sess ? 1 : 0;
+}
+
+bool IsIpLiteral(const std::string& host) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return ::inet_pton(AF_INET, host.c_str(), buf) == 1 || ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+}  // namespace
+
+// --- endpoints ---------------------------------------------------------------------------------
+
+std::string Endpoint::ToString() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+Endpoint ParseEndpoint(const std::string& text) {
+  auto bad = [&](const std::string& why) -> Endpoint {
+    Throw(Errc::kInvalidArgument, "'" + text + "' is not HOST:PORT or [IPV6]:PORT: " + why);
+  };
+  Endpoint e;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') return bad("no ]:PORT");
+    e.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos) return bad("no port");
+    e.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (e.host.find(':') != std::string::npos) return bad("an IPv6 address needs brackets");
+  }
+  if (e.host.empty()) return bad("no host");
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535)
+    return bad("the port must be 0-65535");
+  e.port = static_cast<uint16_t>(std::stoul(port));
+  return e;
+}
+
+// --- keys and SHA-256 --------------------------------------------------------------------------
+
+void WriteKeyFile(const std::string& path) {
+  unsigned char key[kKeyBytes];
+  if (RAND_bytes(key, sizeof key) != 1) ThrowTls(Errc::kIo, "RAND_bytes");
+  std::string text;
+  static const char* kHex = "0123456789abcdef";
+  for (unsigned char b : key) {
+    text.push_back(kHex[b >> 4]);
+    text.push_back(kHex[b & 15]);
+  }
+  text.push_back('\n');
+  OPENSSL_cleanse(key, sizeof key);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0 && errno == EEXIST) Throw(Errc::kExists, "key file " + path + " exists; not overwritten");
+  if (fd < 0) ThrowErrno("create " + path);
+  UniqueFd file(fd);
+  try {
+    if (::fchmod(file.get(), 0600) != 0) ThrowErrno("chmod " + path);  // whatever the umask
+    WriteAll(file.get(), text.data(), text.size(), path);
+    Fsync(file.get(), path);
+  } catch (...) {
+    ::unlink(path.c_str());
+    throw;
+  }
+  OPENSSL_cleanse(text.data(), text.size());
+}
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
+    ThrowTls(Errc::kIo, "SHA-256 init");
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void Sha256::Update(const void* data, size_t size) {
+  if (EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, size) != 1) ThrowTls(Errc::kIo, "SHA-256");
+}
+
+Sha256Digest Sha256::Final() {
+  Sha256Digest out;
+  unsigned int n = 0;
+  if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), out.data(), &n) != 1 || n != out.size())
+    ThrowTls(Errc::kIo, "SHA-256");
+  return out;
+}
+
+Sha256Digest Sha256OfFile(int fd, const std::string& shown) {
+  Sha256 sha;
+  std::string buf(1 << 20, '\0');
+  for (off_t off = 0;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowErrno("read " + shown);
+    if (n == 0) break;
+    sha.Update(buf.data(), size_t(n));
+    off += n;
+  }
+  return sha.Final();
+}
+
+// --- TLS contexts ------------------------------------------------------------------------------
+
+TlsContext::TlsContext(const Credentials& c, Side side) {
+  bool certs = !c.cert_file.empty() || !c.cert_key_file.empty() || !c.ca_file.empty();
+  int kinds = int(!c.key_file.empty()) + int(certs) + int(c.insecure);
+  if (kinds == 0)
+    Throw(Errc::kInvalidArgument, "no credentials: give --key FILE, or --cert, --cert-key and --ca, or --insecure");
+  if (kinds > 1)
+    Throw(Errc::kInvalidArgument, "give only one of --key, the certificate options, or --insecure");
+  if (c.insecure) return;
+  if (certs && (c.cert_file.empty() || c.cert_key_file.empty() || c.ca_file.empty()))
+    Throw(Errc::kInvalidArgument, "mutual certificates need all of --cert, --cert-key and --ca");
+  if (!certs) key_ = ReadKeyFile(c.key_file);
+
+  ERR_clear_error();
+  ctx_ = SSL_CTX_new(side == Side::kClient ? TLS_client_method() : TLS_server_method());
+  if (!ctx_) ThrowTls(Errc::kIo, "SSL_CTX_new");
+  SSL_CTX_set_min_proto_version(ctx_, TLS1_3_VERSION);
+  SSL_CTX_set_options(ctx_, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_TICKET);
+  SSL_CTX_set_num_tickets(ctx_, 0);  // nothing but frames after the handshake
+  if (!certs) {
+    psk_ = true;
+    SSL_CTX_set_app_data(ctx_, &key_);
+    // The PSK session names this suite; offering only it keeps both sides on the key's hash.
+    if (SSL_CTX_set_ciphersuites(ctx_, "TLS_AES_256_GCM_SHA384") != 1) ThrowTls(Errc::kIo, "TLS ciphersuites");
+    if (side == Side::kClient) {
+      SSL_CTX_set_psk_use_session_callback(ctx_, PskUseSession);
+      // No trusted CA: a server that offers a certificate instead of the key is refused.
+      SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+    } else {
+      SSL_CTX_set_psk_find_session_callback(ctx_, PskFindSession);
+    }
+    return;
+  }
+  if (SSL_CTX_use_certificate_chain_file(ctx_, c.cert_file.c_str()) != 1)
+    ThrowTls(Errc::kInvalidArgument, "certificate " + c.cert_file);
+  if (SSL_CTX_use_PrivateKey_file(ctx_, c.cert_key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+    ThrowTls(Errc::kInvalidArgument, "private key " + c.cert_key_file);
+  if (SSL_CTX_check_private_key(ctx_) != 1)
+    ThrowTls(Errc::kInvalidArgument, "private key " + c.cert_key_file + " does not match " + c.cert_file);
+  if (SSL_CTX_load_verify_locations(ctx_, c.ca_file.c_str(), nullptr) != 1)
+    ThrowTls(Errc::kInvalidArgument, "CA file " + c.ca_file);
+  if (side == Side::kServer) {
+    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(c.ca_file.c_str())) SSL_CTX_set_client_CA_list(ctx_, names);
+  } else {
+    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+  }
+}
+
+TlsContext::~TlsContext() {
+  SSL_CTX_free(ctx_);
+  OPENSSL_cleanse(key_.data(), key_.size());
+}
+
+std::string TlsContext::Describe() const {
+  if (!ctx_) return "plain TCP (--insecure)";
+  return psk_ ? "TLS 1.3, pre-shared key" : "TLS 1.3, mutual certificates";
+}
+
+// --- sockets -------------------------------------------------------------------------------------
+
+namespace {
+
+struct AddrInfo {
+  addrinfo* list = nullptr;
+  ~AddrInfo() {
+    if (list) ::freeaddrinfo(list);
+  }
+};
+
+void Resolve(const Endpoint& e, bool passive, AddrInfo* out) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  int rc = ::getaddrinfo(e.host.c_str(), std::to_string(e.port).c_str(), &hints, &out->list);
+  if (rc != 0) Throw(Errc::kNotFound, "resolve " + e.host + ": " + ::gai_strerror(rc));
+}
+
+std::string AddressName(const sockaddr* sa) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (sa->sa_family == AF_INET) {
+    auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    port = ntohs(in->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    port = ntohs(in6->sin6_port);
+  }
+  return Endpoint{host, port}.ToString();
+}
+
+}  // namespace
+
+std::string PeerName(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  return AddressName(reinterpret_cast<sockaddr*>(&ss));
+}
+
+UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds) {
+  if (to.port == 0) Throw(Errc::kInvalidArgument, "connect " + to.ToString() + ": port 0");
+  AddrInfo ai;
+  Resolve(to, false, &ai);
+  std::string last = "no address";
+  for (addrinfo* a = ai.list; a; a = a->ai_next) {
+    UniqueFd fd(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol));
+    if (!fd.valid()) ThrowErrno("socket");
+    int rc = ::connect(fd.get(), a->ai_addr, a->ai_addrlen);
+    if (rc != 0 && errno == EINPROGRESS) {
+      pollfd p{fd.get(), POLLOUT, 0};
+      int n;
+      do n = ::poll(&p, 1, timeout_seconds * 1000);
+      while (n < 0 && errno == EINTR);
+      if (n == 0) {
+        last = "timed out after " + std::to_string(timeout_seconds) + " s";
+        continue;
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      rc = err ? -1 : 0;
+      errno = err;
+    }
+    if (rc != 0) {
+      last = std::strerror(errno);
+      continue;
+    }
+    int flags = ::fcntl(fd.get(), F_GETFL);
+    ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // QUERY round trips
+    return fd;
+  }
+  Throw(Errc::kIo, "connect to " + to.ToString() + ": " + last);
+}
+
+UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound) {
+  AddrInfo ai;
+  Resolve(at, true, &ai);
+  std::string last = "no address";
+  for (addrinfo* a = ai.list; a; a = a->ai_next) {
+    UniqueFd fd(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol));
+    if (!fd.valid()) ThrowErrno("socket");
+    int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd.get(), 64) != 0) {
+      last = std::strerror(errno);
+      continue;
+    }
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    *bound = ParseEndpoint(AddressName(reinterpret_cast<sockaddr*>(&ss)));
+    return fd;
+  }
+  Throw(Errc::kIo, "listen on " + at.ToString() + ": " + last);
+}
+
+// --- connection ----------------------------------------------------------------------------------
+
+Connection::Connection(UniqueFd fd, std::string peer) : fd_(std::move(fd)), peer_(std::move(peer)) {}
+
+Connection::~Connection() {
+  if (ssl_) SSL_free(ssl_);
+  std::lock_guard<std::mutex> lock(abort_mutex_);
+  fd_.reset();
+}
+
+void Connection::SetTimeout(int seconds) {
+  timeout_seconds_ = seconds;
+  timeval tv{seconds, 0};
+  ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+void Connection::FailTls(const char* call, int ret) {
+  int err = SSL_get_error(ssl_, ret);
+  int saved_errno = errno;
+  std::string reasons = OpenSslErrors();
+  std::string verify;  // why a certificate was refused (certificate mode, during the handshake)
+  if (!authenticated_ && !psk_ && SSL_get_verify_result(ssl_) != X509_V_OK)
+    verify = X509_verify_cert_error_string(SSL_get_verify_result(ssl_));
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE ||
+      (err == SSL_ERROR_SYSCALL && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)))
+    Throw(Errc::kTempFail, std::string(call) + " " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+                               " s without progress");
+  std::string why = !verify.empty() ? "certificate: " + verify
+                    : !reasons.empty() ? reasons
+                    : err == SSL_ERROR_SYSCALL && saved_errno ? std::strerror(saved_errno)
+                                                              : "the peer closed the connection";
+  Throw(authenticated_ ? Errc::kIo : Errc::kAuth, std::string(call) + " " + peer_ + ": " + why);
+}
+
+void Connection::Connect(const TlsContext& tls, const std::string& host) {
+  if (!tls.get()) return;
+  psk_ = tls.psk();
+  ERR_clear_error();
+  ssl_ = SSL_new(tls.get());
+  if (!ssl_ || SSL_set_fd(ssl_, fd_.get()) != 1) ThrowTls(Errc::kIo, "SSL_new");
+  if (!tls.psk()) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+    int ok = IsIpLiteral(host) ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str())
+                               : X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
+    if (ok != 1) ThrowTls(Errc::kIo, "TLS host name " + host);
+  }
+  int ret = SSL_connect(ssl_);
+  if (ret != 1) FailTls("TLS handshake with", ret);
+  if (tls.psk() && !SSL_session_reused(ssl_))
+    Throw(Errc::kAuth, "TLS handshake with " + peer_ + ": the server did not use the pre-shared key");
+}
+
+void Connection::Accept(const TlsContext& tls) {
+  if (!tls.get()) return;
+  psk_ = tls.psk();
+  ERR_clear_error();
+  ssl_ = SSL_new(tls.get());
+  if (!ssl_ || SSL_set_fd(ssl_, fd_.get()) != 1) ThrowTls(Errc::kIo, "SSL_new");
+  int ret = SSL_accept(ssl_);
+  if (ret != 1) {
+    try {
+      FailTls("TLS handshake with", ret);
+    } catch (const Error& e) {
+      std::string what = e.what();
+      if (what.find("wrong version number") != std::string::npos || what.find("http request") != std::string::npos)
+        what += " (not a TLS client: one running --insecure?)";
+      Throw(e.code(), what);
+    }
+  }
+  if (tls.psk() && !SSL_session_reused(ssl_))
+    Throw(Errc::kAuth, "TLS handshake with " + peer_ + ": the client did not use the pre-shared key");
+}
+
+size_t Connection::ReadRaw(void* data, size_t size) {
+  if (ssl_) {
+    ERR_clear_error();
+    int ret = SSL_read(ssl_, data, int(std::min<size_t>(size, 1 << 30)));
+    if (ret > 0) return size_t(ret);
+    if (SSL_get_error(ssl_, ret) == SSL_ERROR_ZERO_RETURN) return 0;
+    FailTls("read from", ret);
+  }
+  for (;;) {
+    ssize_t n = ::recv(fd_.get(), data, size, 0);
+    if (n >= 0) return size_t(n);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      Throw(Errc::kTempFail, "read from " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+                                 " s without data");
+    ThrowErrno("read from " + peer_);
+  }
+}
+
+size_t Connection::Read(void* data, size_t size) {
+  if (size == 0) return 0;
+  if (in_pos_ == in_.size()) {
+    in_.resize(kReadAhead);
+    size_t n = ReadRaw(in_.data(), in_.size());
+    in_.resize(n);
+    in_pos_ = 0;
+    if (n == 0) return 0;
+    bytes_in_ += n;
+  }
+  size_t n = std::min(size, in_.size() - in_pos_);
+  std::memcpy(data, in_.data() + in_pos_, n);
+  in_pos_ += n;
+  return n;
+}
+
+void Connection::ReadExact(void* data, size_t size, const char* what) {
+  for (size_t got = 0; got < size;) {
+    size_t n = Read(static_cast<char*>(data) + got, size - got);
+    if (n == 0)
+      Throw(authenticated_ ? Errc::kProtocol : Errc::kAuth,
+            peer_ + " closed the connection " + (got ? "inside " : "before ") + what);
+    got += n;
+  }
+}
+
+void Connection::WriteAll(const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    size_t n;
+    if (ssl_) {
+      ERR_clear_error();
+      int ret = SSL_write(ssl_, p, int(std::min<size_t>(size, 1 << 30)));
+      if (ret <= 0) FailTls("write to", ret);
+      n = size_t(ret);
+    } else {
+      ssize_t w = ::send(fd_.get(), p, size, MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        Throw(Errc::kTempFail, "write to " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+                                   " s (the peer does not read)");
+      if (w < 0) ThrowErrno("write to " + peer_);
+      n = size_t(w);
+    }
+    p += n;
+    size -= n;
+    bytes_out_ += n;
+  }
+}
+
+bool Connection::Readable() {
+  if (in_pos_ < in_.size() || (ssl_ && SSL_pending(ssl_) > 0)) return true;
+  pollfd p{fd_.get(), POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+void Connection::Close(int drain_seconds) {
+  if (!fd_.valid()) return;
+  if (ssl_) {
+    ERR_clear_error();
+    SSL_shutdown(ssl_);  // our close_notify; the peer's is not awaited
+    ERR_clear_error();
+  }
+  ::shutdown(fd_.get(), SHUT_WR);
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(drain_seconds);
+  char sink[16384];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{fd_.get(), POLLIN, 0};
+    if (::poll(&p, 1, int(left)) <= 0) break;
+    ssize_t n = ::recv(fd_.get(), sink, sizeof sink, MSG_DONTWAIT);
+    if (n <= 0 && !(n < 0 && errno == EINTR)) break;
+  }
+  std::lock_guard<std::mutex> lock(abort_mutex_);
+  if (ssl_) {
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+  }
+  fd_.reset();
+}
+
+void Connection::Abort() {
+  std::lock_guard<std::mutex> lock(abort_mutex_);
+  if (fd_.valid()) ::shutdown(fd_.get(), SHUT_RDWR);
+}
+
+// --- frames --------------------------------------------------------------------------------------
+
+const char* FrameName(FrameType type) {
+  switch (type) {
+    case FrameType::kRequest: return "REQUEST";
+    case FrameType::kReady: return "READY";
+    case FrameType::kData: return "DATA";
+    case FrameType::kDataEnd: return "DATA-END";
+    case FrameType::kQuery: return "QUERY";
+    case FrameType::kAnswer: return "ANSWER";
+    case FrameType::kResult: return "RESULT";
+    case FrameType::kError: return "ERROR";
+  }
+  return nullptr;
+}
+
+uint32_t MaxFramePayload(FrameType type) {
+  switch (type) {
+    case FrameType::kRequest:
+    case FrameType::kResult: return uint32_t{16} << 20;
+    case FrameType::kData: return uint32_t(kMaxDataFrame);
+    case FrameType::kDataEnd: return 0;
+    case FrameType::kQuery: return uint32_t{64} << 10;
+    case FrameType::kReady:
+    case FrameType::kAnswer:
+    case FrameType::kError: return uint32_t{4} << 10;
+  }
+  return 0;
+}
+
+void WriteFrame(Connection& conn, FrameType type, std::string_view payload) {
+  if (payload.size() > MaxFramePayload(type))
+    Throw(Errc::kInvalidArgument, std::string(FrameName(type)) + " frame of " + std::to_string(payload.size()) +
+                                      " bytes over its limit");
+  std::string frame;
+  frame.reserve(5 + payload.size());
+  AppendU8(&frame, uint8_t(type));
+  AppendU32(&frame, uint32_t(payload.size()));
+  frame.append(payload);
+  conn.WriteAll(frame.data(), frame.size());
+}
+
+Frame ReadFrame(Connection& conn) {
+  uint8_t head[5];
+  conn.ReadExact(head, 1, "a frame");
+  if (!conn.tls() && (head[0] == 0x15 || head[0] == 0x16))  // TLS alert / handshake record
+    Throw(Errc::kAuth, conn.peer() + " speaks TLS, but this side runs --insecure (plain TCP); give both sides "
+                                     "the same --key or certificates");
+  Frame f{FrameType(head[0]), {}};
+  const char* name = FrameName(f.type);
+  if (!name) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02x", head[0]);
+    Throw(Errc::kProtocol, conn.peer() + " sent an unknown frame type " + hex);
+  }
+  conn.ReadExact(head + 1, 4, "a frame header");
+  uint32_t length = GetU32(head + 1);
+  if (length > MaxFramePayload(f.type))
+    Throw(Errc::kProtocol, conn.peer() + " sent a " + name + " frame of " + std::to_string(length) +
+                               " bytes, over its limit of " + std::to_string(MaxFramePayload(f.type)));
+  // Grows with what arrives, so a declared length costs nothing until the bytes are there.
+  while (f.payload.size() < length) {
+    size_t old = f.payload.size();
+    size_t step = std::min<size_t>(length - old, kReadAhead);
+    f.payload.resize(old + step);
+    conn.ReadExact(f.payload.data() + old, step, name);
+  }
+  return f;
+}
+
+void WriteErrorFrame(Connection& conn, Errc code, const std::string& message) {
+  std::string payload(1, char(uint8_t(code)));
+  std::string line = message.substr(0, MaxFramePayload(FrameType::kError) - 1);
+  for (char& c : line)
+    if (c == '\n' || c == '\r') c = ' ';
+  WriteFrame(conn, FrameType::kError, payload + line);
+}
+
+void ThrowErrorFrame(const Frame& frame, const std::string& from) {
+  uint8_t code = frame.payload.empty() ? 0xff : uint8_t(frame.payload[0]);
+  Errc errc = code <= uint8_t(Errc::kInterrupted) ? Errc(code) : Errc::kProtocol;
+  std::string text = frame.payload.size() > 1 ? frame.payload.substr(1) : "unspecified error";
+  Throw(errc, from + ": " + text);
+}
+
+void Unexpected(const Frame& frame, const char* expected, const std::string& from) {
+  if (frame.type == FrameType::kError) ThrowErrorFrame(frame, from);
+  Throw(Errc::kProtocol, from + " sent " + FrameName(frame.type) + " where " + expected + " was expected");
+}
+
+std::string EncodeQuery(const Query& q) {
+  std::string out;
+  AppendU16(&out, uint16_t(q.user.size()));
+  out += q.user;
+  AppendU16(&out, uint16_t(q.partition.size()));
+  out += q.partition;
+  AppendU32(&out, uint32_t(q.contents.size()));
+  for (const auto& [digest, size] : q.contents) {
+    out.append(reinterpret_cast<const char*>(digest.bytes.data()), digest.bytes.size());
+    AppendU64(&out, size);
+  }
+  return out;
+}
+
+Query DecodeQuery(std::string_view p) {
+  Query q;
+  size_t pos = 0;
+  auto need = [&](size_t n, const char* field) {
+    if (p.size() - pos < n) Throw(Errc::kProtocol, std::string("QUERY frame ends inside ") + field);
+  };
+  auto name = [&](const char* field, std::string* out) {
+    need(2, field);
+    uint16_t len = GetU16(reinterpret_cast<const uint8_t*>(p.data() + pos));
+    pos += 2;
+    if (len > format::kMaxNameBytes) Throw(Errc::kProtocol, std::string("QUERY frame: ") + field + " too long");
+    need(len, field);
+    out->assign(p.substr(pos, len));
+    pos += len;
+  };
+  name("user", &q.user);
+  name("partition", &q.partition);
+  need(4, "count");
+  uint32_t count = GetU32(reinterpret_cast<const uint8_t*>(p.data() + pos));
+  pos += 4;
+  if (count > kMaxOracleBatch || p.size() - pos != size_t(count) * 24)
+    Throw(Errc::kProtocol, "QUERY frame: " + std::to_string(count) + " entries do not fit its " +
+                               std::to_string(p.size() - pos) + " bytes (at most " + std::to_string(kMaxOracleBatch) + ")");
+  q.contents.resize(count);
+  for (auto& [digest, size] : q.contents) {
+    std::memcpy(digest.bytes.data(), p.data() + pos, 16);
+    size = GetU64(reinterpret_cast<const uint8_t*>(p.data() + pos + 16));
+    pos += 24;
+  }
+  return q;
+}
+
+std::string EncodeAnswer(const std::vector<bool>& have) {
+  std::string out;
+  AppendU32(&out, uint32_t(have.size()));
+  out.append((have.size() + 7) / 8, '\0');
+  for (size_t i = 0; i < have.size(); ++i)
+    if (have[i]) out[4 + i / 8] = char(uint8_t(out[4 + i / 8]) | (1u << (i % 8)));
+  return out;
+}
+
+std::vector<bool> DecodeAnswer(std::string_view p, size_t expected) {
+  if (p.size() < 4 || GetU32(reinterpret_cast<const uint8_t*>(p.data())) != expected ||
+      p.size() != 4 + (expected + 7) / 8)
+    Throw(Errc::kProtocol, "ANSWER frame does not answer the " + std::to_string(expected) + " contents asked");
+  std::vector<bool> have(expected);
+  for (size_t i = 0; i < expected; ++i) have[i] = uint8_t(p[4 + i / 8]) >> (i % 8) & 1;
+  return have;
+}
+
+std::string ReportToJson(const SessionReport& r) {
+  nlohmann::json j = {{"users", r.users},         {"folders", r.folders},       {"messages", r.messages},
+                      {"links", r.links},         {"held", r.held},             {"message_bytes", r.message_bytes},
+                      {"body_bytes", r.body_bytes}, {"stream_bytes", r.stream_bytes}, {"skipped", r.skipped},
+                      {"linked", r.linked},       {"expunged", r.expunged},     {"errors", r.errors},
+                      {"error_lines", r.error_lines}, {"seconds", r.seconds}};
+  return j.dump();
+}
+
+SessionReport ReportFromJson(std::string_view text) {
+  SessionReport r;
+  try {
+    nlohmann::json j = nlohmann::json::parse(text);
+    auto u64 = [&](const char* k) { return j.at(k).get<uint64_t>(); };
+    r.users = u64("users");
+    r.folders = u64("folders");
+    r.messages = u64("messages");
+    r.links = u64("links");
+    r.held = u64("held");
+    r.message_bytes = u64("message_bytes");
+    r.body_bytes = u64("body_bytes");
+    r.stream_bytes = u64("stream_bytes");
+    r.skipped = u64("skipped");
+    r.linked = u64("linked");
+    r.expunged = u64("expunged");
+    r.errors = u64("errors");
+    r.error_lines = j.at("error_lines").get<std::vector<std::string>>();
+    r.seconds = j.at("seconds").get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    Throw(Errc::kProtocol, std::string("RESULT frame: ") + e.what());
+  }
+  return r;
+}
+
+}  // namespace storemove::stream::net

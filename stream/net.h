@@ -1,0 +1,90 @@
+// storemove's network transport (docs/transport.md): a backup sent over an authenticated TCP
+// connection (TLS 1.3 with a pre-shared key or mutual certificates, or plain TCP with
+// --insecure) to `storemove serve`, which restores it with the usual restore semantics. The
+// sender skips content the receiver already holds (QUERY/ANSWER, then held records).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <ostream>
+#include <string>
+
+#include "store/store.h"
+#include "stream/stream.h"
+
+namespace storemove::stream::net {
+
+struct Endpoint {
+  std::string host;
+  uint16_t port = 0;
+  std::string ToString() const;  // "host:port", "[::1]:port"
+};
+// "host:port", "[::1]:port"; kInvalidArgument naming the text otherwise.
+Endpoint ParseEndpoint(const std::string& text);
+
+struct Credentials {
+  std::string key_file;                           // TLS 1.3 external PSK from this file (storemove keygen)
+  std::string cert_file, cert_key_file, ca_file;  // or mutual certificates
+  bool insecure = false;                          // plain TCP (tests, trusted links)
+};
+
+struct ClientOptions {
+  Credentials credentials;
+  int timeout_seconds = 60;  // connect, and any read or write that makes no progress
+  int compress_level = 3;    // zstd level of the DATA stream, 0 = none
+  int threads = 0;           // zstd worker threads
+};
+
+// Backs up `options` of `source` to the server, which restores it; returns the combined report
+// (the server's restore report merged into the client's: messages, links, held, bytes raw and
+// on the wire, skipped, linked, errors with the server's error lines). options.oracle is set
+// by the session (content the server holds is sent as held records). Throws kAuth when the
+// server refuses the credentials, kIo/kTempFail on network failures and timeouts, and the
+// server's error category when the server stops the session.
+SessionReport SendBackup(store::Store& source, const BackupOptions& options, const Endpoint& to,
+                         const ClientOptions& client, const RestoreOptions& remote_restore = {});
+// Sends a manifest of `options` of `source`; the server checks its store against it (stream::VerifyManifest).
+VerifyReport VerifyRemote(store::Store& source, const BackupOptions& options, const Endpoint& to,
+                          const ClientOptions& client);
+// Sets a user's status on the server's store.
+void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std::string& user,
+                     const store::UserStatus& status);
+
+struct ServeOptions {
+  std::string listen;  // "host:port"; port 0 picks a free port (see on_listening)
+  Credentials credentials;
+  int max_sessions = 16;  // more connections wait in the listen queue until a session ends
+  int idle_timeout_seconds = 120;  // a peer silent (or not reading) this long is dropped
+  bool verbose = false;            // also log every QUERY answered (one line per folder)
+  std::function<void(const Endpoint&)> on_listening;  // called once, with the bound address
+};
+
+// Accepts sessions until *stop becomes true (checked at least every 200 ms). Each session runs in
+// its own thread; all share one UserLocks, so one user is never restored by two sessions at once.
+// On stop, running sessions are cut off (an open folder stays unpublished) and joined. One line
+// per event goes to `log` (written whole, under a lock). Ignores SIGPIPE for the process.
+void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, std::ostream& log);
+
+// Writes a new random 32-byte key, hex-encoded, to `path` with mode 0600; kExists if it exists.
+void WriteKeyFile(const std::string& path);
+
+// SHA-256, the proof a held record carries (XXH3 is not collision resistant).
+using Sha256Digest = std::array<uint8_t, 32>;
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void Update(const void* data, size_t size);
+  Sha256Digest Final();
+
+ private:
+  void* ctx_;  // EVP_MD_CTX*
+};
+// SHA-256 of a whole file read with pread from offset 0; `shown` names it in errors.
+Sha256Digest Sha256OfFile(int fd, const std::string& shown);
+
+}  // namespace storemove::stream::net

@@ -1,0 +1,201 @@
+// The sending side of a network session: connect, authenticate, REQUEST/READY, then the
+// zstd-compressed stream in DATA frames with QUERY/ANSWER round trips, then RESULT or ERROR.
+#include <signal.h>
+
+#include <nlohmann/json.hpp>
+
+#include "format/zstd_codec.h"
+#include "stream/net_conn.h"
+
+namespace storemove::stream::net {
+
+namespace {
+
+constexpr size_t kDataBuffer = 256 << 10;
+
+std::string Hint(const Credentials& c) {
+  if (c.insecure) return " (does the server require --key or certificates?)";
+  if (!c.key_file.empty()) return " (do both sides use the same key file?)";
+  return " (is each side's certificate signed by the CA the other side trusts?)";
+}
+
+// An authenticated connection with its session accepted (READY received).
+class ClientSession {
+ public:
+  ClientSession(const Endpoint& to, const ClientOptions& options, const nlohmann::json& request)
+      : tls_(options.credentials, TlsContext::Side::kClient),
+        from_("server " + to.ToString()),
+        conn_(ConnectTcp(to, options.timeout_seconds), to.ToString()) {
+    ::signal(SIGPIPE, SIG_IGN);  // a closed connection becomes EPIPE
+    conn_.SetTimeout(options.timeout_seconds);
+    Frame ready{FrameType::kError, {}};
+    try {
+      conn_.Connect(tls_, to.host);
+      WriteFrame(conn_, FrameType::kRequest, request.dump());
+      ready = ReadFrame(conn_);
+    } catch (const Error& e) {
+      // A TLS 1.3 server checks the client's certificate after our handshake has returned: its
+      // refusal arrives as the failure of the first read (or write).
+      if (e.code() == Errc::kAuth || e.code() == Errc::kIo)
+        Throw(Errc::kAuth, "authentication with " + to.ToString() + " failed: " + e.what() + Hint(options.credentials));
+      throw;
+    }
+    if (ready.type != FrameType::kReady) Unexpected(ready, "READY", from_);
+    conn_.set_authenticated();
+  }
+
+  Connection& conn() { return conn_; }
+  const std::string& from() const { return from_; }
+
+  // Fails with the server's ERROR when it has sent one (it stops a session early that way).
+  void CheckServer() {
+    if (!conn_.Readable()) return;
+    Unexpected(ReadFrame(conn_), "nothing", from_);
+  }
+
+  Frame ReadReply(const char* expected, FrameType type) {
+    Frame f = ReadFrame(conn_);
+    if (f.type != type) Unexpected(f, expected, from_);
+    return f;
+  }
+
+  void Close() { conn_.Close(0); }
+
+ private:
+  TlsContext tls_;
+  std::string from_;
+  Connection conn_;
+};
+
+// The stream's bytes as DATA frames.
+class DataSink final : public format::ByteSink {
+ public:
+  explicit DataSink(ClientSession& session) : session_(session) { buf_.reserve(kDataBuffer); }
+
+  void Write(const void* data, size_t size) override {
+    buf_.append(static_cast<const char*>(data), size);
+    if (buf_.size() >= kDataBuffer) Send();
+  }
+  void Flush() override { Send(); }
+  void Finish() {
+    Send();
+    WriteFrame(session_.conn(), FrameType::kDataEnd, {});
+  }
+
+ private:
+  void Send() {
+    if (buf_.empty()) return;
+    session_.CheckServer();
+    try {
+      for (size_t off = 0; off < buf_.size(); off += kMaxDataFrame)
+        WriteFrame(session_.conn(), FrameType::kData, std::string_view(buf_).substr(off, kMaxDataFrame));
+    } catch (const Error&) {
+      session_.CheckServer();  // the server's reason, when it said why it stopped reading
+      throw;
+    }
+    buf_.clear();
+  }
+
+  ClientSession& session_;
+  std::string buf_;
+};
+
+// Asks the server which contents it holds (the stream is flushed by the caller).
+class ServerOracle final : public ContentOracle {
+ public:
+  explicit ServerOracle(ClientSession& session) : session_(session) {}
+  std::vector<bool> Have(const std::string& user, const std::string& partition,
+                         const std::vector<std::pair<Digest, uint64_t>>& contents) override {
+    WriteFrame(session_.conn(), FrameType::kQuery, EncodeQuery({user, partition, contents}));
+    return DecodeAnswer(session_.ReadReply("ANSWER", FrameType::kAnswer).payload, contents.size());
+  }
+
+ private:
+  ClientSession& session_;
+};
+
+// Writes the backup into the session's DATA frames; returns the backup's report.
+SessionReport StreamBackup(ClientSession& session, store::Store& source, const BackupOptions& options,
+                           const ClientOptions& client) {
+  DataSink data(session);
+  SessionReport report;
+  if (client.compress_level > 0) {
+    format::ZstdCompressSink zsink(data, client.compress_level, client.threads);
+    format::Encoder encoder(zsink);
+    report = Backup(source, options, encoder);
+    zsink.Finish();
+  } else {
+    format::Encoder encoder(data);
+    report = Backup(source, options, encoder);
+  }
+  data.Finish();
+  return report;
+}
+
+nlohmann::json Request(const std::string& op) {
+  return {{"protocol", kProtocolVersion}, {"op", op}};
+}
+
+}  // namespace
+
+SessionReport SendBackup(store::Store& source, const BackupOptions& options, const Endpoint& to,
+                         const ClientOptions& client, const RestoreOptions& remote_restore) {
+  if (options.manifest) Throw(Errc::kInvalidArgument, "a manifest cannot be restored remotely (use VerifyRemote)");
+  nlohmann::json request = Request("restore");
+  request["restore"] = {{"partition", remote_restore.partition},
+                        {"user_map", remote_restore.user_map},
+                        {"continue_on_error", remote_restore.continue_on_error},
+                        {"skip_existing_check", remote_restore.skip_existing_check},
+                        {"mirror", remote_restore.mirror}};
+  ClientSession session(to, client, request);
+  ServerOracle oracle(session);
+  BackupOptions session_options = options;
+  session_options.oracle = &oracle;
+  SessionReport report = StreamBackup(session, source, session_options, client);
+  SessionReport remote = ReportFromJson(session.ReadReply("RESULT", FrameType::kResult).payload);
+  report.stream_bytes = session.conn().bytes_out();
+  report.skipped = remote.skipped;
+  report.linked = remote.linked;
+  report.expunged = remote.expunged;
+  report.errors += remote.errors;
+  for (const std::string& line : remote.error_lines) report.error_lines.push_back(session.from() + ": " + line);
+  session.Close();
+  return report;
+}
+
+VerifyReport VerifyRemote(store::Store& source, const BackupOptions& options, const Endpoint& to,
+                          const ClientOptions& client) {
+  nlohmann::json request = Request("verify");
+  request["verify"] = {{"names", options.names}, {"check_bytes", true}};
+  ClientSession session(to, client, request);
+  BackupOptions manifest = options;
+  manifest.manifest = true;
+  manifest.oracle = nullptr;
+  StreamBackup(session, source, manifest, client);
+  std::string json = session.ReadReply("RESULT", FrameType::kResult).payload;
+  session.Close();
+  VerifyReport report;
+  try {
+    nlohmann::json j = nlohmann::json::parse(json);
+    report.users = j.at("users").get<uint64_t>();
+    report.folders = j.at("folders").get<uint64_t>();
+    report.messages = j.at("messages").get<uint64_t>();
+    report.bytes = j.at("bytes").get<uint64_t>();
+    report.differences = j.at("differences").get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    Throw(Errc::kProtocol, "RESULT frame of " + session.from() + ": " + e.what());
+  }
+  return report;
+}
+
+void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std::string& user,
+                     const store::UserStatus& status) {
+  nlohmann::json request = Request("set-status");
+  request["user"] = user;
+  request["status"] = status.ToString();
+  ClientSession session(to, client, request);
+  session.ReadReply("RESULT", FrameType::kResult);
+  session.Close();
+}
+
+}  // namespace storemove::stream::net

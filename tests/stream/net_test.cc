@@ -1,0 +1,849 @@
+// The network transport over loopback (and, when root, across two network namespaces with
+// delay and loss): authenticated round trips, skip-what-the-destination-has, refused
+// credentials, killed and stalled peers, hostile frames, and the held-record proof.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "format/format.h"
+#include "relinker/relinker.h"
+#include "store/generate.h"
+#include "stream/net.h"
+#include "stream/stream.h"
+#include "tests/support/temp_dir.h"
+#include "util/bytes.h"
+#include "util/error.h"
+
+namespace storemove::stream::net {
+namespace {
+
+using storemove::testing::TempDir;
+namespace fs = std::filesystem;
+
+const std::string kBin = STOREMOVE_BIN;
+constexpr int kGuardSeconds = 120;  // a test that waits longer than this has hung: fail it
+
+std::string Corpus() { return fs::exists(STOREMOVE_CORPUS) ? STOREMOVE_CORPUS : ""; }
+
+std::unique_ptr<store::Store> MakeSource(const std::string& dir, uint32_t users, uint32_t per_user, uint64_t seed = 7) {
+  auto s = store::Store::Init(dir, {"primary", "secondary"});
+  store::GenerateOptions g;
+  g.users = users;
+  g.messages_per_user = per_user;
+  g.dup_rate = 0.2;
+  g.single_instance = true;
+  g.corpus_dir = Corpus();
+  g.seed = seed;
+  store::Generate(*s, g);
+  return s;
+}
+
+std::vector<std::string> Users(store::Store& s) {
+  std::vector<std::string> names;
+  s.ForEachUser([&](const store::UserInfo& u) { names.push_back(u.user); });
+  return names;
+}
+
+void ExpectEqualStores(store::Store& dst, store::Store& src, std::vector<std::string> names = {"/"}) {
+  VerifyOptions o;
+  o.names = names;
+  VerifyReport r = CompareStores(dst, src, o);
+  EXPECT_TRUE(r.equal()) << [&] {
+    std::string s;
+    for (size_t i = 0; i < r.differences.size() && i < 20; ++i) s += r.differences[i] + "\n";
+    return s;
+  }();
+  EXPECT_GT(r.messages, 0u);
+}
+
+// Every visible folder of `dst` is complete: as many messages as the source's, each intact.
+void ExpectNothingHalfVisible(store::Store& dst, store::Store& src) {
+  dst.ForEachFolder([&](const store::FolderInfo& info) {
+    auto snap = dst.OpenFolder(info.user, info.folder)->Snapshot();
+    auto source = src.OpenFolder(info.user, info.folder)->Snapshot();
+    EXPECT_EQ(snap.messages.size(), source.messages.size()) << info.Mailbox() << " visible but incomplete";
+  });
+}
+
+int CountFolders(store::Store& s) {
+  int n = 0;
+  s.ForEachFolder([&](const store::FolderInfo&) { ++n; });
+  return n;
+}
+
+std::string Key(const TempDir& tmp, const std::string& name) {
+  std::string path = tmp / name;
+  WriteKeyFile(path);
+  return path;
+}
+
+ClientOptions Psk(const std::string& key) {
+  ClientOptions c;
+  c.credentials.key_file = key;
+  c.timeout_seconds = 30;
+  return c;
+}
+
+// A server in a thread of this process. Log() is complete once Stop() has returned.
+class ServerThread {
+ public:
+  ServerThread(store::Store& store, ServeOptions options) {
+    options.listen = "127.0.0.1:0";
+    auto ready = bound_.get_future();
+    options.on_listening = [this](const Endpoint& e) { bound_.set_value(e); };
+    options_ = std::move(options);
+    thread_ = std::thread([this, &store] {
+      try {
+        Serve(store, options_, &stop_, log_);
+      } catch (...) {
+        try {
+          bound_.set_exception(std::current_exception());
+        } catch (const std::future_error&) {
+          failed_ = true;  // after it started listening
+        }
+      }
+    });
+    endpoint_ = ready.get();
+  }
+  ~ServerThread() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    EXPECT_FALSE(failed_) << "Serve() threw";
+  }
+  const Endpoint& endpoint() const { return endpoint_; }
+  std::string Log() const { return log_.str(); }
+
+ private:
+  ServeOptions options_;
+  std::promise<Endpoint> bound_;
+  std::atomic<bool> stop_{false};
+  bool failed_ = false;
+  std::ostringstream log_;
+  Endpoint endpoint_;
+  std::thread thread_;
+};
+
+// A child process with its standard error read line by line.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& args) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], 2);
+      int devnull = ::open("/dev/null", O_RDWR);
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 1);
+      std::vector<char*> argv;
+      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execvp(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    err_ = fds[0];
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      Wait();
+    }
+    if (err_ >= 0) ::close(err_);
+  }
+
+  // Reads stderr until a line satisfies `match` (true), or the child closes stderr (false).
+  bool WaitForLine(const std::function<bool(const std::string&)>& match, std::string* line = nullptr) {
+    for (;;) {
+      size_t nl;
+      while ((nl = pending_.find('\n')) != std::string::npos) {
+        std::string l = pending_.substr(0, nl);
+        pending_.erase(0, nl + 1);
+        if (match(l)) {
+          if (line) *line = l;
+          return true;
+        }
+      }
+      if (!ReadMore()) return false;
+    }
+  }
+  // Exit status (128 + signal when killed), after reading stderr to its end.
+  int Wait() {
+    while (ReadMore()) {
+    }
+    int status = 0;
+    if (pid_ > 0) ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  void Signal(int sig) { ::kill(pid_, sig); }
+  const std::string& output() const { return all_; }
+
+ private:
+  bool ReadMore() {
+    if (err_ < 0) return false;
+    pollfd p{err_, POLLIN, 0};
+    if (::poll(&p, 1, kGuardSeconds * 1000) <= 0) {
+      ADD_FAILURE() << "child printed nothing for " << kGuardSeconds << " s; output so far:\n" << all_;
+      ::kill(pid_, SIGKILL);
+      return false;
+    }
+    char buf[4096];
+    ssize_t n = ::read(err_, buf, sizeof buf);
+    if (n <= 0) {
+      ::close(err_);
+      err_ = -1;
+      return false;
+    }
+    pending_.append(buf, size_t(n));
+    all_.append(buf, size_t(n));
+    return true;
+  }
+  pid_t pid_ = -1;
+  int err_ = -1;
+  std::string pending_, all_;
+};
+
+// Runs the CLI to completion; returns its exit status, its stderr in *err.
+int RunCli(const std::vector<std::string>& args, std::string* err = nullptr) {
+  Child c(args);
+  int status = c.Wait();
+  if (err) *err = c.output();
+  return status;
+}
+
+bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// `storemove serve` as a process, with its log on a pipe.
+class ServerProcess {
+ public:
+  ServerProcess(const std::string& store, std::vector<std::string> extra, std::vector<std::string> prefix = {},
+                const std::string& listen = "127.0.0.1:0") {
+    std::vector<std::string> args = prefix;
+    for (std::string a : {kBin, std::string("serve"), std::string("--store"), store, std::string("--listen"), listen})
+      args.push_back(a);
+    args.insert(args.end(), extra.begin(), extra.end());
+    child_ = std::make_unique<Child>(args);
+    std::string line;
+    if (!child_->WaitForLine([](const std::string& l) { return Contains(l, "listening on "); }, &line))
+      throw std::runtime_error("serve did not start: " + child_->output());
+    size_t at = line.find("listening on ") + 13;
+    endpoint_ = ParseEndpoint(line.substr(at, line.find(' ', at) - at));
+  }
+  std::string address() const { return endpoint_.ToString(); }
+  const Endpoint& endpoint() const { return endpoint_; }
+  Child& child() { return *child_; }
+
+ private:
+  std::unique_ptr<Child> child_;
+  Endpoint endpoint_;
+};
+
+std::vector<std::string> BackupTo(const std::string& store, const std::string& to, std::vector<std::string> extra) {
+  std::vector<std::string> args = {kBin, "backup", "--store", store, "--to", to, "--json"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+// --- round trips -------------------------------------------------------------------------------
+
+TEST(NetSession, PskRoundTripThenRerunSendsAlmostNothing) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 10, 30);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  ServerThread server(*b, so);
+
+  SessionReport first = SendBackup(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_EQ(first.errors, 0u) << (first.error_lines.empty() ? "" : first.error_lines[0]);
+  EXPECT_GT(first.body_bytes, 0u);
+  EXPECT_GT(first.stream_bytes, 0u);
+  ExpectEqualStores(*b, *a);
+
+  // Everything is there now: the rerun sends held records, no bodies, and the server skips all.
+  SessionReport again = SendBackup(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_EQ(again.errors, 0u);
+  EXPECT_EQ(again.body_bytes, 0u);
+  EXPECT_EQ(again.held, again.messages);
+  EXPECT_EQ(again.skipped, again.messages + again.links);
+  EXPECT_LT(again.stream_bytes * 10, first.stream_bytes) << again.stream_bytes << " vs " << first.stream_bytes;
+  ExpectEqualStores(*b, *a);
+  server.Stop();
+  EXPECT_TRUE(Contains(server.Log(), "restore started (TLS 1.3, pre-shared key)")) << server.Log();
+}
+
+TEST(NetSession, ConcurrentSessionsForDifferentUsersBothComplete) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 8, 25);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  ServerThread server(*b, so);
+  std::vector<std::string> users = Users(*a);
+  std::vector<std::string> first, second;
+  for (size_t i = 0; i < users.size(); ++i) (i % 2 ? second : first).push_back("user/" + users[i] + "/*");
+
+  auto send = [&](std::vector<std::string> names) {
+    BackupOptions o;
+    o.names = names;
+    return SendBackup(*a, o, server.endpoint(), Psk(key));
+  };
+  auto one = std::async(std::launch::async, send, first);
+  auto two = std::async(std::launch::async, send, second);
+  SessionReport r1 = one.get(), r2 = two.get();
+  EXPECT_EQ(r1.errors + r2.errors, 0u);
+  EXPECT_GT(r1.messages, 0u);
+  EXPECT_GT(r2.messages, 0u);
+  ExpectEqualStores(*b, *a);
+
+  // The same users from two sessions at once: one waits for the other (UserLocks), both complete.
+  auto three = std::async(std::launch::async, send, std::vector<std::string>{"/"});
+  auto four = std::async(std::launch::async, send, std::vector<std::string>{"/"});
+  SessionReport r3 = three.get(), r4 = four.get();
+  EXPECT_EQ(r3.errors + r4.errors, 0u);
+  EXPECT_EQ(r3.skipped, r3.messages + r3.links);
+  ExpectEqualStores(*b, *a);
+}
+
+TEST(NetSession, StopCutsOffRunningSessions) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  // A session in the middle of its stream, its client silent: Stop() must not wait for it.
+  int sock = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(server.endpoint().port);
+  ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  ASSERT_EQ(::connect(sock, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  std::string request = "\x01";
+  std::string json = R"({"protocol":1,"op":"restore","restore":{"partition":"","user_map":{},)"
+                     R"("continue_on_error":false,"skip_existing_check":false}})";
+  AppendU32(&request, uint32_t(json.size()));
+  request += json;
+  ASSERT_EQ(::send(sock, request.data(), request.size(), MSG_NOSIGNAL), ssize_t(request.size()));
+  char ready[64];
+  ASSERT_GT(::recv(sock, ready, sizeof ready, 0), 0);  // READY: the session is running
+  EXPECT_EQ(ready[0], 2);
+  auto stopped = std::async(std::launch::async, [&] { server.Stop(); });
+  ASSERT_EQ(stopped.wait_for(std::chrono::seconds(kGuardSeconds)), std::future_status::ready) << "Stop() hangs";
+  stopped.get();
+  char c;
+  EXPECT_LE(::recv(sock, &c, 1, 0), 0);  // the session's connection is gone
+  ::close(sock);
+  EXPECT_TRUE(Contains(server.Log(), "cutting off 1 running session")) << server.Log();
+  EXPECT_TRUE(Contains(server.Log(), "storemove serve: stopped")) << server.Log();
+}
+
+TEST(NetSession, CliBackupToAndServeBinary) {
+  TempDir tmp;
+  MakeSource(tmp / "A", 6, 20).reset();
+  store::Store::Init(tmp / "B", {"primary", "secondary"}).reset();
+  std::string key = Key(tmp, "key");
+  ServerProcess server(tmp / "B", {"--key", key});
+  std::string err;
+  ASSERT_EQ(RunCli(BackupTo(tmp / "A", server.address(), {"--key", key}), &err), 0) << err;
+  EXPECT_TRUE(Contains(err, "\"errors\":0")) << err;
+  ASSERT_EQ(RunCli(BackupTo(tmp / "A", server.address(), {"--key", key}), &err), 0) << err;
+  EXPECT_TRUE(Contains(err, "\"body_bytes\":0")) << err;
+  server.child().Signal(SIGTERM);
+  EXPECT_EQ(server.child().Wait(), 0) << server.child().output();
+  EXPECT_TRUE(Contains(server.child().output(), "storemove serve: stopped"));
+  auto src = store::Store::Open(tmp / "A");
+  auto dst = store::Store::Open(tmp / "B");
+  ExpectEqualStores(*dst, *src);
+}
+
+TEST(NetSession, RemoteVerifyAndStatus) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 4, 10);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  ServerThread server(*b, so);
+  SendBackup(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_TRUE(VerifyRemote(*a, {}, server.endpoint(), Psk(key)).equal());
+  std::string user = Users(*a).at(0);
+  SetRemoteStatus(server.endpoint(), Psk(key), user, store::UserStatus::Parse("moved:newhost"));
+  EXPECT_EQ(b->FindUser(user)->status.ToString(), "moved:newhost");
+  VerifyReport differs = VerifyRemote(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_FALSE(differs.equal());
+}
+
+// --- mutual certificates ---------------------------------------------------------------------
+
+int Openssl(const std::string& args) {
+  return std::system(("openssl " + args + " >/dev/null 2>&1").c_str());
+}
+
+// A throw-away CA and a certificate for `name` signed by it (EC P-256, one day).
+void MakeCert(const TempDir& tmp, const std::string& ca, const std::string& name, const std::string& ext) {
+  std::ofstream(tmp / (name + ".ext")) << ext << "\n";
+  ASSERT_EQ(Openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " + tmp / (name + ".key") +
+                    " -out " + tmp / (name + ".csr") + " -subj /CN=" + name),
+            0);
+  ASSERT_EQ(Openssl("x509 -req -in " + tmp / (name + ".csr") + " -CA " + tmp / (ca + ".crt") + " -CAkey " +
+                    tmp / (ca + ".key") + " -CAcreateserial -days 1 -out " + tmp / (name + ".crt") + " -extfile " +
+                    tmp / (name + ".ext")),
+            0);
+}
+
+void MakeCa(const TempDir& tmp, const std::string& ca) {
+  ASSERT_EQ(Openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -keyout " +
+                    tmp / (ca + ".key") + " -out " + tmp / (ca + ".crt") + " -subj /CN=" + ca),
+            0);
+}
+
+TEST(NetAuth, MutualCertificates) {
+  TempDir tmp;
+  MakeCa(tmp, "ca");
+  MakeCa(tmp, "otherca");
+  MakeCert(tmp, "ca", "server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth");
+  MakeCert(tmp, "ca", "client", "extendedKeyUsage=clientAuth");
+  MakeCert(tmp, "otherca", "stranger", "extendedKeyUsage=clientAuth");
+  auto a = MakeSource(tmp / "A", 4, 10);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials = {"", tmp / "server.crt", tmp / "server.key", tmp / "ca.crt"};
+  ServerThread server(*b, so);
+
+  auto client = [&](const std::string& who, const std::string& ca) {
+    ClientOptions c;
+    c.credentials = {"", tmp / (who + ".crt"), tmp / (who + ".key"), tmp / (ca + ".crt")};
+    c.timeout_seconds = 30;
+    return c;
+  };
+  // A client certificate from another CA, and a client that does not trust the server's CA.
+  for (auto [who, ca] : {std::pair{"stranger", "ca"}, std::pair{"client", "otherca"}}) {
+    try {
+      SendBackup(*a, {}, server.endpoint(), client(who, ca));
+      ADD_FAILURE() << who << " with " << ca << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kAuth) << e.what();
+    }
+  }
+  EXPECT_EQ(Users(*b).size(), 0u);
+  SessionReport r = SendBackup(*a, {}, server.endpoint(), client("client", "ca"));
+  EXPECT_EQ(r.errors, 0u);
+  ExpectEqualStores(*b, *a);
+  server.Stop();
+  EXPECT_TRUE(Contains(server.Log(), "authentication failed")) << server.Log();
+  EXPECT_TRUE(Contains(server.Log(), "restore started (TLS 1.3, mutual certificates)")) << server.Log();
+}
+
+// --- refused credentials (the real binaries) ----------------------------------------------------
+
+TEST(NetAuth, WrongMissingAndLooseKeysAreRefused) {
+  TempDir tmp;
+  MakeSource(tmp / "A", 3, 5).reset();
+  store::Store::Init(tmp / "B", {"primary"}).reset();
+  std::string key = tmp / "key", wrong = tmp / "wrong", loose = tmp / "loose";
+  std::string err;
+  ASSERT_EQ(RunCli({kBin, "keygen", key}, &err), 0) << err;
+  ASSERT_EQ(RunCli({kBin, "keygen", wrong}, &err), 0) << err;
+  struct stat st;
+  ASSERT_EQ(::stat(key.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(ReadFile(key).size(), 65u);  // 64 hex digits and a newline
+  EXPECT_NE(ReadFile(key), ReadFile(wrong));
+  EXPECT_EQ(RunCli({kBin, "keygen", key}, &err), ExitStatus(Errc::kExists)) << err;  // never overwritten
+  fs::copy_file(key, loose);
+  ::chmod(loose.c_str(), 0644);
+
+  // A server refuses a key file others can read.
+  EXPECT_EQ(RunCli({kBin, "serve", "--store", tmp / "B", "--listen", "127.0.0.1:0", "--key", loose}, &err),
+            ExitStatus(Errc::kAuth));
+  EXPECT_TRUE(Contains(err, "accessible by group or others")) << err;
+
+  ServerProcess server(tmp / "B", {"--key", key});
+  auto refused = [&](std::vector<std::string> creds, int status, const std::string& client_says,
+                     const std::string& server_says) {
+    std::string out;
+    EXPECT_EQ(RunCli(BackupTo(tmp / "A", server.address(), creds), &out), status) << out;
+    EXPECT_TRUE(Contains(out, client_says)) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one line: " << out;
+    if (server_says.empty()) return;
+    std::string line;
+    EXPECT_TRUE(server.child().WaitForLine([](const std::string& l) { return Contains(l, "authentication failed"); },
+                                           &line));
+    EXPECT_TRUE(Contains(line, "127.0.0.1:")) << line;  // names the peer
+    EXPECT_TRUE(Contains(line, server_says)) << line;
+  };
+  refused({"--key", wrong}, ExitStatus(Errc::kAuth), "authentication with", "binder does not verify");
+  refused({"--insecure"}, ExitStatus(Errc::kAuth), "authentication with", "TLS handshake with");
+  refused({"--key", loose}, ExitStatus(Errc::kAuth), "accessible by group or others", "");
+  refused({}, ExitStatus(Errc::kInvalidArgument), "no credentials", "");
+  auto dst = store::Store::Open(tmp / "B");
+  EXPECT_EQ(Users(*dst).size(), 0u) << "nothing restored before authentication";
+}
+
+// --- killed peers --------------------------------------------------------------------------------
+
+bool IsQuery(const std::string& line) { return Contains(line, ": QUERY user "); }
+
+TEST(NetKill, ServerKilledMidRunThenRerunCompletes) {
+  TempDir tmp;
+  MakeSource(tmp / "A", 24, 40).reset();
+  store::Store::Init(tmp / "B", {"primary", "secondary"}).reset();
+  std::string key = Key(tmp, "key");
+  {
+    ServerProcess server(tmp / "B", {"--key", key, "-v"});
+    Child client(BackupTo(tmp / "A", server.address(), {"--key", key}));
+    // The server answers a folder's QUERY only after reading all of the stream before it, and
+    // the client cannot finish before every later folder's QUERY is answered: killing the server
+    // after the 5th of ~70 answers lands mid-run.
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(server.child().WaitForLine(IsQuery)) << server.child().output();
+    server.child().Signal(SIGKILL);
+    EXPECT_EQ(server.child().Wait(), 128 + SIGKILL);
+    EXPECT_NE(client.Wait(), 0) << client.output();
+  }
+  {
+    auto src = store::Store::Open(tmp / "A");
+    auto dst = store::Store::Open(tmp / "B");
+    ExpectNothingHalfVisible(*dst, *src);
+    EXPECT_LT(CountFolders(*dst), CountFolders(*src));
+  }
+  ServerProcess server(tmp / "B", {"--key", key});
+  std::string err;
+  ASSERT_EQ(RunCli(BackupTo(tmp / "A", server.address(), {"--key", key}), &err), 0) << err;
+  auto src = store::Store::Open(tmp / "A");
+  auto dst = store::Store::Open(tmp / "B");
+  ExpectEqualStores(*dst, *src);
+}
+
+TEST(NetKill, ClientKilledMidRunThenRerunCompletes) {
+  TempDir tmp;
+  MakeSource(tmp / "A", 24, 40).reset();
+  store::Store::Init(tmp / "B", {"primary", "secondary"}).reset();
+  std::string key = Key(tmp, "key");
+  ServerProcess server(tmp / "B", {"--key", key, "-v"});
+  {
+    Child client(BackupTo(tmp / "A", server.address(), {"--key", key}));
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(server.child().WaitForLine(IsQuery)) << server.child().output();
+    client.Signal(SIGKILL);
+    EXPECT_EQ(client.Wait(), 128 + SIGKILL);
+  }
+  std::string line;
+  ASSERT_TRUE(server.child().WaitForLine([](const std::string& l) { return Contains(l, "restore failed"); }, &line));
+  EXPECT_TRUE(Contains(line, "closed the connection") || Contains(line, "reset by peer")) << line;
+  {
+    auto src = store::Store::Open(tmp / "A");
+    auto dst = store::Store::Open(tmp / "B");
+    ExpectNothingHalfVisible(*dst, *src);
+  }
+  std::string err;
+  ASSERT_EQ(RunCli(BackupTo(tmp / "A", server.address(), {"--key", key}), &err), 0) << err;
+  auto src = store::Store::Open(tmp / "A");
+  auto dst = store::Store::Open(tmp / "B");
+  ExpectEqualStores(*dst, *src);
+}
+
+// --- hostile and stalled peers -----------------------------------------------------------------
+
+// A plain TCP client speaking the frames of docs/transport.md by hand.
+class RawClient {
+ public:
+  explicit RawClient(const Endpoint& to) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(to.port);
+    ::inet_pton(AF_INET, to.host.c_str(), &sa.sin_addr);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) throw std::runtime_error("connect");
+    timeval tv{kGuardSeconds, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~RawClient() { ::close(fd_); }
+  void Send(std::string_view bytes) { ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+  void SendFrame(uint8_t type, std::string_view payload) {
+    std::string f(1, char(type));
+    AppendU32(&f, uint32_t(payload.size()));
+    f.append(payload);
+    Send(f);
+  }
+  // The next frame's type and payload; type 0 when the server closed the connection.
+  std::pair<uint8_t, std::string> ReadFrame() {
+    std::string head = ReadN(5);
+    if (head.size() < 5) return {0, ""};
+    std::string payload = ReadN(GetU32(reinterpret_cast<const uint8_t*>(head.data() + 1)));
+    return {uint8_t(head[0]), payload};
+  }
+  // True once the server has closed the connection (reads to the end).
+  bool Closed() {
+    char c;
+    for (;;) {
+      ssize_t n = ::recv(fd_, &c, 1, 0);
+      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+      if (n < 0) return false;  // the guard timeout
+    }
+  }
+
+ private:
+  std::string ReadN(size_t n) {
+    std::string out(n, '\0');
+    size_t got = 0;
+    while (got < n) {
+      ssize_t r = ::recv(fd_, out.data() + got, n - got, 0);
+      if (r <= 0) break;
+      got += size_t(r);
+    }
+    out.resize(got);
+    return out;
+  }
+  int fd_;
+};
+
+constexpr uint8_t kRequest = 1, kReady = 2, kData = 3, kDataEnd = 4, kQuery = 5, kError = 8;
+
+std::string RestoreRequest() {
+  return R"({"protocol":1,"op":"restore","restore":{"partition":"","user_map":{},"continue_on_error":false,)"
+         R"("skip_existing_check":false}})";
+}
+
+std::string HostileStream() {
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  enc.WriteHeader({});
+  format::UserRecord u;
+  u.user = "../x";
+  u.status = "active";
+  enc.WriteUser(u);
+  format::FolderRecord f;
+  f.user = "../x";
+  f.folder = "INBOX";
+  enc.WriteFolder(f);
+  enc.EndFolder();
+  enc.Finish();
+  return sink.Take();
+}
+
+TEST(NetHostile, CraftedStreamsAndGarbageFramesGetAnErrorAndTheServerGoesOn) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 3, 8);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  auto expect_error = [&](RawClient& c, const std::string& says) {
+    auto [type, payload] = c.ReadFrame();
+    EXPECT_EQ(type, kError) << payload;
+    EXPECT_TRUE(Contains(payload, says)) << payload;
+    EXPECT_TRUE(c.Closed());
+  };
+  {
+    RawClient c(server.endpoint());  // a stream naming "../x"
+    c.SendFrame(kRequest, RestoreRequest());
+    EXPECT_EQ(c.ReadFrame().first, kReady);
+    c.SendFrame(kData, HostileStream());
+    c.SendFrame(kDataEnd, "");
+    expect_error(c, "../x");
+  }
+  {
+    RawClient c(server.endpoint());  // an unknown frame type
+    c.Send(std::string("\xee\x01\x00\x00\x00x", 6));
+    auto [type, payload] = c.ReadFrame();
+    EXPECT_EQ(type, kError);
+    EXPECT_TRUE(Contains(payload, "unknown frame type 0xee")) << payload;
+  }
+  {
+    RawClient c(server.endpoint());  // a length far over the REQUEST limit
+    c.Send(std::string("\x01\xff\xff\xff\xff", 5));
+    expect_error(c, "over its limit");
+  }
+  {
+    RawClient c(server.endpoint());  // not JSON
+    c.SendFrame(kRequest, "{not json");
+    expect_error(c, "bad REQUEST");
+  }
+  {
+    RawClient c(server.endpoint());  // DATA that is not a stream, then a malformed QUERY
+    c.SendFrame(kRequest, RestoreRequest());
+    EXPECT_EQ(c.ReadFrame().first, kReady);
+    c.SendFrame(kData, std::string(1000, '\x07'));
+    c.SendFrame(kDataEnd, "");
+    expect_error(c, "bad magic");
+  }
+  {
+    RawClient c(server.endpoint());
+    c.SendFrame(kRequest, RestoreRequest());
+    EXPECT_EQ(c.ReadFrame().first, kReady);
+    c.SendFrame(kQuery, std::string("\x03\x00joe\x00\x00\xff\xff\xff\xff", 11));
+    expect_error(c, "QUERY frame");
+  }
+  {
+    RawClient c(server.endpoint());  // a peer that closes in the middle of a frame
+    c.Send(std::string("\x01\x10\x00\x00\x00{", 6));
+  }
+  std::vector<std::string> outside;
+  for (auto& e : fs::directory_iterator(tmp.path())) outside.push_back(e.path().filename());
+  std::sort(outside.begin(), outside.end());
+  EXPECT_EQ(outside, (std::vector<std::string>{"A", "B"}));
+  EXPECT_EQ(Users(*b).size(), 0u);
+  // The server still serves.
+  ClientOptions plain;
+  plain.credentials.insecure = true;
+  SessionReport r = SendBackup(*a, {}, server.endpoint(), plain);
+  EXPECT_EQ(r.errors, 0u);
+  ExpectEqualStores(*b, *a);
+}
+
+TEST(NetTimeout, StalledPeersAreDroppedAndTheServerGoesOn) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 3, 8);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.idle_timeout_seconds = 1;
+  ServerThread server(*b, so);
+  {
+    RawClient silent(server.endpoint());  // connects and sends nothing: the handshake times out
+    EXPECT_TRUE(silent.Closed());
+  }
+  {
+    RawClient half(server.endpoint());  // starts a TLS record and stops
+    half.Send(std::string("\x16\x03\x01\x02\x00", 5));
+    EXPECT_TRUE(half.Closed());
+  }
+  SessionReport r = SendBackup(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_EQ(r.errors, 0u);
+  ExpectEqualStores(*b, *a);
+  server.Stop();
+  std::string log = server.Log();
+  size_t timeouts = 0;
+  for (size_t at = 0; (at = log.find("timed out after 1 s", at)) != std::string::npos; ++at) ++timeouts;
+  EXPECT_EQ(timeouts, 2u) << log;
+}
+
+// --- the held-record proof -------------------------------------------------------------------
+
+TEST(NetHeld, ADigestCollisionIsNeverLinked) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 3, 8);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  // At the destination, plant a repository entry with the digest and size of one source
+  // message but other bytes (what an XXH3 collision would look like).
+  std::string user = Users(*a).at(0);
+  std::string partition = a->FindUser(user)->partition;
+  store::MessageMeta victim = a->OpenFolder(user, "INBOX")->Snapshot().messages.at(0);
+  relinker::Repository repo(b->PartitionPath(partition));
+  std::string entry = repo.EntryPath(victim.digest);
+  MakeDirs(entry.substr(0, entry.rfind('/')));
+  std::string forged(victim.size, 'X');
+  WriteFileAtomic(entry, forged);
+  std::string keep = tmp / "forged.keep";
+  ASSERT_EQ(::link(entry.c_str(), keep.c_str()), 0);
+
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  ServerThread server(*b, so);
+  SessionReport r = SendBackup(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_GE(r.held, 1u);
+  ASSERT_GE(r.errors, 1u);
+  bool named = false;
+  for (const std::string& line : r.error_lines) named |= Contains(line, "SHA-256 mismatch") && Contains(line, user);
+  EXPECT_TRUE(named) << r.error_lines.at(0);
+  struct stat st;
+  ASSERT_EQ(::stat(keep.c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 1u) << "the forged file was linked into a folder";
+  VerifyReport v = CompareStores(*b, *a, {});
+  EXPECT_FALSE(v.equal()) << "the message whose proof failed must not look restored";
+
+  // The failed entry was dropped from the repository: the rerun sends the body.
+  SessionReport again = SendBackup(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_EQ(again.errors, 0u) << (again.error_lines.empty() ? "" : again.error_lines[0]);
+  EXPECT_GE(again.body_bytes, victim.size);
+  ExpectEqualStores(*b, *a);
+  ASSERT_EQ(::stat(keep.c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 1u);
+}
+
+// --- two hosts: network namespaces with delay and loss ----------------------------------------
+
+class Namespaces {
+ public:
+  Namespaces() : a_("smnetA" + std::to_string(::getpid())), b_("smnetB" + std::to_string(::getpid())) {}
+  ~Namespaces() {
+    Sh("ip netns del " + a_);
+    Sh("ip netns del " + b_);
+  }
+  bool Setup() {
+    return Sh("ip netns add " + a_) && Sh("ip netns add " + b_) &&
+           Sh("ip link add vA" + std::to_string(::getpid()) + " netns " + a_ + " type veth peer name vB" +
+              std::to_string(::getpid()) + " netns " + b_) &&
+           Side(a_, "vA", "192.0.2.1") && Side(b_, "vB", "192.0.2.2");
+  }
+  // 20 ms each way and 1% loss on both ends; false where the kernel has no netem.
+  bool Impair() {
+    return Sh("ip netns exec " + a_ + " tc qdisc add dev vA" + std::to_string(::getpid()) +
+              " root netem delay 20ms loss 1%") &&
+           Sh("ip netns exec " + b_ + " tc qdisc add dev vB" + std::to_string(::getpid()) +
+              " root netem delay 20ms loss 1%");
+  }
+  std::vector<std::string> Exec(const std::string& ns) const { return {"ip", "netns", "exec", ns}; }
+  const std::string& a() const { return a_; }
+  const std::string& b() const { return b_; }
+
+ private:
+  bool Side(const std::string& ns, const std::string& dev, const std::string& addr) {
+    std::string d = dev + std::to_string(::getpid());
+    return Sh("ip -n " + ns + " addr add " + addr + "/24 dev " + d) && Sh("ip -n " + ns + " link set " + d + " up") &&
+           Sh("ip -n " + ns + " link set lo up");
+  }
+  static bool Sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
+  std::string a_, b_;
+};
+
+TEST(NetTwoHosts, TwoNamespacesWithDelayAndLoss) {
+  if (::geteuid() != 0) GTEST_SKIP() << "not root: network namespaces need root";
+  if (std::system("command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "ip or tc missing";
+  Namespaces ns;
+  if (!ns.Setup()) GTEST_SKIP() << "cannot create network namespaces joined by a veth pair here";
+  if (!ns.Impair())
+    std::cerr << "[   NOTE   ] tc netem is not available in this kernel: the two namespaces are joined "
+                 "without delay or loss\n";
+  TempDir tmp;
+  MakeSource(tmp / "A", 6, 20).reset();
+  store::Store::Init(tmp / "B", {"primary", "secondary"}).reset();
+  std::string key = Key(tmp, "key");
+  ServerProcess server(tmp / "B", {"--key", key}, ns.Exec(ns.b()), "192.0.2.2:0");
+  std::vector<std::string> args = ns.Exec(ns.a());
+  for (const std::string& a : BackupTo(tmp / "A", server.address(), {"--key", key})) args.push_back(a);
+  std::string err;
+  ASSERT_EQ(RunCli(args, &err), 0) << err;
+  ASSERT_EQ(RunCli(args, &err), 0) << err;  // the rerun: QUERY round trips over the 40 ms path
+  EXPECT_TRUE(Contains(err, "\"body_bytes\":0")) << err;
+  auto src = store::Store::Open(tmp / "A");
+  auto dst = store::Store::Open(tmp / "B");
+  ExpectEqualStores(*dst, *src);
+}
+
+}  // namespace
+}  // namespace storemove::stream::net

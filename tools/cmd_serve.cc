@@ -1,0 +1,65 @@
+// storemove serve: the receiving end of backup --to (docs/transport.md). Restores each session's
+// stream into the store; SIGINT or SIGTERM stops it cleanly (running sessions are cut off, an
+// open folder stays unpublished, a rerun of their backups completes them).
+#include <signal.h>
+
+#include <atomic>
+#include <fstream>
+#include <iostream>
+
+#include "stream/net.h"
+#include "tools/commands.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void OnStopSignal(int) { g_stop.store(true); }
+
+struct ServeCliOptions {
+  std::string store_dir;
+  stream::net::ServeOptions serve;
+  std::string log_file;
+};
+
+int RunServe(ServeCliOptions& o) {
+  auto store = OpenStore(o.store_dir);
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  std::ofstream file;
+  if (!o.log_file.empty()) {
+    file.open(o.log_file, std::ios::app);
+    if (!file) Throw(Errc::kIo, "--log: cannot open " + o.log_file);
+  }
+  stream::net::Serve(*store, o.serve, &g_stop, o.log_file.empty() ? std::cerr : file);
+  return 0;
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& root, Action* chosen) {
+  auto o = std::make_shared<ServeCliOptions>();
+  CLI::App* c = root.add_subcommand("serve", "receive backups sent with backup --to and restore them into a store");
+  AddStoreOption(c, &o->store_dir);
+  c->add_option("--listen", o->serve.listen, "address to listen on (port 0: any free port, logged)")
+      ->required()
+      ->type_name("HOST:PORT");
+  c->add_option("--key", o->serve.credentials.key_file, "pre-shared key file (storemove keygen)")->type_name("FILE");
+  c->add_option("--cert", o->serve.credentials.cert_file, "server certificate (PEM)")->type_name("FILE");
+  c->add_option("--cert-key", o->serve.credentials.cert_key_file, "its private key (PEM)")->type_name("FILE");
+  c->add_option("--ca", o->serve.credentials.ca_file, "CA that signs client certificates")->type_name("FILE");
+  c->add_flag("--insecure", o->serve.credentials.insecure, "plain TCP, no authentication (trusted links only)");
+  c->add_option("--max-sessions", o->serve.max_sessions, "sessions at once; more wait to be accepted (default 16)");
+  c->add_option("--idle-timeout", o->serve.idle_timeout_seconds,
+                "seconds a peer may send nothing (or not read) before its session is dropped (default 120)");
+  c->add_flag("-v,--verbose", o->serve.verbose, "also log every QUERY answered (one line per folder)");
+  c->add_option("--log", o->log_file, "append the log to FILE instead of standard error")->type_name("FILE");
+  c->callback([o, chosen] { *chosen = [o] { return RunServe(*o); }; });
+}
+
+}  // namespace storemove::tools
