@@ -31,6 +31,7 @@ void AddServeCommand(CLI::App& root, Action* chosen);
 void AddKeygenCommand(CLI::App& root, Action* chosen);
 void AddRelinkCommand(CLI::App& root, Action* chosen);
 void AddVerifyCommand(CLI::App& root, Action* chosen);
+void AddMigrateCommand(CLI::App& root, Action* chosen);
 void AddDeleteCommand(CLI::App& root, Action* chosen);
 void AddRenameCommand(CLI::App& root, Action* chosen);
 

@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   tools::AddKeygenCommand(app, &action);
   tools::AddRelinkCommand(app, &action);
   tools::AddVerifyCommand(app, &action);
+  tools::AddMigrateCommand(app, &action);
   tools::AddDeleteCommand(app, &action);
   tools::AddRenameCommand(app, &action);
 
