@@ -75,6 +75,17 @@ std::unique_ptr<MessageWriter> Folder::NewMessage() {
   return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(name), std::move(fd)));
 }
 
+std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
+  if (!unpublished_ || known_uid == 0) return NewMessage();
+  std::string rel = MessageRelPath(known_uid);
+  std::string bucket = rel.substr(0, rel.find('/'));
+  if (buckets_made_.insert(bucket).second && ::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
+    ThrowErrno("mkdir " + path_ + "/" + bucket);
+  // O_TRUNC: a leftover of an earlier, interrupted restore of this folder is simply replaced.
+  UniqueFd fd = OpenAt(dir_.get(), rel, O_WRONLY | O_CREAT | O_TRUNC, 0600, path_ + "/" + rel);
+  return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(rel), std::move(fd)));
+}
+
 std::optional<StagedMessage> Folder::StageLink(const std::string& existing_path, MessageMeta meta) {
   std::string name = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
   if (::linkat(AT_FDCWD, existing_path.c_str(), dir_.get(), name.c_str(), 0) != 0) {
@@ -128,7 +139,8 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
       if (buckets.insert(bucket).second && ::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
         ThrowErrno("mkdir " + path_ + "/" + bucket);
       // Files become reachable under their final name before the index names them.
-      if (::renameat(dir_.get(), batch[i].temp_name.c_str(), dir_.get(), rel.c_str()) != 0)
+      if (batch[i].temp_name != rel &&
+          ::renameat(dir_.get(), batch[i].temp_name.c_str(), dir_.get(), rel.c_str()) != 0)
         ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel);
       batch[i].temp_name.clear();
     }

@@ -544,7 +544,9 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
     WriteEmptyFolderFiles(path, uidvalidity ? uidvalidity : NextUidValidity(),
                           options_.durability == Durability::kBatch);
   }
-  return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
+  std::unique_ptr<Folder> created(new Folder(this, std::string(user), name, path, std::move(dir)));
+  created->unpublished_ = true;
+  return created;
 }
 
 void Store::PublishFolder(Folder& folder) {
@@ -561,6 +563,7 @@ void Store::PublishFolder(Folder& folder) {
   bool inserted = false;
   db_->Txn([&](DB_TXN* txn) { inserted = db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
   if (!inserted) Throw(Errc::kExists, "mailbox " + key + " was created while it was being restored");
+  folder.unpublished_ = false;
 }
 
 void Store::SetAcl(std::string_view user, std::string_view folder, std::string_view acl) {

@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -171,6 +172,9 @@ class Folder {
   UniqueFd OpenMessage(uint32_t uid) const;
 
   std::unique_ptr<MessageWriter> NewMessage();
+  // In a folder nobody can see yet (CreateUnpublishedFolder), a message whose UID is known is
+  // written straight to its final name, saving a rename; elsewhere this is NewMessage().
+  std::unique_ptr<MessageWriter> NewMessage(uint32_t known_uid);
   // Hard-links an existing file (identical content, proven by the caller) as a staged message.
   // Returns nullopt when the link cannot be made (EMLINK, EXDEV): the caller writes a copy.
   std::optional<StagedMessage> StageLink(const std::string& existing_path, MessageMeta meta);
@@ -196,6 +200,8 @@ class Folder {
   Store* store_;
   std::string user_, folder_, path_;
   UniqueFd dir_;
+  bool unpublished_ = false;
+  std::set<std::string> buckets_made_;  // unpublished folders: buckets created so far
 };
 
 struct StoreOptions {

@@ -33,7 +33,7 @@ struct Credentials {
 struct ClientOptions {
   Credentials credentials;
   int timeout_seconds = 60;  // connect, and any read or write that makes no progress
-  int compress_level = 3;    // zstd level of the DATA stream, 0 = none
+  int compress_level = 1;    // zstd level of the DATA stream, 0 = none
   int threads = 0;           // zstd worker threads
 };
 

@@ -1,9 +1,11 @@
 // The restore side: records -> store, with imsrestore's semantics (sun-store.md §2) and
 // restore-time single instance through the partition's digest repository.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iomanip>
@@ -236,8 +238,29 @@ class RestoreSession {
         for (const store::MessageMeta& m : snap.messages) present_.emplace(m.uid, m);
       MergeUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
     }
-    repository_ = std::make_unique<relinker::Repository>(
-        store_->PartitionPath(store_->FindUser(user_)->partition), options_.repository);
+    std::string partition = store_->FindUser(user_)->partition;
+    repository_ = std::make_unique<relinker::Repository>(store_->PartitionPath(partition), options_.repository);
+    // Into a partition whose repository was empty when this session first used it (a fresh
+    // destination), looking up each new content would only miss: content repeated within the
+    // stream comes as links, and other sessions' content as held records.
+    auto known = empty_repository_.find(partition);
+    if (known == empty_repository_.end())
+      known = empty_repository_.emplace(partition, DirectoryIsEmpty(repository_->root())).first;
+    repository_was_empty_ = known->second;
+  }
+
+  static bool DirectoryIsEmpty(const std::string& dir) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return errno == ENOENT;
+    bool empty = true;
+    while (dirent* e = ::readdir(d)) {
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+        empty = false;
+        break;
+      }
+    }
+    ::closedir(d);
+    return empty;
   }
 
   // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty).
@@ -301,13 +324,14 @@ class RestoreSession {
       matcher_.emplace(folder_->OpenMessage(r.uid), r.size);
       return;
     }
-    UniqueFd candidate = repository_->OpenEntry(r.digest, r.size);
+    UniqueFd candidate;
+    if (!repository_was_empty_) candidate = repository_->OpenEntry(r.digest, r.size);
     if (candidate.valid()) {
       action_ = Action::kMatch;
       matcher_.emplace(std::move(candidate), r.size);
     } else {
       action_ = Action::kWrite;
-      writer_ = folder_->NewMessage();
+      writer_ = folder_->NewMessage(mode_ == Mode::kNew ? meta_.uid : 0);
     }
   }
 
@@ -640,7 +664,9 @@ class RestoreSession {
   std::unique_ptr<store::Folder> folder_;
   std::unique_ptr<relinker::Repository> repository_;
   std::unordered_map<uint32_t, store::MessageMeta> present_;
-  std::unordered_set<uint32_t> in_stream_;  // UIDs of the open merge folder seen in the stream
+  std::unordered_set<uint32_t> in_stream_;
+  std::map<std::string, bool> empty_repository_;  // partition -> repository empty at first use
+  bool repository_was_empty_ = false;  // UIDs of the open merge folder seen in the stream
   std::vector<int> flag_map_;
   std::vector<store::StagedMessage> pending_;
   std::vector<Digest> pending_digests_;

@@ -19,7 +19,7 @@ struct BackupCliOptions {
   std::string file;
   std::string names_file;
   std::string since;
-  std::string compress = "3";
+  std::string compress = "1";
   int threads = 0;
   std::string groups;
   bool manifest = false;
@@ -98,7 +98,7 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   c->add_option("--timeout", o->timeout, "--to: seconds without progress before giving up (default 60)");
   c->add_option("-u", o->names_file, "file listing the names to back up, one per line")->type_name("FILE");
   c->add_option("-d", o->since, "only messages stored at or after this local time")->type_name("YYYYMMDD[:HHMMSS]");
-  c->add_option("--compress", o->compress, "zstd level 1-19, or none (default 3)")->type_name("LEVEL|none");
+  c->add_option("--compress", o->compress, "zstd level 1-19, or none (default 1: with the 32 MiB long-distance window it already beats tar | zstd -3)")->type_name("LEVEL|none");
   c->add_option("--threads", o->threads, "zstd worker threads (default 0: compress in the main thread)");
   c->add_option("--groups", o->groups, "backup groups file (default STORE/config/backup-groups.conf)")->type_name("FILE");
   c->add_flag("--manifest", o->manifest, "write a manifest: every record but no message bodies (for verify)");

@@ -20,7 +20,7 @@ struct MigrateCliOptions {
   std::string key, cert, cert_key, ca;
   bool insecure = false;
   int timeout = 60;
-  int compress = 3;
+  int compress = 1;
   bool delete_source = false;
   std::string moved_host;
   std::string partition;
@@ -71,7 +71,7 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_option("--ca", o->ca, "CA certificate that signed the server's certificate")->type_name("FILE");
   c->add_flag("--insecure", o->insecure, "plain TCP without TLS (trusted test networks only)");
   c->add_option("--timeout", o->timeout, "seconds without progress before a session is abandoned (default 60)");
-  c->add_option("--compress", o->compress, "zstd level for the sessions (default 3)");
+  c->add_option("--compress", o->compress, "zstd level for the sessions (default 1)");
   c->add_option("--retries", o->retries, "further attempts for a failed group (default 2)");
   c->add_flag("--delete-source", o->delete_source, "delete verified users from this store after the switch");
   c->add_option("--moved-host", o->moved_host, "host recorded as moved:HOST (default: the --to host)")->type_name("HOST");
