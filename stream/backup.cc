@@ -75,6 +75,9 @@ class BackupSession {
     store_.ForEachUser([&](const store::UserInfo& u) {
       if (selection.WantsUser(u) && (!options_.only_users || options_.only_users->count(u.user))) users.push_back(u);
     });
+    uint64_t expected_bytes = 0;  // quota usage: close enough for an ETA
+    for (const store::UserInfo& user : users) expected_bytes += user.quota_used;
+    progress_.set_total(0, expected_bytes);
     for (const store::UserInfo& user : users) {
       std::vector<store::FolderInfo> folders;
       for (store::FolderInfo& f : store_.ListFolders(user.user))

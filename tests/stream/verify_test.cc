@@ -1,0 +1,130 @@
+// verify finds every kind of difference, directly and through a manifest stream.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "store/generate.h"
+#include "stream/stream.h"
+#include "tests/support/temp_dir.h"
+
+namespace storemove::stream {
+namespace {
+
+using storemove::testing::TempDir;
+
+struct Pair {
+  TempDir tmp;
+  std::unique_ptr<store::Store> src, dst;
+  std::string user;
+  Pair() {
+    src = store::Store::Init(tmp / "src", {});
+    store::GenerateOptions g;
+    g.users = 4;
+    g.messages_per_user = 12;
+    g.seed = 3;
+    store::Generate(*src, g);
+    format::StringSink sink;
+    format::Encoder enc(sink);
+    Backup(*src, {}, enc);
+    dst = store::Store::Init(tmp / "dst", {});
+    format::StringSource in(sink.data());
+    format::Decoder dec(in);
+    Restore(dst.get(), dec, {});
+    src->ForEachUser([&](const store::UserInfo& u) { if (user.empty()) user = u.user; });
+  }
+  std::unique_ptr<store::Folder> Inbox() { return dst->OpenFolder(user, "INBOX"); }
+  std::vector<std::string> Direct() { return CompareStores(*dst, *src, {}).differences; }
+  std::vector<std::string> ViaManifest() {
+    format::StringSink sink;
+    format::Encoder enc(sink);
+    BackupOptions o;
+    o.manifest = true;
+    Backup(*src, o, enc);
+    format::StringSource in(sink.data());
+    format::Decoder dec(in);
+    return VerifyManifest(*dst, dec, {}).differences;
+  }
+};
+
+bool Mentions(const std::vector<std::string>& lines, const std::string& what) {
+  for (const auto& l : lines)
+    if (l.find(what) != std::string::npos) return true;
+  return false;
+}
+
+TEST(Verify, EqualStoresHaveNoDifferences) {
+  Pair p;
+  EXPECT_TRUE(p.Direct().empty());
+  EXPECT_TRUE(p.ViaManifest().empty());
+}
+
+TEST(Verify, MissingMessage) {
+  Pair p;
+  uint32_t uid = p.Inbox()->Snapshot().messages.at(0).uid;
+  p.Inbox()->Expunge({uid});
+  std::string want = "INBOX UID " + std::to_string(uid) + " is missing";
+  EXPECT_TRUE(Mentions(p.Direct(), want));
+  EXPECT_TRUE(Mentions(p.ViaManifest(), want));
+}
+
+TEST(Verify, OneFlippedByte) {
+  Pair p;
+  auto inbox = p.Inbox();
+  uint32_t uid = inbox->Snapshot().messages.at(1).uid;
+  std::string path = inbox->MessagePath(uid);
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  char c;
+  ASSERT_EQ(::pread(fd, &c, 1, 5), 1);
+  c ^= 1;
+  ASSERT_EQ(::pwrite(fd, &c, 1, 5), 1);
+  ::close(fd);
+  std::string want = "UID " + std::to_string(uid) + ": message bytes do not match the source";
+  EXPECT_TRUE(Mentions(p.Direct(), want));
+  EXPECT_TRUE(Mentions(p.ViaManifest(), want));
+}
+
+TEST(Verify, AFlag) {
+  Pair p;
+  auto inbox = p.Inbox();
+  store::MessageMeta m = inbox->Snapshot().messages.at(2);
+  inbox->SetFlags(m.uid, m.flags ^ store::kFlagged, m.user_flags);
+  std::string want = "UID " + std::to_string(m.uid) + ": flags are";
+  EXPECT_TRUE(Mentions(p.Direct(), want));
+  EXPECT_TRUE(Mentions(p.ViaManifest(), want));
+}
+
+TEST(Verify, AFolderField) {
+  Pair p;
+  p.Inbox()->RaiseUidNext(100000);
+  EXPECT_TRUE(Mentions(p.Direct(), "INBOX: UIDNEXT is 100000"));
+  EXPECT_TRUE(Mentions(p.ViaManifest(), "INBOX: UIDNEXT is 100000"));
+  p.dst->SetAcl(p.user, "INBOX", "anyone lr");
+  EXPECT_TRUE(Mentions(p.Direct(), "ACL is 'anyone lr'"));
+}
+
+TEST(Verify, AUserStatus) {
+  Pair p;
+  p.dst->SetUserStatus(p.user, store::UserStatus::Parse("hold"));
+  std::string want = "user " + p.user + ": status is hold, source has active";
+  EXPECT_TRUE(Mentions(p.Direct(), want));
+  EXPECT_TRUE(Mentions(p.ViaManifest(), want));
+}
+
+TEST(Verify, AMissingMailboxAndAnExtraMessage) {
+  Pair p;
+  p.src->CreateFolder(p.user, "OnlyInSource");
+  EXPECT_TRUE(Mentions(p.Direct(), "mailbox user/" + p.user + "/OnlyInSource is missing"));
+  auto inbox = p.Inbox();  // a writer belongs to its folder: keep the folder alive
+  auto w = inbox->NewMessage();
+  w->Write("Subject: extra\r\n\r\nx");
+  std::vector<store::StagedMessage> batch{w->Finish({})};
+  uint32_t uid = inbox->Commit(batch).at(0);
+  EXPECT_TRUE(Mentions(p.Direct(), "UID " + std::to_string(uid) + " is not in the source"));
+}
+
+}  // namespace
+}  // namespace storemove::stream
