@@ -131,6 +131,7 @@ struct StagedMessage {
 };
 
 // Writes one message's bytes to a temporary file, hashing and measuring as they arrive.
+// It belongs to the Folder that made it and must not outlive it.
 class MessageWriter {
  public:
   ~MessageWriter();  // removes the temporary file unless Finish() succeeded
