@@ -404,21 +404,24 @@ std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_v
   return info;
 }
 
+// The FolderInfo of a folder.db record; false when the folder vanished while it was read.
+bool Store::FolderFromRecord(std::string_view key, std::string_view value, FolderInfo* info) {
+  auto [user, folder] = ParseMailboxName(key);
+  FolderValue fv = DecodeFolder(value, key);
+  info->user = user;
+  info->folder = folder;
+  info->partition = fv.partition;
+  info->created = fv.created;
+  info->acl = fv.acl;
+  return ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, folder), key, info);
+}
+
 std::vector<FolderInfo> Store::ListFolders(std::string_view user) {
   ValidateUserId(user);
   std::vector<FolderInfo> out;
-  std::string prefix = "user/" + std::string(user) + "/";
-  db_->Scan(db_->folder(), prefix, [&](std::string_view key, std::string_view value) {
-    FolderValue fv = DecodeFolder(value, key);
+  db_->Scan(db_->folder(), "user/" + std::string(user) + "/", [&](std::string_view key, std::string_view value) {
     FolderInfo info;
-    info.user = std::string(user);
-    info.folder = std::string(key.substr(prefix.size()));
-    info.partition = fv.partition;
-    info.created = fv.created;
-    info.acl = fv.acl;
-    if (!ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, info.folder), key, &info))
-      return true;
-    out.push_back(std::move(info));
+    if (FolderFromRecord(key, value, &info)) out.push_back(std::move(info));
     return true;
   });
   return out;
@@ -426,17 +429,8 @@ std::vector<FolderInfo> Store::ListFolders(std::string_view user) {
 
 void Store::ForEachFolder(const std::function<void(const FolderInfo&)>& fn) {
   db_->Scan(db_->folder(), "user/", [&](std::string_view key, std::string_view value) {
-    auto [user, folder] = ParseMailboxName(key);
-    FolderValue fv = DecodeFolder(value, key);
     FolderInfo info;
-    info.user = user;
-    info.folder = folder;
-    info.partition = fv.partition;
-    info.created = fv.created;
-    info.acl = fv.acl;
-    if (!ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, folder), key, &info))
-      return true;
-    fn(info);
+    if (FolderFromRecord(key, value, &info)) fn(info);
     return true;
   });
 }

@@ -290,6 +290,7 @@ class Store {
  private:
   Store(std::string root, StoreOptions options);
   uint32_t NextUidValidity();
+  bool FolderFromRecord(std::string_view key, std::string_view value, FolderInfo* info);
   bool ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info);
   std::string root_;
   std::string store_id_;

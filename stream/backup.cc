@@ -10,6 +10,7 @@
 
 #include "relinker/relinker.h"
 #include "stream/net.h"
+#include "stream/records.h"
 #include "stream/stream.h"
 #include "util/error.h"
 
@@ -36,19 +37,6 @@ struct SentContent {
   uint32_t uid;
 };
 
-format::MessageRecord ToRecord(const store::MessageMeta& m) {
-  format::MessageRecord r;
-  r.uid = m.uid;
-  r.flags = m.flags;
-  r.user_flags = m.user_flags;
-  r.internal_date = m.internal_date;
-  r.sent_date = m.sent_date;
-  r.save_time = m.save_time;
-  r.size = m.size;
-  r.header_size = m.header_size;
-  r.digest = m.digest;
-  return r;
-}
 
 class BackupSession {
  public:

@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include "stream/net.h"
+#include "stream/records.h"
 #include "stream/stream.h"
 #include "util/error.h"
 
@@ -66,19 +67,6 @@ void UserLocks::Release(const std::string& user) {
 
 namespace {
 
-store::MessageMeta ToMeta(const format::MessageRecord& r) {
-  store::MessageMeta m;
-  m.uid = r.uid;
-  m.flags = r.flags;
-  m.user_flags = r.user_flags;
-  m.internal_date = r.internal_date;
-  m.sent_date = r.sent_date;
-  m.save_time = r.save_time;
-  m.size = r.size;
-  m.header_size = r.header_size;
-  m.digest = r.digest;
-  return m;
-}
 
 std::string Today() {
   std::time_t t = std::time(nullptr);

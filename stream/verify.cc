@@ -5,6 +5,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "stream/records.h"
 #include "stream/stream.h"
 #include "util/error.h"
 
@@ -139,19 +140,6 @@ class Checker {
   VerifyReport report_;
 };
 
-store::MessageMeta MetaOf(const format::MessageRecord& r) {
-  store::MessageMeta m;
-  m.uid = r.uid;
-  m.flags = r.flags;
-  m.user_flags = r.user_flags;
-  m.internal_date = r.internal_date;
-  m.sent_date = r.sent_date;
-  m.save_time = r.save_time;
-  m.size = r.size;
-  m.header_size = r.header_size;
-  m.digest = r.digest;
-  return m;
-}
 
 }  // namespace
 
@@ -207,9 +195,9 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
         folder.peruser = r.peruser;
         break;
       }
-      case Event::kMessage: folder.messages.push_back(MetaOf(manifest.message())); break;
-      case Event::kLink: folder.messages.push_back(MetaOf(manifest.link())); break;
-      case Event::kHeld: folder.messages.push_back(MetaOf(manifest.held())); break;
+      case Event::kMessage: folder.messages.push_back(ToMeta(manifest.message())); break;
+      case Event::kLink: folder.messages.push_back(ToMeta(manifest.link())); break;
+      case Event::kHeld: folder.messages.push_back(ToMeta(manifest.held())); break;
       case Event::kBody:
       case Event::kMessageEnd: break;
       case Event::kFolderEnd:
