@@ -4,7 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <bitset>
 #include <cerrno>
+#include <map>
+#include <mutex>
 #include <cstring>
 
 #include "util/error.h"
@@ -84,8 +87,36 @@ UniqueFd Repository::OpenEntry(const Digest& digest, uint64_t size) const {
   return fd;
 }
 
+namespace {
+
+// Which of a repository's 65,536 <h1>/<h2> directories this process already knows to exist
+// (8 KiB per repository), so that adding an entry is one link(2), not a failed link, mkdirs
+// and a second link.
+class KnownDirectories {
+ public:
+  static bool Known(const std::string& root, size_t index) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return bits_[root].test(index);
+  }
+  static void Mark(const std::string& root, size_t index) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    bits_[root].set(index);
+  }
+
+ private:
+  static inline std::mutex mutex_;
+  static inline std::map<std::string, std::bitset<65536>> bits_;
+};
+
+}  // namespace
+
 bool Repository::AddIfMissing(const Digest& digest, const std::string& file) {
   std::string entry = EntryPath(digest);
+  size_t dir_index = size_t(digest.bytes[0]) << 8 | digest.bytes[1];
+  if (!KnownDirectories::Known(root_, dir_index)) {
+    MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
+    KnownDirectories::Mark(root_, dir_index);
+  }
   if (::link(file.c_str(), entry.c_str()) == 0) return true;
   if (errno == EEXIST || errno == EMLINK) return false;
   if (errno != ENOENT) ThrowErrno("link " + file + " to " + entry);
