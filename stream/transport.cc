@@ -1,6 +1,7 @@
 #include "stream/transport.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,13 +42,25 @@ size_t FdSource::Read(void* data, size_t size) {
   return n;
 }
 
+namespace {
+
+// A 64 KiB pipe makes the two ends of `backup | restore` take turns instead of running at the
+// same time; 1 MiB (the default pipe-max-size) lets each run ahead of the other.
+UniqueFd WidenPipe(UniqueFd fd) {
+  struct stat st;
+  if (::fstat(fd.get(), &st) == 0 && S_ISFIFO(st.st_mode)) (void)::fcntl(fd.get(), F_SETPIPE_SZ, 1 << 20);
+  return fd;
+}
+
+}  // namespace
+
 UniqueFd OpenOutput(const std::string& path) {
-  if (path == "-") return UniqueFd(::dup(STDOUT_FILENO));
+  if (path == "-") return WidenPipe(UniqueFd(::dup(STDOUT_FILENO)));
   return OpenFile(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 }
 
 UniqueFd OpenInput(const std::string& path) {
-  if (path == "-") return UniqueFd(::dup(STDIN_FILENO));
+  if (path == "-") return WidenPipe(UniqueFd(::dup(STDIN_FILENO)));
   return OpenFile(path, O_RDONLY);
 }
 
