@@ -11,6 +11,7 @@
 #include "relinker/relinker.h"
 #include "stream/net.h"
 #include "stream/records.h"
+#include "stream/sent_contents.h"
 #include "stream/stream.h"
 #include "util/error.h"
 
@@ -29,13 +30,6 @@ struct InodeHash {
   size_t operator()(const InodeKey& k) const { return std::hash<uint64_t>()(uint64_t(k.ino) * 31 + uint64_t(k.dev)); }
 };
 
-// Where content first sent in this stream lives, to prove a later digest match byte for byte.
-struct SentContent {
-  uint64_t content_id;
-  uint64_t size;
-  uint32_t folder;  // index into folder_paths
-  uint32_t uid;
-};
 
 
 class BackupSession {
@@ -162,12 +156,12 @@ class BackupSession {
       }
     }
     // Same digest on another inode: a link only once the bytes are proven equal.
-    auto dit = digests_.find(m.digest);
-    if (dit != digests_.end() && dit->second.size == m.size) {
-      std::string earlier = folder_paths_[dit->second.folder] + "/" + store::MessageRelPath(dit->second.uid);
+    if (const SentContents::Entry* sent = digests_.Find(m.digest)) {
+      std::string earlier = folder_paths_[sent->folder] + "/" + store::MessageRelPath(sent->uid);
       UniqueFd efd = TryOpenAt(AT_FDCWD, earlier, O_RDONLY, 0, earlier);
+      // SameContent compares sizes first, then bytes.
       if (efd.valid() && relinker::SameContent(efd.get(), fd.get())) {
-        rec.content_id = dit->second.content_id;
+        rec.content_id = sent->content_id;
         encoder_.WriteLink(rec);
         Count(m.size, true);
         if (st.st_nlink > 1) inodes_.emplace(ino, InodeEntry{rec.content_id, m.size, m.digest});
@@ -177,7 +171,8 @@ class BackupSession {
     bool held = receiver_has_.count({m.digest, m.size});
     if (!(held ? SendHeld(folder, fd.get(), m, rec) : SendBody(folder, fd.get(), m, rec))) return;
     uint64_t content_id = last_content_id_;
-    digests_.emplace(m.digest, SentContent{content_id, m.size, folder_index, m.uid});
+    if (content_id > UINT32_MAX) Throw(Errc::kInvalidArgument, "backup: more than 2^32 messages in one stream");
+    digests_.Insert(m.digest, static_cast<uint32_t>(content_id), folder_index, m.uid);
     if (st.st_nlink > 1) inodes_.emplace(ino, InodeEntry{content_id, m.size, m.digest});
   }
 
@@ -237,7 +232,7 @@ class BackupSession {
     };
     for (const store::MessageMeta& m : snap.messages) {
       if (options_.since && m.save_time < options_.since) continue;
-      if (digests_.count(m.digest) || !asked.insert({m.digest, m.size}).second) continue;
+      if (digests_.Find(m.digest) || !asked.insert({m.digest, m.size}).second) continue;
       ask.emplace_back(m.digest, m.size);
       if (ask.size() == kMaxOracleBatch) flush();
     }
@@ -296,7 +291,7 @@ class BackupSession {
   SessionReport report_;
   std::vector<std::string> folder_paths_;
   std::unordered_map<InodeKey, InodeEntry, InodeHash> inodes_;
-  std::unordered_map<Digest, SentContent, DigestHash> digests_;
+  SentContents digests_;
   uint64_t last_content_id_ = 0;
   std::string buf_;
   std::set<std::pair<Digest, uint64_t>> receiver_has_;  // the open folder's contents the receiver holds

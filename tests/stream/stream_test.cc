@@ -391,3 +391,32 @@ TEST(StreamCli, PipeZstdCliAndKillMidwayThenRerun) {
 
 }  // namespace
 }  // namespace storemove::stream
+
+namespace storemove::stream {
+namespace {
+
+// Without single instance at the source, copies are separate files: the backup finds them by
+// digest, proves them equal byte for byte, and sends links.
+TEST(Stream, SeparateCopiesAreFoundByDigestAndSentAsLinks) {
+  TempDir tmp;
+  auto a = store::Store::Init(tmp / "A", {});
+  store::GenerateOptions g;
+  g.users = 10;
+  g.messages_per_user = 20;
+  g.dup_rate = 0.3;
+  g.single_instance = false;
+  g.seed = 21;
+  store::Generate(*a, g);
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  SessionReport sent = Backup(*a, {}, enc);
+  EXPECT_GT(sent.links, 0u);
+  auto b = store::Store::Init(tmp / "B", {});
+  format::StringSource src(sink.data());
+  format::Decoder dec(src);
+  Restore(b.get(), dec, {});
+  ExpectEqualStores(*b, *a);
+}
+
+}  // namespace
+}  // namespace storemove::stream
