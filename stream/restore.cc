@@ -205,6 +205,10 @@ class RestoreSession {
     store::ValidateUserId(user_);
     store::ValidateFolderName(r.folder);
     if (!store_->FindUser(user_)) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
+    if (options_.user_locks && !locked_users_.count(user_)) {  // a stream may omit the user record
+      options_.user_locks->Acquire(user_);
+      locked_users_.insert(user_);
+    }
     folder_name_ = r.folder;
     std::optional<store::FolderInfo> existing = store_->FindFolder(user_, folder_name_);
     if (existing && options_.rename_existing) {
@@ -370,7 +374,14 @@ class RestoreSession {
           Commit();  // pending appends first, so the flag change lands on a committed record
           folder_->SetFlags(message_.uid, meta_.flags, meta_.user_flags);
         }
-        repository_->AddIfMissing(message_.digest, folder_->MessagePath(message_.uid));
+        std::string present = folder_->MessagePath(message_.uid);
+        if (!repository_->AddIfMissing(message_.digest, present)) {
+          // An entry was there already: later links to this content may use it only if it
+          // holds these very bytes (a digest collision must not leak into other mailboxes).
+          UniqueFd entry = TryOpenAt(AT_FDCWD, repository_->EntryPath(message_.digest), O_RDONLY, 0, present);
+          UniqueFd mine = OpenFile(present, O_RDONLY);
+          if (!entry.valid() || !relinker::SameContent(entry.get(), mine.get())) collided_[content_.size()] = present;
+        }
         matcher_.reset();
         return;
       }
