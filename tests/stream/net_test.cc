@@ -28,6 +28,7 @@
 #include "store/generate.h"
 #include "stream/net.h"
 #include "stream/stream.h"
+#include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
 #include "util/bytes.h"
 #include "util/error.h"
@@ -35,6 +36,8 @@
 namespace storemove::stream::net {
 namespace {
 
+using storemove::testing::ExpectEqualStores;
+using storemove::testing::ExpectNothingHalfVisible;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -60,27 +63,6 @@ std::vector<std::string> Users(store::Store& s) {
   std::vector<std::string> names;
   s.ForEachUser([&](const store::UserInfo& u) { names.push_back(u.user); });
   return names;
-}
-
-void ExpectEqualStores(store::Store& dst, store::Store& src, std::vector<std::string> names = {"/"}) {
-  VerifyOptions o;
-  o.names = names;
-  VerifyReport r = CompareStores(dst, src, o);
-  EXPECT_TRUE(r.equal()) << [&] {
-    std::string s;
-    for (size_t i = 0; i < r.differences.size() && i < 20; ++i) s += r.differences[i] + "\n";
-    return s;
-  }();
-  EXPECT_GT(r.messages, 0u);
-}
-
-// Every visible folder of `dst` is complete: as many messages as the source's, each intact.
-void ExpectNothingHalfVisible(store::Store& dst, store::Store& src) {
-  dst.ForEachFolder([&](const store::FolderInfo& info) {
-    auto snap = dst.OpenFolder(info.user, info.folder)->Snapshot();
-    auto source = src.OpenFolder(info.user, info.folder)->Snapshot();
-    EXPECT_EQ(snap.messages.size(), source.messages.size()) << info.Mailbox() << " visible but incomplete";
-  });
 }
 
 int CountFolders(store::Store& s) {

@@ -17,12 +17,15 @@
 #include "format/zstd_codec.h"
 #include "store/generate.h"
 #include "stream/stream.h"
+#include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
 
 namespace storemove::stream {
 namespace {
 
+using storemove::testing::ExpectEqualStores;
+using storemove::testing::ExpectNothingHalfVisible;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -74,34 +77,6 @@ SessionReport RestoreFromString(store::Store* s, const std::string& bytes, Resto
   format::DecompressingSource in(src);
   format::Decoder dec(in);
   return Restore(s, dec, options, toc);
-}
-
-void ExpectEqualStores(store::Store& dst, store::Store& src) {
-  VerifyReport r = CompareStores(dst, src, {});
-  EXPECT_TRUE(r.equal()) << [&] {
-    std::string s;
-    for (size_t i = 0; i < r.differences.size() && i < 20; ++i) s += r.differences[i] + "\n";
-    return s;
-  }();
-  EXPECT_GT(r.messages, 0u);
-}
-
-// Every visible folder of `dst` is complete and internally consistent (no half-restored
-// mailbox): its snapshot reads, its files hash to their digests, and it equals the source's.
-void ExpectNothingHalfVisible(store::Store& dst, store::Store& src) {
-  dst.ForEachFolder([&](const store::FolderInfo& info) {
-    auto f = dst.OpenFolder(info.user, info.folder);
-    auto snap = f->Snapshot();
-    for (const auto& m : snap.messages) {
-      UniqueFd fd = f->OpenMessage(m.uid);
-      ASSERT_TRUE(fd.valid()) << info.Mailbox() << " UID " << m.uid;
-      std::string bytes(m.size, '\0');
-      ASSERT_EQ(::pread(fd.get(), bytes.data(), m.size, 0), ssize_t(m.size));
-      EXPECT_EQ(DigestOf(bytes), m.digest);
-    }
-    auto source = src.OpenFolder(info.user, info.folder)->Snapshot();
-    EXPECT_EQ(snap.messages.size(), source.messages.size()) << info.Mailbox() << " visible but incomplete";
-  });
 }
 
 size_t DistinctInodes(const std::string& root) {
