@@ -194,10 +194,10 @@ Decoder::Event Decoder::Step() {
       if (state_ != State::kInFolder) Misplaced();
       wire::ParseMessagePayload(payload_, payload_size_, newer_minor_, &message_);
       CheckPerMessage(message_, "message");
-      if (message_.content_id != content_.size() + 1)
+      if (message_.content_id != content_.count() + 1)
         Fail("message uid " + N(message_.uid) + ": content_id " + N(message_.content_id) + " out of sequence (expected " +
-             N(content_.size() + 1) + ")");
-      content_.push_back(wire::ContentFingerprint(message_.digest, message_.size));
+             N(content_.count() + 1) + ")");
+      content_.Add(message_.digest, message_.size);
       last_uid_ = message_.uid;
       ++folder_seen_.messages;
       folder_seen_.bytes += message_.size;
@@ -240,9 +240,9 @@ Decoder::Event Decoder::Step() {
       if (state_ != State::kInFolder) Misplaced();
       wire::ParseMessagePayload(payload_, payload_size_, newer_minor_, &link_);
       CheckPerMessage(link_, "link");
-      if (link_.content_id == 0 || link_.content_id > content_.size())
+      if (!content_.Known(link_.content_id))
         Fail("link uid " + N(link_.uid) + " names unknown content_id " + N(link_.content_id));
-      if (content_[link_.content_id - 1] != wire::ContentFingerprint(link_.digest, link_.size))
+      if (!content_.Matches(link_.content_id, link_.digest, link_.size))
         Fail("link uid " + N(link_.uid) + ": digest and size differ from those of content_id " + N(link_.content_id));
       last_uid_ = link_.uid;
       ++folder_seen_.links;
@@ -256,10 +256,10 @@ Decoder::Event Decoder::Step() {
       if (state_ != State::kInFolder) Misplaced();
       wire::ParseHeldPayload(payload_, payload_size_, newer_minor_, &held_);
       CheckPerMessage(held_, "held");
-      if (held_.content_id != content_.size() + 1)
+      if (held_.content_id != content_.count() + 1)
         Fail("held uid " + N(held_.uid) + ": content_id " + N(held_.content_id) + " out of sequence (expected " +
-             N(content_.size() + 1) + ")");
-      content_.push_back(wire::ContentFingerprint(held_.digest, held_.size));
+             N(content_.count() + 1) + ")");
+      content_.Add(held_.digest, held_.size);
       last_uid_ = held_.uid;
       ++folder_seen_.messages;  // held records count with messages (docs/stream-format.md §5)
       folder_seen_.bytes += held_.size;

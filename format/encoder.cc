@@ -144,7 +144,7 @@ void Encoder::CheckPerMessage(const MessageRecord& m, const char* what) {
 uint64_t Encoder::BeginMessage(const MessageRecord& message) {
   Expect(State::kInFolder, "BeginMessage()");
   CheckPerMessage(message, "message");
-  uint64_t id = content_.size() + 1;
+  uint64_t id = content_.count() + 1;
   if (message.content_id != 0 && message.content_id != id)
     Invalid("message uid " + std::to_string(message.uid) + ": content_id " + std::to_string(message.content_id) +
             " given, but this message is content " + std::to_string(id));
@@ -153,7 +153,7 @@ uint64_t Encoder::BeginMessage(const MessageRecord& message) {
   BeginRecord(wire::kMessage);
   wire::AppendMessagePayload(&out_, message_);
   EndRecord();
-  content_.push_back(wire::ContentFingerprint(message_.digest, message_.size));
+  content_.Add(message_.digest, message_.size);
   last_uid_ = message_.uid;
   ++folder_end_.messages;
   folder_end_.bytes += message_.size;
@@ -208,9 +208,9 @@ void Encoder::EndMessage() {
 void Encoder::WriteLink(const LinkRecord& link) {
   Expect(State::kInFolder, "WriteLink()");
   CheckPerMessage(link, "link");
-  if (link.content_id == 0 || link.content_id > content_.size())
+  if (!content_.Known(link.content_id))
     Invalid("link uid " + std::to_string(link.uid) + ": unknown content_id " + std::to_string(link.content_id));
-  if (content_[link.content_id - 1] != wire::ContentFingerprint(link.digest, link.size))
+  if (!content_.Matches(link.content_id, link.digest, link.size))
     Invalid("link uid " + std::to_string(link.uid) + ": digest and size differ from those of content_id " +
             std::to_string(link.content_id));
   BeginRecord(wire::kLink);
@@ -226,7 +226,7 @@ uint64_t Encoder::WriteHeld(const HeldRecord& held) {
   Expect(State::kInFolder, "WriteHeld()");
   if (!session_) Invalid("WriteHeld() outside a session stream");
   CheckPerMessage(held, "held");
-  uint64_t id = content_.size() + 1;
+  uint64_t id = content_.count() + 1;
   if (held.content_id != 0 && held.content_id != id)
     Invalid("held uid " + std::to_string(held.uid) + ": content_id " + std::to_string(held.content_id) +
             " given, but this message is content " + std::to_string(id));
@@ -235,7 +235,7 @@ uint64_t Encoder::WriteHeld(const HeldRecord& held) {
   BeginRecord(wire::kHeld);
   wire::AppendHeldPayload(&out_, record);
   EndRecord();
-  content_.push_back(wire::ContentFingerprint(record.digest, record.size));
+  content_.Add(record.digest, record.size);
   last_uid_ = record.uid;
   ++folder_end_.messages;  // held records count with messages: both introduce a content_id
   folder_end_.bytes += record.size;

@@ -33,6 +33,9 @@ inline constexpr size_t kMaxSubscriptions = size_t{1} << 16;
 inline constexpr size_t kMaxUserFlagNames = 64;                    // one per user_flags bit
 inline constexpr size_t kMaxPerUser = size_t{1} << 16;
 inline constexpr uint8_t kSystemFlagMask = 0x7f;                   // 7 system-flag bits
+// A link naming one of the last kLinkCheckWindow contents has its digest and size checked against
+// that content by the encoder and the decoder; an older one only for being a content of the stream.
+inline constexpr uint64_t kLinkCheckWindow = uint64_t{1} << 17;
 
 // --- byte plumbing -----------------------------------------------------------------------
 class ByteSink {
@@ -164,6 +167,23 @@ struct Trailer {
   friend bool operator==(const Trailer&, const Trailer&) = default;
 };
 
+// The 64-bit fingerprints of (digest, size) of a stream's last kLinkCheckWindow contents, by
+// content_id, in a ring that grows to at most kLinkCheckWindow * 8 bytes: the encoder and the
+// decoder check links exactly within the window (where a writer's links fall) without memory
+// growing with the stream (docs/stream-format.md §7.4).
+class RecentContents {
+ public:
+  uint64_t count() const { return count_; }  // content ids handed out so far
+  void Add(const Digest& digest, uint64_t size);
+  bool Known(uint64_t content_id) const { return content_id >= 1 && content_id <= count_; }
+  // For a known content_id: false only when it is inside the window with another digest or size.
+  bool Matches(uint64_t content_id, const Digest& digest, uint64_t size) const;
+
+ private:
+  std::vector<uint64_t> ring_;
+  uint64_t count_ = 0;
+};
+
 // --- encoder -----------------------------------------------------------------------------
 // Writes a stream to a sink, enforcing the same rules the decoder checks: misuse and invalid
 // records throw kInvalidArgument, a body that does not hash to its record's digest throws
@@ -222,7 +242,7 @@ class Encoder {
   uint32_t last_uid_ = 0;
   FolderEnd folder_end_;
   Trailer totals_;
-  std::vector<uint64_t> content_;  // fingerprint of (digest, size) per content_id - 1
+  RecentContents content_;
 };
 
 // --- decoder -----------------------------------------------------------------------------
@@ -297,7 +317,7 @@ class Decoder {
   uint32_t last_uid_ = 0;
   FolderEnd folder_seen_;
   Trailer seen_;
-  std::vector<uint64_t> content_;  // fingerprint of (digest, size) per content_id - 1
+  RecentContents content_;
 };
 
 }  // namespace storemove::format

@@ -38,6 +38,28 @@ uint64_t ContentFingerprint(const Digest& digest, uint64_t size) {
          size * 0xC2B2AE3D27D4EB4Full;
 }
 
+}  // namespace storemove::format::wire
+
+namespace storemove::format {
+
+void RecentContents::Add(const Digest& digest, uint64_t size) {
+  const uint64_t fingerprint = wire::ContentFingerprint(digest, size);
+  if (ring_.size() < kLinkCheckWindow)
+    ring_.push_back(fingerprint);
+  else
+    ring_[count_ % kLinkCheckWindow] = fingerprint;
+  ++count_;
+}
+
+bool RecentContents::Matches(uint64_t content_id, const Digest& digest, uint64_t size) const {
+  if (count_ - content_id >= kLinkCheckWindow) return true;  // older than the window: not checked
+  return ring_[(content_id - 1) % kLinkCheckWindow] == wire::ContentFingerprint(digest, size);
+}
+
+}  // namespace storemove::format
+
+namespace storemove::format::wire {
+
 // --- encoding ------------------------------------------------------------------------------
 namespace {
 

@@ -513,6 +513,73 @@ TEST(FormatHostile, LinkToUnknownContentIsRejected) {
   EXPECT_TRUE(Contains(CorruptError(Join(g)), "link uid 1: digest and size differ from those of content_id 2"));
 }
 
+TEST(FormatLinks, RecentContentsChecksOnlyTheWindowAndStaysBounded) {
+  RecentContents r;
+  auto digest = [](uint64_t i) { return DigestOf(&i, sizeof i); };
+  const uint64_t n = kLinkCheckWindow + 10;
+  for (uint64_t i = 1; i <= n; ++i) r.Add(digest(i), i);
+  EXPECT_EQ(r.count(), n);
+  EXPECT_FALSE(r.Known(0));
+  EXPECT_FALSE(r.Known(n + 1));
+  EXPECT_TRUE(r.Known(1));
+  // Inside the window (the last kLinkCheckWindow ids): exact.
+  const uint64_t oldest_checked = n - kLinkCheckWindow + 1;
+  for (uint64_t id : {oldest_checked, n / 2, n}) {
+    EXPECT_TRUE(r.Matches(id, digest(id), id)) << id;
+    EXPECT_FALSE(r.Matches(id, digest(id + 1), id)) << id;
+    EXPECT_FALSE(r.Matches(id, digest(id), id + 1)) << id;
+  }
+  // Older: only known, not checked.
+  EXPECT_TRUE(r.Matches(oldest_checked - 1, digest(0), 0));
+  EXPECT_TRUE(r.Matches(1, digest(0), 0));
+}
+
+TEST(FormatLinks, EncoderAndDecoderCheckLinksInsideTheWindow) {
+  StringSink sink;
+  Encoder e(sink);
+  e.WriteHeader({});
+  FolderRecord f;
+  f.user = "u";
+  f.folder = "INBOX";
+  f.uidvalidity = 1;
+  f.uidnext = 1;
+  e.WriteFolder(f);
+  MessageRecord m;
+  const uint64_t n = kLinkCheckWindow + 1;
+  for (uint64_t i = 1; i <= n; ++i) {
+    m.uid = static_cast<uint32_t>(i);
+    m.size = sizeof i;
+    m.digest = DigestOf(&i, sizeof i);
+    e.BeginMessage(m);
+    e.BodyChunk(&i, sizeof i);
+    e.EndMessage();
+  }
+  LinkRecord link;
+  link.size = 8;
+  link.uid = static_cast<uint32_t>(n + 1);
+  link.content_id = 2;  // the oldest content inside the window: checked
+  link.digest = DigestOf("other");
+  EXPECT_TRUE(Contains(InvalidArgument([&] { e.WriteLink(link); }), "digest and size differ"));
+  uint64_t two = 2;
+  link.digest = DigestOf(&two, sizeof two);
+  e.WriteLink(link);
+  link.uid += 1;
+  link.content_id = 1;  // older than the window: the writer's word is taken
+  link.digest = DigestOf("other");
+  e.WriteLink(link);
+  e.EndFolder();
+  e.Finish();
+  Decoded d = DecodeAll(sink.data());
+  ASSERT_EQ(d.links.size(), 2u);
+  EXPECT_EQ(d.links[1].content_id, 1u);
+
+  // The same link made to name content 3 (inside the window) with content 1's digest: refused.
+  Framed framed = Split(sink.data());
+  size_t at = FindFrame(framed, kLinkType, 0);
+  PutU64(Bytes(framed.frames[at].payload, kContentIdAt), 3);
+  EXPECT_TRUE(Contains(CorruptError(Join(framed)), "digest and size differ from those of content_id 3"));
+}
+
 TEST(FormatHostile, DigestMismatchIsRejected) {
   Sample s = MakeSample();
   StringSink sink;
