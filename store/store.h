@@ -254,7 +254,9 @@ class Store {
   // Recomputes quota_used from the user's folders.
   uint64_t RecomputeQuota(std::string_view user);
   void AddQuotaUsed(std::string_view user, int64_t delta);
-  void ForEachUser(const std::function<void(const UserInfo&)>& fn);  // in user-id order
+  // In user-id order. Users are read in batches and fn runs with no cursor open, so fn may use
+  // the store (and takes as long as it likes) without holding the mboxlist.
+  void ForEachUser(const std::function<void(const UserInfo&)>& fn);
 
   // --- folders ---
   std::optional<FolderInfo> FindFolder(std::string_view user, std::string_view folder);

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <set>
-#include <unordered_map>
 
 #include "relinker/relinker.h"
 #include "stream/net.h"
@@ -21,21 +20,14 @@ namespace {
 
 constexpr size_t kReadChunk = 1 << 20;
 
-struct InodeKey {
-  dev_t dev;
-  ino_t ino;
-  bool operator==(const InodeKey&) const = default;
-};
-struct InodeHash {
-  size_t operator()(const InodeKey& k) const { return std::hash<uint64_t>()(uint64_t(k.ino) * 31 + uint64_t(k.dev)); }
-};
-
-
-
 class BackupSession {
  public:
   BackupSession(store::Store& store, const BackupOptions& options, format::Encoder& encoder)
-      : store_(store), options_(options), encoder_(encoder), progress_("backup", options.live_progress) {}
+      : store_(store),
+        options_(options),
+        encoder_(encoder),
+        progress_("backup", options.live_progress),
+        digests_(options.sent_contents_capacity ? options.sent_contents_capacity : SentContents::kDefaultCapacity) {}
 
   SessionReport Run() {
     std::string groups_file = options_.groups_file.empty() ? store_.root() + "/config/backup-groups.conf"
@@ -52,22 +44,26 @@ class BackupSession {
     header.selection = options_.names;
     encoder_.WriteHeader(header);
 
-    // Collect the user list first: the mboxlist scan must not stay open while files are read.
-    std::vector<store::UserInfo> users;
+    // Two scans of the users instead of a list in memory: the first only sums quota usage for
+    // the ETA (close enough). The scan reads users in batches and never keeps its cursor open
+    // while the callback reads files.
+    auto wanted = [&](const store::UserInfo& u) {
+      return selection.WantsUser(u) && (!options_.only_users || options_.only_users->count(u.user));
+    };
+    uint64_t expected_bytes = 0;
     store_.ForEachUser([&](const store::UserInfo& u) {
-      if (selection.WantsUser(u) && (!options_.only_users || options_.only_users->count(u.user))) users.push_back(u);
+      if (wanted(u)) expected_bytes += u.quota_used;
     });
-    uint64_t expected_bytes = 0;  // quota usage: close enough for an ETA
-    for (const store::UserInfo& user : users) expected_bytes += user.quota_used;
     progress_.set_total(0, expected_bytes);
-    for (const store::UserInfo& user : users) {
+    store_.ForEachUser([&](const store::UserInfo& user) {
+      if (!wanted(user)) return;
       std::vector<store::FolderInfo> folders;
       for (store::FolderInfo& f : store_.ListFolders(user.user))
         if (selection.WantsFolder(user, f.folder)) folders.push_back(std::move(f));
-      if (folders.empty()) continue;
+      if (folders.empty()) return;
       WriteUser(user);
       for (const store::FolderInfo& f : folders) WriteFolder(f);
-    }
+    });
     encoder_.Finish();
     progress_.Finish();
     report_.seconds = progress_.seconds();
@@ -112,8 +108,11 @@ class BackupSession {
     r.peruser = store_.PerUser(snap.info.Mailbox());
     encoder_.WriteFolder(r);
     ++report_.folders;
-    uint32_t folder_index = static_cast<uint32_t>(folder_paths_.size());
-    folder_paths_.push_back(folder->path());
+    const uint32_t folder_index = folders_seen_++;
+    if (folder_paths_.size() < kFolderPathsKept)
+      folder_paths_.push_back(folder->path());
+    else
+      folder_paths_[folder_index % kFolderPathsKept] = folder->path();
     if (options_.oracle && !options_.manifest) AskReceiver(snap);
     for (const store::MessageMeta& m : snap.messages) {
       if (options_.since && m.save_time < options_.since) continue;
@@ -144,27 +143,23 @@ class BackupSession {
                            " bytes, the index says " + std::to_string(m.size) + "; left out");
       return;
     }
-    // Same inode as content already sent: a link, no bytes to prove.
-    InodeKey ino{st.st_dev, st.st_ino};
-    if (st.st_nlink > 1) {
-      auto it = inodes_.find(ino);
-      if (it != inodes_.end() && it->second.size == m.size && it->second.digest == m.digest) {
-        rec.content_id = it->second.content_id;
-        encoder_.WriteLink(rec);
-        Count(m.size, true);
-        return;
+    // Same digest as content already sent: a link once the two are proven the same, by being
+    // one file (a hard-linked single-instance source, as Sun's imsbackup links) or by equal bytes.
+    const SentContents::Entry* sent = digests_.Find(m.digest);
+    if (sent && folders_seen_ - sent->folder > kFolderPathsKept) sent = nullptr;  // its folder's path is gone
+    if (sent) {
+      const std::string earlier = folder_paths_[sent->folder % kFolderPathsKept] + "/" + store::MessageRelPath(sent->uid);
+      struct stat est;
+      bool same = st.st_nlink > 1 && ::stat(earlier.c_str(), &est) == 0 && est.st_ino == st.st_ino &&
+                  est.st_dev == st.st_dev;
+      if (!same) {
+        UniqueFd efd = TryOpenAt(AT_FDCWD, earlier, O_RDONLY, 0, earlier);
+        same = efd.valid() && relinker::SameContent(efd.get(), fd.get());  // sizes first, then bytes
       }
-    }
-    // Same digest on another inode: a link only once the bytes are proven equal.
-    if (const SentContents::Entry* sent = digests_.Find(m.digest)) {
-      std::string earlier = folder_paths_[sent->folder] + "/" + store::MessageRelPath(sent->uid);
-      UniqueFd efd = TryOpenAt(AT_FDCWD, earlier, O_RDONLY, 0, earlier);
-      // SameContent compares sizes first, then bytes.
-      if (efd.valid() && relinker::SameContent(efd.get(), fd.get())) {
+      if (same) {
         rec.content_id = sent->content_id;
         encoder_.WriteLink(rec);
         Count(m.size, true);
-        if (st.st_nlink > 1) inodes_.emplace(ino, InodeEntry{rec.content_id, m.size, m.digest});
         return;
       }
     }
@@ -173,7 +168,6 @@ class BackupSession {
     uint64_t content_id = last_content_id_;
     if (content_id > UINT32_MAX) Throw(Errc::kInvalidArgument, "backup: more than 2^32 messages in one stream");
     digests_.Insert(m.digest, static_cast<uint32_t>(content_id), folder_index, m.uid);
-    if (st.st_nlink > 1) inodes_.emplace(ino, InodeEntry{content_id, m.size, m.digest});
   }
 
   // Reads the file, checks it against the recorded digest, and sends it as a message record.
@@ -278,19 +272,17 @@ class BackupSession {
     if (options_.on_progress) options_.on_progress(1, size);
   }
 
-  struct InodeEntry {
-    uint64_t content_id;
-    uint64_t size;
-    Digest digest;
-  };
-
   store::Store& store_;
   const BackupOptions& options_;
   format::Encoder& encoder_;
   Progress progress_;
   SessionReport report_;
+  // The paths of the last kFolderPathsKept folders, by folder index, for the table of sent
+  // contents: bounded like that table (~1 MiB; 16,384 folders are ~230,000 messages of a typical
+  // store). Content whose folder's path is gone is sent again, as when the table forgets it.
+  static constexpr uint32_t kFolderPathsKept = 16384;
   std::vector<std::string> folder_paths_;
-  std::unordered_map<InodeKey, InodeEntry, InodeHash> inodes_;
+  uint32_t folders_seen_ = 0;
   SentContents digests_;
   uint64_t last_content_id_ = 0;
   std::string buf_;

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "stream/content_filter.h"
 #include "stream/net.h"
 #include "stream/records.h"
 #include "stream/stream.h"
@@ -103,14 +104,14 @@ class RestoreSession {
         case Event::kFolder: Guard([&] { OnFolder(decoder_.folder()); }); break;
         case Event::kMessage:
           // Content ids count every message record of the stream, whatever happens to it here.
-          content_.push_back(decoder_.message().digest);
+          ++contents_;
           Guard([&] { OnMessage(decoder_.message()); });
           break;
         case Event::kBody: Guard([&] { OnBody(decoder_.body()); }); break;
         case Event::kMessageEnd: Guard([&] { OnMessageEnd(); }); break;
         case Event::kLink: Guard([&] { OnLink(decoder_.link()); }); break;
         case Event::kHeld:
-          content_.push_back(decoder_.held().digest);  // a held record takes a content id too
+          ++contents_;  // a held record takes a content id too
           Guard([&] { OnHeld(decoder_.held()); });
           break;
         case Event::kFolderEnd: Guard([&] { OnFolderEnd(); }); skipping_ = false; break;
@@ -317,13 +318,14 @@ class RestoreSession {
       return;
     }
     UniqueFd candidate;
-    if (!repository_was_empty_) candidate = repository_->OpenEntry(r.digest, r.size);
+    if (!repository_was_empty_ || written_.MayContain(r.digest)) candidate = repository_->OpenEntry(r.digest, r.size);
     if (candidate.valid()) {
       action_ = Action::kMatch;
       matcher_.emplace(std::move(candidate), r.size);
     } else {
       action_ = Action::kWrite;
       writer_ = folder_->NewMessage(mode_ == Mode::kNew ? meta_.uid : 0);
+      written_.Add(r.digest);
     }
   }
 
@@ -380,7 +382,7 @@ class RestoreSession {
           // holds these very bytes (a digest collision must not leak into other mailboxes).
           UniqueFd entry = TryOpenAt(AT_FDCWD, repository_->EntryPath(message_.digest), O_RDONLY, 0, present);
           UniqueFd mine = OpenFile(present, O_RDONLY);
-          if (!entry.valid() || !relinker::SameContent(entry.get(), mine.get())) collided_[content_.size()] = present;
+          if (!entry.valid() || !relinker::SameContent(entry.get(), mine.get())) collided_[contents_] = present;
         }
         matcher_.reset();
         return;
@@ -464,14 +466,19 @@ class RestoreSession {
       meta_.uid = 0;
     }
     std::string source = LinkSource(r);
-    if (!PathExists(source)) {
+    struct stat have;
+    if (::stat(source.c_str(), &have) != 0) {
       Commit();  // the content may still be in this batch
-      if (!PathExists(source)) {
+      if (::stat(source.c_str(), &have) != 0) {
         // First restored on another partition (another filesystem, another repository): copy.
         CopyFrom(FindInOtherPartitions(r.digest), r.digest, /*replace_entry=*/false);
         return;
       }
     }
+    // The decoder checks a link against recent contents only (docs/stream-format.md §7.4).
+    if (uint64_t(have.st_size) != r.size)
+      Throw(Errc::kCorrupt, "stream: link uid " + std::to_string(r.uid) + " names content of " + std::to_string(r.size) +
+                                " bytes, but " + source + " has " + std::to_string(have.st_size));
     std::optional<store::StagedMessage> staged = repository_->StageLink(*folder_, source, meta_);
     if (staged) {
       ++report_.linked;
@@ -496,7 +503,7 @@ class RestoreSession {
     if (AlreadyPresent(r, &meta_)) {
       UniqueFd have = folder_->OpenMessage(r.uid);
       if (have.valid() && net::Sha256OfFile(have.get(), folder_->MessagePath(r.uid)) == r.sha256) {
-        collided_[content_.size()] = folder_->MessagePath(r.uid);  // later links: the proven file
+        collided_[contents_] = folder_->MessagePath(r.uid);  // later links: the proven file
         ++report_.skipped;
         const store::MessageMeta& old = present_[r.uid];
         if (old.flags != meta_.flags || old.user_flags != meta_.user_flags) {
@@ -542,9 +549,9 @@ class RestoreSession {
     Stage(std::move(*staged), r.digest, /*new_content=*/false);
   }
 
-  // The held record just read (content id content_.size()) is not restored, nor links to it.
+  // The held record just read (content id contents_) is not restored, nor links to it.
   void HeldFailed(const format::HeldRecord& r, const std::string& what) {
-    unproven_.insert(content_.size());
+    unproven_.insert(contents_);
     ReportMessageError(r, "held content " + r.digest.Hex() + " " + what);
   }
 
@@ -566,15 +573,13 @@ class RestoreSession {
   std::string LinkSource(const format::LinkRecord& r) {
     auto it = collided_.find(r.content_id);
     if (it != collided_.end()) return it->second;
-    if (r.content_id == 0 || r.content_id > content_.size() || content_[r.content_id - 1] != r.digest)
-      Throw(Errc::kCorrupt, "stream: link to unknown content " + std::to_string(r.content_id));
     return repository_->EntryPath(r.digest);
   }
 
   void Stage(store::StagedMessage staged, const Digest& digest, bool new_content = true) {
     pending_.push_back(std::move(staged));
     pending_digests_.push_back(digest);
-    pending_content_ids_.push_back(new_content ? content_.size() : 0);
+    pending_content_ids_.push_back(new_content ? contents_ : 0);
     pending_bytes_ += message_.size;
     if (pending_.size() >= options_.batch_messages || pending_bytes_ >= (64u << 20)) Commit();
   }
@@ -663,9 +668,10 @@ class RestoreSession {
   std::unique_ptr<store::Folder> folder_;
   std::unique_ptr<relinker::Repository> repository_;
   std::unordered_map<uint32_t, store::MessageMeta> present_;
-  std::unordered_set<uint32_t> in_stream_;
+  std::unordered_set<uint32_t> in_stream_;  // UIDs of the open merge folder seen in the stream
   std::map<std::string, bool> empty_repository_;  // partition -> repository empty at first use
-  bool repository_was_empty_ = false;  // UIDs of the open merge folder seen in the stream
+  bool repository_was_empty_ = false;
+  ContentFilter written_;  // contents this session wrote: where a look-up may find them after all
   std::vector<int> flag_map_;
   std::vector<store::StagedMessage> pending_;
   std::vector<Digest> pending_digests_;
@@ -680,8 +686,9 @@ class RestoreSession {
   std::unique_ptr<store::MessageWriter> writer_;
   std::optional<relinker::IncomingMatcher> matcher_;
 
-  // content_id - 1 -> digest, for links; and the few contents whose digest collided.
-  std::vector<Digest> content_;
+  // Content ids handed out so far (the decoder checks links against them); the few contents
+  // whose digest collided with other bytes in the repository.
+  uint64_t contents_ = 0;
   std::unordered_map<uint64_t, std::string> collided_;
   std::unordered_set<uint64_t> unproven_;  // content ids of held records whose proof failed
 };

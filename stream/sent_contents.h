@@ -1,9 +1,12 @@
 // Content already sent in a backup stream, by digest: where its first copy lives, so that a later
-// message with the same digest can be proven equal byte for byte and sent as a link. One flat
-// open-addressing array of 28-byte entries (no per-entry allocation): this table is backup's
-// only memory that grows with the store. Internal to stream/.
+// message with the same digest can be proven equal and sent as a link. A cache of fixed size
+// (4-way buckets, allocated once, 28 bytes an entry), so that backup's memory does not grow with
+// the store: when a bucket is full its oldest content is forgotten. A later copy of forgotten
+// content is sent as a body again and restore still single-instances it through the repository,
+// so forgetting costs stream bytes, never correctness. Internal to stream/.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -20,51 +23,54 @@ class SentContents {
     uint32_t folder = 0;      // index into the session's folder paths
     uint32_t uid = 0;
   };
+  static constexpr size_t kWays = 4;
+  // 2^18 entries = 7 MiB: every content of a 200,000-message store fits with few evictions.
+  static constexpr size_t kDefaultCapacity = size_t{1} << 18;
+
+  // `capacity`: a power of two, at least kWays.
+  explicit SentContents(size_t capacity = kDefaultCapacity) : slots_(capacity), bucket_mask_(capacity / kWays - 1) {}
 
   const Entry* Find(const Digest& digest) const {
-    if (slots_.empty()) return nullptr;
-    for (size_t i = Home(digest);; i = (i + 1) & (slots_.size() - 1)) {
-      const Entry& e = slots_[i];
-      if (e.content_id == 0) return nullptr;
-      if (e.digest == digest) return &e;
-    }
+    const Entry* bucket = &slots_[Bucket(digest)];
+    for (size_t i = 0; i < kWays; ++i)
+      if (bucket[i].content_id != 0 && bucket[i].digest == digest) return &bucket[i];
+    return nullptr;
   }
 
-  // Keeps the first content for a digest.
+  // Keeps the first content for a digest; in a full bucket it replaces the oldest content.
   void Insert(const Digest& digest, uint32_t content_id, uint32_t folder, uint32_t uid) {
-    if ((count_ + 1) * 10 > slots_.size() * 9) Grow();  // load factor <= 0.9: probes stay short for random keys
-    if (Place(Entry{digest, content_id, folder, uid})) ++count_;
+    Entry* bucket = &slots_[Bucket(digest)];
+    Entry* victim = &bucket[0];
+    for (size_t i = 0; i < kWays; ++i) {
+      Entry& e = bucket[i];
+      if (e.content_id == 0) {
+        e = Entry{digest, content_id, folder, uid};
+        ++size_;
+        return;
+      }
+      if (e.digest == digest) return;
+      if (e.content_id < victim->content_id) victim = &e;
+    }
+    *victim = Entry{digest, content_id, folder, uid};
+    ++evicted_;
   }
 
-  size_t size() const { return count_; }
+  size_t size() const { return size_; }        // entries held
+  size_t evicted() const { return evicted_; }  // contents forgotten to make room
+  size_t capacity() const { return slots_.size(); }
 
  private:
-  size_t Home(const Digest& digest) const {
-    uint64_t h;
-    std::memcpy(&h, digest.bytes.data(), sizeof h);
-    return size_t(h) & (slots_.size() - 1);
+  size_t Bucket(const Digest& digest) const {
+    uint64_t low, high;
+    std::memcpy(&low, digest.bytes.data(), sizeof low);
+    std::memcpy(&high, digest.bytes.data() + 8, sizeof high);
+    return size_t((low ^ (high * 0x9e3779b97f4a7c15ull)) & bucket_mask_) * kWays;
   }
 
-  bool Place(const Entry& entry) {
-    for (size_t i = Home(entry.digest);; i = (i + 1) & (slots_.size() - 1)) {
-      Entry& e = slots_[i];
-      if (e.content_id == 0) {
-        e = entry;
-        return true;
-      }
-      if (e.digest == entry.digest) return false;
-    }
-  }
-
-  void Grow() {
-    std::vector<Entry> old = std::move(slots_);
-    slots_.assign(old.empty() ? 1024 : old.size() * 2, Entry{});
-    for (const Entry& e : old)
-      if (e.content_id) Place(e);
-  }
-
-  std::vector<Entry> slots_;  // size is a power of two
-  size_t count_ = 0;
+  std::vector<Entry> slots_;
+  size_t bucket_mask_;
+  size_t size_ = 0;
+  size_t evicted_ = 0;
 };
 
 }  // namespace storemove::stream

@@ -72,6 +72,9 @@ struct BackupOptions {
   const std::set<std::string>* only_users = nullptr;  // narrows the selection further (migrate)
   std::function<void(uint64_t messages, uint64_t bytes)> on_progress;  // per message sent
   ContentOracle* oracle = nullptr;  // network sessions (a session stream); files and pipes: none
+  // Entries of the fixed-size table of contents already sent (a power of two, >= 4); 0 = the
+  // default of 2^18 (7 MiB). Content the table has forgotten is sent again as a body.
+  size_t sent_contents_capacity = 0;
 };
 
 struct SessionReport {

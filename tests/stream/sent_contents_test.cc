@@ -14,17 +14,18 @@ Digest Make(uint64_t low, uint64_t high) {
   return d;
 }
 
-TEST(SentContents, FindsEveryEntryThroughGrowthAndKeepsTheFirst) {
-  SentContents t;
+TEST(SentContents, FindsEveryEntryWhileItFitsAndKeepsTheFirst) {
+  SentContents t(1 << 16);
   std::mt19937_64 rng(1);
   std::vector<Digest> keys;
-  for (uint32_t i = 1; i <= 50000; ++i) {
+  for (uint32_t i = 1; i <= 2000; ++i) {  // a thirtieth of the capacity: no bucket overflows
     keys.push_back(Make(rng(), rng()));
     t.Insert(keys.back(), i, i % 7, i * 3);
   }
   t.Insert(keys[0], 999999, 1, 1);  // a second content for a known digest is not kept
-  EXPECT_EQ(t.size(), 50000u);
-  for (uint32_t i = 1; i <= 50000; ++i) {
+  EXPECT_EQ(t.size(), 2000u);
+  EXPECT_EQ(t.evicted(), 0u);
+  for (uint32_t i = 1; i <= 2000; ++i) {
     const SentContents::Entry* e = t.Find(keys[i - 1]);
     ASSERT_NE(e, nullptr);
     EXPECT_EQ(e->content_id, i);
@@ -33,12 +34,45 @@ TEST(SentContents, FindsEveryEntryThroughGrowthAndKeepsTheFirst) {
   EXPECT_EQ(t.Find(Make(12345, 67890)), nullptr);
 }
 
-TEST(SentContents, DigestsSharingAHomeSlotStayDistinct) {
-  SentContents t;
-  // Same first 8 bytes (the slot index), different last 8.
-  for (uint32_t i = 1; i <= 100; ++i) t.Insert(Make(42, i), i, 0, i);
-  for (uint32_t i = 1; i <= 100; ++i) EXPECT_EQ(t.Find(Make(42, i))->content_id, i);
-  EXPECT_EQ(t.Find(Make(42, 1000)), nullptr);
+TEST(SentContents, StaysAtItsCapacityAndForgetsTheOldestOfABucket) {
+  SentContents t(64);
+  std::mt19937_64 rng(2);
+  std::vector<Digest> keys;
+  for (uint32_t i = 1; i <= 10000; ++i) {
+    keys.push_back(Make(rng(), rng()));
+    t.Insert(keys.back(), i, 0, i);
+  }
+  EXPECT_EQ(t.capacity(), 64u);
+  EXPECT_EQ(t.size(), 64u);
+  EXPECT_EQ(t.size() + t.evicted(), 10000u);
+  size_t found = 0;
+  for (uint32_t i = 1; i <= 10000; ++i) {
+    if (const SentContents::Entry* e = t.Find(keys[i - 1])) {
+      ++found;
+      EXPECT_EQ(e->content_id, i);
+    }
+  }
+  EXPECT_EQ(found, 64u);
+  // Whatever bucket the newest key went to, it is still there: eviction takes the oldest.
+  EXPECT_NE(t.Find(keys.back()), nullptr);
+}
+
+TEST(SentContents, DigestsSharingABucketStayDistinctAndTheOldestGoesFirst) {
+  SentContents t(SentContents::kWays);  // one bucket: every key shares it
+  std::vector<Digest> keys;
+  for (uint64_t i = 1; i <= 6; ++i) keys.push_back(Make(42, i));  // equal first halves too
+  for (uint32_t i = 0; i < 4; ++i) t.Insert(keys[i], i + 1, 0, i);
+  for (uint32_t i = 0; i < 4; ++i) EXPECT_EQ(t.Find(keys[i])->content_id, i + 1);
+  EXPECT_EQ(t.Find(keys[4]), nullptr);
+  t.Insert(keys[4], 5, 0, 4);  // a fifth replaces content 1, the oldest
+  EXPECT_EQ(t.Find(keys[0]), nullptr);
+  EXPECT_EQ(t.Find(keys[4])->content_id, 5u);
+  EXPECT_EQ(t.Find(keys[1])->content_id, 2u);
+  t.Insert(keys[5], 6, 0, 5);  // then content 2
+  EXPECT_EQ(t.Find(keys[1]), nullptr);
+  EXPECT_EQ(t.Find(keys[2])->content_id, 3u);
+  EXPECT_EQ(t.evicted(), 2u);
+  EXPECT_EQ(t.size(), 4u);
 }
 
 }  // namespace

@@ -393,5 +393,38 @@ TEST(Stream, SeparateCopiesAreFoundByDigestAndSentAsLinks) {
   ExpectEqualStores(*b, *a);
 }
 
+// A backup whose table of sent contents is tiny forgets nearly everything and sends most
+// duplicates as bodies again; the restore must still produce an equal, single-instance store.
+TEST(Stream, ForgottenContentIsSentAgainAndStillSingleInstanced) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A");
+  BackupOptions forgetful;
+  forgetful.sent_contents_capacity = 4;
+  format::StringSink small_sink, full_sink;
+  {
+    format::Encoder enc(small_sink);
+    Backup(*a, forgetful, enc);
+  }
+  SessionReport full;
+  {
+    format::Encoder enc(full_sink);
+    full = Backup(*a, {}, enc);
+  }
+  ASSERT_GT(full.links, 10u);
+  EXPECT_GT(small_sink.data().size(), full_sink.data().size());  // bodies sent again
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  format::StringSource src(small_sink.data());
+  format::Decoder dec(src);
+  SessionReport r = Restore(b.get(), dec, {});
+  EXPECT_EQ(r.errors, 0u);
+  ExpectEqualStores(*b, *a);
+  // As many files as with the full table: the restore found the repeated bodies in its repository.
+  auto c = store::Store::Init(tmp / "C", {"primary", "secondary"});
+  format::StringSource full_src(full_sink.data());
+  format::Decoder full_dec(full_src);
+  Restore(c.get(), full_dec, {});
+  EXPECT_EQ(DistinctInodes(tmp / "B/partition"), DistinctInodes(tmp / "C/partition"));
+}
+
 }  // namespace
 }  // namespace storemove::stream
