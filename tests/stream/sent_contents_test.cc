@@ -1,4 +1,5 @@
 #include "stream/sent_contents.h"
+#include "stream/content_filter.h"
 
 #include <gtest/gtest.h>
 
@@ -73,6 +74,21 @@ TEST(SentContents, DigestsSharingABucketStayDistinctAndTheOldestGoesFirst) {
   EXPECT_EQ(t.Find(keys[2])->content_id, 3u);
   EXPECT_EQ(t.evicted(), 2u);
   EXPECT_EQ(t.size(), 4u);
+}
+
+TEST(ContentFilter, NoFalseNegativesAndFewFalsePositives) {
+  ContentFilter f;
+  std::mt19937_64 rng(3);
+  std::vector<Digest> added;
+  for (int i = 0; i < 200000; ++i) {
+    added.push_back(Make(rng(), rng()));
+    f.Add(added.back());
+  }
+  for (const Digest& d : added) ASSERT_TRUE(f.MayContain(d));
+  int false_positives = 0;
+  for (int i = 0; i < 200000; ++i) false_positives += f.MayContain(Make(rng(), rng()));
+  // (1 - e^(-4 * 200000 / 2^23))^4 = 0.0067 %: ~13 expected; 200 would mean a broken hash split.
+  EXPECT_LT(false_positives, 200);
 }
 
 }  // namespace
