@@ -50,6 +50,11 @@ Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
   env_->set_lk_max_locks(env_, 100000);
   env_->set_lk_max_objects(env_, 100000);
   env_->set_lk_max_lockers(env_, 10000);
+  // The object hash table is sized from max_objects by default (131,071 buckets, ~10 MB of the
+  // shared region, touched page by page as the scan of a large mboxlist hashes ever more page
+  // ids: resident memory that grew with the store). A store holds a few dozen lock objects at a
+  // time, so 4,096 buckets keep chains short.
+  env_->set_lk_tablesize(env_, 4096);
   env_->set_tx_max(env_, 1000);
   // Commits reach the OS (survive kill -9) without an fsync each; callers that acknowledge to a
   // sender (deliver) ask for a synchronous commit.
