@@ -180,6 +180,34 @@ TEST(Store, LargeMessageWrittenInChunksHasCorrectHeaderAndDigest) {
   EXPECT_EQ(snap.messages[0].digest, DigestOf(whole));
 }
 
+// The header ends at the first empty line ("\n\n" or "\r\n\r\n", mixed too), wherever the
+// writes split it; no empty line: the whole message is header.
+TEST(Store, HeaderSizeIsFoundWhateverTheWriteSizes) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto f = store->CreateFolder("joe", "INBOX");
+  struct Case {
+    std::string message;
+    uint32_t header_size;
+  };
+  const std::vector<Case> cases = {
+      {"A: 1\nB: 2\n\nbody\n\nmore", 11},     {"A: 1\r\nB: 2\r\n\r\nbody\r\n", 14},
+      {"A: 1\r\n\nbody", 7},                    {"A: 1\n\r\nbody", 7},
+      {"\nbody", 1},                               {"\r\nbody", 2},
+      {"A: 1\r\r\nB\n\nx", 10},                 {"A: 1\nno empty line\r\n", 20},
+      {"A: \r1\n\r\r\n\nx", 10},
+  };
+  for (const Case& c : cases) {
+    for (size_t piece : {size_t{1}, size_t{2}, size_t{3}, c.message.size()}) {
+      auto w = f->NewMessage();
+      for (size_t i = 0; i < c.message.size(); i += piece) w->Write(c.message.substr(i, piece));
+      std::vector<StagedMessage> batch{w->Finish({})};
+      EXPECT_EQ(batch[0].meta.header_size, c.header_size) << c.message << " in pieces of " << piece;
+      f->Discard(batch);
+    }
+  }
+}
+
 TEST(Store, ExplicitUidsFillGapsAndConflictsChangeNothing) {
   TempDir tmp;
   auto store = Store::Init(tmp.path(), {});
