@@ -3,9 +3,14 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "util/bytes.h"
 #include "util/error.h"
@@ -84,12 +89,169 @@ void ZstdCompressSink::Finish() {
   out_.Flush();
 }
 
-DecompressingSource::DecompressingSource(ByteSource& in) : in_(in), buf_(ZSTD_DStreamInSize()) {}
+// Compressed chunks go to the worker, decompressed blocks come back; both queues are short and
+// their buffers are reused, so memory stays bounded (~3 MiB: kMaxChunks * 128 KiB and at most
+// kMaxBlocks + 4 blocks) whatever the stream.
+struct DecompressingSource::Worker {
+  static constexpr size_t kMaxChunks = 8;
+  static constexpr size_t kMaxBlocks = 4;
+  static constexpr size_t kBlockSize = size_t{256} << 10;
+  struct Block {
+    std::unique_ptr<uint8_t[]> bytes;  // kBlockSize, uninitialised
+    size_t size = 0;
+  };
 
-DecompressingSource::~DecompressingSource() { ZSTD_freeDCtx(dctx_); }
+  std::mutex mutex;
+  std::condition_variable changed;          // any change below; both sides wait on it
+  std::deque<std::vector<uint8_t>> chunks;  // compressed; an empty chunk marks the end of input
+  std::deque<Block> blocks;                 // decompressed, in order
+  std::vector<Block> spare_blocks;          // consumed, for the worker to fill again
+  std::vector<std::vector<uint8_t>> spare_chunks;
+  bool input_ended = false;   // the end mark is queued (consumer side only)
+  bool output_ended = false;  // the worker has queued every block, or failed
+  bool stop = false;          // the consumer is going away
+  std::exception_ptr error;   // a corrupt or truncated frame, thrown to the consumer
+  Block current;              // the block being read by the consumer
+  size_t current_pos = 0;
+  std::thread thread;
+};
 
-void DecompressingSource::Fail(const char* reason) const {
-  Throw(Errc::kCorrupt, std::string("stream: zstd: ") + reason + " at byte " + std::to_string(bytes_in()));
+DecompressingSource::DecompressingSource(ByteSource& in, bool worker)
+    : in_(in), want_worker_(worker), buf_(ZSTD_DStreamInSize()) {}
+
+DecompressingSource::~DecompressingSource() {
+  if (worker_) {
+    {
+      std::lock_guard lock(worker_->mutex);
+      worker_->stop = true;
+    }
+    worker_->changed.notify_all();
+    worker_->thread.join();
+  }
+  ZSTD_freeDCtx(dctx_);
+}
+
+// The worker: decompresses chunk after chunk into blocks. It waits only for the queues, never
+// for input, so the destructor's join returns promptly.
+void DecompressingSource::RunWorker(uint64_t offset) {
+  Worker& w = *worker_;
+  Worker::Block block;
+  auto take_spare = [&] {
+    std::lock_guard lock(w.mutex);
+    if (!w.spare_blocks.empty()) {
+      block = std::move(w.spare_blocks.back());
+      w.spare_blocks.pop_back();
+    }
+  };
+  auto push_block = [&] {  // false when the consumer is going away
+    std::unique_lock lock(w.mutex);
+    w.changed.wait(lock, [&] { return w.stop || w.blocks.size() < Worker::kMaxBlocks; });
+    if (w.stop) return false;
+    w.blocks.push_back(std::move(block));
+    block = {};
+    w.changed.notify_all();
+    return true;
+  };
+  try {
+    for (;;) {
+      std::vector<uint8_t> chunk;
+      {
+        std::unique_lock lock(w.mutex);
+        w.changed.wait(lock, [&] { return w.stop || !w.chunks.empty(); });
+        if (w.stop) return;
+        chunk = std::move(w.chunks.front());
+        w.chunks.pop_front();
+        w.changed.notify_all();
+      }
+      if (chunk.empty()) {  // end of input
+        if (block.size > 0 && !push_block()) return;
+        if (frame_open_) Fail("truncated frame", offset);
+        std::lock_guard lock(w.mutex);
+        w.output_ended = true;
+        w.changed.notify_all();
+        return;
+      }
+      ZSTD_inBuffer in{chunk.data(), chunk.size(), 0};
+      for (;;) {
+        if (!block.bytes) take_spare();
+        if (!block.bytes) block.bytes = std::make_unique_for_overwrite<uint8_t[]>(Worker::kBlockSize);
+        ZSTD_outBuffer out{block.bytes.get(), Worker::kBlockSize, block.size};
+        size_t rc = ZSTD_decompressStream(dctx_, &out, &in);
+        block.size = out.pos;
+        if (ZSTD_isError(rc)) Fail(ZSTD_getErrorName(rc), offset + in.pos);
+        frame_open_ = rc != 0;
+        const bool full = out.pos == out.size;  // zstd may hold more output
+        // A partly filled block goes out when the chunk is used up: the consumer may be waiting.
+        if ((full || (in.pos == in.size && block.size > 0)) && !push_block()) return;
+        if (in.pos == in.size && !full) break;
+      }
+      offset += chunk.size();
+      std::lock_guard lock(w.mutex);
+      if (w.spare_chunks.size() < Worker::kMaxChunks) w.spare_chunks.push_back(std::move(chunk));
+    }
+  } catch (...) {
+    std::lock_guard lock(w.mutex);
+    w.error = std::current_exception();
+    w.output_ended = true;
+    w.changed.notify_all();
+  }
+}
+
+// The consumer: serves decompressed blocks and keeps the worker fed, reading `in` itself.
+size_t DecompressingSource::ReadFromWorker(void* data, size_t size) {
+  Worker& w = *worker_;
+  for (;;) {
+    if (w.current_pos < w.current.size) {
+      size_t n = std::min(size, w.current.size - w.current_pos);
+      std::memcpy(data, w.current.bytes.get() + w.current_pos, n);
+      w.current_pos += n;
+      return n;
+    }
+    std::vector<uint8_t> chunk;
+    {
+      std::unique_lock lock(w.mutex);
+      if (w.current.bytes && w.spare_blocks.size() < 2) {
+        w.current.size = 0;
+        w.spare_blocks.push_back(std::move(w.current));
+      }
+      w.current = {};
+      w.current_pos = 0;
+      if (!w.blocks.empty()) {
+        w.current = std::move(w.blocks.front());
+        w.blocks.pop_front();
+        w.changed.notify_all();
+      } else if (w.error) {
+        std::rethrow_exception(w.error);
+      } else if (w.output_ended) {
+        return 0;
+      }
+      // Keep the worker fed: one read of `in` per block handed out, or while waiting.
+      auto room = [&] { return !w.input_ended && w.chunks.size() < Worker::kMaxChunks; };
+      if (!room()) {
+        // Wait for output, or for room to feed the worker (it may need more input to produce any).
+        if (!w.current.bytes) w.changed.wait(lock, [&] { return !w.blocks.empty() || w.output_ended || room(); });
+        continue;
+      }
+      if (!w.spare_chunks.empty()) {
+        chunk = std::move(w.spare_chunks.back());
+        w.spare_chunks.pop_back();
+      }
+    }
+    chunk.resize(buf_.size());
+    size_t got = in_.Read(chunk.data(), chunk.size());
+    chunk.resize(got);
+    consumed_ += got;
+    std::lock_guard lock(w.mutex);
+    if (got == 0) w.input_ended = true;
+    w.chunks.push_back(std::move(chunk));
+    w.changed.notify_all();
+  }
+}
+
+void DecompressingSource::Fail(const char* reason) const { Fail(reason, bytes_in()); }
+
+void DecompressingSource::Fail(const char* reason, uint64_t at) {
+  Throw(Errc::kCorrupt, std::string("stream: zstd: ") + reason + " at byte " + std::to_string(at));
 }
 
 // Looks at the first 4 bytes: a zstd frame (or skippable frame) magic selects decompression.
@@ -115,6 +277,20 @@ void DecompressingSource::Detect() {
   ZSTD_DCtx_setParameter(dctx_, ZSTD_d_windowLogMax, ZstdCompressSink::kWindowLog);
   mode_ = Mode::kZstd;
   frame_open_ = true;
+  if (want_worker_) {
+    worker_ = std::make_unique<Worker>();
+    // The bytes read while detecting are the first chunk.
+    worker_->chunks.emplace_back(buf_.begin() + static_cast<std::ptrdiff_t>(in_pos_),
+                                 buf_.begin() + static_cast<std::ptrdiff_t>(in_size_));
+    const uint64_t offset = consumed_ + in_pos_;
+    consumed_ += in_size_;
+    in_pos_ = in_size_ = 0;
+    if (eof_) {
+      worker_->chunks.emplace_back();
+      worker_->input_ended = true;
+    }
+    worker_->thread = std::thread([this, offset] { RunWorker(offset); });
+  }
 }
 
 bool DecompressingSource::Refill() {
@@ -145,6 +321,7 @@ size_t DecompressingSource::Read(void* data, size_t size) {
     eof_ = got == 0;
     return got;
   }
+  if (worker_) return ReadFromWorker(data, size);
   ZSTD_outBuffer out{data, size, 0};
   while (out.pos == 0) {
     if (in_pos_ == in_size_ && !output_pending_) {

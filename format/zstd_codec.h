@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "format/format.h"
@@ -49,9 +50,15 @@ class ZstdCompressSink final : public ByteSink {
 // skippable-frame magic) or not (anything else passes through untouched). Concatenated frames
 // are accepted. Corrupt or truncated zstd input throws Error(kCorrupt,
 // "stream: zstd: <reason> at byte X"), X counting compressed bytes.
+//
+// With `worker` set, zstd decompression runs on a thread of its own (the two sides of a
+// `backup | restore` pipe then use both cores); the calling thread still does every read of
+// `in`, so the worker never blocks on I/O and destruction never waits for input. Only for a
+// one-way input (a file or pipe): reads of `in` happen ahead of the consumer's need, which a
+// conversation over the same channel (a network session waiting for an answer) must not have.
 class DecompressingSource final : public ByteSource {
  public:
-  explicit DecompressingSource(ByteSource& in);
+  explicit DecompressingSource(ByteSource& in, bool worker = false);
   ~DecompressingSource() override;
   DecompressingSource(const DecompressingSource&) = delete;
   DecompressingSource& operator=(const DecompressingSource&) = delete;
@@ -63,11 +70,17 @@ class DecompressingSource final : public ByteSource {
 
  private:
   enum class Mode { kUnknown, kPlain, kZstd };
+  struct Worker;
   void Detect();
   bool Refill();
+  size_t ReadFromWorker(void* data, size_t size);
+  void RunWorker(uint64_t offset);
   [[noreturn]] void Fail(const char* reason) const;
+  [[noreturn]] static void Fail(const char* reason, uint64_t at);
 
   ByteSource& in_;
+  std::unique_ptr<Worker> worker_;  // set with `worker` once the input is known to be zstd
+  bool want_worker_;
   ZSTD_DCtx* dctx_ = nullptr;
   Mode mode_ = Mode::kUnknown;
   std::vector<uint8_t> buf_;

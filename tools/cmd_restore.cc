@@ -45,7 +45,7 @@ int RunRestore(const RestoreCliOptions& o) {
   }
   UniqueFd fd = stream::OpenInput(o.file);
   stream::FdSource source(fd.get(), o.file == "-" ? "standard input" : o.file);
-  format::DecompressingSource input(source);
+  format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
   format::Decoder decoder(input);
   stream::SessionReport report = stream::Restore(store.get(), decoder, options, o.toc ? &std::cout : nullptr);
   report.stream_bytes = source.bytes();

@@ -51,7 +51,7 @@ int RunVerify(const VerifyCliOptions& o) {
     if (!o.names.empty()) Throw(Errc::kInvalidArgument, "verify: with --manifest the manifest decides what is checked");
     UniqueFd fd = stream::OpenInput(o.manifest);
     stream::FdSource source(fd.get(), o.manifest == "-" ? "standard input" : o.manifest);
-    format::DecompressingSource input(source);
+    format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
     format::Decoder decoder(input);
     report = stream::VerifyManifest(*destination, decoder, options);
   }

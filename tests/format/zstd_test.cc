@@ -108,15 +108,15 @@ std::string EncodeSamplePlain() {
   return out.Take();
 }
 
-Decoded DecodeWrapped(std::string_view data, size_t step = SIZE_MAX) {
+Decoded DecodeWrapped(std::string_view data, size_t step = SIZE_MAX, bool worker = false) {
   TrickleSource in(data, step);
-  DecompressingSource source(in);
+  DecompressingSource source(in, worker);
   return DecodeAll(source);
 }
 
-std::string CorruptWrapped(std::string_view data) {
+std::string CorruptWrapped(std::string_view data, bool worker = false) {
   try {
-    DecodeWrapped(data);
+    DecodeWrapped(data, SIZE_MAX, worker);
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::kCorrupt) << e.what();
     EXPECT_EQ(std::string(e.what()).rfind("stream: ", 0), 0u) << e.what();
@@ -139,15 +139,17 @@ TEST(Zstd, CompressedRoundTrip) {
     ASSERT_GE(compressed.size(), 4u);
     EXPECT_EQ(GetU32(reinterpret_cast<const uint8_t*>(compressed.data())), ZSTD_MAGICNUMBER);
 
-    StringSource in(compressed);
-    DecompressingSource source(in);
-    Decoded d = DecodeAll(source);
-    EXPECT_TRUE(source.compressed());
-    EXPECT_EQ(source.bytes_in(), compressed.size());
-    EXPECT_EQ(d.messages, expected.messages) << threads;
-    EXPECT_EQ(d.bodies, expected.bodies) << threads;
-    EXPECT_EQ(d.trailer, expected.trailer) << threads;
-    EXPECT_EQ(DecodeWrapped(compressed, 1).trailer, expected.trailer) << "one byte per read";
+    for (bool worker : {false, true}) {
+      StringSource in(compressed);
+      DecompressingSource source(in, worker);
+      Decoded d = DecodeAll(source);
+      EXPECT_TRUE(source.compressed());
+      EXPECT_EQ(source.bytes_in(), compressed.size());
+      EXPECT_EQ(d.messages, expected.messages) << threads << worker;
+      EXPECT_EQ(d.bodies, expected.bodies) << threads << worker;
+      EXPECT_EQ(d.trailer, expected.trailer) << threads << worker;
+      EXPECT_EQ(DecodeWrapped(compressed, 1, worker).trailer, expected.trailer) << "one byte per read";
+    }
   }
 }
 
@@ -193,6 +195,7 @@ TEST(Zstd, ReadsCliOutputConcatenatedAndSkippableFrames) {
   size_t half = plain.size() / 2;
   std::string two_frames = Compress(plain.substr(0, half)) + Compress(plain.substr(half), 1);
   EXPECT_EQ(DecodeWrapped(two_frames).bodies, expected.bodies);
+  EXPECT_EQ(DecodeWrapped(two_frames, 3, /*worker=*/true).bodies, expected.bodies);
 
   std::string skippable;
   AppendU32(&skippable, ZSTD_MAGIC_SKIPPABLE_START + 3);
@@ -203,10 +206,13 @@ TEST(Zstd, ReadsCliOutputConcatenatedAndSkippableFrames) {
 
 TEST(Zstd, TruncationAtEveryOffsetIsCorrupt) {
   std::string compressed = EncodeSampleCompressed(0);
-  for (size_t n = 0; n < compressed.size(); ++n)
-    ASSERT_FALSE(CorruptWrapped(std::string_view(compressed).substr(0, n)).empty()) << "cut at " << n;
-  EXPECT_TRUE(CorruptWrapped(std::string_view(compressed).substr(0, compressed.size() - 1))
-                  .starts_with("stream: zstd: truncated frame at byte"));
+  for (bool worker : {false, true}) {
+    for (size_t n = 0; n < compressed.size(); ++n)
+      ASSERT_FALSE(CorruptWrapped(std::string_view(compressed).substr(0, n), worker).empty()) << "cut at " << n;
+    EXPECT_EQ(CorruptWrapped(std::string_view(compressed).substr(0, compressed.size() - 1), worker),
+              "stream: zstd: truncated frame at byte " + std::to_string(compressed.size() - 1))
+        << worker;
+  }
 }
 
 // A flip in the compressed bytes is either reported or harmless: some frame-header bits (the
@@ -219,13 +225,18 @@ TEST(Zstd, ByteFlipsAreCorruptOrHarmless) {
     for (uint8_t mask : {0x01, 0x80}) {
       std::string bad = compressed;
       bad[at] = static_cast<char>(bad[at] ^ mask);
-      try {
-        DecodeWrapped(bad);
-      } catch (const Error& e) {
-        ASSERT_EQ(e.code(), Errc::kCorrupt) << e.what();
-        ASSERT_EQ(std::string(e.what()).rfind("stream: ", 0), 0u) << e.what();
-        continue;
+      std::string inline_error, worker_error;
+      for (bool worker : {false, true}) {
+        try {
+          DecodeWrapped(bad, SIZE_MAX, worker);
+        } catch (const Error& e) {
+          ASSERT_EQ(e.code(), Errc::kCorrupt) << e.what();
+          ASSERT_EQ(std::string(e.what()).rfind("stream: ", 0), 0u) << e.what();
+          (worker ? worker_error : inline_error) = e.what();
+        }
       }
+      ASSERT_EQ(inline_error.empty(), worker_error.empty()) << inline_error << " / " << worker_error;
+      if (!inline_error.empty()) continue;
       StringSource in(bad);
       DecompressingSource source(in);
       std::string out(plain.size() + 1, '\0');
@@ -273,6 +284,16 @@ TEST(Zstd, LargeMessageThroughWorkerThreads) {
   ASSERT_EQ(d.bodies.size(), 1u);
   EXPECT_TRUE(d.bodies[0] == body);
   EXPECT_EQ(d.body_events, 6u);
+  // The decompression worker: many blocks, full queues both ways, reads of every size.
+  for (size_t step : {size_t{1000}, size_t{65536}, SIZE_MAX}) {
+    Decoded w = DecodeWrapped(out.data(), step, /*worker=*/true);
+    ASSERT_EQ(w.bodies.size(), 1u);
+    EXPECT_TRUE(w.bodies[0] == body) << step;
+    EXPECT_EQ(w.trailer, d.trailer) << step;
+  }
+  // Cut in the middle: the bytes before the cut still decode, then the truncation is reported.
+  std::string cut = out.data().substr(0, out.data().size() / 2);
+  EXPECT_EQ(CorruptWrapped(cut, /*worker=*/true), "stream: zstd: truncated frame at byte " + std::to_string(cut.size()));
 }
 
 TEST(Zstd, BadParametersAreRejected) {
