@@ -3,7 +3,7 @@ BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps configure build test demo asan bench clean
+.PHONY: all deps configure build test demo asan bench bench-memory clean
 
 all: build
 
@@ -32,6 +32,9 @@ asan: deps
 
 bench: build
 	@scripts/bench $(BUILD)
+
+bench-memory: build
+	@scripts/bench-memory $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

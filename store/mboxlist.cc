@@ -43,7 +43,9 @@ Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
   int ret = db_env_create(&env_, 0);
   if (ret != 0) Fail(ret, "db_env_create");
   env_->set_errpfx(env_, "storemove");
-  env_->set_cachesize(env_, 0, 4 * 1024 * 1024, 1);  // the mboxlist is small; memory is for messages
+  // The mboxlist is small and its pages are a pread away (tmpfs or the page cache): memory is for
+  // messages. The cache fills up to this size on a large store, so it is part of the RSS bound.
+  env_->set_cachesize(env_, 0, 2 * 1024 * 1024, 1);
   env_->set_lk_detect(env_, DB_LOCK_DEFAULT);
   // Nothing waits forever: a lock not granted within 10 s fails the transaction (retried).
   env_->set_timeout(env_, 10 * 1000 * 1000, DB_SET_LOCK_TIMEOUT);
