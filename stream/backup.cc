@@ -27,6 +27,7 @@ class BackupSession {
         options_(options),
         encoder_(encoder),
         progress_("backup", options.live_progress),
+        folder_paths_kept_(options.folder_paths_kept ? options.folder_paths_kept : kDefaultFolderPathsKept),
         digests_(options.sent_contents_capacity ? options.sent_contents_capacity : SentContents::kDefaultCapacity) {}
 
   SessionReport Run() {
@@ -109,10 +110,10 @@ class BackupSession {
     encoder_.WriteFolder(r);
     ++report_.folders;
     const uint32_t folder_index = folders_seen_++;
-    if (folder_paths_.size() < kFolderPathsKept)
+    if (folder_paths_.size() < folder_paths_kept_)
       folder_paths_.push_back(folder->path());
     else
-      folder_paths_[folder_index % kFolderPathsKept] = folder->path();
+      folder_paths_[folder_index % folder_paths_kept_] = folder->path();
     if (options_.oracle && !options_.manifest) AskReceiver(snap);
     for (const store::MessageMeta& m : snap.messages) {
       if (options_.since && m.save_time < options_.since) continue;
@@ -146,9 +147,9 @@ class BackupSession {
     // Same digest as content already sent: a link once the two are proven the same, by being
     // one file (a hard-linked single-instance source, as Sun's imsbackup links) or by equal bytes.
     const SentContents::Entry* sent = digests_.Find(m.digest);
-    if (sent && folders_seen_ - sent->folder > kFolderPathsKept) sent = nullptr;  // its folder's path is gone
+    if (sent && folders_seen_ - sent->folder > folder_paths_kept_) sent = nullptr;  // its folder's path is gone
     if (sent) {
-      const std::string earlier = folder_paths_[sent->folder % kFolderPathsKept] + "/" + store::MessageRelPath(sent->uid);
+      const std::string earlier = folder_paths_[sent->folder % folder_paths_kept_] + "/" + store::MessageRelPath(sent->uid);
       struct stat est;
       bool same = st.st_nlink > 1 && ::stat(earlier.c_str(), &est) == 0 && est.st_ino == st.st_ino &&
                   est.st_dev == st.st_dev;
@@ -277,10 +278,12 @@ class BackupSession {
   format::Encoder& encoder_;
   Progress progress_;
   SessionReport report_;
-  // The paths of the last kFolderPathsKept folders, by folder index, for the table of sent
-  // contents: bounded like that table (~1 MiB; 16,384 folders are ~230,000 messages of a typical
-  // store). Content whose folder's path is gone is sent again, as when the table forgets it.
-  static constexpr uint32_t kFolderPathsKept = 16384;
+  // The paths of the last folder_paths_kept_ folders (default 16,384), by folder index, for the
+  // table of sent contents: bounded like that table (~1 MiB; 16,384 folders are ~230,000
+  // messages of a typical store). Content whose folder's path is gone is sent again, as when the
+  // table forgets it.
+  static constexpr uint32_t kDefaultFolderPathsKept = 16384;
+  uint32_t folder_paths_kept_;
   std::vector<std::string> folder_paths_;
   uint32_t folders_seen_ = 0;
   SentContents digests_;

@@ -186,7 +186,9 @@ class RestoreSession {
       store_->SetUserStatus(user, status);
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
-      touched_users_.insert(user);
+      // A stream carries a user's folders right after its record: the previous user is complete.
+      if (quota_user_ != user) RecomputePendingQuota();
+      quota_user_ = user;
     } catch (const Error& e) {
       if (!options_.continue_on_error || e.code() == Errc::kCorrupt) throw;
       ++report_.errors;
@@ -640,9 +642,14 @@ class RestoreSession {
     folder_.reset();
   }
 
+  void RecomputePendingQuota() {
+    if (!quota_user_.empty()) store_->RecomputeQuota(quota_user_);
+    quota_user_.clear();
+  }
+
   void Finish() {
     if (store_) {
-      for (const std::string& user : touched_users_) store_->RecomputeQuota(user);
+      RecomputePendingQuota();
       store_->Checkpoint();
     }
     progress_.Finish();
@@ -657,7 +664,7 @@ class RestoreSession {
   std::ostream* toc_;
   Progress progress_;
   SessionReport report_;
-  std::set<std::string> touched_users_;
+  std::string quota_user_;  // the user whose quota is recounted once its folders are in
   std::set<std::string> locked_users_;
   bool skipping_ = false;
 

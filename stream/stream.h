@@ -75,6 +75,8 @@ struct BackupOptions {
   // Entries of the fixed-size table of contents already sent (a power of two, >= 4); 0 = the
   // default of 2^18 (7 MiB). Content the table has forgotten is sent again as a body.
   size_t sent_contents_capacity = 0;
+  // Folder paths that table can refer to (the last N folders); 0 = the default of 16,384.
+  uint32_t folder_paths_kept = 0;
 };
 
 struct SessionReport {

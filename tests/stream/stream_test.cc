@@ -113,8 +113,12 @@ TEST(Stream, RoundTripIsIdenticalAndDuplicatesBecomeHardLinks) {
   size_t dst_inodes = DistinctInodes(tmp / "B/partition");
   EXPECT_LE(dst_inodes, DistinctInodes(tmp / "A/partition"));
   EXPECT_GE(dst_inodes, digests.size());
-  // Users keep their partitions.
-  a->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(b->FindUser(u.user)->partition, u.partition); });
+  // Users keep their partitions, and their quota usage is that of the source.
+  a->ForEachUser([&](const store::UserInfo& u) {
+    EXPECT_EQ(b->FindUser(u.user)->partition, u.partition);
+    EXPECT_EQ(b->FindUser(u.user)->quota_used, u.quota_used) << u.user;
+    EXPECT_EQ(b->FindUser(u.user)->quota_limit, u.quota_limit) << u.user;
+  });
 }
 
 TEST(Stream, RestoringTheSameStreamTwiceAddsNothing) {
@@ -424,6 +428,24 @@ TEST(Stream, ForgottenContentIsSentAgainAndStillSingleInstanced) {
   format::Decoder full_dec(full_src);
   Restore(c.get(), full_dec, {});
   EXPECT_EQ(DistinctInodes(tmp / "B/partition"), DistinctInodes(tmp / "C/partition"));
+
+  // The same when the table keeps every content but only the last folder's path: links only
+  // within a folder, every other copy sent again and linked by the restore.
+  BackupOptions one_folder;
+  one_folder.folder_paths_kept = 1;
+  format::StringSink ring_sink;
+  SessionReport ringed;
+  {
+    format::Encoder enc(ring_sink);
+    ringed = Backup(*a, one_folder, enc);
+  }
+  EXPECT_LT(ringed.links, full.links);
+  auto d = store::Store::Init(tmp / "D", {"primary", "secondary"});
+  format::StringSource ring_src(ring_sink.data());
+  format::Decoder ring_dec(ring_src);
+  EXPECT_EQ(Restore(d.get(), ring_dec, {}).errors, 0u);
+  ExpectEqualStores(*d, *a);
+  EXPECT_EQ(DistinctInodes(tmp / "D/partition"), DistinctInodes(tmp / "C/partition"));
 }
 
 }  // namespace
