@@ -147,9 +147,10 @@ class BackupSession {
     // Same digest as content already sent: a link once the two are proven the same, by being
     // one file (a hard-linked single-instance source, as Sun's imsbackup links) or by equal bytes.
     const SentContents::Entry* sent = digests_.Find(m.digest);
-    if (sent && folders_seen_ - sent->folder > folder_paths_kept_) sent = nullptr;  // its folder's path is gone
+    if (sent && folders_seen_ - sent->folder > folder_paths_kept_) sent = nullptr;  // its path is gone
     if (sent) {
-      const std::string earlier = folder_paths_[sent->folder % folder_paths_kept_] + "/" + store::MessageRelPath(sent->uid);
+      const std::string earlier =
+          folder_paths_[sent->folder % folder_paths_kept_] + "/" + store::MessageRelPath(sent->uid);
       struct stat est;
       bool same = st.st_nlink > 1 && ::stat(earlier.c_str(), &est) == 0 && est.st_ino == st.st_ino &&
                   est.st_dev == st.st_dev;
