@@ -139,6 +139,18 @@ void Decoder::Misplaced() const {
   Fail(std::string(wire::RecordName(type_)) + " record not allowed " + where);
 }
 
+// A message or held record: the next content_id of the stream, counted in its folder.
+void Decoder::CountNewContent(const MessageRecord& m, const char* what) {
+  if (m.content_id != content_.count() + 1)
+    Fail(std::string(what) + " uid " + N(m.uid) + ": content_id " + N(m.content_id) + " out of sequence (expected " +
+         N(content_.count() + 1) + ")");
+  content_.Add(m.digest, m.size);
+  last_uid_ = m.uid;
+  ++folder_seen_.messages;
+  folder_seen_.bytes += m.size;
+  ++seen_.messages;
+}
+
 void Decoder::CheckPerMessage(const MessageRecord& m, const char* what) {
   std::string where = std::string(what) + " uid " + N(m.uid) + ": ";
   if (m.uid == 0) Fail(where + "uid 0 is not a UID");
@@ -194,14 +206,7 @@ Decoder::Event Decoder::Step() {
       if (state_ != State::kInFolder) Misplaced();
       wire::ParseMessagePayload(payload_, payload_size_, newer_minor_, &message_);
       CheckPerMessage(message_, "message");
-      if (message_.content_id != content_.count() + 1)
-        Fail("message uid " + N(message_.uid) + ": content_id " + N(message_.content_id) + " out of sequence (expected " +
-             N(content_.count() + 1) + ")");
-      content_.Add(message_.digest, message_.size);
-      last_uid_ = message_.uid;
-      ++folder_seen_.messages;
-      folder_seen_.bytes += message_.size;
-      ++seen_.messages;
+      CountNewContent(message_, "message");
       body_seen_ = 0;
       body_hasher_.Reset();
       body_ = {};
@@ -256,14 +261,7 @@ Decoder::Event Decoder::Step() {
       if (state_ != State::kInFolder) Misplaced();
       wire::ParseHeldPayload(payload_, payload_size_, newer_minor_, &held_);
       CheckPerMessage(held_, "held");
-      if (held_.content_id != content_.count() + 1)
-        Fail("held uid " + N(held_.uid) + ": content_id " + N(held_.content_id) + " out of sequence (expected " +
-             N(content_.count() + 1) + ")");
-      content_.Add(held_.digest, held_.size);
-      last_uid_ = held_.uid;
-      ++folder_seen_.messages;  // held records count with messages (docs/stream-format.md §5)
-      folder_seen_.bytes += held_.size;
-      ++seen_.messages;
+      CountNewContent(held_, "held");  // held records count with messages (docs/stream-format.md §5)
       return Event::kHeld;
 
     case wire::kFolderEnd:

@@ -141,13 +141,19 @@ void Encoder::CheckPerMessage(const MessageRecord& m, const char* what) {
     Invalid(where + "header_size " + std::to_string(m.header_size) + " > size " + std::to_string(m.size));
 }
 
+// The content_id a message or held record takes; one given by the caller must be that one.
+uint64_t Encoder::NextContentId(const MessageRecord& m, const char* what) {
+  const uint64_t id = content_.count() + 1;
+  if (m.content_id != 0 && m.content_id != id)
+    Invalid(std::string(what) + " uid " + std::to_string(m.uid) + ": content_id " + std::to_string(m.content_id) +
+            " given, but this message is content " + std::to_string(id));
+  return id;
+}
+
 uint64_t Encoder::BeginMessage(const MessageRecord& message) {
   Expect(State::kInFolder, "BeginMessage()");
   CheckPerMessage(message, "message");
-  uint64_t id = content_.count() + 1;
-  if (message.content_id != 0 && message.content_id != id)
-    Invalid("message uid " + std::to_string(message.uid) + ": content_id " + std::to_string(message.content_id) +
-            " given, but this message is content " + std::to_string(id));
+  const uint64_t id = NextContentId(message, "message");
   message_ = message;
   message_.content_id = id;
   BeginRecord(wire::kMessage);
@@ -226,10 +232,7 @@ uint64_t Encoder::WriteHeld(const HeldRecord& held) {
   Expect(State::kInFolder, "WriteHeld()");
   if (!session_) Invalid("WriteHeld() outside a session stream");
   CheckPerMessage(held, "held");
-  uint64_t id = content_.count() + 1;
-  if (held.content_id != 0 && held.content_id != id)
-    Invalid("held uid " + std::to_string(held.uid) + ": content_id " + std::to_string(held.content_id) +
-            " given, but this message is content " + std::to_string(id));
+  const uint64_t id = NextContentId(held, "held");
   HeldRecord record = held;
   record.content_id = id;
   BeginRecord(wire::kHeld);

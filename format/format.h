@@ -223,6 +223,7 @@ class Encoder {
   void BeginRecord(uint8_t type);
   void EndRecord();
   void WriteOut();
+  uint64_t NextContentId(const MessageRecord& m, const char* what);
   void CheckPerMessage(const MessageRecord& m, const char* what);
   [[noreturn]] void Fail(const std::string& what);
 
@@ -281,6 +282,7 @@ class Decoder {
   void ReadPrelude();
   void ReadRecord();
   bool Fill(size_t need);
+  void CountNewContent(const MessageRecord& m, const char* what);
   void CheckPerMessage(const MessageRecord& m, const char* what);
   [[noreturn]] void Fail(const std::string& what) const;
   [[noreturn]] void Misplaced() const;
