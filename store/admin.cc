@@ -709,6 +709,8 @@ std::string DeleteFolder(Store& store, std::string_view user, std::string_view f
     Throw(Errc::kInvalidArgument, "mailbox " + key + ": the INBOX is not deleted on its own; delete the user " +
                                       std::string(user) + " instead");
   Store::Db& db = store.db();
+  // No restore may be building this user's mailboxes unpublished while files go (§6.9).
+  Store::UserWriteLock write_lock = store.LockUserForWriting(user);
   std::string v;
   bool found = false;
   db.Txn([&](DB_TXN* txn) { found = db.Get(db.folder(), txn, key, &v); });
@@ -756,6 +758,7 @@ std::string DeleteFolder(Store& store, std::string_view user, std::string_view f
 std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteUserOptions options) {
   ValidateUserId(user);
   const UserInfo info = RequireUser(store, user);
+  Store::UserWriteLock write_lock = store.LockUserForWriting(user);
   Store::Db& db = store.db();
 
   // Hold first: the MTA keeps new mail for the user queued instead of delivering (or, with
@@ -857,6 +860,7 @@ std::vector<Renamed> RenameFolder(Store& store, std::string_view user, std::stri
   if (from == to) Throw(Errc::kInvalidArgument, "mailbox " + from_key + ": old and new names are the same");
   if (to.starts_with(from + "/"))
     Throw(Errc::kInvalidArgument, "mailbox " + from_key + " cannot be renamed into itself (" + to_key + ")");
+  Store::UserWriteLock write_lock = store.LockUserForWriting(user);  // no unpublished target under a restore
   RequireUser(store, user);
   Store::Db& db = store.db();
 
@@ -891,6 +895,9 @@ std::vector<Renamed> RenameUser(Store& store, std::string_view old_user, std::st
   ValidateUserId(new_user);
   if (!partition.empty()) RequirePartition(store, partition);
   if (old_user == new_user) Throw(Errc::kInvalidArgument, "user " + std::string(old_user) + ": old and new names are the same");
+  // Both names, in name order so two renames never wait for each other in a cycle.
+  Store::UserWriteLock first = store.LockUserForWriting(std::min(old_user, new_user));
+  Store::UserWriteLock second = store.LockUserForWriting(std::max(old_user, new_user));
   UserInfo info = RequireUser(store, old_user);
   if (store.FindUser(new_user)) Throw(Errc::kExists, "user " + std::string(new_user) + " exists");
   std::vector<Relocation> moves = UserRelocations(store, old_user, new_user, partition);
@@ -904,6 +911,7 @@ std::vector<Renamed> RenameUser(Store& store, std::string_view old_user, std::st
 bool MoveUser(Store& store, std::string_view user, std::string_view partition) {
   ValidateUserId(user);
   RequirePartition(store, partition);
+  Store::UserWriteLock write_lock = store.LockUserForWriting(user);
   UserInfo info = RequireUser(store, user);
   std::vector<Relocation> moves = UserRelocations(store, user, user, partition);
   if (moves.empty() && info.partition == partition) return false;

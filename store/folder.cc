@@ -42,8 +42,28 @@ Folder::~Folder() = default;
 
 std::string Folder::MessagePath(uint32_t uid) const { return path_ + "/" + MessageRelPath(uid); }
 
-UniqueFd Folder::OpenMessage(uint32_t uid) const {
+UniqueFd Folder::OpenMessageFile(uint32_t uid) const {
   return TryOpenAt(dir_.get(), MessageRelPath(uid), O_RDONLY, 0, MessagePath(uid));
+}
+
+UniqueFd Folder::OpenMessage(uint32_t uid) const {
+  UniqueFd fd = OpenMessageFile(uid);
+  if (fd.valid()) return fd;
+  // Missing: expunged since the caller's snapshot, or lost. Only the index can tell (an expunge
+  // drops the record before the file, under the exclusive lock).
+  const std::string shown = path_ + "/store.idx";
+  bool listed = false;
+  {
+    Lock lock(dir_.get(), false, path_);
+    UniqueFd idx = TryOpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
+    if (!idx.valid()) return fd;  // the folder itself was deleted meanwhile
+    for (const MessageMeta& m : index::Read(idx.get(), shown).records) listed = listed || m.uid == uid;
+    if (listed) fd = OpenMessageFile(uid);  // a commit may have just renamed it into place
+  }
+  if (listed && !fd.valid())
+    Throw(Errc::kCorrupt, "mailbox " + Mailbox() + ": UID " + std::to_string(uid) + " is in store.idx but its file " +
+                              MessagePath(uid) + " is missing (damaged store)");
+  return fd;
 }
 
 FolderSnapshot Folder::Snapshot() {
@@ -82,8 +102,10 @@ std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
   std::string bucket = rel.substr(0, rel.find('/'));
   if (buckets_made_.insert(bucket).second && ::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
     ThrowErrno("mkdir " + path_ + "/" + bucket);
-  // O_TRUNC: a leftover of an earlier, interrupted restore of this folder is simply replaced.
-  UniqueFd fd = OpenAt(dir_.get(), rel, O_WRONLY | O_CREAT | O_TRUNC, 0600, path_ + "/" + rel);
+  // A leftover of an earlier, interrupted restore of this folder may be a hard link to the
+  // repository and to other mailboxes' messages: drop this name, never write through it.
+  if (::unlinkat(dir_.get(), rel.c_str(), 0) != 0 && errno != ENOENT) ThrowErrno("unlink " + path_ + "/" + rel);
+  UniqueFd fd = OpenAt(dir_.get(), rel, O_WRONLY | O_CREAT | O_EXCL, 0600, path_ + "/" + rel);
   return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(rel), std::move(fd)));
 }
 
@@ -94,6 +116,35 @@ std::optional<StagedMessage> Folder::StageLink(const std::string& existing_path,
     ThrowErrno("link " + existing_path + " to " + path_ + "/" + name);
   }
   return StagedMessage{name, meta};
+}
+
+bool Folder::RepairMissingFile(StagedMessage& staged) {
+  std::vector<StagedMessage> doomed{staged};
+  const std::string shown = path_ + "/store.idx";
+  const std::string rel = MessageRelPath(staged.meta.uid);
+  {
+    Lock lock(dir_.get(), true, path_);
+    UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
+    bool listed = false;
+    for (const MessageMeta& m : index::Read(idx.get(), shown).records)
+      listed = listed || (m.uid == staged.meta.uid && m.digest == staged.meta.digest && m.size == staged.meta.size);
+    struct stat st;
+    if (listed && ::fstatat(dir_.get(), rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) {
+      std::string bucket = rel.substr(0, rel.find('/'));
+      if (::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket);
+      if (store_->durability() == Durability::kBatch) {
+        UniqueFd f = OpenAt(dir_.get(), staged.temp_name, O_RDONLY, 0, path_ + "/" + staged.temp_name);
+        Fsync(f.get(), path_ + "/" + staged.temp_name);
+      }
+      if (::renameat(dir_.get(), staged.temp_name.c_str(), dir_.get(), rel.c_str()) != 0)
+        ThrowErrno("rename " + path_ + "/" + staged.temp_name + " to " + rel);
+      staged.temp_name.clear();
+      return true;
+    }
+  }
+  Discard(doomed);
+  staged.temp_name.clear();
+  return false;
 }
 
 void Folder::Discard(std::vector<StagedMessage>& batch) {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
+#include <utility>
 
 #include "store/index.h"
 #include "store/mboxlist.h"
@@ -294,6 +295,94 @@ void Store::SetUserStatus(std::string_view user, const UserStatus& status) {
   ::flock(gate.get(), LOCK_UN);
 }
 
+// --- the per-user write lock (docs/store-format.md §6.9) ---
+
+Store::UserWriteLock::UserWriteLock(Store* store, std::string user, UniqueFd fd)
+    : store_(store), user_(std::move(user)), fd_(std::move(fd)) {}
+
+Store::UserWriteLock::UserWriteLock(UserWriteLock&& other) noexcept
+    : store_(std::exchange(other.store_, nullptr)), user_(std::move(other.user_)), fd_(std::move(other.fd_)) {}
+
+Store::UserWriteLock::~UserWriteLock() {
+  if (!store_) return;
+  fd_.reset();  // closing the only descriptor drops the flock
+  store_->ReleaseUserWriteLock(user_);
+}
+
+void Store::ReleaseUserWriteLock(const std::string& user) {
+  {
+    std::lock_guard<std::mutex> lock(writers_mutex_);
+    writers_.erase(user);
+  }
+  writer_released_.notify_all();
+}
+
+UniqueFd Store::OpenUserLockFile(std::string_view user) {
+  // Outside the partitions: the lock must not depend on the user existing, on its partition
+  // (a move changes it) or on its directory (a delete removes it).
+  const std::string dir = root_ + "/lock/" + HashDir(user);
+  MakeDirs(dir, 0700);
+  return OpenFile(dir + "/" + std::string(user), O_RDONLY | O_CREAT, 0600);
+}
+
+bool Store::HoldsUserWriteLock(std::string_view user) {
+  std::lock_guard<std::mutex> lock(writers_mutex_);
+  auto it = writers_.find(user);
+  return it != writers_.end() && it->second == std::this_thread::get_id();
+}
+
+Store::UserWriteLock Store::LockUserForWriting(std::string_view user,
+                                               const std::function<void(const std::string&)>& on_wait) {
+  ValidateUserId(user);
+  const std::string name(user);
+  bool told = false;
+  auto tell = [&](const std::string& why) {
+    if (on_wait && !told) on_wait("waiting for user " + name + ": " + why);
+    told = true;
+  };
+  {
+    std::unique_lock<std::mutex> lock(writers_mutex_);
+    auto it = writers_.find(name);
+    if (it != writers_.end() && it->second == std::this_thread::get_id())
+      Throw(Errc::kInvalidArgument, "user " + name + " is already write-locked by this thread");
+    if (it != writers_.end()) tell("another session of this process is writing it");
+    writer_released_.wait(lock, [&] { return !writers_.count(name); });
+    writers_.emplace(name, std::this_thread::get_id());
+  }
+  try {
+    UniqueFd fd = OpenUserLockFile(name);
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(name) + "/" + name);
+      tell("another storemove process is writing it (restore, serve, rename or delete)");
+      while (::flock(fd.get(), LOCK_EX) != 0)
+        if (errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(name) + "/" + name);
+    }
+    return UserWriteLock(this, name, std::move(fd));
+  } catch (...) {
+    ReleaseUserWriteLock(name);
+    throw;
+  }
+}
+
+UniqueFd Store::ShareUserWriteLock(std::string_view user) {
+  const std::string busy = "user " + std::string(user) +
+                           " is being written by another storemove session (restore, serve, rename or delete); "
+                           "try again later";
+  {
+    std::lock_guard<std::mutex> lock(writers_mutex_);
+    auto it = writers_.find(user);
+    if (it != writers_.end() && it->second == std::this_thread::get_id()) return UniqueFd();
+    if (it != writers_.end()) Throw(Errc::kTempFail, busy);
+  }
+  UniqueFd fd = OpenUserLockFile(user);
+  // Never waits: a delivery must not sit behind a whole restore; the MTA retries (exit 75).
+  while (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) Throw(Errc::kTempFail, busy);
+    if (errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(user) + "/" + std::string(user));
+  }
+  return fd;
+}
+
 void Store::SetQuotaLimit(std::string_view user, uint64_t limit) {
   ValidateUserId(user);
   db_->Txn([&](DB_TXN* txn) {
@@ -486,6 +575,9 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
   db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
   if (found) return OpenFolder(user, name);
 
+  // Someone building this user's mailboxes unpublished (restore) may be filling this very
+  // directory: create only while no such writer runs, and keep one from starting meanwhile.
+  UniqueFd shared = ShareUserWriteLock(user);
   std::string path = PartitionPath(info->partition) + "/" + FolderRelPath(user, name);
   MakeDirs(path, 0700);
   UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
@@ -527,14 +619,23 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
   ValidateUserId(user);
   ValidateFolderName(folder);
   std::string name = NormalizeFolder(folder);
+  if (!HoldsUserWriteLock(user))
+    Throw(Errc::kInvalidArgument, "mailbox " + MailboxKey(user, name) +
+                                      ": an unpublished folder needs the user's write lock (LockUserForWriting)");
   std::optional<UserInfo> info = FindUser(user);
   if (!info) info = CreateUser(user, {}, false);
-  if (FindFolder(user, name)) Throw(Errc::kExists, "mailbox " + MailboxKey(user, name) + " exists");
   std::string path = PartitionPath(info->partition) + "/" + FolderRelPath(user, name);
   MakeDirs(path, 0700);
   UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
   {
     DirLock lock(dir.get(), path);
+    // Checked under the directory lock: a creator that started before the write lock was taken
+    // has either published (seen here) or not yet written anything.
+    std::string v;
+    bool found = false;
+    const std::string key = MailboxKey(user, name);
+    db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
+    if (found) Throw(Errc::kExists, "mailbox " + key + " exists");
     WriteEmptyFolderFiles(path, uidvalidity ? uidvalidity : NextUidValidity(),
                           options_.durability == Durability::kBatch);
   }

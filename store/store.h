@@ -11,13 +11,17 @@
 //  * Message files are immutable once visible (they may be hard links shared by many folders).
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "util/digest.h"
@@ -169,12 +173,18 @@ class Folder {
   // A consistent view of the folder: header and every committed record.
   FolderSnapshot Snapshot();
   std::string MessagePath(uint32_t uid) const;
-  // Opens a committed message read-only; invalid fd when it no longer exists (expunged).
+  // Opens a committed message read-only; invalid fd when it was expunged after the caller's
+  // snapshot. A file that is missing while store.idx still lists its UID is damage, never
+  // "expunged meanwhile": kCorrupt naming the mailbox, UID and path.
   UniqueFd OpenMessage(uint32_t uid) const;
+  // The file alone, without that check (restore compares and repairs by itself).
+  UniqueFd OpenMessageFile(uint32_t uid) const;
 
   std::unique_ptr<MessageWriter> NewMessage();
   // In a folder nobody can see yet (CreateUnpublishedFolder), a message whose UID is known is
-  // written straight to its final name, saving a rename; elsewhere this is NewMessage().
+  // written straight to its final name, saving a rename (a leftover of an interrupted restore
+  // under that name is unlinked first, never truncated: it may be a hard link shared with other
+  // mailboxes); elsewhere this is NewMessage().
   std::unique_ptr<MessageWriter> NewMessage(uint32_t known_uid);
   // Hard-links an existing file (identical content, proven by the caller) as a staged message.
   // Returns nullopt when the link cannot be made (EMLINK, EXDEV): the caller writes a copy.
@@ -183,6 +193,11 @@ class Folder {
   // next UID; a given UID must not be present already (throws kExists) and raises uidnext.
   // Returns the UIDs assigned. The batch's temporary files are consumed either way.
   std::vector<uint32_t> Commit(std::vector<StagedMessage>& batch);
+  // Puts back the lost file of a message store.idx still lists (damage, §6.2): `staged` must
+  // hold the recorded size and digest; it is renamed onto the message's name under the
+  // exclusive lock if the file is still missing. False (and the staged file removed) when the
+  // record is gone or changed, or a file is there again.
+  bool RepairMissingFile(StagedMessage& staged);
   // Discards staged messages that will not be committed.
   void Discard(std::vector<StagedMessage>& batch);
 
@@ -250,6 +265,32 @@ class Store {
     UniqueFd fd_;
   };
   UserGate LockUserForDelivery(std::string_view user);
+  // A bulk writer's claim on a user (restore and serve sessions, rename, delete): exclusive
+  // between processes (flock(2) on STORE/lock/<h1>/<h2>/<user>) and between threads of this
+  // process; the kernel drops it when the holder dies, so a crashed holder never blocks anyone.
+  // While it is held, no other process or thread can create a folder of that user
+  // (CreateFolder throws kTempFail: deliver exits 75 and the MTA retries), so a mailbox being
+  // restored unpublished is never re-initialised under its restorer. docs/store-format.md §6.9.
+  class UserWriteLock {
+   public:
+    UserWriteLock(UserWriteLock&& other) noexcept;
+    UserWriteLock& operator=(UserWriteLock&&) = delete;
+    ~UserWriteLock();
+    const std::string& user() const { return user_; }
+
+   private:
+    friend class Store;
+    UserWriteLock(Store* store, std::string user, UniqueFd fd);
+    Store* store_;
+    std::string user_;
+    UniqueFd fd_;
+  };
+  // Blocks while another thread or process holds `user`; `on_wait` (if set) is called once
+  // before blocking, so a waiting tool can say why it waits. A thread holds at most what it
+  // asked for: asking again for a user it holds throws kInvalidArgument.
+  UserWriteLock LockUserForWriting(std::string_view user, const std::function<void(const std::string&)>& on_wait = {});
+  // Whether this thread holds the user's write lock.
+  bool HoldsUserWriteLock(std::string_view user);
   void SetQuotaLimit(std::string_view user, uint64_t limit);
   // Recomputes quota_used from the user's folders.
   uint64_t RecomputeQuota(std::string_view user);
@@ -264,12 +305,14 @@ class Store {
   void ForEachFolder(const std::function<void(const FolderInfo&)>& fn);  // every mailbox, name order
   std::unique_ptr<Folder> OpenFolder(std::string_view user, std::string_view folder);  // kNotFound
   // Creates the folder (and the user record, without INBOX, when missing); opens it if it
-  // exists, whatever `uidvalidity` says. uidvalidity 0 = now.
+  // exists, whatever `uidvalidity` says. uidvalidity 0 = now. Creating throws kTempFail while
+  // another thread or process holds the user's write lock.
   std::unique_ptr<Folder> CreateFolder(std::string_view user, std::string_view folder,
                                        uint32_t uidvalidity = 0);
   // A folder that stays invisible (no mboxlist record) until PublishFolder(): restore fills a
-  // new mailbox completely before anyone can see it. Leftovers of an unpublished folder (a
-  // killed restore) are overwritten by the next creation.
+  // new mailbox completely before anyone can see it. The caller must hold the user's write lock
+  // (LockUserForWriting) until it publishes or abandons the folder; kExists if the mailbox exists.
+  // Leftovers of an unpublished folder (a killed restore) are overwritten by the next creation.
   std::unique_ptr<Folder> CreateUnpublishedFolder(std::string_view user, std::string_view folder,
                                                   uint32_t uidvalidity);
   // Makes the folder visible; throws kExists if a folder of that name appeared meanwhile.
@@ -294,10 +337,18 @@ class Store {
   uint32_t NextUidValidity();
   bool FolderFromRecord(std::string_view key, std::string_view value, FolderInfo* info);
   bool ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info);
+  UniqueFd OpenUserLockFile(std::string_view user);
+  // Shares the user's write lock for a folder creation by someone who does not hold it; an
+  // invalid fd when this thread holds it; kTempFail when another holds it.
+  UniqueFd ShareUserWriteLock(std::string_view user);
+  void ReleaseUserWriteLock(const std::string& user);
   std::string root_;
   std::string store_id_;
   StoreOptions options_;
   std::unique_ptr<Db> db_;
+  std::mutex writers_mutex_;
+  std::condition_variable writer_released_;
+  std::map<std::string, std::thread::id, std::less<>> writers_;  // users write-locked in this process
 };
 
 }  // namespace storemove::store

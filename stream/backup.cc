@@ -135,8 +135,16 @@ class BackupSession {
       Count(m.size, false);
       return;
     }
-    UniqueFd fd = folder.OpenMessage(m.uid);
-    if (!fd.valid()) return;  // expunged after the snapshot: not part of the folder any more
+    UniqueFd fd;
+    try {
+      fd = folder.OpenMessage(m.uid);
+    } catch (const Error& e) {
+      if (e.code() != Errc::kCorrupt) throw;
+      ReportError(folder, m, "message file " + folder.MessagePath(m.uid) +
+                                 " is missing though store.idx lists it (damaged store); left out");
+      return;
+    }
+    if (!fd.valid()) return;  // expunged after the snapshot (its record is gone): not part of the folder any more
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + folder.MessagePath(m.uid));
     if (uint64_t(st.st_size) != m.size) {

@@ -278,7 +278,6 @@ class Server {
     options.continue_on_error = j.at("continue_on_error").get<bool>();
     options.skip_existing_check = j.at("skip_existing_check").get<bool>();
     options.mirror = j.value("mirror", false);
-    options.user_locks = &locks_;
     if (!options.partition.empty()) {
       auto parts = store_.Partitions();
       if (std::find(parts.begin(), parts.end(), options.partition) == parts.end())
@@ -289,6 +288,7 @@ class Server {
       store::ValidateUserId(to);
     }
     log_.Line(who + ": restore started (" + tls_.Describe() + ")");
+    options.on_wait = [this, who](const std::string& why) { log_.Line(who + ": " + why); };
     SendReady(conn);
     SessionSource source(conn, store_, &options, options_.verbose ? &log_ : nullptr, who);
     format::DecompressingSource input(source);
@@ -329,7 +329,6 @@ class Server {
   const ServeOptions& options_;
   TlsContext tls_;
   Logger log_;
-  UserLocks locks_;
   std::mutex mutex_;
   std::condition_variable ended_;  // a session ended
 };

@@ -17,6 +17,7 @@ std::string SessionReport::Summary(const std::string& verb) const {
                 HumanBytes(rate).c_str());
   std::string out = buf;
   if (skipped || linked) out += ", " + std::to_string(skipped) + " already present, " + std::to_string(linked) + " hard-linked";
+  if (repaired) out += ", " + std::to_string(repaired) + " lost files repaired";
   if (held) out += ", " + std::to_string(held) + " held (the receiver had the bytes)";
   if (errors) out += ", " + std::to_string(errors) + " ERRORS";
   return out;
@@ -28,6 +29,7 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"links", links},          {"message_bytes", message_bytes},
                       {"body_bytes", body_bytes}, {"stream_bytes", stream_bytes},
                       {"already_present", skipped}, {"hard_linked", linked}, {"held", held},
+                      {"repaired", repaired},
                       {"errors", errors},        {"error_lines", error_lines},
                       {"seconds", seconds}};
   return j.dump();

@@ -52,20 +52,6 @@ std::string RestorePartition(store::Store& store, const RestoreOptions& options,
                                                                                 : store.DefaultPartition();
 }
 
-void UserLocks::Acquire(const std::string& user) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  released_.wait(lock, [&] { return !held_.count(user); });
-  held_.insert(user);
-}
-
-void UserLocks::Release(const std::string& user) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    held_.erase(user);
-  }
-  released_.notify_all();
-}
-
 namespace {
 
 
@@ -87,10 +73,6 @@ class RestoreSession {
  public:
   RestoreSession(store::Store* store, format::Decoder& decoder, const RestoreOptions& options, std::ostream* toc)
       : store_(store), decoder_(decoder), options_(options), toc_(toc), progress_("restore", options.live_progress) {}
-
-  ~RestoreSession() {
-    for (const std::string& user : locked_users_) options_.user_locks->Release(user);
-  }
 
   SessionReport Run() {
     using Event = format::Decoder::Event;
@@ -176,19 +158,13 @@ class RestoreSession {
     if (!store_) return;
     try {
       store::ValidateUserId(user);
-      if (options_.user_locks && !locked_users_.count(user)) {
-        options_.user_locks->Acquire(user);
-        locked_users_.insert(user);
-      }
+      WriteUser(user);
       store::UserStatus status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
       if (!existing) store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false);
       store_->SetUserStatus(user, status);
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
-      // A stream carries a user's folders right after its record: the previous user is complete.
-      if (quota_user_ != user) RecomputePendingQuota();
-      quota_user_ = user;
     } catch (const Error& e) {
       if (!options_.continue_on_error || e.code() == Errc::kCorrupt) throw;
       ++report_.errors;
@@ -208,10 +184,7 @@ class RestoreSession {
     store::ValidateUserId(user_);
     store::ValidateFolderName(r.folder);
     if (!store_->FindUser(user_)) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
-    if (options_.user_locks && !locked_users_.count(user_)) {  // a stream may omit the user record
-      options_.user_locks->Acquire(user_);
-      locked_users_.insert(user_);
-    }
+    WriteUser(user_);  // a stream may omit the user record
     folder_name_ = r.folder;
     std::optional<store::FolderInfo> existing = store_->FindFolder(user_, folder_name_);
     if (existing && options_.rename_existing) {
@@ -313,10 +286,18 @@ class RestoreSession {
     }
     meta_ = ToMeta(r);
     if (AlreadyPresent(r, &meta_)) {
+      UniqueFd have = folder_->OpenMessageFile(r.uid);
+      if (!have.valid()) {
+        // Listed with these very bytes but its file is lost (damage, docs/store-format.md
+        // §6.2): the stream carries them, so a rerun puts the file back under its UID.
+        action_ = Action::kRepair;
+        writer_ = folder_->NewMessage();
+        return;
+      }
       // Compare while reading, to prove the existing file really holds these bytes before it
       // serves as the repository copy for later links to this content.
       action_ = Action::kVerifyPresent;
-      matcher_.emplace(folder_->OpenMessage(r.uid), r.size);
+      matcher_.emplace(std::move(have), r.size);
       return;
     }
     UniqueFd candidate;
@@ -335,7 +316,8 @@ class RestoreSession {
     report_.body_bytes += body.size();
     switch (action_) {
       case Action::kIgnore: return;
-      case Action::kWrite: writer_->Write(body); return;
+      case Action::kWrite:
+      case Action::kRepair: writer_->Write(body); return;
       case Action::kVerifyPresent:
         if (!matcher_->Feed(body.data(), body.size())) {
           // Same UID and digest but other bytes (a collision or a damaged file): keep both.
@@ -371,6 +353,22 @@ class RestoreSession {
   void OnMessageEnd() {
     switch (action_) {
       case Action::kIgnore: return;
+      case Action::kRepair: {
+        store::StagedMessage staged = writer_->Finish(meta_);
+        writer_.reset();
+        if (staged.meta.digest != message_.digest || staged.meta.size != message_.size) {
+          std::vector<store::StagedMessage> drop{std::move(staged)};
+          folder_->Discard(drop);
+          Throw(Errc::kCorrupt, "stream: message UID " + std::to_string(message_.uid) + " of " + current_mailbox_ +
+                                    " does not match its digest after writing");
+        }
+        staged.meta.uid = message_.uid;
+        if (folder_->RepairMissingFile(staged)) {
+          ++report_.repaired;
+          ++report_.skipped;
+        }
+        return;
+      }
       case Action::kVerifyPresent: {
         ++report_.skipped;
         store::MessageMeta& have = present_[message_.uid];
@@ -454,7 +452,7 @@ class RestoreSession {
       // Present with the same digest: its bytes were proven when the content was first seen?
       // Not necessarily (it may predate this stream), so compare with the repository copy.
       std::string entry = repository_->EntryPath(r.digest);
-      UniqueFd have = folder_->OpenMessage(r.uid);
+      UniqueFd have = folder_->OpenMessageFile(r.uid);
       UniqueFd want = OpenFile(entry, O_RDONLY);
       if (have.valid() && relinker::SameContent(have.get(), want.get())) {
         ++report_.skipped;
@@ -503,7 +501,7 @@ class RestoreSession {
     message_ = r;
     meta_ = ToMeta(r);
     if (AlreadyPresent(r, &meta_)) {
-      UniqueFd have = folder_->OpenMessage(r.uid);
+      UniqueFd have = folder_->OpenMessageFile(r.uid);
       if (have.valid() && net::Sha256OfFile(have.get(), folder_->MessagePath(r.uid)) == r.sha256) {
         collided_[contents_] = folder_->MessagePath(r.uid);  // later links: the proven file
         ++report_.skipped;
@@ -642,6 +640,17 @@ class RestoreSession {
     folder_.reset();
   }
 
+  // Takes the user's write lock (docs/store-format.md §6.9), first finishing the user before:
+  // a stream carries a user's folders together, so the previous user is complete. One user at a
+  // time: a session never waits while it holds a lock, so sessions cannot deadlock.
+  void WriteUser(const std::string& user) {
+    if (write_lock_ && write_lock_->user() == user) return;
+    RecomputePendingQuota();
+    write_lock_.reset();
+    write_lock_.emplace(store_->LockUserForWriting(user, options_.on_wait));
+    quota_user_ = user;
+  }
+
   void RecomputePendingQuota() {
     if (!quota_user_.empty()) store_->RecomputeQuota(quota_user_);
     quota_user_.clear();
@@ -656,7 +665,7 @@ class RestoreSession {
     report_.seconds = progress_.seconds();
   }
 
-  enum class Action { kIgnore, kWrite, kMatch, kVerifyPresent };
+  enum class Action { kIgnore, kWrite, kMatch, kVerifyPresent, kRepair };
 
   store::Store* store_;
   format::Decoder& decoder_;
@@ -665,7 +674,7 @@ class RestoreSession {
   Progress progress_;
   SessionReport report_;
   std::string quota_user_;  // the user whose quota is recounted once its folders are in
-  std::set<std::string> locked_users_;
+  std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
   bool skipping_ = false;
 
   // The open folder.

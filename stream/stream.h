@@ -88,6 +88,7 @@ struct SessionReport {
   uint64_t linked = 0;         // restore: messages stored as hard links
   uint64_t held = 0;           // messages sent (backup) or received (restore) as held records
   uint64_t expunged = 0;       // restore --mirror: messages the source no longer has
+  uint64_t repaired = 0;       // restore: listed messages whose lost file the stream put back
   uint64_t errors = 0;
   double seconds = 0;
   std::vector<std::string> error_lines;
@@ -100,19 +101,6 @@ struct SessionReport {
 SessionReport Backup(store::Store& store, const BackupOptions& options, format::Encoder& encoder);
 
 // --- restore -------------------------------------------------------------------------------
-// Keeps one user's mailboxes from being written by two sessions at once (a server runs many
-// restore sessions in threads). A session holds a user from its user record to its end.
-class UserLocks {
- public:
-  void Acquire(const std::string& user);  // blocks while another session holds `user`
-  void Release(const std::string& user);
-
- private:
-  std::mutex mutex_;
-  std::condition_variable released_;
-  std::set<std::string> held_;
-};
-
 struct RestoreOptions {
   bool table_of_contents = false;  // -t: print, write nothing
   bool skip_existing_check = false;  // -i
@@ -123,7 +111,9 @@ struct RestoreOptions {
   bool live_progress = false;
   relinker::RepositoryOptions repository;
   size_t batch_messages = 512;       // messages per folder commit
-  UserLocks* user_locks = nullptr;   // shared by concurrent sessions, or none
+  // Told once why a session waits for a user another session or process is writing (each
+  // user is written by one session at a time: store::Store::LockUserForWriting).
+  std::function<void(const std::string&)> on_wait;
   // With a full (not -d) stream: messages of an existing mailbox that the stream no longer has
   // are expunged, so a second pass makes the destination an exact mirror (migrate catch-up).
   bool mirror = false;

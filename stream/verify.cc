@@ -25,7 +25,7 @@ std::string Names(uint64_t bits, const std::vector<std::string>& names) {
 
 // Hashes a message file; nullopt when it is missing.
 std::optional<Digest> HashFile(store::Folder& folder, uint32_t uid) {
-  UniqueFd fd = folder.OpenMessage(uid);
+  UniqueFd fd = folder.OpenMessageFile(uid);
   if (!fd.valid()) return std::nullopt;
   Hasher h;
   std::string buf(1 << 20, '\0');

@@ -2,6 +2,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include <iostream>
 
 #include "format/zstd_codec.h"
@@ -36,6 +38,7 @@ int RunRestore(const RestoreCliOptions& o) {
   if (!o.answer.empty() && o.answer != "y" && o.answer != "n") Throw(Errc::kInvalidArgument, "-c: answer y or n");
   options.continue_on_error = o.answer == "y";
   options.live_progress = !o.toc && (o.verbose || ::isatty(STDERR_FILENO));
+  options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove restore: %s\n", why.c_str()); };
 
   std::unique_ptr<store::Store> store;
   if (!o.toc) {
