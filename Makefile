@@ -3,7 +3,7 @@ BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps configure build test demo asan bench bench-memory clean
+.PHONY: all deps configure build test demo asan tsan bench bench-memory clean
 
 all: build
 
@@ -30,6 +30,20 @@ asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
+# ThreadSanitizer build of the tests that run threads or several processes on one store
+# (libdb's own shared-memory mutexes are not instrumented: tests/tsan.supp says which reports
+# come from inside libdb and why they are suppressed).
+TSAN_TESTS ?= store_concurrency_test tools_write_lock_test format_test net_test stream_test
+tsan: deps
+	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOREMOVE_TSAN=ON
+	cmake --build build-tsan -j $(JOBS) --target storemove $(TSAN_TESTS)
+	@set -e; for t in $(TSAN_TESTS); do \
+	  bin=$$(find build-tsan/tests -name $$t -type f -perm -u+x | head -n 1); \
+	  echo "== tsan: $$t"; \
+	  (cd $$(dirname $$bin) && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	    ./$$t --gtest_brief=1); \
+	done; echo "tsan: all green"
+
 bench: build
 	@scripts/bench $(BUILD)
 
@@ -37,4 +51,4 @@ bench-memory: build
 	@scripts/bench-memory $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-tsan
