@@ -80,8 +80,8 @@ std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
   if (!unpublished_ || known_uid == 0) return NewMessage();
   std::string rel = MessageRelPath(known_uid);
   std::string bucket = rel.substr(0, rel.find('/'));
-  if (buckets_made_.insert(bucket).second && ::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
-    ThrowErrno("mkdir " + path_ + "/" + bucket);
+  if (buckets_made_.insert(bucket).second)
+    if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
   // O_TRUNC: a leftover of an earlier, interrupted restore of this folder is simply replaced.
   UniqueFd fd = OpenAt(dir_.get(), rel, O_WRONLY | O_CREAT | O_TRUNC, 0600, path_ + "/" + rel);
   return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(rel), std::move(fd)));
@@ -89,15 +89,15 @@ std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
 
 std::optional<StagedMessage> Folder::StageLink(const std::string& existing_path, MessageMeta meta) {
   std::string name = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
-  if (::linkat(AT_FDCWD, existing_path.c_str(), dir_.get(), name.c_str(), 0) != 0) {
-    if (errno == EMLINK || errno == EXDEV) return std::nullopt;
-    ThrowErrno("link " + existing_path + " to " + path_ + "/" + name);
+  if (int err = LinkAt(AT_FDCWD, existing_path, dir_.get(), name)) {
+    if (err == EMLINK || err == EXDEV) return std::nullopt;
+    ThrowErrno("link " + existing_path + " to " + path_ + "/" + name, err);
   }
   return StagedMessage{name, meta};
 }
 
 void Folder::Discard(std::vector<StagedMessage>& batch) {
-  for (const StagedMessage& s : batch) ::unlinkat(dir_.get(), s.temp_name.c_str(), 0);
+  for (const StagedMessage& s : batch) UnlinkAt(dir_.get(), s.temp_name);
   batch.clear();
 }
 
@@ -137,12 +137,12 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     for (size_t i = 0; i < batch.size(); ++i) {
       std::string rel = MessageRelPath(records[i].uid);
       std::string bucket = rel.substr(0, rel.find('/'));
-      if (buckets.insert(bucket).second && ::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
-        ThrowErrno("mkdir " + path_ + "/" + bucket);
+      if (buckets.insert(bucket).second)
+        if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
       // Files become reachable under their final name before the index names them.
-      if (batch[i].temp_name != rel &&
-          ::renameat(dir_.get(), batch[i].temp_name.c_str(), dir_.get(), rel.c_str()) != 0)
-        ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel);
+      if (batch[i].temp_name != rel)
+        if (int err = RenameAt(dir_.get(), batch[i].temp_name, dir_.get(), rel))
+          ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel, err);
       batch[i].temp_name.clear();
     }
     if (sync) {
@@ -235,7 +235,7 @@ void Folder::Expunge(const std::vector<uint32_t>& uids) {
     index::Header exp_header = index::Read(exp.get(), exp_shown, false).header;
     index::Append(exp.get(), &exp_header, removed, exp_shown, sync);
     index::WriteNew(shown, keep, sync);
-    for (const MessageMeta& m : removed) ::unlinkat(dir_.get(), MessageRelPath(m.uid).c_str(), 0);
+    for (const MessageMeta& m : removed) UnlinkAt(dir_.get(), MessageRelPath(m.uid));
     exp_header.count = 0;
     index::WriteHeader(exp.get(), exp_header, exp_shown);
     if (::ftruncate(exp.get(), exp_header.records_offset) != 0) ThrowErrno("truncate " + exp_shown);
@@ -251,7 +251,7 @@ MessageWriter::MessageWriter(Folder* folder, std::string temp_name, UniqueFd fd)
 }
 
 MessageWriter::~MessageWriter() {
-  if (!finished_) ::unlinkat(folder_->dir_.get(), temp_name_.c_str(), 0);
+  if (!finished_) UnlinkAt(folder_->dir_.get(), temp_name_);
 }
 
 void MessageWriter::Write(const void* data, size_t size) {
