@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "util/error.h"
+#include "util/fault.h"
 
 namespace storemove {
 
@@ -271,6 +272,8 @@ TrustedRoot::~TrustedRoot() {
 }
 
 UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown) {
+  if (flags & O_CREAT)
+    if (int f = fault::Check(fault::Op::kCreate)) ThrowErrno("open " + shown, f);
   int fd;
   if (dirfd == AT_FDCWD) {
     Resolved r = Resolve(name);
@@ -307,6 +310,7 @@ UniqueFd OpenDirectory(const std::string& path) {
 }
 
 int LinkAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname) {
+  if (int f = fault::Check(fault::Op::kLink)) return f;
   Parent from = ResolveParent(olddirfd, oldname);
   if (from.err) return from.err;
   Parent to = ResolveParent(newdirfd, newname);
@@ -315,6 +319,7 @@ int LinkAt(int olddirfd, const std::string& oldname, int newdirfd, const std::st
 }
 
 int RenameAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname, unsigned int flags) {
+  if (int f = fault::Check(fault::Op::kRename)) return f;
   Parent from = ResolveParent(olddirfd, oldname);
   if (from.err) return from.err;
   Parent to = ResolveParent(newdirfd, newname);
@@ -342,12 +347,35 @@ int StatNoFollow(const std::string& path, struct stat* st) {
 }
 
 int MkdirAt(int dirfd, const std::string& name, mode_t mode) {
+  if (int f = fault::Check(fault::Op::kMkdir)) return f;
   Parent p = ResolveParent(dirfd, name);
   if (p.err) return p.err;
   return ::mkdirat(p.fd, p.leaf.c_str(), mode) == 0 ? 0 : errno;
 }
 
+namespace {
+
+// An injected write failure; a short write first writes part of the data, as a filling disk does.
+[[noreturn]] void InjectedWriteFailure(int f, int fd, const void* data, size_t size, off_t offset, bool positioned,
+                                       const std::string& shown) {
+  if (f == fault::kShortWrite) {
+    // A full disk cuts short a write that allocates; it does not tear an overwrite of bytes
+    // already in the file (store.idx's 64-byte header, rewritten in place, is one sector).
+    struct stat st;
+    bool overwrite = positioned && ::fstat(fd, &st) == 0 && offset + off_t(size) <= st.st_size;
+    if (size > 1 && !overwrite) {
+      ssize_t n = positioned ? ::pwrite(fd, data, size / 2, offset) : ::write(fd, data, size / 2);
+      (void)n;
+    }
+    f = ENOSPC;
+  }
+  ThrowErrno("write " + shown, f);
+}
+
+}  // namespace
+
 void WriteAll(int fd, const void* data, size_t size, const std::string& shown) {
+  if (int f = fault::Check(fault::Op::kWrite)) InjectedWriteFailure(f, fd, data, size, 0, false, shown);
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
     ssize_t n = ::write(fd, p, size);
@@ -361,6 +389,7 @@ void WriteAll(int fd, const void* data, size_t size, const std::string& shown) {
 }
 
 void PwriteAll(int fd, const void* data, size_t size, off_t offset, const std::string& shown) {
+  if (int f = fault::Check(fault::Op::kWrite)) InjectedWriteFailure(f, fd, data, size, offset, true, shown);
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
     ssize_t n = ::pwrite(fd, p, size, offset);
@@ -430,6 +459,7 @@ void WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode
 }
 
 void Fsync(int fd, const std::string& shown) {
+  if (int f = fault::Check(fault::Op::kFsync)) ThrowErrno("fsync " + shown, f);
   if (::fsync(fd) != 0) ThrowErrno("fsync " + shown);
 }
 
@@ -455,6 +485,7 @@ void MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::
   for (const std::string& c : Components(rel)) {
     int at = cur.valid() ? cur.get() : dirfd;
     done = done.empty() ? c : done + "/" + c;
+    if (int f = fault::Check(fault::Op::kMkdir)) ThrowErrno("mkdir " + shown + " (at " + done + ")", f);
     if (::mkdirat(at, c.c_str(), mode) != 0 && errno != EEXIST) ThrowErrno("mkdir " + shown + " (at " + done + ")");
     int next = OpenBeneath(at, c, O_PATH | O_DIRECTORY, 0);
     if (next == -ENOTDIR) Throw(Errc::kIo, "mkdir " + shown + ": " + done + " exists and is not a directory");
