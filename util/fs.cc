@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -131,6 +132,9 @@ struct Root {
   std::string path;  // without a trailing '/'
   std::shared_ptr<UniqueFd> fd;
   bool store_layout;
+  // partition/<name> directories opened so far (a restore resolves a few paths per message;
+  // reopening the partition each time doubled its system calls).
+  std::map<std::string, std::shared_ptr<UniqueFd>, std::less<>> partitions;
 };
 
 std::shared_mutex g_roots_mutex;
@@ -146,7 +150,7 @@ std::string TrimSlashes(std::string p) {
 // `rel`, or, outside every trusted root, as a plain path (dirfd AT_FDCWD, rel = the path).
 struct Resolved {
   std::shared_ptr<UniqueFd> root;
-  UniqueFd partition;
+  std::shared_ptr<UniqueFd> partition;
   int dirfd = AT_FDCWD;
   std::string rel;
   bool trusted = false;
@@ -173,33 +177,41 @@ Resolved Resolve(const std::string& path) {
   size_t at = best->path.size();
   while (at < path.size() && path[at] == '/') ++at;
   r.rel = path.substr(at);
-  bool store_layout = best->store_layout;
-  lock.unlock();
-  if (store_layout && r.rel.starts_with("partition/")) {
-    // partition/<name> may be the operator's symlink to another disk: followed, nothing below.
-    size_t start = std::string("partition/").size();
-    while (start < r.rel.size() && r.rel[start] == '/') ++start;
-    size_t end = r.rel.find('/', start);
-    std::string name = r.rel.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    if (!name.empty() && name != "." && name != "..") {
-      int parts = OpenBeneath(r.dirfd, "partition", O_PATH | O_DIRECTORY, 0);
-      if (parts == -ENOENT) return r;
-      if (parts < 0) {
-        r.err = -parts;
-        return r;
-      }
-      UniqueFd parts_fd(parts);
-      int fd = ::openat(parts, name.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-      if (fd < 0 && errno == ENOENT) return r;  // not there (yet): beneath the root, as any path
-      if (fd < 0) {
-        r.err = errno;
-        return r;
-      }
-      r.partition.reset(fd);
-      r.dirfd = fd;
-      r.rel = end == std::string::npos ? "" : r.rel.substr(end + 1);
-    }
+  if (!best->store_layout || !r.rel.starts_with("partition/")) return r;
+  // partition/<name> may be the operator's symlink to another disk: followed, nothing below.
+  size_t start = std::string("partition/").size();
+  while (start < r.rel.size() && r.rel[start] == '/') ++start;
+  size_t end = r.rel.find('/', start);
+  std::string name = r.rel.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  if (name.empty() || name == "." || name == "..") return r;
+  std::string rest = end == std::string::npos ? "" : r.rel.substr(end + 1);
+  if (auto known = best->partitions.find(name); known != best->partitions.end()) {
+    r.partition = known->second;
+    r.dirfd = r.partition->get();
+    r.rel = std::move(rest);
+    return r;
   }
+  const uint64_t id = best->id;
+  lock.unlock();
+  int parts = OpenBeneath(r.dirfd, "partition", O_PATH | O_DIRECTORY, 0);
+  if (parts == -ENOENT) return r;  // not there (yet): beneath the root, as any path
+  if (parts < 0) {
+    r.err = -parts;
+    return r;
+  }
+  UniqueFd parts_fd(parts);
+  int fd = ::openat(parts, name.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return r;
+  if (fd < 0) {
+    r.err = errno;
+    return r;
+  }
+  r.partition = std::make_shared<UniqueFd>(fd);
+  r.dirfd = fd;
+  r.rel = std::move(rest);
+  std::unique_lock<std::shared_mutex> write(g_roots_mutex);
+  for (Root& root : g_roots)
+    if (root.id == id) root.partitions.emplace(name, r.partition);
   return r;
 }
 
@@ -254,7 +266,7 @@ TrustedRoot::TrustedRoot(const std::string& root, bool store_layout) {
   if (fd < 0) ThrowErrno("open " + path);
   std::unique_lock<std::shared_mutex> lock(g_roots_mutex);
   id_ = g_next_root++;
-  g_roots.push_back(Root{id_, path, std::make_shared<UniqueFd>(fd), store_layout});
+  g_roots.push_back(Root{id_, path, std::make_shared<UniqueFd>(fd), store_layout, {}});
 }
 
 TrustedRoot& TrustedRoot::operator=(TrustedRoot&& o) noexcept {
@@ -473,8 +485,10 @@ namespace {
 // mkdir -p of `rel` beneath `dirfd`, one component at a time, never through a symlink.
 void MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::string& shown) {
   // Usually only the last level is missing: one mkdir, no walk.
-  if (int err = MkdirAt(dirfd, rel, mode); err != 0 && err != EEXIST && err != ENOENT)
-    ThrowErrno("mkdir " + shown, err);
+  // A directory just made is no symlink (and every later use resolves it beneath the root again).
+  int made = MkdirAt(dirfd, rel, mode);
+  if (made == 0) return;
+  if (made != EEXIST && made != ENOENT) ThrowErrno("mkdir " + shown, made);
   int fd = OpenBeneath(dirfd, rel, O_PATH | O_DIRECTORY, 0);
   if (fd >= 0) {
     ::close(fd);
