@@ -18,6 +18,7 @@
 
 #include "util/error.h"
 #include "util/fault.h"
+#include "util/fs_testing.h"
 
 namespace storemove {
 
@@ -259,6 +260,8 @@ Parent ResolveParent(int dirfd, const std::string& name) {
 }
 
 }  // namespace
+
+void UseOpenat2ForTesting(bool use) { g_no_openat2.store(!use, std::memory_order_relaxed); }
 
 TrustedRoot::TrustedRoot(const std::string& root, bool store_layout) {
   std::string path = TrimSlashes(root);

@@ -19,6 +19,7 @@
 #include "tests/tools/cli_runner.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/fs_testing.h"
 
 namespace storemove {
 namespace {
@@ -128,6 +129,46 @@ TEST_P(PlantedSymlink, CliRestoreExitsNonZeroWithOneLine) {
   EXPECT_NE(r.status, 0) << r.Describe();
   EXPECT_NE(r.err.find(planted + " " + kRefused), std::string::npos) << r.Describe();
   EXPECT_TRUE(Contents(outside.path()).empty()) << r.Describe();
+}
+
+// Kernels before 5.6 have no openat2: the O_NOFOLLOW walk must refuse the same symlinks.
+TEST_P(PlantedSymlink, RestoreRefusesWithoutOpenat2) {
+  struct Restore {
+    ~Restore() { UseOpenat2ForTesting(true); }
+  } restore;
+  UseOpenat2ForTesting(false);
+  TempDir tmp, outside;
+  const std::string stream = BackupOfSource(tmp / "src");
+  auto dst = store::Store::Init(tmp / "dst", {});
+  const std::string planted = PlantAt(tmp / "dst", GetParam().rel, outside.path());
+  std::string error;
+  try {
+    format::StringSource in(stream);
+    format::Decoder dec(in);
+    stream::SessionReport r = stream::Restore(dst.get(), dec, {}, nullptr);
+    for (const std::string& line : r.error_lines) error += line;
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  EXPECT_TRUE(Contents(outside.path()).empty()) << "restore wrote through " << planted;
+  EXPECT_NE(error.find(planted + " " + kRefused), std::string::npos) << "error: " << error;
+}
+
+// Without a planted symlink, the walk restores everything (the fallback is not a refusal of all).
+TEST(PlantedSymlinkFallback, CleanRestoreWithoutOpenat2) {
+  struct Restore {
+    ~Restore() { UseOpenat2ForTesting(true); }
+  } restore;
+  UseOpenat2ForTesting(false);
+  TempDir tmp;
+  const std::string stream = BackupOfSource(tmp / "src");
+  auto dst = store::Store::Init(tmp / "dst", {});
+  format::StringSource in(stream);
+  format::Decoder dec(in);
+  stream::SessionReport r = stream::Restore(dst.get(), dec, {}, nullptr);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(dst->OpenFolder("joe", "INBOX")->Snapshot().messages.size(), 3u);
+  EXPECT_EQ(dst->OpenFolder("ann", "INBOX")->Snapshot().messages.size(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Store, PlantedSymlink, ::testing::ValuesIn(Plants()),
