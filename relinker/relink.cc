@@ -71,11 +71,11 @@ enum class LinkResult { kLinked, kTargetFull, kLeft, kVanished };
 // Names of a directory's entries other than "." and ".."; empty when it does not exist.
 std::vector<std::string> ListDirectory(const std::string& path) {
   std::vector<std::string> names;
-  DIR* dir = ::opendir(path.c_str());
-  if (!dir) {
-    if (errno == ENOENT) return names;
-    ThrowErrno("open directory " + path);
-  }
+  UniqueFd fd = TryOpenAt(AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0, path);  // no symlink followed
+  if (!fd.valid()) return names;
+  DIR* dir = ::fdopendir(fd.get());
+  if (!dir) ThrowErrno("open directory " + path);
+  fd.release();
   errno = 0;
   while (struct dirent* e = ::readdir(dir)) {
     std::string_view name = e->d_name;
@@ -89,9 +89,12 @@ std::vector<std::string> ListDirectory(const std::string& path) {
 
 // False when the file does not exist (ENOENT); throws on other failures.
 bool StatPath(const std::string& path, struct stat* st) {
-  if (::lstat(path.c_str(), st) == 0) return true;
-  if (errno == ENOENT || errno == ENOTDIR) return false;
-  ThrowErrno("stat " + path);
+  // Beneath the store root: a symlinked directory on the way throws instead of being followed.
+  if (int err = StatNoFollow(path, st)) {
+    if (err == ENOENT || err == ENOTDIR) return false;
+    ThrowErrno("stat " + path, err);
+  }
+  return true;
 }
 
 bool IsEntryName(std::string_view name) {
@@ -204,11 +207,12 @@ class PartitionPass {
           struct stat st;
           if (!StatPath(path, &st)) continue;
           if (purge && S_ISREG(st.st_mode) && st.st_nlink == 1) {
-            if (::unlink(path.c_str()) == 0) {
+            int err = UnlinkPath(path);
+            if (err == 0) {
               ++stats_.purged;
               continue;
             }
-            if (errno != ENOENT) ThrowErrno("unlink " + path);
+            if (err != ENOENT) ThrowErrno("unlink " + path, err);
             continue;
           }
           ++entries;
@@ -322,30 +326,29 @@ class PartitionPass {
     const std::string bucket_dir = path.substr(0, path.rfind('/'));
     const std::string temp = bucket_dir.substr(0, bucket_dir.rfind('/')) + "/tmp." + std::to_string(::getpid()) +
                              "." + RandomToken();
-    if (::link(target.c_str(), temp.c_str()) != 0) {
-      if (errno == EMLINK) return LinkResult::kTargetFull;
-      if (errno == ENOENT || errno == EXDEV) return PathExists(path) ? LinkResult::kLeft : LinkResult::kVanished;
-      ThrowErrno("link " + target + " to " + temp);
+    if (int err = LinkPath(target, temp)) {
+      if (err == EMLINK) return LinkResult::kTargetFull;
+      if (err == ENOENT || err == EXDEV) return PathExists(path) ? LinkResult::kLeft : LinkResult::kVanished;
+      ThrowErrno("link " + target + " to " + temp, err);
     }
     struct stat made;
     if (!StatPath(temp, &made) || IdOf(made) != target_id) {
-      ::unlink(temp.c_str());  // the target's name was given to another file since it was compared
+      UnlinkPath(temp);  // the target's name was given to another file since it was compared
       return LinkResult::kLeft;
     }
     if (options_.before_exchange) options_.before_exchange(path);
-    if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, path.c_str(), RENAME_EXCHANGE) != 0) {
-      int err = errno;
+    if (int err = RenameAt(AT_FDCWD, temp, AT_FDCWD, path, RENAME_EXCHANGE)) {
       if (err == EINVAL && PathExists(path)) {
         // A filesystem without RENAME_EXCHANGE (NFS): a plain rename, checked just before.
-        if (::rename(temp.c_str(), path.c_str()) == 0) return LinkResult::kLinked;
-        err = errno;
+        err = RenamePath(temp, path);
+        if (err == 0) return LinkResult::kLinked;
       }
-      ::unlink(temp.c_str());
+      UnlinkPath(temp);
       if (err == ENOENT) return LinkResult::kVanished;
       ThrowErrno("replace " + path + " by a link to " + target, err);
     }
     // `temp` now names the old file.
-    if (::unlink(temp.c_str()) != 0 && errno != ENOENT) ThrowErrno("unlink " + temp);
+    if (int err = UnlinkPath(temp); err != 0 && err != ENOENT) ThrowErrno("unlink " + temp, err);
     return LinkResult::kLinked;
   }
 

@@ -117,12 +117,14 @@ bool Repository::AddIfMissing(const Digest& digest, const std::string& file) {
     MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
     KnownDirectories::Mark(root_, dir_index);
   }
-  if (::link(file.c_str(), entry.c_str()) == 0) return true;
-  if (errno == EEXIST || errno == EMLINK) return false;
-  if (errno != ENOENT) ThrowErrno("link " + file + " to " + entry);
+  int err = LinkPath(file, entry);
+  if (err == 0) return true;
+  if (err == EEXIST || err == EMLINK) return false;
+  if (err != ENOENT) ThrowErrno("link " + file + " to " + entry, err);
   MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
-  if (::link(file.c_str(), entry.c_str()) == 0) return true;
-  if (errno != EEXIST && errno != EMLINK) ThrowErrno("link " + file + " to " + entry);
+  err = LinkPath(file, entry);
+  if (err == 0) return true;
+  if (err != EEXIST && err != EMLINK) ThrowErrno("link " + file + " to " + entry, err);
   return false;
 }
 
@@ -130,10 +132,9 @@ void Repository::Replace(const Digest& digest, const std::string& file) {
   std::string entry = EntryPath(digest);
   MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
   std::string tmp = entry + ".tmp." + RandomToken();
-  if (::link(file.c_str(), tmp.c_str()) != 0) ThrowErrno("link " + file + " to " + tmp);
-  if (::rename(tmp.c_str(), entry.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
+  if (int err = LinkPath(file, tmp)) ThrowErrno("link " + file + " to " + tmp, err);
+  if (int err = RenamePath(tmp, entry)) {
+    UnlinkPath(tmp);
     ThrowErrno("rename " + tmp + " to " + entry, err);
   }
 }
@@ -142,7 +143,8 @@ std::optional<store::StagedMessage> Repository::StageLink(store::Folder& folder,
                                                            const store::MessageMeta& meta) const {
   if (options_.max_links) {
     struct stat st;
-    if (::stat(existing.c_str(), &st) == 0 && uint64_t(st.st_nlink) >= options_.max_links) return std::nullopt;
+    UniqueFd fd = TryOpenAt(AT_FDCWD, existing, O_PATH, 0, existing);
+    if (fd.valid() && ::fstat(fd.get(), &st) == 0 && uint64_t(st.st_nlink) >= options_.max_links) return std::nullopt;
   }
   return folder.StageLink(existing, meta);
 }

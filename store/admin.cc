@@ -198,8 +198,8 @@ index::Contents ReadIndex(const LockedDir& dir, bool with_records) {
 }
 
 void UnlinkIfPresent(int dirfd, const std::string& name, int flags, const std::string& shown) {
-  if (::unlinkat(dirfd, name.c_str(), flags) != 0 && errno != ENOENT && errno != ENOTEMPTY && errno != EEXIST)
-    ThrowErrno("remove " + shown);
+  int err = UnlinkAt(dirfd, name, flags);
+  if (err != 0 && err != ENOENT && err != ENOTEMPTY && err != EEXIST) ThrowErrno("remove " + shown, err);
 }
 
 std::vector<std::string> DirEntries(int dirfd, const std::string& shown) {
@@ -407,26 +407,28 @@ void Stage(Relocation& r, bool sync) {
   for (const MessageMeta& m : r.contents.records) {
     const std::string rel = MessageRelPath(m.uid);
     const std::string bucket = rel.substr(0, rel.find('/'));
-    if (r.buckets.insert(bucket).second && ::mkdirat(r.dst->fd(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
-      ThrowErrno("mkdir " + r.dst_path + "/" + bucket);
+    if (r.buckets.insert(bucket).second)
+      if (int err = MkdirAt(r.dst->fd(), bucket, 0700); err != 0 && err != EEXIST)
+        ThrowErrno("mkdir " + r.dst_path + "/" + bucket, err);
     const std::string tmp = tmp_prefix + RandomToken();
     try {
       bool linked = false;
       if (same_fs) {
-        if (::linkat(r.src->fd(), rel.c_str(), r.dst->fd(), tmp.c_str(), 0) == 0) {
+        int err = LinkAt(r.src->fd(), rel, r.dst->fd(), tmp);
+        if (err == 0) {
           linked = true;
-        } else if (errno == ENOENT) {
+        } else if (err == ENOENT) {
           Throw(Errc::kCorrupt, "mailbox " + r.SrcKey() + ": message file missing: " + r.src_path + "/" + rel);
-        } else if (errno != EMLINK) {
-          ThrowErrno("link " + r.src_path + "/" + rel + " to " + r.dst_path + "/" + tmp);
+        } else if (err != EMLINK) {
+          ThrowErrno("link " + r.src_path + "/" + rel + " to " + r.dst_path + "/" + tmp, err);
         }
       }
       if (!linked) CopyMessage(r, m, rel, tmp, sync);
       // rename(2) replaces a leftover file of an earlier, interrupted operation.
-      if (::renameat(r.dst->fd(), tmp.c_str(), r.dst->fd(), rel.c_str()) != 0)
-        ThrowErrno("rename " + r.dst_path + "/" + tmp + " to " + rel);
+      if (int err = RenameAt(r.dst->fd(), tmp, r.dst->fd(), rel))
+        ThrowErrno("rename " + r.dst_path + "/" + tmp + " to " + rel, err);
     } catch (...) {
-      ::unlinkat(r.dst->fd(), tmp.c_str(), 0);
+      UnlinkAt(r.dst->fd(), tmp);
       throw;
     }
     r.placed.push_back(rel);
@@ -450,8 +452,8 @@ void Stage(Relocation& r, bool sync) {
 // removed, under the destination lock, so a folder created meanwhile cannot be harmed.
 void Unstage(Relocation& r) noexcept {
   if (!r.dst) return;
-  for (const std::string& name : r.placed) ::unlinkat(r.dst->fd(), name.c_str(), 0);
-  for (const std::string& b : r.buckets) ::unlinkat(r.dst->fd(), b.c_str(), AT_REMOVEDIR);
+  for (const std::string& name : r.placed) UnlinkAt(r.dst->fd(), name);
+  for (const std::string& b : r.buckets) UnlinkAt(r.dst->fd(), b, AT_REMOVEDIR);
 }
 
 // Moves `moves` (and the user record, when `user_change`) with one transaction as the commit

@@ -100,20 +100,20 @@ std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
   if (!unpublished_ || known_uid == 0) return NewMessage();
   std::string rel = MessageRelPath(known_uid);
   std::string bucket = rel.substr(0, rel.find('/'));
-  if (buckets_made_.insert(bucket).second && ::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
-    ThrowErrno("mkdir " + path_ + "/" + bucket);
+  if (buckets_made_.insert(bucket).second)
+    if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
   // A leftover of an earlier, interrupted restore of this folder may be a hard link to the
   // repository and to other mailboxes' messages: drop this name, never write through it.
-  if (::unlinkat(dir_.get(), rel.c_str(), 0) != 0 && errno != ENOENT) ThrowErrno("unlink " + path_ + "/" + rel);
+  if (int err = UnlinkAt(dir_.get(), rel); err != 0 && err != ENOENT) ThrowErrno("unlink " + path_ + "/" + rel, err);
   UniqueFd fd = OpenAt(dir_.get(), rel, O_WRONLY | O_CREAT | O_EXCL, 0600, path_ + "/" + rel);
   return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(rel), std::move(fd)));
 }
 
 std::optional<StagedMessage> Folder::StageLink(const std::string& existing_path, MessageMeta meta) {
   std::string name = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
-  if (::linkat(AT_FDCWD, existing_path.c_str(), dir_.get(), name.c_str(), 0) != 0) {
-    if (errno == EMLINK || errno == EXDEV) return std::nullopt;
-    ThrowErrno("link " + existing_path + " to " + path_ + "/" + name);
+  if (int err = LinkAt(AT_FDCWD, existing_path, dir_.get(), name)) {
+    if (err == EMLINK || err == EXDEV) return std::nullopt;
+    ThrowErrno("link " + existing_path + " to " + path_ + "/" + name, err);
   }
   return StagedMessage{name, meta};
 }
@@ -129,15 +129,15 @@ bool Folder::RepairMissingFile(StagedMessage& staged) {
     for (const MessageMeta& m : index::Read(idx.get(), shown).records)
       listed = listed || (m.uid == staged.meta.uid && m.digest == staged.meta.digest && m.size == staged.meta.size);
     struct stat st;
-    if (listed && ::fstatat(dir_.get(), rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT) {
+    if (listed && StatNoFollow(path_ + "/" + rel, &st) == ENOENT) {
       std::string bucket = rel.substr(0, rel.find('/'));
-      if (::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket);
+      if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
       if (store_->durability() == Durability::kBatch) {
         UniqueFd f = OpenAt(dir_.get(), staged.temp_name, O_RDONLY, 0, path_ + "/" + staged.temp_name);
         Fsync(f.get(), path_ + "/" + staged.temp_name);
       }
-      if (::renameat(dir_.get(), staged.temp_name.c_str(), dir_.get(), rel.c_str()) != 0)
-        ThrowErrno("rename " + path_ + "/" + staged.temp_name + " to " + rel);
+      if (int err = RenameAt(dir_.get(), staged.temp_name, dir_.get(), rel); err != 0)
+        ThrowErrno("rename " + path_ + "/" + staged.temp_name + " to " + rel, err);
       staged.temp_name.clear();
       return true;
     }
@@ -148,7 +148,7 @@ bool Folder::RepairMissingFile(StagedMessage& staged) {
 }
 
 void Folder::Discard(std::vector<StagedMessage>& batch) {
-  for (const StagedMessage& s : batch) ::unlinkat(dir_.get(), s.temp_name.c_str(), 0);
+  for (const StagedMessage& s : batch) UnlinkAt(dir_.get(), s.temp_name);
   batch.clear();
 }
 
@@ -188,12 +188,12 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     for (size_t i = 0; i < batch.size(); ++i) {
       std::string rel = MessageRelPath(records[i].uid);
       std::string bucket = rel.substr(0, rel.find('/'));
-      if (buckets.insert(bucket).second && ::mkdirat(dir_.get(), bucket.c_str(), 0700) != 0 && errno != EEXIST)
-        ThrowErrno("mkdir " + path_ + "/" + bucket);
+      if (buckets.insert(bucket).second)
+        if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
       // Files become reachable under their final name before the index names them.
-      if (batch[i].temp_name != rel &&
-          ::renameat(dir_.get(), batch[i].temp_name.c_str(), dir_.get(), rel.c_str()) != 0)
-        ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel);
+      if (batch[i].temp_name != rel)
+        if (int err = RenameAt(dir_.get(), batch[i].temp_name, dir_.get(), rel))
+          ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel, err);
       batch[i].temp_name.clear();
     }
     if (sync) {
@@ -286,7 +286,7 @@ void Folder::Expunge(const std::vector<uint32_t>& uids) {
     index::Header exp_header = index::Read(exp.get(), exp_shown, false).header;
     index::Append(exp.get(), &exp_header, removed, exp_shown, sync);
     index::WriteNew(shown, keep, sync);
-    for (const MessageMeta& m : removed) ::unlinkat(dir_.get(), MessageRelPath(m.uid).c_str(), 0);
+    for (const MessageMeta& m : removed) UnlinkAt(dir_.get(), MessageRelPath(m.uid));
     exp_header.count = 0;
     index::WriteHeader(exp.get(), exp_header, exp_shown);
     if (::ftruncate(exp.get(), exp_header.records_offset) != 0) ThrowErrno("truncate " + exp_shown);
@@ -302,7 +302,7 @@ MessageWriter::MessageWriter(Folder* folder, std::string temp_name, UniqueFd fd)
 }
 
 MessageWriter::~MessageWriter() {
-  if (!finished_) ::unlinkat(folder_->dir_.get(), temp_name_.c_str(), 0);
+  if (!finished_) UnlinkAt(folder_->dir_.get(), temp_name_);
 }
 
 void MessageWriter::Write(const void* data, size_t size) {

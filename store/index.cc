@@ -171,13 +171,12 @@ void WriteNew(const std::string& path, const Contents& contents, bool sync) {
       WriteAll(fd.get(), file.data(), file.size(), tmp);
       if (sync) Fsync(fd.get(), tmp);
     } catch (...) {
-      ::unlink(tmp.c_str());
+      UnlinkPath(tmp);
       throw;
     }
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
+  if (int err = RenamePath(tmp, path)) {
+    UnlinkPath(tmp);
     ThrowErrno("rename " + tmp, err);
   }
 }

@@ -156,7 +156,8 @@ int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
 
 }  // namespace
 
-Store::Store(std::string root, StoreOptions options) : root_(std::move(root)), options_(options) {}
+Store::Store(std::string root, StoreOptions options)
+    : root_(std::move(root)), options_(options), trusted_(root_, /*store_layout=*/true) {}
 
 Store::~Store() = default;
 
@@ -164,6 +165,8 @@ std::unique_ptr<Store> Store::Init(const std::string& root, const std::vector<st
                                    StoreOptions options) {
   std::vector<std::string> parts = partitions.empty() ? std::vector<std::string>{"primary"} : partitions;
   for (const auto& p : parts) ValidatePartitionName(p);
+  MakeDirs(root);
+  TrustedRoot trusted(root, /*store_layout=*/true);  // adding partitions to a store: no symlinks
   MakeDirs(root + "/config");
   MakeDirs(root + "/mboxlist", 0700);
   for (const auto& p : parts) MakeDirs(root + "/partition/" + p + "/=user");

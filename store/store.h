@@ -345,6 +345,7 @@ class Store {
   std::string root_;
   std::string store_id_;
   StoreOptions options_;
+  TrustedRoot trusted_;  // no symlink below root_ is followed (util/fs.h)
   std::unique_ptr<Db> db_;
   std::mutex writers_mutex_;
   std::condition_variable writer_released_;

@@ -526,8 +526,9 @@ class RestoreSession {
       // Same XXH3 and size, other bytes: a collision or a damaged entry. Dropping the entry
       // (the messages using it keep their files) lets a rerun send this body.
       struct stat now;
-      if (::stat(entry.c_str(), &now) == 0 && now.st_ino == proven.st_ino && now.st_dev == proven.st_dev)
-        ::unlink(entry.c_str());
+      UniqueFd again = TryOpenAt(AT_FDCWD, entry, O_PATH, 0, entry);
+      if (again.valid() && ::fstat(again.get(), &now) == 0 && now.st_ino == proven.st_ino && now.st_dev == proven.st_dev)
+        UnlinkPath(entry);
       HeldFailed(r, "differs from the sender's bytes in " + entry + " (SHA-256 mismatch); not linked");
       return;
     }

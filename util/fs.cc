@@ -1,13 +1,24 @@
 #include "util/fs.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <random>
+#include <shared_mutex>
+#include <vector>
 
 #include "util/error.h"
+#include "util/fault.h"
+#include "util/fs_testing.h"
 
 namespace storemove {
 
@@ -21,23 +32,286 @@ void UniqueFd::reset(int fd) {
   fd_ = fd;
 }
 
-UniqueFd OpenFile(const std::string& path, int flags, mode_t mode) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, mode);
+namespace {
+
+// --- resolving names beneath a directory without following symlinks ---
+
+std::atomic<bool> g_no_openat2{false};
+
+std::vector<std::string> Components(std::string_view rel) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= rel.size()) {
+    size_t end = rel.find('/', pos);
+    if (end == std::string_view::npos) end = rel.size();
+    if (end > pos && rel.substr(pos, end - pos) != ".") out.emplace_back(rel.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  return out;
+}
+
+// The path an fd names, for error messages only.
+std::string FdPath(int dirfd) {
+  if (dirfd == AT_FDCWD) return ".";
+  char buf[4096];
+  std::string link = "/proc/self/fd/" + std::to_string(dirfd);
+  ssize_t n = ::readlink(link.c_str(), buf, sizeof buf);
+  return n > 0 ? std::string(buf, size_t(n)) : "(fd " + std::to_string(dirfd) + ")";
+}
+
+// A symlink (or a ".." escape) was met resolving `rel` beneath `dirfd`: name the component.
+[[noreturn]] void ThrowRefused(int dirfd, const std::string& rel) {
+  std::string prefix;
+  for (const std::string& c : Components(rel)) {
+    if (c == "..") Throw(Errc::kCorrupt, JoinPath(FdPath(dirfd), rel) + ": leaves its directory; refused");
+    prefix = prefix.empty() ? c : prefix + "/" + c;
+    struct stat st;
+    if (::fstatat(dirfd, prefix.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) break;
+  }
+  Throw(Errc::kCorrupt, JoinPath(FdPath(dirfd), prefix) + " is a symbolic link; refusing to follow it");
+}
+
+// openat(2) of `rel` beneath `dirfd` that never follows a symlink nor leaves the directory:
+// the fd, or -errno.
+int OpenBeneathRaw(int dirfd, const std::string& rel, int flags, mode_t mode) {
+  const char* name = rel.empty() ? "." : rel.c_str();
+  if (!g_no_openat2.load(std::memory_order_relaxed)) {
+    struct open_how how {};
+    how.flags = uint64_t(flags | O_CLOEXEC);
+    how.mode = (flags & O_CREAT) ? mode : 0;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
+    for (int tries = 0;; ++tries) {
+      long fd = ::syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+      if (fd >= 0) return int(fd);
+      int err = errno;
+      if (err == EINTR || (err == EAGAIN && tries < 100)) continue;  // EAGAIN: a concurrent rename
+      if (err != ENOSYS) return -err;
+      g_no_openat2.store(true, std::memory_order_relaxed);  // kernel before 5.6
+      break;
+    }
+  }
+  // Component by component, each directory opened with O_NOFOLLOW.
+  std::vector<std::string> parts = Components(rel);
+  for (const std::string& c : parts)
+    if (c == "..") return -EXDEV;
+  if (parts.empty()) parts.emplace_back(".");
+  int cur = dirfd;
+  UniqueFd hold;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    int fd = ::openat(cur, parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    hold.reset(fd);
+    cur = fd;
+  }
+  int fd = ::openat(cur, parts.back().c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
+  return fd >= 0 ? fd : -errno;
+}
+
+// As OpenBeneathRaw, but a symlink met throws; other failures are returned as -errno.
+int OpenBeneath(int dirfd, const std::string& rel, int flags, mode_t mode) {
+  int fd = OpenBeneathRaw(dirfd, rel, flags, mode);
+  if (fd == -ELOOP || fd == -EXDEV || fd == -ENOTDIR) {
+    // ENOTDIR: a symlink where a directory was wanted (O_PATH|O_NOFOLLOW), or a plain file.
+    struct stat st;
+    bool link = fd != -ENOTDIR;
+    if (!link)
+      for (std::string prefix; const std::string& c : Components(rel)) {
+        prefix = prefix.empty() ? c : prefix + "/" + c;
+        if (::fstatat(dirfd, prefix.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) break;
+        if (S_ISLNK(st.st_mode)) link = true;
+        if (!S_ISDIR(st.st_mode)) break;
+      }
+    if (link) ThrowRefused(dirfd, rel);
+  }
+  return fd;
+}
+
+// --- trusted roots ---
+
+struct Root {
+  uint64_t id;
+  std::string path;  // without a trailing '/'
+  std::shared_ptr<UniqueFd> fd;
+  bool store_layout;
+  // partition/<name> directories opened so far (a restore resolves a few paths per message;
+  // reopening the partition each time doubled its system calls).
+  std::map<std::string, std::shared_ptr<UniqueFd>, std::less<>> partitions;
+};
+
+std::shared_mutex g_roots_mutex;
+std::vector<Root> g_roots;
+uint64_t g_next_root = 1;
+
+std::string TrimSlashes(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
+// Where a path is resolved from: beneath `dirfd` (a trusted root or one of its partitions) at
+// `rel`, or, outside every trusted root, as a plain path (dirfd AT_FDCWD, rel = the path).
+struct Resolved {
+  std::shared_ptr<UniqueFd> root;
+  std::shared_ptr<UniqueFd> partition;
+  int dirfd = AT_FDCWD;
+  std::string rel;
+  bool trusted = false;
+  int err = 0;  // the partition directory could not be opened
+};
+
+Resolved Resolve(const std::string& path) {
+  Resolved r;
+  const Root* best = nullptr;
+  std::shared_lock<std::shared_mutex> lock(g_roots_mutex);
+  for (const Root& root : g_roots) {
+    const std::string& p = root.path;
+    if (!path.starts_with(p)) continue;
+    if (path.size() != p.size() && path[p.size()] != '/' && p != "/") continue;
+    if (!best || p.size() >= best->path.size()) best = &root;
+  }
+  if (!best) {
+    r.rel = path;
+    return r;
+  }
+  r.trusted = true;
+  r.root = best->fd;
+  r.dirfd = best->fd->get();
+  size_t at = best->path.size();
+  while (at < path.size() && path[at] == '/') ++at;
+  r.rel = path.substr(at);
+  if (!best->store_layout || !r.rel.starts_with("partition/")) return r;
+  // partition/<name> may be the operator's symlink to another disk: followed, nothing below.
+  size_t start = std::string("partition/").size();
+  while (start < r.rel.size() && r.rel[start] == '/') ++start;
+  size_t end = r.rel.find('/', start);
+  std::string name = r.rel.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  if (name.empty() || name == "." || name == "..") return r;
+  std::string rest = end == std::string::npos ? "" : r.rel.substr(end + 1);
+  if (auto known = best->partitions.find(name); known != best->partitions.end()) {
+    r.partition = known->second;
+    r.dirfd = r.partition->get();
+    r.rel = std::move(rest);
+    return r;
+  }
+  const uint64_t id = best->id;
+  lock.unlock();
+  int parts = OpenBeneath(r.dirfd, "partition", O_PATH | O_DIRECTORY, 0);
+  if (parts == -ENOENT) return r;  // not there (yet): beneath the root, as any path
+  if (parts < 0) {
+    r.err = -parts;
+    return r;
+  }
+  UniqueFd parts_fd(parts);
+  int fd = ::openat(parts, name.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return r;
   if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT) Throw(Errc::kNotFound, "open " + path + ": no such file or directory");
-    ThrowErrno("open " + path, err);
+    r.err = errno;
+    return r;
+  }
+  r.partition = std::make_shared<UniqueFd>(fd);
+  r.dirfd = fd;
+  r.rel = std::move(rest);
+  std::unique_lock<std::shared_mutex> write(g_roots_mutex);
+  for (Root& root : g_roots)
+    if (root.id == id) root.partitions.emplace(name, r.partition);
+  return r;
+}
+
+// The directory an *at(2) call acts in, and the last component of its name.
+struct Parent {
+  Resolved base;
+  UniqueFd hold;
+  int fd = AT_FDCWD;
+  std::string leaf;
+  int err = 0;
+};
+
+Parent ResolveParent(int dirfd, const std::string& name) {
+  Parent p;
+  std::string rel = name;
+  if (dirfd == AT_FDCWD) {
+    p.base = Resolve(TrimSlashes(name));
+    if (!p.base.trusted) {
+      p.leaf = name;  // outside every trusted root: the plain path, as before
+      return p;
+    }
+    if (p.base.err) {
+      p.err = p.base.err;
+      return p;
+    }
+    dirfd = p.base.dirfd;
+    rel = p.base.rel;
+  }
+  rel = TrimSlashes(rel);
+  size_t slash = rel.rfind('/');
+  p.leaf = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  if (slash == std::string::npos || slash == 0) {
+    p.fd = dirfd;
+    if (slash == 0) p.err = EXDEV;  // an absolute name relative to a directory fd
+    return p;
+  }
+  int fd = OpenBeneath(dirfd, rel.substr(0, slash), O_PATH | O_DIRECTORY, 0);
+  if (fd < 0) {
+    p.err = -fd;
+    return p;
+  }
+  p.hold.reset(fd);
+  p.fd = fd;
+  return p;
+}
+
+}  // namespace
+
+void UseOpenat2ForTesting(bool use) { g_no_openat2.store(!use, std::memory_order_relaxed); }
+
+TrustedRoot::TrustedRoot(const std::string& root, bool store_layout) {
+  std::string path = TrimSlashes(root);
+  int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);  // the root itself: as given
+  if (fd < 0) ThrowErrno("open " + path);
+  std::unique_lock<std::shared_mutex> lock(g_roots_mutex);
+  id_ = g_next_root++;
+  g_roots.push_back(Root{id_, path, std::make_shared<UniqueFd>(fd), store_layout, {}});
+}
+
+TrustedRoot& TrustedRoot::operator=(TrustedRoot&& o) noexcept {
+  if (this != &o) {
+    TrustedRoot gone(std::move(*this));
+    id_ = std::exchange(o.id_, 0);
+  }
+  return *this;
+}
+
+TrustedRoot::~TrustedRoot() {
+  if (!id_) return;
+  std::unique_lock<std::shared_mutex> lock(g_roots_mutex);
+  std::erase_if(g_roots, [&](const Root& r) { return r.id == id_; });
+}
+
+UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown) {
+  if (flags & O_CREAT)
+    if (int f = fault::Check(fault::Op::kCreate)) ThrowErrno("open " + shown, f);
+  int fd;
+  if (dirfd == AT_FDCWD) {
+    Resolved r = Resolve(name);
+    if (r.trusted) {
+      fd = r.err ? -r.err : OpenBeneath(r.dirfd, r.rel, flags, mode);
+    } else {
+      int plain = ::open(name.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, mode);
+      fd = plain >= 0 ? plain : -errno;
+    }
+  } else {
+    fd = OpenBeneath(dirfd, name, flags, mode);
+  }
+  if (fd < 0) {
+    if (fd == -ENOENT) return UniqueFd();
+    ThrowErrno("open " + shown, -fd);
   }
   return UniqueFd(fd);
 }
 
-UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown) {
-  int fd = ::openat(dirfd, name.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, mode);
-  if (fd < 0) {
-    if (errno == ENOENT) return UniqueFd();
-    ThrowErrno("open " + shown);
-  }
-  return UniqueFd(fd);
+UniqueFd OpenFile(const std::string& path, int flags, mode_t mode) {
+  UniqueFd fd = TryOpenAt(AT_FDCWD, path, flags, mode, path);
+  if (!fd.valid()) Throw(Errc::kNotFound, "open " + path + ": no such file or directory");
+  return fd;
 }
 
 UniqueFd OpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown) {
@@ -50,7 +324,73 @@ UniqueFd OpenDirectory(const std::string& path) {
   return OpenFile(path, O_RDONLY | O_DIRECTORY);
 }
 
+int LinkAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname) {
+  if (int f = fault::Check(fault::Op::kLink)) return f;
+  Parent from = ResolveParent(olddirfd, oldname);
+  if (from.err) return from.err;
+  Parent to = ResolveParent(newdirfd, newname);
+  if (to.err) return to.err;
+  return ::linkat(from.fd, from.leaf.c_str(), to.fd, to.leaf.c_str(), 0) == 0 ? 0 : errno;
+}
+
+int RenameAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname, unsigned int flags) {
+  if (int f = fault::Check(fault::Op::kRename)) return f;
+  Parent from = ResolveParent(olddirfd, oldname);
+  if (from.err) return from.err;
+  Parent to = ResolveParent(newdirfd, newname);
+  if (to.err) return to.err;
+  int rc = flags ? ::renameat2(from.fd, from.leaf.c_str(), to.fd, to.leaf.c_str(), flags)
+                 : ::renameat(from.fd, from.leaf.c_str(), to.fd, to.leaf.c_str());
+  return rc == 0 ? 0 : errno;
+}
+
+int UnlinkAt(int dirfd, const std::string& name, int flags) noexcept {
+  // Never throws: it cleans up in destructors and catch blocks.
+  try {
+    Parent p = ResolveParent(dirfd, name);
+    if (p.err) return p.err;
+    return ::unlinkat(p.fd, p.leaf.c_str(), flags) == 0 ? 0 : errno;
+  } catch (...) {
+    return ELOOP;
+  }
+}
+
+int StatNoFollow(const std::string& path, struct stat* st) {
+  Parent p = ResolveParent(AT_FDCWD, path);
+  if (p.err) return p.err;
+  return ::fstatat(p.fd, p.leaf.empty() ? "." : p.leaf.c_str(), st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+}
+
+int MkdirAt(int dirfd, const std::string& name, mode_t mode) {
+  if (int f = fault::Check(fault::Op::kMkdir)) return f;
+  Parent p = ResolveParent(dirfd, name);
+  if (p.err) return p.err;
+  return ::mkdirat(p.fd, p.leaf.c_str(), mode) == 0 ? 0 : errno;
+}
+
+namespace {
+
+// An injected write failure; a short write first writes part of the data, as a filling disk does.
+[[noreturn]] void InjectedWriteFailure(int f, int fd, const void* data, size_t size, off_t offset, bool positioned,
+                                       const std::string& shown) {
+  if (f == fault::kShortWrite) {
+    // A full disk cuts short a write that allocates; it does not tear an overwrite of bytes
+    // already in the file (store.idx's 64-byte header, rewritten in place, is one sector).
+    struct stat st;
+    bool overwrite = positioned && ::fstat(fd, &st) == 0 && offset + off_t(size) <= st.st_size;
+    if (size > 1 && !overwrite) {
+      ssize_t n = positioned ? ::pwrite(fd, data, size / 2, offset) : ::write(fd, data, size / 2);
+      (void)n;
+    }
+    f = ENOSPC;
+  }
+  ThrowErrno("write " + shown, f);
+}
+
+}  // namespace
+
 void WriteAll(int fd, const void* data, size_t size, const std::string& shown) {
+  if (int f = fault::Check(fault::Op::kWrite)) InjectedWriteFailure(f, fd, data, size, 0, false, shown);
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
     ssize_t n = ::write(fd, p, size);
@@ -64,6 +404,7 @@ void WriteAll(int fd, const void* data, size_t size, const std::string& shown) {
 }
 
 void PwriteAll(int fd, const void* data, size_t size, off_t offset, const std::string& shown) {
+  if (int f = fault::Check(fault::Op::kWrite)) InjectedWriteFailure(f, fd, data, size, offset, true, shown);
   const char* p = static_cast<const char*>(data);
   while (size > 0) {
     ssize_t n = ::pwrite(fd, p, size, offset);
@@ -120,13 +461,12 @@ void WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode
       WriteAll(fd.get(), data.data(), data.size(), tmp);
       Fsync(fd.get(), tmp);
     } catch (...) {
-      ::unlink(tmp.c_str());
+      UnlinkPath(tmp);
       throw;
     }
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
+  if (int err = RenamePath(tmp, path)) {
+    UnlinkPath(tmp);
     ThrowErrno("rename " + tmp + " to " + path, err);
   }
   auto slash = path.rfind('/');
@@ -134,6 +474,7 @@ void WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode
 }
 
 void Fsync(int fd, const std::string& shown) {
+  if (int f = fault::Check(fault::Op::kFsync)) ThrowErrno("fsync " + shown, f);
   if (::fsync(fd) != 0) ThrowErrno("fsync " + shown);
 }
 
@@ -142,8 +483,44 @@ void FsyncPath(const std::string& dir) {
   Fsync(fd.get(), dir);
 }
 
+namespace {
+
+// mkdir -p of `rel` beneath `dirfd`, one component at a time, never through a symlink.
+void MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::string& shown) {
+  // Usually only the last level is missing: one mkdir, no walk.
+  // A directory just made is no symlink (and every later use resolves it beneath the root again).
+  int made = MkdirAt(dirfd, rel, mode);
+  if (made == 0) return;
+  if (made != EEXIST && made != ENOENT) ThrowErrno("mkdir " + shown, made);
+  int fd = OpenBeneath(dirfd, rel, O_PATH | O_DIRECTORY, 0);
+  if (fd >= 0) {
+    ::close(fd);
+    return;
+  }
+  UniqueFd cur;
+  std::string done;
+  for (const std::string& c : Components(rel)) {
+    int at = cur.valid() ? cur.get() : dirfd;
+    done = done.empty() ? c : done + "/" + c;
+    if (int f = fault::Check(fault::Op::kMkdir)) ThrowErrno("mkdir " + shown + " (at " + done + ")", f);
+    if (::mkdirat(at, c.c_str(), mode) != 0 && errno != EEXIST) ThrowErrno("mkdir " + shown + " (at " + done + ")");
+    int next = OpenBeneath(at, c, O_PATH | O_DIRECTORY, 0);
+    if (next == -ENOTDIR) Throw(Errc::kIo, "mkdir " + shown + ": " + done + " exists and is not a directory");
+    if (next < 0) ThrowErrno("mkdir " + shown + " (open " + done + ")", -next);
+    cur.reset(next);
+  }
+}
+
+}  // namespace
+
 void MakeDirs(const std::string& path, mode_t mode) {
   if (path.empty()) return;
+  Resolved r = Resolve(TrimSlashes(path));
+  if (r.trusted) {
+    if (r.err) ThrowErrno("mkdir " + path, r.err);
+    if (!r.rel.empty()) MakeDirsBeneath(r.dirfd, r.rel, mode, path);
+    return;
+  }
   // Usually only the last level is missing: one mkdir, no walk from the root.
   if (::mkdir(path.c_str(), mode) == 0) return;
   if (errno == EEXIST && IsDirectory(path)) return;

@@ -1,8 +1,18 @@
 // Thin, error-checked wrappers over the POSIX calls storemove uses. Every failure throws
 // storemove::Error naming the path. Paths from untrusted input must be validated by the
-// caller; these helpers add O_NOFOLLOW/O_CLOEXEC so a planted symlink cannot redirect a write.
+// caller.
+//
+// No symlink below a store is ever followed, so a planted one cannot redirect a read or a write
+// out of the store: a name relative to a directory fd is resolved beneath that directory without
+// following any symlink (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a component-by-component
+// O_NOFOLLOW walk on kernels without openat2), and a path below a registered TrustedRoot (every
+// open Store registers its root) is resolved the same way beneath that root. Meeting a symlink
+// throws kCorrupt "<path> is a symbolic link; refusing to follow it". Paths outside every
+// trusted root (stream files, export output) only get O_NOFOLLOW on their last component.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -58,6 +68,39 @@ void FsyncPath(const std::string& dir);
 void MakeDirs(const std::string& path, mode_t mode = 0755);
 bool PathExists(const std::string& path);
 bool IsDirectory(const std::string& path);
+
+// While it lives, paths below `root` are resolved beneath it without following symlinks. With
+// `store_layout`, the entry partition/<name> may itself be a symlink (the operator's way to put a
+// partition on another disk); nothing below it may. The root path itself is trusted as given.
+class TrustedRoot {
+ public:
+  TrustedRoot() = default;
+  TrustedRoot(const std::string& root, bool store_layout);
+  TrustedRoot(TrustedRoot&& o) noexcept : id_(std::exchange(o.id_, 0)) {}
+  TrustedRoot& operator=(TrustedRoot&& o) noexcept;
+  TrustedRoot(const TrustedRoot&) = delete;
+  TrustedRoot& operator=(const TrustedRoot&) = delete;
+  ~TrustedRoot();
+
+ private:
+  uint64_t id_ = 0;
+};
+
+// *at(2) calls whose names are resolved as above (dirfd AT_FDCWD: a path, trusted root or not).
+// They return 0 or the errno (the caller decides what is expected: EEXIST, ENOENT, EMLINK, ...);
+// only a symlink met on the way throws. A missing parent directory gives ENOENT.
+int LinkAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname);
+int RenameAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname,
+             unsigned int flags = 0);  // flags: renameat2's (RENAME_EXCHANGE, RENAME_NOREPLACE)
+// Never throws (it cleans up in destructors): a symlink on the way gives ELOOP.
+int UnlinkAt(int dirfd, const std::string& name, int flags = 0) noexcept;
+int MkdirAt(int dirfd, const std::string& name, mode_t mode);
+// lstat(2) of a path, resolved as above; 0 or the errno.
+int StatNoFollow(const std::string& path, struct stat* st);
+// Path forms of the above (AT_FDCWD).
+inline int LinkPath(const std::string& from, const std::string& to) { return LinkAt(AT_FDCWD, from, AT_FDCWD, to); }
+inline int RenamePath(const std::string& from, const std::string& to) { return RenameAt(AT_FDCWD, from, AT_FDCWD, to); }
+inline int UnlinkPath(const std::string& path) noexcept { return UnlinkAt(AT_FDCWD, path); }
 
 // Joins with a single '/'.
 std::string JoinPath(std::string_view a, std::string_view b);
