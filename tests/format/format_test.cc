@@ -222,8 +222,8 @@ TEST(FormatLayout, MinimalStreamMatchesTheDocument) {
 
 // The annotated dump in docs/stream-format.md §14 is what the encoder writes.
 TEST(FormatLayout, DocumentExample) {
-  std::string file = __FILE__;
-  std::string doc_path = file.substr(0, file.rfind("tests/format/")) + "docs/stream-format.md";
+  // The source tree's path from CMake: __FILE__ may be relative (ccache's base_dir rewrites it).
+  std::string doc_path = std::string(STOREMOVE_SOURCE_DIR) + "/docs/stream-format.md";
   std::string doc = ReadFile(doc_path);
   size_t section = doc.find("## 14. Worked example");
   ASSERT_NE(section, std::string::npos) << doc_path;
