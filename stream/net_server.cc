@@ -279,6 +279,7 @@ class Server {
     options.skip_existing_check = j.at("skip_existing_check").get<bool>();
     options.mirror = j.value("mirror", false);
     options.user_locks = &locks_;
+    options.accept_held = true;  // the peer proved it holds the key (TLS PSK)
     if (!options.partition.empty()) {
       auto parts = store_.Partitions();
       if (std::find(parts.begin(), parts.end(), options.partition) == parts.end())

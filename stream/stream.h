@@ -77,6 +77,9 @@ struct BackupOptions {
   size_t sent_contents_capacity = 0;
   // Folder paths that table can refer to (the last N folders); 0 = the default of 16,384.
   uint32_t folder_paths_kept = 0;
+  // Links name only one of the last N contents (restore links nothing older); 0 = the format's
+  // kLinkCheckWindow, the most allowed. Smaller values are for tests.
+  uint64_t link_window = 0;
 };
 
 struct SessionReport {
@@ -127,6 +130,9 @@ struct RestoreOptions {
   // With a full (not -d) stream: messages of an existing mailbox that the stream no longer has
   // are expunged, so a second pass makes the destination an exact mirror (migrate catch-up).
   bool mirror = false;
+  // Held records ("you hold these bytes") are taken only from a peer that authenticated: a
+  // network session sets this; a file or pipe stream of the session kind is refused.
+  bool accept_held = false;
 };
 
 std::map<std::string, std::string> ReadUserMap(const std::string& path);
