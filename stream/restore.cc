@@ -173,6 +173,9 @@ class RestoreSession {
   // that (docs/stream-format.md §13). A file or pipe stream of the session kind is refused
   // before anything is written.
   void OnHeader() {
+    if (store_ && decoder_.header().kind == format::StreamKind::kManifest)
+      Throw(Errc::kInvalidArgument, "stream: a manifest (no message bodies) cannot be restored; it is for "
+                                    "storemove verify --manifest");
     if (store_ && decoder_.header().kind == format::StreamKind::kSession && !options_.accept_held)
       Throw(Errc::kCorrupt, "stream: a session stream (with held records) is accepted only from an authenticated "
                             "network session, not from a file or pipe");
@@ -204,7 +207,7 @@ class RestoreSession {
       store::UserStatus status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
       if (!existing) store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false);
-      store_->SetUserStatus(user, status);
+      if (options_.keep_status) store_->SetUserStatus(user, status);
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
       // A stream carries a user's folders right after its record: the previous user is complete.
@@ -228,6 +231,9 @@ class RestoreSession {
     if (!store_) return;
     store::ValidateUserId(user_);
     store::ValidateFolderName(r.folder);
+    // What is stored after the folder is published must be valid before anything is written.
+    store::ValidateAcl(r.acl);
+    for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
     if (!store_->FindUser(user_)) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
     if (options_.user_locks && !locked_users_.count(user_)) {  // a stream may omit the user record
       options_.user_locks->Acquire(user_);

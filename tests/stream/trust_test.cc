@@ -15,6 +15,7 @@
 #include "relinker/relinker.h"
 #include "stream/net.h"
 #include "store/generate.h"
+#include "stream/migrate.h"
 #include "stream/stream.h"
 #include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
@@ -293,6 +294,86 @@ TEST(RestoreTrust, BackupLinksOnlyWithinTheWindow) {
   auto b = store::Store::Init(tmp / "B", {});
   EXPECT_EQ(RestoreBytes(b.get(), sink.data()).errors, 0u);
   storemove::testing::ExpectEqualStores(*b, *a);
+}
+
+// A folder's ACL is stored after the folder is published: an invalid one must stop the restore
+// before that (the mailbox stays invisible), not after it (a published mailbox and a failure).
+TEST(RestoreTrust, InvalidAclFailsBeforeTheFolderIsPublished) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  for (std::string acl : {"mallory lrs ../x lr", "mallory lrs anyone l\x01r", "mallory"}) {
+    format::StringSink sink;
+    format::Encoder enc(sink);
+    enc.WriteHeader({});
+    WriteUser(enc, "mallory");
+    format::FolderRecord f;
+    f.user = "mallory";
+    f.folder = "INBOX";
+    f.uidvalidity = 1;
+    f.uidnext = 2;
+    f.acl = acl;
+    enc.WriteFolder(f);
+    WriteMessage(enc, 1, "hi\r\n");
+    enc.EndFolder();
+    enc.Finish();
+    try {
+      RestoreBytes(s.get(), sink.data());
+      ADD_FAILURE() << "accepted ACL '" << acl << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+    }
+    EXPECT_FALSE(s->FindFolder("mallory", "INBOX")) << acl;
+    RestoreOptions keep_going;
+    keep_going.continue_on_error = true;
+    EXPECT_EQ(RestoreBytes(s.get(), sink.data(), keep_going).errors, 1u);
+    EXPECT_FALSE(s->FindFolder("mallory", "INBOX")) << acl;
+  }
+}
+
+// Subscriptions, ACLs and per-user data become database keys: their names are validated when
+// stored, as every other name is.
+TEST(RestoreTrust, SubscriptionAclAndPerUserNamesAreValidatedWhenStored) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  s->CreateUser("joe");
+  for (const std::string& bad : std::vector<std::string>{"../../etc", "user/../x", "user/joe/../../x", "INBOX"})
+    EXPECT_THROW(s->Subscribe("joe", bad), Error) << bad;
+  EXPECT_THROW(s->SetPerUser("user/joe/INBOX", "../x", "seen 1"), Error);
+  EXPECT_THROW(s->SetPerUser("../x", "joe", "seen 1"), Error);
+  EXPECT_THROW(s->SetAcl("joe", "INBOX", "../x lr"), Error);
+  EXPECT_THROW(s->SetAcl("joe", "INBOX", "joe l/r"), Error);
+  EXPECT_TRUE(s->Subscriptions("joe").empty());
+  // Valid ones are still stored.
+  s->Subscribe("joe", "user/joe/INBOX");
+  s->SetPerUser("user/joe/INBOX", "ann", "seen 1");
+  s->SetAcl("joe", "INBOX", "joe lrswipkxtea anyone lr -group:staff w");
+  EXPECT_EQ(s->Subscriptions("joe").size(), 1u);
+}
+
+// A group defined twice is an operator's mistake: an error naming the line, not a silent
+// overwrite.
+TEST(RestoreTrust, GroupDefinedTwiceIsAnErrorNamingTheLine) {
+  TempDir tmp;
+  const std::string conf = tmp / "groups.conf";
+  std::ofstream(conf) << "# groups\ngroupA=[a-l].*\ngroupB=[m-z].*\ngroupA=x.*\n";
+  try {
+    ReadBackupGroups(conf);
+    ADD_FAILURE() << "accepted a group defined twice";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("line 4"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("first on line 2"), std::string::npos) << e.what();
+  }
+}
+
+// The migrate summary names the users that are in no group (the first 20).
+TEST(RestoreTrust, MigrateReportNamesUsersInNoGroup) {
+  MigrateReport r;
+  r.users_in_no_group = 22;
+  for (int i = 0; i < 20; ++i) r.no_group_names.push_back("u" + std::to_string(i));
+  std::string text = r.Text();
+  EXPECT_NE(text.find("22 users are in no group and were not migrated: u0 u1"), std::string::npos) << text;
+  EXPECT_NE(text.find("u19 and 2 more"), std::string::npos) << text;
 }
 
 }  // namespace
