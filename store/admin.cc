@@ -808,7 +808,15 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
         [&](DB_TXN* txn) {
           std::string v;
           if (!db.Get(db.users(), txn, user, &v, true)) Throw(Errc::kNotFound, "no such user: " + std::string(user));
-          db.Del(db.users(), txn, user);
+          if (info.status.state == UserState::kMoved) {
+            // A migrated user keeps its forwarding answer: late mail is deferred (and routed to
+            // the new host), not bounced as unknown (docs/store-format.md §6.7).
+            UserValue kept = DecodeUser(v, user);
+            kept.status = info.status;
+            db.Put(db.users(), txn, user, EncodeUser(kept));
+          } else {
+            db.Del(db.users(), txn, user);
+          }
           db.Del(db.quota(), txn, user);
           db.Del(db.verified(), txn, user);
           for (const Doomed& d : doomed) {

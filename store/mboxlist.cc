@@ -1,5 +1,7 @@
 #include "store/mboxlist.h"
 
+#include <sys/statvfs.h>
+
 #include <cstring>
 #include <vector>
 
@@ -34,15 +36,37 @@ constexpr size_t kScanBatch = 512;
 
 [[noreturn]] void Store::Db::Fail(int ret, const std::string& what) {
   std::string msg = "mboxlist " + dir_ + ": " + what + ": " + db_strerror(ret);
+  if (!db_message_.empty()) msg += " (" + db_message_ + ")";
+  db_message_.clear();
   if (ret == DB_RUNRECOVERY) msg += " (another process died; reopen the store to recover)";
   if (Retryable(ret)) Throw(Errc::kTempFail, msg);
   Throw(Errc::kDatabase, msg);
 }
 
+// Berkeley DB reports details (a checksum error, the page) through this instead of stderr: the
+// last one goes into the error we throw, so a damaged file makes one line, not hundreds.
+void Store::Db::OnDbMessage(const DB_ENV* env, const char*, const char* message) {
+  if (auto* self = static_cast<Db*>(env->app_private)) self->db_message_ = message;
+}
+
 Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
+  try {
+    Open(create);
+  } catch (...) {
+    Close(/*checkpoint=*/false);
+    throw;
+  }
+}
+
+void Store::Db::Open(bool create) {
+  const std::string& dir = dir_;
   int ret = db_env_create(&env_, 0);
-  if (ret != 0) Fail(ret, "db_env_create");
-  env_->set_errpfx(env_, "storemove");
+  if (ret != 0) {
+    env_ = nullptr;
+    Fail(ret, "db_env_create");
+  }
+  env_->app_private = this;
+  env_->set_errcall(env_, &Db::OnDbMessage);
   // The mboxlist is small and its pages are a pread away (tmpfs or the page cache): memory is for
   // messages. The cache fills up to this size on a large store, so it is part of the RSS bound.
   env_->set_cachesize(env_, 0, 2 * 1024 * 1024, 1);
@@ -64,19 +88,23 @@ Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
   env_->log_set_config(env_, DB_LOG_AUTO_REMOVE, 1);
   u_int32_t flags = DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL | DB_THREAD | DB_REGISTER | DB_RECOVER;
   if (create) flags |= DB_CREATE;
-  if (!create && !PathExists(dir + "/__db.register") && !PathExists(dir + "/folder.db")) {
-    env_->close(env_, 0);
-    env_ = nullptr;
+  if (!create && !PathExists(dir + "/__db.register") && !PathExists(dir + "/folder.db"))
     Throw(Errc::kNotFound, "mboxlist " + dir + ": no database environment");
+  // The region files are memory-mapped: created on a full filesystem, the first touch of a page
+  // that has no space behind it kills the process with SIGBUS instead of returning ENOSPC. So
+  // they are created only with room for them (about 1 MiB; 2 MiB asked).
+  if (!PathExists(dir + "/__db.001")) {
+    struct statvfs fs;
+    constexpr uint64_t kRegionSpace = uint64_t{2} << 20;
+    if (::statvfs(dir.c_str(), &fs) == 0 && uint64_t(fs.f_bavail) * fs.f_frsize < kRegionSpace)
+      Throw(Errc::kIo, "mboxlist " + dir + ": no space left on device (" +
+                           std::to_string(uint64_t(fs.f_bavail) * fs.f_frsize / 1024) +
+                           " KiB free; the database environment needs 2048 KiB)");
   }
   // DB_REGISTER needs DB_CREATE to create its region files; the databases themselves are only
   // created when `create` (below).
   ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
-  if (ret != 0) {
-    env_->close(env_, 0);
-    env_ = nullptr;
-    Fail(ret, "open environment");
-  }
+  if (ret != 0) Fail(ret, "open environment");  // the caller closes env_ (required after a failed open)
   struct Spec {
     DB** handle;
     const char* file;
@@ -85,29 +113,28 @@ Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
                {&verified_, "verified.db"}};
   for (const Spec& s : specs) {
     ret = db_create(s.handle, env_, 0);
-    if (ret != 0) Fail(ret, std::string("db_create ") + s.file);
+    if (ret != 0) {
+      *s.handle = nullptr;
+      Fail(ret, std::string("db_create ") + s.file);
+    }
     // verified.db is newer than the store format's first stores: created when missing.
     bool create_db = create || s.handle == &verified_;
     u_int32_t oflags = DB_AUTO_COMMIT | DB_THREAD | (create_db ? DB_CREATE : 0);
     ret = (*s.handle)->open(*s.handle, nullptr, s.file, nullptr, DB_BTREE, oflags, 0600);
-    if (ret != 0) {
-      std::string what = std::string("open ") + s.file;
-      (*s.handle)->close(*s.handle, 0);
-      *s.handle = nullptr;
-      this->~Db();  // release what was opened; the constructor then throws
-      Fail(ret, what);
-    }
+    if (ret != 0) Fail(ret, std::string("open ") + s.file);  // the handle is closed with the rest
   }
 }
 
-Store::Db::~Db() {
+Store::Db::~Db() { Close(/*checkpoint=*/true); }
+
+void Store::Db::Close(bool checkpoint) {
   for (DB** h : {&folder_, &quota_, &users_, &subscr_, &peruser_, &lright_, &verified_}) {
     if (*h) (*h)->close(*h, 0);
     *h = nullptr;
   }
   if (env_) {
     // A checkpoint on close makes each .db file complete on its own (db5.3_verify on a copy).
-    env_->txn_checkpoint(env_, 0, 0, 0);
+    if (checkpoint) env_->txn_checkpoint(env_, 0, 0, 0);
     env_->close(env_, 0);
     env_ = nullptr;
   }

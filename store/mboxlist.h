@@ -70,7 +70,13 @@ class Store::Db {
 
  private:
   [[noreturn]] void Fail(int ret, const std::string& what);
+  void Open(bool create);
+  // Closes whatever is open: the destructor, and a constructor that failed part-way (which must
+  // not run the destructor on itself and then read its members).
+  void Close(bool checkpoint);
+  static void OnDbMessage(const DB_ENV* env, const char* prefix, const char* message);
   std::string dir_;
+  std::string db_message_;  // Berkeley DB's last error message, for the one line we report
   DB_ENV* env_ = nullptr;
   DB* folder_ = nullptr;
   DB* quota_ = nullptr;

@@ -146,9 +146,27 @@ std::vector<std::pair<std::string, std::string>> ParseAcl(std::string_view acl) 
   }
   if (words.size() % 2) Throw(Errc::kInvalidArgument, "invalid ACL '" + std::string(acl) + "': identifier/rights pairs expected");
   std::vector<std::pair<std::string, std::string>> out;
-  for (size_t i = 0; i < words.size(); i += 2) out.emplace_back(words[i], words[i + 1]);
+  for (size_t i = 0; i < words.size(); i += 2) {
+    // Identifiers become lright.db keys and rights are shown to IMAP clients: checked here, as
+    // every name is, before they are stored.
+    std::string_view id = words[i];
+    if (id.starts_with('-')) id.remove_prefix(1);
+    if (id.starts_with("group:")) id.remove_prefix(6);
+    else if (id == "anyone" || id == "anonymous" || id == "authuser") id = "x";
+    try {
+      ValidateUserId(id);
+    } catch (const Error& e) {
+      Throw(Errc::kInvalidArgument, "invalid ACL identifier in '" + std::string(acl) + "': " + e.what());
+    }
+    if (words[i + 1].find_first_not_of("lrswipkxteacd0123456789") != std::string::npos)
+      Throw(Errc::kInvalidArgument, "invalid ACL rights '" + words[i + 1] + "' for " + words[i] +
+                                        " (RFC 4314 letters lrswipkxteacd)");
+    out.emplace_back(words[i], words[i + 1]);
+  }
   return out;
 }
+
+void ValidateAcl(std::string_view acl) { ParseAcl(acl); }
 
 namespace {
 
@@ -684,6 +702,7 @@ void Store::SetAcl(std::string_view user, std::string_view folder, std::string_v
 
 void Store::Subscribe(std::string_view user, std::string_view mailbox) {
   ValidateUserId(user);
+  ParseMailboxName(mailbox);  // validates
   std::string key = std::string(user) + std::string(1, '\0') + std::string(mailbox);
   db_->Txn([&](DB_TXN* txn) { db_->Put(db_->subscr(), txn, key, ""); });
 }
@@ -706,6 +725,8 @@ std::vector<std::string> Store::Subscriptions(std::string_view user) {
 }
 
 void Store::SetPerUser(std::string_view mailbox, std::string_view reader, std::string_view data) {
+  ParseMailboxName(mailbox);  // validates
+  ValidateUserId(reader);
   std::string key = std::string(mailbox) + std::string(1, '\0') + std::string(reader);
   db_->Txn([&](DB_TXN* txn) { db_->Put(db_->peruser(), txn, key, data); });
 }

@@ -105,6 +105,9 @@ void ValidateFolderName(std::string_view folder);
 void ValidatePartitionName(std::string_view partition);
 // "user/joe/Sent/2024" -> {"joe", "Sent/2024"}; "user/joe" -> {"joe", "INBOX"}.
 std::pair<std::string, std::string> ParseMailboxName(std::string_view mailbox);
+// An ACL: "identifier rights" pairs; identifiers are user ids, anyone, anonymous, authuser or
+// group:NAME (optionally prefixed with - for negative rights), rights RFC 4314 letters.
+void ValidateAcl(std::string_view acl);
 // IMAP LIST-style pattern: '*' matches anything, '%' anything but '/'.
 bool MatchPattern(std::string_view pattern, std::string_view name);
 // Two hex levels of the user's hash directory, e.g. "d1/a7".

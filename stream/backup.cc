@@ -28,12 +28,15 @@ class BackupSession {
         encoder_(encoder),
         progress_("backup", options.live_progress),
         folder_paths_kept_(options.folder_paths_kept ? options.folder_paths_kept : kDefaultFolderPathsKept),
-        digests_(options.sent_contents_capacity ? options.sent_contents_capacity : SentContents::kDefaultCapacity) {}
+        digests_(options.sent_contents_capacity ? options.sent_contents_capacity : SentContents::kDefaultCapacity),
+        link_window_(options.link_window ? std::min(options.link_window, format::kLinkCheckWindow)
+                                         : format::kLinkCheckWindow) {}
 
   SessionReport Run() {
     std::string groups_file = options_.groups_file.empty() ? store_.root() + "/config/backup-groups.conf"
                                                            : options_.groups_file;
     Selection selection(options_.names, ReadBackupGroups(groups_file));
+    if (!options_.only_users) selection.RequireEveryNameMatches(store_);  // before the stream begins
     format::StreamHeader header;
     header.kind = options_.manifest ? format::StreamKind::kManifest
                   : options_.oracle ? format::StreamKind::kSession
@@ -156,6 +159,13 @@ class BackupSession {
     // one file (a hard-linked single-instance source, as Sun's imsbackup links) or by equal bytes.
     const SentContents::Entry* sent = digests_.Find(m.digest);
     if (sent && folders_seen_ - sent->folder > folder_paths_kept_) sent = nullptr;  // its path is gone
+    // Restore links only within the last kLinkCheckWindow contents (docs/stream-format.md §7.4):
+    // older content is sent again, and its entry then names the new copy.
+    bool renew = false;
+    if (sent && last_content_id_ - sent->content_id >= link_window_) {
+      sent = nullptr;
+      renew = true;
+    }
     if (sent) {
       const std::string earlier =
           folder_paths_[sent->folder % folder_paths_kept_] + "/" + store::MessageRelPath(sent->uid);
@@ -177,7 +187,10 @@ class BackupSession {
     if (!(held ? SendHeld(folder, fd.get(), m, rec) : SendBody(folder, fd.get(), m, rec))) return;
     uint64_t content_id = last_content_id_;
     if (content_id > UINT32_MAX) Throw(Errc::kInvalidArgument, "backup: more than 2^32 messages in one stream");
-    digests_.Insert(m.digest, static_cast<uint32_t>(content_id), folder_index, m.uid);
+    if (renew)
+      digests_.Renew(m.digest, static_cast<uint32_t>(content_id), folder_index, m.uid);
+    else
+      digests_.Insert(m.digest, static_cast<uint32_t>(content_id), folder_index, m.uid);
   }
 
   // Reads the file, checks it against the recorded digest, and sends it as a message record.
@@ -296,12 +309,19 @@ class BackupSession {
   std::vector<std::string> folder_paths_;
   uint32_t folders_seen_ = 0;
   SentContents digests_;
+  uint64_t link_window_;  // links name one of the last link_window_ contents
   uint64_t last_content_id_ = 0;
   std::string buf_;
   std::set<std::pair<Digest, uint64_t>> receiver_has_;  // the open folder's contents the receiver holds
 };
 
 }  // namespace
+
+void CheckBackupSelection(store::Store& store, const BackupOptions& options) {
+  std::string groups_file =
+      options.groups_file.empty() ? store.root() + "/config/backup-groups.conf" : options.groups_file;
+  Selection(options.names, ReadBackupGroups(groups_file)).RequireEveryNameMatches(store);
+}
 
 SessionReport Backup(store::Store& store, const BackupOptions& options, format::Encoder& encoder) {
   return BackupSession(store, options, encoder).Run();

@@ -57,6 +57,7 @@ class Migration {
         }
       }
       ++report_.users_in_no_group;
+      if (report_.no_group_names.size() < MigrateReport::kNoGroupNamesShown) report_.no_group_names.push_back(u.user);
     });
     report_.groups.resize(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) report_.groups[g].name = groups[g].name;
@@ -132,6 +133,8 @@ class Migration {
     };
     RestoreOptions remote;
     remote.partition = options_.partition;
+    // The destination mirrors the source's statuses until the switch sets them (verify compares them).
+    remote.keep_status = true;
 
     auto t = Clock::now();
     live.phase = "copy";
@@ -255,7 +258,14 @@ std::string MigrateReport::Text() const {
     out += buf;
     for (const std::string& e : g.errors) out += "  " + g.name + ": " + e + "\n";
   }
-  if (users_in_no_group) out += std::to_string(users_in_no_group) + " users are in no group and were not migrated\n";
+  if (users_in_no_group) {
+    out += std::to_string(users_in_no_group) + (users_in_no_group == 1 ? " user is" : " users are") +
+           " in no group and were not migrated:";
+    for (const std::string& name : no_group_names) out += " " + name;
+    if (users_in_no_group > no_group_names.size())
+      out += " and " + std::to_string(users_in_no_group - no_group_names.size()) + " more";
+    out += "\n";
+  }
   std::snprintf(buf, sizeof buf, "migrate: %s in %.1f s\n", ok() ? "all groups done" : "SOME GROUPS FAILED", seconds);
   out += buf;
   return out;
@@ -266,6 +276,7 @@ std::string MigrateReport::Json() const {
   j["ok"] = ok();
   j["seconds"] = seconds;
   j["users_in_no_group"] = users_in_no_group;
+  j["users_in_no_group_names"] = no_group_names;
   for (const GroupReport& g : groups) {
     j["groups"].push_back({{"name", g.name},
                            {"ok", g.ok},

@@ -46,6 +46,8 @@ struct GroupReport {
 struct MigrateReport {
   std::vector<GroupReport> groups;
   uint64_t users_in_no_group = 0;
+  std::vector<std::string> no_group_names;  // the first kNoGroupNamesShown of them, to name them
+  static constexpr size_t kNoGroupNamesShown = 20;
   double seconds = 0;
   bool ok() const;
   std::string Text() const;

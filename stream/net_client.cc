@@ -146,7 +146,8 @@ SessionReport SendBackup(store::Store& source, const BackupOptions& options, con
                         {"user_map", remote_restore.user_map},
                         {"continue_on_error", remote_restore.continue_on_error},
                         {"skip_existing_check", remote_restore.skip_existing_check},
-                        {"mirror", remote_restore.mirror}};
+                        {"mirror", remote_restore.mirror},
+                        {"keep_status", remote_restore.keep_status}};
   ClientSession session(to, client, request);
   ServerOracle oracle(session);
   BackupOptions session_options = options;

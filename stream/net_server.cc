@@ -278,6 +278,8 @@ class Server {
     options.continue_on_error = j.at("continue_on_error").get<bool>();
     options.skip_existing_check = j.at("skip_existing_check").get<bool>();
     options.mirror = j.value("mirror", false);
+    options.keep_status = j.value("keep_status", false);
+    options.accept_held = true;  // the peer proved it holds the key (TLS PSK)
     if (!options.partition.empty()) {
       auto parts = store_.Partitions();
       if (std::find(parts.begin(), parts.end(), options.partition) == parts.end())

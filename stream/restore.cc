@@ -70,6 +70,17 @@ struct FolderError : std::runtime_error {
 };
 
 class RestoreSession {
+  // The identity of a file: what a link must find again to use it.
+  struct FileId {
+    uint64_t dev = 0, ino = 0;
+    static FileId Of(const struct stat& st) { return {uint64_t(st.st_dev), uint64_t(st.st_ino)}; }
+    bool empty() const { return dev == 0 && ino == 0; }
+    bool operator==(const FileId&) const = default;
+  };
+  struct FileIdHash {
+    size_t operator()(const FileId& f) const { return std::hash<uint64_t>()(f.ino * 0x9e3779b97f4a7c15ull ^ f.dev); }
+  };
+
  public:
   RestoreSession(store::Store* store, format::Decoder& decoder, const RestoreOptions& options, std::ostream* toc)
       : store_(store), decoder_(decoder), options_(options), toc_(toc), progress_("restore", options.live_progress) {}
@@ -81,19 +92,20 @@ class RestoreSession {
       switch (ev) {
         case Event::kHeader:
           if (toc_) PrintHeader();
+          OnHeader();
           break;
         case Event::kUser: OnUser(decoder_.user()); break;
         case Event::kFolder: Guard([&] { OnFolder(decoder_.folder()); }); break;
         case Event::kMessage:
           // Content ids count every message record of the stream, whatever happens to it here.
-          ++contents_;
+          NewContent();
           Guard([&] { OnMessage(decoder_.message()); });
           break;
         case Event::kBody: Guard([&] { OnBody(decoder_.body()); }); break;
         case Event::kMessageEnd: Guard([&] { OnMessageEnd(); }); break;
         case Event::kLink: Guard([&] { OnLink(decoder_.link()); }); break;
         case Event::kHeld:
-          ++contents_;  // a held record takes a content id too
+          NewContent();  // a held record takes a content id too
           Guard([&] { OnHeld(decoder_.held()); });
           break;
         case Event::kFolderEnd: Guard([&] { OnFolderEnd(); }); skipping_ = false; break;
@@ -139,6 +151,18 @@ class RestoreSession {
     return "user/" + MapUser(user) + rest;
   }
 
+  // Held records say "you hold these bytes"; only a peer that proved it holds the key may say
+  // that (docs/stream-format.md §13). A file or pipe stream of the session kind is refused
+  // before anything is written.
+  void OnHeader() {
+    if (store_ && decoder_.header().kind == format::StreamKind::kManifest)
+      Throw(Errc::kInvalidArgument, "stream: a manifest (no message bodies) cannot be restored; it is for "
+                                    "storemove verify --manifest");
+    if (store_ && decoder_.header().kind == format::StreamKind::kSession && !options_.accept_held)
+      Throw(Errc::kCorrupt, "stream: a session stream (with held records) is accepted only from an authenticated "
+                            "network session, not from a file or pipe");
+  }
+
   void PrintHeader() {
     const auto& h = decoder_.header();
     *toc_ << "stream " << h.version_major << "." << h.version_minor
@@ -162,7 +186,7 @@ class RestoreSession {
       store::UserStatus status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
       if (!existing) store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false);
-      store_->SetUserStatus(user, status);
+      if (options_.keep_status) store_->SetUserStatus(user, status);
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {
@@ -183,6 +207,9 @@ class RestoreSession {
     if (!store_) return;
     store::ValidateUserId(user_);
     store::ValidateFolderName(r.folder);
+    // What is stored after the folder is published must be valid before anything is written.
+    store::ValidateAcl(r.acl);
+    for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
     if (!store_->FindUser(user_)) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
     WriteUser(user_);  // a stream may omit the user record
     folder_name_ = r.folder;
@@ -207,7 +234,8 @@ class RestoreSession {
       MergeUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
     }
     std::string partition = store_->FindUser(user_)->partition;
-    repository_ = std::make_unique<relinker::Repository>(store_->PartitionPath(partition), options_.repository);
+    partition_path_ = store_->PartitionPath(partition);
+    repository_ = std::make_unique<relinker::Repository>(partition_path_, options_.repository);
     // Into a partition whose repository was empty when this session first used it (a fresh
     // destination), looking up each new content would only miss: content repeated within the
     // stream comes as links, and other sessions' content as held records.
@@ -366,6 +394,8 @@ class RestoreSession {
         if (folder_->RepairMissingFile(staged)) {
           ++report_.repaired;
           ++report_.skipped;
+          // The repaired file holds the bytes the stream just delivered: later links may use it.
+          ProveCommitted(folder_->MessagePath(message_.uid), message_.digest, contents_, /*replace_entry=*/false);
         }
         return;
       }
@@ -376,29 +406,24 @@ class RestoreSession {
           Commit();  // pending appends first, so the flag change lands on a committed record
           folder_->SetFlags(message_.uid, meta_.flags, meta_.user_flags);
         }
-        std::string present = folder_->MessagePath(message_.uid);
-        if (!repository_->AddIfMissing(message_.digest, present)) {
-          // An entry was there already: later links to this content may use it only if it
-          // holds these very bytes (a digest collision must not leak into other mailboxes).
-          UniqueFd entry = TryOpenAt(AT_FDCWD, repository_->EntryPath(message_.digest), O_RDONLY, 0, present);
-          UniqueFd mine = OpenFile(present, O_RDONLY);
-          if (!entry.valid() || !relinker::SameContent(entry.get(), mine.get())) collided_[contents_] = present;
-        }
+        // The present file holds the bytes the stream just delivered (compared while reading).
+        ProveCommitted(folder_->MessagePath(message_.uid), message_.digest, contents_, /*replace_entry=*/false);
         matcher_.reset();
         return;
       }
       case Action::kMatch: {
         if (matcher_->CompleteMatch()) {
-          std::optional<store::StagedMessage> staged =
-              repository_->StageLink(*folder_, repository_->EntryPath(message_.digest), meta_);
+          const std::string entry = repository_->EntryPath(message_.digest);
+          UniqueFd matched(::dup(matcher_->file()));
+          if (!matched.valid()) ThrowErrno("dup " + entry);
           matcher_.reset();
-          if (staged) {
+          if (std::optional<store::StagedMessage> staged = StageProvenLink(entry, matched.get())) {
             ++report_.linked;
-            Stage(std::move(*staged), message_.digest);
+            Stage(std::move(*staged), message_.digest, contents_);
             return;
           }
-          // The repository copy is full (link limit): write a new copy of the same bytes.
-          CopyFrom(repository_->EntryPath(message_.digest), message_.digest, /*replace_entry=*/true);
+          // The repository copy is full (link limit) or was replaced: copy the bytes just compared.
+          CopyFrom(std::move(matched), entry, message_.digest, /*replace_entry=*/true, contents_);
           return;
         }
         SwitchToWriting();  // fewer bytes than the candidate
@@ -410,17 +435,15 @@ class RestoreSession {
         if (staged.meta.digest != message_.digest || staged.meta.size != message_.size)
           Throw(Errc::kCorrupt, "stream: message UID " + std::to_string(message_.uid) + " of " + current_mailbox_ +
                                     " does not match its digest after writing");
-        Stage(std::move(staged), message_.digest);
+        Stage(std::move(staged), message_.digest, contents_);
         return;
       }
     }
   }
 
-  // Writes a new copy of proven content (a full repository file, or one on another partition).
-  void CopyFrom(const std::string& path, const Digest& digest, bool replace_entry) {
-    CopyFrom(OpenFile(path, O_RDONLY), path, digest, replace_entry);
-  }
-  void CopyFrom(UniqueFd in, const std::string& path, const Digest& digest, bool replace_entry) {
+  // Writes a new copy of proven content (a full repository file, or one on another partition),
+  // which becomes the proven file of content id `content_id` once committed.
+  void CopyFrom(UniqueFd in, const std::string& path, const Digest& digest, bool replace_entry, uint64_t content_id) {
     writer_ = folder_->NewMessage();
     std::string buf(1 << 20, '\0');
     for (;;) {
@@ -431,10 +454,30 @@ class RestoreSession {
     store::StagedMessage staged = writer_->Finish(meta_);
     writer_.reset();
     if (staged.meta.digest != digest) Throw(Errc::kCorrupt, "file " + path + " does not match its digest");
-    replace_entry_ = replace_entry_ || replace_entry;
-    Stage(std::move(staged), digest);
+    Stage(std::move(staged), digest, content_id, replace_entry);
   }
 
+  // Hard-links `path` into the folder if it is still the file open as `proven` (a path can be
+  // replaced between a proof and the link); nullopt when it is not, or cannot be linked.
+  std::optional<store::StagedMessage> StageProvenLink(const std::string& path, int proven) {
+    struct stat want;
+    if (::fstat(proven, &want) != 0) ThrowErrno("stat " + path);
+    std::optional<store::StagedMessage> staged = repository_->StageLink(*folder_, path, meta_);
+    if (!staged) return std::nullopt;
+    struct stat linked;
+    if (::stat((folder_->path() + "/" + staged->temp_name).c_str(), &linked) != 0 || linked.st_ino != want.st_ino ||
+        linked.st_dev != want.st_dev) {
+      std::vector<store::StagedMessage> drop{std::move(*staged)};
+      folder_->Discard(drop);
+      return std::nullopt;
+    }
+    return staged;
+  }
+
+  // A link names content this stream delivered earlier (content id C). It is restored from the
+  // file this session wrote or proved for C, never from whatever the store holds under C's
+  // digest: a crafted stream may name another user's digest and size (both visible in a
+  // manifest), and XXH3 is not collision resistant (docs/stream-format.md §13).
   void OnLink(const format::LinkRecord& r) {
     if (toc_) *toc_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags) << " link " << r.content_id << "\n";
     progress_.Add(1, r.size);
@@ -443,18 +486,50 @@ class RestoreSession {
     if (!store_ || decoder_.header().kind == format::StreamKind::kManifest) return;
     message_ = r;
     meta_ = ToMeta(r);
+    const bool present = AlreadyPresent(r, &meta_);  // also notes the UID as part of the stream
     if (unproven_.count(r.content_id)) {
-      AlreadyPresent(r, &meta_);  // still notes the UID as part of the stream
       ReportMessageError(r, "link to held content " + r.digest.Hex() + " that failed its proof; not restored");
       return;
     }
-    if (AlreadyPresent(r, &meta_)) {
-      // Present with the same digest: its bytes were proven when the content was first seen?
-      // Not necessarily (it may predate this stream), so compare with the repository copy.
-      std::string entry = repository_->EntryPath(r.digest);
-      UniqueFd have = folder_->OpenMessageFile(r.uid);
-      UniqueFd want = OpenFile(entry, O_RDONLY);
-      if (have.valid() && relinker::SameContent(have.get(), want.get())) {
+    if (!ProvenSlot(r.content_id))
+      Throw(Errc::kCorrupt, "stream: link uid " + std::to_string(r.uid) + " names content_id " +
+                                std::to_string(r.content_id) + ", older than the last " +
+                                std::to_string(format::kLinkCheckWindow) +
+                                " contents; restore links only to content this stream delivered");
+    if (ProvenSlot(r.content_id)->empty()) Commit();  // the content may still be in this batch
+    const FileId want = Current(*ProvenSlot(r.content_id));
+    if (want.empty()) {
+      ReportMessageError(r, "link to content_id " + std::to_string(r.content_id) +
+                                ", which this restore did not restore (its folder failed); not restored");
+      return;
+    }
+    std::string source;
+    UniqueFd fd = OpenProven(r, want, &source);
+    if (!fd.valid()) {
+      ReportMessageError(r, "the file restored for content_id " + std::to_string(r.content_id) +
+                                " was replaced meanwhile; not restored, a rerun restores it");
+      return;
+    }
+    struct stat have;
+    if (::fstat(fd.get(), &have) != 0) ThrowErrno("stat " + source);
+    // The decoder checks a link against recent contents only (docs/stream-format.md §7.4).
+    if (uint64_t(have.st_size) != r.size)
+      Throw(Errc::kCorrupt, "stream: link uid " + std::to_string(r.uid) + " names content of " + std::to_string(r.size) +
+                                " bytes, but " + source + " has " + std::to_string(have.st_size));
+    if (!source.starts_with(partition_path_ + "/")) {
+      // C's file is on another partition: hard links stay within a partition, so this one's
+      // entry is used when it holds the same bytes, else a copy is made (and becomes C's file).
+      const std::string local = repository_->EntryPath(r.digest);
+      UniqueFd local_fd = TryOpenAt(AT_FDCWD, local, O_RDONLY, 0, local);
+      if (local_fd.valid() && relinker::SameContent(local_fd.get(), fd.get())) {
+        source = local;
+        fd = std::move(local_fd);
+      }
+    }
+    if (present) {
+      // Present with the same digest: kept if it holds the very bytes of content C.
+      UniqueFd mine = folder_->OpenMessageFile(r.uid);
+      if (mine.valid() && relinker::SameContent(mine.get(), fd.get())) {
         ++report_.skipped;
         const store::MessageMeta& old = present_[r.uid];
         if (old.flags != meta_.flags || old.user_flags != meta_.user_flags) {
@@ -465,27 +540,34 @@ class RestoreSession {
       }
       meta_.uid = 0;
     }
-    std::string source = LinkSource(r);
-    struct stat have;
-    if (::stat(source.c_str(), &have) != 0) {
-      Commit();  // the content may still be in this batch
-      if (::stat(source.c_str(), &have) != 0) {
-        // First restored on another partition (another filesystem, another repository): copy.
-        CopyFrom(FindInOtherPartitions(r.digest), r.digest, /*replace_entry=*/false);
+    if (source.starts_with(partition_path_ + "/")) {
+      if (std::optional<store::StagedMessage> staged = StageProvenLink(source, fd.get())) {
+        ++report_.linked;
+        Stage(std::move(*staged), r.digest, 0);
         return;
       }
     }
-    // The decoder checks a link against recent contents only (docs/stream-format.md §7.4).
-    if (uint64_t(have.st_size) != r.size)
-      Throw(Errc::kCorrupt, "stream: link uid " + std::to_string(r.uid) + " names content of " + std::to_string(r.size) +
-                                " bytes, but " + source + " has " + std::to_string(have.st_size));
-    std::optional<store::StagedMessage> staged = repository_->StageLink(*folder_, source, meta_);
-    if (staged) {
-      ++report_.linked;
-      Stage(std::move(*staged), r.digest, /*new_content=*/false);
-    } else {
-      CopyFrom(source, r.digest, /*replace_entry=*/true);
+    // Full (link limit) or on another filesystem: a copy, which becomes C's file from now on.
+    CopyFrom(std::move(fd), source, r.digest, /*replace_entry=*/source == repository_->EntryPath(r.digest), r.content_id);
+  }
+
+  // Opens the file that is `want`: the file restored for a collided content, the repository
+  // entry of the digest, or the entry on another partition (where C was first restored).
+  UniqueFd OpenProven(const format::LinkRecord& r, const FileId& want, std::string* path) {
+    std::vector<std::string> candidates;
+    if (auto it = collided_.find(r.content_id); it != collided_.end()) candidates.push_back(it->second);
+    candidates.push_back(repository_->EntryPath(r.digest));
+    for (const std::string& p : store_->Partitions())
+      candidates.push_back(relinker::Repository(store_->PartitionPath(p)).EntryPath(r.digest));
+    for (const std::string& candidate : candidates) {
+      UniqueFd fd = TryOpenAt(AT_FDCWD, candidate, O_RDONLY, 0, candidate);
+      struct stat st;
+      if (fd.valid() && ::fstat(fd.get(), &st) == 0 && FileId::Of(st) == want) {
+        *path = candidate;
+        return fd;
+      }
     }
+    return UniqueFd();
   }
 
   // A message whose body the sender did not send because this side holds it: linked to the
@@ -498,12 +580,15 @@ class RestoreSession {
     ++report_.held;
     report_.message_bytes += r.size;
     if (!store_) return;
+    if (!options_.accept_held)  // refused at the header already; kept next to what it guards
+      Throw(Errc::kCorrupt, "stream: held record outside an authenticated network session");
     message_ = r;
     meta_ = ToMeta(r);
     if (AlreadyPresent(r, &meta_)) {
       UniqueFd have = folder_->OpenMessageFile(r.uid);
       if (have.valid() && net::Sha256OfFile(have.get(), folder_->MessagePath(r.uid)) == r.sha256) {
         collided_[contents_] = folder_->MessagePath(r.uid);  // later links: the proven file
+        Prove(contents_, have.get(), collided_[contents_]);
         ++report_.skipped;
         const store::MessageMeta& old = present_[r.uid];
         if (old.flags != meta_.flags || old.user_flags != meta_.user_flags) {
@@ -534,7 +619,7 @@ class RestoreSession {
     }
     std::optional<store::StagedMessage> staged = repository_->StageLink(*folder_, entry, meta_);
     if (!staged) {
-      CopyFrom(std::move(candidate), entry, r.digest, /*replace_entry=*/true);
+      CopyFrom(std::move(candidate), entry, r.digest, /*replace_entry=*/true, contents_);
       return;
     }
     // The entry may have been replaced between the proof and the link: keep only the proven file.
@@ -547,7 +632,8 @@ class RestoreSession {
       return;
     }
     ++report_.linked;
-    Stage(std::move(*staged), r.digest, /*new_content=*/false);
+    Prove(contents_, candidate.get(), entry);
+    Stage(std::move(*staged), r.digest, 0);
   }
 
   // The held record just read (content id contents_) is not restored, nor links to it.
@@ -561,26 +647,14 @@ class RestoreSession {
     report_.error_lines.push_back(current_mailbox_ + " UID " + std::to_string(r.uid) + ": " + what);
   }
 
-  std::string FindInOtherPartitions(const Digest& digest) {
-    for (const std::string& p : store_->Partitions()) {
-      std::string entry = relinker::Repository(store_->PartitionPath(p)).EntryPath(digest);
-      if (PathExists(entry)) return entry;
-    }
-    Throw(Errc::kCorrupt, "stream: link to content that was never restored (" + digest.Hex() + ")");
-  }
-
-  // The file holding a link's content: normally the repository entry of its digest; for content
-  // that collided with a different repository file, the file restored for it.
-  std::string LinkSource(const format::LinkRecord& r) {
-    auto it = collided_.find(r.content_id);
-    if (it != collided_.end()) return it->second;
-    return repository_->EntryPath(r.digest);
-  }
-
-  void Stage(store::StagedMessage staged, const Digest& digest, bool new_content = true) {
+  // `content_id`: the content this file holds and proves once committed; 0 for a link to a
+  // file proven already.
+  // `replace_entry`: the file replaces the repository entry (a full one) when committed.
+  void Stage(store::StagedMessage staged, const Digest& digest, uint64_t content_id, bool replace_entry = false) {
     pending_.push_back(std::move(staged));
+    pending_replace_.push_back(replace_entry);
     pending_digests_.push_back(digest);
-    pending_content_ids_.push_back(new_content ? contents_ : 0);
+    pending_content_ids_.push_back(content_id);
     pending_bytes_ += message_.size;
     if (pending_.size() >= options_.batch_messages || pending_bytes_ >= (64u << 20)) Commit();
   }
@@ -588,25 +662,78 @@ class RestoreSession {
   void Commit() {
     if (pending_.empty()) return;
     std::vector<uint32_t> uids = folder_->Commit(pending_);
-    for (size_t i = 0; i < uids.size(); ++i) {
-      if (!pending_content_ids_[i]) continue;
-      std::string path = folder_->MessagePath(uids[i]);
-      if (replace_entry_) {
-        repository_->Replace(pending_digests_[i], path);
-        continue;
-      }
-      if (repository_->AddIfMissing(pending_digests_[i], path)) continue;
-      // A repository entry with other bytes (digest collision): links to this content must use
-      // this file, not the entry.
-      UniqueFd entry = TryOpenAt(AT_FDCWD, repository_->EntryPath(pending_digests_[i]), O_RDONLY, 0, path);
-      UniqueFd mine = OpenFile(path, O_RDONLY);
-      if (entry.valid() && !relinker::SameContent(entry.get(), mine.get())) collided_[pending_content_ids_[i]] = path;
-    }
-    replace_entry_ = false;
+    for (size_t i = 0; i < uids.size(); ++i)
+      if (pending_content_ids_[i])
+        ProveCommitted(folder_->MessagePath(uids[i]), pending_digests_[i], pending_content_ids_[i], pending_replace_[i]);
     pending_.clear();
+    pending_replace_.clear();
     pending_digests_.clear();
     pending_content_ids_.clear();
     pending_bytes_ = 0;
+  }
+
+  // `path` is committed and holds the bytes of content `content_id` (written from the stream, or
+  // compared with it): it becomes the repository entry, or proves an entry with the same bytes,
+  // or (an entry with other bytes: a digest collision) serves links to this content itself.
+  void ProveCommitted(const std::string& path, const Digest& digest, uint64_t content_id, bool replace_entry) {
+    UniqueFd mine = OpenFile(path, O_RDONLY);
+    if (replace_entry) {
+      const std::string entry = repository_->EntryPath(digest);
+      struct stat old;
+      const bool had = ::stat(entry.c_str(), &old) == 0;
+      repository_->Replace(digest, path);
+      struct stat now;
+      if (::fstat(mine.get(), &now) != 0) ThrowErrno("stat " + path);
+      // Links to other content ids proven by the old (full) entry follow it to this copy.
+      if (had && !(FileId::Of(old) == FileId::Of(now))) replaced_[FileId::Of(old)] = FileId::Of(now);
+      Prove(content_id, mine.get(), path);
+      return;
+    }
+    if (repository_->AddIfMissing(digest, path)) {
+      Prove(content_id, mine.get(), path);
+      return;
+    }
+    const std::string entry_path = repository_->EntryPath(digest);
+    UniqueFd entry = TryOpenAt(AT_FDCWD, entry_path, O_RDONLY, 0, entry_path);
+    if (entry.valid() && relinker::SameContent(entry.get(), mine.get())) {
+      Prove(content_id, entry.get(), entry_path);
+      return;
+    }
+    collided_[content_id] = path;
+    Prove(content_id, mine.get(), path);
+  }
+
+  // Content ids count message and held records alike; the slot of a new one starts empty.
+  void NewContent() {
+    ++contents_;
+    const size_t slot = size_t((contents_ - 1) % format::kLinkCheckWindow);
+    if (slot >= proven_.size()) proven_.resize(slot + 1);
+    proven_[slot] = FileId{};
+  }
+
+  // The file proven for a content id, within the last kLinkCheckWindow contents (the links a
+  // writer sends, docs/stream-format.md §7.4); nullptr for an older or unknown id.
+  FileId* ProvenSlot(uint64_t content_id) {
+    if (content_id == 0 || content_id > contents_ || contents_ - content_id >= format::kLinkCheckWindow) return nullptr;
+    return &proven_[size_t((content_id - 1) % format::kLinkCheckWindow)];
+  }
+
+  void Prove(uint64_t content_id, int fd, const std::string& path) {
+    FileId* slot = ProvenSlot(content_id);
+    if (!slot) return;
+    struct stat st;
+    if (::fstat(fd, &st) != 0) ThrowErrno("stat " + path);
+    *slot = FileId::Of(st);
+  }
+
+  // A proven file, or the copy that replaced it in the repository when it was full.
+  FileId Current(FileId id) const {
+    for (size_t hops = 0; hops <= replaced_.size(); ++hops) {
+      auto it = replaced_.find(id);
+      if (it == replaced_.end()) break;
+      id = it->second;
+    }
+    return id;
   }
 
   void OnFolderEnd() {
@@ -633,6 +760,7 @@ class RestoreSession {
   void AbandonFolder() {
     if (folder_) folder_->Discard(pending_);
     pending_.clear();
+    pending_replace_.clear();
     pending_digests_.clear();
     pending_content_ids_.clear();
     pending_bytes_ = 0;
@@ -683,6 +811,7 @@ class RestoreSession {
   format::FolderRecord folder_record_;
   Mode mode_ = Mode::kNew;
   std::unique_ptr<store::Folder> folder_;
+  std::string partition_path_;  // of the open folder
   std::unique_ptr<relinker::Repository> repository_;
   std::unordered_map<uint32_t, store::MessageMeta> present_;
   std::unordered_set<uint32_t> in_stream_;  // UIDs of the open merge folder seen in the stream
@@ -694,7 +823,7 @@ class RestoreSession {
   std::vector<Digest> pending_digests_;
   std::vector<uint64_t> pending_content_ids_;  // content id of new content, 0 for links
   uint64_t pending_bytes_ = 0;
-  bool replace_entry_ = false;
+  std::vector<bool> pending_replace_;
 
   // The open message.
   format::MessageRecord message_;
@@ -707,6 +836,10 @@ class RestoreSession {
   // whose digest collided with other bytes in the repository.
   uint64_t contents_ = 0;
   std::unordered_map<uint64_t, std::string> collided_;
+  // By content id (a ring over the last kLinkCheckWindow ids, 16 bytes each): the file this
+  // session wrote or proved to hold that content, the only file a link to it may use.
+  std::vector<FileId> proven_;
+  std::unordered_map<FileId, FileId, FileIdHash> replaced_;  // full entries -> their copies (rare)
   std::unordered_set<uint64_t> unproven_;  // content ids of held records whose proof failed
 };
 

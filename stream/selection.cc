@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 
 #include "stream/stream.h"
 #include "util/error.h"
@@ -16,6 +17,7 @@ std::vector<BackupGroup> ReadBackupGroups(const std::string& path) {
   if (!in) Throw(Errc::kIo, "cannot read " + path);
   std::string line;
   int lineno = 0;
+  std::map<std::string, int> defined;  // group name -> line
   while (std::getline(in, line)) {
     ++lineno;
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -27,6 +29,9 @@ std::vector<BackupGroup> ReadBackupGroups(const std::string& path) {
     BackupGroup g{line.substr(first, eq - first), line.substr(eq + 1)};
     while (!g.name.empty() && (g.name.back() == ' ' || g.name.back() == '\t')) g.name.pop_back();
     store::ValidatePartitionName(g.name);  // same character rules as a partition name
+    if (auto [it, added] = defined.emplace(g.name, lineno); !added)
+      Throw(Errc::kInvalidArgument, where + ": group '" + g.name + "' is defined again (first on line " +
+                                        std::to_string(it->second) + ")");
     regex_t re;
     if (regcomp(&re, ("^(" + g.regex + ")$").c_str(), REG_EXTENDED | REG_NOSUB) != 0)
       Throw(Errc::kInvalidArgument, where + ": invalid regular expression '" + g.regex + "'");
@@ -50,6 +55,7 @@ Selection::Selection(const std::vector<std::string>& names, const std::vector<Ba
   groups_.push_back({"user", ".*"});
   for (const std::string& name : names) {
     Item item;
+    item.name = name;
     if (name == "/" || name.empty()) {
       items_.push_back(item);
       continue;
@@ -86,6 +92,61 @@ Selection::Selection(const std::vector<std::string>& names, const std::vector<Ba
       item.user = parts[2];
     }
     items_.push_back(item);
+  }
+}
+
+void Selection::RequireEveryNameMatches(store::Store& store) const {
+  std::vector<std::string> partitions = store.Partitions();
+  std::vector<bool> matched(items_.size(), false);
+  size_t open = 0;
+  for (size_t i = 0; i < items_.size(); ++i) {
+    const Item& item = items_[i];
+    if (!item.partition.empty() &&
+        std::find(partitions.begin(), partitions.end(), item.partition) == partitions.end())
+      Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: no partition '" + item.partition + "'");
+    if (!item.user.empty()) {
+      std::optional<store::UserInfo> u = store.FindUser(item.user);
+      if (!u) Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: no user '" + item.user + "'");
+      if (u->partition != item.partition)
+        Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: user '" + item.user + "' is on partition '" +
+                                   u->partition + "'");
+      if (item.group >= 0 && !GroupMatches(groups_[size_t(item.group)], item.user))
+        Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: user '" + item.user +
+                                   "' is not in group '" + groups_[size_t(item.group)].name + "'");
+    }
+    // Whole stores and partitions may be empty; a group or a mailbox pattern must match something.
+    matched[i] = item.mailbox_pattern.empty() && (item.group < 0 || !item.user.empty());
+    if (!matched[i]) ++open;
+  }
+  if (open == 0) return;
+  store.ForEachUser([&](const store::UserInfo& user) {
+    if (open == 0) return;
+    for (size_t i = 0; i < items_.size(); ++i) {
+      if (matched[i]) continue;
+      const Item& item = items_[i];
+      bool hit = false;
+      if (item.mailbox_pattern.empty()) {
+        hit = item.partition == user.partition && GroupMatches(groups_[size_t(item.group)], user.user);
+      } else {
+        Selection one({item.name}, {});
+        if (one.WantsUser(user))
+          for (const store::FolderInfo& f : store.ListFolders(user.user))
+            if (store::MatchPattern(item.mailbox_pattern, f.Mailbox())) hit = true;
+      }
+      if (hit) {
+        matched[i] = true;
+        --open;
+      }
+    }
+  });
+  for (size_t i = 0; i < items_.size(); ++i) {
+    if (matched[i]) continue;
+    const Item& item = items_[i];
+    if (!item.mailbox_pattern.empty())
+      Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: no mailbox matches '" +
+                                 item.mailbox_pattern + "'");
+    Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: no user of partition '" + item.partition +
+                               "' is in group '" + groups_[size_t(item.group)].name + "'");
   }
 }
 

@@ -55,6 +55,19 @@ class SentContents {
     ++evicted_;
   }
 
+  // Makes `digest` name this (newer) content: it was sent again because its first copy is too
+  // old to link to.
+  void Renew(const Digest& digest, uint32_t content_id, uint32_t folder, uint32_t uid) {
+    Entry* bucket = &slots_[Bucket(digest)];
+    for (size_t i = 0; i < kWays; ++i) {
+      if (bucket[i].content_id != 0 && bucket[i].digest == digest) {
+        bucket[i] = Entry{digest, content_id, folder, uid};
+        return;
+      }
+    }
+    Insert(digest, content_id, folder, uid);
+  }
+
   size_t size() const { return size_; }        // entries held
   size_t evicted() const { return evicted_; }  // contents forgotten to make room
   size_t capacity() const { return slots_.size(); }

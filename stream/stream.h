@@ -36,9 +36,14 @@ class Selection {
   Selection(const std::vector<std::string>& names, const std::vector<BackupGroup>& groups);
   bool WantsUser(const store::UserInfo& user) const;
   bool WantsFolder(const store::UserInfo& user, const std::string& folder) const;
+  // Throws kNotFound naming the first name that selects nothing in `store` (an unknown
+  // partition, user or mailbox, a user outside the named group or partition): an operator's
+  // typo must not become an empty backup that exits 0.
+  void RequireEveryNameMatches(store::Store& store) const;
 
  private:
   struct Item {
+    std::string name;             // as given
     std::string partition;        // empty = any
     int group = -1;               // index into groups_, -1 = any
     std::string user;             // empty = any
@@ -77,6 +82,9 @@ struct BackupOptions {
   size_t sent_contents_capacity = 0;
   // Folder paths that table can refer to (the last N folders); 0 = the default of 16,384.
   uint32_t folder_paths_kept = 0;
+  // Links name only one of the last N contents (restore links nothing older); 0 = the format's
+  // kLinkCheckWindow, the most allowed. Smaller values are for tests.
+  uint64_t link_window = 0;
 };
 
 struct SessionReport {
@@ -99,6 +107,9 @@ struct SessionReport {
 // Writes the selected part of `store` as a stream of records into `encoder`'s sink. Messages
 // whose file no longer matches its recorded digest are reported in `errors` and left out.
 SessionReport Backup(store::Store& store, const BackupOptions& options, format::Encoder& encoder);
+// What Backup checks first (Selection::RequireEveryNameMatches), for a caller that wants to
+// know before it creates its output file.
+void CheckBackupSelection(store::Store& store, const BackupOptions& options);
 
 // --- restore -------------------------------------------------------------------------------
 struct RestoreOptions {
@@ -117,6 +128,13 @@ struct RestoreOptions {
   // With a full (not -d) stream: messages of an existing mailbox that the stream no longer has
   // are expunged, so a second pass makes the destination an exact mirror (migrate catch-up).
   bool mirror = false;
+  // Held records ("you hold these bytes") are taken only from a peer that authenticated: a
+  // network session sets this; a file or pipe stream of the session kind is refused.
+  bool accept_held = false;
+  // A user's status travels in the stream, but a restored user is made active (a new one) or
+  // keeps its own status (an existing one) unless this is set (restore --keep-status; migrate,
+  // whose switch sets statuses explicitly).
+  bool keep_status = false;
 };
 
 std::map<std::string, std::string> ReadUserMap(const std::string& path);

@@ -64,6 +64,7 @@ int RunBackup(const BackupCliOptions& o) {
     ReportSession(report, "backup", o.json);
     return report.errors ? ExitStatus(Errc::kCorrupt) : 0;
   }
+  stream::CheckBackupSelection(*store, options);  // a name that selects nothing leaves no file behind
   UniqueFd fd = stream::OpenOutput(o.file);
   stream::FdSink sink(fd.get(), o.file == "-" ? "standard output" : o.file);
   stream::SessionReport report;

@@ -1,5 +1,6 @@
 // storemove restore: imsrestore. Applies a backup stream (zstd or plain, detected) to a store.
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,17 +23,33 @@ struct RestoreCliOptions {
   bool skip_check = false;
   std::string map_file;
   bool rename_existing = false;
+  bool keep_status = false;
   bool toc = false;
   bool verbose = false;
   bool json = false;
   std::string partition;
 };
 
+// A restore may stop at any point: what it committed is complete, nothing half-restored is
+// visible, and a rerun completes it (as after kill -9). So Ctrl-C or SIGTERM stops it at once,
+// with one line that says so, instead of a silent death.
+void OnInterrupt(int) {
+  static const char kLine[] =
+      "storemove: restore interrupted; nothing half-restored is visible: run the same restore again to complete it\n";
+  (void)!::write(STDERR_FILENO, kLine, sizeof kLine - 1);
+  ::_exit(ExitStatus(Errc::kInterrupted));
+}
+
 int RunRestore(const RestoreCliOptions& o) {
+  struct sigaction sa {};
+  sa.sa_handler = OnInterrupt;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
   stream::RestoreOptions options;
   options.table_of_contents = o.toc;
   options.skip_existing_check = o.skip_check;
   options.rename_existing = o.rename_existing;
+  options.keep_status = o.keep_status;
   if (!o.map_file.empty()) options.user_map = stream::ReadUserMap(o.map_file);
   options.partition = o.partition;
   if (!o.answer.empty() && o.answer != "y" && o.answer != "n") Throw(Errc::kInvalidArgument, "-c: answer y or n");
@@ -74,6 +91,9 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
   c->add_flag("-i", o->skip_check, "do not check for messages already present: append everything with new UIDs");
   c->add_option("-m", o->map_file, "rename users: file of old=new lines")->type_name("MAPFILE");
   c->add_flag("-n", o->rename_existing, "restore into MAILBOX.YYYYMMDD when the mailbox exists");
+  c->add_flag("--keep-status", o->keep_status,
+              "give users the status the stream carries (hold, moved:HOST); default: new users are active, "
+              "existing users keep theirs");
   c->add_flag("-t", o->toc, "print the table of contents; write nothing");
   c->add_option("--partition", o->partition, "partition for users that do not exist yet")->type_name("NAME");
   c->add_flag("-v,--verbose", o->verbose, "live progress on stderr even when it is not a terminal");

@@ -1,0 +1,244 @@
+// Operator errors and damaged stores through the real binary: each ends with one readable line
+// on stderr and a non-zero exit (never a signal), and leaves the store as it was.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "store/store.h"
+#include "tests/support/temp_dir.h"
+#include "tests/tools/cli_runner.h"
+
+namespace storemove::tools {
+namespace {
+
+using storemove::testing::CliResult;
+using storemove::testing::RunCli;
+using storemove::testing::TempDir;
+namespace fs = std::filesystem;
+
+bool IsOneErrorLine(const CliResult& r) {
+  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
+}
+
+void FillWithRandomBytes(const std::string& path, size_t size, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string bytes(size, '\0');
+  for (char& c : bytes) c = char(rng());
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// A damaged mboxlist database file: the store cannot be opened, and the CLI says which file,
+// in one line, with a non-zero exit. Before, Db::Db destroyed itself and then read its
+// destroyed members (a double free, or garbage in the message).
+TEST(Operator, DamagedMboxlistDatabaseIsOneLineNamingTheFile) {
+  for (const char* file : {"lright.db", "user.db", "folder.db"}) {
+    for (uint32_t seed : {1u, 2u}) {
+      TempDir tmp;
+      const std::string root = tmp / "store";
+      ASSERT_EQ(RunCli({"init", "--store", root}).status, 0);
+      ASSERT_EQ(RunCli({"deliver", "--store", root, "--user", "joe", "--create"}, "Subject: x\r\n\r\nx\r\n").status, 0);
+      const std::string path = root + "/mboxlist/" + file;
+      FillWithRandomBytes(path, size_t(fs::file_size(path)), seed);
+      CliResult r = RunCli({"list", "--store", root});
+      EXPECT_NE(r.status, 0) << file << "\n" << r.Describe();
+      EXPECT_LT(r.status, 128) << file << "\n" << r.Describe();
+      EXPECT_TRUE(IsOneErrorLine(r)) << file << "\n" << r.Describe();
+      EXPECT_NE(r.err.find(file), std::string::npos) << r.Describe();
+    }
+  }
+}
+
+// A database file that cannot be opened at all (here: a directory in its place).
+TEST(Operator, UnopenableMboxlistDatabaseIsOneLine) {
+  TempDir tmp;
+  const std::string root = tmp / "store";
+  ASSERT_EQ(RunCli({"init", "--store", root}).status, 0);
+  fs::remove(root + "/mboxlist/subscr.db");
+  fs::create_directory(root + "/mboxlist/subscr.db");
+  CliResult r = RunCli({"list", "--store", root});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_LT(r.status, 128) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("subscr.db"), std::string::npos) << r.Describe();
+}
+
+// init on a full filesystem: a 64 KiB tmpfs (root only; skipped otherwise).
+TEST(Operator, InitOnAFullFilesystemIsOneLine) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tiny tmpfs";
+  TempDir tmp;
+  const std::string mnt = tmp / "tiny";
+  fs::create_directory(mnt);
+  if (std::system(("mount -t tmpfs -o size=64k tmpfs " + mnt + " 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs here";
+  CliResult r = RunCli({"init", "--store", mnt + "/store"});
+  std::system(("umount " + mnt).c_str());
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_LT(r.status, 128) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+}
+
+// A store with users ann and mike on partition primary and groups groupA (a-l) and empty
+// (matching nobody), as an operator would have it.
+class OperatorStore : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(RunCli({"init", "--store", root_}).status, 0);
+    for (const char* user : {"ann", "mike"})
+      ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", user, "--create"}, "Subject: x\r\n\r\nx\r\n").status, 0);
+    fs::create_directories(root_ + "/config");
+    std::ofstream(root_ + "/config/backup-groups.conf") << "groupA=[a-l].*\nempty=zzz.*\n";
+  }
+  TempDir dir_;
+  const std::string root_ = dir_ / "store";
+};
+
+// A backup name that selects nothing is an operator's typo: an error naming it, not an empty
+// backup with exit 0; and no output file is left behind.
+TEST_F(OperatorStore, BackupOfANameThatSelectsNothingFails) {
+  const std::string out = dir_ / "out.sm";
+  struct Case {
+    std::string name, says;
+  } cases[] = {
+      {"/nopart", "no partition 'nopart'"},
+      {"/primary/groupA/zed", "no user 'zed'"},
+      {"/primary/groupA/mike", "'mike' is not in group 'groupA'"},
+      {"/primary/empty", "no user of partition 'primary' is in group 'empty'"},
+      {"user/nobody/INBOX", "no mailbox matches 'user/nobody/INBOX'"},
+      {"user/ann/Nope", "no mailbox matches 'user/ann/Nope'"},
+  };
+  for (const Case& c : cases) {
+    CliResult r = RunCli({"backup", "--store", root_, "-f", out, c.name});
+    EXPECT_NE(r.status, 0) << c.name << "\n" << r.Describe();
+    EXPECT_LT(r.status, 128) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find("'" + c.name + "'"), std::string::npos) << r.Describe();
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << r.Describe();
+    EXPECT_FALSE(fs::exists(out)) << c.name;
+  }
+  // Names that select something still work, with one of them alongside a bad one refused.
+  for (std::string name : {"/", "/primary", "/primary/groupA", "/primary/groupA/ann", "user/ann/INBOX", "user/*"}) {
+    CliResult r = RunCli({"backup", "--store", root_, "-f", out, name});
+    EXPECT_EQ(r.status, 0) << name << "\n" << r.Describe();
+  }
+  CliResult mixed = RunCli({"backup", "--store", root_, "-f", dir_ / "mixed.sm", "/primary/groupA", "user/zed/INBOX"});
+  EXPECT_NE(mixed.status, 0) << mixed.Describe();
+}
+
+// Deleting a migrated user (status moved:HOST) keeps the forwarding answer: a late delivery is
+// deferred (75, the MTA re-resolves the host), not bounced as an unknown user (67).
+TEST_F(OperatorStore, DeletingAMovedUserKeepsTheForwardingAnswer) {
+  ASSERT_EQ(RunCli({"user", "--store", root_, "ann", "--status", "moved:new.example.com"}).status, 0);
+  CliResult del = RunCli({"delete", "--store", root_, "--force", "ann"});
+  ASSERT_EQ(del.status, 0) << del.Describe();
+  CliResult late = RunCli({"deliver", "--store", root_, "--user", "ann"}, "Subject: late\r\n\r\nx\r\n");
+  EXPECT_EQ(late.status, 75) << late.Describe();
+  EXPECT_NE(late.err.find("new.example.com"), std::string::npos) << late.Describe();
+  auto store = store::Store::Open(root_);
+  ASSERT_TRUE(store->FindUser("ann"));
+  EXPECT_EQ(store->FindUser("ann")->status.ToString(), "moved:new.example.com");
+  EXPECT_TRUE(store->ListFolders("ann").empty());
+  // An active user is deleted entirely, as before.
+  ASSERT_EQ(RunCli({"delete", "--store", root_, "--force", "mike"}).status, 0);
+  EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "mike"}, "Subject: late\r\n\r\nx\r\n").status, 67);
+}
+
+// A user's status travels in the stream, but a held (or moved) source user must not arrive
+// held at the destination: restore makes users active unless --keep-status.
+TEST_F(OperatorStore, RestoreMakesUsersActiveUnlessAskedToKeepTheStatus) {
+  ASSERT_EQ(RunCli({"user", "--store", root_, "ann", "--status", "hold"}).status, 0);
+  ASSERT_EQ(RunCli({"user", "--store", root_, "mike", "--status", "moved:x.example.com"}).status, 0);
+  const std::string stream = dir_ / "s.sm";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
+  for (bool keep : {false, true}) {
+    TempDir d;
+    const std::string dst = d / "dst";
+    ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+    std::vector<std::string> args = {"restore", "--store", dst, "-f", stream};
+    if (keep) args.push_back("--keep-status");
+    CliResult r = RunCli(args);
+    ASSERT_EQ(r.status, 0) << r.Describe();
+    auto store = store::Store::Open(dst);
+    EXPECT_EQ(store->FindUser("ann")->status.ToString(), keep ? "hold" : "active");
+    EXPECT_EQ(store->FindUser("mike")->status.ToString(), keep ? "moved:x.example.com" : "active");
+  }
+}
+
+// A manifest has no bodies: restoring one must fail, not exit 0 with empty mailboxes.
+TEST_F(OperatorStore, RestoreOfAManifestFails) {
+  const std::string manifest = dir_ / "m.sm";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", manifest, "--manifest"}).status, 0);
+  const std::string dst = dir_ / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  CliResult r = RunCli({"restore", "--store", dst, "-f", manifest});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_LT(r.status, 128) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("manifest"), std::string::npos) << r.Describe();
+  auto store = store::Store::Open(dst);
+  EXPECT_FALSE(store->FindUser("ann"));
+  EXPECT_EQ(RunCli({"restore", "--store", dst, "-f", manifest, "-t"}).status, 0);  // listing it is fine
+}
+
+// Ctrl-C (or SIGTERM) of a restore: one line saying it was interrupted and that a rerun
+// completes it, a non-zero exit (not a death by signal), and the rerun does complete it.
+TEST_F(OperatorStore, InterruptedRestoreSaysSoAndARerunCompletesIt) {
+  const std::string stream = dir_ / "s.sm";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream, "--compress", "none"}).status, 0);
+  const std::string bytes = storemove::testing::SlurpFile(stream);
+  const std::string dst = dir_ / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  for (int sig : {SIGINT, SIGTERM}) {
+    int in[2];
+    ASSERT_EQ(::pipe(in), 0);
+    const std::string err_path = dir_ / "err";
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::dup2(in[0], 0);
+      ::close(in[1]);
+      int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      ::dup2(err, 2);
+      ::execl(STOREMOVE_BIN, STOREMOVE_BIN, "restore", "--store", dst.c_str(), "-f", "-", nullptr);
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    // Half the stream, then wait (the pipe keeps the restore blocked) until it has read all of
+    // it: by then its handler is installed (before it reads its input).
+    const size_t half = std::min<size_t>(bytes.size() / 2, 60000);
+    ASSERT_EQ(::write(in[1], bytes.data(), half), ssize_t(half));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (int pending = 1; pending > 0 && std::chrono::steady_clock::now() < deadline;) {
+      ASSERT_EQ(::ioctl(in[1], FIONREAD, &pending), 0);
+      if (pending > 0) std::this_thread::yield();
+    }
+    ::kill(pid, sig);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ::close(in[1]);
+    const std::string err = storemove::testing::SlurpFile(err_path);
+    ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status) << "\n" << err;
+    EXPECT_NE(WEXITSTATUS(status), 0);
+    EXPECT_TRUE(err.find("interrupted") != std::string::npos && err.find("again") != std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  }
+  CliResult rerun = RunCli({"restore", "--store", dst, "-f", stream});
+  ASSERT_EQ(rerun.status, 0) << rerun.Describe();
+  auto store = store::Store::Open(dst);
+  EXPECT_EQ(store->OpenFolder("ann", "INBOX")->Snapshot().messages.size(), 1u);
+  EXPECT_EQ(store->OpenFolder("mike", "INBOX")->Snapshot().messages.size(), 1u);
+}
+
+}  // namespace
+}  // namespace storemove::tools
