@@ -307,7 +307,7 @@ void Resolve(const Endpoint& e, bool passive, AddrInfo* out) {
   if (rc != 0) Throw(Errc::kNotFound, "resolve " + e.host + ": " + ::gai_strerror(rc));
 }
 
-std::string AddressName(const sockaddr* sa) {
+Endpoint AddressOf(const sockaddr* sa) {
   char host[INET6_ADDRSTRLEN] = "?";
   uint16_t port = 0;
   if (sa->sa_family == AF_INET) {
@@ -319,8 +319,10 @@ std::string AddressName(const sockaddr* sa) {
     ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
     port = ntohs(in6->sin6_port);
   }
-  return Endpoint{host, port}.ToString();
+  return Endpoint{host, port};
 }
+
+std::string AddressName(const sockaddr* sa) { return AddressOf(sa).ToString(); }
 
 }  // namespace
 
@@ -329,6 +331,13 @@ std::string PeerName(int fd) {
   socklen_t len = sizeof ss;
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
   return AddressName(reinterpret_cast<sockaddr*>(&ss));
+}
+
+std::string PeerAddress(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  return AddressOf(reinterpret_cast<sockaddr*>(&ss)).host;
 }
 
 UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds) {

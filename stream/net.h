@@ -55,8 +55,16 @@ void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std:
 struct ServeOptions {
   std::string listen;  // "host:port"; port 0 picks a free port (see on_listening)
   Credentials credentials;
-  int max_sessions = 16;  // more connections wait in the listen queue until a session ends
+  int max_sessions = 16;  // sessions running at once; more authenticated ones wait for a slot
   int idle_timeout_seconds = 120;  // a peer silent (or not reading) this long is dropped
+  // Before its REQUEST is read a connection is unauthenticated: it holds no session slot, must
+  // finish the TLS handshake and send its REQUEST within handshake_timeout_seconds in total
+  // (bytes trickling in do not extend it), and counts towards two caps: max_handshakes at once
+  // (a new connection beyond it drops the oldest unauthenticated one) and
+  // max_handshakes_per_address from one peer address (more are closed at once).
+  int handshake_timeout_seconds = 10;
+  int max_handshakes = 64;
+  int max_handshakes_per_address = 16;
   bool verbose = false;            // also log every QUERY answered (one line per folder)
   std::function<void(const Endpoint&)> on_listening;  // called once, with the bound address
 };

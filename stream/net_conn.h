@@ -90,7 +90,8 @@ class Connection {
 UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds);
 // Bound, listening socket; the bound address (port 0 resolved) in *bound.
 UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound);
-std::string PeerName(int fd);
+std::string PeerName(int fd);     // "host:port"
+std::string PeerAddress(int fd);  // the host alone (the per-address cap of serve)
 
 // --- frames ----------------------------------------------------------------------------------
 // [type u8][length u32 little-endian][payload], docs/transport.md §2.
