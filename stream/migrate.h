@@ -4,6 +4,7 @@
 //   -> switch (destination active, source moved:HOST) -> optionally delete the source copy.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,8 @@ struct MigrateOptions {
   std::string moved_host;             // recorded as moved:HOST on the source (default: to.host)
   std::string partition;              // destination partition for new users ("" = same name or default)
   bool live = false;                  // live display on stderr
+  // Test seam: called once a group's users are on hold (journal written), before the catch-up.
+  std::function<void(const std::string& group)> on_hold;
 };
 
 struct PhaseTimes {
@@ -47,11 +50,23 @@ struct MigrateReport {
   std::vector<GroupReport> groups;
   uint64_t users_in_no_group = 0;
   double seconds = 0;
+  std::vector<std::string> recovered;  // what the start put back from a killed run's journals
+  bool interrupted = false;            // options.client.cancel was cancelled (a signal)
+  uint64_t users_put_back = 0;         // users of failed or interrupted groups set back from hold
   bool ok() const;
   std::string Text() const;
   std::string Json() const;
 };
 
+// Runs the migration under the store's migrate lock (STORE/migrate-journal/lock; kTempFail when
+// another migrate holds it). First puts back what a killed run left on hold (its journals).
+// Before a group's users are set to hold, their previous statuses go to a journal
+// (STORE/migrate-journal/GROUP.hold, durable); a group that fails or is interrupted sets them back
+// and removes it, as does the switch once the users are moved.
 MigrateReport Migrate(store::Store& source, const MigrateOptions& options);
+
+// `migrate --abort`: under the migrate lock, puts every user a killed migrate left on hold back to
+// the status its journal recorded, and removes the journals. One line per journal.
+std::vector<std::string> AbortMigrations(store::Store& source);
 
 }  // namespace storemove::stream

@@ -340,7 +340,7 @@ std::string PeerAddress(int fd) {
   return AddressOf(reinterpret_cast<sockaddr*>(&ss)).host;
 }
 
-UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds) {
+UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation* cancel) {
   if (to.port == 0) Throw(Errc::kInvalidArgument, "connect " + to.ToString() + ": port 0");
   AddrInfo ai;
   Resolve(to, false, &ai);
@@ -350,10 +350,11 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds) {
     if (!fd.valid()) ThrowErrno("socket");
     int rc = ::connect(fd.get(), a->ai_addr, a->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
-      pollfd p{fd.get(), POLLOUT, 0};
+      pollfd p[2] = {{fd.get(), POLLOUT, 0}, {cancel ? cancel->fd() : -1, POLLIN, 0}};
       int n;
-      do n = ::poll(&p, 1, timeout_seconds * 1000);
+      do n = ::poll(p, 2, timeout_seconds * 1000);
       while (n < 0 && errno == EINTR);
+      if (cancel && cancel->cancelled()) Throw(Errc::kInterrupted, "connect to " + to.ToString() + ": " + cancel->why());
       if (n == 0) {
         last = "timed out after " + std::to_string(timeout_seconds) + " s";
         continue;

@@ -6,9 +6,12 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <ostream>
+#include <set>
 #include <string>
 
 #include "store/store.h"
@@ -30,8 +33,38 @@ struct Credentials {
   bool insecure = false;                          // plain TCP (tests, trusted links)
 };
 
+class Connection;
+
+// Cuts a client's sessions off from another thread (migrate's signal watcher): reads and writes
+// of sessions running under it fail at once, and new sessions throw kInterrupted.
+class Cancellation {
+ public:
+  Cancellation();
+  ~Cancellation();
+  Cancellation(const Cancellation&) = delete;
+  Cancellation& operator=(const Cancellation&) = delete;
+  void Cancel(const std::string& why);
+  bool cancelled() const { return cancelled_.load(); }
+  std::string why() const;
+  // Waits up to `ms` milliseconds; true (at once) when cancelled.
+  bool WaitFor(int64_t ms);
+  int fd() const { return pipe_[0]; }  // readable once cancelled, for poll(2)
+  // Sessions register their connection while they run; Add throws kInterrupted once cancelled.
+  void Add(Connection* conn);
+  void Remove(Connection* conn);
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::set<Connection*> conns_;
+  std::atomic<bool> cancelled_{false};
+  std::string why_;
+  int pipe_[2] = {-1, -1};
+};
+
 struct ClientOptions {
   Credentials credentials;
+  Cancellation* cancel = nullptr;  // optional: lets another thread cut the sessions off
   int timeout_seconds = 60;  // connect, and any read or write that makes no progress
   int compress_level = 1;    // zstd level of the DATA stream, 0 = none
   int threads = 0;           // zstd worker threads

@@ -1,6 +1,10 @@
 // The sending side of a network session: connect, authenticate, REQUEST/READY, then the
 // zstd-compressed stream in DATA frames with QUERY/ANSWER round trips, then RESULT or ERROR.
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
 
 #include <nlohmann/json.hpp>
 
@@ -25,7 +29,8 @@ class ClientSession {
   ClientSession(const Endpoint& to, const ClientOptions& options, const nlohmann::json& request)
       : tls_(options.credentials, TlsContext::Side::kClient),
         from_("server " + to.ToString()),
-        conn_(ConnectTcp(to, options.timeout_seconds), to.ToString()) {
+        conn_(ConnectTcp(to, options.timeout_seconds, options.cancel), to.ToString()),
+        registration_(options.cancel, &conn_) {
     ::signal(SIGPIPE, SIG_IGN);  // a closed connection becomes EPIPE
     conn_.SetTimeout(options.timeout_seconds);
     Frame ready{FrameType::kError, {}};
@@ -36,6 +41,7 @@ class ClientSession {
     } catch (const Error& e) {
       // A TLS 1.3 server checks the client's certificate after our handshake has returned: its
       // refusal arrives as the failure of the first read (or write).
+      if (options.cancel && options.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
       if (e.code() == Errc::kAuth || e.code() == Errc::kIo)
         Throw(Errc::kAuth, "authentication with " + to.ToString() + " failed: " + e.what() + Hint(options.credentials));
       throw;
@@ -62,9 +68,22 @@ class ClientSession {
   void Close() { conn_.Close(0); }
 
  private:
+  // Keeps the connection registered with the cancellation while the session lives.
+  struct Registration {
+    Registration(Cancellation* cancel, Connection* conn) : cancel_(cancel), conn_(conn) {
+      if (cancel_) cancel_->Add(conn_);
+    }
+    ~Registration() {
+      if (cancel_) cancel_->Remove(conn_);
+    }
+    Cancellation* cancel_;
+    Connection* conn_;
+  };
+
   TlsContext tls_;
   std::string from_;
   Connection conn_;
+  Registration registration_;
 };
 
 // The stream's bytes as DATA frames.
@@ -137,6 +156,46 @@ nlohmann::json Request(const std::string& op) {
 }
 
 }  // namespace
+
+Cancellation::Cancellation() {
+  if (::pipe2(pipe_, O_CLOEXEC) != 0) ThrowErrno("pipe");
+}
+
+Cancellation::~Cancellation() {
+  ::close(pipe_[0]);
+  ::close(pipe_[1]);
+}
+
+void Cancellation::Cancel(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (cancelled_) return;
+  why_ = why;
+  cancelled_ = true;
+  for (Connection* c : conns_) c->Abort();
+  (void)!::write(pipe_[1], "x", 1);
+  cv_.notify_all();
+}
+
+std::string Cancellation::why() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return why_;
+}
+
+bool Cancellation::WaitFor(int64_t ms) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return cv_.wait_for(lock, std::chrono::milliseconds(ms), [&] { return cancelled_.load(); });
+}
+
+void Cancellation::Add(Connection* conn) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (cancelled_) Throw(Errc::kInterrupted, why_);
+  conns_.insert(conn);
+}
+
+void Cancellation::Remove(Connection* conn) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  conns_.erase(conn);
+}
 
 SessionReport SendBackup(store::Store& source, const BackupOptions& options, const Endpoint& to,
                          const ClientOptions& client, const RestoreOptions& remote_restore) {

@@ -86,8 +86,9 @@ class Connection {
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
 };
 
-// TCP connect with a timeout; kIo naming the endpoint on failure.
-UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds);
+// TCP connect with a timeout; kIo naming the endpoint on failure, kInterrupted when `cancel`
+// (optional) is cancelled meanwhile.
+UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation* cancel = nullptr);
 // Bound, listening socket; the bound address (port 0 resolved) in *bound.
 UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound);
 std::string PeerName(int fd);     // "host:port"
