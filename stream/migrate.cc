@@ -140,11 +140,14 @@ struct LiveGroup {
 
 class Migration {
  public:
-  Migration(store::Store& source, const MigrateOptions& options) : source_(source), options_(options) {}
+  Migration(store::Store& source, const MigrateOptions& options)
+      : source_(source), options_(options), client_(options.client) {}
 
   MigrateReport Run() {
     auto start = Clock::now();
     MigrateLock lock(source_);
+    // Every session, set-status included, names the source store: its own server refuses it.
+    client_.source_store_id = source_.store_id();
     report_.recovered = RecoverJournals(source_);
     std::vector<BackupGroup> groups = ReadBackupGroups(options_.groups_file);
     if (groups.empty()) Throw(Errc::kInvalidArgument, "migrate: no backup groups in " + options_.groups_file);
@@ -264,7 +267,7 @@ class Migration {
 
     auto t = Clock::now();
     live.phase = "copy";
-    Account(r, net::SendBackup(source_, backup, options_.to, options_.client, remote));
+    Account(r, net::SendBackup(source_, backup, options_.to, client_, remote));
     r.times.copy += Since(t);
 
     t = Clock::now();
@@ -284,13 +287,13 @@ class Migration {
     t = Clock::now();
     live.phase = "catch-up";
     remote.mirror = true;
-    Account(r, net::SendBackup(source_, backup, options_.to, options_.client, remote));
+    Account(r, net::SendBackup(source_, backup, options_.to, client_, remote));
     r.times.catch_up += Since(t);
 
     t = Clock::now();
     live.phase = "verify";
     backup.on_progress = nullptr;
-    VerifyReport v = net::VerifyRemote(source_, backup, options_.to, options_.client);
+    VerifyReport v = net::VerifyRemote(source_, backup, options_.to, client_);
     r.times.verify += Since(t);
     if (!v.equal()) {
       std::string first = v.differences.front();
@@ -303,7 +306,7 @@ class Migration {
     t = Clock::now();
     live.phase = "switch";
     for (const std::string& user : users) {
-      net::SetRemoteStatus(options_.to, options_.client, user, store::UserStatus{});
+      net::SetRemoteStatus(options_.to, client_, user, store::UserStatus{});
       source_.SetUserStatus(user, store::UserStatus{store::UserState::kMoved, MovedHost()});
     }
     RemoveJournal(source_, r.name);  // every user is moved: nothing left to put back
@@ -363,6 +366,7 @@ class Migration {
 
   store::Store& source_;
   const MigrateOptions& options_;
+  net::ClientOptions client_;  // options_.client, with the source's store id
   MigrateReport report_;
   std::mutex report_mutex_;  // report_'s totals (the groups' own reports have one writer each)
   std::vector<std::set<std::string>> members_;

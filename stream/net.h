@@ -65,6 +65,10 @@ class Cancellation {
 struct ClientOptions {
   Credentials credentials;
   Cancellation* cancel = nullptr;  // optional: lets another thread cut the sessions off
+  // The store id (Store::store_id) of the store this client works for: a server serving that
+  // same store refuses the session before changing anything. SendBackup and VerifyRemote set it
+  // from their source; "" = unknown.
+  std::string source_store_id;
   int timeout_seconds = 60;  // connect, and any read or write that makes no progress
   int compress_level = 1;    // zstd level of the DATA stream, 0 = none
   int threads = 0;           // zstd worker threads

@@ -151,8 +151,16 @@ SessionReport StreamBackup(ClientSession& session, store::Store& source, const B
   return report;
 }
 
-nlohmann::json Request(const std::string& op) {
-  return {{"protocol", kProtocolVersion}, {"op", op}};
+nlohmann::json Request(const std::string& op, const ClientOptions& client) {
+  nlohmann::json j = {{"protocol", kProtocolVersion}, {"op", op}};
+  if (!client.source_store_id.empty()) j["source_store_id"] = client.source_store_id;
+  return j;
+}
+
+ClientOptions ForSource(const ClientOptions& client, const store::Store& source) {
+  ClientOptions c = client;
+  if (c.source_store_id.empty()) c.source_store_id = source.store_id();
+  return c;
 }
 
 }  // namespace
@@ -198,9 +206,10 @@ void Cancellation::Remove(Connection* conn) {
 }
 
 SessionReport SendBackup(store::Store& source, const BackupOptions& options, const Endpoint& to,
-                         const ClientOptions& client, const RestoreOptions& remote_restore) {
+                         const ClientOptions& given, const RestoreOptions& remote_restore) {
   if (options.manifest) Throw(Errc::kInvalidArgument, "a manifest cannot be restored remotely (use VerifyRemote)");
-  nlohmann::json request = Request("restore");
+  const ClientOptions client = ForSource(given, source);
+  nlohmann::json request = Request("restore", client);
   request["restore"] = {{"partition", remote_restore.partition},
                         {"user_map", remote_restore.user_map},
                         {"continue_on_error", remote_restore.continue_on_error},
@@ -223,8 +232,9 @@ SessionReport SendBackup(store::Store& source, const BackupOptions& options, con
 }
 
 VerifyReport VerifyRemote(store::Store& source, const BackupOptions& options, const Endpoint& to,
-                          const ClientOptions& client) {
-  nlohmann::json request = Request("verify");
+                          const ClientOptions& given) {
+  const ClientOptions client = ForSource(given, source);
+  nlohmann::json request = Request("verify", client);
   request["verify"] = {{"names", options.names}, {"check_bytes", true}};
   ClientSession session(to, client, request);
   BackupOptions manifest = options;
@@ -249,7 +259,7 @@ VerifyReport VerifyRemote(store::Store& source, const BackupOptions& options, co
 
 void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std::string& user,
                      const store::UserStatus& status) {
-  nlohmann::json request = Request("set-status");
+  nlohmann::json request = Request("set-status", client);
   request["user"] = user;
   request["status"] = status.ToString();
   ClientSession session(to, client, request);

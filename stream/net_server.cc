@@ -347,6 +347,13 @@ class Server {
         Throw(Errc::kProtocol, "protocol version " + request.at("protocol").dump() + " not supported (this server speaks " +
                                    std::to_string(kProtocolVersion) + ")");
       *op = request.at("op").get<std::string>();
+      // A client working for this very store (migrate --to pointing at the source's own server)
+      // would restore the store into itself and then mark its users moved on their only copy.
+      std::string source_id = request.value("source_store_id", std::string());
+      if (!source_id.empty() && source_id == store_.store_id())
+        Throw(Errc::kInvalidArgument, "this server serves the client's own store (store id " + source_id + ", " +
+                                          store_.root() + "): refusing to " + *op +
+                                          " a store into itself; give the destination server's address");
       if (*op == "restore") return ServeRestore(conn, who, request.at("restore"));
       if (*op == "verify") return ServeVerify(conn, who, request.at("verify"));
       if (*op == "set-status") return ServeSetStatus(conn, who, request);
@@ -357,7 +364,8 @@ class Server {
   }
 
   void SendReady(Connection& conn) {
-    WriteFrame(conn, FrameType::kReady, nlohmann::json{{"protocol", kProtocolVersion}}.dump());
+    WriteFrame(conn, FrameType::kReady,
+               nlohmann::json{{"protocol", kProtocolVersion}, {"store_id", store_.store_id()}}.dump());
   }
 
   void Sync() {

@@ -449,5 +449,43 @@ TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.hold"));
 }
 
+// --- store identity -----------------------------------------------------------------------------
+
+TEST(MigrateIdentity, AServerServingTheSourceStoreItselfIsRefusedAndNothingChanges) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 6, 4);
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server itself(*src, insecure);  // the operator's mistake: --to names the source's own server
+  std::map<std::string, std::string> before = Statuses(*src);
+  uint64_t messages = 0;
+  src->ForEachFolder([&](const store::FolderInfo& f) { messages += f.count; });
+  MigrateReport r = Migrate(*src, Options(tmp / "src", itself.endpoint(), insecure, 1));
+  EXPECT_FALSE(r.ok());
+  size_t refused = 0;
+  for (const GroupReport& g : r.groups)
+    for (const std::string& e : g.errors) refused += e.find("this server serves the client's own store (store id " +
+                                                            src->store_id()) != std::string::npos;
+  EXPECT_GT(refused, 0u) << r.Text();
+  EXPECT_EQ(Statuses(*src), before);
+  uint64_t after = 0;
+  src->ForEachFolder([&](const store::FolderInfo& f) { after += f.count; });
+  EXPECT_EQ(after, messages);
+  // backup --to and the other session kinds are refused the same way.
+  net::ClientOptions plain;
+  plain.credentials = insecure;
+  try {
+    net::SendBackup(*src, {}, itself.endpoint(), plain);
+    ADD_FAILURE() << "a backup into its own store was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+  }
+  plain.source_store_id = src->store_id();
+  EXPECT_THROW(net::SetRemoteStatus(itself.endpoint(), plain, before.begin()->first,
+                                    store::UserStatus{store::UserState::kMoved, "x"}),
+               Error);
+  EXPECT_EQ(Statuses(*src), before);
+}
+
 }  // namespace
 }  // namespace storemove::stream
