@@ -449,6 +449,49 @@ TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.hold"));
 }
 
+// --- verify after a migration -----------------------------------------------------------------
+
+TEST(MigrateVerify, VerifySourceAfterAMigrationIsEqualAndStillFindsRealDifferences) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 6, 4);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  {
+    Server server(*dst, insecure);
+    MigrateReport report = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+    ASSERT_TRUE(report.ok()) << report.Text();
+  }
+  src.reset();  // the CLI opens both stores
+  dst.reset();
+  auto verify = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"verify", "--store", tmp / "dst", "--source", tmp / "src"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    MigrateChild c(args);
+    int status = c.Wait();
+    return std::make_pair(status, c.Out() + c.Err());
+  };
+  auto [status, out] = verify({});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find(": equal"), std::string::npos) << out;
+  auto [strict, strict_out] = verify({"--strict-status"});
+  EXPECT_EQ(strict, 1) << strict_out;
+  EXPECT_NE(strict_out.find("status is active, source has moved:127.0.0.1"), std::string::npos) << strict_out;
+  // A real difference is still reported, and only it.
+  std::string user;
+  {
+    auto d = store::Store::Open(tmp / "dst");
+    d->ForEachUser([&](const store::UserInfo& u) {
+      if (user.empty()) user = u.user;
+    });
+    d->OpenFolder(user, "INBOX")->RaiseUidNext(100000);
+  }
+  auto [changed, changed_out] = verify({});
+  EXPECT_EQ(changed, 1) << changed_out;
+  EXPECT_NE(changed_out.find("user/" + user + "/INBOX: UIDNEXT is 100000"), std::string::npos) << changed_out;
+  EXPECT_EQ(changed_out.find("status is"), std::string::npos) << changed_out;
+}
+
 // --- store identity -----------------------------------------------------------------------------
 
 TEST(MigrateIdentity, AServerServingTheSourceStoreItselfIsRefusedAndNothingChanges) {
