@@ -141,10 +141,17 @@ struct LiveGroup {
 class Migration {
  public:
   Migration(store::Store& source, const MigrateOptions& options)
-      : source_(source), options_(options), client_(options.client) {}
+      : source_(source), options_(options), client_(options.client) {
+    client_.cancel = &cancel_;
+    if (options_.client.cancel) options_.client.cancel->AddChild(&cancel_);
+  }
+  ~Migration() {
+    if (options_.client.cancel) options_.client.cancel->RemoveChild(&cancel_);
+  }
 
   MigrateReport Run() {
     auto start = Clock::now();
+    net::CheckClientCredentials(options_.client.credentials);  // a bad key file fails here, once
     MigrateLock lock(source_);
     // Every session, set-status included, names the source store: its own server refuses it.
     client_.source_store_id = source_.store_id();
@@ -191,21 +198,41 @@ class Migration {
     done = true;
     if (display.joinable()) display.join();
     report_.seconds = Since(start);
-    report_.interrupted = Cancelled();
+    if (fatal_) {
+      std::string put_back = report_.users_put_back ? "; " + std::to_string(report_.users_put_back) +
+                                                          " held users put back to their status before"
+                                                    : "";
+      Throw(fatal_->code(), std::string(fatal_->what()) + " (not retried: fix the configuration" + put_back + ")");
+    }
+    report_.interrupted = options_.client.cancel && options_.client.cancel->cancelled();
     return report_;
   }
 
  private:
   std::string MovedHost() const { return options_.moved_host.empty() ? options_.to.host : options_.moved_host; }
 
-  bool Cancelled() const { return options_.client.cancel && options_.client.cancel->cancelled(); }
+  bool Cancelled() const { return cancel_.cancelled(); }
+
+  // What a retry may cure: the network, the server's state, a verification difference (the next
+  // catch-up sends what was missing). Not the configuration.
+  static bool Retryable(Errc code) {
+    switch (code) {
+      case Errc::kIo:
+      case Errc::kTempFail:
+      case Errc::kProtocol:
+      case Errc::kCorrupt:
+      case Errc::kDatabase: return true;
+      default: return false;
+    }
+  }
 
   void RunGroup(size_t g) {
     GroupReport& r = report_.groups[g];
     LiveGroup& live = live_[g];
     Held held;  // users this run put on hold, and their status before; kept across attempts
     r.attempts = 0;
-    while (r.attempts < options_.retries + 1 && !Cancelled()) {
+    int64_t delay = options_.retry_delay_ms;
+    while (!Cancelled()) {
       ++r.attempts;
       try {
         MigrateGroup(g, r, live, held);
@@ -214,7 +241,21 @@ class Migration {
         return;
       } catch (const Error& e) {
         r.errors.push_back("attempt " + std::to_string(r.attempts) + ": " + e.what());
+        if (!Retryable(e.code()) && !Cancelled()) {
+          {
+            std::lock_guard<std::mutex> lock(report_mutex_);
+            if (!fatal_) fatal_ = std::make_unique<Error>(e.code(), "group " + r.name + ": " + e.what());
+          }
+          cancel_.Cancel("stopped by a configuration error in group " + r.name);
+          break;
+        }
       }
+      if (r.attempts > options_.retries) break;
+      // Exponential backoff, so a refused or unreachable server is not hammered; a signal ends it.
+      live.phase = "retry-wait";
+      r.retry_delays_ms.push_back(delay);
+      if (cancel_.WaitFor(delay)) break;
+      delay = std::min<int64_t>(delay * 2, options_.max_retry_delay_ms);
     }
     live.phase = Cancelled() ? "interrupted" : "FAILED";
     // Give the users their service back on the source: their mail was only held.
@@ -235,7 +276,7 @@ class Migration {
   }
 
   void CheckCancelled() const {
-    if (Cancelled()) Throw(Errc::kInterrupted, options_.client.cancel->why());
+    if (Cancelled()) Throw(Errc::kInterrupted, cancel_.why());
   }
 
   void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live, Held& held) {
@@ -366,7 +407,10 @@ class Migration {
 
   store::Store& source_;
   const MigrateOptions& options_;
-  net::ClientOptions client_;  // options_.client, with the source's store id
+  net::ClientOptions client_;  // options_.client, with the source's store id and cancel_
+  // Cuts every group off: the caller's cancellation (a signal) or a configuration error.
+  net::Cancellation cancel_;
+  std::unique_ptr<Error> fatal_;  // under report_mutex_: the configuration error that stopped the run
   MigrateReport report_;
   std::mutex report_mutex_;  // report_'s totals (the groups' own reports have one writer each)
   std::vector<std::set<std::string>> members_;

@@ -17,7 +17,9 @@ struct MigrateOptions {
   std::string groups_file;            // NAME=ERE lines; users in no group are not migrated
   std::vector<std::string> groups;    // only these groups (empty = all in the file)
   int jobs = 1;                       // groups migrated at once
-  int retries = 2;                    // further attempts for a failed group
+  int retries = 2;                    // further attempts for a failed group (network, server, verification errors)
+  int retry_delay_ms = 1000;          // before the first retry; doubled before each next one...
+  int max_retry_delay_ms = 30000;     // ...up to this
   bool delete_source = false;         // delete verified users from the source at the end
   net::Endpoint to;
   net::ClientOptions client;
@@ -41,6 +43,7 @@ struct GroupReport {
   uint64_t bytes_sent = 0;       // bytes on the wire
   uint64_t dedupe_saved = 0;     // message bytes not sent as bodies (links, held, already present)
   int attempts = 0;
+  std::vector<int64_t> retry_delays_ms;  // the wait before each retry
   bool ok = false;
   PhaseTimes times;
   std::vector<std::string> errors;
@@ -58,6 +61,9 @@ struct MigrateReport {
   std::string Json() const;
 };
 
+// Errors that a retry cannot cure (bad credentials or key file mode, authentication refused, an
+// unknown partition or name, a destination that is the source itself) stop the whole migration
+// at once: other groups are cut off, held users put back, and Migrate throws that error.
 // Runs the migration under the store's migrate lock (STORE/migrate-journal/lock; kTempFail when
 // another migrate holds it). First puts back what a killed run left on hold (its journals).
 // Before a group's users are set to hold, their previous statuses go to a journal

@@ -52,11 +52,15 @@ class Cancellation {
   // Sessions register their connection while they run; Add throws kInterrupted once cancelled.
   void Add(Connection* conn);
   void Remove(Connection* conn);
+  // A child is cancelled with this one (at once if this one already is), until removed.
+  void AddChild(Cancellation* child);
+  void RemoveChild(Cancellation* child);
 
  private:
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::set<Connection*> conns_;
+  std::set<Cancellation*> children_;
   std::atomic<bool> cancelled_{false};
   std::string why_;
   int pipe_[2] = {-1, -1};
@@ -85,6 +89,9 @@ SessionReport SendBackup(store::Store& source, const BackupOptions& options, con
 // Sends a manifest of `options` of `source`; the server checks its store against it (stream::VerifyManifest).
 VerifyReport VerifyRemote(store::Store& source, const BackupOptions& options, const Endpoint& to,
                           const ClientOptions& client);
+// Loads client credentials as a session would (key file and its mode, certificates): kAuth or
+// kInvalidArgument before anything is sent, for callers that must not retry such errors.
+void CheckClientCredentials(const Credentials& credentials);
 // Sets a user's status on the server's store.
 void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std::string& user,
                      const store::UserStatus& status);

@@ -180,8 +180,24 @@ void Cancellation::Cancel(const std::string& why) {
   why_ = why;
   cancelled_ = true;
   for (Connection* c : conns_) c->Abort();
+  for (Cancellation* child : children_) child->Cancel(why);
   (void)!::write(pipe_[1], "x", 1);
   cv_.notify_all();
+}
+
+void Cancellation::AddChild(Cancellation* child) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  children_.insert(child);
+  if (cancelled_) child->Cancel(why_);
+}
+
+void Cancellation::RemoveChild(Cancellation* child) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  children_.erase(child);
+}
+
+void CheckClientCredentials(const Credentials& credentials) {
+  TlsContext check(credentials, TlsContext::Side::kClient);
 }
 
 std::string Cancellation::why() const {

@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +26,7 @@ struct MigrateCliOptions {
   std::string groups_file;
   int jobs = 1;
   int retries = 2;
+  double retry_delay = 1;
   std::string to;
   std::string key, cert, cert_key, ca;
   bool insecure = false;
@@ -108,6 +110,9 @@ int RunMigrate(const MigrateCliOptions& o) {
   if (o.retries < 0 || o.retries > 100) Throw(Errc::kInvalidArgument, "--retries: 0-100");
   options.jobs = o.jobs;
   options.retries = o.retries;
+  if (!(o.retry_delay >= 0.01 && o.retry_delay <= 3600)) Throw(Errc::kInvalidArgument, "--retry-delay: 0.01-3600 seconds");
+  options.retry_delay_ms = int(o.retry_delay * 1000);
+  options.max_retry_delay_ms = std::max(options.retry_delay_ms, 30000);
   options.delete_source = o.delete_source;
   options.to = stream::net::ParseEndpoint(o.to);
   options.client.credentials.key_file = o.key;
@@ -157,7 +162,11 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_flag("--insecure", o->insecure, "plain TCP without TLS (trusted test networks only)");
   c->add_option("--timeout", o->timeout, "seconds without progress before a session is abandoned (default 60)");
   c->add_option("--compress", o->compress, "zstd level for the sessions (default 1)");
-  c->add_option("--retries", o->retries, "further attempts for a failed group (default 2)");
+  c->add_option("--retries", o->retries,
+                "further attempts for a group that failed on the network, the server or verification (default 2); "
+                "configuration errors (credentials, authentication, names) stop at once");
+  c->add_option("--retry-delay", o->retry_delay,
+                "seconds before the first retry, doubled before each next one up to 30 s (default 1)");
   c->add_flag("--delete-source", o->delete_source, "delete verified users from this store after the switch");
   c->add_option("--moved-host", o->moved_host, "host recorded as moved:HOST (default: the --to host)")->type_name("HOST");
   c->add_option("--partition", o->partition, "destination partition for new users")->type_name("NAME");

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,9 +49,14 @@ class Server {
     endpoint_ = ready.get();
     options_.on_listening = nullptr;
   }
-  ~Server() {
+  ~Server() { Stop(); }
+  void Stop() {
     stop_ = true;
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
+  }
+  std::string Log() {  // complete once stopped
+    Stop();
+    return log_.str();
   }
   const net::Endpoint& endpoint() const { return endpoint_; }
 
@@ -503,13 +509,15 @@ TEST(MigrateIdentity, AServerServingTheSourceStoreItselfIsRefusedAndNothingChang
   std::map<std::string, std::string> before = Statuses(*src);
   uint64_t messages = 0;
   src->ForEachFolder([&](const store::FolderInfo& f) { messages += f.count; });
-  MigrateReport r = Migrate(*src, Options(tmp / "src", itself.endpoint(), insecure, 1));
-  EXPECT_FALSE(r.ok());
-  size_t refused = 0;
-  for (const GroupReport& g : r.groups)
-    for (const std::string& e : g.errors) refused += e.find("this server serves the client's own store (store id " +
-                                                            src->store_id()) != std::string::npos;
-  EXPECT_GT(refused, 0u) << r.Text();
+  try {
+    MigrateReport r = Migrate(*src, Options(tmp / "src", itself.endpoint(), insecure, 1));
+    ADD_FAILURE() << "migrate into the source itself was accepted:\n" << r.Text();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+    EXPECT_NE(std::string(e.what()).find("this server serves the client's own store (store id " + src->store_id()),
+              std::string::npos)
+        << e.what();
+  }
   EXPECT_EQ(Statuses(*src), before);
   uint64_t after = 0;
   src->ForEachFolder([&](const store::FolderInfo& f) { after += f.count; });
@@ -528,6 +536,116 @@ TEST(MigrateIdentity, AServerServingTheSourceStoreItselfIsRefusedAndNothingChang
                                     store::UserStatus{store::UserState::kMoved, "x"}),
                Error);
   EXPECT_EQ(Statuses(*src), before);
+}
+
+// --- retries: configuration errors at once, a refused connection with backoff --------------------
+
+TEST(MigrateRetry, ALooseKeyFileFailsOnceAtOnceWithOneLine) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 6, 4);
+  net::WriteKeyFile(tmp / "key");
+  ::chmod((tmp / "key").c_str(), 0644);
+  net::Credentials loose;
+  loose.key_file = tmp / "key";
+  std::map<std::string, std::string> before = Statuses(*src);
+  MigrateOptions o = Options(tmp / "src", net::ParseEndpoint("127.0.0.1:9"), loose, 1);
+  o.retry_delay_ms = 600'000;  // a retry would hang the test for ten minutes
+  try {
+    Migrate(*src, o);
+    ADD_FAILURE() << "a loose key file was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kAuth) << e.what();
+    EXPECT_NE(std::string(e.what()).find("accessible by group or others"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(Statuses(*src), before);
+  src.reset();
+  MigrateChild cli({"migrate", "--store", tmp / "src", "--to", "127.0.0.1:9", "--key", tmp / "key", "--retry-delay",
+                    "600"});
+  EXPECT_EQ(cli.Wait(), 77);
+  std::string err = cli.Err();
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_NE(err.find("chmod 600"), std::string::npos) << err;
+  EXPECT_EQ(cli.Out(), "");
+}
+
+TEST(MigrateRetry, RefusedAuthenticationAndAnUnknownPartitionAreTriedOnce) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 8, 3);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::WriteKeyFile(tmp / "key");
+  net::WriteKeyFile(tmp / "other");
+  net::Credentials server_key, client_key, insecure;
+  server_key.key_file = tmp / "key";
+  client_key.key_file = tmp / "other";
+  insecure.insecure = true;
+  std::map<std::string, std::string> before = Statuses(*src);
+  {
+    Server server(*dst, server_key);
+    MigrateOptions o = Options(tmp / "src", server.endpoint(), client_key, 2);
+    o.retry_delay_ms = 600'000;
+    try {
+      Migrate(*src, o);
+      ADD_FAILURE() << "a wrong key was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kAuth) << e.what();
+      EXPECT_NE(std::string(e.what()).find("not retried"), std::string::npos) << e.what();
+    }
+    std::string log = server.Log();
+    // One attempt per group that had started (two jobs), none after the first refusal.
+    size_t refused = 0;
+    for (size_t at = 0; (at = log.find("authentication failed", at)) != std::string::npos; ++at) ++refused;
+    EXPECT_GE(refused, 1u) << log;
+    EXPECT_LE(refused, 2u) << log;
+  }
+  {
+    Server server(*dst, insecure);
+    MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+    o.partition = "nosuch";
+    o.retry_delay_ms = 600'000;
+    try {
+      Migrate(*src, o);
+      ADD_FAILURE() << "an unknown partition was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kNotFound) << e.what();
+      EXPECT_NE(std::string(e.what()).find("no partition 'nosuch'"), std::string::npos) << e.what();
+    }
+    std::string log = server.Log();
+    size_t refused = 0;
+    for (size_t at = 0; (at = log.find("no partition 'nosuch'", at)) != std::string::npos; ++at) ++refused;
+    EXPECT_EQ(refused, 1u) << log;
+  }
+  EXPECT_EQ(Statuses(*src), before);
+  EXPECT_EQ(dst->ListFolders("nobody").size(), 0u);
+}
+
+TEST(MigrateRetry, ARefusedConnectionIsRetriedWithExponentialBackoff) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 8, 3);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  net::Endpoint nowhere;
+  {
+    Server probe(*dst, insecure);  // a port that was free a moment ago and is closed again
+    nowhere = probe.endpoint();
+  }
+  MigrateOptions o = Options(tmp / "src", nowhere, insecure, 1);
+  o.groups = {"fm"};
+  o.retries = 3;
+  o.retry_delay_ms = 100;
+  o.max_retry_delay_ms = 250;
+  auto start = std::chrono::steady_clock::now();
+  MigrateReport r = Migrate(*src, o);
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(r.groups.size(), 1u);
+  const GroupReport& g = r.groups[0];
+  EXPECT_FALSE(g.ok);
+  EXPECT_EQ(g.attempts, 4);
+  EXPECT_EQ(g.retry_delays_ms, (std::vector<int64_t>{100, 200, 250}));
+  for (const std::string& e : g.errors) EXPECT_NE(e.find("Connection refused"), std::string::npos) << e;
+  // Only a lower bound: the waits happened (a loaded machine can only make it longer).
+  EXPECT_GE(elapsed, std::chrono::milliseconds(550));
+  src->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.ToString(), "active") << u.user; });
 }
 
 }  // namespace
