@@ -1,16 +1,24 @@
 #include "stream/migrate.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <mutex>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "store/admin.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace storemove::stream {
 
@@ -19,6 +27,109 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// --- the hold journal -------------------------------------------------------------------------
+// STORE/migrate-journal/GROUP.hold lists the users a migrate put on hold and their status
+// before, written (durably) before the first of them is held, so that a run killed with -9
+// leaves what its successor (or `migrate --abort`) needs to give them their service back.
+
+constexpr char kJournalMagic[] = "storemove-migrate-journal 1";
+
+std::string JournalDir(const store::Store& s) { return s.root() + "/migrate-journal"; }
+std::string JournalPath(const store::Store& s, const std::string& group) {
+  return JournalDir(s) + "/" + group + ".hold";
+}
+
+using Held = std::map<std::string, store::UserStatus>;  // user -> status before the hold
+
+void WriteJournal(const store::Store& s, const std::string& group, const std::string& to, const Held& held) {
+  std::string text = std::string(kJournalMagic) + "\ngroup " + group + "\nto " + to + "\n";
+  for (const auto& [user, before] : held) text += user + "\t" + before.ToString() + "\n";
+  WriteFileAtomic(JournalPath(s, group), text, 0600);
+}
+
+void RemoveJournal(const store::Store& s, const std::string& group) {
+  std::string path = JournalPath(s, group);
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return;
+    ThrowErrno("remove " + path);
+  }
+  FsyncPath(JournalDir(s));
+}
+
+Held ReadJournal(const std::string& path) {
+  std::istringstream in(ReadFile(path));
+  std::string line;
+  if (!std::getline(in, line) || line != kJournalMagic)
+    Throw(Errc::kCorrupt, path + ": not a storemove migrate journal (first line '" + line + "')");
+  Held held;
+  for (int lineno = 2; std::getline(in, line); ++lineno) {
+    if (line.starts_with("group ") || line.starts_with("to ")) continue;
+    size_t tab = line.find('\t');
+    if (tab == std::string::npos) Throw(Errc::kCorrupt, path + " line " + std::to_string(lineno) + ": expected USER<TAB>STATUS");
+    std::string user = line.substr(0, tab);
+    store::ValidateUserId(user);
+    held[user] = store::UserStatus::Parse(line.substr(tab + 1));
+  }
+  return held;
+}
+
+// Sets the users still on hold back to their status before; returns how many. Users the run
+// has moved meanwhile keep `moved`. Errors go to *errors (the journal then stays).
+uint64_t PutBack(store::Store& s, const Held& held, std::vector<std::string>* errors) {
+  uint64_t n = 0;
+  for (const auto& [user, before] : held) {
+    try {
+      std::optional<store::UserInfo> u = s.FindUser(user);
+      if (!u || u->status.state != store::UserState::kHold) continue;
+      if (before.state != store::UserState::kHold) s.SetUserStatus(user, before);
+      ++n;
+    } catch (const Error& e) {
+      errors->push_back("putting " + user + " back to " + before.ToString() + ": " + e.what());
+    }
+  }
+  return n;
+}
+
+// One migrate per store at a time: a second one would take the first's journals for a killed
+// run's and give its held users their service back in the middle of its catch-up.
+class MigrateLock {
+ public:
+  explicit MigrateLock(const store::Store& s) {
+    MakeDirs(JournalDir(s), 0700);
+    std::string path = JournalDir(s) + "/lock";
+    fd_ = OpenFile(path, O_RDWR | O_CREAT, 0600);
+    if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK)
+        Throw(Errc::kTempFail, "another storemove migrate is running on " + s.root() + " (" + path + " is locked)");
+      ThrowErrno("lock " + path);
+    }
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+// Applies and removes every journal a killed run left; one line per journal.
+std::vector<std::string> RecoverJournals(store::Store& s) {
+  std::vector<std::string> lines;
+  std::vector<std::string> paths;
+  for (const auto& entry : std::filesystem::directory_iterator(JournalDir(s)))
+    if (entry.path().extension() == ".hold") paths.push_back(entry.path().string());
+  std::sort(paths.begin(), paths.end());
+  for (const std::string& path : paths) {
+    Held held = ReadJournal(path);
+    std::vector<std::string> errors;
+    uint64_t n = PutBack(s, held, &errors);
+    if (!errors.empty())
+      Throw(Errc::kIo, "migrate journal " + path + ": " + errors.front() + " (the journal is kept; rerun)");
+    std::string group = std::filesystem::path(path).stem().string();
+    RemoveJournal(s, group);
+    lines.push_back("group " + group + ": an interrupted migrate had left " + std::to_string(n) + " of " +
+                    std::to_string(held.size()) + " users on hold; put back to their status before (" + path + ")");
+  }
+  return lines;
+}
 
 // Counters one group's worker updates and the display thread reads.
 struct LiveGroup {
@@ -29,10 +140,22 @@ struct LiveGroup {
 
 class Migration {
  public:
-  Migration(store::Store& source, const MigrateOptions& options) : source_(source), options_(options) {}
+  Migration(store::Store& source, const MigrateOptions& options)
+      : source_(source), options_(options), client_(options.client) {
+    client_.cancel = &cancel_;
+    if (options_.client.cancel) options_.client.cancel->AddChild(&cancel_);
+  }
+  ~Migration() {
+    if (options_.client.cancel) options_.client.cancel->RemoveChild(&cancel_);
+  }
 
   MigrateReport Run() {
     auto start = Clock::now();
+    net::CheckClientCredentials(options_.client.credentials);  // a bad key file fails here, once
+    MigrateLock lock(source_);
+    // Every session, set-status included, names the source store: its own server refuses it.
+    client_.source_store_id = source_.store_id();
+    report_.recovered = RecoverJournals(source_);
     std::vector<BackupGroup> groups = ReadBackupGroups(options_.groups_file);
     if (groups.empty()) Throw(Errc::kInvalidArgument, "migrate: no backup groups in " + options_.groups_file);
     if (!options_.groups.empty()) {
@@ -76,39 +199,89 @@ class Migration {
     done = true;
     if (display.joinable()) display.join();
     report_.seconds = Since(start);
+    if (fatal_) {
+      std::string put_back = report_.users_put_back ? "; " + std::to_string(report_.users_put_back) +
+                                                          " held users put back to their status before"
+                                                    : "";
+      Throw(fatal_->code(), std::string(fatal_->what()) + " (not retried: fix the configuration" + put_back + ")");
+    }
+    report_.interrupted = options_.client.cancel && options_.client.cancel->cancelled();
     return report_;
   }
 
  private:
   std::string MovedHost() const { return options_.moved_host.empty() ? options_.to.host : options_.moved_host; }
 
+  bool Cancelled() const { return cancel_.cancelled(); }
+
+  // What a retry may cure: the network, the server's state, a verification difference (the next
+  // catch-up sends what was missing). Not the configuration.
+  static bool Retryable(Errc code) {
+    switch (code) {
+      case Errc::kIo:
+      case Errc::kTempFail:
+      case Errc::kProtocol:
+      case Errc::kCorrupt:
+      case Errc::kDatabase: return true;
+      default: return false;
+    }
+  }
+
   void RunGroup(size_t g) {
     GroupReport& r = report_.groups[g];
     LiveGroup& live = live_[g];
-    for (r.attempts = 1; r.attempts <= options_.retries + 1; ++r.attempts) {
+    Held held;  // users this run put on hold, and their status before; kept across attempts
+    r.attempts = 0;
+    int64_t delay = options_.retry_delay_ms;
+    while (!Cancelled()) {
+      ++r.attempts;
       try {
-        MigrateGroup(g, r, live);
+        MigrateGroup(g, r, live, held);
         r.ok = true;
         live.phase = "done";
         return;
       } catch (const Error& e) {
         r.errors.push_back("attempt " + std::to_string(r.attempts) + ": " + e.what());
+        if (!Retryable(e.code()) && !Cancelled()) {
+          {
+            std::lock_guard<std::mutex> lock(report_mutex_);
+            if (!fatal_) fatal_ = std::make_unique<Error>(e.code(), "group " + r.name + ": " + e.what());
+          }
+          cancel_.Cancel("stopped by a configuration error in group " + r.name);
+          break;
+        }
       }
+      if (r.attempts > options_.retries) break;
+      // Exponential backoff, so a refused or unreachable server is not hammered; a signal ends it.
+      live.phase = "retry-wait";
+      r.retry_delays_ms.push_back(delay);
+      if (cancel_.WaitFor(delay)) break;
+      delay = std::min<int64_t>(delay * 2, options_.max_retry_delay_ms);
     }
-    r.attempts = options_.retries + 1;
-    live.phase = "FAILED";
+    live.phase = Cancelled() ? "interrupted" : "FAILED";
     // Give the users their service back on the source: their mail was only held.
-    for (const std::string& user : members_[g]) {
+    std::vector<std::string> errors;
+    uint64_t n = PutBack(source_, held, &errors);
+    {
+      std::lock_guard<std::mutex> lock(report_mutex_);
+      report_.users_put_back += n;
+    }
+    r.errors.insert(r.errors.end(), errors.begin(), errors.end());
+    if (errors.empty()) {
       try {
-        std::optional<store::UserInfo> u = source_.FindUser(user);
-        if (u && u->status.state == store::UserState::kHold) source_.SetUserStatus(user, store::UserStatus{});
+        RemoveJournal(source_, r.name);
       } catch (const Error& e) {
-        r.errors.push_back("reactivating " + user + ": " + e.what());
+        r.errors.push_back(e.what());
       }
     }
   }
 
-  void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live) {
+  void CheckCancelled() const {
+    if (Cancelled()) Throw(Errc::kInterrupted, cancel_.why());
+  }
+
+  void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live, Held& held) {
+    CheckCancelled();
     // Users an earlier run finished are left alone: a rerun resumes.
     std::set<std::string> users;
     r.already_moved = 0;
@@ -138,26 +311,33 @@ class Migration {
 
     auto t = Clock::now();
     live.phase = "copy";
-    Account(r, net::SendBackup(source_, backup, options_.to, options_.client, remote));
+    Account(r, net::SendBackup(source_, backup, options_.to, client_, remote));
     r.times.copy += Since(t);
 
     t = Clock::now();
+    CheckCancelled();
     live.phase = "hold";
+    for (const std::string& user : users) {
+      if (held.count(user)) continue;  // held by an earlier attempt: its status before is known
+      if (std::optional<store::UserInfo> u = source_.FindUser(user)) held[user] = u->status;
+    }
+    WriteJournal(source_, r.name, options_.to.ToString(), held);  // before the first hold
     for (const std::string& user : users) source_.SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});
     r.times.hold += Since(t);
+    if (options_.on_hold) options_.on_hold(r.name);
 
     // Everything since the copy (new mail, flag changes, expunges): a full pass that sends
     // almost no bodies (the destination holds them) and mirrors the folders.
     t = Clock::now();
     live.phase = "catch-up";
     remote.mirror = true;
-    Account(r, net::SendBackup(source_, backup, options_.to, options_.client, remote));
+    Account(r, net::SendBackup(source_, backup, options_.to, client_, remote));
     r.times.catch_up += Since(t);
 
     t = Clock::now();
     live.phase = "verify";
     backup.on_progress = nullptr;
-    VerifyReport v = net::VerifyRemote(source_, backup, options_.to, options_.client);
+    VerifyReport v = net::VerifyRemote(source_, backup, options_.to, client_);
     r.times.verify += Since(t);
     if (!v.equal()) {
       std::string first = v.differences.front();
@@ -170,9 +350,11 @@ class Migration {
     t = Clock::now();
     live.phase = "switch";
     for (const std::string& user : users) {
-      net::SetRemoteStatus(options_.to, options_.client, user, store::UserStatus{});
+      net::SetRemoteStatus(options_.to, client_, user, store::UserStatus{});
       source_.SetUserStatus(user, store::UserStatus{store::UserState::kMoved, MovedHost()});
     }
+    RemoveJournal(source_, r.name);  // every user is moved: nothing left to put back
+    held.clear();
     r.times.switch_over += Since(t);
 
     if (options_.delete_source) {
@@ -228,7 +410,12 @@ class Migration {
 
   store::Store& source_;
   const MigrateOptions& options_;
+  net::ClientOptions client_;  // options_.client, with the source's store id and cancel_
+  // Cuts every group off: the caller's cancellation (a signal) or a configuration error.
+  net::Cancellation cancel_;
+  std::unique_ptr<Error> fatal_;  // under report_mutex_: the configuration error that stopped the run
   MigrateReport report_;
+  std::mutex report_mutex_;  // report_'s totals (the groups' own reports have one writer each)
   std::vector<std::set<std::string>> members_;
   std::vector<LiveGroup> live_;
 };
@@ -236,6 +423,7 @@ class Migration {
 }  // namespace
 
 bool MigrateReport::ok() const {
+  if (interrupted) return false;
   for (const GroupReport& g : groups)
     if (!g.ok) return false;
   return true;
@@ -258,6 +446,7 @@ std::string MigrateReport::Text() const {
     out += buf;
     for (const std::string& e : g.errors) out += "  " + g.name + ": " + e + "\n";
   }
+  for (const std::string& line : recovered) out += "recovered: " + line + "\n";
   if (users_in_no_group) {
     out += std::to_string(users_in_no_group) + (users_in_no_group == 1 ? " user is" : " users are") +
            " in no group and were not migrated:";
@@ -266,6 +455,8 @@ std::string MigrateReport::Text() const {
       out += " and " + std::to_string(users_in_no_group - no_group_names.size()) + " more";
     out += "\n";
   }
+  if (users_put_back)
+    out += std::to_string(users_put_back) + " users of failed groups were put back to their status before the hold\n";
   std::snprintf(buf, sizeof buf, "migrate: %s in %.1f s\n", ok() ? "all groups done" : "SOME GROUPS FAILED", seconds);
   out += buf;
   return out;
@@ -277,6 +468,9 @@ std::string MigrateReport::Json() const {
   j["seconds"] = seconds;
   j["users_in_no_group"] = users_in_no_group;
   j["users_in_no_group_names"] = no_group_names;
+  j["recovered"] = recovered;
+  j["interrupted"] = interrupted;
+  j["users_put_back"] = users_put_back;
   for (const GroupReport& g : groups) {
     j["groups"].push_back({{"name", g.name},
                            {"ok", g.ok},
@@ -301,6 +495,11 @@ std::string MigrateReport::Json() const {
 
 MigrateReport Migrate(store::Store& source, const MigrateOptions& options) {
   return Migration(source, options).Run();
+}
+
+std::vector<std::string> AbortMigrations(store::Store& source) {
+  MigrateLock lock(source);
+  return RecoverJournals(source);
 }
 
 }  // namespace storemove::stream

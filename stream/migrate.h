@@ -4,6 +4,7 @@
 //   -> switch (destination active, source moved:HOST) -> optionally delete the source copy.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,13 +17,17 @@ struct MigrateOptions {
   std::string groups_file;            // NAME=ERE lines; users in no group are not migrated
   std::vector<std::string> groups;    // only these groups (empty = all in the file)
   int jobs = 1;                       // groups migrated at once
-  int retries = 2;                    // further attempts for a failed group
+  int retries = 2;                    // further attempts for a failed group (network, server, verification errors)
+  int retry_delay_ms = 1000;          // before the first retry; doubled before each next one...
+  int max_retry_delay_ms = 30000;     // ...up to this
   bool delete_source = false;         // delete verified users from the source at the end
   net::Endpoint to;
   net::ClientOptions client;
   std::string moved_host;             // recorded as moved:HOST on the source (default: to.host)
   std::string partition;              // destination partition for new users ("" = same name or default)
   bool live = false;                  // live display on stderr
+  // Test seam: called once a group's users are on hold (journal written), before the catch-up.
+  std::function<void(const std::string& group)> on_hold;
 };
 
 struct PhaseTimes {
@@ -38,6 +43,7 @@ struct GroupReport {
   uint64_t bytes_sent = 0;       // bytes on the wire
   uint64_t dedupe_saved = 0;     // message bytes not sent as bodies (links, held, already present)
   int attempts = 0;
+  std::vector<int64_t> retry_delays_ms;  // the wait before each retry
   bool ok = false;
   PhaseTimes times;
   std::vector<std::string> errors;
@@ -49,11 +55,26 @@ struct MigrateReport {
   std::vector<std::string> no_group_names;  // the first kNoGroupNamesShown of them, to name them
   static constexpr size_t kNoGroupNamesShown = 20;
   double seconds = 0;
+  std::vector<std::string> recovered;  // what the start put back from a killed run's journals
+  bool interrupted = false;            // options.client.cancel was cancelled (a signal)
+  uint64_t users_put_back = 0;         // users of failed or interrupted groups set back from hold
   bool ok() const;
   std::string Text() const;
   std::string Json() const;
 };
 
+// Errors that a retry cannot cure (bad credentials or key file mode, authentication refused, an
+// unknown partition or name, a destination that is the source itself) stop the whole migration
+// at once: other groups are cut off, held users put back, and Migrate throws that error.
+// Runs the migration under the store's migrate lock (STORE/migrate-journal/lock; kTempFail when
+// another migrate holds it). First puts back what a killed run left on hold (its journals).
+// Before a group's users are set to hold, their previous statuses go to a journal
+// (STORE/migrate-journal/GROUP.hold, durable); a group that fails or is interrupted sets them back
+// and removes it, as does the switch once the users are moved.
 MigrateReport Migrate(store::Store& source, const MigrateOptions& options);
+
+// `migrate --abort`: under the migrate lock, puts every user a killed migrate left on hold back to
+// the status its journal recorded, and removes the journals. One line per journal.
+std::vector<std::string> AbortMigrations(store::Store& source);
 
 }  // namespace storemove::stream

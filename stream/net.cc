@@ -307,7 +307,7 @@ void Resolve(const Endpoint& e, bool passive, AddrInfo* out) {
   if (rc != 0) Throw(Errc::kNotFound, "resolve " + e.host + ": " + ::gai_strerror(rc));
 }
 
-std::string AddressName(const sockaddr* sa) {
+Endpoint AddressOf(const sockaddr* sa) {
   char host[INET6_ADDRSTRLEN] = "?";
   uint16_t port = 0;
   if (sa->sa_family == AF_INET) {
@@ -319,8 +319,10 @@ std::string AddressName(const sockaddr* sa) {
     ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
     port = ntohs(in6->sin6_port);
   }
-  return Endpoint{host, port}.ToString();
+  return Endpoint{host, port};
 }
+
+std::string AddressName(const sockaddr* sa) { return AddressOf(sa).ToString(); }
 
 }  // namespace
 
@@ -331,7 +333,14 @@ std::string PeerName(int fd) {
   return AddressName(reinterpret_cast<sockaddr*>(&ss));
 }
 
-UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds) {
+std::string PeerAddress(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  return AddressOf(reinterpret_cast<sockaddr*>(&ss)).host;
+}
+
+UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation* cancel) {
   if (to.port == 0) Throw(Errc::kInvalidArgument, "connect " + to.ToString() + ": port 0");
   AddrInfo ai;
   Resolve(to, false, &ai);
@@ -341,10 +350,11 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds) {
     if (!fd.valid()) ThrowErrno("socket");
     int rc = ::connect(fd.get(), a->ai_addr, a->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
-      pollfd p{fd.get(), POLLOUT, 0};
+      pollfd p[2] = {{fd.get(), POLLOUT, 0}, {cancel ? cancel->fd() : -1, POLLIN, 0}};
       int n;
-      do n = ::poll(&p, 1, timeout_seconds * 1000);
+      do n = ::poll(p, 2, timeout_seconds * 1000);
       while (n < 0 && errno == EINTR);
+      if (cancel && cancel->cancelled()) Throw(Errc::kInterrupted, "connect to " + to.ToString() + ": " + cancel->why());
       if (n == 0) {
         last = "timed out after " + std::to_string(timeout_seconds) + " s";
         continue;

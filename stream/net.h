@@ -6,9 +6,12 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <ostream>
+#include <set>
 #include <string>
 
 #include "store/store.h"
@@ -30,8 +33,46 @@ struct Credentials {
   bool insecure = false;                          // plain TCP (tests, trusted links)
 };
 
+class Connection;
+
+// Cuts a client's sessions off from another thread (migrate's signal watcher): reads and writes
+// of sessions running under it fail at once, and new sessions throw kInterrupted.
+class Cancellation {
+ public:
+  Cancellation();
+  ~Cancellation();
+  Cancellation(const Cancellation&) = delete;
+  Cancellation& operator=(const Cancellation&) = delete;
+  void Cancel(const std::string& why);
+  bool cancelled() const { return cancelled_.load(); }
+  std::string why() const;
+  // Waits up to `ms` milliseconds; true (at once) when cancelled.
+  bool WaitFor(int64_t ms);
+  int fd() const { return pipe_[0]; }  // readable once cancelled, for poll(2)
+  // Sessions register their connection while they run; Add throws kInterrupted once cancelled.
+  void Add(Connection* conn);
+  void Remove(Connection* conn);
+  // A child is cancelled with this one (at once if this one already is), until removed.
+  void AddChild(Cancellation* child);
+  void RemoveChild(Cancellation* child);
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::set<Connection*> conns_;
+  std::set<Cancellation*> children_;
+  std::atomic<bool> cancelled_{false};
+  std::string why_;
+  int pipe_[2] = {-1, -1};
+};
+
 struct ClientOptions {
   Credentials credentials;
+  Cancellation* cancel = nullptr;  // optional: lets another thread cut the sessions off
+  // The store id (Store::store_id) of the store this client works for: a server serving that
+  // same store refuses the session before changing anything. SendBackup and VerifyRemote set it
+  // from their source; "" = unknown.
+  std::string source_store_id;
   int timeout_seconds = 60;  // connect, and any read or write that makes no progress
   int compress_level = 1;    // zstd level of the DATA stream, 0 = none
   int threads = 0;           // zstd worker threads
@@ -48,6 +89,9 @@ SessionReport SendBackup(store::Store& source, const BackupOptions& options, con
 // Sends a manifest of `options` of `source`; the server checks its store against it (stream::VerifyManifest).
 VerifyReport VerifyRemote(store::Store& source, const BackupOptions& options, const Endpoint& to,
                           const ClientOptions& client);
+// Loads client credentials as a session would (key file and its mode, certificates): kAuth or
+// kInvalidArgument before anything is sent, for callers that must not retry such errors.
+void CheckClientCredentials(const Credentials& credentials);
 // Sets a user's status on the server's store.
 void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std::string& user,
                      const store::UserStatus& status);
@@ -55,8 +99,16 @@ void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std:
 struct ServeOptions {
   std::string listen;  // "host:port"; port 0 picks a free port (see on_listening)
   Credentials credentials;
-  int max_sessions = 16;  // more connections wait in the listen queue until a session ends
+  int max_sessions = 16;  // sessions running at once; more authenticated ones wait for a slot
   int idle_timeout_seconds = 120;  // a peer silent (or not reading) this long is dropped
+  // Before its REQUEST is read a connection is unauthenticated: it holds no session slot, must
+  // finish the TLS handshake and send its REQUEST within handshake_timeout_seconds in total
+  // (bytes trickling in do not extend it), and counts towards two caps: max_handshakes at once
+  // (a new connection beyond it drops the oldest unauthenticated one) and
+  // max_handshakes_per_address from one peer address (more are closed at once).
+  int handshake_timeout_seconds = 10;
+  int max_handshakes = 64;
+  int max_handshakes_per_address = 16;
   bool verbose = false;            // also log every QUERY answered (one line per folder)
   std::function<void(const Endpoint&)> on_listening;  // called once, with the bound address
 };

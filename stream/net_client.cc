@@ -1,6 +1,10 @@
 // The sending side of a network session: connect, authenticate, REQUEST/READY, then the
 // zstd-compressed stream in DATA frames with QUERY/ANSWER round trips, then RESULT or ERROR.
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
 
 #include <nlohmann/json.hpp>
 
@@ -25,7 +29,8 @@ class ClientSession {
   ClientSession(const Endpoint& to, const ClientOptions& options, const nlohmann::json& request)
       : tls_(options.credentials, TlsContext::Side::kClient),
         from_("server " + to.ToString()),
-        conn_(ConnectTcp(to, options.timeout_seconds), to.ToString()) {
+        conn_(ConnectTcp(to, options.timeout_seconds, options.cancel), to.ToString()),
+        registration_(options.cancel, &conn_) {
     ::signal(SIGPIPE, SIG_IGN);  // a closed connection becomes EPIPE
     conn_.SetTimeout(options.timeout_seconds);
     Frame ready{FrameType::kError, {}};
@@ -36,6 +41,7 @@ class ClientSession {
     } catch (const Error& e) {
       // A TLS 1.3 server checks the client's certificate after our handshake has returned: its
       // refusal arrives as the failure of the first read (or write).
+      if (options.cancel && options.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
       if (e.code() == Errc::kAuth || e.code() == Errc::kIo)
         Throw(Errc::kAuth, "authentication with " + to.ToString() + " failed: " + e.what() + Hint(options.credentials));
       throw;
@@ -62,9 +68,22 @@ class ClientSession {
   void Close() { conn_.Close(0); }
 
  private:
+  // Keeps the connection registered with the cancellation while the session lives.
+  struct Registration {
+    Registration(Cancellation* cancel, Connection* conn) : cancel_(cancel), conn_(conn) {
+      if (cancel_) cancel_->Add(conn_);
+    }
+    ~Registration() {
+      if (cancel_) cancel_->Remove(conn_);
+    }
+    Cancellation* cancel_;
+    Connection* conn_;
+  };
+
   TlsContext tls_;
   std::string from_;
   Connection conn_;
+  Registration registration_;
 };
 
 // The stream's bytes as DATA frames.
@@ -132,16 +151,81 @@ SessionReport StreamBackup(ClientSession& session, store::Store& source, const B
   return report;
 }
 
-nlohmann::json Request(const std::string& op) {
-  return {{"protocol", kProtocolVersion}, {"op", op}};
+nlohmann::json Request(const std::string& op, const ClientOptions& client) {
+  nlohmann::json j = {{"protocol", kProtocolVersion}, {"op", op}};
+  if (!client.source_store_id.empty()) j["source_store_id"] = client.source_store_id;
+  return j;
+}
+
+ClientOptions ForSource(const ClientOptions& client, const store::Store& source) {
+  ClientOptions c = client;
+  if (c.source_store_id.empty()) c.source_store_id = source.store_id();
+  return c;
 }
 
 }  // namespace
 
+Cancellation::Cancellation() {
+  if (::pipe2(pipe_, O_CLOEXEC) != 0) ThrowErrno("pipe");
+}
+
+Cancellation::~Cancellation() {
+  ::close(pipe_[0]);
+  ::close(pipe_[1]);
+}
+
+void Cancellation::Cancel(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (cancelled_) return;
+  why_ = why;
+  cancelled_ = true;
+  for (Connection* c : conns_) c->Abort();
+  for (Cancellation* child : children_) child->Cancel(why);
+  (void)!::write(pipe_[1], "x", 1);
+  cv_.notify_all();
+}
+
+void Cancellation::AddChild(Cancellation* child) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  children_.insert(child);
+  if (cancelled_) child->Cancel(why_);
+}
+
+void Cancellation::RemoveChild(Cancellation* child) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  children_.erase(child);
+}
+
+void CheckClientCredentials(const Credentials& credentials) {
+  TlsContext check(credentials, TlsContext::Side::kClient);
+}
+
+std::string Cancellation::why() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return why_;
+}
+
+bool Cancellation::WaitFor(int64_t ms) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return cv_.wait_for(lock, std::chrono::milliseconds(ms), [&] { return cancelled_.load(); });
+}
+
+void Cancellation::Add(Connection* conn) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (cancelled_) Throw(Errc::kInterrupted, why_);
+  conns_.insert(conn);
+}
+
+void Cancellation::Remove(Connection* conn) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  conns_.erase(conn);
+}
+
 SessionReport SendBackup(store::Store& source, const BackupOptions& options, const Endpoint& to,
-                         const ClientOptions& client, const RestoreOptions& remote_restore) {
+                         const ClientOptions& given, const RestoreOptions& remote_restore) {
   if (options.manifest) Throw(Errc::kInvalidArgument, "a manifest cannot be restored remotely (use VerifyRemote)");
-  nlohmann::json request = Request("restore");
+  const ClientOptions client = ForSource(given, source);
+  nlohmann::json request = Request("restore", client);
   request["restore"] = {{"partition", remote_restore.partition},
                         {"user_map", remote_restore.user_map},
                         {"continue_on_error", remote_restore.continue_on_error},
@@ -165,8 +249,9 @@ SessionReport SendBackup(store::Store& source, const BackupOptions& options, con
 }
 
 VerifyReport VerifyRemote(store::Store& source, const BackupOptions& options, const Endpoint& to,
-                          const ClientOptions& client) {
-  nlohmann::json request = Request("verify");
+                          const ClientOptions& given) {
+  const ClientOptions client = ForSource(given, source);
+  nlohmann::json request = Request("verify", client);
   request["verify"] = {{"names", options.names}, {"check_bytes", true}};
   ClientSession session(to, client, request);
   BackupOptions manifest = options;
@@ -191,7 +276,7 @@ VerifyReport VerifyRemote(store::Store& source, const BackupOptions& options, co
 
 void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std::string& user,
                      const store::UserStatus& status) {
-  nlohmann::json request = Request("set-status");
+  nlohmann::json request = Request("set-status", client);
   request["user"] = user;
   request["status"] = status.ToString();
   ClientSession session(to, client, request);

@@ -86,11 +86,13 @@ class Connection {
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
 };
 
-// TCP connect with a timeout; kIo naming the endpoint on failure.
-UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds);
+// TCP connect with a timeout; kIo naming the endpoint on failure, kInterrupted when `cancel`
+// (optional) is cancelled meanwhile.
+UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation* cancel = nullptr);
 // Bound, listening socket; the bound address (port 0 resolved) in *bound.
 UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound);
-std::string PeerName(int fd);
+std::string PeerName(int fd);     // "host:port"
+std::string PeerAddress(int fd);  // the host alone (the per-address cap of serve)
 
 // --- frames ----------------------------------------------------------------------------------
 // [type u8][length u32 little-endian][payload], docs/transport.md §2.

@@ -1,6 +1,7 @@
-// The receiving side: `storemove serve`. One thread per session (at most max_sessions; more
-// connections wait in the listen queue), each authenticating its peer and then restoring one
-// stream (or checking a manifest, or setting a status) into the shared store.
+// The receiving side: `storemove serve`. One thread per connection, each authenticating its
+// peer (under the handshake deadline and caps, outside the session slots), then taking one of
+// max_sessions slots and restoring one stream (or checking a manifest, or setting a status)
+// into the shared store.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -117,11 +118,19 @@ class SessionSource final : public format::ByteSource {
   bool ended_ = false;
 };
 
+using Clock = std::chrono::steady_clock;
+
+// One accepted connection and the thread that serves it.
 struct Slot {
+  enum class State { kUnauthenticated, kWaiting, kSession, kDone };
   uint64_t id = 0;
   std::unique_ptr<Connection> conn;
+  std::string address;         // the peer's host: the per-address cap counts these
+  Clock::time_point deadline;  // for the handshake and the REQUEST, together
   std::thread thread;
-  bool done = false;  // under Server::mutex_
+  // Under Server::mutex_:
+  State state = State::kUnauthenticated;
+  std::string cut;  // why the server cut it off before it was authenticated ("" = it did not)
 };
 
 class Server {
@@ -133,25 +142,25 @@ class Server {
     Endpoint bound;
     UniqueFd listener = ListenTcp(ParseEndpoint(options_.listen), &bound);
     log_.Line("storemove serve: listening on " + bound.ToString() + " (" + tls_.Describe() + ", store " +
-              store_.root() + ", at most " + std::to_string(options_.max_sessions) + " sessions)");
+              store_.root() + ", at most " + std::to_string(options_.max_sessions) + " sessions; handshakes within " +
+              std::to_string(options_.handshake_timeout_seconds) + " s, at most " +
+              std::to_string(options_.max_handshakes) + " at once, " +
+              std::to_string(options_.max_handshakes_per_address) + " per address)");
     if (options_.on_listening) options_.on_listening(bound);
     std::list<std::unique_ptr<Slot>> slots;
     uint64_t next_id = 0;
+    // Connections are accepted at once, whatever the sessions are doing: an unauthenticated one
+    // costs a thread and a socket until its deadline, never a session slot.
     while (!(stop && stop->load())) {
       Reap(&slots);
-      if (slots.size() >= size_t(options_.max_sessions)) {
-        std::unique_lock<std::mutex> lock(mutex_);
-        ended_.wait_for(lock, std::chrono::milliseconds(200));
-        continue;
-      }
       pollfd p{listener.get(), POLLIN, 0};
-      if (::poll(&p, 1, 200) <= 0) continue;
+      if (::poll(&p, 1, CutOverdue(slots)) <= 0) continue;
       int fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE) {
           log_.Line("storemove serve: accept: " + std::string(std::strerror(errno)) + "; waiting for sessions to end");
           std::unique_lock<std::mutex> lock(mutex_);
-          ended_.wait_for(lock, std::chrono::milliseconds(200));
+          changed_.wait_for(lock, std::chrono::milliseconds(200));
         }
         continue;
       }
@@ -159,7 +168,10 @@ class Server {
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto slot = std::make_unique<Slot>();
       slot->id = ++next_id;
+      slot->address = PeerAddress(fd);
       slot->conn = std::make_unique<Connection>(UniqueFd(fd), PeerName(fd));
+      slot->deadline = Clock::now() + std::chrono::seconds(options_.handshake_timeout_seconds);
+      if (!AdmitUnauthenticated(slots, *slot)) continue;  // the slot's destructor closes the socket
       Slot* s = slot.get();
       try {
         slot->thread = std::thread([this, s] { RunSession(*s); });
@@ -170,6 +182,11 @@ class Server {
       slots.push_back(std::move(slot));
     }
     listener.reset();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;  // sessions waiting for a slot give up
+    }
+    changed_.notify_all();
     if (!slots.empty())
       log_.Line("storemove serve: stopping; cutting off " + std::to_string(slots.size()) + " running session(s)");
     for (auto& s : slots) s->conn->Abort();
@@ -183,7 +200,7 @@ class Server {
       bool done;
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        done = (*it)->done;
+        done = (*it)->state == Slot::State::kDone;
       }
       if (!done) {
         ++it;
@@ -192,6 +209,79 @@ class Server {
       (*it)->thread.join();
       it = slots->erase(it);
     }
+  }
+
+  // Under mutex_: shuts the connection down, so its thread's handshake or read fails at once.
+  void Cut(Slot& slot, std::string why) {
+    slot.cut = std::move(why);
+    slot.conn->Abort();
+  }
+
+  static bool Pending(const Slot& s) { return s.state == Slot::State::kUnauthenticated && s.cut.empty(); }
+
+  // Cuts off unauthenticated connections past their deadline; returns how long the accept loop
+  // may wait before the next deadline (at most 200 ms, so a stop request is seen in time).
+  int CutOverdue(std::list<std::unique_ptr<Slot>>& slots) {
+    auto now = Clock::now();
+    auto wait = std::chrono::milliseconds(200);
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& s : slots) {
+      if (!Pending(*s)) continue;
+      if (now >= s->deadline) {
+        Cut(*s, "no REQUEST within " + std::to_string(options_.handshake_timeout_seconds) +
+                    " s of connecting (--handshake-timeout)");
+        continue;
+      }
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(s->deadline - now);
+      wait = std::min(wait, left);
+    }
+    return int(std::max<int64_t>(1, wait.count()));
+  }
+
+  // The caps on unauthenticated connections: false (and a log line) when the peer's address has
+  // too many already; when the whole pool is full the oldest is dropped, so a flood of idle
+  // connections delays a real client by at most its own handshake.
+  bool AdmitUnauthenticated(std::list<std::unique_ptr<Slot>>& slots, const Slot& fresh) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t total = 0, same = 0;
+    Slot* oldest = nullptr;
+    for (auto& s : slots) {
+      if (!Pending(*s)) continue;
+      ++total;
+      same += s->address == fresh.address;
+      if (!oldest) oldest = s.get();  // the list is in accept order
+    }
+    if (same >= size_t(options_.max_handshakes_per_address)) {
+      log_.Line("session " + std::to_string(fresh.id) + " from " + fresh.conn->peer() + ": refused: " +
+                std::to_string(same) + " unauthenticated connections from " + fresh.address +
+                " already (--max-handshakes-per-address)");
+      return false;
+    }
+    if (total >= size_t(options_.max_handshakes) && oldest)  // its thread logs the reason
+      Cut(*oldest, "dropped to make room for a newer connection: " + std::to_string(total) +
+                       " unauthenticated connections at once (--max-handshakes)");
+    return true;
+  }
+
+  // An authenticated connection takes a session slot, waiting (at most the idle timeout) while
+  // all are busy; its client's timeout applies meanwhile.
+  void TakeSessionSlot(Slot& slot) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!slot.cut.empty()) Throw(Errc::kTempFail, slot.cut);
+    slot.state = Slot::State::kWaiting;
+    bool free = changed_.wait_for(lock, std::chrono::seconds(options_.idle_timeout_seconds),
+                                  [&] { return stopping_ || sessions_ < options_.max_sessions; });
+    if (stopping_) Throw(Errc::kInterrupted, "the server is stopping");
+    if (!free)
+      Throw(Errc::kTempFail, "no session slot free within " + std::to_string(options_.idle_timeout_seconds) + " s (" +
+                                 std::to_string(options_.max_sessions) + " sessions running, --max-sessions)");
+    ++sessions_;
+    slot.state = Slot::State::kSession;
+  }
+
+  std::string CutReason(Slot& slot) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return slot.cut;
   }
 
   void RunSession(Slot& slot) {
@@ -204,10 +294,14 @@ class Server {
       conn.set_authenticated();  // (a no-op handshake with --insecure)
       Frame request = ReadFrame(conn);
       if (request.type != FrameType::kRequest) Unexpected(request, "REQUEST", conn.peer());
+      TakeSessionSlot(slot);
       Serve(conn, who, request.payload, &op);
       conn.Close(0);
     } catch (const Error& e) {
-      if (e.code() == Errc::kAuth) {
+      std::string cut = CutReason(slot);
+      if (!cut.empty()) {
+        log_.Line(who + ": cut off before authentication: " + cut);
+      } else if (e.code() == Errc::kAuth) {
         log_.Line(who + ": authentication failed: " + e.what());
       } else if (!conn.authenticated()) {
         log_.Line(who + ": refused before authentication: " + e.what());
@@ -230,9 +324,10 @@ class Server {
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      slot.done = true;
+      if (slot.state == Slot::State::kSession) --sessions_;
+      slot.state = Slot::State::kDone;
     }
-    ended_.notify_all();
+    changed_.notify_all();
   }
 
   static void CloseQuietly(Connection& conn) {
@@ -252,6 +347,13 @@ class Server {
         Throw(Errc::kProtocol, "protocol version " + request.at("protocol").dump() + " not supported (this server speaks " +
                                    std::to_string(kProtocolVersion) + ")");
       *op = request.at("op").get<std::string>();
+      // A client working for this very store (migrate --to pointing at the source's own server)
+      // would restore the store into itself and then mark its users moved on their only copy.
+      std::string source_id = request.value("source_store_id", std::string());
+      if (!source_id.empty() && source_id == store_.store_id())
+        Throw(Errc::kInvalidArgument, "this server serves the client's own store (store id " + source_id + ", " +
+                                          store_.root() + "): refusing to " + *op +
+                                          " a store into itself; give the destination server's address");
       if (*op == "restore") return ServeRestore(conn, who, request.at("restore"));
       if (*op == "verify") return ServeVerify(conn, who, request.at("verify"));
       if (*op == "set-status") return ServeSetStatus(conn, who, request);
@@ -262,7 +364,8 @@ class Server {
   }
 
   void SendReady(Connection& conn) {
-    WriteFrame(conn, FrameType::kReady, nlohmann::json{{"protocol", kProtocolVersion}}.dump());
+    WriteFrame(conn, FrameType::kReady,
+               nlohmann::json{{"protocol", kProtocolVersion}, {"store_id", store_.store_id()}}.dump());
   }
 
   void Sync() {
@@ -332,7 +435,9 @@ class Server {
   TlsContext tls_;
   Logger log_;
   std::mutex mutex_;
-  std::condition_variable ended_;  // a session ended
+  std::condition_variable changed_;  // a session ended, or the server is stopping
+  int sessions_ = 0;                 // under mutex_: slots taken
+  bool stopping_ = false;            // under mutex_
 };
 
 }  // namespace
@@ -341,6 +446,11 @@ void Serve(store::Store& store, const ServeOptions& options, const std::atomic<b
   ::signal(SIGPIPE, SIG_IGN);  // a vanished client becomes EPIPE on its session, not our death
   if (options.max_sessions < 1) Throw(Errc::kInvalidArgument, "--max-sessions must be at least 1");
   if (options.idle_timeout_seconds < 1) Throw(Errc::kInvalidArgument, "--idle-timeout must be at least 1 second");
+  if (options.handshake_timeout_seconds < 1)
+    Throw(Errc::kInvalidArgument, "--handshake-timeout must be at least 1 second");
+  if (options.max_handshakes < 1) Throw(Errc::kInvalidArgument, "--max-handshakes must be at least 1");
+  if (options.max_handshakes_per_address < 1)
+    Throw(Errc::kInvalidArgument, "--max-handshakes-per-address must be at least 1");
   Server(store, options, log).Run(stop);
 }
 

@@ -157,6 +157,10 @@ namespace storemove::stream {
 struct VerifyOptions {
   std::vector<std::string> names{"/"};  // selection, as for backup (on the source)
   bool check_bytes = true;              // re-read every destination message and hash it
+  // By default a destination user that is active while the source has it on hold or moved:HOST
+  // is what a migration does, not a difference (docs/migration.md); strict compares statuses
+  // exactly.
+  bool strict_status = false;
 };
 
 struct VerifyReport {

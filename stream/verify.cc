@@ -37,6 +37,16 @@ std::optional<Digest> HashFile(store::Folder& folder, uint32_t uid) {
   return h.Final();
 }
 
+// Statuses that differ only as a migration makes them: the destination's copy is active while
+// the source has the user on hold (copy, catch-up, verify) or moved to another host (after the
+// switch). Anything else — a held or moved destination, an active source with a destination
+// that is not — is a difference.
+bool StatusesAgree(const store::UserStatus& dst, const store::UserStatus& src, bool strict) {
+  if (dst == src) return true;
+  return !strict && dst.state == store::UserState::kActive &&
+         (src.state == store::UserState::kHold || src.state == store::UserState::kMoved);
+}
+
 // The source's side of one folder, from a snapshot or from a manifest's records.
 struct SourceFolder {
   store::FolderInfo info;
@@ -66,7 +76,7 @@ class Checker {
       Diff("user " + su.user + " is missing");
       return false;
     }
-    if (du->status != su.status)
+    if (!StatusesAgree(du->status, su.status, options_.strict_status))
       Diff("user " + su.user + ": status is " + du->status.ToString() + ", source has " + su.status.ToString());
     if (du->quota_limit != su.quota_limit)
       Diff("user " + su.user + ": quota limit is " + std::to_string(du->quota_limit) + ", source has " +

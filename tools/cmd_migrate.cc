@@ -1,12 +1,22 @@
 // storemove migrate: moves backup groups to another server while the service stays up
 // (stream/migrate.h describes the phases).
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <thread>
 
 #include "stream/migrate.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace storemove::tools {
 namespace {
@@ -16,6 +26,7 @@ struct MigrateCliOptions {
   std::string groups_file;
   int jobs = 1;
   int retries = 2;
+  double retry_delay = 1;
   std::string to;
   std::string key, cert, cert_key, ca;
   bool insecure = false;
@@ -26,10 +37,71 @@ struct MigrateCliOptions {
   std::string partition;
   bool json = false;
   bool verbose = false;
+  bool abort = false;
   std::vector<std::string> groups;
 };
 
+// SIGINT and SIGTERM become a cancellation of the migration (its sessions are cut off, its held
+// users put back) instead of killing the process with users left on hold. The signals are
+// blocked in every thread and read from a signalfd by a watcher thread.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(stream::net::Cancellation* cancel) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (::pthread_sigmask(SIG_BLOCK, &set, &old_) != 0) ThrowErrno("pthread_sigmask");
+    signal_fd_ = UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC));
+    stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+    if (!signal_fd_.valid() || !stop_fd_.valid()) ThrowErrno("signalfd");
+    thread_ = std::thread([this, cancel] {
+      pollfd p[2] = {{signal_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+      while (::poll(p, 2, -1) < 0 && errno == EINTR) {
+      }
+      signalfd_siginfo info;
+      if (!(p[0].revents & POLLIN) || ::read(signal_fd_.get(), &info, sizeof info) != sizeof info) return;
+      cancel->Cancel(std::string("interrupted by ") + (info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM"));
+    });
+  }
+  ~SignalWatcher() {
+    uint64_t one = 1;
+    (void)!::write(stop_fd_.get(), &one, sizeof one);
+    thread_.join();
+    // A signal that came too late to cancel anything stays pending and is dropped here.
+    ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t old_;
+  UniqueFd signal_fd_, stop_fd_;
+  std::thread thread_;
+};
+
+// Test seam (STOREMOVE_TEST_HOLD_FD=N): once a group's users are on hold, write "hold GROUP\n"
+// to fd N and wait until the test writes a byte to it (or closes it) or a signal cancels the run.
+// It lets a test signal or kill -9 the process at a known point of the hold phase.
+void PauseInHold(int fd, const stream::net::Cancellation& cancel, const std::string& group) {
+  std::string line = "hold " + group + "\n";
+  (void)!::write(fd, line.data(), line.size());
+  pollfd p[2] = {{fd, POLLIN, 0}, {cancel.fd(), POLLIN, 0}};
+  while (::poll(p, 2, -1) < 0 && errno == EINTR) {
+  }
+  char c;
+  if (p[0].revents) (void)!::read(fd, &c, 1);
+}
+
+int RunAbort(const MigrateCliOptions& o) {
+  auto source = OpenStore(o.store_dir);
+  std::vector<std::string> lines = stream::AbortMigrations(*source);
+  for (const std::string& line : lines) std::printf("migrate --abort: %s\n", line.c_str());
+  if (lines.empty()) std::printf("migrate --abort: no interrupted migration in %s\n", source->root().c_str());
+  return 0;
+}
+
 int RunMigrate(const MigrateCliOptions& o) {
+  if (o.abort) return RunAbort(o);
+  if (o.to.empty()) Throw(Errc::kInvalidArgument, "migrate: --to HOST:PORT is required (or --abort)");
   auto source = OpenStore(o.store_dir);
   stream::MigrateOptions options;
   options.groups_file = o.groups_file.empty() ? source->root() + "/config/backup-groups.conf" : o.groups_file;
@@ -38,6 +110,9 @@ int RunMigrate(const MigrateCliOptions& o) {
   if (o.retries < 0 || o.retries > 100) Throw(Errc::kInvalidArgument, "--retries: 0-100");
   options.jobs = o.jobs;
   options.retries = o.retries;
+  if (!(o.retry_delay >= 0.01 && o.retry_delay <= 3600)) Throw(Errc::kInvalidArgument, "--retry-delay: 0.01-3600 seconds");
+  options.retry_delay_ms = int(o.retry_delay * 1000);
+  options.max_retry_delay_ms = std::max(options.retry_delay_ms, 30000);
   options.delete_source = o.delete_source;
   options.to = stream::net::ParseEndpoint(o.to);
   options.client.credentials.key_file = o.key;
@@ -50,7 +125,20 @@ int RunMigrate(const MigrateCliOptions& o) {
   options.moved_host = o.moved_host;
   options.partition = o.partition;
   options.live = o.verbose || ::isatty(STDERR_FILENO);
-  stream::MigrateReport report = stream::Migrate(*source, options);
+  stream::net::Cancellation cancel;
+  options.client.cancel = &cancel;
+  if (const char* hook = std::getenv("STOREMOVE_TEST_HOLD_FD")) {
+    int fd = std::atoi(hook);
+    options.on_hold = [fd, &cancel](const std::string& group) { PauseInHold(fd, cancel, group); };
+  }
+  stream::MigrateReport report;
+  {
+    SignalWatcher watcher(&cancel);
+    report = stream::Migrate(*source, options);
+  }
+  if (report.interrupted)
+    Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + std::to_string(report.users_put_back) +
+                                  " users put back to their status before the hold; rerun to continue");
   std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
   return report.ok() ? 0 : 1;
 }
@@ -64,7 +152,9 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   AddStoreOption(c, &o->store_dir);
   c->add_option("--groups", o->groups_file, "backup groups file (default STORE/config/backup-groups.conf)")->type_name("FILE");
   c->add_option("--jobs,-j", o->jobs, "groups migrated at once (default 1)");
-  c->add_option("--to", o->to, "destination server (storemove serve)")->required()->type_name("HOST:PORT");
+  c->add_option("--to", o->to, "destination server (storemove serve)")->type_name("HOST:PORT");
+  c->add_flag("--abort", o->abort,
+              "put back the users a killed migrate left on hold (from STORE/migrate-journal) and stop");
   c->add_option("--key", o->key, "pre-shared key file (storemove keygen)")->type_name("FILE");
   c->add_option("--cert", o->cert, "client certificate (mutual TLS)")->type_name("FILE");
   c->add_option("--cert-key", o->cert_key, "client certificate's private key")->type_name("FILE");
@@ -72,7 +162,11 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_flag("--insecure", o->insecure, "plain TCP without TLS (trusted test networks only)");
   c->add_option("--timeout", o->timeout, "seconds without progress before a session is abandoned (default 60)");
   c->add_option("--compress", o->compress, "zstd level for the sessions (default 1)");
-  c->add_option("--retries", o->retries, "further attempts for a failed group (default 2)");
+  c->add_option("--retries", o->retries,
+                "further attempts for a group that failed on the network, the server or verification (default 2); "
+                "configuration errors (credentials, authentication, names) stop at once");
+  c->add_option("--retry-delay", o->retry_delay,
+                "seconds before the first retry, doubled before each next one up to 30 s (default 1)");
   c->add_flag("--delete-source", o->delete_source, "delete verified users from this store after the switch");
   c->add_option("--moved-host", o->moved_host, "host recorded as moved:HOST (default: the --to host)")->type_name("HOST");
   c->add_option("--partition", o->partition, "destination partition for new users")->type_name("NAME");

@@ -54,9 +54,17 @@ void AddServeCommand(CLI::App& root, Action* chosen) {
   c->add_option("--cert-key", o->serve.credentials.cert_key_file, "its private key (PEM)")->type_name("FILE");
   c->add_option("--ca", o->serve.credentials.ca_file, "CA that signs client certificates")->type_name("FILE");
   c->add_flag("--insecure", o->serve.credentials.insecure, "plain TCP, no authentication (trusted links only)");
-  c->add_option("--max-sessions", o->serve.max_sessions, "sessions at once; more wait to be accepted (default 16)");
+  c->add_option("--max-sessions", o->serve.max_sessions,
+                "sessions at once; more authenticated clients wait for a slot (default 16)");
   c->add_option("--idle-timeout", o->serve.idle_timeout_seconds,
                 "seconds a peer may send nothing (or not read) before its session is dropped (default 120)");
+  c->add_option("--handshake-timeout", o->serve.handshake_timeout_seconds,
+                "seconds from connecting to the end of the handshake and REQUEST, however the bytes trickle in "
+                "(default 10)");
+  c->add_option("--max-handshakes", o->serve.max_handshakes,
+                "unauthenticated connections at once; a new one drops the oldest (default 64)");
+  c->add_option("--max-handshakes-per-address", o->serve.max_handshakes_per_address,
+                "unauthenticated connections from one address; more are closed at once (default 16)");
   c->add_flag("-v,--verbose", o->serve.verbose, "also log every QUERY answered (one line per folder)");
   c->add_option("--log", o->log_file, "append the log to FILE instead of standard error")->type_name("FILE");
   c->callback([o, chosen] { *chosen = [o] { return RunServe(*o); }; });

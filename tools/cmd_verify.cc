@@ -20,6 +20,7 @@ struct VerifyCliOptions {
   std::string manifest;
   bool json = false;
   bool no_bytes = false;
+  bool strict_status = false;
   std::vector<std::string> names;
 };
 
@@ -30,6 +31,7 @@ int RunVerify(const VerifyCliOptions& o) {
   stream::VerifyOptions options;
   if (!o.names.empty()) options.names = o.names;
   options.check_bytes = !o.no_bytes;
+  options.strict_status = o.strict_status;
   stream::VerifyReport report;
   if (!o.source_dir.empty()) {
     auto source = store::Store::Open(o.source_dir);
@@ -77,6 +79,9 @@ void AddVerifyCommand(CLI::App& root, Action* chosen) {
   c->add_option("--manifest", o->manifest, "a manifest stream from `backup --manifest` (- for stdin)")->type_name("FILE|-");
   c->add_flag("--json", o->json, "print the result as JSON");
   c->add_flag("--no-bytes", o->no_bytes, "compare index records only; do not re-read destination messages");
+  c->add_flag("--strict-status", o->strict_status,
+              "compare user statuses exactly (by default a destination user that is active while the source has "
+              "it on hold or moved:HOST, as a migration leaves it, is not a difference)");
   c->add_option("names", o->names, "with --source: what to compare, as for backup (default /)");
   c->callback([o, chosen] { *chosen = [o] { return RunVerify(*o); }; });
 }

@@ -1,6 +1,10 @@
 // storemove migrate over loopback: groups in parallel, failures and reruns, and zero loss while a
 // test MTA keeps delivering (through the real `storemove deliver`) during the migration.
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +13,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <future>
 #include <map>
 #include <random>
@@ -44,9 +49,14 @@ class Server {
     endpoint_ = ready.get();
     options_.on_listening = nullptr;
   }
-  ~Server() {
+  ~Server() { Stop(); }
+  void Stop() {
     stop_ = true;
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
+  }
+  std::string Log() {  // complete once stopped
+    Stop();
+    return log_.str();
   }
   const net::Endpoint& endpoint() const { return endpoint_; }
 
@@ -265,6 +275,381 @@ TEST(Migrate, ZeroLossUnderLiveDelivery) {
     for (const auto& m : dst->OpenFolder(f.user, f.folder)->Snapshot().messages) ++found[m.digest];
   });
   for (const Delivery& d : queue) EXPECT_EQ(found[DigestOf(d.bytes)], 1) << d.bytes.substr(0, 30);
+}
+
+// --- interrupted migrations: signals, kill -9, --abort -------------------------------------------
+
+constexpr int kGuardSeconds = 120;  // a test that waits longer than this has hung: fail it
+
+// `storemove migrate` as a child process. Through the test seam STOREMOVE_TEST_HOLD_FD it writes
+// "hold GROUP" on a socket once a group's users are on hold, and waits there: the test knows the
+// phase without timing anything.
+class MigrateChild {
+ public:
+  explicit MigrateChild(const std::vector<std::string>& args) : io_(std::make_unique<TempDir>()) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+    std::string out = *io_ / "out", err = *io_ / "err";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int hook = ::dup(sv[1]);  // without O_CLOEXEC: inherited by storemove
+      std::string env = "STOREMOVE_TEST_HOLD_FD=" + std::to_string(hook);
+      ::putenv(env.data());
+      int in = ::open("/dev/null", O_RDONLY), o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600),
+          e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      ::dup2(in, 0);
+      ::dup2(o, 1);
+      ::dup2(e, 2);
+      std::vector<char*> argv = {const_cast<char*>(STOREMOVE_BIN)};
+      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(STOREMOVE_BIN, argv.data());
+      ::_exit(127);
+    }
+    ::close(sv[1]);
+    hook_ = sv[0];
+  }
+  ~MigrateChild() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      Wait();
+    }
+    ::close(hook_);
+  }
+  // The child's "hold GROUP" line, or "" if it ended (or printed nothing for the guard time) first.
+  std::string WaitForHold() {
+    std::string line;
+    for (char c;;) {
+      pollfd p{hook_, POLLIN, 0};
+      if (::poll(&p, 1, kGuardSeconds * 1000) <= 0 || ::read(hook_, &c, 1) != 1) return "";
+      if (c == '\n') return line;
+      line += c;
+    }
+  }
+  void Continue() { (void)!::write(hook_, "c", 1); }
+  void Signal(int sig) { ::kill(pid_, sig); }
+  // Exit status (128 + signal when killed).
+  int Wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  std::string Out() const { return Slurp(*io_ / "out"); }
+  std::string Err() const { return Slurp(*io_ / "err"); }
+
+ private:
+  static std::string Slurp(const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  }
+  std::unique_ptr<TempDir> io_;
+  pid_t pid_ = -1;
+  int hook_ = -1;
+};
+
+std::map<std::string, std::string> Statuses(store::Store& s) {
+  std::map<std::string, std::string> out;
+  s.ForEachUser([&](const store::UserInfo& u) { out[u.user] = u.status.ToString(); });
+  return out;
+}
+
+// A source whose users are all in one group "all"; the first user is on hold by the
+// administrator beforehand (an interrupted migrate must leave it on hold, not make it active).
+std::unique_ptr<store::Store> MakeOneGroupSource(const std::string& dir) {
+  auto src = MakeSource(dir, 6, 4);
+  std::ofstream(dir + "/config/backup-groups.conf") << "all=.*\n";
+  std::string first;
+  src->ForEachUser([&](const store::UserInfo& u) {
+    if (first.empty()) first = u.user;
+  });
+  src->SetUserStatus(first, store::UserStatus{store::UserState::kHold, ""});
+  return src;
+}
+
+std::vector<std::string> MigrateArgs(const std::string& source, const net::Endpoint& to) {
+  return {"migrate", "--store", source, "--to", to.ToString(), "--insecure", "--retries", "0"};
+}
+
+TEST(MigrateInterrupt, SigtermDuringHoldPutsTheUsersBackAndExitsWithOneLine) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  std::map<std::string, std::string> before = Statuses(*src);
+  MigrateChild child(MigrateArgs(tmp / "src", server.endpoint()));
+  ASSERT_EQ(child.WaitForHold(), "hold all") << child.Err();
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "hold") << user;
+  EXPECT_TRUE(fs::exists(tmp / "src/migrate-journal/all.hold"));
+  child.Signal(SIGTERM);
+  EXPECT_EQ(child.Wait(), 130);
+  std::string err = child.Err();
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_NE(err.find("storemove: migrate interrupted by SIGTERM: 6 users put back to their status before the hold"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(Statuses(*src), before);
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.hold"));
+  // SIGINT (Ctrl-C) the same.
+  MigrateChild again(MigrateArgs(tmp / "src", server.endpoint()));
+  ASSERT_EQ(again.WaitForHold(), "hold all") << again.Err();
+  again.Signal(SIGINT);
+  EXPECT_EQ(again.Wait(), 130);
+  EXPECT_NE(again.Err().find("interrupted by SIGINT"), std::string::npos) << again.Err();
+  EXPECT_EQ(Statuses(*src), before);
+  // A rerun completes.
+  MigrateReport done = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+  ASSERT_TRUE(done.ok()) << done.Text();
+  EXPECT_TRUE(done.recovered.empty());
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
+TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
+  TempDir tmp;
+  const std::string source = tmp / "src";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  // The source is opened only between the kills: a process killed with the environment open
+  // makes it unusable for every process that has it open (the next open recovers it).
+  auto statuses = [&] { return Statuses(*store::Store::Open(source)); };
+  std::map<std::string, std::string> before = Statuses(*MakeOneGroupSource(source));
+  {
+    MigrateChild child(MigrateArgs(source, server.endpoint()));
+    ASSERT_EQ(child.WaitForHold(), "hold all") << child.Err();
+    // While it runs, a second migrate (or --abort) of the store is refused.
+    MigrateChild other({"migrate", "--store", source, "--abort"});
+    EXPECT_EQ(other.Wait(), 75);
+    EXPECT_NE(other.Err().find("another storemove migrate is running on"), std::string::npos) << other.Err();
+    child.Signal(SIGKILL);
+    EXPECT_EQ(child.Wait(), 128 + SIGKILL);
+  }
+  for (const auto& [user, status] : statuses()) EXPECT_EQ(status, "hold") << user;
+  ASSERT_TRUE(fs::exists(tmp / "src/migrate-journal/all.hold"));
+  {
+    MigrateChild abort({"migrate", "--store", source, "--abort"});
+    EXPECT_EQ(abort.Wait(), 0) << abort.Err();
+    EXPECT_NE(abort.Out().find("group all: an interrupted migrate had left 6 of 6 users on hold; put back"),
+              std::string::npos)
+        << abort.Out();
+  }
+  EXPECT_EQ(statuses(), before);
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.hold"));
+  {
+    MigrateChild abort({"migrate", "--store", source, "--abort"});
+    EXPECT_EQ(abort.Wait(), 0);
+    EXPECT_NE(abort.Out().find("no interrupted migration"), std::string::npos) << abort.Out();
+  }
+  // Killed again; the next migrate puts the users back first, then migrates them.
+  {
+    MigrateChild child(MigrateArgs(source, server.endpoint()));
+    ASSERT_EQ(child.WaitForHold(), "hold all") << child.Err();
+    child.Signal(SIGKILL);
+    child.Wait();
+  }
+  auto src = store::Store::Open(source);
+  MigrateReport done = Migrate(*src, Options(source, server.endpoint(), insecure, 1));
+  ASSERT_TRUE(done.ok()) << done.Text();
+  ASSERT_EQ(done.recovered.size(), 1u);
+  EXPECT_NE(done.recovered[0].find("left 6 of 6 users on hold"), std::string::npos) << done.recovered[0];
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.hold"));
+}
+
+// --- verify after a migration -----------------------------------------------------------------
+
+TEST(MigrateVerify, VerifySourceAfterAMigrationIsEqualAndStillFindsRealDifferences) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 6, 4);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  {
+    Server server(*dst, insecure);
+    MigrateReport report = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+    ASSERT_TRUE(report.ok()) << report.Text();
+  }
+  src.reset();  // the CLI opens both stores
+  dst.reset();
+  auto verify = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"verify", "--store", tmp / "dst", "--source", tmp / "src"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    MigrateChild c(args);
+    int status = c.Wait();
+    return std::make_pair(status, c.Out() + c.Err());
+  };
+  auto [status, out] = verify({});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find(": equal"), std::string::npos) << out;
+  auto [strict, strict_out] = verify({"--strict-status"});
+  EXPECT_EQ(strict, 1) << strict_out;
+  EXPECT_NE(strict_out.find("status is active, source has moved:127.0.0.1"), std::string::npos) << strict_out;
+  // A real difference is still reported, and only it.
+  std::string user;
+  {
+    auto d = store::Store::Open(tmp / "dst");
+    d->ForEachUser([&](const store::UserInfo& u) {
+      if (user.empty()) user = u.user;
+    });
+    d->OpenFolder(user, "INBOX")->RaiseUidNext(100000);
+  }
+  auto [changed, changed_out] = verify({});
+  EXPECT_EQ(changed, 1) << changed_out;
+  EXPECT_NE(changed_out.find("user/" + user + "/INBOX: UIDNEXT is 100000"), std::string::npos) << changed_out;
+  EXPECT_EQ(changed_out.find("status is"), std::string::npos) << changed_out;
+}
+
+// --- store identity -----------------------------------------------------------------------------
+
+TEST(MigrateIdentity, AServerServingTheSourceStoreItselfIsRefusedAndNothingChanges) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 6, 4);
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server itself(*src, insecure);  // the operator's mistake: --to names the source's own server
+  std::map<std::string, std::string> before = Statuses(*src);
+  uint64_t messages = 0;
+  src->ForEachFolder([&](const store::FolderInfo& f) { messages += f.count; });
+  try {
+    MigrateReport r = Migrate(*src, Options(tmp / "src", itself.endpoint(), insecure, 1));
+    ADD_FAILURE() << "migrate into the source itself was accepted:\n" << r.Text();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+    EXPECT_NE(std::string(e.what()).find("this server serves the client's own store (store id " + src->store_id()),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(Statuses(*src), before);
+  uint64_t after = 0;
+  src->ForEachFolder([&](const store::FolderInfo& f) { after += f.count; });
+  EXPECT_EQ(after, messages);
+  // backup --to and the other session kinds are refused the same way.
+  net::ClientOptions plain;
+  plain.credentials = insecure;
+  try {
+    net::SendBackup(*src, {}, itself.endpoint(), plain);
+    ADD_FAILURE() << "a backup into its own store was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+  }
+  plain.source_store_id = src->store_id();
+  EXPECT_THROW(net::SetRemoteStatus(itself.endpoint(), plain, before.begin()->first,
+                                    store::UserStatus{store::UserState::kMoved, "x"}),
+               Error);
+  EXPECT_EQ(Statuses(*src), before);
+}
+
+// --- retries: configuration errors at once, a refused connection with backoff --------------------
+
+TEST(MigrateRetry, ALooseKeyFileFailsOnceAtOnceWithOneLine) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 6, 4);
+  net::WriteKeyFile(tmp / "key");
+  ::chmod((tmp / "key").c_str(), 0644);
+  net::Credentials loose;
+  loose.key_file = tmp / "key";
+  std::map<std::string, std::string> before = Statuses(*src);
+  MigrateOptions o = Options(tmp / "src", net::ParseEndpoint("127.0.0.1:9"), loose, 1);
+  o.retry_delay_ms = 600'000;  // a retry would hang the test for ten minutes
+  try {
+    Migrate(*src, o);
+    ADD_FAILURE() << "a loose key file was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kAuth) << e.what();
+    EXPECT_NE(std::string(e.what()).find("accessible by group or others"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(Statuses(*src), before);
+  src.reset();
+  MigrateChild cli({"migrate", "--store", tmp / "src", "--to", "127.0.0.1:9", "--key", tmp / "key", "--retry-delay",
+                    "600"});
+  EXPECT_EQ(cli.Wait(), 77);
+  std::string err = cli.Err();
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_NE(err.find("chmod 600"), std::string::npos) << err;
+  EXPECT_EQ(cli.Out(), "");
+}
+
+TEST(MigrateRetry, RefusedAuthenticationAndAnUnknownPartitionAreTriedOnce) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 8, 3);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::WriteKeyFile(tmp / "key");
+  net::WriteKeyFile(tmp / "other");
+  net::Credentials server_key, client_key, insecure;
+  server_key.key_file = tmp / "key";
+  client_key.key_file = tmp / "other";
+  insecure.insecure = true;
+  std::map<std::string, std::string> before = Statuses(*src);
+  {
+    Server server(*dst, server_key);
+    MigrateOptions o = Options(tmp / "src", server.endpoint(), client_key, 2);
+    o.retry_delay_ms = 600'000;
+    try {
+      Migrate(*src, o);
+      ADD_FAILURE() << "a wrong key was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kAuth) << e.what();
+      EXPECT_NE(std::string(e.what()).find("not retried"), std::string::npos) << e.what();
+    }
+    std::string log = server.Log();
+    // One attempt per group that had started (two jobs), none after the first refusal.
+    size_t refused = 0;
+    for (size_t at = 0; (at = log.find("authentication failed", at)) != std::string::npos; ++at) ++refused;
+    EXPECT_GE(refused, 1u) << log;
+    EXPECT_LE(refused, 2u) << log;
+  }
+  {
+    Server server(*dst, insecure);
+    MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+    o.partition = "nosuch";
+    o.retry_delay_ms = 600'000;
+    try {
+      Migrate(*src, o);
+      ADD_FAILURE() << "an unknown partition was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kNotFound) << e.what();
+      EXPECT_NE(std::string(e.what()).find("no partition 'nosuch'"), std::string::npos) << e.what();
+    }
+    std::string log = server.Log();
+    size_t refused = 0;
+    for (size_t at = 0; (at = log.find("no partition 'nosuch'", at)) != std::string::npos; ++at) ++refused;
+    EXPECT_EQ(refused, 1u) << log;
+  }
+  EXPECT_EQ(Statuses(*src), before);
+  EXPECT_EQ(dst->ListFolders("nobody").size(), 0u);
+}
+
+TEST(MigrateRetry, ARefusedConnectionIsRetriedWithExponentialBackoff) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 8, 3);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  net::Endpoint nowhere;
+  {
+    Server probe(*dst, insecure);  // a port that was free a moment ago and is closed again
+    nowhere = probe.endpoint();
+  }
+  MigrateOptions o = Options(tmp / "src", nowhere, insecure, 1);
+  o.groups = {"fm"};
+  o.retries = 3;
+  o.retry_delay_ms = 100;
+  o.max_retry_delay_ms = 250;
+  auto start = std::chrono::steady_clock::now();
+  MigrateReport r = Migrate(*src, o);
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(r.groups.size(), 1u);
+  const GroupReport& g = r.groups[0];
+  EXPECT_FALSE(g.ok);
+  EXPECT_EQ(g.attempts, 4);
+  EXPECT_EQ(g.retry_delays_ms, (std::vector<int64_t>{100, 200, 250}));
+  for (const std::string& e : g.errors) EXPECT_NE(e.find("Connection refused"), std::string::npos) << e;
+  // Only a lower bound: the waits happened (a loaded machine can only make it longer).
+  EXPECT_GE(elapsed, std::chrono::milliseconds(550));
+  src->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.ToString(), "active") << u.user; });
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -720,6 +721,146 @@ TEST(NetTimeout, StalledPeersAreDroppedAndTheServerGoesOn) {
   size_t timeouts = 0;
   for (size_t at = 0; (at = log.find("timed out after 1 s", at)) != std::string::npos; ++at) ++timeouts;
   EXPECT_EQ(timeouts, 2u) << log;
+}
+
+// --- unauthenticated connections: no session slot, a deadline, caps ----------------------------
+
+// A TCP connection from a chosen loopback address (127.0.0.x; Linux routes all of 127/8 to lo),
+// left idle. Non-blocking, so that a server that stops accepting cannot hang the test.
+class IdleConnection {
+ public:
+  IdleConnection(const std::string& from, const Endpoint& to) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    ::inet_pton(AF_INET, from.c_str(), &local.sin_addr);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) throw std::runtime_error("bind " + from);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(to.port);
+    ::inet_pton(AF_INET, to.host.c_str(), &sa.sin_addr);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 && errno != EINPROGRESS)
+      throw std::runtime_error("connect from " + from);
+  }
+  ~IdleConnection() { ::close(fd_); }
+  // True once the TCP handshake completed (the connection is in the server's accept queue).
+  bool Connected(int seconds) {
+    pollfd p{fd_, POLLOUT, 0};
+    if (::poll(&p, 1, seconds * 1000) <= 0) return false;
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+    return err == 0;
+  }
+  bool Send(std::string_view bytes) { return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == ssize_t(bytes.size()); }
+  // True once the server has closed the connection; false if it is still open after `ms`.
+  bool ClosedWithin(int ms) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count();
+      pollfd p{fd_, POLLIN, 0};
+      if (left <= 0 || ::poll(&p, 1, int(left)) <= 0) return false;
+      char c[256];
+      ssize_t n = ::recv(fd_, c, sizeof c, 0);
+      if (n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE))) return true;
+    }
+  }
+
+ private:
+  int fd_;
+};
+
+size_t Count(const std::string& text, const std::string& part) {
+  size_t n = 0;
+  for (size_t at = 0; (at = text.find(part, at)) != std::string::npos; at += part.size()) ++n;
+  return n;
+}
+
+TEST(NetSlots, IdleUnauthenticatedConnectionsDoNotKeepARealClientOut) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 3, 8);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.max_sessions = 2;
+  so.idle_timeout_seconds = 600;  // neither timeout frees anything during this test
+  so.handshake_timeout_seconds = 600;
+  so.max_handshakes = 32;
+  so.max_handshakes_per_address = 4;
+  ServerThread server(*b, so);
+  std::vector<std::unique_ptr<IdleConnection>> idle;
+  auto open = [&](const std::string& from) {
+    idle.push_back(std::make_unique<IdleConnection>(from, server.endpoint()));
+    return idle.back()->Connected(10);
+  };
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(open("127.0.0.2")) << "connection " << i << " not accepted";
+  // A fifth from the same address is closed at once.
+  ASSERT_TRUE(open("127.0.0.2"));
+  EXPECT_TRUE(idle.back()->ClosedWithin(10'000)) << "the fifth connection from 127.0.0.2 was not closed";
+  // 96 more from 24 other addresses: more than max_handshakes, the oldest make room.
+  for (int i = 0; i < 96; ++i)
+    ASSERT_TRUE(open("127.0.0." + std::to_string(3 + i / 4))) << "connection " << i << " not accepted";
+  // A real client still completes its session, with all those connections open.
+  ClientOptions c = Psk(key);
+  c.timeout_seconds = 10;
+  for (int run = 0; run < 3; ++run) {  // more sessions than max_sessions, one after the other
+    SessionReport r = SendBackup(*a, {}, server.endpoint(), c);
+    EXPECT_EQ(r.errors, 0u);
+  }
+  ExpectEqualStores(*b, *a);
+  server.Stop();
+  std::string log = server.Log();
+  EXPECT_EQ(Count(log, "refused: 4 unauthenticated connections from 127.0.0.2 already (--max-handshakes-per-address)"), 1u)
+      << log;
+  // 100 admitted into a pool of 32, then the first real client finds it full; the later ones
+  // find a place, since a client leaves the pool once its REQUEST is read.
+  EXPECT_EQ(Count(log, "cut off before authentication: dropped to make room for a newer connection"), 100u - 32 + 1)
+      << log;
+  EXPECT_EQ(Count(log, "restore started"), 3u) << log;
+}
+
+TEST(NetSlots, ATricklingHandshakeIsCutAtTheHandshakeDeadline) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 6);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.idle_timeout_seconds = 600;  // each byte arrives long before this
+  so.handshake_timeout_seconds = 1;
+  ServerThread server(*b, so);
+  IdleConnection trickle("127.0.0.9", server.endpoint());
+  ASSERT_TRUE(trickle.Connected(10));
+  // A TLS handshake record announcing 16 KiB, then one byte every 100 ms: under an idle timeout
+  // alone this would be kept for 30 minutes. The poll between bytes is the trickle's pace only.
+  ASSERT_TRUE(trickle.Send(std::string("\x16\x03\x01\x40\x00", 5)));
+  int sent = 0;
+  bool closed = false;
+  for (; sent < 300 && !closed; ++sent) {
+    if (!trickle.Send("\x01")) {
+      closed = true;
+      break;
+    }
+    closed = trickle.ClosedWithin(100);
+  }
+  EXPECT_TRUE(closed) << "still open after " << sent << " bytes";
+  // Real clients are not hurt by the deadline.
+  SessionReport r = SendBackup(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_EQ(r.errors, 0u);
+  ExpectEqualStores(*b, *a);
+  server.Stop();
+  std::string log = server.Log();
+  EXPECT_EQ(Count(log, "cut off before authentication: no REQUEST within 1 s of connecting (--handshake-timeout)"), 1u)
+      << log;
+  // The limits are options of the serve command, checked.
+  std::string err;
+  EXPECT_EQ(RunCli({kBin, "serve", "--store", tmp / "B", "--listen", "127.0.0.1:0", "--insecure",
+                    "--max-handshakes-per-address", "0"},
+                   &err),
+            64)
+      << err;
+  EXPECT_TRUE(Contains(err, "--max-handshakes-per-address must be at least 1")) << err;
 }
 
 // --- the held-record proof -------------------------------------------------------------------

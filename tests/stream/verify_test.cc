@@ -114,6 +114,33 @@ TEST(Verify, AUserStatus) {
   EXPECT_TRUE(Mentions(p.ViaManifest(), want));
 }
 
+TEST(Verify, WhatAMigrationDoesToStatusesIsNoDifferenceButTheReverseIs) {
+  Pair p;
+  VerifyOptions strict;
+  strict.strict_status = true;
+  // Source hold (during a migration) or moved:HOST (after it), destination active: expected.
+  for (const char* source : {"hold", "moved:newhost"}) {
+    p.src->SetUserStatus(p.user, store::UserStatus::Parse(source));
+    EXPECT_TRUE(p.Direct().empty()) << source;
+    EXPECT_TRUE(p.ViaManifest().empty()) << source;
+    EXPECT_TRUE(Mentions(CompareStores(*p.dst, *p.src, strict).differences,
+                         "user " + p.user + ": status is active, source has " + source));
+  }
+  // A destination on hold or moved while the source is not is a difference.
+  p.dst->SetUserStatus(p.user, store::UserStatus::Parse("hold"));
+  EXPECT_TRUE(Mentions(p.Direct(), "user " + p.user + ": status is hold, source has moved:newhost"));
+  p.src->SetUserStatus(p.user, store::UserStatus::Parse("active"));
+  p.dst->SetUserStatus(p.user, store::UserStatus::Parse("moved:elsewhere"));
+  EXPECT_TRUE(Mentions(p.Direct(), "user " + p.user + ": status is moved:elsewhere, source has active"));
+  // And content differences are still found alongside an expected status.
+  p.dst->SetUserStatus(p.user, store::UserStatus::Parse("active"));
+  p.src->SetUserStatus(p.user, store::UserStatus::Parse("moved:newhost"));
+  p.Inbox()->RaiseUidNext(100000);
+  std::vector<std::string> d = p.Direct();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_TRUE(Mentions(d, "INBOX: UIDNEXT is 100000"));
+}
+
 TEST(Verify, AMissingMailboxAndAnExtraMessage) {
   Pair p;
   p.src->CreateFolder(p.user, "OnlyInSource");
