@@ -3,7 +3,7 @@ BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps configure build test demo asan bench bench-memory clean
+.PHONY: all deps configure build test demo asan fuzz fuzz-asan bench bench-memory clean
 
 all: build
 
@@ -30,6 +30,15 @@ asan: deps
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
+# libFuzzer targets (tests/fuzz, docs/reliability.md), FUZZ_SECONDS each, in build-fuzz (clang)
+# and build-fuzz-asan (clang, ASan+UBSan). Seeds come from ../shared/corpus via $(BUILD)'s storemove.
+FUZZ_SECONDS ?= 60
+fuzz: build
+	scripts/fuzz --seconds $(FUZZ_SECONDS) --bin $(BUILD)/tools/storemove
+
+fuzz-asan: build
+	scripts/fuzz --asan --seconds $(FUZZ_SECONDS) --bin $(BUILD)/tools/storemove
+
 bench: build
 	@scripts/bench $(BUILD)
 
@@ -37,4 +46,4 @@ bench-memory: build
 	@scripts/bench-memory $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz build-fuzz-asan
