@@ -6,10 +6,18 @@
 // present with its recorded size (nothing half-visible); a restore that succeeded can be run again
 // over its own result without failing.
 // The input's length picks the options: odd lengths run with -c (continue on error).
+//
+// Most mutations of a real stream end at the decoder's checksums, so an input starting with '@'
+// is a recipe instead: its bytes choose users, folders, names (hostile ones among them), UIDs,
+// flags, bodies and links, and format::Encoder turns them into a valid stream. That reaches what
+// restore itself decides: name validation, partitions, statuses, existing mailboxes, links.
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <initializer_list>
+#include <vector>
 #include <memory>
 
 #include "format/format.h"
@@ -17,12 +25,114 @@
 #include "store/store.h"
 #include "stream/stream.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "util/digest.h"
 
 namespace sf = storemove::format;
 namespace ss = storemove::store;
 namespace st = storemove::stream;
 
 namespace {
+
+// Reads the recipe; past its end every value is 0.
+class Recipe {
+ public:
+  Recipe(const uint8_t* data, size_t size) : p_(data), n_(size) {}
+  uint8_t U8() { return n_ ? (--n_, *p_++) : 0; }
+  uint32_t U32() { return uint32_t(U8()) | uint32_t(U8()) << 8 | uint32_t(U8()) << 16 | uint32_t(U8()) << 24; }
+  uint64_t U64() { return uint64_t(U32()) | uint64_t(U32()) << 32; }
+  std::string Bytes(size_t max) {
+    size_t len = std::min<size_t>(U8() % (max + 1), n_);
+    std::string s(reinterpret_cast<const char*>(p_), len);
+    p_ += len, n_ -= len;
+    return s;
+  }
+  // One of `choices`, or (for the value one past them) raw bytes.
+  std::string Pick(std::initializer_list<const char*> choices) {
+    size_t i = U8() % (choices.size() + 1);
+    return i < choices.size() ? std::string(choices.begin()[i]) : Bytes(24);
+  }
+
+ private:
+  const uint8_t* p_;
+  size_t n_;
+};
+
+// The stream a recipe describes; empty when the encoder refuses it (the recipe broke a rule
+// the decoder would check first anyway).
+std::string StreamFromRecipe(Recipe& r) {
+  sf::StringSink sink;
+  try {
+    sf::Encoder enc(sink);
+    sf::StreamHeader header;
+    header.created = 1700000000;
+    header.since = r.U8() % 4 == 0 ? 1600000000 : 0;
+    enc.WriteHeader(header);
+    std::vector<std::pair<storemove::Digest, uint64_t>> contents;
+    int users = r.U8() % 3 + 1;
+    for (int u = 0; u < users; ++u) {
+      sf::UserRecord user;
+      user.user = r.Pick({"joe", "ann@example.com", "joe", "..", "a/b", "JOE", ""});
+      user.partition = r.Pick({"primary", "secondary", "", "nope", "../x"});
+      user.status = r.Pick({"active", "hold", "moved:other.example", "moved:", "bogus"});
+      user.quota_limit = r.U8() % 4 == 0 ? r.U32() : 0;
+      user.quota_used = r.U32();
+      user.created = r.U32();
+      for (int i = r.U8() % 3; i > 0; --i) user.subscriptions.push_back(r.Pick({"INBOX", "user/joe/Sent", "Sent/2024"}));
+      enc.WriteUser(user);
+      int folders = r.U8() % 3 + 1;
+      for (int f = 0; f < folders; ++f) {
+        sf::FolderRecord folder;
+        folder.user = r.U8() % 8 == 0 ? r.Pick({"joe", "ann@example.com", "other"}) : user.user;
+        folder.folder = r.Pick({"INBOX", "Sent", "Sent/2024", "INBOX/a", "a/../b", "/x", "a//b", "Trash."});
+        folder.partition = r.Pick({"primary", "secondary", "", "nope"});
+        folder.uidvalidity = r.U8() % 4 == 0 ? r.U32() : 1234;
+        folder.uidnext = r.U32() % 64;
+        folder.count = r.U8();
+        folder.bytes = r.U32();
+        folder.last_append = r.U32();
+        folder.created = r.U32();
+        folder.acl = r.Pick({"", "joe lrswipkxtea anyone lr", "joe", "anyone lr extra"});
+        for (int i = r.U8() % 3; i > 0; --i) folder.user_flag_names.push_back(r.Pick({"$Label1", "Work", "$Label1"}));
+        for (int i = r.U8() % 2; i > 0; --i) folder.peruser.emplace_back(r.Pick({"ann", "joe"}), r.Bytes(8));
+        enc.WriteFolder(folder);
+        uint32_t uid = 0;
+        for (int m = r.U8() % 6; m > 0; --m) {
+          sf::MessageRecord msg;
+          uid += r.U8() % 3 + 1;
+          msg.uid = uid;
+          msg.flags = r.U8() & sf::kSystemFlagMask;
+          msg.user_flags = r.U8() % 4 == 0 ? r.U64() : 0;
+          msg.internal_date = r.U32();
+          msg.sent_date = r.U32();
+          msg.save_time = r.U32();
+          if (!contents.empty() && r.U8() % 3 == 0) {
+            const auto& [digest, size] = contents[r.U8() % contents.size()];
+            msg.content_id = 0;
+            for (size_t i = 0; i < contents.size(); ++i)
+              if (contents[i].first == digest && contents[i].second == size) msg.content_id = i + 1;
+            msg.digest = digest;
+            msg.size = size;
+            enc.WriteLink(msg);
+          } else {
+            std::string body = r.Pick({"Subject: a\r\n\r\nbody\r\n", "no header", "", "From: x\n\nFrom y\n"}) + r.Bytes(16);
+            msg.size = body.size();
+            msg.header_size = uint32_t(std::min<uint64_t>(r.U8(), body.size()));
+            msg.digest = storemove::DigestOf(body);
+            enc.BeginMessage(msg);
+            enc.BodyChunk(body);
+            enc.EndMessage();
+            contents.emplace_back(msg.digest, msg.size);
+          }
+        }
+        enc.EndFolder();
+      }
+    }
+    enc.Finish();
+  } catch (const storemove::Error&) {
+    return {};
+  }
+  return sink.Take();
+}
 
 int CountFds() {
   DIR* d = ::opendir("/proc/self/fd");
@@ -73,6 +183,13 @@ void CheckStore(ss::Store& store) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
+  std::string made;
+  if (size > 0 && data[0] == '@') {
+    Recipe recipe(data + 1, size - 1);
+    made = StreamFromRecipe(recipe);
+    if (made.empty()) return 0;
+    input = made;
+  }
   const std::string& scratch = storemove::fuzz::ScratchDir();
   const std::string root = scratch + "/store";
   int fds = CountFds();
