@@ -3,7 +3,7 @@ BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps configure build test demo asan tsan bench bench-memory clean
+.PHONY: all deps configure build test demo asan tsan fuzz fuzz-asan bench bench-memory clean
 
 all: build
 
@@ -44,6 +44,15 @@ tsan: deps
 	    ./$$t --gtest_brief=1); \
 	done; echo "tsan: all green"
 
+# libFuzzer targets (tests/fuzz, docs/reliability.md), FUZZ_SECONDS each, in build-fuzz (clang)
+# and build-fuzz-asan (clang, ASan+UBSan). Seeds come from ../shared/corpus via $(BUILD)'s storemove.
+FUZZ_SECONDS ?= 60
+fuzz: build
+	scripts/fuzz --seconds $(FUZZ_SECONDS) --bin $(BUILD)/tools/storemove
+
+fuzz-asan: build
+	scripts/fuzz --asan --seconds $(FUZZ_SECONDS) --bin $(BUILD)/tools/storemove
+
 bench: build
 	@scripts/bench $(BUILD)
 
@@ -51,4 +60,4 @@ bench-memory: build
 	@scripts/bench-memory $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-fuzz-asan

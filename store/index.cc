@@ -130,7 +130,8 @@ Contents Read(int fd, const std::string& shown, bool with_records) {
   PreadAll(fd, names.data(), names.size(), kHeaderSize, shown);
   const uint8_t* p = reinterpret_cast<const uint8_t*>(names.data());
   uint32_t len = GetU32(p);
-  if (len + 8 > names.size()) Throw(Errc::kCorrupt, shown + ": user-flag section overruns the header area");
+  // 64-bit: a length near 2^32 must not wrap past the check into a read far outside the buffer.
+  if (uint64_t{len} + 8 > names.size()) Throw(Errc::kCorrupt, shown + ": user-flag section overruns the header area");
   if (GetU32(p + 4 + len) != Checksum32(p + 4, len)) Throw(Errc::kCorrupt, shown + ": bad user-flag checksum");
   size_t pos = 4;
   if (len < 1) Throw(Errc::kCorrupt, shown + ": empty user-flag section");

@@ -127,8 +127,9 @@ bool ParseEnvelope(std::string_view line, MboxMessage* out) {
   }
   size_t sender_end = 0;
   if (line.starts_with('"')) {  // quoted local part: "john doe"@example.com
+    // An unclosed quote is an ordinary character; taking the whole line would swallow the date.
     const size_t quote = line.find('"', 1);
-    sender_end = quote == std::string_view::npos ? line.size() : quote + 1;
+    if (quote != std::string_view::npos) sender_end = quote + 1;
   }
   while (sender_end < line.size() && !IsBlank(line[sender_end])) ++sender_end;
   out->envelope_sender.assign(line.substr(0, sender_end));

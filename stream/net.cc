@@ -662,6 +662,10 @@ void ThrowErrorFrame(const Frame& frame, const std::string& from) {
   uint8_t code = frame.payload.empty() ? 0xff : uint8_t(frame.payload[0]);
   Errc errc = code <= uint8_t(Errc::kInterrupted) ? Errc(code) : Errc::kProtocol;
   std::string text = frame.payload.size() > 1 ? frame.payload.substr(1) : "unspecified error";
+  // The peer's text becomes our one-line error: no line breaks or terminal controls from it.
+  for (char& c : text)
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+    else if (uint8_t(c) < 0x20 || c == 0x7f) c = '?';
   Throw(errc, from + ": " + text);
 }
 

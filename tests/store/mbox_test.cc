@@ -297,6 +297,17 @@ TEST(MboxWriterTest, ExactOutput) {
   EXPECT_EQ(WriteToString({{"", "s"}}), "From s Thu Jan  1 00:00:00 1970\n\n");
 }
 
+// A sender that opens a quote it never closes is an ordinary word: the date after it is still
+// read, and what the writer makes of it reads back the same (found by fuzz_mbox).
+TEST(MboxReaderTest, UnterminatedQuoteInSenderDoesNotSwallowTheDate) {
+  MboxMessage m = ReadText("From \"joe@x.org Mon Jun  3 12:50:27 1996\nS: 1\n\nx\n").at(0);
+  EXPECT_EQ(m.envelope_sender, "\"joe@x.org");
+  EXPECT_EQ(m.envelope_date, 833806227);
+  m = ReadText(WriteToString({{"x\n", "\"a b"}}, 833806227)).at(0);
+  EXPECT_EQ(m.envelope_sender, "\"a_b");
+  EXPECT_EQ(m.envelope_date, 833806227);
+}
+
 TEST(MboxWriterTest, EnvelopeDateReadsBack) {
   TempDir dir;
   const std::vector<int64_t> dates = {0, 1795860000, 833806227, -1, 951782400, 4102444799};
