@@ -1,8 +1,12 @@
 #include "store/mboxlist.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/statvfs.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include "util/error.h"
@@ -58,8 +62,45 @@ Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
   }
 }
 
+namespace {
+
+// Copies the environment's databases and logs (not its regions) into a new private directory.
+std::string CopyEnvironment(const std::string& from) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string to = std::string(tmp && *tmp ? tmp : "/tmp") + "/storemove-mboxlist-XXXXXX";
+  if (!::mkdtemp(to.data())) ThrowErrno("mkdtemp " + to);
+  DIR* d = ::opendir(from.c_str());
+  if (!d) ThrowErrno("opendir " + from);
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.' && std::strncmp(e->d_name, "__db.", 5) != 0) names.emplace_back(e->d_name);
+  ::closedir(d);
+  std::vector<char> buf(1 << 20);
+  for (const std::string& name : names) {
+    UniqueFd in = OpenFile(from + "/" + name, O_RDONLY);
+    UniqueFd out = OpenFile(to + "/" + name, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    while (size_t n = ReadSome(in.get(), buf.data(), buf.size(), from + "/" + name))
+      WriteAll(out.get(), buf.data(), n, to + "/" + name);
+  }
+  return to;
+}
+
+bool OnReadOnlyFilesystem(const std::string& dir) {
+  struct statvfs fs;
+  return ::statvfs(dir.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY);
+}
+
+}  // namespace
+
 void Store::Db::Open(bool create) {
-  const std::string& dir = dir_;
+  std::string dir = dir_;
+  if (!create && OnReadOnlyFilesystem(dir_)) {
+    // A mounted snapshot: Berkeley DB cannot open its environment where it cannot write its
+    // regions, and the snapshot's .db files may lag its logs. A private copy (the mboxlist is
+    // small beside the messages), recovered as usual, reads exactly what the snapshot committed.
+    private_copy_ = CopyEnvironment(dir_);
+    dir = private_copy_;
+  }
   int ret = db_env_create(&env_, 0);
   if (ret != 0) {
     env_ = nullptr;
@@ -137,6 +178,11 @@ void Store::Db::Close(bool checkpoint) {
     if (checkpoint) env_->txn_checkpoint(env_, 0, 0, 0);
     env_->close(env_, 0);
     env_ = nullptr;
+  }
+  if (!private_copy_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(private_copy_, ec);
+    private_copy_.clear();
   }
 }
 

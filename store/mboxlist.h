@@ -76,6 +76,7 @@ class Store::Db {
   void Close(bool checkpoint);
   static void OnDbMessage(const DB_ENV* env, const char* prefix, const char* message);
   std::string dir_;
+  std::string private_copy_;  // a read-only store's environment is opened from a copy here
   std::string db_message_;  // Berkeley DB's last error message, for the one line we report
   DB_ENV* env_ = nullptr;
   DB* folder_ = nullptr;

@@ -240,5 +240,34 @@ TEST_F(OperatorStore, InterruptedRestoreSaysSoAndARerunCompletesIt) {
   EXPECT_EQ(store->OpenFolder("mike", "INBOX")->Snapshot().messages.size(), 1u);
 }
 
+// A mounted snapshot is read-only: backup, list and verify read it (the mboxlist through a
+// private copy) and write nothing into it. Was: "open environment: Read-only file system", exit 70.
+TEST_F(OperatorStore, ABackupOfAReadOnlySnapshotWorks) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a read-only bind mount";
+  const std::string snap = dir_ / "snapshot";
+  fs::create_directory(snap);
+  if (std::system(("mount --bind " + root_ + " " + snap + " 2>/dev/null && mount -o remount,bind,ro " + snap +
+                   " 2>/dev/null").c_str()) != 0) {
+    std::system(("umount " + snap + " 2>/dev/null").c_str());
+    GTEST_SKIP() << "cannot make a read-only bind mount here";
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { std::system(("umount " + path).c_str()); }
+  } unmount{snap};
+  ASSERT_FALSE(std::ofstream(snap + "/probe").good()) << "the snapshot is writable";
+  CliResult b = RunCli({"backup", "--store", snap, "-f", dir_ / "snap.sm", "/"});
+  EXPECT_EQ(b.status, 0) << b.Describe();
+  CliResult l = RunCli({"list", "--store", snap});
+  EXPECT_EQ(l.status, 0) << l.Describe();
+  EXPECT_NE(l.out.find("user/ann/INBOX"), std::string::npos) << l.out;
+  const std::string copy = dir_ / "copy";
+  ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
+  CliResult r = RunCli({"restore", "--store", copy, "-f", dir_ / "snap.sm"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  CliResult v = RunCli({"verify", "--store", copy, "--source", snap});
+  EXPECT_EQ(v.status, 0) << v.Describe();
+}
+
 }  // namespace
 }  // namespace storemove::tools
