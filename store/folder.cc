@@ -104,7 +104,9 @@ std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
     if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
   // A leftover of an earlier, interrupted restore of this folder may be a hard link to the
   // repository and to other mailboxes' messages: drop this name, never write through it.
-  if (int err = UnlinkAt(dir_.get(), rel); err != 0 && err != ENOENT) ThrowErrno("unlink " + path_ + "/" + rel, err);
+  // (ELOOP: a symlink on the way, which the open below refuses by name.)
+  if (int err = UnlinkAt(dir_.get(), rel); err != 0 && err != ENOENT && err != ELOOP)
+    ThrowErrno("unlink " + path_ + "/" + rel, err);
   UniqueFd fd = OpenAt(dir_.get(), rel, O_WRONLY | O_CREAT | O_EXCL, 0600, path_ + "/" + rel);
   return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(rel), std::move(fd)));
 }
