@@ -114,7 +114,7 @@ struct ServeOptions {
 };
 
 // Accepts sessions until *stop becomes true (checked at least every 200 ms). Each session runs in
-// its own thread; all share one UserLocks, so one user is never restored by two sessions at once.
+// its own thread; the Store's per-user write lock keeps one user from being restored by two sessions at once.
 // On stop, running sessions are cut off (an open folder stays unpublished) and joined. One line
 // per event goes to `log` (written whole, under a lock). Ignores SIGPIPE for the process.
 void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, std::ostream& log);

@@ -301,7 +301,7 @@ TEST(NetSession, ConcurrentSessionsForDifferentUsersBothComplete) {
   EXPECT_GT(r2.messages, 0u);
   ExpectEqualStores(*b, *a);
 
-  // The same users from two sessions at once: one waits for the other (UserLocks), both complete.
+  // The same users from two sessions at once: one waits for the other (the user write lock), both complete.
   auto three = std::async(std::launch::async, send, std::vector<std::string>{"/"});
   auto four = std::async(std::launch::async, send, std::vector<std::string>{"/"});
   SessionReport r3 = three.get(), r4 = four.get();
