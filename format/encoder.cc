@@ -254,6 +254,10 @@ void Encoder::EndFolder() {
   state_ = State::kTop;
 }
 
+// Format 1.1 (in progress): not written yet.
+void Encoder::WriteMeta(const MetaRecord&) { Fail("WriteMeta(): meta records are not implemented yet"); }
+void Encoder::EndFolder(const FolderSummaryField&) { Fail("EndFolder(summary): summaries are not implemented yet"); }
+
 void Encoder::Flush() {
   if (state_ == State::kFailed) Invalid("Flush() not allowed after an error");
   WriteOut();

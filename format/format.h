@@ -23,6 +23,7 @@ namespace storemove::format {
 // --- versions and limits (docs/stream-format.md §11) ---------------------------------
 inline constexpr uint16_t kVersionMajor = 1;  // a reader refuses any other major
 inline constexpr uint16_t kVersionMinor = 0;  // newer minors are read; unknown trailing fields skipped
+// 1.1 (in progress) adds: folder modseq fields (incremental folders), the meta record, folder-end summaries.
 
 inline constexpr size_t kMaxBodyChunk = size_t{1} << 20;          // body bytes per body record
 inline constexpr size_t kMaxNameBytes = 1024;                      // every name-like string
@@ -119,6 +120,14 @@ struct FolderRecord {
   std::string acl;
   std::vector<std::string> user_flag_names;                 // at most kMaxUserFlagNames
   std::vector<std::pair<std::string, std::string>> peruser;  // (reader, data)
+  // 1.1. modseq: the source folder's HIGHESTMODSEQ at the snapshot this block was written from.
+  // since_modseq: 0 = a complete folder (as in 1.0); otherwise an incremental folder: messages
+  // changed after since_modseq come as message/link/held records, every other message of the
+  // folder as a meta record; since_modseq == modseq (unchanged) = no items at all, only the
+  // folder-end (and its summary).
+  uint64_t modseq = 0;
+  uint64_t since_modseq = 0;
+  bool unchanged() const { return since_modseq != 0 && since_modseq == modseq; }
   friend bool operator==(const FolderRecord&, const FolderRecord&) = default;
 };
 
@@ -149,10 +158,29 @@ struct HeldRecord : MessageRecord {
   friend bool operator==(const HeldRecord&, const HeldRecord&) = default;
 };
 
+// 1.1: a message of an incremental folder that the receiver already holds, unchanged in
+// content: only its fields (flags may have changed). No body, no content id (content_id = 0).
+using MetaRecord = MessageRecord;
+
+// 1.1: what the whole source folder looked like at the snapshot (store::FolderSummary): the
+// receiver compares its own copy after applying the folder.
+struct FolderSummaryField {
+  uint32_t count = 0;
+  uint32_t uidvalidity = 0;
+  uint32_t uidnext = 0;
+  uint64_t bytes = 0;
+  Digest digest;
+  friend bool operator==(const FolderSummaryField&, const FolderSummaryField&) = default;
+};
+
 struct FolderEnd {
   uint64_t messages = 0;  // message records in the folder (and held records, session streams)
   uint64_t links = 0;     // link records in the folder
   uint64_t bytes = 0;     // sum of `size` over both
+  // 1.1: meta records in the folder (not counted above), and the optional summary.
+  uint64_t metas = 0;
+  bool has_summary = false;
+  FolderSummaryField summary;
   friend bool operator==(const FolderEnd&, const FolderEnd&) = default;
 };
 
@@ -210,7 +238,11 @@ class Encoder {
   void WriteLink(const LinkRecord& link);
   // Session streams only: a message whose body the receiver holds. Returns its content_id.
   uint64_t WriteHeld(const HeldRecord& held);
+  // Incremental folders only (since_modseq != 0, not unchanged): a message the receiver holds.
+  void WriteMeta(const MetaRecord& meta);
   void EndFolder();
+  // Ends the folder with a summary of the whole source folder in its folder-end.
+  void EndFolder(const FolderSummaryField& summary);
   void Finish();  // writes the trailer and flushes the sink (a zstd sink still needs its Finish())
   void Flush();   // hands buffered whole records to the sink and flushes it
 
@@ -253,7 +285,7 @@ class Encoder {
 // every Next() throws. Body bytes are handed out as views into the decoder's buffer.
 class Decoder {
  public:
-  enum class Event { kHeader, kUser, kFolder, kMessage, kBody, kMessageEnd, kLink, kHeld, kFolderEnd, kEnd };
+  enum class Event { kHeader, kUser, kFolder, kMessage, kBody, kMessageEnd, kLink, kHeld, kMeta, kFolderEnd, kEnd };
 
   explicit Decoder(ByteSource& source);
   ~Decoder();
@@ -269,6 +301,7 @@ class Decoder {
   const MessageRecord& message() const { return message_; }  // from kMessage to kMessageEnd
   const LinkRecord& link() const { return link_; }           // after kLink
   const HeldRecord& held() const { return held_; }           // after kHeld
+  const MetaRecord& meta() const { return meta_; }           // after kMeta
   std::string_view body() const { return body_; }  // after kBody, valid until the next Next()
   const FolderEnd& folder_end() const { return folder_end_; }  // after kFolderEnd
   const Trailer& trailer() const { return trailer_; }          // after kEnd
@@ -309,6 +342,7 @@ class Decoder {
   MessageRecord message_;
   LinkRecord link_;
   HeldRecord held_;
+  MetaRecord meta_;
   std::string_view body_;
   FolderEnd folder_end_;
   Trailer trailer_;

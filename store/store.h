@@ -57,6 +57,10 @@ struct MessageMeta {
   uint64_t size = 0;            // bytes of the message file
   uint32_t header_size = 0;     // bytes up to and including the blank line after the header
   Digest digest;                // XXH3-128 of the message bytes
+  // The folder's modification sequence when this message was appended or its flags last
+  // changed (docs/store-format.md §4.5); set by the store, ignored in requests. 0 = before
+  // modseqs existed (an index of format 1.0).
+  uint64_t modseq = 0;
   friend bool operator==(const MessageMeta&, const MessageMeta&) = default;
 };
 
@@ -88,6 +92,9 @@ struct FolderInfo {
   uint64_t bytes = 0;
   int64_t last_append = 0;
   int64_t created = 0;
+  // HIGHESTMODSEQ: raised by every append, flag change, expunge, user-flag-name change and
+  // UIDNEXT raise (docs/store-format.md §4.5). Equal values = nothing in store.idx changed.
+  uint64_t highest_modseq = 0;
   std::string acl;  // "identifier rights" pairs separated by spaces, e.g. "joe lrswipkxtea anyone lr"
   std::vector<std::string> user_flag_names;
   std::string Mailbox() const { return "user/" + user + "/" + folder; }
@@ -97,6 +104,21 @@ struct FolderSnapshot {
   FolderInfo info;
   std::vector<MessageMeta> messages;  // sorted by UID
 };
+
+// What two copies of a folder must agree on, computed from store.idx alone (no message file
+// is read): migrate's proof that a destination folder equals its source (docs/store-format.md
+// §4.6). The digest covers, in UID order, each message's UID, system flags without \Recent,
+// its user flags by name (sorted), size and content digest; so two stores whose user-flag bit
+// numbering differs agree when their messages do.
+struct FolderSummary {
+  uint32_t count = 0;
+  uint32_t uidvalidity = 0;
+  uint32_t uidnext = 0;
+  uint64_t bytes = 0;
+  Digest digest;
+  friend bool operator==(const FolderSummary&, const FolderSummary&) = default;
+};
+FolderSummary Summarize(const FolderSnapshot& snapshot);
 
 // --- names ------------------------------------------------------------------------------
 // Throw kInvalidArgument with a message naming the bad value.

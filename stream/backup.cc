@@ -242,7 +242,7 @@ class BackupSession {
     auto flush = [&] {
       if (ask.empty()) return;
       encoder_.Flush();  // the receiver answers once it has read everything before the question
-      std::vector<bool> have = options_.oracle->Have(snap.info.user, snap.info.partition, ask);
+      std::vector<bool> have = options_.oracle->Answer(options_.oracle->Ask(snap.info.user, snap.info.partition, ask));
       for (size_t i = 0; i < ask.size() && i < have.size(); ++i)
         if (have[i]) receiver_has_.insert(ask[i]);
       ask.clear();

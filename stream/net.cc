@@ -743,7 +743,8 @@ std::string ReportToJson(const SessionReport& r) {
                       {"links", r.links},         {"held", r.held},             {"message_bytes", r.message_bytes},
                       {"body_bytes", r.body_bytes}, {"stream_bytes", r.stream_bytes}, {"skipped", r.skipped},
                       {"linked", r.linked},       {"expunged", r.expunged},     {"errors", r.errors},
-                      {"error_lines", r.error_lines}, {"seconds", r.seconds}};
+                      {"error_lines", r.error_lines}, {"seconds", r.seconds},
+                      {"metas", r.metas},         {"unsettled", r.unsettled}};
   return j.dump();
 }
 
@@ -766,6 +767,8 @@ SessionReport ReportFromJson(std::string_view text) {
     r.errors = u64("errors");
     r.error_lines = j.at("error_lines").get<std::vector<std::string>>();
     r.seconds = j.at("seconds").get<double>();
+    r.metas = j.value("metas", uint64_t{0});
+    r.unsettled = j.value("unsettled", std::vector<std::string>{});
   } catch (const nlohmann::json::exception& e) {
     Throw(Errc::kProtocol, std::string("RESULT frame: ") + e.what());
   }

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <ostream>
 #include <set>
@@ -95,6 +96,31 @@ void CheckClientCredentials(const Credentials& credentials);
 // Sets a user's status on the server's store.
 void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std::string& user,
                      const store::UserStatus& status);
+
+// One authenticated connection to `serve` that carries several operations one after another
+// (docs/transport.md): migrate keeps one per group for all its passes and its switch, so the
+// TLS handshake is paid once and the switch costs one round trip.
+class Session {
+ public:
+  // Connects and authenticates; kAuth, kIo, kTempFail, kInterrupted as SendBackup.
+  Session(const Endpoint& to, const ClientOptions& client);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  // As SendBackup, on this connection (the source's store id goes with the request).
+  SessionReport Restore(store::Store& source, const BackupOptions& options, const RestoreOptions& remote);
+  // As VerifyRemote, on this connection.
+  VerifyReport Verify(store::Store& source, const BackupOptions& options);
+  // Sets every user's status in one request and one round trip, in one transaction per user
+  // on the server; kNoUser naming the first unknown user (then none is changed).
+  void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses);
+  uint64_t bytes_out() const;  // bytes written on the wire so far
+  const std::string& peer() const;  // "server HOST:PORT"
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 struct ServeOptions {
   std::string listen;  // "host:port"; port 0 picks a free port (see on_listening)

@@ -123,14 +123,20 @@ class DataSink final : public format::ByteSink {
 class ServerOracle final : public ContentOracle {
  public:
   explicit ServerOracle(ClientSession& session) : session_(session) {}
-  std::vector<bool> Have(const std::string& user, const std::string& partition,
-                         const std::vector<std::pair<Digest, uint64_t>>& contents) override {
+  uint64_t Ask(const std::string& user, const std::string& partition,
+               const std::vector<std::pair<Digest, uint64_t>>& contents) override {
     WriteFrame(session_.conn(), FrameType::kQuery, EncodeQuery({user, partition, contents}));
-    return DecodeAnswer(session_.ReadReply("ANSWER", FrameType::kAnswer).payload, contents.size());
+    asked_ = contents.size();
+    return ++tickets_;
+  }
+  std::vector<bool> Answer(uint64_t) override {
+    return DecodeAnswer(session_.ReadReply("ANSWER", FrameType::kAnswer).payload, asked_);
   }
 
  private:
   ClientSession& session_;
+  uint64_t tickets_ = 0;
+  size_t asked_ = 0;
 };
 
 // Writes the backup into the session's DATA frames; returns the backup's report.

@@ -55,15 +55,19 @@ class Selection {
 
 // --- backup --------------------------------------------------------------------------------
 // Tells a backup sent over a network session which contents the receiver already holds, so
-// they travel as held records instead of bodies (skip what the destination has).
+// they travel as held records instead of bodies (skip what the destination has). Questions are
+// pipelined: Ask sends one and returns at once; answers come back in the order asked, and
+// Answer waits only when its answer has not arrived yet. The stream need not be flushed first.
 class ContentOracle {
  public:
   virtual ~ContentOracle() = default;
-  // One answer per (digest, size), at most kMaxOracleBatch per call: true when the receiver's
-  // repository holds that content in the partition where `user` (a source user id; `partition`
-  // its source partition) is or will be restored. The caller has flushed the stream first.
-  virtual std::vector<bool> Have(const std::string& user, const std::string& partition,
-                                 const std::vector<std::pair<Digest, uint64_t>>& contents) = 0;
+  // At most kMaxOracleBatch (digest, size) pairs: which the receiver's repository holds in the
+  // partition where `user` (a source user id; `partition` its source partition) is or will be
+  // restored. Returns a ticket for Answer.
+  virtual uint64_t Ask(const std::string& user, const std::string& partition,
+                       const std::vector<std::pair<Digest, uint64_t>>& contents) = 0;
+  // One bool per pair asked, true = held. Tickets are answered in order; each once.
+  virtual std::vector<bool> Answer(uint64_t ticket) = 0;
 };
 inline constexpr size_t kMaxOracleBatch = 1000;
 
@@ -85,6 +89,21 @@ struct BackupOptions {
   // Links name only one of the last N contents (restore links nothing older); 0 = the format's
   // kLinkCheckWindow, the most allowed. Smaller values are for tests.
   uint64_t link_window = 0;
+
+  // --- migrate's incremental passes (format 1.1, docs/migration.md) ---
+  // Per mailbox ("user/joe/INBOX"), the source HIGHESTMODSEQ the destination already has
+  // (what an earlier pass of this migration sent and the receiver settled). A folder found
+  // here is written as an incremental folder (FolderRecord::since_modseq); others complete.
+  const std::map<std::string, uint64_t>* since_modseq = nullptr;
+  // With since_modseq: an unchanged folder (same modseq) is left out entirely (online passes),
+  // or written as an unchanged folder whose folder-end carries the summary (the final pass).
+  bool skip_unchanged = false;
+  // Every folder-end carries the summary of the source folder (store::Summarize).
+  bool summaries = false;
+  // Told, for every folder written (or skipped as unchanged), the modseq its snapshot had.
+  std::function<void(const std::string& mailbox, uint64_t modseq)> on_folder;
+  // Folders whose QUERY is sent ahead of their data (pipelining); 0 = the default (32).
+  size_t query_ahead = 0;
 };
 
 struct SessionReport {
@@ -97,6 +116,11 @@ struct SessionReport {
   uint64_t held = 0;           // messages sent (backup) or received (restore) as held records
   uint64_t expunged = 0;       // restore --mirror: messages the source no longer has
   uint64_t repaired = 0;       // restore: listed messages whose lost file the stream put back
+  uint64_t metas = 0;          // meta records sent / applied (incremental folders)
+  // Restore: mailboxes that do not (yet) equal the source: summary differs, or a meta record
+  // named a message the destination lacks. Without strict_summaries this is not an error: the
+  // next pass sends those folders complete.
+  std::vector<std::string> unsettled;
   uint64_t errors = 0;
   double seconds = 0;
   std::vector<std::string> error_lines;
@@ -135,6 +159,9 @@ struct RestoreOptions {
   // keeps its own status (an existing one) unless this is set (restore --keep-status; migrate,
   // whose switch sets statuses explicitly).
   bool keep_status = false;
+  // A folder whose summary differs after applying it is an error (kCorrupt naming the mailbox
+  // and what differs) instead of an `unsettled` entry: migrate's final pass, under hold.
+  bool strict_summaries = false;
 };
 
 std::map<std::string, std::string> ReadUserMap(const std::string& path);

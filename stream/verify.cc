@@ -208,6 +208,7 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
       case Event::kMessage: folder.messages.push_back(ToMeta(manifest.message())); break;
       case Event::kLink: folder.messages.push_back(ToMeta(manifest.link())); break;
       case Event::kHeld: folder.messages.push_back(ToMeta(manifest.held())); break;
+      case Event::kMeta: folder.messages.push_back(ToMeta(manifest.meta())); break;
       case Event::kBody:
       case Event::kMessageEnd: break;
       case Event::kFolderEnd:

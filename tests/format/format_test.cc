@@ -70,7 +70,7 @@ TEST(FormatRoundTrip, EveryRecordTypeAndField) {
   EXPECT_EQ(d.links, s.links);
   uint64_t inbox_bytes = s.bodies[0].size() + s.bodies[1].size();
   uint64_t sent_bytes = s.links[0].size + s.bodies[3].size();
-  std::vector<FolderEnd> ends = {{3, 0, inbox_bytes}, {1, 1, sent_bytes}, {0, 0, 0}};
+  std::vector<FolderEnd> ends = {Ends(3, 0, inbox_bytes), Ends(1, 1, sent_bytes), Ends(0, 0, 0)};
   EXPECT_EQ(d.folder_ends, ends);
   EXPECT_EQ(d.trailer.users, 2u);
   EXPECT_EQ(d.trailer.folders, 3u);

@@ -91,7 +91,7 @@ TEST(FormatHeld, RoundTripInASessionStream) {
   // Held records count with messages: both introduce a content_id. Their bytes are in `bytes`,
   // not in body_bytes.
   ASSERT_EQ(d.folder_ends.size(), 1u);
-  EXPECT_EQ(d.folder_ends[0], (FolderEnd{2, 1, kSent.size() + 2 * kHeldBody.size()}));
+  EXPECT_EQ(d.folder_ends[0], Ends(2, 1, kSent.size() + 2 * kHeldBody.size()));
   EXPECT_EQ(d.trailer.messages, 2u);
   EXPECT_EQ(d.trailer.links, 1u);
   EXPECT_EQ(d.trailer.body_bytes, kSent.size());

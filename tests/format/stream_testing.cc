@@ -32,6 +32,7 @@ Decoded DecodeAll(ByteSource& source) {
       case Decoder::Event::kMessageEnd: break;
       case Decoder::Event::kLink: d.links.push_back(decoder.link()); break;
       case Decoder::Event::kHeld: d.held.push_back(decoder.held()); break;
+      case Decoder::Event::kMeta: d.metas.push_back(decoder.meta()); break;
       case Decoder::Event::kFolderEnd: d.folder_ends.push_back(decoder.folder_end()); break;
       case Decoder::Event::kEnd:
         d.trailer = decoder.trailer();

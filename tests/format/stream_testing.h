@@ -30,11 +30,21 @@ struct Decoded {
   std::vector<std::string> bodies;  // one per message, chunks joined
   std::vector<LinkRecord> links;
   std::vector<HeldRecord> held;
+  std::vector<MetaRecord> metas;
   std::vector<FolderEnd> folder_ends;
   Trailer trailer;
   size_t body_events = 0;
   size_t largest_body_event = 0;
 };
+// A 1.0-style folder-end: counts only, no metas or summary.
+inline FolderEnd Ends(uint64_t messages, uint64_t links, uint64_t bytes) {
+  FolderEnd e;
+  e.messages = messages;
+  e.links = links;
+  e.bytes = bytes;
+  return e;
+}
+
 Decoded DecodeAll(ByteSource& source);
 Decoded DecodeAll(std::string_view stream);
 

@@ -110,6 +110,10 @@ std::optional<sf::Trailer> DecodeAll(sf::ByteSource& source, bool reencode, std:
           in_folder.body_bytes += decoder.held().size;
           enc([&](sf::Encoder& e) { e.WriteHeld(decoder.held()); });
           break;
+        case sf::Decoder::Event::kMeta:
+          FUZZ_CHECK(decoder.folder().since_modseq != 0 && !decoder.folder().unchanged());
+          enc([&](sf::Encoder& e) { e.WriteMeta(decoder.meta()); });
+          break;
         case sf::Decoder::Event::kFolderEnd:
           FUZZ_CHECK(decoder.folder_end().messages == in_folder.messages);
           FUZZ_CHECK(decoder.folder_end().links == in_folder.links);
