@@ -3,7 +3,7 @@ BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps configure build test demo asan tsan fuzz fuzz-asan bench bench-memory clean
+.PHONY: all deps configure build test demo asan tsan fuzz fuzz-asan bench bench-migrate bench-memory clean
 
 all: build
 
@@ -58,6 +58,11 @@ fuzz-asan: build
 
 bench: build
 	@scripts/bench $(BUILD)
+	@scripts/bench-migrate $(BUILD)
+
+# Online migration only (issue 11 targets): hold, passes and wall time through a delay proxy.
+bench-migrate: build
+	@scripts/bench-migrate $(BUILD)
 
 bench-memory: build
 	@scripts/bench-memory $(BUILD)

@@ -230,7 +230,7 @@ class Migration {
   void RunGroup(size_t g) {
     GroupReport& r = report_.groups[g];
     LiveGroup& live = live_[g];
-    Held held;  // users this run put on hold, and their status before; kept across attempts
+    Held held;  // users this run put on hold, and their status before (until put back or moved)
     r.attempts = 0;
     int64_t delay = options_.retry_delay_ms;
     while (!Cancelled()) {
@@ -252,6 +252,21 @@ class Migration {
         }
       }
       if (r.attempts > options_.retries) break;
+      // The next attempt copies online again: give the users their service back meanwhile, so
+      // they are never held for more than one final pass.
+      if (!held.empty()) {
+        std::vector<std::string> errors;
+        PutBack(source_, held, &errors);
+        if (errors.empty()) {
+          try {
+            RemoveJournal(source_, r.name);
+            held.clear();
+          } catch (const Error& e) {
+            r.errors.push_back(e.what());
+          }
+        }
+        r.errors.insert(r.errors.end(), errors.begin(), errors.end());
+      }
       // Exponential backoff, so a refused or unreachable server is not hammered; a signal ends it.
       live.phase = "retry-wait";
       r.retry_delays_ms.push_back(delay);
@@ -295,24 +310,69 @@ class Migration {
       users.insert(user);
     }
     r.users = users.size();
+    r.passes = 0;
+    r.pass_messages.clear();
+    r.hold_seconds = 0;
     if (users.empty()) return;
+    const std::vector<std::string> user_list(users.begin(), users.end());
 
+    // One connection for every pass and the switch: one handshake, and the switch is one round trip.
+    net::Session session(options_.to, client_);
+    const uint64_t wire_before = session.bytes_out();
+
+    // Per mailbox, the source modseq the destination is known to hold: what a pass sent and the
+    // receiver settled (its summary matched). The next pass sends only what changed since.
+    std::map<std::string, uint64_t> settled;
+    std::map<std::string, uint64_t> seen;  // this pass: the modseq each folder was read at
     BackupOptions backup;
     backup.only_users = &users;
     backup.source_host = "migrate";
+    backup.since_modseq = &settled;
+    backup.summaries = true;
+    backup.on_folder = [&](const std::string& mailbox, uint64_t modseq) { seen[mailbox] = modseq; };
     backup.on_progress = [&](uint64_t m, uint64_t b) {
       live.messages += m;
       live.bytes += b;
     };
     RestoreOptions remote;
     remote.partition = options_.partition;
-    // The destination mirrors the source's statuses until the switch sets them (verify compares them).
+    // The destination mirrors the source's statuses until the switch sets them.
     remote.keep_status = true;
+    // Every pass makes the destination's folders exact mirrors (expunges included).
+    remote.mirror = true;
+
+    // One pass; returns what it carried plus the folders still unsettled (the work left).
+    auto pass = [&](bool final) -> uint64_t {
+      seen.clear();
+      backup.skip_unchanged = !final;    // the final pass proves every folder by its summary
+      remote.strict_summaries = final;   // ... and any difference fails the attempt
+      SessionReport s = session.Restore(source_, backup, remote);
+      Account(r, s);
+      ++r.passes;
+      r.pass_messages.push_back(s.messages + s.links);
+      for (const auto& [mailbox, modseq] : seen)
+        if (modseq != 0) settled[mailbox] = modseq;  // 0: an index without modseqs, sent whole each time
+      for (const std::string& mailbox : s.unsettled) settled.erase(mailbox);  // sent complete next time
+      if (!final && options_.on_pass) options_.on_pass(r.name, r.passes);
+      return s.messages + s.links + s.unsettled.size();
+    };
 
     auto t = Clock::now();
     live.phase = "copy";
-    Account(r, net::SendBackup(source_, backup, options_.to, client_, remote));
+    uint64_t left = pass(false);  // nothing settled yet: every folder complete
     r.times.copy += Since(t);
+
+    // Online catch-up while the delta shrinks: the held pass then carries only the last changes.
+    t = Clock::now();
+    live.phase = "catch-up";
+    for (int i = 0; i < options_.max_online_passes && left > options_.settle_messages; ++i) {
+      CheckCancelled();
+      uint64_t now = pass(false);
+      bool shrinking = now < left;
+      left = now;
+      if (!shrinking) break;
+    }
+    r.times.catch_up += Since(t);
 
     t = Clock::now();
     CheckCancelled();
@@ -322,39 +382,30 @@ class Migration {
       if (std::optional<store::UserInfo> u = source_.FindUser(user)) held[user] = u->status;
     }
     WriteJournal(source_, r.name, options_.to.ToString(), held);  // before the first hold
-    for (const std::string& user : users) source_.SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});
+    const auto held_at = Clock::now();
+    SetStatuses(user_list, store::UserStatus{store::UserState::kHold, ""});
     r.times.hold += Since(t);
     if (options_.on_hold) options_.on_hold(r.name);
 
-    // Everything since the copy (new mail, flag changes, expunges): a full pass that sends
-    // almost no bodies (the destination holds them) and mirrors the folders.
+    // Everything since the last pass, and every folder's summary checked by the destination: a
+    // difference fails the attempt (strict), so nobody is switched to an unequal copy.
     t = Clock::now();
-    live.phase = "catch-up";
-    remote.mirror = true;
-    Account(r, net::SendBackup(source_, backup, options_.to, client_, remote));
-    r.times.catch_up += Since(t);
-
-    t = Clock::now();
-    live.phase = "verify";
-    backup.on_progress = nullptr;
-    VerifyReport v = net::VerifyRemote(source_, backup, options_.to, client_);
-    r.times.verify += Since(t);
-    if (!v.equal()) {
-      std::string first = v.differences.front();
-      Throw(Errc::kCorrupt, "verification found " + std::to_string(v.differences.size()) +
-                                " differences at the destination, e.g. " + first);
-    }
-    // The users are on hold, so nothing changed since the manifest was taken.
-    for (const std::string& user : users) store::RecordVerified(source_, user, options_.to.ToString());
+    live.phase = "final";
+    pass(true);
+    r.times.final_pass += Since(t);
 
     t = Clock::now();
     live.phase = "switch";
-    for (const std::string& user : users) {
-      net::SetRemoteStatus(options_.to, client_, user, store::UserStatus{});
-      source_.SetUserStatus(user, store::UserStatus{store::UserState::kMoved, MovedHost()});
-    }
+    std::vector<std::pair<std::string, store::UserStatus>> active;
+    for (const std::string& user : user_list) active.emplace_back(user, store::UserStatus{});
+    session.SetStatuses(active);
+    SetStatuses(user_list, store::UserStatus{store::UserState::kMoved, MovedHost()});
+    r.hold_seconds = Since(held_at);
     RemoveJournal(source_, r.name);  // every user is moved: nothing left to put back
     held.clear();
+    r.bytes_sent += session.bytes_out() - wire_before;
+    // The guard of `storemove delete`: recorded after the switch, when a moved user no longer changes.
+    for (const std::string& user : user_list) store::RecordVerified(source_, user, options_.to.ToString());
     r.times.switch_over += Since(t);
 
     if (options_.delete_source) {
@@ -365,6 +416,11 @@ class Migration {
     }
   }
 
+  // Every user's status in one transaction under their delivery gates.
+  void SetStatuses(const std::vector<std::string>& users, const store::UserStatus& status) {
+    for (const std::string& u : users) source_.SetUserStatus(u, status);  // MERGE: SetUsersStatus
+  }
+
   void DeleteVerified(const std::set<std::string>& users) {
     // DeleteUser refuses a user whose state differs from what was verified.
     for (const std::string& user : users) store::DeleteUser(source_, user);
@@ -373,7 +429,6 @@ class Migration {
   static void Account(GroupReport& r, const SessionReport& s) {
     r.messages += s.messages + s.links;
     r.bytes_raw += s.message_bytes;
-    r.bytes_sent += s.stream_bytes;
     r.dedupe_saved += s.message_bytes >= s.body_bytes ? s.message_bytes - s.body_bytes : 0;
     if (s.errors) Throw(Errc::kCorrupt, std::to_string(s.errors) + " errors in the session" +
                                             (s.error_lines.empty() ? "" : ": " + s.error_lines.front()));
@@ -432,15 +487,15 @@ bool MigrateReport::ok() const {
 std::string MigrateReport::Text() const {
   std::string out;
   char buf[512];
-  std::snprintf(buf, sizeof buf, "%-12s %6s %6s %9s %10s %10s %10s %7s %7s %7s %7s %7s  %s\n", "group", "users", "moved",
-                "messages", "raw", "sent", "deduped", "copy", "hold", "catchup", "verify", "switch", "result");
+  std::snprintf(buf, sizeof buf, "%-12s %6s %6s %9s %10s %10s %10s %6s %7s %7s %7s  %s\n", "group", "users", "moved",
+                "messages", "raw", "sent", "deduped", "passes", "copy", "catchup", "held", "result");
   out += buf;
   for (const GroupReport& g : groups) {
-    std::snprintf(buf, sizeof buf, "%-12s %6llu %6llu %9llu %10s %10s %10s %6.1fs %6.1fs %6.1fs %6.1fs %6.1fs  %s\n",
+    std::snprintf(buf, sizeof buf, "%-12s %6llu %6llu %9llu %10s %10s %10s %6d %6.1fs %6.1fs %6.2fs  %s\n",
                   g.name.c_str(), (unsigned long long)g.users, (unsigned long long)g.already_moved,
                   (unsigned long long)g.messages, HumanBytes(double(g.bytes_raw)).c_str(),
-                  HumanBytes(double(g.bytes_sent)).c_str(), HumanBytes(double(g.dedupe_saved)).c_str(), g.times.copy,
-                  g.times.hold, g.times.catch_up, g.times.verify, g.times.switch_over,
+                  HumanBytes(double(g.bytes_sent)).c_str(), HumanBytes(double(g.dedupe_saved)).c_str(), g.passes,
+                  g.times.copy, g.times.catch_up, g.hold_seconds,
                   g.ok ? (g.attempts > 1 ? ("ok after " + std::to_string(g.attempts) + " attempts").c_str() : "ok")
                        : "FAILED");
     out += buf;
@@ -481,11 +536,14 @@ std::string MigrateReport::Json() const {
                            {"bytes_raw", g.bytes_raw},
                            {"bytes_sent", g.bytes_sent},
                            {"dedupe_saved", g.dedupe_saved},
+                           {"passes", g.passes},
+                           {"pass_messages", g.pass_messages},
+                           {"hold_seconds", g.hold_seconds},
                            {"phase_seconds",
                             {{"copy", g.times.copy},
-                             {"hold", g.times.hold},
                              {"catch_up", g.times.catch_up},
-                             {"verify", g.times.verify},
+                             {"hold", g.times.hold},
+                             {"final", g.times.final_pass},
                              {"switch", g.times.switch_over},
                              {"delete", g.times.remove}}},
                            {"errors", g.errors}});

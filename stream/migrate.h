@@ -1,7 +1,8 @@
-// storemove migrate: the seed's online procedure (sun-ms63 admin guide 20.15.1), one session per
-// backup group, N groups at a time:
-//   copy (users active, start time T0) -> hold -> catch-up (mirror pass) -> verify (manifest)
-//   -> switch (destination active, source moved:HOST) -> optionally delete the source copy.
+// storemove migrate: the online procedure (sun-ms63 admin guide 20.15.1), one connection per
+// backup group, N groups at a time (docs/migration.md):
+//   copy (bulk pass, users active) -> incremental passes while the delta shrinks (users active)
+//   -> hold -> final incremental pass, every folder proven by its summary -> switch (destination
+//   active in one round trip, source moved:HOST) -> optionally delete the source copy.
 #pragma once
 
 #include <functional>
@@ -26,25 +27,40 @@ struct MigrateOptions {
   std::string moved_host;             // recorded as moved:HOST on the source (default: to.host)
   std::string partition;              // destination partition for new users ("" = same name or default)
   bool live = false;                  // live display on stderr
+  // Online incremental passes after the copy, at most; they stop early once a pass carried at
+  // most settle_messages messages (or no fewer than the pass before): then the group is held.
+  int max_online_passes = 4;
+  uint64_t settle_messages = 200;
   // Test seam: called once a group's users are on hold (journal written), before the catch-up.
   std::function<void(const std::string& group)> on_hold;
+  // Test seam: called after each online pass (1 = the copy), before the next one or the hold.
+  std::function<void(const std::string& group, int pass)> on_pass;
 };
 
 struct PhaseTimes {
-  double copy = 0, hold = 0, catch_up = 0, verify = 0, switch_over = 0, remove = 0;
+  double copy = 0;         // the bulk pass
+  double catch_up = 0;     // the online incremental passes
+  double hold = 0;         // setting the group on hold (journal and statuses)
+  double final_pass = 0;   // the held, final incremental pass with every folder's summary
+  double switch_over = 0;  // destination active, source moved
+  double remove = 0;       // --delete-source
 };
 
 struct GroupReport {
   std::string name;
   uint64_t users = 0;            // users migrated in this run
   uint64_t already_moved = 0;    // users found moved to the destination by an earlier run
-  uint64_t messages = 0;         // messages carried (copy + catch-up)
+  uint64_t messages = 0;         // messages carried (every pass)
   uint64_t bytes_raw = 0;        // message bytes carried
   uint64_t bytes_sent = 0;       // bytes on the wire
   uint64_t dedupe_saved = 0;     // message bytes not sent as bodies (links, held, already present)
   int attempts = 0;
   std::vector<int64_t> retry_delays_ms;  // the wait before each retry
   bool ok = false;
+  int passes = 0;                // passes of the successful attempt (copy, online, final)
+  std::vector<uint64_t> pass_messages;  // messages (and links) each of those passes carried
+  // Seconds the users were held: from the first user set on hold to the last one switched.
+  double hold_seconds = 0;
   PhaseTimes times;
   std::vector<std::string> errors;
 };

@@ -38,6 +38,8 @@ struct MigrateCliOptions {
   bool json = false;
   bool verbose = false;
   bool abort = false;
+  int max_passes = 4;
+  uint64_t settle = 200;
   std::vector<std::string> groups;
 };
 
@@ -125,6 +127,9 @@ int RunMigrate(const MigrateCliOptions& o) {
   options.moved_host = o.moved_host;
   options.partition = o.partition;
   options.live = o.verbose || ::isatty(STDERR_FILENO);
+  if (o.max_passes < 0 || o.max_passes > 100) Throw(Errc::kInvalidArgument, "--max-passes: 0-100");
+  options.max_online_passes = o.max_passes;
+  options.settle_messages = o.settle;
   stream::net::Cancellation cancel;
   options.client.cancel = &cancel;
   if (const char* hook = std::getenv("STOREMOVE_TEST_HOLD_FD")) {
@@ -148,7 +153,8 @@ int RunMigrate(const MigrateCliOptions& o) {
 void AddMigrateCommand(CLI::App& root, Action* chosen) {
   auto o = std::make_shared<MigrateCliOptions>();
   CLI::App* c = root.add_subcommand(
-      "migrate", "move backup groups to another server while users stay online: copy, hold, catch up, verify, switch");
+      "migrate", "move backup groups to another server while users stay online: copy, catch up online, hold for a final "
+      "incremental pass proven by folder summaries, switch");
   AddStoreOption(c, &o->store_dir);
   c->add_option("--groups", o->groups_file, "backup groups file (default STORE/config/backup-groups.conf)")->type_name("FILE");
   c->add_option("--jobs,-j", o->jobs, "groups migrated at once (default 1)");
@@ -170,6 +176,10 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_flag("--delete-source", o->delete_source, "delete verified users from this store after the switch");
   c->add_option("--moved-host", o->moved_host, "host recorded as moved:HOST (default: the --to host)")->type_name("HOST");
   c->add_option("--partition", o->partition, "destination partition for new users")->type_name("NAME");
+  c->add_option("--max-passes", o->max_passes,
+                "online incremental passes after the copy, at most (default 4; 0 = hold right after the copy)");
+  c->add_option("--settle", o->settle,
+                "hold the group once an online pass carried at most this many messages (default 200)");
   c->add_flag("--json", o->json, "print the final report as JSON");
   c->add_flag("-v,--verbose", o->verbose, "live display on stderr even when it is not a terminal");
   c->add_option("groups", o->groups, "groups to migrate (default: every group in the file)");

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <future>
 #include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -23,6 +25,7 @@
 #include "store/generate.h"
 #include "stream/migrate.h"
 #include "stream/net.h"
+#include "tests/support/delay_proxy.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
 
@@ -277,6 +280,97 @@ TEST(Migrate, ZeroLossUnderLiveDelivery) {
   for (const Delivery& d : queue) EXPECT_EQ(found[DigestOf(d.bytes)], 1) << d.bytes.substr(0, 30);
 }
 
+// --- incremental passes -----------------------------------------------------------------------
+
+// Appends one small message to a folder of the source, as a delivery would.
+uint32_t Append(store::Store& s, const std::string& user, const std::string& folder, const std::string& text) {
+  auto f = s.OpenFolder(user, folder);
+  auto w = f->NewMessage();
+  w->Write("Subject: " + text + "\r\n\r\n" + text + "\r\n");
+  std::vector<store::StagedMessage> batch{w->Finish({})};
+  return f->Commit(batch).front();
+}
+
+// The users' folders with at least `min` messages, as (user, folder).
+std::vector<std::pair<std::string, std::string>> FoldersWithMessages(store::Store& s, uint32_t min) {
+  std::vector<std::pair<std::string, std::string>> out;
+  s.ForEachFolder([&](const store::FolderInfo& f) {
+    if (f.count >= min) out.emplace_back(f.user, f.folder);
+  });
+  return out;
+}
+
+TEST(MigrateIncremental, ChangesBetweenPassesTravelAsDeltasAndTheHeldPassCarriesNothingElse) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 8, 10);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "all=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  uint64_t total = 0;
+  src->ForEachFolder([&](const store::FolderInfo& f) { total += f.count; });
+  auto busy = FoldersWithMessages(*src, 3);
+  ASSERT_GE(busy.size(), 3u);
+
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.settle_messages = 0;  // pass again while anything changed
+  int changes_made = 0;
+  o.on_pass = [&](const std::string&, int pass) {
+    if (pass != 1) return;
+    // While the users are online after the copy: new mail, a flag change and an expunge.
+    for (int i = 0; i < 5; ++i) Append(*src, busy[0].first, busy[0].second, "late " + std::to_string(i));
+    auto flagged = src->OpenFolder(busy[1].first, busy[1].second);
+    store::MessageMeta m = flagged->Snapshot().messages.front();
+    flagged->SetFlags(m.uid, store::kSeen | store::kFlagged, m.user_flags);
+    auto expunged = src->OpenFolder(busy[2].first, busy[2].second);
+    expunged->Expunge({expunged->Snapshot().messages.back().uid});
+    ++changes_made;
+  };
+  MigrateReport report = Migrate(*src, o);
+  ASSERT_TRUE(report.ok()) << report.Text();
+  ASSERT_EQ(changes_made, 1);
+  const GroupReport& g = report.groups.at(0);
+  // copy, the pass with the changes, a pass that finds nothing, the held final pass.
+  ASSERT_EQ(g.pass_messages, (std::vector<uint64_t>{total, 5, 0, 0})) << report.Text();
+  EXPECT_EQ(g.passes, 4);
+  EXPECT_GT(g.hold_seconds, 0);
+  EXPECT_LT(g.hold_seconds, g.times.copy + g.times.catch_up + g.times.final_pass + g.times.switch_over + 1);
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_NE(report.Json().find("\"hold_seconds\""), std::string::npos);
+}
+
+TEST(MigrateIncremental, ADestinationThatDiffersFromItsSummaryFailsTheHeldPassAndTheRetryRepairsIt) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 6, 8);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "all=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  auto busy = FoldersWithMessages(*src, 2);
+  ASSERT_FALSE(busy.empty());
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retry_delay_ms = 10;
+  bool damaged = false;
+  o.on_pass = [&](const std::string&, int) {
+    if (damaged) return;
+    // Someone removes a message at the destination behind migrate's back: the source folder is
+    // unchanged, so only its summary can tell.
+    auto f = dst->OpenFolder(busy[0].first, busy[0].second);
+    f->Expunge({f->Snapshot().messages.front().uid});
+    damaged = true;
+  };
+  MigrateReport report = Migrate(*src, o);
+  ASSERT_TRUE(report.ok()) << report.Text();
+  const GroupReport& g = report.groups.at(0);
+  EXPECT_EQ(g.attempts, 2) << report.Text();
+  ASSERT_FALSE(g.errors.empty());
+  EXPECT_NE(g.errors.front().find("summary"), std::string::npos) << g.errors.front();
+  EXPECT_NE(g.errors.front().find("user/" + busy[0].first + "/" + busy[0].second), std::string::npos) << g.errors.front();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
 // --- interrupted migrations: signals, kill -9, --abort -------------------------------------------
 
 constexpr int kGuardSeconds = 120;  // a test that waits longer than this has hung: fail it
@@ -286,7 +380,8 @@ constexpr int kGuardSeconds = 120;  // a test that waits longer than this has hu
 // phase without timing anything.
 class MigrateChild {
  public:
-  explicit MigrateChild(const std::vector<std::string>& args) : io_(std::make_unique<TempDir>()) {
+  // hold_seam: the child pauses in every hold until Continue() (STOREMOVE_TEST_HOLD_FD).
+  explicit MigrateChild(const std::vector<std::string>& args, bool hold_seam = true) : io_(std::make_unique<TempDir>()) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
     std::string out = *io_ / "out", err = *io_ / "err";
@@ -294,7 +389,7 @@ class MigrateChild {
     if (pid_ == 0) {
       int hook = ::dup(sv[1]);  // without O_CLOEXEC: inherited by storemove
       std::string env = "STOREMOVE_TEST_HOLD_FD=" + std::to_string(hook);
-      ::putenv(env.data());
+      if (hold_seam) ::putenv(env.data());
       int in = ::open("/dev/null", O_RDONLY), o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600),
           e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       ::dup2(in, 0);
@@ -328,6 +423,7 @@ class MigrateChild {
   }
   void Continue() { (void)!::write(hook_, "c", 1); }
   void Signal(int sig) { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
   // Exit status (128 + signal when killed).
   int Wait() {
     int status = 0;
@@ -650,6 +746,200 @@ TEST(MigrateRetry, ARefusedConnectionIsRetriedWithExponentialBackoff) {
   // Only a lower bound: the waits happened (a loaded machine can only make it longer).
   EXPECT_GE(elapsed, std::chrono::milliseconds(550));
   src->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.ToString(), "active") << u.user; });
+}
+
+// --- latency and chaos: through a delay proxy, kill -9 of either end ----------------------------
+
+// `storemove serve` as a child process (so that it can be killed with -9), on a free port read
+// from its log; stderr is drained by a thread so the child never blocks on it.
+class ServeChild {
+ public:
+  explicit ServeChild(const std::string& store) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(p[1], 2);
+      int in = ::open("/dev/null", O_RDONLY);
+      ::dup2(in, 0);
+      ::execl(STOREMOVE_BIN, STOREMOVE_BIN, "serve", "--store", store.c_str(), "--listen", "127.0.0.1:0", "--insecure",
+              "--idle-timeout", "20", (char*)nullptr);
+      ::_exit(127);
+    }
+    ::close(p[1]);
+    std::promise<uint16_t> bound;
+    auto port = bound.get_future();
+    drain_ = std::thread([this, fd = p[0], bound = std::move(bound)]() mutable {
+      std::string pending;
+      bool told = false;
+      char buf[4096];
+      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        log_.append(buf, size_t(n));
+        size_t at = log_.find("listening on 127.0.0.1:");
+        size_t end = at == std::string::npos ? at : log_.find_first_not_of("0123456789", at + 23);
+        if (!told && end != std::string::npos) {
+          bound.set_value(uint16_t(std::stoi(log_.substr(at + 23, end - at - 23))));
+          told = true;
+        }
+      }
+      if (!told) bound.set_value(0);
+      ::close(fd);
+    });
+    if (port.wait_for(std::chrono::seconds(kGuardSeconds)) != std::future_status::ready) throw std::runtime_error("serve hung");
+    endpoint_ = net::Endpoint{"127.0.0.1", port.get()};
+    if (endpoint_.port == 0) throw std::runtime_error("serve did not start: " + Log());
+  }
+  ~ServeChild() { Kill(SIGKILL); }
+  void Kill(int sig) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, sig);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    if (drain_.joinable()) drain_.join();
+  }
+  std::string Log() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return log_;
+  }
+  const net::Endpoint& endpoint() const { return endpoint_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::thread drain_;
+  std::mutex mutex_;
+  std::string log_;
+  net::Endpoint endpoint_;
+};
+
+storemove::testing::DelayProxyOptions ProxyTo(uint16_t port, int rtt_ms) {
+  storemove::testing::DelayProxyOptions o;
+  o.target_port = port;
+  o.rtt_ms = rtt_ms;
+  return o;
+}
+
+class MigrateLatency : public ::testing::TestWithParam<int> {};
+
+// The whole migration through a proxy that delays every byte by half the round trip each way:
+// it completes and is exact at every latency (the time is the benchmark's business).
+TEST_P(MigrateLatency, CompletesExactlyThroughADelayProxy) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 12, 8);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  storemove::testing::DelayProxy proxy(ProxyTo(server.endpoint().port, GetParam()));
+  MigrateReport report = Migrate(*src, Options(tmp / "src", net::Endpoint{"127.0.0.1", proxy.port()}, insecure, 2));
+  ASSERT_TRUE(report.ok()) << report.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  RecordProperty("seconds", std::to_string(report.seconds));
+}
+INSTANTIATE_TEST_SUITE_P(RoundTrip, MigrateLatency, ::testing::Values(0, 20, 100),
+                         [](const auto& info) { return std::to_string(info.param) + "ms"; });
+
+// Zero loss under live delivery, through a 20 ms round trip, while the migrating client and the
+// receiving server are killed with -9 at random points and everything is rerun: every message
+// whose delivery got exit 0 is at the destination exactly once.
+TEST(MigrateChaos, KillNineOfClientOrServerAtRandomPointsThenRerunsLoseNothing) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 12, 8);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  const unsigned seed = std::random_device{}();
+  RecordProperty("seed", std::to_string(seed));
+  std::mt19937 random(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+
+  constexpr int kMessages = 300;
+  std::vector<Delivery> queue;
+  for (int i = 0; i < kMessages; ++i)
+    queue.push_back({users[size_t(i) % users.size()],
+                     "Message-ID: <chaos-" + std::to_string(i) + "@test>\r\nSubject: live " + std::to_string(i) +
+                         "\r\n\r\nbody " + std::to_string(i) + "\r\n"});
+  std::atomic<size_t> next{0};
+  std::atomic<int> acknowledged{0}, failures{0};
+  std::atomic<bool> migration_done{false};
+  auto runner = [&](int id) {
+    std::string scratch = tmp / ("mta" + std::to_string(id));
+    for (size_t i; (i = next++) < queue.size();) {
+      const Delivery& d = queue[i];
+      for (int attempt = 0;; ++attempt) {
+        auto [status, err] = RunDeliver(tmp / "src", d.user, d.bytes, scratch);
+        if (status == 0) break;
+        if (status == 75 && err.find("has moved to 127.0.0.1") != std::string::npos) {
+          auto [s2, e2] = RunDeliver(tmp / "dst", d.user, d.bytes, scratch);
+          if (s2 != 0) {
+            ADD_FAILURE() << "destination refused: " << e2;
+            ++failures;
+          }
+          break;
+        }
+        if (status != 75 || attempt > 6000) {
+          ADD_FAILURE() << "delivery failed: exit " << status << " " << err;
+          ++failures;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // an MTA's retry interval
+      }
+      ++acknowledged;
+      while (i > queue.size() * 3 / 4 && !migration_done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  };
+  std::thread mta1(runner, 1), mta2(runner, 2);
+
+  std::unique_ptr<ServeChild> serve;
+  std::unique_ptr<storemove::testing::DelayProxy> proxy;
+  int kills = 0, exit_status = -1;
+  for (int round = 0; round < 12 && exit_status != 0; ++round) {
+    if (!serve) {
+      serve = std::make_unique<ServeChild>(tmp / "dst");
+      proxy = std::make_unique<storemove::testing::DelayProxy>(ProxyTo(serve->endpoint().port, 20));
+    }
+    std::vector<std::string> args = {"migrate", "--store", tmp / "src", "--to", "127.0.0.1:" + std::to_string(proxy->port()),
+                                      "--insecure", "--jobs", "2", "--retries", "1", "--retry-delay", "0.05",
+                                      "--timeout", "10"};
+    MigrateChild child(args, false);
+    // The kill point: a random moment of the run (the first rounds only; then it may finish).
+    const bool kill_now = round < 6;
+    int victim = int(random() % 2);  // 0 = migrate, 1 = serve
+    int delay_ms = int(random() % 2500);
+    int pidfd = int(::syscall(SYS_pidfd_open, child.pid(), 0));
+    pollfd p{pidfd, POLLIN, 0};
+    bool ended = ::poll(&p, 1, kill_now ? delay_ms : kGuardSeconds * 1000) > 0;
+    ::close(pidfd);
+    if (!ended && kill_now) {
+      ++kills;
+      if (victim == 0) {
+        child.Signal(SIGKILL);
+      } else {
+        serve->Kill(SIGKILL);
+        proxy.reset();
+        serve.reset();
+      }
+    }
+    exit_status = child.Wait();
+    ASSERT_TRUE(exit_status == 0 || exit_status == 1 || exit_status == 128 + SIGKILL || exit_status == 74 ||
+                exit_status == 75)
+        << "round " << round << ": exit " << exit_status << "\n" << child.Out() << child.Err();
+    if (exit_status == 0 && !kill_now) break;
+    if (exit_status == 0) exit_status = -1;  // finished before its kill point: fine, but keep chaos going
+  }
+  migration_done = true;
+  mta1.join();
+  mta2.join();
+  ASSERT_EQ(exit_status, 0) << "the migration never completed";
+  RecordProperty("kills", kills);
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(acknowledged, kMessages);
+  src->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.ToString(), "moved:127.0.0.1") << u.user; });
+  std::map<Digest, int> found;
+  dst->ForEachFolder([&](const store::FolderInfo& f) {
+    for (const auto& m : dst->OpenFolder(f.user, f.folder)->Snapshot().messages) ++found[m.digest];
+  });
+  for (const Delivery& d : queue) EXPECT_EQ(found[DigestOf(d.bytes)], 1) << d.bytes.substr(0, 30);
 }
 
 }  // namespace
