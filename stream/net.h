@@ -111,8 +111,8 @@ class Session {
   SessionReport Restore(store::Store& source, const BackupOptions& options, const RestoreOptions& remote);
   // As VerifyRemote, on this connection.
   VerifyReport Verify(store::Store& source, const BackupOptions& options);
-  // Sets every user's status in one request and one round trip (Store::SetUsersStatus on the
-  // server when it has it, else one transaction per user); kNoUser naming the first unknown user
+  // Sets every user's status in one request and one round trip (on the server one
+  // Store::SetUsersStatus transaction per distinct status); kNoUser naming the first unknown user
   // (then none is changed, and the session stays usable). An operation refused before it began
   // (ERROR instead of READY) leaves the session usable too; any other failure breaks it: later
   // operations throw kIo naming the first failure.

@@ -206,12 +206,14 @@ class Server {
 
   void Run(const std::atomic<bool>* stop) {
     Endpoint bound;
-    UniqueFd listener = ListenTcp(ParseEndpoint(options_.listen), &bound);
+    SocketBuffers buffers;
+    UniqueFd listener = ListenTcp(ParseEndpoint(options_.listen), &bound, &buffers);
     log_.Line("storemove serve: listening on " + bound.ToString() + " (" + tls_.Describe() + ", store " +
               store_.root() + ", at most " + std::to_string(options_.max_sessions) + " sessions; handshakes within " +
               std::to_string(options_.handshake_timeout_seconds) + " s, at most " +
               std::to_string(options_.max_handshakes) + " at once, " +
               std::to_string(options_.max_handshakes_per_address) + " per address)");
+    log_.Line("storemove serve: " + buffers.Describe());
     if (options_.on_listening) options_.on_listening(bound);
     std::list<std::unique_ptr<Slot>> slots;
     uint64_t next_id = 0;
@@ -433,11 +435,12 @@ class Server {
     try {
       try {
         nlohmann::json request = nlohmann::json::parse(payload);
-        version = request.at("protocol").get<uint32_t>();
-        if (version < kOldestProtocolVersion || version > kProtocolVersion)
-          Throw(Errc::kProtocol, "protocol version " + std::to_string(version) + " not supported (this server speaks " +
+        uint32_t asked = request.at("protocol").get<uint32_t>();
+        if (asked < kOldestProtocolVersion || asked > kProtocolVersion)
+          Throw(Errc::kProtocol, "protocol version " + std::to_string(asked) + " not supported (this server speaks " +
                                      std::to_string(kOldestProtocolVersion) + " to " +
                                      std::to_string(kProtocolVersion) + ")");
+        version = asked;
         *op = request.at("op").get<std::string>();
         // A client working for this very store (migrate --to pointing at the source's own server)
         // would restore the store into itself and then mark its users moved on their only copy.
@@ -576,6 +579,7 @@ class Server {
     } else {
       statuses.emplace_back(j.at("user").get<std::string>(), store::UserStatus::Parse(j.at("status").get<std::string>()));
     }
+    // Checked up front too: with several distinct statuses there is one transaction per status.
     for (const auto& [user, status] : statuses) {
       store::ValidateUserId(user);
       if (!store_.FindUser(user)) Throw(Errc::kNoUser, "no such user: " + user + " (no status was changed)");
@@ -590,9 +594,16 @@ class Server {
                 statuses[0].second.ToString() + ", ...)");
   }
 
+  // One Store::SetUsersStatus (one transaction under every user's delivery gate) per distinct
+  // status: migrate's hold and switch give all of a group one status, so one transaction.
   void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses) {
-    // One transaction per user (Store::SetUserStatus, under each user's delivery gate).
-    for (const auto& [user, status] : statuses) store_.SetUserStatus(user, status);
+    std::vector<std::pair<store::UserStatus, std::vector<std::string>>> groups;
+    for (const auto& [user, status] : statuses) {
+      auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == status; });
+      if (it == groups.end()) it = groups.insert(groups.end(), {status, {}});
+      it->second.push_back(user);
+    }
+    for (const auto& [status, users] : groups) store_.SetUsersStatus(users, status);
   }
 
   store::Store& store_;
