@@ -1207,6 +1207,30 @@ TEST(NetPipeline, TheClientQueuesAnswersInOrderWithinItsBound) {
   EXPECT_EQ(ReportFromJson(result.payload).errors, 0u);
 }
 
+// --- socket buffers --------------------------------------------------------------------------
+
+// 100 ms x 1 Gbit/s = 12.5 MB in flight: each side's sockets ask for that much (and the kernel
+// reports twice what it grants); the server says what it got in one log line.
+TEST(NetBuffers, SocketsAreSizedForTheBandwidthDelayProduct) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  SocketBuffers got;
+  UniqueFd fd = ConnectTcp(server.endpoint(), 30, nullptr, &got);
+  ASSERT_TRUE(fd.valid());
+  server.Stop();
+  EXPECT_TRUE(Contains(server.Log(), "storemove serve: socket buffers: send ")) << server.Log();
+  if (!got.forced) {
+    EXPECT_TRUE(Contains(got.Describe(), "net.core.wmem_max")) << got.Describe();
+    GTEST_SKIP() << "no CAP_NET_ADMIN here: " << got.Describe();
+  }
+  EXPECT_GE(got.send / 2, 12'500'000) << got.Describe();
+  EXPECT_GE(got.receive / 2, 12'500'000) << got.Describe();
+  EXPECT_TRUE(Contains(server.Log(), "(SO_SNDBUFFORCE/SO_RCVBUFFORCE)")) << server.Log();
+}
+
 // --- through a delay proxy: 0, 20 and 100 ms of round-trip time -----------------------------
 
 class NetDelay : public ::testing::TestWithParam<int> {};
