@@ -1279,6 +1279,60 @@ TEST_P(NetDelay, BackupRerunAndSwitchThroughTheProxy) {
             << ms(t4 - t3) << " ms\n";
 }
 
+// The transport's part of pipelining, measured: N questions asked one after another and
+// answered at the end cost about one round trip, where asking and waiting costs N (what a
+// backup that flushes and waits per folder pays). Times are printed, not asserted.
+TEST_P(NetDelay, PipelinedQueriesCostAboutOneRoundTrip) {
+  const int rtt = GetParam();
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 10);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  ClientOptions plain;
+  plain.credentials.insecure = true;
+  std::string user = Users(*a).at(0);
+  BackupOptions o;
+  o.names = {"user/" + user + "/*"};
+  ASSERT_EQ(SendBackup(*a, o, server.endpoint(), plain).errors, 0u);
+  std::string partition = a->FindUser(user)->partition;
+  store::MessageMeta m = a->OpenFolder(user, "INBOX")->Snapshot().messages.at(0);
+  storemove::testing::DelayProxyOptions po;
+  po.target_port = server.endpoint().port;
+  po.rtt_ms = rtt;
+  storemove::testing::DelayProxy proxy(po);
+
+  Connection conn(ConnectTcp({"127.0.0.1", proxy.port()}, 30), "proxy");
+  conn.SetTimeout(30);
+  conn.set_authenticated();
+  WriteFrame(conn, FrameType::kRequest,
+             R"({"protocol":2,"op":"restore","restore":{"partition":"","user_map":{},)"
+             R"("continue_on_error":false,"skip_existing_check":false}})");
+  ASSERT_EQ(ReadFrame(conn).type, FrameType::kReady);
+  QueryPipeline pipeline(conn, "proxy");
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  constexpr int kAhead = 200, kWaited = 10;
+  auto t0 = Clock::now();
+  std::vector<uint64_t> tickets;
+  for (int i = 0; i < kAhead; ++i) tickets.push_back(pipeline.Ask(user, partition, {{m.digest, m.size}}));
+  for (uint64_t t : tickets) ASSERT_EQ(pipeline.Answer(t), std::vector<bool>{true});
+  auto t1 = Clock::now();
+  for (int i = 0; i < kWaited; ++i)
+    ASSERT_EQ(pipeline.Answer(pipeline.Ask(user, partition, {{m.digest, m.size}})), std::vector<bool>{true});
+  auto t2 = Clock::now();
+  EXPECT_GE(t2 - t1, std::chrono::milliseconds(kWaited * rtt));  // each waited for crossed the proxy
+  WriteFrame(conn, FrameType::kData, PlainStream(*a, o.names));
+  WriteFrame(conn, FrameType::kDataEnd, {});
+  Frame result = ReadFrame(conn);
+  ASSERT_EQ(result.type, FrameType::kResult) << result.payload;
+  std::cerr << "[ MEASURED ] rtt " << rtt << " ms: " << kAhead << " pipelined QUERYs " << ms(t1 - t0) << " ms, "
+            << kWaited << " stop-and-wait QUERYs " << ms(t2 - t1) << " ms\n";
+  ::testing::Test::RecordProperty("pipelined_ms", int(ms(t1 - t0)));
+  ::testing::Test::RecordProperty("stop_and_wait_ms", int(ms(t2 - t1)));
+}
+
 INSTANTIATE_TEST_SUITE_P(Rtt, NetDelay, ::testing::Values(0, 20, 100),
                          [](const auto& info) { return std::to_string(info.param) + "ms"; });
 
