@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -340,7 +341,40 @@ std::string PeerAddress(int fd) {
   return AddressOf(reinterpret_cast<sockaddr*>(&ss)).host;
 }
 
-UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation* cancel) {
+std::string SocketBuffers::Describe() const {
+  auto mib = [](int bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f MiB", bytes / 1048576.0);
+    return std::string(text);
+  };
+  std::string out = "socket buffers: send " + mib(send) + ", receive " + mib(receive) + " as the kernel counts them";
+  if (forced) return out + " (SO_SNDBUFFORCE/SO_RCVBUFFORCE)";
+  out += " (SO_SNDBUF/SO_RCVBUF";
+  // The kernel doubles what it grants; half of it is what a window can use.
+  if (std::min(send, receive) / 2 < kSocketBuffer)
+    out += "; capped by net.core.wmem_max/rmem_max, below the " + mib(kSocketBuffer) +
+           " a 100 ms x 1 Gbit/s path needs: raise them or run as root";
+  return out + ")";
+}
+
+SocketBuffers SetSocketBuffers(int fd, int bytes) {
+  SocketBuffers b;
+  // FORCE ignores net.core.*mem_max but needs CAP_NET_ADMIN; without it, the plain options
+  // give as much as the limits allow.
+  b.forced = ::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) == 0 &&
+             ::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) == 0;
+  if (!b.forced) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+  }
+  socklen_t len = sizeof b.send;
+  ::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b.send, &len);
+  len = sizeof b.receive;
+  ::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b.receive, &len);
+  return b;
+}
+
+UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation* cancel, SocketBuffers* buffers) {
   if (to.port == 0) Throw(Errc::kInvalidArgument, "connect " + to.ToString() + ": port 0");
   AddrInfo ai;
   Resolve(to, false, &ai);
@@ -348,6 +382,8 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
   for (addrinfo* a = ai.list; a; a = a->ai_next) {
     UniqueFd fd(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol));
     if (!fd.valid()) ThrowErrno("socket");
+    SocketBuffers got = SetSocketBuffers(fd.get());  // before the SYN: it fixes the window scale
+    if (buffers) *buffers = got;
     int rc = ::connect(fd.get(), a->ai_addr, a->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
       pollfd p[2] = {{fd.get(), POLLOUT, 0}, {cancel ? cancel->fd() : -1, POLLIN, 0}};
@@ -378,7 +414,7 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
   Throw(Errc::kIo, "connect to " + to.ToString() + ": " + last);
 }
 
-UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound) {
+UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound, SocketBuffers* buffers) {
   AddrInfo ai;
   Resolve(at, true, &ai);
   std::string last = "no address";
@@ -387,6 +423,8 @@ UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound) {
     if (!fd.valid()) ThrowErrno("socket");
     int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    SocketBuffers got = SetSocketBuffers(fd.get());  // accepted sockets inherit them
+    if (buffers) *buffers = got;
     if (::bind(fd.get(), a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd.get(), 64) != 0) {
       last = std::strerror(errno);
       continue;
@@ -549,6 +587,20 @@ bool Connection::Readable() {
   return ::poll(&p, 1, 0) > 0;
 }
 
+bool Connection::WaitReadable(int wake_fd) {
+  if (in_pos_ < in_.size() || (ssl_ && SSL_pending(ssl_) > 0)) return true;
+  pollfd p[2] = {{fd_.get(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+  for (;;) {
+    int n = ::poll(p, 2, timeout_seconds_ * 1000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowErrno("poll " + peer_);
+    if (n == 0)
+      Throw(Errc::kTempFail, "read from " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+                                 " s without data");
+    return p[1].revents == 0;  // a close or error on the socket is for the read to report
+  }
+}
+
 void Connection::Close(int drain_seconds) {
   if (!fd_.valid()) return;
   if (ssl_) {
@@ -622,9 +674,29 @@ void WriteFrame(Connection& conn, FrameType type, std::string_view payload) {
   conn.WriteAll(frame.data(), frame.size());
 }
 
+namespace {
+
+// The rest of a frame whose type byte has been read.
+Frame ReadFrameAfter(Connection& conn, uint8_t type);
+
+}  // namespace
+
 Frame ReadFrame(Connection& conn) {
-  uint8_t head[5];
-  conn.ReadExact(head, 1, "a frame");
+  uint8_t type;
+  conn.ReadExact(&type, 1, "a frame");
+  return ReadFrameAfter(conn, type);
+}
+
+std::optional<Frame> ReadFrameOrEnd(Connection& conn) {
+  uint8_t type;
+  if (conn.Read(&type, 1) == 0) return std::nullopt;
+  return ReadFrameAfter(conn, type);
+}
+
+namespace {
+
+Frame ReadFrameAfter(Connection& conn, uint8_t type) {
+  uint8_t head[5] = {type};
   if (!conn.tls() && (head[0] == 0x15 || head[0] == 0x16))  // TLS alert / handshake record
     Throw(Errc::kAuth, conn.peer() + " speaks TLS, but this side runs --insecure (plain TCP); give both sides "
                                      "the same --key or certificates");
@@ -649,6 +721,8 @@ Frame ReadFrame(Connection& conn) {
   }
   return f;
 }
+
+}  // namespace
 
 void WriteErrorFrame(Connection& conn, Errc code, const std::string& message) {
   std::string payload(1, char(uint8_t(code)));
@@ -736,6 +810,50 @@ std::vector<bool> DecodeAnswer(std::string_view p, size_t expected) {
   std::vector<bool> have(expected);
   for (size_t i = 0; i < expected; ++i) have[i] = uint8_t(p[4 + i / 8]) >> (i % 8) & 1;
   return have;
+}
+
+// --- pipelined QUERYs ----------------------------------------------------------------------------
+
+QueryPipeline::QueryPipeline(Connection& conn, std::string from, size_t max_outstanding)
+    : conn_(conn), from_(std::move(from)), max_outstanding_(std::max<size_t>(1, max_outstanding)) {}
+
+uint64_t QueryPipeline::Ask(const std::string& user, const std::string& partition,
+                            const std::vector<std::pair<Digest, uint64_t>>& contents) {
+  // The bound keeps the ANSWERs waiting in our receive buffer small, so the server never blocks
+  // writing one while we block writing DATA to it.
+  while (pending_.size() >= max_outstanding_) ReadOne();
+  WriteFrame(conn_, FrameType::kQuery, EncodeQuery({user, partition, contents}));
+  uint64_t ticket = next_ticket_++;
+  pending_.emplace_back(ticket, contents.size());
+  return ticket;
+}
+
+std::vector<bool> QueryPipeline::Answer(uint64_t ticket) {
+  for (;;) {
+    auto it = answered_.find(ticket);
+    if (it != answered_.end()) {
+      std::vector<bool> have = std::move(it->second);
+      answered_.erase(it);
+      return have;
+    }
+    if (pending_.empty() || ticket < pending_.front().first)
+      Throw(Errc::kInvalidArgument, "QUERY ticket " + std::to_string(ticket) + " is not waiting for an answer");
+    ReadOne();
+  }
+}
+
+bool QueryPipeline::Take(const Frame& frame) {
+  if (frame.type != FrameType::kAnswer) return false;
+  if (pending_.empty()) Throw(Errc::kProtocol, from_ + " sent an ANSWER when no QUERY was waiting for one");
+  auto [ticket, asked] = pending_.front();
+  answered_[ticket] = DecodeAnswer(frame.payload, asked);
+  pending_.pop_front();
+  return true;
+}
+
+void QueryPipeline::ReadOne() {
+  Frame f = ReadFrame(conn_);
+  if (!Take(f)) Unexpected(f, "ANSWER", from_);
 }
 
 std::string ReportToJson(const SessionReport& r) {

@@ -111,11 +111,16 @@ class Session {
   SessionReport Restore(store::Store& source, const BackupOptions& options, const RestoreOptions& remote);
   // As VerifyRemote, on this connection.
   VerifyReport Verify(store::Store& source, const BackupOptions& options);
-  // Sets every user's status in one request and one round trip, in one transaction per user
-  // on the server; kNoUser naming the first unknown user (then none is changed).
+  // Sets every user's status in one request and one round trip (on the server one
+  // Store::SetUsersStatus transaction per distinct status); kNoUser naming the first unknown user
+  // (then none is changed, and the session stays usable). An operation refused before it began
+  // (ERROR instead of READY) leaves the session usable too; any other failure breaks it: later
+  // operations throw kIo naming the first failure.
   void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses);
   uint64_t bytes_out() const;  // bytes written on the wire so far
   const std::string& peer() const;  // "server HOST:PORT"
+  // The socket buffers obtained, one line ("socket buffers: send 32.0 MiB, ...").
+  std::string socket_buffers() const;
 
  private:
   class Impl;

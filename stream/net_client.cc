@@ -1,10 +1,13 @@
-// The sending side of a network session: connect, authenticate, REQUEST/READY, then the
-// zstd-compressed stream in DATA frames with QUERY/ANSWER round trips, then RESULT or ERROR.
+// The sending side: a Session connects, authenticates (hello/READY), then runs operations one
+// after another on the connection: REQUEST/READY, the zstd-compressed stream in DATA frames with
+// pipelined QUERYs (their ANSWERs queued as they come), then RESULT or ERROR.
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -23,73 +26,30 @@ std::string Hint(const Credentials& c) {
   return " (is each side's certificate signed by the CA the other side trusts?)";
 }
 
-// An authenticated connection with its session accepted (READY received).
-class ClientSession {
+// Keeps a connection registered with the cancellation while it lives.
+class Registration {
  public:
-  ClientSession(const Endpoint& to, const ClientOptions& options, const nlohmann::json& request)
-      : tls_(options.credentials, TlsContext::Side::kClient),
-        from_("server " + to.ToString()),
-        conn_(ConnectTcp(to, options.timeout_seconds, options.cancel), to.ToString()),
-        registration_(options.cancel, &conn_) {
-    ::signal(SIGPIPE, SIG_IGN);  // a closed connection becomes EPIPE
-    conn_.SetTimeout(options.timeout_seconds);
-    Frame ready{FrameType::kError, {}};
-    try {
-      conn_.Connect(tls_, to.host);
-      WriteFrame(conn_, FrameType::kRequest, request.dump());
-      ready = ReadFrame(conn_);
-    } catch (const Error& e) {
-      // A TLS 1.3 server checks the client's certificate after our handshake has returned: its
-      // refusal arrives as the failure of the first read (or write).
-      if (options.cancel && options.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
-      if (e.code() == Errc::kAuth || e.code() == Errc::kIo)
-        Throw(Errc::kAuth, "authentication with " + to.ToString() + " failed: " + e.what() + Hint(options.credentials));
-      throw;
-    }
-    if (ready.type != FrameType::kReady) Unexpected(ready, "READY", from_);
-    conn_.set_authenticated();
+  Registration(Cancellation* cancel, Connection* conn) : cancel_(cancel), conn_(conn) {
+    if (cancel_) cancel_->Add(conn_);
   }
-
-  Connection& conn() { return conn_; }
-  const std::string& from() const { return from_; }
-
-  // Fails with the server's ERROR when it has sent one (it stops a session early that way).
-  void CheckServer() {
-    if (!conn_.Readable()) return;
-    Unexpected(ReadFrame(conn_), "nothing", from_);
+  ~Registration() {
+    if (cancel_) cancel_->Remove(conn_);
   }
-
-  Frame ReadReply(const char* expected, FrameType type) {
-    Frame f = ReadFrame(conn_);
-    if (f.type != type) Unexpected(f, expected, from_);
-    return f;
-  }
-
-  void Close() { conn_.Close(0); }
+  Registration(const Registration&) = delete;
+  Registration& operator=(const Registration&) = delete;
 
  private:
-  // Keeps the connection registered with the cancellation while the session lives.
-  struct Registration {
-    Registration(Cancellation* cancel, Connection* conn) : cancel_(cancel), conn_(conn) {
-      if (cancel_) cancel_->Add(conn_);
-    }
-    ~Registration() {
-      if (cancel_) cancel_->Remove(conn_);
-    }
-    Cancellation* cancel_;
-    Connection* conn_;
-  };
-
-  TlsContext tls_;
-  std::string from_;
-  Connection conn_;
-  Registration registration_;
+  Cancellation* cancel_;
+  Connection* conn_;
 };
 
-// The stream's bytes as DATA frames.
+// The stream's bytes as DATA frames. ANSWERs that arrive meanwhile go to the pipeline.
 class DataSink final : public format::ByteSink {
  public:
-  explicit DataSink(ClientSession& session) : session_(session) { buf_.reserve(kDataBuffer); }
+  DataSink(Connection& conn, const std::string& from, QueryPipeline* pipeline)
+      : conn_(conn), from_(from), pipeline_(pipeline) {
+    buf_.reserve(kDataBuffer);
+  }
 
   void Write(const void* data, size_t size) override {
     buf_.append(static_cast<const char*>(data), size);
@@ -98,51 +58,41 @@ class DataSink final : public format::ByteSink {
   void Flush() override { Send(); }
   void Finish() {
     Send();
-    WriteFrame(session_.conn(), FrameType::kDataEnd, {});
+    WriteFrame(conn_, FrameType::kDataEnd, {});
   }
 
  private:
+  // Reads what the server sent unasked-for so far: queued ANSWERs, or its ERROR (thrown: the
+  // server stops a session early that way).
+  void CheckServer() {
+    while (conn_.Readable()) {
+      Frame f = ReadFrame(conn_);
+      if (!pipeline_ || !pipeline_->Take(f)) Unexpected(f, "nothing", from_);
+    }
+  }
+
   void Send() {
     if (buf_.empty()) return;
-    session_.CheckServer();
+    CheckServer();
     try {
       for (size_t off = 0; off < buf_.size(); off += kMaxDataFrame)
-        WriteFrame(session_.conn(), FrameType::kData, std::string_view(buf_).substr(off, kMaxDataFrame));
+        WriteFrame(conn_, FrameType::kData, std::string_view(buf_).substr(off, kMaxDataFrame));
     } catch (const Error&) {
-      session_.CheckServer();  // the server's reason, when it said why it stopped reading
+      CheckServer();  // the server's reason, when it said why it stopped reading
       throw;
     }
     buf_.clear();
   }
 
-  ClientSession& session_;
+  Connection& conn_;
+  const std::string& from_;
+  QueryPipeline* pipeline_;
   std::string buf_;
 };
 
-// Asks the server which contents it holds (the stream is flushed by the caller).
-class ServerOracle final : public ContentOracle {
- public:
-  explicit ServerOracle(ClientSession& session) : session_(session) {}
-  uint64_t Ask(const std::string& user, const std::string& partition,
-               const std::vector<std::pair<Digest, uint64_t>>& contents) override {
-    WriteFrame(session_.conn(), FrameType::kQuery, EncodeQuery({user, partition, contents}));
-    asked_ = contents.size();
-    return ++tickets_;
-  }
-  std::vector<bool> Answer(uint64_t) override {
-    return DecodeAnswer(session_.ReadReply("ANSWER", FrameType::kAnswer).payload, asked_);
-  }
-
- private:
-  ClientSession& session_;
-  uint64_t tickets_ = 0;
-  size_t asked_ = 0;
-};
-
-// Writes the backup into the session's DATA frames; returns the backup's report.
-SessionReport StreamBackup(ClientSession& session, store::Store& source, const BackupOptions& options,
+// Writes the backup into DATA frames; returns the backup's report.
+SessionReport StreamBackup(DataSink& data, store::Store& source, const BackupOptions& options,
                            const ClientOptions& client) {
-  DataSink data(session);
   SessionReport report;
   if (client.compress_level > 0) {
     format::ZstdCompressSink zsink(data, client.compress_level, client.threads);
@@ -157,16 +107,16 @@ SessionReport StreamBackup(ClientSession& session, store::Store& source, const B
   return report;
 }
 
-nlohmann::json Request(const std::string& op, const ClientOptions& client) {
-  nlohmann::json j = {{"protocol", kProtocolVersion}, {"op", op}};
-  if (!client.source_store_id.empty()) j["source_store_id"] = client.source_store_id;
-  return j;
-}
-
 ClientOptions ForSource(const ClientOptions& client, const store::Store& source) {
   ClientOptions c = client;
   if (c.source_store_id.empty()) c.source_store_id = source.store_id();
   return c;
+}
+
+nlohmann::json Request(const std::string& op, const std::string& source_store_id) {
+  nlohmann::json j = {{"protocol", kProtocolVersion}, {"op", op}};
+  if (!source_store_id.empty()) j["source_store_id"] = source_store_id;
+  return j;
 }
 
 }  // namespace
@@ -227,67 +177,222 @@ void Cancellation::Remove(Connection* conn) {
   conns_.erase(conn);
 }
 
+// --- the session -------------------------------------------------------------------------------
+
+class Session::Impl {
+ public:
+  Impl(const Endpoint& to, const ClientOptions& client)
+      : client_(client),
+        tls_(client.credentials, TlsContext::Side::kClient),
+        from_("server " + to.ToString()),
+        conn_(ConnectTcp(to, client.timeout_seconds, client.cancel, &buffers_), to.ToString()),
+        registration_(client.cancel, &conn_) {
+    ::signal(SIGPIPE, SIG_IGN);  // a closed connection becomes EPIPE
+    conn_.SetTimeout(client.timeout_seconds);
+    // "hello" asks for nothing but READY: the server has then authenticated us (a TLS 1.3
+    // server refuses a client certificate after our handshake has returned, at our first read).
+    Frame ready{FrameType::kError, {}};
+    try {
+      conn_.Connect(tls_, to.host);
+      WriteFrame(conn_, FrameType::kRequest, Request("hello", client_.source_store_id).dump());
+      ready = ReadFrame(conn_);
+    } catch (const Error& e) {
+      if (client.cancel && client.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
+      if (e.code() == Errc::kAuth || e.code() == Errc::kIo)
+        Throw(Errc::kAuth, "authentication with " + to.ToString() + " failed: " + e.what() + Hint(client.credentials));
+      throw;
+    }
+    if (ready.type != FrameType::kReady) Unexpected(ready, "READY", from_);
+    conn_.set_authenticated();
+  }
+
+  ~Impl() {
+    try {
+      conn_.Close(0);  // the server takes the end of the connection as the end of the session
+    } catch (...) {
+    }
+  }
+
+  SessionReport Restore(store::Store& source, const BackupOptions& options, const RestoreOptions& remote) {
+    if (options.manifest) Throw(Errc::kInvalidArgument, "a manifest cannot be restored remotely (use VerifyRemote)");
+    nlohmann::json request = Request("restore", SourceId(source));
+    request["restore"] = {{"partition", remote.partition},
+                          {"user_map", remote.user_map},
+                          {"continue_on_error", remote.continue_on_error},
+                          {"skip_existing_check", remote.skip_existing_check},
+                          {"mirror", remote.mirror},
+                          {"keep_status", remote.keep_status},
+                          {"strict_summaries", remote.strict_summaries}};
+    return Operation([&] {
+      Begin(request);
+      uint64_t wire_before = conn_.bytes_out();
+      QueryPipeline pipeline(conn_, from_);
+      DataSink data(conn_, from_, &pipeline);
+      BackupOptions session_options = options;
+      session_options.oracle = &pipeline;
+      SessionReport report = StreamBackup(data, source, session_options, client_);
+      SessionReport remote_report = ReportFromJson(ReadReply(FrameType::kResult, &pipeline).payload);
+      report.stream_bytes = conn_.bytes_out() - wire_before;
+      report.skipped = remote_report.skipped;
+      report.linked = remote_report.linked;
+      report.expunged = remote_report.expunged;
+      report.unsettled = remote_report.unsettled;
+      report.errors += remote_report.errors;
+      for (const std::string& line : remote_report.error_lines) report.error_lines.push_back(from_ + ": " + line);
+      return report;
+    });
+  }
+
+  VerifyReport Verify(store::Store& source, const BackupOptions& options) {
+    nlohmann::json request = Request("verify", SourceId(source));
+    request["verify"] = {{"names", options.names}, {"check_bytes", true}};
+    std::string json = Operation([&] {
+      Begin(request);
+      DataSink data(conn_, from_, nullptr);
+      BackupOptions manifest = options;
+      manifest.manifest = true;
+      manifest.oracle = nullptr;
+      StreamBackup(data, source, manifest, client_);
+      return ReadReply(FrameType::kResult, nullptr).payload;
+    });
+    VerifyReport report;
+    try {
+      nlohmann::json j = nlohmann::json::parse(json);
+      report.users = j.at("users").get<uint64_t>();
+      report.folders = j.at("folders").get<uint64_t>();
+      report.messages = j.at("messages").get<uint64_t>();
+      report.bytes = j.at("bytes").get<uint64_t>();
+      report.differences = j.at("differences").get<std::vector<std::string>>();
+    } catch (const nlohmann::json::exception& e) {
+      Throw(Errc::kProtocol, "RESULT frame of " + from_ + ": " + e.what());
+    }
+    return report;
+  }
+
+  void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses) {
+    if (statuses.empty()) return;
+    nlohmann::json request = Request("set-status", client_.source_store_id);
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& [user, status] : statuses) list.push_back({{"user", user}, {"status", status.ToString()}});
+    request["statuses"] = std::move(list);
+    Operation([&] {
+      CheckBetweenOperations();
+      WriteFrame(conn_, FrameType::kRequest, request.dump());
+      // One round trip: RESULT, or ERROR (then nothing was changed and the session goes on).
+      Frame f = ReadFrame(conn_);
+      if (f.type == FrameType::kError) Refused(f);
+      if (f.type != FrameType::kResult) Unexpected(f, "RESULT", from_);
+      return 0;
+    });
+  }
+
+  uint64_t bytes_out() const { return conn_.bytes_out(); }
+  const std::string& peer() const { return from_; }
+  const SocketBuffers& buffers() const { return buffers_; }
+
+ private:
+  // An ERROR that answers a REQUEST before anything else: the server refused the operation and
+  // still waits for the next one; the session stays usable.
+  [[noreturn]] void Refused(const Frame& f) {
+    refused_ = true;
+    ThrowErrorFrame(f, from_);
+  }
+
+  // Runs one operation. A failure in its middle leaves the connection in an unknown state: the
+  // session is then broken and later operations fail at once with the same reason.
+  template <typename Fn>
+  std::invoke_result_t<Fn> Operation(Fn fn) {
+    if (!broken_.empty()) Throw(Errc::kIo, "session with " + from_ + " unusable after an earlier failure: " + broken_);
+    refused_ = false;
+    try {
+      return fn();
+    } catch (const Error& e) {
+      if (!refused_) broken_ = e.what();
+      if (client_.cancel && client_.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
+      throw;
+    }
+  }
+
+  // The server ends an idle session (its --idle-timeout) with ERROR and a close: say so instead
+  // of failing on the write of the next REQUEST.
+  void CheckBetweenOperations() {
+    if (!conn_.Readable()) return;
+    std::optional<Frame> f = ReadFrameOrEnd(conn_);
+    if (!f) Throw(Errc::kIo, from_ + " closed the session");
+    Unexpected(*f, "nothing", from_);
+  }
+
+  // REQUEST, then READY; an ERROR instead means the operation was refused (nothing happened).
+  void Begin(const nlohmann::json& request) {
+    CheckBetweenOperations();
+    WriteFrame(conn_, FrameType::kRequest, request.dump());
+    Frame f = ReadFrame(conn_);
+    if (f.type == FrameType::kError) Refused(f);
+    if (f.type != FrameType::kReady) Unexpected(f, "READY", from_);
+  }
+
+  // The reply of type `type`; ANSWERs still on the way before it go to `pipeline`.
+  Frame ReadReply(FrameType type, QueryPipeline* pipeline) {
+    for (;;) {
+      Frame f = ReadFrame(conn_);
+      if (pipeline && pipeline->Take(f)) continue;
+      if (f.type != type) Unexpected(f, FrameName(type), from_);
+      return f;
+    }
+  }
+
+  std::string SourceId(const store::Store& source) const {
+    return client_.source_store_id.empty() ? source.store_id() : client_.source_store_id;
+  }
+
+  const ClientOptions client_;
+  TlsContext tls_;
+  std::string from_;
+  SocketBuffers buffers_;
+  Connection conn_;
+  Registration registration_;
+  std::string broken_;  // why the session cannot be used any more ("" = it can)
+  bool refused_ = false;
+};
+
+Session::Session(const Endpoint& to, const ClientOptions& client) : impl_(std::make_unique<Impl>(to, client)) {}
+Session::~Session() = default;
+
+SessionReport Session::Restore(store::Store& source, const BackupOptions& options, const RestoreOptions& remote) {
+  return impl_->Restore(source, options, remote);
+}
+
+VerifyReport Session::Verify(store::Store& source, const BackupOptions& options) {
+  return impl_->Verify(source, options);
+}
+
+void Session::SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses) {
+  impl_->SetStatuses(statuses);
+}
+
+uint64_t Session::bytes_out() const { return impl_->bytes_out(); }
+const std::string& Session::peer() const { return impl_->peer(); }
+std::string Session::socket_buffers() const { return impl_->buffers().Describe(); }
+
+// --- one-shot helpers: a session with one operation ------------------------------------------------
+
 SessionReport SendBackup(store::Store& source, const BackupOptions& options, const Endpoint& to,
                          const ClientOptions& given, const RestoreOptions& remote_restore) {
   if (options.manifest) Throw(Errc::kInvalidArgument, "a manifest cannot be restored remotely (use VerifyRemote)");
-  const ClientOptions client = ForSource(given, source);
-  nlohmann::json request = Request("restore", client);
-  request["restore"] = {{"partition", remote_restore.partition},
-                        {"user_map", remote_restore.user_map},
-                        {"continue_on_error", remote_restore.continue_on_error},
-                        {"skip_existing_check", remote_restore.skip_existing_check},
-                        {"mirror", remote_restore.mirror},
-                        {"keep_status", remote_restore.keep_status}};
-  ClientSession session(to, client, request);
-  ServerOracle oracle(session);
-  BackupOptions session_options = options;
-  session_options.oracle = &oracle;
-  SessionReport report = StreamBackup(session, source, session_options, client);
-  SessionReport remote = ReportFromJson(session.ReadReply("RESULT", FrameType::kResult).payload);
-  report.stream_bytes = session.conn().bytes_out();
-  report.skipped = remote.skipped;
-  report.linked = remote.linked;
-  report.expunged = remote.expunged;
-  report.errors += remote.errors;
-  for (const std::string& line : remote.error_lines) report.error_lines.push_back(session.from() + ": " + line);
-  session.Close();
-  return report;
+  Session session(to, ForSource(given, source));
+  return session.Restore(source, options, remote_restore);
 }
 
 VerifyReport VerifyRemote(store::Store& source, const BackupOptions& options, const Endpoint& to,
                           const ClientOptions& given) {
-  const ClientOptions client = ForSource(given, source);
-  nlohmann::json request = Request("verify", client);
-  request["verify"] = {{"names", options.names}, {"check_bytes", true}};
-  ClientSession session(to, client, request);
-  BackupOptions manifest = options;
-  manifest.manifest = true;
-  manifest.oracle = nullptr;
-  StreamBackup(session, source, manifest, client);
-  std::string json = session.ReadReply("RESULT", FrameType::kResult).payload;
-  session.Close();
-  VerifyReport report;
-  try {
-    nlohmann::json j = nlohmann::json::parse(json);
-    report.users = j.at("users").get<uint64_t>();
-    report.folders = j.at("folders").get<uint64_t>();
-    report.messages = j.at("messages").get<uint64_t>();
-    report.bytes = j.at("bytes").get<uint64_t>();
-    report.differences = j.at("differences").get<std::vector<std::string>>();
-  } catch (const nlohmann::json::exception& e) {
-    Throw(Errc::kProtocol, "RESULT frame of " + session.from() + ": " + e.what());
-  }
-  return report;
+  Session session(to, ForSource(given, source));
+  return session.Verify(source, options);
 }
 
 void SetRemoteStatus(const Endpoint& to, const ClientOptions& client, const std::string& user,
                      const store::UserStatus& status) {
-  nlohmann::json request = Request("set-status", client);
-  request["user"] = user;
-  request["status"] = status.ToString();
-  ClientSession session(to, client, request);
-  session.ReadReply("RESULT", FrameType::kResult);
-  session.Close();
+  Session session(to, client);
+  session.SetStatuses({{user, status}});
 }
 
 }  // namespace storemove::stream::net

@@ -3,10 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "stream/net.h"
 #include "util/error.h"
@@ -57,6 +61,9 @@ class Connection {
   void WriteAll(const void* data, size_t size);
   // True when a read would not block (bytes or the peer's close are waiting).
   bool Readable();
+  // Waits until Readable() (true) or `wake_fd` becomes readable (false); kTempFail after the
+  // timeout without either. The server's I/O thread waits here between frames.
+  bool WaitReadable(int wake_fd);
   // Orderly end: TLS close_notify and TCP FIN, then reads and discards what the peer still sends
   // (at most `drain_seconds`), so a frame we sent is not destroyed by a reset.
   void Close(int drain_seconds);
@@ -86,11 +93,25 @@ class Connection {
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
 };
 
+// Socket buffers sized for a 100 ms x 1 Gbit/s path (12.5 MB in flight), docs/transport.md §5:
+// asked for with SO_SNDBUFFORCE/SO_RCVBUFFORCE (root, CAP_NET_ADMIN), else with SO_SNDBUF/
+// SO_RCVBUF (capped by net.core.wmem_max/rmem_max). Set before connect/listen, so the window
+// scale negotiated in the SYN covers them (accepted sockets inherit the listener's).
+inline constexpr int kSocketBuffer = 16 << 20;
+struct SocketBuffers {
+  int send = 0, receive = 0;  // as the kernel reports them (twice what was granted, for bookkeeping)
+  bool forced = false;        // the FORCE variants worked
+  // "send 32 MiB, receive 32 MiB (forced)" or "... (capped by net.core.wmem_max/rmem_max ...)"
+  std::string Describe() const;
+};
+SocketBuffers SetSocketBuffers(int fd, int bytes = kSocketBuffer);
+
 // TCP connect with a timeout; kIo naming the endpoint on failure, kInterrupted when `cancel`
-// (optional) is cancelled meanwhile.
-UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation* cancel = nullptr);
-// Bound, listening socket; the bound address (port 0 resolved) in *bound.
-UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound);
+// (optional) is cancelled meanwhile. The socket buffers obtained in *buffers (optional).
+UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation* cancel = nullptr,
+                    SocketBuffers* buffers = nullptr);
+// Bound, listening socket; the bound address (port 0 resolved) in *bound, its buffers in *buffers.
+UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound, SocketBuffers* buffers = nullptr);
 std::string PeerName(int fd);     // "host:port"
 std::string PeerAddress(int fd);  // the host alone (the per-address cap of serve)
 
@@ -106,7 +127,10 @@ enum class FrameType : uint8_t {
   kResult = 0x07,
   kError = 0x08,
 };
-inline constexpr uint32_t kProtocolVersion = 1;
+// Version 2: a connection carries several operations (docs/transport.md §1); version 1 requests
+// (one operation, then close) are still served.
+inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kOldestProtocolVersion = 1;
 inline constexpr size_t kMaxDataFrame = size_t{1} << 20;
 const char* FrameName(FrameType type);
 uint32_t MaxFramePayload(FrameType type);
@@ -119,6 +143,9 @@ void WriteFrame(Connection& conn, FrameType type, std::string_view payload);
 // Reads one frame; kProtocol for an unknown type or a length over the type's limit (checked
 // before anything is allocated), kAuth for TLS bytes on a plain connection.
 Frame ReadFrame(Connection& conn);
+// As ReadFrame, but nullopt when the peer closes the connection before the frame's first byte
+// (the end of a session between two operations).
+std::optional<Frame> ReadFrameOrEnd(Connection& conn);
 
 // ERROR frames: u8 error category (Errc) and one line of text.
 void WriteErrorFrame(Connection& conn, Errc code, const std::string& message);
@@ -134,6 +161,32 @@ std::string EncodeQuery(const Query& query);
 Query DecodeQuery(std::string_view payload);  // kProtocol when malformed
 std::string EncodeAnswer(const std::vector<bool>& have);
 std::vector<bool> DecodeAnswer(std::string_view payload, size_t expected);
+
+// The client's side of pipelined QUERYs (docs/transport.md §4): Ask writes a QUERY at once and
+// returns; ANSWERs come back in the order asked and are queued as they are read, whether by
+// Answer, by the DATA writer noticing them (Take) or by the wait for RESULT. At most
+// `max_outstanding` questions are unanswered: Ask reads an ANSWER first when that many are.
+inline constexpr size_t kMaxOutstandingQueries = 256;
+class QueryPipeline final : public ContentOracle {
+ public:
+  QueryPipeline(Connection& conn, std::string from, size_t max_outstanding = kMaxOutstandingQueries);
+  uint64_t Ask(const std::string& user, const std::string& partition,
+               const std::vector<std::pair<Digest, uint64_t>>& contents) override;
+  std::vector<bool> Answer(uint64_t ticket) override;
+  // A frame read by someone else: an ANSWER is queued for the oldest unanswered question
+  // (true); anything else is left to the caller (false). kProtocol for an ANSWER nobody asked for.
+  bool Take(const Frame& frame);
+  size_t outstanding() const { return pending_.size(); }  // asked, ANSWER not read yet
+
+ private:
+  void ReadOne();  // blocks for the next frame, which must be an ANSWER (or ERROR: thrown)
+  Connection& conn_;
+  std::string from_;
+  size_t max_outstanding_;
+  uint64_t next_ticket_ = 1;
+  std::deque<std::pair<uint64_t, size_t>> pending_;      // (ticket, contents asked), in order
+  std::map<uint64_t, std::vector<bool>> answered_;       // read, not yet taken by Answer
+};
 
 // RESULT payloads (JSON) for a restore session.
 std::string ReportToJson(const SessionReport& report);

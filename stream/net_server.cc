@@ -1,7 +1,7 @@
 // The receiving side: `storemove serve`. One thread per connection, each authenticating its
 // peer (under the handshake deadline and caps, outside the session slots), then taking one of
-// max_sessions slots and restoring one stream (or checking a manifest, or setting a status)
-// into the shared store.
+// max_sessions slots and serving its operations one after another: restoring a stream,
+// checking a manifest, setting statuses. During a stream a second thread does the socket I/O.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -14,8 +14,13 @@
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <deque>
+#include <exception>
+#include <fcntl.h>
+#include <functional>
 #include <list>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -48,31 +53,50 @@ class Logger {
   std::ostream& out_;
 };
 
-// The decoder's input: DATA frames, answering QUERY frames met on the way (the sender waits for
-// the ANSWER, having flushed everything before its question). DATA-END is the end of input.
-class SessionSource final : public format::ByteSource {
+// The decoder's input during a stream. One thread does all of the connection's I/O (OpenSSL's
+// SSL objects are not thread-safe): it reads frames as they arrive, queues DATA for the decoder
+// (at most kMaxQueued bytes, then it stops reading: TCP flow control holds the sender) and
+// answers each QUERY at once, however far behind the restore is. The client asks about folders
+// ahead of their data, so its questions must not wait for the restore to reach them.
+// DATA-END, an error, or Stop() ends the thread; the connection is then the caller's again.
+class FramePump final : public format::ByteSource {
  public:
-  SessionSource(Connection& conn, store::Store& store, const RestoreOptions* restore, Logger* verbose_log,
-                std::string who)
-      : conn_(conn), store_(store), restore_(restore), log_(verbose_log), who_(std::move(who)) {}
+  static constexpr size_t kMaxQueued = size_t{16} << 20;
+  // Returns the ANSWER payload; null outside a restore (a QUERY is then a protocol error).
+  using Answerer = std::function<std::string(const Query&)>;
 
+  FramePump(Connection& conn, Answerer answer) : conn_(conn), answer_(std::move(answer)) {
+    if (::pipe2(wake_, O_CLOEXEC) != 0) ThrowErrno("pipe");
+    try {
+      thread_ = std::thread([this] { Run(); });
+    } catch (...) {
+      ::close(wake_[0]);
+      ::close(wake_[1]);
+      throw;
+    }
+  }
+  ~FramePump() {
+    Stop();
+    ::close(wake_[0]);
+    ::close(wake_[1]);
+  }
+  FramePump(const FramePump&) = delete;
+  FramePump& operator=(const FramePump&) = delete;
+
+  // The decoder's thread.
   size_t Read(void* data, size_t size) override {
-    while (pos_ == chunk_.size()) {
-      if (ended_) return 0;
-      Frame f = ReadFrame(conn_);
-      switch (f.type) {
-        case FrameType::kData:
-          if (f.payload.empty()) Throw(Errc::kProtocol, conn_.peer() + " sent an empty DATA frame");
-          chunk_ = std::move(f.payload);
-          pos_ = 0;
-          break;
-        case FrameType::kDataEnd: ended_ = true; return 0;
-        case FrameType::kQuery:
-          if (!restore_) Throw(Errc::kProtocol, conn_.peer() + " sent QUERY outside a restore session");
-          Answer(DecodeQuery(f.payload));
-          break;
-        default: Unexpected(f, "DATA, QUERY or DATA-END", conn_.peer());
+    if (pos_ == chunk_.size()) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return !queue_.empty() || ended_ || error_; });
+      if (queue_.empty()) {
+        if (error_) std::rethrow_exception(error_);
+        return 0;  // DATA-END
       }
+      chunk_ = std::move(queue_.front());
+      queue_.pop_front();
+      queued_ -= chunk_.size();
+      pos_ = 0;
+      cv_.notify_all();
     }
     size_t n = std::min(size, chunk_.size() - pos_);
     std::memcpy(data, chunk_.data() + pos_, n);
@@ -80,42 +104,84 @@ class SessionSource final : public format::ByteSource {
     return n;
   }
 
+  // Once the decoder is done: lets the I/O thread read on to DATA-END (what the stream had
+  // beyond its end is dropped), so the next REQUEST starts at a frame boundary. Rethrows a
+  // failure of the I/O thread. The connection is the caller's again afterwards.
+  void Finish() {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      discard_ = true;
+      queue_.clear();
+      queued_ = 0;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return ended_ || error_; });
+      if (!ended_) std::rethrow_exception(error_);
+    }
+    Stop();
+  }
+
+  // Stops the I/O thread at its next frame boundary and joins it.
+  void Stop() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    (void)!::write(wake_[1], "x", 1);
+    thread_.join();
+  }
+
  private:
-  // Which contents the repository of the user's (future) partition holds. Only a hint: restore
-  // proves every held record's bytes before linking.
-  void Answer(const Query& q) {
-    std::vector<bool> have(q.contents.size(), false);
-    auto mapped = restore_->user_map.find(q.user);
-    std::string user = mapped == restore_->user_map.end() ? q.user : mapped->second;
-    bool valid = true;
+  void Run() {
     try {
-      store::ValidateUserId(user);
-    } catch (const Error&) {
-      valid = false;  // restore refuses this user anyway
-    }
-    size_t held = 0;
-    if (valid) {
-      relinker::Repository repository(store_.PartitionPath(RestorePartition(store_, *restore_, user, q.partition)),
-                                      restore_->repository);
-      for (size_t i = 0; i < q.contents.size(); ++i) {
-        have[i] = repository.OpenEntry(q.contents[i].first, q.contents[i].second).valid();
-        held += have[i];
+      while (conn_.WaitReadable(wake_[0])) {
+        Frame f = ReadFrame(conn_);
+        switch (f.type) {
+          case FrameType::kData: {
+            if (f.payload.empty()) Throw(Errc::kProtocol, conn_.peer() + " sent an empty DATA frame");
+            std::unique_lock<std::mutex> lock(mutex_);
+            cv_.wait(lock, [&] { return stop_ || discard_ || queued_ < kMaxQueued; });
+            if (stop_) return;
+            if (discard_) break;
+            queued_ += f.payload.size();
+            queue_.push_back(std::move(f.payload));
+            cv_.notify_all();
+            break;
+          }
+          case FrameType::kQuery:
+            if (!answer_) Throw(Errc::kProtocol, conn_.peer() + " sent QUERY outside a restore session");
+            WriteFrame(conn_, FrameType::kAnswer, answer_(DecodeQuery(f.payload)));
+            break;
+          case FrameType::kDataEnd: {
+            std::lock_guard<std::mutex> lock(mutex_);
+            ended_ = true;
+            cv_.notify_all();
+            return;
+          }
+          default: Unexpected(f, "DATA, QUERY or DATA-END", conn_.peer());
+        }
       }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      error_ = std::current_exception();
+      cv_.notify_all();
     }
-    WriteFrame(conn_, FrameType::kAnswer, EncodeAnswer(have));
-    if (log_)
-      log_->Line(who_ + ": QUERY user " + user + ": " + std::to_string(q.contents.size()) + " contents, " +
-                 std::to_string(held) + " held here");
   }
 
   Connection& conn_;
-  store::Store& store_;
-  const RestoreOptions* restore_;
-  Logger* log_;
-  std::string who_;
+  Answerer answer_;
+  int wake_[2] = {-1, -1};  // written by Stop(): the I/O thread's wait between frames ends
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable cv_;  // queue, ended_, error_, stop_, discard_ changed
+  std::deque<std::string> queue_;
+  size_t queued_ = 0;
+  bool ended_ = false, stop_ = false, discard_ = false;
+  std::exception_ptr error_;
+  // The decoder thread's current chunk (not shared).
   std::string chunk_;
   size_t pos_ = 0;
-  bool ended_ = false;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -140,12 +206,14 @@ class Server {
 
   void Run(const std::atomic<bool>* stop) {
     Endpoint bound;
-    UniqueFd listener = ListenTcp(ParseEndpoint(options_.listen), &bound);
+    SocketBuffers buffers;
+    UniqueFd listener = ListenTcp(ParseEndpoint(options_.listen), &bound, &buffers);
     log_.Line("storemove serve: listening on " + bound.ToString() + " (" + tls_.Describe() + ", store " +
               store_.root() + ", at most " + std::to_string(options_.max_sessions) + " sessions; handshakes within " +
               std::to_string(options_.handshake_timeout_seconds) + " s, at most " +
               std::to_string(options_.max_handshakes) + " at once, " +
               std::to_string(options_.max_handshakes_per_address) + " per address)");
+    log_.Line("storemove serve: " + buffers.Describe());
     if (options_.on_listening) options_.on_listening(bound);
     std::list<std::unique_ptr<Slot>> slots;
     uint64_t next_id = 0;
@@ -295,7 +363,27 @@ class Server {
       Frame request = ReadFrame(conn);
       if (request.type != FrameType::kRequest) Unexpected(request, "REQUEST", conn.peer());
       TakeSessionSlot(slot);
-      Serve(conn, who, request.payload, &op);
+      // Version 2: after each operation the connection waits for the next REQUEST, under the
+      // idle timeout, until the client closes it.
+      int ops = 0;
+      while (Serve(conn, who, request.payload, &op)) {
+        ++ops;
+        op = "session";
+        std::optional<Frame> next;
+        try {
+          next = ReadFrameOrEnd(conn);
+        } catch (const Error& e) {
+          if (e.code() != Errc::kTempFail) throw;
+          Throw(Errc::kTempFail, "idle for " + std::to_string(options_.idle_timeout_seconds) +
+                                     " s after its last operation (--idle-timeout); closed");
+        }
+        if (!next) {
+          log_.Line(who + ": session ended after " + std::to_string(ops) + " operation(s)");
+          break;
+        }
+        if (next->type != FrameType::kRequest) Unexpected(*next, "REQUEST", conn.peer());
+        request = std::move(*next);
+      }
       conn.Close(0);
     } catch (const Error& e) {
       std::string cut = CutReason(slot);
@@ -337,33 +425,53 @@ class Server {
     }
   }
 
-  // One authenticated session's request: READY, the work, RESULT (errors throw to the caller,
-  // which logs them and sends ERROR).
-  void Serve(Connection& conn, const std::string& who, const std::string& payload, std::string* op) {
-    nlohmann::json request;
+  // One REQUEST: READY, the work, RESULT (failures throw to the caller, which logs them, sends
+  // ERROR and closes). Returns whether the connection carries further operations (protocol 2).
+  // In protocol 2, a failure before READY (a refused operation: nothing was read or changed)
+  // is answered with ERROR and the session goes on.
+  bool Serve(Connection& conn, const std::string& who, const std::string& payload, std::string* op) {
+    uint32_t version = 0;
+    bool began = false;  // READY sent: from here a failure ends the connection
     try {
-      request = nlohmann::json::parse(payload);
-      if (request.at("protocol").get<uint32_t>() != kProtocolVersion)
-        Throw(Errc::kProtocol, "protocol version " + request.at("protocol").dump() + " not supported (this server speaks " +
-                                   std::to_string(kProtocolVersion) + ")");
-      *op = request.at("op").get<std::string>();
-      // A client working for this very store (migrate --to pointing at the source's own server)
-      // would restore the store into itself and then mark its users moved on their only copy.
-      std::string source_id = request.value("source_store_id", std::string());
-      if (!source_id.empty() && source_id == store_.store_id())
-        Throw(Errc::kInvalidArgument, "this server serves the client's own store (store id " + source_id + ", " +
-                                          store_.root() + "): refusing to " + *op +
-                                          " a store into itself; give the destination server's address");
-      if (*op == "restore") return ServeRestore(conn, who, request.at("restore"));
-      if (*op == "verify") return ServeVerify(conn, who, request.at("verify"));
-      if (*op == "set-status") return ServeSetStatus(conn, who, request);
-    } catch (const nlohmann::json::exception& e) {
-      Throw(Errc::kProtocol, std::string("bad REQUEST: ") + e.what());
+      try {
+        nlohmann::json request = nlohmann::json::parse(payload);
+        uint32_t asked = request.at("protocol").get<uint32_t>();
+        if (asked < kOldestProtocolVersion || asked > kProtocolVersion)
+          Throw(Errc::kProtocol, "protocol version " + std::to_string(asked) + " not supported (this server speaks " +
+                                     std::to_string(kOldestProtocolVersion) + " to " +
+                                     std::to_string(kProtocolVersion) + ")");
+        version = asked;
+        *op = request.at("op").get<std::string>();
+        // A client working for this very store (migrate --to pointing at the source's own server)
+        // would restore the store into itself and then mark its users moved on their only copy.
+        std::string source_id = request.value("source_store_id", std::string());
+        if (!source_id.empty() && source_id == store_.store_id())
+          Throw(Errc::kInvalidArgument, "this server serves the client's own store (store id " + source_id + ", " +
+                                            store_.root() + "): refusing to " +
+                                            (*op == "hello" ? std::string("open a session") : *op) +
+                                            " for a store into itself; give the destination server's address");
+        if (*op == "hello" && version >= 2) {
+          SendReady(conn);  // the session is open; operations follow
+          return true;
+        }
+        if (*op == "restore") ServeRestore(conn, who, request.at("restore"), &began);
+        else if (*op == "verify") ServeVerify(conn, who, request.at("verify"), &began);
+        else if (*op == "set-status") ServeSetStatus(conn, who, request, version, &began);
+        else Throw(Errc::kProtocol, "unknown operation '" + *op + "'");
+      } catch (const nlohmann::json::exception& e) {
+        Throw(Errc::kProtocol, std::string("bad REQUEST: ") + e.what());
+      }
+    } catch (const Error& e) {
+      if (version < 2 || began) throw;
+      log_.Line(who + ": " + *op + " refused: " + e.what());
+      WriteErrorFrame(conn, e.code(), e.what());
+      return true;
     }
-    Throw(Errc::kProtocol, "unknown operation '" + *op + "'");
+    return version >= 2;
   }
 
-  void SendReady(Connection& conn) {
+  void SendReady(Connection& conn, bool* began = nullptr) {
+    if (began) *began = true;
     WriteFrame(conn, FrameType::kReady,
                nlohmann::json{{"protocol", kProtocolVersion}, {"store_id", store_.store_id()}}.dump());
   }
@@ -374,7 +482,35 @@ class Server {
     if (::syncfs(root.get()) != 0) ThrowErrno("syncfs " + store_.root());
   }
 
-  void ServeRestore(Connection& conn, const std::string& who, const nlohmann::json& j) {
+  // Which contents the repository of the user's (future) partition holds: the ANSWER to a
+  // QUERY, given by the I/O thread as soon as the QUERY arrives. Only a hint: restore proves
+  // every held record's bytes before linking.
+  std::string AnswerQuery(const RestoreOptions& restore, const std::string& who, const Query& q) {
+    std::vector<bool> have(q.contents.size(), false);
+    auto mapped = restore.user_map.find(q.user);
+    std::string user = mapped == restore.user_map.end() ? q.user : mapped->second;
+    bool valid = true;
+    try {
+      store::ValidateUserId(user);
+    } catch (const Error&) {
+      valid = false;  // restore refuses this user anyway
+    }
+    size_t held = 0;
+    if (valid) {
+      relinker::Repository repository(store_.PartitionPath(RestorePartition(store_, restore, user, q.partition)),
+                                      restore.repository);
+      for (size_t i = 0; i < q.contents.size(); ++i) {
+        have[i] = repository.OpenEntry(q.contents[i].first, q.contents[i].second).valid();
+        held += have[i];
+      }
+    }
+    if (options_.verbose)
+      log_.Line(who + ": QUERY user " + user + ": " + std::to_string(q.contents.size()) + " contents, " +
+                std::to_string(held) + " held here");
+    return EncodeAnswer(have);
+  }
+
+  void ServeRestore(Connection& conn, const std::string& who, const nlohmann::json& j, bool* began) {
     RestoreOptions options;
     options.partition = j.at("partition").get<std::string>();
     options.user_map = j.at("user_map").get<std::map<std::string, std::string>>();
@@ -382,6 +518,7 @@ class Server {
     options.skip_existing_check = j.at("skip_existing_check").get<bool>();
     options.mirror = j.value("mirror", false);
     options.keep_status = j.value("keep_status", false);
+    options.strict_summaries = j.value("strict_summaries", false);
     options.accept_held = true;  // the peer proved it holds the key (TLS PSK)
     if (!options.partition.empty()) {
       auto parts = store_.Partitions();
@@ -394,40 +531,79 @@ class Server {
     }
     log_.Line(who + ": restore started (" + tls_.Describe() + ")");
     options.on_wait = [this, who](const std::string& why) { log_.Line(who + ": " + why); };
-    SendReady(conn);
-    SessionSource source(conn, store_, &options, options_.verbose ? &log_ : nullptr, who);
-    format::DecompressingSource input(source);
-    format::Decoder decoder(input);
-    SessionReport report = Restore(&store_, decoder, options);
-    report.stream_bytes = conn.bytes_in();
+    uint64_t bytes_before = conn.bytes_in();
+    SendReady(conn, began);
+    SessionReport report;
+    {
+      FramePump pump(conn, [&](const Query& q) { return AnswerQuery(options, who, q); });
+      format::DecompressingSource input(pump);
+      format::Decoder decoder(input);
+      report = Restore(&store_, decoder, options);
+      pump.Finish();
+    }
+    report.stream_bytes = conn.bytes_in() - bytes_before;
     Sync();
     WriteFrame(conn, FrameType::kResult, ReportToJson(report));
     log_.Line(who + ": " + report.Summary("restore"));
     for (const std::string& line : report.error_lines) log_.Line(who + ": error: " + line);
   }
 
-  void ServeVerify(Connection& conn, const std::string& who, const nlohmann::json& j) {
+  void ServeVerify(Connection& conn, const std::string& who, const nlohmann::json& j, bool* began) {
     VerifyOptions options;
     options.names = j.at("names").get<std::vector<std::string>>();
     options.check_bytes = j.at("check_bytes").get<bool>();
-    SendReady(conn);
-    SessionSource source(conn, store_, nullptr, nullptr, who);
-    format::DecompressingSource input(source);
-    format::Decoder decoder(input);
-    VerifyReport report = VerifyManifest(store_, decoder, options);
+    SendReady(conn, began);
+    VerifyReport report;
+    {
+      FramePump pump(conn, nullptr);
+      format::DecompressingSource input(pump);
+      format::Decoder decoder(input);
+      report = VerifyManifest(store_, decoder, options);
+      pump.Finish();
+    }
     WriteFrame(conn, FrameType::kResult, report.Json());
     log_.Line(who + ": verify: " + std::to_string(report.messages) + " messages, " +
               std::to_string(report.differences.size()) + " differences");
   }
 
-  void ServeSetStatus(Connection& conn, const std::string& who, const nlohmann::json& j) {
-    std::string user = j.at("user").get<std::string>();
-    store::ValidateUserId(user);
-    store::UserStatus status = store::UserStatus::Parse(j.at("status").get<std::string>());
-    SendReady(conn);
-    store_.SetUserStatus(user, status);
-    WriteFrame(conn, FrameType::kResult, "{}");
-    log_.Line(who + ": status of " + user + " set to " + status.ToString());
+  // Protocol 1: {"user","status"}, READY, RESULT. Protocol 2: {"statuses":[{"user","status"}...]},
+  // RESULT at once: one round trip for a whole group (migrate's hold and switch). Every user is
+  // checked before any is changed, so an unknown one changes nothing.
+  void ServeSetStatus(Connection& conn, const std::string& who, const nlohmann::json& j, uint32_t version,
+                      bool* began) {
+    std::vector<std::pair<std::string, store::UserStatus>> statuses;
+    if (j.contains("statuses")) {
+      for (const nlohmann::json& e : j.at("statuses"))
+        statuses.emplace_back(e.at("user").get<std::string>(),
+                              store::UserStatus::Parse(e.at("status").get<std::string>()));
+    } else {
+      statuses.emplace_back(j.at("user").get<std::string>(), store::UserStatus::Parse(j.at("status").get<std::string>()));
+    }
+    // Checked up front too: with several distinct statuses there is one transaction per status.
+    for (const auto& [user, status] : statuses) {
+      store::ValidateUserId(user);
+      if (!store_.FindUser(user)) Throw(Errc::kNoUser, "no such user: " + user + " (no status was changed)");
+    }
+    if (version < 2) SendReady(conn, began);
+    SetStatuses(statuses);
+    WriteFrame(conn, FrameType::kResult, nlohmann::json{{"set", statuses.size()}}.dump());
+    if (statuses.size() == 1)
+      log_.Line(who + ": status of " + statuses[0].first + " set to " + statuses[0].second.ToString());
+    else
+      log_.Line(who + ": status of " + std::to_string(statuses.size()) + " users set (" + statuses[0].first + ": " +
+                statuses[0].second.ToString() + ", ...)");
+  }
+
+  // One Store::SetUsersStatus (one transaction under every user's delivery gate) per distinct
+  // status: migrate's hold and switch give all of a group one status, so one transaction.
+  void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses) {
+    std::vector<std::pair<store::UserStatus, std::vector<std::string>>> groups;
+    for (const auto& [user, status] : statuses) {
+      auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == status; });
+      if (it == groups.end()) it = groups.insert(groups.end(), {status, {}});
+      it->second.push_back(user);
+    }
+    for (const auto& [status, users] : groups) store_.SetUsersStatus(users, status);
   }
 
   store::Store& store_;

@@ -28,7 +28,9 @@
 #include "relinker/relinker.h"
 #include "store/generate.h"
 #include "stream/net.h"
+#include "stream/net_conn.h"
 #include "stream/stream.h"
+#include "tests/support/delay_proxy.h"
 #include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
 #include "util/bytes.h"
@@ -906,6 +908,433 @@ TEST(NetHeld, ADigestCollisionIsNeverLinked) {
   ASSERT_EQ(::stat(keep.c_str(), &st), 0);
   EXPECT_EQ(st.st_nlink, 1u);
 }
+
+// --- protocol 2: several operations on one connection ---------------------------------------
+
+std::string PlainStream(store::Store& s, const std::vector<std::string>& names) {
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  BackupOptions o;
+  o.names = names;
+  Backup(s, o, enc);
+  return sink.Take();
+}
+
+std::vector<std::pair<std::string, store::UserStatus>> StatusOfAll(store::Store& s, const std::string& status) {
+  std::vector<std::pair<std::string, store::UserStatus>> out;
+  for (const std::string& u : Users(s)) out.emplace_back(u, store::UserStatus::Parse(status));
+  return out;
+}
+
+TEST(NetSessionV2, RestoreRestoreVerifyAndSetStatusOnOneConnection) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 6, 12);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  ServerThread server(*b, so);
+  std::vector<std::string> users = Users(*a);
+  std::vector<std::string> first, second;
+  for (size_t i = 0; i < users.size(); ++i) (i % 2 ? second : first).push_back("user/" + users[i] + "/*");
+  {
+    Session session(server.endpoint(), Psk(key));
+    EXPECT_TRUE(Contains(session.socket_buffers(), "socket buffers: send")) << session.socket_buffers();
+    BackupOptions o;
+    o.names = first;
+    SessionReport r1 = session.Restore(*a, o, {});
+    EXPECT_EQ(r1.errors, 0u);
+    EXPECT_GT(r1.messages, 0u);
+    o.names = second;
+    SessionReport r2 = session.Restore(*a, o, {});
+    EXPECT_EQ(r2.errors, 0u);
+    EXPECT_GT(r2.messages, 0u);
+    ExpectEqualStores(*b, *a);
+    EXPECT_TRUE(session.Verify(*a, {}).equal());
+
+    // An unknown user among known ones: refused as a whole, nothing changed, the session goes on.
+    auto statuses = StatusOfAll(*a, "hold");
+    statuses.emplace_back("nosuchuser", store::UserStatus::Parse("hold"));
+    try {
+      session.SetStatuses(statuses);
+      ADD_FAILURE() << "an unknown user was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kNoUser) << e.what();
+      EXPECT_TRUE(Contains(e.what(), "nosuchuser")) << e.what();
+    }
+    for (const std::string& u : users) EXPECT_EQ(b->FindUser(u)->status.ToString(), "active") << u;
+    // A refused restore (no such partition) leaves the session usable too.
+    RestoreOptions bad;
+    bad.partition = "nosuchpartition";
+    EXPECT_THROW(session.Restore(*a, o, bad), Error);
+    session.SetStatuses(StatusOfAll(*a, "moved:newhost"));
+    for (const std::string& u : users) EXPECT_EQ(b->FindUser(u)->status.ToString(), "moved:newhost") << u;
+  }
+  server.Stop();
+  std::string log = server.Log();
+  // One connection carried all of it: hello, 2 restores, verify, 2 set-status, 1 refused restore.
+  EXPECT_TRUE(Contains(log, "session 1 from")) << log;
+  EXPECT_FALSE(Contains(log, "session 2 from")) << log;
+  EXPECT_TRUE(Contains(log, "session ended after 7 operation(s)")) << log;
+  EXPECT_TRUE(Contains(log, "status of " + std::to_string(users.size()) + " users set")) << log;
+  EXPECT_TRUE(Contains(log, "restore refused: no partition 'nosuchpartition'")) << log;
+}
+
+TEST(NetSessionV2, AFailedOperationBreaksTheSessionWithItsReason) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 5);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  ClientOptions plain;
+  plain.credentials.insecure = true;
+  Session session(server.endpoint(), plain);
+  std::string user = Users(*a).at(0);
+  BackupOptions o;
+  o.names = {"user/" + user + "/*"};
+  session.Restore(*a, o, {});
+  // A failure after READY, in the middle of the operation: the connection's state is unknown.
+  try {
+    BackupOptions none;
+    none.names = {"user/nosuchuser/*"};
+    session.Restore(*a, none, {});  // a selection that matches nothing: Backup fails on the client
+    ADD_FAILURE() << "a selection matching nothing was accepted";
+  } catch (const Error& e) {
+    std::string first = e.what();
+    try {
+      session.SetStatuses({{user, store::UserStatus::Parse("hold")}});
+      ADD_FAILURE() << "a broken session was used again";
+    } catch (const Error& again) {
+      EXPECT_EQ(again.code(), Errc::kIo);
+      EXPECT_TRUE(Contains(again.what(), "unusable after an earlier failure: " + first)) << again.what();
+    }
+  }
+}
+
+TEST(NetSessionV2, AnIdleSessionIsClosedAndTheClientSaysWhy) {
+  TempDir tmp;
+  MakeSource(tmp / "A", 2, 4).reset();
+  store::Store::Init(tmp / "B", {"primary", "secondary"}).reset();
+  ServerProcess server(tmp / "B", {"--insecure", "--idle-timeout", "1"});
+  ClientOptions plain;
+  plain.credentials.insecure = true;
+  auto src = store::Store::Open(tmp / "A");
+  Session session(server.endpoint(), plain);
+  session.Restore(*src, {}, {});
+  ASSERT_TRUE(server.child().WaitForLine([](const std::string& l) { return Contains(l, "idle for 1 s"); }))
+      << server.child().output();
+  try {
+    session.SetStatuses(StatusOfAll(*src, "hold"));
+    ADD_FAILURE() << "an operation on a session the server closed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
+    EXPECT_TRUE(Contains(e.what(), "idle for 1 s after its last operation")) << e.what();
+  }
+}
+
+TEST(NetSessionV2, ProtocolOneRequestsAreStillServedOnePerConnection) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 4);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  {
+    RawClient c(server.endpoint());
+    c.SendFrame(kRequest, RestoreRequest());
+    ASSERT_EQ(c.ReadFrame().first, kReady);
+    c.SendFrame(kData, PlainStream(*a, {"/"}));
+    c.SendFrame(kDataEnd, "");
+    auto [type, payload] = c.ReadFrame();
+    EXPECT_EQ(type, 7) << payload;  // RESULT
+    EXPECT_TRUE(c.Closed()) << "a protocol 1 session must end after its operation";
+  }
+  ExpectEqualStores(*b, *a);
+  std::string user = Users(*a).at(0);
+  {
+    RawClient c(server.endpoint());
+    c.SendFrame(kRequest, R"({"protocol":1,"op":"set-status","user":")" + user + R"(","status":"hold"})");
+    EXPECT_EQ(c.ReadFrame().first, kReady);
+    EXPECT_EQ(c.ReadFrame().first, 7);
+    EXPECT_TRUE(c.Closed());
+  }
+  EXPECT_EQ(b->FindUser(user)->status.ToString(), "hold");
+  {
+    RawClient c(server.endpoint());
+    c.SendFrame(kRequest, R"({"protocol":3,"op":"hello"})");
+    auto [type, payload] = c.ReadFrame();
+    EXPECT_EQ(type, kError);
+    EXPECT_TRUE(Contains(payload, "protocol version 3 not supported (this server speaks 1 to 2)")) << payload;
+    EXPECT_TRUE(c.Closed());
+  }
+}
+
+// --- pipelined QUERYs ------------------------------------------------------------------------
+
+std::string QueryFrame(const std::string& user, const std::string& partition,
+                       const std::vector<std::pair<Digest, uint64_t>>& contents) {
+  return EncodeQuery({user, partition, contents});
+}
+
+// The server answers QUERYs as they arrive: before any DATA, and while its restore is stuck
+// on earlier DATA (here: on the user's write lock, held by this test), so a client may ask
+// about folders far ahead of the data it has sent. A server that answered only when its
+// decoder reached the QUERY would never answer the second and third question below.
+TEST(NetPipeline, QueriesAreAnsweredAtOnceEvenWhileTheRestoreWaits) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 3, 10);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  ClientOptions plain;
+  plain.credentials.insecure = true;
+  ASSERT_EQ(SendBackup(*a, {}, server.endpoint(), plain).errors, 0u);
+
+  std::string user = Users(*a).at(0);
+  std::string partition = a->FindUser(user)->partition;
+  std::vector<std::pair<Digest, uint64_t>> contents;
+  for (const store::MessageMeta& m : a->OpenFolder(user, "INBOX")->Snapshot().messages)
+    contents.emplace_back(m.digest, m.size);
+  ASSERT_FALSE(contents.empty());
+  Digest unknown;
+  unknown.bytes.fill(0x5a);
+  contents.emplace_back(unknown, 12345);
+  relinker::Repository repo(b->PartitionPath(b->FindUser(user)->partition));
+  std::vector<bool> expected;
+  for (const auto& [d, size] : contents) expected.push_back(repo.OpenEntry(d, size).valid());
+  ASSERT_TRUE(expected.front());
+  ASSERT_FALSE(expected.back());
+  auto answer = [&](RawClient& c) {
+    auto [type, payload] = c.ReadFrame();
+    EXPECT_EQ(type, 6) << payload;  // ANSWER
+    return type == 6 ? DecodeAnswer(payload, contents.size()) : std::vector<bool>{};
+  };
+
+  std::optional<store::Store::UserWriteLock> held(b->LockUserForWriting(user));
+  std::string stream = PlainStream(*a, {"user/" + user + "/*"});
+  RawClient c(server.endpoint());
+  c.SendFrame(kRequest, R"({"protocol":2,"op":"restore","restore":{"partition":"","user_map":{},)"
+                        R"("continue_on_error":false,"skip_existing_check":false}})");
+  ASSERT_EQ(c.ReadFrame().first, kReady);
+  c.SendFrame(kQuery, QueryFrame(user, partition, contents));  // ahead of all data
+  EXPECT_EQ(answer(c), expected);
+  c.SendFrame(kData, stream.substr(0, stream.size() / 2));  // the restore blocks on the user
+  c.SendFrame(kQuery, QueryFrame(user, partition, contents));
+  c.SendFrame(kQuery, QueryFrame(user, partition, {contents.back()}));
+  EXPECT_EQ(answer(c), expected);
+  {
+    auto [type, payload] = c.ReadFrame();
+    ASSERT_EQ(type, 6) << payload;
+    EXPECT_EQ(DecodeAnswer(payload, 1), std::vector<bool>{false});
+  }
+  held.reset();  // the restore goes on
+  c.SendFrame(kData, stream.substr(stream.size() / 2));
+  c.SendFrame(kDataEnd, "");
+  auto [type, payload] = c.ReadFrame();
+  ASSERT_EQ(type, 7) << payload;
+  SessionReport r = ReportFromJson(payload);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_GT(r.skipped, 0u);  // a rerun: everything was there
+  ExpectEqualStores(*b, *a);
+  // Protocol 2: the connection waits for the next operation; a list of statuses in one REQUEST.
+  c.SendFrame(kRequest, R"({"protocol":2,"op":"set-status","statuses":[{"user":")" + user +
+                            R"(","status":"hold"}]})");
+  EXPECT_EQ(c.ReadFrame().first, 7);
+  EXPECT_EQ(b->FindUser(user)->status.ToString(), "hold");
+}
+
+// The client side: Ask returns at once, ANSWERs are queued in order, Answer(t) reads until t's
+// is there, and no more than the bound are ever unanswered.
+TEST(NetPipeline, TheClientQueuesAnswersInOrderWithinItsBound) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 10);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  ClientOptions plain;
+  plain.credentials.insecure = true;
+  std::string user = Users(*a).at(0);
+  BackupOptions o;
+  o.names = {"user/" + user + "/*"};
+  ASSERT_EQ(SendBackup(*a, o, server.endpoint(), plain).errors, 0u);
+  std::string partition = a->FindUser(user)->partition;
+  std::vector<store::MessageMeta> messages = a->OpenFolder(user, "INBOX")->Snapshot().messages;
+  ASSERT_GE(messages.size(), 2u);
+
+  Connection conn(ConnectTcp(server.endpoint(), 30), "test server");
+  conn.SetTimeout(30);
+  conn.set_authenticated();
+  WriteFrame(conn, FrameType::kRequest,
+             R"({"protocol":2,"op":"restore","restore":{"partition":"","user_map":{},)"
+             R"("continue_on_error":false,"skip_existing_check":false}})");
+  ASSERT_EQ(ReadFrame(conn).type, FrameType::kReady);
+  QueryPipeline pipeline(conn, "test server", 4);
+  // Question i asks about i+1 contents: message i's (held) and i made-up ones (not held).
+  std::vector<uint64_t> tickets;
+  std::vector<std::vector<bool>> expected;
+  for (size_t i = 0; i < 12; ++i) {
+    std::vector<std::pair<Digest, uint64_t>> ask = {{messages[i % messages.size()].digest, messages[i % messages.size()].size}};
+    std::vector<bool> want = {true};
+    for (size_t k = 0; k < i; ++k) {
+      Digest d;
+      d.bytes.fill(uint8_t(0x80 + k));
+      d.bytes[0] = uint8_t(i);
+      ask.emplace_back(d, 100 + k);
+      want.push_back(false);
+    }
+    tickets.push_back(pipeline.Ask(user, partition, ask));
+    expected.push_back(want);
+    EXPECT_LE(pipeline.outstanding(), 4u);
+  }
+  // Out of order: the last first (reads and queues the earlier ones), then the others.
+  EXPECT_EQ(pipeline.Answer(tickets.back()), expected.back());
+  EXPECT_EQ(pipeline.outstanding(), 0u);
+  for (size_t i = 0; i + 1 < tickets.size(); ++i) EXPECT_EQ(pipeline.Answer(tickets[i]), expected[i]) << i;
+  EXPECT_THROW(pipeline.Answer(tickets[0]), Error);  // each once
+  // An ANSWER read elsewhere (the DATA writer's check) is queued by Take.
+  uint64_t t = pipeline.Ask(user, partition, {{messages[0].digest, messages[0].size}});
+  Frame f = ReadFrame(conn);
+  EXPECT_TRUE(pipeline.Take(f));
+  EXPECT_EQ(pipeline.Answer(t), std::vector<bool>{true});
+  EXPECT_THROW(pipeline.Take(f), Error);  // an ANSWER nobody asked for
+  WriteFrame(conn, FrameType::kData, PlainStream(*a, {"user/" + user + "/*"}));
+  WriteFrame(conn, FrameType::kDataEnd, {});
+  Frame result = ReadFrame(conn);
+  ASSERT_EQ(result.type, FrameType::kResult) << result.payload;
+  EXPECT_EQ(ReportFromJson(result.payload).errors, 0u);
+}
+
+// --- socket buffers --------------------------------------------------------------------------
+
+// 100 ms x 1 Gbit/s = 12.5 MB in flight: each side's sockets ask for that much (and the kernel
+// reports twice what it grants); the server says what it got in one log line.
+TEST(NetBuffers, SocketsAreSizedForTheBandwidthDelayProduct) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  SocketBuffers got;
+  UniqueFd fd = ConnectTcp(server.endpoint(), 30, nullptr, &got);
+  ASSERT_TRUE(fd.valid());
+  server.Stop();
+  EXPECT_TRUE(Contains(server.Log(), "storemove serve: socket buffers: send ")) << server.Log();
+  if (!got.forced) {
+    EXPECT_TRUE(Contains(got.Describe(), "net.core.wmem_max")) << got.Describe();
+    GTEST_SKIP() << "no CAP_NET_ADMIN here: " << got.Describe();
+  }
+  EXPECT_GE(got.send / 2, 12'500'000) << got.Describe();
+  EXPECT_GE(got.receive / 2, 12'500'000) << got.Describe();
+  EXPECT_TRUE(Contains(server.Log(), "(SO_SNDBUFFORCE/SO_RCVBUFFORCE)")) << server.Log();
+}
+
+// --- through a delay proxy: 0, 20 and 100 ms of round-trip time -----------------------------
+
+class NetDelay : public ::testing::TestWithParam<int> {};
+
+TEST_P(NetDelay, BackupRerunAndSwitchThroughTheProxy) {
+  const int rtt = GetParam();
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 4, 15);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  ServerThread server(*b, so);
+  storemove::testing::DelayProxyOptions po;
+  po.target_port = server.endpoint().port;
+  po.rtt_ms = rtt;
+  storemove::testing::DelayProxy proxy(po);
+  Endpoint via{"127.0.0.1", proxy.port()};
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+
+  auto t0 = Clock::now();
+  SessionReport first = SendBackup(*a, {}, via, Psk(key));
+  auto t1 = Clock::now();
+  EXPECT_EQ(first.errors, 0u) << (first.error_lines.empty() ? "" : first.error_lines[0]);
+  ExpectEqualStores(*b, *a);
+  // The rerun, the hold and the switch on one connection: held records only, one round trip
+  // per status list.
+  Session session(via, Psk(key));
+  auto t2 = Clock::now();
+  SessionReport again = session.Restore(*a, {}, {});
+  auto t3 = Clock::now();
+  EXPECT_EQ(again.errors, 0u);
+  EXPECT_EQ(again.body_bytes, 0u);
+  EXPECT_EQ(again.held, again.messages);
+  session.SetStatuses(StatusOfAll(*a, "moved:newhost"));
+  auto t4 = Clock::now();
+  EXPECT_GE(t4 - t3, std::chrono::milliseconds(rtt));  // it did cross the proxy
+  for (const std::string& u : Users(*a)) EXPECT_EQ(b->FindUser(u)->status.ToString(), "moved:newhost");
+  EXPECT_EQ(proxy.connections(), 2u);
+  ::testing::Test::RecordProperty("backup_ms", int(ms(t1 - t0)));
+  ::testing::Test::RecordProperty("rerun_ms", int(ms(t3 - t2)));
+  ::testing::Test::RecordProperty("switch_ms", int(ms(t4 - t3)));
+  std::cerr << "[ MEASURED ] rtt " << rtt << " ms: backup " << ms(t1 - t0) << " ms (" << first.folders
+            << " folders), rerun " << ms(t3 - t2) << " ms, switch of " << Users(*a).size() << " users "
+            << ms(t4 - t3) << " ms\n";
+}
+
+// The transport's part of pipelining, measured: N questions asked one after another and
+// answered at the end cost about one round trip, where asking and waiting costs N (what a
+// backup that flushes and waits per folder pays). Times are printed, not asserted.
+TEST_P(NetDelay, PipelinedQueriesCostAboutOneRoundTrip) {
+  const int rtt = GetParam();
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 10);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  ClientOptions plain;
+  plain.credentials.insecure = true;
+  std::string user = Users(*a).at(0);
+  BackupOptions o;
+  o.names = {"user/" + user + "/*"};
+  ASSERT_EQ(SendBackup(*a, o, server.endpoint(), plain).errors, 0u);
+  std::string partition = a->FindUser(user)->partition;
+  store::MessageMeta m = a->OpenFolder(user, "INBOX")->Snapshot().messages.at(0);
+  storemove::testing::DelayProxyOptions po;
+  po.target_port = server.endpoint().port;
+  po.rtt_ms = rtt;
+  storemove::testing::DelayProxy proxy(po);
+
+  Connection conn(ConnectTcp({"127.0.0.1", proxy.port()}, 30), "proxy");
+  conn.SetTimeout(30);
+  conn.set_authenticated();
+  WriteFrame(conn, FrameType::kRequest,
+             R"({"protocol":2,"op":"restore","restore":{"partition":"","user_map":{},)"
+             R"("continue_on_error":false,"skip_existing_check":false}})");
+  ASSERT_EQ(ReadFrame(conn).type, FrameType::kReady);
+  QueryPipeline pipeline(conn, "proxy");
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); };
+  constexpr int kAhead = 200, kWaited = 10;
+  auto t0 = Clock::now();
+  std::vector<uint64_t> tickets;
+  for (int i = 0; i < kAhead; ++i) tickets.push_back(pipeline.Ask(user, partition, {{m.digest, m.size}}));
+  for (uint64_t t : tickets) ASSERT_EQ(pipeline.Answer(t), std::vector<bool>{true});
+  auto t1 = Clock::now();
+  for (int i = 0; i < kWaited; ++i)
+    ASSERT_EQ(pipeline.Answer(pipeline.Ask(user, partition, {{m.digest, m.size}})), std::vector<bool>{true});
+  auto t2 = Clock::now();
+  EXPECT_GE(t2 - t1, std::chrono::milliseconds(kWaited * rtt));  // each waited for crossed the proxy
+  WriteFrame(conn, FrameType::kData, PlainStream(*a, o.names));
+  WriteFrame(conn, FrameType::kDataEnd, {});
+  Frame result = ReadFrame(conn);
+  ASSERT_EQ(result.type, FrameType::kResult) << result.payload;
+  std::cerr << "[ MEASURED ] rtt " << rtt << " ms: " << kAhead << " pipelined QUERYs " << ms(t1 - t0) << " ms, "
+            << kWaited << " stop-and-wait QUERYs " << ms(t2 - t1) << " ms\n";
+  ::testing::Test::RecordProperty("pipelined_ms", int(ms(t1 - t0)));
+  ::testing::Test::RecordProperty("stop_and_wait_ms", int(ms(t2 - t1)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Rtt, NetDelay, ::testing::Values(0, 20, 100),
+                         [](const auto& info) { return std::to_string(info.param) + "ms"; });
 
 // --- two hosts: network namespaces with delay and loss ----------------------------------------
 
