@@ -440,6 +440,8 @@ void Stage(Relocation& r, bool sync) {
     }
   }
   r.placed.push_back("store.idx");
+  // A new file: written as 1.1 whatever the source was; modseqs (0 for a 1.0 source) kept.
+  r.contents.header.minor = index::kMinor;
   index::WriteNew(r.dst_path + "/store.idx", r.contents, sync);
   index::Contents exp;
   exp.header = r.contents.header;

@@ -83,6 +83,7 @@ FolderSnapshot Folder::Snapshot() {
   snap.info.count = c.header.count;
   snap.info.bytes = c.header.bytes;
   snap.info.last_append = c.header.last_append;
+  snap.info.highest_modseq = c.header.highest_modseq;
   snap.info.user_flag_names = std::move(c.user_flag_names);
   snap.messages = std::move(c.records);
   std::sort(snap.messages.begin(), snap.messages.end(),
@@ -163,8 +164,10 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
   try {
     Lock lock(dir_.get(), true, path_);
     // Reopen under the lock: an expunge in another process may have replaced the file.
-    UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
-    index::Header header = index::Read(idx.get(), shown, false).header;
+    index::Opened opened = index::OpenForWrite(dir_.get(), "store.idx", shown, sync);
+    const UniqueFd& idx = opened.fd;
+    index::Header header = opened.header;
+    const uint64_t modseq = header.highest_modseq + 1;  // one bump per batch (§4.5)
 
     std::unordered_set<uint32_t> present;
     bool need_present = std::any_of(batch.begin(), batch.end(),
@@ -178,6 +181,7 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     uint32_t next = header.uidnext;
     for (const StagedMessage& s : batch) {
       MessageMeta m = s.meta;
+      m.modseq = modseq;  // the store's own sequence, never the requester's
       if (m.uid == 0) m.uid = next;
       if (!present.insert(m.uid).second)
         Throw(Errc::kExists, "mailbox " + Mailbox() + ": UID " + std::to_string(m.uid) + " already present");
@@ -210,6 +214,7 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
       added_bytes += m.size;
     }
     header.uidnext = next;
+    header.highest_modseq = modseq;  // written with the new count: the same commit point
     index::Append(idx.get(), &header, records, shown, sync);
     for (const MessageMeta& m : records) uids.push_back(m.uid);
   } catch (...) {
@@ -224,14 +229,24 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
 void Folder::SetFlags(uint32_t uid, uint8_t flags, uint64_t user_flags) {
   if (flags & ~kAllSystemFlags) Throw(Errc::kInvalidArgument, "invalid system flags");
   const std::string shown = path_ + "/store.idx";
+  const bool sync = store_->durability() == Durability::kBatch;
   Lock lock(dir_.get(), true, path_);
-  UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
-  index::Contents c = index::Read(idx.get(), shown);
+  index::Opened opened = index::OpenForWrite(dir_.get(), "store.idx", shown, sync);
+  const int idx = opened.fd.get();
+  index::Contents c = index::Read(idx, shown);
   for (uint32_t i = 0; i < c.records.size(); ++i) {
-    if (c.records[i].uid != uid) continue;
-    c.records[i].flags = flags;
-    c.records[i].user_flags = user_flags;
-    index::RewriteRecord(idx.get(), c.header, i, c.records[i], shown);
+    MessageMeta& m = c.records[i];
+    if (m.uid != uid) continue;
+    if (m.flags == flags && m.user_flags == user_flags) return;  // no change, no new modseq
+    m.flags = flags;
+    m.user_flags = user_flags;
+    m.modseq = ++c.header.highest_modseq;
+    // HIGHESTMODSEQ first, then the record: a crash between leaves H raised over an unchanged
+    // record (a pass sees a change that is not there, harmless), never a record above H.
+    index::WriteHeader(idx, c.header, shown);
+    if (sync) Fsync(idx, shown);
+    index::RewriteRecord(idx, c.header, i, m, shown);
+    if (sync) Fsync(idx, shown);
     return;
   }
   Throw(Errc::kNotFound, "mailbox " + Mailbox() + ": no message with UID " + std::to_string(uid));
@@ -243,7 +258,22 @@ void Folder::SetUserFlagNames(const std::vector<std::string>& names) {
   UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
   index::Contents c = index::Read(idx.get(), shown);
   if (c.user_flag_names == names) return;
+  const uint64_t modseq = c.header.highest_modseq + 1;
+  // A record whose set bits now mean other names has changed as far as a reader can tell:
+  // it gets the new modseq, so an incremental pass carries it.
+  for (MessageMeta& m : c.records)
+    for (size_t bit = 0; bit < 64; ++bit) {
+      if (!(m.user_flags >> bit & 1)) continue;
+      const std::string* before = bit < c.user_flag_names.size() ? &c.user_flag_names[bit] : nullptr;
+      const std::string* after = bit < names.size() ? &names[bit] : nullptr;
+      if (!before || !after || *before != *after) {
+        m.modseq = modseq;
+        break;
+      }
+    }
   c.user_flag_names = names;
+  c.header.minor = index::kMinor;  // the rewrite is also the upgrade of a 1.0 file
+  c.header.highest_modseq = modseq;
   index::WriteNew(shown, c, store_->durability() == Durability::kBatch);
 }
 
@@ -251,10 +281,12 @@ void Folder::RaiseUidNext(uint32_t uidnext) {
   const std::string shown = path_ + "/store.idx";
   Lock lock(dir_.get(), true, path_);
   UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
-  index::Header header = index::Read(idx.get(), shown, false).header;
-  if (header.uidnext >= uidnext) return;
+  if (index::Read(idx.get(), shown, false).header.uidnext >= uidnext) return;  // no change: no upgrade, no bump
+  index::Opened opened = index::OpenForWrite(dir_.get(), "store.idx", shown, store_->durability() == Durability::kBatch);
+  index::Header header = opened.header;
   header.uidnext = uidnext;
-  index::WriteHeader(idx.get(), header, shown);
+  ++header.highest_modseq;
+  index::WriteHeader(opened.fd.get(), header, shown);
 }
 
 void Folder::Expunge(const std::vector<uint32_t>& uids) {
@@ -271,6 +303,8 @@ void Folder::Expunge(const std::vector<uint32_t>& uids) {
     index::Contents c = index::Read(idx.get(), shown);
     index::Contents keep;
     keep.header = c.header;
+    keep.header.minor = index::kMinor;  // the rewrite is also the upgrade of a 1.0 file
+    keep.header.highest_modseq = c.header.highest_modseq + 1;
     keep.user_flag_names = c.user_flag_names;
     keep.header.bytes = 0;
     for (const MessageMeta& m : c.records) {
@@ -284,8 +318,11 @@ void Folder::Expunge(const std::vector<uint32_t>& uids) {
     }
     if (removed.empty()) return;
     // 1. remember what is being expunged, 2. drop the records, 3. remove the files, 4. forget.
-    UniqueFd exp = OpenAt(dir_.get(), "store.exp", O_RDWR, 0, exp_shown);
-    index::Header exp_header = index::Read(exp.get(), exp_shown, false).header;
+    index::Opened exp_opened = index::OpenForWrite(dir_.get(), "store.exp", exp_shown, sync);
+    const UniqueFd& exp = exp_opened.fd;
+    index::Header exp_header = exp_opened.header;
+    // The expunged records keep their modseqs; store.exp's own H must cover them (§4.5).
+    exp_header.highest_modseq = std::max(exp_header.highest_modseq, c.header.highest_modseq);
     index::Append(exp.get(), &exp_header, removed, exp_shown, sync);
     index::WriteNew(shown, keep, sync);
     for (const MessageMeta& m : removed) UnlinkAt(dir_.get(), MessageRelPath(m.uid));

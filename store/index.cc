@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fcntl.h>
 
@@ -13,11 +14,12 @@
 namespace storemove::store::index {
 
 void EncodeHeader(const Header& h, uint8_t out[kHeaderSize]) {
-  std::memset(out, 0, kHeaderSize);
+  const uint16_t size = HeaderSize(h.minor);
+  std::memset(out, 0, size);
   std::memcpy(out, kMagic, 8);
   PutU16(out + 8, h.major);
   PutU16(out + 10, h.minor);
-  PutU16(out + 12, kHeaderSize);
+  PutU16(out + 12, size);
   PutU16(out + 14, kRecordSize);
   PutU32(out + 16, h.records_offset);
   PutU32(out + 20, h.uidvalidity);
@@ -27,10 +29,16 @@ void EncodeHeader(const Header& h, uint8_t out[kHeaderSize]) {
   PutU64(out + 40, static_cast<uint64_t>(h.last_append));
   PutU64(out + 48, static_cast<uint64_t>(h.created));
   PutU32(out + 56, h.flags);
+  // Kept in 1.1 too: a 1.0 reader then gets past the checksum and names the real reason it
+  // cannot read the file (the header size).
   PutU32(out + 60, Checksum32(out, 60));
+  if (size == kHeaderSizeV10) return;
+  PutU64(out + 64, h.highest_modseq);
+  PutU32(out + 124, Checksum32(out, 124));
 }
 
-Header DecodeHeader(const uint8_t in[kHeaderSize], const std::string& shown) {
+Header DecodeHeader(const uint8_t* in, size_t size, const std::string& shown) {
+  if (size < kHeaderSizeV10) Throw(Errc::kCorrupt, shown + ": truncated header");
   if (std::memcmp(in, kMagic, 8) != 0) Throw(Errc::kCorrupt, shown + ": not a store index (bad magic)");
   if (GetU32(in + 60) != Checksum32(in, 60)) Throw(Errc::kCorrupt, shown + ": bad header checksum");
   Header h;
@@ -39,8 +47,8 @@ Header DecodeHeader(const uint8_t in[kHeaderSize], const std::string& shown) {
   if (h.major != kMajor)
     Throw(Errc::kCorrupt, shown + ": unsupported index version " + std::to_string(h.major) + "." +
                               std::to_string(h.minor));
-  if (GetU16(in + 12) != kHeaderSize || GetU16(in + 14) != kRecordSize)
-    Throw(Errc::kCorrupt, shown + ": unexpected header or record size");
+  if (GetU16(in + 12) != HeaderSize(h.minor) || GetU16(in + 14) != kRecordSize)
+    Throw(Errc::kCorrupt, shown + ": unexpected header or record size for version 1." + std::to_string(h.minor));
   h.records_offset = GetU32(in + 16);
   h.uidvalidity = GetU32(in + 20);
   h.uidnext = GetU32(in + 24);
@@ -49,13 +57,19 @@ Header DecodeHeader(const uint8_t in[kHeaderSize], const std::string& shown) {
   h.last_append = static_cast<int64_t>(GetU64(in + 40));
   h.created = static_cast<int64_t>(GetU64(in + 48));
   h.flags = GetU32(in + 56);
-  if (h.records_offset < kHeaderSize + 8 || h.records_offset > (1u << 20))
+  const uint16_t hsize = HeaderSize(h.minor);
+  if (hsize == kHeaderSize) {
+    if (size < kHeaderSize) Throw(Errc::kCorrupt, shown + ": truncated header");
+    if (GetU32(in + 124) != Checksum32(in, 124)) Throw(Errc::kCorrupt, shown + ": bad header checksum");
+    h.highest_modseq = GetU64(in + 64);
+  }
+  if (h.records_offset < hsize + 8u || h.records_offset > (1u << 20))
     Throw(Errc::kCorrupt, shown + ": records offset out of range");
   if (h.uidvalidity == 0 || h.uidnext == 0) Throw(Errc::kCorrupt, shown + ": zero UIDVALIDITY or UIDNEXT");
   return h;
 }
 
-void EncodeRecord(const MessageMeta& m, uint8_t out[kRecordSize]) {
+void EncodeRecord(const MessageMeta& m, uint8_t out[kRecordSize], uint16_t minor) {
   std::memset(out, 0, kRecordSize);
   PutU32(out + 0, m.uid);
   PutU16(out + 4, m.flags);
@@ -66,10 +80,12 @@ void EncodeRecord(const MessageMeta& m, uint8_t out[kRecordSize]) {
   PutU64(out + 40, m.user_flags);
   PutU32(out + 48, m.header_size);
   std::memcpy(out + 56, m.digest.bytes.data(), 16);
+  if (minor != 0) PutU64(out + 72, m.modseq);
   PutU32(out + 92, Checksum32(out, 92));
 }
 
-MessageMeta DecodeRecord(const uint8_t in[kRecordSize], const std::string& shown, uint32_t record_no) {
+MessageMeta DecodeRecord(const uint8_t in[kRecordSize], const std::string& shown, uint32_t record_no,
+                         const Header& header) {
   if (GetU32(in + 92) != Checksum32(in, 92))
     Throw(Errc::kCorrupt, shown + ": bad record checksum (record " + std::to_string(record_no) + ")");
   MessageMeta m;
@@ -82,15 +98,22 @@ MessageMeta DecodeRecord(const uint8_t in[kRecordSize], const std::string& shown
   m.user_flags = GetU64(in + 40);
   m.header_size = GetU32(in + 48);
   std::memcpy(m.digest.bytes.data(), in + 56, 16);
+  // 1.0: the bytes are reserved; whatever is there is not a modseq.
+  if (header.minor != 0) m.modseq = GetU64(in + 72);
   if (m.uid == 0 || flags > kAllSystemFlags || m.header_size > m.size)
     Throw(Errc::kCorrupt, shown + ": invalid record " + std::to_string(record_no));
+  // Writers raise HIGHESTMODSEQ before (or with) any record's modseq (§4.5), so a record above
+  // it is damage, not a race.
+  if (m.modseq > header.highest_modseq)
+    Throw(Errc::kCorrupt, shown + ": record " + std::to_string(record_no) + " has modseq " + std::to_string(m.modseq) +
+                              " above HIGHESTMODSEQ " + std::to_string(header.highest_modseq));
   m.flags = static_cast<uint8_t>(flags);
   return m;
 }
 
 namespace {
 
-// User-flag names section at offset 64: u32 length, payload, u32 checksum of payload.
+// User-flag names section right after the header: u32 length, payload, u32 checksum of payload.
 // Payload: u8 count, then per name u8 length + bytes.
 std::string EncodeNames(const std::vector<std::string>& names) {
   std::string payload;
@@ -117,17 +140,20 @@ void CheckNames(const std::vector<std::string>& names) {
 
 Contents Read(int fd, const std::string& shown, bool with_records) {
   Contents c;
-  uint8_t hbuf[kHeaderSize];
-  PreadAll(fd, hbuf, kHeaderSize, 0, shown);
-  c.header = DecodeHeader(hbuf, shown);
   struct stat st;
   if (::fstat(fd, &st) != 0) ThrowErrno("stat " + shown);
+  uint8_t hbuf[kHeaderSize];
+  const size_t got = static_cast<size_t>(std::min<off_t>(st.st_size, kHeaderSize));
+  if (got < kHeaderSizeV10) Throw(Errc::kCorrupt, shown + ": truncated header (" + std::to_string(st.st_size) + " bytes)");
+  PreadAll(fd, hbuf, got, 0, shown);
+  c.header = DecodeHeader(hbuf, got, shown);
+  const uint16_t hsize = HeaderSize(c.header.minor);
   uint64_t need = uint64_t(c.header.records_offset) + uint64_t(c.header.count) * kRecordSize;
   if (uint64_t(st.st_size) < need)
     Throw(Errc::kCorrupt, shown + ": truncated (" + std::to_string(st.st_size) + " bytes, header promises " +
                               std::to_string(need) + ")");
-  std::string names(c.header.records_offset - kHeaderSize, '\0');
-  PreadAll(fd, names.data(), names.size(), kHeaderSize, shown);
+  std::string names(c.header.records_offset - hsize, '\0');
+  PreadAll(fd, names.data(), names.size(), hsize, shown);
   const uint8_t* p = reinterpret_cast<const uint8_t*>(names.data());
   uint32_t len = GetU32(p);
   // 64-bit: a length near 2^32 must not wrap past the check into a read far outside the buffer.
@@ -148,7 +174,8 @@ Contents Read(int fd, const std::string& shown, bool with_records) {
   PreadAll(fd, buf.data(), buf.size(), c.header.records_offset, shown);
   c.records.reserve(c.header.count);
   for (uint32_t i = 0; i < c.header.count; ++i)
-    c.records.push_back(DecodeRecord(reinterpret_cast<const uint8_t*>(buf.data()) + size_t(i) * kRecordSize, shown, i));
+    c.records.push_back(
+        DecodeRecord(reinterpret_cast<const uint8_t*>(buf.data()) + size_t(i) * kRecordSize, shown, i, c.header));
   return c;
 }
 
@@ -156,15 +183,16 @@ void WriteNew(const std::string& path, const Contents& contents, bool sync) {
   CheckNames(contents.user_flag_names);
   Header h = contents.header;
   std::string names = EncodeNames(contents.user_flag_names);
+  const uint16_t hsize = HeaderSize(h.minor);
   uint32_t offset = kDefaultRecordsOffset;
-  while (kHeaderSize + names.size() > offset) offset *= 2;
+  while (hsize + names.size() > offset) offset *= 2;
   h.records_offset = offset;
   h.count = static_cast<uint32_t>(contents.records.size());
   std::string file(offset + contents.records.size() * kRecordSize, '\0');
   EncodeHeader(h, reinterpret_cast<uint8_t*>(file.data()));
-  std::memcpy(file.data() + kHeaderSize, names.data(), names.size());
+  std::memcpy(file.data() + hsize, names.data(), names.size());
   for (size_t i = 0; i < contents.records.size(); ++i)
-    EncodeRecord(contents.records[i], reinterpret_cast<uint8_t*>(file.data()) + offset + i * kRecordSize);
+    EncodeRecord(contents.records[i], reinterpret_cast<uint8_t*>(file.data()) + offset + i * kRecordSize, h.minor);
   std::string tmp = path + ".tmp." + RandomToken();
   {
     UniqueFd fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
@@ -185,14 +213,14 @@ void WriteNew(const std::string& path, const Contents& contents, bool sync) {
 void WriteHeader(int fd, const Header& header, const std::string& shown) {
   uint8_t hbuf[kHeaderSize];
   EncodeHeader(header, hbuf);
-  PwriteAll(fd, hbuf, kHeaderSize, 0, shown);
+  PwriteAll(fd, hbuf, HeaderSize(header.minor), 0, shown);
 }
 
 void Append(int fd, Header* header, const std::vector<MessageMeta>& records, const std::string& shown, bool sync) {
   if (records.empty()) return;
   std::string buf(records.size() * kRecordSize, '\0');
   for (size_t i = 0; i < records.size(); ++i)
-    EncodeRecord(records[i], reinterpret_cast<uint8_t*>(buf.data()) + i * kRecordSize);
+    EncodeRecord(records[i], reinterpret_cast<uint8_t*>(buf.data()) + i * kRecordSize, header->minor);
   off_t at = off_t(header->records_offset) + off_t(header->count) * kRecordSize;
   PwriteAll(fd, buf.data(), buf.size(), at, shown);
   // Records first, header second: a crash between the two leaves the old count, so the new
@@ -205,8 +233,23 @@ void Append(int fd, Header* header, const std::vector<MessageMeta>& records, con
 
 void RewriteRecord(int fd, const Header& header, uint32_t pos, const MessageMeta& m, const std::string& shown) {
   uint8_t rbuf[kRecordSize];
-  EncodeRecord(m, rbuf);
+  EncodeRecord(m, rbuf, header.minor);
   PwriteAll(fd, rbuf, kRecordSize, off_t(header.records_offset) + off_t(pos) * kRecordSize, shown);
+}
+
+Opened OpenForWrite(int dirfd, const std::string& name, const std::string& path, bool sync) {
+  Opened o;
+  o.fd = OpenAt(dirfd, name, O_RDWR, 0, path);
+  o.header = Read(o.fd.get(), path, false).header;
+  if (o.header.minor != 0) return o;
+  // A 1.0 file: rewrite it whole as 1.1 (the header grows, so in place would overwrite the
+  // names section). Atomic: a crash leaves the old 1.0 file, which is upgraded next time.
+  Contents c = Read(o.fd.get(), path);
+  c.header.minor = kMinor;
+  WriteNew(path, c, sync);
+  o.fd = OpenAt(dirfd, name, O_RDWR, 0, path);
+  o.header = Read(o.fd.get(), path, false).header;
+  return o;
 }
 
 }  // namespace storemove::store::index

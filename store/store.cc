@@ -474,6 +474,7 @@ void ReadIndexHeader(const std::string& dir, FolderInfo* info) {
   info->count = c.header.count;
   info->bytes = c.header.bytes;
   info->last_append = c.header.last_append;
+  info->highest_modseq = c.header.highest_modseq;
   info->user_flag_names = std::move(c.user_flag_names);
 }
 

@@ -1,5 +1,6 @@
 // store.idx parsing (store/index.h) of hostile files. Invariants: only storemove::Error escapes;
-// what Read() accepts has `count` records and at most 255 user-flag names; reading without
+// what Read() accepts has `count` records and at most 255 user-flag names, no record modseq above
+// the header's HIGHESTMODSEQ (both 0 in a format 1.0 file); reading without
 // records gives the same header and names; and when WriteNew() accepts the contents (it is
 // stricter about names), writing and reading them back returns the same contents.
 #include <fcntl.h>
@@ -16,7 +17,7 @@ namespace {
 bool SameHeader(const idx::Header& a, const idx::Header& b) {
   return a.major == b.major && a.minor == b.minor && a.uidvalidity == b.uidvalidity && a.uidnext == b.uidnext &&
          a.count == b.count && a.bytes == b.bytes && a.last_append == b.last_append && a.created == b.created &&
-         a.flags == b.flags;
+         a.flags == b.flags && a.highest_modseq == b.highest_modseq;
 }
 
 }  // namespace
@@ -33,7 +34,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(contents.user_flag_names.size() <= 255);
   FUZZ_CHECK(SameHeader(contents.header, header_only.header));
   FUZZ_CHECK(contents.user_flag_names == header_only.user_flag_names);
-  for (const storemove::store::MessageMeta& m : contents.records) FUZZ_CHECK(m.uid != 0 && m.header_size <= m.size);
+  for (const storemove::store::MessageMeta& m : contents.records) {
+    FUZZ_CHECK(m.uid != 0 && m.header_size <= m.size);
+    // No record above HIGHESTMODSEQ, and a 1.0 file has no modseqs at all (§4.5).
+    FUZZ_CHECK(m.modseq <= contents.header.highest_modseq);
+    FUZZ_CHECK(contents.header.minor != 0 || m.modseq == 0);
+  }
+  FUZZ_CHECK(contents.header.minor != 0 || contents.header.highest_modseq == 0);
 
   const std::string path = storemove::fuzz::ScratchDir() + "/store.idx";
   bool written = storemove::fuzz::OnlyStoremoveErrors("store.idx write", [&] { idx::WriteNew(path, contents, false); });

@@ -1,0 +1,71 @@
+// store::Summarize: a folder's summary from its snapshot alone (docs/store-format.md §4.6).
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+#include "util/bytes.h"
+
+namespace storemove::store {
+
+FolderSummary Summarize(const FolderSnapshot& snapshot) {
+  // User flags by name: each distinct name with the bits that carry it (a name could sit on two
+  // bits of a damaged index), in byte order; bits without a name come after, in bit order.
+  const std::vector<std::string>& names = snapshot.info.user_flag_names;
+  std::map<std::string, uint64_t> by_name;
+  uint64_t named = 0;
+  for (size_t bit = 0; bit < names.size() && bit < 64; ++bit) {
+    by_name[names[bit]] |= uint64_t{1} << bit;
+    named |= uint64_t{1} << bit;
+  }
+  const std::vector<std::pair<std::string, uint64_t>> order(by_name.begin(), by_name.end());
+
+  std::vector<const MessageMeta*> messages;
+  messages.reserve(snapshot.messages.size());
+  for (const MessageMeta& m : snapshot.messages) messages.push_back(&m);
+  // Snapshot() sorts already; a hand-made snapshot may not be.
+  if (!std::is_sorted(messages.begin(), messages.end(), [](auto* a, auto* b) { return a->uid < b->uid; }))
+    std::sort(messages.begin(), messages.end(), [](auto* a, auto* b) { return a->uid < b->uid; });
+
+  FolderSummary s;
+  s.count = static_cast<uint32_t>(messages.size());
+  s.uidvalidity = snapshot.info.uidvalidity;
+  s.uidnext = snapshot.info.uidnext;
+  Hasher hasher;
+  std::string buf;
+  buf.reserve(1 << 16);
+  for (const MessageMeta* m : messages) {
+    s.bytes += m->size;
+    AppendU32(&buf, m->uid);
+    AppendU8(&buf, m->flags & static_cast<uint8_t>(kAllSystemFlags & ~kRecent));
+    std::string flags;
+    uint8_t n = 0;
+    if (m->user_flags != 0) {
+      for (const auto& [name, mask] : order)
+        if (m->user_flags & mask) {
+          ++n;
+          AppendU8(&flags, static_cast<uint8_t>(name.size()));
+          flags += name;
+        }
+      for (uint64_t rest = m->user_flags & ~named; rest != 0; rest &= rest - 1) {
+        ++n;
+        AppendU8(&flags, 0);  // no real name is empty: cannot collide with one
+        AppendU8(&flags, static_cast<uint8_t>(__builtin_ctzll(rest)));
+      }
+    }
+    AppendU8(&buf, n);
+    buf += flags;
+    AppendU64(&buf, m->size);
+    buf.append(reinterpret_cast<const char*>(m->digest.bytes.data()), m->digest.bytes.size());
+    if (buf.size() >= (1 << 16) - 512) {
+      hasher.Update(buf.data(), buf.size());
+      buf.clear();
+    }
+  }
+  hasher.Update(buf.data(), buf.size());
+  s.digest = hasher.Final();
+  return s;
+}
+
+}  // namespace storemove::store
