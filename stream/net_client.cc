@@ -140,8 +140,13 @@ class ServerOracle final : public ContentOracle {
 };
 
 // Writes the backup into the session's DATA frames; returns the backup's report.
-SessionReport StreamBackup(ClientSession& session, store::Store& source, const BackupOptions& options,
+SessionReport StreamBackup(ClientSession& session, store::Store& source, const BackupOptions& given,
                            const ClientOptions& client) {
+  // h11-format: this client's ServerOracle reads one ANSWER per Ask and DataSink fails on an
+  // unread ANSWER, so questions go one at a time (asked and answered before the folder's data,
+  // without a flush) until the pipelined client and server of h11-net replace this.
+  BackupOptions options = given;
+  if (options.query_ahead == 0) options.query_ahead = 1;
   DataSink data(session);
   SessionReport report;
   if (client.compress_level > 0) {
