@@ -359,8 +359,10 @@ TEST(Pipelining, HeldContentAndOneQuestionAtATime) {
   TempDir tmp;
   auto src = MakeSource(tmp / "A", 3, 4);
   auto dst = store::Store::Init(tmp / "B", {"primary"});
-  // The destination already holds the content (a first copy), under other users' mailboxes.
-  BackupWithOracle(*src, *dst, 0);
+  Pipelined first = BackupWithOracle(*src, *dst, 0);  // the default depth, into an empty store
+  EXPECT_EQ(first.backup.held, 0u);
+  ExpectEqualStores(*dst, *src);
+  // A destination that already holds the content (a first copy), under other users' mailboxes.
   auto dst2 = store::Store::Init(tmp / "C", {"primary"});
   {
     format::StringSink sink;
@@ -381,6 +383,21 @@ TEST(Pipelining, HeldContentAndOneQuestionAtATime) {
   EXPECT_EQ(p.backup.held, 36u);  // the repository holds every content, user2's included
   EXPECT_EQ(p.restore.errors, 0u);
   ExpectEqualStores(*dst2, *src);
+}
+
+// A folder of more than kMaxOracleBatch contents asks in several batches, all before its data,
+// answered in order.
+TEST(Pipelining, BigFoldersAskInBatches) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "A", 1, 1100);
+  auto dst = store::Store::Init(tmp / "B", {"primary"});
+  Pipelined p = BackupWithOracle(*src, *dst, 0);
+  size_t asks = 0, answers = 0;
+  for (const auto& e : p.events) (e.ask ? asks : answers)++;
+  EXPECT_EQ(asks, 6u);  // 3 folders x (1000 + 100)
+  EXPECT_EQ(answers, 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_TRUE(p.events[i].ask) << i;  // all three folders asked first
+  ExpectEqualStores(*dst, *src);
 }
 
 }  // namespace
