@@ -316,6 +316,42 @@ void Store::SetUserStatus(std::string_view user, const UserStatus& status) {
   ::flock(gate.get(), LOCK_UN);
 }
 
+void Store::SetUsersStatus(const std::vector<std::string>& users, const UserStatus& status) {
+  for (const std::string& user : users) ValidateUserId(user);
+  // The gates in a fixed order (user id, duplicates once): a second flock of the same file
+  // through another descriptor would wait for ourselves.
+  std::set<std::string> distinct(users.begin(), users.end());
+  std::map<std::string, std::string> partition;
+  for (const std::string& user : users) {
+    if (partition.count(user)) continue;
+    std::optional<UserInfo> info = FindUser(user);
+    if (!info) Throw(Errc::kNoUser, "no such user: " + user);
+    partition[user] = info->partition;
+  }
+  std::vector<UniqueFd> gates;
+  gates.reserve(distinct.size());
+  for (const std::string& user : distinct)
+    gates.push_back(LockGate(PartitionPath(partition[user]) + "/" + FolderRelPath(user, "INBOX"), LOCK_EX));
+  db_->Txn(
+      [&](DB_TXN* txn) {
+        // Re-checked in list order inside the transaction: a user deleted meanwhile aborts it
+        // before anything is written, so the first unknown user is named and nobody changes.
+        std::vector<std::pair<const std::string*, UserValue>> changed;
+        changed.reserve(distinct.size());
+        for (const std::string& user : users) {
+          std::string v;
+          if (!db_->Get(db_->users(), txn, user, &v, true)) Throw(Errc::kNoUser, "no such user: " + user);
+          changed.emplace_back(&user, DecodeUser(v, user));
+        }
+        for (auto& [user, value] : changed) {
+          value.status = status;
+          db_->Put(db_->users(), txn, *user, EncodeUser(value));
+        }
+      },
+      true);
+  for (UniqueFd& gate : gates) ::flock(gate.get(), LOCK_UN);
+}
+
 // --- the per-user write lock (docs/store-format.md §6.9) ---
 
 Store::UserWriteLock::UserWriteLock(Store* store, std::string user, UniqueFd fd)

@@ -276,6 +276,13 @@ class Store {
   // Changes the status under the user's delivery gate: once it returns, no delivery that saw
   // the old status is still appending (see LockUserForDelivery).
   void SetUserStatus(std::string_view user, const UserStatus& status);
+  // SetUserStatus for many users at once (migrate's hold and switch of a whole group): takes
+  // every listed user's delivery gate exclusively, in user-id order (so two callers with
+  // overlapping lists cannot deadlock), then changes every status in ONE Berkeley DB
+  // transaction. All or nothing: an unknown user throws kNoUser naming the first one (in list
+  // order) and changes nobody. Same guarantee as SetUserStatus, for every user listed.
+  // Duplicates are allowed; one descriptor per distinct user is held meanwhile.
+  void SetUsersStatus(const std::vector<std::string>& users, const UserStatus& status);
   // A delivery holds this (shared) from its status check until its message is committed, so a
   // status change (hold, moved) can never slip between the two: a migration that sets `hold`
   // and then copies the user cannot miss a message. flock(2) on <user dir>/user.lck.
