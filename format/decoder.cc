@@ -160,6 +160,13 @@ void Decoder::CheckPerMessage(const MessageRecord& m, const char* what) {
   if (m.header_size > m.size) Fail(where + "header_size " + N(m.header_size) + " > size " + N(m.size));
 }
 
+// An unchanged folder (since_modseq == modseq) carries no items (docs/stream-format.md §7.12).
+void Decoder::NotInUnchanged() const {
+  if (folder_.unchanged())
+    Fail(std::string(wire::RecordName(type_)) + " record in unchanged folder " + folder_.user + "/" + folder_.folder +
+         " (since_modseq == modseq: no items)");
+}
+
 Decoder::Event Decoder::Next() {
   if (state_ == State::kDone) return Event::kEnd;
   if (state_ == State::kFailed) Corrupt("decoder used after an error");
@@ -195,7 +202,7 @@ Decoder::Event Decoder::Step() {
 
     case wire::kFolder:
       if (state_ != State::kTop) Misplaced();
-      wire::ParseFolderPayload(payload_, payload_size_, newer_minor_, &folder_);
+      wire::ParseFolderPayload(payload_, payload_size_, header_.version_minor, newer_minor_, &folder_);
       ++seen_.folders;
       folder_seen_ = {};
       last_uid_ = 0;
@@ -204,6 +211,7 @@ Decoder::Event Decoder::Step() {
 
     case wire::kMessage:
       if (state_ != State::kInFolder) Misplaced();
+      NotInUnchanged();
       wire::ParseMessagePayload(payload_, payload_size_, newer_minor_, &message_);
       CheckPerMessage(message_, "message");
       CountNewContent(message_, "message");
@@ -243,6 +251,7 @@ Decoder::Event Decoder::Step() {
 
     case wire::kLink:
       if (state_ != State::kInFolder) Misplaced();
+      NotInUnchanged();
       wire::ParseMessagePayload(payload_, payload_size_, newer_minor_, &link_);
       CheckPerMessage(link_, "link");
       if (!content_.Known(link_.content_id))
@@ -259,18 +268,33 @@ Decoder::Event Decoder::Step() {
       if (header_.kind != StreamKind::kSession && state_ != State::kStart)
         Fail("held record outside a session stream");
       if (state_ != State::kInFolder) Misplaced();
+      NotInUnchanged();
       wire::ParseHeldPayload(payload_, payload_size_, newer_minor_, &held_);
       CheckPerMessage(held_, "held");
       CountNewContent(held_, "held");  // held records count with messages (docs/stream-format.md §5)
       return Event::kHeld;
 
+    case wire::kMeta:
+      if (state_ != State::kInFolder) Misplaced();
+      if (folder_.since_modseq == 0)
+        Fail("meta record in folder " + folder_.user + "/" + folder_.folder + ", which is not incremental");
+      NotInUnchanged();
+      wire::ParseMessagePayload(payload_, payload_size_, newer_minor_, &meta_);
+      CheckPerMessage(meta_, "meta");
+      if (meta_.content_id != 0) Fail("meta uid " + N(meta_.uid) + ": content_id " + N(meta_.content_id) + " is not 0");
+      last_uid_ = meta_.uid;
+      ++folder_seen_.metas;
+      return Event::kMeta;
+
     case wire::kFolderEnd:
       if (state_ != State::kInFolder) Misplaced();
-      wire::ParseFolderEndPayload(payload_, payload_size_, newer_minor_, &folder_end_);
-      if (folder_end_ != folder_seen_)
+      wire::ParseFolderEndPayload(payload_, payload_size_, header_.version_minor, newer_minor_, &folder_end_);
+      if (folder_end_.messages != folder_seen_.messages || folder_end_.links != folder_seen_.links ||
+          folder_end_.bytes != folder_seen_.bytes || folder_end_.metas != folder_seen_.metas)
         Fail("folder-end of " + folder_.user + "/" + folder_.folder + " counts " + N(folder_end_.messages) +
-             " messages, " + N(folder_end_.links) + " links, " + N(folder_end_.bytes) + " bytes; the stream carried " +
-             N(folder_seen_.messages) + ", " + N(folder_seen_.links) + ", " + N(folder_seen_.bytes));
+             " messages, " + N(folder_end_.links) + " links, " + N(folder_end_.bytes) + " bytes, " +
+             N(folder_end_.metas) + " metas; the stream carried " + N(folder_seen_.messages) + ", " +
+             N(folder_seen_.links) + ", " + N(folder_seen_.bytes) + ", " + N(folder_seen_.metas));
       state_ = State::kTop;
       return Event::kFolderEnd;
 

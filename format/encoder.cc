@@ -127,7 +127,14 @@ void Encoder::WriteFolder(const FolderRecord& folder) {
   ++totals_.folders;
   folder_end_ = {};
   last_uid_ = 0;
+  incremental_ = folder.since_modseq != 0;
+  unchanged_ = folder.unchanged();
   state_ = State::kInFolder;
+}
+
+// An unchanged folder (since_modseq == modseq) carries no items, only its folder-end.
+void Encoder::NotInUnchanged(const char* call) {
+  if (unchanged_) Invalid(std::string(call) + " not allowed in an unchanged folder (since_modseq == modseq)");
 }
 
 void Encoder::CheckPerMessage(const MessageRecord& m, const char* what) {
@@ -152,6 +159,7 @@ uint64_t Encoder::NextContentId(const MessageRecord& m, const char* what) {
 
 uint64_t Encoder::BeginMessage(const MessageRecord& message) {
   Expect(State::kInFolder, "BeginMessage()");
+  NotInUnchanged("BeginMessage()");
   CheckPerMessage(message, "message");
   const uint64_t id = NextContentId(message, "message");
   message_ = message;
@@ -213,6 +221,7 @@ void Encoder::EndMessage() {
 
 void Encoder::WriteLink(const LinkRecord& link) {
   Expect(State::kInFolder, "WriteLink()");
+  NotInUnchanged("WriteLink()");
   CheckPerMessage(link, "link");
   if (!content_.Known(link.content_id))
     Invalid("link uid " + std::to_string(link.uid) + ": unknown content_id " + std::to_string(link.content_id));
@@ -231,6 +240,7 @@ void Encoder::WriteLink(const LinkRecord& link) {
 uint64_t Encoder::WriteHeld(const HeldRecord& held) {
   Expect(State::kInFolder, "WriteHeld()");
   if (!session_) Invalid("WriteHeld() outside a session stream");
+  NotInUnchanged("WriteHeld()");
   CheckPerMessage(held, "held");
   const uint64_t id = NextContentId(held, "held");
   HeldRecord record = held;
@@ -246,17 +256,39 @@ uint64_t Encoder::WriteHeld(const HeldRecord& held) {
   return id;
 }
 
+void Encoder::WriteMeta(const MetaRecord& meta) {
+  Expect(State::kInFolder, "WriteMeta()");
+  if (!incremental_) Invalid("WriteMeta() outside an incremental folder (since_modseq 0)");
+  NotInUnchanged("WriteMeta()");
+  CheckPerMessage(meta, "meta");
+  if (meta.content_id != 0)
+    Invalid("meta uid " + std::to_string(meta.uid) + ": content_id " + std::to_string(meta.content_id) +
+            " given; a meta record carries no content (0)");
+  BeginRecord(wire::kMeta);
+  wire::AppendMessagePayload(&out_, meta);
+  EndRecord();
+  last_uid_ = meta.uid;
+  ++folder_end_.metas;
+}
+
 void Encoder::EndFolder() {
   Expect(State::kInFolder, "EndFolder()");
+  CloseFolder(nullptr);
+}
+
+void Encoder::EndFolder(const FolderSummaryField& summary) {
+  Expect(State::kInFolder, "EndFolder()");
+  CloseFolder(&summary);
+}
+
+void Encoder::CloseFolder(const FolderSummaryField* summary) {
+  folder_end_.has_summary = summary != nullptr;
+  folder_end_.summary = summary ? *summary : FolderSummaryField{};
   BeginRecord(wire::kFolderEnd);
   wire::AppendFolderEndPayload(&out_, folder_end_);
   EndRecord();
   state_ = State::kTop;
 }
-
-// Format 1.1 (in progress): not written yet.
-void Encoder::WriteMeta(const MetaRecord&) { Fail("WriteMeta(): meta records are not implemented yet"); }
-void Encoder::EndFolder(const FolderSummaryField&) { Fail("EndFolder(summary): summaries are not implemented yet"); }
 
 void Encoder::Flush() {
   if (state_ == State::kFailed) Invalid("Flush() not allowed after an error");

@@ -22,8 +22,9 @@ namespace storemove::format {
 
 // --- versions and limits (docs/stream-format.md §11) ---------------------------------
 inline constexpr uint16_t kVersionMajor = 1;  // a reader refuses any other major
-inline constexpr uint16_t kVersionMinor = 0;  // newer minors are read; unknown trailing fields skipped
-// 1.1 (in progress) adds: folder modseq fields (incremental folders), the meta record, folder-end summaries.
+inline constexpr uint16_t kVersionMinor = 1;  // newer minors are read; unknown trailing fields skipped
+// 1.1 added: folder modseq fields (incremental folders), the meta record, folder-end metas and
+// summaries. A 1.0 stream still reads (those fields are zero).
 
 inline constexpr size_t kMaxBodyChunk = size_t{1} << 20;          // body bytes per body record
 inline constexpr size_t kMaxNameBytes = 1024;                      // every name-like string
@@ -257,6 +258,8 @@ class Encoder {
   void WriteOut();
   uint64_t NextContentId(const MessageRecord& m, const char* what);
   void CheckPerMessage(const MessageRecord& m, const char* what);
+  void NotInUnchanged(const char* call);
+  void CloseFolder(const FolderSummaryField* summary);
   [[noreturn]] void Fail(const std::string& what);
 
   ByteSink& sink_;
@@ -274,6 +277,8 @@ class Encoder {
   size_t chunk_left_ = 0;    // bytes still to put in the open body record
   uint32_t last_uid_ = 0;
   FolderEnd folder_end_;
+  bool incremental_ = false;  // the open folder has since_modseq != 0
+  bool unchanged_ = false;    // ... and since_modseq == modseq: no items
   Trailer totals_;
   RecentContents content_;
 };
@@ -317,6 +322,7 @@ class Decoder {
   bool Fill(size_t need);
   void CountNewContent(const MessageRecord& m, const char* what);
   void CheckPerMessage(const MessageRecord& m, const char* what);
+  void NotInUnchanged() const;
   [[noreturn]] void Fail(const std::string& what) const;
   [[noreturn]] void Misplaced() const;
 

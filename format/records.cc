@@ -19,6 +19,7 @@ const char* RecordName(uint8_t type) {
     case kFolderEnd: return "folder-end";
     case kTrailer: return "trailer";
     case kHeld: return "held";
+    case kMeta: return "meta";
   }
   return nullptr;
 }
@@ -133,6 +134,8 @@ void AppendUserPayload(std::string* out, const UserRecord& u) {
 
 void AppendFolderPayload(std::string* out, const FolderRecord& f) {
   Writer w(out, "folder");
+  if (f.since_modseq > f.modseq)
+    w.Fail("since_modseq " + std::to_string(f.since_modseq) + " above modseq " + std::to_string(f.modseq));
   w.U32(f.uidvalidity);
   w.U32(f.uidnext);
   w.U32(f.count);
@@ -149,6 +152,8 @@ void AppendFolderPayload(std::string* out, const FolderRecord& f) {
     w.Name(reader, "peruser reader");
     w.Text(data, "peruser data");
   }
+  w.U64(f.modseq);  // 1.1
+  w.U64(f.since_modseq);
 }
 
 void AppendMessagePayload(std::string* out, const MessageRecord& m) {
@@ -175,6 +180,16 @@ void AppendFolderEndPayload(std::string* out, const FolderEnd& e) {
   AppendU64(out, e.messages);
   AppendU64(out, e.links);
   AppendU64(out, e.bytes);
+  // 1.1: metas, then the summary flag and the summary (all zero without one: a fixed layout).
+  AppendU64(out, e.metas);
+  AppendU8(out, e.has_summary ? 1 : 0);
+  const FolderSummaryField none;
+  const FolderSummaryField& s = e.has_summary ? e.summary : none;
+  AppendU32(out, s.count);
+  AppendU32(out, s.uidvalidity);
+  AppendU32(out, s.uidnext);
+  AppendU64(out, s.bytes);
+  out->append(reinterpret_cast<const char*>(s.digest.bytes.data()), 16);
 }
 
 void AppendTrailerPayload(std::string* out, const Trailer& t) {
@@ -272,7 +287,7 @@ void ParseUserPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, UserRe
   r.End(skip_unknown_tail);
 }
 
-void ParseFolderPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, FolderRecord* f) {
+void ParseFolderPayload(const uint8_t* p, size_t n, uint16_t minor, bool skip_unknown_tail, FolderRecord* f) {
   Reader r(p, n);
   f->uidvalidity = r.U32("uidvalidity");
   f->uidnext = r.U32("uidnext");
@@ -290,7 +305,11 @@ void ParseFolderPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, Fold
     r.Name("peruser reader", &reader);
     r.Text("peruser data", &data);
   }
+  f->modseq = minor >= 1 ? r.U64("modseq") : 0;
+  f->since_modseq = minor >= 1 ? r.U64("since_modseq") : 0;
   r.End(skip_unknown_tail);
+  if (f->since_modseq > f->modseq)
+    Reader::Fail("since_modseq " + std::to_string(f->since_modseq) + " above modseq " + std::to_string(f->modseq));
 }
 
 void ParseMessagePayload(const uint8_t* p, size_t n, bool skip_unknown_tail, MessageRecord* m) {
@@ -321,11 +340,28 @@ void ParseMessageEndPayload(const uint8_t* p, size_t n, bool skip_unknown_tail) 
   Reader(p, n).End(skip_unknown_tail);
 }
 
-void ParseFolderEndPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, FolderEnd* e) {
+void ParseFolderEndPayload(const uint8_t* p, size_t n, uint16_t minor, bool skip_unknown_tail, FolderEnd* e) {
   Reader r(p, n);
   e->messages = r.U64("messages");
   e->links = r.U64("links");
   e->bytes = r.U64("bytes");
+  e->metas = 0;
+  e->has_summary = false;
+  e->summary = {};
+  if (minor >= 1) {
+    e->metas = r.U64("metas");
+    uint8_t flag = r.U8("has_summary");
+    if (flag > 1) Reader::Fail("has_summary " + std::to_string(flag) + " is neither 0 nor 1");
+    e->has_summary = flag == 1;
+    FolderSummaryField& s = e->summary;
+    s.count = r.U32("summary count");
+    s.uidvalidity = r.U32("summary uidvalidity");
+    s.uidnext = r.U32("summary uidnext");
+    s.bytes = r.U64("summary bytes");
+    std::memcpy(s.digest.bytes.data(), r.Take(16, "summary digest"), 16);
+    // Without a summary its fields are zero, so every folder-end has one encoding.
+    if (!e->has_summary && s != FolderSummaryField{}) Reader::Fail("summary fields set but has_summary is 0");
+  }
   r.End(skip_unknown_tail);
 }
 

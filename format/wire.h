@@ -29,6 +29,7 @@ enum RecordType : uint8_t {
   kFolderEnd = 0x08,
   kTrailer = 0x09,
   kHeld = 0x0a,  // session streams only
+  kMeta = 0x0b,  // 1.1: incremental folders only
 };
 
 // Name used in error messages ("folder-end"), nullptr for an unknown type.
@@ -38,7 +39,8 @@ uint32_t MaxPayload(uint8_t type);
 
 inline constexpr size_t kMessagePayloadSize = 73;    // message and link records, version 1.0
 inline constexpr size_t kHeldPayloadSize = kMessagePayloadSize + 32;  // + sha256
-inline constexpr size_t kFolderEndPayloadSize = 24;
+inline constexpr size_t kFolderEndPayloadSize = 24;      // version 1.0
+inline constexpr size_t kSummarySize = 36;               // 1.1 folder-end summary fields
 inline constexpr size_t kTrailerPayloadSize = 64;
 inline constexpr size_t kTrailerDigestOffset = 48;
 
@@ -64,11 +66,12 @@ struct PayloadError {
 };
 void ParseHeaderPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, StreamHeader* h);
 void ParseUserPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, UserRecord* u);
-void ParseFolderPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, FolderRecord* f);
+// `minor`: the stream's minor version; fields added after it are absent from the payload (zero).
+void ParseFolderPayload(const uint8_t* p, size_t n, uint16_t minor, bool skip_unknown_tail, FolderRecord* f);
 void ParseMessagePayload(const uint8_t* p, size_t n, bool skip_unknown_tail, MessageRecord* m);
 void ParseHeldPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, HeldRecord* h);
 void ParseMessageEndPayload(const uint8_t* p, size_t n, bool skip_unknown_tail);
-void ParseFolderEndPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, FolderEnd* e);
+void ParseFolderEndPayload(const uint8_t* p, size_t n, uint16_t minor, bool skip_unknown_tail, FolderEnd* e);
 void ParseTrailerPayload(const uint8_t* p, size_t n, bool skip_unknown_tail, Trailer* t);
 
 }  // namespace storemove::format::wire

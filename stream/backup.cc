@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <deque>
 #include <set>
 
 #include "relinker/relinker.h"
@@ -19,6 +20,10 @@ namespace storemove::stream {
 namespace {
 
 constexpr size_t kReadChunk = 1 << 20;
+constexpr size_t kDefaultQueryAhead = 32;
+// Snapshots taken ahead hold at most about this many messages (~100 bytes each) besides the
+// folder being written, whatever query_ahead says: memory stays bounded by big folders too.
+constexpr size_t kMaxMessagesAhead = size_t{1} << 17;
 
 class BackupSession {
  public:
@@ -30,7 +35,8 @@ class BackupSession {
         folder_paths_kept_(options.folder_paths_kept ? options.folder_paths_kept : kDefaultFolderPathsKept),
         digests_(options.sent_contents_capacity ? options.sent_contents_capacity : SentContents::kDefaultCapacity),
         link_window_(options.link_window ? std::min(options.link_window, format::kLinkCheckWindow)
-                                         : format::kLinkCheckWindow) {}
+                                         : format::kLinkCheckWindow),
+        query_ahead_(options.query_ahead ? options.query_ahead : kDefaultQueryAhead) {}
 
   SessionReport Run() {
     std::string groups_file = options_.groups_file.empty() ? store_.root() + "/config/backup-groups.conf"
@@ -65,9 +71,10 @@ class BackupSession {
       for (store::FolderInfo& f : store_.ListFolders(user.user))
         if (selection.WantsFolder(user, f.folder)) folders.push_back(std::move(f));
       if (folders.empty()) return;
-      WriteUser(user);
-      for (const store::FolderInfo& f : folders) WriteFolder(f);
+      queue_.push_back(Pending{user, nullptr});
+      for (const store::FolderInfo& f : folders) Enqueue(f);
     });
+    while (!queue_.empty()) WriteFront();
     encoder_.Finish();
     progress_.Finish();
     report_.seconds = progress_.seconds();
@@ -88,15 +95,75 @@ class BackupSession {
     ++report_.users;
   }
 
-  void WriteFolder(const store::FolderInfo& info) {
+  // A folder read ahead of its data: its snapshot, and the questions asked about it.
+  struct Ahead {
     std::unique_ptr<store::Folder> folder;
+    store::FolderSnapshot snap;
+    uint64_t since = 0;  // incremental from this modseq; 0 = complete
+    std::vector<std::pair<uint64_t, std::vector<std::pair<Digest, uint64_t>>>> asked;  // ticket, contents
+    std::set<std::pair<Digest, uint64_t>> has;  // answers already in (query_ahead 1)
+  };
+  // The stream's order: a user record, then that user's folders (each with its snapshot).
+  struct Pending {
+    std::optional<store::UserInfo> user;
+    std::unique_ptr<Ahead> folder;
+  };
+
+  // Takes the folder's snapshot now and asks the receiver about its contents, so the answer
+  // travels while earlier folders are written: no round trip per folder (docs/transport.md).
+  void Enqueue(const store::FolderInfo& info) {
+    auto ahead = std::make_unique<Ahead>();
     try {
-      folder = store_.OpenFolder(info.user, info.folder);
+      ahead->folder = store_.OpenFolder(info.user, info.folder);
     } catch (const Error& e) {
       if (e.code() != Errc::kNotFound) throw;
       return;  // deleted since the listing
     }
-    store::FolderSnapshot snap = folder->Snapshot();
+    ahead->snap = ahead->folder->Snapshot();
+    const store::FolderInfo& now = ahead->snap.info;
+    if (options_.since_modseq) {
+      auto it = options_.since_modseq->find(now.Mailbox());
+      // A receiver "ahead" of the source (a folder recreated, or an index from before modseqs)
+      // gets the folder complete.
+      if (it != options_.since_modseq->end() && it->second != 0 && it->second <= now.highest_modseq)
+        ahead->since = it->second;
+    }
+    const bool unchanged = ahead->since != 0 && ahead->since == now.highest_modseq;
+    if (unchanged && options_.skip_unchanged) {
+      if (options_.on_folder) options_.on_folder(now.Mailbox(), now.highest_modseq);
+      return;
+    }
+    if (options_.oracle && !options_.manifest && !unchanged) Ask(*ahead);
+    queued_messages_ += ahead->snap.messages.size();
+    ++queued_folders_;
+    queue_.push_back(Pending{std::nullopt, std::move(ahead)});
+    while (queued_folders_ >= query_ahead_ || (queued_folders_ > 1 && queued_messages_ > kMaxMessagesAhead))
+      WriteFront();
+  }
+
+  // Writes the queue's first entry; a folder is written only once its questions are answered.
+  void WriteFront() {
+    Pending p = std::move(queue_.front());
+    queue_.pop_front();
+    if (p.user) {
+      WriteUser(*p.user);
+      return;
+    }
+    --queued_folders_;
+    queued_messages_ -= p.folder->snap.messages.size();
+    WriteFolder(*p.folder);
+  }
+
+  // Whether a message of this folder goes as data (message, link or held record) or, in an
+  // incremental folder, as a meta record (the receiver holds it; at most its flags changed).
+  bool SendsData(const Ahead& a, const store::MessageMeta& m) const {
+    if (a.since) return m.modseq > a.since;
+    return !(options_.since && m.save_time < options_.since);
+  }
+
+  void WriteFolder(Ahead& a) {
+    store::Folder& folder = *a.folder;
+    const store::FolderSnapshot& snap = a.snap;
     format::FolderRecord r;
     r.user = snap.info.user;
     r.folder = snap.info.folder;
@@ -110,19 +177,37 @@ class BackupSession {
     r.acl = snap.info.acl;
     r.user_flag_names = snap.info.user_flag_names;
     r.peruser = store_.PerUser(snap.info.Mailbox());
+    r.modseq = snap.info.highest_modseq;
+    r.since_modseq = a.since;
     encoder_.WriteFolder(r);
     ++report_.folders;
     const uint32_t folder_index = folders_seen_++;
     if (folder_paths_.size() < folder_paths_kept_)
-      folder_paths_.push_back(folder->path());
+      folder_paths_.push_back(folder.path());
     else
-      folder_paths_[folder_index % folder_paths_kept_] = folder->path();
-    if (options_.oracle && !options_.manifest) AskReceiver(snap);
-    for (const store::MessageMeta& m : snap.messages) {
-      if (options_.since && m.save_time < options_.since) continue;
-      WriteMessage(*folder, folder_index, m);
+      folder_paths_[folder_index % folder_paths_kept_] = folder.path();
+    receiver_has_ = std::move(a.has);
+    for (auto& [ticket, contents] : a.asked) {
+      std::vector<bool> have = options_.oracle->Answer(ticket);
+      for (size_t i = 0; i < contents.size() && i < have.size(); ++i)
+        if (have[i]) receiver_has_.insert(contents[i]);
     }
-    encoder_.EndFolder();
+    if (!r.unchanged()) {
+      for (const store::MessageMeta& m : snap.messages) {
+        if (SendsData(a, m)) {
+          WriteMessage(folder, folder_index, m);
+        } else if (a.since) {
+          encoder_.WriteMeta(ToRecord(m));
+          ++report_.metas;
+        }
+      }
+    }
+    if (options_.summaries)
+      encoder_.EndFolder(ToField(store::Summarize(snap)));
+    else
+      encoder_.EndFolder();
+    receiver_has_.clear();
+    if (options_.on_folder) options_.on_folder(snap.info.Mailbox(), snap.info.highest_modseq);
   }
 
   void ReportError(const store::Folder& folder, const store::MessageMeta& m, const std::string& what) {
@@ -234,26 +319,33 @@ class BackupSession {
     return true;
   }
 
-  // Which of this folder's contents, not yet sent in this stream, the receiver already holds.
-  void AskReceiver(const store::FolderSnapshot& snap) {
-    receiver_has_.clear();
+  // Asks which of this folder's contents, not yet sent in this stream, the receiver already
+  // holds. The stream is not flushed first: the receiver answers a QUERY when it arrives, from
+  // its repository, whatever it has restored so far. Content sent earlier in this stream goes as
+  // a link anyway, so a question asked before that content was sent costs nothing.
+  void Ask(Ahead& a) {
     std::vector<std::pair<Digest, uint64_t>> ask;
     std::set<std::pair<Digest, uint64_t>> asked;
-    auto flush = [&] {
+    auto send = [&] {
       if (ask.empty()) return;
-      encoder_.Flush();  // the receiver answers once it has read everything before the question
-      std::vector<bool> have = options_.oracle->Answer(options_.oracle->Ask(snap.info.user, snap.info.partition, ask));
-      for (size_t i = 0; i < ask.size() && i < have.size(); ++i)
-        if (have[i]) receiver_has_.insert(ask[i]);
+      uint64_t ticket = options_.oracle->Ask(a.snap.info.user, a.snap.info.partition, ask);
+      if (query_ahead_ == 1) {
+        // One question at a time (a receiver that answers in stream order): answered at once.
+        std::vector<bool> have = options_.oracle->Answer(ticket);
+        for (size_t i = 0; i < ask.size() && i < have.size(); ++i)
+          if (have[i]) a.has.insert(ask[i]);
+      } else {
+        a.asked.emplace_back(ticket, ask);
+      }
       ask.clear();
     };
-    for (const store::MessageMeta& m : snap.messages) {
-      if (options_.since && m.save_time < options_.since) continue;
+    for (const store::MessageMeta& m : a.snap.messages) {
+      if (!SendsData(a, m)) continue;
       if (digests_.Find(m.digest) || !asked.insert({m.digest, m.size}).second) continue;
       ask.emplace_back(m.digest, m.size);
-      if (ask.size() == kMaxOracleBatch) flush();
+      if (ask.size() == kMaxOracleBatch) send();
     }
-    flush();
+    send();
   }
 
   // Content the receiver holds: read to check the recorded digest and to compute the SHA-256
@@ -310,6 +402,9 @@ class BackupSession {
   uint32_t folders_seen_ = 0;
   SentContents digests_;
   uint64_t link_window_;  // links name one of the last link_window_ contents
+  size_t query_ahead_;    // folders asked about before their data is written
+  std::deque<Pending> queue_;
+  size_t queued_folders_ = 0, queued_messages_ = 0;
   uint64_t last_content_id_ = 0;
   std::string buf_;
   std::set<std::pair<Digest, uint64_t>> receiver_has_;  // the open folder's contents the receiver holds

@@ -34,4 +34,14 @@ inline store::MessageMeta ToMeta(const format::MessageRecord& r) {
   return m;
 }
 
+inline format::FolderSummaryField ToField(const store::FolderSummary& s) {
+  format::FolderSummaryField f;
+  f.count = s.count;
+  f.uidvalidity = s.uidvalidity;
+  f.uidnext = s.uidnext;
+  f.bytes = s.bytes;
+  f.digest = s.digest;
+  return f;
+}
+
 }  // namespace storemove::stream

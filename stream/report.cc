@@ -19,6 +19,9 @@ std::string SessionReport::Summary(const std::string& verb) const {
   if (skipped || linked) out += ", " + std::to_string(skipped) + " already present, " + std::to_string(linked) + " hard-linked";
   if (repaired) out += ", " + std::to_string(repaired) + " lost files repaired";
   if (held) out += ", " + std::to_string(held) + " held (the receiver had the bytes)";
+  if (metas) out += ", " + std::to_string(metas) + " unchanged messages (meta records)";
+  if (expunged) out += ", " + std::to_string(expunged) + " expunged";
+  if (!unsettled.empty()) out += ", " + std::to_string(unsettled.size()) + " mailboxes unsettled";
   if (errors) out += ", " + std::to_string(errors) + " ERRORS";
   return out;
 }
@@ -29,7 +32,8 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"links", links},          {"message_bytes", message_bytes},
                       {"body_bytes", body_bytes}, {"stream_bytes", stream_bytes},
                       {"already_present", skipped}, {"hard_linked", linked}, {"held", held},
-                      {"repaired", repaired},
+                      {"repaired", repaired},    {"metas", metas},
+                      {"expunged", expunged},    {"unsettled", unsettled},
                       {"errors", errors},        {"error_lines", error_lines},
                       {"seconds", seconds}};
   return j.dump();

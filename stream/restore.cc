@@ -108,10 +108,7 @@ class RestoreSession {
           NewContent();  // a held record takes a content id too
           Guard([&] { OnHeld(decoder_.held()); });
           break;
-        case Event::kMeta:
-          // The decoder does not produce meta records yet (format 1.1 work in progress).
-          Guard([&] { Throw(Errc::kCorrupt, "stream: meta records are not supported by this restore"); });
-          break;
+        case Event::kMeta: Guard([&] { OnMeta(decoder_.meta()); }); break;
         case Event::kFolderEnd: Guard([&] { OnFolderEnd(); }); skipping_ = false; break;
         case Event::kEnd:
           Finish();
@@ -207,7 +204,11 @@ class RestoreSession {
     folder_record_ = r;
     if (toc_)
       *toc_ << "mailbox " << current_mailbox_ << " uidvalidity " << r.uidvalidity << " uidnext " << r.uidnext
-            << " messages " << r.count << " bytes " << r.bytes << "\n";
+            << " messages " << r.count << " bytes " << r.bytes
+            << (r.unchanged() ? " unchanged" : r.since_modseq ? " changed since modseq " + std::to_string(r.since_modseq) : "")
+            << "\n";
+    source_mailbox_ = "user/" + r.user + "/" + r.folder;
+    unsettled_marked_ = false;
     if (!store_) return;
     store::ValidateUserId(user_);
     store::ValidateFolderName(r.folder);
@@ -224,6 +225,13 @@ class RestoreSession {
       existing = store_->FindFolder(user_, folder_name_);
     }
     present_.clear();
+    // An incremental or unchanged block describes changes to the folder the receiver holds
+    // (docs/stream-format.md §13): without that folder (same uidvalidity) it does not settle it.
+    const bool mergeable = existing && existing->uidvalidity == r.uidvalidity && !options_.skip_existing_check;
+    if (r.since_modseq != 0 && !mergeable) {
+      MarkUnsettled();
+      if (r.unchanged()) return;  // nothing to apply; the folder stays as it is (or absent)
+    }
     if (!existing) {
       mode_ = Mode::kNew;
       folder_ = store_->CreateUnpublishedFolder(user_, folder_name_, r.uidvalidity);
@@ -574,6 +582,65 @@ class RestoreSession {
     return UniqueFd();
   }
 
+  // A message of an incremental folder that the sender says this side holds unchanged in
+  // content: only its flags are applied, after checking UID, digest and size against store.idx
+  // (no file is read). Anything else leaves the mailbox unsettled for the next pass.
+  void OnMeta(const format::MetaRecord& r) {
+    if (toc_) *toc_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags) << " meta " << r.digest.Hex() << "\n";
+    ++report_.metas;
+    if (!store_ || decoder_.header().kind == format::StreamKind::kManifest || !folder_) return;
+    if (mode_ != Mode::kMerge) {
+      MarkUnsettled();
+      return;
+    }
+    in_stream_.insert(r.uid);  // part of the source folder: not expunged by --mirror
+    auto it = present_.find(r.uid);
+    if (it == present_.end() || it->second.digest != r.digest || it->second.size != r.size) {
+      MarkUnsettled();
+      return;
+    }
+    const uint64_t user_flags = MapUserFlags(r.user_flags);
+    if (it->second.flags != r.flags || it->second.user_flags != user_flags) {
+      Commit();  // pending appends first, as for any flag change
+      folder_->SetFlags(r.uid, r.flags, user_flags);
+    }
+  }
+
+  void MarkUnsettled() {
+    if (unsettled_marked_) return;
+    unsettled_marked_ = true;
+    report_.unsettled.push_back(source_mailbox_);
+  }
+
+  // After the folder's block is applied: the destination folder against the source's summary.
+  void CheckSummary() {
+    const format::FolderEnd& end = decoder_.folder_end();
+    if (!end.has_summary) return;
+    std::string what;
+    if (!folder_) {
+      what = "the destination has no folder with uidvalidity " + std::to_string(folder_record_.uidvalidity);
+    } else {
+      const format::FolderSummaryField mine = ToField(store::Summarize(folder_->Snapshot()));
+      const format::FolderSummaryField& source = end.summary;
+      auto field = [&](const char* name, uint64_t have, uint64_t want) {
+        if (have == want) return;
+        what += (what.empty() ? "" : ", ") + std::string(name) + " " + std::to_string(have) + " (source " +
+                std::to_string(want) + ")";
+      };
+      field("count", mine.count, source.count);
+      field("uidvalidity", mine.uidvalidity, source.uidvalidity);
+      field("uidnext", mine.uidnext, source.uidnext);
+      field("bytes", mine.bytes, source.bytes);
+      if (mine.digest != source.digest)
+        what += (what.empty() ? "" : ", ") + std::string("digest ") + mine.digest.Hex() + " (source " +
+                source.digest.Hex() + ")";
+    }
+    if (what.empty()) return;
+    if (options_.strict_summaries)
+      Throw(Errc::kCorrupt, current_mailbox_ + ": summary differs from the source: " + what);
+    MarkUnsettled();
+  }
+
   // A message whose body the sender did not send because this side holds it: linked to the
   // repository entry only once the entry's SHA-256 equals the sender's (an XXH3 match proves
   // nothing). A failed proof is reported; the message is not restored.
@@ -741,9 +808,14 @@ class RestoreSession {
   }
 
   void OnFolderEnd() {
-    if (!store_ || !folder_) return;
+    if (!store_) return;
+    if (!folder_) {
+      CheckSummary();  // an unchanged block for a folder this side lacks
+      return;
+    }
     Commit();
-    if (options_.mirror && mode_ == Mode::kMerge && decoder_.header().since == 0) {
+    // An incremental block names every message of the source folder; an unchanged one none.
+    if (options_.mirror && mode_ == Mode::kMerge && decoder_.header().since == 0 && !folder_record_.unchanged()) {
       std::vector<uint32_t> gone;
       for (const auto& [uid, meta] : present_)
         if (!in_stream_.count(uid)) gone.push_back(uid);
@@ -756,6 +828,7 @@ class RestoreSession {
     if (!folder_record_.acl.empty()) store_->SetAcl(user_, folder_name_, folder_record_.acl);
     std::string mailbox = "user/" + user_ + "/" + folder_name_;
     for (const auto& [reader, data] : folder_record_.peruser) store_->SetPerUser(mailbox, MapUser(reader), data);
+    CheckSummary();
     folder_.reset();
   }
 
@@ -812,6 +885,8 @@ class RestoreSession {
 
   // The open folder.
   std::string user_, folder_name_, current_mailbox_;
+  std::string source_mailbox_;     // user/U/F as the stream names it (what `unsettled` lists)
+  bool unsettled_marked_ = false;  // the open folder is in report_.unsettled already
   format::FolderRecord folder_record_;
   Mode mode_ = Mode::kNew;
   std::unique_ptr<store::Folder> folder_;

@@ -102,7 +102,11 @@ struct BackupOptions {
   bool summaries = false;
   // Told, for every folder written (or skipped as unchanged), the modseq its snapshot had.
   std::function<void(const std::string& mailbox, uint64_t modseq)> on_folder;
-  // Folders whose QUERY is sent ahead of their data (pipelining); 0 = the default (32).
+  // Folders whose QUERY is sent ahead of their data (pipelining); 0 = the default (32). Each
+  // folder's snapshot is taken when its question is asked (at most ~131,072 messages of
+  // snapshots are held ahead, whatever this says). 1 = stop-and-wait: each question answered
+  // as soon as it is asked, before the folder's data (for a receiver that answers QUERYs only
+  // in stream order). The stream is never flushed to ask.
   size_t query_ahead = 0;
 };
 
@@ -118,8 +122,10 @@ struct SessionReport {
   uint64_t repaired = 0;       // restore: listed messages whose lost file the stream put back
   uint64_t metas = 0;          // meta records sent / applied (incremental folders)
   // Restore: mailboxes that do not (yet) equal the source: summary differs, or a meta record
-  // named a message the destination lacks. Without strict_summaries this is not an error: the
-  // next pass sends those folders complete.
+  // named a message the destination lacks, or an incremental/unchanged block named a folder it
+  // lacks (or holds with another uidvalidity). Without strict_summaries this is not an error:
+  // the next pass sends those folders complete. Named as in the stream ("user/U/F" of the
+  // source, before any user map), so the sender can drop them from since_modseq.
   std::vector<std::string> unsettled;
   uint64_t errors = 0;
   double seconds = 0;

@@ -191,6 +191,10 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
       }
       case Event::kFolder: {
         const format::FolderRecord& r = manifest.folder();
+        // An unchanged folder lists no messages: only a complete block describes the folder.
+        if (r.unchanged())
+          Throw(Errc::kInvalidArgument, "verify: the manifest's folder user/" + r.user + "/" + r.folder +
+                                            " is an unchanged block (no messages); a complete manifest is needed");
         folder = SourceFolder{};
         folder.info.user = r.user;
         folder.info.folder = r.folder;

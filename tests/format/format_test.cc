@@ -177,7 +177,7 @@ TEST(FormatRoundTrip, DecoderAcceptsAnyChunking) {
 
 // The bytes of a minimal stream written from docs/stream-format.md alone.
 TEST(FormatLayout, MinimalStreamMatchesTheDocument) {
-  std::string doc("\x89SMV\r\n\x1a\n\x01\x00\x00\x00", 12);
+  std::string doc("\x89SMV\r\n\x1a\n\x01\x00\x01\x00", 12);
   std::string header;
   AppendU8(&header, 1);          // kind: manifest
   AppendU64(&header, 1000);      // created
@@ -246,7 +246,7 @@ TEST(FormatLayout, DocumentExample) {
       bytes.push_back(static_cast<char>(std::stoi(token, nullptr, 16)));
     }
   }
-  ASSERT_EQ(bytes.size(), 343u);
+  ASSERT_EQ(bytes.size(), 404u);
 
   StringSink sink;
   Encoder e(sink);
@@ -264,6 +264,7 @@ TEST(FormatLayout, DocumentExample) {
   f.uidnext = 2;
   f.count = 1;
   f.bytes = 3;
+  f.modseq = 9;
   e.WriteFolder(f);
   MessageRecord m;
   m.uid = 1;
@@ -669,8 +670,10 @@ TEST(FormatGrammar, RecordsOutOfPlaceAreRejected) {
   EXPECT_TRUE(Contains(CorruptError(without(kFolderType, 0)), "message record not allowed outside a folder"));
   {
     Framed g = f;
-    g.frames.insert(g.frames.begin() + 3, {0x0b, "x"});
-    EXPECT_TRUE(Contains(CorruptError(Join(g)), "unknown record type 0x0b at record 3"));
+    g.frames.insert(g.frames.begin() + 3, {0x0c, "x"});
+    EXPECT_TRUE(Contains(CorruptError(Join(g)), "unknown record type 0x0c at record 3"));
+    g.frames[3].type = 0x0b;  // meta (1.1): known, but only in an incremental folder
+    EXPECT_TRUE(Contains(CorruptError(Join(g)), "meta record in folder joe/INBOX, which is not incremental at record 3"));
     g.frames[3].type = 0x00;
     EXPECT_TRUE(Contains(CorruptError(Join(g)), "unknown record type 0x00"));
   }
@@ -783,7 +786,7 @@ TEST(FormatEncoder, MisuseIsRejectedWithoutDamagingTheStream) {
   EXPECT_TRUE(Contains(InvalidArgument([&] { e.WriteUser(s.users[0]); }), "WriteUser() not allowed before WriteHeader()"));
   StreamHeader newer = s.header;
   newer.version_minor = kVersionMinor + 1;
-  EXPECT_TRUE(Contains(InvalidArgument([&] { e.WriteHeader(newer); }), "can only write version 1.0"));
+  EXPECT_TRUE(Contains(InvalidArgument([&] { e.WriteHeader(newer); }), "can only write version 1.1"));
   e.WriteHeader(s.header);
   EXPECT_TRUE(Contains(InvalidArgument([&] { e.WriteHeader(s.header); }), "WriteHeader() called twice"));
   EXPECT_TRUE(Contains(InvalidArgument([&] { e.BeginMessage(s.messages[0]); }), "outside a folder"));

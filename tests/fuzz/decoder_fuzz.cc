@@ -36,7 +36,7 @@ class ChunkedSource final : public sf::ByteSource {
 };
 
 struct Counts {
-  uint64_t users = 0, folders = 0, messages = 0, links = 0, body_bytes = 0;
+  uint64_t users = 0, folders = 0, messages = 0, links = 0, body_bytes = 0, metas = 0;
 };
 
 // Decodes everything `source` yields, re-encoding as it goes; returns the trailer when accepted.
@@ -66,7 +66,14 @@ std::optional<sf::Trailer> DecodeAll(sf::ByteSource& source, bool reencode, std:
       switch (event) {
         case sf::Decoder::Event::kHeader:
           manifest = decoder.header().kind == sf::StreamKind::kManifest;
-          enc([&](sf::Encoder& e) { e.WriteHeader(decoder.header()); });
+          // The encoder writes only its own version: an older stream (1.0) re-encodes as the
+          // current one, its 1.1 fields zero.
+          enc([&](sf::Encoder& e) {
+            sf::StreamHeader h = decoder.header();
+            h.version_major = sf::kVersionMajor;
+            h.version_minor = sf::kVersionMinor;
+            e.WriteHeader(h);
+          });
           break;
         case sf::Decoder::Event::kUser:
           ++seen.users;
@@ -76,6 +83,7 @@ std::optional<sf::Trailer> DecodeAll(sf::ByteSource& source, bool reencode, std:
           ++seen.folders;
           in_folder = {};
           FUZZ_CHECK(decoder.folder().user_flag_names.size() <= sf::kMaxUserFlagNames);
+          FUZZ_CHECK(decoder.folder().since_modseq <= decoder.folder().modseq);
           enc([&](sf::Encoder& e) { e.WriteFolder(decoder.folder()); });
           break;
         case sf::Decoder::Event::kMessage:
@@ -112,13 +120,22 @@ std::optional<sf::Trailer> DecodeAll(sf::ByteSource& source, bool reencode, std:
           break;
         case sf::Decoder::Event::kMeta:
           FUZZ_CHECK(decoder.folder().since_modseq != 0 && !decoder.folder().unchanged());
+          FUZZ_CHECK(decoder.meta().content_id == 0);
+          ++in_folder.metas;
           enc([&](sf::Encoder& e) { e.WriteMeta(decoder.meta()); });
           break;
         case sf::Decoder::Event::kFolderEnd:
           FUZZ_CHECK(decoder.folder_end().messages == in_folder.messages);
           FUZZ_CHECK(decoder.folder_end().links == in_folder.links);
           FUZZ_CHECK(decoder.folder_end().bytes == in_folder.body_bytes);
-          enc([&](sf::Encoder& e) { e.EndFolder(); });
+          FUZZ_CHECK(decoder.folder_end().metas == in_folder.metas);
+          FUZZ_CHECK(!decoder.folder().unchanged() || in_folder.messages + in_folder.links + in_folder.metas == 0);
+          enc([&](sf::Encoder& e) {
+            if (decoder.folder_end().has_summary)
+              e.EndFolder(decoder.folder_end().summary);
+            else
+              e.EndFolder();
+          });
           break;
         case sf::Decoder::Event::kEnd: {
           const sf::Trailer& t = decoder.trailer();
