@@ -222,7 +222,14 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     throw;
   }
   batch.clear();
-  store_->AddQuotaUsed(user_, static_cast<int64_t>(added_bytes));
+  // The messages are committed (the index append above): a failing quota update must not make
+  // the caller believe otherwise (deliver would exit non-zero and the MTA deliver it twice).
+  // Usage left short is corrected by Store::RecomputeQuota (run by every restore of the user).
+  try {
+    store_->AddQuotaUsed(user_, static_cast<int64_t>(added_bytes));
+  } catch (const Error& e) {
+    if (e.code() != Errc::kTempFail && e.code() != Errc::kDatabase) throw;
+  }
   return uids;
 }
 

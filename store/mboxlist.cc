@@ -43,7 +43,10 @@ constexpr size_t kScanBatch = 512;
   if (!db_message_.empty()) msg += " (" + db_message_ + ")";
   db_message_.clear();
   if (ret == DB_RUNRECOVERY) msg += " (another process died; reopen the store to recover)";
-  if (Retryable(ret)) Throw(Errc::kTempFail, msg);
+  // A panic means another process ran recovery after one died: nothing of this operation was
+  // committed and a new process will succeed, so it is temporary (deliver exits 75 and the MTA
+  // retries, instead of bouncing a message for another process's crash).
+  if (Retryable(ret) || ret == DB_RUNRECOVERY) Throw(Errc::kTempFail, msg);
   Throw(Errc::kDatabase, msg);
 }
 

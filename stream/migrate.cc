@@ -418,7 +418,7 @@ class Migration {
 
   // Every user's status in one transaction under their delivery gates.
   void SetStatuses(const std::vector<std::string>& users, const store::UserStatus& status) {
-    for (const std::string& u : users) source_.SetUserStatus(u, status);  // MERGE: SetUsersStatus
+    source_.SetUsersStatus(users, status);
   }
 
   void DeleteVerified(const std::set<std::string>& users) {

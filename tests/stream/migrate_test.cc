@@ -21,6 +21,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "store/generate.h"
 #include "stream/migrate.h"
@@ -331,8 +332,9 @@ TEST(MigrateIncremental, ChangesBetweenPassesTravelAsDeltasAndTheHeldPassCarries
   ASSERT_TRUE(report.ok()) << report.Text();
   ASSERT_EQ(changes_made, 1);
   const GroupReport& g = report.groups.at(0);
-  // copy, the pass with the changes, a pass that finds nothing, the held final pass.
-  ASSERT_EQ(g.pass_messages, (std::vector<uint64_t>{total, 5, 0, 0})) << report.Text();
+  // copy, the pass with the changes (5 new messages and the flagged one, whose content the
+  // destination proves it holds), a pass that finds nothing, the held final pass.
+  EXPECT_EQ(g.pass_messages, (std::vector<uint64_t>{total, 6, 0, 0})) << report.Text();
   EXPECT_EQ(g.passes, 4);
   EXPECT_GT(g.hold_seconds, 0);
   EXPECT_LT(g.hold_seconds, g.times.copy + g.times.catch_up + g.times.final_pass + g.times.switch_over + 1);
@@ -848,6 +850,10 @@ TEST(MigrateChaos, KillNineOfClientOrServerAtRandomPointsThenRerunsLoseNothing) 
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
   std::vector<std::string> users;
   src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  // Closed while processes are killed: Berkeley DB recovery, run by the next process after one
+  // died, invalidates every handle open meanwhile (reopened at the end).
+  src.reset();
+  dst.reset();
   const unsigned seed = std::random_device{}();
   RecordProperty("seed", std::to_string(seed));
   std::mt19937 random(seed);
@@ -870,7 +876,12 @@ TEST(MigrateChaos, KillNineOfClientOrServerAtRandomPointsThenRerunsLoseNothing) 
         auto [status, err] = RunDeliver(tmp / "src", d.user, d.bytes, scratch);
         if (status == 0) break;
         if (status == 75 && err.find("has moved to 127.0.0.1") != std::string::npos) {
-          auto [s2, e2] = RunDeliver(tmp / "dst", d.user, d.bytes, scratch);
+          int s2 = 75;
+          std::string e2;
+          for (int retry = 0; s2 == 75 && retry < 500; ++retry) {
+            std::tie(s2, e2) = RunDeliver(tmp / "dst", d.user, d.bytes, scratch);
+            if (s2 == 75) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // an MTA's retry interval
+          }
           if (s2 != 0) {
             ADD_FAILURE() << "destination refused: " << e2;
             ++failures;
@@ -932,6 +943,10 @@ TEST(MigrateChaos, KillNineOfClientOrServerAtRandomPointsThenRerunsLoseNothing) 
   mta2.join();
   ASSERT_EQ(exit_status, 0) << "the migration never completed";
   RecordProperty("kills", kills);
+  proxy.reset();
+  serve.reset();
+  src = store::Store::Open(tmp / "src");
+  dst = store::Store::Open(tmp / "dst");
   EXPECT_EQ(failures, 0);
   EXPECT_EQ(acknowledged, kMessages);
   src->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.ToString(), "moved:127.0.0.1") << u.user; });
