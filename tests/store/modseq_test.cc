@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 
+#include "store/admin.h"
 #include "store/index.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
@@ -247,6 +248,29 @@ TEST(Modseq, A10IndexIsReadAndUpgradedInPlaceByTheFirstWrite) {
     // store.exp goes to 1.1 when an expunge writes it.
     if (std::string(op.name) == "expunge") { EXPECT_EQ(MinorOf(f->path() + "/store.exp"), 1u); }
     EXPECT_EQ(CheckedH(*store, *f), 1u);
+  }
+}
+
+// A partition move keeps the mailbox and its contents: HIGHESTMODSEQ and the modseqs go with
+// the records (a pass comparing H sees no change), and the new file is 1.1 even from a 1.0 one.
+TEST(Modseq, MovingAUserKeepsModseqs) {
+  for (bool from10 : {false, true}) {
+    SCOPED_TRACE(from10 ? "from 1.0" : "from 1.1");
+    TempDir tmp;
+    auto store = Store::Init(tmp.path(), {"primary", "secondary"});
+    auto f = Fill10(*store);
+    if (!from10) f->SetFlags(1, kDeleted, 0);
+    FolderSnapshot before = f->Snapshot();
+    f.reset();
+    ASSERT_TRUE(MoveUser(*store, "joe", "secondary"));
+    auto moved = store->OpenFolder("joe", "INBOX");
+    ASSERT_NE(moved->path().find("/secondary/"), std::string::npos);
+    FolderSnapshot after = moved->Snapshot();
+    EXPECT_EQ(after.info.highest_modseq, before.info.highest_modseq);
+    EXPECT_EQ(after.messages, before.messages);  // modseqs included
+    EXPECT_EQ(MinorOf(IdxPath(*moved)), 1u);
+    moved->SetFlags(2, kSeen, 0);
+    EXPECT_EQ(CheckedH(*store, *moved), before.info.highest_modseq + 1);
   }
 }
 
