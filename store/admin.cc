@@ -15,7 +15,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -175,21 +174,6 @@ class LockedDir {
   std::string path_;
   UniqueFd fd_;
 };
-
-// Each locked folder keeps a descriptor open: make sure `count` more fit under RLIMIT_NOFILE.
-void EnsureDescriptors(size_t count) {
-  struct rlimit rl;
-  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("getrlimit");
-  rlim_t need = static_cast<rlim_t>(count) + 256;
-  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
-      Throw(Errc::kInvalidArgument, "locking " + std::to_string(count) + " folders at once needs " +
-                                        std::to_string(need) + " open files; the limit is " +
-                                        std::to_string(rl.rlim_max) + " (ulimit -n)");
-    rl.rlim_cur = need;
-    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("setrlimit RLIMIT_NOFILE");
-  }
-}
 
 index::Contents ReadIndex(const LockedDir& dir, bool with_records) {
   const std::string shown = dir.path() + "/store.idx";
@@ -471,7 +455,7 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
   }
   for (const Relocation& r : moves)  // one process locking one directory twice would wait forever
     if (src_paths.count(r.dst_path)) Throw(Errc::kExists, "mailbox " + r.DstKey() + " is one of those being moved");
-  EnsureDescriptors(2 * moves.size());
+  EnsureDescriptors(2 * moves.size(), "locking " + std::to_string(2 * moves.size()) + " folders at once");
 
   for (Relocation& r : moves) {
     r.src = LockedDir::TryOpen(r.src_path);
@@ -786,7 +770,7 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
       d.key = std::move(key);
       doomed.push_back(std::move(d));
     }
-    EnsureDescriptors(doomed.size());
+    EnsureDescriptors(doomed.size(), "locking " + std::to_string(doomed.size()) + " folders at once");
     // With every folder locked nothing can change, so the fingerprint compared with the
     // verification record is exactly what gets deleted.
     FingerprintBuilder builder;

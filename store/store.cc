@@ -328,6 +328,7 @@ void Store::SetUsersStatus(const std::vector<std::string>& users, const UserStat
     if (!info) Throw(Errc::kNoUser, "no such user: " + user);
     partition[user] = info->partition;
   }
+  EnsureDescriptors(distinct.size(), "holding the delivery gates of " + std::to_string(distinct.size()) + " users");
   std::vector<UniqueFd> gates;
   gates.reserve(distinct.size());
   for (const std::string& user : distinct)

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -400,6 +401,19 @@ void WriteAll(int fd, const void* data, size_t size, const std::string& shown) {
     }
     p += n;
     size -= static_cast<size_t>(n);
+  }
+}
+
+void EnsureDescriptors(size_t count, std::string_view what) {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("getrlimit");
+  rlim_t need = static_cast<rlim_t>(count) + 256;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+      Throw(Errc::kInvalidArgument, std::string(what) + " needs " + std::to_string(need) + " open files; the limit is " +
+                                        std::to_string(rl.rlim_max) + " (ulimit -n)");
+    rl.rlim_cur = need;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("setrlimit RLIMIT_NOFILE");
   }
 }
 

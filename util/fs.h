@@ -60,6 +60,10 @@ size_t ReadSome(int fd, void* data, size_t size, const std::string& shown);
 std::string ReadFile(const std::string& path);
 // Writes a whole file through a temporary name + fsync + rename in the same directory.
 void WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0644);
+// Makes sure `count` more descriptors fit under RLIMIT_NOFILE (raising the soft limit up to the
+// hard one) for a caller that holds one per locked folder or user; kInvalidArgument naming
+// `what` when the hard limit is too low.
+void EnsureDescriptors(size_t count, std::string_view what);
 
 void Fsync(int fd, const std::string& shown);
 void FsyncPath(const std::string& dir);

@@ -2,6 +2,7 @@
 // gate (migrate's hold and switch of a group). Events are ordered by watching the kernel's lock
 // table (/proc/locks shows a blocked flock as "->"), never by sleeping.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -153,6 +154,27 @@ TEST(SetUsersStatus, WaitsForDeliveriesInFlightAndDefersTheOnesThatCome) {
   EXPECT_EQ(WEXITSTATUS(child_status), 75) << ReadFile(err);
   EXPECT_NE(ReadFile(err).find("on hold"), std::string::npos) << ReadFile(err);
   EXPECT_EQ(Count(*store, "amy"), 0u);
+}
+
+// A group bigger than the soft descriptor limit (one gate descriptor per user): the limit is
+// raised as far as the hard limit allows rather than failing with EMFILE halfway.
+TEST(SetUsersStatus, AGroupLargerThanTheSoftDescriptorLimit) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {"primary"});
+  std::vector<std::string> users;
+  for (int i = 0; i < 400; ++i) {
+    users.push_back("user" + std::to_string(i));
+    store->CreateUser(users.back(), {}, /*with_inbox=*/false);
+  }
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  if (saved.rlim_max != RLIM_INFINITY && saved.rlim_max < 1000) GTEST_SKIP() << "hard RLIMIT_NOFILE below 1000";
+  struct rlimit low = saved;
+  low.rlim_cur = 300;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  store->SetUsersStatus(users, UserStatus{UserState::kHold, ""});
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  for (const std::string& u : users) ASSERT_EQ(store->FindUser(u)->status.state, UserState::kHold) << u;
 }
 
 // Overlapping lists in opposite orders, and single-user calls, from several threads at once:
