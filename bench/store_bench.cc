@@ -53,6 +53,28 @@ void BM_FolderSnapshot(benchmark::State& state) {
 }
 BENCHMARK(BM_FolderSnapshot)->ArgName("messages")->Arg(100)->Arg(1000)->Arg(10000);
 
+// The folder summary (store::Summarize) migrate compares during the hold, from a snapshot
+// already taken; every fourth message carries two of three user flags.
+void BM_FolderSummarize(benchmark::State& state) {
+  store::FolderSnapshot snap = Snapshots().FolderOf(state.range(0)).Snapshot();
+  snap.info.user_flag_names = {"$Junk", "work", "$Forwarded"};
+  for (size_t i = 0; i < snap.messages.size(); i += 4) snap.messages[i].user_flags = 0b101;
+  for (auto _ : state) benchmark::DoNotOptimize(store::Summarize(snap));
+  state.SetItemsProcessed(int64_t(state.iterations()) * state.range(0));
+}
+BENCHMARK(BM_FolderSummarize)->ArgName("messages")->Arg(100)->Arg(1000)->Arg(10000);
+
+// One flag change (a new modseq: header, then the record) in a folder of N messages.
+void BM_FolderSetFlags(benchmark::State& state) {
+  store::Folder& folder = Snapshots().FolderOf(state.range(0));
+  uint8_t flags = 0;
+  for (auto _ : state) {
+    flags ^= store::kSeen;
+    folder.SetFlags(1, flags, 0);
+  }
+}
+BENCHMARK(BM_FolderSetFlags)->ArgName("messages")->Arg(100)->Arg(10000);
+
 // Making a batch of staged 2 KiB messages visible: renames, the index append, the quota update.
 // Staging happens outside the timed region.
 void BM_FolderCommit(benchmark::State& state) {
