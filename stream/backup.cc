@@ -112,6 +112,15 @@ class BackupSession {
   // Takes the folder's snapshot now and asks the receiver about its contents, so the answer
   // travels while earlier folders are written: no round trip per folder (docs/transport.md).
   void Enqueue(const store::FolderInfo& info) {
+    if (options_.since_modseq && options_.skip_unchanged) {
+      // The listing read HIGHESTMODSEQ from the index header: an unchanged folder is skipped
+      // with that one comparison, without opening it or reading its records.
+      auto it = options_.since_modseq->find(info.Mailbox());
+      if (it != options_.since_modseq->end() && it->second != 0 && it->second == info.highest_modseq) {
+        if (options_.on_folder) options_.on_folder(info.Mailbox(), info.highest_modseq);
+        return;
+      }
+    }
     auto ahead = std::make_unique<Ahead>();
     try {
       ahead->folder = store_.OpenFolder(info.user, info.folder);
