@@ -100,6 +100,7 @@ class BackupSession {
     std::unique_ptr<store::Folder> folder;
     store::FolderSnapshot snap;
     uint64_t since = 0;  // incremental from this modseq; 0 = complete
+    uint32_t since_uidnext = 0;  // with since: messages below it existed then (0 = unknown)
     std::vector<std::pair<uint64_t, std::vector<std::pair<Digest, uint64_t>>>> asked;  // ticket, contents
     std::set<std::pair<Digest, uint64_t>> has;  // answers already in (query_ahead 1)
   };
@@ -117,7 +118,7 @@ class BackupSession {
       // with that one comparison, without opening it or reading its records.
       auto it = options_.since_modseq->find(info.Mailbox());
       if (it != options_.since_modseq->end() && it->second != 0 && it->second == info.highest_modseq) {
-        if (options_.on_folder) options_.on_folder(info.Mailbox(), info.highest_modseq);
+        if (options_.on_folder) options_.on_folder(info.Mailbox(), info.highest_modseq, info.uidnext);
         return;
       }
     }
@@ -134,12 +135,17 @@ class BackupSession {
       auto it = options_.since_modseq->find(now.Mailbox());
       // A receiver "ahead" of the source (a folder recreated, or an index from before modseqs)
       // gets the folder complete.
-      if (it != options_.since_modseq->end() && it->second != 0 && it->second <= now.highest_modseq)
+      if (it != options_.since_modseq->end() && it->second != 0 && it->second <= now.highest_modseq) {
         ahead->since = it->second;
+        if (options_.since_uidnext) {
+          auto u = options_.since_uidnext->find(now.Mailbox());
+          if (u != options_.since_uidnext->end() && u->second <= now.uidnext) ahead->since_uidnext = u->second;
+        }
+      }
     }
     const bool unchanged = ahead->since != 0 && ahead->since == now.highest_modseq;
     if (unchanged && options_.skip_unchanged) {
-      if (options_.on_folder) options_.on_folder(now.Mailbox(), now.highest_modseq);
+      if (options_.on_folder) options_.on_folder(now.Mailbox(), now.highest_modseq, now.uidnext);
       return;
     }
     if (options_.oracle && !options_.manifest && !unchanged) Ask(*ahead);
@@ -166,7 +172,8 @@ class BackupSession {
   // Whether a message of this folder goes as data (message, link or held record) or, in an
   // incremental folder, as a meta record (the receiver holds it; at most its flags changed).
   bool SendsData(const Ahead& a, const store::MessageMeta& m) const {
-    if (a.since) return m.modseq > a.since;
+    // Changed since, and new since (a flag change of a message the receiver holds is a meta record).
+    if (a.since) return m.modseq > a.since && m.uid >= a.since_uidnext;
     return !(options_.since && m.save_time < options_.since);
   }
 
@@ -216,7 +223,7 @@ class BackupSession {
     else
       encoder_.EndFolder();
     receiver_has_.clear();
-    if (options_.on_folder) options_.on_folder(snap.info.Mailbox(), snap.info.highest_modseq);
+    if (options_.on_folder) options_.on_folder(snap.info.Mailbox(), snap.info.highest_modseq, snap.info.uidnext);
   }
 
   void ReportError(const store::Folder& folder, const store::MessageMeta& m, const std::string& what) {

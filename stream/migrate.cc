@@ -323,13 +323,17 @@ class Migration {
     // Per mailbox, the source modseq the destination is known to hold: what a pass sent and the
     // receiver settled (its summary matched). The next pass sends only what changed since.
     std::map<std::string, uint64_t> settled;
-    std::map<std::string, uint64_t> seen;  // this pass: the modseq each folder was read at
+    std::map<std::string, uint32_t> settled_uidnext;  // and its UIDNEXT then (flag changes go as metas)
+    std::map<std::string, std::pair<uint64_t, uint32_t>> seen;  // this pass: modseq and UIDNEXT each folder was read at
     BackupOptions backup;
     backup.only_users = &users;
     backup.source_host = "migrate";
     backup.since_modseq = &settled;
     backup.summaries = true;
-    backup.on_folder = [&](const std::string& mailbox, uint64_t modseq) { seen[mailbox] = modseq; };
+    backup.since_uidnext = &settled_uidnext;
+    backup.on_folder = [&](const std::string& mailbox, uint64_t modseq, uint32_t uidnext) {
+      seen[mailbox] = {modseq, uidnext};
+    };
     backup.on_progress = [&](uint64_t m, uint64_t b) {
       live.messages += m;
       live.bytes += b;
@@ -350,9 +354,15 @@ class Migration {
       Account(r, s);
       ++r.passes;
       r.pass_messages.push_back(s.messages + s.links);
-      for (const auto& [mailbox, modseq] : seen)
-        if (modseq != 0) settled[mailbox] = modseq;  // 0: an index without modseqs, sent whole each time
-      for (const std::string& mailbox : s.unsettled) settled.erase(mailbox);  // sent complete next time
+      for (const auto& [mailbox, mark] : seen) {
+        if (mark.first == 0) continue;  // an index without modseqs: sent whole each time
+        settled[mailbox] = mark.first;
+        settled_uidnext[mailbox] = mark.second;
+      }
+      for (const std::string& mailbox : s.unsettled) {  // sent complete next time
+        settled.erase(mailbox);
+        settled_uidnext.erase(mailbox);
+      }
       if (!final && options_.on_pass) options_.on_pass(r.name, r.passes);
       return s.messages + s.links + s.unsettled.size();
     };

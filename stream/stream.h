@@ -100,8 +100,15 @@ struct BackupOptions {
   bool skip_unchanged = false;
   // Every folder-end carries the summary of the source folder (store::Summarize).
   bool summaries = false;
-  // Told, for every folder written (or skipped as unchanged), the modseq its snapshot had.
-  std::function<void(const std::string& mailbox, uint64_t modseq)> on_folder;
+  // Per mailbox, the source UIDNEXT of the snapshot the destination has (the same pass as
+  // since_modseq): an incremental folder's message below it whose modseq changed existed then,
+  // so only its flags changed: it goes as a meta record, and no file is read on either side.
+  // (A message given an old UID later, by a restore into the source, then makes the folder
+  // unsettled and the next pass sends it complete.)
+  const std::map<std::string, uint32_t>* since_uidnext = nullptr;
+  // Told, for every folder written (or skipped as unchanged), the modseq and UIDNEXT its
+  // snapshot had.
+  std::function<void(const std::string& mailbox, uint64_t modseq, uint32_t uidnext)> on_folder;
   // Folders whose QUERY is sent ahead of their data (pipelining); 0 = the default (32). Each
   // folder's snapshot is taken when its question is asked (at most ~131,072 messages of
   // snapshots are held ahead, whatever this says). 1 = stop-and-wait: each question answered
