@@ -598,10 +598,10 @@ class Server {
   // status: migrate's hold and switch give all of a group one status, so one transaction.
   void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses) {
     std::vector<std::pair<store::UserStatus, std::vector<std::string>>> groups;
-    for (const auto& [user, status] : statuses) {
-      auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == status; });
-      if (it == groups.end()) it = groups.insert(groups.end(), {status, {}});
-      it->second.push_back(user);
+    for (const auto& entry : statuses) {  // (clang 14 cannot capture a structured binding)
+      auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == entry.second; });
+      if (it == groups.end()) it = groups.insert(groups.end(), {entry.second, {}});
+      it->second.push_back(entry.first);
     }
     for (const auto& [status, users] : groups) store_.SetUsersStatus(users, status);
   }
