@@ -71,8 +71,13 @@ class BackupSession {
       for (store::FolderInfo& f : store_.ListFolders(user.user))
         if (selection.WantsFolder(user, f.folder)) folders.push_back(std::move(f));
       if (folders.empty()) return;
-      queue_.push_back(Pending{user, nullptr});
+      // An idle user's record is written only with its first folder that is written.
+      if (options_.skip_idle_users && options_.skip_unchanged)
+        idle_user_ = user;
+      else
+        queue_.push_back(Pending{user, nullptr});
       for (const store::FolderInfo& f : folders) Enqueue(f);
+      idle_user_.reset();
     });
     while (!queue_.empty()) WriteFront();
     encoder_.Finish();
@@ -151,6 +156,10 @@ class BackupSession {
     if (options_.oracle && !options_.manifest && !unchanged) Ask(*ahead);
     queued_messages_ += ahead->snap.messages.size();
     ++queued_folders_;
+    if (idle_user_) {
+      queue_.push_back(Pending{std::move(idle_user_), nullptr});
+      idle_user_.reset();
+    }
     queue_.push_back(Pending{std::nullopt, std::move(ahead)});
     while (queued_folders_ >= query_ahead_ || (queued_folders_ > 1 && queued_messages_ > kMaxMessagesAhead))
       WriteFront();
@@ -419,6 +428,7 @@ class BackupSession {
   SentContents digests_;
   uint64_t link_window_;  // links name one of the last link_window_ contents
   size_t query_ahead_;    // folders asked about before their data is written
+  std::optional<store::UserInfo> idle_user_;  // skip_idle_users: a record not written yet
   std::deque<Pending> queue_;
   size_t queued_folders_ = 0, queued_messages_ = 0;
   uint64_t last_content_id_ = 0;

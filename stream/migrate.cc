@@ -346,10 +346,14 @@ class Migration {
     remote.mirror = true;
 
     // One pass; returns what it carried plus the folders still unsettled (the work left).
+    // Every pass leaves out folders unchanged since the destination settled them (their
+    // summary matched then, and the source modseq is the same: one comparison). The held pass
+    // also leaves out users with nothing changed, and any summary difference fails it.
+    backup.skip_unchanged = true;
     auto pass = [&](bool final) -> uint64_t {
       seen.clear();
-      backup.skip_unchanged = !final;    // the final pass proves every folder by its summary
-      remote.strict_summaries = final;   // ... and any difference fails the attempt
+      backup.skip_idle_users = final;
+      remote.strict_summaries = final;
       SessionReport s = session.Restore(source_, backup, remote);
       Account(r, s);
       ++r.passes;

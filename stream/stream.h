@@ -98,6 +98,9 @@ struct BackupOptions {
   // With since_modseq: an unchanged folder (same modseq) is left out entirely (online passes),
   // or written as an unchanged folder whose folder-end carries the summary (the final pass).
   bool skip_unchanged = false;
+  // With skip_unchanged: a user none of whose folders is written is left out too (no user
+  // record): migrate's held pass then costs what changed, not what the group holds.
+  bool skip_idle_users = false;
   // Every folder-end carries the summary of the source folder (store::Summarize).
   bool summaries = false;
   // Per mailbox, the source UIDNEXT of the snapshot the destination has (the same pass as

@@ -205,6 +205,80 @@ std::pair<int, std::string> RunDeliver(const std::string& store, const std::stri
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, text};
 }
 
+// The test MTA: two queue runners deliver distinct messages through the real `storemove
+// deliver`. A deferral (75: the user is on hold, or a temporary failure) is retried after an
+// MTA's retry interval; once the user has moved, the message goes to the destination store
+// (retried on 75 there too). A quarter of the queue is kept for after the migration, so both
+// routes are used.
+class TestMta {
+ public:
+  TestMta(const TempDir& tmp, const std::vector<std::string>& users, int messages, const std::string& tag)
+      : src_(tmp / "src"), dst_(tmp / "dst"), scratch_(tmp / tag) {
+    for (int i = 0; i < messages; ++i)
+      queue_.push_back({users[size_t(i) % users.size()], "Message-ID: <" + tag + "-" + std::to_string(i) +
+                                                             "@test>\r\nSubject: live " + std::to_string(i) +
+                                                             "\r\n\r\nbody " + std::to_string(i) + "\r\n"});
+    for (int id = 1; id <= 2; ++id) runners_.emplace_back([this, id] { Run(id); });
+  }
+  ~TestMta() { Finish(); }
+  const std::vector<Delivery>& queue() const { return queue_; }
+  // Returns once a quarter of the queue was taken (bounded by the queue itself).
+  void WaitForQuarter() const {
+    while (next_ < queue_.size() / 4) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  // The migration is over: deliver the rest and stop.
+  void Finish() {
+    migration_done_ = true;
+    for (std::thread& t : runners_)
+      if (t.joinable()) t.join();
+  }
+  std::atomic<int> to_source{0}, to_destination{0}, deferred{0}, failures{0};
+
+ private:
+  void Run(int id) {
+    const std::string scratch = scratch_ + std::to_string(id);
+    for (size_t i; (i = next_++) < queue_.size();) {
+      const Delivery& d = queue_[i];
+      Deliver(d, scratch);
+      while (i > queue_.size() * 3 / 4 && !migration_done_) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  void Deliver(const Delivery& d, const std::string& scratch) {
+    for (int attempt = 0; attempt < 6000; ++attempt) {
+      auto [status, err] = RunDeliver(src_, d.user, d.bytes, scratch);
+      if (status == 0) {
+        ++to_source;
+        return;
+      }
+      if (status == 75 && err.find("has moved to 127.0.0.1") != std::string::npos) {
+        for (int retry = 0; retry < 500; ++retry) {
+          std::tie(status, err) = RunDeliver(dst_, d.user, d.bytes, scratch);
+          if (status == 0) {
+            ++to_destination;
+            return;
+          }
+          if (status != 75) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));  // an MTA's retry interval
+        }
+        ADD_FAILURE() << "destination refused: exit " << status << " " << err;
+        ++failures;
+        return;
+      }
+      if (status != 75) break;
+      ++deferred;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // an MTA's retry interval
+    }
+    ADD_FAILURE() << "delivery failed: " << d.bytes.substr(0, 30);
+    ++failures;
+  }
+
+  std::string src_, dst_, scratch_;
+  std::vector<Delivery> queue_;
+  std::atomic<size_t> next_{0};
+  std::atomic<bool> migration_done_{false};
+  std::vector<std::thread> runners_;
+};
+
 TEST(Migrate, ZeroLossUnderLiveDelivery) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 16, 10);
@@ -215,70 +289,24 @@ TEST(Migrate, ZeroLossUnderLiveDelivery) {
   std::vector<std::string> users;
   src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
 
-  // The test MTA: two queue runners deliver distinct messages; a temporary failure while the
-  // user is on hold is retried, and once the user has moved the message goes to the new host.
-  constexpr int kMessages = 600;
-  std::vector<Delivery> queue;
-  for (int i = 0; i < kMessages; ++i)
-    queue.push_back({users[size_t(i) % users.size()],
-                     "Message-ID: <mta-" + std::to_string(i) + "@test>\r\nSubject: live " + std::to_string(i) +
-                         "\r\n\r\nbody " + std::to_string(i) + "\r\n"});
-  std::atomic<size_t> next{0};
-  std::atomic<int> to_source{0}, to_destination{0}, deferred{0}, failures{0};
-  std::atomic<bool> migration_done{false};
-  auto runner = [&](int id) {
-    std::string scratch = tmp / ("mta" + std::to_string(id));
-    for (size_t i; (i = next++) < queue.size();) {
-      const Delivery& d = queue[i];
-      for (int attempt = 0;; ++attempt) {
-        auto [status, err] = RunDeliver(tmp / "src", d.user, d.bytes, scratch);
-        if (status == 0) {
-          ++to_source;
-          break;
-        }
-        if (status == 75 && err.find("has moved to 127.0.0.1") != std::string::npos) {
-          auto [s2, e2] = RunDeliver(tmp / "dst", d.user, d.bytes, scratch);
-          if (s2 == 0) {
-            ++to_destination;
-            break;
-          }
-          ADD_FAILURE() << "destination refused: " << e2;
-          ++failures;
-          break;
-        }
-        if (status != 75 || attempt > 2000) {
-          ADD_FAILURE() << "delivery failed: exit " << status << " " << err;
-          ++failures;
-          break;
-        }
-        ++deferred;
-        // An MTA's retry interval for a deferred message (not synchronisation: any delay works).
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-      // Keep part of the queue for after the switch, so both routes are exercised.
-      while (i > queue.size() * 3 / 4 && !migration_done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  };
-  std::thread mta1(runner, 1), mta2(runner, 2);
-  while (next < queue.size() / 4) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  TestMta mta(tmp, users, 600, "mta");
+  mta.WaitForQuarter();
   MigrateReport report = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 2));
-  migration_done = true;
-  mta1.join();
-  mta2.join();
+  mta.Finish();
   ASSERT_TRUE(report.ok()) << report.Text();
-  EXPECT_EQ(failures, 0);
-  EXPECT_EQ(to_source + to_destination, kMessages);
-  EXPECT_GT(to_destination, 0);
-  RecordProperty("delivered_to_source", to_source.load());
-  RecordProperty("delivered_to_destination", to_destination.load());
-  RecordProperty("deferred", deferred.load());
+  EXPECT_EQ(mta.failures, 0);
+  EXPECT_EQ(mta.to_source + mta.to_destination, 600);
+  EXPECT_GT(mta.to_destination, 0);
+  RecordProperty("delivered_to_source", mta.to_source.load());
+  RecordProperty("delivered_to_destination", mta.to_destination.load());
+  RecordProperty("deferred", mta.deferred.load());
 
   // Every acknowledged message is in the destination exactly once.
   std::map<Digest, int> found;
   dst->ForEachFolder([&](const store::FolderInfo& f) {
     for (const auto& m : dst->OpenFolder(f.user, f.folder)->Snapshot().messages) ++found[m.digest];
   });
-  for (const Delivery& d : queue) EXPECT_EQ(found[DigestOf(d.bytes)], 1) << d.bytes.substr(0, 30);
+  for (const Delivery& d : mta.queue()) EXPECT_EQ(found[DigestOf(d.bytes)], 1) << d.bytes.substr(0, 30);
 }
 
 // --- incremental passes -----------------------------------------------------------------------
@@ -342,7 +370,7 @@ TEST(MigrateIncremental, ChangesBetweenPassesTravelAsDeltasAndTheHeldPassCarries
   EXPECT_NE(report.Json().find("\"hold_seconds\""), std::string::npos);
 }
 
-TEST(MigrateIncremental, ADestinationThatDiffersFromItsSummaryFailsTheHeldPassAndTheRetryRepairsIt) {
+TEST(MigrateIncremental, AFolderThatDiffersFromItsSummaryFailsTheHeldPassAndTheRetryRepairsIt) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 6, 8);
   std::ofstream(tmp / "src/config/backup-groups.conf") << "all=.*\n";
@@ -357,10 +385,11 @@ TEST(MigrateIncremental, ADestinationThatDiffersFromItsSummaryFailsTheHeldPassAn
   bool damaged = false;
   o.on_pass = [&](const std::string&, int) {
     if (damaged) return;
-    // Someone removes a message at the destination behind migrate's back: the source folder is
-    // unchanged, so only its summary can tell.
+    // Someone removes a message at the destination behind migrate's back, and the folder gets
+    // new mail at the source: the held pass carries the folder, and its summary tells.
     auto f = dst->OpenFolder(busy[0].first, busy[0].second);
     f->Expunge({f->Snapshot().messages.front().uid});
+    Append(*src, busy[0].first, busy[0].second, "late");
     damaged = true;
   };
   MigrateReport report = Migrate(*src, o);
@@ -859,47 +888,7 @@ TEST(MigrateChaos, KillNineOfClientOrServerAtRandomPointsThenRerunsLoseNothing) 
   std::mt19937 random(seed);
   SCOPED_TRACE("seed " + std::to_string(seed));
 
-  constexpr int kMessages = 300;
-  std::vector<Delivery> queue;
-  for (int i = 0; i < kMessages; ++i)
-    queue.push_back({users[size_t(i) % users.size()],
-                     "Message-ID: <chaos-" + std::to_string(i) + "@test>\r\nSubject: live " + std::to_string(i) +
-                         "\r\n\r\nbody " + std::to_string(i) + "\r\n"});
-  std::atomic<size_t> next{0};
-  std::atomic<int> acknowledged{0}, failures{0};
-  std::atomic<bool> migration_done{false};
-  auto runner = [&](int id) {
-    std::string scratch = tmp / ("mta" + std::to_string(id));
-    for (size_t i; (i = next++) < queue.size();) {
-      const Delivery& d = queue[i];
-      for (int attempt = 0;; ++attempt) {
-        auto [status, err] = RunDeliver(tmp / "src", d.user, d.bytes, scratch);
-        if (status == 0) break;
-        if (status == 75 && err.find("has moved to 127.0.0.1") != std::string::npos) {
-          int s2 = 75;
-          std::string e2;
-          for (int retry = 0; s2 == 75 && retry < 500; ++retry) {
-            std::tie(s2, e2) = RunDeliver(tmp / "dst", d.user, d.bytes, scratch);
-            if (s2 == 75) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // an MTA's retry interval
-          }
-          if (s2 != 0) {
-            ADD_FAILURE() << "destination refused: " << e2;
-            ++failures;
-          }
-          break;
-        }
-        if (status != 75 || attempt > 6000) {
-          ADD_FAILURE() << "delivery failed: exit " << status << " " << err;
-          ++failures;
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // an MTA's retry interval
-      }
-      ++acknowledged;
-      while (i > queue.size() * 3 / 4 && !migration_done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  };
-  std::thread mta1(runner, 1), mta2(runner, 2);
+  TestMta mta(tmp, users, 300, "chaos");
 
   std::unique_ptr<ServeChild> serve;
   std::unique_ptr<storemove::testing::DelayProxy> proxy;
@@ -938,23 +927,21 @@ TEST(MigrateChaos, KillNineOfClientOrServerAtRandomPointsThenRerunsLoseNothing) 
     if (exit_status == 0 && !kill_now) break;
     if (exit_status == 0) exit_status = -1;  // finished before its kill point: fine, but keep chaos going
   }
-  migration_done = true;
-  mta1.join();
-  mta2.join();
+  mta.Finish();
   ASSERT_EQ(exit_status, 0) << "the migration never completed";
   RecordProperty("kills", kills);
   proxy.reset();
   serve.reset();
   src = store::Store::Open(tmp / "src");
   dst = store::Store::Open(tmp / "dst");
-  EXPECT_EQ(failures, 0);
-  EXPECT_EQ(acknowledged, kMessages);
+  EXPECT_EQ(mta.failures, 0);
+  EXPECT_EQ(mta.to_source + mta.to_destination, 300);
   src->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.ToString(), "moved:127.0.0.1") << u.user; });
   std::map<Digest, int> found;
   dst->ForEachFolder([&](const store::FolderInfo& f) {
     for (const auto& m : dst->OpenFolder(f.user, f.folder)->Snapshot().messages) ++found[m.digest];
   });
-  for (const Delivery& d : queue) EXPECT_EQ(found[DigestOf(d.bytes)], 1) << d.bytes.substr(0, 30);
+  for (const Delivery& d : mta.queue()) EXPECT_EQ(found[DigestOf(d.bytes)], 1) << d.bytes.substr(0, 30);
 }
 
 }  // namespace
