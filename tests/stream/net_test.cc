@@ -926,6 +926,29 @@ std::vector<std::pair<std::string, store::UserStatus>> StatusOfAll(store::Store&
   return out;
 }
 
+// A source store A and an empty destination B served over plain TCP by a thread of this
+// process, with the matching client options: the set-up of the session tests.
+struct PlainPair {
+  PlainPair(const TempDir& tmp, uint32_t users, uint32_t per_user)
+      : a(MakeSource(tmp / "A", users, per_user)),
+        b(store::Store::Init(tmp / "B", {"primary", "secondary"})),
+        server(*b, Insecure()),
+        plain(InsecureClient()) {}
+  static ServeOptions Insecure() {
+    ServeOptions so;
+    so.credentials.insecure = true;
+    return so;
+  }
+  static ClientOptions InsecureClient() {
+    ClientOptions c;
+    c.credentials.insecure = true;
+    return c;
+  }
+  std::unique_ptr<store::Store> a, b;
+  ServerThread server;
+  ClientOptions plain;
+};
+
 TEST(NetSessionV2, RestoreRestoreVerifyAndSetStatusOnOneConnection) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 6, 12);
@@ -982,13 +1005,8 @@ TEST(NetSessionV2, RestoreRestoreVerifyAndSetStatusOnOneConnection) {
 
 TEST(NetSessionV2, AFailedOperationBreaksTheSessionWithItsReason) {
   TempDir tmp;
-  auto a = MakeSource(tmp / "A", 2, 5);
-  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
-  ServeOptions so;
-  so.credentials.insecure = true;
-  ServerThread server(*b, so);
-  ClientOptions plain;
-  plain.credentials.insecure = true;
+  PlainPair pair(tmp, 2, 5);
+  auto& [a, b, server, plain] = pair;
   Session session(server.endpoint(), plain);
   std::string user = Users(*a).at(0);
   BackupOptions o;
@@ -1083,13 +1101,8 @@ std::string QueryFrame(const std::string& user, const std::string& partition,
 // decoder reached the QUERY would never answer the second and third question below.
 TEST(NetPipeline, QueriesAreAnsweredAtOnceEvenWhileTheRestoreWaits) {
   TempDir tmp;
-  auto a = MakeSource(tmp / "A", 3, 10);
-  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
-  ServeOptions so;
-  so.credentials.insecure = true;
-  ServerThread server(*b, so);
-  ClientOptions plain;
-  plain.credentials.insecure = true;
+  PlainPair pair(tmp, 3, 10);
+  auto& [a, b, server, plain] = pair;
   ASSERT_EQ(SendBackup(*a, {}, server.endpoint(), plain).errors, 0u);
 
   std::string user = Users(*a).at(0);
@@ -1149,13 +1162,8 @@ TEST(NetPipeline, QueriesAreAnsweredAtOnceEvenWhileTheRestoreWaits) {
 // is there, and no more than the bound are ever unanswered.
 TEST(NetPipeline, TheClientQueuesAnswersInOrderWithinItsBound) {
   TempDir tmp;
-  auto a = MakeSource(tmp / "A", 2, 10);
-  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
-  ServeOptions so;
-  so.credentials.insecure = true;
-  ServerThread server(*b, so);
-  ClientOptions plain;
-  plain.credentials.insecure = true;
+  PlainPair pair(tmp, 2, 10);
+  auto& [a, b, server, plain] = pair;
   std::string user = Users(*a).at(0);
   BackupOptions o;
   o.names = {"user/" + user + "/*"};
@@ -1285,13 +1293,8 @@ TEST_P(NetDelay, BackupRerunAndSwitchThroughTheProxy) {
 TEST_P(NetDelay, PipelinedQueriesCostAboutOneRoundTrip) {
   const int rtt = GetParam();
   TempDir tmp;
-  auto a = MakeSource(tmp / "A", 2, 10);
-  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
-  ServeOptions so;
-  so.credentials.insecure = true;
-  ServerThread server(*b, so);
-  ClientOptions plain;
-  plain.credentials.insecure = true;
+  PlainPair pair(tmp, 2, 10);
+  auto& [a, b, server, plain] = pair;
   std::string user = Users(*a).at(0);
   BackupOptions o;
   o.names = {"user/" + user + "/*"};
