@@ -107,7 +107,6 @@ class BackupSession {
     uint64_t since = 0;  // incremental from this modseq; 0 = complete
     uint32_t since_uidnext = 0;  // with since: messages below it existed then (0 = unknown)
     std::vector<std::pair<uint64_t, std::vector<std::pair<Digest, uint64_t>>>> asked;  // ticket, contents
-    std::set<std::pair<Digest, uint64_t>> has;  // answers already in (query_ahead 1)
   };
   // The stream's order: a user record, then that user's folders (each with its snapshot).
   struct Pending {
@@ -211,7 +210,6 @@ class BackupSession {
       folder_paths_.push_back(folder.path());
     else
       folder_paths_[folder_index % folder_paths_kept_] = folder.path();
-    receiver_has_ = std::move(a.has);
     for (auto& [ticket, contents] : a.asked) {
       std::vector<bool> have = options_.oracle->Answer(ticket);
       for (size_t i = 0; i < contents.size() && i < have.size(); ++i)
@@ -353,15 +351,7 @@ class BackupSession {
     std::set<std::pair<Digest, uint64_t>> asked;
     auto send = [&] {
       if (ask.empty()) return;
-      uint64_t ticket = options_.oracle->Ask(a.snap.info.user, a.snap.info.partition, ask);
-      if (query_ahead_ == 1) {
-        // One question at a time (a receiver that answers in stream order): answered at once.
-        std::vector<bool> have = options_.oracle->Answer(ticket);
-        for (size_t i = 0; i < ask.size() && i < have.size(); ++i)
-          if (have[i]) a.has.insert(ask[i]);
-      } else {
-        a.asked.emplace_back(ticket, ask);
-      }
+      a.asked.emplace_back(options_.oracle->Ask(a.snap.info.user, a.snap.info.partition, ask), ask);
       ask.clear();
     };
     for (const store::MessageMeta& m : a.snap.messages) {

@@ -397,7 +397,7 @@ class Migration {
     }
     WriteJournal(source_, r.name, options_.to.ToString(), held);  // before the first hold
     const auto held_at = Clock::now();
-    SetStatuses(user_list, store::UserStatus{store::UserState::kHold, ""});
+    source_.SetUsersStatus(user_list, store::UserStatus{store::UserState::kHold, ""});  // one transaction
     r.times.hold += Since(t);
     if (options_.on_hold) options_.on_hold(r.name);
 
@@ -413,7 +413,7 @@ class Migration {
     std::vector<std::pair<std::string, store::UserStatus>> active;
     for (const std::string& user : user_list) active.emplace_back(user, store::UserStatus{});
     session.SetStatuses(active);
-    SetStatuses(user_list, store::UserStatus{store::UserState::kMoved, MovedHost()});
+    source_.SetUsersStatus(user_list, store::UserStatus{store::UserState::kMoved, MovedHost()});
     r.hold_seconds = Since(held_at);
     RemoveJournal(source_, r.name);  // every user is moved: nothing left to put back
     held.clear();
@@ -428,11 +428,6 @@ class Migration {
       DeleteVerified(users);
       r.times.remove += Since(t);
     }
-  }
-
-  // Every user's status in one transaction under their delivery gates.
-  void SetStatuses(const std::vector<std::string>& users, const store::UserStatus& status) {
-    source_.SetUsersStatus(users, status);
   }
 
   void DeleteVerified(const std::set<std::string>& users) {

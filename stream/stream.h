@@ -114,9 +114,8 @@ struct BackupOptions {
   std::function<void(const std::string& mailbox, uint64_t modseq, uint32_t uidnext)> on_folder;
   // Folders whose QUERY is sent ahead of their data (pipelining); 0 = the default (32). Each
   // folder's snapshot is taken when its question is asked (at most ~131,072 messages of
-  // snapshots are held ahead, whatever this says). 1 = stop-and-wait: each question answered
-  // as soon as it is asked, before the folder's data (for a receiver that answers QUERYs only
-  // in stream order). The stream is never flushed to ask.
+  // snapshots are held ahead, whatever this says). 1 = stop-and-wait: each folder's questions
+  // are answered right before its data. The stream is never flushed to ask.
   size_t query_ahead = 0;
 };
 
