@@ -9,12 +9,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <limits>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "relinker/relinker.h"
+#include "store/read_ahead.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -145,21 +147,76 @@ class PartitionPass {
   }
 
   // Calls fn(path, record) for every committed message of the partition, one folder snapshot
-  // at a time; folders removed meanwhile are skipped.
+  // at a time; folders removed meanwhile are skipped. On a disk each cold file is an inode read
+  // the pass would wait for: threads open and stat the next kMessagesAhead files (and read the
+  // indexes of the folders ahead) while fn works, so fn finds them in memory.
   void ForEachMessage(const std::function<void(const std::string&, const store::MessageMeta&)>& fn) {
+    constexpr size_t kMessagesAhead = 1024;
+    const size_t reads = options_.reads ? options_.reads : 16;
+    struct Pending {
+      store::FolderInfo info;
+      bool opened = false;
+      std::unique_ptr<store::Folder> folder;  // null once opened: removed meanwhile
+      std::shared_ptr<const UniqueFd> dir;
+      store::FolderSnapshot snapshot;
+    };
+    std::deque<Pending> pending;
+    size_t pending_messages = 0;
+    auto open = [&](Pending& p) {
+      if (p.opened) return;
+      p.opened = true;
+      try {
+        p.folder = store_.OpenFolder(p.info.user, p.info.folder);
+        p.snapshot = p.folder->Snapshot();
+        p.dir = store::ReadAhead::ShareDirectory(p.folder->dir_fd());
+      } catch (const Error& e) {
+        if (e.code() != Errc::kNotFound) throw;
+        p.folder.reset();
+      }
+    };
+    size_t feed_folder = 0, feed_next = 0;  // the next file the reader is asked for
+    store::ReadAheadOptions read_options;
+    read_options.threads = reads;
+    read_options.max_files = kMessagesAhead / 4;
+    store::ReadAhead reader(
+        [&](store::ReadRequest* r) {
+          for (; feed_folder < pending.size(); ++feed_folder, feed_next = 0) {
+            Pending& p = pending[feed_folder];
+            open(p);
+            if (!p.folder || feed_next >= p.snapshot.messages.size()) continue;
+            const store::MessageMeta& m = p.snapshot.messages[feed_next++];
+            r->dir = p.dir;
+            r->name = store::MessageRelPath(m.uid);
+            r->shown = p.folder->path() + "/" + r->name;
+            r->mode = store::ReadMode::kStat;
+            return true;
+          }
+          return false;
+        },
+        read_options);
+    store::Prefetcher prefetch(std::clamp<size_t>(reads / 2, 1, 8), 1024);
+    auto take = [&] {
+      Pending& p = pending.front();
+      open(p);
+      if (p.folder) {
+        for (const store::MessageMeta& meta : p.snapshot.messages) {
+          store::ReadResult ignored;  // the point was to bring the inode into memory
+          reader.Next(&ignored);
+          fn(p.folder->MessagePath(meta.uid), meta);
+        }
+      }
+      pending_messages -= p.info.count;
+      pending.pop_front();
+      if (feed_folder > 0) --feed_folder; else feed_next = 0;
+    };
     store_.ForEachFolder([&](const store::FolderInfo& info) {
       if (info.partition != partition_) return;
-      std::unique_ptr<store::Folder> folder;
-      store::FolderSnapshot snapshot;
-      try {
-        folder = store_.OpenFolder(info.user, info.folder);
-        snapshot = folder->Snapshot();
-      } catch (const Error& e) {
-        if (e.code() == Errc::kNotFound) return;
-        throw;
-      }
-      for (const store::MessageMeta& meta : snapshot.messages) fn(folder->MessagePath(meta.uid), meta);
+      pending.emplace_back().info = info;
+      pending_messages += info.count;
+      prefetch.Submit([this, info] { store_.OpenFolder(info.user, info.folder)->Snapshot(); });
+      while (pending.size() > 1 && pending_messages > kMessagesAhead) take();
     });
+    while (!pending.empty()) take();
   }
 
   // Counts what the partition holds now. Distinct inodes are found without remembering every
