@@ -46,11 +46,24 @@ void ReadAhead::TopUp() {
     auto slot = std::make_shared<Slot>();
     if (!source_(&slot->request)) break;
     slot->result.tag = slot->request.tag;
+    // What is in memory is read on this thread: a hand-over to another would only add work. A
+    // memory filesystem's files are read when they are taken (read ahead, they would only leave
+    // the CPU cache before they are used); a disk's files in the page cache are read now.
+    bool done = false;
+    if (options_.read_cached_inline) {
+      if (OnMemoryFilesystem(slot->request.dir))
+        slot->direct = true;
+      else
+        done = ReadIfCached(*slot);
+    }
     std::lock_guard lock(mu_);
     window_bytes_ += Cost(slot->request, options_.whole_file_limit);
+    slot->done = done;
     window_.push_back(slot);
-    todo_.push_back(std::move(slot));
-    ++added;
+    if (!done && !slot->direct) {
+      todo_.push_back(std::move(slot));
+      ++added;
+    }
   }
   if (added == 0) return;
   if (workers_.size() < options_.threads) {
@@ -70,11 +83,22 @@ bool ReadAhead::Next(ReadResult* out) {
     std::unique_lock lock(mu_);
     if (window_.empty()) return false;
     slot = window_.front();
-    slot_done_.wait(lock, [&] { return slot->done; });
+    if (!slot->direct) slot_done_.wait(lock, [&] { return slot->done; });
     window_.pop_front();
     window_bytes_ -= Cost(slot->request, options_.whole_file_limit);
   }
-  if (slot->error) std::rethrow_exception(slot->error);
+  Release(*out);  // first: a direct read takes the buffer just given back
+  if (slot->direct) {
+    try {
+      Read(*slot);
+    } catch (...) {
+      slot->error = std::current_exception();
+    }
+  }
+  if (slot->error) {
+    Release(slot->result);
+    std::rethrow_exception(slot->error);
+  }
   *out = std::move(slot->result);
   return true;
 }
@@ -102,10 +126,86 @@ void ReadAhead::Work() {
   }
 }
 
-void ReadAhead::Read(Slot& slot) const {
+// Buffers are at least this large, so that one serves many later files.
+constexpr size_t kMinBuffer = 64 << 10;
+
+void ReadAhead::Acquire(ReadResult& result, size_t size) {
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = free_buffers_.size(); i-- > 0;) {
+      if (free_buffers_[i].second < size) continue;
+      result.buffer = std::move(free_buffers_[i].first);
+      result.capacity = free_buffers_[i].second;
+      free_bytes_ -= result.capacity;
+      free_buffers_.erase(free_buffers_.begin() + long(i));
+      return;
+    }
+  }
+  // Rounded up so that a buffer serves many later files; never zeroed (it is read into).
+  result.capacity = std::max<size_t>(size, kMinBuffer);
+  result.buffer = std::make_unique_for_overwrite<char[]>(result.capacity);
+}
+
+void ReadAhead::Release(ReadResult& result) {
+  result.data = {};
+  result.whole = false;
+  if (!result.buffer) return;
+  std::lock_guard lock(mu_);
+  // Bounded like the window: its bytes, and a minimal buffer for each of its files.
+  if (free_bytes_ + result.capacity <= options_.max_bytes + options_.max_files * kMinBuffer) {
+    free_bytes_ += result.capacity;
+    free_buffers_.emplace_back(std::move(result.buffer), result.capacity);
+  }
+  result.buffer.reset();
+  result.capacity = 0;
+}
+
+// Reads size bytes from offset 0 (pread: the descriptor's offset stays at 0 for a consumer that
+// reads it again); the count read, short when the file shrank.
+static ssize_t ReadFully(int fd, char* data, size_t size, const std::string& shown) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = ::pread(fd, data + got, size - got, off_t(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowErrno("read " + shown);
+    if (n == 0) break;
+    got += size_t(n);
+  }
+  return ssize_t(got);
+}
+
+bool ReadAhead::OnMemoryFilesystem(const std::shared_ptr<const UniqueFd>& dir) {
+  if (dir != memory_fs_dir_) {
+    memory_fs_dir_ = dir;
+    memory_fs_ = storemove::OnMemoryFilesystem(dir->get());
+  }
+  return memory_fs_;
+}
+
+bool ReadAhead::ReadIfCached(Slot& slot) {
   const ReadRequest& r = slot.request;
   ReadResult& result = slot.result;
-  result.fd = TryOpenAt(r.dir->get(), r.name, O_RDONLY, 0, r.shown);
+  int fd = OpenIfCached(r.dir->get(), r.name);
+  if (fd < 0) return false;  // not in memory, or an error the thread's open will name
+  result.fd.reset(fd);
+  if (::fstat(fd, &result.st) != 0) return false;
+  const uint64_t size = uint64_t(result.st.st_size);
+  if (r.mode == ReadMode::kStat) return true;
+  if (r.mode == ReadMode::kRead && size != r.size) return true;  // the consumer judges it
+  if (r.mode == ReadMode::kHint || size > options_.whole_file_limit) return false;  // the thread hints it
+  Acquire(result, size);
+  // Not in memory (or a filesystem that cannot tell): the thread reads it, into the same buffer.
+  if (PreadIfCached(fd, result.buffer.get(), size, 0) != ssize_t(size)) return false;
+  result.data = std::string_view(result.buffer.get(), size);
+  result.digest = DigestOf(result.data.data(), result.data.size());
+  result.whole = true;
+  return true;
+}
+
+void ReadAhead::Read(Slot& slot) {
+  const ReadRequest& r = slot.request;
+  ReadResult& result = slot.result;
+  if (!result.fd.valid()) result.fd = TryOpenAt(r.dir->get(), r.name, O_RDONLY, 0, r.shown);
   if (!result.fd.valid()) return;
   if (::fstat(result.fd.get(), &result.st) != 0) ThrowErrno("stat " + r.shown);
   const uint64_t size = uint64_t(result.st.st_size);
@@ -117,23 +217,19 @@ void ReadAhead::Read(Slot& slot) const {
                     POSIX_FADV_WILLNEED);
     return;
   }
-  result.data.resize(size);
-  // pread: the descriptor's offset stays at 0 for a consumer that reads it again.
-  for (uint64_t got = 0; got < size;) {
-    ssize_t n = ::pread(result.fd.get(), result.data.data() + got, size - got, off_t(got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) ThrowErrno("read " + r.shown);
-    if (n == 0) {  // shrank under us: the consumer sees the short file through fd
-      result.data.clear();
-      return;
-    }
-    got += uint64_t(n);
-  }
+  if (result.capacity < size) Acquire(result, size);
+  // Short: the file shrank under us, and the consumer sees that through fd.
+  if (ReadFully(result.fd.get(), result.buffer.get(), size, r.shown) != ssize_t(size)) return;
+  result.data = std::string_view(result.buffer.get(), size);
   result.digest = DigestOf(result.data.data(), result.data.size());
   result.whole = true;
 }
 
-Prefetcher::Prefetcher(size_t threads, size_t max_queued) : threads_(threads), max_queued_(max_queued) {}
+Prefetcher::Prefetcher(const std::string& dir, size_t threads, size_t max_queued)
+    : threads_(threads), max_queued_(max_queued), enabled_([&] {
+        UniqueFd fd = TryOpenAt(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, dir);
+        return fd.valid() && !storemove::OnMemoryFilesystem(fd.get());
+      }()) {}
 
 Prefetcher::~Prefetcher() {
   {
@@ -146,6 +242,7 @@ Prefetcher::~Prefetcher() {
 }
 
 void Prefetcher::Submit(std::function<void()> hint) {
+  if (!enabled_) return;
   {
     std::lock_guard lock(mu_);
     if (queue_.size() >= max_queued_) return;

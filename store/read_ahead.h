@@ -27,9 +27,12 @@ namespace storemove::store {
 
 struct ReadAheadOptions {
   size_t threads = 16;                        // reads in flight at once
-  size_t max_files = 256;                     // files opened ahead of the consumer
+  size_t max_files = 128;                     // files opened ahead of the consumer
   uint64_t max_bytes = uint64_t{16} << 20;    // bytes read ahead of the consumer
   uint64_t whole_file_limit = uint64_t{1} << 20;  // larger files: opened and hinted, read by the consumer
+  // Files already in memory are read on the consumer's thread as they are asked for; false sends
+  // every file through the threads (tests, whose files are all in memory).
+  bool read_cached_inline = true;
 };
 
 // What is done with a file ahead of the consumer.
@@ -56,8 +59,12 @@ struct ReadResult {
   UniqueFd fd;              // invalid: the file does not exist
   struct stat st {};        // valid with fd
   bool whole = false;       // data holds the whole file (st.st_size bytes), digest its XXH3-128
-  std::string data;
+  std::string_view data;    // in buffer: valid until this result is passed to Next() again
   Digest digest;
+  // data's storage: given back to the reader by the next Next() into this result, so a pass
+  // that keeps one ReadResult reuses a few buffers instead of allocating (and zeroing) one per file.
+  std::unique_ptr<char[]> buffer;
+  size_t capacity = 0;
 };
 
 class ReadAhead {
@@ -84,10 +91,16 @@ class ReadAhead {
     ReadResult result;
     std::exception_ptr error;
     bool done = false;
+    bool direct = false;  // read by the consumer when it takes it (a memory filesystem)
   };
   void TopUp();
   void Work();
-  void Read(Slot& slot) const;
+  bool ReadIfCached(Slot& slot);
+  bool OnMemoryFilesystem(const std::shared_ptr<const UniqueFd>& dir);
+  void Read(Slot& slot);
+  // Buffers for whole reads, reused; at most max_bytes of them are kept.
+  void Acquire(ReadResult& result, size_t size);
+  void Release(ReadResult& result);
 
   Source source_;
   const ReadAheadOptions options_;
@@ -96,8 +109,13 @@ class ReadAhead {
   std::deque<std::shared_ptr<Slot>> window_;  // in consumption order
   std::deque<std::shared_ptr<Slot>> todo_;    // not picked by a worker yet
   uint64_t window_bytes_ = 0;
+  std::vector<std::pair<std::unique_ptr<char[]>, size_t>> free_buffers_;
+  uint64_t free_bytes_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;
+  // Whether the last directory asked about is on a memory filesystem (consumer's thread only).
+  std::shared_ptr<const UniqueFd> memory_fs_dir_;
+  bool memory_fs_ = false;
 };
 
 // Hints run by a few threads ahead of a pass: e.g. "read this user's folder indexes", so that
@@ -105,7 +123,9 @@ class ReadAhead {
 // when it does the real read); hints beyond `max_queued` are dropped.
 class Prefetcher {
  public:
-  explicit Prefetcher(size_t threads = 8, size_t max_queued = 1024);
+  // Hints for files below `dir`; none when dir is on a memory filesystem, where they would
+  // only repeat the pass's own work.
+  Prefetcher(const std::string& dir, size_t threads, size_t max_queued);
   ~Prefetcher();
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
@@ -116,6 +136,7 @@ class Prefetcher {
   void Work();
 
   const size_t threads_, max_queued_;
+  const bool enabled_;
   std::mutex mu_;
   std::condition_variable ready_;
   std::deque<std::function<void()>> queue_;

@@ -76,7 +76,7 @@ class BackupSession {
       ahead.pop_front();
     };
     {
-      store::Prefetcher prefetch(std::clamp<size_t>((options_.reads ? options_.reads : kDefaultReads) / 2, 1, 8),
+      store::Prefetcher prefetch(store_.root(), std::clamp<size_t>((options_.reads ? options_.reads : kDefaultReads) / 2, 1, 8),
                                  kUsersAhead);
       store_.ForEachUser([&](const store::UserInfo& user) {
         if (!wanted(user)) return;
@@ -321,7 +321,7 @@ class BackupSession {
       read_options.threads = options_.reads ? options_.reads : kDefaultReads;
       reader_ = std::make_unique<store::ReadAhead>([this](store::ReadRequest* r) { return NextRead(r); }, read_options);
     }
-    store::ReadResult file;
+    store::ReadResult& file = file_;  // one result, so its buffer is reused
     if (!reader_->Next(&file) || file.tag != ReadTag(a, m.uid))
       Throw(Errc::kInvalidArgument, "backup: internal error: reads out of step at " + folder.Mailbox() + " UID " +
                                         std::to_string(m.uid));
@@ -531,6 +531,7 @@ class BackupSession {
   std::deque<const Ahead*> feed_;
   size_t feed_next_ = 0;
   uint64_t folders_enqueued_ = 0;
+  store::ReadResult file_;
   std::unique_ptr<store::ReadAhead> reader_;
 };
 

@@ -65,7 +65,7 @@ class ByteChecks {
         options.threads = reads_;
         reader_ = std::make_unique<store::ReadAhead>([this](store::ReadRequest* r) { return NextRead(r); }, options);
       }
-      store::ReadResult file;
+      store::ReadResult& file = file_;  // one result, so its buffer is reused
       if (!reader_->Next(&file)) Throw(Errc::kInvalidArgument, "verify: internal error: byte checks out of step");
       const Check& c = reading_.front();
       if (!file.fd.valid())
@@ -102,6 +102,7 @@ class ByteChecks {
   const size_t reads_;
   std::deque<Check> to_read_;  // not asked for yet
   std::deque<Check> reading_;  // asked for, in the reader's order
+  store::ReadResult file_;
   std::unique_ptr<store::ReadAhead> reader_;  // last: its threads stop before the checks go
 };
 
@@ -233,7 +234,7 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
   // Both stores' folder indexes of the users kUsersAhead ahead are read by prefetch threads:
   // on a cold disk each is a few dependent reads.
   constexpr size_t kUsersAhead = 32;
-  store::Prefetcher prefetch(std::clamp<size_t>((options.reads ? options.reads : kDefaultReads) / 2, 1, 8),
+  store::Prefetcher prefetch(source.root(), std::clamp<size_t>((options.reads ? options.reads : kDefaultReads) / 2, 1, 8),
                              2 * kUsersAhead);
   auto warm = [&](const store::UserInfo& u) {
     for (store::Store* s : {&source, &destination})

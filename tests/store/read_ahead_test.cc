@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <random>
 
@@ -68,12 +69,20 @@ struct Files {
   }
 };
 
+// The files are on tmpfs, all in memory: every test but the first sends them through the threads.
+ReadAheadOptions Threaded() {
+  ReadAheadOptions options;
+  options.read_cached_inline = false;
+  return options;
+}
+
 TEST(ReadAhead, ResultsComeInTheOrderAskedWithExactBytesAndDigests) {
   Files files(2000);
-  for (size_t threads : {1, 3, 16, 64}) {
+  for (size_t threads : {0, 1, 3, 16, 64}) {
     size_t next = 0;
-    ReadAheadOptions options;
-    options.threads = threads;
+    ReadAheadOptions options = Threaded();
+    options.threads = std::max<size_t>(threads, 1);
+    options.read_cached_inline = threads == 0;  // 0: read on the consumer's thread, as they are in memory
     ReadAhead reader(files.Source(&next), options);
     for (size_t i = 0; i < files.names.size(); ++i) {
       ReadResult r;
@@ -93,7 +102,7 @@ TEST(ReadAhead, ResultsComeInTheOrderAskedWithExactBytesAndDigests) {
 TEST(ReadAhead, TheWindowNeverHoldsMoreThanItsFilesOrBytes) {
   Files files(300, 40000);
   size_t next = 0;
-  ReadAheadOptions options;
+  ReadAheadOptions options = Threaded();
   options.threads = 8;
   options.max_files = 10;
   options.max_bytes = 100000;
@@ -129,7 +138,7 @@ TEST(ReadAhead, OddFilesAreHandedOverForTheConsumerToJudge) {
   ASSERT_EQ(::unlink((files.dir / files.names[4]).c_str()), 0);
   ASSERT_EQ(::symlink((files.dir / files.names[0]).c_str(), (files.dir / files.names[4]).c_str()), 0);
   size_t next = 0;
-  ReadAheadOptions options;
+  ReadAheadOptions options = Threaded();
   options.whole_file_limit = 2048;
   ReadAhead reader(files.Source(&next, ReadMode::kRead, [&](size_t i) { return i == 3 ? 1 : files.contents[i].size(); }),
                    options);
@@ -164,7 +173,7 @@ TEST(ReadAhead, StatAndHintModesOpenWithoutReading) {
   Files files(50);
   for (ReadMode mode : {ReadMode::kStat, ReadMode::kHint}) {
     size_t next = 0;
-    ReadAhead reader(files.Source(&next, mode));
+    ReadAhead reader(files.Source(&next, mode), Threaded());
     ReadResult r;
     size_t n = 0;
     while (reader.Next(&r)) {
@@ -181,7 +190,7 @@ TEST(ReadAhead, ASourceThatRunsDryIsAskedAgainLater) {
   Files files(20);
   size_t next = 0, allowed = 0;
   auto inner = files.Source(&next);
-  ReadAhead reader([&](ReadRequest* r) { return next < allowed && inner(r); });
+  ReadAhead reader([&](ReadRequest* r) { return next < allowed && inner(r); }, Threaded());
   ReadResult r;
   EXPECT_FALSE(reader.Next(&r));
   for (allowed = 5; allowed <= 20; allowed += 5)
@@ -196,7 +205,7 @@ TEST(ReadAhead, DestroyedWithReadsInFlightItStopsCleanly) {
   Files files(500);
   for (int round = 0; round < 20; ++round) {
     size_t next = 0;
-    ReadAhead reader(files.Source(&next));
+    ReadAhead reader(files.Source(&next), Threaded());
     ReadResult r;
     ASSERT_TRUE(reader.Next(&r));
   }
@@ -205,7 +214,7 @@ TEST(ReadAhead, DestroyedWithReadsInFlightItStopsCleanly) {
 TEST(Prefetcher, RunsHintsOnItsThreadsAndIgnoresTheirErrors) {
   std::atomic<int> ran{0};
   {
-    Prefetcher prefetch(4, 1000);
+    Prefetcher prefetch("/", 4, 1000);
     for (int i = 0; i < 100; ++i)
       prefetch.Submit([&ran, i] {
         ++ran;
@@ -216,7 +225,7 @@ TEST(Prefetcher, RunsHintsOnItsThreadsAndIgnoresTheirErrors) {
   EXPECT_LE(ran.load(), 100);
   std::atomic<int> all{0};
   {
-    Prefetcher prefetch(2, 1000);
+    Prefetcher prefetch("/", 2, 1000);
     std::mutex mu;
     std::condition_variable cv;
     int done = 0;
