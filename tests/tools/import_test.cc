@@ -329,15 +329,18 @@ void ExpectConsistent(store::Store& store, const std::vector<Expected>& all, boo
 
 TEST_F(Import, KilledMidImportLeavesNothingHalfVisibleAndARerunCompletes) {
   // 4 users x 3 files of 300 messages: new folders (built unpublished) and, for two users, an
-  // existing INBOX that gains batches of 256.
+  // existing INBOX that gains 700 in batches of 256. The kills land at 15 % (user0's new
+  // folders), 33 % (user1's existing INBOX after its first batch), 50 % (user1's new folders) and
+  // 85 % (user3's existing INBOX) of the 4,200 messages.
   std::vector<Expected> all;
   std::string list;
   size_t total = 0;
   for (int u = 0; u < 4; ++u) {
     const std::string user = "user" + std::to_string(u);
     for (const std::string folder : {"INBOX", "Sent", "Archive/2020"}) {
-      Expected e{user, folder, {}, Messages(user + "-" + folder, 300, 40)};
-      if (folder == "INBOX" && u % 2 == 1) e.before = Messages(user + "-old", 3);
+      const bool existing = folder == "INBOX" && u % 2 == 1;
+      Expected e{user, folder, {}, Messages(user + "-" + folder, existing ? 700 : 300, 40)};
+      if (existing) e.before = Messages(user + "-old", 3);
       const std::string path = dir_ / ("in/" + user + "/" + std::to_string(all.size()));
       WriteMbox(path, e.messages);
       list += user + "\t" + folder + "\t" + path + "\n";
@@ -347,8 +350,8 @@ TEST_F(Import, KilledMidImportLeavesNothingHalfVisibleAndARerunCompletes) {
   }
   std::ofstream(dir_ / "list.tsv") << list;
 
-  int killed_mid_run = 0;
-  for (double share : {0.15, 0.5, 0.85}) {
+  int killed_mid_run = 0, existing_partly_imported = 0;
+  for (double share : {0.15, 0.33, 0.5, 0.85}) {
     SCOPED_TRACE("killed at " + std::to_string(share));
     fs::remove_all(root_);
     ASSERT_EQ(RunCli({"init", "--store", root_}).status, 0);
@@ -381,6 +384,11 @@ TEST_F(Import, KilledMidImportLeavesNothingHalfVisibleAndARerunCompletes) {
     {
       auto store = store::Store::Open(root_);  // recovers the mboxlist as after any crash
       ExpectConsistent(*store, all, /*finished=*/!WIFSIGNALED(status));
+      for (const Expected& e : all) {
+        if (e.before.empty()) continue;
+        const uint32_t count = store->FindFolder(e.user, e.folder)->count;
+        if (count > e.before.size() && count < e.before.size() + e.messages.size()) ++existing_partly_imported;
+      }
     }
     CliResult rerun = Run({"--list", dir_ / "list.tsv"});
     ASSERT_EQ(rerun.status, 0) << rerun.Describe();
@@ -396,7 +404,8 @@ TEST_F(Import, KilledMidImportLeavesNothingHalfVisibleAndARerunCompletes) {
       EXPECT_EQ(store->FindUser("user" + std::to_string(u))->quota_used, bytes);
     }
   }
-  EXPECT_GE(killed_mid_run, 2) << "the kills must land while the import runs, or this test proves nothing";
+  EXPECT_GE(killed_mid_run, 3) << "the kills must land while the import runs, or this test proves nothing";
+  EXPECT_GE(existing_partly_imported, 1) << "no kill landed between two batches of an existing folder";
 }
 
 }  // namespace
