@@ -98,7 +98,7 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
   AddStoreOption(command, &o->store_dir);
   command->add_option("-u,--user", o->user, "user id")->type_name("USER");
   command->add_option("-s,--source", o->mbox_path, "mbox file to load")->type_name("MBOXFILE");
-  command->add_option("files", o->files, "mbox files to load")->type_name("FILE...");
+  command->add_option("files", o->files, "mbox files to load")->type_name("FILE");
   command->add_option("-d,-F,--folder", o->folder, "folder to load into (default: INBOX, or each FILE's base name)")
       ->type_name("FOLDER");
   command->add_option("--list", o->list, "file of USER<TAB>FOLDER<TAB>MBOX_PATH lines: many users in one run")
