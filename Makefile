@@ -62,6 +62,7 @@ fuzz-asan: build
 bench: build
 	@scripts/bench $(BUILD)
 	@scripts/bench-migrate $(BUILD)
+	@scripts/bench-import $(BUILD)
 
 # Online migration only (issue 11 targets): hold, passes and wall time through a delay proxy.
 bench-migrate: build
@@ -69,6 +70,11 @@ bench-migrate: build
 
 bench-memory: build
 	@scripts/bench-memory $(BUILD)
+
+# import of 200 users' mbox files onto the disk against restore of the same messages (issue 12)
+.PHONY: bench-import
+bench-import: build
+	@scripts/bench-import $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-fuzz-asan
