@@ -27,8 +27,8 @@ namespace storemove::store {
 
 struct ReadAheadOptions {
   size_t threads = 16;                        // reads in flight at once
-  size_t max_files = 128;                     // files opened ahead of the consumer
-  uint64_t max_bytes = uint64_t{16} << 20;    // bytes read ahead of the consumer
+  size_t max_files = 48;                      // files opened ahead of the consumer
+  uint64_t max_bytes = uint64_t{2} << 20;     // bytes read ahead of the consumer
   uint64_t whole_file_limit = uint64_t{1} << 20;  // larger files: opened and hinted, read by the consumer
   // Files already in memory are read on the consumer's thread as they are asked for; false sends
   // every file through the threads (tests, whose files are all in memory).
@@ -99,6 +99,7 @@ class ReadAhead {
   bool OnMemoryFilesystem(const std::shared_ptr<const UniqueFd>& dir);
   void Read(Slot& slot);
   // Buffers for whole reads, reused; at most max_bytes of them are kept.
+  bool WantsBuffer(const ReadRequest& r) const;
   void Acquire(ReadResult& result, size_t size);
   void Release(ReadResult& result);
 
@@ -110,7 +111,7 @@ class ReadAhead {
   std::deque<std::shared_ptr<Slot>> todo_;    // not picked by a worker yet
   uint64_t window_bytes_ = 0;
   std::vector<std::pair<std::unique_ptr<char[]>, size_t>> free_buffers_;
-  uint64_t free_bytes_ = 0;
+  uint64_t free_bytes_ = 0, allocated_bytes_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;
   // Whether the last directory asked about is on a memory filesystem (consumer's thread only).
