@@ -36,7 +36,7 @@ asan: deps
 # repeat one stream for every offset or byte: the rest is single-threaded and slow under TSan)
 # (libdb's own shared-memory mutexes are not instrumented: tests/tsan.supp says which reports
 # come from inside libdb and why they are suppressed).
-TSAN_TESTS ?= store_concurrency_test tools_write_lock_test format_test net_test stream_test migrate_test
+TSAN_TESTS ?= store_concurrency_test store_read_ahead_test tools_write_lock_test format_test net_test stream_test disk_read_test migrate_test
 tsan: deps
 	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOREMOVE_TSAN=ON
 	cmake --build build-tsan -j $(JOBS) --target storemove $(TSAN_TESTS)
@@ -62,6 +62,7 @@ fuzz-asan: build
 bench: build
 	@scripts/bench $(BUILD)
 	@scripts/bench-migrate $(BUILD)
+	@scripts/bench-import $(BUILD)
 	@scripts/bench-disk $(BUILD)
 
 # Online migration only (issue 11 targets): hold, passes and wall time through a delay proxy.
@@ -74,6 +75,11 @@ bench-disk: build
 
 bench-memory: build
 	@scripts/bench-memory $(BUILD)
+
+# import of 200 users' mbox files onto the disk against restore of the same messages (issue 12)
+.PHONY: bench-import
+bench-import: build
+	@scripts/bench-import $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-fuzz-asan

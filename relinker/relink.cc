@@ -7,14 +7,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <limits>
+#include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "relinker/relinker.h"
+#include "store/read_ahead.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -116,7 +121,7 @@ class PartitionPass {
   void Run() {
     Usage before = Survey(1);
     before.repository = WalkRepository(/*purge=*/false);
-    ForEachMessage([&](const std::string& path, const store::MessageMeta& meta) {
+    ForEachMessage(/*entries=*/true, [&](const std::string& path, const store::MessageMeta& meta) {
       if (meta.size < options_.min_size) {
         ++stats_.too_small;
         return;
@@ -145,10 +150,19 @@ class PartitionPass {
   }
 
   // Calls fn(path, record) for every committed message of the partition, one folder snapshot
-  // at a time; folders removed meanwhile are skipped.
-  void ForEachMessage(const std::function<void(const std::string&, const store::MessageMeta&)>& fn) {
-    store_.ForEachFolder([&](const store::FolderInfo& info) {
-      if (info.partition != partition_) return;
+  // at a time; folders removed meanwhile are skipped. On a disk each cold file is an inode read
+  // the pass would wait for: while fn works, threads stat the files of the folders queued ahead
+  // (kMessagesAhead messages), with `entries` also their repository entries (the link pass looks
+  // each up), so fn finds them in memory. Only hints: fn still does every check itself.
+  void ForEachMessage(bool entries, const std::function<void(const std::string&, const store::MessageMeta&)>& fn) {
+    constexpr size_t kMessagesAhead = 2048;
+    std::deque<store::FolderInfo> pending;
+    size_t pending_messages = 0;
+    store::Prefetcher prefetch(store_.PartitionPath(partition_), options_.reads ? options_.reads : 16, 4096);
+    auto take = [&] {
+      const store::FolderInfo info = std::move(pending.front());
+      pending_messages -= info.count;
+      pending.pop_front();
       std::unique_ptr<store::Folder> folder;
       store::FolderSnapshot snapshot;
       try {
@@ -159,7 +173,26 @@ class PartitionPass {
         throw;
       }
       for (const store::MessageMeta& meta : snapshot.messages) fn(folder->MessagePath(meta.uid), meta);
+    };
+    store_.ForEachFolder([&](const store::FolderInfo& info) {
+      if (info.partition != partition_) return;
+      pending.push_back(info);
+      pending_messages += info.count;
+      prefetch.Submit([this, info, entries] { WarmFolder(info, entries); });
+      while (pending.size() > 1 && pending_messages > kMessagesAhead) take();
     });
+    while (!pending.empty()) take();
+  }
+
+  // The hint for one folder: its index, and the inodes of its files (and their entries).
+  void WarmFolder(const store::FolderInfo& info, bool entries) {
+    std::unique_ptr<store::Folder> folder = store_.OpenFolder(info.user, info.folder);
+    struct stat st;
+    for (const store::MessageMeta& m : folder->Snapshot().messages) {
+      ::fstatat(folder->dir_fd(), store::MessageRelPath(m.uid).c_str(), &st, AT_SYMLINK_NOFOLLOW);
+      if (entries && m.size >= options_.min_size)
+        ::fstatat(AT_FDCWD, repository_.EntryPath(EffectiveDigest(m.digest)).c_str(), &st, AT_SYMLINK_NOFOLLOW);
+    }
   }
 
   // Counts what the partition holds now. Distinct inodes are found without remembering every
@@ -168,7 +201,7 @@ class PartitionPass {
   Usage Survey(uint8_t number) {
     Usage usage;
     std::unordered_set<InodeId, InodeHash> extra_shared;
-    ForEachMessage([&](const std::string& path, const store::MessageMeta& meta) {
+    ForEachMessage(/*entries=*/false, [&](const std::string& path, const store::MessageMeta& meta) {
       struct stat st;
       if (!StatPath(path, &st) || !S_ISREG(st.st_mode)) return;  // expunged meanwhile
       Group& group = groups_[GroupKey{EffectiveDigest(meta.digest), meta.size}];
@@ -196,29 +229,50 @@ class PartitionPass {
 
   // Counts the entries of =digest; with `purge`, first removes those nothing else links to.
   uint64_t WalkRepository(bool purge) {
-    uint64_t entries = 0;
+    // 65,536 bucket directories: on a cold disk each listing waits for its blocks, so the
+    // top-level buckets are shared out between threads (each sums its own counts).
     const std::string& root = repository_.root();
-    for (const std::string& h1 : ListDirectory(root)) {
-      for (const std::string& h2 : ListDirectory(root + "/" + h1)) {
-        const std::string dir = root + "/" + h1 + "/" + h2;
-        for (const std::string& name : ListDirectory(dir)) {
-          if (!IsEntryName(name)) continue;  // e.g. the temporary name of an entry being replaced
-          const std::string path = dir + "/" + name;
-          struct stat st;
-          if (!StatPath(path, &st)) continue;
-          if (purge && S_ISREG(st.st_mode) && st.st_nlink == 1) {
-            int err = UnlinkPath(path);
-            if (err == 0) {
-              ++stats_.purged;
-              continue;
+    const std::vector<std::string> top = ListDirectory(root);
+    std::atomic<size_t> next{0};
+    std::atomic<uint64_t> entries{0}, purged{0};
+    std::mutex mu;
+    std::exception_ptr error;
+    auto work = [&] {
+      uint64_t my_entries = 0, my_purged = 0;
+      try {
+        for (size_t i; (i = next++) < top.size();) {
+          for (const std::string& h2 : ListDirectory(root + "/" + top[i])) {
+            const std::string dir = root + "/" + top[i] + "/" + h2;
+            for (const std::string& name : ListDirectory(dir)) {
+              if (!IsEntryName(name)) continue;  // e.g. the temporary name of an entry being replaced
+              const std::string path = dir + "/" + name;
+              struct stat st;
+              if (!StatPath(path, &st)) continue;
+              if (purge && S_ISREG(st.st_mode) && st.st_nlink == 1) {
+                int err = UnlinkPath(path);
+                if (err == 0) ++my_purged;
+                else if (err != ENOENT) ThrowErrno("unlink " + path, err);
+                continue;
+              }
+              ++my_entries;
             }
-            if (err != ENOENT) ThrowErrno("unlink " + path, err);
-            continue;
           }
-          ++entries;
         }
+      } catch (...) {
+        std::lock_guard lock(mu);
+        if (!error) error = std::current_exception();
+        next = top.size();
       }
-    }
+      entries += my_entries;
+      purged += my_purged;
+    };
+    std::vector<std::thread> threads;
+    const size_t count = std::min<size_t>(options_.reads ? options_.reads : 16, top.size());
+    for (size_t t = 1; t < count; ++t) threads.emplace_back(work);
+    work();
+    for (std::thread& t : threads) t.join();
+    stats_.purged += purged;
+    if (error) std::rethrow_exception(error);
     return entries;
   }
 

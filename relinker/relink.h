@@ -21,6 +21,7 @@ struct RelinkOptions {
   // Treat an inode with this many links as full, as the filesystem's limit (EMLINK) would;
   // 0 = only the filesystem's limit. Lets tests exercise ext4's 65,000 limit cheaply.
   uint64_t max_links = 0;
+  size_t reads = 0;  // message files examined at once (0 = 16)
   // Test hook: maps each message's digest before grouping and naming repository entries, so a
   // test can force different contents to share a digest. Empty = the digest of store.idx.
   std::function<Digest(const Digest&)> digest_override;

@@ -191,6 +191,7 @@ class Folder {
  public:
   ~Folder();
   const std::string& path() const { return path_; }  // absolute folder directory
+  int dir_fd() const { return dir_.get(); }  // the folder directory, open while the Folder lives
   const std::string& user() const { return user_; }
   const std::string& folder() const { return folder_; }
   std::string Mailbox() const { return "user/" + user_ + "/" + folder_; }

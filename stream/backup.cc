@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <set>
 
 #include "relinker/relinker.h"
+#include "store/read_ahead.h"
 #include "stream/net.h"
 #include "stream/records.h"
 #include "stream/sent_contents.h"
@@ -65,21 +67,27 @@ class BackupSession {
       if (wanted(u)) expected_bytes += u.quota_used;
     });
     progress_.set_total(0, expected_bytes);
-    store_.ForEachUser([&](const store::UserInfo& user) {
-      if (!wanted(user)) return;
-      std::vector<store::FolderInfo> folders;
-      for (store::FolderInfo& f : store_.ListFolders(user.user))
-        if (selection.WantsFolder(user, f.folder)) folders.push_back(std::move(f));
-      if (folders.empty()) return;
-      // An idle user's record is written only with its first folder that is written.
-      if (options_.skip_idle_users && options_.skip_unchanged)
-        idle_user_ = user;
-      else
-        queue_.push_back(Pending{user, nullptr});
-      for (const store::FolderInfo& f : folders) Enqueue(f);
-      idle_user_.reset();
-    });
+    // Users are taken kUsersAhead behind the scan, while prefetch threads read the folder
+    // indexes of those ahead: on a cold disk each index is a few dependent reads, which one
+    // thread would wait for one after another.
+    std::deque<store::UserInfo> ahead;
+    auto take = [&] {
+      WriteUserFolders(selection, ahead.front());
+      ahead.pop_front();
+    };
+    {
+      store::Prefetcher prefetch(store_.root(), std::clamp<size_t>((options_.reads ? options_.reads : kDefaultReads) / 2, 1, 8),
+                                 kUsersAhead);
+      store_.ForEachUser([&](const store::UserInfo& user) {
+        if (!wanted(user)) return;
+        ahead.push_back(user);
+        prefetch.Submit([this, &selection, user] { WarmUser(selection, user); });
+        if (ahead.size() > kUsersAhead) take();
+      });
+      while (!ahead.empty()) take();
+    }
     while (!queue_.empty()) WriteFront();
+    reader_.reset();
     encoder_.Finish();
     progress_.Finish();
     report_.seconds = progress_.seconds();
@@ -87,6 +95,37 @@ class BackupSession {
   }
 
  private:
+  static constexpr size_t kUsersAhead = 32;
+
+  // Reads what WriteUserFolders will read, into the page cache: the user's folder list and the
+  // index of each folder that will be opened.
+  void WarmUser(const Selection& selection, const store::UserInfo& user) {
+    for (const store::FolderInfo& f : store_.ListFolders(user.user))
+      if (selection.WantsFolder(user, f.folder) && !SkippedUnopened(f)) store_.OpenFolder(f.user, f.folder)->Snapshot();
+  }
+
+  void WriteUserFolders(const Selection& selection, const store::UserInfo& user) {
+    std::vector<store::FolderInfo> folders;
+    for (store::FolderInfo& f : store_.ListFolders(user.user))
+      if (selection.WantsFolder(user, f.folder)) folders.push_back(std::move(f));
+    if (folders.empty()) return;
+    // An idle user's record is written only with its first folder that is written.
+    if (options_.skip_idle_users && options_.skip_unchanged)
+      idle_user_ = user;
+    else
+      queue_.push_back(Pending{user, nullptr});
+    for (const store::FolderInfo& f : folders) Enqueue(f);
+    idle_user_.reset();
+  }
+
+  // The listing read HIGHESTMODSEQ from the index header: an unchanged folder is skipped with
+  // that one comparison, without opening it or reading its records.
+  bool SkippedUnopened(const store::FolderInfo& info) const {
+    if (!options_.since_modseq || !options_.skip_unchanged) return false;
+    auto it = options_.since_modseq->find(info.Mailbox());
+    return it != options_.since_modseq->end() && it->second != 0 && it->second == info.highest_modseq;
+  }
+
   void WriteUser(const store::UserInfo& u) {
     format::UserRecord r;
     r.user = u.user;
@@ -103,6 +142,8 @@ class BackupSession {
   // A folder read ahead of its data: its snapshot, and the questions asked about it.
   struct Ahead {
     std::unique_ptr<store::Folder> folder;
+    std::shared_ptr<const UniqueFd> dir;  // the folder's directory, for reads still in flight
+    uint64_t serial = 0;                   // tags its reads
     store::FolderSnapshot snap;
     uint64_t since = 0;  // incremental from this modseq; 0 = complete
     uint32_t since_uidnext = 0;  // with since: messages below it existed then (0 = unknown)
@@ -117,14 +158,9 @@ class BackupSession {
   // Takes the folder's snapshot now and asks the receiver about its contents, so the answer
   // travels while earlier folders are written: no round trip per folder (docs/transport.md).
   void Enqueue(const store::FolderInfo& info) {
-    if (options_.since_modseq && options_.skip_unchanged) {
-      // The listing read HIGHESTMODSEQ from the index header: an unchanged folder is skipped
-      // with that one comparison, without opening it or reading its records.
-      auto it = options_.since_modseq->find(info.Mailbox());
-      if (it != options_.since_modseq->end() && it->second != 0 && it->second == info.highest_modseq) {
-        if (options_.on_folder) options_.on_folder(info.Mailbox(), info.highest_modseq, info.uidnext);
-        return;
-      }
+    if (SkippedUnopened(info)) {
+      if (options_.on_folder) options_.on_folder(info.Mailbox(), info.highest_modseq, info.uidnext);
+      return;
     }
     auto ahead = std::make_unique<Ahead>();
     try {
@@ -159,6 +195,11 @@ class BackupSession {
       queue_.push_back(Pending{std::move(idle_user_), nullptr});
       idle_user_.reset();
     }
+    if (!options_.manifest) {
+      ahead->dir = store::ReadAhead::ShareDirectory(ahead->folder->dir_fd());
+      ahead->serial = ++folders_enqueued_;
+      feed_.push_back(ahead.get());
+    }
     queue_.push_back(Pending{std::nullopt, std::move(ahead)});
     while (queued_folders_ >= query_ahead_ || (queued_folders_ > 1 && queued_messages_ > kMaxMessagesAhead))
       WriteFront();
@@ -175,6 +216,34 @@ class BackupSession {
     --queued_folders_;
     queued_messages_ -= p.folder->snap.messages.size();
     WriteFolder(*p.folder);
+    // The reads never run behind the writing: a folder written is done for the feed too.
+    if (!feed_.empty() && feed_.front() == p.folder.get()) {
+      feed_.pop_front();
+      feed_next_ = 0;
+    }
+  }
+
+  static uint64_t ReadTag(const Ahead& a, uint32_t uid) { return a.serial << 32 | uid; }
+
+  // The next message file the stream will need, in the order WriteFolder takes them: every
+  // message that goes as data, folder after folder of the queue (docs/performance.md, "On disk").
+  bool NextRead(store::ReadRequest* r) {
+    while (!feed_.empty()) {
+      const Ahead& a = *feed_.front();
+      while (feed_next_ < a.snap.messages.size()) {
+        const store::MessageMeta& m = a.snap.messages[feed_next_++];
+        if (!SendsData(a, m)) continue;
+        r->dir = a.dir;
+        r->name = store::MessageRelPath(m.uid);
+        r->shown = a.folder->path() + "/" + r->name;
+        r->size = m.size;
+        r->tag = ReadTag(a, m.uid);
+        return true;
+      }
+      feed_.pop_front();
+      feed_next_ = 0;
+    }
+    return false;
   }
 
   // Whether a message of this folder goes as data (message, link or held record) or, in an
@@ -218,7 +287,7 @@ class BackupSession {
     if (!r.unchanged()) {
       for (const store::MessageMeta& m : snap.messages) {
         if (SendsData(a, m)) {
-          WriteMessage(folder, folder_index, m);
+          WriteMessage(a, folder_index, m);
         } else if (a.since) {
           encoder_.WriteMeta(ToRecord(m));
           ++report_.metas;
@@ -238,7 +307,8 @@ class BackupSession {
     report_.error_lines.push_back(folder.Mailbox() + " UID " + std::to_string(m.uid) + ": " + what);
   }
 
-  void WriteMessage(store::Folder& folder, uint32_t folder_index, const store::MessageMeta& m) {
+  void WriteMessage(const Ahead& a, uint32_t folder_index, const store::MessageMeta& m) {
+    store::Folder& folder = *a.folder;
     format::MessageRecord rec = ToRecord(m);
     if (options_.manifest) {
       encoder_.BeginMessage(rec);
@@ -246,18 +316,30 @@ class BackupSession {
       Count(m.size, false);
       return;
     }
-    UniqueFd fd;
-    try {
-      fd = folder.OpenMessage(m.uid);
-    } catch (const Error& e) {
-      if (e.code() != Errc::kCorrupt) throw;
-      ReportError(folder, m, "message file " + folder.MessagePath(m.uid) +
-                                 " is missing though store.idx lists it (damaged store); left out");
-      return;
+    if (!reader_) {
+      store::ReadAheadOptions read_options;
+      read_options.threads = options_.reads ? options_.reads : kDefaultReads;
+      reader_ = std::make_unique<store::ReadAhead>([this](store::ReadRequest* r) { return NextRead(r); }, read_options);
     }
-    if (!fd.valid()) return;  // expunged after the snapshot (its record is gone): not part of the folder any more
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + folder.MessagePath(m.uid));
+    store::ReadResult& file = file_;  // one result, so its buffer is reused
+    if (!reader_->Next(&file) || file.tag != ReadTag(a, m.uid))
+      Throw(Errc::kInvalidArgument, "backup: internal error: reads out of step at " + folder.Mailbox() + " UID " +
+                                        std::to_string(m.uid));
+    UniqueFd fd = std::move(file.fd);
+    struct stat& st = file.st;
+    if (!fd.valid()) {
+      try {
+        fd = folder.OpenMessage(m.uid);  // tells "expunged meanwhile" from damage
+      } catch (const Error& e) {
+        if (e.code() != Errc::kCorrupt) throw;
+        ReportError(folder, m, "message file " + folder.MessagePath(m.uid) +
+                                   " is missing though store.idx lists it (damaged store); left out");
+        return;
+      }
+      if (!fd.valid()) return;  // expunged after the snapshot (its record is gone): not part of the folder any more
+      if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + folder.MessagePath(m.uid));
+      file.whole = false;
+    }
     if (uint64_t(st.st_size) != m.size) {
       ReportError(folder, m, "message file " + folder.MessagePath(m.uid) + " has " + std::to_string(st.st_size) +
                            " bytes, the index says " + std::to_string(m.size) + "; left out");
@@ -292,7 +374,7 @@ class BackupSession {
       }
     }
     bool held = receiver_has_.count({m.digest, m.size});
-    if (!(held ? SendHeld(folder, fd.get(), m, rec) : SendBody(folder, fd.get(), m, rec))) return;
+    if (!(held ? SendHeld(folder, fd.get(), file, m, rec) : SendBody(folder, fd.get(), file, m, rec))) return;
     uint64_t content_id = last_content_id_;
     if (content_id > UINT32_MAX) Throw(Errc::kInvalidArgument, "backup: more than 2^32 messages in one stream");
     if (renew)
@@ -302,8 +384,20 @@ class BackupSession {
   }
 
   // Reads the file, checks it against the recorded digest, and sends it as a message record.
-  bool SendBody(store::Folder& folder, int fd, const store::MessageMeta& m, format::MessageRecord rec) {
+  bool SendBody(store::Folder& folder, int fd, const store::ReadResult& file, const store::MessageMeta& m,
+                format::MessageRecord rec) {
     const std::string path = folder.MessagePath(m.uid);
+    if (file.whole) {  // read ahead, and hashed, by the reader threads
+      if (file.digest != m.digest) {
+        ReportError(folder, m, "message file " + path + " does not match its recorded digest; left out");
+        return false;
+      }
+      last_content_id_ = encoder_.BeginMessage(rec);
+      encoder_.BodyChunk(file.data.data(), file.data.size());
+      encoder_.EndMessage();
+      Count(m.size, false);
+      return true;
+    }
     if (m.size <= kReadChunk) {
       buf_.resize(m.size);
       size_t got = 0;
@@ -365,17 +459,25 @@ class BackupSession {
 
   // Content the receiver holds: read to check the recorded digest and to compute the SHA-256
   // the receiver proves its own copy against; sent as a held record, without the body.
-  bool SendHeld(store::Folder& folder, int fd, const store::MessageMeta& m, const format::MessageRecord& rec) {
+  bool SendHeld(store::Folder& folder, int fd, const store::ReadResult& file, const store::MessageMeta& m,
+                const format::MessageRecord& rec) {
     const std::string path = folder.MessagePath(m.uid);
-    Hasher hasher;
     net::Sha256 sha;
-    buf_.resize(kReadChunk);
-    uint64_t total = 0;
-    for (size_t n; (n = ReadSome(fd, buf_.data(), buf_.size(), path)) > 0; total += n) {
-      hasher.Update(buf_.data(), n);
-      sha.Update(buf_.data(), n);
+    bool same;
+    if (file.whole) {
+      sha.Update(file.data.data(), file.data.size());
+      same = file.digest == m.digest;
+    } else {
+      Hasher hasher;
+      buf_.resize(kReadChunk);
+      uint64_t total = 0;
+      for (size_t n; (n = ReadSome(fd, buf_.data(), buf_.size(), path)) > 0; total += n) {
+        hasher.Update(buf_.data(), n);
+        sha.Update(buf_.data(), n);
+      }
+      same = total == m.size && hasher.Final() == m.digest;
     }
-    if (total != m.size || hasher.Final() != m.digest) {
+    if (!same) {
       ReportError(folder, m, "message file " + path + " does not match its recorded digest; left out");
       return false;
     }
@@ -424,6 +526,13 @@ class BackupSession {
   uint64_t last_content_id_ = 0;
   std::string buf_;
   std::set<std::pair<Digest, uint64_t>> receiver_has_;  // the open folder's contents the receiver holds
+  // Reads ahead: the queued folders whose files are still to be asked for, the next message of
+  // the first, and the reader (declared last: its threads stop before the folders go).
+  std::deque<const Ahead*> feed_;
+  size_t feed_next_ = 0;
+  uint64_t folders_enqueued_ = 0;
+  store::ReadResult file_;
+  std::unique_ptr<store::ReadAhead> reader_;
 };
 
 }  // namespace

@@ -71,6 +71,10 @@ class ContentOracle {
 };
 inline constexpr size_t kMaxOracleBatch = 1000;
 
+// Message files a pass reads at once by default: enough to keep a disk's queue full, few enough
+// to stay within the memory bound (docs/performance.md, "On disk").
+constexpr size_t kDefaultReads = 16;
+
 struct BackupOptions {
   std::vector<std::string> names{"/"};
   std::string groups_file;  // default STORE/config/backup-groups.conf
@@ -81,6 +85,8 @@ struct BackupOptions {
   const std::set<std::string>* only_users = nullptr;  // narrows the selection further (migrate)
   std::function<void(uint64_t messages, uint64_t bytes)> on_progress;  // per message sent
   ContentOracle* oracle = nullptr;  // network sessions (a session stream); files and pipes: none
+  // Message files read at once, ahead of the stream (0 = kDefaultReads); docs/performance.md "On disk".
+  size_t reads = 0;
   // Entries of the fixed-size table of contents already sent (a power of two, >= 4); 0 = the
   // default of 2^18 (7 MiB). Content the table has forgotten is sent again as a body.
   size_t sent_contents_capacity = 0;
@@ -199,6 +205,7 @@ namespace storemove::stream {
 struct VerifyOptions {
   std::vector<std::string> names{"/"};  // selection, as for backup (on the source)
   bool check_bytes = true;              // re-read every destination message and hash it
+  size_t reads = 0;                     // message files read at once (0 = kDefaultReads)
   // By default a destination user that is active while the source has it on hold or moved:HOST
   // is what a migration does, not a difference (docs/migration.md); strict compares statuses
   // exactly.

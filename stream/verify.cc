@@ -2,9 +2,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "store/read_ahead.h"
 #include "stream/records.h"
 #include "stream/stream.h"
 #include "util/error.h"
@@ -23,19 +26,85 @@ std::string Names(uint64_t bits, const std::vector<std::string>& names) {
   return out;
 }
 
-// Hashes a message file; nullopt when it is missing.
-std::optional<Digest> HashFile(store::Folder& folder, uint32_t uid) {
-  UniqueFd fd = folder.OpenMessageFile(uid);
-  if (!fd.valid()) return std::nullopt;
+// The digest of a file read ahead: computed by the reader, or here for a file too large to
+// have been read whole (or not of the expected size).
+Digest DigestOfFile(const store::ReadResult& file, const std::string& shown) {
+  if (file.whole) return file.digest;
   Hasher h;
   std::string buf(1 << 20, '\0');
-  for (;;) {
-    size_t n = ReadSome(fd.get(), buf.data(), buf.size(), folder.MessagePath(uid));
+  for (off_t off = 0;;) {
+    ssize_t n = ::pread(file.fd.get(), buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowErrno("read " + shown);
     if (n == 0) break;
-    h.Update(buf.data(), n);
+    h.Update(buf.data(), size_t(n));
+    off += n;
   }
   return h.Final();
 }
+
+// Destination message files whose bytes are still to be proven, in the order the checks found
+// them; read kChecksAhead ahead by the reader's threads (on a disk, one file at a time would
+// wait for each), so a difference may be reported a few folders after the folder's own lines.
+class ByteChecks {
+ public:
+  explicit ByteChecks(size_t reads) : reads_(reads ? reads : kDefaultReads) {}
+
+  void Add(const store::Folder& folder, std::shared_ptr<const UniqueFd>& dir, uint32_t uid, uint64_t size,
+           const Digest& digest, std::string where) {
+    if (!dir) dir = store::ReadAhead::ShareDirectory(folder.dir_fd());
+    to_read_.push_back({dir, folder.MessagePath(uid), store::MessageRelPath(uid), size, digest, std::move(where)});
+  }
+
+  // Proves the pending checks until at most `keep` are left; differences go to `diff`.
+  template <typename Diff>
+  void Settle(size_t keep, Diff diff) {
+    while (to_read_.size() + reading_.size() > keep) {
+      if (!reader_) {
+        store::ReadAheadOptions options;
+        options.threads = reads_;
+        reader_ = std::make_unique<store::ReadAhead>([this](store::ReadRequest* r) { return NextRead(r); }, options);
+      }
+      store::ReadResult& file = file_;  // one result, so its buffer is reused
+      if (!reader_->Next(&file)) Throw(Errc::kInvalidArgument, "verify: internal error: byte checks out of step");
+      const Check& c = reading_.front();
+      if (!file.fd.valid())
+        diff(c.where + ": message file is missing");
+      else if (DigestOfFile(file, c.shown) != c.digest)
+        diff(c.where + ": message bytes do not match the source");
+      reading_.pop_front();
+    }
+  }
+
+  static constexpr size_t kChecksAhead = 1024;
+
+ private:
+  struct Check {
+    std::shared_ptr<const UniqueFd> dir;
+    std::string shown, name;
+    uint64_t size;
+    Digest digest;
+    std::string where;
+  };
+
+  bool NextRead(store::ReadRequest* r) {
+    if (to_read_.empty()) return false;
+    reading_.push_back(std::move(to_read_.front()));
+    to_read_.pop_front();
+    const Check& c = reading_.back();
+    r->dir = c.dir;
+    r->name = c.name;
+    r->shown = c.shown;
+    r->size = c.size;
+    return true;
+  }
+
+  const size_t reads_;
+  std::deque<Check> to_read_;  // not asked for yet
+  std::deque<Check> reading_;  // asked for, in the reader's order
+  store::ReadResult file_;
+  std::unique_ptr<store::ReadAhead> reader_;  // last: its threads stop before the checks go
+};
 
 // Statuses that differ only as a migration makes them: the destination's copy is active while
 // the source has the user on hold (copy, catch-up, verify) or moved to another host (after the
@@ -64,8 +133,11 @@ struct SourceUser {
 
 class Checker {
  public:
-  Checker(store::Store& dst, const VerifyOptions& options) : dst_(dst), options_(options) {}
-  VerifyReport& report() { return report_; }
+  Checker(store::Store& dst, const VerifyOptions& options) : dst_(dst), options_(options), bytes_(options.reads) {}
+  VerifyReport& report() {
+    bytes_.Settle(0, [this](const std::string& line) { Diff(line); });
+    return report_;
+  }
 
   // False when the user is missing (its folders are then reported missing too).
   bool CheckUser(const SourceUser& su) {
@@ -109,6 +181,7 @@ class Checker {
     if (d.info.acl != s.info.acl) Diff("mailbox " + mailbox + ": ACL is '" + d.info.acl + "', source has '" + s.info.acl + "'");
     if (dst_.PerUser(mailbox) != s.peruser) Diff("mailbox " + mailbox + ": per-user data differs");
 
+    std::shared_ptr<const UniqueFd> dir;  // shared by the folder's byte checks
     std::map<uint32_t, const store::MessageMeta*> have;
     for (const auto& m : d.messages) have[m.uid] = &m;
     for (const store::MessageMeta& sm : s.messages) {
@@ -133,13 +206,10 @@ class Checker {
       if (dm.internal_date != sm.internal_date) Diff(where + ": internal date differs");
       if (dm.sent_date != sm.sent_date || dm.header_size != sm.header_size || dm.save_time != sm.save_time)
         Diff(where + ": dates or header size differ");
-      if (options_.check_bytes) {
-        std::optional<Digest> actual = HashFile(*dfolder, sm.uid);
-        if (!actual) Diff(where + ": message file is missing");
-        else if (*actual != sm.digest) Diff(where + ": message bytes do not match the source");
-      }
+      if (options_.check_bytes) bytes_.Add(*dfolder, dir, sm.uid, sm.size, sm.digest, where);
     }
     for (const auto& [uid, m] : have) Diff("mailbox " + mailbox + " UID " + std::to_string(uid) + " is not in the source");
+    bytes_.Settle(ByteChecks::kChecksAhead, [this](const std::string& line) { Diff(line); });
   }
 
  private:
@@ -148,6 +218,7 @@ class Checker {
   store::Store& dst_;
   const VerifyOptions& options_;
   VerifyReport report_;
+  ByteChecks bytes_;
 };
 
 
@@ -160,7 +231,22 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
     if (selection.WantsUser(u)) users.push_back(u);
   });
   Checker checker(destination, options);
-  for (const store::UserInfo& u : users) {
+  // Both stores' folder indexes of the users kUsersAhead ahead are read by prefetch threads:
+  // on a cold disk each is a few dependent reads.
+  constexpr size_t kUsersAhead = 32;
+  store::Prefetcher prefetch(source.root(), std::clamp<size_t>((options.reads ? options.reads : kDefaultReads) / 2, 1, 8),
+                             2 * kUsersAhead);
+  auto warm = [&](const store::UserInfo& u) {
+    for (store::Store* s : {&source, &destination})
+      prefetch.Submit([s, &selection, u] {
+        for (const store::FolderInfo& f : s->ListFolders(u.user))
+          if (selection.WantsFolder(u, f.folder)) s->OpenFolder(f.user, f.folder)->Snapshot();
+      });
+  };
+  for (size_t i = 0; i < std::min(users.size(), kUsersAhead); ++i) warm(users[i]);
+  for (size_t i = 0; i < users.size(); ++i) {
+    if (i + kUsersAhead < users.size()) warm(users[i + kUsersAhead]);
+    const store::UserInfo& u = users[i];
     std::vector<store::FolderInfo> folders;
     for (auto& f : source.ListFolders(u.user))
       if (selection.WantsFolder(u, f.folder)) folders.push_back(std::move(f));

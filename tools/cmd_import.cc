@@ -1,90 +1,113 @@
-// storemove import: imsimport. Loads a UNIX mbox file into a folder, creating the user and the
-// folder when missing. Like imsimport it bypasses the user's status and quota (an administrator
-// is loading mail, not an MTA delivering it).
-#include <fcntl.h>
+// storemove import: imsimport, one mbox file or many in one run (store/import.h). Like imsimport
+// it bypasses the user's status and quota (an administrator is loading mail, not an MTA
+// delivering it).
+#include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <vector>
 
-#include "store/mbox.h"
+#include "store/import.h"
 #include "tools/commands.h"
 #include "util/error.h"
 
 namespace storemove::tools {
 namespace {
 
-// Messages become visible in batches: one lock, one store.idx append and one quota update per batch.
-constexpr size_t kBatchMessages = 256;
-constexpr uint64_t kBatchBytes = 8 << 20;
-
-struct ImportOptions {
+struct ImportCliOptions {
   std::string store_dir;
   std::string user;
   std::string mbox_path;
-  std::string folder = "INBOX";
+  std::vector<std::string> files;
+  std::string folder;
+  std::string list;
   bool mboxo = false;
+  bool append_all = false;
 };
 
-int RunImport(const ImportOptions& options) {
-  const std::string& root = RequireStoreDir(options.store_dir);
-  store::ValidateUserId(options.user);
-  store::ValidateFolderName(options.folder);
-  UniqueFd mbox = OpenFile(options.mbox_path, O_RDONLY);
+// What an import committed is complete and a rerun adds only what is missing (store/import.h),
+// so Ctrl-C or SIGTERM stops it at once, with one line that says so.
+void OnInterrupt(int) {
+  static const char kLine[] =
+      "storemove: import interrupted; nothing half-imported is visible: run the same import again to complete it\n";
+  (void)!::write(STDERR_FILENO, kLine, sizeof kLine - 1);
+  ::_exit(ExitStatus(Errc::kInterrupted));
+}
 
-  auto store = store::Store::Open(root, {store::Durability::kBatch});
-  store::MboxReader reader(mbox.get(), options.mbox_path,
-                           options.mboxo ? store::MboxFlavor::kMboxo : store::MboxFlavor::kMboxrd);
-  // A file that is not an mbox fails here, before the user or folder is created.
-  store::MboxMessage message;
-  bool have_message = reader.Next(&message);
-  if (!store->FindUser(options.user)) store->CreateUser(options.user);  // with its INBOX
-  std::unique_ptr<store::Folder> folder = store->CreateFolder(options.user, options.folder);
-
-  const int64_t now = UnixNow();
-  uint64_t messages = 0;
-  uint64_t bytes = 0;
-  std::vector<store::StagedMessage> batch;
-  uint64_t batch_bytes = 0;
-  try {
-    for (; have_message; have_message = reader.Next(&message)) {
-      std::unique_ptr<store::MessageWriter> writer = folder->NewMessage();
-      writer->Write(message.bytes);
-      store::MessageMeta meta;
-      meta.internal_date = message.envelope_date != 0 ? message.envelope_date : now;
-      meta.save_time = now;
-      batch.push_back(writer->Finish(meta));
-      ++messages;
-      bytes += message.bytes.size();
-      batch_bytes += message.bytes.size();
-      if (batch.size() >= kBatchMessages || batch_bytes >= kBatchBytes) {
-        folder->Commit(batch);
-        batch.clear();
-        batch_bytes = 0;
-      }
-    }
-    if (!batch.empty()) folder->Commit(batch);
-  } catch (...) {
-    folder->Discard(batch);
-    throw;
+std::vector<store::ImportJob> Jobs(const ImportCliOptions& o) {
+  if (!o.list.empty()) {
+    if (!o.user.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty())
+      Throw(Errc::kInvalidArgument, "--list names users, folders and files itself: no -u, -s, -d or FILE with it");
+    return store::ReadImportList(o.list);
   }
-  std::printf("imported %llu messages (%llu bytes) from %s into %s\n", static_cast<unsigned long long>(messages),
-              static_cast<unsigned long long>(bytes), options.mbox_path.c_str(), folder->Mailbox().c_str());
+  if (o.user.empty()) Throw(Errc::kInvalidArgument, "import needs -u USER (or --list FILE)");
+  std::vector<std::string> paths = o.files;
+  if (!o.mbox_path.empty()) paths.insert(paths.begin(), o.mbox_path);
+  if (paths.empty()) Throw(Errc::kInvalidArgument, "import needs an mbox file: -s FILE or FILE...");
+  std::vector<store::ImportJob> jobs;
+  for (const std::string& path : paths) {
+    // -s alone keeps imsimport's default, INBOX; FILE arguments go to their base names.
+    std::string folder = !o.folder.empty() ? o.folder : o.files.empty() ? "INBOX" : store::FolderForFile(path);
+    jobs.push_back({o.user, folder, path, ""});
+  }
+  return jobs;
+}
+
+int RunImport(const ImportCliOptions& o) {
+  struct sigaction sa {};
+  sa.sa_handler = OnInterrupt;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  const std::string& root = RequireStoreDir(o.store_dir);
+  const std::vector<store::ImportJob> jobs = Jobs(o);
+
+  // No fsync per file: one syncfs of the store's filesystems before success (store/import.h).
+  auto store = store::Store::Open(root, {store::Durability::kNone});
+  store::ImportOptions options;
+  options.flavor = o.mboxo ? store::MboxFlavor::kMboxo : store::MboxFlavor::kMboxrd;
+  options.append_all = o.append_all;
+  options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove import: %s\n", why.c_str()); };
+  options.on_file = [](const store::ImportJob& job, uint64_t messages, uint64_t bytes, uint64_t skipped) {
+    std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s", static_cast<unsigned long long>(messages),
+                static_cast<unsigned long long>(bytes), job.path.c_str(), job.user.c_str(), job.folder.c_str());
+    if (skipped) std::printf(", %llu already present", static_cast<unsigned long long>(skipped));
+    std::printf("\n");
+  };
+  store::ImportReport report = store::ImportMboxes(*store, jobs, options);
+  store::SyncStoreFilesystems(*store);
+  if (jobs.size() > 1)
+    std::printf("imported %llu messages (%llu bytes, %llu already present) from %llu files for %llu users\n",
+                static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
+                static_cast<unsigned long long>(report.skipped), static_cast<unsigned long long>(report.files),
+                static_cast<unsigned long long>(report.users));
   return 0;
 }
 
 }  // namespace
 
 void AddImportCommand(CLI::App& root, Action* chosen) {
-  auto options = std::make_shared<ImportOptions>();
+  auto o = std::make_shared<ImportCliOptions>();
   CLI::App* command = root.add_subcommand(
-      "import", "load a UNIX mbox file into a folder, creating the user and folder when missing (imsimport)");
-  AddStoreOption(command, &options->store_dir);
-  command->add_option("-u,--user", options->user, "user id")->required()->type_name("USER");
-  command->add_option("-s,--source", options->mbox_path, "mbox file to load")->required()->type_name("MBOXFILE");
-  command->add_option("-d,--folder", options->folder, "folder to load into (default: INBOX)")->type_name("FOLDER");
-  command->add_flag("--mboxo", options->mboxo,
+      "import",
+      "load UNIX mbox files into folders, creating users and folders when missing (imsimport)\n"
+      "  -u USER -s FILE [-d FOLDER]   one file, into FOLDER (default INBOX)\n"
+      "  -u USER FILE... [-d FOLDER]   each file into the folder of its base name less .mbox (or all into FOLDER)\n"
+      "  --list LIST                   lines USER<TAB>FOLDER<TAB>MBOX_PATH (relative paths: from LIST's directory)\n"
+      "A new folder appears only once its file is complete; a message the folder already holds (same bytes)\n"
+      "is skipped, so running an interrupted import again completes it without duplicates. Exit 0 = on disk.");
+  AddStoreOption(command, &o->store_dir);
+  command->add_option("-u,--user", o->user, "user id")->type_name("USER");
+  command->add_option("-s,--source", o->mbox_path, "mbox file to load")->type_name("MBOXFILE");
+  command->add_option("files", o->files, "mbox files to load")->type_name("FILE");
+  command->add_option("-d,-F,--folder", o->folder, "folder to load into (default: INBOX, or each FILE's base name)")
+      ->type_name("FOLDER");
+  command->add_option("--list", o->list, "file of USER<TAB>FOLDER<TAB>MBOX_PATH lines: many users in one run")
+      ->type_name("LIST");
+  command->add_flag("--append-all", o->append_all,
+                    "append every message, even one the folder already holds (imsimport's way; a rerun duplicates)");
+  command->add_flag("--mboxo", o->mboxo,
                     "read the file as mboxo instead of mboxrd (they differ in how quoted >From lines are read)");
-  command->callback([options, chosen] { *chosen = [options] { return RunImport(*options); }; });
+  command->callback([o, chosen] { *chosen = [o] { return RunImport(*o); }; });
 }
 
 }  // namespace storemove::tools

@@ -56,6 +56,8 @@ void AddRelinkCommand(CLI::App& root, Action* chosen) {
                     "remove repository entries no message links to any more (not while a restore runs)");
   command->add_option("--min-size", options->min_size_kb, "leave messages smaller than this alone")
       ->type_name("KB");
+  command->add_option("--reads", options->relink.reads, "message files examined at once (default 16; 1 = one at a time)")
+      ->check(CLI::Range(1, 1024));
   command->add_flag("--json", options->json, "print the before/after numbers as JSON");
   // Tests only: a small link limit exercises what ext4's 65,000 (EMLINK) triggers.
   command->add_option("--max-links", options->relink.max_links)->group("");

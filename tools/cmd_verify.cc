@@ -21,6 +21,7 @@ struct VerifyCliOptions {
   bool json = false;
   bool no_bytes = false;
   bool strict_status = false;
+  size_t reads = 0;
   std::vector<std::string> names;
 };
 
@@ -32,6 +33,7 @@ int RunVerify(const VerifyCliOptions& o) {
   if (!o.names.empty()) options.names = o.names;
   options.check_bytes = !o.no_bytes;
   options.strict_status = o.strict_status;
+  options.reads = o.reads;
   stream::VerifyReport report;
   if (!o.source_dir.empty()) {
     auto source = store::Store::Open(o.source_dir);
@@ -78,6 +80,8 @@ void AddVerifyCommand(CLI::App& root, Action* chosen) {
   c->add_option("--source", o->source_dir, "the source store, opened directly")->type_name("DIR");
   c->add_option("--manifest", o->manifest, "a manifest stream from `backup --manifest` (- for stdin)")->type_name("FILE|-");
   c->add_flag("--json", o->json, "print the result as JSON");
+  c->add_option("--reads", o->reads, "destination message files read at once (default 16; 1 = one at a time)")
+      ->check(CLI::Range(1, 1024));
   c->add_flag("--no-bytes", o->no_bytes, "compare index records only; do not re-read destination messages");
   c->add_flag("--strict-status", o->strict_status,
               "compare user statuses exactly (by default a destination user that is active while the source has "

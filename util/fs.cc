@@ -2,6 +2,9 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -285,6 +288,40 @@ TrustedRoot::~TrustedRoot() {
   if (!id_) return;
   std::unique_lock<std::shared_mutex> lock(g_roots_mutex);
   std::erase_if(g_roots, [&](const Root& r) { return r.id == id_; });
+}
+
+namespace {
+std::atomic<bool> g_no_resolve_cached{false};
+}  // namespace
+
+int OpenIfCached(int dirfd, const std::string& name) {
+  if (g_no_openat2.load(std::memory_order_relaxed) || g_no_resolve_cached.load(std::memory_order_relaxed))
+    return -EAGAIN;
+  struct open_how how {};
+  how.flags = uint64_t(O_RDONLY | O_CLOEXEC);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_CACHED;
+  long fd = ::syscall(SYS_openat2, dirfd, name.c_str(), &how, sizeof how);
+  if (fd >= 0) return int(fd);
+  int err = errno;
+  if (err == EINVAL || err == ENOSYS) {  // a kernel before 5.12: never cached
+    g_no_resolve_cached.store(true, std::memory_order_relaxed);
+    return -EAGAIN;
+  }
+  return -err;
+}
+
+ssize_t PreadIfCached(int fd, void* data, size_t size, off_t offset) {
+  struct iovec iov {data, size};
+  for (;;) {
+    ssize_t n = ::preadv2(fd, &iov, 1, offset, RWF_NOWAIT);
+    if (n >= 0) return n;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+bool OnMemoryFilesystem(int fd) {
+  struct statfs fs;
+  return ::fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
 }
 
 UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown) {

@@ -49,6 +49,17 @@ UniqueFd OpenAt(int dirfd, const std::string& name, int flags, mode_t mode, cons
 UniqueFd OpenDirectory(const std::string& path);
 // Returns an invalid fd instead of throwing when the entry does not exist.
 UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown);
+// Opens `name` beneath dirfd read-only only if every component of the path is in the kernel's
+// lookup cache (openat2 RESOLVE_CACHED): the fd, or -errno, where -EAGAIN means "would have
+// to wait for the disk" (or a kernel without RESOLVE_CACHED). Any failure is for the caller to
+// retry with TryOpenAt, which names the error; symlinks are refused the same way (-ELOOP/-EXDEV).
+int OpenIfCached(int dirfd, const std::string& name);
+// preadv2(RWF_NOWAIT): bytes read from the page cache without waiting for the disk; -EAGAIN when
+// the data is not all in memory, -EOPNOTSUPP when the filesystem cannot say (tmpfs), other
+// failures as -errno.
+ssize_t PreadIfCached(int fd, void* data, size_t size, off_t offset);
+// Whether fd's filesystem keeps everything in memory (tmpfs, ramfs): reads never wait for a disk.
+bool OnMemoryFilesystem(int fd);
 
 void WriteAll(int fd, const void* data, size_t size, const std::string& shown);
 void PwriteAll(int fd, const void* data, size_t size, off_t offset, const std::string& shown);

@@ -401,8 +401,12 @@ TEST_F(Cli, ImportLoadsAnMboxCreatingUserAndFolder) {
   EXPECT_NE(first.find("\nFrom the quoted line\n"), std::string::npos) << "mboxrd unquotes >From: " << first;
   EXPECT_TRUE(second.starts_with("Subject: two\n\nsecond body\n")) << second;
 
-  // Importing again appends (new UIDs), as imsimport does.
+  // Importing again adds nothing the folder holds already (a rerun completes, never duplicates);
+  // --append-all appends everything with new UIDs, as imsimport does.
   CliResult again = RunCli({"import", "--store", root_, "-u", "heidi", "-s", mbox_path, "-d", "Archive/Old"});
+  ASSERT_EQ(again.status, 0) << again.Describe();
+  EXPECT_EQ(folder->Snapshot().messages.size(), 2u);
+  again = RunCli({"import", "--store", root_, "-u", "heidi", "-s", mbox_path, "-d", "Archive/Old", "--append-all"});
   ASSERT_EQ(again.status, 0) << again.Describe();
   EXPECT_EQ(folder->Snapshot().messages.size(), 4u);
 

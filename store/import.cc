@@ -1,0 +1,264 @@
+// Bulk mbox import; the rules are in store/import.h and docs/store-format.md §6.10.
+#include "store/import.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "store/mboxlist.h"
+#include "util/digest.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+
+namespace {
+
+// Messages become visible in batches: one lock, one store.idx append and one quota update per batch.
+constexpr size_t kBatchMessages = 256;
+constexpr uint64_t kBatchBytes = 8 << 20;
+
+[[noreturn]] void Rethrow(const Error& e, const std::string& where) {
+  if (where.empty()) throw e;
+  Throw(e.code(), where + ": " + e.what());
+}
+
+bool HasControlCharacter(std::string_view s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f) return true;
+  return false;
+}
+
+// The messages a folder held before this import, by content: what a rerun must not add again.
+class PresentMessages {
+ public:
+  PresentMessages(Folder& folder) : folder_(folder) {
+    for (const MessageMeta& m : folder.Snapshot().messages) by_digest_[m.digest].push_back({m.uid, m.size});
+  }
+
+  // True (and that copy is used up) when the folder holds a message with exactly these bytes: the
+  // digest finds candidates, the bytes prove it, so a digest collision can never drop a message.
+  bool Take(std::string_view bytes) {
+    if (by_digest_.empty()) return false;
+    auto it = by_digest_.find(DigestOf(bytes));
+    if (it == by_digest_.end()) return false;
+    std::vector<Copy>& copies = it->second;
+    for (size_t i = 0; i < copies.size(); ++i) {
+      if (copies[i].size != bytes.size()) continue;
+      UniqueFd fd = folder_.OpenMessageFile(copies[i].uid);
+      if (!fd.valid()) continue;  // expunged meanwhile
+      std::string stored(bytes.size(), '\0');
+      PreadAll(fd.get(), stored.data(), stored.size(), 0, folder_.MessagePath(copies[i].uid));
+      if (stored != bytes) continue;
+      copies.erase(copies.begin() + static_cast<std::ptrdiff_t>(i));
+      if (copies.empty()) by_digest_.erase(it);
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  struct Copy {
+    uint32_t uid;
+    uint64_t size;
+  };
+  Folder& folder_;
+  std::unordered_map<Digest, std::vector<Copy>, DigestHash> by_digest_;
+};
+
+// Refuses, before anything is written, a file that cannot be read or does not begin like an mbox.
+void CheckMboxFile(const ImportJob& job, MboxFlavor flavor) {
+  try {
+    UniqueFd fd = OpenFile(job.path, O_RDONLY);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + job.path);
+    if (S_ISDIR(st.st_mode)) Throw(Errc::kInvalidArgument, job.path + ": a directory, not an mbox file");
+    MboxReader reader(fd.get(), job.path, flavor);
+    MboxMessage first;
+    reader.Next(&first);  // throws kCorrupt "not an mbox"
+  } catch (const Error& e) {
+    Rethrow(e, job.where);
+  }
+}
+
+struct FileResult {
+  uint64_t messages = 0, bytes = 0, skipped = 0;
+  bool created = false;
+};
+
+FileResult ImportFile(Store& store, const ImportJob& job, const ImportOptions& options, int64_t now) {
+  FileResult result;
+  UniqueFd fd = OpenFile(job.path, O_RDONLY);
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  MboxReader reader(fd.get(), job.path, options.flavor);
+  MboxMessage message;
+  bool have_message = reader.Next(&message);
+
+  std::unique_ptr<Folder> folder;
+  std::unique_ptr<PresentMessages> present;
+  if (store.FindFolder(job.user, job.folder)) {
+    folder = store.OpenFolder(job.user, job.folder);
+    if (!options.append_all) present = std::make_unique<PresentMessages>(*folder);
+  } else {
+    // Invisible until the whole file is in; UIDs are 1, 2, ... so each message goes straight to
+    // its final name (no rename). A leftover of a killed run is overwritten (§6.5).
+    folder = store.CreateUnpublishedFolder(job.user, job.folder, 0);
+    result.created = true;
+  }
+
+  std::vector<StagedMessage> batch;
+  uint64_t batch_bytes = 0;
+  uint32_t next_uid = 1;
+  try {
+    for (; have_message; have_message = reader.Next(&message)) {
+      if (present && present->Take(message.bytes)) {
+        ++result.skipped;
+        continue;
+      }
+      std::unique_ptr<MessageWriter> writer = result.created ? folder->NewMessage(next_uid) : folder->NewMessage();
+      writer->Write(message.bytes);
+      MessageMeta meta;
+      meta.uid = result.created ? next_uid++ : 0;
+      meta.internal_date = message.envelope_date != 0 ? message.envelope_date : now;
+      meta.save_time = now;
+      batch.push_back(writer->Finish(meta));
+      ++result.messages;
+      result.bytes += message.bytes.size();
+      batch_bytes += message.bytes.size();
+      if (batch.size() >= kBatchMessages || batch_bytes >= kBatchBytes) {
+        folder->Commit(batch);
+        batch_bytes = 0;
+      }
+    }
+    folder->Commit(batch);
+    if (result.created) store.PublishFolder(*folder);
+  } catch (...) {
+    folder->Discard(batch);
+    throw;
+  }
+  return result;
+}
+
+}  // namespace
+
+std::string FolderForFile(const std::string& path) {
+  std::string_view name = path;
+  while (name.size() > 1 && name.back() == '/') name.remove_suffix(1);
+  if (size_t slash = name.rfind('/'); slash != std::string_view::npos) name.remove_prefix(slash + 1);
+  if (name.size() > 5 && name.ends_with(".mbox")) name.remove_suffix(5);
+  return std::string(name);
+}
+
+std::vector<ImportJob> ReadImportList(const std::string& list_path) {
+  const std::string text = ReadFile(list_path);
+  std::string base;
+  if (size_t slash = list_path.rfind('/'); slash != std::string::npos) base = list_path.substr(0, slash + 1);
+  std::vector<ImportJob> jobs;
+  size_t line_no = 0;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string_view line(text.data() + pos, eol - pos);
+    pos = eol + 1;
+    ++line_no;
+    const std::string where = list_path + " line " + std::to_string(line_no);
+    if (line.ends_with('\r')) line.remove_suffix(1);
+    if (line.empty() || line.front() == '#') continue;
+    std::vector<std::string_view> fields;
+    for (size_t start = 0;;) {
+      size_t tab = line.find('\t', start);
+      fields.push_back(line.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start));
+      if (tab == std::string_view::npos) break;
+      start = tab + 1;
+    }
+    if (fields.size() != 3)
+      Throw(Errc::kInvalidArgument, where + ": expected USER<TAB>FOLDER<TAB>MBOX_PATH, found " +
+                                        std::to_string(fields.size()) + " field" + (fields.size() == 1 ? "" : "s"));
+    ImportJob job{std::string(fields[0]), std::string(fields[1]), std::string(fields[2]), where};
+    try {
+      ValidateUserId(job.user);
+      ValidateFolderName(job.folder);
+    } catch (const Error& e) {
+      Rethrow(e, where);
+    }
+    if (job.path.empty()) Throw(Errc::kInvalidArgument, where + ": empty mbox path");
+    if (HasControlCharacter(job.path))
+      Throw(Errc::kInvalidArgument, where + ": the mbox path holds a control character");
+    if (job.path.front() != '/') job.path = base + job.path;
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, const ImportOptions& options) {
+  ImportReport report;
+  // Everything is checked before the first write: names, then each file's first bytes.
+  for (const ImportJob& job : jobs) {
+    try {
+      ValidateUserId(job.user);
+      ValidateFolderName(job.folder);
+    } catch (const Error& e) {
+      Rethrow(e, job.where);
+    }
+  }
+  for (const ImportJob& job : jobs) CheckMboxFile(job, options.flavor);
+
+  // One write lock per user: its jobs run together, in their order.
+  std::vector<std::string> users;
+  std::map<std::string, std::vector<const ImportJob*>> by_user;
+  for (const ImportJob& job : jobs) {
+    auto [it, added] = by_user.try_emplace(job.user);
+    if (added) users.push_back(job.user);
+    it->second.push_back(&job);
+  }
+  const int64_t now = static_cast<int64_t>(::time(nullptr));
+  for (const std::string& user : users) {
+    Store::UserWriteLock lock = store.LockUserForWriting(user, options.on_wait);
+    const std::vector<const ImportJob*>& mine = by_user[user];
+    bool imports_inbox = false;
+    for (const ImportJob* job : mine) imports_inbox = imports_inbox || NormalizeFolder(job->folder) == "INBOX";
+    // A new user gets its record first; its INBOX is either one of the imports (built unpublished
+    // like any new folder: the user did not exist, so no delivery depended on it) or created empty.
+    if (!store.FindUser(user)) store.CreateUser(user, {}, /*with_inbox=*/false);
+    if (!imports_inbox && !store.FindFolder(user, "INBOX")) store.CreateFolder(user, "INBOX");
+    for (const ImportJob* job : mine) {
+      FileResult r;
+      try {
+        r = ImportFile(store, *job, options, now);
+      } catch (const Error& e) {
+        Rethrow(e, job->where);
+      }
+      ++report.files;
+      report.folders_created += r.created;
+      report.messages += r.messages;
+      report.bytes += r.bytes;
+      report.skipped += r.skipped;
+      if (options.on_file) options.on_file(*job, r.messages, r.bytes, r.skipped);
+    }
+    // Commits of unpublished folders counted their bytes too; one recount makes quota exact.
+    store.RecomputeQuota(user);
+    ++report.users;
+  }
+  return report;
+}
+
+void SyncStoreFilesystems(Store& store) {
+  std::vector<std::string> dirs = {store.root(), store.root() + "/mboxlist"};
+  for (const std::string& partition : store.Partitions()) dirs.push_back(store.PartitionPath(partition));
+  std::set<dev_t> synced;
+  for (const std::string& dir : dirs) {
+    UniqueFd fd = OpenDirectory(dir);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + dir);
+    if (!synced.insert(st.st_dev).second) continue;
+    if (::syncfs(fd.get()) != 0) ThrowErrno("syncfs " + dir);
+  }
+}
+
+}  // namespace storemove::store

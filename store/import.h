@@ -1,0 +1,69 @@
+// storemove import (Sun's imsimport) in bulk: many UNIX mbox files, of one user or of many, in
+// one run, with restore's durability model (docs/store-format.md §6.10):
+//  * no fsync per message file; the caller syncs the store's filesystems once (SyncStoreFilesystems)
+//    before it reports success, so an import that exits 0 is on stable storage;
+//  * never half-visible: a folder the import creates is filled unpublished (no mboxlist record)
+//    under the user's write lock and published only when the whole file is in; an existing folder
+//    gains messages in batches whose store.idx append is the commit point;
+//  * a rerun finishes the job: a message whose exact bytes the folder already holds is skipped, as
+//    many times as the folder holds them (multiset: a file that holds a message twice yields it
+//    twice), so importing a file again, whole or after a kill, adds only what is missing.
+//    `append_all` turns that off (imsimport's behaviour: every run appends everything).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "store/mbox.h"
+#include "store/store.h"
+
+namespace storemove::store {
+
+struct ImportJob {
+  std::string user;
+  std::string folder;
+  std::string path;   // the mbox file
+  std::string where;  // how errors name the job: "list.tsv line 3", or empty
+};
+
+struct ImportOptions {
+  MboxFlavor flavor = MboxFlavor::kMboxrd;
+  bool append_all = false;  // do not skip messages the folder already holds
+  // Called once before waiting for another writer of a user (restore, rename ...), with why.
+  std::function<void(const std::string&)> on_wait;
+  // Called after each file is in (committed and, for a new folder, published).
+  std::function<void(const ImportJob&, uint64_t messages, uint64_t bytes, uint64_t skipped)> on_file;
+};
+
+struct ImportReport {
+  uint64_t files = 0;
+  uint64_t users = 0;
+  uint64_t folders_created = 0;
+  uint64_t messages = 0;  // imported
+  uint64_t bytes = 0;
+  uint64_t skipped = 0;   // already present (see above)
+};
+
+// Reads a list of `USER<TAB>FOLDER<TAB>MBOX_PATH` lines. Blank lines and lines starting with '#'
+// are ignored; a final CR is dropped (lists written on Windows). A relative path is relative to
+// the list file's directory. Every name is validated here, before anything is imported: a bad
+// line throws kInvalidArgument "<list> line N: why" (user ids and folder names as the store
+// validates them; paths must not hold control characters).
+std::vector<ImportJob> ReadImportList(const std::string& list_path);
+
+// The folder a file goes to when none is named: its base name without a ".mbox" suffix
+// ("/x/Sent.mbox" -> "Sent", "inbox" -> "inbox", which the store reads as INBOX).
+std::string FolderForFile(const std::string& path);
+
+// Imports the jobs, user by user (a user's jobs keep their order). Every file is opened and checked
+// to begin like an mbox before anything is written, so a missing or foreign file changes nothing.
+// The first error stops the run: what was committed stays (each file of a new folder whole or not
+// at all), and running the same import again completes it.
+ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, const ImportOptions& options);
+
+// syncfs(2) once on every filesystem holding the store (root, mboxlist, partitions).
+void SyncStoreFilesystems(Store& store);
+
+}  // namespace storemove::store

@@ -1,0 +1,273 @@
+#include "store/read_ahead.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "util/error.h"
+
+namespace storemove::store {
+
+ReadAhead::ReadAhead(Source source, ReadAheadOptions options) : source_(std::move(source)), options_(options) {
+  // Threads start lazily, with the first request: a pass with nothing to read costs nothing.
+}
+
+ReadAhead::~ReadAhead() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    todo_.clear();
+  }
+  work_ready_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+std::shared_ptr<const UniqueFd> ReadAhead::ShareDirectory(int fd) {
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) ThrowErrno("dup directory descriptor");
+  return std::make_shared<const UniqueFd>(copy);
+}
+
+// The window's cost in bytes: what a whole read will hold.
+static uint64_t Cost(const ReadRequest& r, uint64_t whole_limit) {
+  return r.mode == ReadMode::kRead && r.size <= whole_limit ? r.size : 0;
+}
+
+void ReadAhead::TopUp() {
+  size_t added = 0;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (window_.size() >= options_.max_files) break;
+      // One file is always allowed, whatever its size, so a big one cannot stall the pass.
+      if (!window_.empty() && window_bytes_ >= options_.max_bytes) break;
+    }
+    auto slot = std::make_shared<Slot>();
+    if (!source_(&slot->request)) break;
+    slot->result.tag = slot->request.tag;
+    // What is in memory is read on this thread: a hand-over to another would only add work. A
+    // memory filesystem's files are read when they are taken (read ahead, they would only leave
+    // the CPU cache before they are used); a disk's files in the page cache are read now.
+    bool done = false;
+    if (options_.read_cached_inline) {
+      if (OnMemoryFilesystem(slot->request.dir))
+        slot->direct = true;
+      else
+        done = ReadIfCached(*slot);
+    }
+    std::lock_guard lock(mu_);
+    window_bytes_ += Cost(slot->request, options_.whole_file_limit);
+    slot->done = done;
+    window_.push_back(slot);
+    if (!done && !slot->direct) {
+      todo_.push_back(std::move(slot));
+      ++added;
+    }
+  }
+  if (added == 0) return;
+  if (workers_.size() < options_.threads) {
+    size_t want = std::min(options_.threads, workers_.size() + added);
+    while (workers_.size() < want) workers_.emplace_back([this] { Work(); });
+  }
+  if (added == 1)
+    work_ready_.notify_one();
+  else
+    work_ready_.notify_all();
+}
+
+bool ReadAhead::Next(ReadResult* out) {
+  TopUp();
+  std::shared_ptr<Slot> slot;
+  {
+    std::unique_lock lock(mu_);
+    if (window_.empty()) return false;
+    slot = window_.front();
+    if (!slot->direct) slot_done_.wait(lock, [&] { return slot->done; });
+    window_.pop_front();
+    window_bytes_ -= Cost(slot->request, options_.whole_file_limit);
+  }
+  Release(*out);  // first: a direct read takes the buffer just given back
+  if (slot->direct) {
+    try {
+      Read(*slot);
+    } catch (...) {
+      slot->error = std::current_exception();
+    }
+  }
+  if (slot->error) {
+    Release(slot->result);
+    std::rethrow_exception(slot->error);
+  }
+  *out = std::move(slot->result);
+  return true;
+}
+
+void ReadAhead::Work() {
+  for (;;) {
+    std::shared_ptr<Slot> slot;
+    {
+      std::unique_lock lock(mu_);
+      work_ready_.wait(lock, [&] { return stopping_ || !todo_.empty(); });
+      if (stopping_) return;
+      slot = std::move(todo_.front());
+      todo_.pop_front();
+    }
+    try {
+      Read(*slot);
+    } catch (...) {
+      slot->error = std::current_exception();
+    }
+    {
+      std::lock_guard lock(mu_);
+      slot->done = true;
+    }
+    slot_done_.notify_all();
+  }
+}
+
+// Buffers are at least this large, so that one serves many later files.
+constexpr size_t kMinBuffer = 64 << 10;
+
+void ReadAhead::Acquire(ReadResult& result, size_t size) {
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = free_buffers_.size(); i-- > 0;) {
+      if (free_buffers_[i].second < size) continue;
+      result.buffer = std::move(free_buffers_[i].first);
+      result.capacity = free_buffers_[i].second;
+      free_bytes_ -= result.capacity;
+      free_buffers_.erase(free_buffers_.begin() + long(i));
+      return;
+    }
+  }
+  // Rounded up so that a buffer serves many later files; never zeroed (it is read into).
+  result.capacity = std::max<size_t>(size, kMinBuffer);
+  result.buffer = std::make_unique_for_overwrite<char[]>(result.capacity);
+}
+
+void ReadAhead::Release(ReadResult& result) {
+  result.data = {};
+  result.whole = false;
+  if (!result.buffer) return;
+  std::lock_guard lock(mu_);
+  // Bounded like the window: its bytes, and a minimal buffer for each of its files.
+  if (free_bytes_ + result.capacity <= options_.max_bytes + options_.max_files * kMinBuffer) {
+    free_bytes_ += result.capacity;
+    free_buffers_.emplace_back(std::move(result.buffer), result.capacity);
+  }
+  result.buffer.reset();
+  result.capacity = 0;
+}
+
+// Reads size bytes from offset 0 (pread: the descriptor's offset stays at 0 for a consumer that
+// reads it again); the count read, short when the file shrank.
+static ssize_t ReadFully(int fd, char* data, size_t size, const std::string& shown) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = ::pread(fd, data + got, size - got, off_t(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowErrno("read " + shown);
+    if (n == 0) break;
+    got += size_t(n);
+  }
+  return ssize_t(got);
+}
+
+bool ReadAhead::OnMemoryFilesystem(const std::shared_ptr<const UniqueFd>& dir) {
+  if (dir != memory_fs_dir_) {
+    memory_fs_dir_ = dir;
+    memory_fs_ = storemove::OnMemoryFilesystem(dir->get());
+  }
+  return memory_fs_;
+}
+
+bool ReadAhead::ReadIfCached(Slot& slot) {
+  const ReadRequest& r = slot.request;
+  ReadResult& result = slot.result;
+  int fd = OpenIfCached(r.dir->get(), r.name);
+  if (fd < 0) return false;  // not in memory, or an error the thread's open will name
+  result.fd.reset(fd);
+  if (::fstat(fd, &result.st) != 0) return false;
+  const uint64_t size = uint64_t(result.st.st_size);
+  if (r.mode == ReadMode::kStat) return true;
+  if (r.mode == ReadMode::kRead && size != r.size) return true;  // the consumer judges it
+  if (r.mode == ReadMode::kHint || size > options_.whole_file_limit) return false;  // the thread hints it
+  Acquire(result, size);
+  // Not in memory (or a filesystem that cannot tell): the thread reads it, into the same buffer.
+  if (PreadIfCached(fd, result.buffer.get(), size, 0) != ssize_t(size)) return false;
+  result.data = std::string_view(result.buffer.get(), size);
+  result.digest = DigestOf(result.data.data(), result.data.size());
+  result.whole = true;
+  return true;
+}
+
+void ReadAhead::Read(Slot& slot) {
+  const ReadRequest& r = slot.request;
+  ReadResult& result = slot.result;
+  if (!result.fd.valid()) result.fd = TryOpenAt(r.dir->get(), r.name, O_RDONLY, 0, r.shown);
+  if (!result.fd.valid()) return;
+  if (::fstat(result.fd.get(), &result.st) != 0) ThrowErrno("stat " + r.shown);
+  const uint64_t size = uint64_t(result.st.st_size);
+  // A file whose size is not the expected one is left to the consumer, which reports it.
+  if (r.mode == ReadMode::kStat) return;
+  if (r.mode == ReadMode::kHint || size != r.size || size > options_.whole_file_limit) {
+    // The kernel reads it ahead while the consumer works on earlier files.
+    ::posix_fadvise(result.fd.get(), 0, off_t(std::min<uint64_t>(size, options_.whole_file_limit)),
+                    POSIX_FADV_WILLNEED);
+    return;
+  }
+  if (result.capacity < size) Acquire(result, size);
+  // Short: the file shrank under us, and the consumer sees that through fd.
+  if (ReadFully(result.fd.get(), result.buffer.get(), size, r.shown) != ssize_t(size)) return;
+  result.data = std::string_view(result.buffer.get(), size);
+  result.digest = DigestOf(result.data.data(), result.data.size());
+  result.whole = true;
+}
+
+Prefetcher::Prefetcher(const std::string& dir, size_t threads, size_t max_queued)
+    : threads_(threads), max_queued_(max_queued), enabled_([&] {
+        UniqueFd fd = TryOpenAt(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, dir);
+        return fd.valid() && !storemove::OnMemoryFilesystem(fd.get());
+      }()) {}
+
+Prefetcher::~Prefetcher() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    queue_.clear();
+  }
+  ready_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void Prefetcher::Submit(std::function<void()> hint) {
+  if (!enabled_) return;
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.size() >= max_queued_) return;
+    queue_.push_back(std::move(hint));
+  }
+  if (workers_.size() < threads_) workers_.emplace_back([this] { Work(); });
+  ready_.notify_one();
+}
+
+void Prefetcher::Work() {
+  for (;;) {
+    std::function<void()> hint;
+    {
+      std::unique_lock lock(mu_);
+      ready_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      hint = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    try {
+      hint();
+    } catch (...) {
+      // Only a hint: the pass meets the same error, if it is one, on its own read.
+    }
+  }
+}
+
+}  // namespace storemove::store

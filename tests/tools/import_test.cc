@@ -1,0 +1,412 @@
+// storemove import in bulk (store/import.h): many files and many users in one run, names checked
+// before anything is written, restore's durability model, and a rerun (after kill -9 too) that
+// completes the job without duplicates. The real binary on a real store.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "store/mbox.h"
+#include "store/store.h"
+#include "tests/support/temp_dir.h"
+#include "tests/tools/cli_runner.h"
+#include "util/digest.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::tools {
+namespace {
+
+using storemove::testing::CliResult;
+using storemove::testing::RunCli;
+using storemove::testing::TempDir;
+namespace fs = std::filesystem;
+
+constexpr int kUsage = 64, kDataErr = 65, kNoInput = 66;
+
+bool IsOneErrorLine(const CliResult& r) {
+  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
+}
+
+// A message unique to (tag, n), `body_lines` long, with a line an mbox writer must quote.
+std::string Message(const std::string& tag, int n, int body_lines = 3) {
+  std::string m = "From: sender" + std::to_string(n) + "@example.net\nTo: someone@example.com\nSubject: " + tag + " " +
+                  std::to_string(n) + "\nMessage-ID: <" + tag + "." + std::to_string(n) + "@example.net>\n\n";
+  for (int i = 0; i < body_lines; ++i) m += "line " + std::to_string(i) + " of " + tag + " " + std::to_string(n) + "\n";
+  m += "From the quoted line\n";
+  return m;
+}
+
+// Writes messages as an mboxrd file and returns them.
+std::vector<std::string> WriteMbox(const std::string& path, const std::vector<std::string>& messages) {
+  fs::create_directories(fs::path(path).parent_path());
+  UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  store::MboxWriter writer(fd.get(), path);
+  for (const std::string& m : messages) writer.Write(m, "sender@example.net", 1719828000);
+  return messages;
+}
+
+std::vector<std::string> Messages(const std::string& tag, int count, int body_lines = 3) {
+  std::vector<std::string> out;
+  for (int i = 0; i < count; ++i) out.push_back(Message(tag, i, body_lines));
+  return out;
+}
+
+std::string ReadAll(const store::Folder& folder, uint32_t uid) {
+  UniqueFd fd = folder.OpenMessage(uid);
+  EXPECT_TRUE(fd.valid()) << folder.Mailbox() << " uid " << uid;
+  std::string out;
+  char buf[65536];
+  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, "message")) out.append(buf, n);
+  return out;
+}
+
+// The folder's messages in UID order, each checked against its recorded size and digest.
+std::vector<std::string> FolderMessages(store::Store& store, const std::string& user, const std::string& folder) {
+  auto f = store.OpenFolder(user, folder);
+  std::vector<std::string> out;
+  for (const store::MessageMeta& m : f->Snapshot().messages) {
+    std::string bytes = ReadAll(*f, m.uid);
+    EXPECT_EQ(bytes.size(), m.size) << f->Mailbox() << " uid " << m.uid;
+    EXPECT_EQ(DigestOf(bytes), m.digest) << f->Mailbox() << " uid " << m.uid;
+    out.push_back(std::move(bytes));
+  }
+  return out;
+}
+
+// Every mailbox with its message count, and every file below the partitions (a stray file shows).
+std::string StoreState(const std::string& root) {
+  std::ostringstream s;
+  auto store = store::Store::Open(root);
+  store->ForEachFolder([&](const store::FolderInfo& f) { s << "mailbox " << f.Mailbox() << " " << f.count << "\n"; });
+  std::set<std::string> files;
+  for (const std::string& partition : store->Partitions())
+    for (const auto& entry : fs::recursive_directory_iterator(store->PartitionPath(partition)))
+      files.insert(entry.path().string());
+  for (const std::string& f : files) s << "file " << f << "\n";
+  return s.str();
+}
+
+class Import : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CliResult r = RunCli({"init", "--store", root_});
+    ASSERT_EQ(r.status, 0) << r.Describe();
+  }
+  CliResult Run(std::vector<std::string> args) {
+    args.insert(args.begin(), {"import", "--store", root_});
+    return RunCli(args);
+  }
+  TempDir dir_;
+  std::string root_ = dir_ / "store";
+};
+
+TEST_F(Import, ListLoadsManyUsersAndFoldersInOneRun) {
+  const auto a_inbox = WriteMbox(dir_ / "in/alice/INBOX", Messages("alice-inbox", 5));
+  const auto a_sent = WriteMbox(dir_ / "in/alice/Sent", Messages("alice-sent", 3));
+  const auto b_work = WriteMbox(dir_ / "in/bob@example.org/Work", Messages("bob-work", 4));
+  const auto c_old = WriteMbox(dir_ / "in/carol/Old", Messages("carol-old", 2));
+  // Relative paths are relative to the list's directory; comments, blank lines and a CRLF line
+  // are accepted; one user's lines need not be together.
+  std::ofstream(dir_ / "in/list.tsv") << "# user\tfolder\tmbox\n"
+                                      << "alice\tINBOX\talice/INBOX\n"
+                                      << "\n"
+                                      << "bob@example.org\tProjects/Work\t" << (dir_ / "in/bob@example.org/Work") << "\r\n"
+                                      << "alice\tSent\talice/Sent\n"
+                                      << "carol\tArchive/2019\tcarol/Old\n";
+  CliResult r = Run({"--list", dir_ / "in/list.tsv"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 14 messages"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("from 4 files for 3 users"), std::string::npos) << r.out;
+
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(FolderMessages(*store, "alice", "INBOX"), a_inbox);
+  EXPECT_EQ(FolderMessages(*store, "alice", "Sent"), a_sent);
+  EXPECT_EQ(FolderMessages(*store, "bob@example.org", "Projects/Work"), b_work);
+  EXPECT_EQ(FolderMessages(*store, "carol", "Archive/2019"), c_old);
+  // Users whose list names no INBOX still get one (every account has one), empty.
+  EXPECT_EQ(store->FindFolder("bob@example.org", "INBOX").value().count, 0u);
+  EXPECT_EQ(store->FindFolder("carol", "INBOX").value().count, 0u);
+  // Quota counts what was imported.
+  uint64_t alice_bytes = 0;
+  for (const auto& m : a_inbox) alice_bytes += m.size();
+  for (const auto& m : a_sent) alice_bytes += m.size();
+  EXPECT_EQ(store->FindUser("alice")->quota_used, alice_bytes);
+  // Internal date from the envelope line.
+  auto inbox = store->OpenFolder("alice", "INBOX");
+  EXPECT_EQ(inbox->Snapshot().messages.at(0).internal_date, 1719828000);
+}
+
+TEST_F(Import, ManyFilesOfOneUserGoToTheirBaseNames) {
+  const auto sent = WriteMbox(dir_ / "a/Sent.mbox", Messages("sent", 2));
+  const auto trash = WriteMbox(dir_ / "b/Trash", Messages("trash", 3));
+  CliResult r = Run({"-u", "joe", dir_ / "a/Sent.mbox", dir_ / "b/Trash"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(FolderMessages(*store, "joe", "Sent"), sent);
+  EXPECT_EQ(FolderMessages(*store, "joe", "Trash"), trash);
+  EXPECT_EQ(store->FindFolder("joe", "INBOX").value().count, 0u);
+
+  // -d puts every file into the one folder named.
+  store.reset();
+  r = Run({"-u", "joe", "-d", "All", dir_ / "a/Sent.mbox", dir_ / "b/Trash"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  std::vector<std::string> both = sent;
+  both.insert(both.end(), trash.begin(), trash.end());
+  EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "joe", "All"), both);
+}
+
+TEST_F(Import, HostileListLinesAreRefusedNamingTheLineBeforeAnyWrite) {
+  WriteMbox(dir_ / "ok", Messages("ok", 2));
+  const std::string before = StoreState(root_);
+  const std::string good = "alice\tINBOX\t" + (dir_ / "ok") + "\n";
+  const std::vector<std::pair<std::string, std::string>> bad_lines = {
+      {"../x\tINBOX\tok\n", "invalid user id"},
+      {"alice\ta/../../b\tok\n", "line 2"},
+      {"alice\t/etc\tok\n", "line 2"},
+      {std::string("alice\tbad\x01name\tok\n"), "line 2"},
+      {std::string("alice\tINBOX\tok\x1b[2J\n"), "control character"},
+      {"alice\tINBOX\n", "expected USER<TAB>FOLDER<TAB>MBOX_PATH"},
+      {"alice\tINBOX\tok\textra\n", "found 4 fields"},
+      {"alice\tINBOX\t\n", "empty mbox path"},
+  };
+  for (const auto& [line, why] : bad_lines) {
+    std::ofstream(dir_ / "list.tsv", std::ios::trunc) << good << line;
+    CliResult r = Run({"--list", dir_ / "list.tsv"});
+    EXPECT_EQ(r.status, kUsage) << line << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << line << r.err;
+    EXPECT_NE(r.err.find("list.tsv line 2: "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
+    EXPECT_EQ(StoreState(root_), before) << "line 1 must not have been imported: " << line;
+  }
+  // On the command line too.
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"-u", "../x", dir_ / "ok"}, {"-u", "alice", "-d", "x/../../y", dir_ / "ok"}, {"--list", dir_ / "list.tsv", "-u", "alice"}}) {
+    CliResult r = Run(args);
+    EXPECT_EQ(r.status, kUsage) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  }
+  EXPECT_EQ(StoreState(root_), before);
+}
+
+TEST_F(Import, AMissingOrForeignFileStopsTheRunBeforeAnyWrite) {
+  WriteMbox(dir_ / "ok", Messages("ok", 2));
+  std::ofstream(dir_ / "notes.txt") << "Dear diary,\nno From line here\n";
+  const std::string before = StoreState(root_);
+  std::ofstream(dir_ / "list.tsv") << "alice\tINBOX\tok\nbob\tINBOX\tabsent\n";
+  CliResult r = Run({"--list", dir_ / "list.tsv"});
+  EXPECT_EQ(r.status, kNoInput) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find("list.tsv line 2: "), std::string::npos) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+
+  std::ofstream(dir_ / "list.tsv", std::ios::trunc) << "alice\tINBOX\tok\nbob\tINBOX\tnotes.txt\n";
+  r = Run({"--list", dir_ / "list.tsv"});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find("line 2: " + (dir_ / "notes.txt") + ": not an mbox"), std::string::npos) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+}
+
+// What "rerun finishes the job" means for a folder that exists: a message whose exact bytes the
+// folder holds is not added again, as many times as the folder holds it.
+TEST_F(Import, ARerunAddsOnlyWhatIsMissing) {
+  const auto first = WriteMbox(dir_ / "one", Messages("m", 6));
+  ASSERT_EQ(Run({"-u", "dora", "-s", dir_ / "one", "-d", "Box"}).status, 0);
+  CliResult again = Run({"-u", "dora", "-s", dir_ / "one", "-d", "Box"});
+  ASSERT_EQ(again.status, 0) << again.Describe();
+  EXPECT_NE(again.out.find("imported 0 messages"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("6 already present"), std::string::npos) << again.out;
+  EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "dora", "Box"), first);
+
+  // A file holding more (the first six and four new ones, one of them twice): only those are added.
+  std::vector<std::string> more = first;
+  more.push_back(Message("n", 1));
+  more.push_back(Message("n", 2));
+  more.push_back(Message("n", 2));
+  more.push_back(Message("n", 3));
+  WriteMbox(dir_ / "more", more);
+  CliResult r = Run({"-u", "dora", "-s", dir_ / "more", "-d", "Box"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "dora", "Box"), more);
+
+  // A message delivered meanwhile with the same bytes as one in the file counts as present.
+  // --append-all appends everything (imsimport's behaviour).
+  r = Run({"-u", "dora", "-s", dir_ / "one", "-d", "Box", "--append-all"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "dora", "Box").size(), more.size() + first.size());
+}
+
+// Same digest, different bytes: only the bytes decide (a digest match is a candidate, not a proof).
+TEST_F(Import, PresenceIsProvenByBytesNotByDigest) {
+  WriteMbox(dir_ / "one", Messages("m", 2));
+  ASSERT_EQ(Run({"-u", "eve", "-s", dir_ / "one"}).status, 0);
+  {
+    // Replace the stored file of UID 1 with other bytes of the same length: its digest in
+    // store.idx now names bytes the folder no longer holds.
+    auto store = store::Store::Open(root_);
+    auto f = store->OpenFolder("eve", "INBOX");
+    const std::string path = f->MessagePath(1);
+    std::string bytes = ReadAll(*f, 1);
+    bytes[bytes.size() - 2] ^= 1;
+    UnlinkPath(path);
+    std::ofstream(path, std::ios::binary) << bytes;
+  }
+  CliResult r = Run({"-u", "eve", "-s", dir_ / "one"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 1 messages"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 already present"), std::string::npos) << r.out;
+}
+
+// --- kill -9 mid-import, then a rerun -------------------------------------------------------
+
+struct Expected {
+  std::string user, folder;
+  std::vector<std::string> before;    // what the folder held before the import (empty: new folder)
+  std::vector<std::string> messages;  // the file
+};
+
+pid_t Spawn(const std::vector<std::string>& args, const std::string& out) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<char*> argv;
+    std::vector<std::string> storage = args;
+    storage.insert(storage.begin(), STOREMOVE_BIN);
+    for (std::string& a : storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::unsetenv("STOREMOVE_STORE");
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+size_t CountMessageFiles(const std::string& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    const std::string name = it->path().filename().string();
+    if (name.ends_with(".msg") || name.starts_with("tmp.")) ++n;
+  }
+  return n;
+}
+
+// Every visible folder is whole: for a new folder all of its file or nothing visible; for an
+// existing one what it held plus a prefix of the file (committed batches), each message intact.
+void ExpectConsistent(store::Store& store, const std::vector<Expected>& all, bool finished) {
+  for (const Expected& e : all) {
+    std::optional<store::FolderInfo> info = store.FindFolder(e.user, e.folder);
+    if (!info) {
+      EXPECT_FALSE(finished) << e.user << "/" << e.folder << " missing after the rerun";
+      EXPECT_TRUE(e.before.empty()) << e.user << "/" << e.folder << " existed before";
+      continue;
+    }
+    std::vector<std::string> got = FolderMessages(store, e.user, e.folder);
+    std::vector<std::string> whole = e.before;
+    whole.insert(whole.end(), e.messages.begin(), e.messages.end());
+    if (finished || e.before.empty()) {
+      EXPECT_EQ(got.size(), whole.size()) << e.user << "/" << e.folder << " visible but incomplete";
+      EXPECT_TRUE(got == whole) << e.user << "/" << e.folder;
+    } else {
+      ASSERT_GE(got.size(), e.before.size()) << e.user << "/" << e.folder;
+      ASSERT_LE(got.size(), whole.size()) << e.user << "/" << e.folder << " duplicates";
+      EXPECT_TRUE(std::equal(got.begin(), got.end(), whole.begin())) << e.user << "/" << e.folder;
+    }
+  }
+}
+
+TEST_F(Import, KilledMidImportLeavesNothingHalfVisibleAndARerunCompletes) {
+  // 4 users x 3 files of 300 messages: new folders (built unpublished) and, for two users, an
+  // existing INBOX that gains 700 in batches of 256. The kills land at 15 % (user0's new
+  // folders), 33 % (user1's existing INBOX after its first batch), 50 % (user1's new folders) and
+  // 85 % (user3's existing INBOX) of the 4,200 messages.
+  std::vector<Expected> all;
+  std::string list;
+  size_t total = 0;
+  for (int u = 0; u < 4; ++u) {
+    const std::string user = "user" + std::to_string(u);
+    for (const std::string folder : {"INBOX", "Sent", "Archive/2020"}) {
+      const bool existing = folder == "INBOX" && u % 2 == 1;
+      Expected e{user, folder, {}, Messages(user + "-" + folder, existing ? 700 : 300, 40)};
+      if (existing) e.before = Messages(user + "-old", 3);
+      const std::string path = dir_ / ("in/" + user + "/" + std::to_string(all.size()));
+      WriteMbox(path, e.messages);
+      list += user + "\t" + folder + "\t" + path + "\n";
+      total += e.messages.size();
+      all.push_back(std::move(e));
+    }
+  }
+  std::ofstream(dir_ / "list.tsv") << list;
+
+  int killed_mid_run = 0, existing_partly_imported = 0;
+  for (double share : {0.15, 0.33, 0.5, 0.85}) {
+    SCOPED_TRACE("killed at " + std::to_string(share));
+    fs::remove_all(root_);
+    ASSERT_EQ(RunCli({"init", "--store", root_}).status, 0);
+    for (const Expected& e : all) {
+      if (e.before.empty()) continue;
+      const std::string path = dir_ / ("old-" + e.user);
+      WriteMbox(path, e.before);
+      ASSERT_EQ(Run({"-u", e.user, "-s", path}).status, 0);
+    }
+    const std::string partition = root_ + "/partition";
+    const size_t start = CountMessageFiles(partition);
+    pid_t pid = Spawn({"import", "--store", root_, "--list", dir_ / "list.tsv"}, dir_ / "out");
+    // Polls the partition (no store lock taken) until the import has written that share.
+    const size_t target = start + static_cast<size_t>(share * double(total));
+    int status = 0;
+    bool exited = false;
+    while (CountMessageFiles(partition) < target) {
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        exited = true;
+        break;
+      }
+      struct timespec ts {0, 200000};
+      ::nanosleep(&ts, nullptr);
+    }
+    if (!exited) {
+      ::kill(pid, SIGKILL);
+      ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    }
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) ++killed_mid_run;
+    {
+      auto store = store::Store::Open(root_);  // recovers the mboxlist as after any crash
+      ExpectConsistent(*store, all, /*finished=*/!WIFSIGNALED(status));
+      for (const Expected& e : all) {
+        if (e.before.empty()) continue;
+        const uint32_t count = store->FindFolder(e.user, e.folder)->count;
+        if (count > e.before.size() && count < e.before.size() + e.messages.size()) ++existing_partly_imported;
+      }
+    }
+    CliResult rerun = Run({"--list", dir_ / "list.tsv"});
+    ASSERT_EQ(rerun.status, 0) << rerun.Describe();
+    auto store = store::Store::Open(root_);
+    ExpectConsistent(*store, all, /*finished=*/true);
+    for (int u = 0; u < 4; ++u) {
+      uint64_t bytes = 0;
+      for (const Expected& e : all)
+        if (e.user == "user" + std::to_string(u)) {
+          for (const auto& m : e.before) bytes += m.size();
+          for (const auto& m : e.messages) bytes += m.size();
+        }
+      EXPECT_EQ(store->FindUser("user" + std::to_string(u))->quota_used, bytes);
+    }
+  }
+  EXPECT_GE(killed_mid_run, 3) << "the kills must land while the import runs, or this test proves nothing";
+  EXPECT_GE(existing_partly_imported, 1) << "no kill landed between two batches of an existing folder";
+}
+
+}  // namespace
+}  // namespace storemove::tools
