@@ -3,7 +3,7 @@ BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps configure build test demo asan tsan fuzz fuzz-asan bench bench-migrate bench-memory clean
+.PHONY: all deps configure build test demo asan tsan fuzz fuzz-asan bench bench-migrate bench-disk bench-memory clean
 
 all: build
 
@@ -63,10 +63,15 @@ bench: build
 	@scripts/bench $(BUILD)
 	@scripts/bench-migrate $(BUILD)
 	@scripts/bench-import $(BUILD)
+	@scripts/bench-disk $(BUILD)
 
 # Online migration only (issue 11 targets): hold, passes and wall time through a delay proxy.
 bench-migrate: build
 	@scripts/bench-migrate $(BUILD)
+
+# On a real disk, cold cache (issue 12): backup, verify, restore against tar, cp -a and parallel readers.
+bench-disk: build
+	@scripts/bench-disk $(BUILD)
 
 bench-memory: build
 	@scripts/bench-memory $(BUILD)
