@@ -10,8 +10,19 @@
 #include <vector>
 
 #include "stream/stream.h"
+#include "util/fs.h"
 
 namespace storemove::testing {
+
+// A committed message's bytes (an expect failure when its file cannot be opened).
+inline std::string ReadMessage(const store::Folder& folder, uint32_t uid) {
+  UniqueFd fd = folder.OpenMessage(uid);
+  EXPECT_TRUE(fd.valid()) << folder.Mailbox() << " uid " << uid;
+  std::string out;
+  char buf[65536];
+  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, "message")) out.append(buf, n);
+  return out;
+}
 
 inline void ExpectEqualStores(store::Store& dst, store::Store& src, std::vector<std::string> names = {"/"}) {
   stream::VerifyOptions o;

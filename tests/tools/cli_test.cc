@@ -12,11 +12,14 @@
 
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/store_checks.h"
 #include "tests/tools/cli_runner.h"
 #include "util/fs.h"
 
 namespace storemove::tools {
 namespace {
+
+using storemove::testing::ReadMessage;
 
 using storemove::testing::CliResult;
 using storemove::testing::RunCli;
@@ -62,15 +65,6 @@ std::vector<std::string> Lines(const std::string& text) {
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   return lines;
-}
-
-std::string ReadMessage(const store::Folder& folder, uint32_t uid) {
-  UniqueFd fd = folder.OpenMessage(uid);
-  EXPECT_TRUE(fd.valid()) << folder.Mailbox() << " uid " << uid;
-  std::string out;
-  char buf[65536];
-  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, "message")) out.append(buf, n);
-  return out;
 }
 
 class Cli : public ::testing::Test {

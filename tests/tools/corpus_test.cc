@@ -14,12 +14,15 @@
 #include "store/mbox.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/store_checks.h"
 #include "tests/tools/cli_runner.h"
 #include "util/error.h"
 #include "util/fs.h"
 
 namespace storemove::store {
 namespace {
+
+using storemove::testing::ReadMessage;
 
 using storemove::testing::CliResult;
 using storemove::testing::RunCli;
@@ -42,15 +45,6 @@ std::string Sha256Hex(std::string_view bytes) {
     out.push_back(kHex[md[i] >> 4]);
     out.push_back(kHex[md[i] & 15]);
   }
-  return out;
-}
-
-std::string ReadMessage(const Folder& folder, uint32_t uid) {
-  UniqueFd fd = folder.OpenMessage(uid);
-  EXPECT_TRUE(fd.valid()) << folder.Mailbox() << " uid " << uid;
-  std::string out;
-  char buf[65536];
-  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, "message")) out.append(buf, n);
   return out;
 }
 

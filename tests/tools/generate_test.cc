@@ -10,11 +10,14 @@
 
 #include "store/generate.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/store_checks.h"
 #include "util/error.h"
 #include "util/fs.h"
 
 namespace storemove::store {
 namespace {
+
+using storemove::testing::ReadMessage;
 
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
@@ -30,15 +33,6 @@ Errc CodeOf(const std::function<void()>& fn) {
   }
   ADD_FAILURE() << "no error thrown";
   return Errc::kInterrupted;
-}
-
-std::string ReadMessage(const Folder& folder, uint32_t uid) {
-  UniqueFd fd = folder.OpenMessage(uid);
-  EXPECT_TRUE(fd.valid()) << folder.Mailbox() << " uid " << uid;
-  std::string out;
-  char buf[65536];
-  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, "message")) out.append(buf, n);
-  return out;
 }
 
 // Every message of the store, in mailbox and UID order.

@@ -17,6 +17,7 @@
 #include "store/mbox.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/store_checks.h"
 #include "tests/tools/cli_runner.h"
 #include "util/digest.h"
 #include "util/error.h"
@@ -24,6 +25,8 @@
 
 namespace storemove::tools {
 namespace {
+
+using storemove::testing::ReadMessage;
 
 using storemove::testing::CliResult;
 using storemove::testing::RunCli;
@@ -60,21 +63,12 @@ std::vector<std::string> Messages(const std::string& tag, int count, int body_li
   return out;
 }
 
-std::string ReadAll(const store::Folder& folder, uint32_t uid) {
-  UniqueFd fd = folder.OpenMessage(uid);
-  EXPECT_TRUE(fd.valid()) << folder.Mailbox() << " uid " << uid;
-  std::string out;
-  char buf[65536];
-  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, "message")) out.append(buf, n);
-  return out;
-}
-
 // The folder's messages in UID order, each checked against its recorded size and digest.
 std::vector<std::string> FolderMessages(store::Store& store, const std::string& user, const std::string& folder) {
   auto f = store.OpenFolder(user, folder);
   std::vector<std::string> out;
   for (const store::MessageMeta& m : f->Snapshot().messages) {
-    std::string bytes = ReadAll(*f, m.uid);
+    std::string bytes = ReadMessage(*f, m.uid);
     EXPECT_EQ(bytes.size(), m.size) << f->Mailbox() << " uid " << m.uid;
     EXPECT_EQ(DigestOf(bytes), m.digest) << f->Mailbox() << " uid " << m.uid;
     out.push_back(std::move(bytes));
@@ -255,7 +249,7 @@ TEST_F(Import, PresenceIsProvenByBytesNotByDigest) {
     auto store = store::Store::Open(root_);
     auto f = store->OpenFolder("eve", "INBOX");
     const std::string path = f->MessagePath(1);
-    std::string bytes = ReadAll(*f, 1);
+    std::string bytes = ReadMessage(*f, 1);
     bytes[bytes.size() - 2] ^= 1;
     UnlinkPath(path);
     std::ofstream(path, std::ios::binary) << bytes;
