@@ -1,6 +1,8 @@
 // storemove: the command-line front end. Every failure ends as one line
 // "storemove: <message>" on stderr and a sysexits(3) status (storemove::ExitStatus).
 #include <cerrno>
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -48,6 +50,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help
     return Fail(std::string(e.what()) + " (see storemove --help)", ExitStatus(Errc::kInvalidArgument));
+  }
+
+  // Reader threads, folder locks and delivery gates of several groups add up: the soft limit
+  // of open files (1,024 by default, kept for select(2), which storemove never uses) is raised
+  // to the hard one, as systemd advises for such programs.
+  struct rlimit files;
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max == RLIM_INFINITY ? files.rlim_cur : files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
   }
 
   int status;
