@@ -134,6 +134,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, const ImportOptions& o
       if (batch.size() >= kBatchMessages || batch_bytes >= kBatchBytes) {
         folder->Commit(batch);
         batch_bytes = 0;
+        if (!result.created && options.after_batch) options.after_batch(job, result.messages);
       }
     }
     folder->Commit(batch);

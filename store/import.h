@@ -33,6 +33,9 @@ struct ImportOptions {
   bool append_all = false;  // do not skip messages the folder already holds
   // Called once before waiting for another writer of a user (restore, rename ...), with why.
   std::function<void(const std::string&)> on_wait;
+  // Called after each batch committed to an existing folder (a test pauses there to be killed
+  // between two batches), with the job and the folder's messages so far in this run.
+  std::function<void(const ImportJob&, uint64_t committed)> after_batch;
   // Called after each file is in (committed and, for a new folder, published).
   std::function<void(const ImportJob&, uint64_t messages, uint64_t bytes, uint64_t skipped)> on_file;
 };

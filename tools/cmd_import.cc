@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "store/import.h"
@@ -66,6 +67,15 @@ int RunImport(const ImportCliOptions& o) {
   store::ImportOptions options;
   options.flavor = o.mboxo ? store::MboxFlavor::kMboxo : store::MboxFlavor::kMboxrd;
   options.append_all = o.append_all;
+  if (const char* hook = std::getenv("STOREMOVE_TEST_BATCH_FD")) {
+    // Test seam (tests/tools/import_test.cc): after a batch of an existing folder, say so on
+    // this descriptor and wait for a byte back, so a test can kill the import right there.
+    const int fd = std::atoi(hook);
+    options.after_batch = [fd](const store::ImportJob&, uint64_t) {
+      char c = 'b';
+      if (::write(fd, &c, 1) == 1) (void)!::read(fd, &c, 1);
+    };
+  }
   options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove import: %s\n", why.c_str()); };
   options.on_file = [](const store::ImportJob& job, uint64_t messages, uint64_t bytes, uint64_t skipped) {
     std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s", static_cast<unsigned long long>(messages),

@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "store/store.h"
-#include "tests/support/temp_dir.h"
 #include "tests/support/store_checks.h"
+#include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
 #include "util/fs.h"
 
@@ -20,7 +20,6 @@ namespace storemove::tools {
 namespace {
 
 using storemove::testing::ReadMessage;
-
 using storemove::testing::CliResult;
 using storemove::testing::RunCli;
 using storemove::testing::TempDir;

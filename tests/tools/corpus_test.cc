@@ -13,8 +13,8 @@
 #include "store/generate.h"
 #include "store/mbox.h"
 #include "store/store.h"
-#include "tests/support/temp_dir.h"
 #include "tests/support/store_checks.h"
+#include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -23,7 +23,6 @@ namespace storemove::store {
 namespace {
 
 using storemove::testing::ReadMessage;
-
 using storemove::testing::CliResult;
 using storemove::testing::RunCli;
 using storemove::testing::RunCliWithStdinFile;

@@ -14,6 +14,7 @@
 #include "store/generate.h"
 #include "store/mbox.h"
 #include "store/store.h"
+#include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
 #include "util/error.h"
@@ -22,6 +23,7 @@
 namespace storemove::store {
 namespace {
 
+using storemove::testing::ReadMessage;
 using storemove::testing::CliResult;
 using storemove::testing::RunCli;
 using storemove::testing::TempDir;
@@ -61,15 +63,6 @@ std::vector<std::string> Names(const fs::path& dir) {
   std::vector<std::string> out;
   for (const auto& entry : fs::directory_iterator(dir)) out.push_back(entry.path().filename().string());
   std::sort(out.begin(), out.end());
-  return out;
-}
-
-std::string ReadMessage(const Folder& folder, uint32_t uid) {
-  UniqueFd fd = folder.OpenMessage(uid);
-  EXPECT_TRUE(fd.valid()) << folder.Mailbox() << " uid " << uid;
-  std::string out;
-  char buf[65536];
-  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, "message")) out.append(buf, n);
   return out;
 }
 

@@ -9,8 +9,8 @@
 #include <gtest/gtest.h>
 
 #include "store/generate.h"
-#include "tests/support/temp_dir.h"
 #include "tests/support/store_checks.h"
+#include "tests/support/temp_dir.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -18,7 +18,6 @@ namespace storemove::store {
 namespace {
 
 using storemove::testing::ReadMessage;
-
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
 
