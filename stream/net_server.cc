@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "format/zstd_codec.h"
+#include "store/sync.h"
 #include "stream/net_conn.h"
 
 namespace storemove::stream::net {
@@ -478,8 +479,7 @@ class Server {
 
   void Sync() {
     // Success is reported only once the restored messages are on stable storage (as restore does).
-    UniqueFd root = OpenDirectory(store_.root());
-    if (::syncfs(root.get()) != 0) ThrowErrno("syncfs " + store_.root());
+    store::SyncStoreFilesystems(store_);
   }
 
   // Which contents the repository of the user's (future) partition holds: the ANSWER to a

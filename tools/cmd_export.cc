@@ -1,8 +1,8 @@
 // storemove export: imsexport. Writes one user's folders as UNIX mbox files (default, imsexport's
-// layout) or as a Maildir++ tree for Dovecot; store/export.h describes both layouts.
+// layout) or as a Maildir++ tree for Dovecot; interop/export.h describes both layouts.
 #include <cstdio>
 
-#include "store/export.h"
+#include "interop/export.h"
 #include "tools/commands.h"
 #include "util/error.h"
 
@@ -11,16 +11,16 @@ namespace {
 
 struct ExportCliOptions {
   std::string store_dir;
-  store::ExportOptions export_options;
+  interop::ExportOptions export_options;
   std::string format = "mbox";
 };
 
 int RunExport(ExportCliOptions& options) {
   const std::string& root = RequireStoreDir(options.store_dir);
-  options.export_options.format = options.format == "maildir" ? store::ExportFormat::kMaildir : store::ExportFormat::kMbox;
+  options.export_options.format = options.format == "maildir" ? interop::ExportFormat::kMaildir : interop::ExportFormat::kMbox;
   auto store = store::Store::Open(root);
-  const store::ExportReport report = store::Export(*store, options.export_options);
-  for (const store::ExportedFolder& folder : report.folders) {
+  const interop::ExportReport report = interop::Export(*store, options.export_options);
+  for (const interop::ExportedFolder& folder : report.folders) {
     const std::string path = folder.path.empty() ? "." : folder.path;
     std::printf("%-30s -> %s (%llu messages, %s)%s\n", folder.folder.c_str(), path.c_str(),
                 static_cast<unsigned long long>(folder.messages), HumanBytes(folder.bytes).c_str(),

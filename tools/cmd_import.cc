@@ -1,4 +1,4 @@
-// storemove import: imsimport, one mbox file or many in one run (store/import.h). Like imsimport
+// storemove import: imsimport, one mbox file or many in one run (interop/import.h). Like imsimport
 // it bypasses the user's status and quota (an administrator is loading mail, not an MTA
 // delivering it).
 #include <signal.h>
@@ -8,7 +8,8 @@
 #include <cstdlib>
 #include <vector>
 
-#include "store/import.h"
+#include "interop/import.h"
+#include "store/sync.h"
 #include "tools/commands.h"
 #include "util/error.h"
 
@@ -26,7 +27,7 @@ struct ImportCliOptions {
   bool append_all = false;
 };
 
-// What an import committed is complete and a rerun adds only what is missing (store/import.h),
+// What an import committed is complete and a rerun adds only what is missing (interop/import.h),
 // so Ctrl-C or SIGTERM stops it at once, with one line that says so.
 void OnInterrupt(int) {
   static const char kLine[] =
@@ -35,20 +36,20 @@ void OnInterrupt(int) {
   ::_exit(ExitStatus(Errc::kInterrupted));
 }
 
-std::vector<store::ImportJob> Jobs(const ImportCliOptions& o) {
+std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
   if (!o.list.empty()) {
     if (!o.user.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty())
       Throw(Errc::kInvalidArgument, "--list names users, folders and files itself: no -u, -s, -d or FILE with it");
-    return store::ReadImportList(o.list);
+    return interop::ReadImportList(o.list);
   }
   if (o.user.empty()) Throw(Errc::kInvalidArgument, "import needs -u USER (or --list FILE)");
   std::vector<std::string> paths = o.files;
   if (!o.mbox_path.empty()) paths.insert(paths.begin(), o.mbox_path);
   if (paths.empty()) Throw(Errc::kInvalidArgument, "import needs an mbox file: -s FILE or FILE...");
-  std::vector<store::ImportJob> jobs;
+  std::vector<interop::ImportJob> jobs;
   for (const std::string& path : paths) {
     // -s alone keeps imsimport's default, INBOX; FILE arguments go to their base names.
-    std::string folder = !o.folder.empty() ? o.folder : o.files.empty() ? "INBOX" : store::FolderForFile(path);
+    std::string folder = !o.folder.empty() ? o.folder : o.files.empty() ? "INBOX" : interop::FolderForFile(path);
     jobs.push_back({o.user, folder, path, ""});
   }
   return jobs;
@@ -60,30 +61,30 @@ int RunImport(const ImportCliOptions& o) {
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
   const std::string& root = RequireStoreDir(o.store_dir);
-  const std::vector<store::ImportJob> jobs = Jobs(o);
+  const std::vector<interop::ImportJob> jobs = Jobs(o);
 
-  // No fsync per file: one syncfs of the store's filesystems before success (store/import.h).
+  // No fsync per file: one syncfs of the store's filesystems before success (interop/import.h).
   auto store = store::Store::Open(root, {store::Durability::kNone});
-  store::ImportOptions options;
-  options.flavor = o.mboxo ? store::MboxFlavor::kMboxo : store::MboxFlavor::kMboxrd;
+  interop::ImportOptions options;
+  options.flavor = o.mboxo ? interop::MboxFlavor::kMboxo : interop::MboxFlavor::kMboxrd;
   options.append_all = o.append_all;
   if (const char* hook = std::getenv("STOREMOVE_TEST_BATCH_FD")) {
     // Test seam (tests/tools/import_test.cc): after a batch of an existing folder, say so on
     // this descriptor and wait for a byte back, so a test can kill the import right there.
     const int fd = std::atoi(hook);
-    options.after_batch = [fd](const store::ImportJob&, uint64_t) {
+    options.after_batch = [fd](const interop::ImportJob&, uint64_t) {
       char c = 'b';
       if (::write(fd, &c, 1) == 1) (void)!::read(fd, &c, 1);
     };
   }
   options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove import: %s\n", why.c_str()); };
-  options.on_file = [](const store::ImportJob& job, uint64_t messages, uint64_t bytes, uint64_t skipped) {
+  options.on_file = [](const interop::ImportJob& job, uint64_t messages, uint64_t bytes, uint64_t skipped) {
     std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s", static_cast<unsigned long long>(messages),
                 static_cast<unsigned long long>(bytes), job.path.c_str(), job.user.c_str(), job.folder.c_str());
     if (skipped) std::printf(", %llu already present", static_cast<unsigned long long>(skipped));
     std::printf("\n");
   };
-  store::ImportReport report = store::ImportMboxes(*store, jobs, options);
+  interop::ImportReport report = interop::ImportMboxes(*store, jobs, options);
   store::SyncStoreFilesystems(*store);
   if (jobs.size() > 1)
     std::printf("imported %llu messages (%llu bytes, %llu already present) from %llu files for %llu users\n",

@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "format/zstd_codec.h"
+#include "store/sync.h"
 #include "stream/transport.h"
 #include "tools/commands.h"
 #include "tools/session_io.h"
@@ -71,9 +72,9 @@ int RunRestore(const RestoreCliOptions& o) {
   report.stream_bytes = source.bytes();
   if (store) {
     // One syncfs per session instead of an fsync per file: when restore reports success the
-    // restored messages are on stable storage (docs/store-format.md §6.6).
-    UniqueFd root = OpenDirectory(store->root());
-    if (::syncfs(root.get()) != 0) ThrowErrno("syncfs " + store->root());
+    // restored messages are on stable storage (docs/store-format.md §6.6), partitions mounted
+    // elsewhere included.
+    store::SyncStoreFilesystems(*store);
   }
   ReportSession(report, o.toc ? "toc" : "restore", o.json);
   return report.errors ? ExitStatus(Errc::kCorrupt) : 0;

@@ -1,5 +1,5 @@
-// The mbox reader (store/mbox.h) on hostile files. Invariants: only storemove::Error escapes, and
-// store/mbox.h's writing promise: what the reader returns, written with MboxWriter and read back
+// The mbox reader (interop/mbox.h) on hostile files. Invariants: only storemove::Error escapes, and
+// interop/mbox.h's writing promise: what the reader returns, written with MboxWriter and read back
 // with kMboxrd, comes back byte for byte, with the same sender (bytes <= ' ' and DEL as '_', empty
 // as MAILER-DAEMON) and date.
 // The input's length picks how it is read: bit 0 from a pipe (not seekable) or a memory file,
@@ -9,11 +9,11 @@
 
 #include <vector>
 
-#include "store/mbox.h"
+#include "interop/mbox.h"
 #include "tests/fuzz/fuzz_support.h"
 #include "util/fs.h"
 
-namespace ss = storemove::store;
+namespace ss = storemove::interop;
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "store/generate.h"
-#include "store/mbox.h"
+#include "interop/mbox.h"
 #include "store/store.h"
 #include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
@@ -166,12 +166,12 @@ TEST_F(Corpus, EveryMboxIsImportedAsAnIndependentParseSeesIt) {
     CliResult r = RunCli({"import", "--store", root_, "-u", "importer", "-s", path, "-d", folder_name});
 
     // What the importer stored, in UID order, must be exactly what a reader of the file yields.
-    std::vector<MboxMessage> expected;
+    std::vector<interop::MboxMessage> expected;
     bool is_mbox = true;
     try {
       UniqueFd fd = OpenFile(path, O_RDONLY);
-      MboxReader reader(fd.get(), path);
-      MboxMessage m;
+      interop::MboxReader reader(fd.get(), path);
+      interop::MboxMessage m;
       while (reader.Next(&m)) expected.push_back(m);
     } catch (const Error& e) {
       ASSERT_EQ(e.code(), Errc::kCorrupt) << e.what();

@@ -10,9 +10,9 @@
 
 #include <gtest/gtest.h>
 
-#include "store/export.h"
+#include "interop/export.h"
 #include "store/generate.h"
-#include "store/mbox.h"
+#include "interop/mbox.h"
 #include "store/store.h"
 #include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
@@ -98,42 +98,42 @@ MessageMeta Meta(int64_t internal_date, uint8_t flags = 0) {
 // --- layout --------------------------------------------------------------------------------
 
 TEST(ExportLayout, MboxFolderWithSubFoldersIsNameDotMsgBesideItsDirectory) {
-  EXPECT_EQ(MboxPaths({"Archive/2023/Q1", "INBOX", "INBOX/Sub", "Projects", "Projects/2024", "Sent"}),
+  EXPECT_EQ(interop::MboxPaths({"Archive/2023/Q1", "INBOX", "INBOX/Sub", "Projects", "Projects/2024", "Sent"}),
             (std::vector<std::string>{"Archive/2023/Q1", "INBOX.msg", "INBOX/Sub", "Projects.msg", "Projects/2024",
                                       "Sent"}));
   // Only exported folders count as children.
-  EXPECT_EQ(MboxPaths({"Projects"}), std::vector<std::string>{"Projects"});
+  EXPECT_EQ(interop::MboxPaths({"Projects"}), std::vector<std::string>{"Projects"});
 }
 
 TEST(ExportLayout, MboxRefusesTwoFoldersOnOnePath) {
-  const std::string same_file = ErrorMessage([] { MboxPaths({"A", "A.msg", "A/B"}); });
+  const std::string same_file = ErrorMessage([] { interop::MboxPaths({"A", "A.msg", "A/B"}); });
   EXPECT_NE(same_file.find("'A'"), std::string::npos) << same_file;
   EXPECT_NE(same_file.find("'A.msg'"), std::string::npos) << same_file;
-  EXPECT_EQ(ErrorOf([] { MboxPaths({"A", "A.msg/x", "A/y"}); }), Errc::kInvalidArgument);
-  EXPECT_EQ(ErrorOf([] { MboxPaths({"A.msg", "A.msg/x", "A", "A/y"}); }), Errc::kInvalidArgument);
+  EXPECT_EQ(ErrorOf([] { interop::MboxPaths({"A", "A.msg/x", "A/y"}); }), Errc::kInvalidArgument);
+  EXPECT_EQ(ErrorOf([] { interop::MboxPaths({"A.msg", "A.msg/x", "A", "A/y"}); }), Errc::kInvalidArgument);
 }
 
 TEST(ExportLayout, MaildirNamesFollowDovecotListescapeAndModifiedUtf7) {
-  EXPECT_EQ(MaildirFolderDir("INBOX"), "");
-  EXPECT_EQ(MaildirFolderDir("Sent"), ".Sent");
-  EXPECT_EQ(MaildirFolderDir("INBOX/Sub"), ".INBOX.Sub");
-  EXPECT_EQ(MaildirFolderDir("Projects/2024"), ".Projects.2024");
-  EXPECT_EQ(MaildirFolderDir("a.b/c"), ".a\\2eb.c");
-  EXPECT_EQ(MaildirFolderDir("back\\slash"), ".back\\5cslash");
-  EXPECT_EQ(MaildirFolderDir("~x/~y"), ".\\7ex.~y");  // only the name's first '~'
-  EXPECT_EQ(MaildirFolderDir("a&b"), ".a&-b");
-  EXPECT_EQ(MaildirFolderDir("Entwürfe"), ".Entw&APw-rfe");
+  EXPECT_EQ(interop::MaildirFolderDir("INBOX"), "");
+  EXPECT_EQ(interop::MaildirFolderDir("Sent"), ".Sent");
+  EXPECT_EQ(interop::MaildirFolderDir("INBOX/Sub"), ".INBOX.Sub");
+  EXPECT_EQ(interop::MaildirFolderDir("Projects/2024"), ".Projects.2024");
+  EXPECT_EQ(interop::MaildirFolderDir("a.b/c"), ".a\\2eb.c");
+  EXPECT_EQ(interop::MaildirFolderDir("back\\slash"), ".back\\5cslash");
+  EXPECT_EQ(interop::MaildirFolderDir("~x/~y"), ".\\7ex.~y");  // only the name's first '~'
+  EXPECT_EQ(interop::MaildirFolderDir("a&b"), ".a&-b");
+  EXPECT_EQ(interop::MaildirFolderDir("Entwürfe"), ".Entw&APw-rfe");
   // RFC 3501 5.1.3's example "~peter/mail/&U,BTFw-/&ZeVnLIqe-".
-  EXPECT_EQ(MaildirFolderDir("台北/日本語"), ".&U,BTFw-.&ZeVnLIqe-");
-  EXPECT_EQ(ModifiedUtf7("\xF0\x9F\x98\x80"), "&2D3eAA-");  // U+1F600 as a surrogate pair
-  EXPECT_EQ(MaildirFolderDir("caf\xe9"), ".caf\\e9");       // Latin-1, not UTF-8
-  EXPECT_EQ(MaildirFolderDir("\xed\xa0\x80"), ".\\ed\\a0\\80");  // an encoded surrogate is invalid
+  EXPECT_EQ(interop::MaildirFolderDir("台北/日本語"), ".&U,BTFw-.&ZeVnLIqe-");
+  EXPECT_EQ(interop::ModifiedUtf7("\xF0\x9F\x98\x80"), "&2D3eAA-");  // U+1F600 as a surrogate pair
+  EXPECT_EQ(interop::MaildirFolderDir("caf\xe9"), ".caf\\e9");       // Latin-1, not UTF-8
+  EXPECT_EQ(interop::MaildirFolderDir("\xed\xa0\x80"), ".\\ed\\a0\\80");  // an encoded surrogate is invalid
 }
 
 TEST(ExportLayout, MaildirFlagLettersAreInAsciiOrder) {
-  EXPECT_EQ(MaildirFlagLetters(kAllSystemFlags, 0b101), "DFRSTac");
-  EXPECT_EQ(MaildirFlagLetters(kRecent | kArchived, 0), "");
-  EXPECT_EQ(MaildirFlagLetters(kSeen, 1u << 25), "Sz");
+  EXPECT_EQ(interop::MaildirFlagLetters(kAllSystemFlags, 0b101), "DFRSTac");
+  EXPECT_EQ(interop::MaildirFlagLetters(kRecent | kArchived, 0), "");
+  EXPECT_EQ(interop::MaildirFlagLetters(kSeen, 1u << 25), "Sz");
 }
 
 // --- behaviour on a small store ---------------------------------------------------------------
@@ -141,14 +141,14 @@ TEST(ExportLayout, MaildirFlagLettersAreInAsciiOrder) {
 class Export : public ::testing::Test {
  protected:
   void SetUp() override { store_ = Store::Init(dir_ / "store", {"primary"}); }
-  ExportReport Run(const std::string& out, ExportFormat format, const std::string& pattern = "*") {
-    ExportOptions options;
+  interop::ExportReport Run(const std::string& out, interop::ExportFormat format, const std::string& pattern = "*") {
+    interop::ExportOptions options;
     options.user = "joe";
     options.out_dir = out;
     options.format = format;
     options.folder_pattern = pattern;
     options.host = "mx:1/a,b";
-    return store::Export(*store_, options);
+    return interop::Export(*store_, options);
   }
   TempDir dir_;
   std::unique_ptr<Store> store_;
@@ -162,7 +162,7 @@ TEST_F(Export, MboxEnvelopeTakesReturnPathAndInternalDateAndEscapesFromLines) {
   Deliver(*store_, "joe", "INBOX", {{with_path, Meta(1700000000)}, {null_path, Meta(86400)}, {no_path, Meta(3600)}});
 
   const std::string out = dir_ / "out";
-  ExportReport report = Run(out, ExportFormat::kMbox);
+  interop::ExportReport report = Run(out, interop::ExportFormat::kMbox);
   EXPECT_EQ(report.messages, 3u);
   EXPECT_EQ(report.bytes, with_path.size() + null_path.size() + no_path.size());
   const std::string mbox = ReadFile(out + "/INBOX");
@@ -172,8 +172,8 @@ TEST_F(Export, MboxEnvelopeTakesReturnPathAndInternalDateAndEscapesFromLines) {
   EXPECT_NE(mbox.find("\r\n>From me\r\n"), std::string::npos) << mbox;
 
   UniqueFd fd = OpenFile(out + "/INBOX", O_RDONLY);
-  MboxReader reader(fd.get(), "INBOX");
-  MboxMessage m;
+  interop::MboxReader reader(fd.get(), "INBOX");
+  interop::MboxMessage m;
   std::vector<std::pair<std::string, int64_t>> back;
   while (reader.Next(&m)) back.emplace_back(m.bytes, m.envelope_date);
   EXPECT_EQ(back, (std::vector<std::pair<std::string, int64_t>>{
@@ -191,7 +191,7 @@ TEST_F(Export, MboxWritesTheTreeAndOnlyMatchingFolders) {
     Deliver(*store_, "joe", folder, {{std::string("Subject: ") + folder + "\n\nx\n", Meta(1)}});
 
   const std::string all = dir_ / "all";
-  ExportReport report = Run(all, ExportFormat::kMbox);
+  interop::ExportReport report = Run(all, interop::ExportFormat::kMbox);
   EXPECT_EQ(FilesBelow(all),
             (std::set<std::string>{"Archive/2023/Q1", "INBOX", "Projects.msg", "Projects/2024", "Sent"}));
   ASSERT_EQ(report.folders.size(), 5u);
@@ -201,35 +201,35 @@ TEST_F(Export, MboxWritesTheTreeAndOnlyMatchingFolders) {
   EXPECT_NE(ReadFile(all + "/Projects.msg").find("Subject: Projects\n"), std::string::npos);
 
   const std::string some = dir_ / "some";
-  Run(some, ExportFormat::kMbox, "Projects");
+  Run(some, interop::ExportFormat::kMbox, "Projects");
   EXPECT_EQ(FilesBelow(some), std::set<std::string>{"Projects"});  // its child is not exported
   const std::string one_level = dir_ / "one-level";
-  Run(one_level, ExportFormat::kMbox, "Projects/%");
+  Run(one_level, interop::ExportFormat::kMbox, "Projects/%");
   EXPECT_EQ(FilesBelow(one_level), std::set<std::string>{"Projects/2024"});
 }
 
 TEST_F(Export, RefusesBeforeWritingAnything) {
   store_->CreateUser("joe");
   const std::string out = dir_ / "out";
-  EXPECT_EQ(ErrorOf([&] { Run(out, ExportFormat::kMbox, "NoSuch*"); }), Errc::kNotFound);
+  EXPECT_EQ(ErrorOf([&] { Run(out, interop::ExportFormat::kMbox, "NoSuch*"); }), Errc::kNotFound);
   EXPECT_FALSE(PathExists(out));
-  ExportOptions nobody;
+  interop::ExportOptions nobody;
   nobody.user = "nobody";
   nobody.out_dir = out;
-  EXPECT_EQ(ErrorOf([&] { store::Export(*store_, nobody); }), Errc::kNotFound);
+  EXPECT_EQ(ErrorOf([&] { interop::Export(*store_, nobody); }), Errc::kNotFound);
 
   // Two folders that need the same mbox path.
   Deliver(*store_, "joe", "A", {});
   Deliver(*store_, "joe", "A/B", {});
   Deliver(*store_, "joe", "A.msg", {});
-  EXPECT_EQ(ErrorOf([&] { Run(out, ExportFormat::kMbox); }), Errc::kInvalidArgument);
+  EXPECT_EQ(ErrorOf([&] { Run(out, interop::ExportFormat::kMbox); }), Errc::kInvalidArgument);
   EXPECT_FALSE(PathExists(out));
 
   MakeDirs(out);
   WriteFileAtomic(out + "/keep", "someone's file");
-  EXPECT_EQ(ErrorOf([&] { Run(out, ExportFormat::kMaildir); }), Errc::kExists);
+  EXPECT_EQ(ErrorOf([&] { Run(out, interop::ExportFormat::kMaildir); }), Errc::kExists);
   EXPECT_EQ(FilesBelow(out), std::set<std::string>{"keep"});
-  EXPECT_EQ(ErrorOf([&] { Run(out + "/keep", ExportFormat::kMaildir); }), Errc::kExists);
+  EXPECT_EQ(ErrorOf([&] { Run(out + "/keep", interop::ExportFormat::kMaildir); }), Errc::kExists);
   EXPECT_EQ(ReadFile(out + "/keep"), "someone's file");
 }
 
@@ -241,9 +241,9 @@ TEST_F(Export, AMessageThatNoLongerMatchesItsIndexRecordFailsTheExport) {
     UniqueFd fd = OpenFile(folder->MessagePath(uids[0]), O_WRONLY);
     PwriteAll(fd.get(), "X", 1, 12, "message");  // same size, other bytes
   }
-  EXPECT_EQ(ErrorOf([&] { Run(dir_ / "mbox", ExportFormat::kMbox); }), Errc::kCorrupt);
+  EXPECT_EQ(ErrorOf([&] { Run(dir_ / "mbox", interop::ExportFormat::kMbox); }), Errc::kCorrupt);
   const std::string maildir = dir_ / "maildir";
-  EXPECT_EQ(ErrorOf([&] { Run(maildir, ExportFormat::kMaildir); }), Errc::kCorrupt);
+  EXPECT_EQ(ErrorOf([&] { Run(maildir, interop::ExportFormat::kMaildir); }), Errc::kCorrupt);
   EXPECT_TRUE(Names(maildir + "/tmp").empty());  // the partial copy is removed
   EXPECT_TRUE(Names(maildir + "/cur").empty());
 }
@@ -262,7 +262,7 @@ TEST_F(Export, MaildirFilesCarryFlagsKeywordsDatesAndUids) {
   Deliver(*store_, "joe", "Projects/2024", {{"Subject: p\n\np\n", Meta(5, kAnswered | kDeleted)}});
 
   const std::string out = dir_ / "out";
-  ExportReport report = Run(out, ExportFormat::kMaildir);
+  interop::ExportReport report = Run(out, interop::ExportFormat::kMaildir);
   EXPECT_EQ(report.messages, 3u);
   EXPECT_EQ(report.flags_not_kept, 1u);  // the second INBOX message: Archived and the non-atom
   EXPECT_EQ(Names(out), (std::vector<std::string>{".Projects.2024", "cur", "dovecot-keywords", "dovecot-uidlist",
@@ -299,7 +299,7 @@ TEST_F(Export, MaildirRootIsAMaildirEvenWithoutTheInbox) {
   store_->CreateUser("joe");
   Deliver(*store_, "joe", "Sent", {{"Subject: s\n\ns\n", Meta(1)}});
   const std::string out = dir_ / "out";
-  Run(out, ExportFormat::kMaildir, "Sent");
+  Run(out, interop::ExportFormat::kMaildir, "Sent");
   EXPECT_EQ(Names(out), (std::vector<std::string>{".Sent", "cur", "new", "tmp"}));
   EXPECT_EQ(Names(out + "/.Sent/cur").size(), 1u);
 }
@@ -378,7 +378,7 @@ TempDir* CorpusExport::dir_ = nullptr;
 std::string CorpusExport::store_root_;
 size_t CorpusExport::messages_ = 0;
 
-// Folder names from an mbox export tree, read back by the layout rules (not by MboxPaths).
+// Folder names from an mbox export tree, read back by the layout rules (not by interop::MboxPaths).
 void CollectMboxFolders(const fs::path& dir, const std::string& prefix, std::map<std::string, std::string>* out) {
   for (const auto& entry : fs::directory_iterator(dir)) {
     std::string name = entry.path().filename().string();
@@ -433,7 +433,7 @@ TEST_F(CorpusExport, MaildirHoldsEveryMessageByteForByte) {
   CliResult r = RunCli({"export", "--store", store_root_, "-u", "corpus", "-d", out, "--format", "maildir"});
   ASSERT_EQ(r.status, 0) << r.Describe();
 
-  // Directory names written out independently of MaildirFolderDir.
+  // Directory names written out independently of interop::MaildirFolderDir.
   const std::map<std::string, std::string> dirs = {
       {"INBOX", ""},           {"INBOX/Sub", ".INBOX.Sub"}, {"Sent", ".Sent"},
       {"Projects", ".Projects"}, {"Projects/2024", ".Projects.2024"}, {"Archive/2023/Q1", ".Archive.2023.Q1"},
@@ -469,7 +469,7 @@ TEST_F(CorpusExport, MaildirHoldsEveryMessageByteForByte) {
       EXPECT_EQ(std::stoull(m[4]), bytes.size()) << path;
       EXPECT_EQ(std::stoull(m[5]), WithCrlf(bytes).size()) << path;
       EXPECT_EQ(std::stoll(m[1]), meta.internal_date) << path;
-      EXPECT_EQ(m[6].str(), MaildirFlagLetters(meta.flags, 0)) << path;
+      EXPECT_EQ(m[6].str(), interop::MaildirFlagLetters(meta.flags, 0)) << path;
       struct stat st;
       ASSERT_EQ(::stat(path.c_str(), &st), 0);
       EXPECT_EQ(st.st_mtime, meta.internal_date) << path;

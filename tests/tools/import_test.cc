@@ -1,4 +1,4 @@
-// storemove import in bulk (store/import.h): many files and many users in one run, names checked
+// storemove import in bulk (interop/import.h): many files and many users in one run, names checked
 // before anything is written, restore's durability model, and a rerun (after kill -9 too) that
 // completes the job without duplicates. The real binary on a real store.
 #include <fcntl.h>
@@ -15,7 +15,7 @@
 
 #include <gtest/gtest.h>
 
-#include "store/mbox.h"
+#include "interop/mbox.h"
 #include "store/store.h"
 #include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
@@ -52,7 +52,7 @@ std::string Message(const std::string& tag, int n, int body_lines = 3) {
 std::vector<std::string> WriteMbox(const std::string& path, const std::vector<std::string>& messages) {
   fs::create_directories(fs::path(path).parent_path());
   UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  store::MboxWriter writer(fd.get(), path);
+  interop::MboxWriter writer(fd.get(), path);
   for (const std::string& m : messages) writer.Write(m, "sender@example.net", 1719828000);
   return messages;
 }

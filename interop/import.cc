@@ -1,5 +1,5 @@
-// Bulk mbox import; the rules are in store/import.h and docs/store-format.md §6.10.
-#include "store/import.h"
+// Bulk mbox import; the rules are in interop/import.h and docs/store-format.md §6.10.
+#include "interop/import.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -16,7 +16,14 @@
 #include "util/error.h"
 #include "util/fs.h"
 
-namespace storemove::store {
+namespace storemove::interop {
+
+using store::Folder;
+using store::FolderInfo;
+using store::FolderSnapshot;
+using store::MessageMeta;
+using store::StagedMessage;
+using store::Store;
 
 namespace {
 
@@ -121,7 +128,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, const ImportOptions& o
         ++result.skipped;
         continue;
       }
-      std::unique_ptr<MessageWriter> writer = result.created ? folder->NewMessage(next_uid) : folder->NewMessage();
+      std::unique_ptr<store::MessageWriter> writer = result.created ? folder->NewMessage(next_uid) : folder->NewMessage();
       writer->Write(message.bytes);
       MessageMeta meta;
       meta.uid = result.created ? next_uid++ : 0;
@@ -183,8 +190,8 @@ std::vector<ImportJob> ReadImportList(const std::string& list_path) {
                                         std::to_string(fields.size()) + " field" + (fields.size() == 1 ? "" : "s"));
     ImportJob job{std::string(fields[0]), std::string(fields[1]), std::string(fields[2]), where};
     try {
-      ValidateUserId(job.user);
-      ValidateFolderName(job.folder);
+      store::ValidateUserId(job.user);
+      store::ValidateFolderName(job.folder);
     } catch (const Error& e) {
       Rethrow(e, where);
     }
@@ -202,8 +209,8 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
   // Everything is checked before the first write: names, then each file's first bytes.
   for (const ImportJob& job : jobs) {
     try {
-      ValidateUserId(job.user);
-      ValidateFolderName(job.folder);
+      store::ValidateUserId(job.user);
+      store::ValidateFolderName(job.folder);
     } catch (const Error& e) {
       Rethrow(e, job.where);
     }
@@ -223,7 +230,7 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
     Store::UserWriteLock lock = store.LockUserForWriting(user, options.on_wait);
     const std::vector<const ImportJob*>& mine = by_user[user];
     bool imports_inbox = false;
-    for (const ImportJob* job : mine) imports_inbox = imports_inbox || NormalizeFolder(job->folder) == "INBOX";
+    for (const ImportJob* job : mine) imports_inbox = imports_inbox || store::NormalizeFolder(job->folder) == "INBOX";
     // A new user gets its record first; its INBOX is either one of the imports (built unpublished
     // like any new folder: the user did not exist, so no delivery depended on it) or created empty.
     if (!store.FindUser(user)) store.CreateUser(user, {}, /*with_inbox=*/false);
@@ -249,17 +256,4 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
   return report;
 }
 
-void SyncStoreFilesystems(Store& store) {
-  std::vector<std::string> dirs = {store.root(), store.root() + "/mboxlist"};
-  for (const std::string& partition : store.Partitions()) dirs.push_back(store.PartitionPath(partition));
-  std::set<dev_t> synced;
-  for (const std::string& dir : dirs) {
-    UniqueFd fd = OpenDirectory(dir);
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + dir);
-    if (!synced.insert(st.st_dev).second) continue;
-    if (::syncfs(fd.get()) != 0) ThrowErrno("syncfs " + dir);
-  }
-}
-
-}  // namespace storemove::store
+}  // namespace storemove::interop

@@ -1,5 +1,5 @@
-// storemove export; the layouts are described in store/export.h.
-#include "store/export.h"
+// storemove export; the layouts are described in interop/export.h.
+#include "interop/export.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -14,11 +14,18 @@
 #include <optional>
 #include <set>
 
-#include "store/mbox.h"
+#include "interop/mbox.h"
 #include "util/error.h"
 #include "util/fs.h"
 
-namespace storemove::store {
+namespace storemove::interop {
+
+using store::Folder;
+using store::FolderInfo;
+using store::FolderSnapshot;
+using store::MessageMeta;
+using store::StagedMessage;
+using store::Store;
 namespace {
 
 constexpr mode_t kDirMode = 0700;   // exported mail is private
@@ -263,7 +270,7 @@ class Exporter {
       const std::string path = folder.MessagePath(meta.uid);
       while (size_t n = ReadSome(in.get(), buffer_.data(), buffer_.size(), path)) message.append(buffer_.data(), n);
       if (message.size() != meta.size || DigestOf(message) != meta.digest) ThrowMismatch(folder, meta, message.size());
-      const std::string_view header = std::string_view(message).substr(0, HeaderSize(message));
+      const std::string_view header = std::string_view(message).substr(0, store::HeaderSize(message));
       writer.Write(message, ReturnPathSender(header), meta.internal_date);
       ++out->messages;
       out->bytes += meta.size;
@@ -321,7 +328,7 @@ class Exporter {
       uint32_t keyword_bits = 0;
       for (size_t i = 0; i < letter_of.size(); ++i)
         if (letter_of[i] >= 0 && (meta.user_flags >> i & 1)) keyword_bits |= uint32_t{1} << letter_of[i];
-      if ((meta.flags & kArchived) || (meta.user_flags & unkept_user_flags)) ++*flags_not_kept;
+      if ((meta.flags & store::kArchived) || (meta.user_flags & unkept_user_flags)) ++*flags_not_kept;
 
       const std::string unique = std::to_string(std::max<int64_t>(meta.internal_date, 0)) + "." +
                                  std::to_string(meta.uid) + "_" + std::to_string(++delivered_) + "." + host_;
@@ -447,11 +454,11 @@ std::string MaildirFolderDir(std::string_view folder) {
 
 std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits) {
   std::string out;
-  if (flags & kDraft) out.push_back('D');
-  if (flags & kFlagged) out.push_back('F');
-  if (flags & kAnswered) out.push_back('R');
-  if (flags & kSeen) out.push_back('S');
-  if (flags & kDeleted) out.push_back('T');
+  if (flags & store::kDraft) out.push_back('D');
+  if (flags & store::kFlagged) out.push_back('F');
+  if (flags & store::kAnswered) out.push_back('R');
+  if (flags & store::kSeen) out.push_back('S');
+  if (flags & store::kDeleted) out.push_back('T');
   for (size_t i = 0; i < kMaildirKeywords; ++i)
     if (keyword_bits >> i & 1) out.push_back(static_cast<char>('a' + i));
   return out;
@@ -485,12 +492,12 @@ std::vector<std::string> MboxPaths(const std::vector<std::string>& folders) {
 }
 
 ExportReport Export(Store& store, const ExportOptions& options) {
-  ValidateUserId(options.user);
+  store::ValidateUserId(options.user);
   if (!store.FindUser(options.user))
     Throw(Errc::kNotFound, "export: user " + options.user + " not found in store " + store.root());
   std::vector<FolderInfo> selected;
   for (FolderInfo& info : store.ListFolders(options.user))
-    if (MatchPattern(options.folder_pattern, info.folder)) selected.push_back(std::move(info));
+    if (store::MatchPattern(options.folder_pattern, info.folder)) selected.push_back(std::move(info));
   if (selected.empty())
     Throw(Errc::kNotFound, "export: user " + options.user + " has no folder matching '" + options.folder_pattern + "'");
 
@@ -534,4 +541,4 @@ ExportReport Export(Store& store, const ExportOptions& options) {
   return report;
 }
 
-}  // namespace storemove::store
+}  // namespace storemove::interop

@@ -17,13 +17,13 @@
 #include <thread>
 #include <vector>
 
-#include "store/mbox.h"
+#include "interop/mbox.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
 #include "util/fs.h"
 
-namespace storemove::store {
+namespace storemove::interop {
 namespace {
 
 using storemove::testing::TempDir;
@@ -372,7 +372,7 @@ TEST(MboxWriterTest, ContentLengthPointingAtALaterMessageEnd) {
   // Layout without any padding: every envelope line has the same length.
   const std::string plain = WriteToString({{a_with(0), "s"}, {b, "s"}, {c, "s"}});
   const size_t envelope = plain.find('\n') + 1;
-  const uint64_t body_a = envelope + HeaderSize(a_with(0));
+  const uint64_t body_a = envelope + store::HeaderSize(a_with(0));
   const uint64_t end_c = plain.size() - 1;  // before the final separator
   const std::string a = a_with(end_c - body_a);
 
@@ -584,4 +584,4 @@ TEST(MboxCorpusTest, RoundTripOfEveryMessage) {
 }
 
 }  // namespace
-}  // namespace storemove::store
+}  // namespace storemove::interop

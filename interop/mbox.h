@@ -40,7 +40,7 @@
 #include <string>
 #include <string_view>
 
-namespace storemove::store {
+namespace storemove::interop {
 
 // How quoted "From " lines are unescaped.
 enum class MboxFlavor { kMboxrd, kMboxo };
@@ -100,4 +100,4 @@ class MboxWriter {
   std::string stretch_;                      // the escaped message being written
 };
 
-}  // namespace storemove::store
+}  // namespace storemove::interop

@@ -16,10 +16,10 @@
 #include <string>
 #include <vector>
 
-#include "store/mbox.h"
+#include "interop/mbox.h"
 #include "store/store.h"
 
-namespace storemove::store {
+namespace storemove::interop {
 
 struct ImportJob {
   std::string user;
@@ -64,9 +64,6 @@ std::string FolderForFile(const std::string& path);
 // to begin like an mbox before anything is written, so a missing or foreign file changes nothing.
 // The first error stops the run: what was committed stays (each file of a new folder whole or not
 // at all), and running the same import again completes it.
-ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, const ImportOptions& options);
+ImportReport ImportMboxes(store::Store& store, const std::vector<ImportJob>& jobs, const ImportOptions& options);
 
-// syncfs(2) once on every filesystem holding the store (root, mboxlist, partitions).
-void SyncStoreFilesystems(Store& store);
-
-}  // namespace storemove::store
+}  // namespace storemove::interop

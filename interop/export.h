@@ -14,7 +14,7 @@
 //    that is not a folder itself (only `Archive/2023` exists) is just a directory.
 //  * Names are written as stored (UTF-8 bytes). When two folders would need the same path (`A.msg`
 //    next to `A` with sub-folders) the export is refused before anything is written.
-//  * mboxrd (store::MboxWriter): the envelope sender is the address of the topmost Return-Path
+//  * mboxrd (interop::MboxWriter): the envelope sender is the address of the topmost Return-Path
 //    header (MAILER-DAEMON if there is none or it is `<>`), the date is the internal date.
 //    `storemove import` gives back every message byte for byte, with its internal date. Flags,
 //    UIDs and UIDVALIDITY are not kept (as with imsexport).
@@ -50,7 +50,7 @@
 
 #include "store/store.h"
 
-namespace storemove::store {
+namespace storemove::interop {
 
 enum class ExportFormat { kMbox, kMaildir };
 
@@ -80,7 +80,7 @@ struct ExportReport {
 
 // kNotFound when the user does not exist or no folder matches; kExists when out_dir is not an
 // empty directory; kInvalidArgument when folder names cannot be laid out (see above).
-ExportReport Export(Store& store, const ExportOptions& options);
+ExportReport Export(store::Store& store, const ExportOptions& options);
 
 // --- layout (exposed for tests and for tools that want to predict the output) --------------
 // Paths below OUTDIR of the mbox files for `folders` (the exported set), in the same order.
@@ -93,4 +93,4 @@ std::string ModifiedUtf7(std::string_view utf8);
 // The info part after ":2," for system flags and keyword letters ("DFRST" then "a".."z" order).
 std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits);
 
-}  // namespace storemove::store
+}  // namespace storemove::interop

@@ -1,5 +1,5 @@
-// mbox reading and writing; the rules are in store/mbox.h.
-#include "store/mbox.h"
+// mbox reading and writing; the rules are in interop/mbox.h.
+#include "interop/mbox.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,7 +12,10 @@
 #include "util/error.h"
 #include "util/fs.h"
 
-namespace storemove::store {
+namespace storemove::interop {
+
+using store::HeaderSize;
+using store::SentDate;
 
 namespace {
 
@@ -349,4 +352,4 @@ void MboxWriter::Write(std::string_view bytes, std::string_view envelope_sender,
   offset_ += envelope.size() + stretch_.size();
 }
 
-}  // namespace storemove::store
+}  // namespace storemove::interop
