@@ -15,6 +15,7 @@
 #include <set>
 
 #include "interop/mbox.h"
+#include "interop/modified_utf7.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -34,36 +35,6 @@ constexpr size_t kCopyBlock = 256 << 10;
 constexpr size_t kMaildirKeywords = 26;  // letters a..z
 
 // --- names -------------------------------------------------------------------------------
-
-// Length of the UTF-8 sequence at text[i] and its code point; nullopt if it is not valid UTF-8
-// (truncated, overlong, surrogate, above U+10FFFF).
-std::optional<std::pair<size_t, char32_t>> DecodeUtf8(std::string_view text, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
-  const unsigned char lead = byte(i);
-  if (lead < 0x80) return std::pair<size_t, char32_t>{1, lead};
-  size_t length;
-  char32_t cp;
-  if (lead >= 0xc2 && lead <= 0xdf) {
-    length = 2;
-    cp = lead & 0x1f;
-  } else if (lead >= 0xe0 && lead <= 0xef) {
-    length = 3;
-    cp = lead & 0x0f;
-  } else if (lead >= 0xf0 && lead <= 0xf4) {
-    length = 4;
-    cp = lead & 0x07;
-  } else {
-    return std::nullopt;
-  }
-  if (i + length > text.size()) return std::nullopt;
-  for (size_t k = 1; k < length; ++k) {
-    if ((byte(i + k) & 0xc0) != 0x80) return std::nullopt;
-    cp = (cp << 6) | (byte(i + k) & 0x3f);
-  }
-  static constexpr char32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[length] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return std::nullopt;
-  return std::pair<size_t, char32_t>{length, cp};
-}
 
 void AppendEscape(unsigned char c, std::string* out) {
   static const char* kHex = "0123456789abcdef";  // Dovecot writes "%02x"
@@ -389,57 +360,6 @@ class Exporter {
 
 }  // namespace
 
-std::string ModifiedUtf7(std::string_view utf8) {
-  static const char* kBase64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
-  std::string out;
-  std::string units;  // UTF-16BE bytes of the pending non-ASCII run
-  auto flush = [&] {
-    if (units.empty()) return;
-    out.push_back('&');
-    size_t i = 0;
-    for (; i + 3 <= units.size(); i += 3) {
-      const uint32_t v = uint32_t(uint8_t(units[i])) << 16 | uint32_t(uint8_t(units[i + 1])) << 8 | uint8_t(units[i + 2]);
-      for (int shift = 18; shift >= 0; shift -= 6) out.push_back(kBase64[(v >> shift) & 63]);
-    }
-    const size_t rest = units.size() - i;
-    if (rest > 0) {
-      uint32_t v = uint32_t(uint8_t(units[i])) << 16;
-      if (rest == 2) v |= uint32_t(uint8_t(units[i + 1])) << 8;
-      out.push_back(kBase64[(v >> 18) & 63]);
-      out.push_back(kBase64[(v >> 12) & 63]);
-      if (rest == 2) out.push_back(kBase64[(v >> 6) & 63]);
-    }
-    out.push_back('-');
-    units.clear();
-  };
-  auto unit = [&](uint32_t u) {
-    units.push_back(static_cast<char>(u >> 8));
-    units.push_back(static_cast<char>(u & 0xff));
-  };
-  for (size_t i = 0; i < utf8.size();) {
-    const auto decoded = DecodeUtf8(utf8, i);
-    if (!decoded) {
-      flush();
-      AppendEscape(static_cast<unsigned char>(utf8[i]), &out);
-      ++i;
-      continue;
-    }
-    const char32_t cp = decoded->second;
-    if (cp >= 0x20 && cp <= 0x7e) {
-      flush();
-      out += cp == '&' ? "&-" : std::string(1, static_cast<char>(cp));
-    } else if (cp >= 0x10000) {
-      unit(0xd800 + ((cp - 0x10000) >> 10));
-      unit(0xdc00 + ((cp - 0x10000) & 0x3ff));
-    } else {
-      unit(cp);
-    }
-    i += decoded->first;
-  }
-  flush();
-  return out;
-}
-
 std::string MaildirFolderDir(std::string_view folder) {
   if (folder == "INBOX") return "";
   std::string vname;
@@ -449,7 +369,7 @@ std::string MaildirFolderDir(std::string_view folder) {
     vname += EscapeComponent(part, first);
     first = false;
   }
-  return "." + ModifiedUtf7(vname);
+  return "." + EncodeModifiedUtf7(vname);
 }
 
 std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits) {

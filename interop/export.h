@@ -88,8 +88,6 @@ ExportReport Export(store::Store& store, const ExportOptions& options);
 std::vector<std::string> MboxPaths(const std::vector<std::string>& folders);
 // The Maildir++ directory of a folder: "" for INBOX, ".Projects.2024" for "Projects/2024".
 std::string MaildirFolderDir(std::string_view folder);
-// RFC 3501 modified UTF-7 of valid UTF-8 text ("&" -> "&-"); invalid UTF-8 bytes become "\xx".
-std::string ModifiedUtf7(std::string_view utf8);
 // The info part after ":2," for system flags and keyword letters ("DFRST" then "a".."z" order).
 std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits);
 
