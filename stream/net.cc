@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "stream/net_conn.h"
+#include "stream/private_file.h"
 #include "util/bytes.h"
 
 namespace storemove::stream::net {
@@ -54,20 +55,7 @@ std::string OpenSslErrors() {
 }
 
 std::string ReadKeyFile(const std::string& path) {
-  UniqueFd fd = OpenFile(path, O_RDONLY);
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + path);
-  if (st.st_mode & 077) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
-    Throw(Errc::kAuth, "key file " + path + " is accessible by group or others (mode " + mode +
-                           "); refusing it: chmod 600 " + path);
-  }
-  std::string text(200, '\0');
-  size_t got = 0;
-  for (size_t n; got < text.size() && (n = ReadSome(fd.get(), text.data() + got, text.size() - got, path)) > 0;)
-    got += n;
-  text.resize(got);
+  std::string text = ReadPrivateFile(path, "key file", 200);
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
   std::string key;
   auto hex = [](char c) -> int {
@@ -279,6 +267,21 @@ TlsContext::TlsContext(const Credentials& c, Side side) {
   }
 }
 
+std::unique_ptr<TlsContext> TlsContext::ForMailServer(const std::string& ca_file) {
+  std::unique_ptr<TlsContext> tls(new TlsContext());
+  ERR_clear_error();
+  tls->ctx_ = SSL_CTX_new(TLS_client_method());
+  if (!tls->ctx_) ThrowTls(Errc::kIo, "SSL_CTX_new");
+  SSL_CTX_set_min_proto_version(tls->ctx_, TLS1_2_VERSION);
+  SSL_CTX_set_options(tls->ctx_, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  const int loaded = ca_file.empty() ? SSL_CTX_set_default_verify_paths(tls->ctx_)
+                                     : SSL_CTX_load_verify_locations(tls->ctx_, ca_file.c_str(), nullptr);
+  if (loaded != 1) ThrowTls(Errc::kInvalidArgument, ca_file.empty() ? "the system's trusted CAs" : "CA file " + ca_file);
+  SSL_CTX_set_verify(tls->ctx_, SSL_VERIFY_PEER, nullptr);
+  tls->mail_server_ = true;
+  return tls;
+}
+
 TlsContext::~TlsContext() {
   SSL_CTX_free(ctx_);
   OPENSSL_cleanse(key_.data(), key_.size());
@@ -286,6 +289,7 @@ TlsContext::~TlsContext() {
 
 std::string TlsContext::Describe() const {
   if (!ctx_) return "plain TCP (--insecure)";
+  if (mail_server_) return "TLS, server certificate verified";
   return psk_ ? "TLS 1.3, pre-shared key" : "TLS 1.3, mutual certificates";
 }
 
@@ -484,6 +488,8 @@ void Connection::Connect(const TlsContext& tls, const std::string& host) {
     int ok = IsIpLiteral(host) ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str())
                                : X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0);
     if (ok != 1) ThrowTls(Errc::kIo, "TLS host name " + host);
+    // Server Name Indication: a mail host serving several names picks the certificate by it.
+    if (!IsIpLiteral(host) && SSL_set_tlsext_host_name(ssl_, host.c_str()) != 1) ThrowTls(Errc::kIo, "TLS SNI " + host);
   }
   int ret = SSL_connect(ssl_);
   if (ret != 1) FailTls("TLS handshake with", ret);

@@ -28,6 +28,10 @@ class TlsContext {
   enum class Side { kClient, kServer };
   // Checks the credentials (exactly one kind; key file mode 0600 or stricter) and loads them.
   TlsContext(const Credentials& credentials, Side side);
+  // A client of a mail server (moveuser): the server's certificate is checked against `ca_file`,
+  // or the system's trusted CAs when it is empty, and its name against the host connected to;
+  // TLS 1.2 or later (what IMAP servers offer); no client certificate.
+  static std::unique_ptr<TlsContext> ForMailServer(const std::string& ca_file);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -36,8 +40,10 @@ class TlsContext {
   std::string Describe() const;  // "pre-shared key", "mutual certificates", "plain TCP (--insecure)"
 
  private:
+  TlsContext() = default;
   SSL_CTX* ctx_ = nullptr;
   bool psk_ = false;
+  bool mail_server_ = false;
   std::string key_;  // the 32-byte PSK
 };
 

@@ -34,6 +34,7 @@ void AddVerifyCommand(CLI::App& root, Action* chosen);
 void AddMigrateCommand(CLI::App& root, Action* chosen);
 void AddDeleteCommand(CLI::App& root, Action* chosen);
 void AddRenameCommand(CLI::App& root, Action* chosen);
+void AddMoveUserCommand(CLI::App& root, Action* chosen);
 
 // --- helpers shared by the subcommands (common.cc) -------------------------------------------
 

@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   tools::AddMigrateCommand(app, &action);
   tools::AddDeleteCommand(app, &action);
   tools::AddRenameCommand(app, &action);
+  tools::AddMoveUserCommand(app, &action);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,520 @@
+// storemove moveuser; the rules are in stream/moveuser.h and docs/moveuser.md.
+#include "stream/moveuser.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "interop/imap_client.h"
+#include "relinker/relinker.h"
+#include "stream/net_conn.h"
+#include "stream/private_file.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::stream {
+
+using interop::ImapClient;
+using interop::ImapFolder;
+using interop::ImapMessage;
+using store::Folder;
+using store::MessageMeta;
+using store::StagedMessage;
+
+namespace {
+
+// Messages become visible in batches: one lock, one store.idx append per batch (as import).
+constexpr size_t kBatchMessages = 256;
+constexpr uint64_t kBatchBytes = 8 << 20;
+constexpr size_t kUserFlags = 64;  // bits of MessageMeta::user_flags
+
+// The IMAP client's byte channel: a TCP connection, under TLS after STARTTLS or from the start.
+class ConnectionChannel final : public interop::ImapChannel {
+ public:
+  ConnectionChannel(net::Connection& conn, const net::TlsContext* tls, std::string host)
+      : conn_(conn), tls_(tls), host_(std::move(host)) {}
+  size_t Read(void* data, size_t size) override { return conn_.Read(data, size); }
+  void Write(const void* data, size_t size) override { conn_.WriteAll(data, size); }
+  void StartTls() override {
+    if (!tls_) Throw(Errc::kInvalidArgument, "STARTTLS without a TLS context");
+    // Bytes that arrived before the handshake would be plain text posing as protected (the
+    // STARTTLS command injection of CVE-2011-0411): refuse them.
+    if (conn_.Readable())
+      Throw(Errc::kProtocol, conn_.peer() + ": data after the STARTTLS reply, before the TLS handshake");
+    conn_.Connect(*tls_, host_);
+  }
+
+ private:
+  net::Connection& conn_;
+  const net::TlsContext* tls_;
+  std::string host_;
+};
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+// The store's name of a source folder: INBOX in any case is INBOX (RFC 3501 §5.1), the rest as the
+// client decoded it (UTF-8, '/' between levels).
+std::string StoreFolderName(const ImapFolder& folder) {
+  if (EqualsIgnoreCase(folder.path, "INBOX")) return "INBOX";
+  if (folder.path.size() > 6 && EqualsIgnoreCase(folder.path.substr(0, 6), "INBOX/"))
+    return "INBOX/" + folder.path.substr(6);
+  return folder.path;
+}
+
+uint8_t SystemFlag(std::string_view flag) {
+  if (EqualsIgnoreCase(flag, "\\Seen")) return store::kSeen;
+  if (EqualsIgnoreCase(flag, "\\Answered")) return store::kAnswered;
+  if (EqualsIgnoreCase(flag, "\\Flagged")) return store::kFlagged;
+  if (EqualsIgnoreCase(flag, "\\Deleted")) return store::kDeleted;
+  if (EqualsIgnoreCase(flag, "\\Draft")) return store::kDraft;
+  return 0;
+}
+
+// A folder's user-flag names as it is pulled: the bits the store already uses, plus the new
+// keywords the source brings, written to the folder before the messages that carry them.
+class KeywordBits {
+ public:
+  explicit KeywordBits(std::vector<std::string> names) : names_(std::move(names)) {}
+
+  // System flags and user-flag bits of a source message; counts keywords that found no bit.
+  void Map(const ImapMessage& m, uint8_t* flags, uint64_t* user_flags, uint64_t* dropped) {
+    *flags = 0;
+    *user_flags = 0;
+    for (const std::string& flag : m.flags) {
+      if (flag.empty()) continue;
+      if (flag[0] == '\\') {
+        *flags |= SystemFlag(flag);  // \Recent and unknown system flags are not kept
+        continue;
+      }
+      size_t bit = 0;
+      while (bit < names_.size() && names_[bit] != flag) ++bit;
+      if (bit == names_.size()) {
+        if (names_.size() == kUserFlags) {
+          ++*dropped;
+          continue;
+        }
+        names_.push_back(flag);
+        changed_ = true;
+      }
+      *user_flags |= uint64_t{1} << bit;
+    }
+  }
+  // Writes new names to the folder (before a commit that uses them).
+  void Save(Folder& folder) {
+    if (!changed_) return;
+    folder.SetUserFlagNames(names_);
+    changed_ = false;
+  }
+
+ private:
+  std::vector<std::string> names_;
+  bool changed_ = false;
+};
+
+// The messages a folder held before this pull, by content: another UIDVALIDITY means UIDs say
+// nothing, so a message is skipped only when the folder holds exactly its bytes.
+class PresentContent {
+ public:
+  explicit PresentContent(const store::FolderSnapshot& snapshot) {
+    for (const MessageMeta& m : snapshot.messages) by_digest_[m.digest].push_back({m.uid, m.size});
+  }
+  // True (and that copy is used up) when the folder holds the staged message's bytes.
+  bool Take(Folder& folder, const StagedMessage& staged) {
+    auto it = by_digest_.find(staged.meta.digest);
+    if (it == by_digest_.end()) return false;
+    UniqueFd mine = OpenAt(folder.dir_fd(), staged.temp_name, O_RDONLY | O_NOFOLLOW, 0, folder.path() + "/" + staged.temp_name);
+    std::vector<Copy>& copies = it->second;
+    for (size_t i = 0; i < copies.size(); ++i) {
+      if (copies[i].size != staged.meta.size) continue;
+      UniqueFd theirs = folder.OpenMessageFile(copies[i].uid);
+      if (!theirs.valid() || !relinker::SameContent(mine.get(), theirs.get())) continue;
+      copies.erase(copies.begin() + static_cast<std::ptrdiff_t>(i));
+      if (copies.empty()) by_digest_.erase(it);
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  struct Copy {
+    uint32_t uid;
+    uint64_t size;
+  };
+  std::unordered_map<Digest, std::vector<Copy>, DigestHash> by_digest_;
+};
+
+// Collects FETCH metadata (no bodies).
+class MetaList final : public interop::ImapFetchSink {
+ public:
+  void BodyBegin(uint64_t) override {}
+  void BodyData(const char*, size_t) override {}
+  void Message(const ImapMessage& m, bool) override {
+    if (m.uid != 0) messages.push_back(m);
+  }
+  std::vector<ImapMessage> messages;
+};
+
+struct FolderPull {
+  store::Store& store;
+  const std::string& user;
+  const std::string& name;
+  const MoveUserOptions& options;
+  MoveUserResult& result;
+  int64_t now;
+};
+
+// Streams BODY[] literals into staged message files and commits them in batches.
+class BodyWriter final : public interop::ImapFetchSink {
+ public:
+  BodyWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, bool keep_uids, PresentContent* present)
+      : pull_(pull), folder_(folder), keywords_(keywords), keep_uids_(keep_uids), present_(present) {}
+  ~BodyWriter() override { folder_.Discard(batch_); }
+
+  void BodyBegin(uint64_t size) override {
+    writer_ = folder_.NewMessage();
+    literal_size_ = size;
+  }
+  void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
+  void Message(const ImapMessage& m, bool had_body) override {
+    if (!had_body || !writer_) return;  // a flag update the server sent on its own
+    MessageMeta meta;
+    meta.uid = keep_uids_ ? m.uid : 0;
+    keywords_.Map(m, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
+    meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
+    meta.save_time = pull_.now;
+    StagedMessage staged = writer_->Finish(meta);
+    writer_.reset();
+    if (present_ && present_->Take(folder_, staged)) {
+      std::vector<StagedMessage> one{std::move(staged)};
+      folder_.Discard(one);
+      ++pull_.result.already_present;
+      return;
+    }
+    if (pull_.options.on_arrival) staged = pull_.options.on_arrival(folder_, std::move(staged));
+    batch_bytes_ += literal_size_;
+    pull_.result.bytes += literal_size_;
+    ++pull_.result.messages;
+    ++received_;
+    batch_.push_back(std::move(staged));
+    if (batch_.size() >= kBatchMessages || batch_bytes_ >= kBatchBytes) Commit();
+  }
+  void Commit() {
+    if (batch_.empty()) return;
+    keywords_.Save(folder_);
+    folder_.Commit(batch_);
+    batch_bytes_ = 0;
+    if (pull_.options.after_batch) pull_.options.after_batch(pull_.user, pull_.name, received_);
+  }
+
+ private:
+  FolderPull& pull_;
+  Folder& folder_;
+  KeywordBits& keywords_;
+  bool keep_uids_;
+  PresentContent* present_;
+  std::unique_ptr<store::MessageWriter> writer_;
+  uint64_t literal_size_ = 0;
+  std::vector<StagedMessage> batch_;
+  uint64_t batch_bytes_ = 0;
+  uint64_t received_ = 0;
+};
+
+void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) {
+  const interop::ImapMailboxStatus status = client.Examine(source.name);
+  MetaList listed;
+  if (status.exists > 0) client.FetchMeta(1, listed);
+
+  store::Store& store = pull.store;
+  std::unique_ptr<Folder> folder;
+  std::unique_ptr<PresentContent> present;
+  bool created = false, keep_uids = true;
+  std::vector<uint32_t> wanted;
+  std::vector<std::string> names;
+  if (!store.FindFolder(pull.user, pull.name)) {
+    // Invisible until complete; a leftover of a killed pull is overwritten (§6.5).
+    folder = store.CreateUnpublishedFolder(pull.user, pull.name, status.uidvalidity);
+    created = true;
+    for (const ImapMessage& m : listed.messages) wanted.push_back(m.uid);
+  } else {
+    folder = store.OpenFolder(pull.user, pull.name);
+    const store::FolderSnapshot snapshot = folder->Snapshot();
+    names = snapshot.info.user_flag_names;
+    keep_uids = snapshot.info.uidvalidity == status.uidvalidity;
+    if (keep_uids) {
+      // The UIDs it has are the same messages: fetch the others; flags follow the source.
+      std::unordered_map<uint32_t, const MessageMeta*> have;
+      for (const MessageMeta& m : snapshot.messages) have[m.uid] = &m;
+      KeywordBits keywords(names);
+      for (const ImapMessage& m : listed.messages) {
+        auto it = have.find(m.uid);
+        if (it == have.end()) {
+          wanted.push_back(m.uid);
+          continue;
+        }
+        uint8_t flags;
+        uint64_t user_flags;
+        keywords.Map(m, &flags, &user_flags, &pull.result.keywords_dropped);
+        const uint8_t kept = it->second->flags & store::kRecent;
+        if ((it->second->flags & ~store::kRecent) != flags || it->second->user_flags != user_flags) {
+          keywords.Save(*folder);
+          folder->SetFlags(m.uid, static_cast<uint8_t>(flags | kept), user_flags);
+          ++pull.result.flags_updated;
+        }
+      }
+      names = folder->Snapshot().info.user_flag_names;
+    } else {
+      present = std::make_unique<PresentContent>(snapshot);
+      for (const ImapMessage& m : listed.messages) wanted.push_back(m.uid);
+    }
+  }
+  // "n:*" returns the last message even below n; a UID listed twice is fetched once.
+  std::sort(wanted.begin(), wanted.end());
+  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+
+  KeywordBits keywords(names);
+  BodyWriter writer(pull, *folder, keywords, keep_uids, present.get());
+  if (!wanted.empty()) client.FetchBodies(wanted, writer);
+  writer.Commit();
+  if (keep_uids && status.uidnext > 0) folder->RaiseUidNext(status.uidnext);
+  if (created) {
+    store.PublishFolder(*folder);
+    ++pull.result.folders_created;
+  }
+  ++pull.result.folders;
+}
+
+class Session {
+ public:
+  Session(const ImapSource& source, const ImapUrl& url, const net::TlsContext* tls)
+      : source_(source), url_(url), tls_(tls) {}
+
+  // Connects, protects and logs in as (or for) the account.
+  ImapClient& Open(const ImapAccount& account) {
+    net::Endpoint endpoint{url_.host, url_.port};
+    conn_ = std::make_unique<net::Connection>(net::ConnectTcp(endpoint, source_.timeout_seconds), endpoint.ToString());
+    conn_->SetTimeout(source_.timeout_seconds);
+    if (url_.tls) conn_->Connect(*tls_, url_.host);
+    channel_ = std::make_unique<ConnectionChannel>(*conn_, tls_, url_.host);
+    client_ = std::make_unique<ImapClient>(*channel_, url_.ToString());
+    client_->ReadGreeting();
+    if (!url_.tls && !source_.insecure) {
+      if (!client_->HasCapability("STARTTLS"))
+        Throw(Errc::kAuth, url_.ToString() + " does not offer STARTTLS; use imaps:// or, on a trusted link, --insecure");
+      client_->StartTls();
+    }
+    if (!source_.admin.empty()) {
+      client_->LoginAs(account.user, source_.admin, source_.admin_password);
+    } else {
+      client_->Login(account.user, account.password);
+    }
+    return *client_;
+  }
+
+  void Close() {
+    if (client_) client_->Logout();
+    if (conn_) conn_->Close(1);
+  }
+
+ private:
+  const ImapSource& source_;
+  const ImapUrl& url_;
+  const net::TlsContext* tls_;
+  std::unique_ptr<net::Connection> conn_;
+  std::unique_ptr<ConnectionChannel> channel_;
+  std::unique_ptr<ImapClient> client_;
+};
+
+void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url, const net::TlsContext* tls,
+              const ImapAccount& account, const MoveUserOptions& options, MoveUserResult& result) {
+  store::ValidateUserId(account.user);
+  Session session(source, url, tls);
+  ImapClient& client = session.Open(account);
+  std::vector<ImapFolder> folders = client.ListFolders();
+  // Every name is checked before anything is written.
+  std::vector<std::pair<const ImapFolder*, std::string>> pulls;
+  for (const ImapFolder& f : folders) {
+    if (!f.selectable) continue;
+    std::string name = StoreFolderName(f);
+    try {
+      store::ValidateFolderName(name);
+    } catch (const Error& e) {
+      Throw(e.code(), "folder \"" + f.path + "\" of " + account.user + ": " + e.what());
+    }
+    pulls.emplace_back(&f, std::move(name));
+  }
+
+  if (!store.FindUser(account.user)) store.CreateUser(account.user, {}, /*with_inbox=*/false);
+  if (options.hold) store.SetUserStatus(account.user, store::UserStatus{store::UserState::kHold, {}});
+  {
+    store::Store::UserWriteLock lock = store.LockUserForWriting(account.user);
+    const int64_t now = static_cast<int64_t>(::time(nullptr));
+    for (const auto& [f, name] : pulls) {
+      FolderPull pull{store, account.user, name, options, result, now};
+      try {
+        PullFolder(client, *f, pull);
+      } catch (const Error& e) {
+        Throw(e.code(), "folder \"" + f->path + "\": " + e.what());
+      }
+      if (f->subscribed) store.Subscribe(account.user, "user/" + account.user + "/" + name);
+    }
+    if (!store.FindFolder(account.user, "INBOX")) store.CreateFolder(account.user, "INBOX");
+    store.RecomputeQuota(account.user);
+  }
+  session.Close();
+  if (options.hold) store.SetUserStatus(account.user, store::UserStatus{store::UserState::kActive, {}});
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(std::move(line));
+    pos = eol + 1;
+  }
+  return lines;
+}
+
+}  // namespace
+
+std::string ImapUrl::ToString() const {
+  return std::string(tls ? "imaps://" : "imap://") + net::Endpoint{host, port}.ToString();
+}
+
+ImapUrl ParseImapUrl(const std::string& text) {
+  ImapUrl url;
+  std::string_view rest = text;
+  if (rest.starts_with("imaps://")) {
+    url.tls = true;
+    rest.remove_prefix(8);
+  } else if (rest.starts_with("imap://")) {
+    rest.remove_prefix(7);
+  } else {
+    Throw(Errc::kInvalidArgument, "not an IMAP URL (imap://HOST[:PORT] or imaps://HOST[:PORT]): " + text);
+  }
+  if (rest.ends_with('/')) rest.remove_suffix(1);
+  if (rest.empty() || rest.find_first_of("/@?#") != std::string_view::npos)
+    Throw(Errc::kInvalidArgument, "not an IMAP URL (imap://HOST[:PORT] or imaps://HOST[:PORT]): " + text);
+  bool has_port;
+  if (rest.front() == '[') {
+    const size_t bracket = rest.find(']');
+    has_port = bracket != std::string_view::npos && bracket + 1 < rest.size() && rest[bracket + 1] == ':';
+  } else {
+    has_port = rest.find(':') != std::string_view::npos;  // an IPv6 address needs its brackets
+  }
+  const std::string with_port = has_port ? std::string(rest) : std::string(rest) + (url.tls ? ":993" : ":143");
+  const net::Endpoint endpoint = net::ParseEndpoint(with_port);
+  url.host = endpoint.host;
+  url.port = endpoint.port;
+  return url;
+}
+
+std::string ReadPasswordFile(const std::string& path) {
+  const std::vector<std::string> lines = Lines(ReadPrivateFile(path, "password file"));
+  if (lines.empty() || lines[0].empty()) Throw(Errc::kInvalidArgument, "password file " + path + ": empty first line");
+  return lines[0];
+}
+
+std::vector<ImapAccount> ReadAccounts(const std::string& user, const std::string& users_file,
+                                      const std::string& password_file, bool with_admin) {
+  std::vector<ImapAccount> accounts;
+  if (!user.empty()) {
+    store::ValidateUserId(user);
+    accounts.push_back({user, with_admin ? std::string() : ReadPasswordFile(password_file)});
+    return accounts;
+  }
+  std::map<std::string, std::string> passwords;
+  if (!with_admin) {
+    size_t line_no = 0;
+    for (const std::string& line : Lines(ReadPrivateFile(password_file, "password file", 64 << 20))) {
+      ++line_no;
+      if (line.empty() || line[0] == '#') continue;
+      const size_t tab = line.find('\t');
+      if (tab == std::string::npos || tab == 0 || tab + 1 == line.size())
+        Throw(Errc::kInvalidArgument, password_file + " line " + std::to_string(line_no) + ": expected USER<TAB>PASSWORD");
+      passwords[line.substr(0, tab)] = line.substr(tab + 1);
+    }
+  }
+  size_t line_no = 0;
+  for (const std::string& line : Lines(ReadFile(users_file))) {
+    ++line_no;
+    if (line.empty() || line[0] == '#') continue;
+    const std::string where = users_file + " line " + std::to_string(line_no);
+    try {
+      store::ValidateUserId(line);
+    } catch (const Error& e) {
+      Throw(e.code(), where + ": " + e.what());
+    }
+    ImapAccount account{line, {}};
+    if (!with_admin) {
+      auto it = passwords.find(line);
+      if (it == passwords.end()) Throw(Errc::kInvalidArgument, where + ": no password for " + line + " in " + password_file);
+      account.password = it->second;
+    }
+    accounts.push_back(std::move(account));
+  }
+  if (accounts.empty()) Throw(Errc::kInvalidArgument, users_file + ": no users");
+  return accounts;
+}
+
+MoveUserReport MoveUsers(store::Store& store, const ImapSource& source, const std::vector<ImapAccount>& accounts,
+                         const MoveUserOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  const ImapUrl url = ParseImapUrl(source.url);
+  std::unique_ptr<net::TlsContext> tls;
+  if (url.tls || !source.insecure) tls = net::TlsContext::ForMailServer(source.ca_file);
+
+  MoveUserReport report;
+  report.users.resize(accounts.size());
+  std::atomic<size_t> next{0};
+  std::mutex report_mutex;
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < accounts.size();) {
+      MoveUserResult& result = report.users[i];
+      result.user = accounts[i].user;
+      const auto began = std::chrono::steady_clock::now();
+      try {
+        PullUser(store, source, url, tls.get(), accounts[i], options, result);
+      } catch (const Error& e) {
+        result.error = e.what();
+      } catch (const std::exception& e) {
+        result.error = std::string("unexpected: ") + e.what();
+      }
+      result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+      std::lock_guard<std::mutex> guard(report_mutex);
+      if (options.on_user) options.on_user(result);
+    }
+  };
+  const int jobs = std::max(1, std::min<int>(options.jobs, static_cast<int>(accounts.size())));
+  std::vector<std::thread> threads;
+  for (int j = 1; j < jobs; ++j) threads.emplace_back(work);
+  work();
+  for (std::thread& t : threads) t.join();
+
+  for (const MoveUserResult& r : report.users) {
+    if (!r.error.empty()) ++report.failed;
+    report.messages += r.messages;
+    report.bytes += r.bytes;
+  }
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+}  // namespace storemove::stream

@@ -1,0 +1,331 @@
+// storemove moveuser against a real Dovecot on loopback (tests/support/dovecot_server.h): a source
+// store filled from ../shared/corpus with folders, flags and keywords is exported as Maildir++
+// (which keeps UIDVALIDITY, UIDs, keywords and internal dates), served by Dovecot, and pulled by
+// `storemove moveuser` into a fresh store, which must then equal the source: every folder,
+// UIDVALIDITY, UID, flag, keyword, internal date, subscription and message byte (after Dovecot's
+// LF -> CRLF and NUL -> 0x80, docs/moveuser.md "Line endings"). Also: STARTTLS with the
+// certificate checked, an administrator acting for users, reruns that add nothing, a source that
+// changed, kill -9 in the middle of a pull, wrong passwords and untrusted certificates.
+// Skipped, with the reason, when Dovecot or the corpus is absent.
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "interop/export.h"
+#include "store/generate.h"
+#include "store/store.h"
+#include "tests/support/dovecot_server.h"
+#include "tests/support/store_checks.h"
+#include "tests/support/temp_dir.h"
+#include "tests/tools/cli_runner.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+namespace {
+
+namespace fs = std::filesystem;
+using storemove::testing::CliResult;
+using storemove::testing::DovecotServer;
+using storemove::testing::ReadMessage;
+using storemove::testing::RunCli;
+using storemove::testing::TempDir;
+
+const std::string kCorpus = STOREMOVE_CORPUS;
+const std::vector<std::string> kAliceFolders = {"INBOX", "Sent", "Projects/2024", "Entwürfe", "a.b", "INBOX/Sub"};
+const std::vector<std::string> kBobFolders = {"INBOX", "Archive/2023"};
+
+// What IMAP sends for stored bytes: bare LF as CRLF; Dovecot sends NUL as 0x80.
+std::string AsServed(std::string_view bytes) {
+  std::string out;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (bytes[i] == '\n' && (i == 0 || bytes[i - 1] != '\r')) out.push_back('\r');
+    out.push_back(bytes[i] == '\0' ? '\x80' : bytes[i]);
+  }
+  return out;
+}
+
+void WritePrivate(const std::string& path, const std::string& text) {
+  WriteFileAtomic(path, text, 0600);
+}
+
+// A throw-away CA and a certificate for 127.0.0.1 signed by it (openssl's command line).
+bool MakeCertificates(const std::string& dir) {
+  const std::string cmd = "cd '" + dir + "' && " +
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem "
+      "-days 2 -subj /CN=storemove-test-ca && "
+      "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr "
+      "-subj /CN=localhost && "
+      "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext && "
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 "
+      "-extfile ext && "
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout other.key -out other.pem "
+      "-days 2 -subj /CN=someone-else";
+  return std::system(("(" + cmd + ") >/dev/null 2>&1").c_str()) == 0;
+}
+
+class MoveUser : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string why;
+    if (!IsDirectory(kCorpus)) {
+      skip_ = "corpus absent: " + kCorpus;
+      return;
+    }
+    if (!DovecotServer::Available(&why)) {
+      skip_ = why;
+      return;
+    }
+    dir_ = new TempDir;
+    src_root_ = *dir_ / "src";
+    auto store = Store::Init(src_root_, {"primary"});
+    // Round robin over the users' folders: distinct dates, a spread of flags and keywords.
+    std::vector<std::pair<std::string, std::string>> targets;
+    for (const std::string& f : kAliceFolders) targets.emplace_back("alice", f);
+    for (const std::string& f : kBobFolders) targets.emplace_back("bob", f);
+    std::map<std::pair<std::string, std::string>, std::unique_ptr<Folder>> folders;
+    for (const auto& [user, folder] : targets) {
+      folders[{user, folder}] = store->CreateFolder(user, folder);
+      folders[{user, folder}]->SetUserFlagNames({"$Forwarded", "Work", "$Junk"});
+    }
+    std::map<std::pair<std::string, std::string>, std::vector<StagedMessage>> batches;
+    size_t i = 0;
+    for (const CorpusEntry& entry : ReadCorpusManifests(kCorpus)) {
+      if (i == 900) break;
+      // INBOX of alice gets a third of everything: more than one batch (256) to kill a pull in.
+      const auto& target = i % 3 == 0 ? targets[0] : targets[i % targets.size()];
+      Folder& folder = *folders[target];
+      auto writer = folder.NewMessage();
+      writer->Write(ReadFile(entry.path));
+      MessageMeta meta;
+      meta.internal_date = 946684800 + int64_t(i) * 3607;
+      meta.flags = static_cast<uint8_t>(((i * 7) % 64) & ~kRecent);
+      meta.user_flags = i % 5;  // none, $Forwarded, Work, both, $Junk
+      batches[target].push_back(writer->Finish(meta));
+      ++i;
+    }
+    for (auto& [target, batch] : batches) folders[target]->Commit(batch);
+    store->Subscribe("alice", "user/alice/Sent");
+    store->Subscribe("alice", "user/alice/Projects/2024");
+    folders.clear();
+
+    mail_root_ = *dir_ / "mail";
+    MakeDirs(mail_root_);
+    ::chmod(dir_->path().c_str(), 0711);  // Dovecot's mail processes run as nobody (dovecot_server.h)
+    for (const std::string user : {"alice", "bob"}) {
+      interop::ExportOptions options;
+      options.user = user;
+      options.out_dir = mail_root_ + "/" + user;
+      options.format = interop::ExportFormat::kMaildir;
+      interop::Export(*store, options);
+    }
+    WriteFileAtomic(mail_root_ + "/alice/subscriptions", "Sent\nProjects.2024\n", 0600);  // Dovecot 1.x format: storage separator
+    certificates_ = MakeCertificates(dir_->path());
+    if (!certificates_) {
+      skip_ = "openssl could not make test certificates";
+      return;
+    }
+    server_ = new DovecotServer;
+    DovecotServer::Options options;
+    options.mail_root = mail_root_;
+    options.users = {{"alice", "alice-secret"}, {"bob", "bob-secret"}};
+    options.master_user = "admin";
+    options.master_password = "admin-secret";
+    options.tls_cert = *dir_ / "server.pem";
+    options.tls_key = *dir_ / "server.key";
+    server_->Start(options);
+    url_ = "imap://127.0.0.1:" + std::to_string(server_->port());
+    WritePrivate(*dir_ / "alice.pw", "alice-secret\n");
+    WritePrivate(*dir_ / "wrong.pw", "not-her-password\n");
+    WritePrivate(*dir_ / "admin.pw", "admin-secret\n");
+    WritePrivate(*dir_ / "passwords", "alice\talice-secret\nbob\tbob-secret\n");
+    WriteFileAtomic(*dir_ / "users", "alice\nbob\n", 0644);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    dst_root_ = tmp_ / "dst";
+    ASSERT_EQ(RunCli({"init", "--store", dst_root_}).status, 0);
+  }
+
+  std::vector<std::string> Pull(std::vector<std::string> args) {
+    args.insert(args.begin(), {"moveuser", "--store", dst_root_, "--from", url_});
+    return args;
+  }
+
+  // The destination's copy of `user` equals the source's, as IMAP can carry it.
+  static void ExpectPulled(Store& dst, const std::string& user, const std::vector<std::string>& names) {
+    auto src = Store::Open(src_root_);
+    std::set<std::string> got_folders;
+    for (const FolderInfo& f : dst.ListFolders(user)) got_folders.insert(f.folder);
+    EXPECT_EQ(got_folders, std::set<std::string>(names.begin(), names.end())) << user;
+    for (const std::string& name : names) {
+      if (!got_folders.count(name)) continue;
+      auto want_folder = src->OpenFolder(user, name);
+      auto got_folder = dst.OpenFolder(user, name);
+      const FolderSnapshot want = want_folder->Snapshot(), got = got_folder->Snapshot();
+      EXPECT_EQ(got.info.uidvalidity, want.info.uidvalidity) << name;
+      EXPECT_GE(got.info.uidnext, want.info.uidnext) << name;
+      ASSERT_EQ(got.messages.size(), want.messages.size()) << user << "/" << name;
+      for (size_t i = 0; i < want.messages.size(); ++i) {
+        const MessageMeta& w = want.messages[i];
+        const MessageMeta& g = got.messages[i];
+        ASSERT_EQ(g.uid, w.uid) << name;
+        // Maildir keeps neither \Recent nor Archived (interop/export.h).
+        EXPECT_EQ(g.flags, w.flags & ~(kRecent | kArchived)) << name << " uid " << w.uid;
+        std::set<std::string> want_keywords, got_keywords;
+        for (size_t b = 0; b < 64; ++b) {
+          if (w.user_flags >> b & 1) want_keywords.insert(want.info.user_flag_names[b]);
+          if (g.user_flags >> b & 1) got_keywords.insert(got.info.user_flag_names[b]);
+        }
+        EXPECT_EQ(got_keywords, want_keywords) << name << " uid " << w.uid;
+        EXPECT_EQ(g.internal_date, w.internal_date) << name << " uid " << w.uid;
+        EXPECT_EQ(ReadMessage(*got_folder, g.uid), AsServed(ReadMessage(*want_folder, w.uid)))
+            << name << " uid " << w.uid;
+      }
+    }
+  }
+
+  static TempDir* dir_;
+  static DovecotServer* server_;
+  static std::string src_root_, mail_root_, url_, skip_;
+  static bool certificates_;
+  TempDir tmp_;
+  std::string dst_root_;
+};
+TempDir* MoveUser::dir_ = nullptr;
+DovecotServer* MoveUser::server_ = nullptr;
+std::string MoveUser::src_root_, MoveUser::mail_root_, MoveUser::url_, MoveUser::skip_;
+bool MoveUser::certificates_ = false;
+
+TEST_F(MoveUser, StartTlsPullsEveryFolderFlagKeywordDateAndByte) {
+  CliResult r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--ca-file", *dir_ / "ca.pem"}));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("alice: 6 folders (6 new)"), std::string::npos) << r.out;
+  auto dst = Store::Open(dst_root_);
+  ExpectPulled(*dst, "alice", kAliceFolders);
+  const std::vector<std::string> subscribed = dst->Subscriptions("alice");
+  EXPECT_EQ(std::set<std::string>(subscribed.begin(), subscribed.end()),
+            (std::set<std::string>{"user/alice/Sent", "user/alice/Projects/2024"}));
+
+  // A rerun fetches nothing and changes nothing.
+  const FolderSnapshot before = dst->OpenFolder("alice", "INBOX")->Snapshot();
+  dst.reset();
+  r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--ca-file", *dir_ / "ca.pem", "--json"}));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"messages\": 0"), std::string::npos) << r.out;
+  dst = Store::Open(dst_root_);
+  EXPECT_EQ(dst->OpenFolder("alice", "INBOX")->Snapshot().messages, before.messages);
+}
+
+TEST_F(MoveUser, AdministratorPullsManyUsersAtOnceWithHold) {
+  CliResult r = RunCli(Pull({"--users", *dir_ / "users", "--admin", "admin", "--admin-password-file",
+                             *dir_ / "admin.pw", "--insecure", "--jobs", "2", "--hold"}));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("moveuser: 2 users (0 failed)"), std::string::npos) << r.out;
+  auto dst = Store::Open(dst_root_);
+  ExpectPulled(*dst, "alice", kAliceFolders);
+  ExpectPulled(*dst, "bob", kBobFolders);
+  EXPECT_EQ(dst->FindUser("alice")->status.state, UserState::kActive);
+  EXPECT_EQ(dst->FindUser("bob")->status.state, UserState::kActive);
+}
+
+TEST_F(MoveUser, PasswordsPerUserFromOneFile) {
+  CliResult r = RunCli(Pull({"--users", *dir_ / "users", "--password-file", *dir_ / "passwords", "--insecure"}));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  auto dst = Store::Open(dst_root_);
+  ExpectPulled(*dst, "bob", kBobFolders);
+}
+
+TEST_F(MoveUser, RefusalsAreOneLineAndWriteNothing) {
+  // Wrong password: the user fails, the run exits non-zero, no folder appears.
+  CliResult r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "wrong.pw", "--insecure"}));
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("alice"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("not-her-password"), std::string::npos) << "the password must never be shown";
+  // A certificate no trusted CA signed: refused before any login.
+  r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--ca-file", *dir_ / "other.pem"}));
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("certificate"), std::string::npos) << r.err;
+  // A password file others can read.
+  ::chmod((*dir_ / "alice.pw").c_str(), 0644);
+  r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--insecure"}));
+  ::chmod((*dir_ / "alice.pw").c_str(), 0600);
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("chmod 600"), std::string::npos) << r.err;
+  // Not an IMAP URL.
+  r = RunCli({"moveuser", "--store", dst_root_, "--from", "http://x", "--user", "alice", "--password-file",
+              *dir_ / "alice.pw"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("not an IMAP URL"), std::string::npos) << r.err;
+  auto dst = Store::Open(dst_root_);
+  EXPECT_TRUE(dst->ListFolders("alice").empty());
+}
+
+// batch_fd >= 0: the child tells on it after each committed batch and waits.
+pid_t Spawn(const std::vector<std::string>& args, const std::string& out, int batch_fd) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("STOREMOVE_TEST_BATCH_FD", std::to_string(batch_fd).c_str(), 1);
+    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<std::string> storage = args;
+    storage.insert(storage.begin(), STOREMOVE_BIN);
+    std::vector<char*> argv;
+    for (std::string& a : storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::unsetenv("STOREMOVE_STORE");
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  const pid_t pid = Spawn(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--insecure", "--hold"}),
+                          tmp_ / "out", sv[1]);
+  ::close(sv[1]);
+  char c;
+  // The first batch (256 messages of alice's INBOX, which is new) is committed: kill right there.
+  ASSERT_EQ(::read(sv[0], &c, 1), 1) << storemove::testing::SlurpFile(tmp_ / "out");
+  {
+    auto dst = Store::Open(dst_root_);
+    EXPECT_EQ(dst->FindUser("alice")->status.state, UserState::kHold);
+    EXPECT_FALSE(dst->FindFolder("alice", "INBOX")) << "a folder being pulled must stay invisible";
+  }
+  ::kill(pid, SIGKILL);
+  int status;
+  ::waitpid(pid, &status, 0);
+  ::close(sv[0]);
+  {
+    auto dst = Store::Open(dst_root_);
+    for (const FolderInfo& f : dst->ListFolders("alice")) ADD_FAILURE() << "visible after the kill: " << f.folder;
+  }
+  CliResult r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--insecure", "--hold"}));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  auto dst = Store::Open(dst_root_);
+  ExpectPulled(*dst, "alice", kAliceFolders);
+  EXPECT_EQ(dst->FindUser("alice")->status.state, UserState::kActive);
+}
+
+}  // namespace
+}  // namespace storemove::store

@@ -1,0 +1,150 @@
+// storemove moveuser: Sun's MoveUser, pulling users' mailboxes from any IMAP server
+// (stream/moveuser.h, docs/moveuser.md).
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "store/sync.h"
+#include "stream/moveuser.h"
+#include "tools/commands.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+namespace {
+
+struct MoveUserCliOptions {
+  std::string store_dir;
+  stream::ImapSource source;
+  std::string user, users_file, password_file, admin_password_file;
+  int jobs = 1;
+  bool hold = false;
+  bool json = false;
+};
+
+// Folders appear only when complete and a rerun fetches only what is missing, so Ctrl-C or
+// SIGTERM stops at once, with one line that says so.
+void OnInterrupt(int) {
+  static const char kLine[] =
+      "storemove: moveuser interrupted; nothing half-pulled is visible: run the same moveuser again to complete it\n";
+  (void)!::write(STDERR_FILENO, kLine, sizeof kLine - 1);
+  ::_exit(ExitStatus(Errc::kInterrupted));
+}
+
+nlohmann::json ToJson(const stream::MoveUserResult& r) {
+  nlohmann::json j = {{"user", r.user},
+                      {"folders", r.folders},
+                      {"folders_created", r.folders_created},
+                      {"messages", r.messages},
+                      {"bytes", r.bytes},
+                      {"already_present", r.already_present},
+                      {"flags_updated", r.flags_updated},
+                      {"keywords_dropped", r.keywords_dropped},
+                      {"seconds", r.seconds}};
+  if (!r.error.empty()) j["error"] = r.error;
+  return j;
+}
+
+int RunMoveUser(MoveUserCliOptions& o) {
+  struct sigaction sa {};
+  sa.sa_handler = OnInterrupt;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  const std::string& root = RequireStoreDir(o.store_dir);
+  if (o.user.empty() == o.users_file.empty()) Throw(Errc::kInvalidArgument, "moveuser needs --user USER or --users FILE");
+  const bool admin = !o.source.admin.empty();
+  if (admin == !o.password_file.empty() || admin == o.admin_password_file.empty())
+    Throw(Errc::kInvalidArgument, "moveuser needs --password-file FILE, or --admin USER with --admin-password-file FILE");
+  if (admin) o.source.admin_password = stream::ReadPasswordFile(o.admin_password_file);
+  const std::vector<stream::ImapAccount> accounts = stream::ReadAccounts(o.user, o.users_file, o.password_file, admin);
+  stream::ParseImapUrl(o.source.url);  // a bad URL fails before the store is touched
+
+  // No fsync per file: one syncfs of the store's filesystems before success, as restore.
+  auto store = store::Store::Open(root, {store::Durability::kNone});
+  stream::MoveUserOptions options;
+  options.jobs = o.jobs;
+  options.hold = o.hold;
+  if (const char* hook = std::getenv("STOREMOVE_TEST_BATCH_FD")) {
+    // Test seam (tests/tools/moveuser_test.py): after each committed batch, say so on this
+    // descriptor and wait for a byte back, so a test can kill the pull right there.
+    const int fd = std::atoi(hook);
+    options.after_batch = [fd](const std::string&, const std::string&, uint64_t) {
+      char c = 'b';
+      if (::write(fd, &c, 1) == 1) (void)!::read(fd, &c, 1);
+    };
+  }
+  const bool json = o.json;
+  options.on_user = [json](const stream::MoveUserResult& r) {
+    if (json) return;
+    if (!r.error.empty()) {
+      std::fprintf(stderr, "storemove moveuser: %s: %s\n", r.user.c_str(), r.error.c_str());
+      return;
+    }
+    std::printf("%s: %llu folders (%llu new), %llu messages, %s", r.user.c_str(),
+                static_cast<unsigned long long>(r.folders), static_cast<unsigned long long>(r.folders_created),
+                static_cast<unsigned long long>(r.messages), HumanBytes(r.bytes).c_str());
+    if (r.already_present) std::printf(", %llu already present", static_cast<unsigned long long>(r.already_present));
+    if (r.flags_updated) std::printf(", %llu flags updated", static_cast<unsigned long long>(r.flags_updated));
+    if (r.keywords_dropped)
+      std::printf(", %llu keywords dropped (64 per folder)", static_cast<unsigned long long>(r.keywords_dropped));
+    std::printf(", %.2f s\n", r.seconds);
+    std::fflush(stdout);
+  };
+  const stream::MoveUserReport report = stream::MoveUsers(*store, o.source, accounts, options);
+  store::SyncStoreFilesystems(*store);
+  if (o.json) {
+    nlohmann::json users = nlohmann::json::array();
+    for (const stream::MoveUserResult& r : report.users) users.push_back(ToJson(r));
+    nlohmann::json out = {{"source", o.source.url}, {"users", users},     {"failed", report.failed},
+                          {"messages", report.messages}, {"bytes", report.bytes}, {"seconds", report.seconds}};
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    std::printf("moveuser: %zu users (%llu failed), %llu messages, %s in %.2f s\n", report.users.size(),
+                static_cast<unsigned long long>(report.failed), static_cast<unsigned long long>(report.messages),
+                HumanBytes(report.bytes).c_str(), report.seconds);
+  }
+  return report.failed ? ExitStatus(Errc::kTempFail) : 0;
+}
+
+}  // namespace
+
+void AddMoveUserCommand(CLI::App& root, Action* chosen) {
+  auto o = std::make_shared<MoveUserCliOptions>();
+  CLI::App* command = root.add_subcommand(
+      "moveuser",
+      "pull users' mailboxes from an IMAP server into the store (MoveUser)\n"
+      "  --from imap://HOST[:PORT]   STARTTLS (certificate checked), or imaps://HOST[:PORT]\n"
+      "  --user USER --password-file F            one user, F's first line is the password\n"
+      "  --users FILE --password-file F           user ids, one per line; F holds USER<TAB>PASSWORD lines\n"
+      "  --admin ADMIN --admin-password-file F    log in as ADMIN acting for each user (SASL PLAIN authzid)\n"
+      "Every folder, message (bytes as the server sends them), flag, keyword, internal date and subscription.\n"
+      "A new folder appears only when complete, with the source's UIDVALIDITY and UIDs; a rerun fetches only\n"
+      "what is missing. Exit 0 = every user complete and on disk.");
+  AddStoreOption(command, &o->store_dir);
+  command->add_option("--from", o->source.url, "the IMAP server: imap://HOST[:PORT] or imaps://HOST[:PORT]")
+      ->required()
+      ->type_name("URL");
+  command->add_option("--user", o->user, "the user to pull (the same id in the store)")->type_name("USER");
+  command->add_option("--users", o->users_file, "file of user ids, one per line")->type_name("FILE");
+  command->add_option("--password-file", o->password_file, "the user's password, or USER<TAB>PASSWORD lines (mode 0600)")
+      ->type_name("FILE");
+  command->add_option("--admin", o->source.admin, "administrator (Dovecot master user, Cyrus admin) acting for each user")
+      ->type_name("USER");
+  command->add_option("--admin-password-file", o->admin_password_file, "the administrator's password (mode 0600)")
+      ->type_name("FILE");
+  command->add_option("--ca-file", o->source.ca_file, "trust the CAs in this PEM file instead of the system's")
+      ->type_name("FILE");
+  command->add_flag("--insecure", o->source.insecure, "imap:// without STARTTLS: passwords in plain text (trusted links only)");
+  command->add_option("-j,--jobs", o->jobs, "users pulled at once (default 1)")->check(CLI::Range(1, 256));
+  command->add_option("--timeout", o->source.timeout_seconds, "seconds without progress before a user fails (default 60)")
+      ->check(CLI::Range(1, 86400));
+  command->add_flag("--hold", o->hold, "set each destination user on hold during its pull and active after");
+  command->add_flag("--json", o->json, "print the report as JSON");
+  command->callback([o, chosen] { *chosen = [o] { return RunMoveUser(*o); }; });
+}
+
+}  // namespace storemove::tools
