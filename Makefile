@@ -63,6 +63,7 @@ bench: build
 	@scripts/bench $(BUILD)
 	@scripts/bench-migrate $(BUILD)
 	@scripts/bench-import $(BUILD)
+	@scripts/bench-moveuser $(BUILD)
 	@scripts/bench-disk $(BUILD)
 
 # Online migration only (issue 11 targets): hold, passes and wall time through a delay proxy.
@@ -77,9 +78,12 @@ bench-memory: build
 	@scripts/bench-memory $(BUILD)
 
 # import of 200 users' mbox files onto the disk against restore of the same messages (issue 12)
-.PHONY: bench-import
+.PHONY: bench-import bench-moveuser
 bench-import: build
 	@scripts/bench-import $(BUILD)
+
+bench-moveuser: build
+	@scripts/bench-moveuser $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-fuzz-asan
