@@ -130,6 +130,8 @@ class MoveUser : public ::testing::Test {
       options.format = interop::ExportFormat::kMaildir;
       interop::Export(*store, options);
     }
+    // carol starts as a copy of bob; only SourceChangesAreFollowed changes her mail.
+    fs::copy(mail_root_ + "/bob", mail_root_ + "/carol", fs::copy_options::recursive);
     WriteFileAtomic(mail_root_ + "/alice/subscriptions", "Sent\nProjects.2024\n", 0600);  // Dovecot 1.x format: storage separator
     certificates_ = MakeCertificates(dir_->path());
     if (!certificates_) {
@@ -139,7 +141,7 @@ class MoveUser : public ::testing::Test {
     server_ = new DovecotServer;
     DovecotServer::Options options;
     options.mail_root = mail_root_;
-    options.users = {{"alice", "alice-secret"}, {"bob", "bob-secret"}};
+    options.users = {{"alice", "alice-secret"}, {"bob", "bob-secret"}, {"carol", "carol-secret"}};
     options.master_user = "admin";
     options.master_password = "admin-secret";
     options.tls_cert = *dir_ / "server.pem";
@@ -149,6 +151,7 @@ class MoveUser : public ::testing::Test {
     WritePrivate(*dir_ / "alice.pw", "alice-secret\n");
     WritePrivate(*dir_ / "wrong.pw", "not-her-password\n");
     WritePrivate(*dir_ / "admin.pw", "admin-secret\n");
+    WritePrivate(*dir_ / "carol.pw", "carol-secret\n");
     WritePrivate(*dir_ / "passwords", "alice\talice-secret\nbob\tbob-secret\n");
     WriteFileAtomic(*dir_ / "users", "alice\nbob\n", 0644);
   }
@@ -276,6 +279,74 @@ TEST_F(MoveUser, RefusalsAreOneLineAndWriteNothing) {
   EXPECT_NE(r.err.find("not an IMAP URL"), std::string::npos) << r.err;
   auto dst = Store::Open(dst_root_);
   EXPECT_TRUE(dst->ListFolders("alice").empty());
+}
+
+// Files of a Maildir folder's cur/ directory, sorted.
+std::vector<fs::path> CurFiles(const std::string& maildir) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::directory_iterator(maildir + "/cur")) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void GiveToDovecot(const std::string& path) {
+  if (::getuid() != 0) return;
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  ASSERT_EQ(::chown(path.c_str(), nobody->pw_uid, nobody->pw_gid), 0) << path;
+}
+
+TEST_F(MoveUser, SourceChangesAreFollowed) {
+  const std::vector<std::string> pull = Pull({"--user", "carol", "--password-file", *dir_ / "carol.pw", "--insecure", "--json"});
+  CliResult r = RunCli(pull);
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const std::string inbox = mail_root_ + "/carol";
+  uint32_t first_uid;
+  {
+    auto dst = Store::Open(dst_root_);
+    const FolderSnapshot snap = dst->OpenFolder("carol", "INBOX")->Snapshot();
+    ASSERT_FALSE(snap.messages.empty());
+    first_uid = snap.messages.front().uid;
+  }
+  // At the source: a new message arrives and the first message is answered and flagged.
+  const std::string fresh = inbox + "/new/1700000000.M1P1.test";
+  WriteFileAtomic(fresh, "From: a@example.org\nSubject: new at the source\n\nhello\n", 0600);
+  GiveToDovecot(fresh);
+  const fs::path first = CurFiles(inbox).front();
+  const std::string base = first.filename().string();
+  const fs::path renamed = first.parent_path() / (base.substr(0, base.find(":2,")) + ":2,FR");
+  fs::rename(first, renamed);
+
+  r = RunCli(pull);
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"messages\": 1,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"flags_updated\": 1,"), std::string::npos) << r.out;
+  {
+    auto dst = Store::Open(dst_root_);
+    auto folder = dst->OpenFolder("carol", "INBOX");
+    const FolderSnapshot snap = folder->Snapshot();
+    EXPECT_EQ(snap.messages.front().uid, first_uid);
+    EXPECT_EQ(snap.messages.front().flags, kAnswered | kFlagged);
+    EXPECT_EQ(ReadMessage(*folder, snap.messages.back().uid),
+              "From: a@example.org\r\nSubject: new at the source\r\n\r\nhello\r\n");
+  }
+
+  // The source forgets its UIDs (a new UIDVALIDITY): nothing is fetched twice into the store.
+  for (const auto& e : fs::directory_iterator(inbox)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("dovecot-uidlist") || name.starts_with("dovecot.index")) fs::remove(e.path());
+  }
+  size_t before;
+  {
+    auto dst = Store::Open(dst_root_);
+    before = dst->OpenFolder("carol", "INBOX")->Snapshot().messages.size();
+  }
+  r = RunCli(pull);
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"messages\": 0,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"already_present\": " + std::to_string(before)), std::string::npos) << r.out;
+  auto dst = Store::Open(dst_root_);
+  EXPECT_EQ(dst->OpenFolder("carol", "INBOX")->Snapshot().messages.size(), before);
 }
 
 // batch_fd >= 0: the child tells on it after each committed batch and waits.
