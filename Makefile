@@ -36,7 +36,7 @@ asan: deps
 # repeat one stream for every offset or byte: the rest is single-threaded and slow under TSan)
 # (libdb's own shared-memory mutexes are not instrumented: tests/tsan.supp says which reports
 # come from inside libdb and why they are suppressed).
-TSAN_TESTS ?= store_concurrency_test store_read_ahead_test tools_write_lock_test format_test net_test stream_test disk_read_test migrate_test
+TSAN_TESTS ?= store_concurrency_test store_read_ahead_test tools_write_lock_test format_test net_test stream_test disk_read_test migrate_test tools_moveuser_test
 tsan: deps
 	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOREMOVE_TSAN=ON
 	cmake --build build-tsan -j $(JOBS) --target storemove $(TSAN_TESTS)
@@ -45,6 +45,7 @@ tsan: deps
 	  echo "== tsan: $$t"; \
 	  case $$t in format_test) only="--gtest_filter=Zstd*:-*AtEveryOffset*:*ByteFlips*";; \
 	    migrate_test) only="--gtest_filter=MigrateIncremental.*:*MigrateLatency*:Migrate.FourGroupsTwoJobsOverTlsPsk";; \
+	    tools_moveuser_test) only="--gtest_filter=*AdministratorPullsManyUsersAtOnce*";; \
 	    *) only="";; esac; \
 	  (cd $$(dirname $$bin) && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	    ./$$t --gtest_brief=1 $$only); \
