@@ -342,7 +342,7 @@ TEST(ImapClient, ListFolders) {
            "* LIST () \"/\" \"Entw&APw-rfe\"\r\n"
            "* LIST () \"/\" {19}\r\n&ZeVnLIqe-/&U,BTFw-\r\n"
            "* LIST (\\NonExistent) \"/\" gone\r\n"
-           "* LIST () NIL flat\r\n"
+           "* LIST () NIL [flat]\r\n"
            "* 3 EXISTS\r\n"  // unsolicited, anywhere
            "* LIST () \"/\" \"a&-b\"\r\n" +
            tag + " OK List completed\r\n");
@@ -373,7 +373,7 @@ TEST(ImapClient, ListFolders) {
   check(3, "Entw&APw-rfe", "Entw\xc3\xbcrfe", '/', true, true);
   check(4, "&ZeVnLIqe-/&U,BTFw-", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e/\xe5\x8f\xb0\xe5\x8c\x97", '/', true, false);
   check(5, "gone", "gone", '/', false, false);
-  check(6, "flat", "flat", 0, true, false);
+  check(6, "[flat]", "[flat]", 0, true, false);
   check(7, "a&-b", "a&b", '/', true, false);
 }
 
