@@ -1,6 +1,7 @@
 // ImapClient and its tokenizer against a scripted server on a real socketpair: the test plays the
 // server (writes its lines, reads the client's commands in a thread of its own) and checks the
 // commands sent, what reaches the sink and the exact one-line errors. Also INTERNALDATE arithmetic.
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,6 +80,12 @@ class Peer {
     if (sp == std::string::npos || line.substr(sp + 1) != expected)
       throw std::runtime_error("expected command '" + expected + "', got '" + line + "'");
     return line.substr(0, sp);
+  }
+  // Whether the client sends nothing within `ms`: a client breaking a bound (a fifth command in
+  // flight) is caught unless it is slower than that; a correct one never fails this.
+  bool Quiet(int ms) {
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, ms) == 0;
   }
   void Close() {
     if (fd_ >= 0) ::close(fd_);
@@ -576,6 +583,7 @@ TEST(ImapClient, FetchBodiesKeepsAtMostFourInFlight) {
       if (line.size() > 8192) throw std::runtime_error("command line of " + std::to_string(line.size()));
       tags.push_back(line.substr(0, line.find(' ')));
     }
+    if (!p.Quiet(300)) throw std::runtime_error("a fifth command before any completion");
     p.Send(tags[0] + " OK\r\n");
     for (;;) {  // then one more per completion
       const std::string line = p.Line();
