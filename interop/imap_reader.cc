@@ -21,6 +21,12 @@ std::string ShownText(std::string_view text) {
   return out;
 }
 
+// A byte of the stream for an error message: 'x', '\x01', or "end of line".
+std::string ImapReader::Shown(char c) {
+  if (c == '\r' || c == '\n') return "end of line";
+  return "'" + ShownText(std::string(1, c)) + "'";
+}
+
 ImapReader::ImapReader(ImapChannel& channel, const std::string& shown)
     : channel_(channel), shown_(shown), buf_(kBufferSize) {}
 
@@ -77,10 +83,7 @@ void ImapReader::Expect(char c, const char* where) {
     return;
   }
   if (got < 0) Closed(where);
-  std::string what = "expected '";
-  what.push_back(c);
-  Fail(what + "' " + where + ", got " + (got == '\r' || got == '\n' ? std::string("end of line")
-                                                                         : "'" + ShownText(std::string(1, char(got))) + "'"));
+  Fail("expected " + Shown(c) + " " + where + ", got " + Shown(char(got)));
 }
 
 void ImapReader::Space(const char* where) {
@@ -96,19 +99,18 @@ void ImapReader::EndOfLine(const char* where) {
   Expect('\n', where);
 }
 
-std::string ImapReader::Atom(const char* what) {
+std::string ImapReader::Atom(const char* what, bool bracket) {
   std::string out;
   for (;;) {
     const int c = Peek();
     if (c < 0) Closed(what);
-    if (c == ' ' || c == '(' || c == ')' || c == '"' || c == ']' || c == '\r' || c == '\n') break;
+    if (c == ' ' || c == '(' || c == ')' || c == '"' || (c == ']' && !bracket) || c == '\r' || c == '\n') break;
     if (c < 0x20 || c == 0x7f) Fail(std::string("control character in ") + what);
     out.push_back(Next());
   }
   if (out.empty()) {
     const int c = Peek();
-    Fail(std::string("expected ") + what + ", got " +
-         (c == '\r' || c == '\n' ? std::string("end of line") : "'" + std::string(1, char(c)) + "'"));
+    Fail(std::string("expected ") + what + ", got " + Shown(char(c)));
   }
   return out;
 }
@@ -183,7 +185,7 @@ std::string ImapReader::AString(const char* what) {
     Literal(n, [&](const char* p, size_t k) { out.append(p, k); });
     return out;
   }
-  return Atom(what);
+  return Atom(what, true);
 }
 
 std::optional<std::string> ImapReader::NString(const char* what) {

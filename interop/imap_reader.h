@@ -38,7 +38,9 @@ class ImapReader {
   bool Accept(char c);                 // consumes c if it is next
   void Space(const char* where);       // one or more SP
   void EndOfLine(const char* where);   // CRLF (a bare LF is accepted)
-  std::string Atom(const char* what);  // 1+ bytes up to SP ( ) " ] CR LF
+  // 1+ bytes up to SP ( ) " CR LF, and ']' unless `bracket` (an astring may hold ']', RFC 3501
+  // ASTRING-CHAR; a flag, a code or a tag may not).
+  std::string Atom(const char* what, bool bracket = false);
   uint64_t Number(const char* what, uint64_t max);
   std::string Text();                  // the rest of the line, then its CRLF
   // astring / nstring / string: atom (astring only), NIL (nstring only), "quoted" or {n} literal.
@@ -72,6 +74,7 @@ class ImapReader {
 
  private:
   bool Fill();
+  static std::string Shown(char c);
   [[noreturn]] void Closed(const char* where) const;
   [[noreturn]] void ClosedInLiteral(uint64_t got, uint64_t size) const;
 

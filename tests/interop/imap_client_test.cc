@@ -1,6 +1,7 @@
 // ImapClient and its tokenizer against a scripted server on a real socketpair: the test plays the
 // server (writes its lines, reads the client's commands in a thread of its own) and checks the
 // commands sent, what reaches the sink and the exact one-line errors. Also INTERNALDATE arithmetic.
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,6 +80,12 @@ class Peer {
     if (sp == std::string::npos || line.substr(sp + 1) != expected)
       throw std::runtime_error("expected command '" + expected + "', got '" + line + "'");
     return line.substr(0, sp);
+  }
+  // Whether the client sends nothing within `ms`: a client breaking a bound (a fifth command in
+  // flight) is caught unless it is slower than that; a correct one never fails this.
+  bool Quiet(int ms) {
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, ms) == 0;
   }
   void Close() {
     if (fd_ >= 0) ::close(fd_);
@@ -342,7 +349,7 @@ TEST(ImapClient, ListFolders) {
            "* LIST () \"/\" \"Entw&APw-rfe\"\r\n"
            "* LIST () \"/\" {19}\r\n&ZeVnLIqe-/&U,BTFw-\r\n"
            "* LIST (\\NonExistent) \"/\" gone\r\n"
-           "* LIST () NIL flat\r\n"
+           "* LIST () NIL [flat]\r\n"
            "* 3 EXISTS\r\n"  // unsolicited, anywhere
            "* LIST () \"/\" \"a&-b\"\r\n" +
            tag + " OK List completed\r\n");
@@ -373,7 +380,7 @@ TEST(ImapClient, ListFolders) {
   check(3, "Entw&APw-rfe", "Entw\xc3\xbcrfe", '/', true, true);
   check(4, "&ZeVnLIqe-/&U,BTFw-", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e/\xe5\x8f\xb0\xe5\x8c\x97", '/', true, false);
   check(5, "gone", "gone", '/', false, false);
-  check(6, "flat", "flat", 0, true, false);
+  check(6, "[flat]", "[flat]", 0, true, false);
   check(7, "a&-b", "a&b", '/', true, false);
 }
 
@@ -576,6 +583,7 @@ TEST(ImapClient, FetchBodiesKeepsAtMostFourInFlight) {
       if (line.size() > 8192) throw std::runtime_error("command line of " + std::to_string(line.size()));
       tags.push_back(line.substr(0, line.find(' ')));
     }
+    if (!p.Quiet(300)) throw std::runtime_error("a fifth command before any completion");
     p.Send(tags[0] + " OK\r\n");
     for (;;) {  // then one more per completion
       const std::string line = p.Line();

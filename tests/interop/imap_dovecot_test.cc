@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -250,6 +251,33 @@ TEST_F(ImapDovecot, RefusedLogins) {
   client.ReadGreeting();
   client.Login("bob", "bob \"secret\"");
   client.Logout();
+}
+
+// The TLS option of DovecotServer (moveuser's tests use it): Dovecot offers STARTTLS and accepts
+// it. The handshake itself is stream/'s business; this channel only records the call.
+TEST(ImapDovecotTls, StartTlsOffered) {
+  std::string why;
+  if (!DovecotServer::Available(&why)) GTEST_SKIP() << why;
+  TempDir tmp;
+  const std::string cert = tmp / "cert.pem", key = tmp / "key.pem";
+  const std::string command = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -keyout " +
+                              key + " -out " + cert + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  ::chmod(key.c_str(), 0644);  // Dovecot's config process reads it
+  fs::create_directories(tmp / "mail");
+  DovecotServer dovecot;
+  DovecotServer::Options options;
+  options.mail_root = tmp / "mail";
+  options.users = {{"alice", "pw"}};
+  options.tls_cert = cert;
+  options.tls_key = key;
+  dovecot.Start(options);
+  SocketChannel channel(SocketChannel::Connect(dovecot.port()));
+  ImapClient client(channel, "imap://127.0.0.1:" + std::to_string(dovecot.port()));
+  client.ReadGreeting();
+  EXPECT_TRUE(client.HasCapability("STARTTLS"));
+  client.StartTls();
+  EXPECT_EQ(channel.tls_started, 1);
 }
 
 }  // namespace
