@@ -13,9 +13,11 @@
 #include <db.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -111,7 +113,12 @@ void CyrusServer::Start(const Options& options) {
   if (!::mkdtemp(templ.data())) ThrowErrno("mkdtemp " + templ);
   dir_ = templ;
   // imapd binds its IDLE socket under <configdirectory>/socket and fails the bind without it.
-  for (const char* sub : {"/conf/socket", "/spool", "/sieve", "/tmp", "/run"}) fs::create_directories(dir_ + sub);
+  for (const char* sub : {"/conf/socket", "/conf/db", "/spool", "/sieve", "/tmp", "/run"})
+    fs::create_directories(dir_ + sub);
+  // The recovery stamp `ctl_cyrusdb -r` leaves (4 bytes, network order: skiplist databases older
+  // than it need recovery): without it every imapd logs a DBERROR. The databases are new.
+  const uint32_t stamp = htonl(uint32_t(::time(nullptr)));
+  WriteFile(dir_ + "/conf/db/skipstamp", std::string(reinterpret_cast<const char*>(&stamp), sizeof stamp), 0644);
 
   // Cyrus switches from root to cyrus_user and refuses to stay root; anyone else runs it as
   // themselves.
@@ -174,6 +181,7 @@ void CyrusServer::Start(const Options& options) {
   }
 
   const std::string log = dir_ + "/master.log";
+  const std::string syslog_file = dir_ + "/syslog.log";
   const std::string pidfile = dir_ + "/run/master.pid";
   const std::string cyrus_conf = dir_ + "/cyrus.conf";
   pid_ = ::fork();
@@ -186,6 +194,9 @@ void CyrusServer::Start(const Options& options) {
       ::dup2(fd, 2);
     }
     ::unsetenv("CYRUS_USER");  // would override cyrus_user
+    // Cyrus's syslog messages into syslog.log (cyrus_syslog.cc); master passes both on to imapd.
+    ::setenv("LD_PRELOAD", CYRUS_SYSLOG_LIB, 1);
+    ::setenv("STOREMOVE_SYSLOG_FILE", syslog_file.c_str(), 1);
     ::execl(kMaster, kMaster, "-C", config.c_str(), "-M", cyrus_conf.c_str(), "-p", pidfile.c_str(), "-L",
             log.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
@@ -198,6 +209,8 @@ void CyrusServer::Start(const Options& options) {
     try {
       admin = std::make_unique<ImapFiller>(port_);
     } catch (const Error& e) {
+      // Refused (not listening yet) is retried; a wrong greeting or a BYE will not get better.
+      if (e.code() != Errc::kIo) Throw(e.code(), std::string("cyrus imapd: ") + e.what() + ": " + Log());
       int status = 0;
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
@@ -244,12 +257,16 @@ void CyrusServer::Stop() {
 }
 
 std::string CyrusServer::Log() const {
-  std::ifstream in(dir_ + "/master.log", std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text;
+  for (const char* name : {"/master.log", "/syslog.log"}) {
+    std::ifstream in(dir_ + name, std::ios::binary);
+    std::string part((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    text += part;
+  }
   if (text.size() > 4000) text = text.substr(text.size() - 4000);
   for (char& ch : text)
     if (ch == '\n') ch = '|';  // one line, for an error message
-  return text.empty() ? "(no log: Cyrus logs to syslog)" : text;
+  return text.empty() ? "(no log)" : text;
 }
 
 }  // namespace storemove::testing

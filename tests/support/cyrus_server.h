@@ -11,8 +11,8 @@
 // dovecot-imapd, so master comes from cyrus-common and imapd from the cyrus-imapd .deb unpacked
 // under /opt/storemove-test/cyrus-imapd by scripts/install-deps. Cyrus refuses to run as root: as
 // root the master switches to the `cyrus` account, which then owns the directory; as anyone else,
-// Cyrus runs as that user (imapd.conf cyrus_user). Cyrus logs to syslog, absent here: Log() shows
-// the master's standard error, and the IMAP servers' refusals reach the client as NO/BAD texts.
+// Cyrus runs as that user (imapd.conf cyrus_user). Cyrus logs only to syslog, absent here: a
+// preloaded library (cyrus_syslog.cc) writes its messages to a file, which Log() shows.
 #pragma once
 
 #include <sys/types.h>
@@ -49,7 +49,8 @@ class CyrusServer {
   // SIGTERM (master stops its imapds), a bounded wait, then SIGKILL to its process group; removes
   // the temporary directory unless CYRUS_TEST_KEEP is set. Idempotent.
   void Stop();
-  // The end of the master's log, on one line (for failure messages).
+  // The end of the master's standard error and of Cyrus's syslog messages, on one line (for
+  // failure messages).
   std::string Log() const;
   const std::string& dir() const { return dir_; }
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <ctime>
 
 #include "util/error.h"
@@ -76,13 +77,16 @@ ImapFiller::ImapFiller(int port) : port_(port) {
     fd_ = -1;
     ThrowErrno("imap filler: connect to 127.0.0.1:" + std::to_string(port), err);
   }
-  const std::string greeting = ReadLine();
-  if (greeting.rfind("* OK", 0) != 0) {
-    ::close(fd_);
+  try {
+    const std::string greeting = ReadLine();
+    if (greeting.rfind("* OK", 0) != 0)
+      Throw(Errc::kProtocol, "imap filler: 127.0.0.1:" + std::to_string(port) + " greeted with: " + greeting);
+    ParseCapabilities(greeting, &caps_);
+  } catch (...) {
+    ::close(fd_);  // no destructor runs for a constructor that throws
     fd_ = -1;
-    Throw(Errc::kProtocol, "imap filler: 127.0.0.1:" + std::to_string(port) + " greeted with: " + greeting);
+    throw;
   }
-  ParseCapabilities(greeting, &caps_);
 }
 
 ImapFiller::~ImapFiller() {
