@@ -6,7 +6,7 @@
 //
 // Mailbox names go on the wire as given: the caller writes modified UTF-7 ("Entw&APw-rfe") and the
 // server's separator. Messages go as given too: Cyrus refuses bare LF ("Message contains bare
-// newlines"), so callers pass CRLF text, as real clients do.
+// newlines") and NUL, so callers pass CRLF text, as real clients do.
 #pragma once
 
 #include <cstdint>
