@@ -160,6 +160,16 @@ void CyrusServer::Start(const Options& options) {
     << "munge8bit: no\n"
     << "reject8bit: no\n"
     << "virtdomains: off\n";
+  if (!options.tls_cert.empty()) {
+    // Copied in: the caller's files may sit where the cyrus account cannot read.
+    fs::create_directories(dir_ + "/tls");
+    fs::copy_file(options.tls_cert, dir_ + "/tls/cert.pem");
+    fs::copy_file(options.tls_key, dir_ + "/tls/key.pem");
+    fs::permissions(dir_ + "/tls/key.pem", static_cast<fs::perms>(0600));
+    c << "tls_server_cert: " << dir_ << "/tls/cert.pem\n"
+      << "tls_server_key: " << dir_ << "/tls/key.pem\n"
+      << "tls_session_timeout: 0\n";  // no session cache database to keep
+  }
   WriteFile(dir_ + "/imapd.conf", c.str(), 0644);
 
   const std::string config = dir_ + "/imapd.conf";

@@ -31,6 +31,7 @@ class CyrusServer {
     std::map<std::string, std::string> users;  // user -> plaintext password; each gets an empty INBOX
     std::string admin = "admin";               // in `admins`: logs in for any user
     std::string admin_password = "admin-secret";
+    std::string tls_cert, tls_key;             // PEM files: STARTTLS offered; "" for no TLS
   };
 
   // Whether Cyrus can run here; `why` says what is missing (for GTEST_SKIP).

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -250,6 +251,36 @@ TEST_F(CyrusServerTest, FilledMailboxesReadBackExactly) {
     }
     client.Logout();
   }
+}
+
+// The TLS option (moveuser tests pull with STARTTLS and the certificate checked): Cyrus offers
+// STARTTLS and completes a handshake with the given certificate, verified by openssl s_client
+// against it as the trusted CA; plaintext logins stay allowed for --insecure.
+TEST_F(CyrusServerTest, StartTlsWithTheGivenCertificate) {
+  TempDir tmp;
+  const std::string cert = tmp / "cert.pem", key = tmp / "key.pem";
+  const std::string make = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+                           "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout " +
+                           key + " -out " + cert + " >/dev/null 2>&1";
+  if (std::system(make.c_str()) != 0) GTEST_SKIP() << "openssl could not make a certificate: " << make;
+  CyrusServer server;
+  CyrusServer::Options options = Users();
+  options.tls_cert = cert;
+  options.tls_key = key;
+  server.Start(options);
+  {
+    ImapFiller plain(server.port());
+    const auto caps = plain.Command("CAPABILITY");
+    ASSERT_EQ(caps.size(), 1u);
+    EXPECT_NE(caps[0].find(" STARTTLS"), std::string::npos) << caps[0];
+    plain.Login("alice", "alice-pw");
+  }
+  const std::string out = tmp / "s_client.out";
+  const std::string check = "echo a LOGOUT | openssl s_client -connect 127.0.0.1:" + std::to_string(server.port()) +
+                            " -starttls imap -CAfile " + cert + " -verify_return_error -verify_ip 127.0.0.1 >" +
+                            out + " 2>&1";
+  EXPECT_EQ(std::system(check.c_str()), 0) << ReadFile(out) << server.Log();
+  EXPECT_NE(ReadFile(out).find("Verify return code: 0 (ok)"), std::string::npos) << ReadFile(out);
 }
 
 TEST(ImapFillerDovecot, FillsDovecotToo) {
