@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <utility>
 #include <thread>
 
 #include "tests/support/imap_filler.h"
@@ -163,8 +164,10 @@ void CyrusServer::Start(const Options& options) {
   if (!options.tls_cert.empty()) {
     // Copied in: the caller's files may sit where the cyrus account cannot read.
     fs::create_directories(dir_ + "/tls");
-    fs::copy_file(options.tls_cert, dir_ + "/tls/cert.pem");
-    fs::copy_file(options.tls_key, dir_ + "/tls/key.pem");
+    for (const auto& [from, to] : {std::pair{options.tls_cert, "/tls/cert.pem"}, std::pair{options.tls_key, "/tls/key.pem"}}) {
+      std::error_code ec;
+      if (!fs::copy_file(from, dir_ + to, ec)) Throw(Errc::kIo, "cannot copy " + from + ": " + ec.message());
+    }
     fs::permissions(dir_ + "/tls/key.pem", static_cast<fs::perms>(0600));
     c << "tls_server_cert: " << dir_ << "/tls/cert.pem\n"
       << "tls_server_key: " << dir_ << "/tls/key.pem\n"

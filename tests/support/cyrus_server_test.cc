@@ -277,10 +277,15 @@ TEST_F(CyrusServerTest, StartTlsWithTheGivenCertificate) {
   }
   const std::string out = tmp / "s_client.out";
   const std::string check = "echo a LOGOUT | openssl s_client -connect 127.0.0.1:" + std::to_string(server.port()) +
-                            " -starttls imap -CAfile " + cert + " -verify_return_error -verify_ip 127.0.0.1 >" +
+                            " -starttls imap -ign_eof -CAfile " + cert + " -verify_return_error -verify_ip 127.0.0.1 >" +
                             out + " 2>&1";
-  EXPECT_EQ(std::system(check.c_str()), 0) << ReadFile(out) << server.Log();
-  EXPECT_NE(ReadFile(out).find("Verify return code: 0 (ok)"), std::string::npos) << ReadFile(out);
+  // Not its exit status: Cyrus closes after LOGOUT without a TLS close_notify, which s_client
+  // reports as an error or not depending on timing. The verdict and the tagged answer to the
+  // LOGOUT sent over TLS are what count.
+  const int status = std::system(check.c_str());
+  const std::string said = ReadFile(out);
+  EXPECT_NE(said.find("Verify return code: 0 (ok)"), std::string::npos) << status << ": " << said << server.Log();
+  EXPECT_NE(said.find("\na OK"), std::string::npos) << status << ": " << said << server.Log();
 }
 
 TEST(ImapFillerDovecot, FillsDovecotToo) {
