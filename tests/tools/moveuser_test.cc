@@ -25,7 +25,9 @@
 #include "interop/export.h"
 #include "store/generate.h"
 #include "store/store.h"
+#include "tests/support/cyrus_server.h"
 #include "tests/support/dovecot_server.h"
+#include "tests/support/imap_filler.h"
 #include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
@@ -37,7 +39,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using storemove::testing::CliResult;
+using storemove::testing::CyrusServer;
 using storemove::testing::DovecotServer;
+using storemove::testing::ImapFiller;
 using storemove::testing::ReadMessage;
 using storemove::testing::RunCli;
 using storemove::testing::TempDir;
@@ -396,6 +400,122 @@ TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
   auto dst = Store::Open(dst_root_);
   ExpectPulled(*dst, "alice", kAliceFolders);
   EXPECT_EQ(dst->FindUser("alice")->status.state, UserState::kActive);
+}
+
+
+// --- Cyrus IMAP -------------------------------------------------------------------------------
+// Cyrus is filled over IMAP (APPEND with flags, keywords and dates, as an administrator acting for
+// each user), and what moveuser stores must be exactly what was appended: Cyrus accepts only CRLF
+// text without NUL, so the corpus messages go in as CRLF and come back unchanged.
+TEST(MoveUserCyrus, PullsEveryFolderFlagKeywordDateAndByteAndARerunAddsNothing) {
+  std::string why;
+  if (!IsDirectory(kCorpus)) GTEST_SKIP() << "corpus absent: " << kCorpus;
+  if (!CyrusServer::Available(&why)) GTEST_SKIP() << why;
+  TempDir dir;
+  CyrusServer server;
+  CyrusServer::Options options;
+  options.users = {{"dave", "dave-secret"}, {"erin", "erin-secret"}};
+  server.Start(options);
+
+  struct Expected {
+    std::string bytes;
+    uint8_t flags;
+    std::set<std::string> keywords;
+    int64_t date;
+  };
+  // store name -> messages in append (UID) order
+  std::map<std::pair<std::string, std::string>, std::vector<Expected>> expected;
+  const std::vector<std::pair<std::string, std::string>> folders = {  // store name, wire name
+      {"INBOX", "INBOX"}, {"Sent", "Sent"}, {"Projects/2024", "Projects/2024"}, {"Entwürfe", "Entw&APw-rfe"}};
+  const std::vector<std::pair<std::string, uint8_t>> flag_cycle = {
+      {"", 0}, {"\\Seen", kSeen}, {"\\Flagged", kFlagged}, {"\\Answered", kAnswered}, {"\\Draft", kDraft}};
+  const std::vector<std::string> keyword_cycle = {"", "$Forwarded", "Work"};
+  size_t i = 0;
+  for (const std::string user : {"dave", "erin"}) {
+    ImapFiller filler(server.port());
+    filler.LoginAs(user, options.admin, options.admin_password);
+    for (const auto& [name, wire] : folders) {
+      if (name != "INBOX") filler.Create(wire);
+      expected[{user, name}];
+      if (name == "Projects/2024") expected[{user, "Projects"}];  // Cyrus makes the parent a mailbox
+    }
+    filler.Subscribe("Sent");
+    for (const CorpusEntry& entry : ReadCorpusManifests(kCorpus)) {
+      if (i % 37 != 0) {  // a spread of the corpus, ~270 messages
+        ++i;
+        continue;
+      }
+      std::string bytes = ReadFile(entry.path);
+      if (bytes.find('\0') != std::string::npos || bytes.size() > (4 << 20)) {
+        ++i;
+        continue;
+      }
+      bytes = AsServed(bytes);  // CRLF
+      const auto& [name, wire] = folders[i % folders.size()];
+      const auto& [flag, bit] = flag_cycle[i % flag_cycle.size()];
+      const std::string& keyword = keyword_cycle[i % keyword_cycle.size()];
+      std::vector<std::string> wire_flags;
+      if (!flag.empty()) wire_flags.push_back(flag);
+      if (!keyword.empty()) wire_flags.push_back(keyword);
+      const int64_t date = 1262304000 + int64_t(i) * 7919;
+      try {
+        filler.Append(wire, wire_flags, date, bytes);
+      } catch (const Error& e) {  // Cyrus refuses some broken corpus messages ("invalid header")
+        ++i;
+        continue;
+      }
+      Expected e{bytes, bit, {}, date};
+      if (!keyword.empty()) e.keywords.insert(keyword);
+      expected[{user, name}].push_back(std::move(e));
+      ++i;
+      if (expected[{user, name}].size() > 40 && name == "INBOX") break;
+    }
+    filler.Logout();
+  }
+
+  const std::string root = dir / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", root}).status, 0);
+  WriteFileAtomic(dir / "admin.pw", options.admin_password + "\n", 0600);
+  WriteFileAtomic(dir / "users", "dave\nerin\n", 0644);
+  const std::vector<std::string> pull = {"moveuser", "--store", root, "--from", "imap://127.0.0.1:" + std::to_string(server.port()),
+                                         "--insecure", "--users", dir / "users", "--admin", options.admin,
+                                         "--admin-password-file", dir / "admin.pw", "--jobs", "2", "--json"};
+  CliResult r = RunCli(pull);
+  ASSERT_EQ(r.status, 0) << r.Describe() << server.Log();
+  {
+    auto dst = Store::Open(root);
+    for (const auto& [where, messages] : expected) {
+      const auto& [user, name] = where;
+      std::unique_ptr<Folder> folder;
+      try {
+        folder = dst->OpenFolder(user, name);
+      } catch (const Error& e) {
+        ADD_FAILURE() << user << "/" << name << ": " << e.what();
+        continue;
+      }
+      const FolderSnapshot got = folder->Snapshot();
+      EXPECT_NE(got.info.uidvalidity, 0u);
+      ASSERT_EQ(got.messages.size(), messages.size()) << user << "/" << name;
+      for (size_t m = 0; m < messages.size(); ++m) {
+        const MessageMeta& g = got.messages[m];
+        EXPECT_EQ(g.uid, m + 1) << user << "/" << name;  // Cyrus numbers appends 1, 2, ...
+        EXPECT_EQ(g.flags, messages[m].flags) << user << "/" << name << " uid " << g.uid;
+        std::set<std::string> keywords;
+        for (size_t b = 0; b < 64; ++b)
+          if (g.user_flags >> b & 1) keywords.insert(got.info.user_flag_names[b]);
+        EXPECT_EQ(keywords, messages[m].keywords) << user << "/" << name << " uid " << g.uid;
+        EXPECT_EQ(g.internal_date, messages[m].date) << user << "/" << name << " uid " << g.uid;
+        EXPECT_EQ(ReadMessage(*folder, g.uid), messages[m].bytes) << user << "/" << name << " uid " << g.uid;
+      }
+    }
+    for (const std::string user : {"dave", "erin"}) {
+      EXPECT_EQ(dst->ListFolders(user).size(), 5u) << user;
+      EXPECT_EQ(dst->Subscriptions(user), std::vector<std::string>{"user/" + user + "/Sent"});
+    }
+  }
+  r = RunCli(pull);
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"messages\": 0,\n  \"seconds\""), std::string::npos) << r.out;
 }
 
 }  // namespace
