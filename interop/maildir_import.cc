@@ -177,7 +177,7 @@ UidList ParseUidList(std::string_view text, const std::string& shown) {
 
 // dovecot-keywords: "<number> <name>" lines; numbers 0..25 are the letters 'a'..'z' (Dovecot
 // keeps later numbers for names no file name can carry: they are ignored here too).
-void ParseKeywords(std::string_view text, const std::string& shown, std::array<std::string, 26>* keywords) {
+void ParseKeywords(std::string_view text, const std::string& shown, std::array<std::string, kMaildirKeywords>* keywords) {
   size_t line_no = 0;
   for (std::string_view line : Lines(text)) {
     ++line_no;
@@ -339,7 +339,7 @@ class MaildirImporter {
       names = MergedNames({}, scan);
       if (!names.empty()) folder->SetUserFlagNames(names);
     }
-    std::array<int, 26> bit_of{};
+    std::array<int, kMaildirKeywords> bit_of{};
     for (size_t i = 0; i < scan.keywords.size(); ++i)
       bit_of[i] = scan.keywords[i].empty()
                       ? -1

@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "interop/maildir_names.h"
 #include "store/store.h"
 #include "util/fs.h"
 
@@ -58,7 +59,7 @@ struct MaildirFolderScan {
   std::string path;    // relative to the tree: "" for INBOX, ".Projects.2024"
   uint32_t uidvalidity = 0;  // from dovecot-uidlist; 0 = no list
   uint32_t uidnext = 0;
-  std::array<std::string, 26> keywords;  // dovecot-keywords: name of letter 'a' + i, empty if none
+  std::array<std::string, kMaildirKeywords> keywords;  // dovecot-keywords: name of letter 'a' + i, empty if none
   std::vector<MaildirMessageFile> messages;  // in import order (see above)
 };
 

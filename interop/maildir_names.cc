@@ -1,4 +1,4 @@
-// Maildir++ names read back; the rules are in interop/maildir_names.h.
+// Maildir++ names both ways; the rules are in interop/maildir_names.h.
 #include "interop/maildir_names.h"
 
 #include <charconv>
@@ -9,6 +9,35 @@
 
 namespace storemove::interop {
 namespace {
+
+void AppendEscape(unsigned char c, std::string* out) {
+  static const char* kHex = "0123456789abcdef";  // Dovecot writes "%02x"
+  out->push_back('\\');
+  out->push_back(kHex[c >> 4]);
+  out->push_back(kHex[c & 15]);
+}
+
+// Dovecot's listescape rules for one component of a vname ('/' never occurs inside one), plus
+// "\xx" for bytes that are not UTF-8. The result is valid UTF-8.
+std::string EscapeComponent(std::string_view component, bool first) {
+  std::string out;
+  for (size_t i = 0; i < component.size();) {
+    const auto decoded = DecodeUtf8(component, i);
+    if (!decoded) {
+      AppendEscape(static_cast<unsigned char>(component[i]), &out);
+      ++i;
+      continue;
+    }
+    const char c = component[i];
+    if (c == '.' || c == '\\' || (c == '~' && first && i == 0)) {
+      AppendEscape(static_cast<unsigned char>(c), &out);
+    } else {
+      out.append(component.substr(i, decoded->first));
+    }
+    i += decoded->first;
+  }
+  return out;
+}
 
 int HexValue(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -44,6 +73,33 @@ std::string PrintableName(std::string_view text) {
       out.push_back(static_cast<char>(c));
     }
   }
+  return out;
+}
+
+std::string MaildirFolderDir(std::string_view folder) {
+  if (folder == "INBOX") return "";
+  std::string vname;
+  bool first = true;
+  for (size_t start = 0;;) {
+    const size_t slash = folder.find('/', start);
+    if (!first) vname.push_back('.');
+    vname += EscapeComponent(folder.substr(start, slash == std::string_view::npos ? slash : slash - start), first);
+    first = false;
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  return "." + EncodeModifiedUtf7(vname);
+}
+
+std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits) {
+  std::string out;
+  if (flags & store::kDraft) out.push_back('D');
+  if (flags & store::kFlagged) out.push_back('F');
+  if (flags & store::kAnswered) out.push_back('R');
+  if (flags & store::kSeen) out.push_back('S');
+  if (flags & store::kDeleted) out.push_back('T');
+  for (size_t i = 0; i < kMaildirKeywords; ++i)
+    if (keyword_bits >> i & 1) out.push_back(static_cast<char>('a' + i));
   return out;
 }
 

@@ -1,7 +1,9 @@
-// Maildir++ names read back into the store's terms: the inverse of the layout `storemove export
-// --format maildir` writes (interop/export.h), which is Dovecot's with the listescape plugin.
+// Maildir++ names both ways: what `storemove export --format maildir` writes (interop/export.h)
+// and `storemove import --maildir` reads back (interop/maildir_import.h), side by side so each
+// rule and its inverse stay together. Dovecot's layout with the listescape plugin.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -9,6 +11,18 @@
 
 namespace storemove::interop {
 
+// Keywords a file name can carry: the letters 'a'..'z'.
+constexpr size_t kMaildirKeywords = 26;
+
+// --- written by the export -------------------------------------------------------------------
+// The Maildir++ directory of a folder: "" for INBOX, ".Projects.2024" for "Projects/2024".
+// Dovecot's storage-name rules with listescape: inside a component '.' is `\2e` and '\' `\5c`,
+// a leading '~' of the whole name `\7e`, bytes that are not UTF-8 `\xx`; then modified UTF-7.
+std::string MaildirFolderDir(std::string_view folder);
+// The info part after ":2," for system flags and keyword letters ("DFRST" then "a".."z" order).
+std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits);
+
+// --- read by the import ----------------------------------------------------------------------
 // The folder of a Maildir++ directory, given its name without the leading '.':
 // "Projects.2024" -> "Projects/2024", "a\2eb" -> "a.b", "Entw&APw-rfe" -> "Entwürfe".
 // Each '.'-separated component is decoded from modified UTF-7, then every `\xx` (two hex digits,
