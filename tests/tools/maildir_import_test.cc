@@ -526,6 +526,30 @@ TEST_F(MaildirImport, HostileTreesAreRefusedBeforeAnythingIsWritten) {
   EXPECT_EQ(StoreState(root_), before);
 }
 
+// store.idx holds 64 user flags per folder: a tree whose keywords would push an existing folder
+// past that is refused before any folder is written (not half-way, after the folders before it).
+TEST_F(MaildirImport, TooManyUserFlagsForAnExistingFolderAreRefusedBeforeAnyWrite) {
+  CliResult r = RunCli({"deliver", "--store", root_, "-u", "una", "-d", "Zeta", "--create"}, Message("z", 0));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  {
+    auto store = store::Store::Open(root_);
+    std::vector<std::string> names;
+    for (int i = 0; i < 63; ++i) names.push_back("flag" + std::to_string(i));
+    store->OpenFolder("una", "Zeta")->SetUserFlagNames(names);
+  }
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", Message("inbox", 1), 1);
+  MakeMaildir(tree_ + "/.Zeta");
+  WriteFileAt(tree_ + "/.Zeta/cur/1.b.mx:2,ab", Message("zeta", 1), 1);
+  WriteFileAt(tree_ + "/.Zeta/dovecot-keywords", "0 flag3\n1 $New\n2 $Newer\n");
+  const std::string before = StoreState(root_);
+  r = Run({"-u", "una", "--maildir", tree_});
+  EXPECT_EQ(r.status, kUsage) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find("user/una/Zeta: would have 65 user flags"), std::string::npos) << r.err;
+  EXPECT_EQ(StoreState(root_), before);  // not even the INBOX, which comes first
+}
+
 TEST_F(MaildirImport, OptionsThatDoNotFitAreRefused) {
   MakeMaildir(tree_);
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
