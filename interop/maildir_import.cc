@@ -177,7 +177,8 @@ UidList ParseUidList(std::string_view text, const std::string& shown) {
 
 // dovecot-keywords: "<number> <name>" lines; numbers 0..25 are the letters 'a'..'z' (Dovecot
 // keeps later numbers for names no file name can carry: they are ignored here too).
-void ParseKeywords(std::string_view text, const std::string& shown, std::array<std::string, kMaildirKeywords>* keywords) {
+void ParseKeywords(std::string_view text, const std::string& shown,
+                   std::array<std::string, kMaildirKeywords>* keywords) {
   size_t line_no = 0;
   for (std::string_view line : Lines(text)) {
     ++line_no;
@@ -297,7 +298,8 @@ void ReadMessageFile(int dirfd, const std::string& name, const std::string& show
   }
   if (got != size)
     Throw(Errc::kCorrupt, shown + ": changed while being read (" + std::to_string(size) + " bytes, then " +
-                              (got > size ? "more" : std::to_string(got)) + "); is a mail server still using the tree?");
+                              (got > size ? "more" : std::to_string(got)) +
+                              "); is a mail server still using the tree?");
   out->resize(size);
 }
 

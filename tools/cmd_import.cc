@@ -108,7 +108,8 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
     std::printf("; %llu folders new", static_cast<unsigned long long>(report.folders_created));
   if (report.new_uids) std::printf("; %llu messages got new UIDs", static_cast<unsigned long long>(report.new_uids));
   if (report.flags_not_kept)
-    std::printf("; %llu messages lost a flag the store cannot keep", static_cast<unsigned long long>(report.flags_not_kept));
+    std::printf("; %llu messages lost a flag the store cannot keep",
+                static_cast<unsigned long long>(report.flags_not_kept));
   std::printf("\n");
   return 0;
 }

@@ -251,7 +251,10 @@ TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
                        tree_ + " into user/joe/INBOX, UIDVALIDITY and UIDs kept\n"),
             std::string::npos)
       << r.out;
-  EXPECT_NE(r.out.find("from 4 folders of " + tree_ + " for user joe; 4 folders new; 6 messages got new UIDs; 1 messages lost a flag"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("from 4 folders of " + tree_ +
+                       " for user joe; 4 folders new; 6 messages got new UIDs; 1 messages lost a flag"),
+            std::string::npos)
+      << r.out;
   EXPECT_NE(r.err.find("warning: " + tree_ + "/.NoCur: no cur/ directory"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("warning: " + tree_ + ": 1 messages have flag letters the store cannot keep"), std::string::npos)
       << r.err;
@@ -399,7 +402,10 @@ TEST_F(MaildirImport, KilledBetweenTwoBatchesThenRerunGivesTheExactResult) {
   auto prepare = [&](const std::string& root) {
     fs::remove_all(root);
     ASSERT_EQ(RunCli({"init", "--store", root}).status, 0);
-    for (const std::string& m : old) ASSERT_EQ(RunCli({"deliver", "--store", root, "-u", "kim", "--create", "--date", "1500000000"}, m).status, 0);
+    for (const std::string& m : old) {
+      CliResult d = RunCli({"deliver", "--store", root, "-u", "kim", "--create", "--date", "1500000000"}, m);
+      ASSERT_EQ(d.status, 0) << d.Describe();
+    }
   };
   // The reference: the same import, never interrupted.
   const std::string reference = dir_ / "reference";
