@@ -77,6 +77,9 @@ bool FolderFiller::Add(std::string_view bytes, MessageMeta meta) {
   std::unique_ptr<store::MessageWriter> writer = created_ ? folder_.NewMessage(meta.uid) : folder_.NewMessage();
   writer->Write(bytes);
   batch_.push_back(writer->Finish(meta));
+  // ArrivalLinker: the one place where a staged message can become a link to identical content.
+  // In the batch first, so that the destructor discards it whatever the hook does.
+  if (before_commit) before_commit(folder_, batch_.back());
   ++added_;
   added_bytes_ += bytes.size();
   batch_bytes_ += bytes.size();
@@ -91,9 +94,6 @@ void FolderFiller::Finish() { CommitBatch(); }
 
 void FolderFiller::CommitBatch() {
   if (batch_.empty()) return;
-  // ArrivalLinker: the one place where a staged message can become a link to identical content.
-  if (before_commit)
-    for (store::StagedMessage& staged : batch_) before_commit(folder_, staged);
   folder_.Commit(batch_);
   batch_.clear();
   batch_bytes_ = 0;

@@ -33,8 +33,9 @@ class FolderFiller {
   // After each full batch is committed (not the last, partial one Finish() commits), with the
   // messages added so far: a test seam, the kill tests stop the import there.
   std::function<void(uint64_t added)> after_batch;
-  // Called with each staged message right before its batch is committed: single instance on
-  // arrival (relinker::ArrivalLinker) goes here, for every bulk import at once.
+  // Called with each message as soon as it is staged (in the batch, before the batch is
+  // committed); it may replace the staged message: single instance on arrival goes here, for
+  // every bulk import at once: `staged = linker.Arrived(folder, staged)` (relinker/arrival.h).
   std::function<void(store::Folder&, store::StagedMessage&)> before_commit;
 
   // Adds one message (meta: flags, user flags, dates; uid only for a created folder). False when

@@ -107,7 +107,8 @@ struct MaildirImportOptions {
   // After each full batch committed to any folder, new or existing (a test seam: the kill test
   // stops the import there), with the folder and the messages added to it so far.
   std::function<void(const std::string& folder, uint64_t added)> after_batch;
-  // ArrivalLinker: called with each staged message right before its batch is committed.
+  // ArrivalLinker: called with each message as soon as it is staged, before its batch is
+  // committed; it may replace it (FolderFiller::before_commit).
   std::function<void(store::Folder&, store::StagedMessage&)> before_commit;
   // After each folder is in (committed and, when new, published).
   std::function<void(const ImportedMaildirFolder&)> on_folder;
