@@ -75,7 +75,7 @@ std::vector<Entry> ListDirectory(int dirfd, const std::string& shown) {
   return out;
 }
 
-// A small control file (dovecot-uidlist, dovecot-keywords) of a folder directory, if present.
+// A small control file (a uidlist, dovecot-keywords) of a folder directory, if present.
 std::optional<std::string> ReadControlFile(int dirfd, const std::string& name, const std::string& shown) {
   UniqueFd fd = TryOpenAt(dirfd, name, O_RDONLY | O_NONBLOCK, 0, shown);
   if (!fd.valid()) return std::nullopt;
@@ -112,7 +112,7 @@ struct UidList {
   std::unordered_map<std::string, uint32_t> by_base;
 };
 
-// dovecot-uidlist, version 3 ("3 V<uidvalidity> N<nextuid> G<guid>", then "<uid> [<ext>...]
+// dovecot-uidlist or courierimapuiddb, version 3 ("3 V<uidvalidity> N<nextuid> G<guid>", then "<uid> [<ext>...]
 // :<file name>") or version 1 ("1 <uidvalidity> <nextuid>", then "<uid> <file name>").
 UidList ParseUidList(std::string_view text, const std::string& shown) {
   const std::vector<std::string_view> lines = Lines(text);
@@ -146,7 +146,7 @@ UidList ParseUidList(std::string_view text, const std::string& shown) {
     if (!ParseNumber(header[1], &list.uidvalidity)) bad("bad UIDVALIDITY");
     if (!ParseNumber(header[2], &list.uidnext)) bad("bad next UID");
   } else {
-    bad("not a dovecot-uidlist of version 1 or 3");
+    bad("not a uidlist of version 1 or 3");
   }
   if (list.uidvalidity == 0) bad("no UIDVALIDITY");
   std::unordered_set<uint32_t> uids;
@@ -218,11 +218,15 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
     if (entry.name == "new") has_new = entry.type == S_IFDIR;
   }
   std::optional<UidList> uidlist;
-  const std::string uidlist_shown = JoinPath(shown, "dovecot-uidlist");
-  if (std::optional<std::string> text = ReadControlFile(folder_fd, "dovecot-uidlist", uidlist_shown)) {
-    uidlist = ParseUidList(*text, uidlist_shown);
-    scan.uidvalidity = uidlist->uidvalidity;
-    scan.uidnext = uidlist->uidnext;
+  // Courier's courierimapuiddb is a version 1 uidlist (Dovecot's source says so); Dovecot's wins.
+  for (const char* name : {"dovecot-uidlist", "courierimapuiddb"}) {
+    const std::string uidlist_shown = JoinPath(shown, name);
+    if (std::optional<std::string> text = ReadControlFile(folder_fd, name, uidlist_shown)) {
+      uidlist = ParseUidList(*text, uidlist_shown);
+      scan.uidvalidity = uidlist->uidvalidity;
+      scan.uidnext = uidlist->uidnext;
+      break;
+    }
   }
   const std::string keywords_shown = JoinPath(shown, "dovecot-keywords");
   if (std::optional<std::string> text = ReadControlFile(folder_fd, "dovecot-keywords", keywords_shown))

@@ -12,9 +12,10 @@
 //    names' `:2,` info (D F R S T, keyword letters through `dovecot-keywords`), none for new/
 //    (\Recent is not kept); the internal date is the file's mtime; the size is what was read (a
 //    file that changes size while read is an error; a wrong `S=` in its name is only counted).
-//  * UIDs: `dovecot-uidlist` (version 3, or 1) gives UIDVALIDITY, the next UID and each message's
-//    UID by the base name before ':'. A folder new at the destination keeps them; messages the
-//    list does not name get UIDs after the list's next UID. Messages go in by UID, then the
+//  * UIDs: `dovecot-uidlist` (version 3, or 1; else Courier's `courierimapuiddb`, version 1)
+//    gives UIDVALIDITY, the next UID and each message's UID by the base name before ':'. A
+//    folder new at the destination keeps them; messages the list does not name get UIDs after
+//    the list's next UID. Messages go in by UID, then the
 //    unnamed ones by file name (numerically by the leading delivery time).
 //  * Refused before anything is written, with one line naming the path: a symbolic link anywhere
 //    in the tree (DIR itself included), anything but a regular file in cur/ or new/, a folder name
@@ -28,8 +29,8 @@
 //    is missing. The caller syncs the store's filesystems before reporting success.
 //
 // The tree must not change during the import (stop the mail server that uses it, or import a
-// copy). Courier's courierimapuiddb and courierimapkeywords/ are not read: such a tree's messages
-// get new UIDs and lose their keywords (system flags are kept).
+// copy). Courier's courierimapkeywords/ is not read: such a tree's messages lose their keywords
+// (system flags are kept).
 #pragma once
 
 #include <array>

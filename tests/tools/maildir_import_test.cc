@@ -241,6 +241,11 @@ TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
   MakeMaildir(tree_ + "/.Lists.dev");
   WriteFileAt(tree_ + "/.Lists.dev/new/5.c.mx", Message("dev", 0), 5);
   MakeMaildir(tree_ + "/.Entw&APw-rfe");
+  // Courier's UID list (the version 1 format) where Dovecot's is absent.
+  MakeMaildir(tree_ + "/.Courier");
+  WriteFileAt(tree_ + "/.Courier/cur/1500000000.1.courier:2,RS", Message("courier", 0), 1500000000);
+  WriteFileAt(tree_ + "/.Courier/cur/1500000001.2.courier:2,", Message("courier", 1), 1500000001);
+  WriteFileAt(tree_ + "/.Courier/courierimapuiddb", "1 777 50\n40 1500000000.1.courier\n41 1500000001.2.courier\n");
   fs::create_directories(tree_ + "/.NoCur/new");  // not a mail folder
   WriteFileAt(tree_ + "/.customflags", "a file, not a folder");
 
@@ -251,8 +256,8 @@ TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
                        tree_ + " into user/joe/INBOX, UIDVALIDITY and UIDs kept\n"),
             std::string::npos)
       << r.out;
-  EXPECT_NE(r.out.find("from 4 folders of " + tree_ +
-                       " for user joe; 4 folders new; 6 messages got new UIDs; 1 messages lost a flag"),
+  EXPECT_NE(r.out.find("from 5 folders of " + tree_ +
+                       " for user joe; 5 folders new; 6 messages got new UIDs; 1 messages lost a flag"),
             std::string::npos)
       << r.out;
   EXPECT_NE(r.err.find("warning: " + tree_ + "/.NoCur: no cur/ directory"), std::string::npos) << r.err;
@@ -261,7 +266,15 @@ TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
   EXPECT_NE(r.err.find("warning: " + tree_ + ": 1 message file names state a size (S=)"), std::string::npos) << r.err;
 
   auto store = store::Store::Open(root_);
-  EXPECT_EQ(FolderNames(*store, "joe"), (std::vector<std::string>{"Entwürfe", "INBOX", "Lists/dev", "Sent"}));
+  EXPECT_EQ(FolderNames(*store, "joe"),
+            (std::vector<std::string>{"Courier", "Entwürfe", "INBOX", "Lists/dev", "Sent"}));
+  const FolderSnapshot courier = store->OpenFolder("joe", "Courier")->Snapshot();
+  EXPECT_EQ(courier.info.uidvalidity, 777u);
+  EXPECT_EQ(courier.info.uidnext, 50u);
+  ASSERT_EQ(courier.messages.size(), 2u);
+  EXPECT_EQ(courier.messages[0].uid, 40u);
+  EXPECT_EQ(courier.messages[0].flags, store::kAnswered | store::kSeen);
+  EXPECT_EQ(courier.messages[1].uid, 41u);
   auto inbox = store->OpenFolder("joe", "INBOX");
   const FolderSnapshot snap = inbox->Snapshot();
   EXPECT_EQ(snap.info.uidvalidity, 1234u);
@@ -290,7 +303,8 @@ TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
   EXPECT_EQ(sent_snap.messages[0].uid, 1u);
   EXPECT_EQ(sent_snap.messages[0].flags, store::kSeen);
   EXPECT_EQ(store->OpenFolder("joe", "Lists/dev")->Snapshot().messages.at(0).flags, 0);
-  EXPECT_EQ(store->FindUser("joe")->quota_used, snap.info.bytes + sent_snap.info.bytes + Message("dev", 0).size());
+  EXPECT_EQ(store->FindUser("joe")->quota_used,
+            snap.info.bytes + sent_snap.info.bytes + Message("dev", 0).size() + courier.info.bytes);
 }
 
 // Into folders that exist: the tree's messages are appended with new UIDs, those the folder holds
