@@ -60,8 +60,9 @@ std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
   return jobs;
 }
 
-// Test seam (tests/tools/import_test.cc, maildir_import_test.cc): after a batch of an existing
-// folder, say so on this descriptor and wait for a byte back, so a test can kill the import there.
+// Test seam (tests/tools/import_test.cc, maildir_import_test.cc): after a batch (mbox: of an
+// existing folder; maildir: of any folder), say so on this descriptor and wait for a byte back, so
+// a test can kill the import right there.
 std::function<void()> TestBatchHook() {
   const char* hook = std::getenv("STOREMOVE_TEST_BATCH_FD");
   if (hook == nullptr) return {};
