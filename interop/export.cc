@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 
+#include "interop/maildir_names.h"
 #include "interop/mbox.h"
 #include "interop/modified_utf7.h"
 #include "util/error.h"
@@ -32,38 +33,8 @@ namespace {
 constexpr mode_t kDirMode = 0700;   // exported mail is private
 constexpr mode_t kFileMode = 0600;
 constexpr size_t kCopyBlock = 256 << 10;
-constexpr size_t kMaildirKeywords = 26;  // letters a..z
 
 // --- names -------------------------------------------------------------------------------
-
-void AppendEscape(unsigned char c, std::string* out) {
-  static const char* kHex = "0123456789abcdef";  // Dovecot writes "%02x"
-  out->push_back('\\');
-  out->push_back(kHex[c >> 4]);
-  out->push_back(kHex[c & 15]);
-}
-
-// Dovecot's listescape rules for one component of a vname ('/' never occurs inside one), plus
-// "\xx" for bytes that are not UTF-8. The result is valid UTF-8.
-std::string EscapeComponent(std::string_view component, bool first) {
-  std::string out;
-  for (size_t i = 0; i < component.size();) {
-    const auto decoded = DecodeUtf8(component, i);
-    if (!decoded) {
-      AppendEscape(static_cast<unsigned char>(component[i]), &out);
-      ++i;
-      continue;
-    }
-    const char c = component[i];
-    if (c == '.' || c == '\\' || (c == '~' && first && i == 0)) {
-      AppendEscape(static_cast<unsigned char>(c), &out);
-    } else {
-      out.append(component.substr(i, decoded->first));
-    }
-    i += decoded->first;
-  }
-  return out;
-}
 
 std::vector<std::string_view> Components(std::string_view folder) {
   std::vector<std::string_view> parts;
@@ -359,30 +330,6 @@ class Exporter {
 };
 
 }  // namespace
-
-std::string MaildirFolderDir(std::string_view folder) {
-  if (folder == "INBOX") return "";
-  std::string vname;
-  bool first = true;
-  for (std::string_view part : Components(folder)) {
-    if (!first) vname.push_back('.');
-    vname += EscapeComponent(part, first);
-    first = false;
-  }
-  return "." + EncodeModifiedUtf7(vname);
-}
-
-std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits) {
-  std::string out;
-  if (flags & store::kDraft) out.push_back('D');
-  if (flags & store::kFlagged) out.push_back('F');
-  if (flags & store::kAnswered) out.push_back('R');
-  if (flags & store::kSeen) out.push_back('S');
-  if (flags & store::kDeleted) out.push_back('T');
-  for (size_t i = 0; i < kMaildirKeywords; ++i)
-    if (keyword_bits >> i & 1) out.push_back(static_cast<char>('a' + i));
-  return out;
-}
 
 std::vector<std::string> MboxPaths(const std::vector<std::string>& folders) {
   const std::set<std::string> names(folders.begin(), folders.end());

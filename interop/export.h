@@ -48,6 +48,7 @@
 #include <string_view>
 #include <vector>
 
+#include "interop/maildir_names.h"
 #include "store/store.h"
 
 namespace storemove::interop {
@@ -86,9 +87,6 @@ ExportReport Export(store::Store& store, const ExportOptions& options);
 // Paths below OUTDIR of the mbox files for `folders` (the exported set), in the same order.
 // Throws kInvalidArgument naming the folders when two need the same path.
 std::vector<std::string> MboxPaths(const std::vector<std::string>& folders);
-// The Maildir++ directory of a folder: "" for INBOX, ".Projects.2024" for "Projects/2024".
-std::string MaildirFolderDir(std::string_view folder);
-// The info part after ":2," for system flags and keyword letters ("DFRST" then "a".."z" order).
-std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits);
+// Maildir++ names (MaildirFolderDir, MaildirFlagLetters) are in interop/maildir_names.h.
 
 }  // namespace storemove::interop

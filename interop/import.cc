@@ -9,8 +9,8 @@
 #include <fstream>
 #include <map>
 #include <set>
-#include <unordered_map>
 
+#include "interop/folder_filler.h"
 #include "store/mboxlist.h"
 #include "util/digest.h"
 #include "util/error.h"
@@ -20,16 +20,10 @@ namespace storemove::interop {
 
 using store::Folder;
 using store::FolderInfo;
-using store::FolderSnapshot;
 using store::MessageMeta;
-using store::StagedMessage;
 using store::Store;
 
 namespace {
-
-// Messages become visible in batches: one lock, one store.idx append and one quota update per batch.
-constexpr size_t kBatchMessages = 256;
-constexpr uint64_t kBatchBytes = 8 << 20;
 
 [[noreturn]] void Rethrow(const Error& e, const std::string& where) {
   if (where.empty()) throw e;
@@ -41,43 +35,6 @@ bool HasControlCharacter(std::string_view s) {
     if (c < 0x20 || c == 0x7f) return true;
   return false;
 }
-
-// The messages a folder held before this import, by content: what a rerun must not add again.
-class PresentMessages {
- public:
-  PresentMessages(Folder& folder) : folder_(folder) {
-    for (const MessageMeta& m : folder.Snapshot().messages) by_digest_[m.digest].push_back({m.uid, m.size});
-  }
-
-  // True (and that copy is used up) when the folder holds a message with exactly these bytes: the
-  // digest finds candidates, the bytes prove it, so a digest collision can never drop a message.
-  bool Take(std::string_view bytes) {
-    if (by_digest_.empty()) return false;
-    auto it = by_digest_.find(DigestOf(bytes));
-    if (it == by_digest_.end()) return false;
-    std::vector<Copy>& copies = it->second;
-    for (size_t i = 0; i < copies.size(); ++i) {
-      if (copies[i].size != bytes.size()) continue;
-      UniqueFd fd = folder_.OpenMessageFile(copies[i].uid);
-      if (!fd.valid()) continue;  // expunged meanwhile
-      std::string stored(bytes.size(), '\0');
-      PreadAll(fd.get(), stored.data(), stored.size(), 0, folder_.MessagePath(copies[i].uid));
-      if (stored != bytes) continue;
-      copies.erase(copies.begin() + static_cast<std::ptrdiff_t>(i));
-      if (copies.empty()) by_digest_.erase(it);
-      return true;
-    }
-    return false;
-  }
-
- private:
-  struct Copy {
-    uint32_t uid;
-    uint64_t size;
-  };
-  Folder& folder_;
-  std::unordered_map<Digest, std::vector<Copy>, DigestHash> by_digest_;
-};
 
 // Refuses, before anything is written, a file that cannot be read or does not begin like an mbox.
 void CheckMboxFile(const ImportJob& job, MboxFlavor flavor) {
@@ -108,48 +65,29 @@ FileResult ImportFile(Store& store, const ImportJob& job, const ImportOptions& o
   bool have_message = reader.Next(&message);
 
   std::unique_ptr<Folder> folder;
-  std::unique_ptr<PresentMessages> present;
   if (store.FindFolder(job.user, job.folder)) {
     folder = store.OpenFolder(job.user, job.folder);
-    if (!options.append_all) present = std::make_unique<PresentMessages>(*folder);
   } else {
     // Invisible until the whole file is in; UIDs are 1, 2, ... so each message goes straight to
     // its final name (no rename). A leftover of a killed run is overwritten (§6.5).
     folder = store.CreateUnpublishedFolder(job.user, job.folder, 0);
     result.created = true;
   }
-
-  std::vector<StagedMessage> batch;
-  uint64_t batch_bytes = 0;
-  uint32_t next_uid = 1;
-  try {
-    for (; have_message; have_message = reader.Next(&message)) {
-      if (present && present->Take(message.bytes)) {
-        ++result.skipped;
-        continue;
-      }
-      std::unique_ptr<store::MessageWriter> writer = result.created ? folder->NewMessage(next_uid) : folder->NewMessage();
-      writer->Write(message.bytes);
-      MessageMeta meta;
-      meta.uid = result.created ? next_uid++ : 0;
-      meta.internal_date = message.envelope_date != 0 ? message.envelope_date : now;
-      meta.save_time = now;
-      batch.push_back(writer->Finish(meta));
-      ++result.messages;
-      result.bytes += message.bytes.size();
-      batch_bytes += message.bytes.size();
-      if (batch.size() >= kBatchMessages || batch_bytes >= kBatchBytes) {
-        folder->Commit(batch);
-        batch_bytes = 0;
-        if (!result.created && options.after_batch) options.after_batch(job, result.messages);
-      }
-    }
-    folder->Commit(batch);
-    if (result.created) store.PublishFolder(*folder);
-  } catch (...) {
-    folder->Discard(batch);
-    throw;
+  FolderFiller filler(*folder, result.created, !options.append_all);
+  if (options.after_batch && !result.created)  // the seam reports batches of existing folders only
+    filler.after_batch = [&](uint64_t added) { options.after_batch(job, added); };
+  filler.before_commit = options.before_commit;
+  for (; have_message; have_message = reader.Next(&message)) {
+    MessageMeta meta;
+    meta.internal_date = message.envelope_date != 0 ? message.envelope_date : now;
+    meta.save_time = now;
+    filler.Add(message.bytes, meta);
   }
+  filler.Finish();
+  if (result.created) store.PublishFolder(*folder);
+  result.messages = filler.added();
+  result.bytes = filler.added_bytes();
+  result.skipped = filler.skipped();
   return result;
 }
 

@@ -36,6 +36,9 @@ struct ImportOptions {
   // Called after each batch committed to an existing folder (a test pauses there to be killed
   // between two batches), with the job and the folder's messages so far in this run.
   std::function<void(const ImportJob&, uint64_t committed)> after_batch;
+  // Called with each message as soon as it is staged, before its batch is committed; it may
+  // replace it (FolderFiller::before_commit): where relinker::ArrivalLinker plugs in.
+  std::function<void(store::Folder&, store::StagedMessage&)> before_commit;
   // Called after each file is in (committed and, for a new folder, published).
   std::function<void(const ImportJob&, uint64_t messages, uint64_t bytes, uint64_t skipped)> on_file;
 };

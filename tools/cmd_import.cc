@@ -1,4 +1,5 @@
-// storemove import: imsimport, one mbox file or many in one run (interop/import.h). Like imsimport
+// storemove import: imsimport, one mbox file or many in one run (interop/import.h), or a Maildir++
+// tree (interop/maildir_import.h). Like imsimport
 // it bypasses the user's status and quota (an administrator is loading mail, not an MTA
 // delivering it).
 #include <signal.h>
@@ -6,9 +7,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "interop/import.h"
+#include "interop/maildir_import.h"
 #include "store/sync.h"
 #include "tools/commands.h"
 #include "util/error.h"
@@ -23,6 +27,7 @@ struct ImportCliOptions {
   std::vector<std::string> files;
   std::string folder;
   std::string list;
+  std::string maildir;
   bool mboxo = false;
   bool append_all = false;
 };
@@ -55,12 +60,68 @@ std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
   return jobs;
 }
 
+// Test seam (tests/tools/import_test.cc, maildir_import_test.cc): after a batch (mbox: of an
+// existing folder; maildir: of any folder), say so on this descriptor and wait for a byte back, so
+// a test can kill the import right there.
+std::function<void()> TestBatchHook() {
+  const char* hook = std::getenv("STOREMOVE_TEST_BATCH_FD");
+  if (hook == nullptr) return {};
+  const int fd = std::atoi(hook);
+  return [fd] {
+    char c = 'b';
+    if (::write(fd, &c, 1) == 1) (void)!::read(fd, &c, 1);
+  };
+}
+
+void OnWait(const std::string& why) { std::fprintf(stderr, "storemove import: %s\n", why.c_str()); }
+
+int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
+  if (!o.list.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty() || o.mboxo)
+    Throw(Errc::kInvalidArgument,
+          "--maildir imports the whole tree into the user's folders: no --list, -s, -d, --mboxo or FILE with it");
+  if (o.user.empty()) Throw(Errc::kInvalidArgument, "import --maildir needs -u USER");
+  auto store = store::Store::Open(root, {store::Durability::kNone});
+  interop::MaildirImportOptions options;
+  options.user = o.user;
+  options.dir = o.maildir;
+  options.append_all = o.append_all;
+  if (std::function<void()> hook = TestBatchHook())
+    options.after_batch = [hook](const std::string&, uint64_t) { hook(); };
+  options.on_wait = OnWait;
+  options.on_warning = [](const std::string& w) { std::fprintf(stderr, "storemove import: warning: %s\n", w.c_str()); };
+  const std::string dir = o.maildir;
+  options.on_folder = [&o, dir](const interop::ImportedMaildirFolder& f) {
+    const std::string from = f.path.empty() ? dir : dir + "/" + f.path;
+    std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s",
+                static_cast<unsigned long long>(f.messages), static_cast<unsigned long long>(f.bytes), from.c_str(),
+                o.user.c_str(), f.folder.c_str());
+    if (f.skipped) std::printf(", %llu already present", static_cast<unsigned long long>(f.skipped));
+    if (f.uids_kept) std::printf(", UIDVALIDITY and UIDs kept");
+    std::printf("\n");
+  };
+  interop::MaildirImportReport report = interop::ImportMaildir(*store, options);
+  store::SyncStoreFilesystems(*store);
+  std::printf("imported %llu messages (%llu bytes, %llu already present) from %zu folders of %s for user %s",
+              static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
+              static_cast<unsigned long long>(report.skipped), report.folders.size(), o.maildir.c_str(),
+              o.user.c_str());
+  if (report.folders_created)
+    std::printf("; %llu folders new", static_cast<unsigned long long>(report.folders_created));
+  if (report.new_uids) std::printf("; %llu messages got new UIDs", static_cast<unsigned long long>(report.new_uids));
+  if (report.flags_not_kept)
+    std::printf("; %llu messages lost a flag the store cannot keep",
+                static_cast<unsigned long long>(report.flags_not_kept));
+  std::printf("\n");
+  return 0;
+}
+
 int RunImport(const ImportCliOptions& o) {
   struct sigaction sa {};
   sa.sa_handler = OnInterrupt;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
   const std::string& root = RequireStoreDir(o.store_dir);
+  if (!o.maildir.empty()) return RunMaildirImport(o, root);
   const std::vector<interop::ImportJob> jobs = Jobs(o);
 
   // No fsync per file: one syncfs of the store's filesystems before success (interop/import.h).
@@ -68,16 +129,9 @@ int RunImport(const ImportCliOptions& o) {
   interop::ImportOptions options;
   options.flavor = o.mboxo ? interop::MboxFlavor::kMboxo : interop::MboxFlavor::kMboxrd;
   options.append_all = o.append_all;
-  if (const char* hook = std::getenv("STOREMOVE_TEST_BATCH_FD")) {
-    // Test seam (tests/tools/import_test.cc): after a batch of an existing folder, say so on
-    // this descriptor and wait for a byte back, so a test can kill the import right there.
-    const int fd = std::atoi(hook);
-    options.after_batch = [fd](const interop::ImportJob&, uint64_t) {
-      char c = 'b';
-      if (::write(fd, &c, 1) == 1) (void)!::read(fd, &c, 1);
-    };
-  }
-  options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove import: %s\n", why.c_str()); };
+  if (std::function<void()> hook = TestBatchHook())
+    options.after_batch = [hook](const interop::ImportJob&, uint64_t) { hook(); };
+  options.on_wait = OnWait;
   options.on_file = [](const interop::ImportJob& job, uint64_t messages, uint64_t bytes, uint64_t skipped) {
     std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s", static_cast<unsigned long long>(messages),
                 static_cast<unsigned long long>(bytes), job.path.c_str(), job.user.c_str(), job.folder.c_str());
@@ -100,10 +154,12 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
   auto o = std::make_shared<ImportCliOptions>();
   CLI::App* command = root.add_subcommand(
       "import",
-      "load UNIX mbox files into folders, creating users and folders when missing (imsimport)\n"
+      "load UNIX mbox files or a Maildir++ tree into folders, creating users and folders when missing (imsimport)\n"
       "  -u USER -s FILE [-d FOLDER]   one file, into FOLDER (default INBOX)\n"
       "  -u USER FILE... [-d FOLDER]   each file into the folder of its base name less .mbox (or all into FOLDER)\n"
       "  --list LIST                   lines USER<TAB>FOLDER<TAB>MBOX_PATH (relative paths: from LIST's directory)\n"
+      "  -u USER --maildir DIR         a Maildir++ tree (Dovecot, Courier, export --format maildir): DIR is INBOX,\n"
+      "                                .Sub.Folder is Sub/Folder; flags, keywords, dates and (new folders) UIDs kept\n"
       "A new folder appears only once its file is complete; a message the folder already holds (same bytes)\n"
       "is skipped, so running an interrupted import again completes it without duplicates. Exit 0 = on disk.");
   AddStoreOption(command, &o->store_dir);
@@ -114,6 +170,8 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
       ->type_name("FOLDER");
   command->add_option("--list", o->list, "file of USER<TAB>FOLDER<TAB>MBOX_PATH lines: many users in one run")
       ->type_name("LIST");
+  command->add_option("--maildir", o->maildir, "Maildir++ tree to load into -u USER's folders")
+      ->type_name("DIR");
   command->add_flag("--append-all", o->append_all,
                     "append every message, even one the folder already holds (imsimport's way; a rerun duplicates)");
   command->add_flag("--mboxo", o->mboxo,

@@ -1,0 +1,62 @@
+// Fills one folder with imported messages, in batches, the way every bulk import of interop/
+// does it (docs/store-format.md §6.10):
+//  * a folder the import created unpublished (Store::CreateUnpublishedFolder) takes each message
+//    under the UID the caller gives (0 = the next after the last one given), straight to its final
+//    name; the caller publishes the folder after Finish();
+//  * an existing folder takes the next UIDs, and a message whose exact bytes the folder already
+//    held before the import is skipped, as many times as the folder holds it (a rerun adds only
+//    what is missing), unless skipping is turned off (imsimport's --append-all);
+//  * messages become visible in batches (one lock, one store.idx append, one quota update each);
+//    staged messages not committed are discarded when the filler is destroyed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "store/store.h"
+
+namespace storemove::interop {
+
+class PresentMessages;
+
+class FolderFiller {
+ public:
+  // `created`: the folder is new and unpublished. `skip_present` only matters for an existing one.
+  FolderFiller(store::Folder& folder, bool created, bool skip_present);
+  ~FolderFiller();
+  FolderFiller(const FolderFiller&) = delete;
+  FolderFiller& operator=(const FolderFiller&) = delete;
+
+  // After each full batch is committed (not the last, partial one Finish() commits), with the
+  // messages added so far: a test seam, the kill tests stop the import there.
+  std::function<void(uint64_t added)> after_batch;
+  // Called with each message as soon as it is staged (in the batch, before the batch is
+  // committed); it may replace the staged message: single instance on arrival goes here, for
+  // every bulk import at once: `staged = linker.Arrived(folder, staged)` (relinker/arrival.h).
+  std::function<void(store::Folder&, store::StagedMessage&)> before_commit;
+
+  // Adds one message (meta: flags, user flags, dates; uid only for a created folder). False when
+  // it was skipped as already present.
+  bool Add(std::string_view bytes, store::MessageMeta meta);
+  // Commits what is still staged.
+  void Finish();
+
+  uint64_t added() const { return added_; }
+  uint64_t added_bytes() const { return added_bytes_; }
+  uint64_t skipped() const { return skipped_; }
+
+ private:
+  void CommitBatch();
+  store::Folder& folder_;
+  bool created_;
+  std::unique_ptr<PresentMessages> present_;
+  std::vector<store::StagedMessage> batch_;
+  uint64_t batch_bytes_ = 0;
+  uint32_t next_uid_ = 1;
+  uint64_t added_ = 0, added_bytes_ = 0, skipped_ = 0;
+};
+
+}  // namespace storemove::interop

@@ -1,0 +1,520 @@
+// storemove import --maildir; the rules are in interop/maildir_import.h and
+// docs/store-format.md §6.11.
+#include "interop/maildir_import.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <ctime>
+#include <map>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "interop/folder_filler.h"
+#include "interop/maildir_names.h"
+#include "store/mboxlist.h"
+#include "util/error.h"
+
+namespace storemove::interop {
+
+using store::Folder;
+using store::MessageMeta;
+using store::Store;
+
+namespace {
+
+constexpr size_t kMaxKeywordName = 200;  // store.idx's limit for a user-flag name (§4.2)
+constexpr size_t kMaxUserFlags = 64;     // store.idx's limit of user flags per folder
+
+std::string Shown(const std::string& dir, std::string_view name) { return JoinPath(dir, PrintableName(name)); }
+
+[[noreturn]] void ThrowLink(const std::string& shown) {
+  Throw(Errc::kCorrupt, shown + " is a symbolic link; refusing to follow it");
+}
+
+// Prefixes the path an error is about.
+[[noreturn]] void Rethrow(const Error& e, const std::string& shown) { Throw(e.code(), shown + ": " + e.what()); }
+
+struct Entry {
+  std::string name;
+  mode_t type;  // S_IFMT bits, never followed through a link
+};
+
+std::vector<Entry> ListDirectory(int dirfd, const std::string& shown) {
+  DIR* dir = ::fdopendir(::dup(dirfd));
+  if (dir == nullptr) ThrowErrno("opendir " + shown);
+  ::rewinddir(dir);
+  std::vector<Entry> out;
+  errno = 0;
+  int err = 0;
+  while (const struct dirent* entry = ::readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    mode_t type = DTTOIF(entry->d_type);
+    if (entry->d_type == DT_UNKNOWN) {
+      struct stat st;
+      if (::fstatat(dirfd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        err = errno;
+        ::closedir(dir);
+        ThrowErrno("stat " + Shown(shown, name), err);
+      }
+      type = st.st_mode & S_IFMT;
+    }
+    out.push_back({std::string(name), type});
+    errno = 0;
+  }
+  err = errno;
+  ::closedir(dir);
+  if (err != 0) ThrowErrno("readdir " + shown, err);
+  return out;
+}
+
+// A small control file (a uidlist, dovecot-keywords) of a folder directory, if present.
+std::optional<std::string> ReadControlFile(int dirfd, const std::string& name, const std::string& shown) {
+  UniqueFd fd = TryOpenAt(dirfd, name, O_RDONLY | O_NONBLOCK, 0, shown);
+  if (!fd.valid()) return std::nullopt;
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + shown);
+  if (!S_ISREG(st.st_mode)) Throw(Errc::kCorrupt, shown + ": not a regular file");
+  std::string text;
+  char buf[65536];
+  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, shown)) text.append(buf, n);
+  return text;
+}
+
+std::vector<std::string_view> Lines(std::string_view text) {
+  std::vector<std::string_view> lines;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string_view::npos) eol = text.size();
+    lines.push_back(text.substr(pos, eol - pos));
+    pos = eol + 1;
+  }
+  return lines;
+}
+
+template <typename T>
+bool ParseNumber(std::string_view text, T* out) {
+  if (text.empty()) return false;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
+  return ec == std::errc() && ptr == text.data() + text.size();
+}
+
+struct UidList {
+  uint32_t uidvalidity = 0;
+  uint32_t uidnext = 0;
+  std::unordered_map<std::string, uint32_t> by_base;
+};
+
+// dovecot-uidlist or courierimapuiddb, version 3 ("3 V<uidvalidity> N<nextuid> G<guid>", then "<uid> [<ext>...]
+// :<file name>") or version 1 ("1 <uidvalidity> <nextuid>", then "<uid> <file name>").
+UidList ParseUidList(std::string_view text, const std::string& shown) {
+  const std::vector<std::string_view> lines = Lines(text);
+  size_t line_no = 0;
+  auto bad = [&](const std::string& why) {
+    Throw(Errc::kCorrupt, shown + " line " + std::to_string(line_no) + ": " + why +
+                              " (remove the file to import this folder with new UIDs)");
+  };
+  UidList list;
+  if (lines.empty()) {
+    line_no = 1;
+    bad("empty");
+  }
+  std::vector<std::string_view> header;
+  for (size_t start = 0; start <= lines[0].size();) {
+    size_t space = lines[0].find(' ', start);
+    if (space == std::string_view::npos) space = lines[0].size();
+    if (space > start) header.push_back(lines[0].substr(start, space - start));
+    start = space + 1;
+  }
+  line_no = 1;
+  int version = 0;
+  if (!header.empty() && header[0] == "3") {
+    version = 3;
+    for (size_t i = 1; i < header.size(); ++i) {
+      if (header[i][0] == 'V' && !ParseNumber(header[i].substr(1), &list.uidvalidity)) bad("bad UIDVALIDITY");
+      if (header[i][0] == 'N' && !ParseNumber(header[i].substr(1), &list.uidnext)) bad("bad next UID");
+    }
+  } else if (header.size() >= 3 && header[0] == "1") {
+    version = 1;
+    if (!ParseNumber(header[1], &list.uidvalidity)) bad("bad UIDVALIDITY");
+    if (!ParseNumber(header[2], &list.uidnext)) bad("bad next UID");
+  } else {
+    bad("not a uidlist of version 1 or 3");
+  }
+  if (list.uidvalidity == 0) bad("no UIDVALIDITY");
+  std::unordered_set<uint32_t> uids;
+  for (line_no = 2; line_no <= lines.size(); ++line_no) {
+    std::string_view line = lines[line_no - 1];
+    if (line.empty()) continue;
+    const size_t space = line.find(' ');
+    uint32_t uid = 0;
+    if (space == std::string_view::npos || !ParseNumber(line.substr(0, space), &uid) || uid == 0 ||
+        uid == UINT32_MAX)
+      bad("expected '<uid> " + std::string(version == 3 ? "[<ext>...] :" : "") + "<file name>'");
+    std::string_view name;
+    if (version == 3) {
+      // Extension fields are single words; the file name is the first field that starts with ':'.
+      size_t colon = line.find(" :", space);
+      if (colon == std::string_view::npos) bad("no ':<file name>' field");
+      name = line.substr(colon + 2);
+    } else {
+      name = line.substr(space + 1);
+    }
+    name = SplitMaildirFileName(name).base;
+    if (name.empty()) bad("empty file name");
+    if (!uids.insert(uid).second) bad("UID " + std::to_string(uid) + " listed twice");
+    if (!list.by_base.emplace(std::string(name), uid).second) bad("file " + PrintableName(name) + " listed twice");
+  }
+  return list;
+}
+
+// dovecot-keywords: "<number> <name>" lines; numbers 0..25 are the letters 'a'..'z' (Dovecot
+// keeps later numbers for names no file name can carry: they are ignored here too).
+void ParseKeywords(std::string_view text, const std::string& shown,
+                   std::array<std::string, kMaildirKeywords>* keywords) {
+  size_t line_no = 0;
+  for (std::string_view line : Lines(text)) {
+    ++line_no;
+    if (line.empty()) continue;
+    const size_t space = line.find(' ');
+    unsigned number = 0;
+    const std::string_view name = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+    bool name_ok = !name.empty() && name.size() <= kMaxKeywordName;
+    for (unsigned char c : name) name_ok = name_ok && c > 0x20 && c != 0x7f;
+    if (space == std::string_view::npos || !ParseNumber(line.substr(0, space), &number) || !name_ok)
+      Throw(Errc::kCorrupt, shown + " line " + std::to_string(line_no) +
+                                ": expected '<number> <keyword>' (a keyword of 1 to 200 printable characters)");
+    if (number < keywords->size()) (*keywords)[number] = std::string(name);
+  }
+}
+
+// Sorts names by their leading number (a delivery time), then bytewise: "999.x" before "1000.x".
+bool ByDeliveryName(const std::string& a, const std::string& b) {
+  auto lead = [](const std::string& s) {
+    uint64_t n = 0;
+    size_t i = 0;
+    for (; i < s.size() && i < 19 && s[i] >= '0' && s[i] <= '9'; ++i) n = n * 10 + static_cast<uint64_t>(s[i] - '0');
+    return i == 0 ? UINT64_MAX : n;
+  };
+  const uint64_t la = lead(a), lb = lead(b);
+  return la != lb ? la < lb : a < b;
+}
+
+MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::string folder, std::string path,
+                             std::vector<std::string>* warnings) {
+  MaildirFolderScan scan;
+  scan.folder = std::move(folder);
+  scan.path = std::move(path);
+  bool has_new = false;
+  for (const Entry& entry : ListDirectory(folder_fd, shown)) {
+    if (entry.type == S_IFLNK) ThrowLink(Shown(shown, entry.name));
+    if (entry.name == "new") has_new = entry.type == S_IFDIR;
+  }
+  std::optional<UidList> uidlist;
+  // Courier's courierimapuiddb is a version 1 uidlist (Dovecot's source says so); Dovecot's wins.
+  for (const char* name : {"dovecot-uidlist", "courierimapuiddb"}) {
+    const std::string uidlist_shown = JoinPath(shown, name);
+    if (std::optional<std::string> text = ReadControlFile(folder_fd, name, uidlist_shown)) {
+      uidlist = ParseUidList(*text, uidlist_shown);
+      scan.uidvalidity = uidlist->uidvalidity;
+      scan.uidnext = uidlist->uidnext;
+      break;
+    }
+  }
+  const std::string keywords_shown = JoinPath(shown, "dovecot-keywords");
+  if (std::optional<std::string> text = ReadControlFile(folder_fd, "dovecot-keywords", keywords_shown))
+    ParseKeywords(*text, keywords_shown, &scan.keywords);
+  uint32_t named = 0;
+  for (size_t i = 0; i < scan.keywords.size(); ++i)
+    if (!scan.keywords[i].empty()) named |= uint32_t{1} << i;
+
+  uint64_t not_kept = 0;
+  for (const char* sub : {"cur", "new"}) {
+    const bool in_new = sub[0] == 'n';
+    if (in_new && !has_new) continue;
+    const std::string sub_shown = JoinPath(shown, sub);
+    UniqueFd sub_fd = OpenAt(folder_fd, sub, O_RDONLY | O_DIRECTORY, 0, sub_shown);
+    std::vector<std::string> names;
+    for (Entry& entry : ListDirectory(sub_fd.get(), sub_shown)) {
+      if (entry.name.starts_with('.')) continue;  // the Maildir spec: such files are not messages
+      if (entry.type == S_IFLNK) ThrowLink(Shown(sub_shown, entry.name));
+      if (entry.type != S_IFREG)
+        Throw(Errc::kCorrupt, Shown(sub_shown, entry.name) + ": not a regular file (a message file was expected)");
+      names.push_back(std::move(entry.name));
+    }
+    std::sort(names.begin(), names.end());  // which of two same-base files claims a listed UID: cur/'s first
+    for (std::string& name : names) {
+      MaildirMessageFile file;
+      file.in_new = in_new;
+      if (!in_new) {
+        // new/ holds messages no client has seen: no flags, whatever the name says.
+        const MaildirFlags flags = ParseMaildirFlagLetters(SplitMaildirFileName(name).letters);
+        file.flags = flags.flags;
+        file.keyword_bits = flags.keyword_bits & named;
+        file.flags_not_kept = flags.unknown != 0 || (flags.keyword_bits & ~named) != 0;
+        not_kept += file.flags_not_kept;
+      }
+      file.name = std::move(name);
+      scan.messages.push_back(std::move(file));
+    }
+  }
+  if (uidlist) {
+    std::unordered_set<uint32_t> used;
+    for (MaildirMessageFile& file : scan.messages) {
+      auto it = uidlist->by_base.find(std::string(SplitMaildirFileName(file.name).base));
+      if (it != uidlist->by_base.end() && used.insert(it->second).second) file.uid = it->second;
+    }
+  }
+  // By UID, then the files the list does not name by name.
+  std::stable_sort(scan.messages.begin(), scan.messages.end(),
+                   [](const MaildirMessageFile& a, const MaildirMessageFile& b) {
+                     if ((a.uid == 0) != (b.uid == 0)) return a.uid != 0;
+                     if (a.uid != 0) return a.uid < b.uid;
+                     return ByDeliveryName(a.name, b.name);
+                   });
+  if (not_kept)
+    warnings->push_back(shown + ": " + std::to_string(not_kept) +
+                        " messages have flag letters the store cannot keep (P, or a keyword letter dovecot-keywords "
+                        "does not name); they are imported without them");
+  return scan;
+}
+
+// Reads one message file whole, checking it is a regular file that does not change while read.
+void ReadMessageFile(int dirfd, const std::string& name, const std::string& shown, std::string* out,
+                     struct stat* st) {
+  UniqueFd fd = OpenAt(dirfd, name, O_RDONLY | O_NONBLOCK, 0, shown);
+  if (::fstat(fd.get(), st) != 0) ThrowErrno("stat " + shown);
+  if (!S_ISREG(st->st_mode)) Throw(Errc::kCorrupt, shown + ": not a regular file (a message file was expected)");
+  const size_t size = static_cast<size_t>(st->st_size);
+  out->resize(size + 1);  // one byte more: a file that grew shows
+  size_t got = 0;
+  while (got < out->size()) {
+    const size_t n = ReadSome(fd.get(), out->data() + got, out->size() - got, shown);
+    if (n == 0) break;
+    got += n;
+  }
+  if (got != size)
+    Throw(Errc::kCorrupt, shown + ": changed while being read (" + std::to_string(size) + " bytes, then " +
+                              (got > size ? "more" : std::to_string(got)) +
+                              "); is a mail server still using the tree?");
+  out->resize(size);
+}
+
+struct FolderOutcome {
+  ImportedMaildirFolder folder;
+  uint64_t new_uids = 0;
+  uint64_t size_hints_wrong = 0;
+};
+
+class MaildirImporter {
+ public:
+  MaildirImporter(Store& store, const MaildirImportOptions& options, const MaildirTree& tree)
+      : store_(store), options_(options), tree_(tree), now_(static_cast<int64_t>(::time(nullptr))) {}
+
+  // User-flag names the folder will have: its own (if it exists) then the tree's keywords.
+  static std::vector<std::string> MergedNames(std::vector<std::string> have, const MaildirFolderScan& scan) {
+    for (const std::string& name : scan.keywords)
+      if (!name.empty() && std::find(have.begin(), have.end(), name) == have.end()) have.push_back(name);
+    return have;
+  }
+
+  FolderOutcome Import(const MaildirFolderScan& scan) {
+    FolderOutcome out;
+    out.folder.folder = scan.folder;
+    out.folder.path = scan.path;
+    const std::string shown = scan.path.empty() ? tree_.dir : Shown(tree_.dir, scan.path);
+    std::unique_ptr<Folder> folder;
+    std::vector<std::string> names;
+    if (store_.FindFolder(options_.user, scan.folder)) {
+      folder = store_.OpenFolder(options_.user, scan.folder);
+      const std::vector<std::string> have = folder->Snapshot().info.user_flag_names;
+      names = MergedNames(have, scan);
+      if (names != have) folder->SetUserFlagNames(names);
+    } else {
+      // Invisible until the whole folder is in, with the tree's UIDVALIDITY (0: a new one).
+      folder = store_.CreateUnpublishedFolder(options_.user, scan.folder, scan.uidvalidity);
+      out.folder.created = true;
+      out.folder.uids_kept = scan.uidvalidity != 0;
+      names = MergedNames({}, scan);
+      if (!names.empty()) folder->SetUserFlagNames(names);
+    }
+    std::array<int, kMaildirKeywords> bit_of{};
+    for (size_t i = 0; i < scan.keywords.size(); ++i)
+      bit_of[i] = scan.keywords[i].empty()
+                      ? -1
+                      : static_cast<int>(std::find(names.begin(), names.end(), scan.keywords[i]) - names.begin());
+
+    UniqueFd own_dir;
+    int dir = tree_.root.get();
+    if (!scan.path.empty()) {
+      own_dir = OpenAt(dir, scan.path, O_RDONLY | O_DIRECTORY, 0, shown);
+      dir = own_dir.get();
+    }
+    UniqueFd cur = OpenAt(dir, "cur", O_RDONLY | O_DIRECTORY, 0, JoinPath(shown, "cur"));
+    UniqueFd new_dir;
+
+    FolderFiller filler(*folder, out.folder.created, !options_.append_all);
+    if (options_.after_batch)
+      filler.after_batch = [&](uint64_t added) { options_.after_batch(scan.folder, added); };
+    filler.before_commit = options_.before_commit;
+    uint32_t next_unlisted = std::max<uint32_t>(scan.uidnext, 1);
+    for (const MaildirMessageFile& file : scan.messages) next_unlisted = std::max(next_unlisted, file.uid + 1);
+    struct stat st;
+    for (const MaildirMessageFile& file : scan.messages) {
+      if (file.in_new && !new_dir.valid())
+        new_dir = OpenAt(dir, "new", O_RDONLY | O_DIRECTORY, 0, JoinPath(shown, "new"));
+      const std::string file_shown = Shown(JoinPath(shown, file.in_new ? "new" : "cur"), file.name);
+      ReadMessageFile(file.in_new ? new_dir.get() : cur.get(), file.name, file_shown, &buffer_, &st);
+      const std::optional<uint64_t> hint = MaildirSizeHint(SplitMaildirFileName(file.name).base);
+      if (hint && *hint != buffer_.size()) ++out.size_hints_wrong;
+      MessageMeta meta;
+      if (out.folder.created) {
+        meta.uid = file.uid;
+        if (meta.uid == 0) {
+          meta.uid = next_unlisted++;
+          ++out.new_uids;
+        }
+      }
+      meta.flags = file.flags;
+      for (size_t i = 0; i < bit_of.size(); ++i)
+        if ((file.keyword_bits >> i & 1) && bit_of[i] >= 0) meta.user_flags |= uint64_t{1} << bit_of[i];
+      meta.internal_date = static_cast<int64_t>(st.st_mtim.tv_sec);
+      meta.save_time = now_;
+      filler.Add(buffer_, meta);
+    }
+    filler.Finish();
+    if (out.folder.created) {
+      if (scan.uidnext != 0) folder->RaiseUidNext(scan.uidnext);
+      store_.PublishFolder(*folder);
+    }
+    out.folder.messages = filler.added();
+    out.folder.bytes = filler.added_bytes();
+    out.folder.skipped = filler.skipped();
+    if (out.size_hints_wrong && options_.on_warning)
+      options_.on_warning(shown + ": " + std::to_string(out.size_hints_wrong) +
+                          " message file names state a size (S=) other than the file's; imported as read");
+    return out;
+  }
+
+ private:
+  Store& store_;
+  const MaildirImportOptions& options_;
+  const MaildirTree& tree_;
+  int64_t now_;
+  std::string buffer_;
+};
+
+}  // namespace
+
+MaildirTree ScanMaildir(const std::string& dir) {
+  MaildirTree tree;
+  tree.dir = dir;
+  while (tree.dir.size() > 1 && tree.dir.back() == '/') tree.dir.pop_back();
+  struct stat st;
+  if (::lstat(tree.dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) Throw(Errc::kNotFound, "import --maildir " + dir + ": no such directory");
+    ThrowErrno("stat " + dir);
+  }
+  if (S_ISLNK(st.st_mode)) ThrowLink(tree.dir);
+  if (!S_ISDIR(st.st_mode)) Throw(Errc::kInvalidArgument, tree.dir + ": not a directory (a Maildir was expected)");
+  tree.root = OpenDirectory(tree.dir);
+
+  std::vector<Entry> entries = ListDirectory(tree.root.get(), tree.dir);
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
+  bool has_cur = false;
+  for (const Entry& entry : entries) {
+    if (entry.type == S_IFLNK) ThrowLink(Shown(tree.dir, entry.name));
+    has_cur = has_cur || (entry.name == "cur" && entry.type == S_IFDIR);
+  }
+  if (!has_cur) Throw(Errc::kInvalidArgument, tree.dir + ": not a Maildir (no cur/ directory)");
+  tree.folders.push_back(ScanFolder(tree.root.get(), tree.dir, "INBOX", "", &tree.warnings));
+
+  std::map<std::string, std::string> paths = {{"INBOX", ""}};  // folder -> its directory
+  for (const Entry& entry : entries) {
+    if (!entry.name.starts_with('.') || entry.type != S_IFDIR) continue;
+    const std::string shown = Shown(tree.dir, entry.name);
+    UniqueFd folder_fd = OpenAt(tree.root.get(), entry.name, O_RDONLY | O_DIRECTORY, 0, shown);
+    struct stat cur;
+    bool is_folder = false;
+    if (::fstatat(folder_fd.get(), "cur", &cur, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (S_ISLNK(cur.st_mode)) ThrowLink(JoinPath(shown, "cur"));
+      is_folder = S_ISDIR(cur.st_mode);
+    } else if (errno != ENOENT) {
+      ThrowErrno("stat " + JoinPath(shown, "cur"));
+    }
+    if (!is_folder) {
+      tree.warnings.push_back(shown + ": no cur/ directory, so not a mail folder; skipped");
+      continue;
+    }
+    std::string folder;
+    try {
+      folder = MaildirFolderName(std::string_view(entry.name).substr(1));
+      store::ValidateFolderName(folder);
+    } catch (const Error& e) {
+      Rethrow(e, shown);
+    }
+    folder = store::NormalizeFolder(folder);
+    auto [it, fresh] = paths.emplace(folder, entry.name);
+    if (!fresh)
+      Throw(Errc::kInvalidArgument, shown + ": folder '" + PrintableName(folder) + "' again (" +
+                                        (it->second.empty() ? tree.dir + " itself" : Shown(tree.dir, it->second)) +
+                                        " is that folder already)");
+    tree.folders.push_back(ScanFolder(folder_fd.get(), shown, folder, entry.name, &tree.warnings));
+  }
+  std::sort(tree.folders.begin() + 1, tree.folders.end(),
+            [](const MaildirFolderScan& a, const MaildirFolderScan& b) { return a.folder < b.folder; });
+  return tree;
+}
+
+MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& options) {
+  store::ValidateUserId(options.user);
+  // Everything is read and checked before the first write.
+  const MaildirTree tree = ScanMaildir(options.dir);
+  if (options.on_warning)
+    for (const std::string& warning : tree.warnings) options.on_warning(warning);
+
+  MaildirImportReport report;
+  Store::UserWriteLock lock = store.LockUserForWriting(options.user, options.on_wait);
+  // A folder that would end with more user flags than store.idx holds stops the run here, before
+  // any folder is written.
+  for (const MaildirFolderScan& scan : tree.folders) {
+    std::optional<store::FolderInfo> info = store.FindFolder(options.user, scan.folder);
+    const std::vector<std::string> names =
+        MaildirImporter::MergedNames(info ? info->user_flag_names : std::vector<std::string>{}, scan);
+    if (names.size() > kMaxUserFlags)
+      Throw(Errc::kInvalidArgument, "user/" + options.user + "/" + scan.folder + ": would have " +
+                                        std::to_string(names.size()) + " user flags with the keywords of " +
+                                        (scan.path.empty() ? tree.dir : Shown(tree.dir, scan.path)) +
+                                        " (a folder holds at most 64)");
+  }
+  // A new user's INBOX is the tree's, built unpublished like any new folder: the user did not
+  // exist, so no delivery relied on it.
+  if (!store.FindUser(options.user)) store.CreateUser(options.user, {}, /*with_inbox=*/false);
+  MaildirImporter importer(store, options, tree);
+  for (const MaildirFolderScan& scan : tree.folders) {
+    uint64_t not_kept = 0;
+    for (const MaildirMessageFile& file : scan.messages) not_kept += file.flags_not_kept;
+    FolderOutcome outcome = importer.Import(scan);
+    report.folders_created += outcome.folder.created;
+    report.messages += outcome.folder.messages;
+    report.bytes += outcome.folder.bytes;
+    report.skipped += outcome.folder.skipped;
+    report.flags_not_kept += not_kept;
+    report.new_uids += outcome.new_uids;
+    report.size_hints_wrong += outcome.size_hints_wrong;
+    if (options.on_folder) options.on_folder(outcome.folder);
+    report.folders.push_back(std::move(outcome.folder));
+  }
+  // Commits of unpublished folders counted their bytes too; one recount makes quota exact.
+  store.RecomputeQuota(options.user);
+  return report;
+}
+
+}  // namespace storemove::interop

@@ -1,0 +1,99 @@
+// Maildir++ names read back (interop/maildir_names.h): the exact inverse of what the export
+// writes (interop/export.h), and what a hostile directory name turns into.
+#include <gtest/gtest.h>
+
+#include "interop/export.h"
+#include "interop/maildir_names.h"
+#include "store/store.h"
+#include "util/error.h"
+
+namespace storemove::interop {
+namespace {
+
+using store::kAnswered;
+using store::kDeleted;
+using store::kDraft;
+using store::kFlagged;
+using store::kSeen;
+
+Errc ErrorOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no storemove::Error thrown";
+  return Errc::kInterrupted;
+}
+
+TEST(MaildirNames, FolderNamesAreTheInverseOfTheExportsDirectoryNames) {
+  for (const std::string folder :
+       {"Sent", "INBOX/Sub", "Projects/2024", "Archive/2023/Q1", "a.b", "a.b/c.d", "back\\slash", "~tilde",
+        "~x/~y", "x~", "a&b", "&", "&-", "Entwürfe", "日本語/台北", "台北/日本語", "\xF0\x9F\x98\x80 smile",
+        "caf\xe9", "\xed\xa0\x80", "a\\2eb", "100%", "sp ace", "dot.", ".lead/trail."}) {
+    const std::string dir = MaildirFolderDir(folder);
+    ASSERT_TRUE(dir.starts_with(".")) << dir;
+    EXPECT_EQ(MaildirFolderName(std::string_view(dir).substr(1)), folder) << dir;
+  }
+}
+
+TEST(MaildirNames, DovecotNamesDecode) {
+  EXPECT_EQ(MaildirFolderName("Projects.2024"), "Projects/2024");
+  EXPECT_EQ(MaildirFolderName("a\\2eb.c"), "a.b/c");
+  EXPECT_EQ(MaildirFolderName("a\\2Eb"), "a.b");  // either case of hex digit
+  EXPECT_EQ(MaildirFolderName("\\7etilde"), "~tilde");
+  EXPECT_EQ(MaildirFolderName("back\\5cslash"), "back\\slash");
+  EXPECT_EQ(MaildirFolderName("lone\\x"), "lone\\x");  // not an escape: kept as it is
+  EXPECT_EQ(MaildirFolderName("end\\"), "end\\");
+  EXPECT_EQ(MaildirFolderName("Entw&APw-rfe"), "Entwürfe");
+  EXPECT_EQ(MaildirFolderName("&U,BTFw-.&ZeVnLIqe-"), "台北/日本語");
+  // What the store must refuse is left to store::ValidateFolderName.
+  EXPECT_EQ(MaildirFolderName("\\2e\\2e.x"), "../x");
+  EXPECT_EQ(ErrorOf([] { store::ValidateFolderName(MaildirFolderName("\\2e\\2e.x")); }), Errc::kInvalidArgument);
+  EXPECT_EQ(MaildirFolderName(".x"), "/x");
+  EXPECT_EQ(ErrorOf([] { store::ValidateFolderName(MaildirFolderName(".x")); }), Errc::kInvalidArgument);
+}
+
+TEST(MaildirNames, HostileNamesAreRefused) {
+  EXPECT_EQ(ErrorOf([] { MaildirFolderName("a\\2fb"); }), Errc::kInvalidArgument);  // a '/' inside a component
+  EXPECT_EQ(ErrorOf([] { MaildirFolderName("&Jjo"); }), Errc::kInvalidArgument);   // unterminated
+  EXPECT_EQ(ErrorOf([] { MaildirFolderName("a&AC8-b"); }), Errc::kInvalidArgument);  // a '/' in base64
+  EXPECT_EQ(ErrorOf([] { MaildirFolderName("&2D3-"); }), Errc::kInvalidArgument);  // a lone surrogate
+  EXPECT_EQ(ErrorOf([] { MaildirFolderName("&*-"); }), Errc::kInvalidArgument);
+  EXPECT_EQ(ErrorOf([] { MaildirFolderName("caf\xc3\xa9"); }), Errc::kInvalidArgument);  // raw 8-bit
+}
+
+TEST(MaildirNames, FileNamesSplitIntoBaseAndFlagLetters) {
+  MaildirFileName n = SplitMaildirFileName("1700000000.M1P2.host,S=120,W=124:2,FSa");
+  EXPECT_EQ(n.base, "1700000000.M1P2.host,S=120,W=124");
+  EXPECT_EQ(n.letters, "FSa");
+  n = SplitMaildirFileName("1700000000.M1P2.host");
+  EXPECT_EQ(n.base, "1700000000.M1P2.host");
+  EXPECT_EQ(n.letters, "");
+  n = SplitMaildirFileName("1.x:1,experimental");
+  EXPECT_EQ(n.base, "1.x");
+  EXPECT_EQ(n.letters, "");
+  EXPECT_EQ(MaildirSizeHint("1.x,S=120,W=124"), std::optional<uint64_t>(120));
+  EXPECT_EQ(MaildirSizeHint("1.x,W=124,S=7"), std::optional<uint64_t>(7));
+  EXPECT_EQ(MaildirSizeHint("1.x"), std::nullopt);
+  EXPECT_EQ(MaildirSizeHint("1.x,S=12a"), std::nullopt);
+}
+
+TEST(MaildirNames, FlagLettersAreTheInverseOfTheExports) {
+  for (uint8_t flags = 0; flags < 32; ++flags) {
+    const uint8_t system = (flags & 1 ? kDraft : 0) | (flags & 2 ? kFlagged : 0) | (flags & 4 ? kAnswered : 0) |
+                           (flags & 8 ? kSeen : 0) | (flags & 16 ? kDeleted : 0);
+    for (uint32_t keywords : {0u, 1u, 0b101u, 1u << 25, (1u << 26) - 1}) {
+      const MaildirFlags parsed = ParseMaildirFlagLetters(MaildirFlagLetters(system, keywords));
+      EXPECT_EQ(parsed.flags, system);
+      EXPECT_EQ(parsed.keyword_bits, keywords);
+      EXPECT_EQ(parsed.unknown, 0u);
+    }
+  }
+  const MaildirFlags other = ParseMaildirFlagLetters("PS1");
+  EXPECT_EQ(other.flags, kSeen);
+  EXPECT_EQ(other.unknown, 2u);
+}
+
+}  // namespace
+}  // namespace storemove::interop

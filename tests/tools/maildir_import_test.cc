@@ -1,0 +1,592 @@
+// storemove import --maildir (interop/maildir_import.h): the exact inverse of export --format
+// maildir over the whole corpus, a tree written by hand the way Dovecot writes one, reruns, kill -9
+// between two batches then a rerun, and hostile trees refused before anything is written. The
+// real binary on a real store.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "interop/export.h"
+#include "interop/maildir_import.h"
+#include "store/generate.h"
+#include "store/store.h"
+#include "tests/support/store_checks.h"
+#include "tests/support/temp_dir.h"
+#include "tests/tools/cli_runner.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::tools {
+namespace {
+
+using storemove::testing::CliResult;
+using storemove::testing::ReadMessage;
+using storemove::testing::RunCli;
+using storemove::testing::TempDir;
+using store::FolderSnapshot;
+using store::MessageMeta;
+namespace fs = std::filesystem;
+
+const std::string kCorpus = STOREMOVE_CORPUS;
+constexpr int kUsage = 64, kDataErr = 65;
+
+bool IsOneErrorLine(const CliResult& r) {
+  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
+}
+
+void WriteFileAt(const std::string& path, const std::string& bytes, int64_t mtime = 0) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  if (mtime != 0) {
+    const struct timespec times[2] = {{static_cast<time_t>(mtime), 0}, {static_cast<time_t>(mtime), 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << path;
+  }
+}
+
+void MakeMaildir(const std::string& dir) {
+  for (const char* sub : {"cur", "new", "tmp"}) fs::create_directories(dir + "/" + sub);
+}
+
+std::string Message(const std::string& tag, int n, int body_lines = 3) {
+  std::string m = "From: sender" + std::to_string(n) + "@example.net\nSubject: " + tag + " " + std::to_string(n) +
+                  "\nMessage-ID: <" + tag + "." + std::to_string(n) + "@example.net>\n\n";
+  for (int i = 0; i < body_lines; ++i) m += "line " + std::to_string(i) + " of " + tag + " " + std::to_string(n) + "\n";
+  return m;
+}
+
+// What two folders must agree on after a round trip: everything but when this store saved it.
+std::string Describe(const MessageMeta& m) {
+  return "uid " + std::to_string(m.uid) + " flags " + std::to_string(m.flags) + " user " +
+         std::to_string(m.user_flags) + " date " + std::to_string(m.internal_date) + " sent " +
+         std::to_string(m.sent_date) + " size " + std::to_string(m.size) + " header " + std::to_string(m.header_size) +
+         " digest " + m.digest.Hex();
+}
+
+// Every mailbox with its message count, and every file below the partitions (a stray file shows).
+std::string StoreState(const std::string& root) {
+  std::ostringstream s;
+  auto store = store::Store::Open(root);
+  store->ForEachUser([&](const store::UserInfo& u) { s << "user " << u.user << "\n"; });
+  store->ForEachFolder([&](const store::FolderInfo& f) { s << "mailbox " << f.Mailbox() << " " << f.count << "\n"; });
+  std::set<std::string> files;
+  for (const std::string& partition : store->Partitions())
+    for (const auto& entry : fs::recursive_directory_iterator(store->PartitionPath(partition)))
+      files.insert(entry.path().string());
+  for (const std::string& f : files) s << "file " << f << "\n";
+  return s.str();
+}
+
+std::vector<std::string> FolderNames(store::Store& store, const std::string& user) {
+  std::vector<std::string> out;
+  for (const store::FolderInfo& info : store.ListFolders(user)) out.push_back(info.folder);
+  return out;
+}
+
+// --- the whole corpus: export then import is the identity ---------------------------------------
+
+// Nested, escaped, UTF-8 and not-UTF-8 names (tests/tools/dovecot_test.py's and more).
+const std::vector<std::string> kFolders = {"INBOX",     "Sent",        "Projects", "Projects/2024",
+                                           "Archive/2023/Q1", "a.b",   "Entwürfe", "~tilde",
+                                           "back\\slash", "日本語/台北", "INBOX/Sub", "a&b",
+                                           "caf\xe9",   "Empty"};
+const std::vector<std::string> kUserFlags = {"$Junk", "$Label1", "work", "Later"};
+
+TEST(MaildirImportCorpus, ExportThenImportGivesBackEveryFolderUidFlagDateAndByte) {
+  if (!IsDirectory(kCorpus)) GTEST_SKIP() << "corpus absent: " << kCorpus;
+  TempDir dir;
+  const std::string source_root = dir / "source", back_root = dir / "back", out = dir / "maildir";
+  size_t delivered = 0;
+  {
+    auto source = store::Store::Init(source_root, {"primary"});
+    source->CreateUser("corpus");
+    std::map<std::string, std::vector<std::pair<std::string, MessageMeta>>> pending;
+    auto flush = [&](const std::string& name) {
+      auto folder = source->CreateFolder("corpus", name);
+      if (folder->Snapshot().info.user_flag_names.empty()) folder->SetUserFlagNames(kUserFlags);
+      std::vector<store::StagedMessage> batch;
+      for (const auto& [bytes, meta] : pending[name]) {
+        auto writer = folder->NewMessage();
+        writer->Write(bytes);
+        batch.push_back(writer->Finish(meta));
+      }
+      folder->Commit(batch);
+      pending[name].clear();
+    };
+    size_t i = 0;
+    for (const store::CorpusEntry& entry : store::ReadCorpusManifests(kCorpus)) {
+      const std::string& name = kFolders[i % (kFolders.size() - 1)];  // "Empty" stays empty
+      MessageMeta meta;
+      // Every system flag the export keeps (not \Recent, not Archived), every user-flag mix.
+      meta.flags = static_cast<uint8_t>((i * 7) % 64) & ~(store::kRecent | store::kArchived);
+      meta.user_flags = (i / 3) % 16;
+      meta.internal_date = 946684800 + static_cast<int64_t>(i) * 3607;
+      pending[name].emplace_back(ReadFile(entry.path), meta);
+      if (pending[name].size() == 128) flush(name);
+      ++i;
+    }
+    for (const std::string& name : kFolders) flush(name);
+    // A gap in the UIDs and a next UID beyond the last message, which the uidlist must carry.
+    auto sent = source->OpenFolder("corpus", "Sent");
+    sent->Expunge({sent->Snapshot().messages.at(1).uid});
+    sent->RaiseUidNext(sent->Snapshot().info.uidnext + 50);
+    delivered = i - 1;
+  }
+
+  CliResult r = RunCli({"export", "--store", source_root, "-u", "corpus", "-d", out, "--format", "maildir"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  ASSERT_EQ(RunCli({"init", "--store", back_root}).status, 0);
+  r = RunCli({"import", "--store", back_root, "-u", "back", "--maildir", out});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported " + std::to_string(delivered) + " messages"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("from " + std::to_string(kFolders.size()) + " folders of " + out + " for user back; " +
+                       std::to_string(kFolders.size()) + " folders new\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("from " + out + "/.Entw&APw-rfe into user/back/Entwürfe, UIDVALIDITY and UIDs kept\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.err, "");
+
+  auto compare = [&] {
+    auto source = store::Store::Open(source_root);
+    auto back = store::Store::Open(back_root);
+    ASSERT_EQ(FolderNames(*back, "back"), FolderNames(*source, "corpus"));
+    size_t compared = 0;
+    for (const std::string& name : FolderNames(*source, "corpus")) {
+      SCOPED_TRACE(name);
+      auto want_folder = source->OpenFolder("corpus", name);
+      auto got_folder = back->OpenFolder("back", name);
+      const FolderSnapshot want = want_folder->Snapshot(), got = got_folder->Snapshot();
+      EXPECT_EQ(got.info.uidvalidity, want.info.uidvalidity);
+      EXPECT_EQ(got.info.uidnext, want.info.uidnext);
+      EXPECT_EQ(got.info.user_flag_names, want.info.user_flag_names);
+      EXPECT_EQ(got.info.bytes, want.info.bytes);
+      ASSERT_EQ(got.messages.size(), want.messages.size());
+      for (size_t i = 0; i < want.messages.size(); ++i) {
+        ASSERT_EQ(Describe(got.messages[i]), Describe(want.messages[i]));
+        ASSERT_EQ(ReadMessage(*got_folder, got.messages[i].uid), ReadMessage(*want_folder, want.messages[i].uid));
+        ++compared;
+      }
+    }
+    EXPECT_EQ(compared, delivered);
+    uint64_t bytes = 0;
+    for (const store::FolderInfo& info : source->ListFolders("corpus")) bytes += info.bytes;
+    EXPECT_EQ(back->FindUser("back")->quota_used, bytes);
+  };
+  compare();
+
+  // A rerun adds nothing: every folder exists and holds every message.
+  r = RunCli({"import", "--store", back_root, "-u", "back", "--maildir", out});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 0 messages (0 bytes, " + std::to_string(delivered) + " already present)"),
+            std::string::npos)
+      << r.out;
+  compare();
+}
+
+// --- a tree written by hand, the way Dovecot writes one ---------------------------------------
+
+class MaildirImport : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CliResult r = RunCli({"init", "--store", root_});
+    ASSERT_EQ(r.status, 0) << r.Describe();
+  }
+  CliResult Run(std::vector<std::string> args) {
+    args.insert(args.begin(), {"import", "--store", root_});
+    return RunCli(args);
+  }
+  TempDir dir_;
+  std::string root_ = dir_ / "store";
+  std::string tree_ = dir_ / "Maildir";
+};
+
+TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
+  MakeMaildir(tree_);
+  const std::string m0 = Message("listed", 0), m1 = Message("listed", 1), m2 = Message("unlisted", 2),
+                    m3 = Message("new", 3), m4 = Message("new", 4);
+  // S= of the first is wrong (a hint only), the third has a keyword letter no keyword names.
+  WriteFileAt(tree_ + "/cur/1700000000.M1P1.mx,S=9999,W=9999:2,S", m0, 1700000000);
+  WriteFileAt(tree_ + "/cur/1700000001.M2P2.mx,S=" + std::to_string(m1.size()) + ":2,FRa", m1, 1700000001);
+  WriteFileAt(tree_ + "/cur/1700000002.M3P3.mx:2,Tz", m2, 1700000002);
+  WriteFileAt(tree_ + "/new/1700000003.M4P4.mx", m3, 1700000003);
+  WriteFileAt(tree_ + "/new/1700000004.M5P5.mx:2,S", m4, 1700000004);  // new/: no flags, whatever the name says
+  WriteFileAt(tree_ + "/cur/.hidden", "not a message");
+  WriteFileAt(tree_ + "/tmp/1700000005.M6P6.mx", "half-delivered");
+  // UIDs 3 and 5 for the first two (by base name; the :2, part is not in the list), 7 for a file
+  // that is gone; the rest take UIDs from N on.
+  WriteFileAt(tree_ + "/dovecot-uidlist", "3 V1234 N10 G0123456789abcdef\n"
+                                          "3 :1700000000.M1P1.mx,S=9999,W=9999\n"
+                                          "5 W200 S190 :1700000001.M2P2.mx,S=" + std::to_string(m1.size()) + "\n"
+                                          "7 :1699999999.gone.mx\n");
+  WriteFileAt(tree_ + "/dovecot-keywords", "0 $Work\n1 Later\n");
+  WriteFileAt(tree_ + "/subscriptions", "Sent\n");
+  WriteFileAt(tree_ + "/dovecot.index.log", "binary");
+  fs::create_directories(tree_ + "/courierimapkeywords");
+  // Sub-folders: with and without maildirfolder, no uidlist; delivery-time order, not bytewise.
+  MakeMaildir(tree_ + "/.Sent");
+  WriteFileAt(tree_ + "/.Sent/maildirfolder", "");
+  WriteFileAt(tree_ + "/.Sent/cur/1000.a.mx:2,S", Message("sent", 1), 1000);
+  WriteFileAt(tree_ + "/.Sent/cur/999.b.mx:2,S", Message("sent", 0), 999);
+  MakeMaildir(tree_ + "/.Lists.dev");
+  WriteFileAt(tree_ + "/.Lists.dev/new/5.c.mx", Message("dev", 0), 5);
+  MakeMaildir(tree_ + "/.Entw&APw-rfe");
+  // Courier's UID list (the version 1 format) where Dovecot's is absent.
+  MakeMaildir(tree_ + "/.Courier");
+  WriteFileAt(tree_ + "/.Courier/cur/1500000000.1.courier:2,RS", Message("courier", 0), 1500000000);
+  WriteFileAt(tree_ + "/.Courier/cur/1500000001.2.courier:2,", Message("courier", 1), 1500000001);
+  WriteFileAt(tree_ + "/.Courier/courierimapuiddb", "1 777 50\n40 1500000000.1.courier\n41 1500000001.2.courier\n");
+  fs::create_directories(tree_ + "/.NoCur/new");  // not a mail folder
+  WriteFileAt(tree_ + "/.customflags", "a file, not a folder");
+
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 5 messages (" +
+                       std::to_string(m0.size() + m1.size() + m2.size() + m3.size() + m4.size()) + " bytes) from " +
+                       tree_ + " into user/joe/INBOX, UIDVALIDITY and UIDs kept\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("from 5 folders of " + tree_ +
+                       " for user joe; 5 folders new; 6 messages got new UIDs; 1 messages lost a flag"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.err.find("warning: " + tree_ + "/.NoCur: no cur/ directory"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("warning: " + tree_ + ": 1 messages have flag letters the store cannot keep"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("warning: " + tree_ + ": 1 message file names state a size (S=)"), std::string::npos) << r.err;
+
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(FolderNames(*store, "joe"),
+            (std::vector<std::string>{"Courier", "Entwürfe", "INBOX", "Lists/dev", "Sent"}));
+  const FolderSnapshot courier = store->OpenFolder("joe", "Courier")->Snapshot();
+  EXPECT_EQ(courier.info.uidvalidity, 777u);
+  EXPECT_EQ(courier.info.uidnext, 50u);
+  ASSERT_EQ(courier.messages.size(), 2u);
+  EXPECT_EQ(courier.messages[0].uid, 40u);
+  EXPECT_EQ(courier.messages[0].flags, store::kAnswered | store::kSeen);
+  EXPECT_EQ(courier.messages[1].uid, 41u);
+  auto inbox = store->OpenFolder("joe", "INBOX");
+  const FolderSnapshot snap = inbox->Snapshot();
+  EXPECT_EQ(snap.info.uidvalidity, 1234u);
+  EXPECT_EQ(snap.info.uidnext, 13u);
+  EXPECT_EQ(snap.info.user_flag_names, (std::vector<std::string>{"$Work", "Later"}));
+  ASSERT_EQ(snap.messages.size(), 5u);
+  const std::vector<std::tuple<uint32_t, std::string, uint8_t, uint64_t, int64_t>> want = {
+      {3, m0, store::kSeen, 0, 1700000000},
+      {5, m1, store::kFlagged | store::kAnswered, 1, 1700000001},
+      {10, m2, store::kDeleted, 0, 1700000002},
+      {11, m3, 0, 0, 1700000003},
+      {12, m4, 0, 0, 1700000004}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    const MessageMeta& m = snap.messages[i];
+    EXPECT_EQ(m.uid, std::get<0>(want[i]));
+    EXPECT_EQ(ReadMessage(*inbox, m.uid), std::get<1>(want[i]));
+    EXPECT_EQ(m.flags, std::get<2>(want[i])) << m.uid;
+    EXPECT_EQ(m.user_flags, std::get<3>(want[i])) << m.uid;
+    EXPECT_EQ(m.internal_date, std::get<4>(want[i])) << m.uid;
+  }
+  auto sent = store->OpenFolder("joe", "Sent");
+  const FolderSnapshot sent_snap = sent->Snapshot();
+  ASSERT_EQ(sent_snap.messages.size(), 2u);
+  EXPECT_NE(sent_snap.info.uidvalidity, 0u);
+  EXPECT_EQ(ReadMessage(*sent, sent_snap.messages[0].uid), Message("sent", 0));  // 999 before 1000
+  EXPECT_EQ(sent_snap.messages[0].uid, 1u);
+  EXPECT_EQ(sent_snap.messages[0].flags, store::kSeen);
+  EXPECT_EQ(store->OpenFolder("joe", "Lists/dev")->Snapshot().messages.at(0).flags, 0);
+  EXPECT_EQ(store->FindUser("joe")->quota_used,
+            snap.info.bytes + sent_snap.info.bytes + Message("dev", 0).size() + courier.info.bytes);
+}
+
+// Into folders that exist: the tree's messages are appended with new UIDs, those the folder holds
+// already (same bytes) are skipped, keywords join the folder's user flags; a rerun adds nothing.
+TEST_F(MaildirImport, IntoExistingFoldersOnlyWhatIsMissingIsAdded) {
+  const std::string held = Message("held", 0);
+  CliResult r = RunCli({"deliver", "--store", root_, "-u", "ann", "--create"}, held);
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  {
+    auto store = store::Store::Open(root_);
+    store->OpenFolder("ann", "INBOX")->SetUserFlagNames({"mine", "Later"});
+  }
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,Sb", held, 1);
+  WriteFileAt(tree_ + "/cur/2.b.mx:2,Sab", Message("fresh", 1), 2);
+  WriteFileAt(tree_ + "/cur/3.c.mx:2,", Message("fresh", 2), 3);
+  WriteFileAt(tree_ + "/dovecot-uidlist", "3 V77 N400\n300 :1.a.mx\n301 :2.b.mx\n302 :3.c.mx\n");
+  WriteFileAt(tree_ + "/dovecot-keywords", "0 $Work\n1 Later\n");
+  r = Run({"-u", "ann", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 2 messages (" + std::to_string(2 * Message("fresh", 1).size()) + " bytes) from " +
+                       tree_ + " into user/ann/INBOX, 1 already present\n"),
+            std::string::npos)
+      << r.out;
+  auto check = [&] {
+    auto store = store::Store::Open(root_);
+    auto inbox = store->OpenFolder("ann", "INBOX");
+    const FolderSnapshot snap = inbox->Snapshot();
+    EXPECT_NE(snap.info.uidvalidity, 77u);
+    EXPECT_EQ(snap.info.user_flag_names, (std::vector<std::string>{"mine", "Later", "$Work"}));
+    ASSERT_EQ(snap.messages.size(), 3u);
+    EXPECT_EQ(ReadMessage(*inbox, snap.messages[0].uid), held);
+    EXPECT_EQ(ReadMessage(*inbox, snap.messages[1].uid), Message("fresh", 1));
+    EXPECT_EQ(snap.messages[1].uid, 2u);
+    EXPECT_EQ(snap.messages[1].flags, store::kSeen);
+    EXPECT_EQ(snap.messages[1].user_flags, 0b110u);  // $Work (bit 2) and Later (bit 1)
+    EXPECT_EQ(snap.messages[2].uid, 3u);
+  };
+  check();
+  r = Run({"-u", "ann", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 0 messages (0 bytes, 3 already present) from 1 folders"), std::string::npos) << r.out;
+  check();
+}
+
+// --- kill -9 between two batches, then the rerun ----------------------------------------------
+
+// The tree: INBOX (existing at the destination, so filled in batches) and two new folders, one
+// big enough for several batches; every folder with a uidlist.
+struct KillTree {
+  std::map<std::string, std::vector<std::string>> messages;  // folder dir -> messages in UID order
+};
+
+KillTree WriteKillTree(const std::string& tree) {
+  KillTree t;
+  const std::vector<std::pair<std::string, int>> folders = {{"", 600}, {".Big", 600}, {".Small", 5}};
+  MakeMaildir(tree);
+  for (const auto& [sub, count] : folders) {
+    const std::string dir = sub.empty() ? tree : tree + "/" + sub;
+    MakeMaildir(dir);
+    std::string uidlist = "3 V" + std::to_string(5000 + count) + " N" + std::to_string(1000 + count) + "\n";
+    for (int i = 0; i < count; ++i) {
+      const std::string base = std::to_string(1600000000 + i) + ".M" + std::to_string(i) + ".mx";
+      const std::string bytes = Message("kill" + sub, i, 30);
+      WriteFileAt(dir + "/cur/" + base + ":2," + (i % 2 ? "S" : "F"), bytes, 1600000000 + i);
+      uidlist += std::to_string(100 + i) + " :" + base + "\n";
+      t.messages[sub].push_back(bytes);
+    }
+    WriteFileAt(dir + "/dovecot-uidlist", uidlist);
+  }
+  return t;
+}
+
+pid_t SpawnImport(const std::vector<std::string>& args, int batch_fd, const std::string& out) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("STOREMOVE_TEST_BATCH_FD", std::to_string(batch_fd).c_str(), 1);
+    ::unsetenv("STOREMOVE_STORE");
+    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<std::string> storage = args;
+    storage.insert(storage.begin(), STOREMOVE_BIN);
+    std::vector<char*> argv;
+    for (std::string& a : storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// A folder's state as the comparison sees it: every record but its save time and modseq.
+std::vector<std::string> Records(store::Store& store, const std::string& user, const std::string& folder) {
+  std::vector<std::string> out;
+  auto f = store.OpenFolder(user, folder);
+  const FolderSnapshot snap = f->Snapshot();
+  for (const MessageMeta& m : snap.messages) {
+    EXPECT_EQ(ReadMessage(*f, m.uid).size(), m.size);
+    out.push_back(Describe(m));
+  }
+  out.push_back("uidnext " + std::to_string(snap.info.uidnext));
+  return out;
+}
+
+TEST_F(MaildirImport, KilledBetweenTwoBatchesThenRerunGivesTheExactResult) {
+  const KillTree tree = WriteKillTree(tree_);
+  const std::vector<std::string> old = {Message("old", 0), Message("old", 1), Message("old", 2)};
+  auto prepare = [&](const std::string& root) {
+    fs::remove_all(root);
+    ASSERT_EQ(RunCli({"init", "--store", root}).status, 0);
+    for (const std::string& m : old) {
+      CliResult d = RunCli({"deliver", "--store", root, "-u", "kim", "--create", "--date", "1500000000"}, m);
+      ASSERT_EQ(d.status, 0) << d.Describe();
+    }
+  };
+  // The reference: the same import, never interrupted.
+  const std::string reference = dir_ / "reference";
+  prepare(reference);
+  CliResult r = RunCli({"import", "--store", reference, "-u", "kim", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+
+  // Batches in order: INBOX (existing) after 256 and 512 messages, then Big (new, unpublished)
+  // after 256 and 512. Killed at the first and at the third: once with an existing folder half
+  // filled, once with a new folder half built.
+  for (int kill_at : {1, 3}) {
+    SCOPED_TRACE("killed at batch " + std::to_string(kill_at));
+    prepare(root_);
+    int pair[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+    pid_t pid = SpawnImport({"import", "--store", root_, "-u", "kim", "--maildir", tree_}, pair[1], dir_ / "out");
+    ::close(pair[1]);
+    for (int batch = 1; batch <= kill_at; ++batch) {
+      char c;
+      ASSERT_EQ(::read(pair[0], &c, 1), 1) << "the import ended before batch " << batch;
+      if (batch < kill_at) {
+        ASSERT_EQ(::write(pair[0], &c, 1), 1);
+      }
+    }
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ::close(pair[0]);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    {
+      auto store = store::Store::Open(root_);
+      auto inbox = store->OpenFolder("kim", "INBOX");
+      const size_t held = inbox->Snapshot().messages.size();
+      EXPECT_EQ(held, kill_at == 1 ? old.size() + 256 : old.size() + 600);
+      // Big is being built unpublished: invisible, whatever is on disk.
+      EXPECT_FALSE(store->FindFolder("kim", "Big").has_value());
+      EXPECT_FALSE(store->FindFolder("kim", "Small").has_value());
+      testing::ExpectNothingHalfVisible(*store, *store);
+    }
+    r = RunCli({"import", "--store", root_, "-u", "kim", "--maildir", tree_});
+    ASSERT_EQ(r.status, 0) << r.Describe();
+    EXPECT_NE(r.out.find(std::to_string(kill_at == 1 ? 256 : 600) + " already present"), std::string::npos) << r.out;
+    auto got = store::Store::Open(root_);
+    auto want = store::Store::Open(reference);
+    ASSERT_EQ(FolderNames(*got, "kim"), (std::vector<std::string>{"Big", "INBOX", "Small"}));
+    for (const std::string folder : {"INBOX", "Big", "Small"}) {
+      EXPECT_EQ(Records(*got, "kim", folder), Records(*want, "kim", folder)) << folder;
+    }
+    EXPECT_EQ(got->FindFolder("kim", "Big")->uidvalidity, 5600u);
+    EXPECT_EQ(got->FindFolder("kim", "Big")->uidnext, 1600u);
+    EXPECT_EQ(got->FindUser("kim")->quota_used, want->FindUser("kim")->quota_used);
+  }
+}
+
+// --- hostile trees: one line, nothing written ----------------------------------------------------
+
+TEST_F(MaildirImport, HostileTreesAreRefusedBeforeAnythingIsWritten) {
+  const std::string outside = dir_ / "outside";
+  MakeMaildir(outside);
+  WriteFileAt(outside + "/cur/1.x:2,S", "Subject: not yours\n\nsecret\n");
+  WriteFileAt(dir_ / "secret", "root:x:0:0\n");
+  struct Case {
+    std::string name;
+    std::function<void(const std::string& tree)> make;
+    int status;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {"symlinked folder", [&](const std::string& t) { fs::create_directory_symlink(outside, t + "/.Evil"); },
+       kDataErr, "/.Evil is a symbolic link; refusing to follow it"},
+      {"symlinked message", [&](const std::string& t) { fs::create_symlink(dir_ / "secret", t + "/cur/2.y:2,S"); },
+       kDataErr, "/cur/2.y:2,S is a symbolic link"},
+      {"symlinked cur of a folder",
+       [&](const std::string& t) {
+         fs::create_directories(t + "/.Sub");
+         fs::create_directory_symlink(outside + "/cur", t + "/.Sub/cur");
+       },
+       kDataErr, "/.Sub/cur is a symbolic link"},
+      {"symlinked uidlist", [&](const std::string& t) { fs::create_symlink(dir_ / "secret", t + "/dovecot-uidlist"); },
+       kDataErr, "/dovecot-uidlist is a symbolic link"},
+      {"name decoding to ../x", [&](const std::string& t) { MakeMaildir(t + "/.\\2e\\2e.x"); }, kUsage,
+       "'.' and '..' are not folder names"},
+      {"invalid modified UTF-7", [&](const std::string& t) { MakeMaildir(t + "/.&Jjo"); }, kUsage,
+       "is not valid modified UTF-7"},
+      {"a '/' inside a name", [&](const std::string& t) { MakeMaildir(t + "/.a\\2fb"); }, kUsage, "'/'"},
+      {"a control character", [&](const std::string& t) { MakeMaildir(t + "/.bell\\07"); }, kUsage,
+       "control characters"},
+      {"two directories for one folder",
+       [&](const std::string& t) {
+         MakeMaildir(t + "/.a\\2eb");
+         MakeMaildir(t + "/.a\\2Eb");
+       },
+       kUsage, "folder 'a.b' again"},
+      {"a folder that is INBOX again", [&](const std::string& t) { MakeMaildir(t + "/.inbox"); }, kUsage,
+       "folder 'INBOX' again"},
+      {"a FIFO among the messages", [&](const std::string& t) { ::mkfifo((t + "/cur/3.z:2,").c_str(), 0600); },
+       kDataErr, "not a regular file"},
+      {"a malformed uidlist", [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N5\nx :1.a\n"); },
+       kDataErr, "dovecot-uidlist line 2"},
+      {"a malformed keywords file", [&](const std::string& t) { WriteFileAt(t + "/dovecot-keywords", "zero $Work\n"); },
+       kDataErr, "dovecot-keywords line 1"},
+      {"no cur/", [&](const std::string& t) { fs::remove_all(t + "/cur"); }, kUsage, "not a Maildir"},
+  };
+  const std::string before = StoreState(root_);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string tree = dir_ / ("tree-" + std::to_string(&c - cases.data()));
+    MakeMaildir(tree);
+    WriteFileAt(tree + "/cur/1.a.mx:2,S", Message("ok", 1), 1);
+    MakeMaildir(tree + "/.Fine");
+    WriteFileAt(tree + "/.Fine/cur/1.b.mx:2,S", Message("ok", 2), 1);
+    c.make(tree);
+    CliResult r = Run({"-u", "mallory", "--maildir", tree});
+    EXPECT_EQ(r.status, c.status) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << r.err;
+    EXPECT_EQ(StoreState(root_), before);
+  }
+  // The tree itself a link.
+  fs::create_directory_symlink(outside, dir_ / "link");
+  CliResult r = Run({"-u", "mallory", "--maildir", dir_ / "link"});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+}
+
+// store.idx holds 64 user flags per folder: a tree whose keywords would push an existing folder
+// past that is refused before any folder is written (not half-way, after the folders before it).
+TEST_F(MaildirImport, TooManyUserFlagsForAnExistingFolderAreRefusedBeforeAnyWrite) {
+  CliResult r = RunCli({"deliver", "--store", root_, "-u", "una", "-d", "Zeta", "--create"}, Message("z", 0));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  {
+    auto store = store::Store::Open(root_);
+    std::vector<std::string> names;
+    for (int i = 0; i < 63; ++i) names.push_back("flag" + std::to_string(i));
+    store->OpenFolder("una", "Zeta")->SetUserFlagNames(names);
+  }
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", Message("inbox", 1), 1);
+  MakeMaildir(tree_ + "/.Zeta");
+  WriteFileAt(tree_ + "/.Zeta/cur/1.b.mx:2,ab", Message("zeta", 1), 1);
+  WriteFileAt(tree_ + "/.Zeta/dovecot-keywords", "0 flag3\n1 $New\n2 $Newer\n");
+  const std::string before = StoreState(root_);
+  r = Run({"-u", "una", "--maildir", tree_});
+  EXPECT_EQ(r.status, kUsage) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find("user/una/Zeta: would have 65 user flags"), std::string::npos) << r.err;
+  EXPECT_EQ(StoreState(root_), before);  // not even the INBOX, which comes first
+}
+
+TEST_F(MaildirImport, OptionsThatDoNotFitAreRefused) {
+  MakeMaildir(tree_);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--maildir", tree_},
+           {"-u", "joe", "--maildir", tree_, "-d", "Sent"},
+           {"-u", "joe", "--maildir", tree_, "--mboxo"},
+           {"-u", "joe", "--maildir", tree_, dir_ / "file.mbox"},
+           {"-u", "../x", "--maildir", tree_}}) {
+    CliResult r = Run(args);
+    EXPECT_EQ(r.status, kUsage) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  }
+  CliResult r = Run({"-u", "joe", "--maildir", dir_ / "absent"});
+  EXPECT_EQ(r.status, 66) << r.Describe();
+  r = RunCli({"import", "--help"});
+  EXPECT_NE(r.out.find("--maildir"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace storemove::tools
