@@ -1,9 +1,12 @@
 // Batches, UIDs and the skip of messages already present; the rules are in interop/folder_filler.h.
 #include "interop/folder_filler.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <unordered_map>
 
+#include "relinker/relinker.h"
 #include "util/digest.h"
 #include "util/fs.h"
 
@@ -29,16 +32,34 @@ class PresentMessages {
   // digest finds candidates, the bytes prove it, so a digest collision can never drop a message.
   bool Take(std::string_view bytes) {
     if (by_digest_.empty()) return false;
-    auto it = by_digest_.find(DigestOf(bytes));
+    return TakeMatching(DigestOf(bytes), bytes.size(), [&](int fd, const std::string& path) {
+      std::string stored(bytes.size(), '\0');
+      PreadAll(fd, stored.data(), stored.size(), 0, path);
+      return stored == bytes;
+    });
+  }
+  // The same for a staged message, compared file to file.
+  bool Take(const store::StagedMessage& staged) {
+    if (by_digest_.empty()) return false;
+    UniqueFd mine;
+    return TakeMatching(staged.meta.digest, staged.meta.size, [&](int fd, const std::string&) {
+      if (!mine.valid())
+        mine = OpenAt(folder_.dir_fd(), staged.temp_name, O_RDONLY | O_NOFOLLOW, 0, folder_.path() + "/" + staged.temp_name);
+      return relinker::SameContent(mine.get(), fd);
+    });
+  }
+
+ private:
+  template <typename Same>
+  bool TakeMatching(const Digest& digest, uint64_t size, Same same) {
+    auto it = by_digest_.find(digest);
     if (it == by_digest_.end()) return false;
     std::vector<Copy>& copies = it->second;
     for (size_t i = 0; i < copies.size(); ++i) {
-      if (copies[i].size != bytes.size()) continue;
+      if (copies[i].size != size) continue;
       UniqueFd fd = folder_.OpenMessageFile(copies[i].uid);
       if (!fd.valid()) continue;  // expunged meanwhile
-      std::string stored(bytes.size(), '\0');
-      PreadAll(fd.get(), stored.data(), stored.size(), 0, folder_.MessagePath(copies[i].uid));
-      if (stored != bytes) continue;
+      if (!same(fd.get(), folder_.MessagePath(copies[i].uid))) continue;
       copies.erase(copies.begin() + static_cast<std::ptrdiff_t>(i));
       if (copies.empty()) by_digest_.erase(it);
       return true;
@@ -46,7 +67,6 @@ class PresentMessages {
     return false;
   }
 
- private:
   struct Copy {
     uint32_t uid;
     uint64_t size;
@@ -55,7 +75,8 @@ class PresentMessages {
   std::unordered_map<Digest, std::vector<Copy>, DigestHash> by_digest_;
 };
 
-FolderFiller::FolderFiller(Folder& folder, bool created, bool skip_present) : folder_(folder), created_(created) {
+FolderFiller::FolderFiller(Folder& folder, bool created, bool skip_present, bool keep_uids)
+    : folder_(folder), created_(created), keep_uids_(keep_uids) {
   if (!created && skip_present) present_ = std::make_unique<PresentMessages>(folder);
 }
 
@@ -76,18 +97,36 @@ bool FolderFiller::Add(std::string_view bytes, MessageMeta meta) {
   }
   std::unique_ptr<store::MessageWriter> writer = created_ ? folder_.NewMessage(meta.uid) : folder_.NewMessage();
   writer->Write(bytes);
-  batch_.push_back(writer->Finish(meta));
+  Stage(writer->Finish(meta));
+  return true;
+}
+
+bool FolderFiller::AddStaged(store::StagedMessage staged) {
+  if (present_ && present_->Take(staged)) {
+    std::vector<store::StagedMessage> one{std::move(staged)};
+    folder_.Discard(one);
+    ++skipped_;
+    return false;
+  }
+  if (!created_ && !keep_uids_) staged.meta.uid = 0;
+  if (staged.meta.uid != 0) next_uid_ = std::max(next_uid_, staged.meta.uid + 1);
+  Stage(std::move(staged));
+  return true;
+}
+
+void FolderFiller::Stage(store::StagedMessage staged) {
+  const uint64_t size = staged.meta.size;
+  batch_.push_back(std::move(staged));
   // ArrivalLinker: the one place where a staged message can become a link to identical content.
   // In the batch first, so that the destructor discards it whatever the hook does.
   if (before_commit) before_commit(folder_, batch_.back());
   ++added_;
-  added_bytes_ += bytes.size();
-  batch_bytes_ += bytes.size();
+  added_bytes_ += size;
+  batch_bytes_ += size;
   if (batch_.size() >= kBatchMessages || batch_bytes_ >= kBatchBytes) {
     CommitBatch();
     if (after_batch) after_batch(added_);
   }
-  return true;
 }
 
 void FolderFiller::Finish() { CommitBatch(); }

@@ -25,7 +25,9 @@ class PresentMessages;
 class FolderFiller {
  public:
   // `created`: the folder is new and unpublished. `skip_present` only matters for an existing one.
-  FolderFiller(store::Folder& folder, bool created, bool skip_present);
+  // `keep_uids`: an existing folder takes messages under the UIDs the caller gives (moveuser, when
+  // the source's UIDVALIDITY is the folder's: the same UID is the same message).
+  FolderFiller(store::Folder& folder, bool created, bool skip_present, bool keep_uids = false);
   ~FolderFiller();
   FolderFiller(const FolderFiller&) = delete;
   FolderFiller& operator=(const FolderFiller&) = delete;
@@ -41,6 +43,10 @@ class FolderFiller {
   // Adds one message (meta: flags, user flags, dates; uid only for a created folder). False when
   // it was skipped as already present.
   bool Add(std::string_view bytes, store::MessageMeta meta);
+  // The same for a message the caller has already written and staged (Folder::NewMessage, e.g.
+  // streamed from a socket): a copy of bytes the folder held is compared file to file and
+  // discarded. False when it was skipped as already present.
+  bool AddStaged(store::StagedMessage staged);
   // Commits what is still staged.
   void Finish();
 
@@ -50,8 +56,10 @@ class FolderFiller {
 
  private:
   void CommitBatch();
+  void Stage(store::StagedMessage staged);
   store::Folder& folder_;
   bool created_;
+  bool keep_uids_;
   std::unique_ptr<PresentMessages> present_;
   std::vector<store::StagedMessage> batch_;
   uint64_t batch_bytes_ = 0;

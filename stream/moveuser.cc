@@ -14,8 +14,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include "interop/folder_filler.h"
 #include "interop/imap_client.h"
-#include "relinker/relinker.h"
 #include "stream/net_conn.h"
 #include "stream/private_file.h"
 #include "util/error.h"
@@ -32,9 +32,6 @@ using store::StagedMessage;
 
 namespace {
 
-// Messages become visible in batches: one lock, one store.idx append per batch (as import).
-constexpr size_t kBatchMessages = 256;
-constexpr uint64_t kBatchBytes = 8 << 20;
 constexpr size_t kUserFlags = 64;  // bits of MessageMeta::user_flags
 
 // The IMAP client's byte channel: a TCP connection, under TLS after STARTTLS or from the start.
@@ -126,38 +123,6 @@ class KeywordBits {
   bool changed_ = false;
 };
 
-// The messages a folder held before this pull, by content: another UIDVALIDITY means UIDs say
-// nothing, so a message is skipped only when the folder holds exactly its bytes.
-class PresentContent {
- public:
-  explicit PresentContent(const store::FolderSnapshot& snapshot) {
-    for (const MessageMeta& m : snapshot.messages) by_digest_[m.digest].push_back({m.uid, m.size});
-  }
-  // True (and that copy is used up) when the folder holds the staged message's bytes.
-  bool Take(Folder& folder, const StagedMessage& staged) {
-    auto it = by_digest_.find(staged.meta.digest);
-    if (it == by_digest_.end()) return false;
-    UniqueFd mine = OpenAt(folder.dir_fd(), staged.temp_name, O_RDONLY | O_NOFOLLOW, 0, folder.path() + "/" + staged.temp_name);
-    std::vector<Copy>& copies = it->second;
-    for (size_t i = 0; i < copies.size(); ++i) {
-      if (copies[i].size != staged.meta.size) continue;
-      UniqueFd theirs = folder.OpenMessageFile(copies[i].uid);
-      if (!theirs.valid() || !relinker::SameContent(mine.get(), theirs.get())) continue;
-      copies.erase(copies.begin() + static_cast<std::ptrdiff_t>(i));
-      if (copies.empty()) by_digest_.erase(it);
-      return true;
-    }
-    return false;
-  }
-
- private:
-  struct Copy {
-    uint32_t uid;
-    uint64_t size;
-  };
-  std::unordered_map<Digest, std::vector<Copy>, DigestHash> by_digest_;
-};
-
 // Collects FETCH metadata (no bodies).
 class MetaList final : public interop::ImapFetchSink {
  public:
@@ -178,60 +143,40 @@ struct FolderPull {
   int64_t now;
 };
 
-// Streams BODY[] literals into staged message files and commits them in batches.
+// Streams BODY[] literals into staged message files, handed to the folder's filler (batches,
+// the skip of bytes already present, single instance on arrival).
 class BodyWriter final : public interop::ImapFetchSink {
  public:
-  BodyWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, bool keep_uids, PresentContent* present)
-      : pull_(pull), folder_(folder), keywords_(keywords), keep_uids_(keep_uids), present_(present) {}
-  ~BodyWriter() override { folder_.Discard(batch_); }
+  BodyWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, interop::FolderFiller& filler)
+      : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler) {}
 
-  void BodyBegin(uint64_t size) override {
-    writer_ = folder_.NewMessage();
-    literal_size_ = size;
-  }
+  void BodyBegin(uint64_t) override { writer_ = folder_.NewMessage(); }
   void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
   void Message(const ImapMessage& m, bool had_body) override {
     if (!had_body || !writer_) return;  // a flag update the server sent on its own
     MessageMeta meta;
-    meta.uid = keep_uids_ ? m.uid : 0;
+    meta.uid = m.uid;
     keywords_.Map(m, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
+    keywords_.Save(folder_);  // the names before any commit that uses them
     meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
     meta.save_time = pull_.now;
     StagedMessage staged = writer_->Finish(meta);
     writer_.reset();
-    if (present_ && present_->Take(folder_, staged)) {
-      std::vector<StagedMessage> one{std::move(staged)};
-      folder_.Discard(one);
+    const uint64_t size = staged.meta.size;
+    if (!filler_.AddStaged(std::move(staged))) {
       ++pull_.result.already_present;
       return;
     }
-    if (pull_.options.on_arrival) staged = pull_.options.on_arrival(folder_, std::move(staged));
-    batch_bytes_ += literal_size_;
-    pull_.result.bytes += literal_size_;
+    pull_.result.bytes += size;
     ++pull_.result.messages;
-    ++received_;
-    batch_.push_back(std::move(staged));
-    if (batch_.size() >= kBatchMessages || batch_bytes_ >= kBatchBytes) Commit();
-  }
-  void Commit() {
-    if (batch_.empty()) return;
-    keywords_.Save(folder_);
-    folder_.Commit(batch_);
-    batch_bytes_ = 0;
-    if (pull_.options.after_batch) pull_.options.after_batch(pull_.user, pull_.name, received_);
   }
 
  private:
   FolderPull& pull_;
   Folder& folder_;
   KeywordBits& keywords_;
-  bool keep_uids_;
-  PresentContent* present_;
+  interop::FolderFiller& filler_;
   std::unique_ptr<store::MessageWriter> writer_;
-  uint64_t literal_size_ = 0;
-  std::vector<StagedMessage> batch_;
-  uint64_t batch_bytes_ = 0;
-  uint64_t received_ = 0;
 };
 
 void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) {
@@ -241,7 +186,6 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
 
   store::Store& store = pull.store;
   std::unique_ptr<Folder> folder;
-  std::unique_ptr<PresentContent> present;
   bool created = false, keep_uids = true;
   std::vector<uint32_t> wanted;
   std::vector<std::string> names;
@@ -278,7 +222,6 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
       }
       names = folder->Snapshot().info.user_flag_names;
     } else {
-      present = std::make_unique<PresentContent>(snapshot);
       for (const ImapMessage& m : listed.messages) wanted.push_back(m.uid);
     }
   }
@@ -287,9 +230,13 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
 
   KeywordBits keywords(names);
-  BodyWriter writer(pull, *folder, keywords, keep_uids, present.get());
+  interop::FolderFiller filler(*folder, created, /*skip_present=*/!keep_uids, keep_uids);
+  if (pull.options.on_arrival) filler.before_commit = pull.options.on_arrival;
+  if (pull.options.after_batch)
+    filler.after_batch = [&pull](uint64_t added) { pull.options.after_batch(pull.user, pull.name, added); };
+  BodyWriter writer(pull, *folder, keywords, filler);
   if (!wanted.empty()) client.FetchBodies(wanted, writer);
-  writer.Commit();
+  filler.Finish();
   if (keep_uids && status.uidnext > 0) folder->RaiseUidNext(status.uidnext);
   if (created) {
     store.PublishFolder(*folder);

@@ -57,9 +57,9 @@ struct MoveUserResult {
 struct MoveUserOptions {
   int jobs = 1;       // users pulled at once
   bool hold = false;  // destination user on hold during its pull, active after
-  // Called with each staged message before it is committed (single instance on arrival); returns
-  // what to commit instead. Called from the worker threads.
-  std::function<store::StagedMessage(store::Folder&, store::StagedMessage)> on_arrival;
+  // Called with each staged message before it is committed; it may replace it (single instance
+  // on arrival: interop::FolderFiller::before_commit). Called from the worker threads.
+  std::function<void(store::Folder&, store::StagedMessage&)> on_arrival;
   // Called once per user when it is done or failed, one call at a time.
   std::function<void(const MoveUserResult&)> on_user;
   // Test seam: called after each batch committed to a folder, with the user, the folder and the

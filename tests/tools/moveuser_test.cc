@@ -380,7 +380,7 @@ TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
                           tmp_ / "out", sv[1]);
   ::close(sv[1]);
   char c;
-  // The first batch (256 messages of alice's INBOX, which is new) is committed: kill right there.
+  // The first full batch (256 messages of alice's INBOX, which is new) is committed: kill right there.
   ASSERT_EQ(::read(sv[0], &c, 1), 1) << storemove::testing::SlurpFile(tmp_ / "out");
   {
     auto dst = Store::Open(dst_root_);
@@ -392,8 +392,12 @@ TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
   ::waitpid(pid, &status, 0);
   ::close(sv[0]);
   {
+    // Folders pulled before the kill are visible and complete; the one it stopped is not visible.
     auto dst = Store::Open(dst_root_);
-    for (const FolderInfo& f : dst->ListFolders("alice")) ADD_FAILURE() << "visible after the kill: " << f.folder;
+    auto src = Store::Open(src_root_);
+    EXPECT_FALSE(dst->FindFolder("alice", "INBOX"));
+    for (const FolderInfo& f : dst->ListFolders("alice"))
+      EXPECT_EQ(f.count, src->FindFolder("alice", f.folder)->count) << "visible but incomplete: " << f.folder;
   }
   CliResult r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--insecure", "--hold"}));
   ASSERT_EQ(r.status, 0) << r.Describe();
