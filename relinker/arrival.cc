@@ -36,6 +36,11 @@ ArrivalCounters ArrivalLinker::counters() const {
           below_minsize_.load()};
 }
 
+std::function<void(store::Folder&, store::StagedMessage&)> ArrivalLinker::Hook() {
+  if (!enabled_) return {};
+  return [this](store::Folder& folder, store::StagedMessage& staged) { staged = Arrived(folder, staged); };
+}
+
 store::StagedMessage ArrivalLinker::Arrived(store::Folder& folder, const store::StagedMessage& staged) {
   if (!enabled_) return staged;
   const uint64_t size = staged.meta.size;

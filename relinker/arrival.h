@@ -3,10 +3,11 @@
 // linked through the partition's repository as it comes in instead of by a later relink pass.
 //
 //   relinker::ArrivalLinker linker(store);            // reads STORE/config/store.conf once
-//   StagedMessage staged = writer->Finish(meta);
-//   batch.push_back(linker.Arrived(*folder, std::move(staged)));
+//   batch.push_back(writer->Finish(meta));
+//   batch.back() = linker.Arrived(*folder, batch.back());
 //   ...
 //   folder->Commit(batch);
+// or, for a writer with a before-commit hook (FolderFiller): options.before_commit = linker.Hook();
 //
 // With the setting off (the default) Arrived returns its argument and costs nothing. On:
 //  * no repository entry for the message's digest: the staged file becomes the entry (one
@@ -29,6 +30,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -66,6 +68,11 @@ class ArrivalLinker {
   // was: still the caller's to commit (as a plain copy) or discard.
   store::StagedMessage Arrived(store::Folder& folder, const store::StagedMessage& staged);
   ArrivalCounters counters() const;
+  // For the writers that take a hook (interop::FolderFiller::before_commit, ImportOptions,
+  // MaildirImportOptions, moveuser's on_arrival): `options.before_commit = linker.Hook();`
+  // replaces each staged message by Arrived's result. Empty when the setting is off, so an
+  // import without it pays nothing. The linker must outlive the hook.
+  std::function<void(store::Folder&, store::StagedMessage&)> Hook();
 
  private:
   store::Store& store_;
