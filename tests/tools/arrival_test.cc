@@ -258,5 +258,26 @@ TEST_F(ArrivalCli, ImportOfAnMboxIntoTwoUsersLinks) {
   ExpectConsistent(/*messages=*/2 * messages.size() + 1, /*unique=*/13);
 }
 
+TEST_F(ArrivalCli, MaildirImportLinksToo) {
+  ASSERT_EQ(Config({"local.store.relinker.enabled=yes"}).status, 0);
+  std::vector<std::string> messages;
+  for (int i = 0; i < 4; ++i) messages.push_back(Message("maildir-" + std::to_string(i)));
+  for (const std::string& m : messages) Deliver("alice", m);
+  const std::string tree = dir_ / "alice.maildir";
+  CliResult e = RunCli({"export", "--store", root_, "-u", "alice", "-d", tree, "--format", "maildir"});
+  ASSERT_EQ(e.status, 0) << e.Describe();
+  CliResult r = RunCli({"import", "--store", root_, "-u", "bob", "--maildir", tree});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("single instance on arrival: linked 4 "), std::string::npos) << r.out;
+  std::vector<FileState> alice = Inbox("alice"), bob = Inbox("bob");
+  ASSERT_EQ(bob.size(), messages.size());
+  for (size_t i = 0; i < messages.size(); ++i) {
+    EXPECT_EQ(bob[i].bytes, messages[i]) << i;
+    EXPECT_EQ(bob[i].ino, alice[i].ino) << i;
+    EXPECT_EQ(bob[i].nlink, 3u) << i;
+  }
+  ExpectConsistent(/*messages=*/8, /*unique=*/4);
+}
+
 }  // namespace
 }  // namespace storemove::tools
