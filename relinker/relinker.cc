@@ -4,9 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bitset>
 #include <cerrno>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <cstring>
 
@@ -24,13 +26,17 @@ bool SameContent(int fd_a, int fd_b) {
   if (::fstat(fd_a, &sa) != 0 || ::fstat(fd_b, &sb) != 0) ThrowErrno("stat message file");
   if (sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) return true;
   if (sa.st_size != sb.st_size) return false;
-  std::string a(kCompareBlock, '\0'), b(kCompareBlock, '\0');
+  // Buffers the size of the file when it is small (most mail is), and not zero-filled: on
+  // arrival this runs once per linked message, where two 256 KiB memsets cost more than the
+  // comparison of a typical message.
+  const size_t block = std::clamp<size_t>(size_t(sa.st_size), 1, kCompareBlock);
+  std::unique_ptr<char[]> a(new char[block]), b(new char[block]);
   off_t off = 0;
   for (;;) {
-    ssize_t na = ::pread(fd_a, a.data(), kCompareBlock, off);
-    ssize_t nb = ::pread(fd_b, b.data(), kCompareBlock, off);
+    ssize_t na = ::pread(fd_a, a.get(), block, off);
+    ssize_t nb = ::pread(fd_b, b.get(), block, off);
     if (na < 0 || nb < 0) ThrowErrno("read message file");
-    if (na != nb || std::memcmp(a.data(), b.data(), size_t(na)) != 0) return false;
+    if (na != nb || std::memcmp(a.get(), b.get(), size_t(na)) != 0) return false;
     if (na == 0) return true;
     off += na;
   }

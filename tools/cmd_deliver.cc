@@ -8,9 +8,13 @@
 //                   message names the new host ("user X has moved to HOST").
 //   66 EX_NOINPUT   the folder does not exist (without --create)
 //   64 EX_USAGE     bad user or folder name, bad --flags or --date
+// A broken STORE/config/store.conf is a temporary failure too: the mail waits in the MTA's queue
+// while the administrator fixes it, instead of bouncing.
 #include <cstdio>
 #include <vector>
 
+#include "relinker/arrival.h"
+#include "store/settings.h"
 #include "tools/commands.h"
 #include "util/error.h"
 
@@ -48,6 +52,15 @@ int RunDeliver(const DeliverOptions& options) {
   const int64_t internal_date = options.date.empty() ? now : ParseTime(options.date, "--date");
 
   auto store = store::Store::Open(root, {store::Durability::kBatch});
+  store::Settings settings;
+  try {
+    settings = store::ReadSettings(*store);
+  } catch (const Error& e) {
+    Throw(Errc::kTempFail, std::string(e.what()) + "; delivery deferred");
+  }
+  // Single instance on arrival (local.store.relinker.enabled): identical content becomes a hard
+  // link to the partition's repository entry, bytes proven equal first.
+  relinker::ArrivalLinker linker(*store, settings);
   if (std::optional<store::UserInfo> user = store->FindUser(options.user)) {
     CheckAcceptsMail(*user);
   } else if (options.create) {
@@ -83,7 +96,15 @@ int RunDeliver(const DeliverOptions& options) {
   meta.internal_date = internal_date;
   meta.save_time = now;
   std::vector<store::StagedMessage> batch;
-  batch.push_back(writer->Finish(meta));
+  store::StagedMessage staged = writer->Finish(meta);
+  try {
+    batch.push_back(linker.Arrived(*folder, staged));
+  } catch (const Error& e) {
+    // Linking only saves space: a repository it cannot use (damage, a planted symlink) must not
+    // bounce or delay mail. The copy is delivered and the reason logged through the MTA.
+    std::fprintf(stderr, "storemove deliver: warning: delivering a copy, not linked: %s\n", e.what());
+    batch.push_back(staged);
+  }
 
   // Status check and commit under the user's delivery gate: a migration that sets `hold` waits
   // for this delivery to finish, and a delivery that starts later sees `hold`.
@@ -106,8 +127,8 @@ int RunDeliver(const DeliverOptions& options) {
   }
   std::vector<uint32_t> uids = folder->Commit(batch);
   if (options.verbose) {
-    std::printf("delivered %llu bytes to %s uid %u\n", static_cast<unsigned long long>(received), mailbox.c_str(),
-                uids.at(0));
+    std::printf("delivered %llu bytes to %s uid %u%s\n", static_cast<unsigned long long>(received), mailbox.c_str(),
+                uids.at(0), linker.counters().linked ? " (a link to identical content)" : "");
   }
   return 0;
 }

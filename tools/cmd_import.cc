@@ -13,6 +13,7 @@
 
 #include "interop/import.h"
 #include "interop/maildir_import.h"
+#include "relinker/arrival.h"
 #include "store/sync.h"
 #include "tools/commands.h"
 #include "util/error.h"
@@ -73,6 +74,11 @@ std::function<void()> TestBatchHook() {
   };
 }
 
+// What single instance on arrival did (local.store.relinker.enabled), when it is on.
+void PrintArrival(const relinker::ArrivalLinker& linker) {
+  if (linker.enabled()) std::printf("single instance on arrival: %s\n", linker.counters().ToString().c_str());
+}
+
 void OnWait(const std::string& why) { std::fprintf(stderr, "storemove import: %s\n", why.c_str()); }
 
 int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
@@ -85,6 +91,8 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
   options.user = o.user;
   options.dir = o.maildir;
   options.append_all = o.append_all;
+  relinker::ArrivalLinker linker(*store);  // the store's local.store.relinker.* settings
+  options.before_commit = linker.Hook();
   if (std::function<void()> hook = TestBatchHook())
     options.after_batch = [hook](const std::string&, uint64_t) { hook(); };
   options.on_wait = OnWait;
@@ -112,6 +120,7 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
     std::printf("; %llu messages lost a flag the store cannot keep",
                 static_cast<unsigned long long>(report.flags_not_kept));
   std::printf("\n");
+  PrintArrival(linker);
   return 0;
 }
 
@@ -129,6 +138,8 @@ int RunImport(const ImportCliOptions& o) {
   interop::ImportOptions options;
   options.flavor = o.mboxo ? interop::MboxFlavor::kMboxo : interop::MboxFlavor::kMboxrd;
   options.append_all = o.append_all;
+  relinker::ArrivalLinker linker(*store);  // the store's local.store.relinker.* settings
+  options.before_commit = linker.Hook();
   if (std::function<void()> hook = TestBatchHook())
     options.after_batch = [hook](const interop::ImportJob&, uint64_t) { hook(); };
   options.on_wait = OnWait;
@@ -145,6 +156,7 @@ int RunImport(const ImportCliOptions& o) {
                 static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
                 static_cast<unsigned long long>(report.skipped), static_cast<unsigned long long>(report.files),
                 static_cast<unsigned long long>(report.users));
+  PrintArrival(linker);
   return 0;
 }
 

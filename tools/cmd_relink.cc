@@ -1,10 +1,12 @@
 // storemove relink: Sun's relinker — one inode for every copy of the same message content in a
 // partition, through the partition's digest repository (relinker/relink.h, docs/relinker.md).
+#include <cstdint>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
 
 #include "relinker/relink.h"
+#include "store/settings.h"
 #include "tools/commands.h"
 
 namespace storemove::tools {
@@ -13,7 +15,7 @@ namespace {
 struct RelinkCommandOptions {
   std::string store_dir;
   relinker::RelinkOptions relink;
-  uint64_t min_size_kb = 0;
+  uint64_t min_size_kb = UINT64_MAX;  // not given: the store's local.store.relinker.minsize
   bool json = false;
 };
 
@@ -24,7 +26,9 @@ nlohmann::json UsageJson(const relinker::Usage& u) {
 
 int RunRelink(RelinkCommandOptions& options) {
   std::unique_ptr<store::Store> store = OpenStore(options.store_dir);
-  options.relink.min_size = options.min_size_kb * 1024;
+  const uint64_t min_size_kb = options.min_size_kb != UINT64_MAX ? options.min_size_kb
+                                                                  : store::ReadSettings(*store).relinker_minsize_kb;
+  options.relink.min_size = min_size_kb * 1024;
   const relinker::RelinkStats stats = relinker::Relink(*store, options.relink);
   if (options.json) {
     nlohmann::json out = {{"before", UsageJson(stats.before)},
@@ -54,7 +58,7 @@ void AddRelinkCommand(CLI::App& root, Action* chosen) {
       ->type_name("NAME");
   command->add_flag("-d,--purge", options->relink.purge,
                     "remove repository entries no message links to any more (not while a restore runs)");
-  command->add_option("--min-size", options->min_size_kb, "leave messages smaller than this alone")
+  command->add_option("--min-size", options->min_size_kb, "leave messages smaller than this alone (default: the store's local.store.relinker.minsize)")
       ->type_name("KB");
   command->add_option("--reads", options->relink.reads, "message files examined at once (default 16; 1 = one at a time)")
       ->check(CLI::Range(1, 1024));

@@ -35,6 +35,7 @@ void AddMigrateCommand(CLI::App& root, Action* chosen);
 void AddDeleteCommand(CLI::App& root, Action* chosen);
 void AddRenameCommand(CLI::App& root, Action* chosen);
 void AddMoveUserCommand(CLI::App& root, Action* chosen);
+void AddConfigCommand(CLI::App& root, Action* chosen);
 
 // --- helpers shared by the subcommands (common.cc) -------------------------------------------
 

@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   tools::AddDeleteCommand(app, &action);
   tools::AddRenameCommand(app, &action);
   tools::AddMoveUserCommand(app, &action);
+  tools::AddConfigCommand(app, &action);
 
   try {
     app.parse(argc, argv);
