@@ -198,11 +198,18 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     folder = store.OpenFolder(pull.user, pull.name);
     const store::FolderSnapshot snapshot = folder->Snapshot();
     names = snapshot.info.user_flag_names;
+    // The same UIDVALIDITY means the UIDs it has are the same messages, unless the value matched
+    // by chance (both sides derive it from the clock): a UID whose size differs proves that, and
+    // the folder is then filled by content.
+    std::unordered_map<uint32_t, const MessageMeta*> have;
+    for (const MessageMeta& m : snapshot.messages) have[m.uid] = &m;
     keep_uids = snapshot.info.uidvalidity == status.uidvalidity;
+    for (const ImapMessage& m : listed.messages) {
+      auto it = have.find(m.uid);
+      if (keep_uids && it != have.end() && it->second->size != m.size) keep_uids = false;
+    }
     if (keep_uids) {
-      // The UIDs it has are the same messages: fetch the others; flags follow the source.
-      std::unordered_map<uint32_t, const MessageMeta*> have;
-      for (const MessageMeta& m : snapshot.messages) have[m.uid] = &m;
+      // Fetch the UIDs it lacks; the flags of those it has follow the source.
       KeywordBits keywords(names);
       for (const ImapMessage& m : listed.messages) {
         auto it = have.find(m.uid);

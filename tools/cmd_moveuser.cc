@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "relinker/arrival.h"
 #include "store/sync.h"
 #include "stream/moveuser.h"
 #include "tools/commands.h"
@@ -68,6 +69,8 @@ int RunMoveUser(MoveUserCliOptions& o) {
   stream::MoveUserOptions options;
   options.jobs = o.jobs;
   options.hold = o.hold;
+  relinker::ArrivalLinker linker(*store);  // the store's local.store.relinker.* settings
+  options.on_arrival = linker.Hook();
   if (const char* hook = std::getenv("STOREMOVE_TEST_BATCH_FD")) {
     // Test seam (tests/tools/moveuser_test.py): after each committed batch, say so on this
     // descriptor and wait for a byte back, so a test can kill the pull right there.
@@ -101,8 +104,10 @@ int RunMoveUser(MoveUserCliOptions& o) {
     for (const stream::MoveUserResult& r : report.users) users.push_back(ToJson(r));
     nlohmann::json out = {{"source", o.source.url}, {"users", users},     {"failed", report.failed},
                           {"messages", report.messages}, {"bytes", report.bytes}, {"seconds", report.seconds}};
+    if (linker.enabled()) out["arrival_links"] = linker.counters().linked;
     std::printf("%s\n", out.dump(2).c_str());
   } else {
+    if (linker.enabled()) std::printf("single instance on arrival: %s\n", linker.counters().ToString().c_str());
     std::printf("moveuser: %zu users (%llu failed), %llu messages, %s in %.2f s\n", report.users.size(),
                 static_cast<unsigned long long>(report.failed), static_cast<unsigned long long>(report.messages),
                 HumanBytes(report.bytes).c_str(), report.seconds);

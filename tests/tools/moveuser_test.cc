@@ -156,7 +156,7 @@ class MoveUser : public ::testing::Test {
     WritePrivate(*dir_ / "wrong.pw", "not-her-password\n");
     WritePrivate(*dir_ / "admin.pw", "admin-secret\n");
     WritePrivate(*dir_ / "carol.pw", "carol-secret\n");
-    WritePrivate(*dir_ / "passwords", "alice\talice-secret\nbob\tbob-secret\n");
+    WritePrivate(*dir_ / "passwords", "alice\talice-secret\nbob\tbob-secret\ncarol\tcarol-secret\n");
     WriteFileAtomic(*dir_ / "users", "alice\nbob\n", 0644);
   }
   static void TearDownTestSuite() {
@@ -300,7 +300,7 @@ void GiveToDovecot(const std::string& path) {
   ASSERT_EQ(::chown(path.c_str(), nobody->pw_uid, nobody->pw_gid), 0) << path;
 }
 
-TEST_F(MoveUser, SourceChangesAreFollowed) {
+TEST_F(MoveUser, SourceChangesAndAnotherUidValidityAreFollowed) {
   const std::vector<std::string> pull = Pull({"--user", "carol", "--password-file", *dir_ / "carol.pw", "--insecure", "--json"});
   CliResult r = RunCli(pull);
   ASSERT_EQ(r.status, 0) << r.Describe();
@@ -335,22 +335,32 @@ TEST_F(MoveUser, SourceChangesAreFollowed) {
               "From: a@example.org\r\nSubject: new at the source\r\n\r\nhello\r\n");
   }
 
-  // The source forgets its UIDs (a new UIDVALIDITY): nothing is fetched twice into the store.
-  for (const auto& e : fs::directory_iterator(inbox)) {
-    const std::string name = e.path().filename().string();
-    if (name.starts_with("dovecot-uidlist") || name.starts_with("dovecot.index")) fs::remove(e.path());
-  }
-  size_t before;
+  // A destination INBOX of another UIDVALIDITY that already holds carol's mail (an mbox import
+  // of it, into a second store): every message is fetched and compared, none stored twice.
+  r = RunCli({"export", "--store", dst_root_, "-u", "carol", "-d", tmp_ / "mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const std::string other = tmp_ / "other";
+  ASSERT_EQ(RunCli({"init", "--store", other}).status, 0);
+  // One message first, so that the same UIDs do not hold the same messages (if the clock gave
+  // both stores the same UIDVALIDITY, the sizes tell).
+  WriteFileAtomic(tmp_ / "first", "Subject: first\n\nhere before the pull\n", 0600);
+  r = storemove::testing::RunCliWithStdinFile({"deliver", "--store", other, "--user", "carol", "--create"}, tmp_ / "first");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  r = RunCli({"import", "--store", other, "-u", "carol", "-s", tmp_ / "mbox/INBOX"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  size_t inbox_count = 0, archive_count = 0;
   {
     auto dst = Store::Open(dst_root_);
-    before = dst->OpenFolder("carol", "INBOX")->Snapshot().messages.size();
+    inbox_count = dst->FindFolder("carol", "INBOX")->count;
+    archive_count = dst->FindFolder("carol", "Archive/2023")->count;
   }
-  r = RunCli(pull);
+  r = RunCli({"moveuser", "--store", other, "--from", url_, "--user", "carol", "--password-file", *dir_ / "carol.pw",
+              "--insecure", "--json"});
   ASSERT_EQ(r.status, 0) << r.Describe();
-  EXPECT_NE(r.out.find("\"messages\": 0,"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("\"already_present\": " + std::to_string(before)), std::string::npos) << r.out;
-  auto dst = Store::Open(dst_root_);
-  EXPECT_EQ(dst->OpenFolder("carol", "INBOX")->Snapshot().messages.size(), before);
+  EXPECT_NE(r.out.find("\"already_present\": " + std::to_string(inbox_count) + ","), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"messages\": " + std::to_string(archive_count) + ","), std::string::npos) << r.out;
+  auto imported = Store::Open(other);
+  EXPECT_EQ(imported->FindFolder("carol", "INBOX")->count, inbox_count + 1);
 }
 
 // batch_fd >= 0: the child tells on it after each committed batch and waits.
@@ -406,6 +416,30 @@ TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
   EXPECT_EQ(dst->FindUser("alice")->status.state, UserState::kActive);
 }
 
+
+TEST_F(MoveUser, SingleInstanceOnArrivalLinksIdenticalMessagesOfTwoUsers) {
+  // carol's mail is a copy of bob's (SourceChangesAreFollowed may have added one message).
+  ASSERT_EQ(RunCli({"config", "--store", dst_root_, "local.store.relinker.enabled=yes"}).status, 0);
+  WriteFileAtomic(tmp_ / "two", "bob\ncarol\n", 0644);
+  CliResult r = RunCli(Pull({"--users", tmp_ / "two", "--password-file", *dir_ / "passwords", "--insecure"}));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  uint64_t bob_messages = 0;
+  {
+    auto src = Store::Open(src_root_);
+    for (const FolderInfo& f : src->ListFolders("bob")) bob_messages += f.count;
+  }
+  // Each of carol's copies links to bob's; copies within one mailbox link too.
+  const size_t at = r.out.find("single instance on arrival: linked ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  EXPECT_GE(std::stoull(r.out.substr(at + 35)), bob_messages) << r.out;
+  auto dst = Store::Open(dst_root_);
+  ExpectPulled(*dst, "bob", kBobFolders);
+  auto bob = dst->OpenFolder("bob", "INBOX");
+  const MessageMeta first = bob->Snapshot().messages.front();
+  struct stat st;
+  ASSERT_EQ(::stat(bob->MessagePath(first.uid).c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 3u) << "bob's copy, carol's and the repository entry";
+}
 
 // --- Cyrus IMAP -------------------------------------------------------------------------------
 // Cyrus is filled over IMAP (APPEND with flags, keywords and dates, as an administrator acting for
