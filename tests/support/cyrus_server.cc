@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "tests/support/imap_filler.h"
+#include "tests/support/server_process.h"
 #include "util/error.h"
 
 namespace storemove::testing {
@@ -34,37 +35,6 @@ namespace fs = std::filesystem;
 
 // The SASL realm of the sasldb entries; imapd looks users up in its servername's realm.
 constexpr const char* kServerName = "storemove-test";
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) ThrowErrno("socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int err = errno;
-    ::close(fd);
-    ThrowErrno("bind to a free port", err);
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-void WriteFile(const fs::path& path, const std::string& text, mode_t mode) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) Throw(Errc::kIo, "cannot write " + path.string());
-  fs::permissions(path, static_cast<fs::perms>(mode));
-}
-
-void ChownTree(const fs::path& root, uid_t uid, gid_t gid) {
-  if (::lchown(root.c_str(), uid, gid) != 0) ThrowErrno("chown " + root.string());
-  for (const auto& e : fs::recursive_directory_iterator(root))
-    if (::lchown(e.path().c_str(), uid, gid) != 0) ThrowErrno("chown " + e.path().string());
-}
 
 // The sasldb saslpasswd2 would write, without its ~120 ms of SASL plugin loading per user: a
 // Berkeley DB hash whose keys are "<user>\0<realm>\0userPassword" and values the plaintext
@@ -119,7 +89,7 @@ void CyrusServer::Start(const Options& options) {
   // The recovery stamp `ctl_cyrusdb -r` leaves (4 bytes, network order: skiplist databases older
   // than it need recovery): without it every imapd logs a DBERROR. The databases are new.
   const uint32_t stamp = htonl(uint32_t(::time(nullptr)));
-  WriteFile(dir_ + "/conf/db/skipstamp", std::string(reinterpret_cast<const char*>(&stamp), sizeof stamp), 0644);
+  WriteTestFile(dir_ + "/conf/db/skipstamp", std::string(reinterpret_cast<const char*>(&stamp), sizeof stamp), 0644);
 
   // Cyrus switches from root to cyrus_user and refuses to stay root; anyone else runs it as
   // themselves.
@@ -130,7 +100,7 @@ void CyrusServer::Start(const Options& options) {
     const passwd* me = ::getpwuid(::getuid());
     cyrus_user = me ? me->pw_name : std::to_string(::getuid());
   }
-  port_ = FreePort();
+  port_ = FreeLoopbackPort();
 
   std::ostringstream c;
   c << "# throw-away configuration of tests/support/cyrus_server.cc\n"
@@ -173,7 +143,7 @@ void CyrusServer::Start(const Options& options) {
       << "tls_server_key: " << dir_ << "/tls/key.pem\n"
       << "tls_session_timeout: 0\n";  // no session cache database to keep
   }
-  WriteFile(dir_ + "/imapd.conf", c.str(), 0644);
+  WriteTestFile(dir_ + "/imapd.conf", c.str(), 0644);
 
   const std::string config = dir_ + "/imapd.conf";
   std::ostringstream m;
@@ -183,7 +153,7 @@ void CyrusServer::Start(const Options& options) {
     << "  imap cmd=\"" << kImapd << " -C " << config << "\" listen=\"127.0.0.1:" << port_
     << "\" prefork=0\n"
     << "}\n";
-  WriteFile(dir_ + "/cyrus.conf", m.str(), 0644);
+  WriteTestFile(dir_ + "/cyrus.conf", m.str(), 0644);
 
   std::map<std::string, std::string> passwords = options.users;
   passwords[options.admin] = options.admin_password;
@@ -244,42 +214,10 @@ void CyrusServer::Start(const Options& options) {
 }
 
 void CyrusServer::Stop() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    int status = 0;
-    bool reaped = false;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        reaped = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling interval of a bounded wait
-    }
-    ::kill(-pid_, SIGKILL);  // stragglers of its group, or the master itself after the deadline
-    if (!reaped) ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-  if (!dir_.empty()) {
-    if (std::getenv("CYRUS_TEST_KEEP") == nullptr) {
-      std::error_code ec;
-      fs::remove_all(dir_, ec);
-    }
-    dir_.clear();
-  }
+  StopProcessGroup(&pid_);
+  RemoveServerDir(&dir_, "CYRUS_TEST_KEEP");
 }
 
-std::string CyrusServer::Log() const {
-  std::string text;
-  for (const char* name : {"/master.log", "/syslog.log"}) {
-    std::ifstream in(dir_ + name, std::ios::binary);
-    std::string part((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    text += part;
-  }
-  if (text.size() > 4000) text = text.substr(text.size() - 4000);
-  for (char& ch : text)
-    if (ch == '\n') ch = '|';  // one line, for an error message
-  return text.empty() ? "(no log)" : text;
-}
+std::string CyrusServer::Log() const { return OneLineLog(dir_, {"/master.log", "/syslog.log"}); }
 
 }  // namespace storemove::testing

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/support/server_process.h"
 #include "util/error.h"
 
 namespace storemove::testing {
@@ -25,23 +26,6 @@ namespace storemove::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) ThrowErrno("socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int err = errno;
-    ::close(fd);
-    ThrowErrno("bind to a free port", err);
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 bool Connects(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -60,20 +44,6 @@ std::string Account(const char* name) {
   if (::getuid() != 0) return "";
   const passwd* pw = ::getpwnam(name);
   return pw ? pw->pw_name : "";
-}
-
-void ChownTree(const fs::path& root, uid_t uid, gid_t gid) {
-  if (::lchown(root.c_str(), uid, gid) != 0) ThrowErrno("chown " + root.string());
-  for (const auto& e : fs::recursive_directory_iterator(root))
-    if (::lchown(e.path().c_str(), uid, gid) != 0) ThrowErrno("chown " + e.path().string());
-}
-
-void WriteFile(const fs::path& path, const std::string& text, mode_t mode) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) Throw(Errc::kIo, "cannot write " + path.string());
-  fs::permissions(path, static_cast<fs::perms>(mode));
 }
 
 }  // namespace
@@ -120,9 +90,9 @@ void DovecotServer::Start(const Options& options) {
 
   std::string passwd_text;
   for (const auto& [user, password] : options.users) passwd_text += user + ":{PLAIN}" + password + "::::::\n";
-  WriteFile(dir_ + "/passwd", passwd_text, 0644);
+  WriteTestFile(dir_ + "/passwd", passwd_text, 0644);
   if (!options.master_user.empty())
-    WriteFile(dir_ + "/master-users", options.master_user + ":{PLAIN}" + options.master_password + "::::::\n", 0644);
+    WriteTestFile(dir_ + "/master-users", options.master_user + ":{PLAIN}" + options.master_password + "::::::\n", 0644);
 
   const passwd* me = ::getpwuid(::getuid());
   const group* my_group = ::getgrgid(::getgid());
@@ -130,7 +100,7 @@ void DovecotServer::Start(const Options& options) {
   const std::string group_name = my_group ? my_group->gr_name : std::to_string(::getgid());
   const std::string internal = Account("dovecot");
   const std::string login = Account("dovenull");
-  port_ = FreePort();
+  port_ = FreeLoopbackPort();
 
   std::ostringstream c;
   c << "# throw-away configuration of tests/support/dovecot_server.cc\n"
@@ -173,7 +143,7 @@ void DovecotServer::Start(const Options& options) {
     << "service imap-login {\n  chroot =\n  inet_listener imap {\n    address = 127.0.0.1\n    port = " << port_
     << "\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}\n"
     << "service anvil {\n  chroot =\n}\n";
-  WriteFile(dir_ + "/dovecot.conf", c.str(), 0644);
+  WriteTestFile(dir_ + "/dovecot.conf", c.str(), 0644);
 
   const std::string out = dir_ + "/dovecot.out";
   const std::string config = dir_ + "/dovecot.conf";
@@ -203,42 +173,10 @@ void DovecotServer::Start(const Options& options) {
 }
 
 void DovecotServer::Stop() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    int status = 0;
-    bool reaped = false;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        reaped = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling interval of a bounded wait
-    }
-    ::kill(-pid_, SIGKILL);  // stragglers of its group, or the master itself after the deadline
-    if (!reaped) ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-  if (!dir_.empty()) {
-    if (std::getenv("DOVECOT_TEST_KEEP") == nullptr) {
-      std::error_code ec;
-      fs::remove_all(dir_, ec);
-    }
-    dir_.clear();
-  }
+  StopProcessGroup(&pid_);
+  RemoveServerDir(&dir_, "DOVECOT_TEST_KEEP");
 }
 
-std::string DovecotServer::Log() const {
-  std::string text;
-  for (const char* name : {"/dovecot.out", "/dovecot.log"}) {
-    std::ifstream in(dir_ + name, std::ios::binary);
-    std::string part((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    text += part;
-  }
-  if (text.size() > 4000) text = text.substr(text.size() - 4000);
-  for (char& ch : text)
-    if (ch == '\n') ch = '|';  // one line, for an error message
-  return text.empty() ? "(no log)" : text;
-}
+std::string DovecotServer::Log() const { return OneLineLog(dir_, {"/dovecot.out", "/dovecot.log"}); }
 
 }  // namespace storemove::testing
