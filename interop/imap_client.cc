@@ -580,6 +580,11 @@ void ImapClient::FetchBodies(const std::vector<uint32_t>& uids, ImapFetchSink& s
   }
 }
 
+void ImapClient::FetchAll(ImapFetchSink& sink) {
+  Collect<ImapFetchSink> collect(sink_, &sink);
+  Check(Wait(Start({"UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])"}, "UID FETCH")), "UID FETCH");
+}
+
 void ImapClient::Logout() {
   try {
     Wait(Start({"LOGOUT"}, "LOGOUT"));

@@ -92,6 +92,9 @@ class ImapClient {
   // written compactly (1:500,502), split into commands of at most kFetchUids UIDs and
   // kFetchSetChars characters, and up to kFetchInFlight commands are pipelined.
   void FetchBodies(const std::vector<uint32_t>& uids, ImapFetchSink& sink);
+  // UID FETCH 1:* with bodies, as FetchBodies: every message of a folder in one command and one
+  // round trip (a folder new at the destination needs no metadata pass first).
+  void FetchAll(ImapFetchSink& sink);
   void Logout();  // LOGOUT, reads the BYE and the tagged OK; never throws (the session is over anyway)
   uint64_t bytes_in() const;
 

@@ -180,20 +180,21 @@ class BodyWriter final : public interop::ImapFetchSink {
 };
 
 void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) {
-  const interop::ImapMailboxStatus status = client.Examine(source.name);
-  MetaList listed;
-  if (status.exists > 0) client.FetchMeta(1, listed);
-
   store::Store& store = pull.store;
+  const interop::ImapMailboxStatus status = client.Examine(source.name);
+  const bool exists = store.FindFolder(pull.user, pull.name).has_value();
+  // A new folder takes everything: bodies and metadata in one command, no listing first.
+  MetaList listed;
+  if (status.exists > 0 && exists) client.FetchMeta(1, listed);
+
   std::unique_ptr<Folder> folder;
   bool created = false, keep_uids = true;
   std::vector<uint32_t> wanted;
   std::vector<std::string> names;
-  if (!store.FindFolder(pull.user, pull.name)) {
+  if (!exists) {
     // Invisible until complete; a leftover of a killed pull is overwritten (§6.5).
     folder = store.CreateUnpublishedFolder(pull.user, pull.name, status.uidvalidity);
     created = true;
-    for (const ImapMessage& m : listed.messages) wanted.push_back(m.uid);
   } else {
     folder = store.OpenFolder(pull.user, pull.name);
     const store::FolderSnapshot snapshot = folder->Snapshot();
@@ -242,7 +243,11 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   if (pull.options.after_batch)
     filler.after_batch = [&pull](uint64_t added) { pull.options.after_batch(pull.user, pull.name, added); };
   BodyWriter writer(pull, *folder, keywords, filler);
-  if (!wanted.empty()) client.FetchBodies(wanted, writer);
+  if (created && status.exists > 0) {
+    client.FetchAll(writer);
+  } else if (!wanted.empty()) {
+    client.FetchBodies(wanted, writer);
+  }
   filler.Finish();
   if (keep_uids && status.uidnext > 0) folder->RaiseUidNext(status.uidnext);
   if (created) {
