@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "interop/imap_client.h"
+#include "tests/support/imap_collector.h"
 #include "tests/support/dovecot_server.h"
 #include "tests/support/socket_channel.h"
 #include "tests/support/temp_dir.h"
@@ -79,27 +80,7 @@ void WriteFolder(const std::string& root, const Folder& f) {
   WriteFile(dir + "/dovecot-keywords", "0 $Forwarded\n1 custom\n");
 }
 
-class Collector : public ImapFetchSink {
- public:
-  void BodyBegin(uint64_t size) override {
-    body_.clear();
-    body_.reserve(size);
-  }
-  void BodyData(const char* data, size_t size) override { body_.append(data, size); }
-  void Message(const ImapMessage& m, bool had_body) override {
-    ImapMessage copy = m;
-    std::erase(copy.flags, "\\Recent");
-    std::sort(copy.flags.begin(), copy.flags.end());
-    messages[m.uid] = copy;
-    if (had_body) bodies[m.uid] = std::move(body_);
-    body_.clear();
-  }
-  std::map<uint32_t, ImapMessage> messages;
-  std::map<uint32_t, std::string> bodies;
-
- private:
-  std::string body_;
-};
+using storemove::testing::ImapCollector;
 
 class ImapDovecot : public ::testing::Test {
  protected:
@@ -160,9 +141,9 @@ class ImapDovecot : public ::testing::Test {
       EXPECT_EQ(status.uidnext, f.mails.empty() ? 1 : f.mails.back().uid + 1);
       if (f.mails.empty()) continue;
 
-      Collector meta;
+      ImapCollector meta;
       client.FetchMeta(1, meta);
-      Collector full;
+      ImapCollector full;
       std::vector<uint32_t> uids;
       for (const Mail& m : f.mails) uids.push_back(m.uid);
       client.FetchBodies(uids, full);
@@ -170,7 +151,7 @@ class ImapDovecot : public ::testing::Test {
       ASSERT_EQ(full.bodies.size(), f.mails.size());
       for (const Mail& m : f.mails) {
         SCOPED_TRACE(m.uid);
-        for (Collector* c : {&meta, &full}) {
+        for (ImapCollector* c : {&meta, &full}) {
           const ImapMessage& got_m = c->messages[m.uid];
           EXPECT_EQ(got_m.flags, m.flags);
           EXPECT_EQ(got_m.internal_date, m.date);

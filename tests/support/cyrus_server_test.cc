@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "interop/imap_client.h"
+#include "tests/support/imap_collector.h"
 #include "interop/modified_utf7.h"
 #include "tests/support/cyrus_server.h"
 #include "tests/support/dovecot_server.h"
@@ -64,27 +65,6 @@ struct Folder {
   std::vector<Mail> mails;
 };
 
-class Collector : public ImapFetchSink {
- public:
-  void BodyBegin(uint64_t size) override {
-    body_.clear();
-    body_.reserve(size);
-  }
-  void BodyData(const char* data, size_t size) override { body_.append(data, size); }
-  void Message(const ImapMessage& m, bool had_body) override {
-    ImapMessage copy = m;
-    std::erase(copy.flags, "\\Recent");
-    std::sort(copy.flags.begin(), copy.flags.end());
-    messages[m.uid] = copy;
-    if (had_body) bodies[m.uid] = std::move(body_);
-    body_.clear();
-  }
-  std::map<uint32_t, ImapMessage> messages;
-  std::map<uint32_t, std::string> bodies;
-
- private:
-  std::string body_;
-};
 
 // Corpus messages of several kinds: LF and CRLF, 8-bit headers, a large multipart.
 const char* const kMessages[] = {
@@ -236,7 +216,7 @@ TEST_F(CyrusServerTest, FilledMailboxesReadBackExactly) {
       ASSERT_EQ(status.exists, f.mails.size());
       std::vector<uint32_t> uids;
       for (uint32_t uid = 1; uid <= f.mails.size(); ++uid) uids.push_back(uid);
-      Collector got;
+      ImapCollector got;
       client.FetchBodies(uids, got);
       ASSERT_EQ(got.messages.size(), f.mails.size());
       for (size_t i = 0; i < f.mails.size(); ++i) {
@@ -317,7 +297,7 @@ TEST(ImapFillerDovecot, FillsDovecotToo) {
     if (f.path == "Entw\xc3\xbcrfe/2024") found = f.subscribed;
   EXPECT_TRUE(found);
   client.Examine("Entw&APw-rfe/2024");
-  Collector got;
+  ImapCollector got;
   client.FetchBodies({1}, got);
   ASSERT_EQ(got.bodies.size(), 1u);
   EXPECT_EQ(got.bodies[1], message);
