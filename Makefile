@@ -36,7 +36,7 @@ asan: deps
 # repeat one stream for every offset or byte: the rest is single-threaded and slow under TSan)
 # (libdb's own shared-memory mutexes are not instrumented: tests/tsan.supp says which reports
 # come from inside libdb and why they are suppressed).
-TSAN_TESTS ?= store_concurrency_test store_read_ahead_test tools_write_lock_test format_test net_test stream_test disk_read_test migrate_test tools_moveuser_test
+TSAN_TESTS ?= store_concurrency_test store_read_ahead_test tools_write_lock_test format_test net_test stream_test disk_read_test migrate_test tools_moveuser_test arrival_test
 tsan: deps
 	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOREMOVE_TSAN=ON
 	cmake --build build-tsan -j $(JOBS) --target storemove $(TSAN_TESTS)
