@@ -81,4 +81,26 @@ inline CliResult RunCli(const std::vector<std::string>& args, const std::string&
   return RunCliWithStdinFile(args, in_path, env);
 }
 
+// Starts the storemove binary without waiting for it, standard output and error to `out`.
+// batch_fd >= 0 becomes STOREMOVE_TEST_BATCH_FD: the test seam of import and moveuser, where the
+// child writes a byte after each committed batch and waits for one back (a kill lands there).
+inline pid_t SpawnCli(const std::vector<std::string>& args, const std::string& out, int batch_fd = -1) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (batch_fd >= 0) ::setenv("STOREMOVE_TEST_BATCH_FD", std::to_string(batch_fd).c_str(), 1);
+    ::unsetenv("STOREMOVE_STORE");
+    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<std::string> storage = args;
+    storage.insert(storage.begin(), STOREMOVE_BIN);
+    std::vector<char*> argv;
+    for (std::string& a : storage) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
 }  // namespace storemove::testing

@@ -268,26 +268,6 @@ struct Expected {
   std::vector<std::string> messages;  // the file
 };
 
-// batch_fd >= 0: the child tells on it after each batch of an existing folder and waits.
-pid_t Spawn(const std::vector<std::string>& args, const std::string& out, int batch_fd = -1) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    if (batch_fd >= 0) ::setenv("STOREMOVE_TEST_BATCH_FD", std::to_string(batch_fd).c_str(), 1);
-    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    std::vector<std::string> storage = args;
-    storage.insert(storage.begin(), STOREMOVE_BIN);
-    for (std::string& a : storage) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::unsetenv("STOREMOVE_STORE");
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
 size_t CountMessageFiles(const std::string& dir) {
   size_t n = 0;
   std::error_code ec;
@@ -366,7 +346,7 @@ TEST_F(Import, KilledMidImportLeavesNothingHalfVisibleAndARerunCompletes) {
     if (share == 0.33) {
       ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
     }
-    pid_t pid = Spawn({"import", "--store", root_, "--list", dir_ / "list.tsv"}, dir_ / "out", pair[1]);
+    pid_t pid = storemove::testing::SpawnCli({"import", "--store", root_, "--list", dir_ / "list.tsv"}, dir_ / "out", pair[1]);
     int status = 0;
     bool exited = false;
     if (pair[0] >= 0) {

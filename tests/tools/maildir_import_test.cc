@@ -378,25 +378,6 @@ KillTree WriteKillTree(const std::string& tree) {
   return t;
 }
 
-pid_t SpawnImport(const std::vector<std::string>& args, int batch_fd, const std::string& out) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setenv("STOREMOVE_TEST_BATCH_FD", std::to_string(batch_fd).c_str(), 1);
-    ::unsetenv("STOREMOVE_STORE");
-    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<std::string> storage = args;
-    storage.insert(storage.begin(), STOREMOVE_BIN);
-    std::vector<char*> argv;
-    for (std::string& a : storage) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
 // A folder's state as the comparison sees it: every record but its save time and modseq.
 std::vector<std::string> Records(store::Store& store, const std::string& user, const std::string& folder) {
   std::vector<std::string> out;
@@ -435,7 +416,7 @@ TEST_F(MaildirImport, KilledBetweenTwoBatchesThenRerunGivesTheExactResult) {
     prepare(root_);
     int pair[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
-    pid_t pid = SpawnImport({"import", "--store", root_, "-u", "kim", "--maildir", tree_}, pair[1], dir_ / "out");
+    pid_t pid = storemove::testing::SpawnCli({"import", "--store", root_, "-u", "kim", "--maildir", tree_}, dir_ / "out", pair[1]);
     ::close(pair[1]);
     for (int batch = 1; batch <= kill_at; ++batch) {
       char c;

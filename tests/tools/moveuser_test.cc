@@ -363,30 +363,10 @@ TEST_F(MoveUser, SourceChangesAndAnotherUidValidityAreFollowed) {
   EXPECT_EQ(imported->FindFolder("carol", "INBOX")->count, inbox_count + 1);
 }
 
-// batch_fd >= 0: the child tells on it after each committed batch and waits.
-pid_t Spawn(const std::vector<std::string>& args, const std::string& out, int batch_fd) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setenv("STOREMOVE_TEST_BATCH_FD", std::to_string(batch_fd).c_str(), 1);
-    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<std::string> storage = args;
-    storage.insert(storage.begin(), STOREMOVE_BIN);
-    std::vector<char*> argv;
-    for (std::string& a : storage) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::unsetenv("STOREMOVE_STORE");
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
 TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  const pid_t pid = Spawn(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--insecure", "--hold"}),
+  const pid_t pid = storemove::testing::SpawnCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--insecure", "--hold"}),
                           tmp_ / "out", sv[1]);
   ::close(sv[1]);
   char c;
