@@ -253,22 +253,8 @@ class RestoreSession {
     // stream comes as links, and other sessions' content as held records.
     auto known = empty_repository_.find(partition);
     if (known == empty_repository_.end())
-      known = empty_repository_.emplace(partition, DirectoryIsEmpty(repository_->root())).first;
+      known = empty_repository_.emplace(partition, repository_->Empty()).first;
     repository_was_empty_ = known->second;
-  }
-
-  static bool DirectoryIsEmpty(const std::string& dir) {
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) return errno == ENOENT;
-    bool empty = true;
-    while (dirent* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
-        empty = false;
-        break;
-      }
-    }
-    ::closedir(d);
-    return empty;
   }
 
   // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty).
