@@ -1,6 +1,5 @@
 // The restore side: records -> store, with imsrestore's semantics (sun-store.md §2) and
 // restore-time single instance through the partition's digest repository.
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +13,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "store/writeback.h"
 #include "stream/content_filter.h"
 #include "stream/net.h"
 #include "stream/records.h"
@@ -83,7 +83,9 @@ class RestoreSession {
 
  public:
   RestoreSession(store::Store* store, format::Decoder& decoder, const RestoreOptions& options, std::ostream* toc)
-      : store_(store), decoder_(decoder), options_(options), toc_(toc), progress_("restore", options.live_progress) {}
+      : store_(store), decoder_(decoder), options_(options), toc_(toc), progress_("restore", options.live_progress) {
+    if (store_) writeback_.emplace(*store_);
+  }
 
   SessionReport Run() {
     using Event = format::Decoder::Event;
@@ -719,6 +721,7 @@ class RestoreSession {
   void Commit() {
     if (pending_.empty()) return;
     std::vector<uint32_t> uids = folder_->Commit(pending_);
+    if (writeback_) writeback_->Wrote(pending_bytes_);
     for (size_t i = 0; i < uids.size(); ++i)
       if (pending_content_ids_[i])
         ProveCommitted(folder_->MessagePath(uids[i]), pending_digests_[i], pending_content_ids_[i], pending_replace_[i]);
@@ -852,6 +855,7 @@ class RestoreSession {
     if (store_) {
       RecomputePendingQuota();
       store_->Checkpoint();
+      writeback_->CheckErrors();
     }
     progress_.Finish();
     report_.seconds = progress_.seconds();
@@ -867,6 +871,7 @@ class RestoreSession {
   SessionReport report_;
   std::string quota_user_;  // the user whose quota is recounted once its folders are in
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
+  std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;
 
   // The open folder.
