@@ -157,20 +157,20 @@ def seam_wrapper(tmp, name, storemove, sock):
     path = os.path.join(tmp, "storemove-" + name)
     claim = os.path.join(tmp, "seam-claim-" + name)
     open(claim, "w").close()
-    with open(path, "w") as f:
-        f.write("""#!/usr/bin/env python3
-import os, socket, sys
-try:
-    os.rename(%(claim)r, %(claim)r + ".taken")  # atomic: one job only
-except FileNotFoundError:
-    os.execv(%(bin)r, [%(bin)r] + sys.argv[1:])
+    seam = os.path.join(tmp, "seam-" + name + ".py")
+    with open(seam, "w") as f:
+        f.write("""import os, socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(%(sock)r)
 fd = s.detach()
 os.set_inheritable(fd, True)
 os.environ["STOREMOVE_TEST_HOLD_FD"] = str(fd)
 os.execv(%(bin)r, [%(bin)r] + sys.argv[1:])
-""" % {"claim": claim, "bin": storemove, "sock": sock})
+""" % {"bin": storemove, "sock": sock})
+    # A rename is atomic: one job only claims the seam; the others run storemove itself.
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\nif mv -- "%s" "%s.taken" 2>/dev/null; then exec python3 "%s" "$@"; fi\nexec "%s" "$@"\n'
+                % (claim, claim, seam, storemove))
     os.chmod(path, 0o755)
     return path
 

@@ -9,10 +9,11 @@ with hosts in network namespaces, is fleet_ssh_test.py.
 """
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
-import stat
+import subprocess
 import tempfile
 
 from fleet_support import (Serve, fail, joblog_rows, log, make_source, parallel_env, plan, report, run,
@@ -28,6 +29,20 @@ def max_concurrency(events_file):
             running[store] = running.get(store, 0) + (1 if what == "start" else -1)
             most[store] = max(most.get(store, 0), running[store])
     return most
+
+
+def has_open(pid, path):
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == path:
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def main():
@@ -132,6 +147,33 @@ def main():
         if sorted(os.listdir(results)) != reports:
             fail("rerun changed the report files: %s -> %s" % (reports, sorted(os.listdir(results))))
         verify(storemove, os.path.join(tmp, "dst1"), hostile)
+
+        log("group locks: a busy group is refused with a report, --lock-wait waits for it")
+        lock_path = os.path.join(plain, "migrate-journal", "a.lock")
+        lock_fd = os.open(lock_path, os.O_RDWR)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        busy_report = os.path.join(tmp, "busy.json")
+        migrate = [storemove, "migrate", "--store", plain, "--to", dst2_endpoint, "--key", key, "--report", busy_report]
+        status, out, err = run(migrate + ["--", "a"], check=False)
+        with open(busy_report) as f:
+            busy = json.load(f)
+        if status != 75 or "another storemove migrate is running on" not in err or busy["ok"] is not False \
+                or busy["exit_status"] != 75 or busy["groups_requested"] != ["a"]:
+            fail("a busy group: exit %d, %s, report %s" % (status, err, busy))
+        # Other groups of the store are not held up by it.
+        run(migrate + ["--", "b"])
+        waiting = subprocess.Popen(migrate + ["--lock-wait", "60", "--", "a"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        # Released once the migrate has the lock file open (it is then trying the lock): it can
+        # only succeed by waiting, since without waiting it fails at once (75).
+        while not has_open(waiting.pid, lock_path):
+            if waiting.poll() is not None:
+                fail("migrate --lock-wait ended before it waited: %s" % waiting.communicate())
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
+        out, err = waiting.communicate(timeout=120)
+        if waiting.returncode != 0:
+            fail("migrate --lock-wait: exit %d: %s" % (waiting.returncode, err))
 
         most = max_concurrency(events)
         if most.get(hostile, 0) > 2 or most.get(plain, 0) > 1 or not most:
