@@ -27,7 +27,7 @@ struct FleetReport {
   uint64_t jobs_failed = 0;     // reports whose run was not ok (failed groups, or an error before any)
   std::vector<FleetGroupResult> groups;
   std::vector<std::string> job_errors;  // "FILE: error" of runs that ended before migrating (busy lock, ...)
-  std::vector<std::string> broken;      // "FILE: why": empty, truncated or foreign files, partial (.part) files
+  std::vector<std::string> broken;      // "FILE: why": empty, truncated or foreign files, partial (.part, .tmp.) files
   std::vector<std::string> recovered;   // what runs put back from killed runs' journals
   uint64_t users = 0, already_moved = 0, messages = 0, bytes_raw = 0, bytes_sent = 0, groups_failed = 0;
   double hold_max = 0, hold_mean = 0, hold_p95 = 0;  // over the groups that held users
@@ -36,7 +36,7 @@ struct FleetReport {
   std::string Json(size_t slowest = 5) const;
 };
 
-// Reads every *.json (and names every *.json.part) in `dir`; kNotFound when there is no such
+// Reads every *.json (and names every *.json.part and *.json.tmp.*) in `dir`; kNotFound when there is no such
 // directory, kInvalidArgument when it holds no report at all.
 FleetReport MergeFleetReports(const std::string& dir);
 
