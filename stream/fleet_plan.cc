@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
@@ -264,7 +265,8 @@ std::string ReadGroupsConf(const FleetSource& source) {
 std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options) {
   if (options.results_dir.empty()) Throw(Errc::kInvalidArgument, "plan: --results DIR is required");
   if (HasControlBytes(options.results_dir)) Throw(Errc::kInvalidArgument, "plan: --results contains a control character");
-  std::string results = options.results_dir;
+  // Absolute: the lines may run from another directory (a Slurm or Kubernetes job, docs/fleet.md).
+  std::string results = std::filesystem::absolute(options.results_dir).lexically_normal().string();
   while (results.size() > 1 && results.back() == '/') results.pop_back();
   MakeDirs(results + "/.slots", 0755);
 

@@ -40,7 +40,7 @@ struct PlannedJob {
 };
 
 struct PlanOptions {
-  std::string results_dir;  // where every job leaves its report (made if missing)
+  std::string results_dir;  // where every job leaves its report (made if missing; absolute in the lines)
   // A job rerun while its predecessor still runs on the source (its ssh was cut) waits this long
   // for the group's lock (migrate --lock-wait) before failing.
   int lock_wait_seconds = 600;
