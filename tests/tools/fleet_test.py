@@ -12,11 +12,12 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 
-from fleet_support import (Serve, fail, joblog_rows, log, make_source, parallel_env, plan, report, run,
+from fleet_support import (GROUPS_CONF, Serve, fail, joblog_rows, log, make_source, parallel_env, plan, report, run,
                            run_parallel, skip, user_count, verify)
 
 
@@ -133,6 +134,21 @@ def main():
         merged = report(storemove, results, expect_ok=True)
         if merged["users"] != total or merged["already_moved"] != 0 or merged["messages"] == 0:
             fail("report after resume: %d users expected once each: %s" % (total, json.dumps(merged)))
+        # src2's groups ran in the order d, c, b, a, d (".*") first: each took only the users
+        # whose first matching group in backup-groups.conf it is.
+        _, listing, _ = run([storemove, "list", "--store", plain, "--json"])
+        patterns = [line.split("=", 1) for line in GROUPS_CONF.splitlines() if "=" in line]
+        expected = {}
+        for user in {m["user"] for m in json.loads(listing)}:
+            first = next(name for name, regex in patterns if re.fullmatch(regex, user))
+            expected[first] = expected.get(first, 0) + 1
+        for name in os.listdir(results):
+            if "_src2_" in name and name.endswith(".json"):
+                with open(os.path.join(results, name)) as f:
+                    g = json.load(f)["groups"][0]
+                if g["users"] + g["already_moved"] != expected.get(g["name"], 0):
+                    fail("src2 group %s moved %d users, %d expected (first match): %s"
+                         % (g["name"], g["users"], expected.get(g["name"], 0), expected))
         reports = sorted(os.listdir(results))
         if len([r for r in reports if r.endswith(".json")]) != 8:
             fail("expected 8 reports: %s" % reports)
