@@ -72,7 +72,7 @@ FleetReport MergeFleetReports(const std::string& dir) {
     std::string name = entry.path().filename().string();
     if (name.starts_with(".")) continue;  // the plan's slot locks, editors' files
     if (name.ends_with(".json.part")) {
-      report.broken.push_back(Printable(name) + ": partial report (the job is still running, or was killed before it ended)");
+      report.broken.push_back(Printable(name) + ": partial report (the job is still running, was killed, or its ssh failed: see the joblog)");
     } else if (name.find(".json.tmp.") != std::string::npos) {  // WriteFileAtomic's, of migrate --report FILE
       report.broken.push_back(Printable(name) + ": partial report (a migrate is writing it, or was killed while it did)");
     } else if (name.ends_with(".json")) {

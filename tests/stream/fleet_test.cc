@@ -199,7 +199,7 @@ TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   EXPECT_EQ(r.reports, 4u);
   EXPECT_EQ(r.users, 35u);
   ASSERT_EQ(r.broken.size(), 6u) << r.Text();
-  EXPECT_EQ(r.broken[0], "i.json.part: partial report (the job is still running, or was killed before it ended)");
+  EXPECT_EQ(r.broken[0], "i.json.part: partial report (the job is still running, was killed, or its ssh failed: see the joblog)");
   EXPECT_EQ(r.broken[1], "j.json.tmp.x1y2: partial report (a migrate is writing it, or was killed while it did)");
   EXPECT_EQ(r.broken[2], "e.json: empty");
   EXPECT_NE(r.broken[3].find("f.json: not valid JSON (truncated?)"), std::string::npos) << r.broken[3];
