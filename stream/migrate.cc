@@ -179,7 +179,8 @@ class Migration {
     // The groups' locks, in the file's order (two waiting runs never hold each other's), then
     // what killed runs left on hold: the journals of our groups, and of others no run holds.
     std::map<std::string, UniqueFd> locks;
-    for (const BackupGroup& g : groups) {
+    for (const BackupGroup& g : all) {
+      if (std::none_of(groups.begin(), groups.end(), [&](const BackupGroup& m) { return m.name == g.name; })) continue;
       UniqueFd fd = TryLockGroup(source_, g.name, options_.lock_wait_ms, options_.client.cancel);
       if (!fd.valid()) {
         if (options_.client.cancel && options_.client.cancel->cancelled())
