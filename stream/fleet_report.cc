@@ -19,7 +19,8 @@ using nlohmann::json;
 
 uint64_t Count(const json& j, const char* field) {
   if (!j.contains(field)) return 0;
-  if (!j[field].is_number_unsigned() && !j[field].is_number_integer()) throw std::runtime_error(std::string("\"") + field + "\" is no number");
+  // Parsed JSON holds a count as unsigned; a negative or fractional one is no count.
+  if (!j[field].is_number_unsigned()) throw std::runtime_error(std::string("\"") + field + "\" is no count");
   return j[field].get<uint64_t>();
 }
 

@@ -194,17 +194,19 @@ TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   WriteFileAtomic(dir + "/g.json", R"({"something": "else"})");
   WriteFileAtomic(dir + "/h.json", R"({"ok": true, "groups": [{"name": "h", "ok": true, "users": "many"}]})");
   WriteFileAtomic(dir + "/i.json.part", R"({"ok": tr)");
+  WriteFileAtomic(dir + "/k.json", R"({"ok": true, "groups": [{"name": "k", "ok": true, "messages": -3}]})");
   WriteFileAtomic(dir + "/j.json.tmp.x1y2", R"({"ok": tr)");
   r = MergeFleetReports(dir);
   EXPECT_EQ(r.reports, 4u);
   EXPECT_EQ(r.users, 35u);
-  ASSERT_EQ(r.broken.size(), 6u) << r.Text();
+  ASSERT_EQ(r.broken.size(), 7u) << r.Text();
   EXPECT_EQ(r.broken[0], "i.json.part: partial report (the job is still running, was killed, or its ssh failed: see the joblog)");
   EXPECT_EQ(r.broken[1], "j.json.tmp.x1y2: partial report (a migrate is writing it, or was killed while it did)");
   EXPECT_EQ(r.broken[2], "e.json: empty");
   EXPECT_NE(r.broken[3].find("f.json: not valid JSON (truncated?)"), std::string::npos) << r.broken[3];
   EXPECT_EQ(r.broken[4], "g.json: not a migrate report (no \"ok\" and \"groups\")");
-  EXPECT_EQ(r.broken[5], "h.json: \"users\" is no number");
+  EXPECT_EQ(r.broken[5], "h.json: \"users\" is no count");
+  EXPECT_EQ(r.broken[6], "k.json: \"messages\" is no count");
   for (const std::string& b : r.broken) EXPECT_EQ(b.find('\n'), std::string::npos);
 
   EXPECT_NE(ErrorOf([&] { MergeFleetReports(tmp / "none"); }).find("no directory"), std::string::npos);
