@@ -201,7 +201,7 @@ class Server {
     // Connections are accepted at once, whatever the sessions are doing: an unauthenticated one
     // costs a thread and a socket until its deadline, never a session slot.
     while (!(stop && stop->load())) {
-      log_.ReopenIfRequested();  // SIGHUP interrupts the poll below: the reopen is prompt when idle
+      log_.ReopenIfRequested();  // at most 200 ms after SIGHUP (the poll below wakes that often), even when idle
       Reap(&slots);
       pollfd p{listener.get(), POLLIN, 0};
       if (::poll(&p, 1, CutOverdue(slots)) <= 0) continue;
