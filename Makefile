@@ -1,9 +1,11 @@
 # storemove — top-level convenience targets. Everything goes through CMake/ctest.
 BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
+# Development builds treat warnings as errors (a plain cmake build, e.g. a packager's, does not).
+DEV_FLAGS  := -DSTOREMOVE_WERROR=ON
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps configure build test demo asan tsan fuzz fuzz-asan bench bench-migrate bench-disk bench-memory clean
+.PHONY: all deps configure build test demo asan tsan fuzz fuzz-asan bench bench-migrate bench-disk bench-memory package clean
 
 all: build
 
@@ -11,11 +13,12 @@ deps:
 	@scripts/install-deps
 
 $(BUILD)/build.ninja: | deps
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(DEV_FLAGS)
 
 configure: $(BUILD)/build.ninja
 
 build: deps configure
+	@grep -q '^STOREMOVE_WERROR:BOOL=ON' $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) $(DEV_FLAGS) >/dev/null  # a tree from before the option
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
@@ -26,7 +29,7 @@ demo: build
 
 # Address+UB sanitizer build and test run, in its own build tree.
 asan: deps
-	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSTOREMOVE_SANITIZE=ON
+	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSTOREMOVE_SANITIZE=ON $(DEV_FLAGS)
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
@@ -38,7 +41,7 @@ asan: deps
 # come from inside libdb and why they are suppressed).
 TSAN_TESTS ?= store_concurrency_test store_read_ahead_test tools_write_lock_test format_test net_test stream_test disk_read_test migrate_test tools_moveuser_test arrival_test
 tsan: deps
-	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOREMOVE_TSAN=ON
+	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOREMOVE_TSAN=ON $(DEV_FLAGS)
 	cmake --build build-tsan -j $(JOBS) --target storemove $(TSAN_TESTS)
 	@set -e; for t in $(TSAN_TESTS); do \
 	  bin=$$(find build-tsan/tests -name $$t -type f -perm -u+x | head -n 1); \
@@ -86,5 +89,13 @@ bench-import: build
 bench-moveuser: build
 	@scripts/bench-moveuser $(BUILD)
 
+# The Debian package (dist/CMakeLists.txt): a Release build of the tool alone, installed under
+# /usr, as build-package/storemove_VERSION_ARCH.deb (install it with dpkg -i).
+package: deps
+	cmake -S . -B build-package -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+	      -DCMAKE_INSTALL_PREFIX=/usr $(DEV_FLAGS)
+	cmake --build build-package -j $(JOBS) --target package
+	@ls build-package/storemove_*.deb
+
 clean:
-	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-fuzz-asan
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz build-fuzz-asan build-package

@@ -19,6 +19,7 @@
 #include "store/admin.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/version.h"
 
 namespace storemove::stream {
 
@@ -561,6 +562,7 @@ std::string MigrateReport::Text() const {
 
 std::string MigrateReport::Json() const {
   nlohmann::json j;
+  j["storemove_version"] = Version();
   j["ok"] = ok();
   j["seconds"] = seconds;
   j["users_in_no_group"] = users_in_no_group;

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "store/store.h"
+#include "stream/serve_log.h"
 #include "stream/stream.h"
 
 namespace storemove::stream::net {
@@ -147,7 +148,10 @@ struct ServeOptions {
 // Accepts sessions until *stop becomes true (checked at least every 200 ms). Each session runs in
 // its own thread; the Store's per-user write lock keeps one user from being restored by two sessions at once.
 // On stop, running sessions are cut off (an open folder stays unpublished) and joined. One line
-// per event goes to `log` (written whole, under a lock). Ignores SIGPIPE for the process.
+// per event goes to `log`, which the accept loop also asks to reopen its file when requested
+// (ServeLog::RequestReopen, SIGHUP). Ignores SIGPIPE for the process.
+void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, ServeLog& log);
+// The same with timestamped lines to `log` (tests, in-process servers).
 void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, std::ostream& log);
 
 // Writes a new random 32-byte key, hex-encoded, to `path` with mode 0600; kExists if it exists.

@@ -13,7 +13,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
-#include <ctime>
 #include <deque>
 #include <exception>
 #include <fcntl.h>
@@ -34,25 +33,6 @@ namespace storemove::stream::net {
 namespace {
 
 constexpr int kDrainSeconds = 5;
-
-class Logger {
- public:
-  explicit Logger(std::ostream& out) : out_(out) {}
-  void Line(const std::string& line) {
-    std::time_t t = std::time(nullptr);
-    std::tm tm;
-    gmtime_r(&t, &tm);
-    char when[32];
-    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    std::lock_guard<std::mutex> lock(mutex_);
-    out_ << when << " " << line << "\n";
-    out_.flush();
-  }
-
- private:
-  std::mutex mutex_;
-  std::ostream& out_;
-};
 
 // The decoder's input during a stream. One thread does all of the connection's I/O (OpenSSL's
 // SSL objects are not thread-safe): it reads frames as they arrive, queues DATA for the decoder
@@ -202,32 +182,33 @@ struct Slot {
 
 class Server {
  public:
-  Server(store::Store& store, const ServeOptions& options, std::ostream& log)
+  Server(store::Store& store, const ServeOptions& options, ServeLog& log)
       : store_(store), options_(options), tls_(options.credentials, TlsContext::Side::kServer), log_(log) {}
 
   void Run(const std::atomic<bool>* stop) {
     Endpoint bound;
     SocketBuffers buffers;
     UniqueFd listener = ListenTcp(ParseEndpoint(options_.listen), &bound, &buffers);
-    log_.Line("storemove serve: listening on " + bound.ToString() + " (" + tls_.Describe() + ", store " +
+    log_.Info("storemove serve: listening on " + bound.ToString() + " (" + tls_.Describe() + ", store " +
               store_.root() + ", at most " + std::to_string(options_.max_sessions) + " sessions; handshakes within " +
               std::to_string(options_.handshake_timeout_seconds) + " s, at most " +
               std::to_string(options_.max_handshakes) + " at once, " +
               std::to_string(options_.max_handshakes_per_address) + " per address)");
-    log_.Line("storemove serve: " + buffers.Describe());
+    log_.Info("storemove serve: " + buffers.Describe());
     if (options_.on_listening) options_.on_listening(bound);
     std::list<std::unique_ptr<Slot>> slots;
     uint64_t next_id = 0;
     // Connections are accepted at once, whatever the sessions are doing: an unauthenticated one
     // costs a thread and a socket until its deadline, never a session slot.
     while (!(stop && stop->load())) {
+      log_.ReopenIfRequested();  // at most 200 ms after SIGHUP (the poll below wakes that often), even when idle
       Reap(&slots);
       pollfd p{listener.get(), POLLIN, 0};
       if (::poll(&p, 1, CutOverdue(slots)) <= 0) continue;
       int fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE) {
-          log_.Line("storemove serve: accept: " + std::string(std::strerror(errno)) + "; waiting for sessions to end");
+          log_.Line(LogPriority::kError, "storemove serve: accept: " + std::string(std::strerror(errno)) + "; waiting for sessions to end");
           std::unique_lock<std::mutex> lock(mutex_);
           changed_.wait_for(lock, std::chrono::milliseconds(200));
         }
@@ -245,7 +226,7 @@ class Server {
       try {
         slot->thread = std::thread([this, s] { RunSession(*s); });
       } catch (const std::system_error& e) {
-        log_.Line("session " + std::to_string(s->id) + " from " + s->conn->peer() + ": no thread: " + e.what());
+        log_.Line(LogPriority::kError, "session " + std::to_string(s->id) + " from " + s->conn->peer() + ": no thread: " + e.what());
         continue;
       }
       slots.push_back(std::move(slot));
@@ -257,10 +238,10 @@ class Server {
     }
     changed_.notify_all();
     if (!slots.empty())
-      log_.Line("storemove serve: stopping; cutting off " + std::to_string(slots.size()) + " running session(s)");
+      log_.Line(LogPriority::kNotice, "storemove serve: stopping; cutting off " + std::to_string(slots.size()) + " running session(s)");
     for (auto& s : slots) s->conn->Abort();
     for (auto& s : slots) s->thread.join();
-    log_.Line("storemove serve: stopped");
+    log_.Line(LogPriority::kNotice, "storemove serve: stopped");
   }
 
  private:
@@ -321,7 +302,7 @@ class Server {
       if (!oldest) oldest = s.get();  // the list is in accept order
     }
     if (same >= size_t(options_.max_handshakes_per_address)) {
-      log_.Line("session " + std::to_string(fresh.id) + " from " + fresh.conn->peer() + ": refused: " +
+      log_.Line(LogPriority::kWarning, "session " + std::to_string(fresh.id) + " from " + fresh.conn->peer() + ": refused: " +
                 std::to_string(same) + " unauthenticated connections from " + fresh.address +
                 " already (--max-handshakes-per-address)");
       return false;
@@ -379,7 +360,7 @@ class Server {
                                      " s after its last operation (--idle-timeout); closed");
         }
         if (!next) {
-          log_.Line(who + ": session ended after " + std::to_string(ops) + " operation(s)");
+          log_.Info(who + ": session ended after " + std::to_string(ops) + " operation(s)");
           break;
         }
         if (next->type != FrameType::kRequest) Unexpected(*next, "REQUEST", conn.peer());
@@ -389,13 +370,13 @@ class Server {
     } catch (const Error& e) {
       std::string cut = CutReason(slot);
       if (!cut.empty()) {
-        log_.Line(who + ": cut off before authentication: " + cut);
+        log_.Line(LogPriority::kWarning, who + ": cut off before authentication: " + cut);
       } else if (e.code() == Errc::kAuth) {
-        log_.Line(who + ": authentication failed: " + e.what());
+        log_.Line(LogPriority::kWarning, who + ": authentication failed: " + e.what());
       } else if (!conn.authenticated()) {
-        log_.Line(who + ": refused before authentication: " + e.what());
+        log_.Line(LogPriority::kWarning, who + ": refused before authentication: " + e.what());
       } else {
-        log_.Line(who + ": " + op + " failed: " + e.what());
+        log_.Line(LogPriority::kError, who + ": " + op + " failed: " + e.what());
         try {
           WriteErrorFrame(conn, e.code(), e.what());
         } catch (const Error&) {
@@ -404,7 +385,7 @@ class Server {
       }
       CloseQuietly(conn);
     } catch (const std::exception& e) {
-      log_.Line(who + ": " + op + " failed: internal error: " + e.what());
+      log_.Line(LogPriority::kError, who + ": " + op + " failed: internal error: " + e.what());
       try {
         WriteErrorFrame(conn, Errc::kIo, std::string("internal error: ") + e.what());
       } catch (const Error&) {
@@ -464,7 +445,7 @@ class Server {
       }
     } catch (const Error& e) {
       if (version < 2 || began) throw;
-      log_.Line(who + ": " + *op + " refused: " + e.what());
+      log_.Line(LogPriority::kWarning, who + ": " + *op + " refused: " + e.what());
       WriteErrorFrame(conn, e.code(), e.what());
       return true;
     }
@@ -505,7 +486,7 @@ class Server {
       }
     }
     if (options_.verbose)
-      log_.Line(who + ": QUERY user " + user + ": " + std::to_string(q.contents.size()) + " contents, " +
+      log_.Line(LogPriority::kDebug, who + ": QUERY user " + user + ": " + std::to_string(q.contents.size()) + " contents, " +
                 std::to_string(held) + " held here");
     return EncodeAnswer(have);
   }
@@ -529,8 +510,8 @@ class Server {
       store::ValidateUserId(from);
       store::ValidateUserId(to);
     }
-    log_.Line(who + ": restore started (" + tls_.Describe() + ")");
-    options.on_wait = [this, who](const std::string& why) { log_.Line(who + ": " + why); };
+    log_.Info(who + ": restore started (" + tls_.Describe() + ")");
+    options.on_wait = [this, who](const std::string& why) { log_.Info(who + ": " + why); };
     uint64_t bytes_before = conn.bytes_in();
     SendReady(conn, began);
     SessionReport report;
@@ -544,8 +525,8 @@ class Server {
     report.stream_bytes = conn.bytes_in() - bytes_before;
     Sync();
     WriteFrame(conn, FrameType::kResult, ReportToJson(report));
-    log_.Line(who + ": " + report.Summary("restore"));
-    for (const std::string& line : report.error_lines) log_.Line(who + ": error: " + line);
+    log_.Line(report.errors ? LogPriority::kError : LogPriority::kInfo, who + ": " + report.Summary("restore"));
+    for (const std::string& line : report.error_lines) log_.Line(LogPriority::kError, who + ": error: " + line);
   }
 
   void ServeVerify(Connection& conn, const std::string& who, const nlohmann::json& j, bool* began) {
@@ -562,7 +543,7 @@ class Server {
       pump.Finish();
     }
     WriteFrame(conn, FrameType::kResult, report.Json());
-    log_.Line(who + ": verify: " + std::to_string(report.messages) + " messages, " +
+    log_.Info(who + ": verify: " + std::to_string(report.messages) + " messages, " +
               std::to_string(report.differences.size()) + " differences");
   }
 
@@ -588,9 +569,9 @@ class Server {
     SetStatuses(statuses);
     WriteFrame(conn, FrameType::kResult, nlohmann::json{{"set", statuses.size()}}.dump());
     if (statuses.size() == 1)
-      log_.Line(who + ": status of " + statuses[0].first + " set to " + statuses[0].second.ToString());
+      log_.Info(who + ": status of " + statuses[0].first + " set to " + statuses[0].second.ToString());
     else
-      log_.Line(who + ": status of " + std::to_string(statuses.size()) + " users set (" + statuses[0].first + ": " +
+      log_.Info(who + ": status of " + std::to_string(statuses.size()) + " users set (" + statuses[0].first + ": " +
                 statuses[0].second.ToString() + ", ...)");
   }
 
@@ -609,7 +590,7 @@ class Server {
   store::Store& store_;
   const ServeOptions& options_;
   TlsContext tls_;
-  Logger log_;
+  ServeLog& log_;
   std::mutex mutex_;
   std::condition_variable changed_;  // a session ended, or the server is stopping
   int sessions_ = 0;                 // under mutex_: slots taken
@@ -618,7 +599,7 @@ class Server {
 
 }  // namespace
 
-void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, std::ostream& log) {
+void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, ServeLog& log) {
   ::signal(SIGPIPE, SIG_IGN);  // a vanished client becomes EPIPE on its session, not our death
   if (options.max_sessions < 1) Throw(Errc::kInvalidArgument, "--max-sessions must be at least 1");
   if (options.idle_timeout_seconds < 1) Throw(Errc::kInvalidArgument, "--idle-timeout must be at least 1 second");
@@ -628,6 +609,11 @@ void Serve(store::Store& store, const ServeOptions& options, const std::atomic<b
   if (options.max_handshakes_per_address < 1)
     Throw(Errc::kInvalidArgument, "--max-handshakes-per-address must be at least 1");
   Server(store, options, log).Run(stop);
+}
+
+void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, std::ostream& log) {
+  ServeLog to_stream(log);
+  Serve(store, options, stop, to_stream);
 }
 
 }  // namespace storemove::stream::net

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "stream/stream.h"
+#include "util/version.h"
 
 namespace storemove::stream {
 
@@ -35,7 +36,8 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"repaired", repaired},    {"metas", metas},
                       {"expunged", expunged},    {"unsettled", unsettled},
                       {"errors", errors},        {"error_lines", error_lines},
-                      {"seconds", seconds}};
+                      {"seconds", seconds},
+                      {"storemove_version", Version()}};
   return j.dump();
 }
 

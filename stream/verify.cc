@@ -11,6 +11,7 @@
 #include "stream/records.h"
 #include "stream/stream.h"
 #include "util/error.h"
+#include "util/version.h"
 
 namespace storemove::stream {
 
@@ -313,7 +314,8 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
 
 std::string VerifyReport::Json() const {
   nlohmann::json j = {{"users", users},     {"folders", folders},       {"messages", messages},
-                      {"bytes", bytes},     {"equal", equal()},         {"differences", differences}};
+                      {"bytes", bytes},     {"equal", equal()},         {"differences", differences},
+                      {"storemove_version", Version()}};
   return j.dump();
 }
 

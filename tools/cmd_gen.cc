@@ -6,6 +6,7 @@
 #include "store/generate.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/version.h"
 
 namespace storemove::tools {
 namespace {
@@ -36,7 +37,8 @@ int RunGen(const GenOptions& options) {
     nlohmann::json out = {{"users", report.users},         {"folders", report.folders},
                           {"messages", report.messages},   {"bytes", report.bytes},
                           {"duplicates", report.duplicates}, {"links", report.links},
-                          {"seconds", report.seconds}};
+                          {"seconds", report.seconds},
+                          {"storemove_version", Version()}};
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }

@@ -14,6 +14,7 @@
 #include "stream/moveuser.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/version.h"
 
 namespace storemove::tools {
 namespace {
@@ -103,7 +104,8 @@ int RunMoveUser(MoveUserCliOptions& o) {
     nlohmann::json users = nlohmann::json::array();
     for (const stream::MoveUserResult& r : report.users) users.push_back(ToJson(r));
     nlohmann::json out = {{"source", o.source.url}, {"users", users},     {"failed", report.failed},
-                          {"messages", report.messages}, {"bytes", report.bytes}, {"seconds", report.seconds}};
+                          {"messages", report.messages}, {"bytes", report.bytes}, {"seconds", report.seconds},
+                          {"storemove_version", Version()}};
     if (linker.enabled()) out["arrival_links"] = linker.counters().linked;
     std::printf("%s\n", out.dump(2).c_str());
   } else {

@@ -8,6 +8,7 @@
 #include "relinker/relink.h"
 #include "store/settings.h"
 #include "tools/commands.h"
+#include "util/version.h"
 
 namespace storemove::tools {
 namespace {
@@ -39,7 +40,8 @@ int RunRelink(RelinkCommandOptions& options) {
                           {"collisions", stats.collisions},
                           {"too_small", stats.too_small},
                           {"vanished", stats.vanished},
-                          {"purged", stats.purged}};
+                          {"purged", stats.purged},
+                          {"storemove_version", Version()}};
     std::printf("%s\n", out.dump(2).c_str());
   } else {
     std::fputs(relinker::FormatRelinkTable(stats).c_str(), stdout);

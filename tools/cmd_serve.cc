@@ -1,11 +1,11 @@
 // storemove serve: the receiving end of backup --to (docs/transport.md). Restores each session's
 // stream into the store; SIGINT or SIGTERM stops it cleanly (running sessions are cut off, an
-// open folder stays unpublished, a rerun of their backups completes them).
+// open folder stays unpublished, a rerun of their backups completes them); SIGHUP reopens the
+// --log file (after logrotate renamed it).
 #include <signal.h>
 
 #include <atomic>
-#include <fstream>
-#include <iostream>
+#include <memory>
 
 #include "stream/net.h"
 #include "tools/commands.h"
@@ -16,7 +16,12 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 
+std::atomic<stream::net::ServeLog*> g_log{nullptr};
+
 extern "C" void OnStopSignal(int) { g_stop.store(true); }
+extern "C" void OnHangup(int) {
+  if (stream::net::ServeLog* log = g_log.load()) log->RequestReopen();
+}
 
 struct ServeCliOptions {
   std::string store_dir;
@@ -26,17 +31,18 @@ struct ServeCliOptions {
 
 int RunServe(ServeCliOptions& o) {
   auto store = OpenStore(o.store_dir);
+  std::unique_ptr<stream::net::ServeLog> log = stream::net::ServeLog::Open(o.log_file);
+  g_log.store(log.get());
   struct sigaction sa {};
   sa.sa_handler = OnStopSignal;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
-  std::ofstream file;
-  if (!o.log_file.empty()) {
-    file.open(o.log_file, std::ios::app);
-    if (!file) Throw(Errc::kIo, "--log: cannot open " + o.log_file);
-  }
-  stream::net::Serve(*store, o.serve, &g_stop, o.log_file.empty() ? std::cerr : file);
+  sa.sa_handler = OnHangup;
+  ::sigaction(SIGHUP, &sa, nullptr);
+  stream::net::Serve(*store, o.serve, &g_stop, *log);
+  ::signal(SIGHUP, SIG_IGN);  // the log goes away with this function
+  g_log.store(nullptr);
   return 0;
 }
 
@@ -66,7 +72,10 @@ void AddServeCommand(CLI::App& root, Action* chosen) {
   c->add_option("--max-handshakes-per-address", o->serve.max_handshakes_per_address,
                 "unauthenticated connections from one address; more are closed at once (default 16)");
   c->add_flag("-v,--verbose", o->serve.verbose, "also log every QUERY answered (one line per folder)");
-  c->add_option("--log", o->log_file, "append the log to FILE instead of standard error")->type_name("FILE");
+  c->add_option("--log", o->log_file,
+                "append the log to FILE (reopened on SIGHUP) or, with 'syslog', send it to syslog(3); default "
+                "standard error, with <N> priority prefixes when systemd's journal reads it")
+      ->type_name("FILE|syslog");
   c->callback([o, chosen] { *chosen = [o] { return RunServe(*o); }; });
 }
 

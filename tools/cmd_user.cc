@@ -6,6 +6,7 @@
 
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/version.h"
 
 namespace storemove::tools {
 namespace {
@@ -44,7 +45,8 @@ int RunUser(const UserOptions& options) {
                           {"quota_limit", info->quota_limit},
                           {"quota_used", info->quota_used},
                           {"created", IsoTime(info->created)},
-                          {"folders", folder_names}};
+                          {"folders", folder_names},
+                          {"storemove_version", Version()}};
     std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "tools/commands.h"
+#include "tools/version_string.h"
 #include "util/error.h"
 
 namespace {
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   using namespace storemove;
   CLI::App app{"storemove: Sun-Messaging-Server-style mail store tools", "storemove"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", tools::VersionString(), "print the version and exit");
   tools::Action action;
   tools::AddInitCommand(app, &action);
   tools::AddDeliverCommand(app, &action);
@@ -52,7 +54,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     return Fail(std::string(e.what()) + " (see storemove --help)", ExitStatus(Errc::kInvalidArgument));
   }
 
