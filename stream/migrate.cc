@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "store/admin.h"
+#include "stream/group_members.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -156,32 +157,26 @@ class Migration {
     // Every session, set-status included, names the source store: its own server refuses it.
     client_.source_store_id = source_.store_id();
     report_.recovered = RecoverJournals(source_);
-    std::vector<BackupGroup> groups = ReadBackupGroups(options_.groups_file);
-    if (groups.empty()) Throw(Errc::kInvalidArgument, "migrate: no backup groups in " + options_.groups_file);
-    if (!options_.groups.empty()) {
-      std::vector<BackupGroup> chosen;
-      for (const std::string& name : options_.groups) {
-        auto it = std::find_if(groups.begin(), groups.end(), [&](const BackupGroup& g) { return g.name == name; });
-        if (it == groups.end()) Throw(Errc::kInvalidArgument, "migrate: no group '" + name + "' in " + options_.groups_file);
-        chosen.push_back(*it);
-      }
-      groups = chosen;
+    std::vector<BackupGroup> groups;
+    try {
+      groups = ChooseGroups(options_.groups_file, options_.groups);
+    } catch (const Error& e) {
+      Throw(e.code(), std::string("migrate: ") + e.what());
     }
     // Each user belongs to the first group that matches it (overlapping patterns never migrate
     // a user twice at once).
+    GroupAssignment assignment = AssignGroups(source_, groups);
     members_.resize(groups.size());
     live_ = std::vector<LiveGroup>(groups.size());
-    source_.ForEachUser([&](const store::UserInfo& u) {
-      for (size_t g = 0; g < groups.size(); ++g) {
-        if (GroupMatches(groups[g], u.user)) {
-          members_[g].insert(u.user);
-          live_[g].total_bytes += u.quota_used;
-          return;
-        }
+    for (size_t g = 0; g < groups.size(); ++g) {
+      for (const std::string& user : assignment.groups[g].members) {
+        members_[g].insert(user);
+        if (std::optional<store::UserInfo> u = source_.FindUser(user)) live_[g].total_bytes += u->quota_used;
       }
-      ++report_.users_in_no_group;
-      if (report_.no_group_names.size() < MigrateReport::kNoGroupNamesShown) report_.no_group_names.push_back(u.user);
-    });
+    }
+    report_.users_in_no_group = assignment.no_group.size();
+    for (size_t i = 0; i < assignment.no_group.size() && i < MigrateReport::kNoGroupNamesShown; ++i)
+      report_.no_group_names.push_back(assignment.no_group[i]);
     report_.groups.resize(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) report_.groups[g].name = groups[g].name;
 

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "stream/migrate.h"
+#include "stream/migrate_dry_run.h"
 #include "tools/commands.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -38,6 +39,7 @@ struct MigrateCliOptions {
   bool json = false;
   bool verbose = false;
   bool abort = false;
+  bool dry_run = false;
   int max_passes = 4;
   uint64_t settle = 200;
   std::vector<std::string> groups;
@@ -130,6 +132,11 @@ int RunMigrate(const MigrateCliOptions& o) {
   if (o.max_passes < 0 || o.max_passes > 100) Throw(Errc::kInvalidArgument, "--max-passes: 0-100");
   options.max_online_passes = o.max_passes;
   options.settle_messages = o.settle;
+  if (o.dry_run) {
+    stream::MigrateDryRun plan = stream::PlanMigrate(*source, options);
+    std::printf("%s", o.json ? (plan.Json() + "\n").c_str() : plan.Text().c_str());
+    return 0;
+  }
   stream::net::Cancellation cancel;
   options.client.cancel = &cancel;
   if (const char* hook = std::getenv("STOREMOVE_TEST_HOLD_FD")) {
@@ -180,6 +187,9 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
                 "online incremental passes after the copy, at most (default 4; 0 = hold right after the copy)");
   c->add_option("--settle", o->settle,
                 "hold the group once an online pass carried at most this many messages (default 200)");
+  c->add_flag("--dry-run", o->dry_run,
+              "print what would be done (groups, users, messages and bytes, destination, steps) and stop: no "
+              "connection, nothing changed");
   c->add_flag("--json", o->json, "print the final report as JSON");
   c->add_flag("-v,--verbose", o->verbose, "live display on stderr even when it is not a terminal");
   c->add_option("groups", o->groups, "groups to migrate (default: every group in the file)");
