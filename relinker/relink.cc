@@ -18,6 +18,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "relinker/list_directory.h"
 #include "relinker/relinker.h"
 #include "store/read_ahead.h"
 #include "util/error.h"
@@ -74,24 +75,6 @@ struct Group {
 enum class LinkResult { kLinked, kTargetFull, kLeft, kVanished };
 
 // Names of a directory's entries other than "." and ".."; empty when it does not exist.
-std::vector<std::string> ListDirectory(const std::string& path) {
-  std::vector<std::string> names;
-  UniqueFd fd = TryOpenAt(AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0, path);  // no symlink followed
-  if (!fd.valid()) return names;
-  DIR* dir = ::fdopendir(fd.get());
-  if (!dir) ThrowErrno("open directory " + path);
-  fd.release();
-  errno = 0;
-  while (struct dirent* e = ::readdir(dir)) {
-    std::string_view name = e->d_name;
-    if (name != "." && name != "..") names.emplace_back(name);
-  }
-  int err = errno;
-  ::closedir(dir);
-  if (err) ThrowErrno("read directory " + path, err);
-  return names;
-}
-
 // False when the file does not exist (ENOENT); throws on other failures.
 bool StatPath(const std::string& path, struct stat* st) {
   // Beneath the store root: a symlinked directory on the way throws instead of being followed.
@@ -245,10 +228,10 @@ class PartitionPass {
 
   // Counts the entries of =digest; with `purge`, first removes those nothing else links to.
   uint64_t WalkRepository(bool purge) {
-    // 65,536 bucket directories: on a cold disk each listing waits for its blocks, so the
-    // top-level buckets are shared out between threads (each sums its own counts).
-    const std::string& root = repository_.root();
-    const std::vector<std::string> top = ListDirectory(root);
+    // Up to 65,536 bucket directories (a 1.0 repository; a flat one has 256): on a cold disk each
+    // listing waits for its blocks, so the buckets are shared out between threads (each sums its
+    // own counts).
+    const std::vector<std::string> buckets = repository_.BucketDirectories();
     std::atomic<size_t> next{0};
     std::atomic<uint64_t> entries{0}, purged{0};
     std::mutex mu;
@@ -256,34 +239,32 @@ class PartitionPass {
     auto work = [&] {
       uint64_t my_entries = 0, my_purged = 0;
       try {
-        for (size_t i; (i = next++) < top.size();) {
-          for (const std::string& h2 : ListDirectory(root + "/" + top[i])) {
-            const std::string dir = root + "/" + top[i] + "/" + h2;
-            for (const std::string& name : ListDirectory(dir)) {
-              if (!IsEntryName(name)) continue;  // e.g. the temporary name of an entry being replaced
-              const std::string path = dir + "/" + name;
-              struct stat st;
-              if (!StatPath(path, &st)) continue;
-              if (purge && S_ISREG(st.st_mode) && st.st_nlink == 1) {
-                int err = UnlinkPath(path);
-                if (err == 0) ++my_purged;
-                else if (err != ENOENT) ThrowErrno("unlink " + path, err);
-                continue;
-              }
-              ++my_entries;
+        for (size_t i; (i = next++) < buckets.size();) {
+          const std::string& dir = buckets[i];
+          for (const std::string& name : ListDirectory(dir)) {
+            if (!IsEntryName(name)) continue;  // e.g. the temporary name of an entry being replaced
+            const std::string path = dir + "/" + name;
+            struct stat st;
+            if (!StatPath(path, &st)) continue;
+            if (purge && S_ISREG(st.st_mode) && st.st_nlink == 1) {
+              int err = UnlinkPath(path);
+              if (err == 0) ++my_purged;
+              else if (err != ENOENT) ThrowErrno("unlink " + path, err);
+              continue;
             }
+            ++my_entries;
           }
         }
       } catch (...) {
         std::lock_guard lock(mu);
         if (!error) error = std::current_exception();
-        next = top.size();
+        next = buckets.size();
       }
       entries += my_entries;
       purged += my_purged;
     };
     std::vector<std::thread> threads;
-    const size_t count = std::min<size_t>(options_.reads ? options_.reads : 16, top.size());
+    const size_t count = std::min<size_t>(options_.reads ? options_.reads : 16, buckets.size());
     for (size_t t = 1; t < count; ++t) threads.emplace_back(work);
     work();
     for (std::thread& t : threads) t.join();

@@ -6,12 +6,14 @@
 
 #include <algorithm>
 #include <bitset>
+#include <cctype>
 #include <cerrno>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <cstring>
 
+#include "relinker/list_directory.h"
 #include "util/error.h"
 
 namespace storemove::relinker {
@@ -76,11 +78,44 @@ bool IncomingMatcher::Feed(const void* data, size_t size) {
 }
 
 Repository::Repository(std::string partition_dir, RepositoryOptions options)
-    : root_(std::move(partition_dir) + "/=digest"), options_(options) {}
+    : root_(partition_dir + "/=digest"), options_(options), layout_(store::ReadRepositoryLayout(partition_dir)) {}
 
 std::string Repository::EntryPath(const Digest& digest) const {
   std::string hex = digest.Hex();
+  if (layout_ == store::RepositoryLayout::kFlat) return root_ + "/" + hex.substr(0, 2) + "/" + hex + ".msg";
   return root_ + "/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex + ".msg";
+}
+
+namespace {
+
+bool IsHexByteName(std::string_view name) {
+  return name.size() == 2 && std::isxdigit(static_cast<unsigned char>(name[0])) &&
+         std::isxdigit(static_cast<unsigned char>(name[1]));
+}
+
+}  // namespace
+
+std::vector<std::string> Repository::BucketDirectories() const {
+  std::vector<std::string> dirs;
+  if (!PathExists(root_)) return dirs;
+  for (const std::string& h1 : ListDirectory(root_)) {
+    if (!IsHexByteName(h1)) continue;  // the marker, a temporary name
+    const std::string dir = root_ + "/" + h1;
+    if (layout_ == store::RepositoryLayout::kFlat) {
+      dirs.push_back(dir);
+      continue;
+    }
+    for (const std::string& h2 : ListDirectory(dir))
+      if (IsHexByteName(h2)) dirs.push_back(dir + "/" + h2);
+  }
+  return dirs;
+}
+
+bool Repository::Empty() const {
+  if (!PathExists(root_)) return true;
+  for (const std::string& name : ListDirectory(root_))
+    if (name != store::kFlatRepositoryMarker) return false;
+  return true;
 }
 
 UniqueFd Repository::OpenEntry(const Digest& digest, uint64_t size) const {
@@ -95,7 +130,7 @@ UniqueFd Repository::OpenEntry(const Digest& digest, uint64_t size) const {
 
 namespace {
 
-// Which of a repository's 65,536 <h1>/<h2> directories this process already knows to exist
+// Which of a repository's bucket directories (256 <h1> or 65,536 <h1>/<h2>) this process already knows to exist
 // (8 KiB per repository), so that adding an entry is one link(2), not a failed link, mkdirs
 // and a second link.
 class KnownDirectories {
@@ -118,7 +153,8 @@ class KnownDirectories {
 
 bool Repository::AddIfMissing(const Digest& digest, const std::string& file) {
   std::string entry = EntryPath(digest);
-  size_t dir_index = size_t(digest.bytes[0]) << 8 | digest.bytes[1];
+  size_t dir_index = layout_ == store::RepositoryLayout::kFlat ? size_t(digest.bytes[0])
+                                                                 : size_t(digest.bytes[0]) << 8 | digest.bytes[1];
   if (!KnownDirectories::Known(root_, dir_index)) {
     MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
     KnownDirectories::Mark(root_, dir_index);

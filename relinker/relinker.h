@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "store/repository_layout.h"
 #include "store/store.h"
 #include "util/digest.h"
 #include "util/fs.h"
@@ -48,11 +50,18 @@ struct RepositoryOptions {
   uint64_t max_links = 0;
 };
 
-// The digest repository of one partition.
+// The digest repository of one partition, flat or nested (store/repository_layout.h), as the
+// partition's marker says when it is constructed.
 class Repository {
  public:
   explicit Repository(std::string partition_dir, RepositoryOptions options = {});
   std::string EntryPath(const Digest& digest) const;
+  // The directories that hold entries: =digest/<h1> (flat) or =digest/<h1>/<h2> (nested), as they
+  // exist now. For walks over every entry (relink's count and purge).
+  std::vector<std::string> BucketDirectories() const;
+  // No entry yet (a fresh destination): only the marker, or no =digest at all.
+  bool Empty() const;
+  store::RepositoryLayout layout() const { return layout_; }
   // Opens the entry for `digest` when it exists and has `size` bytes; invalid fd otherwise.
   UniqueFd OpenEntry(const Digest& digest, uint64_t size) const;
   // Makes `file` the entry for `digest` unless one exists; true when `file` became the entry.
@@ -70,6 +79,7 @@ class Repository {
  private:
   std::string root_;  // partition_dir + "/=digest"
   RepositoryOptions options_;
+  store::RepositoryLayout layout_;
 };
 
 }  // namespace storemove::relinker

@@ -1,5 +1,6 @@
 // Store: the store root, its partitions, and the mboxlist records (users, folders, quota, ...).
 #include "store/store.h"
+#include "store/repository_layout.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -188,7 +189,10 @@ std::unique_ptr<Store> Store::Init(const std::string& root, const std::vector<st
   TrustedRoot trusted(root, /*store_layout=*/true);  // adding partitions to a store: no symlinks
   MakeDirs(root + "/config");
   MakeDirs(root + "/mboxlist", 0700);
-  for (const auto& p : parts) MakeDirs(root + "/partition/" + p + "/=user");
+  for (const auto& p : parts) {
+    MakeDirs(root + "/partition/" + p + "/=user");
+    CreateFlatRepositoryIfMissing(root + "/partition/" + p);
+  }
   std::string id_path = root + "/config/store-id";
   if (!PathExists(id_path)) WriteFileAtomic(id_path, RandomToken() + RandomToken() + "\n");
   std::string groups = root + "/config/backup-groups.conf";

@@ -7,15 +7,21 @@
 
 namespace storemove::stream {
 
-std::vector<BackupGroup> ChooseGroups(const std::string& groups_file, const std::vector<std::string>& chosen) {
+std::vector<BackupGroup> ReadGroupsFile(const std::string& groups_file) {
   std::vector<BackupGroup> groups = ReadBackupGroups(groups_file);
   if (groups.empty()) Throw(Errc::kInvalidArgument, "no backup groups in " + groups_file);
-  if (chosen.empty()) return groups;
-  std::vector<BackupGroup> out;
+  return groups;
+}
+
+std::vector<GroupMembers> ChosenGroups(const GroupAssignment& assignment, const std::vector<std::string>& chosen,
+                                       const std::string& groups_file) {
+  if (chosen.empty()) return assignment.groups;
+  std::vector<GroupMembers> out;
   for (const std::string& name : chosen) {
-    auto it = std::find_if(groups.begin(), groups.end(), [&](const BackupGroup& g) { return g.name == name; });
-    if (it == groups.end()) Throw(Errc::kInvalidArgument, "no group '" + name + "' in " + groups_file);
-    out.push_back(*it);
+    auto named = [&](const GroupMembers& g) { return g.group.name == name; };
+    auto it = std::find_if(assignment.groups.begin(), assignment.groups.end(), named);
+    if (it == assignment.groups.end()) Throw(Errc::kInvalidArgument, "no group '" + name + "' in " + groups_file);
+    if (std::none_of(out.begin(), out.end(), named)) out.push_back(*it);
   }
   return out;
 }

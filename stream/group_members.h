@@ -1,6 +1,6 @@
 // Which users each backup group holds, as migrate assigns them: every user belongs to the first
-// group of the file (or of the chosen groups) whose pattern matches the whole user id; a later
-// group that also matches it still names it (backup's /partition/GROUP selects it too).
+// group of the file whose pattern matches the whole user id (whichever groups a run migrates); a
+// later group that also matches it still names it (backup's /partition/GROUP selects it too).
 #pragma once
 
 #include <string>
@@ -22,13 +22,18 @@ struct GroupAssignment {
   std::vector<std::string> no_group;  // users no group matches (sorted)
 };
 
-// Groups of `groups_file` (STORE/config/backup-groups.conf by default); `chosen` non-empty keeps
-// only those, in that order (kInvalidArgument naming an unknown one). kInvalidArgument when the
-// file defines no group.
-std::vector<BackupGroup> ChooseGroups(const std::string& groups_file, const std::vector<std::string>& chosen);
+// The groups of `groups_file` (STORE/config/backup-groups.conf by default); kInvalidArgument
+// when it defines none.
+std::vector<BackupGroup> ReadGroupsFile(const std::string& groups_file);
 
-// Every user of the store against `groups`.
+// Every user of the store against `groups` (the whole file: a user belongs to the first group
+// of the file that matches it, whichever groups a run works on).
 GroupAssignment AssignGroups(store::Store& store, const std::vector<BackupGroup>& groups);
+
+// The groups of `assignment` named by `chosen` (every one when empty), in that order, each once;
+// kInvalidArgument naming an unknown group and `groups_file`.
+std::vector<GroupMembers> ChosenGroups(const GroupAssignment& assignment, const std::vector<std::string>& chosen,
+                                       const std::string& groups_file);
 
 // `storemove groups`: one block per group, then the users in no group.
 std::string GroupsText(const GroupAssignment& assignment);

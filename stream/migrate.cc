@@ -17,7 +17,6 @@
 #include <thread>
 
 #include "store/admin.h"
-#include "stream/group_members.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -92,44 +91,56 @@ uint64_t PutBack(store::Store& s, const Held& held, std::vector<std::string>* er
   return n;
 }
 
-// One migrate per store at a time: a second one would take the first's journals for a killed
-// run's and give its held users their service back in the middle of its catch-up.
-class MigrateLock {
- public:
-  explicit MigrateLock(const store::Store& s) {
-    MakeDirs(JournalDir(s), 0700);
-    std::string path = JournalDir(s) + "/lock";
-    fd_ = OpenFile(path, O_RDWR | O_CREAT, 0600);
-    if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
-      if (errno == EWOULDBLOCK)
-        Throw(Errc::kTempFail, "another storemove migrate is running on " + s.root() + " (" + path + " is locked)");
-      ThrowErrno("lock " + path);
-    }
+// One migrate per group at a time: STORE/migrate-journal/GROUP.lock, held for the whole run. A
+// second migrate of the same group would take the first's journal for a killed run's and give its
+// held users their service back in the middle of its catch-up. Migrates of other groups of the
+// same store may run at once (a fleet runs one job per group: docs/fleet.md); the kernel drops the
+// lock of a killed process.
+std::string GroupLockPath(const store::Store& s, const std::string& group) {
+  return JournalDir(s) + "/" + group + ".lock";
+}
+
+// The lock of `group`, or an invalid fd when another process holds it (after waiting up to
+// wait_ms, in steps of 100 ms; a cancellation ends the wait).
+UniqueFd TryLockGroup(const store::Store& s, const std::string& group, int64_t wait_ms = 0,
+                      net::Cancellation* cancel = nullptr) {
+  MakeDirs(JournalDir(s), 0700);
+  std::string path = GroupLockPath(s, group);
+  UniqueFd fd = OpenFile(path, O_RDWR | O_CREAT, 0600);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(wait_ms);
+  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) ThrowErrno("lock " + path);
+    if (Clock::now() >= deadline) return UniqueFd();
+    if (cancel ? cancel->WaitFor(100) : (std::this_thread::sleep_for(std::chrono::milliseconds(100)), false))
+      return UniqueFd();
   }
+  return fd;
+}
 
- private:
-  UniqueFd fd_;
-};
+[[noreturn]] void ThrowGroupBusy(const store::Store& s, const std::string& group) {
+  Throw(Errc::kTempFail, "another storemove migrate is running on " + s.root() + " (group " + group + ": " +
+                             GroupLockPath(s, group) + " is locked)");
+}
 
-// Applies and removes every journal a killed run left; one line per journal.
-std::vector<std::string> RecoverJournals(store::Store& s) {
-  std::vector<std::string> lines;
-  std::vector<std::string> paths;
+std::vector<std::string> JournalGroups(const store::Store& s) {
+  std::vector<std::string> groups;
+  MakeDirs(JournalDir(s), 0700);
   for (const auto& entry : std::filesystem::directory_iterator(JournalDir(s)))
-    if (entry.path().extension() == ".hold") paths.push_back(entry.path().string());
-  std::sort(paths.begin(), paths.end());
-  for (const std::string& path : paths) {
-    Held held = ReadJournal(path);
-    std::vector<std::string> errors;
-    uint64_t n = PutBack(s, held, &errors);
-    if (!errors.empty())
-      Throw(Errc::kIo, "migrate journal " + path + ": " + errors.front() + " (the journal is kept; rerun)");
-    std::string group = std::filesystem::path(path).stem().string();
-    RemoveJournal(s, group);
-    lines.push_back("group " + group + ": an interrupted migrate had left " + std::to_string(n) + " of " +
-                    std::to_string(held.size()) + " users on hold; put back to their status before (" + path + ")");
-  }
-  return lines;
+    if (entry.path().extension() == ".hold") groups.push_back(entry.path().stem().string());
+  std::sort(groups.begin(), groups.end());
+  return groups;
+}
+
+// Applies and removes the journal a killed run left for `group` (whose lock the caller holds).
+std::string RecoverJournal(store::Store& s, const std::string& group) {
+  std::string path = JournalPath(s, group);
+  Held held = ReadJournal(path);
+  std::vector<std::string> errors;
+  uint64_t n = PutBack(s, held, &errors);
+  if (!errors.empty()) Throw(Errc::kIo, "migrate journal " + path + ": " + errors.front() + " (the journal is kept; rerun)");
+  RemoveJournal(s, group);
+  return "group " + group + ": an interrupted migrate had left " + std::to_string(n) + " of " +
+         std::to_string(held.size()) + " users on hold; put back to their status before (" + path + ")";
 }
 
 // Counters one group's worker updates and the display thread reads.
@@ -153,30 +164,57 @@ class Migration {
   MigrateReport Run() {
     auto start = Clock::now();
     net::CheckClientCredentials(options_.client.credentials);  // a bad key file fails here, once
-    MigrateLock lock(source_);
-    // Every session, set-status included, names the source store: its own server refuses it.
-    client_.source_store_id = source_.store_id();
-    report_.recovered = RecoverJournals(source_);
-    std::vector<BackupGroup> groups;
-    try {
-      groups = ChooseGroups(options_.groups_file, options_.groups);
-    } catch (const Error& e) {
-      Throw(e.code(), std::string("migrate: ") + e.what());
-    }
-    // Each user belongs to the first group that matches it (overlapping patterns never migrate
-    // a user twice at once).
-    GroupAssignment assignment = AssignGroups(source_, groups);
-    members_.resize(groups.size());
-    live_ = std::vector<LiveGroup>(groups.size());
-    for (size_t g = 0; g < groups.size(); ++g) {
-      for (const std::string& user : assignment.groups[g].members) {
-        members_[g].insert(user);
-        if (std::optional<store::UserInfo> u = source_.FindUser(user)) live_[g].total_bytes += u->quota_used;
+    std::vector<BackupGroup> all = ReadBackupGroups(options_.groups_file);
+    if (all.empty()) Throw(Errc::kInvalidArgument, "migrate: no backup groups in " + options_.groups_file);
+    std::vector<BackupGroup> groups = all;
+    if (!options_.groups.empty()) {
+      groups.clear();
+      for (const std::string& name : options_.groups) {
+        auto it = std::find_if(all.begin(), all.end(), [&](const BackupGroup& g) { return g.name == name; });
+        if (it == all.end()) Throw(Errc::kInvalidArgument, "migrate: no group '" + name + "' in " + options_.groups_file);
+        if (std::none_of(groups.begin(), groups.end(), [&](const BackupGroup& g) { return g.name == name; }))
+          groups.push_back(*it);
       }
     }
-    report_.users_in_no_group = assignment.no_group.size();
-    for (size_t i = 0; i < assignment.no_group.size() && i < MigrateReport::kNoGroupNamesShown; ++i)
-      report_.no_group_names.push_back(assignment.no_group[i]);
+    // The groups' locks, in the file's order (two waiting runs never hold each other's), then
+    // what killed runs left on hold: the journals of our groups, and of others no run holds.
+    std::map<std::string, UniqueFd> locks;
+    for (const BackupGroup& g : all) {
+      if (std::none_of(groups.begin(), groups.end(), [&](const BackupGroup& m) { return m.name == g.name; })) continue;
+      UniqueFd fd = TryLockGroup(source_, g.name, options_.lock_wait_ms, options_.client.cancel);
+      if (!fd.valid()) {
+        if (options_.client.cancel && options_.client.cancel->cancelled())
+          Throw(Errc::kInterrupted, "migrate " + options_.client.cancel->why() + " while waiting for the lock of group " + g.name);
+        ThrowGroupBusy(source_, g.name);
+      }
+      locks.emplace(g.name, std::move(fd));
+    }
+    // Every session, set-status included, names the source store: its own server refuses it.
+    client_.source_store_id = source_.store_id();
+    for (const std::string& group : JournalGroups(source_)) {
+      if (locks.count(group)) {
+        report_.recovered.push_back(RecoverJournal(source_, group));
+      } else if (UniqueFd other = TryLockGroup(source_, group); other.valid()) {
+        report_.recovered.push_back(RecoverJournal(source_, group));
+      }
+    }
+    // Each user belongs to the first group of the file that matches it, whichever groups this run
+    // migrates: overlapping patterns never have two runs (or two jobs of one) migrate a user.
+    members_.resize(groups.size());
+    live_ = std::vector<LiveGroup>(groups.size());
+    source_.ForEachUser([&](const store::UserInfo& u) {
+      for (const BackupGroup& first : all) {
+        if (!GroupMatches(first, u.user)) continue;
+        for (size_t g = 0; g < groups.size(); ++g) {
+          if (groups[g].name != first.name) continue;
+          members_[g].insert(u.user);
+          live_[g].total_bytes += u.quota_used;
+        }
+        return;
+      }
+      ++report_.users_in_no_group;
+      if (report_.no_group_names.size() < MigrateReport::kNoGroupNamesShown) report_.no_group_names.push_back(u.user);
+    });
     report_.groups.resize(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) report_.groups[g].name = groups[g].name;
 
@@ -555,13 +593,31 @@ std::string MigrateReport::Json() const {
   return j.dump(2);
 }
 
+std::string FailedMigrateJson(const std::string& error, int exit_status, const std::vector<std::string>& groups) {
+  nlohmann::json j;
+  j["ok"] = false;
+  j["error"] = error;
+  j["exit_status"] = exit_status;
+  j["groups_requested"] = groups;
+  j["groups"] = nlohmann::json::array();
+  return j.dump(2);
+}
+
 MigrateReport Migrate(store::Store& source, const MigrateOptions& options) {
   return Migration(source, options).Run();
 }
 
 std::vector<std::string> AbortMigrations(store::Store& source) {
-  MigrateLock lock(source);
-  return RecoverJournals(source);
+  // Every journal's group is locked first: a running migrate's journal is no killed run's.
+  std::vector<std::string> groups = JournalGroups(source);
+  std::vector<UniqueFd> locks;
+  for (const std::string& group : groups) {
+    locks.push_back(TryLockGroup(source, group));
+    if (!locks.back().valid()) ThrowGroupBusy(source, group);
+  }
+  std::vector<std::string> lines;
+  for (const std::string& group : groups) lines.push_back(RecoverJournal(source, group));
+  return lines;
 }
 
 }  // namespace storemove::stream

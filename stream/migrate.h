@@ -27,6 +27,9 @@ struct MigrateOptions {
   std::string moved_host;             // recorded as moved:HOST on the source (default: to.host)
   std::string partition;              // destination partition for new users ("" = same name or default)
   bool live = false;                  // live display on stderr
+  // How long to wait for a group another migrate is moving (its lock) before kTempFail: a fleet
+  // job rerun while its predecessor still runs (its ssh was cut) waits for it instead of failing.
+  int64_t lock_wait_ms = 0;
   // Online incremental passes after the copy, at most; they stop early once a pass carried at
   // most settle_messages messages (or no fewer than the pass before): then the group is held.
   int max_online_passes = 4;
@@ -79,18 +82,27 @@ struct MigrateReport {
   std::string Json() const;
 };
 
+// The JSON report of a run that ended in an error before it had a report (a busy lock, a
+// configuration error, an interruption): {"ok": false, "error": ..., "exit_status": ...,
+// "groups_requested": [...], "groups": []}.
+std::string FailedMigrateJson(const std::string& error, int exit_status, const std::vector<std::string>& groups);
+
 // Errors that a retry cannot cure (bad credentials or key file mode, authentication refused, an
 // unknown partition or name, a destination that is the source itself) stop the whole migration
 // at once: other groups are cut off, held users put back, and Migrate throws that error.
-// Runs the migration under the store's migrate lock (STORE/migrate-journal/lock; kTempFail when
-// another migrate holds it). First puts back what a killed run left on hold (its journals).
+// Runs the migration under its groups' locks (STORE/migrate-journal/GROUP.lock; kTempFail when
+// another migrate holds one after lock_wait_ms): migrates of other groups of the store may run at
+// once. First puts back what a killed run left on hold (the journals of its groups and of groups
+// no migrate holds). A user belongs to the first group of the file that matches it, even when
+// only later groups are migrated.
 // Before a group's users are set to hold, their previous statuses go to a journal
 // (STORE/migrate-journal/GROUP.hold, durable); a group that fails or is interrupted sets them back
 // and removes it, as does the switch once the users are moved.
 MigrateReport Migrate(store::Store& source, const MigrateOptions& options);
 
-// `migrate --abort`: under the migrate lock, puts every user a killed migrate left on hold back to
-// the status its journal recorded, and removes the journals. One line per journal.
+// `migrate --abort`: under the journals' group locks (kTempFail when a migrate holds one), puts
+// every user a killed migrate left on hold back to the status its journal recorded, and removes
+// the journals. One line per journal.
 std::vector<std::string> AbortMigrations(store::Store& source);
 
 }  // namespace storemove::stream

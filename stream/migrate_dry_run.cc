@@ -18,9 +18,10 @@ MigrateDryRun PlanMigrate(store::Store& source, const MigrateOptions& options) {
   plan.max_online_passes = options.max_online_passes;
   plan.settle_messages = options.settle_messages;
   plan.delete_source = options.delete_source;
-  GroupAssignment assignment = AssignGroups(source, ChooseGroups(options.groups_file, options.groups));
+  // As the real run: every user in the first group of the whole file that matches it.
+  GroupAssignment assignment = AssignGroups(source, ReadGroupsFile(options.groups_file));
   plan.no_group = assignment.no_group;
-  for (const GroupMembers& g : assignment.groups) {
+  for (const GroupMembers& g : ChosenGroups(assignment, options.groups, options.groups_file)) {
     DryRunGroup d;
     d.name = g.group.name;
     d.regex = g.group.regex;

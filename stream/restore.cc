@@ -1,6 +1,5 @@
 // The restore side: records -> store, with imsrestore's semantics (sun-store.md §2) and
 // restore-time single instance through the partition's digest repository.
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +13,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "store/writeback.h"
 #include "stream/content_filter.h"
 #include "stream/net.h"
 #include "stream/records.h"
@@ -84,9 +84,13 @@ class RestoreSession {
 
  public:
   RestoreSession(store::Store* store, format::Decoder& decoder, const RestoreOptions& options, std::ostream* toc)
-      : store_(store), decoder_(decoder), options_(options), toc_(toc ? std::make_unique<TocWriter>(*toc, options.toc_json) : nullptr),
+      : store_(store),
+        decoder_(decoder),
+        options_(options),
+        toc_(toc ? std::make_unique<TocWriter>(*toc, options.toc_json) : nullptr),
         progress_("restore", options.live_progress) {
     if (options.input_total) progress_.set_input_total(options.input_total);
+    if (store_) writeback_.emplace(*store_);
   }
 
   SessionReport Run() {
@@ -249,22 +253,8 @@ class RestoreSession {
     // stream comes as links, and other sessions' content as held records.
     auto known = empty_repository_.find(partition);
     if (known == empty_repository_.end())
-      known = empty_repository_.emplace(partition, DirectoryIsEmpty(repository_->root())).first;
+      known = empty_repository_.emplace(partition, repository_->Empty()).first;
     repository_was_empty_ = known->second;
-  }
-
-  static bool DirectoryIsEmpty(const std::string& dir) {
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) return errno == ENOENT;
-    bool empty = true;
-    while (dirent* e = ::readdir(d)) {
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
-        empty = false;
-        break;
-      }
-    }
-    ::closedir(d);
-    return empty;
   }
 
   // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty).
@@ -727,6 +717,7 @@ class RestoreSession {
   void Commit() {
     if (pending_.empty()) return;
     std::vector<uint32_t> uids = folder_->Commit(pending_);
+    if (writeback_) writeback_->Wrote(pending_bytes_);
     for (size_t i = 0; i < uids.size(); ++i)
       if (pending_content_ids_[i])
         ProveCommitted(folder_->MessagePath(uids[i]), pending_digests_[i], pending_content_ids_[i], pending_replace_[i]);
@@ -860,6 +851,7 @@ class RestoreSession {
     if (store_) {
       RecomputePendingQuota();
       store_->Checkpoint();
+      writeback_->CheckErrors();
     }
     progress_.Finish();
     report_.seconds = progress_.seconds();
@@ -875,6 +867,7 @@ class RestoreSession {
   SessionReport report_;
   std::string quota_user_;  // the user whose quota is recounted once its folders are in
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
+  std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;
 
   // The open folder.

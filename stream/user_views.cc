@@ -100,10 +100,11 @@ std::vector<std::string> ReadUsersFile(const std::string& path) {
 }
 
 std::vector<std::string> GroupUsers(store::Store& store, const std::string& groups_file, const std::string& group) {
-  GroupAssignment a = AssignGroups(store, ChooseGroups(groups_file, {group}));
-  if (a.groups.front().members.empty())
+  GroupAssignment a = AssignGroups(store, ReadGroupsFile(groups_file));
+  std::vector<GroupMembers> chosen = ChosenGroups(a, {group}, groups_file);
+  if (chosen.front().members.empty())
     Throw(Errc::kInvalidArgument, "group '" + group + "' of " + groups_file + " holds no user of this store");
-  return a.groups.front().members;
+  return chosen.front().members;
 }
 
 std::vector<std::pair<std::string, store::UserStatus>> SetStatusOf(store::Store& store,

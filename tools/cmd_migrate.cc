@@ -37,6 +37,8 @@ struct MigrateCliOptions {
   std::string moved_host;
   std::string partition;
   bool json = false;
+  std::string report_file;
+  double lock_wait = 0;
   bool verbose = false;
   bool abort = false;
   bool dry_run = false;
@@ -103,8 +105,18 @@ int RunAbort(const MigrateCliOptions& o) {
   return 0;
 }
 
-int RunMigrate(const MigrateCliOptions& o) {
-  if (o.abort) return RunAbort(o);
+// --report FILE: the JSON report, written atomically (a fleet job's result, docs/fleet.md), or on
+// stdout for "-". A run that ends in an error leaves a report too, naming it, so that a fleet's
+// merged report counts the job as failed instead of missing.
+void WriteReport(const std::string& file, const std::string& json) {
+  if (file == "-") {
+    std::printf("%s\n", json.c_str());
+  } else {
+    WriteFileAtomic(file, json + "\n", 0644);
+  }
+}
+
+int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (o.to.empty()) Throw(Errc::kInvalidArgument, "migrate: --to HOST:PORT is required (or --abort)");
   auto source = OpenStore(o.store_dir);
   stream::MigrateOptions options;
@@ -129,6 +141,8 @@ int RunMigrate(const MigrateCliOptions& o) {
   options.moved_host = o.moved_host;
   options.partition = o.partition;
   options.live = o.verbose || ::isatty(STDERR_FILENO);
+  if (!(o.lock_wait >= 0 && o.lock_wait <= 86400)) Throw(Errc::kInvalidArgument, "--lock-wait: 0-86400 seconds");
+  options.lock_wait_ms = int64_t(o.lock_wait * 1000);
   if (o.max_passes < 0 || o.max_passes > 100) Throw(Errc::kInvalidArgument, "--max-passes: 0-100");
   options.max_online_passes = o.max_passes;
   options.settle_messages = o.settle;
@@ -148,11 +162,28 @@ int RunMigrate(const MigrateCliOptions& o) {
     SignalWatcher watcher(&cancel);
     report = stream::Migrate(*source, options);
   }
+  if (!o.report_file.empty()) {
+    WriteReport(o.report_file, report.Json());
+    *report_written = true;
+  }
   if (report.interrupted)
     Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + std::to_string(report.users_put_back) +
                                   " users put back to their status before the hold; rerun to continue");
+  if (o.report_file == "-") return report.ok() ? 0 : 1;
   std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
   return report.ok() ? 0 : 1;
+}
+
+int RunMigrate(const MigrateCliOptions& o) {
+  if (o.abort) return RunAbort(o);
+  bool written = false;
+  try {
+    return RunMigrateOnce(o, &written);
+  } catch (const Error& e) {
+    if (!o.report_file.empty() && !written)
+      WriteReport(o.report_file, stream::FailedMigrateJson(e.what(), ExitStatus(e.code()), o.groups));
+    throw;
+  }
 }
 
 }  // namespace
@@ -191,6 +222,12 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
               "print what would be done (groups, users, messages and bytes, destination, steps) and stop: no "
               "connection, nothing changed");
   c->add_flag("--json", o->json, "print the final report as JSON");
+  c->add_option("--report", o->report_file,
+                "also write the JSON report to FILE, atomically, even when the run ends in an error (\"-\": on stdout, "
+                "instead of the text report); a fleet job's result (docs/fleet.md)")
+      ->type_name("FILE");
+  c->add_option("--lock-wait", o->lock_wait,
+                "seconds to wait for a group another migrate is moving before giving up (default 0)");
   c->add_flag("-v,--verbose", o->verbose, "live display on stderr even when it is not a terminal");
   c->add_option("groups", o->groups, "groups to migrate (default: every group in the file)");
   c->callback([o, chosen] { *chosen = [o] { return RunMigrate(*o); }; });

@@ -38,6 +38,8 @@ void AddDeleteCommand(CLI::App& root, Action* chosen);
 void AddRenameCommand(CLI::App& root, Action* chosen);
 void AddMoveUserCommand(CLI::App& root, Action* chosen);
 void AddConfigCommand(CLI::App& root, Action* chosen);
+void AddPlanCommand(CLI::App& root, Action* chosen);
+void AddReportCommand(CLI::App& root, Action* chosen);
 
 // --- helpers shared by the subcommands (common.cc) -------------------------------------------
 

@@ -48,6 +48,8 @@ int main(int argc, char** argv) {
   tools::AddRenameCommand(app, &action);
   tools::AddMoveUserCommand(app, &action);
   tools::AddConfigCommand(app, &action);
+  tools::AddPlanCommand(app, &action);
+  tools::AddReportCommand(app, &action);
 
   try {
     app.parse(argc, argv);

@@ -182,6 +182,55 @@ TEST(Relink, SavesExactlyTheDuplicatesAndKeepsEveryMessage) {
   EXPECT_EQ(InodeMap(ReadAll(*s)), InodeMap(after));
 }
 
+// A partition made by init has the flat repository (=digest/<h1>/<hex>.msg, store format 1.1); one
+// whose =digest predates it (format 1.0) keeps the nested one, and both link, count and purge the
+// same. The layout is the marker's, never a guess: a later init leaves a 1.0 repository as it is.
+TEST(Relink, BothRepositoryLayoutsLinkCountAndPurge) {
+  for (const bool nested : {false, true}) {
+    SCOPED_TRACE(nested ? "nested (1.0)" : "flat (1.1)");
+    TempDir dir;
+    auto s = store::Store::Init(dir / "store", {"primary"});
+    const std::string partition = s->PartitionPath("primary");
+    ASSERT_TRUE(PathExists(partition + "/=digest/flat"));
+    if (nested) {
+      fs::remove_all(partition + "/=digest");
+      MakeDirs(partition + "/=digest/ab/cd", 0700);  // a 1.0 repository's bucket
+      store::CreateFlatRepositoryIfMissing(partition);  // what init does again: the layout stays
+      ASSERT_FALSE(PathExists(partition + "/=digest/flat"));
+    }
+    const std::string x = Message('x', 3000), y = Message('y', 3100);
+    s->CreateUser("a");
+    s->CreateUser("b");
+    Deliver(*s, "a", "INBOX", x);
+    Deliver(*s, "b", "INBOX", x);
+    const uint32_t y1 = Deliver(*s, "a", "INBOX", y);
+    const RelinkStats stats = Relink(*s, {});
+    EXPECT_EQ(stats.linked, 1u);
+    EXPECT_EQ(stats.after.repository, 2u);
+
+    Repository repo(partition);
+    EXPECT_EQ(repo.layout(), nested ? store::RepositoryLayout::kNested : store::RepositoryLayout::kFlat);
+    const std::string hex = DigestOf(x).Hex();
+    const std::string expected = partition + "/=digest/" + hex.substr(0, 2) + "/" +
+                                 (nested ? hex.substr(2, 2) + "/" : "") + hex + ".msg";
+    EXPECT_EQ(repo.EntryPath(DigestOf(x)), expected);
+    struct stat entry, message;
+    ASSERT_EQ(::lstat(expected.c_str(), &entry), 0);
+    ASSERT_EQ(::lstat(s->OpenFolder("b", "INBOX")->MessagePath(1).c_str(), &message), 0);
+    EXPECT_EQ(entry.st_ino, message.st_ino);
+    EXPECT_EQ(entry.st_nlink, 3u);
+
+    s->OpenFolder("a", "INBOX")->Expunge({y1});
+    RelinkOptions purge;
+    purge.purge = true;
+    const RelinkStats purged = Relink(*s, purge);
+    EXPECT_EQ(purged.purged, 1u);
+    EXPECT_EQ(purged.after.repository, 1u);
+    EXPECT_FALSE(PathExists(repo.EntryPath(DigestOf(y))));
+    EXPECT_FALSE(repo.Empty());
+  }
+}
+
 TEST(Relink, OnlyTheChosenPartitionIsTouched) {
   TempDir dir;
   auto s = store::Store::Init(dir / "store", {"one", "two"});
@@ -332,8 +381,8 @@ TEST(Relink, PurgeRemovesOnlyEntriesNothingLinksTo) {
   // y's only message and one of x's two go away; their entries stay until -d.
   s->OpenFolder("a", "INBOX")->Expunge({x1, y1});
   ASSERT_TRUE(PathExists(repo.EntryPath(DigestOf(y))));
-  const std::string stray = repo.root() + "/00/00/not-an-entry";
-  MakeDirs(repo.root() + "/00/00");
+  const std::string stray = repo.root() + "/00/not-an-entry";
+  MakeDirs(repo.root() + "/00");
   WriteFileAtomic(stray, "x");
 
   RelinkOptions options;

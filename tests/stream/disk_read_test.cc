@@ -15,6 +15,7 @@
 #include "store/generate.h"
 #include "stream/stream.h"
 #include "tests/support/store_checks.h"
+#include "tests/support/temp_dir.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -24,24 +25,7 @@ namespace {
 using storemove::testing::ExpectEqualStores;
 namespace fs = std::filesystem;
 
-// A directory on the disk (/var/tmp), not tmpfs: there files can be out of the page cache.
-class DiskDir {
- public:
-  DiskDir() {
-    std::string templ = "/var/tmp/storemove-disk-test-XXXXXX";
-    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp /var/tmp failed");
-    path_ = templ;
-  }
-  ~DiskDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using storemove::testing::DiskDir;
 
 // Writes back and drops every message file's pages, so the next read must go to the disk.
 void Evict(const std::string& root) {

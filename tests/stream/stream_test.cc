@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -15,6 +16,7 @@
 #include <sstream>
 
 #include "format/zstd_codec.h"
+#include "relinker/relinker.h"
 #include "store/generate.h"
 #include "stream/stream.h"
 #include "tests/support/store_checks.h"
@@ -120,6 +122,37 @@ TEST(Stream, RoundTripIsIdenticalAndDuplicatesBecomeHardLinks) {
     EXPECT_EQ(b->FindUser(u.user)->quota_used, u.quota_used) << u.user;
     EXPECT_EQ(b->FindUser(u.user)->quota_limit, u.quota_limit) << u.user;
   });
+}
+
+// A destination whose partitions have a store format 1.0 (nested) repository: the restore puts
+// its entries there, in that layout, and a second restore of the same content under other user
+// names links to them instead of writing copies.
+TEST(Stream, RestoreIntoANestedRepositoryKeepsItsLayoutAndLinksToIt) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A");
+  const std::string bytes = BackupToString(*a);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  for (const char* p : {"primary", "secondary"}) fs::remove_all(b->PartitionPath(p) + "/=digest");
+  SessionReport first = RestoreFromString(b.get(), bytes);
+  EXPECT_EQ(first.errors, 0u);
+  ExpectEqualStores(*b, *a);
+  size_t entries = 0;
+  for (const char* p : {"primary", "secondary"}) {
+    relinker::Repository repo(b->PartitionPath(p));
+    EXPECT_EQ(repo.layout(), store::RepositoryLayout::kNested);
+    for (const std::string& dir : repo.BucketDirectories()) {
+      EXPECT_EQ(std::count(dir.begin() + long(repo.root().size()), dir.end(), '/'), 2) << dir;
+      for (auto& e : fs::directory_iterator(dir)) entries += e.path().extension() == ".msg";
+    }
+  }
+  EXPECT_GT(entries, 0u);
+  const size_t inodes = DistinctInodes(tmp / "B/partition");
+
+  RestoreOptions renamed;
+  a->ForEachUser([&](const store::UserInfo& u) { renamed.user_map[u.user] = u.user + "2"; });
+  SessionReport second = RestoreFromString(b.get(), bytes, renamed);
+  EXPECT_EQ(second.errors, 0u);
+  EXPECT_EQ(DistinctInodes(tmp / "B/partition"), inodes) << "the renamed users' messages are links to the entries";
 }
 
 TEST(Stream, RestoringTheSameStreamTwiceAddsNothing) {

@@ -83,13 +83,14 @@ std::vector<Plant> Plants() {
       {"FolderDir", user + "/+Sent"},
       {"BucketDir", user + "/00"},
       {"DigestRepository", "=digest"},
-      {"DigestHashDir", "=digest/" + digest.substr(0, 2) + "/" + digest.substr(2, 2)},
+      {"DigestHashDir", "=digest/" + digest.substr(0, 2)},
   };
 }
 
 // Makes `rel` below the destination's partition a symlink to `outside`.
 std::string PlantAt(const std::string& store_dir, const std::string& rel, const std::string& outside) {
   std::string path = store_dir + "/partition/primary/" + rel;
+  fs::remove_all(path);  // init made =digest (with its marker): the plant replaces it
   fs::create_directories(fs::path(path).parent_path());
   fs::create_directory_symlink(outside, path);
   return path;
@@ -180,12 +181,15 @@ TEST(PlantedSymlinkDeliver, RefusedWithOneLine) {
 }
 
 // relink adds repository entries: a planted =digest directory must not receive them.
+// Both layouts: the flat one init makes, and a format 1.0 partition's nested one.
 TEST(PlantedSymlinkRelink, RepositoryEntriesStayInside) {
   const std::string digest = DigestOf(Msg("dup")).Hex();
-  for (const std::string& rel : {std::string("=digest"), "=digest/" + digest.substr(0, 2),
-                                "=digest/" + digest.substr(0, 2) + "/" + digest.substr(2, 2)}) {
+  const std::string h1 = "=digest/" + digest.substr(0, 2);
+  for (const std::string& rel : {std::string("=digest"), h1, h1 + "/" + digest.substr(2, 2)}) {
     TempDir tmp, outside;
     auto s = store::Store::Init(tmp.path(), {});
+    const bool nested = std::count(rel.begin(), rel.end(), '/') == 2;
+    if (nested) fs::remove_all(tmp / "partition/primary/=digest");
     Deliver(*s, "joe", "INBOX", Msg("dup"));
     Deliver(*s, "ann", "INBOX", Msg("dup"));
     const std::string planted = PlantAt(tmp.path(), rel, outside.path());

@@ -1,9 +1,11 @@
-// A fresh temporary directory for one test, removed afterwards (tmpfs when available).
+// Fresh temporary directories for one test, removed afterwards: TempDir on tmpfs when available,
+// DiskDir on the disk.
 #pragma once
 
 #include <stdlib.h>
 
 #include <filesystem>
+#include <stdexcept>
 #include <string>
 
 namespace storemove::testing {
@@ -22,6 +24,28 @@ class TempDir {
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+// A fresh directory on the disk (/var/tmp), not tmpfs: there files can be out of the page cache
+// and writes wait for a device.
+class DiskDir {
+ public:
+  DiskDir() {
+    std::string templ = "/var/tmp/storemove-disk-test-XXXXXX";
+    if (!mkdtemp(templ.data())) throw std::runtime_error("mkdtemp /var/tmp failed");
+    path_ = templ;
+  }
+  ~DiskDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  DiskDir(const DiskDir&) = delete;
+  DiskDir& operator=(const DiskDir&) = delete;
   const std::string& path() const { return path_; }
   std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
 

@@ -1,0 +1,202 @@
+#include "stream/fleet_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "stream/progress.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::stream {
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+uint64_t Count(const json& j, const char* field) {
+  if (!j.contains(field)) return 0;
+  // Parsed JSON holds a count as unsigned; a negative or fractional one is no count.
+  if (!j[field].is_number_unsigned()) throw std::runtime_error(std::string("\"") + field + "\" is no count");
+  return j[field].get<uint64_t>();
+}
+
+double Seconds(const json& j, const char* field) {
+  if (!j.contains(field)) return 0;
+  if (!j[field].is_number()) throw std::runtime_error(std::string("\"") + field + "\" is no number");
+  return j[field].get<double>();
+}
+
+FleetGroupResult ReadGroup(const json& g, const std::string& file) {
+  if (!g.is_object() || !g.contains("name") || !g["name"].is_string() || !g.contains("ok") || !g["ok"].is_boolean())
+    throw std::runtime_error("a group without \"name\" or \"ok\"");
+  FleetGroupResult r;
+  r.file = file;
+  r.group = g["name"].get<std::string>();
+  r.ok = g["ok"].get<bool>();
+  r.users = Count(g, "users");
+  r.already_moved = Count(g, "already_moved");
+  r.messages = Count(g, "messages");
+  r.bytes_raw = Count(g, "bytes_raw");
+  r.bytes_sent = Count(g, "bytes_sent");
+  r.attempts = int(Count(g, "attempts"));
+  r.hold_seconds = Seconds(g, "hold_seconds");
+  if (g.contains("phase_seconds")) {
+    if (!g["phase_seconds"].is_object()) throw std::runtime_error("\"phase_seconds\" is no object");
+    for (const auto& [phase, value] : g["phase_seconds"].items()) {
+      if (!value.is_number()) throw std::runtime_error("phase \"" + phase + "\" is no number");
+      r.seconds += value.get<double>();
+    }
+  }
+  if (g.contains("errors") && g["errors"].is_array() && !g["errors"].empty() && g["errors"].back().is_string())
+    r.error = g["errors"].back().get<std::string>();
+  return r;
+}
+
+std::string Printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) out += (c < 0x20 || c == 0x7f) ? '?' : char(c);
+  return out;
+}
+
+}  // namespace
+
+FleetReport MergeFleetReports(const std::string& dir) {
+  if (!fs::is_directory(dir)) Throw(Errc::kNotFound, "report: no directory " + dir);
+  FleetReport report;
+  report.dir = dir;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    std::string name = entry.path().filename().string();
+    if (name.starts_with(".")) continue;  // the plan's slot locks, editors' files
+    if (name.ends_with(".json.part")) {
+      report.broken.push_back(Printable(name) + ": partial report (the job is still running, was killed, or its ssh failed: see the joblog)");
+    } else if (name.find(".json.tmp.") != std::string::npos) {  // WriteFileAtomic's, of migrate --report FILE
+      report.broken.push_back(Printable(name) + ": partial report (a migrate is writing it, or was killed while it did)");
+    } else if (name.ends_with(".json")) {
+      names.push_back(name);
+    }
+  }
+  std::sort(names.begin(), names.end());
+  std::sort(report.broken.begin(), report.broken.end());
+  for (const std::string& name : names) {
+    std::string text = ReadFile(dir + "/" + name);
+    try {
+      if (text.find_first_not_of(" \t\r\n") == std::string::npos) throw std::runtime_error("empty");
+      json j = json::parse(text);
+      if (!j.is_object() || !j.contains("ok") || !j["ok"].is_boolean() || !j.contains("groups") || !j["groups"].is_array())
+        throw std::runtime_error("not a migrate report (no \"ok\" and \"groups\")");
+      std::vector<FleetGroupResult> groups;
+      for (const json& g : j["groups"]) groups.push_back(ReadGroup(g, name));
+      if (j.contains("recovered") && j["recovered"].is_array())
+        for (const json& line : j["recovered"])
+          if (line.is_string()) report.recovered.push_back(name + ": " + line.get<std::string>());
+      ++report.reports;
+      if (!j["ok"].get<bool>()) {
+        ++report.jobs_failed;
+        if (j.contains("error") && j["error"].is_string()) report.job_errors.push_back(name + ": " + j["error"].get<std::string>());
+        else if (j.value("interrupted", false)) report.job_errors.push_back(name + ": interrupted");
+      }
+      report.groups.insert(report.groups.end(), groups.begin(), groups.end());
+    } catch (const std::exception& e) {
+      std::string why = e.what();
+      if (dynamic_cast<const json::parse_error*>(&e)) why = "not valid JSON (truncated?): " + why;
+      report.broken.push_back(Printable(name) + ": " + why);
+    }
+  }
+  if (report.reports == 0 && report.broken.empty()) Throw(Errc::kInvalidArgument, "report: no job report (*.json) in " + dir);
+  std::vector<double> holds;
+  for (const FleetGroupResult& g : report.groups) {
+    report.users += g.users;
+    report.already_moved += g.already_moved;
+    report.messages += g.messages;
+    report.bytes_raw += g.bytes_raw;
+    report.bytes_sent += g.bytes_sent;
+    if (!g.ok) ++report.groups_failed;
+    if (g.hold_seconds > 0) holds.push_back(g.hold_seconds);
+  }
+  if (!holds.empty()) {
+    std::sort(holds.begin(), holds.end());
+    report.hold_max = holds.back();
+    double sum = 0;
+    for (double h : holds) sum += h;
+    report.hold_mean = sum / double(holds.size());
+    report.hold_p95 = holds[std::min(holds.size() - 1, size_t(std::ceil(0.95 * double(holds.size()))) - 1)];
+  }
+  return report;
+}
+
+namespace {
+
+std::vector<const FleetGroupResult*> Slowest(const FleetReport& r, size_t n) {
+  std::vector<const FleetGroupResult*> all;
+  for (const FleetGroupResult& g : r.groups) all.push_back(&g);
+  std::sort(all.begin(), all.end(), [](auto* a, auto* b) { return a->seconds > b->seconds; });
+  if (all.size() > n) all.resize(n);
+  return all;
+}
+
+}  // namespace
+
+std::string FleetReport::Text(size_t slowest) const {
+  std::string out;
+  char buf[1024];
+  std::snprintf(buf, sizeof buf, "fleet %s: %llu job reports, %zu groups (%llu failed), %llu jobs failed\n",
+                dir.c_str(), (unsigned long long)reports, groups.size(), (unsigned long long)groups_failed,
+                (unsigned long long)jobs_failed);
+  out += buf;
+  std::snprintf(buf, sizeof buf,
+                "moved: %llu users (%llu already moved by earlier runs), %llu messages, %s of messages, %s sent\n",
+                (unsigned long long)users, (unsigned long long)already_moved, (unsigned long long)messages,
+                HumanBytes(double(bytes_raw)).c_str(), HumanBytes(double(bytes_sent)).c_str());
+  out += buf;
+  std::snprintf(buf, sizeof buf, "hold: max %.2f s, mean %.2f s, p95 %.2f s\n", hold_max, hold_mean, hold_p95);
+  out += buf;
+  if (!groups.empty()) {
+    out += "slowest groups:\n";
+    for (const FleetGroupResult* g : Slowest(*this, slowest)) {
+      std::snprintf(buf, sizeof buf, "  %-20s %8.2f s  hold %.2f s  %llu users  %s\n", g->group.c_str(), g->seconds,
+                    g->hold_seconds, (unsigned long long)g->users, g->file.c_str());
+      out += buf;
+    }
+  }
+  for (const FleetGroupResult& g : groups)
+    if (!g.ok) out += "FAILED group " + g.group + " (" + g.file + "): " + g.error + "\n";
+  for (const std::string& e : job_errors) out += "FAILED job " + e + "\n";
+  for (const std::string& b : broken) out += "BROKEN " + b + "\n";
+  for (const std::string& line : recovered) out += "recovered " + line + "\n";
+  out += ok() ? "fleet: every job done\n" : "fleet: NOT DONE (rerun the failed jobs: parallel --resume-failed)\n";
+  return out;
+}
+
+std::string FleetReport::Json(size_t slowest) const {
+  json j;
+  j["dir"] = dir;
+  j["ok"] = ok();
+  j["reports"] = reports;
+  j["jobs_failed"] = jobs_failed;
+  j["groups"] = groups.size();
+  j["groups_failed"] = groups_failed;
+  j["users"] = users;
+  j["already_moved"] = already_moved;
+  j["messages"] = messages;
+  j["bytes_raw"] = bytes_raw;
+  j["bytes_sent"] = bytes_sent;
+  j["hold_seconds"] = {{"max", hold_max}, {"mean", hold_mean}, {"p95", hold_p95}};
+  j["slowest"] = json::array();
+  for (const FleetGroupResult* g : Slowest(*this, slowest))
+    j["slowest"].push_back({{"group", g->group}, {"file", g->file}, {"seconds", g->seconds},
+                            {"hold_seconds", g->hold_seconds}, {"users", g->users}});
+  j["failed_groups"] = json::array();
+  for (const FleetGroupResult& g : groups)
+    if (!g.ok) j["failed_groups"].push_back({{"group", g.group}, {"file", g.file}, {"error", g.error}});
+  j["job_errors"] = job_errors;
+  j["broken"] = broken;
+  j["recovered"] = recovered;
+  return j.dump(2);
+}
+
+}  // namespace storemove::stream

@@ -1,0 +1,218 @@
+// The fleet plan (stream/fleet_plan.h) and merged report (stream/fleet_report.h) without hosts:
+// the fleet file's checks, the job lines read back by a real /bin/sh, and report merging with
+// broken and partial files. The runs by GNU parallel, locally and over ssh, are
+// tests/tools/fleet_test.py and fleet_ssh_test.py.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "stream/fleet_plan.h"
+#include "stream/fleet_report.h"
+#include "tests/support/temp_dir.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::stream {
+namespace {
+
+using storemove::testing::TempDir;
+
+std::string ErrorOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::string WriteFleet(const TempDir& tmp, const std::string& json) {
+  std::string path = tmp / "fleet.json";
+  WriteFileAtomic(path, json);
+  return path;
+}
+
+TEST(FleetFile, EveryErrorIsOneLineNamingTheFileAndTheEntry) {
+  TempDir tmp;
+  struct Case {
+    std::string json, expected;
+  };
+  const std::string ok = R"("store": "/s", "to": "new1:7070", "key": "/k")";
+  for (const Case& c : std::vector<Case>{
+           {"{", "fleet.json: not valid JSON"},
+           {R"({"sources": []})", "fleet.json: expected {\"sources\": [...]}"},
+           {R"({"sources": [{"host": ":", )" + ok + R"(}], "extra": 1})", "fleet.json: unknown field \"extra\""},
+           {R"({"sources": [{"host": ":", )" + ok + R"(}, {"host": "mail2", "store": "/s", "key": "/k"}]})",
+            "fleet.json: sources[1] (host mail2): \"to\" is missing"},
+           {R"({"sources": [{"host": "-oProxyCommand=touch x", )" + ok + "}]}",
+            "sources[0] (host -oProxyCommand=touch x): \"host\" must be"},
+           {R"({"sources": [{"host": "a b", )" + ok + "}]}", "sources[0] (host a b): \"host\" must be"},
+           {R"({"sources": [{"host": "m", "store": "rel", "to": "n:1", "key": "/k"}]})", "\"store\" must be an absolute path"},
+           {R"({"sources": [{"host": "m", "store": "/s\nx", "to": "n:1", "key": "/k"}]})", "\"store\" contains a control character"},
+           {R"({"sources": [{"host": "m", "store": "/s", "to": "n", "key": "/k"}]})", "\"to\" must be HOST:PORT"},
+           {R"({"sources": [{"host": "m", )" + ok + R"(, "jobs": 0}]})", "\"jobs\" must be an integer from 1 to 64"},
+           {R"({"sources": [{"host": "m", )" + ok + R"(, "jobs": "2"}]})", "\"jobs\" must be an integer from 1 to 64"},
+           {R"({"sources": [{"host": "m", )" + ok + R"(, "groups": ["a", "x;y"]}]})", "\"groups\": \"x;y\" is not a group name"},
+           {R"({"sources": [{"host": "m", )" + ok + R"(, "groups": ["a", "a"]}]})", "\"groups\": \"a\" is listed twice"},
+           {R"({"sources": [{"host": "m", )" + ok + R"(, "colour": 1}]})", "sources[0] (host m): unknown field \"colour\""},
+           {R"({"sources": [{"host": "m", )" + ok + R"(}, {"host": "m", )" + ok + "}]}",
+            "sources[1] (host m): the same host and store as sources[0]"},
+       }) {
+    std::string path = WriteFleet(tmp, c.json);
+    std::string error = ErrorOf([&] { ReadFleet(path); });
+    EXPECT_NE(error.find(c.expected), std::string::npos) << c.json << "\n -> " << error;
+    EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+    EXPECT_EQ(error.rfind(path, 0), 0u) << error;  // starts with the file's name
+  }
+  EXPECT_NE(ErrorOf([&] { ReadFleet(tmp / "none.json"); }).find("none.json"), std::string::npos);
+}
+
+// What /bin/sh makes of `line` with `storemove` and `flock`, `ssh` replaced by printing their
+// arguments (one per line): the words the job would really run.
+std::string ShellWords(const TempDir& tmp, const std::string& line) {
+  std::string script = tmp / "words.sh";
+  WriteFileAtomic(script, "flock() { shift; \"$@\"; }\nssh() { printf '[%s]\\n' \"$@\"; }\n"
+                          "words() { printf '[%s]\\n' \"$@\"; }\n" + line + "\n", 0755);
+  std::string out;
+  FILE* p = ::popen(("/bin/sh " + script + " 2>&1").c_str(), "r");
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
+TEST(FleetPlan, HostileNamesReachTheCommandsAsTheyAreAndGroupsComeFromTheConf) {
+  TempDir tmp;
+  const std::string hostile = "/srv/it's $(touch PWNED) `x` {} \"q\" \\ ;&|*";
+  nlohmann::json fleet = {{"sources",
+                           {{{"host", ":"}, {"store", hostile}, {"to", "new1:7070"}, {"key", "/k $HOME"},
+                             {"jobs", 2}, {"storemove", "words"}},
+                            {{"host", "root@mail2"}, {"store", hostile}, {"to", "new2:7070"}, {"key", "/k"},
+                             {"groups", {"b", "a"}}, {"storemove", "words"}}}}};
+  Fleet f = ReadFleet(WriteFleet(tmp, fleet.dump()));
+  PlanOptions options;
+  options.results_dir = tmp / "results it's";
+  options.read_groups_conf = [](const FleetSource& s) -> std::string {
+    EXPECT_TRUE(s.local());
+    return "# comment\n\ng1=[a-m].*\r\n g2 = .*\n";
+  };
+  std::vector<PlannedJob> jobs = PlanFleet(f, options);
+  ASSERT_EQ(jobs.size(), 4u);
+  // Round robin over the sources.
+  EXPECT_EQ(jobs[0].group, "g1");
+  EXPECT_EQ(jobs[1].group, "b");
+  EXPECT_EQ(jobs[2].group, "g2");
+  EXPECT_EQ(jobs[3].group, "a");
+  EXPECT_TRUE(std::filesystem::is_directory(options.results_dir + "/.slots"));
+  // Local: storemove itself, every argument intact, the report written by migrate.
+  EXPECT_EQ(ShellWords(tmp, jobs[0].command),
+            "[migrate]\n[--store]\n[" + hostile + "]\n[--to]\n[new1:7070]\n[--key]\n[/k $HOME]\n[--lock-wait]\n[600]\n"
+            "[--report]\n[" + jobs[0].report + "]\n[--]\n[g1]\n");
+  // Remote: ssh gets the host after "--" and one command string that the remote shell splits
+  // into the same words; the report comes back on stdout into a part file.
+  EXPECT_EQ(ShellWords(tmp, jobs[1].command), "");  // ssh's output went to the part file, then the report
+  std::string remote = ReadFile(jobs[1].report);
+  std::string prefix = "[-n]\n[-o]\n[BatchMode=yes]\n[--]\n[root@mail2]\n[";
+  ASSERT_EQ(remote.rfind(prefix, 0), 0u) << remote;
+  std::string remote_command = remote.substr(prefix.size(), remote.size() - prefix.size() - 2);
+  EXPECT_EQ(ShellWords(tmp, remote_command),
+            "[migrate]\n[--store]\n[" + hostile + "]\n[--to]\n[new2:7070]\n[--key]\n[/k]\n[--lock-wait]\n[600]\n"
+            "[--report]\n[-]\n[--]\n[b]\n");
+  EXPECT_FALSE(std::filesystem::exists("PWNED"));
+  EXPECT_FALSE(std::filesystem::exists(jobs[1].report + ".part"));
+  // Report names: per (host, store, group), the same on every plan, distinct between sources.
+  EXPECT_NE(jobs[0].report, jobs[3].report);
+  EXPECT_EQ(PlanFleet(f, options)[0].report, jobs[0].report);
+  EXPECT_EQ(std::filesystem::path(jobs[0].report).parent_path(), options.results_dir);
+  // Slots: the local source's two groups under different locks (jobs 2), the remote's under one.
+  auto slot = [](const std::string& command) { return command.substr(0, command.find("' ") + 1); };
+  EXPECT_NE(slot(jobs[0].command), slot(jobs[2].command));
+  EXPECT_EQ(slot(jobs[1].command), slot(jobs[3].command));
+}
+
+TEST(FleetPlan, ASourceWithoutGroupsIsAnErrorNamingItsConf) {
+  TempDir tmp;
+  Fleet f = ReadFleet(WriteFleet(tmp, R"({"sources": [{"host": "mail1", "store": "/s", "to": "n:1", "key": "/k"}]})"));
+  PlanOptions options;
+  options.results_dir = tmp / "r";
+  options.read_groups_conf = [](const FleetSource&) { return std::string("# only comments\n"); };
+  EXPECT_NE(ErrorOf([&] { PlanFleet(f, options); }).find("sources[0] (host mail1): no groups: mail1:/s/config/backup-groups.conf"),
+            std::string::npos);
+  options.read_groups_conf = [](const FleetSource&) { return std::string("a=.*\nnot a line\n"); };
+  EXPECT_NE(ErrorOf([&] { PlanFleet(f, options); }).find("mail1:/s/config/backup-groups.conf line 2: expected NAME=REGEX"),
+            std::string::npos);
+}
+
+std::string GroupJson(const std::string& name, bool ok, int users, int moved, double copy, double hold) {
+  nlohmann::json g = {{"name", name},          {"ok", ok},          {"attempts", ok ? 1 : 3}, {"users", users},
+                      {"already_moved", moved}, {"messages", users * 10}, {"bytes_raw", users * 1000},
+                      {"bytes_sent", users * 500}, {"hold_seconds", hold},
+                      {"phase_seconds", {{"copy", copy}, {"final", hold}}},
+                      {"errors", ok ? nlohmann::json::array() : nlohmann::json{"attempt 3: connect refused"}}};
+  return g.dump();
+}
+
+TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
+  TempDir tmp;
+  std::string dir = tmp / "results";
+  MakeDirs(dir + "/.slots");
+  WriteFileAtomic(dir + "/a.json", R"({"ok": true, "recovered": ["group a: put back"], "groups": [)" +
+                                       GroupJson("a", true, 10, 2, 5.0, 0.5) + "]}");
+  WriteFileAtomic(dir + "/b.json", R"({"ok": true, "version": "x", "groups": [)" + GroupJson("b", true, 20, 0, 9.0, 1.5) + "]}");
+  WriteFileAtomic(dir + "/c.json", R"({"ok": false, "groups": [)" + GroupJson("c", false, 5, 0, 1.0, 0) + "]}");
+  WriteFileAtomic(dir + "/d.json", R"({"ok": false, "error": "another storemove migrate is running", "exit_status": 75,
+                                       "groups_requested": ["d"], "groups": []})");
+  MergeFleetReports(dir);  // a well-formed directory reads
+  FleetReport r = MergeFleetReports(dir);
+  EXPECT_EQ(r.reports, 4u);
+  EXPECT_EQ(r.users, 35u);
+  EXPECT_EQ(r.already_moved, 2u);
+  EXPECT_EQ(r.messages, 350u);
+  EXPECT_EQ(r.bytes_raw, 35000u);
+  EXPECT_EQ(r.groups_failed, 1u);
+  EXPECT_EQ(r.jobs_failed, 2u);
+  EXPECT_DOUBLE_EQ(r.hold_max, 1.5);
+  EXPECT_DOUBLE_EQ(r.hold_mean, 1.0);
+  ASSERT_EQ(r.job_errors.size(), 1u);
+  EXPECT_EQ(r.job_errors[0], "d.json: another storemove migrate is running");
+  EXPECT_FALSE(r.ok());
+  nlohmann::json j = nlohmann::json::parse(r.Json(2));
+  ASSERT_EQ(j["slowest"].size(), 2u);
+  EXPECT_EQ(j["slowest"][0]["group"], "b");  // 9 + 1.5 s
+  EXPECT_EQ(j["slowest"][1]["group"], "a");
+  EXPECT_EQ(j["failed_groups"][0]["error"], "attempt 3: connect refused");
+  EXPECT_NE(r.Text().find("FAILED group c (c.json): attempt 3: connect refused"), std::string::npos) << r.Text();
+
+  // Broken files: each named once, in one line; nothing else is lost.
+  WriteFileAtomic(dir + "/e.json", "");
+  WriteFileAtomic(dir + "/f.json", R"({"ok": true, "groups": [{"name": "f", "ok": tr)");
+  WriteFileAtomic(dir + "/g.json", R"({"something": "else"})");
+  WriteFileAtomic(dir + "/h.json", R"({"ok": true, "groups": [{"name": "h", "ok": true, "users": "many"}]})");
+  WriteFileAtomic(dir + "/i.json.part", R"({"ok": tr)");
+  WriteFileAtomic(dir + "/k.json", R"({"ok": true, "groups": [{"name": "k", "ok": true, "messages": -3}]})");
+  WriteFileAtomic(dir + "/j.json.tmp.x1y2", R"({"ok": tr)");
+  r = MergeFleetReports(dir);
+  EXPECT_EQ(r.reports, 4u);
+  EXPECT_EQ(r.users, 35u);
+  ASSERT_EQ(r.broken.size(), 7u) << r.Text();
+  EXPECT_EQ(r.broken[0], "i.json.part: partial report (the job is still running, was killed, or its ssh failed: see the joblog)");
+  EXPECT_EQ(r.broken[1], "j.json.tmp.x1y2: partial report (a migrate is writing it, or was killed while it did)");
+  EXPECT_EQ(r.broken[2], "e.json: empty");
+  EXPECT_NE(r.broken[3].find("f.json: not valid JSON (truncated?)"), std::string::npos) << r.broken[3];
+  EXPECT_EQ(r.broken[4], "g.json: not a migrate report (no \"ok\" and \"groups\")");
+  EXPECT_EQ(r.broken[5], "h.json: \"users\" is no count");
+  EXPECT_EQ(r.broken[6], "k.json: \"messages\" is no count");
+  for (const std::string& b : r.broken) EXPECT_EQ(b.find('\n'), std::string::npos);
+
+  EXPECT_NE(ErrorOf([&] { MergeFleetReports(tmp / "none"); }).find("no directory"), std::string::npos);
+  MakeDirs(tmp / "empty");
+  EXPECT_NE(ErrorOf([&] { MergeFleetReports(tmp / "empty"); }).find("no job report"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace storemove::stream
