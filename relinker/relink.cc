@@ -102,8 +102,20 @@ class PartitionPass {
         link_limit_(options.max_links ? options.max_links : std::numeric_limits<uint64_t>::max()) {}
 
   void Run() {
+    uint64_t messages = 0, bytes = 0;  // what the passes will visit, for the progress line
+    if (options_.on_pass)
+      store_.ForEachFolder([&](const store::FolderInfo& info) {
+        if (info.partition != partition_) return;
+        messages += info.count;
+        bytes += info.bytes;
+      });
+    auto pass = [&](const char* what) {
+      if (options_.on_pass) options_.on_pass(partition_ + " " + what, messages, bytes);
+    };
+    pass("survey 1/3");
     Usage before = Survey(1);
     before.repository = WalkRepository(/*purge=*/false);
+    pass("link 2/3");
     ForEachMessage(/*entries=*/true, [&](const std::string& path, const store::MessageMeta& meta) {
       if (meta.size < options_.min_size) {
         ++stats_.too_small;
@@ -113,6 +125,7 @@ class PartitionPass {
       LinkMessage(path, key, groups_[key]);
     });
     collided_.clear();
+    pass("survey 3/3");
     Usage after = Survey(2);
     after.repository = WalkRepository(options_.purge);
     Add(&stats_.before, before);
@@ -155,7 +168,10 @@ class PartitionPass {
         if (e.code() == Errc::kNotFound) return;
         throw;
       }
-      for (const store::MessageMeta& meta : snapshot.messages) fn(folder->MessagePath(meta.uid), meta);
+      for (const store::MessageMeta& meta : snapshot.messages) {
+        fn(folder->MessagePath(meta.uid), meta);
+        if (options_.on_message) options_.on_message(meta.size);
+      }
     };
     store_.ForEachFolder([&](const store::FolderInfo& info) {
       if (info.partition != partition_) return;

@@ -28,6 +28,11 @@ struct RelinkOptions {
   // Test hook: called with a message file's path just before it is swapped for a link, so a
   // test can expunge the message at the worst moment.
   std::function<void(const std::string&)> before_exchange;
+  // Progress, for a live line: on_pass when one of a partition's three passes over its messages
+  // starts ("PARTITION survey 1/3", "... link 2/3", "... survey 3/3", with the messages and bytes
+  // its store.idx files count), on_message after each message a pass visited.
+  std::function<void(const std::string& pass, uint64_t messages, uint64_t bytes)> on_pass;
+  std::function<void(uint64_t bytes)> on_message;
 };
 
 // What the partition(s) looked like: the rows of Sun's before/after table.

@@ -26,6 +26,7 @@
 
 #include "store/index.h"
 #include "store/mboxlist.h"
+#include "store/names.h"
 #include "util/bytes.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -623,7 +624,7 @@ AdminTarget ParseAdminTarget(std::string_view name) {
     return {std::string(name.substr(5)), ""};
   }
   if (name.starts_with("user/")) {
-    auto [user, folder] = ParseMailboxName(name);
+    auto [user, folder] = ParseStoredMailboxName(name);
     return {user, NormalizeFolder(folder)};
   }
   ValidateUserId(name);  // a bare user id: no '/' can pass
@@ -690,7 +691,7 @@ void RequireVerifiedAndUnchanged(Store& store, std::string_view user) {
 
 std::string DeleteFolder(Store& store, std::string_view user, std::string_view folder) {
   ValidateUserId(user);
-  ValidateFolderName(folder);
+  ValidateStoredFolderName(folder);
   const std::string name = NormalizeFolder(folder);
   const std::string key = MailboxKey(user, name);
   if (name == "INBOX")
@@ -845,7 +846,7 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
 std::vector<Renamed> RenameFolder(Store& store, std::string_view user, std::string_view old_folder,
                                   std::string_view new_folder) {
   ValidateUserId(user);
-  ValidateFolderName(old_folder);
+  ValidateStoredFolderName(old_folder);
   ValidateFolderName(new_folder);
   const std::string from = NormalizeFolder(old_folder), to = NormalizeFolder(new_folder);
   const std::string from_key = MailboxKey(user, from), to_key = MailboxKey(user, to);

@@ -669,6 +669,7 @@ class Generator {
               ++report_.links;
               ++report_.messages;
               report_.bytes += linked.size;
+              if (options_.on_message) options_.on_message(linked.size);
               continue;
             }
             source.reset();  // link count exhausted: this copy becomes the next source
@@ -693,6 +694,7 @@ class Generator {
         batch.push_back(writer->Finish(meta));
         ++report_.messages;
         report_.bytes += bytes.size();
+        if (options_.on_message) options_.on_message(bytes.size());
         if (batch.size() >= kCommitEvery) Commit(*folder, partition, &batch, &new_sources);
       }
       Commit(*folder, partition, &batch, &new_sources);

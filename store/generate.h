@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct GenerateOptions {
   uint64_t seed = 1;
   // Partitions the users are spread over; empty = every partition of the store.
   std::vector<std::string> partitions;
+  // Called after each message is staged (its bytes), for a live progress line; the total is
+  // users * messages_per_user.
+  std::function<void(uint64_t bytes)> on_message;
 };
 
 struct GenerateReport {

@@ -1,7 +1,10 @@
 // Name validation and the mapping from user/folder names to directories (docs/store-format.md §Layout).
 #include <cctype>
+#include <cstdint>
 #include <cstdio>
+#include <functional>
 
+#include "store/names.h"
 #include "store/store.h"
 #include "util/error.h"
 
@@ -13,19 +16,61 @@ constexpr size_t kMaxUserId = 128;
 constexpr size_t kMaxFolderName = 1000;
 constexpr size_t kMaxComponentEncoded = 250;  // leaves room for ".tmp.xxx" suffixes within NAME_MAX
 
+// The code point of the well-formed UTF-8 sequence at s[*i] (advancing *i past it), or -1 for a
+// malformed one (a stray continuation byte, a truncated sequence, an overlong form, a surrogate,
+// beyond U+10FFFF; *i then advances one byte). RFC 3629 §4's table, byte by byte.
+int32_t NextCodePoint(std::string_view s, size_t* i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char b0 = byte(*i);
+  if (b0 < 0x80) return s[(*i)++];
+  size_t len = b0 >= 0xc2 && b0 <= 0xdf ? 2 : b0 >= 0xe0 && b0 <= 0xef ? 3 : b0 >= 0xf0 && b0 <= 0xf4 ? 4 : 0;
+  if (len == 0 || *i + len > s.size()) return ++*i, -1;
+  // The second byte's range excludes overlongs (E0, F0), surrogates (ED) and > U+10FFFF (F4).
+  unsigned char lo = b0 == 0xe0 ? 0xa0 : b0 == 0xf0 ? 0x90 : 0x80;
+  unsigned char hi = b0 == 0xed ? 0x9f : b0 == 0xf4 ? 0x8f : 0xbf;
+  if (byte(*i + 1) < lo || byte(*i + 1) > hi) return ++*i, -1;
+  for (size_t k = 2; k < len; ++k)
+    if ((byte(*i + k) & 0xc0) != 0x80) return ++*i, -1;
+  int32_t cp = b0 & (0x7f >> len);
+  for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (byte(*i + k) & 0x3f);
+  *i += len;
+  return cp;
+}
+
+// C0, DEL and C1 (U+0080..U+009F): a terminal or a line-based file would act on them.
+bool IsControl(int32_t cp) { return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f); }
+
+// For error messages: well-formed UTF-8 as it is, control characters and bytes of malformed
+// sequences as \xNN, so a hostile name cannot drive the terminal that shows it.
 std::string Printable(std::string_view s) {
   std::string out;
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
+  for (size_t i = 0; i < s.size();) {
+    size_t start = i;
+    int32_t cp = NextCodePoint(s, &i);
+    if (cp >= 0 && !IsControl(cp)) {
+      out.append(s.substr(start, i - start));
     } else {
-      out.push_back(static_cast<char>(c));
+      for (size_t k = start; k < i; ++k) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(s[k]));
+        out += buf;
+      }
     }
     if (out.size() > 80) return out + "...";
   }
   return out;
+}
+
+// Why `s` is not well-formed UTF-8 free of control characters, or nullptr when it is.
+const char* Utf8Problem(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    int32_t cp = NextCodePoint(s, &i);
+    if (cp < 0) return "not well-formed UTF-8";
+    if (IsControl(cp)) return "control characters are not allowed";
+    // Line and paragraph separators would split the line-based files ids are listed in.
+    if (cp == 0x2028 || cp == 0x2029) return "U+2028 and U+2029 (line separators) are not allowed";
+  }
+  return nullptr;
 }
 
 bool SafeUnencoded(unsigned char c) {
@@ -56,12 +101,15 @@ void ValidateUserId(std::string_view user) {
   };
   if (user.empty()) bad("empty");
   if (user.size() > kMaxUserId) bad("longer than 128 bytes");
+  if (const char* problem = Utf8Problem(user)) bad(problem);
+  // ASCII is held to the conservative set mail systems agree on; anything beyond ASCII is an
+  // RFC 6531 internationalized address (jörg@exämple.org), kept byte for byte (not normalized).
   unsigned char first = static_cast<unsigned char>(user[0]);
-  if (!std::isalnum(first)) bad("must start with a letter or digit");
+  if (first < 0x80 && !std::isalnum(first)) bad("must start with a letter or digit");
   size_t ats = 0;
   for (unsigned char c : user) {
-    bool ok = std::isalnum(c) || c == '.' || c == '_' || c == '-' || c == '+' || c == '@';
-    if (!ok) bad("only letters, digits and . _ - + @ are allowed");
+    bool ok = c >= 0x80 || std::isalnum(c) || c == '.' || c == '_' || c == '-' || c == '+' || c == '@';
+    if (!ok) bad("only letters, digits, . _ - + @ and non-ASCII UTF-8 are allowed");
     if (c == '@') ++ats;
   }
   if (ats > 1) bad("more than one '@'");
@@ -69,10 +117,11 @@ void ValidateUserId(std::string_view user) {
   if (user.back() == '@' || user.back() == '.') bad("ends with '@' or '.'");
 }
 
-void ValidateFolderName(std::string_view folder) {
-  auto bad = [&](const std::string& why) {
-    Throw(Errc::kInvalidArgument, "invalid folder name '" + Printable(folder) + "': " + why);
-  };
+namespace {
+
+// The path-safety rules every folder name keeps, whatever its bytes: no empty component, no '.'
+// or '..', no C0 control or DEL, lengths that fit NAME_MAX.
+void CheckFolderStructure(std::string_view folder, const std::function<void(const std::string&)>& bad) {
   if (folder.empty()) bad("empty");
   if (folder.size() > kMaxFolderName) bad("longer than 1000 bytes");
   size_t start = 0;
@@ -89,6 +138,22 @@ void ValidateFolderName(std::string_view folder) {
   }
 }
 
+[[noreturn]] void BadFolder(std::string_view folder, const std::string& why) {
+  Throw(Errc::kInvalidArgument, "invalid folder name '" + Printable(folder) + "': " + why);
+}
+
+}  // namespace
+
+void ValidateFolderName(std::string_view folder) {
+  auto bad = [&](const std::string& why) { BadFolder(folder, why); };
+  CheckFolderStructure(folder, bad);
+  if (const char* problem = Utf8Problem(folder)) bad(problem);
+}
+
+void ValidateStoredFolderName(std::string_view folder) {
+  CheckFolderStructure(folder, [&](const std::string& why) { BadFolder(folder, why); });
+}
+
 void ValidatePartitionName(std::string_view partition) {
   bool ok = !partition.empty() && partition.size() <= 64;
   for (unsigned char c : partition) ok = ok && (std::isalnum(c) || c == '_' || c == '-');
@@ -97,7 +162,9 @@ void ValidatePartitionName(std::string_view partition) {
           "invalid partition name '" + Printable(partition) + "': 1-64 letters, digits, '_' or '-'");
 }
 
-std::pair<std::string, std::string> ParseMailboxName(std::string_view mailbox) {
+namespace {
+
+std::pair<std::string, std::string> SplitMailboxName(std::string_view mailbox) {
   if (!mailbox.starts_with("user/"))
     Throw(Errc::kInvalidArgument, "invalid mailbox name '" + Printable(mailbox) + "': must start with user/");
   std::string_view rest = mailbox.substr(5);
@@ -105,8 +172,21 @@ std::pair<std::string, std::string> ParseMailboxName(std::string_view mailbox) {
   std::string user(rest.substr(0, slash));
   std::string folder = slash == std::string_view::npos ? "INBOX" : std::string(rest.substr(slash + 1));
   ValidateUserId(user);
-  ValidateFolderName(folder);
   return {user, folder};
+}
+
+}  // namespace
+
+std::pair<std::string, std::string> ParseMailboxName(std::string_view mailbox) {
+  auto parts = SplitMailboxName(mailbox);
+  ValidateFolderName(parts.second);
+  return parts;
+}
+
+std::pair<std::string, std::string> ParseStoredMailboxName(std::string_view mailbox) {
+  auto parts = SplitMailboxName(mailbox);
+  ValidateStoredFolderName(parts.second);
+  return parts;
 }
 
 bool MatchPattern(std::string_view pattern, std::string_view name) {

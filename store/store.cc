@@ -14,6 +14,7 @@
 
 #include "store/index.h"
 #include "store/mboxlist.h"
+#include "store/names.h"
 #include "util/bytes.h"
 #include "util/error.h"
 
@@ -539,7 +540,7 @@ bool Store::ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_vie
 
 std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_view folder) {
   ValidateUserId(user);
-  ValidateFolderName(folder);
+  ValidateStoredFolderName(folder);
   std::string name = NormalizeFolder(folder);
   std::string key = MailboxKey(user, name), v;
   bool found = false;
@@ -558,7 +559,7 @@ std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_v
 
 // The FolderInfo of a folder.db record; false when the folder vanished while it was read.
 bool Store::FolderFromRecord(std::string_view key, std::string_view value, FolderInfo* info) {
-  auto [user, folder] = ParseMailboxName(key);
+  auto [user, folder] = ParseStoredMailboxName(key);
   FolderValue fv = DecodeFolder(value, key);
   info->user = user;
   info->folder = folder;
@@ -589,7 +590,7 @@ void Store::ForEachFolder(const std::function<void(const FolderInfo&)>& fn) {
 
 std::unique_ptr<Folder> Store::OpenFolder(std::string_view user, std::string_view folder) {
   ValidateUserId(user);
-  ValidateFolderName(folder);
+  ValidateStoredFolderName(folder);
   std::string name = NormalizeFolder(folder);
   std::string key = MailboxKey(user, name), v;
   bool found = false;
@@ -726,7 +727,7 @@ void Store::PublishFolder(Folder& folder) {
 
 void Store::SetAcl(std::string_view user, std::string_view folder, std::string_view acl) {
   ValidateUserId(user);
-  ValidateFolderName(folder);
+  ValidateStoredFolderName(folder);
   auto entries = ParseAcl(acl);
   std::string key = MailboxKey(user, NormalizeFolder(folder));
   db_->Txn([&](DB_TXN* txn) {

@@ -18,6 +18,7 @@
 #include "stream/net.h"
 #include "stream/records.h"
 #include "stream/stream.h"
+#include "stream/toc.h"
 #include "util/error.h"
 
 namespace storemove::stream {
@@ -83,7 +84,12 @@ class RestoreSession {
 
  public:
   RestoreSession(store::Store* store, format::Decoder& decoder, const RestoreOptions& options, std::ostream* toc)
-      : store_(store), decoder_(decoder), options_(options), toc_(toc), progress_("restore", options.live_progress) {
+      : store_(store),
+        decoder_(decoder),
+        options_(options),
+        toc_(toc ? std::make_unique<TocWriter>(*toc, options.toc_json) : nullptr),
+        progress_("restore", options.live_progress) {
+    if (options.input_total) progress_.set_input_total(options.input_total);
     if (store_) writeback_.emplace(*store_);
   }
 
@@ -166,22 +172,18 @@ class RestoreSession {
                             "network session, not from a file or pipe");
   }
 
-  void PrintHeader() {
-    const auto& h = decoder_.header();
-    *toc_ << "stream " << h.version_major << "." << h.version_minor
-          << (h.kind == format::StreamKind::kManifest ? " manifest" : "") << " from " << h.source_host
-          << " store " << h.store_id << " created " << h.created;
-    if (h.since) *toc_ << " since " << h.since;
-    *toc_ << "\n";
+  void PrintHeader() { toc_->Header(decoder_.header()); }
+
+  // Counts a message for the live line; the input read so far gives the ETA of a file.
+  void Advance(uint64_t size) {
+    if (options_.input_consumed) progress_.set_input(options_.input_consumed());
+    progress_.Add(1, size);
   }
 
   void OnUser(const format::UserRecord& r) {
     ++report_.users;
     std::string user = MapUser(r.user);
-    if (toc_) {
-      *toc_ << "user " << user << " " << r.status << " partition " << r.partition << " quota " << r.quota_limit
-            << " subscriptions " << r.subscriptions.size() << "\n";
-    }
+    if (toc_) toc_->User(user, r);
     if (!store_) return;
     try {
       store::ValidateUserId(user);
@@ -204,11 +206,7 @@ class RestoreSession {
     user_ = MapUser(r.user);
     current_mailbox_ = "user/" + user_ + "/" + r.folder;
     folder_record_ = r;
-    if (toc_)
-      *toc_ << "mailbox " << current_mailbox_ << " uidvalidity " << r.uidvalidity << " uidnext " << r.uidnext
-            << " messages " << r.count << " bytes " << r.bytes
-            << (r.unchanged() ? " unchanged" : r.since_modseq ? " changed since modseq " + std::to_string(r.since_modseq) : "")
-            << "\n";
+    if (toc_) toc_->Folder(current_mailbox_, r);
     source_mailbox_ = "user/" + r.user + "/" + r.folder;
     unsettled_marked_ = false;
     if (!store_) return;
@@ -302,10 +300,8 @@ class RestoreSession {
 
   void OnMessage(const format::MessageRecord& r) {
     message_ = r;
-    if (toc_) {
-      *toc_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags) << " " << r.digest.Hex() << "\n";
-    }
-    progress_.Add(1, r.size);
+    if (toc_) toc_->Message("message", r);
+    Advance(r.size);
     ++report_.messages;
     report_.message_bytes += r.size;
     if (!store_ || decoder_.header().kind == format::StreamKind::kManifest) {
@@ -479,8 +475,8 @@ class RestoreSession {
   // digest: a crafted stream may name another user's digest and size (both visible in a
   // manifest), and XXH3 is not collision resistant (docs/stream-format.md §13).
   void OnLink(const format::LinkRecord& r) {
-    if (toc_) *toc_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags) << " link " << r.content_id << "\n";
-    progress_.Add(1, r.size);
+    if (toc_) toc_->Message("link", r);
+    Advance(r.size);
     ++report_.links;
     report_.message_bytes += r.size;
     if (!store_ || decoder_.header().kind == format::StreamKind::kManifest) return;
@@ -574,7 +570,7 @@ class RestoreSession {
   // content: only its flags are applied, after checking UID, digest and size against store.idx
   // (no file is read). Anything else leaves the mailbox unsettled for the next pass.
   void OnMeta(const format::MetaRecord& r) {
-    if (toc_) *toc_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags) << " meta " << r.digest.Hex() << "\n";
+    if (toc_) toc_->Message("meta", r);
     ++report_.metas;
     if (!store_ || decoder_.header().kind == format::StreamKind::kManifest || !folder_) return;
     if (mode_ != Mode::kMerge) {
@@ -633,8 +629,8 @@ class RestoreSession {
   // repository entry only once the entry's SHA-256 equals the sender's (an XXH3 match proves
   // nothing). A failed proof is reported; the message is not restored.
   void OnHeld(const format::HeldRecord& r) {
-    if (toc_) *toc_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags) << " held " << r.digest.Hex() << "\n";
-    progress_.Add(1, r.size);
+    if (toc_) toc_->Message("held", r);
+    Advance(r.size);
     ++report_.messages;
     ++report_.held;
     report_.message_bytes += r.size;
@@ -866,7 +862,7 @@ class RestoreSession {
   store::Store* store_;
   format::Decoder& decoder_;
   const RestoreOptions& options_;
-  std::ostream* toc_;
+  std::unique_ptr<TocWriter> toc_;
   Progress progress_;
   SessionReport report_;
   std::string quota_user_;  // the user whose quota is recounted once its folders are in

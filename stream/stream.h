@@ -165,6 +165,11 @@ struct RestoreOptions {
   std::string partition;             // destination partition for new users ("" = keep/default)
   bool continue_on_error = false;    // -c y: report a bad folder and go on
   bool live_progress = false;
+  // The input's size when known (a regular file), and how much of it is read so far: the live
+  // line's ETA. The stream itself announces no totals (docs/administration.md "Progress").
+  uint64_t input_total = 0;
+  std::function<uint64_t()> input_consumed;
+  bool toc_json = false;             // -t --json: JSON Lines instead of text
   relinker::RepositoryOptions repository;
   size_t batch_messages = 512;       // messages per folder commit
   // Told once why a session waits for a user another session or process is writing (each
@@ -210,6 +215,10 @@ struct VerifyOptions {
   // is what a migration does, not a difference (docs/migration.md); strict compares statuses
   // exactly.
   bool strict_status = false;
+  bool live_progress = false;  // a live line on stderr (stream/progress.h)
+  // --manifest from a regular file: its size and how much is read, for the ETA.
+  uint64_t input_total = 0;
+  std::function<uint64_t()> input_consumed;
 };
 
 struct VerifyReport {

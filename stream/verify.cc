@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "store/names.h"
 #include "store/read_ahead.h"
 #include "stream/records.h"
 #include "stream/stream.h"
@@ -134,9 +135,14 @@ struct SourceUser {
 
 class Checker {
  public:
-  Checker(store::Store& dst, const VerifyOptions& options) : dst_(dst), options_(options), bytes_(options.reads) {}
+  Checker(store::Store& dst, const VerifyOptions& options)
+      : dst_(dst), options_(options), bytes_(options.reads), progress_("verify", options.live_progress) {
+    if (options.input_total) progress_.set_input_total(options.input_total);
+  }
+  Progress& progress() { return progress_; }
   VerifyReport& report() {
     bytes_.Settle(0, [this](const std::string& line) { Diff(line); });
+    progress_.Finish();
     return report_;
   }
 
@@ -160,6 +166,10 @@ class Checker {
 
   void CheckFolder(const SourceFolder& s) {
     ++report_.folders;
+    uint64_t folder_bytes = 0;
+    for (const store::MessageMeta& m : s.messages) folder_bytes += m.size;
+    if (options_.input_consumed) progress_.set_input(options_.input_consumed());
+    progress_.Add(s.messages.size(), folder_bytes);
     const std::string mailbox = s.info.Mailbox();
     std::unique_ptr<store::Folder> dfolder;
     try {
@@ -220,6 +230,7 @@ class Checker {
   const VerifyOptions& options_;
   VerifyReport report_;
   ByteChecks bytes_;
+  Progress progress_;
 };
 
 
@@ -232,6 +243,10 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
     if (selection.WantsUser(u)) users.push_back(u);
   });
   Checker checker(destination, options);
+  // The users' bytes in use are the total (as backup's): the selection may take fewer folders.
+  uint64_t expected_bytes = 0;
+  for (const store::UserInfo& u : users) expected_bytes += u.quota_used;
+  checker.progress().set_total(0, expected_bytes);
   // Both stores' folder indexes of the users kUsersAhead ahead are read by prefetch threads:
   // on a cold disk each is a few dependent reads.
   constexpr size_t kUsersAhead = 32;
@@ -304,7 +319,7 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
       case Event::kMessageEnd: break;
       case Event::kFolderEnd:
         store::ValidateUserId(folder.info.user);
-        store::ValidateFolderName(folder.info.folder);
+        store::ValidateStoredFolderName(folder.info.folder);
         checker.CheckFolder(folder);
         break;
       case Event::kEnd: return std::move(checker.report());

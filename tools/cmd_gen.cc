@@ -1,9 +1,12 @@
 // storemove gen: builds a realistic store for tests and benchmarks (store/generate.h).
+#include <unistd.h>
+
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
 
 #include "store/generate.h"
+#include "stream/progress.h"
 #include "tools/commands.h"
 #include "util/error.h"
 #include "util/version.h"
@@ -15,9 +18,10 @@ struct GenOptions {
   std::string store_dir;
   store::GenerateOptions generate;
   bool json = false;
+  bool verbose = false;
 };
 
-int RunGen(const GenOptions& options) {
+int RunGen(GenOptions& options) {
   const std::string& root = RequireStoreDir(options.store_dir);
   for (const std::string& partition : options.generate.partitions) store::ValidatePartitionName(partition);
   // A generated store is a fixture: it is rebuilt rather than recovered, so no fsyncs.
@@ -32,7 +36,11 @@ int RunGen(const GenOptions& options) {
       store = store::Store::Init(root, {"primary"});
     }
   }
+  stream::Progress progress("gen", options.verbose || ::isatty(STDERR_FILENO));
+  progress.set_total(uint64_t(options.generate.users) * options.generate.messages_per_user, 0);
+  options.generate.on_message = [&](uint64_t bytes) { progress.Add(1, bytes); };
   const store::GenerateReport report = store::Generate(*store, options.generate);
+  progress.Finish();
   if (options.json) {
     nlohmann::json out = {{"users", report.users},         {"folders", report.folders},
                           {"messages", report.messages},   {"bytes", report.bytes},
@@ -79,6 +87,8 @@ void AddGenCommand(CLI::App& root, Action* chosen) {
       ->delimiter(',')
       ->type_name("A,B");
   command->add_flag("--json", options->json, "print the summary as JSON");
+  command->add_flag("-v,--verbose", options->verbose,
+                    "live progress on stderr (rate and ETA) even when it is not a terminal");
   command->callback([options, chosen] { *chosen = [options] { return RunGen(*options); }; });
 }
 

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "stream/migrate.h"
+#include "stream/migrate_dry_run.h"
 #include "tools/commands.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -40,6 +41,7 @@ struct MigrateCliOptions {
   double lock_wait = 0;
   bool verbose = false;
   bool abort = false;
+  bool dry_run = false;
   int max_passes = 4;
   uint64_t settle = 200;
   std::vector<std::string> groups;
@@ -144,6 +146,11 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (o.max_passes < 0 || o.max_passes > 100) Throw(Errc::kInvalidArgument, "--max-passes: 0-100");
   options.max_online_passes = o.max_passes;
   options.settle_messages = o.settle;
+  if (o.dry_run) {
+    stream::MigrateDryRun plan = stream::PlanMigrate(*source, options);
+    std::printf("%s", o.json ? (plan.Json() + "\n").c_str() : plan.Text().c_str());
+    return 0;
+  }
   stream::net::Cancellation cancel;
   options.client.cancel = &cancel;
   if (const char* hook = std::getenv("STOREMOVE_TEST_HOLD_FD")) {
@@ -211,6 +218,9 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
                 "online incremental passes after the copy, at most (default 4; 0 = hold right after the copy)");
   c->add_option("--settle", o->settle,
                 "hold the group once an online pass carried at most this many messages (default 200)");
+  c->add_flag("--dry-run", o->dry_run,
+              "print what would be done (groups, users, messages and bytes, destination, steps) and stop: no "
+              "connection, nothing changed");
   c->add_flag("--json", o->json, "print the final report as JSON");
   c->add_option("--report", o->report_file,
                 "also write the JSON report to FILE, atomically, even when the run ends in an error (\"-\": on stdout, "

@@ -1,5 +1,7 @@
 // storemove relink: Sun's relinker — one inode for every copy of the same message content in a
 // partition, through the partition's digest repository (relinker/relink.h, docs/relinker.md).
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
 
@@ -7,6 +9,7 @@
 
 #include "relinker/relink.h"
 #include "store/settings.h"
+#include "stream/progress.h"
 #include "tools/commands.h"
 #include "util/version.h"
 
@@ -18,6 +21,7 @@ struct RelinkCommandOptions {
   relinker::RelinkOptions relink;
   uint64_t min_size_kb = UINT64_MAX;  // not given: the store's local.store.relinker.minsize
   bool json = false;
+  bool verbose = false;
 };
 
 nlohmann::json UsageJson(const relinker::Usage& u) {
@@ -30,7 +34,13 @@ int RunRelink(RelinkCommandOptions& options) {
   const uint64_t min_size_kb = options.min_size_kb != UINT64_MAX ? options.min_size_kb
                                                                   : store::ReadSettings(*store).relinker_minsize_kb;
   options.relink.min_size = min_size_kb * 1024;
+  stream::Progress progress("relink", options.verbose || ::isatty(STDERR_FILENO));
+  options.relink.on_pass = [&](const std::string& pass, uint64_t messages, uint64_t bytes) {
+    progress.Restart("relink " + pass, messages, bytes);
+  };
+  options.relink.on_message = [&](uint64_t bytes) { progress.Add(1, bytes); };
   const relinker::RelinkStats stats = relinker::Relink(*store, options.relink);
+  progress.Finish();
   if (options.json) {
     nlohmann::json out = {{"before", UsageJson(stats.before)},
                           {"after", UsageJson(stats.after)},
@@ -58,6 +68,8 @@ void AddRelinkCommand(CLI::App& root, Action* chosen) {
   AddStoreOption(command, &options->store_dir);
   command->add_option("-p,--partition", options->relink.partition, "only this partition (default: every one)")
       ->type_name("NAME");
+  command->add_flag("-v,--verbose", options->verbose,
+                    "live progress on stderr (each pass with rate and ETA) even when it is not a terminal");
   command->add_flag("-d,--purge", options->relink.purge,
                     "remove repository entries no message links to any more (not while a restore runs)");
   command->add_option("--min-size", options->min_size_kb, "leave messages smaller than this alone (default: the store's local.store.relinker.minsize)")

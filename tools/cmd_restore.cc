@@ -65,6 +65,8 @@ int RunRestore(const RestoreCliOptions& o) {
       Throw(Errc::kNotFound, "--partition: no partition '" + o.partition + "' in " + store->root());
   }
   UniqueFd fd = stream::OpenInput(o.file);
+  options.toc_json = o.json;
+  InputProgress(fd.get(), &options.input_total, &options.input_consumed);
   stream::FdSource source(fd.get(), o.file == "-" ? "standard input" : o.file);
   format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
   format::Decoder decoder(input);
@@ -95,9 +97,11 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
   c->add_flag("--keep-status", o->keep_status,
               "give users the status the stream carries (hold, moved:HOST); default: new users are active, "
               "existing users keep theirs");
-  c->add_flag("-t", o->toc, "print the table of contents; write nothing");
+  c->add_flag("-t", o->toc,
+              "print the table of contents (dates in ISO 8601 UTC; with --json as JSON Lines); write nothing");
   c->add_option("--partition", o->partition, "partition for users that do not exist yet")->type_name("NAME");
-  c->add_flag("-v,--verbose", o->verbose, "live progress on stderr even when it is not a terminal");
+  c->add_flag("-v,--verbose", o->verbose,
+              "live progress on stderr even when it is not a terminal (rate; ETA when the input is a regular file)");
   c->add_flag("--json", o->json, "print the summary as JSON (on stderr)");
   c->callback([o, chosen] { *chosen = [o] { return RunRestore(*o); }; });
 }

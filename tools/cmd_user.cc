@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "stream/user_views.h"
 #include "tools/commands.h"
 #include "util/error.h"
 #include "util/version.h"
@@ -16,10 +17,37 @@ struct UserOptions {
   std::string user;
   std::string status;
   std::string quota;
+  std::string group;       // bulk: the users of this backup group
+  std::string groups_file;
+  std::string users_file;  // bulk: the users listed in this file
   bool json = false;
 };
 
+// --status for many users at once: every id checked and every user found before the one
+// transaction that changes them all (or nobody).
+int RunBulkStatus(const UserOptions& options) {
+  if (!options.user.empty() || (!options.group.empty() && !options.users_file.empty()))
+    Throw(Errc::kInvalidArgument, "user: give one of USER, --group or --users-file");
+  if (options.status.empty()) Throw(Errc::kInvalidArgument, "user: --group and --users-file need --status");
+  if (!options.quota.empty()) Throw(Errc::kInvalidArgument, "user: --quota is set one user at a time");
+  store::UserStatus status = store::UserStatus::Parse(options.status);
+  std::vector<std::string> users;
+  if (!options.users_file.empty()) users = stream::ReadUsersFile(options.users_file);
+  auto store = OpenStore(options.store_dir);
+  if (!options.group.empty()) {
+    std::string file =
+        options.groups_file.empty() ? store->root() + "/config/backup-groups.conf" : options.groups_file;
+    users = stream::GroupUsers(*store, file, options.group);
+  }
+  auto before = stream::SetStatusOf(*store, users, status);
+  std::printf("%s", options.json ? (stream::StatusChangeJson(before, status) + "\n").c_str()
+                                 : stream::StatusChangeText(before, status).c_str());
+  return 0;
+}
+
 int RunUser(const UserOptions& options) {
+  if (!options.group.empty() || !options.users_file.empty()) return RunBulkStatus(options);
+  if (options.user.empty()) Throw(Errc::kInvalidArgument, "user: give USER, --group or --users-file");
   store::ValidateUserId(options.user);
   // Parse everything before changing anything, so a bad value leaves the user untouched.
   std::optional<store::UserStatus> status;
@@ -73,13 +101,22 @@ int RunUser(const UserOptions& options) {
 
 void AddUserCommand(CLI::App& root, Action* chosen) {
   auto options = std::make_shared<UserOptions>();
-  CLI::App* command = root.add_subcommand("user", "show a user, or set its status and quota");
+  CLI::App* command = root.add_subcommand(
+      "user", "show a user, or set its status and quota; set the status of a group's or a file's users at once");
   AddStoreOption(command, &options->store_dir);
-  command->add_option("user", options->user, "user id")->required()->type_name("USER");
+  command->add_option("user", options->user, "user id")->type_name("USER");
   command->add_option("--status", options->status, "set the status: active, hold or moved:HOST")
       ->type_name("STATUS");
   command->add_option("--quota", options->quota, "set the quota limit in bytes (K/M/G suffixes; 0 = none)")
       ->type_name("BYTES");
+  command->add_option("--group", options->group,
+                      "with --status: every user of this backup group (as `storemove groups` lists them)")
+      ->type_name("GROUP");
+  command->add_option("--groups", options->groups_file, "NAME=ERE lines (default STORE/config/backup-groups.conf)")
+      ->type_name("FILE");
+  command->add_option("--users-file", options->users_file,
+                      "with --status: every user id of FILE (one per line, # comments); all or nobody")
+      ->type_name("FILE");
   command->add_flag("--json", options->json, "print JSON");
   command->callback([options, chosen] { *chosen = [options] { return RunUser(*options); }; });
 }

@@ -1,5 +1,7 @@
 // storemove verify: proves a destination store holds what the source holds, either by opening
 // both stores (--source) or against a manifest stream from the source host (--manifest).
+#include <unistd.h>
+
 #include <cstdio>
 
 #include <map>
@@ -9,6 +11,7 @@
 #include "stream/stream.h"
 #include "stream/transport.h"
 #include "tools/commands.h"
+#include "tools/session_io.h"
 #include "util/error.h"
 
 namespace storemove::tools {
@@ -21,6 +24,7 @@ struct VerifyCliOptions {
   bool json = false;
   bool no_bytes = false;
   bool strict_status = false;
+  bool verbose = false;
   size_t reads = 0;
   std::vector<std::string> names;
 };
@@ -34,6 +38,7 @@ int RunVerify(const VerifyCliOptions& o) {
   options.check_bytes = !o.no_bytes;
   options.strict_status = o.strict_status;
   options.reads = o.reads;
+  options.live_progress = o.verbose || ::isatty(STDERR_FILENO);
   stream::VerifyReport report;
   if (!o.source_dir.empty()) {
     auto source = store::Store::Open(o.source_dir);
@@ -54,6 +59,7 @@ int RunVerify(const VerifyCliOptions& o) {
   } else {
     if (!o.names.empty()) Throw(Errc::kInvalidArgument, "verify: with --manifest the manifest decides what is checked");
     UniqueFd fd = stream::OpenInput(o.manifest);
+    InputProgress(fd.get(), &options.input_total, &options.input_consumed);
     stream::FdSource source(fd.get(), o.manifest == "-" ? "standard input" : o.manifest);
     format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
     format::Decoder decoder(input);
@@ -80,6 +86,9 @@ void AddVerifyCommand(CLI::App& root, Action* chosen) {
   c->add_option("--source", o->source_dir, "the source store, opened directly")->type_name("DIR");
   c->add_option("--manifest", o->manifest, "a manifest stream from `backup --manifest` (- for stdin)")->type_name("FILE|-");
   c->add_flag("--json", o->json, "print the result as JSON");
+  c->add_flag("-v,--verbose", o->verbose,
+              "live progress on stderr even when it is not a terminal (ETA from the source's bytes, or the "
+              "manifest file's size)");
   c->add_option("--reads", o->reads, "destination message files read at once (default 16; 1 = one at a time)")
       ->check(CLI::Range(1, 1024));
   c->add_flag("--no-bytes", o->no_bytes, "compare index records only; do not re-read destination messages");

@@ -24,6 +24,8 @@ void AddImportCommand(CLI::App& root, Action* chosen);
 void AddExportCommand(CLI::App& root, Action* chosen);
 void AddListCommand(CLI::App& root, Action* chosen);
 void AddUserCommand(CLI::App& root, Action* chosen);
+void AddUsersCommand(CLI::App& root, Action* chosen);
+void AddGroupsCommand(CLI::App& root, Action* chosen);
 void AddGenCommand(CLI::App& root, Action* chosen);
 void AddBackupCommand(CLI::App& root, Action* chosen);
 void AddRestoreCommand(CLI::App& root, Action* chosen);

@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
   tools::AddExportCommand(app, &action);
   tools::AddListCommand(app, &action);
   tools::AddUserCommand(app, &action);
+  tools::AddUsersCommand(app, &action);
+  tools::AddGroupsCommand(app, &action);
   tools::AddGenCommand(app, &action);
   tools::AddBackupCommand(app, &action);
   tools::AddRestoreCommand(app, &action);

@@ -1,5 +1,6 @@
 #include "tools/session_io.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -40,6 +41,16 @@ void ReportSession(const stream::SessionReport& report, const std::string& verb,
   std::fprintf(stderr, "%s\n", line.c_str());
   if (!json)
     for (const std::string& e : report.error_lines) std::fprintf(stderr, "storemove: %s: %s\n", verb.c_str(), e.c_str());
+}
+
+void InputProgress(int fd, uint64_t* total, std::function<uint64_t()>* consumed) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) return;
+  *total = uint64_t(st.st_size);
+  *consumed = [fd] {
+    off_t at = ::lseek(fd, 0, SEEK_CUR);
+    return at < 0 ? uint64_t(0) : uint64_t(at);
+  };
 }
 
 std::string HostName() {

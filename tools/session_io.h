@@ -16,4 +16,9 @@ int64_t ParseBackupDate(const std::string& text);
 void ReportSession(const stream::SessionReport& report, const std::string& verb, bool json);
 std::string HostName();
 
+// When `fd` is a regular file: its size (the total a live line's ETA needs; a stream announces
+// none) and a function giving the offset the kernel keeps for it (how much the decompressing
+// thread has read). Leaves both alone for a pipe or socket.
+void InputProgress(int fd, uint64_t* total, std::function<uint64_t()>* consumed);
+
 }  // namespace storemove::tools

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "store/names.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
@@ -55,6 +56,75 @@ TEST(Names, FolderNames) {
     EXPECT_EQ(CodeOf([&] { ValidateFolderName(bad); }), Errc::kInvalidArgument) << bad;
   EXPECT_EQ(CodeOf([&] { ValidateFolderName(std::string("a\0b", 3)); }), Errc::kInvalidArgument);
   EXPECT_EQ(CodeOf([&] { ValidateFolderName(std::string(300, 'x')); }), Errc::kInvalidArgument);
+}
+
+// RFC 6531 internationalized addresses are user ids; every malformed UTF-8 form (RFC 3629 §3:
+// stray continuation, truncated, overlong, surrogate, beyond U+10FFFF) and every control
+// character (C0, DEL, C1) is refused, with one line that shows the bad bytes as \xNN.
+TEST(Names, Utf8UserIds) {
+  for (const char* ok : {"j\xc3\xb6rg@ex\xc3\xa4mple.org", "\xe6\x97\xa5\xe6\x9c\xac@\xe4\xbe\x8b.jp",
+                         "\xc3\xb6laf", "x\xf0\x9f\x98\x80y", "a\xf4\x8f\xbf\xbf", "\xef\xbf\xbd"})
+    EXPECT_NO_THROW(ValidateUserId(ok)) << ok;
+  const std::vector<std::string> bad = {
+      "j\xf6rg",               // Latin-1, not UTF-8
+      "a\x80" "b",            // stray continuation byte
+      "a\xc3",                 // truncated
+      "a\xe6\x97",            // truncated
+      "a\xc0\xaf" "b",        // overlong '/'
+      "a\xc1\xbf",            // overlong
+      "a\xe0\x80\xaf",       // overlong '/', three bytes
+      "a\xf0\x80\x80\xaf",  // overlong '/', four bytes
+      "a\xed\xa0\x80",       // surrogate U+D800
+      "a\xed\xbf\xbf",       // surrogate U+DFFF
+      "a\xf4\x90\x80\x80",  // U+110000
+      "a\xf5\x80\x80\x80",  // beyond
+      "a\xc2\x85",            // NEL (C1)
+      "a\xc2\x9f",            // C1
+      "a\x7f",                 // DEL
+      "a\xe2\x80\xa8",       // U+2028 line separator
+      "j\xc3\xb6rg/x",        // '/'
+      "j\xc3\xb6rg..x",       // '..'
+      "-j\xc3\xb6rg",         // ASCII start must be a letter or digit
+  };
+  for (const std::string& id : bad) {
+    EXPECT_EQ(CodeOf([&] { ValidateUserId(id); }), Errc::kInvalidArgument) << id;
+    try {
+      ValidateUserId(id);
+    } catch (const Error& e) {
+      std::string what = e.what();
+      EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+      for (unsigned char c : what) EXPECT_FALSE(c < 0x20 || c == 0x7f) << what;  // shown as \xNN
+    }
+  }
+  std::string max;
+  while (max.size() + 2 <= 128) max += "\xc3\xb6";  // 64 two-byte characters: 128 bytes
+  EXPECT_NO_THROW(ValidateUserId(max));
+  EXPECT_EQ(CodeOf([&] { ValidateUserId(max + "a"); }), Errc::kInvalidArgument);
+}
+
+TEST(Names, Utf8FolderNames) {
+  for (const char* ok : {"Entw\xc3\xbcrfe", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e/\xe5\x8f\xb0\xe5\x8c\x97",
+                         "\xf0\x9f\x98\x80 smile", "caf\xc3\xa9/x"})
+    EXPECT_NO_THROW(ValidateFolderName(ok)) << ok;
+  for (const char* bad : {"caf\xe9", "a/\xed\xa0\x80", "\xc0\xae\xc0\xae", "a/\xc0\xaf/b", "x\xc2\x80", "x\x7f",
+                          "x\xf4\x90\x80\x80", "a/\x80"})
+    EXPECT_EQ(CodeOf([&] { ValidateFolderName(bad); }), Errc::kInvalidArgument) << bad;
+  // What an earlier storemove stored with other 8-bit bytes stays readable (store/names.h)...
+  EXPECT_NO_THROW(ValidateStoredFolderName("caf\xe9"));
+  EXPECT_EQ(ParseStoredMailboxName("user/joe/caf\xe9").second, "caf\xe9");
+  // ...but never with the path-safety rules relaxed.
+  for (const char* bad : {"..", "a/../b", "a\tb", "", "a//b"})
+    EXPECT_EQ(CodeOf([&] { ValidateStoredFolderName(bad); }), Errc::kInvalidArgument) << bad;
+  EXPECT_EQ(CodeOf([] { ParseMailboxName("user/joe/caf\xe9"); }), Errc::kInvalidArgument);
+}
+
+// The user directory is the id's bytes after '=' below a hash of them: a UTF-8 id is one
+// directory name (no '/' can pass validation) and two ids differing in one byte differ.
+TEST(Names, Utf8UserDirectories) {
+  const std::string id = "j\xc3\xb6rg@ex\xc3\xa4mple.org";
+  EXPECT_EQ(FolderRelPath(id, "INBOX"), "=user/" + HashDir(id) + "/=" + id);
+  EXPECT_EQ(FolderRelPath(id, "Entw\xc3\xbcrfe"), "=user/" + HashDir(id) + "/=" + id + "/+Entw%C3%BCrfe");
+  EXPECT_NE(FolderRelPath("jorg@example.org", "INBOX"), FolderRelPath(id, "INBOX"));
 }
 
 TEST(Names, FolderPathsNeverCollideWithFolderFiles) {

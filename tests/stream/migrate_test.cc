@@ -950,3 +950,44 @@ TEST(MigrateChaos, KillNineOfClientOrServerAtRandomPointsThenRerunsLoseNothing) 
 
 }  // namespace
 }  // namespace storemove::stream
+
+namespace storemove::stream {
+namespace {
+
+// RFC 6531 ids and UTF-8 folder names go through the copy, the held final pass (folder summaries)
+// and the switch like any other; a group pattern matches their bytes.
+TEST(Migrate, Utf8UserAndFoldersMoveAndSwitch) {
+  TempDir tmp;
+  const std::string jorg = "j\xc3\xb6rg@ex\xc3\xa4mple.org", taro = "\xe5\xa4\xaa\xe9\x83\x8e@\xe4\xbe\x8b.jp";
+  auto src = store::Store::Init(tmp / "src", {"primary"});
+  for (const std::string& user : {jorg, taro}) {
+    src->CreateUser(user);
+    for (const std::string& name : {std::string("INBOX"), std::string("Entw\xc3\xbcrfe"),
+                                    std::string("\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e/\xf0\x9f\x98\x80")}) {
+      auto folder = name == "INBOX" ? src->OpenFolder(user, name) : src->CreateFolder(user, name);
+      for (int i = 0; i < 3; ++i) {
+        auto w = folder->NewMessage();
+        w->Write("Subject: " + name + " " + std::to_string(i) + "\r\n\r\nGr\xc3\xbc\xc3\x9f" "e\r\n");
+        std::vector<store::StagedMessage> batch{w->Finish({})};
+        folder->Commit(batch);
+      }
+    }
+  }
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "umlaut=.*\xc3\xb6.*\nkanji=.*\xe4\xbe\x8b.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateReport report = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 2));
+  ASSERT_TRUE(report.ok()) << report.Text();
+  ASSERT_EQ(report.groups.size(), 2u);
+  EXPECT_EQ(report.groups[0].users, 1u);
+  EXPECT_EQ(report.groups[1].users, 1u);
+  EXPECT_EQ(report.users_in_no_group, 0u);
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_EQ(dst->ListFolders(jorg).size(), 3u);
+  EXPECT_EQ(dst->ListFolders(taro).size(), 3u);
+}
+
+}  // namespace
+}  // namespace storemove::stream

@@ -94,11 +94,13 @@ std::vector<std::string> FolderNames(store::Store& store, const std::string& use
 
 // --- the whole corpus: export then import is the identity ---------------------------------------
 
-// Nested, escaped, UTF-8 and not-UTF-8 names (tests/tools/dovecot_test.py's and more).
+// Nested, escaped and UTF-8 names (tests/tools/dovecot_test.py's and more). A name that is not
+// UTF-8 (the export's `\e9` for a Latin-1 byte) is refused by the store since names are checked
+// as UTF-8 (HostileTreesAreRefusedBeforeAnythingIsWritten).
 const std::vector<std::string> kFolders = {"INBOX",     "Sent",        "Projects", "Projects/2024",
                                            "Archive/2023/Q1", "a.b",   "Entwürfe", "~tilde",
                                            "back\\slash", "日本語/台北", "INBOX/Sub", "a&b",
-                                           "caf\xe9",   "Empty"};
+                                           "\xf0\x9f\x98\x80 smile", "Empty"};
 const std::vector<std::string> kUserFlags = {"$Junk", "$Label1", "work", "Later"};
 
 TEST(MaildirImportCorpus, ExportThenImportGivesBackEveryFolderUidFlagDateAndByte) {
@@ -488,6 +490,12 @@ TEST_F(MaildirImport, HostileTreesAreRefusedBeforeAnythingIsWritten) {
       {"a '/' inside a name", [&](const std::string& t) { MakeMaildir(t + "/.a\\2fb"); }, kUsage, "'/'"},
       {"a control character", [&](const std::string& t) { MakeMaildir(t + "/.bell\\07"); }, kUsage,
        "control characters"},
+      {"a Latin-1 byte, not UTF-8", [&](const std::string& t) { MakeMaildir(t + "/.caf\\e9"); }, kUsage,
+       "invalid folder name 'caf\\xe9': not well-formed UTF-8"},
+      {"a C1 control character", [&](const std::string& t) { MakeMaildir(t + "/.nel\\c2\\85"); }, kUsage,
+       "control characters"},
+      {"an overlong '/'", [&](const std::string& t) { MakeMaildir(t + "/.a\\c0\\afb"); }, kUsage,
+       "not well-formed UTF-8"},
       {"two directories for one folder",
        [&](const std::string& t) {
          MakeMaildir(t + "/.a\\2eb");

@@ -1,0 +1,82 @@
+#include "stream/group_members.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+
+namespace storemove::stream {
+
+std::vector<BackupGroup> ReadGroupsFile(const std::string& groups_file) {
+  std::vector<BackupGroup> groups = ReadBackupGroups(groups_file);
+  if (groups.empty()) Throw(Errc::kInvalidArgument, "no backup groups in " + groups_file);
+  return groups;
+}
+
+std::vector<GroupMembers> ChosenGroups(const GroupAssignment& assignment, const std::vector<std::string>& chosen,
+                                       const std::string& groups_file) {
+  if (chosen.empty()) return assignment.groups;
+  std::vector<GroupMembers> out;
+  for (const std::string& name : chosen) {
+    auto named = [&](const GroupMembers& g) { return g.group.name == name; };
+    auto it = std::find_if(assignment.groups.begin(), assignment.groups.end(), named);
+    if (it == assignment.groups.end()) Throw(Errc::kInvalidArgument, "no group '" + name + "' in " + groups_file);
+    if (std::none_of(out.begin(), out.end(), named)) out.push_back(*it);
+  }
+  return out;
+}
+
+GroupAssignment AssignGroups(store::Store& store, const std::vector<BackupGroup>& groups) {
+  GroupAssignment out;
+  out.groups.resize(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) out.groups[g].group = groups[g];
+  store.ForEachUser([&](const store::UserInfo& u) {
+    bool assigned = false;
+    for (GroupMembers& g : out.groups) {
+      if (!GroupMatches(g.group, u.user)) continue;
+      (assigned ? g.also_matched : g.members).push_back(u.user);
+      assigned = true;
+    }
+    if (!assigned) out.no_group.push_back(u.user);
+  });
+  for (GroupMembers& g : out.groups) {
+    std::sort(g.members.begin(), g.members.end());
+    std::sort(g.also_matched.begin(), g.also_matched.end());
+  }
+  std::sort(out.no_group.begin(), out.no_group.end());
+  return out;
+}
+
+namespace {
+
+std::string Users(size_t n) { return std::to_string(n) + (n == 1 ? " user" : " users"); }
+
+}  // namespace
+
+std::string GroupsText(const GroupAssignment& a) {
+  std::string out;
+  for (const GroupMembers& g : a.groups) {
+    out += "group " + g.group.name + " (" + g.group.regex + "): " + Users(g.members.size()) + "\n";
+    for (const std::string& user : g.members) out += "  " + user + "\n";
+    if (!g.also_matched.empty()) {
+      out += "  also matched, in an earlier group for migrate: " + Users(g.also_matched.size()) + "\n";
+      for (const std::string& user : g.also_matched) out += "    " + user + "\n";
+    }
+  }
+  out += "in no group: " + Users(a.no_group.size()) + "\n";
+  for (const std::string& user : a.no_group) out += "  " + user + "\n";
+  return out;
+}
+
+std::string GroupsJson(const GroupAssignment& a) {
+  nlohmann::json groups = nlohmann::json::array();
+  for (const GroupMembers& g : a.groups)
+    groups.push_back({{"name", g.group.name},
+                      {"regex", g.group.regex},
+                      {"members", g.members},
+                      {"also_matched", g.also_matched}});
+  nlohmann::json j = {{"groups", groups}, {"no_group", a.no_group}};
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace storemove::stream

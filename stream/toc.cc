@@ -1,0 +1,112 @@
+#include "stream/toc.h"
+
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "store/store.h"
+
+namespace storemove::stream {
+
+namespace {
+
+nlohmann::json Time(int64_t t) { return t == 0 ? nlohmann::json(nullptr) : nlohmann::json(IsoUtc(t)); }
+
+void Line(std::ostream& out, const nlohmann::json& j) {
+  out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+}
+
+}  // namespace
+
+std::string IsoUtc(int64_t unix_seconds) {
+  if (unix_seconds == 0) return "-";
+  time_t t = static_cast<time_t>(unix_seconds);
+  struct tm tm;
+  if (gmtime_r(&t, &tm) == nullptr) return std::to_string(unix_seconds);
+  char buf[40];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void TocWriter::Header(const format::StreamHeader& h) {
+  const char* kind = h.kind == format::StreamKind::kManifest ? "manifest"
+                     : h.kind == format::StreamKind::kSession ? "session"
+                                                               : "full";
+  if (json_) {
+    Line(out_, {{"type", "stream"},
+                {"version", std::to_string(h.version_major) + "." + std::to_string(h.version_minor)},
+                {"kind", kind},
+                {"source_host", h.source_host},
+                {"store_id", h.store_id},
+                {"created", Time(h.created)},
+                {"since", Time(h.since)},
+                {"selection", h.selection}});
+    return;
+  }
+  out_ << "stream " << h.version_major << "." << h.version_minor
+       << (h.kind == format::StreamKind::kManifest ? " manifest" : "") << " from " << h.source_host << " store "
+       << h.store_id << " created " << IsoUtc(h.created);
+  if (h.since) out_ << " since " << IsoUtc(h.since);
+  out_ << "\n";
+}
+
+void TocWriter::User(const std::string& user, const format::UserRecord& r) {
+  if (json_) {
+    Line(out_, {{"type", "user"},
+                {"user", user},
+                {"status", r.status},
+                {"partition", r.partition},
+                {"quota_limit", r.quota_limit},
+                {"quota_used", r.quota_used},
+                {"created", Time(r.created)},
+                {"subscriptions", r.subscriptions}});
+    return;
+  }
+  out_ << "user " << user << " " << r.status << " partition " << r.partition << " quota " << r.quota_limit
+       << " subscriptions " << r.subscriptions.size() << " created " << IsoUtc(r.created) << "\n";
+}
+
+void TocWriter::Folder(const std::string& mailbox, const format::FolderRecord& r) {
+  const std::string change = r.unchanged()      ? "unchanged"
+                             : r.since_modseq ? "changed since modseq " + std::to_string(r.since_modseq)
+                                              : "";
+  if (json_) {
+    Line(out_, {{"type", "mailbox"},
+                {"mailbox", mailbox},
+                {"uidvalidity", r.uidvalidity},
+                {"uidnext", r.uidnext},
+                {"messages", r.count},
+                {"bytes", r.bytes},
+                {"created", Time(r.created)},
+                {"last_append", Time(r.last_append)},
+                {"unchanged", r.unchanged()},
+                {"since_modseq", r.since_modseq}});
+    return;
+  }
+  out_ << "mailbox " << mailbox << " uidvalidity " << r.uidvalidity << " uidnext " << r.uidnext << " messages "
+       << r.count << " bytes " << r.bytes << " created " << IsoUtc(r.created) << " last append "
+       << IsoUtc(r.last_append) << (change.empty() ? "" : " " + change) << "\n";
+}
+
+void TocWriter::Message(const char* kind, const format::MessageRecord& r) {
+  const bool link = std::string_view(kind) == "link";
+  if (json_) {
+    nlohmann::json j = {{"type", kind},
+                        {"uid", r.uid},
+                        {"size", r.size},
+                        {"flags", store::FlagBits(r.flags)},
+                        {"internal_date", Time(r.internal_date)},
+                        {"sent_date", Time(r.sent_date)},
+                        {"saved", Time(r.save_time)}};
+    if (link) j["content_id"] = r.content_id;
+    else j["digest"] = r.digest.Hex();
+    Line(out_, j);
+    return;
+  }
+  out_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags);
+  if (std::string_view(kind) != "message") out_ << " " << kind;
+  if (link) out_ << " " << r.content_id;
+  else out_ << " " << r.digest.Hex();
+  out_ << " " << IsoUtc(r.internal_date) << "\n";
+}
+
+}  // namespace storemove::stream

@@ -1,0 +1,140 @@
+#include "stream/user_views.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "stream/group_members.h"
+#include "stream/progress.h"
+#include "stream/toc.h"
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::stream {
+
+StatusFilter StatusFilter::Parse(std::string_view text) {
+  if (text == "moved") return {store::UserState::kMoved, ""};
+  try {
+    store::UserStatus s = store::UserStatus::Parse(text);
+    return {s.state, s.host};
+  } catch (const Error&) {
+    Throw(Errc::kInvalidArgument, "--status '" + std::string(text) + "': expected active, hold, moved or moved:HOST");
+  }
+}
+
+bool StatusFilter::Matches(const store::UserStatus& status) const {
+  return status.state == state && (host.empty() || status.host == host);
+}
+
+std::vector<store::UserInfo> ListUsers(store::Store& store, const std::optional<StatusFilter>& filter) {
+  std::vector<store::UserInfo> out;
+  store.ForEachUser([&](const store::UserInfo& u) {
+    if (!filter || filter->Matches(u.status)) out.push_back(u);
+  });
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.user < b.user; });
+  return out;
+}
+
+namespace {
+
+// Characters, not bytes, so a UTF-8 id lines up (a wide CJK character still takes two columns).
+size_t Columns(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xc0) != 0x80;
+  return n;
+}
+
+std::string Pad(const std::string& s, size_t width) {
+  return s + std::string(width > Columns(s) ? width - Columns(s) : 0, ' ');
+}
+
+}  // namespace
+
+std::string UsersText(const std::vector<store::UserInfo>& users) {
+  size_t width = 4;  // "USER"
+  for (const store::UserInfo& u : users) width = std::max(width, Columns(u.user));
+  std::string out;
+  auto row = [&](const std::string& user, const std::string& status, const std::string& partition,
+                 const std::string& used) {
+    out += Pad(user, width) + "  " + Pad(status, 20) + "  " + Pad(partition, 10) + "  " + used + "\n";
+  };
+  row("USER", "STATUS", "PARTITION", "USED");
+  for (const store::UserInfo& u : users) row(u.user, u.status.ToString(), u.partition, HumanBytes(double(u.quota_used)));
+  out += std::to_string(users.size()) + (users.size() == 1 ? " user\n" : " users\n");
+  return out;
+}
+
+std::string UsersJson(const std::vector<store::UserInfo>& users) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const store::UserInfo& u : users)
+    list.push_back({{"user", u.user},
+                    {"status", u.status.ToString()},
+                    {"partition", u.partition},
+                    {"quota_limit", u.quota_limit},
+                    {"quota_used", u.quota_used},
+                    {"created", u.created ? nlohmann::json(IsoUtc(u.created)) : nlohmann::json(nullptr)}});
+  return nlohmann::json{{"users", list}, {"count", users.size()}}.dump(2, ' ', false,
+                                                                          nlohmann::json::error_handler_t::replace);
+}
+
+std::vector<std::string> ReadUsersFile(const std::string& path) {
+  std::istringstream in(ReadFile(path));
+  std::vector<std::string> users;
+  std::string line;
+  for (int lineno = 1; std::getline(in, line); ++lineno) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    size_t first = line.find_first_not_of(" \t");
+    if (first == std::string::npos || line[first] == '#') continue;
+    size_t last = line.find_last_not_of(" \t");
+    std::string user = line.substr(first, last + 1 - first);
+    try {
+      store::ValidateUserId(user);
+    } catch (const Error& e) {
+      Throw(Errc::kInvalidArgument, path + " line " + std::to_string(lineno) + ": " + e.what());
+    }
+    users.push_back(std::move(user));
+  }
+  if (users.empty()) Throw(Errc::kInvalidArgument, path + ": no user ids in it");
+  return users;
+}
+
+std::vector<std::string> GroupUsers(store::Store& store, const std::string& groups_file, const std::string& group) {
+  GroupAssignment a = AssignGroups(store, ReadGroupsFile(groups_file));
+  std::vector<GroupMembers> chosen = ChosenGroups(a, {group}, groups_file);
+  if (chosen.front().members.empty())
+    Throw(Errc::kInvalidArgument, "group '" + group + "' of " + groups_file + " holds no user of this store");
+  return chosen.front().members;
+}
+
+std::vector<std::pair<std::string, store::UserStatus>> SetStatusOf(store::Store& store,
+                                                                   const std::vector<std::string>& users,
+                                                                   const store::UserStatus& status) {
+  std::vector<std::pair<std::string, store::UserStatus>> before;
+  for (const std::string& user : users) {
+    std::optional<store::UserInfo> u = store.FindUser(user);
+    if (!u) Throw(Errc::kNoUser, "no such user: " + user + " (nobody was changed)");
+    before.emplace_back(user, u->status);
+  }
+  store.SetUsersStatus(users, status);
+  return before;
+}
+
+std::string StatusChangeText(const std::vector<std::pair<std::string, store::UserStatus>>& before,
+                             const store::UserStatus& status) {
+  std::string out;
+  for (const auto& [user, was] : before) out += user + ": " + was.ToString() + " -> " + status.ToString() + "\n";
+  out += std::to_string(before.size()) + (before.size() == 1 ? " user" : " users") + " set to " +
+         status.ToString() + " in one transaction\n";
+  return out;
+}
+
+std::string StatusChangeJson(const std::vector<std::pair<std::string, store::UserStatus>>& before,
+                             const store::UserStatus& status) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& [user, was] : before) list.push_back({{"user", user}, {"before", was.ToString()}});
+  return nlohmann::json{{"status", status.ToString()}, {"users", list}, {"count", before.size()}}.dump(
+      2, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace storemove::stream

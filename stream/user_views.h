@@ -1,0 +1,45 @@
+// `storemove users` and the bulk form of `storemove user --status`: the users of a store by
+// status, and the user lists a status change is applied to (a backup group or a file).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+
+namespace storemove::stream {
+
+// "active", "hold", "moved" (any host) or "moved:HOST"; kInvalidArgument otherwise.
+struct StatusFilter {
+  store::UserState state;
+  std::string host;  // "" = any (only for moved)
+  static StatusFilter Parse(std::string_view text);
+  bool Matches(const store::UserStatus& status) const;
+};
+
+// The store's users (sorted by id), those of `filter` only when given.
+std::vector<store::UserInfo> ListUsers(store::Store& store, const std::optional<StatusFilter>& filter);
+std::string UsersText(const std::vector<store::UserInfo>& users);
+std::string UsersJson(const std::vector<store::UserInfo>& users);
+
+// User ids from a file: one per line, blank lines and '#' comments ignored, a CR before the LF
+// ignored. Every id is validated before anything uses the list (kInvalidArgument naming the
+// file and line); an empty list is refused.
+std::vector<std::string> ReadUsersFile(const std::string& path);
+
+// The users backup group `group` of `groups_file` holds as migrate assigns them (its members in
+// `storemove groups`); kInvalidArgument for an unknown group.
+std::vector<std::string> GroupUsers(store::Store& store, const std::string& groups_file, const std::string& group);
+
+// Sets every user of `users` to `status` in one transaction (store::Store::SetUsersStatus: all or
+// nothing) and returns the users with their status before, for the report.
+std::vector<std::pair<std::string, store::UserStatus>> SetStatusOf(store::Store& store,
+                                                                   const std::vector<std::string>& users,
+                                                                   const store::UserStatus& status);
+std::string StatusChangeText(const std::vector<std::pair<std::string, store::UserStatus>>& before,
+                             const store::UserStatus& status);
+std::string StatusChangeJson(const std::vector<std::pair<std::string, store::UserStatus>>& before,
+                             const store::UserStatus& status);
+
+}  // namespace storemove::stream

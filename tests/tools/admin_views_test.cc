@@ -1,0 +1,244 @@
+// The administrator's views through the real binary: `groups`, `users`, the bulk form of
+// `user --status` and `migrate --dry-run`.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "store/store.h"
+#include "tests/support/temp_dir.h"
+#include "tests/tools/cli_runner.h"
+
+namespace storemove::tools {
+namespace {
+
+using storemove::testing::CliResult;
+using storemove::testing::RunCli;
+using storemove::testing::TempDir;
+namespace fs = std::filesystem;
+
+bool IsOneErrorLine(const CliResult& r) {
+  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
+}
+
+class AdminViews : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = tmp_ / "store";
+    ASSERT_EQ(RunCli({"init", "--store", root_}).status, 0);
+    for (const char* user : {"alice", "bob", "carol", "mike", "nina", "zed", "9lives"}) Deliver(user, 2);
+    // bob matches both ab and b: migrate (and `groups`) take him with ab, the first.
+    std::ofstream(root_ + "/config/backup-groups.conf") << "# test groups\nab=[ab].*\nb=b.*\nmn=[m-n].*\n";
+  }
+  void Deliver(const std::string& user, int n) {
+    for (int i = 0; i < n; ++i) {
+      CliResult r = RunCli({"deliver", "--store", root_, "--user", user, "--create"},
+                           "Subject: " + std::to_string(i) + "\r\n\r\nbody of " + user + "\r\n");
+      ASSERT_EQ(r.status, 0) << r.Describe();
+    }
+  }
+  std::map<std::string, std::string> Statuses() {
+    CliResult r = RunCli({"users", "--store", root_, "--json"});
+    EXPECT_EQ(r.status, 0) << r.Describe();
+    std::map<std::string, std::string> out;
+    const nlohmann::json j = nlohmann::json::parse(r.out);  // kept alive for the loop
+    for (const auto& u : j["users"])
+      out[u["user"].get<std::string>()] = u["status"].get<std::string>();
+    EXPECT_EQ(out.size(), 7u) << r.out;  // every user, so no comparison of statuses is vacuous
+    return out;
+  }
+  TempDir tmp_;
+  std::string root_;
+};
+
+TEST_F(AdminViews, GroupsListsMembersOverlapsAndUsersInNoGroup) {
+  CliResult r = RunCli({"groups", "--store", root_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out,
+            "group ab ([ab].*): 2 users\n  alice\n  bob\n"
+            "group b (b.*): 0 users\n  also matched, in an earlier group for migrate: 1 user\n    bob\n"
+            "group mn ([m-n].*): 2 users\n  mike\n  nina\n"
+            "in no group: 3 users\n  9lives\n  carol\n  zed\n");
+  r = RunCli({"groups", "--store", root_, "--json"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["groups"].size(), 3u);
+  EXPECT_EQ(j["groups"][1]["also_matched"], nlohmann::json::array({"bob"}));
+  EXPECT_EQ(j["no_group"], nlohmann::json::array({"9lives", "carol", "zed"}));
+  // --groups FILE instead of the store's.
+  std::ofstream(tmp_ / "other.conf") << "all=.*\n";
+  r = RunCli({"groups", "--store", root_, "--groups", tmp_ / "other.conf"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_TRUE(r.out.starts_with("group all (.*): 7 users\n")) << r.out;
+  EXPECT_TRUE(r.out.ends_with("in no group: 0 users\n")) << r.out;
+  // A bad file is one line naming it.
+  std::ofstream(tmp_ / "bad.conf") << "no equals sign\n";
+  r = RunCli({"groups", "--store", root_, "--groups", tmp_ / "bad.conf"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("bad.conf line 1"), std::string::npos) << r.Describe();
+}
+
+TEST_F(AdminViews, UsersFiltersByStatus) {
+  ASSERT_EQ(RunCli({"user", "--store", root_, "bob", "--status", "hold"}).status, 0);
+  ASSERT_EQ(RunCli({"user", "--store", root_, "zed", "--status", "moved:new.example.org"}).status, 0);
+  CliResult r = RunCli({"users", "--store", root_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_TRUE(r.out.starts_with("USER ")) << r.out;
+  EXPECT_TRUE(r.out.ends_with("7 users\n")) << r.out;
+  r = RunCli({"users", "--store", root_, "--status", "hold", "--json"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["count"], 1);
+  EXPECT_EQ(j["users"][0]["user"], "bob");
+  EXPECT_EQ(j["users"][0]["partition"], "primary");
+  for (const char* filter : {"moved", "moved:new.example.org"}) {
+    r = RunCli({"users", "--store", root_, "--status", filter, "--json"});
+    ASSERT_EQ(r.status, 0) << r.Describe();
+    EXPECT_EQ(nlohmann::json::parse(r.out)["users"][0]["user"], "zed") << filter;
+  }
+  r = RunCli({"users", "--store", root_, "--status", "moved:other", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(r.out)["count"], 0);
+  r = RunCli({"users", "--store", root_, "--status", "active", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(r.out)["count"], 5);
+  r = RunCli({"users", "--store", root_, "--status", "sleeping"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+}
+
+TEST_F(AdminViews, BulkStatusForAGroupOrAFileIsAllOrNothing) {
+  CliResult r = RunCli({"user", "--store", root_, "--status", "hold", "--group", "mn"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out, "mike: active -> hold\nnina: active -> hold\n2 users set to hold in one transaction\n");
+  auto s = Statuses();
+  EXPECT_EQ(s["mike"], "hold");
+  EXPECT_EQ(s["nina"], "hold");
+  EXPECT_EQ(s["alice"], "active");
+
+  // A file with an unknown user changes nobody, and says who.
+  std::ofstream(tmp_ / "users.txt") << "# to move tonight\nalice\n\ncarol\nghost\n";
+  r = RunCli({"user", "--store", root_, "--status", "moved:x.example", "--users-file", tmp_ / "users.txt"});
+  EXPECT_EQ(r.status, 67) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("ghost"), std::string::npos) << r.Describe();
+  EXPECT_EQ(Statuses()["alice"], "active");
+  EXPECT_EQ(Statuses()["carol"], "active");
+  // A bad id in the file is refused naming the line, before the store is touched.
+  std::ofstream(tmp_ / "bad.txt") << "alice\n../etc\n";
+  r = RunCli({"user", "--store", root_, "--status", "hold", "--users-file", tmp_ / "bad.txt"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find("bad.txt line 2"), std::string::npos) << r.Describe();
+
+  std::ofstream(tmp_ / "users.txt", std::ios::trunc) << "alice\ncarol\n";
+  r = RunCli({"user", "--store", root_, "--status", "active", "--users-file", tmp_ / "users.txt", "--json"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["count"], 2);
+  EXPECT_EQ(j["status"], "active");
+  r = RunCli({"user", "--store", root_, "--status", "active", "--group", "mn"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  for (const auto& [user, status] : Statuses()) EXPECT_EQ(status, "active") << user;
+
+  // Misuse is one line.
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"user", "--store", root_, "--group", "mn"},
+           {"user", "--store", root_, "alice", "--status", "hold", "--group", "mn"},
+           {"user", "--store", root_, "--status", "hold", "--group", "nope"},
+           {"user", "--store", root_, "--status", "hold", "--group", "mn", "--quota", "1M"}}) {
+    r = RunCli(args);
+    EXPECT_EQ(r.status, 64) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  }
+}
+
+// A listening socket nobody accepts on: a connection attempt would be queued on it.
+class Listener {
+ public:
+  Listener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 8) != 0) std::abort();
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+  }
+  ~Listener() { ::close(fd_); }
+  uint16_t port() const { return port_; }
+  bool SomeoneConnected() {
+    int c = ::accept(fd_, nullptr, nullptr);
+    if (c >= 0) ::close(c);
+    return c >= 0;
+  }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+std::map<std::string, std::string> Tree(const std::string& root) {
+  std::map<std::string, std::string> out;  // path -> size and mtime, for what a run could touch
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (e.path().filename().string().starts_with("__db.") || e.path().filename().string().starts_with("log."))
+      continue;  // Berkeley DB's environment regions and log: opening the store touches them
+    out[e.path().string()] = e.is_regular_file() ? std::to_string(e.file_size()) + "@" +
+                                                       std::to_string(fs::last_write_time(e).time_since_epoch().count())
+                                                 : "dir";
+  }
+  return out;
+}
+
+TEST_F(AdminViews, MigrateDryRunSaysWhatAndChangesNothing) {
+  ASSERT_EQ(RunCli({"user", "--store", root_, "nina", "--status", "moved:127.0.0.1"}).status, 0);  // done earlier
+  Listener destination;
+  const std::string to = "127.0.0.1:" + std::to_string(destination.port());
+  const auto statuses = Statuses();
+  const auto tree = Tree(root_);
+  CliResult r = RunCli({"migrate", "--store", root_, "--to", to, "--key", tmp_ / "no-such-key", "--dry-run"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("destination: " + to), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("group ab ([ab].*): 2 users, 2 folders, 4 messages, "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("group mn ([m-n].*): 1 user, 1 folder, 2 messages, "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1 user already moved, left alone"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("in no group (not migrated): 3 users"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("3. hold"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("5. switch"), std::string::npos) << r.out;
+
+  r = RunCli({"migrate", "--store", root_, "--to", to, "--dry-run", "--json", "--delete-source", "mn"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["dry_run"], true);
+  ASSERT_EQ(j["groups"].size(), 1u);
+  EXPECT_EQ(j["groups"][0]["users"], nlohmann::json::array({"mike"}));
+  EXPECT_EQ(j["groups"][0]["messages"], 2);
+  EXPECT_EQ(j["delete_source"], true);
+
+  // A killed run's journal is named, not applied.
+  fs::create_directories(root_ + "/migrate-journal");
+  std::ofstream(root_ + "/migrate-journal/ab.hold") << "storemove-migrate-journal 1\ngroup ab\nto x\nalice\tactive\n";
+  const auto tree_with_journal = Tree(root_);
+  r = RunCli({"migrate", "--store", root_, "--to", to, "--dry-run"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("killed migrate left on hold (" + root_ + "/migrate-journal/ab.hold)"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(Tree(root_), tree_with_journal);
+  fs::remove_all(root_ + "/migrate-journal");
+
+  EXPECT_FALSE(destination.SomeoneConnected());
+  EXPECT_EQ(Statuses(), statuses);
+  EXPECT_EQ(Tree(root_), tree);
+  EXPECT_FALSE(fs::exists(root_ + "/migrate-journal"));
+}
+
+}  // namespace
+}  // namespace storemove::tools
