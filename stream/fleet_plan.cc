@@ -184,8 +184,9 @@ Fleet ReadFleet(const std::string& path) {
     const nlohmann::json& entry = sources[i];
     std::string where = Where(path, i, entry);
     if (!entry.is_object()) Throw(Errc::kInvalidArgument, where + ": expected an object");
-    for (const auto& [key, value] : entry.items()) {
+    for (const auto& item : entry.items()) {
       static const char* kKnown[] = {"host", "store", "to", "key", "jobs", "groups", "storemove"};
+      const std::string& key = item.key();  // a plain name: clang 14 cannot capture structured bindings
       if (std::none_of(std::begin(kKnown), std::end(kKnown), [&](const char* k) { return key == k; }))
         Throw(Errc::kInvalidArgument, where + ": unknown field \"" + key + "\"");
     }

@@ -9,6 +9,7 @@
 #include "stream/progress.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/version.h"
 
 namespace storemove::stream {
 
@@ -196,6 +197,7 @@ std::string FleetReport::Json(size_t slowest) const {
   j["job_errors"] = job_errors;
   j["broken"] = broken;
   j["recovered"] = recovered;
+  j["storemove_version"] = Version();
   return j.dump(2);
 }
 

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/version.h"
 
 namespace storemove::stream {
 
@@ -75,7 +76,7 @@ std::string GroupsJson(const GroupAssignment& a) {
                       {"regex", g.group.regex},
                       {"members", g.members},
                       {"also_matched", g.also_matched}});
-  nlohmann::json j = {{"groups", groups}, {"no_group", a.no_group}};
+  nlohmann::json j = {{"groups", groups}, {"no_group", a.no_group}, {"storemove_version", Version()}};
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

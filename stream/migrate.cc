@@ -602,6 +602,7 @@ std::string FailedMigrateJson(const std::string& error, int exit_status, const s
   j["exit_status"] = exit_status;
   j["groups_requested"] = groups;
   j["groups"] = nlohmann::json::array();
+  j["storemove_version"] = Version();
   return j.dump(2);
 }
 

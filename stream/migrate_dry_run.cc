@@ -6,6 +6,7 @@
 
 #include "stream/group_members.h"
 #include "util/fs.h"
+#include "util/version.h"
 
 namespace storemove::stream {
 
@@ -105,6 +106,7 @@ std::string MigrateDryRun::Json() const {
                   {"messages", g.messages},
                   {"bytes", g.bytes}});
   nlohmann::json j = {{"dry_run", true},
+                      {"storemove_version", Version()},
                       {"destination", destination},
                       {"moved_host", moved_host},
                       {"partition", partition},

@@ -10,6 +10,7 @@
 #include "stream/toc.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/version.h"
 
 namespace storemove::stream {
 
@@ -74,7 +75,7 @@ std::string UsersJson(const std::vector<store::UserInfo>& users) {
                     {"quota_limit", u.quota_limit},
                     {"quota_used", u.quota_used},
                     {"created", u.created ? nlohmann::json(IsoUtc(u.created)) : nlohmann::json(nullptr)}});
-  return nlohmann::json{{"users", list}, {"count", users.size()}}.dump(2, ' ', false,
+  return nlohmann::json{{"users", list}, {"count", users.size()}, {"storemove_version", Version()}}.dump(2, ' ', false,
                                                                           nlohmann::json::error_handler_t::replace);
 }
 
@@ -133,7 +134,7 @@ std::string StatusChangeJson(const std::vector<std::pair<std::string, store::Use
                              const store::UserStatus& status) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& [user, was] : before) list.push_back({{"user", user}, {"before", was.ToString()}});
-  return nlohmann::json{{"status", status.ToString()}, {"users", list}, {"count", before.size()}}.dump(
+  return nlohmann::json{{"status", status.ToString()}, {"users", list}, {"count", before.size()}, {"storemove_version", Version()}}.dump(
       2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`storemove --version` names the project() version, and the JSON reports carry it as
-"storemove_version": gen, relink, backup and restore (on stderr), verify, user, on a real store.
+"storemove_version": gen, relink, backup and restore (on stderr), verify, user, users, groups and
+migrate --dry-run, on a real store.
 Usage: version_test.py --storemove BIN --version X.Y.Z"""
 import argparse
 import json
@@ -44,6 +45,13 @@ def main():
         reports["verify"] = run(b, "verify", "--store", dst, "--source", src, "--json")
         user = json.loads(run(b, "list", "--store", src, "--json"))[0]["user"]
         reports["user"] = run(b, "user", "--store", src, user, "--json")
+        reports["users"] = run(b, "users", "--store", src, "--json")
+        groups = f"{tmp}/groups.conf"
+        with open(groups, "w") as f:
+            f.write("everyone=.*\n")
+        reports["groups"] = run(b, "groups", "--store", src, "--groups", groups, "--json")
+        reports["migrate --dry-run"] = run(b, "migrate", "--store", src, "--groups", groups, "--to", "localhost:1",
+                                           "--insecure", "--dry-run", "--json")
         for name, text in reports.items():
             try:
                 report = json.loads(text.strip().splitlines()[-1] if name in ("backup", "restore") else text)
