@@ -25,15 +25,12 @@ namespace storemove::tools {
 namespace {
 
 using storemove::testing::CliResult;
+using storemove::testing::IsOneErrorLine;
 using storemove::testing::RunCli;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
 
 constexpr int kUsage = 64, kTempFail = 75;
-
-bool IsOneErrorLine(const CliResult& r) {
-  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
-}
 
 std::string Message(const std::string& tag, size_t bytes = 3000) {
   std::string m = "From: list@example.net\nTo: all@example.com\nSubject: " + tag + "\nMessage-ID: <" + tag +

@@ -26,6 +26,11 @@ struct CliResult {
   std::string Describe() const { return "exit " + std::to_string(status) + "\nstdout:\n" + out + "\nstderr:\n" + err; }
 };
 
+// What every failing command must print: one line, "storemove: ..." (the error naming what and where).
+inline bool IsOneErrorLine(const CliResult& r) {
+  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
+}
+
 inline std::string SlurpFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream s;

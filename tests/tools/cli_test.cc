@@ -21,6 +21,7 @@ namespace {
 
 using storemove::testing::ReadMessage;
 using storemove::testing::CliResult;
+using storemove::testing::IsOneErrorLine;
 using storemove::testing::RunCli;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
@@ -31,10 +32,6 @@ std::string Message(const std::string& subject, const std::string& body) {
   return "From: Bob <bob@example.net>\r\nTo: alice@example.com\r\nSubject: " + subject +
          "\r\nDate: Tue, 02 Jul 2024 08:30:00 +0000\r\nMessage-ID: <" + subject + "@example.net>\r\n\r\n" + body +
          "\r\n";
-}
-
-bool IsOneErrorLine(const CliResult& r) {
-  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
 }
 
 // Everything observable about a store: users (status, quota), mailboxes (counts, bytes, next UID)

@@ -29,15 +29,12 @@ namespace {
 
 using storemove::testing::ReadMessage;
 using storemove::testing::CliResult;
+using storemove::testing::IsOneErrorLine;
 using storemove::testing::RunCli;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
 
 constexpr int kUsage = 64, kDataErr = 65, kNoInput = 66;
-
-bool IsOneErrorLine(const CliResult& r) {
-  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
-}
 
 // A message unique to (tag, n), `body_lines` long, with a line an mbox writer must quote.
 std::string Message(const std::string& tag, int n, int body_lines = 3) {

@@ -30,6 +30,7 @@ namespace storemove::tools {
 namespace {
 
 using storemove::testing::CliResult;
+using storemove::testing::IsOneErrorLine;
 using storemove::testing::ReadMessage;
 using storemove::testing::RunCli;
 using storemove::testing::TempDir;
@@ -39,10 +40,6 @@ namespace fs = std::filesystem;
 
 const std::string kCorpus = STOREMOVE_CORPUS;
 constexpr int kUsage = 64, kDataErr = 65;
-
-bool IsOneErrorLine(const CliResult& r) {
-  return r.err.starts_with("storemove: ") && r.err.back() == '\n' && r.err.find('\n') == r.err.size() - 1;
-}
 
 void WriteFileAt(const std::string& path, const std::string& bytes, int64_t mtime = 0) {
   fs::create_directories(fs::path(path).parent_path());

@@ -21,6 +21,7 @@ namespace storemove::tools {
 namespace {
 
 using storemove::testing::CliResult;
+using storemove::testing::IsOneErrorLine;
 using storemove::testing::RunCli;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
@@ -30,11 +31,6 @@ const std::string kTaro = "\xe5\xa4\xaa\xe9\x83\x8e@\xe4\xbe\x8b\xe3\x81\x88.jp"
 const std::string kDrafts = "Entw\xc3\xbcrfe";                                      // Entwürfe
 const std::string kTaipei = "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e/\xe5\x8f\xb0\xe5\x8c\x97";  // 日本語/台北
 const std::string kSmile = "\xf0\x9f\x98\x80 smile";                                // 😀 smile
-
-bool IsOneErrorLine(const CliResult& r) {
-  return r.err.starts_with("storemove: ") && !r.err.empty() && r.err.back() == '\n' &&
-         r.err.find('\n') == r.err.size() - 1;
-}
 
 std::string Message(const std::string& subject, int n) {
   return "From: " + kJorg + "\r\nTo: " + kTaro + "\r\nSubject: " + subject + " " + std::to_string(n) +
