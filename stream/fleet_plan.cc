@@ -200,9 +200,12 @@ Fleet ReadFleet(const std::string& path) {
     s.to = RequiredString(entry, "to", where);
     size_t colon = s.to.rfind(':');
     if (colon == std::string::npos || colon == 0 || colon + 1 == s.to.size() ||
-        s.to.find_first_not_of("0123456789", colon + 1) != std::string::npos || s.to[0] == '-')
-      Throw(Errc::kInvalidArgument, where + ": \"to\" must be HOST:PORT (a storemove serve)");
+        s.to.find_first_not_of("0123456789", colon + 1) != std::string::npos || s.to[0] == '-' ||
+        s.to.size() - colon - 1 > 5 || std::stoul(s.to.substr(colon + 1)) < 1 || std::stoul(s.to.substr(colon + 1)) > 65535)
+      Throw(Errc::kInvalidArgument, where + ": \"to\" must be HOST:PORT with a port from 1 to 65535 (a storemove serve)");
     s.key = RequiredString(entry, "key", where);
+    // The job lines run from any directory, on the source host.
+    if (s.key[0] != '/') Throw(Errc::kInvalidArgument, where + ": \"key\" must be an absolute path");
     if (entry.contains("jobs")) {
       if (!entry["jobs"].is_number_integer() || entry["jobs"].get<int64_t>() < 1 || entry["jobs"].get<int64_t>() > 64)
         Throw(Errc::kInvalidArgument, where + ": \"jobs\" must be an integer from 1 to 64");
@@ -253,9 +256,14 @@ std::vector<std::string> GroupNamesOf(const std::string& text, const std::string
 
 std::string ReadGroupsConf(const FleetSource& source) {
   std::string path = source.store + "/config/backup-groups.conf";
-  if (source.local()) return PathExists(path) ? ReadFile(path) : "";
+  if (source.local()) {
+    if (!PathExists(source.store + "/config")) Throw(Errc::kNotFound, "plan: no store at " + source.store);
+    return PathExists(path) ? ReadFile(path) : "";
+  }
   // The remote login shell reads this line: every word quoted.
-  std::string remote = "test ! -e " + ShellQuote(path) + " || cat -- " + ShellQuote(path);
+  std::string remote = "if ! test -d " + ShellQuote(source.store + "/config") + "; then echo no store at " +
+                       ShellQuote(source.store) + " >&2; exit 66; fi; test ! -e " + ShellQuote(path) +
+                       " || cat -- " + ShellQuote(path);
   Captured c = Run({"ssh", "-n", "-o", "BatchMode=yes", "--", source.host, remote});
   if (c.status != 0)
     Throw(Errc::kIo, "ssh " + source.host + ": cannot read " + path + " (exit " + std::to_string(c.status) +
@@ -274,11 +282,21 @@ std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options
   std::vector<std::vector<std::string>> groups(fleet.sources.size());
   for (size_t i = 0; i < fleet.sources.size(); ++i) {
     const FleetSource& s = fleet.sources[i];
+    std::string where = (s.local() ? "" : s.host + ":") + s.store + "/config/backup-groups.conf";
     if (!s.groups.empty()) {
       groups[i] = s.groups;
+      // A local source's groups are checked now rather than failing job by job (a remote one's
+      // when its jobs run: reading them would cost an ssh the fleet file made unnecessary).
+      if (s.local()) {
+        std::vector<std::string> defined =
+            GroupNamesOf(options.read_groups_conf ? options.read_groups_conf(s) : ReadGroupsConf(s), where);
+        for (const std::string& g : s.groups)
+          if (std::find(defined.begin(), defined.end(), g) == defined.end())
+            Throw(Errc::kInvalidArgument, fleet.path + ": sources[" + std::to_string(i) + "]: no group '" + g +
+                                              "' in " + where);
+      }
       continue;
     }
-    std::string where = (s.local() ? "" : s.host + ":") + s.store + "/config/backup-groups.conf";
     std::string text = options.read_groups_conf ? options.read_groups_conf(s) : ReadGroupsConf(s);
     groups[i] = GroupNamesOf(text, where);
     if (groups[i].empty())

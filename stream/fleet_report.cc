@@ -111,12 +111,16 @@ FleetReport MergeFleetReports(const std::string& dir) {
   if (report.reports == 0 && report.broken.empty()) Throw(Errc::kInvalidArgument, "report: no job report (*.json) in " + dir);
   std::vector<double> holds;
   for (const FleetGroupResult& g : report.groups) {
+    if (!g.ok) {
+      ++report.groups_failed;
+      report.users_not_moved += g.users;
+      continue;
+    }
     report.users += g.users;
     report.already_moved += g.already_moved;
     report.messages += g.messages;
     report.bytes_raw += g.bytes_raw;
     report.bytes_sent += g.bytes_sent;
-    if (!g.ok) ++report.groups_failed;
     if (g.hold_seconds > 0) holds.push_back(g.hold_seconds);
   }
   if (!holds.empty()) {
@@ -154,6 +158,11 @@ std::string FleetReport::Text(size_t slowest) const {
                 (unsigned long long)users, (unsigned long long)already_moved, (unsigned long long)messages,
                 HumanBytes(double(bytes_raw)).c_str(), HumanBytes(double(bytes_sent)).c_str());
   out += buf;
+  if (groups_failed > 0) {
+    std::snprintf(buf, sizeof buf, "not moved: %llu users of the %llu failed groups (still on their sources)\n",
+                  (unsigned long long)users_not_moved, (unsigned long long)groups_failed);
+    out += buf;
+  }
   std::snprintf(buf, sizeof buf, "hold: max %.2f s, mean %.2f s, p95 %.2f s\n", hold_max, hold_mean, hold_p95);
   out += buf;
   if (!groups.empty()) {
@@ -183,6 +192,7 @@ std::string FleetReport::Json(size_t slowest) const {
   j["groups_failed"] = groups_failed;
   j["users"] = users;
   j["already_moved"] = already_moved;
+  j["users_not_moved"] = users_not_moved;
   j["messages"] = messages;
   j["bytes_raw"] = bytes_raw;
   j["bytes_sent"] = bytes_sent;

@@ -29,7 +29,10 @@ struct FleetReport {
   std::vector<std::string> job_errors;  // "FILE: error" of runs that ended before migrating (busy lock, ...)
   std::vector<std::string> broken;      // "FILE: why": empty, truncated or foreign files, partial (.part, .tmp.) files
   std::vector<std::string> recovered;   // what runs put back from killed runs' journals
+  // Of the groups that completed: a failed group's users stay on the source (put back from hold),
+  // whatever its report says it copied before it failed.
   uint64_t users = 0, already_moved = 0, messages = 0, bytes_raw = 0, bytes_sent = 0, groups_failed = 0;
+  uint64_t users_not_moved = 0;  // users of the failed groups
   double hold_max = 0, hold_mean = 0, hold_p95 = 0;  // over the groups that held users
   bool ok() const { return broken.empty() && jobs_failed == 0 && groups_failed == 0; }
   std::string Text(size_t slowest = 5) const;

@@ -4,11 +4,14 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/version.h"
 
 namespace storemove::stream {
 
 std::vector<BackupGroup> ReadGroupsFile(const std::string& groups_file) {
+  if (!PathExists(groups_file))
+    Throw(Errc::kNotFound, "no backup groups file " + groups_file + " (NAME=REGEX lines; --groups FILE names another)");
   std::vector<BackupGroup> groups = ReadBackupGroups(groups_file);
   if (groups.empty()) Throw(Errc::kInvalidArgument, "no backup groups in " + groups_file);
   return groups;

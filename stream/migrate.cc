@@ -165,6 +165,9 @@ class Migration {
   MigrateReport Run() {
     auto start = Clock::now();
     net::CheckClientCredentials(options_.client.credentials);  // a bad key file fails here, once
+    if (!PathExists(options_.groups_file))
+      Throw(Errc::kNotFound, "migrate: no backup groups file " + options_.groups_file +
+                                 " (NAME=REGEX lines; --groups FILE names another)");
     std::vector<BackupGroup> all = ReadBackupGroups(options_.groups_file);
     if (all.empty()) Throw(Errc::kInvalidArgument, "migrate: no backup groups in " + options_.groups_file);
     std::vector<BackupGroup> groups = all;

@@ -73,7 +73,11 @@ std::vector<BackupGroup> ReadBackupGroups(const std::string& path) {
     if (eq == std::string::npos) Throw(Errc::kInvalidArgument, where + ": expected NAME=REGEX");
     BackupGroup g{line.substr(first, eq - first), line.substr(eq + 1)};
     while (!g.name.empty() && (g.name.back() == ' ' || g.name.back() == '\t')) g.name.pop_back();
-    store::ValidatePartitionName(g.name);  // same character rules as a partition name
+    try {
+      store::ValidatePartitionName(g.name);  // same character rules as a partition name
+    } catch (const Error&) {
+      Throw(Errc::kInvalidArgument, where + ": invalid group name (1-64 letters, digits, '_' or '-')");
+    }
     if (auto [it, added] = defined.emplace(g.name, lineno); !added)
       Throw(Errc::kInvalidArgument, where + ": group '" + g.name + "' is defined again (first on line " +
                                         std::to_string(it->second) + ")");

@@ -66,6 +66,7 @@ void TocWriter::User(const std::string& user, const format::UserRecord& r) {
 }
 
 void TocWriter::Folder(const std::string& mailbox, const format::FolderRecord& r) {
+  keywords_ = r.user_flag_names;
   const std::string change = r.unchanged()      ? "unchanged"
                              : r.since_modseq ? "changed since modseq " + std::to_string(r.since_modseq)
                                               : "";
@@ -89,11 +90,17 @@ void TocWriter::Folder(const std::string& mailbox, const format::FolderRecord& r
 
 void TocWriter::Message(const char* kind, const format::MessageRecord& r) {
   const bool link = std::string_view(kind) == "link";
+  // System flags by name, then the keywords, as IMAP shows them: "Seen,Flagged,$Label1" ("-": none).
+  std::vector<std::string> flags;
+  for (int i = 0; i < 7; ++i)
+    if (r.flags & (1u << i)) flags.push_back(store::FlagNames(uint8_t(1u << i)));
+  for (size_t i = 0; i < keywords_.size() && i < 64; ++i)
+    if (r.user_flags & (uint64_t(1) << i)) flags.push_back(keywords_[i]);
   if (json_) {
     nlohmann::json j = {{"type", kind},
                         {"uid", r.uid},
                         {"size", r.size},
-                        {"flags", store::FlagBits(r.flags)},
+                        {"flags", flags},
                         {"internal_date", Time(r.internal_date)},
                         {"sent_date", Time(r.sent_date)},
                         {"saved", Time(r.save_time)}};
@@ -102,7 +109,9 @@ void TocWriter::Message(const char* kind, const format::MessageRecord& r) {
     Line(out_, j);
     return;
   }
-  out_ << "  " << r.uid << " " << r.size << " " << store::FlagBits(r.flags);
+  std::string shown;
+  for (const std::string& f : flags) shown += (shown.empty() ? "" : ",") + f;
+  out_ << "  " << r.uid << " " << r.size << " " << (shown.empty() ? "-" : shown);
   if (std::string_view(kind) != "message") out_ << " " << kind;
   if (link) out_ << " " << r.content_id;
   else out_ << " " << r.digest.Hex();

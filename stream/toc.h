@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "format/format.h"
 
@@ -26,6 +27,7 @@ class TocWriter {
  private:
   std::ostream& out_;
   bool json_;
+  std::vector<std::string> keywords_;  // the current folder's user flag names (a message's bits index them)
 };
 
 }  // namespace storemove::stream

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "stream/group_members.h"
@@ -80,8 +81,11 @@ std::string UsersJson(const std::vector<store::UserInfo>& users) {
 }
 
 std::vector<std::string> ReadUsersFile(const std::string& path) {
-  std::istringstream in(ReadFile(path));
+  std::string text = ReadFile(path);
+  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // a byte-order mark, as some editors save UTF-8
+  std::istringstream in(text);
   std::vector<std::string> users;
+  std::set<std::string> seen;
   std::string line;
   for (int lineno = 1; std::getline(in, line); ++lineno) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -94,7 +98,7 @@ std::vector<std::string> ReadUsersFile(const std::string& path) {
     } catch (const Error& e) {
       Throw(Errc::kInvalidArgument, path + " line " + std::to_string(lineno) + ": " + e.what());
     }
-    users.push_back(std::move(user));
+    if (seen.insert(user).second) users.push_back(std::move(user));  // a repeated id is one user
   }
   if (users.empty()) Throw(Errc::kInvalidArgument, path + ": no user ids in it");
   return users;

@@ -55,6 +55,9 @@ TEST(FleetFile, EveryErrorIsOneLineNamingTheFileAndTheEntry) {
            {R"({"sources": [{"host": "m", "store": "rel", "to": "n:1", "key": "/k"}]})", "\"store\" must be an absolute path"},
            {R"({"sources": [{"host": "m", "store": "/s\nx", "to": "n:1", "key": "/k"}]})", "\"store\" contains a control character"},
            {R"({"sources": [{"host": "m", "store": "/s", "to": "n", "key": "/k"}]})", "\"to\" must be HOST:PORT"},
+           {R"({"sources": [{"host": "m", "store": "/s", "to": "n:99999", "key": "/k"}]})", "port from 1 to 65535"},
+           {R"({"sources": [{"host": "m", "store": "/s", "to": "n:0", "key": "/k"}]})", "port from 1 to 65535"},
+           {R"({"sources": [{"host": "m", "store": "/s", "to": "n:1", "key": "rel/k"}]})", "\"key\" must be an absolute path"},
            {R"({"sources": [{"host": "m", )" + ok + R"(, "jobs": 0}]})", "\"jobs\" must be an integer from 1 to 64"},
            {R"({"sources": [{"host": "m", )" + ok + R"(, "jobs": "2"}]})", "\"jobs\" must be an integer from 1 to 64"},
            {R"({"sources": [{"host": "m", )" + ok + R"(, "groups": ["a", "x;y"]}]})", "\"groups\": \"x;y\" is not a group name"},
@@ -148,6 +151,26 @@ TEST(FleetPlan, ASourceWithoutGroupsIsAnErrorNamingItsConf) {
             std::string::npos);
 }
 
+TEST(FleetPlan, ALocalSourcesStoreAndGroupsAreCheckedBeforeAnyJobIsWritten) {
+  TempDir tmp;
+  std::string store = tmp / "store";
+  PlanOptions options;
+  options.results_dir = tmp / "r";
+  auto fleet = [&](const std::string& groups) {
+    return ReadFleet(WriteFleet(tmp, R"({"sources": [{"host": ":", "store": ")" + store +
+                                         R"(", "to": "n:1", "key": "/k")" + groups + "}]}"));
+  };
+  EXPECT_NE(ErrorOf([&] { PlanFleet(fleet(""), options); }).find("no store at " + store), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { PlanFleet(fleet(R"(, "groups": ["a"])"), options); }).find("no store at " + store),
+            std::string::npos);
+  MakeDirs(store + "/config");
+  WriteFileAtomic(store + "/config/backup-groups.conf", "a=.*\n");
+  EXPECT_EQ(PlanFleet(fleet(R"(, "groups": ["a"])"), options).size(), 1u);
+  EXPECT_NE(ErrorOf([&] { PlanFleet(fleet(R"(, "groups": ["a", "nosuch"])"), options); })
+                .find("sources[0]: no group 'nosuch' in " + store + "/config/backup-groups.conf"),
+            std::string::npos);
+}
+
 std::string GroupJson(const std::string& name, bool ok, int users, int moved, double copy, double hold) {
   nlohmann::json g = {{"name", name},          {"ok", ok},          {"attempts", ok ? 1 : 3}, {"users", users},
                       {"already_moved", moved}, {"messages", users * 10}, {"bytes_raw", users * 1000},
@@ -170,10 +193,11 @@ TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   MergeFleetReports(dir);  // a well-formed directory reads
   FleetReport r = MergeFleetReports(dir);
   EXPECT_EQ(r.reports, 4u);
-  EXPECT_EQ(r.users, 35u);
+  EXPECT_EQ(r.users, 30u);  // the failed group's 5 users were not moved
+  EXPECT_EQ(r.users_not_moved, 5u);
   EXPECT_EQ(r.already_moved, 2u);
-  EXPECT_EQ(r.messages, 350u);
-  EXPECT_EQ(r.bytes_raw, 35000u);
+  EXPECT_EQ(r.messages, 300u);
+  EXPECT_EQ(r.bytes_raw, 30000u);
   EXPECT_EQ(r.groups_failed, 1u);
   EXPECT_EQ(r.jobs_failed, 2u);
   EXPECT_DOUBLE_EQ(r.hold_max, 1.5);
@@ -187,6 +211,8 @@ TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   EXPECT_EQ(j["slowest"][1]["group"], "a");
   EXPECT_EQ(j["failed_groups"][0]["error"], "attempt 3: connect refused");
   EXPECT_NE(r.Text().find("FAILED group c (c.json): attempt 3: connect refused"), std::string::npos) << r.Text();
+  EXPECT_NE(r.Text().find("not moved: 5 users of the 1 failed groups"), std::string::npos) << r.Text();
+  EXPECT_EQ(j["users_not_moved"], 5);
 
   // Broken files: each named once, in one line; nothing else is lost.
   WriteFileAtomic(dir + "/e.json", "");
@@ -198,7 +224,7 @@ TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   WriteFileAtomic(dir + "/j.json.tmp.x1y2", R"({"ok": tr)");
   r = MergeFleetReports(dir);
   EXPECT_EQ(r.reports, 4u);
-  EXPECT_EQ(r.users, 35u);
+  EXPECT_EQ(r.users, 30u);
   ASSERT_EQ(r.broken.size(), 7u) << r.Text();
   EXPECT_EQ(r.broken[0], "i.json.part: partial report (the job is still running, was killed, or its ssh failed: see the joblog)");
   EXPECT_EQ(r.broken[1], "j.json.tmp.x1y2: partial report (a migrate is writing it, or was killed while it did)");

@@ -83,6 +83,16 @@ TEST_F(AdminViews, GroupsListsMembersOverlapsAndUsersInNoGroup) {
   EXPECT_EQ(r.status, 64) << r.Describe();
   EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
   EXPECT_NE(r.err.find("bad.conf line 1"), std::string::npos) << r.Describe();
+  // A hostile group name is named as such, with its line; a missing file is "no such" (66).
+  std::ofstream(tmp_ / "hostile.conf") << "ok=a.*\n../x=.*\n";
+  r = RunCli({"groups", "--store", root_, "--groups", tmp_ / "hostile.conf"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("hostile.conf line 2: invalid group name"), std::string::npos) << r.Describe();
+  r = RunCli({"groups", "--store", root_, "--groups", tmp_ / "nonexistent.conf"});
+  EXPECT_EQ(r.status, 66) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("no backup groups file " + (tmp_ / "nonexistent.conf")), std::string::npos) << r.Describe();
 }
 
 TEST_F(AdminViews, UsersFiltersByStatus) {
@@ -135,7 +145,8 @@ TEST_F(AdminViews, BulkStatusForAGroupOrAFileIsAllOrNothing) {
   EXPECT_EQ(r.status, 64) << r.Describe();
   EXPECT_NE(r.err.find("bad.txt line 2"), std::string::npos) << r.Describe();
 
-  std::ofstream(tmp_ / "users.txt", std::ios::trunc) << "alice\ncarol\n";
+  // A byte-order mark is no part of the first id, and an id given twice is one user.
+  std::ofstream(tmp_ / "users.txt", std::ios::trunc) << "\xEF\xBB\xBF" "alice\ncarol\nalice\n";
   r = RunCli({"user", "--store", root_, "--status", "active", "--users-file", tmp_ / "users.txt", "--json"});
   ASSERT_EQ(r.status, 0) << r.Describe();
   nlohmann::json j = nlohmann::json::parse(r.out);

@@ -48,7 +48,8 @@ void WriteMaildir(const std::string& dir, const std::string& folder) {
   for (const std::string& d : {dir, dir + "/." + interop::EncodeModifiedUtf7(folder)}) {
     for (const char* sub : {"cur", "new", "tmp"}) fs::create_directories(d + "/" + sub);
   }
-  std::ofstream(dir + "/cur/1719828000.1.host:2,S") << Message("maildir inbox", 1);
+  std::ofstream(dir + "/cur/1719828000.1.host:2,Sa") << Message("maildir inbox", 1);  // Seen and keyword 0
+  std::ofstream(dir + "/dovecot-keywords") << "0 $Work\n";
   std::ofstream(dir + "/." + interop::EncodeModifiedUtf7(folder) + "/cur/1719828000.2.host:2,F") << Message("maildir", 2);
 }
 
@@ -99,16 +100,21 @@ TEST(Utf8Names, UserAndFoldersThroughDeliverImportBackupRestoreVerifyExport) {
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("mailbox user/" + kJorg + "/" + kDrafts + " "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(" 2024-07-01T10:00:00Z\n"), std::string::npos) << r.out;  // an mbox message's internal date
+  // Flags by name, keywords after them, "-" for none.
+  EXPECT_NE(r.out.find(" Seen,$Work "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" Flagged "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" - "), std::string::npos) << r.out;
   r = RunCli({"restore", "-f", tmp / "s.zst", "-t", "--json"});
   ASSERT_EQ(r.status, 0) << r.Describe();
   std::istringstream lines(r.out);
   std::set<std::string> toc_mailboxes;
-  size_t messages = 0;
+  size_t messages = 0, seen_work = 0;
   for (std::string line; std::getline(lines, line);) {
     nlohmann::json j = nlohmann::json::parse(line);
     if (j["type"] == "mailbox") toc_mailboxes.insert(j["mailbox"].get<std::string>());
     if (j["type"] == "message" || j["type"] == "link") {
       ++messages;
+      if (j["flags"] == nlohmann::json::array({"Seen", "$Work"})) ++seen_work;
       EXPECT_EQ(j["sent_date"], "2024-07-01T10:00:00Z") << line;  // the Date: header
       EXPECT_TRUE(std::regex_match(j["internal_date"].get<std::string>(),
                                    std::regex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")))
@@ -120,6 +126,7 @@ TEST(Utf8Names, UserAndFoldersThroughDeliverImportBackupRestoreVerifyExport) {
   }
   EXPECT_EQ(toc_mailboxes, expected);
   EXPECT_EQ(messages, 3u + 3u + 4u + 1u + 2u);
+  EXPECT_EQ(seen_work, 1u);
 
   // export writes the UTF-8 names as they are (mbox) and in modified UTF-7 (maildir).
   r = RunCli({"export", "--store", dst, "-u", kJorg, "-d", tmp / "out"});
