@@ -30,6 +30,7 @@
 #include "util/bytes.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/iso_time.h"
 
 namespace storemove::store {
 
@@ -39,15 +40,6 @@ const std::string kNul(1, '\0');
 constexpr uint8_t kVerifiedVersion = 1;
 
 int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
-
-std::string IsoUtc(int64_t unix_seconds) {
-  time_t t = static_cast<time_t>(unix_seconds);
-  struct tm tm;
-  char buf[32];
-  if (gmtime_r(&t, &tm) == nullptr || strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-    return std::to_string(unix_seconds);
-  return buf;
-}
 
 std::string MailboxKey(std::string_view user, std::string_view folder) {
   return "user/" + std::string(user) + "/" + std::string(folder);
@@ -333,7 +325,7 @@ void CheckVerified(std::string_view user, const std::optional<VerifiedInfo>& ver
                                " has not been verified at a destination (run storemove verify, or use --force)");
   if (verified->fingerprint != now)
     Throw(Errc::kTempFail, "user " + std::string(user) + " changed since it was verified at " +
-                               verified->destination + " on " + IsoUtc(verified->verified_at) +
+                               verified->destination + " on " + IsoUtcTime(verified->verified_at) +
                                " (verify again, or use --force)");
 }
 

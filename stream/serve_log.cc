@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "util/error.h"
+#include "util/iso_time.h"
 
 namespace storemove::stream::net {
 namespace {
@@ -34,14 +35,7 @@ bool StderrIsJournal() {
   return uintmax_t(st.st_dev) == dev && uintmax_t(st.st_ino) == ino;
 }
 
-std::string Timestamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm;
-  gmtime_r(&t, &tm);
-  char when[32];
-  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return when;
-}
+std::string Timestamp() { return IsoUtcTime(std::time(nullptr)); }
 
 // One event, one line: an error text with a newline in it must not forge a second event.
 std::string OneLine(std::string text) {

@@ -5,6 +5,8 @@
 
 #include "store/store.h"
 
+#include "util/iso_time.h"
+
 namespace storemove::stream {
 
 namespace {
@@ -17,15 +19,7 @@ void Line(std::ostream& out, const nlohmann::json& j) {
 
 }  // namespace
 
-std::string IsoUtc(int64_t unix_seconds) {
-  if (unix_seconds == 0) return "-";
-  time_t t = static_cast<time_t>(unix_seconds);
-  struct tm tm;
-  if (gmtime_r(&t, &tm) == nullptr) return std::to_string(unix_seconds);
-  char buf[40];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string IsoUtc(int64_t unix_seconds) { return unix_seconds == 0 ? "-" : IsoUtcTime(unix_seconds); }
 
 void TocWriter::Header(const format::StreamHeader& h) {
   const char* kind = h.kind == format::StreamKind::kManifest ? "manifest"
