@@ -199,9 +199,9 @@ Fleet ReadFleet(const std::string& path) {
     if (s.store[0] != '/') Throw(Errc::kInvalidArgument, where + ": \"store\" must be an absolute path");
     s.to = RequiredString(entry, "to", where);
     size_t colon = s.to.rfind(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == s.to.size() ||
-        s.to.find_first_not_of("0123456789", colon + 1) != std::string::npos || s.to[0] == '-' ||
-        s.to.size() - colon - 1 > 5 || std::stoul(s.to.substr(colon + 1)) < 1 || std::stoul(s.to.substr(colon + 1)) > 65535)
+    std::string port = colon == std::string::npos ? "" : s.to.substr(colon + 1);
+    if (colon == 0 || port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+        s.to[0] == '-' || std::stoul(port) < 1 || std::stoul(port) > 65535)
       Throw(Errc::kInvalidArgument, where + ": \"to\" must be HOST:PORT with a port from 1 to 65535 (a storemove serve)");
     s.key = RequiredString(entry, "key", where);
     // The job lines run from any directory, on the source host.
@@ -279,6 +279,9 @@ std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options
   while (results.size() > 1 && results.back() == '/') results.pop_back();
   MakeDirs(results + "/.slots", 0755);
 
+  auto read_conf = [&](const FleetSource& s) {
+    return options.read_groups_conf ? options.read_groups_conf(s) : ReadGroupsConf(s);
+  };
   std::vector<std::vector<std::string>> groups(fleet.sources.size());
   for (size_t i = 0; i < fleet.sources.size(); ++i) {
     const FleetSource& s = fleet.sources[i];
@@ -288,8 +291,7 @@ std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options
       // A local source's groups are checked now rather than failing job by job (a remote one's
       // when its jobs run: reading them would cost an ssh the fleet file made unnecessary).
       if (s.local()) {
-        std::vector<std::string> defined =
-            GroupNamesOf(options.read_groups_conf ? options.read_groups_conf(s) : ReadGroupsConf(s), where);
+        std::vector<std::string> defined = GroupNamesOf(read_conf(s), where);
         for (const std::string& g : s.groups)
           if (std::find(defined.begin(), defined.end(), g) == defined.end())
             Throw(Errc::kInvalidArgument, fleet.path + ": sources[" + std::to_string(i) + "]: no group '" + g +
@@ -297,8 +299,7 @@ std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options
       }
       continue;
     }
-    std::string text = options.read_groups_conf ? options.read_groups_conf(s) : ReadGroupsConf(s);
-    groups[i] = GroupNamesOf(text, where);
+    groups[i] = GroupNamesOf(read_conf(s), where);
     if (groups[i].empty())
       Throw(Errc::kInvalidArgument, fleet.path + ": sources[" + std::to_string(i) + "] (host " + s.host +
                                         "): no groups: " + where + " defines none (give \"groups\")");
