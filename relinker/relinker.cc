@@ -170,6 +170,39 @@ bool Repository::AddIfMissing(const Digest& digest, const std::string& file) {
   return false;
 }
 
+bool Repository::AddIfMissing(const Digest& digest, int dirfd, const std::string& name, const std::string& shown) {
+  const std::string entry = EntryPath(digest);
+  const std::string bucket = entry.substr(0, entry.rfind('/'));
+  if (layout_ != store::RepositoryLayout::kFlat) {
+    // 65,536 buckets: too many to keep open; the entry's directory is walked to from the root.
+    if (!KnownDirectories::Known(root_, size_t(digest.bytes[0]) << 8 | digest.bytes[1])) return AddIfMissing(digest, shown);
+    int err = LinkAt(dirfd, name, AT_FDCWD, entry);
+    if (err == 0) return true;
+    if (err == EEXIST || err == EMLINK) return false;
+    return AddIfMissing(digest, shown);  // the bucket went missing, or an error to name
+  }
+  const size_t index = digest.bytes[0];
+  if (bucket_fds_.empty()) bucket_fds_.resize(256);
+  const std::string leaf = entry.substr(entry.rfind('/') + 1);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    UniqueFd& fd = bucket_fds_[index];
+    if (!fd.valid()) {
+      if (attempt > 0 || !KnownDirectories::Known(root_, index)) {
+        MakeDirs(bucket, 0700);
+        KnownDirectories::Mark(root_, index);
+      }
+      fd = TryOpenAt(AT_FDCWD, bucket, O_PATH | O_DIRECTORY, 0, bucket);
+      if (!fd.valid()) Throw(Errc::kNotFound, "open " + bucket + ": no such file or directory");
+    }
+    int err = LinkAt(dirfd, name, fd.get(), leaf);
+    if (err == 0) return true;
+    if (err == EEXIST || err == EMLINK) return false;
+    if (err != ENOENT || attempt > 0) ThrowErrno("link " + shown + " to " + entry, err);
+    fd.reset();  // the bucket was removed meanwhile (or the file is gone: the next attempt names it)
+  }
+  return false;  // not reached
+}
+
 void Repository::Replace(const Digest& digest, const std::string& file) {
   std::string entry = EntryPath(digest);
   MakeDirs(entry.substr(0, entry.rfind('/')), 0700);

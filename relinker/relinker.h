@@ -67,6 +67,11 @@ class Repository {
   // Makes `file` the entry for `digest` unless one exists; true when `file` became the entry.
   // The caller guarantees the digest.
   bool AddIfMissing(const Digest& digest, const std::string& file);
+  // The same for the file `name` in the directory `dirfd` (`shown` names it in errors): a
+  // restore's case, one linkat(2) between two open directories instead of two walks from the
+  // store root. A flat repository keeps its bucket directories open (at most 256 descriptors)
+  // for the Repository's life. One caller at a time.
+  bool AddIfMissing(const Digest& digest, int dirfd, const std::string& name, const std::string& shown);
   // Replaces the entry (used when the old one reached its link limit).
   void Replace(const Digest& digest, const std::string& file);
   // Links `existing` (an entry or another message with proven-equal content) into the folder
@@ -80,6 +85,7 @@ class Repository {
   std::string root_;  // partition_dir + "/=digest"
   RepositoryOptions options_;
   store::RepositoryLayout layout_;
+  std::vector<UniqueFd> bucket_fds_;  // flat layout: =digest/<h1> by its first digest byte, opened on first use
 };
 
 }  // namespace storemove::relinker

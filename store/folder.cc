@@ -91,6 +91,19 @@ FolderSnapshot Folder::Snapshot() {
   return snap;
 }
 
+int Folder::MessageDirFd(uint32_t uid, std::string* name) const {
+  const std::string rel = MessageRelPath(uid);
+  const size_t slash = rel.find('/');
+  *name = rel.substr(slash + 1);
+  std::string_view bucket(rel.data(), slash);
+  if (!open_bucket_fd_.valid() || open_bucket_ != bucket) {
+    open_bucket_fd_.reset();  // closed first: a failed open below must not leave the old one in use
+    open_bucket_fd_ = OpenAt(dir_.get(), std::string(bucket), O_PATH | O_DIRECTORY, 0, path_ + "/" + std::string(bucket));
+    open_bucket_ = bucket;
+  }
+  return open_bucket_fd_.get();
+}
+
 std::unique_ptr<MessageWriter> Folder::NewMessage() {
   std::string name = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
   UniqueFd fd = OpenAt(dir_.get(), name, O_WRONLY | O_CREAT | O_EXCL, 0600, path_ + "/" + name);
@@ -104,11 +117,10 @@ std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
   if (buckets_made_.insert(bucket).second)
     if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
   // A leftover of an earlier, interrupted restore of this folder may be a hard link to the
-  // repository and to other mailboxes' messages: drop this name, never write through it.
-  // (ELOOP: a symlink on the way, which the open below refuses by name.)
-  if (int err = UnlinkAt(dir_.get(), rel); err != 0 && err != ENOENT && err != ELOOP)
-    ThrowErrno("unlink " + path_ + "/" + rel, err);
-  UniqueFd fd = OpenAt(dir_.get(), rel, O_WRONLY | O_CREAT | O_EXCL, 0600, path_ + "/" + rel);
+  // repository and to other mailboxes' messages: its name is dropped, never written through.
+  std::string name;
+  const int bucket_fd = MessageDirFd(known_uid, &name);
+  UniqueFd fd = CreateReplacingAt(bucket_fd, name, 0600, path_ + "/" + rel);
   return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(rel), std::move(fd)));
 }
 

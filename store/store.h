@@ -212,6 +212,11 @@ class Folder {
   // under that name is unlinked first, never truncated: it may be a hard link shared with other
   // mailboxes); elsewhere this is NewMessage().
   std::unique_ptr<MessageWriter> NewMessage(uint32_t known_uid);
+  // The directory that holds (or will hold) message `uid`'s file, and the file's name in it: for
+  // the *at(2) calls of a pass over many messages, which then skip the walk from the folder. The
+  // directory is opened beneath the folder (no symlink followed) and kept open, one at a time,
+  // while the Folder lives; kNotFound when it does not exist. One caller at a time.
+  int MessageDirFd(uint32_t uid, std::string* name) const;
   // Hard-links an existing file (identical content, proven by the caller) as a staged message.
   // Returns nullopt when the link cannot be made (EMLINK, EXDEV): the caller writes a copy.
   std::optional<StagedMessage> StageLink(const std::string& existing_path, MessageMeta meta);
@@ -244,6 +249,8 @@ class Folder {
   UniqueFd dir_;
   bool unpublished_ = false;
   std::set<std::string> buckets_made_;  // unpublished folders: buckets created so far
+  mutable std::string open_bucket_;  // MessageDirFd's directory: UIDs come in order, so one is enough
+  mutable UniqueFd open_bucket_fd_;
 };
 
 struct StoreOptions {

@@ -86,6 +86,7 @@ void Progress::Draw(bool force) {
   drawn_ = true;
   last_draw_ = now;
   figures_.seconds = std::chrono::duration<double>(now - pass_start_).count();
+  if (input_source_) figures_.input_bytes = input_source_();
   std::string out = "\r" + FormatProgressLine(figures_) + "\033[K";
   (void)!::write(STDERR_FILENO, out.data(), out.size());
 }

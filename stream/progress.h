@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -37,6 +38,9 @@ class Progress {
   // The ETA from input consumed instead (the line still counts messages and bytes).
   void set_input_total(uint64_t bytes) { figures_.total_input_bytes = bytes; }
   void set_input(uint64_t bytes) { figures_.input_bytes = bytes; }
+  // Asked for the input read so far only when a line is drawn (an lseek(2) per message would
+  // cost a system call per message for a figure shown five times a second).
+  void set_input_source(std::function<uint64_t()> source) { input_source_ = std::move(source); }
   void set_label(std::string label) { figures_.label = std::move(label); }
   // Back to zero with a new label and total, for a tool whose passes each cover everything.
   void Restart(std::string label, uint64_t total_messages, uint64_t total_bytes);
@@ -52,6 +56,7 @@ class Progress {
   bool live_;
   bool drawn_ = false;
   ProgressFigures figures_;
+  std::function<uint64_t()> input_source_;
   std::chrono::steady_clock::time_point start_, pass_start_, last_draw_;
 };
 

@@ -90,6 +90,7 @@ class RestoreSession {
         toc_(toc ? std::make_unique<TocWriter>(*toc, options.toc_json) : nullptr),
         progress_("restore", options.live_progress) {
     if (options.input_total) progress_.set_input_total(options.input_total);
+    if (options.input_consumed) progress_.set_input_source(options.input_consumed);
     if (store_) writeback_.emplace(*store_);
   }
 
@@ -176,7 +177,6 @@ class RestoreSession {
 
   // Counts a message for the live line; the input read so far gives the ETA of a file.
   void Advance(uint64_t size) {
-    if (options_.input_consumed) progress_.set_input(options_.input_consumed());
     progress_.Add(1, size);
   }
 
@@ -246,8 +246,11 @@ class RestoreSession {
       MergeUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
     }
     std::string partition = store_->FindUser(user_)->partition;
-    partition_path_ = store_->PartitionPath(partition);
-    repository_ = std::make_unique<relinker::Repository>(partition_path_, options_.repository);
+    // One Repository per partition for the session: it keeps the bucket directories it links into open.
+    if (!repository_ || partition_path_ != store_->PartitionPath(partition)) {
+      partition_path_ = store_->PartitionPath(partition);
+      repository_ = std::make_unique<relinker::Repository>(partition_path_, options_.repository);
+    }
     // Into a partition whose repository was empty when this session first used it (a fresh
     // destination), looking up each new content would only miss: content repeated within the
     // stream comes as links, and other sessions' content as held records.
@@ -391,7 +394,7 @@ class RestoreSession {
           ++report_.repaired;
           ++report_.skipped;
           // The repaired file holds the bytes the stream just delivered: later links may use it.
-          ProveCommitted(folder_->MessagePath(message_.uid), message_.digest, contents_, /*replace_entry=*/false);
+          ProveCommitted(message_.uid, message_.digest, contents_, /*replace_entry=*/false);
         }
         return;
       }
@@ -403,7 +406,7 @@ class RestoreSession {
           folder_->SetFlags(message_.uid, meta_.flags, meta_.user_flags);
         }
         // The present file holds the bytes the stream just delivered (compared while reading).
-        ProveCommitted(folder_->MessagePath(message_.uid), message_.digest, contents_, /*replace_entry=*/false);
+        ProveCommitted(message_.uid, message_.digest, contents_, /*replace_entry=*/false);
         matcher_.reset();
         return;
       }
@@ -720,7 +723,7 @@ class RestoreSession {
     if (writeback_) writeback_->Wrote(pending_bytes_);
     for (size_t i = 0; i < uids.size(); ++i)
       if (pending_content_ids_[i])
-        ProveCommitted(folder_->MessagePath(uids[i]), pending_digests_[i], pending_content_ids_[i], pending_replace_[i]);
+        ProveCommitted(uids[i], pending_digests_[i], pending_content_ids_[i], pending_replace_[i]);
     pending_.clear();
     pending_replace_.clear();
     pending_digests_.clear();
@@ -731,7 +734,20 @@ class RestoreSession {
   // `path` is committed and holds the bytes of content `content_id` (written from the stream, or
   // compared with it): it becomes the repository entry, or proves an entry with the same bytes,
   // or (an entry with other bytes: a digest collision) serves links to this content itself.
-  void ProveCommitted(const std::string& path, const Digest& digest, uint64_t content_id, bool replace_entry) {
+  void ProveCommitted(uint32_t uid, const Digest& digest, uint64_t content_id, bool replace_entry) {
+    const std::string path = folder_->MessagePath(uid);
+    if (!replace_entry) {
+      // The common case, a new content: linked from the folder's directory into the repository's
+      // by one linkat(2) between open directories, and proven by one fstatat(2).
+      std::string name;
+      const int dir = folder_->MessageDirFd(uid, &name);
+      if (repository_->AddIfMissing(digest, dir, name, path)) {
+        struct stat st;
+        if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) ThrowErrno("stat " + path);
+        if (FileId* slot = ProvenSlot(content_id)) *slot = FileId::Of(st);
+        return;
+      }
+    }
     UniqueFd mine = OpenFile(path, O_RDONLY);
     if (replace_entry) {
       const std::string entry = repository_->EntryPath(digest);
@@ -742,10 +758,6 @@ class RestoreSession {
       if (::fstat(mine.get(), &now) != 0) ThrowErrno("stat " + path);
       // Links to other content ids proven by the old (full) entry follow it to this copy.
       if (had && !(FileId::Of(old) == FileId::Of(now))) replaced_[FileId::Of(old)] = FileId::Of(now);
-      Prove(content_id, mine.get(), path);
-      return;
-    }
-    if (repository_->AddIfMissing(digest, path)) {
       Prove(content_id, mine.get(), path);
       return;
     }

@@ -138,6 +138,7 @@ class Checker {
   Checker(store::Store& dst, const VerifyOptions& options)
       : dst_(dst), options_(options), bytes_(options.reads), progress_("verify", options.live_progress) {
     if (options.input_total) progress_.set_input_total(options.input_total);
+    if (options.input_consumed) progress_.set_input_source(options.input_consumed);
   }
   Progress& progress() { return progress_; }
   VerifyReport& report() {
@@ -168,7 +169,6 @@ class Checker {
     ++report_.folders;
     uint64_t folder_bytes = 0;
     for (const store::MessageMeta& m : s.messages) folder_bytes += m.size;
-    if (options_.input_consumed) progress_.set_input(options_.input_consumed());
     progress_.Add(s.messages.size(), folder_bytes);
     const std::string mailbox = s.info.Mailbox();
     std::unique_ptr<store::Folder> dfolder;

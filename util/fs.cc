@@ -346,6 +346,17 @@ UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, c
   return UniqueFd(fd);
 }
 
+UniqueFd CreateReplacingAt(int dirfd, const std::string& name, mode_t mode, const std::string& shown) {
+  if (int f = fault::Check(fault::Op::kCreate)) ThrowErrno("open " + shown, f);
+  int fd = OpenBeneath(dirfd, name, O_WRONLY | O_CREAT | O_EXCL, mode);
+  if (fd == -EEXIST) {
+    if (int err = UnlinkAt(dirfd, name); err != 0 && err != ENOENT) ThrowErrno("unlink " + shown, err);
+    fd = OpenBeneath(dirfd, name, O_WRONLY | O_CREAT | O_EXCL, mode);
+  }
+  if (fd < 0) ThrowErrno("open " + shown, -fd);
+  return UniqueFd(fd);
+}
+
 UniqueFd OpenFile(const std::string& path, int flags, mode_t mode) {
   UniqueFd fd = TryOpenAt(AT_FDCWD, path, flags, mode, path);
   if (!fd.valid()) Throw(Errc::kNotFound, "open " + path + ": no such file or directory");

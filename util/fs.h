@@ -49,6 +49,11 @@ UniqueFd OpenAt(int dirfd, const std::string& name, int flags, mode_t mode, cons
 UniqueFd OpenDirectory(const std::string& path);
 // Returns an invalid fd instead of throwing when the entry does not exist.
 UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown);
+// Creates `name` beneath dirfd, write-only, with O_CREAT|O_EXCL. A name that exists already (the
+// leftover of an interrupted run: a file, a hard link shared with other mailboxes, a symlink) is
+// unlinked, never opened or truncated, and the create retried: one system call when the name is
+// free, where an unlink first would cost two. Throws naming `shown`.
+UniqueFd CreateReplacingAt(int dirfd, const std::string& name, mode_t mode, const std::string& shown);
 // Opens `name` beneath dirfd read-only only if every component of the path is in the kernel's
 // lookup cache (openat2 RESOLVE_CACHED): the fd, or -errno, where -EAGAIN means "would have
 // to wait for the disk" (or a kernel without RESOLVE_CACHED). Any failure is for the caller to

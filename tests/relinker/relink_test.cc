@@ -231,6 +231,49 @@ TEST(Relink, BothRepositoryLayoutsLinkCountAndPurge) {
   }
 }
 
+// Restore's way to add an entry: from the folder's bucket directory fd into a bucket fd the
+// Repository keeps open. A bucket removed behind its back is made again; a missing file is an
+// error that names it.
+TEST(Repository, AddIfMissingFromADirectoryFd) {
+  for (const bool nested : {false, true}) {
+    SCOPED_TRACE(nested ? "nested (1.0)" : "flat (1.1)");
+    TempDir dir;
+    auto s = store::Store::Init(dir / "store", {"primary"});
+    const std::string partition = s->PartitionPath("primary");
+    if (nested) {
+      fs::remove_all(partition + "/=digest");
+      MakeDirs(partition + "/=digest", 0700);
+    }
+    const std::string x = Message('x', 3000);
+    const uint32_t uid = Deliver(*s, "a", "INBOX", x);
+    auto folder = s->OpenFolder("a", "INBOX");
+    Repository repo(partition);
+    std::string name;
+    const int fd = folder->MessageDirFd(uid, &name);
+    const std::string path = folder->MessagePath(uid);
+    EXPECT_TRUE(repo.AddIfMissing(DigestOf(x), fd, name, path));
+    EXPECT_FALSE(repo.AddIfMissing(DigestOf(x), fd, name, path));  // there already
+    struct stat entry, message;
+    ASSERT_EQ(::lstat(repo.EntryPath(DigestOf(x)).c_str(), &entry), 0);
+    ASSERT_EQ(::lstat(path.c_str(), &message), 0);
+    EXPECT_EQ(entry.st_ino, message.st_ino);
+
+    const std::string bucket = repo.EntryPath(DigestOf(x)).substr(0, repo.EntryPath(DigestOf(x)).rfind('/'));
+    fs::remove_all(bucket);  // an operator's rm -rf while the Repository holds the bucket open
+    EXPECT_TRUE(repo.AddIfMissing(DigestOf(x), fd, name, path));
+    ASSERT_EQ(::lstat(repo.EntryPath(DigestOf(x)).c_str(), &entry), 0);
+    EXPECT_EQ(entry.st_ino, message.st_ino);
+
+    const std::string y = Message('y', 3100);
+    try {
+      repo.AddIfMissing(DigestOf(y), fd, "999.msg", folder->MessagePath(999));
+      ADD_FAILURE() << "a missing file was added";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(folder->MessagePath(999)), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Relink, OnlyTheChosenPartitionIsTouched) {
   TempDir dir;
   auto s = store::Store::Init(dir / "store", {"one", "two"});

@@ -423,5 +423,51 @@ TEST(Store, CorruptIndexIsReportedWithPath) {
   EXPECT_EQ(CodeOf([&] { store->ListFolders("joe"); }), Errc::kCorrupt);
 }
 
+// Leftovers of a killed restore under an unpublished folder's final names (a file, a hard link
+// shared with another mailbox, a symlink out of the store) are replaced by name, never written
+// through; the message files are opened from the bucket directory kept by MessageDirFd.
+TEST(Store, UnpublishedFolderReplacesLeftoversUnderFinalNames) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  const std::string outside = tmp.path() + "/outside.txt", shared = tmp.path() + "/shared.txt";
+  WriteFileAtomic(outside, "outside\n");
+  WriteFileAtomic(shared, "shared\n");
+  Store::UserWriteLock held = store->LockUserForWriting("joe");
+  auto folder = store->CreateUnpublishedFolder("joe", "Sent", 77);
+  for (uint32_t uid : {1u, 2u, 3u, 300u}) {
+    const std::string rel = MessageRelPath(uid);
+    MakeDirs(folder->path() + "/" + rel.substr(0, rel.find('/')), 0700);
+  }
+  const std::string leftover = folder->path() + "/" + MessageRelPath(1);
+  WriteFileAtomic(leftover, "half a message");
+  ASSERT_EQ(::link(shared.c_str(), (folder->path() + "/" + MessageRelPath(2)).c_str()), 0);
+  ASSERT_EQ(::symlink(outside.c_str(), (folder->path() + "/" + MessageRelPath(3)).c_str()), 0);
+
+  std::vector<StagedMessage> batch;
+  for (uint32_t uid : {1u, 2u, 3u, 4u, 300u}) {
+    auto w = folder->NewMessage(uid);
+    w->Write("Subject: " + std::to_string(uid) + "\r\n\r\nbody\r\n");
+    MessageMeta meta;
+    meta.uid = uid;
+    batch.push_back(w->Finish(meta));
+  }
+  EXPECT_EQ(folder->Commit(batch), (std::vector<uint32_t>{1, 2, 3, 4, 300}));
+  EXPECT_EQ(ReadFile(outside), "outside\n");
+  EXPECT_EQ(ReadFile(shared), "shared\n");
+  for (uint32_t uid : {1u, 2u, 3u, 4u, 300u}) {
+    struct stat st;
+    ASSERT_EQ(::lstat(folder->MessagePath(uid).c_str(), &st), 0) << uid;
+    EXPECT_TRUE(S_ISREG(st.st_mode)) << uid;
+    EXPECT_EQ(st.st_nlink, 1u) << uid;
+    EXPECT_EQ(ReadFile(folder->MessagePath(uid)), "Subject: " + std::to_string(uid) + "\r\n\r\nbody\r\n");
+  }
+  std::string name;
+  const int dir = folder->MessageDirFd(300, &name);
+  EXPECT_EQ(name, "300.msg");
+  struct stat st;
+  EXPECT_EQ(::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW), 0);
+  EXPECT_EQ(CodeOf([&] { folder->MessageDirFd(0x5000, &name); }), Errc::kNotFound);  // bucket 50 was never made
+}
+
 }  // namespace
 }  // namespace storemove::store
