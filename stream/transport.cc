@@ -11,7 +11,14 @@
 
 namespace storemove::stream {
 
-FdSink::FdSink(int fd, std::string shown, size_t buffer) : fd_(fd), shown_(std::move(shown)), cap_(buffer) {
+size_t OutputBufferFor(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) return size_t{128} << 10;
+  return size_t{1} << 20;
+}
+
+FdSink::FdSink(int fd, std::string shown, size_t buffer)
+    : fd_(fd), shown_(std::move(shown)), cap_(buffer ? buffer : OutputBufferFor(fd)) {
   buf_.reserve(cap_);
 }
 

@@ -11,7 +11,8 @@ namespace storemove::stream {
 // Buffered writer to a file descriptor (file, pipe or socket).
 class FdSink final : public format::ByteSink {
  public:
-  FdSink(int fd, std::string shown, size_t buffer = 1 << 20);
+  // `buffer` 0: OutputBufferFor(fd).
+  FdSink(int fd, std::string shown, size_t buffer = 0);
   ~FdSink() override;
   void Write(const void* data, size_t size) override;
   void Flush() override;
@@ -36,6 +37,12 @@ class FdSource final : public format::ByteSource {
   std::string shown_;
   uint64_t bytes_ = 0;
 };
+
+// Bytes to gather before each write(2) to `fd`: 1 MiB for a file; 128 KiB for a pipe or socket,
+// whose reader should get data while the writer goes on (a 1 MiB write into a 1 MiB pipe returns
+// only once the reader has drained nearly all of it, so the two ends took turns: measured on
+// `backup | restore`, docs/performance.md).
+size_t OutputBufferFor(int fd);
 
 // "-" is standard output/input; anything else a file (created 0600, truncated).
 UniqueFd OpenOutput(const std::string& path);

@@ -2,6 +2,7 @@
 // damaged and hostile streams, and the real CLI over pipes.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "relinker/relinker.h"
 #include "store/generate.h"
 #include "stream/stream.h"
+#include "stream/transport.h"
 #include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
@@ -504,6 +506,34 @@ TEST(Stream, ForgottenContentIsSentAgainAndStillSingleInstanced) {
   EXPECT_EQ(Restore(d.get(), ring_dec, {}).errors, 0u);
   ExpectEqualStores(*d, *a);
   EXPECT_EQ(DistinctInodes(tmp / "D/partition"), DistinctInodes(tmp / "C/partition"));
+}
+
+// A pipe or socket gets the stream in pieces of 128 KiB, so that its reader works while the
+// writer goes on; a file gets 1 MiB writes (docs/performance.md, "The pipe on tmpfs").
+TEST(Transport, PipesGetSmallWritesFilesLargeOnes) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+  UniqueFd read_end(p[0]), write_end(p[1]);
+  ASSERT_GE(::fcntl(write_end.get(), F_SETPIPE_SZ, 1 << 20), 1 << 20);
+  int s[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s), 0);
+  UniqueFd s0(s[0]), s1(s[1]);
+  TempDir dir;
+  UniqueFd file = OpenFile(dir.path() + "/out", O_WRONLY | O_CREAT | O_EXCL, 0600);
+  EXPECT_EQ(OutputBufferFor(write_end.get()), size_t{128} << 10);
+  EXPECT_EQ(OutputBufferFor(s0.get()), size_t{128} << 10);
+  EXPECT_EQ(OutputBufferFor(file.get()), size_t{1} << 20);
+
+  // 200 KiB written in 4 KiB pieces, no Flush: the reader already has the first 128 KiB.
+  FdSink sink(write_end.get(), "pipe");
+  const std::string piece(4096, 'x');
+  for (int i = 0; i < 50; ++i) sink.Write(piece.data(), piece.size());
+  std::string got(1 << 20, '\0');
+  const ssize_t n = ::read(read_end.get(), got.data(), got.size());
+  EXPECT_GE(n, ssize_t{128} << 10);
+  EXPECT_LT(n, ssize_t{200} << 10);
+  sink.Flush();
+  EXPECT_EQ(sink.bytes(), uint64_t{200} << 10);
 }
 
 }  // namespace
