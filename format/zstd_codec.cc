@@ -1,5 +1,6 @@
 #include "format/zstd_codec.h"
 
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_customMem (exported by the shared library since 1.4)
 #include <zstd.h>
 
 #include <algorithm>
@@ -14,11 +15,20 @@
 
 #include "util/bytes.h"
 #include "util/error.h"
+#include "util/large_memory.h"
 
 namespace storemove::format {
+namespace {
+
+// zstd's window (32 MiB) and match tables in huge pages: ~8,000 fewer page faults per context.
+void* ZstdAllocate(void*, size_t size) { return AllocateSized(size); }
+void ZstdFree(void*, void* p) { FreeSized(p); }
+constexpr ZSTD_customMem kZstdMemory{ZstdAllocate, ZstdFree, nullptr};
+
+}  // namespace
 
 ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads)
-    : out_(out), cctx_(ZSTD_createCCtx()), buf_(ZSTD_CStreamOutSize()) {
+    : out_(out), cctx_(ZSTD_createCCtx_advanced(kZstdMemory)), buf_(ZSTD_CStreamOutSize()) {
   if (!cctx_) throw std::bad_alloc();
   auto set = [this](ZSTD_cParameter param, int value, const char* what) {
     size_t rc = ZSTD_CCtx_setParameter(cctx_, param, value);
@@ -271,7 +281,7 @@ void DecompressingSource::Detect() {
     mode_ = Mode::kPlain;
     return;
   }
-  dctx_ = ZSTD_createDCtx();
+  dctx_ = ZSTD_createDCtx_advanced(kZstdMemory);
   if (!dctx_) throw std::bad_alloc();
   // Memory stays bounded whatever the input asks for: a larger window is refused as corrupt.
   ZSTD_DCtx_setParameter(dctx_, ZSTD_d_windowLogMax, ZstdCompressSink::kWindowLog);

@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "util/digest.h"
+#include "util/large_memory.h"
 
 namespace storemove::stream {
 
@@ -80,7 +80,7 @@ class SentContents {
     return size_t((low ^ (high * 0x9e3779b97f4a7c15ull)) & bucket_mask_) * kWays;
   }
 
-  std::vector<Entry> slots_;
+  LargeArray<Entry> slots_;  // zero bytes: empty entries
   size_t bucket_mask_;
   size_t size_ = 0;
   size_t evicted_ = 0;
