@@ -293,19 +293,23 @@ void Folder::SetUserFlagNames(const std::vector<std::string>& names) {
   c.user_flag_names = names;
   c.header.minor = index::kMinor;  // the rewrite is also the upgrade of a 1.0 file
   c.header.highest_modseq = modseq;
-  index::WriteNew(shown, c, store_->durability() == Durability::kBatch);
+  index::WriteNewAt(dir_.get(), "store.idx", c, store_->durability() == Durability::kBatch, shown);
 }
 
 void Folder::RaiseUidNext(uint32_t uidnext) {
   const std::string shown = path_ + "/store.idx";
   Lock lock(dir_.get(), true, path_);
   UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
-  if (index::Read(idx.get(), shown, false).header.uidnext >= uidnext) return;  // no change: no upgrade, no bump
-  index::Opened opened = index::OpenForWrite(dir_.get(), "store.idx", shown, store_->durability() == Durability::kBatch);
-  index::Header header = opened.header;
+  index::Header header = index::Read(idx.get(), shown, false).header;
+  if (header.uidnext >= uidnext) return;  // no change: no upgrade, no bump
+  if (header.minor == 0) {  // a 1.0 file is upgraded first
+    index::Opened opened = index::OpenForWrite(dir_.get(), "store.idx", shown, store_->durability() == Durability::kBatch);
+    idx = std::move(opened.fd);
+    header = opened.header;
+  }
   header.uidnext = uidnext;
   ++header.highest_modseq;
-  index::WriteHeader(opened.fd.get(), header, shown);
+  index::WriteHeader(idx.get(), header, shown);
 }
 
 void Folder::Expunge(const std::vector<uint32_t>& uids) {
@@ -343,7 +347,7 @@ void Folder::Expunge(const std::vector<uint32_t>& uids) {
     // The expunged records keep their modseqs; store.exp's own H must cover them (§4.5).
     exp_header.highest_modseq = std::max(exp_header.highest_modseq, c.header.highest_modseq);
     index::Append(exp.get(), &exp_header, removed, exp_shown, sync);
-    index::WriteNew(shown, keep, sync);
+    index::WriteNewAt(dir_.get(), "store.idx", keep, sync, shown);
     for (const MessageMeta& m : removed) UnlinkAt(dir_.get(), MessageRelPath(m.uid));
     exp_header.count = 0;
     index::WriteHeader(exp.get(), exp_header, exp_shown);

@@ -180,6 +180,17 @@ Contents Read(int fd, const std::string& shown, bool with_records) {
 }
 
 void WriteNew(const std::string& path, const Contents& contents, bool sync) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) {
+    WriteNewAt(AT_FDCWD, path, contents, sync, path);
+    return;
+  }
+  const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+  UniqueFd dirfd = OpenFile(dir, O_RDONLY | O_DIRECTORY);
+  WriteNewAt(dirfd.get(), path.substr(slash + 1), contents, sync, path);
+}
+
+void WriteNewAt(int dirfd, const std::string& name, const Contents& contents, bool sync, const std::string& shown) {
   CheckNames(contents.user_flag_names);
   Header h = contents.header;
   std::string names = EncodeNames(contents.user_flag_names);
@@ -193,20 +204,21 @@ void WriteNew(const std::string& path, const Contents& contents, bool sync) {
   std::memcpy(file.data() + hsize, names.data(), names.size());
   for (size_t i = 0; i < contents.records.size(); ++i)
     EncodeRecord(contents.records[i], reinterpret_cast<uint8_t*>(file.data()) + offset + i * kRecordSize, h.minor);
-  std::string tmp = path + ".tmp." + RandomToken();
+  const std::string tmp = name + ".tmp." + RandomToken();
+  const std::string tmp_shown = shown + tmp.substr(name.size());
   {
-    UniqueFd fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    UniqueFd fd = OpenAt(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL, 0600, tmp_shown);
     try {
-      WriteAll(fd.get(), file.data(), file.size(), tmp);
-      if (sync) Fsync(fd.get(), tmp);
+      WriteAll(fd.get(), file.data(), file.size(), tmp_shown);
+      if (sync) Fsync(fd.get(), tmp_shown);
     } catch (...) {
-      UnlinkPath(tmp);
+      UnlinkAt(dirfd, tmp);
       throw;
     }
   }
-  if (int err = RenamePath(tmp, path)) {
-    UnlinkPath(tmp);
-    ThrowErrno("rename " + tmp, err);
+  if (int err = RenameAt(dirfd, tmp, dirfd, name)) {
+    UnlinkAt(dirfd, tmp);
+    ThrowErrno("rename " + tmp_shown, err);
   }
 }
 
@@ -246,7 +258,7 @@ Opened OpenForWrite(int dirfd, const std::string& name, const std::string& path,
   // names section). Atomic: a crash leaves the old 1.0 file, which is upgraded next time.
   Contents c = Read(o.fd.get(), path);
   c.header.minor = kMinor;
-  WriteNew(path, c, sync);
+  WriteNewAt(dirfd, name, c, sync, path);
   o.fd = OpenAt(dirfd, name, O_RDWR, 0, path);
   o.header = Read(o.fd.get(), path, false).header;
   return o;

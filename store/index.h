@@ -60,6 +60,9 @@ Contents Read(int fd, const std::string& shown, bool with_records = true);
 // Writes a complete new index file to `path` via temporary name + rename (atomic), in the
 // format of contents.header.minor (the caller sets kMinor to upgrade).
 void WriteNew(const std::string& path, const Contents& contents, bool sync);
+// The same for `name` in the open directory `dirfd` (a folder's): no path walk from the root.
+// `shown` is the file's full path, for messages.
+void WriteNewAt(int dirfd, const std::string& name, const Contents& contents, bool sync, const std::string& shown);
 // For a writer holding the folder's exclusive lock: opens `name` in `dirfd` for writing and
 // reads its header; a 1.0 file is first rewritten as 1.1 (temp + rename, every record kept with
 // modseq 0), so every write after this lands in a 1.1 file. `path` is the file's full path.

@@ -605,15 +605,16 @@ std::unique_ptr<Folder> Store::OpenFolder(std::string_view user, std::string_vie
 
 namespace {
 
-// Writes a fresh, empty store.idx and store.exp into `path` (overwriting leftovers).
-index::Header WriteEmptyFolderFiles(const std::string& path, uint32_t uidvalidity, bool sync) {
+// Writes a fresh, empty store.idx and store.exp into the folder directory `dir` at `path`
+// (overwriting leftovers).
+index::Header WriteEmptyFolderFiles(int dir, const std::string& path, uint32_t uidvalidity, bool sync) {
   index::Contents c;
   c.header.uidvalidity = uidvalidity ? uidvalidity : static_cast<uint32_t>(std::max<int64_t>(Now(), 1));
   c.header.created = Now();
-  index::WriteNew(path + "/store.idx", c, sync);
+  index::WriteNewAt(dir, "store.idx", c, sync, path + "/store.idx");
   index::Contents exp;
   exp.header = c.header;
-  index::WriteNew(path + "/store.exp", exp, sync);
+  index::WriteNewAt(dir, "store.exp", exp, sync, path + "/store.exp");
   return c.header;
 }
 
@@ -652,7 +653,7 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
     if (!found) {
       const bool sync = options_.durability == Durability::kBatch;
-      index::Header h = WriteEmptyFolderFiles(path, uidvalidity ? uidvalidity : NextUidValidity(), sync);
+      index::Header h = WriteEmptyFolderFiles(dir.get(), path, uidvalidity ? uidvalidity : NextUidValidity(), sync);
       if (sync) Fsync(dir.get(), path);
       FolderValue fv{h.uidvalidity, h.created, info->partition, ""};
       db_->Txn([&](DB_TXN* txn) { db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
@@ -700,7 +701,7 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
     const std::string key = MailboxKey(user, name);
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
     if (found) Throw(Errc::kExists, "mailbox " + key + " exists");
-    WriteEmptyFolderFiles(path, uidvalidity ? uidvalidity : NextUidValidity(),
+    WriteEmptyFolderFiles(dir.get(), path, uidvalidity ? uidvalidity : NextUidValidity(),
                           options_.durability == Durability::kBatch);
   }
   std::unique_ptr<Folder> created(new Folder(this, std::string(user), name, path, std::move(dir)));

@@ -554,18 +554,41 @@ void MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::
   int made = MkdirAt(dirfd, rel, mode);
   if (made == 0) return;
   if (made != EEXIST && made != ENOENT) ThrowErrno("mkdir " + shown, made);
-  int fd = OpenBeneath(dirfd, rel, O_PATH | O_DIRECTORY, 0);
-  if (fd >= 0) {
-    ::close(fd);
-    return;
-  }
+  const std::vector<std::string> parts = Components(rel);
+  // EEXIST: it must be a directory. ENOENT: a parent is missing; start below the deepest level
+  // that exists (a new user's folder: its bucket directories usually exist), not at the top.
+  size_t have = 0;  // leading levels that exist; cur is the last of them
   UniqueFd cur;
+  if (made == ENOENT) {
+    // rel's parent (the first parts.size() - 1 levels) is missing: try shorter prefixes.
+    for (size_t k = parts.size() - 1; k-- > 1 && have == 0;) {
+      std::string prefix = parts[0];
+      for (size_t i = 1; i < k; ++i) prefix += "/" + parts[i];
+      int fd = OpenBeneath(dirfd, prefix, O_PATH | O_DIRECTORY, 0);
+      if (fd >= 0) {
+        cur.reset(fd);
+        have = k;
+      } else if (fd != -ENOENT) {
+        break;  // not a directory, a symlink, ...: the walk from the top names it
+      }
+    }
+  } else {
+    int fd = OpenBeneath(dirfd, rel, O_PATH | O_DIRECTORY, 0);
+    if (fd >= 0) {
+      ::close(fd);
+      return;
+    }
+  }
   std::string done;
-  for (const std::string& c : Components(rel)) {
+  for (size_t i = 0; i < have; ++i) done = done.empty() ? parts[i] : done + "/" + parts[i];
+  for (size_t i = have; i < parts.size(); ++i) {
+    const std::string& c = parts[i];
     int at = cur.valid() ? cur.get() : dirfd;
     done = done.empty() ? c : done + "/" + c;
     if (int f = fault::Check(fault::Op::kMkdir)) ThrowErrno("mkdir " + shown + " (at " + done + ")", f);
-    if (::mkdirat(at, c.c_str(), mode) != 0 && errno != EEXIST) ThrowErrno("mkdir " + shown + " (at " + done + ")");
+    const bool created = ::mkdirat(at, c.c_str(), mode) == 0;
+    if (!created && errno != EEXIST) ThrowErrno("mkdir " + shown + " (at " + done + ")");
+    if (created && i + 1 == parts.size()) return;  // just made: no need to open it
     int next = OpenBeneath(at, c, O_PATH | O_DIRECTORY, 0);
     if (next == -ENOTDIR) Throw(Errc::kIo, "mkdir " + shown + ": " + done + " exists and is not a directory");
     if (next < 0) ThrowErrno("mkdir " + shown + " (open " + done + ")", -next);
