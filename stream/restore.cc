@@ -461,11 +461,15 @@ class RestoreSession {
   std::optional<store::StagedMessage> StageProvenLink(const std::string& path, int proven) {
     struct stat want;
     if (::fstat(proven, &want) != 0) ThrowErrno("stat " + path);
+    return StageProvenLink(path, want);
+  }
+  // The same, `want` being the proven file's stat.
+  std::optional<store::StagedMessage> StageProvenLink(const std::string& path, const struct stat& want) {
     std::optional<store::StagedMessage> staged = repository_->StageLink(*folder_, path, meta_);
     if (!staged) return std::nullopt;
     struct stat linked;
-    if (::stat((folder_->path() + "/" + staged->temp_name).c_str(), &linked) != 0 || linked.st_ino != want.st_ino ||
-        linked.st_dev != want.st_dev) {
+    if (::fstatat(folder_->dir_fd(), staged->temp_name.c_str(), &linked, AT_SYMLINK_NOFOLLOW) != 0 ||
+        linked.st_ino != want.st_ino || linked.st_dev != want.st_dev) {
       std::vector<store::StagedMessage> drop{std::move(*staged)};
       folder_->Discard(drop);
       return std::nullopt;
@@ -503,14 +507,13 @@ class RestoreSession {
       return;
     }
     std::string source;
-    UniqueFd fd = OpenProven(r, want, &source);
+    struct stat have;
+    UniqueFd fd = OpenProven(r, want, &source, &have);
     if (!fd.valid()) {
       ReportMessageError(r, "the file restored for content_id " + std::to_string(r.content_id) +
                                 " was replaced meanwhile; not restored, a rerun restores it");
       return;
     }
-    struct stat have;
-    if (::fstat(fd.get(), &have) != 0) ThrowErrno("stat " + source);
     // The decoder checks a link against recent contents only (docs/stream-format.md §7.4).
     if (uint64_t(have.st_size) != r.size)
       Throw(Errc::kCorrupt, "stream: link uid " + std::to_string(r.uid) + " names content of " + std::to_string(r.size) +
@@ -521,6 +524,7 @@ class RestoreSession {
       const std::string local = repository_->EntryPath(r.digest);
       UniqueFd local_fd = TryOpenAt(AT_FDCWD, local, O_RDONLY, 0, local);
       if (local_fd.valid() && relinker::SameContent(local_fd.get(), fd.get())) {
+        if (::fstat(local_fd.get(), &have) != 0) ThrowErrno("stat " + local);
         source = local;
         fd = std::move(local_fd);
       }
@@ -540,7 +544,7 @@ class RestoreSession {
       meta_.uid = 0;
     }
     if (source.starts_with(partition_path_ + "/")) {
-      if (std::optional<store::StagedMessage> staged = StageProvenLink(source, fd.get())) {
+      if (std::optional<store::StagedMessage> staged = StageProvenLink(source, have)) {
         ++report_.linked;
         Stage(std::move(*staged), r.digest, 0);
         return;
@@ -551,20 +555,25 @@ class RestoreSession {
   }
 
   // Opens the file that is `want`: the file restored for a collided content, the repository
-  // entry of the digest, or the entry on another partition (where C was first restored).
-  UniqueFd OpenProven(const format::LinkRecord& r, const FileId& want, std::string* path) {
-    std::vector<std::string> candidates;
-    if (auto it = collided_.find(r.content_id); it != collided_.end()) candidates.push_back(it->second);
-    candidates.push_back(repository_->EntryPath(r.digest));
-    for (const std::string& p : store_->Partitions())
-      candidates.push_back(relinker::Repository(store_->PartitionPath(p)).EntryPath(r.digest));
-    for (const std::string& candidate : candidates) {
+  // entry of the digest, or the entry on another partition (where C was first restored), and
+  // fills `st` from it. The other partitions are listed only when the first two miss.
+  UniqueFd OpenProven(const format::LinkRecord& r, const FileId& want, std::string* path, struct stat* st) {
+    auto try_open = [&](const std::string& candidate) {
       UniqueFd fd = TryOpenAt(AT_FDCWD, candidate, O_RDONLY, 0, candidate);
-      struct stat st;
-      if (fd.valid() && ::fstat(fd.get(), &st) == 0 && FileId::Of(st) == want) {
+      if (fd.valid() && ::fstat(fd.get(), st) == 0 && FileId::Of(*st) == want) {
         *path = candidate;
         return fd;
       }
+      return UniqueFd();
+    };
+    if (auto it = collided_.find(r.content_id); it != collided_.end())
+      if (UniqueFd fd = try_open(it->second); fd.valid()) return fd;
+    const std::string own = repository_->EntryPath(r.digest);
+    if (UniqueFd fd = try_open(own); fd.valid()) return fd;
+    for (const std::string& p : store_->Partitions()) {
+      const std::string entry = relinker::Repository(store_->PartitionPath(p)).EntryPath(r.digest);
+      if (entry == own) continue;
+      if (UniqueFd fd = try_open(entry); fd.valid()) return fd;
     }
     return UniqueFd();
   }
