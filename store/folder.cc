@@ -206,7 +206,8 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     for (size_t i = 0; i < batch.size(); ++i) {
       std::string rel = MessageRelPath(records[i].uid);
       std::string bucket = rel.substr(0, rel.find('/'));
-      if (buckets.insert(bucket).second)
+      // The bucket MessageDirFd holds open exists (its files were written through it).
+      if (buckets.insert(bucket).second && !(bucket == open_bucket_ && open_bucket_fd_.valid()))
         if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
       // Files become reachable under their final name before the index names them.
       if (batch[i].temp_name != rel)
@@ -228,6 +229,7 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     header.uidnext = next;
     header.highest_modseq = modseq;  // written with the new count: the same commit point
     index::Append(idx.get(), &header, records, shown, sync);
+    known_uidnext_ = std::max(known_uidnext_, next);
     for (const MessageMeta& m : records) uids.push_back(m.uid);
   } catch (...) {
     Discard(batch);  // drops what was not renamed; renamed files without records are overwritten later
@@ -297,10 +299,12 @@ void Folder::SetUserFlagNames(const std::vector<std::string>& names) {
 }
 
 void Folder::RaiseUidNext(uint32_t uidnext) {
+  if (uidnext <= known_uidnext_) return;  // already there: no lock, no read
   const std::string shown = path_ + "/store.idx";
   Lock lock(dir_.get(), true, path_);
   UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
   index::Header header = index::Read(idx.get(), shown, false).header;
+  known_uidnext_ = std::max(known_uidnext_, header.uidnext);
   if (header.uidnext >= uidnext) return;  // no change: no upgrade, no bump
   if (header.minor == 0) {  // a 1.0 file is upgraded first
     index::Opened opened = index::OpenForWrite(dir_.get(), "store.idx", shown, store_->durability() == Durability::kBatch);
@@ -310,6 +314,7 @@ void Folder::RaiseUidNext(uint32_t uidnext) {
   header.uidnext = uidnext;
   ++header.highest_modseq;
   index::WriteHeader(idx.get(), header, shown);
+  known_uidnext_ = uidnext;
 }
 
 void Folder::Expunge(const std::vector<uint32_t>& uids) {

@@ -251,6 +251,7 @@ class Folder {
   std::set<std::string> buckets_made_;  // unpublished folders: buckets created so far
   mutable std::string open_bucket_;  // MessageDirFd's directory: UIDs come in order, so one is enough
   mutable UniqueFd open_bucket_fd_;
+  uint32_t known_uidnext_ = 0;  // the index's uidnext was at least this (it never decreases)
 };
 
 struct StoreOptions {
