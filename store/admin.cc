@@ -419,11 +419,11 @@ void Stage(Relocation& r, bool sync) {
   r.placed.push_back("store.idx");
   // A new file: written as 1.1 whatever the source was; modseqs (0 for a 1.0 source) kept.
   r.contents.header.minor = index::kMinor;
-  index::WriteNew(r.dst_path + "/store.idx", r.contents, sync);
+  index::WriteNewAt(r.dst->fd(), "store.idx", r.contents, sync, r.dst_path + "/store.idx");
   index::Contents exp;
   exp.header = r.contents.header;
   r.placed.push_back("store.exp");
-  index::WriteNew(r.dst_path + "/store.exp", exp, sync);
+  index::WriteNewAt(r.dst->fd(), "store.exp", exp, sync, r.dst_path + "/store.exp");
   if (sync) Fsync(r.dst->fd(), r.dst_path);
 }
 
