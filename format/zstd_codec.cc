@@ -56,6 +56,14 @@ ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads)
   // not, at about 50 MiB of memory. 2^25 stays below the 2^27 that `zstd -d` accepts unasked.
   set(ZSTD_c_windowLog, kWindowLog, "window log");
   set(ZSTD_c_enableLongDistanceMatching, 1, "long-distance matching");
+  if (level == 1) {
+    // The default level, tuned on real mail (docs/performance.md, "Stream size"): libzstd's
+    // level 1 hashes 2^14 positions of 6 bytes; mail repeats in shorter tokens (header names,
+    // addresses, base64 line starts) spread wider. 2^16 positions of 5 bytes make the stream
+    // 2.9 % smaller for ~13 % more compressor CPU (level 3: 4.4 % smaller for ~40 % more).
+    set(ZSTD_c_hashLog, 16, "hash log");
+    set(ZSTD_c_minMatch, 5, "minimum match");
+  }
   if (threads != 0) set(ZSTD_c_nbWorkers, threads, "worker threads");
 }
 
