@@ -68,13 +68,15 @@ UniqueFd Folder::OpenMessage(uint32_t uid) const {
 
 FolderSnapshot Folder::Snapshot() {
   FolderSnapshot snap;
-  std::optional<FolderInfo> info = store_->FindFolder(user_, folder_);
+  // The record only: the index's counters come from the full read below, under the same lock.
+  std::optional<FolderInfo> info = store_->FindFolder(user_, folder_, Store::FolderDetail::kRecordOnly);
   if (!info) Throw(Errc::kNotFound, "mailbox " + Mailbox() + " no longer exists");
   std::string shown = path_ + "/store.idx";
   index::Contents c;
   {
     Lock lock(dir_.get(), false, path_);
-    UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
+    UniqueFd idx = TryOpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
+    if (!idx.valid()) Throw(Errc::kCorrupt, "mailbox " + Mailbox() + ": store.idx missing at " + shown);
     c = index::Read(idx.get(), shown);
   }
   snap.info = std::move(*info);

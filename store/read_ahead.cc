@@ -59,7 +59,10 @@ void ReadAhead::TopUp() {
       // Buffers come from this thread only: allocated on the reader threads, they would spread
       // over per-thread malloc arenas that keep their memory (it showed as +30 MiB of RSS).
       if (WantsBuffer(slot->request)) Acquire(slot->result, slot->request.size);
-      if (options_.read_cached_inline) done = ReadIfCached(*slot);
+      if (options_.read_cached_inline) {
+        if (WorthTryingCached()) done = ReadIfCached(*slot);
+        cached_misses_ = done ? 0 : cached_misses_ + 1;
+      }
     }
     std::lock_guard lock(mu_);
     window_bytes_ += Cost(slot->request, options_.whole_file_limit);
@@ -88,7 +91,11 @@ bool ReadAhead::Next(ReadResult* out) {
     std::unique_lock lock(mu_);
     if (window_.empty()) return false;
     slot = window_.front();
-    if (!slot->direct) slot_done_.wait(lock, [&] { return slot->done; });
+    if (!slot->direct && !slot->done) {
+      awaited_ = slot.get();
+      slot_done_.wait(lock, [&] { return slot->done; });
+      awaited_ = nullptr;
+    }
     window_.pop_front();
     window_bytes_ -= Cost(slot->request, options_.whole_file_limit);
   }
@@ -124,11 +131,13 @@ void ReadAhead::Work() {
     } catch (...) {
       slot->error = std::current_exception();
     }
+    bool awaited;
     {
       std::lock_guard lock(mu_);
       slot->done = true;
+      awaited = awaited_ == slot.get();
     }
-    slot_done_.notify_all();
+    if (awaited) slot_done_.notify_one();
   }
 }
 
@@ -191,6 +200,10 @@ bool ReadAhead::OnMemoryFilesystem(const std::shared_ptr<const UniqueFd>& dir) {
     memory_fs_ = storemove::OnMemoryFilesystem(dir->get());
   }
   return memory_fs_;
+}
+
+bool ReadAhead::WorthTryingCached() const {
+  return cached_misses_ < kCachedMissesBeforeProbing || cached_misses_ % kCachedProbeEvery == 0;
 }
 
 bool ReadAhead::ReadIfCached(Slot& slot) {

@@ -96,6 +96,8 @@ class ReadAhead {
   void TopUp();
   void Work();
   bool ReadIfCached(Slot& slot);
+  bool WorthTryingCached() const;
+  static constexpr size_t kCachedMissesBeforeProbing = 8, kCachedProbeEvery = 16;
   bool OnMemoryFilesystem(const std::shared_ptr<const UniqueFd>& dir);
   void Read(Slot& slot);
   // Buffers for whole reads, reused; at most max_bytes of them are kept.
@@ -109,6 +111,9 @@ class ReadAhead {
   std::condition_variable work_ready_, slot_done_;
   std::deque<std::shared_ptr<Slot>> window_;  // in consumption order
   std::deque<std::shared_ptr<Slot>> todo_;    // not picked by a worker yet
+  // The slot the consumer sleeps on: a worker wakes it only for that one, not for every read
+  // done out of order (each wake-up is a context switch).
+  const Slot* awaited_ = nullptr;
   uint64_t window_bytes_ = 0;
   std::vector<std::pair<std::unique_ptr<char[]>, size_t>> free_buffers_;
   uint64_t free_bytes_ = 0, allocated_bytes_ = 0;
@@ -117,6 +122,10 @@ class ReadAhead {
   // Whether the last directory asked about is on a memory filesystem (consumer's thread only).
   std::shared_ptr<const UniqueFd> memory_fs_dir_;
   bool memory_fs_ = false;
+  // Consecutive requests found not in memory (consumer's thread only): on a cold store the
+  // attempt is a wasted system call per file, so after a run of misses only every
+  // kCachedProbeEvery-th request tries it, until one hits.
+  size_t cached_misses_ = 0;
 };
 
 // Hints run by a few threads ahead of a pass: e.g. "read this user's folder indexes", so that

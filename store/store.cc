@@ -538,7 +538,7 @@ bool Store::ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_vie
   }
 }
 
-std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_view folder) {
+std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_view folder, FolderDetail detail) {
   ValidateUserId(user);
   ValidateStoredFolderName(folder);
   std::string name = NormalizeFolder(folder);
@@ -553,12 +553,13 @@ std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_v
   info.partition = fv.partition;
   info.created = fv.created;
   info.acl = fv.acl;
-  ReadIndexHeader(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), &info);
+  if (detail == FolderDetail::kWithIndex)
+    ReadIndexHeader(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), &info);
   return info;
 }
 
 // The FolderInfo of a folder.db record; false when the folder vanished while it was read.
-bool Store::FolderFromRecord(std::string_view key, std::string_view value, FolderInfo* info) {
+bool Store::FolderFromRecord(std::string_view key, std::string_view value, FolderInfo* info, FolderDetail detail) {
   auto [user, folder] = ParseStoredMailboxName(key);
   FolderValue fv = DecodeFolder(value, key);
   info->user = user;
@@ -566,15 +567,16 @@ bool Store::FolderFromRecord(std::string_view key, std::string_view value, Folde
   info->partition = fv.partition;
   info->created = fv.created;
   info->acl = fv.acl;
+  if (detail == FolderDetail::kRecordOnly) return true;
   return ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, folder), key, info);
 }
 
-std::vector<FolderInfo> Store::ListFolders(std::string_view user) {
+std::vector<FolderInfo> Store::ListFolders(std::string_view user, FolderDetail detail) {
   ValidateUserId(user);
   std::vector<FolderInfo> out;
   db_->Scan(db_->folder(), "user/" + std::string(user) + "/", [&](std::string_view key, std::string_view value) {
     FolderInfo info;
-    if (FolderFromRecord(key, value, &info)) out.push_back(std::move(info));
+    if (FolderFromRecord(key, value, &info, detail)) out.push_back(std::move(info));
     return true;
   });
   return out;

@@ -341,8 +341,14 @@ class Store {
   void ForEachUser(const std::function<void(const UserInfo&)>& fn);
 
   // --- folders ---
-  std::optional<FolderInfo> FindFolder(std::string_view user, std::string_view folder);
-  std::vector<FolderInfo> ListFolders(std::string_view user);  // in name order
+  // How much of a FolderInfo a lookup fills: the index's counters (uidnext, count, bytes,
+  // highest_modseq, ...) cost an open, a lock and a read of the folder's store.idx each; the
+  // mboxlist record alone (user, folder, partition, created, acl) costs none.
+  enum class FolderDetail { kWithIndex, kRecordOnly };
+  std::optional<FolderInfo> FindFolder(std::string_view user, std::string_view folder,
+                                       FolderDetail detail = FolderDetail::kWithIndex);
+  std::vector<FolderInfo> ListFolders(std::string_view user,
+                                      FolderDetail detail = FolderDetail::kWithIndex);  // in name order
   void ForEachFolder(const std::function<void(const FolderInfo&)>& fn);  // every mailbox, name order
   std::unique_ptr<Folder> OpenFolder(std::string_view user, std::string_view folder);  // kNotFound
   // Creates the folder (and the user record, without INBOX, when missing); opens it if it
@@ -376,7 +382,8 @@ class Store {
  private:
   Store(std::string root, StoreOptions options);
   uint32_t NextUidValidity();
-  bool FolderFromRecord(std::string_view key, std::string_view value, FolderInfo* info);
+  bool FolderFromRecord(std::string_view key, std::string_view value, FolderInfo* info,
+                        FolderDetail detail = FolderDetail::kWithIndex);
   bool ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info);
   UniqueFd OpenUserLockFile(std::string_view user);
   // Shares the user's write lock for a folder creation by someone who does not hold it; an

@@ -255,7 +255,7 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
   auto warm = [&](const store::UserInfo& u) {
     for (store::Store* s : {&source, &destination})
       prefetch.Submit([s, &selection, u] {
-        for (const store::FolderInfo& f : s->ListFolders(u.user))
+        for (const store::FolderInfo& f : s->ListFolders(u.user, store::Store::FolderDetail::kRecordOnly))
           if (selection.WantsFolder(u, f.folder)) s->OpenFolder(f.user, f.folder)->Snapshot();
       });
   };
@@ -264,7 +264,8 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
     if (i + kUsersAhead < users.size()) warm(users[i + kUsersAhead]);
     const store::UserInfo& u = users[i];
     std::vector<store::FolderInfo> folders;
-    for (auto& f : source.ListFolders(u.user))
+    // Names only: each folder's counters come from its snapshot below.
+    for (auto& f : source.ListFolders(u.user, store::Store::FolderDetail::kRecordOnly))
       if (selection.WantsFolder(u, f.folder)) folders.push_back(std::move(f));
     if (folders.empty()) continue;
     checker.CheckUser({u.user, u.status, u.quota_limit, source.Subscriptions(u.user)});

@@ -234,6 +234,39 @@ TEST(Store, AppendReadBackSnapshotAndQuota) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
+// A listing of names only (backup, verify) never touches the folders' indexes; the snapshot
+// fills every counter itself and still names a missing index as damage.
+TEST(Store, RecordOnlyListingLeavesTheIndexToTheSnapshot) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto inbox = store->CreateFolder("joe", "INBOX", 77);
+  store->CreateFolder("joe", "Sent");
+  Deliver(*inbox, "Subject: a\r\n\r\nbody\r\n");
+  std::vector<FolderInfo> names = store->ListFolders("joe", Store::FolderDetail::kRecordOnly);
+  ASSERT_EQ(names.size(), 2u);
+  EXPECT_EQ(names[0].folder, "INBOX");
+  EXPECT_EQ(names[0].uidnext, 1u);  // not read
+  FolderSnapshot snap = inbox->Snapshot();
+  EXPECT_EQ(snap.info.uidvalidity, 77u);
+  EXPECT_EQ(snap.info.uidnext, 2u);
+  EXPECT_EQ(snap.info.count, 1u);
+  EXPECT_EQ(snap.info.partition, names[0].partition);
+  EXPECT_EQ(snap.info.acl, store->FindFolder("joe", "INBOX")->acl);
+
+  ASSERT_EQ(::unlink((inbox->path() + "/store.idx").c_str()), 0);
+  EXPECT_EQ(store->ListFolders("joe", Store::FolderDetail::kRecordOnly).size(), 2u);
+  EXPECT_TRUE(store->FindFolder("joe", "INBOX", Store::FolderDetail::kRecordOnly).has_value());
+  EXPECT_EQ(CodeOf([&] { store->ListFolders("joe"); }), Errc::kCorrupt);
+  try {
+    inbox->Snapshot();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kCorrupt);
+    EXPECT_NE(std::string(e.what()).find("store.idx missing at " + inbox->path() + "/store.idx"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Store, LargeMessageWrittenInChunksHasCorrectHeaderAndDigest) {
   TempDir tmp;
   auto store = Store::Init(tmp.path(), {});
