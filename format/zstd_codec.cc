@@ -27,7 +27,27 @@ constexpr ZSTD_customMem kZstdMemory{ZstdAllocate, ZstdFree, nullptr};
 
 }  // namespace
 
-ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads)
+// The background compressor's queue: chunks of what was written, in order, each with the
+// directive to compress it with; buffers are reused.
+struct ZstdCompressSink::Worker {
+  static constexpr size_t kChunkSize = size_t{256} << 10;
+  static constexpr size_t kMaxQueued = 4;
+  struct Chunk {
+    std::vector<uint8_t> bytes;
+    int mode = 0;
+  };
+
+  std::mutex mutex;
+  std::condition_variable changed;  // any change below; both sides wait on it
+  std::deque<Chunk> queue;
+  std::vector<std::vector<uint8_t>> spare;
+  bool busy = false;  // the thread holds a chunk
+  bool stop = false;  // the sink is going away
+  std::exception_ptr error;
+  std::thread thread;
+};
+
+ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool background)
     : out_(out), cctx_(ZSTD_createCCtx_advanced(kZstdMemory)), buf_(ZSTD_CStreamOutSize()) {
   if (!cctx_) throw std::bad_alloc();
   auto set = [this](ZSTD_cParameter param, int value, const char* what) {
@@ -65,9 +85,92 @@ ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads)
     set(ZSTD_c_minMatch, 5, "minimum match");
   }
   if (threads != 0) set(ZSTD_c_nbWorkers, threads, "worker threads");
+  if (background) {
+    worker_ = std::make_unique<Worker>();
+    pending_.reserve(Worker::kChunkSize);
+    worker_->thread = std::thread([this] { RunWorker(); });
+  }
 }
 
-ZstdCompressSink::~ZstdCompressSink() { ZSTD_freeCCtx(cctx_); }
+ZstdCompressSink::~ZstdCompressSink() {
+  if (worker_) {  // without Finish: what is still queued is dropped, the frame stays unended
+    {
+      std::lock_guard lock(worker_->mutex);
+      worker_->stop = true;
+    }
+    worker_->changed.notify_all();
+    worker_->thread.join();
+  }
+  ZSTD_freeCCtx(cctx_);
+}
+
+void ZstdCompressSink::RunWorker() {
+  Worker& w = *worker_;
+  bool failed = false;  // after an error the rest is drained unwritten, so the writer never blocks
+  for (;;) {
+    Worker::Chunk chunk;
+    {
+      std::unique_lock lock(w.mutex);
+      w.changed.wait(lock, [&] { return w.stop || !w.queue.empty(); });
+      if (w.stop) return;
+      chunk = std::move(w.queue.front());
+      w.queue.pop_front();
+      w.busy = true;
+    }
+    w.changed.notify_all();  // room in the queue
+    std::exception_ptr error;
+    if (!failed) {
+      try {
+        Compress(chunk.bytes.data(), chunk.bytes.size(), chunk.mode);
+        if (chunk.mode != ZSTD_e_continue) WriteOut();
+      } catch (...) {
+        error = std::current_exception();
+        failed = true;
+      }
+    }
+    {
+      std::lock_guard lock(w.mutex);
+      w.busy = false;
+      if (error && !w.error) w.error = error;
+      chunk.bytes.clear();
+      w.spare.push_back(std::move(chunk.bytes));
+    }
+    w.changed.notify_all();
+  }
+}
+
+void ZstdCompressSink::Submit(int mode) {
+  Worker& w = *worker_;
+  std::exception_ptr error;
+  {
+    std::unique_lock lock(w.mutex);
+    w.changed.wait(lock, [&] { return w.error || w.queue.size() < Worker::kMaxQueued; });
+    error = w.error;
+    if (!error) {
+      w.queue.push_back({std::move(pending_), mode});
+      if (!w.spare.empty()) {
+        pending_ = std::move(w.spare.back());
+        w.spare.pop_back();
+      } else {
+        pending_ = {};
+        pending_.reserve(Worker::kChunkSize);
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  w.changed.notify_all();
+}
+
+void ZstdCompressSink::WaitIdle() {
+  Worker& w = *worker_;
+  std::exception_ptr error;
+  {
+    std::unique_lock lock(w.mutex);
+    w.changed.wait(lock, [&] { return w.error || (w.queue.empty() && !w.busy); });
+    error = w.error;
+  }
+  if (error) std::rethrow_exception(error);
+}
 
 void ZstdCompressSink::WriteOut() {
   if (buf_used_ == 0) return;
@@ -92,18 +195,39 @@ void ZstdCompressSink::Compress(const void* data, size_t size, int mode) {
 }
 
 void ZstdCompressSink::Write(const void* data, size_t size) {
-  if (size > 0) Compress(data, size, ZSTD_e_continue);
+  if (!worker_) {
+    if (size > 0) Compress(data, size, ZSTD_e_continue);
+    return;
+  }
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    size_t take = std::min(size, Worker::kChunkSize - pending_.size());
+    pending_.insert(pending_.end(), bytes, bytes + take);
+    bytes += take;
+    size -= take;
+    if (pending_.size() == Worker::kChunkSize) Submit(ZSTD_e_continue);
+  }
 }
 
 void ZstdCompressSink::Flush() {
-  Compress(nullptr, 0, ZSTD_e_flush);
-  WriteOut();
+  if (worker_) {
+    Submit(ZSTD_e_flush);
+    WaitIdle();  // the thread has written its last bytes: `out` is the caller's again
+  } else {
+    Compress(nullptr, 0, ZSTD_e_flush);
+    WriteOut();
+  }
   out_.Flush();
 }
 
 void ZstdCompressSink::Finish() {
-  Compress(nullptr, 0, ZSTD_e_end);
-  WriteOut();
+  if (worker_) {
+    Submit(ZSTD_e_end);
+    WaitIdle();
+  } else {
+    Compress(nullptr, 0, ZSTD_e_end);
+    WriteOut();
+  }
   out_.Flush();
 }
 

@@ -2,6 +2,7 @@
 // plain zstd frames (content checksum on), so `zstd -d` reads what ZstdCompressSink writes.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -22,7 +23,14 @@ class ZstdCompressSink final : public ByteSink {
   static constexpr int kWindowLog = 25;  // 32 MiB window, long-distance matching on
   // level: ZSTD_minCLevel()..ZSTD_maxCLevel() (0 = zstd default 3); threads: worker threads, 0 = in
   // the calling thread. Throws kInvalidArgument for values zstd refuses.
-  ZstdCompressSink(ByteSink& out, int level, int threads);
+  //
+  // With `background` set, one thread of its own compresses (and writes `out`) while the caller
+  // goes on: Write copies into a short queue of 256 KiB chunks (at most ~1.3 MiB held), Flush and
+  // Finish wait until everything queued is written. The output is byte for byte what the calling
+  // thread would write. An error of the thread (a write to `out` failing) is thrown by the next
+  // Write, Flush or Finish. Only for a one-way output (a file or a pipe): a caller that also uses
+  // `out` itself, or waits for an answer over the same channel, must not have writes running behind.
+  ZstdCompressSink(ByteSink& out, int level, int threads, bool background = false);
   ~ZstdCompressSink() override;
   ZstdCompressSink(const ZstdCompressSink&) = delete;
   ZstdCompressSink& operator=(const ZstdCompressSink&) = delete;
@@ -35,15 +43,21 @@ class ZstdCompressSink final : public ByteSink {
   uint64_t bytes_out() const { return bytes_out_; }
 
  private:
+  struct Worker;
   void Compress(const void* data, size_t size, int mode);  // mode: ZSTD_EndDirective
   void WriteOut();
+  void Submit(int mode);  // hands the pending chunk to the worker (background only)
+  void WaitIdle();        // until the worker has written everything submitted
+  void RunWorker();
 
   ByteSink& out_;
   ZSTD_CCtx* cctx_;
   std::vector<uint8_t> buf_;
   size_t buf_used_ = 0;
-  uint64_t bytes_in_ = 0;
-  uint64_t bytes_out_ = 0;
+  std::atomic<uint64_t> bytes_in_ = 0;   // counted by the thread that compresses
+  std::atomic<uint64_t> bytes_out_ = 0;
+  std::vector<uint8_t> pending_;  // background: bytes written, not yet handed over
+  std::unique_ptr<Worker> worker_;
 };
 
 // Reads a stream that is either zstd-compressed (it starts with a zstd frame magic, or a

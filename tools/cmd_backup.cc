@@ -71,7 +71,9 @@ int RunBackup(const BackupCliOptions& o) {
   stream::FdSink sink(fd.get(), o.file == "-" ? "standard output" : o.file);
   stream::SessionReport report;
   if (level > 0) {
-    format::ZstdCompressSink zsink(sink, level, o.threads);
+    // A file or pipe is one-way: compression runs beside the reading (zstd's own worker
+    // threads, --threads, replace that thread).
+    format::ZstdCompressSink zsink(sink, level, o.threads, /*background=*/o.threads == 0);
     format::Encoder encoder(zsink);
     report = stream::Backup(*store, options, encoder);
     zsink.Finish();

@@ -306,6 +306,95 @@ TEST(Zstd, LargeMessageThroughWorkerThreads) {
   EXPECT_EQ(CorruptWrapped(cut, /*worker=*/true), "stream: zstd: truncated frame at byte " + std::to_string(cut.size()));
 }
 
+// The bytes of a compressed prefix a decoder can already give (after a Flush: all of them).
+std::string DecompressPrefix(const std::string& compressed) {
+  ZSTD_DStream* d = ZSTD_createDStream();
+  ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, ZstdCompressSink::kWindowLog);
+  std::string plain;
+  std::vector<char> buf(1 << 16);
+  ZSTD_inBuffer in{compressed.data(), compressed.size(), 0};
+  for (;;) {
+    ZSTD_outBuffer out{buf.data(), buf.size(), 0};
+    size_t rc = ZSTD_decompressStream(d, &out, &in);
+    EXPECT_FALSE(ZSTD_isError(rc)) << ZSTD_getErrorName(rc);
+    plain.append(buf.data(), out.pos);
+    if (ZSTD_isError(rc) || (in.pos == in.size && out.pos < out.size)) break;
+  }
+  ZSTD_freeDStream(d);
+  return plain;
+}
+
+// Compression on a thread of its own writes exactly what the calling thread writes: the same
+// frame, byte for byte, whatever the sizes of the writes, with flushes that hand over
+// everything written so far.
+TEST(Zstd, BackgroundCompressionWritesTheSameBytes) {
+  std::string text;
+  for (size_t i = 0; text.size() < (size_t{3} << 20); ++i) text += "Received: from host" + std::to_string(i * 7919 % 100003) + "\r\n";
+  for (int level : {1, 3}) {
+    StringSink fore_out, back_out;
+    ZstdCompressSink fore(fore_out, level, 0);
+    ZstdCompressSink back(back_out, level, 0, /*background=*/true);
+    size_t pos = 0, step = 1;
+    while (pos < text.size()) {
+      size_t n = std::min(step, text.size() - pos);
+      fore.Write(text.data() + pos, n);
+      back.Write(text.data() + pos, n);
+      pos += n;
+      step = step * 7 % 400009 + 1;  // 1 byte to ~400 KiB: within, across and beyond a chunk
+      if (pos > text.size() / 2 && pos - n <= text.size() / 2) {
+        fore.Flush();
+        back.Flush();
+        EXPECT_EQ(back_out.data(), fore_out.data()) << "level " << level << ", at the flush";
+        EXPECT_EQ(DecompressPrefix(back_out.data()), text.substr(0, pos)) << "a flush hands over every byte";
+      }
+    }
+    fore.Finish();
+    back.Finish();
+    EXPECT_EQ(back.bytes_in(), text.size());
+    EXPECT_EQ(back.bytes_out(), back_out.data().size());
+    EXPECT_EQ(back_out.data(), fore_out.data()) << "level " << level;
+    EXPECT_EQ(DecompressPrefix(back_out.data()), text);
+  }
+}
+
+// A write error of the compressing thread (a closed pipe, a full disk) reaches the caller, and
+// a sink dropped without Finish neither hangs nor writes on.
+TEST(Zstd, BackgroundCompressionReportsTheOutputsError) {
+  class FailingSink final : public ByteSink {
+   public:
+    void Write(const void*, size_t size) override {
+      written += size;
+      if (written > 100000) Throw(Errc::kIo, "write standard output: Broken pipe");
+    }
+    size_t written = 0;
+  };
+  std::string noise(1 << 20, '\0');
+  uint64_t x = 88172645463325252ull;
+  for (char& c : noise) {  // incompressible: every chunk reaches the output
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    c = char(x);
+  }
+  FailingSink failing;
+  ZstdCompressSink zstd(failing, 1, 0, /*background=*/true);
+  std::string error;
+  try {
+    for (int i = 0; i < 64; ++i) zstd.Write(noise.data(), noise.size());
+    zstd.Finish();
+  } catch (const Error& e) {
+    error = e.what();
+    EXPECT_EQ(e.code(), Errc::kIo);
+  }
+  EXPECT_EQ(error, "write standard output: Broken pipe");
+
+  StringSink out;
+  {
+    ZstdCompressSink dropped(out, 1, 0, /*background=*/true);
+    for (int i = 0; i < 8; ++i) dropped.Write(noise.data(), noise.size());
+  }
+  EXPECT_TRUE(ZSTD_isError(ZSTD_findFrameCompressedSize(out.data().data(), out.data().size())))
+      << "dropped without Finish: the frame stays unended";
+}
+
 TEST(Zstd, BadParametersAreRejected) {
   StringSink out;
   for (auto [level, threads] : {std::pair{ZSTD_maxCLevel() + 1, 0}, std::pair{3, -1}}) {
