@@ -28,7 +28,7 @@ namespace storemove::store {
 struct ReadAheadOptions {
   size_t threads = 16;                        // reads in flight at once
   size_t max_files = 48;                      // files opened ahead of the consumer
-  uint64_t max_bytes = uint64_t{2} << 20;     // bytes read ahead of the consumer
+  uint64_t max_bytes = uint64_t{1} << 20;     // bytes read ahead of the consumer
   uint64_t whole_file_limit = uint64_t{1} << 20;  // larger files: opened and hinted, read by the consumer
   // Files already in memory are read on the consumer's thread as they are asked for; false sends
   // every file through the threads (tests, whose files are all in memory).

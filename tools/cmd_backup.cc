@@ -1,5 +1,6 @@
 // storemove backup: imsbackup. Writes the selected part of a store as a checksummed stream,
 // zstd-compressed unless --compress none, to a file or standard output.
+#include <fcntl.h>
 #include <signal.h>
 
 #include <fstream>
@@ -10,9 +11,15 @@
 #include "tools/commands.h"
 #include "tools/session_io.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace storemove::tools {
 namespace {
+
+bool StoreInMemory(store::Store& store) {
+  UniqueFd root = TryOpenAt(AT_FDCWD, store.root(), O_RDONLY | O_DIRECTORY, 0, store.root());
+  return root.valid() && OnMemoryFilesystem(root.get());
+}
 
 struct BackupCliOptions {
   std::string store_dir;
@@ -71,9 +78,11 @@ int RunBackup(const BackupCliOptions& o) {
   stream::FdSink sink(fd.get(), o.file == "-" ? "standard output" : o.file);
   stream::SessionReport report;
   if (level > 0) {
-    // A file or pipe is one-way: compression runs beside the reading (zstd's own worker
-    // threads, --threads, replace that thread).
-    format::ZstdCompressSink zsink(sink, level, o.threads, /*background=*/o.threads == 0);
+    // A file or pipe is one-way: compression runs beside the reading of a store on a disk,
+    // whose reads wait (zstd's own worker threads, --threads, replace that thread). A store in
+    // memory never waits: there the thread would only cost its queue (~1.5 MiB) and hand-overs.
+    const bool background = o.threads == 0 && !StoreInMemory(*store);
+    format::ZstdCompressSink zsink(sink, level, o.threads, background);
     format::Encoder encoder(zsink);
     report = stream::Backup(*store, options, encoder);
     zsink.Finish();
