@@ -61,9 +61,9 @@ std::unique_ptr<store::Store> MakeSource(const std::string& dir) {
   return s;
 }
 
-std::string BackupToString(store::Store& s, size_t reads, SessionReport* report = nullptr) {
+std::string BackupToString(store::Store& s, size_t reads, SessionReport* report = nullptr, bool background = false) {
   format::StringSink sink;
-  format::ZstdCompressSink z(sink, 1, 0);
+  format::ZstdCompressSink z(sink, 1, 0, background);
   format::Encoder enc(z);
   BackupOptions options;
   options.reads = reads;
@@ -83,12 +83,15 @@ void RestoreFromString(store::Store& s, const std::string& bytes) {
 TEST(DiskReads, BackupWithColdFilesRestoresExactlyWhatOneReadAtATimeDoes) {
   DiskDir dir;
   auto source = MakeSource(dir / "src");
-  for (size_t reads : {size_t{1}, size_t{16}, size_t{64}}) {
+  // Last: compression on its own thread (what `backup -f` does for a store on a disk).
+  for (auto [reads, background] : {std::pair{size_t{1}, false}, std::pair{size_t{16}, false},
+                                   std::pair{size_t{64}, false}, std::pair{size_t{16}, true}}) {
     Evict(dir / "src");
     SessionReport report;
-    const std::string stream = BackupToString(*source, reads, &report);
+    const std::string stream = BackupToString(*source, reads, &report, background);
     EXPECT_EQ(report.errors, 0u);
-    auto restored = store::Store::Init(dir / ("dst" + std::to_string(reads)), {"primary"});
+    auto restored =
+        store::Store::Init(dir / ("dst" + std::to_string(reads) + (background ? "bg" : "")), {"primary"});
     RestoreFromString(*restored, stream);
     ExpectEqualStores(*restored, *source);
   }

@@ -266,5 +266,27 @@ TEST_F(OperatorStore, ABackupOfAReadOnlySnapshotWorks) {
   EXPECT_EQ(v.status, 0) << v.Describe();
 }
 
+// A store on a disk: backup compresses on a thread beside its reads. The stream restores to
+// an equal store, and a write error of that thread (a full device) is one line naming the
+// output, with a non-zero exit, as when the backup's own thread writes.
+TEST(Operator, ABackupOfAStoreOnDiskRestoresExactlyAndReportsAFullDevice) {
+  storemove::testing::DiskDir disk;
+  const std::string store = disk / "store", copy = disk / "copy", stream = disk / "all.sm";
+  ASSERT_EQ(RunCli({"gen", "--store", store, "--users", "6", "--messages-per-user", "40"}).status, 0);
+  CliResult b = RunCli({"backup", "--store", store, "-f", stream, "/"});
+  ASSERT_EQ(b.status, 0) << b.Describe();
+  ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
+  CliResult r = RunCli({"restore", "--store", copy, "-f", stream});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  CliResult v = RunCli({"verify", "--store", copy, "--source", store});
+  EXPECT_EQ(v.status, 0) << v.Describe();
+
+  CliResult full = RunCli({"backup", "--store", store, "-f", "/dev/full", "/"});
+  EXPECT_NE(full.status, 0) << full.Describe();
+  EXPECT_LT(full.status, 128) << full.Describe();
+  EXPECT_TRUE(IsOneErrorLine(full)) << full.Describe();
+  EXPECT_NE(full.err.find("/dev/full"), std::string::npos) << full.Describe();
+}
+
 }  // namespace
 }  // namespace storemove::tools
