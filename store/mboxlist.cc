@@ -4,9 +4,14 @@
 #include <fcntl.h>
 #include <sys/statvfs.h>
 
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "util/error.h"
@@ -171,13 +176,76 @@ void Store::Db::Open(bool create) {
 
 Store::Db::~Db() { Close(/*checkpoint=*/true); }
 
+namespace {
+
+std::mutex checkpoint_seam_mutex;
+std::function<int(DB_ENV*, u_int32_t)> checkpoint_call;  // tests only; empty: libdb's
+std::chrono::milliseconds checkpoint_limit{30000};
+
+long long CheckpointLimitSeconds() {
+  std::lock_guard lock(checkpoint_seam_mutex);
+  return static_cast<long long>(checkpoint_limit.count() / 1000);
+}
+
+}  // namespace
+
+void Store::Db::SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit) {
+  std::lock_guard lock(checkpoint_seam_mutex);
+  checkpoint_call = std::move(call);
+  checkpoint_limit = limit;
+}
+
+bool Store::Db::BoundedCheckpoint(u_int32_t flags, int* ret) {
+  struct State {
+    std::mutex mutex;
+    std::condition_variable done_cv;
+    bool done = false;
+    int ret = 0;
+  };
+  std::function<int(DB_ENV*, u_int32_t)> call;
+  std::chrono::milliseconds limit;
+  {
+    std::lock_guard lock(checkpoint_seam_mutex);
+    call = checkpoint_call;
+    limit = checkpoint_limit;
+  }
+  auto state = std::make_shared<State>();
+  DB_ENV* env = env_;
+  // Detached: if it never returns, the process ends without it (nothing else waits for it).
+  std::thread([state, env, flags, call = std::move(call)] {
+    int r = call ? call(env, flags) : env->txn_checkpoint(env, 0, 0, flags);
+    std::lock_guard lock(state->mutex);
+    state->ret = r;
+    state->done = true;
+    state->done_cv.notify_all();
+  }).detach();
+  std::unique_lock lock(state->mutex);
+  if (!state->done_cv.wait_for(lock, limit, [&] { return state->done; })) {
+    wedged_ = true;
+    return false;
+  }
+  *ret = state->ret;
+  return true;
+}
+
 void Store::Db::Close(bool checkpoint) {
   // A checkpoint on close makes each .db file complete on its own (db5.3_verify on a copy). It
   // runs while the databases are open, so one pass writes and syncs every dirty page; closing them
   // first would flush and sync each file (and the log before it) once more, to no end: a
   // per-process cost of every short-lived command (deliver, import), measured in
   // docs/performance.md "Import (issue 12)".
-  const bool checkpointed = checkpoint && env_ && env_->txn_checkpoint(env_, 0, 0, 0) == 0;
+  int ret = -1;
+  if (checkpoint && env_ && !wedged_ && !BoundedCheckpoint(0, &ret))
+    std::fprintf(stderr, "storemove: warning: mboxlist %s: a checkpoint is still waiting after %lld s (a process died "
+                 "inside the database environment); left to the recovery of the next process that opens it\n",
+                 dir_.c_str(), CheckpointLimitSeconds());
+  if (wedged_) {
+    // Closing the handles would wait on the same dead owner: they are left open, as a killed
+    // process leaves them, for the next open's recovery.
+    folder_ = quota_ = users_ = subscr_ = peruser_ = lright_ = verified_ = nullptr;
+    env_ = nullptr;
+  }
+  const bool checkpointed = ret == 0;
   for (DB** h : {&folder_, &quota_, &users_, &subscr_, &peruser_, &lright_, &verified_}) {
     if (*h) (*h)->close(*h, checkpointed ? DB_NOSYNC : 0);
     *h = nullptr;
@@ -288,7 +356,11 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
 }
 
 void Store::Db::Checkpoint() {
-  int ret = env_->txn_checkpoint(env_, 0, 0, DB_FORCE);
+  int ret = 0;
+  if (wedged_ || !BoundedCheckpoint(DB_FORCE, &ret))
+    Throw(Errc::kTempFail, "mboxlist " + dir_ + ": a checkpoint did not finish within " +
+                               std::to_string(CheckpointLimitSeconds()) +
+                               " s: a process died inside the database environment; run again (opening it recovers it)");
   if (ret != 0) Fail(ret, "checkpoint");
 }
 

@@ -4,6 +4,7 @@
 #include <db.h>
 
 #include <cstdint>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -66,9 +67,21 @@ class Store::Db {
   // Calls fn(key, value) for every key starting with `prefix`, in key order, until fn returns
   // false. Reads in short batches without holding locks across calls, so fn may write.
   void Scan(DB* db, std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn);
+  // Throws kTempFail when the checkpoint is still waiting after the limit (a process died
+  // inside the environment; see BoundedCheckpoint).
   void Checkpoint();
 
+  // Tests: replaces libdb's checkpoint call (empty: libdb's) and how long one is waited for.
+  static void SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit);
+
  private:
+  // A process killed (kill -9) inside a checkpoint leaves the environment's checkpoint mutex
+  // locked, and libdb 5.3 as Debian builds it waits for a dead owner forever (no failchk
+  // broadcast). The next process to open the environment recovers it (DB_REGISTER), but one
+  // attached before would hang in its own checkpoint. So a checkpoint runs on a thread and is
+  // waited for at most a limit (30 s): false when it did not finish, and the environment is
+  // then left as it is (every commit is in the log already; the next open recovers it).
+  bool BoundedCheckpoint(u_int32_t flags, int* ret);
   [[noreturn]] void Fail(int ret, const std::string& what);
   void Open(bool create);
   // Closes whatever is open: the destructor, and a constructor that failed part-way (which must
@@ -86,6 +99,7 @@ class Store::Db {
   DB* peruser_ = nullptr;
   DB* lright_ = nullptr;
   DB* verified_ = nullptr;
+  bool wedged_ = false;  // a checkpoint never finished: nothing more is asked of libdb
 };
 
 }  // namespace storemove::store

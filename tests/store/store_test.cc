@@ -5,6 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
+
+#include <chrono>
+
+#include <atomic>
+
+#include "store/mboxlist.h"
 #include "store/names.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
@@ -265,6 +272,45 @@ TEST(Store, RecordOnlyListingLeavesTheIndexToTheSnapshot) {
     EXPECT_NE(std::string(e.what()).find("store.idx missing at " + inbox->path() + "/store.idx"), std::string::npos)
         << e.what();
   }
+}
+
+// A process killed inside a checkpoint leaves libdb's checkpoint mutex locked forever: a later
+// checkpoint of a process attached before the recovery waits at most the limit, then restore's
+// checkpoint fails (kTempFail: run again) and closing the store returns, leaving the environment
+// to the next open's recovery. (A stand-in for the stuck libdb call: killing a real process at
+// that exact moment cannot be made deterministic.)
+TEST(Store, ACheckpointStuckOnADeadProcessFailsInTimeInsteadOfHanging) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  store->CreateFolder("joe", "INBOX");
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> calls{0};
+  Store::Db::SetCheckpointForTesting(
+      [released, &calls](DB_ENV*, u_int32_t) {
+        ++calls;
+        released.wait();
+        return 0;
+      },
+      std::chrono::milliseconds(200));
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    store->Checkpoint();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kTempFail);
+    EXPECT_NE(std::string(e.what()).find("a checkpoint did not finish within 0 s"), std::string::npos) << e.what();
+  }
+  store.reset();  // neither waits for the stuck checkpoint nor starts another one
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(calls.load(), 1);
+  release.set_value();
+  Store::Db::SetCheckpointForTesting({}, std::chrono::seconds(30));
+
+  // A checkpoint that finishes in time is libdb's own, as before.
+  TempDir other;
+  auto fresh = Store::Init(other.path(), {});
+  fresh->Checkpoint();
 }
 
 TEST(Store, LargeMessageWrittenInChunksHasCorrectHeaderAndDigest) {
