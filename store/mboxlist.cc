@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -211,14 +212,19 @@ bool Store::Db::BoundedCheckpoint(u_int32_t flags, int* ret) {
   }
   auto state = std::make_shared<State>();
   DB_ENV* env = env_;
-  // Detached: if it never returns, the process ends without it (nothing else waits for it).
-  std::thread([state, env, flags, call = std::move(call)] {
+  auto run = [state, env, flags, call = std::move(call)] {
     int r = call ? call(env, flags) : env->txn_checkpoint(env, 0, 0, flags);
     std::lock_guard lock(state->mutex);
     state->ret = r;
     state->done = true;
     state->done_cv.notify_all();
-  }).detach();
+  };
+  try {
+    // Detached: if it never returns, the process ends without it (nothing else waits for it).
+    std::thread(run).detach();
+  } catch (const std::system_error&) {
+    run();  // no thread to be had (a destructor must not throw): the checkpoint as before
+  }
   std::unique_lock lock(state->mutex);
   if (!state->done_cv.wait_for(lock, limit, [&] { return state->done; })) {
     wedged_ = true;
