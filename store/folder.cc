@@ -71,13 +71,10 @@ FolderSnapshot Folder::Snapshot() {
   // The record only: the index's counters come from the full read below, under the same lock.
   std::optional<FolderInfo> info = store_->FindFolder(user_, folder_, Store::FolderDetail::kRecordOnly);
   if (!info) Throw(Errc::kNotFound, "mailbox " + Mailbox() + " no longer exists");
-  std::string shown = path_ + "/store.idx";
   index::Contents c;
   {
     Lock lock(dir_.get(), false, path_);
-    UniqueFd idx = TryOpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
-    if (!idx.valid()) Throw(Errc::kCorrupt, "mailbox " + Mailbox() + ": store.idx missing at " + shown);
-    c = index::Read(idx.get(), shown);
+    c = index::ReadFolderIndex(dir_.get(), path_, Mailbox());
   }
   snap.info = std::move(*info);
   snap.info.uidvalidity = c.header.uidvalidity;

@@ -179,6 +179,13 @@ Contents Read(int fd, const std::string& shown, bool with_records) {
   return c;
 }
 
+Contents ReadFolderIndex(int dirfd, const std::string& dir, const std::string& mailbox, bool with_records) {
+  const std::string shown = dir + "/store.idx";
+  UniqueFd idx = TryOpenAt(dirfd, "store.idx", O_RDONLY, 0, shown);
+  if (!idx.valid()) Throw(Errc::kCorrupt, "mailbox " + mailbox + ": store.idx missing at " + shown);
+  return Read(idx.get(), shown, with_records);
+}
+
 void WriteNew(const std::string& path, const Contents& contents, bool sync) {
   const size_t slash = path.rfind('/');
   if (slash == std::string::npos) {

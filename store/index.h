@@ -57,6 +57,9 @@ MessageMeta DecodeRecord(const uint8_t in[kRecordSize], const std::string& shown
 
 // Reads and validates the whole file (header, user-flag names, `count` records).
 Contents Read(int fd, const std::string& shown, bool with_records = true);
+// Reads the store.idx of the folder directory `dirfd` (shown as `dir`), which the caller has
+// locked. A missing index is damage: kCorrupt naming `mailbox` and the path.
+Contents ReadFolderIndex(int dirfd, const std::string& dir, const std::string& mailbox, bool with_records = true);
 // Writes a complete new index file to `path` via temporary name + rename (atomic), in the
 // format of contents.header.minor (the caller sets kMinor to upgrade).
 void WriteNew(const std::string& path, const Contents& contents, bool sync);

@@ -250,10 +250,7 @@ void ReadAhead::Read(Slot& slot) {
 }
 
 Prefetcher::Prefetcher(const std::string& dir, size_t threads, size_t max_queued)
-    : threads_(threads), max_queued_(max_queued), enabled_([&] {
-        UniqueFd fd = TryOpenAt(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, dir);
-        return fd.valid() && !storemove::OnMemoryFilesystem(fd.get());
-      }()) {}
+    : threads_(threads), max_queued_(max_queued), enabled_(!PathOnMemoryFilesystem(dir)) {}
 
 Prefetcher::~Prefetcher() {
   {

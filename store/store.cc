@@ -504,13 +504,10 @@ namespace {
 
 // Fills the store.idx part of a FolderInfo (under the folder's shared lock).
 void ReadIndexHeader(const std::string& dir, FolderInfo* info) {
-  std::string shown = dir + "/store.idx";
   UniqueFd dfd = OpenFile(dir, O_RDONLY | O_DIRECTORY);
   while (::flock(dfd.get(), LOCK_SH) != 0)
     if (errno != EINTR) ThrowErrno("lock " + dir);
-  UniqueFd idx = TryOpenAt(dfd.get(), "store.idx", O_RDONLY, 0, shown);
-  if (!idx.valid()) Throw(Errc::kCorrupt, "mailbox " + info->Mailbox() + ": store.idx missing at " + shown);
-  index::Contents c = index::Read(idx.get(), shown, false);
+  index::Contents c = index::ReadFolderIndex(dfd.get(), dir, info->Mailbox(), false);
   info->uidvalidity = c.header.uidvalidity;
   info->uidnext = c.header.uidnext;
   info->count = c.header.count;

@@ -16,11 +16,6 @@
 namespace storemove::tools {
 namespace {
 
-bool StoreInMemory(store::Store& store) {
-  UniqueFd root = TryOpenAt(AT_FDCWD, store.root(), O_RDONLY | O_DIRECTORY, 0, store.root());
-  return root.valid() && OnMemoryFilesystem(root.get());
-}
-
 struct BackupCliOptions {
   std::string store_dir;
   std::string file;
@@ -81,7 +76,7 @@ int RunBackup(const BackupCliOptions& o) {
     // A file or pipe is one-way: compression runs beside the reading of a store on a disk,
     // whose reads wait (zstd's own worker threads, --threads, replace that thread). A store in
     // memory never waits: there the thread would only cost its queue (~1.5 MiB) and hand-overs.
-    const bool background = o.threads == 0 && !StoreInMemory(*store);
+    const bool background = o.threads == 0 && !PathOnMemoryFilesystem(store->root());
     format::ZstdCompressSink zsink(sink, level, o.threads, background);
     format::Encoder encoder(zsink);
     report = stream::Backup(*store, options, encoder);

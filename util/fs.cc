@@ -324,6 +324,11 @@ bool OnMemoryFilesystem(int fd) {
   return ::fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
 }
 
+bool PathOnMemoryFilesystem(const std::string& path) {
+  UniqueFd fd = TryOpenAt(AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0, path);
+  return fd.valid() && OnMemoryFilesystem(fd.get());
+}
+
 UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown) {
   if (flags & O_CREAT)
     if (int f = fault::Check(fault::Op::kCreate)) ThrowErrno("open " + shown, f);

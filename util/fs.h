@@ -65,6 +65,8 @@ int OpenIfCached(int dirfd, const std::string& name);
 ssize_t PreadIfCached(int fd, void* data, size_t size, off_t offset);
 // Whether fd's filesystem keeps everything in memory (tmpfs, ramfs): reads never wait for a disk.
 bool OnMemoryFilesystem(int fd);
+// The same for a path; false when it cannot be opened (the caller's own open will say why).
+bool PathOnMemoryFilesystem(const std::string& path);
 
 void WriteAll(int fd, const void* data, size_t size, const std::string& shown);
 void PwriteAll(int fd, const void* data, size_t size, off_t offset, const std::string& shown);
