@@ -321,7 +321,8 @@ void Store::SetUserStatus(std::string_view user, const UserStatus& status) {
   ::flock(gate.get(), LOCK_UN);
 }
 
-void Store::SetUsersStatus(const std::vector<std::string>& users, const UserStatus& status) {
+std::vector<std::pair<std::string, UserStatus>> Store::SetUsersStatus(const std::vector<std::string>& users,
+                                                                      const UserStatus& status, MovedUsers moved) {
   for (const std::string& user : users) ValidateUserId(user);
   // The gates in a fixed order (user id, duplicates once): a second flock of the same file
   // through another descriptor would wait for ourselves.
@@ -338,8 +339,10 @@ void Store::SetUsersStatus(const std::vector<std::string>& users, const UserStat
   gates.reserve(distinct.size());
   for (const std::string& user : distinct)
     gates.push_back(LockGate(PartitionPath(partition[user]) + "/" + FolderRelPath(user, "INBOX"), LOCK_EX));
+  std::vector<std::pair<std::string, UserStatus>> before;
   db_->Txn(
       [&](DB_TXN* txn) {
+        before.clear();  // the transaction may run again after a deadlock
         // Re-checked in list order inside the transaction: a user deleted meanwhile aborts it
         // before anything is written, so the first unknown user is named and nobody changes.
         std::vector<std::pair<const std::string*, UserValue>> changed;
@@ -348,14 +351,17 @@ void Store::SetUsersStatus(const std::vector<std::string>& users, const UserStat
           std::string v;
           if (!db_->Get(db_->users(), txn, user, &v, true)) Throw(Errc::kNoUser, "no such user: " + user);
           changed.emplace_back(&user, DecodeUser(v, user));
+          before.emplace_back(user, changed.back().second.status);
         }
         for (auto& [user, value] : changed) {
+          if (moved == MovedUsers::kLeave && value.status.state == UserState::kMoved) continue;
           value.status = status;
           db_->Put(db_->users(), txn, *user, EncodeUser(value));
         }
       },
       true);
   for (UniqueFd& gate : gates) ::flock(gate.get(), LOCK_UN);
+  return before;
 }
 
 // --- the per-user write lock (docs/store-format.md §6.9) ---

@@ -291,7 +291,14 @@ class Store {
   // transaction. All or nothing: an unknown user throws kNoUser naming the first one (in list
   // order) and changes nobody. Same guarantee as SetUserStatus, for every user listed.
   // Duplicates are allowed; one descriptor per distinct user is held meanwhile.
-  void SetUsersStatus(const std::vector<std::string>& users, const UserStatus& status);
+  // With MovedUsers::kLeave, a user whose status is moved (to any host) when the transaction
+  // reads it is left as it is: an administrator's bulk change must not undo a migration that
+  // switched some of a group's users meanwhile. Returns each listed user with the status it had
+  // in that transaction.
+  enum class MovedUsers { kChange, kLeave };
+  std::vector<std::pair<std::string, UserStatus>> SetUsersStatus(const std::vector<std::string>& users,
+                                                                 const UserStatus& status,
+                                                                 MovedUsers moved = MovedUsers::kChange);
   // A delivery holds this (shared) from its status check until its message is committed, so a
   // status change (hold, moved) can never slip between the two: a migration that sets `hold`
   // and then copies the user cannot miss a message. flock(2) on <user dir>/user.lck.

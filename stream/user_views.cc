@@ -112,34 +112,44 @@ std::vector<std::string> GroupUsers(store::Store& store, const std::string& grou
   return chosen.front().members;
 }
 
-std::vector<std::pair<std::string, store::UserStatus>> SetStatusOf(store::Store& store,
-                                                                   const std::vector<std::string>& users,
-                                                                   const store::UserStatus& status) {
-  std::vector<std::pair<std::string, store::UserStatus>> before;
-  for (const std::string& user : users) {
-    std::optional<store::UserInfo> u = store.FindUser(user);
-    if (!u) Throw(Errc::kNoUser, "no such user: " + user + " (nobody was changed)");
-    before.emplace_back(user, u->status);
+StatusChange SetStatusOf(store::Store& store, const std::vector<std::string>& users, const store::UserStatus& status,
+                         bool include_moved) {
+  for (const std::string& user : users)  // the first unknown user named before any gate is taken
+    if (!store.FindUser(user)) Throw(Errc::kNoUser, "no such user: " + user + " (nobody was changed)");
+  StatusChange change;
+  change.status = status;
+  const auto moved = include_moved ? store::Store::MovedUsers::kChange : store::Store::MovedUsers::kLeave;
+  for (auto& [user, was] : store.SetUsersStatus(users, status, moved)) {
+    const bool left = !include_moved && was.state == store::UserState::kMoved;
+    (left ? change.left_moved : change.changed).emplace_back(std::move(user), std::move(was));
   }
-  store.SetUsersStatus(users, status);
-  return before;
+  return change;
 }
 
-std::string StatusChangeText(const std::vector<std::pair<std::string, store::UserStatus>>& before,
-                             const store::UserStatus& status) {
+std::string StatusChangeText(const StatusChange& change) {
   std::string out;
-  for (const auto& [user, was] : before) out += user + ": " + was.ToString() + " -> " + status.ToString() + "\n";
-  out += std::to_string(before.size()) + (before.size() == 1 ? " user" : " users") + " set to " +
-         status.ToString() + " in one transaction\n";
-  return out;
+  for (const auto& [user, was] : change.changed)
+    out += user + ": " + was.ToString() + " -> " + change.status.ToString() + "\n";
+  for (const auto& [user, was] : change.left_moved)
+    out += user + ": " + was.ToString() + " (left alone: moved away; --include-moved changes it too)\n";
+  const size_t n = change.changed.size();
+  out += std::to_string(n) + (n == 1 ? " user" : " users") + " set to " + change.status.ToString() +
+         " in one transaction";
+  if (!change.left_moved.empty()) out += ", " + std::to_string(change.left_moved.size()) + " moved left alone";
+  return out + "\n";
 }
 
-std::string StatusChangeJson(const std::vector<std::pair<std::string, store::UserStatus>>& before,
-                             const store::UserStatus& status) {
+std::string StatusChangeJson(const StatusChange& change) {
   nlohmann::json list = nlohmann::json::array();
-  for (const auto& [user, was] : before) list.push_back({{"user", user}, {"before", was.ToString()}});
-  return nlohmann::json{{"status", status.ToString()}, {"users", list}, {"count", before.size()}, {"storemove_version", Version()}}.dump(
-      2, ' ', false, nlohmann::json::error_handler_t::replace);
+  for (const auto& [user, was] : change.changed) list.push_back({{"user", user}, {"before", was.ToString()}});
+  nlohmann::json left = nlohmann::json::array();
+  for (const auto& [user, was] : change.left_moved) left.push_back({{"user", user}, {"status", was.ToString()}});
+  return nlohmann::json{{"status", change.status.ToString()},
+                        {"users", list},
+                        {"count", change.changed.size()},
+                        {"left_moved", left},
+                        {"storemove_version", Version()}}
+      .dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace storemove::stream

@@ -32,14 +32,20 @@ std::vector<std::string> ReadUsersFile(const std::string& path);
 // `storemove groups`); kInvalidArgument for an unknown group.
 std::vector<std::string> GroupUsers(store::Store& store, const std::string& groups_file, const std::string& group);
 
+// What a bulk status change did: the users it set, each with its status before, and the users
+// it left alone because they had been moved to another back-end.
+struct StatusChange {
+  store::UserStatus status;
+  std::vector<std::pair<std::string, store::UserStatus>> changed;
+  std::vector<std::pair<std::string, store::UserStatus>> left_moved;
+};
+
 // Sets every user of `users` to `status` in one transaction (store::Store::SetUsersStatus: all or
-// nothing) and returns the users with their status before, for the report.
-std::vector<std::pair<std::string, store::UserStatus>> SetStatusOf(store::Store& store,
-                                                                   const std::vector<std::string>& users,
-                                                                   const store::UserStatus& status);
-std::string StatusChangeText(const std::vector<std::pair<std::string, store::UserStatus>>& before,
-                             const store::UserStatus& status);
-std::string StatusChangeJson(const std::vector<std::pair<std::string, store::UserStatus>>& before,
-                             const store::UserStatus& status);
+// nothing). A user already moved is left alone unless `include_moved`: setting a group back to
+// active must not pull back the users a migration has switched to their new back-end.
+StatusChange SetStatusOf(store::Store& store, const std::vector<std::string>& users, const store::UserStatus& status,
+                         bool include_moved);
+std::string StatusChangeText(const StatusChange& change);
+std::string StatusChangeJson(const StatusChange& change);
 
 }  // namespace storemove::stream

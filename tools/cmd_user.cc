@@ -20,6 +20,7 @@ struct UserOptions {
   std::string group;       // bulk: the users of this backup group
   std::string groups_file;
   std::string users_file;  // bulk: the users listed in this file
+  bool include_moved = false;  // bulk: change users already moved away too
   bool json = false;
 };
 
@@ -39,15 +40,16 @@ int RunBulkStatus(const UserOptions& options) {
         options.groups_file.empty() ? store->root() + "/config/backup-groups.conf" : options.groups_file;
     users = stream::GroupUsers(*store, file, options.group);
   }
-  auto before = stream::SetStatusOf(*store, users, status);
-  std::printf("%s", options.json ? (stream::StatusChangeJson(before, status) + "\n").c_str()
-                                 : stream::StatusChangeText(before, status).c_str());
+  stream::StatusChange change = stream::SetStatusOf(*store, users, status, options.include_moved);
+  std::printf("%s", options.json ? (stream::StatusChangeJson(change) + "\n").c_str()
+                                 : stream::StatusChangeText(change).c_str());
   return 0;
 }
 
 int RunUser(const UserOptions& options) {
   if (!options.group.empty() || !options.users_file.empty()) return RunBulkStatus(options);
   if (options.user.empty()) Throw(Errc::kInvalidArgument, "user: give USER, --group or --users-file");
+  if (options.include_moved) Throw(Errc::kInvalidArgument, "user: --include-moved goes with --group or --users-file");
   store::ValidateUserId(options.user);
   // Parse everything before changing anything, so a bad value leaves the user untouched.
   std::optional<store::UserStatus> status;
@@ -117,6 +119,8 @@ void AddUserCommand(CLI::App& root, Action* chosen) {
   command->add_option("--users-file", options->users_file,
                       "with --status: every user id of FILE (one per line, # comments); all or nobody")
       ->type_name("FILE");
+  command->add_flag("--include-moved", options->include_moved,
+                    "with --group/--users-file: change users already moved away too (default: left alone)");
   command->add_flag("--json", options->json, "print JSON");
   command->callback([options, chosen] { *chosen = [options] { return RunUser(*options); }; });
 }

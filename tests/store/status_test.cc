@@ -73,6 +73,25 @@ void Append(Store& store, const std::string& user, const std::string& bytes) {
   f->Commit(batch);
 }
 
+TEST(SetUsersStatus, LeavesMovedUsersWhenAskedAndReportsWhatItRead) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {"primary"});
+  for (const char* u : {"amy", "bob", "cy"}) store->CreateUser(u);
+  store->SetUserStatus("bob", UserStatus::Parse("moved:mail2"));
+  store->SetUserStatus("cy", UserStatus{UserState::kHold, ""});
+  auto before = store->SetUsersStatus({"amy", "bob", "cy"}, UserStatus{}, Store::MovedUsers::kLeave);
+  ASSERT_EQ(before.size(), 3u);
+  EXPECT_EQ(before[0], std::make_pair(std::string("amy"), UserStatus{}));
+  EXPECT_EQ(before[1], std::make_pair(std::string("bob"), UserStatus::Parse("moved:mail2")));
+  EXPECT_EQ(before[2], std::make_pair(std::string("cy"), UserStatus{UserState::kHold, ""}));
+  EXPECT_EQ(store->FindUser("bob")->status, UserStatus::Parse("moved:mail2"));
+  EXPECT_EQ(store->FindUser("cy")->status, UserStatus{});
+  // Migrate's switch (kChange, the default) moves anyone listed, moved or not.
+  store->SetUsersStatus({"amy", "bob"}, UserStatus::Parse("moved:mail3"));
+  EXPECT_EQ(store->FindUser("bob")->status, UserStatus::Parse("moved:mail3"));
+  EXPECT_EQ(store->FindUser("amy")->status, UserStatus::Parse("moved:mail3"));
+}
+
 TEST(SetUsersStatus, AllOrNothingInOneCall) {
   TempDir tmp;
   auto store = Store::Init(tmp.path(), {"primary", "secondary"});

@@ -158,6 +158,7 @@ TEST_F(AdminViews, BulkStatusForAGroupOrAFileIsAllOrNothing) {
 
   // Misuse is one line.
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"user", "--store", root_, "alice", "--status", "hold", "--include-moved"},
            {"user", "--store", root_, "--group", "mn"},
            {"user", "--store", root_, "alice", "--status", "hold", "--group", "mn"},
            {"user", "--store", root_, "--status", "hold", "--group", "nope"},
@@ -166,6 +167,38 @@ TEST_F(AdminViews, BulkStatusForAGroupOrAFileIsAllOrNothing) {
     EXPECT_EQ(r.status, 64) << r.Describe();
     EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
   }
+}
+
+// A migration switched some of a group's users to their new back-end: setting the group back to
+// active (after a failed night, say) must not pull them back, or their mail would be delivered
+// here again while their mailboxes live there.
+TEST_F(AdminViews, BulkStatusLeavesMovedUsersAloneUnlessAskedTo) {
+  ASSERT_EQ(RunCli({"user", "--store", root_, "alice", "--status", "moved:new.example"}).status, 0);
+  CliResult r = RunCli({"user", "--store", root_, "--status", "hold", "--group", "ab"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out,
+            "bob: active -> hold\n"
+            "alice: moved:new.example (left alone: moved away; --include-moved changes it too)\n"
+            "1 user set to hold in one transaction, 1 moved left alone\n");
+  r = RunCli({"user", "--store", root_, "--status", "active", "--group", "ab", "--json"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["count"], 1);
+  ASSERT_EQ(j["users"].size(), 1u) << r.out;
+  EXPECT_EQ(j["users"][0]["user"], "bob");
+  EXPECT_EQ(j["users"][0]["before"], "hold");
+  ASSERT_EQ(j["left_moved"].size(), 1u) << r.out;
+  EXPECT_EQ(j["left_moved"][0]["user"], "alice");
+  EXPECT_EQ(j["left_moved"][0]["status"], "moved:new.example");
+  auto s = Statuses();
+  EXPECT_EQ(s["alice"], "moved:new.example");
+  EXPECT_EQ(s["bob"], "active");
+
+  // Asked for by name, the move is undone with the rest.
+  r = RunCli({"user", "--store", root_, "--status", "active", "--group", "ab", "--include-moved"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out, "alice: moved:new.example -> active\nbob: active -> active\n2 users set to active in one transaction\n");
+  EXPECT_EQ(Statuses()["alice"], "active");
 }
 
 // A listening socket nobody accepts on: a connection attempt would be queued on it.
