@@ -3,8 +3,9 @@
 
 #include <db.h>
 
-#include <cstdint>
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -70,6 +71,7 @@ class Store::Db {
   // Throws kTempFail when the checkpoint is still waiting after the limit (a process died
   // inside the environment; see BoundedCheckpoint).
   void Checkpoint();
+  bool wedged() const { return wedged_; }  // any thread may ask
 
   // Tests: replaces libdb's checkpoint call (empty: libdb's) and how long one is waited for.
   static void SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit);
@@ -99,7 +101,7 @@ class Store::Db {
   DB* peruser_ = nullptr;
   DB* lright_ = nullptr;
   DB* verified_ = nullptr;
-  bool wedged_ = false;  // a checkpoint never finished: nothing more is asked of libdb
+  std::atomic<bool> wedged_{false};  // a checkpoint never finished: nothing more is asked of libdb
 };
 
 }  // namespace storemove::store

@@ -791,5 +791,6 @@ std::vector<std::pair<std::string, std::string>> Store::PerUser(std::string_view
 }
 
 void Store::Checkpoint() { db_->Checkpoint(); }
+bool Store::EnvironmentStuck() const { return db_ && db_->wedged(); }
 
 }  // namespace storemove::store

@@ -149,7 +149,9 @@ struct ServeOptions {
 // its own thread; the Store's per-user write lock keeps one user from being restored by two sessions at once.
 // On stop, running sessions are cut off (an open folder stays unpublished) and joined. One line
 // per event goes to `log`, which the accept loop also asks to reopen its file when requested
-// (ServeLog::RequestReopen, SIGHUP). Ignores SIGPIPE for the process.
+// (ServeLog::RequestReopen, SIGHUP). Ignores SIGPIPE for the process. When the store's mboxlist
+// environment gets stuck (store::Store::EnvironmentStuck: a process died inside it), it stops
+// the same way within 200 ms and throws kTempFail: only a new open recovers the environment.
 void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, ServeLog& log);
 // The same with timestamped lines to `log` (tests, in-process servers).
 void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, std::ostream& log);

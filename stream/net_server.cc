@@ -185,7 +185,8 @@ class Server {
   Server(store::Store& store, const ServeOptions& options, ServeLog& log)
       : store_(store), options_(options), tls_(options.credentials, TlsContext::Side::kServer), log_(log) {}
 
-  void Run(const std::atomic<bool>* stop) {
+  // Returns false when it stopped because the store's environment is stuck (see Serve).
+  bool Run(const std::atomic<bool>* stop) {
     Endpoint bound;
     SocketBuffers buffers;
     UniqueFd listener = ListenTcp(ParseEndpoint(options_.listen), &bound, &buffers);
@@ -200,7 +201,15 @@ class Server {
     uint64_t next_id = 0;
     // Connections are accepted at once, whatever the sessions are doing: an unauthenticated one
     // costs a thread and a socket until its deadline, never a session slot.
+    bool stuck = false;
     while (!(stop && stop->load())) {
+      if (store_.EnvironmentStuck()) {
+        stuck = true;
+        log_.Line(LogPriority::kError, "storemove serve: the mboxlist environment of " + store_.root() +
+                                           " is stuck on a process that died inside it; stopping, so that a restart "
+                                           "(which recovers it) serves again");
+        break;
+      }
       log_.ReopenIfRequested();  // at most 200 ms after SIGHUP (the poll below wakes that often), even when idle
       Reap(&slots);
       pollfd p{listener.get(), POLLIN, 0};
@@ -242,6 +251,7 @@ class Server {
     for (auto& s : slots) s->conn->Abort();
     for (auto& s : slots) s->thread.join();
     log_.Line(LogPriority::kNotice, "storemove serve: stopped");
+    return !stuck;
   }
 
  private:
@@ -608,7 +618,11 @@ void Serve(store::Store& store, const ServeOptions& options, const std::atomic<b
   if (options.max_handshakes < 1) Throw(Errc::kInvalidArgument, "--max-handshakes must be at least 1");
   if (options.max_handshakes_per_address < 1)
     Throw(Errc::kInvalidArgument, "--max-handshakes-per-address must be at least 1");
-  Server(store, options, log).Run(stop);
+  // Every later session would fail: better to end, with a status a supervisor restarts on
+  // (the systemd unit's Restart=on-failure), than to refuse work until someone notices.
+  if (!Server(store, options, log).Run(stop))
+    Throw(Errc::kTempFail, "serve: the mboxlist environment of " + store.root() +
+                               " is stuck on a process that died inside it; start serve again (opening it recovers it)");
 }
 
 void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, std::ostream& log) {

@@ -27,6 +27,7 @@
 #include "format/format.h"
 #include "relinker/relinker.h"
 #include "store/generate.h"
+#include "store/mboxlist.h"
 #include "stream/net.h"
 #include "stream/net_conn.h"
 #include "stream/stream.h"
@@ -342,6 +343,65 @@ TEST(NetSession, StopCutsOffRunningSessions) {
   ::close(sock);
   EXPECT_TRUE(Contains(server.Log(), "cutting off 1 running session")) << server.Log();
   EXPECT_TRUE(Contains(server.Log(), "storemove serve: stopped")) << server.Log();
+}
+
+// A process killed inside a Berkeley DB checkpoint leaves the environment's checkpoint mutex
+// held (store/mboxlist.cc, BoundedCheckpoint): a restore's checkpoint then fails with "run
+// again". Every later restore would fail the same way, so serve stops by itself, with kTempFail
+// (exit 75, which the systemd unit restarts on); the next open recovers the environment. The
+// seam stands in for the dead owner: killing a process at that instant cannot be timed.
+TEST(NetSession, AStuckDatabaseEnvironmentStopsTheServerForARestart) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 5);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  std::string key = Key(tmp, "key");
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  store::Store::Db::SetCheckpointForTesting(
+      [released](DB_ENV*, u_int32_t) {
+        released.wait();
+        return 0;
+      },
+      std::chrono::milliseconds(200));
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.listen = "127.0.0.1:0";
+  std::promise<Endpoint> bound;
+  so.on_listening = [&bound](const Endpoint& e) { bound.set_value(e); };
+  std::atomic<bool> stop{false};
+  std::ostringstream log;
+  auto served = std::async(std::launch::async, [&] { Serve(*b, so, &stop, log); });
+  const Endpoint endpoint = bound.get_future().get();
+  try {
+    SessionReport r = SendBackup(*a, {}, endpoint, Psk(key));
+    ADD_FAILURE() << "a restore whose checkpoint never finished was reported done, errors " << r.errors;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
+    EXPECT_TRUE(Contains(e.what(), "run again")) << e.what();
+  }
+  // Nobody sets `stop`: the server ends on its own.
+  const bool ended = served.wait_for(std::chrono::seconds(kGuardSeconds)) == std::future_status::ready;
+  stop = true;
+  try {
+    served.get();
+    ADD_FAILURE() << "Serve() returned as if stopped";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
+    EXPECT_TRUE(Contains(e.what(), "start serve again")) << e.what();
+  }
+  EXPECT_TRUE(ended) << "the server went on after its environment got stuck";
+  EXPECT_TRUE(Contains(log.str(), "is stuck on a process that died inside it; stopping")) << log.str();
+  b.reset();  // leaves the stuck handles to the next open, without waiting
+  release.set_value();
+  store::Store::Db::SetCheckpointForTesting({}, std::chrono::seconds(30));
+
+  // The restarted serve (a new process, a new open) completes the restore and proves it. This
+  // process keeps its stuck handles, and libdb allows one environment handle per process
+  // (DB_REGISTER): reopening in place is not possible, which is why serve has to exit.
+  ServerProcess restarted(tmp / "B", {"--key", key});
+  SessionReport again = SendBackup(*a, {}, restarted.endpoint(), Psk(key));
+  EXPECT_EQ(again.errors, 0u) << (again.error_lines.empty() ? "" : again.error_lines[0]);
+  EXPECT_TRUE(VerifyRemote(*a, {}, restarted.endpoint(), Psk(key)).equal());
 }
 
 TEST(NetSession, CliBackupToAndServeBinary) {
