@@ -36,7 +36,7 @@ for lib in libdb5.3 libzstd1 libxxhash0 libssl3 'libstdc++6' libc6; do
     fail "Depends lacks $lib"
 done
 files=$(dpkg-deb -c "$deb" | awk '{ print $6 }')
-for f in ./usr/bin/storemove ./usr/share/man/man1/storemove.1.gz \
+for f in ./usr/bin/storemove ./usr/bin/storemove-local ./usr/share/man/man1/storemove.1.gz \
          ./usr/share/bash-completion/completions/storemove ./usr/lib/systemd/system/storemove-serve@.service \
          ./usr/lib/sysusers.d/storemove.conf ./usr/share/doc/storemove/examples/backup-groups.conf \
          ./usr/share/doc/storemove/examples/logrotate ./usr/share/doc/storemove/examples/serve.conf; do
@@ -70,6 +70,11 @@ grep -q '"storemove_version"' "$work/gen.json" || fail "gen --json has no storem
 /usr/bin/storemove init --store "$work/copy" >/dev/null
 /usr/bin/storemove restore --store "$work/copy" -f "$work/backup" 2>/dev/null
 /usr/bin/storemove verify --store "$work/copy" --source "$work/store" 2>/dev/null
+# storemove-local delivers into the same store, without libssl/libcrypto.
+printf 'Subject: local\r\n\r\nbody\r\n' | /usr/bin/storemove-local deliver --store "$work/copy" --user newbie --create >/dev/null ||
+  fail "storemove-local deliver failed"
+/usr/bin/storemove list --store "$work/copy" | grep -q 'user/newbie/INBOX' || fail "storemove-local's delivery is not listed"
+! ldd /usr/bin/storemove-local | grep -Eq 'libssl|libcrypto' || fail "storemove-local loads libssl or libcrypto"
 
 # The installed completion completes a subcommand of the installed program.
 out=$(bash -c 'source /usr/share/bash-completion/completions/storemove
@@ -84,6 +89,6 @@ if command -v systemd-analyze >/dev/null; then
 fi
 
 dpkg -r storemove >/dev/null || fail "dpkg -r failed"
-[ ! -e /usr/bin/storemove ] || fail "/usr/bin/storemove is still there after dpkg -r"
+[ ! -e /usr/bin/storemove ] && [ ! -e /usr/bin/storemove-local ] || fail "/usr/bin/storemove is still there after dpkg -r"
 dpkg --purge storemove >/dev/null || fail "dpkg --purge failed"
 echo "deb_test: installed, used and removed"

@@ -40,13 +40,14 @@ inline std::string SlurpFile(const std::string& path) {
 
 // `env` entries are "NAME=value"; STOREMOVE_STORE is always cleared first so the caller's
 // environment cannot leak into a test. `stdin_path` (if not empty) is a file fed as stdin.
-inline CliResult RunCliWithStdinFile(const std::vector<std::string>& args, const std::string& stdin_path,
-                                     const std::vector<std::string>& env = {}) {
+// RunProgram... run `program` (another binary of the package) the same way.
+inline CliResult RunProgramWithStdinFile(const std::string& program, const std::vector<std::string>& args,
+                                         const std::string& stdin_path, const std::vector<std::string>& env = {}) {
   TempDir io;
   const std::string in_path = stdin_path.empty() ? io / "stdin" : stdin_path;
   if (stdin_path.empty()) std::ofstream(in_path, std::ios::binary).flush();
   const std::string out_path = io / "stdout", err_path = io / "stderr";
-  std::vector<std::string> argv_storage = {STOREMOVE_BIN};
+  std::vector<std::string> argv_storage = {program};
   argv_storage.insert(argv_storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (std::string& a : argv_storage) argv.push_back(a.data());
@@ -78,12 +79,22 @@ inline CliResult RunCliWithStdinFile(const std::vector<std::string>& args, const
   return r;
 }
 
-inline CliResult RunCli(const std::vector<std::string>& args, const std::string& stdin_data = "",
-                        const std::vector<std::string>& env = {}) {
+inline CliResult RunCliWithStdinFile(const std::vector<std::string>& args, const std::string& stdin_path,
+                                     const std::vector<std::string>& env = {}) {
+  return RunProgramWithStdinFile(STOREMOVE_BIN, args, stdin_path, env);
+}
+
+inline CliResult RunProgram(const std::string& program, const std::vector<std::string>& args,
+                            const std::string& stdin_data = "", const std::vector<std::string>& env = {}) {
   TempDir io;
   const std::string in_path = io / "stdin-data";
   std::ofstream(in_path, std::ios::binary) << stdin_data;
-  return RunCliWithStdinFile(args, in_path, env);
+  return RunProgramWithStdinFile(program, args, in_path, env);
+}
+
+inline CliResult RunCli(const std::vector<std::string>& args, const std::string& stdin_data = "",
+                        const std::vector<std::string>& env = {}) {
+  return RunProgram(STOREMOVE_BIN, args, stdin_data, env);
 }
 
 // Starts the storemove binary without waiting for it, standard output and error to `out`.

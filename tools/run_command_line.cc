@@ -1,0 +1,62 @@
+#include "tools/run_command_line.h"
+
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "tools/version_string.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+namespace {
+
+int Fail(const std::string& program, std::string message, int status) {
+  for (char& c : message) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::fprintf(stderr, "%s: %s\n", program.c_str(), message.c_str());
+  return status;
+}
+
+}  // namespace
+
+int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
+  const std::string program = app.get_name();
+  app.require_subcommand(1);
+  app.set_version_flag("--version", VersionString(), "print the version and exit");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    return Fail(program, std::string(e.what()) + " (see " + program + " --help)",
+                ExitStatus(Errc::kInvalidArgument));
+  }
+
+  // Reader threads, folder locks and delivery gates of several groups add up: the soft limit
+  // of open files (1,024 by default, kept for select(2), which storemove never uses) is raised
+  // to the hard one, as systemd advises for such programs.
+  struct rlimit files;
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max == RLIM_INFINITY ? files.rlim_cur : files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
+
+  int status;
+  try {
+    status = action();
+  } catch (const Error& e) {
+    return Fail(program, e.what(), ExitStatus(e.code()));
+  } catch (const std::exception& e) {
+    return Fail(program, std::string("internal error: ") + e.what(), 70);  // EX_SOFTWARE
+  }
+  if (std::fflush(stdout) != 0) {
+    return Fail(program, std::string("write stdout: ") + std::strerror(errno), ExitStatus(Errc::kIo));
+  }
+  return status;
+}
+
+}  // namespace storemove::tools
