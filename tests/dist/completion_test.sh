@@ -36,5 +36,15 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 touch "$tmp/serve.log"
 expect "$tmp/serve.log" only serve --log "$tmp/se"
 expect "$tmp" "" backup --store "$tmp"
+# storemove-local (beside storemove in the build tree) completes from its own --help.
+local_bin=$(dirname "$bin")/storemove-local
+complete -p storemove-local | grep -q -- '-F _storemove' || { echo "not registered for storemove-local"; fail=1; }
+if [ -x "$local_bin" ]; then
+  bin=$local_bin
+  expect import only im
+  expect --create only deliver --crea
+else
+  echo "completion: no $local_bin"; fail=1
+fi
 [ $fail = 0 ] && echo "completion: all cases complete"
 exit $fail

@@ -37,7 +37,8 @@ for lib in libdb5.3 libzstd1 libxxhash0 libssl3 'libstdc++6' libc6; do
 done
 files=$(dpkg-deb -c "$deb" | awk '{ print $6 }')
 for f in ./usr/bin/storemove ./usr/bin/storemove-local ./usr/share/man/man1/storemove.1.gz \
-         ./usr/share/bash-completion/completions/storemove ./usr/lib/systemd/system/storemove-serve@.service \
+         ./usr/share/bash-completion/completions/storemove ./usr/share/bash-completion/completions/storemove-local \
+         ./usr/lib/systemd/system/storemove-serve@.service \
          ./usr/lib/sysusers.d/storemove.conf ./usr/share/doc/storemove/examples/backup-groups.conf \
          ./usr/share/doc/storemove/examples/logrotate ./usr/share/doc/storemove/examples/serve.conf; do
   grep -qx -- "$f" <<<"$files" || fail "the package lacks $f"
