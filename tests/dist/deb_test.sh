@@ -37,6 +37,7 @@ for lib in libdb5.3 libzstd1 libxxhash0 libssl3 'libstdc++6' libc6; do
 done
 files=$(dpkg-deb -c "$deb" | awk '{ print $6 }')
 for f in ./usr/bin/storemove ./usr/bin/storemove-local ./usr/share/man/man1/storemove.1.gz \
+         ./usr/share/man/man1/storemove-local.1.gz \
          ./usr/share/bash-completion/completions/storemove ./usr/share/bash-completion/completions/storemove-local \
          ./usr/lib/systemd/system/storemove-serve@.service \
          ./usr/lib/sysusers.d/storemove.conf ./usr/share/doc/storemove/examples/backup-groups.conf \
@@ -62,6 +63,9 @@ version=$(/usr/bin/storemove --version)
 [[ $version == "storemove $(dpkg-deb -f "$deb" Version)"* ]] || fail "storemove --version says '$version'"
 echo "deb_test: installed: $version"
 [ "$(man -w storemove)" = /usr/share/man/man1/storemove.1.gz ] || fail "man -w storemove: $(man -w storemove 2>&1)"
+# storemove-local's page is a .so to storemove's, which man-db follows.
+[ "$(man -w storemove-local)" = /usr/share/man/man1/storemove.1.gz ] ||
+  fail "man -w storemove-local: $(man -w storemove-local 2>&1)"
 getent passwd storemove >/dev/null || fail "postinst made no user storemove"
 
 # The installed program on a real store.
