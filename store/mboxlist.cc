@@ -183,9 +183,8 @@ std::mutex checkpoint_seam_mutex;
 std::function<int(DB_ENV*, u_int32_t)> checkpoint_call;  // tests only; empty: libdb's
 std::chrono::milliseconds checkpoint_limit{30000};
 
-long long CheckpointLimitSeconds() {
-  std::lock_guard lock(checkpoint_seam_mutex);
-  return static_cast<long long>(checkpoint_limit.count() / 1000);
+std::string LimitText(std::chrono::milliseconds limit) {
+  return limit.count() < 1000 ? std::to_string(limit.count()) + " ms" : std::to_string(limit.count() / 1000) + " s";
 }
 
 }  // namespace
@@ -227,6 +226,7 @@ bool Store::Db::BoundedCheckpoint(u_int32_t flags, int* ret) {
   }
   std::unique_lock lock(state->mutex);
   if (!state->done_cv.wait_for(lock, limit, [&] { return state->done; })) {
+    stuck_after_ms_ = limit.count();
     wedged_ = true;
     return false;
   }
@@ -242,9 +242,9 @@ void Store::Db::Close(bool checkpoint) {
   // docs/performance.md "Import (issue 12)".
   int ret = -1;
   if (checkpoint && env_ && !wedged_ && !BoundedCheckpoint(0, &ret))
-    std::fprintf(stderr, "storemove: warning: mboxlist %s: a checkpoint is still waiting after %lld s (a process died "
+    std::fprintf(stderr, "storemove: warning: mboxlist %s: a checkpoint is still waiting after %s (a process died "
                  "inside the database environment); left to the recovery of the next process that opens it\n",
-                 dir_.c_str(), CheckpointLimitSeconds());
+                 dir_.c_str(), LimitText(std::chrono::milliseconds(stuck_after_ms_.load())).c_str());
   if (wedged_) {
     // Closing the handles would wait on the same dead owner: they are left open, as a killed
     // process leaves them, for the next open's recovery.
@@ -365,8 +365,8 @@ void Store::Db::Checkpoint() {
   int ret = 0;
   if (wedged_ || !BoundedCheckpoint(DB_FORCE, &ret))
     Throw(Errc::kTempFail, "mboxlist " + dir_ + ": a checkpoint did not finish within " +
-                               std::to_string(CheckpointLimitSeconds()) +
-                               " s: a process died inside the database environment; run again (opening it recovers it)");
+                               LimitText(std::chrono::milliseconds(stuck_after_ms_.load())) +
+                               ": a process died inside the database environment; run again (opening it recovers it)");
   if (ret != 0) Fail(ret, "checkpoint");
 }
 

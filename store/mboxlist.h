@@ -84,6 +84,8 @@ class Store::Db {
   // waited for at most a limit (30 s): false when it did not finish, and the environment is
   // then left as it is (every commit is in the log already; the next open recovers it).
   bool BoundedCheckpoint(u_int32_t flags, int* ret);
+  // The limit of the wait that found the environment stuck, for the messages that say so.
+  std::atomic<std::chrono::milliseconds::rep> stuck_after_ms_{0};  // set before wedged_
   [[noreturn]] void Fail(int ret, const std::string& what);
   void Open(bool create);
   // Closes whatever is open: the destructor, and a constructor that failed part-way (which must

@@ -114,12 +114,17 @@ std::vector<std::string> GroupUsers(store::Store& store, const std::string& grou
 
 StatusChange SetStatusOf(store::Store& store, const std::vector<std::string>& users, const store::UserStatus& status,
                          bool include_moved) {
-  for (const std::string& user : users)  // the first unknown user named before any gate is taken
-    if (!store.FindUser(user)) Throw(Errc::kNoUser, "no such user: " + user + " (nobody was changed)");
   StatusChange change;
   change.status = status;
   const auto moved = include_moved ? store::Store::MovedUsers::kChange : store::Store::MovedUsers::kLeave;
-  for (auto& [user, was] : store.SetUsersStatus(users, status, moved)) {
+  std::vector<std::pair<std::string, store::UserStatus>> before;
+  try {
+    before = store.SetUsersStatus(users, status, moved);  // names the first unknown user, changes nobody
+  } catch (const Error& e) {
+    if (e.code() == Errc::kNoUser) Throw(Errc::kNoUser, std::string(e.what()) + " (nobody was changed)");
+    throw;
+  }
+  for (auto& [user, was] : before) {
     const bool left = !include_moved && was.state == store::UserState::kMoved;
     (left ? change.left_moved : change.changed).emplace_back(std::move(user), std::move(was));
   }
