@@ -41,6 +41,12 @@ struct InodeId {
 
 InodeId IdOf(const struct stat& st) { return {st.st_dev, st.st_ino}; }
 
+// Whether the open file `fd` is the inode `id` (a name may be given to another file at any time).
+bool IsInode(int fd, const InodeId& id) {
+  struct stat st;
+  return ::fstat(fd, &st) == 0 && IdOf(st) == id;
+}
+
 struct InodeHash {
   size_t operator()(const InodeId& id) const noexcept {
     return std::hash<uint64_t>()(uint64_t(id.ino) * 0x9e3779b97f4a7c15ULL ^ uint64_t(id.dev));
@@ -298,6 +304,7 @@ class PartitionPass {
           ++stats_.vanished;
           return;
         }
+        if (!IsInode(file.get(), mine)) return;  // another file took the name since: a later run
         if (!SameContent(entry.get(), file.get())) break;
         // The entry is full: this file becomes the entry the next copies are linked to, if its
         // inode has room for at least one of them once the entry links it too.
@@ -338,6 +345,7 @@ class PartitionPass {
         ++stats_.vanished;
         return;
       }
+      if (!IsInode(file.get(), IdOf(st))) return;  // another file took the name since
       if (target.valid() && SameContent(target.get(), file.get())) {
         if (MergeInto(targets[i], ts, path, st) == LinkResult::kTargetFull) targets[i] = path;
         return;
@@ -354,7 +362,7 @@ class PartitionPass {
                        const struct stat& st) {
     if (uint64_t(ts.st_nlink) >= link_limit_) return LinkResult::kTargetFull;
     if (uint64_t(ts.st_nlink) + uint64_t(st.st_nlink) > link_limit_) return LinkResult::kLeft;
-    LinkResult result = ReplaceWithLink(target, IdOf(ts), path);
+    LinkResult result = ReplaceWithLink(target, IdOf(ts), path, IdOf(st));
     switch (result) {
       case LinkResult::kLinked: ++stats_.linked; break;
       case LinkResult::kVanished: ++stats_.vanished; break;
@@ -369,11 +377,17 @@ class PartitionPass {
     return result;
   }
 
-  // Replaces the visible message file `path` by a link to `target`, atomically: the new link is
-  // made under a temporary name in the folder directory, checked to be the compared inode, and
-  // exchanged with `path` (RENAME_EXCHANGE fails when path was expunged meanwhile, so an
-  // expunged message is never brought back). Readers of the old file keep identical bytes.
-  LinkResult ReplaceWithLink(const std::string& target, const InodeId& target_id, const std::string& path) {
+  // Replaces the visible message file `path`, proven to hold target's bytes while it was the inode
+  // `path_id`, by a link to `target`, atomically: the new link is made under a temporary name in
+  // the folder directory, checked to be the compared inode, and exchanged with `path`
+  // (RENAME_EXCHANGE fails when path was expunged meanwhile, so an expunged message is never
+  // brought back). Readers of the old file keep identical bytes.
+  //
+  // The name `path` can be given to another message meanwhile (its folder deleted and another
+  // renamed to its name, UIDs starting at 1 again): what the exchange took out is checked to be
+  // the compared inode, and exchanged back if it is not, so that message is never replaced.
+  LinkResult ReplaceWithLink(const std::string& target, const InodeId& target_id, const std::string& path,
+                             const InodeId& path_id) {
     const std::string bucket_dir = path.substr(0, path.rfind('/'));
     const std::string temp = bucket_dir.substr(0, bucket_dir.rfind('/')) + "/tmp." + std::to_string(::getpid()) +
                              "." + RandomToken();
@@ -382,10 +396,28 @@ class PartitionPass {
       if (err == ENOENT || err == EXDEV) return PathExists(path) ? LinkResult::kLeft : LinkResult::kVanished;
       ThrowErrno("link " + target + " to " + temp, err);
     }
-    struct stat made;
-    if (!StatPath(temp, &made) || IdOf(made) != target_id) {
-      UnlinkPath(temp);  // the target's name was given to another file since it was compared
-      return LinkResult::kLeft;
+    {
+      UniqueFd made = TryOpenAt(AT_FDCWD, temp, O_RDONLY, 0, temp);
+      if (!made.valid() || !IsInode(made.get(), target_id)) {
+        UnlinkPath(temp);  // the target's name was given to another file since it was compared
+        return LinkResult::kLeft;
+      }
+      // The target may be a restore's or an import's new file whose data is not on the disk yet
+      // (they sync once at their end): written before the exchange, it is on stable storage by the
+      // time the journal commits the exchange, so a power cut cannot leave `path` naming an
+      // empty file where it held a durable message. No device flush: free when already written.
+      if (::sync_file_range(made.get(), 0, 0,
+                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
+          errno != ESPIPE && errno != EINVAL) {
+        const int err = errno;
+        UnlinkPath(temp);
+        ThrowErrno("write " + target + " back", err);
+      }
+    }
+    struct stat now;
+    if (!StatPath(path, &now) || IdOf(now) != path_id) {
+      UnlinkPath(temp);  // expunged or replaced since it was compared: left as it is
+      return PathExists(path) ? LinkResult::kLeft : LinkResult::kVanished;
     }
     if (options_.before_exchange) options_.before_exchange(path);
     if (int err = RenameAt(AT_FDCWD, temp, AT_FDCWD, path, RENAME_EXCHANGE)) {
@@ -398,7 +430,17 @@ class PartitionPass {
       if (err == ENOENT) return LinkResult::kVanished;
       ThrowErrno("replace " + path + " by a link to " + target, err);
     }
-    // `temp` now names the old file.
+    // `temp` now names what `path` held.
+    struct stat old;
+    if (!StatPath(temp, &old) || IdOf(old) != path_id) {
+      // Another message took the name between the check and the exchange: it goes back.
+      if (int err = RenameAt(AT_FDCWD, temp, AT_FDCWD, path, RENAME_EXCHANGE))
+        ThrowErrno("put back " + path + " (left as " + temp + ")", err);
+      struct stat back;
+      if (StatPath(temp, &back) && IdOf(back) == target_id) UnlinkPath(temp);
+      else Throw(Errc::kIo, "relink: " + path + " changed again while being put back; its former file is " + temp);
+      return LinkResult::kLeft;
+    }
     if (int err = UnlinkPath(temp); err != 0 && err != ENOENT) ThrowErrno("unlink " + temp, err);
     return LinkResult::kLinked;
   }

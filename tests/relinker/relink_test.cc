@@ -17,6 +17,7 @@
 
 #include "relinker/relink.h"
 #include "relinker/relinker.h"
+#include "store/admin.h"
 #include "store/generate.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
@@ -479,6 +480,41 @@ TEST(Relink, MessageExpungedJustBeforeTheSwapIsNotBroughtBack) {
   EXPECT_TRUE(s->OpenFolder("b", "INBOX")->Snapshot().messages.empty());
   ExpectNoStrayFiles(*s);  // no <uid>.msg without a record, no temporary link
   EXPECT_EQ(stats.after.messages, 1u);
+}
+
+// The path of the compared message is given to another message just before the swap (its folder
+// deleted and another folder renamed to its name: UIDs start at 1 again). The exchange takes the
+// other message out; it must be put back, not unlinked.
+TEST(Relink, AMessageThatTookTheComparedPathJustBeforeTheSwapIsKept) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('x', 4000), y = Message('y', 300);
+  Deliver(*s, "a", "INBOX", x);
+  s->CreateFolder("b", "INBOX");
+  ASSERT_EQ(Deliver(*s, "b", "Work", x), 1u);
+  ASSERT_EQ(Deliver(*s, "b", "Play", y), 1u);
+  RelinkOptions options;
+  int calls = 0;
+  options.before_exchange = [&](const std::string& path) {
+    if (path != s->OpenFolder("b", "Work")->MessagePath(1)) return;
+    ++calls;
+    store::DeleteFolder(*s, "b", "Work");
+    store::RenameFolder(*s, "b", "Play", "Work");
+    ASSERT_EQ(s->OpenFolder("b", "Work")->MessagePath(1), path);  // the same name, another message
+  };
+  const RelinkStats stats = Relink(*s, options);
+  EXPECT_EQ(calls, 1);
+  auto f = s->OpenFolder("b", "Work");
+  const std::vector<store::MessageMeta> messages = f->Snapshot().messages;
+  ASSERT_EQ(messages.size(), 1u);
+  UniqueFd fd = f->OpenMessage(1);
+  ASSERT_TRUE(fd.valid());
+  std::string bytes(y.size() + 1, '\0');
+  ASSERT_EQ(::pread(fd.get(), bytes.data(), bytes.size(), 0), ssize_t(y.size()));
+  bytes.resize(y.size());
+  EXPECT_EQ(bytes, y) << "the message renamed into F was replaced by the one compared";
+  EXPECT_EQ(stats.linked, 0u);
+  ExpectNoStrayFiles(*s);
 }
 
 TEST(Relink, RacingALiveDelivererLosesNothing) {
