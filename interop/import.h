@@ -1,6 +1,6 @@
 // storemove import (Sun's imsimport) in bulk: many UNIX mbox files, of one user or of many, in
 // one run, with restore's durability model (docs/store-format.md §6.10):
-//  * no fsync per message file; the caller syncs the store's filesystems once (SyncStoreFilesystems)
+//  * no fsync per message file; the caller syncs the store's filesystems once (store::StoreSync)
 //    before it reports success, so an import that exits 0 is on stable storage;
 //  * never half-visible: a folder the import creates is filled unpublished (no mboxlist record)
 //    under the user's write lock and published only when the whole file is in; an existing folder

@@ -132,7 +132,7 @@ std::optional<StagedMessage> Folder::StageLink(const std::string& existing_path,
   return StagedMessage{name, meta};
 }
 
-bool Folder::RepairMissingFile(StagedMessage& staged) {
+bool Folder::RepairMissingFile(StagedMessage& staged, const struct stat* damaged) {
   std::vector<StagedMessage> doomed{staged};
   const std::string shown = path_ + "/store.idx";
   const std::string rel = MessageRelPath(staged.meta.uid);
@@ -143,7 +143,10 @@ bool Folder::RepairMissingFile(StagedMessage& staged) {
     for (const MessageMeta& m : index::Read(idx.get(), shown).records)
       listed = listed || (m.uid == staged.meta.uid && m.digest == staged.meta.digest && m.size == staged.meta.size);
     struct stat st;
-    if (listed && StatNoFollow(path_ + "/" + rel, &st) == ENOENT) {
+    const int err = StatNoFollow(path_ + "/" + rel, &st);
+    const bool replaceable = err == ENOENT || (damaged && err == 0 && st.st_dev == damaged->st_dev &&
+                                               st.st_ino == damaged->st_ino);
+    if (listed && replaceable) {
       std::string bucket = rel.substr(0, rel.find('/'));
       if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
       if (store_->durability() == Durability::kBatch) {

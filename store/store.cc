@@ -774,9 +774,10 @@ std::vector<std::string> Store::Subscriptions(std::string_view user) {
 }
 
 void Store::SetPerUser(std::string_view mailbox, std::string_view reader, std::string_view data) {
-  ParseMailboxName(mailbox);  // validates
+  auto [user, folder] = ParseMailboxName(mailbox);  // validates
   ValidateUserId(reader);
-  std::string key = std::string(mailbox) + std::string(1, '\0') + std::string(reader);
+  // Keyed by the mailbox's name as stored ("inbox" is INBOX), which is what readers ask for.
+  std::string key = "user/" + user + "/" + NormalizeFolder(folder) + std::string(1, '\0') + std::string(reader);
   db_->Txn([&](DB_TXN* txn) { db_->Put(db_->peruser(), txn, key, data); });
 }
 

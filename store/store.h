@@ -11,6 +11,8 @@
 //  * Message files are immutable once visible (they may be hard links shared by many folders).
 #pragma once
 
+#include <sys/stat.h>
+
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -226,9 +228,10 @@ class Folder {
   std::vector<uint32_t> Commit(std::vector<StagedMessage>& batch);
   // Puts back the lost file of a message store.idx still lists (damage, §6.2): `staged` must
   // hold the recorded size and digest; it is renamed onto the message's name under the
-  // exclusive lock if the file is still missing. False (and the staged file removed) when the
-  // record is gone or changed, or a file is there again.
-  bool RepairMissingFile(StagedMessage& staged);
+  // exclusive lock if the file is still missing, or, with `damaged` (the stat of a file found
+  // not to hold the recorded bytes), if that very file is still there. False (and the staged
+  // file removed) when the record is gone or changed, or another file is there.
+  bool RepairMissingFile(StagedMessage& staged, const struct stat* damaged = nullptr);
   // Discards staged messages that will not be committed.
   void Discard(std::vector<StagedMessage>& batch);
 

@@ -27,7 +27,9 @@ BackgroundWriteback::BackgroundWriteback(Store& store, uint64_t every_bytes) : e
   if (!filesystems_.empty()) thread_ = std::thread([this] { Loop(); });
 }
 
-BackgroundWriteback::~BackgroundWriteback() {
+BackgroundWriteback::~BackgroundWriteback() { EndRounds(); }
+
+void BackgroundWriteback::EndRounds() {
   if (!thread_.joinable()) return;
   {
     std::lock_guard lock(mu_);
@@ -49,7 +51,8 @@ void BackgroundWriteback::Wrote(uint64_t bytes) {
   cv_.notify_one();
 }
 
-void BackgroundWriteback::CheckErrors() {
+void BackgroundWriteback::Stop() {
+  EndRounds();
   std::lock_guard lock(mu_);
   if (!error_.empty()) Throw(Errc::kIo, error_);
 }

@@ -30,9 +30,11 @@ class BackgroundWriteback {
 
   // `bytes` more were written; asks for a syncfs once every_bytes have accumulated (never waits).
   void Wrote(uint64_t bytes);
-  // Throws what a background syncfs failed with (a write error of the disk), if one did: the
-  // final syncfs opens its own descriptors and would not see an error reported here already.
-  void CheckErrors();
+  // Ends the background rounds, waiting for one in progress, and throws what any of them failed
+  // with (a write error of the disk). Called before the load's final sync (store::StoreSync):
+  // checked while a round still ran, an error that round met would be lost. Wrote does nothing
+  // afterwards.
+  void Stop();
   // How many background syncfs rounds have run, and a wait for the nth (tests).
   uint64_t runs() const;
   void WaitForRuns(uint64_t n);
@@ -41,6 +43,7 @@ class BackgroundWriteback {
 
  private:
   void Loop();
+  void EndRounds();  // joins the thread; a round in progress finishes first
 
   std::vector<UniqueFd> filesystems_;  // one directory per disk filesystem of the store
   std::vector<std::string> names_;

@@ -14,7 +14,7 @@
 //  * Flags: \Seen \Answered \Flagged \Deleted \Draft map to the store's system flags, keywords to
 //    user flags (64 per folder; more are dropped and counted); \Recent is not kept. INTERNALDATE
 //    becomes the internal date. Subscriptions are copied.
-//  * No fsync per file: the caller syncs the store once (store::SyncStoreFilesystems) before it
+//  * No fsync per file: the caller syncs the store once (store::StoreSync, opened before it starts) before it
 //    reports success, as restore does.
 #pragma once
 

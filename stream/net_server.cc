@@ -248,7 +248,17 @@ class Server {
     changed_.notify_all();
     if (!slots.empty())
       log_.Line(LogPriority::kNotice, "storemove serve: stopping; cutting off " + std::to_string(slots.size()) + " running session(s)");
-    for (auto& s : slots) s->conn->Abort();
+    // A connection waiting for a session slot is not cut: its thread wakes (stopping_) and
+    // answers ERROR kTempFail first, so a client (a migrate) retries once the server is back
+    // instead of taking a closed connection for a refused authentication.
+    for (auto& s : slots) {
+      bool waiting;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        waiting = s->state == Slot::State::kWaiting;
+      }
+      if (!waiting) s->conn->Abort();
+    }
     for (auto& s : slots) s->thread.join();
     log_.Line(LogPriority::kNotice, "storemove serve: stopped");
     return !stuck;
@@ -331,7 +341,7 @@ class Server {
     slot.state = Slot::State::kWaiting;
     bool free = changed_.wait_for(lock, std::chrono::seconds(options_.idle_timeout_seconds),
                                   [&] { return stopping_ || sessions_ < options_.max_sessions; });
-    if (stopping_) Throw(Errc::kInterrupted, "the server is stopping");
+    if (stopping_) Throw(Errc::kTempFail, "the server is stopping; try again once it is back");
     if (!free)
       Throw(Errc::kTempFail, "no session slot free within " + std::to_string(options_.idle_timeout_seconds) + " s (" +
                                  std::to_string(options_.max_sessions) + " sessions running, --max-sessions)");
@@ -468,11 +478,6 @@ class Server {
                nlohmann::json{{"protocol", kProtocolVersion}, {"store_id", store_.store_id()}}.dump());
   }
 
-  void Sync() {
-    // Success is reported only once the restored messages are on stable storage (as restore does).
-    store::SyncStoreFilesystems(store_);
-  }
-
   // Which contents the repository of the user's (future) partition holds: the ANSWER to a
   // QUERY, given by the I/O thread as soon as the QUERY arrives. Only a hint: restore proves
   // every held record's bytes before linking.
@@ -521,6 +526,9 @@ class Server {
       store::ValidateUserId(to);
     }
     log_.Info(who + ": restore started (" + tls_.Describe() + ")");
+    // Success is reported only once the restored messages are on stable storage (as restore
+    // does); opened now to hear of every write-back error of this session's writes.
+    store::StoreSync sync(store_);
     options.on_wait = [this, who](const std::string& why) { log_.Info(who + ": " + why); };
     uint64_t bytes_before = conn.bytes_in();
     SendReady(conn, began);
@@ -533,7 +541,7 @@ class Server {
       pump.Finish();
     }
     report.stream_bytes = conn.bytes_in() - bytes_before;
-    Sync();
+    sync.Sync();
     WriteFrame(conn, FrameType::kResult, ReportToJson(report));
     log_.Line(report.errors ? LogPriority::kError : LogPriority::kInfo, who + ": " + report.Summary("restore"));
     for (const std::string& line : report.error_lines) log_.Line(LogPriority::kError, who + ": error: " + line);

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include "stream/records.h"
 #include "stream/stream.h"
 #include "stream/toc.h"
+#include "util/digest.h"
 #include "util/error.h"
 
 namespace storemove::stream {
@@ -97,7 +99,13 @@ class RestoreSession {
   SessionReport Run() {
     using Event = format::Decoder::Event;
     for (;;) {
-      Event ev = decoder_.Next();
+      Event ev;
+      try {
+        ev = decoder_.Next();
+      } catch (const Error&) {
+        AbandonFolder();  // a corrupt or truncated stream: no staged file of the open folder left behind
+        throw;
+      }
       switch (ev) {
         case Event::kHeader:
           if (toc_) PrintHeader();
@@ -142,7 +150,7 @@ class RestoreSession {
         throw;
       }
       ++report_.errors;
-      report_.error_lines.push_back(current_mailbox_ + ": " + e.what() + "; folder skipped");
+      AddErrorLine(current_mailbox_ + ": " + e.what() + "; folder skipped");
       AbandonFolder();
       skipping_ = true;
     }
@@ -197,7 +205,7 @@ class RestoreSession {
     } catch (const Error& e) {
       if (!options_.continue_on_error || e.code() == Errc::kCorrupt) throw;
       ++report_.errors;
-      report_.error_lines.push_back("user " + r.user + ": " + e.what() + "; skipped");
+      AddErrorLine("user " + r.user + ": " + e.what() + "; skipped");
     }
   }
 
@@ -212,6 +220,9 @@ class RestoreSession {
     if (!store_) return;
     store::ValidateUserId(user_);
     store::ValidateFolderName(r.folder);
+    // A folder made with a fresh UIDVALIDITY instead would not be recognised by a rerun, which
+    // would then append every message again (IMAP's UIDVALIDITY is never 0; ours neither).
+    if (r.uidvalidity == 0) Throw(Errc::kInvalidArgument, "stream: folder record with UIDVALIDITY 0");
     // What is stored after the folder is published must be valid before anything is written.
     store::ValidateAcl(r.acl);
     for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
@@ -225,6 +236,8 @@ class RestoreSession {
       existing = store_->FindFolder(user_, folder_name_);
     }
     present_.clear();
+    unclaimed_.clear();
+    uidnext_raised_ = false;
     // An incremental or unchanged block describes changes to the folder the receiver holds
     // (docs/stream-format.md §13): without that folder (same uidvalidity) it does not settle it.
     const bool mergeable = existing && existing->uidvalidity == r.uidvalidity && !options_.skip_existing_check;
@@ -243,6 +256,13 @@ class RestoreSession {
       mode_ = existing->uidvalidity == r.uidvalidity && !options_.skip_existing_check ? Mode::kMerge : Mode::kAppend;
       if (mode_ == Mode::kMerge)
         for (const store::MessageMeta& m : snap.messages) present_.emplace(m.uid, m);
+      // Messages a rerun must not append again: in append mode all of the folder's (an earlier,
+      // interrupted run appended some); in a merge those above the source's UIDs (where an
+      // earlier run put the stream's messages whose UID here held other bytes). Unless -i.
+      if (!options_.skip_existing_check)
+        for (const store::MessageMeta& m : snap.messages)
+          if (mode_ == Mode::kAppend || (r.uidnext != 0 && m.uid >= r.uidnext))
+            unclaimed_[ContentKey(m.digest, m.size)].push_back(m.uid);
       MergeUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
     }
     std::string partition = store_->FindUser(user_)->partition;
@@ -287,18 +307,38 @@ class RestoreSession {
 
   // Decides the UID a message gets: its own (new/merge) or the next one (append); nullopt when
   // it is already present (same UID, same digest) and only its flags may need updating.
+  // present_uid_ is the UID of the folder's copy; claimed_ when it is not the stream's UID (a
+  // copy that an earlier run appended: taken once, for one message of the stream).
   bool AlreadyPresent(const format::MessageRecord& r, store::MessageMeta* meta) {
     meta->user_flags = MapUserFlags(r.user_flags);
-    if (mode_ == Mode::kMerge) in_stream_.insert(r.uid);
-    if (mode_ == Mode::kAppend) {
-      meta->uid = 0;
-      return false;
+    claimed_ = false;
+    present_uid_ = r.uid;
+    if (mode_ == Mode::kNew) return false;
+    if (mode_ == Mode::kMerge) {
+      in_stream_.insert(r.uid);
+      auto it = present_.find(r.uid);
+      if (it == present_.end()) return false;
+      if (it->second.digest == r.digest && it->second.size == r.size) return true;
     }
-    auto it = present_.find(r.uid);
-    if (it == present_.end()) return false;
-    if (it->second.digest == r.digest && it->second.size == r.size) return true;
-    meta->uid = 0;  // same UID, other content: keep both
-    return false;
+    meta->uid = 0;  // appended: a new UID (in a merge: same UID, other content, keep both)
+    if (mode_ == Mode::kMerge && !uidnext_raised_) {
+      // Above every UID of the source, so the copy takes none a later message of the stream
+      // brings, and a rerun finds it among the copies past the source's UIDs (unclaimed_).
+      folder_->RaiseUidNext(folder_record_.uidnext);
+      uidnext_raised_ = true;
+    }
+    auto it = unclaimed_.find(ContentKey(r.digest, r.size));
+    if (it == unclaimed_.end() || it->second.empty()) return false;
+    present_uid_ = it->second.back();
+    it->second.pop_back();
+    claimed_ = true;
+    return true;
+  }
+
+  static std::string ContentKey(const Digest& digest, uint64_t size) {
+    std::string key(reinterpret_cast<const char*>(digest.bytes.data()), digest.bytes.size());
+    key.append(reinterpret_cast<const char*>(&size), sizeof size);
+    return key;
   }
 
   void OnMessage(const format::MessageRecord& r) {
@@ -313,7 +353,11 @@ class RestoreSession {
     }
     meta_ = ToMeta(r);
     if (AlreadyPresent(r, &meta_)) {
-      UniqueFd have = folder_->OpenMessageFile(r.uid);
+      UniqueFd have = folder_->OpenMessageFile(present_uid_);
+      if (!have.valid() && claimed_) {
+        NewCopy();  // expunged meanwhile, or lost: the stream's bytes as a new message
+        return;
+      }
       if (!have.valid()) {
         // Listed with these very bytes but its file is lost (damage, docs/store-format.md
         // §6.2): the stream carries them, so a rerun puts the file back under its UID.
@@ -323,6 +367,13 @@ class RestoreSession {
       }
       // Compare while reading, to prove the existing file really holds these bytes before it
       // serves as the repository copy for later links to this content.
+      if (::fstat(have.get(), &present_stat_) != 0) ThrowErrno("stat " + folder_->MessagePath(present_uid_));
+      if (uint64_t(present_stat_.st_size) != r.size) {
+        // Not the recorded size: damaged (or appended to). The stream's bytes replace it.
+        if (claimed_) NewCopy();
+        else StartRepairOfDamaged();
+        return;
+      }
       action_ = Action::kVerifyPresent;
       matcher_.emplace(std::move(have), r.size);
       return;
@@ -347,12 +398,17 @@ class RestoreSession {
       case Action::kRepair: writer_->Write(body); return;
       case Action::kVerifyPresent:
         if (!matcher_->Feed(body.data(), body.size())) {
-          // Same UID and digest but other bytes (a collision or a damaged file): keep both.
+          // Listed with this digest but other bytes. A file whose bytes do not have the digest
+          // its record lists is damaged: the stream's bytes replace it. One that has it is a
+          // collision of the digest: both are kept, the stream's as a new message.
+          const bool damaged = !claimed_ && !FileHasDigest(matcher_->file(), message_.digest, message_.size);
           meta_.uid = 0;
           SwitchToWriting();
+          if (damaged) action_ = Action::kRepairDamaged;
           writer_->Write(body);
         }
         return;
+      case Action::kRepairDamaged: writer_->Write(body); return;
       case Action::kMatch:
         if (!matcher_->Feed(body.data(), body.size())) {
           SwitchToWriting();
@@ -360,6 +416,35 @@ class RestoreSession {
         }
         return;
     }
+  }
+
+  // The present message is written anew from the stream (a new UID, as an append).
+  void NewCopy() {
+    meta_.uid = 0;
+    action_ = Action::kWrite;
+    writer_ = folder_->NewMessage();
+    written_.Add(message_.digest);
+  }
+
+  // The present file of the stream's UID is damaged: the stream's bytes are written and replace it.
+  void StartRepairOfDamaged() {
+    action_ = Action::kRepairDamaged;
+    writer_ = folder_->NewMessage();
+  }
+
+  bool FileHasDigest(int fd, const Digest& digest, uint64_t size) {
+    Hasher hasher;
+    std::string buf(1 << 20, '\0');
+    uint64_t total = 0;
+    for (off_t off = 0;;) {
+      const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+      if (n < 0) ThrowErrno("read " + folder_->MessagePath(present_uid_));
+      if (n == 0) break;
+      hasher.Update(buf.data(), size_t(n));
+      total += uint64_t(n);
+      off += n;
+    }
+    return total == size && hasher.Final() == digest;
   }
 
   // Stops comparing: writes the prefix that matched, then the caller writes the rest.
@@ -380,7 +465,8 @@ class RestoreSession {
   void OnMessageEnd() {
     switch (action_) {
       case Action::kIgnore: return;
-      case Action::kRepair: {
+      case Action::kRepair:
+      case Action::kRepairDamaged: {
         store::StagedMessage staged = writer_->Finish(meta_);
         writer_.reset();
         if (staged.meta.digest != message_.digest || staged.meta.size != message_.size) {
@@ -390,7 +476,8 @@ class RestoreSession {
                                     " does not match its digest after writing");
         }
         staged.meta.uid = message_.uid;
-        if (folder_->RepairMissingFile(staged)) {
+        const bool damaged = action_ == Action::kRepairDamaged;
+        if (folder_->RepairMissingFile(staged, damaged ? &present_stat_ : nullptr)) {
           ++report_.repaired;
           ++report_.skipped;
           // The repaired file holds the bytes the stream just delivered: later links may use it.
@@ -400,13 +487,15 @@ class RestoreSession {
       }
       case Action::kVerifyPresent: {
         ++report_.skipped;
-        store::MessageMeta& have = present_[message_.uid];
-        if (have.flags != meta_.flags || have.user_flags != meta_.user_flags) {
-          Commit();  // pending appends first, so the flag change lands on a committed record
-          folder_->SetFlags(message_.uid, meta_.flags, meta_.user_flags);
+        if (!claimed_) {
+          store::MessageMeta& have = present_[message_.uid];
+          if (have.flags != meta_.flags || have.user_flags != meta_.user_flags) {
+            Commit();  // pending appends first, so the flag change lands on a committed record
+            folder_->SetFlags(message_.uid, meta_.flags, meta_.user_flags);
+          }
         }
         // The present file holds the bytes the stream just delivered (compared while reading).
-        ProveCommitted(message_.uid, message_.digest, contents_, /*replace_entry=*/false);
+        ProveCommitted(present_uid_, message_.digest, contents_, /*replace_entry=*/false);
         matcher_.reset();
         return;
       }
@@ -711,7 +800,33 @@ class RestoreSession {
 
   void ReportMessageError(const format::MessageRecord& r, const std::string& what) {
     ++report_.errors;
-    report_.error_lines.push_back(current_mailbox_ + " UID " + std::to_string(r.uid) + ": " + what);
+    AddErrorLine(current_mailbox_ + " UID " + std::to_string(r.uid) + ": " + what);
+  }
+
+  // With -c y every skipped record may add a line: at most kMaxErrorLines are kept (memory stays
+  // bounded whatever the stream holds), the rest counted. Names come from the stream: control
+  // characters are shown as \xNN, so a hostile name cannot forge a line or drive the terminal.
+  static constexpr size_t kMaxErrorLines = 1000;
+  void AddErrorLine(const std::string& line) {
+    if (report_.error_lines.size() >= kMaxErrorLines) {
+      ++error_lines_dropped_;
+      return;
+    }
+    std::string shown;
+    for (size_t i = 0; i < line.size(); ++i) {
+      const auto c = static_cast<unsigned char>(line[i]);
+      const bool c1 = c == 0xc2 && i + 1 < line.size() && static_cast<unsigned char>(line[i + 1]) >= 0x80 &&
+                      static_cast<unsigned char>(line[i + 1]) <= 0x9f;  // U+0080..U+009F in UTF-8
+      if (c < 0x20 || c == 0x7f || c1) {
+        char buf[16];
+        if (c1) std::snprintf(buf, sizeof buf, "\\x%02x\\x%02x", c, static_cast<unsigned char>(line[++i]));
+        else std::snprintf(buf, sizeof buf, "\\x%02x", c);
+        shown += buf;
+      } else {
+        shown += line[i];
+      }
+    }
+    report_.error_lines.push_back(std::move(shown));
   }
 
   // `content_id`: the content this file holds and proves once committed; 0 for a link to a
@@ -869,16 +984,18 @@ class RestoreSession {
   }
 
   void Finish() {
+    if (error_lines_dropped_)
+      report_.error_lines.push_back("... and " + std::to_string(error_lines_dropped_) + " more errors not listed");
     if (store_) {
       RecomputePendingQuota();
       store_->Checkpoint();
-      writeback_->CheckErrors();
+      writeback_->Stop();  // before the caller's final sync
     }
     progress_.Finish();
     report_.seconds = progress_.seconds();
   }
 
-  enum class Action { kIgnore, kWrite, kMatch, kVerifyPresent, kRepair };
+  enum class Action { kIgnore, kWrite, kMatch, kVerifyPresent, kRepair, kRepairDamaged };
 
   store::Store* store_;
   format::Decoder& decoder_;
@@ -901,6 +1018,8 @@ class RestoreSession {
   std::string partition_path_;  // of the open folder
   std::unique_ptr<relinker::Repository> repository_;
   std::unordered_map<uint32_t, store::MessageMeta> present_;
+  // Copies in the folder a stream message may be found as, by content (ContentKey) -> UIDs.
+  std::unordered_map<std::string, std::vector<uint32_t>> unclaimed_;
   std::unordered_set<uint32_t> in_stream_;  // UIDs of the open merge folder seen in the stream
   std::map<std::string, bool> empty_repository_;  // partition -> repository empty at first use
   bool repository_was_empty_ = false;
@@ -918,6 +1037,11 @@ class RestoreSession {
   Action action_ = Action::kIgnore;
   std::unique_ptr<store::MessageWriter> writer_;
   std::optional<relinker::IncomingMatcher> matcher_;
+  uint32_t present_uid_ = 0;   // the folder's copy of the open message (kVerifyPresent, kRepairDamaged)
+  bool claimed_ = false;       // present_uid_ is not the stream's UID (AlreadyPresent)
+  bool uidnext_raised_ = false;  // the merged folder's uidnext is past the source's already
+  struct stat present_stat_ {};  // of the present file found damaged (kRepairDamaged)
+  size_t error_lines_dropped_ = 0;
 
   // Content ids handed out so far (the decoder checks links against them); the few contents
   // whose digest collided with other bytes in the repository.

@@ -87,6 +87,7 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
           "--maildir imports the whole tree into the user's folders: no --list, -s, -d, --mboxo or FILE with it");
   if (o.user.empty()) Throw(Errc::kInvalidArgument, "import --maildir needs -u USER");
   auto store = store::Store::Open(root, {store::Durability::kNone});
+  store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
   interop::MaildirImportOptions options;
   options.user = o.user;
   options.dir = o.maildir;
@@ -108,7 +109,7 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
     std::printf("\n");
   };
   interop::MaildirImportReport report = interop::ImportMaildir(*store, options);
-  store::SyncStoreFilesystems(*store);
+  sync.Sync();
   std::printf("imported %llu messages (%llu bytes, %llu already present) from %zu folders of %s for user %s",
               static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
               static_cast<unsigned long long>(report.skipped), report.folders.size(), o.maildir.c_str(),
@@ -135,6 +136,7 @@ int RunImport(const ImportCliOptions& o) {
 
   // No fsync per file: one syncfs of the store's filesystems before success (interop/import.h).
   auto store = store::Store::Open(root, {store::Durability::kNone});
+  store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
   interop::ImportOptions options;
   options.flavor = o.mboxo ? interop::MboxFlavor::kMboxo : interop::MboxFlavor::kMboxrd;
   options.append_all = o.append_all;
@@ -150,7 +152,7 @@ int RunImport(const ImportCliOptions& o) {
     std::printf("\n");
   };
   interop::ImportReport report = interop::ImportMboxes(*store, jobs, options);
-  store::SyncStoreFilesystems(*store);
+  sync.Sync();
   if (jobs.size() > 1)
     std::printf("imported %llu messages (%llu bytes, %llu already present) from %llu files for %llu users\n",
                 static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),

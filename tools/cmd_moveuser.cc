@@ -67,6 +67,7 @@ int RunMoveUser(MoveUserCliOptions& o) {
 
   // No fsync per file: one syncfs of the store's filesystems before success, as restore.
   auto store = store::Store::Open(root, {store::Durability::kNone});
+  store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
   stream::MoveUserOptions options;
   options.jobs = o.jobs;
   options.hold = o.hold;
@@ -99,7 +100,7 @@ int RunMoveUser(MoveUserCliOptions& o) {
     std::fflush(stdout);
   };
   const stream::MoveUserReport report = stream::MoveUsers(*store, o.source, accounts, options);
-  store::SyncStoreFilesystems(*store);
+  sync.Sync();
   if (o.json) {
     nlohmann::json users = nlohmann::json::array();
     for (const stream::MoveUserResult& r : report.users) users.push_back(ToJson(r));

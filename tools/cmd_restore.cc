@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include <iostream>
+#include <optional>
 
 #include "format/zstd_codec.h"
 #include "store/sync.h"
@@ -59,10 +60,12 @@ int RunRestore(const RestoreCliOptions& o) {
   options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove restore: %s\n", why.c_str()); };
 
   std::unique_ptr<store::Store> store;
+  std::optional<store::StoreSync> sync;  // opened before the first write (store/sync.h)
   if (!o.toc) {
     store = OpenStore(o.store_dir);
     if (!o.partition.empty() && !IsDirectory(store->PartitionPath(o.partition) + "/=user"))
       Throw(Errc::kNotFound, "--partition: no partition '" + o.partition + "' in " + store->root());
+    sync.emplace(*store);
   }
   UniqueFd fd = stream::OpenInput(o.file);
   options.toc_json = o.json;
@@ -76,7 +79,7 @@ int RunRestore(const RestoreCliOptions& o) {
     // One syncfs per session instead of an fsync per file: when restore reports success the
     // restored messages are on stable storage (docs/store-format.md §6.6), partitions mounted
     // elsewhere included.
-    store::SyncStoreFilesystems(*store);
+    sync->Sync();
   }
   ReportSession(report, o.toc ? "toc" : "restore", o.json);
   return report.errors ? ExitStatus(Errc::kCorrupt) : 0;

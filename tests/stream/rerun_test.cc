@@ -1,0 +1,209 @@
+// Restore run again over its own result finishes the job without adding copies: into a folder of
+// another UIDVALIDITY (append mode), over a UID that holds other bytes, over a damaged file; and
+// what a stream's names or error count cannot do to the report.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "format/format.h"
+#include "store/store.h"
+#include "stream/stream.h"
+#include "tests/support/temp_dir.h"
+#include "util/digest.h"
+#include "util/error.h"
+
+namespace storemove::stream {
+namespace {
+
+using storemove::testing::TempDir;
+
+struct Msg {
+  uint32_t uid;
+  std::string body;
+};
+
+// One user, one folder, these messages: an uncompressed stream.
+std::string StreamOf(const std::string& folder, uint32_t uidvalidity, const std::vector<Msg>& messages) {
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  enc.WriteHeader({});
+  format::UserRecord u;
+  u.user = "joe";
+  u.status = "active";
+  enc.WriteUser(u);
+  format::FolderRecord f;
+  f.user = "joe";
+  f.folder = folder;
+  f.uidvalidity = uidvalidity;
+  f.uidnext = 1;
+  for (const Msg& m : messages) f.uidnext = std::max(f.uidnext, m.uid + 1);
+  enc.WriteFolder(f);
+  for (const Msg& m : messages) {
+    format::MessageRecord r;
+    r.uid = m.uid;
+    r.size = m.body.size();
+    r.digest = DigestOf(m.body);
+    enc.BeginMessage(r);
+    enc.BodyChunk(m.body);
+    enc.EndMessage();
+  }
+  enc.EndFolder();
+  enc.Finish();
+  return sink.data();
+}
+
+SessionReport RestoreString(store::Store& s, const std::string& bytes, RestoreOptions options = {}) {
+  format::StringSource in(bytes);
+  format::Decoder dec(in);
+  return Restore(&s, dec, options, nullptr);
+}
+
+// UID -> bytes of the folder's messages, read from their files.
+std::map<uint32_t, std::string> Contents(store::Store& s, const std::string& folder) {
+  std::map<uint32_t, std::string> out;
+  auto f = s.OpenFolder("joe", folder);
+  for (const store::MessageMeta& m : f->Snapshot().messages) {
+    UniqueFd fd = f->OpenMessage(m.uid);
+    std::string bytes(m.size + 16, '\0');
+    const ssize_t n = ::pread(fd.get(), bytes.data(), bytes.size(), 0);
+    bytes.resize(n < 0 ? 0 : size_t(n));
+    out[m.uid] = bytes;
+  }
+  return out;
+}
+
+std::string Body(const std::string& subject) { return "Subject: " + subject + "\r\n\r\n" + subject + " body\r\n"; }
+
+// The destination's INBOX came first (a delivery before the restore), with its own UIDVALIDITY:
+// restore appends, and a second run finds every message it appended.
+TEST(RestoreRerun, AppendingIntoAFolderOfAnotherUidValidityAddsNothingTheSecondTime) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  RestoreString(*s, StreamOf("INBOX", 7, {{1, Body("delivered first")}}));
+  const std::string stream = StreamOf("INBOX", 99, {{1, Body("a")}, {2, Body("b")}, {3, Body("a")}});
+  SessionReport first = RestoreString(*s, stream);
+  EXPECT_EQ(first.errors, 0u);
+  EXPECT_EQ(Contents(*s, "INBOX").size(), 4u);
+  SessionReport second = RestoreString(*s, stream);
+  EXPECT_EQ(second.errors, 0u);
+  EXPECT_EQ(second.skipped, 3u);
+  std::map<uint32_t, std::string> after = Contents(*s, "INBOX");
+  ASSERT_EQ(after.size(), 4u) << "the rerun appended again";
+  std::multiset<std::string> bodies;
+  for (const auto& [uid, bytes] : after) bodies.insert(bytes);
+  EXPECT_EQ(bodies, (std::multiset<std::string>{Body("delivered first"), Body("a"), Body("b"), Body("a")}));
+
+  // -i: no check, as imsrestore -i: the messages are appended again.
+  RestoreOptions no_check;
+  no_check.skip_existing_check = true;
+  RestoreString(*s, stream, no_check);
+  EXPECT_EQ(Contents(*s, "INBOX").size(), 7u);
+}
+
+// Same UIDVALIDITY, UID 1 holds other bytes here: the stream's message is kept as well, once.
+TEST(RestoreRerun, AUidHoldingOtherBytesGetsTheStreamsMessageOnce) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  RestoreString(*s, StreamOf("Work", 5, {{1, Body("ours")}}));
+  const std::string stream = StreamOf("Work", 5, {{1, Body("theirs")}, {2, Body("second")}});
+  for (int run = 0; run < 3; ++run) {
+    SessionReport r = RestoreString(*s, stream);
+    EXPECT_EQ(r.errors, 0u) << "run " << run;
+  }
+  std::map<uint32_t, std::string> after = Contents(*s, "Work");
+  ASSERT_EQ(after.size(), 3u) << "each rerun added the conflicting message again";
+  EXPECT_EQ(after[1], Body("ours"));
+  EXPECT_EQ(after[2], Body("second"));
+  EXPECT_EQ(after.rbegin()->second, Body("theirs"));
+}
+
+// A present message's file was damaged (bytes appended, or changed): the rerun puts the stream's
+// bytes back under its UID instead of calling it present or adding a copy.
+TEST(RestoreRerun, ADamagedPresentFileIsRepairedNotDuplicated) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::string stream = StreamOf("INBOX", 3, {{1, Body("one")}, {2, Body("two")}});
+  RestoreString(*s, stream);
+  auto f = s->OpenFolder("joe", "INBOX");
+  const std::string one = f->MessagePath(1), two = f->MessagePath(2);
+  f.reset();
+  std::ofstream(one, std::ios::app) << "GARBAGE";
+  {
+    std::fstream io(two, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(3);
+    io.put('X');  // same size, other bytes
+  }
+  SessionReport r = RestoreString(*s, stream);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(r.repaired, 2u);
+  std::map<uint32_t, std::string> after = Contents(*s, "INBOX");
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_EQ(after[1], Body("one"));
+  EXPECT_EQ(after[2], Body("two"));
+  SessionReport again = RestoreString(*s, stream);
+  EXPECT_EQ(again.repaired, 0u);
+  EXPECT_EQ(again.skipped, 2u);
+}
+
+TEST(RestoreRerun, AFolderRecordWithUidValidityZeroIsRefused) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  try {
+    RestoreString(*s, StreamOf("INBOX", 0, {{1, Body("x")}}));
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("UIDVALIDITY 0"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(s->FindFolder("joe", "INBOX"));
+}
+
+// With -c y a hostile folder name reaches the error lines: control characters are escaped, and
+// however many records fail, the lines kept are bounded.
+TEST(RestoreRerun, ErrorLinesAreEscapedAndBounded) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  RestoreOptions keep_going;
+  keep_going.continue_on_error = true;
+  SessionReport r = RestoreString(*s, StreamOf("evil\n\x1b[2Jforged", 1, {{1, Body("x")}}), keep_going);
+  ASSERT_EQ(r.errors, 1u);
+  ASSERT_EQ(r.error_lines.size(), 1u);
+  EXPECT_EQ(r.error_lines[0].find('\n'), std::string::npos) << r.error_lines[0];
+  EXPECT_EQ(r.error_lines[0].find('\x1b'), std::string::npos) << r.error_lines[0];
+  EXPECT_NE(r.error_lines[0].find("evil\\x0a\\x1b[2Jforged"), std::string::npos) << r.error_lines[0];
+
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  enc.WriteHeader({});
+  for (int i = 0; i < 1500; ++i) {
+    format::FolderRecord f;
+    f.user = "joe";
+    f.folder = "../bad" + std::to_string(i);
+    f.uidvalidity = 1;
+    enc.WriteFolder(f);
+    enc.EndFolder();
+  }
+  enc.Finish();
+  SessionReport many = RestoreString(*s, sink.data(), keep_going);
+  EXPECT_EQ(many.errors, 1500u);
+  ASSERT_EQ(many.error_lines.size(), 1001u);
+  EXPECT_EQ(many.error_lines.back(), "... and 500 more errors not listed");
+}
+
+// Per-user data of a folder the stream names "inbox" belongs to INBOX.
+TEST(RestoreRerun, PerUserDataOfInboxInAnyCaseIsKeptUnderInbox) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  s->CreateUser("bob");
+  s->SetPerUser("user/joe/inbox", "bob", "seen-data");
+  EXPECT_EQ(s->PerUser("user/joe/INBOX"), (std::vector<std::pair<std::string, std::string>>{{"bob", "seen-data"}}));
+}
+
+}  // namespace
+}  // namespace storemove::stream
