@@ -743,9 +743,12 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
   Store::Db& db = store.db();
 
   // Hold first: the MTA keeps new mail for the user queued instead of delivering (or, with
-  // deliver --create, recreating folders) while the user is being deleted.
-  const bool was_held = info.status.state == UserState::kHold;
-  if (!was_held) store.SetUserStatus(user, UserStatus{UserState::kHold, ""});
+  // deliver --create, recreating folders) while the user is being deleted. A moved user refuses
+  // delivery already, and keeps its status throughout: a kill -9 between a hold and the final
+  // transaction would leave it on hold, its mail queued here instead of routed to its new host,
+  // and a rerun of migrate would take it for a user not yet moved.
+  const bool status_kept = info.status.state == UserState::kHold || info.status.state == UserState::kMoved;
+  if (!status_kept) store.SetUserStatus(user, UserStatus{UserState::kHold, ""});
 
   struct Doomed {
     std::string key, folder, path;
@@ -810,7 +813,7 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
         true);
   } catch (...) {
     doomed.clear();  // unlock before touching the user record again
-    if (!was_held) {
+    if (!status_kept) {
       try {
         store.SetUserStatus(user, info.status);
       } catch (const Error&) {

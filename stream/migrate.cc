@@ -334,13 +334,16 @@ class Migration {
 
   void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live, Held& held) {
     CheckCancelled();
-    // Users an earlier run finished are left alone: a rerun resumes.
+    // Users an earlier run finished are left alone: a rerun resumes. So is a user moved to any
+    // host, not only this run's --to or --moved-host: the same server under another name (or a
+    // run that named another --moved-host) holds the live mailbox, which a mirror pass from
+    // here would overwrite with this copy, expunging the mail it accepted since.
     std::set<std::string> users;
     r.already_moved = 0;
     for (const std::string& user : members_[g]) {
       std::optional<store::UserInfo> u = source_.FindUser(user);
       if (!u) continue;  // deleted by an earlier run after its verification
-      if (u->status.state == store::UserState::kMoved && u->status.host == MovedHost()) {
+      if (u->status.state == store::UserState::kMoved) {
         ++r.already_moved;
         continue;
       }
