@@ -9,6 +9,7 @@
 
 #include "util/bytes.h"
 #include "util/error.h"
+#include "util/printable.h"
 #include "util/fs.h"
 
 namespace storemove::store::index {
@@ -133,7 +134,7 @@ void CheckNames(const std::vector<std::string>& names) {
   if (names.size() > kMaxUserFlags) Throw(Errc::kInvalidArgument, "more than 64 user flags in a folder");
   for (const auto& n : names)
     if (n.empty() || n.size() > kMaxUserFlagName || n.find('\0') != std::string::npos)
-      Throw(Errc::kInvalidArgument, "invalid user flag name '" + n + "'");
+      Throw(Errc::kInvalidArgument, "invalid user flag name '" + EscapeControls(n) + "'");
 }
 
 }  // namespace

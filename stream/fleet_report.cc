@@ -8,6 +8,7 @@
 
 #include "stream/progress.h"
 #include "util/error.h"
+#include "util/printable.h"
 #include "util/fs.h"
 #include "util/version.h"
 
@@ -57,12 +58,6 @@ FleetGroupResult ReadGroup(const json& g, const std::string& file) {
   return r;
 }
 
-std::string Printable(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) out += (c < 0x20 || c == 0x7f) ? '?' : char(c);
-  return out;
-}
-
 }  // namespace
 
 FleetReport MergeFleetReports(const std::string& dir) {
@@ -74,9 +69,9 @@ FleetReport MergeFleetReports(const std::string& dir) {
     std::string name = entry.path().filename().string();
     if (name.starts_with(".")) continue;  // the plan's slot locks, editors' files
     if (name.ends_with(".json.part")) {
-      report.broken.push_back(Printable(name) + ": partial report (the job is still running, was killed, or its ssh failed: see the joblog)");
+      report.broken.push_back(EscapeControls(name) + ": partial report (the job is still running, was killed, or its ssh failed: see the joblog)");
     } else if (name.find(".json.tmp.") != std::string::npos) {  // WriteFileAtomic's, of migrate --report FILE
-      report.broken.push_back(Printable(name) + ": partial report (a migrate is writing it, or was killed while it did)");
+      report.broken.push_back(EscapeControls(name) + ": partial report (a migrate is writing it, or was killed while it did)");
     } else if (name.ends_with(".json")) {
       names.push_back(name);
     }
@@ -105,7 +100,7 @@ FleetReport MergeFleetReports(const std::string& dir) {
     } catch (const std::exception& e) {
       std::string why = e.what();
       if (dynamic_cast<const json::parse_error*>(&e)) why = "not valid JSON (truncated?): " + why;
-      report.broken.push_back(Printable(name) + ": " + why);
+      report.broken.push_back(EscapeControls(name) + ": " + why);
     }
   }
   if (report.reports == 0 && report.broken.empty()) Throw(Errc::kInvalidArgument, "report: no job report (*.json) in " + dir);

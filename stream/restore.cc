@@ -22,6 +22,7 @@
 #include "stream/toc.h"
 #include "util/digest.h"
 #include "util/error.h"
+#include "util/printable.h"
 
 namespace storemove::stream {
 
@@ -196,10 +197,12 @@ class RestoreSession {
     try {
       store::ValidateUserId(user);
       WriteUser(user);
-      store::UserStatus status = store::UserStatus::Parse(r.status);
+      // Read only when kept: an unknown status is no reason to refuse a user whose status is not.
+      std::optional<store::UserStatus> status;
+      if (options_.keep_status) status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
       if (!existing) store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false);
-      if (options_.keep_status) store_->SetUserStatus(user, status);
+      if (status) store_->SetUserStatus(user, *status);
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {
@@ -812,21 +815,7 @@ class RestoreSession {
       ++error_lines_dropped_;
       return;
     }
-    std::string shown;
-    for (size_t i = 0; i < line.size(); ++i) {
-      const auto c = static_cast<unsigned char>(line[i]);
-      const bool c1 = c == 0xc2 && i + 1 < line.size() && static_cast<unsigned char>(line[i + 1]) >= 0x80 &&
-                      static_cast<unsigned char>(line[i + 1]) <= 0x9f;  // U+0080..U+009F in UTF-8
-      if (c < 0x20 || c == 0x7f || c1) {
-        char buf[16];
-        if (c1) std::snprintf(buf, sizeof buf, "\\x%02x\\x%02x", c, static_cast<unsigned char>(line[++i]));
-        else std::snprintf(buf, sizeof buf, "\\x%02x", c);
-        shown += buf;
-      } else {
-        shown += line[i];
-      }
-    }
-    report_.error_lines.push_back(std::move(shown));
+    report_.error_lines.push_back(EscapeControls(line));
   }
 
   // `content_id`: the content this file holds and proves once committed; 0 for a link to a

@@ -6,6 +6,7 @@
 #include "store/store.h"
 
 #include "util/iso_time.h"
+#include "util/printable.h"
 
 namespace storemove::stream {
 
@@ -55,7 +56,9 @@ void TocWriter::User(const std::string& user, const format::UserRecord& r) {
                 {"subscriptions", r.subscriptions}});
     return;
   }
-  out_ << "user " << user << " " << r.status << " partition " << r.partition << " quota " << r.quota_limit
+  // Text lines show the stream's names with control characters escaped (JSON escapes its own).
+  out_ << "user " << EscapeControls(user) << " " << EscapeControls(r.status) << " partition "
+       << EscapeControls(r.partition) << " quota " << r.quota_limit
        << " subscriptions " << r.subscriptions.size() << " created " << IsoUtc(r.created) << "\n";
 }
 
@@ -77,7 +80,7 @@ void TocWriter::Folder(const std::string& mailbox, const format::FolderRecord& r
                 {"since_modseq", r.since_modseq}});
     return;
   }
-  out_ << "mailbox " << mailbox << " uidvalidity " << r.uidvalidity << " uidnext " << r.uidnext << " messages "
+  out_ << "mailbox " << EscapeControls(mailbox) << " uidvalidity " << r.uidvalidity << " uidnext " << r.uidnext << " messages "
        << r.count << " bytes " << r.bytes << " created " << IsoUtc(r.created) << " last append "
        << IsoUtc(r.last_append) << (change.empty() ? "" : " " + change) << "\n";
 }
@@ -105,7 +108,7 @@ void TocWriter::Message(const char* kind, const format::MessageRecord& r) {
   }
   std::string shown;
   for (const std::string& f : flags) shown += (shown.empty() ? "" : ",") + f;
-  out_ << "  " << r.uid << " " << r.size << " " << (shown.empty() ? "-" : shown);
+  out_ << "  " << r.uid << " " << r.size << " " << (shown.empty() ? "-" : EscapeControls(shown));
   if (std::string_view(kind) != "message") out_ << " " << kind;
   if (link) out_ << " " << r.content_id;
   else out_ << " " << r.digest.Hex();

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -30,13 +31,14 @@ struct Msg {
 };
 
 // One user, one folder, these messages: an uncompressed stream.
-std::string StreamOf(const std::string& folder, uint32_t uidvalidity, const std::vector<Msg>& messages) {
+std::string StreamOf(const std::string& folder, uint32_t uidvalidity, const std::vector<Msg>& messages,
+                     const std::string& status = "active") {
   format::StringSink sink;
   format::Encoder enc(sink);
   enc.WriteHeader({});
   format::UserRecord u;
   u.user = "joe";
-  u.status = "active";
+  u.status = status;
   enc.WriteUser(u);
   format::FolderRecord f;
   f.user = "joe";
@@ -177,6 +179,18 @@ TEST(RestoreRerun, ErrorLinesAreEscapedAndBounded) {
   EXPECT_EQ(r.error_lines[0].find('\n'), std::string::npos) << r.error_lines[0];
   EXPECT_EQ(r.error_lines[0].find('\x1b'), std::string::npos) << r.error_lines[0];
   EXPECT_NE(r.error_lines[0].find("evil\\x0a\\x1b[2Jforged"), std::string::npos) << r.error_lines[0];
+  // The table of contents (text) shows the name escaped too.
+  {
+    std::ostringstream toc;
+    const std::string evil = StreamOf("evil\n\x1b[2Jforged", 1, {{1, Body("x")}});
+    format::StringSource in(evil);
+    format::Decoder dec(in);
+    RestoreOptions list;
+    list.table_of_contents = true;
+    Restore(nullptr, dec, list, &toc);
+    EXPECT_EQ(toc.str().find('\x1b'), std::string::npos) << toc.str();
+    EXPECT_NE(toc.str().find("mailbox user/joe/evil\\x0a\\x1b[2Jforged uidvalidity"), std::string::npos) << toc.str();
+  }
 
   format::StringSink sink;
   format::Encoder enc(sink);
@@ -194,6 +208,19 @@ TEST(RestoreRerun, ErrorLinesAreEscapedAndBounded) {
   EXPECT_EQ(many.errors, 1500u);
   ASSERT_EQ(many.error_lines.size(), 1001u);
   EXPECT_EQ(many.error_lines.back(), "... and 500 more errors not listed");
+}
+
+// A user's status is only read when it is kept: one this version does not know refuses nothing.
+TEST(RestoreRerun, AnUnknownStatusRefusesTheUserOnlyWhenKept) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::string stream = StreamOf("INBOX", 3, {{1, Body("one")}}, "retired:2031");
+  SessionReport r = RestoreString(*s, stream);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(Contents(*s, "INBOX").size(), 1u);
+  RestoreOptions keep;
+  keep.keep_status = true;
+  EXPECT_THROW(RestoreString(*s, stream, keep), Error);
 }
 
 // Per-user data of a folder the stream names "inbox" belongs to INBOX.

@@ -1,0 +1,14 @@
+// Names that come from outside (a stream, a peer, a file) shown in a message or a listing.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace storemove {
+
+// `s` with every C0 control, DEL and UTF-8-encoded C1 control (U+0080..U+009F) written as \xNN
+// (each byte), everything else as it is: a hostile name can neither forge a line of output nor
+// drive the terminal that shows it.
+std::string EscapeControls(std::string_view s);
+
+}  // namespace storemove
