@@ -52,7 +52,7 @@ struct PhaseTimes {
 struct GroupReport {
   std::string name;
   uint64_t users = 0;            // users migrated in this run
-  uint64_t already_moved = 0;    // users found moved to the destination by an earlier run
+  uint64_t already_moved = 0;    // users found moved (to any host) by an earlier run
   uint64_t messages = 0;         // messages carried (every pass)
   uint64_t bytes_raw = 0;        // message bytes carried
   uint64_t bytes_sent = 0;       // bytes on the wire

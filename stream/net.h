@@ -143,6 +143,7 @@ struct ServeOptions {
   int max_handshakes_per_address = 16;
   bool verbose = false;            // also log every QUERY answered (one line per folder)
   std::function<void(const Endpoint&)> on_listening;  // called once, with the bound address
+  std::function<void()> on_waiting_for_slot;  // tests: an authenticated connection waits for a session slot
 };
 
 // Accepts sessions until *stop becomes true (checked at least every 200 ms). Each session runs in

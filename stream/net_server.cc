@@ -339,6 +339,7 @@ class Server {
     std::unique_lock<std::mutex> lock(mutex_);
     if (!slot.cut.empty()) Throw(Errc::kTempFail, slot.cut);
     slot.state = Slot::State::kWaiting;
+    if (options_.on_waiting_for_slot && sessions_ >= options_.max_sessions) options_.on_waiting_for_slot();
     bool free = changed_.wait_for(lock, std::chrono::seconds(options_.idle_timeout_seconds),
                                   [&] { return stopping_ || sessions_ < options_.max_sessions; });
     if (stopping_) Throw(Errc::kTempFail, "the server is stopping; try again once it is back");

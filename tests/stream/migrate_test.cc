@@ -128,6 +128,48 @@ TEST(Migrate, FourGroupsTwoJobsOverTlsPsk) {
   EXPECT_NE(report.Json().find("\"phase_seconds\""), std::string::npos);
 }
 
+// The same server named another way (localhost for 127.0.0.1), or another --moved-host: a user
+// moved already holds its live mailbox there. A rerun must not hold it, pass over it or switch
+// it again: the mail the destination accepted since the switch would be expunged by a mirror pass.
+TEST(Migrate, ARerunUnderAnotherNameOfTheServerLeavesMovedUsersAlone) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 8, 4);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  ASSERT_TRUE(Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1)).ok());
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  // Mail accepted by the new back-end after the switch.
+  std::string user;
+  dst->ForEachUser([&](const store::UserInfo& u) { if (user.empty()) user = u.user; });
+  {
+    auto inbox = dst->OpenFolder(user, "INBOX");
+    auto w = inbox->NewMessage();
+    w->Write(std::string("Subject: after the switch\r\n\r\nkept\r\n"));
+    std::vector<store::StagedMessage> batch{w->Finish({})};
+    inbox->Commit(batch);
+  }
+  const size_t held_at_dst = dst->OpenFolder(user, "INBOX")->Snapshot().messages.size();
+
+  net::Endpoint other_name = server.endpoint();
+  other_name.host = "localhost";
+  MigrateOptions o = Options(tmp / "src", other_name, insecure, 1);
+  MigrateReport again = Migrate(*src, o);
+  ASSERT_TRUE(again.ok()) << again.Text();
+  o.moved_host = "mail2.example";
+  MigrateReport third = Migrate(*src, o);
+  ASSERT_TRUE(third.ok()) << third.Text();
+  for (const MigrateReport* r : {&again, &third})
+    for (const GroupReport& g : r->groups) {
+      EXPECT_EQ(g.users, 0u) << g.name;
+      EXPECT_EQ(g.bytes_sent, 0u) << g.name;
+    }
+  EXPECT_EQ(dst->OpenFolder(user, "INBOX")->Snapshot().messages.size(), held_at_dst);
+  src->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.ToString(), "moved:127.0.0.1") << u.user; });
+  dst->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.ToString(), "active") << u.user; });
+}
+
 TEST(Migrate, UnreachableDestinationFailsRetriesAndGivesUsersBackThenRerunCompletes) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 8, 5);

@@ -882,6 +882,43 @@ TEST(NetSlots, IdleUnauthenticatedConnectionsDoNotKeepARealClientOut) {
   EXPECT_EQ(Count(log, "restore started"), 3u) << log;
 }
 
+// serve stopping (a restart) tells a connection waiting for a session slot to try again
+// (kTempFail, which migrate retries) instead of cutting it: a client that sees only a closed
+// connection before READY cannot tell it from a refused authentication, which it does not retry.
+TEST(NetSlots, AConnectionWaitingForASlotWhenTheServerStopsIsToldToTryAgain) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.max_sessions = 1;
+  so.idle_timeout_seconds = 600;
+  std::promise<void> waiting;
+  std::atomic<bool> told{false};
+  so.on_waiting_for_slot = [&] {
+    if (!told.exchange(true)) waiting.set_value();
+  };
+  ServerThread server(*b, so);
+  ClientOptions c = Psk(key);
+  c.timeout_seconds = 60;
+  Session holder(server.endpoint(), c);  // takes the only slot
+  Errc code = Errc::kIo;
+  std::string what = "no error";
+  std::thread second([&] {
+    try {
+      Session s(server.endpoint(), c);
+    } catch (const Error& e) {
+      code = e.code();
+      what = e.what();
+    }
+  });
+  waiting.get_future().wait();
+  server.Stop();
+  second.join();
+  EXPECT_EQ(code, Errc::kTempFail) << what;
+  EXPECT_NE(what.find("the server is stopping"), std::string::npos) << what;
+}
+
 TEST(NetSlots, ATricklingHandshakeIsCutAtTheHandshakeDeadline) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 2, 6);
