@@ -749,6 +749,7 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
   // and a rerun of migrate would take it for a user not yet moved.
   const bool status_kept = info.status.state == UserState::kHold || info.status.state == UserState::kMoved;
   if (!status_kept) store.SetUserStatus(user, UserStatus{UserState::kHold, ""});
+  if (options.before_folders) options.before_folders();
 
   struct Doomed {
     std::string key, folder, path;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -66,6 +67,9 @@ std::string DeleteFolder(Store& store, std::string_view user, std::string_view f
 
 struct DeleteUserOptions {
   bool force = false;  // skip the verified-and-unchanged guard
+  // Tests: called once the status is set for the deletion, before any folder is touched (a
+  // kill -9 there leaves the user with that status).
+  std::function<void()> before_folders = nullptr;
 };
 // Deletes a user: every mailbox, subscription, quota, verification and user record in one
 // transaction, the user's identifier from other mailboxes' ACLs, then the files. Refused

@@ -199,6 +199,26 @@ TEST(AdminDelete, UserGoesEverywhereSharedContentStays) {
   EXPECT_TRUE(fs::exists(repo));
 }
 
+// A migrated user's mail is deferred as "moved" and routed to its new host; deleting the old copy
+// must not turn that into "on hold" even for a moment: a kill -9 there would leave the user held,
+// its mail queued here, and a rerun of migrate would take it for a user not moved yet.
+TEST(AdminDelete, AMovedUserStaysMovedThroughoutItsDeletion) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  store->CreateFolder("joe", "INBOX");
+  store->SetUserStatus("joe", UserStatus::Parse("moved:mail2.example"));
+  std::string during;
+  DeleteUser(*store, "joe", {.force = true, .before_folders = [&] { during = store->FindUser("joe")->status.ToString(); }});
+  EXPECT_EQ(during, "moved:mail2.example");
+  EXPECT_EQ(store->FindUser("joe")->status.ToString(), "moved:mail2.example");
+  EXPECT_TRUE(store->ListFolders("joe").empty());
+  // Any other user is held while its folders go.
+  store->CreateFolder("amy", "INBOX");
+  DeleteUser(*store, "amy", {.force = true, .before_folders = [&] { during = store->FindUser("amy")->status.ToString(); }});
+  EXPECT_EQ(during, "hold");
+  EXPECT_FALSE(store->FindUser("amy"));
+}
+
 TEST(AdminDelete, UserWithoutInboxLeavesNoDirectory) {
   TempDir tmp;
   auto store = Store::Init(tmp.path(), {"primary", "second"});
