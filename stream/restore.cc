@@ -335,6 +335,7 @@ class RestoreSession {
     present_uid_ = it->second.back();
     it->second.pop_back();
     claimed_ = true;
+    if (mode_ == Mode::kMerge) in_stream_.insert(present_uid_);  // the stream's now: --mirror keeps it
     return true;
   }
 

@@ -126,6 +126,24 @@ TEST(RestoreRerun, AUidHoldingOtherBytesGetsTheStreamsMessageOnce) {
   EXPECT_EQ(after.rbegin()->second, Body("theirs"));
 }
 
+// The same with --mirror (migrate's passes), which expunges what the stream does not name: the
+// copy a rerun finds in place of the stream's message is the stream's, and stays.
+TEST(RestoreRerun, AMirroredPassKeepsTheCopyOfAMessageWhoseUidHeldOtherBytes) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  RestoreString(*s, StreamOf("Work", 5, {{1, Body("ours")}}));
+  const std::string stream = StreamOf("Work", 5, {{1, Body("theirs")}, {2, Body("second")}});
+  RestoreOptions mirror;
+  mirror.mirror = true;
+  for (int run = 0; run < 3; ++run) {
+    SessionReport r = RestoreString(*s, stream, mirror);
+    EXPECT_EQ(r.errors, 0u) << "run " << run;
+    std::map<uint32_t, std::string> now = Contents(*s, "Work");
+    ASSERT_EQ(now.size(), 3u) << "run " << run;
+    EXPECT_EQ(now.rbegin()->second, Body("theirs")) << "run " << run;
+  }
+}
+
 // A present message's file was damaged (bytes appended, or changed): the rerun puts the stream's
 // bytes back under its UID instead of calling it present or adding a copy.
 TEST(RestoreRerun, ADamagedPresentFileIsRepairedNotDuplicated) {
