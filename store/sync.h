@@ -10,6 +10,14 @@
 
 namespace storemove::store {
 
+// One open directory per filesystem holding the store (root, mboxlist, partitions), named by the
+// first of them on it.
+struct StoreFilesystem {
+  UniqueFd dir;
+  std::string name;
+};
+std::vector<StoreFilesystem> OpenStoreFilesystems(Store& store);
+
 // The filesystems holding the store (root, mboxlist, partitions: a partition mounted elsewhere
 // than the root is synced too), opened when a bulk load starts and synced when it ends.
 //
@@ -25,8 +33,7 @@ class StoreSync {
   void Sync();
 
  private:
-  std::vector<UniqueFd> filesystems_;
-  std::vector<std::string> names_;
+  std::vector<StoreFilesystem> filesystems_;
 };
 
 }  // namespace storemove::store

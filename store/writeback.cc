@@ -1,28 +1,21 @@
 #include "store/writeback.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <set>
 
+#include "store/sync.h"
 #include "util/error.h"
 #include "util/fault.h"
 
 namespace storemove::store {
 
 BackgroundWriteback::BackgroundWriteback(Store& store, uint64_t every_bytes) : every_bytes_(every_bytes) {
-  std::vector<std::string> dirs = {store.root(), store.root() + "/mboxlist"};
-  for (const std::string& partition : store.Partitions()) dirs.push_back(store.PartitionPath(partition));
-  std::set<dev_t> seen;
-  for (const std::string& dir : dirs) {
-    UniqueFd fd = OpenDirectory(dir);
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + dir);
-    if (!seen.insert(st.st_dev).second || OnMemoryFilesystem(fd.get())) continue;
-    filesystems_.push_back(std::move(fd));
-    names_.push_back(dir);
+  for (StoreFilesystem& f : OpenStoreFilesystems(store)) {
+    if (OnMemoryFilesystem(f.dir.get())) continue;
+    filesystems_.push_back(std::move(f.dir));
+    names_.push_back(f.name);
   }
   if (!filesystems_.empty()) thread_ = std::thread([this] { Loop(); });
 }

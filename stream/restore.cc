@@ -22,6 +22,7 @@
 #include "stream/toc.h"
 #include "util/digest.h"
 #include "util/error.h"
+#include "util/file_digest.h"
 #include "util/printable.h"
 
 namespace storemove::stream {
@@ -437,18 +438,9 @@ class RestoreSession {
   }
 
   bool FileHasDigest(int fd, const Digest& digest, uint64_t size) {
-    Hasher hasher;
-    std::string buf(1 << 20, '\0');
     uint64_t total = 0;
-    for (off_t off = 0;;) {
-      const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
-      if (n < 0) ThrowErrno("read " + folder_->MessagePath(present_uid_));
-      if (n == 0) break;
-      hasher.Update(buf.data(), size_t(n));
-      total += uint64_t(n);
-      off += n;
-    }
-    return total == size && hasher.Final() == digest;
+    const Digest have = DigestOfFile(fd, folder_->MessagePath(present_uid_), &total);
+    return total == size && have == digest;
   }
 
   // Stops comparing: writes the prefix that matched, then the caller writes the rest.

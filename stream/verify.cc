@@ -12,6 +12,7 @@
 #include "stream/records.h"
 #include "stream/stream.h"
 #include "util/error.h"
+#include "util/file_digest.h"
 #include "util/version.h"
 
 namespace storemove::stream {
@@ -31,18 +32,7 @@ std::string Names(uint64_t bits, const std::vector<std::string>& names) {
 // The digest of a file read ahead: computed by the reader, or here for a file too large to
 // have been read whole (or not of the expected size).
 Digest DigestOfFile(const store::ReadResult& file, const std::string& shown) {
-  if (file.whole) return file.digest;
-  Hasher h;
-  std::string buf(1 << 20, '\0');
-  for (off_t off = 0;;) {
-    ssize_t n = ::pread(file.fd.get(), buf.data(), buf.size(), off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) ThrowErrno("read " + shown);
-    if (n == 0) break;
-    h.Update(buf.data(), size_t(n));
-    off += n;
-  }
-  return h.Final();
+  return file.whole ? file.digest : storemove::DigestOfFile(file.fd.get(), shown);
 }
 
 // Destination message files whose bytes are still to be proven, in the order the checks found
