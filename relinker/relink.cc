@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ctime>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include "relinker/list_directory.h"
 #include "relinker/relinker.h"
 #include "store/read_ahead.h"
+#include "store/stale_temporaries.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -120,7 +122,7 @@ class PartitionPass {
     };
     pass("survey 1/3");
     Usage before = Survey(1);
-    before.repository = WalkRepository(/*purge=*/false);
+    before.repository = WalkRepository(/*purge=*/false, /*purge_temporaries=*/false);
     pass("link 2/3");
     ForEachMessage(/*entries=*/true, [&](const std::string& path, const store::MessageMeta& meta) {
       if (meta.size < options_.min_size) {
@@ -133,7 +135,7 @@ class PartitionPass {
     collided_.clear();
     pass("survey 3/3");
     Usage after = Survey(2);
-    after.repository = WalkRepository(options_.purge);
+    after.repository = WalkRepository(options_.purge, /*purge_temporaries=*/true);
     Add(&stats_.before, before);
     Add(&stats_.after, after);
   }
@@ -178,6 +180,9 @@ class PartitionPass {
         fn(folder->MessagePath(meta.uid), meta);
         if (options_.on_message) options_.on_message(meta.size);
       }
+      // Once per run (the link pass): a killed writer's temporary keeps space, and a link among
+      // them keeps an entry from -d.
+      if (entries) stats_.stale_removed += store::RemoveStaleTemporaries(folder->dir_fd(), folder->path(), options_.stale_after);
     };
     store_.ForEachFolder([&](const store::FolderInfo& info) {
       if (info.partition != partition_) return;
@@ -233,23 +238,34 @@ class PartitionPass {
   }
 
   // Counts the entries of =digest; with `purge`, first removes those nothing else links to.
-  uint64_t WalkRepository(bool purge) {
+  uint64_t WalkRepository(bool purge, bool purge_temporaries) {
     // Up to 65,536 bucket directories (a 1.0 repository; a flat one has 256): on a cold disk each
     // listing waits for its blocks, so the buckets are shared out between threads (each sums its
     // own counts).
     const std::vector<std::string> buckets = repository_.BucketDirectories();
     std::atomic<size_t> next{0};
-    std::atomic<uint64_t> entries{0}, purged{0};
+    std::atomic<uint64_t> entries{0}, purged{0}, stale{0};
+    const std::time_t now = std::time(nullptr);
     std::mutex mu;
     std::exception_ptr error;
     auto work = [&] {
-      uint64_t my_entries = 0, my_purged = 0;
+      uint64_t my_entries = 0, my_purged = 0, my_stale = 0;
       try {
         for (size_t i; (i = next++) < buckets.size();) {
           const std::string& dir = buckets[i];
           for (const std::string& name : ListDirectory(dir)) {
-            if (!IsEntryName(name)) continue;  // e.g. the temporary name of an entry being replaced
             const std::string path = dir + "/" + name;
+            if (!IsEntryName(name)) {
+              // The temporary name of an entry being replaced, or one a killed relink left (the
+              // last walk removes those).
+              struct stat st;
+              if (purge_temporaries && StatPath(path, &st) &&
+                  store::IsStaleTemporary(name, st, now, options_.stale_after)) {
+                if (int err = UnlinkPath(path); err == 0) ++my_stale;
+                else if (err != ENOENT) ThrowErrno("remove " + path, err);
+              }
+              continue;
+            }
             struct stat st;
             if (!StatPath(path, &st)) continue;
             if (purge && S_ISREG(st.st_mode) && st.st_nlink == 1) {
@@ -268,6 +284,7 @@ class PartitionPass {
       }
       entries += my_entries;
       purged += my_purged;
+      stale += my_stale;
     };
     std::vector<std::thread> threads;
     const size_t count = std::min<size_t>(options_.reads ? options_.reads : 16, buckets.size());
@@ -275,6 +292,7 @@ class PartitionPass {
     work();
     for (std::thread& t : threads) t.join();
     stats_.purged += purged;
+    stats_.stale_removed += stale;
     if (error) std::rethrow_exception(error);
     return entries;
   }
@@ -516,7 +534,8 @@ std::string FormatRelinkTable(const RelinkStats& s) {
   out += "linked " + std::to_string(s.linked) + ", new repository entries " + std::to_string(s.entries_added) +
          ", entries replaced at the link limit " + std::to_string(s.entries_replaced) + ", digest collisions " +
          std::to_string(s.collisions) + ", below minimum size " + std::to_string(s.too_small) +
-         ", expunged meanwhile " + std::to_string(s.vanished) + ", purged " + std::to_string(s.purged) + "\n";
+         ", expunged meanwhile " + std::to_string(s.vanished) + ", purged " + std::to_string(s.purged) +
+         ", stale temporary files removed " + std::to_string(s.stale_removed) + "\n";
   return out;
 }
 

@@ -5,10 +5,12 @@
 // a full repository entry (link count limit) is replaced by the current file.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
 
+#include "store/stale_temporaries.h"
 #include "store/store.h"
 #include "util/digest.h"
 
@@ -22,6 +24,9 @@ struct RelinkOptions {
   // 0 = only the filesystem's limit. Lets tests exercise ext4's 65,000 limit cheaply.
   uint64_t max_links = 0;
   size_t reads = 0;  // message files examined at once (0 = 16)
+  // Temporary files a killed writer left in folders and in =digest are removed once at least
+  // this old and their writer's process is gone (store/stale_temporaries.h).
+  std::chrono::seconds stale_after = store::kStaleTemporaryAge;
   // Test hook: maps each message's digest before grouping and naming repository entries, so a
   // test can force different contents to share a digest. Empty = the digest of store.idx.
   std::function<Digest(const Digest&)> digest_override;
@@ -54,6 +59,7 @@ struct RelinkStats {
   uint64_t too_small = 0;         // messages below min_size, left alone
   uint64_t vanished = 0;          // messages expunged while the pass ran
   uint64_t purged = 0;            // repository entries removed (-d)
+  uint64_t stale_removed = 0;     // temporary files of killed writers removed
 };
 
 // Runs the pass over one partition or all of them. Safe while deliveries, expunges and

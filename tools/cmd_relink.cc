@@ -51,6 +51,7 @@ int RunRelink(RelinkCommandOptions& options) {
                           {"too_small", stats.too_small},
                           {"vanished", stats.vanished},
                           {"purged", stats.purged},
+                          {"stale_temporaries_removed", stats.stale_removed},
                           {"storemove_version", Version()}};
     std::printf("%s\n", out.dump(2).c_str());
   } else {

@@ -442,6 +442,68 @@ TEST(Relink, PurgeRemovesOnlyEntriesNothingLinksTo) {
   EXPECT_EQ(ReadAll(*s).size(), 2u);
 }
 
+// A pid no process has: a child that has exited and been reaped.
+pid_t GonePid() {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return pid;
+}
+
+// A writer killed between its two steps leaves a temporary name: here a relink's link to x's
+// entry (which then keeps that entry from -d) and a repository replacement's. The next relink
+// removes those whose process is gone and which are old enough, and nothing else: not a running
+// process's, not a young one, not a file of another name.
+TEST(Relink, RemovesTheTemporariesOfKilledWritersOnly) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('x', 2000), y = Message('y', 2100);
+  s->CreateUser("a");
+  s->CreateUser("b");
+  const uint32_t x1 = Deliver(*s, "a", "INBOX", x);
+  Deliver(*s, "b", "INBOX", y);
+  Relink(*s, {});
+  Repository repo(s->PartitionPath("primary"));
+  const std::string inbox = s->OpenFolder("a", "INBOX")->path();
+  const std::string gone = inbox + "/tmp." + std::to_string(GonePid()) + ".k1lled";
+  const std::string running = inbox + "/tmp." + std::to_string(::getpid()) + ".runn1ng";
+  const std::string entry_tmp = repo.EntryPath(DigestOf(y)) + ".tmp.r3place";
+  const std::string index_tmp = inbox + "/store.idx.tmp.wr1te";
+  const std::string other = inbox + "/tmp.notapid";
+  ASSERT_EQ(LinkPath(repo.EntryPath(DigestOf(x)), gone), 0);
+  ASSERT_EQ(LinkPath(repo.EntryPath(DigestOf(x)), running), 0);
+  ASSERT_EQ(LinkPath(repo.EntryPath(DigestOf(y)), entry_tmp), 0);
+  WriteFileAtomic(index_tmp, "half an index");
+  WriteFileAtomic(other, "not ours");
+  s->OpenFolder("a", "INBOX")->Expunge({x1});
+
+  RelinkOptions young;  // the default age: all of them were made just now
+  young.purge = true;
+  const RelinkStats kept = Relink(*s, young);
+  EXPECT_EQ(kept.stale_removed, 0u);
+  EXPECT_EQ(kept.purged, 0u);  // x's entry is still linked by the temporaries
+  for (const std::string& p : {gone, running, entry_tmp, index_tmp, other}) EXPECT_TRUE(PathExists(p)) << p;
+
+  RelinkOptions old;
+  old.purge = true;
+  old.stale_after = std::chrono::seconds(0);
+  const RelinkStats removed = Relink(*s, old);
+  EXPECT_EQ(removed.stale_removed, 3u);
+  EXPECT_FALSE(PathExists(gone));
+  EXPECT_FALSE(PathExists(entry_tmp));
+  EXPECT_FALSE(PathExists(index_tmp));
+  EXPECT_TRUE(PathExists(running));  // its process runs: a writer may still rename it
+  EXPECT_TRUE(PathExists(other));    // not a name our writers make
+  EXPECT_EQ(removed.purged, 0u);     // `running` still links x's entry
+  ASSERT_EQ(::unlink(running.c_str()), 0);
+  const RelinkStats purged = Relink(*s, old);
+  EXPECT_EQ(purged.purged, 1u);
+  EXPECT_FALSE(PathExists(repo.EntryPath(DigestOf(x))));
+  EXPECT_TRUE(PathExists(repo.EntryPath(DigestOf(y))));
+  EXPECT_EQ(ReadAll(*s).size(), 1u);
+}
+
 // Every *.msg file below a folder's bucket directories has a record, and no temporary file
 // is left in any folder directory.
 void ExpectNoStrayFiles(store::Store& s) {

@@ -1,0 +1,80 @@
+#include "store/stale_temporaries.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <memory>
+
+#include "util/error.h"
+#include "util/fs.h"
+
+namespace storemove::store {
+
+namespace {
+
+// The pid in "tmp.<pid>.<token>"; 0 when the name is not of that form.
+pid_t WriterPid(std::string_view name) {
+  if (!name.starts_with("tmp.")) return 0;
+  name.remove_prefix(4);
+  const size_t dot = name.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == name.size()) return 0;
+  pid_t pid = 0;
+  const auto [end, ec] = std::from_chars(name.data(), name.data() + dot, pid);
+  if (ec != std::errc() || end != name.data() + dot || pid <= 0) return 0;
+  return pid;
+}
+
+bool ProcessRuns(pid_t pid) {
+  // EPERM: it runs, under another user.
+  return ::kill(pid, 0) == 0 || errno != ESRCH;
+}
+
+}  // namespace
+
+bool IsStaleTemporary(std::string_view name, const struct stat& st, std::time_t now, std::chrono::seconds min_age) {
+  if (!S_ISREG(st.st_mode)) return false;
+  if (now - st.st_ctime < min_age.count()) return false;
+  if (const pid_t pid = WriterPid(name)) return !ProcessRuns(pid);
+  const size_t tmp = name.find(".tmp.");
+  return tmp != std::string_view::npos && tmp > 0 && tmp + 5 < name.size();
+}
+
+uint64_t RemoveStaleTemporaries(int dirfd, const std::string& shown, std::chrono::seconds min_age) {
+  const int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return 0;  // the folder was removed meanwhile
+    ThrowErrno("open " + shown);
+  }
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), ::closedir);
+  if (!dir) {
+    const int err = errno;
+    ::close(fd);
+    ThrowErrno("list " + shown, err);
+  }
+  const std::time_t now = std::time(nullptr);
+  uint64_t removed = 0;
+  for (;;) {
+    errno = 0;
+    const dirent* e = ::readdir(dir.get());
+    if (!e) {
+      if (errno != 0) ThrowErrno("list " + shown);
+      break;
+    }
+    const std::string_view name = e->d_name;
+    if (!name.starts_with("tmp.") && name.find(".tmp.") == std::string_view::npos) continue;
+    struct stat st;
+    if (::fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
+    if (!IsStaleTemporary(name, st, now, min_age)) continue;
+    if (::unlinkat(dirfd, e->d_name, 0) == 0) {
+      ++removed;
+    } else if (errno != ENOENT) {
+      ThrowErrno("remove " + shown + "/" + std::string(name));
+    }
+  }
+  return removed;
+}
+
+}  // namespace storemove::store

@@ -1,0 +1,35 @@
+// Temporary files a killed writer left behind (docs/store-format.md §6.1, "Leftovers").
+//
+// Appends write `tmp.<pid>.<token>` in the folder directory and rename it into place; relink
+// links a message under such a name before exchanging it; index rewrites and repository
+// replacements use `<name>.tmp.<token>`. A kill -9 between the two steps leaves the temporary
+// name: never visible as a message, but it holds disk space, and when it is a hard link it keeps
+// a repository entry's link count up, so `relink -d` can never purge that entry. The relink pass
+// removes those whose writer is certainly gone.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdint>
+#include <ctime>
+#include <string>
+#include <string_view>
+
+namespace storemove::store {
+
+// How old (by ctime: link(2) and rename(2) set it, whatever the file's data time) a temporary
+// must be before it counts as stale. An append holds its file for seconds; an hour leaves room
+// for a stopped writer, and a writer whose process still runs here is never judged stale.
+inline constexpr std::chrono::seconds kStaleTemporaryAge{3600};
+
+// Whether the directory entry `name` (with `st`, from lstat) is a temporary of ours that no
+// writer will finish: a regular file named `tmp.<pid>.<token>` whose process is not running on
+// this host, or `<name>.tmp.<token>`, either one last changed at least `min_age` before `now`.
+bool IsStaleTemporary(std::string_view name, const struct stat& st, std::time_t now, std::chrono::seconds min_age);
+
+// Removes the stale temporaries directly in the directory `dirfd` (`shown` names it in errors);
+// returns how many it removed. One already gone is not an error.
+uint64_t RemoveStaleTemporaries(int dirfd, const std::string& shown, std::chrono::seconds min_age);
+
+}  // namespace storemove::store
