@@ -342,6 +342,9 @@ class PartitionPass {
         return;
       }
     }
+    // No entry, and this file could not become one: its own inode is at the link limit (EMLINK),
+    // as shared as it can be. Not a collision; nothing to do.
+    if (!PathExists(repository_.EntryPath(key.digest))) return;
     LinkToCollided(path, st, key);
   }
 

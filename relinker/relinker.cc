@@ -152,6 +152,10 @@ class KnownDirectories {
 }  // namespace
 
 bool Repository::AddIfMissing(const Digest& digest, const std::string& file) {
+  if (options_.max_links) {  // the limit a test sets, as the filesystem's EMLINK would
+    struct stat st;
+    if (::lstat(file.c_str(), &st) == 0 && uint64_t(st.st_nlink) >= options_.max_links) return false;
+  }
   std::string entry = EntryPath(digest);
   size_t dir_index = layout_ == store::RepositoryLayout::kFlat ? size_t(digest.bytes[0])
                                                                  : size_t(digest.bytes[0]) << 8 | digest.bytes[1];

@@ -390,6 +390,37 @@ TEST(Relink, LinkLimitMakesANewEntryAndKeepsWorking) {
   EXPECT_EQ(late.after.space_used, 4 * x.size());
 }
 
+// A message whose own inode is already at the link limit (restore linked many mailboxes' copies
+// to it) cannot become the repository entry: it is left as it is, and it is no digest collision.
+TEST(Relink, AMessageWhoseInodeIsFullIsNotACollision) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('f', 3000);
+  s->CreateUser("a");
+  s->CreateUser("b");
+  Deliver(*s, "a", "INBOX", x);
+  {
+    auto a = s->OpenFolder("a", "INBOX");
+    const store::MessageMeta meta = a->Snapshot().messages.at(0);
+    auto b = s->CreateFolder("b", "INBOX");
+    std::optional<store::StagedMessage> staged = b->StageLink(a->MessagePath(meta.uid), meta);
+    ASSERT_TRUE(staged);
+    std::vector<store::StagedMessage> batch{*staged};
+    b->Commit(batch);
+  }
+  const std::vector<OnDisk> before = ReadAll(*s);
+  ASSERT_EQ(before.size(), 2u);
+  ASSERT_EQ(before[0].ino, before[1].ino);
+  RelinkOptions options;
+  options.max_links = 2;  // the two mailboxes' names fill the inode
+  const RelinkStats stats = Relink(*s, options);
+  EXPECT_EQ(stats.collisions, 0u);
+  EXPECT_EQ(stats.entries_added, 0u);
+  EXPECT_EQ(stats.linked, 0u);
+  EXPECT_EQ(InodeMap(ReadAll(*s)), InodeMap(before));
+  ExpectSameMessages(before, ReadAll(*s));
+}
+
 TEST(Relink, MinSizeLeavesSmallMessagesAlone) {
   TempDir dir;
   auto s = store::Store::Init(dir / "store", {"primary"});
