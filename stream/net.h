@@ -141,6 +141,9 @@ struct ServeOptions {
   int handshake_timeout_seconds = 10;
   int max_handshakes = 64;
   int max_handshakes_per_address = 16;
+  // Authenticated connections waiting for a session slot (each holds a thread until a slot frees
+  // or idle_timeout_seconds pass); one more is told to try again later (kTempFail).
+  int max_waiting = 256;
   bool verbose = false;            // also log every QUERY answered (one line per folder)
   std::function<void(const Endpoint&)> on_listening;  // called once, with the bound address
   std::function<void()> on_waiting_for_slot;  // tests: an authenticated connection waits for a session slot

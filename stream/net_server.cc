@@ -194,7 +194,8 @@ class Server {
               store_.root() + ", at most " + std::to_string(options_.max_sessions) + " sessions; handshakes within " +
               std::to_string(options_.handshake_timeout_seconds) + " s, at most " +
               std::to_string(options_.max_handshakes) + " at once, " +
-              std::to_string(options_.max_handshakes_per_address) + " per address)");
+              std::to_string(options_.max_handshakes_per_address) + " per address; at most " +
+              std::to_string(options_.max_waiting) + " waiting for a slot)");
     log_.Info("storemove serve: " + buffers.Describe());
     if (options_.on_listening) options_.on_listening(bound);
     std::list<std::unique_ptr<Slot>> slots;
@@ -338,10 +339,15 @@ class Server {
   void TakeSessionSlot(Slot& slot) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (!slot.cut.empty()) Throw(Errc::kTempFail, slot.cut);
+    if (sessions_ >= options_.max_sessions && waiting_ >= options_.max_waiting)
+      Throw(Errc::kTempFail, "all " + std::to_string(options_.max_sessions) + " session slots are busy and " +
+                                 std::to_string(waiting_) + " connections already wait for one (--max-waiting); try again later");
     slot.state = Slot::State::kWaiting;
     if (options_.on_waiting_for_slot && sessions_ >= options_.max_sessions) options_.on_waiting_for_slot();
+    ++waiting_;
     bool free = changed_.wait_for(lock, std::chrono::seconds(options_.idle_timeout_seconds),
                                   [&] { return stopping_ || sessions_ < options_.max_sessions; });
+    --waiting_;
     if (stopping_) Throw(Errc::kTempFail, "the server is stopping; try again once it is back");
     if (!free)
       Throw(Errc::kTempFail, "no session slot free within " + std::to_string(options_.idle_timeout_seconds) + " s (" +
@@ -613,6 +619,7 @@ class Server {
   std::mutex mutex_;
   std::condition_variable changed_;  // a session ended, or the server is stopping
   int sessions_ = 0;                 // under mutex_: slots taken
+  int waiting_ = 0;                  // under mutex_: connections waiting for a slot
   bool stopping_ = false;            // under mutex_
 };
 
@@ -627,6 +634,7 @@ void Serve(store::Store& store, const ServeOptions& options, const std::atomic<b
   if (options.max_handshakes < 1) Throw(Errc::kInvalidArgument, "--max-handshakes must be at least 1");
   if (options.max_handshakes_per_address < 1)
     Throw(Errc::kInvalidArgument, "--max-handshakes-per-address must be at least 1");
+  if (options.max_waiting < 1) Throw(Errc::kInvalidArgument, "--max-waiting must be at least 1");
   // Every later session would fail: better to end, with a status a supervisor restarts on
   // (the systemd unit's Restart=on-failure), than to refuse work until someone notices.
   if (!Server(store, options, log).Run(stop))

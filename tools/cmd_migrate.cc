@@ -204,7 +204,8 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_option("--cert-key", o->cert_key, "client certificate's private key")->type_name("FILE");
   c->add_option("--ca", o->ca, "CA certificate that signed the server's certificate")->type_name("FILE");
   c->add_flag("--insecure", o->insecure, "plain TCP without TLS (trusted test networks only)");
-  c->add_option("--timeout", o->timeout, "seconds without progress before a session is abandoned (default 60)");
+  c->add_option("--timeout", o->timeout, "seconds without progress before a session is abandoned (default 60)")
+      ->check(CLI::Range(1, 86400));
   c->add_option("--compress", o->compress, "zstd level for the sessions (default 1)");
   c->add_option("--retries", o->retries,
                 "further attempts for a group that failed on the network, the server or verification (default 2); "

@@ -71,6 +71,8 @@ void AddServeCommand(CLI::App& root, Action* chosen) {
                 "unauthenticated connections at once; a new one drops the oldest (default 64)");
   c->add_option("--max-handshakes-per-address", o->serve.max_handshakes_per_address,
                 "unauthenticated connections from one address; more are closed at once (default 16)");
+  c->add_option("--max-waiting", o->serve.max_waiting,
+                "authenticated connections waiting for a session slot; more are told to try again (default 256)");
   c->add_flag("-v,--verbose", o->serve.verbose, "also log every QUERY answered (one line per folder)");
   c->add_option("--log", o->log_file,
                 "append the log to FILE (reopened on SIGHUP) or, with 'syslog', send it to syslog(3); default "

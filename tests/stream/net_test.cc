@@ -919,6 +919,54 @@ TEST(NetSlots, AConnectionWaitingForASlotWhenTheServerStopsIsToldToTryAgain) {
   EXPECT_NE(what.find("the server is stopping"), std::string::npos) << what;
 }
 
+// Connections waiting for a session slot each hold a thread: beyond --max-waiting one more is
+// told at once to try again later (kTempFail, which migrate retries), not kept.
+TEST(NetSlots, ConnectionsBeyondMaxWaitingAreToldToTryAgain) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.max_sessions = 1;
+  so.max_waiting = 1;
+  so.idle_timeout_seconds = 600;
+  std::promise<void> waiting;
+  std::atomic<bool> told{false};
+  so.on_waiting_for_slot = [&] {
+    if (!told.exchange(true)) waiting.set_value();
+  };
+  ServerThread server(*b, so);
+  ClientOptions c = Psk(key);
+  c.timeout_seconds = 60;
+  Session holder(server.endpoint(), c);  // takes the only slot
+  std::thread second([&] {
+    try {
+      Session s(server.endpoint(), c);
+    } catch (const Error&) {
+      // told to try again when the server stops below
+    }
+  });
+  waiting.get_future().wait();
+  Errc code = Errc::kIo;
+  std::string what = "no error";
+  try {
+    Session third(server.endpoint(), c);
+  } catch (const Error& e) {
+    code = e.code();
+    what = e.what();
+  }
+  EXPECT_EQ(code, Errc::kTempFail) << what;
+  EXPECT_NE(what.find("1 connections already wait for one (--max-waiting); try again later"), std::string::npos) << what;
+  server.Stop();
+  second.join();
+  std::string err;
+  EXPECT_EQ(RunCli({kBin, "serve", "--store", tmp / "B", "--listen", "127.0.0.1:0", "--insecure", "--max-waiting", "0"},
+                   &err),
+            64)
+      << err;
+  EXPECT_TRUE(Contains(err, "--max-waiting must be at least 1")) << err;
+}
+
 TEST(NetSlots, ATricklingHandshakeIsCutAtTheHandshakeDeadline) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 2, 6);
