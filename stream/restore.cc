@@ -149,7 +149,11 @@ class RestoreSession {
     } catch (const Error& e) {
       if (e.code() == Errc::kCorrupt || !options_.continue_on_error) {
         AbandonFolder();
-        throw;
+        // The one line the administrator sees names the mailbox (a refused ACL or flag name
+        // does not by itself).
+        if (current_mailbox_.empty() || std::string_view(e.what()).find(current_mailbox_) != std::string_view::npos)
+          throw;
+        Throw(e.code(), EscapeControls(current_mailbox_) + ": " + e.what());
       }
       ++report_.errors;
       AddErrorLine(current_mailbox_ + ": " + e.what() + "; folder skipped");
@@ -207,7 +211,10 @@ class RestoreSession {
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {
-      if (!options_.continue_on_error || e.code() == Errc::kCorrupt) throw;
+      if (!options_.continue_on_error || e.code() == Errc::kCorrupt) {
+        if (std::string_view(e.what()).find(user) != std::string_view::npos) throw;
+        Throw(e.code(), "user " + EscapeControls(user) + ": " + e.what());
+      }
       ++report_.errors;
       AddErrorLine("user " + r.user + ": " + e.what() + "; skipped");
     }

@@ -32,7 +32,7 @@ struct Msg {
 
 // One user, one folder, these messages: an uncompressed stream.
 std::string StreamOf(const std::string& folder, uint32_t uidvalidity, const std::vector<Msg>& messages,
-                     const std::string& status = "active") {
+                     const std::string& status = "active", const std::string& acl = "") {
   format::StringSink sink;
   format::Encoder enc(sink);
   enc.WriteHeader({});
@@ -44,6 +44,7 @@ std::string StreamOf(const std::string& folder, uint32_t uidvalidity, const std:
   f.user = "joe";
   f.folder = folder;
   f.uidvalidity = uidvalidity;
+  f.acl = acl;
   f.uidnext = 1;
   for (const Msg& m : messages) f.uidnext = std::max(f.uidnext, m.uid + 1);
   enc.WriteFolder(f);
@@ -238,7 +239,28 @@ TEST(RestoreRerun, AnUnknownStatusRefusesTheUserOnlyWhenKept) {
   EXPECT_EQ(Contents(*s, "INBOX").size(), 1u);
   RestoreOptions keep;
   keep.keep_status = true;
-  EXPECT_THROW(RestoreString(*s, stream, keep), Error);
+  try {
+    RestoreString(*s, stream, keep);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    // Without -c y this one line is all the administrator sees: it names the user.
+    EXPECT_TRUE(std::string_view(e.what()).starts_with("user joe: ")) << e.what();
+  }
+}
+
+// Without -c y a refused folder record stops the restore with one line that names the mailbox,
+// even when the reason (an ACL, a flag name) does not.
+TEST(RestoreRerun, ARefusalWithoutContinueNamesTheMailbox) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  try {
+    RestoreString(*s, StreamOf("Lists", 3, {{1, Body("one")}}, "active", "anyone"));
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+    EXPECT_TRUE(std::string_view(e.what()).starts_with("user/joe/Lists: invalid ACL 'anyone'")) << e.what();
+  }
+  EXPECT_FALSE(s->FindFolder("joe", "Lists"));
 }
 
 // Per-user data of a folder the stream names "inbox" belongs to INBOX.
