@@ -126,7 +126,9 @@ std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
 std::optional<StagedMessage> Folder::StageLink(const std::string& existing_path, MessageMeta meta) {
   std::string name = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
   if (int err = LinkAt(AT_FDCWD, existing_path, dir_.get(), name)) {
-    if (err == EMLINK || err == EXDEV) return std::nullopt;
+    // ENOENT: the file went away after the caller proved it (a repository entry `relink -d`
+    // purged meanwhile); the caller's copy of the bytes still serves.
+    if (err == EMLINK || err == EXDEV || (err == ENOENT && !PathExists(existing_path))) return std::nullopt;
     ThrowErrno("link " + existing_path + " to " + path_ + "/" + name, err);
   }
   return StagedMessage{name, meta};

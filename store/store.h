@@ -220,7 +220,8 @@ class Folder {
   // while the Folder lives; kNotFound when it does not exist. One caller at a time.
   int MessageDirFd(uint32_t uid, std::string* name) const;
   // Hard-links an existing file (identical content, proven by the caller) as a staged message.
-  // Returns nullopt when the link cannot be made (EMLINK, EXDEV): the caller writes a copy.
+  // Returns nullopt when the link cannot be made (EMLINK, EXDEV, or the file was removed since
+  // the caller proved it, e.g. a repository entry purged by `relink -d`): the caller writes a copy.
   std::optional<StagedMessage> StageLink(const std::string& existing_path, MessageMeta meta);
   // Makes staged messages visible, in order, under one exclusive lock. meta.uid == 0 takes the
   // next UID; a given UID must not be present already (throws kExists) and raises uidnext.

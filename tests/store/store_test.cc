@@ -439,6 +439,24 @@ TEST(Store, StageLinkSharesOneInode) {
   EXPECT_EQ(b->Snapshot().messages[0].digest, DigestOf("shared content\n\nbody"));
 }
 
+// The file to link can go away between the caller's proof and the link (a repository entry that
+// relink -d purged): that is "write a copy", as for a full inode, not an error that stops an
+// import or a restore.
+TEST(Store, StageLinkOfAFileRemovedMeanwhileAsksForACopy) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto b = store->CreateFolder("bob", "INBOX");
+  MessageMeta meta;
+  meta.size = 4;
+  meta.digest = DigestOf("gone");
+  EXPECT_FALSE(b->StageLink(tmp.path() + "/purged-entry.msg", meta));
+  // The folder gone (the file still there) is still an error.
+  const std::string there = tmp.path() + "/there.msg";
+  WriteFileAtomic(there, "gone");
+  std::filesystem::remove_all(b->path());
+  EXPECT_THROW(b->StageLink(there, meta), Error);
+}
+
 TEST(Store, FoldersAnyDepthAndHostileNames) {
   TempDir tmp;
   auto store = Store::Init(tmp.path(), {});
