@@ -470,6 +470,18 @@ void Connection::FailTls(const char* call, int ret) {
       (err == SSL_ERROR_SYSCALL && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)))
     Throw(Errc::kTempFail, std::string(call) + " " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
                                " s without progress");
+  // A refused key or certificate is announced by an alert (OpenSSL names it in `reasons`). A
+  // connection that just ends is the server stopping or killed, or dropping us at its handshake
+  // limits: worth a retry, not the end a refused authentication is (migrate gives up on kAuth).
+  const bool ended = verify.empty() &&
+                     ((err == SSL_ERROR_ZERO_RETURN && reasons.empty()) ||
+                      (err == SSL_ERROR_SYSCALL && (saved_errno == 0 || saved_errno == ECONNRESET || saved_errno == EPIPE) &&
+                       reasons.empty()) ||
+                      reasons == "unexpected eof while reading");
+  if (client_ && !authenticated_ && ended)
+    Throw(Errc::kTempFail, std::string(call) + " " + peer_ +
+                               ": the connection was closed before authentication finished, without a TLS alert (the "
+                               "server stopped, or dropped it at its handshake limits; a refused key gets an alert)");
   std::string why = !verify.empty() ? "certificate: " + verify
                     : !reasons.empty() ? reasons
                     : err == SSL_ERROR_SYSCALL && saved_errno ? std::strerror(saved_errno)
@@ -480,6 +492,7 @@ void Connection::FailTls(const char* call, int ret) {
 void Connection::Connect(const TlsContext& tls, const std::string& host) {
   if (!tls.get()) return;
   psk_ = tls.psk();
+  client_ = true;
   ERR_clear_error();
   ssl_ = SSL_new(tls.get());
   if (!ssl_ || SSL_set_fd(ssl_, fd_.get()) != 1) ThrowTls(Errc::kIo, "SSL_new");

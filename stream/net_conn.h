@@ -80,7 +80,8 @@ class Connection {
   bool tls() const { return ssl_ != nullptr; }
   uint64_t bytes_in() const { return bytes_in_; }
   uint64_t bytes_out() const { return bytes_out_; }
-  // Failures before this is set are reported as authentication failures (kAuth).
+  // Failures before this is set are reported as authentication failures (kAuth), except, on
+  // the client's side, a connection closed without a TLS alert: kTempFail (see FailTls).
   void set_authenticated() { authenticated_ = true; }
   bool authenticated() const { return authenticated_; }
 
@@ -94,6 +95,7 @@ class Connection {
   int timeout_seconds_ = 60;
   bool authenticated_ = false;
   bool psk_ = false;
+  bool client_ = false;  // Connect()ed: we asked to be authenticated
   std::string in_;  // read-ahead, consumed from in_pos_
   size_t in_pos_ = 0;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;

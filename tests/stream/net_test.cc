@@ -547,6 +547,48 @@ TEST(NetAuth, WrongMissingAndLooseKeysAreRefused) {
   EXPECT_EQ(Users(*dst).size(), 0u) << "nothing restored before authentication";
 }
 
+// A server killed (or restarting, or dropping us at its handshake limits) while our TLS handshake
+// runs just closes the connection; a refused key gets an alert. The first is a temporary failure
+// that migrate retries, the second the end (kAuth, exit 77): they must not look alike.
+TEST(NetAuth, AConnectionClosedDuringTheHandshakeIsTemporaryNotARefusal) {
+  TempDir tmp;
+  std::string key = Key(tmp, "key");
+  for (const bool reset : {false, true}) {
+    SCOPED_TRACE(reset ? "reset" : "closed");
+    UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    ASSERT_EQ(::listen(listener.get(), 4), 0);
+    socklen_t len = sizeof sa;
+    ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&sa), &len), 0);
+    // The "server": takes the ClientHello, then dies.
+    std::thread server([&] {
+      UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      char hello[512];
+      (void)::recv(conn.get(), hello, sizeof hello, 0);
+      if (reset) {
+        linger l{1, 0};
+        ::setsockopt(conn.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+      }
+    });
+    ClientOptions c = Psk(key);
+    c.timeout_seconds = 30;
+    Errc code = Errc::kIo;
+    std::string what = "no error";
+    try {
+      Session s(Endpoint{"127.0.0.1", ntohs(sa.sin_port)}, c);
+    } catch (const Error& e) {
+      code = e.code();
+      what = e.what();
+    }
+    server.join();
+    EXPECT_EQ(code, Errc::kTempFail) << what;
+    EXPECT_TRUE(Contains(what, "closed before authentication finished, without a TLS alert")) << what;
+  }
+}
+
 // --- killed peers --------------------------------------------------------------------------------
 
 bool IsQuery(const std::string& line) { return Contains(line, ": QUERY user "); }
