@@ -478,7 +478,10 @@ void Connection::FailTls(const char* call, int ret) {
                       (err == SSL_ERROR_SYSCALL && (saved_errno == 0 || saved_errno == ECONNRESET || saved_errno == EPIPE) &&
                        reasons.empty()) ||
                       reasons == "unexpected eof while reading");
-  if (client_ && !authenticated_ && ended)
+  // With certificates a refusal comes after our handshake, and the reset of a server closing on
+  // our unread request may overtake its alert: only the key's refusal (in the handshake, alert
+  // first) is told apart.
+  if (client_ && psk_ && !authenticated_ && ended)
     Throw(Errc::kTempFail, std::string(call) + " " + peer_ +
                                ": the connection was closed before authentication finished, without a TLS alert (the "
                                "server stopped, or dropped it at its handshake limits; a refused key gets an alert)");

@@ -192,12 +192,20 @@ class Session::Impl {
     // "hello" asks for nothing but READY: the server has then authenticated us (a TLS 1.3
     // server refuses a client certificate after our handshake has returned, at our first read).
     Frame ready{FrameType::kError, {}};
+    bool key_proven = false;  // the TLS handshake with the pre-shared key completed: the server knows it
     try {
       conn_.Connect(tls_, to.host);
+      key_proven = tls_.psk();
       WriteFrame(conn_, FrameType::kRequest, Request("hello", client_.source_store_id).dump());
       ready = ReadFrame(conn_);
     } catch (const Error& e) {
       if (client.cancel && client.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
+      // A server that proved our key and then closes before READY stopped or dropped us; it did
+      // not refuse us (that would be an ERROR frame; the key is proven): a temporary failure,
+      // which migrate retries.
+      if (key_proven && (e.code() == Errc::kIo || e.code() == Errc::kAuth))
+        Throw(Errc::kTempFail, "server " + to.ToString() + " closed the connection after the TLS handshake, before "
+                                   "READY (it stopped or dropped it): " + e.what());
       if (e.code() == Errc::kAuth || e.code() == Errc::kIo)
         Throw(Errc::kAuth, "authentication with " + to.ToString() + " failed: " + e.what() + Hint(client.credentials));
       throw;

@@ -553,8 +553,12 @@ TEST(NetAuth, WrongMissingAndLooseKeysAreRefused) {
 TEST(NetAuth, AConnectionClosedDuringTheHandshakeIsTemporaryNotARefusal) {
   TempDir tmp;
   std::string key = Key(tmp, "key");
-  for (const bool reset : {false, true}) {
-    SCOPED_TRACE(reset ? "reset" : "closed");
+  // Closed / reset during the handshake; or after it (the key proven), before READY: closed
+  // once our request was read (a FIN) or with it unread (the kernel sends a reset).
+  for (const int variant : {0, 1, 2, 3}) {
+    const bool reset = variant == 1, after_handshake = variant >= 2, read_request = variant == 2;
+    const char* const kVariants[] = {"closed", "reset", "closed after the handshake", "reset after the handshake"};
+    SCOPED_TRACE(kVariants[variant]);
     UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
@@ -566,6 +570,19 @@ TEST(NetAuth, AConnectionClosedDuringTheHandshakeIsTemporaryNotARefusal) {
     // The "server": takes the ClientHello, then dies.
     std::thread server([&] {
       UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (after_handshake) {
+        Credentials creds;
+        creds.key_file = key;
+        TlsContext tls(creds, TlsContext::Side::kServer);
+        Connection tls_conn(std::move(conn), "client");
+        tls_conn.SetTimeout(30);
+        tls_conn.Accept(tls);
+        if (read_request) {
+          Frame request = ReadFrame(tls_conn);
+          EXPECT_EQ(request.type, FrameType::kRequest);
+        }
+        return;  // no READY, no close_notify: what the kernel sends for a killed process
+      }
       char hello[512];
       (void)::recv(conn.get(), hello, sizeof hello, 0);
       if (reset) {
@@ -585,7 +602,9 @@ TEST(NetAuth, AConnectionClosedDuringTheHandshakeIsTemporaryNotARefusal) {
     }
     server.join();
     EXPECT_EQ(code, Errc::kTempFail) << what;
-    EXPECT_TRUE(Contains(what, "closed before authentication finished, without a TLS alert")) << what;
+    EXPECT_TRUE(Contains(what, read_request ? "closed the connection after the TLS handshake, before READY"
+                                            : "closed before authentication finished, without a TLS alert"))
+        << what;
   }
 }
 
