@@ -146,7 +146,7 @@ Selection::Selection(const std::vector<std::string>& names, const std::vector<Ba
   }
 }
 
-void Selection::RequireEveryNameMatches(store::Store& store) const {
+void Selection::RequireEveryNameMatches(store::Store& store, std::string_view command) const {
   std::vector<std::string> partitions = store.Partitions();
   std::vector<bool> matched(items_.size(), false);
   size_t open = 0;
@@ -154,15 +154,15 @@ void Selection::RequireEveryNameMatches(store::Store& store) const {
     const Item& item = items_[i];
     if (!item.partition.empty() &&
         std::find(partitions.begin(), partitions.end(), item.partition) == partitions.end())
-      Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: no partition '" + item.partition + "'");
+      Throw(Errc::kNotFound, std::string(command) + ": '" + item.name + "' selects nothing: no partition '" + item.partition + "'");
     if (!item.user.empty()) {
       std::optional<store::UserInfo> u = store.FindUser(item.user);
-      if (!u) Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: no user '" + item.user + "'");
+      if (!u) Throw(Errc::kNotFound, std::string(command) + ": '" + item.name + "' selects nothing: no user '" + item.user + "'");
       if (u->partition != item.partition)
-        Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: user '" + item.user + "' is on partition '" +
+        Throw(Errc::kNotFound, std::string(command) + ": '" + item.name + "' selects nothing: user '" + item.user + "' is on partition '" +
                                    u->partition + "'");
       if (item.group >= 0 && !GroupMatches(groups_[size_t(item.group)], item.user))
-        Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: user '" + item.user +
+        Throw(Errc::kNotFound, std::string(command) + ": '" + item.name + "' selects nothing: user '" + item.user +
                                    "' is not in group '" + groups_[size_t(item.group)].name + "'");
     }
     // Whole stores and partitions may be empty; a group or a mailbox pattern must match something.
@@ -194,9 +194,9 @@ void Selection::RequireEveryNameMatches(store::Store& store) const {
     if (matched[i]) continue;
     const Item& item = items_[i];
     if (!item.mailbox_pattern.empty())
-      Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: no mailbox matches '" +
+      Throw(Errc::kNotFound, std::string(command) + ": '" + item.name + "' selects nothing: no mailbox matches '" +
                                  item.mailbox_pattern + "'");
-    Throw(Errc::kNotFound, "backup: '" + item.name + "' selects nothing: no user of partition '" + item.partition +
+    Throw(Errc::kNotFound, std::string(command) + ": '" + item.name + "' selects nothing: no user of partition '" + item.partition +
                                "' is in group '" + groups_[size_t(item.group)].name + "'");
   }
 }

@@ -39,7 +39,8 @@ class Selection {
   // Throws kNotFound naming the first name that selects nothing in `store` (an unknown
   // partition, user or mailbox, a user outside the named group or partition): an operator's
   // typo must not become an empty backup that exits 0.
-  void RequireEveryNameMatches(store::Store& store) const;
+  // `command` starts the message ("backup: 'user/x' selects nothing: ...").
+  void RequireEveryNameMatches(store::Store& store, std::string_view command = "backup") const;
 
  private:
   struct Item {
@@ -225,12 +226,18 @@ struct VerifyReport {
   uint64_t users = 0, folders = 0, messages = 0, bytes = 0;
   std::vector<std::string> differences;  // plain words, one per line
   std::vector<std::string> user_names;   // users compared
+  // Users compared whole: every folder the source has (by CompareStores; a selection of some of a
+  // user's mailboxes proves nothing about the others, so only these may be recorded as verified).
+  std::vector<std::string> whole_users;
   bool equal() const { return differences.empty(); }
   std::string Json() const;
 };
 
 // Compares `destination` with `source`: users, statuses, quota limits, subscriptions, folders
-// and their metadata, every message's fields, flags and bytes.
+// and their metadata, every message's fields, flags and bytes; and, for each user compared, the
+// folders (within the selection) that only the destination has. Users only the destination has
+// are not differences: a destination may serve other users too. kNotFound when a name selects
+// nothing, as for backup.
 VerifyReport CompareStores(store::Store& destination, store::Store& source, const VerifyOptions& options);
 // Compares `destination` with a manifest stream (backup --manifest) of the source: the same
 // checks, with the source's side taken from the records, so it works across hosts.

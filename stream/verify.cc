@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -216,6 +217,14 @@ class Checker {
  private:
   void Diff(const std::string& line) { report_.differences.push_back(line); }
 
+ public:
+  // A folder of a user being compared that the source does not have.
+  void DestinationOnly(const store::FolderInfo& f) {
+    Diff("mailbox " + f.Mailbox() + " is at the destination only (the source has no such mailbox)");
+  }
+  void ComparedWhole(const std::string& user) { report_.whole_users.push_back(user); }
+
+ private:
   store::Store& dst_;
   const VerifyOptions& options_;
   VerifyReport report_;
@@ -228,6 +237,8 @@ class Checker {
 
 VerifyReport CompareStores(store::Store& destination, store::Store& source, const VerifyOptions& options) {
   Selection selection(options.names, ReadBackupGroups(source.root() + "/config/backup-groups.conf"));
+  // A mistyped name would otherwise compare nothing and call that equal.
+  selection.RequireEveryNameMatches(source, "verify");
   std::vector<store::UserInfo> users;
   source.ForEachUser([&](const store::UserInfo& u) {
     if (selection.WantsUser(u)) users.push_back(u);
@@ -254,15 +265,26 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
     if (i + kUsersAhead < users.size()) warm(users[i + kUsersAhead]);
     const store::UserInfo& u = users[i];
     std::vector<store::FolderInfo> folders;
+    std::set<std::string> names;
+    size_t all_folders = 0;
     // Names only: each folder's counters come from its snapshot below.
-    for (auto& f : source.ListFolders(u.user, store::Store::FolderDetail::kRecordOnly))
-      if (selection.WantsFolder(u, f.folder)) folders.push_back(std::move(f));
+    for (auto& f : source.ListFolders(u.user, store::Store::FolderDetail::kRecordOnly)) {
+      ++all_folders;
+      if (!selection.WantsFolder(u, f.folder)) continue;
+      names.insert(f.folder);
+      folders.push_back(std::move(f));
+    }
     if (folders.empty()) continue;
-    checker.CheckUser({u.user, u.status, u.quota_limit, source.Subscriptions(u.user)});
+    const bool user_present = checker.CheckUser({u.user, u.status, u.quota_limit, source.Subscriptions(u.user)});
     for (const store::FolderInfo& f : folders) {
       store::FolderSnapshot snap = source.OpenFolder(f.user, f.folder)->Snapshot();
       checker.CheckFolder({snap.info, std::move(snap.messages), source.PerUser(f.Mailbox())});
     }
+    // A folder deleted at the source after the copy (or made at the destination only).
+    if (user_present)
+      for (const store::FolderInfo& f : destination.ListFolders(u.user, store::Store::FolderDetail::kRecordOnly))
+        if (selection.WantsFolder(u, f.folder) && !names.count(f.folder)) checker.DestinationOnly(f);
+    if (folders.size() == all_folders) checker.ComparedWhole(u.user);
   }
   return std::move(checker.report());
 }

@@ -47,8 +47,9 @@ int RunVerify(const VerifyCliOptions& o) {
     source->ForEachUser([&](const store::UserInfo& u) { before[u.user] = store::FingerprintUser(*source, u.user); });
     report = stream::CompareStores(*destination, *source, options);
     if (report.equal() && !o.no_bytes) {
-      // Recorded in the source, which guards `storemove delete` of these users.
-      for (const std::string& user : report.user_names) {
+      // Recorded in the source, which guards `storemove delete` of these users: only users whose
+      // every folder was compared (a verify of one mailbox proves nothing about the others).
+      for (const std::string& user : report.whole_users) {
         try {
           store::RecordVerified(*source, user, destination->root(), before.at(user));
         } catch (const Error& e) {

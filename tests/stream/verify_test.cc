@@ -9,6 +9,7 @@
 #include "store/generate.h"
 #include "stream/stream.h"
 #include "tests/support/temp_dir.h"
+#include "util/error.h"
 
 namespace storemove::stream {
 namespace {
@@ -151,6 +152,53 @@ TEST(Verify, AMissingMailboxAndAnExtraMessage) {
   std::vector<store::StagedMessage> batch{w->Finish({})};
   uint32_t uid = inbox->Commit(batch).at(0);
   EXPECT_TRUE(Mentions(p.Direct(), "UID " + std::to_string(uid) + " is not in the source"));
+}
+
+// A folder deleted at the source after the copy stays at the destination (migration.md): verify
+// says so, directly, rather than calling the stores equal. A user only the destination has is no
+// difference (a destination may serve others).
+TEST(Verify, AFolderOnlyTheDestinationHasIsADifference) {
+  Pair p;
+  p.dst->CreateFolder(p.user, "OnlyAtDestination");
+  p.dst->CreateFolder("someone.else", "INBOX");
+  const std::vector<std::string> d = p.Direct();
+  EXPECT_TRUE(Mentions(d, "mailbox user/" + p.user + "/OnlyAtDestination is at the destination only")) << d.size();
+  EXPECT_EQ(d.size(), 1u);
+  // Within the selection only: verifying the user's INBOX alone does not list its other folders.
+  VerifyOptions inbox_only;
+  inbox_only.names = {"user/" + p.user + "/INBOX"};
+  EXPECT_TRUE(CompareStores(*p.dst, *p.src, inbox_only).differences.empty());
+}
+
+// Only users compared whole may be recorded as verified (the guard of `delete`): a selection of
+// one mailbox proves nothing about the user's others.
+TEST(Verify, OnlyUsersComparedWholeCount) {
+  Pair p;
+  VerifyOptions inbox_only;
+  inbox_only.names = {"user/" + p.user + "/INBOX"};
+  VerifyReport some = CompareStores(*p.dst, *p.src, inbox_only);
+  ASSERT_TRUE(some.equal());
+  ASSERT_GT(p.src->ListFolders(p.user).size(), 1u);
+  EXPECT_EQ(some.user_names, std::vector<std::string>{p.user});
+  EXPECT_TRUE(some.whole_users.empty());
+  VerifyOptions user;
+  user.names = {"/" + p.src->FindUser(p.user)->partition + "/user/" + p.user};  // the whole user
+  EXPECT_EQ(CompareStores(*p.dst, *p.src, user).whole_users, std::vector<std::string>{p.user});
+}
+
+// A name that selects nothing is refused, as backup refuses it: a typo must not read "equal".
+TEST(Verify, ANameThatSelectsNothingIsRefused) {
+  Pair p;
+  for (const std::string& name : {"user/" + p.user + "/Sentt", std::string("user/nosuch/INBOX"), std::string("/nopart")}) {
+    VerifyOptions o;
+    o.names = {name};
+    try {
+      CompareStores(*p.dst, *p.src, o);
+      ADD_FAILURE() << name << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kNotFound) << name << ": " << e.what();
+    }
+  }
 }
 
 }  // namespace
