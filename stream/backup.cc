@@ -85,6 +85,7 @@ class BackupSession {
         if (ahead.size() > kUsersAhead) take();
       });
       while (!ahead.empty()) take();
+      TakeRenamedUsers(selection, wanted);
     }
     while (!queue_.empty()) WriteFront();
     reader_.reset();
@@ -113,17 +114,63 @@ class BackupSession {
   }
 
   void WriteUserFolders(const Selection& selection, const store::UserInfo& user) {
+    if (options_.before_user_listed) options_.before_user_listed(user.user);
     std::vector<store::FolderInfo> folders;
     for (store::FolderInfo& f : store_.ListFolders(user.user, ListingDetail()))
       if (selection.WantsFolder(user, f.folder)) folders.push_back(std::move(f));
-    if (folders.empty()) return;
+    if (folders.empty()) {
+      // Renamed since the scan read it? Its new name may be behind the scan: looked for at the end.
+      if (!store_.FindUser(user.user)) vanished_users_.push_back(user);
+      return;
+    }
     // An idle user's record is written only with its first folder that is written.
     if (options_.skip_idle_users && options_.skip_unchanged)
       idle_user_ = user;
     else
       queue_.push_back(Pending{user, nullptr});
-    for (const store::FolderInfo& f : folders) Enqueue(f);
+    // A folder renamed between the listing and its snapshot is under neither name in the
+    // listing's view: when one has gone, the user's folders are listed again and the names not
+    // seen yet are taken, unless their UIDVALIDITY is that of a folder taken (the rename of a
+    // folder already in the stream). New folders come along; a deleted one is simply gone.
+    std::set<std::string> names;
+    std::set<uint32_t> uidvalidities;
+    bool gone = false;
+    auto take = [&](const store::FolderInfo& f) {
+      names.insert(f.folder);
+      if (std::optional<uint32_t> uidvalidity = Enqueue(f)) uidvalidities.insert(*uidvalidity);
+      else gone = true;
+    };
+    for (const store::FolderInfo& f : folders) take(f);
+    if (gone && !store_.FindUser(user.user)) vanished_users_.push_back(user);  // renamed in the middle
+    for (int round = 0; gone && round < 3; ++round) {
+      gone = false;
+      // With each index's header: a record alone does not carry the UIDVALIDITY.
+      for (const store::FolderInfo& f : store_.ListFolders(user.user, store::Store::FolderDetail::kWithIndex))
+        if (selection.WantsFolder(user, f.folder) && !names.count(f.folder) && !uidvalidities.count(f.uidvalidity)) take(f);
+    }
     idle_user_.reset();
+  }
+
+  // Users renamed while the scan ran (their old name had no folders left when it was taken) are
+  // found under their new name by what a rename keeps: creation time, partition, quota limit.
+  // A user that matches and that the scan had taken already (the new name was behind the scan,
+  // or another user made in the same second) goes into the stream twice, which a restore
+  // applies as a rerun: a few bytes more, never a message lost.
+  void TakeRenamedUsers(const Selection& selection, const std::function<bool(const store::UserInfo&)>& wanted) {
+    for (int round = 0; !vanished_users_.empty() && round < 3; ++round) {
+      std::vector<store::UserInfo> vanished = std::move(vanished_users_);
+      vanished_users_.clear();
+      std::vector<store::UserInfo> found;
+      store_.ForEachUser([&](const store::UserInfo& u) {
+        if (!wanted(u)) return;
+        for (const store::UserInfo& v : vanished)
+          if (v.created == u.created && v.partition == u.partition && v.quota_limit == u.quota_limit && v.user != u.user) {
+            found.push_back(u);
+            break;
+          }
+      });
+      for (const store::UserInfo& u : found) WriteUserFolders(selection, u);
+    }
   }
 
   // The listing read HIGHESTMODSEQ from the index header: an unchanged folder is skipped with
@@ -156,6 +203,9 @@ class BackupSession {
     uint64_t since = 0;  // incremental from this modseq; 0 = complete
     uint32_t since_uidnext = 0;  // with since: messages below it existed then (0 = unknown)
     std::vector<std::pair<uint64_t, std::vector<std::pair<Digest, uint64_t>>>> asked;  // ticket, contents
+    // The folder renamed after its snapshot: where its files are now (looked for once).
+    bool looked_for_rename = false;
+    std::unique_ptr<store::Folder> renamed;
   };
   // The stream's order: a user record, then that user's folders (each with its snapshot).
   struct Pending {
@@ -165,17 +215,19 @@ class BackupSession {
 
   // Takes the folder's snapshot now and asks the receiver about its contents, so the answer
   // travels while earlier folders are written: no round trip per folder (docs/transport.md).
-  void Enqueue(const store::FolderInfo& info) {
-    if (SkippedUnopened(info)) {
+  // Its UIDVALIDITY; nullopt when the folder is gone since the listing (deleted, or renamed).
+  std::optional<uint32_t> Enqueue(const store::FolderInfo& info) {
+    if (SkippedUnopened(info)) {  // a listing with the index's header
       if (options_.on_folder) options_.on_folder(info.Mailbox(), info.highest_modseq, info.uidnext);
-      return;
+      return info.uidvalidity;
     }
+    if (options_.before_folder_opened) options_.before_folder_opened(info.Mailbox());
     auto ahead = std::make_unique<Ahead>();
     try {
       ahead->folder = store_.OpenFolder(info.user, info.folder);
     } catch (const Error& e) {
       if (e.code() != Errc::kNotFound) throw;
-      return;  // deleted since the listing
+      return std::nullopt;
     }
     ahead->snap = ahead->folder->Snapshot();
     const store::FolderInfo& now = ahead->snap.info;
@@ -192,9 +244,10 @@ class BackupSession {
       }
     }
     const bool unchanged = ahead->since != 0 && ahead->since == now.highest_modseq;
+    const uint32_t uidvalidity = now.uidvalidity;
     if (unchanged && options_.skip_unchanged) {
       if (options_.on_folder) options_.on_folder(now.Mailbox(), now.highest_modseq, now.uidnext);
-      return;
+      return uidvalidity;
     }
     if (options_.oracle && !options_.manifest && !unchanged) Ask(*ahead);
     queued_messages_ += ahead->snap.messages.size();
@@ -211,6 +264,7 @@ class BackupSession {
     queue_.push_back(Pending{std::nullopt, std::move(ahead)});
     while (queued_folders_ >= query_ahead_ || (queued_folders_ > 1 && queued_messages_ > kMaxMessagesAhead))
       WriteFront();
+    return uidvalidity;
   }
 
   // Writes the queue's first entry; a folder is written only once its questions are answered.
@@ -310,12 +364,35 @@ class BackupSession {
     if (options_.on_folder) options_.on_folder(snap.info.Mailbox(), snap.info.highest_modseq, snap.info.uidnext);
   }
 
+  // The folder's directory no longer holds its index: the folder was deleted or renamed.
+  static bool FolderGone(const store::Folder& folder) {
+    return ::faccessat(folder.dir_fd(), "store.idx", F_OK, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
+  }
+
+  // A folder renamed after its snapshot keeps its UIDVALIDITY and its files (store-format.md
+  // §6.8): the message is read from the new name, if that folder still lists it.
+  UniqueFd OpenAfterRename(Ahead& a, uint32_t uid) {
+    if (!a.looked_for_rename) {
+      a.looked_for_rename = true;
+      for (const store::FolderInfo& f : store_.ListFolders(a.snap.info.user, store::Store::FolderDetail::kWithIndex))
+        if (f.uidvalidity == a.snap.info.uidvalidity && f.folder != a.snap.info.folder) {
+          try {
+            a.renamed = store_.OpenFolder(f.user, f.folder);
+          } catch (const Error& e) {
+            if (e.code() != Errc::kNotFound) throw;
+          }
+          break;
+        }
+    }
+    return a.renamed ? a.renamed->OpenMessage(uid) : UniqueFd();
+  }
+
   void ReportError(const store::Folder& folder, const store::MessageMeta& m, const std::string& what) {
     ++report_.errors;
     report_.error_lines.push_back(folder.Mailbox() + " UID " + std::to_string(m.uid) + ": " + what);
   }
 
-  void WriteMessage(const Ahead& a, uint32_t folder_index, const store::MessageMeta& m) {
+  void WriteMessage(Ahead& a, uint32_t folder_index, const store::MessageMeta& m) {
     store::Folder& folder = *a.folder;
     format::MessageRecord rec = ToRecord(m);
     if (options_.manifest) {
@@ -343,6 +420,18 @@ class BackupSession {
         ReportError(folder, m, "message file " + folder.MessagePath(m.uid) +
                                    " is missing though store.idx lists it (damaged store); left out");
         return;
+      }
+      if (!fd.valid() && FolderGone(folder)) {
+        try {
+          fd = OpenAfterRename(a, m.uid);
+        } catch (const Error& e) {
+          if (e.code() != Errc::kCorrupt) throw;
+        }
+        if (!fd.valid()) {
+          // Deleted after its snapshot, or its user renamed: which one, the store no longer says.
+          ReportError(folder, m, "the mailbox was deleted or its user renamed while backup read it; left out (run the backup again)");
+          return;
+        }
       }
       if (!fd.valid()) return;  // expunged after the snapshot (its record is gone): not part of the folder any more
       if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + folder.MessagePath(m.uid));
@@ -529,6 +618,7 @@ class BackupSession {
   uint64_t link_window_;  // links name one of the last link_window_ contents
   size_t query_ahead_;    // folders asked about before their data is written
   std::optional<store::UserInfo> idle_user_;  // skip_idle_users: a record not written yet
+  std::vector<store::UserInfo> vanished_users_;  // gone from the store when taken: renamed?
   std::deque<Pending> queue_;
   size_t queued_folders_ = 0, queued_messages_ = 0;
   uint64_t last_content_id_ = 0;

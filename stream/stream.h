@@ -124,6 +124,10 @@ struct BackupOptions {
   // snapshots are held ahead, whatever this says). 1 = stop-and-wait: each folder's questions
   // are answered right before its data. The stream is never flushed to ask.
   size_t query_ahead = 0;
+  // Test hooks: called with a user's name just before its folders are listed, and with a
+  // mailbox just before it is opened for its snapshot, so a test can rename at the worst moment.
+  std::function<void(const std::string& user)> before_user_listed;
+  std::function<void(const std::string& mailbox)> before_folder_opened;
 };
 
 struct SessionReport {
