@@ -36,13 +36,30 @@ bool HasControlCharacter(std::string_view s) {
   return false;
 }
 
+// The administrator's path, symlinks followed (/dev/stdin, a process substitution's /dev/fd/N, a
+// link to an archive): unlike the names inside a store or a Maildir tree, it comes from no one else.
+UniqueFd OpenMbox(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) Throw(Errc::kNotFound, "open " + path + ": no such file or directory");
+    ThrowErrno("open " + path);
+  }
+  return UniqueFd(fd);
+}
+
 // Refuses, before anything is written, a file that cannot be read or does not begin like an mbox.
+// A pipe (FIFO, /dev/stdin) can be read only once: its first message is checked when it is
+// imported, still before its folder is made.
 void CheckMboxFile(const ImportJob& job, MboxFlavor flavor) {
   try {
-    UniqueFd fd = OpenFile(job.path, O_RDONLY);
     struct stat st;
-    if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + job.path);
+    if (::stat(job.path.c_str(), &st) != 0) {
+      if (errno == ENOENT) Throw(Errc::kNotFound, "open " + job.path + ": no such file or directory");
+      ThrowErrno("stat " + job.path);
+    }
     if (S_ISDIR(st.st_mode)) Throw(Errc::kInvalidArgument, job.path + ": a directory, not an mbox file");
+    if (!S_ISREG(st.st_mode)) return;
+    UniqueFd fd = OpenMbox(job.path);
     MboxReader reader(fd.get(), job.path, flavor);
     MboxMessage first;
     reader.Next(&first);  // throws kCorrupt "not an mbox"
@@ -58,7 +75,7 @@ struct FileResult {
 
 FileResult ImportFile(Store& store, const ImportJob& job, const ImportOptions& options, int64_t now) {
   FileResult result;
-  UniqueFd fd = OpenFile(job.path, O_RDONLY);
+  UniqueFd fd = OpenMbox(job.path);
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   MboxReader reader(fd.get(), job.path, options.flavor);
   MboxMessage message;

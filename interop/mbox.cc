@@ -272,14 +272,25 @@ bool MboxReader::Next(MboxMessage* out) {
     started_ = true;
   }
 
-  // The envelope line.
+  // The envelope line. Real ones are under a hundred bytes; one that runs on is a file whose
+  // lines do not end in LF (an old Mac mbox ends them in CR alone), which would otherwise come in
+  // as one empty message.
+  constexpr size_t kMaxEnvelopeLine = 64 << 10;
   size_t newline = buf_.find('\n', pos_);
-  while (newline == std::string::npos) {
+  while (newline == std::string::npos && buf_.size() - pos_ <= kMaxEnvelopeLine) {
     const size_t searched = buf_.size();
     if (!ReadBlock()) break;
     newline = buf_.find('\n', searched);
   }
   const size_t envelope_end = newline == std::string::npos ? buf_.size() : newline;
+  {
+    std::string_view line(buf_.data() + pos_, std::min(envelope_end - pos_, kMaxEnvelopeLine + 1));
+    if (line.ends_with('\r')) line.remove_suffix(1);
+    if (line.size() > kMaxEnvelopeLine || line.find('\r') != std::string_view::npos)
+      Throw(Errc::kCorrupt, shown_ + ": a \"From \" line " +
+                                (line.size() > kMaxEnvelopeLine ? "without a line end in 64 KiB" : "with a CR inside") +
+                                " (lines that end in CR alone, as in an old Mac mbox? convert them to LF first)");
+  }
   const bool unterminated = ParseEnvelope(std::string_view(buf_).substr(pos_, envelope_end - pos_), out);
   const size_t start = newline == std::string::npos ? buf_.size() : newline + 1;
 

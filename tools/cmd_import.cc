@@ -37,7 +37,8 @@ struct ImportCliOptions {
 // so Ctrl-C or SIGTERM stops it at once, with one line that says so.
 void OnInterrupt(int) {
   static const char kLine[] =
-      "storemove: import interrupted; nothing half-imported is visible: run the same import again to complete it\n";
+      "storemove: import interrupted: a new folder appears only once complete; an existing folder keeps the "
+      "batches already added: run the same import again to complete it (it skips what is there)\n";
   (void)!::write(STDERR_FILENO, kLine, sizeof kLine - 1);
   ::_exit(ExitStatus(Errc::kInterrupted));
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -204,6 +206,43 @@ TEST_F(Import, AMissingOrForeignFileStopsTheRunBeforeAnyWrite) {
   EXPECT_EQ(r.status, kDataErr) << r.Describe();
   EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
   EXPECT_NE(r.err.find("line 2: " + (dir_ / "notes.txt") + ": not an mbox"), std::string::npos) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+}
+
+// A pipe can be read once: a FIFO (or /dev/stdin, or a shell's <(zcat ...)) fed in small writes
+// loses nothing; a symlink the administrator names is followed. A file whose lines end in CR
+// alone (an old Mac mbox) is refused with one line before any write, not taken as one empty
+// message.
+TEST_F(Import, PipesAndLinksAreReadWholeAndCrOnlyFilesAreRefused) {
+  const std::vector<std::string> messages = Messages("fifo", 5);
+  WriteMbox(dir_ / "all.mbox", messages);
+  const std::string bytes = ReadFile(dir_ / "all.mbox");
+  const std::string fifo = dir_ / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] {
+    UniqueFd w(::open(fifo.c_str(), O_WRONLY | O_CLOEXEC));
+    for (size_t at = 0; at < bytes.size(); at += 40) (void)!::write(w.get(), bytes.data() + at, std::min<size_t>(40, bytes.size() - at));
+  });
+  CliResult r = Run({"-u", "joe", "-s", fifo});
+  writer.join();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(FolderMessages(*store, "joe", "INBOX"), messages);
+  store.reset();
+
+  fs::create_symlink(dir_ / "all.mbox", dir_ / "link.mbox");
+  r = Run({"-u", "kim", "-s", dir_ / "link.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "kim", "INBOX"), messages);
+
+  std::string mac = "From a@example.net Mon Jul  1 10:00:00 2024\rSubject: one\r\rbody\r"
+                    "From b@example.net Mon Jul  1 10:00:00 2024\rSubject: two\r\rbody\r";
+  std::ofstream(dir_ / "mac.mbox") << mac;
+  const std::string before = StoreState(root_);
+  r = Run({"-u", "lea", "-s", dir_ / "mac.mbox"});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find("a \"From \" line with a CR inside"), std::string::npos) << r.err;
   EXPECT_EQ(StoreState(root_), before);
 }
 
