@@ -97,7 +97,6 @@ FileResult ImportFile(Store& store, const ImportJob& job, const ImportOptions& o
   for (; have_message; have_message = reader.Next(&message)) {
     MessageMeta meta;
     meta.internal_date = message.envelope_date != 0 ? message.envelope_date : now;
-    meta.save_time = now;
     filler.Add(message.bytes, meta);
   }
   filler.Finish();

@@ -386,7 +386,6 @@ class MaildirImporter {
       for (size_t i = 0; i < bit_of.size(); ++i)
         if ((file.keyword_bits >> i & 1) && bit_of[i] >= 0) meta.user_flags |= uint64_t{1} << bit_of[i];
       meta.internal_date = static_cast<int64_t>(st.st_mtim.tv_sec);
-      meta.save_time = now_;
       filler.Add(buffer_, meta);
     }
     filler.Finish();

@@ -195,8 +195,14 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     std::vector<MessageMeta> records;
     records.reserve(batch.size());
     uint32_t next = header.uidnext;
+    // The time the record becomes visible, under the lock a backup's snapshot takes too: a
+    // message committed after a full backup's snapshot of this folder is saved at or after that
+    // backup's start, so `backup -d START` takes it (a time taken before the body arrived, or
+    // before waiting for the lock, could be earlier, and the message in neither backup).
+    const int64_t committed_at = ::time(nullptr);
     for (const StagedMessage& s : batch) {
       MessageMeta m = s.meta;
+      if (m.save_time == 0) m.save_time = committed_at;
       m.modseq = modseq;  // the store's own sequence, never the requester's
       if (m.uid == 0) m.uid = next;
       if (!present.insert(m.uid).second)
@@ -415,8 +421,8 @@ StagedMessage MessageWriter::Finish(MessageMeta meta) {
   meta.header_size = header_done_ ? header_size_ : static_cast<uint32_t>(std::min<uint64_t>(size_, UINT32_MAX));
   meta.digest = hasher_.Final();
   if (meta.sent_date == 0) meta.sent_date = SentDate(header_);
-  if (meta.save_time == 0) meta.save_time = ::time(nullptr);
-  if (meta.internal_date == 0) meta.internal_date = meta.save_time;
+  // A save time of 0 is taken at the commit, under the folder's lock (see Commit).
+  if (meta.internal_date == 0) meta.internal_date = ::time(nullptr);
   finished_ = true;
   return StagedMessage{temp_name_, meta};
 }

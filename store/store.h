@@ -55,7 +55,7 @@ struct MessageMeta {
   uint64_t user_flags = 0;      // bit i = folder's user_flag_names[i]
   int64_t internal_date = 0;    // IMAP INTERNALDATE, unix seconds
   int64_t sent_date = 0;        // Date: header, unix seconds, 0 if absent/unparseable
-  int64_t save_time = 0;        // when this store stored it (delivery or restore), unix seconds
+  int64_t save_time = 0;        // its first commit (delivery, import), unix seconds; 0 = the commit's time; restore carries it
   uint64_t size = 0;            // bytes of the message file
   uint32_t header_size = 0;     // bytes up to and including the blank line after the header
   Digest digest;                // XXH3-128 of the message bytes

@@ -159,7 +159,6 @@ class BodyWriter final : public interop::ImapFetchSink {
     keywords_.Map(m, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
     keywords_.Save(folder_);  // the names before any commit that uses them
     meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
-    meta.save_time = pull_.now;
     StagedMessage staged = writer_->Finish(meta);
     writer_.reset();
     const uint64_t size = staged.meta.size;

@@ -93,8 +93,7 @@ int RunDeliver(const DeliverOptions& options) {
 
   store::MessageMeta meta;
   meta.flags = flags;
-  meta.internal_date = internal_date;
-  meta.save_time = now;
+  meta.internal_date = internal_date;  // the save time is the commit's (Folder::Commit)
   std::vector<store::StagedMessage> batch;
   store::StagedMessage staged = writer->Finish(meta);
   try {

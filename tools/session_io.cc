@@ -33,7 +33,12 @@ int64_t ParseBackupDate(const std::string& text) {
   tm.tm_min = mi;
   tm.tm_sec = s;
   tm.tm_isdst = -1;
-  return static_cast<int64_t>(std::mktime(&tm));
+  const int64_t t = static_cast<int64_t>(std::mktime(&tm));
+  // mktime moves 20260230 to March 2nd: a date that does not exist is refused, not shifted.
+  if (tm.tm_mday != d || tm.tm_mon != mo - 1 || tm.tm_year != y - 1900)
+    Throw(Errc::kInvalidArgument, "-d: '" + text + "' is not a date (" + std::to_string(mo) + "/" + std::to_string(y) +
+                                      " has no day " + std::to_string(d) + ")");
+  return t;
 }
 
 void ReportSession(const stream::SessionReport& report, const std::string& verb, bool json) {

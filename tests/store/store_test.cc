@@ -419,6 +419,25 @@ TEST(Store, ExpungeRemovesRecordsFilesAndQuota) {
   EXPECT_EQ(Deliver(*f, "after"), 6u);  // UIDs are never reused
 }
 
+// A delivery's save time is its commit's, taken under the folder's lock, not the time its body
+// started or finished arriving: `backup -d START` must take every message a full backup started
+// at START did not see (a slow sender, a wait for the lock).
+TEST(Store, ASaveTimeIsTakenAtTheCommit) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto f = store->CreateFolder("amy", "INBOX");
+  auto w = f->NewMessage();
+  w->Write("Subject: slow\r\n\r\nbody\r\n");
+  std::vector<StagedMessage> batch{w->Finish({})};
+  EXPECT_EQ(batch[0].meta.save_time, 0) << "left to the commit";
+  EXPECT_NE(batch[0].meta.internal_date, 0);
+  const int64_t before = ::time(nullptr);
+  f->Commit(batch);
+  const MessageMeta m = f->Snapshot().messages.at(0);
+  EXPECT_GE(m.save_time, before);
+  EXPECT_LE(m.save_time, ::time(nullptr));
+}
+
 TEST(Store, StageLinkSharesOneInode) {
   TempDir tmp;
   auto store = Store::Init(tmp.path(), {});

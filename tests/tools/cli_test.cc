@@ -231,6 +231,18 @@ TEST_F(Cli, OverQuotaIsATemporaryFailure) {
   EXPECT_EQ(StoreState(root_), before);
 }
 
+// backup -d takes a date that exists: mktime would move 20260230 to March 2nd and quietly
+// leave out two days of mail.
+TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
+  ASSERT_EQ(Deliver("gina", Message("a", "a"), {"--create"}).status, 0);
+  for (const char* date : {"20260230", "20260431", "20260631:120000", "20250229"}) {
+    CliResult r = RunCli({"backup", "--store", root_, "-d", date, "-f", dir_ / "x.smv"});
+    EXPECT_EQ(r.status, 64) << date << ": " << r.Describe();
+    EXPECT_NE(r.err.find("is not a date"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(RunCli({"backup", "--store", root_, "-d", "20240229", "-f", dir_ / "x.smv"}).status, 0);
+}
+
 TEST_F(Cli, EmptyMessageIsRejected) {
   ASSERT_EQ(Deliver("erin", Message("a", "a"), {"--create"}).status, 0);
   const std::string before = StoreState(root_);
