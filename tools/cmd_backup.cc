@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <signal.h>
 
+#include <cstdio>
 #include <fstream>
 
 #include "format/zstd_codec.h"
 #include "stream/net.h"
 #include "stream/transport.h"
+#include "tools/backup_output.h"
 #include "tools/commands.h"
 #include "tools/session_io.h"
 #include "util/error.h"
@@ -69,8 +71,8 @@ int RunBackup(const BackupCliOptions& o) {
     return report.errors ? ExitStatus(Errc::kCorrupt) : 0;
   }
   stream::CheckBackupSelection(*store, options);  // a name that selects nothing leaves no file behind
-  UniqueFd fd = stream::OpenOutput(o.file);
-  stream::FdSink sink(fd.get(), o.file == "-" ? "standard output" : o.file);
+  BackupOutput out(o.file);
+  stream::FdSink sink(out.fd(), out.shown());
   stream::SessionReport report;
   if (level > 0) {
     // A file or pipe is one-way: compression runs beside the reading of a store on a disk,
@@ -87,7 +89,11 @@ int RunBackup(const BackupCliOptions& o) {
   }
   sink.Flush();
   report.stream_bytes = sink.bytes();
+  const std::string written = out.Commit(report.errors == 0);
   ReportSession(report, "backup", o.json);
+  if (report.errors && written != out.shown())
+    std::fprintf(stderr, "storemove: backup: messages were left out (listed above); the stream is %s, and %s was left as it was\n",
+                 written.c_str(), o.file.c_str());
   return report.errors ? ExitStatus(Errc::kCorrupt) : 0;
 }
 

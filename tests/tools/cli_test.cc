@@ -243,6 +243,29 @@ TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
   EXPECT_EQ(RunCli({"backup", "--store", root_, "-d", "20240229", "-f", dir_ / "x.smv"}).status, 0);
 }
 
+// A backup that fails never destroys the previous backup under its name: the new stream goes to
+// a temporary name and replaces FILE only once complete. Messages left out (a damaged source)
+// leave it as FILE.incomplete; nothing temporary stays behind.
+TEST_F(Cli, AFailedBackupLeavesThePreviousFileAsItWas) {
+  ASSERT_EQ(Deliver("hugo", Message("a", "first"), {"--create"}).status, 0);
+  ASSERT_EQ(Deliver("hugo", Message("b", "second")).status, 0);
+  const std::string out = dir_ / "hugo.smv";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", out}).status, 0);
+  const std::string good = ReadFile(out);
+  auto store = store::Store::Open(root_);
+  const std::string victim = store->OpenFolder("hugo", "INBOX")->MessagePath(2);
+  store.reset();
+  ASSERT_EQ(::unlink(victim.c_str()), 0);
+  CliResult r = RunCli({"backup", "--store", root_, "-f", out});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_EQ(ReadFile(out), good);
+  EXPECT_TRUE(fs::exists(out + ".incomplete"));
+  EXPECT_NE(r.err.find("the stream is " + out + ".incomplete, and " + out + " was left as it was"), std::string::npos)
+      << r.err;
+  for (const auto& e : fs::directory_iterator(dir_.path()))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+}
+
 TEST_F(Cli, EmptyMessageIsRejected) {
   ASSERT_EQ(Deliver("erin", Message("a", "a"), {"--create"}).status, 0);
   const std::string before = StoreState(root_);

@@ -1,0 +1,72 @@
+#include "tools/backup_output.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+
+#include "stream/transport.h"
+#include "util/error.h"
+
+namespace storemove::tools {
+namespace {
+
+// The temporary file a signal handler removes (one backup per process).
+char g_temp[PATH_MAX];
+
+void RemoveTempAndExit(int sig) {
+  if (g_temp[0]) ::unlink(g_temp);
+  static const char kLine[] = "storemove: backup interrupted; the output file was left as it was\n";
+  (void)!::write(STDERR_FILENO, kLine, sizeof kLine - 1);
+  ::_exit(128 + sig);
+}
+
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+BackupOutput::BackupOutput(const std::string& path) : path_(path), shown_(path == "-" ? "standard output" : path) {
+  struct stat st;
+  if (path == "-" || (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))) {
+    fd_ = stream::OpenOutput(path);
+    return;
+  }
+  temp_ = path + ".tmp." + std::to_string(::getpid()) + "." + RandomToken();
+  if (temp_.size() >= sizeof g_temp) Throw(Errc::kInvalidArgument, "-f: path too long: " + path);
+  const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) ThrowErrno("create " + temp_);
+  fd_.reset(fd);
+  std::memcpy(g_temp, temp_.c_str(), temp_.size() + 1);
+  struct sigaction sa {};
+  sa.sa_handler = RemoveTempAndExit;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGHUP, &sa, nullptr);
+}
+
+BackupOutput::~BackupOutput() {
+  if (temp_.empty() || committed_) return;
+  ::unlink(temp_.c_str());
+  g_temp[0] = 0;
+}
+
+std::string BackupOutput::Commit(bool complete) {
+  if (temp_.empty()) return shown_;
+  Fsync(fd_.get(), temp_);
+  const std::string name = complete ? path_ : path_ + ".incomplete";
+  if (int err = RenamePath(temp_, name)) ThrowErrno("rename " + temp_ + " to " + name, err);
+  committed_ = true;
+  g_temp[0] = 0;
+  UniqueFd dir = OpenDirectory(DirectoryOf(path_));
+  Fsync(dir.get(), DirectoryOf(path_));
+  return name;
+}
+
+}  // namespace storemove::tools
