@@ -456,14 +456,23 @@ class PartitionPass {
     if (!StatPath(temp, &old) || IdOf(old) != path_id) {
       // Another message took the name between the check and the exchange: it goes back.
       if (int err = RenameAt(AT_FDCWD, temp, AT_FDCWD, path, RENAME_EXCHANGE))
-        ThrowErrno("put back " + path + " (left as " + temp + ")", err);
+        ThrowErrno("put back " + path + " (left as " + KeepAside(temp) + ")", err);
       struct stat back;
       if (StatPath(temp, &back) && IdOf(back) == target_id) UnlinkPath(temp);
-      else Throw(Errc::kIo, "relink: " + path + " changed again while being put back; its former file is " + temp);
+      else Throw(Errc::kIo, "relink: " + path + " changed again while being put back; its former file is " + KeepAside(temp));
       return LinkResult::kLeft;
     }
     if (int err = UnlinkPath(temp); err != 0 && err != ENOENT) ThrowErrno("unlink " + temp, err);
     return LinkResult::kLinked;
+  }
+
+  // A message file left under relink's temporary name (a put-back that failed): renamed to a
+  // name the next relink's removal of stale temporaries does not match, so it stays for the
+  // administrator. Returns the name it has.
+  static std::string KeepAside(const std::string& temp) {
+    const size_t slash = temp.rfind('/');
+    const std::string kept = temp.substr(0, slash + 1) + "relink-kept." + temp.substr(slash + 1 + 4);  // drops "tmp."
+    return RenamePath(temp, kept) == 0 ? kept : temp;
   }
 
   // Runs a repository change that links `path`; false when it failed because the message was

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <deque>
+#include <map>
 #include <set>
+#include <unordered_map>
 
 #include "relinker/relinker.h"
 #include "store/read_ahead.h"
@@ -85,7 +87,6 @@ class BackupSession {
         if (ahead.size() > kUsersAhead) take();
       });
       while (!ahead.empty()) take();
-      TakeRenamedUsers(selection, wanted);
     }
     while (!queue_.empty()) WriteFront();
     reader_.reset();
@@ -119,8 +120,7 @@ class BackupSession {
     for (store::FolderInfo& f : store_.ListFolders(user.user, ListingDetail()))
       if (selection.WantsFolder(user, f.folder)) folders.push_back(std::move(f));
     if (folders.empty()) {
-      // Renamed since the scan read it? Its new name may be behind the scan: looked for at the end.
-      if (!store_.FindUser(user.user)) vanished_users_.push_back(user);
+      UserGoneIfGone(user.user);
       return;
     }
     // An idle user's record is written only with its first folder that is written.
@@ -130,47 +130,49 @@ class BackupSession {
       queue_.push_back(Pending{user, nullptr});
     // A folder renamed between the listing and its snapshot is under neither name in the
     // listing's view: when one has gone, the user's folders are listed again and the names not
-    // seen yet are taken, unless their UIDVALIDITY is that of a folder taken (the rename of a
-    // folder already in the stream). New folders come along; a deleted one is simply gone.
+    // seen yet are taken, except the new name of a folder already taken (renamed after its
+    // snapshot: it goes under the name it had), recognised as the same folder (UIDVALIDITY and
+    // creation time, which a rename keeps) whose name is no longer listed. New folders come
+    // along; a deleted one is simply gone. When in doubt a folder is taken: twice in a stream
+    // costs bytes, a folder left out loses mail.
     std::set<std::string> names;
-    std::set<uint32_t> uidvalidities;
+    std::map<FolderIdentity, std::string> taken;  // identity -> name it was taken under
     bool gone = false;
     auto take = [&](const store::FolderInfo& f) {
       names.insert(f.folder);
-      if (std::optional<uint32_t> uidvalidity = Enqueue(f)) uidvalidities.insert(*uidvalidity);
+      if (std::optional<FolderIdentity> id = Enqueue(f)) taken.emplace(*id, f.folder);
       else gone = true;
     };
     for (const store::FolderInfo& f : folders) take(f);
-    if (gone && !store_.FindUser(user.user)) vanished_users_.push_back(user);  // renamed in the middle
     for (int round = 0; gone && round < 3; ++round) {
       gone = false;
       // With each index's header: a record alone does not carry the UIDVALIDITY.
-      for (const store::FolderInfo& f : store_.ListFolders(user.user, store::Store::FolderDetail::kWithIndex))
-        if (selection.WantsFolder(user, f.folder) && !names.count(f.folder) && !uidvalidities.count(f.uidvalidity)) take(f);
+      const std::vector<store::FolderInfo> now = store_.ListFolders(user.user, store::Store::FolderDetail::kWithIndex);
+      if (now.empty()) {
+        UserGoneIfGone(user.user);
+        break;
+      }
+      std::set<std::string> listed;
+      for (const store::FolderInfo& f : now) listed.insert(f.folder);
+      for (const store::FolderInfo& f : now) {
+        if (!selection.WantsFolder(user, f.folder) || names.count(f.folder)) continue;
+        auto it = taken.find(FolderIdentity{f.uidvalidity, f.created});
+        if (it != taken.end() && !listed.count(it->second)) continue;  // renamed after it was taken
+        take(f);
+      }
     }
     idle_user_.reset();
   }
 
-  // Users renamed while the scan ran (their old name had no folders left when it was taken) are
-  // found under their new name by what a rename keeps: creation time, partition, quota limit.
-  // A user that matches and that the scan had taken already (the new name was behind the scan,
-  // or another user made in the same second) goes into the stream twice, which a restore
-  // applies as a rerun: a few bytes more, never a message lost.
-  void TakeRenamedUsers(const Selection& selection, const std::function<bool(const store::UserInfo&)>& wanted) {
-    for (int round = 0; !vanished_users_.empty() && round < 3; ++round) {
-      std::vector<store::UserInfo> vanished = std::move(vanished_users_);
-      vanished_users_.clear();
-      std::vector<store::UserInfo> found;
-      store_.ForEachUser([&](const store::UserInfo& u) {
-        if (!wanted(u)) return;
-        for (const store::UserInfo& v : vanished)
-          if (v.created == u.created && v.partition == u.partition && v.quota_limit == u.quota_limit && v.user != u.user) {
-            found.push_back(u);
-            break;
-          }
-      });
-      for (const store::UserInfo& u : found) WriteUserFolders(selection, u);
-    }
+  // A user whose folders vanished while backup ran was deleted or renamed (an administrator's
+  // operation, storemove delete or rename). Which one, the store no longer says, and a renamed
+  // user's new name may be behind the scan: an error line, never a stream that looks complete.
+  void UserGoneIfGone(const std::string& user) {
+    if (store_.FindUser(user)) return;
+    ++report_.errors;
+    report_.error_lines.push_back("user " + user +
+                                  " was deleted or renamed while backup ran; if renamed, its mail is not in this stream "
+                                  "(run the backup again)");
   }
 
   // The listing read HIGHESTMODSEQ from the index header: an unchanged folder is skipped with
@@ -195,6 +197,15 @@ class BackupSession {
   }
 
   // A folder read ahead of its data: its snapshot, and the questions asked about it.
+  // What a rename keeps of a folder (its name and its files' directory change): UIDVALIDITY and
+  // creation time. Not unique (an import keeps the source's UIDVALIDITY, and makes many folders
+  // in one second), so it is only used where a wrong match costs bytes, not mail.
+  struct FolderIdentity {
+    uint32_t uidvalidity = 0;
+    int64_t created = 0;
+    auto operator<=>(const FolderIdentity&) const = default;
+  };
+
   struct Ahead {
     std::unique_ptr<store::Folder> folder;
     std::shared_ptr<const UniqueFd> dir;  // the folder's directory, for reads still in flight
@@ -204,8 +215,13 @@ class BackupSession {
     uint32_t since_uidnext = 0;  // with since: messages below it existed then (0 = unknown)
     std::vector<std::pair<uint64_t, std::vector<std::pair<Digest, uint64_t>>>> asked;  // ticket, contents
     // The folder renamed after its snapshot: where its files are now (looked for once).
+    struct Relocated {
+      std::unique_ptr<store::Folder> folder;
+      std::unordered_map<uint32_t, std::pair<Digest, uint64_t>> records;  // UID -> digest, size
+    };
     bool looked_for_rename = false;
-    std::unique_ptr<store::Folder> renamed;
+    std::vector<Relocated> relocated;
+    bool reported_gone = false;
   };
   // The stream's order: a user record, then that user's folders (each with its snapshot).
   struct Pending {
@@ -215,11 +231,12 @@ class BackupSession {
 
   // Takes the folder's snapshot now and asks the receiver about its contents, so the answer
   // travels while earlier folders are written: no round trip per folder (docs/transport.md).
-  // Its UIDVALIDITY; nullopt when the folder is gone since the listing (deleted, or renamed).
-  std::optional<uint32_t> Enqueue(const store::FolderInfo& info) {
+  // What identifies it across a rename; nullopt when the folder is gone since the listing
+  // (deleted, or renamed).
+  std::optional<FolderIdentity> Enqueue(const store::FolderInfo& info) {
     if (SkippedUnopened(info)) {  // a listing with the index's header
       if (options_.on_folder) options_.on_folder(info.Mailbox(), info.highest_modseq, info.uidnext);
-      return info.uidvalidity;
+      return FolderIdentity{info.uidvalidity, info.created};
     }
     if (options_.before_folder_opened) options_.before_folder_opened(info.Mailbox());
     auto ahead = std::make_unique<Ahead>();
@@ -244,10 +261,10 @@ class BackupSession {
       }
     }
     const bool unchanged = ahead->since != 0 && ahead->since == now.highest_modseq;
-    const uint32_t uidvalidity = now.uidvalidity;
+    const FolderIdentity identity{now.uidvalidity, now.created};
     if (unchanged && options_.skip_unchanged) {
       if (options_.on_folder) options_.on_folder(now.Mailbox(), now.highest_modseq, now.uidnext);
-      return uidvalidity;
+      return identity;
     }
     if (options_.oracle && !options_.manifest && !unchanged) Ask(*ahead);
     queued_messages_ += ahead->snap.messages.size();
@@ -264,7 +281,7 @@ class BackupSession {
     queue_.push_back(Pending{std::nullopt, std::move(ahead)});
     while (queued_folders_ >= query_ahead_ || (queued_folders_ > 1 && queued_messages_ > kMaxMessagesAhead))
       WriteFront();
-    return uidvalidity;
+    return identity;
   }
 
   // Writes the queue's first entry; a folder is written only once its questions are answered.
@@ -369,22 +386,30 @@ class BackupSession {
     return ::faccessat(folder.dir_fd(), "store.idx", F_OK, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
   }
 
-  // A folder renamed after its snapshot keeps its UIDVALIDITY and its files (store-format.md
-  // §6.8): the message is read from the new name, if that folder still lists it.
-  UniqueFd OpenAfterRename(Ahead& a, uint32_t uid) {
+  // A folder renamed (or moved to another partition) after its snapshot keeps its identity and
+  // its files (store-format.md §6.8): the message is read where that folder now is, from a
+  // folder of the same identity whose index has the message's UID with its digest and size.
+  UniqueFd OpenAfterRename(Ahead& a, const store::MessageMeta& m) {
     if (!a.looked_for_rename) {
       a.looked_for_rename = true;
-      for (const store::FolderInfo& f : store_.ListFolders(a.snap.info.user, store::Store::FolderDetail::kWithIndex))
-        if (f.uidvalidity == a.snap.info.uidvalidity && f.folder != a.snap.info.folder) {
-          try {
-            a.renamed = store_.OpenFolder(f.user, f.folder);
-          } catch (const Error& e) {
-            if (e.code() != Errc::kNotFound) throw;
-          }
-          break;
+      for (const store::FolderInfo& f : store_.ListFolders(a.snap.info.user, store::Store::FolderDetail::kWithIndex)) {
+        if (f.uidvalidity != a.snap.info.uidvalidity || f.created != a.snap.info.created) continue;
+        try {
+          Ahead::Relocated r;
+          r.folder = store_.OpenFolder(f.user, f.folder);
+          for (const store::MessageMeta& mm : r.folder->Snapshot().messages) r.records.emplace(mm.uid, std::pair{mm.digest, mm.size});
+          a.relocated.push_back(std::move(r));
+        } catch (const Error& e) {
+          if (e.code() != Errc::kNotFound) throw;
         }
+      }
     }
-    return a.renamed ? a.renamed->OpenMessage(uid) : UniqueFd();
+    for (const Ahead::Relocated& r : a.relocated) {
+      auto it = r.records.find(m.uid);
+      if (it == r.records.end() || it->second != std::pair{m.digest, m.size}) continue;
+      if (UniqueFd fd = r.folder->OpenMessage(m.uid); fd.valid()) return fd;
+    }
+    return UniqueFd();
   }
 
   void ReportError(const store::Folder& folder, const store::MessageMeta& m, const std::string& what) {
@@ -423,13 +448,19 @@ class BackupSession {
       }
       if (!fd.valid() && FolderGone(folder)) {
         try {
-          fd = OpenAfterRename(a, m.uid);
+          fd = OpenAfterRename(a, m);
         } catch (const Error& e) {
           if (e.code() != Errc::kCorrupt) throw;
         }
         if (!fd.valid()) {
-          // Deleted after its snapshot, or its user renamed: which one, the store no longer says.
-          ReportError(folder, m, "the mailbox was deleted or its user renamed while backup read it; left out (run the backup again)");
+          // Not found under another name: deleted after its snapshot, a mailbox gone like an
+          // expunged message, while its user remains; with its user gone, deleted or renamed
+          // (an administrator's operation), which the store no longer tells apart.
+          if (!a.reported_gone && !store_.FindUser(a.snap.info.user)) {
+            a.reported_gone = true;
+            ReportError(folder, m, "its user was deleted or renamed while backup read the mailbox; the rest of it is left "
+                                   "out (run the backup again)");
+          }
           return;
         }
       }
@@ -618,7 +649,6 @@ class BackupSession {
   uint64_t link_window_;  // links name one of the last link_window_ contents
   size_t query_ahead_;    // folders asked about before their data is written
   std::optional<store::UserInfo> idle_user_;  // skip_idle_users: a record not written yet
-  std::vector<store::UserInfo> vanished_users_;  // gone from the store when taken: renamed?
   std::deque<Pending> queue_;
   size_t queued_folders_ = 0, queued_messages_ = 0;
   uint64_t last_content_id_ = 0;

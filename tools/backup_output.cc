@@ -34,15 +34,29 @@ std::string DirectoryOf(const std::string& path) {
 
 BackupOutput::BackupOutput(const std::string& path) : path_(path), shown_(path == "-" ? "standard output" : path) {
   struct stat st;
-  if (path == "-" || (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))) {
+  const bool exists = path != "-" && ::stat(path.c_str(), &st) == 0;
+  if (path == "-" || (exists && !S_ISREG(st.st_mode))) {
     fd_ = stream::OpenOutput(path);
     return;
   }
-  temp_ = path + ".tmp." + std::to_string(::getpid()) + "." + RandomToken();
+  // A symlink stays one: the file it names is replaced, beside itself.
+  if (char resolved[PATH_MAX]; exists && ::realpath(path.c_str(), resolved)) path_ = resolved;
+  temp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + RandomToken();
   if (temp_.size() >= sizeof g_temp) Throw(Errc::kInvalidArgument, "-f: path too long: " + path);
   const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) ThrowErrno("create " + temp_);
+  if (fd < 0) {
+    // A directory this user may not create in (a file made writable for the backup operator):
+    // written in place, as before there was a temporary name.
+    if (errno == EACCES || errno == EPERM || errno == EROFS) {
+      temp_.clear();
+      fd_ = stream::OpenOutput(path);
+      return;
+    }
+    ThrowErrno("create " + temp_);
+  }
   fd_.reset(fd);
+  // The file keeps the permissions it had (a backup operators' group may read it).
+  if (exists && ::fchmod(fd, st.st_mode & 07777) != 0) ThrowErrno("chmod " + temp_);
   std::memcpy(g_temp, temp_.c_str(), temp_.size() + 1);
   struct sigaction sa {};
   sa.sa_handler = RemoveTempAndExit;

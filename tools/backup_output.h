@@ -12,7 +12,9 @@ namespace storemove::tools {
 class BackupOutput {
  public:
   // "-": standard output. An existing non-regular file (a FIFO, /dev/null, a tape device) is
-  // written in place. Anything else: FILE.tmp.<pid>.<token> in FILE's directory, mode 0600.
+  // written in place, and so is FILE when its directory refuses a new file (EACCES). Anything
+  // else: FILE.tmp.<pid>.<token> beside FILE (beside the file a symlink FILE names), with FILE's
+  // permissions if it exists, else 0600.
   explicit BackupOutput(const std::string& path);
   ~BackupOutput();  // not committed: the new file is removed
   BackupOutput(const BackupOutput&) = delete;

@@ -24,7 +24,7 @@ int64_t ParseBackupDate(const std::string& text) {
   char tail;
   bool ok = std::sscanf(text.c_str(), "%4d%2d%2d%c", &y, &mo, &d, &tail) == 3 && text.size() == 8;
   if (!ok) ok = std::sscanf(text.c_str(), "%4d%2d%2d:%2d%2d%2d%c", &y, &mo, &d, &h, &mi, &s, &tail) == 6 && text.size() == 15;
-  if (!ok || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
+  if (!ok || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 59)
     Throw(Errc::kInvalidArgument, "-d: '" + text + "' is not YYYYMMDD[:HHMMSS]");
   tm.tm_year = y - 1900;
   tm.tm_mon = mo - 1;

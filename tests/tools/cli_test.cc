@@ -235,10 +235,11 @@ TEST_F(Cli, OverQuotaIsATemporaryFailure) {
 // leave out two days of mail.
 TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
   ASSERT_EQ(Deliver("gina", Message("a", "a"), {"--create"}).status, 0);
-  for (const char* date : {"20260230", "20260431", "20260631:120000", "20250229"}) {
+  for (const char* date : {"20260230", "20260431", "20260631:120000", "20250229", "20260615:235960"}) {
     CliResult r = RunCli({"backup", "--store", root_, "-d", date, "-f", dir_ / "x.smv"});
     EXPECT_EQ(r.status, 64) << date << ": " << r.Describe();
-    EXPECT_NE(r.err.find("is not a date"), std::string::npos) << r.err;
+    EXPECT_TRUE(r.err.find("is not a date") != std::string::npos || r.err.find("is not YYYYMMDD") != std::string::npos)
+        << r.err;
   }
   EXPECT_EQ(RunCli({"backup", "--store", root_, "-d", "20240229", "-f", dir_ / "x.smv"}).status, 0);
 }
@@ -264,6 +265,24 @@ TEST_F(Cli, AFailedBackupLeavesThePreviousFileAsItWas) {
       << r.err;
   for (const auto& e : fs::directory_iterator(dir_.path()))
     EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+
+  // FILE a symlink: it stays one, and the file it names is replaced with its permissions kept.
+  fs::create_directories(dir_ / "disk2");
+  const std::string real = dir_ / "disk2/real.smv", latest = dir_ / "latest.smv";
+  ASSERT_EQ(::symlink(real.c_str(), latest.c_str()), 0);
+  std::ofstream(real) << "old";
+  ASSERT_EQ(::chmod(real.c_str(), 0640), 0);
+  ASSERT_EQ(::unlink(fs::path(out + ".incomplete").c_str()), 0);
+  store = store::Store::Open(root_);
+  store->OpenFolder("hugo", "INBOX")->Expunge({2});  // the damaged one goes: the next backup is complete
+  store.reset();
+  r = RunCli({"backup", "--store", root_, "-f", latest});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_TRUE(fs::is_symlink(latest));
+  EXPECT_NE(ReadFile(real), "old");
+  struct stat st;
+  ASSERT_EQ(::stat(real.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
 }
 
 TEST_F(Cli, EmptyMessageIsRejected) {
