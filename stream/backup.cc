@@ -196,7 +196,6 @@ class BackupSession {
     ++report_.users;
   }
 
-  // A folder read ahead of its data: its snapshot, and the questions asked about it.
   // What a rename keeps of a folder (its name and its files' directory change): UIDVALIDITY and
   // creation time. Not unique (an import keeps the source's UIDVALIDITY, and makes many folders
   // in one second), so it is only used where a wrong match costs bytes, not mail.
@@ -206,6 +205,7 @@ class BackupSession {
     auto operator<=>(const FolderIdentity&) const = default;
   };
 
+  // A folder read ahead of its data: its snapshot, and the questions asked about it.
   struct Ahead {
     std::unique_ptr<store::Folder> folder;
     std::shared_ptr<const UniqueFd> dir;  // the folder's directory, for reads still in flight
