@@ -945,85 +945,81 @@ TEST(NetSlots, IdleUnauthenticatedConnectionsDoNotKeepARealClientOut) {
   EXPECT_EQ(Count(log, "restore started"), 3u) << log;
 }
 
+// A server with one session slot, taken by `holder`, and a second client waiting for it on its
+// own thread; constructed once the server has seen that client wait. Its outcome is kept.
+struct OneSlotTaken {
+  explicit OneSlotTaken(int max_waiting) {
+    b = store::Store::Init(tmp / "B", {"primary"});
+    key = Key(tmp, "key");
+    ServeOptions so;
+    so.credentials.key_file = key;
+    so.max_sessions = 1;
+    so.max_waiting = max_waiting;
+    so.idle_timeout_seconds = 600;
+    so.on_waiting_for_slot = [this] {
+      if (!told.exchange(true)) waiting.set_value();
+    };
+    server = std::make_unique<ServerThread>(*b, so);
+    c = Psk(key);
+    c.timeout_seconds = 60;
+    holder = std::make_unique<Session>(server->endpoint(), c);
+    second = std::thread([this] {
+      try {
+        Session s(server->endpoint(), c);
+      } catch (const Error& e) {
+        code = e.code();
+        what = e.what();
+      }
+    });
+    waiting.get_future().wait();
+  }
+  ~OneSlotTaken() { Stop(); }
+  void Stop() {
+    if (!second.joinable()) return;
+    server->Stop();
+    second.join();
+  }
+
+  TempDir tmp;
+  std::unique_ptr<store::Store> b;
+  std::string key;
+  std::promise<void> waiting;
+  std::atomic<bool> told{false};
+  std::unique_ptr<ServerThread> server;
+  ClientOptions c;
+  std::unique_ptr<Session> holder;
+  Errc code = Errc::kIo;  // the waiting client's
+  std::string what = "no error";
+  std::thread second;
+};
+
 // serve stopping (a restart) tells a connection waiting for a session slot to try again
 // (kTempFail, which migrate retries) instead of cutting it: a client that sees only a closed
 // connection before READY cannot tell it from a refused authentication, which it does not retry.
 TEST(NetSlots, AConnectionWaitingForASlotWhenTheServerStopsIsToldToTryAgain) {
-  TempDir tmp;
-  auto b = store::Store::Init(tmp / "B", {"primary"});
-  std::string key = Key(tmp, "key");
-  ServeOptions so;
-  so.credentials.key_file = key;
-  so.max_sessions = 1;
-  so.idle_timeout_seconds = 600;
-  std::promise<void> waiting;
-  std::atomic<bool> told{false};
-  so.on_waiting_for_slot = [&] {
-    if (!told.exchange(true)) waiting.set_value();
-  };
-  ServerThread server(*b, so);
-  ClientOptions c = Psk(key);
-  c.timeout_seconds = 60;
-  Session holder(server.endpoint(), c);  // takes the only slot
-  Errc code = Errc::kIo;
-  std::string what = "no error";
-  std::thread second([&] {
-    try {
-      Session s(server.endpoint(), c);
-    } catch (const Error& e) {
-      code = e.code();
-      what = e.what();
-    }
-  });
-  waiting.get_future().wait();
-  server.Stop();
-  second.join();
-  EXPECT_EQ(code, Errc::kTempFail) << what;
-  EXPECT_NE(what.find("the server is stopping"), std::string::npos) << what;
+  OneSlotTaken slot(/*max_waiting=*/256);
+  slot.Stop();
+  EXPECT_EQ(slot.code, Errc::kTempFail) << slot.what;
+  EXPECT_NE(slot.what.find("the server is stopping"), std::string::npos) << slot.what;
 }
 
 // Connections waiting for a session slot each hold a thread: beyond --max-waiting one more is
 // told at once to try again later (kTempFail, which migrate retries), not kept.
 TEST(NetSlots, ConnectionsBeyondMaxWaitingAreToldToTryAgain) {
-  TempDir tmp;
-  auto b = store::Store::Init(tmp / "B", {"primary"});
-  std::string key = Key(tmp, "key");
-  ServeOptions so;
-  so.credentials.key_file = key;
-  so.max_sessions = 1;
-  so.max_waiting = 1;
-  so.idle_timeout_seconds = 600;
-  std::promise<void> waiting;
-  std::atomic<bool> told{false};
-  so.on_waiting_for_slot = [&] {
-    if (!told.exchange(true)) waiting.set_value();
-  };
-  ServerThread server(*b, so);
-  ClientOptions c = Psk(key);
-  c.timeout_seconds = 60;
-  Session holder(server.endpoint(), c);  // takes the only slot
-  std::thread second([&] {
-    try {
-      Session s(server.endpoint(), c);
-    } catch (const Error&) {
-      // told to try again when the server stops below
-    }
-  });
-  waiting.get_future().wait();
+  OneSlotTaken slot(/*max_waiting=*/1);
   Errc code = Errc::kIo;
   std::string what = "no error";
   try {
-    Session third(server.endpoint(), c);
+    Session third(slot.server->endpoint(), slot.c);
   } catch (const Error& e) {
     code = e.code();
     what = e.what();
   }
   EXPECT_EQ(code, Errc::kTempFail) << what;
   EXPECT_NE(what.find("1 connections already wait for one (--max-waiting); try again later"), std::string::npos) << what;
-  server.Stop();
-  second.join();
+  slot.Stop();
   std::string err;
-  EXPECT_EQ(RunCli({kBin, "serve", "--store", tmp / "B", "--listen", "127.0.0.1:0", "--insecure", "--max-waiting", "0"},
+  EXPECT_EQ(RunCli({kBin, "serve", "--store", slot.tmp / "B", "--listen", "127.0.0.1:0", "--insecure", "--max-waiting", "0"},
                    &err),
             64)
       << err;
