@@ -320,11 +320,17 @@ void Store::Db::Del(DB* db, DB_TXN* txn, std::string_view key) {
 
 void Store::Db::Scan(DB* db, std::string_view prefix,
                      const std::function<bool(std::string_view, std::string_view)>& fn) {
+  Scan(db, prefix, fn, BatchHooks{});
+}
+
+void Store::Db::Scan(DB* db, std::string_view prefix,
+                     const std::function<bool(std::string_view, std::string_view)>& fn, const BatchHooks& hooks) {
   std::string from(prefix);
   bool inclusive = true;
   for (;;) {
     std::vector<std::pair<std::string, std::string>> batch;
     bool done = false;
+    if (hooks.before_read) hooks.before_read();
     DBC* cursor = nullptr;
     int ret = db->cursor(db, nullptr, &cursor, DB_READ_COMMITTED);
     if (ret != 0) Fail(ret, "cursor");
@@ -353,6 +359,9 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
     cursor->close(cursor);
     if (ret == DB_NOTFOUND) done = true;
     else if (ret != 0) Fail(ret, "cursor get");
+    if (hooks.after_read)
+      hooks.after_read(from, inclusive, batch.empty() ? std::string_view(from) : std::string_view(batch.back().first),
+                       done || batch.empty());
     for (auto& [key, value] : batch)
       if (!fn(key, value)) return;
     if (done || batch.empty()) return;

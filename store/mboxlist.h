@@ -22,6 +22,10 @@ struct UserValue {
   UserStatus status;
   std::string partition;
   int64_t created = 0;
+  // Set by a user rename (0 = never renamed): the store's rename generation it made and the
+  // name before it. Encoded only when set, so other records keep their first layout.
+  uint64_t renamed_generation = 0;
+  std::string renamed_from;
 };
 struct FolderValue {
   uint32_t uidvalidity = 0;
@@ -31,6 +35,8 @@ struct FolderValue {
 };
 std::string EncodeUser(const UserValue& u);
 UserValue DecodeUser(std::string_view v, std::string_view user);  // throws kCorrupt
+// Raises the store's user rename generation (folder.db `#user-renames`) in `txn`; returns it.
+uint64_t RaiseUserRenameGeneration(Store::Db& db, DB_TXN* txn);
 std::string EncodeQuota(uint64_t limit, uint64_t used);
 std::pair<uint64_t, uint64_t> DecodeQuota(std::string_view v, std::string_view user);  // {limit, used}
 std::string EncodeFolder(const FolderValue& f);
@@ -68,6 +74,14 @@ class Store::Db {
   // Calls fn(key, value) for every key starting with `prefix`, in key order, until fn returns
   // false. Reads in short batches without holding locks across calls, so fn may write.
   void Scan(DB* db, std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn);
+  // The same, telling `on_batch` about every batch read, before fn sees its keys: what Store's
+  // ForEachUser needs to say where the scan stood when a user was renamed (ScanBatch).
+  struct BatchHooks {
+    std::function<void()> before_read;  // runs before the batch's cursor opens
+    std::function<void(std::string_view after, bool from_start, std::string_view last, bool end)> after_read;
+  };
+  void Scan(DB* db, std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn,
+            const BatchHooks& hooks);
   // Throws kTempFail when the checkpoint is still waiting after the limit (a process died
   // inside the environment; see BoundedCheckpoint).
   void Checkpoint();

@@ -33,6 +33,7 @@ class ValueReader {
   uint64_t U64() { Need(8); auto r = GetU64(P()); pos_ += 8; return r; }
   std::string Str16() { size_t n = U16(); Need(n); std::string s(v_.substr(pos_, n)); pos_ += n; return s; }
   std::string Str32() { size_t n = U32(); Need(n); std::string s(v_.substr(pos_, n)); pos_ += n; return s; }
+  bool AtEnd() const { return pos_ == v_.size(); }
 
  private:
   const uint8_t* P() const { return reinterpret_cast<const uint8_t*>(v_.data()) + pos_; }
@@ -56,6 +57,15 @@ void AppendStr32(std::string* s, std::string_view v) {
 constexpr uint8_t kValueVersion = 1;
 // folder.db key (outside the "user/" key space) of the last UIDVALIDITY handed out.
 constexpr std::string_view kUidValidityKey = "#uidvalidity";
+// folder.db key of the user rename generation (docs/store-format.md §3.3).
+constexpr std::string_view kUserRenamesKey = "#user-renames";
+
+uint64_t ReadUserRenames(Store::Db& db, DB_TXN* txn, bool for_update) {
+  std::string v;
+  if (!db.Get(db.folder(), txn, kUserRenamesKey, &v, for_update)) return 0;
+  if (v.size() != 8) Throw(Errc::kCorrupt, "mboxlist: bad " + std::string(kUserRenamesKey) + " value");
+  return GetU64(reinterpret_cast<const uint8_t*>(v.data()));
+}
 
 }  // namespace
 
@@ -66,6 +76,10 @@ std::string EncodeUser(const UserValue& u) {
   AppendStr16(&s, u.status.host);
   AppendStr16(&s, u.partition);
   AppendU64(&s, static_cast<uint64_t>(u.created));
+  if (u.renamed_generation != 0) {
+    AppendU64(&s, u.renamed_generation);
+    AppendStr16(&s, u.renamed_from);
+  }
   return s;
 }
 
@@ -79,7 +93,19 @@ UserValue DecodeUser(std::string_view v, std::string_view user) {
   u.status.host = r.Str16();
   u.partition = r.Str16();
   u.created = static_cast<int64_t>(r.U64());
+  if (!r.AtEnd()) {
+    u.renamed_generation = r.U64();
+    u.renamed_from = r.Str16();
+  }
   return u;
+}
+
+uint64_t RaiseUserRenameGeneration(Store::Db& db, DB_TXN* txn) {
+  uint64_t generation = ReadUserRenames(db, txn, true) + 1;
+  std::string v;
+  AppendU64(&v, generation);
+  db.Put(db.folder(), txn, kUserRenamesKey, v);
+  return generation;
 }
 
 std::string EncodeQuota(uint64_t limit, uint64_t used) {
@@ -264,6 +290,8 @@ std::optional<UserInfo> Store::FindUser(std::string_view user) {
   info.partition = u.partition;
   info.status = u.status;
   info.created = u.created;
+  info.renamed_generation = u.renamed_generation;
+  info.renamed_from = std::move(u.renamed_from);
   if (!qv.empty()) std::tie(info.quota_limit, info.quota_used) = DecodeQuota(qv, user);
   return info;
 }
@@ -273,7 +301,9 @@ UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bo
   std::string part = partition.empty() ? DefaultPartition() : std::string(partition);
   if (!IsDirectory(PartitionPath(part) + "/=user"))
     Throw(Errc::kNotFound, "store " + root_ + ": no partition '" + part + "'");
-  UserValue value{UserStatus{}, part, Now()};
+  UserValue value;
+  value.partition = part;
+  value.created = Now();
   db_->Txn([&](DB_TXN* txn) {
     if (db_->PutNew(db_->users(), txn, user, EncodeUser(value))) db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
   });
@@ -486,7 +516,29 @@ uint64_t Store::RecomputeQuota(std::string_view user) {
   return used;
 }
 
-void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn) {
+void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn) { ForEachUser(fn, {}); }
+
+uint64_t Store::UserRenameGeneration() {
+  uint64_t generation = 0;
+  db_->Txn([&](DB_TXN* txn) { generation = ReadUserRenames(*db_, txn, false); });
+  return generation;
+}
+
+void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn,
+                        const std::function<void(const UserScanBatch&)>& on_batch) {
+  Db::BatchHooks hooks;
+  UserScanBatch batch;
+  if (on_batch) {
+    hooks.before_read = [&] { batch.renames_before = UserRenameGeneration(); };
+    hooks.after_read = [&](std::string_view after, bool from_start, std::string_view last, bool end) {
+      batch.renames_after = UserRenameGeneration();
+      batch.after = after;
+      batch.from_start = from_start;
+      batch.last = last;
+      batch.end = end;
+      on_batch(batch);
+    };
+  }
   db_->Scan(db_->users(), "", [&](std::string_view key, std::string_view value) {
     UserValue u = DecodeUser(value, key);
     UserInfo info;
@@ -494,6 +546,8 @@ void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn) {
     info.partition = u.partition;
     info.status = u.status;
     info.created = u.created;
+    info.renamed_generation = u.renamed_generation;
+    info.renamed_from = std::move(u.renamed_from);
     std::string qv;
     db_->Txn([&](DB_TXN* txn) {
       if (!db_->Get(db_->quota(), txn, key, &qv)) qv.clear();
@@ -501,7 +555,7 @@ void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn) {
     if (!qv.empty()) std::tie(info.quota_limit, info.quota_used) = DecodeQuota(qv, key);
     fn(info);
     return true;
-  });
+  }, hooks);
 }
 
 // --- folders ---

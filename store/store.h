@@ -82,6 +82,10 @@ struct UserInfo {
   uint64_t quota_limit = 0;  // bytes, 0 = no limit
   uint64_t quota_used = 0;   // bytes
   int64_t created = 0;
+  // The last rename of this user (0 = none): the store's rename generation it made
+  // (Store::UserRenameGeneration) and the name it had before.
+  uint64_t renamed_generation = 0;
+  std::string renamed_from;
 };
 
 struct FolderInfo {
@@ -350,6 +354,23 @@ class Store {
   // In user-id order. Users are read in batches and fn runs with no cursor open, so fn may use
   // the store (and takes as long as it likes) without holding the mboxlist.
   void ForEachUser(const std::function<void(const UserInfo&)>& fn);
+  // Where a scan of the users stood at one batch read: every user id above `after` (every one
+  // when from_start) up to `last` (to the end when `end`) was read, while the rename generation
+  // went from renames_before to renames_after.
+  struct UserScanBatch {
+    std::string after;
+    bool from_start = false;
+    std::string last;
+    bool end = false;
+    uint64_t renames_before = 0;
+    uint64_t renames_after = 0;
+  };
+  // ForEachUser telling on_batch about each batch before fn sees its users: with the rename
+  // generation, a pass can tell afterwards whether a user renamed meanwhile was passed over.
+  void ForEachUser(const std::function<void(const UserInfo&)>& fn,
+                   const std::function<void(const UserScanBatch&)>& on_batch);
+  // Raised by every user rename, in the rename's transaction (docs/store-format.md §3.3).
+  uint64_t UserRenameGeneration();
 
   // --- folders ---
   // How much of a FolderInfo a lookup fills: the index's counters (uidnext, count, bytes,

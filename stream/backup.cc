@@ -80,14 +80,17 @@ class BackupSession {
     {
       store::Prefetcher prefetch(store_.root(), std::clamp<size_t>((options_.reads ? options_.reads : kDefaultReads) / 2, 1, 8),
                                  kUsersAhead);
-      store_.ForEachUser([&](const store::UserInfo& user) {
-        if (!wanted(user)) return;
-        ahead.push_back(user);
-        prefetch.Submit([this, &selection, user] { WarmUser(selection, user); });
-        if (ahead.size() > kUsersAhead) take();
-      });
+      store_.ForEachUser(
+          [&](const store::UserInfo& user) {
+            if (!wanted(user)) return;
+            ahead.push_back(user);
+            prefetch.Submit([this, &selection, user] { WarmUser(selection, user); });
+            if (ahead.size() > kUsersAhead) take();
+          },
+          [this](const store::Store::UserScanBatch& batch) { scan_.Note(batch); });
       while (!ahead.empty()) take();
     }
+    ReportUsersRenamedBehindTheScan(wanted);
     while (!queue_.empty()) WriteFront();
     reader_.reset();
     encoder_.Finish();
@@ -173,6 +176,69 @@ class BackupSession {
     report_.error_lines.push_back("user " + user +
                                   " was deleted or renamed while backup ran; if renamed, its mail is not in this stream "
                                   "(run the backup again)");
+  }
+
+  // A user renamed while the scan ran, from a name the scan had not read yet to one it had
+  // passed, is in the stream under neither name. The scan notes where it stood whenever the
+  // store's rename generation moved; each user renamed meanwhile (its record says by which
+  // generation, and its old name) is then judged: its new name read after the rename, or its
+  // old name before it, is in the stream; neither is an error line, never a silent gap. When
+  // unsure (a rename between a batch's read and the generation's), it counts as passed over.
+  class ScanPositions {
+   public:
+    void Note(const store::Store::UserScanBatch& b) {
+      if (!last_) first_generation_ = b.renames_before;
+      const bool moved = b.renames_before != b.renames_after ||
+                         (last_ && (last_->batch.renames_after != b.renames_before ||
+                                    last_->batch.renames_before != last_->batch.renames_after));
+      if (moved) {
+        if (last_ && (kept_.empty() || kept_.back().number != last_->number)) kept_.push_back(*last_);
+        kept_.push_back(Step{number_, b});
+      }
+      last_ = Step{number_++, b};
+    }
+    // Whether no rename happened while the batches were read.
+    bool Still() const { return !last_ || last_->batch.renames_after == first_generation_; }
+    uint64_t first_generation() const { return first_generation_; }
+    uint64_t last_generation() const { return last_ ? last_->batch.renames_after : first_generation_; }
+    // Whether `user`, renamed from `old_user` by rename `generation`, was read under either name.
+    // After the scan: keeps the last batch too (what was read before a rename after the others).
+    void Finish() {
+      if (last_ && (kept_.empty() || kept_.back().number != last_->number)) kept_.push_back(*last_);
+    }
+    bool ReadUnderEitherName(const std::string& user, const std::string& old_user, uint64_t generation) const {
+      for (const Step& s : kept_)  // the first batch read after the rename
+        if (s.batch.renames_before >= generation) {
+          if (s.batch.from_start || user > s.batch.after) return true;
+          break;
+        }
+      for (auto it = kept_.rbegin(); it != kept_.rend(); ++it)  // the last read before it
+        if (it->batch.renames_after < generation) return it->batch.end || old_user <= it->batch.last;
+      return false;
+    }
+
+   private:
+    struct Step {
+      uint64_t number = 0;
+      store::Store::UserScanBatch batch;
+    };
+    uint64_t number_ = 0;
+    uint64_t first_generation_ = 0;
+    std::optional<Step> last_;
+    std::vector<Step> kept_;  // the batches around each move of the generation: a few per rename
+  };
+
+  template <typename Wanted>
+  void ReportUsersRenamedBehindTheScan(const Wanted& wanted) {
+    if (scan_.Still()) return;
+    scan_.Finish();
+    store_.ForEachUser([&](const store::UserInfo& u) {
+      if (u.renamed_generation <= scan_.first_generation() || u.renamed_generation > scan_.last_generation()) return;
+      if (!wanted(u) || scan_.ReadUnderEitherName(u.user, u.renamed_from, u.renamed_generation)) return;
+      ++report_.errors;
+      report_.error_lines.push_back("user " + u.user + " (renamed from " + u.renamed_from +
+                                    " while backup ran) is not in this stream under either name; run the backup again");
+    });
   }
 
   // The listing read HIGHESTMODSEQ from the index header: an unchanged folder is skipped with
@@ -648,6 +714,7 @@ class BackupSession {
   SentContents digests_;
   uint64_t link_window_;  // links name one of the last link_window_ contents
   size_t query_ahead_;    // folders asked about before their data is written
+  ScanPositions scan_;
   std::optional<store::UserInfo> idle_user_;  // skip_idle_users: a record not written yet
   std::deque<Pending> queue_;
   size_t queued_folders_ = 0, queued_messages_ = 0;

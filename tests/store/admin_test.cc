@@ -462,6 +462,8 @@ TEST(AdminRename, UserWithEverythingAttached) {
   RecordVerified(*store, "joe", "elsewhere");
   FolderSnapshot inbox = Snap(*store, "joe", "INBOX"), sent = Snap(*store, "joe", "Sent");
   UserInfo joe = *store->FindUser("joe");
+  EXPECT_EQ(joe.renamed_generation, 0u);
+  EXPECT_EQ(store->UserRenameGeneration(), 0u);
 
   std::vector<Renamed> renamed = RenameUser(*store, "joe", "jim");
 
@@ -489,6 +491,36 @@ TEST(AdminRename, UserWithEverythingAttached) {
   EXPECT_EQ(CodeOf([&] { RenameUser(*store, "jim", "bob"); }), Errc::kExists);
   EXPECT_EQ(CodeOf([&] { RenameUser(*store, "nobody", "x"); }), Errc::kNotFound);
   EXPECT_EQ(CodeOf([&] { RenameUser(*store, "jim", "../x"); }), Errc::kInvalidArgument);
+
+  // The rename is marked for a backup running meanwhile (docs/store-format.md §3.1): by the
+  // store's rename generation, which a refused rename does not raise; a later status change
+  // keeps the mark.
+  EXPECT_EQ(store->UserRenameGeneration(), 1u);
+  store->SetUserStatus("jim", UserStatus{});
+  jim = store->FindUser("jim");
+  EXPECT_EQ(jim->renamed_generation, 1u);
+  EXPECT_EQ(jim->renamed_from, "joe");
+  RenameUser(*store, "jim", "jo");
+  EXPECT_EQ(store->UserRenameGeneration(), 2u);
+  EXPECT_EQ(store->FindUser("jo")->renamed_from, "jim");
+  EXPECT_EQ(store->FindUser("bob")->renamed_generation, 0u);
+}
+
+// A record no rename made keeps the layout of stores from before the rename fields.
+TEST(AdminRename, AnUnrenamedUserRecordKeepsItsFirstLayout) {
+  UserValue u;
+  u.partition = "primary";
+  u.created = 7;
+  const std::string v = EncodeUser(u);
+  EXPECT_EQ(v.size(), 1u + 1u + 2u + 2u + 7u + 8u);
+  EXPECT_EQ(DecodeUser(v, "joe").renamed_generation, 0u);
+  u.renamed_generation = 3;
+  u.renamed_from = "jim";
+  const UserValue back = DecodeUser(EncodeUser(u), "joe");
+  EXPECT_EQ(back.renamed_generation, 3u);
+  EXPECT_EQ(back.renamed_from, "jim");
+  EXPECT_EQ(back.created, 7);
+  EXPECT_EQ(CodeOf([&] { DecodeUser(v + "x", "joe"); }), Errc::kCorrupt);
 }
 
 // --- partition moves ----------------------------------------------------------------------------------

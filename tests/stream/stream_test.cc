@@ -638,6 +638,54 @@ TEST(Backup, AUserRenamedWhileItRunsIsAnErrorNotASilentGap) {
   EXPECT_TRUE(named) << ::testing::PrintToString(m.error_lines);
 }
 
+// The scan reads users in batches of 512: a user renamed from a name the scan has not read yet
+// to one it has passed is in neither batch. That is an error line naming it; a user renamed
+// ahead of the scan, or after the scan read it, is in the stream and no error.
+TEST(Backup, AUserRenamedBehindTheScanIsAnErrorNotASilentGap) {
+  TempDir tmp;
+  auto src = store::Store::Init(tmp / "src", {"primary"});
+  char name[8];
+  for (int i = 0; i < 600; ++i) {  // more than one batch
+    std::snprintf(name, sizeof name, "a%03d", i);
+    src->CreateUser(name, {}, /*with_inbox=*/false);
+  }
+  for (const char* user : {"yan", "zoe"}) {
+    auto f = src->CreateFolder(user, "INBOX");
+    auto w = f->NewMessage();
+    w->Write("Subject: " + std::string(user) + "\r\n\r\nbody\r\n");
+    std::vector<store::StagedMessage> batch{w->Finish({})};
+    f->Commit(batch);
+  }
+  BackupOptions o;
+  bool renamed = false;
+  o.before_user_listed = [&](const std::string& user) {
+    if (user == "a100" && !renamed) {  // the first batch (a000..a511) is read, the second not yet
+      renamed = true;
+      store::RenameUser(*src, "zoe", "a050x");  // from ahead to behind: passed over
+      store::RenameUser(*src, "yan", "yz");     // ahead to ahead: read under its new name
+      store::RenameUser(*src, "a002", "a0021");  // behind to behind: read under its old name
+    }
+  };
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  const SessionReport r = Backup(*src, o, enc);
+  ASSERT_TRUE(renamed);
+  EXPECT_EQ(r.errors, 1u);
+  ASSERT_EQ(r.error_lines.size(), 1u) << ::testing::PrintToString(r.error_lines);
+  EXPECT_EQ(r.error_lines[0], "user a050x (renamed from zoe while backup ran) is not in this stream under either name; "
+                              "run the backup again");
+  auto dst = RestoredFrom(tmp / "dst", sink.data());
+  EXPECT_TRUE(dst->FindFolder("yz", "INBOX"));
+  EXPECT_FALSE(dst->FindUser("a050x"));
+
+  // A backup that starts after the renames: nothing to say.
+  format::StringSink later;
+  format::Encoder enc2(later);
+  const SessionReport again = Backup(*src, {}, enc2);
+  EXPECT_EQ(again.errors, 0u) << ::testing::PrintToString(again.error_lines);
+  EXPECT_TRUE(RestoredFrom(tmp / "dst2", later.data())->FindFolder("a050x", "INBOX"));
+}
+
 // A folder deleted after its snapshot, its user still there, is gone like an expunged message:
 // no error (a busy store deletes folders during every nightly backup).
 TEST(Backup, AFolderDeletedAfterItsSnapshotIsNoError) {
