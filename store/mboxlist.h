@@ -32,6 +32,8 @@ struct FolderValue {
   int64_t created = 0;
   std::string partition;
   std::string acl;
+  // The stream a restore made the folder from (FolderInfo::origin); encoded only when set.
+  std::string origin;
 };
 std::string EncodeUser(const UserValue& u);
 UserValue DecodeUser(std::string_view v, std::string_view user);  // throws kCorrupt

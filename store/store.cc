@@ -130,6 +130,7 @@ std::string EncodeFolder(const FolderValue& f) {
   AppendU64(&s, static_cast<uint64_t>(f.created));
   AppendStr16(&s, f.partition);
   AppendStr32(&s, f.acl);
+  if (!f.origin.empty()) AppendStr16(&s, f.origin);
   return s;
 }
 
@@ -141,6 +142,7 @@ FolderValue DecodeFolder(std::string_view v, std::string_view mailbox) {
   f.created = static_cast<int64_t>(r.U64());
   f.partition = r.Str16();
   f.acl = r.Str32();
+  if (!r.AtEnd()) f.origin = r.Str16();
   return f;
 }
 
@@ -610,6 +612,7 @@ std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_v
   info.partition = fv.partition;
   info.created = fv.created;
   info.acl = fv.acl;
+  info.origin = fv.origin;
   if (detail == FolderDetail::kWithIndex)
     ReadIndexHeader(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), &info);
   return info;
@@ -624,6 +627,7 @@ bool Store::FolderFromRecord(std::string_view key, std::string_view value, Folde
   info->partition = fv.partition;
   info->created = fv.created;
   info->acl = fv.acl;
+  info->origin = fv.origin;
   if (detail == FolderDetail::kRecordOnly) return true;
   return ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, folder), key, info);
 }
@@ -714,7 +718,7 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
       const bool sync = options_.durability == Durability::kBatch;
       index::Header h = WriteEmptyFolderFiles(dir.get(), path, uidvalidity ? uidvalidity : NextUidValidity(), sync);
       if (sync) Fsync(dir.get(), path);
-      FolderValue fv{h.uidvalidity, h.created, info->partition, ""};
+      FolderValue fv{h.uidvalidity, h.created, info->partition, "", ""};
       db_->Txn([&](DB_TXN* txn) { db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
     }
   }
@@ -768,7 +772,7 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
   return created;
 }
 
-void Store::PublishFolder(Folder& folder) {
+void Store::PublishFolder(Folder& folder, std::string_view origin) {
   const bool sync = options_.durability == Durability::kBatch;
   std::string key = MailboxKey(folder.user(), folder.folder());
   std::optional<UserInfo> info = FindUser(folder.user());
@@ -778,7 +782,7 @@ void Store::PublishFolder(Folder& folder) {
   UniqueFd idx = OpenAt(folder.dir_.get(), "store.idx", O_RDONLY, 0, shown);
   index::Header h = index::Read(idx.get(), shown, false).header;
   if (sync) Fsync(folder.dir_.get(), folder.path());
-  FolderValue fv{h.uidvalidity, h.created, info->partition, ""};
+  FolderValue fv{h.uidvalidity, h.created, info->partition, "", std::string(origin)};
   bool inserted = false;
   db_->Txn([&](DB_TXN* txn) { inserted = db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
   if (!inserted) Throw(Errc::kExists, "mailbox " + key + " was created while it was being restored");

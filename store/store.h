@@ -103,6 +103,9 @@ struct FolderInfo {
   uint64_t highest_modseq = 0;
   std::string acl;  // "identifier rights" pairs separated by spaces, e.g. "joe lrswipkxtea anyone lr"
   std::vector<std::string> user_flag_names;
+  // Set by restore on a folder it made: the stream it came from, so that a rerun of
+  // `restore -n` finds the folders its first run made (docs/store-format.md §3.3). Else empty.
+  std::string origin;
   std::string Mailbox() const { return "user/" + user + "/" + folder; }
 };
 
@@ -395,7 +398,8 @@ class Store {
   std::unique_ptr<Folder> CreateUnpublishedFolder(std::string_view user, std::string_view folder,
                                                   uint32_t uidvalidity);
   // Makes the folder visible; throws kExists if a folder of that name appeared meanwhile.
-  void PublishFolder(Folder& folder);
+  // `origin` (restore: which stream made it) is kept in the record, FolderInfo::origin.
+  void PublishFolder(Folder& folder, std::string_view origin = {});
   void SetAcl(std::string_view user, std::string_view folder, std::string_view acl);
 
   // --- subscriptions and per-user data on shared folders ---

@@ -9,6 +9,7 @@
 #include <ctime>
 #include <fstream>
 #include <iomanip>
+#include <map>
 #include <set>
 #include <sstream>
 #include <unordered_map>
@@ -67,6 +68,18 @@ std::string Today() {
   char buf[16];
   std::strftime(buf, sizeof buf, "%Y%m%d", &tm);
   return buf;
+}
+
+// Which stream a folder came from (FolderInfo::origin): a digest of what tells two backups
+// apart, the same for every read of one stream file.
+std::string OriginOf(const format::StreamHeader& h) {
+  std::string id;
+  for (const std::string& part : {std::to_string(static_cast<int>(h.kind)), std::to_string(h.created),
+                                  std::to_string(h.since), h.source_host, h.store_id}) {
+    id += std::to_string(part.size()) + ":" + part;
+  }
+  for (const std::string& name : h.selection) id += std::to_string(name.size()) + ":" + name;
+  return DigestOf(id).Hex();
 }
 
 // A per-folder error that -c y lets the restore skip.
@@ -179,6 +192,7 @@ class RestoreSession {
   // that (docs/stream-format.md §13). A file or pipe stream of the session kind is refused
   // before anything is written.
   void OnHeader() {
+    origin_ = OriginOf(decoder_.header());
     if (store_ && decoder_.header().kind == format::StreamKind::kManifest)
       Throw(Errc::kInvalidArgument, "stream: a manifest (no message bodies) cannot be restored; it is for "
                                     "storemove verify --manifest");
@@ -241,8 +255,10 @@ class RestoreSession {
     WriteUser(user_);  // a stream may omit the user record
     folder_name_ = r.folder;
     std::optional<store::FolderInfo> existing = store_->FindFolder(user_, folder_name_);
-    if (existing && options_.rename_existing) {
-      folder_name_ = r.folder + "." + Today();
+    // -n: beside an existing mailbox, unless this stream made it (a rerun of an interrupted -n
+    // restore completes what its first run made instead of dating it again).
+    if (existing && options_.rename_existing && existing->origin != origin_) {
+      folder_name_ = DatedName(r.folder);
       current_mailbox_ = "user/" + user_ + "/" + folder_name_;
       existing = store_->FindFolder(user_, folder_name_);
     }
@@ -289,6 +305,23 @@ class RestoreSession {
     if (known == empty_repository_.end())
       known = empty_repository_.emplace(partition, repository_->Empty()).first;
     repository_was_empty_ = known->second;
+  }
+
+  // -n: NAME.YYYYMMDD of today, unless this stream made a dated NAME on another day (a rerun
+  // after midnight): that one. The user's dated folders of this stream are listed once per user.
+  std::string DatedName(const std::string& folder) {
+    if (dated_user_ != user_) {
+      dated_user_ = user_;
+      dated_.clear();
+      for (const store::FolderInfo& f : store_->ListFolders(user_, store::Store::FolderDetail::kRecordOnly)) {
+        const size_t dot = f.folder.size() > 9 ? f.folder.size() - 9 : 0;
+        if (f.origin == origin_ && dot > 0 && f.folder[dot] == '.' &&
+            f.folder.find_first_not_of("0123456789", dot + 1) == std::string::npos)
+          dated_.emplace(f.folder.substr(0, dot), f.folder);
+      }
+    }
+    auto it = dated_.find(folder);
+    return it != dated_.end() ? it->second : folder + "." + Today();
   }
 
   // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty).
@@ -934,7 +967,7 @@ class RestoreSession {
     }
     in_stream_.clear();
     folder_->RaiseUidNext(mode_ == Mode::kAppend ? 0 : folder_record_.uidnext);
-    if (mode_ == Mode::kNew) store_->PublishFolder(*folder_);
+    if (mode_ == Mode::kNew) store_->PublishFolder(*folder_, origin_);
     if (!folder_record_.acl.empty()) store_->SetAcl(user_, folder_name_, folder_record_.acl);
     std::string mailbox = "user/" + user_ + "/" + folder_name_;
     for (const auto& [reader, data] : folder_record_.peruser) store_->SetPerUser(mailbox, MapUser(reader), data);
@@ -999,6 +1032,9 @@ class RestoreSession {
 
   // The open folder.
   std::string user_, folder_name_, current_mailbox_;
+  std::string origin_;  // OriginOf(the stream's header), kept in the folders this session makes
+  std::string dated_user_;
+  std::map<std::string, std::string> dated_;  // -n: dated_user_'s folders this stream dated
   std::string source_mailbox_;     // user/U/F as the stream names it (what `unsettled` lists)
   bool unsettled_marked_ = false;  // the open folder is in report_.unsettled already
   format::FolderRecord folder_record_;

@@ -4,16 +4,19 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "format/format.h"
+#include "store/admin.h"
 #include "store/store.h"
 #include "stream/stream.h"
 #include "tests/support/temp_dir.h"
@@ -108,6 +111,87 @@ TEST(RestoreRerun, AppendingIntoAFolderOfAnotherUidValidityAddsNothingTheSecondT
   no_check.skip_existing_check = true;
   RestoreString(*s, stream, no_check);
   EXPECT_EQ(Contents(*s, "INBOX").size(), 7u);
+}
+
+// A backup of joe's INBOX (two messages) and Sent (one), written at `created`.
+std::string InboxAndSent(int64_t created) {
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  format::StreamHeader h;
+  h.created = created;
+  h.store_id = "old-store";
+  enc.WriteHeader(h);
+  format::UserRecord u;
+  u.user = "joe";
+  enc.WriteUser(u);
+  for (const auto& [folder, uidvalidity, bodies] :
+       {std::tuple<std::string, uint32_t, std::vector<std::string>>{"INBOX", 99, {Body("a"), Body("b")}},
+        {"Sent", 98, {Body("c")}}}) {
+    format::FolderRecord f;
+    f.user = "joe";
+    f.folder = folder;
+    f.uidvalidity = uidvalidity;
+    f.uidnext = static_cast<uint32_t>(bodies.size() + 1);
+    enc.WriteFolder(f);
+    uint32_t uid = 0;
+    for (const std::string& body : bodies) {
+      format::MessageRecord r;
+      r.uid = ++uid;
+      r.size = body.size();
+      r.digest = DigestOf(body);
+      enc.BeginMessage(r);
+      enc.BodyChunk(body);
+      enc.EndMessage();
+    }
+    enc.EndFolder();
+  }
+  enc.Finish();
+  return sink.data();
+}
+
+std::set<std::string> FolderNames(store::Store& s) {
+  std::set<std::string> names;
+  for (const store::FolderInfo& f : s.ListFolders("joe", store::Store::FolderDetail::kRecordOnly)) names.insert(f.folder);
+  return names;
+}
+
+std::string TodayUtc() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm;
+  gmtime_r(&t, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y%m%d", &tm);
+  return buf;
+}
+
+// restore -n puts a stream's mailbox beside an existing one, as NAME.YYYYMMDD. Run again (after an
+// interruption, or to be sure), it completes what its first run made under the same names: a
+// mailbox the first run created under its own name is not dated, nor a dated one dated anew (also
+// when the rerun comes on another day). Another backup is put beside, as before.
+TEST(RestoreRerun, ARerunOfRestoreBesideExistingMailFindsWhatItsFirstRunMade) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  RestoreString(*s, StreamOf("INBOX", 7, {{1, Body("live")}}));  // the live INBOX
+  const std::string backup = InboxAndSent(1700000000);
+  RestoreOptions beside;
+  beside.rename_existing = true;
+  const std::string today = "INBOX." + TodayUtc();
+  for (int run = 0; run < 2; ++run) {
+    SessionReport r = RestoreString(*s, backup, beside);
+    EXPECT_EQ(r.errors, 0u) << "run " << run;
+    EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", today, "Sent"})) << "run " << run;
+    EXPECT_EQ(Contents(*s, today).size(), 2u) << "run " << run;
+    EXPECT_EQ(Contents(*s, "Sent").size(), 1u) << "run " << run;
+  }
+  EXPECT_EQ(Contents(*s, "INBOX").size(), 1u) << "the live INBOX is left alone";
+
+  store::RenameFolder(*s, "joe", today, "INBOX.20250101");  // as if the first run was on that day
+  EXPECT_EQ(RestoreString(*s, backup, beside).errors, 0u);
+  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", "INBOX.20250101", "Sent"}));
+  EXPECT_EQ(Contents(*s, "INBOX.20250101").size(), 2u);
+
+  EXPECT_EQ(RestoreString(*s, InboxAndSent(1700086400), beside).errors, 0u);  // a day later's backup
+  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", "INBOX.20250101", today, "Sent", "Sent." + TodayUtc()}));
 }
 
 // Same UIDVALIDITY, UID 1 holds other bytes here: the stream's message is kept as well, once.
