@@ -15,6 +15,37 @@
 
 namespace storemove::store {
 
+namespace {
+
+// Whether the folder behind `folder` was renamed, moved or deleted since it was opened
+// (store/admin.cc removes the old directory's files after its commit point): its directory lost
+// its index, and the mailbox's record is gone, or lies in another partition, or its path now
+// leads to another directory. An index missing where the record still leads is damage.
+bool MovedAway(Store& store, const Folder& folder) {
+  if (::faccessat(folder.dir_fd(), "store.idx", F_OK, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) return false;
+  std::optional<FolderInfo> now = store.FindFolder(folder.user(), folder.folder(), Store::FolderDetail::kRecordOnly);
+  if (!now || !folder.path().starts_with(store.PartitionPath(now->partition) + "/")) return true;
+  struct stat held, named;
+  return ::fstat(folder.dir_fd(), &held) != 0 || ::stat(folder.path().c_str(), &named) != 0 ||
+         held.st_ino != named.st_ino || held.st_dev != named.st_dev;
+}
+
+// Opens store.idx for a write under the folder's lock. A folder renamed or deleted meanwhile is a
+// temporary failure (deliver exits 75: the MTA keeps the message and retries under the new name),
+// not a damaged store or a missing mailbox (65, 66: the MTA would bounce it).
+index::Opened OpenIndexForWrite(Store& store, const Folder& folder, bool sync) {
+  const std::string shown = folder.path() + "/store.idx";
+  try {
+    return index::OpenForWrite(folder.dir_fd(), "store.idx", shown, sync);
+  } catch (const Error&) {
+    if (MovedAway(store, folder))
+      Throw(Errc::kTempFail, "mailbox " + folder.Mailbox() + " was renamed or deleted meanwhile; nothing written (try again)");
+    throw;
+  }
+}
+
+}  // namespace
+
 // flock(2) on the folder directory: shared for readers of store.idx, exclusive for writers.
 class Folder::Lock {
  public:
@@ -74,7 +105,13 @@ FolderSnapshot Folder::Snapshot() {
   index::Contents c;
   {
     Lock lock(dir_.get(), false, path_);
-    c = index::ReadFolderIndex(dir_.get(), path_, Mailbox());
+    try {
+      c = index::ReadFolderIndex(dir_.get(), path_, Mailbox());
+    } catch (const Error&) {
+      if (MovedAway(*store_, *this))
+        Throw(Errc::kNotFound, "mailbox " + Mailbox() + " no longer exists (renamed or deleted meanwhile)");
+      throw;
+    }
   }
   snap.info = std::move(*info);
   snap.info.uidvalidity = c.header.uidvalidity;
@@ -180,7 +217,7 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
   try {
     Lock lock(dir_.get(), true, path_);
     // Reopen under the lock: an expunge in another process may have replaced the file.
-    index::Opened opened = index::OpenForWrite(dir_.get(), "store.idx", shown, sync);
+    index::Opened opened = OpenIndexForWrite(*store_, *this, sync);
     const UniqueFd& idx = opened.fd;
     index::Header header = opened.header;
     const uint64_t modseq = header.highest_modseq + 1;  // one bump per batch (§4.5)
@@ -262,7 +299,7 @@ void Folder::SetFlags(uint32_t uid, uint8_t flags, uint64_t user_flags) {
   const std::string shown = path_ + "/store.idx";
   const bool sync = store_->durability() == Durability::kBatch;
   Lock lock(dir_.get(), true, path_);
-  index::Opened opened = index::OpenForWrite(dir_.get(), "store.idx", shown, sync);
+  index::Opened opened = OpenIndexForWrite(*store_, *this, sync);
   const int idx = opened.fd.get();
   index::Contents c = index::Read(idx, shown);
   for (uint32_t i = 0; i < c.records.size(); ++i) {
@@ -312,12 +349,13 @@ void Folder::RaiseUidNext(uint32_t uidnext) {
   if (uidnext <= known_uidnext_) return;  // already there: no lock, no read
   const std::string shown = path_ + "/store.idx";
   Lock lock(dir_.get(), true, path_);
-  UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
+  UniqueFd idx = TryOpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
+  if (!idx.valid()) idx = OpenIndexForWrite(*store_, *this, false).fd;  // says why it is gone
   index::Header header = index::Read(idx.get(), shown, false).header;
   known_uidnext_ = std::max(known_uidnext_, header.uidnext);
   if (header.uidnext >= uidnext) return;  // no change: no upgrade, no bump
   if (header.minor == 0) {  // a 1.0 file is upgraded first
-    index::Opened opened = index::OpenForWrite(dir_.get(), "store.idx", shown, store_->durability() == Durability::kBatch);
+    index::Opened opened = OpenIndexForWrite(*store_, *this, store_->durability() == Durability::kBatch);
     idx = std::move(opened.fd);
     header = opened.header;
   }

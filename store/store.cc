@@ -584,16 +584,19 @@ void ReadIndexHeader(const std::string& dir, FolderInfo* info) {
 // A listing reads the record, then the index: a folder deleted or moved in between is skipped
 // (its record is gone) rather than reported as damaged.
 bool Store::ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info) {
-  try {
-    ReadIndexHeader(dir, info);
-    return true;
-  } catch (const Error& e) {
-    if (e.code() != Errc::kCorrupt && e.code() != Errc::kNotFound) throw;
-    std::string v;
-    bool still = false;
-    db_->Txn([&](DB_TXN* txn) { still = db_->Get(db_->folder(), txn, key, &v); });
-    if (still && DecodeFolder(v, key).partition == info->partition) throw;
-    return false;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      ReadIndexHeader(dir, info);
+      return true;
+    } catch (const Error& e) {
+      if (e.code() != Errc::kCorrupt && e.code() != Errc::kNotFound) throw;
+      std::string v;
+      bool still = false;
+      db_->Txn([&](DB_TXN* txn) { still = db_->Get(db_->folder(), txn, key, &v); });
+      if (!still || DecodeFolder(v, key).partition != info->partition) return false;
+      // A folder renamed away and back while it was read has its index again; damage does not.
+      if (attempt == 3) throw;
+    }
   }
 }
 
@@ -613,8 +616,10 @@ std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_v
   info.created = fv.created;
   info.acl = fv.acl;
   info.origin = fv.origin;
-  if (detail == FolderDetail::kWithIndex)
-    ReadIndexHeader(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), &info);
+  // Renamed or deleted between the record and its index: no such folder (any more).
+  if (detail == FolderDetail::kWithIndex &&
+      !ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), key, &info))
+    return std::nullopt;
   return info;
 }
 

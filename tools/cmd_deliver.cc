@@ -72,7 +72,12 @@ int RunDeliver(const DeliverOptions& options) {
   if (options.create) {
     folder = store->CreateFolder(options.user, options.folder);
   } else if (store->FindFolder(options.user, options.folder)) {
-    folder = store->OpenFolder(options.user, options.folder);
+    try {
+      folder = store->OpenFolder(options.user, options.folder);
+    } catch (const Error& e) {  // renamed or deleted since it was found: try again, never bounce
+      if (e.code() != Errc::kNotFound) throw;
+      Throw(Errc::kTempFail, std::string(e.what()) + " (renamed or deleted meanwhile; try again)");
+    }
   } else {
     Throw(Errc::kNotFound, "mailbox user/" + options.user + "/" + options.folder +
                                " does not exist (deliver --create creates it)");

@@ -439,10 +439,21 @@ TEST(AdminRename, ADeliveryRacingARenameFailsAndTheRenamedFolderIsIntact) {
 
   RenameFolder(*store, "joe", "Old", "New");
 
-  EXPECT_THROW(racing->Commit(batch), Error);
+  // A temporary failure: deliver exits 75 and the MTA retries. "Damaged store" (65) or "no
+  // such file" (66) would make it bounce the message.
+  EXPECT_EQ(CodeOf([&] { racing->Commit(batch); }), Errc::kTempFail);
+  EXPECT_EQ(CodeOf([&] { racing->Snapshot(); }), Errc::kNotFound);
+  EXPECT_EQ(CodeOf([&] { racing->SetFlags(1, kSeen, 0); }), Errc::kTempFail);
+  EXPECT_FALSE(store->FindFolder("joe", "Old"));
   FolderSnapshot now = Snap(*store, "joe", "New");
   ASSERT_EQ(now.messages.size(), 1u);
   EXPECT_EQ(ReadMessage(*store, "joe", "New", 1), Msg("kept"));
+
+  // An index missing where the record still leads is damage, as before.
+  auto damaged = store->OpenFolder("joe", "New");
+  ASSERT_EQ(::unlink((damaged->path() + "/store.idx").c_str()), 0);
+  EXPECT_EQ(CodeOf([&] { damaged->Snapshot(); }), Errc::kCorrupt);
+  EXPECT_EQ(CodeOf([&] { store->FindFolder("joe", "New"); }), Errc::kCorrupt);
 }
 
 TEST(AdminRename, UserWithEverythingAttached) {
