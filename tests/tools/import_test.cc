@@ -246,6 +246,22 @@ TEST_F(Import, PipesAndLinksAreReadWholeAndCrOnlyFilesAreRefused) {
   EXPECT_EQ(StoreState(root_), before);
 }
 
+// One message with CR-only line ends in the middle of an LF mbox: the file is still refused (it
+// cannot be split safely), with one line that names the file and where that message is.
+TEST_F(Import, ACrOnlyMessageInsideAnLfFileIsRefusedNamingItsPosition) {
+  const std::string first = "From a@b Mon Jul  1 10:00:00 2024\nSubject: one\n\nbody\n\n";
+  std::ofstream(dir_ / "mixed.mbox") << first << "From a@b Mon Jul  1 10:00:00 2024\rSubject: mac\r\rbody\r\n\n"
+                                     << "From a@b Mon Jul  1 10:00:00 2024\nSubject: three\n\nbody\n\n";
+  CliResult r = Run({"-u", "joe", "-s", dir_ / "mixed.mbox"});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find(dir_ / "mixed.mbox" + ": message 2, its \"From \" line at byte " + std::to_string(first.size())),
+            std::string::npos)
+      << r.err;
+  auto store = store::Store::Open(root_);
+  EXPECT_FALSE(store->FindFolder("joe", "INBOX"));
+}
+
 // What "rerun finishes the job" means for a folder that exists: a message whose exact bytes the
 // folder holds is not added again, as many times as the folder holds it.
 TEST_F(Import, ARerunAddsOnlyWhatIsMissing) {
