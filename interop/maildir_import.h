@@ -21,8 +21,10 @@
 //    in the tree (DIR itself included), anything but a regular file in cur/ or new/, a folder name
 //    that is not valid modified UTF-7 or that the store refuses (`..`, control characters, ...),
 //    two directories meaning the same folder, a malformed dovecot-uidlist or dovecot-keywords,
-//    more than 64 user flags in a folder. Every file is then opened beneath its directory without
-//    following links, so a link planted during the import fails it instead of being followed.
+//    more than 64 user flags in a folder, a folder new at the destination whose list's next UID
+//    leaves too few UIDs (the last is 4294967294) for the files the list does not name. Every
+//    file is then opened beneath its directory without following links, so a link planted
+//    during the import fails it instead of being followed.
 //  * Durability and reruns as the mbox import (interop/import.h, interop/folder_filler.h): a new
 //    folder is built unpublished and appears whole; an existing folder gains batches and skips a
 //    message whose exact bytes it already holds, so a rerun (after kill -9 too) adds only what
@@ -60,6 +62,7 @@ struct MaildirFolderScan {
   std::string path;    // relative to the tree: "" for INBOX, ".Projects.2024"
   uint32_t uidvalidity = 0;  // from dovecot-uidlist; 0 = no list
   uint32_t uidnext = 0;
+  std::string uidlist;       // the list's file name ("dovecot-uidlist", "courierimapuiddb"); empty = none
   std::array<std::string, kMaildirKeywords> keywords;  // dovecot-keywords: name of letter 'a' + i, empty if none
   std::vector<MaildirMessageFile> messages;  // in import order (see above)
 };

@@ -556,6 +556,49 @@ TEST_F(MaildirImport, TooManyUserFlagsForAnExistingFolderAreRefusedBeforeAnyWrit
   EXPECT_EQ(StoreState(root_), before);  // not even the INBOX, which comes first
 }
 
+// A uidlist whose next UID leaves no UID for a file it does not list (UIDs end at 4294967294):
+// refused before anything is written, naming the list, with no user record left behind (a user
+// without INBOX would fail every delivery). Was: INBOX imported, then "UID space exhausted" at
+// the commit of the folder, exit 64. A folder that exists gets the store's UIDs: no refusal.
+TEST_F(MaildirImport, AUidlistThatLeavesNoUidForAnUnlistedFileIsRefusedBeforeAnyWrite) {
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", Message("inbox", 1), 1);
+  MakeMaildir(tree_ + "/.Sub");
+  WriteFileAt(tree_ + "/.Sub/cur/1.b.mx:2,S", Message("sub", 1), 1);
+  WriteFileAt(tree_ + "/.Sub/cur/2.c.mx:2,S", Message("sub", 2), 1);
+  WriteFileAt(tree_ + "/.Sub/dovecot-uidlist", "3 V5 N4294967295\n7 :1.b.mx\n");
+  const std::string before = StoreState(root_);
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find(tree_ + "/.Sub/dovecot-uidlist: next UID 4294967295: the 1 message file it does not list "
+                               "would need UID 4294967295, past the last UID 4294967294"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+  r = RunCli({"deliver", "--store", root_, "-u", "joe"}, Message("later", 1));
+  EXPECT_EQ(r.status, 67) << r.Describe();  // no such user, not a user without INBOX
+
+  // One UID left: the file gets the last one.
+  WriteFileAt(tree_ + "/.Sub/dovecot-uidlist", "3 V5 N4294967294\n7 :1.b.mx\n");
+  r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  {
+    auto store = store::Store::Open(root_);
+    const FolderSnapshot sub = store->OpenFolder("joe", "Sub")->Snapshot();
+    ASSERT_EQ(sub.messages.size(), 2u);
+    EXPECT_EQ(sub.messages[0].uid, 7u);
+    EXPECT_EQ(sub.messages[1].uid, 4294967294u);
+  }
+
+  // Into folders that exist the store numbers the messages: the list's next UID does not matter.
+  WriteFileAt(tree_ + "/.Sub/dovecot-uidlist", "3 V5 N4294967295\n7 :1.b.mx\n");
+  WriteFileAt(tree_ + "/cur/3.d.mx:2,S", Message("inbox", 3), 1);
+  WriteFileAt(tree_ + "/dovecot-uidlist", "3 V9 N4294967295\n");
+  r = Run({"-u", "joe", "--maildir", tree_});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+}
+
 TEST_F(MaildirImport, OptionsThatDoNotFitAreRefused) {
   MakeMaildir(tree_);
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
