@@ -420,6 +420,7 @@ class MaildirImporter {
     out.folder.messages = filler.added();
     out.folder.bytes = filler.added_bytes();
     out.folder.skipped = filler.skipped();
+    out.folder.empty = filler.added_empty();
     if (out.size_hints_wrong && options_.on_warning)
       options_.on_warning(shown + ": " + std::to_string(out.size_hints_wrong) +
                           " message file names state a size (S=) other than the file's; imported as read");
@@ -530,6 +531,7 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
     report.messages += outcome.folder.messages;
     report.bytes += outcome.folder.bytes;
     report.skipped += outcome.folder.skipped;
+    report.empty += outcome.folder.empty;
     report.flags_not_kept += not_kept;
     report.new_uids += outcome.new_uids;
     report.size_hints_wrong += outcome.size_hints_wrong;

@@ -85,6 +85,7 @@ struct ImportedMaildirFolder {
   uint64_t messages = 0;  // imported
   uint64_t bytes = 0;
   uint64_t skipped = 0;   // already present
+  uint64_t empty = 0;     // of `messages`, files of 0 bytes
   bool created = false;   // new at the destination (built unpublished, then published)
   bool uids_kept = false; // created with the tree's UIDVALIDITY and UIDs
 };
@@ -95,6 +96,7 @@ struct MaildirImportReport {
   uint64_t messages = 0;
   uint64_t bytes = 0;
   uint64_t skipped = 0;
+  uint64_t empty = 0;             // of `messages`, files of 0 bytes: stored, as the tree holds them
   uint64_t flags_not_kept = 0;    // messages with a flag letter the store cannot keep
   uint64_t new_uids = 0;          // messages of created folders that dovecot-uidlist did not name
   uint64_t size_hints_wrong = 0;  // messages whose name's S= differs from the bytes read

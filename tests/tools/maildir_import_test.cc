@@ -104,7 +104,7 @@ TEST(MaildirImportCorpus, ExportThenImportGivesBackEveryFolderUidFlagDateAndByte
   if (!IsDirectory(kCorpus)) GTEST_SKIP() << "corpus absent: " << kCorpus;
   TempDir dir;
   const std::string source_root = dir / "source", back_root = dir / "back", out = dir / "maildir";
-  size_t delivered = 0;
+  size_t delivered = 0, empty = 0;  // the corpus holds a few 0-byte messages
   {
     auto source = store::Store::Init(source_root, {"primary"});
     source->CreateUser("corpus");
@@ -139,6 +139,8 @@ TEST(MaildirImportCorpus, ExportThenImportGivesBackEveryFolderUidFlagDateAndByte
     sent->Expunge({sent->Snapshot().messages.at(1).uid});
     sent->RaiseUidNext(sent->Snapshot().info.uidnext + 50);
     delivered = i - 1;
+    for (const store::FolderInfo& f : source->ListFolders("corpus"))
+      for (const MessageMeta& m : source->OpenFolder("corpus", f.folder)->Snapshot().messages) empty += m.size == 0;
   }
 
   CliResult r = RunCli({"export", "--store", source_root, "-u", "corpus", "-d", out, "--format", "maildir"});
@@ -148,6 +150,7 @@ TEST(MaildirImportCorpus, ExportThenImportGivesBackEveryFolderUidFlagDateAndByte
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("imported " + std::to_string(delivered) + " messages"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("from " + std::to_string(kFolders.size()) + " folders of " + out + " for user back; " +
+                       (empty ? std::to_string(empty) + " empty messages (0 bytes); " : "") +
                        std::to_string(kFolders.size()) + " folders new\n"),
             std::string::npos)
       << r.out;
@@ -597,6 +600,21 @@ TEST_F(MaildirImport, AUidlistThatLeavesNoUidForAnUnlistedFileIsRefusedBeforeAny
   WriteFileAt(tree_ + "/dovecot-uidlist", "3 V9 N4294967295\n");
   r = Run({"-u", "joe", "--maildir", tree_});
   EXPECT_EQ(r.status, 0) << r.Describe();
+}
+
+// A 0-byte message file is in the tree, so it is stored; the folder's line and the summary say
+// how many there were.
+TEST_F(MaildirImport, EmptyMessageFilesAreStoredAndCounted) {
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", Message("inbox", 1), 1);
+  WriteFileAt(tree_ + "/cur/2.b.mx:2,S", "", 2);
+  WriteFileAt(tree_ + "/new/3.c.mx", "", 3);
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("into user/joe/INBOX, 2 of them empty (0 bytes)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("for user joe; 2 empty messages (0 bytes)"), std::string::npos) << r.out;
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(store->OpenFolder("joe", "INBOX")->Snapshot().messages.size(), 3u);
 }
 
 TEST_F(MaildirImport, OptionsThatDoNotFitAreRefused) {
