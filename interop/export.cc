@@ -137,7 +137,11 @@ UniqueFd PrepareOutDir(const std::string& out_dir) {
     if (::mkdir(out_dir.c_str(), kDirMode) != 0 && errno != EEXIST) ThrowErrno("mkdir " + out_dir);
   }
   if (!IsDirectory(out_dir)) Throw(Errc::kExists, "export to " + out_dir + ": exists and is not a directory");
-  UniqueFd dir = OpenDirectory(out_dir);
+  // OUTDIR is the administrator's own path, often a link (/backup -> /mnt/big): it is followed,
+  // as `cd` would. Nothing below it is: every name there is created beneath this descriptor.
+  const int fd = ::open(out_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) ThrowErrno("open " + out_dir);
+  UniqueFd dir(fd);
   if (!DirectoryIsEmpty(dir.get(), out_dir))
     Throw(Errc::kExists, "export to " + out_dir + ": directory is not empty (export needs an empty or new one)");
   return dir;

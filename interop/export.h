@@ -2,9 +2,11 @@
 // files or as a Maildir++ tree, for another mail system to pick up.
 //
 // OUTDIR must not exist or be an empty directory (it is created, mode 0700): exporting into a
-// directory that already holds files could mix two exports or overwrite someone's mail. Every
-// file and directory is created below OUTDIR through directory descriptors with O_NOFOLLOW and
-// O_EXCL, so nothing outside OUTDIR is ever written, even if a link is planted meanwhile. A
+// directory that already holds files could mix two exports or overwrite someone's mail. OUTDIR
+// itself may be a symbolic link to such a directory (the administrator's path, /backup ->
+// /mnt/big). Every file and directory is created below OUTDIR through directory descriptors with
+// O_NOFOLLOW and O_EXCL, so nothing outside OUTDIR is ever written, even if a link is planted
+// meanwhile. A
 // failed export leaves what it wrote so far; remove OUTDIR before running it again.
 //
 // mbox (imsexport's layout)

@@ -121,6 +121,7 @@ void FolderFiller::Stage(store::StagedMessage staged) {
   // In the batch first, so that the destructor discards it whatever the hook does.
   if (before_commit) before_commit(folder_, batch_.back());
   ++added_;
+  added_empty_ += size == 0;
   added_bytes_ += size;
   batch_bytes_ += size;
   if (batch_.size() >= kBatchMessages || batch_bytes_ >= kBatchBytes) {

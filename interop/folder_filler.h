@@ -53,6 +53,9 @@ class FolderFiller {
   uint64_t added() const { return added_; }
   uint64_t added_bytes() const { return added_bytes_; }
   uint64_t skipped() const { return skipped_; }
+  // Of added(), the messages of 0 bytes: kept (a source's empty message is really there), but
+  // counted, so an import can say so instead of storing them silently.
+  uint64_t added_empty() const { return added_empty_; }
 
  private:
   void CommitBatch();
@@ -64,7 +67,7 @@ class FolderFiller {
   std::vector<store::StagedMessage> batch_;
   uint64_t batch_bytes_ = 0;
   uint32_t next_uid_ = 1;
-  uint64_t added_ = 0, added_bytes_ = 0, skipped_ = 0;
+  uint64_t added_ = 0, added_bytes_ = 0, skipped_ = 0, added_empty_ = 0;
 };
 
 }  // namespace storemove::interop

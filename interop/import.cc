@@ -68,8 +68,7 @@ void CheckMboxFile(const ImportJob& job, MboxFlavor flavor) {
   }
 }
 
-struct FileResult {
-  uint64_t messages = 0, bytes = 0, skipped = 0;
+struct FileResult : ImportedFile {
   bool created = false;
 };
 
@@ -104,6 +103,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, const ImportOptions& o
   result.messages = filler.added();
   result.bytes = filler.added_bytes();
   result.skipped = filler.skipped();
+  result.empty = filler.added_empty();
   return result;
 }
 
@@ -201,7 +201,8 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
       report.messages += r.messages;
       report.bytes += r.bytes;
       report.skipped += r.skipped;
-      if (options.on_file) options.on_file(*job, r.messages, r.bytes, r.skipped);
+      report.empty += r.empty;
+      if (options.on_file) options.on_file(*job, r);
     }
     // Commits of unpublished folders counted their bytes too; one recount makes quota exact.
     store.RecomputeQuota(user);

@@ -28,6 +28,14 @@ struct ImportJob {
   std::string where;  // how errors name the job: "list.tsv line 3", or empty
 };
 
+// What one file added (ImportOptions::on_file).
+struct ImportedFile {
+  uint64_t messages = 0;  // imported
+  uint64_t bytes = 0;
+  uint64_t skipped = 0;   // already present (see above)
+  uint64_t empty = 0;     // of `messages`, those of 0 bytes ("From " lines with nothing between)
+};
+
 struct ImportOptions {
   MboxFlavor flavor = MboxFlavor::kMboxrd;
   bool append_all = false;  // do not skip messages the folder already holds
@@ -40,7 +48,7 @@ struct ImportOptions {
   // replace it (FolderFiller::before_commit): where relinker::ArrivalLinker plugs in.
   std::function<void(store::Folder&, store::StagedMessage&)> before_commit;
   // Called after each file is in (committed and, for a new folder, published).
-  std::function<void(const ImportJob&, uint64_t messages, uint64_t bytes, uint64_t skipped)> on_file;
+  std::function<void(const ImportJob&, const ImportedFile&)> on_file;
 };
 
 struct ImportReport {
@@ -50,6 +58,7 @@ struct ImportReport {
   uint64_t messages = 0;  // imported
   uint64_t bytes = 0;
   uint64_t skipped = 0;   // already present (see above)
+  uint64_t empty = 0;     // of `messages`, those of 0 bytes: stored, as the mbox holds them
 };
 
 // Reads a list of `USER<TAB>FOLDER<TAB>MBOX_PATH` lines. Blank lines and lines starting with '#'

@@ -225,6 +225,7 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
       uidlist = ParseUidList(*text, uidlist_shown);
       scan.uidvalidity = uidlist->uidvalidity;
       scan.uidnext = uidlist->uidnext;
+      scan.uidlist = name;
       break;
     }
   }
@@ -284,6 +285,29 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
                         " messages have flag letters the store cannot keep (P, or a keyword letter dovecot-keywords "
                         "does not name); they are imported without them");
   return scan;
+}
+
+// The UID a folder new at the destination gives the first file its uidlist does not name: after
+// the list's next UID and after every UID it hands out. 64 bits: the list may leave no UID at all.
+uint64_t FirstUnlistedUid(const MaildirFolderScan& scan) {
+  uint64_t first = std::max<uint64_t>(scan.uidnext, 1);
+  for (const MaildirMessageFile& file : scan.messages) first = std::max<uint64_t>(first, uint64_t{file.uid} + 1);
+  return first;
+}
+
+// Refuses, before anything is written, a new folder whose unlisted files would need UIDs beyond
+// the store's highest (UINT32_MAX - 1): the commit would fail mid-import otherwise.
+void CheckUnlistedUidsFit(const MaildirFolderScan& scan, const std::string& shown) {
+  uint64_t unlisted = 0;
+  for (const MaildirMessageFile& file : scan.messages) unlisted += file.uid == 0;
+  const uint64_t first = FirstUnlistedUid(scan), last = first + unlisted - 1;
+  if (unlisted == 0 || last < UINT32_MAX) return;
+  Throw(Errc::kCorrupt, JoinPath(shown, scan.uidlist) + ": next UID " + std::to_string(scan.uidnext) + ": the " +
+                            std::to_string(unlisted) + " message file" + (unlisted == 1 ? "" : "s") +
+                            " it does not list would need UID" +
+                            (unlisted == 1 ? " " + std::to_string(first)
+                                           : "s " + std::to_string(first) + " to " + std::to_string(last)) +
+                            ", past the last UID 4294967294 (remove the file to import this folder with new UIDs)");
 }
 
 // Reads one message file whole, checking it is a regular file that does not change while read.
@@ -364,8 +388,8 @@ class MaildirImporter {
     if (options_.after_batch)
       filler.after_batch = [&](uint64_t added) { options_.after_batch(scan.folder, added); };
     filler.before_commit = options_.before_commit;
-    uint32_t next_unlisted = std::max<uint32_t>(scan.uidnext, 1);
-    for (const MaildirMessageFile& file : scan.messages) next_unlisted = std::max(next_unlisted, file.uid + 1);
+    // Fits: CheckUnlistedUidsFit ran before the first write.
+    uint32_t next_unlisted = static_cast<uint32_t>(std::min<uint64_t>(FirstUnlistedUid(scan), UINT32_MAX));
     struct stat st;
     for (const MaildirMessageFile& file : scan.messages) {
       if (file.in_new && !new_dir.valid())
@@ -396,6 +420,7 @@ class MaildirImporter {
     out.folder.messages = filler.added();
     out.folder.bytes = filler.added_bytes();
     out.folder.skipped = filler.skipped();
+    out.folder.empty = filler.added_empty();
     if (out.size_hints_wrong && options_.on_warning)
       options_.on_warning(shown + ": " + std::to_string(out.size_hints_wrong) +
                           " message file names state a size (S=) other than the file's; imported as read");
@@ -481,10 +506,11 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
 
   MaildirImportReport report;
   Store::UserWriteLock lock = store.LockUserForWriting(options.user, options.on_wait);
-  // A folder that would end with more user flags than store.idx holds stops the run here, before
-  // any folder is written.
+  // A folder that would end with more user flags than store.idx holds, or a new one whose files
+  // would run out of UIDs, stops the run here, before any folder (or the user) is written.
   for (const MaildirFolderScan& scan : tree.folders) {
     std::optional<store::FolderInfo> info = store.FindFolder(options.user, scan.folder);
+    if (!info) CheckUnlistedUidsFit(scan, scan.path.empty() ? tree.dir : Shown(tree.dir, scan.path));
     const std::vector<std::string> names =
         MaildirImporter::MergedNames(info ? info->user_flag_names : std::vector<std::string>{}, scan);
     if (names.size() > kMaxUserFlags)
@@ -505,6 +531,7 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
     report.messages += outcome.folder.messages;
     report.bytes += outcome.folder.bytes;
     report.skipped += outcome.folder.skipped;
+    report.empty += outcome.folder.empty;
     report.flags_not_kept += not_kept;
     report.new_uids += outcome.new_uids;
     report.size_hints_wrong += outcome.size_hints_wrong;

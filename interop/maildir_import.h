@@ -21,8 +21,10 @@
 //    in the tree (DIR itself included), anything but a regular file in cur/ or new/, a folder name
 //    that is not valid modified UTF-7 or that the store refuses (`..`, control characters, ...),
 //    two directories meaning the same folder, a malformed dovecot-uidlist or dovecot-keywords,
-//    more than 64 user flags in a folder. Every file is then opened beneath its directory without
-//    following links, so a link planted during the import fails it instead of being followed.
+//    more than 64 user flags in a folder, a folder new at the destination whose list's next UID
+//    leaves too few UIDs (the last is 4294967294) for the files the list does not name. Every
+//    file is then opened beneath its directory without following links, so a link planted
+//    during the import fails it instead of being followed.
 //  * Durability and reruns as the mbox import (interop/import.h, interop/folder_filler.h): a new
 //    folder is built unpublished and appears whole; an existing folder gains batches and skips a
 //    message whose exact bytes it already holds, so a rerun (after kill -9 too) adds only what
@@ -60,6 +62,7 @@ struct MaildirFolderScan {
   std::string path;    // relative to the tree: "" for INBOX, ".Projects.2024"
   uint32_t uidvalidity = 0;  // from dovecot-uidlist; 0 = no list
   uint32_t uidnext = 0;
+  std::string uidlist;       // the list's file name ("dovecot-uidlist", "courierimapuiddb"); empty = none
   std::array<std::string, kMaildirKeywords> keywords;  // dovecot-keywords: name of letter 'a' + i, empty if none
   std::vector<MaildirMessageFile> messages;  // in import order (see above)
 };
@@ -82,6 +85,7 @@ struct ImportedMaildirFolder {
   uint64_t messages = 0;  // imported
   uint64_t bytes = 0;
   uint64_t skipped = 0;   // already present
+  uint64_t empty = 0;     // of `messages`, files of 0 bytes
   bool created = false;   // new at the destination (built unpublished, then published)
   bool uids_kept = false; // created with the tree's UIDVALIDITY and UIDs
 };
@@ -92,6 +96,7 @@ struct MaildirImportReport {
   uint64_t messages = 0;
   uint64_t bytes = 0;
   uint64_t skipped = 0;
+  uint64_t empty = 0;             // of `messages`, files of 0 bytes: stored, as the tree holds them
   uint64_t flags_not_kept = 0;    // messages with a flag letter the store cannot keep
   uint64_t new_uids = 0;          // messages of created folders that dovecot-uidlist did not name
   uint64_t size_hints_wrong = 0;  // messages whose name's S= differs from the bytes read

@@ -286,11 +286,15 @@ bool MboxReader::Next(MboxMessage* out) {
   {
     std::string_view line(buf_.data() + pos_, std::min(envelope_end - pos_, kMaxEnvelopeLine + 1));
     if (line.ends_with('\r')) line.remove_suffix(1);
+    // One such message in the middle of an LF file cannot be split safely either; the position
+    // lets the administrator find and fix that one message.
     if (line.size() > kMaxEnvelopeLine || line.find('\r') != std::string_view::npos)
-      Throw(Errc::kCorrupt, shown_ + ": a \"From \" line " +
+      Throw(Errc::kCorrupt, shown_ + ": message " + std::to_string(envelopes_ + 1) + ", its \"From \" line at byte " +
+                                std::to_string(buf_file_offset_ + pos_) + ": a \"From \" line " +
                                 (line.size() > kMaxEnvelopeLine ? "without a line end in 64 KiB" : "with a CR inside") +
                                 " (lines that end in CR alone, as in an old Mac mbox? convert them to LF first)");
   }
+  ++envelopes_;
   const bool unterminated = ParseEnvelope(std::string_view(buf_).substr(pos_, envelope_end - pos_), out);
   const size_t start = newline == std::string::npos ? buf_.size() : newline + 1;
 

@@ -7,6 +7,10 @@
 //  * Lines end at LF; a CR before it is content (CRLF files keep their bytes exactly). A message
 //    starts after its envelope line "From <sender> <date>" and runs to the next line that begins
 //    with "From " or to the end of the file.
+//  * An envelope line with a CR inside (not only before its LF), or without an LF within 64 KiB,
+//    is kCorrupt "<file>: message N, its "From " line at byte B: ..." (B counted from 0): lines
+//    that end in CR alone (an old Mac mbox, or one such message pasted into an LF file) cannot be
+//    split into messages, and the whole file is refused.
 //  * If that stretch ends with an empty line ("\n" or "\r\n" after a line end), the empty line is
 //    the separator and is dropped; this holds at the end of the file too. Otherwise the stretch is
 //    kept whole: no separator line before "From ", or a last message without final newline.
@@ -62,7 +66,8 @@ class MboxReader {
   MboxReader(const MboxReader&) = delete;
   MboxReader& operator=(const MboxReader&) = delete;
 
-  // Fills *out with the next message; false at the end. Throws kCorrupt (not an mbox) or kIo.
+  // Fills *out with the next message; false at the end. Throws kCorrupt (not an mbox, or an
+  // envelope line of CR-only line ends, naming the message's number and byte offset) or kIo.
   bool Next(MboxMessage* out);
 
  private:
@@ -80,6 +85,7 @@ class MboxReader {
   bool eof_ = false;
   bool seekable_ = false;
   bool started_ = false;
+  uint64_t envelopes_ = 0;  // "From " lines read so far: errors name the message by number
 };
 
 // Appends messages to a file descriptor (which it does not own) in mboxrd format.

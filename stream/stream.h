@@ -242,7 +242,14 @@ struct VerifyReport {
 // folders (within the selection) that only the destination has. Users only the destination has
 // are not differences: a destination may serve other users too. kNotFound when a name selects
 // nothing, as for backup.
+// kInvalidArgument when the stores are one (their roots the same directory, also through
+// a symlink, `a/../a` or a bind mount).
 VerifyReport CompareStores(store::Store& destination, store::Store& source, const VerifyOptions& options);
+// Refuses (kInvalidArgument "source and destination are the same store: ...") two roots that name
+// one directory: a store compared with itself is equal and proves nothing, and its users recorded
+// as verified would let `storemove delete` remove their only copy. Callers check before opening
+// the second store (Berkeley DB refuses a second handle on one environment with a raw error).
+void RefuseSameStore(const std::string& destination_root, const std::string& source_root);
 // Compares `destination` with a manifest stream (backup --manifest) of the source: the same
 // checks, with the source's side taken from the records, so it works across hosts.
 VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest, const VerifyOptions& options);

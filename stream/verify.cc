@@ -14,6 +14,7 @@
 #include "stream/stream.h"
 #include "util/error.h"
 #include "util/file_digest.h"
+#include "util/fs.h"
 #include "util/version.h"
 
 namespace storemove::stream {
@@ -235,7 +236,14 @@ class Checker {
 
 }  // namespace
 
+void RefuseSameStore(const std::string& destination_root, const std::string& source_root) {
+  if (SameFile(destination_root, source_root))
+    Throw(Errc::kInvalidArgument, "source and destination are the same store: " + destination_root + " and " +
+                                      source_root + " are one directory (a store compared with itself proves nothing)");
+}
+
 VerifyReport CompareStores(store::Store& destination, store::Store& source, const VerifyOptions& options) {
+  RefuseSameStore(destination.root(), source.root());
   Selection selection(options.names, ReadBackupGroups(source.root() + "/config/backup-groups.conf"));
   // A mistyped name would otherwise compare nothing and call that equal.
   selection.RequireEveryNameMatches(source, "verify");

@@ -155,7 +155,8 @@ void AddDeliverCommand(CLI::App& root, Action* chosen) {
   command->add_flag("-v,--verbose", options->verbose, "print the UID assigned");
   command->footer(
       "Exit status: 0 delivered and durable; 67 unknown user (bounce); 75 user on hold, moved to another "
-      "host (the message names it) or over quota (retry later); 66 folder missing; 65 empty message; "
+      "host (the message names it) or over quota (retry later); 66 folder missing; 65 empty message (an "
+      "empty stdin is a broken pipe, not mail; import keeps an mbox's empty messages and counts them); "
       "64 bad name or option.\n");
   command->callback([options, chosen] { *chosen = [options] { return RunDeliver(*options); }; });
 }

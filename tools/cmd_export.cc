@@ -49,7 +49,8 @@ void AddExportCommand(CLI::App& root, Action* chosen) {
       "  maildir: OUTDIR is the INBOX maildir, other folders are OUTDIR/.Sent, OUTDIR/.Projects.2024\n"
       "        (Dovecot's names: listescape '\\' escapes, modified UTF-7), with flags, keywords,\n"
       "        UIDs and UIDVALIDITY in dovecot-uidlist\n"
-      "  OUTDIR must not exist or be empty: export never merges into or overwrites earlier output.");
+      "  OUTDIR must not exist or be empty: export never merges into or overwrites earlier output.\n"
+      "  OUTDIR may be a symbolic link to a directory; no link below it is followed.");
   AddStoreOption(command, &options->store_dir);
   command->add_option("-u,--user", options->export_options.user, "user id")->required()->type_name("USER");
   command->add_option("-d,--dir", options->export_options.out_dir, "output directory (absent or empty)")

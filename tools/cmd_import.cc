@@ -75,6 +75,12 @@ std::function<void()> TestBatchHook() {
   };
 }
 
+// Empty messages are stored as the source holds them (deliver refuses one: an empty stdin is a
+// broken MTA pipe, an empty message in an mbox is really there), but never silently.
+void PrintEmpty(uint64_t empty) {
+  if (empty) std::printf(", %llu of them empty (0 bytes)", static_cast<unsigned long long>(empty));
+}
+
 // What single instance on arrival did (local.store.relinker.enabled), when it is on.
 void PrintArrival(const relinker::ArrivalLinker& linker) {
   if (linker.enabled()) std::printf("single instance on arrival: %s\n", linker.counters().ToString().c_str());
@@ -105,6 +111,7 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
     std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s",
                 static_cast<unsigned long long>(f.messages), static_cast<unsigned long long>(f.bytes), from.c_str(),
                 o.user.c_str(), f.folder.c_str());
+    PrintEmpty(f.empty);
     if (f.skipped) std::printf(", %llu already present", static_cast<unsigned long long>(f.skipped));
     if (f.uids_kept) std::printf(", UIDVALIDITY and UIDs kept");
     std::printf("\n");
@@ -115,6 +122,7 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
               static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
               static_cast<unsigned long long>(report.skipped), report.folders.size(), o.maildir.c_str(),
               o.user.c_str());
+  if (report.empty) std::printf("; %llu empty messages (0 bytes)", static_cast<unsigned long long>(report.empty));
   if (report.folders_created)
     std::printf("; %llu folders new", static_cast<unsigned long long>(report.folders_created));
   if (report.new_uids) std::printf("; %llu messages got new UIDs", static_cast<unsigned long long>(report.new_uids));
@@ -146,19 +154,24 @@ int RunImport(const ImportCliOptions& o) {
   if (std::function<void()> hook = TestBatchHook())
     options.after_batch = [hook](const interop::ImportJob&, uint64_t) { hook(); };
   options.on_wait = OnWait;
-  options.on_file = [](const interop::ImportJob& job, uint64_t messages, uint64_t bytes, uint64_t skipped) {
-    std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s", static_cast<unsigned long long>(messages),
-                static_cast<unsigned long long>(bytes), job.path.c_str(), job.user.c_str(), job.folder.c_str());
-    if (skipped) std::printf(", %llu already present", static_cast<unsigned long long>(skipped));
+  options.on_file = [](const interop::ImportJob& job, const interop::ImportedFile& file) {
+    std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s",
+                static_cast<unsigned long long>(file.messages), static_cast<unsigned long long>(file.bytes),
+                job.path.c_str(), job.user.c_str(), job.folder.c_str());
+    PrintEmpty(file.empty);
+    if (file.skipped) std::printf(", %llu already present", static_cast<unsigned long long>(file.skipped));
     std::printf("\n");
   };
   interop::ImportReport report = interop::ImportMboxes(*store, jobs, options);
   sync.Sync();
-  if (jobs.size() > 1)
-    std::printf("imported %llu messages (%llu bytes, %llu already present) from %llu files for %llu users\n",
+  if (jobs.size() > 1) {
+    std::printf("imported %llu messages (%llu bytes, %llu already present) from %llu files for %llu users",
                 static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
                 static_cast<unsigned long long>(report.skipped), static_cast<unsigned long long>(report.files),
                 static_cast<unsigned long long>(report.users));
+    if (report.empty) std::printf("; %llu empty messages (0 bytes)", static_cast<unsigned long long>(report.empty));
+    std::printf("\n");
+  }
   PrintArrival(linker);
   return 0;
 }

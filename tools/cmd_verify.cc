@@ -32,6 +32,7 @@ struct VerifyCliOptions {
 int RunVerify(const VerifyCliOptions& o) {
   if (o.source_dir.empty() == o.manifest.empty())
     Throw(Errc::kInvalidArgument, "verify: give exactly one of --source DIR or --manifest FILE|-");
+  if (!o.source_dir.empty()) stream::RefuseSameStore(RequireStoreDir(o.store_dir), o.source_dir);
   auto destination = OpenStore(o.store_dir);
   stream::VerifyOptions options;
   if (!o.names.empty()) options.names = o.names;

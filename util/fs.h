@@ -90,6 +90,10 @@ void FsyncPath(const std::string& dir);
 void MakeDirs(const std::string& path, mode_t mode = 0755);
 bool PathExists(const std::string& path);
 bool IsDirectory(const std::string& path);
+// Whether two paths name one file or directory (st_dev and st_ino, links followed): one store
+// reached through a symlink, `a/../a` or a bind mount is still one store. False when either
+// cannot be stat'ed (the caller's own open says why).
+bool SameFile(const std::string& a, const std::string& b);
 
 // While it lives, paths below `root` are resolved beneath it without following symlinks. With
 // `store_layout`, the entry partition/<name> may itself be a symlink (the operator's way to put a

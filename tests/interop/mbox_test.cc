@@ -185,6 +185,30 @@ TEST(MboxReaderTest, NotAnMboxNamesTheFile) {
   }
 }
 
+// One message with CR-only line ends in an LF file (an old Mac client's) refuses the file, and the
+// error says where: the message's number and the byte offset of its "From " line, also past the
+// first block (consumed bytes dropped) and through a pipe.
+TEST(MboxReaderTest, ACrOnlyMessageInsideAnLfFileIsNamedByNumberAndOffset) {
+  const std::string big = "From a Mon Jul  1 10:00:00 2024\nS: 1\n\n" + std::string(MboxReader::kBlockSize, 'x') + "\n\n";
+  const std::string second = "From a Mon Jul  1 10:00:00 2024\nS: 2\n\ny\n\n";
+  const std::string mac = "From a Mon Jul  1 10:00:00 2024\rS: mac\r\rbody\r\n\n";
+  const std::string text = big + second + mac + "From a Mon Jul  1 10:00:00 2024\nS: 4\n\nz\n";
+  const std::string where = "message 3, its \"From \" line at byte " + std::to_string(big.size() + second.size()) + ": ";
+  TempDir dir;
+  WriteText(dir / "mixed", text);
+  for (bool pipe : {false, true}) {
+    try {
+      pipe ? ReadThroughPipe(text) : ReadPath(dir / "mixed");
+      ADD_FAILURE() << "accepted a CR-only message";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kCorrupt);
+      EXPECT_NE(std::string(e.what()).find((pipe ? "pipe"s : dir / "mixed") + ": " + where + "a \"From \" line with a CR"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // A boundary "\nFrom " placed across the first block edge at every offset, read from a file and
 // through a pipe.
 TEST(MboxReaderTest, BoundaryAcrossBlockEdges) {

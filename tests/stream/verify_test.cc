@@ -62,6 +62,18 @@ TEST(Verify, EqualStoresHaveNoDifferences) {
   EXPECT_TRUE(p.ViaManifest().empty());
 }
 
+// One store passed as both sides (a caller that opened it once) is refused, not "equal".
+TEST(Verify, AStoreComparedWithItselfIsRefused) {
+  Pair p;
+  try {
+    CompareStores(*p.src, *p.src, {});
+    ADD_FAILURE() << "a store compared with itself was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("source and destination are the same store"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Verify, MissingMessage) {
   Pair p;
   uint32_t uid = p.Inbox()->Snapshot().messages.at(0).uid;

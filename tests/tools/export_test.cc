@@ -25,6 +25,7 @@ namespace {
 
 using storemove::testing::ReadMessage;
 using storemove::testing::CliResult;
+using storemove::testing::IsOneErrorLine;
 using storemove::testing::RunCli;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
@@ -328,6 +329,35 @@ TEST(ExportCli, ExportsReportsAndRefusesANonEmptyDirectory) {
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("<name>.msg"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("must not exist or be empty"), std::string::npos) << r.out;
+}
+
+// An administrator's OUTDIR is often a link (/backup -> /mnt/big): the link given on the command
+// line is followed, to an empty directory only. Was: "Not a directory", exit 74.
+TEST(ExportCli, OutdirMayBeASymbolicLinkToAnEmptyDirectory) {
+  TempDir dir;
+  const std::string store = dir / "store";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  CliResult r = RunCli({"deliver", "--store", store, "-u", "joe", "--create"}, "Subject: x\n\nx\n");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  for (const char* format : {"mbox", "maildir"}) {
+    SCOPED_TRACE(format);
+    const std::string big = dir / ("big-" + std::string(format)), link = dir / ("backup-" + std::string(format));
+    fs::create_directory(big);
+    fs::create_directory_symlink(big, link);
+    r = RunCli({"export", "--store", store, "-u", "joe", "-d", link, "--format", format});
+    ASSERT_EQ(r.status, 0) << r.Describe();
+    EXPECT_TRUE(fs::is_symlink(link));
+    EXPECT_FALSE(FilesBelow(big).empty());
+    // Now not empty: refused through the link too.
+    r = RunCli({"export", "--store", store, "-u", "joe", "-d", link, "--format", format});
+    EXPECT_EQ(r.status, 73) << r.Describe();
+    EXPECT_NE(r.err.find("not empty"), std::string::npos) << r.err;
+  }
+  fs::create_directory_symlink(dir / "absent", dir / "dangling");
+  r = RunCli({"export", "--store", store, "-u", "joe", "-d", dir / "dangling"});
+  EXPECT_EQ(r.status, 73) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_FALSE(fs::exists(dir / "absent"));
 }
 
 // --- the whole corpus ----------------------------------------------------------------------------

@@ -157,6 +157,30 @@ TEST_F(Import, ManyFilesOfOneUserGoToTheirBaseNames) {
   EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "joe", "All"), both);
 }
 
+// Empty messages (consecutive "From " lines, an envelope line at the end) are in the mbox, so they
+// are stored, nothing of the source lost; but the summary says how many there were, where it used
+// to report them as ordinary messages (deliver refuses an empty stdin: a broken MTA pipe).
+TEST_F(Import, EmptyMessagesAreStoredAndCountedInTheSummary) {
+  std::ofstream(dir_ / "e.mbox") << "From a Mon Jan  1 00:00:00 2024\nFrom b Mon Jan  1 00:00:00 2024\n"
+                                 << "From c Mon Jan  1 00:00:00 2024\nSubject: x\n\nx\n\n"
+                                 << "From d Mon Jan  1 00:00:00 2024\n";
+  CliResult r = Run({"-u", "joe", "-s", dir_ / "e.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 4 messages (14 bytes) from " + dir_ / "e.mbox" + " into user/joe/INBOX, 3 of them empty"),
+            std::string::npos)
+      << r.out;
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(FolderMessages(*store, "joe", "INBOX"), (std::vector<std::string>{"", "", "Subject: x\n\nx\n", ""}));
+  store.reset();
+
+  // Many files: the run's summary counts them too; a file without any says nothing of it.
+  WriteMbox(dir_ / "plain.mbox", Messages("plain", 2));
+  r = Run({"-u", "kim", dir_ / "e.mbox", dir_ / "plain.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("from 2 files for 1 users; 3 empty messages (0 bytes)\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("into user/kim/plain\n"), std::string::npos) << r.out;
+}
+
 TEST_F(Import, HostileListLinesAreRefusedNamingTheLineBeforeAnyWrite) {
   WriteMbox(dir_ / "ok", Messages("ok", 2));
   const std::string before = StoreState(root_);
@@ -244,6 +268,22 @@ TEST_F(Import, PipesAndLinksAreReadWholeAndCrOnlyFilesAreRefused) {
   EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
   EXPECT_NE(r.err.find("a \"From \" line with a CR inside"), std::string::npos) << r.err;
   EXPECT_EQ(StoreState(root_), before);
+}
+
+// One message with CR-only line ends in the middle of an LF mbox: the file is still refused (it
+// cannot be split safely), with one line that names the file and where that message is.
+TEST_F(Import, ACrOnlyMessageInsideAnLfFileIsRefusedNamingItsPosition) {
+  const std::string first = "From a@b Mon Jul  1 10:00:00 2024\nSubject: one\n\nbody\n\n";
+  std::ofstream(dir_ / "mixed.mbox") << first << "From a@b Mon Jul  1 10:00:00 2024\rSubject: mac\r\rbody\r\n\n"
+                                     << "From a@b Mon Jul  1 10:00:00 2024\nSubject: three\n\nbody\n\n";
+  CliResult r = Run({"-u", "joe", "-s", dir_ / "mixed.mbox"});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find(dir_ / "mixed.mbox" + ": message 2, its \"From \" line at byte " + std::to_string(first.size())),
+            std::string::npos)
+      << r.err;
+  auto store = store::Store::Open(root_);
+  EXPECT_FALSE(store->FindFolder("joe", "INBOX"));
 }
 
 // What "rerun finishes the job" means for a folder that exists: a message whose exact bytes the

@@ -104,7 +104,7 @@ TEST(MaildirImportCorpus, ExportThenImportGivesBackEveryFolderUidFlagDateAndByte
   if (!IsDirectory(kCorpus)) GTEST_SKIP() << "corpus absent: " << kCorpus;
   TempDir dir;
   const std::string source_root = dir / "source", back_root = dir / "back", out = dir / "maildir";
-  size_t delivered = 0;
+  size_t delivered = 0, empty = 0;  // the corpus holds a few 0-byte messages
   {
     auto source = store::Store::Init(source_root, {"primary"});
     source->CreateUser("corpus");
@@ -139,6 +139,8 @@ TEST(MaildirImportCorpus, ExportThenImportGivesBackEveryFolderUidFlagDateAndByte
     sent->Expunge({sent->Snapshot().messages.at(1).uid});
     sent->RaiseUidNext(sent->Snapshot().info.uidnext + 50);
     delivered = i - 1;
+    for (const store::FolderInfo& f : source->ListFolders("corpus"))
+      for (const MessageMeta& m : source->OpenFolder("corpus", f.folder)->Snapshot().messages) empty += m.size == 0;
   }
 
   CliResult r = RunCli({"export", "--store", source_root, "-u", "corpus", "-d", out, "--format", "maildir"});
@@ -148,6 +150,7 @@ TEST(MaildirImportCorpus, ExportThenImportGivesBackEveryFolderUidFlagDateAndByte
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("imported " + std::to_string(delivered) + " messages"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("from " + std::to_string(kFolders.size()) + " folders of " + out + " for user back; " +
+                       (empty ? std::to_string(empty) + " empty messages (0 bytes); " : "") +
                        std::to_string(kFolders.size()) + " folders new\n"),
             std::string::npos)
       << r.out;
@@ -554,6 +557,64 @@ TEST_F(MaildirImport, TooManyUserFlagsForAnExistingFolderAreRefusedBeforeAnyWrit
   EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
   EXPECT_NE(r.err.find("user/una/Zeta: would have 65 user flags"), std::string::npos) << r.err;
   EXPECT_EQ(StoreState(root_), before);  // not even the INBOX, which comes first
+}
+
+// A uidlist whose next UID leaves no UID for a file it does not list (UIDs end at 4294967294):
+// refused before anything is written, naming the list, with no user record left behind (a user
+// without INBOX would fail every delivery). Was: INBOX imported, then "UID space exhausted" at
+// the commit of the folder, exit 64. A folder that exists gets the store's UIDs: no refusal.
+TEST_F(MaildirImport, AUidlistThatLeavesNoUidForAnUnlistedFileIsRefusedBeforeAnyWrite) {
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", Message("inbox", 1), 1);
+  MakeMaildir(tree_ + "/.Sub");
+  WriteFileAt(tree_ + "/.Sub/cur/1.b.mx:2,S", Message("sub", 1), 1);
+  WriteFileAt(tree_ + "/.Sub/cur/2.c.mx:2,S", Message("sub", 2), 1);
+  WriteFileAt(tree_ + "/.Sub/dovecot-uidlist", "3 V5 N4294967295\n7 :1.b.mx\n");
+  const std::string before = StoreState(root_);
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find(tree_ + "/.Sub/dovecot-uidlist: next UID 4294967295: the 1 message file it does not list "
+                               "would need UID 4294967295, past the last UID 4294967294"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+  r = RunCli({"deliver", "--store", root_, "-u", "joe"}, Message("later", 1));
+  EXPECT_EQ(r.status, 67) << r.Describe();  // no such user, not a user without INBOX
+
+  // One UID left: the file gets the last one.
+  WriteFileAt(tree_ + "/.Sub/dovecot-uidlist", "3 V5 N4294967294\n7 :1.b.mx\n");
+  r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  {
+    auto store = store::Store::Open(root_);
+    const FolderSnapshot sub = store->OpenFolder("joe", "Sub")->Snapshot();
+    ASSERT_EQ(sub.messages.size(), 2u);
+    EXPECT_EQ(sub.messages[0].uid, 7u);
+    EXPECT_EQ(sub.messages[1].uid, 4294967294u);
+  }
+
+  // Into folders that exist the store numbers the messages: the list's next UID does not matter.
+  WriteFileAt(tree_ + "/.Sub/dovecot-uidlist", "3 V5 N4294967295\n7 :1.b.mx\n");
+  WriteFileAt(tree_ + "/cur/3.d.mx:2,S", Message("inbox", 3), 1);
+  WriteFileAt(tree_ + "/dovecot-uidlist", "3 V9 N4294967295\n");
+  r = Run({"-u", "joe", "--maildir", tree_});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+}
+
+// A 0-byte message file is in the tree, so it is stored; the folder's line and the summary say
+// how many there were.
+TEST_F(MaildirImport, EmptyMessageFilesAreStoredAndCounted) {
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", Message("inbox", 1), 1);
+  WriteFileAt(tree_ + "/cur/2.b.mx:2,S", "", 2);
+  WriteFileAt(tree_ + "/new/3.c.mx", "", 3);
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("into user/joe/INBOX, 2 of them empty (0 bytes)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("for user joe; 2 empty messages (0 bytes)"), std::string::npos) << r.out;
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(store->OpenFolder("joe", "INBOX")->Snapshot().messages.size(), 3u);
 }
 
 TEST_F(MaildirImport, OptionsThatDoNotFitAreRefused) {

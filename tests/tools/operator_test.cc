@@ -266,6 +266,25 @@ TEST_F(OperatorStore, ABackupOfAReadOnlySnapshotWorks) {
   EXPECT_EQ(v.status, 0) << v.Describe();
 }
 
+// verify of a store against itself, reached by another path, is refused before either store is
+// opened: one line, exit 64, and no user recorded as verified (so `delete` keeps refusing). Was:
+// a raw Berkeley DB error (exit 70); before that "equal", with every user recorded as verified.
+TEST_F(OperatorStore, VerifyOfAStoreAgainstItselfIsRefused) {
+  fs::create_symlink(root_, dir_ / "alias");
+  fs::create_directory(dir_ / "sub");
+  for (const std::string& other : {dir_ / "alias", dir_ / "sub/../store", root_}) {
+    CliResult r = RunCli({"verify", "--store", other, "--source", root_});
+    EXPECT_EQ(r.status, 64) << other << "\n" << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find("source and destination are the same store: " + other + " and " + root_),
+              std::string::npos)
+        << r.Describe();
+  }
+  CliResult del = RunCli({"delete", "--store", root_, "ann"});
+  EXPECT_NE(del.status, 0) << del.Describe();
+  EXPECT_TRUE(store::Store::Open(root_)->FindUser("ann"));
+}
+
 // A store on a disk: backup compresses on a thread beside its reads. The stream restores to
 // an equal store, and a write error of that thread (a full device) is one line naming the
 // output, with a non-zero exit, as when the backup's own thread writes.
