@@ -49,6 +49,7 @@ struct MoveUserResult {
   uint64_t bytes = 0;
   uint64_t already_present = 0;  // fetched but held already (another UIDVALIDITY)
   uint64_t flags_updated = 0;    // messages present whose flags followed the source
+  uint64_t uid_conflicts = 0;    // stored under a new UID: their UID holds another message here
   uint64_t keywords_dropped = 0; // keywords beyond the 64 user flags of a folder
   double seconds = 0;
   std::string error;  // empty when the user is complete

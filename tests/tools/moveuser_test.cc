@@ -421,6 +421,93 @@ TEST_F(MoveUser, SingleInstanceOnArrivalLinksIdenticalMessagesOfTwoUsers) {
   EXPECT_EQ(st.st_nlink, 3u) << "bob's copy, carol's and the repository entry";
 }
 
+// --- A Dovecot of its own, filled over IMAP ----------------------------------------------------
+// For cases the shared fixture's mail cannot show: an empty user filled with APPEND, or another
+// hierarchy separator.
+class MoveUserFilled : public ::testing::Test {
+ protected:
+  void Start(char separator = '/') {
+    std::string why;
+    if (!DovecotServer::Available(&why)) GTEST_SKIP() << why;
+    DovecotServer::Options o;
+    o.mail_root = tmp_ / "mail";  // handed to nobody by Start: its parent must stay traversable
+    MakeDirs(o.mail_root);
+    ::chmod(tmp_.path().c_str(), 0711);
+    o.users = {{"dora", "dora-pw"}};
+    o.separator = separator;
+    server_.Start(o);
+    WritePrivate(tmp_ / "dora.pw", "dora-pw\n");
+    store_ = tmp_ / "dst";
+    ASSERT_EQ(RunCli({"init", "--store", store_}).status, 0);
+  }
+  CliResult Pull() {
+    return RunCli({"moveuser", "--store", store_, "--from", "imap://127.0.0.1:" + std::to_string(server_.port()),
+                   "--user", "dora", "--password-file", tmp_ / "dora.pw", "--insecure", "--json"});
+  }
+  TempDir tmp_;
+  DovecotServer server_;
+  std::string store_;
+};
+
+// After a pull the folder's UIDNEXT is the source's, so a local delivery and the source's next
+// message take the same UID. With the same size (and here the same internal date, so that only
+// the bytes tell them apart) the source's message must still be copied, under a UID of its own,
+// and the local message keep its bytes and flags; a second rerun adds nothing.
+TEST_F(MoveUserFilled, SourceMessageUnderAUidTakenByALocalDeliveryIsAddedNotSkipped) {
+  Start();
+  if (IsSkipped()) return;
+  {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    for (int i = 0; i < 3; ++i) filler.Append("INBOX", {}, 1700000000 + i, "Subject: old " + std::to_string(i) + "\r\n\r\nold\r\n");
+    filler.Logout();
+  }
+  CliResult r = Pull();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+
+  const std::string local = "Subject: LOCAL1\r\n\r\nlocal body ABCD\r\n";
+  const std::string remote = "Subject: REMOTE\r\n\r\nremote body XYZ\r\n";
+  ASSERT_EQ(local.size(), remote.size());
+  WriteFileAtomic(tmp_ / "local", local, 0600);
+  r = storemove::testing::RunCliWithStdinFile({"deliver", "--store", store_, "--user", "dora"}, tmp_ / "local");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  MessageMeta delivered;
+  {
+    auto dst = Store::Open(store_);
+    auto inbox = dst->OpenFolder("dora", "INBOX");
+    delivered = inbox->Snapshot().messages.back();
+    ASSERT_EQ(delivered.uid, 4u);
+    inbox->SetFlags(4, kFlagged, 0);
+  }
+  {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    filler.Append("INBOX", {"\\Seen"}, delivered.internal_date, remote);  // gets UID 4 there too
+    filler.Logout();
+  }
+
+  r = Pull();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"uid_conflicts\": 1,"), std::string::npos) << r.out;
+  {
+    auto dst = Store::Open(store_);
+    auto inbox = dst->OpenFolder("dora", "INBOX");
+    const FolderSnapshot snap = inbox->Snapshot();
+    ASSERT_EQ(snap.messages.size(), 5u);
+    EXPECT_EQ(snap.messages[3].uid, 4u);
+    EXPECT_EQ(ReadMessage(*inbox, 4), local);
+    EXPECT_EQ(snap.messages[3].flags, kFlagged) << "the local message's flags are its own";
+    EXPECT_GE(snap.messages[4].uid, 5u);
+    EXPECT_EQ(ReadMessage(*inbox, snap.messages[4].uid), remote);
+    EXPECT_EQ(snap.messages[4].flags, kSeen);
+  }
+  r = Pull();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"uid_conflicts\": 0,"), std::string::npos) << r.out;
+  auto dst = Store::Open(store_);
+  EXPECT_EQ(dst->OpenFolder("dora", "INBOX")->Snapshot().messages.size(), 5u);
+}
+
 // --- Cyrus IMAP -------------------------------------------------------------------------------
 // Cyrus is filled over IMAP (APPEND with flags, keywords and dates, as an administrator acting for
 // each user), and what moveuser stores must be exactly what was appended: Cyrus accepts only CRLF
