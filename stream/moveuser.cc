@@ -393,6 +393,7 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
   std::vector<ImapFolder> folders = client.ListFolders();
   // Every name is checked before anything is written.
   std::vector<std::pair<const ImapFolder*, std::string>> pulls;
+  std::map<std::string, const ImapFolder*> by_name;
   for (const ImapFolder& f : folders) {
     if (!f.selectable) continue;
     std::string name = StoreFolderName(f);
@@ -401,6 +402,13 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
     } catch (const Error& e) {
       Throw(e.code(), "folder \"" + f.path + "\" of " + account.user + ": " + e.what());
     }
+    // Two source folders, one store name: on a server whose separator is not '/', a '/' inside one
+    // level's name ("a/b" beside "b" under "a") reads as a level here. Merging them would alter
+    // both, and no renaming would be reversible, so the user is refused (docs/moveuser.md).
+    if (auto [it, fresh] = by_name.emplace(name, &f); !fresh)
+      Throw(Errc::kInvalidArgument, "folders '" + it->second->name + "' and '" + f.name +
+                                        "' of " + account.user + " would both be the folder \"" + name +
+                                        "\" here; rename one at the source");
     pulls.emplace_back(&f, std::move(name));
   }
 

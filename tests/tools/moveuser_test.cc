@@ -440,9 +440,11 @@ class MoveUserFilled : public ::testing::Test {
     store_ = tmp_ / "dst";
     ASSERT_EQ(RunCli({"init", "--store", store_}).status, 0);
   }
-  CliResult Pull() {
-    return RunCli({"moveuser", "--store", store_, "--from", "imap://127.0.0.1:" + std::to_string(server_.port()),
-                   "--user", "dora", "--password-file", tmp_ / "dora.pw", "--insecure", "--json"});
+  CliResult Pull(bool json = true) {
+    std::vector<std::string> args = {"moveuser", "--store", store_, "--from", "imap://127.0.0.1:" + std::to_string(server_.port()),
+                                     "--user", "dora", "--password-file", tmp_ / "dora.pw", "--insecure"};
+    if (json) args.push_back("--json");
+    return RunCli(args);
   }
   TempDir tmp_;
   DovecotServer server_;
@@ -506,6 +508,28 @@ TEST_F(MoveUserFilled, SourceMessageUnderAUidTakenByALocalDeliveryIsAddedNotSkip
   EXPECT_NE(r.out.find("\"uid_conflicts\": 0,"), std::string::npos) << r.out;
   auto dst = Store::Open(store_);
   EXPECT_EQ(dst->OpenFolder("dora", "INBOX")->Snapshot().messages.size(), 5u);
+}
+
+// On a server whose separator is '.', "a/b" (one level with a '/' in its name) and "a.b" (b under
+// a) are both "a/b" here: the user is refused with one line naming both, and nothing is written.
+TEST_F(MoveUserFilled, TwoSourceFoldersOfOneStoreNameAreRefusedNotMerged) {
+  Start('.');
+  if (IsSkipped()) return;
+  {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    filler.Create("a.b");
+    filler.Create("a/b");
+    filler.Append("a.b", {}, 1700000000, "Subject: b under a\r\n\r\nx\r\n");
+    filler.Append("a/b", {}, 1700000000, "Subject: the folder a/b\r\n\r\ny\r\n");
+    filler.Logout();
+  }
+  CliResult r = Pull(/*json=*/false);
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  const std::string line = "storemove moveuser: dora: folders 'a.b' and 'a/b' of dora would both be the folder \"a/b\" here; rename one at the source\n";
+  const std::string line_swapped = "storemove moveuser: dora: folders 'a/b' and 'a.b' of dora would both be the folder \"a/b\" here; rename one at the source\n";
+  EXPECT_TRUE(r.err == line || r.err == line_swapped) << r.err;
+  EXPECT_FALSE(Store::Open(store_)->FindUser("dora")) << "nothing is written for a refused user";
 }
 
 // --- Cyrus IMAP -------------------------------------------------------------------------------
