@@ -20,6 +20,7 @@
 #include "stream/private_file.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/printable.h"
 
 namespace storemove::stream {
 
@@ -400,14 +401,14 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
     try {
       store::ValidateFolderName(name);
     } catch (const Error& e) {
-      Throw(e.code(), "folder \"" + f.path + "\" of " + account.user + ": " + e.what());
+      Throw(e.code(), "folder \"" + ShownName(f.path) + "\" of " + account.user + ": " + e.what());
     }
     // Two source folders, one store name: on a server whose separator is not '/', a '/' inside one
     // level's name ("a/b" beside "b" under "a") reads as a level here. Merging them would alter
     // both, and no renaming would be reversible, so the user is refused (docs/moveuser.md).
     if (auto [it, fresh] = by_name.emplace(name, &f); !fresh)
-      Throw(Errc::kInvalidArgument, "folders '" + it->second->name + "' and '" + f.name +
-                                        "' of " + account.user + " would both be the folder \"" + name +
+      Throw(Errc::kInvalidArgument, "folders '" + ShownName(it->second->name) + "' and '" + ShownName(f.name) +
+                                        "' of " + account.user + " would both be the folder \"" + ShownName(name) +
                                         "\" here; rename one at the source");
     pulls.emplace_back(&f, std::move(name));
   }
@@ -422,7 +423,7 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
       try {
         PullFolder(client, *f, pull);
       } catch (const Error& e) {
-        Throw(e.code(), "folder \"" + f->path + "\": " + e.what());
+        Throw(e.code(), "folder \"" + ShownName(f->path) + "\": " + e.what());
       }
       if (f->subscribed) store.Subscribe(account.user, "user/" + account.user + "/" + name);
     }
