@@ -358,6 +358,7 @@ class Session {
     if (url_.tls) conn_->Connect(*tls_, url_.host);
     channel_ = std::make_unique<ConnectionChannel>(*conn_, tls_, url_.host);
     client_ = std::make_unique<ImapClient>(*channel_, url_.ToString());
+    client_->set_progress_timeout(source_.timeout_seconds);
     client_->ReadGreeting();
     if (!url_.tls && !source_.insecure) {
       if (!client_->HasCapability("STARTTLS"))

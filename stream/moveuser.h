@@ -33,7 +33,7 @@ struct ImapSource {
   bool insecure = false;      // imap:// without STARTTLS: plain text, for trusted links only
   std::string admin;          // when set, log in as this administrator acting for each user
   std::string admin_password;
-  int timeout_seconds = 60;   // a read or write that makes no progress this long fails the user
+  int timeout_seconds = 60;   // a read, a write or a command that makes no progress this long fails the user
 };
 
 struct ImapAccount {

@@ -151,7 +151,7 @@ void AddMoveUserCommand(CLI::App& root, Action* chosen) {
       ->type_name("FILE");
   command->add_flag("--insecure", o->source.insecure, "imap:// without STARTTLS: passwords in plain text (trusted links only)");
   command->add_option("-j,--jobs", o->jobs, "users pulled at once (default 1)")->check(CLI::Range(1, 256));
-  command->add_option("--timeout", o->source.timeout_seconds, "seconds without progress before a user fails (default 60)")
+  command->add_option("--timeout", o->source.timeout_seconds, "seconds without progress (a read, a write, or an answer to the command) before a user fails (default 60)")
       ->check(CLI::Range(1, 86400));
   command->add_flag("--hold", o->hold, "set each destination user on hold during its pull and active after");
   command->add_flag("--json", o->json, "print the report as JSON");
