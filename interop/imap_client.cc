@@ -1,6 +1,7 @@
 #include "interop/imap_client.h"
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <limits>
 
@@ -141,15 +142,38 @@ void ImapClient::AppendString(std::vector<std::string>* segments, std::string_vi
   segments->back().append(value);
 }
 
+namespace {
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+ImapClient::Got ImapClient::ReadFor(const std::string& tag, std::string* got_tag, Tagged* tagged) {
+  progress_ = false;
+  const Got got = ReadResponse(got_tag, tagged);
+  const int64_t now = SteadyMs();
+  if (got != Got::kUntagged || progress_) {
+    last_progress_ms_ = now;
+  } else if (progress_timeout_seconds_ > 0 && now - last_progress_ms_ > int64_t{progress_timeout_seconds_} * 1000) {
+    auto it = in_flight_.find(tag);
+    const std::string command = it != in_flight_.end() ? it->second : "a command";
+    Throw(Errc::kTempFail, shown_ + ": " + command + " made no progress for " + std::to_string(progress_timeout_seconds_) +
+                               " s, only untagged status lines (last: '" + ShownText(last_text_) + "')");
+  }
+  return got;
+}
+
 std::string ImapClient::Start(const std::vector<std::string>& segments, const std::string& name) {
   const std::string tag = "A" + std::to_string(next_tag_++);
   in_flight_[tag] = name;
+  last_progress_ms_ = SteadyMs();
   for (size_t i = 0; i < segments.size(); ++i) {
     if (i > 0) {  // a literal or a SASL response: wait for the server's continuation request
       for (;;) {
         std::string got_tag;
         Tagged tagged;
-        const Got got = ReadResponse(&got_tag, &tagged);
+        const Got got = ReadFor(tag, &got_tag, &tagged);
         if (got == Got::kContinuation) break;
         if (got == Got::kTagged) {
           completed_[got_tag] = tagged;
@@ -173,7 +197,7 @@ ImapClient::Tagged ImapClient::Wait(const std::string& tag) {
     }
     std::string got_tag;
     Tagged tagged;
-    const Got got = ReadResponse(&got_tag, &tagged);
+    const Got got = ReadFor(tag, &got_tag, &tagged);
     if (got == Got::kContinuation) reader_->Fail("continuation request the client did not ask for");
     if (got == Got::kTagged) completed_[got_tag] = std::move(tagged);
   }
@@ -334,6 +358,7 @@ void ImapClient::ListLine(bool lsub) {
   } else {
     r.EndOfLine("after a mailbox name");
   }
+  progress_ = true;
   std::vector<ImapFolder>& folders = *folders_;
   if (lsub) {
     if (auto it = folder_index_.find(name); it != folder_index_.end()) folders[it->second].subscribed = true;
@@ -428,6 +453,7 @@ void ImapClient::Fetch() {
     r.Space("between FETCH items");
   }
   r.EndOfLine("after FETCH data");
+  progress_ = has_uid;  // an unsolicited flag update is not the command's progress
   if (!has_uid) {
     if (had_body) r.Fail("FETCH response with BODY[] but no UID");
     return;  // an unsolicited flag update

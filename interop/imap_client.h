@@ -97,6 +97,12 @@ class ImapClient {
   void FetchAll(ImapFetchSink& sink);
   void Logout();  // LOGOUT, reads the BYE and the tagged OK; never throws (the session is over anyway)
   uint64_t bytes_in() const;
+  // A command gets no more than `seconds` without progress (its tagged answer, a continuation, a
+  // FETCH or LIST response); untagged status lines ("* OK still here") are not progress, so a
+  // server or proxy that keeps the connection alive without answering fails the command
+  // (Errc::kTempFail naming it) instead of holding it forever. The channel's own timeout covers
+  // silence. 0 (the default): no such limit.
+  void set_progress_timeout(int seconds) { progress_timeout_seconds_ = seconds; }
 
   static constexpr size_t kFetchUids = 1000;
   static constexpr size_t kFetchSetChars = 7000;  // a command line stays under 8 KiB (RFC 7162 §4)
@@ -112,6 +118,8 @@ class ImapClient {
   std::string Start(const std::vector<std::string>& segments, const std::string& name);
   Tagged Wait(const std::string& tag);
   Got ReadResponse(std::string* tag, Tagged* tagged);
+  // ReadResponse for the command `tag`, which fails if the command makes no progress in time.
+  Got ReadFor(const std::string& tag, std::string* got_tag, Tagged* tagged);
   void Untagged();
   void StatusResponse(const std::string& status);
   std::string ResponseCode();
@@ -136,6 +144,9 @@ class ImapClient {
   std::vector<ImapFolder>* folders_ = nullptr;
   std::map<std::string, size_t> folder_index_;  // name -> index in *folders_
   std::string last_text_;  // of the last status response read
+  int progress_timeout_seconds_ = 0;
+  bool progress_ = false;        // the last untagged response was data a command asked for
+  int64_t last_progress_ms_ = 0; // steady clock, when the command in progress last made some
   ImapMailboxStatus status_;
 };
 

@@ -1,4 +1,5 @@
 // Name validation and the mapping from user/folder names to directories (docs/store-format.md §Layout).
+#include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <cstdio>
@@ -139,7 +140,12 @@ void CheckFolderStructure(std::string_view folder, const std::function<void(cons
 }
 
 [[noreturn]] void BadFolder(std::string_view folder, const std::string& why) {
-  Throw(Errc::kInvalidArgument, "invalid folder name '" + Printable(folder) + "': " + why);
+  // Cut: a name from a peer (a restore stream, an IMAP server) may be megabytes long.
+  constexpr size_t kShown = 200;
+  size_t cut = std::min(folder.size(), kShown);
+  while (cut < folder.size() && cut > 0 && (static_cast<unsigned char>(folder[cut]) & 0xc0) == 0x80) --cut;
+  Throw(Errc::kInvalidArgument, "invalid folder name '" + Printable(folder.substr(0, cut)) +
+                                    (cut < folder.size() ? "...': " : "': ") + why);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "stream/private_file.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/printable.h"
 
 namespace storemove::stream {
 
@@ -178,6 +179,72 @@ class BodyWriter final : public interop::ImapFetchSink {
   std::unique_ptr<store::MessageWriter> writer_;
 };
 
+// Whether a UID present on both sides (same UIDVALIDITY, same size) is, by its metadata alone, the
+// message an earlier pull stored. The same UID can hold two different messages: after a pull the
+// folder's UIDNEXT is the source's, so a local delivery takes the very UID the source gives its
+// next new message. Fetching every body again on each rerun to compare would make reruns cost a
+// full pull, so the metadata screen: a pulled message carries the source's INTERNALDATE exactly,
+// and was saved here some time after it arrived there; a local delivery has its own internal date,
+// which is its save time. Only when the dates differ, or the stored message looks like a local
+// delivery (internal date within kLocalWindow of its save time), is the body fetched and its
+// digest compared with the stored one (docs/moveuser.md "Reruns").
+constexpr int64_t kLocalWindow = 3600;
+bool SameByMetadata(const ImapMessage& source, const MessageMeta& stored) {
+  if (source.internal_date == 0 || source.internal_date != stored.internal_date) return false;
+  const int64_t gap = stored.save_time - stored.internal_date;
+  return gap > kLocalWindow || gap < -kLocalWindow;
+}
+
+// Bodies of the UIDs SameByMetadata left in doubt: the same digest as the stored message under
+// that UID is the same message (its flags follow the source); other bytes are another message,
+// added under a new UID above both sides' (as restore does) unless a rerun finds it there
+// already; the local message and its flags are left alone.
+class SuspectWriter final : public interop::ImapFetchSink {
+ public:
+  SuspectWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, interop::FolderFiller& filler,
+                const std::unordered_map<uint32_t, const MessageMeta*>& have)
+      : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler), have_(have) {}
+
+  void BodyBegin(uint64_t) override { writer_ = folder_.NewMessage(); }
+  void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
+  void Message(const ImapMessage& m, bool had_body) override {
+    if (!had_body || !writer_) return;
+    MessageMeta meta;
+    keywords_.Map(m, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
+    keywords_.Save(folder_);
+    meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
+    StagedMessage staged = writer_->Finish(meta);
+    writer_.reset();
+    auto it = have_.find(m.uid);
+    if (it != have_.end() && it->second->digest == staged.meta.digest && it->second->size == staged.meta.size) {
+      std::vector<StagedMessage> one{std::move(staged)};
+      folder_.Discard(one);
+      const uint8_t kept = it->second->flags & store::kRecent;
+      if ((it->second->flags & ~store::kRecent) != meta.flags || it->second->user_flags != meta.user_flags) {
+        folder_.SetFlags(m.uid, static_cast<uint8_t>(meta.flags | kept), meta.user_flags);
+        ++pull_.result.flags_updated;
+      }
+      return;
+    }
+    const uint64_t size = staged.meta.size;
+    if (!filler_.AddStaged(std::move(staged))) {
+      ++pull_.result.already_present;  // added by an earlier run
+      return;
+    }
+    ++pull_.result.uid_conflicts;
+    pull_.result.bytes += size;
+    ++pull_.result.messages;
+  }
+
+ private:
+  FolderPull& pull_;
+  Folder& folder_;
+  KeywordBits& keywords_;
+  interop::FolderFiller& filler_;
+  const std::unordered_map<uint32_t, const MessageMeta*>& have_;
+  std::unique_ptr<store::MessageWriter> writer_;
+};
+
 void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) {
   store::Store& store = pull.store;
   const interop::ImapMailboxStatus status = client.Examine(source.name);
@@ -188,20 +255,21 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
 
   std::unique_ptr<Folder> folder;
   bool created = false, keep_uids = true;
-  std::vector<uint32_t> wanted;
+  std::vector<uint32_t> wanted, suspects;
   std::vector<std::string> names;
+  store::FolderSnapshot snapshot;
+  std::unordered_map<uint32_t, const MessageMeta*> have;
   if (!exists) {
     // Invisible until complete; a leftover of a killed pull is overwritten (§6.5).
     folder = store.CreateUnpublishedFolder(pull.user, pull.name, status.uidvalidity);
     created = true;
   } else {
     folder = store.OpenFolder(pull.user, pull.name);
-    const store::FolderSnapshot snapshot = folder->Snapshot();
+    snapshot = folder->Snapshot();
     names = snapshot.info.user_flag_names;
     // The same UIDVALIDITY means the UIDs it has are the same messages, unless the value matched
     // by chance (both sides derive it from the clock): a UID whose size differs proves that, and
     // the folder is then filled by content.
-    std::unordered_map<uint32_t, const MessageMeta*> have;
     for (const MessageMeta& m : snapshot.messages) have[m.uid] = &m;
     keep_uids = snapshot.info.uidvalidity == status.uidvalidity;
     for (const ImapMessage& m : listed.messages) {
@@ -209,12 +277,17 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
       if (keep_uids && it != have.end() && it->second->size != m.size) keep_uids = false;
     }
     if (keep_uids) {
-      // Fetch the UIDs it lacks; the flags of those it has follow the source.
+      // Fetch the UIDs it lacks; the flags of those it has follow the source; the doubtful ones
+      // are fetched and compared (SameByMetadata).
       KeywordBits keywords(names);
       for (const ImapMessage& m : listed.messages) {
         auto it = have.find(m.uid);
         if (it == have.end()) {
           wanted.push_back(m.uid);
+          continue;
+        }
+        if (!SameByMetadata(m, *it->second)) {
+          suspects.push_back(m.uid);
           continue;
         }
         uint8_t flags;
@@ -233,22 +306,38 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     }
   }
   // "n:*" returns the last message even below n; a UID listed twice is fetched once.
-  std::sort(wanted.begin(), wanted.end());
-  wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+  for (std::vector<uint32_t>* uids : {&wanted, &suspects}) {
+    std::sort(uids->begin(), uids->end());
+    uids->erase(std::unique(uids->begin(), uids->end()), uids->end());
+  }
 
   KeywordBits keywords(names);
-  interop::FolderFiller filler(*folder, created, /*skip_present=*/!keep_uids, keep_uids);
-  if (pull.options.on_arrival) filler.before_commit = pull.options.on_arrival;
-  if (pull.options.after_batch)
-    filler.after_batch = [&pull](uint64_t added) { pull.options.after_batch(pull.user, pull.name, added); };
-  BodyWriter writer(pull, *folder, keywords, filler);
-  if (created && status.exists > 0) {
-    client.FetchAll(writer);
-  } else if (!wanted.empty()) {
-    client.FetchBodies(wanted, writer);
+  auto hooks = [&pull](interop::FolderFiller& filler) {
+    if (pull.options.on_arrival) filler.before_commit = pull.options.on_arrival;
+    if (pull.options.after_batch)
+      filler.after_batch = [&pull](uint64_t added) { pull.options.after_batch(pull.user, pull.name, added); };
+  };
+  {
+    interop::FolderFiller filler(*folder, created, /*skip_present=*/!keep_uids, keep_uids);
+    hooks(filler);
+    BodyWriter writer(pull, *folder, keywords, filler);
+    if (created && status.exists > 0) {
+      client.FetchAll(writer);
+    } else if (!wanted.empty()) {
+      client.FetchBodies(wanted, writer);
+    }
+    filler.Finish();
   }
-  filler.Finish();
   if (keep_uids && status.uidnext > 0) folder->RaiseUidNext(status.uidnext);
+  if (!suspects.empty()) {
+    // After the raise, so that a source message whose UID is taken here gets one above both
+    // sides' UIDNEXT; filled by content, so that a rerun finds it and adds it no second time.
+    interop::FolderFiller filler(*folder, /*created=*/false, /*skip_present=*/true);
+    hooks(filler);
+    SuspectWriter writer(pull, *folder, keywords, filler, have);
+    client.FetchBodies(suspects, writer);
+    filler.Finish();
+  }
   if (created) {
     store.PublishFolder(*folder);
     ++pull.result.folders_created;
@@ -269,6 +358,7 @@ class Session {
     if (url_.tls) conn_->Connect(*tls_, url_.host);
     channel_ = std::make_unique<ConnectionChannel>(*conn_, tls_, url_.host);
     client_ = std::make_unique<ImapClient>(*channel_, url_.ToString());
+    client_->set_progress_timeout(source_.timeout_seconds);
     client_->ReadGreeting();
     if (!url_.tls && !source_.insecure) {
       if (!client_->HasCapability("STARTTLS"))
@@ -305,14 +395,22 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
   std::vector<ImapFolder> folders = client.ListFolders();
   // Every name is checked before anything is written.
   std::vector<std::pair<const ImapFolder*, std::string>> pulls;
+  std::map<std::string, const ImapFolder*> by_name;
   for (const ImapFolder& f : folders) {
     if (!f.selectable) continue;
     std::string name = StoreFolderName(f);
     try {
       store::ValidateFolderName(name);
     } catch (const Error& e) {
-      Throw(e.code(), "folder \"" + f.path + "\" of " + account.user + ": " + e.what());
+      Throw(e.code(), "folder \"" + ShownName(f.path) + "\" of " + account.user + ": " + e.what());
     }
+    // Two source folders, one store name: on a server whose separator is not '/', a '/' inside one
+    // level's name ("a/b" beside "b" under "a") reads as a level here. Merging them would alter
+    // both, and no renaming would be reversible, so the user is refused (docs/moveuser.md).
+    if (auto [it, fresh] = by_name.emplace(name, &f); !fresh)
+      Throw(Errc::kInvalidArgument, "folders '" + ShownName(it->second->name) + "' and '" + ShownName(f.name) +
+                                        "' of " + account.user + " would both be the folder \"" + ShownName(name) +
+                                        "\" here; rename one at the source");
     pulls.emplace_back(&f, std::move(name));
   }
 
@@ -326,7 +424,7 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
       try {
         PullFolder(client, *f, pull);
       } catch (const Error& e) {
-        Throw(e.code(), "folder \"" + f->path + "\": " + e.what());
+        Throw(e.code(), "folder \"" + ShownName(f->path) + "\": " + e.what());
       }
       if (f->subscribed) store.Subscribe(account.user, "user/" + account.user + "/" + name);
     }

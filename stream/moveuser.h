@@ -33,7 +33,7 @@ struct ImapSource {
   bool insecure = false;      // imap:// without STARTTLS: plain text, for trusted links only
   std::string admin;          // when set, log in as this administrator acting for each user
   std::string admin_password;
-  int timeout_seconds = 60;   // a read or write that makes no progress this long fails the user
+  int timeout_seconds = 60;   // a read, a write or a command that makes no progress this long fails the user
 };
 
 struct ImapAccount {
@@ -49,6 +49,7 @@ struct MoveUserResult {
   uint64_t bytes = 0;
   uint64_t already_present = 0;  // fetched but held already (another UIDVALIDITY)
   uint64_t flags_updated = 0;    // messages present whose flags followed the source
+  uint64_t uid_conflicts = 0;    // stored under a new UID: their UID holds another message here
   uint64_t keywords_dropped = 0; // keywords beyond the 64 user flags of a folder
   double seconds = 0;
   std::string error;  // empty when the user is complete

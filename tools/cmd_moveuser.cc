@@ -45,6 +45,7 @@ nlohmann::json ToJson(const stream::MoveUserResult& r) {
                       {"bytes", r.bytes},
                       {"already_present", r.already_present},
                       {"flags_updated", r.flags_updated},
+                      {"uid_conflicts", r.uid_conflicts},
                       {"keywords_dropped", r.keywords_dropped},
                       {"seconds", r.seconds}};
   if (!r.error.empty()) j["error"] = r.error;
@@ -94,6 +95,8 @@ int RunMoveUser(MoveUserCliOptions& o) {
                 static_cast<unsigned long long>(r.messages), HumanBytes(r.bytes).c_str());
     if (r.already_present) std::printf(", %llu already present", static_cast<unsigned long long>(r.already_present));
     if (r.flags_updated) std::printf(", %llu flags updated", static_cast<unsigned long long>(r.flags_updated));
+    if (r.uid_conflicts)
+      std::printf(", %llu under a UID taken here (kept apart)", static_cast<unsigned long long>(r.uid_conflicts));
     if (r.keywords_dropped)
       std::printf(", %llu keywords dropped (64 per folder)", static_cast<unsigned long long>(r.keywords_dropped));
     std::printf(", %.2f s\n", r.seconds);
@@ -148,7 +151,7 @@ void AddMoveUserCommand(CLI::App& root, Action* chosen) {
       ->type_name("FILE");
   command->add_flag("--insecure", o->source.insecure, "imap:// without STARTTLS: passwords in plain text (trusted links only)");
   command->add_option("-j,--jobs", o->jobs, "users pulled at once (default 1)")->check(CLI::Range(1, 256));
-  command->add_option("--timeout", o->source.timeout_seconds, "seconds without progress before a user fails (default 60)")
+  command->add_option("--timeout", o->source.timeout_seconds, "seconds without progress (a read, a write, or an answer to the command) before a user fails (default 60)")
       ->check(CLI::Range(1, 86400));
   command->add_flag("--hold", o->hold, "set each destination user on hold during its pull and active after");
   command->add_flag("--json", o->json, "print the report as JSON");

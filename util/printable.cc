@@ -28,4 +28,11 @@ std::string EscapeControls(std::string_view s) {
   return out;
 }
 
+std::string ShownName(std::string_view s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return EscapeControls(s);
+  size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xc0) == 0x80) --cut;
+  return EscapeControls(s.substr(0, cut)) + "...";
+}
+
 }  // namespace storemove

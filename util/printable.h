@@ -11,4 +11,8 @@ namespace storemove {
 // drive the terminal that shows it.
 std::string EscapeControls(std::string_view s);
 
+// EscapeControls of at most the first `max_bytes` bytes of `s` (cut before a UTF-8 sequence, not
+// inside one), "..." after when cut: a name from a peer in a one-line message, whatever its size.
+std::string ShownName(std::string_view s, size_t max_bytes = 200);
+
 }  // namespace storemove

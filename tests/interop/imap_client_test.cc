@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <thread>
@@ -600,6 +601,72 @@ TEST(ImapClient, FetchBodiesKeepsAtMostFourInFlight) {
             }),
             "");
   EXPECT_GT(peer.commands().size(), 4u);
+}
+
+// --- a command that never completes ----------------------------------------------------------------
+
+// A server (or a proxy) that answers a command only with "* OK still here" keeps every read
+// within its timeout: the command must still end, with one line naming it.
+TEST(ImapClient, KeepAliveLinesWithoutProgressEndTheCommand) {
+  Peer peer([](Peer& p) {
+    p.Send(kGreeting);
+    p.Line();
+    try {
+      for (;;) p.Send("* OK still here\r\n");
+    } catch (const std::exception&) {  // the client gave up and closed
+    }
+  });
+  std::string error;
+  Errc code{};
+  const auto start = std::chrono::steady_clock::now();
+  {
+    SocketChannel channel(peer.client_fd());
+    try {
+      ImapClient client(channel, kShown);
+      client.set_progress_timeout(1);
+      client.ReadGreeting();
+      client.Login("alice", "secret");
+    } catch (const Error& e) {
+      error = e.what();
+      code = e.code();
+    }
+  }
+  peer.Join();
+  EXPECT_EQ(error, "imap://test: AUTHENTICATE made no progress for 1 s, only untagged status lines (last: 'still here')");
+  EXPECT_EQ(code, Errc::kTempFail);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+// The same limit never ends a long FETCH: every FETCH response is progress, whatever status
+// lines come between them and however long the whole command takes.
+TEST(ImapClient, LongFetchWithKeepAliveLinesBetweenResponsesCompletes) {
+  size_t sent = 0;
+  Peer peer([&sent](Peer& p) {
+    p.Send("* OK ready\r\n");
+    const std::string line = p.Line();
+    const std::string tag = line.substr(0, line.find(' '));
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+    while (std::chrono::steady_clock::now() < until) {
+      ++sent;
+      p.Send("* OK still here\r\n* " + std::to_string(sent) + " FETCH (UID " + std::to_string(sent) + " FLAGS ())\r\n");
+    }
+    p.Send(tag + " OK done\r\n");
+  });
+  class Counter : public ImapFetchSink {
+   public:
+    void BodyBegin(uint64_t) override {}
+    void BodyData(const char*, size_t) override {}
+    void Message(const ImapMessage&, bool) override { ++count; }
+    size_t count = 0;
+  } sink;
+  SocketChannel channel(peer.client_fd());
+  EXPECT_EQ(RunClient(peer, channel, [&](ImapClient& c) {
+              c.set_progress_timeout(1);
+              c.ReadGreeting();
+              c.FetchMeta(1, sink);
+            }),
+            "");
+  EXPECT_EQ(sink.count, sent);
 }
 
 // --- errors ---------------------------------------------------------------------------------------

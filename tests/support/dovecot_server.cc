@@ -124,7 +124,7 @@ void DovecotServer::Start(const Options& options) {
     << "first_valid_gid = 1\n"
     << "mail_location = maildir:" << options.mail_root << "/%u\n"
     << "mail_plugins = listescape\n"
-    << "namespace inbox {\n  inbox = yes\n  separator = /\n}\n";
+    << "namespace inbox {\n  inbox = yes\n  separator = " << options.separator << "\n}\n";
   if (options.tls_cert.empty()) {
     c << "ssl = no\n";
   } else {

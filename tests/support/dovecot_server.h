@@ -24,6 +24,7 @@ class DovecotServer {
     std::string master_user;                   // "" for none, else e.g. "admin"
     std::string master_password;
     std::string tls_cert, tls_key;             // PEM files: ssl = yes (STARTTLS); "" for no TLS
+    char separator = '/';                      // the namespace's hierarchy separator ('.' as on many old servers)
   };
 
   // Whether Dovecot can run here; `why` says what is missing (for GTEST_SKIP).

@@ -7,7 +7,9 @@
 // certificate checked, an administrator acting for users, reruns that add nothing, a source that
 // changed, kill -9 in the middle of a pull, wrong passwords and untrusted certificates.
 // Skipped, with the reason, when Dovecot or the corpus is absent.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -17,10 +19,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "interop/export.h"
 #include "store/generate.h"
@@ -419,6 +423,195 @@ TEST_F(MoveUser, SingleInstanceOnArrivalLinksIdenticalMessagesOfTwoUsers) {
   struct stat st;
   ASSERT_EQ(::stat(bob->MessagePath(first.uid).c_str(), &st), 0);
   EXPECT_EQ(st.st_nlink, 3u) << "bob's copy, carol's and the repository entry";
+}
+
+// --- A Dovecot of its own, filled over IMAP ----------------------------------------------------
+// For cases the shared fixture's mail cannot show: an empty user filled with APPEND, or another
+// hierarchy separator.
+class MoveUserFilled : public ::testing::Test {
+ protected:
+  void Start(char separator = '/') {
+    std::string why;
+    if (!DovecotServer::Available(&why)) GTEST_SKIP() << why;
+    DovecotServer::Options o;
+    o.mail_root = tmp_ / "mail";  // handed to nobody by Start: its parent must stay traversable
+    MakeDirs(o.mail_root);
+    ::chmod(tmp_.path().c_str(), 0711);
+    o.users = {{"dora", "dora-pw"}};
+    o.separator = separator;
+    server_.Start(o);
+    WritePrivate(tmp_ / "dora.pw", "dora-pw\n");
+    store_ = tmp_ / "dst";
+    ASSERT_EQ(RunCli({"init", "--store", store_}).status, 0);
+  }
+  CliResult Pull(bool json = true) {
+    std::vector<std::string> args = {"moveuser", "--store", store_, "--from", "imap://127.0.0.1:" + std::to_string(server_.port()),
+                                     "--user", "dora", "--password-file", tmp_ / "dora.pw", "--insecure"};
+    if (json) args.push_back("--json");
+    return RunCli(args);
+  }
+  TempDir tmp_;
+  DovecotServer server_;
+  std::string store_;
+};
+
+// After a pull the folder's UIDNEXT is the source's, so a local delivery and the source's next
+// message take the same UID. With the same size (and here the same internal date, so that only
+// the bytes tell them apart) the source's message must still be copied, under a UID of its own,
+// and the local message keep its bytes and flags; a second rerun adds nothing.
+TEST_F(MoveUserFilled, SourceMessageUnderAUidTakenByALocalDeliveryIsAddedNotSkipped) {
+  Start();
+  if (IsSkipped()) return;
+  {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    for (int i = 0; i < 3; ++i) filler.Append("INBOX", {}, 1700000000 + i, "Subject: old " + std::to_string(i) + "\r\n\r\nold\r\n");
+    filler.Logout();
+  }
+  CliResult r = Pull();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+
+  const std::string local = "Subject: LOCAL1\r\n\r\nlocal body ABCD\r\n";
+  const std::string remote = "Subject: REMOTE\r\n\r\nremote body XYZ\r\n";
+  ASSERT_EQ(local.size(), remote.size());
+  WriteFileAtomic(tmp_ / "local", local, 0600);
+  r = storemove::testing::RunCliWithStdinFile({"deliver", "--store", store_, "--user", "dora"}, tmp_ / "local");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  MessageMeta delivered;
+  {
+    auto dst = Store::Open(store_);
+    auto inbox = dst->OpenFolder("dora", "INBOX");
+    delivered = inbox->Snapshot().messages.back();
+    ASSERT_EQ(delivered.uid, 4u);
+    inbox->SetFlags(4, kFlagged, 0);
+  }
+  {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    filler.Append("INBOX", {"\\Seen"}, delivered.internal_date, remote);  // gets UID 4 there too
+    filler.Logout();
+  }
+
+  r = Pull();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"uid_conflicts\": 1,"), std::string::npos) << r.out;
+  {
+    auto dst = Store::Open(store_);
+    auto inbox = dst->OpenFolder("dora", "INBOX");
+    const FolderSnapshot snap = inbox->Snapshot();
+    ASSERT_EQ(snap.messages.size(), 5u);
+    EXPECT_EQ(snap.messages[3].uid, 4u);
+    EXPECT_EQ(ReadMessage(*inbox, 4), local);
+    EXPECT_EQ(snap.messages[3].flags, kFlagged) << "the local message's flags are its own";
+    EXPECT_GE(snap.messages[4].uid, 5u);
+    EXPECT_EQ(ReadMessage(*inbox, snap.messages[4].uid), remote);
+    EXPECT_EQ(snap.messages[4].flags, kSeen);
+  }
+  r = Pull();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"uid_conflicts\": 0,"), std::string::npos) << r.out;
+  auto dst = Store::Open(store_);
+  EXPECT_EQ(dst->OpenFolder("dora", "INBOX")->Snapshot().messages.size(), 5u);
+}
+
+// On a server whose separator is '.', "a/b" (one level with a '/' in its name) and "a.b" (b under
+// a) are both "a/b" here: the user is refused with one line naming both, and nothing is written.
+TEST_F(MoveUserFilled, TwoSourceFoldersOfOneStoreNameAreRefusedNotMerged) {
+  Start('.');
+  if (IsSkipped()) return;
+  {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    filler.Create("a.b");
+    filler.Create("a/b");
+    filler.Append("a.b", {}, 1700000000, "Subject: b under a\r\n\r\nx\r\n");
+    filler.Append("a/b", {}, 1700000000, "Subject: the folder a/b\r\n\r\ny\r\n");
+    filler.Logout();
+  }
+  CliResult r = Pull(/*json=*/false);
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  const std::string line = "storemove moveuser: dora: folders 'a.b' and 'a/b' of dora would both be the folder \"a/b\" here; rename one at the source\n";
+  const std::string line_swapped = "storemove moveuser: dora: folders 'a/b' and 'a.b' of dora would both be the folder \"a/b\" here; rename one at the source\n";
+  EXPECT_TRUE(r.err == line || r.err == line_swapped) << r.err;
+  EXPECT_FALSE(Store::Open(store_)->FindUser("dora")) << "nothing is written for a refused user";
+}
+
+// --- A scripted server, for what no real server sends ------------------------------------------
+// Listens on a loopback port; to one connection at a time: a greeting, OK to any login, `list` in
+// answer to LIST, OK to anything else.
+class ScriptedImap {
+ public:
+  explicit ScriptedImap(std::string list) : list_(std::move(list)) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(listen_fd_, 4) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      ThrowErrno("scripted IMAP server");
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~ScriptedImap() {
+    ::shutdown(listen_fd_, SHUT_RDWR);  // ends the accept
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  std::string url() const { return "imap://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  void Serve() {
+    for (;;) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      auto send = [fd](const std::string& s) { return ::send(fd, s.data(), s.size(), MSG_NOSIGNAL) == ssize_t(s.size()); };
+      send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] scripted\r\n");
+      std::string line;
+      char c;
+      while (::recv(fd, &c, 1, 0) == 1) {
+        if (c != '\n') {
+          line.push_back(c);
+          continue;
+        }
+        const std::string tag = line.substr(0, line.find(' '));
+        const std::string command = line.substr(tag.size() + 1, line.find(' ', tag.size() + 1) - tag.size() - 1);
+        line.clear();
+        if (command == "LIST" && !send(list_)) break;
+        if (command == "CAPABILITY") send("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n");
+        if (command == "LOGOUT") send("* BYE\r\n");
+        if (!send(tag + " OK done\r\n") || command == "LOGOUT") break;
+      }
+      ::close(fd);
+    }
+  }
+  std::string list_;
+  int listen_fd_ = -1, port_ = 0;
+  std::thread thread_;
+};
+
+// A folder name from a hostile server reaches standard error as one line: control characters as
+// \xNN (no terminal escape, no forged report line), cut at 200 bytes however long it is.
+TEST(MoveUserHostile, FolderNamesInErrorsAreEscapedAndCut) {
+  TempDir tmp;
+  const std::string store = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  WritePrivate(tmp / "pw", "pw\n");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"controls", "* LIST () \"/\" \"x&ABs-[2J&AAo-moveuser: 1 users (0 failed)&AAo-\"\r\n"},
+      {"900 KB", "* LIST () \"/\" {900000}\r\n" + std::string(900000, 'a') + "\r\n"}};
+  for (const auto& [what, list] : cases) {
+    ScriptedImap server(list);
+    CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
+                          tmp / "pw", "--insecure", "--timeout", "5"});
+    EXPECT_EQ(r.status, 75) << what << ": " << r.Describe();
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << what << ": " << r.err;
+    EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << what << ": " << r.err;
+    EXPECT_LT(r.err.size(), 600u) << what;
+    const std::string shown = what == "controls" ? "folder \"x\\x1b[2J\\x0amoveuser: 1 users (0 failed)\\x0a\""
+                                                 : "folder \"" + std::string(200, 'a') + "...\"";
+    EXPECT_NE(r.err.find(shown), std::string::npos) << what << ": " << r.err;
+  }
 }
 
 // --- Cyrus IMAP -------------------------------------------------------------------------------
