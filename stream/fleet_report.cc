@@ -90,6 +90,10 @@ FleetReport MergeFleetReports(const std::string& dir) {
       if (j.contains("recovered") && j["recovered"].is_array())
         for (const json& line : j["recovered"])
           if (line.is_string()) report.recovered.push_back(name + ": " + line.get<std::string>());
+      report.users_in_no_group = std::max(report.users_in_no_group, Count(j, "users_in_no_group"));
+      if (j.contains("users_in_no_group_names") && j["users_in_no_group_names"].is_array())
+        for (const json& user : j["users_in_no_group_names"])
+          if (user.is_string()) report.no_group_names.insert(EscapeControls(user.get<std::string>()));
       ++report.reports;
       if (!j["ok"].get<bool>()) {
         ++report.jobs_failed;
@@ -173,7 +177,18 @@ std::string FleetReport::Text(size_t slowest) const {
   for (const std::string& e : job_errors) out += "FAILED job " + e + "\n";
   for (const std::string& b : broken) out += "BROKEN " + b + "\n";
   for (const std::string& line : recovered) out += "recovered " + line + "\n";
-  out += ok() ? "fleet: every job done\n" : "fleet: NOT DONE (rerun the failed jobs: parallel --resume-failed)\n";
+  if (users_in_no_group > 0) {
+    out += "in no group: " + std::to_string(users_in_no_group) +
+           " users no job moved (backup-groups.conf takes none of them; they are still on their source):";
+    for (const std::string& name : no_group_names) out += " " + name;
+    out += "\n";
+  }
+  if (ok())
+    out += "fleet: every job done\n";
+  else if (broken.empty() && jobs_failed == 0 && groups_failed == 0)
+    out += "fleet: NOT DONE (every job ran, but users in no group were not moved: give them a group, plan, run again)\n";
+  else
+    out += "fleet: NOT DONE (rerun the failed jobs: parallel --resume-failed)\n";
   return out;
 }
 
@@ -188,6 +203,8 @@ std::string FleetReport::Json(size_t slowest) const {
   j["users"] = users;
   j["already_moved"] = already_moved;
   j["users_not_moved"] = users_not_moved;
+  j["users_in_no_group"] = users_in_no_group;
+  j["users_in_no_group_names"] = no_group_names;
   j["messages"] = messages;
   j["bytes_raw"] = bytes_raw;
   j["bytes_sent"] = bytes_sent;

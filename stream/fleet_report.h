@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,8 +34,12 @@ struct FleetReport {
   // whatever its report says it copied before it failed.
   uint64_t users = 0, already_moved = 0, messages = 0, bytes_raw = 0, bytes_sent = 0, groups_failed = 0;
   uint64_t users_not_moved = 0;  // users of the failed groups
+  // Users no group of backup-groups.conf takes, which no job moves: the largest count one job
+  // reported (every job of a source sees the same ones), and the names the reports list.
+  uint64_t users_in_no_group = 0;
+  std::set<std::string> no_group_names;
   double hold_max = 0, hold_mean = 0, hold_p95 = 0;  // over the groups that held users
-  bool ok() const { return broken.empty() && jobs_failed == 0 && groups_failed == 0; }
+  bool ok() const { return broken.empty() && jobs_failed == 0 && groups_failed == 0 && users_in_no_group == 0; }
   std::string Text(size_t slowest = 5) const;
   std::string Json(size_t slowest = 5) const;
 };

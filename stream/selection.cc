@@ -73,6 +73,11 @@ std::vector<BackupGroup> ReadBackupGroups(const std::string& path) {
     if (eq == std::string::npos) Throw(Errc::kInvalidArgument, where + ": expected NAME=REGEX");
     BackupGroup g{line.substr(first, eq - first), line.substr(eq + 1)};
     while (!g.name.empty() && (g.name.back() == ' ' || g.name.back() == '\t')) g.name.pop_back();
+    // "groupA = [a-l].*": the blanks around '=' are layout, not part of the expression (a user
+    // id has none, so an expression kept with them would match nobody, silently).
+    const size_t regex_first = g.regex.find_first_not_of(" \t");
+    g.regex.erase(0, regex_first == std::string::npos ? g.regex.size() : regex_first);
+    while (!g.regex.empty() && (g.regex.back() == ' ' || g.regex.back() == '\t')) g.regex.pop_back();
     try {
       store::ValidatePartitionName(g.name);  // same character rules as a partition name
     } catch (const Error&) {

@@ -180,6 +180,27 @@ std::string GroupJson(const std::string& name, bool ok, int users, int moved, do
   return g.dump();
 }
 
+// Every job done, but the groups file takes some users nowhere: they were not moved, and the
+// fleet is not done (each job of a source reports the same users once).
+TEST(FleetReport, UsersInNoGroupAreNamedAndTheFleetIsNotDone) {
+  TempDir tmp;
+  std::string dir = tmp / "results";
+  MakeDirs(dir);
+  for (const char* group : {"a", "b"})
+    WriteFileAtomic(dir + "/" + group + ".json", std::string(R"({"ok": true, "users_in_no_group": 2,
+        "users_in_no_group_names": ["zed", "zoe"], "groups": [)") + GroupJson(group, true, 3, 0, 1.0, 0.1) + "]}");
+  FleetReport r = MergeFleetReports(dir);
+  EXPECT_EQ(r.users, 6u);
+  EXPECT_EQ(r.users_in_no_group, 2u);
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(r.Text().find("in no group: 2 users no job moved (backup-groups.conf takes none of them; they are still "
+                          "on their source): zed zoe\n"),
+            std::string::npos)
+      << r.Text();
+  EXPECT_NE(r.Text().find("fleet: NOT DONE (every job ran, but users in no group were not moved"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(r.Json(1))["users_in_no_group"], 2);
+}
+
 TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   TempDir tmp;
   std::string dir = tmp / "results";
@@ -213,6 +234,7 @@ TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   EXPECT_NE(r.Text().find("FAILED group c (c.json): attempt 3: connect refused"), std::string::npos) << r.Text();
   EXPECT_NE(r.Text().find("not moved: 5 users of the 1 failed groups"), std::string::npos) << r.Text();
   EXPECT_EQ(j["users_not_moved"], 5);
+  EXPECT_EQ(r.users_in_no_group, 0u);
 
   // Broken files: each named once, in one line; nothing else is lost.
   WriteFileAtomic(dir + "/e.json", "");

@@ -276,6 +276,19 @@ TEST(BackupGroups, StackedRepetitionsAreRefusedWithTheirLine) {
   EXPECT_EQ(read("a=[+*]+\nb=a\\++\nc=[]+]*\nd=[[:digit:]+]+\n").size(), 4u);
 }
 
+// "groupA = [a-l].*": blanks around the '=' are layout. Kept in the expression they made it
+// match nobody, and a fleet migration moved no one with every job "done".
+TEST(BackupGroups, BlanksAroundTheExpressionAreLayout) {
+  TempDir tmp;
+  std::ofstream(tmp / "groups.conf") << "groupA = [a-l].*  \ngroupB\t=\t.*\t\n";
+  const std::vector<BackupGroup> groups = ReadBackupGroups(tmp / "groups.conf");
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].regex, "[a-l].*");
+  EXPECT_TRUE(GroupMatches(groups[0], "joe"));
+  EXPECT_FALSE(GroupMatches(groups[0], "zoe"));
+  EXPECT_TRUE(GroupMatches(groups[1], "zoe"));
+}
+
 TEST(Stream, TruncatedStreamsFailCleanlyAndRerunCompletes) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 6, 15);
