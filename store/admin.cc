@@ -500,6 +500,9 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
             if (renames_user) fv.acl = RewriteAcl(fv.acl, user_change->old_user, user_change->new_user);
             DelLrights(db, txn, r.value.acl, src_key);
             if (dst_key != src_key) {
+              // Renamed, it is no longer what a `restore -n` run made under that name (swapped
+              // into place, it would be taken for that run's own and merged into).
+              fv.origin.clear();
               db.Del(db.folder(), txn, src_key);
               if (!db.PutNew(db.folder(), txn, dst_key, EncodeFolder(fv)))
                 Throw(Errc::kExists, "mailbox " + dst_key + " exists");

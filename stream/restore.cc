@@ -321,7 +321,7 @@ class RestoreSession {
       }
     }
     auto it = dated_.find(folder);
-    return it != dated_.end() ? it->second : folder + "." + Today();
+    return it != dated_.end() ? it->second : folder + "." + (options_.today.empty() ? Today() : options_.today);
   }
 
   // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty).
@@ -967,7 +967,8 @@ class RestoreSession {
     }
     in_stream_.clear();
     folder_->RaiseUidNext(mode_ == Mode::kAppend ? 0 : folder_record_.uidnext);
-    if (mode_ == Mode::kNew) store_->PublishFolder(*folder_, origin_);
+    // Marked only by -n: a plain restore's mailbox is the live one a later -n must not merge into.
+    if (mode_ == Mode::kNew) store_->PublishFolder(*folder_, options_.rename_existing ? origin_ : std::string());
     if (!folder_record_.acl.empty()) store_->SetAcl(user_, folder_name_, folder_record_.acl);
     std::string mailbox = "user/" + user_ + "/" + folder_name_;
     for (const auto& [reader, data] : folder_record_.peruser) store_->SetPerUser(mailbox, MapUser(reader), data);

@@ -166,6 +166,7 @@ struct RestoreOptions {
   bool table_of_contents = false;  // -t: print, write nothing
   bool skip_existing_check = false;  // -i
   bool rename_existing = false;      // -n: restore into NAME.YYYYMMDD when the mailbox exists
+  std::string today;                 // -n: the YYYYMMDD of dated names; empty = the current UTC date
   std::map<std::string, std::string> user_map;  // -m old=new
   std::string partition;             // destination partition for new users ("" = keep/default)
   bool continue_on_error = false;    // -c y: report a bad folder and go on

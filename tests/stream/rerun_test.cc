@@ -185,13 +185,35 @@ TEST(RestoreRerun, ARerunOfRestoreBesideExistingMailFindsWhatItsFirstRunMade) {
   }
   EXPECT_EQ(Contents(*s, "INBOX").size(), 1u) << "the live INBOX is left alone";
 
-  store::RenameFolder(*s, "joe", today, "INBOX.20250101");  // as if the first run was on that day
-  EXPECT_EQ(RestoreString(*s, backup, beside).errors, 0u);
-  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", "INBOX.20250101", "Sent"}));
-  EXPECT_EQ(Contents(*s, "INBOX.20250101").size(), 2u);
+  RestoreOptions next_day = beside;  // the rerun comes after midnight
+  next_day.today = "20991231";
+  EXPECT_EQ(RestoreString(*s, backup, next_day).errors, 0u);
+  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", today, "Sent"}));
+  EXPECT_EQ(Contents(*s, today).size(), 2u);
 
   EXPECT_EQ(RestoreString(*s, InboxAndSent(1700086400), beside).errors, 0u);  // a day later's backup
-  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", "INBOX.20250101", today, "Sent", "Sent." + TodayUtc()}));
+  // (its INBOX goes into today's dated INBOX, a folder of the same UIDVALIDITY, as before)
+  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", today, "Sent", "Sent." + TodayUtc()}));
+}
+
+// A mailbox a plain restore made (disaster recovery) is the live one: a later `restore -n` of the
+// same backup goes beside it, never into it; nor into a dated mailbox renamed into place.
+TEST(RestoreRerun, RestoreBesideNeverMergesIntoTheLiveMailbox) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::string backup = InboxAndSent(1700000000);
+  EXPECT_EQ(RestoreString(*s, backup).errors, 0u);  // the live mailboxes
+  RestoreOptions beside;
+  beside.rename_existing = true;
+  beside.today = "20260101";
+  EXPECT_EQ(RestoreString(*s, backup, beside).errors, 0u);
+  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", "INBOX.20260101", "Sent", "Sent.20260101"}));
+
+  store::DeleteFolder(*s, "joe", "Sent");
+  store::RenameFolder(*s, "joe", "Sent.20260101", "Sent");  // the dated copy swapped into place
+  beside.today = "20260102";
+  EXPECT_EQ(RestoreString(*s, backup, beside).errors, 0u);
+  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", "INBOX.20260101", "Sent", "Sent.20260102"}));
 }
 
 // Same UIDVALIDITY, UID 1 holds other bytes here: the stream's message is kept as well, once.
