@@ -537,8 +537,11 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
           }
           // Marked, so that a backup running meanwhile can tell whether its scan passed the user
           // over (stream/backup.cc, RenamedBehindTheScan).
-          u.renamed_generation = RaiseUserRenameGeneration(db, txn);
-          u.renamed_from = user_change->old_user;
+          u.renames.push_back(UserRename{RaiseUserRenameGeneration(db, txn), user_change->old_user});
+          if (u.renames.size() > kUserRenamesKept) {
+            u.renames.erase(u.renames.begin());
+            u.renames_truncated = true;
+          }
           if (!db.PutNew(db.users(), txn, user_change->new_user, EncodeUser(u)))
             Throw(Errc::kExists, "user " + user_change->new_user + " exists");
           db.Del(db.users(), txn, user_change->old_user);

@@ -22,10 +22,10 @@ struct UserValue {
   UserStatus status;
   std::string partition;
   int64_t created = 0;
-  // Set by a user rename (0 = never renamed): the store's rename generation it made and the
-  // name before it. Encoded only when set, so other records keep their first layout.
-  uint64_t renamed_generation = 0;
-  std::string renamed_from;
+  // Set by user renames (UserInfo::renames). Encoded only when set, so other records keep their
+  // first layout.
+  std::vector<UserRename> renames;
+  bool renames_truncated = false;
 };
 struct FolderValue {
   uint32_t uidvalidity = 0;

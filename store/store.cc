@@ -76,9 +76,12 @@ std::string EncodeUser(const UserValue& u) {
   AppendStr16(&s, u.status.host);
   AppendStr16(&s, u.partition);
   AppendU64(&s, static_cast<uint64_t>(u.created));
-  if (u.renamed_generation != 0) {
-    AppendU64(&s, u.renamed_generation);
-    AppendStr16(&s, u.renamed_from);
+  if (!u.renames.empty()) {
+    AppendU8(&s, static_cast<uint8_t>(u.renames.size() | (u.renames_truncated ? 0x80 : 0)));
+    for (const UserRename& r : u.renames) {
+      AppendU64(&s, r.generation);
+      AppendStr16(&s, r.from);
+    }
   }
   return s;
 }
@@ -94,8 +97,14 @@ UserValue DecodeUser(std::string_view v, std::string_view user) {
   u.partition = r.Str16();
   u.created = static_cast<int64_t>(r.U64());
   if (!r.AtEnd()) {
-    u.renamed_generation = r.U64();
-    u.renamed_from = r.Str16();
+    const uint8_t n = r.U8();
+    u.renames_truncated = (n & 0x80) != 0;
+    for (uint8_t i = 0; i < (n & 0x7f); ++i) {
+      UserRename rename;
+      rename.generation = r.U64();
+      rename.from = r.Str16();
+      u.renames.push_back(std::move(rename));
+    }
   }
   return u;
 }
@@ -292,8 +301,8 @@ std::optional<UserInfo> Store::FindUser(std::string_view user) {
   info.partition = u.partition;
   info.status = u.status;
   info.created = u.created;
-  info.renamed_generation = u.renamed_generation;
-  info.renamed_from = std::move(u.renamed_from);
+  info.renames = std::move(u.renames);
+  info.renames_truncated = u.renames_truncated;
   if (!qv.empty()) std::tie(info.quota_limit, info.quota_used) = DecodeQuota(qv, user);
   return info;
 }
@@ -548,8 +557,8 @@ void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn,
     info.partition = u.partition;
     info.status = u.status;
     info.created = u.created;
-    info.renamed_generation = u.renamed_generation;
-    info.renamed_from = std::move(u.renamed_from);
+    info.renames = std::move(u.renames);
+    info.renames_truncated = u.renames_truncated;
     std::string qv;
     db_->Txn([&](DB_TXN* txn) {
       if (!db_->Get(db_->quota(), txn, key, &qv)) qv.clear();

@@ -75,6 +75,15 @@ struct UserStatus {
   friend bool operator==(const UserStatus&, const UserStatus&) = default;
 };
 
+// One rename of a user: the store's rename generation it made (Store::UserRenameGeneration)
+// and the name the user had before it.
+struct UserRename {
+  uint64_t generation = 0;
+  std::string from;
+  friend bool operator==(const UserRename&, const UserRename&) = default;
+};
+inline constexpr size_t kUserRenamesKept = 4;
+
 struct UserInfo {
   std::string user;
   std::string partition;
@@ -82,10 +91,10 @@ struct UserInfo {
   uint64_t quota_limit = 0;  // bytes, 0 = no limit
   uint64_t quota_used = 0;   // bytes
   int64_t created = 0;
-  // The last rename of this user (0 = none): the store's rename generation it made
-  // (Store::UserRenameGeneration) and the name it had before.
-  uint64_t renamed_generation = 0;
-  std::string renamed_from;
+  // The user's last renames, oldest first (UserRename), at most kUserRenamesKept of them;
+  // renames_truncated when older ones were dropped.
+  std::vector<UserRename> renames;
+  bool renames_truncated = false;
 };
 
 struct FolderInfo {

@@ -180,10 +180,12 @@ class BackupSession {
 
   // A user renamed while the scan ran, from a name the scan had not read yet to one it had
   // passed, is in the stream under neither name. The scan notes where it stood whenever the
-  // store's rename generation moved; each user renamed meanwhile (its record says by which
-  // generation, and its old name) is then judged: its new name read after the rename, or its
-  // old name before it, is in the stream; neither is an error line, never a silent gap. When
-  // unsure (a rename between a batch's read and the generation's), it counts as passed over.
+  // store's rename generation moved; each user renamed meanwhile (its record keeps its last
+  // renames: generation and name before) is then judged: its present name read after its last
+  // rename, or the name it had when the scan began read before the first rename since, is in
+  // the stream; neither is an error line, never a silent gap. When unsure (a rename between a
+  // batch's read and the generation's, a name held only between two renames, a history longer
+  // than the record keeps), it counts as passed over.
   class ScanPositions {
    public:
     void Note(const store::Store::UserScanBatch& b) {
@@ -200,20 +202,20 @@ class BackupSession {
     // Whether no rename happened while the batches were read.
     bool Still() const { return !last_ || last_->batch.renames_after == first_generation_; }
     uint64_t first_generation() const { return first_generation_; }
-    uint64_t last_generation() const { return last_ ? last_->batch.renames_after : first_generation_; }
-    // Whether `user`, renamed from `old_user` by rename `generation`, was read under either name.
     // After the scan: keeps the last batch too (what was read before a rename after the others).
     void Finish() {
       if (last_ && (kept_.empty() || kept_.back().number != last_->number)) kept_.push_back(*last_);
     }
-    bool ReadUnderEitherName(const std::string& user, const std::string& old_user, uint64_t generation) const {
-      for (const Step& s : kept_)  // the first batch read after the rename
-        if (s.batch.renames_before >= generation) {
-          if (s.batch.from_start || user > s.batch.after) return true;
-          break;
-        }
-      for (auto it = kept_.rbegin(); it != kept_.rend(); ++it)  // the last read before it
-        if (it->batch.renames_after < generation) return it->batch.end || old_user <= it->batch.last;
+    // Whether the scan read `name` in a batch begun after rename `generation`.
+    bool ReadAfter(const std::string& name, uint64_t generation) const {
+      for (const Step& s : kept_)
+        if (s.batch.renames_before >= generation) return s.batch.from_start || name > s.batch.after;
+      return false;
+    }
+    // Whether the scan read `name` in a batch finished before rename `generation`.
+    bool ReadBefore(const std::string& name, uint64_t generation) const {
+      for (auto it = kept_.rbegin(); it != kept_.rend(); ++it)
+        if (it->batch.renames_after < generation) return it->batch.end || name <= it->batch.last;
       return false;
     }
 
@@ -233,10 +235,16 @@ class BackupSession {
     if (scan_.Still()) return;
     scan_.Finish();
     store_.ForEachUser([&](const store::UserInfo& u) {
-      if (u.renamed_generation <= scan_.first_generation() || u.renamed_generation > scan_.last_generation()) return;
-      if (!wanted(u) || scan_.ReadUnderEitherName(u.user, u.renamed_from, u.renamed_generation)) return;
+      // The renames since the scan began (later ones too: the name read may be the one before).
+      const auto first = std::find_if(u.renames.begin(), u.renames.end(), [&](const store::UserRename& r) {
+        return r.generation > scan_.first_generation();
+      });
+      if (first == u.renames.end() || !wanted(u)) return;
+      if (scan_.ReadAfter(u.user, u.renames.back().generation)) return;
+      const bool start_name_known = first != u.renames.begin() || !u.renames_truncated;
+      if (start_name_known && scan_.ReadBefore(first->from, first->generation)) return;
       ++report_.errors;
-      report_.error_lines.push_back("user " + u.user + " (renamed from " + u.renamed_from +
+      report_.error_lines.push_back("user " + u.user + " (renamed from " + first->from +
                                     " while backup ran) is not in this stream under either name; run the backup again");
     });
   }

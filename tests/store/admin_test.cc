@@ -473,7 +473,7 @@ TEST(AdminRename, UserWithEverythingAttached) {
   RecordVerified(*store, "joe", "elsewhere");
   FolderSnapshot inbox = Snap(*store, "joe", "INBOX"), sent = Snap(*store, "joe", "Sent");
   UserInfo joe = *store->FindUser("joe");
-  EXPECT_EQ(joe.renamed_generation, 0u);
+  EXPECT_TRUE(joe.renames.empty());
   EXPECT_EQ(store->UserRenameGeneration(), 0u);
 
   std::vector<Renamed> renamed = RenameUser(*store, "joe", "jim");
@@ -509,12 +509,18 @@ TEST(AdminRename, UserWithEverythingAttached) {
   EXPECT_EQ(store->UserRenameGeneration(), 1u);
   store->SetUserStatus("jim", UserStatus{});
   jim = store->FindUser("jim");
-  EXPECT_EQ(jim->renamed_generation, 1u);
-  EXPECT_EQ(jim->renamed_from, "joe");
+  EXPECT_EQ(jim->renames, (std::vector<UserRename>{{1, "joe"}}));
   RenameUser(*store, "jim", "jo");
   EXPECT_EQ(store->UserRenameGeneration(), 2u);
-  EXPECT_EQ(store->FindUser("jo")->renamed_from, "jim");
-  EXPECT_EQ(store->FindUser("bob")->renamed_generation, 0u);
+  EXPECT_EQ(store->FindUser("jo")->renames, (std::vector<UserRename>{{1, "joe"}, {2, "jim"}}));
+  EXPECT_FALSE(store->FindUser("jo")->renames_truncated);
+  EXPECT_TRUE(store->FindUser("bob")->renames.empty());
+  // The last four are kept.
+  RenameUser(*store, "jo", "j3");
+  RenameUser(*store, "j3", "j4");
+  RenameUser(*store, "j4", "j5");
+  EXPECT_EQ(store->FindUser("j5")->renames, (std::vector<UserRename>{{2, "jim"}, {3, "jo"}, {4, "j3"}, {5, "j4"}}));
+  EXPECT_TRUE(store->FindUser("j5")->renames_truncated);
 }
 
 // A record no rename made keeps the layout of stores from before the rename fields.
@@ -524,12 +530,12 @@ TEST(AdminRename, AnUnrenamedUserRecordKeepsItsFirstLayout) {
   u.created = 7;
   const std::string v = EncodeUser(u);
   EXPECT_EQ(v.size(), 1u + 1u + 2u + 2u + 7u + 8u);
-  EXPECT_EQ(DecodeUser(v, "joe").renamed_generation, 0u);
-  u.renamed_generation = 3;
-  u.renamed_from = "jim";
+  EXPECT_TRUE(DecodeUser(v, "joe").renames.empty());
+  u.renames = {{3, "jim"}, {9, "jo"}};
+  u.renames_truncated = true;
   const UserValue back = DecodeUser(EncodeUser(u), "joe");
-  EXPECT_EQ(back.renamed_generation, 3u);
-  EXPECT_EQ(back.renamed_from, "jim");
+  EXPECT_EQ(back.renames, u.renames);
+  EXPECT_TRUE(back.renames_truncated);
   EXPECT_EQ(back.created, 7);
   EXPECT_EQ(CodeOf([&] { DecodeUser(v + "x", "joe"); }), Errc::kCorrupt);
 }
