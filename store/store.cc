@@ -676,7 +676,16 @@ std::unique_ptr<Folder> Store::OpenFolder(std::string_view user, std::string_vie
   FolderValue fv = DecodeFolder(v, key);
   std::string path = PartitionPath(fv.partition) + "/" + FolderRelPath(user, name);
   UniqueFd dir = TryOpenAt(AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0, path);
-  if (!dir.valid()) Throw(Errc::kCorrupt, "mailbox " + key + ": directory missing at " + path);
+  if (!dir.valid()) {
+    // Renamed, moved or deleted between the record and its directory: no such mailbox (any
+    // more). A directory missing where the record still leads is damage.
+    std::string now;
+    bool still = false;
+    db_->Txn([&](DB_TXN* txn) { still = db_->Get(db_->folder(), txn, key, &now); });
+    if (!still || DecodeFolder(now, key).partition != fv.partition) Throw(Errc::kNotFound, "no such mailbox: " + key);
+    dir = TryOpenAt(AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0, path);  // renamed away and back meanwhile
+    if (!dir.valid()) Throw(Errc::kCorrupt, "mailbox " + key + ": directory missing at " + path);
+  }
   return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
 }
 
