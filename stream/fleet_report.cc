@@ -107,6 +107,9 @@ FleetReport MergeFleetReports(const std::string& dir) {
       report.broken.push_back(EscapeControls(name) + ": " + why);
     }
   }
+  // Each source's jobs report the same users; several sources' names add up (a lower bound: a
+  // report lists only its first names).
+  report.users_in_no_group = std::max<uint64_t>(report.users_in_no_group, report.no_group_names.size());
   if (report.reports == 0 && report.broken.empty()) Throw(Errc::kInvalidArgument, "report: no job report (*.json) in " + dir);
   std::vector<double> holds;
   for (const FleetGroupResult& g : report.groups) {

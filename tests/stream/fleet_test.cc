@@ -199,6 +199,11 @@ TEST(FleetReport, UsersInNoGroupAreNamedAndTheFleetIsNotDone) {
       << r.Text();
   EXPECT_NE(r.Text().find("fleet: NOT DONE (every job ran, but users in no group were not moved"), std::string::npos);
   EXPECT_EQ(nlohmann::json::parse(r.Json(1))["users_in_no_group"], 2);
+
+  // A second source with its own users in no group: both sources' names count.
+  WriteFileAtomic(dir + "/other-source.json", std::string(R"({"ok": true, "users_in_no_group": 1,
+      "users_in_no_group_names": ["amy"], "groups": [)") + GroupJson("a", true, 3, 0, 1.0, 0.1) + "]}");
+  EXPECT_EQ(MergeFleetReports(dir).users_in_no_group, 3u);
 }
 
 TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
