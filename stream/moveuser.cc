@@ -144,41 +144,6 @@ struct FolderPull {
   int64_t now;
 };
 
-// Streams BODY[] literals into staged message files, handed to the folder's filler (batches,
-// the skip of bytes already present, single instance on arrival).
-class BodyWriter final : public interop::ImapFetchSink {
- public:
-  BodyWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, interop::FolderFiller& filler)
-      : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler) {}
-
-  void BodyBegin(uint64_t) override { writer_ = folder_.NewMessage(); }
-  void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
-  void Message(const ImapMessage& m, bool had_body) override {
-    if (!had_body || !writer_) return;  // a flag update the server sent on its own
-    MessageMeta meta;
-    meta.uid = m.uid;
-    keywords_.Map(m, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
-    keywords_.Save(folder_);  // the names before any commit that uses them
-    meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
-    StagedMessage staged = writer_->Finish(meta);
-    writer_.reset();
-    const uint64_t size = staged.meta.size;
-    if (!filler_.AddStaged(std::move(staged))) {
-      ++pull_.result.already_present;
-      return;
-    }
-    pull_.result.bytes += size;
-    ++pull_.result.messages;
-  }
-
- private:
-  FolderPull& pull_;
-  Folder& folder_;
-  KeywordBits& keywords_;
-  interop::FolderFiller& filler_;
-  std::unique_ptr<store::MessageWriter> writer_;
-};
-
 // Whether a UID present on both sides (same UIDVALIDITY, same size) is, by its metadata alone, the
 // message an earlier pull stored. The same UID can hold two different messages: after a pull the
 // folder's UIDNEXT is the source's, so a local delivery takes the very UID the source gives its
@@ -195,53 +160,62 @@ bool SameByMetadata(const ImapMessage& source, const MessageMeta& stored) {
   return gap > kLocalWindow || gap < -kLocalWindow;
 }
 
-// Bodies of the UIDs SameByMetadata left in doubt: the same digest as the stored message under
-// that UID is the same message (its flags follow the source); other bytes are another message,
-// added under a new UID above both sides' (as restore does) unless a rerun finds it there
-// already; the local message and its flags are left alone.
-class SuspectWriter final : public interop::ImapFetchSink {
+// Streams BODY[] literals into staged message files, handed to the folder's filler (batches,
+// the skip of bytes already present, single instance on arrival). With `suspects` it takes the
+// bodies of the UIDs SameByMetadata left in doubt, with what is stored under each: the same
+// digest as the stored message is the same message (its flags follow the source); other bytes
+// are another message, added under a new UID above both sides' (as restore does) unless a rerun
+// finds it there already; the local message and its flags are left alone.
+class BodyWriter final : public interop::ImapFetchSink {
  public:
-  SuspectWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, interop::FolderFiller& filler,
-                const std::unordered_map<uint32_t, const MessageMeta*>& have)
-      : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler), have_(have) {}
+  using Suspects = std::unordered_map<uint32_t, const MessageMeta*>;
+  BodyWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, interop::FolderFiller& filler,
+             const Suspects* suspects = nullptr)
+      : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler), suspects_(suspects) {}
 
   void BodyBegin(uint64_t) override { writer_ = folder_.NewMessage(); }
   void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
   void Message(const ImapMessage& m, bool had_body) override {
-    if (!had_body || !writer_) return;
+    if (!had_body || !writer_) return;  // a flag update the server sent on its own
     MessageMeta meta;
+    if (!suspects_) meta.uid = m.uid;  // a suspect that differs goes under a new UID
     keywords_.Map(m, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
-    keywords_.Save(folder_);
+    keywords_.Save(folder_);  // the names before any commit that uses them
     meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
     StagedMessage staged = writer_->Finish(meta);
     writer_.reset();
-    auto it = have_.find(m.uid);
-    if (it != have_.end() && it->second->digest == staged.meta.digest && it->second->size == staged.meta.size) {
-      std::vector<StagedMessage> one{std::move(staged)};
-      folder_.Discard(one);
-      const uint8_t kept = it->second->flags & store::kRecent;
-      if ((it->second->flags & ~store::kRecent) != meta.flags || it->second->user_flags != meta.user_flags) {
-        folder_.SetFlags(m.uid, static_cast<uint8_t>(meta.flags | kept), meta.user_flags);
-        ++pull_.result.flags_updated;
-      }
-      return;
-    }
+    if (suspects_ && StoredAlready(m.uid, meta, staged)) return;
     const uint64_t size = staged.meta.size;
     if (!filler_.AddStaged(std::move(staged))) {
-      ++pull_.result.already_present;  // added by an earlier run
+      ++pull_.result.already_present;  // (a suspect: added by an earlier run)
       return;
     }
-    ++pull_.result.uid_conflicts;
+    if (suspects_) ++pull_.result.uid_conflicts;
     pull_.result.bytes += size;
     ++pull_.result.messages;
   }
 
  private:
+  // A suspect whose bytes are the stored message's: dropped, its flags follow the source.
+  bool StoredAlready(uint32_t uid, const MessageMeta& meta, StagedMessage& staged) {
+    auto it = suspects_->find(uid);
+    if (it == suspects_->end() || it->second->digest != staged.meta.digest || it->second->size != staged.meta.size)
+      return false;
+    std::vector<StagedMessage> one{std::move(staged)};
+    folder_.Discard(one);
+    const uint8_t kept = it->second->flags & store::kRecent;
+    if ((it->second->flags & ~store::kRecent) != meta.flags || it->second->user_flags != meta.user_flags) {
+      folder_.SetFlags(uid, static_cast<uint8_t>(meta.flags | kept), meta.user_flags);
+      ++pull_.result.flags_updated;
+    }
+    return true;
+  }
+
   FolderPull& pull_;
   Folder& folder_;
   KeywordBits& keywords_;
   interop::FolderFiller& filler_;
-  const std::unordered_map<uint32_t, const MessageMeta*>& have_;
+  const Suspects* suspects_;
   std::unique_ptr<store::MessageWriter> writer_;
 };
 
@@ -334,7 +308,7 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     // sides' UIDNEXT; filled by content, so that a rerun finds it and adds it no second time.
     interop::FolderFiller filler(*folder, /*created=*/false, /*skip_present=*/true);
     hooks(filler);
-    SuspectWriter writer(pull, *folder, keywords, filler, have);
+    BodyWriter writer(pull, *folder, keywords, filler, &have);
     client.FetchBodies(suspects, writer);
     filler.Finish();
   }
