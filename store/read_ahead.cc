@@ -29,17 +29,20 @@ std::shared_ptr<const UniqueFd> ReadAhead::ShareDirectory(int fd) {
   return std::make_shared<const UniqueFd>(copy);
 }
 
-bool ReadAhead::WantsBuffer(const ReadRequest& r) const {
-  return r.mode == ReadMode::kRead && r.size <= options_.whole_file_limit;
-}
-
-// The window's cost in bytes: what a whole read will hold.
+// The window's cost in bytes: what the kernel is asked to read ahead for it.
 static uint64_t Cost(const ReadRequest& r, uint64_t whole_limit) {
-  return r.mode == ReadMode::kRead && r.size <= whole_limit ? r.size : 0;
+  return r.mode == ReadMode::kStat ? 0 : std::min(r.size, whole_limit);
 }
 
 void ReadAhead::TopUp() {
   size_t added = 0;
+  {
+    // Refilled in batches: each hand-over wakes workers, and a wake-up costs a context switch
+    // ("Reading many files at once" in docs/performance.md). A window running low is refilled at once.
+    std::lock_guard lock(mu_);
+    const size_t batch = std::min(options_.refill_batch, options_.max_files / 2);
+    if (window_.size() + batch > options_.max_files && window_.size() > options_.threads) return;
+  }
   for (;;) {
     {
       std::lock_guard lock(mu_);
@@ -50,19 +53,14 @@ void ReadAhead::TopUp() {
     auto slot = std::make_shared<Slot>();
     if (!source_(&slot->request)) break;
     slot->result.tag = slot->request.tag;
-    // What is in memory is read on this thread: a hand-over to another would only add work. A
-    // memory filesystem's files are read when they are taken (read ahead, they would only leave
-    // the CPU cache before they are used); a disk's files in the page cache are read now.
+    // What is in memory is opened on this thread: a hand-over to another would only add work. A
+    // memory filesystem's files are opened and read when they are taken; a disk's files whose
+    // path is cached are opened now. Either way the data is read by Next().
     bool done = false;
     slot->direct = options_.read_cached_inline && OnMemoryFilesystem(slot->request.dir);
-    if (!slot->direct) {
-      // Buffers come from this thread only: allocated on the reader threads, they would spread
-      // over per-thread malloc arenas that keep their memory (it showed as +30 MiB of RSS).
-      if (WantsBuffer(slot->request)) Acquire(slot->result, slot->request.size);
-      if (options_.read_cached_inline) {
-        if (WorthTryingCached()) done = ReadIfCached(*slot);
-        cached_misses_ = done ? 0 : cached_misses_ + 1;
-      }
+    if (!slot->direct && options_.read_cached_inline) {
+      if (WorthTryingCached()) done = OpenIfCached(*slot);
+      cached_misses_ = done ? 0 : cached_misses_ + 1;
     }
     std::lock_guard lock(mu_);
     window_bytes_ += Cost(slot->request, options_.whole_file_limit);
@@ -99,11 +97,11 @@ bool ReadAhead::Next(ReadResult* out) {
     window_.pop_front();
     window_bytes_ -= Cost(slot->request, options_.whole_file_limit);
   }
-  Release(*out);  // first: a direct read takes the buffer just given back
-  if (slot->direct) {
+  Release(*out);  // first: the read below takes the buffer just given back
+  if (!slot->error && (slot->direct || slot->deferred)) {
     try {
-      if (WantsBuffer(slot->request)) Acquire(slot->result, slot->request.size);
-      Read(*slot);
+      if (slot->direct) Open(*slot);
+      ReadWhole(*slot);
     } catch (...) {
       slot->error = std::current_exception();
     }
@@ -127,7 +125,7 @@ void ReadAhead::Work() {
       todo_.pop_front();
     }
     try {
-      Read(*slot);
+      Open(*slot);
     } catch (...) {
       slot->error = std::current_exception();
     }
@@ -144,37 +142,27 @@ void ReadAhead::Work() {
 // Buffers are at least this large, so that one serves many later files.
 constexpr size_t kMinBuffer = 16 << 10;
 
+// The consumer's thread only. A pass that keeps one ReadResult gives its buffer back with each
+// Next(), which takes it again: one buffer, grown to the largest file read whole.
 void ReadAhead::Acquire(ReadResult& result, size_t size) {
-  {
-    std::lock_guard lock(mu_);
-    for (size_t i = free_buffers_.size(); i-- > 0;) {
-      if (free_buffers_[i].second < size) continue;
-      result.buffer = std::move(free_buffers_[i].first);
-      result.capacity = free_buffers_[i].second;
-      free_bytes_ -= result.capacity;
-      free_buffers_.erase(free_buffers_.begin() + long(i));
-      return;
-    }
+  if (spare_ && spare_capacity_ >= size) {
+    result.buffer = std::move(spare_);
+    result.capacity = spare_capacity_;
+    spare_capacity_ = 0;
+    return;
   }
   // Rounded up so that a buffer serves many later files; never zeroed (it is read into).
   result.capacity = std::max<size_t>(size, kMinBuffer);
   result.buffer = std::make_unique_for_overwrite<char[]>(result.capacity);
-  std::lock_guard lock(mu_);
-  allocated_bytes_ += result.capacity;
 }
 
 void ReadAhead::Release(ReadResult& result) {
   result.data = {};
   result.whole = false;
   if (!result.buffer) return;
-  std::lock_guard lock(mu_);
-  // Every buffer, in use or kept, within the window's own bound (its bytes, and a minimal
-  // buffer per file); beyond that a released buffer is freed.
-  if (allocated_bytes_ <= options_.max_bytes + options_.max_files * kMinBuffer) {
-    free_bytes_ += result.capacity;
-    free_buffers_.emplace_back(std::move(result.buffer), result.capacity);
-  } else {
-    allocated_bytes_ -= result.capacity;
+  if (result.capacity > spare_capacity_) {  // the larger one is kept
+    spare_ = std::move(result.buffer);
+    spare_capacity_ = result.capacity;
   }
   result.buffer.reset();
   result.capacity = 0;
@@ -206,42 +194,46 @@ bool ReadAhead::WorthTryingCached() const {
   return cached_misses_ < kCachedMissesBeforeProbing || cached_misses_ % kCachedProbeEvery == 0;
 }
 
-bool ReadAhead::ReadIfCached(Slot& slot) {
+bool ReadAhead::OpenIfCached(Slot& slot) {
   const ReadRequest& r = slot.request;
   ReadResult& result = slot.result;
-  int fd = OpenIfCached(r.dir->get(), r.name);
+  int fd = storemove::OpenIfCached(r.dir->get(), r.name);
   if (fd < 0) return false;  // not in memory, or an error the thread's open will name
   result.fd.reset(fd);
   if (::fstat(fd, &result.st) != 0) return false;
   const uint64_t size = uint64_t(result.st.st_size);
-  if (r.mode == ReadMode::kStat) return true;
-  if (r.mode == ReadMode::kRead && size != r.size) return true;  // the consumer judges it
   if (r.mode == ReadMode::kHint || size > options_.whole_file_limit) return false;  // the thread hints it
-  if (result.capacity < size) return true;  // not the size asked for: the consumer judges it
-  // Not in memory (or a filesystem that cannot tell): the thread reads it, into the same buffer.
-  if (PreadIfCached(fd, result.buffer.get(), size, 0) != ssize_t(size)) return false;
-  result.data = std::string_view(result.buffer.get(), size);
-  result.digest = DigestOf(result.data.data(), result.data.size());
-  result.whole = true;
+  slot.deferred = WantsWholeRead(r, size);
   return true;
 }
 
-void ReadAhead::Read(Slot& slot) {
+bool ReadAhead::WantsWholeRead(const ReadRequest& r, uint64_t size) const {
+  // A file whose size is not the expected one is left to the consumer, which reports it.
+  return r.mode == ReadMode::kRead && size == r.size && size <= options_.whole_file_limit;
+}
+
+void ReadAhead::Open(Slot& slot) {
   const ReadRequest& r = slot.request;
   ReadResult& result = slot.result;
   if (!result.fd.valid()) result.fd = TryOpenAt(r.dir->get(), r.name, O_RDONLY, 0, r.shown);
   if (!result.fd.valid()) return;
   if (::fstat(result.fd.get(), &result.st) != 0) ThrowErrno("stat " + r.shown);
   const uint64_t size = uint64_t(result.st.st_size);
-  // A file whose size is not the expected one is left to the consumer, which reports it.
   if (r.mode == ReadMode::kStat) return;
-  if (r.mode == ReadMode::kHint || size != r.size || size > options_.whole_file_limit) {
-    // The kernel reads it ahead while the consumer works on earlier files.
+  slot.deferred = WantsWholeRead(r, size);
+  // The kernel reads the data while this thread goes on to the next file: no thread waits for
+  // it, and the consumer finds it in the page cache (a whole read is done there, ReadWhole).
+  if (!slot.direct)
     ::posix_fadvise(result.fd.get(), 0, off_t(std::min<uint64_t>(size, options_.whole_file_limit)),
                     POSIX_FADV_WILLNEED);
-    return;
-  }
-  if (result.capacity < size) return;  // not the size asked for: the consumer judges it
+}
+
+void ReadAhead::ReadWhole(Slot& slot) {
+  if (!slot.deferred) return;
+  const ReadRequest& r = slot.request;
+  ReadResult& result = slot.result;
+  const uint64_t size = uint64_t(result.st.st_size);
+  Acquire(result, size);
   // Short: the file shrank under us, and the consumer sees that through fd.
   if (ReadFully(result.fd.get(), result.buffer.get(), size, r.shown) != ssize_t(size)) return;
   result.data = std::string_view(result.buffer.get(), size);

@@ -2,9 +2,11 @@
 //
 // On a disk each cold message file costs a directory lookup, an inode read and a data read: a
 // pass that opens one file at a time waits for each in turn, while the disk could serve dozens
-// at once. ReadAhead keeps a bounded window of upcoming files being opened and read by a pool of
-// threads; the pass takes the results one by one, in the order it asked for them. Memory is
-// bounded by the window (files and bytes), never by the store (docs/performance.md, "On disk").
+// at once. ReadAhead keeps a bounded window of upcoming files being opened by a pool of threads,
+// which ask the kernel to read their data (posix_fadvise WILLNEED: no thread waits for it); the
+// pass takes the results one by one, in the order it asked for them, and reads each whole file
+// from the page cache then, into one reused buffer. The window is bounded in files and in bytes
+// asked for, never by the store (docs/performance.md, "On disk").
 #pragma once
 
 #include <sys/stat.h>
@@ -26,10 +28,13 @@
 namespace storemove::store {
 
 struct ReadAheadOptions {
-  size_t threads = 16;                        // reads in flight at once
-  size_t max_files = 48;                      // files opened ahead of the consumer
-  uint64_t max_bytes = uint64_t{1} << 20;     // bytes read ahead of the consumer
-  uint64_t whole_file_limit = uint64_t{1} << 20;  // larger files: opened and hinted, read by the consumer
+  size_t threads = 16;                        // opens in flight at once
+  size_t max_files = 128;                     // files opened ahead of the consumer
+  // Bytes the kernel is asked to read ahead of the consumer, into the page cache (not this
+  // process's memory: the consumer reads each file when it takes it, into one reused buffer).
+  uint64_t max_bytes = uint64_t{8} << 20;
+  uint64_t whole_file_limit = uint64_t{1} << 20;  // larger files: opened and hinted, streamed by the consumer
+  size_t refill_batch = 16;                   // requests handed to the threads at once
   // Files already in memory are read on the consumer's thread as they are asked for; false sends
   // every file through the threads (tests, whose files are all in memory).
   bool read_cached_inline = true;
@@ -37,7 +42,7 @@ struct ReadAheadOptions {
 
 // What is done with a file ahead of the consumer.
 enum class ReadMode : uint8_t {
-  kRead,  // opened, stat'ed and read whole (up to whole_file_limit; a larger one is hinted)
+  kRead,  // opened, stat'ed, hinted, and read whole by Next() (up to whole_file_limit; a larger one is only hinted)
   kHint,  // opened, stat'ed, and the kernel asked to read its data ahead (posix_fadvise)
   kStat,  // opened and stat'ed only: its inode is in memory when the consumer gets to it
 };
@@ -91,17 +96,19 @@ class ReadAhead {
     ReadResult result;
     std::exception_ptr error;
     bool done = false;
-    bool direct = false;  // read by the consumer when it takes it (a memory filesystem)
+    bool direct = false;    // opened and read by the consumer when it takes it (a memory filesystem)
+    bool deferred = false;  // opened, its data asked for: the consumer reads it whole when it takes it
   };
   void TopUp();
   void Work();
-  bool ReadIfCached(Slot& slot);
+  bool OpenIfCached(Slot& slot);
   bool WorthTryingCached() const;
   static constexpr size_t kCachedMissesBeforeProbing = 8, kCachedProbeEvery = 16;
   bool OnMemoryFilesystem(const std::shared_ptr<const UniqueFd>& dir);
-  void Read(Slot& slot);
-  // Buffers for whole reads, reused; at most max_bytes of them are kept.
-  bool WantsBuffer(const ReadRequest& r) const;
+  bool WantsWholeRead(const ReadRequest& r, uint64_t size) const;
+  void Open(Slot& slot);
+  void ReadWhole(Slot& slot);
+  // Buffers for whole reads (the consumer's thread only), reused.
   void Acquire(ReadResult& result, size_t size);
   void Release(ReadResult& result);
 
@@ -115,8 +122,8 @@ class ReadAhead {
   // done out of order (each wake-up is a context switch).
   const Slot* awaited_ = nullptr;
   uint64_t window_bytes_ = 0;
-  std::vector<std::pair<std::unique_ptr<char[]>, size_t>> free_buffers_;
-  uint64_t free_bytes_ = 0, allocated_bytes_ = 0;
+  std::unique_ptr<char[]> spare_;  // given back by the consumer, for its next whole read
+  size_t spare_capacity_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> workers_;
   // Whether the last directory asked about is on a memory filesystem (consumer's thread only).

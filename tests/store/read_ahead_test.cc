@@ -186,6 +186,28 @@ TEST(ReadAhead, StatAndHintModesOpenWithoutReading) {
   }
 }
 
+// The threads only open files and ask the kernel for their data; the consumer reads each one
+// whole when it takes it, into the buffer its previous result gives back: however many files
+// are in flight, a pass's memory holds one file's bytes, not the window's.
+TEST(ReadAhead, EveryWholeReadGoesIntoTheOneBufferTheConsumerGivesBack) {
+  Files files(400, 16 << 10);
+  for (bool threaded : {true, false}) {
+    size_t next = 0;
+    ReadAheadOptions options = threaded ? Threaded() : ReadAheadOptions{};
+    options.max_bytes = 64 << 20;
+    ReadAhead reader(files.Source(&next), options);
+    ReadResult r;
+    const char* buffer = nullptr;
+    for (size_t i = 0; i < files.names.size(); ++i) {
+      ASSERT_TRUE(reader.Next(&r));
+      ASSERT_TRUE(r.whole);
+      ASSERT_EQ(r.data, files.contents[i]);
+      if (!buffer) buffer = r.buffer.get();
+      EXPECT_EQ(r.buffer.get(), buffer) << "file " << i << (threaded ? ", threads" : ", consumer");
+    }
+  }
+}
+
 TEST(ReadAhead, ASourceThatRunsDryIsAskedAgainLater) {
   Files files(20);
   size_t next = 0, allowed = 0;
