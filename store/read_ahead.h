@@ -148,6 +148,7 @@ class Prefetcher {
   Prefetcher& operator=(const Prefetcher&) = delete;
 
   void Submit(std::function<void()> hint);
+  bool enabled() const { return enabled_; }  // false on a memory filesystem: hints are dropped
 
  private:
   void Work();

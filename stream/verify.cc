@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <set>
 #include <deque>
 #include <map>
@@ -297,9 +300,74 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
   return std::move(checker.report());
 }
 
+// Reads the destination's folder indexes of the users ahead of the manifest's on prefetch
+// threads: on a cold disk each is a few dependent reads, which the checks would otherwise wait for
+// one after another. A manifest lists its users in the order of its store's user scan, the key
+// order the destination's scan has too, so a scan of the destination kept kUsersAhead users ahead
+// of the checks warms what they will read. Users of the destination the manifest does not name
+// (a manifest of a group) are warmed too, at most kUsersAhead more than the manifest names: only
+// hints, whose errors are ignored.
+class DestinationWarmer {
+ public:
+  DestinationWarmer(store::Store& destination, size_t reads)
+      : destination_(destination),
+        prefetch_(destination.root(), std::clamp<size_t>((reads ? reads : kDefaultReads) / 2, 1, 8), 2 * kUsersAhead),
+        scan_(prefetch_.enabled() ? std::thread([this] { Scan(); }) : std::thread()) {}
+  ~DestinationWarmer() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    moved_.notify_all();
+    if (scan_.joinable()) scan_.join();
+  }
+  DestinationWarmer(const DestinationWarmer&) = delete;
+  DestinationWarmer& operator=(const DestinationWarmer&) = delete;
+
+  void UserChecked() {
+    {
+      std::lock_guard lock(mu_);
+      ++checked_;
+    }
+    moved_.notify_one();
+  }
+
+ private:
+  static constexpr size_t kUsersAhead = 32;
+  struct Stopped {};
+
+  void Scan() {
+    try {
+      destination_.ForEachUser([this](const store::UserInfo& u) {
+        {
+          std::unique_lock lock(mu_);
+          moved_.wait(lock, [this] { return stopping_ || submitted_ < checked_ + kUsersAhead; });
+          if (stopping_) throw Stopped{};
+          ++submitted_;
+        }
+        prefetch_.Submit([this, user = u.user] {
+          for (const store::FolderInfo& f : destination_.ListFolders(user, store::Store::FolderDetail::kRecordOnly))
+            destination_.OpenFolder(f.user, f.folder)->Snapshot();
+        });
+      });
+    } catch (...) {
+      // Stopped, or a scan that failed: only hints, the checks meet any real error themselves.
+    }
+  }
+
+  store::Store& destination_;
+  store::Prefetcher prefetch_;
+  std::mutex mu_;
+  std::condition_variable moved_;
+  size_t submitted_ = 0, checked_ = 0;
+  bool stopping_ = false;
+  std::thread scan_;  // last: started once everything it uses is built, joined first
+};
+
 VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest, const VerifyOptions& options) {
   using Event = format::Decoder::Event;
   Checker checker(destination, options);
+  DestinationWarmer warmer(destination, options.reads);
   SourceFolder folder;
   for (;;) {
     switch (manifest.Next()) {
@@ -309,6 +377,7 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
         break;
       case Event::kUser: {
         const format::UserRecord& r = manifest.user();
+        warmer.UserChecked();
         checker.CheckUser({r.user, store::UserStatus::Parse(r.status), r.quota_limit, r.subscriptions});
         break;
       }

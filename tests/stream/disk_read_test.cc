@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 
 #include "format/zstd_codec.h"
 #include "relinker/relink.h"
@@ -27,12 +28,13 @@ namespace fs = std::filesystem;
 
 using storemove::testing::DiskDir;
 
-// Writes back and drops every message file's pages, so the next read must go to the disk.
-void Evict(const std::string& root) {
+// Writes back and drops every message file's pages (every file's, with every_file), so the next
+// read must go to the disk.
+void Evict(const std::string& root, bool every_file = false) {
   UniqueFd dir = OpenDirectory(root);
   ASSERT_EQ(::syncfs(dir.get()), 0);
   for (const auto& e : fs::recursive_directory_iterator(root)) {
-    if (!e.is_regular_file() || e.path().extension() != ".msg") continue;
+    if (!e.is_regular_file() || (!every_file && e.path().extension() != ".msg")) continue;
     UniqueFd fd = OpenFile(e.path().string(), O_RDONLY);
     ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
   }
@@ -150,6 +152,50 @@ TEST(DiskReads, VerifyWithColdFilesFindsTheOneChangedByte) {
     ASSERT_EQ(report.differences.size(), 1u) << reads;
     EXPECT_EQ(report.differences[0],
               "mailbox user/" + user + "/INBOX UID " + std::to_string(victim.uid) + ": message bytes do not match the source");
+  }
+}
+
+// verify --manifest reads the destination's folder indexes ahead of the checks, from a scan of
+// the destination's users; a manifest of some users only must end all the same.
+TEST(DiskReads, VerifyManifestWithColdIndexesFindsTheOneChangedByteAndEnds) {
+  DiskDir dir;
+  auto source = MakeSource(dir / "src");
+  auto destination = store::Store::Init(dir / "dst", {"primary"});
+  RestoreFromString(*destination, BackupToString(*source, 1));
+  std::vector<std::string> users;
+  destination->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  ASSERT_GE(users.size(), 3u);
+  const std::string user = users[users.size() / 2];
+  auto folder = destination->OpenFolder(user, "INBOX");
+  const store::MessageMeta victim = folder->Snapshot().messages.at(1);
+  const std::string path = folder->MessagePath(victim.uid);
+  std::string bytes = ReadFile(path);
+  bytes[bytes.size() / 2] ^= 1;
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  {
+    UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL);
+    WriteAll(fd.get(), bytes.data(), bytes.size(), path);
+  }
+  const std::string difference =
+      "mailbox user/" + user + "/INBOX UID " + std::to_string(victim.uid) + ": message bytes do not match the source";
+  auto manifest = [&](const std::set<std::string>* only) {
+    format::StringSink sink;
+    format::Encoder enc(sink);
+    BackupOptions o;
+    o.manifest = true;
+    o.only_users = only;
+    Backup(*source, o, enc);
+    return sink.Take();
+  };
+  const std::set<std::string> last_two{users[users.size() / 2], users.back()};
+  for (const std::set<std::string>* only : {static_cast<const std::set<std::string>*>(nullptr), &last_two}) {
+    const std::string m = manifest(only);
+    Evict(dir / "dst", /*every_file=*/true);  // the folder indexes too
+    format::StringSource in(m);
+    format::Decoder dec(in);
+    VerifyReport report = VerifyManifest(*destination, dec, {});
+    ASSERT_EQ(report.differences, std::vector<std::string>{difference}) << (only ? "two users" : "all users");
+    EXPECT_EQ(report.users, only ? 2u : users.size());
   }
 }
 
