@@ -72,8 +72,8 @@ class ContentOracle {
 };
 inline constexpr size_t kMaxOracleBatch = 1000;
 
-// Message files a pass reads at once by default: enough to keep a disk's queue full, few enough
-// to stay within the memory bound (docs/performance.md, "On disk").
+// Message files a pass opens at once by default (threads; the kernel reads their data
+// meanwhile): enough to keep a disk's queue full (docs/performance.md, "On disk").
 constexpr size_t kDefaultReads = 16;
 
 struct BackupOptions {
@@ -86,7 +86,7 @@ struct BackupOptions {
   const std::set<std::string>* only_users = nullptr;  // narrows the selection further (migrate)
   std::function<void(uint64_t messages, uint64_t bytes)> on_progress;  // per message sent
   ContentOracle* oracle = nullptr;  // network sessions (a session stream); files and pipes: none
-  // Message files read at once, ahead of the stream (0 = kDefaultReads); docs/performance.md "On disk".
+  // Message files opened at once, ahead of the stream (0 = kDefaultReads); docs/performance.md "On disk".
   size_t reads = 0;
   // Entries of the fixed-size table of contents already sent (a power of two, >= 4); 0 = the
   // default of 2^18 (7 MiB). Content the table has forgotten is sent again as a body.

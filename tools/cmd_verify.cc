@@ -91,7 +91,7 @@ void AddVerifyCommand(CLI::App& root, Action* chosen) {
   c->add_flag("-v,--verbose", o->verbose,
               "live progress on stderr even when it is not a terminal (ETA from the source's bytes, or the "
               "manifest file's size)");
-  c->add_option("--reads", o->reads, "destination message files read at once (default 16; 1 = one at a time)")
+  c->add_option("--reads", o->reads, "destination message files opened at once, while the kernel reads their data (default 16)")
       ->check(CLI::Range(1, 1024));
   c->add_flag("--no-bytes", o->no_bytes, "compare index records only; do not re-read destination messages");
   c->add_flag("--strict-status", o->strict_status,
