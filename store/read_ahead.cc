@@ -1,6 +1,7 @@
 #include "store/read_ahead.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,7 +10,18 @@
 
 namespace storemove::store {
 
-ReadAhead::ReadAhead(Source source, ReadAheadOptions options) : source_(std::move(source)), options_(options) {
+// The window holds an open descriptor per file: at most a 16th of the process's limit, so that
+// several passes in one process (migrate's groups), each with its folders and delivery gates
+// open, stay well within it (storemove raises its soft limit to the hard one at start).
+static ReadAheadOptions WithinDescriptorLimit(ReadAheadOptions options) {
+  struct rlimit files;
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY)
+    options.max_files = std::min<size_t>(options.max_files, std::max<size_t>(16, size_t(files.rlim_cur / 16)));
+  return options;
+}
+
+ReadAhead::ReadAhead(Source source, ReadAheadOptions options)
+    : source_(std::move(source)), options_(WithinDescriptorLimit(options)) {
   // Threads start lazily, with the first request: a pass with nothing to read costs nothing.
 }
 

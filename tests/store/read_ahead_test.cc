@@ -2,6 +2,7 @@
 // file's bytes and digest exact, the window's bounds kept, and every odd file (missing, larger
 // than the whole-read limit, not of the expected size, a symlink) handed over as such.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -206,6 +207,38 @@ TEST(ReadAhead, EveryWholeReadGoesIntoTheOneBufferTheConsumerGivesBack) {
       EXPECT_EQ(r.buffer.get(), buffer) << "file " << i << (threaded ? ", threads" : ", consumer");
     }
   }
+}
+
+// Each file in the window holds a descriptor: a low limit narrows the window, never fails a read.
+TEST(ReadAhead, TheWindowStaysWithinASixteenthOfTheDescriptorLimit) {
+  Files files(300);
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  struct rlimit low = saved;
+  low.rlim_cur = 512;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  size_t next = 0, asked = 0, taken = 0, widest = 0;
+  auto inner = files.Source(&next);
+  {
+    ReadAheadOptions options = Threaded();
+    options.max_files = 128;
+    ReadAhead reader(
+        [&](ReadRequest* r) {
+          if (!inner(r)) return false;
+          widest = std::max(widest, ++asked - taken);
+          return true;
+        },
+        options);
+    ReadResult r;
+    while (reader.Next(&r)) {
+      ASSERT_EQ(r.data, files.contents[taken]);
+      ++taken;
+    }
+  }
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  EXPECT_EQ(taken, files.names.size());
+  EXPECT_LE(widest, 512u / 16);
+  EXPECT_GE(widest, 16u);
 }
 
 TEST(ReadAhead, ASourceThatRunsDryIsAskedAgainLater) {
