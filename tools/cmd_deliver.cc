@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "relinker/arrival.h"
+#include "store/mboxlist.h"
 #include "store/settings.h"
 #include "tools/commands.h"
 #include "util/error.h"
@@ -78,6 +79,13 @@ int RunDeliver(const DeliverOptions& options) {
       if (e.code() != Errc::kNotFound) throw;
       Throw(Errc::kTempFail, std::string(e.what()) + " (renamed or deleted meanwhile; try again)");
     }
+  } else if (store::NormalizeFolder(options.folder) == "INBOX") {
+    // Every account has an INBOX; a user without one is being built by a restore or an import
+    // (its INBOX is published whole at the end), or such a run stopped and its rerun finishes
+    // it: mail waits in the MTA's queue rather than bouncing.
+    Throw(Errc::kTempFail, "mailbox user/" + options.user +
+                               "/INBOX does not exist yet (a restore or import of the user has not finished; "
+                               "retry later)");
   } else {
     Throw(Errc::kNotFound, "mailbox user/" + options.user + "/" + options.folder +
                                " does not exist (deliver --create creates it)");
@@ -155,7 +163,8 @@ void AddDeliverCommand(CLI::App& root, Action* chosen) {
   command->add_flag("-v,--verbose", options->verbose, "print the UID assigned");
   command->footer(
       "Exit status: 0 delivered and durable; 67 unknown user (bounce); 75 user on hold, moved to another "
-      "host (the message names it) or over quota (retry later); 66 folder missing; 65 empty message (an "
+      "host (the message names it), over quota, or without its INBOX yet (a restore or import of the user "
+      "not finished) (retry later); 66 folder missing; 65 empty message (an "
       "empty stdin is a broken pipe, not mail; import keeps an mbox's empty messages and counts them); "
       "64 bad name or option.\n");
   command->callback([options, chosen] { *chosen = [options] { return RunDeliver(*options); }; });

@@ -36,7 +36,7 @@ using storemove::testing::RunCli;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
 
-constexpr int kUsage = 64, kDataErr = 65, kNoInput = 66;
+constexpr int kUsage = 64, kDataErr = 65, kNoInput = 66, kTempFail = 75;
 
 // A message unique to (tag, n), `body_lines` long, with a line an mbox writer must quote.
 std::string Message(const std::string& tag, int n, int body_lines = 3) {
@@ -282,8 +282,22 @@ TEST_F(Import, ACrOnlyMessageInsideAnLfFileIsRefusedNamingItsPosition) {
   EXPECT_NE(r.err.find(dir_ / "mixed.mbox" + ": message 2, its \"From \" line at byte " + std::to_string(first.size())),
             std::string::npos)
       << r.err;
-  auto store = store::Store::Open(root_);
-  EXPECT_FALSE(store->FindFolder("joe", "INBOX"));
+  EXPECT_FALSE(store::Store::Open(root_)->FindFolder("joe", "INBOX"));
+
+  // joe's record exists, his INBOX not yet: mail for him waits in the MTA's queue (75), never
+  // bounces (66), until a rerun of the import finishes the job.
+  const std::string mail = "Subject: meanwhile\n\nwaits\n";
+  CliResult waiting = RunCli({"deliver", "--store", root_, "--user", "joe"}, mail);
+  EXPECT_EQ(waiting.status, kTempFail) << waiting.Describe();
+  EXPECT_TRUE(IsOneErrorLine(waiting)) << waiting.Describe();
+  EXPECT_NE(waiting.err.find("user/joe/INBOX does not exist yet"), std::string::npos) << waiting.err;
+  // Another missing folder is still a missing folder.
+  EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "joe", "-d", "Nope"}, mail).status, kNoInput);
+  std::ofstream(dir_ / "mixed.mbox") << first;
+  ASSERT_EQ(Run({"-u", "joe", "-s", dir_ / "mixed.mbox"}).status, 0);
+  CliResult delivered = RunCli({"deliver", "--store", root_, "--user", "joe"}, mail);
+  ASSERT_EQ(delivered.status, 0) << delivered.Describe();
+  EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "joe", "INBOX").size(), 2u);
 }
 
 // What "rerun finishes the job" means for a folder that exists: a message whose exact bytes the
