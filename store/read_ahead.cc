@@ -216,6 +216,10 @@ bool ReadAhead::OpenIfCached(Slot& slot) {
   const uint64_t size = uint64_t(result.st.st_size);
   if (r.mode == ReadMode::kHint || size > options_.whole_file_limit) return false;  // the thread hints it
   slot.deferred = WantsWholeRead(r, size);
+  // A cached path says nothing about the data: after a `du` or `find` of the store every inode is
+  // in memory and no data is. Asked for now, it is read while the pass works on earlier files
+  // (on data already cached the call only looks it up).
+  if (slot.deferred) ::posix_fadvise(fd, 0, off_t(size), POSIX_FADV_WILLNEED);
   return true;
 }
 
