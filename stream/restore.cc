@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "store/mboxlist.h"
 #include "store/writeback.h"
 #include "stream/content_filter.h"
 #include "stream/net.h"
@@ -253,6 +254,7 @@ class RestoreSession {
     for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
     if (!store_->FindUser(user_)) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
     WriteUser(user_);  // a stream may omit the user record
+    if (store::NormalizeFolder(r.folder) == "INBOX") inbox_in_stream_ = true;
     folder_name_ = r.folder;
     std::optional<store::FolderInfo> existing = store_->FindFolder(user_, folder_name_);
     // -n: beside an existing mailbox, unless this stream made it (a rerun of an interrupted -n
@@ -995,10 +997,24 @@ class RestoreSession {
   // time: a session never waits while it holds a lock, so sessions cannot deadlock.
   void WriteUser(const std::string& user) {
     if (write_lock_ && write_lock_->user() == user) return;
+    GiveInboxIfNone();
     RecomputePendingQuota();
     write_lock_.reset();
     write_lock_.emplace(store_->LockUserForWriting(user, options_.on_wait));
     quota_user_ = user;
+  }
+
+  // Every account has an INBOX (IMAP's primary mailbox; deliver's default). A stream of some of a
+  // user's mailboxes only (`backup user/U/Sent`) into a store without the user leaves it none:
+  // an empty one is made once the user's records are done. A stream that carries the INBOX makes
+  // it itself, or, stopped or refused on the way, leaves it to the rerun (a delivery meanwhile
+  // exits 75). Under the user's write lock, so no import or restore builds it meanwhile.
+  void GiveInboxIfNone() {
+    if (!write_lock_) return;
+    const std::string& user = write_lock_->user();
+    if (!inbox_in_stream_ && store_->FindUser(user) && !store_->FindFolder(user, "INBOX"))
+      store_->CreateFolder(user, "INBOX");
+    inbox_in_stream_ = false;
   }
 
   void RecomputePendingQuota() {
@@ -1010,6 +1026,7 @@ class RestoreSession {
     if (error_lines_dropped_)
       report_.error_lines.push_back("... and " + std::to_string(error_lines_dropped_) + " more errors not listed");
     if (store_) {
+      GiveInboxIfNone();
       RecomputePendingQuota();
       store_->Checkpoint();
       writeback_->Stop();  // before the caller's final sync
@@ -1030,6 +1047,7 @@ class RestoreSession {
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
   std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;
+  bool inbox_in_stream_ = false;  // the stream has an INBOX record for the locked user
 
   // The open folder.
   std::string user_, folder_name_, current_mailbox_;
