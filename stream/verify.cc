@@ -304,9 +304,10 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
 // threads: on a cold disk each is a few dependent reads, which the checks would otherwise wait for
 // one after another. A manifest lists its users in the order of its store's user scan, the key
 // order the destination's scan has too, so a scan of the destination kept kUsersAhead users ahead
-// of the checks warms what they will read. Users of the destination the manifest does not name
-// (a manifest of a group) are warmed too, at most kUsersAhead more than the manifest names: only
-// hints, whose errors are ignored.
+// of the checks warms what they will read. The destination may hold users the manifest does not
+// name (a manifest of a group, a destination serving others too): those warmed and then passed
+// over are wasted reads, so once they outnumber the users warmed and then checked by
+// kUsersAhead, the warming stops (only hints, whose errors are ignored).
 class DestinationWarmer {
  public:
   DestinationWarmer(store::Store& destination, size_t reads)
@@ -324,10 +325,14 @@ class DestinationWarmer {
   DestinationWarmer(const DestinationWarmer&) = delete;
   DestinationWarmer& operator=(const DestinationWarmer&) = delete;
 
-  void UserChecked() {
+  // The checks are at `user` (users come in key order).
+  void UserChecked(const std::string& user) {
     {
       std::lock_guard lock(mu_);
-      ++checked_;
+      checked_ = user;
+      for (auto it = ahead_.begin(); it != ahead_.end() && *it <= user; it = ahead_.erase(it))
+        ++(*it == user ? used_ : wasted_);
+      if (wasted_ > used_ + kUsersAhead) stopping_ = true;
     }
     moved_.notify_one();
   }
@@ -341,9 +346,10 @@ class DestinationWarmer {
       destination_.ForEachUser([this](const store::UserInfo& u) {
         {
           std::unique_lock lock(mu_);
-          moved_.wait(lock, [this] { return stopping_ || submitted_ < checked_ + kUsersAhead; });
+          moved_.wait(lock, [this] { return stopping_ || ahead_.size() < kUsersAhead; });
           if (stopping_) throw Stopped{};
-          ++submitted_;
+          if (!checked_.empty() && u.user <= checked_) return;  // the checks are past it already
+          ahead_.insert(u.user);
         }
         prefetch_.Submit([this, user = u.user] {
           for (const store::FolderInfo& f : destination_.ListFolders(user, store::Store::FolderDetail::kRecordOnly))
@@ -359,7 +365,9 @@ class DestinationWarmer {
   store::Prefetcher prefetch_;
   std::mutex mu_;
   std::condition_variable moved_;
-  size_t submitted_ = 0, checked_ = 0;
+  std::set<std::string> ahead_;  // warmed, not reached by the checks yet (at most kUsersAhead)
+  std::string checked_;          // the user the checks are at
+  size_t used_ = 0, wasted_ = 0;
   bool stopping_ = false;
   std::thread scan_;  // last: started once everything it uses is built, joined first
 };
@@ -377,7 +385,7 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
         break;
       case Event::kUser: {
         const format::UserRecord& r = manifest.user();
-        warmer.UserChecked();
+        warmer.UserChecked(r.user);
         checker.CheckUser({r.user, store::UserStatus::Parse(r.status), r.quota_limit, r.subscriptions});
         break;
       }
