@@ -3,8 +3,9 @@
 // Exit statuses are what an MTA's program mailer expects (sysexits):
 //   0  delivered and durable (files, store.idx and mboxlist synced before exit)
 //   67 EX_NOUSER    unknown user (without --create): the MTA bounces
-//   75 EX_TEMPFAIL  user on hold, user moved to another host, or over quota: the MTA queues
-//                   the message and retries; for "moved" it re-resolves mailHost first, so the
+//   75 EX_TEMPFAIL  user on hold, user moved to another host, over quota, or without its INBOX
+//                   yet (a restore or import of the user not finished): the MTA queues the
+//                   message and retries; for "moved" it re-resolves mailHost first, so the
 //                   message names the new host ("user X has moved to HOST").
 //   66 EX_NOINPUT   the folder does not exist (without --create)
 //   64 EX_USAGE     bad user or folder name, bad --flags or --date
@@ -150,7 +151,7 @@ int RunDeliver(const DeliverOptions& options) {
 void AddDeliverCommand(CLI::App& root, Action* chosen) {
   auto options = std::make_shared<DeliverOptions>();
   CLI::App* command = root.add_subcommand(
-      "deliver", "deliver one message from stdin to a user's folder (exit 67 unknown user, 75 hold/moved/over quota)");
+      "deliver", "deliver one message from stdin to a user's folder (exit 67 unknown user, 75 hold/moved/over quota/INBOX not restored yet)");
   AddStoreOption(command, &options->store_dir);
   command->add_option("--user,-u", options->user, "recipient user id (joe or joe@example.com)")
       ->required()
