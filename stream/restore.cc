@@ -238,6 +238,8 @@ class RestoreSession {
   void OnFolder(const format::FolderRecord& r) {
     ++report_.folders;
     user_ = MapUser(r.user);
+    // Even one refused below: the INBOX is the stream's, for its rerun to complete.
+    if (store::NormalizeFolder(r.folder) == "INBOX") inbox_carried_for_ = user_;
     current_mailbox_ = "user/" + user_ + "/" + r.folder;
     folder_record_ = r;
     if (toc_) toc_->Folder(current_mailbox_, r);
@@ -254,7 +256,6 @@ class RestoreSession {
     for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
     if (!store_->FindUser(user_)) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
     WriteUser(user_);  // a stream may omit the user record
-    if (store::NormalizeFolder(r.folder) == "INBOX") inbox_in_stream_ = true;
     folder_name_ = r.folder;
     std::optional<store::FolderInfo> existing = store_->FindFolder(user_, folder_name_);
     // -n: beside an existing mailbox, unless this stream made it (a rerun of an interrupted -n
@@ -1012,9 +1013,8 @@ class RestoreSession {
   void GiveInboxIfNone() {
     if (!write_lock_) return;
     const std::string& user = write_lock_->user();
-    if (!inbox_in_stream_ && store_->FindUser(user) && !store_->FindFolder(user, "INBOX"))
+    if (inbox_carried_for_ != user && store_->FindUser(user) && !store_->FindFolder(user, "INBOX"))
       store_->CreateFolder(user, "INBOX");
-    inbox_in_stream_ = false;
   }
 
   void RecomputePendingQuota() {
@@ -1047,7 +1047,7 @@ class RestoreSession {
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
   std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;
-  bool inbox_in_stream_ = false;  // the stream has an INBOX record for the locked user
+  std::string inbox_carried_for_;  // the last user whose INBOX record the stream carried
 
   // The open folder.
   std::string user_, folder_name_, current_mailbox_;

@@ -378,8 +378,10 @@ TEST(Stream, HostileNamesAreRejected) {
     std::vector<std::string> outside;
     for (auto& e : fs::directory_iterator(t.path())) outside.push_back(e.path().filename());
     EXPECT_EQ(outside, std::vector<std::string>{"store"});
+    // Nothing of the hostile names; a valid user whose only folder was refused has the empty
+    // INBOX every account gets.
     int folders = 0;
-    b->ForEachFolder([&](const store::FolderInfo&) { ++folders; });
+    b->ForEachFolder([&](const store::FolderInfo& f) { folders += !(f.folder == "INBOX" && f.count == 0); });
     EXPECT_EQ(folders, 0);
   }
 }
