@@ -79,8 +79,9 @@ FleetReport MergeFleetReports(const std::string& dir) {
   std::sort(names.begin(), names.end());
   std::sort(report.broken.begin(), report.broken.end());
   for (const std::string& name : names) {
-    std::string text = ReadFile(dir + "/" + name);
     try {
+      // Unreadable (a dangling link, a directory by that name): one broken line like the others.
+      std::string text = ReadFile(dir + "/" + name);
       if (text.find_first_not_of(" \t\r\n") == std::string::npos) throw std::runtime_error("empty");
       json j = json::parse(text);
       if (!j.is_object() || !j.contains("ok") || !j["ok"].is_boolean() || !j.contains("groups") || !j["groups"].is_array())

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -249,10 +251,11 @@ TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   WriteFileAtomic(dir + "/i.json.part", R"({"ok": tr)");
   WriteFileAtomic(dir + "/k.json", R"({"ok": true, "groups": [{"name": "k", "ok": true, "messages": -3}]})");
   WriteFileAtomic(dir + "/j.json.tmp.x1y2", R"({"ok": tr)");
+  ASSERT_EQ(::symlink("gone/l.json", (dir + "/l.json").c_str()), 0);  // a dangling link
   r = MergeFleetReports(dir);
   EXPECT_EQ(r.reports, 4u);
   EXPECT_EQ(r.users, 30u);
-  ASSERT_EQ(r.broken.size(), 7u) << r.Text();
+  ASSERT_EQ(r.broken.size(), 8u) << r.Text();
   EXPECT_EQ(r.broken[0], "i.json.part: partial report (the job is still running, was killed, or its ssh failed: see the joblog)");
   EXPECT_EQ(r.broken[1], "j.json.tmp.x1y2: partial report (a migrate is writing it, or was killed while it did)");
   EXPECT_EQ(r.broken[2], "e.json: empty");
@@ -260,6 +263,8 @@ TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   EXPECT_EQ(r.broken[4], "g.json: not a migrate report (no \"ok\" and \"groups\")");
   EXPECT_EQ(r.broken[5], "h.json: \"users\" is no count");
   EXPECT_EQ(r.broken[6], "k.json: \"messages\" is no count");
+  EXPECT_TRUE(r.broken[7].starts_with("l.json: ")) << r.broken[7];
+  EXPECT_NE(r.broken[7].find("open "), std::string::npos) << r.broken[7];  // links are not followed
   for (const std::string& b : r.broken) EXPECT_EQ(b.find('\n'), std::string::npos);
 
   EXPECT_NE(ErrorOf([&] { MergeFleetReports(tmp / "none"); }).find("no directory"), std::string::npos);
