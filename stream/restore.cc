@@ -15,7 +15,6 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "store/mboxlist.h"
 #include "store/writeback.h"
 #include "stream/content_filter.h"
 #include "stream/net.h"
@@ -238,8 +237,6 @@ class RestoreSession {
   void OnFolder(const format::FolderRecord& r) {
     ++report_.folders;
     user_ = MapUser(r.user);
-    // Even one refused below: the INBOX is the stream's, for its rerun to complete.
-    if (store::NormalizeFolder(r.folder) == "INBOX") inbox_carried_for_ = user_;
     current_mailbox_ = "user/" + user_ + "/" + r.folder;
     folder_record_ = r;
     if (toc_) toc_->Folder(current_mailbox_, r);
@@ -998,23 +995,10 @@ class RestoreSession {
   // time: a session never waits while it holds a lock, so sessions cannot deadlock.
   void WriteUser(const std::string& user) {
     if (write_lock_ && write_lock_->user() == user) return;
-    GiveInboxIfNone();
     RecomputePendingQuota();
     write_lock_.reset();
     write_lock_.emplace(store_->LockUserForWriting(user, options_.on_wait));
     quota_user_ = user;
-  }
-
-  // Every account has an INBOX (IMAP's primary mailbox; deliver's default). A stream of some of a
-  // user's mailboxes only (`backup user/U/Sent`) into a store without the user leaves it none:
-  // an empty one is made once the user's records are done. A stream that carries the INBOX makes
-  // it itself, or, stopped or refused on the way, leaves it to the rerun (a delivery meanwhile
-  // exits 75). Under the user's write lock, so no import or restore builds it meanwhile.
-  void GiveInboxIfNone() {
-    if (!write_lock_) return;
-    const std::string& user = write_lock_->user();
-    if (inbox_carried_for_ != user && store_->FindUser(user) && !store_->FindFolder(user, "INBOX"))
-      store_->CreateFolder(user, "INBOX");
   }
 
   void RecomputePendingQuota() {
@@ -1026,7 +1010,6 @@ class RestoreSession {
     if (error_lines_dropped_)
       report_.error_lines.push_back("... and " + std::to_string(error_lines_dropped_) + " more errors not listed");
     if (store_) {
-      GiveInboxIfNone();
       RecomputePendingQuota();
       store_->Checkpoint();
       writeback_->Stop();  // before the caller's final sync
@@ -1047,7 +1030,6 @@ class RestoreSession {
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
   std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;
-  std::string inbox_carried_for_;  // the last user whose INBOX record the stream carried
 
   // The open folder.
   std::string user_, folder_name_, current_mailbox_;
