@@ -81,12 +81,14 @@ int RunDeliver(const DeliverOptions& options) {
       Throw(Errc::kTempFail, std::string(e.what()) + " (renamed or deleted meanwhile; try again)");
     }
   } else if (store::NormalizeFolder(options.folder) == "INBOX") {
-    // Every account has an INBOX; a user without one is being built by a restore or an import
-    // (its INBOX is published whole at the end), or such a run stopped and its rerun finishes
-    // it: mail waits in the MTA's queue rather than bouncing.
+    // A user without an INBOX is being built by a restore or an import (its INBOX is published
+    // whole at the end), or such a run stopped and its rerun finishes it, or a restore brought
+    // other mailboxes of the user only: mail waits in the MTA's queue rather than bouncing, and
+    // the message says what makes the INBOX.
     Throw(Errc::kTempFail, "mailbox user/" + options.user +
-                               "/INBOX does not exist yet (a restore or import of the user has not finished; "
-                               "retry later)");
+                               "/INBOX does not exist yet (a restore or import of the user has not finished: its "
+                               "rerun makes it; or a restore brought other mailboxes only: deliver --create makes "
+                               "an empty one); retry later");
   } else {
     Throw(Errc::kNotFound, "mailbox user/" + options.user + "/" + options.folder +
                                " does not exist (deliver --create creates it)");
