@@ -40,6 +40,14 @@ Digest DigestOfFile(const store::ReadResult& file, const std::string& shown) {
   return file.whole ? file.digest : storemove::DigestOfFile(file.fd.get(), shown);
 }
 
+// A prefetch hint: lists the user's folders and reads the index of each one `wanted` takes (all
+// without it), so that the pass finds them in the page cache.
+void ReadFolderIndexes(store::Store& store, const std::string& user,
+                       const std::function<bool(const std::string& folder)>& wanted) {
+  for (const store::FolderInfo& f : store.ListFolders(user, store::Store::FolderDetail::kRecordOnly))
+    if (!wanted || wanted(f.folder)) store.OpenFolder(f.user, f.folder)->Snapshot();
+}
+
 // Destination message files whose bytes are still to be proven, in the order the checks found
 // them; read kChecksAhead ahead by the reader's threads (on a disk, one file at a time would
 // wait for each), so a difference may be reported a few folders after the folder's own lines.
@@ -267,8 +275,7 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
   auto warm = [&](const store::UserInfo& u) {
     for (store::Store* s : {&source, &destination})
       prefetch.Submit([s, &selection, u] {
-        for (const store::FolderInfo& f : s->ListFolders(u.user, store::Store::FolderDetail::kRecordOnly))
-          if (selection.WantsFolder(u, f.folder)) s->OpenFolder(f.user, f.folder)->Snapshot();
+        ReadFolderIndexes(*s, u.user, [&](const std::string& folder) { return selection.WantsFolder(u, folder); });
       });
   };
   for (size_t i = 0; i < std::min(users.size(), kUsersAhead); ++i) warm(users[i]);
@@ -351,10 +358,7 @@ class DestinationWarmer {
           if (!checked_.empty() && u.user <= checked_) return;  // the checks are past it already
           ahead_.insert(u.user);
         }
-        prefetch_.Submit([this, user = u.user] {
-          for (const store::FolderInfo& f : destination_.ListFolders(user, store::Store::FolderDetail::kRecordOnly))
-            destination_.OpenFolder(f.user, f.folder)->Snapshot();
-        });
+        prefetch_.Submit([this, user = u.user] { ReadFolderIndexes(destination_, user, nullptr); });
       });
     } catch (...) {
       // Stopped, or a scan that failed: only hints, the checks meet any real error themselves.

@@ -125,6 +125,16 @@ TEST(DiskReads, DamagedAndMissingColdFilesAreReportedAndLeftOut) {
   EXPECT_EQ(copy.size(), messages.size() - 2);
 }
 
+// Same size, one byte different: only re-reading the bytes finds it. A copy first, so that a
+// content shared by hard links elsewhere is not changed with it.
+void FlipOneByteOfACopy(const std::string& path) {
+  std::string bytes = ReadFile(path);
+  bytes[bytes.size() / 2] ^= 1;
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL);
+  WriteAll(fd.get(), bytes.data(), bytes.size(), path);
+}
+
 TEST(DiskReads, VerifyWithColdFilesFindsTheOneChangedByte) {
   DiskDir dir;
   auto source = MakeSource(dir / "src");
@@ -134,16 +144,7 @@ TEST(DiskReads, VerifyWithColdFilesFindsTheOneChangedByte) {
   destination->ForEachUser([&](const store::UserInfo& u) { user = u.user; });
   auto folder = destination->OpenFolder(user, "INBOX");
   const store::MessageMeta victim = folder->Snapshot().messages.at(2);
-  // Same size, one byte different: only re-reading the bytes finds it. A copy first, so that a
-  // content shared by hard links elsewhere is not changed with it.
-  const std::string path = folder->MessagePath(victim.uid);
-  std::string bytes = ReadFile(path);
-  bytes[bytes.size() / 2] ^= 1;
-  ASSERT_EQ(::unlink(path.c_str()), 0);
-  {
-    UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL);
-    WriteAll(fd.get(), bytes.data(), bytes.size(), path);
-  }
+  FlipOneByteOfACopy(folder->MessagePath(victim.uid));
   for (size_t reads : {size_t{1}, size_t{16}}) {
     Evict(dir / "dst");
     VerifyOptions options;
@@ -168,14 +169,7 @@ TEST(DiskReads, VerifyManifestWithColdIndexesFindsTheOneChangedByteAndEnds) {
   const std::string user = users[users.size() / 2];
   auto folder = destination->OpenFolder(user, "INBOX");
   const store::MessageMeta victim = folder->Snapshot().messages.at(1);
-  const std::string path = folder->MessagePath(victim.uid);
-  std::string bytes = ReadFile(path);
-  bytes[bytes.size() / 2] ^= 1;
-  ASSERT_EQ(::unlink(path.c_str()), 0);
-  {
-    UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL);
-    WriteAll(fd.get(), bytes.data(), bytes.size(), path);
-  }
+  FlipOneByteOfACopy(folder->MessagePath(victim.uid));
   const std::string difference =
       "mailbox user/" + user + "/INBOX UID " + std::to_string(victim.uid) + ": message bytes do not match the source";
   auto manifest = [&](const std::set<std::string>* only) {
