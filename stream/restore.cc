@@ -380,6 +380,16 @@ class RestoreSession {
     return true;
   }
 
+  // A message found present at the stream's own UID takes the stream's flags. (A copy claimed at
+  // another UID keeps its own: it is the folder's message, the stream's is only like it.)
+  void UpdatePresentFlags(uint32_t uid) {
+    const store::MessageMeta& have = present_[uid];
+    if (have.flags != meta_.flags || have.user_flags != meta_.user_flags) {
+      Commit();  // pending appends first, so the flag change lands on a committed record
+      folder_->SetFlags(uid, meta_.flags, meta_.user_flags);
+    }
+  }
+
   static std::string ContentKey(const Digest& digest, uint64_t size) {
     std::string key(reinterpret_cast<const char*>(digest.bytes.data()), digest.bytes.size());
     key.append(reinterpret_cast<const char*>(&size), sizeof size);
@@ -523,13 +533,7 @@ class RestoreSession {
       }
       case Action::kVerifyPresent: {
         ++report_.skipped;
-        if (!claimed_) {
-          store::MessageMeta& have = present_[message_.uid];
-          if (have.flags != meta_.flags || have.user_flags != meta_.user_flags) {
-            Commit();  // pending appends first, so the flag change lands on a committed record
-            folder_->SetFlags(message_.uid, meta_.flags, meta_.user_flags);
-          }
-        }
+        if (!claimed_) UpdatePresentFlags(message_.uid);
         // The present file holds the bytes the stream just delivered (compared while reading).
         ProveCommitted(present_uid_, message_.digest, contents_, /*replace_entry=*/false);
         matcher_.reset();
@@ -655,15 +659,12 @@ class RestoreSession {
       }
     }
     if (present) {
-      // Present with the same digest: kept if it holds the very bytes of content C.
-      UniqueFd mine = folder_->OpenMessageFile(r.uid);
+      // Present with the same digest (at the stream's UID, or a copy an earlier run appended
+      // elsewhere, present_uid_): kept if it holds the very bytes of content C.
+      UniqueFd mine = folder_->OpenMessageFile(present_uid_);
       if (mine.valid() && relinker::SameContent(mine.get(), fd.get())) {
         ++report_.skipped;
-        const store::MessageMeta& old = present_[r.uid];
-        if (old.flags != meta_.flags || old.user_flags != meta_.user_flags) {
-          Commit();
-          folder_->SetFlags(r.uid, meta_.flags, meta_.user_flags);
-        }
+        if (!claimed_) UpdatePresentFlags(r.uid);
         return;
       }
       meta_.uid = 0;
@@ -777,16 +778,12 @@ class RestoreSession {
     message_ = r;
     meta_ = ToMeta(r);
     if (AlreadyPresent(r, &meta_)) {
-      UniqueFd have = folder_->OpenMessageFile(r.uid);
-      if (have.valid() && net::Sha256OfFile(have.get(), folder_->MessagePath(r.uid)) == r.sha256) {
-        collided_[contents_] = folder_->MessagePath(r.uid);  // later links: the proven file
+      UniqueFd have = folder_->OpenMessageFile(present_uid_);
+      if (have.valid() && net::Sha256OfFile(have.get(), folder_->MessagePath(present_uid_)) == r.sha256) {
+        collided_[contents_] = folder_->MessagePath(present_uid_);  // later links: the proven file
         Prove(contents_, have.get(), collided_[contents_]);
         ++report_.skipped;
-        const store::MessageMeta& old = present_[r.uid];
-        if (old.flags != meta_.flags || old.user_flags != meta_.user_flags) {
-          Commit();
-          folder_->SetFlags(r.uid, meta_.flags, meta_.user_flags);
-        }
+        if (!claimed_) UpdatePresentFlags(r.uid);
         return;
       }
       meta_.uid = 0;

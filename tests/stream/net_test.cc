@@ -1292,6 +1292,36 @@ TEST(NetSessionV2, ProtocolOneRequestsAreStillServedOnePerConnection) {
   }
 }
 
+// The destination already had the users' INBOXes, of another UIDVALIDITY (made by deliveries
+// before the migration): the first send appends, and a resend, whose messages all come as held
+// records (the destination holds every body), finds each copy the first send appended. Held
+// records used to look for it at the stream's UID and append every message again.
+TEST(NetHeld, AResendIntoFoldersOfAnotherUidValidityAddsNothing) {
+  TempDir tmp;
+  PlainPair pair(tmp, 2, 8);
+  auto& [a, b, server, plain] = pair;
+  for (const std::string& user : Users(*a)) {
+    b->CreateUser(user, a->FindUser(user)->partition, false);
+    // Deliveries there took UIDs: what the first send appends lands at UIDs the stream does not use.
+    b->CreateFolder(user, "INBOX", a->FindFolder(user, "INBOX")->uidvalidity + 1)->RaiseUidNext(1000);
+  }
+  auto messages = [](store::Store& s) {
+    uint64_t n = 0;
+    s.ForEachFolder([&](const store::FolderInfo& f) { n += f.count; });
+    return n;
+  };
+  SessionReport first = SendBackup(*a, {}, server.endpoint(), plain);
+  EXPECT_EQ(first.errors, 0u);
+  ASSERT_EQ(messages(*b), messages(*a));
+  for (int resend = 1; resend <= 2; ++resend) {
+    SessionReport r = SendBackup(*a, {}, server.endpoint(), plain);
+    EXPECT_EQ(r.errors, 0u);
+    EXPECT_GT(r.held, 0u) << "resend " << resend << " sent bodies: the held path was not tested";
+    EXPECT_EQ(r.skipped, r.messages + r.links) << "resend " << resend;
+    EXPECT_EQ(messages(*b), messages(*a)) << "resend " << resend << " appended again";
+  }
+}
+
 // --- pipelined QUERYs ------------------------------------------------------------------------
 
 std::string QueryFrame(const std::string& user, const std::string& partition,
