@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <ctime>
+#include <thread>
 #include <utility>
 
 #include "store/index.h"
@@ -443,12 +445,29 @@ bool Store::HoldsUserWriteLock(std::string_view user) {
 
 Store::UserWriteLock Store::LockUserForWriting(std::string_view user,
                                                const std::function<void(const std::string&)>& on_wait) {
+  return LockUserForWriting(user, LockWait{on_wait, 0, {}});
+}
+
+Store::UserWriteLock Store::LockUserForWriting(std::string_view user, const LockWait& wait) {
   ValidateUserId(user);
   const std::string name(user);
   bool told = false;
   auto tell = [&](const std::string& why) {
-    if (on_wait && !told) on_wait("waiting for user " + name + ": " + why);
+    if (wait.on_wait && !told) wait.on_wait("waiting for user " + name + ": " + why);
     told = true;
+  };
+  using Clock = std::chrono::steady_clock;
+  const bool bounded = wait.timeout_seconds > 0 || wait.cancelled;
+  const Clock::time_point deadline =
+      wait.timeout_seconds > 0 ? Clock::now() + std::chrono::seconds(wait.timeout_seconds) : Clock::time_point::max();
+  // Between two looks at the clock and at `cancelled` while a bounded wait goes on.
+  constexpr auto kSlice = std::chrono::milliseconds(200);
+  auto give_up_if_due = [&](const char* who) {
+    if (wait.cancelled && wait.cancelled())
+      Throw(Errc::kTempFail, "user " + name + ": gave up waiting for " + who + " writing it: cancelled");
+    if (Clock::now() >= deadline)
+      Throw(Errc::kTempFail, "user " + name + ": " + who + " has been writing it for over " +
+                                 std::to_string(wait.timeout_seconds) + " s; try again later");
   };
   {
     std::unique_lock<std::mutex> lock(writers_mutex_);
@@ -456,7 +475,12 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user,
     if (it != writers_.end() && it->second == std::this_thread::get_id())
       Throw(Errc::kInvalidArgument, "user " + name + " is already write-locked by this thread");
     if (it != writers_.end()) tell("another session of this process is writing it");
-    writer_released_.wait(lock, [&] { return !writers_.count(name); });
+    auto free = [&] { return !writers_.count(name); };
+    if (!bounded) {
+      writer_released_.wait(lock, free);
+    } else {
+      while (!writer_released_.wait_for(lock, kSlice, free)) give_up_if_due("another session of this process");
+    }
     writers_.emplace(name, std::this_thread::get_id());
   }
   try {
@@ -464,8 +488,19 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user,
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(name) + "/" + name);
       tell("another storemove process is writing it (restore, serve, rename or delete)");
-      while (::flock(fd.get(), LOCK_EX) != 0)
-        if (errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(name) + "/" + name);
+      if (!bounded) {
+        while (::flock(fd.get(), LOCK_EX) != 0)
+          if (errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(name) + "/" + name);
+      } else {
+        // flock(2) has no timeout: a bounded wait asks again, first often, then every slice.
+        auto pause = std::chrono::milliseconds(5);
+        while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+          if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(name) + "/" + name);
+          give_up_if_due("another storemove process");
+          std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - Clock::now()));
+          pause = std::min<std::chrono::milliseconds>(pause * 2, kSlice);
+        }
+      }
     }
     return UserWriteLock(this, name, std::move(fd));
   } catch (...) {

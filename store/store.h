@@ -353,10 +353,19 @@ class Store {
     std::string user_;
     UniqueFd fd_;
   };
+  // How long LockUserForWriting may wait. A tool run by an administrator waits as long as it
+  // takes (and says why); a server session must not: its client may have given up, and the
+  // server must stop in time (docs/transport.md §7).
+  struct LockWait {
+    std::function<void(const std::string&)> on_wait;  // told once, before waiting, why
+    int timeout_seconds = 0;                           // 0: no limit; else kTempFail after that long
+    std::function<bool()> cancelled;                   // asked every ~200 ms while waiting; true: kTempFail
+  };
   // Blocks while another thread or process holds `user`; `on_wait` (if set) is called once
   // before blocking, so a waiting tool can say why it waits. A thread holds at most what it
   // asked for: asking again for a user it holds throws kInvalidArgument.
   UserWriteLock LockUserForWriting(std::string_view user, const std::function<void(const std::string&)>& on_wait = {});
+  UserWriteLock LockUserForWriting(std::string_view user, const LockWait& wait);
   // Whether this thread holds the user's write lock.
   bool HoldsUserWriteLock(std::string_view user);
   void SetQuotaLimit(std::string_view user, uint64_t limit);

@@ -537,6 +537,14 @@ class Server {
     // does); opened now to hear of every write-back error of this session's writes.
     store::StoreSync sync(store_);
     options.on_wait = [this, who](const std::string& why) { log_.Info(who + ": " + why); };
+    // A user held by another writer (a local restore, rename or delete) is waited for as long
+    // as a silent peer is, and not beyond a stop request: the session says why and the client
+    // (a migrate) retries later.
+    options.lock_timeout_seconds = options_.idle_timeout_seconds;
+    options.lock_cancelled = [this] {
+      std::lock_guard<std::mutex> lock(mutex_);
+      return stopping_;
+    };
     uint64_t bytes_before = conn.bytes_in();
     SendReady(conn, began);
     SessionReport report;

@@ -152,6 +152,13 @@ class RestoreSession {
  private:
   enum class Mode { kNew, kMerge, kAppend };
 
+  // A damaged stream stops a restore even with -c y, and so does "try again later" (a user
+  // another writer holds beyond a server session's patience): skipping would only make the
+  // session wait again for the user's next folder.
+  bool StopsTheRestore(const Error& e) const {
+    return !options_.continue_on_error || e.code() == Errc::kCorrupt || e.code() == Errc::kTempFail;
+  }
+
   // Runs a folder step; a problem with this folder either stops the restore or, with -c y,
   // is reported while the rest of the folder's records are read and dropped.
   template <class F>
@@ -160,7 +167,7 @@ class RestoreSession {
     try {
       step();
     } catch (const Error& e) {
-      if (e.code() == Errc::kCorrupt || !options_.continue_on_error) {
+      if (StopsTheRestore(e)) {
         AbandonFolder();
         // The one line the administrator sees names the mailbox (a refused ACL or flag name
         // does not by itself).
@@ -225,7 +232,7 @@ class RestoreSession {
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {
-      if (!options_.continue_on_error || e.code() == Errc::kCorrupt) {
+      if (StopsTheRestore(e)) {
         if (std::string_view(e.what()).find(user) != std::string_view::npos) throw;
         Throw(e.code(), "user " + EscapeControls(user) + ": " + e.what());
       }
@@ -994,7 +1001,8 @@ class RestoreSession {
     if (write_lock_ && write_lock_->user() == user) return;
     RecomputePendingQuota();
     write_lock_.reset();
-    write_lock_.emplace(store_->LockUserForWriting(user, options_.on_wait));
+    write_lock_.emplace(store_->LockUserForWriting(
+        user, store::Store::LockWait{options_.on_wait, options_.lock_timeout_seconds, options_.lock_cancelled}));
     quota_user_ = user;
   }
 

@@ -181,6 +181,10 @@ struct RestoreOptions {
   // Told once why a session waits for a user another session or process is writing (each
   // user is written by one session at a time: store::Store::LockUserForWriting).
   std::function<void(const std::string&)> on_wait;
+  // A server session's bound on that wait (store::Store::LockWait): after lock_timeout_seconds
+  // (0: none), or once lock_cancelled() says so, the restore stops with kTempFail, -c or not.
+  int lock_timeout_seconds = 0;
+  std::function<bool()> lock_cancelled;
   // With a full (not -d) stream: messages of an existing mailbox that the stream no longer has
   // are expunged, so a second pass makes the destination an exact mirror (migrate catch-up).
   bool mirror = false;

@@ -278,5 +278,87 @@ TEST(WriteLock, AnotherProcessCannotCreateAFolderOfAWriteLockedUser) {
   EXPECT_FALSE(store->FindFolder("joe", "Sent"));
 }
 
+// A bounded wait (a server session's) gives up with kTempFail after its timeout or once it is
+// cancelled, whether the holder is another thread of this process or another process; it then
+// holds nothing, and takes the user as soon as the holder lets go.
+void ExpectBoundedWaitsGiveUp(Store& store, const std::string& holder) {
+  auto expect_temp_fail = [&](const Store::LockWait& wait, const std::string& says) {
+    try {
+      store.LockUserForWriting("joe", wait);
+      ADD_FAILURE() << "took a user " << holder << " holds";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(store.HoldsUserWriteLock("joe"));
+  };
+  std::thread([&] { expect_temp_fail({{}, 1, {}}, holder + " has been writing it for over 1 s"); }).join();
+  // Cancelled once the waiter has said it waits: the wait must notice while it goes on.
+  std::atomic<bool> cancel{false};
+  std::mutex m;
+  std::condition_variable told;
+  bool waiting = false;
+  std::thread waiter([&] {
+    Store::LockWait wait;
+    wait.on_wait = [&](const std::string&) {
+      std::lock_guard<std::mutex> g(m);
+      waiting = true;
+      told.notify_all();
+    };
+    wait.cancelled = [&] { return cancel.load(); };
+    expect_temp_fail(wait, "cancelled");
+  });
+  {
+    std::unique_lock<std::mutex> g(m);
+    told.wait(g, [&] { return waiting; });
+  }
+  cancel = true;
+  waiter.join();
+}
+
+TEST(WriteLock, ABoundedWaitGivesUpAfterItsTimeoutOrWhenCancelled) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  {
+    std::optional<Store::UserWriteLock> held = store->LockUserForWriting("joe");
+    ExpectBoundedWaitsGiveUp(*store, "another session of this process");
+  }
+  // Another process holds it (flock): the wait cannot sleep in flock(2) and still give up.
+  int up[2], down[2];
+  ASSERT_EQ(::pipe(up), 0);
+  ASSERT_EQ(::pipe(down), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(up[0]);
+    ::close(down[1]);
+    int rc = 0;
+    try {
+      auto other = Store::Open(tmp.path());
+      Store::UserWriteLock held = other->LockUserForWriting("joe");
+      char c = 1;
+      if (::write(up[1], &c, 1) != 1) rc = 2;
+      while (::read(down[0], &c, 1) > 0) {
+      }  // until the parent closes its end
+    } catch (...) {
+      rc = 3;
+    }
+    ::_exit(rc);
+  }
+  ::close(up[1]);
+  ::close(down[0]);
+  char c = 0;
+  ASSERT_EQ(::read(up[0], &c, 1), 1) << "the child did not take the lock";
+  ExpectBoundedWaitsGiveUp(*store, "another storemove process");
+  ::close(down[1]);  // the child lets go and exits
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 0);
+  ::close(up[0]);
+  Store::UserWriteLock mine = store->LockUserForWriting("joe", Store::LockWait{{}, 30, {}});
+  EXPECT_TRUE(store->HoldsUserWriteLock("joe"));
+}
+
 }  // namespace
 }  // namespace storemove::store

@@ -1292,6 +1292,39 @@ TEST(NetSessionV2, ProtocolOneRequestsAreStillServedOnePerConnection) {
   }
 }
 
+// A session whose user another writer holds (a local restore, rename or delete, here another
+// session's lock) gives up at the idle timeout with the reason, -c or not, instead of waiting
+// for as long as the holder takes while its client has long given up; a rerun then completes.
+TEST(NetHostile, ASessionWaitingForAUserGivesUpAtTheIdleTimeoutAndSaysWhy) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 4);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  so.idle_timeout_seconds = 2;
+  ServerThread server(*b, so);
+  const std::string user = Users(*a).at(0);
+  {
+    std::optional<store::Store::UserWriteLock> held(b->LockUserForWriting(user));
+    RawClient c(server.endpoint());
+    c.SendFrame(kRequest, R"({"protocol":2,"op":"restore","restore":{"partition":"","user_map":{},)"
+                          R"("continue_on_error":true,"skip_existing_check":false}})");
+    ASSERT_EQ(c.ReadFrame().first, kReady);
+    c.SendFrame(kData, PlainStream(*a, {"user/" + user + "/*"}));
+    c.SendFrame(kDataEnd, "");
+    auto [type, payload] = c.ReadFrame();
+    EXPECT_EQ(type, kError) << payload;
+    EXPECT_TRUE(Contains(payload, "user " + user + ": another session of this process has been writing it for over 2 s; "
+                                  "try again later")) << payload;
+    EXPECT_FALSE(b->FindUser(user));
+  }
+  ClientOptions plain;
+  plain.credentials.insecure = true;
+  SessionReport r = SendBackup(*a, {}, server.endpoint(), plain);
+  EXPECT_EQ(r.errors, 0u);
+  ExpectEqualStores(*b, *a);
+}
+
 // The destination already had the users' INBOXes, of another UIDVALIDITY (made by deliveries
 // before the migration): the first send appends, and a resend, whose messages all come as held
 // records (the destination holds every body), finds each copy the first send appended. Held
