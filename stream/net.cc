@@ -698,53 +698,75 @@ void WriteFrame(Connection& conn, FrameType type, std::string_view payload) {
 
 namespace {
 
-// The rest of a frame whose type byte has been read.
-Frame ReadFrameAfter(Connection& conn, uint8_t type);
-
-}  // namespace
-
-Frame ReadFrame(Connection& conn) {
-  uint8_t type;
-  conn.ReadExact(&type, 1, "a frame");
-  return ReadFrameAfter(conn, type);
-}
-
-std::optional<Frame> ReadFrameOrEnd(Connection& conn) {
-  uint8_t type;
-  if (conn.Read(&type, 1) == 0) return std::nullopt;
-  return ReadFrameAfter(conn, type);
-}
-
-namespace {
-
-Frame ReadFrameAfter(Connection& conn, uint8_t type) {
+// The rest of a frame header whose type byte has been read.
+FrameHeader ReadHeaderAfter(Connection& conn, uint8_t type) {
   uint8_t head[5] = {type};
   if (!conn.tls() && (head[0] == 0x15 || head[0] == 0x16))  // TLS alert / handshake record
     Throw(Errc::kAuth, conn.peer() + " speaks TLS, but this side runs --insecure (plain TCP); give both sides "
                                      "the same --key or certificates");
-  Frame f{FrameType(head[0]), {}};
-  const char* name = FrameName(f.type);
+  FrameHeader h{FrameType(head[0]), 0};
+  const char* name = FrameName(h.type);
   if (!name) {
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02x", head[0]);
     Throw(Errc::kProtocol, conn.peer() + " sent an unknown frame type " + hex);
   }
   conn.ReadExact(head + 1, 4, "a frame header");
-  uint32_t length = GetU32(head + 1);
-  if (length > MaxFramePayload(f.type))
-    Throw(Errc::kProtocol, conn.peer() + " sent a " + name + " frame of " + std::to_string(length) +
-                               " bytes, over its limit of " + std::to_string(MaxFramePayload(f.type)));
+  h.length = GetU32(head + 1);
+  if (h.length > MaxFramePayload(h.type))
+    Throw(Errc::kProtocol, conn.peer() + " sent a " + name + " frame of " + std::to_string(h.length) +
+                               " bytes, over its limit of " + std::to_string(MaxFramePayload(h.type)));
+  return h;
+}
+
+}  // namespace
+
+FrameHeader ReadFrameHeader(Connection& conn) {
+  uint8_t type;
+  conn.ReadExact(&type, 1, "a frame");
+  return ReadHeaderAfter(conn, type);
+}
+
+Frame ReadFramePayload(Connection& conn, const FrameHeader& header) {
+  Frame f{header.type, {}};
   // Grows with what arrives, so a declared length costs nothing until the bytes are there.
-  while (f.payload.size() < length) {
+  while (f.payload.size() < header.length) {
     size_t old = f.payload.size();
-    size_t step = std::min<size_t>(length - old, kReadAhead);
+    size_t step = std::min<size_t>(header.length - old, kReadAhead);
     f.payload.resize(old + step);
-    conn.ReadExact(f.payload.data() + old, step, name);
+    conn.ReadExact(f.payload.data() + old, step, FrameName(header.type));
   }
   return f;
 }
 
-}  // namespace
+Frame ReadFrame(Connection& conn) { return ReadFramePayload(conn, ReadFrameHeader(conn)); }
+
+std::optional<Frame> ReadFrameOrEnd(Connection& conn) {
+  uint8_t type;
+  if (conn.Read(&type, 1) == 0) return std::nullopt;
+  return ReadFramePayload(conn, ReadHeaderAfter(conn, type));
+}
+
+nlohmann::json ParseFrameJson(std::string_view text, const std::string& what) {
+  const size_t max_values = 1024 + text.size() / 8;
+  size_t values = 0;
+  auto bound = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    using Event = nlohmann::json::parse_event_t;
+    if (event == Event::object_start || event == Event::array_start || event == Event::value) {
+      if (depth > kMaxFrameJsonDepth)
+        Throw(Errc::kProtocol, what + ": JSON nested deeper than " + std::to_string(kMaxFrameJsonDepth) + " levels");
+      if (++values > max_values)
+        Throw(Errc::kProtocol, what + ": JSON with over " + std::to_string(max_values) + " values in " +
+                                   std::to_string(text.size()) + " bytes");
+    }
+    return true;
+  };
+  try {
+    return nlohmann::json::parse(text, bound);
+  } catch (const nlohmann::json::exception& e) {
+    Throw(Errc::kProtocol, what + ": " + e.what());
+  }
+}
 
 void WriteErrorFrame(Connection& conn, Errc code, const std::string& message) {
   std::string payload(1, char(uint8_t(code)));
@@ -891,7 +913,7 @@ std::string ReportToJson(const SessionReport& r) {
 SessionReport ReportFromJson(std::string_view text) {
   SessionReport r;
   try {
-    nlohmann::json j = nlohmann::json::parse(text);
+    nlohmann::json j = ParseFrameJson(text, "RESULT frame");
     auto u64 = [&](const char* k) { return j.at(k).get<uint64_t>(); };
     r.users = u64("users");
     r.folders = u64("folders");

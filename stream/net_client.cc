@@ -265,7 +265,7 @@ class Session::Impl {
     });
     VerifyReport report;
     try {
-      nlohmann::json j = nlohmann::json::parse(json);
+      nlohmann::json j = ParseFrameJson(json, "RESULT frame of " + from_);
       report.users = j.at("users").get<uint64_t>();
       report.folders = j.at("folders").get<uint64_t>();
       report.messages = j.at("messages").get<uint64_t>();

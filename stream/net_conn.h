@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "stream/net.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -151,9 +153,23 @@ void WriteFrame(Connection& conn, FrameType type, std::string_view payload);
 // Reads one frame; kProtocol for an unknown type or a length over the type's limit (checked
 // before anything is allocated), kAuth for TLS bytes on a plain connection.
 Frame ReadFrame(Connection& conn);
+// The same in two steps: the header (type and length, checked as above), then the payload.
+struct FrameHeader {
+  FrameType type;
+  uint32_t length;
+};
+FrameHeader ReadFrameHeader(Connection& conn);
+Frame ReadFramePayload(Connection& conn, const FrameHeader& header);
 // As ReadFrame, but nullopt when the peer closes the connection before the frame's first byte
 // (the end of a session between two operations).
 std::optional<Frame> ReadFrameOrEnd(Connection& conn);
+
+// The JSON of a REQUEST or RESULT frame, parsed with bounds: nesting at most kMaxFrameJsonDepth
+// and at most one value per 8 bytes of text (plus 1024). nlohmann builds the whole tree, at tens
+// of bytes per value: without them, 16 MiB of "[[[[..." or "[[],[],..." cost a server
+// hundreds of MiB per connection. kProtocol "<what>: ..." beyond them or when not JSON.
+inline constexpr int kMaxFrameJsonDepth = 16;
+nlohmann::json ParseFrameJson(std::string_view text, const std::string& what);
 
 // ERROR frames: u8 error category (Errc) and one line of text.
 void WriteErrorFrame(Connection& conn, Errc code, const std::string& message);

@@ -369,9 +369,12 @@ class Server {
       conn.SetTimeout(options_.idle_timeout_seconds);
       conn.Accept(tls_);
       conn.set_authenticated();  // (a no-op handshake with --insecure)
-      Frame request = ReadFrame(conn);
-      if (request.type != FrameType::kRequest) Unexpected(request, "REQUEST", conn.peer());
+      // The REQUEST's payload (up to 16 MiB) is read only once a slot is taken, so connections
+      // waiting for one (up to --max-waiting) hold no more than its header.
+      FrameHeader head = ReadFrameHeader(conn);
+      if (head.type != FrameType::kRequest) Unexpected(ReadFramePayload(conn, head), "REQUEST", conn.peer());
       TakeSessionSlot(slot);
+      Frame request = ReadFramePayload(conn, head);
       // Version 2: after each operation the connection waits for the next REQUEST, under the
       // idle timeout, until the client closes it.
       int ops = 0;
@@ -443,13 +446,15 @@ class Server {
     bool began = false;  // READY sent: from here a failure ends the connection
     try {
       try {
-        nlohmann::json request = nlohmann::json::parse(payload);
-        uint32_t asked = request.at("protocol").get<uint32_t>();
-        if (asked < kOldestProtocolVersion || asked > kProtocolVersion)
-          Throw(Errc::kProtocol, "protocol version " + std::to_string(asked) + " not supported (this server speaks " +
+        nlohmann::json request = ParseFrameJson(payload, "bad REQUEST");
+        // Compared as sent: a conversion first would make 2^32 + 2 version 2, 1e100 version 0.
+        const nlohmann::json& asked = request.at("protocol");
+        if (!asked.is_number_unsigned() || asked.get<uint64_t>() < kOldestProtocolVersion ||
+            asked.get<uint64_t>() > kProtocolVersion)
+          Throw(Errc::kProtocol, "protocol version " + asked.dump().substr(0, 40) + " not supported (this server speaks " +
                                      std::to_string(kOldestProtocolVersion) + " to " +
                                      std::to_string(kProtocolVersion) + ")");
-        version = asked;
+        version = uint32_t(asked.get<uint64_t>());
         *op = request.at("op").get<std::string>();
         // A client working for this very store (migrate --to pointing at the source's own server)
         // would restore the store into itself and then mark its users moved on their only copy.
@@ -601,7 +606,9 @@ class Server {
     if (version < 2) SendReady(conn, began);
     SetStatuses(statuses);
     WriteFrame(conn, FrameType::kResult, nlohmann::json{{"set", statuses.size()}}.dump());
-    if (statuses.size() == 1)
+    if (statuses.empty())  // our client never sends one; another peer may
+      log_.Info(who + ": set-status with an empty list; nothing changed");
+    else if (statuses.size() == 1)
       log_.Info(who + ": status of " + statuses[0].first + " set to " + statuses[0].second.ToString());
     else
       log_.Info(who + ": status of " + std::to_string(statuses.size()) + " users set (" + statuses[0].first + ": " +

@@ -1292,6 +1292,44 @@ TEST(NetSessionV2, ProtocolOneRequestsAreStillServedOnePerConnection) {
   }
 }
 
+// Well-formed frames with odd JSON: each gets its answer (an empty set-status list is a no-op,
+// the rest ERROR before any work), and the server goes on. An empty list used to crash serve;
+// a protocol number was converted before it was compared (2^32 + 2 became 2); and nesting or
+// masses of tiny values cost hundreds of MiB per REQUEST before they were bounded.
+TEST(NetHostile, OddButWellFormedRequestsGetTheirAnswerAndTheServerGoesOn) {
+  TempDir tmp;
+  PlainPair pair(tmp, 2, 4);
+  auto& [a, b, server, plain] = pair;
+  {
+    RawClient c(server.endpoint());
+    c.SendFrame(kRequest, R"({"protocol":2,"op":"set-status","statuses":[]})");
+    auto [type, payload] = c.ReadFrame();
+    EXPECT_EQ(type, 7) << payload;  // RESULT
+    EXPECT_EQ(payload, R"({"set":0})");
+  }
+  const std::string deep = std::string(100, '[') + std::string(100, ']');
+  std::string wide = "[";
+  for (int i = 0; i < 200000; ++i) wide += "[],";
+  wide += "[]]";
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {R"({"protocol":4294967298,"op":"hello"})", "protocol version 4294967298 not supported"},
+      {R"({"protocol":1e100,"op":"hello"})", "not supported (this server speaks 1 to 2)"},
+      {R"({"protocol":-1,"op":"hello"})", "protocol version -1 not supported"},
+      {R"({"protocol":2,"op":"hello","x":)" + deep + "}", "JSON nested deeper than 16 levels"},
+      {R"({"protocol":2,"op":"hello","x":)" + wide + "}", "JSON with over 76"},
+  };
+  for (const auto& [request, says] : refused) {
+    RawClient c(server.endpoint());
+    c.SendFrame(kRequest, request);
+    auto [type, payload] = c.ReadFrame();
+    EXPECT_EQ(type, kError) << request.substr(0, 60);
+    EXPECT_TRUE(Contains(payload, says)) << payload;
+  }
+  SessionReport r = SendBackup(*a, {}, server.endpoint(), plain);
+  EXPECT_EQ(r.errors, 0u);
+  ExpectEqualStores(*b, *a);
+}
+
 // A session whose user another writer holds (a local restore, rename or delete, here another
 // session's lock) gives up at the idle timeout with the reason, -c or not, instead of waiting
 // for as long as the holder takes while its client has long given up; a rerun then completes.
