@@ -993,6 +993,39 @@ struct OneSlotTaken {
   std::thread second;
 };
 
+// A connection waits for a slot holding only its REQUEST's header: the payload (up to 16 MiB)
+// is read once it has the slot. Before, each waiting connection (up to --max-waiting) read and
+// kept its whole REQUEST, and one that sent only a header never reached the wait at all.
+TEST(NetSlots, AConnectionWaitsForASlotHoldingOnlyItsRequestsHeader) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  std::promise<void> waiting;
+  std::atomic<bool> told{false};
+  ServeOptions so;
+  so.credentials.insecure = true;
+  so.max_sessions = 1;
+  so.idle_timeout_seconds = 600;
+  so.on_waiting_for_slot = [&] {
+    if (!told.exchange(true)) waiting.set_value();
+  };
+  ServerThread server(*b, so);
+  auto holder = std::make_unique<RawClient>(server.endpoint());
+  holder->SendFrame(kRequest, R"({"protocol":2,"op":"hello"})");
+  ASSERT_EQ(holder->ReadFrame().first, kReady);
+  // A hello padded with blanks (JSON allows them) to 1 MiB; first its header alone.
+  std::string request = R"({"protocol":2,"op":"hello"})";
+  request.resize(size_t{1} << 20, ' ');
+  RawClient second(server.endpoint());
+  std::string header(1, char(kRequest));
+  AppendU32(&header, uint32_t(request.size()));
+  second.Send(header);
+  ASSERT_EQ(waiting.get_future().wait_for(std::chrono::seconds(kGuardSeconds)), std::future_status::ready)
+      << "the connection did not wait for a slot after its REQUEST's header";
+  holder.reset();  // the slot frees; the waiting connection takes it and reads its payload now
+  second.Send(request);
+  EXPECT_EQ(second.ReadFrame().first, kReady);
+}
+
 // serve stopping (a restart) tells a connection waiting for a session slot to try again
 // (kTempFail, which migrate retries) instead of cutting it: a client that sees only a closed
 // connection before READY cannot tell it from a refused authentication, which it does not retry.
