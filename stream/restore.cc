@@ -152,11 +152,10 @@ class RestoreSession {
  private:
   enum class Mode { kNew, kMerge, kAppend };
 
-  // A damaged stream stops a restore even with -c y, and so does "try again later" (a user
-  // another writer holds beyond a server session's patience): skipping would only make the
-  // session wait again for the user's next folder.
+  // A damaged stream stops a restore even with -c y, and so does a server session's giving up
+  // on a user another writer holds: skipping would only wait again for the user's next folder.
   bool StopsTheRestore(const Error& e) const {
-    return !options_.continue_on_error || e.code() == Errc::kCorrupt || e.code() == Errc::kTempFail;
+    return !options_.continue_on_error || e.code() == Errc::kCorrupt || gave_up_on_user_;
   }
 
   // Runs a folder step; a problem with this folder either stops the restore or, with -c y,
@@ -1001,8 +1000,13 @@ class RestoreSession {
     if (write_lock_ && write_lock_->user() == user) return;
     RecomputePendingQuota();
     write_lock_.reset();
-    write_lock_.emplace(store_->LockUserForWriting(
-        user, store::Store::LockWait{options_.on_wait, options_.lock_timeout_seconds, options_.lock_cancelled}));
+    try {
+      write_lock_.emplace(store_->LockUserForWriting(
+          user, store::Store::LockWait{options_.on_wait, options_.lock_timeout_seconds, options_.lock_cancelled}));
+    } catch (const Error& e) {
+      gave_up_on_user_ = e.code() == Errc::kTempFail;
+      throw;
+    }
     quota_user_ = user;
   }
 
@@ -1070,6 +1074,7 @@ class RestoreSession {
   std::optional<relinker::IncomingMatcher> matcher_;
   uint32_t present_uid_ = 0;   // the folder's copy of the open message (kVerifyPresent, kRepairDamaged)
   bool claimed_ = false;       // present_uid_ is not the stream's UID (AlreadyPresent)
+  bool gave_up_on_user_ = false;  // a bounded wait for a user's write lock ended: the restore stops
   bool uidnext_raised_ = false;  // the merged folder's uidnext is past the source's already
   struct stat present_stat_ {};  // of the present file found damaged (kRepairDamaged)
   size_t error_lines_dropped_ = 0;
