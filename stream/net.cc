@@ -361,6 +361,13 @@ std::string SocketBuffers::Describe() const {
   return out + ")";
 }
 
+void Connection::SetReceiveBuffer(int bytes) {
+  std::lock_guard<std::mutex> lock(abort_mutex_);
+  if (!fd_.valid()) return;
+  if (::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+}
+
 SocketBuffers SetSocketBuffers(int fd, int bytes) {
   SocketBuffers b;
   // FORCE ignores net.core.*mem_max but needs CAP_NET_ADMIN; without it, the plain options

@@ -77,6 +77,8 @@ class Connection {
   void Close(int drain_seconds);
   // From another thread: makes blocked reads and writes of this connection fail at once.
   void Abort();
+  // SO_RCVBUF(FORCE) of the socket: what the peer may have in flight to us, in kernel memory.
+  void SetReceiveBuffer(int bytes);
 
   const std::string& peer() const { return peer_; }
   bool tls() const { return ssl_ != nullptr; }
@@ -108,6 +110,11 @@ class Connection {
 // SO_RCVBUF (capped by net.core.wmem_max/rmem_max). Set before connect/listen, so the window
 // scale negotiated in the SYN covers them (accepted sockets inherit the listener's).
 inline constexpr int kSocketBuffer = 16 << 20;
+// A server's accepted socket until its session has a slot: enough for a TLS handshake and a
+// REQUEST's header. A waiting peer cannot park 16 MiB of REQUEST (or junk) in kernel memory per
+// connection; the window scale, fixed by the listener's buffer at the SYN, stays, so raising the
+// buffer to kSocketBuffer once the slot is taken gives the session the whole window.
+inline constexpr int kWaitingReceiveBuffer = 64 << 10;
 struct SocketBuffers {
   int send = 0, receive = 0;  // as the kernel reports them (twice what was granted, for bookkeeping)
   bool forced = false;        // the FORCE variants worked

@@ -226,6 +226,8 @@ class Server {
       }
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      int waiting_buffer = kWaitingReceiveBuffer;  // until the session has a slot (net_conn.h)
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &waiting_buffer, sizeof waiting_buffer);
       auto slot = std::make_unique<Slot>();
       slot->id = ++next_id;
       slot->address = PeerAddress(fd);
@@ -374,6 +376,7 @@ class Server {
       FrameHeader head = ReadFrameHeader(conn);
       if (head.type != FrameType::kRequest) Unexpected(ReadFramePayload(conn, head), "REQUEST", conn.peer());
       TakeSessionSlot(slot);
+      conn.SetReceiveBuffer(kSocketBuffer);
       Frame request = ReadFramePayload(conn, head);
       // Version 2: after each operation the connection waits for the next REQUEST, under the
       // idle timeout, until the client closes it.

@@ -65,7 +65,7 @@ void AddServeCommand(CLI::App& root, Action* chosen) {
   c->add_option("--idle-timeout", o->serve.idle_timeout_seconds,
                 "seconds a peer may send nothing (or not read) before its session is dropped (default 120)");
   c->add_option("--handshake-timeout", o->serve.handshake_timeout_seconds,
-                "seconds from connecting to the end of the handshake and REQUEST, however the bytes trickle in "
+                "seconds from connecting to the end of the handshake and of a REQUEST's header, however the bytes trickle in "
                 "(default 10)");
   c->add_option("--max-handshakes", o->serve.max_handshakes,
                 "unauthenticated connections at once; a new one drops the oldest (default 64)");

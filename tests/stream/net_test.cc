@@ -687,6 +687,12 @@ class RawClient {
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   }
   ~RawClient() { ::close(fd_); }
+  uint16_t LocalPort() const {
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len);
+    return ntohs(sa.sin_port);
+  }
   void Send(std::string_view bytes) { ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
   void SendFrame(uint8_t type, std::string_view payload) {
     std::string f(1, char(type));
@@ -993,9 +999,30 @@ struct OneSlotTaken {
   std::thread second;
 };
 
+// SO_RCVBUF of the server's end of the connection from local port `client_port` to `server_port`
+// (the server runs in this process: its sockets are ours to look at); 0 when not found.
+int ServerReceiveBuffer(uint16_t server_port, uint16_t client_port) {
+  for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+    int fd = std::atoi(entry.path().filename().c_str());
+    sockaddr_in local{}, peer{};
+    socklen_t len = sizeof local;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0 || local.sin_family != AF_INET) continue;
+    len = sizeof peer;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) continue;
+    if (ntohs(local.sin_port) != server_port || ntohs(peer.sin_port) != client_port) continue;
+    int bytes = 0;
+    len = sizeof bytes;
+    ::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, &len);
+    return bytes;
+  }
+  return 0;
+}
+
 // A connection waits for a slot holding only its REQUEST's header: the payload (up to 16 MiB)
-// is read once it has the slot. Before, each waiting connection (up to --max-waiting) read and
-// kept its whole REQUEST, and one that sent only a header never reached the wait at all.
+// is read once it has the slot, and until then its socket's receive buffer is small, so the
+// payload cannot wait in kernel memory either. Before, each waiting connection (up to
+// --max-waiting) read and kept its whole REQUEST, and one that sent only a header never reached
+// the wait at all.
 TEST(NetSlots, AConnectionWaitsForASlotHoldingOnlyItsRequestsHeader) {
   TempDir tmp;
   auto b = store::Store::Init(tmp / "B", {"primary"});
@@ -1021,9 +1048,14 @@ TEST(NetSlots, AConnectionWaitsForASlotHoldingOnlyItsRequestsHeader) {
   second.Send(header);
   ASSERT_EQ(waiting.get_future().wait_for(std::chrono::seconds(kGuardSeconds)), std::future_status::ready)
       << "the connection did not wait for a slot after its REQUEST's header";
+  const int waiting_buffer = ServerReceiveBuffer(server.endpoint().port, second.LocalPort());
+  EXPECT_GT(waiting_buffer, 0);
+  EXPECT_LE(waiting_buffer, 2 * kWaitingReceiveBuffer);  // the kernel reports twice what it granted
   holder.reset();  // the slot frees; the waiting connection takes it and reads its payload now
   second.Send(request);
   EXPECT_EQ(second.ReadFrame().first, kReady);
+  EXPECT_GT(ServerReceiveBuffer(server.endpoint().port, second.LocalPort()), waiting_buffer)
+      << "the session did not get its full receive buffer back";
 }
 
 // serve stopping (a restart) tells a connection waiting for a session slot to try again
