@@ -485,17 +485,18 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user, const Lock
   }
   try {
     UniqueFd fd = OpenUserLockFile(name);
+    const std::string lock_path = root_ + "/lock/" + HashDir(name) + "/" + name;  // for messages
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-      if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(name) + "/" + name);
+      if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + lock_path);
       tell("another storemove process is writing it (restore, serve, rename or delete)");
       if (!bounded) {
         while (::flock(fd.get(), LOCK_EX) != 0)
-          if (errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(name) + "/" + name);
+          if (errno != EINTR) ThrowErrno("lock " + lock_path);
       } else {
         // flock(2) has no timeout: a bounded wait asks again, first often, then every slice.
         auto pause = std::chrono::milliseconds(5);
         while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-          if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + root_ + "/lock/" + HashDir(name) + "/" + name);
+          if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + lock_path);
           give_up_if_due("another storemove process");
           std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - Clock::now()));
           pause = std::min<std::chrono::milliseconds>(pause * 2, kSlice);
