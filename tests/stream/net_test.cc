@@ -756,6 +756,16 @@ std::string HostileStream() {
   return sink.Take();
 }
 
+// After a hostile or failed exchange: the server still serves, a whole plain backup of `a`
+// arrives without errors and `b` then holds exactly what `a` holds.
+void ExpectAPlainBackupCompletes(store::Store& a, store::Store& b, const Endpoint& to) {
+  ClientOptions plain;
+  plain.credentials.insecure = true;
+  SessionReport r = SendBackup(a, {}, to, plain);
+  EXPECT_EQ(r.errors, 0u);
+  ExpectEqualStores(b, a);
+}
+
 TEST(NetHostile, CraftedStreamsAndGarbageFramesGetAnErrorAndTheServerGoesOn) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 3, 8);
@@ -819,11 +829,7 @@ TEST(NetHostile, CraftedStreamsAndGarbageFramesGetAnErrorAndTheServerGoesOn) {
   EXPECT_EQ(outside, (std::vector<std::string>{"A", "B"}));
   EXPECT_EQ(Users(*b).size(), 0u);
   // The server still serves.
-  ClientOptions plain;
-  plain.credentials.insecure = true;
-  SessionReport r = SendBackup(*a, {}, server.endpoint(), plain);
-  EXPECT_EQ(r.errors, 0u);
-  ExpectEqualStores(*b, *a);
+  ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
 }
 
 TEST(NetTimeout, StalledPeersAreDroppedAndTheServerGoesOn) {
@@ -1390,9 +1396,7 @@ TEST(NetHostile, OddButWellFormedRequestsGetTheirAnswerAndTheServerGoesOn) {
     EXPECT_EQ(type, kError) << request.substr(0, 60);
     EXPECT_TRUE(Contains(payload, says)) << payload;
   }
-  SessionReport r = SendBackup(*a, {}, server.endpoint(), plain);
-  EXPECT_EQ(r.errors, 0u);
-  ExpectEqualStores(*b, *a);
+  ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
 }
 
 // A session whose user another writer holds (a local restore, rename or delete, here another
@@ -1421,11 +1425,7 @@ TEST(NetHostile, ASessionWaitingForAUserGivesUpAtTheIdleTimeoutAndSaysWhy) {
                                   "try again later")) << payload;
     EXPECT_FALSE(b->FindUser(user));
   }
-  ClientOptions plain;
-  plain.credentials.insecure = true;
-  SessionReport r = SendBackup(*a, {}, server.endpoint(), plain);
-  EXPECT_EQ(r.errors, 0u);
-  ExpectEqualStores(*b, *a);
+  ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
 }
 
 // The destination already had the users' INBOXes, of another UIDVALIDITY (made by deliveries
