@@ -520,8 +520,48 @@ void Connection::Connect(const TlsContext& tls, const std::string& host) {
     Throw(Errc::kAuth, "TLS handshake with " + peer_ + ": the server did not use the pre-shared key");
 }
 
+// The first byte the client sent, left unread; -1 when it closed first. kTempFail after the timeout.
+int Connection::PeekFirstByte() {
+  for (;;) {
+    uint8_t b;
+    ssize_t n = ::recv(fd_.get(), &b, 1, MSG_PEEK);
+    if (n == 1) return b;
+    if (n == 0) return -1;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+      Throw(Errc::kTempFail, "read from " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+                                 " s without data");
+    return -1;  // a reset: the handshake's read reports it
+  }
+}
+
 void Connection::Accept(const TlsContext& tls) {
-  if (!tls.get()) return;
+  // A mismatch of --insecure and TLS gets an answer the other side understands, in its own
+  // language, so that it ends with "refused" (exit 77) rather than "closed before READY", which
+  // is a server stopping or dropping connections and worth a retry (docs/transport.md §3).
+  const int first = PeekFirstByte();
+  if (!tls.get()) {
+    if (first == 0x16 || first == 0x15) {  // a TLS handshake (or alert) record
+      // A fatal protocol_version alert, as a TLS server without a common version sends.
+      static constexpr uint8_t kAlert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 70};
+      try {
+        WriteAll(kAlert, sizeof kAlert);
+      } catch (const Error&) {
+      }
+      Throw(Errc::kAuth, peer_ + " speaks TLS, but this side runs --insecure (plain TCP); give both sides the same "
+                                 "--key or certificates");
+    }
+    return;
+  }
+  if (first == uint8_t(FrameType::kRequest)) {  // a plain REQUEST: a client running --insecure
+    try {
+      WriteErrorFrame(*this, Errc::kAuth,
+                      "this server requires TLS (--key or certificates); the client connected with --insecure");
+    } catch (const Error&) {
+    }
+    Throw(Errc::kAuth, "TLS handshake with " + peer_ + ": not a TLS client: it sent a plain REQUEST (one running "
+                                                         "--insecure?)");
+  }
   psk_ = tls.psk();
   ERR_clear_error();
   ssl_ = SSL_new(tls.get());

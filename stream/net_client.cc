@@ -20,7 +20,9 @@ namespace {
 
 constexpr size_t kDataBuffer = 256 << 10;
 
-std::string Hint(const Credentials& c) {
+std::string Hint(const Credentials& c, const std::string& what) {
+  // A plain server answers a TLS client with a protocol_version alert (docs/transport.md §3).
+  if (what.find("alert protocol version") != std::string::npos) return " (does the server run --insecure, plain TCP?)";
   if (c.insecure) return " (does the server require --key or certificates?)";
   if (!c.key_file.empty()) return " (do both sides use the same key file?)";
   return " (is each side's certificate signed by the CA the other side trusts?)";
@@ -206,8 +208,13 @@ class Session::Impl {
       if (key_proven && (e.code() == Errc::kIo || e.code() == Errc::kAuth))
         Throw(Errc::kTempFail, "server " + to.ToString() + " closed the connection after the TLS handshake, before "
                                    "READY (it stopped or dropped it): " + e.what());
+      // Plain TCP: a TLS server answers our REQUEST with an ERROR (read below, not thrown here),
+      // so a connection that just ends was a server stopping or dropping it.
+      if (client.credentials.insecure && (e.code() == Errc::kIo || e.code() == Errc::kAuth))
+        Throw(Errc::kTempFail, "server " + to.ToString() + " closed the connection before READY (it stopped, or "
+                                   "dropped it at its handshake limits): " + e.what());
       if (e.code() == Errc::kAuth || e.code() == Errc::kIo)
-        Throw(Errc::kAuth, "authentication with " + to.ToString() + " failed: " + e.what() + Hint(client.credentials));
+        Throw(Errc::kAuth, "authentication with " + to.ToString() + " failed: " + e.what() + Hint(client.credentials, e.what()));
       throw;
     }
     if (ready.type != FrameType::kReady) Unexpected(ready, "READY", from_);

@@ -91,6 +91,7 @@ class Connection {
 
  private:
   [[noreturn]] void FailTls(const char* call, int ret);
+  int PeekFirstByte();
   size_t ReadRaw(void* data, size_t size);
   UniqueFd fd_;
   std::mutex abort_mutex_;  // fd_ is closed only under it, so Abort() never hits a reused fd

@@ -540,7 +540,7 @@ TEST(NetAuth, WrongMissingAndLooseKeysAreRefused) {
     EXPECT_TRUE(Contains(line, server_says)) << line;
   };
   refused({"--key", wrong}, ExitStatus(Errc::kAuth), "authentication with", "binder does not verify");
-  refused({"--insecure"}, ExitStatus(Errc::kAuth), "authentication with", "TLS handshake with");
+  refused({"--insecure"}, ExitStatus(Errc::kAuth), "this server requires TLS", "not a TLS client");
   refused({"--key", loose}, ExitStatus(Errc::kAuth), "accessible by group or others", "");
   refused({}, ExitStatus(Errc::kInvalidArgument), "no credentials", "");
   auto dst = store::Store::Open(tmp / "B");
@@ -607,6 +607,79 @@ TEST(NetAuth, AConnectionClosedDuringTheHandshakeIsTemporaryNotARefusal) {
     EXPECT_TRUE((after_handshake && Contains(what, "closed the connection after the TLS handshake, before READY")) ||
                 (!read_request && Contains(what, "closed before authentication finished, without a TLS alert")))
         << what;
+  }
+}
+
+// With --insecure there is no handshake to tell a refusal by: a TLS server answers a plain
+// REQUEST with a plain ERROR, a plain server answers a ClientHello with a TLS alert, so a plain
+// connection that just ends before READY is a server stopped or dropping it (75, retried), and
+// a mismatch either way is a refusal (77) that says which side runs what.
+TEST(NetAuth, APlainConnectionClosedBeforeReadyIsTemporaryAndAMismatchIsARefusal) {
+  TempDir tmp;
+  std::string key = Key(tmp, "key");
+  for (const int variant : {0, 1, 2}) {  // closed before reading, closed after reading, reset
+    const char* const kVariants[] = {"closed unread", "closed after the request", "reset"};
+    SCOPED_TRACE(kVariants[variant]);
+    UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+    ASSERT_EQ(::listen(listener.get(), 4), 0);
+    socklen_t len = sizeof sa;
+    ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&sa), &len), 0);
+    std::thread server([&] {
+      UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (variant == 0) return;
+      char request[512];
+      (void)::recv(conn.get(), request, sizeof request, 0);
+      if (variant == 2) {
+        linger l{1, 0};
+        ::setsockopt(conn.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+      }
+    });
+    ClientOptions c;
+    c.credentials.insecure = true;
+    c.timeout_seconds = 30;
+    Errc code = Errc::kIo;
+    std::string what = "no error";
+    try {
+      Session s(Endpoint{"127.0.0.1", ntohs(sa.sin_port)}, c);
+    } catch (const Error& e) {
+      code = e.code();
+      what = e.what();
+    }
+    server.join();
+    EXPECT_EQ(code, Errc::kTempFail) << what;
+    EXPECT_TRUE(Contains(what, "closed the connection before READY")) << what;
+  }
+
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  auto expect_refused = [&](const ServeOptions& so, const ClientOptions& c, const std::string& says) {
+    ServerThread server(*b, so);
+    Errc code = Errc::kIo;
+    std::string what = "no error";
+    try {
+      Session s(server.endpoint(), c);
+    } catch (const Error& e) {
+      code = e.code();
+      what = e.what();
+    }
+    EXPECT_EQ(code, Errc::kAuth) << what;
+    EXPECT_TRUE(Contains(what, says)) << what;
+  };
+  ServeOptions tls_server, plain_server;
+  tls_server.credentials.key_file = key;
+  plain_server.credentials.insecure = true;
+  ClientOptions plain_client;
+  plain_client.credentials.insecure = true;
+  {
+    SCOPED_TRACE("a plain client, a TLS server");
+    expect_refused(tls_server, plain_client, "this server requires TLS (--key or certificates)");
+  }
+  {
+    SCOPED_TRACE("a TLS client, a plain server");
+    expect_refused(plain_server, Psk(key), "does the server run --insecure");
   }
 }
 
