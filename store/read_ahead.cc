@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include "util/error.h"
 
@@ -16,7 +17,7 @@ namespace storemove::store {
 static ReadAheadOptions WithinDescriptorLimit(ReadAheadOptions options) {
   struct rlimit files;
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY)
-    options.max_files = std::min<size_t>(options.max_files, std::max<size_t>(16, size_t(files.rlim_cur / 16)));
+    options.max_files = std::min<size_t>(options.max_files, std::max<size_t>(4, size_t(files.rlim_cur / 16)));
   return options;
 }
 
@@ -65,11 +66,15 @@ void ReadAhead::TopUp() {
     auto slot = std::make_shared<Slot>();
     if (!source_(&slot->request)) break;
     slot->result.tag = slot->request.tag;
+    {
+      std::lock_guard lock(mu_);
+      slot->out_of_descriptors = out_of_descriptors_;
+    }
     // What is in memory is opened on this thread: a hand-over to another would only add work. A
     // memory filesystem's files are opened and read when they are taken; a disk's files whose
     // path is cached are opened now. Either way the data is read by Next().
     bool done = false;
-    slot->direct = options_.read_cached_inline && OnMemoryFilesystem(slot->request.dir);
+    slot->direct = slot->out_of_descriptors || (options_.read_cached_inline && OnMemoryFilesystem(slot->request.dir));
     if (!slot->direct && options_.read_cached_inline) {
       if (WorthTryingCached()) done = OpenIfCached(*slot);
       cached_misses_ = done ? 0 : cached_misses_ + 1;
@@ -106,6 +111,21 @@ bool ReadAhead::Next(ReadResult* out) {
       slot_done_.wait(lock, [&] { return slot->done; });
       awaited_ = nullptr;
     }
+    if (slot->out_of_descriptors && !slot->direct) {
+      // Left to us by a thread at the descriptor limit. Once the threads' opens in flight have
+      // ended, the later files opened ahead give their descriptors back (they are opened again
+      // when taken), so that this open, and the pass's own, find one free.
+      awaited_ = slot.get();
+      slot_done_.wait(lock, [&] { return opening_ == 0; });
+      awaited_ = nullptr;
+      for (std::shared_ptr<Slot>& later : window_) {
+        if (!later->done || later->direct || !later->result.fd.valid()) continue;
+        later->result.fd.reset();
+        later->deferred = false;
+        later->out_of_descriptors = true;
+      }
+      slot->direct = true;
+    }
     window_.pop_front();
     window_bytes_ -= Cost(slot->request, options_.whole_file_limit);
   }
@@ -135,19 +155,33 @@ void ReadAhead::Work() {
       if (stopping_) return;
       slot = std::move(todo_.front());
       todo_.pop_front();
+      ++opening_;
     }
     try {
       Open(*slot);
     } catch (...) {
       slot->error = std::current_exception();
     }
-    bool awaited;
+    bool wake;
     {
       std::lock_guard lock(mu_);
+      --opening_;
+      if (slot->out_of_descriptors && !out_of_descriptors_) {
+        // The files no thread has picked yet go to the consumer as well: opened here they would
+        // take the descriptors it needs.
+        out_of_descriptors_ = true;
+        for (std::shared_ptr<Slot>& later : todo_) {
+          later->out_of_descriptors = true;
+          later->direct = true;
+          later->done = true;
+        }
+        todo_.clear();
+      }
       slot->done = true;
-      awaited = awaited_ == slot.get();
+      // The consumer waits for its slot, or (out of descriptors) for the opens in flight to end.
+      wake = awaited_ != nullptr && (awaited_->done || (out_of_descriptors_ && opening_ == 0));
     }
-    if (awaited) slot_done_.notify_one();
+    if (wake) slot_done_.notify_one();
   }
 }
 
@@ -231,8 +265,16 @@ bool ReadAhead::WantsWholeRead(const ReadRequest& r, uint64_t size) const {
 void ReadAhead::Open(Slot& slot) {
   const ReadRequest& r = slot.request;
   ReadResult& result = slot.result;
-  if (!result.fd.valid()) result.fd = TryOpenAt(r.dir->get(), r.name, O_RDONLY, 0, r.shown);
-  if (!result.fd.valid()) return;
+  if (!result.fd.valid()) {
+    const int fd = OpenAtOrErrno(r.dir->get(), r.name, O_RDONLY);
+    if ((fd == -EMFILE || fd == -ENFILE) && !slot.direct) {  // a thread's: the consumer opens it
+      slot.out_of_descriptors = true;
+      return;
+    }
+    if (fd == -ENOENT) return;
+    if (fd < 0) ThrowErrno("open " + r.shown, -fd);
+    result.fd.reset(fd);
+  }
   if (::fstat(result.fd.get(), &result.st) != 0) ThrowErrno("stat " + r.shown);
   const uint64_t size = uint64_t(result.st.st_size);
   if (r.mode == ReadMode::kStat) return;

@@ -96,8 +96,9 @@ class ReadAhead {
     ReadResult result;
     std::exception_ptr error;
     bool done = false;
-    bool direct = false;    // opened and read by the consumer when it takes it (a memory filesystem)
+    bool direct = false;    // opened and read by the consumer when it takes it (a memory filesystem, or out of descriptors)
     bool deferred = false;  // opened, its data asked for: the consumer reads it whole when it takes it
+    bool out_of_descriptors = false;  // a thread's open failed with EMFILE/ENFILE: the consumer opens it
   };
   void TopUp();
   void Work();
@@ -118,6 +119,10 @@ class ReadAhead {
   std::condition_variable work_ready_, slot_done_;
   std::deque<std::shared_ptr<Slot>> window_;  // in consumption order
   std::deque<std::shared_ptr<Slot>> todo_;    // not picked by a worker yet
+  size_t opening_ = 0;                        // slots a worker has picked and not finished
+  // A thread ran out of descriptors (the process is at its limit): from then on the consumer
+  // opens every file itself, one at a time, as a pass without read-ahead would.
+  bool out_of_descriptors_ = false;
   // The slot the consumer sleeps on: a worker wakes it only for that one, not for every read
   // done out of order (each wake-up is a context switch).
   const Slot* awaited_ = nullptr;

@@ -329,6 +329,8 @@ bool PathOnMemoryFilesystem(const std::string& path) {
   return fd.valid() && OnMemoryFilesystem(fd.get());
 }
 
+int OpenAtOrErrno(int dirfd, const std::string& name, int flags) { return OpenBeneath(dirfd, name, flags, 0); }
+
 UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown) {
   if (flags & O_CREAT)
     if (int f = fault::Check(fault::Op::kCreate)) ThrowErrno("open " + shown, f);

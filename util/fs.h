@@ -47,6 +47,9 @@ UniqueFd OpenFile(const std::string& path, int flags, mode_t mode = 0644);
 UniqueFd OpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown);
 // Opens a directory (O_DIRECTORY|O_RDONLY); throws kNotFound if missing.
 UniqueFd OpenDirectory(const std::string& path);
+// openat(2) of `name` beneath dirfd as TryOpenAt does it, but a failure is returned as -errno
+// (-ENOENT: it does not exist) for the caller to act on; only a symlink met throws.
+int OpenAtOrErrno(int dirfd, const std::string& name, int flags);
 // Returns an invalid fd instead of throwing when the entry does not exist.
 UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown);
 // Creates `name` beneath dirfd, write-only, with O_CREAT|O_EXCL. A name that exists already (the

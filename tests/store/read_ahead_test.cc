@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <random>
 
 #include "store/read_ahead.h"
@@ -22,6 +23,7 @@ namespace storemove::store {
 namespace {
 
 using storemove::testing::TempDir;
+namespace fs = std::filesystem;
 
 std::string Content(size_t i, size_t size) {
   std::string s(size, '\0');
@@ -239,6 +241,42 @@ TEST(ReadAhead, TheWindowStaysWithinASixteenthOfTheDescriptorLimit) {
   EXPECT_EQ(taken, files.names.size());
   EXPECT_LE(widest, 512u / 16);
   EXPECT_GE(widest, 16u);
+}
+
+// Threads that run out of descriptors (another part of the process holds the rest) leave their
+// files to the consumer, which opens each once the files before it are closed, and the window
+// shrinks: every file arrives, where the first EMFILE used to end the pass.
+TEST(ReadAhead, ThreadsOutOfDescriptorsLeaveTheirFilesToTheConsumer) {
+  Files files(300);
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  size_t next = 0, taken = 0;
+  std::string failure;
+  {
+    ReadAheadOptions options = Threaded();
+    options.max_files = 128;
+    ReadAhead reader(files.Source(&next), options);  // its window sized under the limit as it is
+    size_t open = 0;
+    for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+      (void)entry;
+      ++open;
+    }
+    struct rlimit low = saved;
+    low.rlim_cur = open + 6;  // room for a few of the window's files only
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    try {
+      ReadResult r;
+      while (reader.Next(&r)) {
+        if (r.data != files.contents[taken]) failure = "file " + std::to_string(taken) + " differs";
+        ++taken;
+      }
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  EXPECT_EQ(failure, "");
+  EXPECT_EQ(taken, files.names.size());
 }
 
 TEST(ReadAhead, ASourceThatRunsDryIsAskedAgainLater) {
