@@ -306,6 +306,7 @@ void ImapClient::Untagged() {
     const std::string what = Upper(r.Atom("an untagged response"));
     if (what == "EXISTS") {
       status_.exists = static_cast<uint32_t>(n);
+      status_.exists_sent = true;
       r.EndOfLine("after EXISTS");
     } else if (what == "FETCH") {
       r.Space("after FETCH");
@@ -384,7 +385,8 @@ void ImapClient::Fetch() {
   ImapReader& r = *reader_;
   r.Expect('(', "at the start of FETCH data");
   ImapMessage m;
-  bool has_uid = false, had_body = false;
+  bool has_uid = false, had_body = false, has_size = false;
+  uint64_t body_size = 0;
   while (r.Accept(' ')) {
   }
   while (!r.Accept(')')) {
@@ -411,10 +413,13 @@ void ImapClient::Fetch() {
     } else if (item == "FLAGS") {
       r.Expect('(', "at FLAGS");
       m.flags.clear();
+      m.has_flags = true;
       for (;;) {
         while (r.Accept(' ')) {
         }
         if (r.Accept(')')) break;
+        // Bounded: a listing keeps every message's flags until the folder is done.
+        if (m.flags.size() == kMaxFlags) r.Fail("more than " + std::to_string(kMaxFlags) + " flags on one message");
         m.flags.push_back(r.Atom("a flag"));
       }
     } else if (item == "INTERNALDATE") {
@@ -426,10 +431,15 @@ void ImapClient::Fetch() {
           r.Fail(e.what());
         }
         m.internal_date = v;
+        m.has_date = true;
       }
     } else if (item == "RFC822.SIZE") {
       m.size = r.Number("RFC822.SIZE", std::numeric_limits<int64_t>::max());
-    } else if (item == "BODY[]" || item.starts_with("BODY[]<")) {
+      has_size = m.has_size = true;
+    } else if (item.starts_with("BODY[]<")) {
+      // Only the whole body is asked for: a part of it stored as the message would be an altered one.
+      r.Fail("a partial body (" + ShownText(item) + ") where the whole BODY[] was asked for");
+    } else if (item == "BODY[]") {
       if (had_body) r.Fail("two BODY[] items in one FETCH response");
       if (sink_ == nullptr) {
         r.SkipValue(1);
@@ -438,11 +448,13 @@ void ImapClient::Fetch() {
         sink_->BodyBegin(n);
         r.Literal(n, [&](const char* p, size_t k) { sink_->BodyData(p, k); });
         had_body = true;
+        body_size = n;
       } else if (r.Peek() == '"') {
         const std::string body = r.Quoted("BODY[]");
         sink_->BodyBegin(body.size());
         sink_->BodyData(body.data(), body.size());
         had_body = true;
+        body_size = body.size();
       } else {
         r.NString("BODY[]");  // NIL: the server has no body for it
       }
@@ -458,6 +470,11 @@ void ImapClient::Fetch() {
     if (had_body) r.Fail("FETCH response with BODY[] but no UID");
     return;  // an unsolicited flag update
   }
+  // RFC822.SIZE is the size of the message's bytes, BODY[] those bytes: a body of another length
+  // is cut short or padded on the way (as imapsync, refused unless told otherwise).
+  if (had_body && has_size && body_size != m.size)
+    r.Fail("UID " + std::to_string(m.uid) + ": BODY[] has " + std::to_string(body_size) + " bytes where RFC822.SIZE says " +
+           std::to_string(m.size));
   if (sink_ != nullptr) sink_->Message(m, had_body);
 }
 
@@ -562,6 +579,8 @@ ImapMailboxStatus ImapClient::Examine(const std::string& name) {
   if (t.status == "NO") Refused(Errc::kNotFound, what, t);
   Check(t, what);
   if (status_.uidvalidity == 0) Throw(Errc::kProtocol, shown_ + ": no UIDVALIDITY in the response to " + what);
+  // Without it the folder would look empty and be copied so.
+  if (!status_.exists_sent) Throw(Errc::kProtocol, shown_ + ": no EXISTS in the response to " + what);
   return status_;
 }
 

@@ -43,6 +43,7 @@ struct ImapFolder {
 
 struct ImapMailboxStatus {
   uint32_t uidvalidity = 0, uidnext = 0, exists = 0;
+  bool exists_sent = false;  // an EXISTS came (EXAMINE requires one: RFC 3501 §6.3.2)
 };
 
 struct ImapMessage {               // one FETCH response, complete
@@ -50,6 +51,7 @@ struct ImapMessage {               // one FETCH response, complete
   std::vector<std::string> flags;  // as sent: "\\Seen", "\\Answered", "$Forwarded", "custom"
   int64_t internal_date = 0;       // unix seconds (INTERNALDATE with its zone applied)
   uint64_t size = 0;               // RFC822.SIZE
+  bool has_flags = false, has_date = false, has_size = false;  // which of the three the response had
 };
 
 class ImapFetchSink {
@@ -84,7 +86,9 @@ class ImapClient {
   // when the server offers no AUTH=PLAIN.
   void LoginAs(const std::string& user, const std::string& admin, const std::string& admin_password);
   std::vector<ImapFolder> ListFolders();               // LIST "" "*" then LSUB "" "*"
-  ImapMailboxStatus Examine(const std::string& name);  // EXAMINE (read-only), UIDVALIDITY/UIDNEXT/EXISTS; NO -> kNotFound
+  ImapMailboxStatus Examine(const std::string& name);
+  // The examined folder's message count as the server last said (EXISTS responses update it).
+  uint32_t exists() const { return status_.exists; }  // EXAMINE (read-only), UIDVALIDITY/UIDNEXT/EXISTS; NO -> kNotFound
   // UID FETCH first_uid:* (UID FLAGS INTERNALDATE RFC822.SIZE): metadata only. Note a server answers
   // "n:*" with the last message even when its UID is below n; pass it on, the caller filters.
   void FetchMeta(uint32_t first_uid, ImapFetchSink& sink);
@@ -104,6 +108,7 @@ class ImapClient {
   // silence. 0 (the default): no such limit.
   void set_progress_timeout(int seconds) { progress_timeout_seconds_ = seconds; }
 
+  static constexpr size_t kMaxFlags = 1000;  // flags and keywords of one message (a store keeps 64 keywords a folder)
   static constexpr size_t kFetchUids = 1000;
   static constexpr size_t kFetchSetChars = 7000;  // a command line stays under 8 KiB (RFC 7162 §4)
   static constexpr size_t kFetchInFlight = 4;

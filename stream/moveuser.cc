@@ -13,9 +13,11 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "interop/folder_filler.h"
 #include "interop/imap_client.h"
+#include "store/index.h"
 #include "stream/net_conn.h"
 #include "stream/private_file.h"
 #include "util/error.h"
@@ -95,6 +97,10 @@ class KeywordBits {
     *user_flags = 0;
     for (const std::string& flag : m.flags) {
       if (flag.empty()) continue;
+      if (flag[0] != '\\' && (flag.size() > store::index::kMaxUserFlagName || flag.find('\0') != std::string::npos)) {
+        ++*dropped;  // a keyword the store cannot name, dropped as one beyond its 64 would be
+        continue;
+      }
       if (flag[0] == '\\') {
         *flags |= SystemFlag(flag);  // \Recent and unknown system flags are not kept
         continue;
@@ -124,15 +130,33 @@ class KeywordBits {
   bool changed_ = false;
 };
 
-// Collects FETCH metadata (no bodies).
+// Collects FETCH metadata (no bodies): one entry per UID, at most as many as the folder holds.
 class MetaList final : public interop::ImapFetchSink {
  public:
+  explicit MetaList(const ImapClient& client) : client_(client) {}
   void BodyBegin(uint64_t) override {}
   void BodyData(const char*, size_t) override {}
   void Message(const ImapMessage& m, bool) override {
-    if (m.uid != 0) messages.push_back(m);
+    if (m.uid == 0) return;
+    auto [at, added] = index_.try_emplace(m.uid, messages.size());
+    if (!added) {  // a flag update the server sent meanwhile, UID included: the later values hold
+      ImapMessage& was = messages[at->second];
+      if (m.has_flags) was.flags = m.flags;
+      if (m.has_date) was.internal_date = m.internal_date;
+      if (m.has_size) was.size = m.size;
+      return;
+    }
+    if (messages.size() >= client_.exists())
+      Throw(Errc::kProtocol, "the server listed more messages (UID " + std::to_string(m.uid) + " the " +
+                                 std::to_string(messages.size() + 1) + "th) than the folder's EXISTS count of " +
+                                 std::to_string(client_.exists()));
+    messages.push_back(m);
   }
   std::vector<ImapMessage> messages;
+
+ private:
+  const ImapClient& client_;
+  std::unordered_map<uint32_t, size_t> index_;
 };
 
 struct FolderPull {
@@ -169,14 +193,21 @@ bool SameByMetadata(const ImapMessage& source, const MessageMeta& stored) {
 class BodyWriter final : public interop::ImapFetchSink {
  public:
   using Suspects = std::unordered_map<uint32_t, const MessageMeta*>;
+  // `asked`: the UIDs fetched (sorted), or null for "every message" (1:*).
   BodyWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, interop::FolderFiller& filler,
-             const Suspects* suspects = nullptr)
-      : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler), suspects_(suspects) {}
+             const std::vector<uint32_t>* asked, const Suspects* suspects = nullptr)
+      : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler), asked_(asked), suspects_(suspects) {}
 
   void BodyBegin(uint64_t) override { writer_ = folder_.NewMessage(); }
   void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
   void Message(const ImapMessage& m, bool had_body) override {
     if (!had_body || !writer_) return;  // a flag update the server sent on its own
+    // Each asked-for body once: a second copy, or a body not asked for, would be stored as a
+    // message the source does not have.
+    if (asked_ && !std::binary_search(asked_->begin(), asked_->end(), m.uid))
+      Throw(Errc::kProtocol, "the server sent the body of UID " + std::to_string(m.uid) + ", which was not asked for");
+    if (!received_.insert(m.uid).second)
+      Throw(Errc::kProtocol, "the server sent the body of UID " + std::to_string(m.uid) + " twice");
     MessageMeta meta;
     if (!suspects_) meta.uid = m.uid;  // a suspect that differs goes under a new UID
     keywords_.Map(m, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
@@ -215,7 +246,28 @@ class BodyWriter final : public interop::ImapFetchSink {
   Folder& folder_;
   KeywordBits& keywords_;
   interop::FolderFiller& filler_;
+  const std::vector<uint32_t>* asked_;
   const Suspects* suspects_;
+  std::unordered_set<uint32_t> received_;
+
+ public:
+  // After the FETCH: every asked-for body came (at least `count` for 1:*). A message expunged
+  // meanwhile has none, and the server may say so only later: the pull is then run again,
+  // which lists the folder anew (nothing of this FETCH's batch in progress becomes visible).
+  void ExpectAllReceived(uint64_t count) const {
+    const uint64_t expected = asked_ ? asked_->size() : count;
+    if (received_.size() >= expected) return;
+    std::string first_missing;
+    if (asked_)
+      for (uint32_t uid : *asked_)
+        if (!received_.count(uid)) {
+          first_missing = ", UID " + std::to_string(uid) + " first";
+          break;
+        }
+    Throw(Errc::kTempFail, "the server sent " + std::to_string(received_.size()) + " of the " +
+                               std::to_string(expected) + " message bodies asked for" + first_missing +
+                               " (expunged meanwhile?); run again");
+  }
   std::unique_ptr<store::MessageWriter> writer_;
 };
 
@@ -224,7 +276,7 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   const interop::ImapMailboxStatus status = client.Examine(source.name);
   const bool exists = store.FindFolder(pull.user, pull.name).has_value();
   // A new folder takes everything: bodies and metadata in one command, no listing first.
-  MetaList listed;
+  MetaList listed(client);
   if (status.exists > 0 && exists) client.FetchMeta(1, listed);
 
   std::unique_ptr<Folder> folder;
@@ -294,12 +346,14 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   {
     interop::FolderFiller filler(*folder, created, /*skip_present=*/!keep_uids, keep_uids);
     hooks(filler);
-    BodyWriter writer(pull, *folder, keywords, filler);
-    if (created && status.exists > 0) {
+    const bool all = created && status.exists > 0;
+    BodyWriter writer(pull, *folder, keywords, filler, all ? nullptr : &wanted);
+    if (all) {
       client.FetchAll(writer);
     } else if (!wanted.empty()) {
       client.FetchBodies(wanted, writer);
     }
+    writer.ExpectAllReceived(all ? status.exists : 0);
     filler.Finish();
   }
   if (keep_uids && status.uidnext > 0) folder->RaiseUidNext(status.uidnext);
@@ -308,8 +362,9 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     // sides' UIDNEXT; filled by content, so that a rerun finds it and adds it no second time.
     interop::FolderFiller filler(*folder, /*created=*/false, /*skip_present=*/true);
     hooks(filler);
-    BodyWriter writer(pull, *folder, keywords, filler, &have);
+    BodyWriter writer(pull, *folder, keywords, filler, &suspects, &have);
     client.FetchBodies(suspects, writer);
+    writer.ExpectAllReceived(0);
     filler.Finish();
   }
   if (created) {

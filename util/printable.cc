@@ -4,6 +4,26 @@
 
 namespace storemove {
 
+// The length of the well-formed UTF-8 sequence at s[i] (RFC 3629: no overlong form, no
+// surrogate, nothing above U+10FFFF), or 0.
+static size_t Utf8SequenceAt(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0; };
+  const unsigned char c = b(0);
+  const auto cont = [&](size_t k) { return (b(k) & 0xc0) == 0x80; };
+  if (c >= 0xc2 && c <= 0xdf) return cont(1) ? 2 : 0;
+  if (c >= 0xe0 && c <= 0xef) {
+    if (!cont(1) || !cont(2)) return 0;
+    if ((c == 0xe0 && b(1) < 0xa0) || (c == 0xed && b(1) >= 0xa0)) return 0;
+    return 3;
+  }
+  if (c >= 0xf0 && c <= 0xf4) {
+    if (!cont(1) || !cont(2) || !cont(3)) return 0;
+    if ((c == 0xf0 && b(1) < 0x90) || (c == 0xf4 && b(1) >= 0x90)) return 0;
+    return 4;
+  }
+  return 0;
+}
+
 std::string EscapeControls(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -12,17 +32,29 @@ std::string EscapeControls(std::string_view s) {
     std::snprintf(buf, sizeof buf, "\\x%02x", c);
     out += buf;
   };
-  for (size_t i = 0; i < s.size(); ++i) {
+  for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    const auto next = i + 1 < s.size() ? static_cast<unsigned char>(s[i + 1]) : 0;
-    if (c == 0xc2 && next >= 0x80 && next <= 0x9f) {  // U+0080..U+009F
-      escape(c);
-      escape(next);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f)
+        escape(c);
+      else
+        out += char(c);
       ++i;
-    } else if (c < 0x20 || c == 0x7f) {
+      continue;
+    }
+    // A byte of no well-formed sequence would reach a terminal raw, where 0x80..0x9f are C1
+    // controls (0x9b is CSI); a well-formed U+0080..U+009F is one too.
+    const size_t n = Utf8SequenceAt(s, i);
+    if (n == 0) {
       escape(c);
+      ++i;
+    } else if (n == 2 && c == 0xc2 && static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
+      escape(c);
+      escape(static_cast<unsigned char>(s[i + 1]));
+      i += 2;
     } else {
-      out += char(c);
+      out.append(s.substr(i, n));
+      i += n;
     }
   }
   return out;

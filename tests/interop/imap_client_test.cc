@@ -746,6 +746,12 @@ INSTANTIATE_TEST_SUITE_P(
                   "imap://test: FETCH response with BODY[] but no UID at byte 39"},
         ErrorCase{"UidOutOfRange", "* 1 FETCH (UID 4294967296)\r\n", Errc::kProtocol,
                   "imap://test: a UID 4294967296 out of range at byte 37"},
+        ErrorCase{"TooManyFlags", "* 1 FETCH (UID 1 FLAGS (" + [] {
+                    std::string flags;
+                    for (int i = 0; i < 1001; ++i) flags += "k ";
+                    return flags;
+                  }() + "))\r\n",
+                  Errc::kProtocol, "imap://test: more than 1000 flags on one message at byte 2036"},
         ErrorCase{"Garbage", "\x16\x03\x01\x02\x00\r\n", Errc::kProtocol,
                   "imap://test: control character in a tag at byte 12"}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return std::string(info.param.name); });

@@ -23,6 +23,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <tuple>
 #include <set>
 #include <thread>
 
@@ -538,10 +540,12 @@ TEST_F(MoveUserFilled, TwoSourceFoldersOfOneStoreNameAreRefusedNotMerged) {
 
 // --- A scripted server, for what no real server sends ------------------------------------------
 // Listens on a loopback port; to one connection at a time: a greeting, OK to any login, `list` in
-// answer to LIST, OK to anything else.
+// answer to LIST, the first of `answers` whose command the line starts with (after its tag), OK
+// to anything else.
 class ScriptedImap {
  public:
-  explicit ScriptedImap(std::string list) : list_(std::move(list)) {
+  using Answers = std::vector<std::pair<std::string, std::string>>;
+  explicit ScriptedImap(std::string list, Answers answers = {}) : list_(std::move(list)), answers_(std::move(answers)) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -576,8 +580,14 @@ class ScriptedImap {
         }
         const std::string tag = line.substr(0, line.find(' '));
         const std::string command = line.substr(tag.size() + 1, line.find(' ', tag.size() + 1) - tag.size() - 1);
+        const std::string rest = line.substr(tag.size() + 1);
         line.clear();
         if (command == "LIST" && !send(list_)) break;
+        for (const auto& [prefix, answer] : answers_)
+          if (rest.starts_with(prefix)) {
+            send(answer);
+            break;
+          }
         if (command == "CAPABILITY") send("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n");
         if (command == "LOGOUT") send("* BYE\r\n");
         if (!send(tag + " OK done\r\n") || command == "LOGOUT") break;
@@ -586,6 +596,7 @@ class ScriptedImap {
     }
   }
   std::string list_;
+  Answers answers_;
   int listen_fd_ = -1, port_ = 0;
   std::thread thread_;
 };
@@ -612,6 +623,82 @@ TEST(MoveUserHostile, FolderNamesInErrorsAreEscapedAndCut) {
                                                  : "folder \"" + std::string(200, 'a') + "...\"";
     EXPECT_NE(r.err.find(shown), std::string::npos) << what << ": " << r.err;
   }
+}
+
+// A server that alters or leaves out a body, sends one twice or one not asked for, or hides the
+// folder's size: never a message stored other than the source holds it, never exit 0, nothing
+// of a new folder visible; a good server afterwards gets the folder complete.
+TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
+  TempDir tmp;
+  const std::string store = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  WritePrivate(tmp / "pw", "pw\n");
+  const std::string list = "* LIST () \"/\" INBOX\r\n";
+  const std::string examine2 = "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 3] n\r\n";
+  const std::string date = " INTERNALDATE \"01-Jan-2020 00:00:00 +0000\"";
+  auto body = [&](int uid, const std::string& bytes, const std::string& item = "BODY[]", size_t size = 0) {
+    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (\\Seen)" + date +
+           " RFC822.SIZE " + std::to_string(size ? size : bytes.size()) + " " + item + " {" +
+           std::to_string(bytes.size()) + "}\r\n" + bytes + ")\r\n";
+  };
+  const std::string one = "Subject: 1\r\n\r\none\r\n", two = "Subject: 2\r\n\r\ntwo\r\n";
+  const std::string all = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
+  auto run = [&](const ScriptedImap::Answers& answers) {
+    ScriptedImap server(list, answers);
+    return RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
+                   tmp / "pw", "--insecure", "--timeout", "5"});
+  };
+  auto inbox = [&]() -> std::optional<std::vector<store::MessageMeta>> {
+    auto s = Store::Open(store);
+    if (!s->FindFolder("dora", "INBOX")) return std::nullopt;
+    return s->OpenFolder("dora", "INBOX")->Snapshot().messages;
+  };
+  const std::vector<std::tuple<std::string, ScriptedImap::Answers, std::string>> bad_new = {
+      {"shorter than RFC822.SIZE", {{"EXAMINE", examine2}, {all, body(1, one, "BODY[]", 1000) + body(2, two)}},
+       "UID 1: BODY[] has 19 bytes where RFC822.SIZE says 1000"},
+      {"a part of the body", {{"EXAMINE", examine2}, {all, body(1, one.substr(0, 5), "BODY[]<0>") + body(2, two)}},
+       "a partial body (BODY[]<0>) where the whole BODY[] was asked for"},
+      {"a body left out", {{"EXAMINE", examine2}, {all, body(1, one)}},
+       "the server sent 1 of the 2 message bodies asked for"},
+      {"a body twice", {{"EXAMINE", examine2}, {all, body(1, one) + body(1, one) + body(2, two)}},
+       "the server sent the body of UID 1 twice"},
+      {"no EXISTS", {{"EXAMINE", "* OK [UIDVALIDITY 7] v\r\n"}, {all, body(1, one) + body(2, two)}},
+       "no EXISTS in the response to EXAMINE 'INBOX'"},
+  };
+  for (const auto& [what, answers, says] : bad_new) {
+    CliResult r = run(answers);
+    EXPECT_EQ(r.status, 75) << what << ": " << r.Describe();
+    EXPECT_NE(r.err.find(says), std::string::npos) << what << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << what << ": " << r.err;
+    EXPECT_FALSE(inbox()) << what << ": a new folder is visible only complete";
+  }
+  // Good: both messages, byte for byte.
+  CliResult r = run({{"EXAMINE", examine2}, {all, body(1, one) + body(2, two)}});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  ASSERT_TRUE(inbox());
+  ASSERT_EQ(inbox()->size(), 2u);
+  // The folder exists now: the server gains UID 3, and answers its FETCH with a body not asked for.
+  const std::string examine3 = "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n";
+  auto meta = [&](int uid, size_t size) {
+    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (\\Seen)" + date +
+           " RFC822.SIZE " + std::to_string(size) + ")\r\n";
+  };
+  const std::string listing = meta(1, one.size()) + meta(2, two.size()) + meta(3, one.size());
+  const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
+  r = run({{"EXAMINE", examine3}, {list_cmd, listing}, {"UID FETCH 3 ", body(3, one) + body(4, two)}});
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("the server sent the body of UID 4, which was not asked for"), std::string::npos) << r.err;
+  // And a listing that never ends: no more entries than EXISTS.
+  std::string endless;
+  for (int i = 1; i <= 5; ++i) endless += meta(i, 10);
+  r = run({{"EXAMINE", examine3}, {list_cmd, endless}});
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("than the folder's EXISTS count of 3"), std::string::npos) << r.err;
+  ASSERT_TRUE(inbox());
+  EXPECT_EQ(inbox()->size(), 2u) << "nothing added by the refused runs";
+  r = run({{"EXAMINE", examine3}, {list_cmd, listing}, {"UID FETCH 3 ", body(3, one)}});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(inbox()->size(), 3u);
 }
 
 // --- Cyrus IMAP -------------------------------------------------------------------------------
