@@ -471,10 +471,11 @@ void ImapClient::Fetch() {
     return;  // an unsolicited flag update
   }
   // RFC822.SIZE is the size of the message's bytes, BODY[] those bytes: a body of another length
-  // is cut short or padded on the way (as imapsync, refused unless told otherwise).
-  if (had_body && has_size && body_size != m.size)
+  // was cut short or padded on the way, or the server (Exchange) reports sizes inexact. Refused
+  // unless allowed, as imapsync does (its --allowsizemismatch).
+  if (had_body && has_size && body_size != m.size && !size_mismatch_allowed_)
     r.Fail("UID " + std::to_string(m.uid) + ": BODY[] has " + std::to_string(body_size) + " bytes where RFC822.SIZE says " +
-           std::to_string(m.size));
+           std::to_string(m.size) + " (a server reporting sizes inexact, as Exchange does: --allow-size-mismatch)");
   if (sink_ != nullptr) sink_->Message(m, had_body);
 }
 

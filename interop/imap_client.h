@@ -107,6 +107,8 @@ class ImapClient {
   // (Errc::kTempFail naming it) instead of holding it forever. The channel's own timeout covers
   // silence. 0 (the default): no such limit.
   void set_progress_timeout(int seconds) { progress_timeout_seconds_ = seconds; }
+  // A BODY[] of another length than its RFC822.SIZE is refused (kProtocol) unless allowed.
+  void set_size_mismatch_allowed(bool allowed) { size_mismatch_allowed_ = allowed; }
 
   static constexpr size_t kMaxFlags = 1000;  // flags and keywords of one message (a store keeps 64 keywords a folder)
   static constexpr size_t kFetchUids = 1000;
@@ -150,6 +152,7 @@ class ImapClient {
   std::map<std::string, size_t> folder_index_;  // name -> index in *folders_
   std::string last_text_;  // of the last status response read
   int progress_timeout_seconds_ = 0;
+  bool size_mismatch_allowed_ = false;
   bool progress_ = false;        // the last untagged response was data a command asked for
   int64_t last_progress_ms_ = 0; // steady clock, when the command in progress last made some
   ImapMailboxStatus status_;

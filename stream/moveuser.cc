@@ -146,13 +146,16 @@ class MetaList final : public interop::ImapFetchSink {
       if (m.has_size) was.size = m.size;
       return;
     }
-    if (messages.size() >= client_.exists())
-      Throw(Errc::kProtocol, "the server listed more messages (UID " + std::to_string(m.uid) + " the " +
-                                 std::to_string(messages.size() + 1) + "th) than the folder's EXISTS count of " +
-                                 std::to_string(client_.exists()));
+    // Bounded by the folder's size, with room for deliveries during the listing: Cyrus sends
+    // their FETCH responses before the EXISTS that counts them.
+    if (messages.size() >= uint64_t(client_.exists()) + kListingSlack)
+      Throw(Errc::kProtocol, "the server listed " + std::to_string(messages.size() + 1) +
+                                 " messages, more than the folder's EXISTS count of " + std::to_string(client_.exists()) +
+                                 " and " + std::to_string(kListingSlack) + " arrivals");
     messages.push_back(m);
   }
   std::vector<ImapMessage> messages;
+  static constexpr uint64_t kListingSlack = 10000;
 
  private:
   const ImapClient& client_;
@@ -388,6 +391,7 @@ class Session {
     channel_ = std::make_unique<ConnectionChannel>(*conn_, tls_, url_.host);
     client_ = std::make_unique<ImapClient>(*channel_, url_.ToString());
     client_->set_progress_timeout(source_.timeout_seconds);
+    client_->set_size_mismatch_allowed(source_.allow_size_mismatch);
     client_->ReadGreeting();
     if (!url_.tls && !source_.insecure) {
       if (!client_->HasCapability("STARTTLS"))

@@ -34,6 +34,9 @@ struct ImapSource {
   std::string admin;          // when set, log in as this administrator acting for each user
   std::string admin_password;
   int timeout_seconds = 60;   // a read, a write or a command that makes no progress this long fails the user
+  // Store a BODY[] whose length is not its RFC822.SIZE as sent (Exchange reports sizes inexact)
+  // instead of refusing it as cut short or padded on the way.
+  bool allow_size_mismatch = false;
 };
 
 struct ImapAccount {

@@ -153,6 +153,8 @@ void AddMoveUserCommand(CLI::App& root, Action* chosen) {
   command->add_option("-j,--jobs", o->jobs, "users pulled at once (default 1)")->check(CLI::Range(1, 256));
   command->add_option("--timeout", o->source.timeout_seconds, "seconds without progress (a read, a write, or an answer to the command) before a user fails (default 60)")
       ->check(CLI::Range(1, 86400));
+  command->add_flag("--allow-size-mismatch", o->source.allow_size_mismatch,
+                    "store a body whose length is not its RFC822.SIZE as sent (Exchange), instead of refusing it");
   command->add_flag("--hold", o->hold, "set each destination user on hold during its pull and active after");
   command->add_flag("--json", o->json, "print the report as JSON");
   command->callback([o, chosen] { *chosen = [o] { return RunMoveUser(*o); }; });
