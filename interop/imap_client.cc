@@ -385,7 +385,7 @@ void ImapClient::Fetch() {
   ImapReader& r = *reader_;
   r.Expect('(', "at the start of FETCH data");
   ImapMessage m;
-  bool has_uid = false, had_body = false, has_size = false;
+  bool has_uid = false, had_body = false;
   uint64_t body_size = 0;
   while (r.Accept(' ')) {
   }
@@ -435,7 +435,7 @@ void ImapClient::Fetch() {
       }
     } else if (item == "RFC822.SIZE") {
       m.size = r.Number("RFC822.SIZE", std::numeric_limits<int64_t>::max());
-      has_size = m.has_size = true;
+      m.has_size = true;
     } else if (item.starts_with("BODY[]<")) {
       // Only the whole body is asked for: a part of it stored as the message would be an altered one.
       r.Fail("a partial body (" + ShownText(item) + ") where the whole BODY[] was asked for");
@@ -473,7 +473,7 @@ void ImapClient::Fetch() {
   // RFC822.SIZE is the size of the message's bytes, BODY[] those bytes: a body of another length
   // was cut short or padded on the way, or the server (Exchange) reports sizes inexact. Refused
   // unless allowed, as imapsync does (its --allowsizemismatch).
-  if (had_body && has_size && body_size != m.size && !size_mismatch_allowed_)
+  if (had_body && m.has_size && body_size != m.size && !size_mismatch_allowed_)
     r.Fail("UID " + std::to_string(m.uid) + ": BODY[] has " + std::to_string(body_size) + " bytes where RFC822.SIZE says " +
            std::to_string(m.size) + " (a server reporting sizes inexact, as Exchange does: --allow-size-mismatch)");
   if (sink_ != nullptr) sink_->Message(m, had_body);

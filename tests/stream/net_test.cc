@@ -547,6 +547,20 @@ TEST(NetAuth, WrongMissingAndLooseKeysAreRefused) {
   EXPECT_EQ(Users(*dst).size(), 0u) << "nothing restored before authentication";
 }
 
+// A listening socket on a free loopback port, for a hand-made "server"; invalid on failure.
+UniqueFd LoopbackListener(uint16_t* port) {
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  socklen_t len = sizeof sa;
+  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(listener.get(), 4) != 0 ||
+      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&sa), &len) != 0)
+    return UniqueFd();
+  *port = ntohs(sa.sin_port);
+  return listener;
+}
+
 // A server killed (or restarting, or dropping us at its handshake limits) while our TLS handshake
 // runs just closes the connection; a refused key gets an alert. The first is a temporary failure
 // that migrate retries, the second the end (kAuth, exit 77): they must not look alike.
@@ -559,14 +573,9 @@ TEST(NetAuth, AConnectionClosedDuringTheHandshakeIsTemporaryNotARefusal) {
     const bool reset = variant == 1, after_handshake = variant >= 2, read_request = variant == 2;
     const char* const kVariants[] = {"closed", "reset", "closed after the handshake", "reset after the handshake"};
     SCOPED_TRACE(kVariants[variant]);
-    UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-    ASSERT_EQ(::listen(listener.get(), 4), 0);
-    socklen_t len = sizeof sa;
-    ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&sa), &len), 0);
+    uint16_t port = 0;
+    UniqueFd listener = LoopbackListener(&port);
+    ASSERT_TRUE(listener.valid());
     // The "server": takes the ClientHello, then dies.
     std::thread server([&] {
       UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
@@ -595,7 +604,7 @@ TEST(NetAuth, AConnectionClosedDuringTheHandshakeIsTemporaryNotARefusal) {
     Errc code = Errc::kIo;
     std::string what = "no error";
     try {
-      Session s(Endpoint{"127.0.0.1", ntohs(sa.sin_port)}, c);
+      Session s(Endpoint{"127.0.0.1", port}, c);
     } catch (const Error& e) {
       code = e.code();
       what = e.what();
@@ -620,14 +629,9 @@ TEST(NetAuth, APlainConnectionClosedBeforeReadyIsTemporaryAndAMismatchIsARefusal
   for (const int variant : {0, 1, 2}) {  // closed before reading, closed after reading, reset
     const char* const kVariants[] = {"closed unread", "closed after the request", "reset"};
     SCOPED_TRACE(kVariants[variant]);
-    UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-    ASSERT_EQ(::listen(listener.get(), 4), 0);
-    socklen_t len = sizeof sa;
-    ASSERT_EQ(::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&sa), &len), 0);
+    uint16_t port = 0;
+    UniqueFd listener = LoopbackListener(&port);
+    ASSERT_TRUE(listener.valid());
     std::thread server([&] {
       UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
       if (variant == 0) return;
@@ -644,7 +648,7 @@ TEST(NetAuth, APlainConnectionClosedBeforeReadyIsTemporaryAndAMismatchIsARefusal
     Errc code = Errc::kIo;
     std::string what = "no error";
     try {
-      Session s(Endpoint{"127.0.0.1", ntohs(sa.sin_port)}, c);
+      Session s(Endpoint{"127.0.0.1", port}, c);
     } catch (const Error& e) {
       code = e.code();
       what = e.what();
