@@ -42,6 +42,18 @@ namespace {
 
 std::atomic<bool> g_no_openat2{false};
 
+// Reading leaves the store as it was: with relatime (the usual mount option) the first read of a
+// file whose atime is older than its mtime or than a day rewrites its inode, so a backup or verify
+// of a store would dirty one inode per message on the source disk (docs/performance.md, "Reads
+// that write"). O_NOATIME is refused (EPERM) to a process that neither owns the file nor has
+// CAP_FOWNER: then this process reads as any reader does, without asking again.
+std::atomic<bool> g_noatime_refused{false};
+
+int WithNoAtime(int flags) {
+  const bool reads_only = (flags & O_ACCMODE) == O_RDONLY && !(flags & (O_PATH | O_CREAT | O_TRUNC));
+  return reads_only && !g_noatime_refused.load(std::memory_order_relaxed) ? flags | O_NOATIME : flags;
+}
+
 std::vector<std::string> Components(std::string_view rel) {
   std::vector<std::string> out;
   size_t pos = 0;
@@ -77,7 +89,7 @@ std::string FdPath(int dirfd) {
 
 // openat(2) of `rel` beneath `dirfd` that never follows a symlink nor leaves the directory:
 // the fd, or -errno.
-int OpenBeneathRaw(int dirfd, const std::string& rel, int flags, mode_t mode) {
+int OpenBeneathOnce(int dirfd, const std::string& rel, int flags, mode_t mode) {
   const char* name = rel.empty() ? "." : rel.c_str();
   if (!g_no_openat2.load(std::memory_order_relaxed)) {
     struct open_how how {};
@@ -109,6 +121,16 @@ int OpenBeneathRaw(int dirfd, const std::string& rel, int flags, mode_t mode) {
   }
   int fd = ::openat(cur, parts.back().c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
   return fd >= 0 ? fd : -errno;
+}
+
+// OpenBeneathOnce, a read-only open without updating the file's atime where this process may.
+int OpenBeneathRaw(int dirfd, const std::string& rel, int flags, mode_t mode) {
+  const int quiet = WithNoAtime(flags);
+  int fd = OpenBeneathOnce(dirfd, rel, quiet, mode);
+  if (fd != -EPERM || quiet == flags) return fd;
+  fd = OpenBeneathOnce(dirfd, rel, flags, mode);
+  if (fd != -EPERM) g_noatime_refused.store(true, std::memory_order_relaxed);  // it was O_NOATIME
+  return fd;
 }
 
 // As OpenBeneathRaw, but a symlink met throws; other failures are returned as -errno.
@@ -298,11 +320,18 @@ int OpenIfCached(int dirfd, const std::string& name) {
   if (g_no_openat2.load(std::memory_order_relaxed) || g_no_resolve_cached.load(std::memory_order_relaxed))
     return -EAGAIN;
   struct open_how how {};
-  how.flags = uint64_t(O_RDONLY | O_CLOEXEC);
+  how.flags = uint64_t(WithNoAtime(O_RDONLY) | O_CLOEXEC);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_CACHED;
   long fd = ::syscall(SYS_openat2, dirfd, name.c_str(), &how, sizeof how);
   if (fd >= 0) return int(fd);
   int err = errno;
+  if (err == EPERM && (how.flags & O_NOATIME)) {  // not the owner: read as any reader does
+    how.flags &= ~uint64_t(O_NOATIME);
+    fd = ::syscall(SYS_openat2, dirfd, name.c_str(), &how, sizeof how);
+    if (fd >= 0 || errno != EPERM) g_noatime_refused.store(true, std::memory_order_relaxed);
+    if (fd >= 0) return int(fd);
+    err = errno;
+  }
   if (err == EINVAL || err == ENOSYS) {  // a kernel before 5.12: never cached
     g_no_resolve_cached.store(true, std::memory_order_relaxed);
     return -EAGAIN;

@@ -4,11 +4,14 @@
 // as such. (On tmpfs the files are read on the pass's own thread; every other test covers that.)
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "format/zstd_codec.h"
@@ -191,6 +194,101 @@ TEST(DiskReads, VerifyManifestWithColdIndexesFindsTheOneChangedByteAndEnds) {
     ASSERT_EQ(report.differences, std::vector<std::string>{difference}) << (only ? "two users" : "all users");
     EXPECT_EQ(report.users, only ? 2u : users.size());
   }
+}
+
+// Access times of every file below root (nanoseconds).
+std::map<std::string, int64_t> AccessTimes(const std::string& root) {
+  std::map<std::string, int64_t> out;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (!e.is_regular_file()) continue;
+    struct stat st;
+    if (::stat(e.path().c_str(), &st) == 0) out[e.path().string()] = st.st_atim.tv_sec * 1000000000LL + st.st_atim.tv_nsec;
+  }
+  return out;
+}
+
+// Every message and index file's atime set a day before its mtime: with relatime (the usual
+// mount option, and tmpfs's) the next ordinary read of each would rewrite its inode.
+void AgeAccessTimes(const std::string& root, const std::string& extension) {
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (!e.is_regular_file() || e.path().extension() != extension) continue;
+    struct stat st;
+    ASSERT_EQ(::stat(e.path().c_str(), &st), 0);
+    struct timespec times[2] = {st.st_mtim, {0, UTIME_OMIT}};
+    times[0].tv_sec -= 86400;
+    ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), times, 0), 0);
+  }
+}
+
+TEST(DiskReads, BackupVerifyAndRelinkLeaveTheSourcesAccessTimesAsTheyWere) {
+  DiskDir dir;
+  auto source = MakeSource(dir / "src");
+  auto destination = store::Store::Init(dir / "dst", {"primary"});
+  RestoreFromString(*destination, BackupToString(*source, 1));
+  for (const std::string& root : {dir / "src", dir / "dst"}) {
+    AgeAccessTimes(root, ".msg");
+    AgeAccessTimes(root, ".idx");
+  }
+  const auto before_source = AccessTimes(dir / "src"), before_destination = AccessTimes(dir / "dst");
+  size_t aged = 0;
+  for (const auto& [path, atime] : before_source) aged += path.ends_with(".msg") || path.ends_with(".idx");
+  ASSERT_GT(aged, 8u * 60);
+  for (size_t reads : {size_t{1}, size_t{16}}) {
+    Evict(dir / "src");
+    SessionReport report;
+    BackupToString(*source, reads, &report);
+    EXPECT_EQ(report.errors, 0u);
+    Evict(dir / "dst");
+    VerifyOptions options;
+    options.reads = reads;
+    EXPECT_TRUE(CompareStores(*destination, *source, options).differences.empty());
+  }
+  relinker::RelinkOptions relink;
+  relink.reads = 16;
+  relinker::Relink(*source, relink);
+  for (const auto& [root, before] : {std::pair{dir / "src", &before_source}, std::pair{dir / "dst", &before_destination}}) {
+    const auto after = AccessTimes(root);
+    for (const auto& [path, atime] : *before) {
+      if (!path.ends_with(".msg") && !path.ends_with(".idx")) continue;
+      auto it = after.find(path);
+      if (it == after.end()) continue;  // replaced by relink's link: a new name, not a read
+      EXPECT_EQ(it->second, atime) << path << " was read with its access time updated";
+    }
+  }
+}
+
+// A reader that neither owns the files nor has CAP_FOWNER may not ask for O_NOATIME; it reads
+// them all the same, as any reader does.
+TEST(DiskReads, AReaderThatDoesNotOwnTheFilesStillReadsThem) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
+  DiskDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  const std::string path = dir / "1.msg";
+  {
+    UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    WriteAll(fd.get(), "Subject: x\r\n\r\nbody\r\n", 20, path);
+  }
+  UniqueFd root = OpenDirectory(dir.path());
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+    int status = 0;
+    for (int round = 0; round < 2; ++round) {  // the second after the refusal has been remembered
+      const int fd = OpenAtOrErrno(root.get(), "1.msg", O_RDONLY);
+      char buf[32];
+      if (fd < 0 || ::read(fd, buf, sizeof buf) != 20) status |= 1 << round;
+      if (fd >= 0) ::close(fd);
+      const int cached = OpenIfCached(root.get(), "1.msg");
+      if (cached >= 0) ::close(cached);
+      if (cached < 0 && cached != -EAGAIN) status |= 4 << round;
+    }
+    ::_exit(status);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "bit 0/1: open failed, bit 2/3: cached open failed, 10: setuid";
 }
 
 TEST(DiskReads, RelinkWithColdFilesLinksWhatOneReadAtATimeLinks) {
