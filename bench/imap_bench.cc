@@ -61,7 +61,10 @@ class Counting : public interop::ImapFetchSink {
     bytes += size;
     last ^= static_cast<unsigned char>(data[size - 1]);
   }
-  void Message(const interop::ImapMessage& m, bool) override { messages += m.uid != 0; }
+  bool Message(const interop::ImapMessage& m, bool) override {
+    messages += m.uid != 0;
+    return true;
+  }
   uint64_t bytes = 0, messages = 0;
   unsigned last = 0;
 };

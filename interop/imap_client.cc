@@ -159,7 +159,8 @@ ImapClient::Got ImapClient::ReadFor(const std::string& tag, std::string* got_tag
     auto it = in_flight_.find(tag);
     const std::string command = it != in_flight_.end() ? it->second : "a command";
     Throw(Errc::kTempFail, shown_ + ": " + command + " made no progress for " + std::to_string(progress_timeout_seconds_) +
-                               " s, only untagged status lines (last: '" + ShownText(last_text_) + "')");
+                               " s, only untagged status lines and repeated FETCH responses (last status: '" +
+                               ShownText(last_text_) + "')");
   }
   return got;
 }
@@ -465,7 +466,7 @@ void ImapClient::Fetch() {
     r.Space("between FETCH items");
   }
   r.EndOfLine("after FETCH data");
-  progress_ = has_uid;  // an unsolicited flag update is not the command's progress
+  progress_ = false;  // an unsolicited flag update is not the command's progress
   if (!has_uid) {
     if (had_body) r.Fail("FETCH response with BODY[] but no UID");
     return;  // an unsolicited flag update
@@ -476,7 +477,7 @@ void ImapClient::Fetch() {
   if (had_body && m.has_size && body_size != m.size && !size_mismatch_allowed_)
     r.Fail("UID " + std::to_string(m.uid) + ": BODY[] has " + std::to_string(body_size) + " bytes where RFC822.SIZE says " +
            std::to_string(m.size) + " (a server reporting sizes inexact, as Exchange does: --allow-size-mismatch)");
-  if (sink_ != nullptr) sink_->Message(m, had_body);
+  progress_ = sink_ == nullptr || sink_->Message(m, had_body);
 }
 
 // --- commands ---------------------------------------------------------------------------------

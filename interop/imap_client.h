@@ -61,8 +61,10 @@ class ImapFetchSink {
   virtual void BodyData(const char* data, size_t size) = 0;  // its bytes, in order, in chunks
   // The FETCH response is complete (items may come in any order, so metadata arrive here, after the
   // body). had_body: a BODY[] literal was part of it. Unsolicited FETCHes (flag updates without
-  // UID) are not passed on; a FETCH carrying a body but no UID is a protocol error.
-  virtual void Message(const ImapMessage& message, bool had_body) = 0;
+  // UID) are not passed on; a FETCH carrying a body but no UID is a protocol error. Returns whether
+  // the response was the command's progress (a body, a message not listed before): a server
+  // repeating the same flag update forever must not hold a command open (set_progress_timeout).
+  virtual bool Message(const ImapMessage& message, bool had_body) = 0;
 };
 
 class ImapClient {
@@ -102,8 +104,9 @@ class ImapClient {
   void Logout();  // LOGOUT, reads the BYE and the tagged OK; never throws (the session is over anyway)
   uint64_t bytes_in() const;
   // A command gets no more than `seconds` without progress (its tagged answer, a continuation, a
-  // FETCH or LIST response); untagged status lines ("* OK still here") are not progress, so a
-  // server or proxy that keeps the connection alive without answering fails the command
+  // FETCH response the sink counts as progress, a LIST response); untagged status lines ("* OK
+  // still here") and repeated flag updates are not, so a server or proxy that keeps the
+  // connection alive without answering fails the command
   // (Errc::kTempFail naming it) instead of holding it forever. The channel's own timeout covers
   // silence. 0 (the default): no such limit.
   void set_progress_timeout(int seconds) { progress_timeout_seconds_ = seconds; }

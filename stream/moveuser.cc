@@ -136,15 +136,15 @@ class MetaList final : public interop::ImapFetchSink {
   explicit MetaList(const ImapClient& client) : client_(client) {}
   void BodyBegin(uint64_t) override {}
   void BodyData(const char*, size_t) override {}
-  void Message(const ImapMessage& m, bool) override {
-    if (m.uid == 0) return;
+  bool Message(const ImapMessage& m, bool) override {
+    if (m.uid == 0) return false;
     auto [at, added] = index_.try_emplace(m.uid, messages.size());
     if (!added) {  // a flag update the server sent meanwhile, UID included: the later values hold
       ImapMessage& was = messages[at->second];
       if (m.has_flags) was.flags = m.flags;
       if (m.has_date) was.internal_date = m.internal_date;
       if (m.has_size) was.size = m.size;
-      return;
+      return false;
     }
     // Bounded by the folder's size, with room for deliveries during the listing: Cyrus sends
     // their FETCH responses before the EXISTS that counts them.
@@ -153,6 +153,7 @@ class MetaList final : public interop::ImapFetchSink {
                                  " messages, more than the folder's EXISTS count of " + std::to_string(client_.exists()) +
                                  " and " + std::to_string(kListingSlack) + " arrivals");
     messages.push_back(m);
+    return true;
   }
   std::vector<ImapMessage> messages;
   static constexpr uint64_t kListingSlack = 10000;
@@ -203,8 +204,8 @@ class BodyWriter final : public interop::ImapFetchSink {
 
   void BodyBegin(uint64_t) override { writer_ = folder_.NewMessage(); }
   void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
-  void Message(const ImapMessage& m, bool had_body) override {
-    if (!had_body || !writer_) return;  // a flag update the server sent on its own
+  bool Message(const ImapMessage& m, bool had_body) override {
+    if (!had_body || !writer_) return false;  // a flag update the server sent on its own
     // Each asked-for body once: a second copy, or a body not asked for, would be stored as a
     // message the source does not have.
     if (asked_ && !std::binary_search(asked_->begin(), asked_->end(), m.uid))
@@ -218,15 +219,16 @@ class BodyWriter final : public interop::ImapFetchSink {
     meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
     StagedMessage staged = writer_->Finish(meta);
     writer_.reset();
-    if (suspects_ && StoredAlready(m.uid, meta, staged)) return;
+    if (suspects_ && StoredAlready(m.uid, meta, staged)) return true;
     const uint64_t size = staged.meta.size;
     if (!filler_.AddStaged(std::move(staged))) {
       ++pull_.result.already_present;  // (a suspect: added by an earlier run)
-      return;
+      return true;
     }
     if (suspects_) ++pull_.result.uid_conflicts;
     pull_.result.bytes += size;
     ++pull_.result.messages;
+    return true;
   }
 
  private:

@@ -55,10 +55,11 @@ class CheckingSink : public ss::ImapFetchSink {
     got_ += size;
     FUZZ_CHECK(got_ <= announced_);
   }
-  void Message(const ss::ImapMessage&, bool had_body) override {
+  bool Message(const ss::ImapMessage&, bool had_body) override {
     FUZZ_CHECK(had_body == in_body_);
     if (had_body) FUZZ_CHECK(got_ == announced_);
     in_body_ = false;
+    return true;
   }
 
  private:

@@ -9,11 +9,13 @@
 
 #include <chrono>
 #include <functional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "interop/imap_client.h"
+#include "tests/support/imap_collector.h"
 #include "tests/support/socket_channel.h"
 #include "util/error.h"
 
@@ -123,7 +125,7 @@ class RecordingSink : public ImapFetchSink {
     body_.append(data, size);
     ++chunks;
   }
-  void Message(const ImapMessage& m, bool had_body) override {
+  bool Message(const ImapMessage& m, bool had_body) override {
     EXPECT_EQ(had_body, in_body_);
     if (had_body) {
       EXPECT_EQ(body_.size(), announced_);
@@ -131,6 +133,7 @@ class RecordingSink : public ImapFetchSink {
     got.push_back({m, had_body, body_, announced_});
     in_body_ = false;
     body_.clear();
+    return true;
   }
   std::vector<Got> got;
   size_t chunks = 0;
@@ -632,7 +635,9 @@ TEST(ImapClient, KeepAliveLinesWithoutProgressEndTheCommand) {
     }
   }
   peer.Join();
-  EXPECT_EQ(error, "imap://test: AUTHENTICATE made no progress for 1 s, only untagged status lines (last: 'still here')");
+  EXPECT_EQ(error,
+            "imap://test: AUTHENTICATE made no progress for 1 s, only untagged status lines and repeated FETCH responses "
+            "(last status: 'still here')");
   EXPECT_EQ(code, Errc::kTempFail);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
@@ -656,7 +661,11 @@ TEST(ImapClient, LongFetchWithKeepAliveLinesBetweenResponsesCompletes) {
    public:
     void BodyBegin(uint64_t) override {}
     void BodyData(const char*, size_t) override {}
-    void Message(const ImapMessage&, bool) override { ++count; }
+    bool Message(const ImapMessage& m, bool) override {
+      ++count;
+      return listed.insert(m.uid).second;
+    }
+    std::set<uint32_t> listed;
     size_t count = 0;
   } sink;
   SocketChannel channel(peer.client_fd());
@@ -667,6 +676,44 @@ TEST(ImapClient, LongFetchWithKeepAliveLinesBetweenResponsesCompletes) {
             }),
             "");
   EXPECT_EQ(sink.count, sent);
+}
+
+// A server repeating one message's flag update forever, UID included, sends FETCH responses
+// that bring nothing new: the command ends as one kept alive by status lines does.
+TEST(ImapClient, AFlagUpdateRepeatedForeverEndsTheCommand) {
+  Peer peer([](Peer& p) {
+    p.Send("* OK ready\r\n");
+    p.Line();
+    try {
+      p.Send("* 1 FETCH (UID 7 FLAGS ())\r\n");
+      for (;;) p.Send("* 1 FETCH (UID 7 FLAGS (\\Seen))\r\n");
+    } catch (const std::exception&) {  // the client gave up and closed
+    }
+  });
+  storemove::testing::ImapCollector sink;
+  std::string error;
+  Errc code{};
+  const auto start = std::chrono::steady_clock::now();
+  {
+    SocketChannel channel(peer.client_fd());
+    try {
+      ImapClient client(channel, kShown);
+      client.set_progress_timeout(1);
+      client.ReadGreeting();
+      client.FetchMeta(1, sink);
+    } catch (const Error& e) {
+      error = e.what();
+      code = e.code();
+    }
+  }
+  peer.Join();
+  EXPECT_NE(error.find("imap://test: UID FETCH made no progress for 1 s, only untagged status lines and repeated FETCH "
+                       "responses"),
+            std::string::npos)
+      << error;
+  EXPECT_EQ(code, Errc::kTempFail);
+  EXPECT_EQ(sink.messages.size(), 1u);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
 // --- errors ---------------------------------------------------------------------------------------

@@ -18,13 +18,15 @@ class ImapCollector : public interop::ImapFetchSink {
     body_.reserve(size);
   }
   void BodyData(const char* data, size_t size) override { body_.append(data, size); }
-  void Message(const interop::ImapMessage& m, bool had_body) override {
+  bool Message(const interop::ImapMessage& m, bool had_body) override {
+    const bool listed_before = messages.count(m.uid) != 0;
     interop::ImapMessage copy = m;
     std::erase(copy.flags, "\\Recent");
     std::sort(copy.flags.begin(), copy.flags.end());
     messages[m.uid] = copy;
     if (had_body) bodies[m.uid] = std::move(body_);
     body_.clear();
+    return had_body || !listed_before;
   }
   std::map<uint32_t, interop::ImapMessage> messages;
   std::map<uint32_t, std::string> bodies;
