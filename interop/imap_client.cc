@@ -216,6 +216,7 @@ void ImapClient::Check(const Tagged& t, const std::string& what) {
 
 ImapClient::Got ImapClient::ReadResponse(std::string* tag, Tagged* tagged) {
   ImapReader& r = *reader_;
+  r.BeginResponse(progress_timeout_seconds_);
   if (r.Peek() < 0) r.Expect('*', "before the response to a command");  // reports the close
   if (r.Accept('+')) {
     r.Text();  // a SASL challenge or "go ahead": PLAIN needs neither

@@ -1,5 +1,7 @@
 #include "interop/imap_reader.h"
 
+#include <chrono>
+
 #include "interop/imap_client.h"
 #include "util/error.h"
 
@@ -30,13 +32,41 @@ std::string ImapReader::Shown(char c) {
 ImapReader::ImapReader(ImapChannel& channel, const std::string& shown)
     : channel_(channel), shown_(shown), buf_(kBufferSize) {}
 
+static int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void ImapReader::BeginResponse(int grace_seconds) {
+  pace_grace_ms_ = int64_t{grace_seconds} * 1000;
+  response_started_ = pace_grace_ms_ > 0 && Buffered();  // else from the first byte the next read brings
+  if (response_started_) {
+    response_start_ms_ = SteadyMs();
+    response_start_offset_ = offset();
+  }
+}
+
 bool ImapReader::Fill() {
   if (eof_) return false;
+  if (response_started_) {
+    const int64_t elapsed = SteadyMs() - response_start_ms_;
+    const uint64_t got = bytes_in_ - response_start_offset_;
+    if (elapsed > pace_grace_ms_ + int64_t(got * 1000 / kMinPace))
+      Throw(Errc::kTempFail, shown_ + ": one response has brought " + std::to_string(got) + " bytes in " +
+                                 std::to_string(elapsed / 1000) + " s, slower than " + std::to_string(kMinPace) +
+                                 " bytes a second after the first " + std::to_string(pace_grace_ms_ / 1000) +
+                                 " s (a server trickling its answer), at byte " + std::to_string(bytes_in_));
+  }
   pos_ = end_ = 0;
   const size_t n = channel_.Read(buf_.data(), buf_.size());
   if (n == 0) {
     eof_ = true;
     return false;
+  }
+  if (pace_grace_ms_ > 0 && !response_started_) {
+    response_started_ = true;
+    response_start_ms_ = SteadyMs();
+    response_start_offset_ = bytes_in_;
   }
   end_ = n;
   bytes_in_ += n;

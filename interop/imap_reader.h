@@ -68,6 +68,12 @@ class ImapReader {
   bool Buffered() const { return pos_ != end_; }
   uint64_t bytes_in() const { return bytes_in_; }
   uint64_t offset() const { return bytes_in_ - (end_ - pos_); }
+  // A response must keep a pace once its first byte is in: at most `grace_seconds` plus a second
+  // for every kMinPace bytes it has brought, or kTempFail. The read timeout bounds silence only,
+  // and a server trickling one byte every few seconds would otherwise hold a body for days.
+  // 0: no limit. Called before each response.
+  void BeginResponse(int grace_seconds);
+  static constexpr uint64_t kMinPace = 1024;  // bytes a second
   // The text of an untagged BYE: a close that follows is the server's decision, not a broken stream.
   void set_bye(std::string text) { bye_ = std::move(text); }
   bool said_bye() const { return bye_.has_value(); }
@@ -86,6 +92,10 @@ class ImapReader {
   size_t line_ = 0;  // bytes of the current line so far, literals not counted
   bool eof_ = false;
   std::optional<std::string> bye_;
+  int64_t pace_grace_ms_ = 0;         // 0: the response's pace is not checked
+  bool response_started_ = false;     // its first byte is in
+  int64_t response_start_ms_ = 0;
+  uint64_t response_start_offset_ = 0;
 };
 
 // The server's text for an error message: at most 200 bytes, non-printable bytes as \xNN.

@@ -716,6 +716,70 @@ TEST(ImapClient, AFlagUpdateRepeatedForeverEndsTheCommand) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
+// A server trickling a body, one byte every 100 ms, stays within every read's timeout: the
+// response must still end once it falls behind its pace (the progress timeout, then 1 KiB a second).
+TEST(ImapClient, ABodyTrickledByteByByteEndsTheCommand) {
+  Peer peer([](Peer& p) {
+    p.Send("* OK ready\r\n");
+    p.Line();
+    try {
+      p.Send("* 1 FETCH (UID 1 RFC822.SIZE 1000 BODY[] {1000}\r\n");
+      for (int i = 0; i < 1000; ++i) {
+        p.Send("x");
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the server's pace, under test
+      }
+    } catch (const std::exception&) {  // the client gave up and closed
+    }
+  });
+  storemove::testing::ImapCollector sink;
+  std::string error;
+  Errc code{};
+  const auto start = std::chrono::steady_clock::now();
+  {
+    SocketChannel channel(peer.client_fd());
+    try {
+      ImapClient client(channel, kShown);
+      client.set_progress_timeout(1);
+      client.ReadGreeting();
+      client.FetchBodies({1}, sink);
+    } catch (const Error& e) {
+      error = e.what();
+      code = e.code();
+    }
+  }
+  peer.Join();
+  EXPECT_NE(error.find("imap://test: one response has brought "), std::string::npos) << error;
+  EXPECT_NE(error.find("slower than 1024 bytes a second after the first 1 s (a server trickling its answer)"),
+            std::string::npos)
+      << error;
+  EXPECT_EQ(code, Errc::kTempFail);
+  EXPECT_TRUE(sink.bodies.empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+// A response that pauses longer than the progress timeout, having brought enough bytes to earn
+// the time, completes: the pace is an average, not a limit on each pause.
+TEST(ImapClient, ABodyWithAPauseItHasEarnedCompletes) {
+  const std::string body(3000, 'y');
+  Peer peer([&body](Peer& p) {
+    p.Send("* OK ready\r\n");
+    const std::string line = p.Line();
+    const std::string tag = line.substr(0, line.find(' '));
+    p.Send("* 1 FETCH (UID 1 RFC822.SIZE 3000 BODY[] {3000}\r\n" + body.substr(0, 2500));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the server's pause, under test
+    p.Send(body.substr(2500) + ")\r\n" + tag + " OK done\r\n");
+  });
+  storemove::testing::ImapCollector sink;
+  SocketChannel channel(peer.client_fd());
+  EXPECT_EQ(RunClient(peer, channel, [&](ImapClient& c) {
+              c.set_progress_timeout(1);
+              c.ReadGreeting();
+              c.FetchBodies({1}, sink);
+            }),
+            "");
+  EXPECT_EQ(sink.bodies[1], body);
+}
+
 // --- errors ---------------------------------------------------------------------------------------
 
 struct ErrorCase {
