@@ -725,6 +725,12 @@ std::unique_ptr<Folder> Store::OpenFolder(std::string_view user, std::string_vie
   return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
 }
 
+void Store::HintFolderIndex(const FolderInfo& f) {
+  const std::string path = PartitionPath(f.partition) + "/" + FolderRelPath(f.user, NormalizeFolder(f.folder));
+  UniqueFd idx = TryOpenAt(AT_FDCWD, path + "/store.idx", O_RDONLY, 0, path + "/store.idx");
+  if (idx.valid()) ::posix_fadvise(idx.get(), 0, 0, POSIX_FADV_WILLNEED);
+}
+
 namespace {
 
 // Writes a fresh, empty store.idx and store.exp into the folder directory `dir` at `path`

@@ -404,6 +404,10 @@ class Store {
                                       FolderDetail detail = FolderDetail::kWithIndex);  // in name order
   void ForEachFolder(const std::function<void(const FolderInfo&)>& fn);  // every mailbox, name order
   std::unique_ptr<Folder> OpenFolder(std::string_view user, std::string_view folder);  // kNotFound
+  // A hint for a pass about to snapshot the folder: its directory and store.idx are looked up
+  // and the index's data asked for (posix_fadvise), without the mboxlist, the lock or a parse.
+  // A folder gone meanwhile is no error; other errors throw, for the hint's caller to ignore.
+  void HintFolderIndex(const FolderInfo& folder);
   // Creates the folder (and the user record, without INBOX, when missing); opens it if it
   // exists, whatever `uidvalidity` says. uidvalidity 0 = now. Creating throws kTempFail while
   // another thread or process holds the user's write lock.

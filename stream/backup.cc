@@ -102,11 +102,12 @@ class BackupSession {
  private:
   static constexpr size_t kUsersAhead = 32;
 
-  // Reads what WriteUserFolders will read, into the page cache: the user's folder list and the
-  // index of each folder that will be opened.
+  // Reads what WriteUserFolders will read, into the page cache: the user's folder list, and asks
+  // for the index of each folder that will be opened (a snapshot here, as before 2026-12-02, did
+  // every folder's mboxlist lookups, lock and parse twice: docs/performance.md, "The index hints").
   void WarmUser(const Selection& selection, const store::UserInfo& user) {
     for (const store::FolderInfo& f : store_.ListFolders(user.user, ListingDetail()))
-      if (selection.WantsFolder(user, f.folder) && !SkippedUnopened(f)) store_.OpenFolder(f.user, f.folder)->Snapshot();
+      if (selection.WantsFolder(user, f.folder) && !SkippedUnopened(f)) store_.HintFolderIndex(f);
   }
 
   // A listing reads each folder's index header only where SkippedUnopened needs its

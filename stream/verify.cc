@@ -40,12 +40,12 @@ Digest DigestOfFile(const store::ReadResult& file, const std::string& shown) {
   return file.whole ? file.digest : storemove::DigestOfFile(file.fd.get(), shown);
 }
 
-// A prefetch hint: lists the user's folders and reads the index of each one `wanted` takes (all
-// without it), so that the pass finds them in the page cache.
+// A prefetch hint: lists the user's folders and asks for the index of each one `wanted` takes
+// (all without it), so that the pass finds them in the page cache.
 void ReadFolderIndexes(store::Store& store, const std::string& user,
                        const std::function<bool(const std::string& folder)>& wanted) {
   for (const store::FolderInfo& f : store.ListFolders(user, store::Store::FolderDetail::kRecordOnly))
-    if (!wanted || wanted(f.folder)) store.OpenFolder(f.user, f.folder)->Snapshot();
+    if (!wanted || wanted(f.folder)) store.HintFolderIndex(f);
 }
 
 // Destination message files whose bytes are still to be proven, in the order the checks found
