@@ -411,6 +411,7 @@ void ImapClient::Fetch() {
     r.Space("after a FETCH item name");
     if (item == "UID") {
       m.uid = static_cast<uint32_t>(r.Number("a UID", std::numeric_limits<uint32_t>::max()));
+      if (m.uid == 0) r.Fail("UID 0 in a FETCH response (UIDs start at 1)");
       has_uid = true;
     } else if (item == "FLAGS") {
       r.Expect('(', "at FLAGS");

@@ -77,10 +77,10 @@ void ImapReader::Fail(const std::string& what) const {
   Throw(Errc::kProtocol, shown_ + ": " + what + " at byte " + std::to_string(offset()));
 }
 
-void ImapReader::Closed(const char* where) const {
+void ImapReader::Closed(const std::string& where) const {
   if (bye_)
     Throw(Errc::kTempFail, shown_ + ": server said BYE (" + ShownText(*bye_) + ") and closed the connection");
-  Fail(std::string("connection closed by the server ") + where);
+  Fail("connection closed by the server " + where);
 }
 
 void ImapReader::ClosedInLiteral(uint64_t got, uint64_t size) const {
@@ -133,7 +133,7 @@ std::string ImapReader::Atom(const char* what, bool bracket) {
   std::string out;
   for (;;) {
     const int c = Peek();
-    if (c < 0) Closed(what);
+    if (c < 0) Closed(std::string("in ") + what);
     if (c == ' ' || c == '(' || c == ')' || c == '"' || (c == ']' && !bracket) || c == '\r' || c == '\n') break;
     if (c < 0x20 || c == 0x7f) Fail(std::string("control character in ") + what);
     out.push_back(Next());
@@ -172,7 +172,7 @@ std::string ImapReader::Quoted(const char* what) {
   std::string out;
   for (;;) {
     const int c = Peek();
-    if (c < 0) Closed(what);
+    if (c < 0) Closed(std::string("in ") + what);
     if (c == '\r' || c == '\n') Fail(std::string("unterminated quoted string in ") + what);
     Next();
     if (c == '"') return out;

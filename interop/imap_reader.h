@@ -81,7 +81,7 @@ class ImapReader {
  private:
   bool Fill();
   static std::string Shown(char c);
-  [[noreturn]] void Closed(const char* where) const;
+  [[noreturn]] void Closed(const std::string& where) const;
   [[noreturn]] void ClosedInLiteral(uint64_t got, uint64_t size) const;
 
   ImapChannel& channel_;

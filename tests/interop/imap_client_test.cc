@@ -857,6 +857,12 @@ INSTANTIATE_TEST_SUITE_P(
                   "imap://test: FETCH response with BODY[] but no UID at byte 39"},
         ErrorCase{"UidOutOfRange", "* 1 FETCH (UID 4294967296)\r\n", Errc::kProtocol,
                   "imap://test: a UID 4294967296 out of range at byte 37"},
+        ErrorCase{"UidZero", "* 1 FETCH (UID 0 BODY[] {1}\r\nx)\r\n", Errc::kProtocol,
+                  "imap://test: UID 0 in a FETCH response (UIDs start at 1) at byte 28"},
+        ErrorCase{"ClosedInAQuotedDate", "* 1 FETCH (UID 1 INTERNALDATE \"17-Jul", Errc::kProtocol,
+                  "imap://test: connection closed by the server in INTERNALDATE at byte 49"},
+        ErrorCase{"ClosedInAnAtom", "* 1 FETCH (UID 1 FLAGS (\\Se", Errc::kProtocol,
+                  "imap://test: connection closed by the server in a flag at byte 39"},
         ErrorCase{"TooManyFlags", "* 1 FETCH (UID 1 FLAGS (" + [] {
                     std::string flags;
                     for (int i = 0; i < 1001; ++i) flags += "k ";
