@@ -134,7 +134,10 @@ void FolderFiller::Finish() { CommitBatch(); }
 
 void FolderFiller::CommitBatch() {
   if (batch_.empty()) return;
+  const size_t count = batch_.size();  // Commit may take the staged messages out of the batch
   folder_.Commit(batch_);
+  committed_ += count;
+  committed_bytes_ += batch_bytes_;
   batch_.clear();
   batch_bytes_ = 0;
 }

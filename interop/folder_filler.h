@@ -52,6 +52,10 @@ class FolderFiller {
 
   uint64_t added() const { return added_; }
   uint64_t added_bytes() const { return added_bytes_; }
+  // Of added(), what is committed (the folder's index lists it): after a failure, what a caller
+  // may count as stored (a created folder's only once it is published).
+  uint64_t committed() const { return committed_; }
+  uint64_t committed_bytes() const { return committed_bytes_; }
   uint64_t skipped() const { return skipped_; }
   // Of added(), the messages of 0 bytes: kept (a source's empty message is really there), but
   // counted, so an import can say so instead of storing them silently.
@@ -68,6 +72,7 @@ class FolderFiller {
   uint64_t batch_bytes_ = 0;
   uint32_t next_uid_ = 1;
   uint64_t added_ = 0, added_bytes_ = 0, skipped_ = 0, added_empty_ = 0;
+  uint64_t committed_ = 0, committed_bytes_ = 0;
 };
 
 }  // namespace storemove::interop

@@ -220,14 +220,11 @@ class BodyWriter final : public interop::ImapFetchSink {
     StagedMessage staged = writer_->Finish(meta);
     writer_.reset();
     if (suspects_ && StoredAlready(m.uid, meta, staged)) return true;
-    const uint64_t size = staged.meta.size;
     if (!filler_.AddStaged(std::move(staged))) {
       ++pull_.result.already_present;  // (a suspect: added by an earlier run)
       return true;
     }
-    if (suspects_) ++pull_.result.uid_conflicts;
-    pull_.result.bytes += size;
-    ++pull_.result.messages;
+    if (suspects_) ++pull_.result.uid_conflicts;  // counted with the others when committed (Tally)
     return true;
   }
 
@@ -342,6 +339,18 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     uids->erase(std::unique(uids->begin(), uids->end()), uids->end());
   }
 
+  // Messages are counted once visible: an existing folder's batch by batch as they are committed,
+  // a new folder's when it is published. A failed run counts nothing it left invisible.
+  uint64_t unpublished_messages = 0, unpublished_bytes = 0;
+  struct Tally {
+    const interop::FolderFiller& filler;
+    uint64_t& messages;
+    uint64_t& bytes;
+    ~Tally() {
+      messages += filler.committed();
+      bytes += filler.committed_bytes();
+    }
+  };
   KeywordBits keywords(names);
   auto hooks = [&pull](interop::FolderFiller& filler) {
     if (pull.options.on_arrival) filler.before_commit = pull.options.on_arrival;
@@ -350,6 +359,8 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   };
   {
     interop::FolderFiller filler(*folder, created, /*skip_present=*/!keep_uids, keep_uids);
+    Tally tally{filler, created ? unpublished_messages : pull.result.messages,
+                created ? unpublished_bytes : pull.result.bytes};
     hooks(filler);
     const bool all = created && status.exists > 0;
     BodyWriter writer(pull, *folder, keywords, filler, all ? nullptr : &wanted);
@@ -366,6 +377,8 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     // After the raise, so that a source message whose UID is taken here gets one above both
     // sides' UIDNEXT; filled by content, so that a rerun finds it and adds it no second time.
     interop::FolderFiller filler(*folder, /*created=*/false, /*skip_present=*/true);
+    Tally tally{filler, created ? unpublished_messages : pull.result.messages,
+                created ? unpublished_bytes : pull.result.bytes};
     hooks(filler);
     BodyWriter writer(pull, *folder, keywords, filler, &suspects, &have);
     client.FetchBodies(suspects, writer);
@@ -375,6 +388,8 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   if (created) {
     store.PublishFolder(*folder);
     ++pull.result.folders_created;
+    pull.result.messages += unpublished_messages;
+    pull.result.bytes += unpublished_bytes;
   }
   ++pull.result.folders;
 }

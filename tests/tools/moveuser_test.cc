@@ -673,6 +673,8 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
     EXPECT_NE(r.err.find(says), std::string::npos) << what << ": " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << what << ": " << r.err;
     EXPECT_FALSE(inbox()) << what << ": a new folder is visible only complete";
+    // Counted only once visible: the bodies stored before the refusal are not messages moved.
+    EXPECT_NE(r.out.find("(1 failed), 0 messages, 0 B"), std::string::npos) << what << ": " << r.out;
   }
   // A server reporting sizes inexact (Exchange) is pulled when told so, the bytes as sent.
   {
