@@ -21,8 +21,10 @@ namespace {
 constexpr size_t kDataBuffer = 256 << 10;
 
 std::string Hint(const Credentials& c, const std::string& what) {
-  // A plain server answers a TLS client with a protocol_version alert (docs/transport.md §3).
-  if (what.find("alert protocol version") != std::string::npos) return " (does the server run --insecure, plain TCP?)";
+  // A plain server answers a TLS client with a protocol_version alert (docs/transport.md §3); so
+  // does a TLS peer that shares no protocol version with this one (an old OpenSSL, a policy).
+  if (what.find("alert protocol version") != std::string::npos)
+    return " (does the server run --insecure, plain TCP? if not, the two sides share no TLS version)";
   if (c.insecure) return " (does the server require --key or certificates?)";
   if (!c.key_file.empty()) return " (do both sides use the same key file?)";
   return " (is each side's certificate signed by the CA the other side trusts?)";
