@@ -726,6 +726,8 @@ std::unique_ptr<Folder> Store::OpenFolder(std::string_view user, std::string_vie
 }
 
 void Store::HintFolderIndex(const FolderInfo& f) {
+  ValidateUserId(f.user);  // the names OpenFolder would accept, no other
+  ValidateStoredFolderName(f.folder);
   const std::string path = PartitionPath(f.partition) + "/" + FolderRelPath(f.user, NormalizeFolder(f.folder));
   UniqueFd idx = TryOpenAt(AT_FDCWD, path + "/store.idx", O_RDONLY, 0, path + "/store.idx");
   if (idx.valid()) ::posix_fadvise(idx.get(), 0, 0, POSIX_FADV_WILLNEED);
