@@ -253,25 +253,50 @@ class BodyWriter final : public interop::ImapFetchSink {
   std::unordered_set<uint32_t> received_;
 
  public:
-  // After the FETCH: every asked-for body came (at least `count` for 1:*). A message expunged
-  // meanwhile has none, and the server may say so only later: the pull is then run again,
-  // which lists the folder anew (nothing of this FETCH's batch in progress becomes visible).
-  void ExpectAllReceived(uint64_t count) const {
-    const uint64_t expected = asked_ ? asked_->size() : count;
-    if (received_.size() >= expected) return;
-    std::string first_missing;
-    if (asked_)
-      for (uint32_t uid : *asked_)
-        if (!received_.count(uid)) {
-          first_missing = ", UID " + std::to_string(uid) + " first";
-          break;
-        }
-    Throw(Errc::kTempFail, "the server sent " + std::to_string(received_.size()) + " of the " +
-                               std::to_string(expected) + " message bodies asked for" + first_missing +
-                               " (expunged meanwhile?); run again");
-  }
+  // After the FETCH: whether every asked-for body came (at least `count` for 1:*).
+  bool AllReceived(uint64_t count) const { return received_.size() >= (asked_ ? asked_->size() : count); }
+  bool Received(uint32_t uid) const { return received_.count(uid) != 0; }
+  const std::vector<uint32_t>* asked() const { return asked_; }
+  const Suspects* suspects() const { return suspects_; }
   std::unique_ptr<store::MessageWriter> writer_;
 };
+
+// The UIDs the folder lists now whose bodies `writers` asked for (every UID: a writer of 1:*) and
+// none of them received, in order.
+std::vector<uint32_t> ListedNotReceived(ImapClient& client, std::initializer_list<const BodyWriter*> writers) {
+  MetaList listed(client);
+  client.FetchMeta(1, listed);
+  std::vector<uint32_t> missing;
+  for (const ImapMessage& m : listed.messages) {
+    bool asked = false, received = false;
+    for (const BodyWriter* w : writers) {
+      asked = asked || !w->asked() || std::binary_search(w->asked()->begin(), w->asked()->end(), m.uid);
+      received = received || w->Received(m.uid);
+    }
+    if (asked && !received) missing.push_back(m.uid);
+  }
+  std::sort(missing.begin(), missing.end());
+  return missing;
+}
+
+// After a FETCH that left bodies out. A message expunged meanwhile has none, and the server may
+// say so only later: the folder is listed again, and what it no longer lists is not missing.
+// What it still lists is asked for once more; a body still missing then, and still listed,
+// fails the pull (kTempFail: nothing of the batch in progress becomes visible, a new folder
+// stays invisible, and the next run asks again).
+void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, KeywordBits& keywords,
+                  interop::FolderFiller& filler, const BodyWriter& first) {
+  std::vector<uint32_t> missing = ListedNotReceived(client, {&first});
+  if (missing.empty()) return;  // expunged meanwhile
+  BodyWriter again(pull, folder, keywords, filler, &missing, first.suspects());
+  client.FetchBodies(missing, again);
+  const std::vector<uint32_t> still = ListedNotReceived(client, {&first, &again});
+  if (still.empty()) return;
+  Throw(Errc::kTempFail, "the server lists UID " + std::to_string(still.front()) +
+                             (still.size() > 1 ? " and " + std::to_string(still.size() - 1) + " more" : std::string()) +
+                             " but sent no body for " + (still.size() > 1 ? "them" : "it") +
+                             ", asked twice; run again");
+}
 
 void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) {
   store::Store& store = pull.store;
@@ -369,7 +394,7 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     } else if (!wanted.empty()) {
       client.FetchBodies(wanted, writer);
     }
-    writer.ExpectAllReceived(all ? status.exists : 0);
+    if (!writer.AllReceived(all ? status.exists : 0)) FetchMissing(client, pull, *folder, keywords, filler, writer);
     filler.Finish();
   }
   if (keep_uids && status.uidnext > 0) folder->RaiseUidNext(status.uidnext);
@@ -382,7 +407,7 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     hooks(filler);
     BodyWriter writer(pull, *folder, keywords, filler, &suspects, &have);
     client.FetchBodies(suspects, writer);
-    writer.ExpectAllReceived(0);
+    if (!writer.AllReceived(0)) FetchMissing(client, pull, *folder, keywords, filler, writer);
     filler.Finish();
   }
   if (created) {
