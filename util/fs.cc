@@ -50,7 +50,10 @@ std::atomic<bool> g_no_openat2{false};
 std::atomic<bool> g_noatime_refused{false};
 
 int WithNoAtime(int flags) {
-  const bool reads_only = (flags & O_ACCMODE) == O_RDONLY && !(flags & (O_PATH | O_CREAT | O_TRUNC));
+  // Files only: a directory's atime changes only when it is listed, and a store root owned by
+  // root (storemove run as the mail user) would make the first directory open refuse the flag
+  // for every file after it.
+  const bool reads_only = (flags & O_ACCMODE) == O_RDONLY && !(flags & (O_PATH | O_CREAT | O_TRUNC | O_DIRECTORY));
   return reads_only && !g_noatime_refused.load(std::memory_order_relaxed) ? flags | O_NOATIME : flags;
 }
 

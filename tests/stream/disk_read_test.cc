@@ -291,6 +291,39 @@ TEST(DiskReads, AReaderThatDoesNotOwnTheFilesStillReadsThem) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << "bit 0/1: open failed, bit 2/3: cached open failed, 10: setuid";
 }
 
+// The usual ownership when storemove runs as the mail user: directories above the store owned
+// by root, the message files by the mail user. Opening the directories must not cost the files
+// their O_NOATIME.
+TEST(DiskReads, ADirectoryOwnedByRootLeavesTheMailUsersFilesAccessTimesAlone) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
+  DiskDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  const std::string path = dir / "1.msg";
+  {
+    UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    WriteAll(fd.get(), "Subject: x\r\n\r\nbody\r\n", 20, path);
+  }
+  ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);
+  AgeAccessTimes(dir.path(), ".msg");
+  const int64_t before = AccessTimes(dir.path()).at(path);
+  UniqueFd root = OpenDirectory("/");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+    const int d = OpenAtOrErrno(root.get(), dir.path().substr(1), O_RDONLY | O_DIRECTORY);
+    if (d < 0) ::_exit(11);
+    const int fd = OpenAtOrErrno(d, "1.msg", O_RDONLY);
+    char buf[32];
+    ::_exit(fd >= 0 && ::read(fd, buf, sizeof buf) == 20 ? 0 : 12);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0) << "10: setuid, 11: directory, 12: file";
+  EXPECT_EQ(AccessTimes(dir.path()).at(path), before) << "the file was read with its access time updated";
+}
+
 TEST(DiskReads, RelinkWithColdFilesLinksWhatOneReadAtATimeLinks) {
   DiskDir dir;
   store::GenerateOptions g;
