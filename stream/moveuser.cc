@@ -224,8 +224,7 @@ class BodyWriter final : public interop::ImapFetchSink {
       ++pull_.result.already_present;  // (a suspect: added by an earlier run)
       return true;
     }
-    if (suspects_) ++pull_.result.uid_conflicts;  // counted with the others when committed (Tally)
-    return true;
+    return true;  // counted when committed (Tally): of a suspect, as a UID conflict too
   }
 
  private:
@@ -264,6 +263,7 @@ class BodyWriter final : public interop::ImapFetchSink {
 // The UIDs the folder lists now whose bodies `writers` asked for (every UID: a writer of 1:*) and
 // none of them received, in order.
 std::vector<uint32_t> ListedNotReceived(ImapClient& client, std::initializer_list<const BodyWriter*> writers) {
+  if (client.exists() == 0) return {};  // emptied meanwhile: "1:*" of no message is BAD to some servers
   MetaList listed(client);
   client.FetchMeta(1, listed);
   std::vector<uint32_t> missing;
@@ -290,7 +290,8 @@ void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, KeywordB
   if (missing.empty()) return;  // expunged meanwhile
   BodyWriter again(pull, folder, keywords, filler, &missing, first.suspects());
   client.FetchBodies(missing, again);
-  const std::vector<uint32_t> still = ListedNotReceived(client, {&first, &again});
+  // Only what was asked for again: a message arrived meanwhile was never asked for.
+  const std::vector<uint32_t> still = ListedNotReceived(client, {&again});
   if (still.empty()) return;
   Throw(Errc::kTempFail, "the server lists UID " + std::to_string(still.front()) +
                              (still.size() > 1 ? " and " + std::to_string(still.size() - 1) + " more" : std::string()) +
@@ -371,9 +372,11 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     const interop::FolderFiller& filler;
     uint64_t& messages;
     uint64_t& bytes;
+    uint64_t* uid_conflicts = nullptr;  // the suspects' filler: what it commits went under a new UID
     ~Tally() {
       messages += filler.committed();
       bytes += filler.committed_bytes();
+      if (uid_conflicts) *uid_conflicts += filler.committed();
     }
   };
   KeywordBits keywords(names);
@@ -403,7 +406,7 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     // sides' UIDNEXT; filled by content, so that a rerun finds it and adds it no second time.
     interop::FolderFiller filler(*folder, /*created=*/false, /*skip_present=*/true);
     Tally tally{filler, created ? unpublished_messages : pull.result.messages,
-                created ? unpublished_bytes : pull.result.bytes};
+                created ? unpublished_bytes : pull.result.bytes, &pull.result.uid_conflicts};
     hooks(filler);
     BodyWriter writer(pull, *folder, keywords, filler, &suspects, &have);
     client.FetchBodies(suspects, writer);

@@ -583,11 +583,16 @@ class ScriptedImap {
         const std::string rest = line.substr(tag.size() + 1);
         line.clear();
         if (command == "LIST" && !send(list_)) break;
+        // The first key the command starts with; a key given n times answers its first n
+        // commands in turn, the last answer repeating.
+        const std::string* key = nullptr;
+        std::vector<const std::string*> given;
         for (const auto& [prefix, answer] : answers_)
-          if (rest.starts_with(prefix)) {
-            send(answer);
-            break;
+          if ((key == nullptr && rest.starts_with(prefix)) || (key != nullptr && prefix == *key)) {
+            key = &prefix;
+            given.push_back(&answer);
           }
+        if (key != nullptr) send(*given[std::min(asked_[*key]++, given.size() - 1)]);
         if (command == "CAPABILITY") send("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n");
         if (command == "LOGOUT") send("* BYE\r\n");
         if (!send(tag + " OK done\r\n") || command == "LOGOUT") break;
@@ -597,6 +602,7 @@ class ScriptedImap {
   }
   std::string list_;
   Answers answers_;
+  std::map<std::string, size_t> asked_;  // key -> commands answered with it
   int listen_fd_ = -1, port_ = 0;
   std::thread thread_;
 };
@@ -692,6 +698,14 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
             {{"EXAMINE", examine2},
              {all, body(1, one)},
              {list_cmd, meta(1, one.size()) + meta(2, two.size())},
+             {"UID FETCH 2 ", body(2, two)}},
+            2},
+           // UID 3 delivered between the two listings: never asked for, so not missing.
+           {"an arrival meanwhile",
+            {{"EXAMINE", examine2},
+             {all, body(1, one)},
+             {list_cmd, meta(1, one.size()) + meta(2, two.size())},
+             {list_cmd, meta(1, one.size()) + meta(2, two.size()) + meta(3, one.size())},
              {"UID FETCH 2 ", body(2, two)}},
             2}}) {
     const std::string other = tmp / ("other " + what);
