@@ -142,13 +142,6 @@ void ImapClient::AppendString(std::vector<std::string>* segments, std::string_vi
   segments->back().append(value);
 }
 
-namespace {
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
-
 ImapClient::Got ImapClient::ReadFor(const std::string& tag, std::string* got_tag, Tagged* tagged) {
   progress_ = false;
   const Got got = ReadResponse(got_tag, tagged);

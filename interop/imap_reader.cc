@@ -32,7 +32,7 @@ std::string ImapReader::Shown(char c) {
 ImapReader::ImapReader(ImapChannel& channel, const std::string& shown)
     : channel_(channel), shown_(shown), buf_(kBufferSize) {}
 
-static int64_t SteadyMs() {
+int64_t SteadyMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }

@@ -98,6 +98,9 @@ class ImapReader {
   uint64_t response_start_offset_ = 0;
 };
 
+// Milliseconds of the monotonic clock: the client's timeouts and the reader's pace.
+int64_t SteadyMs();
+
 // The server's text for an error message: at most 200 bytes, non-printable bytes as \xNN.
 std::string ShownText(std::string_view text);
 

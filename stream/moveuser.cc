@@ -260,21 +260,17 @@ class BodyWriter final : public interop::ImapFetchSink {
   std::unique_ptr<store::MessageWriter> writer_;
 };
 
-// The UIDs the folder lists now whose bodies `writers` asked for (every UID: a writer of 1:*) and
-// none of them received, in order.
-std::vector<uint32_t> ListedNotReceived(ImapClient& client, std::initializer_list<const BodyWriter*> writers) {
+// The UIDs the folder lists now whose bodies `writer` asked for (every UID: a writer of 1:*) and
+// did not receive, in order.
+std::vector<uint32_t> ListedNotReceived(ImapClient& client, const BodyWriter& writer) {
   if (client.exists() == 0) return {};  // emptied meanwhile: "1:*" of no message is BAD to some servers
   MetaList listed(client);
   client.FetchMeta(1, listed);
+  const std::vector<uint32_t>* asked = writer.asked();
   std::vector<uint32_t> missing;
-  for (const ImapMessage& m : listed.messages) {
-    bool asked = false, received = false;
-    for (const BodyWriter* w : writers) {
-      asked = asked || !w->asked() || std::binary_search(w->asked()->begin(), w->asked()->end(), m.uid);
-      received = received || w->Received(m.uid);
-    }
-    if (asked && !received) missing.push_back(m.uid);
-  }
+  for (const ImapMessage& m : listed.messages)
+    if ((!asked || std::binary_search(asked->begin(), asked->end(), m.uid)) && !writer.Received(m.uid))
+      missing.push_back(m.uid);
   std::sort(missing.begin(), missing.end());
   return missing;
 }
@@ -286,12 +282,12 @@ std::vector<uint32_t> ListedNotReceived(ImapClient& client, std::initializer_lis
 // stays invisible, and the next run asks again).
 void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, KeywordBits& keywords,
                   interop::FolderFiller& filler, const BodyWriter& first) {
-  std::vector<uint32_t> missing = ListedNotReceived(client, {&first});
+  std::vector<uint32_t> missing = ListedNotReceived(client, first);
   if (missing.empty()) return;  // expunged meanwhile
   BodyWriter again(pull, folder, keywords, filler, &missing, first.suspects());
   client.FetchBodies(missing, again);
   // Only what was asked for again: a message arrived meanwhile was never asked for.
-  const std::vector<uint32_t> still = ListedNotReceived(client, {&again});
+  const std::vector<uint32_t> still = ListedNotReceived(client, again);
   if (still.empty()) return;
   Throw(Errc::kTempFail, "the server lists UID " + std::to_string(still.front()) +
                              (still.size() > 1 ? " and " + std::to_string(still.size() - 1) + " more" : std::string()) +

@@ -608,6 +608,35 @@ TEST(ImapClient, FetchBodiesKeepsAtMostFourInFlight) {
 
 // --- a command that never completes ----------------------------------------------------------------
 
+// Runs client_part (after the greeting, with a progress timeout of 1 s) against a peer that never
+// ends its answer: the error, its code and how long the client took. The channel is closed before
+// the peer is joined, which ends the peer's sending.
+struct GaveUp {
+  std::string error;
+  Errc code{};
+  std::chrono::steady_clock::duration took{};
+};
+template <class F>
+GaveUp RunUntilTheClientGivesUp(Peer& peer, F&& client_part) {
+  GaveUp out;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    SocketChannel channel(peer.client_fd());
+    try {
+      ImapClient client(channel, kShown);
+      client.set_progress_timeout(1);
+      client.ReadGreeting();
+      client_part(client);
+    } catch (const Error& e) {
+      out.error = e.what();
+      out.code = e.code();
+    }
+  }
+  peer.Join();
+  out.took = std::chrono::steady_clock::now() - start;
+  return out;
+}
+
 // A server (or a proxy) that answers a command only with "* OK still here" keeps every read
 // within its timeout: the command must still end, with one line naming it.
 TEST(ImapClient, KeepAliveLinesWithoutProgressEndTheCommand) {
@@ -619,27 +648,13 @@ TEST(ImapClient, KeepAliveLinesWithoutProgressEndTheCommand) {
     } catch (const std::exception&) {  // the client gave up and closed
     }
   });
-  std::string error;
-  Errc code{};
-  const auto start = std::chrono::steady_clock::now();
-  {
-    SocketChannel channel(peer.client_fd());
-    try {
-      ImapClient client(channel, kShown);
-      client.set_progress_timeout(1);
-      client.ReadGreeting();
-      client.Login("alice", "secret");
-    } catch (const Error& e) {
-      error = e.what();
-      code = e.code();
-    }
-  }
-  peer.Join();
+  const GaveUp r = RunUntilTheClientGivesUp(peer, [&](ImapClient& client) { client.Login("alice", "secret"); });
+  const std::string& error = r.error;
   EXPECT_EQ(error,
             "imap://test: AUTHENTICATE made no progress for 1 s, only untagged status lines and repeated FETCH responses "
             "(last status: 'still here')");
-  EXPECT_EQ(code, Errc::kTempFail);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(r.code, Errc::kTempFail);
+  EXPECT_LT(r.took, std::chrono::seconds(10));
 }
 
 // The same limit never ends a long FETCH: every FETCH response is progress, whatever status
@@ -691,29 +706,15 @@ TEST(ImapClient, AFlagUpdateRepeatedForeverEndsTheCommand) {
     }
   });
   storemove::testing::ImapCollector sink;
-  std::string error;
-  Errc code{};
-  const auto start = std::chrono::steady_clock::now();
-  {
-    SocketChannel channel(peer.client_fd());
-    try {
-      ImapClient client(channel, kShown);
-      client.set_progress_timeout(1);
-      client.ReadGreeting();
-      client.FetchMeta(1, sink);
-    } catch (const Error& e) {
-      error = e.what();
-      code = e.code();
-    }
-  }
-  peer.Join();
+  const GaveUp r = RunUntilTheClientGivesUp(peer, [&](ImapClient& client) { client.FetchMeta(1, sink); });
+  const std::string& error = r.error;
   EXPECT_NE(error.find("imap://test: UID FETCH made no progress for 1 s, only untagged status lines and repeated FETCH "
                        "responses"),
             std::string::npos)
       << error;
-  EXPECT_EQ(code, Errc::kTempFail);
+  EXPECT_EQ(r.code, Errc::kTempFail);
   EXPECT_EQ(sink.messages.size(), 1u);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_LT(r.took, std::chrono::seconds(10));
 }
 
 // A server trickling a body, one byte every 100 ms, stays within every read's timeout: the
@@ -732,29 +733,15 @@ TEST(ImapClient, ABodyTrickledByteByByteEndsTheCommand) {
     }
   });
   storemove::testing::ImapCollector sink;
-  std::string error;
-  Errc code{};
-  const auto start = std::chrono::steady_clock::now();
-  {
-    SocketChannel channel(peer.client_fd());
-    try {
-      ImapClient client(channel, kShown);
-      client.set_progress_timeout(1);
-      client.ReadGreeting();
-      client.FetchBodies({1}, sink);
-    } catch (const Error& e) {
-      error = e.what();
-      code = e.code();
-    }
-  }
-  peer.Join();
+  const GaveUp r = RunUntilTheClientGivesUp(peer, [&](ImapClient& client) { client.FetchBodies({1}, sink); });
+  const std::string& error = r.error;
   EXPECT_NE(error.find("imap://test: one response has brought "), std::string::npos) << error;
   EXPECT_NE(error.find("slower than 1024 bytes a second after the first 1 s (a server trickling its answer)"),
             std::string::npos)
       << error;
-  EXPECT_EQ(code, Errc::kTempFail);
+  EXPECT_EQ(r.code, Errc::kTempFail);
   EXPECT_TRUE(sink.bodies.empty());
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_LT(r.took, std::chrono::seconds(5));
 }
 
 // A response that pauses longer than the progress timeout, having brought enough bytes to earn

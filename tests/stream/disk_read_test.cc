@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -257,38 +258,50 @@ TEST(DiskReads, BackupVerifyAndRelinkLeaveTheSourcesAccessTimesAsTheyWere) {
   }
 }
 
+// A file of 20 bytes in a fresh directory that every user may enter, `mode`, as a message.
+std::string WriteSmallMessage(const DiskDir& dir, mode_t mode) {
+  EXPECT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  const std::string path = dir / "1.msg";
+  UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL, mode);
+  WriteAll(fd.get(), "Subject: x\r\n\r\nbody\r\n", 20, path);
+  return path;
+}
+
+// The exit status of `part` run in a child process as the user and group nobody (65534);
+// 10 when the child could not become nobody. Needs root.
+int AsNobody(const std::function<int()>& part) {
+  const pid_t child = ::fork();
+  if (child < 0) return -1;
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+    ::_exit(part());
+  }
+  int status = 0;
+  if (::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
 // A reader that neither owns the files nor has CAP_FOWNER may not ask for O_NOATIME; it reads
 // them all the same, as any reader does.
 TEST(DiskReads, AReaderThatDoesNotOwnTheFilesStillReadsThem) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
   DiskDir dir;
-  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
-  const std::string path = dir / "1.msg";
-  {
-    UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-    WriteAll(fd.get(), "Subject: x\r\n\r\nbody\r\n", 20, path);
-  }
+  WriteSmallMessage(dir, 0644);
   UniqueFd root = OpenDirectory(dir.path());
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
-    int status = 0;
+  const int status = AsNobody([&] {
+    int failed = 0;
     for (int round = 0; round < 2; ++round) {  // the second after the refusal has been remembered
       const int fd = OpenAtOrErrno(root.get(), "1.msg", O_RDONLY);
       char buf[32];
-      if (fd < 0 || ::read(fd, buf, sizeof buf) != 20) status |= 1 << round;
+      if (fd < 0 || ::read(fd, buf, sizeof buf) != 20) failed |= 1 << round;
       if (fd >= 0) ::close(fd);
       const int cached = OpenIfCached(root.get(), "1.msg");
       if (cached >= 0) ::close(cached);
-      if (cached < 0 && cached != -EAGAIN) status |= 4 << round;
+      if (cached < 0 && cached != -EAGAIN) failed |= 4 << round;
     }
-    ::_exit(status);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "bit 0/1: open failed, bit 2/3: cached open failed, 10: setuid";
+    return failed;
+  });
+  EXPECT_EQ(status, 0) << "bit 0/1: open failed, bit 2/3: cached open failed, 10: setuid";
 }
 
 // The usual ownership when storemove runs as the mail user: directories above the store owned
@@ -297,30 +310,19 @@ TEST(DiskReads, AReaderThatDoesNotOwnTheFilesStillReadsThem) {
 TEST(DiskReads, ADirectoryOwnedByRootLeavesTheMailUsersFilesAccessTimesAlone) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
   DiskDir dir;
-  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
-  const std::string path = dir / "1.msg";
-  {
-    UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    WriteAll(fd.get(), "Subject: x\r\n\r\nbody\r\n", 20, path);
-  }
+  const std::string path = WriteSmallMessage(dir, 0600);
   ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);
   AgeAccessTimes(dir.path(), ".msg");
   const int64_t before = AccessTimes(dir.path()).at(path);
   UniqueFd root = OpenDirectory("/");
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+  const int status = AsNobody([&] {
     const int d = OpenAtOrErrno(root.get(), dir.path().substr(1), O_RDONLY | O_DIRECTORY);
-    if (d < 0) ::_exit(11);
+    if (d < 0) return 11;
     const int fd = OpenAtOrErrno(d, "1.msg", O_RDONLY);
     char buf[32];
-    ::_exit(fd >= 0 && ::read(fd, buf, sizeof buf) == 20 ? 0 : 12);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  ASSERT_EQ(WEXITSTATUS(status), 0) << "10: setuid, 11: directory, 12: file";
+    return fd >= 0 && ::read(fd, buf, sizeof buf) == 20 ? 0 : 12;
+  });
+  ASSERT_EQ(status, 0) << "10: setuid, 11: directory, 12: file";
   EXPECT_EQ(AccessTimes(dir.path()).at(path), before) << "the file was read with its access time updated";
 }
 
