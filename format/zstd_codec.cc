@@ -4,6 +4,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -25,6 +26,11 @@ void* ZstdAllocate(void*, size_t size) { return AllocateSized(size); }
 void ZstdFree(void*, void* p) { FreeSized(p); }
 constexpr ZSTD_customMem kZstdMemory{ZstdAllocate, ZstdFree, nullptr};
 
+uint64_t NowNs() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
 }  // namespace
 
 // The background compressor's queue: chunks of what was written, in order, each with the
@@ -41,41 +47,92 @@ struct ZstdCompressSink::Worker {
   std::condition_variable changed;  // any change below; both sides wait on it
   std::deque<Chunk> queue;
   std::vector<std::vector<uint8_t>> spare;
+  uint64_t writer_waited_ns = 0;  // adapt: Write's time waiting for room, this window
   bool busy = false;  // the thread holds a chunk
   bool stop = false;  // the sink is going away
   std::exception_ptr error;
   std::thread thread;
 };
 
-ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool background)
-    : out_(out), cctx_(ZSTD_createCCtx_advanced(kZstdMemory)), buf_(ZSTD_CStreamOutSize()) {
+ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool background, bool adapt,
+                                   std::function<double()> cpu_idle_share)
+    : out_(out),
+      cctx_(ZSTD_createCCtx_advanced(kZstdMemory)),
+      buf_(ZSTD_CStreamOutSize()),
+      cpu_idle_share_(std::move(cpu_idle_share)) {
   if (!cctx_) throw std::bad_alloc();
+  try {
+    if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
+      Throw(Errc::kInvalidArgument, "zstd: compression level " + std::to_string(level) + " outside " +
+                                        std::to_string(ZSTD_minCLevel()) + ".." + std::to_string(ZSTD_maxCLevel()));
+    ZSTD_bounds workers = ZSTD_cParam_getBounds(ZSTD_c_nbWorkers);  // upper 0: libzstd without threads
+    if (threads < 0 || (!ZSTD_isError(workers.error) && threads > workers.upperBound))
+      Throw(Errc::kInvalidArgument, "zstd: " + std::to_string(threads) + " worker threads outside 0.." +
+                                        std::to_string(workers.upperBound));
+    if (adapt && (!background || threads != 0))
+      Throw(Errc::kInvalidArgument, "zstd: an adaptive level needs the background thread and no worker threads");
+    if (adapt && !ZSTD_isError(workers.error) && workers.upperBound < 1)
+      Throw(Errc::kInvalidArgument, "zstd: an adaptive level needs libzstd built with threads");
+    if (adapt) {
+      adaptive_ = std::make_unique<AdaptiveLevel>(level);
+      level = adaptive_->level();
+    }
+    threads_ = threads;
+    Configure(level);
+  } catch (...) {
+    ZSTD_freeCCtx(cctx_);
+    throw;
+  }
+  if (background) {
+    worker_ = std::make_unique<Worker>();
+    pending_.reserve(Worker::kChunkSize);
+    worker_->thread = std::thread([this] { RunWorker(); });
+  }
+}
+
+void ZstdCompressSink::Configure(int level) {
+  ZSTD_CCtx_reset(cctx_, ZSTD_reset_parameters);
   auto set = [this](ZSTD_cParameter param, int value, const char* what) {
     size_t rc = ZSTD_CCtx_setParameter(cctx_, param, value);
-    if (ZSTD_isError(rc)) {
-      ZSTD_freeCCtx(cctx_);
+    if (ZSTD_isError(rc))
       Throw(Errc::kInvalidArgument,
             std::string("zstd: cannot use ") + what + " " + std::to_string(value) + ": " + ZSTD_getErrorName(rc));
-    }
   };
-  if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel()) {
-    ZSTD_freeCCtx(cctx_);
-    Throw(Errc::kInvalidArgument, "zstd: compression level " + std::to_string(level) + " outside " +
-                                      std::to_string(ZSTD_minCLevel()) + ".." + std::to_string(ZSTD_maxCLevel()));
-  }
-  ZSTD_bounds workers = ZSTD_cParam_getBounds(ZSTD_c_nbWorkers);  // upper 0: libzstd without threads
-  if (threads < 0 || (!ZSTD_isError(workers.error) && threads > workers.upperBound)) {
-    ZSTD_freeCCtx(cctx_);
-    Throw(Errc::kInvalidArgument, "zstd: " + std::to_string(threads) + " worker threads outside 0.." +
-                                      std::to_string(workers.upperBound));
-  }
   set(ZSTD_c_compressionLevel, level, "compression level");
   set(ZSTD_c_checksumFlag, 1, "content checksum");
-  // Mail repeats itself far apart (the same list post in many mailboxes, quoted replies): a
-  // 32 MiB window with long-distance matching finds it, where the default 2 MiB window does
-  // not, at about 50 MiB of memory. 2^25 stays below the 2^27 that `zstd -d` accepts unasked.
-  set(ZSTD_c_windowLog, kWindowLog, "window log");
-  set(ZSTD_c_enableLongDistanceMatching, 1, "long-distance matching");
+  if (adaptive_ ? adaptive_->long_window() : level >= 0) {
+    // Mail repeats itself far apart (the same list post in many mailboxes, quoted replies): a
+    // 32 MiB window with long-distance matching finds it, where the default 2 MiB window does
+    // not, at about 50 MiB of memory. 2^25 stays below the 2^27 that `zstd -d` accepts unasked.
+    // The fast (negative) levels are for a compressor that holds the pass back: without it
+    // (an adaptive level: on its lowest rung only, AdaptiveLevel::kLadder).
+    set(ZSTD_c_windowLog, kWindowLog, "window log");
+    set(ZSTD_c_enableLongDistanceMatching, 1, "long-distance matching");
+  }
+  SetLevelTuning(level);
+  if (threads_ != 0) set(ZSTD_c_nbWorkers, threads_, "worker threads");
+  if (adaptive_) {
+    // zstd takes a new level within a frame only from its own worker thread, at its next job:
+    // one thread, jobs of 512 KiB (history is kept across jobs: the same ratio, ~2 MiB more,
+    // which keeps a backup under 64 MiB).
+    set(ZSTD_c_nbWorkers, 1, "worker threads");
+    set(ZSTD_c_jobSize, 512 << 10, "job size");
+  }
+}
+
+void ZstdCompressSink::SetLevel(int level) {
+  size_t rc = ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level);
+  if (ZSTD_isError(rc)) Throw(Errc::kIo, std::string("zstd: cannot change the level: ") + ZSTD_getErrorName(rc));
+  SetLevelTuning(level);
+}
+
+void ZstdCompressSink::SetLevelTuning(int level) {
+  auto set = [this](ZSTD_cParameter param, int value, const char* what) {
+    size_t rc = ZSTD_CCtx_setParameter(cctx_, param, value);
+    if (ZSTD_isError(rc))
+      Throw(Errc::kInvalidArgument,
+            std::string("zstd: cannot use ") + what + " " + std::to_string(value) + ": " + ZSTD_getErrorName(rc));
+  };
   if (level == 1) {
     // The default level, tuned on real mail (docs/performance.md, "Stream size"): libzstd's
     // level 1 hashes 2^14 positions of 6 bytes; mail repeats in shorter tokens (header names,
@@ -83,12 +140,9 @@ ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool b
     // 2.9 % smaller for ~13 % more compressor CPU (level 3: 4.4 % smaller for ~40 % more).
     set(ZSTD_c_hashLog, 16, "hash log");
     set(ZSTD_c_minMatch, 5, "minimum match");
-  }
-  if (threads != 0) set(ZSTD_c_nbWorkers, threads, "worker threads");
-  if (background) {
-    worker_ = std::make_unique<Worker>();
-    pending_.reserve(Worker::kChunkSize);
-    worker_->thread = std::thread([this] { RunWorker(); });
+  } else if (adaptive_) {
+    set(ZSTD_c_hashLog, 0, "hash log");  // 0: the level's own
+    set(ZSTD_c_minMatch, 0, "minimum match");
   }
 }
 
@@ -121,8 +175,13 @@ void ZstdCompressSink::RunWorker() {
     std::exception_ptr error;
     if (!failed) {
       try {
+        const uint64_t start = adaptive_ ? NowNs() : 0;
         Compress(chunk.bytes.data(), chunk.bytes.size(), chunk.mode);
         if (chunk.mode != ZSTD_e_continue) WriteOut();
+        if (adaptive_) {
+          busy_ns_ += NowNs() - start;
+          AdaptAfter(chunk.bytes.size(), chunk.mode);
+        }
       } catch (...) {
         error = std::current_exception();
         failed = true;
@@ -144,7 +203,13 @@ void ZstdCompressSink::Submit(int mode) {
   std::exception_ptr error;
   {
     std::unique_lock lock(w.mutex);
-    w.changed.wait(lock, [&] { return w.error || w.queue.size() < Worker::kMaxQueued; });
+    auto room = [&] { return w.error || w.queue.size() < Worker::kMaxQueued; };
+    if (adaptive_ && !room()) {
+      const uint64_t start = NowNs();
+      w.changed.wait(lock, room);
+      w.writer_waited_ns += NowNs() - start;
+    }
+    w.changed.wait(lock, room);
     error = w.error;
     if (!error) {
       w.queue.push_back({std::move(pending_), mode});
@@ -172,9 +237,50 @@ void ZstdCompressSink::WaitIdle() {
   if (error) std::rethrow_exception(error);
 }
 
+void ZstdCompressSink::AdaptAfter(size_t size, int mode) {
+  Worker& w = *worker_;
+  const uint64_t now = NowNs();
+  if (window_start_ns_ == 0) window_start_ns_ = now;
+  window_bytes_ += size;
+  if (window_bytes_ < kAdaptWindowBytes || now - window_start_ns_ < kAdaptWindowNs) return;
+  AdaptiveLevel::Window window;
+  window.wall_seconds = static_cast<double>(now - window_start_ns_) / 1e9;
+  window.output_waited_seconds = static_cast<double>(output_waited_ns_) / 1e9;
+  window.compress_seconds = static_cast<double>(busy_ns_ - std::min(busy_ns_, output_waited_ns_)) / 1e9;
+  if (cpu_idle_share_) window.cpu_idle_share = cpu_idle_share_();
+  {
+    std::lock_guard lock(w.mutex);
+    window.writer_waited_seconds = static_cast<double>(w.writer_waited_ns) / 1e9;
+    w.writer_waited_ns = 0;
+  }
+  window_start_ns_ = now;
+  window_bytes_ = 0;
+  output_waited_ns_ = 0;
+  busy_ns_ = 0;
+  const int before = adaptive_->level();
+  const bool long_before = adaptive_->long_window();
+  const int level = adaptive_->Next(window);
+  if (level == before) return;
+  if (adaptive_->long_window() == long_before) {
+    SetLevel(level);
+  } else {  // the long window goes on or off: only with a new frame
+    if (mode != ZSTD_e_end) {  // (Finish has just ended one)
+      Compress(nullptr, 0, ZSTD_e_end);
+      WriteOut();
+    }
+    Configure(level);
+  }
+}
+
 void ZstdCompressSink::WriteOut() {
   if (buf_used_ == 0) return;
-  out_.Write(buf_.data(), buf_used_);
+  if (adaptive_ && worker_) {
+    const uint64_t start = NowNs();
+    out_.Write(buf_.data(), buf_used_);
+    output_waited_ns_ += NowNs() - start;
+  } else {
+    out_.Write(buf_.data(), buf_used_);
+  }
   bytes_out_ += buf_used_;
   buf_used_ = 0;
 }

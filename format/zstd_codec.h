@@ -5,9 +5,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
+#include "format/adaptive_level.h"
 #include "format/format.h"
 
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
@@ -30,7 +32,16 @@ class ZstdCompressSink final : public ByteSink {
   // thread would write. An error of the thread (a write to `out` failing) is thrown by the next
   // Write, Flush or Finish. Only for a one-way output (a file or a pipe): a caller that also uses
   // `out` itself, or waits for an answer over the same channel, must not have writes running behind.
-  ZstdCompressSink(ByteSink& out, int level, int threads, bool background = false);
+  //
+  // With `adapt` (needs `background`) the level moves with where the time goes (AdaptiveLevel):
+  // down while Write waits for the thread, up while the thread waits for `out`. Each change
+  // takes effect at zstd's next job (zstd's own worker thread, jobs of 512 KiB) within the frame;
+  // only a step onto or off the lowest rung, which has no long window, starts a new frame. The
+  // output is plain zstd frames still, but no longer the same bytes from run to run.
+  // `cpu_idle_share`, when given, tells the adaptive level how idle the machine was since it was
+  // last called (CpuIdleMeter; -1 for not known); only the compressing thread calls it.
+  ZstdCompressSink(ByteSink& out, int level, int threads, bool background = false, bool adapt = false,
+                   std::function<double()> cpu_idle_share = {});
   ~ZstdCompressSink() override;
   ZstdCompressSink(const ZstdCompressSink&) = delete;
   ZstdCompressSink& operator=(const ZstdCompressSink&) = delete;
@@ -41,6 +52,8 @@ class ZstdCompressSink final : public ByteSink {
 
   uint64_t bytes_in() const { return bytes_in_; }
   uint64_t bytes_out() const { return bytes_out_; }
+  // The adaptive level's record (null without `adapt`); read it after Flush or Finish.
+  const AdaptiveLevel* adaptive() const { return adaptive_.get(); }
 
  private:
   struct Worker;
@@ -49,6 +62,10 @@ class ZstdCompressSink final : public ByteSink {
   void Submit(int mode);  // hands the pending chunk to the worker (background only)
   void WaitIdle();        // until the worker has written everything submitted
   void RunWorker();
+  void Configure(int level);       // before a frame: the parameters of `level`
+  void SetLevel(int level);        // adapt: within a frame, from zstd's next job on
+  void SetLevelTuning(int level);  // the parameters that go with a level
+  void AdaptAfter(size_t size, int mode);  // the worker, after a chunk: maybe change the level
 
   ByteSink& out_;
   ZSTD_CCtx* cctx_;
@@ -58,6 +75,16 @@ class ZstdCompressSink final : public ByteSink {
   std::atomic<uint64_t> bytes_out_ = 0;
   std::vector<uint8_t> pending_;  // background: bytes written, not yet handed over
   std::unique_ptr<Worker> worker_;
+  std::unique_ptr<AdaptiveLevel> adaptive_;
+  std::function<double()> cpu_idle_share_;
+  // A decision per window of at least this much input and this long.
+  static constexpr uint64_t kAdaptWindowBytes = uint64_t{4} << 20;
+  static constexpr uint64_t kAdaptWindowNs = 100'000'000;
+  int threads_ = 0;
+  uint64_t output_waited_ns_ = 0;  // adapt, the worker's: time in out_.Write this window
+  uint64_t busy_ns_ = 0;           // time compressing and writing this window
+  uint64_t window_start_ns_ = 0;
+  uint64_t window_bytes_ = 0;
 };
 
 // Reads a stream that is either zstd-compressed (it starts with a zstd frame magic, or a

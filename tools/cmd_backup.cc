@@ -12,6 +12,7 @@
 #include "tools/backup_output.h"
 #include "tools/commands.h"
 #include "tools/session_io.h"
+#include "util/cpu_idle.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -54,7 +55,8 @@ int RunBackup(const BackupCliOptions& o) {
   options.reads = o.reads;
   options.source_host = HostName();
   options.live_progress = o.verbose || ::isatty(STDERR_FILENO);
-  int level = ParseCompression(o.compress);
+  const Compression compression = ParseCompression(o.compress);
+  const int level = compression.level;
   if (o.threads < 0 || o.threads > 64) Throw(Errc::kInvalidArgument, "--threads: 0-64");
 
   if (o.to.empty() == o.file.empty()) Throw(Errc::kInvalidArgument, "give either -f FILE|- or --to HOST:PORT");
@@ -64,6 +66,8 @@ int RunBackup(const BackupCliOptions& o) {
     stream::net::ClientOptions client;
     client.credentials = o.credentials;
     client.timeout_seconds = o.timeout;
+    if (compression.adapt)
+      Throw(Errc::kInvalidArgument, "--compress adapt: for -f only (a session with --to keeps one level)");
     client.compress_level = level;
     client.threads = o.threads;
     stream::SessionReport report = stream::net::SendBackup(*store, options, stream::net::ParseEndpoint(o.to), client);
@@ -78,11 +82,18 @@ int RunBackup(const BackupCliOptions& o) {
     // A file or pipe is one-way: compression runs beside the reading of a store on a disk,
     // whose reads wait (zstd's own worker threads, --threads, replace that thread). A store in
     // memory never waits: there the thread would only cost its queue (~1.5 MiB) and hand-overs.
-    const bool background = o.threads == 0 && !PathOnMemoryFilesystem(store->root());
-    format::ZstdCompressSink zsink(sink, level, o.threads, background);
+    // An adaptive level needs that thread: it watches the queue in front of it.
+    if (compression.adapt && o.threads != 0) Throw(Errc::kInvalidArgument, "--compress adapt: without --threads");
+    const bool background = compression.adapt || (o.threads == 0 && !PathOnMemoryFilesystem(store->root()));
+    CpuIdleMeter cpu;  // read by the compressing thread alone
+    format::ZstdCompressSink zsink(sink, level, o.threads, background, compression.adapt,
+                                   [&cpu] { return cpu.IdleShareSinceLast(); });
     format::Encoder encoder(zsink);
     report = stream::Backup(*store, options, encoder);
     zsink.Finish();
+    if (const format::AdaptiveLevel* adaptive = zsink.adaptive(); adaptive && o.verbose)
+      std::fprintf(stderr, "storemove: backup: zstd levels %d to %d, %zu changes, ended at %d\n", adaptive->lowest(),
+                   adaptive->highest(), adaptive->changes(), adaptive->level());
   } else {
     format::Encoder encoder(sink);
     report = stream::Backup(*store, options, encoder);
@@ -113,7 +124,8 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   c->add_option("--timeout", o->timeout, "--to: seconds without progress before giving up (default 60)");
   c->add_option("-u", o->names_file, "file listing the names to back up, one per line")->type_name("FILE");
   c->add_option("-d", o->since, "only messages stored at or after this local time")->type_name("YYYYMMDD[:HHMMSS]");
-  c->add_option("--compress", o->compress, "zstd level 1-19, or none (default 1: with the 32 MiB long-distance window it already beats tar | zstd -3)")->type_name("LEVEL|none");
+  c->add_option("--compress", o->compress, "zstd level 1-19, adapt (from level 1, lower while compressing holds the backup back, higher while the output does), "
+                 "or none (default 1: with the 32 MiB long-distance window it already beats tar | zstd -3)")->type_name("LEVEL|adapt|none");
   c->add_option("--threads", o->threads, "zstd worker threads (default 0: compress in the main thread)");
   c->add_option("--reads", o->reads, "message files opened at once, ahead of the stream, while the kernel reads their data (default 16)")
       ->check(CLI::Range(1, 1024));

@@ -10,12 +10,14 @@
 
 namespace storemove::tools {
 
-int ParseCompression(const std::string& text) {
-  if (text == "none") return 0;
+Compression ParseCompression(const std::string& text) {
+  if (text == "none") return {0, false};
+  if (text == "adapt") return {1, true};
   bool digits = !text.empty() && text.size() <= 2 && text.find_first_not_of("0123456789") == std::string::npos;
   int level = digits ? std::stoi(text) : -1;
-  if (level < 1 || level > 19) Throw(Errc::kInvalidArgument, "--compress: '" + text + "' is not a level 1-19 or none");
-  return level;
+  if (level < 1 || level > 19)
+    Throw(Errc::kInvalidArgument, "--compress: '" + text + "' is not a level 1-19, adapt or none");
+  return {level, false};
 }
 
 int64_t ParseBackupDate(const std::string& text) {

@@ -8,8 +8,13 @@
 
 namespace storemove::tools {
 
-// "none" -> 0 (no compression); "1".."19" -> that zstd level.
-int ParseCompression(const std::string& text);
+// --compress: "none" -> level 0 (no compression); "1".."19" -> that zstd level; "adapt" -> level
+// 1 to start with, moved by where the time goes (format::AdaptiveLevel).
+struct Compression {
+  int level = 1;
+  bool adapt = false;
+};
+Compression ParseCompression(const std::string& text);
 // YYYYMMDD[:HHMMSS] in local time -> unix seconds (imsbackup -d).
 int64_t ParseBackupDate(const std::string& text);
 // Prints the one-line summary (or JSON) on stderr.

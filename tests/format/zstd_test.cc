@@ -4,10 +4,13 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "format/format.h"
 #include "format/zstd_codec.h"
@@ -393,6 +396,103 @@ TEST(Zstd, BackgroundCompressionReportsTheOutputsError) {
   }
   EXPECT_TRUE(ZSTD_isError(ZSTD_findFrameCompressedSize(out.data().data(), out.data().size())))
       << "dropped without Finish: the frame stays unended";
+}
+
+// Text that compresses like mail (words of a vocabulary, in no order a short window predicts):
+// level 1 takes it at ~250 MB/s here, far slower than the writer copies it.
+std::string WordSoup(size_t size) {
+  std::vector<std::string> words;
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  auto next = [&x] {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    return x;
+  };
+  for (int i = 0; i < 4096; ++i) {
+    std::string word;
+    for (uint64_t n = 2 + next() % 9; n > 0; --n) word += char('a' + next() % 26);
+    words.push_back(word);
+  }
+  std::string text;
+  text.reserve(size + 16);
+  while (text.size() < size) text += words[next() % words.size()] + (next() % 12 == 0 ? "\r\n" : " ");
+  return text;
+}
+
+std::string Inflate(std::string_view compressed) {
+  TrickleSource in(compressed, SIZE_MAX);
+  DecompressingSource source(in);
+  std::string plain;
+  std::vector<char> buf(1 << 16);
+  while (size_t n = source.Read(buf.data(), buf.size())) plain.append(buf.data(), n);
+  return plain;
+}
+
+// Written faster than level 1 compresses, into an output that takes everything at once: the
+// writer waits for the compressor, so the level goes down (within the frame, but for the
+// lowest rung, which starts one).
+TEST(Zstd, AnAdaptiveLevelGoesDownWhileTheCompressorHoldsTheWriterBack) {
+  // Memory written once ahead: no page faults or reallocation while the bytes arrive.
+  class FastSink final : public ByteSink {
+   public:
+    explicit FastSink(size_t capacity) : bytes(capacity, '\0') {}
+    void Write(const void* data, size_t size) override {
+      if (size > bytes.size() - used) Throw(Errc::kIo, "FastSink: full");
+      std::memcpy(bytes.data() + used, data, size);
+      used += size;
+    }
+    std::string bytes;
+    size_t used = 0;
+  };
+  const std::string text = WordSoup(size_t{64} << 20);  // windows of >= 100 ms: several
+  FastSink out(text.size() + (size_t{1} << 20));
+  ZstdCompressSink zstd(out, 1, 0, /*background=*/true, /*adapt=*/true);
+  for (size_t pos = 0; pos < text.size(); pos += 65536) zstd.Write(text.data() + pos, std::min<size_t>(65536, text.size() - pos));
+  zstd.Finish();
+  ASSERT_NE(zstd.adaptive(), nullptr);
+  EXPECT_LT(zstd.adaptive()->lowest(), 1);
+  EXPECT_EQ(zstd.adaptive()->highest(), 1);
+  EXPECT_GE(zstd.adaptive()->changes(), 1u);
+  EXPECT_EQ(zstd.bytes_in(), text.size());
+  EXPECT_EQ(zstd.bytes_out(), out.used);
+  EXPECT_TRUE(Inflate(std::string_view(out.bytes.data(), out.used)) == text);
+}
+
+// An output that takes its bytes slowly (a link: 10 ms a write of up to 128 KiB, ~13 MB/s): the compressor waits for it,
+// so the level goes up and the bytes sent shrink.
+TEST(Zstd, AnAdaptiveLevelGoesUpWhileTheOutputHoldsItBack) {
+  class SlowSink final : public ByteSink {
+   public:
+    void Write(const void* data, size_t size) override {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      bytes.append(static_cast<const char*>(data), size);
+    }
+    std::string bytes;
+  };
+  const std::string text = WordSoup(size_t{24} << 20);
+  SlowSink out;
+  ZstdCompressSink zstd(out, 1, 0, /*background=*/true, /*adapt=*/true);
+  for (size_t pos = 0; pos < text.size(); pos += 65536) zstd.Write(text.data() + pos, std::min<size_t>(65536, text.size() - pos));
+  zstd.Flush();  // a flush mid-way keeps the frame going
+  zstd.Finish();
+  ASSERT_NE(zstd.adaptive(), nullptr);
+  EXPECT_GT(zstd.adaptive()->highest(), 1);
+  EXPECT_EQ(zstd.adaptive()->lowest(), 1);
+  EXPECT_EQ(ZSTD_findFrameCompressedSize(out.bytes.data(), out.bytes.size()), out.bytes.size())
+      << "one frame: levels change within it";
+  EXPECT_TRUE(Inflate(out.bytes) == text);
+}
+
+TEST(Zstd, AnAdaptiveLevelNeedsTheBackgroundThread) {
+  StringSink out;
+  for (auto [threads, background] : {std::pair{0, false}, std::pair{2, true}}) {
+    try {
+      ZstdCompressSink zstd(out, 1, threads, background, /*adapt=*/true);
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+      EXPECT_STREQ(e.what(), "zstd: an adaptive level needs the background thread and no worker threads");
+    }
+  }
 }
 
 TEST(Zstd, BadParametersAreRejected) {

@@ -558,5 +558,38 @@ TEST(CliGen, PartitionsAndBadOptions) {
   EXPECT_TRUE(IsOneErrorLine(corpus)) << corpus.err;
 }
 
+// --compress adapt: the stream a backup writes with an adaptive level restores to a store that
+// verify finds equal to the source; -v says which levels it used. It needs the compressing
+// thread of its own and a one-way output.
+TEST(CliAdaptiveCompression, RestoresToAnEqualStoreAndRefusesWhatItCannotDo) {
+  TempDir dir;
+  const std::string src = dir / "src", dst = dir / "dst", stream = dir / "s.smv";
+  ASSERT_EQ(RunCli({"init", "--store", src}).status, 0);
+  ASSERT_EQ(RunCli({"gen", "--store", src, "--users", "12", "--messages-per-user", "30", "--seed", "5"}).status, 0);
+  CliResult b = RunCli({"backup", "--store", src, "--compress", "adapt", "-v", "-f", stream, "/"});
+  ASSERT_EQ(b.status, 0) << b.Describe();
+  EXPECT_TRUE(std::regex_search(b.err, std::regex("zstd levels -?[0-9]+ to -?[0-9]+, [0-9]+ changes, ended at -?[0-9]+")))
+      << b.err;
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  CliResult r = RunCli({"restore", "--store", dst, "-f", stream});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  CliResult v = RunCli({"verify", "--store", dst, "--source", src});
+  EXPECT_EQ(v.status, 0) << v.Describe();
+
+  for (std::vector<std::string> refused : {
+           std::vector<std::string>{"--compress", "adapt", "--threads", "2", "-f", dir / "t.smv"},
+           std::vector<std::string>{"--compress", "adapt", "--to", "127.0.0.1:9", "--insecure"},
+           std::vector<std::string>{"--compress", "fast", "-f", dir / "t.smv"},
+       }) {
+    std::vector<std::string> args = {"backup", "--store", src};
+    args.insert(args.end(), refused.begin(), refused.end());
+    CliResult x = RunCli(args);
+    EXPECT_EQ(x.status, kUsage) << x.Describe();
+    EXPECT_TRUE(IsOneErrorLine(x)) << x.err;
+    EXPECT_NE(x.err.find("--compress"), std::string::npos) << x.err;
+    EXPECT_FALSE(fs::exists(dir / "t.smv"));
+  }
+}
+
 }  // namespace
 }  // namespace storemove::tools
