@@ -6,7 +6,7 @@
 namespace storemove::format {
 namespace {
 
-// {wall, writer waited, output waited, compressing}
+// {wall, writer waited, output waited, compressing, idle share}
 constexpr AdaptiveLevel::Window kWriterWaits{1.0, 0.5, 0.0, 0.9};  // the compressor holds the writer back
 constexpr AdaptiveLevel::Window kOutputWaits{1.0, 0.6, 0.45, 0.2};  // a slow output holds both back
 constexpr AdaptiveLevel::Window kOutputTakesAll{1.0, 0.9, 0.9, 0.05};  // a very slow one
@@ -46,6 +46,24 @@ TEST(AdaptiveLevel, AWriterWaitingWhileTheOutputTakesTimeLowersTheLevelOnlyAfter
   EXPECT_EQ(adaptive.Next(kBalanced), -3);
   EXPECT_EQ(adaptive.Next(kWriterWaitsAndOutputTakes), -3) << "the count starts again after another window";
   EXPECT_EQ(adaptive.Next(kWriterWaitsAndOutputTakes), -10);
+}
+
+// Processors that are never idle while the output takes little: the compressor's cycles come
+// out of the reads beside it, though the writer does not wait; at once when the machine has
+// less than 10 % idle, after two windows under 25 %.
+TEST(AdaptiveLevel, BusyProcessorsLowerTheLevel) {
+  AdaptiveLevel adaptive(1);
+  const AdaptiveLevel::Window saturated{1.0, 0.0, 0.02, 0.3, 0.05};
+  const AdaptiveLevel::Window busy{1.0, 0.0, 0.08, 0.3, 0.2};
+  const AdaptiveLevel::Window idle{1.0, 0.0, 0.02, 0.3, 0.5};
+  EXPECT_EQ(adaptive.Next(saturated), -3);
+  EXPECT_EQ(adaptive.Next(busy), -3);
+  EXPECT_EQ(adaptive.Next(busy), -10);
+  EXPECT_EQ(adaptive.Next(idle), -10);
+  EXPECT_EQ(adaptive.Next(idle), -10) << "idle processors: the level stays";
+  const AdaptiveLevel::Window busy_but_output_heavy{1.0, 0.0, 0.2, 0.3, 0.05};
+  EXPECT_EQ(adaptive.Next(busy_but_output_heavy), -10);
+  EXPECT_EQ(adaptive.Next(busy_but_output_heavy), -10) << "an output that takes its time: not the compressor";
 }
 
 TEST(AdaptiveLevel, ASlowOutputRaisesTheLevelOnlyAfterItHasLasted) {
