@@ -46,16 +46,27 @@ std::atomic<bool> g_no_openat2{false};
 // file whose atime is older than its mtime or than a day rewrites its inode, so a backup or verify
 // of a store would dirty one inode per message on the source disk (docs/performance.md, "Reads
 // that write"). O_NOATIME is refused (EPERM) to a process that neither owns the file nor has
-// CAP_FOWNER: then this process reads as any reader does, without asking again.
-std::atomic<bool> g_noatime_refused{false};
+// CAP_FOWNER: that file is then opened again without it. A store may hold a few files of
+// another owner (restored by root, say) among the mail user's, so one refusal does not end the
+// asking; a run of them does (a reader that owns none of the files stops paying a second open
+// for each).
+constexpr int kNoAtimeRefusalsBeforeGivingUp = 64;
+std::atomic<int> g_noatime_refusals{0};  // in a row; reset by an open that got the flag
 
 int WithNoAtime(int flags) {
   // Files only: a directory's atime changes only when it is listed, and a store root owned by
-  // root (storemove run as the mail user) would make the first directory open refuse the flag
-  // for every file after it.
+  // root (storemove run as the mail user) would refuse the flag for every directory above it.
   const bool reads_only = (flags & O_ACCMODE) == O_RDONLY && !(flags & (O_PATH | O_CREAT | O_TRUNC | O_DIRECTORY));
-  return reads_only && !g_noatime_refused.load(std::memory_order_relaxed) ? flags | O_NOATIME : flags;
+  return reads_only && g_noatime_refusals.load(std::memory_order_relaxed) < kNoAtimeRefusalsBeforeGivingUp
+             ? flags | O_NOATIME
+             : flags;
 }
+
+void NoAtimeGranted() {
+  if (g_noatime_refusals.load(std::memory_order_relaxed) != 0) g_noatime_refusals.store(0, std::memory_order_relaxed);
+}
+
+void NoAtimeRefused() { g_noatime_refusals.fetch_add(1, std::memory_order_relaxed); }
 
 std::vector<std::string> Components(std::string_view rel) {
   std::vector<std::string> out;
@@ -130,9 +141,13 @@ int OpenBeneathOnce(int dirfd, const std::string& rel, int flags, mode_t mode) {
 int OpenBeneathRaw(int dirfd, const std::string& rel, int flags, mode_t mode) {
   const int quiet = WithNoAtime(flags);
   int fd = OpenBeneathOnce(dirfd, rel, quiet, mode);
-  if (fd != -EPERM || quiet == flags) return fd;
+  if (quiet == flags) return fd;
+  if (fd != -EPERM) {
+    if (fd >= 0) NoAtimeGranted();
+    return fd;
+  }
   fd = OpenBeneathOnce(dirfd, rel, flags, mode);
-  if (fd != -EPERM) g_noatime_refused.store(true, std::memory_order_relaxed);  // it was O_NOATIME
+  if (fd != -EPERM) NoAtimeRefused();  // it was O_NOATIME
   return fd;
 }
 
@@ -326,12 +341,15 @@ int OpenIfCached(int dirfd, const std::string& name) {
   how.flags = uint64_t(WithNoAtime(O_RDONLY) | O_CLOEXEC);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_CACHED;
   long fd = ::syscall(SYS_openat2, dirfd, name.c_str(), &how, sizeof how);
-  if (fd >= 0) return int(fd);
+  if (fd >= 0) {
+    if (how.flags & O_NOATIME) NoAtimeGranted();
+    return int(fd);
+  }
   int err = errno;
   if (err == EPERM && (how.flags & O_NOATIME)) {  // not the owner: read as any reader does
     how.flags &= ~uint64_t(O_NOATIME);
     fd = ::syscall(SYS_openat2, dirfd, name.c_str(), &how, sizeof how);
-    if (fd >= 0 || errno != EPERM) g_noatime_refused.store(true, std::memory_order_relaxed);
+    if (fd >= 0 || errno != EPERM) NoAtimeRefused();
     if (fd >= 0) return int(fd);
     err = errno;
   }

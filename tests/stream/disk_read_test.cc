@@ -326,6 +326,35 @@ TEST(DiskReads, ADirectoryOwnedByRootLeavesTheMailUsersFilesAccessTimesAlone) {
   EXPECT_EQ(AccessTimes(dir.path()).at(path), before) << "the file was read with its access time updated";
 }
 
+// Files of another owner among the mail user's (restored by root, say): each is read without
+// O_NOATIME, and the mail user's files after it still with it.
+TEST(DiskReads, AFileOfAnotherOwnerLeavesTheOthersAccessTimesAlone) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
+  DiskDir dir;
+  WriteSmallMessage(dir, 0644);  // root's, readable by all
+  const std::string path = dir / "2.msg";
+  {
+    UniqueFd fd = OpenFile(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    WriteAll(fd.get(), "Subject: y\r\n\r\nbody\r\n", 20, path);
+  }
+  ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);
+  AgeAccessTimes(dir.path(), ".msg");
+  const int64_t before = AccessTimes(dir.path()).at(path);
+  UniqueFd root = OpenDirectory(dir.path());
+  const int status = AsNobody([&] {
+    char buf[32];
+    for (int i = 0; i < 3; ++i) {  // root's file more than once: refused each time
+      const int fd = OpenAtOrErrno(root.get(), "1.msg", O_RDONLY);
+      if (fd < 0 || ::read(fd, buf, sizeof buf) != 20) return 11;
+      ::close(fd);
+    }
+    const int fd = OpenAtOrErrno(root.get(), "2.msg", O_RDONLY);
+    return fd >= 0 && ::read(fd, buf, sizeof buf) == 20 ? 0 : 12;
+  });
+  ASSERT_EQ(status, 0) << "10: setuid, 11: root's file, 12: nobody's file";
+  EXPECT_EQ(AccessTimes(dir.path()).at(path), before) << "the mail user's file was read with its access time updated";
+}
+
 TEST(DiskReads, RelinkWithColdFilesLinksWhatOneReadAtATimeLinks) {
   DiskDir dir;
   store::GenerateOptions g;
