@@ -424,10 +424,11 @@ void DecompressingSource::RunWorker(uint64_t offset) {
         if (!block.bytes) take_spare();
         if (!block.bytes) block.bytes = std::make_unique_for_overwrite<uint8_t[]>(Worker::kBlockSize);
         ZSTD_outBuffer out{block.bytes.get(), Worker::kBlockSize, block.size};
+        const size_t in_before = in.pos, out_before = out.pos;
         size_t rc = ZSTD_decompressStream(dctx_, &out, &in);
         block.size = out.pos;
         if (ZSTD_isError(rc)) Fail(ZSTD_getErrorName(rc), offset + in.pos);
-        frame_open_ = rc != 0;
+        NoteFrame(rc, in.pos != in_before || out.pos != out_before);
         const bool full = out.pos == out.size;  // zstd may hold more output
         // A partly filled block goes out when the chunk is used up: the consumer may be waiting.
         if ((full || (in.pos == in.size && block.size > 0)) && !push_block()) return;
@@ -443,6 +444,17 @@ void DecompressingSource::RunWorker(uint64_t offset) {
     w.output_ended = true;
     w.changed.notify_all();
   }
+}
+
+// A frame is open from its first byte read until zstd says it is done (0). A call that only
+// drains what an ended frame left in zstd (its output filled the caller's buffer exactly) takes
+// no input and gives no output, and returns the size of the next frame's header: that frame has
+// not begun, and an input that ends there is whole.
+void DecompressingSource::NoteFrame(size_t rc, bool moved) {
+  if (rc == 0)
+    frame_open_ = false;
+  else if (moved)
+    frame_open_ = true;
 }
 
 // The consumer: serves decompressed blocks and keeps the worker fed, reading `in` itself.
@@ -579,10 +591,11 @@ size_t DecompressingSource::Read(void* data, size_t size) {
       }
     }
     ZSTD_inBuffer in{buf_.data(), in_size_, in_pos_};
+    const size_t out_before = out.pos;
     size_t rc = ZSTD_decompressStream(dctx_, &out, &in);
-    in_pos_ = in.pos;
     if (ZSTD_isError(rc)) Fail(ZSTD_getErrorName(rc));
-    frame_open_ = rc != 0;
+    NoteFrame(rc, in.pos != in_pos_ || out.pos != out_before);
+    in_pos_ = in.pos;
     output_pending_ = out.pos == out.size;
   }
   return out.pos;

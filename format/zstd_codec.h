@@ -116,6 +116,7 @@ class DecompressingSource final : public ByteSource {
   bool Refill();
   size_t ReadFromWorker(void* data, size_t size);
   void RunWorker(uint64_t offset);
+  void NoteFrame(size_t rc, bool moved);  // after ZSTD_decompressStream: is a frame open?
   [[noreturn]] void Fail(const char* reason) const;
   [[noreturn]] static void Fail(const char* reason, uint64_t at);
 

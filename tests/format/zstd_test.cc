@@ -427,6 +427,34 @@ std::string Inflate(std::string_view compressed) {
   return plain;
 }
 
+// A frame whose content ends exactly where the reader's buffer fills (64 KiB reads here, the
+// worker's 256 KiB blocks) is whole: zstd, asked once more for what it might hold, answers
+// with the size of a next frame's header, which is no frame begun. It was read as truncated.
+TEST(Zstd, AFrameThatEndsWhereTheReadersBufferFillsIsWhole) {
+  for (size_t size : {size_t{1} << 20, size_t{3} << 18, size_t{5} << 16}) {
+    const std::string text = WordSoup(size).substr(0, size);
+    ASSERT_EQ(text.size(), size);
+    StringSink out;
+    ZstdCompressSink zstd(out, 3, 0);
+    zstd.Write(text.data(), text.size());
+    zstd.Finish();
+    zstd.Write(text.data(), text.size());  // a second frame, ending the same way
+    zstd.Finish();
+    for (bool worker : {false, true}) {
+      TrickleSource in(out.data(), SIZE_MAX);
+      DecompressingSource source(in, worker);
+      std::string plain;
+      std::vector<char> buf(1 << 16);
+      try {
+        while (size_t n = source.Read(buf.data(), buf.size())) plain.append(buf.data(), n);
+      } catch (const Error& e) {
+        ADD_FAILURE() << size << " bytes, worker " << worker << ": " << e.what();
+      }
+      EXPECT_TRUE(plain == text + text) << size << " bytes, worker " << worker;
+    }
+  }
+}
+
 // Written faster than level 1 compresses, into an output that takes everything at once: the
 // writer waits for the compressor, so the level goes down (within the frame, but for the
 // lowest rung, which starts one).
