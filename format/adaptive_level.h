@@ -55,7 +55,7 @@ class AdaptiveLevel {
   static constexpr double kOutputClearly = 0.5;
   static constexpr double kOutputClearlyOverCompress = 4.0;
 
-  // Starts at `level`, or the lowest rung at or above it.
+  // Starts at `level`'s rung: the lowest at or above it, the highest for a level above them all.
   explicit AdaptiveLevel(int level);
 
   // Takes one window's figures; returns the level for the next window.

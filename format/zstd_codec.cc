@@ -54,12 +54,8 @@ struct ZstdCompressSink::Worker {
   std::thread thread;
 };
 
-ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool background, bool adapt,
-                                   std::function<double()> cpu_idle_share)
-    : out_(out),
-      cctx_(ZSTD_createCCtx_advanced(kZstdMemory)),
-      buf_(ZSTD_CStreamOutSize()),
-      cpu_idle_share_(std::move(cpu_idle_share)) {
+ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool background, Adapt adapt)
+    : out_(out), cctx_(ZSTD_createCCtx_advanced(kZstdMemory)), buf_(ZSTD_CStreamOutSize()), adapt_(std::move(adapt)) {
   if (!cctx_) throw std::bad_alloc();
   try {
     if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
@@ -69,11 +65,11 @@ ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool b
     if (threads < 0 || (!ZSTD_isError(workers.error) && threads > workers.upperBound))
       Throw(Errc::kInvalidArgument, "zstd: " + std::to_string(threads) + " worker threads outside 0.." +
                                         std::to_string(workers.upperBound));
-    if (adapt && (!background || threads != 0))
+    if (adapt_.on && (!background || threads != 0))
       Throw(Errc::kInvalidArgument, "zstd: an adaptive level needs the background thread and no worker threads");
-    if (adapt && !ZSTD_isError(workers.error) && workers.upperBound < 1)
+    if (adapt_.on && !ZSTD_isError(workers.error) && workers.upperBound < 1)
       Throw(Errc::kInvalidArgument, "zstd: an adaptive level needs libzstd built with threads");
-    if (adapt) {
+    if (adapt_.on) {
       adaptive_ = std::make_unique<AdaptiveLevel>(level);
       level = adaptive_->level();
     }
@@ -242,34 +238,34 @@ void ZstdCompressSink::AdaptAfter(size_t size, int mode) {
   const uint64_t now = NowNs();
   if (window_start_ns_ == 0) window_start_ns_ = now;
   window_bytes_ += size;
-  if (window_bytes_ < kAdaptWindowBytes || now - window_start_ns_ < kAdaptWindowNs) return;
+  if (window_bytes_ < adapt_.window_bytes || now - window_start_ns_ < adapt_.window_ns) return;
   AdaptiveLevel::Window window;
   window.wall_seconds = static_cast<double>(now - window_start_ns_) / 1e9;
   window.output_waited_seconds = static_cast<double>(output_waited_ns_) / 1e9;
   window.compress_seconds = static_cast<double>(busy_ns_ - std::min(busy_ns_, output_waited_ns_)) / 1e9;
-  if (cpu_idle_share_) window.cpu_idle_share = cpu_idle_share_();
+  if (adapt_.cpu_idle_share) window.cpu_idle_share = adapt_.cpu_idle_share();
   {
     std::lock_guard lock(w.mutex);
     window.writer_waited_seconds = static_cast<double>(w.writer_waited_ns) / 1e9;
     w.writer_waited_ns = 0;
   }
-  window_start_ns_ = now;
-  window_bytes_ = 0;
-  output_waited_ns_ = 0;
-  busy_ns_ = 0;
   const int before = adaptive_->level();
   const bool long_before = adaptive_->long_window();
   const int level = adaptive_->Next(window);
-  if (level == before) return;
-  if (adaptive_->long_window() == long_before) {
+  if (level != before && adaptive_->long_window() == long_before) {
     SetLevel(level);
-  } else {  // the long window goes on or off: only with a new frame
-    if (mode != ZSTD_e_end) {  // (Finish has just ended one)
+  } else if (level != before) {  // the long window goes on or off: only with a new frame
+    if (mode != ZSTD_e_end) {    // (Finish has just ended one)
       Compress(nullptr, 0, ZSTD_e_end);
       WriteOut();
     }
     Configure(level);
   }
+  // The next window starts here: the frame's end, written above, belongs to this one.
+  window_start_ns_ = NowNs();
+  window_bytes_ = 0;
+  output_waited_ns_ = 0;
+  busy_ns_ = 0;
 }
 
 void ZstdCompressSink::WriteOut() {

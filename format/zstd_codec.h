@@ -17,9 +17,21 @@ typedef struct ZSTD_DCtx_s ZSTD_DCtx;
 
 namespace storemove::format {
 
-// Compresses everything written into one zstd frame. Data leaves only when zstd's output
-// buffer fills, on Flush() (ends a block, keeps the frame open) and on Finish() (ends the frame).
-// Destroying the sink without Finish() leaves an unterminated frame, which readers reject.
+// ZstdCompressSink's adaptive level (its constructor says what it does).
+struct ZstdAdaptOptions {
+  bool on = false;
+  // A decision per window of at least this much input and this long.
+  uint64_t window_bytes = uint64_t{4} << 20;
+  uint64_t window_ns = 100'000'000;
+  // When given, how idle the machine was since it was last called (CpuIdleMeter; -1 for not
+  // known); only the compressing thread calls it.
+  std::function<double()> cpu_idle_share;
+};
+
+// Compresses everything written into one zstd frame (an adaptive level may start more: below).
+// Data leaves only when zstd's output
+// buffer fills, on Flush() (ends a block, keeps the frame open) and on Finish() (ends the
+// frame). Destroying the sink without Finish() leaves an unterminated frame, which readers reject.
 class ZstdCompressSink final : public ByteSink {
  public:
   static constexpr int kWindowLog = 25;  // 32 MiB window, long-distance matching on
@@ -33,15 +45,13 @@ class ZstdCompressSink final : public ByteSink {
   // Write, Flush or Finish. Only for a one-way output (a file or a pipe): a caller that also uses
   // `out` itself, or waits for an answer over the same channel, must not have writes running behind.
   //
-  // With `adapt` (needs `background`) the level moves with where the time goes (AdaptiveLevel):
+  // With `adapt.on` (needs `background`) the level moves with where the time goes (AdaptiveLevel):
   // down while Write waits for the thread, up while the thread waits for `out`. Each change
   // takes effect at zstd's next job (zstd's own worker thread, jobs of 512 KiB) within the frame;
   // only a step onto or off the lowest rung, which has no long window, starts a new frame. The
   // output is plain zstd frames still, but no longer the same bytes from run to run.
-  // `cpu_idle_share`, when given, tells the adaptive level how idle the machine was since it was
-  // last called (CpuIdleMeter; -1 for not known); only the compressing thread calls it.
-  ZstdCompressSink(ByteSink& out, int level, int threads, bool background = false, bool adapt = false,
-                   std::function<double()> cpu_idle_share = {});
+  using Adapt = ZstdAdaptOptions;
+  ZstdCompressSink(ByteSink& out, int level, int threads, bool background = false, Adapt adapt = {});
   ~ZstdCompressSink() override;
   ZstdCompressSink(const ZstdCompressSink&) = delete;
   ZstdCompressSink& operator=(const ZstdCompressSink&) = delete;
@@ -52,7 +62,7 @@ class ZstdCompressSink final : public ByteSink {
 
   uint64_t bytes_in() const { return bytes_in_; }
   uint64_t bytes_out() const { return bytes_out_; }
-  // The adaptive level's record (null without `adapt`); read it after Flush or Finish.
+  // The adaptive level's record (null without `adapt.on`); read it after Flush or Finish.
   const AdaptiveLevel* adaptive() const { return adaptive_.get(); }
 
  private:
@@ -76,10 +86,7 @@ class ZstdCompressSink final : public ByteSink {
   std::vector<uint8_t> pending_;  // background: bytes written, not yet handed over
   std::unique_ptr<Worker> worker_;
   std::unique_ptr<AdaptiveLevel> adaptive_;
-  std::function<double()> cpu_idle_share_;
-  // A decision per window of at least this much input and this long.
-  static constexpr uint64_t kAdaptWindowBytes = uint64_t{4} << 20;
-  static constexpr uint64_t kAdaptWindowNs = 100'000'000;
+  Adapt adapt_;
   int threads_ = 0;
   uint64_t output_waited_ns_ = 0;  // adapt, the worker's: time in out_.Write this window
   uint64_t busy_ns_ = 0;           // time compressing and writing this window

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <optional>
 
 #include "format/zstd_codec.h"
 #include "stream/net.h"
@@ -58,6 +59,8 @@ int RunBackup(const BackupCliOptions& o) {
   const Compression compression = ParseCompression(o.compress);
   const int level = compression.level;
   if (o.threads < 0 || o.threads > 64) Throw(Errc::kInvalidArgument, "--threads: 0-64");
+  // Before anything is opened: an output written in place (a FIFO, a device) is not touched.
+  if (compression.adapt && o.threads != 0) Throw(Errc::kInvalidArgument, "--compress adapt: without --threads");
 
   if (o.to.empty() == o.file.empty()) Throw(Errc::kInvalidArgument, "give either -f FILE|- or --to HOST:PORT");
   if (!o.to.empty()) {
@@ -83,11 +86,15 @@ int RunBackup(const BackupCliOptions& o) {
     // whose reads wait (zstd's own worker threads, --threads, replace that thread). A store in
     // memory never waits: there the thread would only cost its queue (~1.5 MiB) and hand-overs.
     // An adaptive level needs that thread: it watches the queue in front of it.
-    if (compression.adapt && o.threads != 0) Throw(Errc::kInvalidArgument, "--compress adapt: without --threads");
     const bool background = compression.adapt || (o.threads == 0 && !PathOnMemoryFilesystem(store->root()));
-    CpuIdleMeter cpu;  // read by the compressing thread alone
-    format::ZstdCompressSink zsink(sink, level, o.threads, background, compression.adapt,
-                                   [&cpu] { return cpu.IdleShareSinceLast(); });
+    std::optional<CpuIdleMeter> cpu;  // read by the compressing thread alone
+    format::ZstdCompressSink::Adapt adapt;
+    if (compression.adapt) {
+      cpu.emplace();
+      adapt.on = true;
+      adapt.cpu_idle_share = [&cpu] { return cpu->IdleShareSinceLast(); };
+    }
+    format::ZstdCompressSink zsink(sink, level, o.threads, background, std::move(adapt));
     format::Encoder encoder(zsink);
     report = stream::Backup(*store, options, encoder);
     zsink.Finish();

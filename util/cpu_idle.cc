@@ -16,8 +16,10 @@ double CpuIdleMeter::IdleShareSinceLast() {
   const Sample before = last_;
   last_ = now;
   valid_ = true;
-  if (!had || now.total <= before.total || now.idle < before.idle) return -1;
-  const double share = static_cast<double>(now.idle - before.idle) / static_cast<double>(now.total - before.total);
+  if (!had || now.total <= before.total) return -1;
+  // iowait may go backwards on a tickless kernel: then no idle time is counted for the interval.
+  const uint64_t idle = now.idle > before.idle ? now.idle - before.idle : 0;
+  const double share = static_cast<double>(idle) / static_cast<double>(now.total - before.total);
   return share > 1 ? 1 : share;
 }
 

@@ -455,6 +455,33 @@ TEST(Zstd, AFrameThatEndsWhereTheReadersBufferFillsIsWhole) {
   }
 }
 
+ZstdCompressSink::Adapt AdaptOn() {
+  ZstdCompressSink::Adapt adapt;
+  adapt.on = true;
+  return adapt;
+}
+
+// The compressed size of `text` at one level, as the adaptive sinks below compare theirs.
+size_t FixedLevelSize(const std::string& text, int level) {
+  StringSink out;
+  ZstdCompressSink zstd(out, level, 0);
+  zstd.Write(text.data(), text.size());
+  zstd.Finish();
+  return out.data().size();
+}
+
+// The zstd frames `data` is made of, or 0 when it is not whole frames.
+size_t CountFrames(std::string_view data) {
+  size_t frames = 0;
+  while (!data.empty()) {
+    const size_t n = ZSTD_findFrameCompressedSize(data.data(), data.size());
+    if (ZSTD_isError(n)) return 0;
+    data.remove_prefix(n);
+    ++frames;
+  }
+  return frames;
+}
+
 // Written faster than level 1 compresses, into an output that takes everything at once: the
 // writer waits for the compressor, so the level goes down (within the frame, but for the
 // lowest rung, which starts one).
@@ -473,7 +500,7 @@ TEST(Zstd, AnAdaptiveLevelGoesDownWhileTheCompressorHoldsTheWriterBack) {
   };
   const std::string text = WordSoup(size_t{64} << 20);  // windows of >= 100 ms: several
   FastSink out(text.size() + (size_t{1} << 20));
-  ZstdCompressSink zstd(out, 1, 0, /*background=*/true, /*adapt=*/true);
+  ZstdCompressSink zstd(out, 1, 0, /*background=*/true, AdaptOn());
   for (size_t pos = 0; pos < text.size(); pos += 65536) zstd.Write(text.data() + pos, std::min<size_t>(65536, text.size() - pos));
   zstd.Finish();
   ASSERT_NE(zstd.adaptive(), nullptr);
@@ -483,6 +510,8 @@ TEST(Zstd, AnAdaptiveLevelGoesDownWhileTheCompressorHoldsTheWriterBack) {
   EXPECT_EQ(zstd.bytes_in(), text.size());
   EXPECT_EQ(zstd.bytes_out(), out.used);
   EXPECT_TRUE(Inflate(std::string_view(out.bytes.data(), out.used)) == text);
+  // The lower levels reached zstd: more bytes than level 1 throughout.
+  EXPECT_GT(out.used, FixedLevelSize(text, 1));
 }
 
 // An output that takes its bytes slowly (a link: 10 ms a write of up to 128 KiB, ~13 MB/s): the compressor waits for it,
@@ -498,7 +527,7 @@ TEST(Zstd, AnAdaptiveLevelGoesUpWhileTheOutputHoldsItBack) {
   };
   const std::string text = WordSoup(size_t{24} << 20);
   SlowSink out;
-  ZstdCompressSink zstd(out, 1, 0, /*background=*/true, /*adapt=*/true);
+  ZstdCompressSink zstd(out, 1, 0, /*background=*/true, AdaptOn());
   for (size_t pos = 0; pos < text.size(); pos += 65536) zstd.Write(text.data() + pos, std::min<size_t>(65536, text.size() - pos));
   zstd.Flush();  // a flush mid-way keeps the frame going
   zstd.Finish();
@@ -507,14 +536,51 @@ TEST(Zstd, AnAdaptiveLevelGoesUpWhileTheOutputHoldsItBack) {
   EXPECT_EQ(zstd.adaptive()->lowest(), 1);
   EXPECT_EQ(ZSTD_findFrameCompressedSize(out.bytes.data(), out.bytes.size()), out.bytes.size())
       << "one frame: levels change within it";
+  // The higher levels reached zstd, within the frame: fewer bytes than level 1 throughout.
+  EXPECT_LT(out.bytes.size(), FixedLevelSize(text, 1));
   EXPECT_TRUE(Inflate(out.bytes) == text);
+}
+
+// Down to the lowest rung (no long window: a new frame) while the processors are busy and the
+// output free, and up again once the output turns slow (another frame): every step reaches
+// zstd, and the frames together are the bytes written. Windows of 1 MiB, no time floor.
+TEST(Zstd, AnAdaptiveLevelStepsOntoAndOffTheLowestRungWithNewFrames) {
+  // Memory written once ahead (no page faults while the bytes arrive), until it turns slow.
+  class TurningSink final : public ByteSink {
+   public:
+    explicit TurningSink(size_t capacity) : bytes(capacity, '\0') {}
+    void Write(const void* data, size_t size) override {
+      if (used >= size_t{6} << 20) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (size > bytes.size() - used) Throw(Errc::kIo, "TurningSink: full");
+      std::memcpy(bytes.data() + used, data, size);
+      used += size;
+    }
+    std::string_view written() const { return std::string_view(bytes.data(), used); }
+    std::string bytes;
+    size_t used = 0;
+  };
+  const std::string text = WordSoup(size_t{24} << 20);
+  TurningSink out(text.size() + (size_t{1} << 20));
+  int calls = 0;  // the compressing thread's alone
+  ZstdCompressSink::Adapt adapt = AdaptOn();
+  adapt.window_bytes = size_t{1} << 20;
+  adapt.window_ns = 0;
+  adapt.cpu_idle_share = [&calls] { return ++calls <= 6 ? 0.0 : 1.0; };  // busy, then idle
+  ZstdCompressSink zstd(out, 1, 0, /*background=*/true, std::move(adapt));
+  for (size_t pos = 0; pos < text.size(); pos += 65536) zstd.Write(text.data() + pos, std::min<size_t>(65536, text.size() - pos));
+  zstd.Finish();
+  ASSERT_NE(zstd.adaptive(), nullptr);
+  EXPECT_EQ(zstd.adaptive()->lowest(), -50);
+  EXPECT_GT(zstd.adaptive()->level(), -50) << "back up once the output turned slow";
+  EXPECT_GE(CountFrames(out.written()), 3u) << "onto the lowest rung and off it: a frame each";
+  EXPECT_TRUE(Inflate(out.written()) == text);
 }
 
 TEST(Zstd, AnAdaptiveLevelNeedsTheBackgroundThread) {
   StringSink out;
   for (auto [threads, background] : {std::pair{0, false}, std::pair{2, true}}) {
     try {
-      ZstdCompressSink zstd(out, 1, threads, background, /*adapt=*/true);
+      ZstdCompressSink zstd(out, 1, threads, background, AdaptOn());
       ADD_FAILURE() << "accepted";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), Errc::kInvalidArgument);

@@ -589,6 +589,13 @@ TEST(CliAdaptiveCompression, RestoresToAnEqualStoreAndRefusesWhatItCannotDo) {
     EXPECT_NE(x.err.find("--compress"), std::string::npos) << x.err;
     EXPECT_FALSE(fs::exists(dir / "t.smv"));
   }
+  // Refused before the output is opened: a FIFO nobody reads (written in place, as a device or a
+  // file in a directory the user may not write would be) neither hangs it nor is touched.
+  const std::string fifo = dir / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  CliResult x = storemove::testing::RunProgram(
+      "/usr/bin/timeout", {"20", STOREMOVE_BIN, "backup", "--store", src, "--compress", "adapt", "--threads", "2", "-f", fifo});
+  EXPECT_EQ(x.status, kUsage) << "124: it opened the FIFO first and waited for a reader; " << x.Describe();
 }
 
 }  // namespace
