@@ -86,14 +86,16 @@ ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool b
   }
 }
 
+void ZstdCompressSink::SetParameter(int param, int value, const char* what) {
+  size_t rc = ZSTD_CCtx_setParameter(cctx_, static_cast<ZSTD_cParameter>(param), value);
+  if (ZSTD_isError(rc))
+    Throw(Errc::kInvalidArgument,
+          std::string("zstd: cannot use ") + what + " " + std::to_string(value) + ": " + ZSTD_getErrorName(rc));
+}
+
 void ZstdCompressSink::Configure(int level) {
   ZSTD_CCtx_reset(cctx_, ZSTD_reset_parameters);
-  auto set = [this](ZSTD_cParameter param, int value, const char* what) {
-    size_t rc = ZSTD_CCtx_setParameter(cctx_, param, value);
-    if (ZSTD_isError(rc))
-      Throw(Errc::kInvalidArgument,
-            std::string("zstd: cannot use ") + what + " " + std::to_string(value) + ": " + ZSTD_getErrorName(rc));
-  };
+  auto set = [this](ZSTD_cParameter param, int value, const char* what) { SetParameter(param, value, what); };
   set(ZSTD_c_compressionLevel, level, "compression level");
   set(ZSTD_c_checksumFlag, 1, "content checksum");
   if (adaptive_ ? adaptive_->long_window() : level >= 0) {
@@ -123,12 +125,7 @@ void ZstdCompressSink::SetLevel(int level) {
 }
 
 void ZstdCompressSink::SetLevelTuning(int level) {
-  auto set = [this](ZSTD_cParameter param, int value, const char* what) {
-    size_t rc = ZSTD_CCtx_setParameter(cctx_, param, value);
-    if (ZSTD_isError(rc))
-      Throw(Errc::kInvalidArgument,
-            std::string("zstd: cannot use ") + what + " " + std::to_string(value) + ": " + ZSTD_getErrorName(rc));
-  };
+  auto set = [this](ZSTD_cParameter param, int value, const char* what) { SetParameter(param, value, what); };
   if (level == 1) {
     // The default level, tuned on real mail (docs/performance.md, "Stream size"): libzstd's
     // level 1 hashes 2^14 positions of 6 bytes; mail repeats in shorter tokens (header names,

@@ -72,6 +72,7 @@ class ZstdCompressSink final : public ByteSink {
   void Submit(int mode);  // hands the pending chunk to the worker (background only)
   void WaitIdle();        // until the worker has written everything submitted
   void RunWorker();
+  void SetParameter(int param, int value, const char* what);  // a ZSTD_cParameter; throws what zstd refuses
   void Configure(int level);       // before a frame: the parameters of `level`
   void SetLevel(int level);        // adapt: within a frame, from zstd's next job on
   void SetLevelTuning(int level);  // the parameters that go with a level

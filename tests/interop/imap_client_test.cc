@@ -637,17 +637,25 @@ GaveUp RunUntilTheClientGivesUp(Peer& peer, F&& client_part) {
   return out;
 }
 
-// A server (or a proxy) that answers a command only with "* OK still here" keeps every read
-// within its timeout: the command must still end, with one line naming it.
-TEST(ImapClient, KeepAliveLinesWithoutProgressEndTheCommand) {
-  Peer peer([](Peer& p) {
+// Their server side: greets, takes the one command, then runs `answer`, which may send forever:
+// the send that fails once the client has given up and closed ends it.
+std::function<void(Peer&)> AnswersUntilTheClientCloses(std::function<void(Peer&)> answer) {
+  return [answer = std::move(answer)](Peer& p) {
     p.Send(kGreeting);
     p.Line();
     try {
-      for (;;) p.Send("* OK still here\r\n");
+      answer(p);
     } catch (const std::exception&) {  // the client gave up and closed
     }
-  });
+  };
+}
+
+// A server (or a proxy) that answers a command only with "* OK still here" keeps every read
+// within its timeout: the command must still end, with one line naming it.
+TEST(ImapClient, KeepAliveLinesWithoutProgressEndTheCommand) {
+  Peer peer(AnswersUntilTheClientCloses([](Peer& p) {
+    for (;;) p.Send("* OK still here\r\n");
+  }));
   const GaveUp r = RunUntilTheClientGivesUp(peer, [&](ImapClient& client) { client.Login("alice", "secret"); });
   const std::string& error = r.error;
   EXPECT_EQ(error,
@@ -696,15 +704,10 @@ TEST(ImapClient, LongFetchWithKeepAliveLinesBetweenResponsesCompletes) {
 // A server repeating one message's flag update forever, UID included, sends FETCH responses
 // that bring nothing new: the command ends as one kept alive by status lines does.
 TEST(ImapClient, AFlagUpdateRepeatedForeverEndsTheCommand) {
-  Peer peer([](Peer& p) {
-    p.Send("* OK ready\r\n");
-    p.Line();
-    try {
-      p.Send("* 1 FETCH (UID 7 FLAGS ())\r\n");
-      for (;;) p.Send("* 1 FETCH (UID 7 FLAGS (\\Seen))\r\n");
-    } catch (const std::exception&) {  // the client gave up and closed
-    }
-  });
+  Peer peer(AnswersUntilTheClientCloses([](Peer& p) {
+    p.Send("* 1 FETCH (UID 7 FLAGS ())\r\n");
+    for (;;) p.Send("* 1 FETCH (UID 7 FLAGS (\\Seen))\r\n");
+  }));
   storemove::testing::ImapCollector sink;
   const GaveUp r = RunUntilTheClientGivesUp(peer, [&](ImapClient& client) { client.FetchMeta(1, sink); });
   const std::string& error = r.error;
@@ -720,18 +723,13 @@ TEST(ImapClient, AFlagUpdateRepeatedForeverEndsTheCommand) {
 // A server trickling a body, one byte every 100 ms, stays within every read's timeout: the
 // response must still end once it falls behind its pace (the progress timeout, then 1 KiB a second).
 TEST(ImapClient, ABodyTrickledByteByByteEndsTheCommand) {
-  Peer peer([](Peer& p) {
-    p.Send("* OK ready\r\n");
-    p.Line();
-    try {
-      p.Send("* 1 FETCH (UID 1 RFC822.SIZE 1000 BODY[] {1000}\r\n");
-      for (int i = 0; i < 1000; ++i) {
-        p.Send("x");
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the server's pace, under test
-      }
-    } catch (const std::exception&) {  // the client gave up and closed
+  Peer peer(AnswersUntilTheClientCloses([](Peer& p) {
+    p.Send("* 1 FETCH (UID 1 RFC822.SIZE 1000 BODY[] {1000}\r\n");
+    for (int i = 0; i < 1000; ++i) {
+      p.Send("x");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the server's pace, under test
     }
-  });
+  }));
   storemove::testing::ImapCollector sink;
   const GaveUp r = RunUntilTheClientGivesUp(peer, [&](ImapClient& client) { client.FetchBodies({1}, sink); });
   const std::string& error = r.error;
