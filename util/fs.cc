@@ -101,10 +101,19 @@ std::string FdPath(int dirfd) {
   Throw(Errc::kCorrupt, JoinPath(FdPath(dirfd), prefix) + " is a symbolic link; refusing to follow it");
 }
 
+// A store's files are regular files and directories. O_NONBLOCK (kept, as tar does: it changes
+// nothing for a regular file) makes a FIFO or device planted in their place open at once and read
+// as empty or fail, so the caller reports a wrong size or a read error instead of waiting forever
+// for a writer that never comes.
+static int NeverWaitingToOpen(int flags) {
+  return (flags & (O_PATH | O_DIRECTORY)) ? flags : flags | O_NONBLOCK | O_NOCTTY;
+}
+
 // openat(2) of `rel` beneath `dirfd` that never follows a symlink nor leaves the directory:
 // the fd, or -errno.
 int OpenBeneathOnce(int dirfd, const std::string& rel, int flags, mode_t mode) {
   const char* name = rel.empty() ? "." : rel.c_str();
+  flags = NeverWaitingToOpen(flags);
   if (!g_no_openat2.load(std::memory_order_relaxed)) {
     struct open_how how {};
     how.flags = uint64_t(flags | O_CLOEXEC);
@@ -338,7 +347,7 @@ int OpenIfCached(int dirfd, const std::string& name) {
   if (g_no_openat2.load(std::memory_order_relaxed) || g_no_resolve_cached.load(std::memory_order_relaxed))
     return -EAGAIN;
   struct open_how how {};
-  how.flags = uint64_t(WithNoAtime(O_RDONLY) | O_CLOEXEC);
+  how.flags = uint64_t(NeverWaitingToOpen(WithNoAtime(O_RDONLY)) | O_CLOEXEC);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_CACHED;
   long fd = ::syscall(SYS_openat2, dirfd, name.c_str(), &how, sizeof how);
   if (fd >= 0) {

@@ -598,5 +598,49 @@ TEST(CliAdaptiveCompression, RestoresToAnEqualStoreAndRefusesWhatItCannotDo) {
   EXPECT_EQ(x.status, kUsage) << "124: it opened the FIFO first and waited for a reader; " << x.Describe();
 }
 
+// A FIFO planted in a store where a message file or a folder index belongs is an error naming
+// it, not a wait for a writer that never comes (exit 124 below: the command hung in open(2)).
+TEST(CliHostileStore, AFifoInPlaceOfAStoreFileIsAnErrorNotAHang) {
+  TempDir dir;
+  const std::string src = dir / "src", copy = dir / "copy";
+  ASSERT_EQ(RunCli({"gen", "--store", src, "--users", "3", "--messages-per-user", "4", "--seed", "7"}).status, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", src, "-f", dir / "good.smv"}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
+  ASSERT_EQ(RunCli({"restore", "--store", copy, "-f", dir / "good.smv"}).status, 0);
+  std::string message, index;  // relative to the store
+  for (const auto& entry : fs::recursive_directory_iterator(src + "/partition")) {
+    const std::string path = fs::relative(entry.path(), src);
+    if (message.empty() && entry.path().filename() == "2.msg" && path.find("=digest") == std::string::npos)
+      message = path;
+    if (index.empty() && entry.path().filename() == "store.idx") index = path;
+  }
+  ASSERT_FALSE(message.empty());
+  ASSERT_FALSE(index.empty());
+  auto plant = [](const std::string& path) {
+    ASSERT_EQ(::unlink(path.c_str()), 0) << path;
+    ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0) << path;
+  };
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"20", STOREMOVE_BIN});
+    return storemove::testing::RunProgram("/usr/bin/timeout", args);
+  };
+  plant(copy + "/" + message);
+  CliResult v = run({"verify", "--store", copy, "--source", src});
+  EXPECT_NE(v.status, 0) << v.Describe();
+  EXPECT_NE(v.status, 124) << v.Describe();
+  EXPECT_NE(v.err.find(copy + "/" + message), std::string::npos) << v.Describe();
+
+  plant(src + "/" + message);
+  CliResult b = run({"backup", "--store", src, "--compress", "none", "-f", dir / "out.smv"});
+  EXPECT_EQ(b.status, kDataErr) << b.Describe();
+  EXPECT_NE(b.err.find(src + "/" + message + " has 0 bytes"), std::string::npos) << b.Describe();
+  EXPECT_FALSE(fs::exists(dir / "out.smv"));
+
+  plant(src + "/" + index);
+  CliResult l = run({"list", "--store", src});
+  EXPECT_EQ(l.status, kDataErr) << l.Describe();
+  EXPECT_NE(l.err.find(src + "/" + index), std::string::npos) << l.Describe();
+}
+
 }  // namespace
 }  // namespace storemove::tools
