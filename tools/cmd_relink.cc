@@ -19,7 +19,7 @@ namespace {
 struct RelinkCommandOptions {
   std::string store_dir;
   relinker::RelinkOptions relink;
-  uint64_t min_size_kb = UINT64_MAX;  // not given: the store's local.store.relinker.minsize
+  int64_t min_size_kb = -1;  // not given: the store's local.store.relinker.minsize
   bool json = false;
   bool verbose = false;
 };
@@ -31,8 +31,8 @@ nlohmann::json UsageJson(const relinker::Usage& u) {
 
 int RunRelink(RelinkCommandOptions& options) {
   std::unique_ptr<store::Store> store = OpenStore(options.store_dir);
-  const uint64_t min_size_kb = options.min_size_kb != UINT64_MAX ? options.min_size_kb
-                                                                  : store::ReadSettings(*store).relinker_minsize_kb;
+  const uint64_t min_size_kb = options.min_size_kb >= 0 ? uint64_t(options.min_size_kb)
+                                                        : store::ReadSettings(*store).relinker_minsize_kb;
   options.relink.min_size = min_size_kb * 1024;
   stream::Progress progress("relink", options.verbose || ::isatty(STDERR_FILENO));
   options.relink.on_pass = [&](const std::string& pass, uint64_t messages, uint64_t bytes) {
@@ -74,7 +74,8 @@ void AddRelinkCommand(CLI::App& root, Action* chosen) {
   command->add_flag("-d,--purge", options->relink.purge,
                     "remove repository entries no message links to any more (not while a restore runs)");
   command->add_option("--min-size", options->min_size_kb, "leave messages smaller than this alone (default: the store's local.store.relinker.minsize)")
-      ->type_name("KB");
+      ->type_name("KB")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));  // local.store.relinker.minsize's range
   command->add_option("--reads", options->relink.reads, "message files examined at once (default 16; 1 = one at a time)")
       ->check(CLI::Range(1, 1024));
   command->add_flag("--json", options->json, "print the before/after numbers as JSON");

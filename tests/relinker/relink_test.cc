@@ -740,6 +740,15 @@ TEST(RelinkCli, PrintsSunsTableAndJson) {
   const auto bad = RunCli({"relink", "--store", dir / "store", "-p", "nosuch"});
   EXPECT_EQ(bad.status, 66) << bad.Describe();
   EXPECT_NE(bad.err.find("no such partition: nosuch"), std::string::npos) << bad.err;
+
+  // A size that is no size is refused, not wrapped: -5 read as 2^64-5 KB would skip every message,
+  // 2^54 KB times 1024 would be 0 and link every one; -1 was the "not given" marker.
+  for (const char* size : {"-5", "-1", "18014398509481984"}) {
+    const auto refused = RunCli({"relink", "--store", dir / "store", "--json", "--min-size", size});
+    EXPECT_EQ(refused.status, 64) << size << ": " << refused.Describe();
+    EXPECT_NE(refused.err.find("--min-size"), std::string::npos) << refused.err;
+    EXPECT_TRUE(refused.out.empty()) << refused.out;
+  }
 }
 
 }  // namespace
