@@ -140,7 +140,15 @@ int RunDeliver(const DeliverOptions& options) {
                                std::to_string(received) + " > " + std::to_string(user->quota_limit) +
                                " bytes); delivery deferred");
   }
-  std::vector<uint32_t> uids = folder->Commit(batch);
+  std::vector<uint32_t> uids;
+  try {
+    uids = folder->Commit(batch);
+  } catch (const Error& e) {
+    // Every name and option was checked above: what Commit refuses now is the mailbox's state
+    // (its UIDs used up), which an administrator repairs. 64 would make the MTA bounce the mail.
+    if (e.code() != Errc::kInvalidArgument) throw;
+    Throw(Errc::kTempFail, std::string(e.what()) + "; delivery deferred");
+  }
   if (options.verbose) {
     std::printf("delivered %llu bytes to %s uid %u%s\n", static_cast<unsigned long long>(received), mailbox.c_str(),
                 uids.at(0), linker.counters().linked ? " (a link to identical content)" : "");
@@ -166,8 +174,8 @@ void AddDeliverCommand(CLI::App& root, Action* chosen) {
   command->add_flag("-v,--verbose", options->verbose, "print the UID assigned");
   command->footer(
       "Exit status: 0 delivered and durable; 67 unknown user (bounce); 75 user on hold, moved to another "
-      "host (the message names it), over quota, or without its INBOX yet (a restore or import of the user "
-      "not finished) (retry later); 66 folder missing; 65 empty message (an "
+      "host (the message names it), over quota, without its INBOX yet (a restore or import of the user "
+      "not finished), or a folder whose UIDs are used up (retry later); 66 folder missing; 65 empty message (an "
       "empty stdin is a broken pipe, not mail; import keeps an mbox's empty messages and counts them); "
       "64 bad name or option.\n");
   command->callback([options, chosen] { *chosen = [options] { return RunDeliver(*options); }; });

@@ -231,6 +231,19 @@ TEST_F(Cli, OverQuotaIsATemporaryFailure) {
   EXPECT_EQ(StoreState(root_), before);
 }
 
+// A folder whose next UID would be 2^32-1 (a restored source's UIDNEXT) takes no more mail until
+// it is repaired: deferred, as over quota is, never 64, which an MTA bounces.
+TEST_F(Cli, AFolderWithItsUidsUsedUpDefersDelivery) {
+  ASSERT_EQ(Deliver("uma", Message("a", "a"), {"--create"}).status, 0);
+  store::Store::Open(root_)->OpenFolder("uma", "INBOX")->RaiseUidNext(UINT32_MAX);
+  const std::string before = StoreState(root_);
+  CliResult r = Deliver("uma", Message("b", "b"));
+  EXPECT_EQ(r.status, kTempFail) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("UID space exhausted; delivery deferred"), std::string::npos) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+}
+
 // backup -d takes a date that exists: mktime would move 20260230 to March 2nd and quietly
 // leave out two days of mail.
 TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
