@@ -16,6 +16,7 @@
 #include "stream/migrate.h"
 #include "stream/migrate_dry_run.h"
 #include "tools/commands.h"
+#include "tools/session_io.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -32,7 +33,7 @@ struct MigrateCliOptions {
   std::string key, cert, cert_key, ca;
   bool insecure = false;
   int timeout = 60;
-  int compress = 1;
+  std::string compress = "1";
   bool delete_source = false;
   std::string moved_host;
   std::string partition;
@@ -137,7 +138,11 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   options.client.credentials.ca_file = o.ca;
   options.client.credentials.insecure = o.insecure;
   options.client.timeout_seconds = o.timeout;
-  options.client.compress_level = o.compress;
+  const Compression compression = ParseCompression(o.compress);
+  // A session's connection also carries the server's answers: its output time is not the link's.
+  if (compression.adapt)
+    Throw(Errc::kInvalidArgument, "--compress adapt: for backup -f only (a migrate session keeps one level)");
+  options.client.compress_level = compression.level;
   options.moved_host = o.moved_host;
   options.partition = o.partition;
   options.live = o.verbose || ::isatty(STDERR_FILENO);
@@ -206,7 +211,7 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_flag("--insecure", o->insecure, "plain TCP without TLS (trusted test networks only)");
   c->add_option("--timeout", o->timeout, "seconds without progress before a session is abandoned (default 60)")
       ->check(CLI::Range(1, 86400));
-  c->add_option("--compress", o->compress, "zstd level for the sessions (default 1)");
+  c->add_option("--compress", o->compress, "zstd level 1-19 for the sessions, or none (default 1)")->type_name("LEVEL|none");
   c->add_option("--retries", o->retries,
                 "further attempts for a group that failed on the network, the server or verification (default 2); "
                 "configuration errors (credentials, authentication, names) stop at once");

@@ -281,5 +281,23 @@ TEST_F(AdminViews, MigrateDryRunSaysWhatAndChangesNothing) {
   EXPECT_FALSE(fs::exists(root_ + "/migrate-journal"));
 }
 
+// --compress takes backup's words; adapt, which needs a one-way output, and what is no level are
+// refused in one line before anything is read or connected.
+TEST_F(AdminViews, MigrateRefusesACompressionItCannotUse) {
+  Listener destination;
+  const std::string to = "127.0.0.1:" + std::to_string(destination.port());
+  const auto tree = Tree(root_);
+  for (const char* refused : {"adapt", "fast", "0", "20"}) {
+    CliResult r = RunCli({"migrate", "--store", root_, "--to", to, "--insecure", "--compress", refused});
+    EXPECT_EQ(r.status, 64) << refused << ": " << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find("--compress"), std::string::npos) << r.Describe();
+  }
+  CliResult none = RunCli({"migrate", "--store", root_, "--to", to, "--insecure", "--compress", "none", "--dry-run"});
+  EXPECT_EQ(none.status, 0) << none.Describe();
+  EXPECT_FALSE(destination.SomeoneConnected());
+  EXPECT_EQ(Tree(root_), tree);
+}
+
 }  // namespace
 }  // namespace storemove::tools

@@ -177,7 +177,8 @@ def main():
                 or busy["exit_status"] != 75 or busy["groups_requested"] != ["a"]:
             fail("a busy group: exit %d, %s, report %s" % (status, err, busy))
         # Other groups of the store are not held up by it.
-        run(migrate + ["--", "b"])
+        # (uncompressed: the sessions' other setting, end to end)
+        run(migrate + ["--compress", "none", "--", "b"])
         waiting = subprocess.Popen(migrate + ["--lock-wait", "60", "--", "a"], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
         # Released once the migrate has the lock file open (it is then trying the lock): it can
