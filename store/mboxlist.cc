@@ -98,6 +98,26 @@ std::string CopyEnvironment(const std::string& from) {
   return to;
 }
 
+// Berkeley DB opens its files by name, blocking and following links: a FIFO planted among them
+// would hang every command (open(2) waits for a writer), a symlink would send its writes
+// elsewhere. Only regular files and directories are let through (docs/store-format.md §1).
+void RefuseWhatIsNoFile(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;  // the environment's open says what is wrong with the directory
+  struct Closer {
+    DIR* d;
+    ~Closer() { ::closedir(d); }
+  } closer{d};
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_type == DT_REG || e->d_type == DT_DIR) continue;
+    struct stat st;
+    if (::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
+    if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) continue;
+    const char* kind = S_ISLNK(st.st_mode) ? "a symbolic link" : S_ISFIFO(st.st_mode) ? "a FIFO" : "not a regular file";
+    Throw(Errc::kCorrupt, "mboxlist " + dir + "/" + e->d_name + " is " + kind + "; refusing to open the database");
+  }
+}
+
 bool OnReadOnlyFilesystem(const std::string& dir) {
   struct statvfs fs;
   return ::statvfs(dir.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY);
@@ -106,6 +126,7 @@ bool OnReadOnlyFilesystem(const std::string& dir) {
 }  // namespace
 
 void Store::Db::Open(bool create) {
+  RefuseWhatIsNoFile(dir_);
   std::string dir = dir_;
   if (!create && OnReadOnlyFilesystem(dir_)) {
     // A mounted snapshot: Berkeley DB cannot open its environment where it cannot write its

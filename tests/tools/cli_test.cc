@@ -653,6 +653,23 @@ TEST(CliHostileStore, AFifoInPlaceOfAStoreFileIsAnErrorNotAHang) {
   CliResult l = run({"list", "--store", src});
   EXPECT_EQ(l.status, kDataErr) << l.Describe();
   EXPECT_NE(l.err.find(src + "/" + index), std::string::npos) << l.Describe();
+
+  // Berkeley DB opens the mboxlist's files itself: they are checked before it does.
+  const std::string db = copy + "/mboxlist/lright.db";
+  plant(db);
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"list", "--store", copy},
+                                                std::vector<std::string>{"verify", "--store", copy, "--source", src}}) {
+    CliResult m = run(args);
+    EXPECT_EQ(m.status, kDataErr) << m.Describe();
+    EXPECT_TRUE(IsOneErrorLine(m)) << m.Describe();
+    EXPECT_NE(m.err.find(db + " is a FIFO; refusing to open the database"), std::string::npos) << m.Describe();
+  }
+  ASSERT_EQ(::unlink(db.c_str()), 0);
+  ASSERT_EQ(::symlink((dir / "elsewhere.db").c_str(), db.c_str()), 0);
+  CliResult m = run({"deliver", "--store", copy, "--user", "someone", "--create"});
+  EXPECT_EQ(m.status, kDataErr) << m.Describe();
+  EXPECT_NE(m.err.find(db + " is a symbolic link"), std::string::npos) << m.Describe();
+  EXPECT_FALSE(fs::exists(dir / "elsewhere.db"));
 }
 
 }  // namespace
