@@ -2,7 +2,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <cstdio>
@@ -44,6 +47,15 @@ DBT OutDbt() {
 bool Retryable(int ret) { return ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED; }
 
 constexpr int kMaxTxnRetries = 50;
+constexpr int kLockTimeoutSeconds = 10;
+// A deadlock victim is retried at once and often; a request that waited out the lock timeout
+// (10 s: the holder is stopped or dead) is not, so a caller hears kTempFail after ~10 s instead
+// of 50 timeouts later. (Not even once: libdb 5.3's detector recomputes the next timeout from
+// the waiters it saw, so a request that blocks again while the detector's pass that expired it
+// is still running can be left without a timeout until some other request blocks.)
+constexpr int kMaxLockTimeouts = 1;
+// Whether the last kTempFail this thread threw from Fail was a lock timeout (Txn's retry count).
+thread_local bool last_failure_timed_out = false;
 constexpr size_t kScanBatch = 512;
 
 }  // namespace
@@ -56,6 +68,9 @@ constexpr size_t kScanBatch = 512;
   // A panic means another process ran recovery after one died: nothing of this operation was
   // committed and a new process will succeed, so it is temporary (deliver exits 75 and the MTA
   // retries, instead of bouncing a message for another process's crash).
+  last_failure_timed_out = ret == DB_LOCK_NOTGRANTED;
+  if (last_failure_timed_out)
+    msg += " (another process has held it for over " + std::to_string(kLockTimeoutSeconds) + " s)";
   if (Retryable(ret) || ret == DB_RUNRECOVERY) Throw(Errc::kTempFail, msg);
   Throw(Errc::kDatabase, msg);
 }
@@ -147,7 +162,10 @@ void Store::Db::Open(bool create) {
   env_->set_cachesize(env_, 0, 2 * 1024 * 1024, 1);
   env_->set_lk_detect(env_, DB_LOCK_DEFAULT);
   // Nothing waits forever: a lock not granted within 10 s fails the transaction (retried).
-  env_->set_timeout(env_, 10 * 1000 * 1000, DB_SET_LOCK_TIMEOUT);
+  env_->set_timeout(env_, kLockTimeoutSeconds * 1000 * 1000, DB_SET_LOCK_TIMEOUT);
+  // A timed-out request says so (DB_LOCK_NOTGRANTED) instead of posing as a deadlock victim,
+  // which Txn retries at once and many times (WatchLocks).
+  env_->set_flags(env_, DB_TIME_NOTGRANTED, 1);
   env_->set_lk_max_locks(env_, 100000);
   env_->set_lk_max_objects(env_, 100000);
   env_->set_lk_max_lockers(env_, 10000);
@@ -197,6 +215,54 @@ void Store::Db::Open(bool create) {
     u_int32_t oflags = DB_AUTO_COMMIT | DB_THREAD | (create_db ? DB_CREATE : 0);
     ret = (*s.handle)->open(*s.handle, nullptr, s.file, nullptr, DB_BTREE, oflags, 0600);
     if (ret != 0) Fail(ret, std::string("open ") + s.file);  // the handle is closed with the rest
+  }
+  // Started with every signal blocked, so that a SIGTERM or SIGINT sent to the process goes to a
+  // thread that takes it (migrate's signalfd, or the main thread's default action), not to this one.
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &old);
+  try {
+    lock_watch_ = std::thread([this] { WatchLocks(); });
+  } catch (...) {
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    throw;
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+uint64_t Store::Db::LockWaits() {
+  DB_LOCK_STAT* stat = nullptr;
+  if (int ret = env_->lock_stat(env_, &stat, 0); ret != 0) Fail(ret, "lock_stat");
+  const uint64_t waits = stat->st_lock_wait;
+  free(stat);
+  return waits;
+}
+
+void Store::Db::WatchLocks() {
+  std::unique_lock lock(lock_watch_mutex_);
+  while (!lock_watch_stop_.wait_for(lock, std::chrono::seconds(1), [&] { return lock_watch_stopping_; })) {
+    if (wedged_) continue;
+    int rejected = 0;
+    const int ret = env_->lock_detect(env_, 0, DB_LOCK_EXPIRE, &rejected);
+    if (ret != DB_RUNRECOVERY || in_flight_.load() == 0) {
+      stuck_since_.reset();
+      continue;
+    }
+    // Another process recovered the environment after one died: this one's regions are dead,
+    // and a thread asleep in them on the dead process's lock is never woken (libdb wakes no
+    // waiter of a panicked environment). Every other call fails at once with DB_RUNRECOVERY,
+    // so a call still in flight after the lock timeout is that sleeper: the process can only
+    // end, as kill -9 would, and say so. 75: a delivery is retried by the MTA, a migrate run
+    // again finds its journal.
+    const auto now = std::chrono::steady_clock::now();
+    if (!stuck_since_) stuck_since_ = now;
+    if (now - *stuck_since_ < std::chrono::seconds(kLockTimeoutSeconds + 2)) continue;
+    std::fprintf(stderr,
+                 "storemove: mboxlist %s: waiting for a lock of a process that died, in a database environment "
+                 "another process has recovered since; stopping (exit 75, run again)\n",
+                 dir_.c_str());
+    std::fflush(stderr);
+    ::_exit(75);
   }
 }
 
@@ -260,6 +326,14 @@ bool Store::Db::BoundedCheckpoint(u_int32_t flags, int* ret) {
 }
 
 void Store::Db::Close(bool checkpoint) {
+  if (lock_watch_.joinable()) {
+    {
+      std::lock_guard lock(lock_watch_mutex_);
+      lock_watch_stopping_ = true;
+    }
+    lock_watch_stop_.notify_all();
+    lock_watch_.join();
+  }
   // A checkpoint on close makes each .db file complete on its own (db5.3_verify on a copy). It
   // runs while the databases are open, so one pass writes and syncs every dirty page; closing them
   // first would flush and sync each file (and the log before it) once more, to no end: a
@@ -301,29 +375,42 @@ void Store::Db::Close(bool checkpoint) {
 }
 
 void Store::Db::Txn(const std::function<void(DB_TXN*)>& fn, bool sync) {
+  int timeouts = 0;
   for (int attempt = 0;; ++attempt) {
     DB_TXN* txn = nullptr;
     int ret = env_->txn_begin(env_, nullptr, &txn, 0);
     if (ret != 0) Fail(ret, "txn_begin");
     try {
+      last_failure_timed_out = false;
       fn(txn);
     } catch (const Error& e) {
       txn->abort(txn);
-      if (e.code() == Errc::kTempFail && attempt < kMaxTxnRetries) continue;  // deadlock victim
+      const bool timed_out = e.code() == Errc::kTempFail && last_failure_timed_out;
+      if (e.code() == Errc::kTempFail && attempt < kMaxTxnRetries && (!timed_out || ++timeouts < kMaxLockTimeouts))
+        continue;  // a deadlock victim, or a first lock timeout
       throw;
     } catch (...) {
       txn->abort(txn);
       throw;
     }
-    ret = txn->commit(txn, sync ? DB_TXN_SYNC : 0);
+    {
+      InFlight call(in_flight_);
+      ret = txn->commit(txn, sync ? DB_TXN_SYNC : 0);
+    }
     if (ret == 0) return;
-    if (!(Retryable(ret) && attempt < kMaxTxnRetries)) Fail(ret, "commit");
+    const bool timed_out = ret == DB_LOCK_NOTGRANTED;
+    if (!(Retryable(ret) && attempt < kMaxTxnRetries && (!timed_out || ++timeouts < kMaxLockTimeouts)))
+      Fail(ret, "commit");
   }
 }
 
 bool Store::Db::Get(DB* db, DB_TXN* txn, std::string_view key, std::string* value, bool for_update) {
   DBT k = Dbt(key), v = OutDbt();
-  int ret = db->get(db, txn, &k, &v, for_update ? DB_RMW : 0);
+  int ret;
+  {
+    InFlight call(in_flight_);
+    ret = db->get(db, txn, &k, &v, for_update ? DB_RMW : 0);
+  }
   if (ret == DB_NOTFOUND) return false;
   if (ret != 0) Fail(ret, "get");
   value->assign(static_cast<char*>(v.data), v.size);
@@ -333,13 +420,21 @@ bool Store::Db::Get(DB* db, DB_TXN* txn, std::string_view key, std::string* valu
 
 void Store::Db::Put(DB* db, DB_TXN* txn, std::string_view key, std::string_view value) {
   DBT k = Dbt(key), v = Dbt(value);
-  int ret = db->put(db, txn, &k, &v, 0);
+  int ret;
+  {
+    InFlight call(in_flight_);
+    ret = db->put(db, txn, &k, &v, 0);
+  }
   if (ret != 0) Fail(ret, "put");
 }
 
 bool Store::Db::PutNew(DB* db, DB_TXN* txn, std::string_view key, std::string_view value) {
   DBT k = Dbt(key), v = Dbt(value);
-  int ret = db->put(db, txn, &k, &v, DB_NOOVERWRITE);
+  int ret;
+  {
+    InFlight call(in_flight_);
+    ret = db->put(db, txn, &k, &v, DB_NOOVERWRITE);
+  }
   if (ret == DB_KEYEXIST) return false;
   if (ret != 0) Fail(ret, "put");
   return true;
@@ -347,7 +442,11 @@ bool Store::Db::PutNew(DB* db, DB_TXN* txn, std::string_view key, std::string_vi
 
 void Store::Db::Del(DB* db, DB_TXN* txn, std::string_view key) {
   DBT k = Dbt(key);
-  int ret = db->del(db, txn, &k, 0);
+  int ret;
+  {
+    InFlight call(in_flight_);
+    ret = db->del(db, txn, &k, 0);
+  }
   if (ret != 0 && ret != DB_NOTFOUND) Fail(ret, "del");
 }
 
@@ -373,7 +472,10 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
     k.flags = DB_DBT_MALLOC;
     u_int32_t op = DB_SET_RANGE;
     for (;;) {
-      ret = cursor->get(cursor, &k, &v, op);
+      {
+        InFlight call(in_flight_);
+        ret = cursor->get(cursor, &k, &v, op);
+      }
       if (ret != 0) break;
       std::string key(static_cast<char*>(k.data), k.size);
       std::string value(static_cast<char*>(v.data), v.size);

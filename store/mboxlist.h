@@ -5,10 +5,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -88,6 +92,8 @@ class Store::Db {
   // inside the environment; see BoundedCheckpoint).
   void Checkpoint();
   bool wedged() const { return wedged_; }  // any thread may ask
+  // Lock requests of any process that had to wait, since the environment was created (tests).
+  uint64_t LockWaits();
 
   // Tests: replaces libdb's checkpoint call (empty: libdb's) and how long one is waited for.
   static void SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit);
@@ -104,6 +110,27 @@ class Store::Db {
   std::atomic<std::chrono::milliseconds::rep> stuck_after_ms_{0};  // set before wedged_
   [[noreturn]] void Fail(int ret, const std::string& what);
   void Open(bool create);
+  // libdb enforces a lock timeout only when its deadlock detector runs, which it does when a
+  // request blocks: a waiter behind a holder that never lets go (a stopped process, or one killed
+  // -9) would sleep forever. This thread runs the detector for expired requests every second, so
+  // the 10 s timeout holds (the waiter gets DB_LOCK_NOTGRANTED: kTempFail). When the environment
+  // has been recovered by another process meanwhile, a waiter can no longer be woken, and the
+  // process ends with 75 (mboxlist.cc). Started by Open, stopped by Close.
+  void WatchLocks();
+  std::thread lock_watch_;
+  std::mutex lock_watch_mutex_;
+  std::condition_variable lock_watch_stop_;
+  bool lock_watch_stopping_ = false;
+  // libdb calls that may wait for a lock, in flight now (any thread), for WatchLocks.
+  std::atomic<int> in_flight_{0};
+  struct InFlight {
+    explicit InFlight(std::atomic<int>& n) : n_(n) { ++n_; }
+    ~InFlight() { --n_; }
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+    std::atomic<int>& n_;
+  };
+  std::optional<std::chrono::steady_clock::time_point> stuck_since_;  // WatchLocks' thread only
   // Closes whatever is open: the destructor, and a constructor that failed part-way (which must
   // not run the destructor on itself and then read its members).
   void Close(bool checkpoint);

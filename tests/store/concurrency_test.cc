@@ -16,6 +16,7 @@
 #include <random>
 #include <set>
 
+#include "store/mboxlist.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
@@ -358,6 +359,98 @@ TEST(WriteLock, ABoundedWaitGivesUpAfterItsTimeoutOrWhenCancelled) {
   ::close(up[0]);
   Store::UserWriteLock mine = store->LockUserForWriting("joe", Store::LockWait{{}, 30, {}});
   EXPECT_TRUE(store->HoldsUserWriteLock("joe"));
+}
+
+
+// --- a mboxlist lock that is never released ------------------------------------------------------
+
+// A child that holds a write lock on joe's user record (a transaction left open) until killed;
+// returns once the lock is held.
+pid_t HoldJoesRecord(const std::string& root) {
+  int ready[2];
+  EXPECT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(ready[0]);
+    auto store = Store::Open(root);
+    Store::Db& db = store->db();
+    db.Txn([&](DB_TXN* txn) {
+      std::string value;
+      db.Get(db.users(), txn, "joe", &value, /*for_update=*/true);
+      db.Put(db.users(), txn, "joe", value);
+      (void)!::write(ready[1], "x", 1);
+      for (;;) ::pause();
+    });
+    ::_exit(1);
+  }
+  ::close(ready[1]);
+  char c;
+  EXPECT_EQ(::read(ready[0], &c, 1), 1) << "the holder did not get its lock";
+  ::close(ready[0]);
+  return pid;
+}
+
+// A child that looks joe up: exits 0 found, 75 kTempFail, 1 anything else; SIGALRM if it is
+// still waiting after `limit` seconds.
+pid_t LookUpJoe(const std::string& root, unsigned limit) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::alarm(limit);
+    int rc = 1;
+    try {
+      rc = Store::Open(root)->FindUser("joe") ? 0 : 1;
+    } catch (const Error& e) {
+      rc = e.code() == Errc::kTempFail ? 75 : 1;
+    } catch (...) {
+    }
+    ::_exit(rc);
+  }
+  return pid;
+}
+
+std::string HowItEnded(pid_t pid) {
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return "waitpid failed";
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  return "signal " + std::to_string(WTERMSIG(status)) + (WTERMSIG(status) == SIGALRM ? " (still waiting: hung)" : "");
+}
+
+// libdb checks lock timeouts only when its detector runs: without Store::Db's watch, a request
+// behind a stopped holder waited forever (and a timeout, when it came, posed as a deadlock that
+// Txn retried 50 times). Now: kTempFail after its 10 s timeout.
+TEST(MboxlistLocks, AHolderThatNeverLetsGoIsATemporaryFailureNotAHang) {
+  TempDir tmp;
+  Store::Init(tmp.path(), {})->CreateUser("joe");
+  const pid_t holder = HoldJoesRecord(tmp.path());
+  const pid_t waiter = LookUpJoe(tmp.path(), 60);
+  EXPECT_EQ(HowItEnded(waiter), "exit 75");
+  ::kill(holder, SIGKILL);
+  HowItEnded(holder);
+  EXPECT_TRUE(Store::Open(tmp.path())->FindUser("joe"));  // recovered, the record as it was
+}
+
+// The holder is killed -9 while a request waits for it, and another process opens the store:
+// DB_REGISTER recovers the environment, whose old regions the waiter still sleeps in, and libdb
+// wakes no waiter there. Found hanging for 10 minutes in a migrate under kill -9 (helper-38).
+TEST(MboxlistLocks, AWaiterForAProcessThatDiedEndsWhenAnotherRecoversTheEnvironment) {
+  TempDir tmp;
+  Store::Init(tmp.path(), {})->CreateUser("joe");
+  const pid_t holder = HoldJoesRecord(tmp.path());
+  uint64_t waits_before;
+  {
+    auto store = Store::Open(tmp.path());
+    waits_before = store->db().LockWaits();
+  }
+  const pid_t waiter = LookUpJoe(tmp.path(), 90);
+  {
+    auto store = Store::Open(tmp.path());
+    // The waiter is asleep on the holder's lock once the environment counts one more wait.
+    while (store->db().LockWaits() == waits_before) std::this_thread::yield();
+  }
+  ::kill(holder, SIGKILL);
+  EXPECT_EQ(HowItEnded(holder), "signal 9");
+  EXPECT_TRUE(Store::Open(tmp.path())->FindUser("joe"));  // this open recovers the environment
+  EXPECT_EQ(HowItEnded(waiter), "exit 75");
 }
 
 }  // namespace
