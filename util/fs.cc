@@ -104,7 +104,8 @@ std::string FdPath(int dirfd) {
 // A store's files are regular files and directories. O_NONBLOCK (kept, as tar does: it changes
 // nothing for a regular file) makes a FIFO or device planted in their place open at once and read
 // as empty or fail, so the caller reports a wrong size or a read error instead of waiting forever
-// for a writer that never comes.
+// for a writer that never comes. Only for opens relative to a store's directory descriptor: a
+// path the user names (`-f FIFO`, even below a store root) is opened as it is.
 static int NeverWaitingToOpen(int flags) {
   return (flags & (O_PATH | O_DIRECTORY)) ? flags : flags | O_NONBLOCK | O_NOCTTY;
 }
@@ -113,7 +114,6 @@ static int NeverWaitingToOpen(int flags) {
 // the fd, or -errno.
 int OpenBeneathOnce(int dirfd, const std::string& rel, int flags, mode_t mode) {
   const char* name = rel.empty() ? "." : rel.c_str();
-  flags = NeverWaitingToOpen(flags);
   if (!g_no_openat2.load(std::memory_order_relaxed)) {
     struct open_how how {};
     how.flags = uint64_t(flags | O_CLOEXEC);
@@ -388,7 +388,9 @@ bool PathOnMemoryFilesystem(const std::string& path) {
   return fd.valid() && OnMemoryFilesystem(fd.get());
 }
 
-int OpenAtOrErrno(int dirfd, const std::string& name, int flags) { return OpenBeneath(dirfd, name, flags, 0); }
+int OpenAtOrErrno(int dirfd, const std::string& name, int flags) {
+  return OpenBeneath(dirfd, name, dirfd == AT_FDCWD ? flags : NeverWaitingToOpen(flags), 0);
+}
 
 UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, const std::string& shown) {
   if (flags & O_CREAT)
@@ -403,7 +405,7 @@ UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, c
       fd = plain >= 0 ? plain : -errno;
     }
   } else {
-    fd = OpenBeneath(dirfd, name, flags, mode);
+    fd = OpenBeneath(dirfd, name, NeverWaitingToOpen(flags), mode);
   }
   if (fd < 0) {
     if (fd == -ENOENT) return UniqueFd();

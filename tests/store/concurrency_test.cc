@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
@@ -390,8 +391,8 @@ pid_t HoldJoesRecord(const std::string& root) {
   return pid;
 }
 
-// A child that looks joe up: exits 0 found, 75 kTempFail, 1 anything else; SIGALRM if it is
-// still waiting after `limit` seconds.
+// A child that looks joe up: exits 0 found, 3 kTempFail, 1 anything else (75 is the lock watch's
+// own exit); SIGALRM if it is still waiting after `limit` seconds.
 pid_t LookUpJoe(const std::string& root, unsigned limit) {
   pid_t pid = ::fork();
   if (pid == 0) {
@@ -400,7 +401,7 @@ pid_t LookUpJoe(const std::string& root, unsigned limit) {
     try {
       rc = Store::Open(root)->FindUser("joe") ? 0 : 1;
     } catch (const Error& e) {
-      rc = e.code() == Errc::kTempFail ? 75 : 1;
+      rc = e.code() == Errc::kTempFail ? 3 : 1;
     } catch (...) {
     }
     ::_exit(rc);
@@ -423,7 +424,7 @@ TEST(MboxlistLocks, AHolderThatNeverLetsGoIsATemporaryFailureNotAHang) {
   Store::Init(tmp.path(), {})->CreateUser("joe");
   const pid_t holder = HoldJoesRecord(tmp.path());
   const pid_t waiter = LookUpJoe(tmp.path(), 60);
-  EXPECT_EQ(HowItEnded(waiter), "exit 75");
+  EXPECT_EQ(HowItEnded(waiter), "exit 3");
   ::kill(holder, SIGKILL);
   HowItEnded(holder);
   EXPECT_TRUE(Store::Open(tmp.path())->FindUser("joe"));  // recovered, the record as it was
@@ -445,7 +446,12 @@ TEST(MboxlistLocks, AWaiterForAProcessThatDiedEndsWhenAnotherRecoversTheEnvironm
   {
     auto store = Store::Open(tmp.path());
     // The waiter is asleep on the holder's lock once the environment counts one more wait.
-    while (store->db().LockWaits() == waits_before) std::this_thread::yield();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (store->db().LockWaits() == waits_before) {
+      ASSERT_EQ(::waitpid(waiter, nullptr, WNOHANG), 0) << "the waiter ended before it waited";
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the waiter never waited for the lock";
+      std::this_thread::yield();
+    }
   }
   ::kill(holder, SIGKILL);
   EXPECT_EQ(HowItEnded(holder), "signal 9");
