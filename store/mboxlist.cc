@@ -80,8 +80,8 @@ constexpr size_t kScanBatch = 512;
 // Berkeley DB reports details (a checksum error, the page) through this instead of stderr: the
 // last one goes into the error we throw, so a damaged file makes one line, not hundreds.
 void Store::Db::OnDbMessage(const DB_ENV* env, const char*, const char* message) {
-  // Per thread: libdb calls this on the thread whose call failed (the lock watch's too), and the
-  // message belongs to that thread's error.
+  // Per thread: libdb calls this on the thread whose call failed (the lock watch's too, in a
+  // panicked environment), and the message belongs to that thread's error.
   (void)env;
   last_db_message = message;
 }
@@ -223,16 +223,11 @@ void Store::Db::Open(bool create) {
   }
   // Started with every signal blocked, so that a SIGTERM or SIGINT sent to the process goes to a
   // thread that takes it (migrate's signalfd, or the main thread's default action), not to this one.
-  // Detached, with its state shared: Close waits for it a bounded time (a lock_detect can wait on
-  // a region mutex a dead process holds, as a checkpoint can).
-  watch_->env = env_;
-  watch_->dir = dir_;
   sigset_t all, old;
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_BLOCK, &all, &old);
   try {
-    std::thread([watch = watch_] { WatchLocks(*watch); }).detach();
-    watch_->started = true;
+    lock_watch_ = std::thread([this] { WatchLocks(); });
   } catch (...) {
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
     throw;
@@ -248,18 +243,14 @@ uint64_t Store::Db::LockWaits() {
   return waits;
 }
 
-void Store::Db::WatchLocks(LockWatch& watch) {
-  std::chrono::steady_clock::time_point stuck_since{};
-  bool stuck = false;
-  std::unique_lock lock(watch.mutex);
-  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.stopping; })) {
-    if (watch.wedged) continue;
-    lock.unlock();
+void Store::Db::WatchLocks() {
+  std::unique_lock lock(lock_watch_mutex_);
+  while (!lock_watch_stop_.wait_for(lock, std::chrono::seconds(1), [&] { return lock_watch_stopping_; })) {
+    if (wedged_) continue;
     int rejected = 0;
-    const int ret = watch.env->lock_detect(watch.env, 0, DB_LOCK_EXPIRE, &rejected);
-    lock.lock();
-    if (ret != DB_RUNRECOVERY || watch.in_flight.load() == 0) {
-      stuck = false;
+    const int ret = env_->lock_detect(env_, 0, DB_LOCK_EXPIRE, &rejected);
+    if (ret != DB_RUNRECOVERY || in_flight_.load() == 0) {
+      stuck_since_.reset();
       continue;
     }
     // Another process recovered the environment after one died: this one's regions are dead,
@@ -269,18 +260,15 @@ void Store::Db::WatchLocks(LockWatch& watch) {
     // end, as kill -9 would, and say so. 75: a delivery is retried by the MTA, a migrate run
     // again finds its journal.
     const auto now = std::chrono::steady_clock::now();
-    if (!stuck) stuck_since = now;
-    stuck = true;
-    if (now - stuck_since < std::chrono::seconds(kLockTimeoutSeconds + 2)) continue;
+    if (!stuck_since_) stuck_since_ = now;
+    if (now - *stuck_since_ < std::chrono::seconds(kLockTimeoutSeconds + 2)) continue;
     std::fprintf(stderr,
                  "storemove: mboxlist %s: waiting for a lock of a process that died, in a database environment "
                  "another process has recovered since; stopping (exit 75, run again)\n",
-                 watch.dir.c_str());
+                 dir_.c_str());
     std::fflush(stderr);
     ::_exit(75);
   }
-  watch.done = true;
-  watch.cv.notify_all();
 }
 
 Store::Db::~Db() { Close(/*checkpoint=*/true); }
@@ -336,10 +324,6 @@ bool Store::Db::BoundedCheckpoint(u_int32_t flags, int* ret) {
   if (!state->done_cv.wait_for(lock, limit, [&] { return state->done; })) {
     stuck_after_ms_ = limit.count();
     wedged_ = true;
-    {
-      std::lock_guard watch_lock(watch_->mutex);
-      watch_->wedged = true;
-    }
     return false;
   }
   *ret = state->ret;
@@ -347,13 +331,13 @@ bool Store::Db::BoundedCheckpoint(u_int32_t flags, int* ret) {
 }
 
 void Store::Db::Close(bool checkpoint) {
-  if (watch_->started) {
-    std::unique_lock lock(watch_->mutex);
-    watch_->stopping = true;
-    watch_->cv.notify_all();
-    // Not ended within the limit: it waits inside libdb on a dead owner, and the environment is
-    // left open for it, as a stuck checkpoint leaves it (the next open recovers it).
-    if (!watch_->cv.wait_for(lock, std::chrono::seconds(5), [&] { return watch_->done; })) wedged_ = true;
+  if (lock_watch_.joinable()) {
+    {
+      std::lock_guard lock(lock_watch_mutex_);
+      lock_watch_stopping_ = true;
+    }
+    lock_watch_stop_.notify_all();
+    lock_watch_.join();
   }
   // A checkpoint on close makes each .db file complete on its own (db5.3_verify on a copy). It
   // runs while the databases are open, so one pass writes and syncs every dirty page; closing them
@@ -415,7 +399,7 @@ void Store::Db::Txn(const std::function<void(DB_TXN*)>& fn, bool sync) {
       throw;
     }
     {
-      InFlight call(watch_->in_flight);
+      InFlight call(in_flight_);
       ret = txn->commit(txn, sync ? DB_TXN_SYNC : 0);
     }
     if (ret == 0) return;
@@ -429,7 +413,7 @@ bool Store::Db::Get(DB* db, DB_TXN* txn, std::string_view key, std::string* valu
   DBT k = Dbt(key), v = OutDbt();
   int ret;
   {
-    InFlight call(watch_->in_flight);
+    InFlight call(in_flight_);
     ret = db->get(db, txn, &k, &v, for_update ? DB_RMW : 0);
   }
   if (ret == DB_NOTFOUND) return false;
@@ -443,7 +427,7 @@ void Store::Db::Put(DB* db, DB_TXN* txn, std::string_view key, std::string_view 
   DBT k = Dbt(key), v = Dbt(value);
   int ret;
   {
-    InFlight call(watch_->in_flight);
+    InFlight call(in_flight_);
     ret = db->put(db, txn, &k, &v, 0);
   }
   if (ret != 0) Fail(ret, "put");
@@ -453,7 +437,7 @@ bool Store::Db::PutNew(DB* db, DB_TXN* txn, std::string_view key, std::string_vi
   DBT k = Dbt(key), v = Dbt(value);
   int ret;
   {
-    InFlight call(watch_->in_flight);
+    InFlight call(in_flight_);
     ret = db->put(db, txn, &k, &v, DB_NOOVERWRITE);
   }
   if (ret == DB_KEYEXIST) return false;
@@ -465,7 +449,7 @@ void Store::Db::Del(DB* db, DB_TXN* txn, std::string_view key) {
   DBT k = Dbt(key);
   int ret;
   {
-    InFlight call(watch_->in_flight);
+    InFlight call(in_flight_);
     ret = db->del(db, txn, &k, 0);
   }
   if (ret != 0 && ret != DB_NOTFOUND) Fail(ret, "del");
@@ -494,7 +478,7 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
     u_int32_t op = DB_SET_RANGE;
     for (;;) {
       {
-        InFlight call(watch_->in_flight);
+        InFlight call(in_flight_);
         ret = cursor->get(cursor, &k, &v, op);
       }
       if (ret != 0) break;

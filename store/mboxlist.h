@@ -8,7 +8,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -113,21 +112,17 @@ class Store::Db {
   void Open(bool create);
   // libdb enforces a lock timeout only when its deadlock detector runs, which it does when a
   // request blocks: a waiter behind a holder that never lets go (a stopped process, or one killed
-  // -9) would sleep forever. A thread runs the detector for expired requests every second, so
+  // -9) would sleep forever. This thread runs the detector for expired requests every second, so
   // the 10 s timeout holds (the waiter gets DB_LOCK_NOTGRANTED: kTempFail). When the environment
   // has been recovered by another process meanwhile, a waiter can no longer be woken, and the
-  // process ends with 75 (mboxlist.cc). Started by Open, stopped by Close; its state is shared
-  // with it, since Close may have to leave it behind.
-  struct LockWatch {
-    DB_ENV* env = nullptr;
-    std::string dir;
-    std::mutex mutex;
-    std::condition_variable cv;
-    bool started = false, stopping = false, done = false, wedged = false;  // under mutex
-    std::atomic<int> in_flight{0};  // libdb calls that may wait for a lock, any thread
-  };
-  static void WatchLocks(LockWatch& watch);
-  std::shared_ptr<LockWatch> watch_ = std::make_shared<LockWatch>();
+  // process ends with 75 (mboxlist.cc). Started by Open, stopped by Close.
+  void WatchLocks();
+  std::thread lock_watch_;
+  std::mutex lock_watch_mutex_;
+  std::condition_variable lock_watch_stop_;
+  bool lock_watch_stopping_ = false;
+  // libdb calls that may wait for a lock, in flight now (any thread), for WatchLocks.
+  std::atomic<int> in_flight_{0};
   struct InFlight {
     explicit InFlight(std::atomic<int>& n) : n_(n) { ++n_; }
     ~InFlight() { --n_; }
@@ -135,6 +130,7 @@ class Store::Db {
     InFlight& operator=(const InFlight&) = delete;
     std::atomic<int>& n_;
   };
+  std::optional<std::chrono::steady_clock::time_point> stuck_since_;  // WatchLocks' thread only
   // Closes whatever is open: the destructor, and a constructor that failed part-way (which must
   // not run the destructor on itself and then read its members).
   void Close(bool checkpoint);
