@@ -39,6 +39,9 @@ asan: deps
 # repeat one stream for every offset or byte: the rest is single-threaded and slow under TSan)
 # (libdb's own shared-memory mutexes are not instrumented: tests/tsan.supp says which reports
 # come from inside libdb and why they are suppressed).
+# die_after_fork=0: tests fork children that open a store while the parent has one open, whose
+# lock-watch thread (store/mboxlist.h) makes the parent multi-threaded; TSan does not follow the
+# child's new threads, and would otherwise kill the child.
 TSAN_TESTS ?= store_concurrency_test store_read_ahead_test tools_write_lock_test format_test net_test stream_test disk_read_test migrate_test tools_moveuser_test arrival_test
 tsan: deps
 	cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOREMOVE_TSAN=ON $(DEV_FLAGS)
@@ -50,7 +53,7 @@ tsan: deps
 	    migrate_test) only="--gtest_filter=MigrateIncremental.*:*MigrateLatency*:Migrate.FourGroupsTwoJobsOverTlsPsk";; \
 	    tools_moveuser_test) only="--gtest_filter=*AdministratorPullsManyUsersAtOnce*";; \
 	    *) only="";; esac; \
-	  (cd $$(dirname $$bin) && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  (cd $$(dirname $$bin) && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0 suppressions=$(CURDIR)/tests/tsan.supp" \
 	    ./$$t --gtest_brief=1 $$only); \
 	done; echo "tsan: all green"
 
