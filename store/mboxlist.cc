@@ -59,6 +59,22 @@ thread_local bool last_failure_timed_out = false;
 // Berkeley DB's last error message on this thread, for the one line we report.
 thread_local std::string last_db_message;
 constexpr size_t kScanBatch = 512;
+// The guard's ticks (about a second each) calls may stay in flight with none finishing
+// (Store::Db::GuardCalls); a lock wait alone ends within kLockTimeoutSeconds.
+std::atomic<int> stall_ticks{6 * kLockTimeoutSeconds};
+std::mutex lock_detect_seam_mutex;
+std::function<int(DB_ENV*)> lock_detect_call;  // tests only; empty: libdb's
+
+int DetectExpired(DB_ENV* env) {
+  std::function<int(DB_ENV*)> call;
+  {
+    std::lock_guard lock(lock_detect_seam_mutex);
+    call = lock_detect_call;
+  }
+  if (call) return call(env);
+  int rejected = 0;
+  return env->lock_detect(env, 0, DB_LOCK_EXPIRE, &rejected);
+}
 
 }  // namespace
 
@@ -80,7 +96,7 @@ constexpr size_t kScanBatch = 512;
 // Berkeley DB reports details (a checksum error, the page) through this instead of stderr: the
 // last one goes into the error we throw, so a damaged file makes one line, not hundreds.
 void Store::Db::OnDbMessage(const DB_ENV* env, const char*, const char* message) {
-  // Per thread: libdb calls this on the thread whose call failed (the lock watch's too, in a
+  // Per thread: libdb calls this on the thread whose call failed (the detector's too, in a
   // panicked environment), and the message belongs to that thread's error.
   (void)env;
   last_db_message = message;
@@ -169,7 +185,7 @@ void Store::Db::Open(bool create) {
   // Nothing waits forever: a lock not granted within 10 s fails the transaction (retried).
   env_->set_timeout(env_, kLockTimeoutSeconds * 1000 * 1000, DB_SET_LOCK_TIMEOUT);
   // A timed-out request says so (DB_LOCK_NOTGRANTED) instead of posing as a deadlock victim,
-  // which Txn retries at once and many times (WatchLocks).
+  // which Txn retries at once and many times (DetectExpiredLocks).
   env_->set_flags(env_, DB_TIME_NOTGRANTED, 1);
   env_->set_lk_max_locks(env_, 100000);
   env_->set_lk_max_objects(env_, 100000);
@@ -226,11 +242,19 @@ void Store::Db::Open(bool create) {
   sigset_t all, old;
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_BLOCK, &all, &old);
+  watch_->env = env_;
+  struct stat region;
+  if (::stat((dir + "/__db.001").c_str(), &region) == 0) {
+    watch_->region_file = dir + "/__db.001";
+    watch_->region_dev = region.st_dev;
+    watch_->region_ino = region.st_ino;
+  }
   try {
-    lock_watch_ = std::thread([this] { WatchLocks(); });
+    detector_ = std::thread([watch = watch_] { DetectExpiredLocks(*watch); });
+    guard_ = std::thread([watch = watch_, dir = dir_] { GuardCalls(*watch, dir); });
   } catch (...) {
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    throw;
+    throw;  // Close (the constructor's) stops whichever started
   }
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
@@ -243,29 +267,53 @@ uint64_t Store::Db::LockWaits() {
   return waits;
 }
 
-void Store::Db::WatchLocks() {
-  std::unique_lock lock(lock_watch_mutex_);
-  while (!lock_watch_stop_.wait_for(lock, std::chrono::seconds(1), [&] { return lock_watch_stopping_; })) {
-    if (wedged_) continue;
-    int rejected = 0;
-    const int ret = env_->lock_detect(env_, 0, DB_LOCK_EXPIRE, &rejected);
-    if (ret != DB_RUNRECOVERY || in_flight_.load() == 0) {
-      stuck_since_.reset();
-      continue;
+void Store::Db::DetectExpiredLocks(Watch& watch) {
+  std::unique_lock lock(watch.mutex);
+  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.stopping; })) {
+    if (watch.wedged) continue;
+    lock.unlock();  // Close must not wait for the mutex behind a detector asleep in libdb
+    if (DetectExpired(watch.env) == DB_RUNRECOVERY) watch.panicked = true;
+    lock.lock();
+  }
+  watch.detector_done = true;
+  watch.cv.notify_all();
+}
+
+void Store::Db::GuardCalls(Watch& watch, const std::string& dir) {
+  // Counted in ticks of about a second, not in wall time: a process stopped (SIGSTOP, a paused
+  // machine) is not stuck when it resumes.
+  int ticks_in_flight_panicked = 0;
+  int ticks_without_progress = 0;
+  uint64_t finished_seen = 0;
+  std::unique_lock lock(watch.mutex);
+  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.stopping; })) {
+    const bool in_flight = watch.in_flight.load() > 0;
+    if (in_flight && !watch.panicked && !watch.region_file.empty()) {
+      struct stat region;
+      if (::stat(watch.region_file.c_str(), &region) != 0 || region.st_dev != watch.region_dev ||
+          region.st_ino != watch.region_ino)
+        watch.panicked = true;
     }
+    const uint64_t finished = watch.calls_finished.load();
+    ticks_in_flight_panicked = in_flight && watch.panicked ? ticks_in_flight_panicked + 1 : 0;
+    ticks_without_progress = in_flight && finished == finished_seen ? ticks_without_progress + 1 : 0;
+    finished_seen = finished;
+    std::string why;
     // Another process recovered the environment after one died: this one's regions are dead,
-    // and a thread asleep in them on the dead process's lock is never woken (libdb wakes no
-    // waiter of a panicked environment). Every other call fails at once with DB_RUNRECOVERY,
-    // so a call still in flight after the lock timeout is that sleeper: the process can only
-    // end, as kill -9 would, and say so. 75: a delivery is retried by the MTA, a migrate run
-    // again finds its journal.
-    const auto now = std::chrono::steady_clock::now();
-    if (!stuck_since_) stuck_since_ = now;
-    if (now - *stuck_since_ < std::chrono::seconds(kLockTimeoutSeconds + 2)) continue;
-    std::fprintf(stderr,
-                 "storemove: mboxlist %s: waiting for a lock of a process that died, in a database environment "
-                 "another process has recovered since; stopping (exit 75, run again)\n",
-                 dir_.c_str());
+    // and every call fails at once with DB_RUNRECOVERY, except one asleep on the dead process's
+    // lock or mutex, which is never woken. It can only end, as kill -9 would.
+    if (ticks_in_flight_panicked >= kLockTimeoutSeconds + 2)
+      why = "waiting for a lock of a process that died, in a database environment another process has "
+            "recovered since";
+    // Nobody recovered it: every lock wait ends within the lock timeout, so a call that has not
+    // returned in a minute, with no other finishing, waits on a mutex a process killed inside
+    // libdb left locked. The next process that opens the store recovers the environment.
+    else if (ticks_without_progress >= stall_ticks.load())
+      why = "no call into the database environment has finished for " + std::to_string(ticks_without_progress) +
+            " s (a process died inside it, holding one of its mutexes)";
+    if (why.empty()) continue;
+    // 75: a delivery is retried by the MTA, a migrate run again finds its journal.
+    std::fprintf(stderr, "storemove: mboxlist %s: %s; stopping (exit 75, run again)\n", dir.c_str(), why.c_str());
     std::fflush(stderr);
     ::_exit(75);
   }
@@ -284,6 +332,13 @@ std::string LimitText(std::chrono::milliseconds limit) {
 }
 
 }  // namespace
+
+void Store::Db::SetStallTicksForTesting(int ticks) { stall_ticks = ticks; }
+
+void Store::Db::SetLockDetectForTesting(std::function<int(DB_ENV*)> call) {
+  std::lock_guard lock(lock_detect_seam_mutex);
+  lock_detect_call = std::move(call);
+}
 
 void Store::Db::SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit) {
   std::lock_guard lock(checkpoint_seam_mutex);
@@ -324,6 +379,7 @@ bool Store::Db::BoundedCheckpoint(u_int32_t flags, int* ret) {
   if (!state->done_cv.wait_for(lock, limit, [&] { return state->done; })) {
     stuck_after_ms_ = limit.count();
     wedged_ = true;
+    watch_->wedged = true;
     return false;
   }
   *ret = state->ret;
@@ -331,13 +387,33 @@ bool Store::Db::BoundedCheckpoint(u_int32_t flags, int* ret) {
 }
 
 void Store::Db::Close(bool checkpoint) {
-  if (lock_watch_.joinable()) {
+  if (detector_.joinable() || guard_.joinable()) {
     {
-      std::lock_guard lock(lock_watch_mutex_);
-      lock_watch_stopping_ = true;
+      std::lock_guard lock(watch_->mutex);
+      watch_->stopping = true;
     }
-    lock_watch_stop_.notify_all();
-    lock_watch_.join();
+    watch_->cv.notify_all();
+    if (guard_.joinable()) guard_.join();
+  }
+  if (detector_.joinable()) {
+    // A detector asleep on a mutex a dead process holds never returns: after the guard's limit it
+    // is left behind with the environment, as a stuck checkpoint leaves it (the next open
+    // recovers it).
+    const int limit = stall_ticks.load();
+    std::unique_lock lock(watch_->mutex);
+    const bool ended = watch_->cv.wait_for(lock, std::chrono::seconds(limit), [&] { return watch_->detector_done; });
+    lock.unlock();
+    if (ended) {
+      detector_.join();
+    } else {
+      detector_.detach();
+      stuck_after_ms_ = int64_t{limit} * 1000;
+      wedged_ = true;
+      watch_->wedged = true;
+      std::fprintf(stderr, "storemove: warning: mboxlist %s: the lock detector is still waiting after %d s (a process "
+                   "died inside the database environment); left to the recovery of the next process that opens it\n",
+                   dir_.c_str(), limit);
+    }
   }
   // A checkpoint on close makes each .db file complete on its own (db5.3_verify on a copy). It
   // runs while the databases are open, so one pass writes and syncs every dirty page; closing them
@@ -383,23 +459,31 @@ void Store::Db::Txn(const std::function<void(DB_TXN*)>& fn, bool sync) {
   int timeouts = 0;
   for (int attempt = 0;; ++attempt) {
     DB_TXN* txn = nullptr;
-    int ret = env_->txn_begin(env_, nullptr, &txn, 0);
+    int ret;
+    {
+      InFlight call(*this);
+      ret = env_->txn_begin(env_, nullptr, &txn, 0);
+    }
     if (ret != 0) Fail(ret, "txn_begin");
+    const auto abort = [&] {
+      InFlight call(*this);
+      txn->abort(txn);
+    };
     try {
       last_failure_timed_out = false;
       fn(txn);
     } catch (const Error& e) {
-      txn->abort(txn);
+      abort();
       const bool timed_out = e.code() == Errc::kTempFail && last_failure_timed_out;
       if (e.code() == Errc::kTempFail && attempt < kMaxTxnRetries && (!timed_out || ++timeouts < kMaxLockTimeouts))
         continue;  // a deadlock victim, or a first lock timeout
       throw;
     } catch (...) {
-      txn->abort(txn);
+      abort();
       throw;
     }
     {
-      InFlight call(in_flight_);
+      InFlight call(*this);
       ret = txn->commit(txn, sync ? DB_TXN_SYNC : 0);
     }
     if (ret == 0) return;
@@ -413,7 +497,7 @@ bool Store::Db::Get(DB* db, DB_TXN* txn, std::string_view key, std::string* valu
   DBT k = Dbt(key), v = OutDbt();
   int ret;
   {
-    InFlight call(in_flight_);
+    InFlight call(*this);
     ret = db->get(db, txn, &k, &v, for_update ? DB_RMW : 0);
   }
   if (ret == DB_NOTFOUND) return false;
@@ -427,7 +511,7 @@ void Store::Db::Put(DB* db, DB_TXN* txn, std::string_view key, std::string_view 
   DBT k = Dbt(key), v = Dbt(value);
   int ret;
   {
-    InFlight call(in_flight_);
+    InFlight call(*this);
     ret = db->put(db, txn, &k, &v, 0);
   }
   if (ret != 0) Fail(ret, "put");
@@ -437,7 +521,7 @@ bool Store::Db::PutNew(DB* db, DB_TXN* txn, std::string_view key, std::string_vi
   DBT k = Dbt(key), v = Dbt(value);
   int ret;
   {
-    InFlight call(in_flight_);
+    InFlight call(*this);
     ret = db->put(db, txn, &k, &v, DB_NOOVERWRITE);
   }
   if (ret == DB_KEYEXIST) return false;
@@ -449,7 +533,7 @@ void Store::Db::Del(DB* db, DB_TXN* txn, std::string_view key) {
   DBT k = Dbt(key);
   int ret;
   {
-    InFlight call(in_flight_);
+    InFlight call(*this);
     ret = db->del(db, txn, &k, 0);
   }
   if (ret != 0 && ret != DB_NOTFOUND) Fail(ret, "del");
@@ -469,7 +553,11 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
     bool done = false;
     if (hooks.before_read) hooks.before_read();
     DBC* cursor = nullptr;
-    int ret = db->cursor(db, nullptr, &cursor, DB_READ_COMMITTED);
+    int ret;
+    {
+      InFlight call(*this);
+      ret = db->cursor(db, nullptr, &cursor, DB_READ_COMMITTED);
+    }
     if (ret != 0) Fail(ret, "cursor");
     // DB_DBT_MALLOC: libdb allocates each returned key and value; the seek key we pass in is
     // ours and is never freed here.
@@ -478,7 +566,7 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
     u_int32_t op = DB_SET_RANGE;
     for (;;) {
       {
-        InFlight call(in_flight_);
+        InFlight call(*this);
         ret = cursor->get(cursor, &k, &v, op);
       }
       if (ret != 0) break;
@@ -496,7 +584,10 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
       if (inclusive || key != from) batch.emplace_back(std::move(key), std::move(value));
       if (batch.size() >= kScanBatch) break;
     }
-    cursor->close(cursor);
+    {
+      InFlight call(*this);
+      cursor->close(cursor);
+    }
     if (ret == DB_NOTFOUND) done = true;
     else if (ret != 0) Fail(ret, "cursor get");
     if (hooks.after_read)

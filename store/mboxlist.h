@@ -2,12 +2,14 @@
 #pragma once
 
 #include <db.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -97,6 +99,11 @@ class Store::Db {
 
   // Tests: replaces libdb's checkpoint call (empty: libdb's) and how long one is waited for.
   static void SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit);
+  // Tests: how many of the guard's one-second ticks calls may be in flight with none finishing
+  // before the process gives up (exit 75), and Close waits for the detector; 60 when not set.
+  static void SetStallTicksForTesting(int ticks);
+  // Tests: replaces the detector's libdb call (empty: libdb's lock_detect).
+  static void SetLockDetectForTesting(std::function<int(DB_ENV*)> call);
 
  private:
   // A process killed (kill -9) inside a checkpoint leaves the environment's checkpoint mutex
@@ -112,25 +119,50 @@ class Store::Db {
   void Open(bool create);
   // libdb enforces a lock timeout only when its deadlock detector runs, which it does when a
   // request blocks: a waiter behind a holder that never lets go (a stopped process, or one killed
-  // -9) would sleep forever. This thread runs the detector for expired requests every second, so
-  // the 10 s timeout holds (the waiter gets DB_LOCK_NOTGRANTED: kTempFail). When the environment
-  // has been recovered by another process meanwhile, a waiter can no longer be woken, and the
-  // process ends with 75 (mboxlist.cc). Started by Open, stopped by Close.
-  void WatchLocks();
-  std::thread lock_watch_;
-  std::mutex lock_watch_mutex_;
-  std::condition_variable lock_watch_stop_;
-  bool lock_watch_stopping_ = false;
-  // libdb calls that may wait for a lock, in flight now (any thread), for WatchLocks.
-  std::atomic<int> in_flight_{0};
+  // -9) would sleep forever. A detector thread runs it for expired requests every second, so the
+  // 10 s timeout holds (the waiter gets DB_LOCK_NOTGRANTED: kTempFail). A guard thread, which
+  // never calls libdb, ends the process with one line and 75 when a call cannot return:
+  // - the environment was recovered by another process (the detector saw DB_RUNRECOVERY) and a
+  //   call is still in flight after the lock timeout: libdb wakes no waiter in the old regions;
+  // - calls have been in flight for a minute with none finishing: a process killed -9 holding one
+  //   of the environment's mutexes, which libdb 5.3 never frees (the detector itself may be
+  //   asleep on it), and nobody has opened the store since to recover it.
+  // Their state is shared, so that Close can leave a detector asleep on a dead owner's mutex
+  // behind (as it leaves the environment) without it touching freed memory. Started by Open,
+  // stopped by Close.
+  struct Watch {
+    DB_ENV* env = nullptr;
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool stopping = false;       // under mutex
+    bool detector_done = false;  // under mutex
+    std::atomic<bool> wedged{false};
+    std::atomic<bool> panicked{false};
+    // The environment's first region file as opened: recovery by another process replaces it,
+    // which the guard sees without calling libdb (the detector may be asleep inside it).
+    std::string region_file;
+    dev_t region_dev = 0;
+    ino_t region_ino = 0;
+    // libdb calls that may wait for a lock or a mutex, in flight now (any thread), and those
+    // finished since Open.
+    std::atomic<int> in_flight{0};
+    std::atomic<uint64_t> calls_finished{0};
+  };
+  static void DetectExpiredLocks(Watch& watch);
+  static void GuardCalls(Watch& watch, const std::string& dir);
+  std::shared_ptr<Watch> watch_ = std::make_shared<Watch>();
+  std::thread detector_;
+  std::thread guard_;
   struct InFlight {
-    explicit InFlight(std::atomic<int>& n) : n_(n) { ++n_; }
-    ~InFlight() { --n_; }
+    explicit InFlight(Db& db) : watch_(*db.watch_) { ++watch_.in_flight; }
+    ~InFlight() {
+      ++watch_.calls_finished;
+      --watch_.in_flight;
+    }
     InFlight(const InFlight&) = delete;
     InFlight& operator=(const InFlight&) = delete;
-    std::atomic<int>& n_;
+    Watch& watch_;
   };
-  std::optional<std::chrono::steady_clock::time_point> stuck_since_;  // WatchLocks' thread only
   // Closes whatever is open: the destructor, and a constructor that failed part-way (which must
   // not run the destructor on itself and then read its members).
   void Close(bool checkpoint);

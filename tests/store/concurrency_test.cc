@@ -257,7 +257,7 @@ TEST(WriteLock, ThreadsTakeTurnsAndOthersCannotCreateFoldersMeanwhile) {
 // A second process sees the lock too, and a creation there is deferred (deliver exits 75).
 TEST(WriteLock, AnotherProcessCannotCreateAFolderOfAWriteLockedUser) {
 #if defined(__SANITIZE_THREAD__)
-  // The parent's open store runs a lock-watch thread; TSan cannot follow threads a child forked
+  // The parent's open store runs lock detector and guard threads; TSan cannot follow threads a child forked
   // from a multi-threaded process starts ("dup thread with used id"). Run in the normal build.
   GTEST_SKIP() << "fork of a multi-threaded process: not followed by ThreadSanitizer";
 #endif
@@ -325,7 +325,7 @@ void ExpectBoundedWaitsGiveUp(Store& store, const std::string& holder) {
 
 TEST(WriteLock, ABoundedWaitGivesUpAfterItsTimeoutOrWhenCancelled) {
 #if defined(__SANITIZE_THREAD__)
-  // The parent's open store runs a lock-watch thread; TSan cannot follow threads a child forked
+  // The parent's open store runs lock detector and guard threads; TSan cannot follow threads a child forked
   // from a multi-threaded process starts ("dup thread with used id"). Run in the normal build.
   GTEST_SKIP() << "fork of a multi-threaded process: not followed by ThreadSanitizer";
 #endif
@@ -401,7 +401,7 @@ pid_t HoldJoesRecord(const std::string& root) {
   return pid;
 }
 
-// A child that looks joe up: exits 0 found, 3 kTempFail, 1 anything else (75 is the lock watch's
+// A child that looks joe up: exits 0 found, 3 kTempFail, 1 anything else (75 is the guard's
 // own exit); SIGALRM if it is still waiting after `limit` seconds.
 pid_t LookUpJoe(const std::string& root, unsigned limit) {
   pid_t pid = ::fork();
