@@ -457,7 +457,12 @@ void Store::Db::Close(bool checkpoint) {
 
 void Store::Db::Txn(const std::function<void(DB_TXN*)>& fn, bool sync) {
   int timeouts = 0;
-  for (int attempt = 0;; ++attempt) {
+  int attempt = 0;
+  // A deadlock victim is retried; a lock timeout only while under kMaxLockTimeouts.
+  const auto retry = [&](bool temporary, bool timed_out) {
+    return temporary && attempt < kMaxTxnRetries && (!timed_out || ++timeouts < kMaxLockTimeouts);
+  };
+  for (;; ++attempt) {
     DB_TXN* txn = nullptr;
     int ret;
     {
@@ -474,9 +479,7 @@ void Store::Db::Txn(const std::function<void(DB_TXN*)>& fn, bool sync) {
       fn(txn);
     } catch (const Error& e) {
       abort();
-      const bool timed_out = e.code() == Errc::kTempFail && last_failure_timed_out;
-      if (e.code() == Errc::kTempFail && attempt < kMaxTxnRetries && (!timed_out || ++timeouts < kMaxLockTimeouts))
-        continue;  // a deadlock victim, or a first lock timeout
+      if (retry(e.code() == Errc::kTempFail, last_failure_timed_out)) continue;
       throw;
     } catch (...) {
       abort();
@@ -487,9 +490,7 @@ void Store::Db::Txn(const std::function<void(DB_TXN*)>& fn, bool sync) {
       ret = txn->commit(txn, sync ? DB_TXN_SYNC : 0);
     }
     if (ret == 0) return;
-    const bool timed_out = ret == DB_LOCK_NOTGRANTED;
-    if (!(Retryable(ret) && attempt < kMaxTxnRetries && (!timed_out || ++timeouts < kMaxLockTimeouts)))
-      Fail(ret, "commit");
+    if (!retry(Retryable(ret), ret == DB_LOCK_NOTGRANTED)) Fail(ret, "commit");
   }
 }
 
