@@ -47,7 +47,6 @@ DBT OutDbt() {
 bool Retryable(int ret) { return ret == DB_LOCK_DEADLOCK || ret == DB_LOCK_NOTGRANTED; }
 
 constexpr int kMaxTxnRetries = 50;
-constexpr int kLockTimeoutSeconds = 10;
 // A deadlock victim is retried at once and often; a request that waited out the lock timeout
 // (10 s: the holder is stopped or dead) is not, so a caller hears kTempFail after ~10 s instead
 // of 50 timeouts later. (Not even once: libdb 5.3's detector recomputes the next timeout from
@@ -59,23 +58,6 @@ thread_local bool last_failure_timed_out = false;
 // Berkeley DB's last error message on this thread, for the one line we report.
 thread_local std::string last_db_message;
 constexpr size_t kScanBatch = 512;
-// The guard's ticks (about a second each) calls may stay in flight with none finishing
-// (Store::Db::GuardCalls); a lock wait alone ends within kLockTimeoutSeconds.
-std::atomic<int> stall_ticks{6 * kLockTimeoutSeconds};
-std::mutex lock_detect_seam_mutex;
-std::function<int(DB_ENV*)> lock_detect_call;  // tests only; empty: libdb's
-
-int DetectExpired(DB_ENV* env) {
-  std::function<int(DB_ENV*)> call;
-  {
-    std::lock_guard lock(lock_detect_seam_mutex);
-    call = lock_detect_call;
-  }
-  if (call) return call(env);
-  int rejected = 0;
-  return env->lock_detect(env, 0, DB_LOCK_EXPIRE, &rejected);
-}
-
 }  // namespace
 
 [[noreturn]] void Store::Db::Fail(int ret, const std::string& what) {
@@ -219,6 +201,8 @@ void Store::Db::Open(bool create) {
   // created when `create` (below).
   ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
   if (ret != 0) Fail(ret, "open environment");  // the caller closes env_ (required after a failed open)
+  // From here on every call may meet a mutex a process killed meanwhile left locked.
+  StartWatch(dir);
   struct Spec {
     DB** handle;
     const char* file;
@@ -234,29 +218,12 @@ void Store::Db::Open(bool create) {
     // verified.db is newer than the store format's first stores: created when missing.
     bool create_db = create || s.handle == &verified_;
     u_int32_t oflags = DB_AUTO_COMMIT | DB_THREAD | (create_db ? DB_CREATE : 0);
-    ret = (*s.handle)->open(*s.handle, nullptr, s.file, nullptr, DB_BTREE, oflags, 0600);
+    {
+      InFlight call(*this);
+      ret = (*s.handle)->open(*s.handle, nullptr, s.file, nullptr, DB_BTREE, oflags, 0600);
+    }
     if (ret != 0) Fail(ret, std::string("open ") + s.file);  // the handle is closed with the rest
   }
-  // Started with every signal blocked, so that a SIGTERM or SIGINT sent to the process goes to a
-  // thread that takes it (migrate's signalfd, or the main thread's default action), not to this one.
-  sigset_t all, old;
-  ::sigfillset(&all);
-  ::pthread_sigmask(SIG_BLOCK, &all, &old);
-  watch_->env = env_;
-  struct stat region;
-  if (::stat((dir + "/__db.001").c_str(), &region) == 0) {
-    watch_->region_file = dir + "/__db.001";
-    watch_->region_dev = region.st_dev;
-    watch_->region_ino = region.st_ino;
-  }
-  try {
-    detector_ = std::thread([watch = watch_] { DetectExpiredLocks(*watch); });
-    guard_ = std::thread([watch = watch_, dir = dir_] { GuardCalls(*watch, dir); });
-  } catch (...) {
-    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    throw;  // Close (the constructor's) stops whichever started
-  }
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 uint64_t Store::Db::LockWaits() {
@@ -265,58 +232,6 @@ uint64_t Store::Db::LockWaits() {
   const uint64_t waits = stat->st_lock_wait;
   free(stat);
   return waits;
-}
-
-void Store::Db::DetectExpiredLocks(Watch& watch) {
-  std::unique_lock lock(watch.mutex);
-  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.stopping; })) {
-    if (watch.wedged) continue;
-    lock.unlock();  // Close must not wait for the mutex behind a detector asleep in libdb
-    if (DetectExpired(watch.env) == DB_RUNRECOVERY) watch.panicked = true;
-    lock.lock();
-  }
-  watch.detector_done = true;
-  watch.cv.notify_all();
-}
-
-void Store::Db::GuardCalls(Watch& watch, const std::string& dir) {
-  // Counted in ticks of about a second, not in wall time: a process stopped (SIGSTOP, a paused
-  // machine) is not stuck when it resumes.
-  int ticks_in_flight_panicked = 0;
-  int ticks_without_progress = 0;
-  uint64_t finished_seen = 0;
-  std::unique_lock lock(watch.mutex);
-  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.stopping; })) {
-    const bool in_flight = watch.in_flight.load() > 0;
-    if (in_flight && !watch.panicked && !watch.region_file.empty()) {
-      struct stat region;
-      if (::stat(watch.region_file.c_str(), &region) != 0 || region.st_dev != watch.region_dev ||
-          region.st_ino != watch.region_ino)
-        watch.panicked = true;
-    }
-    const uint64_t finished = watch.calls_finished.load();
-    ticks_in_flight_panicked = in_flight && watch.panicked ? ticks_in_flight_panicked + 1 : 0;
-    ticks_without_progress = in_flight && finished == finished_seen ? ticks_without_progress + 1 : 0;
-    finished_seen = finished;
-    std::string why;
-    // Another process recovered the environment after one died: this one's regions are dead,
-    // and every call fails at once with DB_RUNRECOVERY, except one asleep on the dead process's
-    // lock or mutex, which is never woken. It can only end, as kill -9 would.
-    if (ticks_in_flight_panicked >= kLockTimeoutSeconds + 2)
-      why = "waiting for a lock of a process that died, in a database environment another process has "
-            "recovered since";
-    // Nobody recovered it: every lock wait ends within the lock timeout, so a call that has not
-    // returned in a minute, with no other finishing, waits on a mutex a process killed inside
-    // libdb left locked. The next process that opens the store recovers the environment.
-    else if (ticks_without_progress >= stall_ticks.load())
-      why = "no call into the database environment has finished for " + std::to_string(ticks_without_progress) +
-            " s (a process died inside it, holding one of its mutexes)";
-    if (why.empty()) continue;
-    // 75: a delivery is retried by the MTA, a migrate run again finds its journal.
-    std::fprintf(stderr, "storemove: mboxlist %s: %s; stopping (exit 75, run again)\n", dir.c_str(), why.c_str());
-    std::fflush(stderr);
-    ::_exit(75);
-  }
 }
 
 Store::Db::~Db() { Close(/*checkpoint=*/true); }
@@ -332,13 +247,6 @@ std::string LimitText(std::chrono::milliseconds limit) {
 }
 
 }  // namespace
-
-void Store::Db::SetStallTicksForTesting(int ticks) { stall_ticks = ticks; }
-
-void Store::Db::SetLockDetectForTesting(std::function<int(DB_ENV*)> call) {
-  std::lock_guard lock(lock_detect_seam_mutex);
-  lock_detect_call = std::move(call);
-}
 
 void Store::Db::SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit) {
   std::lock_guard lock(checkpoint_seam_mutex);
@@ -387,34 +295,7 @@ bool Store::Db::BoundedCheckpoint(u_int32_t flags, int* ret) {
 }
 
 void Store::Db::Close(bool checkpoint) {
-  if (detector_.joinable() || guard_.joinable()) {
-    {
-      std::lock_guard lock(watch_->mutex);
-      watch_->stopping = true;
-    }
-    watch_->cv.notify_all();
-    if (guard_.joinable()) guard_.join();
-  }
-  if (detector_.joinable()) {
-    // A detector asleep on a mutex a dead process holds never returns: after the guard's limit it
-    // is left behind with the environment, as a stuck checkpoint leaves it (the next open
-    // recovers it).
-    const int limit = stall_ticks.load();
-    std::unique_lock lock(watch_->mutex);
-    const bool ended = watch_->cv.wait_for(lock, std::chrono::seconds(limit), [&] { return watch_->detector_done; });
-    lock.unlock();
-    if (ended) {
-      detector_.join();
-    } else {
-      detector_.detach();
-      stuck_after_ms_ = int64_t{limit} * 1000;
-      wedged_ = true;
-      watch_->wedged = true;
-      std::fprintf(stderr, "storemove: warning: mboxlist %s: the lock detector is still waiting after %d s (a process "
-                   "died inside the database environment); left to the recovery of the next process that opens it\n",
-                   dir_.c_str(), limit);
-    }
-  }
+  StopDetector();
   // A checkpoint on close makes each .db file complete on its own (db5.3_verify on a copy). It
   // runs while the databases are open, so one pass writes and syncs every dirty page; closing them
   // first would flush and sync each file (and the log before it) once more, to no end: a
@@ -441,13 +322,18 @@ void Store::Db::Close(bool checkpoint) {
   }
   const bool checkpointed = ret == 0;
   for (DB** h : {&folder_, &quota_, &users_, &subscr_, &peruser_, &lright_, &verified_}) {
-    if (*h) (*h)->close(*h, checkpointed ? DB_NOSYNC : 0);
+    if (*h) {
+      InFlight call(*this);  // handles give their locks back through the lock table's mutexes
+      (*h)->close(*h, checkpointed ? DB_NOSYNC : 0);
+    }
     *h = nullptr;
   }
   if (env_) {
+    InFlight call(*this);
     env_->close(env_, 0);
     env_ = nullptr;
   }
+  StopGuard();  // last: it watches the closes above
   if (!private_copy_.empty()) {
     std::error_code ec;
     std::filesystem::remove_all(private_copy_, ec);

@@ -11,7 +11,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -97,9 +96,11 @@ class Store::Db {
   // Lock requests of any process that had to wait, since the environment was created (tests).
   uint64_t LockWaits();
 
+  // A lock not granted within this many seconds fails its request (DB_SET_LOCK_TIMEOUT).
+  static constexpr int kLockTimeoutSeconds = 10;
   // Tests: replaces libdb's checkpoint call (empty: libdb's) and how long one is waited for.
   static void SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit);
-  // Tests: how many of the guard's one-second ticks calls may be in flight with none finishing
+  // Tests: how many of the guard's one-second ticks a call may wait on a mutex of a dead owner
   // before the process gives up (exit 75), and Close waits for the detector; 60 when not set.
   static void SetStallTicksForTesting(int ticks);
   // Tests: replaces the detector's libdb call (empty: libdb's lock_detect).
@@ -117,51 +118,68 @@ class Store::Db {
   std::atomic<std::chrono::milliseconds::rep> stuck_after_ms_{0};  // set before wedged_
   [[noreturn]] void Fail(int ret, const std::string& what);
   void Open(bool create);
+  // Nothing waits for ever inside libdb (store/mboxlist_watch.cc, docs/store-format.md §3).
   // libdb enforces a lock timeout only when its deadlock detector runs, which it does when a
   // request blocks: a waiter behind a holder that never lets go (a stopped process, or one killed
-  // -9) would sleep forever. A detector thread runs it for expired requests every second, so the
+  // -9) would sleep for ever. A detector thread runs it for expired requests every second, so the
   // 10 s timeout holds (the waiter gets DB_LOCK_NOTGRANTED: kTempFail). A guard thread, which
   // never calls libdb, ends the process with one line and 75 when a call cannot return:
-  // - the environment was recovered by another process (the detector saw DB_RUNRECOVERY) and a
-  //   call is still in flight after the lock timeout: libdb wakes no waiter in the old regions;
-  // - calls have been in flight for a minute with none finishing: a process killed -9 holding one
-  //   of the environment's mutexes, which libdb 5.3 never frees (the detector itself may be
-  //   asleep on it), and nobody has opened the store since to recover it.
+  // - the environment was recovered by another process since and a call has been in flight for
+  //   longer than the lock timeout: libdb wakes no waiter in the old regions;
+  // - a call has waited a minute on a mutex while the environment's registry shows a process
+  //   that died inside it: libdb 5.3 never frees a dead owner's mutex (the detector itself may
+  //   be asleep on it), and nobody has opened the store since to recover it.
   // Their state is shared, so that Close can leave a detector asleep on a dead owner's mutex
-  // behind (as it leaves the environment) without it touching freed memory. Started by Open,
-  // stopped by Close.
+  // behind (as it leaves the environment) without it touching freed memory.
   struct Watch {
     DB_ENV* env = nullptr;
+    std::string dir;
     std::mutex mutex;
     std::condition_variable cv;
     bool stopping = false;       // under mutex
     bool detector_done = false;  // under mutex
     std::atomic<bool> wedged{false};
     std::atomic<bool> panicked{false};
-    // The environment's first region file as opened: recovery by another process replaces it,
-    // which the guard sees without calling libdb (the detector may be asleep inside it).
-    std::string region_file;
+    // The environment's directory and its first region file as opened: recovery by another
+    // process replaces that file, which the guard sees without calling libdb.
+    int dir_fd = -1;
     dev_t region_dev = 0;
     ino_t region_ino = 0;
-    // libdb calls that may wait for a lock or a mutex, in flight now (any thread), and those
-    // finished since Open.
-    std::atomic<int> in_flight{0};
-    std::atomic<uint64_t> calls_finished{0};
+    // __db.register, open for the environment's life: closing any descriptor of it would drop
+    // this process's registration lock (POSIX record locks belong to the process).
+    int registry_fd = -1;
+    // libdb calls in flight (any thread) and the guard's tick at which each began.
+    struct Call {
+      uint64_t id;
+      pid_t tid;
+      uint64_t since;
+    };
+    std::mutex calls_mutex;
+    std::vector<Call> calls;  // under calls_mutex
+    uint64_t next_call = 0;   // under calls_mutex
+    std::atomic<uint64_t> ticks{0};
   };
+  // After the environment opened: the watch's descriptors and its two threads.
+  void StartWatch(const std::string& env_dir);
+  // Close's first step: the detector ends, or is left behind (wedged) after the guard's limit.
+  void StopDetector();
+  // Close's last step, after the handles: the guard ends; its descriptors close unless wedged.
+  void StopGuard();
   static void DetectExpiredLocks(Watch& watch);
-  static void GuardCalls(Watch& watch, const std::string& dir);
+  static void GuardCalls(Watch& watch);
   std::shared_ptr<Watch> watch_ = std::make_shared<Watch>();
   std::thread detector_;
   std::thread guard_;
-  struct InFlight {
-    explicit InFlight(Db& db) : watch_(*db.watch_) { ++watch_.in_flight; }
-    ~InFlight() {
-      ++watch_.calls_finished;
-      --watch_.in_flight;
-    }
+  class InFlight {
+   public:
+    explicit InFlight(Db& db);
+    ~InFlight();
     InFlight(const InFlight&) = delete;
     InFlight& operator=(const InFlight&) = delete;
+
+   private:
     Watch& watch_;
+    uint64_t id_;
   };
   // Closes whatever is open: the destructor, and a constructor that failed part-way (which must
   // not run the destructor on itself and then read its members).

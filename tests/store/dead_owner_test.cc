@@ -26,9 +26,11 @@
 
 // libdb calls its mutex lock through its PLT, so this definition (exported: ENABLE_EXPORTS)
 // takes its place in this test only. Armed with the name of a libdb function, it kills the
-// process right after that function took a mutex, as kill -9 at that instant would.
+// process right after that function took a mutex, as kill -9 at that instant would; or stops it
+// there (SIGSTOP), a holder alive but not going on.
 namespace {
 std::atomic<const char*> die_holding_a_mutex_of{nullptr};
+std::atomic<bool> stop_instead{false};
 }  // namespace
 
 extern "C" int __db_pthread_mutex_lock(void* env, uint32_t mutex, uint32_t timeout) {
@@ -38,8 +40,10 @@ extern "C" int __db_pthread_mutex_lock(void* env, uint32_t mutex, uint32_t timeo
   if (const char* function = die_holding_a_mutex_of.load(); ret == 0 && function != nullptr) {
     Dl_info caller{};
     if (::dladdr(__builtin_return_address(0), &caller) != 0 && caller.dli_sname != nullptr &&
-        std::strcmp(caller.dli_sname, function) == 0)
-      ::raise(SIGKILL);
+        std::strcmp(caller.dli_sname, function) == 0) {
+      die_holding_a_mutex_of = nullptr;
+      ::raise(stop_instead ? SIGSTOP : SIGKILL);
+    }
   }
   return ret;
 }
@@ -56,17 +60,20 @@ std::string HowItEnded(pid_t pid) {
   return "signal " + std::to_string(WTERMSIG(status)) + (WTERMSIG(status) == SIGALRM ? " (still waiting: hung)" : "");
 }
 
-// A child attached to the store before anything goes wrong; once told (a byte on `go`), it looks
-// joe up: exit 0 found, 3 a caught temporary failure, 1 anything else; 75 is the guard's own
-// exit; SIGALRM when still waiting after `limit` seconds.
-pid_t AttachedLookUp(const std::string& root, int go, unsigned limit, int stall_ticks) {
+// A child attached to the store before anything goes wrong: it says so on `ready`, then, once
+// told (a byte on `go`), looks joe up: exit 0 found, 3 a caught temporary failure, 1 anything
+// else; 75 is the guard's own exit; SIGALRM when still waiting after `limit` seconds. Its stderr
+// goes to `err` when given.
+pid_t AttachedLookUp(const std::string& root, int ready, int go, unsigned limit, int stall_ticks, int err = -1) {
   pid_t pid = ::fork();
   if (pid == 0) {
     ::alarm(limit);
+    if (err >= 0) ::dup2(err, STDERR_FILENO);
     if (stall_ticks > 0) Store::Db::SetStallTicksForTesting(stall_ticks);
     int rc = 1;
     try {
       auto store = Store::Open(root);
+      if (::write(ready, "r", 1) != 1) ::_exit(1);
       char c;
       if (::read(go, &c, 1) != 1) ::_exit(1);
       rc = store->FindUser("joe") ? 0 : 1;
@@ -79,30 +86,34 @@ pid_t AttachedLookUp(const std::string& root, int go, unsigned limit, int stall_
   return pid;
 }
 
-// A child that dies holding a lock-table mutex in its lookup of joe. "exit 4" if it never took
-// one (another libdb build: the test cannot make the damage here).
-std::string DieInsideTheLockTable(const std::string& root) {
+// A child that dies (or stops) holding a lock-table mutex in its lookup of joe. It exits 4 if it
+// never took one (another libdb build: the test cannot make the damage here), 0 when it went on.
+pid_t HoldALockTableMutex(const std::string& root, bool stop) {
   pid_t pid = ::fork();
   if (pid == 0) {
+    ::alarm(60);
     auto store = Store::Open(root);
+    stop_instead = stop;
     die_holding_a_mutex_of = "__lock_get_internal";
-    store->FindUser("joe");
-    ::_exit(4);
+    const bool found = store->FindUser("joe").has_value();
+    ::_exit(die_holding_a_mutex_of.load() != nullptr ? 4 : found ? 0 : 1);
   }
-  return HowItEnded(pid);
+  return pid;
 }
 
-// Until the child's main thread sleeps in a futex (the dead owner's mutex) or ends; false when
-// it did not within 10 s.
+// Until the child's main thread has slept in a futex (the dead owner's mutex) in three looks
+// 10 ms apart, or ended; false when it did not within 10 s.
 bool MainThreadWaitsOnAMutex(pid_t pid) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  int in_a_row = 0;
   while (std::chrono::steady_clock::now() < deadline) {
     siginfo_t ended{};
     if (::waitid(P_PID, id_t(pid), &ended, WEXITED | WNOHANG | WNOWAIT) != 0 || ended.si_pid != 0) return false;
     std::ifstream syscall("/proc/" + std::to_string(pid) + "/syscall");
     std::string number;
-    if (syscall >> number && number == std::to_string(SYS_futex)) return true;
-    std::this_thread::yield();
+    in_a_row = syscall >> number && number == std::to_string(SYS_futex) ? in_a_row + 1 : 0;
+    if (in_a_row == 3) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;
 }
@@ -114,15 +125,23 @@ class DeadMutexOwner : public ::testing::Test {
     GTEST_SKIP() << "TSan cannot follow the children's threads after fork";
 #endif
     Store::Init(tmp_.path(), {})->CreateUser("joe");
+    ASSERT_EQ(::pipe(ready_), 0);
     ASSERT_EQ(::pipe(go_), 0);
   }
   void TearDown() override {
-    for (int fd : go_)
-      if (fd >= 0) ::close(fd);
+    for (int* pair : {ready_, go_})
+      for (int i : {0, 1})
+        if (pair[i] >= 0) ::close(pair[i]);
+  }
+  pid_t Attach(int stall_ticks, int err = -1) {
+    const pid_t waiter = AttachedLookUp(tmp_.path(), ready_[1], go_[0], 60, stall_ticks, err);
+    char c;
+    EXPECT_EQ(::read(ready_[0], &c, 1), 1) << "the waiter did not open the store";
+    return waiter;
   }
   // Kills the damage's child, or skips when this libdb cannot be damaged so.
   bool Damage(pid_t waiter) {
-    const std::string how = DieInsideTheLockTable(tmp_.path());
+    const std::string how = HowItEnded(HoldALockTableMutex(tmp_.path(), /*stop=*/false));
     if (how == "exit 4") {
       ::kill(waiter, SIGKILL);
       HowItEnded(waiter);
@@ -132,14 +151,16 @@ class DeadMutexOwner : public ::testing::Test {
     return true;
   }
   TempDir tmp_;
+  int ready_[2] = {-1, -1};
   int go_[2] = {-1, -1};
 };
 
-// Nobody opens the store after the death: the waiter used to wait forever (SIGALRM here). Its lock
-// watch sees calls in flight and none finishing for its limit (3 ticks here, a minute in use) and
-// ends the process with 75; the next open recovers the environment.
+// Nobody opens the store after the death: the waiter used to wait forever (SIGALRM here). Its
+// guard sees its call asleep on a mutex for the limit (3 ticks here, a minute in use) while the
+// registry names a process that died, and ends the process with 75; the next open recovers the
+// environment.
 TEST_F(DeadMutexOwner, AProcessAttachedBeforeEndsWithATemporaryFailureAndTheNextOpenRecovers) {
-  const pid_t waiter = AttachedLookUp(tmp_.path(), go_[0], 60, 3);
+  const pid_t waiter = Attach(3);
   if (!Damage(waiter)) GTEST_SKIP() << "this libdb took no lock-table mutex through __lock_get_internal";
   const auto start = std::chrono::steady_clock::now();
   ASSERT_EQ(::write(go_[1], "x", 1), 1);
@@ -151,12 +172,42 @@ TEST_F(DeadMutexOwner, AProcessAttachedBeforeEndsWithATemporaryFailureAndTheNext
 // Another process opens the store after the death (DB_REGISTER recovery): the waiter, asleep in
 // the old regions, ends with 75 through the panicked environment, well before the minute.
 TEST_F(DeadMutexOwner, AProcessAttachedBeforeEndsWhenAnotherRecoversTheEnvironment) {
-  const pid_t waiter = AttachedLookUp(tmp_.path(), go_[0], 60, 0);
+  const pid_t waiter = Attach(0);
   if (!Damage(waiter)) GTEST_SKIP() << "this libdb took no lock-table mutex through __lock_get_internal";
   ASSERT_EQ(::write(go_[1], "x", 1), 1);
   ASSERT_TRUE(MainThreadWaitsOnAMutex(waiter)) << "the waiter never waited: " << HowItEnded(waiter);
   EXPECT_TRUE(Store::Open(tmp_.path())->FindUser("joe"));  // this open recovers the environment
   EXPECT_EQ(HowItEnded(waiter), "exit 75");
+}
+
+// The holder is alive but stopped (SIGSTOP) inside libdb: nothing a rerun would recover, and
+// the same wait as a dead owner's to the waiter, which must not be ended. The guard says once that
+// it waits; the waiter goes on when the holder does.
+TEST_F(DeadMutexOwner, AWaiterForAStoppedHolderIsToldAboutNotEnded) {
+  int err[2];
+  ASSERT_EQ(::pipe(err), 0);
+  const pid_t waiter = Attach(2, err[1]);
+  ::close(err[1]);
+  const pid_t holder = HoldALockTableMutex(tmp_.path(), /*stop=*/true);
+  int status = 0;
+  ASSERT_EQ(::waitpid(holder, &status, WUNTRACED), holder);
+  if (!WIFSTOPPED(status)) {
+    ::kill(waiter, SIGKILL);
+    HowItEnded(waiter);
+    ::close(err[0]);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 4) << "the holder ended: " << status;
+    GTEST_SKIP() << "this libdb took no lock-table mutex through __lock_get_internal";
+  }
+  ASSERT_EQ(::write(go_[1], "x", 1), 1);
+  std::string said;
+  char buf[512];
+  for (ssize_t n; said.find("still waiting") == std::string::npos && (n = ::read(err[0], buf, sizeof buf)) > 0;)
+    said.append(buf, size_t(n));
+  EXPECT_NE(said.find("a call into the database environment has waited"), std::string::npos) << said;
+  ::kill(holder, SIGCONT);
+  EXPECT_EQ(HowItEnded(holder), "exit 0");
+  EXPECT_EQ(HowItEnded(waiter), "exit 0");
+  ::close(err[0]);
 }
 
 // The detector asleep on a dead owner's mutex, with no call of the process's own in flight: Close

@@ -1,0 +1,290 @@
+// Nothing waits for ever inside libdb: the lock detector and the guard of Store::Db
+// (store/mboxlist.h, docs/store-format.md §3 "A process killed while it held one of the
+// environment's mutexes").
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "store/mboxlist.h"
+
+namespace storemove::store {
+namespace {
+
+constexpr int kLockTimeoutSeconds = Store::Db::kLockTimeoutSeconds;
+// How many of the guard's ticks (about a second each) a call may wait on a mutex of a dead owner.
+std::atomic<int> stall_ticks{6 * kLockTimeoutSeconds};
+std::mutex lock_detect_seam_mutex;
+std::function<int(DB_ENV*)> lock_detect_call;  // tests only; empty: libdb's
+
+int DetectExpired(DB_ENV* env) {
+  std::function<int(DB_ENV*)> call;
+  {
+    std::lock_guard lock(lock_detect_seam_mutex);
+    call = lock_detect_call;
+  }
+  if (call) return call(env);
+  int rejected = 0;
+  return env->lock_detect(env, 0, DB_LOCK_EXPIRE, &rejected);
+}
+
+// The kernel's id of the calling thread, asked once per thread: a fork's child starts a new
+// generation, since its thread inherits the parent thread's cached id.
+std::atomic<uint64_t> fork_generation{0};
+
+pid_t ThisThread() {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { ++fork_generation; });
+    return true;
+  }();
+  (void)registered;
+  thread_local uint64_t generation = UINT64_MAX;
+  thread_local pid_t tid = 0;
+  if (generation != fork_generation.load(std::memory_order_relaxed)) {
+    tid = pid_t(::syscall(SYS_gettid));
+    generation = fork_generation.load(std::memory_order_relaxed);
+  }
+  return tid;
+}
+
+std::string ReadProcFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  char buf[512];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  return n > 0 ? std::string(buf, size_t(n)) : std::string();
+}
+
+// Whether the thread sleeps in a futex (where libdb waits for a mutex or a lock), not in the
+// disk (state D) or anywhere else. Without /proc nothing tells them apart: true.
+bool SleepsInAFutex(pid_t tid) {
+  const std::string task = "/proc/self/task/" + std::to_string(tid);
+  const std::string stat = ReadProcFile(task + "/stat");
+  const std::string syscall = ReadProcFile(task + "/syscall");
+  if (stat.empty() || syscall.empty()) return ::access("/proc/self/task", F_OK) != 0;
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'S') return false;
+  return std::strtol(syscall.c_str(), nullptr, 10) == SYS_futex;
+}
+
+// Whether __db.register names a process that died without leaving the environment: libdb's own
+// test (env_register.c), which a process opening the store makes before it recovers. Each slot
+// is 25 bytes, "%24lu\n" or the empty mark "X...0\n", and its process holds a write lock on the
+// slot's first byte. F_GETLK only asks (this process's own slot never conflicts with it, so it
+// is skipped by its pid).
+bool ADeadProcessIsRegistered(int registry_fd) {
+  if (registry_fd < 0) return true;  // no registry to ask: the stall alone decides
+  constexpr size_t kSlot = 25;
+  char slot[kSlot];
+  const pid_t self = ::getpid();
+  for (off_t pos = 0;; pos += off_t(kSlot)) {
+    ssize_t n = ::pread(registry_fd, slot, kSlot, pos);
+    if (n != ssize_t(kSlot)) return false;
+    if (slot[0] == 'X') continue;
+    const long pid = std::strtol(std::string(slot, kSlot - 1).c_str(), nullptr, 10);
+    if (pid <= 0 || pid == self) continue;
+    struct flock lock {};
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    lock.l_start = pos;
+    lock.l_len = 1;
+    if (::fcntl(registry_fd, F_GETLK, &lock) == 0 && lock.l_type == F_UNLCK) return true;
+  }
+}
+
+// Whether another process has recovered the environment since this one opened it: recovery
+// removes the region files and creates new ones. A missing file decides nothing (recovery may be
+// under way, or the store is being taken apart).
+bool RegionReplaced(int dir_fd, dev_t dev, ino_t ino) {
+  if (dir_fd < 0) return false;
+  struct stat now;
+  if (::fstatat(dir_fd, "__db.001", &now, AT_SYMLINK_NOFOLLOW) != 0) return false;
+  return now.st_dev != dev || now.st_ino != ino;
+}
+
+void SayAndEnd(const std::string& line) {
+  // write(2), not stdio: its lock may be held by a thread that will never let go of it.
+  const std::string text = "storemove: " + line + "\n";
+  for (size_t done = 0; done < text.size();) {
+    ssize_t n = ::write(STDERR_FILENO, text.data() + done, text.size() - done);
+    if (n <= 0) break;
+    done += size_t(n);
+  }
+  ::_exit(75);
+}
+
+}  // namespace
+
+void Store::Db::SetStallTicksForTesting(int ticks) { stall_ticks = ticks; }
+
+void Store::Db::SetLockDetectForTesting(std::function<int(DB_ENV*)> call) {
+  std::lock_guard lock(lock_detect_seam_mutex);
+  lock_detect_call = std::move(call);
+}
+
+Store::Db::InFlight::InFlight(Db& db) : watch_(*db.watch_) {
+  const pid_t tid = ThisThread();
+  std::lock_guard lock(watch_.calls_mutex);
+  id_ = watch_.next_call++;
+  watch_.calls.push_back({id_, tid, watch_.ticks.load()});
+}
+
+Store::Db::InFlight::~InFlight() {
+  std::lock_guard lock(watch_.calls_mutex);
+  auto it = std::find_if(watch_.calls.begin(), watch_.calls.end(), [&](const Watch::Call& c) { return c.id == id_; });
+  if (it != watch_.calls.end()) {
+    *it = watch_.calls.back();
+    watch_.calls.pop_back();
+  }
+}
+
+void Store::Db::StartWatch(const std::string& env_dir) {
+  watch_->env = env_;
+  watch_->dir = dir_;
+  watch_->dir_fd = ::open(env_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  struct stat region;
+  if (watch_->dir_fd >= 0 && ::fstatat(watch_->dir_fd, "__db.001", &region, AT_SYMLINK_NOFOLLOW) == 0) {
+    watch_->region_dev = region.st_dev;
+    watch_->region_ino = region.st_ino;
+  } else if (watch_->dir_fd >= 0) {
+    ::close(watch_->dir_fd);
+    watch_->dir_fd = -1;
+  }
+  watch_->registry_fd = ::open((env_dir + "/__db.register").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  // Started with every signal blocked, so that a SIGTERM or SIGINT sent to the process goes to a
+  // thread that takes it (migrate's signalfd, or the main thread's default action), not to these.
+  sigset_t all, old;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_BLOCK, &all, &old);
+  try {
+    guard_ = std::thread([watch = watch_] { GuardCalls(*watch); });
+    detector_ = std::thread([watch = watch_] { DetectExpiredLocks(*watch); });
+  } catch (...) {
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    throw;  // Close (the constructor's) stops whichever started
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+void Store::Db::DetectExpiredLocks(Watch& watch) {
+  std::unique_lock lock(watch.mutex);
+  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.stopping; })) {
+    if (watch.wedged) continue;
+    lock.unlock();  // Close must not wait for the mutex behind a detector asleep in libdb
+    if (DetectExpired(watch.env) == DB_RUNRECOVERY) watch.panicked = true;
+    lock.lock();
+  }
+  watch.detector_done = true;
+  watch.cv.notify_all();
+}
+
+void Store::Db::GuardCalls(Watch& watch) {
+  // Counted in ticks of about a second, not in wall time: a process stopped (SIGSTOP, a paused
+  // machine) is not stuck when it resumes.
+  std::optional<uint64_t> warned;  // the call a warning was given for
+  std::unique_lock lock(watch.mutex);
+  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.stopping; })) {
+    lock.unlock();  // the checks below read files: Close must not wait behind them
+    const uint64_t tick = ++watch.ticks;
+    std::optional<Watch::Call> oldest;
+    {
+      std::lock_guard calls(watch.calls_mutex);
+      for (const Watch::Call& c : watch.calls)
+        if (!oldest || c.since < oldest->since) oldest = c;
+    }
+    if (oldest) {
+      const uint64_t waited = tick - oldest->since;
+      if (!watch.panicked && waited >= 2 && RegionReplaced(watch.dir_fd, watch.region_dev, watch.region_ino)) watch.panicked = true;
+      // Another process recovered the environment after one died: this one's regions are dead,
+      // and every call fails at once with DB_RUNRECOVERY, except one asleep on the dead
+      // process's lock or mutex, which is never woken. It can only end, as kill -9 would.
+      // 75: a delivery is retried by the MTA, a migrate run again finds its journal.
+      if (watch.panicked && waited >= uint64_t(kLockTimeoutSeconds + 2))
+        SayAndEnd("mboxlist " + watch.dir +
+                  ": waiting for a lock of a process that died, in a database environment another process has "
+                  "recovered since; stopping (exit 75, run again)");
+      // Nobody has recovered it. A call asleep on a mutex for a minute, while the registry names
+      // a process that died inside the environment, waits on a mutex that process left locked,
+      // which libdb 5.3 never frees; the next process that opens the store recovers it. A call
+      // waiting on the disk, or on a live process (one stopped, or itself waiting on the disk),
+      // is not ended: the guard says once that it waits.
+      const int limit = stall_ticks.load();
+      if (waited >= uint64_t(limit)) {
+        if (SleepsInAFutex(oldest->tid) && ADeadProcessIsRegistered(watch.registry_fd))
+          SayAndEnd("mboxlist " + watch.dir + ": a call into the database environment has waited " +
+                    std::to_string(waited) +
+                    " s for a mutex of a process that died inside it; stopping (exit 75, run again: the next "
+                    "open recovers it)");
+        if (warned != oldest->id) {
+          warned = oldest->id;
+          const std::string line = "storemove: warning: mboxlist " + watch.dir +
+                                    ": a call into the database environment has waited " + std::to_string(waited) +
+                                    " s (on the disk, or on a process that is stopped); still waiting\n";
+          (void)!::write(STDERR_FILENO, line.data(), line.size());
+        }
+      }
+    }
+    lock.lock();
+  }
+}
+
+void Store::Db::StopDetector() {
+  if (!detector_.joinable()) return;
+  {
+    std::lock_guard lock(watch_->mutex);
+    watch_->stopping = true;
+  }
+  watch_->cv.notify_all();
+  // A detector asleep on a mutex a dead process holds never returns: after the guard's limit it
+  // is left behind with the environment, as a stuck checkpoint leaves it (the next open
+  // recovers it).
+  const int limit = stall_ticks.load();
+  std::unique_lock lock(watch_->mutex);
+  const bool ended = watch_->cv.wait_for(lock, std::chrono::seconds(limit), [&] { return watch_->detector_done; });
+  lock.unlock();
+  if (ended) {
+    detector_.join();
+    return;
+  }
+  detector_.detach();
+  stuck_after_ms_ = int64_t{limit} * 1000;
+  wedged_ = true;
+  watch_->wedged = true;
+  std::fprintf(stderr,
+               "storemove: warning: mboxlist %s: the lock detector is still waiting after %d s (a process died inside "
+               "the database environment); left to the recovery of the next process that opens it\n",
+               dir_.c_str(), limit);
+}
+
+void Store::Db::StopGuard() {
+  if (guard_.joinable()) {
+    {
+      std::lock_guard lock(watch_->mutex);
+      watch_->stopping = true;
+    }
+    watch_->cv.notify_all();
+    guard_.join();
+  }
+  // A wedged environment is left open, and so is its registry: closing a descriptor of it would
+  // drop the registration lock libdb's own descriptor holds.
+  if (wedged_) return;
+  for (int* fd : {&watch_->dir_fd, &watch_->registry_fd})
+    if (*fd >= 0) {
+      ::close(*fd);
+      *fd = -1;
+    }
+}
+
+}  // namespace storemove::store
