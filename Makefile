@@ -40,7 +40,7 @@ asan: deps
 # (libdb's own shared-memory mutexes are not instrumented: tests/tsan.supp says which reports
 # come from inside libdb and why they are suppressed).
 # die_after_fork=0: tests fork children that open a store while the parent has one open, whose
-# lock-watch thread (store/mboxlist.h) makes the parent multi-threaded; TSan does not follow the
+# lock detector and guard threads (store/mboxlist.h) make the parent multi-threaded; TSan does not follow the
 # child's new threads, and would otherwise kill the child.
 TSAN_TESTS ?= store_concurrency_test store_read_ahead_test tools_write_lock_test format_test net_test stream_test disk_read_test migrate_test tools_moveuser_test arrival_test
 tsan: deps
