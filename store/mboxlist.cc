@@ -304,7 +304,8 @@ void Store::Db::Close(bool checkpoint) {
   int ret = -1;
   if (checkpoint && env_ && !wedged_ && !BoundedCheckpoint(0, &ret))
     std::fprintf(stderr, "storemove: warning: mboxlist %s: a checkpoint is still waiting after %s (a process died "
-                 "inside the database environment); left to the recovery of the next process that opens it\n",
+                 "inside the database environment, or the disk stalls); left to the recovery of the next process "
+                 "that opens it\n",
                  dir_.c_str(), LimitText(std::chrono::milliseconds(stuck_after_ms_.load())).c_str());
   if (wedged_) {
     // Closing the handles would wait on the same dead owner: they are left open, as a killed

@@ -103,7 +103,8 @@ class Store::Db {
   // Tests: how many of the guard's one-second ticks a call may wait on a mutex of a dead owner
   // before the process gives up (exit 75), and Close waits for the detector; 60 when not set.
   static void SetStallTicksForTesting(int ticks);
-  // Tests: replaces the detector's libdb call (empty: libdb's lock_detect).
+  // Tests: replaces the detector's libdb call (empty: libdb's lock_detect); when set, the
+  // detector starts with the store instead of with the first call that waits.
   static void SetLockDetectForTesting(std::function<int(DB_ENV*)> call);
 
  private:
@@ -136,8 +137,14 @@ class Store::Db {
     std::string dir;
     std::mutex mutex;
     std::condition_variable cv;
-    bool stopping = false;       // under mutex
-    bool detector_done = false;  // under mutex
+    // Under mutex. The detector starts when a call has been in flight for a tick (a short
+    // command, nothing waiting, never pays for a second thread), and not once Close began.
+    std::thread detector;
+    bool detector_allowed = true;
+    bool detector_eager = false;  // tests: started with the guard
+    bool detector_stopping = false;
+    bool detector_done = false;
+    bool guard_stopping = false;
     std::atomic<bool> wedged{false};
     std::atomic<bool> panicked{false};
     // The environment's directory and its first region file as opened: recovery by another
@@ -166,9 +173,9 @@ class Store::Db {
   // Close's last step, after the handles: the guard ends; its descriptors close unless wedged.
   void StopGuard();
   static void DetectExpiredLocks(Watch& watch);
-  static void GuardCalls(Watch& watch);
+  static void StartDetector(const std::shared_ptr<Watch>& watch);
+  static void GuardCalls(const std::shared_ptr<Watch>& watch);
   std::shared_ptr<Watch> watch_ = std::make_shared<Watch>();
-  std::thread detector_;
   std::thread guard_;
   class InFlight {
    public:

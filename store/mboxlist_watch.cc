@@ -16,6 +16,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <system_error>
 
 #include "store/mboxlist.h"
 
@@ -163,39 +164,64 @@ void Store::Db::StartWatch(const std::string& env_dir) {
     watch_->dir_fd = -1;
   }
   watch_->registry_fd = ::open((env_dir + "/__db.register").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  {
+    std::lock_guard lock(lock_detect_seam_mutex);
+    watch_->detector_eager = bool(lock_detect_call);
+  }
   // Started with every signal blocked, so that a SIGTERM or SIGINT sent to the process goes to a
-  // thread that takes it (migrate's signalfd, or the main thread's default action), not to these.
+  // thread that takes it (migrate's signalfd, or the main thread's default action), not to this
+  // one, nor to the detector it starts (which inherits its mask).
   sigset_t all, old;
   ::sigfillset(&all);
   ::pthread_sigmask(SIG_BLOCK, &all, &old);
   try {
-    guard_ = std::thread([watch = watch_] { GuardCalls(*watch); });
-    detector_ = std::thread([watch = watch_] { DetectExpiredLocks(*watch); });
+    guard_ = std::thread([watch = watch_] { GuardCalls(watch); });
   } catch (...) {
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    throw;  // Close (the constructor's) stops whichever started
+    throw;
   }
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
+void Store::Db::StartDetector(const std::shared_ptr<Watch>& watch) {
+  std::lock_guard lock(watch->mutex);
+  if (watch->detector.joinable() || !watch->detector_allowed) return;
+  try {
+    watch->detector = std::thread([watch] { DetectExpiredLocks(*watch); });
+  } catch (const std::system_error&) {
+    // No thread to be had now: the guard asks again at its next tick.
+  }
+}
+
 void Store::Db::DetectExpiredLocks(Watch& watch) {
   std::unique_lock lock(watch.mutex);
-  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.stopping; })) {
-    if (watch.wedged) continue;
+  for (;;) {
+    if (watch.detector_stopping) break;
+    if (watch.wedged) {
+      watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.detector_stopping; });
+      continue;
+    }
     lock.unlock();  // Close must not wait for the mutex behind a detector asleep in libdb
     if (DetectExpired(watch.env) == DB_RUNRECOVERY) watch.panicked = true;
     lock.lock();
+    if (watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.detector_stopping; })) break;
   }
   watch.detector_done = true;
   watch.cv.notify_all();
 }
 
-void Store::Db::GuardCalls(Watch& watch) {
+void Store::Db::GuardCalls(const std::shared_ptr<Watch>& shared) {
+  Watch& watch = *shared;
+  const auto StillInFlight = [](Watch& w, uint64_t id) {
+    std::lock_guard calls(w.calls_mutex);
+    return std::any_of(w.calls.begin(), w.calls.end(), [&](const Watch::Call& c) { return c.id == id; });
+  };
+  if (watch.detector_eager) StartDetector(shared);
   // Counted in ticks of about a second, not in wall time: a process stopped (SIGSTOP, a paused
   // machine) is not stuck when it resumes.
   std::optional<uint64_t> warned;  // the call a warning was given for
   std::unique_lock lock(watch.mutex);
-  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.stopping; })) {
+  while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.guard_stopping; })) {
     lock.unlock();  // the checks below read files: Close must not wait behind them
     const uint64_t tick = ++watch.ticks;
     std::optional<Watch::Call> oldest;
@@ -206,6 +232,8 @@ void Store::Db::GuardCalls(Watch& watch) {
     }
     if (oldest) {
       const uint64_t waited = tick - oldest->since;
+      // A call that waits may wait for a lock: from now on the detector enforces its timeout.
+      if (waited >= 1) StartDetector(shared);
       if (!watch.panicked && waited >= 2 && RegionReplaced(watch.dir_fd, watch.region_dev, watch.region_ino)) watch.panicked = true;
       // Another process recovered the environment after one died: this one's regions are dead,
       // and every call fails at once with DB_RUNRECOVERY, except one asleep on the dead
@@ -222,7 +250,7 @@ void Store::Db::GuardCalls(Watch& watch) {
       // is not ended: the guard says once that it waits.
       const int limit = stall_ticks.load();
       if (waited >= uint64_t(limit)) {
-        if (SleepsInAFutex(oldest->tid) && ADeadProcessIsRegistered(watch.registry_fd))
+        if (SleepsInAFutex(oldest->tid) && ADeadProcessIsRegistered(watch.registry_fd) && StillInFlight(watch, oldest->id))
           SayAndEnd("mboxlist " + watch.dir + ": a call into the database environment has waited " +
                     std::to_string(waited) +
                     " s for a mutex of a process that died inside it; stopping (exit 75, run again: the next "
@@ -241,12 +269,15 @@ void Store::Db::GuardCalls(Watch& watch) {
 }
 
 void Store::Db::StopDetector() {
-  if (!detector_.joinable()) return;
+  std::thread detector;
   {
     std::lock_guard lock(watch_->mutex);
-    watch_->stopping = true;
+    watch_->detector_allowed = false;
+    watch_->detector_stopping = true;
+    detector = std::move(watch_->detector);
   }
   watch_->cv.notify_all();
+  if (!detector.joinable()) return;
   // A detector asleep on a mutex a dead process holds never returns: after the guard's limit it
   // is left behind with the environment, as a stuck checkpoint leaves it (the next open
   // recovers it).
@@ -255,10 +286,10 @@ void Store::Db::StopDetector() {
   const bool ended = watch_->cv.wait_for(lock, std::chrono::seconds(limit), [&] { return watch_->detector_done; });
   lock.unlock();
   if (ended) {
-    detector_.join();
+    detector.join();
     return;
   }
-  detector_.detach();
+  detector.detach();
   stuck_after_ms_ = int64_t{limit} * 1000;
   wedged_ = true;
   watch_->wedged = true;
@@ -272,7 +303,7 @@ void Store::Db::StopGuard() {
   if (guard_.joinable()) {
     {
       std::lock_guard lock(watch_->mutex);
-      watch_->stopping = true;
+      watch_->guard_stopping = true;
     }
     watch_->cv.notify_all();
     guard_.join();
