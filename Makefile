@@ -36,7 +36,10 @@ asan: deps
 # ThreadSanitizer build of the tests that run threads or several processes on one store (of
 # migrate_test the in-process migrations: group workers, pipelined sessions, the serve thread; of
 # format_test only the zstd tests, whose decompression worker is a thread, less the two that
-# repeat one stream for every offset or byte: the rest is single-threaded and slow under TSan)
+# repeat one stream for every offset or byte: the rest is single-threaded and slow under TSan;
+# and less the adaptive level's round trip to the lowest rung, whose timing rules (output twice
+# the compressing) do not hold with zstd several times slower: it failed 2 runs in 3 on an idle
+# machine, its threads are those of the other adaptive tests, which stay)
 # (libdb's own shared-memory mutexes are not instrumented: tests/tsan.supp says which reports
 # come from inside libdb and why they are suppressed).
 # die_after_fork=0: tests fork children that open a store while the parent has one open, whose
@@ -49,7 +52,7 @@ tsan: deps
 	@set -e; for t in $(TSAN_TESTS); do \
 	  bin=$$(find build-tsan/tests -name $$t -type f -perm -u+x | head -n 1); \
 	  echo "== tsan: $$t"; \
-	  case $$t in format_test) only="--gtest_filter=Zstd*:-*AtEveryOffset*:*ByteFlips*";; \
+	  case $$t in format_test) only="--gtest_filter=Zstd*:-*AtEveryOffset*:*ByteFlips*:*LowestRungWithNewFrames";; \
 	    migrate_test) only="--gtest_filter=MigrateIncremental.*:*MigrateLatency*:Migrate.FourGroupsTwoJobsOverTlsPsk";; \
 	    tools_moveuser_test) only="--gtest_filter=*AdministratorPullsManyUsersAtOnce*";; \
 	    *) only="";; esac; \
