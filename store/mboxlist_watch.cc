@@ -18,6 +18,9 @@
 #include <string>
 #include <system_error>
 
+#include "util/error.h"
+#include "util/fs.h"
+
 #include "store/mboxlist.h"
 
 namespace storemove::store {
@@ -59,13 +62,13 @@ pid_t ThisThread() {
   return tid;
 }
 
+// util's ReadFile, with "nothing" for a task that has ended (or no /proc).
 std::string ReadProcFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {};
-  char buf[512];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  return n > 0 ? std::string(buf, size_t(n)) : std::string();
+  try {
+    return ReadFile(path);
+  } catch (const Error&) {
+    return {};
+  }
 }
 
 // Whether the thread sleeps in a futex (where libdb waits for a mutex or a lock), not in the
