@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <limits>
+#include <strings.h>
 
 #include "interop/imap_reader.h"
 #include "util/error.h"
@@ -199,6 +201,16 @@ ImapClient::Tagged ImapClient::Wait(const std::string& tag) {
 
 void ImapClient::Refused(Errc code, const std::string& what, const Tagged& t) {
   Throw(code, shown_ + ": " + what + " refused: " + t.status + (t.text.empty() ? "" : " ") + ShownText(t.text));
+}
+
+// A refused login: RFC 5530's codes tell a server that cannot check credentials now (its
+// directory down, too many sessions) from one that refuses them; only the latter needs a person.
+Errc ImapClient::LoginRefusal(const Tagged& t) {
+  for (const char* code : {"[UNAVAILABLE]", "[INUSE]", "[LIMIT]", "[SERVERBUG]"}) {
+    if (t.text.size() >= std::strlen(code) && ::strncasecmp(t.text.c_str(), code, std::strlen(code)) == 0)
+      return Errc::kTempFail;
+  }
+  return Errc::kAuth;
 }
 
 void ImapClient::Check(const Tagged& t, const std::string& what) {
@@ -529,7 +541,7 @@ void ImapClient::Authenticate(const std::string& authzid, const std::string& aut
   caps_.clear();
   caps_known_ = false;
   const Tagged t = Wait(Start(segments, "AUTHENTICATE"));
-  if (t.status == "NO") Refused(Errc::kAuth, who, t);
+  if (t.status == "NO") Refused(LoginRefusal(t), who, t);
   if (t.status != "OK") Refused(Errc::kProtocol, who, t);
 }
 
@@ -546,7 +558,7 @@ void ImapClient::Login(const std::string& user, const std::string& password) {
   caps_.clear();
   caps_known_ = false;
   const Tagged t = Wait(Start(segments, "LOGIN"));
-  if (t.status == "NO") Refused(Errc::kAuth, who, t);
+  if (t.status == "NO") Refused(LoginRefusal(t), who, t);
   if (t.status != "OK") Refused(Errc::kProtocol, who, t);
 }
 

@@ -128,6 +128,7 @@ class ImapClient {
   std::string Start(const std::vector<std::string>& segments, const std::string& name);
   Tagged Wait(const std::string& tag);
   Got ReadResponse(std::string* tag, Tagged* tagged);
+  static Errc LoginRefusal(const Tagged& t);
   // ReadResponse for the command `tag`, which fails if the command makes no progress in time.
   Got ReadFor(const std::string& tag, std::string* got_tag, Tagged* tagged);
   void Untagged();

@@ -624,6 +624,7 @@ MoveUserReport MoveUsers(store::Store& store, const ImapSource& source, const st
         PullUser(store, source, url, tls.get(), accounts[i], options, result);
       } catch (const Error& e) {
         result.error = e.what();
+        result.permanent = e.code() == Errc::kInvalidArgument || e.code() == Errc::kAuth;
       } catch (const std::exception& e) {
         result.error = std::string("unexpected: ") + e.what();
       }
@@ -640,6 +641,7 @@ MoveUserReport MoveUsers(store::Store& store, const ImapSource& source, const st
 
   for (const MoveUserResult& r : report.users) {
     if (!r.error.empty()) ++report.failed;
+    if (!r.error.empty() && r.permanent) ++report.failed_permanently;
     report.messages += r.messages;
     report.bytes += r.bytes;
   }

@@ -56,6 +56,9 @@ struct MoveUserResult {
   uint64_t keywords_dropped = 0; // keywords beyond the 64 user flags of a folder
   double seconds = 0;
   std::string error;  // empty when the user is complete
+  // For a failed user: a rerun cannot help until somebody acts (a name the store cannot take, two
+  // folders that would become one, credentials refused). Anything else may pass on a rerun.
+  bool permanent = false;
 };
 
 struct MoveUserOptions {
@@ -74,6 +77,7 @@ struct MoveUserOptions {
 struct MoveUserReport {
   std::vector<MoveUserResult> users;  // in the order given
   uint64_t failed = 0;
+  uint64_t failed_permanently = 0;  // of failed: see MoveUserResult::permanent
   uint64_t messages = 0, bytes = 0;
   double seconds = 0;
 };

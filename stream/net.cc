@@ -492,6 +492,13 @@ void Connection::FailTls(const char* call, int ret) {
     Throw(Errc::kTempFail, std::string(call) + " " + peer_ +
                                ": the connection was closed before authentication finished, without a TLS alert (the "
                                "server stopped, or dropped it at its handshake limits; a refused key gets an alert)");
+  // An IMAP server checks no certificate of ours: a handshake that just ends is the server (or a
+  // proxy before it) going away, which a rerun may get past; moveuser takes kAuth as final.
+  const bool no_refusal = verify.empty() && (reasons.empty() || reasons == "unexpected eof while reading");
+  if (client_ && mail_server_ && !authenticated_ && (ended || no_refusal))
+    Throw(Errc::kTempFail, std::string(call) + " " + peer_ +
+                               ": the connection was closed during the TLS handshake, without a TLS alert (the server "
+                               "stopped or is overloaded)");
   std::string why = !verify.empty() ? "certificate: " + verify
                     : !reasons.empty() ? reasons
                     : err == SSL_ERROR_SYSCALL && saved_errno ? std::strerror(saved_errno)
@@ -503,6 +510,7 @@ void Connection::Connect(const TlsContext& tls, const std::string& host) {
   if (!tls.get()) return;
   psk_ = tls.psk();
   client_ = true;
+  mail_server_ = tls.mail_server();
   ERR_clear_error();
   ssl_ = SSL_new(tls.get());
   if (!ssl_ || SSL_set_fd(ssl_, fd_.get()) != 1) ThrowTls(Errc::kIo, "SSL_new");

@@ -39,6 +39,7 @@ class TlsContext {
   TlsContext& operator=(const TlsContext&) = delete;
   SSL_CTX* get() const { return ctx_; }
   bool psk() const { return psk_; }
+  bool mail_server() const { return mail_server_; }
   std::string Describe() const;  // "pre-shared key", "mutual certificates", "plain TCP (--insecure)"
 
  private:
@@ -101,6 +102,7 @@ class Connection {
   bool authenticated_ = false;
   bool psk_ = false;
   bool client_ = false;  // Connect()ed: we asked to be authenticated
+  bool mail_server_ = false;  // Connect()ed to an IMAP server (TlsContext::ForMailServer)
   std::string in_;  // read-ahead, consumed from in_pos_
   size_t in_pos_ = 0;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;

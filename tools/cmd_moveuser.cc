@@ -48,7 +48,10 @@ nlohmann::json ToJson(const stream::MoveUserResult& r) {
                       {"uid_conflicts", r.uid_conflicts},
                       {"keywords_dropped", r.keywords_dropped},
                       {"seconds", r.seconds}};
-  if (!r.error.empty()) j["error"] = r.error;
+  if (!r.error.empty()) {
+    j["error"] = r.error;
+    j["permanent"] = r.permanent;
+  }
   return j;
 }
 
@@ -108,17 +111,25 @@ int RunMoveUser(MoveUserCliOptions& o) {
     nlohmann::json users = nlohmann::json::array();
     for (const stream::MoveUserResult& r : report.users) users.push_back(ToJson(r));
     nlohmann::json out = {{"source", o.source.url}, {"users", users},     {"failed", report.failed},
+                          {"failed_permanently", report.failed_permanently},
                           {"messages", report.messages}, {"bytes", report.bytes}, {"seconds", report.seconds},
                           {"storemove_version", Version()}};
     if (linker.enabled()) out["arrival_links"] = linker.counters().linked;
     std::printf("%s\n", out.dump(2).c_str());
   } else {
     if (linker.enabled()) std::printf("single instance on arrival: %s\n", linker.counters().ToString().c_str());
-    std::printf("moveuser: %zu users (%llu failed), %llu messages, %s in %.2f s\n", report.users.size(),
-                static_cast<unsigned long long>(report.failed), static_cast<unsigned long long>(report.messages),
-                HumanBytes(report.bytes).c_str(), report.seconds);
+    const std::string permanent =
+        report.failed_permanently == 0
+            ? ""
+            : ", " + std::to_string(report.failed_permanently) + " of them until changed at the source or in the password file";
+    std::printf("moveuser: %zu users (%llu failed%s), %llu messages, %s in %.2f s\n", report.users.size(),
+                static_cast<unsigned long long>(report.failed), permanent.c_str(),
+                static_cast<unsigned long long>(report.messages), HumanBytes(report.bytes).c_str(), report.seconds);
   }
-  return report.failed ? ExitStatus(Errc::kTempFail) : 0;
+  // 75 while a rerun may finish the job; 65 when only somebody's change at the source or in the
+  // password file can, so that a retry loop around moveuser does not spin for ever.
+  if (report.failed > report.failed_permanently) return ExitStatus(Errc::kTempFail);
+  return report.failed ? ExitStatus(Errc::kCorrupt) : 0;
 }
 
 }  // namespace
@@ -134,7 +145,8 @@ void AddMoveUserCommand(CLI::App& root, Action* chosen) {
       "  --admin ADMIN --admin-password-file F    log in as ADMIN acting for each user (SASL PLAIN authzid)\n"
       "Every folder, message (bytes as the server sends them), flag, keyword, internal date and subscription.\n"
       "A new folder appears only when complete, with the source's UIDVALIDITY and UIDs; a rerun fetches only\n"
-      "what is missing. Exit 0 = every user complete and on disk.");
+      "what is missing. Exit 0 = every user complete and on disk; 75 = a user failed, a rerun may finish it;\n"
+      "65 = every failed user needs a change first (credentials refused, a folder name the store cannot take).");
   AddStoreOption(command, &o->store_dir);
   command->add_option("--from", o->source.url, "the IMAP server: imap://HOST[:PORT] or imaps://HOST[:PORT]")
       ->required()

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <filesystem>
@@ -269,12 +270,12 @@ TEST_F(MoveUser, PasswordsPerUserFromOneFile) {
 TEST_F(MoveUser, RefusalsAreOneLineAndWriteNothing) {
   // Wrong password: the user fails, the run exits non-zero, no folder appears.
   CliResult r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "wrong.pw", "--insecure"}));
-  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.status, 65) << "no rerun helps until the password changes: " << r.Describe();
   EXPECT_NE(r.err.find("alice"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("not-her-password"), std::string::npos) << "the password must never be shown";
   // A certificate no trusted CA signed: refused before any login.
   r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--ca-file", *dir_ / "other.pem"}));
-  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.status, 65) << r.Describe();
   EXPECT_NE(r.err.find("certificate"), std::string::npos) << r.err;
   // A password file others can read.
   ::chmod((*dir_ / "alice.pw").c_str(), 0644);
@@ -531,7 +532,7 @@ TEST_F(MoveUserFilled, TwoSourceFoldersOfOneStoreNameAreRefusedNotMerged) {
     filler.Logout();
   }
   CliResult r = Pull(/*json=*/false);
-  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_EQ(r.status, 65) << "a rerun cannot help until the source changes: " << r.Describe();
   const std::string line = "storemove moveuser: dora: folders 'a.b' and 'a/b' of dora would both be the folder \"a/b\" here; rename one at the source\n";
   const std::string line_swapped = "storemove moveuser: dora: folders 'a/b' and 'a.b' of dora would both be the folder \"a/b\" here; rename one at the source\n";
   EXPECT_TRUE(r.err == line || r.err == line_swapped) << r.err;
@@ -592,9 +593,20 @@ class ScriptedImap {
             key = &prefix;
             given.push_back(&answer);
           }
-        if (key != nullptr) send(*given[std::min(asked_[*key]++, given.size() - 1)]);
+        // "{TAG}" in an answer is the command's tag; an answer that ends the command itself
+        // ("{TAG} NO ...") takes the place of the usual OK.
+        bool ended = false;
+        if (key != nullptr) {
+          std::string answer = *given[std::min(asked_[*key]++, given.size() - 1)];
+          for (size_t at; (at = answer.find("{TAG}")) != std::string::npos;) {
+            answer.replace(at, 5, tag);
+            ended = true;
+          }
+          send(answer);
+        }
         if (command == "CAPABILITY") send("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n");
         if (command == "LOGOUT") send("* BYE\r\n");
+        if (ended) continue;
         if (!send(tag + " OK done\r\n") || command == "LOGOUT") break;
       }
       ::close(fd);
@@ -621,7 +633,7 @@ TEST(MoveUserHostile, FolderNamesInErrorsAreEscapedAndCut) {
     ScriptedImap server(list);
     CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
                           tmp / "pw", "--insecure", "--timeout", "5"});
-    EXPECT_EQ(r.status, 75) << what << ": " << r.Describe();
+    EXPECT_EQ(r.status, 65) << what << ": a name the store cannot take is not temporary: " << r.Describe();
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << what << ": " << r.err;
     EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << what << ": " << r.err;
     EXPECT_LT(r.err.size(), 600u) << what;
@@ -629,6 +641,94 @@ TEST(MoveUserHostile, FolderNamesInErrorsAreEscapedAndCut) {
                                                  : "folder \"" + std::string(200, 'a') + "...\"";
     EXPECT_NE(r.err.find(shown), std::string::npos) << what << ": " << r.err;
   }
+}
+
+std::string PlainAuth(const std::string& user, const std::string& password) {
+  static const char* const digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const std::string raw = std::string(1, '\0') + user + '\0' + password;
+  std::string out;
+  for (size_t i = 0; i < raw.size(); i += 3) {
+    uint32_t v = uint32_t(uint8_t(raw[i])) << 16;
+    if (i + 1 < raw.size()) v |= uint32_t(uint8_t(raw[i + 1])) << 8;
+    if (i + 2 < raw.size()) v |= uint8_t(raw[i + 2]);
+    out += digits[(v >> 18) & 63];
+    out += digits[(v >> 12) & 63];
+    out += i + 1 < raw.size() ? digits[(v >> 6) & 63] : '=';
+    out += i + 2 < raw.size() ? digits[v & 63] : '=';
+  }
+  return "AUTHENTICATE PLAIN " + out;
+}
+
+// Exit 75 tells a retry loop to run again; a refusal that no rerun can change (credentials the
+// server refuses, a name the store cannot take) must not keep it spinning. RFC 5530's codes tell
+// a server that cannot check a login now from one that refuses it.
+TEST(MoveUserHostile, ARefusedLoginEndsWith65AndOneTheServerCannotCheckNowWith75) {
+  TempDir tmp;
+  const std::string store = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  WritePrivate(tmp / "pw", "dora\tdora-pw\nerik\terik-pw\n");
+  WritePrivate(tmp / "users", "dora\nerik\n");
+  const std::string list = "* LIST () \"/\" INBOX\r\n";
+  const std::string refused = "{TAG} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n";
+  const std::string unavailable = "{TAG} NO [UNAVAILABLE] Temporary authentication failure.\r\n";
+  struct Case {
+    std::string what, dora, erik;
+    int status;
+    uint64_t permanent;
+  };
+  for (const Case& c : {Case{"both refused", refused, refused, 65, 2},
+                        Case{"one refused, one unavailable", refused, unavailable, 75, 1},
+                        Case{"both unavailable", unavailable, unavailable, 75, 0}}) {
+    ScriptedImap server(list, {{PlainAuth("dora", "dora-pw"), c.dora}, {PlainAuth("erik", "erik-pw"), c.erik}});
+    CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--users", tmp / "users",
+                          "--password-file", tmp / "pw", "--insecure", "--timeout", "5", "--json"});
+    EXPECT_EQ(r.status, c.status) << c.what << ": " << r.Describe();
+    const nlohmann::json report = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(report.is_object()) << c.what << ": " << r.out;
+    EXPECT_EQ(report["failed"], 2) << c.what;
+    EXPECT_EQ(report["failed_permanently"], c.permanent) << c.what;
+    EXPECT_EQ(report["users"][0]["permanent"], c.dora == refused) << c.what;
+    EXPECT_EQ(report["users"][1]["permanent"], c.erik == refused) << c.what;
+    EXPECT_NE(report["users"][0]["error"].get<std::string>().find("NO ["), std::string::npos) << c.what;
+  }
+  // The text report says which failures wait for somebody.
+  ScriptedImap server(list, {{PlainAuth("dora", "dora-pw"), refused}, {PlainAuth("erik", "erik-pw"), unavailable}});
+  CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--users", tmp / "users",
+                        "--password-file", tmp / "pw", "--insecure", "--timeout", "5"});
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.out.find("(2 failed, 1 of them until changed at the source or in the password file)"), std::string::npos)
+      << r.out;
+}
+
+// An imaps:// server (or the proxy before it) that closes during the TLS handshake, without an
+// alert, is going away or overloaded: temporary, unlike a certificate it presents and we refuse.
+TEST(MoveUserHostile, AServerThatClosesDuringTheTlsHandshakeIsATemporaryFailure) {
+  TempDir tmp;
+  const std::string store = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  WritePrivate(tmp / "pw", "pw\n");
+  const int listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(listen_fd, reinterpret_cast<sockaddr*>(&a), len), 0);
+  ASSERT_EQ(::listen(listen_fd, 4), 0);
+  ASSERT_EQ(::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  std::thread closer([listen_fd] {
+    for (int fd; (fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
+      char hello[512];
+      (void)!::recv(fd, hello, sizeof hello, 0);  // the ClientHello, then nothing
+      ::close(fd);
+    }
+  });
+  CliResult r = RunCli({"moveuser", "--store", store, "--from", "imaps://127.0.0.1:" + std::to_string(ntohs(a.sin_port)),
+                        "--user", "dora", "--password-file", tmp / "pw", "--timeout", "5"});
+  ::shutdown(listen_fd, SHUT_RDWR);
+  closer.join();
+  ::close(listen_fd);
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("closed during the TLS handshake"), std::string::npos) << r.err;
 }
 
 // A server that alters or leaves out a body, sends one twice or one not asked for, or hides the
