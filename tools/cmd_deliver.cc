@@ -9,8 +9,9 @@
 //                   message names the new host ("user X has moved to HOST").
 //   66 EX_NOINPUT   the folder does not exist (without --create)
 //   64 EX_USAGE     bad user or folder name, bad --flags or --date
-// A broken STORE/config/store.conf is a temporary failure too: the mail waits in the MTA's queue
-// while the administrator fixes it, instead of bouncing.
+// Those four are the only final answers. Anything else that goes wrong (a full disk, an I/O
+// error, a damaged store.idx, a broken STORE/config/store.conf, the database) is 75 too: an MTA
+// bounces on 74, 65 or 70, and the mail must wait in its queue while the administrator repairs.
 #include <cstdio>
 #include <vector>
 
@@ -45,13 +46,27 @@ void CheckAcceptsMail(const store::UserInfo& user) {
   }
 }
 
-int RunDeliver(const DeliverOptions& options) {
-  const std::string& root = RequireStoreDir(options.store_dir);
-  store::ValidateUserId(options.user);
-  store::ValidateFolderName(options.folder);
-  const uint8_t flags = options.flags.empty() ? 0 : store::ParseFlagNames(options.flags);
+// A final answer for the MTA (bounce): the only errors RunDeliver lets through as they are.
+class Refusal : public Error {
+ public:
+  using Error::Error;
+};
+
+[[noreturn]] void Refuse(Errc code, const std::string& message) { throw Refusal(code, message); }
+
+int DeliverOnce(const DeliverOptions& options) {
+  uint8_t flags = 0;
+  int64_t internal_date = 0;
   const int64_t now = UnixNow();
-  const int64_t internal_date = options.date.empty() ? now : ParseTime(options.date, "--date");
+  try {
+    store::ValidateUserId(options.user);
+    store::ValidateFolderName(options.folder);
+    if (!options.flags.empty()) flags = store::ParseFlagNames(options.flags);
+    internal_date = options.date.empty() ? now : ParseTime(options.date, "--date");
+  } catch (const Error& e) {
+    Refuse(e.code(), e.what());
+  }
+  const std::string& root = RequireStoreDir(options.store_dir);
 
   auto store = store::Store::Open(root, {store::Durability::kBatch});
   store::Settings settings;
@@ -68,7 +83,7 @@ int RunDeliver(const DeliverOptions& options) {
   } else if (options.create) {
     store->CreateUser(options.user);  // with its INBOX, as every account has one
   } else {
-    Throw(Errc::kNoUser, "user " + options.user + " does not exist (deliver --create creates it)");
+    Refuse(Errc::kNoUser, "user " + options.user + " does not exist (deliver --create creates it)");
   }
   std::unique_ptr<store::Folder> folder;
   if (options.create) {
@@ -90,8 +105,8 @@ int RunDeliver(const DeliverOptions& options) {
                                "rerun makes it; or a restore brought other mailboxes only: deliver --create makes "
                                "an empty one); retry later");
   } else {
-    Throw(Errc::kNotFound, "mailbox user/" + options.user + "/" + options.folder +
-                               " does not exist (deliver --create creates it)");
+    Refuse(Errc::kNotFound, "mailbox user/" + options.user + "/" + options.folder +
+                                " does not exist (deliver --create creates it)");
   }
   const std::string mailbox = folder->Mailbox();
 
@@ -105,7 +120,7 @@ int RunDeliver(const DeliverOptions& options) {
     writer->Write(buffer.data(), n);
     received += n;
   }
-  if (received == 0) Throw(Errc::kCorrupt, "stdin: empty message; nothing delivered to " + mailbox);
+  if (received == 0) Refuse(Errc::kCorrupt, "stdin: empty message; nothing delivered to " + mailbox);
 
   store::MessageMeta meta;
   meta.flags = flags;
@@ -156,6 +171,19 @@ int RunDeliver(const DeliverOptions& options) {
   return 0;
 }
 
+int RunDeliver(const DeliverOptions& options) {
+  try {
+    return DeliverOnce(options);
+  } catch (const Refusal&) {
+    throw;
+  } catch (const Error& e) {
+    if (e.code() == Errc::kTempFail || e.code() == Errc::kInterrupted) throw;
+    Throw(Errc::kTempFail, std::string(e.what()) + "; delivery deferred");
+  } catch (const std::bad_alloc&) {
+    Throw(Errc::kTempFail, "out of memory; delivery deferred");
+  }
+}
+
 }  // namespace
 
 void AddDeliverCommand(CLI::App& root, Action* chosen) {
@@ -175,7 +203,8 @@ void AddDeliverCommand(CLI::App& root, Action* chosen) {
   command->footer(
       "Exit status: 0 delivered and durable; 67 unknown user (bounce); 75 user on hold, moved to another "
       "host (the message names it), over quota, without its INBOX yet (a restore or import of the user "
-      "not finished), or a folder whose UIDs are used up (retry later); 66 folder missing; 65 empty message (an "
+      "not finished), a folder whose UIDs are used up, or anything else that fails (a full disk, an I/O error, a "
+      "damaged store, no store at --store): the mail waits in the MTA's queue; 66 folder missing; 65 empty message (an "
       "empty stdin is a broken pipe, not mail; import keeps an mbox's empty messages and counts them); "
       "64 bad name or option.\n");
   command->callback([options, chosen] { *chosen = [options] { return RunDeliver(*options); }; });

@@ -244,6 +244,42 @@ TEST_F(Cli, AFolderWithItsUidsUsedUpDefersDelivery) {
   EXPECT_EQ(StoreState(root_), before);
 }
 
+// Only four answers are final for an MTA (64, 65 empty message, 66, 67). A damaged store.idx,
+// an I/O error or a store that is not there (a mount missing) defer the mail: 65, 74 or 66
+// would bounce it while the administrator could still repair.
+TEST_F(Cli, DamageAndIoErrorsDeferDeliveryNeverBounce) {
+  ASSERT_EQ(Deliver("vera", Message("a", "a"), {"--create"}).status, 0);
+  std::string index;
+  for (const auto& entry : fs::recursive_directory_iterator(root_ + "/partition"))
+    if (entry.path().filename() == "store.idx") index = entry.path();
+  ASSERT_FALSE(index.empty());
+  const std::string good = ReadFile(index);
+  std::string damaged = good;
+  for (size_t i = 0; i < 16 && i < damaged.size(); ++i) damaged[i] = '\xa5';
+  WriteFileAtomic(index, damaged);
+  CliResult r = Deliver("vera", Message("b", "b"));
+  EXPECT_EQ(r.status, kTempFail) << "damaged index: " << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("delivery deferred"), std::string::npos) << r.err;
+
+  ASSERT_EQ(::unlink(index.c_str()), 0);
+  ASSERT_EQ(::mkdir(index.c_str(), 0700), 0);  // open(2) or read(2) fails: EISDIR
+  r = Deliver("vera", Message("c", "c"));
+  EXPECT_EQ(r.status, kTempFail) << "I/O error: " << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  ASSERT_EQ(::rmdir(index.c_str()), 0);
+  WriteFileAtomic(index, good);
+
+  r = RunCli({"deliver", "--store", root_ + "/not-mounted", "--user", "vera"}, Message("d", "d"));
+  EXPECT_EQ(r.status, kTempFail) << "no store: " << r.Describe();
+  // The final answers stay final.
+  EXPECT_EQ(Deliver("nobody-here", Message("e", "e")).status, kNoUser);
+  EXPECT_EQ(Deliver("vera", "").status, kDataErr);
+  EXPECT_EQ(Deliver("vera", Message("f", "f"), {"--folder", "Nope"}).status, kNoInput);
+  EXPECT_EQ(Deliver("vera", Message("g", "g"), {"--flags", "Bogus"}).status, kUsage);
+  EXPECT_EQ(store::Store::Open(root_)->OpenFolder("vera", "INBOX")->Snapshot().messages.size(), 1u);
+}
+
 // backup -d takes a date that exists: mktime would move 20260230 to March 2nd and quietly
 // leave out two days of mail.
 TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
@@ -667,7 +703,7 @@ TEST(CliHostileStore, AFifoInPlaceOfAStoreFileIsAnErrorNotAHang) {
   ASSERT_EQ(::unlink(db.c_str()), 0);
   ASSERT_EQ(::symlink((dir / "elsewhere.db").c_str(), db.c_str()), 0);
   CliResult m = run({"deliver", "--store", copy, "--user", "someone", "--create"});
-  EXPECT_EQ(m.status, kDataErr) << m.Describe();
+  EXPECT_EQ(m.status, kTempFail) << "a damaged store defers mail, never bounces it: " << m.Describe();
   EXPECT_NE(m.err.find(db + " is a symbolic link"), std::string::npos) << m.Describe();
   EXPECT_FALSE(fs::exists(dir / "elsewhere.db"));
 }
