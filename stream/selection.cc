@@ -119,7 +119,10 @@ Selection::Selection(const std::vector<std::string>& names, const std::vector<Ba
     if (name.starts_with("user/")) {
       std::string pattern = name;
       if (pattern.find_first_of("*%") == std::string::npos) store::ParseMailboxName(pattern);  // validates
-      if (std::count(pattern.begin(), pattern.end(), '/') == 1) pattern += "/INBOX";
+      // user/NAME (or user/%) is the INBOX, as in Sun's names. A '*' crosses levels, so user/* or
+      // user/j* already reaches every folder: with /INBOX added it took the INBOXes alone.
+      if (std::count(pattern.begin(), pattern.end(), '/') == 1 && pattern.find('*') == std::string::npos)
+        pattern += "/INBOX";
       item.mailbox_pattern = pattern;
       items_.push_back(item);
       continue;

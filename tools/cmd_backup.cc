@@ -142,7 +142,7 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   c->add_flag("--json", o->json, "print the summary as JSON (on stderr)");
   c->add_option("names", o->names,
                 "what to back up: /, /PARTITION, /PARTITION/GROUP, /PARTITION/GROUP/USER, or a mailbox "
-                "user/USER/FOLDER (wildcards * and %); default /");
+                "user/USER/FOLDER (wildcards: * crosses levels, % does not; user/USER and user/% are INBOXes, user/* is every mailbox); default /");
   c->callback([o, chosen] { *chosen = [o] { return RunBackup(*o); }; });
 }
 

@@ -13,8 +13,11 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
+#include <sstream>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
@@ -131,6 +134,50 @@ TEST_F(OperatorStore, BackupOfANameThatSelectsNothingFails) {
   }
   CliResult mixed = RunCli({"backup", "--store", root_, "-f", dir_ / "mixed.sm", "/primary/groupA", "user/zed/INBOX"});
   EXPECT_NE(mixed.status, 0) << mixed.Describe();
+}
+
+// The mailboxes a backup stream holds, from `restore -t --json`.
+std::set<std::string> MailboxesIn(const std::string& stream) {
+  CliResult r = RunCli({"restore", "-f", stream, "-t", "--json"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  std::set<std::string> out;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.value("type", "") == "mailbox") out.insert(j["mailbox"].get<std::string>());
+  }
+  return out;
+}
+
+// A backup name with '*' takes what `list -p` shows for it: user/* took only the INBOXes (every
+// other folder missing from the backup, exit 0). user/NAME and user/% are the INBOXes.
+TEST_F(OperatorStore, AWildcardBackupNameTakesEveryFolderItMatches) {
+  for (const auto& [user, folder] : {std::pair{"ann", "Sent"}, std::pair{"ann", "Projects/2024"}, std::pair{"mike", "Drafts"}})
+    ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", user, "--folder", folder, "--create"}, "Subject: y\r\n\r\ny\r\n")
+                  .status,
+              0);
+  using Set = std::set<std::string>;
+  const Set every = {"user/ann/INBOX", "user/ann/Projects/2024", "user/ann/Sent", "user/mike/Drafts", "user/mike/INBOX"};
+  const std::vector<std::pair<std::string, Set>> cases = {
+      {"user/*", every},
+      {"user/a*", {"user/ann/INBOX", "user/ann/Projects/2024", "user/ann/Sent"}},
+      {"user/ann/*", {"user/ann/INBOX", "user/ann/Projects/2024", "user/ann/Sent"}},
+      {"user/ann/%", {"user/ann/INBOX", "user/ann/Sent"}},
+      {"user/%", {"user/ann/INBOX", "user/mike/INBOX"}},
+      {"user/mike", {"user/mike/INBOX"}},
+  };
+  for (const auto& [name, want] : cases) {
+    const std::string out = dir_ / "wild.sm";
+    CliResult r = RunCli({"backup", "--store", root_, "-f", out, name});
+    ASSERT_EQ(r.status, 0) << name << ": " << r.Describe();
+    EXPECT_EQ(MailboxesIn(out), want) << name;
+    if (name.find('*') != std::string::npos) {
+      CliResult list = RunCli({"list", "--store", root_, "-p", name, "--json"});
+      Set listed;
+      for (const nlohmann::json& row : nlohmann::json::parse(list.out)) listed.insert(row["mailbox"].get<std::string>());
+      EXPECT_EQ(listed, want) << name << ": list -p and backup agree";
+    }
+  }
 }
 
 // Deleting a migrated user (status moved:HOST) keeps the forwarding answer: a late delivery is
