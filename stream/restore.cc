@@ -30,6 +30,7 @@ namespace storemove::stream {
 
 std::map<std::string, std::string> ReadUserMap(const std::string& path) {
   std::map<std::string, std::string> map;
+  std::map<std::string, std::string> targets;  // new -> old
   std::ifstream in(path);
   if (!in) Throw(Errc::kNotFound, "cannot read map file " + path);
   std::string line;
@@ -42,9 +43,19 @@ std::map<std::string, std::string> ReadUserMap(const std::string& path) {
     if (eq == std::string::npos)
       Throw(Errc::kInvalidArgument, path + " line " + std::to_string(lineno) + ": expected old=new");
     std::string from = line.substr(0, eq), to = line.substr(eq + 1);
-    store::ValidateUserId(from);
-    store::ValidateUserId(to);
-    map[from] = to;
+    const std::string where = path + " line " + std::to_string(lineno);
+    try {
+      store::ValidateUserId(from);
+      store::ValidateUserId(to);
+    } catch (const Error& e) {
+      Throw(e.code(), where + ": " + e.what());
+    }
+    // Two users into one mailbox tree would merge their mail beyond telling apart.
+    if (auto [it, fresh] = map.emplace(from, to); !fresh)
+      Throw(Errc::kInvalidArgument, where + ": " + from + " is mapped twice (to " + it->second + " and to " + to + ")");
+    if (auto [it, fresh] = targets.emplace(to, from); !fresh)
+      Throw(Errc::kInvalidArgument,
+            where + ": " + it->second + " and " + from + " would both be restored as " + to + "; their mail would merge");
   }
   return map;
 }
@@ -181,6 +192,8 @@ class RestoreSession {
     }
   }
 
+  std::set<std::string> map_targets_;               // the -m map's new names
+  std::map<std::string, std::string> restored_as_;  // such a name -> the stream's user restored as it
   std::string MapUser(const std::string& user) const {
     auto it = options_.user_map.find(user);
     return it == options_.user_map.end() ? user : it->second;
@@ -219,6 +232,19 @@ class RestoreSession {
     std::string user = MapUser(r.user);
     if (toc_) toc_->User(user, r);
     if (!store_) return;
+    // -m alice=bob with bob in the stream too (and not mapped away): bob's records would land in
+    // alice's restored tree, or the other way round. The second one stops the restore before
+    // anything of it is written.
+    // Only names the map sends someone to can clash, so the memory stays the map's size.
+    if (map_targets_.empty())
+      for (const auto& [from, to] : options_.user_map) map_targets_.insert(to);
+    if (map_targets_.count(user) != 0) {
+      auto [it, fresh] = restored_as_.emplace(user, r.user);
+      if (!fresh && it->second != r.user)
+        Throw(Errc::kInvalidArgument, "stream users " + EscapeControls(it->second) + " and " + EscapeControls(r.user) +
+                                          " would both be restored as " + EscapeControls(user) +
+                                          " (restore -m); their mail would merge: map one of them elsewhere");
+    }
     try {
       store::ValidateUserId(user);
       WriteUser(user);

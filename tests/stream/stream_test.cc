@@ -212,6 +212,54 @@ TEST(Stream, UserMapRenamesUsers) {
   EXPECT_EQ(b->FindFolder("renamed.user", "INBOX")->count, a->FindFolder(names[1], "INBOX")->count);
 }
 
+// Two stream users restored as one would merge their mail beyond telling apart: a map onto a
+// user the stream also holds, or two users onto one (as a network REQUEST may carry it), stops
+// the restore before the second user's records are written. A shift (a=b, b=c) is fine.
+TEST(Stream, AUserMapThatMergesTwoUsersIsRefused) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 3, 10);
+  std::vector<std::string> names;
+  a->ForEachUser([&](const store::UserInfo& u) { names.push_back(u.user); });
+  const std::string stream = BackupToString(*a);
+  const std::vector<std::map<std::string, std::string>> merging = {
+      {{names[0], names[1]}},                      // onto a user the stream holds
+      {{names[0], "carol"}, {names[1], "carol"}},  // two onto one
+  };
+  int n = 0;
+  for (const auto& map : merging) {
+    auto b = store::Store::Init(tmp / ("B" + std::to_string(n++)), {});
+    RestoreOptions o;
+    o.user_map = map;
+    try {
+      RestoreFromString(b.get(), stream, o);
+      ADD_FAILURE() << "restored with a merging map";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("would both be restored as"), std::string::npos) << e.what();
+    }
+    // Whoever got there first is whole, and alone.
+    const std::string merged = map.begin()->second;
+    auto count = [](store::Store& s, const std::string& user) {
+      uint64_t n = 0;
+      for (const store::FolderInfo& f : s.ListFolders(user)) n += f.count;
+      return n;
+    };
+    if (b->FindUser(merged)) {
+      const uint64_t total = count(*b, merged), first = count(*a, names[0]), second = count(*a, names[1]);
+      EXPECT_TRUE(total == first || total == second) << total << " messages: " << first << " + " << second << " merged?";
+    }
+  }
+  // A rotation of the three users is no merge.
+  auto b = store::Store::Init(tmp / "rotated", {});
+  RestoreOptions o;
+  o.user_map = {{names[0], names[1]}, {names[1], names[2]}, {names[2], names[0]}};
+  RestoreFromString(b.get(), stream, o);
+  for (size_t i = 0; i < 3; ++i) {
+    const std::string& to = names[(i + 1) % 3];
+    EXPECT_EQ(b->ListFolders(to).size(), a->ListFolders(names[i]).size()) << names[i] << " -> " << to;
+    EXPECT_EQ(b->FindFolder(to, "INBOX")->count, a->FindFolder(names[i], "INBOX")->count) << names[i] << " -> " << to;
+  }
+}
+
 TEST(Stream, TableOfContentsWritesNothing) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 3, 10);

@@ -180,6 +180,34 @@ TEST_F(OperatorStore, AWildcardBackupNameTakesEveryFolderItMatches) {
   }
 }
 
+// A restore -m file that would merge two users, map one twice, or holds a bad id is refused
+// before anything is restored, naming its file and line.
+TEST_F(OperatorStore, ARestoreMapIsCheckedLineByLine) {
+  const std::string stream = dir_ / "all.sm", dst = dir_ / "dst", map = dir_ / "map";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  struct Case {
+    std::string map, says;
+  } cases[] = {
+      {"ann=carol\nmike=carol\n", map + " line 2: ann and mike would both be restored as carol"},
+      {"ann=x\n# a comment\nann=y\n", map + " line 3: ann is mapped twice (to x and to y)"},
+      {"ann=ok\nmike=../x\n", map + " line 2: "},
+  };
+  for (const Case& c : cases) {
+    std::ofstream(map) << c.map;
+    CliResult r = RunCli({"restore", "--store", dst, "-f", stream, "-m", map});
+    EXPECT_EQ(r.status, 64) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << r.Describe();
+  }
+  // Onto a user the stream holds too: found while restoring, before the second one is written.
+  std::ofstream(map) << "ann=mike\n";
+  CliResult r = RunCli({"restore", "--store", dst, "-f", stream, "-m", map});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("would both be restored as mike"), std::string::npos) << r.Describe();
+  EXPECT_LE(store::Store::Open(dst)->FindFolder("mike", "INBOX")->count, 1u) << "merged";
+}
+
 // Deleting a migrated user (status moved:HOST) keeps the forwarding answer: a late delivery is
 // deferred (75, the MTA re-resolves the host), not bounced as an unknown user (67).
 TEST_F(OperatorStore, DeletingAMovedUserKeepsTheForwardingAnswer) {
