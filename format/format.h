@@ -53,6 +53,9 @@ class ByteSource {
   virtual ~ByteSource();
   // Reads 1..size bytes into data; returns 0 only at the end of the input (or when size == 0).
   virtual size_t Read(void* data, size_t size) = 0;
+  // False when a Read now would wait for a writer (an empty pipe whose writer is still there).
+  // A source that cannot tell says true.
+  virtual bool Ready() { return true; }
 };
 
 // Collects everything written in memory.

@@ -351,6 +351,7 @@ struct DecompressingSource::Worker {
   bool input_ended = false;   // the end mark is queued (consumer side only)
   bool output_ended = false;  // the worker has queued every block, or failed
   bool stop = false;          // the consumer is going away
+  bool busy = false;          // the worker holds a chunk: more blocks may come without input
   std::exception_ptr error;   // a corrupt or truncated frame, thrown to the consumer
   Block current;              // the block being read by the consumer
   size_t current_pos = 0;
@@ -402,6 +403,7 @@ void DecompressingSource::RunWorker(uint64_t offset) {
         if (w.stop) return;
         chunk = std::move(w.chunks.front());
         w.chunks.pop_front();
+        w.busy = true;
         w.changed.notify_all();
       }
       if (chunk.empty()) {  // end of input
@@ -429,6 +431,8 @@ void DecompressingSource::RunWorker(uint64_t offset) {
       }
       offset += chunk.size();
       std::lock_guard lock(w.mutex);
+      w.busy = false;
+      w.changed.notify_all();
       if (w.spare_chunks.size() < Worker::kMaxChunks) w.spare_chunks.push_back(std::move(chunk));
     }
   } catch (...) {
@@ -483,6 +487,17 @@ size_t DecompressingSource::ReadFromWorker(void* data, size_t size) {
       if (!room()) {
         // Wait for output, or for room to feed the worker (it may need more input to produce any).
         if (!w.current.bytes) w.changed.wait(lock, [&] { return !w.blocks.empty() || w.output_ended || room(); });
+        continue;
+      }
+      // A read of `in` may wait for its writer, which may keep the pipe open long after the last
+      // byte (`(cat stream; sleep 600) | restore`): while a block can be served, or the worker may
+      // still make one from input it has, read only what is there already.
+      const bool worker_may_output = w.busy || !w.chunks.empty();
+      if ((w.current.bytes || worker_may_output) && !in_.Ready()) {
+        if (!w.current.bytes)
+          w.changed.wait(lock, [&] {
+            return !w.blocks.empty() || w.output_ended || w.error || (!w.busy && w.chunks.empty());
+          });
         continue;
       }
       if (!w.spare_chunks.empty()) {

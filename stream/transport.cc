@@ -1,6 +1,7 @@
 #include "stream/transport.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,6 +48,14 @@ size_t FdSource::Read(void* data, size_t size) {
   size_t n = ReadSome(fd_, data, size, shown_);
   bytes_ += n;
   return n;
+}
+
+bool FdSource::Ready() {
+  pollfd p{fd_, POLLIN, 0};
+  int rc;
+  while ((rc = ::poll(&p, 1, 0)) < 0 && errno == EINTR) {
+  }
+  return rc != 0;  // an error shows in the Read that follows
 }
 
 namespace {

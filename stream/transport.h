@@ -30,6 +30,7 @@ class FdSource final : public format::ByteSource {
  public:
   FdSource(int fd, std::string shown) : fd_(fd), shown_(std::move(shown)) {}
   size_t Read(void* data, size_t size) override;
+  bool Ready() override;  // poll(2): a file always is; a pipe or socket when it has data or ended
   uint64_t bytes() const { return bytes_; }
 
  private:

@@ -4,11 +4,15 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -330,6 +334,72 @@ std::string DecompressPrefix(const std::string& compressed) {
 // Compression on a thread of its own writes exactly what the calling thread writes: the same
 // frame, byte for byte, whatever the sizes of the writes, with flushes that hand over
 // everything written so far.
+// A pipe whose writer has sent everything but keeps it open: its bytes, then Read() waits until
+// the test lets it end. Ready() says whether a Read would wait, as poll(2) does for FdSource.
+class HeldOpenSource final : public ByteSource {
+ public:
+  explicit HeldOpenSource(std::string data, size_t piece) : data_(std::move(data)), piece_(piece) {}
+  size_t Read(void* out, size_t size) override {
+    if (pos_ == data_.size()) {
+      std::unique_lock lock(mutex_);
+      waited_ = true;
+      released_cv_.wait(lock, [&] { return released_; });
+      return 0;
+    }
+    const size_t n = std::min({size, piece_, data_.size() - pos_});
+    std::memcpy(out, data_.data() + pos_, n);
+    pos_ += n;
+    return n;
+  }
+  bool Ready() override {
+    std::lock_guard lock(mutex_);
+    return pos_ < data_.size() || released_;
+  }
+  void Release() {
+    std::lock_guard lock(mutex_);
+    released_ = true;
+    released_cv_.notify_all();
+  }
+
+ private:
+  std::string data_;
+  size_t piece_, pos_ = 0;
+  std::mutex mutex_;
+  std::condition_variable released_cv_;
+  bool released_ = false, waited_ = false;
+};
+
+// `(cat stream.zst; sleep 600) | restore -f -` applied nothing for ten minutes: the consumer,
+// holding decompressed blocks, read its input first and waited there for the writer. Every
+// decompressed byte must be readable while the writer still holds the pipe open.
+TEST(Zstd, TheWorkerServesEveryByteBeforeTheInputEnds) {
+  std::string plain;
+  for (size_t i = 0; plain.size() < (3u << 20); ++i) plain += "row " + std::to_string(i * 2654435761u % 1000003) + "\n";
+  const std::string compressed = Compress(plain, 1);
+  for (size_t piece : {size_t{1} << 10, size_t{64} << 10, compressed.size()}) {
+    HeldOpenSource source(compressed, piece);
+    DecompressingSource input(source, /*worker=*/true);
+    auto all = std::async(std::launch::async, [&] {
+      std::string got(plain.size(), '\0');
+      size_t at = 0;
+      while (at < got.size()) {
+        const size_t n = input.Read(got.data() + at, got.size() - at);
+        if (n == 0) break;
+        at += n;
+      }
+      got.resize(at);
+      return got;
+    });
+    // A bound for the failure only: the bytes come at once when they come at all.
+    const bool served = all.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+    EXPECT_TRUE(served) << "piece " << piece << ": decompressed bytes held back until the input ends";
+    source.Release();
+    EXPECT_TRUE(all.get() == plain) << "piece " << piece;
+    char more;
+    EXPECT_EQ(input.Read(&more, 1), 0u) << "piece " << piece;
+  }
+}
+
 TEST(Zstd, BackgroundCompressionWritesTheSameBytes) {
   std::string text;
   for (size_t i = 0; text.size() < (size_t{3} << 20); ++i) text += "Received: from host" + std::to_string(i * 7919 % 100003) + "\r\n";
