@@ -452,8 +452,9 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user, const Lock
   ValidateUserId(user);
   const std::string name(user);
   bool told = false;
+  const std::function<void(const std::string&)>& on_wait = wait.on_wait ? wait.on_wait : options_.on_wait;
   auto tell = [&](const std::string& why) {
-    if (wait.on_wait && !told) wait.on_wait("waiting for user " + name + ": " + why);
+    if (on_wait && !told) on_wait("waiting for user " + name + ": " + why);
     told = true;
   };
   using Clock = std::chrono::steady_clock;

@@ -276,6 +276,9 @@ class Folder {
 
 struct StoreOptions {
   Durability durability = Durability::kNone;
+  // Told once why a user's write lock waits, when the caller of LockUserForWriting gave no
+  // `on_wait` of its own: a command run by a person never waits without a word.
+  std::function<void(const std::string&)> on_wait;
 };
 
 class Store {

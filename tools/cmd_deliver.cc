@@ -68,7 +68,7 @@ int DeliverOnce(const DeliverOptions& options) {
   }
   const std::string& root = RequireStoreDir(options.store_dir);
 
-  auto store = store::Store::Open(root, {store::Durability::kBatch});
+  auto store = store::Store::Open(root, {store::Durability::kBatch, {}});
   store::Settings settings;
   try {
     settings = store::ReadSettings(*store);

@@ -70,7 +70,9 @@ int RunMoveUser(MoveUserCliOptions& o) {
   stream::ParseImapUrl(o.source.url);  // a bad URL fails before the store is touched
 
   // No fsync per file: one syncfs of the store's filesystems before success, as restore.
-  auto store = store::Store::Open(root, {store::Durability::kNone});
+  auto store = store::Store::Open(
+      root, {store::Durability::kNone,
+             [](const std::string& why) { std::fprintf(stderr, "storemove moveuser: %s\n", why.c_str()); }});
   store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
   stream::MoveUserOptions options;
   options.jobs = o.jobs;

@@ -22,6 +22,8 @@ const std::string& RequireStoreDir(const std::string& store_dir) {
 }
 
 std::unique_ptr<store::Store> OpenStore(const std::string& store_dir, store::StoreOptions options) {
+  if (!options.on_wait)
+    options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove: %s\n", why.c_str()); };
   return store::Store::Open(RequireStoreDir(store_dir), options);
 }
 

@@ -92,7 +92,7 @@ struct Outcome {
 
 Outcome RestoreInto(const std::string& dir, const std::string& stream) {
   Outcome o;
-  auto dst = store::Store::Open(dir, {store::Durability::kBatch});
+  auto dst = store::Store::Open(dir, {store::Durability::kBatch, {}});
   try {
     format::StringSource in(stream);
     format::Decoder dec(in);

@@ -244,6 +244,40 @@ TEST_F(WriteLockTest, TwoRestoresOfOneUserTakeTurnsAndBothSucceed) {
   EXPECT_EQ(v.status, 0) << v.Describe();
 }
 
+// delete and rename wait for a user another process is writing, and say once why, as restore
+// does (they waited without a word); both finish once the restore is done.
+TEST_F(WriteLockTest, DeleteAndRenameSayWhyTheyWait) {
+  Spawned restore({"restore", "--store", dst_, "-f", "-"}, tmp_ / "restore.err");
+  restore.Feed(std::string_view(stream_).substr(0, cut_));
+  const std::string sent = SentDir();
+  ASSERT_TRUE(WaitFor([&] { return PathExists(sent + "/store.idx"); })) << restore.Err();
+  Spawned rename({"rename", "--store", dst_, "user/joe/Sent", "user/joe/Old"}, tmp_ / "rename.err");
+  rename.CloseInput();
+  ASSERT_TRUE(WaitFor([&] { return rename.Err().find("waiting for user joe") != std::string::npos || rename.Exited(); }));
+  EXPECT_FALSE(rename.Exited()) << rename.Err();
+  EXPECT_NE(rename.Err().find("storemove: waiting for user joe: another storemove process is writing it"), std::string::npos)
+      << rename.Err();
+  restore.Feed(std::string_view(stream_).substr(cut_));
+  restore.CloseInput();
+  EXPECT_EQ(restore.Wait(), 0) << restore.Err();
+  EXPECT_EQ(rename.Wait(), 0) << rename.Err();
+  EXPECT_EQ(Subjects("Old"), (std::vector<std::string>{"sent-1", "sent-2", "sent-3"}));
+
+  Spawned holder({"restore", "--store", dst_, "-f", "-"}, tmp_ / "holder.err");
+  holder.Feed(std::string_view(stream_).substr(0, cut_));
+  Spawned del({"delete", "--store", dst_, "--force", "joe"}, tmp_ / "delete.err");
+  del.CloseInput();
+  ASSERT_TRUE(WaitFor([&] { return del.Err().find("waiting for user joe") != std::string::npos || del.Exited(); }));
+  EXPECT_FALSE(del.Exited()) << del.Err();
+  const std::string said = del.Err();
+  EXPECT_EQ(std::count(said.begin(), said.end(), '\n'), 1) << "once: " << said;
+  holder.Feed(std::string_view(stream_).substr(cut_));
+  holder.CloseInput();
+  EXPECT_EQ(holder.Wait(), 0) << holder.Err();
+  EXPECT_EQ(del.Wait(), 0) << del.Err();
+  EXPECT_FALSE(store::Store::Open(dst_)->FindUser("joe"));
+}
+
 // A restore killed with its lock held blocks nobody: the kernel drops the lock with the process,
 // and the rerun completes the mailbox.
 TEST_F(WriteLockTest, KilledRestoreLeavesNoLockAndTheRerunCompletes) {
