@@ -326,16 +326,65 @@ UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bo
 
 namespace {
 
-// Opens (creating) the user's gate file and locks it.
-UniqueFd LockGate(const std::string& user_dir, int how) {
+// Opens (creating) the user's gate file and locks it. The gate is held only from a delivery's
+// status check to its commit, or for a status change: a wait is short unless a holder is stuck,
+// and then it is bounded, cancellable and announced as `wait` says (Store::LockWait).
+UniqueFd LockGate(const std::string& user_dir, std::string_view user, int how, const Store::LockWait& wait = {}) {
   MakeDirs(user_dir, 0700);
-  UniqueFd fd = OpenFile(user_dir + "/user.lck", O_RDONLY | O_CREAT, 0600);
-  while (::flock(fd.get(), how) != 0)
-    if (errno != EINTR) ThrowErrno("lock " + user_dir + "/user.lck");
+  const std::string path = user_dir + "/user.lck";
+  UniqueFd fd = OpenFile(path, O_RDONLY | O_CREAT, 0600);
+  if (::flock(fd.get(), how | LOCK_NB) == 0) return fd;
+  if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + path);
+  const std::string name(user);
+  if (wait.on_wait)
+    wait.on_wait("waiting for user " + name + ": its delivery gate " + path +
+                 " is held (a delivery between its status check and its commit, or a status change)");
+  if (wait.timeout_seconds <= 0 && !wait.cancelled) {
+    while (::flock(fd.get(), how) != 0)
+      if (errno != EINTR) ThrowErrno("lock " + path);
+    return fd;
+  }
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point deadline =
+      wait.timeout_seconds > 0 ? Clock::now() + std::chrono::seconds(wait.timeout_seconds) : Clock::time_point::max();
+  // flock(2) has no timeout: asked again, first often, then every 200 ms (as LockUserForWriting).
+  auto pause = std::chrono::milliseconds(5);
+  while (::flock(fd.get(), how | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + path);
+    if (wait.cancelled && wait.cancelled())
+      Throw(Errc::kTempFail, "user " + name + ": gave up waiting for its delivery gate " + path + ": cancelled");
+    if (Clock::now() >= deadline)
+      Throw(Errc::kTempFail, "user " + name + ": its delivery gate " + path + " has been held for over " +
+                                 std::to_string(wait.timeout_seconds) +
+                                 " s (a delivery stuck between its status check and its commit?); try again later");
+    std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - Clock::now()));
+    pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::milliseconds(200));
+  }
   return fd;
 }
 
 }  // namespace
+
+// Every listed user's delivery gate, exclusively, in user-id order (duplicates once: a second
+// flock of the same file through another descriptor would wait for ourselves); kNoUser naming the
+// first unknown user (in list order) before any gate is taken.
+std::vector<UniqueFd> Store::LockGates(const std::vector<std::string>& users, const LockWait& wait) {
+  for (const std::string& user : users) ValidateUserId(user);
+  std::set<std::string> distinct(users.begin(), users.end());
+  std::map<std::string, std::string> partition;
+  for (const std::string& user : users) {
+    if (partition.count(user)) continue;
+    std::optional<UserInfo> info = FindUser(user);
+    if (!info) Throw(Errc::kNoUser, "no such user: " + user);
+    partition[user] = info->partition;
+  }
+  EnsureDescriptors(distinct.size(), "holding the delivery gates of " + std::to_string(distinct.size()) + " users");
+  std::vector<UniqueFd> gates;
+  gates.reserve(distinct.size());
+  for (const std::string& user : distinct)
+    gates.push_back(LockGate(PartitionPath(partition[user]) + "/" + FolderRelPath(user, "INBOX"), user, LOCK_EX, wait));
+  return gates;
+}
 
 Store::UserGate::~UserGate() {
   if (fd_.valid()) ::flock(fd_.get(), LOCK_UN);
@@ -344,14 +393,16 @@ Store::UserGate::~UserGate() {
 Store::UserGate Store::LockUserForDelivery(std::string_view user) {
   std::optional<UserInfo> info = FindUser(user);
   if (!info) Throw(Errc::kNoUser, "no such user: " + std::string(user));
-  return UserGate(LockGate(PartitionPath(info->partition) + "/" + FolderRelPath(user, "INBOX"), LOCK_SH));
+  return UserGate(LockGate(PartitionPath(info->partition) + "/" + FolderRelPath(user, "INBOX"), user, LOCK_SH));
 }
 
-void Store::SetUserStatus(std::string_view user, const UserStatus& status) {
+void Store::SetUserStatus(std::string_view user, const UserStatus& status) { SetUserStatus(user, status, LockWait{}); }
+
+void Store::SetUserStatus(std::string_view user, const UserStatus& status, const LockWait& wait) {
   ValidateUserId(user);
   std::optional<UserInfo> info = FindUser(user);
   if (!info) Throw(Errc::kNoUser, "no such user: " + std::string(user));
-  UniqueFd gate = LockGate(PartitionPath(info->partition) + "/" + FolderRelPath(user, "INBOX"), LOCK_EX);
+  UniqueFd gate = LockGate(PartitionPath(info->partition) + "/" + FolderRelPath(user, "INBOX"), user, LOCK_EX, wait);
   db_->Txn(
       [&](DB_TXN* txn) {
         std::string v;
@@ -366,22 +417,13 @@ void Store::SetUserStatus(std::string_view user, const UserStatus& status) {
 
 std::vector<std::pair<std::string, UserStatus>> Store::SetUsersStatus(const std::vector<std::string>& users,
                                                                       const UserStatus& status, MovedUsers moved) {
-  for (const std::string& user : users) ValidateUserId(user);
-  // The gates in a fixed order (user id, duplicates once): a second flock of the same file
-  // through another descriptor would wait for ourselves.
-  std::set<std::string> distinct(users.begin(), users.end());
-  std::map<std::string, std::string> partition;
-  for (const std::string& user : users) {
-    if (partition.count(user)) continue;
-    std::optional<UserInfo> info = FindUser(user);
-    if (!info) Throw(Errc::kNoUser, "no such user: " + user);
-    partition[user] = info->partition;
-  }
-  EnsureDescriptors(distinct.size(), "holding the delivery gates of " + std::to_string(distinct.size()) + " users");
-  std::vector<UniqueFd> gates;
-  gates.reserve(distinct.size());
-  for (const std::string& user : distinct)
-    gates.push_back(LockGate(PartitionPath(partition[user]) + "/" + FolderRelPath(user, "INBOX"), LOCK_EX));
+  return SetUsersStatus(users, status, moved, LockWait{});
+}
+
+std::vector<std::pair<std::string, UserStatus>> Store::SetUsersStatus(const std::vector<std::string>& users,
+                                                                      const UserStatus& status, MovedUsers moved,
+                                                                      const LockWait& wait) {
+  std::vector<UniqueFd> gates = LockGates(users, wait);
   std::vector<std::pair<std::string, UserStatus>> before;
   db_->Txn(
       [&](DB_TXN* txn) {
@@ -389,7 +431,7 @@ std::vector<std::pair<std::string, UserStatus>> Store::SetUsersStatus(const std:
         // Re-checked in list order inside the transaction: a user deleted meanwhile aborts it
         // before anything is written, so the first unknown user is named and nobody changes.
         std::vector<std::pair<const std::string*, UserValue>> changed;
-        changed.reserve(distinct.size());
+        changed.reserve(gates.size());
         for (const std::string& user : users) {
           std::string v;
           if (!db_->Get(db_->users(), txn, user, &v, true)) Throw(Errc::kNoUser, "no such user: " + user);
@@ -405,6 +447,46 @@ std::vector<std::pair<std::string, UserStatus>> Store::SetUsersStatus(const std:
       true);
   for (UniqueFd& gate : gates) ::flock(gate.get(), LOCK_UN);
   return before;
+}
+
+void Store::SwitchHeldUsers(const std::vector<std::string>& users, const UserStatus& status,
+                            const std::function<void()>& between, const LockWait& wait) {
+  std::vector<UniqueFd> gates = LockGates(users, wait);
+  // Nobody can change a status without the gates: what this reads stays true until they go
+  // (and the transaction below reads it again).
+  auto refuse = [&](const std::string& user, const UserStatus& now) {
+    Throw(Errc::kTempFail, "user " + user + " is no longer on hold (" + now.ToString() +
+                               ": its status was changed during the hold); not switched, since the source may "
+                               "have accepted mail the final pass did not carry; rerun");
+  };
+  for (const std::string& user : users) {
+    std::optional<UserInfo> info = FindUser(user);
+    if (!info) Throw(Errc::kNoUser, "no such user: " + user);
+    if (info->status.state != UserState::kHold) refuse(user, info->status);
+  }
+  std::optional<std::pair<std::string, UserStatus>> changed;
+  if (between) between();
+  db_->Txn(
+      [&](DB_TXN* txn) {
+        changed.reset();  // the transaction may run again after a deadlock
+        std::vector<std::pair<const std::string*, UserValue>> values;
+        for (const std::string& user : users) {
+          std::string v;
+          if (!db_->Get(db_->users(), txn, user, &v, true)) Throw(Errc::kNoUser, "no such user: " + user);
+          values.emplace_back(&user, DecodeUser(v, user));
+          if (values.back().second.status.state != UserState::kHold) {
+            changed.emplace(user, values.back().second.status);
+            return;  // nothing written: the transaction commits no change
+          }
+        }
+        for (auto& [user, value] : values) {
+          value.status = status;
+          db_->Put(db_->users(), txn, *user, EncodeUser(value));
+        }
+      },
+      true);
+  if (changed) refuse(changed->first, changed->second);
+  for (UniqueFd& gate : gates) ::flock(gate.get(), LOCK_UN);
 }
 
 // --- the per-user write lock (docs/store-format.md §6.9) ---

@@ -305,9 +305,20 @@ class Store {
   // Creates the user (with an INBOX unless `with_inbox` is false, as restore does to keep the
   // archived UIDVALIDITY); returns the existing user unchanged if present.
   UserInfo CreateUser(std::string_view user, std::string_view partition = {}, bool with_inbox = true);
+  // How long LockUserForWriting, and a status change waiting for a delivery gate, may wait. A tool run by an administrator waits as long as it
+  // takes (and says why); a server session must not: its client may have given up, and the
+  // server must stop in time (docs/transport.md §7).
+  struct LockWait {
+    std::function<void(const std::string&)> on_wait;  // told once, before waiting, why
+    int timeout_seconds = 0;                           // 0: no limit; else kTempFail after that long
+    std::function<bool()> cancelled;                   // asked every ~200 ms while waiting; true: kTempFail
+  };
   // Changes the status under the user's delivery gate: once it returns, no delivery that saw
-  // the old status is still appending (see LockUserForDelivery).
+  // the old status is still appending (see LockUserForDelivery). A delivery holds the gate only
+  // from its status check to its commit; one that is stuck meanwhile is waited for as `wait`
+  // says (told once why; kTempFail naming the user after the timeout or on cancellation).
   void SetUserStatus(std::string_view user, const UserStatus& status);
+  void SetUserStatus(std::string_view user, const UserStatus& status, const LockWait& wait);
   // SetUserStatus for many users at once (migrate's hold and switch of a whole group): takes
   // every listed user's delivery gate exclusively, in user-id order (so two callers with
   // overlapping lists cannot deadlock), then changes every status in ONE Berkeley DB
@@ -322,6 +333,18 @@ class Store {
   std::vector<std::pair<std::string, UserStatus>> SetUsersStatus(const std::vector<std::string>& users,
                                                                  const UserStatus& status,
                                                                  MovedUsers moved = MovedUsers::kChange);
+  std::vector<std::pair<std::string, UserStatus>> SetUsersStatus(const std::vector<std::string>& users,
+                                                                 const UserStatus& status, MovedUsers moved,
+                                                                 const LockWait& wait);
+  // Migrate's switch: takes every listed user's delivery gate exclusively (as SetUsersStatus),
+  // checks that every one is still on `hold`, runs `between` (the destination's switch) while
+  // the gates are held, then sets `status` in ONE transaction that checks `hold` again. A user
+  // found in another state (an administrator gave it its service back during the hold: the
+  // source may have accepted mail the final pass did not carry) throws kTempFail naming it,
+  // before `between` runs, and changes nobody. No delivery and no status change can come in
+  // between, since both need the gates.
+  void SwitchHeldUsers(const std::vector<std::string>& users, const UserStatus& status,
+                       const std::function<void()>& between, const LockWait& wait);
   // A delivery holds this (shared) from its status check until its message is committed, so a
   // status change (hold, moved) can never slip between the two: a migration that sets `hold`
   // and then copies the user cannot miss a message. flock(2) on <user dir>/user.lck.
@@ -355,14 +378,6 @@ class Store {
     Store* store_;
     std::string user_;
     UniqueFd fd_;
-  };
-  // How long LockUserForWriting may wait. A tool run by an administrator waits as long as it
-  // takes (and says why); a server session must not: its client may have given up, and the
-  // server must stop in time (docs/transport.md §7).
-  struct LockWait {
-    std::function<void(const std::string&)> on_wait;  // told once, before waiting, why
-    int timeout_seconds = 0;                           // 0: no limit; else kTempFail after that long
-    std::function<bool()> cancelled;                   // asked every ~200 ms while waiting; true: kTempFail
   };
   // Blocks while another thread or process holds `user`; `on_wait` (if set) is called once
   // before blocking, so a waiting tool can say why it waits. A thread holds at most what it
@@ -451,6 +466,7 @@ class Store {
                         FolderDetail detail = FolderDetail::kWithIndex);
   bool ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info);
   UniqueFd OpenUserLockFile(std::string_view user);
+  std::vector<UniqueFd> LockGates(const std::vector<std::string>& users, const LockWait& wait);
   // Shares the user's write lock for a folder creation by someone who does not hold it; an
   // invalid fd when this thread holds it; kTempFail when another holds it.
   UniqueFd ShareUserWriteLock(std::string_view user);

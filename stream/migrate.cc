@@ -452,8 +452,13 @@ class Migration {
     live.phase = "switch";
     std::vector<std::pair<std::string, store::UserStatus>> active;
     for (const std::string& user : user_list) active.emplace_back(user, store::UserStatus{});
-    session.SetStatuses(active);
-    source_.SetUsersStatus(user_list, store::UserStatus{store::UserState::kMoved, MovedHost()});
+    // Only users still on hold are switched, checked under their delivery gates, which stay held
+    // from that check through the destination's switch to the source's transaction (which checks
+    // again): a user given its service back during the hold may have accepted mail at the source
+    // that the final pass did not carry. Then nobody is switched; the attempt fails and a retry
+    // (or a rerun) holds the users again and carries that mail.
+    source_.SwitchHeldUsers(user_list, store::UserStatus{store::UserState::kMoved, MovedHost()},
+                            [&] { session.SetStatuses(active); }, store::Store::LockWait{});
     r.hold_seconds = Since(held_at);
     RemoveJournal(source_, r.name);  // every user is moved: nothing left to put back
     held.clear();

@@ -628,6 +628,41 @@ TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.hold"));
 }
 
+// --- the switch ----------------------------------------------------------------------------------
+
+// An administrator gives a held group its service back while migrate is in its hold (review-b's
+// repro_race.sh) and the source accepts a message the final pass no longer sees. The switch must
+// not mark those users moved (that message would stay behind at the source): nobody is switched,
+// the attempt fails with a line naming the user, and a rerun holds them again and carries it.
+TEST(MigrateSwitch, AUserGivenItsServiceBackDuringTheHoldIsNotSwitchedAndARerunCarriesItsMail) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 3, 3);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  o.on_hold = [&](const std::string&) {
+    // `storemove user --status active --group g`, then a delivery the source acknowledges.
+    src->SetUsersStatus(users, store::UserStatus{});
+    Append(*src, users[0], "INBOX", "accepted during the hold");
+  };
+  MigrateReport failed = Migrate(*src, o);
+  ASSERT_EQ(failed.groups.size(), 1u);
+  EXPECT_FALSE(failed.ok()) << failed.Text();
+  ASSERT_FALSE(failed.groups[0].errors.empty());
+  EXPECT_NE(failed.groups[0].errors[0].find("is no longer on hold (active"), std::string::npos)
+      << failed.groups[0].errors[0];
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user;
+  MigrateReport done = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+  ASSERT_TRUE(done.ok()) << done.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");  // the message accepted during the hold included
+}
+
 // --- verify after a migration -----------------------------------------------------------------
 
 TEST(MigrateVerify, VerifySourceAfterAMigrationIsEqualAndStillFindsRealDifferences) {
