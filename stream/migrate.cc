@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -76,8 +77,10 @@ Held ReadJournal(const std::string& path) {
 }
 
 // Sets the users still on hold back to their status before; returns how many. Users the run
-// has moved meanwhile keep `moved`. Errors go to *errors (the journal then stays).
-uint64_t PutBack(store::Store& s, const Held& held, std::vector<std::string>* errors) {
+// has moved meanwhile keep `moved`. Errors go to *errors (the journal then stays). Each user put
+// back is also added to *put_back, when given.
+uint64_t PutBack(store::Store& s, const Held& held, std::vector<std::string>* errors,
+                 std::set<std::string>* put_back = nullptr) {
   uint64_t n = 0;
   for (const auto& [user, before] : held) {
     try {
@@ -85,6 +88,7 @@ uint64_t PutBack(store::Store& s, const Held& held, std::vector<std::string>* er
       if (!u || u->status.state != store::UserState::kHold) continue;
       if (before.state != store::UserState::kHold) s.SetUserStatus(user, before);
       ++n;
+      if (put_back) put_back->insert(user);
     } catch (const Error& e) {
       errors->push_back("putting " + user + " back to " + before.ToString() + ": " + e.what());
     }
@@ -268,7 +272,12 @@ class Migration {
     GroupReport& r = report_.groups[g];
     LiveGroup& live = live_[g];
     Held held;  // users this run put on hold, and their status before (until put back or moved)
+    // Users an attempt put on hold and a failure put back since (a retry's, or the last): the
+    // report's count, whichever attempt put them back (a signal during the hold with retries
+    // left puts them back on the retry path, and the last PutBack then finds nobody held).
+    std::set<std::string> put_back;
     r.attempts = 0;
+
     int64_t delay = options_.retry_delay_ms;
     while (!Cancelled()) {
       ++r.attempts;
@@ -293,7 +302,7 @@ class Migration {
       // they are never held for more than one final pass.
       if (!held.empty()) {
         std::vector<std::string> errors;
-        PutBack(source_, held, &errors);
+        PutBack(source_, held, &errors, &put_back);
         if (errors.empty()) {
           try {
             RemoveJournal(source_, r.name);
@@ -313,10 +322,10 @@ class Migration {
     live.phase = Cancelled() ? "interrupted" : "FAILED";
     // Give the users their service back on the source: their mail was only held.
     std::vector<std::string> errors;
-    uint64_t n = PutBack(source_, held, &errors);
+    PutBack(source_, held, &errors, &put_back);
     {
       std::lock_guard<std::mutex> lock(report_mutex_);
-      report_.users_put_back += n;
+      report_.users_put_back += put_back.size();
     }
     r.errors.insert(r.errors.end(), errors.begin(), errors.end());
     if (errors.empty()) {

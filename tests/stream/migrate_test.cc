@@ -575,6 +575,32 @@ TEST(MigrateInterrupt, SigtermDuringHoldPutsTheUsersBackAndExitsWithOneLine) {
   ExpectMigrated(*dst, *src, "127.0.0.1");
 }
 
+// With retries left (the default --retries 2), the interrupted attempt's users are put back on
+// the retry path: they are counted all the same (review-b: "0 users put back", JSON too).
+TEST(MigrateInterrupt, SigtermDuringHoldWithRetriesLeftCountsTheUsersPutBack) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  std::map<std::string, std::string> before = Statuses(*src);
+  MigrateChild child({"migrate", "--store", tmp / "src", "--to", server.endpoint().ToString(), "--insecure",
+                      "--report", tmp / "report.json"});
+  ASSERT_EQ(child.WaitForHold(), "hold all") << child.Err();
+  child.Signal(SIGTERM);
+  EXPECT_EQ(child.Wait(), 130);
+  std::string err = child.Err();
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_NE(err.find("migrate interrupted by SIGTERM: 6 users put back to their status before the hold"),
+            std::string::npos)
+      << err;
+  std::ifstream in(tmp / "report.json");
+  std::string report((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(report.find("\"users_put_back\": 6"), std::string::npos) << report;
+  EXPECT_EQ(Statuses(*src), before);
+}
+
 TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
   TempDir tmp;
   const std::string source = tmp / "src";
