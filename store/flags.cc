@@ -2,6 +2,7 @@
 
 #include "store/store.h"
 #include "util/error.h"
+#include "util/printable.h"
 
 namespace storemove::store {
 
@@ -71,10 +72,10 @@ UserStatus UserStatus::Parse(std::string_view text) {
     std::string host(text.substr(6));
     for (unsigned char c : host)
       if (!(std::isalnum(c) || c == '.' || c == '-' || c == ':' || c == '_' || c == '[' || c == ']'))
-        Throw(Errc::kInvalidArgument, "invalid host in status '" + std::string(text) + "'");
+        Throw(Errc::kInvalidArgument, "invalid host in status '" + EscapeControls(text) + "'");
     return {UserState::kMoved, host};
   }
-  Throw(Errc::kInvalidArgument, "invalid user status '" + std::string(text) + "' (active, hold or moved:HOST)");
+  Throw(Errc::kInvalidArgument, "invalid user status '" + EscapeControls(text) + "' (active, hold or moved:HOST)");
 }
 
 }  // namespace storemove::store

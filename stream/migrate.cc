@@ -20,6 +20,7 @@
 #include "store/admin.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/printable.h"
 #include "util/version.h"
 
 namespace storemove::stream {
@@ -168,6 +169,7 @@ class Migration {
 
   MigrateReport Run() {
     auto start = Clock::now();
+    CheckMovedHost(MovedHost());  // recorded as moved:HOST at the switch: refused before anything
     net::CheckClientCredentials(options_.client.credentials);  // a bad key file fails here, once
     if (!PathExists(options_.groups_file))
       Throw(Errc::kNotFound, "migrate: no backup groups file " + options_.groups_file +
@@ -624,6 +626,15 @@ std::string FailedMigrateJson(const std::string& error, int exit_status, const s
   j["groups"] = nlohmann::json::array();
   j["storemove_version"] = Version();
   return j.dump(2);
+}
+
+void CheckMovedHost(const std::string& host) {
+  try {
+    store::UserStatus::Parse("moved:" + host);
+  } catch (const Error&) {
+    Throw(Errc::kInvalidArgument, "--moved-host: invalid host '" + EscapeControls(host) +
+                                      "' (1-254 letters, digits and . - : _ [ ], as in storemove user --status moved:HOST)");
+  }
 }
 
 MigrateReport Migrate(store::Store& source, const MigrateOptions& options) {

@@ -100,6 +100,10 @@ std::string FailedMigrateJson(const std::string& error, int exit_status, const s
 // and removes it, as does the switch once the users are moved.
 MigrateReport Migrate(store::Store& source, const MigrateOptions& options);
 
+// Throws kInvalidArgument (one line, the value escaped) unless `host` is what
+// `storemove user --status moved:HOST` accepts: migrate --moved-host, checked before anything.
+void CheckMovedHost(const std::string& host);
+
 // `migrate --abort`: under the journals' group locks (kTempFail when a migrate holds one), puts
 // every user a killed migrate left on hold back to the status its journal recorded, and removes
 // the journals. One line per journal.

@@ -119,6 +119,9 @@ void WriteReport(const std::string& file, const std::string& json) {
 
 int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (o.to.empty()) Throw(Errc::kInvalidArgument, "migrate: --to HOST:PORT is required (or --abort)");
+  // Stored as the users' status at the switch: checked as `user --status moved:HOST` checks it,
+  // before the store is opened.
+  if (!o.moved_host.empty()) stream::CheckMovedHost(o.moved_host);
   auto source = OpenStore(o.store_dir);
   stream::MigrateOptions options;
   options.groups_file = o.groups_file.empty() ? source->root() + "/config/backup-groups.conf" : o.groups_file;
@@ -218,7 +221,8 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_option("--retry-delay", o->retry_delay,
                 "seconds before the first retry, doubled before each next one up to 30 s (default 1)");
   c->add_flag("--delete-source", o->delete_source, "delete verified users from this store after the switch");
-  c->add_option("--moved-host", o->moved_host, "host recorded as moved:HOST (default: the --to host)")->type_name("HOST");
+  c->add_option("--moved-host", o->moved_host, "host recorded as moved:HOST (default: the --to host); letters, digits and . - : _ [ ] only, as "
+              "user --status moved:HOST (else exit 64 before anything)")->type_name("HOST");
   c->add_option("--partition", o->partition, "destination partition for new users")->type_name("NAME");
   c->add_option("--max-passes", o->max_passes,
                 "online incremental passes after the copy, at most (default 4; 0 = hold right after the copy)");

@@ -689,6 +689,40 @@ TEST(MigrateSwitch, AUserGivenItsServiceBackDuringTheHoldIsNotSwitchedAndARerunC
   ExpectMigrated(*dst, *src, "127.0.0.1");  // the message accepted during the hold included
 }
 
+// --- options checked before anything ---------------------------------------------------------------
+
+// --moved-host becomes the users' status at the switch: a value `user --status moved:HOST` refuses
+// (here a space and a line break, which would forge a line of the status record) is refused by
+// migrate too, with one line and exit 64, before the store is opened or anyone contacted.
+TEST(MigrateOptionsCheck, AnInvalidMovedHostIsRefusedBeforeAnythingWithOneLine) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  const std::map<std::string, std::string> before = Statuses(*src);
+  MigrateChild child({"migrate", "--store", tmp / "src", "--to", "127.0.0.1:9", "--insecure", "--retries", "0",
+                      "--moved-host", "a b\nX: 1"},
+                     false);
+  EXPECT_EQ(child.Wait(), 64);
+  std::string err = child.Err();
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_NE(err.find("--moved-host: invalid host 'a b"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal")) << "the store was touched";
+  EXPECT_EQ(Statuses(*src), before);
+  // The library refuses it too.
+  MigrateOptions o;
+  o.groups_file = tmp / "src/config/backup-groups.conf";
+  o.to = net::ParseEndpoint("127.0.0.1:9");
+  o.client.credentials.insecure = true;
+  o.retries = 0;
+  o.moved_host = "a b\nX: 1";
+  try {
+    Migrate(*src, o);
+    ADD_FAILURE() << "an invalid --moved-host was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+  }
+  EXPECT_EQ(Statuses(*src), before);
+}
+
 // --- verify after a migration -----------------------------------------------------------------
 
 TEST(MigrateVerify, VerifySourceAfterAMigrationIsEqualAndStillFindsRealDifferences) {
