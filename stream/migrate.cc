@@ -149,6 +149,54 @@ std::string RecoverJournal(store::Store& s, const std::string& group) {
          std::to_string(held.size()) + " users on hold; put back to their status before (" + path + ")";
 }
 
+// --- the switch record -------------------------------------------------------------------------
+// STORE/migrate-journal/GROUP.switch lists the users whose switch an attempt has begun (written
+// durably just before the destination is told to make them active, removed once the source has
+// them moved). An attempt or run that stopped in between leaves the destination's copies active
+// while the source puts the users back: those copies are this migration's, never live (the
+// source never said "moved", so no mail went there), and the next attempt's passes adopt them.
+
+constexpr char kSwitchMagic[] = "storemove-migrate-switch 1";
+
+std::string SwitchPath(const store::Store& s, const std::string& group) {
+  return JournalDir(s) + "/" + group + ".switch";
+}
+
+void WriteSwitchRecord(const store::Store& s, const std::string& group, const std::string& to,
+                       const std::vector<std::string>& users) {
+  std::string text = std::string(kSwitchMagic) + "\nto " + to + "\n";
+  for (const std::string& user : users) text += user + "\n";
+  WriteFileAtomic(SwitchPath(s, group), text, 0600);
+}
+
+void RemoveSwitchRecord(const store::Store& s, const std::string& group) {
+  std::string path = SwitchPath(s, group);
+  if (::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return;
+    ThrowErrno("remove " + path);
+  }
+  FsyncPath(JournalDir(s));
+}
+
+// The users of `group`'s switch record aimed at `to` that are not moved at the source (a moved
+// one was switched: its destination copy is live). Empty without a record.
+std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group, const std::string& to) {
+  std::set<std::string> users;
+  std::string path = SwitchPath(s, group);
+  if (!PathExists(path)) return users;
+  std::istringstream in(ReadFile(path));
+  std::string line;
+  if (!std::getline(in, line) || line != kSwitchMagic)
+    Throw(Errc::kCorrupt, path + ": not a storemove migrate switch record (first line '" + EscapeControls(line) + "')");
+  if (!std::getline(in, line) || line != "to " + to) return users;  // another destination's
+  while (std::getline(in, line)) {
+    store::ValidateUserId(line);
+    std::optional<store::UserInfo> u = s.FindUser(line);
+    if (u && u->status.state != store::UserState::kMoved) users.insert(line);
+  }
+  return users;
+}
+
 // Counters one group's worker updates and the display thread reads.
 struct LiveGroup {
   std::atomic<uint64_t> messages{0}, bytes{0};
@@ -279,7 +327,6 @@ class Migration {
     // left puts them back on the retry path, and the last PutBack then finds nobody held).
     std::set<std::string> put_back;
     r.attempts = 0;
-
     int64_t delay = options_.retry_delay_ms;
     while (!Cancelled()) {
       ++r.attempts;
@@ -290,6 +337,9 @@ class Migration {
         return;
       } catch (const Error& e) {
         r.errors.push_back("attempt " + std::to_string(r.attempts) + ": " + e.what());
+        // A user live at the destination (CheckCopiesOnHold): this group needs somebody to act
+        // first; a retry would be refused the same way, and the other groups are not concerned.
+        if (e.code() == Errc::kExists && !Cancelled()) break;
         if (!Retryable(e.code()) && !Cancelled()) {
           {
             std::lock_guard<std::mutex> lock(report_mutex_);
@@ -391,8 +441,13 @@ class Migration {
     };
     RestoreOptions remote;
     remote.partition = options_.partition;
-    // The destination mirrors the source's statuses until the switch sets them.
-    remote.keep_status = true;
+    remote.keep_status = true;  // a server without copy_on_hold mirrors the source's statuses
+    // The destination keeps its copies on hold until the switch, and refuses the pass (before
+    // writing anything) for a user live there: switched by an earlier migration, or another
+    // back-end's user of the same id. A mirror pass would expunge the mail it accepted.
+    remote.copy_on_hold = true;
+    remote.copy_users = user_list;
+    remote.adopt = ReadSwitchRecord(source_, r.name, options_.to.ToString());
     // Every pass makes the destination's folders exact mirrors (expunges included).
     remote.mirror = true;
 
@@ -469,7 +524,12 @@ class Migration {
     // that the final pass did not carry. Then nobody is switched; the attempt fails and a retry
     // (or a rerun) holds the users again and carries that mail.
     source_.SwitchHeldUsers(user_list, store::UserStatus{store::UserState::kMoved, MovedHost()},
-                            [&] { session.SetStatuses(active); }, store::Store::LockWait{});
+                            [&] {
+                              WriteSwitchRecord(source_, r.name, options_.to.ToString(), user_list);
+                              session.SetStatuses(active);
+                            },
+                            store::Store::LockWait{});
+    RemoveSwitchRecord(source_, r.name);  // every user is moved: their copies are live now
     r.hold_seconds = Since(held_at);
     RemoveJournal(source_, r.name);  // every user is moved: nothing left to put back
     held.clear();

@@ -240,6 +240,11 @@ class Session::Impl {
                           {"mirror", remote.mirror},
                           {"keep_status", remote.keep_status},
                           {"strict_summaries", remote.strict_summaries}};
+    if (remote.copy_on_hold) {
+      request["restore"]["copy_on_hold"] = true;
+      request["restore"]["copy_users"] = remote.copy_users;
+      request["restore"]["adopt"] = remote.adopt;
+    }
     return Operation([&] {
       Begin(request);
       uint64_t wire_before = conn_.bytes_out();

@@ -530,6 +530,9 @@ class Server {
     options.mirror = j.value("mirror", false);
     options.keep_status = j.value("keep_status", false);
     options.strict_summaries = j.value("strict_summaries", false);
+    options.copy_on_hold = j.value("copy_on_hold", false);
+    options.copy_users = j.value("copy_users", std::vector<std::string>());
+    options.adopt = j.value("adopt", std::set<std::string>());
     options.accept_held = true;  // the peer proved it holds the key (TLS PSK)
     if (!options.partition.empty()) {
       auto parts = store_.Partitions();
@@ -540,6 +543,9 @@ class Server {
       store::ValidateUserId(from);
       store::ValidateUserId(to);
     }
+    // A migrate's pass over users live here is refused before READY: nothing written, the
+    // session goes on.
+    CheckCopiesOnHold(store_, options);
     log_.Info(who + ": restore started (" + tls_.Describe() + ")");
     // Success is reported only once the restored messages are on stable storage (as restore
     // does); opened now to hear of every write-back error of this session's writes.

@@ -93,6 +93,18 @@ std::string OriginOf(const format::StreamHeader& h) {
   return DigestOf(id).Hex();
 }
 
+// A user that exists here may be mirrored over by a migrate only while it is a copy: on hold
+// (as every pass leaves it until the switch), or adopted (its switch was begun by an attempt of
+// this very migration that did not finish).
+void CheckCopyOnHold(const store::UserInfo& here, const RestoreOptions& options) {
+  if (here.status.state == store::UserState::kHold || options.adopt.count(here.user)) return;
+  Throw(Errc::kExists,
+        "user " + EscapeControls(here.user) + " is live here (status " + here.status.ToString() +
+            "), not a copy a migrate is making (those stay on hold until the switch): a pass would overwrite its "
+            "mail, so nothing is written. If the user came back to the source and this copy is to be replaced, "
+            "set it to hold here first (storemove user USER --status hold on this store); else migrate it from here");
+}
+
 // A per-folder error that -c y lets the restore skip.
 struct FolderError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -252,6 +264,12 @@ class RestoreSession {
       std::optional<store::UserStatus> status;
       if (options_.keep_status) status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
+      if (options_.copy_on_hold) {
+        // A migrate's copy: on hold until the switch; a user live here is never mirrored over.
+        if (existing) CheckCopyOnHold(*existing, options_);
+        status = store::UserStatus{store::UserState::kHold, ""};
+        if (existing && existing->status == *status) status.reset();
+      }
       if (!existing) store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false);
       if (status) store_->SetUserStatus(user, *status);
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
@@ -294,6 +312,15 @@ class RestoreSession {
       current_mailbox_ = "user/" + user_ + "/" + folder_name_;
       existing = store_->FindFolder(user_, folder_name_);
     }
+    // A migrate's copy never loses mail that only this side has: a UIDNEXT above the source's
+    // means messages were added here (a delivery after an earlier switch), which a mirror would
+    // expunge. Refused before the folder changes.
+    if (options_.copy_on_hold && existing && existing->uidvalidity == r.uidvalidity && r.uidnext != 0 &&
+        existing->uidnext > r.uidnext)
+      Throw(Errc::kExists, current_mailbox_ + " holds mail here that the source does not (UIDNEXT " +
+                               std::to_string(existing->uidnext) + " here, " + std::to_string(r.uidnext) +
+                               " at the source): it was delivered here after an earlier switch; refusing to "
+                               "mirror over it. Bring that mail to the source first, or leave the user here");
     present_.clear();
     unclaimed_.clear();
     uidnext_raised_ = false;
@@ -1122,6 +1149,14 @@ SessionReport Restore(store::Store* store, format::Decoder& decoder, const Resto
                       std::ostream* toc) {
   if (!store && !options.table_of_contents) Throw(Errc::kInvalidArgument, "restore needs a store");
   return RestoreSession(store, decoder, options, toc).Run();
+}
+
+void CheckCopiesOnHold(store::Store& store, const RestoreOptions& options) {
+  if (!options.copy_on_hold) return;
+  for (const std::string& user : options.copy_users) {
+    store::ValidateUserId(user);
+    if (std::optional<store::UserInfo> here = store.FindUser(user)) CheckCopyOnHold(*here, options);
+  }
 }
 
 }  // namespace storemove::stream

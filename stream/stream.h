@@ -198,7 +198,22 @@ struct RestoreOptions {
   // A folder whose summary differs after applying it is an error (kCorrupt naming the mailbox
   // and what differs) instead of an `unsettled` entry: migrate's final pass, under hold.
   bool strict_summaries = false;
+  // Migrate's passes: the user's copy here is kept on `hold` until the switch makes it active
+  // (whatever status the stream carries), and only such a copy is mirrored over. A user that
+  // exists here in another state is live here (switched by an earlier migration, or another
+  // back-end's user of the same id): kExists naming it, before anything of it is written, unless
+  // it is in `adopt` (users whose switch an interrupted attempt of this migration had begun:
+  // the source never said "moved", so no mail came here). A folder here that holds mail the
+  // source does not (its UIDNEXT above the source's) is refused the same way, before it changes.
+  bool copy_on_hold = false;
+  std::vector<std::string> copy_users;  // checked by CheckCopiesOnHold before the stream is read
+  std::set<std::string> adopt;
 };
+
+// With copy_on_hold: refuses (kExists, one line naming the user and what to do) the first of
+// options.copy_users that exists in `store` in a state other than hold and is not adopted. A
+// server runs it before its READY, so a refused pass has written nothing.
+void CheckCopiesOnHold(store::Store& store, const RestoreOptions& options);
 
 std::map<std::string, std::string> ReadUserMap(const std::string& path);
 

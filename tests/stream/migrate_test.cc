@@ -689,6 +689,131 @@ TEST(MigrateSwitch, AUserGivenItsServiceBackDuringTheHoldIsNotSwitchedAndARerunC
   ExpectMigrated(*dst, *src, "127.0.0.1");  // the message accepted during the hold included
 }
 
+// --- a user live at the destination is never mirrored over ----------------------------------------
+
+size_t InboxCount(store::Store& s, const std::string& user) {
+  return s.OpenFolder(user, "INBOX")->Snapshot().messages.size();
+}
+
+bool InboxHas(store::Store& s, const std::string& user, const std::string& text) {
+  const Digest d = DigestOf("Subject: " + text + "\r\n\r\n" + text + "\r\n");
+  for (const store::MessageMeta& m : s.OpenFolder(user, "INBOX")->Snapshot().messages)
+    if (m.digest == d) return true;
+  return false;
+}
+
+// review-b's repro_remigrate.sh: a moved user set active again at the source ("to migrate a moved
+// user again") and migrated again must not have the mail its destination accepted since the switch
+// expunged by the mirror pass; nor may a second source store with the same user ids overwrite the
+// destination's users. Both are refused before anything is written, in one line naming the user
+// and the server, without retries; the destination copy stays active. Holding the destination
+// copy (this copy is to be replaced) still refuses while it holds mail the source lacks; once the
+// source has that mail, the migration completes.
+TEST(MigrateLiveDestination, AUserLiveAtTheDestinationIsRefusedBeforeAnythingIsWritten) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 4, 5);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  ASSERT_TRUE(Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1)).ok());
+  std::vector<std::string> users;
+  dst->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  ASSERT_FALSE(users.empty());
+  const std::string user = users[0];
+  Append(*dst, user, "INBOX", "acknowledged at the destination");  // mail after the switch
+  const size_t at_dst = InboxCount(*dst, user);
+
+  // The documented procedure: active at the source, migrate again.
+  src->SetUserStatus(user, store::UserStatus{});
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retry_delay_ms = 10;
+  MigrateReport again = Migrate(*src, o);
+  ASSERT_EQ(again.groups.size(), 1u);
+  EXPECT_FALSE(again.ok());
+  EXPECT_EQ(again.groups[0].attempts, 1) << again.Text();  // not retried
+  ASSERT_FALSE(again.groups[0].errors.empty());
+  const std::string& line = again.groups[0].errors[0];
+  EXPECT_NE(line.find("server " + server.endpoint().ToString()), std::string::npos) << line;
+  EXPECT_NE(line.find("user " + user + " is live here (status active)"), std::string::npos) << line;
+  EXPECT_EQ(InboxCount(*dst, user), at_dst);
+  EXPECT_TRUE(InboxHas(*dst, user, "acknowledged at the destination"));
+  EXPECT_EQ(dst->FindUser(user)->status.ToString(), "active");
+  EXPECT_EQ(src->FindUser(user)->status.ToString(), "active");
+
+  // Another source store holding the same user ids: refused, nothing of the destination changes.
+  auto other = MakeSource(tmp / "src3", 4, 2);
+  std::ofstream(tmp / "src3/config/backup-groups.conf") << "g=.*\n";
+  std::map<std::string, size_t> counts;
+  for (const std::string& u : users) counts[u] = InboxCount(*dst, u);
+  MigrateReport foreign = Migrate(*other, Options(tmp / "src3", server.endpoint(), insecure, 1));
+  EXPECT_FALSE(foreign.ok());
+  ASSERT_FALSE(foreign.groups[0].errors.empty());
+  EXPECT_NE(foreign.groups[0].errors[0].find("is live here (status active)"), std::string::npos)
+      << foreign.groups[0].errors[0];
+  for (const std::string& u : users) EXPECT_EQ(InboxCount(*dst, u), counts[u]) << u;
+  for (const auto& [u, status] : Statuses(*other)) EXPECT_EQ(status, "active") << u;
+
+  // The destination copy held (to be replaced), but it holds newer mail: refused, naming it.
+  dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});
+  MigrateReport held = Migrate(*src, o);
+  EXPECT_FALSE(held.ok());
+  bool named = false;
+  for (const std::string& e : held.groups[0].errors)
+    named |= e.find("user/" + user + "/INBOX holds mail here that the source does not") != std::string::npos;
+  EXPECT_TRUE(named) << held.Text();
+  EXPECT_TRUE(InboxHas(*dst, user, "acknowledged at the destination"));
+  EXPECT_EQ(src->FindUser(user)->status.ToString(), "active");
+
+  // Once the source has that mail too, the migration completes.
+  Append(*src, user, "INBOX", "acknowledged at the destination");
+  MigrateReport done = Migrate(*src, o);
+  ASSERT_TRUE(done.ok()) << done.Text();
+  EXPECT_EQ(src->FindUser(user)->status.ToString(), "moved:127.0.0.1");
+  EXPECT_EQ(dst->FindUser(user)->status.ToString(), "active");
+  EXPECT_EQ(InboxCount(*dst, user), InboxCount(*src, user));
+  EXPECT_TRUE(InboxHas(*dst, user, "acknowledged at the destination"));
+}
+
+// A copy the migration makes stays on hold at the destination until the switch (a delivery
+// there meanwhile is deferred, never expunged by the next pass); an attempt interrupted between
+// the destination's switch and the source's leaves active copies that are still the migration's
+// own: the next run adopts them and completes.
+TEST(MigrateLiveDestination, CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsAdopted) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 3, 3);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  std::map<std::string, std::string> at_hold;
+  o.on_hold = [&](const std::string&) { at_hold = Statuses(*dst); };
+  ASSERT_TRUE(Migrate(*src, o).ok());
+  ASSERT_EQ(at_hold.size(), 3u);
+  for (const auto& [user, status] : at_hold) EXPECT_EQ(status, "hold") << user;
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+  // What a run killed between the destination's switch and the source's leaves: the copies
+  // active at the destination, the users put back at the source (from the journal), and the
+  // switch record naming them.
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  src->SetUsersStatus(users, store::UserStatus{});
+  {
+    std::ofstream record(tmp / "src/migrate-journal/g.switch");
+    record << "storemove-migrate-switch 1\nto " << server.endpoint().ToString() << "\n";
+    for (const std::string& u : users) record << u << "\n";
+  }
+  MigrateReport rerun = Migrate(*src, o);
+  ASSERT_TRUE(rerun.ok()) << rerun.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+}
+
 // --- options checked before anything ---------------------------------------------------------------
 
 // --moved-host becomes the users' status at the switch: a value `user --status moved:HOST` refuses
