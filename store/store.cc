@@ -336,23 +336,30 @@ UniqueFd LockGate(const std::string& user_dir, std::string_view user, int how, c
   if (::flock(fd.get(), how | LOCK_NB) == 0) return fd;
   if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + path);
   const std::string name(user);
-  if (wait.on_wait)
-    wait.on_wait("waiting for user " + name + ": its delivery gate " + path +
-                 " is held (a delivery between its status check and its commit, or a status change)");
-  if (wait.timeout_seconds <= 0 && !wait.cancelled) {
+  if (!wait.on_wait && wait.timeout_seconds <= 0 && !wait.cancelled) {
     while (::flock(fd.get(), how) != 0)
       if (errno != EINTR) ThrowErrno("lock " + path);
     return fd;
   }
   using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
   const Clock::time_point deadline =
-      wait.timeout_seconds > 0 ? Clock::now() + std::chrono::seconds(wait.timeout_seconds) : Clock::time_point::max();
+      wait.timeout_seconds > 0 ? start + std::chrono::seconds(wait.timeout_seconds) : Clock::time_point::max();
+  // Gates are held for moments (a delivery's commit): only a wait that lasts is announced, so a
+  // hold under live delivery does not report every delivery it met.
+  constexpr auto kAnnounceAfter = std::chrono::milliseconds(500);
+  bool told = false;
   // flock(2) has no timeout: asked again, first often, then every 200 ms (as LockUserForWriting).
   auto pause = std::chrono::milliseconds(5);
   while (::flock(fd.get(), how | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + path);
     if (wait.cancelled && wait.cancelled())
       Throw(Errc::kTempFail, "user " + name + ": gave up waiting for its delivery gate " + path + ": cancelled");
+    if (!told && wait.on_wait && Clock::now() - start >= kAnnounceAfter) {
+      told = true;
+      wait.on_wait("waiting for user " + name + ": its delivery gate " + path +
+                   " is held (a delivery between its status check and its commit, or a status change)");
+    }
     if (Clock::now() >= deadline)
       Throw(Errc::kTempFail, "user " + name + ": its delivery gate " + path + " has been held for over " +
                                  std::to_string(wait.timeout_seconds) +
@@ -381,6 +388,8 @@ std::vector<UniqueFd> Store::LockGates(const std::vector<std::string>& users, co
   EnsureDescriptors(distinct.size(), "holding the delivery gates of " + std::to_string(distinct.size()) + " users");
   std::vector<UniqueFd> gates;
   gates.reserve(distinct.size());
+  // In user-id order, each waited for as `wait` says: the gates taken so far stay held (a
+  // delivery to those users waits, then sees the new status), so nothing changes piecemeal.
   for (const std::string& user : distinct)
     gates.push_back(LockGate(PartitionPath(partition[user]) + "/" + FolderRelPath(user, "INBOX"), user, LOCK_EX, wait));
   return gates;

@@ -81,13 +81,13 @@ Held ReadJournal(const std::string& path) {
 // has moved meanwhile keep `moved`. Errors go to *errors (the journal then stays). Each user put
 // back is also added to *put_back, when given.
 uint64_t PutBack(store::Store& s, const Held& held, std::vector<std::string>* errors,
-                 std::set<std::string>* put_back = nullptr) {
+                 std::set<std::string>* put_back = nullptr, const store::Store::LockWait& wait = {}) {
   uint64_t n = 0;
   for (const auto& [user, before] : held) {
     try {
       std::optional<store::UserInfo> u = s.FindUser(user);
       if (!u || u->status.state != store::UserState::kHold) continue;
-      if (before.state != store::UserState::kHold) s.SetUserStatus(user, before);
+      if (before.state != store::UserState::kHold) s.SetUserStatus(user, before, wait);
       ++n;
       if (put_back) put_back->insert(user);
     } catch (const Error& e) {
@@ -305,6 +305,24 @@ class Migration {
 
   bool Cancelled() const { return cancel_.cancelled(); }
 
+  // How the hold and the switch wait for a user's delivery gate: told once why, cut off by a
+  // cancellation (a signal, another group's configuration error), given up after the session
+  // timeout (kTempFail naming the user).
+  store::Store::LockWait GateWait() {
+    store::Store::LockWait wait;
+    wait.on_wait = options_.on_wait;
+    wait.timeout_seconds = options_.client.timeout_seconds;
+    wait.cancelled = [this] { return Cancelled(); };
+    return wait;
+  }
+  // Putting users back happens after a cancellation too: bounded, but not cut off.
+  store::Store::LockWait PutBackWait() {
+    store::Store::LockWait wait;
+    wait.on_wait = options_.on_wait;
+    wait.timeout_seconds = options_.client.timeout_seconds;
+    return wait;
+  }
+
   // What a retry may cure: the network, the server's state, a verification difference (the next
   // catch-up sends what was missing). Not the configuration.
   static bool Retryable(Errc code) {
@@ -354,7 +372,7 @@ class Migration {
       // they are never held for more than one final pass.
       if (!held.empty()) {
         std::vector<std::string> errors;
-        PutBack(source_, held, &errors, &put_back);
+        PutBack(source_, held, &errors, &put_back, PutBackWait());
         if (errors.empty()) {
           try {
             RemoveJournal(source_, r.name);
@@ -374,7 +392,7 @@ class Migration {
     live.phase = Cancelled() ? "interrupted" : "FAILED";
     // Give the users their service back on the source: their mail was only held.
     std::vector<std::string> errors;
-    PutBack(source_, held, &errors, &put_back);
+    PutBack(source_, held, &errors, &put_back, PutBackWait());
     {
       std::lock_guard<std::mutex> lock(report_mutex_);
       report_.users_put_back += put_back.size();
@@ -503,7 +521,8 @@ class Migration {
     }
     WriteJournal(source_, r.name, options_.to.ToString(), held);  // before the first hold
     const auto held_at = Clock::now();
-    source_.SetUsersStatus(user_list, store::UserStatus{store::UserState::kHold, ""});  // one transaction
+    source_.SetUsersStatus(user_list, store::UserStatus{store::UserState::kHold, ""}, store::Store::MovedUsers::kChange,
+                           GateWait());  // one transaction
     r.times.hold += Since(t);
     if (options_.on_hold) options_.on_hold(r.name);
 
@@ -528,7 +547,7 @@ class Migration {
                               WriteSwitchRecord(source_, r.name, options_.to.ToString(), user_list);
                               session.SetStatuses(active);
                             },
-                            store::Store::LockWait{});
+                            GateWait());
     RemoveSwitchRecord(source_, r.name);  // every user is moved: their copies are live now
     r.hold_seconds = Since(held_at);
     RemoveJournal(source_, r.name);  // every user is moved: nothing left to put back

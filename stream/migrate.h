@@ -34,6 +34,11 @@ struct MigrateOptions {
   // most settle_messages messages (or no fewer than the pass before): then the group is held.
   int max_online_passes = 4;
   uint64_t settle_messages = 200;
+  // Told once why the hold, the switch or a put-back waits for a user's delivery gate (a delivery
+  // stuck between its status check and its commit): the CLI prints it on stderr. That wait is
+  // cut off by a cancellation (SIGTERM) and gives up after client.timeout_seconds (kTempFail
+  // naming the user: the attempt fails, its users are put back).
+  std::function<void(const std::string&)> on_wait;
   // Test seam: called once a group's users are on hold (journal written), before the catch-up.
   std::function<void(const std::string& group)> on_hold;
   // Test seam: called after each online pass (1 = the copy), before the next one or the hold.

@@ -633,7 +633,16 @@ class Server {
       if (it == groups.end()) it = groups.insert(groups.end(), {entry.second, {}});
       it->second.push_back(entry.first);
     }
-    for (const auto& [status, users] : groups) store_.SetUsersStatus(users, status);
+    // A delivery stuck holding a user's gate is waited for as a restore waits for a user's
+    // writer: said once in the log, not beyond the idle timeout or a stop request.
+    store::Store::LockWait wait;
+    wait.on_wait = [this](const std::string& why) { log_.Info("set-status: " + why); };
+    wait.timeout_seconds = options_.idle_timeout_seconds;
+    wait.cancelled = [this] {
+      std::lock_guard<std::mutex> lock(mutex_);
+      return stopping_;
+    };
+    for (const auto& [status, users] : groups) store_.SetUsersStatus(users, status, store::Store::MovedUsers::kChange, wait);
   }
 
   store::Store& store_;

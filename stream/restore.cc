@@ -271,7 +271,13 @@ class RestoreSession {
         if (existing && existing->status == *status) status.reset();
       }
       if (!existing) store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false);
-      if (status) store_->SetUserStatus(user, *status);
+      if (status) {
+        store::Store::LockWait wait;
+        wait.on_wait = options_.on_wait;
+        wait.timeout_seconds = options_.lock_timeout_seconds;
+        wait.cancelled = options_.lock_cancelled;
+        store_->SetUserStatus(user, *status, wait);
+      }
       if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {

@@ -113,13 +113,13 @@ std::vector<std::string> GroupUsers(store::Store& store, const std::string& grou
 }
 
 StatusChange SetStatusOf(store::Store& store, const std::vector<std::string>& users, const store::UserStatus& status,
-                         bool include_moved) {
+                         bool include_moved, const store::Store::LockWait& wait) {
   StatusChange change;
   change.status = status;
   const auto moved = include_moved ? store::Store::MovedUsers::kChange : store::Store::MovedUsers::kLeave;
   std::vector<std::pair<std::string, store::UserStatus>> before;
   try {
-    before = store.SetUsersStatus(users, status, moved);  // names the first unknown user, changes nobody
+    before = store.SetUsersStatus(users, status, moved, wait);  // names the first unknown user, changes nobody
   } catch (const Error& e) {
     if (e.code() == Errc::kNoUser) Throw(Errc::kNoUser, std::string(e.what()) + " (nobody was changed)");
     throw;

@@ -43,8 +43,9 @@ struct StatusChange {
 // Sets every user of `users` to `status` in one transaction (store::Store::SetUsersStatus: all or
 // nothing). A user already moved is left alone unless `include_moved`: setting a group back to
 // active must not pull back the users a migration has switched to their new back-end.
+// A delivery gate held meanwhile is waited for as `wait` says (store::Store::LockWait).
 StatusChange SetStatusOf(store::Store& store, const std::vector<std::string>& users, const store::UserStatus& status,
-                         bool include_moved);
+                         bool include_moved, const store::Store::LockWait& wait = {});
 std::string StatusChangeText(const StatusChange& change);
 std::string StatusChangeJson(const StatusChange& change);
 

@@ -22,7 +22,19 @@ struct UserOptions {
   std::string users_file;  // bulk: the users listed in this file
   bool include_moved = false;  // bulk: change users already moved away too
   bool json = false;
+  int lock_wait = 60;  // seconds a status change waits for a delivery gate
 };
+
+// A status change waits for the users' delivery gates: says once why, and gives up (exit 75,
+// naming the user) after --lock-wait seconds; Ctrl-C ends it as it ends the command.
+store::Store::LockWait GateWait(const UserOptions& options) {
+  if (options.lock_wait < 0 || options.lock_wait > 86400)
+    Throw(Errc::kInvalidArgument, "--lock-wait: 0-86400 seconds");
+  store::Store::LockWait wait;
+  wait.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove user: %s\n", why.c_str()); };
+  wait.timeout_seconds = options.lock_wait;
+  return wait;
+}
 
 // --status for many users at once: every id checked and every user found before the one
 // transaction that changes them all (or nobody).
@@ -32,6 +44,7 @@ int RunBulkStatus(const UserOptions& options) {
   if (options.status.empty()) Throw(Errc::kInvalidArgument, "user: --group and --users-file need --status");
   if (!options.quota.empty()) Throw(Errc::kInvalidArgument, "user: --quota is set one user at a time");
   store::UserStatus status = store::UserStatus::Parse(options.status);
+  const store::Store::LockWait wait = GateWait(options);
   std::vector<std::string> users;
   if (!options.users_file.empty()) users = stream::ReadUsersFile(options.users_file);
   auto store = OpenStore(options.store_dir);
@@ -40,7 +53,7 @@ int RunBulkStatus(const UserOptions& options) {
         options.groups_file.empty() ? store->root() + "/config/backup-groups.conf" : options.groups_file;
     users = stream::GroupUsers(*store, file, options.group);
   }
-  stream::StatusChange change = stream::SetStatusOf(*store, users, status, options.include_moved);
+  stream::StatusChange change = stream::SetStatusOf(*store, users, status, options.include_moved, wait);
   std::printf("%s", options.json ? (stream::StatusChangeJson(change) + "\n").c_str()
                                  : stream::StatusChangeText(change).c_str());
   return 0;
@@ -56,11 +69,12 @@ int RunUser(const UserOptions& options) {
   if (!options.status.empty()) status = store::UserStatus::Parse(options.status);
   std::optional<uint64_t> quota;
   if (!options.quota.empty()) quota = ParseByteCount(options.quota, "--quota");
+  const store::Store::LockWait wait = GateWait(options);
 
   auto store = OpenStore(options.store_dir);
 
   if (!store->FindUser(options.user)) Throw(Errc::kNotFound, "user " + options.user + " does not exist");
-  if (status) store->SetUserStatus(options.user, *status);
+  if (status) store->SetUserStatus(options.user, *status, wait);
   if (quota) store->SetQuotaLimit(options.user, *quota);
 
   std::optional<store::UserInfo> info = store->FindUser(options.user);
@@ -121,6 +135,9 @@ void AddUserCommand(CLI::App& root, Action* chosen) {
       ->type_name("FILE");
   command->add_flag("--include-moved", options->include_moved,
                     "with --group/--users-file: change users already moved away too (default: left alone)");
+  command->add_option("--lock-wait", options->lock_wait,
+                      "with --status: seconds to wait for a delivery holding a user's delivery gate before giving up "
+                      "with exit 75 (default 60; 0 = no limit)");
   command->add_flag("--json", options->json, "print JSON");
   command->callback([options, chosen] { *chosen = [options] { return RunUser(*options); }; });
 }

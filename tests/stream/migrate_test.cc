@@ -12,12 +12,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <algorithm>
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -812,6 +814,76 @@ TEST(MigrateLiveDestination, CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsA
   ASSERT_TRUE(rerun.ok()) << rerun.Text();
   ExpectMigrated(*dst, *src, "127.0.0.1");
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+}
+
+// --- a stuck delivery's gate ----------------------------------------------------------------------
+
+// The child's exit status once it ends within `seconds`; -1 if it did not (the child is then
+// killed by its destructor).
+int WaitAtMost(MigrateChild& child, int seconds) {
+  int pidfd = int(::syscall(SYS_pidfd_open, child.pid(), 0));
+  pollfd p{pidfd, POLLIN, 0};
+  bool ended = ::poll(&p, 1, seconds * 1000) > 0;
+  ::close(pidfd);
+  return ended ? child.Wait() : -1;
+}
+
+// Whether the child's stderr comes to hold `text` within the guard time (its announcement that it
+// waits: an event the test waits for, not a duration it guesses).
+bool StderrSays(const MigrateChild& child, const std::string& text) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kGuardSeconds);
+  while (child.Err().find(text) == std::string::npos) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling the file, not timing the child
+  }
+  return true;
+}
+
+// review-b's repro_gate_hang.sh: a delivery stuck between its status check and its commit holds
+// its user's delivery gate (shared). Migrate's hold says once why it waits, changes nobody
+// meanwhile, is cut off by SIGTERM (exit 130, nobody left on hold) and gives up
+// after --timeout (the group fails naming the user); `user --status` says why it waits and gives
+// up after --lock-wait with exit 75 naming the user. Once the gate is free a rerun completes.
+TEST(MigrateGate, AStuckDeliveryGateIsAnnouncedBoundedAndCutOffBySigterm) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  const std::map<std::string, std::string> before = Statuses(*src);
+  const std::string user = before.rbegin()->first;
+  std::optional<store::Store::UserGate> stuck(src->LockUserForDelivery(user));
+  {
+    MigrateChild child(MigrateArgs(tmp / "src", server.endpoint()), false);
+    ASSERT_TRUE(StderrSays(child, "storemove migrate: waiting for user " + user + ": its delivery gate")) << child.Err();
+    EXPECT_EQ(Statuses(*src), before);  // nobody changed while it waits
+    child.Signal(SIGTERM);
+    EXPECT_EQ(WaitAtMost(child, kGuardSeconds), 130) << child.Err();
+    EXPECT_NE(child.Err().find("storemove: migrate interrupted by SIGTERM"), std::string::npos) << child.Err();
+    EXPECT_EQ(Statuses(*src), before);
+  }
+  {
+    std::vector<std::string> args = MigrateArgs(tmp / "src", server.endpoint());
+    args.insert(args.end(), {"--timeout", "1"});
+    MigrateChild child(args, false);
+    EXPECT_EQ(WaitAtMost(child, kGuardSeconds), 1) << child.Err();
+    EXPECT_NE(child.Out().find("user " + user + ": its delivery gate"), std::string::npos) << child.Out();
+    EXPECT_EQ(Statuses(*src), before);
+  }
+  {
+    MigrateChild child({"user", "--store", tmp / "src", user, "--status", "hold", "--lock-wait", "1"}, false);
+    EXPECT_EQ(WaitAtMost(child, kGuardSeconds), 75) << child.Err();
+    std::string err = child.Err();
+    EXPECT_NE(err.find("storemove user: waiting for user " + user + ": its delivery gate"), std::string::npos) << err;
+    EXPECT_NE(err.find("user " + user + ": its delivery gate"), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 2) << err;  // why it waits, why it gave up
+    EXPECT_EQ(Statuses(*src), before);
+  }
+  stuck.reset();
+  MigrateReport done = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+  ASSERT_TRUE(done.ok()) << done.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
 }
 
 // --- options checked before anything ---------------------------------------------------------------
