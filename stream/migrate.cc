@@ -720,6 +720,25 @@ MigrateReport Migrate(store::Store& source, const MigrateOptions& options) {
   return Migration(source, options).Run();
 }
 
+void CheckNotHeldByRunningMigrate(store::Store& source, const std::vector<std::string>& users) {
+  if (!PathExists(JournalDir(source))) return;
+  const std::set<std::string> wanted(users.begin(), users.end());
+  for (const std::string& group : JournalGroups(source)) {
+    const std::string path = JournalPath(source, group);
+    Held held;
+    try {
+      held = ReadJournal(path);
+    } catch (const Error&) {
+      continue;  // removed meanwhile (the run switched or put back its users), or not ours to judge
+    }
+    auto it = std::find_if(held.begin(), held.end(), [&](const auto& entry) { return wanted.count(entry.first) > 0; });
+    if (it == held.end()) continue;
+    if (TryLockGroup(source, group).valid()) continue;  // a killed run's: the next migrate or --abort puts back
+    Throw(Errc::kTempFail, "user " + it->first + " is on hold for a running storemove migrate (group " + group + ", " +
+                               path + "); wait for it to finish, or stop it (SIGTERM puts its users back)");
+  }
+}
+
 std::vector<std::string> AbortMigrations(store::Store& source) {
   // Every journal's group is locked first: a running migrate's journal is no killed run's.
   std::vector<std::string> groups = JournalGroups(source);

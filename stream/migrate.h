@@ -109,6 +109,12 @@ MigrateReport Migrate(store::Store& source, const MigrateOptions& options);
 // `storemove user --status moved:HOST` accepts: migrate --moved-host, checked before anything.
 void CheckMovedHost(const std::string& host);
 
+// `storemove user --status` (one user or many): kTempFail, one line naming the user, the group and
+// its journal, when a running migrate (its group lock is held) has one of `users` on hold. Its
+// switch would refuse a user given its service back meanwhile; the administrator waits for it or
+// stops it instead (SIGTERM puts its users back). A killed run's journal does not refuse anything.
+void CheckNotHeldByRunningMigrate(store::Store& source, const std::vector<std::string>& users);
+
 // `migrate --abort`: under the journals' group locks (kTempFail when a migrate holds one), puts
 // every user a killed migrate left on hold back to the status its journal recorded, and removes
 // the journals. One line per journal.

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "stream/migrate.h"
 #include "stream/user_views.h"
 #include "tools/commands.h"
 #include "util/error.h"
@@ -53,6 +54,7 @@ int RunBulkStatus(const UserOptions& options) {
         options.groups_file.empty() ? store->root() + "/config/backup-groups.conf" : options.groups_file;
     users = stream::GroupUsers(*store, file, options.group);
   }
+  stream::CheckNotHeldByRunningMigrate(*store, users);  // its switch would refuse them anyway
   stream::StatusChange change = stream::SetStatusOf(*store, users, status, options.include_moved, wait);
   std::printf("%s", options.json ? (stream::StatusChangeJson(change) + "\n").c_str()
                                  : stream::StatusChangeText(change).c_str());
@@ -74,7 +76,10 @@ int RunUser(const UserOptions& options) {
   auto store = OpenStore(options.store_dir);
 
   if (!store->FindUser(options.user)) Throw(Errc::kNotFound, "user " + options.user + " does not exist");
-  if (status) store->SetUserStatus(options.user, *status, wait);
+  if (status) {
+    stream::CheckNotHeldByRunningMigrate(*store, {options.user});  // its switch would refuse it anyway
+    store->SetUserStatus(options.user, *status, wait);
+  }
   if (quota) store->SetQuotaLimit(options.user, *quota);
 
   std::optional<store::UserInfo> info = store->FindUser(options.user);

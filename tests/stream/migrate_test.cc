@@ -920,6 +920,33 @@ TEST(MigrateOptionsCheck, AnInvalidMovedHostIsRefusedBeforeAnythingWithOneLine) 
   EXPECT_EQ(Statuses(*src), before);
 }
 
+// While a migrate has a group on hold, `storemove user --status` of one of its users (one user
+// or --group) is refused with one line and exit 75 naming the group: the switch would refuse the
+// group anyway. The migrate then completes.
+TEST(MigrateSwitch, UserStatusOfAUserARunningMigrateHoldsIsRefusedWithOneLine) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  const std::string user = Statuses(*src).rbegin()->first;
+  MigrateChild child(MigrateArgs(tmp / "src", server.endpoint()));
+  ASSERT_EQ(child.WaitForHold(), "hold all") << child.Err();
+  for (std::vector<std::string> args : {std::vector<std::string>{user}, std::vector<std::string>{"--group", "all"}}) {
+    args.insert(args.begin(), {"user", "--store", tmp / "src", "--status", "active"});
+    MigrateChild admin(args, false);
+    EXPECT_EQ(admin.Wait(), 75) << admin.Err();
+    std::string err = admin.Err();
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_NE(err.find("is on hold for a running storemove migrate (group all"), std::string::npos) << err;
+  }
+  for (const auto& [u, status] : Statuses(*src)) EXPECT_EQ(status, "hold") << u;
+  child.Continue();
+  EXPECT_EQ(child.Wait(), 0) << child.Err();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
 // --- verify after a migration -----------------------------------------------------------------
 
 TEST(MigrateVerify, VerifySourceAfterAMigrationIsEqualAndStillFindsRealDifferences) {
