@@ -104,7 +104,13 @@ FleetReport MergeFleetReports(const std::string& dir) {
       report.groups.insert(report.groups.end(), groups.begin(), groups.end());
     } catch (const std::exception& e) {
       std::string why = e.what();
-      if (dynamic_cast<const json::parse_error*>(&e)) why = "not valid JSON (truncated?): " + why;
+      // The library's "[json.exception.parse_error.101] parse error at line 1, column 5: ..." is
+      // cut to what an administrator acts on.
+      if (const auto* parse = dynamic_cast<const json::parse_error*>(&e)) {
+        const size_t detail = why.find(": ", why.find(']'));
+        why = "not valid JSON (truncated?) at byte " + std::to_string(parse->byte) +
+              (detail == std::string::npos ? "" : ": " + why.substr(detail + 2));
+      }
       report.broken.push_back(EscapeControls(name) + ": " + why);
     }
   }
