@@ -403,6 +403,11 @@ UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, c
     } else {
       int plain = ::open(name.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, mode);
       fd = plain >= 0 ? plain : -errno;
+      // ELOOP from O_NOFOLLOW reads as "Too many levels of symbolic links": say what it is.
+      struct stat st;
+      if (fd == -ELOOP && ::lstat(name.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+        Throw(Errc::kInvalidArgument, "open " + shown + ": a symbolic link, which is not followed here; give the file it names" +
+                                          (name.starts_with("/dev/") || name.starts_with("/proc/") ? " (or - for standard input)" : ""));
     }
   } else {
     fd = OpenBeneath(dirfd, name, NeverWaitingToOpen(flags), mode);

@@ -280,6 +280,19 @@ TEST_F(Cli, DamageAndIoErrorsDeferDeliveryNeverBounce) {
   EXPECT_EQ(store::Store::Open(root_)->OpenFolder("vera", "INBOX")->Snapshot().messages.size(), 1u);
 }
 
+// A file given as a symbolic link (restore -f, /dev/stdin) is refused as such, not with
+// "Too many levels of symbolic links" (ELOOP of O_NOFOLLOW), which reads as a broken system.
+TEST_F(Cli, AnInputGivenAsASymbolicLinkIsNamedAsOne) {
+  ASSERT_EQ(Deliver("sam", Message("a", "a"), {"--create"}).status, 0);
+  const std::string stream = dir_ / "s.sm", link = dir_ / "link.sm";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
+  ASSERT_EQ(::symlink(stream.c_str(), link.c_str()), 0);
+  CliResult r = RunCli({"restore", "-f", link, "-t"});
+  EXPECT_EQ(r.status, kUsage) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find(link + ": a symbolic link, which is not followed here"), std::string::npos) << r.Describe();
+}
+
 // backup -d takes a date that exists: mktime would move 20260230 to March 2nd and quietly
 // leave out two days of mail.
 TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
