@@ -407,6 +407,10 @@ class RestoreSession {
   }
 
   uint64_t MapUserFlags(uint64_t flags) const {
+    // A bit beyond the folder record's names means no keyword (a crafted or damaged stream):
+    // kept, it would turn into whatever name the folder gains later.
+    const size_t named = folder_record_.user_flag_names.size();
+    if (named < 64) flags &= (uint64_t(1) << named) - 1;
     if (flag_map_.empty()) return flags;
     uint64_t out = 0;
     for (size_t i = 0; i < flag_map_.size(); ++i)
