@@ -180,10 +180,20 @@ void RemoveSwitchRecord(const store::Store& s, const std::string& group) {
 
 // The users of `group`'s switch record aimed at `to` that are not moved at the source (a moved
 // one was switched: its destination copy is live). Empty without a record.
-std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group, const std::string& to) {
+// The record is believed only while what it describes is certain: written by this run, or left
+// with the hold journal of a run killed during its hold (recovered by this run before anything
+// else could change the users). Otherwise, or once any of its users is moved (the switch reached
+// the source), it is stale and removed: kept, it would let a later migration take over a copy
+// that has become live at the destination (found by review, helper-45).
+std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group, const std::string& to,
+                                       bool trusted) {
   std::set<std::string> users;
   std::string path = SwitchPath(s, group);
   if (!PathExists(path)) return users;
+  if (!trusted) {
+    RemoveSwitchRecord(s, group);
+    return users;
+  }
   std::istringstream in(ReadFile(path));
   std::string line;
   if (!std::getline(in, line) || line != kSwitchMagic)
@@ -192,7 +202,11 @@ std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group
   while (std::getline(in, line)) {
     store::ValidateUserId(line);
     std::optional<store::UserInfo> u = s.FindUser(line);
-    if (u && u->status.state != store::UserState::kMoved) users.insert(line);
+    if (u && u->status.state == store::UserState::kMoved) {  // the switch was done: nothing to adopt
+      RemoveSwitchRecord(s, group);
+      return {};
+    }
+    if (u) users.insert(line);
   }
   return users;
 }
@@ -251,6 +265,7 @@ class Migration {
     client_.source_store_id = source_.store_id();
     for (const std::string& group : JournalGroups(source_)) {
       if (locks.count(group)) {
+        switch_trusted_.insert(group);  // killed during its hold: its switch record, if any, is sure
         report_.recovered.push_back(RecoverJournal(source_, group));
       } else if (UniqueFd other = TryLockGroup(source_, group); other.valid()) {
         report_.recovered.push_back(RecoverJournal(source_, group));
@@ -411,6 +426,11 @@ class Migration {
     if (Cancelled()) Throw(Errc::kInterrupted, cancel_.why());
   }
 
+  bool SwitchTrusted(const std::string& group) {
+    std::lock_guard<std::mutex> lock(switch_trusted_mutex_);
+    return switch_trusted_.count(group) > 0;
+  }
+
   void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live, Held& held) {
     CheckCancelled();
     // Users an earlier run finished are left alone: a rerun resumes. So is a user moved to any
@@ -432,7 +452,10 @@ class Migration {
     r.passes = 0;
     r.pass_messages.clear();
     r.hold_seconds = 0;
-    if (users.empty()) return;
+    if (users.empty()) {
+      (void)ReadSwitchRecord(source_, r.name, options_.to.ToString(), SwitchTrusted(r.name));  // removes a stale one
+      return;
+    }
     const std::vector<std::string> user_list(users.begin(), users.end());
 
     // One connection for every pass and the switch: one handshake, and the switch is one round trip.
@@ -465,7 +488,7 @@ class Migration {
     // back-end's user of the same id. A mirror pass would expunge the mail it accepted.
     remote.copy_on_hold = true;
     remote.copy_users = user_list;
-    remote.adopt = ReadSwitchRecord(source_, r.name, options_.to.ToString());
+    remote.adopt = ReadSwitchRecord(source_, r.name, options_.to.ToString(), SwitchTrusted(r.name));
     // Every pass makes the destination's folders exact mirrors (expunges included).
     remote.mirror = true;
 
@@ -544,6 +567,10 @@ class Migration {
     // (or a rerun) holds the users again and carries that mail.
     source_.SwitchHeldUsers(user_list, store::UserStatus{store::UserState::kMoved, MovedHost()},
                             [&] {
+                              {
+                                std::lock_guard<std::mutex> lock(switch_trusted_mutex_);
+                                switch_trusted_.insert(r.name);  // this run's own: sure for its retries
+                              }
                               WriteSwitchRecord(source_, r.name, options_.to.ToString(), user_list);
                               session.SetStatuses(active);
                             },
@@ -614,6 +641,10 @@ class Migration {
   net::Cancellation cancel_;
   std::unique_ptr<Error> fatal_;  // under report_mutex_: the configuration error that stopped the run
   MigrateReport report_;
+  // Groups whose switch record this run may believe (ReadSwitchRecord): written by this run, or
+  // left by a run killed during its hold, whose journal this run recovered.
+  std::set<std::string> switch_trusted_;
+  std::mutex switch_trusted_mutex_;
   std::mutex report_mutex_;  // report_'s totals (the groups' own reports have one writer each)
   std::vector<std::set<std::string>> members_;
   std::vector<LiveGroup> live_;

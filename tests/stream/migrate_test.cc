@@ -800,20 +800,37 @@ TEST(MigrateLiveDestination, CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsA
   ExpectMigrated(*dst, *src, "127.0.0.1");
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
   // What a run killed between the destination's switch and the source's leaves: the copies
-  // active at the destination, the users put back at the source (from the journal), and the
-  // switch record naming them.
+  // active at the destination, the users on hold at the source with the hold journal that puts
+  // them back, and the switch record naming them.
   std::vector<std::string> users;
   src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
-  src->SetUsersStatus(users, store::UserStatus{});
-  {
+  auto killed_in_the_switch = [&] {
+    src->SetUsersStatus(users, store::UserStatus{store::UserState::kHold, ""});
+    std::ofstream journal(tmp / "src/migrate-journal/g.hold");
+    journal << "storemove-migrate-journal 1\ngroup g\nto " << server.endpoint().ToString() << "\n";
+    for (const std::string& u : users) journal << u << "\tactive\n";
     std::ofstream record(tmp / "src/migrate-journal/g.switch");
     record << "storemove-migrate-switch 1\nto " << server.endpoint().ToString() << "\n";
     for (const std::string& u : users) record << u << "\n";
-  }
+  };
+  killed_in_the_switch();
   MigrateReport rerun = Migrate(*src, o);
   ASSERT_TRUE(rerun.ok()) << rerun.Text();
   ExpectMigrated(*dst, *src, "127.0.0.1");
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+
+  // A record left without its hold journal is no proof: after `--abort` (or once the users were
+  // given back by hand) a copy active at the destination may have taken mail since. The run
+  // removes it and refuses the copies as live (found by review: a stale record let a later
+  // migration take over a live user, hold it and mix the source's mail into its mailbox).
+  killed_in_the_switch();
+  ASSERT_EQ(AbortMigrations(*src).size(), 1u);
+  EXPECT_EQ(src->FindUser(users[0])->status.ToString(), "active");
+  MigrateReport refused = Migrate(*src, o);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.Text().find("is live here"), std::string::npos) << refused.Text();
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+  for (const auto& [user, status] : Statuses(*dst)) EXPECT_EQ(status, "active") << user << ": untouched";
 }
 
 // --- a stuck delivery's gate ----------------------------------------------------------------------
