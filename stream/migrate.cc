@@ -361,6 +361,7 @@ class Migration {
     std::set<std::string> put_back;
     r.attempts = 0;
     int64_t delay = options_.retry_delay_ms;
+    std::string last_error;  // "attempt N: why", for the retry's line
     while (!Cancelled()) {
       ++r.attempts;
       try {
@@ -370,6 +371,7 @@ class Migration {
         return;
       } catch (const Error& e) {
         r.errors.push_back("attempt " + std::to_string(r.attempts) + ": " + e.what());
+        last_error = r.errors.back();
         // A user live at the destination (CheckCopiesOnHold): this group needs somebody to act
         // first; a retry would be refused the same way, and the other groups are not concerned.
         if (e.code() == Errc::kExists && !Cancelled()) break;
@@ -400,6 +402,10 @@ class Migration {
       }
       // Exponential backoff, so a refused or unreachable server is not hammered; a signal ends it.
       live.phase = "retry-wait";
+      if (options_.on_retry && !Cancelled())
+        options_.on_retry("group " + r.name + ": " + last_error + "; attempt " + std::to_string(r.attempts + 1) +
+                          " of " + std::to_string(options_.retries + 1) + " in " + std::to_string((delay + 999) / 1000) +
+                          " s");
       r.retry_delays_ms.push_back(delay);
       if (cancel_.WaitFor(delay)) break;
       delay = std::min<int64_t>(delay * 2, options_.max_retry_delay_ms);

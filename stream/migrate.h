@@ -39,6 +39,9 @@ struct MigrateOptions {
   // cut off by a cancellation (SIGTERM) and gives up after client.timeout_seconds (kTempFail
   // naming the user: the attempt fails, its users are put back).
   std::function<void(const std::string&)> on_wait;
+  // Told of each failed attempt that will be retried, and when: the CLI prints it on stderr when
+  // there is no live display, so a run under cron or GNU parallel does not wait minutes in silence.
+  std::function<void(const std::string&)> on_retry;
   // Test seam: called once a group's users are on hold (journal written), before the catch-up.
   std::function<void(const std::string& group)> on_hold;
   // Test seam: called after each online pass (1 = the copy), before the next one or the hold.

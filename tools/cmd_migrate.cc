@@ -162,6 +162,8 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   stream::net::Cancellation cancel;
   options.client.cancel = &cancel;
   options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove migrate: %s\n", why.c_str()); };
+  if (!options.live)  // the live display shows "retry-wait" itself
+    options.on_retry = [](const std::string& what) { std::fprintf(stderr, "storemove migrate: %s\n", what.c_str()); };
   if (const char* hook = std::getenv("STOREMOVE_TEST_HOLD_FD")) {
     int fd = std::atoi(hook);
     options.on_hold = [fd, &cancel](const std::string& group) { PauseInHold(fd, cancel, group); };

@@ -239,6 +239,21 @@ std::map<std::string, std::string> Tree(const std::string& root) {
   return out;
 }
 
+// Without a live display (cron, GNU parallel), a failed attempt that will be retried is said
+// at once: a destination that never answers cost minutes of silence before the final report.
+TEST_F(AdminViews, AMigrateAttemptThatWillBeRetriedIsSaidAtOnce) {
+  int port;
+  {
+    Listener gone;
+    port = gone.port();
+  }  // closed: the connection is refused
+  CliResult r = RunCli({"migrate", "--store", root_, "--to", "127.0.0.1:" + std::to_string(port), "--insecure",
+                        "--retries", "1", "--retry-delay", "1", "mn"});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("storemove migrate: group mn: attempt 1: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("; attempt 2 of 2 in 1 s\n"), std::string::npos) << r.err;
+}
+
 TEST_F(AdminViews, MigrateDryRunSaysWhatAndChangesNothing) {
   ASSERT_EQ(RunCli({"user", "--store", root_, "nina", "--status", "moved:127.0.0.1"}).status, 0);  // done earlier
   Listener destination;
