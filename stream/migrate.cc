@@ -51,14 +51,16 @@ void WriteJournal(const store::Store& s, const std::string& group, const std::st
   WriteFileAtomic(JournalPath(s, group), text, 0600);
 }
 
-void RemoveJournal(const store::Store& s, const std::string& group) {
-  std::string path = JournalPath(s, group);
+// Removes one of the journal directory's files durably; one already gone is fine.
+void RemoveJournalFile(const store::Store& s, const std::string& path) {
   if (::unlink(path.c_str()) != 0) {
     if (errno == ENOENT) return;
     ThrowErrno("remove " + path);
   }
   FsyncPath(JournalDir(s));
 }
+
+void RemoveJournal(const store::Store& s, const std::string& group) { RemoveJournalFile(s, JournalPath(s, group)); }
 
 Held ReadJournal(const std::string& path) {
   std::istringstream in(ReadFile(path));
@@ -169,14 +171,7 @@ void WriteSwitchRecord(const store::Store& s, const std::string& group, const st
   WriteFileAtomic(SwitchPath(s, group), text, 0600);
 }
 
-void RemoveSwitchRecord(const store::Store& s, const std::string& group) {
-  std::string path = SwitchPath(s, group);
-  if (::unlink(path.c_str()) != 0) {
-    if (errno == ENOENT) return;
-    ThrowErrno("remove " + path);
-  }
-  FsyncPath(JournalDir(s));
-}
+void RemoveSwitchRecord(const store::Store& s, const std::string& group) { RemoveJournalFile(s, SwitchPath(s, group)); }
 
 // The users of `group`'s switch record aimed at `to` that are not moved at the source (a moved
 // one was switched: its destination copy is live). Empty without a record.

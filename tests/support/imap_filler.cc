@@ -16,8 +16,6 @@
 
 namespace storemove::testing {
 
-namespace {
-
 std::string Base64(const std::string& in) {
   static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
@@ -32,6 +30,8 @@ std::string Base64(const std::string& in) {
   }
   return out;
 }
+
+namespace {
 
 std::string Upper(std::string s) {
   for (char& c : s) c = char(std::toupper(uint8_t(c)));

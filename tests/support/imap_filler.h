@@ -15,6 +15,9 @@
 
 namespace storemove::testing {
 
+// RFC 4648 base64, as SASL PLAIN sends its credentials.
+std::string Base64(const std::string& in);
+
 class ImapFiller {
  public:
   // Connects to 127.0.0.1:port and reads the greeting (10 s receive timeout per read).

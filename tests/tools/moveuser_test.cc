@@ -644,19 +644,7 @@ TEST(MoveUserHostile, FolderNamesInErrorsAreEscapedAndCut) {
 }
 
 std::string PlainAuth(const std::string& user, const std::string& password) {
-  static const char* const digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const std::string raw = std::string(1, '\0') + user + '\0' + password;
-  std::string out;
-  for (size_t i = 0; i < raw.size(); i += 3) {
-    uint32_t v = uint32_t(uint8_t(raw[i])) << 16;
-    if (i + 1 < raw.size()) v |= uint32_t(uint8_t(raw[i + 1])) << 8;
-    if (i + 2 < raw.size()) v |= uint8_t(raw[i + 2]);
-    out += digits[(v >> 18) & 63];
-    out += digits[(v >> 12) & 63];
-    out += i + 1 < raw.size() ? digits[(v >> 6) & 63] : '=';
-    out += i + 2 < raw.size() ? digits[v & 63] : '=';
-  }
-  return "AUTHENTICATE PLAIN " + out;
+  return "AUTHENTICATE PLAIN " + storemove::testing::Base64(std::string(1, '\0') + user + '\0' + password);
 }
 
 // Exit 75 tells a retry loop to run again; a refusal that no rerun can change (credentials the
