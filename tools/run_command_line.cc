@@ -22,6 +22,13 @@ int Fail(const std::string& program, std::string message, int status) {
   return status;
 }
 
+bool IsSubcommand(CLI::App& app, const std::string& word) {
+  for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    if (sub->check_name(word)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
@@ -32,6 +39,11 @@ int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // CLI11 takes an unknown first word for a missing subcommand; name the word instead.
+    if (argc > 1 && argv[1][0] != '-' && !IsSubcommand(app, argv[1])) {
+      return Fail(program, std::string("unknown subcommand '") + argv[1] + "' (see " + program + " --help)",
+                  ExitStatus(Errc::kInvalidArgument));
+    }
     return Fail(program, std::string(e.what()) + " (see " + program + " --help)",
                 ExitStatus(Errc::kInvalidArgument));
   }

@@ -101,6 +101,17 @@ TEST(CliHelp, UnknownOptionIsAUsageError) {
   EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
 }
 
+TEST(CliHelp, AnUnknownSubcommandIsNamed) {
+  CliResult r = RunCli({"nosuch", "--store", "/nonexistent"});
+  EXPECT_EQ(r.status, kUsage) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find("unknown subcommand 'nosuch'"), std::string::npos) << r.err;
+
+  CliResult none = RunCli({});
+  EXPECT_EQ(none.status, kUsage) << none.Describe();
+  EXPECT_NE(none.err.find("subcommand is required"), std::string::npos) << none.err;
+}
+
 TEST_F(Cli, InitReportsWhatItCreated) {
   CliResult again = RunCli({"init", "--store", root_, "--partition", "primary", "--partition", "second"});
   ASSERT_EQ(again.status, 0) << again.Describe();
