@@ -58,6 +58,8 @@ bool StacksRepetitions(const std::string& re) {
 std::vector<BackupGroup> ReadBackupGroups(const std::string& path) {
   std::vector<BackupGroup> groups;
   if (!PathExists(path)) return groups;
+  if (IsDirectory(path))
+    Throw(Errc::kInvalidArgument, "backup groups file " + path + " is a directory (NAME=REGEX lines expected)");
   std::ifstream in(path);
   if (!in) Throw(Errc::kIo, "cannot read " + path);
   std::string line;

@@ -93,6 +93,18 @@ TEST_F(AdminViews, GroupsListsMembersOverlapsAndUsersInNoGroup) {
   EXPECT_EQ(r.status, 66) << r.Describe();
   EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
   EXPECT_NE(r.err.find("no backup groups file " + (tmp_ / "nonexistent.conf")), std::string::npos) << r.Describe();
+  // A directory given for the file is named as one, by every command that reads groups.
+  std::filesystem::create_directory(tmp_ / "groups.d");
+  const std::vector<std::vector<std::string>> commands = {
+      {"groups", "--store", root_, "--groups", tmp_ / "groups.d"},
+      {"backup", "--store", root_, "--groups", tmp_ / "groups.d", "-f", tmp_ / "never.sm", "/"}};
+  for (const std::vector<std::string>& command : commands) {
+    r = RunCli(command);
+    EXPECT_EQ(r.status, 64) << command[0] << ": " << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find("groups.d is a directory"), std::string::npos) << command[0] << ": " << r.Describe();
+  }
+  EXPECT_FALSE(std::filesystem::exists(tmp_ / "never.sm"));
 }
 
 TEST_F(AdminViews, UsersFiltersByStatus) {
