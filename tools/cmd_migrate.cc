@@ -239,6 +239,9 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
                 "also write the JSON report to FILE, atomically, even when the run ends in an error (\"-\": on stdout, "
                 "instead of the text report); a fleet job's result (docs/fleet.md)")
       ->type_name("FILE");
+  // Neither --abort nor --dry-run migrates anything: a report file would not be written, and a
+  // fleet would count the job as missing. Refused before anything, as any usage error.
+  c->get_option("--report")->excludes("--abort")->excludes("--dry-run");
   c->add_option("--lock-wait", o->lock_wait,
                 "seconds to wait for a group another migrate is moving before giving up (default 0)");
   c->add_flag("-v,--verbose", o->verbose, "live display on stderr even when it is not a terminal");

@@ -937,6 +937,23 @@ TEST(MigrateOptionsCheck, AnInvalidMovedHostIsRefusedBeforeAnythingWithOneLine) 
   EXPECT_EQ(Statuses(*src), before);
 }
 
+// --report with --abort or --dry-run would never be written (a fleet counts the job missing):
+// refused as a usage error before anything.
+TEST(MigrateOptionsCheck, AReportThatWouldNotBeWrittenIsRefused) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  for (const char* mode : {"--abort", "--dry-run"}) {
+    MigrateChild child({"migrate", "--store", tmp / "src", "--to", "127.0.0.1:9", "--insecure", mode, "--report",
+                        tmp / "report.json"},
+                       false);
+    EXPECT_EQ(child.Wait(), 64) << mode;
+    std::string err = child.Err();
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_NE(err.find(std::string(mode) + " excludes --report"), std::string::npos) << err;
+  }
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal")) << "the store was touched";
+}
+
 // While a migrate has a group on hold, `storemove user --status` of one of its users (one user
 // or --group) is refused with one line and exit 75 naming the group: the switch would refuse the
 // group anyway. The migrate then completes.
