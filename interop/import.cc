@@ -8,6 +8,7 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "interop/folder_filler.h"
@@ -72,13 +73,30 @@ struct FileResult : ImportedFile {
   bool created = false;
 };
 
-FileResult ImportFile(Store& store, const ImportJob& job, const ImportOptions& options, int64_t now) {
+// A file opened and its first message read: a pipe's can be read only once, and nothing is
+// made for it (not even its new user) until it is known to be an mbox.
+struct OpenedMbox {
+  UniqueFd fd;
+  std::unique_ptr<MboxReader> reader;
+  MboxMessage first;
+  bool have_first = false;
+};
+
+OpenedMbox OpenMboxAndReadFirst(const ImportJob& job, MboxFlavor flavor) {
+  OpenedMbox opened;
+  opened.fd = OpenMbox(job.path);
+  ::posix_fadvise(opened.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  opened.reader = std::make_unique<MboxReader>(opened.fd.get(), job.path, flavor);
+  opened.have_first = opened.reader->Next(&opened.first);
+  return opened;
+}
+
+FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, const ImportOptions& options,
+                      int64_t now) {
   FileResult result;
-  UniqueFd fd = OpenMbox(job.path);
-  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-  MboxReader reader(fd.get(), job.path, options.flavor);
-  MboxMessage message;
-  bool have_message = reader.Next(&message);
+  MboxReader& reader = *opened.reader;
+  MboxMessage& message = opened.first;
+  bool have_message = opened.have_first;
 
   std::unique_ptr<Folder> folder;
   if (store.FindFolder(job.user, job.folder)) {
@@ -185,14 +203,20 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
     const std::vector<const ImportJob*>& mine = by_user[user];
     bool imports_inbox = false;
     for (const ImportJob* job : mine) imports_inbox = imports_inbox || store::NormalizeFolder(job->folder) == "INBOX";
-    // A new user gets its record first; its INBOX is either one of the imports (built unpublished
-    // like any new folder: the user did not exist, so no delivery depended on it) or created empty.
-    if (!store.FindUser(user)) store.CreateUser(user, {}, /*with_inbox=*/false);
-    if (!imports_inbox && !store.FindFolder(user, "INBOX")) store.CreateFolder(user, "INBOX");
+    bool user_ready = false;
     for (const ImportJob* job : mine) {
       FileResult r;
       try {
-        r = ImportFile(store, *job, options, now);
+        OpenedMbox opened = OpenMboxAndReadFirst(*job, options.flavor);
+        if (!user_ready) {
+          // A new user gets its record first; its INBOX is either one of the imports (built
+          // unpublished like any new folder: the user did not exist, so no delivery depended on
+          // it) or created empty.
+          if (!store.FindUser(user)) store.CreateUser(user, {}, /*with_inbox=*/false);
+          if (!imports_inbox && !store.FindFolder(user, "INBOX")) store.CreateFolder(user, "INBOX");
+          user_ready = true;
+        }
+        r = ImportFile(store, *job, opened, options, now);
       } catch (const Error& e) {
         Rethrow(e, job->where);
       }

@@ -268,6 +268,21 @@ TEST_F(Import, PipesAndLinksAreReadWholeAndCrOnlyFilesAreRefused) {
   EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
   EXPECT_NE(r.err.find("a \"From \" line with a CR inside"), std::string::npos) << r.err;
   EXPECT_EQ(StoreState(root_), before);
+
+  // A pipe that is not an mbox makes nothing, not even the new user and its empty INBOX.
+  const std::string diary = dir_ / "diary";
+  ASSERT_EQ(::mkfifo(diary.c_str(), 0600), 0);
+  std::thread diarist([&] {
+    UniqueFd w(::open(diary.c_str(), O_WRONLY | O_CLOEXEC));
+    (void)!::write(w.get(), "Dear diary,\nno From line here\n", 31);
+  });
+  r = Run({"-u", "ghost", "-s", diary});
+  diarist.join();
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find(diary + ": not an mbox"), std::string::npos) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+  EXPECT_FALSE(store::Store::Open(root_)->FindUser("ghost"));
 }
 
 // One message with CR-only line ends in the middle of an LF mbox: the file is still refused (it
