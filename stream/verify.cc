@@ -1,10 +1,12 @@
 // verify: proves a destination store holds what the source holds.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <set>
 #include <deque>
@@ -126,6 +128,10 @@ struct SourceFolder {
   store::FolderInfo info;
   std::vector<store::MessageMeta> messages;
   std::vector<std::pair<std::string, std::string>> peruser;
+  // The source folder's directory when the source is a store (verify --source), else none: a
+  // destination folder that is that very directory (a partition linked or bind-mounted to the
+  // source's) would compare the source with itself, and delete would then remove the only copy.
+  std::optional<std::pair<dev_t, ino_t>> directory;
 };
 
 // The source's side of one user.
@@ -182,6 +188,14 @@ class Checker {
       Diff("mailbox " + mailbox + " is missing");
       report_.messages += s.messages.size();
       return;
+    }
+    if (s.directory) {
+      struct stat st;
+      if (::fstat(dfolder->dir_fd(), &st) != 0) ThrowErrno("stat " + dfolder->path());
+      if (std::pair(st.st_dev, st.st_ino) == *s.directory)
+        Throw(Errc::kInvalidArgument, "source and destination are the same files: mailbox " + mailbox + " is " +
+                                          dfolder->path() + " in both stores (a partition linked or mounted to the "
+                                          "source's); a store compared with itself proves nothing");
     }
     store::FolderSnapshot d = dfolder->Snapshot();
     auto field = [&](const char* name, auto dv, auto sv) {
@@ -295,8 +309,11 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
     if (folders.empty()) continue;
     const bool user_present = checker.CheckUser({u.user, u.status, u.quota_limit, source.Subscriptions(u.user)});
     for (const store::FolderInfo& f : folders) {
-      store::FolderSnapshot snap = source.OpenFolder(f.user, f.folder)->Snapshot();
-      checker.CheckFolder({snap.info, std::move(snap.messages), source.PerUser(f.Mailbox())});
+      std::unique_ptr<store::Folder> folder = source.OpenFolder(f.user, f.folder);
+      struct stat st;
+      if (::fstat(folder->dir_fd(), &st) != 0) ThrowErrno("stat " + folder->path());
+      store::FolderSnapshot snap = folder->Snapshot();
+      checker.CheckFolder({snap.info, std::move(snap.messages), source.PerUser(f.Mailbox()), std::pair(st.st_dev, st.st_ino)});
     }
     // A folder deleted at the source after the copy (or made at the destination only).
     if (user_present)

@@ -74,6 +74,35 @@ TEST(Verify, AStoreComparedWithItselfIsRefused) {
   }
 }
 
+// A destination whose partition is the source's (a symbolic link, as docs/store-format.md §1
+// allows for a partition on another disk, or a bind mount) holds the source's files: "equal"
+// would let delete remove the only copy. Refused at the first folder that is one directory.
+TEST(Verify, ADestinationPartitionThatIsTheSourcesIsRefused) {
+  namespace fs = std::filesystem;
+  TempDir tmp;
+  {
+    auto src = store::Store::Init(tmp / "src", {});
+    store::GenerateOptions g;
+    g.users = 2;
+    g.messages_per_user = 4;
+    store::Generate(*src, g);
+  }
+  fs::copy(tmp / "src", tmp / "dst", fs::copy_options::recursive);
+  fs::remove_all(tmp / "dst/partition/primary");
+  fs::create_directory_symlink(tmp / "src/partition/primary", tmp / "dst/partition/primary");
+  auto src = store::Store::Open(tmp / "src");
+  auto dst = store::Store::Open(tmp / "dst");
+  try {
+    CompareStores(*dst, *src, {});
+    ADD_FAILURE() << "a destination whose partition is the source's was found equal";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("source and destination are the same files: mailbox user/"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Verify, MissingMessage) {
   Pair p;
   uint32_t uid = p.Inbox()->Snapshot().messages.at(0).uid;
