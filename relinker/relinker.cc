@@ -120,10 +120,13 @@ bool Repository::Empty() const {
 
 UniqueFd Repository::OpenEntry(const Digest& digest, uint64_t size) const {
   std::string path = EntryPath(digest);
-  UniqueFd fd = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
+  // O_NONBLOCK: a FIFO planted as an entry opens at once instead of waiting for a writer.
+  UniqueFd fd = TryOpenAt(AT_FDCWD, path, O_RDONLY | O_NONBLOCK, 0, path);
   if (!fd.valid()) return fd;
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + path);
+  // Refused as a symlink is: the repository is damaged, and no one is to link to or read it.
+  if (!S_ISREG(st.st_mode)) Throw(Errc::kCorrupt, path + " is not a regular file; refusing to use it");
   if (uint64_t(st.st_size) != size) return UniqueFd();
   return fd;
 }

@@ -1,9 +1,12 @@
 // Single instance on arrival (relinker/arrival.h): identical content linked through the
 // partition's repository as it is staged, bytes proven equal first; the setting off, minsize, a
 // planted entry with other bytes, a full entry, a folder built unpublished, threads racing.
+#include <fcntl.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
@@ -181,6 +184,30 @@ TEST_F(Arrival, AnEntryWithTheDigestButOtherBytesIsNeverLinked) {
   EXPECT_EQ(Stat(Deliver(linker, "carol", m2)).bytes, m2);
   EXPECT_EQ(linker.counters().collisions, 3u);
   EXPECT_EQ(TempFiles(Partition()), 0u);
+}
+
+// A FIFO planted as an entry is damage, named at once: opening it must not wait for a writer
+// (relink, restore and deliver hung on it). The 10 s bound only turns a hang into a failure.
+TEST_F(Arrival, AFifoPlantedAsAnEntryIsRefusedAtOnce) {
+  const std::string m = Message("fifo");
+  const std::string entry = EntryPath(m);
+  MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
+  ASSERT_EQ(::mkfifo(entry.c_str(), 0600), 0);
+  auto open = std::async(std::launch::async, [&] {
+    try {
+      Repository(Partition()).OpenEntry(DigestOf(m), m.size());
+      return std::string("accepted");
+    } catch (const Error& e) {
+      return std::to_string(int(e.code())) + " " + e.what();
+    }
+  });
+  if (open.wait_for(std::chrono::seconds(10)) == std::future_status::timeout) {
+    ADD_FAILURE() << "opening a FIFO entry waits for a writer";
+    UniqueFd writer(::open(entry.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));  // lets it go
+  }
+  const std::string got = open.get();
+  EXPECT_EQ(got.rfind(std::to_string(int(Errc::kCorrupt)) + " ", 0), 0u) << got;
+  EXPECT_NE(got.find("is not a regular file"), std::string::npos) << got;
 }
 
 TEST_F(Arrival, AFullEntryIsReplacedByTheNewCopy) {
