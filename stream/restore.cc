@@ -557,6 +557,9 @@ class RestoreSession {
   }
 
   bool FileHasDigest(int fd, const Digest& digest, uint64_t size) {
+    // A device or FIFO in a message file's place (damage) would be read for ever: not the bytes.
+    struct stat st;
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != size) return false;
     uint64_t total = 0;
     const Digest have = DigestOfFile(fd, folder_->MessagePath(present_uid_), &total);
     return total == size && have == digest;

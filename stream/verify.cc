@@ -77,6 +77,11 @@ class ByteChecks {
       const Check& c = reading_.front();
       if (!file.fd.valid())
         diff(c.where + ": message file is missing");
+      else if (!S_ISREG(file.st.st_mode))  // a device would be read for ever
+        diff(c.where + ": message file " + c.shown + " is not a regular file");
+      else if (uint64_t(file.st.st_size) != c.size)  // nothing to read: another size is other bytes
+        diff(c.where + ": message file has " + std::to_string(file.st.st_size) + " bytes, the source's index says " +
+             std::to_string(c.size));
       else if (DigestOfFile(file, c.shown) != c.digest)
         diff(c.where + ": message bytes do not match the source");
       reading_.pop_front();

@@ -1,9 +1,12 @@
 // verify finds every kind of difference, directly and through a manifest stream.
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include "store/generate.h"
@@ -110,6 +113,36 @@ TEST(Verify, MissingMessage) {
   std::string want = "INBOX UID " + std::to_string(uid) + " is missing";
   EXPECT_TRUE(Mentions(p.Direct(), want));
   EXPECT_TRUE(Mentions(p.ViaManifest(), want));
+}
+
+// A FIFO, a device or a huge sparse file in a message file's place is a difference named at
+// once: a device (/dev/zero's numbers) was read for ever, a FIFO stopped verify with "Illegal
+// seek", and an 8 GiB sparse file was read to its end before it was found other bytes.
+TEST(Verify, AMessageFileThatIsNotItsBytesIsADifferenceNamedAtOnce) {
+  Pair p;
+  std::vector<store::MessageMeta> messages = p.Inbox()->Snapshot().messages;
+  ASSERT_GE(messages.size(), 3u);
+  const std::string fifo = p.Inbox()->MessagePath(messages[0].uid);
+  const std::string sparse = p.Inbox()->MessagePath(messages[1].uid);
+  const std::string device = p.Inbox()->MessagePath(messages[2].uid);
+  ASSERT_EQ(::unlink(fifo.c_str()), 0);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ASSERT_EQ(::truncate(sparse.c_str(), off_t{8} << 30), 0);
+  const bool root = ::geteuid() == 0;  // mknod of a character device needs it
+  if (root) {
+    ASSERT_EQ(::unlink(device.c_str()), 0);
+    ASSERT_EQ(::mknod(device.c_str(), S_IFCHR | 0600, makedev(1, 5)), 0) << std::strerror(errno);
+  }
+  for (const std::vector<std::string>& found : {p.Direct(), p.ViaManifest()}) {
+    EXPECT_TRUE(Mentions(found, "INBOX UID " + std::to_string(messages[0].uid) + ": message file " + fifo +
+                                    " is not a regular file"));
+    EXPECT_TRUE(Mentions(found, "INBOX UID " + std::to_string(messages[1].uid) + ": message file has 8589934592 bytes"));
+    if (root) {
+      EXPECT_TRUE(Mentions(found, "INBOX UID " + std::to_string(messages[2].uid) + ": message file " + device +
+                                      " is not a regular file"));
+    }
+    EXPECT_EQ(found.size(), root ? 3u : 2u);
+  }
 }
 
 TEST(Verify, OneFlippedByte) {
