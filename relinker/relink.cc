@@ -124,13 +124,14 @@ class PartitionPass {
     Usage before = Survey(1);
     before.repository = WalkRepository(/*purge=*/false, /*purge_temporaries=*/false);
     pass("link 2/3");
-    ForEachMessage(/*entries=*/true, [&](const std::string& path, const store::MessageMeta& meta) {
+    ForEachMessage(/*entries=*/true, [&](const store::Folder& folder, const std::string& path,
+                                         const store::MessageMeta& meta) {
       if (meta.size < options_.min_size) {
         ++stats_.too_small;
         return;
       }
       GroupKey key{EffectiveDigest(meta.digest), meta.size};
-      LinkMessage(path, key, groups_[key]);
+      LinkMessage(folder, meta.uid, path, key, groups_[key]);
     });
     collided_.clear();
     pass("survey 3/3");
@@ -158,7 +159,8 @@ class PartitionPass {
   // the pass would wait for: while fn works, threads stat the files of the folders queued ahead
   // (kMessagesAhead messages), with `entries` also their repository entries (the link pass looks
   // each up), so fn finds them in memory. Only hints: fn still does every check itself.
-  void ForEachMessage(bool entries, const std::function<void(const std::string&, const store::MessageMeta&)>& fn) {
+  void ForEachMessage(bool entries,
+                      const std::function<void(const store::Folder&, const std::string&, const store::MessageMeta&)>& fn) {
     constexpr size_t kMessagesAhead = 2048;
     std::deque<store::FolderInfo> pending;
     size_t pending_messages = 0;
@@ -177,7 +179,7 @@ class PartitionPass {
         throw;
       }
       for (const store::MessageMeta& meta : snapshot.messages) {
-        fn(folder->MessagePath(meta.uid), meta);
+        fn(*folder, folder->MessagePath(meta.uid), meta);
         if (options_.on_message) options_.on_message(meta.size);
       }
       // Once per run (the link pass): a killed writer's temporary keeps space, and a link among
@@ -211,7 +213,7 @@ class PartitionPass {
   Usage Survey(uint8_t number) {
     Usage usage;
     std::unordered_set<InodeId, InodeHash> extra_shared;
-    ForEachMessage(/*entries=*/false, [&](const std::string& path, const store::MessageMeta& meta) {
+    ForEachMessage(/*entries=*/false, [&](const store::Folder&, const std::string& path, const store::MessageMeta& meta) {
       struct stat st;
       if (!StatPath(path, &st) || !S_ISREG(st.st_mode)) return;  // expunged meanwhile
       Group& group = groups_[GroupKey{EffectiveDigest(meta.digest), meta.size}];
@@ -298,14 +300,22 @@ class PartitionPass {
   }
 
   // The decisions for one message; see docs/relinker.md §The pass.
-  void LinkMessage(const std::string& path, const GroupKey& key, Group& group) {
+  void LinkMessage(const store::Folder& folder, uint32_t uid, const std::string& path, const GroupKey& key,
+                   Group& group) {
     struct stat st;
     if (!StatPath(path, &st)) {
+      // Expunged since the snapshot, or lost: the index tells (OpenMessage throws kCorrupt,
+      // naming the file, when store.idx still lists it), never counted as expunged meanwhile.
+      if (folder.OpenMessage(uid).valid()) return;  // committed just now: a later run
       ++stats_.vanished;
       return;
     }
-    // A file that does not match its record is left for `verify`; nothing is linked to it.
-    if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) != key.size) return;
+    // A directory, FIFO or device where a message file belongs is damage, never a race.
+    if (!S_ISREG(st.st_mode))
+      Throw(Errc::kCorrupt, "mailbox " + folder.Mailbox() + ": UID " + std::to_string(uid) + ": " + path +
+                                " is not a regular file (damaged store)");
+    // A file of another size than its record is left for `verify`; nothing is linked to it.
+    if (uint64_t(st.st_size) != key.size) return;
     const InodeId mine = IdOf(st);
     if (mine == group.entry) return;
 

@@ -302,6 +302,34 @@ TEST(Relink, OnlyTheChosenPartitionIsTouched) {
   }
 }
 
+// A listed message whose file is missing, or is a directory, is damage: named, kCorrupt, never
+// counted as "expunged meanwhile" with the pass ending well.
+TEST(Relink, AMissingOrForeignMessageFileIsDamageNotAnExpunge) {
+  for (const bool directory : {false, true}) {
+    TempDir dir;
+    auto s = store::Store::Init(dir / "store", {"one"});
+    s->CreateUser("a", "one");
+    s->CreateUser("b", "one");
+    for (const char* user : {"a", "b"}) Deliver(*s, user, "INBOX", Message('x', 2000));
+    const std::string path = s->OpenFolder("a", "INBOX")->MessagePath(1);
+    ASSERT_EQ(::unlink(path.c_str()), 0);
+    if (directory) {
+      ASSERT_EQ(::mkdir(path.c_str(), 0700), 0);
+    }
+    try {
+      const RelinkStats stats = Relink(*s, {});
+      ADD_FAILURE() << (directory ? "a directory" : "a missing file") << " passed; expunged meanwhile "
+                    << stats.vanished;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kCorrupt) << e.what();
+      EXPECT_NE(std::string(e.what()).find("user/a/INBOX: UID 1"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(directory ? "is not a regular file" : "is missing (damaged store)"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST(Relink, ForcedDigestCollisionIsNeverLinked) {
   TempDir dir;
   auto s = store::Store::Init(dir / "store", {"primary"});
