@@ -742,22 +742,27 @@ std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_v
   ValidateStoredFolderName(folder);
   std::string name = NormalizeFolder(folder);
   std::string key = MailboxKey(user, name), v;
-  bool found = false;
-  db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
-  if (!found) return std::nullopt;
-  FolderValue fv = DecodeFolder(v, key);
-  FolderInfo info;
-  info.user = std::string(user);
-  info.folder = name;
-  info.partition = fv.partition;
-  info.created = fv.created;
-  info.acl = fv.acl;
-  info.origin = fv.origin;
-  // Renamed or deleted between the record and its index: no such folder (any more).
-  if (detail == FolderDetail::kWithIndex &&
-      !ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), key, &info))
-    return std::nullopt;
-  return info;
+  // A move to another partition commits the record before it removes the old index: an index
+  // gone under a record read before the commit (ReadIndexHeaderUnlessDeleted: false when the
+  // record is gone or names another partition now) is read again where the record now says.
+  // Only a record that is gone means no such folder (a deliver's 66, which an MTA bounces).
+  for (int reads = 0;; ++reads) {
+    bool found = false;
+    db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
+    if (!found) return std::nullopt;
+    FolderValue fv = DecodeFolder(v, key);
+    FolderInfo info;
+    info.user = std::string(user);
+    info.folder = name;
+    info.partition = fv.partition;
+    info.created = fv.created;
+    info.acl = fv.acl;
+    info.origin = fv.origin;
+    if (detail == FolderDetail::kRecordOnly ||
+        ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), key, &info))
+      return info;
+    if (reads >= 100) Throw(Errc::kTempFail, "mailbox " + key + " keeps moving between partitions; try again");
+  }
 }
 
 // The FolderInfo of a folder.db record; false when the folder vanished while it was read.

@@ -717,6 +717,39 @@ TEST(AdminMove, RacingDeliveriesLoseNothing) {
   RecordProperty("moves_during_deliveries", moves);
 }
 
+// A folder of a user moving between partitions is found throughout: its record is read again
+// when the index went with the move. It was "no such folder" now and then, which a deliver
+// answers with 66 and an MTA bounces.
+TEST(AdminMove, AMovingUsersFolderIsFoundThroughout) {
+  TempDir tmp;
+  {
+    auto store = Store::Init(tmp.path(), {"primary", "second"});
+    store->CreateUser("joe");
+    Deliver(*store, "joe", "Stays", Msg("seed"));
+  }
+  constexpr int kMoves = 300;
+  const pid_t mover = ::fork();
+  ASSERT_GE(mover, 0);
+  if (mover == 0) {
+    auto store = Store::Open(tmp.path());
+    for (int i = 0; i < kMoves; ++i) MoveUser(*store, "joe", i % 2 ? "primary" : "second");
+    ::_exit(0);
+  }
+  auto store = Store::Open(tmp.path());
+  uint64_t looks = 0, missed = 0;
+  for (int status;;) {
+    const pid_t done = ::waitpid(mover, &status, WNOHANG);
+    ASSERT_GE(done, 0);
+    if (done == mover) {
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+      break;
+    }
+    ++looks;
+    missed += !store->FindFolder("joe", "Stays").has_value();
+  }
+  EXPECT_EQ(missed, 0u) << "of " << looks << " looks during " << kMoves << " moves";
+}
+
 // --- the CLI -------------------------------------------------------------------------------------------
 
 class AdminCli : public ::testing::Test {
