@@ -24,6 +24,7 @@
 #include "store/read_ahead.h"
 #include "store/stale_temporaries.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 #include "util/fs.h"
 
 namespace storemove::relinker {
@@ -179,6 +180,7 @@ class PartitionPass {
         throw;
       }
       for (const store::MessageMeta& meta : snapshot.messages) {
+        ThrowIfInterrupted("relinking partition " + partition_ + " (a rerun goes on; nothing is half done)");
         fn(*folder, folder->MessagePath(meta.uid), meta);
         if (options_.on_message) options_.on_message(meta.size);
       }

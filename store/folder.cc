@@ -12,6 +12,7 @@
 
 #include "store/index.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace storemove::store {
 
@@ -52,6 +53,7 @@ class Folder::Lock {
   Lock(int fd, bool exclusive, const std::string& shown) : fd_(fd) {
     while (::flock(fd_, exclusive ? LOCK_EX : LOCK_SH) != 0) {
       if (errno != EINTR) ThrowErrno("lock " + shown);
+      ThrowIfInterrupted("waiting for the lock of " + shown);
     }
   }
   ~Lock() { ::flock(fd_, LOCK_UN); }

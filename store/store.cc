@@ -19,6 +19,7 @@
 #include "store/names.h"
 #include "util/bytes.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace storemove::store {
 
@@ -337,8 +338,10 @@ UniqueFd LockGate(const std::string& user_dir, std::string_view user, int how, c
   if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + path);
   const std::string name(user);
   if (!wait.on_wait && wait.timeout_seconds <= 0 && !wait.cancelled) {
-    while (::flock(fd.get(), how) != 0)
+    while (::flock(fd.get(), how) != 0) {
       if (errno != EINTR) ThrowErrno("lock " + path);
+      ThrowIfInterrupted("waiting for the delivery gate " + path);
+    }
     return fd;
   }
   using Clock = std::chrono::steady_clock;
@@ -353,6 +356,7 @@ UniqueFd LockGate(const std::string& user_dir, std::string_view user, int how, c
   auto pause = std::chrono::milliseconds(5);
   while (::flock(fd.get(), how | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + path);
+    ThrowIfInterrupted("waiting for the delivery gate " + path);
     if (wait.cancelled && wait.cancelled())
       Throw(Errc::kTempFail, "user " + name + ": gave up waiting for its delivery gate " + path + ": cancelled");
     if (!told && wait.on_wait && Clock::now() - start >= kAnnounceAfter) {
@@ -582,13 +586,16 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user, const Lock
       if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + lock_path);
       tell("another storemove process is writing it (restore, serve, rename or delete)");
       if (!bounded) {
-        while (::flock(fd.get(), LOCK_EX) != 0)
+        while (::flock(fd.get(), LOCK_EX) != 0) {
           if (errno != EINTR) ThrowErrno("lock " + lock_path);
+          ThrowIfInterrupted("waiting for user " + name);
+        }
       } else {
         // flock(2) has no timeout: a bounded wait asks again, first often, then every slice.
         auto pause = std::chrono::milliseconds(5);
         while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
           if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + lock_path);
+          ThrowIfInterrupted("waiting for user " + name);
           give_up_if_due("another storemove process");
           std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - Clock::now()));
           pause = std::min<std::chrono::milliseconds>(pause * 2, kSlice);

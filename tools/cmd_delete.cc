@@ -6,6 +6,7 @@
 #include "store/admin.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace storemove::tools {
 namespace {
@@ -23,6 +24,7 @@ void PrintError(std::string message) {
 }
 
 int RunDelete(const DeleteOptions& options) {
+  StopAtSafePointOnSignal();  // a signal unwinds: the environment is closed (util/interrupt.h)
   // Every name is checked before anything is deleted: one bad name deletes nothing.
   std::vector<store::AdminTarget> targets;
   for (const std::string& name : options.names) targets.push_back(store::ParseAdminTarget(name));

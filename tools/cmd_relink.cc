@@ -12,6 +12,7 @@
 #include "stream/progress.h"
 #include "tools/commands.h"
 #include "util/version.h"
+#include "util/interrupt.h"
 
 namespace storemove::tools {
 namespace {
@@ -30,6 +31,7 @@ nlohmann::json UsageJson(const relinker::Usage& u) {
 }
 
 int RunRelink(RelinkCommandOptions& options) {
+  StopAtSafePointOnSignal();  // a signal unwinds: the environment is closed (util/interrupt.h)
   std::unique_ptr<store::Store> store = OpenStore(options.store_dir);
   const uint64_t min_size_kb = options.min_size_kb >= 0 ? uint64_t(options.min_size_kb)
                                                         : store::ReadSettings(*store).relinker_minsize_kb;

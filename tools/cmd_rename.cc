@@ -5,6 +5,7 @@
 #include "store/admin.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace storemove::tools {
 namespace {
@@ -29,6 +30,7 @@ void Move(store::Store& store, const std::string& user, const std::string& parti
 }
 
 int RunRename(const RenameOptions& options) {
+  StopAtSafePointOnSignal();  // a signal unwinds: the environment is closed (util/interrupt.h)
   const store::AdminTarget from = store::ParseAdminTarget(options.old_name);
   const store::AdminTarget to = store::ParseAdminTarget(options.new_name);
   if (!options.partition.empty()) store::ValidatePartitionName(options.partition);

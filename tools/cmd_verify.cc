@@ -13,6 +13,7 @@
 #include "tools/commands.h"
 #include "tools/session_io.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace storemove::tools {
 namespace {
@@ -30,6 +31,7 @@ struct VerifyCliOptions {
 };
 
 int RunVerify(const VerifyCliOptions& o) {
+  StopAtSafePointOnSignal();  // a signal unwinds: the environment is closed (util/interrupt.h)
   if (o.source_dir.empty() == o.manifest.empty())
     Throw(Errc::kInvalidArgument, "verify: give exactly one of --source DIR or --manifest FILE|-");
   if (!o.source_dir.empty()) stream::RefuseSameStore(RequireStoreDir(o.store_dir), o.source_dir);

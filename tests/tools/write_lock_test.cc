@@ -78,6 +78,7 @@ class Spawned {
     in_ = -1;
   }
   void Kill() { ::kill(pid_, SIGKILL); }
+  void Signal(int signo) { ::kill(pid_, signo); }
   bool Exited() {
     if (pid_ <= 0) return true;
     int st = 0;
@@ -276,6 +277,36 @@ TEST_F(WriteLockTest, DeleteAndRenameSayWhyTheyWait) {
   EXPECT_EQ(holder.Wait(), 0) << holder.Err();
   EXPECT_EQ(del.Wait(), 0) << del.Err();
   EXPECT_FALSE(store::Store::Open(dst_)->FindUser("joe"));
+}
+
+// SIGTERM or Ctrl-C of a rename or delete waiting for a user stops it cleanly (130, one line):
+// it leaves the database environment as it found it. Dying by the signal with the environment
+// open made the next opener recover it, which ended the restore it was waiting for with 75.
+TEST_F(WriteLockTest, ASignalledWaiterStopsCleanlyAndTheRestoreItWaitedForCompletes) {
+  Spawned restore({"restore", "--store", dst_, "-f", "-"}, tmp_ / "restore.err");
+  restore.Feed(std::string_view(stream_).substr(0, cut_));
+  ASSERT_TRUE(WaitFor([&] { return PathExists(SentDir() + "/store.idx"); })) << restore.Err();
+  const std::vector<std::pair<std::vector<std::string>, int>> waiters = {
+      {{"rename", "--store", dst_, "user/joe/Sent", "user/joe/Old"}, SIGTERM},
+      {{"delete", "--store", dst_, "--force", "joe"}, SIGINT}};
+  for (const auto& [args, signo] : waiters) {
+    Spawned waiter(args, tmp_ / (args[0] + ".err"));
+    waiter.CloseInput();
+    ASSERT_TRUE(WaitFor([&] { return waiter.Err().find("waiting for user joe") != std::string::npos || waiter.Exited(); }));
+    ASSERT_FALSE(waiter.Exited()) << waiter.Err();
+    waiter.Signal(signo);
+    EXPECT_EQ(waiter.Wait(), 130) << args[0] << ": " << waiter.Err();
+    EXPECT_NE(waiter.Err().find(std::string("storemove: interrupted by SIG") + (signo == SIGTERM ? "TERM" : "INT") +
+                                " while waiting for user joe"),
+              std::string::npos)
+        << waiter.Err();
+    CliResult next = RunCli({"users", "--store", dst_});  // the next opener
+    EXPECT_EQ(next.status, 0) << next.Describe();
+  }
+  restore.Feed(std::string_view(stream_).substr(cut_));
+  restore.CloseInput();
+  EXPECT_EQ(restore.Wait(), 0) << restore.Err();
+  EXPECT_EQ(Subjects("Sent"), (std::vector<std::string>{"sent-1", "sent-2", "sent-3"}));
 }
 
 // A restore killed with its lock held blocks nobody: the kernel drops the lock with the process,
