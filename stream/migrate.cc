@@ -159,6 +159,9 @@ std::string RecoverJournal(store::Store& s, const std::string& group) {
 // source never said "moved", so no mail went there), and the next attempt's passes adopt them.
 
 constexpr char kSwitchMagic[] = "storemove-migrate-switch 1";
+// The same record, kept by a run that failed after sending the switch and put its users back at
+// the source itself: their destination copies may be active, and no one else has touched them.
+constexpr char kFailedSwitchMagic[] = "storemove-migrate-switch 1 failed-run";
 
 std::string SwitchPath(const store::Store& s, const std::string& group) {
   return JournalDir(s) + "/" + group + ".switch";
@@ -172,6 +175,25 @@ void WriteSwitchRecord(const store::Store& s, const std::string& group, const st
 }
 
 void RemoveSwitchRecord(const store::Store& s, const std::string& group) { RemoveJournalFile(s, SwitchPath(s, group)); }
+
+std::string SwitchRecordMagic(const store::Store& s, const std::string& group) {
+  const std::string path = SwitchPath(s, group);
+  if (!PathExists(path)) return "";
+  const std::string text = ReadFile(path);
+  return text.substr(0, text.find('\n'));
+}
+
+// The run that wrote the record failed after it: marks it for the next run to believe, and says
+// how many users it names (their copies at the destination may be active).
+size_t KeepSwitchRecordOfFailedRun(const store::Store& s, const std::string& group) {
+  const std::string path = SwitchPath(s, group);
+  std::string text = ReadFile(path);
+  const size_t eol = text.find('\n');
+  if (eol == std::string::npos || text.substr(0, eol) != kSwitchMagic) return 0;
+  text.replace(0, eol, kFailedSwitchMagic);
+  WriteFileAtomic(path, text, 0600);
+  return size_t(std::count(text.begin(), text.end(), '\n')) - 2;  // less the magic and "to" lines
+}
 
 // The users of `group`'s switch record aimed at `to` that are not moved at the source (a moved
 // one was switched: its destination copy is live). Empty without a record.
@@ -191,7 +213,7 @@ std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group
   }
   std::istringstream in(ReadFile(path));
   std::string line;
-  if (!std::getline(in, line) || line != kSwitchMagic)
+  if (!std::getline(in, line) || (line != kSwitchMagic && line != kFailedSwitchMagic))
     Throw(Errc::kCorrupt, path + ": not a storemove migrate switch record (first line '" + EscapeControls(line) + "')");
   if (!std::getline(in, line) || line != "to " + to) return users;  // another destination's
   while (std::getline(in, line)) {
@@ -258,6 +280,10 @@ class Migration {
     }
     // Every session, set-status included, names the source store: its own server refuses it.
     client_.source_store_id = source_.store_id();
+    // A failed run's switch record (KeepSwitchRecordOfFailedRun) is believed by the next run of
+    // its group: that run put its users back itself, so nothing else has changed them since.
+    for (const auto& [group, fd] : locks)
+      if (SwitchRecordMagic(source_, group) == kFailedSwitchMagic) switch_trusted_.insert(group);
     for (const std::string& group : JournalGroups(source_)) {
       if (locks.count(group)) {
         switch_trusted_.insert(group);  // killed during its hold: its switch record, if any, is sure
@@ -417,6 +443,16 @@ class Migration {
     if (errors.empty()) {
       try {
         RemoveJournal(source_, r.name);
+        // The switch was sent (its record is this run's) but not finished: the destination may
+        // have made the copies active. Kept for the next run, which adopts them (puts them on
+        // hold there again); without it the rerun took them for users live at the destination.
+        if (SwitchTrusted(r.name)) {
+          if (size_t users = KeepSwitchRecordOfFailedRun(source_, r.name))
+            r.errors.push_back("the switch was sent to " + options_.to.ToString() + " and not finished: " +
+                               std::to_string(users) +
+                               " users may be active there as well as here; run migrate again to adopt and finish "
+                               "them (" + SwitchPath(source_, r.name) + ")");
+        }
       } catch (const Error& e) {
         r.errors.push_back(e.what());
       }
@@ -574,6 +610,7 @@ class Migration {
                               }
                               WriteSwitchRecord(source_, r.name, options_.to.ToString(), user_list);
                               session.SetStatuses(active);
+                              if (options_.after_switch_sent) options_.after_switch_sent(r.name);
                             },
                             GateWait());
     RemoveSwitchRecord(source_, r.name);  // every user is moved: their copies are live now

@@ -44,6 +44,9 @@ struct MigrateOptions {
   std::function<void(const std::string&)> on_retry;
   // Test seam: called once a group's users are on hold (journal written), before the catch-up.
   std::function<void(const std::string& group)> on_hold;
+  // Tests: called once the destination answered the switch, before the source's transaction; a
+  // throw stands for a connection lost at that moment.
+  std::function<void(const std::string& group)> after_switch_sent;
   // Test seam: called after each online pass (1 = the copy), before the next one or the hold.
   std::function<void(const std::string& group, int pass)> on_pass;
 };

@@ -833,6 +833,45 @@ TEST(MigrateLiveDestination, CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsA
   for (const auto& [user, status] : Statuses(*dst)) EXPECT_EQ(status, "active") << user << ": untouched";
 }
 
+// A run whose switch reached the destination but whose answer was lost, and which then failed
+// (its retries found the link down), puts its users back at the source while their copies may be
+// active at the destination. It says so, and keeps its switch record for the next run, which
+// adopts the copies. Found by review: the rerun refused every user as live at the destination,
+// and nothing said why, until someone held each copy by hand.
+TEST(MigrateLiveDestination, ARunThatFailedAfterItsSwitchWasSentLeavesItToTheRerun) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 3, 3);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 1;
+  o.retry_delay_ms = 10;
+  int lost = 0;
+  o.after_switch_sent = [&](const std::string&) {
+    ++lost;
+    Throw(Errc::kIo, "the connection was lost after the switch (test)");
+  };
+  MigrateReport failed = Migrate(*src, o);
+  EXPECT_FALSE(failed.ok());
+  EXPECT_EQ(lost, 2) << failed.Text();  // the retry adopted the copies and switched again
+  EXPECT_NE(failed.Text().find("g: the switch was sent to " + server.endpoint().ToString() +
+                               " and not finished: 3 users may be active there as well as here; run migrate again"),
+            std::string::npos)
+      << failed.Text();
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user << ": put back";
+  for (const auto& [user, status] : Statuses(*dst)) EXPECT_EQ(status, "active") << user << ": switched there";
+  ASSERT_TRUE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+
+  o.after_switch_sent = nullptr;
+  MigrateReport rerun = Migrate(*src, o);
+  ASSERT_TRUE(rerun.ok()) << rerun.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+}
+
 // --- a stuck delivery's gate ----------------------------------------------------------------------
 
 // The child's exit status once it ends within `seconds`; -1 if it did not (the child is then
