@@ -20,6 +20,7 @@
 #include "util/bytes.h"
 #include "util/error.h"
 #include "util/interrupt.h"
+#include "store/dir_lock.h"
 
 namespace storemove::store {
 
@@ -709,10 +710,9 @@ void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn,
 namespace {
 
 // Fills the store.idx part of a FolderInfo (under the folder's shared lock).
-void ReadIndexHeader(const std::string& dir, FolderInfo* info) {
+void ReadIndexHeader(const std::string& dir, FolderInfo* info, const std::function<void(const std::string&)>& on_wait) {
   UniqueFd dfd = OpenFile(dir, O_RDONLY | O_DIRECTORY);
-  while (::flock(dfd.get(), LOCK_SH) != 0)
-    if (errno != EINTR) ThrowErrno("lock " + dir);
+  LockFolderDirectory(dfd.get(), LOCK_SH, dir, on_wait);
   index::Contents c = index::ReadFolderIndex(dfd.get(), dir, info->Mailbox(), false);
   info->uidvalidity = c.header.uidvalidity;
   info->uidnext = c.header.uidnext;
@@ -730,7 +730,7 @@ void ReadIndexHeader(const std::string& dir, FolderInfo* info) {
 bool Store::ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info) {
   for (int attempt = 1;; ++attempt) {
     try {
-      ReadIndexHeader(dir, info);
+      ReadIndexHeader(dir, info, options_.on_wait);
       return true;
     } catch (const Error& e) {
       if (e.code() != Errc::kCorrupt && e.code() != Errc::kNotFound) throw;
@@ -853,9 +853,8 @@ index::Header WriteEmptyFolderFiles(int dir, const std::string& path, uint32_t u
 }
 
 struct DirLock {
-  DirLock(int fd, const std::string& path) : fd(fd) {
-    while (::flock(fd, LOCK_EX) != 0)
-      if (errno != EINTR) ThrowErrno("lock " + path);
+  DirLock(int fd, const std::string& path, const std::function<void(const std::string&)>& on_wait) : fd(fd) {
+    LockFolderDirectory(fd, LOCK_EX, path, on_wait);
   }
   ~DirLock() { ::flock(fd, LOCK_UN); }
   int fd;
@@ -883,7 +882,7 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
   {
     // Serialise creators of the same folder; the mboxlist record is the commit point, so
     // leftovers of a creation that crashed before it are simply overwritten.
-    DirLock lock(dir.get(), path);
+    DirLock lock(dir.get(), path, options_.on_wait);
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
     if (!found) {
       const bool sync = options_.durability == Durability::kBatch;
@@ -927,7 +926,7 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
   MakeDirs(path, 0700);
   UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
   {
-    DirLock lock(dir.get(), path);
+    DirLock lock(dir.get(), path, options_.on_wait);
     // Checked under the directory lock: a creator that started before the write lock was taken
     // has either published (seen here) or not yet written anything.
     std::string v;
@@ -948,7 +947,7 @@ void Store::PublishFolder(Folder& folder, std::string_view origin) {
   std::string key = MailboxKey(folder.user(), folder.folder());
   std::optional<UserInfo> info = FindUser(folder.user());
   if (!info) Throw(Errc::kNoUser, "no such user: " + folder.user());
-  DirLock lock(folder.dir_.get(), folder.path());
+  DirLock lock(folder.dir_.get(), folder.path(), options_.on_wait);
   std::string shown = folder.path() + "/store.idx";
   UniqueFd idx = OpenAt(folder.dir_.get(), "store.idx", O_RDONLY, 0, shown);
   index::Header h = index::Read(idx.get(), shown, false).header;

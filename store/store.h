@@ -298,6 +298,8 @@ class Store {
   std::string PartitionPath(std::string_view partition) const;
   std::string DefaultPartition() const;
   Durability durability() const { return options_.durability; }
+  // StoreOptions::on_wait: also told when a folder's lock is held for long (Folder).
+  const std::function<void(const std::string&)>& on_wait() const { return options_.on_wait; }
   void set_durability(Durability d) { options_.durability = d; }
 
   // --- users ---

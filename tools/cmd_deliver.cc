@@ -68,7 +68,10 @@ int DeliverOnce(const DeliverOptions& options) {
   }
   const std::string& root = RequireStoreDir(options.store_dir);
 
-  auto store = store::Store::Open(root, {store::Durability::kBatch, {}});
+  // A wait that lasts (a folder being moved, a stopped process) goes to the MTA's log once.
+  auto store = store::Store::Open(root, {store::Durability::kBatch, [](const std::string& why) {
+                                           std::fprintf(stderr, "storemove deliver: %s\n", why.c_str());
+                                         }});
   store::Settings settings;
   try {
     settings = store::ReadSettings(*store);

@@ -3,6 +3,7 @@
 // is ordered without sleeping: the restore reads its stream from a pipe that the test fills up to
 // the middle of a message, and the test waits for what the restore leaves on disk.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -307,6 +308,33 @@ TEST_F(WriteLockTest, ASignalledWaiterStopsCleanlyAndTheRestoreItWaitedForComple
   restore.CloseInput();
   EXPECT_EQ(restore.Wait(), 0) << restore.Err();
   EXPECT_EQ(Subjects("Sent"), (std::vector<std::string>{"sent-1", "sent-2", "sent-3"}));
+}
+
+// A folder lock held for long (a rename or partition move staging the folder, or a process
+// stopped with it) is said once by whoever waits for it, then waited for: deliver and list sat
+// silent for as long as the holder was stopped.
+TEST_F(WriteLockTest, AFolderLockHeldForLongIsSaidByTheWaiter) {
+  auto store = store::Store::Open(src_);
+  const std::string sent = store->PartitionPath("primary") + "/" + store::FolderRelPath("joe", "Sent");
+  store.reset();
+  UniqueFd held(::open(sent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+  const std::vector<std::vector<std::string>> waiters = {
+      {"deliver", "--store", src_, "--user", "joe", "--folder", "Sent"}, {"list", "--store", src_}};
+  for (const std::vector<std::string>& args : waiters) {
+    Spawned waiter(args, tmp_ / (args[0] + ".err"));
+    waiter.Feed(Message("waited"));
+    waiter.CloseInput();
+    ASSERT_TRUE(WaitFor([&] {
+      return waiter.Err().find("waiting for the lock of folder " + sent) != std::string::npos || waiter.Exited();
+    }));
+    EXPECT_FALSE(waiter.Exited()) << args[0] << ": " << waiter.Err();
+    const std::string said = waiter.Err();
+    EXPECT_EQ(std::count(said.begin(), said.end(), '\n'), 1) << "once: " << said;
+    ASSERT_EQ(::flock(held.get(), LOCK_UN), 0);
+    EXPECT_EQ(waiter.Wait(), 0) << args[0] << ": " << waiter.Err();
+    ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+  }
 }
 
 // A restore killed with its lock held blocks nobody: the kernel drops the lock with the process,

@@ -1,0 +1,39 @@
+#include "store/dir_lock.h"
+
+#include <sys/file.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include "util/error.h"
+#include "util/interrupt.h"
+
+namespace storemove::store {
+
+void LockFolderDirectory(int fd, int how, const std::string& shown,
+                         const std::function<void(const std::string&)>& on_wait) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point announce_at = Clock::now() + std::chrono::seconds(1);
+  auto pause = std::chrono::milliseconds(1);
+  while (::flock(fd, how | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + shown);
+    ThrowIfInterrupted("waiting for the lock of " + shown);
+    if (Clock::now() >= announce_at) {
+      if (on_wait)
+        on_wait("waiting for the lock of folder " + shown +
+                ": another process holds it (a rename or partition move of its user copying it, or a stopped "
+                "process)");
+      while (::flock(fd, how) != 0) {
+        if (errno != EINTR) ThrowErrno("lock " + shown);
+        ThrowIfInterrupted("waiting for the lock of " + shown);
+      }
+      return;
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+}
+
+}  // namespace storemove::store
