@@ -466,6 +466,18 @@ void Connection::SetTimeout(int seconds) {
   ::setsockopt(fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+// A TLS call on our blocking socket reports WANT_READ/WANT_WRITE both when the socket's timeout
+// (SO_RCVTIMEO/SO_SNDTIMEO) passed, EAGAIN, and when a signal cut its read or write short, EINTR:
+// Linux does the latter even without a handler, to a process stopped and continued (Ctrl-Z and
+// fg, SIGSTOP and SIGCONT: signal(7)). Only the first is a timeout; the second is called again,
+// with the socket's whole timeout, as plain TCP does. Before FailTls, which clears the queue.
+bool Connection::TlsInterrupted(int ret) {
+  const int saved_errno = errno;
+  const int err = SSL_get_error(ssl_, ret);
+  return saved_errno == EINTR &&
+         (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_SYSCALL);
+}
+
 void Connection::FailTls(const char* call, int ret) {
   int err = SSL_get_error(ssl_, ret);
   int saved_errno = errno;
@@ -522,7 +534,9 @@ void Connection::Connect(const TlsContext& tls, const std::string& host) {
     // Server Name Indication: a mail host serving several names picks the certificate by it.
     if (!IsIpLiteral(host) && SSL_set_tlsext_host_name(ssl_, host.c_str()) != 1) ThrowTls(Errc::kIo, "TLS SNI " + host);
   }
-  int ret = SSL_connect(ssl_);
+  int ret;
+  do ret = SSL_connect(ssl_);
+  while (ret != 1 && TlsInterrupted(ret));
   if (ret != 1) FailTls("TLS handshake with", ret);
   if (tls.psk() && !SSL_session_reused(ssl_))
     Throw(Errc::kAuth, "TLS handshake with " + peer_ + ": the server did not use the pre-shared key");
@@ -574,7 +588,9 @@ void Connection::Accept(const TlsContext& tls) {
   ERR_clear_error();
   ssl_ = SSL_new(tls.get());
   if (!ssl_ || SSL_set_fd(ssl_, fd_.get()) != 1) ThrowTls(Errc::kIo, "SSL_new");
-  int ret = SSL_accept(ssl_);
+  int ret;
+  do ret = SSL_accept(ssl_);
+  while (ret != 1 && TlsInterrupted(ret));
   if (ret != 1) {
     try {
       FailTls("TLS handshake with", ret);
@@ -590,10 +606,11 @@ void Connection::Accept(const TlsContext& tls) {
 }
 
 size_t Connection::ReadRaw(void* data, size_t size) {
-  if (ssl_) {
+  while (ssl_) {
     ERR_clear_error();
     int ret = SSL_read(ssl_, data, int(std::min<size_t>(size, 1 << 30)));
     if (ret > 0) return size_t(ret);
+    if (TlsInterrupted(ret)) continue;
     if (SSL_get_error(ssl_, ret) == SSL_ERROR_ZERO_RETURN) return 0;
     FailTls("read from", ret);
   }
@@ -641,6 +658,7 @@ void Connection::WriteAll(const void* data, size_t size) {
     if (ssl_) {
       ERR_clear_error();
       int ret = SSL_write(ssl_, p, int(std::min<size_t>(size, 1 << 30)));
+      if (ret <= 0 && TlsInterrupted(ret)) continue;  // the same buffer and length, as OpenSSL asks
       if (ret <= 0) FailTls("write to", ret);
       n = size_t(ret);
     } else {

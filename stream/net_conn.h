@@ -91,6 +91,7 @@ class Connection {
   bool authenticated() const { return authenticated_; }
 
  private:
+  bool TlsInterrupted(int ret);  // a signal, not the timeout: call again (see net.cc)
   [[noreturn]] void FailTls(const char* call, int ret);
   int PeekFirstByte();
   size_t ReadRaw(void* data, size_t size);

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -936,6 +937,130 @@ TEST(NetTimeout, StalledPeersAreDroppedAndTheServerGoesOn) {
   for (size_t at = 0; (at = log.find("timed out after 1 s", at)) != std::string::npos; ++at) ++timeouts;
   EXPECT_EQ(timeouts, 2u) << log;
 }
+
+// --- a process stopped and continued (Ctrl-Z and fg) --------------------------------------------
+
+// Whether `pid` (one thread) sleeps in one of `calls` on `fd`, from /proc: false once it is not
+// there within the guard time, or has ended.
+bool WaitUntilBlockedIn(pid_t pid, std::initializer_list<long> calls, int fd) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(kGuardSeconds);
+  while (std::chrono::steady_clock::now() < end) {
+    std::ifstream stat(proc + "/stat"), syscall(proc + "/syscall");
+    std::string pid_field, comm, state;
+    stat >> pid_field >> comm >> state;  // comm is the test binary's name: no spaces
+    if (state == "Z" || state.empty()) return false;
+    long call = -1;
+    std::string first_arg;
+    syscall >> call >> first_arg;  // "running" leaves call at -1
+    // A sleep, not the socket lock's uninterruptible wait (D): the signal ends it with EINTR.
+    if (state == "S" && std::find(calls.begin(), calls.end(), call) != calls.end() &&
+        std::stol(first_arg, nullptr, 16) == fd)
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return false;
+}
+
+// Stops `pid` while it waits in one of `calls` on `fd` and continues it a second later, well within
+// its timeout: a Ctrl-Z and fg. Linux ends the wait with EINTR, even without a signal handler.
+void StopAndContinueWhileBlockedIn(pid_t pid, std::initializer_list<long> calls, int fd) {
+  if (!WaitUntilBlockedIn(pid, calls, fd)) throw std::runtime_error("the child never waited on its socket");
+  int status = 0;
+  if (::kill(pid, SIGSTOP) != 0 || ::waitpid(pid, &status, WUNTRACED) != pid || !WIFSTOPPED(status))
+    throw std::runtime_error("the child did not stop");
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  if (::kill(pid, SIGCONT) != 0 || ::waitpid(pid, &status, WCONTINUED) != pid || !WIFCONTINUED(status))
+    throw std::runtime_error("the child did not continue");
+}
+
+// A TLS peer in a child process is stopped and continued while it waits for the handshake (as
+// client), for data to read and for room to write; each goes on, and a peer that then really
+// sends nothing for its timeout still ends with the timeout. `child_is_client`: which side it is.
+void StoppedTlsPeerGoesOn(bool child_is_client) {
+  TempDir tmp;
+  Credentials credentials;
+  credentials.key_file = Key(tmp, "key");
+  TlsContext client_tls(credentials, TlsContext::Side::kClient), server_tls(credentials, TlsContext::Side::kServer);
+  Endpoint bound;
+  UniqueFd listener = ListenTcp({"127.0.0.1", 0}, &bound);
+  UniqueFd client_fd = ConnectTcp(bound, 10);
+  UniqueFd server_fd(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(server_fd.valid());
+  UniqueFd& child_fd = child_is_client ? client_fd : server_fd;
+  UniqueFd& parent_fd = child_is_client ? server_fd : client_fd;
+  // Small buffers, so that the child's write of a few MiB waits for the parent to read.
+  const int small = 64 << 10;
+  ::setsockopt(child_fd.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  ::setsockopt(parent_fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  const std::string sent = "sixteen bytes...", big(4 << 20, 'x');
+  constexpr int kTimeout = 3;
+  int report[2];
+  ASSERT_EQ(::pipe2(report, O_CLOEXEC), 0);
+  const int fd = child_fd.get();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // the child: one side of the connection, its outcome on the pipe
+    parent_fd.reset();
+    std::string outcome, step = "handshake";
+    try {
+      Connection conn(std::move(child_fd), "the parent");
+      conn.SetTimeout(kTimeout);
+      if (child_is_client) conn.Connect(client_tls, "127.0.0.1");
+      else conn.Accept(server_tls);
+      conn.set_authenticated();
+      step = "read";
+      std::string got(sent.size(), '\0');
+      conn.ReadExact(got.data(), got.size(), "the parent's bytes");
+      if (got != sent) throw std::runtime_error("read other bytes: " + got);
+      step = "write";
+      conn.WriteAll(big.data(), big.size());
+      step = "a read the parent never answers";
+      char c;
+      conn.Read(&c, 1);
+      outcome = "no timeout: the read returned";
+    } catch (const std::exception& e) {
+      outcome = step + ": " + e.what();
+    }
+    (void)!::write(report[1], outcome.data(), outcome.size());
+    ::_exit(0);
+  }
+  ::close(report[1]);
+  child_fd.reset();
+  std::string parent_failure;
+  Connection conn(std::move(parent_fd), "the child");  // open until the child's last read timed out
+  conn.SetTimeout(kGuardSeconds);
+  try {
+    if (child_is_client) {
+      StopAndContinueWhileBlockedIn(pid, {SYS_read, SYS_recvfrom}, fd);  // waiting for the server's hello
+      conn.Accept(server_tls);
+    } else {
+      conn.Connect(client_tls, "127.0.0.1");
+    }
+    StopAndContinueWhileBlockedIn(pid, {SYS_read, SYS_recvfrom}, fd);
+    conn.WriteAll(sent.data(), sent.size());
+    StopAndContinueWhileBlockedIn(pid, {SYS_write, SYS_sendto}, fd);
+    std::string got(big.size(), '\0');
+    conn.ReadExact(got.data(), got.size(), "the child's bytes");
+    EXPECT_TRUE(got == big);
+  } catch (const std::exception& e) {
+    parent_failure = e.what();
+  }
+  std::string outcome;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(report[0], buf, sizeof buf)) > 0;) outcome.append(buf, size_t(n));
+  ::close(report[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_EQ(outcome, "a read the parent never answers: read from the parent: timed out after " +
+                         std::to_string(kTimeout) + " s without progress")
+      << "parent: " << parent_failure;
+  EXPECT_EQ(parent_failure, "");
+}
+
+TEST(NetTimeout, ATlsClientStoppedAndContinuedGoesOnAndStillTimesOut) { StoppedTlsPeerGoesOn(true); }
+
+TEST(NetTimeout, ATlsServerStoppedAndContinuedGoesOnAndStillTimesOut) { StoppedTlsPeerGoesOn(false); }
 
 // --- unauthenticated connections: no session slot, a deadline, caps ----------------------------
 
