@@ -539,10 +539,9 @@ class Server {
       if (std::find(parts.begin(), parts.end(), options.partition) == parts.end())
         Throw(Errc::kNotFound, "no partition '" + options.partition + "' in this store");
     }
-    for (const auto& [from, to] : options.user_map) {
-      store::ValidateUserId(from);
-      store::ValidateUserId(to);
-    }
+    // As restore -m: two stream users mapped to one name are refused before READY, not after
+    // the first one's mail was written under it.
+    CheckUserMap(options.user_map);
     // A migrate's pass over users live here is refused before READY: nothing written, the
     // session goes on.
     CheckCopiesOnHold(store_, options);

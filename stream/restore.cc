@@ -28,6 +28,23 @@
 
 namespace storemove::stream {
 
+namespace {
+
+// One old=new of a -m map into *map, checked: two valid user ids, `from` not mapped before, and
+// `to` not the name of another (*targets: new -> old). Two users into one mailbox tree would
+// merge their mail beyond telling apart.
+void AddUserMapping(const std::string& from, const std::string& to, std::map<std::string, std::string>* map,
+                    std::map<std::string, std::string>* targets) {
+  store::ValidateUserId(from);
+  store::ValidateUserId(to);
+  if (auto [it, fresh] = map->emplace(from, to); !fresh)
+    Throw(Errc::kInvalidArgument, from + " is mapped twice (to " + it->second + " and to " + to + ")");
+  if (auto [it, fresh] = targets->emplace(to, from); !fresh)
+    Throw(Errc::kInvalidArgument, it->second + " and " + from + " would both be restored as " + to + "; their mail would merge");
+}
+
+}  // namespace
+
 std::map<std::string, std::string> ReadUserMap(const std::string& path) {
   std::map<std::string, std::string> map;
   std::map<std::string, std::string> targets;  // new -> old
@@ -42,22 +59,18 @@ std::map<std::string, std::string> ReadUserMap(const std::string& path) {
     size_t eq = line.find('=');
     if (eq == std::string::npos)
       Throw(Errc::kInvalidArgument, path + " line " + std::to_string(lineno) + ": expected old=new");
-    std::string from = line.substr(0, eq), to = line.substr(eq + 1);
-    const std::string where = path + " line " + std::to_string(lineno);
     try {
-      store::ValidateUserId(from);
-      store::ValidateUserId(to);
+      AddUserMapping(line.substr(0, eq), line.substr(eq + 1), &map, &targets);
     } catch (const Error& e) {
-      Throw(e.code(), where + ": " + e.what());
+      Throw(e.code(), path + " line " + std::to_string(lineno) + ": " + e.what());
     }
-    // Two users into one mailbox tree would merge their mail beyond telling apart.
-    if (auto [it, fresh] = map.emplace(from, to); !fresh)
-      Throw(Errc::kInvalidArgument, where + ": " + from + " is mapped twice (to " + it->second + " and to " + to + ")");
-    if (auto [it, fresh] = targets.emplace(to, from); !fresh)
-      Throw(Errc::kInvalidArgument,
-            where + ": " + it->second + " and " + from + " would both be restored as " + to + "; their mail would merge");
   }
   return map;
+}
+
+void CheckUserMap(const std::map<std::string, std::string>& user_map) {
+  std::map<std::string, std::string> map, targets;
+  for (const auto& [from, to] : user_map) AddUserMapping(from, to, &map, &targets);
 }
 
 std::string RestorePartition(store::Store& store, const RestoreOptions& options, const std::string& user,

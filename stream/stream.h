@@ -215,7 +215,12 @@ struct RestoreOptions {
 // server runs it before its READY, so a refused pass has written nothing.
 void CheckCopiesOnHold(store::Store& store, const RestoreOptions& options);
 
+// A -m map file (old=new lines, # comments): kInvalidArgument naming the line of a bad user id,
+// of a user mapped twice, or of a second user mapped to one name (their mail would merge).
 std::map<std::string, std::string> ReadUserMap(const std::string& path);
+// The same checks of a map from elsewhere (a network REQUEST's user_map), before anything is
+// written: kInvalidArgument "A and B would both be restored as C; ..." or the bad user id.
+void CheckUserMap(const std::map<std::string, std::string>& user_map);
 
 // The partition restore puts the destination user `user` on: its own when it exists, else
 // options.partition, else `source_partition` when the store has it, else the default.

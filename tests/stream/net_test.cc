@@ -1480,6 +1480,36 @@ TEST(NetSessionV2, RestoreRestoreVerifyAndSetStatusOnOneConnection) {
   EXPECT_TRUE(Contains(log, "restore refused: no partition 'nosuchpartition'")) << log;
 }
 
+// A user_map that sends two stream users to one name is refused before READY, as restore -m
+// refuses it: nothing is written under that name (the first user's mail used to be), and the
+// session goes on.
+TEST(NetSessionV2, AUserMapMergingTwoUsersIsRefusedBeforeReady) {
+  TempDir tmp;
+  PlainPair pair(tmp, 2, 4);
+  auto& [a, b, server, plain] = pair;
+  std::vector<std::string> users = Users(*a);
+  ASSERT_EQ(users.size(), 2u);
+  std::sort(users.begin(), users.end());
+  const std::string merged = users[0] + " and " + users[1] + " would both be restored as merged";
+  Session session(server.endpoint(), plain);
+  RestoreOptions merge;
+  merge.user_map = {{users[0], "merged"}, {users[1], "merged"}};
+  try {
+    session.Restore(*a, {}, merge);
+    ADD_FAILURE() << "a map merging two users was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+    EXPECT_TRUE(Contains(e.what(), merged)) << e.what();
+  }
+  EXPECT_FALSE(b->FindUser("merged"));
+  EXPECT_TRUE(Users(*b).empty());
+  // Refused, not failed: the same session goes on.
+  session.Restore(*a, {}, {});
+  ExpectEqualStores(*b, *a);
+  server.Stop();
+  EXPECT_TRUE(Contains(server.Log(), "restore refused: " + merged)) << server.Log();
+}
+
 TEST(NetSessionV2, AFailedOperationBreaksTheSessionWithItsReason) {
   TempDir tmp;
   PlainPair pair(tmp, 2, 5);
