@@ -765,9 +765,16 @@ std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_v
     info.created = fv.created;
     info.acl = fv.acl;
     info.origin = fv.origin;
-    if (detail == FolderDetail::kRecordOnly ||
-        ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), key, &info))
-      return info;
+    if (detail == FolderDetail::kRecordOnly) return info;
+    try {
+      if (ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), key, &info))
+        return info;
+    } catch (const Error& e) {
+      // Moved away and back while it was read (the record the same again) looks like a missing
+      // index: read again; damage stays damage after every read.
+      if ((e.code() != Errc::kCorrupt && e.code() != Errc::kNotFound) || reads >= 100) throw;
+      continue;
+    }
     if (reads >= 100) Throw(Errc::kTempFail, "mailbox " + key + " keeps moving between partitions; try again");
   }
 }
