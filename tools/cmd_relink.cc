@@ -8,9 +8,11 @@
 #include <nlohmann/json.hpp>
 
 #include "relinker/relink.h"
+#include "store/names.h"
 #include "store/settings.h"
 #include "stream/progress.h"
 #include "tools/commands.h"
+#include "util/error.h"
 #include "util/version.h"
 #include "util/interrupt.h"
 
@@ -69,8 +71,17 @@ void AddRelinkCommand(CLI::App& root, Action* chosen) {
   CLI::App* command = root.add_subcommand(
       "relink", "make every copy of the same message one file (hard links), per partition, like Sun's relinker");
   AddStoreOption(command, &options->store_dir);
+  // A name, checked as a partition name (`-p ''` or `-p ../x` is a usage error, not "every one").
   command->add_option("-p,--partition", options->relink.partition, "only this partition (default: every one)")
-      ->type_name("NAME");
+      ->type_name("NAME")
+      ->check([](const std::string& name) {
+        try {
+          store::ValidatePartitionName(name);
+          return std::string();
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+      });
   command->add_flag("-v,--verbose", options->verbose,
                     "live progress on stderr (each pass with rate and ETA) even when it is not a terminal");
   command->add_flag("-d,--purge", options->relink.purge,

@@ -726,6 +726,22 @@ std::string AfterColumn(const std::string& table, const std::string& label, bool
   return "";
 }
 
+// -p names a partition: a name that cannot be one is a usage error (64, one line), never "every
+// partition" (-p '') nor "no such partition" (66).
+TEST(RelinkCli, APartitionThatCannotBeANameIsAUsageError) {
+  TempDir dir;
+  GeneratedStore(dir, 2, 2);
+  const std::string store = dir / "store";
+  using storemove::testing::RunCli;
+  for (const char* bad : {"../x", ""}) {
+    storemove::testing::CliResult r = RunCli({"relink", "--store", store, "-p", bad});
+    EXPECT_EQ(r.status, 64) << r.Describe();
+    EXPECT_NE(r.err.find("invalid partition name"), std::string::npos) << r.Describe();
+    EXPECT_TRUE(r.out.empty()) << r.Describe();
+  }
+  EXPECT_EQ(RunCli({"relink", "--store", store, "-p", "nosuch"}).status, 66);
+}
+
 TEST(RelinkCli, PrintsSunsTableAndJson) {
   TempDir dir;
   uint64_t total, expected_space, unique;
