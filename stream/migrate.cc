@@ -187,12 +187,18 @@ std::string SwitchRecordMagic(const store::Store& s, const std::string& group) {
 // how many users it names (their copies at the destination may be active).
 size_t KeepSwitchRecordOfFailedRun(const store::Store& s, const std::string& group) {
   const std::string path = SwitchPath(s, group);
+  if (!PathExists(path)) return 0;  // trusted for a recovered journal, but no switch was sent
   std::string text = ReadFile(path);
   const size_t eol = text.find('\n');
-  if (eol == std::string::npos || text.substr(0, eol) != kSwitchMagic) return 0;
-  text.replace(0, eol, kFailedSwitchMagic);
-  WriteFileAtomic(path, text, 0600);
-  return size_t(std::count(text.begin(), text.end(), '\n')) - 2;  // less the magic and "to" lines
+  if (eol == std::string::npos) return 0;
+  const std::string magic = text.substr(0, eol);
+  if (magic != kSwitchMagic && magic != kFailedSwitchMagic) return 0;
+  if (magic == kSwitchMagic) {
+    text.replace(0, eol, kFailedSwitchMagic);
+    WriteFileAtomic(path, text, 0600);
+  }
+  const size_t lines = size_t(std::count(text.begin(), text.end(), '\n'));
+  return lines > 2 ? lines - 2 : 0;  // less the magic and "to" lines
 }
 
 // The users of `group`'s switch record aimed at `to` that are not moved at the source (a moved

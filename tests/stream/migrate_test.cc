@@ -865,6 +865,13 @@ TEST(MigrateLiveDestination, ARunThatFailedAfterItsSwitchWasSentLeavesItToTheRer
   for (const auto& [user, status] : Statuses(*dst)) EXPECT_EQ(status, "active") << user << ": switched there";
   ASSERT_TRUE(fs::exists(tmp / "src/migrate-journal/g.switch"));
 
+  // A rerun that fails the same way adopts the copies, and says it and keeps the record again.
+  MigrateReport again = Migrate(*src, o);
+  EXPECT_FALSE(again.ok());
+  EXPECT_EQ(lost, 4) << again.Text();
+  EXPECT_NE(again.Text().find("3 users may be active there as well as here"), std::string::npos) << again.Text();
+  ASSERT_TRUE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+
   o.after_switch_sent = nullptr;
   MigrateReport rerun = Migrate(*src, o);
   ASSERT_TRUE(rerun.ok()) << rerun.Text();
