@@ -180,7 +180,8 @@ class PartitionPass {
         throw;
       }
       for (const store::MessageMeta& meta : snapshot.messages) {
-        ThrowIfInterrupted("relinking partition " + partition_ + " (a rerun goes on; nothing is half done)");
+        if (InterruptSignal())  // the message is built only then: this runs for every message
+          ThrowIfInterrupted("relinking partition " + partition_ + " (a rerun goes on; nothing is half done)");
         fn(*folder, folder->MessagePath(meta.uid), meta);
         if (options_.on_message) options_.on_message(meta.size);
       }

@@ -24,6 +24,7 @@
 #include <memory>
 #include <set>
 
+#include "store/dir_lock.h"
 #include "store/index.h"
 #include "store/mboxlist.h"
 #include "store/names.h"
@@ -147,15 +148,15 @@ void RewriteOtherAcls(Store::Db& db, DB_TXN* txn, const std::set<std::string>& m
 // A folder directory held open under an exclusive flock(2), released when destroyed.
 class LockedDir {
  public:
-  LockedDir(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {
-    while (::flock(fd_.get(), LOCK_EX) != 0)
-      if (errno != EINTR) ThrowErrno("lock " + path_);
+  // The folder lock every reader and writer takes (store/dir_lock.h): a wait that lasts is said.
+  LockedDir(std::string path, UniqueFd fd, const Store& store) : path_(std::move(path)), fd_(std::move(fd)) {
+    LockFolderDirectory(fd_.get(), LOCK_EX, path_, store.on_wait());
   }
   // nullptr when the directory does not exist.
-  static std::unique_ptr<LockedDir> TryOpen(const std::string& path) {
+  static std::unique_ptr<LockedDir> TryOpen(const std::string& path, const Store& store) {
     UniqueFd fd = TryOpenAt(AT_FDCWD, path, O_RDONLY | O_DIRECTORY, 0, path);
     if (!fd.valid()) return nullptr;
-    return std::make_unique<LockedDir>(path, std::move(fd));
+    return std::make_unique<LockedDir>(path, std::move(fd), store);
   }
   ~LockedDir() { ::flock(fd_.get(), LOCK_UN); }
   LockedDir(const LockedDir&) = delete;
@@ -451,7 +452,7 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
   EnsureDescriptors(2 * moves.size(), "locking " + std::to_string(2 * moves.size()) + " folders at once");
 
   for (Relocation& r : moves) {
-    r.src = LockedDir::TryOpen(r.src_path);
+    r.src = LockedDir::TryOpen(r.src_path, store);
     if (!r.src) Throw(Errc::kCorrupt, "mailbox " + r.SrcKey() + ": directory missing at " + r.src_path);
     std::string v;
     bool found = false;
@@ -482,7 +483,7 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
   try {
     for (Relocation& r : moves) {
       MakeDirs(r.dst_path, 0700);
-      r.dst = std::make_unique<LockedDir>(r.dst_path, OpenFile(r.dst_path, O_RDONLY | O_DIRECTORY));
+      r.dst = std::make_unique<LockedDir>(r.dst_path, OpenFile(r.dst_path, O_RDONLY | O_DIRECTORY), store);
       if (r.DstKey() != r.SrcKey()) {
         std::string v;
         bool found = false;
@@ -711,7 +712,7 @@ std::string DeleteFolder(Store& store, std::string_view user, std::string_view f
 
   // Under the lock no delivery can commit, so the header's byte count is what the quota holds
   // for this folder and goes down in the same transaction as the record.
-  std::unique_ptr<LockedDir> dir = LockedDir::TryOpen(path);
+  std::unique_ptr<LockedDir> dir = LockedDir::TryOpen(path, store);
   uint64_t bytes = 0;
   bool bytes_known = false;
   if (dir) {
@@ -782,7 +783,7 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
     // verification record is exactly what gets deleted.
     FingerprintBuilder builder;
     for (Doomed& d : doomed) {
-      d.dir = LockedDir::TryOpen(d.path);
+      d.dir = LockedDir::TryOpen(d.path, store);
       if (options.force) continue;
       if (!d.dir) Throw(Errc::kCorrupt, "mailbox " + d.key + ": directory missing at " + d.path + " (use --force)");
       index::Contents c = ReadIndex(*d.dir, true);
