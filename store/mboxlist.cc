@@ -1,4 +1,5 @@
 #include "store/mboxlist.h"
+#include "store/mboxlist_liveness.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -142,16 +143,7 @@ bool OnReadOnlyFilesystem(const std::string& dir) {
 
 }  // namespace
 
-void Store::Db::Open(bool create) {
-  RefuseWhatIsNoFile(dir_);
-  std::string dir = dir_;
-  if (!create && OnReadOnlyFilesystem(dir_)) {
-    // A mounted snapshot: Berkeley DB cannot open its environment where it cannot write its
-    // regions, and the snapshot's .db files may lag its logs. A private copy (the mboxlist is
-    // small beside the messages), recovered as usual, reads exactly what the snapshot committed.
-    private_copy_ = CopyEnvironment(dir_);
-    dir = private_copy_;
-  }
+void Store::Db::CreateEnvironment(bool track_threads) {
   int ret = db_env_create(&env_, 0);
   if (ret != 0) {
     env_ = nullptr;
@@ -159,6 +151,7 @@ void Store::Db::Open(bool create) {
   }
   env_->app_private = this;
   env_->set_errcall(env_, &Db::OnDbMessage);
+  if (track_threads) TrackThreadsForFailureCheck(env_);
   // The mboxlist is small and its pages are a pread away (tmpfs or the page cache): memory is for
   // messages. The cache fills up to this size on a large store, so it is part of the RSS bound.
   env_->set_cachesize(env_, 0, 2 * 1024 * 1024, 1);
@@ -181,7 +174,20 @@ void Store::Db::Open(bool create) {
   // sender (deliver) ask for a synchronous commit.
   env_->set_flags(env_, DB_TXN_WRITE_NOSYNC, 1);
   env_->log_set_config(env_, DB_LOG_AUTO_REMOVE, 1);
-  u_int32_t flags = DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL | DB_THREAD | DB_REGISTER | DB_RECOVER;
+}
+
+void Store::Db::Open(bool create) {
+  RefuseWhatIsNoFile(dir_);
+  std::string dir = dir_;
+  if (!create && OnReadOnlyFilesystem(dir_)) {
+    // A mounted snapshot: Berkeley DB cannot open its environment where it cannot write its
+    // regions, and the snapshot's .db files may lag its logs. A private copy (the mboxlist is
+    // small beside the messages), recovered as usual, reads exactly what the snapshot committed.
+    private_copy_ = CopyEnvironment(dir_);
+    dir = private_copy_;
+  }
+  u_int32_t flags = DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL | DB_THREAD | DB_REGISTER | DB_RECOVER |
+                    DB_FAILCHK;
   if (create) flags |= DB_CREATE;
   if (!create && !PathExists(dir + "/__db.register") && !PathExists(dir + "/folder.db"))
     Throw(Errc::kNotFound, "mboxlist " + dir + ": no database environment");
@@ -199,9 +205,23 @@ void Store::Db::Open(bool create) {
                            std::to_string(uint64_t(fs.f_bavail) * fs.f_frsize / 1024) +
                            " KiB free; the database environment needs 2048 KiB)");
   }
+  // Before the open: its failchk may ask whether other registered processes live.
+  watch_->registry_path = dir + "/__db.register";
+  RegistryFd();
   // DB_REGISTER needs DB_CREATE to create its region files; the databases themselves are only
   // created when `create` (below).
-  ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
+  CreateEnvironment(/*track_threads=*/true);
+  int ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
+  if (ret == EINVAL && last_db_message.find("BDB1505") != std::string::npos) {
+    // "thread table must be allocated when the database environment is created": regions made by
+    // a storemove before failchk, attached to by processes still running or left by a clean
+    // close. This process goes without failchk until a recovery makes new regions.
+    last_db_message.clear();
+    env_->close(env_, 0);
+    env_ = nullptr;
+    CreateEnvironment(/*track_threads=*/false);
+    ret = env_->open(env_, dir.c_str(), (flags & ~u_int32_t(DB_FAILCHK)) | DB_CREATE, 0600);
+  }
   if (ret != 0) Fail(ret, "open environment");  // the caller closes env_ (required after a failed open)
   // From here on every call may meet a mutex a process killed meanwhile left locked.
   StartWatch(dir);

@@ -106,6 +106,9 @@ class Store::Db {
   // Tests: replaces the detector's libdb call (empty: libdb's lock_detect); when set, the
   // detector starts with the store instead of with the first call that waits.
   static void SetLockDetectForTesting(std::function<int(DB_ENV*)> call);
+  // The environment's __db.register, for the liveness of other processes (mboxlist_liveness.cc):
+  // -1 when there is none yet.
+  int RegistryFd();
 
  private:
   // A process killed (kill -9) inside a checkpoint leaves the environment's checkpoint mutex
@@ -119,6 +122,8 @@ class Store::Db {
   std::atomic<std::chrono::milliseconds::rep> stuck_after_ms_{0};  // set before wedged_
   [[noreturn]] void Fail(int ret, const std::string& what);
   void Open(bool create);
+  // db_env_create and the settings every process uses; failchk's callbacks when `track_threads`.
+  void CreateEnvironment(bool track_threads);
   // Nothing waits for ever inside libdb (store/mboxlist_watch.cc, docs/store-format.md §3).
   // libdb enforces a lock timeout only when its deadlock detector runs, which it does when a
   // request blocks: a waiter behind a holder that never lets go (a stopped process, or one killed
@@ -153,8 +158,12 @@ class Store::Db {
     dev_t region_dev = 0;
     ino_t region_ino = 0;
     // __db.register, open for the environment's life: closing any descriptor of it would drop
-    // this process's registration lock (POSIX record locks belong to the process).
-    int registry_fd = -1;
+    // this process's registration lock (POSIX record locks belong to the process). Opened before
+    // the environment when it exists (failchk asks about other processes during the open),
+    // otherwise at the first question or after the open; under registry_mutex until then.
+    std::string registry_path;
+    std::mutex registry_mutex;
+    std::atomic<int> registry_fd{-1};
     // libdb calls in flight (any thread) and the guard's tick at which each began.
     struct Call {
       uint64_t id;

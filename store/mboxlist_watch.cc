@@ -22,6 +22,7 @@
 #include "util/fs.h"
 
 #include "store/mboxlist.h"
+#include "store/mboxlist_liveness.h"
 
 namespace storemove::store {
 namespace {
@@ -43,25 +44,6 @@ int DetectExpired(DB_ENV* env) {
   return env->lock_detect(env, 0, DB_LOCK_EXPIRE, &rejected);
 }
 
-// The kernel's id of the calling thread, asked once per thread: a fork's child starts a new
-// generation, since its thread inherits the parent thread's cached id.
-std::atomic<uint64_t> fork_generation{0};
-
-pid_t ThisThread() {
-  static const bool registered = [] {
-    ::pthread_atfork(nullptr, nullptr, [] { ++fork_generation; });
-    return true;
-  }();
-  (void)registered;
-  thread_local uint64_t generation = UINT64_MAX;
-  thread_local pid_t tid = 0;
-  if (generation != fork_generation.load(std::memory_order_relaxed)) {
-    tid = pid_t(::syscall(SYS_gettid));
-    generation = fork_generation.load(std::memory_order_relaxed);
-  }
-  return tid;
-}
-
 // util's ReadFile, with "nothing" for a task that has ended (or no /proc).
 std::string ReadProcFile(const std::string& path) {
   try {
@@ -81,31 +63,6 @@ bool SleepsInAFutex(pid_t tid) {
   const size_t paren = stat.rfind(')');
   if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'S') return false;
   return std::strtol(syscall.c_str(), nullptr, 10) == SYS_futex;
-}
-
-// Whether __db.register names a process that died without leaving the environment: libdb's own
-// test (env_register.c), which a process opening the store makes before it recovers. Each slot
-// is 25 bytes, "%24lu\n" or the empty mark "X...0\n", and its process holds a write lock on the
-// slot's first byte. F_GETLK only asks (this process's own slot never conflicts with it, so it
-// is skipped by its pid).
-bool ADeadProcessIsRegistered(int registry_fd) {
-  if (registry_fd < 0) return true;  // no registry to ask: the stall alone decides
-  constexpr size_t kSlot = 25;
-  char slot[kSlot];
-  const pid_t self = ::getpid();
-  for (off_t pos = 0;; pos += off_t(kSlot)) {
-    ssize_t n = ::pread(registry_fd, slot, kSlot, pos);
-    if (n != ssize_t(kSlot)) return false;
-    if (slot[0] == 'X') continue;
-    const long pid = std::strtol(std::string(slot, kSlot - 1).c_str(), nullptr, 10);
-    if (pid <= 0 || pid == self) continue;
-    struct flock lock {};
-    lock.l_type = F_WRLCK;
-    lock.l_whence = SEEK_SET;
-    lock.l_start = pos;
-    lock.l_len = 1;
-    if (::fcntl(registry_fd, F_GETLK, &lock) == 0 && lock.l_type == F_UNLCK) return true;
-  }
 }
 
 // Whether another process has recovered the environment since this one opened it: recovery
@@ -166,7 +123,7 @@ void Store::Db::StartWatch(const std::string& env_dir) {
     ::close(watch_->dir_fd);
     watch_->dir_fd = -1;
   }
-  watch_->registry_fd = ::open((env_dir + "/__db.register").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  RegistryFd();  // Open named it; made by the open when it did not exist before
   {
     std::lock_guard lock(lock_detect_seam_mutex);
     watch_->detector_eager = bool(lock_detect_call);
@@ -314,11 +271,18 @@ void Store::Db::StopGuard() {
   // A wedged environment is left open, and so is its registry: closing a descriptor of it would
   // drop the registration lock libdb's own descriptor holds.
   if (wedged_) return;
-  for (int* fd : {&watch_->dir_fd, &watch_->registry_fd})
-    if (*fd >= 0) {
-      ::close(*fd);
-      *fd = -1;
-    }
+  if (watch_->dir_fd >= 0) ::close(watch_->dir_fd);
+  watch_->dir_fd = -1;
+  std::lock_guard lock(watch_->registry_mutex);
+  if (const int fd = watch_->registry_fd.exchange(-1); fd >= 0) ::close(fd);
+}
+
+int Store::Db::RegistryFd() {
+  if (const int fd = watch_->registry_fd.load(); fd >= 0) return fd;
+  std::lock_guard lock(watch_->registry_mutex);
+  if (watch_->registry_fd.load() < 0 && !watch_->registry_path.empty())
+    watch_->registry_fd = ::open(watch_->registry_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  return watch_->registry_fd.load();
 }
 
 }  // namespace storemove::store

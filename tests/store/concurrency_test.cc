@@ -443,6 +443,10 @@ TEST(MboxlistLocks, AHolderThatNeverLetsGoIsATemporaryFailureNotAHang) {
 // The holder is killed -9 while a request waits for it, and another process opens the store:
 // DB_REGISTER recovers the environment, whose old regions the waiter still sleeps in, and libdb
 // wakes no waiter there. Found hanging for 10 minutes in a migrate under kill -9 (helper-38).
+// Since failchk (docs/store-format.md §3) that open first aborts the dead holder's transaction,
+// which wakes the waiter, and then recovers (the holder died inside its transaction): the waiter
+// finishes its lookup (0) or meets the panicked environment (3, or 75 from its guard). It must
+// end, and soon.
 TEST(MboxlistLocks, AWaiterForAProcessThatDiedEndsWhenAnotherRecoversTheEnvironment) {
   TempDir tmp;
   Store::Init(tmp.path(), {})->CreateUser("joe");
@@ -465,8 +469,11 @@ TEST(MboxlistLocks, AWaiterForAProcessThatDiedEndsWhenAnotherRecoversTheEnvironm
   }
   ::kill(holder, SIGKILL);
   EXPECT_EQ(HowItEnded(holder), "signal 9");
+  const auto start = std::chrono::steady_clock::now();
   EXPECT_TRUE(Store::Open(tmp.path())->FindUser("joe"));  // this open recovers the environment
-  EXPECT_EQ(HowItEnded(waiter), "exit 75");
+  const std::string how = HowItEnded(waiter);
+  EXPECT_TRUE(how == "exit 0" || how == "exit 3" || how == "exit 75") << how;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -178,6 +179,130 @@ TEST_F(DeadMutexOwner, AProcessAttachedBeforeEndsWhenAnotherRecoversTheEnvironme
   ASSERT_TRUE(MainThreadWaitsOnAMutex(waiter)) << "the waiter never waited: " << HowItEnded(waiter);
   EXPECT_TRUE(Store::Open(tmp_.path())->FindUser("joe"));  // this open recovers the environment
   EXPECT_EQ(HowItEnded(waiter), "exit 75");
+}
+
+// A process killed -9 between its calls into libdb (the usual case: a restore or an import spends
+// its time on message files, a deliver waits for a folder lock) holds no mutex. The next open
+// used to recover the environment all the same, and every process attached before then failed
+// its next call with DB_RUNRECOVERY (exit 75 mid-restore). Now that open checks the dead
+// process's threads (failchk): nothing to repair, nobody else is stopped.
+TEST_F(DeadMutexOwner, AProcessKilledBetweenItsCallsStopsNobodyElse) {
+  const pid_t waiter = Attach(0);
+  int idle_ready[2], idle_wait[2];
+  ASSERT_EQ(::pipe(idle_ready), 0);
+  ASSERT_EQ(::pipe(idle_wait), 0);
+  const pid_t idle = ::fork();
+  if (idle == 0) {
+    ::alarm(60);
+    auto store = Store::Open(tmp_.path());
+    const bool found = store->FindUser("joe").has_value();
+    if (::write(idle_ready[1], found ? "f" : "n", 1) != 1) ::_exit(1);
+    char c;
+    ::_exit(::read(idle_wait[0], &c, 1) == 1 ? 0 : 1);  // killed before
+  }
+  char c = 0;
+  ASSERT_EQ(::read(idle_ready[0], &c, 1), 1);
+  EXPECT_EQ(c, 'f');
+  ::kill(idle, SIGKILL);
+  EXPECT_EQ(HowItEnded(idle), "signal 9");
+  for (int fd : {idle_ready[0], idle_ready[1], idle_wait[0], idle_wait[1]}) ::close(fd);
+  {
+    auto store = Store::Open(tmp_.path());  // notices the dead process
+    EXPECT_TRUE(store->FindUser("joe"));
+    store->CreateUser("ann");  // and writes beside the waiter
+  }
+  ASSERT_EQ(::write(go_[1], "x", 1), 1);
+  EXPECT_EQ(HowItEnded(waiter), "exit 0");  // was "exit 3": DB_RUNRECOVERY after the recovery
+  EXPECT_TRUE(Store::Open(tmp_.path())->FindUser("ann"));
+}
+
+// The same for a process that has written (a restore, a deliver): killed -9 between its
+// transactions, it holds locks only on its database handles, which failchk gives back. (Killed
+// inside a transaction it still leads to recovery: libdb 5.3's failchk aborts that transaction
+// but then cannot free the process's file registrations, whose mutex it destroys while holding
+// it, and glibc refuses that with EBUSY. docs/store-format.md §3.)
+TEST_F(DeadMutexOwner, AWriterKilledBetweenItsTransactionsStopsNobodyElse) {
+  const pid_t waiter = Attach(0);
+  int writer_ready[2], writer_wait[2];
+  ASSERT_EQ(::pipe(writer_ready), 0);
+  ASSERT_EQ(::pipe(writer_wait), 0);
+  const pid_t writer = ::fork();
+  if (writer == 0) {
+    ::alarm(60);
+    auto store = Store::Open(tmp_.path());
+    store->CreateUser("zed");
+    if (::write(writer_ready[1], "w", 1) != 1) ::_exit(1);
+    char c;
+    ::_exit(::read(writer_wait[0], &c, 1) == 1 ? 0 : 1);  // killed before
+  }
+  char c = 0;
+  ASSERT_EQ(::read(writer_ready[0], &c, 1), 1);
+  ::kill(writer, SIGKILL);
+  EXPECT_EQ(HowItEnded(writer), "signal 9");
+  for (int fd : {writer_ready[0], writer_ready[1], writer_wait[0], writer_wait[1]}) ::close(fd);
+  Store::Open(tmp_.path()).reset();  // notices the dead process
+  ASSERT_EQ(::write(go_[1], "x", 1), 1);
+  EXPECT_EQ(HowItEnded(waiter), "exit 0");  // was "exit 3": DB_RUNRECOVERY after the recovery
+  auto store = Store::Open(tmp_.path());
+  EXPECT_TRUE(store->FindUser("joe"));
+  EXPECT_TRUE(store->FindUser("zed"));  // what the dead process committed stays
+}
+
+// Killed inside a transaction: the next open's failchk aborts it but cannot finish (above), so
+// that open recovers the environment as before, and the process attached before stops with a
+// temporary failure. What matters is that the uncommitted write is gone and the store opens.
+TEST_F(DeadMutexOwner, AProcessKilledInsideATransactionLeavesNothingOfIt) {
+  const pid_t waiter = Attach(0);
+  int writer_ready[2], writer_wait[2];
+  ASSERT_EQ(::pipe(writer_ready), 0);
+  ASSERT_EQ(::pipe(writer_wait), 0);
+  const pid_t writer = ::fork();
+  if (writer == 0) {
+    ::alarm(60);
+    auto store = Store::Open(tmp_.path());
+    Store::Db& db = store->db();
+    db.Txn([&](DB_TXN* txn) {
+      db.Put(db.users(), txn, "joe", "not a user record");
+      if (::write(writer_ready[1], "w", 1) != 1) ::_exit(1);
+      char c;
+      ::_exit(::read(writer_wait[0], &c, 1) == 1 ? 0 : 1);  // killed before
+    });
+    ::_exit(1);
+  }
+  char c = 0;
+  ASSERT_EQ(::read(writer_ready[0], &c, 1), 1);
+  ::kill(writer, SIGKILL);
+  EXPECT_EQ(HowItEnded(writer), "signal 9");
+  for (int fd : {writer_ready[0], writer_ready[1], writer_wait[0], writer_wait[1]}) ::close(fd);
+  {
+    auto store = Store::Open(tmp_.path());
+    const auto joe = store->FindUser("joe");
+    ASSERT_TRUE(joe);
+    EXPECT_EQ(joe->status.state, UserState::kActive);
+  }
+  ASSERT_EQ(::write(go_[1], "x", 1), 1);
+  const std::string how = HowItEnded(waiter);
+  EXPECT_TRUE(how == "exit 3" || how == "exit 0") << how;
+}
+
+// Regions made without a thread table (by a storemove before failchk, still running or closed
+// cleanly; here by libdb's own db_recover -e) cannot be joined with failchk's settings: libdb
+// refuses with EINVAL ("thread table must be allocated when the database environment is
+// created"), and an upgrade left every command failing on such a store. It opens without them.
+TEST(DeadProcessCheck, RegionsMadeWithoutAThreadTableStillOpen) {
+  TempDir tmp;
+  Store::Init(tmp.path(), {})->CreateUser("joe");
+  const std::string env = tmp.path() + "/mboxlist";
+  for (const char* region : {"__db.001", "__db.002", "__db.003"}) ::unlink((env + "/" + region).c_str());
+  const std::string cmd = "db5.3_recover -e -h " + env + " 2>&1";
+  if (std::system("command -v db5.3_recover >/dev/null") != 0) GTEST_SKIP() << "db5.3_recover (db5.3-util) is not installed";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto store = Store::Open(tmp.path());
+  EXPECT_TRUE(store->FindUser("joe"));
+  store->CreateUser("ann");
+  pid_t other = ::fork();  // a second process joins the same regions
+  if (other == 0) ::_exit(Store::Open(tmp.path())->FindUser("ann") ? 0 : 1);
+  EXPECT_EQ(HowItEnded(other), "exit 0");
 }
 
 // The holder is alive but stopped (SIGSTOP) inside libdb: nothing a rerun would recover, and

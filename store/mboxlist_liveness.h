@@ -1,0 +1,28 @@
+// Which processes and threads attached to the mboxlist environment are alive, for libdb's
+// failure check (DB_FAILCHK). Internal to store/.
+#pragma once
+
+#include <db.h>
+#include <sys/types.h>
+
+namespace storemove::store {
+
+// The kernel's id of the calling thread, asked once per thread (a fork's child asks again).
+pid_t ThisThread();
+
+// Whether __db.register (`registry_fd`, open for the environment's life) names a process that
+// died without leaving the environment: libdb's own test (env_register.c), which a process
+// opening the store makes before it recovers or checks. True when there is no registry to ask.
+bool ADeadProcessIsRegistered(int registry_fd);
+
+// Whether `pid` holds its slot in the registry: attached to the environment and alive. True when
+// the registry cannot say.
+bool HoldsItsRegistrySlot(int registry_fd, pid_t pid);
+
+// Configures `env`, whose app_private is its Store::Db, before its open so that a process that died attached is cleaned up by the
+// next opener's failchk (its transactions aborted, its locks released) rather than by recovery,
+// which would end every other process attached (docs/store-format.md §3). Recovery stays the
+// answer when the dead process was inside libdb.
+void TrackThreadsForFailureCheck(DB_ENV* env);
+
+}  // namespace storemove::store
