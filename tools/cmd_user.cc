@@ -75,7 +75,8 @@ int RunUser(const UserOptions& options) {
 
   auto store = OpenStore(options.store_dir);
 
-  if (!store->FindUser(options.user)) Throw(Errc::kNotFound, "user " + options.user + " does not exist");
+  // 67 (EX_NOUSER), as deliver and the bulk form answer.
+  if (!store->FindUser(options.user)) Throw(Errc::kNoUser, "user " + options.user + " does not exist");
   if (status) {
     stream::CheckNotHeldByRunningMigrate(*store, {options.user});  // its switch would refuse it anyway
     store->SetUserStatus(options.user, *status, wait);
@@ -83,7 +84,7 @@ int RunUser(const UserOptions& options) {
   if (quota) store->SetQuotaLimit(options.user, *quota);
 
   std::optional<store::UserInfo> info = store->FindUser(options.user);
-  if (!info) Throw(Errc::kNotFound, "user " + options.user + " does not exist");
+  if (!info) Throw(Errc::kNoUser, "user " + options.user + " does not exist");
   std::vector<store::FolderInfo> folders = store->ListFolders(options.user);
   if (options.json) {
     nlohmann::json folder_names = nlohmann::json::array();

@@ -134,6 +134,21 @@ TEST_F(AdminViews, UsersFiltersByStatus) {
   EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
 }
 
+// An unknown user is 67 (EX_NOUSER) in every form of `user`, as for deliver and the bulk form;
+// the single form said 66 (EX_NOINPUT, "no input file").
+TEST_F(AdminViews, AnUnknownUserIsTheSameAnswerInEveryForm) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"user", "--store", root_, "ghost"},
+           {"user", "--store", root_, "ghost", "--status", "hold"},
+           {"user", "--store", root_, "ghost", "--quota", "1000"},
+           {"user", "--store", root_, "ghost", "--json"}}) {
+    CliResult r = RunCli(args);
+    EXPECT_EQ(r.status, 67) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find("user ghost does not exist"), std::string::npos) << r.Describe();
+  }
+}
+
 TEST_F(AdminViews, BulkStatusForAGroupOrAFileIsAllOrNothing) {
   CliResult r = RunCli({"user", "--store", root_, "--status", "hold", "--group", "mn"});
   ASSERT_EQ(r.status, 0) << r.Describe();
