@@ -485,7 +485,7 @@ TEST_F(Cli, UserStatusAndQuotaRoundTrip) {
   EXPECT_NE(text.out.find("user/grace/INBOX"), std::string::npos) << text.out;
 
   CliResult unknown = User({"nobody"});
-  EXPECT_EQ(unknown.status, kNoInput) << unknown.Describe();
+  EXPECT_EQ(unknown.status, kNoUser) << unknown.Describe();
   EXPECT_TRUE(IsOneErrorLine(unknown)) << unknown.err;
 }
 
