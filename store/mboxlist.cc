@@ -186,8 +186,7 @@ void Store::Db::Open(bool create) {
     private_copy_ = CopyEnvironment(dir_);
     dir = private_copy_;
   }
-  u_int32_t flags = DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL | DB_THREAD | DB_REGISTER | DB_RECOVER |
-                    DB_FAILCHK;
+  u_int32_t flags = DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL | DB_THREAD | DB_REGISTER | DB_RECOVER;
   if (create) flags |= DB_CREATE;
   if (!create && !PathExists(dir + "/__db.register") && !PathExists(dir + "/folder.db"))
     Throw(Errc::kNotFound, "mboxlist " + dir + ": no database environment");
@@ -205,11 +204,14 @@ void Store::Db::Open(bool create) {
                            std::to_string(uint64_t(fs.f_bavail) * fs.f_frsize / 1024) +
                            " KiB free; the database environment needs 2048 KiB)");
   }
-  // Before the open: its failchk may ask whether other registered processes live.
+  // Kept open with the environment; read by the failure check (is_alive) and the guard.
   watch_->registry_path = dir + "/__db.register";
   RegistryFd();
+  // A process that died attached is cleaned up by a failure check rather than by recovery, which
+  // would end every process attached (docs/store-format.md §3). When it cannot, this open recovers.
+  CleanUpAfterDeadProcesses(dir, flags);
   // DB_REGISTER needs DB_CREATE to create its region files; the databases themselves are only
-  // created when `create` (below).
+  // created when `create` (below). The thread table goes into regions this open makes.
   CreateEnvironment(/*track_threads=*/true);
   int ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
   if (ret == EINVAL && last_db_message.find("BDB1505") != std::string::npos) {
@@ -220,7 +222,7 @@ void Store::Db::Open(bool create) {
     env_->close(env_, 0);
     env_ = nullptr;
     CreateEnvironment(/*track_threads=*/false);
-    ret = env_->open(env_, dir.c_str(), (flags & ~u_int32_t(DB_FAILCHK)) | DB_CREATE, 0600);
+    ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
   }
   if (ret != 0) Fail(ret, "open environment");  // the caller closes env_ (required after a failed open)
   // From here on every call may meet a mutex a process killed meanwhile left locked.

@@ -98,6 +98,8 @@ class Store::Db {
 
   // A lock not granted within this many seconds fails its request (DB_SET_LOCK_TIMEOUT).
   static constexpr int kLockTimeoutSeconds = 10;
+  // How long the failure check after a process that died attached may take (CleanUpAfterDead...).
+  static constexpr int kFailureCheckSeconds = 3;
   // Tests: replaces libdb's checkpoint call (empty: libdb's) and how long one is waited for.
   static void SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit);
   // Tests: how many of the guard's one-second ticks a call may wait on a mutex of a dead owner
@@ -124,6 +126,10 @@ class Store::Db {
   void Open(bool create);
   // db_env_create and the settings every process uses; failchk's callbacks when `track_threads`.
   void CreateEnvironment(bool track_threads);
+  // When the registry names a process that died attached: libdb's failure check (DB_FAILCHK) in
+  // a child process, ended after kFailureCheckSeconds. True when it cleaned up, so that this
+  // process's open needs no recovery (mboxlist_liveness.cc, docs/store-format.md §3).
+  bool CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flags);
   // Nothing waits for ever inside libdb (store/mboxlist_watch.cc, docs/store-format.md §3).
   // libdb enforces a lock timeout only when its deadlock detector runs, which it does when a
   // request blocks: a waiter behind a holder that never lets go (a stopped process, or one killed

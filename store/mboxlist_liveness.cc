@@ -9,18 +9,24 @@
 #include "store/mboxlist_liveness.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "store/mboxlist.h"
+#include "util/fs.h"
 
 namespace storemove::store {
 namespace {
@@ -40,9 +46,11 @@ pid_t ThisProcess() {
 }
 
 void ThreadId(DB_ENV*, pid_t* pid, db_threadid_t* tid) {
-  *pid = ThisProcess();
+  // libdb passes fields of its shared regions (a mutex's owner), which it guards with its own
+  // test-and-set locks; stores that are atomic say so to ThreadSanitizer, which cannot see those.
+  __atomic_store_n(pid, ThisProcess(), __ATOMIC_RELAXED);
   // The kernel's id, not pthread_self(): it can be asked whether it still runs (tgkill).
-  if (tid != nullptr) *tid = db_threadid_t(ThisThread());
+  if (tid != nullptr) __atomic_store_n(tid, db_threadid_t(ThisThread()), __ATOMIC_RELAXED);
 }
 
 // Each slot of the registry is 25 bytes, "%24lu\n" or the empty mark "X...0\n", and its process
@@ -67,10 +75,22 @@ void ForEachRegistered(int registry_fd, Fn fn) {
   }
 }
 
+// Set in the failure check's child (Store::Db::CleanUpAfterDeadProcesses).
+bool in_failure_check = false;
+std::chrono::steady_clock::time_point first_said_dead{};
+
 int IsAlive(DB_ENV* env, pid_t pid, db_threadid_t tid, u_int32_t flags) {
   if (pid != ThisProcess()) {
     auto* db = static_cast<Store::Db*>(env->app_private);
-    return db == nullptr || HoldsItsRegistrySlot(db->RegistryFd(), pid) ? 1 : 0;
+    if (db == nullptr || HoldsItsRegistrySlot(db->RegistryFd(), pid)) return 1;
+    if (in_failure_check) {
+      // libdb asks again and again while it waits for a mutex whose owner is dead: it never gets
+      // it. The whole check takes milliseconds; asking for a second means this is such a wait.
+      const auto now = std::chrono::steady_clock::now();
+      if (first_said_dead == std::chrono::steady_clock::time_point{}) first_said_dead = now;
+      if (now - first_said_dead > std::chrono::seconds(1)) ::_exit(3);
+    }
+    return 0;
   }
   if (flags & DB_MUTEX_PROCESS_ONLY) return 1;
   return ::syscall(SYS_tgkill, pid, pid_t(tid), 0) == 0 || errno != ESRCH ? 1 : 0;
@@ -118,6 +138,83 @@ void TrackThreadsForFailureCheck(DB_ENV* env) {
   env->set_thread_id(env, &ThreadId);
   env->set_isalive(env, &IsAlive);
   env->set_msgcall(env, &OnMessage);
+}
+
+namespace {
+
+// Whether the single-threaded `child` sleeps in a futex, where libdb waits for a mutex.
+bool AsleepOnAMutex(pid_t child) {
+  const std::string proc = "/proc/" + std::to_string(child);
+  UniqueFd stat_fd(::open((proc + "/stat").c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd syscall_fd(::open((proc + "/syscall").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!stat_fd.valid() || !syscall_fd.valid()) return false;
+  char stat[1024], syscall[128];
+  const ssize_t n = ::read(stat_fd.get(), stat, sizeof stat - 1);
+  const ssize_t m = ::read(syscall_fd.get(), syscall, sizeof syscall - 1);
+  if (n <= 0 || m <= 0) return false;
+  stat[n] = syscall[m] = '\0';
+  const char* paren = std::strrchr(stat, ')');
+  return paren != nullptr && paren[1] == ' ' && paren[2] == 'S' && std::strtol(syscall, nullptr, 10) == SYS_futex;
+}
+
+// Waits for `child` to end: false when it is still running after `limit`, or has slept in a
+// futex for a second (every look, 50 ms apart). A mutex of a live process is held for
+// microseconds; one held that long is a dead process's, which libdb never gives back. (Where
+// libdb spins on such a mutex asking is_alive instead, the child gives up itself: IsAlive.)
+bool EndsWithin(pid_t child, std::chrono::milliseconds limit) {
+  constexpr int kLooksAsleep = 20;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  UniqueFd pidfd(int(::syscall(SYS_pidfd_open, child, 0)));
+  for (int asleep = 0;;) {
+    siginfo_t info{};
+    if (::waitid(P_PID, id_t(child), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == child) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    asleep = AsleepOnAMutex(child) ? asleep + 1 : 0;
+    if (asleep >= kLooksAsleep) return false;
+    if (pidfd.valid()) {
+      struct pollfd ended {pidfd.get(), POLLIN, 0};
+      ::poll(&ended, 1, 50);  // EINTR: look again
+    } else {
+      ::usleep(50000);  // kernels before 5.3: no pidfd to wait on
+    }
+  }
+}
+
+}  // namespace
+
+bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flags) {
+  const int registry = RegistryFd();
+  if (registry < 0 || !ADeadProcessIsRegistered(registry)) return true;
+  // The check attaches to the regions before it looks at anything, and so waits for ever on a
+  // region mutex the dead process held (libdb 5.3 as Debian builds it has no failchk broadcast):
+  // then every later open would wait behind it for the registry's lock. A child of its own can be
+  // ended; this process then opens as before, and that open recovers the environment.
+  const pid_t child = ::fork();
+  if (child < 0) return false;
+  if (child == 0) {
+    ::alarm(unsigned(kFailureCheckSeconds + 2));  // never outlives the bound, even orphaned
+    in_failure_check = true;
+    int rc = 1;
+    try {
+      CreateEnvironment(/*track_threads=*/true);
+      rc = env_->open(env_, dir.c_str(), flags | DB_FAILCHK | DB_CREATE, 0600) == 0 ? 0 : 1;
+      env_->close(env_, 0);  // leaves the registry: a child that died attached would be one more
+    } catch (...) {
+    }
+    ::_exit(rc);
+  }
+  const bool ended = EndsWithin(child, std::chrono::seconds(kFailureCheckSeconds));
+  if (!ended) ::kill(child, SIGKILL);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!ended || (WIFEXITED(status) && WEXITSTATUS(status) == 3)) {
+    std::fprintf(stderr,
+                 "storemove: warning: mboxlist %s: the check after a process that died attached did not finish "
+                 "(the dead process held one of the environment's mutexes); recovering the environment instead\n",
+                 dir.c_str());
+  }
+  return ended && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 }  // namespace storemove::store

@@ -285,6 +285,32 @@ TEST_F(DeadMutexOwner, AProcessKilledInsideATransactionLeavesNothingOfIt) {
   EXPECT_TRUE(how == "exit 3" || how == "exit 0") << how;
 }
 
+// Killed while it held the environment's own region mutex (taken by every open and close to
+// count its attachments): the failure check attaches first and so waited for that mutex for
+// ever, and every open after it waited on the registry's lock (found under TSan, where
+// KillNineDuringDeliveryLosesNoAcknowledgedMessage hung). The check runs in a child that gives up
+// after a second of asking about the dead owner (or is ended); the open then recovers as before.
+TEST_F(DeadMutexOwner, ADeathHoldingTheRegionMutexIsRecoveredAfterTheBoundedCheck) {
+  pid_t dying = ::fork();
+  if (dying == 0) {
+    ::alarm(60);
+    die_holding_a_mutex_of = "__env_ref_increment";
+    Store::Open(tmp_.path());
+    ::_exit(4);  // never took it there: another libdb build
+  }
+  const std::string how = HowItEnded(dying);
+  if (how == "exit 4") GTEST_SKIP() << "this libdb took no mutex through __env_ref_increment";
+  ASSERT_EQ(how, "signal 9");
+  const auto start = std::chrono::steady_clock::now();
+  pid_t opener = ::fork();
+  if (opener == 0) {
+    ::alarm(60);
+    ::_exit(Store::Open(tmp_.path())->FindUser("joe") ? 0 : 1);
+  }
+  EXPECT_EQ(HowItEnded(opener), "exit 0");  // was "signal 14 (still waiting: hung)"
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(Store::Db::kFailureCheckSeconds + 5));
+}
+
 // Regions made without a thread table (by a storemove before failchk, still running or closed
 // cleanly; here by libdb's own db_recover -e) cannot be joined with failchk's settings: libdb
 // refuses with EINVAL ("thread table must be allocated when the database environment is
