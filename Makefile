@@ -39,7 +39,9 @@ asan: deps
 # repeat one stream for every offset or byte: the rest is single-threaded and slow under TSan;
 # and less the adaptive level's round trip to the lowest rung, whose timing rules (output twice
 # the compressing) do not hold with zstd several times slower: it failed 2 runs in 3 on an idle
-# machine, its threads are those of the other adaptive tests, which stay)
+# machine, its threads are those of the other adaptive tests, which stay; likewise the rise of
+# the level behind a slow output, whose premise (the output, ~13 MB/s, slower than level 1) does
+# not hold with zstd under TSan on these machines: it failed 2 runs in 2 on 2026-12-03)
 # (libdb's own shared-memory mutexes are not instrumented: tests/tsan.supp says which reports
 # come from inside libdb and why they are suppressed).
 # die_after_fork=0: tests fork children that open a store while the parent has one open, whose
@@ -52,7 +54,7 @@ tsan: deps
 	@set -e; for t in $(TSAN_TESTS); do \
 	  bin=$$(find build-tsan/tests -name $$t -type f -perm -u+x | head -n 1); \
 	  echo "== tsan: $$t"; \
-	  case $$t in format_test) only="--gtest_filter=Zstd*:-*AtEveryOffset*:*ByteFlips*:*LowestRungWithNewFrames";; \
+	  case $$t in format_test) only="--gtest_filter=Zstd*:-*AtEveryOffset*:*ByteFlips*:*LowestRungWithNewFrames:*AnAdaptiveLevelGoesUp*";; \
 	    migrate_test) only="--gtest_filter=MigrateIncremental.*:*MigrateLatency*:Migrate.FourGroupsTwoJobsOverTlsPsk";; \
 	    tools_moveuser_test) only="--gtest_filter=*AdministratorPullsManyUsersAtOnce*";; \
 	    *) only="";; esac; \

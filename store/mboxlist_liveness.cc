@@ -192,7 +192,14 @@ bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flag
   const pid_t child = ::fork();
   if (child < 0) return false;
   if (child == 0) {
-    ::alarm(unsigned(kFailureCheckSeconds + 2));  // never outlives the bound, even orphaned
+    // Never outlives the bound, even orphaned: the alarm ends it whatever the forking thread's
+    // signal mask and handlers were.
+    ::signal(SIGALRM, SIG_DFL);
+    sigset_t alarm_only;
+    ::sigemptyset(&alarm_only);
+    ::sigaddset(&alarm_only, SIGALRM);
+    ::pthread_sigmask(SIG_UNBLOCK, &alarm_only, nullptr);
+    ::alarm(unsigned(kFailureCheckSeconds + 2));
     in_failure_check = true;
     int rc = 1;
     try {
