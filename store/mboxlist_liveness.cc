@@ -26,12 +26,22 @@
 #include <string>
 
 #include "store/mboxlist.h"
+#include "util/error.h"
 #include "util/fs.h"
 
 namespace storemove::store {
 namespace {
 
 std::atomic<uint64_t> fork_generation{0};
+
+// util's ReadFile, with "nothing" for a task that has ended (or no /proc).
+std::string ReadProcFile(const std::string& path) {
+  try {
+    return ReadFile(path);
+  } catch (const Error&) {
+    return {};
+  }
+}
 
 // The process's id, asked once per fork generation: libdb asks at every call.
 pid_t ThisProcess() {
@@ -117,6 +127,15 @@ bool HoldsItsRegistrySlot(int registry_fd, pid_t pid) {
   return holds;
 }
 
+bool SleepsInAFutex(const std::string& task) {
+  const std::string stat = ReadProcFile(task + "/stat");
+  const std::string syscall = ReadProcFile(task + "/syscall");
+  if (stat.empty() || syscall.empty()) return ::access("/proc/self/task", F_OK) != 0;
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'S') return false;
+  return std::strtol(syscall.c_str(), nullptr, 10) == SYS_futex;
+}
+
 pid_t ThisThread() {
   static const bool registered = [] {
     ::pthread_atfork(nullptr, nullptr, [] { ++fork_generation; });
@@ -142,21 +161,6 @@ void TrackThreadsForFailureCheck(DB_ENV* env) {
 
 namespace {
 
-// Whether the single-threaded `child` sleeps in a futex, where libdb waits for a mutex.
-bool AsleepOnAMutex(pid_t child) {
-  const std::string proc = "/proc/" + std::to_string(child);
-  UniqueFd stat_fd(::open((proc + "/stat").c_str(), O_RDONLY | O_CLOEXEC));
-  UniqueFd syscall_fd(::open((proc + "/syscall").c_str(), O_RDONLY | O_CLOEXEC));
-  if (!stat_fd.valid() || !syscall_fd.valid()) return false;
-  char stat[1024], syscall[128];
-  const ssize_t n = ::read(stat_fd.get(), stat, sizeof stat - 1);
-  const ssize_t m = ::read(syscall_fd.get(), syscall, sizeof syscall - 1);
-  if (n <= 0 || m <= 0) return false;
-  stat[n] = syscall[m] = '\0';
-  const char* paren = std::strrchr(stat, ')');
-  return paren != nullptr && paren[1] == ' ' && paren[2] == 'S' && std::strtol(syscall, nullptr, 10) == SYS_futex;
-}
-
 // Waits for `child` to end: false when it is still running after `limit`, or has slept in a
 // futex for a second (every look, 50 ms apart). A mutex of a live process is held for
 // microseconds; one held that long is a dead process's, which libdb never gives back. (Where
@@ -169,7 +173,7 @@ bool EndsWithin(pid_t child, std::chrono::milliseconds limit) {
     siginfo_t info{};
     if (::waitid(P_PID, id_t(child), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == child) return true;
     if (std::chrono::steady_clock::now() >= deadline) return false;
-    asleep = AsleepOnAMutex(child) ? asleep + 1 : 0;
+    asleep = SleepsInAFutex("/proc/" + std::to_string(child)) ? asleep + 1 : 0;
     if (asleep >= kLooksAsleep) return false;
     if (pidfd.valid()) {
       struct pollfd ended {pidfd.get(), POLLIN, 0};

@@ -5,6 +5,8 @@
 #include <db.h>
 #include <sys/types.h>
 
+#include <string>
+
 namespace storemove::store {
 
 // The kernel's id of the calling thread, asked once per thread (a fork's child asks again).
@@ -18,6 +20,11 @@ bool ADeadProcessIsRegistered(int registry_fd);
 // Whether `pid` holds its slot in the registry: attached to the environment and alive. True when
 // the registry cannot say.
 bool HoldsItsRegistrySlot(int registry_fd, pid_t pid);
+
+// Whether the task whose /proc directory is `task` ("/proc/self/task/TID", "/proc/PID") sleeps
+// in a futex, where libdb waits for a mutex or a lock: not in the disk (state D) nor anywhere
+// else. Without /proc nothing tells them apart: true.
+bool SleepsInAFutex(const std::string& task);
 
 // Configures `env`, whose app_private is its Store::Db, before its open so that a process that died attached is cleaned up by the
 // next opener's failchk (its transactions aborted, its locks released) rather than by recovery,

@@ -44,27 +44,6 @@ int DetectExpired(DB_ENV* env) {
   return env->lock_detect(env, 0, DB_LOCK_EXPIRE, &rejected);
 }
 
-// util's ReadFile, with "nothing" for a task that has ended (or no /proc).
-std::string ReadProcFile(const std::string& path) {
-  try {
-    return ReadFile(path);
-  } catch (const Error&) {
-    return {};
-  }
-}
-
-// Whether the thread sleeps in a futex (where libdb waits for a mutex or a lock), not in the
-// disk (state D) or anywhere else. Without /proc nothing tells them apart: true.
-bool SleepsInAFutex(pid_t tid) {
-  const std::string task = "/proc/self/task/" + std::to_string(tid);
-  const std::string stat = ReadProcFile(task + "/stat");
-  const std::string syscall = ReadProcFile(task + "/syscall");
-  if (stat.empty() || syscall.empty()) return ::access("/proc/self/task", F_OK) != 0;
-  const size_t paren = stat.rfind(')');
-  if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'S') return false;
-  return std::strtol(syscall.c_str(), nullptr, 10) == SYS_futex;
-}
-
 // Whether another process has recovered the environment since this one opened it: recovery
 // removes the region files and creates new ones. A missing file decides nothing (recovery may be
 // under way, or the store is being taken apart).
@@ -210,7 +189,7 @@ void Store::Db::GuardCalls(const std::shared_ptr<Watch>& shared) {
       // is not ended: the guard says once that it waits.
       const int limit = stall_ticks.load();
       if (waited >= uint64_t(limit)) {
-        if (SleepsInAFutex(oldest->tid) && ADeadProcessIsRegistered(watch.registry_fd) && StillInFlight(watch, oldest->id))
+        if (SleepsInAFutex("/proc/self/task/" + std::to_string(oldest->tid)) && ADeadProcessIsRegistered(watch.registry_fd) && StillInFlight(watch, oldest->id))
           SayAndEnd("mboxlist " + watch.dir + ": a call into the database environment has waited " +
                     std::to_string(waited) +
                     " s for a mutex of a process that died inside it; stopping (exit 75, run again: the next "

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <string>
 #include <thread>
@@ -140,6 +141,32 @@ class DeadMutexOwner : public ::testing::Test {
     EXPECT_EQ(::read(ready_[0], &c, 1), 1) << "the waiter did not open the store";
     return waiter;
   }
+  // A child that opens the store, does `work` and is killed -9 where `work` calls park() (between
+  // libdb calls, or inside a transaction): the process that died attached. False when it never
+  // got there.
+  bool KilledWhileAttached(const std::function<void(Store&, const std::function<void()>& park)>& work) {
+    int parked[2], never[2];
+    if (::pipe(parked) != 0 || ::pipe(never) != 0) return false;
+    const pid_t child = ::fork();
+    if (child == 0) {
+      ::alarm(60);
+      auto store = Store::Open(tmp_.path());
+      work(*store, [&] {
+        char c;
+        if (::write(parked[1], "p", 1) != 1 || ::read(never[0], &c, 1) != 1) ::_exit(1);
+        ::_exit(0);  // never reached: killed while parked
+      });
+      ::_exit(1);
+    }
+    ::close(parked[1]);
+    char c;
+    const bool got_there = ::read(parked[0], &c, 1) == 1;
+    ::kill(child, SIGKILL);
+    const std::string how = HowItEnded(child);
+    for (int fd : {parked[0], never[0], never[1]}) ::close(fd);
+    EXPECT_EQ(how, "signal 9");
+    return got_there && how == "signal 9";
+  }
   // Kills the damage's child, or skips when this libdb cannot be damaged so.
   bool Damage(pid_t waiter) {
     const std::string how = HowItEnded(HoldALockTableMutex(tmp_.path(), /*stop=*/false));
@@ -188,24 +215,9 @@ TEST_F(DeadMutexOwner, AProcessAttachedBeforeEndsWhenAnotherRecoversTheEnvironme
 // process's threads (failchk): nothing to repair, nobody else is stopped.
 TEST_F(DeadMutexOwner, AProcessKilledBetweenItsCallsStopsNobodyElse) {
   const pid_t waiter = Attach(0);
-  int idle_ready[2], idle_wait[2];
-  ASSERT_EQ(::pipe(idle_ready), 0);
-  ASSERT_EQ(::pipe(idle_wait), 0);
-  const pid_t idle = ::fork();
-  if (idle == 0) {
-    ::alarm(60);
-    auto store = Store::Open(tmp_.path());
-    const bool found = store->FindUser("joe").has_value();
-    if (::write(idle_ready[1], found ? "f" : "n", 1) != 1) ::_exit(1);
-    char c;
-    ::_exit(::read(idle_wait[0], &c, 1) == 1 ? 0 : 1);  // killed before
-  }
-  char c = 0;
-  ASSERT_EQ(::read(idle_ready[0], &c, 1), 1);
-  EXPECT_EQ(c, 'f');
-  ::kill(idle, SIGKILL);
-  EXPECT_EQ(HowItEnded(idle), "signal 9");
-  for (int fd : {idle_ready[0], idle_ready[1], idle_wait[0], idle_wait[1]}) ::close(fd);
+  ASSERT_TRUE(KilledWhileAttached([](Store& store, const std::function<void()>& park) {
+    if (store.FindUser("joe")) park();
+  }));
   {
     auto store = Store::Open(tmp_.path());  // notices the dead process
     EXPECT_TRUE(store->FindUser("joe"));
@@ -223,23 +235,10 @@ TEST_F(DeadMutexOwner, AProcessKilledBetweenItsCallsStopsNobodyElse) {
 // it, and glibc refuses that with EBUSY. docs/store-format.md §3.)
 TEST_F(DeadMutexOwner, AWriterKilledBetweenItsTransactionsStopsNobodyElse) {
   const pid_t waiter = Attach(0);
-  int writer_ready[2], writer_wait[2];
-  ASSERT_EQ(::pipe(writer_ready), 0);
-  ASSERT_EQ(::pipe(writer_wait), 0);
-  const pid_t writer = ::fork();
-  if (writer == 0) {
-    ::alarm(60);
-    auto store = Store::Open(tmp_.path());
-    store->CreateUser("zed");
-    if (::write(writer_ready[1], "w", 1) != 1) ::_exit(1);
-    char c;
-    ::_exit(::read(writer_wait[0], &c, 1) == 1 ? 0 : 1);  // killed before
-  }
-  char c = 0;
-  ASSERT_EQ(::read(writer_ready[0], &c, 1), 1);
-  ::kill(writer, SIGKILL);
-  EXPECT_EQ(HowItEnded(writer), "signal 9");
-  for (int fd : {writer_ready[0], writer_ready[1], writer_wait[0], writer_wait[1]}) ::close(fd);
+  ASSERT_TRUE(KilledWhileAttached([](Store& store, const std::function<void()>& park) {
+    store.CreateUser("zed");
+    park();
+  }));
   Store::Open(tmp_.path()).reset();  // notices the dead process
   ASSERT_EQ(::write(go_[1], "x", 1), 1);
   EXPECT_EQ(HowItEnded(waiter), "exit 0");  // was "exit 3": DB_RUNRECOVERY after the recovery
@@ -253,27 +252,13 @@ TEST_F(DeadMutexOwner, AWriterKilledBetweenItsTransactionsStopsNobodyElse) {
 // temporary failure. What matters is that the uncommitted write is gone and the store opens.
 TEST_F(DeadMutexOwner, AProcessKilledInsideATransactionLeavesNothingOfIt) {
   const pid_t waiter = Attach(0);
-  int writer_ready[2], writer_wait[2];
-  ASSERT_EQ(::pipe(writer_ready), 0);
-  ASSERT_EQ(::pipe(writer_wait), 0);
-  const pid_t writer = ::fork();
-  if (writer == 0) {
-    ::alarm(60);
-    auto store = Store::Open(tmp_.path());
-    Store::Db& db = store->db();
+  ASSERT_TRUE(KilledWhileAttached([](Store& store, const std::function<void()>& park) {
+    Store::Db& db = store.db();
     db.Txn([&](DB_TXN* txn) {
       db.Put(db.users(), txn, "joe", "not a user record");
-      if (::write(writer_ready[1], "w", 1) != 1) ::_exit(1);
-      char c;
-      ::_exit(::read(writer_wait[0], &c, 1) == 1 ? 0 : 1);  // killed before
+      park();
     });
-    ::_exit(1);
-  }
-  char c = 0;
-  ASSERT_EQ(::read(writer_ready[0], &c, 1), 1);
-  ::kill(writer, SIGKILL);
-  EXPECT_EQ(HowItEnded(writer), "signal 9");
-  for (int fd : {writer_ready[0], writer_ready[1], writer_wait[0], writer_wait[1]}) ::close(fd);
+  }));
   {
     auto store = Store::Open(tmp_.path());
     const auto joe = store->FindUser("joe");
