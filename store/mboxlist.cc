@@ -213,7 +213,14 @@ void Store::Db::Open(bool create) {
   // DB_REGISTER needs DB_CREATE to create its region files; the databases themselves are only
   // created when `create` (below). The thread table goes into regions this open makes.
   CreateEnvironment(/*track_threads=*/true);
-  int ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
+  // The open may wait on a region mutex of a process stopped inside libdb, and for ever once
+  // that process is killed: the guard watches it as it watches every call (mboxlist_watch.cc).
+  StartGuard();
+  const auto open_environment = [&] {
+    InFlight call(*this, "the open of");
+    return env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
+  };
+  int ret = open_environment();
   if (ret == EINVAL && last_db_message.find("BDB1505") != std::string::npos) {
     // "thread table must be allocated when the database environment is created": regions made by
     // a storemove before failchk, attached to by processes still running or left by a clean
@@ -222,11 +229,10 @@ void Store::Db::Open(bool create) {
     env_->close(env_, 0);
     env_ = nullptr;
     CreateEnvironment(/*track_threads=*/false);
-    ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
+    ret = open_environment();
   }
   if (ret != 0) Fail(ret, "open environment");  // the caller closes env_ (required after a failed open)
-  // From here on every call may meet a mutex a process killed meanwhile left locked.
-  StartWatch(dir);
+  WatchOpenedEnvironment(dir);
   struct Spec {
     DB** handle;
     const char* file;

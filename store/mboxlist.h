@@ -140,7 +140,9 @@ class Store::Db {
   //   longer than the lock timeout: libdb wakes no waiter in the old regions;
   // - a call has waited a minute on a mutex while the environment's registry shows a process
   //   that died inside it: libdb 5.3 never frees a dead owner's mutex (the detector itself may
-  //   be asleep on it), and nobody has opened the store since to recover it.
+  //   be asleep on it), and nobody has opened the store since to recover it. The environment's
+  //   open is such a call too: it waits on a region mutex of a process stopped inside libdb, and
+  //   for ever once that process is killed, holding the registry's lock every later open needs.
   // Their state is shared, so that Close can leave a detector asleep on a dead owner's mutex
   // behind (as it leaves the environment) without it touching freed memory.
   struct Watch {
@@ -156,10 +158,15 @@ class Store::Db {
     bool detector_stopping = false;
     bool detector_done = false;
     bool guard_stopping = false;
+    // Under mutex: set once the environment is open. Until then the guard watches the open
+    // itself (a region mutex a stopped process holds, and that process killed meanwhile), and no
+    // detector may call into it.
+    bool opened = false;
     std::atomic<bool> wedged{false};
     std::atomic<bool> panicked{false};
-    // The environment's directory and its first region file as opened: recovery by another
-    // process replaces that file, which the guard sees without calling libdb.
+    // The environment's directory and its first region file as opened (under mutex until
+    // `opened`): recovery by another process replaces that file, which the guard sees without
+    // calling libdb.
     int dir_fd = -1;
     dev_t region_dev = 0;
     ino_t region_ino = 0;
@@ -175,14 +182,17 @@ class Store::Db {
       uint64_t id;
       pid_t tid;
       uint64_t since;
+      const char* what;  // for the guard's lines: "a call into", "the open of"
     };
     std::mutex calls_mutex;
     std::vector<Call> calls;  // under calls_mutex
     uint64_t next_call = 0;   // under calls_mutex
     std::atomic<uint64_t> ticks{0};
   };
-  // After the environment opened: the watch's descriptors and its two threads.
-  void StartWatch(const std::string& env_dir);
+  // Before the environment's open, which it watches too: the guard's thread.
+  void StartGuard();
+  // After the environment opened: what the guard and the detector need of it.
+  void WatchOpenedEnvironment(const std::string& env_dir);
   // Close's first step: the detector ends, or is left behind (wedged) after the guard's limit.
   void StopDetector();
   // Close's last step, after the handles: the guard ends; its descriptors close unless wedged.
@@ -194,7 +204,7 @@ class Store::Db {
   std::thread guard_;
   class InFlight {
    public:
-    explicit InFlight(Db& db);
+    explicit InFlight(Db& db, const char* what = "a call into");
     ~InFlight();
     InFlight(const InFlight&) = delete;
     InFlight& operator=(const InFlight&) = delete;

@@ -74,11 +74,11 @@ void Store::Db::SetLockDetectForTesting(std::function<int(DB_ENV*)> call) {
   lock_detect_call = std::move(call);
 }
 
-Store::Db::InFlight::InFlight(Db& db) : watch_(*db.watch_) {
+Store::Db::InFlight::InFlight(Db& db, const char* what) : watch_(*db.watch_) {
   const pid_t tid = ThisThread();
   std::lock_guard lock(watch_.calls_mutex);
   id_ = watch_.next_call++;
-  watch_.calls.push_back({id_, tid, watch_.ticks.load()});
+  watch_.calls.push_back({id_, tid, watch_.ticks.load(), what});
 }
 
 Store::Db::InFlight::~InFlight() {
@@ -90,23 +90,8 @@ Store::Db::InFlight::~InFlight() {
   }
 }
 
-void Store::Db::StartWatch(const std::string& env_dir) {
-  watch_->env = env_;
+void Store::Db::StartGuard() {
   watch_->dir = dir_;
-  watch_->dir_fd = ::open(env_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  struct stat region;
-  if (watch_->dir_fd >= 0 && ::fstatat(watch_->dir_fd, "__db.001", &region, AT_SYMLINK_NOFOLLOW) == 0) {
-    watch_->region_dev = region.st_dev;
-    watch_->region_ino = region.st_ino;
-  } else if (watch_->dir_fd >= 0) {
-    ::close(watch_->dir_fd);
-    watch_->dir_fd = -1;
-  }
-  RegistryFd();  // Open named it; made by the open when it did not exist before
-  {
-    std::lock_guard lock(lock_detect_seam_mutex);
-    watch_->detector_eager = bool(lock_detect_call);
-  }
   // Started with every signal blocked, so that a SIGTERM or SIGINT sent to the process goes to a
   // thread that takes it (migrate's signalfd, or the main thread's default action), not to this
   // one, nor to the detector it starts (which inherits its mask).
@@ -122,9 +107,34 @@ void Store::Db::StartWatch(const std::string& env_dir) {
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
+void Store::Db::WatchOpenedEnvironment(const std::string& env_dir) {
+  RegistryFd();  // Open named it; made by the open when it did not exist before
+  bool eager = false;
+  {
+    std::lock_guard seam(lock_detect_seam_mutex);
+    eager = bool(lock_detect_call);
+  }
+  {
+    std::lock_guard lock(watch_->mutex);
+    watch_->env = env_;
+    watch_->dir_fd = ::open(env_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct stat region;
+    if (watch_->dir_fd >= 0 && ::fstatat(watch_->dir_fd, "__db.001", &region, AT_SYMLINK_NOFOLLOW) == 0) {
+      watch_->region_dev = region.st_dev;
+      watch_->region_ino = region.st_ino;
+    } else if (watch_->dir_fd >= 0) {
+      ::close(watch_->dir_fd);
+      watch_->dir_fd = -1;
+    }
+    watch_->detector_eager = eager;
+    watch_->opened = true;
+  }
+  if (eager) StartDetector(watch_);
+}
+
 void Store::Db::StartDetector(const std::shared_ptr<Watch>& watch) {
   std::lock_guard lock(watch->mutex);
-  if (watch->detector.joinable() || !watch->detector_allowed) return;
+  if (watch->detector.joinable() || !watch->detector_allowed || !watch->opened) return;
   try {
     watch->detector = std::thread([watch] { DetectExpiredLocks(*watch); });
   } catch (const std::system_error&) {
@@ -155,12 +165,15 @@ void Store::Db::GuardCalls(const std::shared_ptr<Watch>& shared) {
     std::lock_guard calls(w.calls_mutex);
     return std::any_of(w.calls.begin(), w.calls.end(), [&](const Watch::Call& c) { return c.id == id; });
   };
-  if (watch.detector_eager) StartDetector(shared);
   // Counted in ticks of about a second, not in wall time: a process stopped (SIGSTOP, a paused
   // machine) is not stuck when it resumes.
   std::optional<uint64_t> warned;  // the call a warning was given for
   std::unique_lock lock(watch.mutex);
   while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.guard_stopping; })) {
+    // Fixed once the environment is open (WatchOpenedEnvironment); until then no region to watch.
+    const int dir_fd = watch.opened ? watch.dir_fd : -1;
+    const dev_t region_dev = watch.region_dev;
+    const ino_t region_ino = watch.region_ino;
     lock.unlock();  // the checks below read files: Close must not wait behind them
     const uint64_t tick = ++watch.ticks;
     std::optional<Watch::Call> oldest;
@@ -173,7 +186,7 @@ void Store::Db::GuardCalls(const std::shared_ptr<Watch>& shared) {
       const uint64_t waited = tick - oldest->since;
       // A call that waits may wait for a lock: from now on the detector enforces its timeout.
       if (waited >= 1) StartDetector(shared);
-      if (!watch.panicked && waited >= 2 && RegionReplaced(watch.dir_fd, watch.region_dev, watch.region_ino)) watch.panicked = true;
+      if (!watch.panicked && waited >= 2 && RegionReplaced(dir_fd, region_dev, region_ino)) watch.panicked = true;
       // Another process recovered the environment after one died: this one's regions are dead,
       // and every call fails at once with DB_RUNRECOVERY, except one asleep on the dead
       // process's lock or mutex, which is never woken. It can only end, as kill -9 would.
@@ -190,14 +203,14 @@ void Store::Db::GuardCalls(const std::shared_ptr<Watch>& shared) {
       const int limit = stall_ticks.load();
       if (waited >= uint64_t(limit)) {
         if (SleepsInAFutex("/proc/self/task/" + std::to_string(oldest->tid)) && ADeadProcessIsRegistered(watch.registry_fd) && StillInFlight(watch, oldest->id))
-          SayAndEnd("mboxlist " + watch.dir + ": a call into the database environment has waited " +
+          SayAndEnd("mboxlist " + watch.dir + ": " + oldest->what + " the database environment has waited " +
                     std::to_string(waited) +
                     " s for a mutex of a process that died inside it; stopping (exit 75, run again: the next "
                     "open recovers it)");
         if (warned != oldest->id) {
           warned = oldest->id;
-          const std::string line = "storemove: warning: mboxlist " + watch.dir +
-                                    ": a call into the database environment has waited " + std::to_string(waited) +
+          const std::string line = "storemove: warning: mboxlist " + watch.dir + ": " + oldest->what +
+                                   " the database environment has waited " + std::to_string(waited) +
                                     " s (on the disk, or on a process that is stopped); still waiting\n";
           (void)!::write(STDERR_FILENO, line.data(), line.size());
         }

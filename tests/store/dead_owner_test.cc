@@ -346,6 +346,62 @@ TEST_F(DeadMutexOwner, AWaiterForAStoppedHolderIsToldAboutNotEnded) {
   ::close(err[0]);
 }
 
+// The environment's open waits on a region mutex of a process stopped inside libdb (here the
+// transaction region's, taken by the stopped process's txn_begin). It used to wait without a
+// word, and for ever once that process was killed, holding the registry's lock that every later
+// open waits for: the store was stuck until someone found and killed the opener. The guard now
+// watches the open as it watches every call: it says that the open waits while the holder is
+// stopped, and ends it with 75 once the holder has died; the next open recovers.
+TEST_F(DeadMutexOwner, AnOpenBehindAHolderStoppedAndThenKilledEndsAndTheNextOpenRecovers) {
+  pid_t holder = ::fork();
+  if (holder == 0) {
+    ::alarm(60);
+    auto store = Store::Open(tmp_.path());
+    stop_instead = true;
+    die_holding_a_mutex_of = "__txn_begin";
+    store->CreateUser("zed");
+    ::_exit(die_holding_a_mutex_of.load() != nullptr ? 4 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(holder, &status, WUNTRACED), holder);
+  if (!WIFSTOPPED(status)) {
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 4) << "the holder ended: " << status;
+    GTEST_SKIP() << "this libdb took no mutex through __txn_begin";
+  }
+  int err[2];
+  ASSERT_EQ(::pipe(err), 0);
+  const pid_t opener = ::fork();
+  if (opener == 0) {
+    ::alarm(60);
+    ::dup2(err[1], STDERR_FILENO);
+    Store::Db::SetStallTicksForTesting(3);
+    ::_exit(Store::Open(tmp_.path())->FindUser("joe") ? 0 : 1);
+  }
+  ::close(err[1]);
+  std::string said;
+  char buf[512];
+  for (ssize_t n; said.find("still waiting") == std::string::npos && (n = ::read(err[0], buf, sizeof buf)) > 0;)
+    said.append(buf, size_t(n));
+  EXPECT_NE(said.find("the open of the database environment has waited"), std::string::npos) << said;
+  ::kill(holder, SIGKILL);
+  EXPECT_EQ(HowItEnded(holder), "signal 9");
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t next = ::fork();  // comes while the opener still waits: behind it, not stuck with it
+  if (next == 0) {
+    ::alarm(60);
+    ::_exit(Store::Open(tmp_.path())->FindUser("joe") ? 0 : 1);
+  }
+  EXPECT_EQ(HowItEnded(opener), "exit 75");  // was "signal 14 (still waiting: hung)"
+  EXPECT_EQ(HowItEnded(next), "exit 0");     // used to wait as long as the opener
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;) said.append(buf, size_t(n));
+  ::close(err[0]);
+  EXPECT_NE(said.find("for a mutex of a process that died inside it; stopping (exit 75"), std::string::npos) << said;
+  auto store = Store::Open(tmp_.path());  // recovers the environment
+  EXPECT_TRUE(store->FindUser("joe"));
+  EXPECT_FALSE(store->FindUser("zed"));  // stopped before its transaction began
+}
+
 // The detector asleep on a dead owner's mutex, with no call of the process's own in flight: Close
 // used to join it and hang the end of a finished command. Now it waits for the detector as long as
 // the guard's limit, leaves it behind with the environment (as a stuck checkpoint does) and says
