@@ -13,6 +13,7 @@
 
 #include "store/dir_lock.h"
 #include "store/index.h"
+#include "store/mboxlist.h"
 #include "util/error.h"
 #include "util/interrupt.h"
 
@@ -278,6 +279,7 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     header.uidnext = next;
     header.highest_modseq = modseq;  // written with the new count: the same commit point
     index::Append(idx.get(), &header, records, shown, sync);
+    Store::Db::NoteCommitted();
     known_uidnext_ = std::max(known_uidnext_, next);
     for (const MessageMeta& m : records) uids.push_back(m.uid);
   } catch (...) {

@@ -102,6 +102,13 @@ class Store::Db {
   static constexpr int kFailureCheckSeconds = 3;
   // Tests: replaces libdb's checkpoint call (empty: libdb's) and how long one is waited for.
   static void SetCheckpointForTesting(std::function<int(DB_ENV*, u_int32_t)> call, std::chrono::milliseconds limit);
+  // deliver: once its message is committed (NoteCommitted), a guard that has to end the process
+  // (a call stuck on a dead process's mutex, in the quota update or the close that follow) ends
+  // it with 0, not 75: the message is stored and synced, and the MTA would deliver it again.
+  // Quota usage left short is corrected by Store::RecomputeQuota. Process-wide, one way.
+  static void EndWithSuccessOnceCommitted();
+  // Folder::Commit, once its index append (the commit point) has returned.
+  static void NoteCommitted();
   // Tests: how many of the guard's one-second ticks a call may wait on a mutex of a dead owner
   // before the process gives up (exit 75), and Close waits for the detector; 60 when not set.
   static void SetStallTicksForTesting(int ticks);

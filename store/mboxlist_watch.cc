@@ -54,18 +54,29 @@ bool RegionReplaced(int dir_fd, dev_t dev, ino_t ino) {
   return now.st_dev != dev || now.st_ino != ino;
 }
 
-void SayAndEnd(const std::string& line) {
+std::atomic<bool> success_once_committed{false};
+std::atomic<bool> committed{false};
+
+// `why` the call cannot return; `rerun` what a rerun does about it. 75: a delivery is retried by
+// the MTA, a migrate run again finds its journal; 0 for a delivery already committed.
+[[noreturn]] void SayAndEnd(const std::string& why, const std::string& rerun) {
+  const bool done = success_once_committed.load() && committed.load();
+  const std::string text = done ? "storemove: warning: " + why + "; the message was committed before it (exit 0)\n"
+                                : "storemove: " + why + "; stopping (exit 75, run again" + rerun + ")\n";
   // write(2), not stdio: its lock may be held by a thread that will never let go of it.
-  const std::string text = "storemove: " + line + "\n";
-  for (size_t done = 0; done < text.size();) {
-    ssize_t n = ::write(STDERR_FILENO, text.data() + done, text.size() - done);
+  for (size_t written = 0; written < text.size();) {
+    ssize_t n = ::write(STDERR_FILENO, text.data() + written, text.size() - written);
     if (n <= 0) break;
-    done += size_t(n);
+    written += size_t(n);
   }
-  ::_exit(75);
+  ::_exit(done ? 0 : 75);
 }
 
 }  // namespace
+
+void Store::Db::EndWithSuccessOnceCommitted() { success_once_committed = true; }
+
+void Store::Db::NoteCommitted() { committed = true; }
 
 void Store::Db::SetStallTicksForTesting(int ticks) { stall_ticks = ticks; }
 
@@ -190,11 +201,11 @@ void Store::Db::GuardCalls(const std::shared_ptr<Watch>& shared) {
       // Another process recovered the environment after one died: this one's regions are dead,
       // and every call fails at once with DB_RUNRECOVERY, except one asleep on the dead
       // process's lock or mutex, which is never woken. It can only end, as kill -9 would.
-      // 75: a delivery is retried by the MTA, a migrate run again finds its journal.
       if (watch.panicked && waited >= uint64_t(kLockTimeoutSeconds + 2))
         SayAndEnd("mboxlist " + watch.dir +
-                  ": waiting for a lock of a process that died, in a database environment another process has "
-                  "recovered since; stopping (exit 75, run again)");
+                      ": waiting for a lock of a process that died, in a database environment another process has "
+                      "recovered since",
+                  "");
       // Nobody has recovered it. A call asleep on a mutex for a minute, while the registry names
       // a process that died inside the environment, waits on a mutex that process left locked,
       // which libdb 5.3 never frees; the next process that opens the store recovers it. A call
@@ -204,9 +215,8 @@ void Store::Db::GuardCalls(const std::shared_ptr<Watch>& shared) {
       if (waited >= uint64_t(limit)) {
         if (SleepsInAFutex("/proc/self/task/" + std::to_string(oldest->tid)) && ADeadProcessIsRegistered(watch.registry_fd) && StillInFlight(watch, oldest->id))
           SayAndEnd("mboxlist " + watch.dir + ": " + oldest->what + " the database environment has waited " +
-                    std::to_string(waited) +
-                    " s for a mutex of a process that died inside it; stopping (exit 75, run again: the next "
-                    "open recovers it)");
+                        std::to_string(waited) + " s for a mutex of a process that died inside it",
+                    ": the next open recovers it");
         if (warned != oldest->id) {
           warned = oldest->id;
           const std::string line = "storemove: warning: mboxlist " + watch.dir + ": " + oldest->what +

@@ -1,7 +1,9 @@
 // storemove deliver: the ims-ms channel's final delivery of one message from stdin.
 //
 // Exit statuses are what an MTA's program mailer expects (sysexits):
-//   0  delivered and durable (files, store.idx and mboxlist synced before exit)
+//   0  delivered and durable (files, store.idx and mboxlist synced before exit; when a call
+//      after the commit is stuck on a process that died, the message file and store.idx are
+//      synced and the quota update may be left short, which RecomputeQuota corrects)
 //   67 EX_NOUSER    unknown user (without --create): the MTA bounces
 //   75 EX_TEMPFAIL  user on hold, user moved to another host, over quota, or without its INBOX
 //                   yet (a restore or import of the user not finished): the MTA queues the
@@ -67,6 +69,9 @@ int DeliverOnce(const DeliverOptions& options) {
     Refuse(e.code(), e.what());
   }
   const std::string& root = RequireStoreDir(options.store_dir);
+  // Stuck after the commit (the quota update, the close, on a mutex of a process that died), the
+  // store's guard ends this process with 0: the MTA must not deliver the message a second time.
+  store::Store::Db::EndWithSuccessOnceCommitted();
 
   // A wait that lasts (a folder being moved, a stopped process) goes to the MTA's log once.
   auto store = store::Store::Open(root, {store::Durability::kBatch, [](const std::string& why) {

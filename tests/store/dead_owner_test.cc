@@ -402,6 +402,75 @@ TEST_F(DeadMutexOwner, AnOpenBehindAHolderStoppedAndThenKilledEndsAndTheNextOpen
   EXPECT_FALSE(store->FindUser("zed"));  // stopped before its transaction began
 }
 
+// A delivery whose message is committed, stuck in what follows the commit (the quota update, the
+// close) on a mutex of a process that died: the guard used to end it with 75, and the MTA then
+// delivered the message a second time (seen once in helper-50's kill -9 runs). deliver arms the
+// store so that the guard ends it with 0 once the commit point has passed; anything else (a
+// restore, an import, whose rerun is idempotent) still ends with 75.
+class StuckAfterTheCommit : public DeadMutexOwner, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(StuckAfterTheCommit, EndsWithSuccessOnlyWhereArmed) {
+  const bool armed = GetParam();
+  int err[2];
+  ASSERT_EQ(::pipe(err), 0);
+  const pid_t deliverer = ::fork();
+  if (deliverer == 0) {
+    ::alarm(60);
+    ::dup2(err[1], STDERR_FILENO);
+    Store::Db::SetStallTicksForTesting(3);
+    if (armed) Store::Db::EndWithSuccessOnceCommitted();
+    int rc = 1;
+    try {
+      auto store = Store::Open(tmp_.path(), {Durability::kBatch, {}});
+      auto inbox = store->OpenFolder("joe", "INBOX");
+      if (::write(ready_[1], "r", 1) != 1) ::_exit(1);
+      char c;
+      if (::read(go_[0], &c, 1) != 1) ::_exit(1);
+      auto message = inbox->NewMessage();
+      message->Write(std::string("Subject: once\r\n\r\nonly once\r\n"));
+      std::vector<StagedMessage> batch{message->Finish({})};
+      inbox->Commit(batch);
+      rc = 10;  // went on: the dead process's mutex was not in the way
+    } catch (...) {
+    }
+    ::_exit(rc);
+  }
+  ::close(err[1]);
+  char c;
+  ASSERT_EQ(::read(ready_[0], &c, 1), 1) << "the deliverer did not open the store";
+  // Killed holding the transaction region's mutex, which the quota update's txn_begin needs.
+  const pid_t dying = ::fork();
+  if (dying == 0) {
+    ::alarm(60);
+    auto store = Store::Open(tmp_.path());
+    die_holding_a_mutex_of = "__txn_begin";
+    store->CreateUser("zed");
+    ::_exit(4);
+  }
+  if (const std::string how = HowItEnded(dying); how != "signal 9") {
+    ::kill(deliverer, SIGKILL);
+    HowItEnded(deliverer);
+    ::close(err[0]);
+    ASSERT_EQ(how, "exit 4");
+    GTEST_SKIP() << "this libdb took no mutex through __txn_begin";
+  }
+  ASSERT_EQ(::write(go_[1], "x", 1), 1);
+  std::string said;
+  char buf[512];
+  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;) said.append(buf, size_t(n));
+  ::close(err[0]);
+  EXPECT_EQ(HowItEnded(deliverer), armed ? "exit 0" : "exit 75") << said;  // armed: was "exit 75"
+  EXPECT_NE(said.find(armed ? "the message was committed before it (exit 0)" : "stopping (exit 75"), std::string::npos)
+      << said;
+  auto store = Store::Open(tmp_.path());  // recovers the environment
+  const FolderSnapshot inbox = store->OpenFolder("joe", "INBOX")->Snapshot();
+  ASSERT_EQ(inbox.messages.size(), 1u);  // committed in both cases: 75 made the MTA send it again
+  EXPECT_EQ(inbox.messages[0].size, std::string("Subject: once\r\n\r\nonly once\r\n").size());
+}
+
+INSTANTIATE_TEST_SUITE_P(DeadMutexOwner, StuckAfterTheCommit, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Deliver" : "NotArmed"; });
+
 // The detector asleep on a dead owner's mutex, with no call of the process's own in flight: Close
 // used to join it and hang the end of a finished command. Now it waits for the detector as long as
 // the guard's limit, leaves it behind with the environment (as a stuck checkpoint does) and says
