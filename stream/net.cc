@@ -682,6 +682,11 @@ bool Connection::Readable() {
   return ::poll(&p, 1, 0) > 0;
 }
 
+bool Connection::PeerClosed() {
+  pollfd p{fd_.get(), POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 bool Connection::WaitReadable(int wake_fd) {
   if (in_pos_ < in_.size() || (ssl_ && SSL_pending(ssl_) > 0)) return true;
   pollfd p[2] = {{fd_.get(), POLLIN, 0}, {wake_fd, POLLIN, 0}};

@@ -70,6 +70,9 @@ class Connection {
   void WriteAll(const void* data, size_t size);
   // True when a read would not block (bytes or the peer's close are waiting).
   bool Readable();
+  // True when the peer has closed its side or the connection is broken (a reset), whatever is
+  // still unread: the server's I/O thread asks while it reads nothing (its queue is full).
+  bool PeerClosed();
   // Waits until Readable() (true) or `wake_fd` becomes readable (false); kTempFail after the
   // timeout without either. The server's I/O thread waits here between frames.
   bool WaitReadable(int wake_fd);

@@ -43,6 +43,7 @@ constexpr int kDrainSeconds = 5;
 class FramePump final : public format::ByteSource {
  public:
   static constexpr size_t kMaxQueued = size_t{16} << 20;
+  static constexpr std::chrono::milliseconds kPeerCheck{200};
   // Returns the ANSWER payload; null outside a restore (a QUERY is then a protocol error).
   using Answerer = std::function<std::string(const Query&)>;
 
@@ -64,15 +65,16 @@ class FramePump final : public format::ByteSource {
   FramePump(const FramePump&) = delete;
   FramePump& operator=(const FramePump&) = delete;
 
-  // The decoder's thread.
+  // The decoder's thread. Once the connection has failed (the client died or went away before
+  // DATA-END), what is still queued is dropped: the restore stops where it is, as the client saw
+  // it stop, rather than going on with a stream nobody is sending any more (a session waiting
+  // for the user's write lock used to apply it long after its client had given up).
   size_t Read(void* data, size_t size) override {
     if (pos_ == chunk_.size()) {
       std::unique_lock<std::mutex> lock(mutex_);
       cv_.wait(lock, [&] { return !queue_.empty() || ended_ || error_; });
-      if (queue_.empty()) {
-        if (error_) std::rethrow_exception(error_);
-        return 0;  // DATA-END
-      }
+      if (error_) std::rethrow_exception(error_);
+      if (queue_.empty()) return 0;  // DATA-END
       chunk_ = std::move(queue_.front());
       queue_.pop_front();
       queued_ -= chunk_.size();
@@ -101,6 +103,13 @@ class FramePump final : public format::ByteSource {
     Stop();
   }
 
+  // The decoder's thread, while the restore waits (for a user's write lock): rethrows the I/O
+  // thread's failure, so that a session whose client is gone stops waiting, with the reason.
+  void RethrowIfFailed() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (error_) std::rethrow_exception(error_);
+  }
+
   // Stops the I/O thread at its next frame boundary and joins it.
   void Stop() {
     if (!thread_.joinable()) return;
@@ -122,7 +131,12 @@ class FramePump final : public format::ByteSource {
           case FrameType::kData: {
             if (f.payload.empty()) Throw(Errc::kProtocol, conn_.peer() + " sent an empty DATA frame");
             std::unique_lock<std::mutex> lock(mutex_);
-            cv_.wait(lock, [&] { return stop_ || discard_ || queued_ < kMaxQueued; });
+            // While the queue is full nothing is read: the client's death would go unnoticed
+            // until the restore had drained it. The socket is asked about its peer meanwhile.
+            while (!cv_.wait_for(lock, kPeerCheck, [&] { return stop_ || discard_ || queued_ < kMaxQueued; }))
+              if (conn_.PeerClosed())
+                Throw(Errc::kIo, conn_.peer() + " closed the connection before DATA-END (the client stopped or was "
+                                                "killed); the restore stops where it is");
             if (stop_) return;
             if (discard_) break;
             queued_ += f.payload.size();
@@ -553,8 +567,11 @@ class Server {
     // A user held by another writer (a local restore, rename or delete) is waited for as long
     // as a silent peer is, and not beyond a stop request: the session says why and the client
     // (a migrate) retries later.
+    // Nor once its client is gone: the wait then ends with the connection's failure.
     options.lock_timeout_seconds = options_.idle_timeout_seconds;
-    options.lock_cancelled = [this] {
+    FramePump* running_pump = nullptr;
+    options.lock_cancelled = [this, &running_pump] {
+      if (running_pump) running_pump->RethrowIfFailed();
       std::lock_guard<std::mutex> lock(mutex_);
       return stopping_;
     };
@@ -563,10 +580,12 @@ class Server {
     SessionReport report;
     {
       FramePump pump(conn, [&](const Query& q) { return AnswerQuery(options, who, q); });
+      running_pump = &pump;
       format::DecompressingSource input(pump);
       format::Decoder decoder(input);
       report = Restore(&store_, decoder, options);
       pump.Finish();
+      running_pump = nullptr;
     }
     report.stream_bytes = conn.bytes_in() - bytes_before;
     sync.Sync();

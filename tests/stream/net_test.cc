@@ -17,11 +17,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <future>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -1659,6 +1661,76 @@ TEST(NetHostile, ASessionWaitingForAUserGivesUpAtTheIdleTimeoutAndSaysWhy) {
   }
   ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
 }
+
+// A client that dies before DATA-END while its session waits for the user's write lock (a local
+// restore or a rename of that user holds it). The session used to go on waiting until the idle
+// timeout, holding its slot, and to apply what it had queued if the lock came first: mail its
+// client had given up on, written long after (helper-47). Now it stops as soon as the
+// connection fails, and nothing more of that stream is applied. Big: the stream is more than the
+// session's queue, whose I/O thread then reads nothing and must ask the socket about its peer.
+class NetAbandoned : public ::testing::TestWithParam<bool> {};
+
+TEST_P(NetAbandoned, ASessionWhoseClientDiedStopsAndAppliesNothingMore) {
+  const bool big = GetParam();
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 6);
+  const std::string user = Users(*a).at(0), other = Users(*a).at(1);
+  if (big) {
+    auto inbox = a->OpenFolder(user, "INBOX");
+    std::mt19937_64 rng(11);
+    for (int i = 0; i < 24; ++i) {  // 24 MiB that do not compress: beyond the 16 MiB queue
+      std::string body = "Subject: big " + std::to_string(i) + "\r\n\r\n";
+      const size_t header = body.size();
+      body.resize(header + (size_t{1} << 20));
+      for (size_t j = header; j + 8 <= body.size(); j += 8) {
+        const uint64_t v = rng();
+        std::memcpy(body.data() + j, &v, 8);
+      }
+      auto m = inbox->NewMessage();
+      m->Write(body);
+      std::vector<store::StagedMessage> batch{m->Finish({})};
+      inbox->Commit(batch);
+    }
+  }
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  so.max_sessions = 1;         // the next session starts once the abandoned one has ended
+  so.idle_timeout_seconds = kGuardSeconds;
+  ServerThread server(*b, so);
+  const auto folders_of = [](store::Store& s, const std::string& name) {
+    int n = 0;
+    s.ForEachFolder([&](const store::FolderInfo& f) { n += f.user == name; });
+    return n;
+  };
+  const std::string stream = PlainStream(*a, {"user/" + user + "/*"});
+  std::optional<store::Store::UserWriteLock> held(b->LockUserForWriting(user));
+  {
+    RawClient c(server.endpoint());
+    c.SendFrame(kRequest, R"({"protocol":2,"op":"restore","restore":{"partition":"","user_map":{},)"
+                          R"("continue_on_error":false,"skip_existing_check":false}})");
+    ASSERT_EQ(c.ReadFrame().first, kReady);
+    // Small frames: the restore takes one and waits for the lock; the rest stays queued.
+    const size_t frame = big ? kMaxDataFrame : 4096;
+    for (size_t off = 0; off < stream.size(); off += frame) c.SendFrame(kData, std::string_view(stream).substr(off, frame));
+  }  // closed without DATA-END: the client died
+  ClientOptions quick;
+  quick.credentials.insecure = true;
+  quick.timeout_seconds = 30;  // the slot used to stay taken for the idle timeout (kGuardSeconds)
+  BackupOptions one;
+  one.names = {"user/" + other + "/*"};
+  SessionReport r = SendBackup(*a, one, server.endpoint(), quick);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(folders_of(*b, other), folders_of(*a, other));
+  EXPECT_EQ(folders_of(*b, user), 0);
+  held.reset();
+  ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
+  server.Stop();
+  EXPECT_TRUE(Contains(server.Log(), "closed the connection")) << server.Log();
+}
+
+INSTANTIATE_TEST_SUITE_P(NetAbandoned, NetAbandoned, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Big" : "Small"; });
 
 // The destination already had the users' INBOXes, of another UIDVALIDITY (made by deliveries
 // before the migration): the first send appends, and a resend, whose messages all come as held
