@@ -644,8 +644,10 @@ size_t Connection::Read(void* data, size_t size) {
 void Connection::ReadExact(void* data, size_t size, const char* what) {
   for (size_t got = 0; got < size;) {
     size_t n = Read(static_cast<char*>(data) + got, size - got);
+    // After authentication a close is the connection's end (the peer stopped, was killed, or
+    // cut off a session), as a reset is: an I/O failure (exit 74), not a broken protocol.
     if (n == 0)
-      Throw(authenticated_ ? Errc::kProtocol : Errc::kAuth,
+      Throw(authenticated_ ? Errc::kIo : Errc::kAuth,
             peer_ + " closed the connection " + (got ? "inside " : "before ") + what);
     got += n;
   }

@@ -708,7 +708,9 @@ TEST(NetKill, ServerKilledMidRunThenRerunCompletes) {
     for (int i = 0; i < 5; ++i) ASSERT_TRUE(server.child().WaitForLine(IsQuery)) << server.child().output();
     server.child().Signal(SIGKILL);
     EXPECT_EQ(server.child().Wait(), 128 + SIGKILL);
-    EXPECT_NE(client.Wait(), 0) << client.output();
+    // transport.md §6: 74 (the connection failed), or 75 on a timeout; was 76 when a read met
+    // the close (helper-47).
+    EXPECT_EQ(client.Wait(), 74) << client.output();
   }
   {
     auto src = store::Store::Open(tmp / "A");
@@ -813,6 +815,58 @@ class RawClient {
 };
 
 constexpr uint8_t kRequest = 1, kReady = 2, kData = 3, kDataEnd = 4, kQuery = 5, kError = 8;
+
+// A server that ends the connection after authenticating the client (killed, stopped, or cutting
+// off the session): the client's next read meets the close. That is the connection failing
+// (74, as a reset or a failed write is: transport.md §6), not a broken protocol (76, which it
+// was: helper-47 saw both from one kill, depending on which call met it first).
+TEST(NetKill, AServerThatClosesAfterReadyIsAConnectionFailure) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 1, 2);
+  uint16_t port = 0;
+  UniqueFd listener = LoopbackListener(&port);
+  ASSERT_TRUE(listener.valid());
+  std::thread server([&] {
+    UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    const auto read_exact = [&](size_t n) {
+      std::string out(n, '\0');
+      for (size_t got = 0; got < n;) {
+        const ssize_t r = ::recv(conn.get(), out.data() + got, n - got, 0);
+        if (r <= 0) return std::string();
+        got += size_t(r);
+      }
+      return out;
+    };
+    for (int request = 0; request < 2; ++request) {  // "hello", then "restore": READY to each
+      const std::string head = read_exact(5);
+      if (head.size() != 5) return;
+      read_exact(GetU32(reinterpret_cast<const uint8_t*>(head.data() + 1)));
+      std::string ready(1, char(kReady));
+      const std::string payload = R"({"protocol":2,"store_id":"a-test-server"})";
+      AppendU32(&ready, uint32_t(payload.size()));
+      ready += payload;
+      (void)::send(conn.get(), ready.data(), ready.size(), MSG_NOSIGNAL);
+    }
+    ::shutdown(conn.get(), SHUT_WR);  // ends here; goes on reading, so that no write fails first
+    char sink[65536];
+    while (::recv(conn.get(), sink, sizeof sink, 0) > 0) {
+    }
+  });
+  ClientOptions c;
+  c.credentials.insecure = true;
+  c.timeout_seconds = 30;
+  Errc code = Errc::kAuth;
+  std::string what = "no error";
+  try {
+    SendBackup(*a, {}, Endpoint{"127.0.0.1", port}, c);
+  } catch (const Error& e) {
+    code = e.code();
+    what = e.what();
+  }
+  server.join();
+  EXPECT_EQ(code, Errc::kIo) << what;  // was kProtocol
+  EXPECT_TRUE(Contains(what, "closed the connection before")) << what;
+}
 
 std::string RestoreRequest() {
   return R"({"protocol":1,"op":"restore","restore":{"partition":"","user_map":{},"continue_on_error":false,)"
