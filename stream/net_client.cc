@@ -197,13 +197,22 @@ class Session::Impl {
     // server refuses a client certificate after our handshake has returned, at our first read).
     Frame ready{FrameType::kError, {}};
     bool key_proven = false;  // the TLS handshake with the pre-shared key completed: the server knows it
+    bool asked = false;       // "hello" written: what follows is the server's answer, or its silence
     try {
       conn_.Connect(tls_, to.host);
       key_proven = tls_.psk();
       WriteFrame(conn_, FrameType::kRequest, Request("hello", client_.source_store_id).dump());
+      asked = true;
       ready = ReadFrame(conn_);
     } catch (const Error& e) {
       if (client.cancel && client.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
+      // Silence after the handshake: the server holds an authenticated connection without a
+      // word while all its session slots are busy (transport.md §5), and our timeout ran out.
+      if (asked && e.code() == Errc::kTempFail)
+        Throw(Errc::kTempFail, "server " + to.ToString() + " sent no READY within " +
+                                   std::to_string(client.timeout_seconds) +
+                                   " s: all its session slots are likely busy (its --max-sessions), this connection "
+                                   "waiting for one; or it is stuck (" + e.what() + ")");
       // A server that proved our key and then closes before READY stopped or dropped us; it did
       // not refuse us (that would be an ERROR frame; the key is proven): a temporary failure,
       // which migrate retries.

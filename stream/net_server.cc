@@ -33,6 +33,8 @@ namespace storemove::stream::net {
 namespace {
 
 constexpr int kDrainSeconds = 5;
+// How often a connection waiting for a session slot looks whether its client is still there.
+constexpr std::chrono::milliseconds kSlotCheck{200};
 
 // The decoder's input during a stream. One thread does all of the connection's I/O (OpenSSL's
 // SSL objects are not thread-safe): it reads frames as they arrive, queues DATA for the decoder
@@ -361,10 +363,24 @@ class Server {
     slot.state = Slot::State::kWaiting;
     if (options_.on_waiting_for_slot && sessions_ >= options_.max_sessions) options_.on_waiting_for_slot();
     ++waiting_;
-    bool free = changed_.wait_for(lock, std::chrono::seconds(options_.idle_timeout_seconds),
-                                  [&] { return stopping_ || sessions_ < options_.max_sessions; });
+    // A client that gives up (its timeout) is noticed within kSlotCheck, not when a slot comes
+    // free: it stops counting against --max-waiting, and a slot never goes to a dead connection.
+    const auto began = Clock::now();
+    const auto deadline = began + std::chrono::seconds(options_.idle_timeout_seconds);
+    bool free = false, gone = false;
+    for (;;) {
+      free = stopping_ || sessions_ < options_.max_sessions;
+      gone = slot.conn->PeerClosed();
+      if (free || gone || Clock::now() >= deadline) break;
+      changed_.wait_until(lock, std::min(deadline, Clock::now() + kSlotCheck));
+    }
     --waiting_;
     if (stopping_) Throw(Errc::kTempFail, "the server is stopping; try again once it is back");
+    if (gone)
+      Throw(Errc::kIo, "its client closed the connection while it waited " +
+                           std::to_string(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - began).count()) +
+                           " s for a session slot (" + std::to_string(options_.max_sessions) +
+                           " sessions running, --max-sessions)");
     if (!free)
       Throw(Errc::kTempFail, "no session slot free within " + std::to_string(options_.idle_timeout_seconds) + " s (" +
                                  std::to_string(options_.max_sessions) + " sessions running, --max-sessions)");

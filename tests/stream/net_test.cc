@@ -1332,6 +1332,42 @@ TEST(NetSlots, AConnectionWaitingForASlotWhenTheServerStopsIsToldToTryAgain) {
   EXPECT_NE(slot.what.find("the server is stopping"), std::string::npos) << slot.what;
 }
 
+// A client that gives up waiting for a session slot (its own timeout) is told that a slot wait
+// is the likely reason, and the server lets go of it at once: the waiter used to keep its place
+// among --max-waiting, take the next free slot for a dead connection and log a normal end
+// (helper-47).
+TEST(NetSlots, AClientThatGivesUpWaitingForASlotIsToldWhyAndLetGo) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  const std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.max_sessions = 1;
+  so.max_waiting = 1;
+  so.idle_timeout_seconds = 600;
+  ServerThread server(*b, so);
+  const ClientOptions patient = Psk(key);
+  ClientOptions impatient = patient;
+  impatient.timeout_seconds = 2;
+  auto holder = std::make_unique<Session>(server.endpoint(), patient);
+  Errc code = Errc::kIo;
+  std::string what = "no error";
+  try {
+    Session waiter(server.endpoint(), impatient);
+  } catch (const Error& e) {
+    code = e.code();
+    what = e.what();
+  }
+  EXPECT_EQ(code, Errc::kTempFail) << what;
+  EXPECT_TRUE(Contains(what, "session slots are likely busy")) << what;
+  holder.reset();  // the slot comes free: it goes to the next client, not to the one that left
+  Session(server.endpoint(), patient).SetStatuses({});
+  server.Stop();
+  const std::string log = server.Log();
+  EXPECT_TRUE(Contains(log, "its client closed the connection while it waited")) << log;
+  EXPECT_EQ(Count(log, "session ended after"), 2u) << log;  // the holder and the next, not the waiter
+}
+
 // Connections waiting for a session slot each hold a thread: beyond --max-waiting one more is
 // told at once to try again later (kTempFail, which migrate retries), not kept.
 TEST(NetSlots, ConnectionsBeyondMaxWaitingAreToldToTryAgain) {
