@@ -318,8 +318,12 @@ void ImapClient::Untagged() {
     } else if (what == "FETCH") {
       r.Space("after FETCH");
       Fetch();
+    } else if (what == "EXPUNGE") {
+      if (status_.exists > 0) --status_.exists;
+      ++status_.expunges;
+      r.EndOfLine("after EXPUNGE");
     } else {
-      r.SkipLine();  // RECENT, EXPUNGE and extensions: nothing this client needs
+      r.SkipLine();  // RECENT and extensions: nothing this client needs
     }
     return;
   }

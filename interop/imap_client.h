@@ -44,6 +44,7 @@ struct ImapFolder {
 struct ImapMailboxStatus {
   uint32_t uidvalidity = 0, uidnext = 0, exists = 0;
   bool exists_sent = false;  // an EXISTS came (EXAMINE requires one: RFC 3501 §6.3.2)
+  uint64_t expunges = 0;     // EXPUNGE responses since the EXAMINE
 };
 
 struct ImapMessage {               // one FETCH response, complete
@@ -91,6 +92,9 @@ class ImapClient {
   ImapMailboxStatus Examine(const std::string& name);
   // The examined folder's message count as the server last said (EXISTS responses update it).
   uint32_t exists() const { return status_.exists; }  // EXAMINE (read-only), UIDVALIDITY/UIDNEXT/EXISTS; NO -> kNotFound
+  // EXPUNGE responses in the examined folder so far (each also lowers exists()): what a listing
+  // may leave out of the count it began with.
+  uint64_t expunges() const { return status_.expunges; }
   // UID FETCH first_uid:* (UID FLAGS INTERNALDATE RFC822.SIZE): metadata only. Note a server answers
   // "n:*" with the last message even when its UID is below n; pass it on, the caller filters.
   void FetchMeta(uint32_t first_uid, ImapFetchSink& sink);

@@ -766,6 +766,11 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
        "the server sent the body of UID 1 twice"},
       {"no EXISTS", {{"EXAMINE", "* OK [UIDVALIDITY 7] v\r\n"}, {all, body(1, one) + body(2, two)}},
        "no EXISTS in the response to EXAMINE 'INBOX'"},
+      // Left out of the bodies and of the listing after, with no EXPUNGE: the folder used to be
+      // published without it, exit 0 (helper-51).
+      {"a body left out, not listed, no expunge said",
+       {{"EXAMINE", examine2}, {all, body(1, one)}, {list_cmd, meta(1, one.size())}},
+       "the server listed 1 of the 2 messages it counts (EXISTS), without saying the others were expunged; run again"},
   };
   for (const auto& [what, answers, says] : bad_new) {
     CliResult r = run(answers);
@@ -781,7 +786,9 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
   // asked again is stored.
   for (const auto& [what, answers, count] :
        std::vector<std::tuple<std::string, ScriptedImap::Answers, size_t>>{
-           {"expunged meanwhile", {{"EXAMINE", examine2}, {all, body(1, one)}, {list_cmd, meta(1, one.size())}}, 1},
+           {"expunged meanwhile",
+            {{"EXAMINE", examine2}, {all, body(1, one)}, {list_cmd, meta(1, one.size()) + "* 2 EXPUNGE\r\n"}},
+            1},
            {"sent when asked again",
             {{"EXAMINE", examine2},
              {all, body(1, one)},
@@ -825,6 +832,18 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
   // The folder exists now: the server gains UID 3, and answers its FETCH with a body not asked for.
   const std::string examine3 = "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n";
   const std::string listing = meta(1, one.size()) + meta(2, two.size()) + meta(3, one.size());
+  // A listing that covers less than the server's count, with no EXPUNGE: UID 3 left out, or
+  // responses without their UID. Both used to end with 0, UID 3 never fetched and the folder's
+  // UIDNEXT raised above it, so that a later pull stored it below what clients had seen.
+  for (const auto& [what, short_listing] : std::vector<std::pair<std::string, std::string>>{
+           {"UID 3 left out", meta(1, one.size()) + meta(2, two.size())},
+           {"no UIDs", "* 1 FETCH (FLAGS (\\Seen) RFC822.SIZE 19)\r\n* 2 FETCH (FLAGS (\\Seen) RFC822.SIZE 19)\r\n"
+                       "* 3 FETCH (FLAGS (\\Seen) RFC822.SIZE 19)\r\n"}}) {
+    r = run({{"EXAMINE", examine3}, {list_cmd, short_listing}});
+    EXPECT_EQ(r.status, 75) << what << ": " << r.Describe();
+    EXPECT_NE(r.err.find("of the 3 messages it counts (EXISTS)"), std::string::npos) << what << ": " << r.err;
+    EXPECT_EQ(Store::Open(store)->FindFolder("dora", "INBOX")->uidnext, 3u) << what;
+  }
   r = run({{"EXAMINE", examine3}, {list_cmd, listing}, {"UID FETCH 3 ", body(3, one) + body(4, two)}});
   EXPECT_EQ(r.status, 75) << r.Describe();
   EXPECT_NE(r.err.find("the server sent the body of UID 4, which was not asked for"), std::string::npos) << r.err;
