@@ -212,6 +212,7 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
           // A new user gets its record first; its INBOX is either one of the imports (built
           // unpublished like any new folder: the user did not exist, so no delivery depended on
           // it) or created empty.
+          store.RefuseIfMoved(user, "an import");
           if (!store.FindUser(user)) store.CreateUser(user, {}, /*with_inbox=*/false);
           if (!imports_inbox && !store.FindFolder(user, "INBOX")) store.CreateFolder(user, "INBOX");
           user_ready = true;

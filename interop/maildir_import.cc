@@ -521,6 +521,7 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
   }
   // A new user's INBOX is the tree's, built unpublished like any new folder: the user did not
   // exist, so no delivery relied on it.
+  store.RefuseIfMoved(options.user, "an import");
   if (!store.FindUser(options.user)) store.CreateUser(options.user, {}, /*with_inbox=*/false);
   MaildirImporter importer(store, options, tree);
   for (const MaildirFolderScan& scan : tree.folders) {

@@ -290,6 +290,15 @@ std::string Store::DefaultPartition() const {
 
 // --- users ---
 
+void Store::RefuseIfMoved(std::string_view user, std::string_view what) {
+  const std::optional<UserInfo> info = FindUser(user);
+  if (!info || info->status.state != UserState::kMoved) return;
+  const std::string name(user);
+  Throw(Errc::kInvalidArgument, "user " + name + " is marked moved to " + info->status.host + " here: its mail lives "
+                                    "there, and " + std::string(what) + " would split it between the two hosts (to "
+                                    "bring the user back here, first: storemove user " + name + " --status active)");
+}
+
 std::optional<UserInfo> Store::FindUser(std::string_view user) {
   ValidateUserId(user);
   std::string uv, qv;

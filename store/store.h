@@ -304,6 +304,9 @@ class Store {
 
   // --- users ---
   std::optional<UserInfo> FindUser(std::string_view user);
+  // Throws kInvalidArgument when `user` is marked moved to another host here: its mail lives
+  // there, and `what` (a pull, an import) writing it here would split it between the two hosts.
+  void RefuseIfMoved(std::string_view user, std::string_view what);
   // Creates the user (with an INBOX unless `with_inbox` is false, as restore does to keep the
   // archived UIDVALIDITY); returns the existing user unchanged if present.
   UserInfo CreateUser(std::string_view user, std::string_view partition = {}, bool with_inbox = true);

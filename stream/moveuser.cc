@@ -505,6 +505,9 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
     pulls.emplace_back(&f, std::move(name));
   }
 
+  // A user marked moved here lives on another host: pulling its mail here would split it, and
+  // --hold's end would make it active here again, taking deliveries (helper-51).
+  store.RefuseIfMoved(account.user, "a pull");
   if (!store.FindUser(account.user)) store.CreateUser(account.user, {}, /*with_inbox=*/false);
   if (options.hold) store.SetUserStatus(account.user, store::UserStatus{store::UserState::kHold, {}});
   {

@@ -260,6 +260,26 @@ TEST_F(MoveUser, AdministratorPullsManyUsersAtOnceWithHold) {
   EXPECT_EQ(dst->FindUser("bob")->status.state, UserState::kActive);
 }
 
+// A user marked moved here lives on another host: a pull used to write its mail here anyway, and
+// --hold's end made it active, so deliveries here were accepted again and its mail split between
+// two hosts (helper-51). It is refused, and changed in nothing; the other users are pulled.
+TEST_F(MoveUser, AUserMarkedMovedHereIsRefusedAndLeftAsItWas) {
+  {
+    auto dst = Store::Open(dst_root_);
+    dst->CreateUser("alice");
+    dst->SetUserStatus("alice", store::UserStatus::Parse("moved:elsewhere.example.org"));
+  }
+  CliResult r = RunCli(Pull({"--users", *dir_ / "users", "--admin", "admin", "--admin-password-file",
+                             *dir_ / "admin.pw", "--insecure", "--jobs", "2", "--hold"}));
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("moveuser: 2 users (1 failed"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("user alice is marked moved to elsewhere.example.org here"), std::string::npos) << r.err;
+  auto dst = Store::Open(dst_root_);
+  EXPECT_EQ(dst->FindUser("alice")->status.ToString(), "moved:elsewhere.example.org");
+  EXPECT_EQ(dst->OpenFolder("alice", "INBOX")->Snapshot().messages.size(), 0u);
+  ExpectPulled(*dst, "bob", kBobFolders);
+}
+
 TEST_F(MoveUser, PasswordsPerUserFromOneFile) {
   CliResult r = RunCli(Pull({"--users", *dir_ / "users", "--password-file", *dir_ / "passwords", "--insecure"}));
   ASSERT_EQ(r.status, 0) << r.Describe();
