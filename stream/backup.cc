@@ -139,16 +139,23 @@ class BackupSession {
     // creation time, which a rename keeps) whose name is no longer listed. New folders come
     // along; a deleted one is simply gone. When in doubt a folder is taken: twice in a stream
     // costs bytes, a folder left out loses mail.
+    // A name found gone is not taken: listed again (a folder moved to another partition keeps
+    // its name, and so does one renamed away and back), it is taken then. It used to count as
+    // seen, and such a folder was left out of a stream that ended with 0 (found by review,
+    // helper-52).
     std::set<std::string> names;
     std::map<FolderIdentity, std::string> taken;  // identity -> name it was taken under
     bool gone = false;
     auto take = [&](const store::FolderInfo& f) {
-      names.insert(f.folder);
-      if (std::optional<FolderIdentity> id = Enqueue(f)) taken.emplace(*id, f.folder);
-      else gone = true;
+      if (std::optional<FolderIdentity> id = Enqueue(f)) {
+        names.insert(f.folder);
+        taken.emplace(*id, f.folder);
+      } else {
+        gone = true;
+      }
     };
     for (const store::FolderInfo& f : folders) take(f);
-    for (int round = 0; gone && round < 3; ++round) {
+    for (int round = 0; gone && round < kListingRounds; ++round) {
       gone = false;
       // With each index's header: a record alone does not carry the UIDVALIDITY.
       const std::vector<store::FolderInfo> now = store_.ListFolders(user.user, store::Store::FolderDetail::kWithIndex);
@@ -164,6 +171,15 @@ class BackupSession {
         if (it != taken.end() && !listed.count(it->second)) continue;  // renamed after it was taken
         take(f);
       }
+    }
+    if (gone) {
+      // Still moving after every listing: left out with an error, never silently.
+      for (const store::FolderInfo& f : store_.ListFolders(user.user, store::Store::FolderDetail::kRecordOnly))
+        if (selection.WantsFolder(user, f.folder) && !names.count(f.folder)) {
+          ++report_.errors;
+          report_.error_lines.push_back(f.Mailbox() + ": renamed or moved again and again while backup listed it; left "
+                                                      "out (run the backup again)");
+        }
     }
     idle_user_.reset();
   }
@@ -296,6 +312,7 @@ class BackupSession {
     };
     bool looked_for_rename = false;
     std::vector<Relocated> relocated;
+    bool deleted = false;  // gone, and no longer in the mboxlist
     bool reported_gone = false;
   };
   // The stream's order: a user record, then that user's folders (each with its snapshot).
@@ -321,7 +338,13 @@ class BackupSession {
       if (e.code() != Errc::kNotFound) throw;
       return std::nullopt;
     }
-    ahead->snap = ahead->folder->Snapshot();
+    try {
+      ahead->snap = ahead->folder->Snapshot();
+    } catch (const Error& e) {
+      // Renamed or moved between its record and its index: gone from this name for now.
+      if (e.code() != Errc::kNotFound) throw;
+      return std::nullopt;
+    }
     const store::FolderInfo& now = ahead->snap.info;
     if (options_.since_modseq) {
       auto it = options_.since_modseq->find(now.Mailbox());
@@ -461,13 +484,38 @@ class BackupSession {
     return ::faccessat(folder.dir_fd(), "store.idx", F_OK, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
   }
 
+  static constexpr int kRelocationLooks = 8;
+  static constexpr int kListingRounds = 8;
+
   // A folder renamed (or moved to another partition) after its snapshot keeps its identity and
   // its files (store-format.md §6.8): the message is read where that folder now is, from a
   // folder of the same identity whose index has the message's UID with its digest and size.
-  UniqueFd OpenAfterRename(Ahead& a, const store::MessageMeta& m) {
+  // Where a message of a folder gone from its directory is now (OpenAfterRename).
+  enum class Relocation {
+    kFound,      // the fd: read where the folder now is
+    kExpunged,   // a folder of the identity is there and no longer lists the UID so
+    kMovedOn,    // it listed the UID, but moved on before the file was opened
+    kNoFolder,   // no folder of the identity found: deleted, or between two places
+  };
+  // Looked up once per folder, again when `fresh`.
+  Relocation OpenAfterRename(Ahead& a, const store::MessageMeta& m, bool fresh, UniqueFd* fd) {
+    if (fresh) {
+      a.looked_for_rename = false;
+      a.relocated.clear();
+    }
+    bool moved_on = false;
     if (!a.looked_for_rename) {
       a.looked_for_rename = true;
-      for (const store::FolderInfo& f : store_.ListFolders(a.snap.info.user, store::Store::FolderDetail::kWithIndex)) {
+      std::vector<store::FolderInfo> folders;
+      try {
+        folders = store_.ListFolders(a.snap.info.user, store::Store::FolderDetail::kWithIndex);
+      } catch (const Error& e) {
+        // A folder of the user between its record and its index (moved meanwhile): look again.
+        if (e.code() != Errc::kNotFound) throw;
+        a.looked_for_rename = false;
+        return Relocation::kMovedOn;
+      }
+      for (const store::FolderInfo& f : folders) {
         if (f.uidvalidity != a.snap.info.uidvalidity || f.created != a.snap.info.created) continue;
         try {
           Ahead::Relocated r;
@@ -476,15 +524,33 @@ class BackupSession {
           a.relocated.push_back(std::move(r));
         } catch (const Error& e) {
           if (e.code() != Errc::kNotFound) throw;
+          moved_on = true;  // gone between the listing and its open
         }
       }
     }
     for (const Ahead::Relocated& r : a.relocated) {
       auto it = r.records.find(m.uid);
       if (it == r.records.end() || it->second != std::pair{m.digest, m.size}) continue;
-      if (UniqueFd fd = r.folder->OpenMessage(m.uid); fd.valid()) return fd;
+      if ((*fd = r.folder->OpenMessage(m.uid)).valid()) return Relocation::kFound;
+      moved_on = true;
     }
-    return UniqueFd();
+    if (moved_on) return Relocation::kMovedOn;
+    return a.relocated.empty() ? Relocation::kNoFolder : Relocation::kExpunged;
+  }
+
+  // Whether the mboxlist may still hold this folder: a record of the user's created when it was
+  // whose index is unreadable now (a move between two places) or has its UIDVALIDITY. The
+  // creation time is in the record; the UIDVALIDITY only in the index, which may be in flight.
+  bool StillRecorded(const Ahead& a) {
+    std::map<std::string, uint32_t> readable;  // folder -> UIDVALIDITY, where the index was read
+    for (const store::FolderInfo& f : store_.ListFolders(a.snap.info.user, store::Store::FolderDetail::kWithIndex))
+      readable.emplace(f.folder, f.uidvalidity);
+    for (const store::FolderInfo& f : store_.ListFolders(a.snap.info.user, store::Store::FolderDetail::kRecordOnly)) {
+      if (f.created != a.snap.info.created) continue;
+      auto it = readable.find(f.folder);
+      if (it == readable.end() || it->second == a.snap.info.uidvalidity) return true;
+    }
+    return false;
   }
 
   void ReportError(const store::Folder& folder, const store::MessageMeta& m, const std::string& what) {
@@ -522,10 +588,26 @@ class BackupSession {
         return;
       }
       if (!fd.valid() && FolderGone(folder)) {
-        try {
-          fd = OpenAfterRename(a, m);
-        } catch (const Error& e) {
-          if (e.code() != Errc::kCorrupt) throw;
+        // Where the folder is now. It may move on while it is read (moved to another partition
+        // and back, renamed twice), and a lookup may meet it between two places: looked up
+        // again, never taken for deleted while the mboxlist still records it. That left the
+        // rest of the folder out of a stream that ended with 0 (found by review, helper-52).
+        // Still not found after every look: an error, never silence.
+        bool deleted = a.deleted;
+        for (int look = 0; look < kRelocationLooks && !fd.valid() && !deleted; ++look) {
+          Relocation where = Relocation::kMovedOn;
+          try {
+            where = OpenAfterRename(a, m, /*fresh=*/look > 0, &fd);
+          } catch (const Error& e) {
+            if (e.code() != Errc::kCorrupt) throw;
+          }
+          if (where == Relocation::kExpunged) return;  // expunged after its snapshot
+          if (where == Relocation::kNoFolder && !StillRecorded(a)) deleted = a.deleted = true;
+        }
+        if (!fd.valid() && !deleted) {
+          ReportError(folder, m, "the mailbox was moved or renamed while backup read it and could not be found again; "
+                                 "the message is left out (run the backup again)");
+          return;
         }
         if (!fd.valid()) {
           // Not found under another name: deleted after its snapshot, a mailbox gone like an
