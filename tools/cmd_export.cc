@@ -16,9 +16,10 @@ struct ExportCliOptions {
 };
 
 int RunExport(ExportCliOptions& options) {
-  const std::string& root = RequireStoreDir(options.store_dir);
   options.export_options.format = options.format == "maildir" ? interop::ExportFormat::kMaildir : interop::ExportFormat::kMbox;
-  auto store = store::Store::Open(root);
+  // A folder lock held for long (a rename staging it, a stopped writer) is said, not waited on in
+  // silence (found by review, helper-52).
+  auto store = OpenStore(options.store_dir);
   const interop::ExportReport report = interop::Export(*store, options.export_options);
   for (const interop::ExportedFolder& folder : report.folders) {
     const std::string path = folder.path.empty() ? "." : folder.path;

@@ -93,7 +93,7 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
     Throw(Errc::kInvalidArgument,
           "--maildir imports the whole tree into the user's folders: no --list, -s, -d, --mboxo or FILE with it");
   if (o.user.empty()) Throw(Errc::kInvalidArgument, "import --maildir needs -u USER");
-  auto store = store::Store::Open(root, {store::Durability::kNone, {}});
+  auto store = OpenStore(root, {store::Durability::kNone, {}});  // waits said on stderr
   store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
   interop::MaildirImportOptions options;
   options.user = o.user;
@@ -144,7 +144,7 @@ int RunImport(const ImportCliOptions& o) {
   const std::vector<interop::ImportJob> jobs = Jobs(o);
 
   // No fsync per file: one syncfs of the store's filesystems before success (interop/import.h).
-  auto store = store::Store::Open(root, {store::Durability::kNone, {}});
+  auto store = OpenStore(root, {store::Durability::kNone, {}});  // waits said on stderr
   store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
   interop::ImportOptions options;
   options.flavor = o.mboxo ? interop::MboxFlavor::kMboxo : interop::MboxFlavor::kMboxrd;

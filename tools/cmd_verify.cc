@@ -44,7 +44,7 @@ int RunVerify(const VerifyCliOptions& o) {
   options.live_progress = o.verbose || ::isatty(STDERR_FILENO);
   stream::VerifyReport report;
   if (!o.source_dir.empty()) {
-    auto source = store::Store::Open(o.source_dir);
+    auto source = OpenStore(o.source_dir);  // waits said on stderr
     // Fingerprints taken before the comparison: a user that changes meanwhile is not recorded.
     std::map<std::string, store::UserFingerprint> before;
     source->ForEachUser([&](const store::UserInfo& u) { before[u.user] = store::FingerprintUser(*source, u.user); });

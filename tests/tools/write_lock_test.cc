@@ -319,8 +319,11 @@ TEST_F(WriteLockTest, AFolderLockHeldForLongIsSaidByTheWaiter) {
   store.reset();
   UniqueFd held(::open(sent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+  // export waited in silence (helper-52), so did import and verify's source store.
   const std::vector<std::vector<std::string>> waiters = {
-      {"deliver", "--store", src_, "--user", "joe", "--folder", "Sent"}, {"list", "--store", src_}};
+      {"deliver", "--store", src_, "--user", "joe", "--folder", "Sent"},
+      {"list", "--store", src_},
+      {"export", "--store", src_, "-u", "joe", "-d", tmp_ / "exported"}};
   for (const std::vector<std::string>& args : waiters) {
     Spawned waiter(args, tmp_ / (args[0] + ".err"));
     waiter.Feed(Message("waited"));
