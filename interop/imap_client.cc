@@ -154,7 +154,7 @@ ImapClient::Got ImapClient::ReadFor(const std::string& tag, std::string* got_tag
     auto it = in_flight_.find(tag);
     const std::string command = it != in_flight_.end() ? it->second : "a command";
     Throw(Errc::kTempFail, shown_ + ": " + command + " made no progress for " + std::to_string(progress_timeout_seconds_) +
-                               " s, only untagged status lines and repeated FETCH responses (last status: '" +
+                               " s, only untagged status lines and repeated FETCH or LIST responses (last status: '" +
                                ShownText(last_text_) + "')");
   }
   return got;
@@ -370,13 +370,24 @@ void ImapClient::ListLine(bool lsub) {
   } else {
     r.EndOfLine("after a mailbox name");
   }
-  progress_ = true;
+  // Progress is a folder not listed before (or a subscription not marked before): a server that
+  // repeats its entries for ever is no progress, and the command fails after --timeout
+  // (helper-51: it kept moveuser silent past the timeout).
   std::vector<ImapFolder>& folders = *folders_;
   if (lsub) {
-    if (auto it = folder_index_.find(name); it != folder_index_.end()) folders[it->second].subscribed = true;
+    if (auto it = folder_index_.find(name); it != folder_index_.end() && !folders[it->second].subscribed) {
+      folders[it->second].subscribed = true;
+      progress_ = true;
+    }
     return;
   }
   if (folder_index_.count(name)) return;  // listed twice
+  folder_name_bytes_ += name.size();
+  if (folders.size() >= kMaxFolders || folder_name_bytes_ > kMaxFolderNameBytes)
+    Throw(Errc::kProtocol, shown_ + ": LIST: more than " + std::to_string(kMaxFolders) + " folders or " +
+                               std::to_string(kMaxFolderNameBytes >> 20) + " MiB of folder names (a server repeating "
+                               "or inventing entries)");
+  progress_ = true;
   ImapFolder f;
   std::optional<std::string> path = TryDecodeModifiedUtf7(name);
   if (!path) Throw(Errc::kProtocol, shown_ + ": LIST: mailbox name '" + ShownText(name) + "' is not modified UTF-7");
@@ -576,6 +587,7 @@ void ImapClient::LoginAs(const std::string& user, const std::string& admin, cons
 std::vector<ImapFolder> ImapClient::ListFolders() {
   std::vector<ImapFolder> folders;
   folder_index_.clear();
+  folder_name_bytes_ = 0;
   Collect<std::vector<ImapFolder>> collect(folders_, &folders);
   Check(Wait(Start({"LIST \"\" \"*\""}, "LIST")), "LIST \"\" \"*\"");
   Check(Wait(Start({"LSUB \"\" \"*\""}, "LSUB")), "LSUB \"\" \"*\"");

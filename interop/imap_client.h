@@ -118,6 +118,10 @@ class ImapClient {
   void set_size_mismatch_allowed(bool allowed) { size_mismatch_allowed_ = allowed; }
 
   static constexpr size_t kMaxFlags = 1000;  // flags and keywords of one message (a store keeps 64 keywords a folder)
+  // A user's folders as LIST gives them: more, or more bytes of names, is a server repeating or
+  // inventing entries (a flood grew memory to 2.3 GB: helper-51).
+  static constexpr size_t kMaxFolders = 100000;
+  static constexpr size_t kMaxFolderNameBytes = size_t{16} << 20;
   static constexpr size_t kFetchUids = 1000;
   static constexpr size_t kFetchSetChars = 7000;  // a command line stays under 8 KiB (RFC 7162 §4)
   static constexpr size_t kFetchInFlight = 4;
@@ -158,6 +162,7 @@ class ImapClient {
   ImapFetchSink* sink_ = nullptr;
   std::vector<ImapFolder>* folders_ = nullptr;
   std::map<std::string, size_t> folder_index_;  // name -> index in *folders_
+  size_t folder_name_bytes_ = 0;                 // of the names in folder_index_
   std::string last_text_;  // of the last status response read
   int progress_timeout_seconds_ = 0;
   bool size_mismatch_allowed_ = false;

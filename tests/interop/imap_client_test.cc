@@ -659,7 +659,7 @@ TEST(ImapClient, KeepAliveLinesWithoutProgressEndTheCommand) {
   const GaveUp r = RunUntilTheClientGivesUp(peer, [&](ImapClient& client) { client.Login("alice", "secret"); });
   const std::string& error = r.error;
   EXPECT_EQ(error,
-            "imap://test: AUTHENTICATE made no progress for 1 s, only untagged status lines and repeated FETCH responses "
+            "imap://test: AUTHENTICATE made no progress for 1 s, only untagged status lines and repeated FETCH or LIST responses "
             "(last status: 'still here')");
   EXPECT_EQ(r.code, Errc::kTempFail);
   EXPECT_LT(r.took, std::chrono::seconds(10));

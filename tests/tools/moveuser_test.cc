@@ -31,6 +31,7 @@
 
 #include "interop/export.h"
 #include "store/generate.h"
+#include "interop/imap_client.h"
 #include "store/store.h"
 #include "tests/support/cyrus_server.h"
 #include "tests/support/dovecot_server.h"
@@ -661,6 +662,24 @@ TEST(MoveUserHostile, FolderNamesInErrorsAreEscapedAndCut) {
                                                  : "folder \"" + std::string(200, 'a') + "...\"";
     EXPECT_NE(r.err.find(shown), std::string::npos) << what << ": " << r.err;
   }
+}
+
+// A LIST answer beyond any user's folders (a server inventing entries) is refused with one line
+// before memory follows it: such a flood grew moveuser to 2.3 GB (helper-51).
+TEST(MoveUserHostile, AFolderListFloodIsRefused) {
+  TempDir tmp;
+  const std::string store = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  WritePrivate(tmp / "pw", "pw\n");
+  std::string list;
+  for (size_t i = 0; i <= interop::ImapClient::kMaxFolders; ++i) list += "* LIST () \"/\" f" + std::to_string(i) + "\r\n";
+  ScriptedImap server(list);
+  CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
+                        tmp / "pw", "--insecure", "--timeout", "5"});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("LIST: more than 100000 folders"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_FALSE(Store::Open(store)->FindUser("dora"));
 }
 
 std::string PlainAuth(const std::string& user, const std::string& password) {
