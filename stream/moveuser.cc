@@ -198,9 +198,12 @@ class BodyWriter final : public interop::ImapFetchSink {
  public:
   using Suspects = std::unordered_map<uint32_t, const MessageMeta*>;
   // `asked`: the UIDs fetched (sorted), or null for "every message" (1:*).
+  // `counted`: for "every message", the client whose EXISTS count bounds how many may come.
   BodyWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, interop::FolderFiller& filler,
-             const std::vector<uint32_t>* asked, const Suspects* suspects = nullptr)
-      : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler), asked_(asked), suspects_(suspects) {}
+             const std::vector<uint32_t>* asked, const Suspects* suspects = nullptr,
+             const ImapClient* counted = nullptr)
+      : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler), asked_(asked), suspects_(suspects),
+        counted_(counted) {}
 
   void BodyBegin(uint64_t) override { writer_ = folder_.NewMessage(); }
   void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
@@ -212,6 +215,14 @@ class BodyWriter final : public interop::ImapFetchSink {
       Throw(Errc::kProtocol, "the server sent the body of UID " + std::to_string(m.uid) + ", which was not asked for");
     if (!received_.insert(m.uid).second)
       Throw(Errc::kProtocol, "the server sent the body of UID " + std::to_string(m.uid) + " twice");
+    // Every message of a folder: as many as it counts, and room for arrivals meanwhile, as a
+    // listing (MetaList); a server sending more is inventing them (helper-51: 300,000 bodies
+    // stored for a folder of 3, exit 0).
+    if (counted_ && received_.size() > uint64_t(counted_->exists()) + MetaList::kListingSlack)
+      Throw(Errc::kProtocol, "the server sent " + std::to_string(received_.size()) +
+                                 " message bodies, more than the folder's EXISTS count of " +
+                                 std::to_string(counted_->exists()) + " and " +
+                                 std::to_string(MetaList::kListingSlack) + " arrivals");
     MessageMeta meta;
     if (!suspects_) meta.uid = m.uid;  // a suspect that differs goes under a new UID
     keywords_.Map(m, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
@@ -249,6 +260,7 @@ class BodyWriter final : public interop::ImapFetchSink {
   interop::FolderFiller& filler_;
   const std::vector<uint32_t>* asked_;
   const Suspects* suspects_;
+  const ImapClient* counted_;
   std::unordered_set<uint32_t> received_;
 
  public:
@@ -404,7 +416,7 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
                 created ? unpublished_bytes : pull.result.bytes};
     hooks(filler);
     const bool all = created && status.exists > 0;
-    BodyWriter writer(pull, *folder, keywords, filler, all ? nullptr : &wanted);
+    BodyWriter writer(pull, *folder, keywords, filler, all ? nullptr : &wanted, nullptr, all ? &client : nullptr);
     if (all) {
       client.FetchAll(writer);
     } else if (!wanted.empty()) {

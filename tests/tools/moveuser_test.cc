@@ -805,6 +805,12 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
        "the server sent the body of UID 1 twice"},
       {"no EXISTS", {{"EXAMINE", "* OK [UIDVALIDITY 7] v\r\n"}, {all, body(1, one) + body(2, two)}},
        "no EXISTS in the response to EXAMINE 'INBOX'"},
+      {"more bodies than the folder counts", {{"EXAMINE", examine2}, {all, [&] {
+         std::string many;
+         for (int uid = 1; uid <= 10003; ++uid) many += body(uid, one);
+         return many;
+       }()}},
+       "the server sent 10003 message bodies, more than the folder's EXISTS count of 2 and 10000 arrivals"},
       // Left out of the bodies and of the listing after, with no EXPUNGE: the folder used to be
       // published without it, exit 0 (helper-51).
       {"a body left out, not listed, no expunge said",
