@@ -390,7 +390,10 @@ void ImapClient::ListLine(bool lsub) {
   progress_ = true;
   ImapFolder f;
   std::optional<std::string> path = TryDecodeModifiedUtf7(name);
-  if (!path) Throw(Errc::kProtocol, shown_ + ": LIST: mailbox name '" + ShownText(name) + "' is not modified UTF-7");
+  // The server's own name, which no retry changes (raw UTF-8, broken modified UTF-7): the user
+  // fails for good, not as a temporary failure a retry loop would repeat (helper-51).
+  if (!path)
+    Throw(Errc::kInvalidArgument, shown_ + ": LIST: mailbox name '" + ShownText(name) + "' is not modified UTF-7");
   f.path = std::move(*path);
   if (delimiter != 0 && delimiter != '/') std::replace(f.path.begin(), f.path.end(), delimiter, '/');
   // INBOX is case-insensitive (RFC 3501 §5.1): one spelling for the store.

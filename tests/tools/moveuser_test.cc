@@ -682,6 +682,22 @@ TEST(MoveUserHostile, AFolderListFloodIsRefused) {
   EXPECT_FALSE(Store::Open(store)->FindUser("dora"));
 }
 
+// A folder name the server does not encode in modified UTF-7 (raw UTF-8, a broken shift) is the
+// server's own and no retry changes it: exit 65, not a 75 that a retry loop repeats for ever.
+TEST(MoveUserHostile, AFolderNameNotInModifiedUtf7IsAPermanentRefusal) {
+  TempDir tmp;
+  const std::string store = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  WritePrivate(tmp / "pw", "pw\n");
+  for (const std::string name : {"caf\xc3\xa9", "x&ZZZ"}) {
+    ScriptedImap server("* LIST () \"/\" \"" + name + "\"\r\n");
+    CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
+                          tmp / "pw", "--insecure", "--timeout", "5"});
+    EXPECT_EQ(r.status, 65) << name << ": " << r.Describe();  // was 75
+    EXPECT_NE(r.err.find("is not modified UTF-7"), std::string::npos) << r.err;
+  }
+}
+
 std::string PlainAuth(const std::string& user, const std::string& password) {
   return "AUTHENTICATE PLAIN " + storemove::testing::Base64(std::string(1, '\0') + user + '\0' + password);
 }
