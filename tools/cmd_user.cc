@@ -73,19 +73,33 @@ int RunUser(const UserOptions& options) {
   if (!options.quota.empty()) quota = ParseByteCount(options.quota, "--quota");
   const store::Store::LockWait wait = GateWait(options);
 
-  auto store = OpenStore(options.store_dir);
+  // A folder lock held for long delays only the report, after the change is committed: the wait
+  // line says so, so that nobody takes a Ctrl-C for undoing it (helper-52).
+  bool changed = false;
+  store::StoreOptions store_options;
+  store_options.on_wait = [&changed](const std::string& why) {
+    std::fprintf(stderr, "storemove: %s%s\n", why.c_str(),
+                 changed ? " (the change is made already; only this report waits)" : "");
+  };
+  auto store = OpenStore(options.store_dir, store_options);
 
   // 67 (EX_NOUSER), as deliver and the bulk form answer.
   if (!store->FindUser(options.user)) Throw(Errc::kNoUser, "user " + options.user + " does not exist");
   if (status) {
     stream::CheckNotHeldByRunningMigrate(*store, {options.user});  // its switch would refuse it anyway
     store->SetUserStatus(options.user, *status, wait);
+    changed = true;
   }
-  if (quota) store->SetQuotaLimit(options.user, *quota);
+  if (quota) {
+    store->SetQuotaLimit(options.user, *quota);
+    changed = true;
+  }
 
   std::optional<store::UserInfo> info = store->FindUser(options.user);
   if (!info) Throw(Errc::kNoUser, "user " + options.user + " does not exist");
-  std::vector<store::FolderInfo> folders = store->ListFolders(options.user);
+  // JSON names the folders only: their records, no index (and so no folder lock) read.
+  std::vector<store::FolderInfo> folders = store->ListFolders(
+      options.user, options.json ? store::Store::FolderDetail::kRecordOnly : store::Store::FolderDetail::kWithIndex);
   if (options.json) {
     nlohmann::json folder_names = nlohmann::json::array();
     for (const store::FolderInfo& folder : folders) folder_names.push_back(folder.folder);
