@@ -620,7 +620,7 @@ TEST(Zstd, AnAdaptiveLevelStepsOntoAndOffTheLowestRungWithNewFrames) {
    public:
     explicit TurningSink(size_t capacity) : bytes(capacity, '\0') {}
     void Write(const void* data, size_t size) override {
-      if (used >= size_t{6} << 20) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (used >= size_t{6} << 20) std::this_thread::sleep_for(std::chrono::milliseconds(25));
       if (size > bytes.size() - used) Throw(Errc::kIo, "TurningSink: full");
       std::memcpy(bytes.data() + used, data, size);
       used += size;
