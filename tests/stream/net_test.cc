@@ -24,6 +24,7 @@
 #include <iostream>
 #include <future>
 #include <random>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -82,6 +83,20 @@ std::string Key(const TempDir& tmp, const std::string& name) {
   std::string path = tmp / name;
   WriteKeyFile(path);
   return path;
+}
+
+// What `call` threw: its category (none when it returned) and its line ("no error").
+struct Thrown {
+  std::optional<Errc> code;
+  std::string what = "no error";
+};
+Thrown ThrownBy(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return {e.code(), e.what()};
+  }
+  return {};
 }
 
 ClientOptions Psk(const std::string& key) {
@@ -604,14 +619,7 @@ TEST(NetAuth, AConnectionClosedDuringTheHandshakeIsTemporaryNotARefusal) {
     });
     ClientOptions c = Psk(key);
     c.timeout_seconds = 30;
-    Errc code = Errc::kIo;
-    std::string what = "no error";
-    try {
-      Session s(Endpoint{"127.0.0.1", port}, c);
-    } catch (const Error& e) {
-      code = e.code();
-      what = e.what();
-    }
+    const auto [code, what] = ThrownBy([&] { Session s(Endpoint{"127.0.0.1", port}, c); });
     server.join();
     EXPECT_EQ(code, Errc::kTempFail) << what;
     // After the handshake, a close on our unread request is a reset or (when the kernel sent the
@@ -648,14 +656,7 @@ TEST(NetAuth, APlainConnectionClosedBeforeReadyIsTemporaryAndAMismatchIsARefusal
     ClientOptions c;
     c.credentials.insecure = true;
     c.timeout_seconds = 30;
-    Errc code = Errc::kIo;
-    std::string what = "no error";
-    try {
-      Session s(Endpoint{"127.0.0.1", port}, c);
-    } catch (const Error& e) {
-      code = e.code();
-      what = e.what();
-    }
+    const auto [code, what] = ThrownBy([&] { Session s(Endpoint{"127.0.0.1", port}, c); });
     server.join();
     EXPECT_EQ(code, Errc::kTempFail) << what;
     EXPECT_TRUE(Contains(what, "closed the connection before READY")) << what;
@@ -664,14 +665,7 @@ TEST(NetAuth, APlainConnectionClosedBeforeReadyIsTemporaryAndAMismatchIsARefusal
   auto b = store::Store::Init(tmp / "B", {"primary"});
   auto expect_refused = [&](const ServeOptions& so, const ClientOptions& c, const std::string& says) {
     ServerThread server(*b, so);
-    Errc code = Errc::kIo;
-    std::string what = "no error";
-    try {
-      Session s(server.endpoint(), c);
-    } catch (const Error& e) {
-      code = e.code();
-      what = e.what();
-    }
+    const auto [code, what] = ThrownBy([&] { Session s(server.endpoint(), c); });
     EXPECT_EQ(code, Errc::kAuth) << what;
     EXPECT_TRUE(Contains(what, says)) << what;
   };
@@ -855,14 +849,7 @@ TEST(NetKill, AServerThatClosesAfterReadyIsAConnectionFailure) {
   ClientOptions c;
   c.credentials.insecure = true;
   c.timeout_seconds = 30;
-  Errc code = Errc::kAuth;
-  std::string what = "no error";
-  try {
-    SendBackup(*a, {}, Endpoint{"127.0.0.1", port}, c);
-  } catch (const Error& e) {
-    code = e.code();
-    what = e.what();
-  }
+  const auto [code, what] = ThrownBy([&] { SendBackup(*a, {}, Endpoint{"127.0.0.1", port}, c); });
   server.join();
   EXPECT_EQ(code, Errc::kIo) << what;  // was kProtocol
   EXPECT_TRUE(Contains(what, "closed the connection before")) << what;
@@ -1350,14 +1337,7 @@ TEST(NetSlots, AClientThatGivesUpWaitingForASlotIsToldWhyAndLetGo) {
   ClientOptions impatient = patient;
   impatient.timeout_seconds = 2;
   auto holder = std::make_unique<Session>(server.endpoint(), patient);
-  Errc code = Errc::kIo;
-  std::string what = "no error";
-  try {
-    Session waiter(server.endpoint(), impatient);
-  } catch (const Error& e) {
-    code = e.code();
-    what = e.what();
-  }
+  const auto [code, what] = ThrownBy([&] { Session waiter(server.endpoint(), impatient); });
   EXPECT_EQ(code, Errc::kTempFail) << what;
   EXPECT_TRUE(Contains(what, "session slots are likely busy")) << what;
   holder.reset();  // the slot comes free: it goes to the next client, not to the one that left
@@ -1372,14 +1352,7 @@ TEST(NetSlots, AClientThatGivesUpWaitingForASlotIsToldWhyAndLetGo) {
 // told at once to try again later (kTempFail, which migrate retries), not kept.
 TEST(NetSlots, ConnectionsBeyondMaxWaitingAreToldToTryAgain) {
   OneSlotTaken slot(/*max_waiting=*/1);
-  Errc code = Errc::kIo;
-  std::string what = "no error";
-  try {
-    Session third(slot.server->endpoint(), slot.c);
-  } catch (const Error& e) {
-    code = e.code();
-    what = e.what();
-  }
+  const auto [code, what] = ThrownBy([&] { Session third(slot.server->endpoint(), slot.c); });
   EXPECT_EQ(code, Errc::kTempFail) << what;
   EXPECT_NE(what.find("1 connections already wait for one (--max-waiting); try again later"), std::string::npos) << what;
   slot.Stop();
