@@ -101,6 +101,15 @@ bool FolderFiller::Add(std::string_view bytes, MessageMeta meta) {
   return true;
 }
 
+std::unique_ptr<store::MessageWriter> FolderFiller::NewMessage(uint32_t* uid) {
+  if (!created_) {
+    if (!keep_uids_) *uid = 0;
+    return folder_.NewMessage();
+  }
+  if (*uid == 0) *uid = next_uid_;
+  return folder_.NewMessage(*uid);
+}
+
 bool FolderFiller::AddStaged(store::StagedMessage staged) {
   if (present_ && present_->Take(staged)) {
     std::vector<store::StagedMessage> one{std::move(staged)};

@@ -47,6 +47,11 @@ class FolderFiller {
   // streamed from a socket): a copy of bytes the folder held is compared file to file and
   // discarded. False when it was skipped as already present.
   bool AddStaged(store::StagedMessage staged);
+  // Starts a message too large to hold, to be written by the caller and then passed to
+  // AddStaged with meta.uid = *uid: in a created folder it takes the UID *uid (0: the next after
+  // the last one given; *uid is set to it) and is written straight to its final name; elsewhere
+  // *uid becomes 0 (unless keep_uids).
+  std::unique_ptr<store::MessageWriter> NewMessage(uint32_t* uid);
   // Commits what is still staged.
   void Finish();
 

@@ -62,8 +62,7 @@ void CheckMboxFile(const ImportJob& job, MboxFlavor flavor) {
     if (!S_ISREG(st.st_mode)) return;
     UniqueFd fd = OpenMbox(job.path);
     MboxReader reader(fd.get(), job.path, flavor);
-    MboxMessage first;
-    reader.Next(&first);  // throws kCorrupt "not an mbox"
+    reader.Start();  // throws kCorrupt "not an mbox"
   } catch (const Error& e) {
     Rethrow(e, job.where);
   }
@@ -73,21 +72,21 @@ struct FileResult : ImportedFile {
   bool created = false;
 };
 
-// A file opened and its first message read: a pipe's can be read only once, and nothing is
-// made for it (not even its new user) until it is known to be an mbox.
+// A file opened and its beginning checked (MboxReader::Start: "From " and a readable first
+// envelope line): a pipe's can be read only once, and nothing is made for it (not even its new
+// user) until it is known to be an mbox.
 struct OpenedMbox {
   UniqueFd fd;
   std::unique_ptr<MboxReader> reader;
-  MboxMessage first;
-  bool have_first = false;
+  bool started = false;
 };
 
-OpenedMbox OpenMboxAndReadFirst(const ImportJob& job, MboxFlavor flavor) {
+OpenedMbox OpenMboxAndStart(const ImportJob& job, MboxFlavor flavor) {
   OpenedMbox opened;
   opened.fd = OpenMbox(job.path);
   ::posix_fadvise(opened.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   opened.reader = std::make_unique<MboxReader>(opened.fd.get(), job.path, flavor);
-  opened.have_first = opened.reader->Next(&opened.first);
+  opened.started = opened.reader->Start();
   return opened;
 }
 
@@ -95,8 +94,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
                       int64_t now) {
   FileResult result;
   MboxReader& reader = *opened.reader;
-  MboxMessage& message = opened.first;
-  bool have_message = opened.have_first;
+  MboxMessage message;
 
   std::unique_ptr<Folder> folder;
   if (store.FindFolder(job.user, job.folder)) {
@@ -111,10 +109,29 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
   if (options.after_batch && !result.created)  // the seam reports batches of existing folders only
     filler.after_batch = [&](uint64_t added) { options.after_batch(job, added); };
   filler.before_commit = options.before_commit;
-  for (; have_message; have_message = reader.Next(&message)) {
+  // A message larger than the reader holds whole (a 200 MiB attachment) is written as it is
+  // read, so memory stays at a few blocks whatever the file holds.
+  std::unique_ptr<store::MessageWriter> large;
+  uint32_t large_uid = 0;
+  const MboxSink write_large = [&](std::string_view piece) {
+    if (!large) {
+      large_uid = 0;
+      large = filler.NewMessage(&large_uid);
+    }
+    large->Write(piece);
+  };
+  for (bool have_message = opened.started && reader.Next(&message, write_large); have_message;
+       have_message = reader.Next(&message, write_large)) {
     MessageMeta meta;
     meta.internal_date = message.envelope_date != 0 ? message.envelope_date : now;
-    filler.Add(message.bytes, meta);
+    if (!message.streamed) {
+      filler.Add(message.bytes, meta);
+      continue;
+    }
+    if (!large) write_large({});  // streamed, yet empty after unescaping: cannot happen, costs nothing
+    meta.uid = large_uid;
+    filler.AddStaged(large->Finish(meta));
+    large.reset();
   }
   filler.Finish();
   if (result.created) store.PublishFolder(*folder);
@@ -207,7 +224,7 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
     for (const ImportJob* job : mine) {
       FileResult r;
       try {
-        OpenedMbox opened = OpenMboxAndReadFirst(*job, options.flavor);
+        OpenedMbox opened = OpenMboxAndStart(*job, options.flavor);
         if (!user_ready) {
           // A new user gets its record first; its INBOX is either one of the imports (built
           // unpublished like any new folder: the user did not exist, so no delivery depended on

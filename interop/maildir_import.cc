@@ -310,25 +310,48 @@ void CheckUnlistedUidsFit(const MaildirFolderScan& scan, const std::string& show
                             ", past the last UID 4294967294 (remove the file to import this folder with new UIDs)");
 }
 
-// Reads one message file whole, checking it is a regular file that does not change while read.
-void ReadMessageFile(int dirfd, const std::string& name, const std::string& shown, std::string* out,
-                     struct stat* st) {
+// A message file up to this size is read whole and stored in one write (most mail); a larger
+// one is copied a block at a time, so memory does not grow with it (as the mbox reader does).
+constexpr uint64_t kWholeLimit = 4 << 20;
+constexpr size_t kCopyBlock = 256 << 10;
+
+// Opens one message file, checking it is a regular file; *st is its fstat.
+UniqueFd OpenMessageFile(int dirfd, const std::string& name, const std::string& shown, struct stat* st) {
   UniqueFd fd = OpenAt(dirfd, name, O_RDONLY | O_NONBLOCK, 0, shown);
   if (::fstat(fd.get(), st) != 0) ThrowErrno("stat " + shown);
   if (!S_ISREG(st->st_mode)) Throw(Errc::kCorrupt, shown + ": not a regular file (a message file was expected)");
-  const size_t size = static_cast<size_t>(st->st_size);
-  out->resize(size + 1);  // one byte more: a file that grew shows
+  return fd;
+}
+
+[[noreturn]] void ThrowChanged(const std::string& shown, uint64_t size, uint64_t got) {
+  Throw(Errc::kCorrupt, shown + ": changed while being read (" + std::to_string(size) + " bytes, then " +
+                            (got > size ? "more" : std::to_string(got)) + "); is a mail server still using the tree?");
+}
+
+// Reads a message file of `size` bytes whole, checking it does not change while read.
+void ReadMessageFile(int fd, const std::string& shown, uint64_t size, std::string* out) {
+  out->resize(static_cast<size_t>(size) + 1);  // one byte more: a file that grew shows
   size_t got = 0;
   while (got < out->size()) {
-    const size_t n = ReadSome(fd.get(), out->data() + got, out->size() - got, shown);
+    const size_t n = ReadSome(fd, out->data() + got, out->size() - got, shown);
     if (n == 0) break;
     got += n;
   }
-  if (got != size)
-    Throw(Errc::kCorrupt, shown + ": changed while being read (" + std::to_string(size) + " bytes, then " +
-                              (got > size ? "more" : std::to_string(got)) +
-                              "); is a mail server still using the tree?");
-  out->resize(size);
+  if (got != size) ThrowChanged(shown, size, got);
+  out->resize(static_cast<size_t>(size));
+}
+
+// The same for a large one, copied to `writer` a block at a time.
+void CopyMessageFile(int fd, const std::string& shown, uint64_t size, store::MessageWriter& writer,
+                     std::string* block) {
+  block->resize(kCopyBlock);
+  uint64_t got = 0;
+  while (size_t n = ReadSome(fd, block->data(), block->size(), shown)) {
+    got += n;
+    if (got > size) ThrowChanged(shown, size, got);
+    writer.Write(block->data(), n);
+  }
+  if (got != size) ThrowChanged(shown, size, got);
 }
 
 struct FolderOutcome {
@@ -395,9 +418,10 @@ class MaildirImporter {
       if (file.in_new && !new_dir.valid())
         new_dir = OpenAt(dir, "new", O_RDONLY | O_DIRECTORY, 0, JoinPath(shown, "new"));
       const std::string file_shown = Shown(JoinPath(shown, file.in_new ? "new" : "cur"), file.name);
-      ReadMessageFile(file.in_new ? new_dir.get() : cur.get(), file.name, file_shown, &buffer_, &st);
+      UniqueFd message_fd = OpenMessageFile(file.in_new ? new_dir.get() : cur.get(), file.name, file_shown, &st);
+      const uint64_t size = static_cast<uint64_t>(st.st_size);
       const std::optional<uint64_t> hint = MaildirSizeHint(SplitMaildirFileName(file.name).base);
-      if (hint && *hint != buffer_.size()) ++out.size_hints_wrong;
+      if (hint && *hint != size) ++out.size_hints_wrong;
       MessageMeta meta;
       if (out.folder.created) {
         meta.uid = file.uid;
@@ -410,7 +434,14 @@ class MaildirImporter {
       for (size_t i = 0; i < bit_of.size(); ++i)
         if ((file.keyword_bits >> i & 1) && bit_of[i] >= 0) meta.user_flags |= uint64_t{1} << bit_of[i];
       meta.internal_date = static_cast<int64_t>(st.st_mtim.tv_sec);
-      filler.Add(buffer_, meta);
+      if (size <= kWholeLimit) {
+        ReadMessageFile(message_fd.get(), file_shown, size, &buffer_);
+        filler.Add(buffer_, meta);
+      } else {
+        std::unique_ptr<store::MessageWriter> writer = filler.NewMessage(&meta.uid);
+        CopyMessageFile(message_fd.get(), file_shown, size, *writer, &buffer_);
+        filler.AddStaged(writer->Finish(meta));
+      }
     }
     filler.Finish();
     if (out.folder.created) {

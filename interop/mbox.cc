@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "store/store.h"
 #include "util/error.h"
@@ -43,11 +44,20 @@ size_t SeparatorLen(std::string_view stretch) {
   return SeparatorLen(stretch.substr(stretch.size() - std::min<size_t>(3, stretch.size())), stretch.size());
 }
 
+// Whether HeaderSize(stretch) would find the header's blank line in these first bytes of a
+// stretch; the bytes before `searched` (less two) were looked at before.
+bool HeaderEnds(std::string_view first_bytes, size_t searched) {
+  if (first_bytes.starts_with("\n") || first_bytes.starts_with("\r\n")) return true;
+  const size_t from = searched >= 2 ? searched - 2 : 0;
+  return first_bytes.find("\n\n", from) != std::string_view::npos ||
+         first_bytes.find("\n\r\n", from) != std::string_view::npos;
+}
+
 // Offset from the stretch's start where its Content-Length says the message ends: header size +
 // the value. nullopt when the header does not end inside the stretch or has no usable value.
 std::optional<uint64_t> ContentLengthEnd(std::string_view stretch) {
   const std::string_view header = stretch.substr(0, HeaderSize(stretch));
-  if (SeparatorLen(header) == 0) return std::nullopt;
+  if (SeparatorLen(header) == 0 || header.size() > kMaxLengthHeader) return std::nullopt;
   constexpr std::string_view kName = "content-length";
   size_t pos = 0;
   while (pos < header.size()) {
@@ -119,6 +129,92 @@ void Unescape(std::string_view in, MboxFlavor flavor, std::string* out) {
   out->append(in.data() + copied, in.size() - copied);
 }
 
+// Unescape() for a message that arrives in pieces: the same result for any split of its bytes,
+// with memory for one output block (a run of '>' at a line start is counted, not kept).
+class StreamUnescaper {
+ public:
+  StreamUnescaper(MboxFlavor flavor, const MboxSink& sink, size_t block) : flavor_(flavor), sink_(sink), block_(block) {}
+
+  void Feed(std::string_view in) {
+    for (size_t i = 0; i < in.size();) {
+      if (state_ == State::kLineStart) {
+        if (in[i] != '>') {
+          state_ = State::kInLine;
+        } else {
+          state_ = State::kQuotes;
+          quotes_ = 0;
+          from_ = 0;
+        }
+      }
+      if (state_ == State::kQuotes) {
+        for (; i < in.size(); ++i) {
+          const char c = in[i];
+          if (from_ == 0 && c == '>') {
+            ++quotes_;
+          } else if (c == kFrom[from_]) {
+            if (++from_ == kFrom.size()) {
+              ++i;
+              Decide();
+              break;
+            }
+          } else {
+            Decide();  // c is not consumed: it belongs to the rest of the line
+            break;
+          }
+        }
+        continue;
+      }
+      const void* nl = std::memchr(in.data() + i, '\n', in.size() - i);
+      const size_t stop = nl ? static_cast<size_t>(static_cast<const char*>(nl) - in.data()) + 1 : in.size();
+      Append(in.substr(i, stop - i));
+      i = stop;
+      if (nl) state_ = State::kLineStart;
+    }
+  }
+
+  void Finish() {
+    if (state_ == State::kQuotes) Decide();
+    Flush();
+  }
+
+ private:
+  enum class State { kLineStart, kQuotes, kInLine };
+
+  // The '>' run and the part of "From " after it are known: one '>' fewer if they make a quoted
+  // "From " line the flavor unescapes.
+  void Decide() {
+    uint64_t keep = quotes_;
+    if (from_ == kFrom.size() && (quotes_ == 1 || flavor_ == MboxFlavor::kMboxrd)) --keep;
+    while (keep > 0) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(keep, block_));
+      out_.append(n, '>');
+      keep -= n;
+      if (out_.size() >= block_) Flush();
+    }
+    Append(kFrom.substr(0, from_));
+    state_ = State::kInLine;
+  }
+
+  void Append(std::string_view bytes) {
+    out_.append(bytes);
+    if (out_.size() >= block_) Flush();
+  }
+
+  void Flush() {
+    if (out_.empty()) return;
+    sink_(out_);
+    out_.clear();
+  }
+
+  MboxFlavor flavor_;
+  const MboxSink& sink_;
+  size_t block_;  // output is passed on in pieces of about this size
+  State state_ = State::kLineStart;
+  uint64_t quotes_ = 0;  // '>' at the start of the current line
+  size_t from_ = 0;      // bytes of "From " matched after them
+  std::string out_;
+};
+
 // Envelope line without its "\n": sender, date and the writer's no-final-newline mark.
 bool ParseEnvelope(std::string_view line, MboxMessage* out) {
   line = TrimBlanks(line.substr(kFrom.size()));
@@ -183,8 +279,9 @@ std::string SafeSender(std::string_view sender) {
 
 // --- MboxReader --------------------------------------------------------------------------
 
-MboxReader::MboxReader(int fd, std::string shown_name, MboxFlavor flavor)
-    : fd_(fd), shown_(std::move(shown_name)), flavor_(flavor) {
+MboxReader::MboxReader(int fd, std::string shown_name, MboxFlavor flavor, size_t whole_limit, size_t block_size)
+    : fd_(fd), shown_(std::move(shown_name)), flavor_(flavor), whole_limit_(whole_limit),
+      block_size_(std::max<size_t>(block_size, 1)) {
   struct stat st;
   if (fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) {
     const off_t here = lseek(fd_, 0, SEEK_CUR);
@@ -198,8 +295,8 @@ MboxReader::MboxReader(int fd, std::string shown_name, MboxFlavor flavor)
 bool MboxReader::ReadBlock() {
   if (eof_) return false;
   const size_t old = buf_.size();
-  buf_.resize(old + kBlockSize);
-  const size_t n = ReadSome(fd_, buf_.data() + old, kBlockSize, shown_);
+  buf_.resize(old + block_size_);
+  const size_t n = ReadSome(fd_, buf_.data() + old, block_size_, shown_);
   buf_.resize(old + n);
   eof_ = n == 0;
   return n > 0;
@@ -253,28 +350,26 @@ std::optional<size_t> MboxReader::ContentLengthBoundary(size_t start, size_t tar
   return std::nullopt;
 }
 
-bool MboxReader::Next(MboxMessage* out) {
-  if (pos_ >= kBlockSize) {  // drop consumed bytes once they amount to a block
-    buf_.erase(0, pos_);
-    buf_file_offset_ += pos_;
-    pos_ = 0;
-  }
+bool MboxReader::Start() {
   if (!started_) {
     FillTo(kUtf8Bom.size() + kFrom.size());
     if (std::string_view(buf_).starts_with(kUtf8Bom)) pos_ = kUtf8Bom.size();
-  }
-  FillTo(pos_ + kFrom.size());
-  if (pos_ == buf_.size()) return false;
-  if (!started_) {
+    FillTo(pos_ + kFrom.size());
+    if (pos_ == buf_.size()) return false;
     if (std::string_view(buf_).substr(pos_, kFrom.size()) != kFrom) {
       Throw(Errc::kCorrupt, shown_ + ": not an mbox (line 1 does not begin with \"From \")");
     }
     started_ = true;
+    EnvelopeEnd();
   }
+  return true;
+}
 
-  // The envelope line. Real ones are under a hundred bytes; one that runs on is a file whose
-  // lines do not end in LF (an old Mac mbox ends them in CR alone), which would otherwise come in
-  // as one empty message.
+// The envelope line at pos_ ends at the returned index (its '\n', or buf_.size() at the end of
+// the file). Real ones are under a hundred bytes; one that runs on is a file whose lines do not
+// end in LF (an old Mac mbox ends them in CR alone), which would otherwise come in as one empty
+// message.
+size_t MboxReader::EnvelopeEnd() {
   constexpr size_t kMaxEnvelopeLine = 64 << 10;
   size_t newline = buf_.find('\n', pos_);
   while (newline == std::string::npos && buf_.size() - pos_ <= kMaxEnvelopeLine) {
@@ -283,32 +378,45 @@ bool MboxReader::Next(MboxMessage* out) {
     newline = buf_.find('\n', searched);
   }
   const size_t envelope_end = newline == std::string::npos ? buf_.size() : newline;
-  {
-    std::string_view line(buf_.data() + pos_, std::min(envelope_end - pos_, kMaxEnvelopeLine + 1));
-    if (line.ends_with('\r')) line.remove_suffix(1);
-    // One such message in the middle of an LF file cannot be split safely either; the position
-    // lets the administrator find and fix that one message.
-    if (line.size() > kMaxEnvelopeLine || line.find('\r') != std::string_view::npos)
-      Throw(Errc::kCorrupt, shown_ + ": message " + std::to_string(envelopes_ + 1) + ", its \"From \" line at byte " +
-                                std::to_string(buf_file_offset_ + pos_) + ": a \"From \" line " +
-                                (line.size() > kMaxEnvelopeLine ? "without a line end in 64 KiB" : "with a CR inside") +
-                                " (lines that end in CR alone, as in an old Mac mbox? convert them to LF first)");
-  }
+  std::string_view line(buf_.data() + pos_, std::min(envelope_end - pos_, kMaxEnvelopeLine + 1));
+  if (line.ends_with('\r')) line.remove_suffix(1);
+  // One such message in the middle of an LF file cannot be split safely either; the position
+  // lets the administrator find and fix that one message.
+  if (line.size() > kMaxEnvelopeLine || line.find('\r') != std::string_view::npos)
+    Throw(Errc::kCorrupt, shown_ + ": message " + std::to_string(envelopes_ + 1) + ", its \"From \" line at byte " +
+                              std::to_string(buf_file_offset_ + pos_) + ": a \"From \" line " +
+                              (line.size() > kMaxEnvelopeLine ? "without a line end in 64 KiB" : "with a CR inside") +
+                              " (lines that end in CR alone, as in an old Mac mbox? convert them to LF first)");
+  return envelope_end;
+}
+
+bool MboxReader::Next(MboxMessage* out) { return Next(out, nullptr); }
+
+bool MboxReader::Next(MboxMessage* out, const MboxSink& large) {
+  out->streamed = false;
+  if (pos_ >= block_size_) DropBefore(pos_);  // drop consumed bytes once they amount to a block
+  if (!Start()) return false;
+  FillTo(pos_ + kFrom.size());
+  if (pos_ == buf_.size()) return false;
+
+  const size_t envelope_end = EnvelopeEnd();
   ++envelopes_;
   const bool unterminated = ParseEnvelope(std::string_view(buf_).substr(pos_, envelope_end - pos_), out);
-  const size_t start = newline == std::string::npos ? buf_.size() : newline + 1;
+  const bool has_newline = envelope_end < buf_.size();
+  const size_t start = has_newline ? envelope_end + 1 : buf_.size();
 
   // The next line that begins with "From ", searched from the envelope's own newline so that a
   // "From " line right after it ends an empty message.
   size_t boundary = buf_.size();
-  if (newline != std::string::npos) {
-    size_t search = newline;
+  if (has_newline) {
+    size_t search = envelope_end;
     for (;;) {
       const size_t hit = buf_.find("\nFrom ", search);
       if (hit != std::string::npos) {
         boundary = hit + 1;
         break;
       }
+      if (large && buf_.size() - start > whole_limit_) return Stream(out, large, start, search, unterminated, {});
       const size_t searched = buf_.size();
       if (!ReadBlock()) {
         boundary = buf_.size();
@@ -323,16 +431,121 @@ bool MboxReader::Next(MboxMessage* out) {
     const size_t target = start + *length_end;
     if (target != end) {
       if (const auto next = ContentLengthBoundary(start, target)) {
+        if (large && *next - start > whole_limit_)
+          return Stream(out, large, start, boundary - 1, unterminated, std::make_pair(target, *next));
         FillTo(*next);
         end = target;
         boundary = *next;
       }
     }
   }
+  if (large && boundary - start > whole_limit_) return Stream(out, large, start, boundary - 1, unterminated, {});
 
   Unescape(std::string_view(buf_).substr(start, end - start), flavor_, &out->bytes);
   if (unterminated && out->bytes.ends_with('\n')) out->bytes.pop_back();
   pos_ = boundary;
+  return true;
+}
+
+void MboxReader::DropBefore(size_t index) {
+  buf_.erase(0, index);
+  buf_file_offset_ += index;
+  pos_ = pos_ > index ? pos_ - index : 0;
+}
+
+// Next() for a message too large to hold: its bytes go to `sink` as the file is read. Offsets
+// are kept from the file's start, since consumed bytes leave the buffer on the way. `search` is
+// where the search for the next "From " line goes on; `end_and_next`, when the message's end
+// is known already (a Content-Length that holds), its end and the next envelope line.
+bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, size_t search, bool unterminated,
+                        std::optional<std::pair<size_t, size_t>> end_and_next) {
+  out->streamed = true;
+  out->bytes.clear();
+  const uint64_t start_at = buf_file_offset_ + start;
+  const auto at = [&](uint64_t offset) { return static_cast<size_t>(offset - buf_file_offset_); };
+
+  // Where the message ends, if a Content-Length says so: its header lies in the first
+  // kMaxLengthHeader bytes (and two more, to see its blank line) or not at all.
+  std::optional<uint64_t> end_at, next_at;
+  if (end_and_next) {
+    end_at = buf_file_offset_ + end_and_next->first;
+    next_at = buf_file_offset_ + end_and_next->second;
+  } else {
+    size_t hit = std::string::npos;
+    size_t header_searched = start;  // the header's blank line is not before this, less two bytes
+    for (;;) {
+      hit = buf_.find("\nFrom ", search);
+      if (hit != std::string::npos || buf_.size() - start >= kMaxLengthHeader + 2) break;
+      if (HeaderEnds(std::string_view(buf_).substr(start), header_searched - start)) break;
+      header_searched = buf_.size();
+      const size_t searched = buf_.size();
+      if (!ReadBlock()) break;
+      search = std::max(search, searched >= kFrom.size() ? searched - kFrom.size() : 0);
+    }
+    const size_t seen_end = hit != std::string::npos ? hit + 1 : buf_.size();
+    if (const auto length_end = ContentLengthEnd(std::string_view(buf_).substr(start, seen_end - start))) {
+      if (const auto next = ContentLengthBoundary(start, start + *length_end)) {
+        end_at = start_at + *length_end;
+        next_at = buf_file_offset_ + *next;
+      }
+    }
+  }
+
+  StreamUnescaper unescaper(flavor_, sink, block_size_);
+  uint64_t sent_at = start_at;  // the bytes before this offset went to the unescaper
+  // Sends the buffered bytes up to `offset` and drops what has been sent once it fills a block.
+  const auto send_to = [&](uint64_t offset) {
+    if (offset > sent_at) {
+      unescaper.Feed(std::string_view(buf_).substr(at(sent_at), static_cast<size_t>(offset - sent_at)));
+      sent_at = offset;
+    }
+    if (const size_t sent = at(sent_at); sent >= block_size_) {
+      DropBefore(sent);
+      search -= std::min(search, sent);
+    }
+  };
+
+  if (end_at) {
+    uint64_t stop = *end_at;
+    if (unterminated && stop > start_at && Peek(at(stop - 1), 1) == "\n") --stop;
+    while (sent_at < stop) {
+      send_to(std::min<uint64_t>(stop, buf_file_offset_ + buf_.size()));
+      if (sent_at < stop && !ReadBlock())
+        Throw(Errc::kCorrupt, shown_ + ": message " + std::to_string(envelopes_) + ": the file ends at byte " +
+                                  std::to_string(buf_file_offset_ + buf_.size()) +
+                                  ", before the end its Content-Length gives (byte " + std::to_string(*end_at) +
+                                  "); was it changed while read?");
+    }
+    unescaper.Finish();
+    FillTo(at(*next_at));
+    pos_ = at(*next_at);
+    return true;
+  }
+
+  uint64_t boundary_at = 0;
+  for (;;) {
+    const size_t hit = buf_.find("\nFrom ", search);
+    if (hit != std::string::npos) {
+      boundary_at = buf_file_offset_ + hit + 1;
+      break;
+    }
+    // A later "From " line's "\n" is at most 5 bytes back, and the separator and final newline
+    // before it take 3 more: bytes before the last 8 belong to this message whatever comes.
+    if (buf_.size() > 8) send_to(buf_file_offset_ + buf_.size() - 8);
+    const size_t searched = buf_.size();
+    if (!ReadBlock()) {
+      boundary_at = buf_file_offset_ + buf_.size();
+      break;
+    }
+    search = std::max(search, searched >= kFrom.size() ? searched - kFrom.size() : 0);
+  }
+  const uint64_t tail_at = std::max(start_at, boundary_at >= 3 ? boundary_at - 3 : 0);
+  uint64_t stop = boundary_at - SeparatorLen(std::string_view(buf_).substr(at(tail_at), at(boundary_at) - at(tail_at)),
+                                             boundary_at - start_at);
+  if (unterminated && stop > start_at && buf_[at(stop - 1)] == '\n') --stop;
+  send_to(stop);
+  unescaper.Finish();
+  pos_ = at(boundary_at);
   return true;
 }
 

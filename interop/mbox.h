@@ -14,7 +14,8 @@
 //  * If that stretch ends with an empty line ("\n" or "\r\n" after a line end), the empty line is
 //    the separator and is dropped; this holds at the end of the file too. Otherwise the stretch is
 //    kept whole: no separator line before "From ", or a last message without final newline.
-//  * Content-Length: if the header (which must end inside the stretch) has one and header + that
+//  * Content-Length: if the header (which must end inside the stretch, within its first 1 MiB:
+//    kMaxLengthHeader) has one and header + that
 //    many bytes of the file ends exactly where the rule above would end a message at a later
 //    "From " line or at the end of the file, the message ends there and the "From " lines it spans
 //    are body (Sun's /var/mail). A Content-Length that lands anywhere else is ignored, so a count
@@ -39,6 +40,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
@@ -49,36 +51,61 @@ namespace storemove::interop {
 // How quoted "From " lines are unescaped.
 enum class MboxFlavor { kMboxrd, kMboxo };
 
+// A header longer than this has its Content-Length ignored: the reader need not hold more of a
+// message than this to know where it ends.
+constexpr size_t kMaxLengthHeader = 1 << 20;
+
 struct MboxMessage {
   std::string envelope_sender;
   int64_t envelope_date = 0;  // from the "From " line, unix seconds; 0 if unparseable
-  std::string bytes;          // the message exactly as stored
+  std::string bytes;          // the message exactly as stored (empty when streamed)
+  bool streamed = false;      // the bytes went to Next's `large` sink instead of `bytes`
 };
 
+// Receives a large message's bytes, in order, in pieces of about a block.
+using MboxSink = std::function<void(std::string_view)>;
+
 // Streams messages from a file descriptor (which it does not own), reading in large blocks.
-// Memory is bounded by the largest message plus one block. On a regular file a Content-Length
-// pointing far ahead is checked with pread; on a pipe the reader buffers up to that point.
+// Memory: a message up to `whole_limit` is held whole; a larger one is held whole only by the
+// Next() without a sink, and otherwise streamed with a few blocks of memory. On a regular file a
+// Content-Length pointing far ahead is checked with pread; on a pipe the reader buffers up to
+// that point.
 class MboxReader {
  public:
   static constexpr size_t kBlockSize = 256 << 10;
+  static constexpr size_t kWholeLimit = 4 << 20;
 
-  MboxReader(int fd, std::string shown_name, MboxFlavor flavor = MboxFlavor::kMboxrd);
+  // `block_size`: bytes asked for per read (tests make it tiny, to put every boundary between reads).
+  MboxReader(int fd, std::string shown_name, MboxFlavor flavor = MboxFlavor::kMboxrd,
+             size_t whole_limit = kWholeLimit, size_t block_size = kBlockSize);
   MboxReader(const MboxReader&) = delete;
   MboxReader& operator=(const MboxReader&) = delete;
 
+  // Checks that the file begins like an mbox and that its first envelope line is readable,
+  // without reading its first message; false for an empty file. Throws like Next(). Next() calls it.
+  bool Start();
   // Fills *out with the next message; false at the end. Throws kCorrupt (not an mbox, or an
   // envelope line of CR-only line ends, naming the message's number and byte offset) or kIo.
   bool Next(MboxMessage* out);
+  // The same, but a message whose stretch of the file exceeds `whole_limit` is passed to `large`
+  // in pieces (out->streamed; out->bytes empty). `large` may throw; the reader is then unusable.
+  bool Next(MboxMessage* out, const MboxSink& large);
 
  private:
   bool ReadBlock();
   bool FillTo(size_t end);
   std::string Peek(size_t index, size_t length);
   std::optional<size_t> ContentLengthBoundary(size_t start, size_t target);
+  size_t EnvelopeEnd();
+  void DropBefore(size_t index);
+  bool Stream(MboxMessage* out, const MboxSink& sink, size_t start, size_t search, bool unterminated,
+              std::optional<std::pair<size_t, size_t>> end_and_next);
 
   int fd_;
   std::string shown_;
   MboxFlavor flavor_;
+  size_t whole_limit_;
+  size_t block_size_;
   std::string buf_;
   size_t pos_ = 0;                // buf_ index of the next envelope line
   uint64_t buf_file_offset_ = 0;  // file offset of buf_[0]

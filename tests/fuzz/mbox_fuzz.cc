@@ -3,7 +3,8 @@
 // with kMboxrd, comes back byte for byte, with the same sender (bytes <= ' ' and DEL as '_', empty
 // as MAILER-DAEMON) and date.
 // The input's length picks how it is read: bit 0 from a pipe (not seekable) or a memory file,
-// bit 1 kMboxo or kMboxrd.
+// bit 1 kMboxo or kMboxrd, bits 2-4 and 5-10 the whole-message limit and read size of a second,
+// streamed read (MboxReader::Next with a sink), which must give the same messages or fail too.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -27,6 +28,38 @@ std::vector<ss::MboxMessage> ReadAll(int fd, ss::MboxFlavor flavor, bool* ok) {
   return out;
 }
 
+// The same read through Next's sink, streaming messages longer than `whole_limit`.
+std::vector<ss::MboxMessage> ReadAllStreamed(int fd, ss::MboxFlavor flavor, size_t whole_limit, size_t block,
+                                             bool* ok) {
+  std::vector<ss::MboxMessage> out;
+  *ok = storemove::fuzz::OnlyStoremoveErrors("mbox streamed", [&] {
+    ss::MboxReader reader(fd, "fuzz.mbox", flavor, whole_limit, block);
+    ss::MboxMessage m;
+    std::string pieces;
+    while (reader.Next(&m, [&](std::string_view piece) { pieces.append(piece); })) {
+      if (m.streamed) m.bytes = std::move(pieces);
+      pieces.clear();
+      out.push_back(std::move(m));
+    }
+  });
+  return out;
+}
+
+storemove::UniqueFd Input(const uint8_t* data, size_t size, bool from_pipe) {
+  if (!from_pipe) return storemove::UniqueFd(storemove::fuzz::MemFile(data, size));
+  int p[2];
+  FUZZ_CHECK(::pipe2(p, O_CLOEXEC) == 0);
+  storemove::UniqueFd w(p[1]);
+  storemove::UniqueFd in(p[0]);
+  FUZZ_CHECK(::fcntl(w.get(), F_SETPIPE_SZ, int(512 << 10)) >= 0 || size <= 65536);
+  for (size_t done = 0; done < size;) {
+    ssize_t n = ::write(w.get(), data + done, size - done);
+    FUZZ_CHECK(n > 0);
+    done += size_t(n);
+  }
+  return in;
+}
+
 std::string ShownSender(const std::string& sender) {
   if (sender.empty()) return "MAILER-DAEMON";
   std::string s = sender;
@@ -41,23 +74,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > (512 << 10)) return -1;  // beyond a pipe's capacity; larger inputs add nothing
   bool from_pipe = size % 2 == 1;
   ss::MboxFlavor flavor = size % 4 >= 2 ? ss::MboxFlavor::kMboxo : ss::MboxFlavor::kMboxrd;
-  storemove::UniqueFd in;
-  if (from_pipe) {
-    int p[2];
-    FUZZ_CHECK(::pipe2(p, O_CLOEXEC) == 0);
-    storemove::UniqueFd w(p[1]);
-    in.reset(p[0]);
-    FUZZ_CHECK(::fcntl(w.get(), F_SETPIPE_SZ, int(512 << 10)) >= 0 || size <= 65536);
-    for (size_t done = 0; done < size;) {
-      ssize_t n = ::write(w.get(), data + done, size - done);
-      FUZZ_CHECK(n > 0);
-      done += size_t(n);
-    }
-  } else {
-    in.reset(storemove::fuzz::MemFile(data, size));
-  }
+  storemove::UniqueFd in = Input(data, size, from_pipe);
   bool ok = false;
   std::vector<ss::MboxMessage> messages = ReadAll(in.get(), flavor, &ok);
+
+  // Streamed, with the whole-message limit and the read size picked by the length, the reader
+  // must give the same messages and fail where the whole reader fails.
+  {
+    storemove::UniqueFd again_in = Input(data, size, from_pipe);
+    bool streamed_ok = false;
+    std::vector<ss::MboxMessage> streamed = ReadAllStreamed(again_in.get(), flavor, size / 4 % 8, 1 + size / 32 % 64,
+                                                            &streamed_ok);
+    FUZZ_CHECK(streamed_ok == ok);
+    if (ok) {
+      FUZZ_CHECK(streamed.size() == messages.size());
+      for (size_t i = 0; i < messages.size(); ++i) {
+        FUZZ_CHECK(streamed[i].bytes == messages[i].bytes);
+        FUZZ_CHECK(streamed[i].envelope_sender == messages[i].envelope_sender);
+        FUZZ_CHECK(streamed[i].envelope_date == messages[i].envelope_date);
+      }
+    }
+  }
   if (!ok) return 0;
 
   storemove::UniqueFd out(::memfd_create("fuzz-out", MFD_CLOEXEC));

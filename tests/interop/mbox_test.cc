@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <map>
 #include <sstream>
 #include <string>
@@ -37,9 +39,80 @@ std::vector<MboxMessage> ReadFd(int fd, const std::string& shown, MboxFlavor fla
   return out;
 }
 
+// The same through Next's sink, with every message of more than `whole_limit` bytes streamed
+// and `block_size` bytes per read; the pieces are put together again.
+std::vector<MboxMessage> ReadFdStreamed(int fd, const std::string& shown, MboxFlavor flavor, size_t whole_limit,
+                                        size_t block_size) {
+  MboxReader reader(fd, shown, flavor, whole_limit, block_size);
+  std::vector<MboxMessage> out;
+  MboxMessage m;
+  std::string pieces;
+  while (reader.Next(&m, [&](std::string_view piece) { pieces.append(piece); })) {
+    if (m.streamed) {
+      EXPECT_TRUE(m.bytes.empty());
+      m.bytes = std::move(pieces);
+      pieces.clear();
+    } else {
+      EXPECT_TRUE(pieces.empty());
+    }
+    out.push_back(m);
+  }
+  return out;
+}
+
+// What one way of reading gave: the messages, or the error it threw.
+struct Outcome {
+  std::vector<MboxMessage> messages;
+  std::string error;  // "<errc> <what>"
+};
+
+Outcome Capture(const std::function<std::vector<MboxMessage>()>& read) {
+  Outcome o;
+  try {
+    o.messages = read();
+  } catch (const Error& e) {
+    o.error = std::to_string(static_cast<int>(e.code())) + " " + e.what();
+  }
+  return o;
+}
+
+// Every file a test reads is read whole and also streamed: each message (whole-message limit 0),
+// nearly each (1) or the longer ones (7), read 1, 3 or 7 bytes at a time, so that every boundary
+// falls between two reads somewhere; files over 1 MiB only with reads of 4 KiB. The streamed
+// reader must give the same messages, or the same error, as the one that holds messages whole.
+struct StreamedWay {
+  size_t whole_limit, block_size;
+};
+constexpr StreamedWay kSmallFileWays[] = {{0, 1}, {1, 3}, {7, 7}, {0, 4096}, {7, MboxReader::kBlockSize}};
+constexpr StreamedWay kLargeFileWays[] = {{0, 4096}, {7, MboxReader::kBlockSize}};
+
+std::vector<MboxMessage> ReadEveryWay(const std::function<UniqueFd()>& open, uint64_t size, const std::string& shown,
+                                      MboxFlavor flavor) {
+  const Outcome whole = Capture([&] { return ReadFd(open().get(), shown, flavor); });
+  const auto check = [&](StreamedWay way) {
+    const Outcome streamed =
+        Capture([&] { return ReadFdStreamed(open().get(), shown, flavor, way.whole_limit, way.block_size); });
+    const std::string label =
+        "whole-message limit " + std::to_string(way.whole_limit) + ", reads of " + std::to_string(way.block_size);
+    EXPECT_EQ(streamed.error, whole.error) << label;
+    EXPECT_EQ(streamed.messages.size(), whole.messages.size()) << label;
+    for (size_t i = 0; i < std::min(streamed.messages.size(), whole.messages.size()); ++i) {
+      EXPECT_EQ(streamed.messages[i].bytes, whole.messages[i].bytes) << "message " << i << ", " << label;
+      EXPECT_EQ(streamed.messages[i].envelope_sender, whole.messages[i].envelope_sender) << "message " << i;
+      EXPECT_EQ(streamed.messages[i].envelope_date, whole.messages[i].envelope_date) << "message " << i;
+    }
+  };
+  if (size <= (1 << 20)) {
+    for (StreamedWay way : kSmallFileWays) check(way);
+  } else {
+    for (StreamedWay way : kLargeFileWays) check(way);
+  }
+  if (!whole.error.empty()) return ReadFd(open().get(), shown, flavor);  // throws it again
+  return whole.messages;
+}
+
 std::vector<MboxMessage> ReadPath(const std::string& path, MboxFlavor flavor = MboxFlavor::kMboxrd) {
-  UniqueFd fd = OpenFile(path, O_RDONLY);
-  return ReadFd(fd.get(), path, flavor);
+  return ReadEveryWay([&] { return OpenFile(path, O_RDONLY); }, std::filesystem::file_size(path), path, flavor);
 }
 
 void WriteText(const std::string& path, std::string_view text) {
@@ -53,30 +126,42 @@ std::vector<MboxMessage> ReadText(std::string_view text, MboxFlavor flavor = Mbo
   return ReadPath(dir / "mbox", flavor);
 }
 
-// The same through a pipe: no pread, short reads.
-std::vector<MboxMessage> ReadThroughPipe(const std::string& text, MboxFlavor flavor = MboxFlavor::kMboxrd) {
-  signal(SIGPIPE, SIG_IGN);
-  int fds[2];
-  if (pipe(fds) != 0) ThrowErrno("pipe");
-  UniqueFd read_end(fds[0]);
-  UniqueFd write_end(fds[1]);
-  std::thread feeder([&] {
-    try {
-      WriteAll(write_end.get(), text.data(), text.size(), "pipe");
-    } catch (const Error&) {  // the reader stopped early; its own failure is what the test sees
-    }
-    write_end.reset();
-  });
-  std::vector<MboxMessage> out;
-  try {
-    out = ReadFd(read_end.get(), "pipe", flavor);
-  } catch (...) {
-    read_end.reset();
-    feeder.join();
-    throw;
+// A pipe fed by a thread: no pread, short reads.
+class FedPipe {
+ public:
+  explicit FedPipe(const std::string& text) {
+    signal(SIGPIPE, SIG_IGN);
+    int fds[2];
+    if (pipe(fds) != 0) ThrowErrno("pipe");
+    read_end_.reset(fds[0]);
+    write_end_.reset(fds[1]);
+    feeder_ = std::thread([this, &text] {
+      try {
+        WriteAll(write_end_.get(), text.data(), text.size(), "pipe");
+      } catch (const Error&) {  // the reader stopped early; its own failure is what the test sees
+      }
+      write_end_.reset();
+    });
   }
-  feeder.join();
-  return out;
+  ~FedPipe() {
+    read_end_.reset();  // a reader that stopped early lets the feeder end
+    feeder_.join();
+  }
+  int fd() const { return read_end_.get(); }
+
+ private:
+  UniqueFd read_end_, write_end_;
+  std::thread feeder_;
+};
+
+std::vector<MboxMessage> ReadThroughPipe(const std::string& text, MboxFlavor flavor = MboxFlavor::kMboxrd) {
+  std::vector<std::unique_ptr<FedPipe>> pipes;
+  return ReadEveryWay(
+      [&] {
+        pipes.push_back(std::make_unique<FedPipe>(text));
+        return UniqueFd(::dup(pipes.back()->fd()));
+      },
+      text.size(), "pipe", flavor);
 }
 
 std::vector<std::string> Bytes(const std::vector<MboxMessage>& messages) {
@@ -141,6 +226,22 @@ TEST(MboxReaderTest, UnescapesPerFlavor) {
   // Header lines too: the first line of a message may itself be an escaped envelope line.
   EXPECT_EQ(ReadText("From a\n>From b Sat Nov 28 10:00:00 2026\nS: 1\n\nx\n").at(0).bytes,
             "From b Sat Nov 28 10:00:00 2026\nS: 1\n\nx\n");
+}
+
+// Lines that begin like a quoted "From " line and then are not one, for the streamed reader's
+// line-start state (ReadText also streams them a byte at a time).
+TEST(MboxReaderTest, UnescapesOnlyWholeQuotedFromLines) {
+  const std::string body =
+      ">Fr>om a\n>F>From b\n>>>\n>\n>>\n\n>From\n>Fro\r\n>>>>>>>>>>From c\n>From \n>>From";
+  const std::string text = "From a\n" + body;
+  EXPECT_EQ(ReadText(text, MboxFlavor::kMboxrd).at(0).bytes,
+            ">Fr>om a\n>F>From b\n>>>\n>\n>>\n\n>From\n>Fro\r\n>>>>>>>>>From c\nFrom \n>>From");
+  EXPECT_EQ(ReadText(text, MboxFlavor::kMboxo).at(0).bytes,
+            ">Fr>om a\n>F>From b\n>>>\n>\n>>\n\n>From\n>Fro\r\n>>>>>>>>>>From c\nFrom \n>>From");
+  // A run of '>' longer than a read and than the output block.
+  const std::string quotes(3 * MboxReader::kBlockSize, '>');
+  EXPECT_EQ(ReadText("From a\n" + quotes + "From x\n").at(0).bytes, quotes.substr(1) + "From x\n");
+  EXPECT_EQ(ReadText("From a\n" + quotes + "Frox\n").at(0).bytes, quotes + "Frox\n");
 }
 
 TEST(MboxReaderTest, EnvelopeLines) {

@@ -3,6 +3,7 @@
 // completes the job without duplicates. The real binary on a real store.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -237,6 +238,46 @@ TEST_F(Import, AMissingOrForeignFileStopsTheRunBeforeAnyWrite) {
 // loses nothing; a symlink the administrator names is followed. A file whose lines end in CR
 // alone (an old Mac mbox) is refused with one line before any write, not taken as one empty
 // message.
+// The largest resident size of the children this test process has waited for (each test of
+// this file runs in a process of its own, so only its own commands count).
+uint64_t ChildrenPeakRssMiB() {
+  struct rusage usage {};
+  ::getrusage(RUSAGE_CHILDREN, &usage);
+  return static_cast<uint64_t>(usage.ru_maxrss) / 1024;  // KiB on Linux
+}
+
+// A message far larger than any buffer is written as it is read: the import's memory does not
+// grow with it (it held the message about twice: 201 MiB for this one), and its bytes, quoted
+// "From " lines included, are stored exactly; rerun into the existing folder, it is found
+// present (compared file to file) and not added again.
+TEST_F(Import, AMessageLargerThanMemoryBoundsIsStreamedIntoTheStore) {
+  const auto make_messages = [] {
+    constexpr size_t kLarge = 96 << 20;
+    std::string large = "From: big@example.net\nSubject: a large attachment\nMessage-ID: <large@example.net>\n\n";
+    const std::string line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3\n";
+    for (size_t n = 0; large.size() < kLarge; ++n) large += (n % 100000 == 7 ? ">From a quoted line\nFrom a line\n" : line);
+    return std::vector<std::string>{Message("large", 1), large, Message("large", 2)};
+  };
+  WriteMbox(dir_ / "big.mbox", make_messages());
+  // Nothing large is held here now: a forked child's resident size counts this process's pages.
+  CliResult r = Run({"-u", "joe", "-s", dir_ / "big.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_LT(ChildrenPeakRssMiB(), 64u) << "an import of a 96 MiB message";
+  {
+    auto store = store::Store::Open(root_);
+    const std::vector<std::string> stored = FolderMessages(*store, "joe", "INBOX");
+    const std::vector<std::string> messages = make_messages();
+    ASSERT_EQ(stored.size(), 3u);
+    EXPECT_TRUE(stored == messages) << "sizes " << stored[1].size() << " / " << messages[1].size();
+  }
+
+  r = Run({"-u", "joe", "-s", dir_ / "big.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("3 already present"), std::string::npos) << r.out;
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(store->OpenFolder("joe", "INBOX")->Snapshot().messages.size(), 3u);
+}
+
 TEST_F(Import, PipesAndLinksAreReadWholeAndCrOnlyFilesAreRefused) {
   const std::vector<std::string> messages = Messages("fifo", 5);
   WriteMbox(dir_ / "all.mbox", messages);

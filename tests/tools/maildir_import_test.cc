@@ -4,6 +4,7 @@
 // real binary on a real store.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -349,6 +350,44 @@ TEST_F(MaildirImport, IntoExistingFoldersOnlyWhatIsMissingIsAdded) {
   r = Run({"-u", "ann", "--maildir", tree_});
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("imported 0 messages (0 bytes, 3 already present) from 1 folders"), std::string::npos) << r.out;
+  check();
+}
+
+// A message file far larger than any buffer is copied a block at a time: memory does not grow
+// with it (the import held it whole: 105 MiB for this one), and it keeps its listed UID, its
+// flags and its bytes; rerun into the existing folder, it is found present and not added again.
+TEST_F(MaildirImport, AMessageFileLargerThanMemoryBoundsIsCopiedByBlocks) {
+  const auto large = [] {
+    std::string m = "From: big@example.net\nSubject: a large attachment\n\n";
+    while (m.size() < (96 << 20)) m += "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3\n";
+    return m;
+  };
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", Message("small", 1), 1);
+  WriteFileAt(tree_ + "/cur/2.b.mx:2,F", large(), 2);
+  WriteFileAt(tree_ + "/cur/3.c.mx:2,", Message("small", 3), 3);
+  WriteFileAt(tree_ + "/dovecot-uidlist", "3 V77 N400\n10 :1.a.mx\n20 :2.b.mx\n30 :3.c.mx\n");
+  // Nothing large is held here now: a forked child's resident size counts this process's pages.
+  CliResult r = Run({"-u", "ann", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  struct rusage usage {};
+  ::getrusage(RUSAGE_CHILDREN, &usage);
+  EXPECT_LT(usage.ru_maxrss / 1024, 64) << "MiB, an import of a 96 MiB message file";
+  const auto check = [&] {
+    auto store = store::Store::Open(root_);
+    auto inbox = store->OpenFolder("ann", "INBOX");
+    const FolderSnapshot snap = inbox->Snapshot();
+    ASSERT_EQ(snap.messages.size(), 3u);
+    EXPECT_EQ(snap.info.uidvalidity, 77u);
+    EXPECT_EQ(snap.messages[1].uid, 20u);
+    EXPECT_EQ(snap.messages[1].flags, store::kFlagged);
+    EXPECT_TRUE(ReadMessage(*inbox, 20) == large());
+    EXPECT_EQ(ReadMessage(*inbox, 30), Message("small", 3));
+  };
+  check();
+  r = Run({"-u", "ann", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("3 already present"), std::string::npos) << r.out;
   check();
 }
 
