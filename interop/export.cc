@@ -33,6 +33,9 @@ namespace {
 constexpr mode_t kDirMode = 0700;   // exported mail is private
 constexpr mode_t kFileMode = 0600;
 constexpr size_t kCopyBlock = 256 << 10;
+// A message up to this size is read whole into memory and written from there (most mail); a
+// larger one is streamed (MboxWriter::WriteFile).
+constexpr uint64_t kWholeLimit = 4 << 20;
 
 // --- names -------------------------------------------------------------------------------
 
@@ -212,8 +215,28 @@ class Exporter {
         ++out->vanished;
         continue;
       }
-      message.clear();
       const std::string path = folder.MessagePath(meta.uid);
+      if (meta.size > kWholeLimit) {
+        // Too large to hold: the writer reads the file twice, and the check runs before any of
+        // it is written. The envelope's sender comes from the header's first 4 MiB.
+        message.resize(static_cast<size_t>(std::min<uint64_t>(meta.header_size, kWholeLimit)));
+        size_t got = 0;
+        while (got < message.size())
+          if (size_t n = ReadSome(in.get(), message.data() + got, message.size() - got, path)) {
+            got += n;
+          } else {
+            break;
+          }
+        message.resize(got);
+        writer.WriteFile(in.get(), path, ReturnPathSender(message), meta.internal_date,
+                         [&](uint64_t size, const Digest& digest) {
+                           if (size != meta.size || digest != meta.digest) ThrowMismatch(folder, meta, size);
+                         });
+        ++out->messages;
+        out->bytes += meta.size;
+        continue;
+      }
+      message.clear();
       while (size_t n = ReadSome(in.get(), buffer_.data(), buffer_.size(), path)) message.append(buffer_.data(), n);
       if (message.size() != meta.size || DigestOf(message) != meta.digest) ThrowMismatch(folder, meta, message.size());
       const std::string_view header = std::string_view(message).substr(0, store::HeaderSize(message));

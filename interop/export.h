@@ -20,6 +20,11 @@
 //    header (MAILER-DAEMON if there is none or it is `<>`), the date is the internal date.
 //    `storemove import` gives back every message byte for byte, with its internal date. Flags,
 //    UIDs and UIDVALIDITY are not kept (as with imsexport).
+//  * Memory: a message up to 4 MiB is read whole, checked against its store.idx size and digest,
+//    then written; a larger one is read twice (MboxWriter::WriteFile), checked on the first
+//    reading before any of it is written and written on the second, a block at a time, so the
+//    export holds a few blocks whatever the message's size. Its envelope sender is taken from
+//    the first 4 MiB of its header.
 //
 // maildir (Maildir++, as Dovecot reads it)
 //  * INBOX is OUTDIR itself (cur/ new/ tmp/); every other folder is `OUTDIR/.<name>/` with the

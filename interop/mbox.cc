@@ -129,21 +129,27 @@ void Unescape(std::string_view in, MboxFlavor flavor, std::string* out) {
   out->append(in.data() + copied, in.size() - copied);
 }
 
-// Unescape() for a message that arrives in pieces: the same result for any split of its bytes,
-// with memory for one output block (a run of '>' at a line start is counted, not kept).
-class StreamUnescaper {
+// Escape() or Unescape() for a message that arrives in pieces: the same result for any split of
+// its bytes, with memory for one output block (a run of '>' at a line start is counted, not kept).
+class QuotedFromLines {
  public:
-  StreamUnescaper(MboxFlavor flavor, const MboxSink& sink, size_t block) : flavor_(flavor), sink_(sink), block_(block) {}
+  enum class Mode { kEscape, kUnescapeMboxrd, kUnescapeMboxo };
+  static Mode Unescaping(MboxFlavor flavor) {
+    return flavor == MboxFlavor::kMboxrd ? Mode::kUnescapeMboxrd : Mode::kUnescapeMboxo;
+  }
+
+  QuotedFromLines(Mode mode, const MboxSink& sink, size_t block) : mode_(mode), sink_(sink), block_(block) {}
 
   void Feed(std::string_view in) {
     for (size_t i = 0; i < in.size();) {
       if (state_ == State::kLineStart) {
-        if (in[i] != '>') {
-          state_ = State::kInLine;
-        } else {
+        // Escaping looks at /^>*From / lines, unescaping at /^>+From / ones.
+        if (in[i] == '>' || (in[i] == 'F' && mode_ == Mode::kEscape)) {
           state_ = State::kQuotes;
           quotes_ = 0;
           from_ = 0;
+        } else {
+          state_ = State::kInLine;
         }
       }
       if (state_ == State::kQuotes) {
@@ -180,11 +186,17 @@ class StreamUnescaper {
  private:
   enum class State { kLineStart, kQuotes, kInLine };
 
-  // The '>' run and the part of "From " after it are known: one '>' fewer if they make a quoted
-  // "From " line the flavor unescapes.
+  // The '>' run and the part of "From " after it are known: one '>' more (escaping) or fewer
+  // (unescaping, where the flavor does) if they make a quoted "From " line.
   void Decide() {
     uint64_t keep = quotes_;
-    if (from_ == kFrom.size() && (quotes_ == 1 || flavor_ == MboxFlavor::kMboxrd)) --keep;
+    if (from_ == kFrom.size()) {
+      if (mode_ == Mode::kEscape) {
+        ++keep;
+      } else if (quotes_ == 1 || mode_ == Mode::kUnescapeMboxrd) {
+        --keep;
+      }
+    }
     while (keep > 0) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(keep, block_));
       out_.append(n, '>');
@@ -206,7 +218,7 @@ class StreamUnescaper {
     out_.clear();
   }
 
-  MboxFlavor flavor_;
+  Mode mode_;
   const MboxSink& sink_;
   size_t block_;  // output is passed on in pieces of about this size
   State state_ = State::kLineStart;
@@ -491,7 +503,7 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
     }
   }
 
-  StreamUnescaper unescaper(flavor_, sink, block_size_);
+  QuotedFromLines unescaper(QuotedFromLines::Unescaping(flavor_), sink, block_size_);
   uint64_t sent_at = start_at;  // the bytes before this offset went to the unescaper
   // Sends the buffered bytes up to `offset` and drops what has been sent once it fills a block.
   const auto send_to = [&](uint64_t offset) {
@@ -553,31 +565,119 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
 
 MboxWriter::MboxWriter(int fd, std::string shown_name) : fd_(fd), shown_(std::move(shown_name)) {}
 
+// The envelope line, "\n" included, of a message whose stretch (the escaped message, the "\n"
+// an unterminated one gets, the separator) takes `stretch_size` bytes, and whose Content-Length
+// points `length_end` bytes past the envelope line; it records where that points.
+std::string MboxWriter::Envelope(std::string_view envelope_sender, int64_t date, bool unterminated,
+                                 uint64_t stretch_size, std::optional<uint64_t> length_end) {
+  std::string envelope = "From " + SafeSender(envelope_sender) + " " + Asctime(date);
+  if (unterminated) envelope += " " + std::string(kNoFinalNewline);
+  // Where the reader will end this message: the stretch minus its separator.
+  content_length_ends_.erase(content_length_ends_.begin(), content_length_ends_.lower_bound(offset_));
+  uint64_t end = offset_ + envelope.size() + 1 + stretch_size - 1;
+  while (content_length_ends_.contains(end)) {
+    envelope.push_back(' ');
+    ++end;
+  }
+  envelope.push_back('\n');
+  if (length_end) {
+    const uint64_t target = offset_ + envelope.size() + *length_end;
+    if (target > end) content_length_ends_.insert(target);
+  }
+  return envelope;
+}
+
 void MboxWriter::Write(std::string_view bytes, std::string_view envelope_sender, int64_t date) {
   const bool unterminated = !bytes.empty() && bytes.back() != '\n';
   stretch_.clear();
   Escape(bytes, &stretch_);
   if (unterminated) stretch_.push_back('\n');
   stretch_.push_back('\n');  // the separator line
-
-  std::string envelope = "From " + SafeSender(envelope_sender) + " " + Asctime(date);
-  if (unterminated) envelope += " " + std::string(kNoFinalNewline);
-  // Where the reader will end this message: the stretch minus its separator.
-  content_length_ends_.erase(content_length_ends_.begin(), content_length_ends_.lower_bound(offset_));
-  uint64_t end = offset_ + envelope.size() + 1 + stretch_.size() - 1;
-  while (content_length_ends_.contains(end)) {
-    envelope.push_back(' ');
-    ++end;
-  }
-  envelope.push_back('\n');
-  if (const auto length_end = ContentLengthEnd(stretch_)) {
-    const uint64_t target = offset_ + envelope.size() + *length_end;
-    if (target > end) content_length_ends_.insert(target);
-  }
-
+  const std::string envelope =
+      Envelope(envelope_sender, date, unterminated, stretch_.size(), ContentLengthEnd(stretch_));
   WriteAll(fd_, envelope.data(), envelope.size(), shown_);
   WriteAll(fd_, stretch_.data(), stretch_.size(), shown_);
   offset_ += envelope.size() + stretch_.size();
+}
+
+namespace {
+
+constexpr size_t kWriteBlock = 256 << 10;
+
+// Reads `fd` from offset 0 to its end in blocks, handing each to `take`; returns the size read.
+uint64_t ReadFromStart(int fd, const std::string& shown, std::string* block,
+                       const std::function<void(std::string_view)>& take) {
+  block->resize(kWriteBlock);
+  uint64_t at = 0;
+  for (;;) {
+    const ssize_t n = ::pread(fd, block->data(), block->size(), static_cast<off_t>(at));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ThrowErrno("read " + shown);
+    }
+    if (n == 0) return at;
+    take(std::string_view(block->data(), static_cast<size_t>(n)));
+    at += static_cast<uint64_t>(n);
+  }
+}
+
+}  // namespace
+
+void MboxWriter::WriteFile(int in, const std::string& in_shown, std::string_view envelope_sender, int64_t date,
+                           const std::function<void(uint64_t size, const Digest& digest)>& check) {
+  std::string block;
+  // First reading: the escaped size, the stretch's first bytes (its Content-Length, within
+  // kMaxLengthHeader), the last byte, the digest.
+  Hasher hasher;
+  uint64_t escaped_size = 0;
+  std::string head;
+  char last = '\n';
+  const MboxSink measure = [&](std::string_view piece) {
+    escaped_size += piece.size();
+    if (head.size() < kMaxLengthHeader + 2)
+      head.append(piece.substr(0, std::min(piece.size(), kMaxLengthHeader + 2 - head.size())));
+  };
+  QuotedFromLines measurer(QuotedFromLines::Mode::kEscape, measure, kWriteBlock);
+  const uint64_t size = ReadFromStart(in, in_shown, &block, [&](std::string_view raw) {
+    hasher.Update(raw.data(), raw.size());
+    measurer.Feed(raw);
+    last = raw.back();
+  });
+  measurer.Finish();
+  const Digest digest = hasher.Final();
+  check(size, digest);
+
+  const bool unterminated = size > 0 && last != '\n';
+  const uint64_t stretch_size = escaped_size + (unterminated ? 1 : 0) + 1;
+  if (head.size() == escaped_size) {  // the whole stretch is at hand: its end may end the header
+    if (unterminated) head.push_back('\n');
+    head.push_back('\n');
+  }
+  const std::string envelope = Envelope(envelope_sender, date, unterminated, stretch_size, ContentLengthEnd(head));
+  head.clear();
+  head.shrink_to_fit();
+
+  // Second reading: the bytes written.
+  WriteAll(fd_, envelope.data(), envelope.size(), shown_);
+  Hasher again;
+  uint64_t written = 0;
+  const MboxSink write = [&](std::string_view piece) {
+    WriteAll(fd_, piece.data(), piece.size(), shown_);
+    written += piece.size();
+  };
+  QuotedFromLines escaper(QuotedFromLines::Mode::kEscape, write, kWriteBlock);
+  const uint64_t size_again = ReadFromStart(in, in_shown, &block, [&](std::string_view raw) {
+    again.Update(raw.data(), raw.size());
+    escaper.Feed(raw);
+  });
+  escaper.Finish();
+  if (size_again != size || written != escaped_size || again.Final() != digest)
+    Throw(Errc::kCorrupt, in_shown + ": changed while being written to " + shown_ + " (" + std::to_string(size) +
+                              " bytes, then " + std::to_string(size_again) + (size_again == size ? " other" : "") +
+                              " bytes)");
+  const std::string_view tail = unterminated ? "\n\n" : "\n";
+  WriteAll(fd_, tail.data(), tail.size(), shown_);
+  offset_ += envelope.size() + stretch_size;
 }
 
 }  // namespace storemove::interop

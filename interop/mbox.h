@@ -46,6 +46,8 @@
 #include <string>
 #include <string_view>
 
+#include "util/digest.h"
+
 namespace storemove::interop {
 
 // How quoted "From " lines are unescaped.
@@ -124,8 +126,17 @@ class MboxWriter {
 
   // Writes one message; `date` (unix seconds) goes on the envelope line.
   void Write(std::string_view bytes, std::string_view envelope_sender, int64_t date);
+  // The same for a message too large to hold, read from `in` (not owned; `in_shown` names it)
+  // from offset 0 to its end, twice: first to measure and hash it (`check` gets its size and
+  // digest and may throw: nothing is written before it returns), then to write it, a block at
+  // a time; bytes that differ the second time are kCorrupt. The output is Write()'s exactly.
+  void WriteFile(int in, const std::string& in_shown, std::string_view envelope_sender, int64_t date,
+                 const std::function<void(uint64_t size, const Digest& digest)>& check);
 
  private:
+  std::string Envelope(std::string_view envelope_sender, int64_t date, bool unterminated, uint64_t stretch_size,
+                       std::optional<uint64_t> length_end);
+
   int fd_;
   std::string shown_;
   uint64_t offset_ = 0;                      // bytes written so far

@@ -5,6 +5,7 @@
 // The input's length picks how it is read: bit 0 from a pipe (not seekable) or a memory file,
 // bit 1 kMboxo or kMboxrd, bits 2-4 and 5-10 the whole-message limit and read size of a second,
 // streamed read (MboxReader::Next with a sink), which must give the same messages or fail too.
+// The messages are also written with MboxWriter::WriteFile, which must write the same bytes.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -103,6 +104,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ss::MboxWriter writer(out.get(), "fuzz-out.mbox");
     for (const ss::MboxMessage& m : messages) writer.Write(m.bytes, m.envelope_sender, m.envelope_date);
   }));
+  // MboxWriter::WriteFile (a message read from a file, for large ones) writes the same bytes.
+  storemove::UniqueFd out_file_way(::memfd_create("fuzz-out-file-way", MFD_CLOEXEC));
+  storemove::UniqueFd message_file(::memfd_create("fuzz-message", MFD_CLOEXEC));
+  FUZZ_CHECK(out_file_way.valid() && message_file.valid());
+  FUZZ_CHECK(storemove::fuzz::OnlyStoremoveErrors("mbox write from a file", [&] {
+    ss::MboxWriter writer(out_file_way.get(), "fuzz-out-file-way.mbox");
+    for (const ss::MboxMessage& m : messages) {
+      FUZZ_CHECK(::ftruncate(message_file.get(), 0) == 0);
+      FUZZ_CHECK(m.bytes.empty() || ::pwrite(message_file.get(), m.bytes.data(), m.bytes.size(), 0) ==
+                                        static_cast<ssize_t>(m.bytes.size()));
+      writer.WriteFile(message_file.get(), "fuzz-message", m.envelope_sender, m.envelope_date,
+                       [&](uint64_t size, const storemove::Digest&) { FUZZ_CHECK(size == m.bytes.size()); });
+    }
+  }));
+  const off_t written = ::lseek(out.get(), 0, SEEK_END);
+  FUZZ_CHECK(::lseek(out_file_way.get(), 0, SEEK_END) == written);
+  {
+    std::string a(static_cast<size_t>(written), '\0'), b(static_cast<size_t>(written), '\0');
+    FUZZ_CHECK(::pread(out.get(), a.data(), a.size(), 0) == written);
+    FUZZ_CHECK(::pread(out_file_way.get(), b.data(), b.size(), 0) == written);
+    FUZZ_CHECK(a == b);
+  }
   FUZZ_CHECK(::lseek(out.get(), 0, SEEK_SET) == 0);
   bool again_ok = false;
   std::vector<ss::MboxMessage> again = ReadAll(out.get(), ss::MboxFlavor::kMboxrd, &again_ok);

@@ -3,6 +3,7 @@
 // against their split files, and a write/read round trip of every corpus message.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -21,6 +22,7 @@
 
 #include "interop/mbox.h"
 #include "store/store.h"
+#include "util/digest.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -400,11 +402,55 @@ TEST(MboxContentLengthTest, LargeMessageSpanningBlocks) {
 
 // --- writer ----------------------------------------------------------------------------
 
+// An MboxWriter whose every message is also written with WriteFile (from a memory file) to a
+// second output: when it goes, the two outputs must be equal, byte for byte, and WriteFile's
+// check must have seen each message's size and digest.
+class BothWaysWriter {
+ public:
+  BothWaysWriter(int fd, const std::string& shown)
+      : fd_(fd), out_(::memfd_create("file-way", MFD_CLOEXEC)), in_(::memfd_create("message", MFD_CLOEXEC)),
+        writer_(fd, shown), file_writer_(out_.get(), "file-way") {
+    start_ = ::lseek(fd, 0, SEEK_CUR);
+  }
+  ~BothWaysWriter() {
+    const off_t end = ::lseek(fd_, 0, SEEK_CUR);
+    std::string bytes(static_cast<size_t>(end - start_), '\0');
+    PreadAll(fd_, bytes.data(), bytes.size(), start_, "out");
+    EXPECT_TRUE(bytes == ReadFromMemory(out_.get())) << "Write() and WriteFile() wrote different mboxes";
+  }
+  void Write(std::string_view bytes, std::string_view sender, int64_t date) {
+    writer_.Write(bytes, sender, date);
+    EXPECT_EQ(::ftruncate(in_.get(), 0), 0);
+    if (!bytes.empty()) {
+      EXPECT_EQ(::pwrite(in_.get(), bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+    }
+    bool checked = false;
+    file_writer_.WriteFile(in_.get(), "message", sender, date, [&](uint64_t size, const Digest& digest) {
+      EXPECT_EQ(size, bytes.size());
+      EXPECT_TRUE(digest == DigestOf(bytes));
+      checked = true;
+    });
+    EXPECT_TRUE(checked);
+  }
+
+ private:
+  static std::string ReadFromMemory(int fd) {
+    const off_t size = ::lseek(fd, 0, SEEK_END);
+    std::string bytes(static_cast<size_t>(size), '\0');
+    PreadAll(fd, bytes.data(), bytes.size(), 0, "file-way");
+    return bytes;
+  }
+  int fd_;
+  off_t start_ = 0;
+  UniqueFd out_, in_;
+  MboxWriter writer_, file_writer_;
+};
+
 std::string WriteToString(const std::vector<std::pair<std::string, std::string>>& messages, int64_t date = 0) {
   TempDir dir;
   {
-    UniqueFd fd = OpenFile(dir / "out", O_WRONLY | O_CREAT | O_TRUNC);
-    MboxWriter writer(fd.get(), dir / "out");
+    UniqueFd fd = OpenFile(dir / "out", O_RDWR | O_CREAT | O_TRUNC);
+    BothWaysWriter writer(fd.get(), dir / "out");
     for (const auto& [bytes, sender] : messages) writer.Write(bytes, sender, date);
   }
   return ReadFile(dir / "out");
@@ -468,8 +514,8 @@ TEST(MboxWriterTest, RoundTripOfEdgeCases) {
   // Every edge case after every other, so each one also meets each neighbour.
   Strings written;
   {
-    UniqueFd fd = OpenFile(dir / "out", O_WRONLY | O_CREAT | O_TRUNC);
-    MboxWriter writer(fd.get(), dir / "out");
+    UniqueFd fd = OpenFile(dir / "out", O_RDWR | O_CREAT | O_TRUNC);
+    BothWaysWriter writer(fd.get(), dir / "out");
     for (const std::string& a : edges) {
       for (const std::string& b : edges) {
         for (const std::string* m : {&a, &b}) {
@@ -489,26 +535,30 @@ TEST(MboxWriterTest, RoundTripOfEdgeCases) {
 TEST(MboxWriterTest, ContentLengthPointingAtALaterMessageEnd) {
   const std::string b = "S: b\n\nB body\nFrom inside b\n";
   const std::string c = "S: c\n\nC body\n";
-  auto a_with = [](uint64_t length) {
-    char digits[16];
-    std::snprintf(digits, sizeof digits, "%08llu", static_cast<unsigned long long>(length));
-    return "Content-Length: " + std::string(digits) + "\n\nA body\n";
-  };
-  // Layout without any padding: every envelope line has the same length.
-  const std::string plain = WriteToString({{a_with(0), "s"}, {b, "s"}, {c, "s"}});
-  const size_t envelope = plain.find('\n') + 1;
-  const uint64_t body_a = envelope + store::HeaderSize(a_with(0));
-  const uint64_t end_c = plain.size() - 1;  // before the final separator
-  const std::string a = a_with(end_c - body_a);
+  // Also with a message that is all header: its blank line is the separator the writer adds.
+  for (const bool header_only : {false, true}) {
+    SCOPED_TRACE(header_only ? "header only" : "with a body");
+    auto a_with = [&](uint64_t length) {
+      char digits[16];
+      std::snprintf(digits, sizeof digits, "%08llu", static_cast<unsigned long long>(length));
+      return "Content-Length: " + std::string(digits) + (header_only ? "\n" : "\n\nA body\n");
+    };
+    // Layout without any padding: every envelope line has the same length.
+    const std::string plain = WriteToString({{a_with(0), "s"}, {b, "s"}, {c, "s"}});
+    const size_t envelope = plain.find('\n') + 1;
+    const uint64_t body_a = envelope + (header_only ? a_with(0).size() + 1 : store::HeaderSize(a_with(0)));
+    const uint64_t end_c = plain.size() - 1;  // before the final separator
+    const std::string a = a_with(end_c - body_a);
 
-  const std::string guarded = WriteToString({{a, "s"}, {b, "s"}, {c, "s"}});
-  EXPECT_EQ(Bytes(ReadText(guarded)), (Strings{a, b, c}));
-  // The guard is what made the difference: the same file without the padding reads as one message.
-  std::string naive = guarded;
-  const size_t padded = naive.rfind(" 1970 \n");
-  ASSERT_NE(padded, std::string::npos) << guarded;
-  naive.erase(padded + 5, 1);
-  EXPECT_EQ(ReadText(naive).size(), 1u);
+    const std::string guarded = WriteToString({{a, "s"}, {b, "s"}, {c, "s"}});
+    EXPECT_EQ(Bytes(ReadText(guarded)), (Strings{a, b, c}));
+    // The guard is what made the difference: the same file without the padding reads as one message.
+    std::string naive = guarded;
+    const size_t padded = naive.rfind(" 1970 \n");
+    ASSERT_NE(padded, std::string::npos) << guarded;
+    naive.erase(padded + 5, 1);
+    EXPECT_EQ(ReadText(naive).size(), 1u);
+  }
 }
 
 // --- corpus --------------------------------------------------------------------------------
@@ -668,8 +718,8 @@ TEST(MboxCorpusTest, RoundTripOfEveryMessage) {
   const std::string out = dir / "all.mbox";
   size_t unterminated = 0, crlf = 0, nul = 0, from_lines = 0, quoted = 0;
   {
-    UniqueFd fd = OpenFile(out, O_WRONLY | O_CREAT | O_TRUNC);
-    MboxWriter writer(fd.get(), out);
+    UniqueFd fd = OpenFile(out, O_RDWR | O_CREAT | O_TRUNC);
+    BothWaysWriter writer(fd.get(), out);
     int64_t date = 1000000000;
     for (const CorpusFile& f : files) {
       const std::string bytes = ReadFile(f.path);

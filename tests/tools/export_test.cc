@@ -1,6 +1,7 @@
 // storemove export: the mbox and Maildir++ layouts, what goes into each file, the refusals, and
 // round trips of the whole corpus (export -> import for mbox, every cur/ file for maildir).
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -27,6 +28,7 @@ using storemove::testing::ReadMessage;
 using storemove::testing::CliResult;
 using storemove::testing::IsOneErrorLine;
 using storemove::testing::RunCli;
+using storemove::testing::RunCliWithStdinFile;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -333,6 +335,76 @@ TEST(ExportCli, ExportsReportsAndRefusesANonEmptyDirectory) {
 
 // An administrator's OUTDIR is often a link (/backup -> /mnt/big): the link given on the command
 // line is followed, to an empty directory only. Was: "Not a directory", exit 74.
+// A message far larger than any buffer is written to the mbox a block at a time (read twice:
+// checked against its record, then written): the export's memory does not grow with it (it
+// held the message whole and its escaped copy: 273 MiB for this one), and the mbox reads back
+// byte for byte, quoted lines and missing final newline included. A large message whose bytes
+// no longer match its record fails the export before any of it is written.
+TEST(ExportCli, AMessageLargerThanMemoryBoundsIsWrittenByBlocks) {
+  TempDir dir;
+  const std::string store = dir / "store";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  Digest large_digest;
+  uint64_t large_size = 0;
+  {
+    std::string large = "Return-Path: <big@example.net>\nSubject: a large attachment\n\n";
+    for (size_t n = 0; large.size() < (96 << 20); ++n)
+      large += n % 50000 == 3 ? "From a line\n>From a quoted line\n" : "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlq\n";
+    large += "no final newline";
+    large_digest = DigestOf(large);
+    large_size = large.size();
+    std::ofstream(dir / "large.eml", std::ios::binary) << large;
+  }
+  // Nothing large is held here now: a forked child's resident size counts this process's pages.
+  CliResult r = RunCli({"deliver", "--store", store, "-u", "joe", "--create"}, "Subject: small\n\n1\n");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  r = RunCliWithStdinFile({"deliver", "--store", store, "-u", "joe"}, dir / "large.eml");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  r = RunCli({"deliver", "--store", store, "-u", "joe"}, "Subject: small\n\n3\n");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+
+  r = RunCli({"export", "--store", store, "-u", "joe", "-d", dir / "out"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  struct rusage usage {};
+  ::getrusage(RUSAGE_CHILDREN, &usage);
+  EXPECT_LT(usage.ru_maxrss / 1024, 64) << "MiB, an export of a 96 MiB message";
+
+  UniqueFd mbox = OpenFile(dir / "out/INBOX", O_RDONLY);
+  interop::MboxReader reader(mbox.get(), dir / "out/INBOX");
+  interop::MboxMessage m;
+  std::vector<std::string> small;
+  Hasher hasher;
+  uint64_t streamed_size = 0;
+  while (reader.Next(&m, [&](std::string_view piece) {
+    hasher.Update(piece.data(), piece.size());
+    streamed_size += piece.size();
+  })) {
+    if (m.streamed) {
+      EXPECT_EQ(m.envelope_sender, "big@example.net");
+    } else {
+      small.push_back(m.bytes);
+    }
+  }
+  EXPECT_EQ(small, (std::vector<std::string>{"Subject: small\n\n1\n", "Subject: small\n\n3\n"}));
+  EXPECT_EQ(streamed_size, large_size);
+  EXPECT_TRUE(hasher.Final() == large_digest);
+
+  {
+    auto opened = Store::Open(store);
+    auto inbox = opened->OpenFolder("joe", "INBOX");
+    UniqueFd fd = OpenFile(inbox->MessagePath(2), O_WRONLY);
+    PwriteAll(fd.get(), "X", 1, 50 << 20, "message");  // same size, other bytes
+  }
+  r = RunCli({"export", "--store", store, "-u", "joe", "-d", dir / "again"});
+  EXPECT_EQ(r.status, 65) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_NE(r.err.find("content does not match its store.idx digest"), std::string::npos) << r.err;
+  // What was written of the folder's mbox (if it is left at all) ends before the large message.
+  if (fs::exists(dir / "again/INBOX")) {
+    EXPECT_EQ(ReadFile(dir / "again/INBOX").find("a large attachment"), std::string::npos);
+  }
+}
+
 TEST(ExportCli, OutdirMayBeASymbolicLinkToAnEmptyDirectory) {
   TempDir dir;
   const std::string store = dir / "store";
