@@ -230,6 +230,9 @@ class BodyWriter final : public interop::ImapFetchSink {
     meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
     StagedMessage staged = writer_->Finish(meta);
     writer_.reset();
+    // A server that sent no INTERNALDATE: the Date: header says better than the pull's time when
+    // the message came (clients sort by it; every message of the folder would share one day).
+    if (m.internal_date == 0 && staged.meta.sent_date > 0) staged.meta.internal_date = staged.meta.sent_date;
     if (suspects_ && StoredAlready(m.uid, meta, staged)) return true;
     if (!filler_.AddStaged(std::move(staged))) {
       ++pull_.result.already_present;  // (a suspect: added by an earlier run)

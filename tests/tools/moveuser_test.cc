@@ -777,6 +777,34 @@ TEST(MoveUserHostile, AServerThatClosesDuringTheTlsHandshakeIsATemporaryFailure)
 // A server that alters or leaves out a body, sends one twice or one not asked for, or hides the
 // folder's size: never a message stored other than the source holds it, never exit 0, nothing
 // of a new folder visible; a good server afterwards gets the folder complete.
+// A server that sends no INTERNALDATE: the message's Date: header becomes its internal date, and
+// the pull's time only where there is none (it was the pull's time for every message).
+TEST(MoveUserHostile, AMessageWithoutInternalDateTakesItsDateHeader) {
+  TempDir tmp;
+  const std::string store = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  WritePrivate(tmp / "pw", "pw\n");
+  const std::string dated = "Date: Tue, 02 Jan 2018 03:04:05 +0000\r\nSubject: 1\r\n\r\none\r\n";
+  const std::string undated = "Subject: 2\r\n\r\ntwo\r\n";
+  auto body = [](int uid, const std::string& bytes) {
+    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS () RFC822.SIZE " +
+           std::to_string(bytes.size()) + " BODY[] {" + std::to_string(bytes.size()) + "}\r\n" + bytes + ")\r\n";
+  };
+  ScriptedImap server("* LIST () \"/\" INBOX\r\n",
+                      {{"EXAMINE", "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 3] n\r\n"},
+                       {"UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])", body(1, dated) + body(2, undated)}});
+  const int64_t before = ::time(nullptr);
+  CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
+                        tmp / "pw", "--insecure", "--timeout", "5"});
+  const int64_t after = ::time(nullptr);
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const auto messages = Store::Open(store)->OpenFolder("dora", "INBOX")->Snapshot().messages;
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[0].internal_date, 1514862245);  // 2018-01-02 03:04:05 UTC
+  EXPECT_GE(messages[1].internal_date, before);
+  EXPECT_LE(messages[1].internal_date, after);
+}
+
 TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
   TempDir tmp;
   const std::string store = tmp / "dst";
