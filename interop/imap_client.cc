@@ -598,6 +598,21 @@ std::vector<ImapFolder> ImapClient::ListFolders() {
   return folders;
 }
 
+std::optional<ImapFolder> ImapClient::ListOne(const std::string& name) {
+  std::vector<ImapFolder> folders;
+  folder_index_.clear();
+  folder_name_bytes_ = 0;
+  Collect<std::vector<ImapFolder>> collect(folders_, &folders);
+  std::vector<std::string> segments = {"LIST \"\" "};
+  AppendString(&segments, name);
+  Check(Wait(Start(segments, "LIST")), "LIST '" + ShownText(name) + "'");
+  folder_index_.clear();
+  // '*' and '%' in the name are wildcards: only the exact name counts.
+  for (ImapFolder& f : folders)
+    if (f.name == name) return std::move(f);
+  return std::nullopt;
+}
+
 ImapMailboxStatus ImapClient::Examine(const std::string& name) {
   std::vector<std::string> segments = {"EXAMINE "};
   AppendString(&segments, name);

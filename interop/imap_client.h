@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -89,6 +90,8 @@ class ImapClient {
   // when the server offers no AUTH=PLAIN.
   void LoginAs(const std::string& user, const std::string& admin, const std::string& admin_password);
   std::vector<ImapFolder> ListFolders();               // LIST "" "*" then LSUB "" "*"
+  // LIST "" <name>: the folder of exactly that name, if the server still lists it.
+  std::optional<ImapFolder> ListOne(const std::string& name);
   ImapMailboxStatus Examine(const std::string& name);
   // The examined folder's message count as the server last said (EXISTS responses update it).
   uint32_t exists() const { return status_.exists; }  // EXAMINE (read-only), UIDVALIDITY/UIDNEXT/EXISTS; NO -> kNotFound

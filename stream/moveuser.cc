@@ -327,9 +327,31 @@ void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, KeywordB
                              ", asked twice; run again");
 }
 
-void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) {
+// EXAMINE refused. A folder deleted at the source since the listing is skipped (false): a pull
+// copies what the source holds, and a rerun would not list it either. One the server still lists
+// but will not open (its rights, its damage) fails for good: retrying cannot change it, and a
+// retry loop around moveuser would repeat it for ever (helper-51 D5).
+bool ExamineRefused(ImapClient& client, const ImapFolder& source, const Error& refusal) {
+  const std::optional<ImapFolder> listed = client.ListOne(source.name);
+  if (!listed || !listed->selectable) return false;
+  Throw(Errc::kInvalidArgument, std::string(refusal.what()) +
+                                    "; the server still lists the folder, so a rerun would be refused too: "
+                                    "fix it at the source (its rights, its repair)");
+}
+
+// False when the folder is gone at the source (ExamineRefused).
+bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) {
   store::Store& store = pull.store;
-  const interop::ImapMailboxStatus status = client.Examine(source.name);
+  interop::ImapMailboxStatus status;
+  try {
+    status = client.Examine(source.name);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kNotFound) throw;
+    if (!ExamineRefused(client, source, e)) {
+      ++pull.result.folders_gone;
+      return false;
+    }
+  }
   const bool exists = store.FindFolder(pull.user, pull.name).has_value();
   // A new folder takes everything: bodies and metadata in one command, no listing first.
   MetaList listed(client);
@@ -448,6 +470,7 @@ void PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     pull.result.bytes += unpublished_bytes;
   }
   ++pull.result.folders;
+  return true;
 }
 
 class Session {
@@ -531,7 +554,7 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
     for (const auto& [f, name] : pulls) {
       FolderPull pull{store, account.user, name, options, result, now};
       try {
-        PullFolder(client, *f, pull);
+        if (!PullFolder(client, *f, pull)) continue;
       } catch (const Error& e) {
         Throw(e.code(), "folder \"" + ShownName(f->path) + "\": " + e.what());
       }

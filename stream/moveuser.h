@@ -48,6 +48,7 @@ struct MoveUserResult {
   std::string user;
   uint64_t folders = 0;          // source folders pulled
   uint64_t folders_created = 0;  // new at the destination
+  uint64_t folders_gone = 0;     // listed, then deleted at the source before their turn: not pulled
   uint64_t messages = 0;         // stored by this run
   uint64_t bytes = 0;
   uint64_t already_present = 0;  // fetched but held already (another UIDVALIDITY)

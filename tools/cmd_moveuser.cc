@@ -41,6 +41,7 @@ nlohmann::json ToJson(const stream::MoveUserResult& r) {
   nlohmann::json j = {{"user", r.user},
                       {"folders", r.folders},
                       {"folders_created", r.folders_created},
+                      {"folders_gone", r.folders_gone},
                       {"messages", r.messages},
                       {"bytes", r.bytes},
                       {"already_present", r.already_present},
@@ -98,6 +99,9 @@ int RunMoveUser(MoveUserCliOptions& o) {
     std::printf("%s: %llu folders (%llu new), %llu messages, %s", r.user.c_str(),
                 static_cast<unsigned long long>(r.folders), static_cast<unsigned long long>(r.folders_created),
                 static_cast<unsigned long long>(r.messages), HumanBytes(r.bytes).c_str());
+    if (r.folders_gone)
+      std::printf(", %llu folders deleted at the source meanwhile (not pulled)",
+                  static_cast<unsigned long long>(r.folders_gone));
     if (r.already_present) std::printf(", %llu already present", static_cast<unsigned long long>(r.already_present));
     if (r.flags_updated) std::printf(", %llu flags updated", static_cast<unsigned long long>(r.flags_updated));
     if (r.uid_conflicts)

@@ -777,6 +777,46 @@ TEST(MoveUserHostile, AServerThatClosesDuringTheTlsHandshakeIsATemporaryFailure)
 // A server that alters or leaves out a body, sends one twice or one not asked for, or hides the
 // folder's size: never a message stored other than the source holds it, never exit 0, nothing
 // of a new folder visible; a good server afterwards gets the folder complete.
+// EXAMINE refused: a folder deleted at the source since the listing is skipped (exit 0, said in
+// the user's line); one the server still lists fails the user for good, 65, not 75, so that a
+// retry loop does not repeat it for ever (both were 75 on every run).
+TEST(MoveUserHostile, AFolderTheServerWillNotOpenIsSkippedIfGoneAndAPermanentFailureIfListed) {
+  TempDir tmp;
+  WritePrivate(tmp / "pw", "pw\n");
+  const std::string one = "Subject: 1\r\n\r\none\r\n";
+  const std::string body = "* 1 FETCH (UID 1 FLAGS () INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE " +
+                           std::to_string(one.size()) + " BODY[] {" + std::to_string(one.size()) + "}\r\n" + one +
+                           ")\r\n";
+  const std::string both = "* LIST () \"/\" INBOX\r\n* LIST () \"/\" Sent\r\n";
+  for (const bool still_listed : {false, true}) {
+    SCOPED_TRACE(still_listed ? "still listed" : "gone");
+    const std::string store = tmp / (still_listed ? "listed" : "gone");
+    ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+    ScriptedImap server("", {{"LIST \"\" \"*\"", both},
+                             {"LIST \"\" ", still_listed ? "* LIST () \"/\" Sent\r\n" : ""},
+                             {"EXAMINE", "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 2] n\r\n"},
+                             {"EXAMINE", "{TAG} NO Mailbox doesn't exist: Sent\r\n"},
+                             {"UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])", body}});
+    CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
+                          tmp / "pw", "--insecure", "--timeout", "5"});
+    if (still_listed) {
+      EXPECT_EQ(r.status, 65) << r.Describe();
+      EXPECT_NE(r.err.find("EXAMINE 'Sent' refused: NO Mailbox doesn't exist: Sent; the server still lists the folder"),
+                std::string::npos)
+          << r.err;
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    } else {
+      ASSERT_EQ(r.status, 0) << r.Describe();
+      EXPECT_NE(r.out.find("dora: 1 folders (1 new), 1 messages, 19 B, 1 folders deleted at the source meanwhile"),
+                std::string::npos)
+          << r.out;
+      auto opened = Store::Open(store);
+      EXPECT_EQ(opened->OpenFolder("dora", "INBOX")->Snapshot().messages.size(), 1u);
+      EXPECT_FALSE(opened->FindFolder("dora", "Sent"));
+    }
+  }
+}
+
 // A server that sends no INTERNALDATE: the message's Date: header becomes its internal date, and
 // the pull's time only where there is none (it was the pull's time for every message).
 TEST(MoveUserHostile, AMessageWithoutInternalDateTakesItsDateHeader) {
