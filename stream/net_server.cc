@@ -44,7 +44,10 @@ constexpr std::chrono::milliseconds kSlotCheck{200};
 // DATA-END, an error, or Stop() ends the thread; the connection is then the caller's again.
 class FramePump final : public format::ByteSource {
  public:
-  static constexpr size_t kMaxQueued = size_t{16} << 20;
+  // 4 MiB: with the 32 MiB zstd window a session stays under 64 MiB however far its restore
+  // falls behind (16 MiB took it to 66-77 MiB, helper-53); the socket's 16 MiB buffers cover
+  // the link's latency, this only smooths the restore's pauses.
+  static constexpr size_t kMaxQueued = size_t{4} << 20;
   static constexpr std::chrono::milliseconds kPeerCheck{200};
   // Returns the ANSWER payload; null outside a restore (a QUERY is then a protocol error).
   using Answerer = std::function<std::string(const Query&)>;

@@ -1741,7 +1741,7 @@ TEST_P(NetAbandoned, ASessionWhoseClientDiedStopsAndAppliesNothingMore) {
   if (big) {
     auto inbox = a->OpenFolder(user, "INBOX");
     std::mt19937_64 rng(11);
-    for (int i = 0; i < 24; ++i) {  // 24 MiB that do not compress: beyond the 16 MiB queue
+    for (int i = 0; i < 24; ++i) {  // 24 MiB that do not compress: far beyond the 4 MiB queue
       std::string body = "Subject: big " + std::to_string(i) + "\r\n\r\n";
       const size_t header = body.size();
       body.resize(header + (size_t{1} << 20));

@@ -1,0 +1,161 @@
+// `storemove serve`'s memory, run as real processes: a session whose restore is held up while its
+// client goes on sending (a folder lock held at the destination, or a disk slower than the
+// link) must stay under the 64 MiB every command keeps to. The queue of DATA between the
+// session's I/O thread and its restore used to take 16 MiB of it, on top of the 32 MiB zstd
+// window: 68 MiB at the peak (helper-53, with incompressible mail).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "store/store.h"
+#include "tests/support/build_flavor.h"
+#include "tests/support/temp_dir.h"
+#include "tests/tools/cli_runner.h"
+#include "util/fs.h"
+
+namespace storemove {
+namespace {
+
+using storemove::testing::CliResult;
+using storemove::testing::RunCli;
+using storemove::testing::RunCliWithStdinFile;
+using storemove::testing::SlurpFile;
+using storemove::testing::TempDir;
+using Clock = std::chrono::steady_clock;
+constexpr auto kPatience = std::chrono::seconds(60);
+
+bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// Waits until the file at `path` holds `part`: rereads it whenever its directory reports a change.
+bool WaitForFile(const std::string& path, const std::string& part) {
+  int in = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (in < 0) throw std::runtime_error("inotify_init1");
+  const std::string dir = path.substr(0, path.rfind('/'));
+  ::inotify_add_watch(in, dir.c_str(), IN_MODIFY | IN_CREATE | IN_CLOSE_WRITE);
+  const auto deadline = Clock::now() + kPatience;
+  bool found = false;
+  while (!(found = Contains(SlurpFile(path), part)) && Clock::now() < deadline) {
+    pollfd p{in, POLLIN, 0};
+    ::poll(&p, 1, 1000);  // a change wakes it; the timeout only bounds a lost race with the read above
+    char buf[4096];
+    while (::read(in, buf, sizeof buf) > 0) {
+    }
+  }
+  ::close(in);
+  return found;
+}
+
+// A field of /proc/PID/status in KiB (VmRSS, VmHWM), -1 if the process is gone.
+long StatusKiB(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with(field + ":")) return std::stol(line.substr(field.size() + 1));
+  return -1;
+}
+
+// Incompressible mail: random bytes as base64 lines, about `raw_mib` * 4/3 MiB.
+void WriteRandomMessage(const std::string& path, const std::string& subject, size_t raw_mib) {
+  std::ofstream out(path, std::ios::binary);
+  out << "From: a@example.com\nSubject: " << subject << "\n\n";
+  static constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::mt19937_64 random(std::hash<std::string>{}(subject));
+  std::string line(77, '\n');
+  for (size_t n = 0; n < raw_mib * (1 << 20) / 57; ++n) {
+    for (size_t i = 0; i < 76; ++i) line[i] = kBase64[random() & 63];
+    out << line;
+  }
+}
+
+TEST(ServeMemory, ARestoreHeldUpWhileItsClientSendsStaysUnder64MiB) {
+  TempDir tmp;
+  const std::string src = tmp / "src", dst = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", src}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  // INBOX first: its 40 MiB go through the restore and fill the 32 MiB zstd window; then Sent's,
+  // whose folder is locked at the destination, pile up in front of the restore.
+  for (const char* folder : {"INBOX", "Sent"}) {
+    WriteRandomMessage(tmp / "message", folder, 30);
+    CliResult r = RunCliWithStdinFile({"deliver", "--store", src, "-u", "joe", "-d", folder, "--create"},
+                                      tmp / "message");
+    ASSERT_EQ(r.status, 0) << r.Describe();
+  }
+  ASSERT_EQ(RunCli({"deliver", "--store", dst, "-u", "joe", "-d", "Sent", "--create"}, "Subject: x\n\nx\n").status,
+            0);
+  const std::string sent = store::Store::Open(dst)->OpenFolder("joe", "Sent")->path();
+  UniqueFd held(::open(sent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+
+  const std::string log = tmp / "serve.err";
+  const pid_t serve = ::fork();
+  ASSERT_GE(serve, 0);
+  if (serve == 0) {
+    const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(err, 2);
+    const int devnull = ::open("/dev/null", O_RDWR);
+    ::dup2(devnull, 0);
+    ::dup2(devnull, 1);
+    std::vector<std::string> args = {STOREMOVE_BIN, "serve", "--store", dst, "--insecure", "--listen", "127.0.0.1:0"};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  const auto stop_serve = [&] {
+    ::kill(serve, SIGKILL);
+    ::waitpid(serve, nullptr, 0);
+  };
+  if (!WaitForFile(log, "listening on 127.0.0.1:")) {
+    stop_serve();
+    FAIL() << SlurpFile(log);
+  }
+  const std::string said = SlurpFile(log);
+  const std::string port = said.substr(said.find("listening on 127.0.0.1:") + 23, 5);
+  CliResult client;
+  std::thread backup([&] {
+    client = RunCli({"backup", "--store", src, "--to", "127.0.0.1:" + std::to_string(std::stoi(port)), "--insecure"});
+  });
+
+  // The restore waits for Sent's lock; the session's I/O thread reads on until its queue is full
+  // (then TCP holds the client back): that is when its memory stops growing.
+  const bool waiting = WaitForFile(log, "waiting for the lock of folder " + sent);
+  long last = -1;
+  int unchanged = 0;
+  for (const auto deadline = Clock::now() + kPatience; waiting && unchanged < 20 && Clock::now() < deadline;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const long now = StatusKiB(serve, "VmRSS");
+    unchanged = now == last ? unchanged + 1 : 0;
+    last = now;
+  }
+  ::flock(held.get(), LOCK_UN);
+  backup.join();
+  const long peak_kib = StatusKiB(serve, "VmHWM");
+  stop_serve();
+  ASSERT_TRUE(waiting) << SlurpFile(log);
+  EXPECT_EQ(client.status, 0) << client.Describe();
+  std::printf("serve: %ld KiB held up, %ld KiB at the peak\n", last, peak_kib);
+  EXPECT_GT(peak_kib, 0);
+  if (!storemove::testing::kSanitizedBuild) {
+    EXPECT_LT(peak_kib, 64 * 1024) << "KiB: serve's peak resident memory (held-up restore at " << last << " KiB)";
+  }
+  auto store = store::Store::Open(dst);
+  EXPECT_EQ(store->OpenFolder("joe", "INBOX")->Snapshot().messages.size(), 1u);
+  EXPECT_EQ(store->OpenFolder("joe", "Sent")->Snapshot().messages.size(), 2u);
+}
+
+}  // namespace
+}  // namespace storemove
