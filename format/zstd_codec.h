@@ -35,6 +35,8 @@ struct ZstdAdaptOptions {
 class ZstdCompressSink final : public ByteSink {
  public:
   static constexpr int kWindowLog = 25;  // 32 MiB window, long-distance matching on
+  // The job of a zstd worker thread (--threads, --compress adapt): small, to bound memory.
+  static constexpr int kWorkerJobSize = 512 << 10;
   // level: ZSTD_minCLevel()..ZSTD_maxCLevel() (0 = zstd default 3); threads: worker threads, 0 = in
   // the calling thread. Throws kInvalidArgument for values zstd refuses.
   //

@@ -45,7 +45,7 @@ constexpr std::chrono::milliseconds kSlotCheck{200};
 class FramePump final : public format::ByteSource {
  public:
   // 4 MiB: with the 32 MiB zstd window a session stays under 64 MiB however far its restore
-  // falls behind (16 MiB took it to 66-77 MiB, helper-53); the socket's 16 MiB buffers cover
+  // falls behind (16 MiB took it to 64-75 MiB, helper-53); the socket's 16 MiB buffers cover
   // the link's latency, this only smooths the restore's pauses.
   static constexpr size_t kMaxQueued = size_t{4} << 20;
   static constexpr std::chrono::milliseconds kPeerCheck{200};
