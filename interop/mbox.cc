@@ -479,6 +479,10 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
   // Where the message ends, if a Content-Length says so: its header lies in the first
   // kMaxLengthHeader bytes (and two more, to see its blank line) or not at all.
   std::optional<uint64_t> end_at, next_at;
+  // On a pipe, where the reader cannot look ahead and come back, a Content-Length is checked
+  // only once the next "From " line (or the end) is found, and only if it points beyond: one
+  // that agrees with that line (Sun's /var/mail) costs no memory.
+  std::optional<uint64_t> pipe_length_end;
   if (end_and_next) {
     end_at = buf_file_offset_ + end_and_next->first;
     next_at = buf_file_offset_ + end_and_next->second;
@@ -496,7 +500,9 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
     }
     const size_t seen_end = hit != std::string::npos ? hit + 1 : buf_.size();
     if (const auto length_end = ContentLengthEnd(std::string_view(buf_).substr(start, seen_end - start))) {
-      if (const auto next = ContentLengthBoundary(start, start + *length_end)) {
+      if (!seekable_) {
+        pipe_length_end = start_at + *length_end;
+      } else if (const auto next = ContentLengthBoundary(start, start + *length_end)) {
         end_at = start_at + *length_end;
         next_at = buf_file_offset_ + *next;
       }
@@ -554,6 +560,17 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
   const uint64_t tail_at = std::max(start_at, boundary_at >= 3 ? boundary_at - 3 : 0);
   uint64_t stop = boundary_at - SeparatorLen(std::string_view(buf_).substr(at(tail_at), at(boundary_at) - at(tail_at)),
                                              boundary_at - start_at);
+  // A pipe's Content-Length pointing past that line: the bytes up to where it points are read
+  // into memory now (interop/mbox.h), to see whether the message ends there. Nothing from 4 bytes
+  // before that line on has been sent or dropped, and the message's start only matters to
+  // ContentLengthBoundary for a stretch of under 3 bytes.
+  if (pipe_length_end && *pipe_length_end > stop) {
+    const size_t start_index = start_at >= buf_file_offset_ ? at(start_at) : 0;
+    if (const auto next = ContentLengthBoundary(start_index, at(*pipe_length_end))) {
+      stop = *pipe_length_end;
+      boundary_at = buf_file_offset_ + *next;
+    }
+  }
   if (unterminated && stop > start_at && buf_[at(stop - 1)] == '\n') --stop;
   send_to(stop);
   unescaper.Finish();

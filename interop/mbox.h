@@ -70,8 +70,9 @@ using MboxSink = std::function<void(std::string_view)>;
 // Streams messages from a file descriptor (which it does not own), reading in large blocks.
 // Memory: a message up to `whole_limit` is held whole; a larger one is held whole only by the
 // Next() without a sink, and otherwise streamed with a few blocks of memory. On a regular file a
-// Content-Length pointing far ahead is checked with pread; on a pipe the reader buffers up to
-// that point.
+// Content-Length pointing far ahead is checked with pread. On a pipe one that agrees with where
+// the next "From " line (or the end) ends the message costs nothing, but one that points past
+// that line makes the reader hold the bytes up to where it points, to check it.
 class MboxReader {
  public:
   static constexpr size_t kBlockSize = 256 << 10;

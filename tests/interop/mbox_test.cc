@@ -41,6 +41,8 @@ std::vector<MboxMessage> ReadFd(int fd, const std::string& shown, MboxFlavor fla
   return out;
 }
 
+std::vector<std::string> Bytes(const std::vector<MboxMessage>& messages);
+
 // The same through Next's sink, with every message of more than `whole_limit` bytes streamed
 // and `block_size` bytes per read; the pieces are put together again.
 std::vector<MboxMessage> ReadFdStreamed(int fd, const std::string& shown, MboxFlavor flavor, size_t whole_limit,
@@ -122,9 +124,16 @@ void WriteText(const std::string& path, std::string_view text) {
   WriteAll(fd.get(), text.data(), text.size(), path);
 }
 
+std::vector<MboxMessage> ReadThroughPipe(const std::string& text, MboxFlavor flavor = MboxFlavor::kMboxrd);
+
+// A file, read every way; then the same bytes through a pipe, every way, which must agree.
 std::vector<MboxMessage> ReadText(std::string_view text, MboxFlavor flavor = MboxFlavor::kMboxrd) {
   TempDir dir;
   WriteText(dir / "mbox", text);
+  const Outcome from_file = Capture([&] { return ReadPath(dir / "mbox", flavor); });
+  const Outcome from_pipe = Capture([&] { return ReadThroughPipe(std::string(text), flavor); });
+  EXPECT_EQ(from_pipe.error, from_file.error) << "a pipe and a file";
+  EXPECT_EQ(Bytes(from_pipe.messages), Bytes(from_file.messages)) << "a pipe and a file";
   return ReadPath(dir / "mbox", flavor);
 }
 
@@ -156,7 +165,7 @@ class FedPipe {
   std::thread feeder_;
 };
 
-std::vector<MboxMessage> ReadThroughPipe(const std::string& text, MboxFlavor flavor = MboxFlavor::kMboxrd) {
+std::vector<MboxMessage> ReadThroughPipe(const std::string& text, MboxFlavor flavor) {
   std::vector<std::unique_ptr<FedPipe>> pipes;
   return ReadEveryWay(
       [&] {
