@@ -113,11 +113,12 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
   // read, so memory stays at a few blocks whatever the file holds.
   std::unique_ptr<store::MessageWriter> large;
   uint32_t large_uid = 0;
+  const auto start_large = [&] {
+    large_uid = 0;
+    large = filler.NewMessage(&large_uid);
+  };
   const MboxSink write_large = [&](std::string_view piece) {
-    if (!large) {
-      large_uid = 0;
-      large = filler.NewMessage(&large_uid);
-    }
+    if (!large) start_large();
     large->Write(piece);
   };
   for (bool have_message = opened.started && reader.Next(&message, write_large); have_message;
@@ -128,7 +129,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
       filler.Add(message.bytes, meta);
       continue;
     }
-    if (!large) write_large({});  // streamed, yet empty after unescaping: cannot happen, costs nothing
+    if (!large) start_large();  // a streamed message has bytes; this only keeps Finish() safe
     meta.uid = large_uid;
     filler.AddStaged(large->Finish(meta));
     large.reset();

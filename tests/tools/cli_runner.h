@@ -3,11 +3,14 @@
 #pragma once
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -36,6 +39,26 @@ inline std::string SlurpFile(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// Waits up to `patience` until the file at `path` (a process's log) holds `part`: rereads it
+// whenever its directory reports a change, never on a timer alone.
+inline bool WaitForFile(const std::string& path, const std::string& part, std::chrono::seconds patience) {
+  int in = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (in < 0) throw std::runtime_error("inotify_init1");
+  const std::string dir = path.substr(0, path.rfind('/'));
+  ::inotify_add_watch(in, dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE);
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  bool found = false;
+  while (!(found = SlurpFile(path).find(part) != std::string::npos) && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{in, POLLIN, 0};
+    ::poll(&p, 1, 1000);  // a change wakes it; the timeout only bounds a lost race with the read above
+    char buf[4096];
+    while (::read(in, buf, sizeof buf) > 0) {
+    }
+  }
+  ::close(in);
+  return found;
 }
 
 // `env` entries are "NAME=value"; STOREMOVE_STORE is always cleared first so the caller's

@@ -7,7 +7,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -79,23 +78,8 @@ class Serve {
   pid_t pid_ = -1;
 };
 
-// Waits until the file at `path` holds `part`: rereads it whenever its directory reports a change.
 bool WaitForFile(const std::string& path, const std::string& part) {
-  int in = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (in < 0) throw std::runtime_error("inotify_init1");
-  const std::string dir = path.substr(0, path.rfind('/'));
-  ::inotify_add_watch(in, dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE);
-  const auto deadline = Clock::now() + kPatience;
-  bool found = false;
-  while (!(found = Contains(SlurpFile(path), part)) && Clock::now() < deadline) {
-    pollfd p{in, POLLIN, 0};
-    ::poll(&p, 1, 1000);  // a change wakes it; the timeout only bounds a lost race with the read above
-    char buf[4096];
-    while (::read(in, buf, sizeof buf) > 0) {
-    }
-  }
-  ::close(in);
-  return found;
+  return storemove::testing::WaitForFile(path, part, kPatience);
 }
 
 // Reads the pipe into *text until it holds `part`.
