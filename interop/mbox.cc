@@ -1,12 +1,14 @@
 // mbox reading and writing; the rules are in interop/mbox.h.
 #include "interop/mbox.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "store/store.h"
@@ -307,11 +309,53 @@ MboxReader::MboxReader(int fd, std::string shown_name, MboxFlavor flavor, size_t
 bool MboxReader::ReadBlock() {
   if (eof_) return false;
   const size_t old = buf_.size();
-  buf_.resize(old + block_size_);
-  const size_t n = ReadSome(fd_, buf_.data() + old, block_size_, shown_);
-  buf_.resize(old + n);
+  const uint64_t cursor = buf_file_offset_ + old;
+  size_t n = 0;
+  if (cursor < spool_end_) {
+    n = static_cast<size_t>(std::min<uint64_t>(block_size_, spool_end_ - cursor));
+    buf_.resize(old + n);
+    PreadAll(spool_.get(), buf_.data() + old, n, static_cast<off_t>(cursor - spool_start_), SpoolName());
+  } else if (!source_eof_) {
+    buf_.resize(old + block_size_);
+    n = ReadSome(fd_, buf_.data() + old, block_size_, shown_);
+    buf_.resize(old + n);
+    source_eof_ = n == 0;
+  }
   eof_ = n == 0;
   return n > 0;
+}
+
+std::string MboxReader::SpoolName() const { return shown_ + ": its look-ahead in a temporary file"; }
+
+// Copies fd_'s bytes up to file offset `file_end` (fewer at its end) into the spool, which then
+// holds every byte from the end of buf_ on that it has read: ReadBlock takes them from there.
+void MboxReader::SpoolTo(uint64_t file_end) {
+  const uint64_t cursor = buf_file_offset_ + buf_.size();
+  if (!spool_.valid()) {
+    const char* env = std::getenv("TMPDIR");
+    const std::string dir = env && *env ? env : "/tmp";
+    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+      std::string path = dir + "/storemove-mbox-XXXXXX";  // a filesystem without O_TMPFILE
+      fd = ::mkostemp(path.data(), O_CLOEXEC);
+      if (fd >= 0) ::unlink(path.c_str());
+    }
+    if (fd < 0)
+      ThrowErrno(shown_ + ": a temporary file in " + dir +
+                 " (TMPDIR) to check a Content-Length that points past the next \"From \" line");
+    spool_.reset(fd);
+  }
+  if (spool_end_ <= cursor) {  // what it held has been read back: start it again, empty
+    if (::ftruncate(spool_.get(), 0) != 0) ThrowErrno("truncate " + SpoolName());
+    spool_start_ = spool_end_ = cursor;
+  }
+  std::string block(block_size_, '\0');
+  while (spool_end_ < file_end && !source_eof_) {
+    const size_t n = ReadSome(fd_, block.data(), block.size(), shown_);
+    source_eof_ = n == 0;
+    PwriteAll(spool_.get(), block.data(), n, static_cast<off_t>(spool_end_ - spool_start_), SpoolName());
+    spool_end_ += n;
+  }
 }
 
 bool MboxReader::FillTo(size_t end) {
@@ -324,7 +368,23 @@ bool MboxReader::FillTo(size_t end) {
 std::string MboxReader::Peek(size_t index, size_t length) {
   if (index + length > buf_.size() && !eof_) {
     if (!seekable_) {
-      FillTo(index + length);
+      if (index + length <= buf_.size() + whole_limit_) {
+        FillTo(index + length);
+      } else {
+        // Far ahead on a pipe: through the spool, which ReadBlock reads back later.
+        const uint64_t from = buf_file_offset_ + index;
+        SpoolTo(from + length);
+        std::string out = index < buf_.size() ? buf_.substr(index, length) : std::string();
+        const uint64_t spooled_from = from + out.size();
+        const uint64_t spooled_to = std::min<uint64_t>(from + length, spool_end_);
+        if (spooled_from < spooled_to) {
+          const size_t n = static_cast<size_t>(spooled_to - spooled_from);
+          out.resize(out.size() + n);
+          PreadAll(spool_.get(), out.data() + out.size() - n, n, static_cast<off_t>(spooled_from - spool_start_),
+                   SpoolName());
+        }
+        return out;
+      }
     } else {
       std::string out(length, '\0');
       size_t got = 0;
@@ -523,21 +583,27 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
     }
   };
 
-  if (end_at) {
-    uint64_t stop = *end_at;
-    if (unterminated && stop > start_at && Peek(at(stop - 1), 1) == "\n") --stop;
+  // Sends the message up to `stop`, which lies at or before a boundary checked already, reading
+  // on as needed; then stops before the next envelope line at `next`.
+  const auto send_through = [&](uint64_t stop, uint64_t next) {
     while (sent_at < stop) {
       send_to(std::min<uint64_t>(stop, buf_file_offset_ + buf_.size()));
       if (sent_at < stop && !ReadBlock())
         Throw(Errc::kCorrupt, shown_ + ": message " + std::to_string(envelopes_) + ": the file ends at byte " +
                                   std::to_string(buf_file_offset_ + buf_.size()) +
-                                  ", before the end its Content-Length gives (byte " + std::to_string(*end_at) +
+                                  ", before the end its Content-Length gives (byte " + std::to_string(stop) +
                                   "); was it changed while read?");
     }
     unescaper.Finish();
-    FillTo(at(*next_at));
-    pos_ = at(*next_at);
+    FillTo(at(next));
+    pos_ = at(next);
     return true;
+  };
+
+  if (end_at) {
+    uint64_t stop = *end_at;
+    if (unterminated && stop > start_at && Peek(at(stop - 1), 1) == "\n") --stop;
+    return send_through(stop, *next_at);
   }
 
   uint64_t boundary_at = 0;
@@ -561,9 +627,9 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
   uint64_t stop = boundary_at - SeparatorLen(std::string_view(buf_).substr(at(tail_at), at(boundary_at) - at(tail_at)),
                                              boundary_at - start_at);
   // A pipe's Content-Length pointing past that line: the bytes up to where it points are read
-  // into memory now (interop/mbox.h), to see whether the message ends there. Nothing from 4 bytes
-  // before that line on has been sent or dropped, and the message's start only matters to
-  // ContentLengthBoundary for a stretch of under 3 bytes.
+  // ahead now (into memory, or through the spool when far: interop/mbox.h), to see whether the
+  // message ends there. Nothing from 4 bytes before that line on has been sent or dropped, and
+  // the message's start only matters to ContentLengthBoundary for a stretch of under 3 bytes.
   if (pipe_length_end && *pipe_length_end > stop) {
     const size_t start_index = start_at >= buf_file_offset_ ? at(start_at) : 0;
     if (const auto next = ContentLengthBoundary(start_index, at(*pipe_length_end))) {
@@ -571,11 +637,8 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
       boundary_at = buf_file_offset_ + *next;
     }
   }
-  if (unterminated && stop > start_at && buf_[at(stop - 1)] == '\n') --stop;
-  send_to(stop);
-  unescaper.Finish();
-  pos_ = at(boundary_at);
-  return true;
+  if (unterminated && stop > start_at && Peek(at(stop - 1), 1) == "\n") --stop;
+  return send_through(stop, boundary_at);
 }
 
 // --- MboxWriter --------------------------------------------------------------------------

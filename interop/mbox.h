@@ -47,6 +47,7 @@
 #include <string_view>
 
 #include "util/digest.h"
+#include "util/fs.h"
 
 namespace storemove::interop {
 
@@ -71,8 +72,10 @@ using MboxSink = std::function<void(std::string_view)>;
 // Memory: a message up to `whole_limit` is held whole; a larger one is held whole only by the
 // Next() without a sink, and otherwise streamed with a few blocks of memory. On a regular file a
 // Content-Length pointing far ahead is checked with pread. On a pipe one that agrees with where
-// the next "From " line (or the end) ends the message costs nothing, but one that points past
-// that line makes the reader hold the bytes up to where it points, to check it.
+// the next "From " line (or the end) ends the message costs nothing; one that points past that
+// line, further than `whole_limit` beyond what is buffered, has the bytes up to where it points
+// copied to an unlinked temporary file in $TMPDIR (else /tmp) and read back from there: the
+// disk holds the look-ahead (for a bogus count, up to the rest of the pipe), memory does not.
 class MboxReader {
  public:
   static constexpr size_t kBlockSize = 256 << 10;
@@ -97,6 +100,8 @@ class MboxReader {
  private:
   bool ReadBlock();
   bool FillTo(size_t end);
+  void SpoolTo(uint64_t file_end);
+  std::string SpoolName() const;
   std::string Peek(size_t index, size_t length);
   std::optional<size_t> ContentLengthBoundary(size_t start, size_t target);
   size_t EnvelopeEnd();
@@ -112,8 +117,14 @@ class MboxReader {
   std::string buf_;
   size_t pos_ = 0;                // buf_ index of the next envelope line
   uint64_t buf_file_offset_ = 0;  // file offset of buf_[0]
-  bool eof_ = false;
+  bool eof_ = false;         // buf_ holds the last byte of the file
+  bool source_eof_ = false;  // fd_ has been read to its end (into buf_ or the spool)
   bool seekable_ = false;
+  // A pipe's look-ahead: the file's bytes [spool_start_, spool_end_) at offset 0 of spool_.
+  // Bytes past the end of buf_ that the spool holds are read from it before fd_.
+  UniqueFd spool_;
+  uint64_t spool_start_ = 0;
+  uint64_t spool_end_ = 0;
   bool started_ = false;
   uint64_t envelopes_ = 0;  // "From " lines read so far: errors name the message by number
 };

@@ -372,6 +372,26 @@ TEST(MboxContentLengthTest, SkipsUnescapedFromLinesWhenExact) {
   EXPECT_EQ(ReadText("From a\n" + WithLength(cut, 0) + "\n\nFrom b\nS: 2\n\nb\n").size(), 3u);
 }
 
+// On a pipe a count pointing far past the next "From " line is checked through a temporary
+// file; where none can be made the reader says so, naming the directory and TMPDIR.
+TEST(MboxContentLengthTest, APipeLookAheadWithoutATemporaryDirectoryIsAClearError) {
+  const std::string body = "line1\nFrom inner@x Sat Nov 28 10:00:00 2026\n" + std::string(64, 'x') + "\n";
+  const std::string text = "From a\n" + WithLength(body, 0) + "\nFrom b\nS: 2\n\nb\n";
+  TempDir dir;
+  const std::string missing = dir / "no-such-directory";
+  ::setenv("TMPDIR", missing.c_str(), 1);
+  FedPipe pipe(text);
+  try {
+    ReadFdStreamed(pipe.fd(), "pipe", MboxFlavor::kMboxrd, 0, 16);
+    ADD_FAILURE() << "read without a temporary file";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kIo) << e.what();
+    EXPECT_NE(std::string(e.what()).find("pipe: a temporary file in " + missing + " (TMPDIR)"), std::string::npos)
+        << e.what();
+  }
+  ::unsetenv("TMPDIR");
+}
+
 TEST(MboxContentLengthTest, CrlfFile) {
   const std::string body = "line1\r\nFrom inner\r\nline3\r\n";
   const std::string text = "From a\r\n" + WithLength(body, 0, "\r\n") + "\r\nFrom b\r\nS: 2\r\n\r\nb\r\n";

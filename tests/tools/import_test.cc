@@ -100,6 +100,22 @@ class Import : public ::testing::Test {
     args.insert(args.begin(), {"import", "--store", root_});
     return RunCli(args);
   }
+  // Imports `mbox` for `user` through a named pipe fed by a thread, as `cat f | import -s -` would.
+  CliResult RunThroughFifo(const std::string& mbox, const std::string& user) {
+    const std::string fifo = dir_ / "fifo";
+    if (::mkfifo(fifo.c_str(), 0600) != 0) ThrowErrno("mkfifo " + fifo);
+    std::thread writer([&] {
+      UniqueFd in = OpenFile(mbox, O_RDONLY);
+      UniqueFd out(::open(fifo.c_str(), O_WRONLY | O_CLOEXEC));
+      std::string block(1 << 20, '\0');
+      while (size_t n = ReadSome(in.get(), block.data(), block.size(), mbox))
+        if (::write(out.get(), block.data(), n) != static_cast<ssize_t>(n)) break;
+    });
+    CliResult r = Run({"-u", user, "-s", fifo});
+    writer.join();
+    fs::remove(fifo);
+    return r;
+  }
   TempDir dir_;
   std::string root_ = dir_ / "store";
 };
@@ -293,17 +309,7 @@ TEST_F(Import, ALargeMessageWithAContentLengthThroughAPipeIsStreamedToo) {
     large_digest = DigestOf(large);
     WriteMbox(dir_ / "big.mbox", {Message("piped", 1), large, Message("piped", 2)});
   }
-  const std::string fifo = dir_ / "fifo";
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  std::thread writer([&] {
-    UniqueFd in = OpenFile(dir_ / "big.mbox", O_RDONLY);
-    UniqueFd out(::open(fifo.c_str(), O_WRONLY | O_CLOEXEC));
-    std::string block(1 << 20, '\0');
-    while (size_t n = ReadSome(in.get(), block.data(), block.size(), "big.mbox"))
-      if (::write(out.get(), block.data(), n) != static_cast<ssize_t>(n)) break;
-  });
-  CliResult r = Run({"-u", "joe", "-s", fifo});
-  writer.join();
+  CliResult r = RunThroughFifo(dir_ / "big.mbox", "joe");
   ASSERT_EQ(r.status, 0) << r.Describe();
   if (!storemove::testing::kSanitizedBuild) {
     EXPECT_LT(ChildrenPeakRssMiB(), 64u) << "an import of a 96 MiB message with a Content-Length, from a pipe";
@@ -313,6 +319,87 @@ TEST_F(Import, ALargeMessageWithAContentLengthThroughAPipeIsStreamedToo) {
   ASSERT_EQ(snapshot.messages.size(), 3u);
   EXPECT_TRUE(snapshot.messages[1].digest == large_digest);
   EXPECT_EQ(FolderMessages(*store, "joe", "INBOX")[2], Message("piped", 2));
+}
+
+// A Content-Length that points past the next "From " line can only be checked on a pipe by
+// reading on to where it points. Those bytes went into memory: a 96 MiB message of Sun's
+// /var/mail whose body has unquoted "From " lines (the count is what keeps it whole), or one
+// bogus count in a small message followed by 96 MiB of others, held all of it. They now go
+// through a temporary file in $TMPDIR.
+class ImportLookAhead : public Import {
+ protected:
+  void SetUp() override {
+    Import::SetUp();
+    fs::create_directories(spool_dir_);
+    ::setenv("TMPDIR", spool_dir_.c_str(), 1);  // the child's temporary files, to see none are left
+  }
+  void TearDown() override {
+    ::unsetenv("TMPDIR");
+    EXPECT_TRUE(fs::is_empty(spool_dir_)) << "the look-ahead's file is unlinked";
+  }
+  std::string spool_dir_ = dir_ / "tmp";
+};
+
+TEST_F(ImportLookAhead, AnExactCountOverUnquotedFromLinesThroughAPipe) {
+  // Sun's /var/mail: an exact count, and "From " lines in the body that nobody quoted.
+  std::string large = "From: big@example.net\nSubject: unquoted\nContent-Length: ";
+  {
+    std::string body;
+    for (size_t n = 0; body.size() < (96 << 20); ++n)
+      body += n % 50000 == 3 ? "From the body, not quoted\n"
+                             : "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAx\n";
+    large += std::to_string(body.size()) + "\n\n" + body;
+  }
+  const Digest large_digest = DigestOf(large);
+  // Message() ends in an unquoted "From " line too: Sun counted the small messages' bodies as well.
+  const auto counted = [](std::string m) {
+    const size_t body = m.find("\n\n") + 2;
+    return m.insert(body - 1, "Content-Length: " + std::to_string(m.size() - body) + "\n");
+  };
+  {
+    const std::string text = "From a@example.net Mon Jul  1 10:00:00 2024\n" + counted(Message("sun", 1)) + "\n" +
+                             "From b@example.net Mon Jul  1 10:00:00 2024\n" + large + "\n" +
+                             "From c@example.net Mon Jul  1 10:00:00 2024\n" + counted(Message("sun", 2)) + "\n";
+    large.clear();
+    large.shrink_to_fit();
+    std::ofstream(dir_ / "sun.mbox") << text;
+  }
+  const CliResult r = RunThroughFifo(dir_ / "sun.mbox", "joe");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  if (!storemove::testing::kSanitizedBuild) {
+    EXPECT_LT(ChildrenPeakRssMiB(), 64u) << "a 96 MiB message with unquoted From lines and a count, from a pipe";
+  }
+  auto store = store::Store::Open(root_);
+  const auto snapshot = store->OpenFolder("joe", "INBOX")->Snapshot();
+  ASSERT_EQ(snapshot.messages.size(), 3u) << "the count keeps the message whole";
+  EXPECT_TRUE(snapshot.messages[1].digest == large_digest);
+  const std::vector<std::string> stored = FolderMessages(*store, "joe", "INBOX");
+  EXPECT_EQ(stored[0], counted(Message("sun", 1)));
+  EXPECT_EQ(stored[2], counted(Message("sun", 2)));
+}
+
+TEST_F(ImportLookAhead, ABogusCountFollowedBy96MiBThroughAPipe) {
+  // One bogus count (far past the end) in the first message, then 96 MiB of messages.
+  const auto make_messages = [] {
+    std::vector<std::string> messages{Message("bogus", 0)};
+    messages[0].insert(messages[0].find("\n\n") + 1, "Content-Length: 123456789012\n");
+    for (int n = 1; n <= 48; ++n) {
+      std::string m = Message("bogus", n);
+      m.reserve(2 << 20);
+      while (m.size() < (2 << 20)) m += "bogus " + std::to_string(n) + " QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVph\n";
+      messages.push_back(std::move(m));
+    }
+    return messages;
+  };
+  WriteMbox(dir_ / "bogus.mbox", make_messages());
+  // Nothing large is held here now: a forked child's resident size counts this process's pages.
+  const CliResult r = RunThroughFifo(dir_ / "bogus.mbox", "kim");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  if (!storemove::testing::kSanitizedBuild) {
+    EXPECT_LT(ChildrenPeakRssMiB(), 64u) << "a bogus count followed by 96 MiB of messages, from a pipe";
+  }
+  auto store = store::Store::Open(root_);
+  EXPECT_TRUE(FolderMessages(*store, "kim", "INBOX") == make_messages()) << "the count is ignored, every message kept";
 }
 
 TEST_F(Import, PipesAndLinksAreReadWholeAndCrOnlyFilesAreRefused) {
