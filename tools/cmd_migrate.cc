@@ -1,5 +1,6 @@
 // storemove migrate: moves backup groups to another server while the service stays up
 // (stream/migrate.h describes the phases).
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "stream/migrate.h"
@@ -117,6 +119,21 @@ void WriteReport(const std::string& file, const std::string& json) {
   }
 }
 
+// A --report FILE that could not be written at the end is refused before anything moves: a
+// migration that switched its users and then exited 66 ("open ...: no such file") looked like a
+// configuration failure, with no report to read (helper-55). The probe leaves nothing behind.
+void CheckReportWritable(const std::string& file) {
+  if (file.empty() || file == "-") return;
+  if (IsDirectory(file)) Throw(Errc::kInvalidArgument, "--report " + file + ": is a directory; nothing was migrated");
+  const std::string probe = file + ".tmp.probe." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0)
+    Throw(Errc::kInvalidArgument, "--report " + file + ": cannot be written (" + std::strerror(errno) +
+                                      "); nothing was migrated");
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
 int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (o.to.empty()) Throw(Errc::kInvalidArgument, "migrate: --to HOST:PORT is required (or --abort)");
   // Stored as the users' status at the switch: checked as `user --status moved:HOST` checks it,
@@ -174,8 +191,15 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
     report = stream::Migrate(*source, options);
   }
   if (!o.report_file.empty()) {
-    WriteReport(o.report_file, report.Json());
-    *report_written = true;
+    *report_written = true;  // tried once: a failure below is not hidden by a second try
+    try {
+      WriteReport(o.report_file, report.Json());
+    } catch (const Error& e) {
+      // The migration's result is not lost with its file: the text report, then the failure.
+      std::printf("%s", report.Text().c_str());
+      Throw(Errc::kIo, std::string("migrate ran to its end (the report above) but --report was not written: ") +
+                          e.what());
+    }
   }
   if (report.interrupted)
     Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + std::to_string(report.users_put_back) +
@@ -187,12 +211,18 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
 
 int RunMigrate(const MigrateCliOptions& o) {
   if (o.abort) return RunAbort(o);
+  if (!o.dry_run) CheckReportWritable(o.report_file);
   bool written = false;
   try {
     return RunMigrateOnce(o, &written);
   } catch (const Error& e) {
-    if (!o.report_file.empty() && !written)
-      WriteReport(o.report_file, stream::FailedMigrateJson(e.what(), ExitStatus(e.code()), o.groups));
+    if (!o.report_file.empty() && !written) {
+      try {
+        WriteReport(o.report_file, stream::FailedMigrateJson(e.what(), ExitStatus(e.code()), o.groups));
+      } catch (const Error& report_error) {
+        Throw(e.code(), std::string(e.what()) + "; --report not written either: " + report_error.what());
+      }
+    }
     throw;
   }
 }

@@ -1000,6 +1000,63 @@ TEST(MigrateOptionsCheck, AReportThatWouldNotBeWrittenIsRefused) {
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal")) << "the store was touched";
 }
 
+// A --report FILE that cannot be written (no such directory, a directory) is refused before
+// anything moves: the migration used to run to its switch and then exit 66 with only "open
+// ...: no such file" and no report (helper-55). The check leaves nothing beside the report.
+TEST(MigrateOptionsCheck, AReportThatCannotBeWrittenIsRefusedBeforeAnythingMoves) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  const std::map<std::string, std::string> before = Statuses(*src);
+  src.reset();
+  fs::create_directories(tmp / "reports/a-directory");
+  for (const std::string& report : {tmp / "no-such-dir/report.json", tmp / "reports/a-directory"}) {
+    MigrateChild child({"migrate", "--store", tmp / "src", "--to", "127.0.0.1:9", "--insecure", "--report", report},
+                       false);
+    EXPECT_EQ(child.Wait(), 64) << report;
+    const std::string err = child.Err();
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_NE(err.find("--report " + report + ": "), std::string::npos) << err;
+    EXPECT_NE(err.find("nothing was migrated"), std::string::npos) << err;
+  }
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal")) << "the store was touched";
+  EXPECT_EQ(Statuses(*store::Store::Open(tmp / "src")), before);
+
+  // A writable one: the run fails on its connection and its report says so; nothing else is left.
+  MigrateChild child({"migrate", "--store", tmp / "src", "--to", "127.0.0.1:9", "--insecure", "--retries", "0",
+                      "--report", tmp / "reports/report.json"},
+                     false);
+  EXPECT_NE(child.Wait(), 0);
+  std::vector<std::string> left;
+  for (const auto& entry : fs::directory_iterator(tmp / "reports")) left.push_back(entry.path().filename());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"a-directory", "report.json"}));
+}
+
+// The report's directory removed while the group is on hold: the migration completes, and the
+// result is not lost with the file: the text report on stdout, then one line saying the report
+// was not written, and a non-zero exit (a fleet must not count the job as done).
+TEST(MigrateOptionsCheck, AReportThatCannotBeWrittenAtTheEndLeavesTheTextReport) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  fs::create_directories(tmp / "reports");
+  MigrateChild child({"migrate", "--store", tmp / "src", "--to", server.endpoint().ToString(), "--insecure",
+                      "--report", tmp / "reports/report.json"});
+  ASSERT_EQ(child.WaitForHold(), "hold all") << child.Err();
+  fs::remove_all(tmp / "reports");
+  child.Continue();
+  EXPECT_EQ(child.Wait(), 74);
+  const std::string err = child.Err();
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_NE(err.find("migrate ran to its end (the report above) but --report was not written: "), std::string::npos)
+      << err;
+  EXPECT_NE(child.Out().find("migrate: all groups done"), std::string::npos) << "stdout:\n" << child.Out();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
 // While a migrate has a group on hold, `storemove user --status` of one of its users (one user
 // or --group) is refused with one line and exit 75 naming the group: the switch would refuse the
 // group anyway. The migrate then completes.
