@@ -30,6 +30,15 @@ namespace {
 // How often a source folder found gone between its open and its snapshot is opened again.
 constexpr int kReopenAttempts = 8;
 
+// Subscriptions and per-user data are sets (the mboxlist keeps them in key order, one of each):
+// compared as such, so a manifest that lists them in another order or twice is not a difference.
+template <typename T>
+std::vector<T> AsSet(std::vector<T> items) {
+  std::sort(items.begin(), items.end());
+  items.erase(std::unique(items.begin(), items.end()), items.end());
+  return items;
+}
+
 std::string Names(uint64_t bits, const std::vector<std::string>& names) {
   std::string out;
   for (size_t i = 0; i < 64; ++i) {
@@ -179,7 +188,7 @@ class Checker {
     if (du->quota_limit != su.quota_limit)
       Diff("user " + su.user + ": quota limit is " + std::to_string(du->quota_limit) + ", source has " +
            std::to_string(su.quota_limit));
-    if (dst_.Subscriptions(su.user) != su.subscriptions) Diff("user " + su.user + ": subscriptions differ");
+    if (AsSet(dst_.Subscriptions(su.user)) != AsSet(su.subscriptions)) Diff("user " + su.user + ": subscriptions differ");
     return true;
   }
 
@@ -217,7 +226,7 @@ class Checker {
     field("bytes", d.info.bytes, s.info.bytes);
     field("last append time", d.info.last_append, s.info.last_append);
     if (d.info.acl != s.info.acl) Diff("mailbox " + mailbox + ": ACL is '" + d.info.acl + "', source has '" + s.info.acl + "'");
-    if (dst_.PerUser(mailbox) != s.peruser) Diff("mailbox " + mailbox + ": per-user data differs");
+    if (AsSet(dst_.PerUser(mailbox)) != AsSet(s.peruser)) Diff("mailbox " + mailbox + ": per-user data differs");
 
     std::shared_ptr<const UniqueFd> dir;  // shared by the folder's byte checks
     std::map<uint32_t, const store::MessageMeta*> have;

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -187,6 +188,76 @@ TEST(Verify, AUserStatus) {
   std::string want = "user " + p.user + ": status is hold, source has active";
   EXPECT_TRUE(Mentions(p.Direct(), want));
   EXPECT_TRUE(Mentions(p.ViaManifest(), want));
+}
+
+// A manifest re-encoded with each user's subscriptions and each folder's per-user data reversed
+// and the first entry repeated: another writer's order (the format does not fix one).
+std::string ReorderedManifest(store::Store& source) {
+  format::StringSink original;
+  {
+    format::Encoder enc(original);
+    BackupOptions o;
+    o.manifest = true;
+    Backup(source, o, enc);
+  }
+  format::StringSource in(original.data());
+  format::Decoder dec(in);
+  format::StringSink out;
+  format::Encoder enc(out);
+  const auto shuffle = [](auto items) {
+    std::reverse(items.begin(), items.end());
+    if (!items.empty()) items.push_back(items.back());
+    return items;
+  };
+  for (;;) {
+    switch (dec.Next()) {
+      case format::Decoder::Event::kHeader: enc.WriteHeader(dec.header()); break;
+      case format::Decoder::Event::kUser: {
+        format::UserRecord u = dec.user();
+        u.subscriptions = shuffle(u.subscriptions);
+        enc.WriteUser(u);
+        break;
+      }
+      case format::Decoder::Event::kFolder: {
+        format::FolderRecord f = dec.folder();
+        f.peruser = shuffle(f.peruser);
+        enc.WriteFolder(f);
+        break;
+      }
+      case format::Decoder::Event::kMessage: enc.BeginMessage(dec.message()); break;
+      case format::Decoder::Event::kMessageEnd: enc.EndMessage(); break;
+      case format::Decoder::Event::kLink: enc.WriteLink(dec.link()); break;
+      case format::Decoder::Event::kFolderEnd: enc.EndFolder(); break;
+      case format::Decoder::Event::kEnd: enc.Finish(); return out.data();
+      default: ADD_FAILURE() << "unexpected record in a manifest"; return out.data();
+    }
+  }
+}
+
+// Subscriptions and per-user data are sets: a manifest listing them in another order (or one
+// twice) used to be reported as "subscriptions differ" / "per-user data differs" (helper-56).
+TEST(Verify, SubscriptionsAndPerUserDataAreComparedAsSets) {
+  Pair p;
+  for (store::Store* s : {p.src.get(), p.dst.get()}) {
+    for (const char* folder : {"INBOX", "Sent", "Drafts"}) s->Subscribe(p.user, "user/" + p.user + "/" + folder);
+    for (const char* reader : {"zed", "amy", "kim"})
+      s->SetPerUser("user/" + p.user + "/INBOX", reader, std::string("seen=1:") + reader);
+  }
+  const auto via = [&](const std::string& manifest) {
+    format::StringSource in(manifest);
+    format::Decoder dec(in);
+    return VerifyManifest(*p.dst, dec, {}).differences;
+  };
+  const std::string reordered = ReorderedManifest(*p.src);
+  EXPECT_TRUE(via(reordered).empty()) << via(reordered).front();
+
+  // A real difference still is one, in either order.
+  p.dst->Unsubscribe(p.user, "user/" + p.user + "/Sent");
+  p.dst->SetPerUser("user/" + p.user + "/INBOX", "amy", "seen=1:2");
+  for (const auto& differences : {via(reordered), p.ViaManifest()}) {
+    EXPECT_TRUE(Mentions(differences, "user " + p.user + ": subscriptions differ"));
+    EXPECT_TRUE(Mentions(differences, "mailbox user/" + p.user + "/INBOX: per-user data differs"));
+  }
 }
 
 TEST(Verify, WhatAMigrationDoesToStatusesIsNoDifferenceButTheReverseIs) {
