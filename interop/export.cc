@@ -117,6 +117,7 @@ std::string MaildirHost(std::string host) {
 bool DirectoryIsEmpty(int dirfd, const std::string& shown) {
   DIR* dir = ::fdopendir(::dup(dirfd));
   if (dir == nullptr) ThrowErrno("opendir " + shown);
+  ::rewinddir(dir);  // a dup shares its offset with dirfd, which an earlier listing moved
   bool empty = true;
   errno = 0;
   while (const struct dirent* entry = ::readdir(dir)) {
@@ -132,6 +133,34 @@ bool DirectoryIsEmpty(int dirfd, const std::string& shown) {
   return empty;
 }
 
+// Present in OUTDIR while an export writes there: a rerun after a kill or a failure finds it
+// and starts again in the same directory instead of refusing a non-empty one.
+constexpr const char* kUnfinishedMarker = ".storemove-export-unfinished";
+
+// Removes everything below dirfd (not following links), which this export (or an unfinished
+// one, by the marker) wrote.
+void RemoveContents(int dirfd, const std::string& shown) {
+  DIR* dir = ::fdopendir(::dup(dirfd));
+  if (dir == nullptr) ThrowErrno("opendir " + shown);
+  ::rewinddir(dir);  // a dup shares its offset with dirfd, which an earlier listing moved
+  std::vector<std::pair<std::string, bool>> entries;
+  errno = 0;
+  while (const struct dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") entries.emplace_back(name, entry->d_type == DT_DIR);
+  }
+  const int err = errno;
+  ::closedir(dir);
+  if (err != 0) ThrowErrno("readdir " + shown, err);
+  for (const auto& [name, is_dir] : entries) {
+    if (!is_dir && ::unlinkat(dirfd, name.c_str(), 0) == 0) continue;
+    if (!is_dir && errno != EISDIR) ThrowErrno("unlink " + JoinPath(shown, name));
+    UniqueFd sub = OpenAt(dirfd, name, O_RDONLY | O_DIRECTORY, 0, JoinPath(shown, name));
+    RemoveContents(sub.get(), JoinPath(shown, name));
+    if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0) ThrowErrno("rmdir " + JoinPath(shown, name));
+  }
+}
+
 UniqueFd PrepareOutDir(const std::string& out_dir) {
   if (out_dir.empty()) Throw(Errc::kInvalidArgument, "export: no output directory given");
   if (!PathExists(out_dir)) {
@@ -145,8 +174,11 @@ UniqueFd PrepareOutDir(const std::string& out_dir) {
   const int fd = ::open(out_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) ThrowErrno("open " + out_dir);
   UniqueFd dir(fd);
-  if (!DirectoryIsEmpty(dir.get(), out_dir))
+  if (::faccessat(dir.get(), kUnfinishedMarker, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+    RemoveContents(dir.get(), out_dir);  // an earlier export's unfinished output: start again
+  } else if (!DirectoryIsEmpty(dir.get(), out_dir)) {
     Throw(Errc::kExists, "export to " + out_dir + ": directory is not empty (export needs an empty or new one)");
+  }
   return dir;
 }
 
@@ -178,6 +210,17 @@ class BufferedFile {
   std::string shown_;
   std::string buffer_;
 };
+
+// Thrown when a folder was renamed, moved to another partition or deleted while exported: its
+// messages are then not where its snapshot led. Export starts again (Export below).
+struct FolderMovedAway {};
+
+// A message file missing under a folder whose store.idx is gone too: not an expunge (that drops
+// the record and leaves the index) but the folder gone from under the export.
+void CheckStillThere(const Folder& folder) {
+  if (::faccessat(folder.dir_fd(), "store.idx", F_OK, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT)
+    throw FolderMovedAway{};
+}
 
 [[noreturn]] void ThrowMismatch(const Folder& folder, const MessageMeta& meta, uint64_t size) {
   Throw(Errc::kCorrupt, folder.MessagePath(meta.uid) + ": " +
@@ -212,6 +255,7 @@ class Exporter {
     for (const MessageMeta& meta : snap.messages) {
       UniqueFd in = folder.OpenMessage(meta.uid);
       if (!in.valid()) {
+        CheckStillThere(folder);
         ++out->vanished;
         continue;
       }
@@ -291,6 +335,7 @@ class Exporter {
     for (const MessageMeta& meta : snap.messages) {
       UniqueFd in = folder.OpenMessage(meta.uid);
       if (!in.valid()) {
+        CheckStillThere(folder);
         ++out->vanished;
         continue;
       }
@@ -385,7 +430,8 @@ std::vector<std::string> MboxPaths(const std::vector<std::string>& folders) {
   return paths;
 }
 
-ExportReport Export(Store& store, const ExportOptions& options) {
+// One export into *root (opened and checked on the first call); throws FolderMovedAway.
+static ExportReport ExportOnce(Store& store, const ExportOptions& options, UniqueFd* root_dir) {
   store::ValidateUserId(options.user);
   if (!store.FindUser(options.user))
     Throw(Errc::kNotFound, "export: user " + options.user + " not found in store " + store.root());
@@ -411,7 +457,9 @@ ExportReport Export(Store& store, const ExportOptions& options) {
     }
   }
 
-  UniqueFd root = PrepareOutDir(options.out_dir);
+  if (!root_dir->valid()) *root_dir = PrepareOutDir(options.out_dir);
+  const UniqueFd& root = *root_dir;
+  CreateFileAt(root.get(), kUnfinishedMarker, JoinPath(options.out_dir, kUnfinishedMarker));
   Exporter exporter(options, root.get(), options.out_dir);
   const bool has_inbox = std::any_of(selected.begin(), selected.end(),
                                      [](const FolderInfo& info) { return info.folder == "INBOX"; });
@@ -420,8 +468,15 @@ ExportReport Export(Store& store, const ExportOptions& options) {
     for (const char* sub : {"cur", "new", "tmp"}) MakeDirAt(root.get(), sub, JoinPath(options.out_dir, sub));
   }
   for (ExportedFolder& out : report.folders) {
-    std::unique_ptr<Folder> folder = store.OpenFolder(options.user, out.folder);
-    const FolderSnapshot snap = folder->Snapshot();
+    std::unique_ptr<Folder> folder;
+    FolderSnapshot snap;
+    try {
+      folder = store.OpenFolder(options.user, out.folder);
+      snap = folder->Snapshot();
+    } catch (const Error& e) {
+      if (e.code() == Errc::kNotFound) throw FolderMovedAway{};  // renamed or deleted since it was listed
+      throw;
+    }
     if (options.format == ExportFormat::kMbox) {
       exporter.ExportMbox(*folder, snap, &out);
     } else {
@@ -432,7 +487,27 @@ ExportReport Export(Store& store, const ExportOptions& options) {
     report.vanished += out.vanished;
   }
   if (::syncfs(root.get()) != 0) ThrowErrno("sync " + options.out_dir);
+  // Complete and on disk: only now does the directory stop saying "unfinished".
+  if (::unlinkat(root.get(), kUnfinishedMarker, 0) != 0) ThrowErrno("unlink " + JoinPath(options.out_dir, kUnfinishedMarker));
+  Fsync(root.get(), options.out_dir);
   return report;
+}
+
+// A folder renamed, moved or deleted while its messages were read leaves a partial copy: the
+// export starts again from a new listing (the output so far removed), as often as kAttempts.
+ExportReport Export(Store& store, const ExportOptions& options) {
+  constexpr int kAttempts = 4;
+  UniqueFd root;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return ExportOnce(store, options, &root);
+    } catch (const FolderMovedAway&) {
+      if (attempt == kAttempts)
+        Throw(Errc::kTempFail, "export: folders of user " + options.user + " were renamed or moved while exported (" +
+                                   std::to_string(kAttempts) + " times); run again");
+      RemoveContents(root.get(), options.out_dir);
+    }
+  }
 }
 
 }  // namespace storemove::interop

@@ -519,6 +519,74 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
   }
 }
 
+std::vector<std::pair<std::string, std::string>> Store::Db::ReadRange(DB* db, DB_TXN* txn, std::string_view prefix) {
+  std::vector<std::pair<std::string, std::string>> out;
+  DBC* cursor = nullptr;
+  int ret;
+  {
+    InFlight call(*this);
+    ret = db->cursor(db, txn, &cursor, 0);
+  }
+  if (ret != 0) Fail(ret, "cursor");
+  DBT k = Dbt(prefix), v = OutDbt();
+  k.flags = DB_DBT_MALLOC;
+  u_int32_t op = DB_SET_RANGE;
+  for (;;) {
+    {
+      InFlight call(*this);
+      ret = cursor->get(cursor, &k, &v, op);
+    }
+    if (ret != 0) break;
+    std::string key(static_cast<char*>(k.data), k.size);
+    std::string value(static_cast<char*>(v.data), v.size);
+    free(k.data);
+    free(v.data);
+    k = OutDbt();
+    v = OutDbt();
+    op = DB_NEXT;
+    if (!std::string_view(key).starts_with(prefix)) {
+      ret = DB_NOTFOUND;
+      break;
+    }
+    out.emplace_back(std::move(key), std::move(value));
+  }
+  {
+    InFlight call(*this);
+    cursor->close(cursor);
+  }
+  if (ret != DB_NOTFOUND) Fail(ret, "cursor get");
+  return out;
+}
+
+std::optional<std::string> Store::Db::FirstKeyFrom(DB* db, std::string_view from, std::string_view prefix) {
+  DBC* cursor = nullptr;
+  int ret;
+  {
+    InFlight call(*this);
+    ret = db->cursor(db, nullptr, &cursor, DB_READ_COMMITTED);
+  }
+  if (ret != 0) Fail(ret, "cursor");
+  DBT k = Dbt(from), v = OutDbt();
+  k.flags = DB_DBT_MALLOC;
+  v.flags = DB_DBT_PARTIAL;  // the key only
+  {
+    InFlight call(*this);
+    ret = cursor->get(cursor, &k, &v, DB_SET_RANGE);
+  }
+  std::optional<std::string> found;
+  if (ret == 0) {
+    std::string key(static_cast<char*>(k.data), k.size);
+    free(k.data);
+    if (std::string_view(key).starts_with(prefix)) found = std::move(key);
+  }
+  {
+    InFlight call(*this);
+    cursor->close(cursor);
+  }
+  if (ret != 0 && ret != DB_NOTFOUND) Fail(ret, "cursor get");
+  return found;
+}
+
 void Store::Db::Checkpoint() {
   int ret = 0;
   if (wedged_ || !BoundedCheckpoint(DB_FORCE, &ret))

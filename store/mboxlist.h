@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -81,6 +82,11 @@ class Store::Db {
   // Calls fn(key, value) for every key starting with `prefix`, in key order, until fn returns
   // false. Reads in short batches without holding locks across calls, so fn may write.
   void Scan(DB* db, std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn);
+  // Every (key, value) starting with `prefix`, in key order, read inside `txn`: its read locks
+  // are held to the transaction's end, so a concurrent transaction is seen wholly or not at all.
+  std::vector<std::pair<std::string, std::string>> ReadRange(DB* db, DB_TXN* txn, std::string_view prefix);
+  // The first key at or after `from` that starts with `prefix`, if any (its own short read).
+  std::optional<std::string> FirstKeyFrom(DB* db, std::string_view from, std::string_view prefix);
   // The same, telling `on_batch` about every batch read, before fn sees its keys: what Store's
   // ForEachUser needs to say where the scan stood when a user was renamed (ScanBatch).
   struct BatchHooks {

@@ -802,23 +802,47 @@ bool Store::FolderFromRecord(std::string_view key, std::string_view value, Folde
   return ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, folder), key, info);
 }
 
+// A user's folders as of one moment. The records are read in one transaction, so a rename
+// commits wholly before or after the listing (a cursor that let go of each record could pass
+// a folder's new name before the rename and its old one after: neither listed). An index gone
+// from where its record led is a folder moved to another partition since (read where it is now),
+// or renamed or deleted: then the user is listed again, since a new name may be missing.
 std::vector<FolderInfo> Store::ListFolders(std::string_view user, FolderDetail detail) {
   ValidateUserId(user);
-  std::vector<FolderInfo> out;
-  db_->Scan(db_->folder(), "user/" + std::string(user) + "/", [&](std::string_view key, std::string_view value) {
-    FolderInfo info;
-    if (FolderFromRecord(key, value, &info, detail)) out.push_back(std::move(info));
-    return true;
-  });
-  return out;
+  const std::string prefix = "user/" + std::string(user) + "/";
+  constexpr int kListings = 8;
+  for (int listing = 1;; ++listing) {
+    std::vector<std::pair<std::string, std::string>> records;
+    db_->Txn([&](DB_TXN* txn) { records = db_->ReadRange(db_->folder(), txn, prefix); });
+    std::vector<FolderInfo> out;
+    bool gone = false;
+    for (const auto& [key, value] : records) {
+      FolderInfo info;
+      if (FolderFromRecord(key, value, &info, detail)) {
+        out.push_back(std::move(info));
+      } else if (std::optional<FolderInfo> now = FindFolder(user, info.folder, detail)) {
+        out.push_back(std::move(*now));
+      } else {
+        gone = true;
+      }
+    }
+    if (!gone) return out;
+    if (listing == kListings)
+      Throw(Errc::kTempFail, "the folders of user " + std::string(user) + " kept being renamed while listed (" +
+                                 std::to_string(kListings) + " times); run again");
+  }
 }
 
+// User by user, each listed as ListFolders lists it; a user's folders are looked for after the
+// last user's range ('0' follows '/'), so a user renamed meanwhile may be passed over or met
+// twice (UserRenameGeneration tells).
 void Store::ForEachFolder(const std::function<void(const FolderInfo&)>& fn) {
-  db_->Scan(db_->folder(), "user/", [&](std::string_view key, std::string_view value) {
-    FolderInfo info;
-    if (FolderFromRecord(key, value, &info)) fn(info);
-    return true;
-  });
+  std::string from = "user/";
+  while (std::optional<std::string> key = db_->FirstKeyFrom(db_->folder(), from, "user/")) {
+    const std::string user = ParseStoredMailboxName(*key).first;
+    for (const FolderInfo& info : ListFolders(user)) fn(info);
+    from = "user/" + user + "0";
+  }
 }
 
 std::unique_ptr<Folder> Store::OpenFolder(std::string_view user, std::string_view folder) {

@@ -50,7 +50,9 @@ void AddExportCommand(CLI::App& root, Action* chosen) {
       "  maildir: OUTDIR is the INBOX maildir, other folders are OUTDIR/.Sent, OUTDIR/.Projects.2024\n"
       "        (Dovecot's names: listescape '\\' escapes, modified UTF-7), with flags, keywords,\n"
       "        UIDs and UIDVALIDITY in dovecot-uidlist\n"
-      "  OUTDIR must not exist or be empty: export never merges into or overwrites earlier output.\n"
+      "  OUTDIR must not exist or be empty: export never merges into or overwrites earlier output;\n"
+      "  an export killed or failed there is started over by running it again (its marker file\n"
+      "  .storemove-export-unfinished stays until the export is complete and on disk).\n"
       "  OUTDIR may be a symbolic link to a directory; no link below it is followed.");
   AddStoreOption(command, &options->store_dir);
   command->add_option("-u,--user", options->export_options.user, "user id")->required()->type_name("USER");

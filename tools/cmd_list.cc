@@ -16,17 +16,38 @@ struct ListOptions {
   bool json = false;
 };
 
+void ListOnce(store::Store& store, const ListOptions& options, nlohmann::json* rows);
+
 int RunList(const ListOptions& options) {
   auto store = OpenStore(options.store_dir);
-  nlohmann::json rows = nlohmann::json::array();
+  // Each user's folders are listed as of one moment (Store::ListFolders), but a user renamed while
+  // the store is walked may be passed over under both names: the rename generation tells. The
+  // JSON array is held anyway and is listed again; text lines are already out: exit 75.
+  constexpr int kListings = 3;
+  for (int listing = 1;; ++listing) {
+    const uint64_t renames = store->UserRenameGeneration();
+    nlohmann::json rows = nlohmann::json::array();
+    ListOnce(*store, options, &rows);
+    if (store->UserRenameGeneration() == renames) {
+      if (options.json) std::printf("%s\n", rows.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      return 0;
+    }
+    if (!options.json || listing == kListings)
+      Throw(Errc::kTempFail, "list: users were renamed while the store was listed; the listing may miss their "
+                             "mailboxes: run again");
+  }
+}
+
+// Text lines go out as the store is walked; JSON rows are collected into *rows.
+void ListOnce(store::Store& store, const ListOptions& options, nlohmann::json* rows) {
   if (!options.json) {
     std::printf("%8s %14s %-20s %-12s %s\n", "messages", "bytes", "last delivery", "partition", "mailbox");
   }
-  store->ForEachFolder([&](const store::FolderInfo& info) {
+  store.ForEachFolder([&](const store::FolderInfo& info) {
     const std::string mailbox = info.Mailbox();
     if (!store::MatchPattern(options.pattern, mailbox)) return;
     if (options.json) {
-      rows.push_back({{"mailbox", mailbox},
+      rows->push_back({{"mailbox", mailbox},
                       {"user", info.user},
                       {"folder", info.folder},
                       {"partition", info.partition},
@@ -41,8 +62,6 @@ int RunList(const ListOptions& options) {
                   IsoTime(info.last_append).c_str(), info.partition.c_str(), mailbox.c_str());
     }
   });
-  if (options.json) std::printf("%s\n", rows.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  return 0;
 }
 
 }  // namespace
