@@ -390,6 +390,7 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
   AddrInfo ai;
   Resolve(to, false, &ai);
   std::string last = "no address";
+  bool timed_out = false;  // the last address's failure: a timeout is temporary (75), as a read's is
   for (addrinfo* a = ai.list; a; a = a->ai_next) {
     UniqueFd fd(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol));
     if (!fd.valid()) ThrowErrno("socket");
@@ -404,6 +405,7 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
       if (cancel && cancel->cancelled()) Throw(Errc::kInterrupted, "connect to " + to.ToString() + ": " + cancel->why());
       if (n == 0) {
         last = "timed out after " + std::to_string(timeout_seconds) + " s";
+        timed_out = true;
         continue;
       }
       int err = 0;
@@ -414,6 +416,7 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
     }
     if (rc != 0) {
       last = std::strerror(errno);
+      timed_out = false;
       continue;
     }
     int flags = ::fcntl(fd.get(), F_GETFL);
@@ -422,7 +425,7 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // QUERY round trips
     return fd;
   }
-  Throw(Errc::kIo, "connect to " + to.ToString() + ": " + last);
+  Throw(timed_out ? Errc::kTempFail : Errc::kIo, "connect to " + to.ToString() + ": " + last);
 }
 
 UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound, SocketBuffers* buffers) {

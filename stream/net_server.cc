@@ -188,7 +188,8 @@ using Clock = std::chrono::steady_clock;
 
 // One accepted connection and the thread that serves it.
 struct Slot {
-  enum class State { kUnauthenticated, kWaiting, kSession, kDone };
+  // kClosing: failed and answered; its slot is free while its connection drains (kDrainSeconds).
+  enum class State { kUnauthenticated, kWaiting, kSession, kClosing, kDone };
   uint64_t id = 0;
   std::unique_ptr<Connection> conn;
   std::string address;         // the peer's host: the per-address cap counts these
@@ -360,6 +361,14 @@ class Server {
   void TakeSessionSlot(Slot& slot) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (!slot.cut.empty()) Throw(Errc::kTempFail, slot.cut);
+    if (sessions_ >= options_.max_sessions && waiting_ >= options_.max_waiting) {
+      // A waiter whose client has gone frees its place as soon as it looks: wake them to look
+      // now rather than refuse this one for a connection that is already dead.
+      changed_.notify_all();
+      changed_.wait_for(lock, kSlotCheck, [&] {
+        return stopping_ || sessions_ < options_.max_sessions || waiting_ < options_.max_waiting;
+      });
+    }
     if (sessions_ >= options_.max_sessions && waiting_ >= options_.max_waiting)
       Throw(Errc::kTempFail, "all " + std::to_string(options_.max_sessions) + " session slots are busy and " +
                                  std::to_string(waiting_) + " connections already wait for one (--max-waiting); try again later");
@@ -378,6 +387,7 @@ class Server {
       changed_.wait_until(lock, std::min(deadline, Clock::now() + kSlotCheck));
     }
     --waiting_;
+    changed_.notify_all();  // a connection refused for want of a waiting place may look again
     if (stopping_) Throw(Errc::kTempFail, "the server is stopping; try again once it is back");
     if (gone)
       Throw(Errc::kIo, "its client closed the connection while it waited " +
@@ -449,6 +459,7 @@ class Server {
           // the peer is gone; the log has the reason
         }
       }
+      ReleaseSlot(slot);
       CloseQuietly(conn);
     } catch (const std::exception& e) {
       log_.Line(LogPriority::kError, who + ": " + op + " failed: internal error: " + e.what());
@@ -456,12 +467,24 @@ class Server {
         WriteErrorFrame(conn, Errc::kIo, std::string("internal error: ") + e.what());
       } catch (const Error&) {
       }
+      ReleaseSlot(slot);
       CloseQuietly(conn);
     }
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (slot.state == Slot::State::kSession) --sessions_;
       slot.state = Slot::State::kDone;
+    }
+    changed_.notify_all();
+  }
+
+  // The session's work is over (failed and answered): its slot goes to the next connection
+  // while this one drains for up to kDrainSeconds (it held the slot 5 s more; helper-58).
+  void ReleaseSlot(Slot& slot) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (slot.state == Slot::State::kSession) --sessions_;
+      slot.state = Slot::State::kClosing;
     }
     changed_.notify_all();
   }

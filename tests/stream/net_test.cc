@@ -1101,6 +1101,37 @@ void StoppedTlsPeerGoesOn(bool child_is_client) {
   EXPECT_EQ(parent_failure, "");
 }
 
+// A listener whose accept queue is full drops further SYNs: the connect waits out --timeout.
+// That is a temporary failure (75), as a read's timeout is (transport.md §5); it was 74
+// (helper-58), which wrappers keyed on 75 took for a permanent one.
+TEST(NetTimeout, AConnectThatTimesOutIsATemporaryFailure) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  UniqueFd owned(listener);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  ASSERT_EQ(::listen(listener, 0), 0);
+  socklen_t len = sizeof at;
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&at), &len), 0);
+  const Endpoint endpoint{"127.0.0.1", ntohs(at.sin_port)};
+  // Fill the queue (never accepted) until a connect no longer completes within a second.
+  std::vector<UniqueFd> queued;
+  for (int i = 0; i < 16; ++i) {
+    try {
+      queued.push_back(ConnectTcp(endpoint, 1));
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
+      EXPECT_NE(std::string(e.what()).find("connect to " + endpoint.ToString() + ": timed out after 1 s"),
+                std::string::npos)
+          << e.what();
+      return;
+    }
+  }
+  ADD_FAILURE() << "16 connects to a listener with a backlog of 0 all completed";
+}
+
 TEST(NetTimeout, ATlsClientStoppedAndContinuedGoesOnAndStillTimesOut) { StoppedTlsPeerGoesOn(true); }
 
 TEST(NetTimeout, ATlsServerStoppedAndContinuedGoesOnAndStillTimesOut) { StoppedTlsPeerGoesOn(false); }
@@ -1346,6 +1377,29 @@ TEST(NetSlots, AClientThatGivesUpWaitingForASlotIsToldWhyAndLetGo) {
   const std::string log = server.Log();
   EXPECT_TRUE(Contains(log, "its client closed the connection while it waited")) << log;
   EXPECT_EQ(Count(log, "session ended after"), 2u) << log;  // the holder and the next, not the waiter
+}
+
+// A session that failed gives its slot up once it has answered, not after draining its
+// connection (up to 5 s while its peer neither reads nor closes): with --max-sessions 1 the next
+// client waited those 5 s, or was refused when its own wait ran out (helper-58).
+TEST(NetSlots, AFailedSessionFreesItsSlotBeforeItsConnectionDrains) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  so.max_sessions = 1;
+  so.idle_timeout_seconds = 600;
+  ServerThread server(*b, so);
+  RawClient stuck(server.endpoint());  // sends a bad REQUEST, then neither reads on nor closes
+  stuck.SendFrame(kRequest, "{not json");
+  EXPECT_EQ(stuck.ReadFrame().first, kError);
+  ClientOptions c;
+  c.credentials.insecure = true;
+  c.timeout_seconds = 30;
+  const auto start = std::chrono::steady_clock::now();
+  Session(server.endpoint(), c).SetStatuses({});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3)) << "the next session waited for the drain";
+  server.Stop();
 }
 
 // Connections waiting for a session slot each hold a thread: beyond --max-waiting one more is
