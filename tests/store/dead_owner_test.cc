@@ -480,6 +480,11 @@ TEST(DeadMutexOwnerClose, ADetectorThatNeverReturnsDoesNotHoldUpClose) {
 #if defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "the detector left behind is still running when the test ends";
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+  // The fork below, with the detector thread left behind, inherits ASan's allocator locks in
+  // whatever state that thread had them: the child spun for 20 minutes (make asan, 2026-12-03).
+  GTEST_SKIP() << "fork with a thread left behind is not safe under ASan";
+#endif
   TempDir tmp;
   Store::Init(tmp.path(), {})->CreateUser("joe");
   std::promise<void> release, entered;
