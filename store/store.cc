@@ -621,7 +621,7 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user, const Lock
 
 UniqueFd Store::ShareUserWriteLock(std::string_view user) {
   const std::string busy = "user " + std::string(user) +
-                           " is being written by another storemove session (restore, serve, rename or delete); "
+                           " is being written by another storemove session (restore, serve, import, moveuser, rename or delete); "
                            "try again later";
   {
     std::lock_guard<std::mutex> lock(writers_mutex_);

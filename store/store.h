@@ -364,7 +364,7 @@ class Store {
     UniqueFd fd_;
   };
   UserGate LockUserForDelivery(std::string_view user);
-  // A bulk writer's claim on a user (restore and serve sessions, rename, delete): exclusive
+  // A bulk writer's claim on a user (restore and serve sessions, import, moveuser, rename, delete): exclusive
   // between processes (flock(2) on STORE/lock/<h1>/<h2>/<user>) and between threads of this
   // process; the kernel drops it when the holder dies, so a crashed holder never blocks anyone.
   // While it is held, no other process or thread can create a folder of that user

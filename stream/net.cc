@@ -331,6 +331,8 @@ std::string AddressName(const sockaddr* sa) { return AddressOf(sa).ToString(); }
 
 }  // namespace
 
+Endpoint EndpointOf(const sockaddr* sa) { return AddressOf(sa); }
+
 std::string PeerName(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;

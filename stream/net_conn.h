@@ -2,6 +2,8 @@
 // of docs/transport.md.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -136,6 +138,8 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
                     SocketBuffers* buffers = nullptr);
 // Bound, listening socket; the bound address (port 0 resolved) in *bound, its buffers in *buffers.
 UniqueFd ListenTcp(const Endpoint& at, Endpoint* bound, SocketBuffers* buffers = nullptr);
+// The address accept() gave (a peer that reset its connection at once has no getpeername).
+Endpoint EndpointOf(const sockaddr* sa);
 std::string PeerName(int fd);     // "host:port"
 std::string PeerAddress(int fd);  // the host alone (the per-address cap of serve)
 

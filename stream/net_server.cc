@@ -235,7 +235,9 @@ class Server {
       Reap(&slots);
       pollfd p{listener.get(), POLLIN, 0};
       if (::poll(&p, 1, CutOverdue(slots)) <= 0) continue;
-      int fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      sockaddr_storage peer{};
+      socklen_t peer_len = sizeof peer;
+      int fd = ::accept4(listener.get(), reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EMFILE || errno == ENFILE) {
           log_.Line(LogPriority::kError, "storemove serve: accept: " + std::string(std::strerror(errno)) + "; waiting for sessions to end");
@@ -250,8 +252,11 @@ class Server {
       ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &waiting_buffer, sizeof waiting_buffer);
       auto slot = std::make_unique<Slot>();
       slot->id = ++next_id;
-      slot->address = PeerAddress(fd);
-      slot->conn = std::make_unique<Connection>(UniqueFd(fd), PeerName(fd));
+      // From accept(): a peer that reset its connection at once has no getpeername, and was
+      // logged as "?" (all such peers one address for --max-handshakes-per-address; helper-58).
+      const Endpoint from = EndpointOf(reinterpret_cast<const sockaddr*>(&peer));
+      slot->address = from.host;
+      slot->conn = std::make_unique<Connection>(UniqueFd(fd), from.ToString());
       slot->deadline = Clock::now() + std::chrono::seconds(options_.handshake_timeout_seconds);
       if (!AdmitUnauthenticated(slots, *slot)) continue;  // the slot's destructor closes the socket
       Slot* s = slot.get();

@@ -762,7 +762,16 @@ class RawClient {
     timeval tv{kGuardSeconds, 0};
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   }
-  ~RawClient() { ::close(fd_); }
+  ~RawClient() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  // Closes with a reset (SO_LINGER 0) instead of a FIN.
+  void Reset() {
+    linger l{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    ::close(fd_);
+    fd_ = -1;
+  }
   uint16_t LocalPort() const {
     sockaddr_in sa{};
     socklen_t len = sizeof sa;
@@ -1718,6 +1727,29 @@ TEST(NetSessionV2, ProtocolOneRequestsAreStillServedOnePerConnection) {
 // the rest ERROR before any work), and the server goes on. An empty list used to crash serve;
 // a protocol number was converted before it was compared (2^32 + 2 became 2); and nesting or
 // masses of tiny values cost hundreds of MiB per REQUEST before they were bounded.
+// A connection reset before serve accepted it has no getpeername: it was logged "from ?", and
+// every such peer counted as one address against --max-handshakes-per-address (helper-58: 299
+// of 300). The address comes from accept() now. The server is stopped while the client
+// connects and resets, so the reset is always before the accept.
+TEST(NetHostile, AConnectionResetBeforeItsAcceptIsLoggedWithItsAddress) {
+  TempDir tmp;
+  store::Store::Init(tmp / "B", {"primary"}).reset();
+  const std::string key = Key(tmp, "key");
+  ServerProcess server(tmp / "B", {"--key", key});
+  server.child().Signal(SIGSTOP);
+  uint16_t port = 0;
+  {
+    RawClient c(server.endpoint());
+    port = c.LocalPort();
+    c.Reset();
+  }
+  server.child().Signal(SIGCONT);
+  std::string line;
+  ASSERT_TRUE(server.child().WaitForLine([](const std::string& l) { return Contains(l, "session 1 from "); }, &line))
+      << server.child().output();
+  EXPECT_TRUE(Contains(line, "session 1 from 127.0.0.1:" + std::to_string(port) + ":")) << line;
+}
+
 TEST(NetHostile, OddButWellFormedRequestsGetTheirAnswerAndTheServerGoesOn) {
   TempDir tmp;
   PlainPair pair(tmp, 2, 4);
