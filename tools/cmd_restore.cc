@@ -42,9 +42,16 @@ void OnInterrupt(int) {
   ::_exit(ExitStatus(Errc::kInterrupted));
 }
 
+// `restore -t` only lists the stream: there is nothing to complete (helper-57).
+void OnListingInterrupt(int) {
+  static const char kLine[] = "storemove: restore -t interrupted; the listing is incomplete (nothing was written)\n";
+  (void)!::write(STDERR_FILENO, kLine, sizeof kLine - 1);
+  ::_exit(ExitStatus(Errc::kInterrupted));
+}
+
 int RunRestore(const RestoreCliOptions& o) {
   struct sigaction sa {};
-  sa.sa_handler = OnInterrupt;
+  sa.sa_handler = o.toc ? OnListingInterrupt : OnInterrupt;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
   stream::RestoreOptions options;

@@ -1,5 +1,9 @@
 // End-to-end tests of the storemove CLI: the real binary, run as an MTA or an administrator would.
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/wait.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
@@ -124,6 +128,35 @@ TEST_F(Cli, InitReportsWhatItCreated) {
   CliResult bad = RunCli({"init", "--store", root_, "--partition", "../evil"});
   EXPECT_EQ(bad.status, kUsage) << bad.Describe();
   EXPECT_TRUE(IsOneErrorLine(bad)) << bad.err;
+}
+
+// `restore -t` only lists: stopped by SIGTERM it said "restore interrupted; nothing
+// half-restored is visible: run the same restore again to complete it" (helper-57).
+TEST_F(Cli, AnInterruptedListingSaysItIsAListing) {
+  ASSERT_EQ(Deliver("joe", "Subject: one\n\nbody\n", {"--create"}).status, 0);
+  const std::string stream = dir_ / "s.stream";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "--compress", "none", "-f", stream, "/"}).status, 0);
+  const std::string bytes = ReadFile(stream);
+  const std::string fifo = dir_ / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string log = dir_ / "restore.log";
+  const pid_t pid = storemove::testing::SpawnCli({"restore", "--store", root_, "-t", "-f", fifo}, log);
+  {
+    UniqueFd w(::open(fifo.c_str(), O_WRONLY | O_CLOEXEC));
+    ASSERT_TRUE(w.valid());
+    // The fifo opened: the listing has its handlers (set before it opens its input). All but
+    // the end of the stream: it waits for more.
+    WriteAll(w.get(), bytes.data(), bytes.size() - 100, fifo);
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status;
+  }
+  const std::string said = ReadFile(log);
+  EXPECT_NE(said.find("storemove: restore -t interrupted; the listing is incomplete (nothing was written)"),
+            std::string::npos)
+      << said;
+  EXPECT_EQ(said.find("run the same restore again"), std::string::npos) << said;
 }
 
 TEST_F(Cli, MissingStoreIsAClearError) {
