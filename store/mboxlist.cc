@@ -568,7 +568,7 @@ std::optional<std::string> Store::Db::FirstKeyFrom(DB* db, std::string_view from
   if (ret != 0) Fail(ret, "cursor");
   DBT k = Dbt(from), v = OutDbt();
   k.flags = DB_DBT_MALLOC;
-  v.flags = DB_DBT_PARTIAL;  // the key only
+  v.flags = DB_DBT_MALLOC | DB_DBT_PARTIAL;  // the key only (dlen 0)
   {
     InFlight call(*this);
     ret = cursor->get(cursor, &k, &v, DB_SET_RANGE);
@@ -577,6 +577,7 @@ std::optional<std::string> Store::Db::FirstKeyFrom(DB* db, std::string_view from
   if (ret == 0) {
     std::string key(static_cast<char*>(k.data), k.size);
     free(k.data);
+    free(v.data);
     if (std::string_view(key).starts_with(prefix)) found = std::move(key);
   }
   {
