@@ -325,7 +325,9 @@ bool MboxReader::ReadBlock() {
   return n > 0;
 }
 
-std::string MboxReader::SpoolName() const { return shown_ + ": its look-ahead in a temporary file"; }
+std::string MboxReader::SpoolName() const {
+  return shown_ + ": its look-ahead in a temporary file in " + spool_dir_ + " (TMPDIR)";
+}
 
 // Copies fd_'s bytes up to file offset `file_end` (fewer at its end) into the spool, which then
 // holds every byte from the end of buf_ on that it has read: ReadBlock takes them from there.
@@ -344,6 +346,7 @@ void MboxReader::SpoolTo(uint64_t file_end) {
       ThrowErrno(shown_ + ": a temporary file in " + dir +
                  " (TMPDIR) to check a Content-Length that points past the next \"From \" line");
     spool_.reset(fd);
+    spool_dir_ = dir;
   }
   if (spool_end_ <= cursor) {  // what it held has been read back: start it again, empty
     if (::ftruncate(spool_.get(), 0) != 0) ThrowErrno("truncate " + SpoolName());

@@ -123,6 +123,7 @@ class MboxReader {
   // A pipe's look-ahead: the file's bytes [spool_start_, spool_end_) at offset 0 of spool_.
   // Bytes past the end of buf_ that the spool holds are read from it before fd_.
   UniqueFd spool_;
+  std::string spool_dir_;  // where spool_ was made, for its errors
   uint64_t spool_start_ = 0;
   uint64_t spool_end_ = 0;
   bool started_ = false;
