@@ -114,32 +114,9 @@ std::string MaildirHost(std::string host) {
 
 // --- output directory --------------------------------------------------------------------
 
-bool DirectoryIsEmpty(int dirfd, const std::string& shown) {
-  DIR* dir = ::fdopendir(::dup(dirfd));
-  if (dir == nullptr) ThrowErrno("opendir " + shown);
-  ::rewinddir(dir);  // a dup shares its offset with dirfd, which an earlier listing moved
-  bool empty = true;
-  errno = 0;
-  while (const struct dirent* entry = ::readdir(dir)) {
-    const std::string_view name = entry->d_name;
-    if (name != "." && name != "..") {
-      empty = false;
-      break;
-    }
-  }
-  const int err = errno;
-  ::closedir(dir);
-  if (empty && err != 0) ThrowErrno("readdir " + shown, err);
-  return empty;
-}
-
-// Present in OUTDIR while an export writes there: a rerun after a kill or a failure finds it
-// and starts again in the same directory instead of refusing a non-empty one.
-constexpr const char* kUnfinishedMarker = ".storemove-export-unfinished";
-
-// Removes everything below dirfd (not following links), which this export (or an unfinished
-// one, by the marker) wrote.
-void RemoveContents(int dirfd, const std::string& shown) {
+// The names in a directory (not . and ..), each with whether it is a directory (DT_UNKNOWN
+// counts as not: its unlink then fails with EISDIR).
+std::vector<std::pair<std::string, bool>> Entries(int dirfd, const std::string& shown) {
   DIR* dir = ::fdopendir(::dup(dirfd));
   if (dir == nullptr) ThrowErrno("opendir " + shown);
   ::rewinddir(dir);  // a dup shares its offset with dirfd, which an earlier listing moved
@@ -152,7 +129,17 @@ void RemoveContents(int dirfd, const std::string& shown) {
   const int err = errno;
   ::closedir(dir);
   if (err != 0) ThrowErrno("readdir " + shown, err);
-  for (const auto& [name, is_dir] : entries) {
+  return entries;
+}
+
+// Present in OUTDIR while an export writes there: a rerun after a kill or a failure finds it
+// and starts again in the same directory instead of refusing a non-empty one.
+constexpr const char* kUnfinishedMarker = ".storemove-export-unfinished";
+
+// Removes everything below dirfd (not following links), which this export (or an unfinished
+// one, by the marker) wrote.
+void RemoveContents(int dirfd, const std::string& shown) {
+  for (const auto& [name, is_dir] : Entries(dirfd, shown)) {
     if (!is_dir && ::unlinkat(dirfd, name.c_str(), 0) == 0) continue;
     if (!is_dir && errno != EISDIR) ThrowErrno("unlink " + JoinPath(shown, name));
     UniqueFd sub = OpenAt(dirfd, name, O_RDONLY | O_DIRECTORY, 0, JoinPath(shown, name));
@@ -176,7 +163,7 @@ UniqueFd PrepareOutDir(const std::string& out_dir) {
   UniqueFd dir(fd);
   if (::faccessat(dir.get(), kUnfinishedMarker, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
     RemoveContents(dir.get(), out_dir);  // an earlier export's unfinished output: start again
-  } else if (!DirectoryIsEmpty(dir.get(), out_dir)) {
+  } else if (!Entries(dir.get(), out_dir).empty()) {
     Throw(Errc::kExists, "export to " + out_dir + ": directory is not empty (export needs an empty or new one)");
   }
   return dir;

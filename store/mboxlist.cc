@@ -468,46 +468,8 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
   bool inclusive = true;
   for (;;) {
     std::vector<std::pair<std::string, std::string>> batch;
-    bool done = false;
     if (hooks.before_read) hooks.before_read();
-    DBC* cursor = nullptr;
-    int ret;
-    {
-      InFlight call(*this);
-      ret = db->cursor(db, nullptr, &cursor, DB_READ_COMMITTED);
-    }
-    if (ret != 0) Fail(ret, "cursor");
-    // DB_DBT_MALLOC: libdb allocates each returned key and value; the seek key we pass in is
-    // ours and is never freed here.
-    DBT k = Dbt(from), v = OutDbt();
-    k.flags = DB_DBT_MALLOC;
-    u_int32_t op = DB_SET_RANGE;
-    for (;;) {
-      {
-        InFlight call(*this);
-        ret = cursor->get(cursor, &k, &v, op);
-      }
-      if (ret != 0) break;
-      std::string key(static_cast<char*>(k.data), k.size);
-      std::string value(static_cast<char*>(v.data), v.size);
-      free(k.data);
-      free(v.data);
-      k = OutDbt();
-      v = OutDbt();
-      op = DB_NEXT;
-      if (!std::string_view(key).starts_with(prefix)) {
-        done = true;
-        break;
-      }
-      if (inclusive || key != from) batch.emplace_back(std::move(key), std::move(value));
-      if (batch.size() >= kScanBatch) break;
-    }
-    {
-      InFlight call(*this);
-      cursor->close(cursor);
-    }
-    if (ret == DB_NOTFOUND) done = true;
-    else if (ret != 0) Fail(ret, "cursor get");
+    const bool done = ReadKeys(db, nullptr, from, prefix, inclusive, kScanBatch, &batch);
     if (hooks.after_read)
       hooks.after_read(from, inclusive, batch.empty() ? std::string_view(from) : std::string_view(batch.back().first),
                        done || batch.empty());
@@ -519,19 +481,22 @@ void Store::Db::Scan(DB* db, std::string_view prefix,
   }
 }
 
-std::vector<std::pair<std::string, std::string>> Store::Db::ReadRange(DB* db, DB_TXN* txn, std::string_view prefix) {
-  std::vector<std::pair<std::string, std::string>> out;
+bool Store::Db::ReadKeys(DB* db, DB_TXN* txn, std::string_view from, std::string_view prefix, bool inclusive,
+                         size_t limit, std::vector<std::pair<std::string, std::string>>* out) {
   DBC* cursor = nullptr;
   int ret;
   {
     InFlight call(*this);
-    ret = db->cursor(db, txn, &cursor, 0);
+    ret = db->cursor(db, txn, &cursor, txn ? 0 : DB_READ_COMMITTED);
   }
   if (ret != 0) Fail(ret, "cursor");
-  DBT k = Dbt(prefix), v = OutDbt();
+  // DB_DBT_MALLOC: libdb allocates each returned key and value; the seek key we pass in is
+  // ours and is never freed here.
+  DBT k = Dbt(from), v = OutDbt();
   k.flags = DB_DBT_MALLOC;
   u_int32_t op = DB_SET_RANGE;
-  for (;;) {
+  bool ended = false;
+  while (out->size() < limit) {
     {
       InFlight call(*this);
       ret = cursor->get(cursor, &k, &v, op);
@@ -545,47 +510,31 @@ std::vector<std::pair<std::string, std::string>> Store::Db::ReadRange(DB* db, DB
     v = OutDbt();
     op = DB_NEXT;
     if (!std::string_view(key).starts_with(prefix)) {
-      ret = DB_NOTFOUND;
+      ended = true;
       break;
     }
-    out.emplace_back(std::move(key), std::move(value));
+    if (inclusive || key != from) out->emplace_back(std::move(key), std::move(value));
   }
   {
     InFlight call(*this);
     cursor->close(cursor);
   }
-  if (ret != DB_NOTFOUND) Fail(ret, "cursor get");
+  if (ret == DB_NOTFOUND) return true;
+  if (ret != 0) Fail(ret, "cursor get");
+  return ended;
+}
+
+std::vector<std::pair<std::string, std::string>> Store::Db::ReadRange(DB* db, DB_TXN* txn, std::string_view prefix) {
+  std::vector<std::pair<std::string, std::string>> out;
+  ReadKeys(db, txn, prefix, prefix, true, SIZE_MAX, &out);
   return out;
 }
 
 std::optional<std::string> Store::Db::FirstKeyFrom(DB* db, std::string_view from, std::string_view prefix) {
-  DBC* cursor = nullptr;
-  int ret;
-  {
-    InFlight call(*this);
-    ret = db->cursor(db, nullptr, &cursor, DB_READ_COMMITTED);
-  }
-  if (ret != 0) Fail(ret, "cursor");
-  DBT k = Dbt(from), v = OutDbt();
-  k.flags = DB_DBT_MALLOC;
-  v.flags = DB_DBT_MALLOC | DB_DBT_PARTIAL;  // the key only (dlen 0)
-  {
-    InFlight call(*this);
-    ret = cursor->get(cursor, &k, &v, DB_SET_RANGE);
-  }
-  std::optional<std::string> found;
-  if (ret == 0) {
-    std::string key(static_cast<char*>(k.data), k.size);
-    free(k.data);
-    free(v.data);
-    if (std::string_view(key).starts_with(prefix)) found = std::move(key);
-  }
-  {
-    InFlight call(*this);
-    cursor->close(cursor);
-  }
-  if (ret != 0 && ret != DB_NOTFOUND) Fail(ret, "cursor get");
-  return found;
+  std::vector<std::pair<std::string, std::string>> first;
+  ReadKeys(db, nullptr, from, prefix, true, 1, &first);
+  if (first.empty()) return std::nullopt;
+  return std::move(first.front().first);
 }
 
 void Store::Db::Checkpoint() {

@@ -136,6 +136,11 @@ class Store::Db {
   // The limit of the wait that found the environment stuck, for the messages that say so.
   std::atomic<std::chrono::milliseconds::rep> stuck_after_ms_{0};  // set before wedged_
   [[noreturn]] void Fail(int ret, const std::string& what);
+  // The cursor read under Scan, ReadRange and FirstKeyFrom: up to `limit` (key, value) pairs
+  // from `from` on (`from` itself only if `inclusive`) while keys start with `prefix`, in `txn`
+  // (nullptr: read-committed, no lock kept). True when the range ended before the limit.
+  bool ReadKeys(DB* db, DB_TXN* txn, std::string_view from, std::string_view prefix, bool inclusive, size_t limit,
+                std::vector<std::pair<std::string, std::string>>* out);
   void Open(bool create);
   // db_env_create and the settings every process uses; failchk's callbacks when `track_threads`.
   void CreateEnvironment(bool track_threads);

@@ -475,21 +475,17 @@ class Server {
       ReleaseSlot(slot);
       CloseQuietly(conn);
     }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (slot.state == Slot::State::kSession) --sessions_;
-      slot.state = Slot::State::kDone;
-    }
-    changed_.notify_all();
+    ReleaseSlot(slot, Slot::State::kDone);
   }
 
   // The session's work is over (failed and answered): its slot goes to the next connection
   // while this one drains for up to kDrainSeconds (it held the slot 5 s more; helper-58).
-  void ReleaseSlot(Slot& slot) {
+  // kDone once its thread is about to end (Reap may join it then).
+  void ReleaseSlot(Slot& slot, Slot::State next = Slot::State::kClosing) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (slot.state == Slot::State::kSession) --sessions_;
-      slot.state = Slot::State::kClosing;
+      slot.state = next;
     }
     changed_.notify_all();
   }
