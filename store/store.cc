@@ -77,7 +77,7 @@ std::string EncodeUser(const UserValue& u) {
   std::string s;
   AppendU8(&s, kValueVersion);
   AppendU8(&s, static_cast<uint8_t>(u.status.state));
-  AppendStr16(&s, u.status.host);
+  AppendStr16(&s, u.status.state == UserState::kHold ? u.status.copy_of : u.status.host);
   AppendStr16(&s, u.partition);
   AppendU64(&s, static_cast<uint64_t>(u.created));
   if (!u.renames.empty()) {
@@ -97,7 +97,7 @@ UserValue DecodeUser(std::string_view v, std::string_view user) {
   uint8_t state = r.U8();
   if (state > 2) Throw(Errc::kCorrupt, "mboxlist: bad status for user " + std::string(user));
   u.status.state = static_cast<UserState>(state);
-  u.status.host = r.Str16();
+  (u.status.state == UserState::kHold ? u.status.copy_of : u.status.host) = r.Str16();
   u.partition = r.Str16();
   u.created = static_cast<int64_t>(r.U64());
   if (!r.AtEnd()) {
@@ -320,7 +320,8 @@ std::optional<UserInfo> Store::FindUser(std::string_view user) {
   return info;
 }
 
-UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bool with_inbox) {
+UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bool with_inbox,
+                           const UserStatus& status) {
   ValidateUserId(user);
   std::string part = partition.empty() ? DefaultPartition() : std::string(partition);
   if (!IsDirectory(PartitionPath(part) + "/=user"))
@@ -328,6 +329,7 @@ UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bo
   UserValue value;
   value.partition = part;
   value.created = Now();
+  value.status = status;
   db_->Txn([&](DB_TXN* txn) {
     if (db_->PutNew(db_->users(), txn, user, EncodeUser(value))) db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
   });

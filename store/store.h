@@ -70,7 +70,11 @@ enum class UserState : uint8_t { kActive = 0, kHold = 1, kMoved = 2 };
 struct UserStatus {
   UserState state = UserState::kActive;
   std::string host;  // only for kMoved
-  std::string ToString() const;  // "active", "hold", "moved:HOST"
+  // Only for kHold: the store id of the source store whose migration made this user as its copy
+  // (restore's copy_on_hold); empty for a hold set by hand or by an older version. Stored in
+  // user.db's host field. Lets a destination tell two source stores with the same user ids apart.
+  std::string copy_of{};  // (an initializer: {STATE, HOST} stays complete)
+  std::string ToString() const;  // "active", "hold", "moved:HOST" (copy_of is not shown)
   static UserStatus Parse(std::string_view text);  // throws kInvalidArgument
   friend bool operator==(const UserStatus&, const UserStatus&) = default;
 };
@@ -308,8 +312,10 @@ class Store {
   // there, and `what` (a pull, an import) writing it here would split it between the two hosts.
   void RefuseIfMoved(std::string_view user, std::string_view what);
   // Creates the user (with an INBOX unless `with_inbox` is false, as restore does to keep the
-  // archived UIDVALIDITY); returns the existing user unchanged if present.
-  UserInfo CreateUser(std::string_view user, std::string_view partition = {}, bool with_inbox = true);
+  // archived UIDVALIDITY) and `status` (a migrate's copy is made on hold, never active for a
+  // moment); returns the existing user unchanged if present.
+  UserInfo CreateUser(std::string_view user, std::string_view partition = {}, bool with_inbox = true,
+                      const UserStatus& status = {});
   // How long LockUserForWriting, and a status change waiting for a delivery gate, may wait. A tool run by an administrator waits as long as it
   // takes (and says why); a server session must not: its client may have given up, and the
   // server must stop in time (docs/transport.md §7).

@@ -528,7 +528,7 @@ class Server {
           SendReady(conn);  // the session is open; operations follow
           return true;
         }
-        if (*op == "restore") ServeRestore(conn, who, request.at("restore"), &began);
+        if (*op == "restore") ServeRestore(conn, who, request.at("restore"), source_id, &began);
         else if (*op == "verify") ServeVerify(conn, who, request.at("verify"), &began);
         else if (*op == "set-status") ServeSetStatus(conn, who, request, version, &began);
         else Throw(Errc::kProtocol, "unknown operation '" + *op + "'");
@@ -578,7 +578,8 @@ class Server {
     return EncodeAnswer(have);
   }
 
-  void ServeRestore(Connection& conn, const std::string& who, const nlohmann::json& j, bool* began) {
+  void ServeRestore(Connection& conn, const std::string& who, const nlohmann::json& j, const std::string& source_id,
+                    bool* began) {
     RestoreOptions options;
     options.partition = j.at("partition").get<std::string>();
     options.user_map = j.at("user_map").get<std::map<std::string, std::string>>();
@@ -589,6 +590,10 @@ class Server {
     options.strict_summaries = j.value("strict_summaries", false);
     options.copy_on_hold = j.value("copy_on_hold", false);
     options.copy_users = j.value("copy_users", std::vector<std::string>());
+    // The store a copy comes from is the one the client says it works for; an id a user.db
+    // record cannot hold (u16 length) is no store id.
+    if (source_id.size() > 256) Throw(Errc::kProtocol, "bad REQUEST: source_store_id longer than 256 bytes");
+    options.copy_source = source_id;
     options.adopt = j.value("adopt", std::set<std::string>());
     options.accept_held = true;  // the peer proved it holds the key (TLS PSK)
     if (!options.partition.empty()) {

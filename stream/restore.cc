@@ -110,7 +110,17 @@ std::string OriginOf(const format::StreamHeader& h) {
 // (as every pass leaves it until the switch), or adopted (its switch was begun by an attempt of
 // this very migration that did not finish).
 void CheckCopyOnHold(const store::UserInfo& here, const RestoreOptions& options) {
-  if (here.status.state == store::UserState::kHold || options.adopt.count(here.user)) return;
+  if (options.adopt.count(here.user)) return;
+  if (here.status.state == store::UserState::kHold) {
+    const std::string& of = here.status.copy_of;
+    if (of.empty() || options.copy_source.empty() || of == options.copy_source) return;
+    Throw(Errc::kExists,
+          "user " + EscapeControls(here.user) + " is on hold here as the copy a migration from another store is making (store id " +
+              EscapeControls(of) + "; this one is " + EscapeControls(options.copy_source) +
+              "): two stores with the same user ids would mix their mail, so nothing is written. Migrate one store "
+              "after the other, or into another destination; if that migration was given up, set the user to hold "
+              "here again (storemove user USER --status hold on this store) to let this one replace its copy");
+  }
   Throw(Errc::kExists,
         "user " + EscapeControls(here.user) + " is live here (status " + here.status.ToString() +
             "), not a copy a migrate is making (those stay on hold until the switch): a pass would overwrite its "
@@ -219,6 +229,9 @@ class RestoreSession {
 
   std::set<std::string> map_targets_;               // the -m map's new names
   std::map<std::string, std::string> restored_as_;  // such a name -> the stream's user restored as it
+  // copy_on_hold: the users this session checked and marked as its copies (OnUser); a folder of
+  // any other user is checked before it is written (a stream whose folder comes without its user).
+  std::set<std::string> copies_claimed_;
   std::string MapUser(const std::string& user) const {
     auto it = options_.user_map.find(user);
     return it == options_.user_map.end() ? user : it->second;
@@ -278,12 +291,19 @@ class RestoreSession {
       if (options_.keep_status) status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
       if (options_.copy_on_hold) {
-        // A migrate's copy: on hold until the switch; a user live here is never mirrored over.
+        // A migrate's copy: on hold until the switch, marked as this source's; a user live here,
+        // or another source's copy, is never mirrored over. Checked and claimed under the user's
+        // write lock (WriteUser), so two sessions cannot both take one user.
         if (existing) CheckCopyOnHold(*existing, options_);
-        status = store::UserStatus{store::UserState::kHold, ""};
+        status = store::UserStatus{store::UserState::kHold, "", options_.copy_source};
         if (existing && existing->status == *status) status.reset();
+        copies_claimed_.insert(user);
       }
-      if (!existing) store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false);
+      if (!existing) {
+        store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false,
+                           options_.copy_on_hold ? *status : store::UserStatus{});
+        if (options_.copy_on_hold) status.reset();  // made on hold: never active for a moment
+      }
       if (status) {
         store::Store::LockWait wait;
         wait.on_wait = options_.on_wait;
@@ -322,6 +342,8 @@ class RestoreSession {
     for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
     if (!store_->FindUser(user_)) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
     WriteUser(user_);  // a stream may omit the user record
+    if (options_.copy_on_hold && !copies_claimed_.count(user_))
+      if (std::optional<store::UserInfo> here = store_->FindUser(user_)) CheckCopyOnHold(*here, options_);
     folder_name_ = r.folder;
     std::optional<store::FolderInfo> existing = store_->FindFolder(user_, folder_name_);
     // -n: beside an existing mailbox, unless this stream made it (a rerun of an interrupted -n

@@ -69,13 +69,15 @@ std::string UsersText(const std::vector<store::UserInfo>& users) {
 
 std::string UsersJson(const std::vector<store::UserInfo>& users) {
   nlohmann::json list = nlohmann::json::array();
-  for (const store::UserInfo& u : users)
+  for (const store::UserInfo& u : users) {
     list.push_back({{"user", u.user},
                     {"status", u.status.ToString()},
                     {"partition", u.partition},
                     {"quota_limit", u.quota_limit},
                     {"quota_used", u.quota_used},
                     {"created", u.created ? nlohmann::json(IsoUtc(u.created)) : nlohmann::json(nullptr)}});
+    if (!u.status.copy_of.empty()) list.back()["copy_of"] = u.status.copy_of;  // a migration's copy, held
+  }
   return nlohmann::json{{"users", list}, {"count", users.size()}, {"storemove_version", Version()}}.dump(2, ' ', false,
                                                                           nlohmann::json::error_handler_t::replace);
 }

@@ -778,6 +778,59 @@ TEST(MigrateLiveDestination, AUserLiveAtTheDestinationIsRefusedBeforeAnythingIsW
   EXPECT_TRUE(InboxHas(*dst, user, "acknowledged at the destination"));
 }
 
+// Two source stores with the same user ids, migrated into one destination at once: each pass
+// used to mirror over the other's held copies, and one run could end `ok` and switch users whose
+// mailboxes held the other store's mail (helper-58). A held copy now says which store it is a
+// copy of; the other store's pass is refused before it writes, naming both stores, and the first
+// migration completes with exactly its own mail. A hold set by hand carries no store and is free
+// to be taken over (the documented way to migrate a user again).
+TEST(MigrateLiveDestination, AnotherStoresCopyOnHoldIsNeverMirroredOver) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 4, 2);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  // The same user ids, more mail: no folder here is ahead of it (the UIDNEXT check passes).
+  auto other = MakeSource(tmp / "other", 4, 5);
+  std::ofstream(tmp / "other/config/backup-groups.conf") << "g=.*\n";
+  ASSERT_NE(src->store_id(), other->store_id());
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  std::optional<MigrateReport> meanwhile;
+  o.on_hold = [&](const std::string&) {
+    dst->ForEachUser([&](const store::UserInfo& u) {
+      EXPECT_EQ(u.status.ToString(), "hold") << u.user;
+      EXPECT_EQ(u.status.copy_of, src->store_id()) << u.user;
+    });
+    MigrateOptions p = Options(tmp / "other", server.endpoint(), insecure, 1);
+    p.retries = 0;
+    meanwhile = Migrate(*other, p);
+  };
+  MigrateReport first = Migrate(*src, o);
+  ASSERT_TRUE(first.ok()) << first.Text();
+  ASSERT_TRUE(meanwhile);
+  EXPECT_FALSE(meanwhile->ok()) << meanwhile->Text();
+  ASSERT_EQ(meanwhile->groups.size(), 1u);
+  ASSERT_FALSE(meanwhile->groups[0].errors.empty());
+  EXPECT_NE(meanwhile->groups[0].errors[0].find("is on hold here as the copy a migration from another store is making "
+                                               "(store id " + src->store_id() + "; this one is " + other->store_id()),
+            std::string::npos)
+      << meanwhile->groups[0].errors[0];
+  for (const auto& [u, status] : Statuses(*other)) EXPECT_EQ(status, "active") << u << ": put back";
+  ExpectMigrated(*dst, *src, "127.0.0.1");  // only the first store's mail, every message of it
+  dst->ForEachUser([&](const store::UserInfo& u) { EXPECT_TRUE(u.status.copy_of.empty()) << u.user; });
+
+  // A claim is stored in user.db; a hold set by hand names no store.
+  const std::string user = Statuses(*dst).begin()->first;
+  dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, "", other->store_id()});
+  EXPECT_EQ(dst->FindUser(user)->status.copy_of, other->store_id());
+  dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});
+  EXPECT_TRUE(dst->FindUser(user)->status.copy_of.empty());
+  EXPECT_EQ(dst->FindUser(user)->status.ToString(), "hold");
+}
+
 // A copy the migration makes stays on hold at the destination until the switch (a delivery
 // there meanwhile is deferred, never expunged by the next pass); an attempt interrupted between
 // the destination's switch and the source's leaves active copies that are still the migration's
