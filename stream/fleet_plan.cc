@@ -324,6 +324,8 @@ std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options
                                           "--to",                  ShellQuote(s.to),
                                           "--key",                 ShellQuote(s.key),
                                           "--lock-wait",           std::to_string(options.lock_wait_seconds)};
+      if (options.deadline_epoch)
+        migrate.insert(migrate.end(), {"--deadline", "@" + std::to_string(*options.deadline_epoch)});
       if (s.local()) {
         migrate.insert(migrate.end(), {"--report", ShellQuote(job.report), "--", ShellQuote(job.group)});
         job.command = "flock " + ShellQuote(slot) + " " + Join(migrate);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,9 @@ struct PlanOptions {
   // A job rerun while its predecessor still runs on the source (its ssh was cut) waits this long
   // for the group's lock (migrate --lock-wait) before failing.
   int lock_wait_seconds = 600;
+  // plan --deadline: every job's migrate gets --deadline @SECONDS (one instant, whatever each
+  // host's time zone; a job started after it stops at once with 75, starting nothing).
+  std::optional<int64_t> deadline_epoch;
   // The text of the source's backup-groups.conf; the default reads it locally or over ssh.
   // Tests replace it to plan without the hosts.
   std::function<std::string(const FleetSource&)> read_groups_conf;

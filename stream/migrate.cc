@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -241,6 +242,34 @@ struct LiveGroup {
   uint64_t total_bytes = 0;
 };
 
+// --deadline: calls `fire` once at `when`, from its own thread, unless destroyed first.
+class DeadlineTimer {
+ public:
+  DeadlineTimer(std::optional<WallClock::time_point> when, std::function<void()> fire) {
+    if (!when) return;
+    thread_ = std::thread([this, at = *when, fire = std::move(fire)] {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (cv_.wait_until(lock, at, [this] { return over_; })) return;
+      lock.unlock();
+      fire();
+    });
+  }
+  ~DeadlineTimer() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      over_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool over_ = false;  // under mutex_
+  std::thread thread_;
+};
+
 class Migration {
  public:
   Migration(store::Store& source, const MigrateOptions& options)
@@ -254,6 +283,10 @@ class Migration {
 
   MigrateReport Run() {
     auto start = Clock::now();
+    if (options_.deadline) report_.deadline = DeadlineText(*options_.deadline);
+    // The deadline cuts off whatever waits (a session's read, a lock, a retry's delay) at once;
+    // every step also checks the clock itself before it starts (Cancelled).
+    DeadlineTimer timer(options_.deadline, [this] { ReachDeadline(); });
     CheckMovedHost(MovedHost());  // recorded as moved:HOST at the switch: refused before anything
     net::CheckClientCredentials(options_.client.credentials);  // a bad key file fails here, once
     if (!PathExists(options_.groups_file))
@@ -276,10 +309,12 @@ class Migration {
     std::map<std::string, UniqueFd> locks;
     for (const BackupGroup& g : all) {
       if (std::none_of(groups.begin(), groups.end(), [&](const BackupGroup& m) { return m.name == g.name; })) continue;
-      UniqueFd fd = TryLockGroup(source_, g.name, options_.lock_wait_ms, options_.client.cancel);
+      UniqueFd fd = TryLockGroup(source_, g.name, options_.lock_wait_ms, &cancel_);
       if (!fd.valid()) {
-        if (options_.client.cancel && options_.client.cancel->cancelled())
-          Throw(Errc::kInterrupted, "migrate " + options_.client.cancel->why() + " while waiting for the lock of group " + g.name);
+        if (Cancelled())
+          Throw(deadline_reached_ ? Errc::kTempFail : Errc::kInterrupted,
+                "migrate " + cancel_.why() + " while waiting for the lock of group " + g.name +
+                    "; nothing was migrated");
         ThrowGroupBusy(source_, g.name);
       }
       locks.emplace(g.name, std::move(fd));
@@ -339,13 +374,30 @@ class Migration {
       Throw(fatal_->code(), std::string(fatal_->what()) + " (not retried: fix the configuration" + put_back + ")");
     }
     report_.interrupted = options_.client.cancel && options_.client.cancel->cancelled();
+    report_.deadline_reached = deadline_reached_ && !report_.interrupted;
+    for (GroupReport& r : report_.groups) r.stopped_by_deadline = report_.deadline_reached && !r.ok;
+    if (!report_.deadline_reached) return report_;
+    // Reached, but every group was done: nothing was cut off.
+    if (std::all_of(report_.groups.begin(), report_.groups.end(), [](const GroupReport& r) { return r.ok; }))
+      report_.deadline_reached = false;
     return report_;
   }
 
  private:
   std::string MovedHost() const { return options_.moved_host.empty() ? options_.to.host : options_.moved_host; }
 
-  bool Cancelled() const { return cancel_.cancelled(); }
+  // A signal, a configuration error of another group, or the deadline: the clock is read here
+  // too, so that no step starts once the deadline passed, whenever the timer thread runs.
+  bool Cancelled() {
+    if (options_.deadline && !cancel_.cancelled() && WallClock::now() >= *options_.deadline) ReachDeadline();
+    return cancel_.cancelled();
+  }
+
+  void ReachDeadline() {
+    if (cancel_.cancelled()) return;  // a signal first: it is the reason
+    deadline_reached_ = true;
+    cancel_.Cancel("reached its deadline (" + report_.deadline + ")");
+  }
 
   // How the hold and the switch wait for a user's delivery gate: told once why, cut off by a
   // cancellation (a signal, another group's configuration error), given up after the session
@@ -437,7 +489,7 @@ class Migration {
       if (cancel_.WaitFor(delay)) break;
       delay = std::min<int64_t>(delay * 2, options_.max_retry_delay_ms);
     }
-    live.phase = Cancelled() ? "interrupted" : "FAILED";
+    live.phase = !Cancelled() ? "FAILED" : deadline_reached_ ? "deadline" : "interrupted";
     // Give the users their service back on the source: their mail was only held.
     std::vector<std::string> errors;
     PutBack(source_, held, &errors, &put_back, PutBackWait());
@@ -465,7 +517,7 @@ class Migration {
     }
   }
 
-  void CheckCancelled() const {
+  void CheckCancelled() {
     if (Cancelled()) Throw(Errc::kInterrupted, cancel_.why());
   }
 
@@ -595,11 +647,13 @@ class Migration {
     // Everything since the last pass, and every folder's summary checked by the destination: a
     // difference fails the attempt (strict), so nobody is switched to an unequal copy.
     t = Clock::now();
+    CheckCancelled();  // the deadline may have come during the hold: the users go back
     live.phase = "final";
     pass(true);
     r.times.final_pass += Since(t);
 
     t = Clock::now();
+    CheckCancelled();  // no switch begins after the deadline (nor after a signal)
     live.phase = "switch";
     std::vector<std::pair<std::string, store::UserStatus>> active;
     for (const std::string& user : user_list) active.emplace_back(user, store::UserStatus{});
@@ -684,6 +738,7 @@ class Migration {
   // Cuts every group off: the caller's cancellation (a signal) or a configuration error.
   net::Cancellation cancel_;
   std::unique_ptr<Error> fatal_;  // under report_mutex_: the configuration error that stopped the run
+  std::atomic<bool> deadline_reached_{false};  // the deadline cancelled the run (not a signal)
   MigrateReport report_;
   // Groups whose switch record this run may believe (ReadSwitchRecord): written by this run, or
   // left by a run killed during its hold, whose journal this run recovered.
@@ -703,6 +758,16 @@ bool MigrateReport::ok() const {
   return true;
 }
 
+namespace {
+
+std::string Result(const GroupReport& g) {
+  if (g.ok) return g.attempts > 1 ? "ok after " + std::to_string(g.attempts) + " attempts" : "ok";
+  if (g.stopped_by_deadline) return g.attempts == 0 ? "not started (deadline)" : "stopped (deadline)";
+  return "FAILED";
+}
+
+}  // namespace
+
 std::string MigrateReport::Text() const {
   std::string out;
   char buf[512];
@@ -715,8 +780,7 @@ std::string MigrateReport::Text() const {
                   (unsigned long long)g.messages, HumanBytes(double(g.bytes_raw)).c_str(),
                   HumanBytes(double(g.bytes_sent)).c_str(), HumanBytes(double(g.dedupe_saved)).c_str(), g.passes,
                   g.times.copy, g.times.catch_up, g.hold_seconds,
-                  g.ok ? (g.attempts > 1 ? ("ok after " + std::to_string(g.attempts) + " attempts").c_str() : "ok")
-                       : "FAILED");
+                  Result(g).c_str());
     out += buf;
     for (const std::string& e : g.errors) out += "  " + g.name + ": " + e + "\n";
   }
@@ -731,6 +795,12 @@ std::string MigrateReport::Text() const {
   }
   if (users_put_back)
     out += std::to_string(users_put_back) + " users of failed groups were put back to their status before the hold\n";
+  if (deadline_reached) {
+    size_t left = 0;
+    for (const GroupReport& g : groups) left += g.stopped_by_deadline;
+    out += "deadline " + deadline + " reached: " + std::to_string(left) + (left == 1 ? " group" : " groups") +
+           " not finished, served by this store as before; rerun to continue\n";
+  }
   std::snprintf(buf, sizeof buf, "migrate: %s in %.1f s\n", ok() ? "all groups done" : "SOME GROUPS FAILED", seconds);
   out += buf;
   return out;
@@ -745,10 +815,13 @@ std::string MigrateReport::Json() const {
   j["users_in_no_group_names"] = no_group_names;
   j["recovered"] = recovered;
   j["interrupted"] = interrupted;
+  j["deadline"] = deadline.empty() ? nlohmann::json(nullptr) : nlohmann::json(deadline);
+  j["deadline_reached"] = deadline_reached;
   j["users_put_back"] = users_put_back;
   for (const GroupReport& g : groups) {
     j["groups"].push_back({{"name", g.name},
                            {"ok", g.ok},
+                           {"result", Result(g)},
                            {"attempts", g.attempts},
                            {"users", g.users},
                            {"already_moved", g.already_moved},

@@ -6,9 +6,11 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "stream/deadline.h"
 #include "stream/net.h"
 #include "stream/stream.h"
 
@@ -34,6 +36,11 @@ struct MigrateOptions {
   // most settle_messages messages (or no fewer than the pass before): then the group is held.
   int max_online_passes = 4;
   uint64_t settle_messages = 200;
+  // The end of the maintenance window (--deadline): from then on no group, attempt, pass or hold
+  // starts, and what runs is cut off as a signal cuts it (sessions shut down, users on hold put
+  // back to their status before): every group not switched by then is served by the source as
+  // before. The report says deadline_reached; a rerun continues.
+  std::optional<WallClock::time_point> deadline;
   // Told once why the hold, the switch or a put-back waits for a user's delivery gate (a delivery
   // stuck between its status check and its commit): the CLI prints it on stderr. That wait is
   // cut off by a cancellation (SIGTERM) and gives up after client.timeout_seconds (kTempFail
@@ -71,6 +78,7 @@ struct GroupReport {
   int attempts = 0;
   std::vector<int64_t> retry_delays_ms;  // the wait before each retry
   bool ok = false;
+  bool stopped_by_deadline = false;  // not ok because the deadline came (attempts 0: not started)
   int passes = 0;                // passes of the successful attempt (copy, online, final)
   std::vector<uint64_t> pass_messages;  // messages (and links) each of those passes carried
   // Seconds the users were held: from the first user set on hold to the last one switched.
@@ -87,6 +95,8 @@ struct MigrateReport {
   double seconds = 0;
   std::vector<std::string> recovered;  // what the start put back from a killed run's journals
   bool interrupted = false;            // options.client.cancel was cancelled (a signal)
+  bool deadline_reached = false;       // options.deadline came before every group was done
+  std::string deadline;                // DeadlineText of options.deadline ("" without one)
   uint64_t users_put_back = 0;         // users of failed or interrupted groups set back from hold
   bool ok() const;
   std::string Text() const;

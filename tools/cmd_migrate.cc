@@ -47,6 +47,7 @@ struct MigrateCliOptions {
   bool dry_run = false;
   int max_passes = 4;
   uint64_t settle = 200;
+  std::string deadline;
   std::vector<std::string> groups;
 };
 
@@ -171,6 +172,7 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (o.max_passes < 0 || o.max_passes > 100) Throw(Errc::kInvalidArgument, "--max-passes: 0-100");
   options.max_online_passes = o.max_passes;
   options.settle_messages = o.settle;
+  if (!o.deadline.empty()) options.deadline = stream::ParseDeadline(o.deadline, stream::WallClock::now());
   if (o.dry_run) {
     stream::MigrateDryRun plan = stream::PlanMigrate(*source, options);
     std::printf("%s", o.json ? (plan.Json() + "\n").c_str() : plan.Text().c_str());
@@ -204,6 +206,15 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (report.interrupted)
     Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + std::to_string(report.users_put_back) +
                                   " users put back to their status before the hold; rerun to continue");
+  // The window ended with groups left: a planned stop, not a failure; the next window's rerun
+  // goes on (75, as a busy lock: a fleet's runner retries it, docs/fleet.md).
+  if (report.deadline_reached) {
+    if (o.report_file != "-")
+      std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
+    Throw(Errc::kTempFail, "migrate reached its deadline (" + report.deadline + ") before every group was done: " +
+                               std::to_string(report.users_put_back) +
+                               " users put back to their status before the hold; rerun to continue");
+  }
   if (o.report_file == "-") return report.ok() ? 0 : 1;
   std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
   return report.ok() ? 0 : 1;
@@ -274,6 +285,10 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->get_option("--report")->excludes("--abort")->excludes("--dry-run");
   c->add_option("--lock-wait", o->lock_wait,
                 "seconds to wait for a group another migrate is moving before giving up (default 0)");
+  c->add_option("--deadline", o->deadline,
+                 "end of the maintenance window: +DURATION (+90m, +2h30m), HH:MM or YYYY-MM-DDTHH:MM, local time; then "
+                 "nothing new starts, running groups are cut off and their held users put back (exit 75)")
+      ->type_name("TIME");
   c->add_flag("-v,--verbose", o->verbose, "live display on stderr even when it is not a terminal");
   c->add_option("groups", o->groups, "groups to migrate (default: every group in the file)");
   c->callback([o, chosen] { *chosen = [o] { return RunMigrate(*o); }; });

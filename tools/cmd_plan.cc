@@ -2,6 +2,7 @@
 // docs/fleet.md).
 #include <cstdio>
 
+#include "stream/deadline.h"
 #include "stream/fleet_plan.h"
 #include "tools/commands.h"
 #include "util/error.h"
@@ -13,6 +14,7 @@ struct PlanCliOptions {
   std::string fleet_file;
   std::string results_dir;
   int lock_wait = 600;
+  std::string deadline;
 };
 
 int RunPlan(const PlanCliOptions& o) {
@@ -21,6 +23,9 @@ int RunPlan(const PlanCliOptions& o) {
   options.results_dir = o.results_dir;
   if (o.lock_wait < 0 || o.lock_wait > 86400) Throw(Errc::kInvalidArgument, "--lock-wait: 0-86400 seconds");
   options.lock_wait_seconds = o.lock_wait;
+  if (!o.deadline.empty())  // resolved here, once: "+2h" is two hours from the plan, not from each job
+    options.deadline_epoch =
+        int64_t(stream::WallClock::to_time_t(stream::ParseDeadline(o.deadline, stream::WallClock::now())));
   std::vector<stream::PlannedJob> jobs = stream::PlanFleet(fleet, options);
   for (const stream::PlannedJob& job : jobs) std::printf("%s\n", job.command.c_str());
   int slots = 0;
@@ -48,6 +53,10 @@ void AddPlanCommand(CLI::App& root, Action* chosen) {
       ->required();
   c->add_option("--lock-wait", o->lock_wait,
                 "seconds a rerun job waits for its group while an earlier run of it still holds it (default 600)");
+  c->add_option("--deadline", o->deadline,
+                "end of the maintenance window for every job (migrate --deadline; +DURATION counts from now), written "
+                "into the job lines as --deadline @SECONDS")
+      ->type_name("TIME");
   c->callback([o, chosen] { *chosen = [o] { return RunPlan(*o); }; });
 }
 

@@ -133,6 +133,11 @@ TEST(FleetPlan, HostileNamesReachTheCommandsAsTheyAreAndGroupsComeFromTheConf) {
   // Report names: per (host, store, group), the same on every plan, distinct between sources.
   EXPECT_NE(jobs[0].report, jobs[3].report);
   EXPECT_EQ(PlanFleet(f, options)[0].report, jobs[0].report);
+  // plan --deadline: one instant for every job, as seconds since the epoch.
+  options.deadline_epoch = 1764820800;
+  EXPECT_EQ(ShellWords(tmp, PlanFleet(f, options)[0].command),
+            "[migrate]\n[--store]\n[" + hostile + "]\n[--to]\n[new1:7070]\n[--key]\n[/k $HOME]\n[--lock-wait]\n[600]\n"
+            "[--deadline]\n[@1764820800]\n[--report]\n[" + jobs[0].report + "]\n[--]\n[g1]\n");
   EXPECT_EQ(std::filesystem::path(jobs[0].report).parent_path(), options.results_dir);
   // Slots: the local source's two groups under different locks (jobs 2), the remote's under one.
   auto slot = [](const std::string& command) { return command.substr(0, command.find("' ") + 1); };

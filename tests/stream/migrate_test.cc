@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -829,6 +830,97 @@ TEST(MigrateLiveDestination, AnotherStoresCopyOnHoldIsNeverMirroredOver) {
   dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});
   EXPECT_TRUE(dst->FindUser(user)->status.copy_of.empty());
   EXPECT_EQ(dst->FindUser(user)->status.ToString(), "hold");
+}
+
+// --deadline, the end of a maintenance window. Once it has passed, no step starts: the group
+// whose copy pass was running does not go on to its hold, the next group is not started, and a
+// group on hold when it comes is put back before its final pass. The source serves every user of
+// an unfinished group as before; a rerun (no deadline) finishes the job from where it stopped.
+// The hooks wait for the wall clock to pass the deadline (what they stand for: a pass or a hold
+// that takes longer than the window has left).
+void WaitPast(WallClock::time_point deadline) {
+  while (WallClock::now() <= deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 8, 3);
+  std::string first_user;  // group "first" is that user alone, "second" the rest
+  for (char c : Statuses(*src).begin()->first)
+    first_user += std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : std::string("[") + c + "]";
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "first=" << first_user << "\nsecond=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  const auto before = Statuses(*src);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.deadline = WallClock::now() + std::chrono::seconds(1);
+  int passes = 0;
+  o.on_pass = [&](const std::string&, int) {
+    ++passes;
+    WaitPast(*o.deadline);  // the copy took longer than the window had left
+  };
+  MigrateReport r = Migrate(*src, o);
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(r.deadline_reached);
+  EXPECT_FALSE(r.interrupted);
+  EXPECT_LE(passes, 1);
+  ASSERT_EQ(r.groups.size(), 2u);
+  EXPECT_TRUE(r.groups[0].stopped_by_deadline);
+  EXPECT_EQ(r.groups[0].attempts, 1) << r.Text();  // no retry after the deadline
+  EXPECT_TRUE(r.groups[1].stopped_by_deadline);
+  EXPECT_EQ(r.groups[1].attempts, 0) << r.Text();  // not started
+  EXPECT_NE(r.Text().find("not started (deadline)"), std::string::npos) << r.Text();
+  EXPECT_NE(r.Text().find("deadline " + DeadlineText(*o.deadline) + " reached: 2 groups not finished"),
+            std::string::npos)
+      << r.Text();
+  EXPECT_EQ(Statuses(*src), before);  // never held
+  EXPECT_EQ(r.users_put_back, 0u);
+
+  o.deadline.reset();
+  o.on_pass = nullptr;
+  MigrateReport rerun = Migrate(*src, o);
+  ASSERT_TRUE(rerun.ok()) << rerun.Text();
+  EXPECT_FALSE(rerun.deadline_reached);
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
+TEST(MigrateDeadline, AGroupOnHoldWhenItComesIsPutBackBeforeItsFinalPass) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 4, 3);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  const auto before = Statuses(*src);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.deadline = WallClock::now() + std::chrono::seconds(1);
+  std::map<std::string, std::string> during_hold;
+  o.on_hold = [&](const std::string&) {
+    during_hold = Statuses(*src);
+    WaitPast(*o.deadline);
+  };
+  MigrateReport r = Migrate(*src, o);
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(r.deadline_reached);
+  ASSERT_EQ(r.groups.size(), 1u);
+  EXPECT_TRUE(r.groups[0].stopped_by_deadline);
+  EXPECT_EQ(r.users_put_back, before.size());
+  for (const auto& [user, status] : during_hold) EXPECT_EQ(status, "hold") << user;
+  EXPECT_EQ(Statuses(*src), before);  // served by the source again
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.hold"));
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));  // no switch was begun
+  for (const auto& [user, status] : Statuses(*dst)) EXPECT_EQ(status, "hold") << user << ": the copy, never switched";
+
+  // A deadline that comes after the last group is done changes nothing.
+  o.deadline = WallClock::now() + std::chrono::hours(1);
+  o.on_hold = nullptr;
+  MigrateReport rerun = Migrate(*src, o);
+  ASSERT_TRUE(rerun.ok()) << rerun.Text();
+  EXPECT_FALSE(rerun.deadline_reached);
+  ExpectMigrated(*dst, *src, "127.0.0.1");
 }
 
 // A copy the migration makes stays on hold at the destination until the switch (a delivery

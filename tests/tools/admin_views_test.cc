@@ -6,7 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -279,6 +281,53 @@ TEST_F(AdminViews, AMigrateAttemptThatWillBeRetriedIsSaidAtOnce) {
   EXPECT_NE(r.status, 0) << r.Describe();
   EXPECT_NE(r.err.find("storemove migrate: group mn: attempt 1: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("; attempt 2 of 2 in 1 s\n"), std::string::npos) << r.err;
+}
+
+// --deadline: a destination that accepts the connection and never answers would keep migrate in
+// its session until --timeout (60 s here); at the deadline the session is cut off, nothing is left
+// on hold, and migrate says so in one line with exit 75 (rerun in the next window). A deadline
+// that is no time, or has passed, is refused before anything (64).
+TEST_F(AdminViews, MigrateStopsAtItsDeadlineEvenInASessionThatNeverAnswers) {
+  Listener silent;  // connections wait in its backlog: connected, never answered
+  const std::string to = "127.0.0.1:" + std::to_string(silent.port());
+  const auto statuses = Statuses();
+  const auto started = std::chrono::steady_clock::now();
+  CliResult r = RunCli({"migrate", "--store", root_, "--to", to, "--insecure", "--timeout", "60", "--deadline", "+2s",
+                        "--report", tmp_ / "report.json", "ab", "mn"});
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("storemove: migrate reached its deadline ("), std::string::npos) << r.Describe();
+  EXPECT_NE(r.err.find(") before every group was done: 0 users put back to their status before the hold; rerun to "
+                       "continue\n"),
+            std::string::npos)
+      << r.Describe();
+  EXPECT_NE(r.out.find("not started (deadline)"), std::string::npos) << r.out;  // jobs 1: mn waited for ab
+  EXPECT_NE(r.out.find("stopped (deadline)"), std::string::npos) << r.out;
+  EXPECT_LT(took, std::chrono::seconds(40)) << "not cut off at the deadline: waited for the session timeout";
+  nlohmann::json j = nlohmann::json::parse(testing::SlurpFile(tmp_ / "report.json"));
+  EXPECT_EQ(j["ok"], false);
+  EXPECT_EQ(j["deadline_reached"], true);
+  ASSERT_EQ(j["groups"].size(), 2u);
+  EXPECT_EQ(j["groups"][0]["result"], "stopped (deadline)");
+  EXPECT_EQ(j["groups"][1]["result"], "not started (deadline)");
+  EXPECT_EQ(j["groups"][1]["attempts"], 0);
+  EXPECT_EQ(Statuses(), statuses);
+  EXPECT_TRUE(fs::is_empty(root_ + "/migrate-journal") ||
+              std::all_of(fs::directory_iterator(root_ + "/migrate-journal"), fs::directory_iterator(),
+                          [](const fs::directory_entry& e) { return e.path().extension() == ".lock"; }));
+
+  for (const char* refused : {"+0s", "+5", "+1x", "+30m2h", "25:00", "2020-01-01T00:00", "tomorrow"}) {
+    CliResult bad = RunCli({"migrate", "--store", root_, "--to", to, "--insecure", "--deadline", refused});
+    EXPECT_EQ(bad.status, 64) << refused << ": " << bad.Describe();
+    EXPECT_TRUE(IsOneErrorLine(bad)) << bad.Describe();
+    EXPECT_NE(bad.err.find(std::string("--deadline '") + refused + "'"), std::string::npos) << bad.Describe();
+  }
+  // A planned job (plan --deadline writes @SECONDS) started after its window: nothing starts, 75.
+  CliResult late = RunCli({"migrate", "--store", root_, "--to", to, "--insecure", "--deadline", "@1", "ab"});
+  EXPECT_EQ(late.status, 75) << late.Describe();
+  EXPECT_TRUE(IsOneErrorLine(late)) << late.Describe();
+  EXPECT_NE(late.out.find("not started (deadline)"), std::string::npos) << late.out;
+  EXPECT_EQ(Statuses(), statuses);
 }
 
 TEST_F(AdminViews, MigrateDryRunSaysWhatAndChangesNothing) {

@@ -1,0 +1,150 @@
+#include "stream/deadline.h"
+
+#include <cctype>
+#include <ctime>
+
+#include "util/error.h"
+#include "util/printable.h"
+
+namespace storemove::stream {
+namespace {
+
+[[noreturn]] void Bad(std::string_view text, const std::string& why) {
+  Throw(Errc::kInvalidArgument, "--deadline '" + EscapeControls(text) + "': " + why +
+                                    " (give +DURATION such as +90m or +2h30m, HH:MM, or YYYY-MM-DDTHH:MM, local time)");
+}
+
+// Digits at `*pos` of exactly `width` characters, as a number.
+bool Number(std::string_view s, size_t* pos, size_t width, int* out) {
+  if (*pos + width > s.size()) return false;
+  int n = 0;
+  for (size_t i = 0; i < width; ++i) {
+    char c = s[*pos + i];
+    if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+    n = n * 10 + (c - '0');
+  }
+  *pos += width;
+  *out = n;
+  return true;
+}
+
+bool Expect(std::string_view s, size_t* pos, char c) {
+  if (*pos >= s.size() || s[*pos] != c) return false;
+  ++*pos;
+  return true;
+}
+
+WallClock::time_point ParseDuration(std::string_view text, WallClock::time_point now) {
+  std::string_view s = text.substr(1);
+  if (s.empty()) Bad(text, "no duration after '+'");
+  int64_t seconds = 0;
+  char last_unit = 0;
+  for (size_t pos = 0; pos < s.size();) {
+    int64_t n = 0;
+    size_t digits = 0;
+    while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) {
+      if (++digits > 6) Bad(text, "a number too large");
+      n = n * 10 + (s[pos++] - '0');
+    }
+    if (digits == 0 || pos == s.size()) Bad(text, "each number needs a unit h, m or s after it");
+    const char unit = s[pos++];
+    // In order, each once: "2h30m", not "30m2h" or "1h1h".
+    const std::string_view order = "hms";
+    if (order.find(unit) == std::string_view::npos) Bad(text, std::string("unknown unit '") + unit + "'");
+    if (last_unit && order.find(unit) <= order.find(last_unit)) Bad(text, "units out of order or repeated");
+    last_unit = unit;
+    seconds += n * (unit == 'h' ? 3600 : unit == 'm' ? 60 : 1);
+  }
+  if (seconds <= 0) Bad(text, "a duration of zero");
+  if (seconds > 366LL * 86400) Bad(text, "more than a year away");
+  return now + std::chrono::seconds(seconds);
+}
+
+// Local broken-down time to a time point; kInvalidArgument unless mktime kept every field (a
+// day 31 of a 30-day month, 24:00, a time skipped by a daylight-saving change).
+WallClock::time_point FromLocal(std::string_view text, std::tm tm) {
+  const std::tm asked = tm;
+  tm.tm_isdst = -1;
+  std::time_t t = std::mktime(&tm);
+  if (t == static_cast<std::time_t>(-1) || tm.tm_year != asked.tm_year || tm.tm_mon != asked.tm_mon ||
+      tm.tm_mday != asked.tm_mday || tm.tm_hour != asked.tm_hour || tm.tm_min != asked.tm_min ||
+      tm.tm_sec != asked.tm_sec)
+    Bad(text, "no such local time");
+  return WallClock::from_time_t(t);
+}
+
+}  // namespace
+
+WallClock::time_point ParseDeadline(std::string_view text, WallClock::time_point now) {
+  if (text.empty()) Bad(text, "empty");
+  if (text.front() == '+') return ParseDuration(text, now);
+  if (text.front() == '@') {
+    // Seconds since the epoch, as date(1) reads them: what `storemove plan --deadline` writes
+    // into its job lines (no time zone to differ between hosts). A job started after it is
+    // planned may find it passed: that is the window's end, not a mistake.
+    if (text.size() < 2 || text.size() > 13) Bad(text, "not @SECONDS");
+    int64_t seconds = 0;
+    for (char c : text.substr(1)) {
+      if (!std::isdigit(static_cast<unsigned char>(c))) Bad(text, "not @SECONDS");
+      seconds = seconds * 10 + (c - '0');
+    }
+    return WallClock::from_time_t(static_cast<std::time_t>(seconds));
+  }
+  std::tm tm{};
+  size_t pos = 0;
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  const bool dated = text.size() > 4 && text[4] == '-';
+  if (dated) {
+    if (!Number(text, &pos, 4, &year) || !Expect(text, &pos, '-') || !Number(text, &pos, 2, &month) ||
+        !Expect(text, &pos, '-') || !Number(text, &pos, 2, &day) ||
+        !(Expect(text, &pos, 'T') || Expect(text, &pos, ' ')))
+      Bad(text, "not a date and time");
+  }
+  if (!Number(text, &pos, 2, &hour) || !Expect(text, &pos, ':') || !Number(text, &pos, 2, &minute))
+    Bad(text, "not a time");
+  if (pos < text.size() && (!Expect(text, &pos, ':') || !Number(text, &pos, 2, &second)))
+    Bad(text, "not a time");
+  if (pos != text.size()) Bad(text, "unexpected text after the time");
+  if (hour > 23 || minute > 59 || second > 59) Bad(text, "no such time of day");
+  WallClock::time_point when;
+  if (dated) {
+    tm.tm_year = year - 1900;
+    tm.tm_mon = month - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = minute;
+    tm.tm_sec = second;
+    when = FromLocal(text, tm);
+    if (when <= now) Bad(text, "already passed");
+  } else {
+    // The next such time: today's, or tomorrow's once today's has passed.
+    std::time_t t = WallClock::to_time_t(now);
+    localtime_r(&t, &tm);
+    for (int days = 0; days < 3; ++days) {
+      std::tm at = tm;
+      at.tm_mday += days;
+      at.tm_hour = hour;
+      at.tm_min = minute;
+      at.tm_sec = second;
+      at.tm_isdst = -1;
+      std::time_t t2 = std::mktime(&at);  // normalises the day
+      // A time a daylight-saving change skips that day comes back moved: the next day has it.
+      if (t2 == static_cast<std::time_t>(-1) || at.tm_hour != hour || at.tm_min != minute) continue;
+      when = WallClock::from_time_t(t2);
+      if (when > now) return when;
+    }
+    Bad(text, "no such local time");
+  }
+  return when;
+}
+
+std::string DeadlineText(WallClock::time_point when) {
+  std::time_t t = WallClock::to_time_t(when);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", &tm);
+  return buf;
+}
+
+}  // namespace storemove::stream
