@@ -34,7 +34,8 @@ asan: deps
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
 # ThreadSanitizer build of the tests that run threads or several processes on one store (of
-# migrate_test the in-process migrations: group workers, pipelined sessions, the serve thread; of
+# migrate_test the in-process migrations: group workers, pipelined sessions, the serve thread, the
+# deadline timer, two migrations into one server at once; of
 # format_test only the zstd tests, whose decompression worker is a thread, less the two that
 # repeat one stream for every offset or byte: the rest is single-threaded and slow under TSan;
 # and less the adaptive level's round trip to the lowest rung, whose timing rules (output twice
@@ -55,7 +56,7 @@ tsan: deps
 	  bin=$$(find build-tsan/tests -name $$t -type f -perm -u+x | head -n 1); \
 	  echo "== tsan: $$t"; \
 	  case $$t in format_test) only="--gtest_filter=Zstd*:-*AtEveryOffset*:*ByteFlips*:*LowestRungWithNewFrames:*AnAdaptiveLevelGoesUp*";; \
-	    migrate_test) only="--gtest_filter=MigrateIncremental.*:*MigrateLatency*:Migrate.FourGroupsTwoJobsOverTlsPsk";; \
+	    migrate_test) only="--gtest_filter=MigrateIncremental.*:*MigrateLatency*:Migrate.FourGroupsTwoJobsOverTlsPsk:MigrateDeadline.*:*AnotherStoresCopyOnHold*";; \
 	    tools_moveuser_test) only="--gtest_filter=*AdministratorPullsManyUsersAtOnce*";; \
 	    *) only="";; esac; \
 	  (cd $$(dirname $$bin) && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 die_after_fork=0 suppressions=$(CURDIR)/tests/tsan.supp" \
