@@ -55,6 +55,8 @@ FleetGroupResult ReadGroup(const json& g, const std::string& file) {
   }
   if (g.contains("errors") && g["errors"].is_array() && !g["errors"].empty() && g["errors"].back().is_string())
     r.error = g["errors"].back().get<std::string>();
+  else if (!r.ok && g.contains("result") && g["result"].is_string())  // "not started (deadline)"
+    r.error = g["result"].get<std::string>();
   return r;
 }
 
@@ -100,6 +102,9 @@ FleetReport MergeFleetReports(const std::string& dir) {
         ++report.jobs_failed;
         if (j.contains("error") && j["error"].is_string()) report.job_errors.push_back(name + ": " + j["error"].get<std::string>());
         else if (j.value("interrupted", false)) report.job_errors.push_back(name + ": interrupted");
+        else if (j.value("deadline_reached", false) && j.contains("deadline") && j["deadline"].is_string())
+          report.job_errors.push_back(name + ": stopped at its deadline (" + j["deadline"].get<std::string>() +
+                                      "); its next run goes on");
       }
       report.groups.insert(report.groups.end(), groups.begin(), groups.end());
     } catch (const std::exception& e) {

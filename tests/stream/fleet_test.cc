@@ -213,6 +213,25 @@ TEST(FleetReport, UsersInNoGroupAreNamedAndTheFleetIsNotDone) {
   EXPECT_EQ(MergeFleetReports(dir).users_in_no_group, 3u);
 }
 
+// A job stopped by its --deadline (plan --deadline) is not done and says so: the job's line names
+// the deadline, a group that never started names that instead of an empty error.
+TEST(FleetReport, AJobStoppedAtItsDeadlineIsNamedAsSuch) {
+  TempDir tmp;
+  std::string dir = tmp / "results";
+  MakeDirs(dir);
+  nlohmann::json stopped = nlohmann::json::parse(GroupJson("b", false, 4, 0, 0, 0));
+  stopped["errors"] = nlohmann::json::array();
+  stopped["result"] = "not started (deadline)";
+  WriteFileAtomic(dir + "/a.json", R"({"ok": false, "deadline": "2026-12-04 06:00:00 CET", "deadline_reached": true,
+                                       "groups": [)" + stopped.dump() + "]}");
+  FleetReport r = MergeFleetReports(dir);
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.groups_failed, 1u);
+  ASSERT_EQ(r.job_errors.size(), 1u);
+  EXPECT_EQ(r.job_errors[0], "a.json: stopped at its deadline (2026-12-04 06:00:00 CET); its next run goes on");
+  EXPECT_NE(r.Text().find("FAILED group b (a.json): not started (deadline)"), std::string::npos) << r.Text();
+}
+
 TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   TempDir tmp;
   std::string dir = tmp / "results";
