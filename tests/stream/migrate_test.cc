@@ -846,7 +846,8 @@ TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 8, 3);
   std::string first_user;  // group "first" is that user alone, "second" the rest
-  for (char c : Statuses(*src).begin()->first)
+  const std::map<std::string, std::string> users = Statuses(*src);
+  for (char c : users.begin()->first)
     first_user += std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : std::string("[") + c + "]";
   std::ofstream(tmp / "src/config/backup-groups.conf") << "first=" << first_user << "\nsecond=.*\n";
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
