@@ -11,7 +11,7 @@ namespace {
 
 [[noreturn]] void Bad(std::string_view text, const std::string& why) {
   Throw(Errc::kInvalidArgument, "--deadline '" + EscapeControls(text) + "': " + why +
-                                    " (give +DURATION such as +90m or +2h30m, HH:MM, or YYYY-MM-DDTHH:MM, local time)");
+                                    " (give +DURATION such as +90m or +2h30m, HH:MM or YYYY-MM-DDTHH:MM in local time, or @SECONDS)");
 }
 
 // Digits at `*pos` of exactly `width` characters, as a number.

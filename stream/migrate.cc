@@ -374,12 +374,12 @@ class Migration {
       Throw(fatal_->code(), std::string(fatal_->what()) + " (not retried: fix the configuration" + put_back + ")");
     }
     report_.interrupted = options_.client.cancel && options_.client.cancel->cancelled();
-    report_.deadline_reached = deadline_reached_ && !report_.interrupted;
-    for (GroupReport& r : report_.groups) r.stopped_by_deadline = report_.deadline_reached && !r.ok;
-    if (!report_.deadline_reached) return report_;
-    // Reached, but every group was done: nothing was cut off.
-    if (std::all_of(report_.groups.begin(), report_.groups.end(), [](const GroupReport& r) { return r.ok; }))
-      report_.deadline_reached = false;
+    // Reached while groups were left: a deadline after the last group was done cut nothing off.
+    report_.deadline_reached = false;
+    for (GroupReport& r : report_.groups) {
+      if (report_.interrupted) r.stopped_by_deadline = false;  // a signal came first: its reason
+      report_.deadline_reached |= r.stopped_by_deadline;
+    }
     return report_;
   }
 
@@ -441,6 +441,9 @@ class Migration {
     r.attempts = 0;
     int64_t delay = options_.retry_delay_ms;
     std::string last_error;  // "attempt N: why", for the retry's line
+    // The group failed on its own (refused, misconfigured, out of retries), not because the run
+    // was cut off: a deadline that comes afterwards does not make it "stopped (deadline)".
+    bool failed_on_its_own = false;
     while (!Cancelled()) {
       ++r.attempts;
       try {
@@ -453,8 +456,12 @@ class Migration {
         last_error = r.errors.back();
         // A user live at the destination (CheckCopiesOnHold): this group needs somebody to act
         // first; a retry would be refused the same way, and the other groups are not concerned.
-        if (e.code() == Errc::kExists && !Cancelled()) break;
+        if (e.code() == Errc::kExists && !Cancelled()) {
+          failed_on_its_own = true;
+          break;
+        }
         if (!Retryable(e.code()) && !Cancelled()) {
+          failed_on_its_own = true;
           {
             std::lock_guard<std::mutex> lock(report_mutex_);
             if (!fatal_) fatal_ = std::make_unique<Error>(e.code(), "group " + r.name + ": " + e.what());
@@ -463,7 +470,10 @@ class Migration {
           break;
         }
       }
-      if (r.attempts > options_.retries) break;
+      if (r.attempts > options_.retries) {
+        failed_on_its_own = !Cancelled();
+        break;
+      }
       // The next attempt copies online again: give the users their service back meanwhile, so
       // they are never held for more than one final pass.
       if (!held.empty()) {
@@ -489,7 +499,8 @@ class Migration {
       if (cancel_.WaitFor(delay)) break;
       delay = std::min<int64_t>(delay * 2, options_.max_retry_delay_ms);
     }
-    live.phase = !Cancelled() ? "FAILED" : deadline_reached_ ? "deadline" : "interrupted";
+    r.stopped_by_deadline = !failed_on_its_own && deadline_reached_;
+    live.phase = r.stopped_by_deadline ? "deadline" : !Cancelled() || failed_on_its_own ? "FAILED" : "interrupted";
     // Give the users their service back on the source: their mail was only held.
     std::vector<std::string> errors;
     PutBack(source_, held, &errors, &put_back, PutBackWait());
@@ -801,7 +812,11 @@ std::string MigrateReport::Text() const {
     out += "deadline " + deadline + " reached: " + std::to_string(left) + (left == 1 ? " group" : " groups") +
            " not finished, served by this store as before; rerun to continue\n";
   }
-  std::snprintf(buf, sizeof buf, "migrate: %s in %.1f s\n", ok() ? "all groups done" : "SOME GROUPS FAILED", seconds);
+  bool failed = false;  // a group that failed on its own, not one the deadline stopped
+  for (const GroupReport& g : groups) failed |= !g.ok && !g.stopped_by_deadline;
+  std::snprintf(buf, sizeof buf, "migrate: %s in %.1f s\n",
+                ok() ? "all groups done" : failed || interrupted ? "SOME GROUPS FAILED" : "stopped at the deadline",
+                seconds);
   out += buf;
   return out;
 }

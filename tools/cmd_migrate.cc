@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "stream/migrate.h"
@@ -47,7 +48,7 @@ struct MigrateCliOptions {
   bool dry_run = false;
   int max_passes = 4;
   uint64_t settle = 200;
-  std::string deadline;
+  std::optional<std::string> deadline;  // given at all: "" is refused, not taken as none
   std::vector<std::string> groups;
 };
 
@@ -172,7 +173,7 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (o.max_passes < 0 || o.max_passes > 100) Throw(Errc::kInvalidArgument, "--max-passes: 0-100");
   options.max_online_passes = o.max_passes;
   options.settle_messages = o.settle;
-  if (!o.deadline.empty()) options.deadline = stream::ParseDeadline(o.deadline, stream::WallClock::now());
+  if (o.deadline) options.deadline = stream::ParseDeadline(*o.deadline, stream::WallClock::now());
   if (o.dry_run) {
     stream::MigrateDryRun plan = stream::PlanMigrate(*source, options);
     std::printf("%s", o.json ? (plan.Json() + "\n").c_str() : plan.Text().c_str());
@@ -207,8 +208,12 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
     Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + std::to_string(report.users_put_back) +
                                   " users put back to their status before the hold; rerun to continue");
   // The window ended with groups left: a planned stop, not a failure; the next window's rerun
-  // goes on (75, as a busy lock: a fleet's runner retries it, docs/fleet.md).
-  if (report.deadline_reached) {
+  // goes on (75, as a busy lock: a fleet's runner retries it, docs/fleet.md). A group that failed
+  // on its own (a user live at the destination: not retried) keeps the run's status 1, so that
+  // nobody reruns it in a loop.
+  const bool failed_on_its_own = std::any_of(report.groups.begin(), report.groups.end(),
+                                             [](const stream::GroupReport& g) { return !g.ok && !g.stopped_by_deadline; });
+  if (report.deadline_reached && !failed_on_its_own) {
     if (o.report_file != "-")
       std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
     Throw(Errc::kTempFail, "migrate reached its deadline (" + report.deadline + ") before every group was done: " +

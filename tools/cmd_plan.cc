@@ -1,11 +1,13 @@
 // storemove plan: prints a fleet migration's GNU parallel job file (stream/fleet_plan.h,
 // docs/fleet.md).
 #include <cstdio>
+#include <optional>
 
 #include "stream/deadline.h"
 #include "stream/fleet_plan.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/printable.h"
 
 namespace storemove::tools {
 namespace {
@@ -14,7 +16,7 @@ struct PlanCliOptions {
   std::string fleet_file;
   std::string results_dir;
   int lock_wait = 600;
-  std::string deadline;
+  std::optional<std::string> deadline;
 };
 
 int RunPlan(const PlanCliOptions& o) {
@@ -23,9 +25,13 @@ int RunPlan(const PlanCliOptions& o) {
   options.results_dir = o.results_dir;
   if (o.lock_wait < 0 || o.lock_wait > 86400) Throw(Errc::kInvalidArgument, "--lock-wait: 0-86400 seconds");
   options.lock_wait_seconds = o.lock_wait;
-  if (!o.deadline.empty())  // resolved here, once: "+2h" is two hours from the plan, not from each job
-    options.deadline_epoch =
-        int64_t(stream::WallClock::to_time_t(stream::ParseDeadline(o.deadline, stream::WallClock::now())));
+  if (o.deadline) {  // resolved here, once: "+2h" is two hours from the plan, not from each job
+    const auto now = stream::WallClock::now();
+    const auto deadline = stream::ParseDeadline(*o.deadline, now);
+    if (deadline <= now)  // @SECONDS may have passed for a job; for a plan it is a mistake
+      Throw(Errc::kInvalidArgument, "--deadline '" + EscapeControls(*o.deadline) + "': already passed");
+    options.deadline_epoch = int64_t(stream::WallClock::to_time_t(deadline));
+  }
   std::vector<stream::PlannedJob> jobs = stream::PlanFleet(fleet, options);
   for (const stream::PlannedJob& job : jobs) std::printf("%s\n", job.command.c_str());
   int slots = 0;

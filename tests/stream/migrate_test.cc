@@ -26,6 +26,8 @@
 #include <thread>
 #include <tuple>
 
+#include <nlohmann/json.hpp>
+
 #include "store/generate.h"
 #include "stream/migrate.h"
 #include "stream/net.h"
@@ -885,6 +887,40 @@ TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
   ASSERT_TRUE(rerun.ok()) << rerun.Text();
   EXPECT_FALSE(rerun.deadline_reached);
   ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
+// A group that fails on its own (a user live at the destination: never retried) is FAILED, not
+// "stopped (deadline)", even when the deadline then stops another group: its failure needs
+// someone to act, and a fleet must not rerun it as if the window had only closed (helper-59).
+TEST(MigrateDeadline, AGroupThatFailedOnItsOwnIsNotCountedAsStoppedByIt) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 6, 2);
+  const std::map<std::string, std::string> users = Statuses(*src);
+  std::string first_user;
+  for (char c : users.begin()->first)
+    first_user += std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : std::string("[") + c + "]";
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "first=" << first_user << "\nsecond=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  dst->CreateUser(users.begin()->first);  // live here: group "first" is refused at once
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.deadline = WallClock::now() + std::chrono::seconds(1);
+  o.on_pass = [&](const std::string& group, int) {
+    if (group == "second") WaitPast(*o.deadline);
+  };
+  MigrateReport r = Migrate(*src, o);
+  ASSERT_EQ(r.groups.size(), 2u);
+  EXPECT_FALSE(r.groups[0].ok);
+  EXPECT_FALSE(r.groups[0].stopped_by_deadline) << r.Text();
+  EXPECT_TRUE(r.groups[1].stopped_by_deadline) << r.Text();
+  EXPECT_TRUE(r.deadline_reached);
+  const std::string text = r.Text();
+  EXPECT_NE(text.find("FAILED"), std::string::npos) << text;
+  EXPECT_NE(text.find("stopped (deadline)"), std::string::npos) << text;
+  EXPECT_NE(text.find("migrate: SOME GROUPS FAILED"), std::string::npos) << text;
+  EXPECT_EQ(nlohmann::json::parse(r.Json())["groups"][0]["result"], "FAILED");
 }
 
 TEST(MigrateDeadline, AGroupOnHoldWhenItComesIsPutBackBeforeItsFinalPass) {

@@ -316,12 +316,21 @@ TEST_F(AdminViews, MigrateStopsAtItsDeadlineEvenInASessionThatNeverAnswers) {
               std::all_of(fs::directory_iterator(root_ + "/migrate-journal"), fs::directory_iterator(),
                           [](const fs::directory_entry& e) { return e.path().extension() == ".lock"; }));
 
-  for (const char* refused : {"+0s", "+5", "+1x", "+30m2h", "25:00", "2020-01-01T00:00", "tomorrow"}) {
+  for (const char* refused : {"", "+0s", "+5", "+1x", "+30m2h", "25:00", "2020-01-01T00:00", "tomorrow"}) {
     CliResult bad = RunCli({"migrate", "--store", root_, "--to", to, "--insecure", "--deadline", refused});
     EXPECT_EQ(bad.status, 64) << refused << ": " << bad.Describe();
     EXPECT_TRUE(IsOneErrorLine(bad)) << bad.Describe();
     EXPECT_NE(bad.err.find(std::string("--deadline '") + refused + "'"), std::string::npos) << bad.Describe();
   }
+  // A plan's deadline is resolved when the plan is made: one already passed is a mistake there.
+  std::ofstream(tmp_ / "fleet.json") << R"({"sources": [{"host": ":", "store": ")" << root_
+                                     << R"(", "to": "n:7070", "key": "/k", "groups": ["ab"]}]})";
+  CliResult plan = RunCli({"plan", "--fleet", tmp_ / "fleet.json", "--results", tmp_ / "results", "--deadline", "@1"});
+  EXPECT_EQ(plan.status, 64) << plan.Describe();
+  EXPECT_NE(plan.err.find("--deadline '@1': already passed"), std::string::npos) << plan.Describe();
+  plan = RunCli({"plan", "--fleet", tmp_ / "fleet.json", "--results", tmp_ / "results", "--deadline", "+2h"});
+  EXPECT_EQ(plan.status, 0) << plan.Describe();
+  EXPECT_NE(plan.out.find(" --deadline @"), std::string::npos) << plan.out;
   // A planned job (plan --deadline writes @SECONDS) started after its window: nothing starts, 75.
   CliResult late = RunCli({"migrate", "--store", root_, "--to", to, "--insecure", "--deadline", "@1", "ab"});
   EXPECT_EQ(late.status, 75) << late.Describe();
