@@ -77,7 +77,7 @@ std::string EncodeUser(const UserValue& u) {
   std::string s;
   AppendU8(&s, kValueVersion);
   AppendU8(&s, static_cast<uint8_t>(u.status.state));
-  AppendStr16(&s, u.status.state == UserState::kHold ? u.status.copy_of : u.status.host);
+  AppendStr16(&s, u.status.state == UserState::kMoved ? u.status.host : u.status.origin_store);
   AppendStr16(&s, u.partition);
   AppendU64(&s, static_cast<uint64_t>(u.created));
   if (!u.renames.empty()) {
@@ -90,6 +90,16 @@ std::string EncodeUser(const UserValue& u) {
   return s;
 }
 
+// A new status over an old one: the origin store stays unless the new status names one or is a
+// move (whose host takes its place), and unless the old one was a move (it had none).
+static void ApplyStatus(UserValue* u, const UserStatus& status) {
+  const bool keep_origin = status.state != UserState::kMoved && status.origin_store.empty() &&
+                           u->status.state != UserState::kMoved;
+  std::string origin = keep_origin ? std::move(u->status.origin_store) : std::string();
+  u->status = status;
+  if (keep_origin) u->status.origin_store = std::move(origin);
+}
+
 UserValue DecodeUser(std::string_view v, std::string_view user) {
   ValueReader r(v, "user " + std::string(user));
   if (r.U8() != kValueVersion) Throw(Errc::kCorrupt, "mboxlist: unknown user.db value version for " + std::string(user));
@@ -97,7 +107,7 @@ UserValue DecodeUser(std::string_view v, std::string_view user) {
   uint8_t state = r.U8();
   if (state > 2) Throw(Errc::kCorrupt, "mboxlist: bad status for user " + std::string(user));
   u.status.state = static_cast<UserState>(state);
-  (u.status.state == UserState::kHold ? u.status.copy_of : u.status.host) = r.Str16();
+  (u.status.state == UserState::kMoved ? u.status.host : u.status.origin_store) = r.Str16();
   u.partition = r.Str16();
   u.created = static_cast<int64_t>(r.U64());
   if (!r.AtEnd()) {
@@ -433,7 +443,7 @@ void Store::SetUserStatus(std::string_view user, const UserStatus& status, const
         std::string v;
         if (!db_->Get(db_->users(), txn, user, &v, true)) Throw(Errc::kNoUser, "no such user: " + std::string(user));
         UserValue u = DecodeUser(v, user);
-        u.status = status;
+        ApplyStatus(&u, status);
         db_->Put(db_->users(), txn, user, EncodeUser(u));
       },
       true);
@@ -465,7 +475,7 @@ std::vector<std::pair<std::string, UserStatus>> Store::SetUsersStatus(const std:
         }
         for (auto& [user, value] : changed) {
           if (moved == MovedUsers::kLeave && value.status.state == UserState::kMoved) continue;
-          value.status = status;
+          ApplyStatus(&value, status);
           db_->Put(db_->users(), txn, *user, EncodeUser(value));
         }
       },
@@ -505,7 +515,7 @@ void Store::SwitchHeldUsers(const std::vector<std::string>& users, const UserSta
           }
         }
         for (auto& [user, value] : values) {
-          value.status = status;
+          ApplyStatus(&value, status);
           db_->Put(db_->users(), txn, *user, EncodeUser(value));
         }
       },

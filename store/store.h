@@ -70,11 +70,13 @@ enum class UserState : uint8_t { kActive = 0, kHold = 1, kMoved = 2 };
 struct UserStatus {
   UserState state = UserState::kActive;
   std::string host;  // only for kMoved
-  // Only for kHold: the store id of the source store whose migration made this user as its copy
-  // (restore's copy_on_hold); empty for a hold set by hand or by an older version. Stored in
-  // user.db's host field. Lets a destination tell two source stores with the same user ids apart.
-  std::string copy_of{};  // (an initializer: {STATE, HOST} stays complete)
-  std::string ToString() const;  // "active", "hold", "moved:HOST" (copy_of is not shown)
+  // Not for kMoved: the store id of the source store whose migration made this user here (its
+  // copy on hold, then the switched user); empty for a user no migration made (or one made by a
+  // version before 2026-12-04). Stored in user.db's host field. A status change that gives none
+  // keeps it (a hold by hand does not make another store's copy free to be mirrored over); a
+  // move drops it. Lets a destination tell two source stores with the same user ids apart.
+  std::string origin_store{};  // (an initializer: {STATE, HOST} stays complete)
+  std::string ToString() const;  // "active", "hold", "moved:HOST" (origin_store is not shown)
   static UserStatus Parse(std::string_view text);  // throws kInvalidArgument
   friend bool operator==(const UserStatus&, const UserStatus&) = default;
 };

@@ -112,14 +112,18 @@ std::string OriginOf(const format::StreamHeader& h) {
 void CheckCopyOnHold(const store::UserInfo& here, const RestoreOptions& options) {
   if (options.adopt.count(here.user)) return;
   if (here.status.state == store::UserState::kHold) {
-    const std::string& of = here.status.copy_of;
+    // A copy another store's migration made stays that store's, held by hand or not: its
+    // folders' UIDs and UIDVALIDITYs are the other store's, and a mirror pass would mix the two
+    // stores' mail (helper-58, helper-59). A copy of unknown origin (held by hand, made by an
+    // older version) may be taken over, as before.
+    const std::string& of = here.status.origin_store;
     if (of.empty() || options.copy_source.empty() || of == options.copy_source) return;
     Throw(Errc::kExists,
-          "user " + EscapeControls(here.user) + " is on hold here as the copy a migration from another store is making (store id " +
+          "user " + EscapeControls(here.user) + " is on hold here as a copy of another store (store id " +
               EscapeControls(of) + "; this one is " + EscapeControls(options.copy_source) +
-              "): two stores with the same user ids would mix their mail, so nothing is written. Migrate one store "
-              "after the other, or into another destination; if that migration was given up, set the user to hold "
-              "here again (storemove user USER --status hold on this store) to let this one replace its copy");
+              "), made by that store's migration: two stores' users of one id would mix their mail in it, so "
+              "nothing is written. Migrate this store into another destination, or, if its mail is to replace "
+              "that copy, delete the copy here first (storemove delete --force USER on this store)");
   }
   Throw(Errc::kExists,
         "user " + EscapeControls(here.user) + " is live here (status " + here.status.ToString() +

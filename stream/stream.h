@@ -205,11 +205,11 @@ struct RestoreOptions {
   // it is in `adopt` (users whose switch an interrupted attempt of this migration had begun:
   // the source never said "moved", so no mail came here). A folder here that holds mail the
   // source does not (its UIDNEXT above the source's) is refused the same way, before it changes.
-  // A held copy says which source store it is a copy of (UserStatus::copy_of, copy_source
-  // here): a copy another store's migration made is refused as a live user is (two source
-  // stores with the same user ids, migrated here at once, would otherwise mirror over each
-  // other's copies). A hold set by hand (empty copy_of) may be taken over. Empty copy_source:
-  // a client that does not say its store (an older version); such a pass takes any hold.
+  // A copy says which source store it is a copy of (UserStatus::origin_store, copy_source here):
+  // one another store's migration made is refused as a live user is, held by hand or not (two
+  // source stores with the same user ids would otherwise mirror over each other's copies). A
+  // user of no origin may be taken over once on hold. Empty copy_source: a client that does not
+  // say its store (an older version); such a pass takes any hold.
   bool copy_on_hold = false;
   std::string copy_source;
   std::vector<std::string> copy_users;  // checked by CheckCopiesOnHold before the stream is read

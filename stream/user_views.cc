@@ -76,7 +76,7 @@ std::string UsersJson(const std::vector<store::UserInfo>& users) {
                     {"quota_limit", u.quota_limit},
                     {"quota_used", u.quota_used},
                     {"created", u.created ? nlohmann::json(IsoUtc(u.created)) : nlohmann::json(nullptr)}});
-    if (!u.status.copy_of.empty()) list.back()["copy_of"] = u.status.copy_of;  // a migration's copy, held
+    if (!u.status.origin_store.empty()) list.back()["origin_store"] = u.status.origin_store;  // a migration's copy, held
   }
   return nlohmann::json{{"users", list}, {"count", users.size()}, {"storemove_version", Version()}}.dump(2, ' ', false,
                                                                           nlohmann::json::error_handler_t::replace);

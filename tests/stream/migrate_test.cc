@@ -28,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "store/admin.h"
 #include "store/generate.h"
 #include "stream/migrate.h"
 #include "stream/net.h"
@@ -805,7 +806,7 @@ TEST(MigrateLiveDestination, AnotherStoresCopyOnHoldIsNeverMirroredOver) {
   o.on_hold = [&](const std::string&) {
     dst->ForEachUser([&](const store::UserInfo& u) {
       EXPECT_EQ(u.status.ToString(), "hold") << u.user;
-      EXPECT_EQ(u.status.copy_of, src->store_id()) << u.user;
+      EXPECT_EQ(u.status.origin_store, src->store_id()) << u.user;
     });
     MigrateOptions p = Options(tmp / "other", server.endpoint(), insecure, 1);
     p.retries = 0;
@@ -817,21 +818,52 @@ TEST(MigrateLiveDestination, AnotherStoresCopyOnHoldIsNeverMirroredOver) {
   EXPECT_FALSE(meanwhile->ok()) << meanwhile->Text();
   ASSERT_EQ(meanwhile->groups.size(), 1u);
   ASSERT_FALSE(meanwhile->groups[0].errors.empty());
-  EXPECT_NE(meanwhile->groups[0].errors[0].find("is on hold here as the copy a migration from another store is making "
-                                               "(store id " + src->store_id() + "; this one is " + other->store_id()),
+  EXPECT_NE(meanwhile->groups[0].errors[0].find("is on hold here as a copy of another store (store id " +
+                                               src->store_id() + "; this one is " + other->store_id()),
             std::string::npos)
       << meanwhile->groups[0].errors[0];
   for (const auto& [u, status] : Statuses(*other)) EXPECT_EQ(status, "active") << u << ": put back";
   ExpectMigrated(*dst, *src, "127.0.0.1");  // only the first store's mail, every message of it
-  dst->ForEachUser([&](const store::UserInfo& u) { EXPECT_TRUE(u.status.copy_of.empty()) << u.user; });
+  // Switched, the users still say which store they came from.
+  dst->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.origin_store, src->store_id()) << u.user; });
 
-  // A claim is stored in user.db; a hold set by hand names no store.
-  const std::string user = Statuses(*dst).begin()->first;
-  dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, "", other->store_id()});
-  EXPECT_EQ(dst->FindUser(user)->status.copy_of, other->store_id());
-  dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});
-  EXPECT_TRUE(dst->FindUser(user)->status.copy_of.empty());
-  EXPECT_EQ(dst->FindUser(user)->status.ToString(), "hold");
+  // Held by hand (as an administrator would to give a copy up), a copy stays the first store's:
+  // the other store is still refused, and nothing of its mail is written (helper-59: a hand hold
+  // let the other store's pass append its mail beside the first store's). Deleted, the user is
+  // free for the other store, whose copy then holds its mail alone.
+  std::vector<std::string> all;
+  for (const auto& [u, status] : Statuses(*dst)) all.push_back(u);
+  dst->SetUsersStatus(all, store::UserStatus{store::UserState::kHold, ""});
+  const std::map<std::string, std::string> before_other = Statuses(*other);
+  std::map<std::string, size_t> counts;
+  for (const std::string& u : all) counts[u] = InboxCount(*dst, u);
+  MigrateOptions p = Options(tmp / "other", server.endpoint(), insecure, 1);
+  p.retries = 0;
+  MigrateReport refused = Migrate(*other, p);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.Text().find("is on hold here as a copy of another store (store id " + src->store_id()),
+            std::string::npos)
+      << refused.Text();
+  for (const std::string& u : all) {
+    EXPECT_EQ(InboxCount(*dst, u), counts[u]) << u;
+    EXPECT_EQ(dst->FindUser(u)->status.origin_store, src->store_id()) << u;
+  }
+  EXPECT_EQ(Statuses(*other), before_other);
+  store::DeleteUserOptions force;
+  force.force = true;
+  for (const std::string& u : all) store::DeleteUser(*dst, u, force);
+  MigrateReport replaced = Migrate(*other, p);
+  ASSERT_TRUE(replaced.ok()) << replaced.Text();
+  ExpectMigrated(*dst, *other, "127.0.0.1");
+  dst->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.origin_store, other->store_id()) << u.user; });
+
+  // A move drops the origin (the host takes its place); a status without one keeps it.
+  const std::string user = all.front();
+  dst->SetUserStatus(user, store::UserStatus{store::UserState::kMoved, "elsewhere"});
+  EXPECT_TRUE(dst->FindUser(user)->status.origin_store.empty());
+  EXPECT_EQ(dst->FindUser(user)->status.ToString(), "moved:elsewhere");
+  dst->SetUserStatus(user, store::UserStatus{store::UserState::kActive, ""});
+  EXPECT_TRUE(dst->FindUser(user)->status.origin_store.empty());
 }
 
 // --deadline, the end of a maintenance window. Once it has passed, no step starts: the group
