@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "store/dir_lock.h"
@@ -692,7 +693,8 @@ void RequireVerifiedAndUnchanged(Store& store, std::string_view user) {
 
 // --- deletion ---------------------------------------------------------------------------------------
 
-std::string DeleteFolder(Store& store, std::string_view user, std::string_view folder) {
+std::string DeleteFolder(Store& store, std::string_view user, std::string_view folder,
+                         const Store::UserWriteLock* held) {
   ValidateUserId(user);
   ValidateStoredFolderName(folder);
   const std::string name = NormalizeFolder(folder);
@@ -702,7 +704,10 @@ std::string DeleteFolder(Store& store, std::string_view user, std::string_view f
                                       std::string(user) + " instead");
   Store::Db& db = store.db();
   // No restore may be building this user's mailboxes unpublished while files go (§6.9).
-  Store::UserWriteLock write_lock = store.LockUserForWriting(user);
+  if (held && held->user() != user)
+    Throw(Errc::kInvalidArgument, "DeleteFolder: the write lock held is " + held->user() + "'s, not " + std::string(user) + "'s");
+  std::optional<Store::UserWriteLock> write_lock;
+  if (!held) write_lock.emplace(store.LockUserForWriting(user));
   std::string v;
   bool found = false;
   db.Txn([&](DB_TXN* txn) { found = db.Get(db.folder(), txn, key, &v); });

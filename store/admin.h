@@ -62,8 +62,10 @@ void RequireVerifiedAndUnchanged(Store& store, std::string_view user);
 // Deletes one mailbox: its folder.db record, lright.db entries and peruser.db data go in one
 // transaction (the commit point, which also lowers the quota), then its files. Sub-folders stay.
 // The INBOX cannot be deleted on its own (kInvalidArgument): delete the user instead.
-// Returns the mailbox name deleted ("user/joe/Sent").
-std::string DeleteFolder(Store& store, std::string_view user, std::string_view folder);
+// Returns the mailbox name deleted ("user/joe/Sent"). `held`: the caller's own write lock of
+// `user` (a restore replacing a folder it is writing), used instead of taking it again.
+std::string DeleteFolder(Store& store, std::string_view user, std::string_view folder,
+                         const Store::UserWriteLock* held = nullptr);
 
 struct DeleteUserOptions {
   bool force = false;  // skip the verified-and-unchanged guard

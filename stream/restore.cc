@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "store/admin.h"
 #include "store/writeback.h"
 #include "stream/content_filter.h"
 #include "stream/net.h"
@@ -233,9 +234,12 @@ class RestoreSession {
 
   std::set<std::string> map_targets_;               // the -m map's new names
   std::map<std::string, std::string> restored_as_;  // such a name -> the stream's user restored as it
-  // copy_on_hold: the users this session checked and marked as its copies (OnUser); a folder of
-  // any other user is checked before it is written (a stream whose folder comes without its user).
-  std::set<std::string> copies_claimed_;
+  // copy_on_hold: the users this session checked and marked as its copies (OnUser), each with
+  // whether the copy was this source's before (made by this session or an earlier pass of this
+  // source's migration, or adopted): only such a copy's folders are replaced when the source
+  // re-created them. A folder of any other user is checked before it is written (a stream whose
+  // folder comes without its user).
+  std::map<std::string, bool> copies_claimed_;
   std::string MapUser(const std::string& user) const {
     auto it = options_.user_map.find(user);
     return it == options_.user_map.end() ? user : it->second;
@@ -300,8 +304,9 @@ class RestoreSession {
         // write lock (WriteUser), so two sessions cannot both take one user.
         if (existing) CheckCopyOnHold(*existing, options_);
         status = store::UserStatus{store::UserState::kHold, "", options_.copy_source};
+        copies_claimed_[user] = !existing || options_.adopt.count(user) ||
+                                (!options_.copy_source.empty() && existing->status == *status);
         if (existing && existing->status == *status) status.reset();
-        copies_claimed_.insert(user);
       }
       if (!existing) {
         store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false,
@@ -356,6 +361,26 @@ class RestoreSession {
       folder_name_ = DatedName(r.folder);
       current_mailbox_ = "user/" + user_ + "/" + folder_name_;
       existing = store_->FindFolder(user_, folder_name_);
+    }
+    // A migrate's copy of a folder with another UIDVALIDITY than the source's: the source deleted
+    // and re-created that folder since the copy was made. A copy this source's migration made
+    // (on hold since: nothing else wrote to it) is replaced by the source's folder; appended to,
+    // it mixed both and every final pass failed on its summary. A copy of unknown origin may
+    // hold mail of its own (delivered here after an earlier switch): refused, nothing written.
+    if (options_.copy_on_hold && existing && existing->uidvalidity != r.uidvalidity) {
+      auto claimed = copies_claimed_.find(user_);
+      const bool ours = claimed != copies_claimed_.end() && claimed->second;
+      if (!ours || folder_name_ == "INBOX")
+        Throw(Errc::kExists, current_mailbox_ + " here has UIDVALIDITY " + std::to_string(existing->uidvalidity) +
+                                 ", the source's " + std::to_string(r.uidvalidity) +
+                                 ": it is not a copy of the source's folder (re-created there since, or another "
+                                 "folder's), and " +
+                                 (ours ? std::string("an INBOX is not replaced on its own")
+                                       : std::string("this copy was not made by this store's migration")) +
+                                 ", so nothing is written. If the source's folder is to replace it, delete the copy "
+                                 "here (storemove delete --force on this store) and run again");
+      store::DeleteFolder(*store_, user_, folder_name_, &*write_lock_);
+      existing.reset();
     }
     // A migrate's copy never loses mail that only this side has: a UIDNEXT above the source's
     // means messages were added here (a delivery after an earlier switch), which a mirror would

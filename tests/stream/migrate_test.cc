@@ -866,6 +866,70 @@ TEST(MigrateLiveDestination, AnotherStoresCopyOnHoldIsNeverMirroredOver) {
   EXPECT_TRUE(dst->FindUser(user)->status.origin_store.empty());
 }
 
+// A folder the user deletes and creates again at the source during the migration has a new
+// UIDVALIDITY there, while the destination's copy has the old one. The copy is this migration's
+// own (on hold, marked as this store's): the pass replaces it with the source's folder. Before,
+// the pass appended the new folder's messages beside the old copy's and every final pass then
+// failed on the summary's UIDVALIDITY, for ever (found while answering helper-59).
+TEST(MigrateLiveDestination, AFolderReCreatedAtTheSourceReplacesItsOwnCopy) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 2, 4);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  const std::string user = Statuses(*src).begin()->first;
+  src->CreateFolder(user, "Projects");
+  Append(*src, user, "Projects", "old plan");
+  Append(*src, user, "Projects", "older plan");
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  o.on_pass = [&](const std::string&, int pass) {
+    if (pass != 1) return;
+    const uint32_t copied = dst->FindFolder(user, "Projects")->uidvalidity;
+    store::DeleteFolder(*src, user, "Projects");
+    src->CreateFolder(user, "Projects");
+    Append(*src, user, "Projects", "new plan");
+    ASSERT_NE(src->FindFolder(user, "Projects")->uidvalidity, copied);
+  };
+  MigrateReport r = Migrate(*src, o);
+  ASSERT_TRUE(r.ok()) << r.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_EQ(dst->FindFolder(user, "Projects")->uidvalidity, src->FindFolder(user, "Projects")->uidvalidity);
+  EXPECT_EQ(dst->OpenFolder(user, "Projects")->Snapshot().messages.size(), 1u);
+}
+
+// A held user no migration of this version made (no origin: created here, or held by hand
+// after an older version's switch) may have taken mail of its own: a folder of another
+// UIDVALIDITY there is not replaced but refused, naming it, and nothing of it changes.
+TEST(MigrateLiveDestination, AFolderOfAnotherUidValidityInACopyOfUnknownOriginIsRefused) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 1, 2);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  const std::string user = Statuses(*src).begin()->first;
+  src->CreateFolder(user, "Projects");
+  Append(*src, user, "Projects", "the source's plan");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  dst->CreateUser(user);
+  dst->CreateFolder(user, "Projects", src->FindFolder(user, "Projects")->uidvalidity + 7);
+  Append(*dst, user, "Projects", "mail only here");
+  dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  MigrateReport r = Migrate(*src, o);
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(r.Text().find("user/" + user + "/Projects here has UIDVALIDITY"), std::string::npos) << r.Text();
+  EXPECT_NE(r.Text().find("this copy was not made by this store's migration"), std::string::npos) << r.Text();
+  auto kept = dst->OpenFolder(user, "Projects")->Snapshot().messages;
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0].digest, DigestOf(std::string("Subject: mail only here\r\n\r\nmail only here\r\n")));
+  EXPECT_EQ(src->FindUser(user)->status.ToString(), "active");
+}
+
 // --deadline, the end of a maintenance window. Once it has passed, no step starts: the group
 // whose copy pass was running does not go on to its hold, the next group is not started, and a
 // group on hold when it comes is put back before its final pass. The source serves every user of
