@@ -59,6 +59,8 @@ void AppendStr32(std::string* s, std::string_view v) {
 }
 
 constexpr uint8_t kValueVersion = 1;
+// user.db's flags byte (docs/store-format.md §3.1).
+constexpr uint8_t kUserUntouchedCopy = 1;
 // folder.db key (outside the "user/" key space) of the last UIDVALIDITY handed out.
 constexpr std::string_view kUidValidityKey = "#uidvalidity";
 // folder.db key of the user rename generation (docs/store-format.md §3.3).
@@ -80,13 +82,15 @@ std::string EncodeUser(const UserValue& u) {
   AppendStr16(&s, u.status.state == UserState::kMoved ? u.status.host : u.status.origin_store);
   AppendStr16(&s, u.partition);
   AppendU64(&s, static_cast<uint64_t>(u.created));
-  if (!u.renames.empty()) {
+  const uint8_t flags = u.status.state == UserState::kHold && u.status.untouched_copy ? kUserUntouchedCopy : 0;
+  if (!u.renames.empty() || flags) {  // a flags byte needs the renames count before it (0 here)
     AppendU8(&s, static_cast<uint8_t>(u.renames.size() | (u.renames_truncated ? 0x80 : 0)));
     for (const UserRename& r : u.renames) {
       AppendU64(&s, r.generation);
       AppendStr16(&s, r.from);
     }
   }
+  if (flags) AppendU8(&s, flags);
   return s;
 }
 
@@ -96,7 +100,7 @@ static void ApplyStatus(UserValue* u, const UserStatus& status) {
   const bool keep_origin = status.state != UserState::kMoved && status.origin_store.empty() &&
                            u->status.state != UserState::kMoved;
   std::string origin = keep_origin ? std::move(u->status.origin_store) : std::string();
-  u->status = status;
+  u->status = status;  // untouched_copy as the new status says: a change by anyone else clears it
   if (keep_origin) u->status.origin_store = std::move(origin);
 }
 
@@ -119,6 +123,7 @@ UserValue DecodeUser(std::string_view v, std::string_view user) {
       rename.from = r.Str16();
       u.renames.push_back(std::move(rename));
     }
+    if (!r.AtEnd()) u.status.untouched_copy = (r.U8() & kUserUntouchedCopy) && u.status.state == UserState::kHold;
   }
   return u;
 }

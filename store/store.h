@@ -76,6 +76,11 @@ struct UserStatus {
   // keeps it (a hold by hand does not make another store's copy free to be mirrored over); a
   // move drops it. Lets a destination tell two source stores with the same user ids apart.
   std::string origin_store{};  // (an initializer: {STATE, HOST} stays complete)
+  // Only for kHold: a copy that a pass of origin_store's migration made here and that has been on
+  // hold ever since (never switched, held by hand or adopted): nothing but that store's passes
+  // wrote to it, so a pass may replace a folder of it that the source re-created. Any status
+  // change that does not say so clears it.
+  bool untouched_copy = false;
   std::string ToString() const;  // "active", "hold", "moved:HOST" (origin_store is not shown)
   static UserStatus Parse(std::string_view text);  // throws kInvalidArgument
   friend bool operator==(const UserStatus&, const UserStatus&) = default;

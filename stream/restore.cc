@@ -235,9 +235,8 @@ class RestoreSession {
   std::set<std::string> map_targets_;               // the -m map's new names
   std::map<std::string, std::string> restored_as_;  // such a name -> the stream's user restored as it
   // copy_on_hold: the users this session checked and marked as its copies (OnUser), each with
-  // whether the copy was this source's before (made by this session or an earlier pass of this
-  // source's migration, or adopted): only such a copy's folders are replaced when the source
-  // re-created them. A folder of any other user is checked before it is written (a stream whose
+  // whether the copy is untouched (UserStatus::untouched_copy): only such a copy's folders are
+  // replaced when the source re-created them. A folder of any other user is checked before it is written (a stream whose
   // folder comes without its user).
   std::map<std::string, bool> copies_claimed_;
   std::string MapUser(const std::string& user) const {
@@ -303,9 +302,16 @@ class RestoreSession {
         // or another source's copy, is never mirrored over. Checked and claimed under the user's
         // write lock (WriteUser), so two sessions cannot both take one user.
         if (existing) CheckCopyOnHold(*existing, options_);
-        status = store::UserStatus{store::UserState::kHold, "", options_.copy_source};
-        copies_claimed_[user] = !existing || options_.adopt.count(user) ||
-                                (!options_.copy_source.empty() && existing->status == *status);
+        // Untouched (only this store's passes wrote to it) when this pass makes it, when an
+        // interrupted switch of this migration is adopted, or when it was so and still is; not
+        // a copy held by hand or of unknown origin, which may hold mail of its own (helper-60).
+        const bool untouched =
+            !options_.copy_source.empty() &&
+            (!existing || options_.adopt.count(user) ||
+             (existing->status.state == store::UserState::kHold && existing->status.untouched_copy &&
+              existing->status.origin_store == options_.copy_source));
+        status = store::UserStatus{store::UserState::kHold, "", options_.copy_source, untouched};
+        copies_claimed_[user] = untouched;
         if (existing && existing->status == *status) status.reset();
       }
       if (!existing) {
@@ -376,9 +382,10 @@ class RestoreSession {
                                  ": it is not a copy of the source's folder (re-created there since, or another "
                                  "folder's), and " +
                                  (ours ? std::string("an INBOX is not replaced on its own")
-                                       : std::string("this copy was not made by this store's migration")) +
-                                 ", so nothing is written. If the source's folder is to replace it, delete the copy "
-                                 "here (storemove delete --force on this store) and run again");
+                                       : std::string("this copy was not made and kept on hold by this store's "
+                                                     "migration (it may hold mail of its own)")) +
+                                 ", so nothing of this folder is written. If the source's folder is to replace it, "
+                                 "delete the copy here (storemove delete --force on this store) and run again");
       store::DeleteFolder(*store_, user_, folder_name_, &*write_lock_);
       existing.reset();
     }
