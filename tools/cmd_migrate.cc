@@ -220,9 +220,17 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
                                std::to_string(report.users_put_back) +
                                " users put back to their status before the hold; rerun to continue");
   }
-  if (o.report_file == "-") return report.ok() ? 0 : 1;
-  std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
-  return report.ok() ? 0 : 1;
+  if (o.report_file != "-") std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
+  if (report.ok()) return 0;
+  // Said on stderr too, in the one line every failure ends with: under cron the report may go
+  // where nobody looks (helper-60).
+  size_t failed = 0;
+  for (const stream::GroupReport& g : report.groups) failed += !g.ok;
+  std::fflush(stdout);
+  std::fprintf(stderr, "storemove: migrate: %zu of %zu groups failed (the report says why); their users are served by "
+                       "%s as before\n",
+               failed, report.groups.size(), source->root().c_str());
+  return 1;
 }
 
 int RunMigrate(const MigrateCliOptions& o) {

@@ -281,6 +281,11 @@ TEST_F(AdminViews, AMigrateAttemptThatWillBeRetriedIsSaidAtOnce) {
   EXPECT_NE(r.status, 0) << r.Describe();
   EXPECT_NE(r.err.find("storemove migrate: group mn: attempt 1: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("; attempt 2 of 2 in 1 s\n"), std::string::npos) << r.err;
+  // And the failure ends, as every failure does, with one line (the report is on stdout).
+  EXPECT_EQ(r.status, 1) << r.Describe();
+  EXPECT_TRUE(r.err.ends_with("storemove: migrate: 1 of 1 groups failed (the report says why); their users are served by " +
+                              root_ + " as before\n"))
+      << r.err;
 }
 
 // --deadline: a destination that accepts the connection and never answers would keep migrate in
