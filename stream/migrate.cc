@@ -452,7 +452,11 @@ class Migration {
         live.phase = "done";
         return;
       } catch (const Error& e) {
-        r.errors.push_back("attempt " + std::to_string(r.attempts) + ": " + e.what());
+        // Cut off (a signal, the deadline, another group's configuration error): the reason
+        // first, then what the cut session saw ("closed the connection" alone misled, helper-60).
+        r.errors.push_back("attempt " + std::to_string(r.attempts) + ": " +
+                           (Cancelled() && e.what() != cancel_.why() ? "cut off (" + cancel_.why() + "): " : "") +
+                           e.what());
         last_error = r.errors.back();
         // A user live at the destination (CheckCopiesOnHold): this group needs somebody to act
         // first; a retry would be refused the same way, and the other groups are not concerned.
@@ -810,7 +814,7 @@ std::string MigrateReport::Text() const {
     size_t left = 0;
     for (const GroupReport& g : groups) left += g.stopped_by_deadline;
     out += "deadline " + deadline + " reached: " + std::to_string(left) + (left == 1 ? " group" : " groups") +
-           " not finished, served by this store as before; rerun to continue\n";
+           " stopped by it, served by this store as before; rerun to continue\n";
   }
   bool failed = false;  // a group that failed on its own, not one the deadline stopped
   for (const GroupReport& g : groups) failed |= !g.ok && !g.stopped_by_deadline;

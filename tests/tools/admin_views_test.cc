@@ -314,6 +314,9 @@ TEST_F(AdminViews, MigrateStopsAtItsDeadlineEvenInASessionThatNeverAnswers) {
   EXPECT_EQ(j["deadline_reached"], true);
   ASSERT_EQ(j["groups"].size(), 2u);
   EXPECT_EQ(j["groups"][0]["result"], "stopped (deadline)");
+  EXPECT_NE(j["groups"][0]["errors"][0].get<std::string>().find("attempt 1: cut off (reached its deadline ("),
+            std::string::npos)
+      << j["groups"][0]["errors"];
   EXPECT_EQ(j["groups"][1]["result"], "not started (deadline)");
   EXPECT_EQ(j["groups"][1]["attempts"], 0);
   EXPECT_EQ(Statuses(), statuses);
