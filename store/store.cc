@@ -629,11 +629,32 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user, const Lock
         }
       }
     }
+    if (!wait.keeps_untouched_copy) ForgetUntouchedCopy(name);  // under the lock, before any write
     return UserWriteLock(this, name, std::move(fd));
   } catch (...) {
     ReleaseUserWriteLock(name);
     throw;
   }
+}
+
+// A writer other than its migrate's passes is about to write to a held copy: the copy may from
+// now on hold mail of its own, which no pass may replace (helper-61: an import into a held copy
+// was deleted with the folder the source had re-created). Durable before the writer writes.
+void Store::ForgetUntouchedCopy(const std::string& user) {
+  std::string v;
+  bool found = false;
+  db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->users(), txn, user, &v); });
+  if (!found || !DecodeUser(v, user).status.untouched_copy) return;
+  db_->Txn(
+      [&](DB_TXN* txn) {
+        std::string current;
+        if (!db_->Get(db_->users(), txn, user, &current, true)) return;
+        UserValue u = DecodeUser(current, user);
+        if (!u.status.untouched_copy) return;
+        u.status.untouched_copy = false;
+        db_->Put(db_->users(), txn, user, EncodeUser(u));
+      },
+      true);
 }
 
 UniqueFd Store::ShareUserWriteLock(std::string_view user) {

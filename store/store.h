@@ -79,7 +79,8 @@ struct UserStatus {
   // Only for kHold: a copy that a pass of origin_store's migration made here and that has been on
   // hold ever since (never switched, held by hand or adopted): nothing but that store's passes
   // wrote to it, so a pass may replace a folder of it that the source re-created. Any status
-  // change that does not say so clears it.
+  // change that does not say so clears it, and so does any other writer taking the user's write
+  // lock (import, restore, rename, delete, moveuser: LockWait::keeps_untouched_copy).
   bool untouched_copy = false;
   std::string ToString() const;  // "active", "hold", "moved:HOST" (origin_store is not shown)
   static UserStatus Parse(std::string_view text);  // throws kInvalidArgument
@@ -330,6 +331,9 @@ class Store {
     std::function<void(const std::string&)> on_wait;  // told once, before waiting, why
     int timeout_seconds = 0;                           // 0: no limit; else kTempFail after that long
     std::function<bool()> cancelled;                   // asked every ~200 ms while waiting; true: kTempFail
+    // LockUserForWriting: a migrate pass writing its own copy keeps UserStatus::untouched_copy;
+    // any other writer clears it (durably) before it can write.
+    bool keeps_untouched_copy = false;
   };
   // Changes the status under the user's delivery gate: once it returns, no delivery that saw
   // the old status is still appending (see LockUserForDelivery). A delivery holds the gate only
@@ -489,6 +493,7 @@ class Store {
   // invalid fd when this thread holds it; kTempFail when another holds it.
   UniqueFd ShareUserWriteLock(std::string_view user);
   void ReleaseUserWriteLock(const std::string& user);
+  void ForgetUntouchedCopy(const std::string& user);
   std::string root_;
   std::string store_id_;
   StoreOptions options_;

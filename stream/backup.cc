@@ -271,7 +271,15 @@ class BackupSession {
   bool SkippedUnopened(const store::FolderInfo& info) const {
     if (!options_.since_modseq || !options_.skip_unchanged) return false;
     auto it = options_.since_modseq->find(info.Mailbox());
-    return it != options_.since_modseq->end() && it->second != 0 && it->second == info.highest_modseq;
+    return it != options_.since_modseq->end() && it->second != 0 && it->second == info.highest_modseq &&
+           SameFolderAsSince(info);
+  }
+
+  // The folder since_modseq's value was read from, as far as since_uidvalidity knows.
+  bool SameFolderAsSince(const store::FolderInfo& info) const {
+    if (!options_.since_uidvalidity) return true;
+    auto it = options_.since_uidvalidity->find(info.Mailbox());
+    return it == options_.since_uidvalidity->end() || it->second == info.uidvalidity;
   }
 
   void WriteUser(const store::UserInfo& u) {
@@ -327,7 +335,7 @@ class BackupSession {
   // (deleted, or renamed).
   std::optional<FolderIdentity> Enqueue(const store::FolderInfo& info) {
     if (SkippedUnopened(info)) {  // a listing with the index's header
-      if (options_.on_folder) options_.on_folder(info.Mailbox(), info.highest_modseq, info.uidnext);
+      if (options_.on_folder) options_.on_folder(info.Mailbox(), info.highest_modseq, info.uidnext, info.uidvalidity);
       return FolderIdentity{info.uidvalidity, info.created};
     }
     if (options_.before_folder_opened) options_.before_folder_opened(info.Mailbox());
@@ -350,7 +358,8 @@ class BackupSession {
       auto it = options_.since_modseq->find(now.Mailbox());
       // A receiver "ahead" of the source (a folder recreated, or an index from before modseqs)
       // gets the folder complete.
-      if (it != options_.since_modseq->end() && it->second != 0 && it->second <= now.highest_modseq) {
+      if (it != options_.since_modseq->end() && it->second != 0 && it->second <= now.highest_modseq &&
+          SameFolderAsSince(now)) {
         ahead->since = it->second;
         if (options_.since_uidnext) {
           auto u = options_.since_uidnext->find(now.Mailbox());
@@ -361,7 +370,7 @@ class BackupSession {
     const bool unchanged = ahead->since != 0 && ahead->since == now.highest_modseq;
     const FolderIdentity identity{now.uidvalidity, now.created};
     if (unchanged && options_.skip_unchanged) {
-      if (options_.on_folder) options_.on_folder(now.Mailbox(), now.highest_modseq, now.uidnext);
+      if (options_.on_folder) options_.on_folder(now.Mailbox(), now.highest_modseq, now.uidnext, now.uidvalidity);
       return identity;
     }
     if (options_.oracle && !options_.manifest && !unchanged) Ask(*ahead);
@@ -476,7 +485,7 @@ class BackupSession {
     else
       encoder_.EndFolder();
     receiver_has_.clear();
-    if (options_.on_folder) options_.on_folder(snap.info.Mailbox(), snap.info.highest_modseq, snap.info.uidnext);
+    if (options_.on_folder) options_.on_folder(snap.info.Mailbox(), snap.info.highest_modseq, snap.info.uidnext, snap.info.uidvalidity);
   }
 
   // The folder's directory no longer holds its index: the folder was deleted or renamed.

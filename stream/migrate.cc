@@ -576,15 +576,21 @@ class Migration {
     // receiver settled (its summary matched). The next pass sends only what changed since.
     std::map<std::string, uint64_t> settled;
     std::map<std::string, uint32_t> settled_uidnext;  // and its UIDNEXT then (flag changes go as metas)
-    std::map<std::string, std::pair<uint64_t, uint32_t>> seen;  // this pass: modseq and UIDNEXT each folder was read at
+    std::map<std::string, uint32_t> settled_uidvalidity;  // and its UIDVALIDITY (a re-created folder is another)
+    struct Seen {
+      uint64_t modseq;
+      uint32_t uidnext, uidvalidity;
+    };
+    std::map<std::string, Seen> seen;  // this pass: what each folder was read at
     BackupOptions backup;
     backup.only_users = &users;
     backup.source_host = "migrate";
     backup.since_modseq = &settled;
     backup.summaries = true;
     backup.since_uidnext = &settled_uidnext;
-    backup.on_folder = [&](const std::string& mailbox, uint64_t modseq, uint32_t uidnext) {
-      seen[mailbox] = {modseq, uidnext};
+    backup.since_uidvalidity = &settled_uidvalidity;
+    backup.on_folder = [&](const std::string& mailbox, uint64_t modseq, uint32_t uidnext, uint32_t uidvalidity) {
+      seen[mailbox] = {modseq, uidnext, uidvalidity};
     };
     backup.on_progress = [&](uint64_t m, uint64_t b) {
       live.messages += m;
@@ -616,13 +622,15 @@ class Migration {
       ++r.passes;
       r.pass_messages.push_back(s.messages + s.links);
       for (const auto& [mailbox, mark] : seen) {
-        if (mark.first == 0) continue;  // an index without modseqs: sent whole each time
-        settled[mailbox] = mark.first;
-        settled_uidnext[mailbox] = mark.second;
+        if (mark.modseq == 0) continue;  // an index without modseqs: sent whole each time
+        settled[mailbox] = mark.modseq;
+        settled_uidnext[mailbox] = mark.uidnext;
+        settled_uidvalidity[mailbox] = mark.uidvalidity;
       }
       for (const std::string& mailbox : s.unsettled) {  // sent complete next time
         settled.erase(mailbox);
         settled_uidnext.erase(mailbox);
+        settled_uidvalidity.erase(mailbox);
       }
       if (!final && options_.on_pass) options_.on_pass(r.name, r.passes);
       return s.messages + s.links + s.unsettled.size();

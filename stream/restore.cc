@@ -302,14 +302,14 @@ class RestoreSession {
         // or another source's copy, is never mirrored over. Checked and claimed under the user's
         // write lock (WriteUser), so two sessions cannot both take one user.
         if (existing) CheckCopyOnHold(*existing, options_);
-        // Untouched (only this store's passes wrote to it) when this pass makes it, when an
-        // interrupted switch of this migration is adopted, or when it was so and still is; not
-        // a copy held by hand or of unknown origin, which may hold mail of its own (helper-60).
+        // Untouched (only this store's passes wrote to it) when this pass makes it, or when it was
+        // so and still is; not a copy held by hand, written by another writer, adopted after an
+        // interrupted switch, or of unknown origin: it may hold mail of its own (helper-60, -61).
+        // Not an adopted copy: it was active here, and nothing proves no mail reached it (helper-61).
         const bool untouched =
             !options_.copy_source.empty() &&
-            (!existing || options_.adopt.count(user) ||
-             (existing->status.state == store::UserState::kHold && existing->status.untouched_copy &&
-              existing->status.origin_store == options_.copy_source));
+            (!existing || (existing->status.state == store::UserState::kHold && existing->status.untouched_copy &&
+                           existing->status.origin_store == options_.copy_source));
         status = store::UserStatus{store::UserState::kHold, "", options_.copy_source, untouched};
         copies_claimed_[user] = untouched;
         if (existing && existing->status == *status) status.reset();
@@ -1138,8 +1138,10 @@ class RestoreSession {
     RecomputePendingQuota();
     write_lock_.reset();
     try {
+      // A migrate pass keeps its own copy untouched; any other restore is a writer like import.
       write_lock_.emplace(store_->LockUserForWriting(
-          user, store::Store::LockWait{options_.on_wait, options_.lock_timeout_seconds, options_.lock_cancelled}));
+          user, store::Store::LockWait{options_.on_wait, options_.lock_timeout_seconds, options_.lock_cancelled,
+                                       options_.copy_on_hold}));
     } catch (const Error& e) {
       gave_up_on_user_ = e.code() == Errc::kTempFail;
       throw;

@@ -116,9 +116,15 @@ struct BackupOptions {
   // (A message given an old UID later, by a restore into the source, then makes the folder
   // unsettled and the next pass sends it complete.)
   const std::map<std::string, uint32_t>* since_uidnext = nullptr;
-  // Told, for every folder written (or skipped as unchanged), the modseq and UIDNEXT its
-  // snapshot had.
-  std::function<void(const std::string& mailbox, uint64_t modseq, uint32_t uidnext)> on_folder;
+  // Per mailbox, the UIDVALIDITY of that snapshot: a folder of another UIDVALIDITY now (deleted
+  // and re-created at the source since) is not the folder since_modseq speaks of, whatever its
+  // modseq, and goes complete. Without it a re-created folder whose modseq happened to equal the
+  // settled one was skipped as unchanged, even by the final pass, and the migration ended ok
+  // with the old folder at the destination.
+  const std::map<std::string, uint32_t>* since_uidvalidity = nullptr;
+  // Told, for every folder written (or skipped as unchanged), the modseq, UIDNEXT and
+  // UIDVALIDITY its snapshot had.
+  std::function<void(const std::string& mailbox, uint64_t modseq, uint32_t uidnext, uint32_t uidvalidity)> on_folder;
   // Folders whose QUERY is sent ahead of their data (pipelining); 0 = the default (32). Each
   // folder's snapshot is taken when its question is asked (at most ~131,072 messages of
   // snapshots are held ahead, whatever this says). 1 = stop-and-wait: each folder's questions

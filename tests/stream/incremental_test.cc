@@ -76,7 +76,7 @@ Pass RunPass(store::Store& src, store::Store& dst, std::map<std::string, uint64_
   b.since_modseq = since;
   b.skip_unchanged = skip_unchanged;
   b.summaries = summaries;
-  b.on_folder = [&](const std::string& mailbox, uint64_t modseq, uint32_t) {
+  b.on_folder = [&](const std::string& mailbox, uint64_t modseq, uint32_t, uint32_t) {
     told[mailbox] = modseq;
     pass.folders_told.push_back(mailbox);
   };

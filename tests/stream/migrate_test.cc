@@ -883,6 +883,11 @@ TEST(MigrateLiveDestination, AFolderReCreatedAtTheSourceReplacesItsOwnCopy) {
   src->CreateFolder(user, "Projects");
   Append(*src, user, "Projects", "old plan");
   Append(*src, user, "Projects", "older plan");
+  // Re-created with as many changes as before: the same HIGHESTMODSEQ and UIDNEXT, so only its
+  // UIDVALIDITY tells it from the folder the destination settled. Every pass took it for
+  // unchanged, and the migration ended ok with the old folder at the destination.
+  src->CreateFolder(user, "Single");
+  Append(*src, user, "Single", "the only one");
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.retries = 0;
   o.on_pass = [&](const std::string&, int pass) {
@@ -893,12 +898,60 @@ TEST(MigrateLiveDestination, AFolderReCreatedAtTheSourceReplacesItsOwnCopy) {
     src->CreateFolder(user, "Projects");
     Append(*src, user, "Projects", "new plan");
     ASSERT_NE(src->FindFolder(user, "Projects")->uidvalidity, copied);
+    const store::FolderInfo single = *src->FindFolder(user, "Single");
+    store::DeleteFolder(*src, user, "Single");
+    src->CreateFolder(user, "Single", single.uidvalidity + 3);
+    Append(*src, user, "Single", "another only one");
+    ASSERT_EQ(src->FindFolder(user, "Single")->uidnext, single.uidnext);
   };
   MigrateReport r = Migrate(*src, o);
   ASSERT_TRUE(r.ok()) << r.Text();
   ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_EQ(dst->FindFolder(user, "Single")->uidvalidity, src->FindFolder(user, "Single")->uidvalidity);
   EXPECT_EQ(dst->FindFolder(user, "Projects")->uidvalidity, src->FindFolder(user, "Projects")->uidvalidity);
   EXPECT_EQ(dst->OpenFolder(user, "Projects")->Snapshot().messages.size(), 1u);
+}
+
+// A writer other than the migration's passes (import, restore, rename: anything that takes the
+// user's write lock) writing to a held copy makes it no longer untouched: a folder the source
+// re-created is then refused, not replaced, and what that writer put there stays (helper-61: an
+// import into a held copy was deleted with the folder, the run ending 0 and verify equal).
+TEST(MigrateLiveDestination, AFolderWrittenByAnotherWriterIsNotReplaced) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 1, 2);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  const std::string user = Statuses(*src).begin()->first;
+  src->CreateFolder(user, "Projects");
+  Append(*src, user, "Projects", "old plan");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  o.on_pass = [&](const std::string&, int pass) {
+    if (pass != 1) return;
+    ASSERT_TRUE(dst->FindUser(user)->status.untouched_copy);
+    {
+      store::Store::UserWriteLock importing = dst->LockUserForWriting(user);
+      Append(*dst, user, "Projects", "imported at the destination");
+    }
+    EXPECT_FALSE(dst->FindUser(user)->status.untouched_copy);
+    const uint32_t copied = dst->FindFolder(user, "Projects")->uidvalidity;
+    store::DeleteFolder(*src, user, "Projects");
+    src->CreateFolder(user, "Projects", copied + 7);
+    Append(*src, user, "Projects", "new plan");
+  };
+  MigrateReport r = Migrate(*src, o);
+  EXPECT_FALSE(r.ok()) << r.Text();
+  EXPECT_NE(r.Text().find("user/" + user + "/Projects here has UIDVALIDITY"), std::string::npos) << r.Text();
+  auto kept = dst->OpenFolder(user, "Projects")->Snapshot().messages;
+  EXPECT_EQ(kept.size(), 2u);
+  EXPECT_TRUE(std::any_of(kept.begin(), kept.end(), [](const store::MessageMeta& m) {
+    return m.digest ==
+           DigestOf(std::string("Subject: imported at the destination\r\n\r\nimported at the destination\r\n"));
+  }));
+  EXPECT_EQ(src->FindUser(user)->status.ToString(), "active");
 }
 
 // A held user no migration of this version made (no origin: created here, or held by hand
