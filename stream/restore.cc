@@ -236,8 +236,8 @@ class RestoreSession {
   std::map<std::string, std::string> restored_as_;  // such a name -> the stream's user restored as it
   // copy_on_hold: the users this session checked and marked as its copies (OnUser), each with
   // whether the copy is untouched (UserStatus::untouched_copy): only such a copy's folders are
-  // replaced when the source re-created them. A folder of any other user is checked before it is written (a stream whose
-  // folder comes without its user).
+  // replaced when the source re-created them. A folder of any other user is checked before it
+  // is written (a stream whose folder comes without its user).
   std::map<std::string, bool> copies_claimed_;
   std::string MapUser(const std::string& user) const {
     auto it = options_.user_map.find(user);
@@ -304,8 +304,8 @@ class RestoreSession {
         if (existing) CheckCopyOnHold(*existing, options_);
         // Untouched (only this store's passes wrote to it) when this pass makes it, or when it was
         // so and still is; not a copy held by hand, written by another writer, adopted after an
-        // interrupted switch, or of unknown origin: it may hold mail of its own (helper-60, -61).
-        // Not an adopted copy: it was active here, and nothing proves no mail reached it (helper-61).
+        // interrupted switch (it was active here), or of unknown origin: it may hold mail of its
+        // own (helper-60, -61).
         const bool untouched =
             !options_.copy_source.empty() &&
             (!existing || (existing->status.state == store::UserState::kHold && existing->status.untouched_copy &&
@@ -369,10 +369,10 @@ class RestoreSession {
       existing = store_->FindFolder(user_, folder_name_);
     }
     // A migrate's copy of a folder with another UIDVALIDITY than the source's: the source deleted
-    // and re-created that folder since the copy was made. A copy this source's migration made
-    // (on hold since: nothing else wrote to it) is replaced by the source's folder; appended to,
-    // it mixed both and every final pass failed on its summary. A copy of unknown origin may
-    // hold mail of its own (delivered here after an earlier switch): refused, nothing written.
+    // and re-created that folder since the copy was made. In an untouched copy (only this
+    // store's passes wrote to it) it is replaced by the source's folder; appended to, it mixed
+    // both and every final pass failed on its summary. Any other copy may hold mail of its own
+    // (delivered here while it was live, imported): refused, nothing of the folder written.
     if (options_.copy_on_hold && existing && existing->uidvalidity != r.uidvalidity) {
       auto claimed = copies_claimed_.find(user_);
       const bool ours = claimed != copies_claimed_.end() && claimed->second;
