@@ -1032,6 +1032,14 @@ TEST(MigrateLiveDestination, AFolderReCreatedAtTheSourceDoesNotReplaceACopyThatW
 // an unfinished group as before; a rerun (no deadline) finishes the job from where it stopped.
 // The hooks wait for the wall clock to pass the deadline (what they stand for: a pass or a hold
 // that takes longer than the window has left).
+// The source's groups: "first" is `user` alone (its id matched literally), "second" the rest.
+void WriteFirstUserAloneGroups(const std::string& source_dir, const std::string& user) {
+  std::string pattern;
+  for (char c : user)
+    pattern += std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : std::string("[") + c + "]";
+  std::ofstream(source_dir + "/config/backup-groups.conf") << "first=" << pattern << "\nsecond=.*\n";
+}
+
 void WaitPast(WallClock::time_point deadline) {
   while (WallClock::now() <= deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
 }
@@ -1039,11 +1047,7 @@ void WaitPast(WallClock::time_point deadline) {
 TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 8, 3);
-  std::string first_user;  // group "first" is that user alone, "second" the rest
-  const std::map<std::string, std::string> users = Statuses(*src);
-  for (char c : users.begin()->first)
-    first_user += std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : std::string("[") + c + "]";
-  std::ofstream(tmp / "src/config/backup-groups.conf") << "first=" << first_user << "\nsecond=.*\n";
+  WriteFirstUserAloneGroups(tmp / "src", Statuses(*src).begin()->first);
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
   net::Credentials insecure;
   insecure.insecure = true;
@@ -1088,10 +1092,7 @@ TEST(MigrateDeadline, AGroupThatFailedOnItsOwnIsNotCountedAsStoppedByIt) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 6, 2);
   const std::map<std::string, std::string> users = Statuses(*src);
-  std::string first_user;
-  for (char c : users.begin()->first)
-    first_user += std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : std::string("[") + c + "]";
-  std::ofstream(tmp / "src/config/backup-groups.conf") << "first=" << first_user << "\nsecond=.*\n";
+  WriteFirstUserAloneGroups(tmp / "src", users.begin()->first);
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
   dst->CreateUser(users.begin()->first);  // live here: group "first" is refused at once
   net::Credentials insecure;
