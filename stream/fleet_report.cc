@@ -60,6 +60,17 @@ FleetGroupResult ReadGroup(const json& g, const std::string& file) {
   return r;
 }
 
+// A group of a job that failed for a reason of its own, not one its job's deadline or a
+// destination found down left to the next run (their "result" says so).
+bool FailedOnTheirOwn(const json& groups) {
+  for (const json& g : groups) {
+    if (!g.is_object() || g.value("ok", true)) continue;
+    const std::string result = g.contains("result") && g["result"].is_string() ? g["result"].get<std::string>() : "";
+    if (!result.ends_with("(destination down)") && !result.ends_with("(deadline)")) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 FleetReport MergeFleetReports(const std::string& dir) {
@@ -102,6 +113,10 @@ FleetReport MergeFleetReports(const std::string& dir) {
         ++report.jobs_failed;
         if (j.contains("error") && j["error"].is_string()) report.job_errors.push_back(name + ": " + j["error"].get<std::string>());
         else if (j.value("interrupted", false)) report.job_errors.push_back(name + ": interrupted");
+        else if (j.contains("destination_unreachable") && j["destination_unreachable"].is_string())
+          report.job_errors.push_back(name + ": destination down (" + j["destination_unreachable"].get<std::string>() +
+                                      (FailedOnTheirOwn(j["groups"]) ? "); other groups failed on their own (below)"
+                                                                     : "); its next run goes on"));
         else if (j.value("deadline_reached", false) && j.contains("deadline") && j["deadline"].is_string())
           report.job_errors.push_back(name + ": stopped at its deadline (" + j["deadline"].get<std::string>() +
                                       "); its next run goes on");

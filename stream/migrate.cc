@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <set>
 #include <sstream>
 #include <nlohmann/json.hpp>
@@ -353,17 +354,33 @@ class Migration {
     report_.groups.resize(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) report_.groups[g].name = groups[g].name;
 
-    std::atomic<size_t> next{0};
     std::atomic<bool> done{false};
     std::thread display;
     if (options_.live) display = std::thread([&] { Display(done); });
-    std::vector<std::thread> workers;
-    int jobs = std::max(1, std::min<int>(options_.jobs, int(groups.size())));
-    for (int j = 0; j < jobs; ++j)
-      workers.emplace_back([&] {
-        for (size_t g; (g = next++) < groups.size();) RunGroup(g);
-      });
-    for (auto& w : workers) w.join();
+    std::vector<size_t> order(groups.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    while (!order.empty()) {
+      std::atomic<size_t> next{0};
+      std::vector<std::thread> workers;
+      int jobs = std::max(1, std::min<int>(options_.jobs, int(order.size())));
+      for (int j = 0; j < jobs; ++j)
+        workers.emplace_back([&] {
+          for (size_t i; (i = next++) < order.size();) RunGroup(order[i]);
+        });
+      for (auto& w : workers) w.join();
+      // The destination answered again after it was found down (helper-62: it came back while
+      // another group retried): the groups passed over meanwhile get their turn now. Each round
+      // starts at least one of them, so this ends.
+      order.clear();
+      if (Cancelled() || destination_down_) break;
+      for (size_t g = 0; g < groups.size(); ++g) {
+        GroupReport& r = report_.groups[g];
+        if (!r.destination_unreachable || r.attempts != 0) continue;
+        r.destination_unreachable = false;
+        r.errors.clear();
+        order.push_back(g);
+      }
+    }
     done = true;
     if (display.joinable()) display.join();
     report_.seconds = Since(start);
@@ -391,6 +408,17 @@ class Migration {
   bool Cancelled() {
     if (options_.deadline && !cancel_.cancelled() && WallClock::now() >= *options_.deadline) ReachDeadline();
     return cancel_.cancelled();
+  }
+
+  // The destination is taken for down from a group's last attempt without a connection until
+  // any attempt connects (or a group whose last attempt had connected ends): meanwhile no group
+  // starts. The report keeps the first finding's reason.
+  void ReachDestinationDown(const std::string& why) {
+    {
+      std::lock_guard<std::mutex> lock(report_mutex_);
+      if (report_.destination_unreachable.empty()) report_.destination_unreachable = "group " + why;
+    }
+    if (!destination_down_.exchange(true) && options_.on_destination_down) options_.on_destination_down("group " + why);
   }
 
   void ReachDeadline() {
@@ -444,12 +472,22 @@ class Migration {
     // The group failed on its own (refused, misconfigured, out of retries), not because the run
     // was cut off: a deadline that comes afterwards does not make it "stopped (deadline)".
     bool failed_on_its_own = false;
+    bool connected = false;  // this attempt got a TCP connection to --to
     while (!Cancelled()) {
+      // Another group ran out of attempts without one connection: the destination is down, and
+      // each group would spend its own retries (minutes each) finding that out again. A group
+      // with nobody left to move needs no connection.
+      if (r.attempts == 0 && destination_down_ && !UsersToMove(g, r).empty()) {
+        r.destination_unreachable = true;
+        break;
+      }
       ++r.attempts;
+      connected = false;
       try {
-        MigrateGroup(g, r, live, held);
+        MigrateGroup(g, r, live, held, &connected);
         r.ok = true;
         live.phase = "done";
+        if (connected) destination_down_ = false;  // it answered, whatever another group found meanwhile
         return;
       } catch (const Error& e) {
         // Cut off (a signal, the deadline, another group's configuration error): the reason
@@ -476,6 +514,12 @@ class Migration {
       }
       if (r.attempts > options_.retries) {
         failed_on_its_own = !Cancelled();
+        if (failed_on_its_own && !connected) {
+          r.destination_unreachable = true;
+          ReachDestinationDown(r.name + ": " + last_error);
+        } else if (connected) {
+          destination_down_ = false;
+        }
         break;
       }
       // The next attempt copies online again: give the users their service back meanwhile, so
@@ -497,14 +541,17 @@ class Migration {
       live.phase = "retry-wait";
       if (options_.on_retry && !Cancelled())
         options_.on_retry("group " + r.name + ": " + last_error + "; attempt " + std::to_string(r.attempts + 1) +
-                          " of " + std::to_string(options_.retries + 1) + " in " + std::to_string((delay + 999) / 1000) +
-                          " s");
+                          " of " + std::to_string(options_.retries + 1) + " in " +
+                          (delay < 1000 ? std::to_string(delay) + " ms" : std::to_string((delay + 999) / 1000) + " s"));
       r.retry_delays_ms.push_back(delay);
       if (cancel_.WaitFor(delay)) break;
       delay = std::min<int64_t>(delay * 2, options_.max_retry_delay_ms);
     }
-    r.stopped_by_deadline = !failed_on_its_own && deadline_reached_;
-    live.phase = r.stopped_by_deadline ? "deadline" : !Cancelled() || failed_on_its_own ? "FAILED" : "interrupted";
+    r.stopped_by_deadline = !failed_on_its_own && !r.destination_unreachable && deadline_reached_;
+    if (r.attempts == 0) (void)UsersToMove(g, r);  // not started: the report still counts its users
+    if (r.stopped_by_deadline) live.phase = "deadline";
+    else if (r.destination_unreachable) live.phase = "unreachable";
+    else live.phase = !Cancelled() || failed_on_its_own ? "FAILED" : "interrupted";
     // Give the users their service back on the source: their mail was only held.
     std::vector<std::string> errors;
     PutBack(source_, held, &errors, &put_back, PutBackWait());
@@ -541,12 +588,8 @@ class Migration {
     return switch_trusted_.count(group) > 0;
   }
 
-  void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live, Held& held) {
-    CheckCancelled();
-    // Users an earlier run finished are left alone: a rerun resumes. So is a user moved to any
-    // host, not only this run's --to or --moved-host: the same server under another name (or a
-    // run that named another --moved-host) holds the live mailbox, which a mirror pass from
-    // here would overwrite with this copy, expunging the mail it accepted since.
+  // The group's members to migrate (r.users; r.already_moved counts those moved to any host).
+  std::set<std::string> UsersToMove(size_t g, GroupReport& r) {
     std::set<std::string> users;
     r.already_moved = 0;
     for (const std::string& user : members_[g]) {
@@ -559,6 +602,16 @@ class Migration {
       users.insert(user);
     }
     r.users = users.size();
+    return users;
+  }
+
+  void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live, Held& held, bool* connected) {
+    CheckCancelled();
+    // Users an earlier run finished are left alone: a rerun resumes. So is a user moved to any
+    // host, not only this run's --to or --moved-host: the same server under another name (or a
+    // run that named another --moved-host) holds the live mailbox, which a mirror pass from
+    // here would overwrite with this copy, expunging the mail it accepted since.
+    std::set<std::string> users = UsersToMove(g, r);
     r.passes = 0;
     r.pass_messages.clear();
     r.hold_seconds = 0;
@@ -569,7 +622,12 @@ class Migration {
     const std::vector<std::string> user_list(users.begin(), users.end());
 
     // One connection for every pass and the switch: one handshake, and the switch is one round trip.
-    net::Session session(options_.to, client_);
+    net::ClientOptions client = client_;
+    client.on_connected = [this, connected] {
+      *connected = true;
+      destination_down_ = false;  // it answers: the groups after this one start again
+    };
+    net::Session session(options_.to, client);
     const uint64_t wire_before = session.bytes_out();
 
     // Per mailbox, the source modseq the destination is known to hold: what a pass sent and the
@@ -762,6 +820,7 @@ class Migration {
   net::Cancellation cancel_;
   std::unique_ptr<Error> fatal_;  // under report_mutex_: the configuration error that stopped the run
   std::atomic<bool> deadline_reached_{false};  // the deadline cancelled the run (not a signal)
+  std::atomic<bool> destination_down_{false};  // ReachDestinationDown, until it answers again
   MigrateReport report_;
   // Groups whose switch record this run may believe (ReadSwitchRecord): written by this run, or
   // left by a run killed during its hold, whose journal this run recovered.
@@ -786,7 +845,8 @@ namespace {
 std::string Result(const GroupReport& g) {
   if (g.ok) return g.attempts > 1 ? "ok after " + std::to_string(g.attempts) + " attempts" : "ok";
   if (g.stopped_by_deadline) return g.attempts == 0 ? "not started (deadline)" : "stopped (deadline)";
-  return "FAILED";
+  if (g.destination_unreachable) return g.attempts == 0 ? "not started (destination down)" : "FAILED (destination down)";
+  return g.attempts == 0 ? "not started" : "FAILED";  // a signal came first
 }
 
 }  // namespace
@@ -824,10 +884,24 @@ std::string MigrateReport::Text() const {
     out += "deadline " + deadline + " reached: " + std::to_string(left) + (left == 1 ? " group" : " groups") +
            " stopped by it, served by this store as before; rerun to continue\n";
   }
-  bool failed = false;  // a group that failed on its own, not one the deadline stopped
-  for (const GroupReport& g : groups) failed |= !g.ok && !g.stopped_by_deadline;
+  size_t down = 0;
+  for (const GroupReport& g : groups) down += g.destination_unreachable;
+  if (down) {
+    size_t not_started = 0;
+    for (const GroupReport& g : groups) not_started += g.destination_unreachable && g.attempts == 0;
+    out += "destination down (" + destination_unreachable + ")" +
+           (not_started ? ": " + std::to_string(not_started) + (not_started == 1 ? " group" : " groups") + " not started"
+                        : std::string()) +
+           "; their users are served by this store as before; rerun when it answers\n";
+  }
+  // A group that failed for itself, not one the deadline stopped or a destination that was down.
+  bool failed = false;
+  for (const GroupReport& g : groups) failed |= !g.ok && !g.stopped_by_deadline && !g.destination_unreachable;
   std::snprintf(buf, sizeof buf, "migrate: %s in %.1f s\n",
-                ok() ? "all groups done" : failed || interrupted ? "SOME GROUPS FAILED" : "stopped at the deadline",
+                ok()                    ? "all groups done"
+                : failed || interrupted ? "SOME GROUPS FAILED"
+                : down                  ? "stopped: the destination is down"
+                                        : "stopped at the deadline",
                 seconds);
   out += buf;
   return out;
@@ -844,6 +918,8 @@ std::string MigrateReport::Json() const {
   j["interrupted"] = interrupted;
   j["deadline"] = deadline.empty() ? nlohmann::json(nullptr) : nlohmann::json(deadline);
   j["deadline_reached"] = deadline_reached;
+  j["destination_unreachable"] =
+      destination_unreachable.empty() ? nlohmann::json(nullptr) : nlohmann::json(destination_unreachable);
   j["users_put_back"] = users_put_back;
   for (const GroupReport& g : groups) {
     j["groups"].push_back({{"name", g.name},

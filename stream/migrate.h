@@ -49,6 +49,9 @@ struct MigrateOptions {
   // Told of each failed attempt that will be retried, and when: the CLI prints it on stderr when
   // there is no live display, so a run under cron or GNU parallel does not wait minutes in silence.
   std::function<void(const std::string&)> on_retry;
+  // Told when a group's last attempt got no connection and the groups not started yet wait for
+  // the destination to answer (each time it is found down again): the CLI prints it on stderr.
+  std::function<void(const std::string& why)> on_destination_down;
   // Test seam: called once a group's users are on hold (journal written), before the catch-up.
   std::function<void(const std::string& group)> on_hold;
   // Tests: called once the destination answered the switch, before the source's transaction; a
@@ -79,6 +82,9 @@ struct GroupReport {
   std::vector<int64_t> retry_delays_ms;  // the wait before each retry
   bool ok = false;
   bool stopped_by_deadline = false;  // not ok because the deadline came (attempts 0: not started)
+  // Not ok because --to could not be reached: its last attempt got no TCP connection (attempts
+  // 0: not started, because another group's attempts had found the destination down).
+  bool destination_unreachable = false;
   int passes = 0;                // passes of the successful attempt (copy, online, final)
   std::vector<uint64_t> pass_messages;  // messages (and links) each of those passes carried
   // Seconds the users were held: from the first user set on hold to the last one switched.
@@ -97,6 +103,9 @@ struct MigrateReport {
   bool interrupted = false;            // options.client.cancel was cancelled (a signal)
   bool deadline_reached = false;       // options.deadline came before every group was done
   std::string deadline;                // DeadlineText of options.deadline ("" without one)
+  // Why the destination was found down: the last error of the first group that ran out of
+  // attempts without one connection ("" if none did). No group starts after that.
+  std::string destination_unreachable;
   uint64_t users_put_back = 0;         // users of failed or interrupted groups set back from hold
   bool ok() const;
   std::string Text() const;

@@ -413,6 +413,10 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
       int err = 0;
       socklen_t len = sizeof err;
       ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      // Reset before we looked: the connection was made (a refused SYN is ECONNREFUSED) and the
+      // server's host dropped it at once, as a proxy without its backend does. The first read
+      // or write says so ("closed the connection"), not "connect" (helper-62: taken for down).
+      if (err == ECONNRESET) err = 0;
       rc = err ? -1 : 0;
       errno = err;
     }

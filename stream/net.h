@@ -78,6 +78,9 @@ struct ClientOptions {
   int timeout_seconds = 60;  // connect, and any read or write that makes no progress
   int compress_level = 1;    // zstd level of the DATA stream, 0 = none
   int threads = 0;           // zstd worker threads
+  // Called by a Session once its TCP connection is made (before TLS): the server's host
+  // answered. migrate tells a destination that is down from one that failed a session.
+  std::function<void()> on_connected;
 };
 
 // Backs up `options` of `source` to the server, which restores it; returns the combined report

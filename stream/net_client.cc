@@ -192,6 +192,7 @@ class Session::Impl {
         conn_(ConnectTcp(to, client.timeout_seconds, client.cancel, &buffers_), to.ToString()),
         registration_(client.cancel, &conn_) {
     ::signal(SIGPIPE, SIG_IGN);  // a closed connection becomes EPIPE
+    if (client.on_connected) client.on_connected();
     conn_.SetTimeout(client.timeout_seconds);
     // "hello" asks for nothing but READY: the server has then authenticated us (a TLS 1.3
     // server refuses a client certificate after our handshake has returned, at our first read).

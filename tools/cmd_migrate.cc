@@ -184,6 +184,10 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove migrate: %s\n", why.c_str()); };
   if (!options.live)  // the live display shows "retry-wait" itself
     options.on_retry = [](const std::string& what) { std::fprintf(stderr, "storemove migrate: %s\n", what.c_str()); };
+  options.on_destination_down = [&options](const std::string& why) {
+    std::fprintf(stderr, "storemove migrate: destination %s is down (%s): no further group starts unless it answers\n",
+                 options.to.ToString().c_str(), why.c_str());
+  };
   if (const char* hook = std::getenv("STOREMOVE_TEST_HOLD_FD")) {
     int fd = std::atoi(hook);
     options.on_hold = [fd, &cancel](const std::string& group) { PauseInHold(fd, cancel, group); };
@@ -211,8 +215,22 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   // goes on (75, as a busy lock: a fleet's runner retries it, docs/fleet.md). A group that failed
   // on its own (a user live at the destination: not retried) keeps the run's status 1, so that
   // nobody reruns it in a loop.
-  const bool failed_on_its_own = std::any_of(report.groups.begin(), report.groups.end(),
-                                             [](const stream::GroupReport& g) { return !g.ok && !g.stopped_by_deadline; });
+  // So is a destination found down (every attempt of a group without one connection): the
+  // groups after it did not start, and the run that follows once it answers goes on.
+  const bool failed_on_its_own =
+      std::any_of(report.groups.begin(), report.groups.end(), [](const stream::GroupReport& g) {
+        return !g.ok && !g.stopped_by_deadline && !g.destination_unreachable;
+      });
+  if (!report.destination_unreachable.empty() && !failed_on_its_own) {
+    if (o.report_file != "-")
+      std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
+    size_t left = 0;
+    for (const stream::GroupReport& g : report.groups) left += !g.ok;
+    Throw(Errc::kTempFail, "migrate: destination " + options.to.ToString() + " was down (" +
+                               report.destination_unreachable + "): " + std::to_string(left) + " of " +
+                               std::to_string(report.groups.size()) + " groups not migrated, their users served by " +
+                               source->root() + " as before; rerun when it answers");
+  }
   if (report.deadline_reached && !failed_on_its_own) {
     if (o.report_file != "-")
       std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
@@ -224,12 +242,20 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (report.ok()) return 0;
   // Said on stderr too, in the one line every failure ends with: under cron the report may go
   // where nobody looks (helper-60).
-  size_t failed = 0;
-  for (const stream::GroupReport& g : report.groups) failed += !g.ok;
+  size_t failed = 0, down = 0, stopped = 0;
+  for (const stream::GroupReport& g : report.groups) {
+    if (g.ok) continue;
+    if (g.destination_unreachable) ++down;
+    else if (g.stopped_by_deadline) ++stopped;
+    else ++failed;
+  }
+  std::string also;  // groups left for a reason that is not theirs
+  if (down) also += "; " + std::to_string(down) + " not migrated because " + options.to.ToString() + " was down";
+  if (stopped) also += "; " + std::to_string(stopped) + " stopped by the deadline";
   std::fflush(stdout);
-  std::fprintf(stderr, "storemove: migrate: %zu of %zu groups failed (the report says why); their users are served by "
+  std::fprintf(stderr, "storemove: migrate: %zu of %zu groups failed (the report says why)%s; their users are served by "
                        "%s as before\n",
-               failed, report.groups.size(), source->root().c_str());
+               failed, report.groups.size(), also.c_str(), source->root().c_str());
   return 1;
 }
 
@@ -274,7 +300,8 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_option("--compress", o->compress, "zstd level 1-19 for the sessions, or none (default 1)")->type_name("LEVEL|none");
   c->add_option("--retries", o->retries,
                 "further attempts for a group that failed on the network, the server or verification (default 2); "
-                "configuration errors (credentials, authentication, names) stop at once");
+                "configuration errors (credentials, authentication, names) stop at once; once a group's last attempt got no "
+                "connection, the destination is taken for down: the groups not yet started are not started (exit 75)");
   c->add_option("--retry-delay", o->retry_delay,
                 "seconds before the first retry, doubled before each next one up to 30 s (default 1)");
   c->add_flag("--delete-source", o->delete_source, "delete verified users from this store after the switch");

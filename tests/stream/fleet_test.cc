@@ -232,6 +232,34 @@ TEST(FleetReport, AJobStoppedAtItsDeadlineIsNamedAsSuch) {
   EXPECT_NE(r.Text().find("FAILED group b (a.json): not started (deadline)"), std::string::npos) << r.Text();
 }
 
+// A job that found its destination down names it, and a group it did not start says so.
+TEST(FleetReport, AJobThatFoundItsDestinationDownIsNamedAsSuch) {
+  TempDir tmp;
+  std::string dir = tmp / "results";
+  MakeDirs(dir);
+  nlohmann::json skipped = nlohmann::json::parse(GroupJson("b", false, 4, 0, 0, 0));
+  skipped["errors"] = nlohmann::json::array();
+  skipped["result"] = "not started (destination down)";
+  WriteFileAtomic(dir + "/a.json", R"({"ok": false, "destination_unreachable": "group a: attempt 3: connect to n:7070: )"
+                                   R"(Connection refused", "groups": [)" + skipped.dump() + "]}");
+  FleetReport r = MergeFleetReports(dir);
+  EXPECT_FALSE(r.ok());
+  ASSERT_EQ(r.job_errors.size(), 1u);
+  EXPECT_EQ(r.job_errors[0], "a.json: destination down (group a: attempt 3: connect to n:7070: Connection refused); its "
+                             "next run goes on");
+  EXPECT_NE(r.Text().find("FAILED group b (a.json): not started (destination down)"), std::string::npos) << r.Text();
+
+  // A group of the same job that failed on its own (exit 1): the next run would not cure it.
+  nlohmann::json own = nlohmann::json::parse(GroupJson("c", false, 2, 0, 0, 0));
+  own["result"] = "FAILED";
+  WriteFileAtomic(dir + "/a.json", R"({"ok": false, "destination_unreachable": "group a: attempt 3: connect to n:7070: )"
+                                   R"(Connection refused", "groups": [)" + skipped.dump() + "," + own.dump() + "]}");
+  r = MergeFleetReports(dir);
+  ASSERT_EQ(r.job_errors.size(), 1u);
+  EXPECT_EQ(r.job_errors[0], "a.json: destination down (group a: attempt 3: connect to n:7070: Connection refused); "
+                             "other groups failed on their own (below)");
+}
+
 TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   TempDir tmp;
   std::string dir = tmp / "results";

@@ -3,15 +3,18 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -245,6 +248,7 @@ class Listener {
   }
   ~Listener() { ::close(fd_); }
   uint16_t port() const { return port_; }
+  int fd() const { return fd_; }
   bool SomeoneConnected() {
     int c = ::accept(fd_, nullptr, nullptr);
     if (c >= 0) ::close(c);
@@ -271,13 +275,18 @@ std::map<std::string, std::string> Tree(const std::string& root) {
 // Without a live display (cron, GNU parallel), a failed attempt that will be retried is said
 // at once: a destination that never answers cost minutes of silence before the final report.
 TEST_F(AdminViews, AMigrateAttemptThatWillBeRetriedIsSaidAtOnce) {
-  int port;
-  {
-    Listener gone;
-    port = gone.port();
-  }  // closed: the connection is refused
-  CliResult r = RunCli({"migrate", "--store", root_, "--to", "127.0.0.1:" + std::to_string(port), "--insecure",
+  Listener closer;  // takes each connection and closes it: the session fails, the host answers
+  std::atomic<bool> stop{false};
+  std::thread closing([&] {
+    while (!stop) {
+      pollfd p{closer.fd(), POLLIN, 0};
+      if (::poll(&p, 1, 50) > 0) (void)closer.SomeoneConnected();
+    }
+  });
+  CliResult r = RunCli({"migrate", "--store", root_, "--to", "127.0.0.1:" + std::to_string(closer.port()), "--insecure",
                         "--retries", "1", "--retry-delay", "1", "mn"});
+  stop = true;
+  closing.join();
   EXPECT_NE(r.status, 0) << r.Describe();
   EXPECT_NE(r.err.find("storemove migrate: group mn: attempt 1: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("; attempt 2 of 2 in 1 s\n"), std::string::npos) << r.err;
@@ -344,6 +353,40 @@ TEST_F(AdminViews, MigrateStopsAtItsDeadlineEvenInASessionThatNeverAnswers) {
   EXPECT_EQ(late.status, 75) << late.Describe();
   EXPECT_TRUE(IsOneErrorLine(late)) << late.Describe();
   EXPECT_NE(late.out.find("not started (deadline)"), std::string::npos) << late.out;
+  EXPECT_EQ(Statuses(), statuses);
+}
+
+// A destination that is down: the first group spends its retries, the others do not start, and
+// migrate exits 75 (try later) with one line saying so, not "groups failed" (1) after each
+// group's own minutes of retries.
+TEST_F(AdminViews, MigrateToADestinationThatIsDownStopsAfterOneGroupsRetries) {
+  uint16_t port;
+  {
+    Listener closed;  // a port that was free a moment ago and is closed again
+    port = closed.port();
+  }
+  const std::string to = "127.0.0.1:" + std::to_string(port);
+  const auto statuses = Statuses();
+  CliResult r = RunCli({"migrate", "--store", root_, "--to", to, "--insecure", "--retries", "1", "--retry-delay",
+                        "0.01", "--report", tmp_ / "report.json", "ab", "mn"});
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("storemove migrate: destination " + to + " is down (group ab: attempt 2: connect to " + to +
+                       ": Connection refused): no further group starts unless it answers\n"),
+            std::string::npos)
+      << r.Describe();
+  EXPECT_TRUE(r.err.ends_with("storemove: migrate: destination " + to + " was down (group ab: attempt 2: connect to " +
+                              to + ": Connection refused): 2 of 2 groups not migrated, their users served by " + root_ +
+                              " as before; rerun when it answers\n"))
+      << r.Describe();
+  EXPECT_NE(r.out.find("FAILED (destination down)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("not started (destination down)"), std::string::npos) << r.out;
+  nlohmann::json j = nlohmann::json::parse(testing::SlurpFile(tmp_ / "report.json"));
+  EXPECT_EQ(j["ok"], false);
+  EXPECT_NE(j["destination_unreachable"].get<std::string>().find("group ab: attempt 2: connect to"), std::string::npos);
+  ASSERT_EQ(j["groups"].size(), 2u);
+  EXPECT_EQ(j["groups"][0]["attempts"], 2);
+  EXPECT_EQ(j["groups"][1]["attempts"], 0);
+  EXPECT_EQ(j["groups"][1]["result"], "not started (destination down)");
   EXPECT_EQ(Statuses(), statuses);
 }
 
