@@ -45,14 +45,23 @@ int RunRename(const RenameOptions& options) {
     Throw(Errc::kInvalidArgument, "rename " + options.old_name + " " + options.new_name +
                                       ": the names are the same and no partition was given");
   auto store = OpenStore(options.store_dir);
-
-  if (from.whole_user() && !same_name) {
-    PrintRenamed(store::RenameUser(*store, from.user, to.user, options.partition));
-    std::printf("renamed user %s to %s%s\n", from.user.c_str(), to.user.c_str(),
-                options.partition.empty() ? "" : (" on partition " + options.partition).c_str());
-    return 0;
+  try {
+    if (from.whole_user() && !same_name) {
+      PrintRenamed(store::RenameUser(*store, from.user, to.user, options.partition));
+      std::printf("renamed user %s to %s%s\n", from.user.c_str(), to.user.c_str(),
+                  options.partition.empty() ? "" : (" on partition " + options.partition).c_str());
+      return 0;
+    }
+    if (!same_name) PrintRenamed(store::RenameFolder(*store, from.user, from.folder, to.folder));
+  } catch (const Error& e) {
+    // The same rename run again (after a kill, or by a script that retries): the old name is gone
+    // and the new one is there. Not proof that this rename made it, so still 66, but said.
+    const bool done_before = from.whole_user() ? !store->FindUser(from.user) && store->FindUser(to.user)
+                                               : store->FindUser(from.user) && !store->FindFolder(from.user, from.folder) &&
+                                                     store->FindFolder(to.user, to.folder);
+    if (e.code() != Errc::kNotFound || !done_before) throw;
+    Throw(e.code(), std::string(e.what()) + " (" + options.new_name + " exists: renamed already?)");
   }
-  if (!same_name) PrintRenamed(store::RenameFolder(*store, from.user, from.folder, to.folder));
   if (!options.partition.empty()) Move(*store, from.user, options.partition);
   return 0;
 }

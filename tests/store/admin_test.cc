@@ -812,6 +812,13 @@ TEST_F(AdminCli, RenameFolderUserAndPartition) {
   CliResult r = Run({"rename", "user/joe/Sent", "user/joe/Sent Items"});
   EXPECT_EQ(r.status, 0) << r.Describe();
   EXPECT_EQ(r.out, "renamed user/joe/Sent to user/joe/Sent Items\n");
+  // The same rename again (a script's retry, a rerun after a kill): still 66, but it says why.
+  r = Run({"rename", "user/joe/Sent", "user/joe/Sent Items"});
+  EXPECT_EQ(r.status, 66) << r.Describe();
+  EXPECT_TRUE(r.err.ends_with(": user/joe/Sent (user/joe/Sent Items exists: renamed already?)\n")) << r.Describe();
+  r = Run({"rename", "user/joe/Drafts", "user/joe/Other"});  // neither there: no such guess
+  EXPECT_EQ(r.status, 66) << r.Describe();
+  EXPECT_EQ(r.err.find("renamed already"), std::string::npos) << r.Describe();
   r = Run({"rename", "user/joe/Sent Items", "user/bob/Sent"});
   EXPECT_EQ(r.status, 64) << r.Describe();
   r = Run({"rename", "user/joe/INBOX", "user/joe/Old"});
@@ -824,6 +831,9 @@ TEST_F(AdminCli, RenameFolderUserAndPartition) {
   EXPECT_EQ(r.out,
             "renamed user/joe/INBOX to user/jim/INBOX\nrenamed user/joe/Sent Items to user/jim/Sent Items\n"
             "renamed user joe to jim on partition second\n");
+  r = Run({"rename", "user/joe", "user/jim"});
+  EXPECT_EQ(r.status, 66) << r.Describe();
+  EXPECT_TRUE(r.err.ends_with(": joe (user/jim exists: renamed already?)\n")) << r.Describe();
   {
     auto store = Open();
     EXPECT_EQ(store->FindUser("jim")->partition, "second");
