@@ -61,6 +61,7 @@ void AppendStr32(std::string* s, std::string_view v) {
 constexpr uint8_t kValueVersion = 1;
 // user.db's flags byte (docs/store-format.md §3.1).
 constexpr uint8_t kUserUntouchedCopy = 1;
+constexpr uint8_t kUserHeldByPull = 2;
 // folder.db key (outside the "user/" key space) of the last UIDVALIDITY handed out.
 constexpr std::string_view kUidValidityKey = "#uidvalidity";
 // folder.db key of the user rename generation (docs/store-format.md §3.3).
@@ -82,7 +83,9 @@ std::string EncodeUser(const UserValue& u) {
   AppendStr16(&s, u.status.state == UserState::kMoved ? u.status.host : u.status.origin_store);
   AppendStr16(&s, u.partition);
   AppendU64(&s, static_cast<uint64_t>(u.created));
-  const uint8_t flags = u.status.state == UserState::kHold && u.status.untouched_copy ? kUserUntouchedCopy : 0;
+  const bool hold = u.status.state == UserState::kHold;
+  const uint8_t flags = (hold && u.status.untouched_copy ? kUserUntouchedCopy : 0) |
+                        (hold && u.status.held_by_pull ? kUserHeldByPull : 0);
   if (!u.renames.empty() || flags) {  // a flags byte needs the renames count before it (0 here)
     AppendU8(&s, static_cast<uint8_t>(u.renames.size() | (u.renames_truncated ? 0x80 : 0)));
     for (const UserRename& r : u.renames) {
@@ -123,7 +126,11 @@ UserValue DecodeUser(std::string_view v, std::string_view user) {
       rename.from = r.Str16();
       u.renames.push_back(std::move(rename));
     }
-    if (!r.AtEnd()) u.status.untouched_copy = (r.U8() & kUserUntouchedCopy) && u.status.state == UserState::kHold;
+    if (!r.AtEnd()) {
+      const uint8_t flags = r.U8();
+      u.status.untouched_copy = (flags & kUserUntouchedCopy) && u.status.state == UserState::kHold;
+      u.status.held_by_pull = (flags & kUserHeldByPull) && u.status.state == UserState::kHold;
+    }
   }
   return u;
 }

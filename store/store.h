@@ -82,6 +82,11 @@ struct UserStatus {
   // change that does not say so clears it, and so does any other writer taking the user's write
   // lock (import, restore, rename, delete, moveuser: LockWait::keeps_untouched_copy).
   bool untouched_copy = false;
+  // Only for kHold: a `moveuser --hold` pull set this hold and has not completed (it failed, or
+  // runs): the next pull of the user lifts it at its end. A hold without it (by hand, a
+  // migration's copy) is someone else's, and a pull leaves it on. Any status change that does
+  // not say so clears it.
+  bool held_by_pull = false;
   std::string ToString() const;  // "active", "hold", "moved:HOST" (origin_store is not shown)
   static UserStatus Parse(std::string_view text);  // throws kInvalidArgument
   friend bool operator==(const UserStatus&, const UserStatus&) = default;

@@ -547,7 +547,19 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
   // --hold's end would make it active here again, taking deliveries (helper-51).
   store.RefuseIfMoved(account.user, "a pull");
   if (!store.FindUser(account.user)) store.CreateUser(account.user, {}, /*with_inbox=*/false);
-  if (options.hold) store.SetUserStatus(account.user, store::UserStatus{store::UserState::kHold, {}});
+  // --hold: this pull's hold (marked), set and read in one transaction. A hold someone else set
+  // (by hand, a migration's copy waiting for its switch) is put back as it was and stays after
+  // the pull: lifting it would take deliveries the holder meant to defer. A failed pull's
+  // marked hold is this pull's to lift.
+  bool lift_hold = false;
+  if (options.hold) {
+    store::UserStatus held{store::UserState::kHold, {}};
+    held.held_by_pull = true;
+    const store::UserStatus before = store.SetUsersStatus({account.user}, held).at(0).second;
+    lift_hold = before.state != store::UserState::kHold || before.held_by_pull;
+    if (!lift_hold) store.SetUserStatus(account.user, before);
+    result.left_on_hold = !lift_hold;
+  }
   {
     store::Store::UserWriteLock lock = store.LockUserForWriting(account.user);
     const int64_t now = static_cast<int64_t>(::time(nullptr));
@@ -564,7 +576,14 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
     store.RecomputeQuota(account.user);
   }
   session.Close();
-  if (options.hold) store.SetUserStatus(account.user, store::UserStatus{store::UserState::kActive, {}});
+  // Lifted only if the hold is still this pull's: one set by hand meanwhile stays.
+  if (lift_hold) {
+    std::optional<store::UserInfo> now = store.FindUser(account.user);
+    if (now && now->status.state == store::UserState::kHold && now->status.held_by_pull)
+      store.SetUserStatus(account.user, store::UserStatus{store::UserState::kActive, {}});
+    else
+      result.left_on_hold = now && now->status.state == store::UserState::kHold;
+  }
 }
 
 std::vector<std::string> Lines(const std::string& text) {

@@ -55,6 +55,9 @@ struct MoveUserResult {
   uint64_t flags_updated = 0;    // messages present whose flags followed the source
   uint64_t uid_conflicts = 0;    // stored under a new UID: their UID holds another message here
   uint64_t keywords_dropped = 0; // keywords beyond the 64 user flags of a folder
+  // --hold: the user was on hold before this pull, set by someone else (by hand, a migration's
+  // copy), or was held by hand during it: the pull did not lift that hold.
+  bool left_on_hold = false;
   double seconds = 0;
   std::string error;  // empty when the user is complete
   // For a failed user: a rerun cannot help until somebody acts (a name the store cannot take, two

@@ -48,6 +48,7 @@ nlohmann::json ToJson(const stream::MoveUserResult& r) {
                       {"flags_updated", r.flags_updated},
                       {"uid_conflicts", r.uid_conflicts},
                       {"keywords_dropped", r.keywords_dropped},
+                      {"left_on_hold", r.left_on_hold},
                       {"seconds", r.seconds}};
   if (!r.error.empty()) {
     j["error"] = r.error;
@@ -108,6 +109,7 @@ int RunMoveUser(MoveUserCliOptions& o) {
       std::printf(", %llu under a UID taken here (kept apart)", static_cast<unsigned long long>(r.uid_conflicts));
     if (r.keywords_dropped)
       std::printf(", %llu keywords dropped (64 per folder)", static_cast<unsigned long long>(r.keywords_dropped));
+    if (r.left_on_hold) std::printf(", left on hold (held by someone else, not by a pull)");
     std::printf(", %.2f s\n", r.seconds);
     std::fflush(stdout);
   };
@@ -173,7 +175,8 @@ void AddMoveUserCommand(CLI::App& root, Action* chosen) {
       ->check(CLI::Range(1, 86400));
   command->add_flag("--allow-size-mismatch", o->source.allow_size_mismatch,
                     "store a body whose length is not its RFC822.SIZE as sent (Exchange), instead of refusing it");
-  command->add_flag("--hold", o->hold, "set each destination user on hold during its pull and active after");
+  command->add_flag("--hold", o->hold, "set each destination user on hold during its pull and active after; a user on hold that no pull held (by "
+                   "hand, a migration's copy) stays on hold (its line says \"left on hold\")");
   command->add_flag("--json", o->json, "print the report as JSON");
   command->callback([o, chosen] { *chosen = [o] { return RunMoveUser(*o); }; });
 }

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "store/admin.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
@@ -90,6 +91,32 @@ TEST(SetUsersStatus, LeavesMovedUsersWhenAskedAndReportsWhatItRead) {
   store->SetUsersStatus({"amy", "bob"}, UserStatus::Parse("moved:mail3"));
   EXPECT_EQ(store->FindUser("bob")->status, UserStatus::Parse("moved:mail3"));
   EXPECT_EQ(store->FindUser("amy")->status, UserStatus::Parse("moved:mail3"));
+}
+
+// A pull's hold is marked (user.db's flags byte, with a user's renames and without): kept across
+// a reopen, returned as the status before, and cleared by any status change that does not say so.
+TEST(SetUsersStatus, APullsHoldIsMarkedUntilAnotherStatusChange) {
+  TempDir tmp;
+  {
+    auto store = Store::Init(tmp.path(), {"primary"});
+    for (const char* u : {"amy", "bob"}) store->CreateUser(u);
+    RenameUser(*store, "bob", "bo");
+    UserStatus pull{UserState::kHold, ""};
+    pull.held_by_pull = true;
+    store->SetUserStatus("amy", pull);
+    auto before = store->SetUsersStatus({"bo"}, pull);
+    EXPECT_FALSE(before.at(0).second.held_by_pull);
+  }
+  auto store = Store::Open(tmp.path());
+  EXPECT_TRUE(store->FindUser("amy")->status.held_by_pull);
+  EXPECT_TRUE(store->FindUser("bo")->status.held_by_pull);
+  EXPECT_EQ(store->FindUser("bo")->renames.size(), 1u);
+  auto before = store->SetUsersStatus({"amy"}, UserStatus{UserState::kHold, ""});  // held by hand now
+  EXPECT_TRUE(before.at(0).second.held_by_pull);
+  EXPECT_FALSE(store->FindUser("amy")->status.held_by_pull);
+  store->SetUserStatus("bo", UserStatus{});
+  EXPECT_FALSE(store->FindUser("bo")->status.held_by_pull);
+  EXPECT_EQ(store->FindUser("bo")->renames.size(), 1u);
 }
 
 TEST(SetUsersStatus, AllOrNothingInOneCall) {

@@ -425,6 +425,33 @@ TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
 }
 
 
+// A hold someone else set (by hand here; a migration's copy waiting for its switch alike) is
+// theirs to lift: a --hold pull leaves it on and says so. It made such a user active, taking the
+// deliveries the holder meant to defer. Held by a pull that failed, the next pull lifts it
+// (KilledMidPull... above).
+TEST_F(MoveUser, AHoldSetByHandBeforeAPullStaysAfterIt) {
+  {
+    auto dst = Store::Open(dst_root_);
+    dst->CreateUser("carol", {}, /*with_inbox=*/false);
+    dst->SetUserStatus("carol", UserStatus::Parse("hold"));
+  }
+  CliResult r = RunCli(Pull({"--user", "carol", "--password-file", *dir_ / "carol.pw", "--insecure", "--hold"}));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find(", left on hold (held by someone else, not by a pull)"), std::string::npos) << r.out;
+  {
+    auto dst = Store::Open(dst_root_);
+    EXPECT_EQ(dst->FindUser("carol")->status.state, UserState::kHold);
+    EXPECT_FALSE(dst->FindUser("carol")->status.held_by_pull);
+    EXPECT_TRUE(dst->FindFolder("carol", "INBOX"));
+  }
+  // Lifted by hand, the next --hold pull holds and lifts it itself.
+  ASSERT_EQ(RunCli({"user", "--store", dst_root_, "carol", "--status", "active"}).status, 0);
+  r = RunCli(Pull({"--user", "carol", "--password-file", *dir_ / "carol.pw", "--insecure", "--hold", "--json"}));
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"left_on_hold\": false"), std::string::npos) << r.out;
+  EXPECT_EQ(Store::Open(dst_root_)->FindUser("carol")->status.state, UserState::kActive);
+}
+
 TEST_F(MoveUser, SingleInstanceOnArrivalLinksIdenticalMessagesOfTwoUsers) {
   // carol's mail is a copy of bob's (SourceChangesAreFollowed may have added one message).
   ASSERT_EQ(RunCli({"config", "--store", dst_root_, "local.store.relinker.enabled=yes"}).status, 0);
