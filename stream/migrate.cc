@@ -628,7 +628,13 @@ class Migration {
       destination_down_ = false;  // it answers: the groups after this one start again
     };
     net::Session session(options_.to, client);
-    const uint64_t wire_before = session.bytes_out();
+    // What went on the wire, counted for an attempt that fails or is cut off too (it was 0 then).
+    struct WireCount {
+      GroupReport& r;
+      const net::Session& session;
+      const uint64_t before;
+      ~WireCount() { r.bytes_sent += session.bytes_out() - before; }
+    } wire{r, session, session.bytes_out()};
 
     // Per mailbox, the source modseq the destination is known to hold: what a pass sent and the
     // receiver settled (its summary matched). The next pass sends only what changed since.
@@ -758,7 +764,6 @@ class Migration {
     r.hold_seconds = Since(held_at);
     RemoveJournal(source_, r.name);  // every user is moved: nothing left to put back
     held.clear();
-    r.bytes_sent += session.bytes_out() - wire_before;
     // The guard of `storemove delete`: recorded after the switch, when a moved user no longer changes.
     for (const std::string& user : user_list) store::RecordVerified(source_, user, options_.to.ToString());
     r.times.switch_over += Since(t);

@@ -1280,6 +1280,8 @@ TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
   ASSERT_EQ(r.groups.size(), 2u);
   EXPECT_TRUE(r.groups[0].stopped_by_deadline);
   EXPECT_EQ(r.groups[0].attempts, 1) << r.Text();  // no retry after the deadline
+  EXPECT_GT(r.groups[0].bytes_sent, 0u) << r.Text();  // its copy pass went on the wire (it said 0)
+  EXPECT_EQ(r.groups[1].bytes_sent, 0u) << r.Text();
   EXPECT_TRUE(r.groups[1].stopped_by_deadline);
   EXPECT_EQ(r.groups[1].attempts, 0) << r.Text();  // not started
   EXPECT_NE(r.Text().find("not started (deadline)"), std::string::npos) << r.Text();
