@@ -238,6 +238,7 @@ class RestoreSession {
   // whether the copy is untouched (UserStatus::untouched_copy): only such a copy's folders are
   // replaced when the source re-created them. A folder of any other user is checked before it
   // is written (a stream whose folder comes without its user).
+  std::set<std::string> moved_by_stream_;  // users moved here by this stream's kept status (OnUser)
   std::map<std::string, bool> copies_claimed_;
   std::string MapUser(const std::string& user) const {
     auto it = options_.user_map.find(user);
@@ -297,6 +298,11 @@ class RestoreSession {
       std::optional<store::UserStatus> status;
       if (options_.keep_status) status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
+      // A user marked moved here lives on another host: mail restored here would split it between
+      // the two (import and moveuser refuse it too). Unless the stream itself says moved and its
+      // status is kept: a rerun of such a restore (its first run made the user moved).
+      if (status && status->state == store::UserState::kMoved) moved_by_stream_.insert(user);
+      else if (existing && !options_.copy_on_hold) store_->RefuseIfMoved(user, "a restore");
       if (options_.copy_on_hold) {
         // A migrate's copy: on hold until the switch, marked as this source's; a user live here,
         // or another source's copy, is never mirrored over. Checked and claimed under the user's
@@ -355,7 +361,10 @@ class RestoreSession {
     // What is stored after the folder is published must be valid before anything is written.
     store::ValidateAcl(r.acl);
     for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
-    if (!store_->FindUser(user_)) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
+    std::optional<store::UserInfo> owner = store_->FindUser(user_);
+    if (!owner) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
+    if (owner->status.state == store::UserState::kMoved && !options_.copy_on_hold && !moved_by_stream_.count(user_))
+      store_->RefuseIfMoved(user_, "a restore");
     WriteUser(user_);  // a stream may omit the user record
     if (options_.copy_on_hold && !copies_claimed_.count(user_))
       if (std::optional<store::UserInfo> here = store_->FindUser(user_)) CheckCopyOnHold(*here, options_);

@@ -244,7 +244,50 @@ TEST_F(OperatorStore, RestoreMakesUsersActiveUnlessAskedToKeepTheStatus) {
     auto store = store::Store::Open(dst);
     EXPECT_EQ(store->FindUser("ann")->status.ToString(), keep ? "hold" : "active");
     EXPECT_EQ(store->FindUser("mike")->status.ToString(), keep ? "moved:x.example.com" : "active");
+    if (!keep) continue;
+    // Its rerun: mike is moved here because the stream says so, not refused as moved.
+    r = RunCli(args);
+    EXPECT_EQ(r.status, 0) << r.Describe();
   }
+}
+
+// A user marked moved here lives on another host: a restore into it would split its mail between
+// the two (and bring back what --delete-source removed while it still forwards). Refused as
+// import and moveuser refuse it, before anything of that user is written; with -c y the user is
+// skipped and the others restored.
+TEST_F(OperatorStore, RestoreRefusesAUserMarkedMovedHere) {
+  const std::string stream = dir_ / "s.sm";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
+  const std::string dst = dir_ / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  ASSERT_EQ(RunCli({"deliver", "--store", dst, "--user", "mike", "--create"}, "Subject: x\r\n\r\nx\r\n").status, 0);
+  ASSERT_EQ(RunCli({"user", "--store", dst, "mike", "--status", "moved:new.example.com"}).status, 0);
+  ASSERT_EQ(RunCli({"delete", "--store", dst, "--force", "mike"}).status, 0);  // as --delete-source leaves it
+  CliResult r = RunCli({"restore", "--store", dst, "-f", stream});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("user mike is marked moved to new.example.com here: its mail lives there, and a restore would "
+                       "split it"),
+            std::string::npos)
+      << r.Describe();
+  {
+    auto store = store::Store::Open(dst);
+    EXPECT_TRUE(store->ListFolders("mike").empty());
+    EXPECT_EQ(store->FindUser("mike")->status.ToString(), "moved:new.example.com");
+  }
+  r = RunCli({"restore", "--store", dst, "-f", stream, "-c", "y"});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("user mike is marked moved"), std::string::npos) << r.Describe();
+  {
+    auto store = store::Store::Open(dst);
+    EXPECT_TRUE(store->ListFolders("mike").empty());
+    EXPECT_FALSE(store->ListFolders("ann").empty());
+  }
+  // Brought back by hand first, it is restored.
+  ASSERT_EQ(RunCli({"user", "--store", dst, "mike", "--status", "active"}).status, 0);
+  r = RunCli({"restore", "--store", dst, "-f", stream});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_FALSE(store::Store::Open(dst)->ListFolders("mike").empty());
 }
 
 // A manifest has no bodies: restoring one must fail, not exit 0 with empty mailboxes.
