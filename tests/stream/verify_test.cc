@@ -173,6 +173,27 @@ TEST(Verify, AFlag) {
   EXPECT_TRUE(Mentions(p.ViaManifest(), want));
 }
 
+// The save time alone (what a Maildir export and import changes) is named as such, with both
+// times: "dates or header size differ" did not tell it from a changed message.
+TEST(Verify, ASaveTimeIsNamedWithBothTimes) {
+  Pair p;
+  for (auto [store, at] : {std::pair{p.src.get(), int64_t{1700000000}}, std::pair{p.dst.get(), int64_t{1700003600}}}) {
+    auto inbox = store->OpenFolder(p.user, "INBOX");
+    auto w = inbox->NewMessage();
+    w->Write(std::string("Date: Tue, 14 Nov 2023 22:13:20 +0000\r\nSubject: s\r\n\r\nbody\r\n"));
+    store::MessageMeta meta;
+    meta.internal_date = 1700000000;
+    meta.save_time = at;
+    std::vector<store::StagedMessage> batch{w->Finish(meta)};
+    inbox->Commit(batch);
+  }
+  const std::vector<std::string> direct = p.Direct();
+  EXPECT_TRUE(Mentions(direct, ": save time is 2023-11-14T23:13:20Z, source has 2023-11-14T22:13:20Z")) << direct.size();
+  EXPECT_FALSE(Mentions(direct, "sent date")) << direct.size();
+  EXPECT_FALSE(Mentions(direct, "header size")) << direct.size();
+  EXPECT_TRUE(Mentions(p.ViaManifest(), ": save time is 2023-11-14T23:13:20Z"));
+}
+
 TEST(Verify, AFolderField) {
   Pair p;
   p.Inbox()->RaiseUidNext(100000);
