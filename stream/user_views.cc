@@ -1,6 +1,9 @@
 #include "stream/user_views.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -82,8 +85,24 @@ std::string UsersJson(const std::vector<store::UserInfo>& users) {
                                                                           nlohmann::json::error_handler_t::replace);
 }
 
-std::vector<std::string> ReadUsersFile(const std::string& path) {
-  std::string text = ReadFile(path);
+std::vector<std::string> ReadUsersFile(const std::string& file) {
+  // "-": standard input, for a list made by a pipe (a shell's <(...) is a symbolic link in
+  // /dev/fd, which no file option follows).
+  const bool from_stdin = file == "-";
+  const std::string path = from_stdin ? "standard input" : file;
+  std::string text;
+  if (from_stdin) {
+    char buf[65536];
+    for (;;) {
+      const ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+      if (n == 0) break;
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) ThrowErrno("read standard input");
+      text.append(buf, size_t(n));
+    }
+  } else {
+    text = ReadFile(file);
+  }
   if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // a byte-order mark, as some editors save UTF-8
   std::istringstream in(text);
   std::vector<std::string> users;

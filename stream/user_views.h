@@ -25,7 +25,7 @@ std::string UsersJson(const std::vector<store::UserInfo>& users);
 
 // User ids from a file: one per line, blank lines and '#' comments ignored, a CR before the LF
 // ignored. Every id is validated before anything uses the list (kInvalidArgument naming the
-// file and line); an empty list is refused.
+// file and line); an empty list is refused. "-" reads standard input.
 std::vector<std::string> ReadUsersFile(const std::string& path);
 
 // The users backup group `group` of `groups_file` holds as migrate assigns them (its members in

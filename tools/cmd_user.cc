@@ -151,7 +151,7 @@ void AddUserCommand(CLI::App& root, Action* chosen) {
   command->add_option("--groups", options->groups_file, "NAME=ERE lines (default STORE/config/backup-groups.conf)")
       ->type_name("FILE");
   command->add_option("--users-file", options->users_file,
-                      "with --status: every user id of FILE (one per line, # comments); all or nobody")
+                      "with --status: every user id of FILE (one per line, # comments; - reads standard input); all or nobody")
       ->type_name("FILE");
   command->add_flag("--include-moved", options->include_moved,
                     "with --group/--users-file: change users already moved away too (default: left alone)");

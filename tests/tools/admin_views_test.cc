@@ -184,6 +184,14 @@ TEST_F(AdminViews, BulkStatusForAGroupOrAFileIsAllOrNothing) {
   nlohmann::json j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["count"], 2);
   EXPECT_EQ(j["status"], "active");
+  // "-": the list from a pipe (a shell's <(...) is a link in /dev/fd, which is not followed).
+  r = RunCli({"user", "--store", root_, "--status", "hold", "--users-file", "-"}, "mike\nnina\n");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(Statuses()["mike"], "hold");
+  EXPECT_EQ(Statuses()["nina"], "hold");
+  r = RunCli({"user", "--store", root_, "--status", "hold", "--users-file", "-"}, "alice\n../x\n");
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find("standard input line 2"), std::string::npos) << r.Describe();
   r = RunCli({"user", "--store", root_, "--status", "active", "--group", "mn"});
   ASSERT_EQ(r.status, 0) << r.Describe();
   for (const auto& [user, status] : Statuses()) EXPECT_EQ(status, "active") << user;
