@@ -326,8 +326,9 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_option("--lock-wait", o->lock_wait,
                 "seconds to wait for a group another migrate is moving before giving up (default 0)");
   c->add_option("--deadline", o->deadline,
-                 "end of the maintenance window: +DURATION (+90m, +2h30m), HH:MM or YYYY-MM-DDTHH:MM, local time; then "
-                 "nothing new starts, running groups are cut off and their held users put back (exit 75)")
+                 "end of the maintenance window: +DURATION (+90m, +2h30m, +45s), HH:MM[:SS] (the next one) or "
+                 "YYYY-MM-DDTHH:MM[:SS] (local time), or @SECONDS since the epoch (may have passed); then nothing new "
+                 "starts, running groups are cut off and their held users put back (exit 75)")
       ->type_name("TIME");
   c->add_flag("-v,--verbose", o->verbose, "live display on stderr even when it is not a terminal");
   c->add_option("groups", o->groups, "groups to migrate (default: every group in the file)");
