@@ -908,6 +908,13 @@ std::vector<Renamed> RenameUser(Store& store, std::string_view old_user, std::st
   Store::UserWriteLock first = store.LockUserForWriting(std::min(old_user, new_user));
   Store::UserWriteLock second = store.LockUserForWriting(std::max(old_user, new_user));
   UserInfo info = RequireUser(store, old_user);
+  // Its record here answers deliveries with "moved to HOST" (deferred); renamed, mail to the old
+  // name would bounce as an unknown user, and a restore of it would no longer be refused.
+  if (info.status.state == UserState::kMoved)
+    Throw(Errc::kInvalidArgument, "user " + std::string(old_user) + " is marked moved to " + info.status.host +
+                                      " here: its mail lives there, so rename it there (renamed here, mail to " +
+                                      std::string(old_user) + " would bounce instead of being deferred to " +
+                                      info.status.host + ")");
   if (store.FindUser(new_user)) Throw(Errc::kExists, "user " + std::string(new_user) + " exists");
   std::vector<Relocation> moves = UserRelocations(store, old_user, new_user, partition);
   UserChange change{std::string(old_user), std::string(new_user), partition.empty() ? info.partition : std::string(partition)};

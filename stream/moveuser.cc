@@ -551,19 +551,18 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
   // (by hand, a migration's copy waiting for its switch) is put back as it was and stays after
   // the pull: lifting it would take deliveries the holder meant to defer. A failed pull's
   // marked hold is this pull's to lift.
-  bool lift_hold = false;
   if (options.hold) {
     store::UserStatus held{store::UserState::kHold, {}};
     held.held_by_pull = true;
     const store::UserStatus before = store.SetUsersStatus({account.user}, held).at(0).second;
-    lift_hold = before.state != store::UserState::kHold || before.held_by_pull;
-    if (!lift_hold) store.SetUserStatus(account.user, before);
-    result.left_on_hold = !lift_hold;
+    if (before.state == store::UserState::kHold && !before.held_by_pull) store.SetUserStatus(account.user, before);
   }
   {
     store::Store::UserWriteLock lock = store.LockUserForWriting(account.user);
     const int64_t now = static_cast<int64_t>(::time(nullptr));
     for (const auto& [f, name] : pulls) {
+      // Marked moved while the pull ran (as restore checks at each folder): no folder more.
+      store.RefuseIfMoved(account.user, "a pull");
       FolderPull pull{store, account.user, name, options, result, now};
       try {
         if (!PullFolder(client, *f, pull)) continue;
@@ -572,18 +571,20 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
       }
       if (f->subscribed) store.Subscribe(account.user, "user/" + account.user + "/" + name);
     }
+    // Marked moved during its last folder: said, not a quiet success (the pulled mail is here).
+    store.RefuseIfMoved(account.user, "a pull");
     if (!store.FindFolder(account.user, "INBOX")) store.CreateFolder(account.user, "INBOX");
     store.RecomputeQuota(account.user);
   }
   session.Close();
-  // Lifted only if the hold is still this pull's: one set by hand meanwhile stays.
-  if (lift_hold) {
-    std::optional<store::UserInfo> now = store.FindUser(account.user);
-    if (now && now->status.state == store::UserState::kHold && now->status.held_by_pull)
-      store.SetUserStatus(account.user, store::UserStatus{store::UserState::kActive, {}});
-    else
-      result.left_on_hold = now && now->status.state == store::UserState::kHold;
-  }
+  // A pull's hold is lifted by the pull that completes the user, this one's or a failed one's,
+  // --hold or not (helper-64: a rerun without --hold left a killed pull's hold on, exit 0). A
+  // hold someone else set, before or meanwhile, stays, and the user's line says so.
+  std::optional<store::UserInfo> now = store.FindUser(account.user);
+  if (now && now->status.state == store::UserState::kHold && now->status.held_by_pull)
+    store.SetUserStatus(account.user, store::UserStatus{store::UserState::kActive, {}});
+  else
+    result.left_on_hold = now && now->status.state == store::UserState::kHold;
 }
 
 std::vector<std::string> Lines(const std::string& text) {

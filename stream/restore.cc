@@ -301,8 +301,11 @@ class RestoreSession {
       // A user marked moved here lives on another host: mail restored here would split it between
       // the two (import and moveuser refuse it too). Unless the stream itself says moved and its
       // status is kept: a rerun of such a restore (its first run made the user moved).
-      if (status && status->state == store::UserState::kMoved) moved_by_stream_.insert(user);
-      else if (existing && !options_.copy_on_hold) store_->RefuseIfMoved(user, "a restore");
+      if (status && status->state == store::UserState::kMoved &&
+          (!existing || existing->status.state != store::UserState::kMoved || existing->status.host == status->host))
+        moved_by_stream_.insert(user);
+      else if (existing && !options_.copy_on_hold)
+        store_->RefuseIfMoved(user, "a restore");
       if (options_.copy_on_hold) {
         // A migrate's copy: on hold until the switch, marked as this source's; a user live here,
         // or another source's copy, is never mirrored over. Checked and claimed under the user's

@@ -80,6 +80,7 @@ std::string UsersJson(const std::vector<store::UserInfo>& users) {
                     {"quota_used", u.quota_used},
                     {"created", u.created ? nlohmann::json(IsoUtc(u.created)) : nlohmann::json(nullptr)}});
     if (!u.status.origin_store.empty()) list.back()["origin_store"] = u.status.origin_store;  // a migration's copy, held
+    if (u.status.held_by_pull) list.back()["held_by_pull"] = true;  // the pull that completes the user lifts it
   }
   return nlohmann::json{{"users", list}, {"count", users.size()}, {"storemove_version", Version()}}.dump(2, ' ', false,
                                                                           nlohmann::json::error_handler_t::replace);

@@ -131,7 +131,8 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   c->add_option("--timeout", o->timeout, "--to: seconds without progress before giving up (default 60)");
   c->add_option("-u", o->names_file, "file listing the names to back up, one per line")->type_name("FILE");
   c->add_option("-d", o->since, "only messages stored at or after this local time")->type_name("YYYYMMDD[:HHMMSS]");
-  c->add_option("--compress", o->compress, "zstd level 1-19, adapt (from level 1, lower while compressing holds the backup back, higher while the output does), "
+  c->add_option("--compress", o->compress, "zstd level 1-19, adapt (from level 1, lower while compressing holds the backup back, higher while the output does; "
+                 "-f only, without --threads), "
                  "or none (default 1: with the 32 MiB long-distance window it already beats tar | zstd -3)")->type_name("LEVEL|adapt|none");
   c->add_option("--threads", o->threads, "zstd worker threads (default 0: compress in the main thread); each adds about 2 MiB of memory");
   c->add_option("--reads", o->reads, "message files opened at once, ahead of the stream, while the kernel reads their data (default 16)")

@@ -71,7 +71,8 @@ int RunRename(const RenameOptions& options) {
 void AddRenameCommand(CLI::App& root, Action* chosen) {
   auto options = std::make_shared<RenameOptions>();
   CLI::App* command = root.add_subcommand(
-      "rename", "rename a mailbox (children follow) or a user, or move a user to another partition (mboxutil -r)");
+      "rename", "rename a mailbox (children follow) or a user, or move a user to another partition (mboxutil -r); 66 "
+                "when the old name is not there (\"renamed already?\" when the new one is)");
   AddStoreOption(command, &options->store_dir);
   command->add_option("old", options->old_name, "user (joe, user/joe) or mailbox (user/joe/Old)")
       ->required()

@@ -118,7 +118,9 @@ int RunUser(const UserOptions& options) {
   for (const store::FolderInfo& folder : folders) messages += folder.count;
   std::printf("user:      %s\n", info->user.c_str());
   std::printf("partition: %s\n", info->partition.c_str());
-  std::printf("status:    %s\n", info->status.ToString().c_str());
+  std::printf("status:    %s%s\n", info->status.ToString().c_str(),
+              info->status.held_by_pull ? " (by a moveuser --hold pull not completed: the pull that completes it lifts it)"
+                                        : "");
   if (info->quota_limit == 0) {
     std::printf("quota:     none\n");
   } else {

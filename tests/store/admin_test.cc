@@ -833,6 +833,16 @@ TEST_F(AdminCli, RenameFolderUserAndPartition) {
             "renamed user joe to jim on partition second\n");
   r = Run({"rename", "user/joe", "user/jim"});
   EXPECT_EQ(r.status, 66) << r.Describe();
+  // A user moved away keeps its name here: its record defers mail to the new host (helper-64:
+  // renamed, mail to the old name bounced and a restore of it was no longer refused).
+  ASSERT_EQ(Run({"user", "bob", "--status", "moved:mail2.example"}).status, 0);
+  r = Run({"rename", "user/bob", "user/robert"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find("user bob is marked moved to mail2.example here: its mail lives there, so rename it there"),
+            std::string::npos)
+      << r.Describe();
+  EXPECT_TRUE(Open()->FindUser("bob"));
+  ASSERT_EQ(Run({"user", "bob", "--status", "active"}).status, 0);
   EXPECT_TRUE(r.err.ends_with(": joe (user/jim exists: renamed already?)\n")) << r.Describe();
   {
     auto store = Open();

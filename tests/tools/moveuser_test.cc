@@ -416,9 +416,14 @@ TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
     EXPECT_FALSE(dst->FindFolder("alice", "INBOX"));
     for (const FolderInfo& f : dst->ListFolders("alice"))
       EXPECT_EQ(f.count, src->FindFolder("alice", f.folder)->count) << "visible but incomplete: " << f.folder;
+    EXPECT_TRUE(dst->FindUser("alice")->status.held_by_pull);  // the killed pull's own hold
   }
-  CliResult r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--insecure", "--hold"}));
+  CliResult listed = RunCli({"users", "--store", dst_root_, "--json"});
+  EXPECT_NE(listed.out.find("\"held_by_pull\": true"), std::string::npos) << listed.out;
+  // The rerun lifts the killed pull's hold, --hold or not (helper-64: without --hold it stayed on).
+  CliResult r = RunCli(Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--insecure"}));
   ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out.find("left on hold"), std::string::npos) << r.out;
   auto dst = Store::Open(dst_root_);
   ExpectPulled(*dst, "alice", kAliceFolders);
   EXPECT_EQ(dst->FindUser("alice")->status.state, UserState::kActive);
@@ -450,6 +455,34 @@ TEST_F(MoveUser, AHoldSetByHandBeforeAPullStaysAfterIt) {
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("\"left_on_hold\": false"), std::string::npos) << r.out;
   EXPECT_EQ(Store::Open(dst_root_)->FindUser("carol")->status.state, UserState::kActive);
+}
+
+// Marked moved while its pull runs (as migrate's switch or an administrator does): the pull
+// finishes the folder it is in, writes no other (restore checks at each folder too) and fails
+// saying why; it wrote every folder into the moved user and exited 0 (helper-64).
+TEST_F(MoveUser, AUserMarkedMovedDuringItsPullFailsItAndGetsNoFurtherFolder) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  const pid_t pid = storemove::testing::SpawnCli(
+      Pull({"--user", "alice", "--password-file", *dir_ / "alice.pw", "--insecure", "--hold"}), tmp_ / "out", sv[1]);
+  ::close(sv[1]);
+  char c;
+  ASSERT_EQ(::read(sv[0], &c, 1), 1) << storemove::testing::SlurpFile(tmp_ / "out");  // in alice's INBOX
+  CliResult moved = RunCli({"user", "--store", dst_root_, "alice", "--status", "moved:new.example.com"});
+  ASSERT_EQ(moved.status, 0) << moved.Describe();
+  while (::write(sv[0], "g", 1) == 1 && ::read(sv[0], &c, 1) == 1) {
+  }
+  ::close(sv[0]);
+  int status;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  const std::string out = storemove::testing::SlurpFile(tmp_ / "out");
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
+  EXPECT_NE(out.find("alice is marked moved to new.example.com here"), std::string::npos) << out;
+  auto dst = Store::Open(dst_root_);
+  EXPECT_EQ(dst->FindUser("alice")->status.ToString(), "moved:new.example.com");
+  auto src = Store::Open(src_root_);
+  for (const FolderInfo& f : dst->ListFolders("alice"))  // whichever it was in, whole
+    EXPECT_EQ(f.count, src->FindFolder("alice", f.folder)->count) << f.folder;
 }
 
 TEST_F(MoveUser, SingleInstanceOnArrivalLinksIdenticalMessagesOfTwoUsers) {

@@ -248,6 +248,12 @@ TEST_F(OperatorStore, RestoreMakesUsersActiveUnlessAskedToKeepTheStatus) {
     // Its rerun: mike is moved here because the stream says so, not refused as moved.
     r = RunCli(args);
     EXPECT_EQ(r.status, 0) << r.Describe();
+    // Moved to another host than the stream says: not this stream's doing, refused (helper-64).
+    ASSERT_EQ(RunCli({"user", "--store", dst, "mike", "--status", "moved:other.example.com"}).status, 0);
+    r = RunCli(args);
+    EXPECT_EQ(r.status, 64) << r.Describe();
+    EXPECT_NE(r.err.find("user mike is marked moved to other.example.com here"), std::string::npos) << r.Describe();
+    EXPECT_EQ(store::Store::Open(dst)->FindUser("mike")->status.ToString(), "moved:other.example.com");
   }
 }
 
