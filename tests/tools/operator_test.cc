@@ -253,7 +253,7 @@ TEST_F(OperatorStore, RestoreMakesUsersActiveUnlessAskedToKeepTheStatus) {
     r = RunCli(args);
     EXPECT_EQ(r.status, 64) << r.Describe();
     EXPECT_NE(r.err.find("user mike is marked moved to other.example.com here"), std::string::npos) << r.Describe();
-    EXPECT_EQ(store::Store::Open(dst)->FindUser("mike")->status.ToString(), "moved:other.example.com");
+    EXPECT_EQ(store->FindUser("mike")->status.ToString(), "moved:other.example.com");
   }
 }
 
