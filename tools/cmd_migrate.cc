@@ -217,13 +217,16 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   // nobody reruns it in a loop.
   // So is a destination found down (every attempt of a group without one connection): the
   // groups after it did not start, and the run that follows once it answers goes on.
+  // The report on stdout, unless --report - put it there already.
+  auto print_report = [&] {
+    if (o.report_file != "-") std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
+  };
   const bool failed_on_its_own =
       std::any_of(report.groups.begin(), report.groups.end(), [](const stream::GroupReport& g) {
         return !g.ok && !g.stopped_by_deadline && !g.destination_unreachable;
       });
   if (!report.destination_unreachable.empty() && !failed_on_its_own) {
-    if (o.report_file != "-")
-      std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
+    print_report();
     size_t left = 0;
     for (const stream::GroupReport& g : report.groups) left += !g.ok;
     Throw(Errc::kTempFail, "migrate: destination " + options.to.ToString() + " was down (" +
@@ -232,13 +235,12 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
                                source->root() + " as before; rerun when it answers");
   }
   if (report.deadline_reached && !failed_on_its_own) {
-    if (o.report_file != "-")
-      std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
+    print_report();
     Throw(Errc::kTempFail, "migrate reached its deadline (" + report.deadline + ") before every group was done: " +
                                std::to_string(report.users_put_back) +
                                " users put back to their status before the hold; rerun to continue");
   }
-  if (o.report_file != "-") std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
+  print_report();
   if (report.ok()) return 0;
   // Said on stderr too, in the one line every failure ends with: under cron the report may go
   // where nobody looks (helper-60).

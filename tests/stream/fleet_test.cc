@@ -213,15 +213,21 @@ TEST(FleetReport, UsersInNoGroupAreNamedAndTheFleetIsNotDone) {
   EXPECT_EQ(MergeFleetReports(dir).users_in_no_group, 3u);
 }
 
+// A group that did not end ok, with no error lines: its report's result says why.
+nlohmann::json NotOkGroup(const std::string& name, const std::string& result) {
+  nlohmann::json g = nlohmann::json::parse(GroupJson(name, false, 4, 0, 0, 0));
+  g["errors"] = nlohmann::json::array();
+  g["result"] = result;
+  return g;
+}
+
 // A job stopped by its --deadline (plan --deadline) is not done and says so: the job's line names
 // the deadline, a group that never started names that instead of an empty error.
 TEST(FleetReport, AJobStoppedAtItsDeadlineIsNamedAsSuch) {
   TempDir tmp;
   std::string dir = tmp / "results";
   MakeDirs(dir);
-  nlohmann::json stopped = nlohmann::json::parse(GroupJson("b", false, 4, 0, 0, 0));
-  stopped["errors"] = nlohmann::json::array();
-  stopped["result"] = "not started (deadline)";
+  const nlohmann::json stopped = NotOkGroup("b", "not started (deadline)");
   WriteFileAtomic(dir + "/a.json", R"({"ok": false, "deadline": "2026-12-04 06:00:00 CET", "deadline_reached": true,
                                        "groups": [)" + stopped.dump() + "]}");
   FleetReport r = MergeFleetReports(dir);
@@ -237,9 +243,7 @@ TEST(FleetReport, AJobThatFoundItsDestinationDownIsNamedAsSuch) {
   TempDir tmp;
   std::string dir = tmp / "results";
   MakeDirs(dir);
-  nlohmann::json skipped = nlohmann::json::parse(GroupJson("b", false, 4, 0, 0, 0));
-  skipped["errors"] = nlohmann::json::array();
-  skipped["result"] = "not started (destination down)";
+  const nlohmann::json skipped = NotOkGroup("b", "not started (destination down)");
   WriteFileAtomic(dir + "/a.json", R"({"ok": false, "destination_unreachable": "group a: attempt 3: connect to n:7070: )"
                                    R"(Connection refused", "groups": [)" + skipped.dump() + "]}");
   FleetReport r = MergeFleetReports(dir);
@@ -250,8 +254,7 @@ TEST(FleetReport, AJobThatFoundItsDestinationDownIsNamedAsSuch) {
   EXPECT_NE(r.Text().find("FAILED group b (a.json): not started (destination down)"), std::string::npos) << r.Text();
 
   // A group of the same job that failed on its own (exit 1): the next run would not cure it.
-  nlohmann::json own = nlohmann::json::parse(GroupJson("c", false, 2, 0, 0, 0));
-  own["result"] = "FAILED";
+  const nlohmann::json own = NotOkGroup("c", "FAILED");
   WriteFileAtomic(dir + "/a.json", R"({"ok": false, "destination_unreachable": "group a: attempt 3: connect to n:7070: )"
                                    R"(Connection refused", "groups": [)" + skipped.dump() + "," + own.dump() + "]}");
   r = MergeFleetReports(dir);

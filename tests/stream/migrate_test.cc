@@ -104,6 +104,12 @@ MigrateOptions Options(const std::string& source_dir, const net::Endpoint& to, c
   return o;
 }
 
+// A port that was free a moment ago and is closed again: connecting to it is refused.
+net::Endpoint ClosedPort(store::Store& store, const net::Credentials& credentials) {
+  Server probe(store, credentials);
+  return probe.endpoint();
+}
+
 // Everything but the status (which the switch changes on purpose) must be equal.
 void ExpectMigrated(store::Store& dst, store::Store& src, const std::string& host) {
   VerifyReport r = CompareStores(dst, src, {});
@@ -185,11 +191,7 @@ TEST(Migrate, UnreachableDestinationFailsRetriesAndGivesUsersBackThenRerunComple
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
   net::Credentials insecure;
   insecure.insecure = true;
-  net::Endpoint nowhere;
-  {
-    Server probe(*dst, insecure);  // a port that was free a moment ago and is closed again
-    nowhere = probe.endpoint();
-  }
+  const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", nowhere, insecure, 2);
   o.retries = 1;
   MigrateReport failed = Migrate(*src, o);
@@ -227,11 +229,7 @@ TEST(Migrate, ADestinationThatIsDownStopsTheGroupsThatHaveNotStarted) {
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
   net::Credentials insecure;
   insecure.insecure = true;
-  net::Endpoint nowhere;
-  {
-    Server probe(*dst, insecure);  // a port that was free a moment ago and is closed again
-    nowhere = probe.endpoint();
-  }
+  const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", nowhere, insecure, 1);
   o.retries = 2;
   o.retry_delay_ms = 10;
@@ -332,11 +330,7 @@ TEST(Migrate, ADestinationFoundDownThatAnswersAgainGetsTheGroupsPassedOver) {
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
   net::Credentials insecure;
   insecure.insecure = true;
-  net::Endpoint nowhere;
-  {
-    Server probe(*dst, insecure);  // a port that was free a moment ago and is closed again
-    nowhere = probe.endpoint();
-  }
+  const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   std::promise<void> found_down;
   std::shared_future<void> down_future = found_down.get_future().share();
   std::atomic<int> down_calls{0};
@@ -395,12 +389,8 @@ TEST(Migrate, GroupsNotStartedForADestinationDownCountTheirUsers) {
   src->SetUserStatus(users[2], store::UserStatus::Parse("moved:elsewhere.example"));
   net::Credentials insecure;
   insecure.insecure = true;
-  net::Endpoint nowhere;
-  {
-    auto dst = store::Store::Init(tmp / "dst", {"primary"});
-    Server probe(*dst, insecure);
-    nowhere = probe.endpoint();
-  }
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", nowhere, insecure, 1);
   o.retries = 0;
   MigrateReport down = Migrate(*src, o);
@@ -1842,11 +1832,7 @@ TEST(MigrateRetry, ARefusedConnectionIsRetriedWithExponentialBackoff) {
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
   net::Credentials insecure;
   insecure.insecure = true;
-  net::Endpoint nowhere;
-  {
-    Server probe(*dst, insecure);  // a port that was free a moment ago and is closed again
-    nowhere = probe.endpoint();
-  }
+  const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", nowhere, insecure, 1);
   o.groups = {"fm"};
   o.retries = 3;
