@@ -221,6 +221,43 @@ void Repository::Replace(const Digest& digest, const std::string& file) {
   }
 }
 
+bool Repository::LinkToEntry(const Digest& digest, int entry, int dirfd, const std::string& name,
+                             const std::string& shown) const {
+  struct stat es, fs;
+  if (::fstat(entry, &es) != 0) ThrowErrno("stat " + EntryPath(digest));
+  if (::fstatat(dirfd, name.c_str(), &fs, AT_SYMLINK_NOFOLLOW) != 0) ThrowErrno("stat " + shown);
+  if (es.st_dev == fs.st_dev && es.st_ino == fs.st_ino) return false;
+  if (options_.max_links && uint64_t(es.st_nlink) >= options_.max_links) return false;
+  // A name the stale-temporary sweep knows (tmp.<pid>.<token>), should a kill leave it.
+  const std::string temp = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
+  const std::string entry_path = EntryPath(digest);
+  if (int err = LinkAt(AT_FDCWD, entry_path, dirfd, temp)) {
+    if (err == EMLINK || err == ENOENT || err == EXDEV) return false;
+    ThrowErrno("link " + entry_path + " beside " + shown, err);
+  }
+  struct stat made;
+  if (::fstatat(dirfd, temp.c_str(), &made, AT_SYMLINK_NOFOLLOW) != 0 || made.st_dev != es.st_dev ||
+      made.st_ino != es.st_ino) {
+    ::unlinkat(dirfd, temp.c_str(), 0);  // the entry was replaced since it was compared
+    return false;
+  }
+  // The entry is another session's new file, which that session syncs only at its end: written
+  // out before the rename, so a power cut cannot leave `name` naming a file with no data where it
+  // held a complete message. No device flush: free when the data is written already.
+  if (::sync_file_range(entry, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) !=
+          0 &&
+      errno != ESPIPE && errno != EINVAL) {
+    const int err = errno;
+    ::unlinkat(dirfd, temp.c_str(), 0);
+    ThrowErrno("write " + entry_path + " back", err);
+  }
+  if (int err = RenameAt(dirfd, temp, dirfd, name)) {
+    ::unlinkat(dirfd, temp.c_str(), 0);
+    ThrowErrno("replace " + shown + " by a link to " + entry_path, err);
+  }
+  return true;
+}
+
 std::optional<store::StagedMessage> Repository::StageLink(store::Folder& folder, const std::string& existing,
                                                            const store::MessageMeta& meta) const {
   if (options_.max_links) {

@@ -72,6 +72,13 @@ class Repository {
   // store root. A flat repository keeps its bucket directories open (at most 256 descriptors)
   // for the Repository's life. One caller at a time.
   bool AddIfMissing(const Digest& digest, int dirfd, const std::string& name, const std::string& shown);
+  // Makes the message file `name` in the directory `dirfd` (`shown` names it in errors), proven to
+  // hold the same bytes as the open entry `entry` of `digest`, a link to that entry: a restore that
+  // wrote a content while another session, at the same time, made its own copy the entry. The
+  // caller holds the file's folder for writing, so the exchange is a plain rename(2). False (the
+  // file stays as it is) when it is already the entry's inode, the entry is full (EMLINK or the
+  // test cap), or the entry's name was given to another file since `entry` was opened.
+  bool LinkToEntry(const Digest& digest, int entry, int dirfd, const std::string& name, const std::string& shown) const;
   // Replaces the entry (used when the old one reached its link limit).
   void Replace(const Digest& digest, const std::string& file);
   // Links `existing` (an entry or another message with proven-equal content) into the folder

@@ -1062,6 +1062,12 @@ class RestoreSession {
     const std::string entry_path = repository_->EntryPath(digest);
     UniqueFd entry = TryOpenAt(AT_FDCWD, entry_path, O_RDONLY, 0, entry_path);
     if (entry.valid() && relinker::SameContent(entry.get(), mine.get())) {
+      // Another session (a parallel migrate group, a second restore) wrote this content too and
+      // its copy became the entry first: this copy becomes a link to it, so the content is
+      // stored once whichever session commits first.
+      std::string name;
+      const int dir = folder_->MessageDirFd(uid, &name);
+      if (repository_->LinkToEntry(digest, entry.get(), dir, name, path)) ++report_.linked;
       Prove(content_id, entry.get(), entry_path);
       return;
     }

@@ -12,9 +12,12 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "format/zstd_codec.h"
 #include "relinker/relinker.h"
@@ -156,6 +159,55 @@ TEST(Stream, RestoreIntoANestedRepositoryKeepsItsLayoutAndLinksToIt) {
   SessionReport second = RestoreFromString(b.get(), bytes, renamed);
   EXPECT_EQ(second.errors, 0u);
   EXPECT_EQ(DistinctInodes(tmp / "B/partition"), inodes) << "the renamed users' messages are links to the entries";
+}
+
+// Two restores into one partition at once (migrate --jobs, two pipes) that both carry a content
+// neither found in the repository when it started: the one that commits second must link its
+// copy to the first one's entry, not keep a second file. The second session is held on a user's
+// write lock between its first user (its look at the empty repository) and the user that shares
+// the content, while the first session restores that content whole.
+TEST(Stream, ConcurrentRestoresOfOneContentKeepOneFile) {
+  TempDir tmp;
+  auto a = store::Store::Init(tmp / "A", {"primary"});
+  const std::string shared = "Subject: list mail\r\n\r\n" + std::string(20000, 'x') + "\r\n";
+  for (const char* user : {"amy", "bob", "cat"}) {
+    auto f = a->CreateFolder(user, "INBOX");
+    auto w = f->NewMessage();
+    w->Write(std::string(user) == "bob" ? "Subject: bob's own\r\n\r\nonly bob\r\n" : shared);
+    std::vector<store::StagedMessage> batch{w->Finish({})};
+    f->Commit(batch);
+  }
+  BackupOptions first_users, second_users;
+  first_users.names = {"/primary/user/amy"};
+  second_users.names = {"/primary/user/bob", "/primary/user/cat"};
+  const std::string first = BackupToString(*a, first_users), second = BackupToString(*a, second_users);
+
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  std::promise<void> waiting;
+  std::atomic<bool> told{false};
+  SessionReport second_report;
+  std::optional<store::Store::UserWriteLock> cat = b->LockUserForWriting("cat");
+  std::thread second_session([&] {
+    RestoreOptions o;
+    o.on_wait = [&](const std::string&) {
+      if (!told.exchange(true)) waiting.set_value();
+    };
+    second_report = RestoreFromString(b.get(), second, o);
+  });
+  const bool waited = waiting.get_future().wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  if (waited) {
+    EXPECT_EQ(RestoreFromString(b.get(), first).errors, 0u);
+  }
+  cat.reset();
+  second_session.join();
+  ASSERT_TRUE(waited) << "the second restore never waited for cat";
+  EXPECT_EQ(second_report.errors, 0u);
+  ExpectEqualStores(*b, *a);
+  struct stat amy_file, cat_file;
+  ASSERT_EQ(::stat(b->OpenFolder("amy", "INBOX")->MessagePath(1).c_str(), &amy_file), 0);
+  ASSERT_EQ(::stat(b->OpenFolder("cat", "INBOX")->MessagePath(1).c_str(), &cat_file), 0);
+  EXPECT_EQ(amy_file.st_ino, cat_file.st_ino) << "cat's copy of the shared message is a file of its own";
+  EXPECT_EQ(DistinctInodes(tmp / "B/partition"), 2u);
 }
 
 TEST(Stream, RestoringTheSameStreamTwiceAddsNothing) {
