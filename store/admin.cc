@@ -151,7 +151,7 @@ class LockedDir {
  public:
   // The folder lock every reader and writer takes (store/dir_lock.h): a wait that lasts is said.
   LockedDir(std::string path, UniqueFd fd, const Store& store) : path_(std::move(path)), fd_(std::move(fd)) {
-    LockFolderDirectory(fd_.get(), LOCK_EX, path_, store.on_wait());
+    LockFolderDirectory(fd_.get(), LOCK_EX, path_, store.on_wait(), store.folder_lock_wait());
   }
   // nullptr when the directory does not exist.
   static std::unique_ptr<LockedDir> TryOpen(const std::string& path, const Store& store) {

@@ -13,18 +13,30 @@
 namespace storemove::store {
 
 void LockFolderDirectory(int fd, int how, const std::string& shown,
-                         const std::function<void(const std::string&)>& on_wait) {
+                         const std::function<void(const std::string&)>& on_wait, int timeout_seconds) {
   using Clock = std::chrono::steady_clock;
-  const Clock::time_point announce_at = Clock::now() + std::chrono::seconds(1);
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point announce_at = start + std::chrono::seconds(1);
   auto pause = std::chrono::milliseconds(1);
+  bool told = false;
   while (::flock(fd, how | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + shown);
     ThrowIfInterrupted("waiting for the lock of " + shown);
-    if (Clock::now() >= announce_at) {
+    if (Clock::now() >= announce_at && !told) {
+      told = true;
       if (on_wait)
         on_wait("waiting for the lock of folder " + shown +
                 ": another process holds it (a rename or partition move of its user copying it, or a stopped "
                 "process)");
+    }
+    if (timeout_seconds > 0) {
+      // flock(2) has no timeout: a bounded wait asks again every 50 ms.
+      if (Clock::now() - start >= std::chrono::seconds(timeout_seconds))
+        Throw(Errc::kTempFail, "the lock of folder " + shown + " has been held by another process for over " +
+                                   std::to_string(timeout_seconds) +
+                                   " s (a rename or partition move of its user copying it, or a stopped process); "
+                                   "try again later");
+    } else if (told) {
       while (::flock(fd, how) != 0) {
         if (errno != EINTR) ThrowErrno("lock " + shown);
         ThrowIfInterrupted("waiting for the lock of " + shown);

@@ -53,9 +53,8 @@ index::Opened OpenIndexForWrite(Store& store, const Folder& folder, bool sync) {
 // flock(2) on the folder directory: shared for readers of store.idx, exclusive for writers.
 class Folder::Lock {
  public:
-  Lock(int fd, bool exclusive, const std::string& shown, const std::function<void(const std::string&)>& on_wait)
-      : fd_(fd) {
-    LockFolderDirectory(fd_, exclusive ? LOCK_EX : LOCK_SH, shown, on_wait);
+  Lock(int fd, bool exclusive, const std::string& shown, const Store& store) : fd_(fd) {
+    LockFolderDirectory(fd_, exclusive ? LOCK_EX : LOCK_SH, shown, store.on_wait(), store.folder_lock_wait());
   }
   ~Lock() { ::flock(fd_, LOCK_UN); }
   Lock(const Lock&) = delete;
@@ -88,7 +87,7 @@ UniqueFd Folder::OpenMessage(uint32_t uid) const {
   const std::string shown = path_ + "/store.idx";
   bool listed = false;
   {
-    Lock lock(dir_.get(), false, path_, store_->on_wait());
+    Lock lock(dir_.get(), false, path_, *store_);
     UniqueFd idx = TryOpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
     if (!idx.valid()) return fd;  // the folder itself was deleted meanwhile
     for (const MessageMeta& m : index::Read(idx.get(), shown).records) listed = listed || m.uid == uid;
@@ -107,7 +106,7 @@ FolderSnapshot Folder::Snapshot() {
   if (!info) Throw(Errc::kNotFound, "mailbox " + Mailbox() + " no longer exists");
   index::Contents c;
   {
-    Lock lock(dir_.get(), false, path_, store_->on_wait());
+    Lock lock(dir_.get(), false, path_, *store_);
     try {
       c = index::ReadFolderIndex(dir_.get(), path_, Mailbox());
     } catch (const Error&) {
@@ -179,7 +178,7 @@ bool Folder::RepairMissingFile(StagedMessage& staged, const struct stat* damaged
   const std::string shown = path_ + "/store.idx";
   const std::string rel = MessageRelPath(staged.meta.uid);
   {
-    Lock lock(dir_.get(), true, path_, store_->on_wait());
+    Lock lock(dir_.get(), true, path_, *store_);
     UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
     bool listed = false;
     for (const MessageMeta& m : index::Read(idx.get(), shown).records)
@@ -218,7 +217,7 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
   const std::string shown = path_ + "/store.idx";
   uint64_t added_bytes = 0;
   try {
-    Lock lock(dir_.get(), true, path_, store_->on_wait());
+    Lock lock(dir_.get(), true, path_, *store_);
     // Reopen under the lock: an expunge in another process may have replaced the file.
     index::Opened opened = OpenIndexForWrite(*store_, *this, sync);
     const UniqueFd& idx = opened.fd;
@@ -302,7 +301,7 @@ void Folder::SetFlags(uint32_t uid, uint8_t flags, uint64_t user_flags) {
   if (flags & ~kAllSystemFlags) Throw(Errc::kInvalidArgument, "invalid system flags");
   const std::string shown = path_ + "/store.idx";
   const bool sync = store_->durability() == Durability::kBatch;
-  Lock lock(dir_.get(), true, path_, store_->on_wait());
+  Lock lock(dir_.get(), true, path_, *store_);
   index::Opened opened = OpenIndexForWrite(*store_, *this, sync);
   const int idx = opened.fd.get();
   index::Contents c = index::Read(idx, shown);
@@ -326,7 +325,7 @@ void Folder::SetFlags(uint32_t uid, uint8_t flags, uint64_t user_flags) {
 
 void Folder::SetUserFlagNames(const std::vector<std::string>& names) {
   const std::string shown = path_ + "/store.idx";
-  Lock lock(dir_.get(), true, path_, store_->on_wait());
+  Lock lock(dir_.get(), true, path_, *store_);
   UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
   index::Contents c = index::Read(idx.get(), shown);
   if (c.user_flag_names == names) return;
@@ -352,7 +351,7 @@ void Folder::SetUserFlagNames(const std::vector<std::string>& names) {
 void Folder::RaiseUidNext(uint32_t uidnext) {
   if (uidnext <= known_uidnext_) return;  // already there: no lock, no read
   const std::string shown = path_ + "/store.idx";
-  Lock lock(dir_.get(), true, path_, store_->on_wait());
+  Lock lock(dir_.get(), true, path_, *store_);
   UniqueFd idx = TryOpenAt(dir_.get(), "store.idx", O_RDWR, 0, shown);
   if (!idx.valid()) idx = OpenIndexForWrite(*store_, *this, false).fd;  // says why it is gone
   index::Header header = index::Read(idx.get(), shown, false).header;
@@ -378,7 +377,7 @@ void Folder::Expunge(const std::vector<uint32_t>& uids) {
   uint64_t freed = 0;
   std::vector<MessageMeta> removed;
   {
-    Lock lock(dir_.get(), true, path_, store_->on_wait());
+    Lock lock(dir_.get(), true, path_, *store_);
     UniqueFd idx = OpenAt(dir_.get(), "store.idx", O_RDONLY, 0, shown);
     index::Contents c = index::Read(idx.get(), shown);
     index::Contents keep;

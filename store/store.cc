@@ -618,7 +618,7 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user, const Lock
     const std::string lock_path = root_ + "/lock/" + HashDir(name) + "/" + name;  // for messages
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno != EWOULDBLOCK && errno != EINTR) ThrowErrno("lock " + lock_path);
-      tell("another storemove process is writing it (restore, serve, rename or delete)");
+      tell("another storemove process is writing it (restore, serve, import, moveuser, rename or delete)");
       if (!bounded) {
         while (::flock(fd.get(), LOCK_EX) != 0) {
           if (errno != EINTR) ThrowErrno("lock " + lock_path);
@@ -764,9 +764,10 @@ void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn,
 namespace {
 
 // Fills the store.idx part of a FolderInfo (under the folder's shared lock).
-void ReadIndexHeader(const std::string& dir, FolderInfo* info, const std::function<void(const std::string&)>& on_wait) {
+void ReadIndexHeader(const std::string& dir, FolderInfo* info, const std::function<void(const std::string&)>& on_wait,
+                     int timeout_seconds) {
   UniqueFd dfd = OpenFile(dir, O_RDONLY | O_DIRECTORY);
-  LockFolderDirectory(dfd.get(), LOCK_SH, dir, on_wait);
+  LockFolderDirectory(dfd.get(), LOCK_SH, dir, on_wait, timeout_seconds);
   index::Contents c = index::ReadFolderIndex(dfd.get(), dir, info->Mailbox(), false);
   info->uidvalidity = c.header.uidvalidity;
   info->uidnext = c.header.uidnext;
@@ -784,7 +785,7 @@ void ReadIndexHeader(const std::string& dir, FolderInfo* info, const std::functi
 bool Store::ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info) {
   for (int attempt = 1;; ++attempt) {
     try {
-      ReadIndexHeader(dir, info, options_.on_wait);
+      ReadIndexHeader(dir, info, options_.on_wait, options_.folder_lock_wait_seconds);
       return true;
     } catch (const Error& e) {
       if (e.code() != Errc::kCorrupt && e.code() != Errc::kNotFound) throw;
@@ -938,8 +939,9 @@ index::Header WriteEmptyFolderFiles(int dir, const std::string& path, uint32_t u
 }
 
 struct DirLock {
-  DirLock(int fd, const std::string& path, const std::function<void(const std::string&)>& on_wait) : fd(fd) {
-    LockFolderDirectory(fd, LOCK_EX, path, on_wait);
+  DirLock(int fd, const std::string& path, const std::function<void(const std::string&)>& on_wait, int timeout_seconds)
+      : fd(fd) {
+    LockFolderDirectory(fd, LOCK_EX, path, on_wait, timeout_seconds);
   }
   ~DirLock() { ::flock(fd, LOCK_UN); }
   int fd;
@@ -967,7 +969,7 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
   {
     // Serialise creators of the same folder; the mboxlist record is the commit point, so
     // leftovers of a creation that crashed before it are simply overwritten.
-    DirLock lock(dir.get(), path, options_.on_wait);
+    DirLock lock(dir.get(), path, options_.on_wait, options_.folder_lock_wait_seconds);
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
     if (!found) {
       const bool sync = options_.durability == Durability::kBatch;
@@ -1011,7 +1013,7 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
   MakeDirs(path, 0700);
   UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
   {
-    DirLock lock(dir.get(), path, options_.on_wait);
+    DirLock lock(dir.get(), path, options_.on_wait, options_.folder_lock_wait_seconds);
     // Checked under the directory lock: a creator that started before the write lock was taken
     // has either published (seen here) or not yet written anything.
     std::string v;
@@ -1032,7 +1034,7 @@ void Store::PublishFolder(Folder& folder, std::string_view origin) {
   std::string key = MailboxKey(folder.user(), folder.folder());
   std::optional<UserInfo> info = FindUser(folder.user());
   if (!info) Throw(Errc::kNoUser, "no such user: " + folder.user());
-  DirLock lock(folder.dir_.get(), folder.path(), options_.on_wait);
+  DirLock lock(folder.dir_.get(), folder.path(), options_.on_wait, options_.folder_lock_wait_seconds);
   std::string shown = folder.path() + "/store.idx";
   UniqueFd idx = OpenAt(folder.dir_.get(), "store.idx", O_RDONLY, 0, shown);
   index::Header h = index::Read(idx.get(), shown, false).header;

@@ -296,6 +296,10 @@ struct StoreOptions {
   // Told once why a user's write lock waits, when the caller of LockUserForWriting gave no
   // `on_wait` of its own: a command run by a person never waits without a word.
   std::function<void(const std::string&)> on_wait;
+  // How long a folder's lock is waited for before giving up with kTempFail (store/dir_lock.h);
+  // 0 = as long as it takes. deliver bounds it (an MTA retries later), and so do backup --to
+  // and migrate (their server's session does not outlive their --timeout).
+  int folder_lock_wait_seconds = 0;
 };
 
 class Store {
@@ -318,6 +322,8 @@ class Store {
   // StoreOptions::on_wait: also told when a folder's lock is held for long (Folder).
   const std::function<void(const std::string&)>& on_wait() const { return options_.on_wait; }
   void set_durability(Durability d) { options_.durability = d; }
+  int folder_lock_wait() const { return options_.folder_lock_wait_seconds; }
+  void set_folder_lock_wait(int seconds) { options_.folder_lock_wait_seconds = seconds; }
 
   // --- users ---
   std::optional<UserInfo> FindUser(std::string_view user);

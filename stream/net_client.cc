@@ -117,9 +117,13 @@ ClientOptions ForSource(const ClientOptions& client, const store::Store& source)
   return c;
 }
 
-nlohmann::json Request(const std::string& op, const std::string& source_store_id) {
+// `client_timeout`: how long this client waits without progress (--timeout), so that a server
+// that must wait (for a user another session writes) gives up and says why before this client's
+// own timeout would cut the session with a network error. Servers that do not know it ignore it.
+nlohmann::json Request(const std::string& op, const std::string& source_store_id, int client_timeout) {
   nlohmann::json j = {{"protocol", kProtocolVersion}, {"op", op}};
   if (!source_store_id.empty()) j["source_store_id"] = source_store_id;
+  if (client_timeout > 0) j["client_timeout"] = client_timeout;
   return j;
 }
 
@@ -202,7 +206,7 @@ class Session::Impl {
     try {
       conn_.Connect(tls_, to.host);
       key_proven = tls_.psk();
-      WriteFrame(conn_, FrameType::kRequest, Request("hello", client_.source_store_id).dump());
+      WriteFrame(conn_, FrameType::kRequest, Request("hello", client_.source_store_id, client_.timeout_seconds).dump());
       asked = true;
       ready = ReadFrame(conn_);
     } catch (const Error& e) {
@@ -242,7 +246,7 @@ class Session::Impl {
 
   SessionReport Restore(store::Store& source, const BackupOptions& options, const RestoreOptions& remote) {
     if (options.manifest) Throw(Errc::kInvalidArgument, "a manifest cannot be restored remotely (use VerifyRemote)");
-    nlohmann::json request = Request("restore", SourceId(source));
+    nlohmann::json request = Request("restore", SourceId(source), client_.timeout_seconds);
     request["restore"] = {{"partition", remote.partition},
                           {"user_map", remote.user_map},
                           {"continue_on_error", remote.continue_on_error},
@@ -276,7 +280,7 @@ class Session::Impl {
   }
 
   VerifyReport Verify(store::Store& source, const BackupOptions& options) {
-    nlohmann::json request = Request("verify", SourceId(source));
+    nlohmann::json request = Request("verify", SourceId(source), client_.timeout_seconds);
     request["verify"] = {{"names", options.names}, {"check_bytes", true}};
     std::string json = Operation([&] {
       Begin(request);
@@ -303,7 +307,7 @@ class Session::Impl {
 
   void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses) {
     if (statuses.empty()) return;
-    nlohmann::json request = Request("set-status", client_.source_store_id);
+    nlohmann::json request = Request("set-status", client_.source_store_id, client_.timeout_seconds);
     nlohmann::json list = nlohmann::json::array();
     for (const auto& [user, status] : statuses) list.push_back({{"user", user}, {"status", status.ToString()}});
     request["statuses"] = std::move(list);

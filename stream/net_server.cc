@@ -528,9 +528,10 @@ class Server {
           SendReady(conn);  // the session is open; operations follow
           return true;
         }
-        if (*op == "restore") ServeRestore(conn, who, request.at("restore"), source_id, &began);
+        const int lock_wait = LockWaitFor(request);
+        if (*op == "restore") ServeRestore(conn, who, request.at("restore"), source_id, lock_wait, &began);
         else if (*op == "verify") ServeVerify(conn, who, request.at("verify"), &began);
-        else if (*op == "set-status") ServeSetStatus(conn, who, request, version, &began);
+        else if (*op == "set-status") ServeSetStatus(conn, who, request, version, lock_wait, &began);
         else Throw(Errc::kProtocol, "unknown operation '" + *op + "'");
       } catch (const nlohmann::json::exception& e) {
         Throw(Errc::kProtocol, std::string("bad REQUEST: ") + e.what());
@@ -542,6 +543,20 @@ class Server {
       return true;
     }
     return version >= 2;
+  }
+
+  // How long an operation may wait for a user another writer holds (restore's write lock,
+  // set-status's delivery gate): the idle timeout, but no longer than half the client's own
+  // timeout when its REQUEST says it (`client_timeout`), so that the client hears the reason
+  // ("user U: another session of this process has been writing it for over N s") while it still
+  // listens, instead of timing out on a silent connection and blaming the network (helper-66).
+  int LockWaitFor(const nlohmann::json& request) const {
+    int wait = options_.idle_timeout_seconds;
+    auto it = request.find("client_timeout");
+    if (it == request.end()) return wait;
+    if (!it->is_number_unsigned() || it->get<uint64_t>() == 0 || it->get<uint64_t>() > 86400 * 365)
+      Throw(Errc::kProtocol, "bad REQUEST: client_timeout must be a whole number of seconds from 1 to 31536000");
+    return std::min<int>(wait, std::max<int>(1, int(it->get<uint64_t>() / 2)));
   }
 
   void SendReady(Connection& conn, bool* began = nullptr) {
@@ -579,7 +594,7 @@ class Server {
   }
 
   void ServeRestore(Connection& conn, const std::string& who, const nlohmann::json& j, const std::string& source_id,
-                    bool* began) {
+                    int lock_wait, bool* began) {
     RestoreOptions options;
     options.partition = j.at("partition").get<std::string>();
     options.user_map = j.at("user_map").get<std::map<std::string, std::string>>();
@@ -615,8 +630,9 @@ class Server {
     // A user held by another writer (a local restore, rename or delete) is waited for as long
     // as a silent peer is, and not beyond a stop request: the session says why and the client
     // (a migrate) retries later.
-    // Nor once its client is gone: the wait then ends with the connection's failure.
-    options.lock_timeout_seconds = options_.idle_timeout_seconds;
+    // Nor once its client is gone: the wait then ends with the connection's failure. Nor beyond
+    // half the client's timeout (LockWaitFor).
+    options.lock_timeout_seconds = lock_wait;
     FramePump* running_pump = nullptr;
     options.lock_cancelled = [this, &running_pump] {
       if (running_pump) running_pump->RethrowIfFailed();
@@ -664,7 +680,7 @@ class Server {
   // RESULT at once: one round trip for a whole group (migrate's hold and switch). Every user is
   // checked before any is changed, so an unknown one changes nothing.
   void ServeSetStatus(Connection& conn, const std::string& who, const nlohmann::json& j, uint32_t version,
-                      bool* began) {
+                      int lock_wait, bool* began) {
     std::vector<std::pair<std::string, store::UserStatus>> statuses;
     if (j.contains("statuses")) {
       for (const nlohmann::json& e : j.at("statuses"))
@@ -679,7 +695,7 @@ class Server {
       if (!store_.FindUser(user)) Throw(Errc::kNoUser, "no such user: " + user + " (no status was changed)");
     }
     if (version < 2) SendReady(conn, began);
-    SetStatuses(statuses);
+    SetStatuses(statuses, lock_wait);
     WriteFrame(conn, FrameType::kResult, nlohmann::json{{"set", statuses.size()}}.dump());
     if (statuses.empty())  // our client never sends one; another peer may
       log_.Info(who + ": set-status with an empty list; nothing changed");
@@ -692,7 +708,7 @@ class Server {
 
   // One Store::SetUsersStatus (one transaction under every user's delivery gate) per distinct
   // status: migrate's hold and switch give all of a group one status, so one transaction.
-  void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses) {
+  void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses, int lock_wait) {
     std::vector<std::pair<store::UserStatus, std::vector<std::string>>> groups;
     for (const auto& entry : statuses) {  // (clang 14 cannot capture a structured binding)
       auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == entry.second; });
@@ -703,7 +719,7 @@ class Server {
     // writer: said once in the log, not beyond the idle timeout or a stop request.
     store::Store::LockWait wait;
     wait.on_wait = [this](const std::string& why) { log_.Info("set-status: " + why); };
-    wait.timeout_seconds = options_.idle_timeout_seconds;
+    wait.timeout_seconds = lock_wait;
     wait.cancelled = [this] {
       std::lock_guard<std::mutex> lock(mutex_);
       return stopping_;

@@ -69,6 +69,10 @@ int RunBackup(const BackupCliOptions& o) {
     stream::net::ClientOptions client;
     client.credentials = o.credentials;
     client.timeout_seconds = o.timeout;
+    // A folder lock held by a stopped process would outlast the server's session, which drops a
+    // silent client: the wait ends here first, with the folder named and 75 (helper-66: it used
+    // to end in "Broken pipe", 74, once the session was gone).
+    store->set_folder_lock_wait(o.timeout);
     if (compression.adapt)
       Throw(Errc::kInvalidArgument, "--compress adapt: for -f only (a session with --to keeps one level)");
     client.compress_level = level;

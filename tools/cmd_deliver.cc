@@ -34,6 +34,9 @@ struct DeliverOptions {
   std::string date;
   bool create = false;
   bool verbose = false;
+  // A folder lock held this long (a stopped process, a partition move copying the folder) ends
+  // the delivery with 75, so the MTA retries later instead of waiting without limit (helper-66).
+  int lock_wait = 300;
 };
 
 // Throws the temporary failure an MTA retries when the user may not receive mail now.
@@ -74,9 +77,11 @@ int DeliverOnce(const DeliverOptions& options) {
   store::Store::Db::EndWithSuccessOnceCommitted();
 
   // A wait that lasts (a folder being moved, a stopped process) goes to the MTA's log once.
-  auto store = store::Store::Open(root, {store::Durability::kBatch, [](const std::string& why) {
+  auto store = store::Store::Open(root, {store::Durability::kBatch,
+                                         [](const std::string& why) {
                                            std::fprintf(stderr, "storemove deliver: %s\n", why.c_str());
-                                         }});
+                                         },
+                                         options.lock_wait});
   store::Settings settings;
   try {
     settings = store::ReadSettings(*store);
@@ -208,10 +213,16 @@ void AddDeliverCommand(CLI::App& root, Action* chosen) {
       ->type_name("DATE");
   command->add_flag("--create", options->create, "create a missing user and folder (any depth)");
   command->add_flag("-v,--verbose", options->verbose, "print the UID assigned");
+  command
+      ->add_option("--lock-wait", options->lock_wait,
+                   "seconds to wait for a folder another process holds locked before deferring (75); 0 = no limit "
+                   "(default 300)")
+      ->type_name("SECONDS")
+      ->check(CLI::NonNegativeNumber);
   command->footer(
       "Exit status: 0 delivered and durable; 67 unknown user (bounce); 75 user on hold, moved to another "
       "host (the message names it), over quota, without its INBOX yet (a restore or import of the user "
-      "not finished), a folder whose UIDs are used up, or anything else that fails (a full disk, an I/O error, a "
+      "not finished), a folder locked by another process for over --lock-wait seconds, a folder whose UIDs are used up, or anything else that fails (a full disk, an I/O error, a "
       "damaged store, no store at --store): the mail waits in the MTA's queue; 66 folder missing; 65 empty message (an "
       "empty stdin is a broken pipe, not mail; import keeps an mbox's empty messages and counts them); "
       "64 bad name or option.\n");

@@ -160,6 +160,10 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   options.client.credentials.ca_file = o.ca;
   options.client.credentials.insecure = o.insecure;
   options.client.timeout_seconds = o.timeout;
+  // As backup --to: a source folder locked longer than a session survives a silent client fails
+  // the attempt with the folder named (retried later), not with a broken pipe. Set before any
+  // job thread starts.
+  source->set_folder_lock_wait(o.timeout);
   const Compression compression = ParseCompression(o.compress);
   // A session's connection also carries the server's answers: its output time is not the link's.
   if (compression.adapt)

@@ -1811,6 +1811,45 @@ TEST(NetHostile, ASessionWaitingForAUserGivesUpAtTheIdleTimeoutAndSaysWhy) {
   ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
 }
 
+// The same wait seen from a real client with the default server: the server's idle timeout
+// (600 s here, 120 by default) is longer than the client's --timeout, so the client used to
+// hear nothing, time out on the silent connection and blame the network ("timed out after 60 s
+// without progress") while the server knew why (helper-66). The REQUEST now carries the client's
+// timeout and the server gives up at half of it, with the reason the client then reports.
+TEST(NetHostile, AClientWhoseUserIsHeldHearsWhyBeforeItsOwnTimeout) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 4);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  so.idle_timeout_seconds = 600;
+  ServerThread server(*b, so);
+  const std::string user = Users(*a).at(0);
+  ClientOptions c;
+  c.credentials.insecure = true;
+  c.timeout_seconds = 4;
+  {
+    std::optional<store::Store::UserWriteLock> held(b->LockUserForWriting(user));
+    BackupOptions o;
+    o.names = {"user/" + user + "/*"};
+    const auto [code, what] = ThrownBy([&] { Session(server.endpoint(), c).Restore(*a, o, {}); });
+    EXPECT_EQ(code, Errc::kTempFail) << what;
+    EXPECT_TRUE(Contains(what, "user " + user + ": another session of this process has been writing it for over 2 s; "
+                               "try again later")) << what;
+  }
+  // A client_timeout that is not a number of seconds is refused before READY.
+  for (const char* bad : {"0", "-1", "\"60\"", "1e100", "99999999999"}) {
+    RawClient raw(server.endpoint());
+    raw.SendFrame(kRequest, std::string(R"({"protocol":2,"op":"restore","client_timeout":)") + bad +
+                                R"(,"restore":{"partition":"","user_map":{},"continue_on_error":false,)"
+                                R"("skip_existing_check":false}})");
+    auto [type, payload] = raw.ReadFrame();
+    EXPECT_EQ(type, kError) << bad;
+    EXPECT_TRUE(Contains(payload, "client_timeout")) << payload;
+  }
+  ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
+}
+
 // A client that dies before DATA-END while its session waits for the user's write lock (a local
 // restore or a rename of that user holds it). The session used to go on waiting until the idle
 // timeout, holding its slot, and to apply what it had queued if the lock came first: mail its

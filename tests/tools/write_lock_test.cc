@@ -345,6 +345,49 @@ TEST_F(WriteLockTest, AFolderLockHeldForLongIsSaidByTheWaiter) {
   }
 }
 
+// ... but not without bound where someone waits on the other side (helper-66): deliver gives up
+// after --lock-wait with 75, so the MTA retries later, and backup --to after its --timeout with
+// 75 naming the folder; it used to wait on while the server dropped its silent session, and end
+// in "Broken pipe" (74) once it wrote again.
+TEST_F(WriteLockTest, AFolderLockHeldPastItsBoundIsATemporaryFailureNamingTheFolder) {
+  auto store = store::Store::Open(src_);
+  const std::string sent = store->PartitionPath("primary") + "/" + store::FolderRelPath("joe", "Sent");
+  store.reset();
+  UniqueFd held(::open(sent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+  {
+    Spawned deliver({"deliver", "--store", src_, "--user", "joe", "--folder", "Sent", "--lock-wait", "1"},
+                    tmp_ / "deliver.err");
+    deliver.Feed(Message("deferred"));
+    deliver.CloseInput();
+    ASSERT_TRUE(WaitFor([&] { return deliver.Exited(); })) << deliver.Err();
+    EXPECT_EQ(deliver.Wait(), 75) << deliver.Err();
+    EXPECT_NE(deliver.Err().find("the lock of folder " + sent + " has been held by another process for over 1 s"),
+              std::string::npos)
+        << deliver.Err();
+  }
+  Spawned serve({"serve", "--store", dst_, "--insecure", "--listen", "127.0.0.1:0", "--idle-timeout", "2"},
+                tmp_ / "serve.err");
+  std::string port;
+  ASSERT_TRUE(WaitFor([&] {
+    const std::string log = serve.Err();
+    const size_t at = log.find("listening on 127.0.0.1:");
+    if (at == std::string::npos) return false;
+    const size_t digits = at + std::string("listening on 127.0.0.1:").size();
+    port = log.substr(digits, log.find_first_not_of("0123456789", digits) - digits);
+    return !port.empty() && log.find_first_not_of("0123456789", digits) != std::string::npos;
+  })) << serve.Err();
+  Spawned backup({"backup", "--store", src_, "--to", "127.0.0.1:" + port, "--insecure", "--timeout", "3", "/"},
+                 tmp_ / "backup.err");
+  const bool ended = WaitFor([&] { return backup.Exited(); });
+  ASSERT_EQ(::flock(held.get(), LOCK_UN), 0);  // a backup that still waits finishes now
+  ASSERT_TRUE(ended) << "backup --to waited for the folder lock past its --timeout: " << backup.Err();
+  EXPECT_EQ(backup.Wait(), 75) << backup.Err();
+  EXPECT_NE(backup.Err().find("the lock of folder " + sent + " has been held by another process for over 3 s"),
+            std::string::npos)
+      << backup.Err();
+}
+
 // A restore killed with its lock held blocks nobody: the kernel drops the lock with the process,
 // and the rerun completes the mailbox.
 TEST_F(WriteLockTest, KilledRestoreLeavesNoLockAndTheRerunCompletes) {
