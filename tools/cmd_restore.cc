@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include <iostream>
@@ -30,6 +31,7 @@ struct RestoreCliOptions {
   bool verbose = false;
   bool json = false;
   std::string partition;
+  int timeout = 0;  // seconds without input before giving up; 0 = wait
 };
 
 // A restore may stop at any point: what it committed is complete, nothing half-restored is
@@ -77,7 +79,14 @@ int RunRestore(const RestoreCliOptions& o) {
   UniqueFd fd = stream::OpenInput(o.file);
   options.toc_json = o.json;
   InputProgress(fd.get(), &options.input_total, &options.input_consumed);
-  stream::FdSource source(fd.get(), o.file == "-" ? "standard input" : o.file);
+  // A stalled writer (a hung ssh link) is said after a minute, or half --timeout, and ends the
+  // restore at --timeout: meanwhile the user being written stays locked (helper-66).
+  stream::StallPolicy stall;
+  stall.timeout_seconds = o.timeout;
+  stall.notice_seconds = o.timeout > 0 ? std::clamp(o.timeout / 2, 1, 60) : 60;
+  stall.notice = [](const std::string& line) { std::fprintf(stderr, "storemove restore: %s\n", line.c_str()); };
+  if (!o.toc) stall.holding = "; the user being restored stays locked for writing meanwhile";
+  stream::FdSource source(fd.get(), o.file == "-" ? "standard input" : o.file, stall);
   format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
   format::Decoder decoder(input);
   stream::SessionReport report = stream::Restore(store.get(), decoder, options, o.toc ? &std::cout : nullptr);
@@ -113,6 +122,11 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
   c->add_flag("-v,--verbose", o->verbose,
               "live progress on stderr even when it is not a terminal (rate; ETA when the input is a regular file)");
   c->add_flag("--json", o->json, "print the summary as JSON (on stderr)");
+  c->add_option("--timeout", o->timeout,
+                "seconds without input (a stalled pipe) before giving up with 75; 0 = wait, saying so after 60 s "
+                "(default 0)")
+      ->type_name("SECONDS")
+      ->check(CLI::NonNegativeNumber);
   c->callback([o, chosen] { *chosen = [o] { return RunRestore(*o); }; });
 }
 

@@ -388,6 +388,40 @@ TEST_F(WriteLockTest, AFolderLockHeldPastItsBoundIsATemporaryFailureNamingTheFol
       << backup.Err();
 }
 
+// A restore from a pipe whose writer stalls (a hung ssh link) holds the user it is writing: it
+// used to wait without a word for as long as the pipe stayed open (helper-66). It now says so
+// (after a minute, or half its --timeout), says when input resumes, and gives up at --timeout
+// with 75; the rerun completes.
+TEST_F(WriteLockTest, ARestoreWhoseInputStallsSaysSoAndGivesUpAtItsTimeout) {
+  {
+    Spawned restore({"restore", "--store", dst_, "-f", "-", "--timeout", "2"}, tmp_ / "restore.err");
+    restore.Feed(std::string_view(stream_).substr(0, cut_));
+    ASSERT_TRUE(WaitFor([&] { return restore.Exited(); })) << restore.Err();
+    EXPECT_EQ(restore.Wait(), 75) << restore.Err();
+    const std::string err = restore.Err();
+    EXPECT_NE(err.find("storemove restore: no input from standard input for 1 s (after stream byte "), std::string::npos)
+        << err;
+    EXPECT_NE(err.find("the user being restored stays locked for writing meanwhile"), std::string::npos) << err;
+    EXPECT_NE(err.find("standard input: no input for 2 s (after stream byte "), std::string::npos) << err;
+    EXPECT_NE(err.find("gave up (--timeout)"), std::string::npos) << err;
+  }
+  EXPECT_TRUE(Subjects("Sent").empty());  // never half visible
+  {
+    Spawned restore({"restore", "--store", dst_, "-f", "-", "--timeout", "8"}, tmp_ / "resumed.err");
+    restore.Feed(std::string_view(stream_).substr(0, cut_));
+    // Said after half --timeout (4 s; capped at 60): this waits for the line, then feeds the rest.
+    ASSERT_TRUE(WaitFor([&] { return restore.Err().find("no input from standard input") != std::string::npos; }))
+        << restore.Err();
+    restore.Feed(std::string_view(stream_).substr(cut_));
+    restore.CloseInput();
+    EXPECT_EQ(restore.Wait(), 0) << restore.Err();
+    EXPECT_NE(restore.Err().find("storemove restore: input from standard input resumed after "), std::string::npos)
+        << restore.Err();
+  }
+  EXPECT_EQ(Subjects("Sent"), (std::vector<std::string>{"sent-1", "sent-2", "sent-3"}));
+  ExpectEveryRecordHasItsFile();
+}
+
 // A restore killed with its lock held blocks nobody: the kernel drops the lock with the process,
 // and the rerun completes the mailbox.
 TEST_F(WriteLockTest, KilledRestoreLeavesNoLockAndTheRerunCompletes) {
