@@ -2,6 +2,8 @@
 // status, and the user lists a status change is applied to (a backup group or a file).
 #pragma once
 
+#include <cstdio>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -21,7 +23,11 @@ struct StatusFilter {
 // The store's users (sorted by id), those of `filter` only when given.
 std::vector<store::UserInfo> ListUsers(store::Store& store, const std::optional<StatusFilter>& filter);
 std::string UsersText(const std::vector<store::UserInfo>& users);
-std::string UsersJson(const std::vector<store::UserInfo>& users);
+// `users --json`: {"users": [...], "count": N, "storemove_version": V}, written to `out` as the
+// store's users are read (user-id order), so memory does not grow with the users.
+void WriteUsersJson(store::Store& store, const std::optional<StatusFilter>& filter, std::FILE* out);
+// One element of a JSON array as nlohmann's dump(2) would print it at `indent`.
+std::string IndentedElement(const nlohmann::json& element, const std::string& indent);
 
 // User ids from a file: one per line, blank lines and '#' comments ignored, a CR before the LF
 // ignored. Every id is validated before anything uses the list (kInvalidArgument naming the

@@ -17,8 +17,12 @@ int RunUsers(const UsersOptions& options) {
   std::optional<stream::StatusFilter> filter;
   if (!options.status.empty()) filter = stream::StatusFilter::Parse(options.status);
   auto store = OpenStore(options.store_dir);
+  if (options.json) {
+    stream::WriteUsersJson(*store, filter, stdout);
+    return 0;
+  }
   std::vector<store::UserInfo> users = stream::ListUsers(*store, filter);
-  std::printf("%s", options.json ? (stream::UsersJson(users) + "\n").c_str() : stream::UsersText(users).c_str());
+  std::printf("%s", stream::UsersText(users).c_str());
   return 0;
 }
 

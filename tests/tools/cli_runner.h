@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sys/inotify.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@ struct CliResult {
   int status = -1;  // exit status, or 128 + signal number
   std::string out;
   std::string err;
+  long peak_rss_kib = -1;  // the process's own peak resident set (wait4), KiB
   std::string Describe() const { return "exit " + std::to_string(status) + "\nstdout:\n" + out + "\nstderr:\n" + err; }
 };
 
@@ -92,11 +94,13 @@ inline CliResult RunProgramWithStdinFile(const std::string& program, const std::
     ::_exit(127);
   }
   int wstatus = 0;
-  while (::waitpid(pid, &wstatus, 0) < 0) {
-    if (errno != EINTR) throw std::runtime_error("waitpid failed");
+  struct rusage usage {};
+  while (::wait4(pid, &wstatus, 0, &usage) < 0) {
+    if (errno != EINTR) throw std::runtime_error("wait4 failed");
   }
   CliResult r;
   r.status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+  r.peak_rss_kib = usage.ru_maxrss;
   r.out = SlurpFile(out_path);
   r.err = SlurpFile(err_path);
   return r;
