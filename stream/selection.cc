@@ -154,6 +154,27 @@ Selection::Selection(const std::vector<std::string>& names, const std::vector<Ba
     }
     items_.push_back(item);
   }
+  for (size_t i = 0; i < items_.size(); ++i) {
+    const Item& item = items_[i];
+    std::string only;  // the one user this item can select, if there is one
+    if (!item.user.empty()) {
+      only = item.user;
+    } else if (!item.mailbox_pattern.empty()) {
+      // user/NAME/... with NAME free of wildcards: user ids hold no '/'.
+      const std::string& p = item.mailbox_pattern;
+      const size_t slash = p.find('/', 5);
+      if (slash != std::string::npos && p.find_first_of("*%") > slash) only = p.substr(5, slash - 5);
+    }
+    if (only.empty()) general_.push_back(i);
+    else by_user_.emplace(only, i);
+  }
+}
+
+std::vector<size_t> Selection::ItemsFor(const std::string& user) const {
+  std::vector<size_t> out = general_;
+  auto [first, last] = by_user_.equal_range(user);
+  for (auto it = first; it != last; ++it) out.push_back(it->second);
+  return out;
 }
 
 void Selection::RequireEveryNameMatches(store::Store& store, std::string_view command) const {
@@ -212,7 +233,8 @@ void Selection::RequireEveryNameMatches(store::Store& store, std::string_view co
 }
 
 bool Selection::WantsUser(const store::UserInfo& user) const {
-  for (const Item& item : items_) {
+  for (size_t i : ItemsFor(user.user)) {
+    const Item& item = items_[i];
     if (!item.mailbox_pattern.empty()) {
       std::string prefix = "user/" + user.user + "/";
       // A pattern can only match this user's folders if its literal prefix allows it.
@@ -231,7 +253,8 @@ bool Selection::WantsUser(const store::UserInfo& user) const {
 }
 
 bool Selection::WantsFolder(const store::UserInfo& user, const std::string& folder) const {
-  for (const Item& item : items_) {
+  for (size_t i : ItemsFor(user.user)) {
+    const Item& item = items_[i];
     if (!item.mailbox_pattern.empty()) {
       if (store::MatchPattern(item.mailbox_pattern, "user/" + user.user + "/" + folder)) return true;
       continue;

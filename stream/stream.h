@@ -50,8 +50,14 @@ class Selection {
     std::string user;             // empty = any
     std::string mailbox_pattern;  // empty = whole users
   };
+  // Items that can select one user only (/partition/group/USER, user/USER/... patterns), by that
+  // user; the others are looked at for every user. A -u file of 32,000 users' names made every
+  // look-up walk all of them: quadratic (helper-65, 24 s where `backup /` took 1.8 s).
+  std::vector<size_t> ItemsFor(const std::string& user) const;
   std::vector<BackupGroup> groups_;
   std::vector<Item> items_;
+  std::multimap<std::string, size_t> by_user_;
+  std::vector<size_t> general_;
 };
 
 // --- backup --------------------------------------------------------------------------------
