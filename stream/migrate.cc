@@ -620,6 +620,11 @@ class Migration {
       return;
     }
     const std::vector<std::string> user_list(users.begin(), users.end());
+    // The hold takes every user's delivery gate at once (Store::LockGates): a group too large for
+    // the open-file limit is refused now, not after its whole copy (helper-65: 17 s of copying,
+    // then exit 64).
+    EnsureDescriptors(user_list.size(), "holding the delivery gates of " +
+                                            std::to_string(user_list.size()) + " users");
 
     // One connection for every pass and the switch: one handshake, and the switch is one round trip.
     net::ClientOptions client = client_;

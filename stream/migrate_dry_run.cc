@@ -41,6 +41,7 @@ MigrateDryRun PlanMigrate(store::Store& source, const MigrateOptions& options) {
         d.bytes += f.bytes;
       }
     }
+    d.too_large = DescriptorShortfall(d.users.size());
     plan.groups.push_back(std::move(d));
   }
   const std::string journal_dir = source.root() + "/migrate-journal";
@@ -73,6 +74,9 @@ std::string MigrateDryRun::Text() const {
            Count(g.folders, "folder", "folders") + ", " + Count(g.messages, "message", "messages") + ", " +
            std::to_string(g.bytes) + " bytes (" + HumanBytes(double(g.bytes)) + ")";
     if (g.already_moved) out += "; " + Count(g.already_moved, "user", "users") + " already moved, left alone";
+    if (!g.too_large.empty())
+      out += "\n  WILL FAIL: holding its users' delivery gates " + g.too_large +
+             ": raise the limit or split the group in backup-groups.conf";
     out += "\n";
     for (const std::string& user : g.users) out += "  " + user + "\n";
     users += g.users.size();
@@ -102,6 +106,7 @@ std::string MigrateDryRun::Json() const {
                   {"regex", g.regex},
                   {"users", g.users},
                   {"already_moved", g.already_moved},
+                  {"too_large", g.too_large},
                   {"folders", g.folders},
                   {"messages", g.messages},
                   {"bytes", g.bytes}});

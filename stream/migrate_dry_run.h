@@ -17,6 +17,9 @@ struct DryRunGroup {
   std::vector<std::string> users;  // to migrate (sorted)
   uint64_t already_moved = 0;      // moved:HOST to this destination by an earlier run: left alone
   uint64_t folders = 0, messages = 0, bytes = 0;  // what the copy pass sends, before deduplication
+  // Empty, or why the group cannot be held at once (util/fs.h DescriptorShortfall): the run
+  // refuses it before copying.
+  std::string too_large;
 };
 
 struct MigrateDryRun {

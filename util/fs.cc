@@ -525,6 +525,14 @@ void WriteAll(int fd, const void* data, size_t size, const std::string& shown) {
   }
 }
 
+std::string DescriptorShortfall(size_t count) {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("getrlimit");
+  const rlim_t need = static_cast<rlim_t>(count) + 256;
+  if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) return {};
+  return "needs " + std::to_string(need) + " open files; the limit is " + std::to_string(rl.rlim_max) + " (ulimit -n)";
+}
+
 void EnsureDescriptors(size_t count, std::string_view what) {
   struct rlimit rl;
   if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("getrlimit");
