@@ -18,31 +18,7 @@
 
 namespace storemove::relinker {
 
-namespace {
-constexpr size_t kCompareBlock = 256 * 1024;
-
-}  // namespace
-
-bool SameContent(int fd_a, int fd_b) {
-  struct stat sa, sb;
-  if (::fstat(fd_a, &sa) != 0 || ::fstat(fd_b, &sb) != 0) ThrowErrno("stat message file");
-  if (sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) return true;
-  if (sa.st_size != sb.st_size) return false;
-  // Buffers the size of the file when it is small (most mail is), and not zero-filled: on
-  // arrival this runs once per linked message, where two 256 KiB memsets cost more than the
-  // comparison of a typical message.
-  const size_t block = std::clamp<size_t>(size_t(sa.st_size), 1, kCompareBlock);
-  std::unique_ptr<char[]> a(new char[block]), b(new char[block]);
-  off_t off = 0;
-  for (;;) {
-    ssize_t na = ::pread(fd_a, a.get(), block, off);
-    ssize_t nb = ::pread(fd_b, b.get(), block, off);
-    if (na < 0 || nb < 0) ThrowErrno("read message file");
-    if (na != nb || std::memcmp(a.get(), b.get(), size_t(na)) != 0) return false;
-    if (na == 0) return true;
-    off += na;
-  }
-}
+bool SameContent(int fd_a, int fd_b) { return SameFileContent(fd_a, fd_b); }
 
 bool SameContent(const std::string& path_a, const std::string& path_b) {
   UniqueFd a = OpenFile(path_a, O_RDONLY), b = OpenFile(path_b, O_RDONLY);
@@ -81,9 +57,7 @@ Repository::Repository(std::string partition_dir, RepositoryOptions options)
     : root_(partition_dir + "/=digest"), options_(options), layout_(store::ReadRepositoryLayout(partition_dir)) {}
 
 std::string Repository::EntryPath(const Digest& digest) const {
-  std::string hex = digest.Hex();
-  if (layout_ == store::RepositoryLayout::kFlat) return root_ + "/" + hex.substr(0, 2) + "/" + hex + ".msg";
-  return root_ + "/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex + ".msg";
+  return store::RepositoryEntryPath(root_, layout_, digest);
 }
 
 namespace {

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -29,6 +30,7 @@
 #include "store/index.h"
 #include "store/mboxlist.h"
 #include "store/names.h"
+#include "store/repository_layout.h"
 #include "util/bytes.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -374,10 +376,76 @@ void CopyMessage(const Relocation& r, const MessageMeta& m, const std::string& r
   if (sync) Fsync(out.get(), to);
 }
 
+// On a move to another filesystem: what keeps shared content shared. The messages that were one
+// inode at the source become one inode again at the destination (same inode: same bytes), and
+// a content the destination partition's repository already holds (docs/store-format.md §7) is
+// linked to that entry once its bytes are compared; a content it lacks is copied and its copy
+// becomes the entry, so the next user moved there links to it. Copying each file on its own
+// made 400 separate copies of 1,200 messages that had 800 inodes (helper-67).
+class CrossFilesystemSharing {
+ public:
+  CrossFilesystemSharing(Store& store, const std::string& dst_partition)
+      : root_(store.PartitionPath(dst_partition) + "/=digest"),
+        layout_(ReadRepositoryLayout(store.PartitionPath(dst_partition))) {}
+
+  // Places at `tmp` in the destination a link to a file that holds the bytes of the source file
+  // `src` (record `m`), if there is one: true when placed, false when the caller must copy.
+  bool LinkExisting(const Relocation& r, const MessageMeta& m, const std::string& tmp, int src) {
+    struct stat st;
+    if (::fstat(src, &st) != 0) ThrowErrno("stat " + r.src_path + "/" + MessageRelPath(m.uid));
+    auto placed = placed_.find({st.st_dev, st.st_ino});
+    if (placed != placed_.end() && LinkAt(AT_FDCWD, placed->second, r.dst->fd(), tmp) == 0) {
+      ++linked_;
+      return true;
+    }
+    const std::string entry = RepositoryEntryPath(root_, layout_, m.digest);
+    UniqueFd fd = TryOpenAt(AT_FDCWD, entry, O_RDONLY | O_NONBLOCK, 0, entry);
+    struct stat es;
+    if (!fd.valid() || ::fstat(fd.get(), &es) != 0 || !S_ISREG(es.st_mode) || uint64_t(es.st_size) != m.size ||
+        !SameFileContent(fd.get(), src))
+      return false;
+    // Linked by name: checked to be the inode compared, or the copy is made after all.
+    if (LinkAt(AT_FDCWD, entry, r.dst->fd(), tmp) != 0) return false;
+    struct stat made;
+    if (::fstatat(r.dst->fd(), tmp.c_str(), &made, AT_SYMLINK_NOFOLLOW) != 0 || made.st_ino != es.st_ino) {
+      UnlinkAt(r.dst->fd(), tmp);
+      return false;
+    }
+    ++linked_;
+    return true;
+  }
+
+  // `rel` in the destination now holds the bytes of the source inode of `src`: later messages of
+  // that inode link to it, and a copy becomes the repository entry for its digest if none is.
+  void Placed(const Relocation& r, const MessageMeta& m, const std::string& rel, int src, bool copied) {
+    struct stat st;
+    if (::fstat(src, &st) != 0) ThrowErrno("stat " + r.src_path + "/" + rel);
+    placed_.try_emplace({st.st_dev, st.st_ino}, r.dst_path + "/" + rel);
+    if (!copied) return;
+    const std::string entry = RepositoryEntryPath(root_, layout_, m.digest);
+    int err = LinkAt(r.dst->fd(), rel, AT_FDCWD, entry);
+    if (err == ENOENT) {
+      MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
+      err = LinkAt(r.dst->fd(), rel, AT_FDCWD, entry);
+    }
+    // EEXIST: another content of the digest, or a writer was first. An entry left by a move
+    // that then fails has one link: `relink -d` purges it.
+    if (err != 0 && err != EEXIST && err != EMLINK) ThrowErrno("link " + r.dst_path + "/" + rel + " to " + entry, err);
+  }
+
+  uint64_t linked() const { return linked_; }
+
+ private:
+  std::string root_;
+  RepositoryLayout layout_;
+  std::map<std::pair<dev_t, ino_t>, std::string> placed_;  // source inode -> a destination file of it
+  uint64_t linked_ = 0;
+};
+
 // Makes the destination folder complete: every message file (a hard link on the same
-// filesystem, else a verified copy), then store.idx and store.exp. No record names the
-// destination yet, so none of this is visible.
-void Stage(Relocation& r, bool sync) {
+// filesystem, else a link to the same content there or a verified copy: CrossFilesystemSharing),
+// then store.idx and store.exp. No record names the destination yet, so none of this is visible.
+void Stage(Relocation& r, bool sync, CrossFilesystemSharing& sharing) {
   struct stat src_st, dst_st;
   if (::fstat(r.src->fd(), &src_st) != 0) ThrowErrno("stat " + r.src_path);
   if (::fstat(r.dst->fd(), &dst_st) != 0) ThrowErrno("stat " + r.dst_path);
@@ -402,10 +470,20 @@ void Stage(Relocation& r, bool sync) {
           ThrowErrno("link " + r.src_path + "/" + rel + " to " + r.dst_path + "/" + tmp, err);
         }
       }
-      if (!linked) CopyMessage(r, m, rel, tmp, sync);
+      UniqueFd src;
+      bool copied = false;
+      if (!linked) {
+        src = TryOpenAt(r.src->fd(), rel, O_RDONLY, 0, r.src_path + "/" + rel);
+        if (!src.valid()) Throw(Errc::kCorrupt, "mailbox " + r.SrcKey() + ": message file missing: " + r.src_path + "/" + rel);
+        if (!sharing.LinkExisting(r, m, tmp, src.get())) {
+          CopyMessage(r, m, rel, tmp, sync);
+          copied = true;
+        }
+      }
       // rename(2) replaces a leftover file of an earlier, interrupted operation.
       if (int err = RenameAt(r.dst->fd(), tmp, r.dst->fd(), rel))
         ThrowErrno("rename " + r.dst_path + "/" + tmp + " to " + rel, err);
+      if (src.valid()) sharing.Placed(r, m, rel, src.get(), copied);
     } catch (...) {
       UnlinkAt(r.dst->fd(), tmp);
       throw;
@@ -492,7 +570,12 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
         if (found) Throw(Errc::kExists, "mailbox " + r.DstKey() + " exists");
       }
     }
-    for (Relocation& r : moves) Stage(r, sync);
+    std::map<std::string, CrossFilesystemSharing> sharing;  // by destination partition
+    for (Relocation& r : moves) {
+      auto it = sharing.find(r.dst_partition);
+      if (it == sharing.end()) it = sharing.try_emplace(r.dst_partition, store, r.dst_partition).first;
+      Stage(r, sync, it->second);
+    }
     db.Txn(
         [&](DB_TXN* txn) {
           for (const Relocation& r : moves) {

@@ -19,6 +19,12 @@ RepositoryLayout ReadRepositoryLayout(const std::string& partition_dir) {
   ThrowErrno("stat " + partition_dir + "/=digest/" + std::string(kFlatRepositoryMarker), err);
 }
 
+std::string RepositoryEntryPath(const std::string& root, RepositoryLayout layout, const Digest& digest) {
+  const std::string hex = digest.Hex();
+  if (layout == RepositoryLayout::kFlat) return root + "/" + hex.substr(0, 2) + "/" + hex + ".msg";
+  return root + "/" + hex.substr(0, 2) + "/" + hex.substr(2, 2) + "/" + hex + ".msg";
+}
+
 void CreateFlatRepositoryIfMissing(const std::string& partition_dir) {
   const std::string root = partition_dir + "/=digest";
   if (PathExists(root)) return;

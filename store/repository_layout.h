@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "util/digest.h"
+
 namespace storemove::store {
 
 // The empty file =digest/flat marks a flat repository. It cannot collide with an entry or a
@@ -23,5 +25,9 @@ RepositoryLayout ReadRepositoryLayout(const std::string& partition_dir);
 // Creates partition_dir/=digest with the flat marker when the partition has no repository yet;
 // leaves an existing one as it is. Called by `init` for every partition.
 void CreateFlatRepositoryIfMissing(const std::string& partition_dir);
+
+// The entry of `digest` in the repository at `root` (partition_dir + "/=digest"):
+// root/<h1>/<hex>.msg (flat) or root/<h1>/<h2>/<hex>.msg (nested).
+std::string RepositoryEntryPath(const std::string& root, RepositoryLayout layout, const Digest& digest);
 
 }  // namespace storemove::store

@@ -85,6 +85,9 @@ void WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode
 // hard one) for a caller that holds one per locked folder or user; kInvalidArgument naming
 // `what` when the hard limit is too low.
 void EnsureDescriptors(size_t count, std::string_view what);
+// True when the two open files hold exactly the same bytes: the same inode, or sizes equal and
+// then the contents compared in blocks. (relinker::SameContent; store's moves use it too.)
+bool SameFileContent(int fd_a, int fd_b);
 // The same check without raising or throwing: empty when `count` more descriptors fit under the
 // hard limit, else "needs N open files; the limit is M (ulimit -n)" (for a plan that warns).
 std::string DescriptorShortfall(size_t count);

@@ -651,6 +651,71 @@ TEST(AdminMove, AcrossFilesystemsCopiesAndChecksEveryMessage) {
   EXPECT_FALSE(fs::exists(FolderDir(*store, "primary", "joe", "INBOX")));
 }
 
+struct stat StatOf(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st;
+}
+
+// Moved to another filesystem, messages that were one inode are one inode again, and content the
+// target partition holds is linked to its repository entry once its bytes are compared: copying
+// each file on its own undid all sharing (helper-67: 1,200 files of 800 inodes became 1,200).
+TEST(AdminMove, AcrossFilesystemsSharedContentStaysShared) {
+  TempDir tmp;
+  std::string other = OtherFilesystemDir(tmp.path());
+  if (other.empty()) GTEST_SKIP() << "no second filesystem next to " << tmp.path();
+  std::string far = other + "/storemove-admin-test-" + RandomToken();
+  MakeDirs(far + "/=user");
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { fs::remove_all(dir); }
+  } cleanup{far};
+  auto store = Store::Init(tmp.path(), {});
+  fs::create_directory_symlink(far, tmp / "partition/far");
+  const std::string list_mail = Msg("list mail") + std::string(5000, 'l');
+  const std::string planted = Msg("other bytes") + std::string(5000, 'o');
+  // joe: the list mail in INBOX and, as the same inode, in Sent; ann: her own copy of it.
+  Deliver(*store, "joe", "INBOX", list_mail);
+  {
+    auto inbox = store->OpenFolder("joe", "INBOX");
+    MessageMeta meta = inbox->Snapshot().messages.at(0);
+    meta.uid = 0;
+    auto sent = store->CreateFolder("joe", "Sent");
+    std::optional<StagedMessage> link = sent->StageLink(inbox->MessagePath(1), meta);
+    ASSERT_TRUE(link);
+    std::vector<StagedMessage> batch{std::move(*link)};
+    sent->Commit(batch);
+  }
+  Deliver(*store, "ann", "INBOX", list_mail);
+  Deliver(*store, "bob", "INBOX", planted.substr(0, list_mail.size()));
+  auto joe_before = AllSnapshots(*store, "joe");
+  auto ann_before = AllSnapshots(*store, "ann");
+
+  ASSERT_TRUE(MoveUser(*store, "joe", "far"));
+  ExpectMovedIntact(*store, "joe", joe_before, "far");
+  const struct stat joe_inbox = StatOf(store->OpenFolder("joe", "INBOX")->MessagePath(1));
+  EXPECT_EQ(joe_inbox.st_ino, StatOf(store->OpenFolder("joe", "Sent")->MessagePath(1)).st_ino)
+      << "one inode at the source, two files at the destination";
+  ASSERT_TRUE(MoveUser(*store, "ann", "far"));
+  ExpectMovedIntact(*store, "ann", ann_before, "far");
+  EXPECT_EQ(StatOf(store->OpenFolder("ann", "INBOX")->MessagePath(1)).st_ino, joe_inbox.st_ino)
+      << "ann's copy is linked to the content joe's move put in the repository";
+  EXPECT_EQ(joe_inbox.st_nlink, 3u) << "joe's two files and the repository entry";
+
+  // An entry of the digest with other bytes (a collision, or damage) is never linked to: bob's
+  // message is the planted entry's size but not its bytes.
+  const MessageMeta bob = store->OpenFolder("bob", "INBOX")->Snapshot().messages.at(0);
+  const std::string entry = far + "/=digest/" + bob.digest.Hex().substr(0, 2) + "/" + bob.digest.Hex() + ".msg";
+  MakeDirs(entry.substr(0, entry.rfind('/')));
+  std::string other_bytes = ReadMessage(*store, "bob", "INBOX", 1);
+  other_bytes.back() = other_bytes.back() == 'x' ? 'y' : 'x';
+  WriteFileAtomic(entry, other_bytes, 0600);
+  auto bob_before = AllSnapshots(*store, "bob");
+  ASSERT_TRUE(MoveUser(*store, "bob", "far"));
+  ExpectMovedIntact(*store, "bob", bob_before, "far");
+  EXPECT_NE(StatOf(store->OpenFolder("bob", "INBOX")->MessagePath(1)).st_ino, StatOf(entry).st_ino);
+}
+
 // Deliveries retried as an MTA does, in other processes, while the user moves back and forth
 // between partitions and a folder is renamed: every acknowledged message ends up present exactly
 // once, with its bytes.
