@@ -81,11 +81,12 @@ struct OpenedMbox {
   bool started = false;
 };
 
-OpenedMbox OpenMboxAndStart(const ImportJob& job, MboxFlavor flavor) {
+OpenedMbox OpenMboxAndStart(const ImportJob& job, MboxFlavor flavor, const StallPolicy& stall) {
   OpenedMbox opened;
   opened.fd = OpenMbox(job.path);
   ::posix_fadvise(opened.fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   opened.reader = std::make_unique<MboxReader>(opened.fd.get(), job.path, flavor);
+  opened.reader->set_stall_policy(stall);
   opened.started = opened.reader->Start();
   return opened;
 }
@@ -225,7 +226,7 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
     for (const ImportJob* job : mine) {
       FileResult r;
       try {
-        OpenedMbox opened = OpenMboxAndStart(*job, options.flavor);
+        OpenedMbox opened = OpenMboxAndStart(*job, options.flavor, options.stall);
         if (!user_ready) {
           // A new user gets its record first; its INBOX is either one of the imports (built
           // unpublished like any new folder: the user did not exist, so no delivery depended on

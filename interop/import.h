@@ -18,6 +18,7 @@
 
 #include "interop/mbox.h"
 #include "store/store.h"
+#include "util/input_wait.h"
 
 namespace storemove::interop {
 
@@ -49,6 +50,9 @@ struct ImportOptions {
   std::function<void(store::Folder&, store::StagedMessage&)> before_commit;
   // Called after each file is in (committed and, for a new folder, published).
   std::function<void(const ImportJob&, const ImportedFile&)> on_file;
+  // A pipe (`-s /dev/stdin`) whose writer stalls while the import holds its user: said, and
+  // given up on, as this says (util/input_wait.h). A regular file never waits.
+  StallPolicy stall;
 };
 
 struct ImportReport {

@@ -317,12 +317,19 @@ bool MboxReader::ReadBlock() {
     PreadAll(spool_.get(), buf_.data() + old, n, static_cast<off_t>(cursor - spool_start_), SpoolName());
   } else if (!source_eof_) {
     buf_.resize(old + block_size_);
-    n = ReadSome(fd_, buf_.data() + old, block_size_, shown_);
+    n = ReadSource(buf_.data() + old, block_size_);
     buf_.resize(old + n);
     source_eof_ = n == 0;
   }
   eof_ = n == 0;
   return n > 0;
+}
+
+size_t MboxReader::ReadSource(char* data, size_t size) {
+  if (stall_.active()) WaitForInput(fd_, shown_, source_bytes_, stall_);
+  const size_t n = ReadSome(fd_, data, size, shown_);
+  source_bytes_ += n;
+  return n;
 }
 
 std::string MboxReader::SpoolName() const {
@@ -354,7 +361,7 @@ void MboxReader::SpoolTo(uint64_t file_end) {
   }
   std::string block(block_size_, '\0');
   while (spool_end_ < file_end && !source_eof_) {
-    const size_t n = ReadSome(fd_, block.data(), block.size(), shown_);
+    const size_t n = ReadSource(block.data(), block.size());
     source_eof_ = n == 0;
     PwriteAll(spool_.get(), block.data(), n, static_cast<off_t>(spool_end_ - spool_start_), SpoolName());
     spool_end_ += n;

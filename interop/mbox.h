@@ -48,6 +48,7 @@
 
 #include "util/digest.h"
 #include "util/fs.h"
+#include "util/input_wait.h"
 
 namespace storemove::interop {
 
@@ -96,8 +97,11 @@ class MboxReader {
   // The same, but a message whose stretch of the file exceeds `whole_limit` is passed to `large`
   // in pieces (out->streamed; out->bytes empty). `large` may throw; the reader is then unusable.
   bool Next(MboxMessage* out, const MboxSink& large);
+  // A pipe whose writer stalls: said, and given up on, as `stall` says (util/input_wait.h).
+  void set_stall_policy(StallPolicy stall) { stall_ = std::move(stall); }
 
  private:
+  size_t ReadSource(char* data, size_t size);
   bool ReadBlock();
   bool FillTo(size_t end);
   void SpoolTo(uint64_t file_end);
@@ -111,6 +115,8 @@ class MboxReader {
 
   int fd_;
   std::string shown_;
+  StallPolicy stall_;
+  uint64_t source_bytes_ = 0;  // read from fd_ so far
   MboxFlavor flavor_;
   size_t whole_limit_;
   size_t block_size_;

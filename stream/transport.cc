@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 
 #include "util/error.h"
@@ -45,35 +44,8 @@ void FdSink::Flush() {
   buf_.clear();
 }
 
-void FdSource::WaitForInput() {
-  using Clock = std::chrono::steady_clock;
-  const Clock::time_point start = Clock::now();
-  bool told = false;
-  for (;;) {
-    pollfd p{fd_, POLLIN, 0};
-    const int rc = ::poll(&p, 1, 1000);  // a look at the clock every second while nothing comes
-    if (rc < 0 && errno != EINTR) ThrowErrno("poll " + shown_);
-    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count();
-    if (rc > 0) {  // data, the end, or an error the read reports
-      if (told && stall_.notice)
-        stall_.notice("input from " + shown_ + " resumed after " + std::to_string(seconds) + " s");
-      return;
-    }
-    if (stall_.timeout_seconds > 0 && seconds >= stall_.timeout_seconds)
-      Throw(Errc::kTempFail, shown_ + ": no input for " + std::to_string(seconds) + " s (after stream byte " +
-                                 std::to_string(bytes_) + "): the writer stalled" + stall_.holding +
-                                 "; gave up (--timeout); run the same command again to complete it");
-    if (!told && stall_.notice_seconds > 0 && seconds >= stall_.notice_seconds) {
-      told = true;
-      if (stall_.notice)
-        stall_.notice("no input from " + shown_ + " for " + std::to_string(seconds) + " s (after stream byte " +
-                      std::to_string(bytes_) + ")" + stall_.holding);
-    }
-  }
-}
-
 size_t FdSource::Read(void* data, size_t size) {
-  if (stall_.notice_seconds > 0 || stall_.timeout_seconds > 0) WaitForInput();
+  if (stall_.active()) WaitForInput(fd_, shown_, bytes_, stall_);
   size_t n = ReadSome(fd_, data, size, shown_);
   bytes_ += n;
   return n;

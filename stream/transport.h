@@ -1,11 +1,11 @@
 // Byte transports for a session: files, pipes and (later) sockets, as format::ByteSink/Source.
 #pragma once
 
-#include <functional>
 #include <string>
 
 #include "format/format.h"
 #include "util/fs.h"
+#include "util/input_wait.h"
 
 namespace storemove::stream {
 
@@ -27,18 +27,6 @@ class FdSink final : public format::ByteSink {
   uint64_t bytes_ = 0;
 };
 
-// What a reader of a pipe does when its writer stalls (`ssh old storemove backup | restore`
-// whose link hangs): a restore meanwhile holds the user it is writing, so it says so once after
-// notice_seconds, says when input resumes, and gives up after timeout_seconds (kTempFail).
-struct StallPolicy {
-  int notice_seconds = 0;   // 0: no notice
-  int timeout_seconds = 0;  // 0: wait as long as it takes
-  // Told "no input from SHOWN for N s (after stream byte B)" once per stall, and "input from
-  // SHOWN resumed after N s" when it ends.
-  std::function<void(const std::string&)> notice;
-  std::string holding;  // appended to the notice and the error: what the reader holds meanwhile
-};
-
 class FdSource final : public format::ByteSource {
  public:
   FdSource(int fd, std::string shown, StallPolicy stall = {})
@@ -48,7 +36,6 @@ class FdSource final : public format::ByteSource {
   uint64_t bytes() const { return bytes_; }
 
  private:
-  void WaitForInput();
   int fd_;
   std::string shown_;
   StallPolicy stall_;

@@ -81,7 +81,7 @@ int RunRestore(const RestoreCliOptions& o) {
   InputProgress(fd.get(), &options.input_total, &options.input_consumed);
   // A stalled writer (a hung ssh link) is said after a minute, or half --timeout, and ends the
   // restore at --timeout: meanwhile the user being written stays locked (helper-66).
-  stream::StallPolicy stall;
+  StallPolicy stall;
   stall.timeout_seconds = o.timeout;
   stall.notice_seconds = o.timeout > 0 ? std::clamp(o.timeout / 2, 1, 60) : 60;
   stall.notice = [](const std::string& line) { std::fprintf(stderr, "storemove restore: %s\n", line.c_str()); };

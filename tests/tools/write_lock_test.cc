@@ -399,10 +399,10 @@ TEST_F(WriteLockTest, ARestoreWhoseInputStallsSaysSoAndGivesUpAtItsTimeout) {
     ASSERT_TRUE(WaitFor([&] { return restore.Exited(); })) << restore.Err();
     EXPECT_EQ(restore.Wait(), 75) << restore.Err();
     const std::string err = restore.Err();
-    EXPECT_NE(err.find("storemove restore: no input from standard input for 1 s (after stream byte "), std::string::npos)
+    EXPECT_NE(err.find("storemove restore: no input from standard input for 1 s (after byte "), std::string::npos)
         << err;
     EXPECT_NE(err.find("the user being restored stays locked for writing meanwhile"), std::string::npos) << err;
-    EXPECT_NE(err.find("standard input: no input for 2 s (after stream byte "), std::string::npos) << err;
+    EXPECT_NE(err.find("standard input: no input for 2 s (after byte "), std::string::npos) << err;
     EXPECT_NE(err.find("gave up (--timeout)"), std::string::npos) << err;
   }
   EXPECT_TRUE(Subjects("Sent").empty());  // never half visible
@@ -420,6 +420,25 @@ TEST_F(WriteLockTest, ARestoreWhoseInputStallsSaysSoAndGivesUpAtItsTimeout) {
   }
   EXPECT_EQ(Subjects("Sent"), (std::vector<std::string>{"sent-1", "sent-2", "sent-3"}));
   ExpectEveryRecordHasItsFile();
+}
+
+// The same for an mbox piped into import: it holds the user while its pipe stalls.
+TEST_F(WriteLockTest, AnImportWhoseInputStallsGivesUpAtItsTimeout) {
+  const std::string mbox = "From a@example.com Mon Jan  1 00:00:00 2024\nSubject: one\n\nfirst\n\n"
+                           "From a@example.com Mon Jan  1 00:00:01 2024\nSubject: two\n\n";
+  {
+    Spawned import({"import", "--store", dst_, "-u", "ann", "-s", "/dev/stdin", "--timeout", "2"}, tmp_ / "import.err");
+    import.Feed(mbox);  // the second message is never finished
+    ASSERT_TRUE(WaitFor([&] { return import.Exited(); })) << import.Err();
+    EXPECT_EQ(import.Wait(), 75) << import.Err();
+    const std::string err = import.Err();
+    EXPECT_NE(err.find("storemove import: no input from /dev/stdin for 1 s (after byte "), std::string::npos) << err;
+    EXPECT_NE(err.find("the user being imported stays locked for writing meanwhile"), std::string::npos) << err;
+    EXPECT_NE(err.find("/dev/stdin: no input for 2 s (after byte "), std::string::npos) << err;
+  }
+  CliResult rerun = RunCli({"import", "--store", dst_, "-u", "ann", "-s", "/dev/stdin"}, mbox + "second\n");
+  EXPECT_EQ(rerun.status, 0) << rerun.Describe();
+  EXPECT_NE(rerun.out.find("imported 2 messages"), std::string::npos) << rerun.Describe();
 }
 
 // A restore killed with its lock held blocks nobody: the kernel drops the lock with the process,
