@@ -41,11 +41,15 @@ void LockFolderDirectory(int fd, int how, const std::string& shown,
         if (errno != EINTR) ThrowErrno("lock " + shown);
         ThrowIfInterrupted("waiting for the lock of " + shown);
       }
-      return;
+      break;
     }
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(50));
   }
+  // A wait that was said is said to be over: a log shows how long the holder held it.
+  if (told && on_wait)
+    on_wait("waited " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count()) +
+            " s for the lock of folder " + shown + "; going on");
 }
 
 }  // namespace storemove::store

@@ -582,11 +582,18 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user, const Lock
   const std::string name(user);
   bool told = false;
   const std::function<void(const std::string&)>& on_wait = wait.on_wait ? wait.on_wait : options_.on_wait;
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point asked = Clock::now();
   auto tell = [&](const std::string& why) {
     if (on_wait && !told) on_wait("waiting for user " + name + ": " + why);
     told = true;
   };
-  using Clock = std::chrono::steady_clock;
+  // A wait that was said is said to be over (helper-66: a log showed the wait, then nothing).
+  auto tell_over = [&] {
+    if (on_wait && told)
+      on_wait("waited " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - asked).count()) +
+              " s for user " + name + "; going on");
+  };
   const bool bounded = wait.timeout_seconds > 0 || wait.cancelled;
   const Clock::time_point deadline =
       wait.timeout_seconds > 0 ? Clock::now() + std::chrono::seconds(wait.timeout_seconds) : Clock::time_point::max();
@@ -636,6 +643,7 @@ Store::UserWriteLock Store::LockUserForWriting(std::string_view user, const Lock
         }
       }
     }
+    tell_over();
     if (!wait.keeps_untouched_copy) ForgetUntouchedCopy(name);  // under the lock, before any write
     return UserWriteLock(this, name, std::move(fd));
   } catch (...) {

@@ -79,7 +79,7 @@ int RunUser(const UserOptions& options) {
   store::StoreOptions store_options;
   store_options.on_wait = [&changed](const std::string& why) {
     std::fprintf(stderr, "storemove: %s%s\n", why.c_str(),
-                 changed ? " (the change is made already; only this report waits)" : "");
+                 changed && why.starts_with("waiting") ? " (the change is made already; only this report waits)" : "");
   };
   auto store = OpenStore(options.store_dir, store_options);
 

@@ -277,6 +277,7 @@ TEST_F(WriteLockTest, DeleteAndRenameSayWhyTheyWait) {
   holder.CloseInput();
   EXPECT_EQ(holder.Wait(), 0) << holder.Err();
   EXPECT_EQ(del.Wait(), 0) << del.Err();
+  EXPECT_NE(del.Err().find(" s for user joe; going on"), std::string::npos) << del.Err();
   EXPECT_FALSE(store::Store::Open(dst_)->FindUser("joe"));
 }
 
@@ -341,6 +342,9 @@ TEST_F(WriteLockTest, AFolderLockHeldForLongIsSaidByTheWaiter) {
     }
     ASSERT_EQ(::flock(held.get(), LOCK_UN), 0);
     EXPECT_EQ(waiter.Wait(), 0) << args[0] << ": " << waiter.Err();
+    // ... and that the wait is over (helper-66: the log showed a wait and then nothing).
+    EXPECT_NE(waiter.Err().find(" s for the lock of folder " + sent + "; going on"), std::string::npos)
+        << args[0] << ": " << waiter.Err();
     ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
   }
 }
