@@ -210,6 +210,47 @@ TEST(Stream, ConcurrentRestoresOfOneContentKeepOneFile) {
   EXPECT_EQ(DistinctInodes(tmp / "B/partition"), 2u);
 }
 
+// A restore killed while it built a user's INBOX, then an import or `deliver --create` of that
+// user (which makes an empty INBOX with a fresh UIDVALIDITY), then the rerun: the rerun appended
+// under the new UIDVALIDITY, so every step exited 0 and verify found the INBOX differing
+// (helper-66). An INBOX that never held a message takes the stream's UIDVALIDITY; one that held
+// mail keeps its own, and the stream's messages are appended as before.
+TEST(Stream, ARerunGivesAnUnusedInboxMadeMeanwhileTheArchivesUidValidity) {
+  TempDir tmp;
+  auto a = store::Store::Init(tmp / "A", {"primary"});
+  for (const char* user : {"amy", "bob"})
+    for (int i = 0; i < 3; ++i) {
+      auto f = a->CreateFolder(user, "INBOX");
+      auto w = f->NewMessage();
+      w->Write("Subject: " + std::string(user) + " " + std::to_string(i) + "\r\n\r\nbody\r\n");
+      std::vector<store::StagedMessage> batch{w->Finish({})};
+      f->Commit(batch);
+    }
+  const std::string bytes = BackupToString(*a);
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  // An empty INBOX with its own UIDVALIDITY, as import and deliver --create make (fresh ones
+  // come from the clock, which both stores of this test share: given, so that they differ).
+  for (const char* user : {"amy", "bob"}) {
+    b->CreateUser(user, {}, /*with_inbox=*/false);
+    b->CreateFolder(user, "INBOX", a->FindFolder(user, "INBOX")->uidvalidity + 1000);
+  }
+  {
+    auto inbox = b->OpenFolder("bob", "INBOX");  // bob's held a message once: it is his mailbox now
+    auto w = inbox->NewMessage();
+    w->Write("Subject: delivered here\r\n\r\nbody\r\n");
+    std::vector<store::StagedMessage> batch{w->Finish({})};
+    inbox->Commit(batch);
+    inbox->Expunge({1});
+  }
+  const uint32_t bobs = b->FindFolder("bob", "INBOX")->uidvalidity;
+  ASSERT_NE(b->FindFolder("amy", "INBOX")->uidvalidity, a->FindFolder("amy", "INBOX")->uidvalidity);
+  EXPECT_EQ(RestoreFromString(b.get(), bytes).errors, 0u);
+  EXPECT_EQ(b->FindFolder("amy", "INBOX")->uidvalidity, a->FindFolder("amy", "INBOX")->uidvalidity);
+  ExpectEqualStores(*b, *a, {"user/amy/*"});
+  EXPECT_EQ(b->FindFolder("bob", "INBOX")->uidvalidity, bobs) << "a folder that held mail keeps its UIDVALIDITY";
+  EXPECT_EQ(b->FindFolder("bob", "INBOX")->count, 3u);
+}
+
 TEST(Stream, RestoringTheSameStreamTwiceAddsNothing) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A");
