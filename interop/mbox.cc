@@ -326,7 +326,7 @@ bool MboxReader::ReadBlock() {
 }
 
 size_t MboxReader::ReadSource(char* data, size_t size) {
-  if (stall_.active()) WaitForInput(fd_, shown_, source_bytes_, stall_);
+  if (stall_.active() && !seekable_) WaitForInput(fd_, shown_, source_bytes_, stall_);  // a file never stalls
   const size_t n = ReadSome(fd_, data, size, shown_);
   source_bytes_ += n;
   return n;

@@ -390,10 +390,10 @@ class CrossFilesystemSharing {
 
   // Places at `tmp` in the destination a link to a file that holds the bytes of the source file
   // `src` (record `m`), if there is one: true when placed, false when the caller must copy.
-  bool LinkExisting(const Relocation& r, const MessageMeta& m, const std::string& tmp, int src) {
-    struct stat st;
-    if (::fstat(src, &st) != 0) ThrowErrno("stat " + r.src_path + "/" + MessageRelPath(m.uid));
-    auto placed = placed_.find({st.st_dev, st.st_ino});
+  // `src_st`: the source file's stat.
+  bool LinkExisting(const Relocation& r, const MessageMeta& m, const std::string& tmp, int src,
+                    const struct stat& src_st) {
+    auto placed = placed_.find({src_st.st_dev, src_st.st_ino});
     if (placed != placed_.end() && LinkAt(AT_FDCWD, placed->second, r.dst->fd(), tmp) == 0) {
       ++linked_;
       return true;
@@ -417,10 +417,9 @@ class CrossFilesystemSharing {
 
   // `rel` in the destination now holds the bytes of the source inode of `src`: later messages of
   // that inode link to it, and a copy becomes the repository entry for its digest if none is.
-  void Placed(const Relocation& r, const MessageMeta& m, const std::string& rel, int src, bool copied) {
-    struct stat st;
-    if (::fstat(src, &st) != 0) ThrowErrno("stat " + r.src_path + "/" + rel);
-    placed_.try_emplace({st.st_dev, st.st_ino}, r.dst_path + "/" + rel);
+  void Placed(const Relocation& r, const MessageMeta& m, const std::string& rel, const struct stat& src_st,
+              bool copied) {
+    placed_.try_emplace({src_st.st_dev, src_st.st_ino}, r.dst_path + "/" + rel);
     if (!copied) return;
     const std::string entry = RepositoryEntryPath(root_, layout_, m.digest);
     int err = LinkAt(r.dst->fd(), rel, AT_FDCWD, entry);
@@ -471,11 +470,13 @@ void Stage(Relocation& r, bool sync, CrossFilesystemSharing& sharing) {
         }
       }
       UniqueFd src;
+      struct stat src_st;
       bool copied = false;
       if (!linked) {
         src = TryOpenAt(r.src->fd(), rel, O_RDONLY, 0, r.src_path + "/" + rel);
         if (!src.valid()) Throw(Errc::kCorrupt, "mailbox " + r.SrcKey() + ": message file missing: " + r.src_path + "/" + rel);
-        if (!sharing.LinkExisting(r, m, tmp, src.get())) {
+        if (::fstat(src.get(), &src_st) != 0) ThrowErrno("stat " + r.src_path + "/" + rel);
+        if (!sharing.LinkExisting(r, m, tmp, src.get(), src_st)) {
           CopyMessage(r, m, rel, tmp, sync);
           copied = true;
         }
@@ -483,7 +484,7 @@ void Stage(Relocation& r, bool sync, CrossFilesystemSharing& sharing) {
       // rename(2) replaces a leftover file of an earlier, interrupted operation.
       if (int err = RenameAt(r.dst->fd(), tmp, r.dst->fd(), rel))
         ThrowErrno("rename " + r.dst_path + "/" + tmp + " to " + rel, err);
-      if (src.valid()) sharing.Placed(r, m, rel, src.get(), copied);
+      if (src.valid()) sharing.Placed(r, m, rel, src_st, copied);
     } catch (...) {
       UnlinkAt(r.dst->fd(), tmp);
       throw;

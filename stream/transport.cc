@@ -44,6 +44,11 @@ void FdSink::Flush() {
   buf_.clear();
 }
 
+FdSource::FdSource(int fd, std::string shown, StallPolicy stall) : fd_(fd), shown_(std::move(shown)) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) stall_ = std::move(stall);
+}
+
 size_t FdSource::Read(void* data, size_t size) {
   if (stall_.active()) WaitForInput(fd_, shown_, bytes_, stall_);
   size_t n = ReadSome(fd_, data, size, shown_);

@@ -29,8 +29,9 @@ class FdSink final : public format::ByteSink {
 
 class FdSource final : public format::ByteSource {
  public:
-  FdSource(int fd, std::string shown, StallPolicy stall = {})
-      : fd_(fd), shown_(std::move(shown)), stall_(std::move(stall)) {}
+  // `stall` applies to a pipe, FIFO or socket; a regular file never stalls and is read without
+  // a poll(2) before each read.
+  FdSource(int fd, std::string shown, StallPolicy stall = {});
   size_t Read(void* data, size_t size) override;
   bool Ready() override;  // poll(2): a file always is; a pipe or socket when it has data or ended
   uint64_t bytes() const { return bytes_; }

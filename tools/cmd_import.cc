@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -158,10 +157,7 @@ int RunImport(const ImportCliOptions& o) {
   options.on_wait = OnWait;
   // As restore's: a stalled pipe is said after a minute (or half --timeout) and ends the
   // import at --timeout, while the user it is writing stays locked (helper-66).
-  options.stall.timeout_seconds = o.timeout;
-  options.stall.notice_seconds = o.timeout > 0 ? std::clamp(o.timeout / 2, 1, 60) : 60;
-  options.stall.notice = [](const std::string& line) { std::fprintf(stderr, "storemove import: %s\n", line.c_str()); };
-  options.stall.holding = "; the user being imported stays locked for writing meanwhile";
+  options.stall = PipeStallPolicy("import", o.timeout, "; the user being imported stays locked for writing meanwhile");
   options.on_file = [](const interop::ImportJob& job, const interop::ImportedFile& file) {
     std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s",
                 static_cast<unsigned long long>(file.messages), static_cast<unsigned long long>(file.bytes),
@@ -212,12 +208,7 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
                     "append every message, even one the folder already holds (imsimport's way; a rerun duplicates)");
   command->add_flag("--mboxo", o->mboxo,
                     "read the file as mboxo instead of mboxrd (they differ in how quoted >From lines are read)");
-  command
-      ->add_option("--timeout", o->timeout,
-                   "seconds without input from a pipe (-s /dev/stdin) before giving up with 75; 0 = wait, saying "
-                   "so after 60 s (default 0)")
-      ->type_name("SECONDS")
-      ->check(CLI::NonNegativeNumber);
+  AddStallTimeoutOption(command, &o->timeout, "a pipe (-s /dev/stdin)");
   command->callback([o, chosen] { *chosen = [o] { return RunImport(*o); }; });
 }
 

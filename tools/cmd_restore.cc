@@ -3,7 +3,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 
 #include <iostream>
@@ -81,12 +80,9 @@ int RunRestore(const RestoreCliOptions& o) {
   InputProgress(fd.get(), &options.input_total, &options.input_consumed);
   // A stalled writer (a hung ssh link) is said after a minute, or half --timeout, and ends the
   // restore at --timeout: meanwhile the user being written stays locked (helper-66).
-  StallPolicy stall;
-  stall.timeout_seconds = o.timeout;
-  stall.notice_seconds = o.timeout > 0 ? std::clamp(o.timeout / 2, 1, 60) : 60;
-  stall.notice = [](const std::string& line) { std::fprintf(stderr, "storemove restore: %s\n", line.c_str()); };
-  if (!o.toc) stall.holding = "; the user being restored stays locked for writing meanwhile";
-  stream::FdSource source(fd.get(), o.file == "-" ? "standard input" : o.file, stall);
+  stream::FdSource source(
+      fd.get(), o.file == "-" ? "standard input" : o.file,
+      PipeStallPolicy("restore", o.timeout, o.toc ? "" : "; the user being restored stays locked for writing meanwhile"));
   format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
   format::Decoder decoder(input);
   stream::SessionReport report = stream::Restore(store.get(), decoder, options, o.toc ? &std::cout : nullptr);
@@ -122,11 +118,7 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
   c->add_flag("-v,--verbose", o->verbose,
               "live progress on stderr even when it is not a terminal (rate; ETA when the input is a regular file)");
   c->add_flag("--json", o->json, "print the summary as JSON (on stderr)");
-  c->add_option("--timeout", o->timeout,
-                "seconds without input (a stalled pipe) before giving up with 75; 0 = wait, saying so after 60 s "
-                "(default 0)")
-      ->type_name("SECONDS")
-      ->check(CLI::NonNegativeNumber);
+  AddStallTimeoutOption(c, &o->timeout, "a pipe (-f -)");
   c->callback([o, chosen] { *chosen = [o] { return RunRestore(*o); }; });
 }
 

@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 #include "store/store.h"
+#include "util/input_wait.h"
 
 namespace storemove::tools {
 
@@ -49,6 +50,13 @@ void AddStoreOption(CLI::App* command, std::string* store_dir);
 const std::string& RequireStoreDir(const std::string& store_dir);
 // Opens the store named by --store (kNotFound when there is none).
 std::unique_ptr<store::Store> OpenStore(const std::string& store_dir, store::StoreOptions options = {});
+
+// What restore and import do when their input pipe stalls (util/input_wait.h): say so on stderr
+// as "storemove COMMAND: ..." after a minute (or half `timeout`), and give up at `timeout` (0:
+// never); `holding` says what they hold meanwhile.
+StallPolicy PipeStallPolicy(const char* command, int timeout, std::string holding);
+// Adds `--timeout SECONDS` without input from a pipe before giving up (0 = wait) to restore or import.
+void AddStallTimeoutOption(CLI::App* command, int* timeout, const std::string& input);
 
 // Unix seconds as ISO 8601 UTC ("2024-07-01T10:00:00Z"); "-" for 0 (never).
 std::string IsoTime(int64_t unix_seconds);

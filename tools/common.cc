@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <ctime>
@@ -25,6 +26,24 @@ std::unique_ptr<store::Store> OpenStore(const std::string& store_dir, store::Sto
   if (!options.on_wait)
     options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove: %s\n", why.c_str()); };
   return store::Store::Open(RequireStoreDir(store_dir), options);
+}
+
+StallPolicy PipeStallPolicy(const char* command, int timeout, std::string holding) {
+  StallPolicy stall;
+  stall.timeout_seconds = timeout;
+  stall.notice_seconds = timeout > 0 ? std::clamp(timeout / 2, 1, 60) : 60;
+  stall.notice = [command](const std::string& line) { std::fprintf(stderr, "storemove %s: %s\n", command, line.c_str()); };
+  stall.holding = std::move(holding);
+  return stall;
+}
+
+void AddStallTimeoutOption(CLI::App* command, int* timeout, const std::string& input) {
+  command
+      ->add_option("--timeout", *timeout,
+                   "seconds without input from " + input +
+                       " before giving up with 75; 0 = wait, saying so after 60 s (default 0)")
+      ->type_name("SECONDS")
+      ->check(CLI::NonNegativeNumber);
 }
 
 std::string IsoTime(int64_t unix_seconds) {

@@ -612,18 +612,31 @@ std::string OtherFilesystemDir(const std::string& than) {
   return base;
 }
 
+// The directory of a partition "far" on that other filesystem, removed at the end; dir() is
+// empty when there is no other filesystem.
+class FarPartition {
+ public:
+  explicit FarPartition(const std::string& store_root) {
+    const std::string other = OtherFilesystemDir(store_root);
+    if (other.empty()) return;
+    dir_ = other + "/storemove-admin-test-" + RandomToken();
+    MakeDirs(dir_ + "/=user");
+  }
+  ~FarPartition() {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+};
+
 TEST(AdminMove, AcrossFilesystemsCopiesAndChecksEveryMessage) {
   TempDir tmp;
-  std::string other = OtherFilesystemDir(tmp.path());
-  if (other.empty()) GTEST_SKIP() << "no second filesystem next to " << tmp.path();
-  std::string far = other + "/storemove-admin-test-" + RandomToken();
-  MakeDirs(far + "/=user");
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { fs::remove_all(dir); }
-  } cleanup{far};
+  FarPartition far(tmp.path());
+  if (far.dir().empty()) GTEST_SKIP() << "no second filesystem next to " << tmp.path();
   auto store = Store::Init(tmp.path(), {});
-  fs::create_directory_symlink(far, tmp / "partition/far");
+  fs::create_directory_symlink(far.dir(), tmp / "partition/far");
   store->CreateUser("joe");
   Deliver(*store, "joe", "INBOX", Msg("i"));
   Deliver(*store, "joe", "INBOX", Msg("j"));
@@ -662,16 +675,10 @@ struct stat StatOf(const std::string& path) {
 // each file on its own undid all sharing (helper-67: 1,200 files of 800 inodes became 1,200).
 TEST(AdminMove, AcrossFilesystemsSharedContentStaysShared) {
   TempDir tmp;
-  std::string other = OtherFilesystemDir(tmp.path());
-  if (other.empty()) GTEST_SKIP() << "no second filesystem next to " << tmp.path();
-  std::string far = other + "/storemove-admin-test-" + RandomToken();
-  MakeDirs(far + "/=user");
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { fs::remove_all(dir); }
-  } cleanup{far};
+  FarPartition far(tmp.path());
+  if (far.dir().empty()) GTEST_SKIP() << "no second filesystem next to " << tmp.path();
   auto store = Store::Init(tmp.path(), {});
-  fs::create_directory_symlink(far, tmp / "partition/far");
+  fs::create_directory_symlink(far.dir(), tmp / "partition/far");
   const std::string list_mail = Msg("list mail") + std::string(5000, 'l');
   const std::string planted = Msg("other bytes") + std::string(5000, 'o');
   // joe: the list mail in INBOX and, as the same inode, in Sent; ann: her own copy of it.
@@ -705,7 +712,7 @@ TEST(AdminMove, AcrossFilesystemsSharedContentStaysShared) {
   // An entry of the digest with other bytes (a collision, or damage) is never linked to: bob's
   // message is the planted entry's size but not its bytes.
   const MessageMeta bob = store->OpenFolder("bob", "INBOX")->Snapshot().messages.at(0);
-  const std::string entry = far + "/=digest/" + bob.digest.Hex().substr(0, 2) + "/" + bob.digest.Hex() + ".msg";
+  const std::string entry = far.dir() + "/=digest/" + bob.digest.Hex().substr(0, 2) + "/" + bob.digest.Hex() + ".msg";
   MakeDirs(entry.substr(0, entry.rfind('/')));
   std::string other_bytes = ReadMessage(*store, "bob", "INBOX", 1);
   other_bytes.back() = other_bytes.back() == 'x' ? 'y' : 'x';
