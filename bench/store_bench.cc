@@ -58,7 +58,7 @@ BENCHMARK(BM_FolderSnapshot)->ArgName("messages")->Arg(100)->Arg(1000)->Arg(1000
 void BM_FolderSummarize(benchmark::State& state) {
   store::FolderSnapshot snap = Snapshots().FolderOf(state.range(0)).Snapshot();
   snap.info.user_flag_names = {"$Junk", "work", "$Forwarded"};
-  for (size_t i = 0; i < snap.messages.size(); i += 4) snap.messages[i].user_flags = 0b101;
+  for (size_t i = 0; i < snap.messages.size(); i += 4) snap.messages.mutable_records()[i].user_flags = 0b101;
   for (auto _ : state) benchmark::DoNotOptimize(store::Summarize(snap));
   state.SetItemsProcessed(int64_t(state.iterations()) * state.range(0));
 }

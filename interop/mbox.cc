@@ -341,18 +341,12 @@ std::string MboxReader::SpoolName() const {
 void MboxReader::SpoolTo(uint64_t file_end) {
   const uint64_t cursor = buf_file_offset_ + buf_.size();
   if (!spool_.valid()) {
-    const char* env = std::getenv("TMPDIR");
-    const std::string dir = env && *env ? env : "/tmp";
-    int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-      std::string path = dir + "/storemove-mbox-XXXXXX";  // a filesystem without O_TMPFILE
-      fd = ::mkostemp(path.data(), O_CLOEXEC);
-      if (fd >= 0) ::unlink(path.c_str());
-    }
-    if (fd < 0)
+    std::string dir;
+    UniqueFd fd = OpenAnonymousTemporary(&dir);
+    if (!fd.valid())
       ThrowErrno(shown_ + ": a temporary file in " + dir +
                  " (TMPDIR) to check a Content-Length that points past the next \"From \" line");
-    spool_.reset(fd);
+    spool_ = std::move(fd);
     spool_dir_ = dir;
   }
   if (spool_end_ <= cursor) {  // what it held has been read back: start it again, empty

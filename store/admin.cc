@@ -253,8 +253,11 @@ void RemoveUserDirectory(Store& store, std::string_view partition, std::string_v
 class FingerprintBuilder {
  public:
   void AddFolder(std::string_view folder, const index::Header& h, const std::vector<std::string>& flag_names,
-                 std::vector<MessageMeta> messages) {
-    std::sort(messages.begin(), messages.end(), [](const MessageMeta& a, const MessageMeta& b) { return a.uid < b.uid; });
+                 MessageList messages) {
+    if (!messages.spooled()) {  // a spooled list is sorted already
+      std::vector<MessageMeta>& v = messages.mutable_records();
+      std::sort(v.begin(), v.end(), [](const MessageMeta& a, const MessageMeta& b) { return a.uid < b.uid; });
+    }
     std::string s;
     AppendU32(&s, static_cast<uint32_t>(folder.size()));
     s.append(folder);
@@ -273,6 +276,10 @@ class FingerprintBuilder {
       AppendU64(&s, m.user_flags);
       AppendU64(&s, m.size);
       s.append(reinterpret_cast<const char*>(m.digest.bytes.data()), m.digest.bytes.size());
+      if (s.size() >= (1 << 16)) {  // hashed as it goes: a large folder's is not held
+        hasher_.Update(s.data(), s.size());
+        s.clear();
+      }
     }
     hasher_.Update(s.data(), s.size());
     ++result_.folders;

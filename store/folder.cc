@@ -105,10 +105,12 @@ FolderSnapshot Folder::Snapshot() {
   std::optional<FolderInfo> info = store_->FindFolder(user_, folder_, Store::FolderDetail::kRecordOnly);
   if (!info) Throw(Errc::kNotFound, "mailbox " + Mailbox() + " no longer exists");
   index::Contents c;
+  MessageListBuilder records(store_->snapshot_records_in_memory());
   {
     Lock lock(dir_.get(), false, path_, *store_);
     try {
-      c = index::ReadFolderIndex(dir_.get(), path_, Mailbox());
+      c = index::ReadFolderIndex(dir_.get(), path_, Mailbox(),
+                                 [&records](const MessageMeta* r, size_t n) { records.Add(r, n); });
     } catch (const Error&) {
       if (MovedAway(*store_, *this))
         Throw(Errc::kNotFound, "mailbox " + Mailbox() + " no longer exists (renamed or deleted meanwhile)");
@@ -123,9 +125,7 @@ FolderSnapshot Folder::Snapshot() {
   snap.info.last_append = c.header.last_append;
   snap.info.highest_modseq = c.header.highest_modseq;
   snap.info.user_flag_names = std::move(c.user_flag_names);
-  snap.messages = std::move(c.records);
-  std::sort(snap.messages.begin(), snap.messages.end(),
-            [](const MessageMeta& a, const MessageMeta& b) { return a.uid < b.uid; });
+  snap.messages = records.Finish();  // sorted by UID
   return snap;
 }
 

@@ -139,7 +139,10 @@ void CheckNames(const std::vector<std::string>& names) {
 
 }  // namespace
 
-Contents Read(int fd, const std::string& shown, bool with_records) {
+namespace {
+
+// Read's body: the records go to Contents::records (keep), to `sink` in slices, or nowhere.
+Contents ReadWith(int fd, const std::string& shown, bool keep, const RecordSink* sink) {
   Contents c;
   struct stat st;
   if (::fstat(fd, &st) != 0) ThrowErrno("stat " + shown);
@@ -170,27 +173,44 @@ Contents Read(int fd, const std::string& shown, bool with_records) {
     c.user_flag_names.emplace_back(names.data() + pos, l);
     pos += l;
   }
-  if (!with_records) return c;
+  if (!keep && !sink) return c;
   // Read in slices, not whole: a 640,000-message folder's file (61 MB) would otherwise be held
   // beside its decoded records for a moment, doubling a snapshot's peak memory.
   constexpr uint32_t kSlice = 4096;
   std::string buf(size_t(std::min(c.header.count, kSlice)) * kRecordSize, '\0');
-  c.records.reserve(c.header.count);
+  std::vector<MessageMeta> slice;
+  std::vector<MessageMeta>& into = keep ? c.records : slice;
+  into.reserve(keep ? c.header.count : std::min(c.header.count, kSlice));
   for (uint32_t first = 0; first < c.header.count; first += kSlice) {
     const uint32_t n = std::min(kSlice, c.header.count - first);
     PreadAll(fd, buf.data(), size_t(n) * kRecordSize, off_t(c.header.records_offset + uint64_t(first) * kRecordSize), shown);
+    slice.clear();
     for (uint32_t i = 0; i < n; ++i)
-      c.records.push_back(DecodeRecord(reinterpret_cast<const uint8_t*>(buf.data()) + size_t(i) * kRecordSize, shown,
-                                       first + i, c.header));
+      into.push_back(DecodeRecord(reinterpret_cast<const uint8_t*>(buf.data()) + size_t(i) * kRecordSize, shown,
+                                  first + i, c.header));
+    if (sink) (*sink)(slice.data(), slice.size());
   }
   return c;
 }
+
+}  // namespace
+
+Contents Read(int fd, const std::string& shown, bool with_records) { return ReadWith(fd, shown, with_records, nullptr); }
+
+Contents Read(int fd, const std::string& shown, const RecordSink& sink) { return ReadWith(fd, shown, false, &sink); }
 
 Contents ReadFolderIndex(int dirfd, const std::string& dir, const std::string& mailbox, bool with_records) {
   const std::string shown = dir + "/store.idx";
   UniqueFd idx = TryOpenAt(dirfd, "store.idx", O_RDONLY, 0, shown);
   if (!idx.valid()) Throw(Errc::kCorrupt, "mailbox " + mailbox + ": store.idx missing at " + shown);
   return Read(idx.get(), shown, with_records);
+}
+
+Contents ReadFolderIndex(int dirfd, const std::string& dir, const std::string& mailbox, const RecordSink& sink) {
+  const std::string shown = dir + "/store.idx";
+  UniqueFd idx = TryOpenAt(dirfd, "store.idx", O_RDONLY, 0, shown);
+  if (!idx.valid()) Throw(Errc::kCorrupt, "mailbox " + mailbox + ": store.idx missing at " + shown);
+  return Read(idx.get(), shown, sink);
 }
 
 void WriteNew(const std::string& path, const Contents& contents, bool sync) {

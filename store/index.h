@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -57,9 +58,14 @@ MessageMeta DecodeRecord(const uint8_t in[kRecordSize], const std::string& shown
 
 // Reads and validates the whole file (header, user-flag names, `count` records).
 Contents Read(int fd, const std::string& shown, bool with_records = true);
+// The same, but the records, in file order, go to `sink` a slice at a time instead of into
+// Contents::records: a reader that spools them never holds them all.
+using RecordSink = std::function<void(const MessageMeta* records, size_t n)>;
+Contents Read(int fd, const std::string& shown, const RecordSink& sink);
 // Reads the store.idx of the folder directory `dirfd` (shown as `dir`), which the caller has
 // locked. A missing index is damage: kCorrupt naming `mailbox` and the path.
 Contents ReadFolderIndex(int dirfd, const std::string& dir, const std::string& mailbox, bool with_records = true);
+Contents ReadFolderIndex(int dirfd, const std::string& dir, const std::string& mailbox, const RecordSink& sink);
 // Writes a complete new index file to `path` via temporary name + rename (atomic), in the
 // format of contents.header.minor (the caller sets kMinor to upgrade).
 void WriteNew(const std::string& path, const Contents& contents, bool sync);

@@ -26,6 +26,8 @@
 #include <thread>
 #include <vector>
 
+#include "store/message_list.h"
+#include "store/message_meta.h"
 #include "util/digest.h"
 #include "util/fs.h"
 
@@ -48,23 +50,6 @@ std::string FlagNames(uint8_t flags);
 // Parses comma/space separated names (case-insensitive, optional leading '\'); throws kInvalidArgument.
 uint8_t ParseFlagNames(std::string_view names);
 
-// Per-message fields kept in store.idx.
-struct MessageMeta {
-  uint32_t uid = 0;             // 0 in a request = assign the next UID
-  uint8_t flags = 0;            // SystemFlag bits
-  uint64_t user_flags = 0;      // bit i = folder's user_flag_names[i]
-  int64_t internal_date = 0;    // IMAP INTERNALDATE, unix seconds
-  int64_t sent_date = 0;        // Date: header, unix seconds, 0 if absent/unparseable
-  int64_t save_time = 0;        // its first commit (delivery, import), unix seconds; 0 = the commit's time; restore carries it
-  uint64_t size = 0;            // bytes of the message file
-  uint32_t header_size = 0;     // bytes up to and including the blank line after the header
-  Digest digest;                // XXH3-128 of the message bytes
-  // The folder's modification sequence when this message was appended or its flags last
-  // changed (docs/store-format.md §4.5); set by the store, ignored in requests. 0 = before
-  // modseqs existed (an index of format 1.0).
-  uint64_t modseq = 0;
-  friend bool operator==(const MessageMeta&, const MessageMeta&) = default;
-};
 
 enum class UserState : uint8_t { kActive = 0, kHold = 1, kMoved = 2 };
 struct UserStatus {
@@ -137,7 +122,7 @@ struct FolderInfo {
 
 struct FolderSnapshot {
   FolderInfo info;
-  std::vector<MessageMeta> messages;  // sorted by UID
+  MessageList messages;  // sorted by UID; a large folder's in a temporary file (MessageList)
 };
 
 // What two copies of a folder must agree on, computed from store.idx alone (no message file
@@ -306,6 +291,9 @@ struct StoreOptions {
   // 0 = as long as it takes. deliver bounds it (an MTA retries later), and so do backup --to
   // and migrate (their server's session does not outlive their --timeout).
   int folder_lock_wait_seconds = 0;
+  // A snapshot keeps up to this many records in memory and the rest of a larger folder's in a
+  // temporary file ($TMPDIR), read back in slices (MessageList): ~2.8 MiB a folder at most.
+  size_t snapshot_records_in_memory = 32768;
 };
 
 class Store {
@@ -330,6 +318,8 @@ class Store {
   void set_durability(Durability d) { options_.durability = d; }
   int folder_lock_wait() const { return options_.folder_lock_wait_seconds; }
   void set_folder_lock_wait(int seconds) { options_.folder_lock_wait_seconds = seconds; }
+  size_t snapshot_records_in_memory() const { return options_.snapshot_records_in_memory; }
+  void set_snapshot_records_in_memory(size_t n) { options_.snapshot_records_in_memory = n; }
 
   // --- users ---
   std::optional<UserInfo> FindUser(std::string_view user);

@@ -21,34 +21,27 @@ FolderSummary Summarize(const FolderSnapshot& snapshot) {
   }
   const std::vector<std::pair<std::string, uint64_t>> order(by_name.begin(), by_name.end());
 
-  std::vector<const MessageMeta*> messages;
-  messages.reserve(snapshot.messages.size());
-  for (const MessageMeta& m : snapshot.messages) messages.push_back(&m);
-  // Snapshot() sorts already; a hand-made snapshot may not be.
-  if (!std::is_sorted(messages.begin(), messages.end(), [](auto* a, auto* b) { return a->uid < b->uid; }))
-    std::sort(messages.begin(), messages.end(), [](auto* a, auto* b) { return a->uid < b->uid; });
-
   FolderSummary s;
-  s.count = static_cast<uint32_t>(messages.size());
+  s.count = static_cast<uint32_t>(snapshot.messages.size());
   s.uidvalidity = snapshot.info.uidvalidity;
   s.uidnext = snapshot.info.uidnext;
   Hasher hasher;
   std::string buf;
   buf.reserve(1 << 16);
-  for (const MessageMeta* m : messages) {
-    s.bytes += m->size;
-    AppendU32(&buf, m->uid);
-    AppendU8(&buf, m->flags & static_cast<uint8_t>(kAllSystemFlags & ~kRecent));
+  auto add = [&](const MessageMeta& m) {
+    s.bytes += m.size;
+    AppendU32(&buf, m.uid);
+    AppendU8(&buf, m.flags & static_cast<uint8_t>(kAllSystemFlags & ~kRecent));
     std::string flags;
     uint8_t n = 0;
-    if (m->user_flags != 0) {
+    if (m.user_flags != 0) {
       for (const auto& [name, mask] : order)
-        if (m->user_flags & mask) {
+        if (m.user_flags & mask) {
           ++n;
           AppendU8(&flags, static_cast<uint8_t>(name.size()));
           flags += name;
         }
-      for (uint64_t rest = m->user_flags & ~named; rest != 0; rest &= rest - 1) {
+      for (uint64_t rest = m.user_flags & ~named; rest != 0; rest &= rest - 1) {
         ++n;
         AppendU8(&flags, 0);  // no real name is empty: cannot collide with one
         AppendU8(&flags, static_cast<uint8_t>(__builtin_ctzll(rest)));
@@ -56,12 +49,22 @@ FolderSummary Summarize(const FolderSnapshot& snapshot) {
     }
     AppendU8(&buf, n);
     buf += flags;
-    AppendU64(&buf, m->size);
-    buf.append(reinterpret_cast<const char*>(m->digest.bytes.data()), m->digest.bytes.size());
+    AppendU64(&buf, m.size);
+    buf.append(reinterpret_cast<const char*>(m.digest.bytes.data()), m.digest.bytes.size());
     if (buf.size() >= (1 << 16) - 512) {
       hasher.Update(buf.data(), buf.size());
       buf.clear();
     }
+  };
+  // Snapshot() sorts already (and a spooled list is always sorted); a hand-made one may not be.
+  const MessageList& list = snapshot.messages;
+  const auto by_uid = [](const MessageMeta& a, const MessageMeta& b) { return a.uid < b.uid; };
+  if (list.spooled() || std::is_sorted(list.begin(), list.end(), by_uid)) {
+    for (const MessageMeta& m : list) add(m);
+  } else {
+    std::vector<MessageMeta> sorted(list.begin(), list.end());
+    std::sort(sorted.begin(), sorted.end(), by_uid);
+    for (const MessageMeta& m : sorted) add(m);
   }
   hasher.Update(buf.data(), buf.size());
   s.digest = hasher.Final();

@@ -405,7 +405,7 @@ class BackupSession {
     // The reads never run behind the writing: a folder written is done for the feed too.
     if (!feed_.empty() && feed_.front() == p.folder.get()) {
       feed_.pop_front();
-      feed_next_ = 0;
+      feed_next_.reset();
     }
   }
 
@@ -416,8 +416,10 @@ class BackupSession {
   bool NextRead(store::ReadRequest* r) {
     while (!feed_.empty()) {
       const Ahead& a = *feed_.front();
-      while (feed_next_ < a.snap.messages.size()) {
-        const store::MessageMeta& m = a.snap.messages[feed_next_++];
+      if (!feed_next_) feed_next_ = a.snap.messages.begin();
+      while (*feed_next_ != a.snap.messages.end()) {
+        const store::MessageMeta m = **feed_next_;  // a copy: the cursor moves on at once
+        ++*feed_next_;
         if (!SendsData(a, m)) continue;
         r->dir = a.dir;
         r->name = store::MessageRelPath(m.uid);
@@ -427,7 +429,7 @@ class BackupSession {
         return true;
       }
       feed_.pop_front();
-      feed_next_ = 0;
+      feed_next_.reset();
     }
     return false;
   }
@@ -824,7 +826,8 @@ class BackupSession {
   // Reads ahead: the queued folders whose files are still to be asked for, the next message of
   // the first, and the reader (declared last: its threads stop before the folders go).
   std::deque<const Ahead*> feed_;
-  size_t feed_next_ = 0;
+  // The next read of the feed's first folder (an iterator: a spooled snapshot is read in slices).
+  std::optional<store::MessageList::const_iterator> feed_next_;
   uint64_t folders_enqueued_ = 0;
   store::ReadResult file_;
   std::unique_ptr<store::ReadAhead> reader_;

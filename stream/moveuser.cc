@@ -196,7 +196,7 @@ bool SameByMetadata(const ImapMessage& source, const MessageMeta& stored) {
 // finds it there already; the local message and its flags are left alone.
 class BodyWriter final : public interop::ImapFetchSink {
  public:
-  using Suspects = std::unordered_map<uint32_t, const MessageMeta*>;
+  using Suspects = std::unordered_map<uint32_t, MessageMeta>;
   // `asked`: the UIDs fetched (sorted), or null for "every message" (1:*).
   // `counted`: for "every message", the client whose EXISTS count bounds how many may come.
   BodyWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, interop::FolderFiller& filler,
@@ -245,12 +245,12 @@ class BodyWriter final : public interop::ImapFetchSink {
   // A suspect whose bytes are the stored message's: dropped, its flags follow the source.
   bool StoredAlready(uint32_t uid, const MessageMeta& meta, StagedMessage& staged) {
     auto it = suspects_->find(uid);
-    if (it == suspects_->end() || it->second->digest != staged.meta.digest || it->second->size != staged.meta.size)
+    if (it == suspects_->end() || it->second.digest != staged.meta.digest || it->second.size != staged.meta.size)
       return false;
     std::vector<StagedMessage> one{std::move(staged)};
     folder_.Discard(one);
-    const uint8_t kept = it->second->flags & store::kRecent;
-    if ((it->second->flags & ~store::kRecent) != meta.flags || it->second->user_flags != meta.user_flags) {
+    const uint8_t kept = it->second.flags & store::kRecent;
+    if ((it->second.flags & ~store::kRecent) != meta.flags || it->second.user_flags != meta.user_flags) {
       folder_.SetFlags(uid, static_cast<uint8_t>(meta.flags | kept), meta.user_flags);
       ++pull_.result.flags_updated;
     }
@@ -362,7 +362,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   std::vector<uint32_t> wanted, suspects;
   std::vector<std::string> names;
   store::FolderSnapshot snapshot;
-  std::unordered_map<uint32_t, const MessageMeta*> have;
+  std::unordered_map<uint32_t, MessageMeta> have;  // copies: a spooled snapshot's records do not stay put
   if (!exists) {
     // Invisible until complete; a leftover of a killed pull is overwritten (§6.5).
     folder = store.CreateUnpublishedFolder(pull.user, pull.name, status.uidvalidity);
@@ -374,11 +374,11 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     // The same UIDVALIDITY means the UIDs it has are the same messages, unless the value matched
     // by chance (both sides derive it from the clock): a UID whose size differs proves that, and
     // the folder is then filled by content.
-    for (const MessageMeta& m : snapshot.messages) have[m.uid] = &m;
+    for (const MessageMeta& m : snapshot.messages) have.emplace(m.uid, m);
     keep_uids = snapshot.info.uidvalidity == status.uidvalidity;
     for (const ImapMessage& m : listed.messages) {
       auto it = have.find(m.uid);
-      if (keep_uids && it != have.end() && it->second->size != m.size) keep_uids = false;
+      if (keep_uids && it != have.end() && it->second.size != m.size) keep_uids = false;
     }
     if (keep_uids) {
       // Fetch the UIDs it lacks; the flags of those it has follow the source; the doubtful ones
@@ -390,15 +390,15 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
           wanted.push_back(m.uid);
           continue;
         }
-        if (!SameByMetadata(m, *it->second)) {
+        if (!SameByMetadata(m, it->second)) {
           suspects.push_back(m.uid);
           continue;
         }
         uint8_t flags;
         uint64_t user_flags;
         keywords.Map(m, &flags, &user_flags, &pull.result.keywords_dropped);
-        const uint8_t kept = it->second->flags & store::kRecent;
-        if ((it->second->flags & ~store::kRecent) != flags || it->second->user_flags != user_flags) {
+        const uint8_t kept = it->second.flags & store::kRecent;
+        if ((it->second.flags & ~store::kRecent) != flags || it->second.user_flags != user_flags) {
           keywords.Save(*folder);
           folder->SetFlags(m.uid, static_cast<uint8_t>(flags | kept), user_flags);
           ++pull.result.flags_updated;

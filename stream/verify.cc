@@ -145,15 +145,13 @@ bool StatusesAgree(const store::UserStatus& dst, const store::UserStatus& src, b
 // The source's side of one folder, from a snapshot or from a manifest's records.
 struct SourceFolder {
   store::FolderInfo info;
-  std::vector<store::MessageMeta> messages;
+  store::MessageList messages;  // sorted by UID
   std::vector<std::pair<std::string, std::string>> peruser;
   // The source folder's directory when the source is a store (verify --source), else none: a
   // destination folder that is that very directory (a partition linked or bind-mounted to the
   // source's) would compare the source with itself, and delete would then remove the only copy.
   std::optional<std::pair<dev_t, ino_t>> directory;
 };
-
-bool ByUid(const store::MessageMeta& a, const store::MessageMeta& b) { return a.uid < b.uid; }
 
 // The source's side of one user.
 struct SourceUser {
@@ -248,7 +246,8 @@ class Checker {
         Diff(where + " is missing");
         continue;
       }
-      const store::MessageMeta& dm = *next++;
+      const store::MessageMeta dm = *next;
+      ++next;
       if (dm.digest != sm.digest || dm.size != sm.size) {
         Diff(where + ": content differs (" + std::to_string(dm.size) + " bytes, source " + std::to_string(sm.size) + ")");
         continue;
@@ -445,6 +444,13 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
   Checker checker(destination, options);
   DestinationWarmer warmer(destination, options.reads);
   SourceFolder folder;
+  // The manifest's records of one folder: spooled beyond a bound, as a snapshot's are.
+  std::optional<store::MessageListBuilder> records;
+  auto open_records = [&]() -> store::MessageListBuilder& {
+    if (!records) records.emplace(destination.snapshot_records_in_memory());
+    return *records;
+  };
+  auto add = [&](const store::MessageMeta& m) { open_records().Add(&m, 1); };
   for (;;) {
     switch (manifest.Next()) {
       case Event::kHeader:
@@ -475,21 +481,22 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
         folder.info.acl = r.acl;
         folder.info.user_flag_names = r.user_flag_names;
         folder.peruser = r.peruser;
+        records.reset();
         break;
       }
-      case Event::kMessage: folder.messages.push_back(ToMeta(manifest.message())); break;
-      case Event::kLink: folder.messages.push_back(ToMeta(manifest.link())); break;
-      case Event::kHeld: folder.messages.push_back(ToMeta(manifest.held())); break;
-      case Event::kMeta: folder.messages.push_back(ToMeta(manifest.meta())); break;
+      case Event::kMessage: add(ToMeta(manifest.message())); break;
+      case Event::kLink: add(ToMeta(manifest.link())); break;
+      case Event::kHeld: add(ToMeta(manifest.held())); break;
+      case Event::kMeta: add(ToMeta(manifest.meta())); break;
       case Event::kBody:
       case Event::kMessageEnd: break;
       case Event::kFolderEnd:
         store::ValidateUserId(folder.info.user);
         store::ValidateStoredFolderName(folder.info.folder);
-        // CheckFolder merges by UID; a manifest lists a folder's messages in UID order, but one
-        // that does not must still be compared message by message.
-        if (!std::is_sorted(folder.messages.begin(), folder.messages.end(), ByUid))
-          std::stable_sort(folder.messages.begin(), folder.messages.end(), ByUid);
+        // CheckFolder merges by UID; a manifest lists a folder's messages in UID order, and one
+        // that does not is sorted (in memory) by Finish, so it is still compared message by message.
+        folder.messages = open_records().Finish();
+        records.reset();
         checker.CheckFolder(folder);
         break;
       case Event::kEnd: return std::move(checker.report());

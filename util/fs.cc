@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -512,6 +513,18 @@ namespace {
 }
 
 }  // namespace
+
+UniqueFd OpenAnonymousTemporary(std::string* dir) {
+  const char* env = std::getenv("TMPDIR");
+  *dir = env && *env ? env : "/tmp";
+  int fd = ::open(dir->c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    std::string path = *dir + "/storemove-XXXXXX";
+    fd = ::mkostemp(path.data(), O_CLOEXEC);
+    if (fd >= 0) ::unlink(path.c_str());
+  }
+  return UniqueFd(fd);
+}
 
 void WriteAll(int fd, const void* data, size_t size, const std::string& shown) {
   if (int f = fault::Check(fault::Op::kWrite)) InjectedWriteFailure(f, fd, data, size, 0, false, shown);

@@ -71,6 +71,11 @@ bool OnMemoryFilesystem(int fd);
 // The same for a path; false when it cannot be opened (the caller's own open will say why).
 bool PathOnMemoryFilesystem(const std::string& path);
 
+// A new, empty, already unlinked file for the process's own scratch data, in $TMPDIR (else
+// /tmp), which *dir is set to: O_TMPFILE, or a named file unlinked at once where the
+// filesystem lacks it. Invalid with errno set when it cannot be made.
+UniqueFd OpenAnonymousTemporary(std::string* dir);
+
 void WriteAll(int fd, const void* data, size_t size, const std::string& shown);
 void PwriteAll(int fd, const void* data, size_t size, off_t offset, const std::string& shown);
 // Reads exactly `size` bytes at `offset`; throws kCorrupt("<shown>: short read") on EOF.

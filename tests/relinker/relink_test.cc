@@ -626,7 +626,7 @@ TEST(Relink, AMessageThatTookTheComparedPathJustBeforeTheSwapIsKept) {
   const RelinkStats stats = Relink(*s, options);
   EXPECT_EQ(calls, 1);
   auto f = s->OpenFolder("b", "Work");
-  const std::vector<store::MessageMeta> messages = f->Snapshot().messages;
+  const std::vector<store::MessageMeta> messages = f->Snapshot().messages.ToVector();
   ASSERT_EQ(messages.size(), 1u);
   UniqueFd fd = f->OpenMessage(1);
   ASSERT_TRUE(fd.valid());
@@ -666,7 +666,7 @@ TEST(Relink, RacingALiveDelivererLosesNothing) {
         ++counts[0];
         if (i % 5 == 0) {
           auto folder = s->OpenFolder(user, "INBOX");
-          std::vector<store::MessageMeta> present = folder->Snapshot().messages;
+          std::vector<store::MessageMeta> present = folder->Snapshot().messages.ToVector();
           if (!present.empty()) {
             folder->Expunge({present[i % present.size()].uid});
             ++counts[1];

@@ -176,10 +176,10 @@ std::vector<Operation> Operations() {
       {"commit", [](Folder& f) { Append(f, {Msg("new")}); }, nullptr},
       {"set-flags", [](Folder& f) { f.SetFlags(2, kFlagged, 1); },
        [](FolderSnapshot& s) {
-         s.messages[1].flags = kFlagged;
-         s.messages[1].user_flags = 1;
+         s.messages.mutable_records()[1].flags = kFlagged;
+         s.messages.mutable_records()[1].user_flags = 1;
        }},
-      {"expunge", [](Folder& f) { f.Expunge({1}); }, [](FolderSnapshot& s) { s.messages.erase(s.messages.begin()); }},
+      {"expunge", [](Folder& f) { f.Expunge({1}); }, [](FolderSnapshot& s) { s.messages.mutable_records().erase(s.messages.mutable_records().begin()); }},
       {"user-flag-names", [](Folder& f) { f.SetUserFlagNames({"$Junk", "later"}); },
        [](FolderSnapshot& s) { s.info.user_flag_names.push_back("later"); }},
       {"raise-uidnext", [](Folder& f) { f.RaiseUidNext(500); }, [](FolderSnapshot& s) { s.info.uidnext = 500; }},
@@ -392,7 +392,7 @@ TEST(Summary, FixedBytesOfSection46) {
 TEST(Summary, EqualAcrossBitOrderRecentModseqAndDatesButNotAcrossRealDifferences) {
   FolderSnapshot a = Snap({"$Junk", "work", "later"}, {Meta(1, kSeen, 0b011, "one"), Meta(4, kRecent, 0b100, "four")});
   FolderSnapshot b = Snap({"later", "$Junk", "work"}, {Meta(4, 0, 0b001, "four"), Meta(1, kSeen, 0b110, "one")});
-  for (MessageMeta& m : b.messages) {
+  for (MessageMeta& m : b.messages.mutable_records()) {
     m.modseq += 1000;  // each store's own modseqs and save times do not matter
     m.save_time += 99;
   }
@@ -404,17 +404,17 @@ TEST(Summary, EqualAcrossBitOrderRecentModseqAndDatesButNotAcrossRealDifferences
     change(c);
     EXPECT_NE(Summarize(c), sa) << what;
   };
-  differs([](FolderSnapshot& c) { c.messages[1].flags |= kFlagged; }, "system flag");
-  differs([](FolderSnapshot& c) { c.messages[1].user_flags = 0b010; }, "user flag dropped");
+  differs([](FolderSnapshot& c) { c.messages.mutable_records()[1].flags |= kFlagged; }, "system flag");
+  differs([](FolderSnapshot& c) { c.messages.mutable_records()[1].user_flags = 0b010; }, "user flag dropped");
   differs([](FolderSnapshot& c) { c.info.user_flag_names[0] = "sooner"; }, "user flag renamed");
-  differs([](FolderSnapshot& c) { c.messages[0].uid = 5; }, "UID");
-  differs([](FolderSnapshot& c) { c.messages[0].digest = DigestOf("FOUR"); }, "content");
-  differs([](FolderSnapshot& c) { c.messages[0].size += 1; }, "size");
-  differs([](FolderSnapshot& c) { c.messages.pop_back(); }, "message missing");
+  differs([](FolderSnapshot& c) { c.messages.mutable_records()[0].uid = 5; }, "UID");
+  differs([](FolderSnapshot& c) { c.messages.mutable_records()[0].digest = DigestOf("FOUR"); }, "content");
+  differs([](FolderSnapshot& c) { c.messages.mutable_records()[0].size += 1; }, "size");
+  differs([](FolderSnapshot& c) { c.messages.mutable_records().pop_back(); }, "message missing");
   differs([](FolderSnapshot& c) { c.info.uidnext = 11; }, "UIDNEXT");
   differs([](FolderSnapshot& c) { c.info.uidvalidity = 78; }, "UIDVALIDITY");
   // A bit without a name is not the same as any named flag, nor as no flag.
-  differs([](FolderSnapshot& c) { c.messages[1].user_flags |= 1ull << 40; }, "unnamed bit");
+  differs([](FolderSnapshot& c) { c.messages.mutable_records()[1].user_flags |= 1ull << 40; }, "unnamed bit");
 }
 
 // Two real stores holding the same messages with user-flag bits numbered differently (names

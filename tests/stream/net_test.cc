@@ -2031,7 +2031,7 @@ TEST(NetPipeline, TheClientQueuesAnswersInOrderWithinItsBound) {
   o.names = {"user/" + user + "/*"};
   ASSERT_EQ(SendBackup(*a, o, server.endpoint(), plain).errors, 0u);
   std::string partition = a->FindUser(user)->partition;
-  std::vector<store::MessageMeta> messages = a->OpenFolder(user, "INBOX")->Snapshot().messages;
+  std::vector<store::MessageMeta> messages = a->OpenFolder(user, "INBOX")->Snapshot().messages.ToVector();
   ASSERT_GE(messages.size(), 2u);
 
   Connection conn(ConnectTcp(server.endpoint(), 30), "test server");

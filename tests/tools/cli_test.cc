@@ -604,7 +604,7 @@ TEST(CliGen, SameSeedSameStoreOtherSeedOtherStore) {
   sa->ForEachFolder([&](const store::FolderInfo& info) {
     auto fa = sa->OpenFolder(info.user, info.folder);
     auto fb = sb->OpenFolder(info.user, info.folder);
-    std::vector<store::MessageMeta> ma = fa->Snapshot().messages, mb = fb->Snapshot().messages;
+    std::vector<store::MessageMeta> ma = fa->Snapshot().messages.ToVector(), mb = fb->Snapshot().messages.ToVector();
     ASSERT_EQ(ma.size(), mb.size()) << info.Mailbox();
     for (size_t i = 0; i < ma.size(); ++i) {
       EXPECT_EQ(ma[i], mb[i]) << info.Mailbox() << " uid " << ma[i].uid;

@@ -930,7 +930,7 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
   auto inbox = [&]() -> std::optional<std::vector<store::MessageMeta>> {
     auto s = Store::Open(store);
     if (!s->FindFolder("dora", "INBOX")) return std::nullopt;
-    return s->OpenFolder("dora", "INBOX")->Snapshot().messages;
+    return s->OpenFolder("dora", "INBOX")->Snapshot().messages.ToVector();
   };
   auto meta = [&](int uid, size_t size) {
     return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (\\Seen)" + date +
