@@ -368,28 +368,6 @@ void Folder::RaiseUidNext(uint32_t uidnext) {
   known_uidnext_ = uidnext;
 }
 
-bool Folder::AdoptUidValidityIfUnused(uint32_t uidvalidity) {
-  if (uidvalidity == 0) Throw(Errc::kInvalidArgument, "UIDVALIDITY 0");
-  const bool sync = store_->durability() == Durability::kBatch;
-  const std::string shown = path_ + "/store.idx";
-  Lock lock(dir_.get(), true, path_, *store_);
-  index::Opened opened = OpenIndexForWrite(*store_, *this, sync);
-  index::Header header = opened.header;
-  if (header.uidnext != 1 || header.count != 0) return false;
-  if (header.uidvalidity == uidvalidity) return true;
-  header.uidvalidity = uidvalidity;
-  ++header.highest_modseq;
-  index::WriteHeader(opened.fd.get(), header, shown);
-  if (sync) Fsync(opened.fd.get(), shown);
-  // store.exp's header repeats the folder's UIDVALIDITY (§4): kept in step.
-  const std::string exp_shown = path_ + "/store.exp";
-  index::Opened exp = index::OpenForWrite(dir_.get(), "store.exp", exp_shown, sync);
-  exp.header.uidvalidity = uidvalidity;
-  index::WriteHeader(exp.fd.get(), exp.header, exp_shown);
-  if (sync) Fsync(exp.fd.get(), exp_shown);
-  return true;
-}
-
 void Folder::Expunge(const std::vector<uint32_t>& uids) {
   if (uids.empty()) return;
   const bool sync = store_->durability() == Durability::kBatch;

@@ -258,12 +258,6 @@ class Folder {
   void SetUserFlagNames(const std::vector<std::string>& names);
   // Raises uidnext to at least `uidnext` (restore keeps the source's next UID).
   void RaiseUidNext(uint32_t uidnext);
-  // Gives a folder that never held a message (UIDNEXT 1, empty) the UIDVALIDITY `uidvalidity`,
-  // under its exclusive lock; false (nothing changed) once it holds or held one. A restore uses
-  // it on an INBOX made by someone else (an import, deliver --create) between a killed run and
-  // its rerun, so the rerun still gives the archive's UIDs (helper-66). IMAP clients that saw
-  // the empty folder see a new UIDVALIDITY and resync it, as the protocol intends.
-  bool AdoptUidValidityIfUnused(uint32_t uidvalidity);
   // Removes messages: records go to store.exp, then the files are unlinked.
   void Expunge(const std::vector<uint32_t>& uids);
 

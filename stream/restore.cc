@@ -410,14 +410,6 @@ class RestoreSession {
                                std::to_string(existing->uidnext) + " here, " + std::to_string(r.uidnext) +
                                " at the source): it was delivered here after an earlier switch; refusing to "
                                "mirror over it. Bring that mail to the source first, or leave the user here");
-    // A folder here that never held a message (an INBOX an import or deliver --create made
-    // between a killed run and this rerun) takes the stream's UIDVALIDITY, so the rerun gives
-    // the archive's UIDs instead of appending under another UIDVALIDITY (helper-66). Not for a
-    // migrate's copies (their rule is above) nor -i.
-    if (existing && existing->uidvalidity != r.uidvalidity && existing->uidnext == 1 && existing->count == 0 &&
-        !options_.skip_existing_check && !options_.copy_on_hold &&
-        store_->OpenFolder(user_, folder_name_)->AdoptUidValidityIfUnused(r.uidvalidity))
-      existing = store_->FindFolder(user_, folder_name_);
     present_.clear();
     unclaimed_.clear();
     uidnext_raised_ = false;

@@ -210,45 +210,34 @@ TEST(Stream, ConcurrentRestoresOfOneContentKeepOneFile) {
   EXPECT_EQ(DistinctInodes(tmp / "B/partition"), 2u);
 }
 
-// A restore killed while it built a user's INBOX, then an import or `deliver --create` of that
-// user (which makes an empty INBOX with a fresh UIDVALIDITY), then the rerun: the rerun appended
-// under the new UIDVALIDITY, so every step exited 0 and verify found the INBOX differing
-// (helper-66). An INBOX that never held a message takes the stream's UIDVALIDITY; one that held
-// mail keeps its own, and the stream's messages are appended as before.
-TEST(Stream, ARerunGivesAnUnusedInboxMadeMeanwhileTheArchivesUidValidity) {
+// A visible mailbox keeps its UIDVALIDITY under a restore, even one that never held a message
+// (an INBOX an import or deliver --create made between a killed restore and its rerun). Giving
+// it the archive's (2026-12-04, reverted the same day) let mail delivered while the restore ran
+// take UIDs 1, 2, ... under the archive's UIDVALIDITY, so the source's messages of those UIDs
+// moved above: a client that knew the source read other messages under its UIDs (helper-68).
+// The archive's messages are appended under the mailbox's own UIDVALIDITY instead, which tells
+// every client to forget what it knew of the UIDs.
+TEST(Stream, AVisibleMailboxThatNeverHeldAMessageKeepsItsUidValidity) {
   TempDir tmp;
   auto a = store::Store::Init(tmp / "A", {"primary"});
-  for (const char* user : {"amy", "bob"})
-    for (int i = 0; i < 3; ++i) {
-      auto f = a->CreateFolder(user, "INBOX");
-      auto w = f->NewMessage();
-      w->Write("Subject: " + std::string(user) + " " + std::to_string(i) + "\r\n\r\nbody\r\n");
-      std::vector<store::StagedMessage> batch{w->Finish({})};
-      f->Commit(batch);
-    }
+  for (int i = 0; i < 3; ++i) {
+    auto f = a->CreateFolder("amy", "INBOX");
+    auto w = f->NewMessage();
+    w->Write("Subject: amy " + std::to_string(i) + "\r\n\r\nbody\r\n");
+    std::vector<store::StagedMessage> batch{w->Finish({})};
+    f->Commit(batch);
+  }
   const std::string bytes = BackupToString(*a);
   auto b = store::Store::Init(tmp / "B", {"primary"});
-  // An empty INBOX with its own UIDVALIDITY, as import and deliver --create make (fresh ones
-  // come from the clock, which both stores of this test share: given, so that they differ).
-  for (const char* user : {"amy", "bob"}) {
-    b->CreateUser(user, {}, /*with_inbox=*/false);
-    b->CreateFolder(user, "INBOX", a->FindFolder(user, "INBOX")->uidvalidity + 1000);
-  }
-  {
-    auto inbox = b->OpenFolder("bob", "INBOX");  // bob's held a message once: it is his mailbox now
-    auto w = inbox->NewMessage();
-    w->Write("Subject: delivered here\r\n\r\nbody\r\n");
-    std::vector<store::StagedMessage> batch{w->Finish({})};
-    inbox->Commit(batch);
-    inbox->Expunge({1});
-  }
-  const uint32_t bobs = b->FindFolder("bob", "INBOX")->uidvalidity;
-  ASSERT_NE(b->FindFolder("amy", "INBOX")->uidvalidity, a->FindFolder("amy", "INBOX")->uidvalidity);
+  b->CreateUser("amy", {}, /*with_inbox=*/false);
+  // Fresh UIDVALIDITYs come from the clock, which both stores of this test share: given.
+  const uint32_t own = a->FindFolder("amy", "INBOX")->uidvalidity + 1000;
+  b->CreateFolder("amy", "INBOX", own);
+  ASSERT_EQ(b->FindFolder("amy", "INBOX")->uidnext, 1u);
   EXPECT_EQ(RestoreFromString(b.get(), bytes).errors, 0u);
-  EXPECT_EQ(b->FindFolder("amy", "INBOX")->uidvalidity, a->FindFolder("amy", "INBOX")->uidvalidity);
-  ExpectEqualStores(*b, *a, {"user/amy/*"});
-  EXPECT_EQ(b->FindFolder("bob", "INBOX")->uidvalidity, bobs) << "a folder that held mail keeps its UIDVALIDITY";
-  EXPECT_EQ(b->FindFolder("bob", "INBOX")->count, 3u);
+  const store::FolderInfo inbox = *b->FindFolder("amy", "INBOX");
+  EXPECT_EQ(inbox.uidvalidity, own);
+  EXPECT_EQ(inbox.count, 3u) << "every message of the archive is there";
 }
 
 TEST(Stream, RestoringTheSameStreamTwiceAddsNothing) {

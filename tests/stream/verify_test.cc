@@ -345,6 +345,20 @@ TEST(Verify, WhatAMigrationDoesToStatusesIsNoDifferenceButTheReverseIs) {
   EXPECT_TRUE(Mentions(d, "INBOX: UIDNEXT is 100000"));
 }
 
+// Which store's migration made a user is provenance, not status: a migrated user (active, its
+// origin the source's store id) compared with a source whose user is active again read "status
+// is active, source has active" and exit 1 (helper-68).
+TEST(Verify, AMigratedUsersOriginIsNoStatusDifference) {
+  Pair p;
+  p.dst->SetUserStatus(p.user, store::UserStatus{store::UserState::kActive, "", "0123456789abcdef"});
+  ASSERT_EQ(p.dst->FindUser(p.user)->status.origin_store, "0123456789abcdef");
+  VerifyOptions strict;
+  strict.strict_status = true;
+  EXPECT_TRUE(p.Direct().empty());
+  EXPECT_TRUE(CompareStores(*p.dst, *p.src, strict).differences.empty());
+  EXPECT_TRUE(p.ViaManifest().empty());
+}
+
 TEST(Verify, AMissingMailboxAndAnExtraMessage) {
   Pair p;
   p.src->CreateFolder(p.user, "OnlyInSource");
