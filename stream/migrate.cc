@@ -351,6 +351,20 @@ class Migration {
       ++report_.users_in_no_group;
       if (report_.no_group_names.size() < MigrateReport::kNoGroupNamesShown) report_.no_group_names.push_back(u.user);
     });
+    // A group named on the command line that holds nobody is a typo in its pattern, not a group
+    // done: refused before anything is connected to, as `user --group` refuses it (helper-69:
+    // "ok", exit 0). Run without names, a groups file shared by a fleet has groups of other
+    // back-ends: only a file none of whose groups holds a user here is refused.
+    const bool named = !options_.groups.empty();
+    for (size_t g = 0; g < groups.size(); ++g)
+      if (members_[g].empty() && named)
+        Throw(Errc::kInvalidArgument, "migrate: group '" + groups[g].name + "' (" + groups[g].regex + ") of " +
+                                          options_.groups_file +
+                                          " holds no user of this store (its pattern matches none, or only users of groups above it: a "
+                                          "typo?); nothing was migrated");
+    if (!named && std::all_of(members_.begin(), members_.end(), [](const auto& m) { return m.empty(); }))
+      Throw(Errc::kInvalidArgument, "migrate: no group of " + options_.groups_file +
+                                        " holds a user of this store; nothing was migrated");
     report_.groups.resize(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) report_.groups[g].name = groups[g].name;
 

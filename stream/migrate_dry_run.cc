@@ -29,8 +29,10 @@ MigrateDryRun PlanMigrate(store::Store& source, const MigrateOptions& options) {
     for (const std::string& user : g.members) {
       std::optional<store::UserInfo> u = source.FindUser(user);
       if (!u) continue;  // deleted meanwhile
-      // The same test as the real run: a rerun resumes and leaves these alone.
-      if (u->status.state == store::UserState::kMoved && u->status.host == plan.moved_host) {
+      // The same test as the real run: a rerun resumes and leaves these alone, moved to any
+      // host (the destination named another way holds their live mail; helper-69: a dry run
+      // with --to localhost after a run to 127.0.0.1 promised to move them all again).
+      if (u->status.state == store::UserState::kMoved) {
         ++d.already_moved;
         continue;
       }
@@ -41,9 +43,14 @@ MigrateDryRun PlanMigrate(store::Store& source, const MigrateOptions& options) {
         d.bytes += f.bytes;
       }
     }
+    d.matches_nobody = g.members.empty();
+    d.refused = d.matches_nobody && !options.groups.empty();
     d.too_large = DescriptorShortfall(d.users.size());
     plan.groups.push_back(std::move(d));
   }
+  if (options.groups.empty() && !plan.groups.empty() &&
+      std::all_of(plan.groups.begin(), plan.groups.end(), [](const DryRunGroup& g) { return g.matches_nobody; }))
+    for (DryRunGroup& g : plan.groups) g.refused = true;  // as the run: a file that holds nobody here
   const std::string journal_dir = source.root() + "/migrate-journal";
   if (IsDirectory(journal_dir)) {
     for (const auto& entry : std::filesystem::directory_iterator(journal_dir))
@@ -74,6 +81,11 @@ std::string MigrateDryRun::Text() const {
            Count(g.folders, "folder", "folders") + ", " + Count(g.messages, "message", "messages") + ", " +
            std::to_string(g.bytes) + " bytes (" + HumanBytes(double(g.bytes)) + ")";
     if (g.already_moved) out += "; " + Count(g.already_moved, "user", "users") + " already moved, left alone";
+    if (g.refused)
+      out += "\n  WILL FAIL: it holds no user of this store (its pattern matches none, or only users of groups "
+             "above it: a typo in backup-groups.conf?)";
+    else if (g.matches_nobody)
+      out += "; it holds no user of this store";
     if (!g.too_large.empty())
       out += "\n  WILL FAIL: holding its users' delivery gates " + g.too_large +
              ": raise the limit or split the group in backup-groups.conf";
@@ -107,6 +119,7 @@ std::string MigrateDryRun::Json() const {
                   {"users", g.users},
                   {"already_moved", g.already_moved},
                   {"too_large", g.too_large},
+                  {"matches_nobody", g.matches_nobody},
                   {"folders", g.folders},
                   {"messages", g.messages},
                   {"bytes", g.bytes}});

@@ -15,7 +15,9 @@ namespace storemove::stream {
 struct DryRunGroup {
   std::string name, regex;
   std::vector<std::string> users;  // to migrate (sorted)
-  uint64_t already_moved = 0;      // moved:HOST to this destination by an earlier run: left alone
+  uint64_t already_moved = 0;      // moved:HOST (any HOST, as the real run) by an earlier run: left alone
+  bool matches_nobody = false;     // its pattern matches no user of the store
+  bool refused = false;            // ... and the run refuses it (it was named on the command line)
   uint64_t folders = 0, messages = 0, bytes = 0;  // what the copy pass sends, before deduplication
   // Empty, or why the group cannot be held at once (util/fs.h DescriptorShortfall): the run
   // refuses it before copying.
