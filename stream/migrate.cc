@@ -33,6 +33,19 @@ using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// Adds the seconds from its construction to its destruction to *into, however the scope ends.
+class PhaseTimer {
+ public:
+  explicit PhaseTimer(double* into) : into_(into), start_(Clock::now()) {}
+  ~PhaseTimer() { *into_ += Since(start_); }
+  PhaseTimer(const PhaseTimer&) = delete;
+  PhaseTimer& operator=(const PhaseTimer&) = delete;
+
+ private:
+  double* into_;
+  Clock::time_point start_;
+};
+
 // --- the hold journal -------------------------------------------------------------------------
 // STORE/migrate-journal/GROUP.hold lists the users a migrate put on hold and their status
 // before, written (durably) before the first of them is held, so that a run killed with -9
@@ -561,6 +574,11 @@ class Migration {
       if (cancel_.WaitFor(delay)) break;
       delay = std::min<int64_t>(delay * 2, options_.max_retry_delay_ms);
     }
+    // Not finished: what its passes sent before they were cut off counts too (the passes that
+    // completed were accounted by the session's report; a cut one has none). "messages 0, raw
+    // 0 B" for a group stopped after seconds of copying was false (helper-69).
+    r.messages = std::max<uint64_t>(r.messages, live.messages);
+    r.bytes_raw = std::max<uint64_t>(r.bytes_raw, live.bytes);
     r.stopped_by_deadline = !failed_on_its_own && !r.destination_unreachable && deadline_reached_;
     if (r.attempts == 0) (void)UsersToMove(g, r);  // not started: the report still counts its users
     if (r.stopped_by_deadline) live.phase = "deadline";
@@ -678,6 +696,7 @@ class Migration {
     backup.on_progress = [&](uint64_t m, uint64_t b) {
       live.messages += m;
       live.bytes += b;
+      if (options_.on_progress) options_.on_progress(r.name, live.messages);
     };
     RestoreOptions remote;
     remote.partition = options_.partition;
@@ -719,24 +738,29 @@ class Migration {
       return s.messages + s.links + s.unsettled.size();
     };
 
-    auto t = Clock::now();
-    live.phase = "copy";
-    uint64_t left = pass(false);  // nothing settled yet: every folder complete
-    r.times.copy += Since(t);
+    // Each phase's time is counted when it ends, also by an exception: a group stopped by the
+    // deadline in its copy reported "copy 0.0s" after seconds of copying (helper-69).
+    uint64_t left;
+    {
+      PhaseTimer timer(&r.times.copy);
+      live.phase = "copy";
+      left = pass(false);  // nothing settled yet: every folder complete
+    }
 
     // Online catch-up while the delta shrinks: the held pass then carries only the last changes.
-    t = Clock::now();
-    live.phase = "catch-up";
-    for (int i = 0; i < options_.max_online_passes && left > options_.settle_messages; ++i) {
-      CheckCancelled();
-      uint64_t now = pass(false);
-      bool shrinking = now < left;
-      left = now;
-      if (!shrinking) break;
+    {
+      PhaseTimer timer(&r.times.catch_up);
+      live.phase = "catch-up";
+      for (int i = 0; i < options_.max_online_passes && left > options_.settle_messages; ++i) {
+        CheckCancelled();
+        uint64_t now = pass(false);
+        bool shrinking = now < left;
+        left = now;
+        if (!shrinking) break;
+      }
     }
-    r.times.catch_up += Since(t);
 
-    t = Clock::now();
+    auto t = Clock::now();
     CheckCancelled();
     live.phase = "hold";
     for (const std::string& user : users) {

@@ -59,6 +59,9 @@ struct MigrateOptions {
   std::function<void(const std::string& group)> after_switch_sent;
   // Test seam: called after each online pass (1 = the copy), before the next one or the hold.
   std::function<void(const std::string& group, int pass)> on_pass;
+  // Told as a pass reads messages for the stream (the group's count so far, every attempt):
+  // tests make a pass outlast the deadline in its middle.
+  std::function<void(const std::string& group, uint64_t messages)> on_progress;
 };
 
 struct PhaseTimes {

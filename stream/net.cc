@@ -738,9 +738,14 @@ void Connection::Close(int drain_seconds) {
   fd_.reset();
 }
 
-void Connection::Abort() {
+void Connection::Abort(bool discard_unsent) {
   std::lock_guard<std::mutex> lock(abort_mutex_);
-  if (fd_.valid()) ::shutdown(fd_.get(), SHUT_RDWR);
+  if (!fd_.valid()) return;
+  if (discard_unsent) {
+    const linger reset{1, 0};
+    (void)::setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+  }
+  ::shutdown(fd_.get(), SHUT_RDWR);
 }
 
 // --- frames --------------------------------------------------------------------------------------

@@ -143,7 +143,9 @@ void Cancellation::Cancel(const std::string& why) {
   if (cancelled_) return;
   why_ = why;
   cancelled_ = true;
-  for (Connection* c : conns_) c->Abort();
+  // A cancelled stream is of no use to the server: the bytes still queued here are dropped
+  // (helper-69: a destination applied a group's stream for 15 s after migrate had stopped it).
+  for (Connection* c : conns_) c->Abort(/*discard_unsent=*/true);
   for (Cancellation* child : children_) child->Cancel(why);
   (void)!::write(pipe_[1], "x", 1);
   cv_.notify_all();

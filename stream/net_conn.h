@@ -81,8 +81,11 @@ class Connection {
   // Orderly end: TLS close_notify and TCP FIN, then reads and discards what the peer still sends
   // (at most `drain_seconds`), so a frame we sent is not destroyed by a reset.
   void Close(int drain_seconds);
-  // From another thread: makes blocked reads and writes of this connection fail at once.
-  void Abort();
+  // From another thread: makes blocked reads and writes of this connection fail at once. With
+  // discard_unsent, the close that follows resets the connection (SO_LINGER 0): what is still
+  // in our send buffer is dropped rather than delivered, so a peer across a slow link stops
+  // applying a cancelled stream when the cancel comes, not seconds of buffered data later.
+  void Abort(bool discard_unsent = false);
   // SO_RCVBUF(FORCE) of the socket: what the peer may have in flight to us, in kernel memory.
   void SetReceiveBuffer(int bytes);
 

@@ -1289,6 +1289,43 @@ TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
   ExpectMigrated(*dst, *src, "127.0.0.1");
 }
 
+// A group whose copy pass the deadline cuts off reported "messages 0, raw 0 B, copy 0.0s" after
+// seconds of copying (helper-69): what it sent before the cut counts, and so does the copy's
+// time. The hook holds the pass, once it has read its first messages, until the deadline passed.
+TEST(MigrateDeadline, AGroupCutOffInItsCopySaysWhatItSentAndForHowLong) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 4, 10);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  const auto before = Statuses(*src);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.deadline = WallClock::now() + std::chrono::milliseconds(800);
+  uint64_t read_when_cut = 0;
+  o.on_progress = [&](const std::string&, uint64_t messages) {
+    if (read_when_cut != 0) return;
+    read_when_cut = messages;
+    WaitPast(*o.deadline);  // the copy outlasts the window
+  };
+  MigrateReport r = Migrate(*src, o);
+  ASSERT_EQ(r.groups.size(), 1u);
+  const GroupReport& g = r.groups[0];
+  EXPECT_TRUE(g.stopped_by_deadline) << r.Text();
+  EXPECT_EQ(g.passes, 0) << r.Text();
+  EXPECT_GE(g.messages, read_when_cut) << r.Text();
+  EXPECT_GT(g.messages, 0u) << r.Text();
+  EXPECT_GT(g.bytes_raw, 0u) << r.Text();
+  EXPECT_GE(g.times.copy, 0.5) << r.Text();
+  EXPECT_EQ(Statuses(*src), before);
+  o.deadline.reset();
+  o.on_progress = nullptr;
+  MigrateReport rerun = Migrate(*src, o);
+  ASSERT_TRUE(rerun.ok()) << rerun.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
 // A group that fails on its own (a user live at the destination: never retried) is FAILED, not
 // "stopped (deadline)", even when the deadline then stops another group: its failure needs
 // someone to act, and a fleet must not rerun it as if the window had only closed (helper-59).

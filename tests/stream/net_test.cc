@@ -2,10 +2,12 @@
 // delay and loss): authenticated round trips, skip-what-the-destination-has, refused
 // credentials, killed and stalled peers, hostile frames, and the held-record proof.
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1024,6 +1026,62 @@ void StopAndContinueWhileBlockedIn(pid_t pid, std::initializer_list<long> calls,
   std::this_thread::sleep_for(std::chrono::seconds(1));
   if (::kill(pid, SIGCONT) != 0 || ::waitpid(pid, &status, WCONTINUED) != pid || !WIFCONTINUED(status))
     throw std::runtime_error("the child did not continue");
+}
+
+// A cancelled client's connection is reset, not closed in order: what still waited in its send
+// buffer is dropped, so a server across a slow link stops applying a cancelled stream when the
+// cancel comes (helper-69: a destination went on applying a group's stream for 15 s after
+// migrate had stopped it at the deadline). Without the discard, the server reads every byte
+// the client had queued and then an orderly end.
+TEST(NetAbort, ACancelledConnectionDropsWhatItHadNotSentYet) {
+  for (bool discard : {false, true}) {
+    Endpoint bound;
+    UniqueFd listener = ListenTcp({"127.0.0.1", 0}, &bound);
+    UniqueFd client_fd = ConnectTcp(bound, 10);
+    UniqueFd server_fd(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(server_fd.valid());
+    const int small = 64 << 10;
+    ::setsockopt(server_fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    const int raw = client_fd.get();
+    Connection client(std::move(client_fd), "the server");
+    client.SetTimeout(30);
+    std::thread writer([&] {
+      const std::string chunk(1 << 20, 'x');
+      try {
+        for (int i = 0; i < 256; ++i) client.WriteAll(chunk.data(), chunk.size());
+      } catch (const Error&) {  // the abort
+      }
+    });
+    // The server reads nothing until the client's own buffer holds bytes it could not send.
+    for (int unsent = 0; unsent < (256 << 10);) {
+      ASSERT_EQ(::ioctl(raw, SIOCOUTQ, &unsent), 0);
+      std::this_thread::yield();
+    }
+    client.Abort(discard);
+    writer.join();
+    const uint64_t handed_to_the_kernel = client.bytes_out();
+    client.Close(0);
+    uint64_t received = 0;
+    int end = 0;
+    std::vector<char> buf(1 << 16);
+    for (;;) {
+      ssize_t n = ::recv(server_fd.get(), buf.data(), buf.size(), 0);
+      if (n > 0) {
+        received += uint64_t(n);
+        continue;
+      }
+      end = n == 0 ? 0 : errno;
+      if (n < 0 && errno == EINTR) continue;
+      break;
+    }
+    if (discard) {
+      EXPECT_EQ(end, ECONNRESET);
+      EXPECT_LT(received, handed_to_the_kernel);
+    } else {
+      EXPECT_EQ(end, 0) << std::strerror(end);
+      EXPECT_EQ(received, handed_to_the_kernel);
+    }
+  }
 }
 
 // A TLS peer in a child process is stopped and continued while it waits for the handshake (as
