@@ -781,6 +781,15 @@ class Migration {
     live.phase = "final";
     pass(true);
     r.times.final_pass += Since(t);
+    // Passes mirror the folders they carry, not the set of folders: one this run copied that the
+    // source no longer has (deleted, or renamed: a user's IMAP RENAME) stays at the destination.
+    // Said per mailbox, as the users are held and the source's folders final (helper-69).
+    r.left_at_destination.clear();
+    for (const auto& [mailbox, modseq] : settled) {
+      auto [user, folder] = store::ParseMailboxName(mailbox);
+      if (!source_.FindFolder(user, folder, store::Store::FolderDetail::kRecordOnly))
+        r.left_at_destination.push_back(mailbox);
+    }
 
     t = Clock::now();
     CheckCancelled();  // no switch begins after the deadline (nor after a signal)
@@ -914,6 +923,10 @@ std::string MigrateReport::Text() const {
                   Result(g).c_str());
     out += buf;
     for (const std::string& e : g.errors) out += "  " + g.name + ": " + e + "\n";
+    for (const std::string& m : g.left_at_destination)
+      out += "  " + g.name + ": " + m + " was deleted or renamed at the source during the migration; the " +
+             "destination keeps the copy made before (verify lists it; remove it there with storemove delete " + m +
+             ")\n";
   }
   for (const std::string& line : recovered) out += "recovered: " + line + "\n";
   if (users_in_no_group) {
@@ -990,7 +1003,8 @@ std::string MigrateReport::Json() const {
                              {"final", g.times.final_pass},
                              {"switch", g.times.switch_over},
                              {"delete", g.times.remove}}},
-                           {"errors", g.errors}});
+                           {"errors", g.errors},
+                           {"left_at_destination", g.left_at_destination}});
   }
   return j.dump(2);
 }

@@ -94,6 +94,9 @@ struct GroupReport {
   double hold_seconds = 0;
   PhaseTimes times;
   std::vector<std::string> errors;
+  // Mailboxes a pass of this run copied that the source no longer had at the final pass
+  // (deleted or renamed meanwhile): still at the destination, which passes do not delete.
+  std::vector<std::string> left_at_destination;
 };
 
 struct MigrateReport {

@@ -1326,6 +1326,38 @@ TEST(MigrateDeadline, AGroupCutOffInItsCopySaysWhatItSentAndForHowLong) {
   ExpectMigrated(*dst, *src, "127.0.0.1");
 }
 
+// A folder renamed (or deleted) at the source after the copy pass stays at the destination
+// under its old name: passes mirror the folders they carry, not the set of folders. The run said
+// "ok" without a word (helper-69); the report now names each such mailbox.
+TEST(Migrate, AFolderRenamedAtTheSourceMeanwhileIsNamedInTheReport) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 2, 3);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  const std::string user = Statuses(*src).begin()->first;
+  src->CreateFolder(user, "Lists");
+  Append(*src, user, "Lists", "a list's mail");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.on_pass = [&](const std::string&, int pass) {
+    if (pass == 1) store::RenameFolder(*src, user, "Lists", "Renamed");  // a user's IMAP RENAME
+  };
+  MigrateReport r = Migrate(*src, o);
+  ASSERT_TRUE(r.ok()) << r.Text();
+  ASSERT_EQ(r.groups.size(), 1u);
+  EXPECT_EQ(r.groups[0].left_at_destination, std::vector<std::string>{"user/" + user + "/Lists"}) << r.Text();
+  EXPECT_NE(r.Text().find("g: user/" + user + "/Lists was deleted or renamed at the source during the migration; "
+                          "the destination keeps the copy made before (verify lists it; remove it there with "
+                          "storemove delete user/" + user + "/Lists)"),
+            std::string::npos)
+      << r.Text();
+  EXPECT_NE(r.Json().find("\"left_at_destination\""), std::string::npos);
+  EXPECT_TRUE(dst->FindFolder(user, "Renamed").has_value());
+  EXPECT_TRUE(dst->FindFolder(user, "Lists").has_value());
+}
+
 // A group that fails on its own (a user live at the destination: never retried) is FAILED, not
 // "stopped (deadline)", even when the deadline then stops another group: its failure needs
 // someone to act, and a fleet must not rerun it as if the window had only closed (helper-59).
