@@ -584,6 +584,19 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
       if (it == sharing.end()) it = sharing.try_emplace(r.dst_partition, store, r.dst_partition).first;
       Stage(r, sync, it->second);
     }
+    // A marker in each source directory, before the commit: a writer that waited for a source's
+    // lock and finds it asks the mboxlist whether the folder is still there (Folder's
+    // OpenIndexForWrite), so that a kill between the commit and the removal below cannot have it
+    // commit into a folder nobody can see. Removed with the files, or by the failure path.
+    for (Relocation& r : moves) {
+      const std::string shown = r.src_path + "/" + kMovingMarker;
+      UniqueFd marker(::openat(r.src->fd(), kMovingMarker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+      if (!marker.valid()) ThrowErrno("create " + shown);
+      if (sync) {
+        Fsync(marker.get(), shown);
+        Fsync(r.src->fd(), r.src_path);
+      }
+    }
     db.Txn(
         [&](DB_TXN* txn) {
           for (const Relocation& r : moves) {
@@ -659,6 +672,7 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
         true);
   } catch (...) {
     for (Relocation& r : moves) {
+      if (r.src) ::unlinkat(r.src->fd(), kMovingMarker, 0);
       Unstage(r);
       if (r.dst) RemoveEmptyDirs(r.dst_path, HashDirPath(store, r.dst_partition, r.dst_user));
     }
@@ -1015,13 +1029,41 @@ std::vector<Renamed> RenameUser(Store& store, std::string_view old_user, std::st
   return out;
 }
 
+// A folder directory nothing leads to, and its sub-folders: children first, each under its
+// folder lock with store.idx removed first (RemoveFolderFiles), so a writer that had it open
+// fails (OpenIndexForWrite: no record leads here) instead of committing into it.
+void RemoveUnreferencedFolderTree(Store& store, const std::string& path) {
+  std::unique_ptr<LockedDir> dir = LockedDir::TryOpen(path, store);
+  if (!dir) return;
+  for (const std::string& name : DirEntries(dir->fd(), path)) {
+    struct stat st;
+    if (name[0] == '+' && ::fstatat(dir->fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+      RemoveUnreferencedFolderTree(store, path + "/" + name);
+  }
+  RemoveFolderFiles(*dir);
+  UnlinkIfPresent(dir->fd(), "user.lck", 0, path + "/user.lck");
+  if (::rmdir(path.c_str()) != 0 && errno != ENOENT && errno != ENOTEMPTY) ThrowErrno("rmdir " + path);
+}
+
 bool MoveUser(Store& store, std::string_view user, std::string_view partition) {
   ValidateUserId(user);
   RequirePartition(store, partition);
   Store::UserWriteLock write_lock = store.LockUserForWriting(user);
   UserInfo info = RequireUser(store, user);
   std::vector<Relocation> moves = UserRelocations(store, user, user, partition);
-  if (moves.empty() && info.partition == partition) return false;
+  if (moves.empty() && info.partition == partition) {
+    // Every folder is here. A move killed after its commit (§6.8, step 5) left the user's old
+    // tree on another partition, where it kept its space and pinned that partition's repository
+    // entries against `relink -d` for good (helper-68): the rerun removes it.
+    for (const std::string& other : store.Partitions()) {
+      if (other == partition) continue;
+      const std::string old_tree = FolderPath(store, other, user, "INBOX");
+      if (!IsDirectory(old_tree)) continue;
+      RemoveUnreferencedFolderTree(store, old_tree);
+      RemoveEmptyDirs(Parent(old_tree), HashDirPath(store, other, user));
+    }
+    return false;
+  }
   UserChange change{std::string(user), std::string(user), std::string(partition)};
   Relocate(store, moves, &change);
   return true;

@@ -25,8 +25,9 @@ namespace {
 // (store/admin.cc removes the old directory's files after its commit point): its directory lost
 // its index, and the mailbox's record is gone, or lies in another partition, or its path now
 // leads to another directory. An index missing where the record still leads is damage.
-bool MovedAway(Store& store, const Folder& folder) {
-  if (::faccessat(folder.dir_fd(), "store.idx", F_OK, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) return false;
+// Whether the mailbox's record no longer leads to the folder's directory (gone, another
+// partition, another directory now under that name).
+bool RecordLeadsElsewhere(Store& store, const Folder& folder) {
   std::optional<FolderInfo> now = store.FindFolder(folder.user(), folder.folder(), Store::FolderDetail::kRecordOnly);
   if (!now || !folder.path().starts_with(store.PartitionPath(now->partition) + "/")) return true;
   struct stat held, named;
@@ -34,18 +35,34 @@ bool MovedAway(Store& store, const Folder& folder) {
          held.st_ino != named.st_ino || held.st_dev != named.st_dev;
 }
 
+bool MovedAway(Store& store, const Folder& folder) {
+  if (::faccessat(folder.dir_fd(), "store.idx", F_OK, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) return false;
+  return RecordLeadsElsewhere(store, folder);
+}
+
 // Opens store.idx for a write under the folder's lock. A folder renamed or deleted meanwhile is a
 // temporary failure (deliver exits 75: the MTA keeps the message and retries under the new name),
 // not a damaged store or a missing mailbox (65, 66: the MTA would bounce it).
 index::Opened OpenIndexForWrite(Store& store, const Folder& folder, bool sync) {
   const std::string shown = folder.path() + "/store.idx";
+  const auto moved = [&] {
+    Throw(Errc::kTempFail, "mailbox " + folder.Mailbox() + " was renamed or deleted meanwhile; nothing written (try again)");
+  };
+  index::Opened opened;
   try {
-    return index::OpenForWrite(folder.dir_fd(), "store.idx", shown, sync);
+    opened = index::OpenForWrite(folder.dir_fd(), "store.idx", shown, sync);
   } catch (const Error&) {
-    if (MovedAway(store, folder))
-      Throw(Errc::kTempFail, "mailbox " + folder.Mailbox() + " was renamed or deleted meanwhile; nothing written (try again)");
+    if (MovedAway(store, folder)) moved();
     throw;
   }
+  // The index is still there but no record may lead to it: a rename or move killed between its
+  // commit and the removal of the old files (§6.8) leaves its marker. A writer that waited for
+  // the lock would otherwise commit into a folder nobody can see, and its mail would be lost
+  // for good. Without the marker (every other write) the mboxlist is not asked.
+  if (!folder.unpublished() && ::faccessat(folder.dir_fd(), kMovingMarker, F_OK, AT_SYMLINK_NOFOLLOW) == 0 &&
+      RecordLeadsElsewhere(store, folder))
+    moved();
+  return opened;
 }
 
 }  // namespace

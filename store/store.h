@@ -173,6 +173,10 @@ enum class Durability : uint8_t {
 class Store;
 class Folder;
 
+// Left in a folder's directory by a rename or move from just before its commit until the old
+// files are gone (docs/store-format.md §6.8): a writer that finds it checks the mailbox's record.
+inline constexpr char kMovingMarker[] = "store.moving";
+
 // A message under a temporary name in its folder directory, invisible until Folder::Commit().
 struct StagedMessage {
   std::string temp_name;  // inside the folder directory
@@ -215,6 +219,8 @@ class Folder {
   const std::string& user() const { return user_; }
   const std::string& folder() const { return folder_; }
   std::string Mailbox() const { return "user/" + user_ + "/" + folder_; }
+  // Made by CreateUnpublishedFolder and not published yet: no record leads to it.
+  bool unpublished() const { return unpublished_; }
 
   // A consistent view of the folder: header and every committed record.
   FolderSnapshot Snapshot();

@@ -585,6 +585,39 @@ TEST(AdminMove, UserToAnotherPartitionOnTheSameFilesystemLinks) {
   EXPECT_EQ(CodeOf([&] { MoveUser(*store, "joe", "../primary"); }), Errc::kInvalidArgument);
 }
 
+// A move killed after its commit and before it removed the old files (§6.8 step 5) leaves the
+// user's old tree, store.idx included, where nothing leads. A writer that had a folder open
+// there and waited for its lock committed into it, exit 0, mail nobody could see; and the rerun
+// ("on partition second already") left the tree, with the space and repository entries it pins,
+// for good (helper-68). The writer, finding the move's marker, asks the mboxlist and is refused
+// as after a rename; the rerun removes the tree.
+TEST(AdminMove, ARerunRemovesWhatAKilledMoveLeftAndNoWriterCommitsIntoIt) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {"primary", "second"});
+  store->CreateUser("joe");
+  Deliver(*store, "joe", "INBOX", Msg("i"));
+  Deliver(*store, "joe", "Sent/2024", Msg("s"));
+  const std::string old_dir = FolderDir(*store, "primary", "joe", "INBOX");
+  std::unique_ptr<Folder> held = store->OpenFolder("joe", "INBOX");  // a writer from before the move
+  // As a kill before step 5 leaves it: the same directory with its index. The move removes the
+  // index and keeps the directory (a sub-directory no record names keeps it from being empty);
+  // the index comes back under its name, a hard link of the one the move removed.
+  fs::create_directory(old_dir + "/+stray");
+  ASSERT_EQ(::link((old_dir + "/store.idx").c_str(), (tmp / "store.idx").c_str()), 0);
+  ASSERT_TRUE(MoveUser(*store, "joe", "second"));
+  ASSERT_FALSE(fs::exists(old_dir + "/store.idx"));
+  ASSERT_EQ(::link((tmp / "store.idx").c_str(), (old_dir + "/store.idx").c_str()), 0);
+  std::ofstream(old_dir + "/" + kMovingMarker);  // the marker the move left before its commit
+  EXPECT_EQ(CodeOf([&] { held->SetFlags(1, kSeen, 0); }), Errc::kTempFail);
+  EXPECT_EQ(store->OpenFolder("joe", "INBOX")->Snapshot().messages.at(0).flags & kSeen, 0);
+
+  EXPECT_FALSE(MoveUser(*store, "joe", "second"));  // the rerun
+  EXPECT_FALSE(fs::exists(old_dir));
+  EXPECT_FALSE(fs::exists(FolderDir(*store, "primary", "joe", "Sent/2024")));
+  EXPECT_EQ(store->OpenFolder("joe", "Sent/2024")->Snapshot().messages.size(), 1u);
+  EXPECT_EQ(store->OpenFolder("joe", "INBOX")->Snapshot().messages.size(), 1u);
+}
+
 TEST(AdminMove, AMissingMessageFileStopsTheMoveAndUndoesIt) {
   TempDir tmp;
   auto store = Store::Init(tmp.path(), {"primary", "second"});
