@@ -563,12 +563,19 @@ void ExpectMovedIntact(Store& store, std::string_view user, const std::map<std::
   }
 }
 
-TEST(AdminMove, UserToAnotherPartitionOnTheSameFilesystemLinks) {
-  TempDir tmp;
+// A store of two partitions on one filesystem, with joe on the first: a message in INBOX and
+// one in Sent/2024.
+std::unique_ptr<Store> JoeOnPrimary(const TempDir& tmp) {
   auto store = Store::Init(tmp.path(), {"primary", "second"});
   store->CreateUser("joe");
   Deliver(*store, "joe", "INBOX", Msg("i"));
   Deliver(*store, "joe", "Sent/2024", Msg("s"));
+  return store;
+}
+
+TEST(AdminMove, UserToAnotherPartitionOnTheSameFilesystemLinks) {
+  TempDir tmp;
+  auto store = JoeOnPrimary(tmp);
   auto before = AllSnapshots(*store, "joe");
   ino_t inode = Inode(store->OpenFolder("joe", "Sent/2024")->MessagePath(1));
   const std::string old_dir = FolderDir(*store, "primary", "joe", "INBOX");
@@ -593,10 +600,7 @@ TEST(AdminMove, UserToAnotherPartitionOnTheSameFilesystemLinks) {
 // as after a rename; the rerun removes the tree.
 TEST(AdminMove, ARerunRemovesWhatAKilledMoveLeftAndNoWriterCommitsIntoIt) {
   TempDir tmp;
-  auto store = Store::Init(tmp.path(), {"primary", "second"});
-  store->CreateUser("joe");
-  Deliver(*store, "joe", "INBOX", Msg("i"));
-  Deliver(*store, "joe", "Sent/2024", Msg("s"));
+  auto store = JoeOnPrimary(tmp);
   const std::string old_dir = FolderDir(*store, "primary", "joe", "INBOX");
   std::unique_ptr<Folder> held = store->OpenFolder("joe", "INBOX");  // a writer from before the move
   // As a kill before step 5 leaves it: the same directory with its index. The move removes the
