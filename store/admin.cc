@@ -1055,10 +1055,14 @@ bool MoveUser(Store& store, std::string_view user, std::string_view partition) {
     // Every folder is here. A move killed after its commit (§6.8, step 5) left the user's old
     // tree on another partition, where it kept its space and pinned that partition's repository
     // entries against `relink -d` for good (helper-68): the rerun removes it.
+    struct stat here, there;
+    const bool have_here = ::stat(FolderPath(store, partition, user, "INBOX").c_str(), &here) == 0;
     for (const std::string& other : store.Partitions()) {
       if (other == partition) continue;
       const std::string old_tree = FolderPath(store, other, user, "INBOX");
-      if (!IsDirectory(old_tree)) continue;
+      if (::stat(old_tree.c_str(), &there) != 0 || !S_ISDIR(there.st_mode)) continue;
+      // Two partition names that lead to one directory (a symbolic link) hold the user's live tree.
+      if (have_here && here.st_dev == there.st_dev && here.st_ino == there.st_ino) continue;
       RemoveUnreferencedFolderTree(store, old_tree);
       RemoveEmptyDirs(Parent(old_tree), HashDirPath(store, other, user));
     }

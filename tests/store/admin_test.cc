@@ -615,6 +615,8 @@ TEST(AdminMove, ARerunRemovesWhatAKilledMoveLeftAndNoWriterCommitsIntoIt) {
   EXPECT_EQ(CodeOf([&] { held->SetFlags(1, kSeen, 0); }), Errc::kTempFail);
   EXPECT_EQ(store->OpenFolder("joe", "INBOX")->Snapshot().messages.at(0).flags & kSeen, 0);
 
+  // A partition name that leads to the live tree is never taken for a leftover.
+  fs::create_directory_symlink(tmp / "partition/second", tmp / "partition/alias");
   EXPECT_FALSE(MoveUser(*store, "joe", "second"));  // the rerun
   EXPECT_FALSE(fs::exists(old_dir));
   EXPECT_FALSE(fs::exists(FolderDir(*store, "primary", "joe", "Sent/2024")));
