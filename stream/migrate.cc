@@ -145,6 +145,73 @@ UniqueFd TryLockGroup(const store::Store& s, const std::string& group, int64_t w
                              GroupLockPath(s, group) + " is locked)");
 }
 
+// --- the users each running migrate has claimed ------------------------------------------------
+// Two migrates of the same users through two groups files (other group names, so other locks)
+// would each hold, copy and switch them, and the loser's last line would say its users are served
+// by the source while they are moved (helper-69). So each run writes the users of each group it
+// migrates to STORE/migrate-journal/GROUP.members, under migrate-journal/claims.lock, after reading
+// those of every group whose lock another live run holds: a user claimed already refuses the run
+// before anything is held or sent. A members file whose group lock nobody holds is a finished or
+// killed run's: removed.
+
+constexpr char kMembersMagic[] = "storemove-migrate-members 1";
+
+std::string MembersPath(const store::Store& s, const std::string& group) {
+  return JournalDir(s) + "/" + group + ".members";
+}
+
+void ClaimMembers(const store::Store& s, const std::map<std::string, UniqueFd>& locks,
+                  const std::vector<BackupGroup>& groups, const std::vector<std::set<std::string>>& members,
+                  const std::string& groups_file) {
+  MakeDirs(JournalDir(s), 0700);
+  const std::string claims = JournalDir(s) + "/claims.lock";
+  UniqueFd fd = OpenFile(claims, O_RDWR | O_CREAT, 0600);
+  while (::flock(fd.get(), LOCK_EX) != 0)  // held by others for a directory listing at most
+    if (errno != EINTR) ThrowErrno("lock " + claims);
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(JournalDir(s)))
+    if (entry.path().extension() == ".members") files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (const std::filesystem::path& path : files) {
+    const std::string group = path.stem().string();
+    if (locks.count(group)) continue;  // ours: written anew below
+    if (UniqueFd other = TryLockGroup(s, group); other.valid()) {
+      RemoveJournalFile(s, path);
+      continue;
+    }
+    std::istringstream in(ReadFile(path));
+    std::string line;
+    if (!std::getline(in, line) || line != kMembersMagic)
+      Throw(Errc::kCorrupt, path.string() + ": not a storemove migrate members file (first line '" +
+                                EscapeControls(line) + "')");
+    while (std::getline(in, line))
+      for (size_t g = 0; g < groups.size(); ++g)
+        if (members[g].count(line))
+          Throw(Errc::kTempFail, "migrate: user " + line + " of group " + groups[g].name + " (" + groups_file +
+                                     ") is being migrated by another storemove migrate, as a member of its group " +
+                                     group + " (" + path.string() + "); nothing was migrated");
+  }
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::string text = std::string(kMembersMagic) + "\n";
+    for (const std::string& user : members[g]) text += user + "\n";
+    WriteFileAtomic(MembersPath(s, groups[g].name), text, 0600);
+  }
+}
+
+// Removes a run's members files when it ends, however it ends, before its group locks go (a
+// killed run's are removed by the next run that finds their locks free).
+class MembersClaim {
+ public:
+  MembersClaim(const store::Store& s, std::vector<std::string> groups) : store_(s), groups_(std::move(groups)) {}
+  ~MembersClaim() {
+    for (const std::string& group : groups_) ::unlink(MembersPath(store_, group).c_str());
+  }
+
+ private:
+  const store::Store& store_;
+  std::vector<std::string> groups_;
+};
+
 std::vector<std::string> JournalGroups(const store::Store& s) {
   std::vector<std::string> groups;
   MakeDirs(JournalDir(s), 0700);
@@ -378,6 +445,10 @@ class Migration {
     if (!named && std::all_of(members_.begin(), members_.end(), [](const auto& m) { return m.empty(); }))
       Throw(Errc::kInvalidArgument, "migrate: no group of " + options_.groups_file +
                                         " holds a user of this store; nothing was migrated");
+    std::vector<std::string> claimed;
+    for (const BackupGroup& g : groups) claimed.push_back(g.name);
+    ClaimMembers(source_, locks, groups, members_, options_.groups_file);
+    MembersClaim claim(source_, std::move(claimed));  // released before `locks`
     report_.groups.resize(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) report_.groups[g].name = groups[g].name;
 

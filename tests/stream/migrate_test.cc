@@ -809,6 +809,43 @@ TEST(MigrateInterrupt, SigtermDuringHoldWithRetriesLeftCountsTheUsersPutBack) {
   EXPECT_EQ(Statuses(*src), before);
 }
 
+// Two migrates of the same users through two groups files (other group names, so other locks):
+// the second is refused before it holds or sends anything, the first completes, and once it is
+// done its claim is gone (helper-69: both ran; the loser's last line said its users were served
+// by the source while they were moved).
+TEST(MigrateInterrupt, ASecondMigrateOfTheSameUsersThroughAnotherGroupsFileIsRefused) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  std::ofstream(tmp / "other.conf") << "everyone=.*\n";
+  std::vector<std::string> other = MigrateArgs(tmp / "src", server.endpoint());
+  other.insert(other.end(), {"--groups", tmp / "other.conf"});
+
+  MigrateChild first(MigrateArgs(tmp / "src", server.endpoint()));
+  ASSERT_EQ(first.WaitForHold(), "hold all") << first.Err();
+  const std::map<std::string, std::string> held = Statuses(*src);
+  {
+    MigrateChild second(other, /*hold_seam=*/false);
+    EXPECT_EQ(second.Wait(), 75) << second.Err();
+    const std::string err = second.Err();
+    EXPECT_NE(err.find("is being migrated by another storemove migrate, as a member of its group all"),
+              std::string::npos)
+        << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  }
+  EXPECT_EQ(Statuses(*src), held);
+  first.Continue();
+  EXPECT_EQ(first.Wait(), 0) << first.Err();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  // The finished run's claim no longer stands in the way.
+  MigrateChild third(other, /*hold_seam=*/false);
+  EXPECT_EQ(third.Wait(), 0) << third.Err();
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.members"));
+}
+
 TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
   TempDir tmp;
   const std::string source = tmp / "src";
@@ -1167,7 +1204,10 @@ TEST(MigrateLiveDestination, AFolderOfAnotherUidValidityInACopyOfUnknownOriginIs
   src->CreateFolder(user, "Projects");
   Append(*src, user, "Projects", "the source's plan");
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  dst->CreateUser(user);
+  // The INBOX as the source's (made a second apart, the clock gave it another UIDVALIDITY and the
+  // refusal named the INBOX): only Projects differs.
+  dst->CreateUser(user, {}, /*with_inbox=*/false);
+  dst->CreateFolder(user, "INBOX", src->FindFolder(user, "INBOX")->uidvalidity);
   dst->CreateFolder(user, "Projects", src->FindFolder(user, "Projects")->uidvalidity + 7);
   Append(*dst, user, "Projects", "mail only here");
   dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});
