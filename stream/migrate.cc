@@ -853,13 +853,28 @@ class Migration {
     pass(true);
     r.times.final_pass += Since(t);
     // Passes mirror the folders they carry, not the set of folders: one this run copied that the
-    // source no longer has (deleted, or renamed: a user's IMAP RENAME) stays at the destination.
-    // Said per mailbox, as the users are held and the source's folders final (helper-69).
+    // source no longer has (deleted, or renamed: a user's IMAP RENAME) stayed at the destination
+    // beside the renamed copy (helper-69). The users are held and the source's folders final:
+    // the destination removes those from its untouched copies, before the switch makes them live.
+    // One it keeps (another writer touched the copy, or an older server) is named with why; a
+    // failure here leaves them all named, and a broken session fails the switch below.
     r.left_at_destination.clear();
+    r.removed_at_destination.clear();
+    std::vector<std::string> gone;
     for (const auto& [mailbox, modseq] : settled) {
       auto [user, folder] = store::ParseMailboxName(mailbox);
-      if (!source_.FindFolder(user, folder, store::Store::FolderDetail::kRecordOnly))
-        r.left_at_destination.push_back(mailbox);
+      if (!source_.FindFolder(user, folder, store::Store::FolderDetail::kRecordOnly)) gone.push_back(mailbox);
+    }
+    if (!gone.empty()) {
+      try {
+        r.left_at_destination = session.RemoveFolders(gone);
+      } catch (const Error& e) {
+        for (const std::string& mailbox : gone) r.left_at_destination.emplace_back(mailbox, e.what());
+      }
+      for (const std::string& mailbox : gone)
+        if (std::none_of(r.left_at_destination.begin(), r.left_at_destination.end(),
+                         [&](const auto& kept) { return kept.first == mailbox; }))
+          r.removed_at_destination.push_back(mailbox);
     }
 
     t = Clock::now();
@@ -970,6 +985,12 @@ bool MigrateReport::ok() const {
 
 namespace {
 
+nlohmann::json LeftJson(const std::vector<std::pair<std::string, std::string>>& left) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [mailbox, why] : left) out.push_back({{"mailbox", mailbox}, {"why", why}});
+  return out;
+}
+
 std::string Result(const GroupReport& g) {
   if (g.ok) return g.attempts > 1 ? "ok after " + std::to_string(g.attempts) + " attempts" : "ok";
   if (g.stopped_by_deadline) return g.attempts == 0 ? "not started (deadline)" : "stopped (deadline)";
@@ -994,10 +1015,13 @@ std::string MigrateReport::Text() const {
                   Result(g).c_str());
     out += buf;
     for (const std::string& e : g.errors) out += "  " + g.name + ": " + e + "\n";
-    for (const std::string& m : g.left_at_destination)
+    for (const std::string& m : g.removed_at_destination)
+      out += "  " + g.name + ": " + m + " was deleted or renamed at the source during the migration; removed at " +
+             "the destination before the switch\n";
+    for (const auto& [m, why] : g.left_at_destination)
       out += "  " + g.name + ": " + m + " was deleted or renamed at the source during the migration; the " +
-             "destination keeps the copy made before (verify lists it; remove it there with storemove delete " + m +
-             ")\n";
+             "destination keeps the copy made before (" + why + "; verify lists it; remove it there with " +
+             "storemove delete " + m + ")\n";
   }
   for (const std::string& line : recovered) out += "recovered: " + line + "\n";
   if (users_in_no_group) {
@@ -1075,7 +1099,8 @@ std::string MigrateReport::Json() const {
                              {"switch", g.times.switch_over},
                              {"delete", g.times.remove}}},
                            {"errors", g.errors},
-                           {"left_at_destination", g.left_at_destination}});
+                           {"removed_at_destination", g.removed_at_destination},
+                           {"left_at_destination", LeftJson(g.left_at_destination)}});
   }
   return j.dump(2);
 }

@@ -95,8 +95,10 @@ struct GroupReport {
   PhaseTimes times;
   std::vector<std::string> errors;
   // Mailboxes a pass of this run copied that the source no longer had at the final pass
-  // (deleted or renamed meanwhile): still at the destination, which passes do not delete.
-  std::vector<std::string> left_at_destination;
+  // (deleted or renamed meanwhile): removed from the destination's copy before the switch, or
+  // left there (mailbox, why: the copy was written by something else, an older server).
+  std::vector<std::string> removed_at_destination;
+  std::vector<std::pair<std::string, std::string>> left_at_destination;
 };
 
 struct MigrateReport {

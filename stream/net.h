@@ -121,6 +121,11 @@ class Session {
   // (ERROR instead of READY) leaves the session usable too; any other failure breaks it: later
   // operations throw kIo naming the first failure.
   void SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses);
+  // Migrate's final pass: removes these mailboxes ("user/U/F") from the server's copies, each
+  // only where the user is an untouched copy of this source's migration (on hold, written by
+  // nothing else). Returns those kept, each with why; the others are gone. A server without the
+  // operation refuses it (kProtocol; the session stays usable).
+  std::vector<std::pair<std::string, std::string>> RemoveFolders(const std::vector<std::string>& mailboxes);
   uint64_t bytes_out() const;  // bytes written on the wire so far
   const std::string& peer() const;  // "server HOST:PORT"
   // The socket buffers obtained, one line ("socket buffers: send 32.0 MiB, ...").

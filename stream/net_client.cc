@@ -324,6 +324,29 @@ class Session::Impl {
     });
   }
 
+  std::vector<std::pair<std::string, std::string>> RemoveFolders(const std::vector<std::string>& mailboxes) {
+    std::vector<std::pair<std::string, std::string>> kept;
+    if (mailboxes.empty()) return kept;
+    nlohmann::json request = Request("remove-folders", client_.source_store_id, client_.timeout_seconds);
+    request["mailboxes"] = mailboxes;
+    const std::string json = Operation([&] {
+      CheckBetweenOperations();
+      WriteFrame(conn_, FrameType::kRequest, request.dump());
+      Frame f = ReadFrame(conn_);
+      if (f.type == FrameType::kError) Refused(f);
+      if (f.type != FrameType::kResult) Unexpected(f, "RESULT", from_);
+      return f.payload;
+    });
+    try {
+      nlohmann::json j = ParseFrameJson(json, "RESULT frame of " + from_);
+      for (const nlohmann::json& k : j.at("kept"))
+        kept.emplace_back(k.at("mailbox").get<std::string>(), k.at("why").get<std::string>());
+    } catch (const nlohmann::json::exception& e) {
+      Throw(Errc::kProtocol, "RESULT frame of " + from_ + ": " + e.what());
+    }
+    return kept;
+  }
+
   uint64_t bytes_out() const { return conn_.bytes_out(); }
   const std::string& peer() const { return from_; }
   const SocketBuffers& buffers() const { return buffers_; }
@@ -406,6 +429,10 @@ VerifyReport Session::Verify(store::Store& source, const BackupOptions& options)
 
 void Session::SetStatuses(const std::vector<std::pair<std::string, store::UserStatus>>& statuses) {
   impl_->SetStatuses(statuses);
+}
+
+std::vector<std::pair<std::string, std::string>> Session::RemoveFolders(const std::vector<std::string>& mailboxes) {
+  return impl_->RemoveFolders(mailboxes);
 }
 
 uint64_t Session::bytes_out() const { return impl_->bytes_out(); }

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "format/zstd_codec.h"
+#include "store/admin.h"
 #include "store/sync.h"
 #include "stream/net_conn.h"
 
@@ -532,6 +534,7 @@ class Server {
         if (*op == "restore") ServeRestore(conn, who, request.at("restore"), source_id, lock_wait, &began);
         else if (*op == "verify") ServeVerify(conn, who, request.at("verify"), &began);
         else if (*op == "set-status") ServeSetStatus(conn, who, request, version, lock_wait, &began);
+        else if (*op == "remove-folders" && version >= 2) ServeRemoveFolders(conn, who, request, source_id, lock_wait);
         else Throw(Errc::kProtocol, "unknown operation '" + *op + "'");
       } catch (const nlohmann::json::exception& e) {
         Throw(Errc::kProtocol, std::string("bad REQUEST: ") + e.what());
@@ -704,6 +707,60 @@ class Server {
     else
       log_.Info(who + ": status of " + std::to_string(statuses.size()) + " users set (" + statuses[0].first + ": " +
                 statuses[0].second.ToString() + ", ...)");
+  }
+
+  // Migrate's final pass, its users held at the source: the mailboxes its passes copied here that
+  // the source no longer has (renamed or deleted meanwhile). Each is removed only from an
+  // untouched copy of the requesting store's migration (on hold, made by its passes, nothing
+  // else has written to it since), under the user's write lock, which keeps it untouched; any
+  // other is kept and the reason said. docs/transport.md §1.
+  void ServeRemoveFolders(Connection& conn, const std::string& who, const nlohmann::json& j,
+                          const std::string& source_id, int lock_wait) {
+    if (source_id.empty()) Throw(Errc::kInvalidArgument, "remove-folders names no source store");
+    struct Named {
+      std::string mailbox, user, folder;
+    };
+    std::vector<Named> mailboxes;  // all checked before any is touched
+    for (const nlohmann::json& m : j.at("mailboxes")) {
+      const std::string mailbox = m.get<std::string>();
+      auto [user, folder] = store::ParseMailboxName(mailbox);
+      store::ValidateUserId(user);
+      store::ValidateFolderName(folder);
+      mailboxes.push_back({mailbox, user, folder});
+    }
+    store::Store::LockWait wait;
+    wait.on_wait = [this](const std::string& why) { log_.Info("remove-folders: " + why); };
+    wait.timeout_seconds = lock_wait;
+    wait.cancelled = [this] {
+      std::lock_guard<std::mutex> lock(mutex_);
+      return stopping_;
+    };
+    wait.keeps_untouched_copy = true;
+    nlohmann::json removed = nlohmann::json::array(), kept = nlohmann::json::array();
+    for (const auto& [mailbox, user, folder] : mailboxes) {
+      std::string why;
+      store::Store::UserWriteLock lock = store_.LockUserForWriting(user, wait);
+      const std::optional<store::UserInfo> u = store_.FindUser(user);
+      if (!u) {
+        why = "no such user here";
+      } else if (u->status.state != store::UserState::kHold || u->status.origin_store != source_id ||
+                 !u->status.untouched_copy) {
+        why = "the user here (status " + u->status.ToString() +
+              ") is not a copy only this source's migration has written to: it may hold mail of its own";
+      } else if (::strcasecmp(folder.c_str(), "INBOX") == 0) {
+        why = "an INBOX is not removed on its own";
+      } else if (store_.FindFolder(user, folder, store::Store::FolderDetail::kRecordOnly)) {
+        store::DeleteFolder(store_, user, folder, &lock);
+        removed.push_back(mailbox);
+        log_.Info(who + ": removed " + mailbox + " (no longer at the source)");
+        continue;
+      } else {
+        removed.push_back(mailbox);  // gone already (a retried request)
+        continue;
+      }
+      kept.push_back({{"mailbox", mailbox}, {"why", why}});
+    }
+    WriteFrame(conn, FrameType::kResult, nlohmann::json{{"removed", removed}, {"kept", kept}}.dump());
   }
 
   // One Store::SetUsersStatus (one transaction under every user's delivery gate) per distinct

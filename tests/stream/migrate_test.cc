@@ -1366,10 +1366,50 @@ TEST(MigrateDeadline, AGroupCutOffInItsCopySaysWhatItSentAndForHowLong) {
   ExpectMigrated(*dst, *src, "127.0.0.1");
 }
 
-// A folder renamed (or deleted) at the source after the copy pass stays at the destination
-// under its old name: passes mirror the folders they carry, not the set of folders. The run said
-// "ok" without a word (helper-69); the report now names each such mailbox.
-TEST(Migrate, AFolderRenamedAtTheSourceMeanwhileIsNamedInTheReport) {
+// A folder renamed (or deleted) at the source after the copy pass stayed at the destination
+// under its old name beside the renamed copy, the run "ok" without a word (helper-69): passes
+// mirror the folders they carry, not the set of folders. With the users held, the destination now
+// removes it from its untouched copy before the switch, and the report says so.
+TEST(Migrate, AFolderRenamedAtTheSourceMeanwhileIsRemovedAtTheDestinationBeforeTheSwitch) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 2, 3);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  const std::string user = Statuses(*src).begin()->first;
+  src->CreateFolder(user, "Lists");
+  Append(*src, user, "Lists", "a list's mail");
+  src->CreateFolder(user, "Old");
+  Append(*src, user, "Old", "an old mail");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.on_pass = [&](const std::string&, int pass) {
+    if (pass != 1) return;
+    store::RenameFolder(*src, user, "Lists", "Renamed");  // a user's IMAP RENAME
+    store::DeleteFolder(*src, user, "Old");
+  };
+  MigrateReport r = Migrate(*src, o);
+  ASSERT_TRUE(r.ok()) << r.Text();
+  ASSERT_EQ(r.groups.size(), 1u);
+  const std::vector<std::string> gone{"user/" + user + "/Lists", "user/" + user + "/Old"};
+  EXPECT_EQ(r.groups[0].removed_at_destination, gone) << r.Text();
+  EXPECT_TRUE(r.groups[0].left_at_destination.empty()) << r.Text();
+  EXPECT_NE(r.Text().find("g: user/" + user + "/Lists was deleted or renamed at the source during the migration; "
+                          "removed at the destination before the switch"),
+            std::string::npos)
+      << r.Text();
+  EXPECT_NE(r.Json().find("\"removed_at_destination\""), std::string::npos);
+  EXPECT_TRUE(dst->FindFolder(user, "Renamed").has_value());
+  EXPECT_FALSE(dst->FindFolder(user, "Lists").has_value());
+  EXPECT_FALSE(dst->FindFolder(user, "Old").has_value());
+  ExpectMigrated(*dst, *src, "127.0.0.1");  // verify: no folder only at the destination
+}
+
+// A copy something else has written to since the passes made it (here: held by hand at the
+// destination, which may have been anything) keeps the folder: named, with why, for the
+// administrator; the group is still ok.
+TEST(Migrate, AFolderGoneAtTheSourceStaysInACopyTouchedByAnotherWriterAndIsNamed) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 2, 3);
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
@@ -1382,20 +1422,23 @@ TEST(Migrate, AFolderRenamedAtTheSourceMeanwhileIsNamedInTheReport) {
   Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.on_pass = [&](const std::string&, int pass) {
-    if (pass == 1) store::RenameFolder(*src, user, "Lists", "Renamed");  // a user's IMAP RENAME
+    if (pass != 1) return;
+    store::RenameFolder(*src, user, "Lists", "Renamed");
+    dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});  // not the passes' own hold
   };
   MigrateReport r = Migrate(*src, o);
   ASSERT_TRUE(r.ok()) << r.Text();
   ASSERT_EQ(r.groups.size(), 1u);
-  EXPECT_EQ(r.groups[0].left_at_destination, std::vector<std::string>{"user/" + user + "/Lists"}) << r.Text();
+  EXPECT_TRUE(r.groups[0].removed_at_destination.empty()) << r.Text();
+  ASSERT_EQ(r.groups[0].left_at_destination.size(), 1u) << r.Text();
+  EXPECT_EQ(r.groups[0].left_at_destination[0].first, "user/" + user + "/Lists");
   EXPECT_NE(r.Text().find("g: user/" + user + "/Lists was deleted or renamed at the source during the migration; "
-                          "the destination keeps the copy made before (verify lists it; remove it there with "
-                          "storemove delete user/" + user + "/Lists)"),
+                          "the destination keeps the copy made before (the user here (status hold) is not a copy "
+                          "only this source's migration has written to"),
             std::string::npos)
       << r.Text();
-  EXPECT_NE(r.Json().find("\"left_at_destination\""), std::string::npos);
-  EXPECT_TRUE(dst->FindFolder(user, "Renamed").has_value());
   EXPECT_TRUE(dst->FindFolder(user, "Lists").has_value());
+  EXPECT_TRUE(dst->FindFolder(user, "Renamed").has_value());
 }
 
 // A group that fails on its own (a user live at the destination: never retried) is FAILED, not
