@@ -16,9 +16,9 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
+#include "relinker/distinct_count.h"
 #include "relinker/list_directory.h"
 #include "relinker/relinker.h"
 #include "store/read_ahead.h"
@@ -50,12 +50,6 @@ bool IsInode(int fd, const InodeId& id) {
   return ::fstat(fd, &st) == 0 && IdOf(st) == id;
 }
 
-struct InodeHash {
-  size_t operator()(const InodeId& id) const noexcept {
-    return std::hash<uint64_t>()(uint64_t(id.ino) * 0x9e3779b97f4a7c15ULL ^ uint64_t(id.dev));
-  }
-};
-
 struct GroupKey {
   Digest digest;
   uint64_t size = 0;
@@ -72,12 +66,9 @@ struct GroupKeyHash {
   }
 };
 
-// Everything kept per unique message: a few dozen bytes, no path.
-struct Group {
-  InodeId entry;        // the repository entry's inode, once the link pass has opened it
-  InodeId counted;      // the first shared inode the current survey counted for this group
-  uint8_t survey = 0;   // number of the survey that last saw the group
-};
+// The link pass remembers the repository entry's inode for this many contents, so the next copy
+// already linked to it needs no look-up; forgotten all at once when full (only a look-up saved).
+constexpr size_t kRememberedEntries = 16 * 1024;
 
 // kLeft: the message keeps its own file (no room in the target for all of its inode's links,
 // or the target's name now holds another file); a later run may link it.
@@ -122,7 +113,7 @@ class PartitionPass {
       if (options_.on_pass) options_.on_pass(partition_ + " " + what, messages, bytes);
     };
     pass("survey 1/3");
-    Usage before = Survey(1);
+    Usage before = Survey();
     before.repository = WalkRepository(/*purge=*/false, /*purge_temporaries=*/false);
     pass("link 2/3");
     ForEachMessage(/*entries=*/true, [&](const store::Folder& folder, const std::string& path,
@@ -132,11 +123,13 @@ class PartitionPass {
         return;
       }
       GroupKey key{EffectiveDigest(meta.digest), meta.size};
-      LinkMessage(folder, meta.uid, path, key, groups_[key]);
+      if (entries_.size() >= kRememberedEntries) entries_.clear();
+      LinkMessage(folder, meta.uid, path, key, entries_[key]);
     });
+    entries_.clear();
     collided_.clear();
     pass("survey 3/3");
-    Usage after = Survey(2);
+    Usage after = Survey();
     after.repository = WalkRepository(options_.purge, /*purge_temporaries=*/true);
     Add(&stats_.before, before);
     Add(&stats_.after, after);
@@ -210,35 +203,28 @@ class PartitionPass {
     }
   }
 
-  // Counts what the partition holds now. Distinct inodes are found without remembering every
-  // inode: a file with one link is distinct by itself; a shared inode is remembered once per
-  // group, and only a group's second, third... shared inode goes into a set.
-  Usage Survey(uint8_t number) {
+  // Counts what the partition holds now. A file with one link is distinct by itself; the
+  // contents and the shared inodes are counted in bounded memory (distinct_count.h).
+  Usage Survey() {
     Usage usage;
-    std::unordered_set<InodeId, InodeHash> extra_shared;
+    const size_t in_memory = options_.survey_values_in_memory ? options_.survey_values_in_memory
+                                                               : DistinctCounter::kDefaultInMemory;
+    DistinctCounter contents(in_memory), shared(in_memory);
     ForEachMessage(/*entries=*/false, [&](const store::Folder&, const std::string& path, const store::MessageMeta& meta) {
       struct stat st;
       if (!StatPath(path, &st) || !S_ISREG(st.st_mode)) return;  // expunged meanwhile
-      Group& group = groups_[GroupKey{EffectiveDigest(meta.digest), meta.size}];
-      if (group.survey != number) {
-        group.survey = number;
-        group.counted = {};
-        ++usage.unique;
-      }
+      const Digest digest = EffectiveDigest(meta.digest);
+      DistinctCounter::Value content;
+      std::memcpy(content.key.data(), digest.bytes.data(), 16);
+      content.key[2] = meta.size;
+      contents.Add(content);
       ++usage.messages;
       usage.bytes += uint64_t(st.st_size);
-      const InodeId id = IdOf(st);
-      bool distinct;
-      if (st.st_nlink == 1) {
-        distinct = true;
-      } else if (group.counted.empty()) {
-        group.counted = id;
-        distinct = true;
-      } else {
-        distinct = group.counted != id && extra_shared.insert(id).second;
-      }
-      if (distinct) usage.space_used += uint64_t(st.st_size);
+      if (st.st_nlink == 1) usage.space_used += uint64_t(st.st_size);
+      else shared.Add({{uint64_t(st.st_dev), uint64_t(st.st_ino), 0}, uint64_t(st.st_size)});
     });
+    usage.unique = contents.Count().distinct;
+    usage.space_used += shared.Count().weight;
     return usage;
   }
 
@@ -303,8 +289,9 @@ class PartitionPass {
   }
 
   // The decisions for one message; see docs/relinker.md §The pass.
+  // `entry`: the repository entry's inode as last seen for this content (empty: not known).
   void LinkMessage(const store::Folder& folder, uint32_t uid, const std::string& path, const GroupKey& key,
-                   Group& group) {
+                   InodeId& entry_seen) {
     struct stat st;
     if (!StatPath(path, &st)) {
       // Expunged since the snapshot, or lost: the index tells (OpenMessage throws kCorrupt,
@@ -320,7 +307,7 @@ class PartitionPass {
     // A file of another size than its record is left for `verify`; nothing is linked to it.
     if (uint64_t(st.st_size) != key.size) return;
     const InodeId mine = IdOf(st);
-    if (mine == group.entry) return;
+    if (mine == entry_seen) return;
 
     // Twice: an entry may appear between looking for it and adding this file as the entry.
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -328,8 +315,8 @@ class PartitionPass {
       if (entry.valid()) {
         struct stat es;
         if (::fstat(entry.get(), &es) != 0) ThrowErrno("stat " + repository_.EntryPath(key.digest));
-        group.entry = IdOf(es);
-        if (group.entry == mine) return;
+        entry_seen = IdOf(es);
+        if (entry_seen == mine) return;
         UniqueFd file = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
         if (!file.valid()) {
           ++stats_.vanished;
@@ -343,7 +330,7 @@ class PartitionPass {
             uint64_t(st.st_nlink) + 1 < link_limit_) {
           if (!Guarded(path, [&] { repository_.Replace(key.digest, path); })) return;
           ++stats_.entries_replaced;
-          group.entry = mine;
+          entry_seen = mine;
         }
         return;
       }
@@ -351,7 +338,7 @@ class PartitionPass {
       if (!Guarded(path, [&] { added = repository_.AddIfMissing(key.digest, path); })) return;
       if (added) {
         ++stats_.entries_added;
-        group.entry = mine;
+        entry_seen = mine;
         return;
       }
     }
@@ -507,7 +494,7 @@ class PartitionPass {
   RelinkStats& stats_;
   Repository repository_;
   uint64_t link_limit_;
-  std::unordered_map<GroupKey, Group, GroupKeyHash> groups_;
+  std::unordered_map<GroupKey, InodeId, GroupKeyHash> entries_;  // at most kRememberedEntries
   // Only for (digest, size) keys whose messages differ from the entry: a few paths each.
   std::unordered_map<GroupKey, std::vector<std::string>, GroupKeyHash> collided_;
 };

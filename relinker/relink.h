@@ -38,6 +38,8 @@ struct RelinkOptions {
   // its store.idx files count), on_message after each message a pass visited.
   std::function<void(const std::string& pass, uint64_t messages, uint64_t bytes)> on_pass;
   std::function<void(uint64_t bytes)> on_message;
+  // Test hook: values a survey keeps in memory before it spools them to $TMPDIR (0 = 64 Ki).
+  size_t survey_values_in_memory = 0;
 };
 
 // What the partition(s) looked like: the rows of Sun's before/after table.

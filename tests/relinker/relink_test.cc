@@ -183,6 +183,30 @@ TEST(Relink, SavesExactlyTheDuplicatesAndKeepsEveryMessage) {
   EXPECT_EQ(InodeMap(ReadAll(*s)), InodeMap(after));
 }
 
+// The surveys' counts in bounded memory (four values before a run goes to $TMPDIR): the same
+// table, computed here from the files themselves.
+TEST(Relink, ASurveySpooledToDiskCountsTheSame) {
+  TempDir dir;
+  auto s = GeneratedStore(dir, 20, 30, 11);
+  const std::vector<OnDisk> before = ReadAll(*s);
+  std::set<std::string> contents;
+  for (const OnDisk& d : before) contents.insert(d.bytes);
+  const uint64_t expected_space = SpaceOfDistinctContents(before);
+  ASSERT_LT(expected_space, TotalBytes(before));
+  RelinkOptions options;
+  options.survey_values_in_memory = 4;
+  for (int run = 0; run < 2; ++run) {
+    const RelinkStats stats = Relink(*s, options);
+    EXPECT_EQ(stats.before.messages, before.size()) << "run " << run;
+    EXPECT_EQ(stats.before.unique, contents.size()) << "run " << run;
+    EXPECT_EQ(stats.before.space_used, run == 0 ? TotalBytes(before) : expected_space) << "run " << run;
+    EXPECT_EQ(stats.after.unique, contents.size()) << "run " << run;
+    EXPECT_EQ(stats.after.space_used, expected_space) << "run " << run;
+    EXPECT_EQ(stats.after.bytes, TotalBytes(before)) << "run " << run;
+  }
+  EXPECT_EQ(SpaceOfDistinctInodes(ReadAll(*s)), expected_space);
+}
+
 // A partition made by init has the flat repository (=digest/<h1>/<hex>.msg, store format 1.1); one
 // whose =digest predates it (format 1.0) keeps the nested one, and both link, count and purge the
 // same. The layout is the marker's, never a guess: a later init leaves a 1.0 repository as it is.
