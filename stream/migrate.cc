@@ -722,7 +722,7 @@ class Migration {
       (void)ReadSwitchRecord(source_, r.name, options_.to.ToString(), SwitchTrusted(r.name));  // removes a stale one
       return;
     }
-    const std::vector<std::string> user_list(users.begin(), users.end());
+    std::vector<std::string> user_list(users.begin(), users.end());
     // The hold takes every user's delivery gate at once (Store::LockGates): a group too large for
     // the open-file limit is refused now, not after its whole copy (helper-65: 17 s of copying,
     // then exit 64).
@@ -834,14 +834,35 @@ class Migration {
     auto t = Clock::now();
     CheckCancelled();
     live.phase = "hold";
+    // A user renamed or deleted at the source since the group's users were read: not held, not
+    // switched, and said in the report; its copy at the destination stays on hold. The hold of
+    // a list naming it failed "no such user", taken for a configuration error that stopped every
+    // group (helper-69). A new name is a user this run did not read: the next run migrates it.
+    for (auto it = users.begin(); it != users.end();) {
+      if (source_.FindUser(*it)) {
+        ++it;
+        continue;
+      }
+      if (std::find(r.vanished_users.begin(), r.vanished_users.end(), *it) == r.vanished_users.end())
+        r.vanished_users.push_back(*it);
+      it = users.erase(it);
+    }
+    if (users.empty()) return;
+    user_list.assign(users.begin(), users.end());
+    remote.copy_users = user_list;
     for (const std::string& user : users) {
       if (held.count(user)) continue;  // held by an earlier attempt: its status before is known
       if (std::optional<store::UserInfo> u = source_.FindUser(user)) held[user] = u->status;
     }
     WriteJournal(source_, r.name, options_.to.ToString(), held);  // before the first hold
     const auto held_at = Clock::now();
-    source_.SetUsersStatus(user_list, store::UserStatus{store::UserState::kHold, ""}, store::Store::MovedUsers::kChange,
-                           GateWait());  // one transaction
+    try {
+      source_.SetUsersStatus(user_list, store::UserStatus{store::UserState::kHold, ""},
+                             store::Store::MovedUsers::kChange, GateWait());  // one transaction
+    } catch (const Error& e) {
+      if (e.code() != Errc::kNoUser) throw;  // renamed or deleted just now: the retry leaves it out
+      Throw(Errc::kTempFail, std::string(e.what()) + " (renamed or deleted at the source as the group was held)");
+    }
     r.times.hold += Since(t);
     if (options_.on_hold) options_.on_hold(r.name);
 
@@ -863,7 +884,8 @@ class Migration {
     std::vector<std::string> gone;
     for (const auto& [mailbox, modseq] : settled) {
       auto [user, folder] = store::ParseMailboxName(mailbox);
-      if (!source_.FindFolder(user, folder, store::Store::FolderDetail::kRecordOnly)) gone.push_back(mailbox);
+      if (users.count(user) && !source_.FindFolder(user, folder, store::Store::FolderDetail::kRecordOnly))
+        gone.push_back(mailbox);
     }
     if (!gone.empty()) {
       try {
@@ -1015,6 +1037,10 @@ std::string MigrateReport::Text() const {
                   Result(g).c_str());
     out += buf;
     for (const std::string& e : g.errors) out += "  " + g.name + ": " + e + "\n";
+    for (const std::string& u : g.vanished_users)
+      out += "  " + g.name + ": user " + u + " was renamed or deleted at the source during the migration: not " +
+             "switched; its copy at the destination stays on hold (remove it there with storemove delete --force " +
+             u + "); a new name is migrated by the next run\n";
     for (const std::string& m : g.removed_at_destination)
       out += "  " + g.name + ": " + m + " was deleted or renamed at the source during the migration; removed at " +
              "the destination before the switch\n";
@@ -1099,6 +1125,7 @@ std::string MigrateReport::Json() const {
                              {"switch", g.times.switch_over},
                              {"delete", g.times.remove}}},
                            {"errors", g.errors},
+                           {"vanished_users", g.vanished_users},
                            {"removed_at_destination", g.removed_at_destination},
                            {"left_at_destination", LeftJson(g.left_at_destination)}});
   }

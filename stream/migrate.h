@@ -98,6 +98,9 @@ struct GroupReport {
   // (deleted or renamed meanwhile): removed from the destination's copy before the switch, or
   // left there (mailbox, why: the copy was written by something else, an older server).
   std::vector<std::string> removed_at_destination;
+  // Users of the group renamed or deleted at the source before its hold: neither held nor
+  // switched; their copies at the destination stay on hold.
+  std::vector<std::string> vanished_users;
   std::vector<std::pair<std::string, std::string>> left_at_destination;
 };
 

@@ -1406,6 +1406,45 @@ TEST(Migrate, AFolderRenamedAtTheSourceMeanwhileIsRemovedAtTheDestinationBeforeT
   ExpectMigrated(*dst, *src, "127.0.0.1");  // verify: no folder only at the destination
 }
 
+// A user renamed at the source during the migration (after the copy pass): its hold failed "no
+// such user", taken for a configuration error that stopped the whole run (helper-69). Now it is
+// neither held nor switched, the report names it, the rest of the group moves, and the next run
+// migrates the new name.
+TEST(Migrate, AUserRenamedAtTheSourceMeanwhileIsNamedAndTheOthersMove) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 3, 3);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  const std::string user = Statuses(*src).begin()->first;
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.on_pass = [&](const std::string&, int pass) {
+    if (pass == 1) store::RenameUser(*src, user, "zz.renamed");
+  };
+  MigrateReport r = Migrate(*src, o);
+  ASSERT_TRUE(r.ok()) << r.Text();
+  ASSERT_EQ(r.groups.size(), 1u);
+  EXPECT_EQ(r.groups[0].vanished_users, std::vector<std::string>{user}) << r.Text();
+  EXPECT_NE(r.Text().find("g: user " + user + " was renamed or deleted at the source during the migration: not "
+                          "switched; its copy at the destination stays on hold"),
+            std::string::npos)
+      << r.Text();
+  EXPECT_NE(r.Json().find("\"vanished_users\""), std::string::npos);
+  EXPECT_EQ(dst->FindUser(user)->status.ToString(), "hold");
+  EXPECT_EQ(src->FindUser("zz.renamed")->status.ToString(), "active");
+  for (const auto& [u, status] : Statuses(*src)) {
+    if (u == "zz.renamed") continue;
+    EXPECT_EQ(status, "moved:127.0.0.1") << u;
+  }
+  o.on_pass = nullptr;
+  MigrateReport next = Migrate(*src, o);
+  ASSERT_TRUE(next.ok()) << next.Text();
+  EXPECT_EQ(src->FindUser("zz.renamed")->status.ToString(), "moved:127.0.0.1");
+  EXPECT_EQ(dst->FindUser("zz.renamed")->status.ToString(), "active");
+}
+
 // A copy something else has written to since the passes made it (here: held by hand at the
 // destination, which may have been anything) keeps the folder: named, with why, for the
 // administrator; the group is still ok.
