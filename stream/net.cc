@@ -830,28 +830,60 @@ Frame ReadFramePayload(Connection& conn, const FrameHeader& header) {
     f.payload.resize(old + step);
     conn.ReadExact(f.payload.data() + old, step, FrameName(header.type));
   }
+  // Grown by doubling, up to twice the frame: a REQUEST waiting for the large-request turn
+  // (net_server.cc) keeps only its bytes.
+  if (f.payload.capacity() > f.payload.size() + f.payload.size() / 8) f.payload.shrink_to_fit();
   return f;
 }
 
 Frame ReadFrame(Connection& conn) { return ReadFramePayload(conn, ReadFrameHeader(conn)); }
 
 std::optional<Frame> ReadFrameOrEnd(Connection& conn) {
-  uint8_t type;
-  if (conn.Read(&type, 1) == 0) return std::nullopt;
-  return ReadFramePayload(conn, ReadHeaderAfter(conn, type));
+  std::optional<FrameHeader> header = ReadFrameHeaderOrEnd(conn);
+  if (!header) return std::nullopt;
+  return ReadFramePayload(conn, *header);
 }
 
-nlohmann::json ParseFrameJson(std::string_view text, const std::string& what) {
+std::optional<FrameHeader> ReadFrameHeaderOrEnd(Connection& conn) {
+  uint8_t type;
+  if (conn.Read(&type, 1) == 0) return std::nullopt;
+  return ReadHeaderAfter(conn, type);
+}
+
+nlohmann::json ParseFrameJson(std::string_view text, const std::string& what, const FrameJsonSinks& sinks) {
+  using Event = nlohmann::json::parse_event_t;
   const size_t max_values = 1024 + text.size() / 8;
   size_t values = 0;
-  auto bound = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
-    using Event = nlohmann::json::parse_event_t;
+  bool statuses_key = false, in_statuses = false;
+  auto bound = [&](int depth, Event event, nlohmann::json& parsed) {
     if (event == Event::object_start || event == Event::array_start || event == Event::value) {
       if (depth > kMaxFrameJsonDepth)
         Throw(Errc::kProtocol, what + ": JSON nested deeper than " + std::to_string(kMaxFrameJsonDepth) + " levels");
       if (++values > max_values)
         Throw(Errc::kProtocol, what + ": JSON with over " + std::to_string(max_values) + " values in " +
                                    std::to_string(text.size()) + " bytes");
+      if (values % 4096 == 0 && sinks.cancelled && sinks.cancelled())
+        Throw(Errc::kTempFail, what + ": not read to its end: the server is stopping");
+    }
+    if (!sinks.statuses) return true;
+    if (depth == 1) {
+      if (event == Event::key) {
+        statuses_key = parsed.is_string() && parsed.get_ref<const std::string&>() == "statuses";
+      } else if (event == Event::array_start) {
+        in_statuses = statuses_key;
+      } else if (event == Event::array_end) {
+        in_statuses = false;
+      }
+    } else if (in_statuses && depth == 2) {
+      if (event == Event::value || event == Event::array_start)
+        Throw(Errc::kProtocol, what + ": an element of \"statuses\" is not an object");
+      if (event == Event::object_end) {
+        auto user = parsed.find("user"), status = parsed.find("status");
+        if (user == parsed.end() || status == parsed.end() || !user->is_string() || !status->is_string())
+          Throw(Errc::kProtocol, what + ": an element of \"statuses\" lacks the strings \"user\" and \"status\"");
+        sinks.statuses->emplace_back(std::move(user->get_ref<std::string&>()), std::move(status->get_ref<std::string&>()));
+        return false;  // kept out of the tree
+      }
     }
     return true;
   };

@@ -10,6 +10,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <functional>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -184,13 +186,23 @@ Frame ReadFramePayload(Connection& conn, const FrameHeader& header);
 // As ReadFrame, but nullopt when the peer closes the connection before the frame's first byte
 // (the end of a session between two operations).
 std::optional<Frame> ReadFrameOrEnd(Connection& conn);
+// Its header alone (the payload is then read with ReadFramePayload).
+std::optional<FrameHeader> ReadFrameHeaderOrEnd(Connection& conn);
 
 // The JSON of a REQUEST or RESULT frame, parsed with bounds: nesting at most kMaxFrameJsonDepth
 // and at most one value per 8 bytes of text (plus 1024). nlohmann builds the whole tree, at tens
 // of bytes per value: without them, 16 MiB of "[[[[..." or "[[],[],..." cost a server
 // hundreds of MiB per connection. kProtocol "<what>: ..." beyond them or when not JSON.
 inline constexpr int kMaxFrameJsonDepth = 16;
-nlohmann::json ParseFrameJson(std::string_view text, const std::string& what);
+struct FrameJsonSinks {
+  // A set-status of half a million users is ~580,000 small objects: as a tree, ~350 MiB (helper-70).
+  // Given, the {"user": S, "status": S} objects of a top-level "statuses" array go here instead
+  // (64 bytes each; "statuses" stays in the tree, empty); another element is kProtocol.
+  std::vector<std::pair<std::string, std::string>>* statuses = nullptr;
+  // Asked every 4,096 values: true ends the parse with kTempFail (a stopping server).
+  std::function<bool()> cancelled;
+};
+nlohmann::json ParseFrameJson(std::string_view text, const std::string& what, const FrameJsonSinks& sinks = {});
 
 // ERROR frames: u8 error category (Errc) and one line of text.
 void WriteErrorFrame(Connection& conn, Errc code, const std::string& message);

@@ -2,6 +2,7 @@
 // peer (under the handshake deadline and caps, outside the session slots), then taking one of
 // max_sessions slots and serving its operations one after another: restoring a stream,
 // checking a manifest, setting statuses. During a stream a second thread does the socket I/O.
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -29,6 +30,7 @@
 #include "store/admin.h"
 #include "store/sync.h"
 #include "stream/net_conn.h"
+#include "util/printable.h"
 
 namespace storemove::stream::net {
 
@@ -427,16 +429,21 @@ class Server {
       if (head.type != FrameType::kRequest) Unexpected(ReadFramePayload(conn, head), "REQUEST", conn.peer());
       TakeSessionSlot(slot);
       conn.SetReceiveBuffer(kSocketBuffer);
+      // A large REQUEST (a set-status of many users) is read, parsed and served one at a time:
+      // 16 clients sending 16 MiB each took a server to 2.7 GiB and kept it parsing for minutes
+      // after SIGTERM (helper-70). Until its turn its bytes wait in the socket.
+      std::unique_lock<std::timed_mutex> large;
+      if (head.length > kLargeRequestBytes) large = LockLargeRequest(who);
       Frame request = ReadFramePayload(conn, head);
       // Version 2: after each operation the connection waits for the next REQUEST, under the
       // idle timeout, until the client closes it.
       int ops = 0;
-      while (Serve(conn, who, request.payload, &op)) {
+      while (Serve(conn, who, request.payload, &op, std::move(large))) {
         ++ops;
         op = "session";
-        std::optional<Frame> next;
+        std::optional<FrameHeader> next;
         try {
-          next = ReadFrameOrEnd(conn);
+          next = ReadFrameHeaderOrEnd(conn);
         } catch (const Error& e) {
           if (e.code() != Errc::kTempFail) throw;
           Throw(Errc::kTempFail, "idle for " + std::to_string(options_.idle_timeout_seconds) +
@@ -446,8 +453,9 @@ class Server {
           log_.Info(who + ": session ended after " + std::to_string(ops) + " operation(s)");
           break;
         }
-        if (next->type != FrameType::kRequest) Unexpected(*next, "REQUEST", conn.peer());
-        request = std::move(*next);
+        if (next->type != FrameType::kRequest) Unexpected(ReadFramePayload(conn, *next), "REQUEST", conn.peer());
+        if (next->length > kLargeRequestBytes) large = LockLargeRequest(who);
+        request = ReadFramePayload(conn, *next);
       }
       conn.Close(0);
     } catch (const Error& e) {
@@ -503,12 +511,31 @@ class Server {
   // ERROR and closes). Returns whether the connection carries further operations (protocol 2).
   // In protocol 2, a failure before READY (a refused operation: nothing was read or changed)
   // is answered with ERROR and the session goes on.
-  bool Serve(Connection& conn, const std::string& who, const std::string& payload, std::string* op) {
+  // `large`: held when the REQUEST is large; kept while a set-status is served, released after
+  // the parse for any other operation.
+  bool Serve(Connection& conn, const std::string& who, const std::string& payload, std::string* op,
+             std::unique_lock<std::timed_mutex> large) {
     uint32_t version = 0;
     bool began = false;  // READY sent: from here a failure ends the connection
     try {
       try {
-        nlohmann::json request = ParseFrameJson(payload, "bad REQUEST");
+        // Its statuses are kept out of the JSON tree (FrameJsonSinks). Each session thread
+        // allocates from its own malloc arena, which keeps what a parse freed: given back before
+        // the next large REQUEST's turn, or each thread kept one parse's worth.
+        struct TrimAfter {
+          bool large;
+          ~TrimAfter() {
+            if (large) ::malloc_trim(0);
+          }
+        } trim{payload.size() > kLargeRequestBytes};
+        std::vector<std::pair<std::string, std::string>> statuses;
+        FrameJsonSinks sinks;
+        sinks.statuses = &statuses;
+        sinks.cancelled = [this] {
+          std::lock_guard<std::mutex> lock(mutex_);
+          return stopping_;
+        };
+        nlohmann::json request = ParseFrameJson(payload, "bad REQUEST", sinks);
         // Compared as sent: a conversion first would make 2^32 + 2 version 2, 1e100 version 0.
         const nlohmann::json& asked = request.at("protocol");
         if (!asked.is_number_unsigned() || asked.get<uint64_t>() < kOldestProtocolVersion ||
@@ -517,7 +544,11 @@ class Server {
                                      std::to_string(kOldestProtocolVersion) + " to " +
                                      std::to_string(kProtocolVersion) + ")");
         version = uint32_t(asked.get<uint64_t>());
-        *op = request.at("op").get<std::string>();
+        const std::string asked_op = request.at("op").get<std::string>();
+        *op = ShownName(asked_op, 64);  // as logged and answered: a peer's bytes, escaped
+        // Only a set-status keeps what it parsed (its list) while it is served; a restore with a
+        // large user map runs for hours and would hold up every other large REQUEST.
+        if (large.owns_lock() && asked_op != "set-status") large.unlock();
         // A client working for this very store (migrate --to pointing at the source's own server)
         // would restore the store into itself and then mark its users moved on their only copy.
         std::string source_id = request.value("source_store_id", std::string());
@@ -533,7 +564,7 @@ class Server {
         const int lock_wait = LockWaitFor(request);
         if (*op == "restore") ServeRestore(conn, who, request.at("restore"), source_id, lock_wait, &began);
         else if (*op == "verify") ServeVerify(conn, who, request.at("verify"), &began);
-        else if (*op == "set-status") ServeSetStatus(conn, who, request, version, lock_wait, &began);
+        else if (*op == "set-status") ServeSetStatus(conn, who, request, std::move(statuses), version, lock_wait, &began);
         else if (*op == "remove-folders" && version >= 2) ServeRemoveFolders(conn, who, request, source_id, lock_wait);
         else Throw(Errc::kProtocol, "unknown operation '" + *op + "'");
       } catch (const nlohmann::json::exception& e) {
@@ -682,13 +713,15 @@ class Server {
   // Protocol 1: {"user","status"}, READY, RESULT. Protocol 2: {"statuses":[{"user","status"}...]},
   // RESULT at once: one round trip for a whole group (migrate's hold and switch). Every user is
   // checked before any is changed, so an unknown one changes nothing.
-  void ServeSetStatus(Connection& conn, const std::string& who, const nlohmann::json& j, uint32_t version,
-                      int lock_wait, bool* began) {
+  // `listed`: the REQUEST's "statuses", kept out of its tree by ParseFrameJson.
+  void ServeSetStatus(Connection& conn, const std::string& who, const nlohmann::json& j,
+                      std::vector<std::pair<std::string, std::string>> listed, uint32_t version, int lock_wait,
+                      bool* began) {
     std::vector<std::pair<std::string, store::UserStatus>> statuses;
     if (j.contains("statuses")) {
-      for (const nlohmann::json& e : j.at("statuses"))
-        statuses.emplace_back(e.at("user").get<std::string>(),
-                              store::UserStatus::Parse(e.at("status").get<std::string>()));
+      statuses.reserve(listed.size());
+      for (auto& [user, status] : listed) statuses.emplace_back(std::move(user), store::UserStatus::Parse(status));
+      listed = {};
     } else {
       statuses.emplace_back(j.at("user").get<std::string>(), store::UserStatus::Parse(j.at("status").get<std::string>()));
     }
@@ -707,6 +740,22 @@ class Server {
     else
       log_.Info(who + ": status of " + std::to_string(statuses.size()) + " users set (" + statuses[0].first + ": " +
                 statuses[0].second.ToString() + ", ...)");
+  }
+
+  // One large REQUEST at a time (see Serve); a stopping server ends the wait.
+  static constexpr size_t kLargeRequestBytes = 256 * 1024;
+  std::unique_lock<std::timed_mutex> LockLargeRequest(const std::string& who) {
+    std::unique_lock<std::timed_mutex> lock(large_request_, std::defer_lock);
+    bool said = false;
+    while (!lock.try_lock_for(std::chrono::milliseconds(200))) {
+      {
+        std::lock_guard<std::mutex> guard(mutex_);
+        if (stopping_) Throw(Errc::kTempFail, "the server is stopping; try again once it is back");
+      }
+      if (!said) log_.Info(who + ": a large REQUEST waits for another to be served first");
+      said = true;
+    }
+    return lock;
   }
 
   // Migrate's final pass, its users held at the source: the mailboxes its passes copied here that
@@ -793,12 +842,18 @@ class Server {
   int sessions_ = 0;                 // under mutex_: slots taken
   int waiting_ = 0;                  // under mutex_: connections waiting for a slot
   bool stopping_ = false;            // under mutex_
+  std::timed_mutex large_request_;   // held while a REQUEST over kLargeRequestBytes is parsed and served
 };
 
 }  // namespace
 
 void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, ServeLog& log) {
   ::signal(SIGPIPE, SIG_IGN);  // a vanished client becomes EPIPE on its session, not our death
+  // Blocks of 4 MiB and more (a large REQUEST's bytes, a set-status's list) mapped apart and
+  // unmapped when freed: glibc's sliding threshold otherwise serves them from the session
+  // thread's arena after the first free, where each thread kept one (helper-70: 4 clients of
+  // 16 MiB, 166 MiB). Smaller blocks as before: no system call per message buffer.
+  ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
   if (options.max_sessions < 1) Throw(Errc::kInvalidArgument, "--max-sessions must be at least 1");
   if (options.idle_timeout_seconds < 1) Throw(Errc::kInvalidArgument, "--idle-timeout must be at least 1 second");
   if (options.handshake_timeout_seconds < 1)

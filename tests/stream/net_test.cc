@@ -1829,6 +1829,15 @@ TEST(NetHostile, OddButWellFormedRequestsGetTheirAnswerAndTheServerGoesOn) {
       {R"({"protocol":-1,"op":"hello"})", "protocol version -1 not supported"},
       {R"({"protocol":2,"op":"hello","x":)" + deep + "}", "JSON nested deeper than 16 levels"},
       {R"({"protocol":2,"op":"hello","x":)" + wide + "}", "JSON with over 76"},
+      // A peer's bytes in the answer and the log escaped: no terminal controls, no NUL that cut
+      // "hello\u0000x" to "unknown operation 'hello" (helper-70).
+      {R"({"protocol":2,"op":"x\u001b[2Jred"})", R"(unknown operation 'x\x1b[2Jred')"},
+      {R"({"protocol":2,"op":"hello\u0000x"})", R"(unknown operation 'hello\x00x')"},
+      // A set-status's statuses are taken out of the tree as they are parsed: each must be an object
+      // of two strings.
+      {R"({"protocol":2,"op":"set-status","statuses":["joe"]})", "an element of \"statuses\" is not an object"},
+      {R"({"protocol":2,"op":"set-status","statuses":[{"user":"joe","status":7}]})",
+       "an element of \"statuses\" lacks the strings \"user\" and \"status\""},
   };
   for (const auto& [request, says] : refused) {
     RawClient c(server.endpoint());
