@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <ctime>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -20,6 +21,7 @@
 #include "util/bytes.h"
 #include "util/error.h"
 #include "util/interrupt.h"
+#include "util/printable.h"
 #include "store/dir_lock.h"
 
 namespace storemove::store {
@@ -232,6 +234,21 @@ std::vector<std::pair<std::string, std::string>> ParseAcl(std::string_view acl) 
 }
 
 void ValidateAcl(std::string_view acl) { ParseAcl(acl); }
+
+void ValidateUserFlagNames(const std::vector<std::string>& names) {
+  if (names.size() > index::kMaxUserFlags)
+    Throw(Errc::kInvalidArgument, std::to_string(names.size()) + " user flag names (at most " +
+                                      std::to_string(index::kMaxUserFlags) + ")");
+  std::set<std::string_view> seen;
+  for (const std::string& name : names) {
+    bool atom = !name.empty() && name.size() <= index::kMaxUserFlagName;
+    for (unsigned char c : name)
+      if (c <= 0x20 || c >= 0x7f || std::string_view("(){%*\"\\]").find(char(c)) != std::string_view::npos) atom = false;
+    if (!atom)
+      Throw(Errc::kInvalidArgument, "user flag name '" + ShownName(name) + "' is not an IMAP atom (RFC 3501 flag-keyword)");
+    if (!seen.insert(name).second) Throw(Errc::kInvalidArgument, "user flag name '" + name + "' twice");
+  }
+}
 
 namespace {
 

@@ -150,6 +150,10 @@ std::pair<std::string, std::string> ParseMailboxName(std::string_view mailbox);
 // An ACL: "identifier rights" pairs; identifiers are user ids, anyone, anonymous, authuser or
 // group:NAME (optionally prefixed with - for negative rights), rights RFC 4314 letters.
 void ValidateAcl(std::string_view acl);
+// A folder's keyword (user flag) names: each an IMAP atom (RFC 3501 flag-keyword: no control,
+// space, 8-bit byte or any of (){%*"\]), 1-200 bytes, none twice. A name with CR LF would reach
+// an IMAP client inside a FLAGS response (helper-70).
+void ValidateUserFlagNames(const std::vector<std::string>& names);
 // IMAP LIST-style pattern: '*' matches anything, '%' anything but '/'.
 bool MatchPattern(std::string_view pattern, std::string_view name);
 // Two hex levels of the user's hash directory, e.g. "d1/a7".

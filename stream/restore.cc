@@ -363,6 +363,7 @@ class RestoreSession {
     if (r.uidvalidity == 0) Throw(Errc::kInvalidArgument, "stream: folder record with UIDVALIDITY 0");
     // What is stored after the folder is published must be valid before anything is written.
     store::ValidateAcl(r.acl);
+    store::ValidateUserFlagNames(r.user_flag_names);
     for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
     std::optional<store::UserInfo> owner = store_->FindUser(user_);
     if (!owner) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");

@@ -21,6 +21,7 @@
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
 #include "util/error.h"
+#include "util/printable.h"
 
 namespace storemove::stream {
 namespace {
@@ -359,6 +360,58 @@ TEST(RestoreTrust, InvalidAclFailsBeforeTheFolderIsPublished) {
     EXPECT_EQ(RestoreBytes(s.get(), sink.data(), keep_going).errors, 1u);
     EXPECT_FALSE(s->FindFolder("mallory", "INBOX")) << acl;
   }
+}
+
+// Keyword names come from the stream too: one with CR LF reached the store and would go to an
+// IMAP client inside a FLAGS response (helper-70: exit 0, stored as keywords). Each must be an
+// IMAP atom, none twice; the folder is refused before it is published, as for a bad ACL.
+TEST(RestoreTrust, KeywordNamesThatAreNotImapAtomsAreRefused) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::vector<std::vector<std::string>> refused = {
+      {"evil\r\n* OK [ALERT] injected"}, {"sp ace"}, {"paren("}, {std::string("ctl\x01")},
+      {std::string("\xff\xfe")}, {"ok", "ok"}, {"\\Seen"}, {""}};
+  for (const std::vector<std::string>& names : refused) {
+    format::StringSink sink;
+    format::Encoder enc(sink);
+    enc.WriteHeader({});
+    WriteUser(enc, "mallory");
+    format::FolderRecord f;
+    f.user = "mallory";
+    f.folder = "INBOX";
+    f.uidvalidity = 1;
+    f.uidnext = 2;
+    f.user_flag_names = names;
+    enc.WriteFolder(f);
+    WriteMessage(enc, 1, "hi\r\n");
+    enc.EndFolder();
+    enc.Finish();
+    try {
+      RestoreBytes(s.get(), sink.data());
+      ADD_FAILURE() << "accepted keyword names starting '" << EscapeControls(names[0]) << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(s->FindFolder("mallory", "INBOX")) << EscapeControls(names[0]);
+  }
+  // Atoms are kept, as Dovecot and Sun name them.
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  enc.WriteHeader({});
+  WriteUser(enc, "mallory");
+  format::FolderRecord f;
+  f.user = "mallory";
+  f.folder = "INBOX";
+  f.uidvalidity = 1;
+  f.uidnext = 2;
+  f.user_flag_names = {"$Forwarded", "NonJunk", "$label1", "work-2024"};
+  enc.WriteFolder(f);
+  WriteMessage(enc, 1, "hi\r\n");
+  enc.EndFolder();
+  enc.Finish();
+  RestoreBytes(s.get(), sink.data());
+  EXPECT_EQ(s->OpenFolder("mallory", "INBOX")->Snapshot().info.user_flag_names, f.user_flag_names);
 }
 
 // Subscriptions, ACLs and per-user data become database keys: their names are validated when
