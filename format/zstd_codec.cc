@@ -429,8 +429,8 @@ void DecompressingSource::RunWorker(uint64_t offset) {
         const size_t in_before = in.pos, out_before = out.pos;
         size_t rc = ZSTD_decompressStream(dctx_, &out, &in);
         block.size = out.pos;
-        if (ZSTD_isError(rc)) Fail(ZSTD_getErrorName(rc), offset + in.pos);
-        NoteFrame(rc, in.pos != in_before || out.pos != out_before);
+        if (ZSTD_isError(rc)) FailInFrame(ZSTD_getErrorName(rc), offset + chunk.size());
+        NoteFrame(rc, in.pos != in_before || out.pos != out_before, offset + in.pos);
         const bool full = out.pos == out.size;  // zstd may hold more output
         // A partly filled block goes out when the chunk is used up: the consumer may be waiting.
         if ((full || (in.pos == in.size && block.size > 0)) && !push_block()) return;
@@ -454,11 +454,22 @@ void DecompressingSource::RunWorker(uint64_t offset) {
 // drains what an ended frame left in zstd (its output filled the caller's buffer exactly) takes
 // no input and gives no output, and returns the size of the next frame's header: that frame has
 // not begun, and an input that ends there is whole.
-void DecompressingSource::NoteFrame(size_t rc, bool moved) {
-  if (rc == 0)
+void DecompressingSource::NoteFrame(size_t rc, bool moved, uint64_t at) {
+  if (rc == 0) {
     frame_open_ = false;
-  else if (moved)
+    frame_start_ = at;  // the next frame begins here
+  } else if (moved) {
     frame_open_ = true;
+  }
+}
+
+// A zstd error found in the input up to `end`: zstd notices damage at a block's or its frame's
+// checksum, and does not say where in the bytes given to it, so the range is from the start of
+// the frame (helper-70: a flipped bit at byte 5 was reported "at byte 393225", one at 40 "at byte 0").
+void DecompressingSource::FailInFrame(const char* reason, uint64_t end) const {
+  Throw(Errc::kCorrupt, std::string("stream: zstd: ") + reason + " in compressed bytes " + std::to_string(frame_start_) +
+                            " to " + std::to_string(end) + " (in the zstd frame that begins at byte " +
+                            std::to_string(frame_start_) + ")");
 }
 
 // The consumer: serves decompressed blocks and keeps the worker fed, reading `in` itself.
@@ -608,8 +619,8 @@ size_t DecompressingSource::Read(void* data, size_t size) {
     ZSTD_inBuffer in{buf_.data(), in_size_, in_pos_};
     const size_t out_before = out.pos;
     size_t rc = ZSTD_decompressStream(dctx_, &out, &in);
-    if (ZSTD_isError(rc)) Fail(ZSTD_getErrorName(rc));
-    NoteFrame(rc, in.pos != in_pos_ || out.pos != out_before);
+    if (ZSTD_isError(rc)) FailInFrame(ZSTD_getErrorName(rc), consumed_ + in_size_);
+    NoteFrame(rc, in.pos != in_pos_ || out.pos != out_before, consumed_ + in.pos);
     in_pos_ = in.pos;
     output_pending_ = out.pos == out.size;
   }

@@ -126,9 +126,12 @@ class DecompressingSource final : public ByteSource {
   bool Refill();
   size_t ReadFromWorker(void* data, size_t size);
   void RunWorker(uint64_t offset);
-  void NoteFrame(size_t rc, bool moved);  // after ZSTD_decompressStream: is a frame open?
+  // After ZSTD_decompressStream, `at` the input offset it reached: is a frame open, and where
+  // does the current one begin?
+  void NoteFrame(size_t rc, bool moved, uint64_t at);
   [[noreturn]] void Fail(const char* reason) const;
   [[noreturn]] static void Fail(const char* reason, uint64_t at);
+  [[noreturn]] void FailInFrame(const char* reason, uint64_t end) const;
 
   ByteSource& in_;
   std::unique_ptr<Worker> worker_;  // set with `worker` once the input is known to be zstd
@@ -140,6 +143,9 @@ class DecompressingSource final : public ByteSource {
   uint64_t consumed_ = 0;            // input bytes before buf_[0]
   bool eof_ = false;
   bool frame_open_ = false;      // inside a frame: the input must not end here
+  // Input offset where the current frame began: zstd notices damage only at a block's or the
+  // frame's checksum, up to a frame (~ the whole stream) after it, so an error names both.
+  uint64_t frame_start_ = 0;
   bool output_pending_ = false;  // the last call filled the output, zstd may hold more
 };
 

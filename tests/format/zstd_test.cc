@@ -250,6 +250,17 @@ TEST(Zstd, ByteFlipsAreCorruptOrHarmless) {
           ASSERT_EQ(e.code(), Errc::kCorrupt) << e.what();
           ASSERT_EQ(std::string(e.what()).rfind("stream: ", 0), 0u) << e.what();
           (worker ? worker_error : inline_error) = e.what();
+          // A zstd error names a range of compressed bytes, and the damage is in it (helper-70:
+          // "at byte 393225" for a flip at byte 5, "at byte 0" for one at 40).
+          const std::string what = e.what();
+          if (what.starts_with("stream: zstd: ") && what.find("truncated") == std::string::npos) {
+            const size_t p = what.find(" in compressed bytes ");
+            ASSERT_NE(p, std::string::npos) << what;
+            unsigned long long first = 0, last = 0;
+            ASSERT_EQ(std::sscanf(what.c_str() + p, " in compressed bytes %llu to %llu", &first, &last), 2) << what;
+            EXPECT_LE(first, at) << what;
+            EXPECT_LT(at, last) << what;
+          }
         }
       }
       ASSERT_EQ(inline_error.empty(), worker_error.empty()) << inline_error << " / " << worker_error;
