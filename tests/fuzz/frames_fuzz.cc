@@ -57,7 +57,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             break;
           }
           case net::FrameType::kError: net::ThrowErrorFrame(f, "fuzz-peer");
-          case net::FrameType::kRequest:
+          case net::FrameType::kRequest: {
+            // As the server parses it: bounded, a set-status's statuses taken out of the tree.
+            std::vector<std::pair<std::string, std::string>> statuses;
+            net::FrameJsonSinks sinks;
+            sinks.statuses = &statuses;
+            nlohmann::json tree = net::ParseFrameJson(f.payload, "fuzz REQUEST", sinks);
+            nlohmann::json whole = nlohmann::json::parse(f.payload);  // parsed above: valid JSON
+            if (whole.is_object() && whole.contains("statuses") && whole["statuses"].is_array()) {
+              // (A key given twice: the tree keeps the last array, the list has them all.)
+              const nlohmann::json& list = whole["statuses"];
+              FUZZ_CHECK(tree["statuses"].empty());
+              FUZZ_CHECK(statuses.size() >= list.size());
+              const size_t first = statuses.size() - list.size();
+              for (size_t i = 0; i < list.size(); ++i) {
+                FUZZ_CHECK(list[i]["user"] == statuses[first + i].first);
+                FUZZ_CHECK(list[i]["status"] == statuses[first + i].second);
+              }
+            }
+            break;
+          }
           case net::FrameType::kReady:
             // The server parses these as JSON and reports bad ones as kProtocol.
             try {
