@@ -301,6 +301,7 @@ class Session::Impl {
       report.messages = j.at("messages").get<uint64_t>();
       report.bytes = j.at("bytes").get<uint64_t>();
       report.differences = j.at("differences").get<std::vector<std::string>>();
+      report.switched_users = j.value("switched_users", uint64_t{0});  // servers before 2026-12-04: none
     } catch (const nlohmann::json::exception& e) {
       Throw(Errc::kProtocol, "RESULT frame of " + from_ + ": " + e.what());
     }

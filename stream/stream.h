@@ -276,6 +276,9 @@ struct VerifyReport {
   // Users compared whole: every folder the source has (by CompareStores; a selection of some of a
   // user's mailboxes proves nothing about the others, so only these may be recorded as verified).
   std::vector<std::string> whole_users;
+  // Users compared whose source has them moved (switched): the destination is live for them, and
+  // what happened there since (new mail, flags, expunges) shows as differences too.
+  uint64_t switched_users = 0;
   bool equal() const { return differences.empty(); }
   std::string Json() const;
 };

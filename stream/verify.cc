@@ -183,6 +183,7 @@ class Checker {
   bool CheckUser(const SourceUser& su) {
     ++report_.users;
     report_.user_names.push_back(su.user);
+    if (su.status.state == store::UserState::kMoved) ++report_.switched_users;
     std::optional<store::UserInfo> du = dst_.FindUser(su.user);
     if (!du) {
       Diff("user " + su.user + " is missing");
@@ -511,6 +512,7 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
 std::string VerifyReport::Json() const {
   nlohmann::json j = {{"users", users},     {"folders", folders},       {"messages", messages},
                       {"bytes", bytes},     {"equal", equal()},         {"differences", differences},
+                      {"switched_users", switched_users},
                       {"storemove_version", Version()}};
   return j.dump();
 }

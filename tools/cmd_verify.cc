@@ -77,6 +77,14 @@ int RunVerify(const VerifyCliOptions& o) {
                  (unsigned long long)report.users, (unsigned long long)report.folders,
                  (unsigned long long)report.messages, HumanBytes(report.bytes).c_str(),
                  report.equal() ? "equal" : (std::to_string(report.differences.size()) + " differences").c_str());
+    // After a migration's switch the destination is live: its new mail is "not in the source"
+    // (helper-69 asked for the hint).
+    if (!report.equal() && report.switched_users)
+      std::fprintf(stderr,
+                   "verify: note: %llu of the users compared are moved at the source (switched): mail delivered, "
+                   "flags changed and messages expunged at the destination since their switch are listed too; "
+                   "a verify before they are served proves the copy\n",
+                   (unsigned long long)report.switched_users);
   }
   return report.equal() ? 0 : 1;
 }

@@ -1445,6 +1445,32 @@ TEST(Migrate, AUserRenamedAtTheSourceMeanwhileIsNamedAndTheOthersMove) {
   EXPECT_EQ(dst->FindUser("zz.renamed")->status.ToString(), "active");
 }
 
+// After the switch the destination is live: mail delivered there is "not in the source". verify
+// said so without a word of why (helper-69); it now counts the switched users and says what
+// their differences may be.
+TEST(Migrate, VerifyAfterTheSwitchSaysItsUsersAreLiveAtTheDestination) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 2, 2);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure;
+  insecure.insecure = true;
+  Server server(*dst, insecure);
+  MigrateReport r = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+  ASSERT_TRUE(r.ok()) << r.Text();
+  const std::string user = Statuses(*src).begin()->first;
+  Append(*dst, user, "INBOX", "delivered after the switch");
+  VerifyReport v = CompareStores(*dst, *src, {});
+  EXPECT_EQ(v.switched_users, 2u);
+  EXPECT_TRUE(std::any_of(v.differences.begin(), v.differences.end(),
+                          [](const std::string& d) { return d.find("is not in the source") != std::string::npos; }));
+  MigrateChild verify({"verify", "--store", tmp / "dst", "--source", tmp / "src"}, /*hold_seam=*/false);
+  EXPECT_EQ(verify.Wait(), 1) << verify.Err();
+  EXPECT_NE(verify.Err().find("verify: note: 2 of the users compared are moved at the source (switched)"),
+            std::string::npos)
+      << verify.Err();
+}
+
 // A copy something else has written to since the passes made it (here: held by hand at the
 // destination, which may have been anything) keeps the folder: named, with why, for the
 // administrator; the group is still ok.
