@@ -559,10 +559,7 @@ class Server {
         std::vector<std::pair<std::string, std::string>> statuses;
         FrameJsonSinks sinks;
         sinks.statuses = &statuses;
-        sinks.cancelled = [this] {
-          std::lock_guard<std::mutex> lock(mutex_);
-          return stopping_;
-        };
+        sinks.cancelled = [this] { return Stopping(); };
         nlohmann::json request = ParseFrameJson(payload, "bad REQUEST", sinks);
         // Compared as sent: a conversion first would make 2^32 + 2 version 2, 1e100 version 0.
         const nlohmann::json& asked = request.at("protocol");
@@ -770,6 +767,21 @@ class Server {
                 statuses[0].second.ToString() + ", ...)");
   }
 
+  bool Stopping() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stopping_;
+  }
+
+  // A status change's or a folder removal's wait for a user: said once in the log (prefixed by
+  // the operation), not beyond the REQUEST's lock wait or a stop request.
+  store::Store::LockWait OperationWait(const char* op, int lock_wait) {
+    store::Store::LockWait wait;
+    wait.on_wait = [this, op](const std::string& why) { log_.Info(std::string(op) + ": " + why); };
+    wait.timeout_seconds = lock_wait;
+    wait.cancelled = [this] { return Stopping(); };
+    return wait;
+  }
+
   // One large REQUEST at a time (see LargeTurn); a stopping server ends the wait.
   LargeTurn TakeLargeTurn(const std::string& who) {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -808,13 +820,7 @@ class Server {
       store::ValidateFolderName(folder);
       mailboxes.push_back({mailbox, user, folder});
     }
-    store::Store::LockWait wait;
-    wait.on_wait = [this](const std::string& why) { log_.Info("remove-folders: " + why); };
-    wait.timeout_seconds = lock_wait;
-    wait.cancelled = [this] {
-      std::lock_guard<std::mutex> lock(mutex_);
-      return stopping_;
-    };
+    store::Store::LockWait wait = OperationWait("remove-folders", lock_wait);
     wait.keeps_untouched_copy = true;
     nlohmann::json removed = nlohmann::json::array(), kept = nlohmann::json::array();
     for (const auto& [mailbox, user, folder] : mailboxes) {
@@ -854,13 +860,7 @@ class Server {
     }
     // A delivery stuck holding a user's gate is waited for as a restore waits for a user's
     // writer: said once in the log, not beyond the idle timeout or a stop request.
-    store::Store::LockWait wait;
-    wait.on_wait = [this](const std::string& why) { log_.Info("set-status: " + why); };
-    wait.timeout_seconds = lock_wait;
-    wait.cancelled = [this] {
-      std::lock_guard<std::mutex> lock(mutex_);
-      return stopping_;
-    };
+    const store::Store::LockWait wait = OperationWait("set-status", lock_wait);
     for (const auto& [status, users] : groups) store_.SetUsersStatus(users, status, store::Store::MovedUsers::kChange, wait);
   }
 
