@@ -68,6 +68,23 @@ void WriteRandomMessage(const std::string& path, const std::string& subject, siz
   }
 }
 
+// `storemove serve --insecure` on a free loopback port, its stderr into `log`; the child's pid.
+pid_t StartServe(const std::string& store, const std::string& log) {
+  const pid_t serve = ::fork();
+  if (serve != 0) return serve;
+  const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ::dup2(err, 2);
+  const int devnull = ::open("/dev/null", O_RDWR);
+  ::dup2(devnull, 0);
+  ::dup2(devnull, 1);
+  std::vector<std::string> args = {STOREMOVE_BIN, "serve", "--store", store, "--insecure", "--listen", "127.0.0.1:0"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(argv[0], argv.data());
+  ::_exit(127);
+}
+
 TEST(ServeMemory, ARestoreHeldUpWhileItsClientSendsStaysUnder64MiB) {
   TempDir tmp;
   const std::string src = tmp / "src", dst = tmp / "dst";
@@ -88,21 +105,8 @@ TEST(ServeMemory, ARestoreHeldUpWhileItsClientSendsStaysUnder64MiB) {
   ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
 
   const std::string log = tmp / "serve.err";
-  const pid_t serve = ::fork();
+  const pid_t serve = StartServe(dst, log);
   ASSERT_GE(serve, 0);
-  if (serve == 0) {
-    const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(err, 2);
-    const int devnull = ::open("/dev/null", O_RDWR);
-    ::dup2(devnull, 0);
-    ::dup2(devnull, 1);
-    std::vector<std::string> args = {STOREMOVE_BIN, "serve", "--store", dst, "--insecure", "--listen", "127.0.0.1:0"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
   const auto stop_serve = [&] {
     ::kill(serve, SIGKILL);
     ::waitpid(serve, nullptr, 0);
@@ -154,21 +158,8 @@ TEST(ServeMemory, LargeSetStatusRequestsAreServedOneAtATime) {
   const std::string dst = tmp / "dst";
   ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
   const std::string log = tmp / "serve.err";
-  const pid_t serve = ::fork();
+  const pid_t serve = StartServe(dst, log);
   ASSERT_GE(serve, 0);
-  if (serve == 0) {
-    const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    ::dup2(err, 2);
-    const int devnull = ::open("/dev/null", O_RDWR);
-    ::dup2(devnull, 0);
-    ::dup2(devnull, 1);
-    std::vector<std::string> args = {STOREMOVE_BIN, "serve", "--store", dst, "--insecure", "--listen", "127.0.0.1:0"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
   const auto stop_serve = [&] {
     ::kill(serve, SIGKILL);
     ::waitpid(serve, nullptr, 0);
