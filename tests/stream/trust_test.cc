@@ -368,10 +368,8 @@ TEST(RestoreTrust, InvalidAclFailsBeforeTheFolderIsPublished) {
 TEST(RestoreTrust, KeywordNamesThatAreNotImapAtomsAreRefused) {
   TempDir tmp;
   auto s = store::Store::Init(tmp / "store", {});
-  const std::vector<std::vector<std::string>> refused = {
-      {"evil\r\n* OK [ALERT] injected"}, {"sp ace"}, {"paren("}, {std::string("ctl\x01")},
-      {std::string("\xff\xfe")}, {"ok", "ok"}, {"\\Seen"}, {""}};
-  for (const std::vector<std::string>& names : refused) {
+  // mallory's INBOX with these keyword names and one message.
+  auto stream = [](const std::vector<std::string>& names) {
     format::StringSink sink;
     format::Encoder enc(sink);
     enc.WriteHeader({});
@@ -386,8 +384,14 @@ TEST(RestoreTrust, KeywordNamesThatAreNotImapAtomsAreRefused) {
     WriteMessage(enc, 1, "hi\r\n");
     enc.EndFolder();
     enc.Finish();
+    return sink.data();
+  };
+  const std::vector<std::vector<std::string>> refused = {
+      {"evil\r\n* OK [ALERT] injected"}, {"sp ace"}, {"paren("}, {std::string("ctl\x01")},
+      {std::string("\xff\xfe")}, {"ok", "ok"}, {"\\Seen"}, {""}};
+  for (const std::vector<std::string>& names : refused) {
     try {
-      RestoreBytes(s.get(), sink.data());
+      RestoreBytes(s.get(), stream(names));
       ADD_FAILURE() << "accepted keyword names starting '" << EscapeControls(names[0]) << "'";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
@@ -396,22 +400,9 @@ TEST(RestoreTrust, KeywordNamesThatAreNotImapAtomsAreRefused) {
     EXPECT_FALSE(s->FindFolder("mallory", "INBOX")) << EscapeControls(names[0]);
   }
   // Atoms are kept, as Dovecot and Sun name them.
-  format::StringSink sink;
-  format::Encoder enc(sink);
-  enc.WriteHeader({});
-  WriteUser(enc, "mallory");
-  format::FolderRecord f;
-  f.user = "mallory";
-  f.folder = "INBOX";
-  f.uidvalidity = 1;
-  f.uidnext = 2;
-  f.user_flag_names = {"$Forwarded", "NonJunk", "$label1", "work-2024"};
-  enc.WriteFolder(f);
-  WriteMessage(enc, 1, "hi\r\n");
-  enc.EndFolder();
-  enc.Finish();
-  RestoreBytes(s.get(), sink.data());
-  EXPECT_EQ(s->OpenFolder("mallory", "INBOX")->Snapshot().info.user_flag_names, f.user_flag_names);
+  const std::vector<std::string> atoms = {"$Forwarded", "NonJunk", "$label1", "work-2024"};
+  RestoreBytes(s.get(), stream(atoms));
+  EXPECT_EQ(s->OpenFolder("mallory", "INBOX")->Snapshot().info.user_flag_names, atoms);
 }
 
 // Subscriptions, ACLs and per-user data become database keys: their names are validated when
