@@ -175,6 +175,9 @@ class Checker {
   Progress& progress() { return progress_; }
   VerifyReport& report() {
     bytes_.Settle(0, [this](const std::string& line) { Diff(line); });
+    // A source or manifest of no users (an empty store, the wrong host's manifest) proves
+    // nothing about the destination: not "equal".
+    if (report_.users == 0) Diff("nothing compared: the source holds no users; a verify of nothing proves nothing");
     progress_.Finish();
     return report_;
   }

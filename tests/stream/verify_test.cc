@@ -418,5 +418,27 @@ TEST(Verify, ANameThatSelectsNothingIsRefused) {
   }
 }
 
+
+// A source or a manifest without users (an empty store, a manifest taken on the wrong host)
+// compares nothing: that proves nothing and is not "equal" (it was, exit 0).
+TEST(Verify, ASourceOrManifestOfNoUsersIsNotEqual) {
+  Pair p;
+  auto empty = store::Store::Init(p.tmp / "empty", {});
+  VerifyReport direct = CompareStores(*p.dst, *empty, {});
+  EXPECT_FALSE(direct.equal());
+  EXPECT_TRUE(Mentions(direct.differences, "nothing compared")) << ::testing::PrintToString(direct.differences);
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  BackupOptions o;
+  o.manifest = true;
+  Backup(*empty, o, enc);
+  format::StringSource in(sink.data());
+  format::Decoder dec(in);
+  VerifyReport manifest = VerifyManifest(*p.dst, dec, {});
+  EXPECT_EQ(manifest.users, 0u);
+  EXPECT_FALSE(manifest.equal());
+  EXPECT_TRUE(Mentions(manifest.differences, "nothing compared"));
+}
+
 }  // namespace
 }  // namespace storemove::stream
