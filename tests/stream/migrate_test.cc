@@ -121,6 +121,26 @@ void ExpectMigrated(store::Store& dst, store::Store& src, const std::string& hos
   });
 }
 
+net::Credentials Insecure() {
+  net::Credentials c;
+  c.insecure = true;
+  return c;
+}
+
+// Most tests' set-up: a generated source (MakeSource's groups), an empty destination and a
+// plain-TCP server in front of it. Tests bind the members by name:
+//   Migration m(2, 3);
+//   auto& [tmp, src, dst, insecure, server] = m;
+// Members are destroyed in reverse: the server stops before the stores close.
+struct Migration {
+  Migration(uint32_t users, uint32_t per_user) : src(MakeSource(tmp / "src", users, per_user)) {}
+  TempDir tmp;
+  std::unique_ptr<store::Store> src;
+  std::unique_ptr<store::Store> dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure = Insecure();
+  Server server{*dst, insecure};
+};
+
 TEST(Migrate, FourGroupsTwoJobsOverTlsPsk) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 24, 12);
@@ -147,12 +167,8 @@ TEST(Migrate, FourGroupsTwoJobsOverTlsPsk) {
 // moved already holds its live mailbox there. A rerun must not hold it, pass over it or switch
 // it again: the mail the destination accepted since the switch would be expunged by a mirror pass.
 TEST(Migrate, ARerunUnderAnotherNameOfTheServerLeavesMovedUsersAlone) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 8, 4);
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
+  Migration m(8, 4);
+  auto& [tmp, src, dst, insecure, server] = m;
   ASSERT_TRUE(Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1)).ok());
   ExpectMigrated(*dst, *src, "127.0.0.1");
   // Mail accepted by the new back-end after the switch.
@@ -189,8 +205,7 @@ TEST(Migrate, UnreachableDestinationFailsRetriesAndGivesUsersBackThenRerunComple
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 8, 5);
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", nowhere, insecure, 2);
   o.retries = 1;
@@ -227,8 +242,7 @@ TEST(Migrate, ADestinationThatIsDownStopsTheGroupsThatHaveNotStarted) {
   auto src = MakeSource(tmp / "src", 6, 3);
   WriteOneGroupPerUser(*src, tmp / "src", 4);
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", nowhere, insecure, 1);
   o.retries = 2;
@@ -299,8 +313,7 @@ TEST_P(MigrateAnsweringDestination, ThatFailsEverySessionIsNotTakenForDown) {
       }
     }
   });
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   MigrateOptions o = Options(tmp / "src", {"127.0.0.1", ntohs(addr.sin_port)}, insecure, 1);
   o.retries = 1;
   o.retry_delay_ms = 10;
@@ -328,8 +341,7 @@ TEST(Migrate, ADestinationFoundDownThatAnswersAgainGetsTheGroupsPassedOver) {
   auto src = MakeSource(tmp / "src", 6, 3);
   WriteOneGroupPerUser(*src, tmp / "src", 4);
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   std::promise<void> found_down;
   std::shared_future<void> down_future = found_down.get_future().share();
@@ -387,8 +399,7 @@ TEST(Migrate, GroupsNotStartedForADestinationDownCountTheirUsers) {
   std::vector<std::string> users;
   src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
   src->SetUserStatus(users[2], store::UserStatus::Parse("moved:elsewhere.example"));
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
   const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", nowhere, insecure, 1);
@@ -406,12 +417,8 @@ TEST(Migrate, GroupsNotStartedForADestinationDownCountTheirUsers) {
 }
 
 TEST(Migrate, DeleteSourceRemovesOnlyVerifiedUsers) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 6, 5);
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
+  Migration m(6, 5);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::vector<std::string> users;
   src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
@@ -530,12 +537,8 @@ class TestMta {
 };
 
 TEST(Migrate, ZeroLossUnderLiveDelivery) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 16, 10);
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
+  Migration m(16, 10);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::vector<std::string> users;
   src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
 
@@ -580,13 +583,9 @@ std::vector<std::pair<std::string, std::string>> FoldersWithMessages(store::Stor
 }
 
 TEST(MigrateIncremental, ChangesBetweenPassesTravelAsDeltasAndTheHeldPassCarriesNothingElse) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 8, 10);
+  Migration m(8, 10);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "all=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   uint64_t total = 0;
   src->ForEachFolder([&](const store::FolderInfo& f) { total += f.count; });
   auto busy = FoldersWithMessages(*src, 3);
@@ -621,13 +620,9 @@ TEST(MigrateIncremental, ChangesBetweenPassesTravelAsDeltasAndTheHeldPassCarries
 }
 
 TEST(MigrateIncremental, AFolderThatDiffersFromItsSummaryFailsTheHeldPassAndTheRetryRepairsIt) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 6, 8);
+  Migration m(6, 8);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "all=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   auto busy = FoldersWithMessages(*src, 2);
   ASSERT_FALSE(busy.empty());
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
@@ -752,8 +747,7 @@ TEST(MigrateInterrupt, SigtermDuringHoldPutsTheUsersBackAndExitsWithOneLine) {
   TempDir tmp;
   auto src = MakeOneGroupSource(tmp / "src");
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   std::map<std::string, std::string> before = Statuses(*src);
   MigrateChild child(MigrateArgs(tmp / "src", server.endpoint()));
@@ -789,8 +783,7 @@ TEST(MigrateInterrupt, SigtermDuringHoldWithRetriesLeftCountsTheUsersPutBack) {
   TempDir tmp;
   auto src = MakeOneGroupSource(tmp / "src");
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   std::map<std::string, std::string> before = Statuses(*src);
   MigrateChild child({"migrate", "--store", tmp / "src", "--to", server.endpoint().ToString(), "--insecure",
@@ -817,8 +810,7 @@ TEST(MigrateInterrupt, ASecondMigrateOfTheSameUsersThroughAnotherGroupsFileIsRef
   TempDir tmp;
   auto src = MakeOneGroupSource(tmp / "src");
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   std::ofstream(tmp / "other.conf") << "everyone=.*\n";
   std::vector<std::string> other = MigrateArgs(tmp / "src", server.endpoint());
@@ -850,8 +842,7 @@ TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
   TempDir tmp;
   const std::string source = tmp / "src";
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   // The source is opened only between the kills: a process killed with the environment open
   // makes it unusable for every process that has it open (the next open recovers it).
@@ -906,13 +897,9 @@ TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
 // not mark those users moved (that message would stay behind at the source): nobody is switched,
 // the attempt fails with a line naming the user, and a rerun holds them again and carries it.
 TEST(MigrateSwitch, AUserGivenItsServiceBackDuringTheHoldIsNotSwitchedAndARerunCarriesItsMail) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 3, 3);
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   std::vector<std::string> users;
   src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
@@ -955,13 +942,9 @@ bool InboxHas(store::Store& s, const std::string& user, const std::string& text)
 // copy (this copy is to be replaced) still refuses while it holds mail the source lacks; once the
 // source has that mail, the migration completes.
 TEST(MigrateLiveDestination, AUserLiveAtTheDestinationIsRefusedBeforeAnythingIsWritten) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 4, 5);
+  Migration m(4, 5);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   ASSERT_TRUE(Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1)).ok());
   std::vector<std::string> users;
   dst->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
@@ -1028,17 +1011,13 @@ TEST(MigrateLiveDestination, AUserLiveAtTheDestinationIsRefusedBeforeAnythingIsW
 // migration completes with exactly its own mail. A hold set by hand carries no store and is free
 // to be taken over (the documented way to migrate a user again).
 TEST(MigrateLiveDestination, AnotherStoresCopyOnHoldIsNeverMirroredOver) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 4, 2);
+  Migration m(4, 2);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
   // The same user ids, more mail: no folder here is ahead of it (the UIDNEXT check passes).
   auto other = MakeSource(tmp / "other", 4, 5);
   std::ofstream(tmp / "other/config/backup-groups.conf") << "g=.*\n";
   ASSERT_NE(src->store_id(), other->store_id());
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.retries = 0;
   std::optional<MigrateReport> meanwhile;
@@ -1111,13 +1090,9 @@ TEST(MigrateLiveDestination, AnotherStoresCopyOnHoldIsNeverMirroredOver) {
 // the pass appended the new folder's messages beside the old copy's and every final pass then
 // failed on the summary's UIDVALIDITY, for ever (found while answering helper-59).
 TEST(MigrateLiveDestination, AFolderReCreatedAtTheSourceReplacesItsOwnCopy) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 2, 4);
+  Migration m(2, 4);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   const std::string user = Statuses(*src).begin()->first;
   src->CreateFolder(user, "Projects");
   Append(*src, user, "Projects", "old plan");
@@ -1156,16 +1131,12 @@ TEST(MigrateLiveDestination, AFolderReCreatedAtTheSourceReplacesItsOwnCopy) {
 // re-created is then refused, not replaced, and what that writer put there stays (helper-61: an
 // import into a held copy was deleted with the folder, the run ending 0 and verify equal).
 TEST(MigrateLiveDestination, AFolderWrittenByAnotherWriterIsNotReplaced) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 1, 2);
+  Migration m(1, 2);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
   const std::string user = Statuses(*src).begin()->first;
   src->CreateFolder(user, "Projects");
   Append(*src, user, "Projects", "old plan");
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.retries = 0;
   o.on_pass = [&](const std::string&, int pass) {
@@ -1211,8 +1182,7 @@ TEST(MigrateLiveDestination, AFolderOfAnotherUidValidityInACopyOfUnknownOriginIs
   dst->CreateFolder(user, "Projects", src->FindFolder(user, "Projects")->uidvalidity + 7);
   Append(*dst, user, "Projects", "mail only here");
   dst->SetUserStatus(user, store::UserStatus{store::UserState::kHold, ""});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.retries = 0;
@@ -1237,16 +1207,12 @@ TEST(MigrateLiveDestination, AFolderOfAnotherUidValidityInACopyOfUnknownOriginIs
 // hand. That copy has this store's origin but is not untouched: the folder is refused, and the
 // destination's own mail stays (helper-60: it was replaced, run ending "all groups done").
 TEST(MigrateLiveDestination, AFolderReCreatedAtTheSourceDoesNotReplaceACopyThatWasLiveSince) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 1, 2);
+  Migration m(1, 2);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
   const std::string user = Statuses(*src).begin()->first;
   src->CreateFolder(user, "Projects");
   Append(*src, user, "Projects", "the source's plan");
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.retries = 0;
   ASSERT_TRUE(Migrate(*src, o).ok());
@@ -1287,13 +1253,9 @@ void WaitPast(WallClock::time_point deadline) {
 }
 
 TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 8, 3);
+  Migration m(8, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
   WriteFirstUserAloneGroups(tmp / "src", Statuses(*src).begin()->first);
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   const auto before = Statuses(*src);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.deadline = WallClock::now() + std::chrono::seconds(1);
@@ -1333,13 +1295,9 @@ TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
 // seconds of copying (helper-69): what it sent before the cut counts, and so does the copy's
 // time. The hook holds the pass, once it has read its first messages, until the deadline passed.
 TEST(MigrateDeadline, AGroupCutOffInItsCopySaysWhatItSentAndForHowLong) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 4, 10);
+  Migration m(4, 10);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   const auto before = Statuses(*src);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.deadline = WallClock::now() + std::chrono::milliseconds(800);
@@ -1371,18 +1329,14 @@ TEST(MigrateDeadline, AGroupCutOffInItsCopySaysWhatItSentAndForHowLong) {
 // mirror the folders they carry, not the set of folders. With the users held, the destination now
 // removes it from its untouched copy before the switch, and the report says so.
 TEST(Migrate, AFolderRenamedAtTheSourceMeanwhileIsRemovedAtTheDestinationBeforeTheSwitch) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 2, 3);
+  Migration m(2, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
   const std::string user = Statuses(*src).begin()->first;
   src->CreateFolder(user, "Lists");
   Append(*src, user, "Lists", "a list's mail");
   src->CreateFolder(user, "Old");
   Append(*src, user, "Old", "an old mail");
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.on_pass = [&](const std::string&, int pass) {
     if (pass != 1) return;
@@ -1411,14 +1365,10 @@ TEST(Migrate, AFolderRenamedAtTheSourceMeanwhileIsRemovedAtTheDestinationBeforeT
 // neither held nor switched, the report names it, the rest of the group moves, and the next run
 // migrates the new name.
 TEST(Migrate, AUserRenamedAtTheSourceMeanwhileIsNamedAndTheOthersMove) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 3, 3);
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
   const std::string user = Statuses(*src).begin()->first;
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.on_pass = [&](const std::string&, int pass) {
     if (pass == 1) store::RenameUser(*src, user, "zz.renamed");
@@ -1449,13 +1399,9 @@ TEST(Migrate, AUserRenamedAtTheSourceMeanwhileIsNamedAndTheOthersMove) {
 // said so without a word of why (helper-69); it now counts the switched users and says what
 // their differences may be.
 TEST(Migrate, VerifyAfterTheSwitchSaysItsUsersAreLiveAtTheDestination) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 2, 2);
+  Migration m(2, 2);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   MigrateReport r = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
   ASSERT_TRUE(r.ok()) << r.Text();
   const std::string user = Statuses(*src).begin()->first;
@@ -1475,16 +1421,12 @@ TEST(Migrate, VerifyAfterTheSwitchSaysItsUsersAreLiveAtTheDestination) {
 // destination, which may have been anything) keeps the folder: named, with why, for the
 // administrator; the group is still ok.
 TEST(Migrate, AFolderGoneAtTheSourceStaysInACopyTouchedByAnotherWriterAndIsNamed) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 2, 3);
+  Migration m(2, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
   const std::string user = Statuses(*src).begin()->first;
   src->CreateFolder(user, "Lists");
   Append(*src, user, "Lists", "a list's mail");
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.on_pass = [&](const std::string&, int pass) {
     if (pass != 1) return;
@@ -1516,8 +1458,7 @@ TEST(MigrateDeadline, AGroupThatFailedOnItsOwnIsNotCountedAsStoppedByIt) {
   WriteFirstUserAloneGroups(tmp / "src", users.begin()->first);
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
   dst->CreateUser(users.begin()->first);  // live here: group "first" is refused at once
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.deadline = WallClock::now() + std::chrono::seconds(1);
@@ -1538,13 +1479,9 @@ TEST(MigrateDeadline, AGroupThatFailedOnItsOwnIsNotCountedAsStoppedByIt) {
 }
 
 TEST(MigrateDeadline, AGroupOnHoldWhenItComesIsPutBackBeforeItsFinalPass) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 4, 3);
+  Migration m(4, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   const auto before = Statuses(*src);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.deadline = WallClock::now() + std::chrono::seconds(1);
@@ -1579,13 +1516,9 @@ TEST(MigrateDeadline, AGroupOnHoldWhenItComesIsPutBackBeforeItsFinalPass) {
 // the destination's switch and the source's leaves active copies that are still the migration's
 // own: the next run adopts them and completes.
 TEST(MigrateLiveDestination, CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsAdopted) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 3, 3);
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.retries = 0;
   std::map<std::string, std::string> at_hold;
@@ -1635,13 +1568,9 @@ TEST(MigrateLiveDestination, CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsA
 // adopts the copies. Found by review: the rerun refused every user as live at the destination,
 // and nothing said why, until someone held each copy by hand.
 TEST(MigrateLiveDestination, ARunThatFailedAfterItsSwitchWasSentLeavesItToTheRerun) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 3, 3);
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
   std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.retries = 1;
   o.retry_delay_ms = 10;
@@ -1707,8 +1636,7 @@ TEST(MigrateGate, AStuckDeliveryGateIsAnnouncedBoundedAndCutOffBySigterm) {
   TempDir tmp;
   auto src = MakeOneGroupSource(tmp / "src");
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   const std::map<std::string, std::string> before = Statuses(*src);
   const std::string user = before.rbegin()->first;
@@ -1835,8 +1763,7 @@ TEST(MigrateOptionsCheck, AReportThatCannotBeWrittenAtTheEndLeavesTheTextReport)
   TempDir tmp;
   auto src = MakeOneGroupSource(tmp / "src");
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   fs::create_directories(tmp / "reports");
   MigrateChild child({"migrate", "--store", tmp / "src", "--to", server.endpoint().ToString(), "--insecure",
@@ -1860,8 +1787,7 @@ TEST(MigrateSwitch, UserStatusOfAUserARunningMigrateHoldsIsRefusedWithOneLine) {
   TempDir tmp;
   auto src = MakeOneGroupSource(tmp / "src");
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   const std::string user = Statuses(*src).rbegin()->first;
   MigrateChild child(MigrateArgs(tmp / "src", server.endpoint()));
@@ -1886,8 +1812,7 @@ TEST(MigrateVerify, VerifySourceAfterAMigrationIsEqualAndStillFindsRealDifferenc
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 6, 4);
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   {
     Server server(*dst, insecure);
     MigrateReport report = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
@@ -1928,8 +1853,7 @@ TEST(MigrateVerify, VerifySourceAfterAMigrationIsEqualAndStillFindsRealDifferenc
 TEST(MigrateIdentity, AServerServingTheSourceStoreItselfIsRefusedAndNothingChanges) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 6, 4);
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server itself(*src, insecure);  // the operator's mistake: --to names the source's own server
   std::map<std::string, std::string> before = Statuses(*src);
   uint64_t messages = 0;
@@ -2047,8 +1971,7 @@ TEST(MigrateRetry, ARefusedConnectionIsRetriedWithExponentialBackoff) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 8, 3);
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   const net::Endpoint nowhere = ClosedPort(*dst, insecure);
   MigrateOptions o = Options(tmp / "src", nowhere, insecure, 1);
   o.groups = {"fm"};
@@ -2145,12 +2068,8 @@ class MigrateLatency : public ::testing::TestWithParam<int> {};
 // The whole migration through a proxy that delays every byte by half the round trip each way:
 // it completes and is exact at every latency (the time is the benchmark's business).
 TEST_P(MigrateLatency, CompletesExactlyThroughADelayProxy) {
-  TempDir tmp;
-  auto src = MakeSource(tmp / "src", 12, 8);
-  auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
-  Server server(*dst, insecure);
+  Migration m(12, 8);
+  auto& [tmp, src, dst, insecure, server] = m;
   storemove::testing::DelayProxy proxy(ProxyTo(server.endpoint().port, GetParam()));
   MigrateReport report = Migrate(*src, Options(tmp / "src", net::Endpoint{"127.0.0.1", proxy.port()}, insecure, 2));
   ASSERT_TRUE(report.ok()) << report.Text();
@@ -2264,8 +2183,7 @@ TEST(Migrate, Utf8UserAndFoldersMoveAndSwitch) {
   }
   std::ofstream(tmp / "src/config/backup-groups.conf") << "umlaut=.*\xc3\xb6.*\nkanji=.*\xe4\xbe\x8b.*\n";
   auto dst = store::Store::Init(tmp / "dst", {"primary"});
-  net::Credentials insecure;
-  insecure.insecure = true;
+  net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   MigrateReport report = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 2));
   ASSERT_TRUE(report.ok()) << report.Text();
