@@ -435,9 +435,11 @@ class Migration {
     // done: refused before anything is connected to, as `user --group` refuses it (helper-69:
     // "ok", exit 0). Run without names, a groups file shared by a fleet has groups of other
     // back-ends: only a file none of whose groups holds a user here is refused.
+    // A fleet plan's jobs name every group of a shared file and allow_empty_groups (helper-72:
+    // their jobs for other back-ends' groups exited 64 at every rerun, the fleet never done).
     const bool named = !options_.groups.empty();
     for (size_t g = 0; g < groups.size(); ++g)
-      if (members_[g].empty() && named)
+      if (members_[g].empty() && named && !options_.allow_empty_groups)
         Throw(Errc::kInvalidArgument, "migrate: group '" + groups[g].name + "' (" + groups[g].regex + ") of " +
                                           options_.groups_file +
                                           " holds no user of this store (its pattern matches none, or only users of groups above it: a "

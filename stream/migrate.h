@@ -19,6 +19,9 @@ namespace storemove::stream {
 struct MigrateOptions {
   std::string groups_file;            // NAME=ERE lines; users in no group are not migrated
   std::vector<std::string> groups;    // only these groups (empty = all in the file)
+  // A group named in `groups` that holds no user of this store is done (users 0), not refused as
+  // a typo in its pattern: one groups file shared by a fleet's back-ends (storemove plan's jobs).
+  bool allow_empty_groups = false;
   int jobs = 1;                       // groups migrated at once
   int retries = 2;                    // further attempts for a failed group (network, server, verification errors)
   int retry_delay_ms = 1000;          // before the first retry; doubled before each next one...

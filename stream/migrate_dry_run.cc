@@ -44,7 +44,7 @@ MigrateDryRun PlanMigrate(store::Store& source, const MigrateOptions& options) {
       }
     }
     d.matches_nobody = g.members.empty();
-    d.refused = d.matches_nobody && !options.groups.empty();
+    d.refused = d.matches_nobody && !options.groups.empty() && !options.allow_empty_groups;
     d.too_large = DescriptorShortfall(d.users.size());
     plan.groups.push_back(std::move(d));
   }

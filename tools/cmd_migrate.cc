@@ -46,6 +46,7 @@ struct MigrateCliOptions {
   bool verbose = false;
   bool abort = false;
   bool dry_run = false;
+  bool allow_empty_groups = false;
   int max_passes = 4;
   uint64_t settle = 200;
   std::optional<std::string> deadline;  // given at all: "" is refused, not taken as none
@@ -145,6 +146,7 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   stream::MigrateOptions options;
   options.groups_file = o.groups_file.empty() ? source->root() + "/config/backup-groups.conf" : o.groups_file;
   options.groups = o.groups;
+  options.allow_empty_groups = o.allow_empty_groups;
   if (o.jobs < 1 || o.jobs > 64) Throw(Errc::kInvalidArgument, "--jobs: 1-64");
   if (o.retries < 0 || o.retries > 100) Throw(Errc::kInvalidArgument, "--retries: 0-100");
   options.jobs = o.jobs;
@@ -337,6 +339,9 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
                  "starts, running groups are cut off and their held users put back (exit 75)")
       ->type_name("TIME");
   c->add_flag("-v,--verbose", o->verbose, "live display on stderr even when it is not a terminal");
+  c->add_flag("--allow-empty-groups", o->allow_empty_groups,
+              "a group named that holds no user of this store is done (users 0, exit 0) instead of refused as a "
+              "typo (exit 64): for one groups file shared by many back-ends (storemove plan's jobs pass it)");
   c->add_option("groups", o->groups, "groups to migrate (default: every group in the file)");
   c->callback([o, chosen] { *chosen = [o] { return RunMigrate(*o); }; });
 }

@@ -114,10 +114,12 @@ TEST(FleetPlan, HostileNamesReachTheCommandsAsTheyAreAndGroupsComeFromTheConf) {
   EXPECT_EQ(jobs[2].group, "g2");
   EXPECT_EQ(jobs[3].group, "a");
   EXPECT_TRUE(std::filesystem::is_directory(options.results_dir + "/.slots"));
-  // Local: storemove itself, every argument intact, the report written by migrate.
+  // Local: storemove itself, every argument intact, the report written by migrate; its groups
+  // come from the conf, shared by the fleet, so one that holds nobody here is allowed. The
+  // remote source lists its groups: an empty one stays refused (no --allow-empty-groups).
   EXPECT_EQ(ShellWords(tmp, jobs[0].command),
             "[migrate]\n[--store]\n[" + hostile + "]\n[--to]\n[new1:7070]\n[--key]\n[/k $HOME]\n[--lock-wait]\n[600]\n"
-            "[--report]\n[" + jobs[0].report + "]\n[--]\n[g1]\n");
+            "[--allow-empty-groups]\n[--report]\n[" + jobs[0].report + "]\n[--]\n[g1]\n");
   // Remote: ssh gets the host after "--" and one command string that the remote shell splits
   // into the same words; the report comes back on stdout into a part file.
   EXPECT_EQ(ShellWords(tmp, jobs[1].command), "");  // ssh's output went to the part file, then the report
@@ -137,7 +139,7 @@ TEST(FleetPlan, HostileNamesReachTheCommandsAsTheyAreAndGroupsComeFromTheConf) {
   options.deadline_epoch = 1764820800;
   EXPECT_EQ(ShellWords(tmp, PlanFleet(f, options)[0].command),
             "[migrate]\n[--store]\n[" + hostile + "]\n[--to]\n[new1:7070]\n[--key]\n[/k $HOME]\n[--lock-wait]\n[600]\n"
-            "[--deadline]\n[@1764820800]\n[--report]\n[" + jobs[0].report + "]\n[--]\n[g1]\n");
+            "[--deadline]\n[@1764820800]\n[--allow-empty-groups]\n[--report]\n[" + jobs[0].report + "]\n[--]\n[g1]\n");
   EXPECT_EQ(std::filesystem::path(jobs[0].report).parent_path(), options.results_dir);
   // Slots: the local source's two groups under different locks (jobs 2), the remote's under one.
   auto slot = [](const std::string& command) { return command.substr(0, command.find("' ") + 1); };
