@@ -267,6 +267,8 @@ struct VerifyOptions {
   // --manifest from a regular file: its size and how much is read, for the ETA.
   uint64_t input_total = 0;
   std::function<uint64_t()> input_consumed;
+  // Tests: called with a mailbox once its destination snapshot is taken, before its files are read.
+  std::function<void(const std::string& mailbox)> after_destination_snapshot;
 };
 
 struct VerifyReport {

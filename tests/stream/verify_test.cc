@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "store/admin.h"
 #include "store/generate.h"
 #include "stream/stream.h"
 #include "tests/support/temp_dir.h"
@@ -418,6 +419,55 @@ TEST(Verify, ANameThatSelectsNothingIsRefused) {
   }
 }
 
+
+// A destination folder moved to another partition (or renamed) after its snapshot, before its
+// files are read: each file read "message file is missing" (helper-71: 2,068 lines for one
+// INBOX, the store intact). A move is followed to where the record now leads; a rename is one
+// line saying the folder's messages are not proven, not one per message.
+TEST(Verify, ADestinationFolderMovedWhileItsFilesAreReadIsFollowedOrNamedOnce) {
+  TempDir tmp;
+  auto src = store::Store::Init(tmp / "src", {});
+  store::GenerateOptions g;
+  g.users = 3;
+  g.messages_per_user = 30;
+  g.seed = 5;
+  store::Generate(*src, g);
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  Backup(*src, {}, enc);
+  auto dst = store::Store::Init(tmp / "dst", {"primary", "second"});
+  format::StringSource in(sink.data());
+  format::Decoder dec(in);
+  Restore(dst.get(), dec, {});
+  std::string user;
+  src->ForEachUser([&](const store::UserInfo& u) { if (user.empty()) user = u.user; });
+  const std::string inbox = "user/" + user + "/INBOX";
+  VerifyOptions o;
+  o.after_destination_snapshot = [&](const std::string& mailbox) {
+    if (mailbox != inbox) return;
+    const std::string now = dst->FindUser(user)->partition;
+    ASSERT_TRUE(store::MoveUser(*dst, user, now == "second" ? "primary" : "second"));
+  };
+  VerifyReport moved = CompareStores(*dst, *src, o);
+  EXPECT_TRUE(moved.equal()) << ::testing::PrintToString(moved.differences);
+  // Renamed: its INBOX cannot be; a folder with messages is.
+  std::string folder;  // a leaf: a rename takes children along, each another mailbox's lines
+  const auto folders = dst->ListFolders(user, store::Store::FolderDetail::kWithIndex);
+  for (const store::FolderInfo& f : folders) {
+    bool leaf = std::none_of(folders.begin(), folders.end(),
+                             [&](const store::FolderInfo& c) { return c.folder.rfind(f.folder + "/", 0) == 0; });
+    if (f.folder != "INBOX" && f.count > 1 && leaf && folder.empty()) folder = f.folder;
+  }
+  ASSERT_FALSE(folder.empty());
+  o.after_destination_snapshot = [&](const std::string& mailbox) {
+    if (mailbox == "user/" + user + "/" + folder) store::RenameFolder(*dst, user, folder, "Renamed-meanwhile");
+  };
+  VerifyReport renamed = CompareStores(*dst, *src, o);
+  size_t lines_of_it = 0;
+  for (const std::string& d : renamed.differences) lines_of_it += d.find("user/" + user + "/" + folder) != std::string::npos;
+  EXPECT_EQ(lines_of_it, 1u) << ::testing::PrintToString(renamed.differences);
+  EXPECT_TRUE(Mentions(renamed.differences, "was moved, renamed or deleted while verify read it"));
+}
 
 // A source or a manifest without users (an empty store, a manifest taken on the wrong host)
 // compares nothing: that proves nothing and is not "equal" (it was, exit 0).
