@@ -519,6 +519,8 @@ class Session {
 void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url, const net::TlsContext* tls,
               const ImapAccount& account, const MoveUserOptions& options, MoveUserResult& result) {
   store::ValidateUserId(account.user);
+  // Before the login too (helper-72: refused only after a successful login at the source).
+  store.RefuseIfMoved(account.user, "a pull");
   Session session(source, url, tls);
   ImapClient& client = session.Open(account);
   std::vector<ImapFolder> folders = client.ListFolders();

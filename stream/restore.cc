@@ -225,7 +225,7 @@ class RestoreSession {
           throw;
         Throw(e.code(), EscapeControls(current_mailbox_) + ": " + e.what());
       }
-      ++report_.errors;
+      CountError(e.code());
       AddErrorLine(current_mailbox_ + ": " + e.what() + "; folder skipped");
       AbandonFolder();
       skipping_ = true;
@@ -291,6 +291,7 @@ class RestoreSession {
                                           " would both be restored as " + EscapeControls(user) +
                                           " (restore -m); their mail would merge: map one of them elsewhere");
     }
+    bool refused_as_moved = false;
     try {
       store::ValidateUserId(user);
       WriteUser(user);
@@ -304,8 +305,11 @@ class RestoreSession {
       if (status && status->state == store::UserState::kMoved &&
           (!existing || existing->status.state != store::UserState::kMoved || existing->status.host == status->host))
         moved_by_stream_.insert(user);
-      else if (existing && !options_.copy_on_hold)
+      else if (existing && !options_.copy_on_hold) {
+        refused_as_moved = true;
         store_->RefuseIfMoved(user, "a restore");
+        refused_as_moved = false;
+      }
       if (options_.copy_on_hold) {
         // A migrate's copy: on hold until the switch, marked as this source's; a user live here,
         // or another source's copy, is never mirrored over. Checked and claimed under the user's
@@ -342,8 +346,11 @@ class RestoreSession {
         if (std::string_view(e.what()).find(user) != std::string_view::npos) throw;
         Throw(e.code(), "user " + EscapeControls(user) + ": " + e.what());
       }
-      ++report_.errors;
-      AddErrorLine("user " + r.user + ": " + e.what() + "; skipped");
+      CountError(e.code());
+      // A moved user's folders are skipped without a line each: the same sentence repeated once
+      // per folder (helper-72) said nothing new.
+      if (refused_as_moved) refused_users_.insert(user);
+      AddErrorLine("user " + r.user + ": " + e.what() + (refused_as_moved ? "; skipped, with its folders" : "; skipped"));
     }
   }
 
@@ -356,6 +363,10 @@ class RestoreSession {
     source_mailbox_ = "user/" + r.user + "/" + r.folder;
     unsettled_marked_ = false;
     if (!store_) return;
+    if (refused_users_.count(user_)) {  // said once, with the user (-c y)
+      skipping_ = true;
+      return;
+    }
     store::ValidateUserId(user_);
     store::ValidateFolderName(r.folder);
     // A folder made with a fresh UIDVALIDITY instead would not be recognised by a rerun, which
@@ -987,8 +998,12 @@ class RestoreSession {
     ReportMessageError(r, "held content " + r.digest.Hex() + " " + what);
   }
 
+  void CountError(Errc code) {
+    if (!report_.errors++) report_.first_error = code;
+  }
+
   void ReportMessageError(const format::MessageRecord& r, const std::string& what) {
-    ++report_.errors;
+    CountError(Errc::kCorrupt);
     AddErrorLine(current_mailbox_ + " UID " + std::to_string(r.uid) + ": " + what);
   }
 
@@ -1197,6 +1212,7 @@ class RestoreSession {
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
   std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;
+  std::set<std::string> refused_users_;  // -c y: users refused as moved here (their folders are skipped)
 
   // The open folder.
   std::string user_, folder_name_, current_mailbox_;

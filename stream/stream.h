@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <ostream>
 #include <string>
@@ -16,6 +17,7 @@
 #include "relinker/relinker.h"
 #include "store/store.h"
 #include "stream/progress.h"
+#include "util/error.h"
 
 namespace storemove::stream {
 
@@ -160,6 +162,9 @@ struct SessionReport {
   // source, before any user map), so the sender can drop them from since_modseq.
   std::vector<std::string> unsettled;
   uint64_t errors = 0;
+  // The kind of the first error counted: a run that went on past it (restore -c y) exits with
+  // its status (a refused moved user is 64, a damaged record 65; helper-72: always 65).
+  std::optional<Errc> first_error;
   double seconds = 0;
   std::vector<std::string> error_lines;
   std::string Summary(const std::string& verb) const;

@@ -129,7 +129,9 @@ int RunMoveUser(MoveUserCliOptions& o) {
     const std::string permanent =
         report.failed_permanently == 0
             ? ""
-            : ", " + std::to_string(report.failed_permanently) + " of them until changed at the source or in the password file";
+            : ", " + std::to_string(report.failed_permanently) +
+                  " of them until changed: credentials, a name at the source, or the user's status here (each user's "
+                  "line says which)";
     std::printf("moveuser: %zu users (%llu failed%s), %llu messages, %s in %.2f s\n", report.users.size(),
                 static_cast<unsigned long long>(report.failed), permanent.c_str(),
                 static_cast<unsigned long long>(report.messages), HumanBytes(report.bytes).c_str(), report.seconds);

@@ -94,7 +94,7 @@ int RunRestore(const RestoreCliOptions& o) {
     sync->Sync();
   }
   ReportSession(report, o.toc ? "toc" : "restore", o.json);
-  return report.errors ? ExitStatus(Errc::kCorrupt) : 0;
+  return report.errors ? ExitStatus(report.first_error.value_or(Errc::kCorrupt)) : 0;
 }
 
 }  // namespace

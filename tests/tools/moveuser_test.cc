@@ -799,7 +799,8 @@ TEST(MoveUserHostile, ARefusedLoginEndsWith65AndOneTheServerCannotCheckNowWith75
   CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--users", tmp / "users",
                         "--password-file", tmp / "pw", "--insecure", "--timeout", "5"});
   EXPECT_EQ(r.status, 75) << r.Describe();
-  EXPECT_NE(r.out.find("(2 failed, 1 of them until changed at the source or in the password file)"), std::string::npos)
+  EXPECT_NE(r.out.find("(2 failed, 1 of them until changed: credentials, a name at the source, or the user's status here "
+                       "(each user's line says which))"), std::string::npos)
       << r.out;
 }
 
