@@ -139,6 +139,20 @@ int DeliverOnce(const DeliverOptions& options) {
   meta.flags = flags;
   meta.internal_date = internal_date;  // the save time is the commit's (Folder::Commit)
   std::vector<store::StagedMessage> batch;
+  // Staged files not committed are removed whatever fails before the commit: the gate or the
+  // user's record (a Berkeley DB panic left tmp.PID.TOKEN in the folder until relink's hour;
+  // helper-71). Commit and Discard empty the batch.
+  struct DiscardUnlessCommitted {
+    store::Folder& folder;
+    std::vector<store::StagedMessage>& batch;
+    ~DiscardUnlessCommitted() {
+      if (batch.empty()) return;
+      try {
+        folder.Discard(batch);
+      } catch (...) {  // the failure already being reported matters more
+      }
+    }
+  } discard_unless_committed{*folder, batch};
   store::StagedMessage staged = writer->Finish(meta);
   try {
     batch.push_back(linker.Arrived(*folder, staged));
