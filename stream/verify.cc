@@ -271,6 +271,7 @@ class Checker {
                                                "verify again)"
                       : "mailbox " + mailbox + " is missing");
         report_.messages += s.messages.size();
+        report_.bytes += folder_bytes;  // the source's, as for the folders compared (helper-72)
         return;
       }
     }

@@ -67,7 +67,7 @@ int RunVerify(const VerifyCliOptions& o) {
     stream::FdSource source(fd.get(), o.manifest == "-" ? "standard input" : o.manifest);
     format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
     format::Decoder decoder(input);
-    report = stream::VerifyManifest(*destination, decoder, options);
+    report = NamingInput(source.name(), [&] { return stream::VerifyManifest(*destination, decoder, options); });
   }
   if (o.json) {
     std::printf("%s\n", report.Json().c_str());
@@ -76,7 +76,10 @@ int RunVerify(const VerifyCliOptions& o) {
     std::fprintf(stderr, "verify: %llu users, %llu folders, %llu messages (%s) checked: %s\n",
                  (unsigned long long)report.users, (unsigned long long)report.folders,
                  (unsigned long long)report.messages, HumanBytes(report.bytes).c_str(),
-                 report.equal() ? "equal" : (std::to_string(report.differences.size()) + " differences").c_str());
+                 report.equal() ? "equal"
+                                : (std::to_string(report.differences.size()) +
+                                   (report.differences.size() == 1 ? " difference" : " differences"))
+                                      .c_str());
     // After a migration's switch the destination is live: its new mail is "not in the source"
     // (helper-69 asked for the hint).
     if (!report.equal() && report.switched_users)
