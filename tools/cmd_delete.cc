@@ -36,7 +36,14 @@ int RunDelete(const DeleteOptions& options) {
       if (target.whole_user()) {
         for (const std::string& mailbox : store::DeleteUser(*store, target.user, {options.force}))
           std::printf("deleted %s\n", mailbox.c_str());
-        std::printf("deleted user %s\n", target.user.c_str());
+        // A moved user's record stays, so that deliveries get "moved to HOST" (docs/migration.md):
+        // said, since "deleted user" read as if it were gone (helper-72).
+        std::optional<store::UserInfo> kept = store->FindUser(target.user);
+        if (kept && kept->status.state == store::UserState::kMoved)
+          std::printf("deleted the mailboxes of user %s; its record stays, marked moved:%s, for deliveries\n",
+                      target.user.c_str(), kept->status.host.c_str());
+        else
+          std::printf("deleted user %s\n", target.user.c_str());
       } else {
         std::printf("deleted %s\n", store::DeleteFolder(*store, target.user, target.folder).c_str());
       }

@@ -214,6 +214,11 @@ TEST_F(OperatorStore, DeletingAMovedUserKeepsTheForwardingAnswer) {
   ASSERT_EQ(RunCli({"user", "--store", root_, "ann", "--status", "moved:new.example.com"}).status, 0);
   CliResult del = RunCli({"delete", "--store", root_, "--force", "ann"});
   ASSERT_EQ(del.status, 0) << del.Describe();
+  // Said as it is: the record stays (it read "deleted user ann"; helper-72).
+  EXPECT_NE(del.out.find("deleted the mailboxes of user ann; its record stays, marked moved:new.example.com, for "
+                         "deliveries\n"),
+            std::string::npos)
+      << del.Describe();
   CliResult late = RunCli({"deliver", "--store", root_, "--user", "ann"}, "Subject: late\r\n\r\nx\r\n");
   EXPECT_EQ(late.status, 75) << late.Describe();
   EXPECT_NE(late.err.find("new.example.com"), std::string::npos) << late.Describe();
