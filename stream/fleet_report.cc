@@ -73,7 +73,10 @@ bool FailedOnTheirOwn(const json& groups) {
 
 }  // namespace
 
-FleetReport MergeFleetReports(const std::string& dir) {
+FleetReport MergeFleetReports(const std::string& given) {
+  // "results/" as in the README: its files are named results/x.json, not results//x.json.
+  std::string dir = given;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   if (!fs::is_directory(dir)) Throw(Errc::kNotFound, "report: no directory " + dir);
   FleetReport report;
   report.dir = dir;

@@ -803,7 +803,13 @@ FrameHeader ReadHeaderAfter(Connection& conn, uint8_t type) {
   if (!name) {
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02x", head[0]);
-    Throw(Errc::kProtocol, conn.peer() + " sent an unknown frame type " + hex);
+    // A text protocol's first byte ("* OK" of IMAP, "220" of SMTP, "SSH-"): the port is another
+    // server's (helper-72: backup --to an IMAP port said only "unknown frame type 0x2a").
+    const bool text = head[0] >= 0x20 && head[0] < 0x7f;
+    Throw(Errc::kProtocol, conn.peer() + " sent an unknown frame type " + hex +
+                               (text ? std::string(" ('") + char(head[0]) +
+                                           "', text: another protocol's server or client, not storemove's)"
+                                     : std::string()));
   }
   conn.ReadExact(head + 1, 4, "a frame header");
   h.length = GetU32(head + 1);

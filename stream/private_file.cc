@@ -11,7 +11,12 @@
 namespace storemove::stream {
 
 std::string ReadPrivateFile(const std::string& path, const std::string& what, size_t limit) {
-  UniqueFd fd = OpenFile(path, O_RDONLY);
+  UniqueFd fd;
+  try {
+    fd = OpenFile(path, O_RDONLY);
+  } catch (const Error& e) {
+    Throw(e.code(), what + ": " + e.what());  // "key file: open K: ..." (helper-72: the bare path)
+  }
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + path);
   if (st.st_mode & 077) {

@@ -146,7 +146,8 @@ Selection::Selection(const std::vector<std::string>& names, const std::vector<Ba
     if (parts.size() >= 2) {
       for (size_t g = 0; g < groups_.size(); ++g)
         if (groups_[g].name == parts[1]) item.group = int(g);
-      if (item.group < 0) Throw(Errc::kInvalidArgument, "unknown backup group '" + parts[1] + "' in '" + name + "'");
+      // Not found, as a partition or user the name does not find (66; helper-72: it was 64).
+      if (item.group < 0) Throw(Errc::kNotFound, "unknown backup group '" + parts[1] + "' in '" + name + "'");
     }
     if (parts.size() == 3) {
       store::ValidateUserId(parts[2]);

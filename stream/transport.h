@@ -18,6 +18,7 @@ class FdSink final : public format::ByteSink {
   void Write(const void* data, size_t size) override;
   void Flush() override;
   uint64_t bytes() const { return bytes_; }
+  const std::string& name() const { return shown_; }  // the file, or "standard input"
 
  private:
   int fd_;
@@ -35,6 +36,7 @@ class FdSource final : public format::ByteSource {
   size_t Read(void* data, size_t size) override;
   bool Ready() override;  // poll(2): a file always is; a pipe or socket when it has data or ended
   uint64_t bytes() const { return bytes_; }
+  const std::string& name() const { return shown_; }  // the file, or "standard input"
 
  private:
   int fd_;

@@ -52,7 +52,9 @@ BackupOutput::BackupOutput(const std::string& path) : path_(path), shown_(path =
       fd_ = stream::OpenOutput(path);
       return;
     }
-    ThrowErrno("create " + temp_);
+    // The file asked for, not its temporary name (helper-72: "create X.tmp.24960.7f6c...: No
+    // such file or directory" for a directory that does not exist).
+    ThrowErrno("create " + shown_ + " (as " + temp_ + " first)");
   }
   fd_.reset(fd);
   // The file keeps the permissions it had (a backup operators' group may read it).

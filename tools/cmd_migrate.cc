@@ -166,10 +166,9 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   // the attempt with the folder named (retried later), not with a broken pipe. Set before any
   // job thread starts.
   source->set_folder_lock_wait(o.timeout);
-  const Compression compression = ParseCompression(o.compress);
-  // A session's connection also carries the server's answers: its output time is not the link's.
-  if (compression.adapt)
-    Throw(Errc::kInvalidArgument, "--compress adapt: for backup -f only (a migrate session keeps one level)");
+  // A session's connection also carries the server's answers: its output time is not the link's,
+  // so adapt is refused (named in the error: helper-72 was offered it by the error text).
+  const Compression compression = ParseCompression(o.compress, /*adapt_allowed=*/false);
   options.client.compress_level = compression.level;
   options.moved_host = o.moved_host;
   options.partition = o.partition;

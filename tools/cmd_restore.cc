@@ -85,7 +85,9 @@ int RunRestore(const RestoreCliOptions& o) {
       PipeStallPolicy("restore", o.timeout, o.toc ? "" : "; the user being restored stays locked for writing meanwhile"));
   format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
   format::Decoder decoder(input);
-  stream::SessionReport report = stream::Restore(store.get(), decoder, options, o.toc ? &std::cout : nullptr);
+  stream::SessionReport report = NamingInput(source.name(), [&] {
+    return stream::Restore(store.get(), decoder, options, o.toc ? &std::cout : nullptr);
+  });
   report.stream_bytes = source.bytes();
   if (store) {
     // One syncfs per session instead of an fsync per file: when restore reports success the

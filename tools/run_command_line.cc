@@ -44,8 +44,9 @@ int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
       return Fail(program, std::string("unknown subcommand '") + argv[1] + "' (see " + program + " --help)",
                   ExitStatus(Errc::kInvalidArgument));
     }
-    return Fail(program, std::string(e.what()) + " (see " + program + " --help)",
-                ExitStatus(Errc::kInvalidArgument));
+    // A subcommand's own help lists its options; the program's lists only the subcommands.
+    const std::string help = argc > 1 && IsSubcommand(app, argv[1]) ? program + " " + argv[1] : program;
+    return Fail(program, std::string(e.what()) + " (see " + help + " --help)", ExitStatus(Errc::kInvalidArgument));
   }
 
   // Reader threads, folder locks and delivery gates of several groups add up: the soft limit

@@ -10,13 +10,14 @@
 
 namespace storemove::tools {
 
-Compression ParseCompression(const std::string& text) {
+Compression ParseCompression(const std::string& text, bool adapt_allowed) {
   if (text == "none") return {0, false};
-  if (text == "adapt") return {1, true};
+  if (text == "adapt" && adapt_allowed) return {1, true};
   bool digits = !text.empty() && text.size() <= 2 && text.find_first_not_of("0123456789") == std::string::npos;
   int level = digits ? std::stoi(text) : -1;
   if (level < 1 || level > 19)
-    Throw(Errc::kInvalidArgument, "--compress: '" + text + "' is not a level 1-19, adapt or none");
+    Throw(Errc::kInvalidArgument, "--compress: '" + text + "' is not a level 1-19" +
+                                      (adapt_allowed ? ", adapt or none" : " or none (adapt is for backup -f only)"));
   return {level, false};
 }
 

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "stream/stream.h"
+#include "util/error.h"
 
 namespace storemove::tools {
 
@@ -14,7 +16,20 @@ struct Compression {
   int level = 1;
   bool adapt = false;
 };
-Compression ParseCompression(const std::string& text);
+// Runs `read` (a restore or verify of a stream) and names `input` (the file, or "standard
+// input") in the stream's own errors: "storemove: s.zst: stream: zstd: truncated frame ..."
+// (helper-72: they did not say which file). Errors of the store keep their own names.
+template <typename F>
+auto NamingInput(const std::string& input, F&& read) {
+  try {
+    return read();
+  } catch (const Error& e) {
+    if (std::string_view(e.what()).starts_with("stream: ")) Throw(e.code(), input + ": " + e.what());
+    throw;
+  }
+}
+// adapt_allowed false: "adapt" is refused (migrate's sessions keep one level).
+Compression ParseCompression(const std::string& text, bool adapt_allowed = true);
 // YYYYMMDD[:HHMMSS] in local time -> unix seconds (imsbackup -d).
 int64_t ParseBackupDate(const std::string& text);
 // Prints the one-line summary (or JSON) on stderr.
