@@ -337,6 +337,39 @@ TEST_F(Cli, AnInputGivenAsASymbolicLinkIsNamedAsOne) {
   EXPECT_NE(r.err.find(link + ": a symbolic link, which is not followed here"), std::string::npos) << r.Describe();
 }
 
+// Each error line names what and where (helper-72 found these said less): the stream's file,
+// the key file, the file asked for (not its temporary name), the subcommand whose --help lists
+// the options, and 66 for a backup group that does not exist, as for a partition.
+TEST_F(Cli, ErrorLinesNameTheFileTheKeyTheOutputAndTheHelp) {
+  ASSERT_EQ(Deliver("ivy", Message("a", std::string(200000, 'x')), {"--create"}).status, 0);
+  const std::string stream = dir_ / "s.sm", cut = dir_ / "cut.sm";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
+  const std::string bytes = ReadFile(stream);
+  WriteFileAtomic(cut, bytes.substr(0, bytes.size() / 2), 0600);
+  const std::string other = dir_ / "other";
+  ASSERT_EQ(RunCli({"init", "--store", other}).status, 0);
+  CliResult r = RunCli({"restore", "--store", other, "-f", cut});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("storemove: " + cut + ": stream: "), std::string::npos) << r.Describe();
+  r = RunCli({"restore", "--store", other, "-f", "-"}, bytes.substr(0, bytes.size() / 2));
+  EXPECT_NE(r.err.find("storemove: standard input: stream: "), std::string::npos) << r.Describe();
+
+  r = RunCli({"migrate", "--store", root_, "--to", "127.0.0.1:1", "--key", dir_ / "no.key"});
+  EXPECT_NE(r.err.find("key file: open " + (dir_ / "no.key")), std::string::npos) << r.Describe();
+
+  r = RunCli({"backup", "--store", root_, "-f", dir_ / "no-dir/x.sm"});
+  EXPECT_NE(r.err.find("create " + (dir_ / "no-dir/x.sm") + " (as "), std::string::npos) << r.Describe();
+
+  r = RunCli({"list", "--store", root_, "--bogus"});
+  EXPECT_EQ(r.status, kUsage) << r.Describe();
+  EXPECT_NE(r.err.find("(see storemove list --help)"), std::string::npos) << r.Describe();
+
+  r = RunCli({"backup", "--store", root_, "-f", dir_ / "g.sm", "/primary/nogroup"});
+  EXPECT_EQ(r.status, kNoInput) << r.Describe();
+  EXPECT_NE(r.err.find("unknown backup group 'nogroup'"), std::string::npos) << r.Describe();
+}
+
 // backup -d takes a date that exists: mktime would move 20260230 to March 2nd and quietly
 // leave out two days of mail.
 TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
