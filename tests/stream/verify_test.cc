@@ -25,17 +25,17 @@ struct Pair {
   TempDir tmp;
   std::unique_ptr<store::Store> src, dst;
   std::string user;
-  Pair() {
+  explicit Pair(std::vector<std::string> dst_partitions = {}, uint32_t messages_per_user = 12) {
     src = store::Store::Init(tmp / "src", {});
     store::GenerateOptions g;
     g.users = 4;
-    g.messages_per_user = 12;
+    g.messages_per_user = messages_per_user;
     g.seed = 3;
     store::Generate(*src, g);
     format::StringSink sink;
     format::Encoder enc(sink);
     Backup(*src, {}, enc);
-    dst = store::Store::Init(tmp / "dst", {});
+    dst = store::Store::Init(tmp / "dst", dst_partitions);
     format::StringSource in(sink.data());
     format::Decoder dec(in);
     Restore(dst.get(), dec, {});
@@ -425,22 +425,8 @@ TEST(Verify, ANameThatSelectsNothingIsRefused) {
 // INBOX, the store intact). A move is followed to where the record now leads; a rename is one
 // line saying the folder's messages are not proven, not one per message.
 TEST(Verify, ADestinationFolderMovedWhileItsFilesAreReadIsFollowedOrNamedOnce) {
-  TempDir tmp;
-  auto src = store::Store::Init(tmp / "src", {});
-  store::GenerateOptions g;
-  g.users = 3;
-  g.messages_per_user = 30;
-  g.seed = 5;
-  store::Generate(*src, g);
-  format::StringSink sink;
-  format::Encoder enc(sink);
-  Backup(*src, {}, enc);
-  auto dst = store::Store::Init(tmp / "dst", {"primary", "second"});
-  format::StringSource in(sink.data());
-  format::Decoder dec(in);
-  Restore(dst.get(), dec, {});
-  std::string user;
-  src->ForEachUser([&](const store::UserInfo& u) { if (user.empty()) user = u.user; });
+  Pair p({"primary", "second"}, 30);
+  auto& [tmp, src, dst, user] = p;
   const std::string inbox = "user/" + user + "/INBOX";
   VerifyOptions o;
   o.after_destination_snapshot = [&](const std::string& mailbox) {
