@@ -21,6 +21,18 @@ namespace {
 
 using storemove::testing::TempDir;
 
+// verify --manifest of `destination` against a manifest of `source`.
+VerifyReport ViaManifestOf(store::Store& source, store::Store& destination) {
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  BackupOptions o;
+  o.manifest = true;
+  Backup(source, o, enc);
+  format::StringSource in(sink.data());
+  format::Decoder dec(in);
+  return VerifyManifest(destination, dec, {});
+}
+
 struct Pair {
   TempDir tmp;
   std::unique_ptr<store::Store> src, dst;
@@ -43,16 +55,7 @@ struct Pair {
   }
   std::unique_ptr<store::Folder> Inbox() { return dst->OpenFolder(user, "INBOX"); }
   std::vector<std::string> Direct() { return CompareStores(*dst, *src, {}).differences; }
-  std::vector<std::string> ViaManifest() {
-    format::StringSink sink;
-    format::Encoder enc(sink);
-    BackupOptions o;
-    o.manifest = true;
-    Backup(*src, o, enc);
-    format::StringSource in(sink.data());
-    format::Decoder dec(in);
-    return VerifyManifest(*dst, dec, {}).differences;
-  }
+  std::vector<std::string> ViaManifest() { return ViaManifestOf(*src, *dst).differences; }
 };
 
 bool Mentions(const std::vector<std::string>& lines, const std::string& what) {
@@ -463,14 +466,7 @@ TEST(Verify, ASourceOrManifestOfNoUsersIsNotEqual) {
   VerifyReport direct = CompareStores(*p.dst, *empty, {});
   EXPECT_FALSE(direct.equal());
   EXPECT_TRUE(Mentions(direct.differences, "nothing compared")) << ::testing::PrintToString(direct.differences);
-  format::StringSink sink;
-  format::Encoder enc(sink);
-  BackupOptions o;
-  o.manifest = true;
-  Backup(*empty, o, enc);
-  format::StringSource in(sink.data());
-  format::Decoder dec(in);
-  VerifyReport manifest = VerifyManifest(*p.dst, dec, {});
+  VerifyReport manifest = ViaManifestOf(*empty, *p.dst);
   EXPECT_EQ(manifest.users, 0u);
   EXPECT_FALSE(manifest.equal());
   EXPECT_TRUE(Mentions(manifest.differences, "nothing compared"));
