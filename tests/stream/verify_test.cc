@@ -21,14 +21,20 @@ namespace {
 
 using storemove::testing::TempDir;
 
-// verify --manifest of `destination` against a manifest of `source`.
-VerifyReport ViaManifestOf(store::Store& source, store::Store& destination) {
+// backup --manifest of `source`.
+std::string ManifestOf(store::Store& source) {
   format::StringSink sink;
   format::Encoder enc(sink);
   BackupOptions o;
   o.manifest = true;
   Backup(source, o, enc);
-  format::StringSource in(sink.data());
+  return std::string(sink.data());
+}
+
+// verify --manifest of `destination` against a manifest of `source`.
+VerifyReport ViaManifestOf(store::Store& source, store::Store& destination) {
+  const std::string manifest = ManifestOf(source);
+  format::StringSource in(manifest);
   format::Decoder dec(in);
   return VerifyManifest(destination, dec, {});
 }
@@ -255,14 +261,8 @@ TEST(Verify, AUserStatus) {
 // A manifest re-encoded with each user's subscriptions and each folder's per-user data reversed
 // and the first entry repeated: another writer's order (the format does not fix one).
 std::string ReorderedManifest(store::Store& source) {
-  format::StringSink original;
-  {
-    format::Encoder enc(original);
-    BackupOptions o;
-    o.manifest = true;
-    Backup(source, o, enc);
-  }
-  format::StringSource in(original.data());
+  const std::string original = ManifestOf(source);
+  format::StringSource in(original);
   format::Decoder dec(in);
   format::StringSink out;
   format::Encoder enc(out);
