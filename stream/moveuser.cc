@@ -372,14 +372,21 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     snapshot = folder->Snapshot();
     names = snapshot.info.user_flag_names;
     // The same UIDVALIDITY means the UIDs it has are the same messages, unless the value matched
-    // by chance (both sides derive it from the clock): a UID whose size differs proves that, and
-    // the folder is then filled by content.
+    // by chance (both sides derive it from the clock): most shared UIDs of other sizes prove
+    // that, and the folder is then filled by content. A few are local deliveries that took the
+    // UIDs the source gave its next messages (after the MX switch): compared as suspects and
+    // kept apart, while the flags of the others still follow the source. One such message used
+    // to send the folder to filling by content for good, where flags never follow (helper-73).
     for (const MessageMeta& m : snapshot.messages) have.emplace(m.uid, m);
     keep_uids = snapshot.info.uidvalidity == status.uidvalidity;
+    size_t shared = 0, resized = 0;
     for (const ImapMessage& m : listed.messages) {
       auto it = have.find(m.uid);
-      if (keep_uids && it != have.end() && it->second.size != m.size) keep_uids = false;
+      if (it == have.end()) continue;
+      ++shared;
+      resized += it->second.size != m.size;
     }
+    if (resized * 2 > shared) keep_uids = false;
     if (keep_uids) {
       // Fetch the UIDs it lacks; the flags of those it has follow the source; the doubtful ones
       // are fetched and compared (SameByMetadata).
@@ -390,7 +397,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
           wanted.push_back(m.uid);
           continue;
         }
-        if (!SameByMetadata(m, it->second)) {
+        if (it->second.size != m.size || !SameByMetadata(m, it->second)) {  // another size is another message
           suspects.push_back(m.uid);
           continue;
         }

@@ -539,6 +539,65 @@ class MoveUserFilled : public ::testing::Test {
   std::string store_;
 };
 
+// The same with a source message of ANOTHER size under the local delivery's UID: the folder was
+// then filled by content for good ("a UID whose size differs proves a chance UIDVALIDITY"), where
+// flags never follow the source: a flag set at the source after the MX switch never arrived, on
+// this or any later run (helper-73). One such UID among many is a local delivery: kept apart,
+// and the other messages' flags follow the source, on this run and the next.
+TEST_F(MoveUserFilled, ALocalDeliveryOfAnotherSizeUnderASourceUidLeavesTheFlagsFollowingTheSource) {
+  Start();
+  if (IsSkipped()) return;
+  {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    for (int i = 0; i < 3; ++i) filler.Append("INBOX", {}, 1700000000 + i, "Subject: old " + std::to_string(i) + "\r\n\r\nold\r\n");
+    filler.Logout();
+  }
+  CliResult r = Pull();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const std::string local = "Subject: LOCAL\r\n\r\na local delivery after the MX switch\r\n";
+  const std::string remote = "Subject: REMOTE\r\n\r\nshort\r\n";
+  ASSERT_NE(local.size(), remote.size());
+  WriteFileAtomic(tmp_ / "local", local, 0600);
+  r = storemove::testing::RunCliWithStdinFile({"deliver", "--store", store_, "--user", "dora"}, tmp_ / "local");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    filler.Append("INBOX", {}, 1700000100, remote);  // UID 4 there too
+    filler.Command("SELECT INBOX");
+    filler.Command("UID STORE 1 +FLAGS (\\Seen \\Answered)");
+    filler.Logout();
+  }
+  r = Pull();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"uid_conflicts\": 1,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"flags_updated\": 1,"), std::string::npos) << r.out;
+  {
+    auto dst = Store::Open(store_);
+    auto inbox = dst->OpenFolder("dora", "INBOX");
+    const FolderSnapshot snap = inbox->Snapshot();
+    ASSERT_EQ(snap.messages.size(), 5u);
+    EXPECT_EQ(snap.messages[0].flags, kSeen | kAnswered);
+    EXPECT_EQ(ReadMessage(*inbox, 4), local);
+    EXPECT_EQ(ReadMessage(*inbox, snap.messages[4].uid), remote);
+  }
+  {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    filler.Command("SELECT INBOX");
+    filler.Command("UID STORE 2 +FLAGS (\\Flagged)");
+    filler.Logout();
+  }
+  r = Pull();
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"flags_updated\": 1,"), std::string::npos) << r.out;
+  auto dst = Store::Open(store_);
+  const FolderSnapshot snap = dst->OpenFolder("dora", "INBOX")->Snapshot();
+  ASSERT_EQ(snap.messages.size(), 5u) << "nothing added twice";
+  EXPECT_EQ(snap.messages[1].flags, kFlagged);
+}
+
 // After a pull the folder's UIDNEXT is the source's, so a local delivery and the source's next
 // message take the same UID. With the same size (and here the same internal date, so that only
 // the bytes tell them apart) the source's message must still be copied, under a UID of its own,
