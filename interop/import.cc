@@ -5,11 +5,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <ctime>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
+#include <string_view>
+#include <utility>
 
 #include "interop/folder_filler.h"
 #include "store/mboxlist.h"
@@ -91,6 +96,52 @@ OpenedMbox OpenMboxAndStart(const ImportJob& job, MboxFlavor flavor, const Stall
   return opened;
 }
 
+// The value of the header field `name` (case-insensitive) within the message's header (up to
+// its first empty line), without the leading blanks; nullopt when absent.
+std::optional<std::string_view> HeaderField(std::string_view message, std::string_view name) {
+  for (size_t pos = 0; pos < message.size();) {
+    size_t eol = message.find('\n', pos);
+    std::string_view line = message.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
+    if (line.ends_with('\r')) line.remove_suffix(1);
+    if (line.empty()) return std::nullopt;  // the end of the header
+    if (line.size() > name.size() && line[name.size()] == ':' &&
+        std::equal(name.begin(), name.end(), line.begin(),
+                   [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b)); })) {
+      std::string_view value = line.substr(name.size() + 1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+      return value;
+    }
+    if (eol == std::string_view::npos) break;
+    pos = eol + 1;
+  }
+  return std::nullopt;
+}
+
+// The flags mail programs keep in an mbox message's header (mutt, Pine, UW-IMAP, Dovecot,
+// Thunderbird's "Status"): Status R = read; X-Status A answered, F flagged, D deleted, T draft.
+// The header stays as it is (the message's bytes are never changed); only the flags are taken
+// (helper-73: every message of a Dovecot-written mbox arrived unread).
+uint8_t FlagsFromStatusHeaders(std::string_view message) {
+  uint8_t flags = 0;
+  if (auto status = HeaderField(message, "Status"))
+    if (status->find('R') != std::string_view::npos) flags |= store::kSeen;
+  if (auto x = HeaderField(message, "X-Status")) {
+    if (x->find('A') != std::string_view::npos) flags |= store::kAnswered;
+    if (x->find('F') != std::string_view::npos) flags |= store::kFlagged;
+    if (x->find('D') != std::string_view::npos) flags |= store::kDeleted;
+    if (x->find('T') != std::string_view::npos) flags |= store::kDraft;
+  }
+  return flags;
+}
+
+// The pseudo message UW-IMAP, Pine and Dovecot put first in an mbox to keep the folder's
+// UIDVALIDITY and keywords: not mail.
+bool IsFolderDataMessage(std::string_view message) {
+  if (!HeaderField(message, "X-IMAP") && !HeaderField(message, "X-IMAPbase")) return false;
+  auto subject = HeaderField(message, "Subject");
+  return subject && subject->find("FOLDER INTERNAL DATA") != std::string_view::npos;
+}
+
 FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, const ImportOptions& options,
                       int64_t now) {
   FileResult result;
@@ -114,22 +165,34 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
   // read, so memory stays at a few blocks whatever the file holds.
   std::unique_ptr<store::MessageWriter> large;
   uint32_t large_uid = 0;
+  uint8_t large_flags = 0;  // from its first piece, which holds its header
   const auto start_large = [&] {
     large_uid = 0;
     large = filler.NewMessage(&large_uid);
   };
   const MboxSink write_large = [&](std::string_view piece) {
-    if (!large) start_large();
+    if (!large) {
+      start_large();
+      large_flags = FlagsFromStatusHeaders(piece);
+    }
     large->Write(piece);
   };
+  bool first = true;
   for (bool have_message = opened.started && reader.Next(&message, write_large); have_message;
        have_message = reader.Next(&message, write_large)) {
     MessageMeta meta;
     meta.internal_date = message.envelope_date != 0 ? message.envelope_date : now;
+    const bool was_first = std::exchange(first, false);
     if (!message.streamed) {
+      if (was_first && IsFolderDataMessage(message.bytes)) {
+        ++result.folder_data;
+        continue;
+      }
+      meta.flags = FlagsFromStatusHeaders(message.bytes);
       filler.Add(message.bytes, meta);
       continue;
     }
+    meta.flags = large_flags;
     if (!large) start_large();  // a streamed message has bytes; this only keeps Finish() safe
     meta.uid = large_uid;
     filler.AddStaged(large->Finish(meta));
@@ -246,6 +309,7 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
       report.bytes += r.bytes;
       report.skipped += r.skipped;
       report.empty += r.empty;
+      report.folder_data += r.folder_data;
       if (options.on_file) options.on_file(*job, r);
     }
     // Commits of unpublished folders counted their bytes too; one recount makes quota exact.

@@ -35,6 +35,9 @@ struct ImportedFile {
   uint64_t bytes = 0;
   uint64_t skipped = 0;   // already present (see above)
   uint64_t empty = 0;     // of `messages`, those of 0 bytes ("From " lines with nothing between)
+  // The first message of a file written by Dovecot, UW-IMAP or Pine ("X-IMAP:" or "X-IMAPbase:",
+  // "DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"): the folder's own data, not mail.
+  uint64_t folder_data = 0;
 };
 
 struct ImportOptions {
@@ -63,6 +66,7 @@ struct ImportReport {
   uint64_t bytes = 0;
   uint64_t skipped = 0;   // already present (see above)
   uint64_t empty = 0;     // of `messages`, those of 0 bytes: stored, as the mbox holds them
+  uint64_t folder_data = 0;  // left out: see ImportedFile
 };
 
 // Reads a list of `USER<TAB>FOLDER<TAB>MBOX_PATH` lines. Blank lines and lines starting with '#'

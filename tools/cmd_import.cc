@@ -164,6 +164,7 @@ int RunImport(const ImportCliOptions& o) {
                 job.path.c_str(), job.user.c_str(), job.folder.c_str());
     PrintEmpty(file.empty);
     if (file.skipped) std::printf(", %llu already present", static_cast<unsigned long long>(file.skipped));
+    if (file.folder_data) std::printf(", its folder-data message (X-IMAP, not mail) left out");
     std::printf("\n");
   };
   interop::ImportReport report = interop::ImportMboxes(*store, jobs, options);

@@ -199,6 +199,38 @@ TEST_F(Import, EmptyMessagesAreStoredAndCountedInTheSummary) {
   EXPECT_NE(r.out.find("into user/kim/plain\n"), std::string::npos) << r.out;
 }
 
+// An mbox written by Dovecot, UW-IMAP, Pine or mutt keeps each message's flags in Status and
+// X-Status fields, and (Dovecot, UW, Pine) the folder's own data in a first pseudo message.
+// Every message arrived unread and the pseudo message as mail (helper-73). The flags are taken
+// from those fields (the bytes stay as they are) and the pseudo message is left out, said.
+TEST_F(Import, StatusHeadersGiveFlagsAndTheFolderDataMessageIsLeftOut) {
+  const std::string data =
+      "Date: 04 Dec 2026 10:00:00 +0000\nFrom: Mail System Internal Data <MAILER-DAEMON@h>\n"
+      "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\nX-IMAP: 1764842400 0000000003\n\n"
+      "This text is part of the internal format of your mail folder.\n";
+  const std::string read = "Subject: read\nStatus: RO\n\nr\n";
+  const std::string answered = "Subject: answered\nStatus: RO\nX-Status: AF\n\na\n";
+  const std::string unread = "Subject: unread\nStatus: O\nX-Status: \n\nu\n";
+  const std::string deleted_draft = "Subject: dd\nX-Status: DT\n\nStatus: R in the body is no flag\n";
+  std::ofstream(dir_ / "dc.mbox") << "From MAILER_DAEMON Fri Dec  4 10:00:00 2026\n" << data << "\n"
+                                  << "From a Mon Jan  1 00:00:00 2024\n" << read << "\n"
+                                  << "From b Mon Jan  1 00:00:00 2024\n" << answered << "\n"
+                                  << "From c Mon Jan  1 00:00:00 2024\n" << unread << "\n"
+                                  << "From d Mon Jan  1 00:00:00 2024\n" << deleted_draft << "\n";
+  CliResult r = Run({"-u", "joe", "-s", dir_ / "dc.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 4 messages"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(", its folder-data message (X-IMAP, not mail) left out"), std::string::npos) << r.out;
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(FolderMessages(*store, "joe", "INBOX"), (std::vector<std::string>{read, answered, unread, deleted_draft}));
+  const store::FolderSnapshot snap = store->OpenFolder("joe", "INBOX")->Snapshot();
+  ASSERT_EQ(snap.messages.size(), 4u);
+  EXPECT_EQ(snap.messages[0].flags, store::kSeen);
+  EXPECT_EQ(snap.messages[1].flags, store::kSeen | store::kAnswered | store::kFlagged);
+  EXPECT_EQ(snap.messages[2].flags, 0);
+  EXPECT_EQ(snap.messages[3].flags, store::kDeleted | store::kDraft);
+}
+
 TEST_F(Import, HostileListLinesAreRefusedNamingTheLineBeforeAnyWrite) {
   WriteMbox(dir_ / "ok", Messages("ok", 2));
   const std::string before = StoreState(root_);
