@@ -113,6 +113,10 @@ void Escape(std::string_view in, std::string* out) {
 }
 
 void Unescape(std::string_view in, MboxFlavor flavor, std::string* out) {
+  if (flavor == MboxFlavor::kMboxcl2) {
+    out->assign(in.data(), in.size());
+    return;
+  }
   out->clear();
   out->reserve(in.size());
   size_t copied = 0;
@@ -135,14 +139,23 @@ void Unescape(std::string_view in, MboxFlavor flavor, std::string* out) {
 // its bytes, with memory for one output block (a run of '>' at a line start is counted, not kept).
 class QuotedFromLines {
  public:
-  enum class Mode { kEscape, kUnescapeMboxrd, kUnescapeMboxo };
+  enum class Mode { kEscape, kUnescapeMboxrd, kUnescapeMboxo, kVerbatim };
   static Mode Unescaping(MboxFlavor flavor) {
-    return flavor == MboxFlavor::kMboxrd ? Mode::kUnescapeMboxrd : Mode::kUnescapeMboxo;
+    switch (flavor) {
+      case MboxFlavor::kMboxrd: return Mode::kUnescapeMboxrd;
+      case MboxFlavor::kMboxo: return Mode::kUnescapeMboxo;
+      case MboxFlavor::kMboxcl2: return Mode::kVerbatim;
+    }
+    return Mode::kUnescapeMboxrd;
   }
 
   QuotedFromLines(Mode mode, const MboxSink& sink, size_t block) : mode_(mode), sink_(sink), block_(block) {}
 
   void Feed(std::string_view in) {
+    if (mode_ == Mode::kVerbatim) {
+      Append(in);
+      return;
+    }
     for (size_t i = 0; i < in.size();) {
       if (state_ == State::kLineStart) {
         // Escaping looks at /^>*From / lines, unescaping at /^>+From / ones.

@@ -21,7 +21,7 @@
 //    are body (Sun's /var/mail). A Content-Length that lands anywhere else is ignored, so a count
 //    that includes the separator or misses the final newline changes nothing.
 //  * Unescaping, on every line: kMboxrd turns ">From ", ">>From "... into one '>' fewer; kMboxo
-//    turns only ">From " into "From ".
+//    turns only ">From " into "From "; kMboxcl2 changes nothing.
 //  * Envelope: the sender is the first word; the rest is read as a date (asctime, optionally with
 //    a zone; RFC 5322 order works too), UTC when no zone is given, 0 when unreadable.
 //
@@ -52,8 +52,10 @@
 
 namespace storemove::interop {
 
-// How quoted "From " lines are unescaped.
-enum class MboxFlavor { kMboxrd, kMboxo };
+// How quoted "From " lines are unescaped. kMboxcl2 (Sun's /var/mail, where Content-Length
+// delimits messages): nothing is quoted, so every line is taken as it is (helper-73: a body's
+// ">From " became "From " and no longer matched its Content-Length).
+enum class MboxFlavor { kMboxrd, kMboxo, kMboxcl2 };
 
 // A header longer than this has its Content-Length ignored: the reader need not hold more of a
 // message than this to know where it ends.

@@ -30,6 +30,7 @@ struct ImportCliOptions {
   std::string list;
   std::string maildir;
   bool mboxo = false;
+  bool mboxcl2 = false;
   bool append_all = false;
   int timeout = 0;  // seconds without input from a pipe before giving up; 0 = wait
 };
@@ -90,9 +91,9 @@ void PrintArrival(const relinker::ArrivalLinker& linker) {
 void OnWait(const std::string& why) { std::fprintf(stderr, "storemove import: %s\n", why.c_str()); }
 
 int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
-  if (!o.list.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty() || o.mboxo)
-    Throw(Errc::kInvalidArgument,
-          "--maildir imports the whole tree into the user's folders: no --list, -s, -d, --mboxo or FILE with it");
+  if (!o.list.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty() || o.mboxo || o.mboxcl2)
+    Throw(Errc::kInvalidArgument, "--maildir imports the whole tree into the user's folders: no --list, -s, -d, --mboxo, "
+                                  "--mboxcl2 or FILE with it");
   if (o.user.empty()) Throw(Errc::kInvalidArgument, "import --maildir needs -u USER");
   auto store = OpenStore(root, {store::Durability::kNone, {}});  // waits said on stderr
   store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
@@ -148,7 +149,10 @@ int RunImport(const ImportCliOptions& o) {
   auto store = OpenStore(root, {store::Durability::kNone, {}});  // waits said on stderr
   store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
   interop::ImportOptions options;
-  options.flavor = o.mboxo ? interop::MboxFlavor::kMboxo : interop::MboxFlavor::kMboxrd;
+  if (o.mboxo && o.mboxcl2) Throw(Errc::kInvalidArgument, "import: --mboxo or --mboxcl2, not both");
+  options.flavor = o.mboxo     ? interop::MboxFlavor::kMboxo
+                   : o.mboxcl2 ? interop::MboxFlavor::kMboxcl2
+                               : interop::MboxFlavor::kMboxrd;
   options.append_all = o.append_all;
   relinker::ArrivalLinker linker(*store);  // the store's local.store.relinker.* settings
   options.before_commit = linker.Hook();
@@ -209,6 +213,9 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
                     "append every message, even one the folder already holds (imsimport's way; a rerun duplicates)");
   command->add_flag("--mboxo", o->mboxo,
                     "read the file as mboxo instead of mboxrd (they differ in how quoted >From lines are read)");
+  command->add_flag("--mboxcl2", o->mboxcl2,
+                    "read the file as mboxcl2 (Sun's /var/mail, messages delimited by Content-Length): nothing is "
+                    "quoted, so >From lines stay as they are");
   AddStallTimeoutOption(command, &o->timeout, "a pipe (-s /dev/stdin)");
   command->callback([o, chosen] { *chosen = [o] { return RunImport(*o); }; });
 }

@@ -234,6 +234,14 @@ TEST(MboxReaderTest, UnescapesPerFlavor) {
             "S: 1\n\nFrom x\n>From y\n>>From z\n> From w\n>Fromage\nx >From v\n");
   EXPECT_EQ(ReadText(text, MboxFlavor::kMboxo).at(0).bytes,
             "S: 1\n\nFrom x\n>>From y\n>>>From z\n> From w\n>Fromage\nx >From v\n");
+  // mboxcl2 (Sun's /var/mail) quotes nothing: every line as it is (helper-73: a body's ">From "
+  // lost its '>' and no longer matched its Content-Length).
+  EXPECT_EQ(ReadText(text, MboxFlavor::kMboxcl2).at(0).bytes, text.substr(7));
+  const std::string body = ">From the article you quoted\nFrom a line the count spans\n";
+  const std::string cl2 = "From a\nContent-Length: " + std::to_string(body.size()) + "\n\n" + body + "\nFrom b\nS: 2\n\ny\n";
+  const std::vector<MboxMessage> both = ReadText(cl2, MboxFlavor::kMboxcl2);
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_EQ(both[0].bytes, "Content-Length: " + std::to_string(body.size()) + "\n\n" + body);
   // Header lines too: the first line of a message may itself be an escaped envelope line.
   EXPECT_EQ(ReadText("From a\n>From b Sat Nov 28 10:00:00 2026\nS: 1\n\nx\n").at(0).bytes,
             "From b Sat Nov 28 10:00:00 2026\nS: 1\n\nx\n");
