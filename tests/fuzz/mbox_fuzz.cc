@@ -3,7 +3,7 @@
 // with kMboxrd, comes back byte for byte, with the same sender (bytes <= ' ' and DEL as '_', empty
 // as MAILER-DAEMON) and date.
 // The input's length picks how it is read: bit 0 from a pipe (not seekable) or a memory file,
-// bit 1 kMboxo or kMboxrd, bits 2-4 and 5-10 the whole-message limit and read size of a second,
+// bit 1 kMboxo (kMboxcl2 when bit 11 is set too) or kMboxrd, bits 2-4 and 5-10 the whole-message limit and read size of a second,
 // streamed read (MboxReader::Next with a sink), which must give the same messages or fail too.
 // The messages are also written with MboxWriter::WriteFile, which must write the same bytes.
 #include <fcntl.h>
@@ -74,7 +74,9 @@ std::string ShownSender(const std::string& sender) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > (512 << 10)) return -1;  // beyond a pipe's capacity; larger inputs add nothing
   bool from_pipe = size % 2 == 1;
-  ss::MboxFlavor flavor = size % 4 >= 2 ? ss::MboxFlavor::kMboxo : ss::MboxFlavor::kMboxrd;
+  ss::MboxFlavor flavor = size % 4 < 2           ? ss::MboxFlavor::kMboxrd
+                          : size / 2048 % 2 == 1 ? ss::MboxFlavor::kMboxcl2
+                                                 : ss::MboxFlavor::kMboxo;
   storemove::UniqueFd in = Input(data, size, from_pipe);
   bool ok = false;
   std::vector<ss::MboxMessage> messages = ReadAll(in.get(), flavor, &ok);

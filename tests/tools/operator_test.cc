@@ -327,9 +327,13 @@ TEST_F(OperatorStore, InterruptedRestoreSaysSoAndARerunCompletesIt) {
   const std::string stream = dir_ / "s.sm";
   ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream, "--compress", "none"}).status, 0);
   const std::string bytes = storemove::testing::SlurpFile(stream);
-  const std::string dst = dir_ / "dst";
-  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
   for (int sig : {SIGINT, SIGTERM}) {
+    // A store of its own for each signal: the restore dies as after kill -9 (_exit in the
+    // handler), and when that lands while it holds a mutex of the environment the next process
+    // to open it says so in a warning line of its own before recovering (once in a CI run the
+    // SIGTERM restore, opening the store the SIGINT one died in, printed that line too).
+    const std::string dst = dir_ / ("dst-" + std::to_string(sig));
+    ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
     int in[2];
     ASSERT_EQ(::pipe(in), 0);
     const std::string err_path = dir_ / "err";
@@ -362,12 +366,12 @@ TEST_F(OperatorStore, InterruptedRestoreSaysSoAndARerunCompletesIt) {
     EXPECT_NE(WEXITSTATUS(status), 0);
     EXPECT_TRUE(err.find("interrupted") != std::string::npos && err.find("again") != std::string::npos) << err;
     EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    CliResult rerun = RunCli({"restore", "--store", dst, "-f", stream});
+    ASSERT_EQ(rerun.status, 0) << rerun.Describe();
+    auto store = store::Store::Open(dst);
+    EXPECT_EQ(store->OpenFolder("ann", "INBOX")->Snapshot().messages.size(), 1u);
+    EXPECT_EQ(store->OpenFolder("mike", "INBOX")->Snapshot().messages.size(), 1u);
   }
-  CliResult rerun = RunCli({"restore", "--store", dst, "-f", stream});
-  ASSERT_EQ(rerun.status, 0) << rerun.Describe();
-  auto store = store::Store::Open(dst);
-  EXPECT_EQ(store->OpenFolder("ann", "INBOX")->Snapshot().messages.size(), 1u);
-  EXPECT_EQ(store->OpenFolder("mike", "INBOX")->Snapshot().messages.size(), 1u);
 }
 
 // A mounted snapshot is read-only: backup, list and verify read it (the mboxlist through a
