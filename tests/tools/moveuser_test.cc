@@ -534,6 +534,21 @@ class MoveUserFilled : public ::testing::Test {
     if (json) args.push_back("--json");
     return RunCli(args);
   }
+  // Three messages in dora's INBOX at the source, pulled once: its UIDNEXT here is the source's.
+  void FillThreeAndPull() {
+    ImapFiller filler(server_.port());
+    filler.Login("dora", "dora-pw");
+    for (int i = 0; i < 3; ++i) filler.Append("INBOX", {}, 1700000000 + i, "Subject: old " + std::to_string(i) + "\r\n\r\nold\r\n");
+    filler.Logout();
+    CliResult r = Pull();
+    ASSERT_EQ(r.status, 0) << r.Describe();
+  }
+  // `message` delivered here (after the MX switch): it takes the UID the source gives its next.
+  void DeliverHere(const std::string& message) {
+    WriteFileAtomic(tmp_ / "local", message, 0600);
+    CliResult r = storemove::testing::RunCliWithStdinFile({"deliver", "--store", store_, "--user", "dora"}, tmp_ / "local");
+    ASSERT_EQ(r.status, 0) << r.Describe();
+  }
   TempDir tmp_;
   DovecotServer server_;
   std::string store_;
@@ -547,20 +562,13 @@ class MoveUserFilled : public ::testing::Test {
 TEST_F(MoveUserFilled, ALocalDeliveryOfAnotherSizeUnderASourceUidLeavesTheFlagsFollowingTheSource) {
   Start();
   if (IsSkipped()) return;
-  {
-    ImapFiller filler(server_.port());
-    filler.Login("dora", "dora-pw");
-    for (int i = 0; i < 3; ++i) filler.Append("INBOX", {}, 1700000000 + i, "Subject: old " + std::to_string(i) + "\r\n\r\nold\r\n");
-    filler.Logout();
-  }
-  CliResult r = Pull();
-  ASSERT_EQ(r.status, 0) << r.Describe();
+  FillThreeAndPull();
+  if (HasFatalFailure()) return;
   const std::string local = "Subject: LOCAL\r\n\r\na local delivery after the MX switch\r\n";
   const std::string remote = "Subject: REMOTE\r\n\r\nshort\r\n";
   ASSERT_NE(local.size(), remote.size());
-  WriteFileAtomic(tmp_ / "local", local, 0600);
-  r = storemove::testing::RunCliWithStdinFile({"deliver", "--store", store_, "--user", "dora"}, tmp_ / "local");
-  ASSERT_EQ(r.status, 0) << r.Describe();
+  DeliverHere(local);
+  if (HasFatalFailure()) return;
   {
     ImapFiller filler(server_.port());
     filler.Login("dora", "dora-pw");
@@ -569,7 +577,7 @@ TEST_F(MoveUserFilled, ALocalDeliveryOfAnotherSizeUnderASourceUidLeavesTheFlagsF
     filler.Command("UID STORE 1 +FLAGS (\\Seen \\Answered)");
     filler.Logout();
   }
-  r = Pull();
+  CliResult r = Pull();
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("\"uid_conflicts\": 1,"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\"flags_updated\": 1,"), std::string::npos) << r.out;
@@ -605,21 +613,14 @@ TEST_F(MoveUserFilled, ALocalDeliveryOfAnotherSizeUnderASourceUidLeavesTheFlagsF
 TEST_F(MoveUserFilled, SourceMessageUnderAUidTakenByALocalDeliveryIsAddedNotSkipped) {
   Start();
   if (IsSkipped()) return;
-  {
-    ImapFiller filler(server_.port());
-    filler.Login("dora", "dora-pw");
-    for (int i = 0; i < 3; ++i) filler.Append("INBOX", {}, 1700000000 + i, "Subject: old " + std::to_string(i) + "\r\n\r\nold\r\n");
-    filler.Logout();
-  }
-  CliResult r = Pull();
-  ASSERT_EQ(r.status, 0) << r.Describe();
+  FillThreeAndPull();
+  if (HasFatalFailure()) return;
 
   const std::string local = "Subject: LOCAL1\r\n\r\nlocal body ABCD\r\n";
   const std::string remote = "Subject: REMOTE\r\n\r\nremote body XYZ\r\n";
   ASSERT_EQ(local.size(), remote.size());
-  WriteFileAtomic(tmp_ / "local", local, 0600);
-  r = storemove::testing::RunCliWithStdinFile({"deliver", "--store", store_, "--user", "dora"}, tmp_ / "local");
-  ASSERT_EQ(r.status, 0) << r.Describe();
+  DeliverHere(local);
+  if (HasFatalFailure()) return;
   MessageMeta delivered;
   {
     auto dst = Store::Open(store_);
@@ -635,7 +636,7 @@ TEST_F(MoveUserFilled, SourceMessageUnderAUidTakenByALocalDeliveryIsAddedNotSkip
     filler.Logout();
   }
 
-  r = Pull();
+  CliResult r = Pull();
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("\"uid_conflicts\": 1,"), std::string::npos) << r.out;
   {
