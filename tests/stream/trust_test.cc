@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 #include "format/format.h"
@@ -328,28 +329,35 @@ TEST(RestoreTrust, BackupLinksOnlyWithinTheWindow) {
   storemove::testing::ExpectEqualStores(*b, *a);
 }
 
+// A stream of mallory's INBOX with one message, its folder record shaped by `shape` (an ACL,
+// keyword names ... from a hostile writer).
+std::string MalloryInbox(const std::function<void(format::FolderRecord&)>& shape) {
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  enc.WriteHeader({});
+  WriteUser(enc, "mallory");
+  format::FolderRecord f;
+  f.user = "mallory";
+  f.folder = "INBOX";
+  f.uidvalidity = 1;
+  f.uidnext = 2;
+  shape(f);
+  enc.WriteFolder(f);
+  WriteMessage(enc, 1, "hi\r\n");
+  enc.EndFolder();
+  enc.Finish();
+  return std::string(sink.data());
+}
+
 // A folder's ACL is stored after the folder is published: an invalid one must stop the restore
 // before that (the mailbox stays invisible), not after it (a published mailbox and a failure).
 TEST(RestoreTrust, InvalidAclFailsBeforeTheFolderIsPublished) {
   TempDir tmp;
   auto s = store::Store::Init(tmp / "store", {});
   for (std::string acl : {"mallory lrs ../x lr", "mallory lrs anyone l\x01r", "mallory"}) {
-    format::StringSink sink;
-    format::Encoder enc(sink);
-    enc.WriteHeader({});
-    WriteUser(enc, "mallory");
-    format::FolderRecord f;
-    f.user = "mallory";
-    f.folder = "INBOX";
-    f.uidvalidity = 1;
-    f.uidnext = 2;
-    f.acl = acl;
-    enc.WriteFolder(f);
-    WriteMessage(enc, 1, "hi\r\n");
-    enc.EndFolder();
-    enc.Finish();
+    const std::string stream = MalloryInbox([&](format::FolderRecord& f) { f.acl = acl; });
     try {
-      RestoreBytes(s.get(), sink.data());
+      RestoreBytes(s.get(), stream);
       ADD_FAILURE() << "accepted ACL '" << acl << "'";
     } catch (const Error& e) {
       EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
@@ -357,7 +365,7 @@ TEST(RestoreTrust, InvalidAclFailsBeforeTheFolderIsPublished) {
     EXPECT_FALSE(s->FindFolder("mallory", "INBOX")) << acl;
     RestoreOptions keep_going;
     keep_going.continue_on_error = true;
-    EXPECT_EQ(RestoreBytes(s.get(), sink.data(), keep_going).errors, 1u);
+    EXPECT_EQ(RestoreBytes(s.get(), stream, keep_going).errors, 1u);
     EXPECT_FALSE(s->FindFolder("mallory", "INBOX")) << acl;
   }
 }
@@ -368,23 +376,8 @@ TEST(RestoreTrust, InvalidAclFailsBeforeTheFolderIsPublished) {
 TEST(RestoreTrust, KeywordNamesThatAreNotImapAtomsAreRefused) {
   TempDir tmp;
   auto s = store::Store::Init(tmp / "store", {});
-  // mallory's INBOX with these keyword names and one message.
   auto stream = [](const std::vector<std::string>& names) {
-    format::StringSink sink;
-    format::Encoder enc(sink);
-    enc.WriteHeader({});
-    WriteUser(enc, "mallory");
-    format::FolderRecord f;
-    f.user = "mallory";
-    f.folder = "INBOX";
-    f.uidvalidity = 1;
-    f.uidnext = 2;
-    f.user_flag_names = names;
-    enc.WriteFolder(f);
-    WriteMessage(enc, 1, "hi\r\n");
-    enc.EndFolder();
-    enc.Finish();
-    return sink.data();
+    return MalloryInbox([&](format::FolderRecord& f) { f.user_flag_names = names; });
   };
   const std::vector<std::vector<std::string>> refused = {
       {"evil\r\n* OK [ALERT] injected"}, {"sp ace"}, {"paren("}, {std::string("ctl\x01")},

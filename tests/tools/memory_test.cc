@@ -69,7 +69,32 @@ void WriteRandomMessage(const std::string& path, const std::string& subject, siz
 }
 
 // `storemove serve --insecure` on a free loopback port, its stderr into `log`; the child's pid.
-pid_t StartServe(const std::string& store, const std::string& log) {
+// `storemove serve --insecure` of `store` on a free loopback port, its stderr in `log`; killed
+// when it goes out of scope. port() is 0 when it did not say it listens (`log` says why).
+class ServeChild {
+ public:
+  ServeChild(const std::string& store, const std::string& log) : pid_(Start(store, log)) {
+    if (pid_ < 0 || !WaitForFile(log, "listening on 127.0.0.1:")) return;
+    const std::string said = SlurpFile(log);
+    port_ = std::stoi(said.substr(said.find("listening on 127.0.0.1:") + 23, 5));
+  }
+  ~ServeChild() { Stop(); }
+  void Stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  pid_t pid() const { return pid_; }
+  int port() const { return port_; }
+
+ private:
+  static pid_t Start(const std::string& store, const std::string& log);
+  pid_t pid_;
+  int port_ = 0;
+};
+
+pid_t ServeChild::Start(const std::string& store, const std::string& log) {
   const pid_t serve = ::fork();
   if (serve != 0) return serve;
   const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -105,21 +130,11 @@ TEST(ServeMemory, ARestoreHeldUpWhileItsClientSendsStaysUnder64MiB) {
   ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
 
   const std::string log = tmp / "serve.err";
-  const pid_t serve = StartServe(dst, log);
-  ASSERT_GE(serve, 0);
-  const auto stop_serve = [&] {
-    ::kill(serve, SIGKILL);
-    ::waitpid(serve, nullptr, 0);
-  };
-  if (!WaitForFile(log, "listening on 127.0.0.1:")) {
-    stop_serve();
-    FAIL() << SlurpFile(log);
-  }
-  const std::string said = SlurpFile(log);
-  const std::string port = said.substr(said.find("listening on 127.0.0.1:") + 23, 5);
+  ServeChild serve(dst, log);
+  ASSERT_NE(serve.port(), 0) << SlurpFile(log);
   CliResult client;
   std::thread backup([&] {
-    client = RunCli({"backup", "--store", src, "--to", "127.0.0.1:" + std::to_string(std::stoi(port)), "--insecure"});
+    client = RunCli({"backup", "--store", src, "--to", "127.0.0.1:" + std::to_string(serve.port()), "--insecure"});
   });
 
   // The restore waits for Sent's lock; the session's I/O thread reads on until its queue is full
@@ -129,14 +144,14 @@ TEST(ServeMemory, ARestoreHeldUpWhileItsClientSendsStaysUnder64MiB) {
   int unchanged = 0;
   for (const auto deadline = Clock::now() + kPatience; waiting && unchanged < 20 && Clock::now() < deadline;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    const long now = StatusKiB(serve, "VmRSS");
+    const long now = StatusKiB(serve.pid(), "VmRSS");
     unchanged = now == last ? unchanged + 1 : 0;
     last = now;
   }
   ::flock(held.get(), LOCK_UN);
   backup.join();
-  const long peak_kib = StatusKiB(serve, "VmHWM");
-  stop_serve();
+  const long peak_kib = StatusKiB(serve.pid(), "VmHWM");
+  serve.Stop();
   ASSERT_TRUE(waiting) << SlurpFile(log);
   EXPECT_EQ(client.status, 0) << client.Describe();
   std::printf("serve: %ld KiB held up, %ld KiB at the peak\n", last, peak_kib);
@@ -158,18 +173,9 @@ TEST(ServeMemory, LargeSetStatusRequestsAreServedOneAtATime) {
   const std::string dst = tmp / "dst";
   ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
   const std::string log = tmp / "serve.err";
-  const pid_t serve = StartServe(dst, log);
-  ASSERT_GE(serve, 0);
-  const auto stop_serve = [&] {
-    ::kill(serve, SIGKILL);
-    ::waitpid(serve, nullptr, 0);
-  };
-  if (!WaitForFile(log, "listening on 127.0.0.1:")) {
-    stop_serve();
-    FAIL() << SlurpFile(log);
-  }
-  const std::string said = SlurpFile(log);
-  const int port = std::stoi(said.substr(said.find("listening on 127.0.0.1:") + 23, 5));
+  ServeChild serve(dst, log);
+  ASSERT_NE(serve.port(), 0) << SlurpFile(log);
+  const int port = serve.port();
   auto frame = [](uint8_t type, const std::string& payload) {
     std::string out(1, char(type));
     const uint32_t n = uint32_t(payload.size());
@@ -224,8 +230,8 @@ TEST(ServeMemory, LargeSetStatusRequestsAreServedOneAtATime) {
       ::close(fd);
     });
   for (std::thread& t : clients) t.join();
-  const long peak_kib = StatusKiB(serve, "VmHWM");
-  stop_serve();
+  const long peak_kib = StatusKiB(serve.pid(), "VmHWM");
+  serve.Stop();
   for (const std::string& answer : answers)
     EXPECT_NE(answer.find("no such user: u0 (no status was changed)"), std::string::npos) << answer;
   std::printf("serve: %ld KiB at the peak, four 8 MiB set-status REQUESTs at once\n", peak_kib);
