@@ -417,6 +417,26 @@ std::vector<std::string> MboxPaths(const std::vector<std::string>& folders) {
   return paths;
 }
 
+// Dovecot's `subscriptions` file (version 2) for the user's own folders the pattern selects.
+static void WriteSubscriptions(Store& store, const ExportOptions& options, int root, ExportReport* report) {
+  const std::string prefix = "user/" + options.user + "/";
+  std::string text(kSubscriptionsVersion2);
+  for (const std::string& mailbox : store.Subscriptions(options.user)) {
+    if (!mailbox.starts_with(prefix)) {
+      ++report->subscriptions_not_kept;
+      continue;
+    }
+    const std::string folder = mailbox.substr(prefix.size());
+    if (!store::MatchPattern(options.folder_pattern, folder)) continue;
+    text += MaildirSubscriptionLine(folder) + "\n";
+    ++report->subscriptions;
+  }
+  if (report->subscriptions == 0) return;
+  const std::string path = JoinPath(options.out_dir, "subscriptions");
+  UniqueFd file = CreateFileAt(root, "subscriptions", path);
+  WriteAll(file.get(), text.data(), text.size(), path);
+}
+
 // One export into *root (opened and checked on the first call); throws FolderMovedAway.
 static ExportReport ExportOnce(Store& store, const ExportOptions& options, UniqueFd* root_dir) {
   store::ValidateUserId(options.user);
@@ -473,6 +493,7 @@ static ExportReport ExportOnce(Store& store, const ExportOptions& options, Uniqu
     report.bytes += out.bytes;
     report.vanished += out.vanished;
   }
+  if (options.format == ExportFormat::kMaildir) WriteSubscriptions(store, options, root.get(), &report);
   if (::syncfs(root.get()) != 0) ThrowErrno("sync " + options.out_dir);
   // Complete and on disk: only now does the directory stop saying "unfinished".
   if (::unlinkat(root.get(), kUnfinishedMarker, 0) != 0) ThrowErrno("unlink " + JoinPath(options.out_dir, kUnfinishedMarker));

@@ -42,6 +42,9 @@
 //  * Flags: D Draft, F Flagged, R Answered, S Seen, T Deleted; user flags that are IMAP atoms
 //    become Dovecot keywords `a`..`z` listed in `dovecot-keywords`. \Recent, Archived and user
 //    flags beyond those 26 (or not atoms) are not kept; ExportReport counts the messages concerned.
+//  * `subscriptions` (Dovecot's, version 2) lists the user's subscriptions to its own folders
+//    that the pattern selects; a subscription to another user's folder has no place there and
+//    is counted in ExportReport.
 //  * `dovecot-uidlist` keeps the folder's UIDVALIDITY, next UID and each message's UID, so IMAP
 //    clients of the Dovecot that picks the tree up need not download the mail again.
 //
@@ -84,6 +87,8 @@ struct ExportReport {
   uint64_t bytes = 0;
   uint64_t vanished = 0;
   uint64_t flags_not_kept = 0;  // maildir: messages that lost Archived or a user flag
+  uint64_t subscriptions = 0;            // maildir: lines of the `subscriptions` file written
+  uint64_t subscriptions_not_kept = 0;   // maildir: subscriptions to other users' folders
 };
 
 // kNotFound when the user does not exist or no folder matches; kExists when out_dir is not an

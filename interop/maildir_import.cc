@@ -13,6 +13,7 @@
 #include <ctime>
 #include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -466,6 +467,57 @@ class MaildirImporter {
   std::string buffer_;
 };
 
+// Dovecot's `subscriptions` (version 1 or 2), else Courier's `courierimapsubscribed` ("INBOX" and
+// "INBOX.<Maildir++ name>" lines). Lines that name no folder are warnings: Dovecot drops them too.
+std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std::vector<std::string>* warnings) {
+  // A backup stream carries at most 65,536 per user (format::kMaxSubscriptions): no more come in.
+  constexpr size_t kMaxSubscriptions = size_t{1} << 16;
+  std::string name = "subscriptions";
+  std::optional<std::string> text = ReadControlFile(root, name, JoinPath(dir, name));
+  const bool courier = !text;
+  if (courier) {
+    name = "courierimapsubscribed";
+    text = ReadControlFile(root, name, JoinPath(dir, name));
+    if (!text) return {};
+  }
+  const std::string shown = JoinPath(dir, name);
+  std::string_view body = *text;
+  int version = 1;
+  if (!courier && body.starts_with(kSubscriptionsVersion2)) {
+    version = 2;
+    body.remove_prefix(kSubscriptionsVersion2.size());
+  }
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  size_t line_no = version == 2 ? 2 : 0;
+  for (std::string_view line : Lines(body)) {
+    ++line_no;
+    if (line.empty()) continue;
+    if (out.size() == kMaxSubscriptions) {
+      warnings->push_back(shown + ": more than " + std::to_string(kMaxSubscriptions) + " subscriptions; the rest not read");
+      break;
+    }
+    std::string_view storage_name = line;
+    if (courier) {
+      if (storage_name.starts_with("INBOX.")) storage_name.remove_prefix(6);
+      else if (storage_name != "INBOX") {
+        warnings->push_back(shown + " line " + std::to_string(line_no) + ": '" + PrintableName(line) +
+                            "' is not INBOX or below it; not subscribed");
+        continue;
+      }
+    }
+    try {
+      std::string folder = MaildirSubscribedFolder(storage_name, version);
+      store::ValidateFolderName(folder);
+      folder = store::NormalizeFolder(folder);
+      if (seen.insert(folder).second) out.push_back(std::move(folder));
+    } catch (const Error& e) {
+      warnings->push_back(shown + " line " + std::to_string(line_no) + ": " + e.what() + "; not subscribed");
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 MaildirTree ScanMaildir(const std::string& dir) {
@@ -525,6 +577,7 @@ MaildirTree ScanMaildir(const std::string& dir) {
   }
   std::sort(tree.folders.begin() + 1, tree.folders.end(),
             [](const MaildirFolderScan& a, const MaildirFolderScan& b) { return a.folder < b.folder; });
+  tree.subscriptions = ReadSubscriptions(tree.root.get(), tree.dir, &tree.warnings);
   return tree;
 }
 
@@ -569,6 +622,15 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
     report.size_hints_wrong += outcome.size_hints_wrong;
     if (options.on_folder) options.on_folder(outcome.folder);
     report.folders.push_back(std::move(outcome.folder));
+  }
+  // After the messages, so a subscribed folder the tree holds exists when a client first lists it.
+  const std::string prefix = "user/" + options.user + "/";
+  std::set<std::string> had;
+  for (std::string& mailbox : store.Subscriptions(options.user)) had.insert(std::move(mailbox));
+  for (const std::string& folder : tree.subscriptions) {
+    if (had.count(prefix + folder)) continue;
+    store.Subscribe(options.user, prefix + folder);
+    ++report.subscribed;
   }
   // Commits of unpublished folders counted their bytes too; one recount makes quota exact.
   store.RecomputeQuota(options.user);

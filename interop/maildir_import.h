@@ -25,6 +25,9 @@
 //    leaves too few UIDs (the last is 4294967294) for the files the list does not name. Every
 //    file is then opened beneath its directory without following links, so a link planted
 //    during the import fails it instead of being followed.
+//  * Subscriptions: the tree's `subscriptions` file (Dovecot's, version 1 or 2) or Courier's
+//    `courierimapsubscribed` subscribes the user to the folders it names, after the messages; a
+//    rerun adds what is missing and removes nothing.
 //  * Durability and reruns as the mbox import (interop/import.h, interop/folder_filler.h): a new
 //    folder is built unpublished and appears whole; an existing folder gains batches and skips a
 //    message whose exact bytes it already holds, so a rerun (after kill -9 too) adds only what
@@ -72,6 +75,10 @@ struct MaildirTree {
   UniqueFd root;  // DIR, opened without following links
   std::vector<MaildirFolderScan> folders;  // INBOX first, then by name
   std::vector<std::string> warnings;
+  // Folders the tree's `subscriptions` file names (Dovecot, version 1 or 2; else Courier's
+  // `courierimapsubscribed`), normalised, each once. A line that names no valid folder is a
+  // warning, not an error: Dovecot itself drops such lines.
+  std::vector<std::string> subscriptions;
 };
 
 // Reads the tree's structure (not the messages) and checks every rule above. Throws with one line
@@ -100,6 +107,7 @@ struct MaildirImportReport {
   uint64_t flags_not_kept = 0;    // messages with a flag letter the store cannot keep
   uint64_t new_uids = 0;          // messages of created folders that dovecot-uidlist did not name
   uint64_t size_hints_wrong = 0;  // messages whose name's S= differs from the bytes read
+  uint64_t subscribed = 0;        // subscriptions of the tree the user did not have yet
 };
 
 struct MaildirImportOptions {

@@ -122,6 +122,45 @@ std::string MaildirFolderName(std::string_view dir_name) {
   }
 }
 
+std::string MaildirSubscriptionLine(std::string_view folder) {
+  const std::string dir = MaildirFolderDir(folder);
+  if (dir.empty()) return "INBOX";
+  std::string line;
+  for (char c : std::string_view(dir).substr(1)) {
+    switch (c) {
+      case '.': line.push_back('\t'); break;  // '.' inside a component is \2e, so every '.' separates
+      case '\001': line += "\0011"; break;
+      case '\t': line += "\001t"; break;
+      case '\r': line += "\001r"; break;
+      case '\n': line += "\001n"; break;
+      default: line.push_back(c);
+    }
+  }
+  return line;
+}
+
+std::string MaildirSubscribedFolder(std::string_view line, int version) {
+  const char separator = version >= 2 ? '\t' : '.';
+  if (!line.empty() && line.back() == separator) line.remove_suffix(1);  // older writers added one
+  if (version < 2) return MaildirFolderName(line);
+  std::string dir_name;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == '\t') {
+      dir_name.push_back('.');
+    } else if (c == '\001' && i + 1 < line.size()) {
+      const char next = line[++i];
+      const char unescaped = next == '1' ? '\001' : next == 't' ? '\t' : next == 'r' ? '\r' : next == 'n' ? '\n' : next;
+      if (unescaped == '.' || unescaped == '\t')
+        Throw(Errc::kInvalidArgument, "'" + PrintableName(line) + "' has a separator inside a component");
+      dir_name.push_back(unescaped);
+    } else {
+      dir_name.push_back(c);
+    }
+  }
+  return MaildirFolderName(dir_name);
+}
+
 MaildirFileName SplitMaildirFileName(std::string_view name) {
   MaildirFileName out;
   const size_t colon = name.find(':');

@@ -22,6 +22,18 @@ std::string MaildirFolderDir(std::string_view folder);
 // The info part after ":2," for system flags and keyword letters ("DFRST" then "a".."z" order).
 std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits);
 
+// --- subscriptions: Dovecot's `subscriptions` file, both ways -------------------------------
+// Version 2 begins with this header; each line then names one folder by the components of its
+// Maildir++ name (MaildirFolderDir without the leading '.', split at '.') joined by TAB, each
+// component with \001, TAB, CR and LF written as \001 then '1', 't', 'r', 'n' (Dovecot's tab
+// escaping). Version 1 (no header) has the Maildir++ name itself, '.'-separated. INBOX is "INBOX".
+constexpr std::string_view kSubscriptionsVersion2 = "V\t2\n\n";
+// The export's line for a folder (version 2, without the line end).
+std::string MaildirSubscriptionLine(std::string_view folder);
+// The folder a line of a file of `version` (1 or 2) names, as MaildirFolderName decodes it; a
+// trailing separator is ignored. Throws kInvalidArgument like MaildirFolderName.
+std::string MaildirSubscribedFolder(std::string_view line, int version);
+
 // --- read by the import ----------------------------------------------------------------------
 // The folder of a Maildir++ directory, given its name without the leading '.':
 // "Projects.2024" -> "Projects/2024", "a\2eb" -> "a.b", "Entw&APw-rfe" -> "Entwürfe".

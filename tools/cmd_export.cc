@@ -35,6 +35,12 @@ int RunExport(ExportCliOptions& options) {
     std::printf("%llu messages lost flags Maildir cannot hold (Archived, or user flags beyond 26 or not IMAP atoms)\n",
                 static_cast<unsigned long long>(report.flags_not_kept));
   }
+  if (report.subscriptions != 0)
+    std::printf("%llu subscriptions written to %s/subscriptions\n", static_cast<unsigned long long>(report.subscriptions),
+                options.export_options.out_dir.c_str());
+  if (report.subscriptions_not_kept != 0)
+    std::printf("%llu subscriptions to other users' folders not written (a Maildir++ tree holds the user's own)\n",
+                static_cast<unsigned long long>(report.subscriptions_not_kept));
   return 0;
 }
 
@@ -49,7 +55,7 @@ void AddExportCommand(CLI::App& root, Action* chosen) {
       "        sub-folders go into the directory <name>/ (mboxrd; envelope sender from Return-Path)\n"
       "  maildir: OUTDIR is the INBOX maildir, other folders are OUTDIR/.Sent, OUTDIR/.Projects.2024\n"
       "        (Dovecot's names: listescape '\\' escapes, modified UTF-7), with flags, keywords,\n"
-      "        UIDs and UIDVALIDITY in dovecot-uidlist\n"
+      "        UIDs and UIDVALIDITY in dovecot-uidlist, the user's subscriptions in subscriptions\n"
       "  OUTDIR must not exist or be empty: export never merges into or overwrites earlier output;\n"
       "  an export killed or failed there is started over by running it again (its marker file\n"
       "  .storemove-export-unfinished stays until the export is complete and on disk).\n"

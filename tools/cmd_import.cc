@@ -131,6 +131,8 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
   if (report.flags_not_kept)
     std::printf("; %llu messages lost a flag the store cannot keep",
                 static_cast<unsigned long long>(report.flags_not_kept));
+  if (report.subscribed)
+    std::printf("; %llu subscriptions added", static_cast<unsigned long long>(report.subscribed));
   std::printf("\n");
   PrintArrival(linker);
   return 0;
@@ -196,7 +198,8 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
       "  -u USER FILE... [-d FOLDER]   each file into the folder of its base name less .mbox (or all into FOLDER)\n"
       "  --list LIST                   lines USER<TAB>FOLDER<TAB>MBOX_PATH (relative paths: from LIST's directory)\n"
       "  -u USER --maildir DIR         a Maildir++ tree (Dovecot, Courier, export --format maildir): DIR is INBOX,\n"
-      "                                .Sub.Folder is Sub/Folder; flags, keywords, dates and (new folders) UIDs kept\n"
+      "                                .Sub.Folder is Sub/Folder; flags, keywords, dates, subscriptions and\n"
+      "                                (new folders) UIDs kept\n"
       "A new folder appears only once its file is complete; a message the folder already holds (same bytes)\n"
       "is skipped, so running an interrupted import again completes it without duplicates. Exit 0 = on disk.");
   AddStoreOption(command, &o->store_dir);

@@ -3,8 +3,10 @@
 //  * only storemove::Error escapes MaildirFolderName(A) and ScanMaildir;
 //  * the export's directory name of any folder string A decodes back to A (the import is the
 //    export's exact inverse), and a name the import accepts is a fixed point of encode + decode;
+//  * a folder name the store accepts reads back from its subscription line;
 //  * ScanMaildir of a tree whose dovecot-uidlist is B and dovecot-keywords C puts the messages
-//    B names first, by UID, then the others; keyword bits only for letters C names.
+//    B names first, by UID, then the others; keyword bits only for letters C names; with A as
+//    its subscriptions file, every folder it subscribes to is one the store accepts.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +17,7 @@
 
 #include "interop/maildir_import.h"
 #include "interop/maildir_names.h"
+#include "store/store.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace ss = storemove::interop;
@@ -58,7 +61,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(again == folder);
   }
 
-  // A tree: two messages in cur/, one in new/, the input's uidlist and keywords.
+  // A folder the store accepts reads back from its subscription line.
+  bool valid = true;
+  try {
+    storemove::store::ValidateFolderName(a);
+  } catch (const storemove::Error&) {
+    valid = false;
+  }
+  if (valid) {
+    std::string subscribed;
+    FUZZ_CHECK(storemove::fuzz::OnlyStoremoveErrors("subscription line", [&] {
+      subscribed = ss::MaildirSubscribedFolder(ss::MaildirSubscriptionLine(a), 2);
+    }));
+    FUZZ_CHECK(subscribed == a);
+  }
+
+  // A tree: two messages in cur/, one in new/, the input's uidlist and keywords; A is its
+  // subscriptions file, whose lines are only ever warnings.
   const std::string tree = storemove::fuzz::ScratchDir() + "/maildir";
   std::filesystem::remove_all(tree);
   for (const char* sub : {"", "/cur", "/new", "/tmp"}) FUZZ_CHECK(::mkdir((tree + sub).c_str(), 0700) == 0);
@@ -67,9 +86,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   WriteFile(tree + "/new/3.c", "Subject: c\n\nz\n");
   if (first != std::string_view::npos) WriteFile(tree + "/dovecot-uidlist", b);
   if (!c.empty()) WriteFile(tree + "/dovecot-keywords", c);
+  WriteFile(tree + "/subscriptions", a);
   ss::MaildirTree scanned;
   if (!storemove::fuzz::OnlyStoremoveErrors("maildir scan", [&] { scanned = ss::ScanMaildir(tree); })) return 0;
   FUZZ_CHECK(scanned.folders.size() == 1 && scanned.folders[0].folder == "INBOX");
+  for (const std::string& name : scanned.subscriptions) {
+    FUZZ_CHECK(storemove::fuzz::OnlyStoremoveErrors("subscribed name", [&] { storemove::store::ValidateFolderName(name); }));
+  }
   const ss::MaildirFolderScan& inbox = scanned.folders[0];
   FUZZ_CHECK(inbox.messages.size() == 3);
   uint32_t named = 0;

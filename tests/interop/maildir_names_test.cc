@@ -37,6 +37,31 @@ TEST(MaildirNames, FolderNamesAreTheInverseOfTheExportsDirectoryNames) {
   }
 }
 
+// Lines as Dovecot 2.3.19 wrote them (listescape, mailbox_list_utf8 = no) for IMAP SUBSCRIBE of
+// "Projects/2024", "a.b", "Entwürfe", "back\slash" and INBOX; and every name the export writes.
+TEST(MaildirNames, SubscriptionLinesAreDovecotsBothWays) {
+  const std::vector<std::pair<std::string, std::string>> dovecot = {
+      {"Projects/2024", "Projects\t2024"}, {"a.b", "a\\2eb"}, {"Entwürfe", "Entw&APw-rfe"},
+      {"back\\slash", "back\\5cslash"}, {"INBOX", "INBOX"}};
+  for (const auto& [folder, line] : dovecot) {
+    EXPECT_EQ(MaildirSubscriptionLine(folder), line);
+    EXPECT_EQ(MaildirSubscribedFolder(line, 2), folder);
+  }
+  for (const std::string folder : {"Sent", "INBOX/Sub", "Archive/2023/Q1", "~tilde", "日本語/台北", "a&b", "dot.",
+                                   ".lead/trail.", "tab\there", "\x01one"}) {
+    const std::string line = MaildirSubscriptionLine(folder);
+    EXPECT_EQ(line.find_first_of("\n\r"), std::string::npos) << line;
+    EXPECT_EQ(MaildirSubscribedFolder(line, 2), folder) << line;
+  }
+  EXPECT_EQ(MaildirSubscriptionLine("tab\there"), "tab&AAk-here");  // modified UTF-7 encodes control characters
+  // Version 1 holds the Maildir++ name; a trailing separator (older writers) is ignored.
+  EXPECT_EQ(MaildirSubscribedFolder("Projects.2024", 1), "Projects/2024");
+  EXPECT_EQ(MaildirSubscribedFolder("Projects.", 1), "Projects");
+  EXPECT_EQ(MaildirSubscribedFolder("Projects\t2024\t", 2), "Projects/2024");
+  EXPECT_EQ(ErrorOf([] { MaildirSubscribedFolder("a\t&AC8-b", 2); }), Errc::kInvalidArgument);
+  EXPECT_EQ(ErrorOf([] { MaildirSubscribedFolder("a\001tb", 2); }), Errc::kInvalidArgument);
+}
+
 TEST(MaildirNames, DovecotNamesDecode) {
   EXPECT_EQ(MaildirFolderName("Projects.2024"), "Projects/2024");
   EXPECT_EQ(MaildirFolderName("a\\2eb.c"), "a.b/c");

@@ -4,7 +4,7 @@ builds the tree (IMAP CREATE, APPEND with flags, keywords and internal dates, de
 dovecot-lda into new/, STORE, EXPUNGE),
 storemove imports it into a fresh store, exports that again as a Maildir, and a second Dovecot
 serves the result: every folder, UIDVALIDITY, UID, flag, keyword, internal date and message body
-must be what the first Dovecot served.
+must be what the first Dovecot served, and LSUB the same subscriptions.
 
 Usage: dovecot_import_test.py --storemove BIN --corpus DIR [--dovecot /usr/sbin/dovecot]
 Exit status 77 (ctest SKIP_RETURN_CODE) when dovecot or the corpus is absent. DOVECOT_TEST_KEEP=1
@@ -93,6 +93,26 @@ def snapshot(imap):
     return out
 
 
+SUBSCRIBED = ["INBOX", "Projects/2024", "a.b", "Entwürfe", "back\\slash", "日本語/台北", "INBOX/Sub"]
+
+
+def subscribed(imap):
+    """The folders LSUB "" "*" lists, decoded."""
+    status, listing = imap.lsub('""', "*")
+    if status != "OK":
+        dt.fail("LSUB: %s" % listing)
+    names = set()
+    for line in listing:
+        if line is None:
+            continue
+        m = re.match(rb'\(([^)]*)\) "(.)" (?:"((?:[^"\\]|\\.)*)"|(\S+))$', line)
+        if not m:
+            dt.fail("unparsed LSUB line %r" % line)
+        raw = m.group(3) if m.group(3) is not None else m.group(4)
+        names.add(dt.utf7_decode(re.sub(rb'\\(.)', rb"\1", raw).decode("ascii")))
+    return names
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--storemove", required=True)
@@ -122,6 +142,10 @@ def main():
                 status, data = imap.create(quoted(folder))
                 if status != "OK":
                     dt.fail("CREATE %s: %s" % (folder, data))
+        for folder in SUBSCRIBED:
+            status, data = imap.subscribe(quoted(folder))
+            if status != "OK":
+                dt.fail("SUBSCRIBE %s: %s" % (folder, data))
         entries = [e for e in dt.pick_messages(dt.read_manifests(args.corpus)) if not e["flags"].get("nul")]
         for i, entry in enumerate(entries):
             folder = dt.FOLDERS[i % len(dt.FOLDERS)]
@@ -152,6 +176,9 @@ def main():
         imap.expunge()
         imap.close()
         before = snapshot(imap)
+        subscribed_before = subscribed(imap)
+        if subscribed_before != set(SUBSCRIBED):
+            dt.fail("Dovecot's LSUB lists %s, expected %s" % (sorted(subscribed_before), sorted(SUBSCRIBED)))
         imap.logout()
         dt.stop_dovecot(process)
         if set(before) != set(dt.FOLDERS):
@@ -171,7 +198,11 @@ def main():
         process, imap = start_dovecot(args.dovecot, os.path.join(tmp, "second"), again)
         processes.append(process)
         after = snapshot(imap)
+        subscribed_after = subscribed(imap)
         imap.logout()
+        if subscribed_after != subscribed_before:
+            dt.fail("after the round trip LSUB lists %s, before %s" % (sorted(subscribed_after),
+                                                                       sorted(subscribed_before)))
 
         if set(after) != set(before):
             dt.fail("after the round trip Dovecot lists %s, before %s" % (sorted(after), sorted(before)))
@@ -196,8 +227,8 @@ def main():
                 checked += 1
         if checked < 200:
             dt.fail("only %d messages compared" % checked)
-        print("Dovecot's maildir imported: all %d messages of %d folders kept UID, flags, keywords, date and body"
-              % (checked, len(before)))
+        print("Dovecot's maildir imported: all %d messages of %d folders kept UID, flags, keywords, date and body;"
+              " %d subscriptions kept" % (checked, len(before), len(subscribed_before)))
         passed = True
         return 0
     finally:

@@ -354,6 +354,63 @@ TEST_F(MaildirImport, IntoExistingFoldersOnlyWhatIsMissingIsAdded) {
   check();
 }
 
+// The tree's subscriptions arrive (Dovecot's file, version 2 as Dovecot 2.3 writes it, or Courier's);
+// a line naming no valid folder is a warning, as Dovecot drops it; a rerun adds nothing; the
+// export writes them back and a second import reads the same ones.
+TEST_F(MaildirImport, SubscriptionsArriveAndGoBackOut) {
+  MakeMaildir(tree_);
+  for (const char* folder : {".Sent", ".Projects.2024", ".a\\2eb"}) MakeMaildir(tree_ + "/" + folder);
+  WriteFileAt(tree_ + "/.Sent/cur/1.a.mx:2,S", Message("sent", 0), 1);
+  // Lines 3..9: Gone does not exist (IMAP allows that); "..\tx" is "../x"; "&*-" is not UTF-7.
+  WriteFileAt(tree_ + "/subscriptions", "V\t2\n\nINBOX\nSent\nProjects\t2024\na\\2eb\nGone\n..\tx\n&*-\nSent\n");
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("; 5 subscriptions added\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("warning: " + tree_ + "/subscriptions line 8: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("warning: " + tree_ + "/subscriptions line 9: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("; not subscribed"), std::string::npos) << r.err;
+  const std::vector<std::string> want = {"user/joe/Gone", "user/joe/INBOX", "user/joe/Projects/2024", "user/joe/Sent",
+                                         "user/joe/a.b"};
+  auto subscriptions = [&](const std::string& user) {
+    auto store = store::Store::Open(root_);
+    std::vector<std::string> got = store->Subscriptions(user);
+    std::sort(got.begin(), got.end());
+    return got;
+  };
+  EXPECT_EQ(subscriptions("joe"), want);
+
+  r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out.find("subscriptions added"), std::string::npos) << r.out;
+  EXPECT_EQ(subscriptions("joe"), want);
+
+  const std::string out = dir_ / "exported";
+  r = RunCli({"export", "--store", root_, "-u", "joe", "-d", out, "--format", "maildir"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("5 subscriptions written to " + out + "/subscriptions\n"), std::string::npos) << r.out;
+  std::ifstream in(out + "/subscriptions", std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(text.starts_with("V\t2\n\n")) << text;
+  for (const char* line : {"\nINBOX\n", "\nSent\n", "\nProjects\t2024\n", "\na\\2eb\n", "\nGone\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line << " in " << text;
+  r = Run({"-u", "kim", "--maildir", out});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  std::vector<std::string> kims = subscriptions("kim");
+  for (std::string& mailbox : kims) mailbox.replace(0, 9, "user/joe/");
+  EXPECT_EQ(kims, want);
+
+  // Courier-IMAP's file: "INBOX" and "INBOX.<name>" lines.
+  const std::string courier = dir_ / "courier";
+  MakeMaildir(courier);
+  WriteFileAt(courier + "/courierimapsubscribed", "INBOX\nINBOX.Sent\nINBOX.Lists.dev\nOther\n");
+  r = Run({"-u", "lee", "--maildir", courier});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find(courier + "/courierimapsubscribed line 4: 'Other' is not INBOX or below it"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(subscriptions("lee"), (std::vector<std::string>{"user/lee/INBOX", "user/lee/Lists/dev", "user/lee/Sent"}));
+}
+
 // A message file far larger than any buffer is copied a block at a time: memory does not grow
 // with it (the import held it whole: 105 MiB for this one), and it keeps its listed UID, its
 // flags and its bytes; rerun into the existing folder, it is found present and not added again.
