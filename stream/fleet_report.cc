@@ -11,6 +11,7 @@
 #include "util/printable.h"
 #include "util/fs.h"
 #include "util/version.h"
+#include "util/plural.h"
 
 namespace storemove::stream {
 
@@ -185,14 +186,13 @@ std::string FleetReport::Text(size_t slowest) const {
                 dir.c_str(), (unsigned long long)reports, groups.size(), (unsigned long long)groups_failed,
                 (unsigned long long)jobs_failed);
   out += buf;
-  std::snprintf(buf, sizeof buf,
-                "moved: %llu users (%llu already moved by earlier runs), %llu messages, %s of messages, %s sent\n",
-                (unsigned long long)users, (unsigned long long)already_moved, (unsigned long long)messages,
+  std::snprintf(buf, sizeof buf, "moved: %s (%llu already moved by earlier runs), %s, %s of messages, %s sent\n",
+                Counted(users, "user").c_str(), (unsigned long long)already_moved, Counted(messages, "message").c_str(),
                 HumanBytes(double(bytes_raw)).c_str(), HumanBytes(double(bytes_sent)).c_str());
   out += buf;
   if (groups_failed > 0) {
-    std::snprintf(buf, sizeof buf, "not moved: %llu users of the %llu failed groups (still on their sources)\n",
-                  (unsigned long long)users_not_moved, (unsigned long long)groups_failed);
+    std::snprintf(buf, sizeof buf, "not moved: %s of the %s (still on their sources)\n",
+                  Counted(users_not_moved, "user").c_str(), Counted(groups_failed, "failed group").c_str());
     out += buf;
   }
   std::snprintf(buf, sizeof buf, "hold: max %.2f s, mean %.2f s, p95 %.2f s\n", hold_max, hold_mean, hold_p95);
@@ -211,8 +211,8 @@ std::string FleetReport::Text(size_t slowest) const {
   for (const std::string& b : broken) out += "BROKEN " + b + "\n";
   for (const std::string& line : recovered) out += "recovered " + line + "\n";
   if (users_in_no_group > 0) {
-    out += "in no group: " + std::to_string(users_in_no_group) +
-           " users no job moved (backup-groups.conf takes none of them; they are still on their source):";
+    out += "in no group: " + Counted(users_in_no_group, "user") +
+           " no job moved (backup-groups.conf takes none of them; they are still on their source):";
     for (const std::string& name : no_group_names) out += " " + name;
     out += "\n";
   }

@@ -6,6 +6,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/version.h"
+#include "util/plural.h"
 
 namespace storemove::stream {
 
@@ -51,23 +52,17 @@ GroupAssignment AssignGroups(store::Store& store, const std::vector<BackupGroup>
   return out;
 }
 
-namespace {
-
-std::string Users(size_t n) { return std::to_string(n) + (n == 1 ? " user" : " users"); }
-
-}  // namespace
-
 std::string GroupsText(const GroupAssignment& a) {
   std::string out;
   for (const GroupMembers& g : a.groups) {
-    out += "group " + g.group.name + " (" + g.group.regex + "): " + Users(g.members.size()) + "\n";
+    out += "group " + g.group.name + " (" + g.group.regex + "): " + Counted(g.members.size(), "user") + "\n";
     for (const std::string& user : g.members) out += "  " + user + "\n";
     if (!g.also_matched.empty()) {
-      out += "  also matched, in an earlier group for migrate: " + Users(g.also_matched.size()) + "\n";
+      out += "  also matched, in an earlier group for migrate: " + Counted(g.also_matched.size(), "user") + "\n";
       for (const std::string& user : g.also_matched) out += "    " + user + "\n";
     }
   }
-  out += "in no group: " + Users(a.no_group.size()) + "\n";
+  out += "in no group: " + Counted(a.no_group.size(), "user") + "\n";
   for (const std::string& user : a.no_group) out += "  " + user + "\n";
   return out;
 }

@@ -24,6 +24,7 @@
 #include "util/fs.h"
 #include "util/printable.h"
 #include "util/version.h"
+#include "util/plural.h"
 
 namespace storemove::stream {
 
@@ -230,7 +231,7 @@ std::string RecoverJournal(store::Store& s, const std::string& group) {
   if (!errors.empty()) Throw(Errc::kIo, "migrate journal " + path + ": " + errors.front() + " (the journal is kept; rerun)");
   RemoveJournal(s, group);
   return "group " + group + ": an interrupted migrate had left " + std::to_string(n) + " of " +
-         std::to_string(held.size()) + " users on hold; put back to their status before (" + path + ")";
+         Counted(held.size(), "user") + " on hold; put back to their status before (" + path + ")";
 }
 
 // --- the switch record -------------------------------------------------------------------------
@@ -1061,7 +1062,8 @@ std::string MigrateReport::Text() const {
     out += "\n";
   }
   if (users_put_back)
-    out += std::to_string(users_put_back) + " users of failed groups were put back to their status before the hold\n";
+    out += Counted(users_put_back, "user") + " of failed groups " + (users_put_back == 1 ? "was" : "were") +
+           " put back to their status before the hold\n";
   if (deadline_reached) {
     size_t left = 0;
     for (const GroupReport& g : groups) left += g.stopped_by_deadline;

@@ -7,6 +7,7 @@
 #include "stream/group_members.h"
 #include "util/fs.h"
 #include "util/version.h"
+#include "util/plural.h"
 
 namespace storemove::stream {
 
@@ -60,14 +61,6 @@ MigrateDryRun PlanMigrate(store::Store& source, const MigrateOptions& options) {
   return plan;
 }
 
-namespace {
-
-std::string Count(uint64_t n, const char* one, const char* many) {
-  return std::to_string(n) + " " + (n == 1 ? one : many);
-}
-
-}  // namespace
-
 std::string MigrateDryRun::Text() const {
   std::string out = "migrate --dry-run: nothing is connected to or changed\n";
   out += "destination: " + destination + " (source users become moved:" + moved_host + ")";
@@ -77,10 +70,10 @@ std::string MigrateDryRun::Text() const {
     out += "first: put back the users a killed migrate left on hold (" + j + ")\n";
   uint64_t users = 0, messages = 0, bytes = 0;
   for (const DryRunGroup& g : groups) {
-    out += "group " + g.name + " (" + g.regex + "): " + Count(g.users.size(), "user", "users") + ", " +
-           Count(g.folders, "folder", "folders") + ", " + Count(g.messages, "message", "messages") + ", " +
+    out += "group " + g.name + " (" + g.regex + "): " + Counted(g.users.size(), "user") + ", " +
+           Counted(g.folders, "folder") + ", " + Counted(g.messages, "message") + ", " +
            std::to_string(g.bytes) + " bytes (" + HumanBytes(double(g.bytes)) + ")";
-    if (g.already_moved) out += "; " + Count(g.already_moved, "user", "users") + " already moved, left alone";
+    if (g.already_moved) out += "; " + Counted(g.already_moved, "user") + " already moved, left alone";
     if (g.refused)
       out += "\n  WILL FAIL: it holds no user of this store (its pattern matches none, or only users of groups "
              "above it: a typo in backup-groups.conf?)";
@@ -95,9 +88,9 @@ std::string MigrateDryRun::Text() const {
     messages += g.messages;
     bytes += g.bytes;
   }
-  out += "in no group (not migrated): " + Count(no_group.size(), "user", "users") + "\n";
+  out += "in no group (not migrated): " + Counted(no_group.size(), "user") + "\n";
   for (const std::string& user : no_group) out += "  " + user + "\n";
-  out += "total: " + Count(users, "user", "users") + ", " + Count(messages, "message", "messages") + ", " +
+  out += "total: " + Counted(users, "user") + ", " + Counted(messages, "message") + ", " +
          std::to_string(bytes) + " bytes (" + HumanBytes(double(bytes)) + ") before deduplication and compression\n";
   out += "steps, per group, " + std::to_string(jobs) + " at a time, one connection each:\n";
   out += "  1. copy every folder while the users stay active\n";

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "stream/stream.h"
+#include "util/plural.h"
 #include "util/version.h"
 
 namespace storemove::stream {
@@ -10,19 +11,18 @@ namespace storemove::stream {
 std::string SessionReport::Summary(const std::string& verb) const {
   char buf[512];
   double rate = seconds > 0 ? double(message_bytes) / seconds : 0;
-  std::snprintf(buf, sizeof buf,
-                "%s: %llu users, %llu folders, %llu messages + %llu links (%s), %s body, %s stream, %.2f s (%s/s)",
-                verb.c_str(), (unsigned long long)users, (unsigned long long)folders, (unsigned long long)messages,
-                (unsigned long long)links, HumanBytes(double(message_bytes)).c_str(),
+  std::snprintf(buf, sizeof buf, "%s: %s, %s, %s + %s (%s), %s body, %s stream, %.2f s (%s/s)", verb.c_str(),
+                Counted(users, "user").c_str(), Counted(folders, "folder").c_str(), Counted(messages, "message").c_str(),
+                Counted(links, "link").c_str(), HumanBytes(double(message_bytes)).c_str(),
                 HumanBytes(double(body_bytes)).c_str(), HumanBytes(double(stream_bytes)).c_str(), seconds,
                 HumanBytes(rate).c_str());
   std::string out = buf;
   if (skipped || linked) out += ", " + std::to_string(skipped) + " already present, " + std::to_string(linked) + " hard-linked";
-  if (repaired) out += ", " + std::to_string(repaired) + " lost files repaired";
+  if (repaired) out += ", " + Counted(repaired, "lost file") + " repaired";
   if (held) out += ", " + std::to_string(held) + " held (the receiver had the bytes)";
-  if (metas) out += ", " + std::to_string(metas) + " unchanged messages (meta records)";
+  if (metas) out += ", " + Counted(metas, "unchanged message") + " (meta records)";
   if (expunged) out += ", " + std::to_string(expunged) + " expunged";
-  if (!unsettled.empty()) out += ", " + std::to_string(unsettled.size()) + " mailboxes unsettled";
+  if (!unsettled.empty()) out += ", " + Counted(unsettled.size(), "mailbox", "mailboxes") + " unsettled";
   if (errors) out += ", " + std::to_string(errors) + " ERRORS";
   return out;
 }

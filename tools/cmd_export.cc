@@ -5,6 +5,7 @@
 #include "interop/export.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/plural.h"
 
 namespace storemove::tools {
 namespace {
@@ -23,24 +24,24 @@ int RunExport(ExportCliOptions& options) {
   const interop::ExportReport report = interop::Export(*store, options.export_options);
   for (const interop::ExportedFolder& folder : report.folders) {
     const std::string path = folder.path.empty() ? "." : folder.path;
-    std::printf("%-30s -> %s (%llu messages, %s)%s\n", folder.folder.c_str(), path.c_str(),
-                static_cast<unsigned long long>(folder.messages), HumanBytes(folder.bytes).c_str(),
+    std::printf("%-30s -> %s (%s, %s)%s\n", folder.folder.c_str(), path.c_str(),
+                Counted(folder.messages, "message").c_str(), HumanBytes(folder.bytes).c_str(),
                 folder.vanished == 0 ? ""
                                      : (", " + std::to_string(folder.vanished) + " expunged meanwhile").c_str());
   }
-  std::printf("exported %llu messages (%llu bytes) in %zu folders of %s to %s\n",
-              static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
-              report.folders.size(), options.export_options.user.c_str(), options.export_options.out_dir.c_str());
+  std::printf("exported %s (%llu bytes) in %s of %s to %s\n", Counted(report.messages, "message").c_str(),
+              static_cast<unsigned long long>(report.bytes), Counted(report.folders.size(), "folder").c_str(),
+              options.export_options.user.c_str(), options.export_options.out_dir.c_str());
   if (report.flags_not_kept != 0) {
-    std::printf("%llu messages lost flags Maildir cannot hold (Archived, or user flags beyond 26 or not IMAP atoms)\n",
-                static_cast<unsigned long long>(report.flags_not_kept));
+    std::printf("%s lost flags Maildir cannot hold (Archived, or user flags beyond 26 or not IMAP atoms)\n",
+                Counted(report.flags_not_kept, "message").c_str());
   }
   if (report.subscriptions != 0)
-    std::printf("%llu subscriptions written to %s/subscriptions\n", static_cast<unsigned long long>(report.subscriptions),
+    std::printf("%s written to %s/subscriptions\n", Counted(report.subscriptions, "subscription").c_str(),
                 options.export_options.out_dir.c_str());
   if (report.subscriptions_not_kept != 0)
-    std::printf("%llu subscriptions to other users' folders not written (a Maildir++ tree holds the user's own)\n",
-                static_cast<unsigned long long>(report.subscriptions_not_kept));
+    std::printf("%s to other users' folders not written (a Maildir++ tree holds the user's own)\n",
+                Counted(report.subscriptions_not_kept, "subscription").c_str());
   return 0;
 }
 

@@ -22,6 +22,7 @@
 #include "tools/session_io.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/plural.h"
 
 namespace storemove::tools {
 namespace {
@@ -214,8 +215,8 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
     }
   }
   if (report.interrupted)
-    Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + std::to_string(report.users_put_back) +
-                                  " users put back to their status before the hold; rerun to continue");
+    Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + Counted(report.users_put_back, "user") +
+                                  " put back to their status before the hold; rerun to continue");
   // The window ended with groups left: a planned stop, not a failure; the next window's rerun
   // goes on (75, as a busy lock: a fleet's runner retries it, docs/fleet.md). A group that failed
   // on its own (a user live at the destination: not retried) keeps the run's status 1, so that
@@ -242,8 +243,8 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (report.deadline_reached && !failed_on_its_own) {
     print_report();
     Throw(Errc::kTempFail, "migrate reached its deadline (" + report.deadline + ") before every group was done: " +
-                               std::to_string(report.users_put_back) +
-                               " users put back to their status before the hold; rerun to continue");
+                               Counted(report.users_put_back, "user") +
+                               " put back to their status before the hold; rerun to continue");
   }
   print_report();
   if (report.ok()) return 0;

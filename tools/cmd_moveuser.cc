@@ -15,6 +15,7 @@
 #include "tools/commands.h"
 #include "util/error.h"
 #include "util/version.h"
+#include "util/plural.h"
 
 namespace storemove::tools {
 namespace {
@@ -97,18 +98,17 @@ int RunMoveUser(MoveUserCliOptions& o) {
       std::fprintf(stderr, "storemove moveuser: %s: %s\n", r.user.c_str(), r.error.c_str());
       return;
     }
-    std::printf("%s: %llu folders (%llu new), %llu messages, %s", r.user.c_str(),
-                static_cast<unsigned long long>(r.folders), static_cast<unsigned long long>(r.folders_created),
-                static_cast<unsigned long long>(r.messages), HumanBytes(r.bytes).c_str());
+    std::printf("%s: %s (%llu new), %s, %s", r.user.c_str(), Counted(r.folders, "folder").c_str(),
+                static_cast<unsigned long long>(r.folders_created), Counted(r.messages, "message").c_str(),
+                HumanBytes(r.bytes).c_str());
     if (r.folders_gone)
-      std::printf(", %llu folders deleted at the source meanwhile (not pulled)",
-                  static_cast<unsigned long long>(r.folders_gone));
+      std::printf(", %s deleted at the source meanwhile (not pulled)", Counted(r.folders_gone, "folder").c_str());
     if (r.already_present) std::printf(", %llu already present", static_cast<unsigned long long>(r.already_present));
-    if (r.flags_updated) std::printf(", %llu flags updated", static_cast<unsigned long long>(r.flags_updated));
+    if (r.flags_updated) std::printf(", %s updated", Counted(r.flags_updated, "flag").c_str());
     if (r.uid_conflicts)
       std::printf(", %llu under a UID taken here (kept apart)", static_cast<unsigned long long>(r.uid_conflicts));
     if (r.keywords_dropped)
-      std::printf(", %llu keywords dropped (64 per folder)", static_cast<unsigned long long>(r.keywords_dropped));
+      std::printf(", %s dropped (64 per folder)", Counted(r.keywords_dropped, "keyword").c_str());
     if (r.left_on_hold) std::printf(", left on hold (held by someone else, not by a pull)");
     std::printf(", %.2f s\n", r.seconds);
     std::fflush(stdout);
@@ -132,9 +132,9 @@ int RunMoveUser(MoveUserCliOptions& o) {
             : ", " + std::to_string(report.failed_permanently) +
                   " of them until changed: credentials, a name at the source, or the user's status here (each user's "
                   "line says which)";
-    std::printf("moveuser: %zu users (%llu failed%s), %llu messages, %s in %.2f s\n", report.users.size(),
+    std::printf("moveuser: %s (%llu failed%s), %s, %s in %.2f s\n", Counted(report.users.size(), "user").c_str(),
                 static_cast<unsigned long long>(report.failed), permanent.c_str(),
-                static_cast<unsigned long long>(report.messages), HumanBytes(report.bytes).c_str(), report.seconds);
+                Counted(report.messages, "message").c_str(), HumanBytes(report.bytes).c_str(), report.seconds);
   }
   // 75 while a rerun may finish the job; 65 when only somebody's change at the source or in the
   // password file can, so that a retry loop around moveuser does not spin for ever.

@@ -14,6 +14,7 @@
 #include "tools/session_io.h"
 #include "util/error.h"
 #include "util/interrupt.h"
+#include "util/plural.h"
 
 namespace storemove::tools {
 namespace {
@@ -73,13 +74,10 @@ int RunVerify(const VerifyCliOptions& o) {
     std::printf("%s\n", report.Json().c_str());
   } else {
     for (const std::string& line : report.differences) std::printf("%s\n", line.c_str());
-    std::fprintf(stderr, "verify: %llu users, %llu folders, %llu messages (%s) checked: %s\n",
-                 (unsigned long long)report.users, (unsigned long long)report.folders,
-                 (unsigned long long)report.messages, HumanBytes(report.bytes).c_str(),
-                 report.equal() ? "equal"
-                                : (std::to_string(report.differences.size()) +
-                                   (report.differences.size() == 1 ? " difference" : " differences"))
-                                      .c_str());
+    std::fprintf(stderr, "verify: %s, %s, %s (%s) checked: %s\n", Counted(report.users, "user").c_str(),
+                 Counted(report.folders, "folder").c_str(), Counted(report.messages, "message").c_str(),
+                 HumanBytes(report.bytes).c_str(),
+                 report.equal() ? "equal" : Counted(report.differences.size(), "difference").c_str());
     // After a migration's switch the destination is live: its new mail is "not in the source"
     // (helper-69 asked for the hint).
     if (!report.equal() && report.switched_users)

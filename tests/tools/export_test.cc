@@ -323,7 +323,7 @@ TEST(ExportCli, ExportsReportsAndRefusesANonEmptyDirectory) {
   r = RunCli({"export", "--store", store, "-u", "joe", "-d", out});
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("Projects/2024"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("exported 1 messages (14 bytes) in 2 folders of joe to " + out), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("exported 1 message (14 bytes) in 2 folders of joe to " + out), std::string::npos) << r.out;
   EXPECT_EQ(FilesBelow(out), (std::set<std::string>{"INBOX", "Projects/2024"}));
 
   r = RunCli({"export", "--store", store, "-u", "joe", "-d", out, "--format", "maildir"});

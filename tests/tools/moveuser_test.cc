@@ -928,7 +928,7 @@ TEST(MoveUserHostile, AFolderTheServerWillNotOpenIsSkippedIfGoneAndAPermanentFai
       EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     } else {
       ASSERT_EQ(r.status, 0) << r.Describe();
-      EXPECT_NE(r.out.find("dora: 1 folders (1 new), 1 messages, 19 B, 1 folders deleted at the source meanwhile"),
+      EXPECT_NE(r.out.find("dora: 1 folder (1 new), 1 message, 19 B, 1 folder deleted at the source meanwhile"),
                 std::string::npos)
           << r.out;
       auto opened = Store::Open(store);
