@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "interop/folder_filler.h"
+#include "interop/keyword_bits.h"
 #include "store/mboxlist.h"
 #include "util/digest.h"
 #include "util/error.h"
@@ -136,6 +137,32 @@ uint8_t FlagsFromStatusHeaders(std::string_view message) {
 
 // The pseudo message UW-IMAP, Pine and Dovecot put first in an mbox to keep the folder's
 // UIDVALIDITY and keywords: not mail.
+bool WrittenByImapServer(std::string_view first_message) {
+  return HeaderField(first_message, "X-IMAP") || HeaderField(first_message, "X-IMAPbase");
+}
+
+// The user-flag bits of the keywords in "X-Keywords:" (space-separated; Dovecot pads the field
+// with blanks to rewrite it in place); new names join the folder's, those it cannot keep are
+// counted.
+uint64_t KeywordsFromHeader(std::string_view message, KeywordBits& keywords, uint64_t* dropped) {
+  const std::optional<std::string_view> field = HeaderField(message, "X-Keywords");
+  if (!field) return 0;
+  uint64_t bits = 0;
+  for (size_t pos = 0; pos < field->size();) {
+    const size_t start = field->find_first_not_of(" \t", pos);
+    if (start == std::string_view::npos) break;
+    size_t end = field->find_first_of(" \t", start);
+    if (end == std::string_view::npos) end = field->size();
+    if (std::optional<size_t> bit = keywords.Bit(field->substr(start, end - start))) {
+      bits |= uint64_t{1} << *bit;
+    } else {
+      ++*dropped;
+    }
+    pos = end;
+  }
+  return bits;
+}
+
 bool IsFolderDataMessage(std::string_view message) {
   if (!HeaderField(message, "X-IMAP") && !HeaderField(message, "X-IMAPbase")) return false;
   auto subject = HeaderField(message, "Subject");
@@ -149,14 +176,18 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
   MboxMessage message;
 
   std::unique_ptr<Folder> folder;
-  if (store.FindFolder(job.user, job.folder)) {
+  std::vector<std::string> names;  // the folder's user-flag names
+  if (std::optional<store::FolderInfo> info = store.FindFolder(job.user, job.folder)) {
     folder = store.OpenFolder(job.user, job.folder);
+    names = info->user_flag_names;
   } else {
     // Invisible until the whole file is in; UIDs are 1, 2, ... so each message goes straight to
     // its final name (no rename). A leftover of a killed run is overwritten (§6.5).
     folder = store.CreateUnpublishedFolder(job.user, job.folder, 0);
     result.created = true;
   }
+  KeywordBits keywords(std::move(names));
+  bool server_written = false;  // X-Keywords are read (see ImportedFile::keywords_dropped)
   FolderFiller filler(*folder, result.created, !options.append_all);
   if (options.after_batch && !result.created)  // the seam reports batches of existing folders only
     filler.after_batch = [&](uint64_t added) { options.after_batch(job, added); };
@@ -166,6 +197,8 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
   std::unique_ptr<store::MessageWriter> large;
   uint32_t large_uid = 0;
   uint8_t large_flags = 0;  // from its first piece, which holds its header
+  uint64_t large_user_flags = 0;
+  bool first = true;
   const auto start_large = [&] {
     large_uid = 0;
     large = filler.NewMessage(&large_uid);
@@ -173,26 +206,32 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
   const MboxSink write_large = [&](std::string_view piece) {
     if (!large) {
       start_large();
+      if (first) server_written = WrittenByImapServer(piece);
       large_flags = FlagsFromStatusHeaders(piece);
+      large_user_flags = server_written ? KeywordsFromHeader(piece, keywords, &result.keywords_dropped) : 0;
     }
     large->Write(piece);
   };
-  bool first = true;
   for (bool have_message = opened.started && reader.Next(&message, write_large); have_message;
        have_message = reader.Next(&message, write_large)) {
     MessageMeta meta;
     meta.internal_date = message.envelope_date != 0 ? message.envelope_date : now;
     const bool was_first = std::exchange(first, false);
     if (!message.streamed) {
+      if (was_first) server_written = WrittenByImapServer(message.bytes);
       if (was_first && IsFolderDataMessage(message.bytes)) {
         ++result.folder_data;
         continue;
       }
       meta.flags = FlagsFromStatusHeaders(message.bytes);
+      if (server_written) meta.user_flags = KeywordsFromHeader(message.bytes, keywords, &result.keywords_dropped);
+      keywords.Save(*folder);  // new names before any commit that uses them
       filler.Add(message.bytes, meta);
       continue;
     }
     meta.flags = large_flags;
+    meta.user_flags = large_user_flags;
+    keywords.Save(*folder);
     if (!large) start_large();  // a streamed message has bytes; this only keeps Finish() safe
     meta.uid = large_uid;
     filler.AddStaged(large->Finish(meta));
@@ -310,6 +349,7 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
       report.skipped += r.skipped;
       report.empty += r.empty;
       report.folder_data += r.folder_data;
+      report.keywords_dropped += r.keywords_dropped;
       if (options.on_file) options.on_file(*job, r);
     }
     // Commits of unpublished folders counted their bytes too; one recount makes quota exact.

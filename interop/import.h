@@ -38,6 +38,11 @@ struct ImportedFile {
   // The first message of a file written by Dovecot, UW-IMAP or Pine ("X-IMAP:" or "X-IMAPbase:",
   // "DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"): the folder's own data, not mail.
   uint64_t folder_data = 0;
+  // A file an IMAP server wrote (its first message has "X-IMAP:" or "X-IMAPbase:") keeps each
+  // message's keywords in "X-Keywords:" (Dovecot, UW-IMAP): they become user flags. Elsewhere
+  // that field is whatever a sender put there, and is not read. Keywords the store cannot keep
+  // (beyond the folder's 64, or not a name it can hold) are counted here.
+  uint64_t keywords_dropped = 0;
 };
 
 struct ImportOptions {
@@ -67,6 +72,7 @@ struct ImportReport {
   uint64_t skipped = 0;   // already present (see above)
   uint64_t empty = 0;     // of `messages`, those of 0 bytes: stored, as the mbox holds them
   uint64_t folder_data = 0;  // left out: see ImportedFile
+  uint64_t keywords_dropped = 0;  // see ImportedFile
 };
 
 // Reads a list of `USER<TAB>FOLDER<TAB>MBOX_PATH` lines. Blank lines and lines starting with '#'

@@ -17,7 +17,7 @@
 
 #include "interop/folder_filler.h"
 #include "interop/imap_client.h"
-#include "store/index.h"
+#include "interop/keyword_bits.h"
 #include "stream/net_conn.h"
 #include "stream/private_file.h"
 #include "util/error.h"
@@ -35,7 +35,6 @@ using store::StagedMessage;
 
 namespace {
 
-constexpr size_t kUserFlags = 64;  // bits of MessageMeta::user_flags
 
 // The IMAP client's byte channel: a TCP connection, under TLS after STARTTLS or from the start.
 class ConnectionChannel final : public interop::ImapChannel {
@@ -85,50 +84,24 @@ uint8_t SystemFlag(std::string_view flag) {
   return 0;
 }
 
-// A folder's user-flag names as it is pulled: the bits the store already uses, plus the new
-// keywords the source brings, written to the folder before the messages that carry them.
-class KeywordBits {
- public:
-  explicit KeywordBits(std::vector<std::string> names) : names_(std::move(names)) {}
-
-  // System flags and user-flag bits of a source message; counts keywords that found no bit.
-  void Map(const ImapMessage& m, uint8_t* flags, uint64_t* user_flags, uint64_t* dropped) {
-    *flags = 0;
-    *user_flags = 0;
-    for (const std::string& flag : m.flags) {
-      if (flag.empty()) continue;
-      if (flag[0] != '\\' && (flag.size() > store::index::kMaxUserFlagName || flag.find('\0') != std::string::npos)) {
-        ++*dropped;  // a keyword the store cannot name, dropped as one beyond its 64 would be
-        continue;
-      }
-      if (flag[0] == '\\') {
-        *flags |= SystemFlag(flag);  // \Recent and unknown system flags are not kept
-        continue;
-      }
-      size_t bit = 0;
-      while (bit < names_.size() && names_[bit] != flag) ++bit;
-      if (bit == names_.size()) {
-        if (names_.size() == kUserFlags) {
-          ++*dropped;
-          continue;
-        }
-        names_.push_back(flag);
-        changed_ = true;
-      }
-      *user_flags |= uint64_t{1} << bit;
+// System flags and user-flag bits of a source message; counts keywords that found no bit.
+void MapFlags(const ImapMessage& m, interop::KeywordBits& keywords, uint8_t* flags, uint64_t* user_flags,
+              uint64_t* dropped) {
+  *flags = 0;
+  *user_flags = 0;
+  for (const std::string& flag : m.flags) {
+    if (flag.empty()) continue;
+    if (flag[0] == '\\') {
+      *flags |= SystemFlag(flag);  // \Recent and unknown system flags are not kept
+      continue;
+    }
+    if (std::optional<size_t> bit = keywords.Bit(flag)) {
+      *user_flags |= uint64_t{1} << *bit;
+    } else {
+      ++*dropped;  // a keyword the store cannot name, or one beyond the folder's 64
     }
   }
-  // Writes new names to the folder (before a commit that uses them).
-  void Save(Folder& folder) {
-    if (!changed_) return;
-    folder.SetUserFlagNames(names_);
-    changed_ = false;
-  }
-
- private:
-  std::vector<std::string> names_;
-  bool changed_ = false;
-};
+}
 
 // Collects FETCH metadata (no bodies): one entry per UID, at most as many as the folder holds.
 class MetaList final : public interop::ImapFetchSink {
@@ -199,7 +172,7 @@ class BodyWriter final : public interop::ImapFetchSink {
   using Suspects = std::unordered_map<uint32_t, MessageMeta>;
   // `asked`: the UIDs fetched (sorted), or null for "every message" (1:*).
   // `counted`: for "every message", the client whose EXISTS count bounds how many may come.
-  BodyWriter(FolderPull& pull, Folder& folder, KeywordBits& keywords, interop::FolderFiller& filler,
+  BodyWriter(FolderPull& pull, Folder& folder, interop::KeywordBits& keywords, interop::FolderFiller& filler,
              const std::vector<uint32_t>* asked, const Suspects* suspects = nullptr,
              const ImapClient* counted = nullptr)
       : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler), asked_(asked), suspects_(suspects),
@@ -225,7 +198,7 @@ class BodyWriter final : public interop::ImapFetchSink {
                                  std::to_string(MetaList::kListingSlack) + " arrivals");
     MessageMeta meta;
     if (!suspects_) meta.uid = m.uid;  // a suspect that differs goes under a new UID
-    keywords_.Map(m, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
+    MapFlags(m, keywords_, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
     keywords_.Save(folder_);  // the names before any commit that uses them
     meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
     StagedMessage staged = writer_->Finish(meta);
@@ -259,7 +232,7 @@ class BodyWriter final : public interop::ImapFetchSink {
 
   FolderPull& pull_;
   Folder& folder_;
-  KeywordBits& keywords_;
+  interop::KeywordBits& keywords_;
   interop::FolderFiller& filler_;
   const std::vector<uint32_t>* asked_;
   const Suspects* suspects_;
@@ -312,7 +285,7 @@ std::vector<uint32_t> ListedNotReceived(ImapClient& client, const BodyWriter& wr
 // What it still lists is asked for once more; a body still missing then, and still listed,
 // fails the pull (kTempFail: nothing of the batch in progress becomes visible, a new folder
 // stays invisible, and the next run asks again).
-void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, KeywordBits& keywords,
+void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, interop::KeywordBits& keywords,
                   interop::FolderFiller& filler, const BodyWriter& first) {
   std::vector<uint32_t> missing = ListedNotReceived(client, first);
   if (missing.empty()) return;  // expunged meanwhile
@@ -390,7 +363,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     if (keep_uids) {
       // Fetch the UIDs it lacks; the flags of those it has follow the source; the doubtful ones
       // are fetched and compared (SameByMetadata).
-      KeywordBits keywords(names);
+      interop::KeywordBits keywords(names);
       for (const ImapMessage& m : listed.messages) {
         auto it = have.find(m.uid);
         if (it == have.end()) {
@@ -403,7 +376,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
         }
         uint8_t flags;
         uint64_t user_flags;
-        keywords.Map(m, &flags, &user_flags, &pull.result.keywords_dropped);
+        MapFlags(m, keywords, &flags, &user_flags, &pull.result.keywords_dropped);
         const uint8_t kept = it->second.flags & store::kRecent;
         if ((it->second.flags & ~store::kRecent) != flags || it->second.user_flags != user_flags) {
           keywords.Save(*folder);
@@ -436,7 +409,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
       if (uid_conflicts) *uid_conflicts += filler.committed();
     }
   };
-  KeywordBits keywords(names);
+  interop::KeywordBits keywords(names);
   auto hooks = [&pull](interop::FolderFiller& filler) {
     if (pull.options.on_arrival) filler.before_commit = pull.options.on_arrival;
     if (pull.options.after_batch)

@@ -17,6 +17,7 @@
 #include "store/sync.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/plural.h"
 
 namespace storemove::tools {
 namespace {
@@ -110,9 +111,8 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
   const std::string dir = o.maildir;
   options.on_folder = [&o, dir](const interop::ImportedMaildirFolder& f) {
     const std::string from = f.path.empty() ? dir : dir + "/" + f.path;
-    std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s",
-                static_cast<unsigned long long>(f.messages), static_cast<unsigned long long>(f.bytes), from.c_str(),
-                o.user.c_str(), f.folder.c_str());
+    std::printf("imported %s (%llu bytes) from %s into user/%s/%s", Counted(f.messages, "message").c_str(),
+                static_cast<unsigned long long>(f.bytes), from.c_str(), o.user.c_str(), f.folder.c_str());
     PrintEmpty(f.empty);
     if (f.skipped) std::printf(", %llu already present", static_cast<unsigned long long>(f.skipped));
     if (f.uids_kept) std::printf(", UIDVALIDITY and UIDs kept");
@@ -120,19 +120,16 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
   };
   interop::MaildirImportReport report = interop::ImportMaildir(*store, options);
   sync.Sync();
-  std::printf("imported %llu messages (%llu bytes, %llu already present) from %zu folders of %s for user %s",
-              static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
-              static_cast<unsigned long long>(report.skipped), report.folders.size(), o.maildir.c_str(),
-              o.user.c_str());
-  if (report.empty) std::printf("; %llu empty messages (0 bytes)", static_cast<unsigned long long>(report.empty));
-  if (report.folders_created)
-    std::printf("; %llu folders new", static_cast<unsigned long long>(report.folders_created));
-  if (report.new_uids) std::printf("; %llu messages got new UIDs", static_cast<unsigned long long>(report.new_uids));
+  std::printf("imported %s (%llu bytes, %llu already present) from %s of %s for user %s",
+              Counted(report.messages, "message").c_str(), static_cast<unsigned long long>(report.bytes),
+              static_cast<unsigned long long>(report.skipped), Counted(report.folders.size(), "folder").c_str(),
+              o.maildir.c_str(), o.user.c_str());
+  if (report.empty) std::printf("; %s (0 bytes)", Counted(report.empty, "empty message").c_str());
+  if (report.folders_created) std::printf("; %s new", Counted(report.folders_created, "folder").c_str());
+  if (report.new_uids) std::printf("; %s got new UIDs", Counted(report.new_uids, "message").c_str());
   if (report.flags_not_kept)
-    std::printf("; %llu messages lost a flag the store cannot keep",
-                static_cast<unsigned long long>(report.flags_not_kept));
-  if (report.subscribed)
-    std::printf("; %llu subscriptions added", static_cast<unsigned long long>(report.subscribed));
+    std::printf("; %s lost a flag the store cannot keep", Counted(report.flags_not_kept, "message").c_str());
+  if (report.subscribed) std::printf("; %s added", Counted(report.subscribed, "subscription").c_str());
   std::printf("\n");
   PrintArrival(linker);
   return 0;
@@ -165,22 +162,24 @@ int RunImport(const ImportCliOptions& o) {
   // import at --timeout, while the user it is writing stays locked (helper-66).
   options.stall = PipeStallPolicy("import", o.timeout, "; the user being imported stays locked for writing meanwhile");
   options.on_file = [](const interop::ImportJob& job, const interop::ImportedFile& file) {
-    std::printf("imported %llu messages (%llu bytes) from %s into user/%s/%s",
-                static_cast<unsigned long long>(file.messages), static_cast<unsigned long long>(file.bytes),
-                job.path.c_str(), job.user.c_str(), job.folder.c_str());
+    std::printf("imported %s (%llu bytes) from %s into user/%s/%s", Counted(file.messages, "message").c_str(),
+                static_cast<unsigned long long>(file.bytes), job.path.c_str(), job.user.c_str(), job.folder.c_str());
     PrintEmpty(file.empty);
     if (file.skipped) std::printf(", %llu already present", static_cast<unsigned long long>(file.skipped));
     if (file.folder_data) std::printf(", its folder-data message (X-IMAP, not mail) left out");
+    if (file.keywords_dropped)
+      std::printf(", %s dropped (the store keeps 64 per folder)", Counted(file.keywords_dropped, "keyword").c_str());
     std::printf("\n");
   };
   interop::ImportReport report = interop::ImportMboxes(*store, jobs, options);
   sync.Sync();
   if (jobs.size() > 1) {
-    std::printf("imported %llu messages (%llu bytes, %llu already present) from %llu files for %llu users",
-                static_cast<unsigned long long>(report.messages), static_cast<unsigned long long>(report.bytes),
-                static_cast<unsigned long long>(report.skipped), static_cast<unsigned long long>(report.files),
-                static_cast<unsigned long long>(report.users));
-    if (report.empty) std::printf("; %llu empty messages (0 bytes)", static_cast<unsigned long long>(report.empty));
+    std::printf("imported %s (%llu bytes, %llu already present) from %s for %s",
+                Counted(report.messages, "message").c_str(), static_cast<unsigned long long>(report.bytes),
+                static_cast<unsigned long long>(report.skipped), Counted(report.files, "file").c_str(),
+                Counted(report.users, "user").c_str());
+    if (report.empty) std::printf("; %s (0 bytes)", Counted(report.empty, "empty message").c_str());
+    if (report.keywords_dropped) std::printf("; %s dropped", Counted(report.keywords_dropped, "keyword").c_str());
     std::printf("\n");
   }
   PrintArrival(linker);

@@ -195,7 +195,7 @@ TEST_F(Import, EmptyMessagesAreStoredAndCountedInTheSummary) {
   WriteMbox(dir_ / "plain.mbox", Messages("plain", 2));
   r = Run({"-u", "kim", dir_ / "e.mbox", dir_ / "plain.mbox"});
   ASSERT_EQ(r.status, 0) << r.Describe();
-  EXPECT_NE(r.out.find("from 2 files for 1 users; 3 empty messages (0 bytes)\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("from 2 files for 1 user; 3 empty messages (0 bytes)\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("into user/kim/plain\n"), std::string::npos) << r.out;
 }
 
@@ -229,6 +229,56 @@ TEST_F(Import, StatusHeadersGiveFlagsAndTheFolderDataMessageIsLeftOut) {
   EXPECT_EQ(snap.messages[1].flags, store::kSeen | store::kAnswered | store::kFlagged);
   EXPECT_EQ(snap.messages[2].flags, 0);
   EXPECT_EQ(snap.messages[3].flags, store::kDeleted | store::kDraft);
+}
+
+// A file an IMAP server wrote (its first message has X-IMAPbase, as Dovecot writes it) keeps
+// keywords in X-Keywords: they become user flags, new names joining the folder's, 64 at most
+// (the rest counted); a large message streamed to disk gets its keywords too. In a file no IMAP
+// server wrote, X-Keywords is what a sender put there (the corpus has "milton,john"): not read.
+TEST_F(Import, XKeywordsOfAFileAnImapServerWroteBecomeUserFlags) {
+  CliResult r = RunCli({"deliver", "--store", root_, "-u", "joe", "--create", "-d", "Lists"}, "Subject: held\n\nx\n");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  store::Store::Open(root_)->OpenFolder("joe", "Lists")->SetUserFlagNames({"mine"});
+  const std::string first = "Subject: first\nX-IMAPbase: 1764842400 0000000004\nX-Keywords: $Work Later\n\n1\n";
+  const std::string padded = "Subject: padded\nX-Keywords:                 \n\n2\n";
+  const std::string later = "Subject: later\nX-Keywords: Later mine\n\n3\n";
+  std::string many = "Subject: many\nX-Keywords:";
+  for (int i = 0; i < 70; ++i) many += " k" + std::to_string(i);
+  many += "\n\n4\n";
+  const std::string large = "Subject: large\nX-Keywords: Later big\n\n" + std::string(5 << 20, 'x') + "\n";
+  std::ofstream(dir_ / "dovecot.mbox") << "From a Mon Jan  1 00:00:00 2024\n" << first << "\n"
+                                       << "From b Mon Jan  1 00:00:00 2024\n" << padded << "\n"
+                                       << "From c Mon Jan  1 00:00:00 2024\n" << later << "\n"
+                                       << "From d Mon Jan  1 00:00:00 2024\n" << large << "\n"
+                                       << "From e Mon Jan  1 00:00:00 2024\n" << many << "\n";
+  const std::string sender = "Subject: archive\nX-Keywords: milton,john\n\n5\n";
+  std::ofstream(dir_ / "Archive") << "From f Mon Jan  1 00:00:00 2024\n" << sender << "\n";
+  r = Run({"-u", "joe", "-d", "Lists", dir_ / "dovecot.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  // 4 names before "many" (mine, $Work, Later, big): 60 of its 70 fit.
+  EXPECT_NE(r.out.find("imported 5 messages"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(", 10 keywords dropped (the store keeps 64 per folder)\n"), std::string::npos) << r.out;
+  r = Run({"-u", "joe", dir_ / "Archive"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out.find("keyword"), std::string::npos) << r.out;
+
+  auto store = store::Store::Open(root_);
+  const store::FolderSnapshot lists = store->OpenFolder("joe", "Lists")->Snapshot();
+  ASSERT_EQ(lists.info.user_flag_names.size(), 64u);
+  EXPECT_EQ(std::vector<std::string>(lists.info.user_flag_names.begin(), lists.info.user_flag_names.begin() + 5),
+            (std::vector<std::string>{"mine", "$Work", "Later", "big", "k0"}));
+  ASSERT_EQ(lists.messages.size(), 6u);
+  EXPECT_EQ(lists.messages[0].user_flags, 0u);       // the delivered one
+  EXPECT_EQ(lists.messages[1].user_flags, 0b110u);   // $Work Later
+  EXPECT_EQ(lists.messages[2].user_flags, 0u);       // padding only
+  EXPECT_EQ(lists.messages[3].user_flags, 0b101u);   // Later mine
+  EXPECT_EQ(lists.messages[4].user_flags, 0b1100u);  // Later big (streamed)
+  EXPECT_EQ(lists.messages[4].size, large.size());
+  EXPECT_EQ(lists.messages[5].user_flags, ~uint64_t{0} << 4);  // k0..k59 in bits 4..63
+  const store::FolderSnapshot archive = store->OpenFolder("joe", "Archive")->Snapshot();
+  EXPECT_TRUE(archive.info.user_flag_names.empty());
+  ASSERT_EQ(archive.messages.size(), 1u);
+  EXPECT_EQ(archive.messages[0].user_flags, 0u);
 }
 
 TEST_F(Import, HostileListLinesAreRefusedNamingTheLineBeforeAnyWrite) {
@@ -558,7 +608,7 @@ TEST_F(Import, PresenceIsProvenByBytesNotByDigest) {
   }
   CliResult r = Run({"-u", "eve", "-s", dir_ / "one"});
   ASSERT_EQ(r.status, 0) << r.Describe();
-  EXPECT_NE(r.out.find("imported 1 messages"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("imported 1 message "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1 already present"), std::string::npos) << r.out;
 }
 
