@@ -975,7 +975,12 @@ std::vector<Renamed> RenameFolder(Store& store, std::string_view user, std::stri
   if (to.starts_with(from + "/"))
     Throw(Errc::kInvalidArgument, "mailbox " + from_key + " cannot be renamed into itself (" + to_key + ")");
   Store::UserWriteLock write_lock = store.LockUserForWriting(user);  // no unpublished target under a restore
-  RequireUser(store, user);
+  const UserInfo info = RequireUser(store, user);
+  // Its mailbox is live at its new host: a folder renamed here would not be renamed there, and a
+  // later verify or a move back would meet two names (helper-75: accepted, exit 0).
+  if (info.status.state == UserState::kMoved)
+    Throw(Errc::kInvalidArgument, "user " + std::string(user) + " is marked moved to " + info.status.host +
+                                      " here: its mail lives there, so rename its folders there");
   Store::Db& db = store.db();
 
   std::vector<Relocation> moves;

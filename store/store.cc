@@ -335,7 +335,8 @@ void Store::RefuseIfMoved(std::string_view user, std::string_view what) {
   const std::string name(user);
   Throw(Errc::kInvalidArgument, "user " + name + " is marked moved to " + info->status.host + " here: its mail lives "
                                     "there, and " + std::string(what) + " would split it between the two hosts (to "
-                                    "bring the user back here, first: storemove user " + name + " --status active)");
+                                    "bring the user back here: its mail there first, then storemove user " + name +
+                                    " --status active --include-moved)");
 }
 
 std::optional<UserInfo> Store::FindUser(std::string_view user) {

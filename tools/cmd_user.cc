@@ -64,7 +64,6 @@ int RunBulkStatus(const UserOptions& options) {
 int RunUser(const UserOptions& options) {
   if (!options.group.empty() || !options.users_file.empty()) return RunBulkStatus(options);
   if (options.user.empty()) Throw(Errc::kInvalidArgument, "user: give USER, --group or --users-file");
-  if (options.include_moved) Throw(Errc::kInvalidArgument, "user: --include-moved goes with --group or --users-file");
   store::ValidateUserId(options.user);
   // Parse everything before changing anything, so a bad value leaves the user untouched.
   std::optional<store::UserStatus> status;
@@ -84,7 +83,22 @@ int RunUser(const UserOptions& options) {
   auto store = OpenStore(options.store_dir, store_options);
 
   // 67 (EX_NOUSER), as deliver and the bulk form answer.
-  if (!store->FindUser(options.user)) Throw(Errc::kNoUser, "user " + options.user + " does not exist");
+  const std::optional<store::UserInfo> before = store->FindUser(options.user);
+  if (!before) Throw(Errc::kNoUser, "user " + options.user + " does not exist");
+  // A user moved away lives at its new host: a status or quota set here would not follow it, and
+  // making it active here splits its mail between two live stores (helper-75: exit 0, then
+  // deliveries landed on both). The administrator who means it says --include-moved.
+  if (before->status.state == store::UserState::kMoved && !options.include_moved) {
+    const std::string who = "user " + options.user + " has moved to " + before->status.host;
+    if (status && status->state != store::UserState::kMoved)
+      Throw(Errc::kInvalidArgument,
+            who + ": its mailbox is live there, with any mail delivered there since the move; made " +
+                status->ToString() + " here, its mail would be split between two stores. Bring that mail here "
+                "first (docs/migration.md), then run again with --include-moved");
+    if (quota)
+      Throw(Errc::kInvalidArgument, who + ": set its quota there, where its mailbox is; a quota set here does not "
+                                          "follow it (--include-moved sets it here all the same)");
+  }
   if (status) {
     stream::CheckNotHeldByRunningMigrate(*store, {options.user});  // its switch would refuse it anyway
     store->SetUserStatus(options.user, *status, wait);
@@ -156,7 +170,8 @@ void AddUserCommand(CLI::App& root, Action* chosen) {
                       "with --status: every user id of FILE (one per line, # comments; - reads standard input); all or nobody")
       ->type_name("FILE");
   command->add_flag("--include-moved", options->include_moved,
-                    "with --group/--users-file: change users already moved away too (default: left alone)");
+                    "change users already moved away too (with --group/--users-file: left alone otherwise; for one USER: "
+                    "refused otherwise, since a moved user's mailbox is live at its new host)");
   command->add_option("--lock-wait", options->lock_wait,
                       "with --status: seconds to wait for a delivery holding a user's delivery gate before giving up "
                       "with exit 75 (default 60; 0 = no limit)");

@@ -954,7 +954,15 @@ TEST_F(AdminCli, RenameFolderUserAndPartition) {
             std::string::npos)
       << r.Describe();
   EXPECT_TRUE(Open()->FindUser("bob"));
-  ASSERT_EQ(Run({"user", "bob", "--status", "active"}).status, 0);
+  // Nor are its folders renamed here: they live there too (helper-75: accepted, exit 0).
+  r = Run({"rename", "user/bob/Sent", "user/bob/Sent2"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find("user bob is marked moved to mail2.example here: its mail lives there, so rename its folders "
+                       "there"),
+            std::string::npos)
+      << r.Describe();
+  EXPECT_TRUE(Open()->FindFolder("bob", "Sent"));
+  ASSERT_EQ(Run({"user", "bob", "--status", "active", "--include-moved"}).status, 0);
   {
     auto store = Open();
     EXPECT_EQ(store->FindUser("jim")->partition, "second");

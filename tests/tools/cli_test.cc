@@ -258,7 +258,22 @@ TEST_F(Cli, HoldAndMovedUsersGetTemporaryFailures) {
   EXPECT_NE(moved.err.find("has moved to mail2.example.com"), std::string::npos) << moved.err;
   EXPECT_EQ(StoreState(root_), before);
 
-  ASSERT_EQ(User({"carol", "--status", "active"}).status, 0);
+  // Its mailbox is live at mail2 now: made active (or given a quota) here, its mail would be split
+  // between two stores, and a quota would not follow it (helper-75: exit 0, deliveries on both).
+  // Refused, one line, nothing changed; --include-moved is the administrator's "I mean it".
+  for (const std::vector<std::string>& change :
+       {std::vector<std::string>{"--status", "active"}, {"--status", "hold"}, {"--quota", "5M"}}) {
+    std::vector<std::string> args = {"carol"};
+    args.insert(args.end(), change.begin(), change.end());
+    CliResult refused = User(args);
+    EXPECT_EQ(refused.status, kUsage) << refused.Describe();
+    EXPECT_TRUE(IsOneErrorLine(refused)) << refused.err;
+    EXPECT_NE(refused.err.find("user carol has moved to mail2.example.com: "), std::string::npos) << refused.err;
+    EXPECT_NE(refused.err.find("--include-moved"), std::string::npos) << refused.err;
+    EXPECT_EQ(StoreState(root_), before);
+  }
+  ASSERT_EQ(User({"carol", "--status", "moved:mail3.example.com"}).status, 0);  // pointing elsewhere is fine
+  ASSERT_EQ(User({"carol", "--status", "active", "--include-moved"}).status, 0);
   CliResult active = Deliver("carol", Message("d", "d"));
   EXPECT_EQ(active.status, 0) << active.Describe();
   EXPECT_EQ(store::Store::Open(root_)->FindFolder("carol", "INBOX")->count, 2u);
@@ -540,7 +555,7 @@ TEST_F(Cli, UserStatusAndQuotaRoundTrip) {
   EXPECT_EQ(info->status.ToString(), "moved:mail9.example.com");
   EXPECT_EQ(info->quota_limit, 20u << 20);
 
-  ASSERT_EQ(User({"grace", "--status", "hold", "--quota", "0"}).status, 0);
+  ASSERT_EQ(User({"grace", "--status", "hold", "--quota", "0", "--include-moved"}).status, 0);
   u = nlohmann::json::parse(User({"grace", "--json"}).out);
   EXPECT_EQ(u["status"], "hold");
   EXPECT_EQ(u["quota_limit"], 0);

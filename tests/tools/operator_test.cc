@@ -299,7 +299,7 @@ TEST_F(OperatorStore, RestoreRefusesAUserMarkedMovedHere) {
     EXPECT_FALSE(store->ListFolders("ann").empty());
   }
   // Brought back by hand first, it is restored.
-  ASSERT_EQ(RunCli({"user", "--store", dst, "mike", "--status", "active"}).status, 0);
+  ASSERT_EQ(RunCli({"user", "--store", dst, "mike", "--status", "active", "--include-moved"}).status, 0);
   r = RunCli({"restore", "--store", dst, "-f", stream});
   EXPECT_EQ(r.status, 0) << r.Describe();
   EXPECT_FALSE(store::Store::Open(dst)->ListFolders("mike").empty());
