@@ -35,6 +35,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/iso_time.h"
+#include "util/read_block.h"
 
 namespace storemove::store {
 
@@ -371,7 +372,7 @@ void CopyMessage(const Relocation& r, const MessageMeta& m, const std::string& r
   UniqueFd out = OpenAt(r.dst->fd(), tmp, O_WRONLY | O_CREAT | O_EXCL, 0600, to);
   Hasher hasher;
   uint64_t size = 0;
-  std::string buf(1 << 20, '\0');
+  ReadBlock buf;
   while (size_t n = ReadSome(in.get(), buf.data(), buf.size(), from)) {
     hasher.Update(buf.data(), n);
     WriteAll(out.get(), buf.data(), n, to);

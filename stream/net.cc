@@ -26,6 +26,7 @@
 #include "stream/net_conn.h"
 #include "stream/private_file.h"
 #include "util/bytes.h"
+#include "util/read_block.h"
 
 namespace storemove::stream::net {
 
@@ -205,7 +206,7 @@ Sha256Digest Sha256::Final() {
 
 Sha256Digest Sha256OfFile(int fd, const std::string& shown) {
   Sha256 sha;
-  std::string buf(1 << 20, '\0');
+  ReadBlock buf;
   for (off_t off = 0;;) {
     ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
     if (n < 0 && errno == EINTR) continue;
@@ -760,6 +761,7 @@ const char* FrameName(FrameType type) {
     case FrameType::kAnswer: return "ANSWER";
     case FrameType::kResult: return "RESULT";
     case FrameType::kError: return "ERROR";
+    case FrameType::kProgress: return "PROGRESS";
   }
   return nullptr;
 }
@@ -769,7 +771,8 @@ uint32_t MaxFramePayload(FrameType type) {
     case FrameType::kRequest:
     case FrameType::kResult: return uint32_t{16} << 20;
     case FrameType::kData: return uint32_t(kMaxDataFrame);
-    case FrameType::kDataEnd: return 0;
+    case FrameType::kDataEnd:
+    case FrameType::kProgress: return 0;
     case FrameType::kQuery: return uint32_t{64} << 10;
     case FrameType::kReady:
     case FrameType::kAnswer:

@@ -155,6 +155,9 @@ struct ServeOptions {
   bool verbose = false;            // also log every QUERY answered (one line per folder)
   std::function<void(const Endpoint&)> on_listening;  // called once, with the bound address
   std::function<void()> on_waiting_for_slot;  // tests: an authenticated connection waits for a session slot
+  // Tests: a restore session's stream is applied (DATA-END read), before its sync and RESULT: a
+  // slow server, whose client hears PROGRESS frames meanwhile.
+  std::function<void()> after_stream_applied;
 };
 
 // Accepts sessions until *stop becomes true (checked at least every 200 ms). Each session runs in

@@ -249,6 +249,7 @@ class Session::Impl {
   SessionReport Restore(store::Store& source, const BackupOptions& options, const RestoreOptions& remote) {
     if (options.manifest) Throw(Errc::kInvalidArgument, "a manifest cannot be restored remotely (use VerifyRemote)");
     nlohmann::json request = Request("restore", SourceId(source), client_.timeout_seconds);
+    request["progress"] = true;  // PROGRESS frames while the server applies the stream
     request["restore"] = {{"partition", remote.partition},
                           {"user_map", remote.user_map},
                           {"continue_on_error", remote.continue_on_error},
@@ -283,6 +284,7 @@ class Session::Impl {
 
   VerifyReport Verify(store::Store& source, const BackupOptions& options) {
     nlohmann::json request = Request("verify", SourceId(source), client_.timeout_seconds);
+    request["progress"] = true;
     request["verify"] = {{"names", options.names}, {"check_bytes", true}};
     std::string json = Operation([&] {
       Begin(request);
@@ -393,11 +395,13 @@ class Session::Impl {
     if (f.type != FrameType::kReady) Unexpected(f, "READY", from_);
   }
 
-  // The reply of type `type`; ANSWERs still on the way before it go to `pipeline`.
+  // The reply of type `type`; ANSWERs still on the way before it go to `pipeline`, PROGRESS
+  // frames (the server still applying the stream) only restart the timeout's count.
   Frame ReadReply(FrameType type, QueryPipeline* pipeline) {
     for (;;) {
       Frame f = ReadFrame(conn_);
       if (pipeline && pipeline->Take(f)) continue;
+      if (f.type == FrameType::kProgress) continue;
       if (f.type != type) Unexpected(f, FrameName(type), from_);
       return f;
     }

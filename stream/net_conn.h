@@ -159,6 +159,9 @@ enum class FrameType : uint8_t {
   kAnswer = 0x06,
   kResult = 0x07,
   kError = 0x08,
+  // Server to a client that asked for it ("progress": true): "still working", while the stream
+  // is in and the restore or verify still applies it (transport.md §5). No payload.
+  kProgress = 0x09,
 };
 // Version 2: a connection carries several operations (docs/transport.md §1); version 1 requests
 // (one operation, then close) are still served.

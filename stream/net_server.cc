@@ -56,7 +56,11 @@ class FramePump final : public format::ByteSource {
   // Returns the ANSWER payload; null outside a restore (a QUERY is then a protocol error).
   using Answerer = std::function<std::string(const Query&)>;
 
-  FramePump(Connection& conn, Answerer answer) : conn_(conn), answer_(std::move(answer)) {
+  // `beat`: after DATA-END, while the caller still works (the restore applies what is queued
+  // and in the socket's buffers, then syncs), a PROGRESS frame that often; zero for a client
+  // that did not ask for them.
+  FramePump(Connection& conn, Answerer answer, std::chrono::milliseconds beat = {})
+      : conn_(conn), answer_(std::move(answer)), beat_(beat) {
     if (::pipe2(wake_, O_CLOEXEC) != 0) ThrowErrno("pipe");
     try {
       thread_ = std::thread([this] { Run(); });
@@ -98,17 +102,19 @@ class FramePump final : public format::ByteSource {
 
   // Once the decoder is done: lets the I/O thread read on to DATA-END (what the stream had
   // beyond its end is dropped), so the next REQUEST starts at a frame boundary. Rethrows a
-  // failure of the I/O thread. The connection is the caller's again afterwards.
+  // failure of the I/O thread. Its PROGRESS frames go on until Stop(); after Finish() the
+  // connection is the caller's again.
+  void Drain() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    discard_ = true;
+    queue_.clear();
+    queued_ = 0;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return ended_ || error_; });
+    if (!ended_) std::rethrow_exception(error_);
+  }
   void Finish() {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      discard_ = true;
-      queue_.clear();
-      queued_ = 0;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return ended_ || error_; });
-      if (!ended_) std::rethrow_exception(error_);
-    }
+    Drain();
     Stop();
   }
 
@@ -158,9 +164,18 @@ class FramePump final : public format::ByteSource {
             WriteFrame(conn_, FrameType::kAnswer, answer_(DecodeQuery(f.payload)));
             break;
           case FrameType::kDataEnd: {
-            std::lock_guard<std::mutex> lock(mutex_);
+            std::unique_lock<std::mutex> lock(mutex_);
             ended_ = true;
             cv_.notify_all();
+            // The client now only waits for RESULT, under its --timeout: what is queued here
+            // and in the socket's buffers (a rerun's held records: hundreds of thousands of
+            // messages to prove) can take longer to apply than that (helper-74: timed out,
+            // "without progress", while the restore went on and succeeded).
+            while (beat_.count() > 0 && !cv_.wait_for(lock, beat_, [&] { return stop_; })) {
+              lock.unlock();
+              WriteFrame(conn_, FrameType::kProgress, {});
+              lock.lock();
+            }
             return;
           }
           default: Unexpected(f, "DATA, QUERY or DATA-END", conn_.peer());
@@ -175,6 +190,7 @@ class FramePump final : public format::ByteSource {
 
   Connection& conn_;
   Answerer answer_;
+  const std::chrono::milliseconds beat_;
   int wake_[2] = {-1, -1};  // written by Stop(): the I/O thread's wait between frames ends
   std::thread thread_;
   std::mutex mutex_;
@@ -587,8 +603,9 @@ class Server {
           return true;
         }
         const int lock_wait = LockWaitFor(request);
-        if (*op == "restore") ServeRestore(conn, who, request.at("restore"), source_id, lock_wait, &began);
-        else if (*op == "verify") ServeVerify(conn, who, request.at("verify"), &began);
+        const std::chrono::milliseconds beat = BeatFor(request);
+        if (*op == "restore") ServeRestore(conn, who, request.at("restore"), source_id, lock_wait, beat, &began);
+        else if (*op == "verify") ServeVerify(conn, who, request.at("verify"), beat, &began);
         else if (*op == "set-status") ServeSetStatus(conn, who, request, std::move(statuses), version, lock_wait, &began);
         else if (*op == "remove-folders" && version >= 2) ServeRemoveFolders(conn, who, request, source_id, lock_wait);
         else Throw(Errc::kProtocol, "unknown operation '" + *op + "'");
@@ -616,6 +633,17 @@ class Server {
     if (!it->is_number_unsigned() || it->get<uint64_t>() == 0 || it->get<uint64_t>() > 86400 * 365)
       Throw(Errc::kProtocol, "bad REQUEST: client_timeout must be a whole number of seconds from 1 to 31536000");
     return std::min<int>(wait, std::max<int>(1, int(it->get<uint64_t>() / 2)));
+  }
+
+  // How often a client that asked for PROGRESS frames hears one while its stream is applied: a
+  // third of its timeout (20 s when it does not say it). None for clients that did not ask: they
+  // would take the frame for a protocol error. (client_timeout is checked by LockWaitFor.)
+  static std::chrono::milliseconds BeatFor(const nlohmann::json& request) {
+    auto it = request.find("progress");
+    if (it == request.end() || !it->is_boolean() || !it->get<bool>()) return std::chrono::milliseconds{0};
+    auto timeout = request.find("client_timeout");
+    if (timeout == request.end() || !timeout->is_number_unsigned()) return std::chrono::milliseconds{20000};
+    return std::chrono::milliseconds{std::clamp<uint64_t>(timeout->get<uint64_t>() * 1000 / 3, 200, 300000)};
   }
 
   void SendReady(Connection& conn, bool* began = nullptr) {
@@ -653,7 +681,7 @@ class Server {
   }
 
   void ServeRestore(Connection& conn, const std::string& who, const nlohmann::json& j, const std::string& source_id,
-                    int lock_wait, bool* began) {
+                    int lock_wait, std::chrono::milliseconds beat, bool* began) {
     RestoreOptions options;
     options.partition = j.at("partition").get<std::string>();
     options.user_map = j.at("user_map").get<std::map<std::string, std::string>>();
@@ -702,29 +730,32 @@ class Server {
     SendReady(conn, began);
     SessionReport report;
     {
-      FramePump pump(conn, [&](const Query& q) { return AnswerQuery(options, who, q); });
+      FramePump pump(conn, [&](const Query& q) { return AnswerQuery(options, who, q); }, beat);
       running_pump = &pump;
       format::DecompressingSource input(pump);
       format::Decoder decoder(input);
       report = Restore(&store_, decoder, options);
-      pump.Finish();
+      pump.Drain();
       running_pump = nullptr;
+      if (options_.after_stream_applied) options_.after_stream_applied();
+      sync.Sync();  // on a disk this may take long too: still under PROGRESS frames
+      pump.Stop();
     }
     report.stream_bytes = conn.bytes_in() - bytes_before;
-    sync.Sync();
     WriteFrame(conn, FrameType::kResult, ReportToJson(report));
     log_.Line(report.errors ? LogPriority::kError : LogPriority::kInfo, who + ": " + report.Summary("restore"));
     for (const std::string& line : report.error_lines) log_.Line(LogPriority::kError, who + ": error: " + line);
   }
 
-  void ServeVerify(Connection& conn, const std::string& who, const nlohmann::json& j, bool* began) {
+  void ServeVerify(Connection& conn, const std::string& who, const nlohmann::json& j, std::chrono::milliseconds beat,
+                   bool* began) {
     VerifyOptions options;
     options.names = j.at("names").get<std::vector<std::string>>();
     options.check_bytes = j.at("check_bytes").get<bool>();
     SendReady(conn, began);
     VerifyReport report;
     {
-      FramePump pump(conn, nullptr);
+      FramePump pump(conn, nullptr, beat);
       format::DecompressingSource input(pump);
       format::Decoder decoder(input);
       report = VerifyManifest(store_, decoder, options);

@@ -26,6 +26,7 @@
 #include "util/error.h"
 #include "util/file_digest.h"
 #include "util/printable.h"
+#include "util/read_block.h"
 
 namespace storemove::stream {
 
@@ -664,7 +665,7 @@ class RestoreSession {
   void SwitchToWriting() {
     writer_ = folder_->NewMessage();
     uint64_t prefix = matcher_->matched_bytes();
-    std::string buf(std::min<uint64_t>(prefix, 1 << 20), '\0');
+    ReadBlock buf;
     for (uint64_t off = 0; off < prefix;) {
       size_t n = size_t(std::min<uint64_t>(prefix - off, buf.size()));
       PreadAll(matcher_->file(), buf.data(), n, off_t(off), repository_->root());
@@ -740,7 +741,7 @@ class RestoreSession {
   // which becomes the proven file of content id `content_id` once committed.
   void CopyFrom(UniqueFd in, const std::string& path, const Digest& digest, bool replace_entry, uint64_t content_id) {
     writer_ = folder_->NewMessage();
-    std::string buf(1 << 20, '\0');
+    ReadBlock buf;
     for (;;) {
       size_t n = ReadSome(in.get(), buf.data(), buf.size(), path);
       if (n == 0) break;

@@ -5,12 +5,13 @@
 #include <cerrno>
 
 #include "util/error.h"
+#include "util/read_block.h"
 
 namespace storemove {
 
 Digest DigestOfFile(int fd, const std::string& shown, uint64_t* size) {
   Hasher hasher;
-  std::string buf(1 << 20, '\0');
+  ReadBlock buf;
   uint64_t total = 0;
   for (off_t off = 0;;) {
     const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);

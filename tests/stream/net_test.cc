@@ -1917,6 +1917,33 @@ TEST(NetHostile, AClientWhoseUserIsHeldHearsWhyBeforeItsOwnTimeout) {
   ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
 }
 
+// A server that takes longer than the client's --timeout to apply what it has received (a
+// rerun's held records, hundreds of thousands of messages to prove, or a long sync on a disk)
+// says so with PROGRESS frames: the client waits for its RESULT instead of giving up "without
+// progress" while the restore goes on and succeeds (helper-74: a no-op rerun of 10,000
+// messages timed out at --timeout 20; the server logged success 10 s later).
+TEST(NetTimeout, AServerStillApplyingTheStreamKeepsItsClientWaiting) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 4);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  // The slow work itself, three times the client's timeout (not a wait for another thread).
+  so.after_stream_applied = [] { std::this_thread::sleep_for(std::chrono::seconds(6)); };
+  ServerThread server(*b, so);
+  ClientOptions c;
+  c.credentials.insecure = true;
+  c.timeout_seconds = 2;
+  const auto start = std::chrono::steady_clock::now();
+  SessionReport report;
+  const auto [code, what] = ThrownBy([&] { report = Session(server.endpoint(), c).Restore(*a, BackupOptions{}, {}); });
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_FALSE(code) << what << " after " << waited << " s";
+  EXPECT_GE(waited, 6.0);  // it did wait for the slow server, past its own timeout
+  EXPECT_EQ(report.errors, 0u);
+  EXPECT_EQ(report.users, 2u);
+}
+
 // A client that dies before DATA-END while its session waits for the user's write lock (a local
 // restore or a rename of that user holds it). The session used to go on waiting until the idle
 // timeout, holding its slot, and to apply what it had queued if the lock came first: mail its
