@@ -198,7 +198,6 @@ TEST_F(AdminViews, BulkStatusForAGroupOrAFileIsAllOrNothing) {
 
   // Misuse is one line.
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"user", "--store", root_, "alice", "--status", "hold", "--include-moved"},
            {"user", "--store", root_, "--group", "mn"},
            {"user", "--store", root_, "alice", "--status", "hold", "--group", "mn"},
            {"user", "--store", root_, "--status", "hold", "--group", "nope"},

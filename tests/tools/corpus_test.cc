@@ -18,6 +18,7 @@
 #include "tests/tools/cli_runner.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/plural.h"
 
 namespace storemove::store {
 namespace {
@@ -186,7 +187,7 @@ TEST_F(Corpus, EveryMboxIsImportedAsAnIndependentParseSeesIt) {
       continue;
     }
     ASSERT_EQ(r.status, 0) << path << "\n" << r.Describe();
-    EXPECT_NE(r.out.find("imported " + std::to_string(expected.size()) + " messages"), std::string::npos)
+    EXPECT_NE(r.out.find("imported " + Counted(expected.size(), "message") + " ("), std::string::npos)
         << path << ": " << r.out;
     auto store = Store::Open(root_);
     auto folder = store->OpenFolder("importer", folder_name);

@@ -41,6 +41,7 @@
 #include "tests/tools/cli_runner.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/plural.h"
 
 namespace storemove::store {
 namespace {
@@ -1060,7 +1061,7 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
                           tmp / "pw", "--insecure", "--timeout", "5"});
     ASSERT_EQ(r.status, 0) << what << ": " << r.Describe();
     EXPECT_EQ(Store::Open(other)->OpenFolder("dora", "INBOX")->Snapshot().messages.size(), count) << what;
-    EXPECT_NE(r.out.find("(0 failed), " + std::to_string(count) + " messages"), std::string::npos) << what << ": " << r.out;
+    EXPECT_NE(r.out.find("(0 failed), " + Counted(count, "message")), std::string::npos) << what << ": " << r.out;
   }
   // A server reporting sizes inexact (Exchange) is pulled when told so, the bytes as sent.
   {

@@ -521,7 +521,7 @@ TEST_F(WriteLockTest, RestoreRerunPutsBackALostFileUnderItsUid) {
   EXPECT_NE(RunCli({"verify", "--store", dst_, "--source", src_}).status, 0);
   CliResult rerun = RunCli({"restore", "--store", dst_, "-f", tmp_ / "stream"});
   EXPECT_EQ(rerun.status, 0) << rerun.Describe();
-  EXPECT_NE((rerun.out + rerun.err).find("1 lost files repaired"), std::string::npos) << rerun.Describe();
+  EXPECT_NE((rerun.out + rerun.err).find("1 lost file repaired"), std::string::npos) << rerun.Describe();
   EXPECT_TRUE(PathExists(lost));
   EXPECT_EQ(Subjects("Sent"), (std::vector<std::string>{"sent-1", "sent-2", "sent-3"}));
   CliResult v = RunCli({"verify", "--store", dst_, "--source", src_});
