@@ -52,21 +52,26 @@ def start_dovecot(dovecot, tmp, maildir):
     return process, imap
 
 
-def selectable_folders(imap):
-    status, listing = imap.list('""', "*")
+def listed(imap, command):
+    """(decoded name, lowercased attributes) of each line that LIST or LSUB "" "*" answers."""
+    status, listing = getattr(imap, command)('""', "*")
     if status != "OK":
-        dt.fail("LIST: %s" % listing)
-    names = set()
+        dt.fail("%s: %s" % (command.upper(), listing))
+    out = []
     for line in listing:
+        if line is None:  # an empty answer
+            continue
         m = re.match(rb'\(([^)]*)\) "(.)" (?:"((?:[^"\\]|\\.)*)"|(\S+))$', line)
         if not m:
-            dt.fail("unparsed LIST line %r" % line)
+            dt.fail("unparsed %s line %r" % (command.upper(), line))
         raw = m.group(3) if m.group(3) is not None else m.group(4)
-        name = dt.utf7_decode(re.sub(rb'\\(.)', rb"\1", raw).decode("ascii"))
-        attributes = m.group(1).decode().lower()
-        if "\\noselect" not in attributes and "\\nonexistent" not in attributes:
-            names.add(name)
-    return names
+        out.append((dt.utf7_decode(re.sub(rb'\\(.)', rb"\1", raw).decode("ascii")), m.group(1).decode().lower()))
+    return out
+
+
+def selectable_folders(imap):
+    return {name for name, attributes in listed(imap, "list")
+            if "\\noselect" not in attributes and "\\nonexistent" not in attributes}
 
 
 def snapshot(imap):
@@ -97,20 +102,7 @@ SUBSCRIBED = ["INBOX", "Projects/2024", "a.b", "Entwürfe", "back\\slash", "日�
 
 
 def subscribed(imap):
-    """The folders LSUB "" "*" lists, decoded."""
-    status, listing = imap.lsub('""', "*")
-    if status != "OK":
-        dt.fail("LSUB: %s" % listing)
-    names = set()
-    for line in listing:
-        if line is None:
-            continue
-        m = re.match(rb'\(([^)]*)\) "(.)" (?:"((?:[^"\\]|\\.)*)"|(\S+))$', line)
-        if not m:
-            dt.fail("unparsed LSUB line %r" % line)
-        raw = m.group(3) if m.group(3) is not None else m.group(4)
-        names.add(dt.utf7_decode(re.sub(rb'\\(.)', rb"\1", raw).decode("ascii")))
-    return names
+    return {name for name, _ in listed(imap, "lsub")}
 
 
 def main():
