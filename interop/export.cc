@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 
+#include "interop/keyword_bits.h"
 #include "interop/maildir_names.h"
 #include "interop/mbox.h"
 #include "interop/modified_utf7.h"
@@ -81,16 +82,6 @@ std::string ReturnPathSender(std::string_view header) {
     line = eol + 1;
   }
   return "";
-}
-
-// An IMAP atom (RFC 3501 flag-keyword): what Dovecot accepts as a keyword name.
-bool IsImapAtom(std::string_view name) {
-  if (name.empty()) return false;
-  for (unsigned char c : name) {
-    if (c <= 0x20 || c >= 0x7f) return false;
-    if (std::string_view("(){%*\"\\]").find(static_cast<char>(c)) != std::string_view::npos) return false;
-  }
-  return true;
 }
 
 // Maildir's unique-name rule: '/' and ':' of the host name as octal escapes (',' too, which
@@ -299,7 +290,7 @@ class Exporter {
       int next = 0;
       for (size_t i = 0; i < snap.info.user_flag_names.size(); ++i) {
         const std::string& name = snap.info.user_flag_names[i];
-        if (static_cast<size_t>(next) < kMaildirKeywords && IsImapAtom(name)) {
+        if (static_cast<size_t>(next) < kMaildirKeywords && IsImapKeyword(name)) {
           letter_of[i] = next;
           keywords += std::to_string(next++) + " " + name + "\n";
         } else {

@@ -153,7 +153,11 @@ uint64_t KeywordsFromHeader(std::string_view message, KeywordBits& keywords, uin
     if (start == std::string_view::npos) break;
     size_t end = field->find_first_of(" \t", start);
     if (end == std::string_view::npos) end = field->size();
-    if (std::optional<size_t> bit = keywords.Bit(field->substr(start, end - start))) {
+    const std::string_view name = field->substr(start, end - start);
+    // Not an IMAP keyword ("\\Seen", "(x)", 8-bit): no IMAP server wrote it there (helper-77).
+    if (!IsImapKeyword(name)) {
+      ++*dropped;
+    } else if (std::optional<size_t> bit = keywords.Bit(name)) {
       bits |= uint64_t{1} << *bit;
     } else {
       ++*dropped;

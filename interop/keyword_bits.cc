@@ -10,6 +10,15 @@ namespace {
 constexpr size_t kUserFlags = 64;  // bits of MessageMeta::user_flags
 }  // namespace
 
+bool IsImapKeyword(std::string_view name) {
+  if (name.empty()) return false;
+  for (unsigned char c : name) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+    if (std::string_view("(){%*\"\\]").find(static_cast<char>(c)) != std::string_view::npos) return false;
+  }
+  return true;
+}
+
 std::optional<size_t> KeywordBits::Bit(std::string_view name) {
   if (name.empty() || name.size() > store::index::kMaxUserFlagName || name.find('\0') != std::string_view::npos)
     return std::nullopt;

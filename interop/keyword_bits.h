@@ -12,6 +12,9 @@
 
 namespace storemove::interop {
 
+// An IMAP atom (RFC 3501 flag-keyword): what an IMAP server (Dovecot) accepts as a keyword.
+bool IsImapKeyword(std::string_view name);
+
 class KeywordBits {
  public:
   explicit KeywordBits(std::vector<std::string> names) : names_(std::move(names)) {}

@@ -220,6 +220,10 @@ class FramePump final : public format::ByteSource {
 
 using Clock = std::chrono::steady_clock;
 
+// An operation completed (and logged so) whose RESULT its client did not stay to read: the
+// session ends without a second, "failed", line.
+struct ClientGoneAfterResult {};
+
 // One accepted connection and the thread that serves it.
 struct Slot {
   // kClosing: failed and answered; its slot is free while its connection drains (kDrainSeconds).
@@ -534,6 +538,9 @@ class Server {
       }
       ReleaseSlot(slot);
       CloseQuietly(conn);
+    } catch (const ClientGoneAfterResult&) {
+      ReleaseSlot(slot);
+      CloseQuietly(conn);
     } catch (const std::exception& e) {
       log_.Line(LogPriority::kError, who + ": " + op + " failed: internal error: " + e.what());
       try {
@@ -756,9 +763,18 @@ class Server {
       pump.Stop();
     }
     report.stream_bytes = conn.bytes_in() - bytes_before;
-    WriteFrame(conn, FrameType::kResult, ReportToJson(report));
+    // The restore is complete and on disk: said first, so that a client gone before its RESULT
+    // does not make the log call it failed (helper-77: "restore failed: ... Broken pipe" for a
+    // stream applied in full).
     log_.Line(report.errors ? LogPriority::kError : LogPriority::kInfo, who + ": " + report.Summary("restore"));
     for (const std::string& line : report.error_lines) log_.Line(LogPriority::kError, who + ": error: " + line);
+    try {
+      WriteFrame(conn, FrameType::kResult, ReportToJson(report));
+    } catch (const Error& e) {
+      log_.Line(LogPriority::kWarning, who + ": the restore above is complete and on disk, but its client was gone "
+                                            "before its RESULT (" + e.what() + "); its rerun finds it present");
+      throw ClientGoneAfterResult{};
+    }
   }
 
   void ServeVerify(Connection& conn, const std::string& who, const nlohmann::json& j, std::chrono::milliseconds beat,

@@ -168,7 +168,8 @@ int RunImport(const ImportCliOptions& o) {
     if (file.skipped) std::printf(", %llu already present", static_cast<unsigned long long>(file.skipped));
     if (file.folder_data) std::printf(", its folder-data message (X-IMAP, not mail) left out");
     if (file.keywords_dropped)
-      std::printf(", %s dropped (the store keeps 64 per folder)", Counted(file.keywords_dropped, "keyword").c_str());
+      std::printf(", %s dropped (not IMAP keywords, or past the folder's 64)",
+                  Counted(file.keywords_dropped, "keyword").c_str());
     std::printf("\n");
   };
   interop::ImportReport report = interop::ImportMboxes(*store, jobs, options);
