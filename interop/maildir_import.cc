@@ -482,16 +482,27 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
   }
   const std::string shown = JoinPath(dir, name);
   std::string_view body = *text;
+  std::vector<std::string_view> lines = Lines(body);
+  for (std::string_view& line : lines)
+    if (line.ends_with('\r')) line.remove_suffix(1);  // a file edited on Windows: CR is in no folder name
   int version = 1;
-  if (!courier && body.starts_with(kSubscriptionsVersion2)) {
+  size_t first = 0;
+  if (!courier && !lines.empty() && lines[0].starts_with("V\t")) {
+    // kSubscriptionsVersion2: "V<TAB>2" and an empty line. Another version's lines are not ours
+    // to guess at.
+    if (lines[0] != "V\t2" || lines.size() < 2 || !lines[1].empty()) {
+      warnings->push_back(shown + ": a version header this import does not know ('" + PrintableName(lines[0].substr(0, 16)) +
+                          "'); no subscription read");
+      return {};
+    }
     version = 2;
-    body.remove_prefix(kSubscriptionsVersion2.size());
+    first = 2;
   }
   std::vector<std::string> out;
   std::set<std::string> seen;
-  size_t line_no = version == 2 ? 2 : 0;
-  for (std::string_view line : Lines(body)) {
-    ++line_no;
+  for (size_t i = first; i < lines.size(); ++i) {
+    const std::string_view line = lines[i];
+    const size_t line_no = i + 1;
     if (line.empty()) continue;
     if (out.size() == kMaxSubscriptions) {
       warnings->push_back(shown + ": more than " + std::to_string(kMaxSubscriptions) + " subscriptions; the rest not read");

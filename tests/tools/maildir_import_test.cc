@@ -399,6 +399,23 @@ TEST_F(MaildirImport, SubscriptionsArriveAndGoBackOut) {
   for (std::string& mailbox : kims) mailbox.replace(0, 9, "user/joe/");
   EXPECT_EQ(kims, want);
 
+  // A later version's header is not guessed at; CRLF line ends are read (helper-77: every line
+  // was refused, "V\t3" as "not valid modified UTF-7").
+  const std::string odd = dir_ / "odd";
+  MakeMaildir(odd);
+  WriteFileAt(odd + "/subscriptions", "V\t3\n\nINBOX\n");
+  r = Run({"-u", "ole", "--maildir", odd});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find(odd + "/subscriptions: a version header this import does not know ('V\\x093'); no subscription "
+                             "read"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(subscriptions("ole").empty());
+  WriteFileAt(odd + "/subscriptions", "V\t2\r\n\r\nINBOX\r\nSent\r\n");
+  r = Run({"-u", "ole", "--maildir", odd});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(subscriptions("ole"), (std::vector<std::string>{"user/ole/INBOX", "user/ole/Sent"}));
+
   // Courier-IMAP's file: "INBOX" and "INBOX.<name>" lines.
   const std::string courier = dir_ / "courier";
   MakeMaildir(courier);
