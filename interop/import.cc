@@ -154,15 +154,14 @@ uint64_t KeywordsFromHeader(std::string_view message, KeywordBits& keywords, uin
     size_t end = field->find_first_of(" \t", start);
     if (end == std::string_view::npos) end = field->size();
     const std::string_view name = field->substr(start, end - start);
+    pos = end;
     // Not an IMAP keyword ("\\Seen", "(x)", 8-bit): no IMAP server wrote it there (helper-77).
-    if (!IsImapKeyword(name)) {
-      ++*dropped;
-    } else if (std::optional<size_t> bit = keywords.Bit(name)) {
+    std::optional<size_t> bit = IsImapKeyword(name) ? keywords.Bit(name) : std::nullopt;
+    if (bit) {
       bits |= uint64_t{1} << *bit;
     } else {
       ++*dropped;
     }
-    pos = end;
   }
   return bits;
 }

@@ -481,8 +481,7 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
     if (!text) return {};
   }
   const std::string shown = JoinPath(dir, name);
-  std::string_view body = *text;
-  std::vector<std::string_view> lines = Lines(body);
+  std::vector<std::string_view> lines = Lines(*text);
   for (std::string_view& line : lines)
     if (line.ends_with('\r')) line.remove_suffix(1);  // a file edited on Windows: CR is in no folder name
   int version = 1;
