@@ -9,6 +9,8 @@
 #include <cstring>
 #include <cerrno>
 #include <ctime>
+#include <optional>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "store/dir_lock.h"
@@ -315,29 +317,58 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
 }
 
 void Folder::SetFlags(uint32_t uid, uint8_t flags, uint64_t user_flags) {
-  if (flags & ~kAllSystemFlags) Throw(Errc::kInvalidArgument, "invalid system flags");
+  SetFlags(std::vector<FlagChange>{{uid, flags, user_flags}});
+}
+
+size_t Folder::SetFlags(const std::vector<FlagChange>& changes) {
+  for (const FlagChange& change : changes)
+    if (change.flags & ~kAllSystemFlags) Throw(Errc::kInvalidArgument, "invalid system flags");
+  if (changes.empty()) return 0;
   const std::string shown = path_ + "/store.idx";
   const bool sync = store_->durability() == Durability::kBatch;
   Lock lock(dir_.get(), true, path_, *store_);
   index::Opened opened = OpenIndexForWrite(*store_, *this, sync);
   const int idx = opened.fd.get();
   index::Contents c = index::Read(idx, shown);
-  for (uint32_t i = 0; i < c.records.size(); ++i) {
-    MessageMeta& m = c.records[i];
-    if (m.uid != uid) continue;
-    if (m.flags == flags && m.user_flags == user_flags) return;  // no change, no new modseq
-    m.flags = flags;
-    m.user_flags = user_flags;
+  // Records are in append order, nearly always UID order (§4): a binary search then, else a map.
+  const bool in_uid_order =
+      std::is_sorted(c.records.begin(), c.records.end(), [](const MessageMeta& a, const MessageMeta& b) {
+        return a.uid < b.uid;
+      });
+  std::unordered_map<uint32_t, uint32_t> position_of;
+  if (!in_uid_order)
+    for (uint32_t i = 0; i < c.records.size(); ++i) position_of.emplace(c.records[i].uid, i);
+  auto find = [&](uint32_t uid) -> std::optional<uint32_t> {
+    if (!in_uid_order) {
+      auto it = position_of.find(uid);
+      return it == position_of.end() ? std::nullopt : std::optional<uint32_t>(it->second);
+    }
+    auto it = std::lower_bound(c.records.begin(), c.records.end(), uid,
+                               [](const MessageMeta& m, uint32_t u) { return m.uid < u; });
+    if (it == c.records.end() || it->uid != uid) return std::nullopt;
+    return static_cast<uint32_t>(it - c.records.begin());
+  };
+  std::vector<uint32_t> changed;
+  for (const FlagChange& change : changes) {
+    std::optional<uint32_t> i = find(change.uid);
+    if (!i) Throw(Errc::kNotFound, "mailbox " + Mailbox() + ": no message with UID " + std::to_string(change.uid));
+    MessageMeta& m = c.records[*i];
+    if (m.flags == change.flags && m.user_flags == change.user_flags) continue;  // no change, no new modseq
+    m.flags = change.flags;
+    m.user_flags = change.user_flags;
     m.modseq = ++c.header.highest_modseq;
-    // HIGHESTMODSEQ first, then the record: a crash between leaves H raised over an unchanged
-    // record (a pass sees a change that is not there, harmless), never a record above H.
-    index::WriteHeader(idx, c.header, shown);
-    if (sync) Fsync(idx, shown);
-    index::RewriteRecord(idx, c.header, i, m, shown);
-    if (sync) Fsync(idx, shown);
-    return;
+    changed.push_back(*i);
   }
-  Throw(Errc::kNotFound, "mailbox " + Mailbox() + ": no message with UID " + std::to_string(uid));
+  if (changed.empty()) return 0;
+  // HIGHESTMODSEQ first, then the records: a crash between leaves H raised over unchanged
+  // records (a pass sees a change that is not there, harmless), never a record above H.
+  index::WriteHeader(idx, c.header, shown);
+  if (sync) Fsync(idx, shown);
+  std::sort(changed.begin(), changed.end());
+  changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
+  for (uint32_t i : changed) index::RewriteRecord(idx, c.header, i, c.records[i], shown);
+  if (sync) Fsync(idx, shown);
+  return changed.size();
 }
 
 void Folder::SetUserFlagNames(const std::vector<std::string>& names) {

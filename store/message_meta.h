@@ -25,6 +25,13 @@ struct MessageMeta {
   uint64_t modseq = 0;
   friend bool operator==(const MessageMeta&, const MessageMeta&) = default;
 };
+// A new value for one message's flags (Folder::SetFlags of many).
+struct FlagChange {
+  uint32_t uid = 0;
+  uint8_t flags = 0;
+  uint64_t user_flags = 0;
+};
+
 // MessageList keeps records in a temporary file as they are in memory.
 static_assert(std::is_trivially_copyable_v<MessageMeta>);
 

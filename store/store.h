@@ -265,6 +265,12 @@ class Folder {
   void Discard(std::vector<StagedMessage>& batch);
 
   void SetFlags(uint32_t uid, uint8_t flags, uint64_t user_flags);
+  // The flags of many messages under one lock and one read of store.idx: a call per message
+  // reads the whole index each time, quadratic in a folder whose every flag changed ("mark all
+  // read" of a large INBOX before a migration's pass). A UID given twice takes its last change.
+  // Throws kNotFound naming the first UID the index lacks, before anything is written. Returns
+  // how many records changed.
+  size_t SetFlags(const std::vector<FlagChange>& changes);
   void SetUserFlagNames(const std::vector<std::string>& names);
   // Raises uidnext to at least `uidnext` (restore keeps the source's next UID).
   void RaiseUidNext(uint32_t uidnext);

@@ -364,6 +364,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
       // Fetch the UIDs it lacks; the flags of those it has follow the source; the doubtful ones
       // are fetched and compared (SameByMetadata).
       interop::KeywordBits keywords(names);
+      std::vector<store::FlagChange> changes;  // one write of the index for them all
       for (const ImapMessage& m : listed.messages) {
         auto it = have.find(m.uid);
         if (it == have.end()) {
@@ -378,11 +379,13 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
         uint64_t user_flags;
         MapFlags(m, keywords, &flags, &user_flags, &pull.result.keywords_dropped);
         const uint8_t kept = it->second.flags & store::kRecent;
-        if ((it->second.flags & ~store::kRecent) != flags || it->second.user_flags != user_flags) {
-          keywords.Save(*folder);
-          folder->SetFlags(m.uid, static_cast<uint8_t>(flags | kept), user_flags);
-          ++pull.result.flags_updated;
-        }
+        if ((it->second.flags & ~store::kRecent) != flags || it->second.user_flags != user_flags)
+          changes.push_back({m.uid, static_cast<uint8_t>(flags | kept), user_flags});
+      }
+      if (!changes.empty()) {
+        keywords.Save(*folder);
+        folder->SetFlags(changes);
+        pull.result.flags_updated += changes.size();
       }
       names = folder->Snapshot().info.user_flag_names;
     } else {

@@ -549,10 +549,22 @@ class RestoreSession {
   // another UID keeps its own: it is the folder's message, the stream's is only like it.)
   void UpdatePresentFlags(uint32_t uid) {
     const store::MessageMeta& have = present_[uid];
-    if (have.flags != meta_.flags || have.user_flags != meta_.user_flags) {
-      Commit();  // pending appends first, so the flag change lands on a committed record
-      folder_->SetFlags(uid, meta_.flags, meta_.user_flags);
-    }
+    if (have.flags != meta_.flags || have.user_flags != meta_.user_flags)
+      QueueFlagChange(uid, meta_.flags, meta_.user_flags);
+  }
+
+  // Flag changes go to store.idx in batches: one read of the index per batch, not per message
+  // (a folder whose every flag changed made a pass quadratic: 20,000 changes took 11.6 s).
+  void QueueFlagChange(uint32_t uid, uint8_t flags, uint64_t user_flags) {
+    pending_flags_.push_back({uid, flags, user_flags});
+    if (pending_flags_.size() >= kFlagChangesPerBatch) ApplyFlagChanges();
+  }
+
+  void ApplyFlagChanges() {
+    if (pending_flags_.empty()) return;
+    Commit();  // pending appends first, so a flag change lands on a committed record
+    folder_->SetFlags(pending_flags_);
+    pending_flags_.clear();
   }
 
   static std::string ContentKey(const Digest& digest, uint64_t size) {
@@ -890,10 +902,7 @@ class RestoreSession {
       return;
     }
     const uint64_t user_flags = MapUserFlags(r.user_flags);
-    if (it->second.flags != r.flags || it->second.user_flags != user_flags) {
-      Commit();  // pending appends first, as for any flag change
-      folder_->SetFlags(r.uid, r.flags, user_flags);
-    }
+    if (it->second.flags != r.flags || it->second.user_flags != user_flags) QueueFlagChange(r.uid, r.flags, user_flags);
   }
 
   void MarkUnsettled() {
@@ -1132,6 +1141,7 @@ class RestoreSession {
       return;
     }
     Commit();
+    ApplyFlagChanges();
     // An incremental block names every message of the source folder; an unchanged one none.
     if (options_.mirror && mode_ == Mode::kMerge && decoder_.header().since == 0 && !folder_record_.unchanged()) {
       std::vector<uint32_t> gone;
@@ -1160,6 +1170,7 @@ class RestoreSession {
     pending_digests_.clear();
     pending_content_ids_.clear();
     pending_bytes_ = 0;
+    pending_flags_.clear();  // like the appends not committed: the folder is reported, a rerun applies them
     writer_.reset();
     matcher_.reset();
     folder_.reset();
@@ -1236,6 +1247,8 @@ class RestoreSession {
   ContentFilter written_;  // contents this session wrote: where a look-up may find them after all
   std::vector<int> flag_map_;
   std::vector<store::StagedMessage> pending_;
+  static constexpr size_t kFlagChangesPerBatch = 4096;
+  std::vector<store::FlagChange> pending_flags_;  // of messages present before the stream
   std::vector<Digest> pending_digests_;
   std::vector<uint64_t> pending_content_ids_;  // content id of new content, 0 for links
   uint64_t pending_bytes_ = 0;

@@ -38,6 +38,16 @@ std::vector<uint32_t> Append(Folder& f, const std::vector<std::string>& bodies, 
   return f.Commit(batch);
 }
 
+Errc CodeOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no error thrown";
+  return Errc::kInterrupted;
+}
+
 std::map<uint32_t, MessageMeta> ByUid(const FolderSnapshot& s) {
   std::map<uint32_t, MessageMeta> out;
   for (const MessageMeta& m : s.messages) out[m.uid] = m;
@@ -196,6 +206,52 @@ std::unique_ptr<Folder> Fill10(Store& store) {
   f->SetFlags(3, kSeen | kAnswered, 1);
   DowngradeTo10(*f);
   return f;
+}
+
+// Many flag changes in one call (restore's and moveuser's batches): each changed record gets a
+// modseq above the old HIGHESTMODSEQ, an unchanged one keeps its own, a UID given twice ends
+// with its last flags, and a UID the folder lacks refuses the whole call before any write. The
+// index is out of UID order here (a gap filled later), the case the lookup by map covers.
+TEST(Modseq, ManyFlagChangesAtOnce) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {"primary"});
+  store->CreateUser("joe");
+  auto f = store->OpenFolder("joe", "INBOX");
+  Append(*f, {Msg("1"), Msg("2"), Msg("3"), Msg("4")});
+  for (uint32_t uid : {10u, 7u}) {
+    MessageMeta at;
+    at.uid = uid;
+    Append(*f, {Msg(std::to_string(uid))}, at);
+  }
+  f->SetUserFlagNames({"$Junk"});
+  const uint64_t before = CheckedH(*store, *f);
+  const auto old = ByUid(f->Snapshot());
+
+  EXPECT_EQ(f->SetFlags(std::vector<FlagChange>{{3, kSeen, 0}, {10, kFlagged, 1}, {7, kDeleted, 0}, {1, 0, 0},
+                                                {3, kSeen | kAnswered, 0}}),
+            3u);
+  const uint64_t after = CheckedH(*store, *f);
+  EXPECT_GT(after, before);
+  auto now = ByUid(f->Snapshot());
+  EXPECT_EQ(now[3].flags, kSeen | kAnswered);
+  EXPECT_EQ(now[10].flags, kFlagged);
+  EXPECT_EQ(now[10].user_flags, 1u);
+  EXPECT_EQ(now[7].flags, kDeleted);
+  for (uint32_t uid : {3u, 10u, 7u}) {
+    EXPECT_GT(now[uid].modseq, before) << uid;
+    EXPECT_LE(now[uid].modseq, after) << uid;
+  }
+  for (uint32_t uid : {1u, 2u, 4u}) EXPECT_EQ(now[uid], old.at(uid)) << uid;
+
+  // Nothing to change: no write, no new modseq.
+  EXPECT_EQ(f->SetFlags(std::vector<FlagChange>{{3, kSeen | kAnswered, 0}}), 0u);
+  EXPECT_EQ(CheckedH(*store, *f), after);
+
+  // UID 99 is not there: UID 2 keeps its flags.
+  EXPECT_EQ(CodeOf([&] { f->SetFlags(std::vector<FlagChange>{{2, kSeen, 0}, {99, kSeen, 0}}); }), Errc::kNotFound);
+  EXPECT_EQ(ByUid(f->Snapshot())[2], old.at(2));
+  EXPECT_EQ(CheckedH(*store, *f), after);
+  EXPECT_EQ(CodeOf([&] { f->SetFlags(std::vector<FlagChange>{{2, 0x80, 0}}); }), Errc::kInvalidArgument);
 }
 
 TEST(Modseq, A10IndexIsReadAndUpgradedInPlaceByTheFirstWrite) {
