@@ -235,6 +235,7 @@ class RestoreSession {
 
   std::set<std::string> map_targets_;               // the -m map's new names
   std::map<std::string, std::string> restored_as_;  // such a name -> the stream's user restored as it
+  std::set<std::string> created_as_mapped_;         // users this restore created under a -m name
   // copy_on_hold: the users this session checked and marked as its copies (OnUser), each with
   // whether the copy is untouched (UserStatus::untouched_copy): only such a copy's folders are
   // replaced when the source re-created them. A folder of any other user is checked before it
@@ -277,21 +278,31 @@ class RestoreSession {
   void OnUser(const format::UserRecord& r) {
     ++report_.users;
     std::string user = MapUser(r.user);
-    if (toc_) toc_->User(user, r);
-    if (!store_) return;
     // -m alice=bob with bob in the stream too (and not mapped away): bob's records would land in
     // alice's restored tree, or the other way round. The second one stops the restore before
-    // anything of it is written.
+    // anything of it is written; `-t -m` finds the clash without writing anything. A stream
+    // names its users only as it goes, so the first one's mail is in already: the line says so.
     // Only names the map sends someone to can clash, so the memory stays the map's size.
     if (map_targets_.empty())
       for (const auto& [from, to] : options_.user_map) map_targets_.insert(to);
     if (map_targets_.count(user) != 0) {
       auto [it, fresh] = restored_as_.emplace(user, r.user);
-      if (!fresh && it->second != r.user)
+      if (!fresh && it->second != r.user) {
+        std::string already;
+        if (store_)
+          already = created_as_mapped_.count(user)
+                        ? "; " + EscapeControls(it->second) + "'s mail is restored as " + EscapeControls(user) +
+                              " already, a user this restore created: remove it (storemove delete --store " +
+                              EscapeControls(store_->root()) + " --force " + EscapeControls(user) + ") before running it again with a corrected map"
+                        : "; " + EscapeControls(it->second) + "'s folders are restored into " + EscapeControls(user) +
+                              " already, which existed before this restore";
         Throw(Errc::kInvalidArgument, "stream users " + EscapeControls(it->second) + " and " + EscapeControls(r.user) +
                                           " would both be restored as " + EscapeControls(user) +
-                                          " (restore -m); their mail would merge: map one of them elsewhere");
+                                          " (restore -m); their mail would merge: map one of them elsewhere" + already);
+      }
     }
+    if (toc_) toc_->User(user, r);
+    if (!store_) return;
     bool refused_as_moved = false;
     try {
       store::ValidateUserId(user);
@@ -329,6 +340,7 @@ class RestoreSession {
         if (existing && existing->status == *status) status.reset();
       }
       if (!existing) {
+        if (user != r.user) created_as_mapped_.insert(user);
         store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false,
                            options_.copy_on_hold ? *status : store::UserStatus{});
         if (options_.copy_on_hold) status.reset();  // made on hold: never active for a moment
