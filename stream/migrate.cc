@@ -751,6 +751,8 @@ class Migration {
       *connected = true;
       destination_down_ = false;  // it answers: the groups after this one start again
     };
+    // The destination's session slots are all busy (its --max-sessions): the group waits its turn.
+    client.on_waiting_for_slot = [&live] { live.phase = "slot-wait"; };
     net::Session session(options_.to, client);
     // What went on the wire, counted for an attempt that fails or is cut off too (it was 0 then).
     struct WireCount {

@@ -81,6 +81,10 @@ struct ClientOptions {
   // Called by a Session once its TCP connection is made (before TLS): the server's host
   // answered. migrate tells a destination that is down from one that failed a session.
   std::function<void()> on_connected;
+  // Called once when the server says (PROGRESS before READY) that this connection waits for one
+  // of its session slots (all --max-sessions busy): the session waits as long as the server
+  // keeps saying so, instead of taking the silence for a dead server.
+  std::function<void()> on_waiting_for_slot;
 };
 
 // Backs up `options` of `source` to the server, which restores it; returns the combined report
@@ -150,8 +154,12 @@ struct ServeOptions {
   int max_handshakes = 64;
   int max_handshakes_per_address = 16;
   // Authenticated connections waiting for a session slot (each holds a thread until a slot frees
-  // or idle_timeout_seconds pass); one more is told to try again later (kTempFail).
+  // or idle_timeout_seconds pass; one whose hello asked for progress, until a slot frees or its
+  // client leaves, and it hears PROGRESS meanwhile); one more is told to try again later (kTempFail).
   int max_waiting = 256;
+  // Tests: false answers a hello that asks for progress as servers before 2026-12-05 did (silence
+  // while it waits for a slot), to test a new client against an old server.
+  bool progress_while_waiting_for_slot = true;
   bool verbose = false;            // also log every QUERY answered (one line per folder)
   std::function<void(const Endpoint&)> on_listening;  // called once, with the bound address
   std::function<void()> on_waiting_for_slot;  // tests: an authenticated connection waits for a session slot

@@ -208,9 +208,16 @@ class Session::Impl {
     try {
       conn_.Connect(tls_, to.host);
       key_proven = tls_.psk();
-      WriteFrame(conn_, FrameType::kRequest, Request("hello", client_.source_store_id, client_.timeout_seconds).dump());
+      nlohmann::json hello = Request("hello", client_.source_store_id, client_.timeout_seconds);
+      hello["progress"] = true;  // PROGRESS while the server has no session slot for us yet
+      WriteFrame(conn_, FrameType::kRequest, hello.dump());
       asked = true;
       ready = ReadFrame(conn_);
+      for (bool told = false; ready.type == FrameType::kProgress; ready = ReadFrame(conn_))
+        if (!told && client.on_waiting_for_slot) {
+          told = true;
+          client.on_waiting_for_slot();
+        }
     } catch (const Error& e) {
       if (client.cancel && client.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
       // Silence after the handshake: the server holds an authenticated connection without a

@@ -243,6 +243,7 @@ class Server {
   // One large REQUEST at a time (see Serve); a stopping server ends the wait. (A flag under
   // mutex_ rather than a timed_mutex: ThreadSanitizer does not see timed locks taken.)
   static constexpr size_t kLargeRequestBytes = 256 * 1024;
+  static constexpr size_t kEarlyRequestBytes = 4096;  // read before the slot: a hello is ~200 bytes
   class LargeTurn {
    public:
     LargeTurn() = default;
@@ -427,9 +428,23 @@ class Server {
     return true;
   }
 
-  // An authenticated connection takes a session slot, waiting (at most the idle timeout) while
-  // all are busy; its client's timeout applies meanwhile.
-  void TakeSessionSlot(Slot& slot) {
+  // The PROGRESS interval a hello asks for while it waits for a slot (0: none asked, or not a
+  // hello; such a REQUEST is served as before, whatever its bytes).
+  static std::chrono::milliseconds HelloBeat(const std::string& payload) {
+    try {
+      nlohmann::json request = ParseFrameJson(payload, "REQUEST", FrameJsonSinks{});
+      auto op = request.find("op");
+      if (op == request.end() || !op->is_string() || op->get<std::string>() != "hello") return {};
+      return BeatFor(request);
+    } catch (...) {
+      return {};
+    }
+  }
+
+  // An authenticated connection takes a session slot, waiting while all are busy: at most the
+  // idle timeout, its client's timeout applying meanwhile; or, when its hello asked for progress
+  // (beat > 0), as long as its client stays, with a PROGRESS frame every beat.
+  void TakeSessionSlot(Slot& slot, std::chrono::milliseconds beat) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (!slot.cut.empty()) Throw(Errc::kTempFail, slot.cut);
     if (sessions_ >= options_.max_sessions && waiting_ >= options_.max_waiting) {
@@ -449,13 +464,31 @@ class Server {
     // A client that gives up (its timeout) is noticed within kSlotCheck, not when a slot comes
     // free: it stops counting against --max-waiting, and a slot never goes to a dead connection.
     const auto began = Clock::now();
-    const auto deadline = began + std::chrono::seconds(options_.idle_timeout_seconds);
+    const bool beating = beat.count() > 0;
+    const auto deadline = beating ? Clock::time_point::max() : began + std::chrono::seconds(options_.idle_timeout_seconds);
+    auto next_beat = began + beat;
     bool free = false, gone = false;
     for (;;) {
       free = stopping_ || sessions_ < options_.max_sessions;
       gone = slot.conn->PeerClosed();
       if (free || gone || Clock::now() >= deadline) break;
-      changed_.wait_until(lock, std::min(deadline, Clock::now() + kSlotCheck));
+      if (beating && Clock::now() >= next_beat) {
+        // Written without the lock: a client slow to read must not hold up the other waiters.
+        lock.unlock();
+        try {
+          WriteFrame(*slot.conn, FrameType::kProgress, {});
+        } catch (const Error&) {
+          gone = true;
+        }
+        lock.lock();
+        if (gone) break;
+        next_beat = Clock::now() + beat;
+        continue;
+      }
+      auto until = Clock::now() + kSlotCheck;
+      if (beating) until = std::min(until, next_beat);
+      else until = std::min(until, deadline);
+      changed_.wait_until(lock, until);
     }
     --waiting_;
     changed_.notify_all();  // a connection refused for want of a waiting place may look again
@@ -485,18 +518,27 @@ class Server {
       conn.SetTimeout(options_.idle_timeout_seconds);
       conn.Accept(tls_);
       conn.set_authenticated();  // (a no-op handshake with --insecure)
-      // The REQUEST's payload (up to 16 MiB) is read only once a slot is taken, so connections
-      // waiting for one (up to --max-waiting) hold no more than its header.
+      // A REQUEST's payload of more than 4 KiB (up to 16 MiB) is read only once a slot is taken,
+      // so connections waiting for one (up to --max-waiting) hold no more than 4 KiB each.
       FrameHeader head = ReadFrameHeader(conn);
       if (head.type != FrameType::kRequest) Unexpected(ReadFramePayload(conn, head), "REQUEST", conn.peer());
-      TakeSessionSlot(slot);
+      // A small REQUEST (a hello) is read before the wait for a slot: one that asks for progress
+      // hears PROGRESS while it waits, so its client does not take the wait for a dead server
+      // (helper-79: migrate groups beyond --max-sessions timed out and failed instead of waiting).
+      std::optional<Frame> early;
+      std::chrono::milliseconds beat{0};
+      if (head.length <= kEarlyRequestBytes) {
+        early = ReadFramePayload(conn, head);
+        if (options_.progress_while_waiting_for_slot) beat = HelloBeat(early->payload);
+      }
+      TakeSessionSlot(slot, beat);
       conn.SetReceiveBuffer(kSocketBuffer);
       // A large REQUEST (a set-status of many users) is read, parsed and served one at a time:
       // 16 clients sending 16 MiB each took a server to 2.7 GiB and kept it parsing for minutes
       // after SIGTERM (helper-70). Until its turn its bytes wait in the socket.
       LargeTurn large;
       if (head.length > kLargeRequestBytes) large = TakeLargeTurn(who);
-      Frame request = ReadFramePayload(conn, head);
+      Frame request = early ? std::move(*early) : ReadFramePayload(conn, head);
       // Version 2: after each operation the connection waits for the next REQUEST, under the
       // idle timeout, until the client closes it.
       int ops = 0;

@@ -1421,6 +1421,8 @@ TEST(NetSlots, AConnectionWaitingForASlotWhenTheServerStopsIsToldToTryAgain) {
 // is the likely reason, and the server lets go of it at once: the waiter used to keep its place
 // among --max-waiting, take the next free slot for a dead connection and log a normal end
 // (helper-47).
+// A client waiting for a slot hears PROGRESS from a server of 2026-12-05 on; here the server
+// answers as earlier ones did (silence), which the client's timeout ends.
 TEST(NetSlots, AClientThatGivesUpWaitingForASlotIsToldWhyAndLetGo) {
   TempDir tmp;
   auto b = store::Store::Init(tmp / "B", {"primary"});
@@ -1430,6 +1432,7 @@ TEST(NetSlots, AClientThatGivesUpWaitingForASlotIsToldWhyAndLetGo) {
   so.max_sessions = 1;
   so.max_waiting = 1;
   so.idle_timeout_seconds = 600;
+  so.progress_while_waiting_for_slot = false;
   ServerThread server(*b, so);
   const ClientOptions patient = Psk(key);
   ClientOptions impatient = patient;
@@ -1444,6 +1447,42 @@ TEST(NetSlots, AClientThatGivesUpWaitingForASlotIsToldWhyAndLetGo) {
   const std::string log = server.Log();
   EXPECT_TRUE(Contains(log, "its client closed the connection while it waited")) << log;
   EXPECT_EQ(Count(log, "session ended after"), 2u) << log;  // the holder and the next, not the waiter
+}
+
+// Sessions beyond --max-sessions wait for a slot (docs/fleet.md), however long the sessions
+// before them take: the server tells a waiting client so with PROGRESS frames (its hello asked
+// for them), which restart the client's timeout. helper-79: migrate groups waiting for a slot
+// timed out after --timeout, and failed once their retries were spent.
+TEST(NetSlots, AClientWaitsForASlotAsLongAsTheServerSaysItWaits) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  const std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.max_sessions = 1;
+  so.idle_timeout_seconds = 600;
+  ServerThread server(*b, so);
+  ClientOptions c = Psk(key);
+  auto holder = std::make_unique<Session>(server.endpoint(), c);
+  c.timeout_seconds = 1;
+  std::promise<void> waiting;
+  std::atomic<int> told{0};
+  c.on_waiting_for_slot = [&] {
+    if (told++ == 0) waiting.set_value();
+  };
+  auto waiter = std::async(std::launch::async, [&] {
+    Session session(server.endpoint(), c);
+    session.SetStatuses({});
+  });
+  ASSERT_EQ(waiting.get_future().wait_for(std::chrono::seconds(kGuardSeconds)), std::future_status::ready);
+  // The holder keeps its slot three times the waiter's timeout.
+  EXPECT_EQ(waiter.wait_for(std::chrono::seconds(3)), std::future_status::timeout) << "it did not wait";
+  holder.reset();
+  ASSERT_EQ(waiter.wait_for(std::chrono::seconds(kGuardSeconds)), std::future_status::ready);
+  EXPECT_NO_THROW(waiter.get());
+  EXPECT_EQ(told.load(), 1);
+  server.Stop();
+  EXPECT_EQ(Count(server.Log(), "session ended after"), 2u) << server.Log();
 }
 
 // A session that failed gives its slot up once it has answered, not after draining its
