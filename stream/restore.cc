@@ -27,6 +27,7 @@
 #include "util/file_digest.h"
 #include "util/printable.h"
 #include "util/read_block.h"
+#include "stream/skipped_contents.h"
 
 namespace storemove::stream {
 
@@ -183,10 +184,17 @@ class RestoreSession {
         case Event::kMessage:
           // Content ids count every message record of the stream, whatever happens to it here.
           NewContent();
+          if (skipping_) KeepSkipped(decoder_.message());
           Guard([&] { OnMessage(decoder_.message()); });
           break;
-        case Event::kBody: Guard([&] { OnBody(decoder_.body()); }); break;
-        case Event::kMessageEnd: Guard([&] { OnMessageEnd(); }); break;
+        case Event::kBody:
+          if (skipping_) skipped_.Append(decoder_.body());
+          Guard([&] { OnBody(decoder_.body()); });
+          break;
+        case Event::kMessageEnd:
+          if (skipping_) skipped_.End();
+          Guard([&] { OnMessageEnd(); });
+          break;
         case Event::kLink: Guard([&] { OnLink(decoder_.link()); }); break;
         case Event::kHeld:
           NewContent();  // a held record takes a content id too
@@ -823,6 +831,10 @@ class RestoreSession {
     if (ProvenSlot(r.content_id)->empty()) Commit();  // the content may still be in this batch
     const FileId want = Current(*ProvenSlot(r.content_id));
     if (want.empty()) {
+      if (std::optional<SkippedContents::Range> kept = skipped_.Find(r.content_id)) {
+        RestoreFromSkipped(r, *kept, present);
+        return;
+      }
       ReportMessageError(r, "link to content_id " + std::to_string(r.content_id) +
                                 ", which this restore did not restore (its folder failed); not restored");
       return;
@@ -870,6 +882,34 @@ class RestoreSession {
     }
     // Full (link limit) or on another filesystem: a copy, which becomes C's file from now on.
     CopyFrom(std::move(fd), source, r.digest, /*replace_entry=*/source == repository_->EntryPath(r.digest), r.content_id);
+  }
+
+  // -c y skipped the folder that brought this content (its user is refused here, say): a copy of
+  // the body kept from it, which then serves the content's later links as a restored file does.
+  void KeepSkipped(const format::MessageRecord& r) {
+    if (!store_ || decoder_.header().kind == format::StreamKind::kManifest) return;
+    skipped_.Begin(contents_, r.size);
+  }
+
+  void RestoreFromSkipped(const format::LinkRecord& r, const SkippedContents::Range& kept, bool present) {
+    if (present) {
+      UniqueFd mine = folder_->OpenMessageFile(present_uid_);
+      if (mine.valid() && skipped_.SameAs(mine.get(), kept)) {
+        ++report_.skipped;
+        if (!claimed_) UpdatePresentFlags(r.uid);
+        return;
+      }
+      meta_.uid = 0;
+    }
+    writer_ = folder_->NewMessage();
+    skipped_.CopyTo(kept, *writer_);
+    store::StagedMessage staged = writer_->Finish(meta_);
+    writer_.reset();
+    if (staged.meta.digest != r.digest || staged.meta.size != r.size)
+      Throw(Errc::kCorrupt, "stream: link uid " + std::to_string(r.uid) + " names content_id " +
+                                std::to_string(r.content_id) + " of digest " + r.digest.Hex() + " and " +
+                                std::to_string(r.size) + " bytes; the skipped message of that id is another");
+    Stage(std::move(staged), r.digest, r.content_id);
   }
 
   // Opens the file that is `want`: the file restored for a collided content, the repository
@@ -1236,6 +1276,8 @@ class RestoreSession {
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
   std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;
+  static constexpr uint64_t kSkippedContentsBytes = uint64_t{1} << 30;  // and a quarter of the free space at most
+  SkippedContents skipped_{store_ ? store_->root() : std::string(), kSkippedContentsBytes};
   std::set<std::string> refused_users_;  // -c y: users refused as moved here (their folders are skipped)
 
   // The open folder.
