@@ -17,6 +17,7 @@ std::string SessionReport::Summary(const std::string& verb) const {
                 HumanBytes(double(body_bytes)).c_str(), HumanBytes(double(stream_bytes)).c_str(), seconds,
                 HumanBytes(rate).c_str());
   std::string out = buf;
+  if (selected_folders) out += ", " + Counted(selected_folders, "mailbox", "mailboxes") + " of them selected by name";
   if (skipped || linked) out += ", " + std::to_string(skipped) + " already present, " + std::to_string(linked) + " hard-linked";
   if (repaired) out += ", " + Counted(repaired, "lost file") + " repaired";
   if (held) out += ", " + std::to_string(held) + " held (the receiver had the bytes)";
@@ -35,6 +36,7 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"already_present", skipped}, {"hard_linked", linked}, {"held", held},
                       {"repaired", repaired},    {"metas", metas},
                       {"expunged", expunged},    {"unsettled", unsettled},
+                      {"selected_folders", selected_folders},
                       {"errors", errors},        {"error_lines", error_lines},
                       {"seconds", seconds},
                       {"storemove_version", Version()}};

@@ -159,6 +159,7 @@ class RestoreSession {
         options_(options),
         toc_(toc ? std::make_unique<TocWriter>(*toc, options.toc_json) : nullptr),
         progress_("restore", options.live_progress) {
+    if (!options.names.empty()) selection_.emplace(options.names, options.groups);
     if (options.input_total) progress_.set_input_total(options.input_total);
     if (options.input_consumed) progress_.set_input_source(options.input_consumed);
     if (store_) writeback_.emplace(*store_);
@@ -204,6 +205,13 @@ class RestoreSession {
         case Event::kFolderEnd: Guard([&] { OnFolderEnd(); }); skipping_ = false; break;
         case Event::kEnd:
           Finish();
+          if (selection_ && report_.selected_folders == 0) {
+            std::string names;
+            for (const std::string& name : options_.names) names += (names.empty() ? "'" : ", '") + EscapeControls(name) + "'";
+            Throw(Errc::kNotFound, "restore: " + names + " select" + (options_.names.size() == 1 ? "s" : "") +
+                                       " no mailbox of the stream (names as the stream has them, before -m; "
+                                       "user/NAME is the INBOX, user/NAME/* every folder); nothing restored");
+          }
           return report_;
       }
     }
@@ -285,6 +293,9 @@ class RestoreSession {
 
   void OnUser(const format::UserRecord& r) {
     ++report_.users;
+    stream_user_ = r.user;
+    stream_user_partition_ = r.partition;
+    if (selection_ && !selection_->WantsUser(StreamUser(r.user))) return;  // restore NAMES: not this one
     std::string user = MapUser(r.user);
     // -m alice=bob with bob in the stream too (and not mapped away): bob's records would land in
     // alice's restored tree, or the other way round. The second one stops the restore before
@@ -375,8 +386,24 @@ class RestoreSession {
     }
   }
 
+  // The stream's user as restore NAMES see it: its own id and the partition its record names.
+  store::UserInfo StreamUser(const std::string& user) const {
+    store::UserInfo info;
+    info.user = user;
+    if (user == stream_user_) info.partition = stream_user_partition_;
+    return info;
+  }
+
   void OnFolder(const format::FolderRecord& r) {
     ++report_.folders;
+    if (selection_) {
+      const store::UserInfo owner = StreamUser(r.user);
+      if (!selection_->WantsUser(owner) || !selection_->WantsFolder(owner, r.folder)) {
+        skipping_ = true;  // its bodies are kept for the selected folders' links to them
+        return;
+      }
+      ++report_.selected_folders;
+    }
     user_ = MapUser(r.user);
     current_mailbox_ = "user/" + user_ + "/" + r.folder;
     folder_record_ = r;
@@ -1276,6 +1303,8 @@ class RestoreSession {
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
   std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;
+  std::optional<Selection> selection_;  // restore NAMES
+  std::string stream_user_, stream_user_partition_;  // the last user record's
   static constexpr uint64_t kSkippedContentsBytes = uint64_t{1} << 30;  // and a quarter of the free space at most
   SkippedContents skipped_{store_ ? store_->root() : std::string(), kSkippedContentsBytes};
   std::set<std::string> refused_users_;  // -c y: users refused as moved here (their folders are skipped)

@@ -1,4 +1,5 @@
 #include <regex.h>
+#include <strings.h>
 
 #include <algorithm>
 #include <fstream>
@@ -125,6 +126,13 @@ Selection::Selection(const std::vector<std::string>& names, const std::vector<Ba
       // user/j* already reaches every folder: with /INBOX added it took the INBOXes alone.
       if (std::count(pattern.begin(), pattern.end(), '/') == 1 && pattern.find('*') == std::string::npos)
         pattern += "/INBOX";
+      // INBOX is one name whatever its case (store-format.md §1): user/joe/inbox is joe's INBOX
+      // (helper-78: deliver --folder inbox found it, backup user/joe/inbox selected nothing).
+      if (const size_t slash = pattern.find('/', 5); slash != std::string::npos) {
+        const size_t end = std::min(pattern.find('/', slash + 1), pattern.size());
+        if (end - slash - 1 == 5 && ::strncasecmp(pattern.c_str() + slash + 1, "inbox", 5) == 0)
+          pattern.replace(slash + 1, 5, "INBOX");
+      }
       item.mailbox_pattern = pattern;
       items_.push_back(item);
       continue;

@@ -32,19 +32,28 @@ bool SkippedContents::Open() {
   return true;
 }
 
+void SkippedContents::Forget() {
+  const Range& r = entries_.front().range;
+  // Where holes cannot be punched the bytes stay until the restore ends; the bound then holds
+  // for the bodies findable, not for the file.
+  (void)::fallocate(file_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(r.offset), off_t(r.size));
+  live_ -= r.size;
+  entries_.pop_front();
+}
+
 void SkippedContents::Begin(uint64_t content_id, uint64_t size) {
   current_.reset();
-  // Older contents cannot be linked any more: their entries go (the file keeps their bytes).
-  while (!entries_.empty() && content_id - entries_.front().content_id >= format::kLinkCheckWindow)
-    entries_.pop_front();
-  if (size > max_bytes_ || end_ > max_bytes_ - size || !Open()) return;
+  // Older contents cannot be linked any more.
+  while (!entries_.empty() && content_id - entries_.front().content_id >= format::kLinkCheckWindow) Forget();
+  if (!Open() || size > max_bytes_) return;
+  while (!entries_.empty() && live_ + size > max_bytes_) Forget();
   current_ = Entry{content_id, Range{end_, 0}};
 }
 
 void SkippedContents::Append(std::string_view bytes) {
   if (!current_) return;
   Range& r = current_->range;
-  if (r.offset + r.size + bytes.size() > max_bytes_) {
+  if (live_ + r.size + bytes.size() > max_bytes_) {  // more than its record said
     current_.reset();
     return;
   }
@@ -57,6 +66,7 @@ void SkippedContents::Append(std::string_view bytes) {
       unusable_ = true;
       file_.reset();
       entries_.clear();
+      live_ = 0;
       current_.reset();
       return;
     }
@@ -69,6 +79,7 @@ void SkippedContents::Append(std::string_view bytes) {
 void SkippedContents::End() {
   if (!current_) return;
   end_ = current_->range.offset + current_->range.size;
+  live_ += current_->range.size;
   entries_.push_back(*current_);
   current_.reset();
   ++kept_;

@@ -4,8 +4,10 @@
 // folder was lost with that folder, and no rerun could restore it while the folder's user stayed
 // skipped (helper-78). The bodies go to one unnamed temporary file (O_TMPFILE) on the store's
 // filesystem, which disappears when the restore ends however it ends (kill -9 included).
-// Bounded: at most max_bytes are kept (what does not fit is not, and a link to it is reported as
-// before), and only the contents a link may still name (format::kLinkCheckWindow).
+// Bounded: only the contents a link may still name (format::kLinkCheckWindow) are kept, and at
+// most max_bytes of them: the oldest go first, their blocks given back (FALLOC_FL_PUNCH_HOLE).
+// A body larger than max_bytes is not kept; a link to what is not kept is reported as before.
+// restore NAMES uses it too: the folders not selected are skipped the same way.
 #pragma once
 
 #include <cstdint>
@@ -49,12 +51,14 @@ class SkippedContents {
     Range range;
   };
   bool Open();
+  void Forget();  // the oldest entry, its blocks given back
 
   std::string dir_;
   uint64_t max_bytes_;
   UniqueFd file_;
   bool unusable_ = false;  // no temporary file could be made, or a write failed: nothing more kept
-  uint64_t end_ = 0;       // bytes in the file
+  uint64_t end_ = 0;       // the file's size (sparse: forgotten bodies are holes)
+  uint64_t live_ = 0;      // bytes of the bodies kept
   std::optional<Entry> current_;
   std::deque<Entry> entries_;  // in content-id order
   uint64_t kept_ = 0;

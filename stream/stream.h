@@ -150,6 +150,7 @@ struct SessionReport {
   uint64_t body_bytes = 0;     // bytes of bodies actually sent (links excluded)
   uint64_t stream_bytes = 0;   // bytes on the wire (after compression)
   uint64_t skipped = 0;        // restore: messages already present
+  uint64_t selected_folders = 0;  // restore NAMES: the stream's folders they selected
   uint64_t linked = 0;         // restore: messages stored as hard links
   uint64_t held = 0;           // messages sent (backup) or received (restore) as held records
   uint64_t expunged = 0;       // restore --mirror: messages the source no longer has
@@ -185,6 +186,12 @@ struct RestoreOptions {
   bool rename_existing = false;      // -n: restore into NAME.YYYYMMDD when the mailbox exists
   std::string today;                 // -n: the YYYYMMDD of dated names; empty = the current UTC date
   std::map<std::string, std::string> user_map;  // -m old=new
+  // restore NAMES (imsrestore's [path]): only the stream's users and mailboxes these select, by
+  // their names in the stream (before -m), as backup names select them (user/joe/Sent,
+  // user/joe/*, /partition[/group[/user]] with `groups`); empty = everything. Names that select
+  // nothing in the whole stream: kNotFound after it is read (nothing was written).
+  std::vector<std::string> names;
+  std::vector<BackupGroup> groups;
   std::string partition;             // destination partition for new users ("" = keep/default)
   bool continue_on_error = false;    // -c y: report a bad folder and go on
   bool live_progress = false;

@@ -31,6 +31,8 @@ struct RestoreCliOptions {
   bool json = false;
   std::string partition;
   int timeout = 0;  // seconds without input before giving up; 0 = wait
+  std::vector<std::string> names;  // imsrestore's [path]: only these users and mailboxes
+  std::string groups_file;
 };
 
 // A restore may stop at any point: what it committed is complete, nothing half-restored is
@@ -66,6 +68,7 @@ int RunRestore(const RestoreCliOptions& o) {
   options.continue_on_error = o.answer == "y";
   options.live_progress = !o.toc && (o.verbose || ::isatty(STDERR_FILENO));
   options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove restore: %s\n", why.c_str()); };
+  options.names = o.names;
 
   std::unique_ptr<store::Store> store;
   std::optional<store::StoreSync> sync;  // opened before the first write (store/sync.h)
@@ -74,6 +77,12 @@ int RunRestore(const RestoreCliOptions& o) {
     if (!o.partition.empty() && !IsDirectory(store->PartitionPath(o.partition) + "/=user"))
       Throw(Errc::kNotFound, "--partition: no partition '" + o.partition + "' in " + store->root());
     sync.emplace(*store);
+  }
+  // /partition/group names: the groups of --groups, else of the destination store (a fleet shares one file).
+  if (!o.names.empty()) {
+    std::string groups = o.groups_file;
+    if (groups.empty() && store) groups = store->root() + "/config/backup-groups.conf";
+    if (!groups.empty()) options.groups = stream::ReadBackupGroups(groups);
   }
   UniqueFd fd = stream::OpenInput(o.file);
   options.toc_json = o.json;
@@ -121,6 +130,12 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
               "live progress on stderr even when it is not a terminal (rate; ETA when the input is a regular file)");
   c->add_flag("--json", o->json, "print the summary as JSON (on stderr)");
   AddStallTimeoutOption(c, &o->timeout, "a pipe (-f -)");
+  c->add_option("names", o->names,
+                "restore only these users and mailboxes of the stream, named as there (before -m): user/joe/Sent, "
+                "user/joe (the INBOX), user/joe/* (all of joe's), user/*, /partition[/group[/user]] (default: all)");
+  c->add_option("--groups", o->groups_file,
+                "backup groups file for /partition/group names (default: the store's config/backup-groups.conf)")
+      ->type_name("FILE");
   c->callback([o, chosen] { *chosen = [o] { return RunRestore(*o); }; });
 }
 

@@ -369,6 +369,48 @@ TEST_F(OperatorStore, ASkippedUsersMessagesStillServeTheOtherUsersCopies) {
   EXPECT_EQ(verify.status, 0) << verify.Describe();
 }
 
+// restore NAMES (imsrestore's [path]): "bring back joe's folder from last night's backup" took
+// restoring the whole stream (helper-78). Names select as backup's do, by the stream's names;
+// the other folders are skipped, their bodies kept for the links of the selected ones (mike's
+// INBOX message is a link to ann's, the same bytes). INBOX in any case.
+TEST_F(OperatorStore, RestoreNamesSelectUsersAndMailboxes) {
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann", "--folder", "Sent", "--create"},
+                   "Subject: sent\r\n\r\nsent\r\n")
+                .status,
+            0);
+  const std::string stream = dir_ / "s.sm";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
+  auto digests = [](const std::string& root, const std::string& user, const std::string& folder) {
+    std::vector<std::string> out;
+    for (const store::MessageMeta& m : store::Store::Open(root)->OpenFolder(user, folder)->Snapshot().messages)
+      out.push_back(m.digest.Hex());
+    return out;
+  };
+  const std::string dst = dir_ / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  CliResult r = RunCli({"restore", "--store", dst, "-f", stream, "user/mike/inbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("1 mailbox of them selected by name"), std::string::npos) << r.Describe();
+  {
+    auto out = store::Store::Open(dst);
+    EXPECT_FALSE(out->FindUser("ann"));
+    ASSERT_EQ(out->ListFolders("mike").size(), 1u);
+  }
+  EXPECT_EQ(digests(dst, "mike", "INBOX"), digests(root_, "mike", "INBOX"));
+  // A name the stream does not have: said, nothing written.
+  r = RunCli({"restore", "--store", dst, "-f", stream, "user/nobody/INBOX"});
+  EXPECT_EQ(r.status, 66) << r.Describe();
+  EXPECT_NE(r.err.find("'user/nobody/INBOX' selects no mailbox of the stream"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(store::Store::Open(dst)->FindUser("nobody"));
+  // A group of the store's groups file (groupA=[a-l].*): ann, both folders.
+  r = RunCli({"restore", "--store", dst, "-f", stream, "--groups", root_ + "/config/backup-groups.conf", "/primary/groupA"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(digests(dst, "ann", "INBOX"), digests(root_, "ann", "INBOX"));
+  EXPECT_EQ(digests(dst, "ann", "Sent"), digests(root_, "ann", "Sent"));
+  // backup takes INBOX in any case too.
+  EXPECT_EQ(RunCli({"backup", "--store", root_, "-f", dir_ / "inbox.sm", "user/ann/inbox"}).status, 0);
+}
+
 // A manifest has no bodies: restoring one must fail, not exit 0 with empty mailboxes.
 TEST_F(OperatorStore, RestoreOfAManifestFails) {
   const std::string manifest = dir_ / "m.sm";
