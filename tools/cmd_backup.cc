@@ -46,8 +46,17 @@ int RunBackup(const BackupCliOptions& o) {
   if (!o.names_file.empty()) {
     std::ifstream in(o.names_file);
     if (!in) Throw(Errc::kNotFound, "-u: cannot read " + o.names_file);
-    for (std::string line; std::getline(in, line);)
-      if (!line.empty() && line[0] != '#') options.names.push_back(line);
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty() || line[0] == '#') continue;
+      // A bare user id is all of that user's mailboxes: the Sun chapter's files of user names
+      // (helper-78: "invalid backup name" for each).
+      if (line.find('/') == std::string::npos) {
+        store::ValidateUserId(line);
+        line = "user/" + line + "/*";
+      }
+      options.names.push_back(line);
+    }
   }
   if (options.names.empty()) options.names.push_back("/");
   options.groups_file = o.groups;
@@ -133,7 +142,9 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   c->add_option("--ca", o->credentials.ca_file, "--to: CA that signed the server's certificate")->type_name("FILE");
   c->add_flag("--insecure", o->credentials.insecure, "--to: plain TCP, no authentication (trusted links only)");
   c->add_option("--timeout", o->timeout, "--to: seconds without progress before giving up (default 60)");
-  c->add_option("-u", o->names_file, "file listing the names to back up, one per line")->type_name("FILE");
+  c->add_option("-u", o->names_file,
+                "file listing the names to back up, one per line: names as above, or a user id alone (all of its "
+                "mailboxes, as Sun's files of user names)")->type_name("FILE");
   c->add_option("-d", o->since, "only messages stored at or after this local time")->type_name("YYYYMMDD[:HHMMSS]");
   c->add_option("--compress", o->compress, "zstd level 1-19, adapt (from level 1, lower while compressing holds the backup back, higher while the output does; "
                  "-f only, without --threads), "

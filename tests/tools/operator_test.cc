@@ -411,6 +411,27 @@ TEST_F(OperatorStore, RestoreNamesSelectUsersAndMailboxes) {
   EXPECT_EQ(RunCli({"backup", "--store", root_, "-f", dir_ / "inbox.sm", "user/ann/inbox"}).status, 0);
 }
 
+// The Sun chapter's step 1 puts user names in files for -u; storemove took only its own names
+// there ("invalid backup name '20107372'", helper-78). A bare user id is all of its mailboxes.
+TEST_F(OperatorStore, BackupNamesFileTakesBareUserIds) {
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann", "--folder", "Sent", "--create"},
+                   "Subject: sent\r\n\r\nsent\r\n")
+                .status,
+            0);
+  const std::string list = dir_ / "users", stream = dir_ / "u.sm";
+  std::ofstream(list) << "# Sun-style: one user name per line\r\nann\r\n";
+  CliResult r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  CliResult toc = RunCli({"restore", "-t", "-f", stream});
+  ASSERT_EQ(toc.status, 0) << toc.Describe();
+  EXPECT_NE(toc.out.find("mailbox user/ann/INBOX "), std::string::npos) << toc.out;
+  EXPECT_NE(toc.out.find("mailbox user/ann/Sent "), std::string::npos) << toc.out;
+  EXPECT_EQ(toc.out.find("user mike"), std::string::npos) << toc.out;
+  std::ofstream(list) << "../x\n";
+  r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+}
+
 // A manifest has no bodies: restoring one must fail, not exit 0 with empty mailboxes.
 TEST_F(OperatorStore, RestoreOfAManifestFails) {
   const std::string manifest = dir_ / "m.sm";
