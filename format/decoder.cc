@@ -76,7 +76,7 @@ void Decoder::ReadPrelude() {
     Corrupt("bad magic: not a storemove stream at byte 0");
   }
   if (!complete) {
-    if (have == 0) Corrupt("truncated: empty input at byte 0");
+    if (have == 0) Corrupt("truncated: empty input at byte 0 (no stream at all: did the backup writing it fail? its own error says why)");
     Corrupt("truncated in the prelude (" + N(have) + " of " + N(wire::kPreludeSize) + " bytes) at byte 0");
   }
   uint16_t major = GetU16(p + 8), minor = GetU16(p + 10);
