@@ -393,7 +393,7 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
   AddrInfo ai;
   Resolve(to, false, &ai);
   std::string last = "no address";
-  bool timed_out = false;  // the last address's failure: a timeout is temporary (75), as a read's is
+  bool timed_out = false;  // the last address's failure is temporary (75): a timeout, as a read's, or a refusal
   for (addrinfo* a = ai.list; a; a = a->ai_next) {
     UniqueFd fd(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol));
     if (!fd.valid()) ThrowErrno("socket");
@@ -423,7 +423,10 @@ UniqueFd ConnectTcp(const Endpoint& to, int timeout_seconds, const Cancellation*
     }
     if (rc != 0) {
       last = std::strerror(errno);
-      timed_out = false;
+      // Nothing listening, or no route there now: the destination is down, which a later try
+      // may find up (75, as migrate and moveuser say it; backup --to said 74, helper-78).
+      timed_out = errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH || errno == EHOSTDOWN ||
+                  errno == ENETDOWN;
       continue;
     }
     int flags = ::fcntl(fd.get(), F_GETFL);

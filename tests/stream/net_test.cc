@@ -443,6 +443,25 @@ TEST(NetSession, CliBackupToAndServeBinary) {
   ExpectEqualStores(*dst, *src);
 }
 
+// Nothing listening at --to: the destination is down, a temporary failure (75, as migrate and
+// moveuser say it), so a script treats all three alike; backup --to said 74 (helper-78).
+TEST(NetSession, BackupToAPortNothingListensOnIsATemporaryFailure) {
+  TempDir tmp;
+  MakeSource(tmp / "A", 1, 2).reset();
+  std::string key = Key(tmp, "key");
+  UniqueFd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(probe.get(), reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  socklen_t len = sizeof at;
+  ASSERT_EQ(::getsockname(probe.get(), reinterpret_cast<sockaddr*>(&at), &len), 0);
+  const std::string to = "127.0.0.1:" + std::to_string(ntohs(at.sin_port));  // bound, never listening
+  std::string err;
+  EXPECT_EQ(RunCli(BackupTo(tmp / "A", to, {"--key", key}), &err), 75) << err;
+  EXPECT_TRUE(Contains(err, "connect to " + to + ": Connection refused")) << err;
+}
+
 TEST(NetSession, RemoteVerifyAndStatus) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 4, 10);
