@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -457,7 +458,7 @@ class Migration {
 
     std::atomic<bool> done{false};
     std::thread display;
-    if (options_.live) display = std::thread([&] { Display(done); });
+    if (options_.live || (options_.deadline && options_.on_notice)) display = std::thread([&] { Display(done); });
     std::vector<size_t> order(groups.size());
     std::iota(order.begin(), order.end(), size_t{0});
     while (!order.empty()) {
@@ -967,16 +968,53 @@ class Migration {
                                             (s.error_lines.empty() ? "" : ": " + s.error_lines.front()));
   }
 
+  static bool Transferring(const char* phase) {
+    return std::strcmp(phase, "copy") == 0 || std::strcmp(phase, "catch-up") == 0;
+  }
+  static bool Running(const char* phase) {
+    for (const char* p : {"copy", "catch-up", "hold", "final", "slot-wait", "retry-wait"})
+      if (std::strcmp(phase, p) == 0) return true;
+    return false;
+  }
+
+  // Seconds the groups left need at one job's rate so far (bytes per second of a group
+  // transferring): each running group's remaining bytes, then the groups not started, in their
+  // order, each on the job that frees first. The last group's tail counts: the rate of all jobs
+  // together over all the bytes left said "ETA 0s" while one group ran 5 s more (helper-79).
+  double EstimateSeconds(double per_job_rate) const {
+    std::vector<double> free_at;
+    std::vector<double> waiting;
+    for (const LiveGroup& l : live_) {
+      const double left = l.total_bytes > l.bytes ? double(l.total_bytes - l.bytes) / per_job_rate : 0;
+      const char* phase = l.phase.load();
+      if (Running(phase)) free_at.push_back(left);
+      else if (std::strcmp(phase, "waiting") == 0) waiting.push_back(left);
+    }
+    while (free_at.size() < size_t(std::max(1, options_.jobs))) free_at.push_back(0);
+    for (double need : waiting) {
+      auto first = std::min_element(free_at.begin(), free_at.end());
+      *first += need;
+    }
+    return *std::max_element(free_at.begin(), free_at.end());
+  }
+
+  // The live line (options_.live), and the warning that the deadline will come first (said once,
+  // live display or not: a run under cron or GNU parallel says it too).
   void Display(const std::atomic<bool>& done) {
-    auto start = Clock::now();
+    auto start = Clock::now(), last = start;
+    double job_seconds = 0;  // seconds groups spent transferring, summed over the groups
+    bool warned = false;
     while (!done) {
       std::string line = "\r";
-      uint64_t bytes = 0, total = 0, messages = 0;
+      uint64_t bytes = 0, messages = 0;
+      const auto now = Clock::now();
+      const double tick = std::chrono::duration<double>(now - last).count();
+      last = now;
       for (size_t g = 0; g < live_.size(); ++g) {
         const LiveGroup& l = live_[g];
         bytes += l.bytes;
-        total += l.total_bytes;
         messages += l.messages;
+        if (Transferring(l.phase.load())) job_seconds += tick;
         line += report_.groups[g].name + ":" + l.phase.load() + " ";
       }
       double secs = Since(start), rate = secs > 0 ? double(bytes) / secs : 0;
@@ -984,16 +1022,30 @@ class Migration {
       std::snprintf(buf, sizeof buf, "| %llu msgs %s %s/s", (unsigned long long)messages,
                     HumanBytes(double(bytes)).c_str(), HumanBytes(rate).c_str());
       line += buf;
-      // The copy pass carries about the whole selection once; the catch-up little more.
-      if (rate > 0 && bytes < total) {
-        std::snprintf(buf, sizeof buf, " ETA %.0fs", double(total - bytes) / rate);
+      std::optional<double> eta;
+      if (job_seconds > 1 && bytes > 0) eta = EstimateSeconds(double(bytes) / job_seconds);
+      if (eta && *eta >= 0.5) {
+        std::snprintf(buf, sizeof buf, " ETA %.0fs", *eta);
         line += buf;
       }
-      line += "\033[K";
-      (void)!::write(STDERR_FILENO, line.data(), line.size());
+      if (eta && options_.deadline && !warned && secs >= 3 && options_.on_notice && !Cancelled()) {
+        const double left = std::chrono::duration<double>(*options_.deadline - WallClock::now()).count();
+        if (*eta > left) {
+          warned = true;
+          std::snprintf(buf, sizeof buf, "%.0f s, %.0f s past the deadline", *eta, *eta - left);
+          options_.on_notice("at the rate so far (" + HumanBytes(double(bytes) / job_seconds) +
+                             "/s per group copying) the groups left need about " + buf + " (" + report_.deadline +
+                             "): the groups not switched by then will be put back to their source and left for the "
+                             "next window");
+        }
+      }
+      if (options_.live) {
+        line += "\033[K";
+        (void)!::write(STDERR_FILENO, line.data(), line.size());
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(250));  // redraw period, not synchronisation
     }
-    (void)!::write(STDERR_FILENO, "\r\033[K", 4);
+    if (options_.live) (void)!::write(STDERR_FILENO, "\r\033[K", 4);
   }
 
   store::Store& source_;

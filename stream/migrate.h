@@ -52,6 +52,9 @@ struct MigrateOptions {
   // Told of each failed attempt that will be retried, and when: the CLI prints it on stderr when
   // there is no live display, so a run under cron or GNU parallel does not wait minutes in silence.
   std::function<void(const std::string&)> on_retry;
+  // Told once, with --deadline, when the groups left will not be done by then at the rate so far
+  // (after the first seconds): the CLI prints it on stderr.
+  std::function<void(const std::string&)> on_notice;
   // Told when a group's last attempt got no connection and the groups not started yet wait for
   // the destination to answer (each time it is found down again): the CLI prints it on stderr.
   std::function<void(const std::string& why)> on_destination_down;

@@ -188,8 +188,13 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   stream::net::Cancellation cancel;
   options.client.cancel = &cancel;
   options.on_wait = [](const std::string& why) { std::fprintf(stderr, "storemove migrate: %s\n", why.c_str()); };
-  if (!options.live)  // the live display shows "retry-wait" itself
-    options.on_retry = [](const std::string& what) { std::fprintf(stderr, "storemove migrate: %s\n", what.c_str()); };
+  // Said when it happens, also under the live line (which shows only "retry-wait"; helper-79):
+  // the line is cleared first and redrawn after.
+  const bool live = options.live;
+  options.on_retry = [live](const std::string& what) {
+    std::fprintf(stderr, "%sstoremove migrate: %s\n", live ? "\r\033[K" : "", what.c_str());
+  };
+  options.on_notice = options.on_retry;
   options.on_destination_down = [&options](const std::string& why) {
     std::fprintf(stderr, "storemove migrate: destination %s is down (%s): no further group starts unless it answers\n",
                  options.to.ToString().c_str(), why.c_str());

@@ -1304,6 +1304,39 @@ TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
   ExpectMigrated(*dst, *src, "127.0.0.1");
 }
 
+// With --deadline, a run that will not be done in time says so once, early, while there is
+// still time to act (helper-79: the live ETA said 9 s with 4 s left, and nothing warned; a run
+// under cron or GNU parallel had no line at all). Here every message read takes 100 ms: at that
+// rate the groups need about 12 s, and the window has 8.
+TEST(MigrateDeadline, ARunThatWillOverrunItsWindowSaysSoOnce) {
+  Migration m(8, 30);
+  auto& [tmp, src, dst, insecure, server] = m;
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 2);
+  o.deadline = WallClock::now() + std::chrono::seconds(8);
+  o.on_progress = [](const std::string&, uint64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a slow source disk, by design
+  };
+  std::vector<std::string> notices;
+  std::mutex mutex;
+  o.on_notice = [&](const std::string& what) {
+    std::lock_guard<std::mutex> lock(mutex);
+    notices.push_back(what);
+  };
+  MigrateReport r = Migrate(*src, o);
+  EXPECT_TRUE(r.deadline_reached) << r.Text();
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_NE(notices[0].find("the groups left need about "), std::string::npos) << notices[0];
+  EXPECT_NE(notices[0].find(" past the deadline (" + DeadlineText(*o.deadline) + ")"), std::string::npos) << notices[0];
+  // A run with time to spare says nothing.
+  o.deadline = WallClock::now() + std::chrono::hours(1);
+  o.on_progress = nullptr;
+  notices.clear();
+  MigrateReport rerun = Migrate(*src, o);
+  ASSERT_TRUE(rerun.ok()) << rerun.Text();
+  EXPECT_TRUE(notices.empty()) << notices[0];
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
 // A group whose copy pass the deadline cuts off reported "messages 0, raw 0 B, copy 0.0s" after
 // seconds of copying (helper-69): what it sent before the cut counts, and so does the copy's
 // time. The hook holds the pass, once it has read its first messages, until the deadline passed.
