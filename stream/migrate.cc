@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -323,6 +324,9 @@ struct LiveGroup {
   std::atomic<uint64_t> messages{0}, bytes{0};
   std::atomic<const char*> phase{"waiting"};
   uint64_t total_bytes = 0;
+  // Since when this attempt's users are on hold (the group's own thread only): a failed group
+  // reports how long its users were held too (helper-79: "held 0.00s" after 10.5 s on hold).
+  std::optional<std::chrono::steady_clock::time_point> held_since;
 };
 
 // --deadline: calls `fire` once at `when`, from its own thread, unless destroyed first.
@@ -642,6 +646,7 @@ class Migration {
       if (!held.empty()) {
         std::vector<std::string> errors;
         PutBack(source_, held, &errors, &put_back, PutBackWait());
+        NoteHoldEnded(r, live);
         if (errors.empty()) {
           try {
             RemoveJournal(source_, r.name);
@@ -675,6 +680,7 @@ class Migration {
     // Give the users their service back on the source: their mail was only held.
     std::vector<std::string> errors;
     PutBack(source_, held, &errors, &put_back, PutBackWait());
+    NoteHoldEnded(r, live);
     {
       std::lock_guard<std::mutex> lock(report_mutex_);
       report_.users_put_back += put_back.size();
@@ -701,6 +707,13 @@ class Migration {
 
   void CheckCancelled() {
     if (Cancelled()) Throw(Errc::kInterrupted, cancel_.why());
+  }
+
+  // A failed attempt's users are back: the group's hold figure is how long they were held.
+  static void NoteHoldEnded(GroupReport& r, LiveGroup& live) {
+    if (!live.held_since) return;
+    r.hold_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - *live.held_since).count();
+    live.held_since.reset();
   }
 
   bool SwitchTrusted(const std::string& group) {
@@ -882,6 +895,7 @@ class Migration {
       if (e.code() != Errc::kNoUser) throw;  // renamed or deleted just now: the retry leaves it out
       Throw(Errc::kTempFail, std::string(e.what()) + " (renamed or deleted at the source as the group was held)");
     }
+    live.held_since = held_at;
     r.times.hold += Since(t);
     if (options_.on_hold) options_.on_hold(r.name);
 
@@ -941,6 +955,7 @@ class Migration {
                             GateWait());
     RemoveSwitchRecord(source_, r.name);  // every user is moved: their copies are live now
     r.hold_seconds = Since(held_at);
+    live.held_since.reset();
     RemoveJournal(source_, r.name);  // every user is moved: nothing left to put back
     held.clear();
     // The guard of `storemove delete`: recorded after the switch, when a moved user no longer changes.

@@ -1291,7 +1291,7 @@ TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
   ExpectMigrated(*dst, *src, "127.0.0.1");
 
   // Run again past its deadline, with everyone moved: nothing is left to do, so it is done
-  // (helper-79: exit 75, both groups "not started (deadline)").
+  // (helper-79: exit 75, every group "not started (deadline)").
   o.deadline = WallClock::now() - std::chrono::seconds(1);
   MigrateReport late = Migrate(*src, o);
   EXPECT_TRUE(late.ok()) << late.Text();
@@ -1532,15 +1532,20 @@ TEST(MigrateDeadline, AGroupOnHoldWhenItComesIsPutBackBeforeItsFinalPass) {
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.deadline = WallClock::now() + std::chrono::seconds(1);
   std::map<std::string, std::string> during_hold;
+  double waited = 0;
   o.on_hold = [&](const std::string&) {
     during_hold = Statuses(*src);
+    const auto began = std::chrono::steady_clock::now();
     WaitPast(*o.deadline);
+    waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
   };
   MigrateReport r = Migrate(*src, o);
   EXPECT_FALSE(r.ok());
   EXPECT_TRUE(r.deadline_reached);
   ASSERT_EQ(r.groups.size(), 1u);
   EXPECT_TRUE(r.groups[0].stopped_by_deadline);
+  // Its users were held that long, and the report says so (helper-79: "held 0.00s").
+  EXPECT_GE(r.groups[0].hold_seconds, waited) << r.Text();
   EXPECT_EQ(r.users_put_back, before.size());
   for (const auto& [user, status] : during_hold) EXPECT_EQ(status, "hold") << user;
   EXPECT_EQ(Statuses(*src), before);  // served by the source again
@@ -1557,7 +1562,7 @@ TEST(MigrateDeadline, AGroupOnHoldWhenItComesIsPutBackBeforeItsFinalPass) {
   ExpectMigrated(*dst, *src, "127.0.0.1");
 
   // Run again past its deadline, with everyone moved: nothing is left to do, so it is done
-  // (helper-79: exit 75, both groups "not started (deadline)").
+  // (helper-79: exit 75, every group "not started (deadline)").
   o.deadline = WallClock::now() - std::chrono::seconds(1);
   MigrateReport late = Migrate(*src, o);
   EXPECT_TRUE(late.ok()) << late.Text();
