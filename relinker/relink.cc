@@ -24,6 +24,7 @@
 #include "store/read_ahead.h"
 #include "store/stale_temporaries.h"
 #include "util/error.h"
+#include "util/file_digest.h"
 #include "util/interrupt.h"
 #include "util/fs.h"
 
@@ -345,7 +346,23 @@ class PartitionPass {
     // No entry, and this file could not become one: its own inode is at the link limit (EMLINK),
     // as shared as it can be. Not a collision; nothing to do.
     if (!PathExists(repository_.EntryPath(key.digest))) return;
+    if (ReplaceDamagedEntry(path, st, key)) return;
     LinkToCollided(path, st, key);
+  }
+
+  // An entry whose bytes are not its digest's is damage (a disk error, a hand edit), not a
+  // collision: this message, if its own bytes are its digest's, becomes the entry (helper-78:
+  // relink reported a damaged entry as "digest collisions 1" and left it). True when handled.
+  bool ReplaceDamagedEntry(const std::string& path, const struct stat& st, const GroupKey& key) {
+    const std::string entry_path = repository_.EntryPath(key.digest);
+    UniqueFd entry = TryOpenAt(AT_FDCWD, entry_path, O_RDONLY, 0, entry_path);
+    if (!entry.valid() || DigestOfFile(entry.get(), entry_path) == key.digest) return false;  // a real collision
+    UniqueFd file = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
+    if (!file.valid() || !IsInode(file.get(), IdOf(st)) || DigestOfFile(file.get(), path) != key.digest)
+      return false;  // this copy is not its digest's either: verify names it
+    if (!Guarded(path, [&] { repository_.Replace(key.digest, path); })) return true;
+    ++stats_.damaged_entries;
+    return true;
   }
 
   // The message's bytes differ from the repository entry of its digest (or an entry of another
@@ -547,7 +564,8 @@ std::string FormatRelinkTable(const RelinkStats& s) {
          ", entries replaced at the link limit " + std::to_string(s.entries_replaced) + ", digest collisions " +
          std::to_string(s.collisions) + ", below minimum size " + std::to_string(s.too_small) +
          ", expunged meanwhile " + std::to_string(s.vanished) + ", purged " + std::to_string(s.purged) +
-         ", stale temporary files removed " + std::to_string(s.stale_removed) + "\n";
+         ", stale temporary files removed " + std::to_string(s.stale_removed) +
+         (s.damaged_entries ? ", damaged repository entries replaced " + std::to_string(s.damaged_entries) : "") + "\n";
   return out;
 }
 

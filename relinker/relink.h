@@ -62,6 +62,7 @@ struct RelinkStats {
   uint64_t vanished = 0;          // messages expunged while the pass ran
   uint64_t purged = 0;            // repository entries removed (-d)
   uint64_t stale_removed = 0;     // temporary files of killed writers removed
+  uint64_t damaged_entries = 0;   // entries whose bytes were not their digest's, replaced by a good copy
 };
 
 // Runs the pass over one partition or all of them. Safe while deliveries, expunges and

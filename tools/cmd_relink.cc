@@ -56,6 +56,7 @@ int RunRelink(RelinkCommandOptions& options) {
                           {"vanished", stats.vanished},
                           {"purged", stats.purged},
                           {"stale_temporaries_removed", stats.stale_removed},
+                          {"damaged_entries_replaced", stats.damaged_entries},
                           {"storemove_version", Version()}};
     std::printf("%s\n", out.dump(2).c_str());
   } else {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -381,6 +382,35 @@ TEST(Relink, ForcedDigestCollisionIsNeverLinked) {
   ExpectOneInodePerContent(after);
   EXPECT_EQ(SpaceOfDistinctInodes(after), x.size() + y.size());
   EXPECT_TRUE(SameContent(Repository(s->PartitionPath("primary")).EntryPath(forced), after[0].path));
+}
+
+// A repository entry whose bytes are no longer its digest's (damage: its user's copy was since
+// repaired by a restore, the entry was not) is no digest collision: relink said "digest
+// collisions 1", exit 0, and left it (helper-78). A copy whose bytes are the digest's replaces
+// it, and the copies are linked to that.
+TEST(Relink, ADamagedRepositoryEntryIsReplacedNotCountedAsACollision) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('x', 3000);
+  for (const char* user : {"a", "b"}) s->CreateUser(user);
+  Deliver(*s, "a", "INBOX", x);
+  Relink(*s, {});  // a's file becomes the entry
+  const std::string entry = Repository(s->PartitionPath("primary")).EntryPath(DigestOf(x));
+  ASSERT_TRUE(PathExists(entry));
+  std::string damaged = x;
+  damaged[10] ^= 1;
+  ASSERT_EQ(::unlink(entry.c_str()), 0);
+  std::ofstream(entry, std::ios::binary) << damaged;  // the entry alone damaged, a's copy intact
+  Deliver(*s, "b", "INBOX", x);
+  const std::vector<OnDisk> before = ReadAll(*s);
+  const RelinkStats stats = Relink(*s, {});
+  EXPECT_EQ(stats.collisions, 0u);
+  EXPECT_EQ(stats.damaged_entries, 1u);
+  EXPECT_NE(FormatRelinkTable(stats).find("damaged repository entries replaced 1"), std::string::npos);
+  const std::vector<OnDisk> after = ReadAll(*s);
+  ExpectSameMessages(before, after);
+  ExpectOneInodePerContent(after);
+  EXPECT_EQ(ReadFile(entry), x);
 }
 
 TEST(Relink, TruncatedDigestsOnAGeneratedStoreLinkOnlyEqualBytes) {
