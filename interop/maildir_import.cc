@@ -21,6 +21,7 @@
 #include "interop/maildir_names.h"
 #include "store/mboxlist.h"
 #include "util/error.h"
+#include "util/file_digest.h"
 
 namespace storemove::interop {
 
@@ -380,11 +381,18 @@ class MaildirImporter {
     const std::string shown = scan.path.empty() ? tree_.dir : Shown(tree_.dir, scan.path);
     std::unique_ptr<Folder> folder;
     std::vector<std::string> names;
+    // A folder an earlier run made from this tree (the list's UIDVALIDITY): a UID on both sides
+    // with the same bytes is the same message, and its flags follow the tree's (helper-73 M5: a
+    // rerun before the switch left flags set at the source since the first run as they were).
+    std::unordered_map<uint32_t, MessageMeta> same_uids;
     if (store_.FindFolder(options_.user, scan.folder)) {
       folder = store_.OpenFolder(options_.user, scan.folder);
-      const std::vector<std::string> have = folder->Snapshot().info.user_flag_names;
+      store::FolderSnapshot snapshot = folder->Snapshot();
+      const std::vector<std::string> have = snapshot.info.user_flag_names;
       names = MergedNames(have, scan);
       if (names != have) folder->SetUserFlagNames(names);
+      if (scan.uidvalidity != 0 && snapshot.info.uidvalidity == scan.uidvalidity && !options_.append_all)
+        for (const MessageMeta& m : snapshot.messages) same_uids.emplace(m.uid, m);
     } else {
       // Invisible until the whole folder is in, with the tree's UIDVALIDITY (0: a new one).
       folder = store_.CreateUnpublishedFolder(options_.user, scan.folder, scan.uidvalidity);
@@ -414,6 +422,7 @@ class MaildirImporter {
     filler.before_commit = options_.before_commit;
     // Fits: CheckUnlistedUidsFit ran before the first write.
     uint32_t next_unlisted = static_cast<uint32_t>(std::min<uint64_t>(FirstUnlistedUid(scan), UINT32_MAX));
+    std::vector<store::FlagChange> flag_changes;  // applied in one write of the index
     struct stat st;
     for (const MaildirMessageFile& file : scan.messages) {
       if (file.in_new && !new_dir.valid())
@@ -435,6 +444,14 @@ class MaildirImporter {
       for (size_t i = 0; i < bit_of.size(); ++i)
         if ((file.keyword_bits >> i & 1) && bit_of[i] >= 0) meta.user_flags |= uint64_t{1} << bit_of[i];
       meta.internal_date = static_cast<int64_t>(st.st_mtim.tv_sec);
+      if (file.uid != 0 && !same_uids.empty()) {
+        auto it = same_uids.find(file.uid);
+        if (it != same_uids.end() && it->second.size == size &&
+            ((it->second.flags & ~store::kRecent) != meta.flags || it->second.user_flags != meta.user_flags) &&
+            DigestOfFile(message_fd.get(), file_shown) == it->second.digest)
+          flag_changes.push_back({file.uid, static_cast<uint8_t>(meta.flags | (it->second.flags & store::kRecent)),
+                                  meta.user_flags});
+      }
       if (size <= kWholeLimit) {
         ReadMessageFile(message_fd.get(), file_shown, size, &buffer_);
         filler.Add(buffer_, meta);
@@ -445,6 +462,7 @@ class MaildirImporter {
       }
     }
     filler.Finish();
+    if (!flag_changes.empty()) out.folder.flags_updated = folder->SetFlags(flag_changes);
     if (out.folder.created) {
       if (scan.uidnext != 0) folder->RaiseUidNext(scan.uidnext);
       store_.PublishFolder(*folder);
@@ -626,6 +644,7 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
     report.messages += outcome.folder.messages;
     report.bytes += outcome.folder.bytes;
     report.skipped += outcome.folder.skipped;
+    report.flags_updated += outcome.folder.flags_updated;
     report.empty += outcome.folder.empty;
     report.flags_not_kept += not_kept;
     report.new_uids += outcome.new_uids;

@@ -95,6 +95,9 @@ struct ImportedMaildirFolder {
   uint64_t empty = 0;     // of `messages`, files of 0 bytes
   bool created = false;   // new at the destination (built unpublished, then published)
   bool uids_kept = false; // created with the tree's UIDVALIDITY and UIDs
+  // Of `skipped`: messages whose flags now follow the tree's (a rerun into a folder the import
+  // made: same UIDVALIDITY, same UID, same bytes).
+  uint64_t flags_updated = 0;
 };
 
 struct MaildirImportReport {
@@ -108,6 +111,7 @@ struct MaildirImportReport {
   uint64_t new_uids = 0;          // messages of created folders that dovecot-uidlist did not name
   uint64_t size_hints_wrong = 0;  // messages whose name's S= differs from the bytes read
   uint64_t subscribed = 0;        // subscriptions of the tree the user did not have yet
+  uint64_t flags_updated = 0;     // messages already here whose flags follow the tree's now
 };
 
 struct MaildirImportOptions {

@@ -116,6 +116,7 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
     PrintEmpty(f.empty);
     if (f.skipped) std::printf(", %llu already present", static_cast<unsigned long long>(f.skipped));
     if (f.uids_kept) std::printf(", UIDVALIDITY and UIDs kept");
+    if (f.flags_updated) std::printf(", %s with flags updated", Counted(f.flags_updated, "message").c_str());
     std::printf("\n");
   };
   interop::MaildirImportReport report = interop::ImportMaildir(*store, options);
@@ -130,6 +131,7 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
   if (report.flags_not_kept)
     std::printf("; %s lost a flag the store cannot keep", Counted(report.flags_not_kept, "message").c_str());
   if (report.subscribed) std::printf("; %s added", Counted(report.subscribed, "subscription").c_str());
+  if (report.flags_updated) std::printf("; %s with flags updated", Counted(report.flags_updated, "message").c_str());
   std::printf("\n");
   PrintArrival(linker);
   return 0;

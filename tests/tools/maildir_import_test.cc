@@ -354,6 +354,50 @@ TEST_F(MaildirImport, IntoExistingFoldersOnlyWhatIsMissingIsAdded) {
   check();
 }
 
+// A rerun into the folders the first run made (the list's UIDVALIDITY) makes the flags of the
+// messages already here follow the tree's: a UID on both sides with the same bytes is the same
+// message (helper-73 M5: a \Seen or \Deleted set at the source between the runs stayed as it was).
+// A UID whose bytes differ is not taken for the same message: its flags stay.
+TEST_F(MaildirImport, ARerunMakesTheFlagsFollowTheTreeInAFolderItMade) {
+  MakeMaildir(tree_);
+  const std::string a = Message("a", 0), b = Message("b", 1), c = Message("c", 2);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", a, 1);
+  WriteFileAt(tree_ + "/cur/2.b.mx:2,", b, 2);
+  WriteFileAt(tree_ + "/cur/3.c.mx:2,Fa", c, 3);
+  WriteFileAt(tree_ + "/dovecot-uidlist", "3 V1234 N10\n3 :1.a.mx\n5 :2.b.mx\n6 :3.c.mx\n");
+  WriteFileAt(tree_ + "/dovecot-keywords", "0 $Work\n");
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  // The user reads and deletes at the source, and c's file is replaced by other bytes.
+  fs::rename(tree_ + "/cur/1.a.mx:2,S", tree_ + "/cur/1.a.mx:2,ST");
+  fs::rename(tree_ + "/cur/2.b.mx:2,", tree_ + "/cur/2.b.mx:2,Sa");
+  fs::remove(tree_ + "/cur/3.c.mx:2,Fa");
+  WriteFileAt(tree_ + "/cur/3.c.mx:2,S", Message("c, rewritten", 2), 3);
+  r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("into user/joe/INBOX, 2 already present, 2 messages with flags updated\n"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("; 2 messages with flags updated\n"), std::string::npos) << r.out;
+  auto check = [&] {
+    auto store = store::Store::Open(root_);
+    const FolderSnapshot snap = store->OpenFolder("joe", "INBOX")->Snapshot();
+    EXPECT_EQ(snap.info.uidvalidity, 1234u);
+    std::map<uint32_t, MessageMeta> by_uid;
+    for (const MessageMeta& m : snap.messages) by_uid[m.uid] = m;
+    ASSERT_EQ(by_uid.size(), 4u);  // the rewritten c came in beside the old one
+    EXPECT_EQ(by_uid[3].flags, store::kSeen | store::kDeleted);
+    EXPECT_EQ(by_uid[5].flags, store::kSeen);
+    EXPECT_EQ(by_uid[5].user_flags, 1u);  // $Work
+    EXPECT_EQ(by_uid[6].flags, store::kFlagged);  // other bytes now: not the same message
+    EXPECT_EQ(by_uid[6].user_flags, 1u);
+  };
+  check();
+  r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out.find("flags updated"), std::string::npos) << r.out;
+  check();
+}
+
 // The tree's subscriptions arrive (Dovecot's file, version 2 as Dovecot 2.3 writes it, or Courier's);
 // a line naming no valid folder is a warning, as Dovecot drops it; a rerun adds nothing; the
 // export writes them back and a second import reads the same ones.
