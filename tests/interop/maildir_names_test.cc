@@ -2,6 +2,7 @@
 // writes (interop/export.h), and what a hostile directory name turns into.
 #include <gtest/gtest.h>
 
+#include "tests/support/error_code.h"
 #include "interop/export.h"
 #include "interop/maildir_names.h"
 #include "store/store.h"
@@ -16,15 +17,7 @@ using store::kDraft;
 using store::kFlagged;
 using store::kSeen;
 
-Errc ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no storemove::Error thrown";
-  return Errc::kInterrupted;
-}
+using storemove::testing::CodeOf;
 
 TEST(MaildirNames, FolderNamesAreTheInverseOfTheExportsDirectoryNames) {
   for (const std::string folder :
@@ -58,8 +51,8 @@ TEST(MaildirNames, SubscriptionLinesAreDovecotsBothWays) {
   EXPECT_EQ(MaildirSubscribedFolder("Projects.2024", 1), "Projects/2024");
   EXPECT_EQ(MaildirSubscribedFolder("Projects.", 1), "Projects");
   EXPECT_EQ(MaildirSubscribedFolder("Projects\t2024\t", 2), "Projects/2024");
-  EXPECT_EQ(ErrorOf([] { MaildirSubscribedFolder("a\t&AC8-b", 2); }), Errc::kInvalidArgument);
-  EXPECT_EQ(ErrorOf([] { MaildirSubscribedFolder("a\001tb", 2); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([] { MaildirSubscribedFolder("a\t&AC8-b", 2); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([] { MaildirSubscribedFolder("a\001tb", 2); }), Errc::kInvalidArgument);
 }
 
 TEST(MaildirNames, DovecotNamesDecode) {
@@ -74,18 +67,18 @@ TEST(MaildirNames, DovecotNamesDecode) {
   EXPECT_EQ(MaildirFolderName("&U,BTFw-.&ZeVnLIqe-"), "台北/日本語");
   // What the store must refuse is left to store::ValidateFolderName.
   EXPECT_EQ(MaildirFolderName("\\2e\\2e.x"), "../x");
-  EXPECT_EQ(ErrorOf([] { store::ValidateFolderName(MaildirFolderName("\\2e\\2e.x")); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([] { store::ValidateFolderName(MaildirFolderName("\\2e\\2e.x")); }), Errc::kInvalidArgument);
   EXPECT_EQ(MaildirFolderName(".x"), "/x");
-  EXPECT_EQ(ErrorOf([] { store::ValidateFolderName(MaildirFolderName(".x")); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([] { store::ValidateFolderName(MaildirFolderName(".x")); }), Errc::kInvalidArgument);
 }
 
 TEST(MaildirNames, HostileNamesAreRefused) {
-  EXPECT_EQ(ErrorOf([] { MaildirFolderName("a\\2fb"); }), Errc::kInvalidArgument);  // a '/' inside a component
-  EXPECT_EQ(ErrorOf([] { MaildirFolderName("&Jjo"); }), Errc::kInvalidArgument);   // unterminated
-  EXPECT_EQ(ErrorOf([] { MaildirFolderName("a&AC8-b"); }), Errc::kInvalidArgument);  // a '/' in base64
-  EXPECT_EQ(ErrorOf([] { MaildirFolderName("&2D3-"); }), Errc::kInvalidArgument);  // a lone surrogate
-  EXPECT_EQ(ErrorOf([] { MaildirFolderName("&*-"); }), Errc::kInvalidArgument);
-  EXPECT_EQ(ErrorOf([] { MaildirFolderName("caf\xc3\xa9"); }), Errc::kInvalidArgument);  // raw 8-bit
+  EXPECT_EQ(CodeOf([] { MaildirFolderName("a\\2fb"); }), Errc::kInvalidArgument);  // a '/' inside a component
+  EXPECT_EQ(CodeOf([] { MaildirFolderName("&Jjo"); }), Errc::kInvalidArgument);   // unterminated
+  EXPECT_EQ(CodeOf([] { MaildirFolderName("a&AC8-b"); }), Errc::kInvalidArgument);  // a '/' in base64
+  EXPECT_EQ(CodeOf([] { MaildirFolderName("&2D3-"); }), Errc::kInvalidArgument);  // a lone surrogate
+  EXPECT_EQ(CodeOf([] { MaildirFolderName("&*-"); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([] { MaildirFolderName("caf\xc3\xa9"); }), Errc::kInvalidArgument);  // raw 8-bit
 }
 
 TEST(MaildirNames, FileNamesSplitIntoBaseAndFlagLetters) {

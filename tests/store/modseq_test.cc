@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 
+#include "tests/support/error_code.h"
 #include "store/admin.h"
 #include "store/index.h"
 #include "store/store.h"
@@ -38,16 +39,7 @@ std::vector<uint32_t> Append(Folder& f, const std::vector<std::string>& bodies, 
   return f.Commit(batch);
 }
 
-Errc CodeOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return Errc::kInterrupted;
-}
-
+using storemove::testing::CodeOf;
 std::map<uint32_t, MessageMeta> ByUid(const FolderSnapshot& s) {
   std::map<uint32_t, MessageMeta> out;
   for (const MessageMeta& m : s.messages) out[m.uid] = m;

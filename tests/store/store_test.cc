@@ -11,6 +11,7 @@
 
 #include <atomic>
 
+#include "tests/support/error_code.h"
 #include "store/mboxlist.h"
 #include "store/names.h"
 #include "store/store.h"
@@ -23,15 +24,7 @@ namespace {
 
 using storemove::testing::TempDir;
 
-Errc CodeOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return Errc::kInterrupted;
-}
+using storemove::testing::CodeOf;
 
 std::string ReadAllFd(int fd) {
   std::string out;

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/error_code.h"
 #include "interop/export.h"
 #include "store/generate.h"
 #include "interop/mbox.h"
@@ -38,16 +39,7 @@ namespace fs = std::filesystem;
 
 const std::string kCorpus = STOREMOVE_CORPUS;
 
-template <typename Fn>
-Errc ErrorOf(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no storemove::Error thrown";
-  return Errc::kInterrupted;
-}
+using storemove::testing::CodeOf;
 
 std::string ErrorMessage(const std::function<void()>& fn) {
   try {
@@ -116,8 +108,8 @@ TEST(ExportLayout, MboxRefusesTwoFoldersOnOnePath) {
   const std::string same_file = ErrorMessage([] { interop::MboxPaths({"A", "A.msg", "A/B"}); });
   EXPECT_NE(same_file.find("'A'"), std::string::npos) << same_file;
   EXPECT_NE(same_file.find("'A.msg'"), std::string::npos) << same_file;
-  EXPECT_EQ(ErrorOf([] { interop::MboxPaths({"A", "A.msg/x", "A/y"}); }), Errc::kInvalidArgument);
-  EXPECT_EQ(ErrorOf([] { interop::MboxPaths({"A.msg", "A.msg/x", "A", "A/y"}); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([] { interop::MboxPaths({"A", "A.msg/x", "A/y"}); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([] { interop::MboxPaths({"A.msg", "A.msg/x", "A", "A/y"}); }), Errc::kInvalidArgument);
 }
 
 TEST(ExportLayout, MaildirNamesFollowDovecotListescapeAndModifiedUtf7) {
@@ -217,25 +209,25 @@ TEST_F(Export, MboxWritesTheTreeAndOnlyMatchingFolders) {
 TEST_F(Export, RefusesBeforeWritingAnything) {
   store_->CreateUser("joe");
   const std::string out = dir_ / "out";
-  EXPECT_EQ(ErrorOf([&] { Run(out, interop::ExportFormat::kMbox, "NoSuch*"); }), Errc::kNotFound);
+  EXPECT_EQ(CodeOf([&] { Run(out, interop::ExportFormat::kMbox, "NoSuch*"); }), Errc::kNotFound);
   EXPECT_FALSE(PathExists(out));
   interop::ExportOptions nobody;
   nobody.user = "nobody";
   nobody.out_dir = out;
-  EXPECT_EQ(ErrorOf([&] { interop::Export(*store_, nobody); }), Errc::kNotFound);
+  EXPECT_EQ(CodeOf([&] { interop::Export(*store_, nobody); }), Errc::kNotFound);
 
   // Two folders that need the same mbox path.
   Deliver(*store_, "joe", "A", {});
   Deliver(*store_, "joe", "A/B", {});
   Deliver(*store_, "joe", "A.msg", {});
-  EXPECT_EQ(ErrorOf([&] { Run(out, interop::ExportFormat::kMbox); }), Errc::kInvalidArgument);
+  EXPECT_EQ(CodeOf([&] { Run(out, interop::ExportFormat::kMbox); }), Errc::kInvalidArgument);
   EXPECT_FALSE(PathExists(out));
 
   MakeDirs(out);
   WriteFileAtomic(out + "/keep", "someone's file");
-  EXPECT_EQ(ErrorOf([&] { Run(out, interop::ExportFormat::kMaildir); }), Errc::kExists);
+  EXPECT_EQ(CodeOf([&] { Run(out, interop::ExportFormat::kMaildir); }), Errc::kExists);
   EXPECT_EQ(FilesBelow(out), std::set<std::string>{"keep"});
-  EXPECT_EQ(ErrorOf([&] { Run(out + "/keep", interop::ExportFormat::kMaildir); }), Errc::kExists);
+  EXPECT_EQ(CodeOf([&] { Run(out + "/keep", interop::ExportFormat::kMaildir); }), Errc::kExists);
   EXPECT_EQ(ReadFile(out + "/keep"), "someone's file");
 }
 
@@ -247,9 +239,9 @@ TEST_F(Export, AMessageThatNoLongerMatchesItsIndexRecordFailsTheExport) {
     UniqueFd fd = OpenFile(folder->MessagePath(uids[0]), O_WRONLY);
     PwriteAll(fd.get(), "X", 1, 12, "message");  // same size, other bytes
   }
-  EXPECT_EQ(ErrorOf([&] { Run(dir_ / "mbox", interop::ExportFormat::kMbox); }), Errc::kCorrupt);
+  EXPECT_EQ(CodeOf([&] { Run(dir_ / "mbox", interop::ExportFormat::kMbox); }), Errc::kCorrupt);
   const std::string maildir = dir_ / "maildir";
-  EXPECT_EQ(ErrorOf([&] { Run(maildir, interop::ExportFormat::kMaildir); }), Errc::kCorrupt);
+  EXPECT_EQ(CodeOf([&] { Run(maildir, interop::ExportFormat::kMaildir); }), Errc::kCorrupt);
   EXPECT_TRUE(Names(maildir + "/tmp").empty());  // the partial copy is removed
   EXPECT_TRUE(Names(maildir + "/cur").empty());
 }

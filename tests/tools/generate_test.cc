@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/error_code.h"
 #include "store/generate.h"
 #include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
@@ -24,15 +25,7 @@ namespace fs = std::filesystem;
 constexpr int64_t kGeneratedPresent = 1748736000;  // 2025-06-01T00:00:00Z, the generator's "now"
 constexpr int64_t kYear = 365 * 86400;
 
-Errc CodeOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no error thrown";
-  return Errc::kInterrupted;
-}
+using storemove::testing::CodeOf;
 
 // Every message of the store, in mailbox and UID order.
 struct Stored {
