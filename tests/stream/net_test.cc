@@ -1439,9 +1439,8 @@ TEST(NetSlots, AConnectionWaitingForASlotWhenTheServerStopsIsToldToTryAgain) {
 // A client that gives up waiting for a session slot (its own timeout) is told that a slot wait
 // is the likely reason, and the server lets go of it at once: the waiter used to keep its place
 // among --max-waiting, take the next free slot for a dead connection and log a normal end
-// (helper-47).
-// A client waiting for a slot hears PROGRESS from a server of 2026-12-05 on; here the server
-// answers as earlier ones did (silence), which the client's timeout ends.
+// (helper-47). The server here is silent while the connection waits, as servers before
+// 2026-12-05 were (a newer one sends PROGRESS to a client that asks, and it waits on).
 TEST(NetSlots, AClientThatGivesUpWaitingForASlotIsToldWhyAndLetGo) {
   TempDir tmp;
   auto b = store::Store::Init(tmp / "B", {"primary"});
