@@ -1044,7 +1044,8 @@ std::string ReportToJson(const SessionReport& r) {
                       {"body_bytes", r.body_bytes}, {"stream_bytes", r.stream_bytes}, {"skipped", r.skipped},
                       {"linked", r.linked},       {"expunged", r.expunged},     {"errors", r.errors},
                       {"error_lines", r.error_lines}, {"seconds", r.seconds},
-                      {"metas", r.metas},         {"unsettled", r.unsettled}};
+                      {"metas", r.metas},         {"unsettled", r.unsettled},
+                      {"flags_updated", r.flags_updated}};
   return j.dump();
 }
 
@@ -1068,6 +1069,7 @@ SessionReport ReportFromJson(std::string_view text) {
     r.error_lines = j.at("error_lines").get<std::vector<std::string>>();
     r.seconds = j.at("seconds").get<double>();
     r.metas = j.value("metas", uint64_t{0});
+    r.flags_updated = j.value("flags_updated", uint64_t{0});  // servers before 2026-12-05 do not say
     r.unsettled = j.value("unsettled", std::vector<std::string>{});
   } catch (const nlohmann::json::exception& e) {
     Throw(Errc::kProtocol, std::string("RESULT frame: ") + e.what());

@@ -281,6 +281,7 @@ class Session::Impl {
       report.stream_bytes = conn_.bytes_out() - wire_before;
       report.skipped = remote_report.skipped;
       report.linked = remote_report.linked;
+      report.flags_updated = remote_report.flags_updated;
       report.expunged = remote_report.expunged;
       report.unsettled = remote_report.unsettled;
       report.errors += remote_report.errors;

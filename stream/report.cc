@@ -19,6 +19,7 @@ std::string SessionReport::Summary(const std::string& verb) const {
   std::string out = buf;
   if (selected_folders) out += ", " + Counted(selected_folders, "mailbox", "mailboxes") + " of them selected by name";
   if (skipped || linked) out += ", " + std::to_string(skipped) + " already present, " + std::to_string(linked) + " hard-linked";
+  if (flags_updated) out += ", " + Counted(flags_updated, "message") + " with flags updated";
   if (repaired) out += ", " + Counted(repaired, "lost file") + " repaired";
   if (held) out += ", " + std::to_string(held) + " held (the receiver had the bytes)";
   if (metas) out += ", " + Counted(metas, "unchanged message") + " (meta records)";
@@ -36,7 +37,7 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"already_present", skipped}, {"hard_linked", linked}, {"held", held},
                       {"repaired", repaired},    {"metas", metas},
                       {"expunged", expunged},    {"unsettled", unsettled},
-                      {"selected_folders", selected_folders},
+                      {"selected_folders", selected_folders}, {"flags_updated", flags_updated},
                       {"errors", errors},        {"error_lines", error_lines},
                       {"seconds", seconds},
                       {"storemove_version", Version()}};

@@ -27,6 +27,7 @@
 #include "util/file_digest.h"
 #include "util/printable.h"
 #include "util/read_block.h"
+#include "stream/progress.h"
 #include "stream/skipped_contents.h"
 
 namespace storemove::stream {
@@ -308,7 +309,9 @@ class RestoreSession {
       auto [it, fresh] = restored_as_.emplace(user, r.user);
       if (!fresh && it->second != r.user) {
         std::string already;
-        if (store_)
+        if (store_ && it->second == user)  // the first was the stream's own `user`: its own mail, nothing else
+          already = "; nothing of " + EscapeControls(r.user) + " was written";
+        else if (store_)
           already = created_as_mapped_.count(user)
                         ? "; " + EscapeControls(it->second) + "'s mail is restored as " + EscapeControls(user) +
                               " already, a user this restore created: remove it (storemove delete --store " +
@@ -610,7 +613,7 @@ class RestoreSession {
   void ApplyFlagChanges() {
     if (pending_flags_.empty()) return;
     Commit();  // pending appends first, so a flag change lands on a committed record
-    folder_->SetFlags(pending_flags_);
+    report_.flags_updated += folder_->SetFlags(pending_flags_);
     pending_flags_.clear();
   }
 
@@ -862,8 +865,15 @@ class RestoreSession {
         RestoreFromSkipped(r, *kept, present);
         return;
       }
-      ReportMessageError(r, "link to content_id " + std::to_string(r.content_id) +
-                                ", which this restore did not restore (its folder failed); not restored");
+      if (skipped_.dropped_for_room())
+        ReportMessageError(r, "link to content_id " + std::to_string(r.content_id) +
+                                  ", whose body came in a folder this restore skipped and could not keep (it keeps " +
+                                  HumanBytes(double(skipped_.max_bytes())) +
+                                  " of skipped bodies at most: 1 GiB, or a quarter of the store's free space); not "
+                                  "restored: select that folder too, restore the whole stream, or free space first");
+      else
+        ReportMessageError(r, "link to content_id " + std::to_string(r.content_id) +
+                                  ", which this restore did not restore (its folder failed); not restored");
       return;
     }
     std::string source;
@@ -1305,8 +1315,7 @@ class RestoreSession {
   bool skipping_ = false;
   std::optional<Selection> selection_;  // restore NAMES
   std::string stream_user_, stream_user_partition_;  // the last user record's
-  static constexpr uint64_t kSkippedContentsBytes = uint64_t{1} << 30;  // and a quarter of the free space at most
-  SkippedContents skipped_{store_ ? store_->root() : std::string(), kSkippedContentsBytes};
+  SkippedContents skipped_{store_ ? store_->root() : std::string(), options_.skipped_bodies_max_bytes};
   std::set<std::string> refused_users_;  // -c y: users refused as moved here (their folders are skipped)
 
   // The open folder.

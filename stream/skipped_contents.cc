@@ -45,8 +45,14 @@ void SkippedContents::Begin(uint64_t content_id, uint64_t size) {
   current_.reset();
   // Older contents cannot be linked any more.
   while (!entries_.empty() && content_id - entries_.front().content_id >= format::kLinkCheckWindow) Forget();
-  if (!Open() || size > max_bytes_) return;
-  while (!entries_.empty() && live_ + size > max_bytes_) Forget();
+  if (!Open() || size > max_bytes_) {
+    ++dropped_for_room_;
+    return;
+  }
+  while (!entries_.empty() && live_ + size > max_bytes_) {
+    Forget();
+    ++dropped_for_room_;
+  }
   current_ = Entry{content_id, Range{end_, 0}};
 }
 
@@ -55,6 +61,7 @@ void SkippedContents::Append(std::string_view bytes) {
   Range& r = current_->range;
   if (live_ + r.size + bytes.size() > max_bytes_) {  // more than its record said
     current_.reset();
+    ++dropped_for_room_;
     return;
   }
   const char* p = bytes.data();
@@ -63,6 +70,7 @@ void SkippedContents::Append(std::string_view bytes) {
     ssize_t n = ::pwrite(file_.get(), p, left, off_t(r.offset + r.size));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {  // full, or any other failure: keep nothing more, the restore goes on
+      dropped_for_room_ += entries_.size() + 1;
       unusable_ = true;
       file_.reset();
       entries_.clear();

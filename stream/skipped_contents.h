@@ -42,8 +42,13 @@ class SkippedContents {
   void CopyTo(const Range& range, store::MessageWriter& writer) const;
   // Whether the open file `fd` holds exactly the kept body.
   bool SameAs(int fd, const Range& range) const;
-  // Contents kept, and bytes, so far (for the report and the tests).
+  // Contents kept so far (for the report and the tests).
   uint64_t kept() const { return kept_; }
+  // Bodies not kept, or let go before their content ids left the link window, for want of room
+  // (max_bytes, or a write that failed): a link to one of them is then not restored.
+  uint64_t dropped_for_room() const { return dropped_for_room_; }
+  // The bound in effect (max_bytes, lowered to a quarter of the free space once the file is made).
+  uint64_t max_bytes() const { return max_bytes_; }
 
  private:
   struct Entry {
@@ -62,6 +67,7 @@ class SkippedContents {
   std::optional<Entry> current_;
   std::deque<Entry> entries_;  // in content-id order
   uint64_t kept_ = 0;
+  uint64_t dropped_for_room_ = 0;
 };
 
 }  // namespace storemove::stream

@@ -151,6 +151,7 @@ struct SessionReport {
   uint64_t stream_bytes = 0;   // bytes on the wire (after compression)
   uint64_t skipped = 0;        // restore: messages already present
   uint64_t selected_folders = 0;  // restore NAMES: the stream's folders they selected
+  uint64_t flags_updated = 0;     // restore: messages already present whose flags it changed
   uint64_t linked = 0;         // restore: messages stored as hard links
   uint64_t held = 0;           // messages sent (backup) or received (restore) as held records
   uint64_t expunged = 0;       // restore --mirror: messages the source no longer has
@@ -192,6 +193,9 @@ struct RestoreOptions {
   // nothing in the whole stream: kNotFound after it is read (nothing was written).
   std::vector<std::string> names;
   std::vector<BackupGroup> groups;
+  // Bodies of skipped folders kept for later links to them (stream/skipped_contents.h): at most
+  // this many bytes, and a quarter of the store's free space. Tests make it small.
+  uint64_t skipped_bodies_max_bytes = uint64_t{1} << 30;
   std::string partition;             // destination partition for new users ("" = keep/default)
   bool continue_on_error = false;    // -c y: report a bad folder and go on
   bool live_progress = false;

@@ -257,6 +257,53 @@ TEST(RestoreTrust, LinkToContentOfASkippedFolderDoesNotUseTheRepository) {
   EXPECT_EQ(ReadFile(inbox->MessagePath(inbox->Snapshot().messages[0].uid)), mine);
 }
 
+// restore NAMES keeps the skipped folders' bodies for the selected folders' links, within a bound:
+// a body it could not keep leaves its link unrestored, and the line says why and what to do (a
+// reviewer, helper-80, met the bound on a small filesystem and was told "its folder failed").
+TEST(RestoreTrust, ALinkToASkippedBodyNotKeptSaysWhy) {
+  const std::string body(4000, 'k');
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  enc.WriteHeader({});
+  WriteUser(enc, "ann");
+  BeginFolder(enc, "ann", "INBOX");
+  WriteMessage(enc, 1, body);
+  enc.EndFolder();
+  WriteUser(enc, "bob");
+  BeginFolder(enc, "bob", "INBOX");
+  format::LinkRecord link = Record(1, body);
+  link.content_id = 1;
+  enc.WriteLink(link);
+  enc.EndFolder();
+  enc.Finish();
+  for (const uint64_t bound : {uint64_t{1} << 30, uint64_t{100}}) {
+    TempDir tmp;
+    auto s = store::Store::Init(tmp / "store", {"primary"});
+    RestoreOptions only_bob;
+    only_bob.names = {"user/bob"};
+    only_bob.continue_on_error = true;
+    only_bob.skipped_bodies_max_bytes = bound;
+    SessionReport r = RestoreBytes(s.get(), sink.data(), only_bob);
+    EXPECT_FALSE(s->FindUser("ann"));
+    auto inbox = s->OpenFolder("bob", "INBOX");
+    if (bound > body.size()) {
+      EXPECT_EQ(r.errors, 0u);
+      ASSERT_EQ(inbox->Snapshot().messages.size(), 1u);
+      EXPECT_EQ(ReadFile(inbox->MessagePath(1)), body);
+      continue;
+    }
+    EXPECT_EQ(r.errors, 1u);
+    EXPECT_TRUE(inbox->Snapshot().messages.empty());
+    ASSERT_EQ(r.error_lines.size(), 1u);
+    EXPECT_NE(r.error_lines[0].find("whose body came in a folder this restore skipped and could not keep"),
+              std::string::npos)
+        << r.error_lines[0];
+    EXPECT_NE(r.error_lines[0].find("select that folder too, restore the whole stream, or free space first"),
+              std::string::npos)
+        << r.error_lines[0];
+  }
+}
+
 // The ordinary case still works: links to content the stream delivered, in the same folder,
 // another folder and (through the repository of another partition) another partition.
 TEST(RestoreTrust, LinksToDeliveredContentAreRestored) {

@@ -222,6 +222,20 @@ TEST_F(OperatorStore, ARestoreMapIsCheckedLineByLine) {
                              "(storemove delete --store " + dst + " --force mike) before running it again";
   EXPECT_NE(r.err.find(remedy), std::string::npos) << r.Describe();
   EXPECT_LE(store::Store::Open(dst)->FindFolder("mike", "INBOX")->count, 1u) << "merged";
+  // The other way round (mike=ann: ann comes first, as herself) nothing of mike is written, and
+  // the line says so, not that ann "existed before" (helper-80).
+  {
+    const std::string fresh = dir_ / "fresh";
+    ASSERT_EQ(RunCli({"init", "--store", fresh}).status, 0);
+    std::ofstream(map) << "mike=ann\n";
+    CliResult other = RunCli({"restore", "--store", fresh, "-f", stream, "-m", map});
+    EXPECT_EQ(other.status, 64) << other.Describe();
+    EXPECT_NE(other.err.find("would both be restored as ann (restore -m); their mail would merge: map one of them "
+                             "elsewhere; nothing of mike was written"),
+              std::string::npos)
+        << other.Describe();
+    std::ofstream(map) << "ann=mike\n";
+  }
   // Following the line, a corrected map restores both apart.
   ASSERT_EQ(RunCli({"delete", "--store", dst, "--force", "mike"}).status, 0);
   std::ofstream(map) << "ann=anna\n";
@@ -430,6 +444,23 @@ TEST_F(OperatorStore, BackupNamesFileTakesBareUserIds) {
   std::ofstream(list) << "../x\n";
   r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
   EXPECT_EQ(r.status, 64) << r.Describe();
+}
+
+// A restore into mailboxes that hold the messages already gives them the stream's flags, and its
+// summary says how many (helper-80: 26,000 changed, and the line said only "already present").
+TEST_F(OperatorStore, ARestoreSaysHowManyMessagesItGaveNewFlags) {
+  const std::string stream = dir_ / "s.sm", dst = dir_ / "dst";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  ASSERT_EQ(RunCli({"restore", "--store", dst, "-f", stream}).status, 0);
+  store::Store::Open(root_)->OpenFolder("ann", "INBOX")->SetFlags(1, store::kSeen | store::kFlagged, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", dir_ / "again.sm"}).status, 0);
+  CliResult r = RunCli({"restore", "--store", dst, "-f", dir_ / "again.sm"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("2 already present, 0 hard-linked"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.err.find(", 1 message with flags updated"), std::string::npos) << r.Describe();
+  EXPECT_EQ(store::Store::Open(dst)->OpenFolder("ann", "INBOX")->Snapshot().messages.at(0).flags,
+            store::kSeen | store::kFlagged);
 }
 
 // A manifest has no bodies: restoring one must fail, not exit 0 with empty mailboxes.
