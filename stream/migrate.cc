@@ -516,9 +516,9 @@ class Migration {
     return cancel_.cancelled();
   }
 
-  // The destination is taken for down from a group's last attempt without a connection until
-  // any attempt connects (or a group whose last attempt had connected ends): meanwhile no group
-  // starts. The report keeps the first finding's reason.
+  // The destination is taken for down from a group's last attempt without an answer (no
+  // connection, or one silent until the timeout) until any attempt is answered (or a group whose
+  // last attempt was answered ends): meanwhile no group starts. The report keeps the first finding's reason.
   void ReachDestinationDown(const std::string& why) {
     {
       std::lock_guard<std::mutex> lock(report_mutex_);
@@ -578,7 +578,7 @@ class Migration {
     // The group failed on its own (refused, misconfigured, out of retries), not because the run
     // was cut off: a deadline that comes afterwards does not make it "stopped (deadline)".
     bool failed_on_its_own = false;
-    bool connected = false;  // this attempt got a TCP connection to --to
+    bool answered = false;  // the server at --to answered this attempt (net::ClientOptions::on_answered)
     // Nobody left to move (an earlier run moved them all) needs no session: the group is done,
     // also when the run is cut off before it starts (helper-79: a finished fleet rerun past its
     // deadline exited 75, "not started (deadline)", its report saying nothing was moved).
@@ -593,7 +593,7 @@ class Migration {
       }
     }
     while (!Cancelled()) {
-      // Another group ran out of attempts without one connection: the destination is down, and
+      // Another group ran out of attempts without one answer: the destination is down, and
       // each group would spend its own retries (minutes each) finding that out again. A group
       // with nobody left to move needs no connection.
       if (r.attempts == 0 && destination_down_ && !UsersToMove(g, r).empty()) {
@@ -601,12 +601,12 @@ class Migration {
         break;
       }
       ++r.attempts;
-      connected = false;
+      answered = false;
       try {
-        MigrateGroup(g, r, live, held, &connected);
+        MigrateGroup(g, r, live, held, &answered);
         r.ok = true;
         live.phase = "done";
-        if (connected) destination_down_ = false;  // it answered, whatever another group found meanwhile
+        if (answered) destination_down_ = false;  // it answered, whatever another group found meanwhile
         return;
       } catch (const Error& e) {
         // Cut off (a signal, the deadline, another group's configuration error): the reason
@@ -633,10 +633,10 @@ class Migration {
       }
       if (r.attempts > options_.retries) {
         failed_on_its_own = !Cancelled();
-        if (failed_on_its_own && !connected) {
+        if (failed_on_its_own && !answered) {
           r.destination_unreachable = true;
           ReachDestinationDown(r.name + ": " + last_error);
-        } else if (connected) {
+        } else if (answered) {
           destination_down_ = false;
         }
         break;
@@ -738,7 +738,7 @@ class Migration {
     return users;
   }
 
-  void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live, Held& held, bool* connected) {
+  void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live, Held& held, bool* answered) {
     CheckCancelled();
     // Users an earlier run finished are left alone: a rerun resumes. So is a user moved to any
     // host, not only this run's --to or --moved-host: the same server under another name (or a
@@ -761,8 +761,8 @@ class Migration {
 
     // One connection for every pass and the switch: one handshake, and the switch is one round trip.
     net::ClientOptions client = client_;
-    client.on_connected = [this, connected] {
-      *connected = true;
+    client.on_answered = [this, answered] {
+      *answered = true;
       destination_down_ = false;  // it answers: the groups after this one start again
     };
     // The destination's session slots are all busy (its --max-sessions): the group waits its turn.

@@ -55,7 +55,7 @@ struct MigrateOptions {
   // Told once, with --deadline, when the groups left will not be done by then at the rate so far
   // (after the first seconds): the CLI prints it on stderr.
   std::function<void(const std::string&)> on_notice;
-  // Told when a group's last attempt got no connection and the groups not started yet wait for
+  // Told when a group's last attempt got no answer and the groups not started yet wait for
   // the destination to answer (each time it is found down again): the CLI prints it on stderr.
   std::function<void(const std::string& why)> on_destination_down;
   // Test seam: called once a group's users are on hold (journal written), before the catch-up.
@@ -91,7 +91,7 @@ struct GroupReport {
   std::vector<int64_t> retry_delays_ms;  // the wait before each retry
   bool ok = false;
   bool stopped_by_deadline = false;  // not ok because the deadline came (attempts 0: not started)
-  // Not ok because --to could not be reached: its last attempt got no TCP connection (attempts
+  // Not ok because --to could not be reached: its last attempt got no answer (attempts
   // 0: not started, because another group's attempts had found the destination down).
   bool destination_unreachable = false;
   int passes = 0;                // passes of the successful attempt (copy, online, final)

@@ -484,6 +484,11 @@ void Connection::SetTimeout(int seconds) {
 // Linux does the latter even without a handler, to a process stopped and continued (Ctrl-Z and
 // fg, SIGSTOP and SIGCONT: signal(7)). Only the first is a timeout; the second is called again,
 // with the socket's whole timeout, as plain TCP does. Before FailTls, which clears the queue.
+void Connection::ThrowTimedOut(const std::string& what) {
+  timed_out_ = true;
+  Throw(Errc::kTempFail, what);
+}
+
 bool Connection::TlsInterrupted(int ret) {
   const int saved_errno = errno;
   const int err = SSL_get_error(ssl_, ret);
@@ -500,7 +505,7 @@ void Connection::FailTls(const char* call, int ret) {
     verify = X509_verify_cert_error_string(SSL_get_verify_result(ssl_));
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE ||
       (err == SSL_ERROR_SYSCALL && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)))
-    Throw(Errc::kTempFail, std::string(call) + " " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+    ThrowTimedOut(std::string(call) + " " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
                                " s without progress");
   // A refused key or certificate is announced by an alert (OpenSSL names it in `reasons`). A
   // connection that just ends is the server stopping or killed, or dropping us at its handshake
@@ -564,7 +569,7 @@ int Connection::PeekFirstByte() {
     if (n == 0) return -1;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
-      Throw(Errc::kTempFail, "read from " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+      ThrowTimedOut("read from " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
                                  " s without data");
     return -1;  // a reset: the handshake's read reports it
   }
@@ -632,7 +637,7 @@ size_t Connection::ReadRaw(void* data, size_t size) {
     if (n >= 0) return size_t(n);
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
-      Throw(Errc::kTempFail, "read from " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+      ThrowTimedOut("read from " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
                                  " s without data");
     ThrowErrno("read from " + peer_);
   }
@@ -680,7 +685,7 @@ void Connection::WriteAll(const void* data, size_t size) {
       ssize_t w = ::send(fd_.get(), p, size, MSG_NOSIGNAL);
       if (w < 0 && errno == EINTR) continue;
       if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        Throw(Errc::kTempFail, "write to " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+        ThrowTimedOut("write to " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
                                    " s (the peer does not read)");
       if (w < 0) ThrowErrno("write to " + peer_);
       n = size_t(w);
@@ -710,7 +715,7 @@ bool Connection::WaitReadable(int wake_fd) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) ThrowErrno("poll " + peer_);
     if (n == 0)
-      Throw(Errc::kTempFail, "read from " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
+      ThrowTimedOut("read from " + peer_ + ": timed out after " + std::to_string(timeout_seconds_) +
                                  " s without data");
     return p[1].revents == 0;  // a close or error on the socket is for the read to report
   }

@@ -78,9 +78,12 @@ struct ClientOptions {
   int timeout_seconds = 60;  // connect, and any read or write that makes no progress
   int compress_level = 1;    // zstd level of the DATA stream, 0 = none
   int threads = 0;           // zstd worker threads
-  // Called by a Session once its TCP connection is made (before TLS): the server's host
-  // answered. migrate tells a destination that is down from one that failed a session.
-  std::function<void()> on_connected;
+  // Called by a Session once the server answered: its TLS handshake came back, a frame came,
+  // or it closed or reset the connection. Not for a connection the kernel took that then stayed
+  // silent until the timeout (a stopped or hung server, a proxy with nothing behind it that
+  // holds connections): migrate takes that destination for down, like one refusing connections,
+  // so that every group does not spend its own attempts and timeouts finding it out.
+  std::function<void()> on_answered;
   // Called once when the server says (PROGRESS before READY) that this connection waits for one
   // of its session slots (all --max-sessions busy): the session waits as long as the server
   // keeps saying so, instead of taking the silence for a dead server.

@@ -198,7 +198,6 @@ class Session::Impl {
         conn_(ConnectTcp(to, client.timeout_seconds, client.cancel, &buffers_), to.ToString()),
         registration_(client.cancel, &conn_) {
     ::signal(SIGPIPE, SIG_IGN);  // a closed connection becomes EPIPE
-    if (client.on_connected) client.on_connected();
     conn_.SetTimeout(client.timeout_seconds);
     // "hello" asks for nothing but READY: the server has then authenticated us (a TLS 1.3
     // server refuses a client certificate after our handshake has returned, at our first read).
@@ -207,19 +206,28 @@ class Session::Impl {
     bool asked = false;       // "hello" written: what follows is the server's answer, or its silence
     try {
       conn_.Connect(tls_, to.host);
+      if (conn_.tls()) Answered();  // its handshake came back (plain TCP has none: the first frame is the answer)
       key_proven = tls_.psk();
       nlohmann::json hello = Request("hello", client_.source_store_id, client_.timeout_seconds);
       hello["progress"] = true;  // PROGRESS while the server has no session slot for us yet
       WriteFrame(conn_, FrameType::kRequest, hello.dump());
       asked = true;
       ready = ReadFrame(conn_);
+      Answered();
       for (bool told = false; ready.type == FrameType::kProgress; ready = ReadFrame(conn_))
         if (!told && client.on_waiting_for_slot) {
           told = true;
           client.on_waiting_for_slot();
         }
     } catch (const Error& e) {
+      if (!conn_.timed_out()) Answered();  // it closed or reset, or refused us: a server acted
       if (client.cancel && client.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
+      // Silence from the start: the kernel took the connection and nothing behind it answered.
+      if (!asked && conn_.timed_out())
+        Throw(Errc::kTempFail, "server " + to.ToString() + " took the connection but did not answer within " +
+                                   std::to_string(client.timeout_seconds) +
+                                   " s: it is stopped or hung, or a proxy holds the connection with nothing behind it (" +
+                                   e.what() + ")");
       // Silence after the handshake: the server holds an authenticated connection without a
       // word while all its session slots are busy (transport.md §5), and our timeout ran out.
       if (asked && e.code() == Errc::kTempFail)
@@ -363,6 +371,12 @@ class Session::Impl {
   const SocketBuffers& buffers() const { return buffers_; }
 
  private:
+  void Answered() {
+    if (answered_) return;
+    answered_ = true;
+    if (client_.on_answered) client_.on_answered();
+  }
+
   // An ERROR that answers a REQUEST before anything else: the server refused the operation and
   // still waits for the next one; the session stays usable.
   [[noreturn]] void Refused(const Frame& f) {
@@ -427,6 +441,7 @@ class Session::Impl {
   Registration registration_;
   std::string broken_;  // why the session cannot be used any more ("" = it can)
   bool refused_ = false;
+  bool answered_ = false;  // on_answered was called
 };
 
 Session::Session(const Endpoint& to, const ClientOptions& client) : impl_(std::make_unique<Impl>(to, client)) {}

@@ -99,8 +99,12 @@ class Connection {
   // the client's side, a connection closed without a TLS alert: kTempFail (see FailTls).
   void set_authenticated() { authenticated_ = true; }
   bool authenticated() const { return authenticated_; }
+  // A read, write or handshake ran out of the timeout without progress (the kTempFail it threw):
+  // the peer was silent, which a client tells apart from a peer that closed or reset.
+  bool timed_out() const { return timed_out_; }
 
  private:
+  [[noreturn]] void ThrowTimedOut(const std::string& what);
   bool TlsInterrupted(int ret);  // a signal, not the timeout: call again (see net.cc)
   [[noreturn]] void FailTls(const char* call, int ret);
   int PeekFirstByte();
@@ -111,6 +115,7 @@ class Connection {
   std::string peer_;
   int timeout_seconds_ = 60;
   bool authenticated_ = false;
+  bool timed_out_ = false;
   bool psk_ = false;
   bool client_ = false;  // Connect()ed: we asked to be authenticated
   bool mail_server_ = false;  // Connect()ed to an IMAP server (TlsContext::ForMailServer)

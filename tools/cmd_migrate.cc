@@ -226,7 +226,7 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   // goes on (75, as a busy lock: a fleet's runner retries it, docs/fleet.md). A group that failed
   // on its own (a user live at the destination: not retried) keeps the run's status 1, so that
   // nobody reruns it in a loop.
-  // So is a destination found down (every attempt of a group without one connection): the
+  // So is a destination found down (every attempt of a group without an answer): the
   // groups after it did not start, and the run that follows once it answers goes on.
   // The report on stdout, unless --report - put it there already.
   auto print_report = [&] {
@@ -314,7 +314,7 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
   c->add_option("--retries", o->retries,
                 "further attempts for a group that failed on the network, the server or verification (default 2); "
                 "configuration errors (credentials, authentication, names) stop at once; once a group's last attempt got no "
-                "connection, the destination is taken for down: the groups not yet started are not started (exit 75)");
+                "answer (no connection, or one silent until --timeout), the destination is taken for down: the groups not yet started are not started (exit 75)");
   c->add_option("--retry-delay", o->retry_delay,
                 "seconds before the first retry, doubled before each next one up to 30 s (default 1)");
   c->add_flag("--delete-source", o->delete_source, "delete verified users from this store after the switch");

@@ -333,6 +333,54 @@ TEST_P(MigrateAnsweringDestination, ThatFailsEverySessionIsNotTakenForDown) {
 INSTANTIATE_TEST_SUITE_P(ClosedOrReset, MigrateAnsweringDestination, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "Reset" : "Closed"; });
 
+// A destination whose kernel takes connections but whose server never answers (stopped with
+// SIGSTOP, hung, or a proxy holding connections with nothing behind it) is down too: it cost
+// every group all its attempts, each a full --timeout (helper-79 #5). Over TLS (the handshake
+// gets no answer) and plain TCP (the hello gets none).
+class MigrateSilentDestination : public ::testing::TestWithParam<bool> {};
+
+TEST_P(MigrateSilentDestination, IsTakenForDownAfterOneGroupsAttempts) {
+  const bool tls = GetParam();
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 6, 3);
+  WriteOneGroupPerUser(*src, tmp / "src", 3);
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(listener.valid());
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener.get(), 16), 0);  // never accepted: the kernel completes each connect
+  socklen_t len = sizeof addr;
+  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  net::Credentials credentials = Insecure();
+  if (tls) {
+    net::WriteKeyFile(tmp / "key");
+    credentials = net::Credentials{};
+    credentials.key_file = tmp / "key";
+  }
+  MigrateOptions o = Options(tmp / "src", {"127.0.0.1", ntohs(addr.sin_port)}, credentials, 1);
+  o.retries = 1;
+  o.retry_delay_ms = 10;
+  o.client.timeout_seconds = 1;
+  MigrateReport down = Migrate(*src, o);
+  EXPECT_FALSE(down.ok());
+  ASSERT_EQ(down.groups.size(), 3u);
+  EXPECT_EQ(down.groups[0].attempts, 2);
+  EXPECT_TRUE(down.groups[0].destination_unreachable);
+  for (size_t g = 1; g < 3; ++g) {
+    EXPECT_EQ(down.groups[g].attempts, 0) << down.groups[g].name;
+    EXPECT_TRUE(down.groups[g].destination_unreachable) << down.groups[g].name;
+  }
+  const std::string why = tls ? "took the connection but did not answer within 1 s" : "sent no READY within 1 s";
+  EXPECT_NE(down.destination_unreachable.find(why), std::string::npos) << down.destination_unreachable;
+  EXPECT_NE(down.Text().find("migrate: stopped: the destination is down"), std::string::npos) << down.Text();
+  src->ForEachUser([&](const store::UserInfo& u) { EXPECT_EQ(u.status.ToString(), "active") << u.user; });
+}
+
+INSTANTIATE_TEST_SUITE_P(TlsOrPlain, MigrateSilentDestination, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "Tls" : "Plain"; });
+
 // Found down by one group while another retries, then back: the other's retry connects, and the
 // groups passed over meanwhile are migrated after all (helper-62: they were left "not started"
 // and the run exited 75 although the destination had answered).
