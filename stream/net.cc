@@ -749,6 +749,7 @@ void Connection::Close(int drain_seconds) {
 
 void Connection::Abort(bool discard_unsent) {
   std::lock_guard<std::mutex> lock(abort_mutex_);
+  aborted_ = true;
   if (!fd_.valid()) return;
   if (discard_unsent) {
     const linger reset{1, 0};

@@ -221,7 +221,7 @@ class Session::Impl {
         }
     } catch (const Error& e) {
       if (!conn_.timed_out()) Answered();  // it closed or reset, or refused us: a server acted
-      if (client.cancel && client.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
+      if (client.cancel && client.cancel->cancelled()) Throw(Errc::kInterrupted, CutOff(e));
       // Silence from the start: the kernel took the connection and nothing behind it answered.
       if (!asked && conn_.timed_out())
         Throw(Errc::kTempFail, "server " + to.ToString() + " took the connection but did not answer within " +
@@ -371,6 +371,12 @@ class Session::Impl {
   const SocketBuffers& buffers() const { return buffers_; }
 
  private:
+  // A failure after our cancellation aborted the connection is a consequence of the cut, not
+  // something the server did: said so, instead of the symptom ("closed the connection").
+  std::string CutOff(const Error& e) const {
+    return conn_.aborted() ? "this side ended its session with " + from_ + " (it was cut off)" : e.what();
+  }
+
   void Answered() {
     if (answered_) return;
     answered_ = true;
@@ -394,7 +400,7 @@ class Session::Impl {
       return fn();
     } catch (const Error& e) {
       if (!refused_) broken_ = e.what();
-      if (client_.cancel && client_.cancel->cancelled()) Throw(Errc::kInterrupted, e.what());
+      if (client_.cancel && client_.cancel->cancelled()) Throw(Errc::kInterrupted, CutOff(e));
       throw;
     }
   }

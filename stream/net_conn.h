@@ -4,6 +4,7 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -102,6 +103,9 @@ class Connection {
   // A read, write or handshake ran out of the timeout without progress (the kTempFail it threw):
   // the peer was silent, which a client tells apart from a peer that closed or reset.
   bool timed_out() const { return timed_out_; }
+  // Abort() was called: what failed since is this side's doing, not the peer's ("closed the
+  // connection" blamed the server for a session our deadline had cut, helper-79 #8).
+  bool aborted() const { return aborted_; }
 
  private:
   [[noreturn]] void ThrowTimedOut(const std::string& what);
@@ -116,6 +120,7 @@ class Connection {
   int timeout_seconds_ = 60;
   bool authenticated_ = false;
   bool timed_out_ = false;
+  std::atomic<bool> aborted_{false};
   bool psk_ = false;
   bool client_ = false;  // Connect()ed: we asked to be authenticated
   bool mail_server_ = false;  // Connect()ed to an IMAP server (TlsContext::ForMailServer)

@@ -1410,6 +1410,11 @@ TEST(MigrateDeadline, AGroupCutOffInItsCopySaysWhatItSentAndForHowLong) {
   EXPECT_GT(g.messages, 0u) << r.Text();
   EXPECT_GT(g.bytes_raw, 0u) << r.Text();
   EXPECT_GE(g.times.copy, 0.5) << r.Text();
+  // Cut by this side: the line must not blame the server ("closed the connection", helper-79 #8).
+  ASSERT_EQ(g.errors.size(), 1u) << r.Text();
+  EXPECT_NE(g.errors[0].find("cut off (reached its deadline"), std::string::npos) << g.errors[0];
+  EXPECT_EQ(g.errors[0].find("closed"), std::string::npos) << g.errors[0];
+  EXPECT_NE(g.errors[0].find("this side ended its session with server 127.0.0.1:"), std::string::npos) << g.errors[0];
   EXPECT_EQ(Statuses(*src), before);
   o.deadline.reset();
   o.on_progress = nullptr;
