@@ -19,6 +19,7 @@
 #include "interop/mbox.h"
 #include "interop/modified_utf7.h"
 #include "util/error.h"
+#include "util/foreign_link.h"
 #include "util/fs.h"
 
 namespace storemove::interop {
@@ -141,6 +142,9 @@ void RemoveContents(int dirfd, const std::string& shown) {
 
 UniqueFd PrepareOutDir(const std::string& out_dir) {
   if (out_dir.empty()) Throw(Errc::kInvalidArgument, "export: no output directory given");
+  // A link another user planted would make root write files named by a mail user's folders
+  // into that user's choice of directory (security review #11).
+  RefuseForeignLink(out_dir, "export directory");
   if (!PathExists(out_dir)) {
     const size_t slash = out_dir.find_last_of('/');
     if (slash != std::string::npos && slash > 0) MakeDirs(out_dir.substr(0, slash));

@@ -21,6 +21,7 @@
 #include "store/mboxlist.h"
 #include "util/digest.h"
 #include "util/error.h"
+#include "util/foreign_link.h"
 #include "util/fs.h"
 
 namespace storemove::interop {
@@ -46,6 +47,9 @@ bool HasControlCharacter(std::string_view s) {
 // The administrator's path, symlinks followed (/dev/stdin, a process substitution's /dev/fd/N, a
 // link to an archive): unlike the names inside a store or a Maildir tree, it comes from no one else.
 UniqueFd OpenMbox(const std::string& path) {
+  // root's `import -u joe ~joe/mail/*`: a link joe made to another user's mailbox is not
+  // followed into joe's folders (security review #05). Links of root's or ours are.
+  RefuseForeignLink(path, "mbox file");
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) Throw(Errc::kNotFound, "open " + path + ": no such file or directory");

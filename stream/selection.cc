@@ -7,6 +7,7 @@
 
 #include "stream/stream.h"
 #include "util/error.h"
+#include "util/foreign_link.h"
 #include "util/fs.h"
 
 namespace storemove::stream {
@@ -58,6 +59,8 @@ bool StacksRepetitions(const std::string& re) {
 
 std::vector<BackupGroup> ReadBackupGroups(const std::string& path) {
   std::vector<BackupGroup> groups;
+  // A store owner's link from STORE/config to a file only root reads (security review #08).
+  RefuseForeignLink(path, "backup groups file");
   if (!PathExists(path)) return groups;
   if (IsDirectory(path))
     Throw(Errc::kInvalidArgument, "backup groups file " + path + " is a directory (NAME=REGEX lines expected)");

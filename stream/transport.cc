@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "util/error.h"
+#include "util/foreign_link.h"
 
 namespace storemove::stream {
 
@@ -78,6 +79,7 @@ UniqueFd WidenPipe(UniqueFd fd) {
 
 UniqueFd OpenOutput(const std::string& path) {
   if (path == "-") return WidenPipe(UniqueFd(::dup(STDOUT_FILENO)));
+  RefuseForeignLink(path, "output file");  // a FIFO another user made, to read the mail from
   return OpenFile(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 }
 

@@ -10,6 +10,7 @@
 
 #include "stream/transport.h"
 #include "util/error.h"
+#include "util/foreign_link.h"
 
 namespace storemove::tools {
 namespace {
@@ -33,6 +34,7 @@ std::string DirectoryOf(const std::string& path) {
 }  // namespace
 
 BackupOutput::BackupOutput(const std::string& path) : path_(path), shown_(path == "-" ? "standard output" : path) {
+  if (path != "-") RefuseForeignLink(path, "output file");  // root's backup into /tmp (security review #01)
   struct stat st;
   const bool exists = path != "-" && ::stat(path.c_str(), &st) == 0;
   if (path == "-" || (exists && !S_ISREG(st.st_mode))) {
@@ -57,8 +59,9 @@ BackupOutput::BackupOutput(const std::string& path) : path_(path), shown_(path =
     ThrowErrno("create " + shown_ + " (as " + temp_ + " first)");
   }
   fd_.reset(fd);
-  // The file keeps the permissions it had (a backup operators' group may read it).
-  if (exists && ::fchmod(fd, st.st_mode & 07777) != 0) ThrowErrno("chmod " + temp_);
+  // The file keeps the permissions it had (a backup operators' group may read it): if it was
+  // ours. One another user made beforehand (666, in /tmp) would otherwise hand them the mail.
+  if (exists && st.st_uid == ::geteuid() && ::fchmod(fd, st.st_mode & 07777) != 0) ThrowErrno("chmod " + temp_);
   std::memcpy(g_temp, temp_.c_str(), temp_.size() + 1);
   struct sigaction sa {};
   sa.sa_handler = RemoveTempAndExit;

@@ -602,5 +602,76 @@ TEST(Operator, ABackupOfAStoreOnDiskRestoresExactlyAndReportsAFullDevice) {
   EXPECT_NE(full.err.find("/dev/full"), std::string::npos) << full.Describe();
 }
 
+// Root working in a directory another user can write to (/tmp, a user's home): a link, FIFO or
+// file that user made there beforehand must not turn root's backup into a file they read, nor
+// root's import of their mail files into a copy of someone else's mail (security review #01, #05,
+// #08, #11). Links and files of root's own are used as before.
+TEST_F(OperatorStore, FilesAnotherUserPlantedDoNotRedirectOrExposeMail) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make files of another owner";
+  constexpr uid_t kOther = 65534;  // nobody
+  const std::string pub = dir_ / "pub";
+  fs::create_directories(pub);
+  ::chmod(pub.c_str(), 01777);
+  auto plant_link = [&](const std::string& target, const std::string& at) {
+    ASSERT_EQ(::symlink(target.c_str(), at.c_str()), 0) << at;
+    ASSERT_EQ(::lchown(at.c_str(), kOther, kOther), 0) << at;
+  };
+  auto refused = [](const CliResult& r, const std::string& what) {
+    EXPECT_EQ(r.status, 77) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find(what), std::string::npos) << r.Describe();
+    EXPECT_NE(r.err.find("owned by nobody (uid 65534), not by this user or root"), std::string::npos) << r.Describe();
+  };
+
+  // A file made world-writable beforehand: replaced by root's own, mode 0600, not given its mode.
+  const std::string pre = pub + "/nightly.stream";
+  std::ofstream(pre) << "planted";
+  ASSERT_EQ(::chown(pre.c_str(), kOther, kOther), 0);
+  ASSERT_EQ(::chmod(pre.c_str(), 0666), 0);
+  CliResult r = RunCli({"backup", "--store", root_, "-f", pre, "/primary"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  struct stat st;
+  ASSERT_EQ(::stat(pre.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+
+  // A link to a file of theirs, and a FIFO they read from: refused, nothing written.
+  const std::string loot = dir_ / "loot";
+  std::ofstream(loot) << "";
+  plant_link(loot, pub + "/link.stream");
+  refused(RunCli({"backup", "--store", root_, "-f", pub + "/link.stream", "/primary"}),
+              "output file " + pub + "/link.stream is a symbolic link");
+  EXPECT_EQ(fs::file_size(loot), 0u);
+  ASSERT_EQ(::mkfifo((pub + "/fifo").c_str(), 0666), 0);
+  ASSERT_EQ(::chown((pub + "/fifo").c_str(), kOther, kOther), 0);
+  refused(RunCli({"backup", "--store", root_, "-f", pub + "/fifo", "/primary"}), "is a FIFO");
+
+  // import of a user's files: their link to another user's mailbox is not followed.
+  const std::string other_mail = dir_ / "alice.mbox";
+  std::ofstream(other_mail) << "From a@b Thu Jan  1 00:00:00 2026\nSubject: alice private\n\nPIN\n";
+  plant_link(other_mail, pub + "/notes");
+  refused(RunCli({"import", "--store", root_, "-u", "ann", pub + "/notes"}), "mbox file " + pub + "/notes");
+  EXPECT_EQ(RunCli({"list", "--store", root_}).out.find("notes"), std::string::npos);
+
+  // export into their link; the store's groups file as their link.
+  fs::create_directories(dir_ / "theirs");
+  plant_link(dir_ / "theirs", pub + "/out");
+  refused(RunCli({"export", "--store", root_, "-u", "ann", "-d", pub + "/out"}), "export directory " + pub + "/out");
+  EXPECT_TRUE(fs::is_empty(dir_ / "theirs"));
+  fs::remove(root_ + "/config/backup-groups.conf");
+  std::ofstream(dir_ / "secret") << "DB_PASSWORD=Hunter2\n";
+  plant_link(dir_ / "secret", root_ + "/config/backup-groups.conf");
+  r = RunCli({"groups", "--store", root_});
+  refused(r, "backup groups file " + root_ + "/config/backup-groups.conf");
+  EXPECT_EQ(r.out.find("Hunter2"), std::string::npos) << r.Describe();
+
+  // root's own link is followed, as before.
+  fs::remove(root_ + "/config/backup-groups.conf");
+  ASSERT_EQ(::symlink(loot.c_str(), (pub + "/mine.stream").c_str()), 0);
+  r = RunCli({"backup", "--store", root_, "-f", pub + "/mine.stream", "/primary"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_GT(fs::file_size(loot), 0u);
+}
+
 }  // namespace
 }  // namespace storemove::tools

@@ -1,0 +1,25 @@
+// Paths the user names (an output file, an mbox file to import, a groups file, an export
+// directory) are followed when they are symbolic links, FIFOs or sockets: that is how an
+// administrator points storemove elsewhere. Not when another user made them: a link or FIFO
+// owned by neither this process's user nor root may have been planted to turn root's write into
+// a file that user reads, or root's read of that user's files into another user's mail. The
+// kernel's fs.protected_symlinks and fs.protected_fifos do this in sticky directories only, and
+// are off on some systems.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+
+namespace storemove {
+
+// Throws kAuth "<what> <path> is a symbolic link owned by joe (uid 1001), not by this user or
+// root: refusing to follow it (...)" for each link of the chain `path` names and for a FIFO or
+// socket at its end owned by another user. A path that does not exist passes.
+void RefuseForeignLink(const std::string& path, std::string_view what);
+
+// "joe (uid 1001)", or "uid 1001" when the user database has no name for it.
+std::string UserName(uid_t uid);
+
+}  // namespace storemove
