@@ -500,7 +500,7 @@ class RestoreSession {
       if (!options_.skip_existing_check)
         for (const store::MessageMeta& m : snap.messages)
           if (mode_ == Mode::kAppend || (r.uidnext != 0 && m.uid >= r.uidnext))
-            unclaimed_[ContentKey(m.digest, m.size)].push_back(m.uid);
+            unclaimed_[ContentKey(m.digest, m.size)].push_back({m.uid, m.save_time});
       MergeUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
     }
     std::string partition = store_->FindUser(user_)->partition;
@@ -577,7 +577,7 @@ class RestoreSession {
       in_stream_.insert(r.uid);
       auto it = present_.find(r.uid);
       if (it == present_.end()) return false;
-      if (it->second.digest == r.digest && it->second.size == r.size) return true;
+      if (it->second.digest == r.digest && it->second.size == r.size && SameSaveTime(it->second.save_time, r)) return true;
     }
     meta->uid = 0;  // appended: a new UID (in a merge: same UID, other content, keep both)
     if (mode_ == Mode::kMerge && !uidnext_raised_) {
@@ -587,9 +587,12 @@ class RestoreSession {
       uidnext_raised_ = true;
     }
     auto it = unclaimed_.find(ContentKey(r.digest, r.size));
-    if (it == unclaimed_.end() || it->second.empty()) return false;
-    present_uid_ = it->second.back();
-    it->second.pop_back();
+    if (it == unclaimed_.end()) return false;
+    auto copy = std::find_if(it->second.rbegin(), it->second.rend(),
+                             [&](const Unclaimed& c) { return SameSaveTime(c.save_time, r); });
+    if (copy == it->second.rend()) return false;
+    present_uid_ = copy->uid;
+    it->second.erase(std::next(copy).base());
     claimed_ = true;
     if (mode_ == Mode::kMerge) in_stream_.insert(present_uid_);  // the stream's now: --mirror keeps it
     return true;
@@ -615,6 +618,15 @@ class RestoreSession {
     Commit();  // pending appends first, so a flag change lands on a committed record
     report_.flags_updated += folder_->SetFlags(pending_flags_);
     pending_flags_.clear();
+  }
+
+  // A copy in the folder is this message of the stream only if it was first stored when the
+  // stream's was: restore carries the save time. Bytes alone are not enough: a second copy of a
+  // message (the same bytes under a new UID, in a later incremental) was taken for the first
+  // one's restored copy and never restored, exit 0 (helper-81). A stream without save times
+  // (0: the restore stored its own) is matched by bytes, as before.
+  static bool SameSaveTime(int64_t have, const format::MessageRecord& r) {
+    return r.save_time == 0 || have == r.save_time;
   }
 
   static std::string ContentKey(const Digest& digest, uint64_t size) {
@@ -1331,8 +1343,13 @@ class RestoreSession {
   std::string partition_path_;  // of the open folder
   std::unique_ptr<relinker::Repository> repository_;
   std::unordered_map<uint32_t, store::MessageMeta> present_;
-  // Copies in the folder a stream message may be found as, by content (ContentKey) -> UIDs.
-  std::unordered_map<std::string, std::vector<uint32_t>> unclaimed_;
+  // Copies in the folder a stream message may be found as, by content (ContentKey), with
+  // their save times (SameSaveTime).
+  struct Unclaimed {
+    uint32_t uid;
+    int64_t save_time;
+  };
+  std::unordered_map<std::string, std::vector<Unclaimed>> unclaimed_;
   std::unordered_set<uint32_t> in_stream_;  // UIDs of the open merge folder seen in the stream
   std::map<std::string, bool> empty_repository_;  // partition -> repository empty at first use
   bool repository_was_empty_ = false;

@@ -32,6 +32,7 @@ struct Msg {
   uint32_t uid;
   std::string body;
   uint64_t link_to = 0;  // set: a link record naming the content_id-th message record (from 1)
+  int64_t save_time = 0;  // when the source stored it; 0 = not carried
 };
 
 // One user, one folder, these messages: an uncompressed stream.
@@ -57,6 +58,7 @@ std::string StreamOf(const std::string& folder, uint32_t uidvalidity, const std:
     r.uid = m.uid;
     r.size = m.body.size();
     r.digest = DigestOf(m.body);
+    r.save_time = m.save_time;
     if (m.link_to) {
       r.content_id = m.link_to;
       enc.WriteLink(r);
@@ -237,6 +239,48 @@ TEST(RestoreRerun, AUidHoldingOtherBytesGetsTheStreamsMessageOnce) {
   EXPECT_EQ(after[1], Body("ours"));
   EXPECT_EQ(after[2], Body("second"));
   EXPECT_EQ(after.rbegin()->second, Body("theirs"));
+}
+
+// A message the source holds twice (the same bytes under a second UID, stored later) whose
+// second copy comes in a later stream: it was taken for the first copy's restored one, "already
+// present", and never restored, exit 0 (helper-81). Both ways a restore puts a message at a UID
+// other than the source's: into a folder of another UIDVALIDITY (the destination's INBOX made
+// by a delivery first), and in a merge whose UID held the destination's own mail. Reruns of
+// each stream, in any order, add nothing.
+TEST(RestoreRerun, ASecondCopyOfAMessageInALaterStreamIsRestoredNotTakenForTheFirst) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::string a = Body("same bytes twice");
+  RestoreString(*s, StreamOf("INBOX", 7, {{1, Body("delivered here first")}}));
+  const std::string full = StreamOf("INBOX", 99, {{1, a, 0, 1000}});
+  const std::string inc = StreamOf("INBOX", 99, {{2, a, 0, 2000}});
+  for (const std::string* stream : {&full, &inc, &inc, &full}) EXPECT_EQ(RestoreString(*s, *stream).errors, 0u);
+  std::multiset<std::string> bodies;
+  for (const auto& [uid, bytes] : Contents(*s, "INBOX")) bodies.insert(bytes);
+  EXPECT_EQ(bodies, (std::multiset<std::string>{Body("delivered here first"), a, a}));
+
+  // Merge: UID 2 here is the destination's own mail, so the source's UID 2 (a) went to UID 4;
+  // the source's second copy of a is its UID 4.
+  RestoreString(*s, StreamOf("Work", 5, {{1, Body("old"), 0, 1000}}));
+  {
+    auto work = s->OpenFolder("joe", "Work");
+    auto w = work->NewMessage();
+    w->Write(Body("local"));
+    std::vector<store::StagedMessage> batch;
+    batch.push_back(w->Finish({}));
+    work->Commit(batch);
+  }
+  const std::string inc1 = StreamOf("Work", 5, {{2, a, 0, 2000}, {3, Body("b"), 0, 2001}});
+  const std::string inc2 = StreamOf("Work", 5, {{4, a, 0, 3000}});
+  for (const std::string* stream : {&inc1, &inc2, &inc2, &inc1}) EXPECT_EQ(RestoreString(*s, *stream).errors, 0u);
+  bodies.clear();
+  for (const auto& [uid, bytes] : Contents(*s, "Work")) bodies.insert(bytes);
+  EXPECT_EQ(bodies, (std::multiset<std::string>{Body("old"), Body("local"), a, Body("b"), a}));
+
+  // A stream without save times is matched by bytes alone, as before: its rerun adds nothing.
+  const std::string undated = StreamOf("INBOX", 99, {{3, Body("c")}});
+  for (int run = 0; run < 2; ++run) EXPECT_EQ(RestoreString(*s, undated).errors, 0u);
+  EXPECT_EQ(Contents(*s, "INBOX").size(), 4u);
 }
 
 // The same for a message the stream carries as a link (a second copy of content it sent before,
