@@ -374,7 +374,10 @@ class RestoreSession {
         wait.cancelled = options_.lock_cancelled;
         store_->SetUserStatus(user, *status, wait);
       }
-      if (r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
+      // The source's limit, "none" (0) included: a quota removed at the source stayed at every
+      // destination it had reached, deferring mail as over quota there (helper-81).
+      if (existing && existing->quota_limit != r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
+      if (!existing && r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {
       if (StopsTheRestore(e)) {

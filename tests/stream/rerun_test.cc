@@ -37,13 +37,14 @@ struct Msg {
 
 // One user, one folder, these messages: an uncompressed stream.
 std::string StreamOf(const std::string& folder, uint32_t uidvalidity, const std::vector<Msg>& messages,
-                     const std::string& status = "active", const std::string& acl = "") {
+                     const std::string& status = "active", const std::string& acl = "", uint64_t quota = 0) {
   format::StringSink sink;
   format::Encoder enc(sink);
   enc.WriteHeader({});
   format::UserRecord u;
   u.user = "joe";
   u.status = status;
+  u.quota_limit = quota;
   enc.WriteUser(u);
   format::FolderRecord f;
   f.user = "joe";
@@ -281,6 +282,17 @@ TEST(RestoreRerun, ASecondCopyOfAMessageInALaterStreamIsRestoredNotTakenForTheFi
   const std::string undated = StreamOf("INBOX", 99, {{3, Body("c")}});
   for (int run = 0; run < 2; ++run) EXPECT_EQ(RestoreString(*s, undated).errors, 0u);
   EXPECT_EQ(Contents(*s, "INBOX").size(), 4u);
+}
+
+// The destination's quota limit becomes the source's, "none" included: a limit removed at the
+// source stayed at the destination (helper-81), deferring mail there as over quota.
+TEST(RestoreRerun, TheQuotaLimitFollowsTheSourceAlsoWhenItHasNone) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  RestoreString(*s, StreamOf("INBOX", 7, {{1, Body("a")}}, "active", "", 50 << 20));
+  EXPECT_EQ(s->FindUser("joe")->quota_limit, uint64_t{50} << 20);
+  RestoreString(*s, StreamOf("INBOX", 7, {{1, Body("a")}}));
+  EXPECT_EQ(s->FindUser("joe")->quota_limit, 0u);
 }
 
 // The same for a message the stream carries as a link (a second copy of content it sent before,
