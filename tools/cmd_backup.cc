@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <optional>
 
@@ -60,7 +61,13 @@ int RunBackup(const BackupCliOptions& o) {
   }
   if (options.names.empty()) options.names.push_back("/");
   options.groups_file = o.groups;
-  if (!o.since.empty()) options.since = ParseBackupDate(o.since);
+  if (!o.since.empty()) {
+    options.since = ParseBackupDate(o.since);
+    // A typo of the year: a stream that can hold nothing, which restores "fine" (helper-81).
+    if (options.since > ::time(nullptr))
+      Throw(Errc::kInvalidArgument, "-d " + o.since + " is in the future: no message was stored at or after it, so the "
+                                                      "backup would hold none; nothing was written");
+  }
   options.manifest = o.manifest;
   options.reads = o.reads;
   options.source_host = HostName();
@@ -145,7 +152,7 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   c->add_option("-u", o->names_file,
                 "file listing the names to back up, one per line: names as above, or a user id alone (all of its "
                 "mailboxes, as Sun's files of user names)")->type_name("FILE");
-  c->add_option("-d", o->since, "only messages stored at or after this local time")->type_name("YYYYMMDD[:HHMMSS]");
+  c->add_option("-d", o->since, "only messages stored at or after this local time (refused when in the future)")->type_name("YYYYMMDD[:HHMMSS]");
   c->add_option("--compress", o->compress, "zstd level 1-19, adapt (from level 1, lower while compressing holds the backup back, higher while the output does; "
                  "-f only, without --threads), "
                  "or none (default 1: with the 32 MiB long-distance window it already beats tar | zstd -3)")->type_name("LEVEL|adapt|none");

@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -396,6 +397,19 @@ TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
         << r.err;
   }
   EXPECT_EQ(RunCli({"backup", "--store", root_, "-d", "20240229", "-f", dir_ / "x.smv"}).status, 0);
+}
+
+// backup -d in the future (a typo of the year) made a stream that can hold nothing, exit 0
+// (helper-81): refused, nothing written.
+TEST_F(Cli, BackupSinceInTheFutureIsRefused) {
+  ASSERT_EQ(Deliver("gina", Message("a", "a"), {"--create"}).status, 0);
+  const std::time_t next_year = std::time(nullptr) + 366 * 86400;
+  char date[16];
+  std::strftime(date, sizeof date, "%Y%m%d", std::localtime(&next_year));
+  CliResult r = RunCli({"backup", "--store", root_, "-d", date, "-f", dir_ / "future.smv"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find(std::string("-d ") + date + " is in the future"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(fs::exists(dir_ / "future.smv"));
 }
 
 // A backup that fails never destroys the previous backup under its name: the new stream goes to
