@@ -4,7 +4,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +23,7 @@
 #include "store/names.h"
 #include "util/bytes.h"
 #include "util/error.h"
+#include "util/foreign_link.h"
 #include "util/interrupt.h"
 #include "util/printable.h"
 #include "store/dir_lock.h"
@@ -254,6 +258,28 @@ namespace {
 
 int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
 
+// root working in a store another user owns (the user its serve and deliveries run as) leaves
+// directories, lock files and database logs of root's there that this user cannot open: its
+// sessions then fail until somebody chowns them (security review #10). Refused before anything
+// is made. A read-only snapshot gets nothing written, so root may read it.
+void RefuseRootInAnotherUsersStore(const std::string& root) {
+  if (::geteuid() != 0) return;
+  struct stat st;
+  if (::stat(root.c_str(), &st) != 0 || st.st_uid == 0) return;
+  struct statvfs fs;
+  if (::statvfs(root.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY)) return;
+  passwd pw{};
+  passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  const std::string as = ::getpwuid_r(st.st_uid, &pw, buf.data(), buf.size(), &found) == 0 && found
+                             ? std::string(found->pw_name)
+                             : "#" + std::to_string(st.st_uid);
+  Throw(Errc::kAuth, "store " + root + " belongs to " + UserName(st.st_uid) +
+                         " and this command runs as root: what it made there (lock and user directories, database "
+                         "logs) would be root's, which that user's serve and deliveries could not open. Run it as "
+                         "that user: sudo -u " + as + " storemove ...");
+}
+
 }  // namespace
 
 Store::Store(std::string root, StoreOptions options)
@@ -265,6 +291,7 @@ std::unique_ptr<Store> Store::Init(const std::string& root, const std::vector<st
                                    StoreOptions options) {
   std::vector<std::string> parts = partitions.empty() ? std::vector<std::string>{"primary"} : partitions;
   for (const auto& p : parts) ValidatePartitionName(p);
+  RefuseRootInAnotherUsersStore(root);
   MakeDirs(root);
   TrustedRoot trusted(root, /*store_layout=*/true);  // adding partitions to a store: no symlinks
   MakeDirs(root + "/config");
@@ -292,6 +319,7 @@ std::unique_ptr<Store> Store::Open(const std::string& root, StoreOptions options
   if (!IsDirectory(root)) Throw(Errc::kNotFound, "store " + root + ": no such directory");
   if (!IsDirectory(root + "/mboxlist") || !IsDirectory(root + "/partition"))
     Throw(Errc::kNotFound, "store " + root + ": not a message store (no mboxlist/ or partition/; run storemove init)");
+  RefuseRootInAnotherUsersStore(root);
   std::unique_ptr<Store> store(new Store(root, options));
   store->db_ = std::make_unique<Db>(root + "/mboxlist", false);
   std::string id_path = root + "/config/store-id";

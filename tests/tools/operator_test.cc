@@ -673,5 +673,27 @@ TEST_F(OperatorStore, FilesAnotherUserPlantedDoNotRedirectOrExposeMail) {
   EXPECT_GT(fs::file_size(loot), 0u);
 }
 
+// root in a store another user owns (serve's and the deliveries' user) made root's lock and
+// user directories there, and that user's sessions then failed (security review #10): refused
+// before anything is made; a delivery is deferred (75), not bounced.
+TEST_F(OperatorStore, RootIsRefusedInAStoreAnotherUserOwns) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  ASSERT_EQ(::chown(root_.c_str(), 65534, 65534), 0);
+  CliResult r = RunCli({"import", "--store", root_, "-u", "newbie", "-s", "/dev/null"});
+  EXPECT_EQ(r.status, 77) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("store " + root_ + " belongs to nobody (uid 65534) and this command runs as root"),
+            std::string::npos)
+      << r.Describe();
+  EXPECT_NE(r.err.find("sudo -u nobody storemove"), std::string::npos) << r.Describe();
+  r = RunCli({"deliver", "--store", root_, "--user", "ann"}, "Subject: x\r\n\r\nx\r\n");
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_EQ(RunCli({"init", "--store", root_}).status, 77);
+  ASSERT_EQ(::chown(root_.c_str(), 0, 0), 0);
+  r = RunCli({"users", "--store", root_});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out.find("newbie"), std::string::npos) << r.Describe();
+}
+
 }  // namespace
 }  // namespace storemove::tools
