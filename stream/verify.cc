@@ -298,6 +298,35 @@ class Checker {
     if (AsSet(dst_.PerUser(mailbox)) != AsSet(s.peruser)) Diff("mailbox " + mailbox + ": per-user data differs");
 
     std::shared_ptr<const UniqueFd> dir;  // shared by the folder's byte checks
+    // The same message on both sides: everything but its UID compared.
+    auto compare_matched = [&](const store::MessageMeta& sm, const store::MessageMeta& dm, const std::string& where) {
+      if (dm.flags != sm.flags)
+        Diff(where + ": flags are " + store::FlagNames(dm.flags) + ", source has " + store::FlagNames(sm.flags));
+      std::string du = Names(dm.user_flags, d.info.user_flag_names), su = Names(sm.user_flags, s.info.user_flag_names);
+      if (du != su) Diff(where + ": user flags are '" + du + "', source has '" + su + "'");
+      if (dm.internal_date != sm.internal_date) Diff(where + ": internal date differs");
+      // Each said by name: after a Maildir export and import only the save time differs (Maildir
+      // has no place for it), which "dates or header size differ" did not tell apart.
+      if (dm.sent_date != sm.sent_date) Diff(where + ": sent date (Date: header) differs");
+      if (dm.header_size != sm.header_size) Diff(where + ": header size differs");
+      if (dm.save_time != sm.save_time)
+        Diff(where + ": save time is " + IsoUtcTime(dm.save_time) + ", source has " + IsoUtcTime(sm.save_time));
+      if (options_.check_bytes) {
+        bytes_.Add(*dfolder, dir, dm.uid, sm.size, sm.digest, where);
+        // Within the folder too: a check costs ~300 bytes, and a 640,000-message folder's
+        // queued whole took 190 MB (helper-65's review).
+        bytes_.Settle(ByteChecks::kChecksAhead, [this](const std::string& line) { Diff(line); });
+      }
+    };
+    if (d.info.uidvalidity != s.info.uidvalidity) {
+      for (const store::MessageMeta& sm : s.messages) {
+        ++report_.messages;
+        report_.bytes += sm.size;
+      }
+      CompareByContent(mailbox, s, d, compare_matched);
+      bytes_.Settle(ByteChecks::kChecksAhead, [this](const std::string& line) { Diff(line); });
+      return;
+    }
     // Both sides are sorted by UID (Snapshot): one merge, no map of either (at 640,000 messages
     // a map cost 60 MB more than the snapshots themselves).
     auto next = d.messages.begin();
@@ -320,23 +349,7 @@ class Checker {
         Diff(where + ": content differs (" + std::to_string(dm.size) + " bytes, source " + std::to_string(sm.size) + ")");
         continue;
       }
-      if (dm.flags != sm.flags)
-        Diff(where + ": flags are " + store::FlagNames(dm.flags) + ", source has " + store::FlagNames(sm.flags));
-      std::string du = Names(dm.user_flags, d.info.user_flag_names), su = Names(sm.user_flags, s.info.user_flag_names);
-      if (du != su) Diff(where + ": user flags are '" + du + "', source has '" + su + "'");
-      if (dm.internal_date != sm.internal_date) Diff(where + ": internal date differs");
-      // Each said by name: after a Maildir export and import only the save time differs (Maildir
-      // has no place for it), which "dates or header size differ" did not tell apart.
-      if (dm.sent_date != sm.sent_date) Diff(where + ": sent date (Date: header) differs");
-      if (dm.header_size != sm.header_size) Diff(where + ": header size differs");
-      if (dm.save_time != sm.save_time)
-        Diff(where + ": save time is " + IsoUtcTime(dm.save_time) + ", source has " + IsoUtcTime(sm.save_time));
-      if (options_.check_bytes) {
-        bytes_.Add(*dfolder, dir, sm.uid, sm.size, sm.digest, where);
-        // Within the folder too: a check costs ~300 bytes, and a 640,000-message folder's
-        // queued whole took 190 MB (helper-65's review).
-        bytes_.Settle(ByteChecks::kChecksAhead, [this](const std::string& line) { Diff(line); });
-      }
+      compare_matched(sm, dm, where);
     }
     destination_only(UINT32_MAX);
     if (next != d.messages.end()) Diff("mailbox " + mailbox + " UID " + std::to_string(next->uid) + " is not in the source");
@@ -345,6 +358,68 @@ class Checker {
 
  private:
   void Diff(const std::string& line) { report_.differences.push_back(line); }
+
+  // Another UIDVALIDITY (the mailbox was made here first, and a restore appended the source's
+  // messages under new UIDs): a UID names another message on each side, and comparing by UID
+  // told of dates that differ, never of a message that is missing (helper-81). Matched by
+  // content instead: bytes (digest, size) and save time, then bytes alone (a save time that
+  // differs is then said); what is left is missing here, or here only. A key per message (40
+  // bytes); the records themselves are read from the snapshots by position.
+  template <typename CompareMatched>
+  void CompareByContent(const std::string& mailbox, const SourceFolder& s, const store::FolderSnapshot& d,
+                        const CompareMatched& compare_matched) {
+    struct Key {
+      Digest digest;
+      uint64_t size;
+      int64_t save_time;
+      uint32_t uid;
+      uint32_t pos;  // in its snapshot
+    };
+    auto keys = [](const store::MessageList& messages) {
+      std::vector<Key> out;
+      out.reserve(messages.size());
+      uint32_t pos = 0;
+      for (const store::MessageMeta& m : messages) out.push_back({m.digest, m.size, m.save_time, m.uid, pos++});
+      return out;
+    };
+    std::vector<Key> source = keys(s.messages), here = keys(d.messages);
+    std::vector<std::pair<uint32_t, uint32_t>> matched;  // positions: source, here
+    // One merge of both sides sorted by `key`; the unmatched are left for the next.
+    auto pass = [&](auto key) {
+      auto by = [&](const Key& a, const Key& b) { return std::pair(key(a), a.uid) < std::pair(key(b), b.uid); };
+      std::sort(source.begin(), source.end(), by);
+      std::sort(here.begin(), here.end(), by);
+      std::vector<Key> source_left, here_left;
+      size_t i = 0, j = 0;
+      while (i < source.size() || j < here.size()) {
+        if (j == here.size() || (i < source.size() && key(source[i]) < key(here[j])))
+          source_left.push_back(source[i++]);
+        else if (i == source.size() || key(here[j]) < key(source[i]))
+          here_left.push_back(here[j++]);
+        else
+          matched.emplace_back(source[i++].pos, here[j++].pos);
+      }
+      source.swap(source_left);
+      here.swap(here_left);
+    };
+    pass([](const Key& k) { return std::tuple(k.digest.bytes, k.size, k.save_time); });
+    pass([](const Key& k) { return std::tuple(k.digest.bytes, k.size); });
+    std::sort(matched.begin(), matched.end());
+    for (const auto& [source_pos, here_pos] : matched) {
+      const store::MessageMeta sm = s.messages[source_pos], dm = d.messages[here_pos];
+      compare_matched(sm, dm, "mailbox " + mailbox + " source UID " + std::to_string(sm.uid) + " (UID " +
+                                  std::to_string(dm.uid) + " here)");
+    }
+    auto by_uid = [](const Key& a, const Key& b) { return a.uid < b.uid; };
+    std::sort(source.begin(), source.end(), by_uid);
+    for (const Key& m : source)
+      Diff("mailbox " + mailbox + " source UID " + std::to_string(m.uid) + " (" + std::to_string(m.size) +
+           " bytes, saved " + IsoUtcTime(m.save_time) +
+           ") is missing (no message here has its bytes; the UIDVALIDITY differs, so compared by content)");
+    std::sort(here.begin(), here.end(), by_uid);
+    for (const Key& m : here)
+      Diff("mailbox " + mailbox + " UID " + std::to_string(m.uid) + " is not in the source (compared by content)");
+  }
 
  public:
   // A folder of a user being compared that the source does not have.

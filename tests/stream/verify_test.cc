@@ -220,6 +220,44 @@ TEST(Verify, AFlag) {
   EXPECT_TRUE(Mentions(p.ViaManifest(), want));
 }
 
+// A mailbox of another UIDVALIDITY (made here first; a restore appended the source's messages
+// under new UIDs) is compared by content: verify said dates differ at UIDs that name other
+// messages on each side, never which message was missing (helper-81).
+TEST(Verify, AMailboxOfAnotherUidValidityIsComparedByContent) {
+  Pair p;
+  auto add = [](store::Folder& f, const std::string& body, int64_t save_time, uint8_t flags = 0) {
+    auto w = f.NewMessage();
+    w->Write(body);
+    store::MessageMeta meta;
+    meta.internal_date = 1700000000;
+    meta.save_time = save_time;
+    meta.flags = flags;
+    std::vector<store::StagedMessage> batch{w->Finish(meta)};
+    return f.Commit(batch).at(0);
+  };
+  const std::string a = "Subject: a\r\n\r\nsame bytes twice\r\n", b = "Subject: b\r\n\r\nb\r\n";
+  auto src = p.src->CreateFolder(p.user, "Work", 11);
+  add(*src, a, 1700000100);
+  const uint32_t second_a = add(*src, a, 1700000200);  // the same bytes again, stored later
+  const uint32_t source_b = add(*src, b, 1700000300, store::kSeen);
+  auto dst = p.dst->CreateFolder(p.user, "Work", 22);
+  const uint32_t local = add(*dst, "Subject: local\r\n\r\nmade here\r\n", 1700000050);
+  const uint32_t here_a = add(*dst, a, 1700000100);
+  const uint32_t here_b = add(*dst, b, 1700000300);
+  for (const std::vector<std::string>& lines : {p.Direct(), p.ViaManifest()}) {
+    EXPECT_TRUE(Mentions(lines, "mailbox user/" + p.user + "/Work: UIDVALIDITY is 22, source has 11"));
+    EXPECT_TRUE(Mentions(lines, "mailbox user/" + p.user + "/Work source UID " + std::to_string(second_a) +
+                                    " (" + std::to_string(a.size()) + " bytes, saved 2023-11-14T22:16:40Z) is missing"));
+    EXPECT_TRUE(Mentions(lines, "mailbox user/" + p.user + "/Work UID " + std::to_string(local) +
+                                    " is not in the source (compared by content)"));
+    EXPECT_TRUE(Mentions(lines, "mailbox user/" + p.user + "/Work source UID " + std::to_string(source_b) + " (UID " +
+                                    std::to_string(here_b) + " here): flags are"));
+    EXPECT_FALSE(Mentions(lines, "(UID " + std::to_string(here_a) + " here)"));  // the first a: equal
+    EXPECT_FALSE(Mentions(lines, "date differs"));
+    EXPECT_FALSE(Mentions(lines, "save time"));
+  }
+}
+
 // The save time alone (what a Maildir export and import changes) is named as such, with both
 // times: "dates or header size differ" did not tell it from a changed message.
 TEST(Verify, ASaveTimeIsNamedWithBothTimes) {
