@@ -540,6 +540,32 @@ TEST(NetAuth, MutualCertificates) {
   EXPECT_TRUE(Contains(server.Log(), "restore started (TLS 1.3, mutual certificates)")) << server.Log();
 }
 
+// A certificate's private key is refused like a pre-shared key when group or others may read it
+// (security review #02: OpenSSL read it from the path at any mode), by both sides.
+TEST(NetAuth, ACertificateKeyOthersCanReadIsRefused) {
+  TempDir tmp;
+  MakeCa(tmp, "ca");
+  MakeCert(tmp, "ca", "server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth");
+  const std::string key = tmp / "server.key";
+  ASSERT_EQ(::chmod(key.c_str(), 0644), 0);
+  for (auto side : {TlsContext::Side::kServer, TlsContext::Side::kClient}) {
+    Thrown t = ThrownBy([&] { TlsContext({"", tmp / "server.crt", key, tmp / "ca.crt"}, side); });
+    EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+    EXPECT_TRUE(Contains(t.what, "certificate key file " + key + " is accessible by group or others")) << t.what;
+  }
+  store::Store::Init(tmp / "B", {"primary"}).reset();
+  std::string err;
+  EXPECT_EQ(RunCli({kBin, "serve", "--store", tmp / "B", "--listen", "127.0.0.1:0", "--cert", tmp / "server.crt",
+                    "--cert-key", key, "--ca", tmp / "ca.crt"},
+                   &err),
+            ExitStatus(Errc::kAuth))
+      << err;
+  EXPECT_TRUE(Contains(err, "accessible by group or others")) << err;
+  // At 0600 the same key is read from memory and serves (MutualCertificates runs a session).
+  ASSERT_EQ(::chmod(key.c_str(), 0600), 0);
+  EXPECT_NO_THROW(TlsContext({"", tmp / "server.crt", key, tmp / "ca.crt"}, TlsContext::Side::kServer));
+}
+
 // --- refused credentials (the real binaries) ----------------------------------------------------
 
 TEST(NetAuth, WrongMissingAndLooseKeysAreRefused) {
