@@ -36,6 +36,7 @@
 #include "store/mboxlist.h"
 #include "stream/net.h"
 #include "stream/net_conn.h"
+#include "stream/private_file.h"
 #include "stream/stream.h"
 #include "tests/support/delay_proxy.h"
 #include "tests/support/store_checks.h"
@@ -610,6 +611,33 @@ TEST(NetAuth, WrongMissingAndLooseKeysAreRefused) {
   refused({}, ExitStatus(Errc::kInvalidArgument), "no credentials", "");
   auto dst = store::Store::Open(tmp / "B");
   EXPECT_EQ(Users(*dst).size(), 0u) << "nothing restored before authentication";
+}
+
+// A key file another user owns is refused whatever its mode (security review #03): its owner can
+// read it, or put their own key in it. Root's files are taken (a key root installed for a user).
+TEST(NetAuth, AKeyFileAnotherUserOwnsIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a file to another user";
+  TempDir tmp;
+  store::Store::Init(tmp / "B", {"primary"}).reset();
+  const std::string key = Key(tmp, "key");
+  ASSERT_EQ(::chmod(key.c_str(), 0600), 0);
+  ASSERT_EQ(::chown(key.c_str(), 65534, 65534), 0);
+  Thrown t = ThrownBy([&] { TlsContext(Psk(key).credentials, TlsContext::Side::kServer); });
+  EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+  EXPECT_TRUE(Contains(t.what, "key file " + key + " is owned by ")) << t.what;
+  EXPECT_TRUE(Contains(t.what, "(uid 65534), not by this user or root; refusing it: chown root " + key)) << t.what;
+  std::string err;
+  EXPECT_EQ(RunCli({kBin, "serve", "--store", tmp / "B", "--listen", "127.0.0.1:0", "--key", key}, &err),
+            ExitStatus(Errc::kAuth));
+  EXPECT_TRUE(Contains(err, "not by this user or root")) << err;
+  // A password file too: every secret goes through the same check.
+  const std::string password = tmp / "password";
+  WriteFileAtomic(password, "secret\n", 0600);
+  ASSERT_EQ(::chown(password.c_str(), 65534, 65534), 0);
+  t = ThrownBy([&] { ReadPrivateFile(password, "password file"); });
+  EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+  ASSERT_EQ(::chown(key.c_str(), 0, 0), 0);
+  EXPECT_NO_THROW(TlsContext(Psk(key).credentials, TlsContext::Side::kServer));
 }
 
 // A listening socket on a free loopback port, for a hand-made "server"; invalid on failure.
