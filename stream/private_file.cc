@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,6 +53,10 @@ std::string ReadPrivateFile(const std::string& path, const std::string& what, si
     Throw(Errc::kAuth, what + " " + path + " is accessible by group or others (mode " + mode +
                            "); refusing it: chmod 600 " + path);
   }
+  // From here on this process holds a secret: a core dump of it (kept by systemd-coredump or
+  // apport, for whoever reads those) would too, and so would another process of this user
+  // that attaches with ptrace. Not dumpable rules out both (review: core dumps of serve).
+  if (::prctl(PR_SET_DUMPABLE, 0) != 0) ThrowErrno("prctl PR_SET_DUMPABLE");
   std::string text(limit, '\0');
   size_t got = 0;
   for (size_t n; got < text.size() && (n = ReadSome(fd.get(), text.data() + got, text.size() - got, path)) > 0;)

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -638,6 +639,28 @@ TEST(NetAuth, AKeyFileAnotherUserOwnsIsRefused) {
   EXPECT_EQ(t.code, Errc::kAuth) << t.what;
   ASSERT_EQ(::chown(key.c_str(), 0, 0), 0);
   EXPECT_NO_THROW(TlsContext(Psk(key).credentials, TlsContext::Side::kServer));
+}
+
+// A process that read a secret cannot be dumped (review: a serve's core held its key): checked in
+// a child, which starts dumpable whatever the tests before did in this process.
+TEST(NetAuth, LoadingAKeyMakesTheProcessUndumpable) {
+  TempDir tmp;
+  const std::string key = Key(tmp, "key");
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::prctl(PR_SET_DUMPABLE, 1) != 0 || ::prctl(PR_GET_DUMPABLE) != 1) ::_exit(2);
+    try {
+      TlsContext tls(Psk(key).credentials, TlsContext::Side::kServer);
+    } catch (...) {
+      ::_exit(3);
+    }
+    ::_exit(::prctl(PR_GET_DUMPABLE) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: still dumpable after loading the key; 2, 3: the child could not check";
 }
 
 // A listening socket on a free loopback port, for a hand-made "server"; invalid on failure.
