@@ -1364,6 +1364,7 @@ TEST(NetSlots, IdleUnauthenticatedConnectionsDoNotKeepARealClientOut) {
   so.handshake_timeout_seconds = 600;
   so.max_handshakes = 32;
   so.max_handshakes_per_address = 4;
+  so.refused_log_lines = 1000;  // every refusal on its own line, counted below
   ServerThread server(*b, so);
   std::vector<std::unique_ptr<IdleConnection>> idle;
   auto open = [&](const std::string& from) {
@@ -1923,6 +1924,59 @@ TEST(NetSessionV2, ProtocolOneRequestsAreStillServedOnePerConnection) {
 // every such peer counted as one address against --max-handshakes-per-address (helper-58: 299
 // of 300). The address comes from accept() now. The server is stopped while the client
 // connects and resets, so the reset is always before the accept.
+// Lines of the log that say a connection was refused before it authenticated, one by one.
+size_t RefusedLines(const std::string& log) {
+  size_t n = 0;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);)
+    n += (Contains(line, "authentication failed") || Contains(line, "before authentication")) &&
+         !Contains(line, "more refused connections");
+  return n;
+}
+
+// Anyone who can connect makes the server log a line per refused connection: a flood of them
+// is held to a few lines a window and one line counting the rest (security review #06: ~5 GB
+// an hour of log from one local user), while an authenticated session's lines are all there.
+TEST(NetHostile, AFloodOfRefusedConnectionsIsLoggedInABoundedNumberOfLines) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 3);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  const std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.refused_log_lines = 3;
+  so.refused_log_window = std::chrono::seconds(3);
+  ServerThread server(*b, so);
+  auto refused = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      RawClient c(server.endpoint());
+      c.Send("GET / HTTP/1.0\r\n\r\n");  // not TLS: refused at the handshake
+      EXPECT_TRUE(c.Closed());
+    }
+  };
+  const auto flood_start = std::chrono::steady_clock::now();
+  refused(40);
+  SessionReport r = SendBackup(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_EQ(r.errors, 0u);
+  const bool one_window = std::chrono::steady_clock::now() - flood_start < std::chrono::seconds(3);
+  // After the window, the next refused connection is logged again, after the count of the first.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+  refused(1);
+  server.Stop();
+  const std::string log = server.Log();
+  const size_t summary = log.find("more refused connections in the last 3 s (");
+  ASSERT_NE(summary, std::string::npos) << log;
+  if (one_window) {
+    EXPECT_EQ(RefusedLines(log), 4u) << log;
+    EXPECT_TRUE(Contains(log, "storemove serve: 37 more refused connections in the last 3 s (")) << log;
+  } else {  // a slow machine: the flood spanned windows, each bounded all the same
+    EXPECT_LT(RefusedLines(log), 41u) << log;
+  }
+  EXPECT_EQ(RefusedLines(log.substr(summary)), 1u) << "the one after the window, on its own line:\n" << log;
+  EXPECT_TRUE(Contains(log, "restore started (TLS 1.3, pre-shared key)")) << log;
+  EXPECT_TRUE(Contains(log, "session ended after")) << log;
+}
+
 TEST(NetHostile, AConnectionResetBeforeItsAcceptIsLoggedWithItsAddress) {
   TempDir tmp;
   store::Store::Init(tmp / "B", {"primary"}).reset();
