@@ -182,8 +182,11 @@ std::vector<const FleetGroupResult*> Slowest(const FleetReport& r, size_t n) {
 std::string FleetReport::Text(size_t slowest) const {
   std::string out;
   char buf[1024];
+  // Group names, file names, errors and recovered lines come from the job reports, which any job
+  // (and whoever can write the results directory) wrote: shown escaped, they cannot drive the
+  // terminal (security review #09). JSON escapes them itself.
   std::snprintf(buf, sizeof buf, "fleet %s: %llu job reports, %zu groups (%llu failed), %llu jobs failed\n",
-                dir.c_str(), (unsigned long long)reports, groups.size(), (unsigned long long)groups_failed,
+                EscapeControls(dir).c_str(), (unsigned long long)reports, groups.size(), (unsigned long long)groups_failed,
                 (unsigned long long)jobs_failed);
   out += buf;
   std::snprintf(buf, sizeof buf, "moved: %s (%llu already moved by earlier runs), %s, %s of messages, %s sent\n",
@@ -200,16 +203,17 @@ std::string FleetReport::Text(size_t slowest) const {
   if (!groups.empty()) {
     out += "slowest groups:\n";
     for (const FleetGroupResult* g : Slowest(*this, slowest)) {
-      std::snprintf(buf, sizeof buf, "  %-20s %8.2f s  hold %.2f s  %llu users  %s\n", g->group.c_str(), g->seconds,
-                    g->hold_seconds, (unsigned long long)g->users, g->file.c_str());
+      std::snprintf(buf, sizeof buf, "  %-20s %8.2f s  hold %.2f s  %llu users  %s\n", ShownName(g->group).c_str(),
+                    g->seconds, g->hold_seconds, (unsigned long long)g->users, ShownName(g->file).c_str());
       out += buf;
     }
   }
   for (const FleetGroupResult& g : groups)
-    if (!g.ok) out += "FAILED group " + g.group + " (" + g.file + "): " + g.error + "\n";
-  for (const std::string& e : job_errors) out += "FAILED job " + e + "\n";
-  for (const std::string& b : broken) out += "BROKEN " + b + "\n";
-  for (const std::string& line : recovered) out += "recovered " + line + "\n";
+    if (!g.ok)
+      out += "FAILED group " + EscapeControls(g.group) + " (" + EscapeControls(g.file) + "): " + EscapeControls(g.error) + "\n";
+  for (const std::string& e : job_errors) out += "FAILED job " + EscapeControls(e) + "\n";
+  for (const std::string& b : broken) out += "BROKEN " + EscapeControls(b) + "\n";
+  for (const std::string& line : recovered) out += "recovered " + EscapeControls(line) + "\n";
   if (users_in_no_group > 0) {
     out += "in no group: " + Counted(users_in_no_group, "user") +
            " no job moved (backup-groups.conf takes none of them; they are still on their source):";

@@ -12,6 +12,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -73,6 +74,22 @@ std::string ReadKeyFile(const std::string& path) {
   }
   if (!ok) Throw(Errc::kInvalidArgument, "key file " + path + ": expected 64 hex digits (make one with storemove keygen)");
   return key;
+}
+
+// The certificate's private key is a secret like a pre-shared key: read through ReadPrivateFile
+// (refused when group or others may read it, kAuth) rather than by OpenSSL from the path, which
+// takes any mode (security review #02). The PEM text is wiped once parsed.
+void UseCertificateKey(SSL_CTX* ctx, const std::string& path) {
+  std::string pem = ReadPrivateFile(path, "certificate key file", 1 << 20);
+  BIO* bio = BIO_new_mem_buf(pem.data(), int(pem.size()));
+  EVP_PKEY* key = bio ? PEM_read_bio_PrivateKey(bio, nullptr, SSL_CTX_get_default_passwd_cb(ctx),
+                                                SSL_CTX_get_default_passwd_cb_userdata(ctx))
+                      : nullptr;
+  BIO_free(bio);
+  OPENSSL_cleanse(pem.data(), pem.size());
+  const bool used = key && SSL_CTX_use_PrivateKey(ctx, key) == 1;
+  EVP_PKEY_free(key);  // the context holds its own reference
+  if (!used) ThrowTls(Errc::kInvalidArgument, "private key " + path);
 }
 
 SSL_SESSION* NewPskSession(SSL* ssl, const std::string& key) {
@@ -254,8 +271,7 @@ TlsContext::TlsContext(const Credentials& c, Side side) {
   }
   if (SSL_CTX_use_certificate_chain_file(ctx_, c.cert_file.c_str()) != 1)
     ThrowTls(Errc::kInvalidArgument, "certificate " + c.cert_file);
-  if (SSL_CTX_use_PrivateKey_file(ctx_, c.cert_key_file.c_str(), SSL_FILETYPE_PEM) != 1)
-    ThrowTls(Errc::kInvalidArgument, "private key " + c.cert_key_file);
+  UseCertificateKey(ctx_, c.cert_key_file);
   if (SSL_CTX_check_private_key(ctx_) != 1)
     ThrowTls(Errc::kInvalidArgument, "private key " + c.cert_key_file + " does not match " + c.cert_file);
   if (SSL_CTX_load_verify_locations(ctx_, c.ca_file.c_str(), nullptr) != 1)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -160,6 +161,11 @@ struct ServeOptions {
   // or idle_timeout_seconds pass; one whose hello asked for progress, until a slot frees or its
   // client leaves, and it hears PROGRESS meanwhile); one more is told to try again later (kTempFail).
   int max_waiting = 256;
+  // Log lines about connections refused before they authenticated (failed handshakes, handshake
+  // timeouts, the caps above): at most refused_log_lines a window, then one line counting the
+  // rest when the window ends. Anyone who can connect causes them (security review #06).
+  int refused_log_lines = 20;
+  std::chrono::milliseconds refused_log_window{std::chrono::minutes(1)};
   // Tests: false answers a hello that asks for progress as servers before 2026-12-05 did (silence
   // while it waits for a slot), to test a new client against an old server.
   bool progress_while_waiting_for_slot = true;

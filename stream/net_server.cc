@@ -41,6 +41,69 @@ constexpr int kDrainSeconds = 5;
 // How often a connection waiting for a session slot looks whether its client is still there.
 constexpr std::chrono::milliseconds kSlotCheck{200};
 
+// Lines about connections refused before they authenticated. Anyone who can connect causes
+// them: one local user wrote ~1.4 MB/s of them to serve --log (security review #06). At most
+// `limit` a window; the rest are counted by reason and summed up in one line when the window
+// ends (the accept loop looks every 200 ms) or when the server stops. Authenticated sessions'
+// lines do not go through here and are never held back.
+class RefusedLines {
+ public:
+  using Clock = std::chrono::steady_clock;
+  RefusedLines(ServeLog& log, int limit, std::chrono::milliseconds window) : log_(log), limit_(limit), window_(window) {}
+
+  void Line(const std::string& reason, const std::string& text) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Clock::time_point now = Clock::now();
+    EndWindowIfOverLocked(now);
+    if (lines_ == 0 && held_.empty()) start_ = now;
+    if (lines_ < limit_) {
+      ++lines_;
+      log_.Line(LogPriority::kWarning, text);
+      return;
+    }
+    auto it = std::find_if(held_.begin(), held_.end(), [&](const auto& r) { return r.first == reason; });
+    if (it == held_.end()) held_.emplace_back(reason, 1);
+    else ++it->second;
+  }
+
+  // The summary of a window that has ended; with `now_anyway`, of the one running (at stop).
+  void Flush(bool now_anyway = false) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (now_anyway) EndWindowLocked();
+    else EndWindowIfOverLocked(Clock::now());
+  }
+
+ private:
+  void EndWindowIfOverLocked(Clock::time_point now) {
+    if ((lines_ > 0 || !held_.empty()) && now - start_ >= window_) EndWindowLocked();
+  }
+  void EndWindowLocked() {
+    if (!held_.empty()) {
+      uint64_t total = 0;
+      std::string reasons;
+      for (const auto& [reason, n] : held_) {
+        total += n;
+        reasons += (reasons.empty() ? "" : ", ") + reason + ": " + std::to_string(n);
+      }
+      const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(window_).count();
+      log_.Line(LogPriority::kWarning, "storemove serve: " + std::to_string(total) +
+                                           " more refused connections in the last " +
+                                           (seconds == 60 ? std::string("minute") : std::to_string(seconds) + " s") +
+                                           " (" + reasons + "), not logged one by one");
+    }
+    lines_ = 0;
+    held_.clear();
+  }
+
+  ServeLog& log_;
+  const int limit_;
+  const std::chrono::milliseconds window_;
+  std::mutex mutex_;
+  Clock::time_point start_;                              // under mutex_: of the window running
+  int lines_ = 0;                                        // under mutex_: written in it
+  std::vector<std::pair<std::string, uint64_t>> held_;   // under mutex_: held back, by reason
+};
+
 // The decoder's input during a stream. One thread does all of the connection's I/O (OpenSSL's
 // SSL objects are not thread-safe): it reads frames as they arrive, queues DATA for the decoder
 // (at most kMaxQueued bytes, then it stops reading: TCP flow control holds the sender) and
@@ -270,7 +333,11 @@ class Server {
   };
  public:
   Server(store::Store& store, const ServeOptions& options, ServeLog& log)
-      : store_(store), options_(options), tls_(options.credentials, TlsContext::Side::kServer), log_(log) {}
+      : store_(store),
+        options_(options),
+        tls_(options.credentials, TlsContext::Side::kServer),
+        log_(log),
+        refused_(log, options.refused_log_lines, options.refused_log_window) {}
 
   // Returns false when it stopped because the store's environment is stuck (see Serve).
   bool Run(const std::atomic<bool>* stop) {
@@ -299,6 +366,7 @@ class Server {
         break;
       }
       log_.ReopenIfRequested();  // at most 200 ms after SIGHUP (the poll below wakes that often), even when idle
+      refused_.Flush();          // and a refusals' window's summary at most 200 ms after it ends
       Reap(&slots);
       pollfd p{listener.get(), POLLIN, 0};
       if (::poll(&p, 1, CutOverdue(slots)) <= 0) continue;
@@ -355,6 +423,7 @@ class Server {
       if (!waiting) s->conn->Abort();
     }
     for (auto& s : slots) s->thread.join();
+    refused_.Flush(true);
     log_.Line(LogPriority::kNotice, "storemove serve: stopped");
     return !stuck;
   }
@@ -417,9 +486,10 @@ class Server {
       if (!oldest) oldest = s.get();  // the list is in accept order
     }
     if (same >= size_t(options_.max_handshakes_per_address)) {
-      log_.Line(LogPriority::kWarning, "session " + std::to_string(fresh.id) + " from " + fresh.conn->peer() + ": refused: " +
-                std::to_string(same) + " unauthenticated connections from " + fresh.address +
-                " already (--max-handshakes-per-address)");
+      refused_.Line("too many from one address", "session " + std::to_string(fresh.id) + " from " + fresh.conn->peer() +
+                                                      ": refused: " + std::to_string(same) +
+                                                      " unauthenticated connections from " + fresh.address +
+                                                      " already (--max-handshakes-per-address)");
       return false;
     }
     if (total >= size_t(options_.max_handshakes) && oldest)  // its thread logs the reason
@@ -565,11 +635,13 @@ class Server {
     } catch (const Error& e) {
       std::string cut = CutReason(slot);
       if (!cut.empty()) {
-        log_.Line(LogPriority::kWarning, who + ": cut off before authentication: " + cut);
+        refused_.Line("cut off before authentication", who + ": cut off before authentication: " + cut);
+      } else if (e.code() == Errc::kAuth && !conn.authenticated()) {
+        refused_.Line("authentication failed", who + ": authentication failed: " + e.what());
       } else if (e.code() == Errc::kAuth) {
         log_.Line(LogPriority::kWarning, who + ": authentication failed: " + e.what());
       } else if (!conn.authenticated()) {
-        log_.Line(LogPriority::kWarning, who + ": refused before authentication: " + e.what());
+        refused_.Line("refused before authentication", who + ": refused before authentication: " + e.what());
       } else {
         log_.Line(LogPriority::kError, who + ": " + op + " failed: " + e.what());
         try {
@@ -971,6 +1043,7 @@ class Server {
   const ServeOptions& options_;
   TlsContext tls_;
   ServeLog& log_;
+  RefusedLines refused_;
   std::mutex mutex_;
   std::condition_variable changed_;  // a session ended, or the server is stopping
   int sessions_ = 0;                 // under mutex_: slots taken

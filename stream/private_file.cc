@@ -1,14 +1,35 @@
 #include "stream/private_file.h"
 
 #include <fcntl.h>
+#include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <vector>
 
 #include "util/error.h"
 #include "util/fs.h"
 
 namespace storemove::stream {
+namespace {
+
+// The user's name, "" when the uid has none.
+std::string UserName(uid_t uid) {
+  std::vector<char> buf(16 << 10);
+  struct passwd pw, *found = nullptr;
+  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found) return found->pw_name;
+  return "";
+}
+
+// "joe (uid 1001)", or "uid 1001" when it has no name.
+std::string Owner(uid_t uid) {
+  const std::string name = UserName(uid);
+  return name.empty() ? "uid " + std::to_string(uid) : name + " (uid " + std::to_string(uid) + ")";
+}
+
+}  // namespace
 
 std::string ReadPrivateFile(const std::string& path, const std::string& what, size_t limit) {
   UniqueFd fd;
@@ -19,12 +40,23 @@ std::string ReadPrivateFile(const std::string& path, const std::string& what, si
   }
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + path);
+  // Another user who owns the file can read it or swap its contents, whatever its mode; only this
+  // user's or root's is taken, as ssh's StrictModes does (security review #03).
+  if (st.st_uid != ::geteuid() && st.st_uid != 0)
+    Throw(Errc::kAuth, what + " " + path + " is owned by " + Owner(st.st_uid) +
+                           ", not by this user or root; refusing it: chown " +
+                           (UserName(::geteuid()).empty() ? std::to_string(::geteuid()) : UserName(::geteuid())) +
+                           " " + path);
   if (st.st_mode & 077) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
     Throw(Errc::kAuth, what + " " + path + " is accessible by group or others (mode " + mode +
                            "); refusing it: chmod 600 " + path);
   }
+  // From here on this process holds a secret: a core dump of it (kept by systemd-coredump or
+  // apport, for whoever reads those) would too, and so would another process of this user
+  // that attaches with ptrace. Not dumpable rules out both (review: core dumps of serve).
+  if (::prctl(PR_SET_DUMPABLE, 0) != 0) ThrowErrno("prctl PR_SET_DUMPABLE");
   std::string text(limit, '\0');
   size_t got = 0;
   for (size_t n; got < text.size() && (n = ReadSome(fd.get(), text.data() + got, text.size() - got, path)) > 0;)

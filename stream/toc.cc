@@ -37,9 +37,10 @@ void TocWriter::Header(const format::StreamHeader& h) {
                 {"selection", h.selection}});
     return;
   }
+  // The host and store id are whatever the stream's writer put there (security review #04).
   out_ << "stream " << h.version_major << "." << h.version_minor
-       << (h.kind == format::StreamKind::kManifest ? " manifest" : "") << " from " << h.source_host << " store "
-       << h.store_id << " created " << IsoUtc(h.created);
+       << (h.kind == format::StreamKind::kManifest ? " manifest" : "") << " from " << EscapeControls(h.source_host)
+       << " store " << EscapeControls(h.store_id) << " created " << IsoUtc(h.created);
   if (h.since) out_ << " since " << IsoUtc(h.since);
   out_ << "\n";
 }

@@ -145,7 +145,7 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   c->add_option("--to", o->to, "send to a storemove serve instead, which restores it")->type_name("HOST:PORT");
   c->add_option("--key", o->credentials.key_file, "--to: pre-shared key file (storemove keygen)")->type_name("FILE");
   c->add_option("--cert", o->credentials.cert_file, "--to: client certificate (PEM)")->type_name("FILE");
-  c->add_option("--cert-key", o->credentials.cert_key_file, "--to: its private key (PEM)")->type_name("FILE");
+  c->add_option("--cert-key", o->credentials.cert_key_file, "--to: its private key (PEM; mode 0600)")->type_name("FILE");
   c->add_option("--ca", o->credentials.ca_file, "--to: CA that signed the server's certificate")->type_name("FILE");
   c->add_flag("--insecure", o->credentials.insecure, "--to: plain TCP, no authentication (trusted links only)");
   c->add_option("--timeout", o->timeout, "--to: seconds without progress before giving up (default 60)");

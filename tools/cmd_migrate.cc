@@ -305,7 +305,7 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
               "put back the users a killed migrate left on hold (from STORE/migrate-journal) and stop");
   c->add_option("--key", o->key, "pre-shared key file (storemove keygen)")->type_name("FILE");
   c->add_option("--cert", o->cert, "client certificate (mutual TLS)")->type_name("FILE");
-  c->add_option("--cert-key", o->cert_key, "client certificate's private key")->type_name("FILE");
+  c->add_option("--cert-key", o->cert_key, "client certificate's private key (PEM; mode 0600)")->type_name("FILE");
   c->add_option("--ca", o->ca, "CA certificate that signed the server's certificate")->type_name("FILE");
   c->add_flag("--insecure", o->insecure, "plain TCP without TLS (trusted test networks only)");
   c->add_option("--timeout", o->timeout, "seconds without progress before a session is abandoned (default 60)")

@@ -4,6 +4,7 @@
 
 #include "stream/fleet_report.h"
 #include "tools/commands.h"
+#include "util/printable.h"
 
 namespace storemove::tools {
 namespace {
@@ -18,7 +19,8 @@ int RunReport(const ReportCliOptions& o) {
   stream::FleetReport report = stream::MergeFleetReports(o.dir);
   std::printf("%s", o.json ? (report.Json(o.slowest) + "\n").c_str() : report.Text(o.slowest).c_str());
   // Broken files are also named on stderr, one line each, for whoever reads only that.
-  for (const std::string& b : report.broken) std::fprintf(stderr, "storemove: report: %s/%s\n", o.dir.c_str(), b.c_str());
+  for (const std::string& b : report.broken)
+    std::fprintf(stderr, "storemove: report: %s/%s\n", EscapeControls(o.dir).c_str(), EscapeControls(b).c_str());
   return report.ok() ? 0 : 1;
 }
 

@@ -57,7 +57,7 @@ void AddServeCommand(CLI::App& root, Action* chosen) {
       ->type_name("HOST:PORT");
   c->add_option("--key", o->serve.credentials.key_file, "pre-shared key file (storemove keygen)")->type_name("FILE");
   c->add_option("--cert", o->serve.credentials.cert_file, "server certificate (PEM)")->type_name("FILE");
-  c->add_option("--cert-key", o->serve.credentials.cert_key_file, "its private key (PEM)")->type_name("FILE");
+  c->add_option("--cert-key", o->serve.credentials.cert_key_file, "its private key (PEM; mode 0600)")->type_name("FILE");
   c->add_option("--ca", o->serve.credentials.ca_file, "CA that signs client certificates")->type_name("FILE");
   c->add_flag("--insecure", o->serve.credentials.insecure, "plain TCP, no authentication (trusted links only)");
   c->add_option("--max-sessions", o->serve.max_sessions,

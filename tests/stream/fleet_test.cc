@@ -215,6 +215,34 @@ TEST(FleetReport, UsersInNoGroupAreNamedAndTheFleetIsNotDone) {
   EXPECT_EQ(MergeFleetReports(dir).users_in_no_group, 3u);
 }
 
+// What the text report shows from the job reports (group names, errors, job errors, recovered
+// lines, a broken file's reason) is escaped: a report file cannot drive the terminal of whoever
+// runs `storemove report` (security review #09). JSON keeps them as they are, JSON-escaped.
+TEST(FleetReport, NamesAndErrorsFromTheReportsAreShownEscaped) {
+  TempDir tmp;
+  std::string dir = tmp / "results";
+  MakeDirs(dir);
+  nlohmann::json failed = nlohmann::json::parse(GroupJson("g\x1b[2J\x07", false, 4, 0, 1.0, 0));
+  failed["errors"] = {"attempt 3: e\x1b]0;owned\x07"};
+  nlohmann::json slow = nlohmann::json::parse(GroupJson("s\x1b[31m\x07", true, 2, 0, 9.0, 0.1));
+  nlohmann::json job = {{"ok", false},
+                        {"error", "job\x1b[2J\x07"},
+                        {"recovered", {"held\x1b[1A\x07"}},
+                        {"groups", {failed, slow}}};
+  WriteFileAtomic(dir + "/a.json", job.dump());
+  WriteFileAtomic(dir + "/b.json", R"({"ok": true, "groups": [{"name": "x", "ok": true, "phase_seconds": {"p\u001b\u0007": "z"}}]})");
+  FleetReport r = MergeFleetReports(dir);
+  const std::string text = r.Text();
+  EXPECT_EQ(text.find('\x1b'), std::string::npos) << text;
+  EXPECT_EQ(text.find('\x07'), std::string::npos) << text;
+  for (const char* shown : {"FAILED group g\\x1b[2J\\x07 (a.json): attempt 3: e\\x1b]0;owned\\x07\n",
+                            "  s\\x1b[31m\\x07", "FAILED job a.json: job\\x1b[2J\\x07\n",
+                            "recovered a.json: held\\x1b[1A\\x07\n", "BROKEN b.json: phase \"p\\x1b\\x07\" is no number\n"})
+    EXPECT_NE(text.find(shown), std::string::npos) << shown << " in\n" << text;
+  const nlohmann::json merged = nlohmann::json::parse(r.Json());
+  EXPECT_EQ(merged["failed_groups"][0]["group"], "g\x1b[2J\x07");
+}
+
 // A group that did not end ok, with no error lines: its report's result says why.
 nlohmann::json NotOkGroup(const std::string& name, const std::string& result) {
   nlohmann::json g = nlohmann::json::parse(GroupJson(name, false, 4, 0, 0, 0));

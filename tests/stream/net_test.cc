@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -36,6 +37,7 @@
 #include "store/mboxlist.h"
 #include "stream/net.h"
 #include "stream/net_conn.h"
+#include "stream/private_file.h"
 #include "stream/stream.h"
 #include "tests/support/delay_proxy.h"
 #include "tests/support/store_checks.h"
@@ -540,6 +542,32 @@ TEST(NetAuth, MutualCertificates) {
   EXPECT_TRUE(Contains(server.Log(), "restore started (TLS 1.3, mutual certificates)")) << server.Log();
 }
 
+// A certificate's private key is refused like a pre-shared key when group or others may read it
+// (security review #02: OpenSSL read it from the path at any mode), by both sides.
+TEST(NetAuth, ACertificateKeyOthersCanReadIsRefused) {
+  TempDir tmp;
+  MakeCa(tmp, "ca");
+  MakeCert(tmp, "ca", "server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth");
+  const std::string key = tmp / "server.key";
+  ASSERT_EQ(::chmod(key.c_str(), 0644), 0);
+  for (auto side : {TlsContext::Side::kServer, TlsContext::Side::kClient}) {
+    Thrown t = ThrownBy([&] { TlsContext({"", tmp / "server.crt", key, tmp / "ca.crt"}, side); });
+    EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+    EXPECT_TRUE(Contains(t.what, "certificate key file " + key + " is accessible by group or others")) << t.what;
+  }
+  store::Store::Init(tmp / "B", {"primary"}).reset();
+  std::string err;
+  EXPECT_EQ(RunCli({kBin, "serve", "--store", tmp / "B", "--listen", "127.0.0.1:0", "--cert", tmp / "server.crt",
+                    "--cert-key", key, "--ca", tmp / "ca.crt"},
+                   &err),
+            ExitStatus(Errc::kAuth))
+      << err;
+  EXPECT_TRUE(Contains(err, "accessible by group or others")) << err;
+  // At 0600 the same key is read from memory and serves (MutualCertificates runs a session).
+  ASSERT_EQ(::chmod(key.c_str(), 0600), 0);
+  EXPECT_NO_THROW(TlsContext({"", tmp / "server.crt", key, tmp / "ca.crt"}, TlsContext::Side::kServer));
+}
+
 // --- refused credentials (the real binaries) ----------------------------------------------------
 
 TEST(NetAuth, WrongMissingAndLooseKeysAreRefused) {
@@ -584,6 +612,55 @@ TEST(NetAuth, WrongMissingAndLooseKeysAreRefused) {
   refused({}, ExitStatus(Errc::kInvalidArgument), "no credentials", "");
   auto dst = store::Store::Open(tmp / "B");
   EXPECT_EQ(Users(*dst).size(), 0u) << "nothing restored before authentication";
+}
+
+// A key file another user owns is refused whatever its mode (security review #03): its owner can
+// read it, or put their own key in it. Root's files are taken (a key root installed for a user).
+TEST(NetAuth, AKeyFileAnotherUserOwnsIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a file to another user";
+  TempDir tmp;
+  store::Store::Init(tmp / "B", {"primary"}).reset();
+  const std::string key = Key(tmp, "key");
+  ASSERT_EQ(::chmod(key.c_str(), 0600), 0);
+  ASSERT_EQ(::chown(key.c_str(), 65534, 65534), 0);
+  Thrown t = ThrownBy([&] { TlsContext(Psk(key).credentials, TlsContext::Side::kServer); });
+  EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+  EXPECT_TRUE(Contains(t.what, "key file " + key + " is owned by ")) << t.what;
+  EXPECT_TRUE(Contains(t.what, "(uid 65534), not by this user or root; refusing it: chown root " + key)) << t.what;
+  std::string err;
+  EXPECT_EQ(RunCli({kBin, "serve", "--store", tmp / "B", "--listen", "127.0.0.1:0", "--key", key}, &err),
+            ExitStatus(Errc::kAuth));
+  EXPECT_TRUE(Contains(err, "not by this user or root")) << err;
+  // A password file too: every secret goes through the same check.
+  const std::string password = tmp / "password";
+  WriteFileAtomic(password, "secret\n", 0600);
+  ASSERT_EQ(::chown(password.c_str(), 65534, 65534), 0);
+  t = ThrownBy([&] { ReadPrivateFile(password, "password file"); });
+  EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+  ASSERT_EQ(::chown(key.c_str(), 0, 0), 0);
+  EXPECT_NO_THROW(TlsContext(Psk(key).credentials, TlsContext::Side::kServer));
+}
+
+// A process that read a secret cannot be dumped (review: a serve's core held its key): checked in
+// a child, which starts dumpable whatever the tests before did in this process.
+TEST(NetAuth, LoadingAKeyMakesTheProcessUndumpable) {
+  TempDir tmp;
+  const std::string key = Key(tmp, "key");
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::prctl(PR_SET_DUMPABLE, 1) != 0 || ::prctl(PR_GET_DUMPABLE) != 1) ::_exit(2);
+    try {
+      TlsContext tls(Psk(key).credentials, TlsContext::Side::kServer);
+    } catch (...) {
+      ::_exit(3);
+    }
+    ::_exit(::prctl(PR_GET_DUMPABLE) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: still dumpable after loading the key; 2, 3: the child could not check";
 }
 
 // A listening socket on a free loopback port, for a hand-made "server"; invalid on failure.
@@ -1287,6 +1364,7 @@ TEST(NetSlots, IdleUnauthenticatedConnectionsDoNotKeepARealClientOut) {
   so.handshake_timeout_seconds = 600;
   so.max_handshakes = 32;
   so.max_handshakes_per_address = 4;
+  so.refused_log_lines = 1000;  // every refusal on its own line, counted below
   ServerThread server(*b, so);
   std::vector<std::unique_ptr<IdleConnection>> idle;
   auto open = [&](const std::string& from) {
@@ -1846,6 +1924,59 @@ TEST(NetSessionV2, ProtocolOneRequestsAreStillServedOnePerConnection) {
 // every such peer counted as one address against --max-handshakes-per-address (helper-58: 299
 // of 300). The address comes from accept() now. The server is stopped while the client
 // connects and resets, so the reset is always before the accept.
+// Lines of the log that say a connection was refused before it authenticated, one by one.
+size_t RefusedLines(const std::string& log) {
+  size_t n = 0;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);)
+    n += (Contains(line, "authentication failed") || Contains(line, "before authentication")) &&
+         !Contains(line, "more refused connections");
+  return n;
+}
+
+// Anyone who can connect makes the server log a line per refused connection: a flood of them
+// is held to a few lines a window and one line counting the rest (security review #06: ~5 GB
+// an hour of log from one local user), while an authenticated session's lines are all there.
+TEST(NetHostile, AFloodOfRefusedConnectionsIsLoggedInABoundedNumberOfLines) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 3);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  const std::string key = Key(tmp, "key");
+  ServeOptions so;
+  so.credentials.key_file = key;
+  so.refused_log_lines = 3;
+  so.refused_log_window = std::chrono::seconds(3);
+  ServerThread server(*b, so);
+  auto refused = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      RawClient c(server.endpoint());
+      c.Send("GET / HTTP/1.0\r\n\r\n");  // not TLS: refused at the handshake
+      EXPECT_TRUE(c.Closed());
+    }
+  };
+  const auto flood_start = std::chrono::steady_clock::now();
+  refused(40);
+  SessionReport r = SendBackup(*a, {}, server.endpoint(), Psk(key));
+  EXPECT_EQ(r.errors, 0u);
+  const bool one_window = std::chrono::steady_clock::now() - flood_start < std::chrono::seconds(3);
+  // After the window, the next refused connection is logged again, after the count of the first.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+  refused(1);
+  server.Stop();
+  const std::string log = server.Log();
+  const size_t summary = log.find("more refused connections in the last 3 s (");
+  ASSERT_NE(summary, std::string::npos) << log;
+  if (one_window) {
+    EXPECT_EQ(RefusedLines(log), 4u) << log;
+    EXPECT_TRUE(Contains(log, "storemove serve: 37 more refused connections in the last 3 s (")) << log;
+  } else {  // a slow machine: the flood spanned windows, each bounded all the same
+    EXPECT_LT(RefusedLines(log), 41u) << log;
+  }
+  EXPECT_EQ(RefusedLines(log.substr(summary)), 1u) << "the one after the window, on its own line:\n" << log;
+  EXPECT_TRUE(Contains(log, "restore started (TLS 1.3, pre-shared key)")) << log;
+  EXPECT_TRUE(Contains(log, "session ended after")) << log;
+}
+
 TEST(NetHostile, AConnectionResetBeforeItsAcceptIsLoggedWithItsAddress) {
   TempDir tmp;
   store::Store::Init(tmp / "B", {"primary"}).reset();

@@ -384,6 +384,33 @@ TEST(RestoreRerun, AFolderRecordWithUidValidityZeroIsRefused) {
   EXPECT_FALSE(s->FindFolder("joe", "INBOX"));
 }
 
+// restore -t shows the stream header's source host and store id, which whoever wrote the stream
+// chose: escaped in text, so an ESC or BEL cannot drive the terminal (security review #04); JSON
+// escapes them itself.
+TEST(RestoreRerun, TheTableOfContentsEscapesTheStreamsHostAndStoreId) {
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  format::StreamHeader header;
+  header.source_host = "host\x1b]0;owned\x07";
+  header.store_id = "id\x1b[2J\x07";
+  enc.WriteHeader(header);
+  enc.Finish();
+  for (bool json : {false, true}) {
+    std::ostringstream toc;
+    format::StringSource in(sink.data());
+    format::Decoder dec(in);
+    RestoreOptions list;
+    list.table_of_contents = true;
+    list.toc_json = json;
+    Restore(nullptr, dec, list, &toc);
+    EXPECT_EQ(toc.str().find('\x1b'), std::string::npos) << toc.str();
+    EXPECT_EQ(toc.str().find('\x07'), std::string::npos) << toc.str();
+    EXPECT_NE(toc.str().find(json ? "host\\u001b]0;owned\\u0007" : "from host\\x1b]0;owned\\x07 store id\\x1b[2J\\x07 "),
+              std::string::npos)
+        << toc.str();
+  }
+}
+
 // With -c y a hostile folder name reaches the error lines: control characters are escaped, and
 // however many records fail, the lines kept are bounded.
 TEST(RestoreRerun, ErrorLinesAreEscapedAndBounded) {
