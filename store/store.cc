@@ -4,7 +4,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <pwd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -23,7 +22,7 @@
 #include "store/names.h"
 #include "util/bytes.h"
 #include "util/error.h"
-#include "util/foreign_link.h"
+#include "util/user_name.h"
 #include "util/interrupt.h"
 #include "util/printable.h"
 #include "store/dir_lock.h"
@@ -268,12 +267,8 @@ void RefuseRootInAnotherUsersStore(const std::string& root) {
   if (::stat(root.c_str(), &st) != 0 || st.st_uid == 0) return;
   struct statvfs fs;
   if (::statvfs(root.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY)) return;
-  passwd pw{};
-  passwd* found = nullptr;
-  std::vector<char> buf(16384);
-  const std::string as = ::getpwuid_r(st.st_uid, &pw, buf.data(), buf.size(), &found) == 0 && found
-                             ? std::string(found->pw_name)
-                             : "#" + std::to_string(st.st_uid);
+  const std::string login = LoginName(st.st_uid);
+  const std::string as = login.empty() ? "'#" + std::to_string(st.st_uid) + "'" : login;
   Throw(Errc::kAuth, "store " + root + " belongs to " + UserName(st.st_uid) +
                          " and this command runs as root: what it made there (lock and user directories, database "
                          "logs) would be root's, which that user's serve and deliveries could not open. Run it as "

@@ -1,35 +1,17 @@
 #include "stream/private_file.h"
 
 #include <fcntl.h>
-#include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
-#include <vector>
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/user_name.h"
 
 namespace storemove::stream {
-namespace {
-
-// The user's name, "" when the uid has none.
-std::string UserName(uid_t uid) {
-  std::vector<char> buf(16 << 10);
-  struct passwd pw, *found = nullptr;
-  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found) return found->pw_name;
-  return "";
-}
-
-// "joe (uid 1001)", or "uid 1001" when it has no name.
-std::string Owner(uid_t uid) {
-  const std::string name = UserName(uid);
-  return name.empty() ? "uid " + std::to_string(uid) : name + " (uid " + std::to_string(uid) + ")";
-}
-
-}  // namespace
 
 std::string ReadPrivateFile(const std::string& path, const std::string& what, size_t limit) {
   UniqueFd fd;
@@ -43,9 +25,9 @@ std::string ReadPrivateFile(const std::string& path, const std::string& what, si
   // Another user who owns the file can read it or swap its contents, whatever its mode; only this
   // user's or root's is taken, as ssh's StrictModes does (security review #03).
   if (st.st_uid != ::geteuid() && st.st_uid != 0)
-    Throw(Errc::kAuth, what + " " + path + " is owned by " + Owner(st.st_uid) +
+    Throw(Errc::kAuth, what + " " + path + " is owned by " + UserName(st.st_uid) +
                            ", not by this user or root; refusing it: chown " +
-                           (UserName(::geteuid()).empty() ? std::to_string(::geteuid()) : UserName(::geteuid())) +
+                           (LoginName(::geteuid()).empty() ? std::to_string(::geteuid()) : LoginName(::geteuid())) +
                            " " + path);
   if (st.st_mode & 077) {
     char mode[8];

@@ -1,12 +1,12 @@
 #include "util/foreign_link.h"
 
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <vector>
 
 #include "util/error.h"
+#include "util/user_name.h"
 
 namespace storemove {
 namespace {
@@ -20,15 +20,6 @@ std::string DirectoryOf(const std::string& path) {
 }
 
 }  // namespace
-
-std::string UserName(uid_t uid) {
-  passwd pw{};
-  passwd* found = nullptr;
-  std::vector<char> buf(16384);
-  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found)
-    return std::string(found->pw_name) + " (uid " + std::to_string(uid) + ")";
-  return "uid " + std::to_string(uid);
-}
 
 void RefuseForeignLink(const std::string& path, std::string_view what) {
   std::string at = path;

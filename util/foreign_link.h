@@ -7,8 +7,6 @@
 // are off on some systems.
 #pragma once
 
-#include <sys/types.h>
-
 #include <string>
 #include <string_view>
 
@@ -18,8 +16,5 @@ namespace storemove {
 // root: refusing to follow it (...)" for each link of the chain `path` names and for a FIFO or
 // socket at its end owned by another user. A path that does not exist passes.
 void RefuseForeignLink(const std::string& path, std::string_view what);
-
-// "joe (uid 1001)", or "uid 1001" when the user database has no name for it.
-std::string UserName(uid_t uid);
 
 }  // namespace storemove
