@@ -26,6 +26,7 @@ void TocWriter::Header(const format::StreamHeader& h) {
   const char* kind = h.kind == format::StreamKind::kManifest ? "manifest"
                      : h.kind == format::StreamKind::kSession ? "session"
                                                                : "full";
+  dated_ = h.since != 0;
   if (json_) {
     Line(out_, {{"type", "stream"},
                 {"version", std::to_string(h.version_major) + "." + std::to_string(h.version_minor)},
@@ -83,7 +84,11 @@ void TocWriter::Folder(const std::string& mailbox, const format::FolderRecord& r
   }
   out_ << "mailbox " << EscapeControls(mailbox) << " uidvalidity " << r.uidvalidity << " uidnext " << r.uidnext << " messages "
        << r.count << " bytes " << r.bytes << " created " << IsoUtc(r.created) << " last append "
-       << IsoUtc(r.last_append) << (change.empty() ? "" : " " + change) << "\n";
+       << IsoUtc(r.last_append) << (change.empty() ? "" : " " + change)
+       // A dated stream holds only the messages stored since its date: these counts were read
+       // as the stream's (helper-81).
+       << (dated_ ? " (counts of the whole folder at the source; the stream holds its messages since the date)" : "")
+       << "\n";
 }
 
 void TocWriter::Message(const char* kind, const format::MessageRecord& r) {

@@ -28,6 +28,7 @@ class TocWriter {
   std::ostream& out_;
   bool json_;
   std::vector<std::string> keywords_;  // the current folder's user flag names (a message's bits index them)
+  bool dated_ = false;                 // backup -d: a folder's counts are the source's, not the stream's
 };
 
 }  // namespace storemove::stream

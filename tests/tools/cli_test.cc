@@ -399,6 +399,22 @@ TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
   EXPECT_EQ(RunCli({"backup", "--store", root_, "-d", "20240229", "-f", dir_ / "x.smv"}).status, 0);
 }
 
+// restore -t of a dated stream: each mailbox line's counts are the whole folder's at the source,
+// and says so; they were read as what the stream holds (helper-81).
+TEST_F(Cli, TheContentsOfADatedStreamSayItsMailboxCountsAreTheSources) {
+  ASSERT_EQ(Deliver("gina", Message("a", "a"), {"--create"}).status, 0);
+  const char* kSays = "(counts of the whole folder at the source; the stream holds its messages since the date)";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-d", "20240101", "-f", dir_ / "dated.smv"}).status, 0);
+  CliResult r = RunCli({"restore", "-t", "-f", dir_ / "dated.smv"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find(std::string("messages 1 bytes ")), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(kSays), std::string::npos) << r.out;
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", dir_ / "full.smv"}).status, 0);
+  r = RunCli({"restore", "-t", "-f", dir_ / "full.smv"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out.find(kSays), std::string::npos) << r.out;
+}
+
 // backup -d in the future (a typo of the year) made a stream that can hold nothing, exit 0
 // (helper-81): refused, nothing written.
 TEST_F(Cli, BackupSinceInTheFutureIsRefused) {
