@@ -276,6 +276,19 @@ TEST(Migrate, ADestinationThatIsDownStopsTheGroupsThatHaveNotStarted) {
   for (const GroupReport& g : done.groups) EXPECT_EQ(g.users, 1u) << g.name;
 }
 
+// A listening socket on a free loopback port (backlog 16), nobody accepting yet; invalid on failure.
+std::pair<UniqueFd, uint16_t> LoopbackListener() {
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (!listener.valid() || ::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listener.get(), 16) != 0 || ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    return {UniqueFd(), 0};
+  return {std::move(listener), ntohs(addr.sin_port)};
+}
+
 // A destination that answers (its host takes the connection) but fails each session is not
 // "down": every group gets its own attempts, as before, since one group's failure there says
 // nothing of the next one's. Closed with a reset at once (a proxy without its server) too: that
@@ -287,15 +300,8 @@ TEST_P(MigrateAnsweringDestination, ThatFailsEverySessionIsNotTakenForDown) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 6, 3);
   WriteOneGroupPerUser(*src, tmp / "src", 3);
-  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  auto [listener, port] = LoopbackListener();
   ASSERT_TRUE(listener.valid());
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(listener.get(), 16), 0);
-  socklen_t len = sizeof addr;
-  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len);
   std::atomic<bool> stop{false};
   std::atomic<int> accepted{0};
   std::thread closer([&] {  // takes each connection and closes it at once
@@ -314,7 +320,7 @@ TEST_P(MigrateAnsweringDestination, ThatFailsEverySessionIsNotTakenForDown) {
     }
   });
   net::Credentials insecure = Insecure();
-  MigrateOptions o = Options(tmp / "src", {"127.0.0.1", ntohs(addr.sin_port)}, insecure, 1);
+  MigrateOptions o = Options(tmp / "src", {"127.0.0.1", port}, insecure, 1);
   o.retries = 1;
   o.retry_delay_ms = 10;
   MigrateReport failed = Migrate(*src, o);
@@ -344,22 +350,15 @@ TEST_P(MigrateSilentDestination, IsTakenForDownAfterOneGroupsAttempts) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 6, 3);
   WriteOneGroupPerUser(*src, tmp / "src", 3);
-  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  auto [listener, port] = LoopbackListener();  // never accepted here: the kernel completes each connect
   ASSERT_TRUE(listener.valid());
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(listener.get(), 16), 0);  // never accepted: the kernel completes each connect
-  socklen_t len = sizeof addr;
-  ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len);
   net::Credentials credentials = Insecure();
   if (tls) {
     net::WriteKeyFile(tmp / "key");
     credentials = net::Credentials{};
     credentials.key_file = tmp / "key";
   }
-  MigrateOptions o = Options(tmp / "src", {"127.0.0.1", ntohs(addr.sin_port)}, credentials, 1);
+  MigrateOptions o = Options(tmp / "src", {"127.0.0.1", port}, credentials, 1);
   o.retries = 1;
   o.retry_delay_ms = 10;
   o.client.timeout_seconds = 1;
