@@ -503,7 +503,7 @@ class RestoreSession {
       if (!options_.skip_existing_check)
         for (const store::MessageMeta& m : snap.messages)
           if (mode_ == Mode::kAppend || (r.uidnext != 0 && m.uid >= r.uidnext))
-            unclaimed_[ContentKey(m.digest, m.size)].push_back({m.uid, m.save_time});
+            unclaimed_[ContentKey(m.digest, m.size)].push_back({m.uid, m.save_time, m.internal_date});
       MergeUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
     }
     std::string partition = store_->FindUser(user_)->partition;
@@ -580,7 +580,8 @@ class RestoreSession {
       in_stream_.insert(r.uid);
       auto it = present_.find(r.uid);
       if (it == present_.end()) return false;
-      if (it->second.digest == r.digest && it->second.size == r.size && SameSaveTime(it->second.save_time, r)) return true;
+      if (it->second.digest == r.digest && it->second.size == r.size && SameArrival(it->second.save_time, it->second.internal_date, r))
+        return true;
     }
     meta->uid = 0;  // appended: a new UID (in a merge: same UID, other content, keep both)
     if (mode_ == Mode::kMerge && !uidnext_raised_) {
@@ -592,7 +593,7 @@ class RestoreSession {
     auto it = unclaimed_.find(ContentKey(r.digest, r.size));
     if (it == unclaimed_.end()) return false;
     auto copy = std::find_if(it->second.rbegin(), it->second.rend(),
-                             [&](const Unclaimed& c) { return SameSaveTime(c.save_time, r); });
+                             [&](const Unclaimed& c) { return SameArrival(c.save_time, c.internal_date, r); });
     if (copy == it->second.rend()) return false;
     present_uid_ = copy->uid;
     it->second.erase(std::next(copy).base());
@@ -623,13 +624,15 @@ class RestoreSession {
     pending_flags_.clear();
   }
 
-  // A copy in the folder is this message of the stream only if it was first stored when the
-  // stream's was: restore carries the save time. Bytes alone are not enough: a second copy of a
-  // message (the same bytes under a new UID, in a later incremental) was taken for the first
-  // one's restored copy and never restored, exit 0 (helper-81). A stream without save times
-  // (0: the restore stored its own) is matched by bytes, as before.
-  static bool SameSaveTime(int64_t have, const format::MessageRecord& r) {
-    return r.save_time == 0 || have == r.save_time;
+  // A copy in the folder with the stream message's bytes is that message only if it arrived when
+  // the stream's did: the same save time (restore carries it) or the same internal date (which
+  // export, import --maildir and moveuser keep, where the save time is theirs: a Maildir move
+  // then a restore duplicated every message, helper-84). Bytes alone are not enough: a second
+  // copy of a message (the same bytes under a new UID, delivered later, in a later incremental)
+  // was taken for the first one's restored copy and never restored, exit 0 (helper-81). A stream
+  // without save times (0: the restore stored its own) is matched by bytes, as before.
+  static bool SameArrival(int64_t save_time, int64_t internal_date, const format::MessageRecord& r) {
+    return r.save_time == 0 || save_time == r.save_time || (r.internal_date != 0 && internal_date == r.internal_date);
   }
 
   static std::string ContentKey(const Digest& digest, uint64_t size) {
@@ -1350,7 +1353,7 @@ class RestoreSession {
   // their save times (SameSaveTime).
   struct Unclaimed {
     uint32_t uid;
-    int64_t save_time;
+    int64_t save_time, internal_date;  // SameArrival
   };
   std::unordered_map<std::string, std::vector<Unclaimed>> unclaimed_;
   std::unordered_set<uint32_t> in_stream_;  // UIDs of the open merge folder seen in the stream

@@ -33,6 +33,7 @@ struct Msg {
   std::string body;
   uint64_t link_to = 0;  // set: a link record naming the content_id-th message record (from 1)
   int64_t save_time = 0;  // when the source stored it; 0 = not carried
+  int64_t internal_date = 0;
 };
 
 // One user, one folder, these messages: an uncompressed stream.
@@ -60,6 +61,7 @@ std::string StreamOf(const std::string& folder, uint32_t uidvalidity, const std:
     r.size = m.body.size();
     r.digest = DigestOf(m.body);
     r.save_time = m.save_time;
+    r.internal_date = m.internal_date;
     if (m.link_to) {
       r.content_id = m.link_to;
       enc.WriteLink(r);
@@ -277,6 +279,15 @@ TEST(RestoreRerun, ASecondCopyOfAMessageInALaterStreamIsRestoredNotTakenForTheFi
   bodies.clear();
   for (const auto& [uid, bytes] : Contents(*s, "Work")) bodies.insert(bytes);
   EXPECT_EQ(bodies, (std::multiset<std::string>{Body("old"), Body("local"), a, Body("b"), a}));
+
+  // A folder moved by Maildir export and import keeps the source's UIDVALIDITY, UIDs and internal
+  // dates, not its save times: a restore of the source then finds every message present. It
+  // appended each again (helper-84), when only the save time was taken for the arrival.
+  RestoreString(*s, StreamOf("Moved", 8, {{1, a, 0, 500, 1600}, {2, Body("b"), 0, 501, 1601}}));
+  SessionReport over = RestoreString(*s, StreamOf("Moved", 8, {{1, a, 0, 1000, 1600}, {2, Body("b"), 0, 1001, 1601}}));
+  EXPECT_EQ(over.errors, 0u);
+  EXPECT_EQ(over.skipped, 2u);
+  EXPECT_EQ(Contents(*s, "Moved").size(), 2u);
 
   // A stream without save times is matched by bytes alone, as before: its rerun adds nothing.
   const std::string undated = StreamOf("INBOX", 99, {{3, Body("c")}});
