@@ -13,8 +13,10 @@
 namespace storemove {
 
 // Throws kAuth "<what> <path> is a symbolic link owned by joe (uid 1001), not by this user or
-// root: refusing to follow it (...)" for each link of the chain `path` names and for a FIFO or
-// socket at its end owned by another user. A path that does not exist passes.
+// root: refusing to follow it (...)" for a link of another user's anywhere on the way `path`
+// resolves (its directories, its last name, the targets of the links met), and for a FIFO or
+// socket of another user's at its end. A path that does not exist (from the first missing
+// component on) passes: the caller's open says why.
 void RefuseForeignLink(const std::string& path, std::string_view what);
 
 }  // namespace storemove

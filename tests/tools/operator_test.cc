@@ -651,6 +651,12 @@ TEST_F(OperatorStore, FilesAnotherUserPlantedDoNotRedirectOrExposeMail) {
   std::ofstream(other_mail) << "From a@b Thu Jan  1 00:00:00 2026\nSubject: alice private\n\nPIN\n";
   plant_link(other_mail, pub + "/notes");
   refused(RunCli({"import", "--store", root_, "-u", "ann", pub + "/notes"}), "mbox file " + pub + "/notes");
+  // ... nor their link to a directory on the way (helper-84: only the last name was checked).
+  fs::create_directories(dir_ / "private");
+  fs::copy_file(other_mail, dir_ / "private/alice.mbox");
+  plant_link(dir_ / "private", pub + "/mail");
+  refused(RunCli({"import", "--store", root_, "-u", "ann", pub + "/mail/alice.mbox"}),
+          "mbox file " + pub + "/mail/alice.mbox (through " + pub + "/mail) is a symbolic link");
   EXPECT_EQ(RunCli({"list", "--store", root_}).out.find("notes"), std::string::npos);
 
   // export into their link; the store's groups file as their link.

@@ -51,6 +51,22 @@ TEST(ForeignLink, AnotherUsersLinkOrFifoIsRefusedOursAndRootsAreNot) {
         << what;
     EXPECT_NE(what.find("uid 65534), not by this user or root: refusing to follow it"), std::string::npos) << what;
   }
+  // A directory link of theirs on the way (root's `import ~joe/mail/*`, ~joe/mail joe's link to a
+  // directory only root reads: helper-84), also behind a link of ours, and relative.
+  ASSERT_EQ(::mkdir((tmp / "real").c_str(), 0700), 0);
+  std::ofstream(tmp / "real/alice.mbox") << "x";
+  ASSERT_EQ(::symlink((tmp / "real").c_str(), (tmp / "mail").c_str()), 0);
+  ASSERT_EQ(::lchown((tmp / "mail").c_str(), kOther, kOther), 0);
+  ASSERT_EQ(::symlink("mail", (tmp / "ours-to-mail").c_str()), 0);
+  EXPECT_EQ(CodeOfRefusing(tmp / "mail/alice.mbox"), Errc::kAuth);
+  EXPECT_EQ(CodeOfRefusing(tmp / "ours-to-mail/alice.mbox"), Errc::kAuth);
+  EXPECT_EQ(CodeOfRefusing(tmp / "real/../mail/alice.mbox"), Errc::kAuth);
+  EXPECT_NO_THROW(RefuseForeignLink(tmp / "real/alice.mbox", "output file"));
+  ASSERT_EQ(::chdir(tmp.path().c_str()), 0);
+  EXPECT_EQ(CodeOfRefusing("mail/alice.mbox"), Errc::kAuth);
+  EXPECT_NO_THROW(RefuseForeignLink("real/alice.mbox", "output file"));
+  ASSERT_EQ(::chdir("/"), 0);
+
   // A regular file or directory of another user is the caller's business (its mode, its
   // replacement): only what redirects the path is refused here.
   ASSERT_EQ(::chown((tmp / "target").c_str(), kOther, kOther), 0);
