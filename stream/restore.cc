@@ -361,6 +361,11 @@ class RestoreSession {
         copies_claimed_[user] = untouched;
         if (existing && existing->status == *status) status.reset();
       }
+      // restore NAMES takes mailboxes, not a user who is here already: its status and quota stay
+      // (a folder's recovery, or a typo that selects nothing and exits 66, removed the quota and
+      // with --keep-status made a held user active, helper-84). A user it creates is the stream's.
+      const bool keeps_user_record = existing && selection_ && !options_.copy_on_hold;
+      if (keeps_user_record) status.reset();
       if (!existing) {
         if (user != r.user) created_as_mapped_.insert(user);
         store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false,
@@ -376,7 +381,8 @@ class RestoreSession {
       }
       // The source's limit, "none" (0) included: a quota removed at the source stayed at every
       // destination it had reached, deferring mail as over quota there (helper-81).
-      if (existing && existing->quota_limit != r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
+      if (existing && !keeps_user_record && existing->quota_limit != r.quota_limit)
+        store_->SetQuotaLimit(user, r.quota_limit);
       if (!existing && r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {

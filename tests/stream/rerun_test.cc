@@ -306,6 +306,27 @@ TEST(RestoreRerun, TheQuotaLimitFollowsTheSourceAlsoWhenItHasNone) {
   EXPECT_EQ(s->FindUser("joe")->quota_limit, 0u);
 }
 
+// restore NAMES takes mailboxes: a user who is here already keeps its quota and status, also when
+// the names select nothing (exit 66) or one folder with nothing new (helper-84: the quota went,
+// and with --keep-status a held user became active).
+TEST(RestoreRerun, RestoreByNameLeavesAnExistingUsersQuotaAndStatus) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::string stream = StreamOf("INBOX", 7, {{1, Body("a")}});
+  RestoreString(*s, stream);
+  s->SetQuotaLimit("joe", 9000000);
+  s->SetUserStatus("joe", store::UserStatus::Parse("hold"));
+  RestoreOptions typo;
+  typo.names = {"user/joe/Typo"};
+  typo.keep_status = true;
+  EXPECT_THROW(RestoreString(*s, stream, typo), Error);
+  RestoreOptions inbox = typo;
+  inbox.names = {"user/joe/INBOX"};
+  EXPECT_EQ(RestoreString(*s, stream, inbox).skipped, 1u);
+  EXPECT_EQ(s->FindUser("joe")->quota_limit, 9000000u);
+  EXPECT_EQ(s->FindUser("joe")->status.ToString(), "hold");
+}
+
 // The same for a message the stream carries as a link (a second copy of content it sent before,
 // e.g. a list post in two folders), in both ways a rerun finds an earlier run's copy at a UID
 // other than the stream's: appended into a folder of another UIDVALIDITY, and appended in a
