@@ -222,7 +222,23 @@ Fleet ReadFleet(const std::string& path) {
         s.groups.push_back(g.get<std::string>());
       }
     }
-    if (entry.contains("storemove")) s.storemove = RequiredString(entry, "storemove", where);
+    if (entry.contains("storemove")) {
+      // A string is one word (a path); an array is a command line (helper-84: a store owned by
+      // the packaged user could not be migrated by a fleet run as root, "sudo -u U storemove"
+      // being quoted as one word).
+      if (entry["storemove"].is_array()) {
+        s.storemove.clear();
+        for (const nlohmann::json& word : entry["storemove"]) {
+          if (!word.is_string() || word.get<std::string>().empty() || HasControlBytes(word.get<std::string>()))
+            Throw(Errc::kInvalidArgument, where + ": \"storemove\": " + word.dump() +
+                                              " is not a word (a non-empty string without control characters)");
+          s.storemove.push_back(word.get<std::string>());
+        }
+        if (s.storemove.empty()) Throw(Errc::kInvalidArgument, where + ": \"storemove\" is an empty command");
+      } else {
+        s.storemove = {RequiredString(entry, "storemove", where)};
+      }
+    }
     for (size_t j = 0; j < fleet.sources.size(); ++j)
       if (fleet.sources[j].host == s.host && fleet.sources[j].store == s.store)
         Throw(Errc::kInvalidArgument, where + ": the same host and store as sources[" + std::to_string(j) + "]");
@@ -319,11 +335,10 @@ std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options
                          "-" + Hex(Fnv1a(s.host + '\0' + s.store + '\0' + job.group), 8);
       job.report = results + "/" + name + ".json";
       std::string slot = results + "/.slots/" + SourceId(s) + "-" + std::to_string(k % size_t(s.jobs));
-      std::vector<std::string> migrate = {ShellQuote(s.storemove), "migrate",
-                                          "--store",               ShellQuote(s.store),
-                                          "--to",                  ShellQuote(s.to),
-                                          "--key",                 ShellQuote(s.key),
-                                          "--lock-wait",           std::to_string(options.lock_wait_seconds)};
+      std::vector<std::string> migrate;
+      for (const std::string& word : s.storemove) migrate.push_back(ShellQuote(word));
+      migrate.insert(migrate.end(), {"migrate", "--store", ShellQuote(s.store), "--to", ShellQuote(s.to), "--key",
+                                     ShellQuote(s.key), "--lock-wait", std::to_string(options.lock_wait_seconds)});
       if (options.deadline_epoch)
         migrate.insert(migrate.end(), {"--deadline", "@" + std::to_string(*options.deadline_epoch)});
       // Every group of a groups file shared by the fleet's back-ends gets a job on each of them:

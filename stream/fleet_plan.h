@@ -19,7 +19,10 @@ struct FleetSource {
   std::string key;                   // pre-shared key file, on that host
   int jobs = 1;                      // groups of this source migrated at once
   std::vector<std::string> groups;   // empty = every group of STORE/config/backup-groups.conf
-  std::string storemove = "storemove";  // the command on that host
+  // The command on that host, word by word: ["storemove"], or a path, or a way to run it as the
+  // store's owner (["sudo", "-u", "storemove", "storemove"]: root is refused in a store another
+  // user owns).
+  std::vector<std::string> storemove = {"storemove"};
   bool local() const { return host == ":"; }
 };
 

@@ -91,6 +91,28 @@ std::string ShellWords(const TempDir& tmp, const std::string& line) {
   return out;
 }
 
+// "storemove" as an array is a command line (sudo -u OWNER storemove: root is refused in a store
+// another user owns, and a string is one word, helper-84); each word reaches the job as it is.
+TEST(FleetPlan, TheStoremoveCommandMayBeWordsToRunItAsTheStoresOwner) {
+  TempDir tmp;
+  nlohmann::json fleet = {{"sources",
+                           {{{"host", ":"}, {"store", "/srv/s"}, {"to", "new1:7070"}, {"key", "/k"},
+                             {"storemove", {"words", "-u", "it's $(touch PWNED)", "storemove"}}}}}};
+  Fleet f = ReadFleet(WriteFleet(tmp, fleet.dump()));
+  PlanOptions options;
+  options.results_dir = tmp / "results";
+  options.read_groups_conf = [](const FleetSource&) -> std::string { return "g1=.*\n"; };
+  std::vector<PlannedJob> jobs = PlanFleet(f, options);
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(ShellWords(tmp, jobs[0].command).rfind("[-u]\n[it's $(touch PWNED)]\n[storemove]\n[migrate]\n[--store]\n[/srv/s]\n", 0), 0u)
+      << ShellWords(tmp, jobs[0].command);
+  EXPECT_FALSE(std::filesystem::exists("PWNED"));
+  for (const nlohmann::json& bad : {nlohmann::json::array(), nlohmann::json{"ok", ""}, nlohmann::json{"a\nb"}, nlohmann::json{1}}) {
+    fleet["sources"][0]["storemove"] = bad;
+    EXPECT_THROW(ReadFleet(WriteFleet(tmp, fleet.dump())), Error) << bad.dump();
+  }
+}
+
 TEST(FleetPlan, HostileNamesReachTheCommandsAsTheyAreAndGroupsComeFromTheConf) {
   TempDir tmp;
   const std::string hostile = "/srv/it's $(touch PWNED) `x` {} \"q\" \\ ;&|*";
