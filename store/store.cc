@@ -275,6 +275,19 @@ void RefuseRootInAnotherUsersStore(const std::string& root) {
                          "that user: sudo -u " + as + " storemove ...");
 }
 
+// A store this user may not enter was told as missing ("no such directory", "not a message store
+// ... run storemove init", "no database environment"), which sent administrators the wrong way
+// once root was refused in other users' stores (helper-84).
+void RefuseStoreThisUserCannotRead(const std::string& root) {
+  for (const std::string& path : {root, root + "/mboxlist", root + "/partition"}) {
+    if (::access(path.c_str(), R_OK | X_OK) == 0 || errno != EACCES) continue;
+    struct stat st;
+    const std::string owner = ::stat(path.c_str(), &st) == 0 ? " (it belongs to " + UserName(st.st_uid) + ")" : "";
+    Throw(Errc::kAuth, "store " + root + ": " + path + " cannot be read by this user, " + UserName(::geteuid()) +
+                           owner + ": run the command as the store's owner");
+  }
+}
+
 }  // namespace
 
 Store::Store(std::string root, StoreOptions options)
@@ -311,6 +324,7 @@ std::unique_ptr<Store> Store::Init(const std::string& root, const std::vector<st
 }
 
 std::unique_ptr<Store> Store::Open(const std::string& root, StoreOptions options) {
+  RefuseStoreThisUserCannotRead(root);
   if (!IsDirectory(root)) Throw(Errc::kNotFound, "store " + root + ": no such directory");
   if (!IsDirectory(root + "/mboxlist") || !IsDirectory(root + "/partition"))
     Throw(Errc::kNotFound, "store " + root + ": not a message store (no mboxlist/ or partition/; run storemove init)");

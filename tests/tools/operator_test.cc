@@ -22,6 +22,7 @@
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
+#include "util/error.h"
 #include "util/fs.h"
 
 namespace storemove::tools {
@@ -699,6 +700,44 @@ TEST_F(OperatorStore, RootIsRefusedInAStoreAnotherUserOwns) {
   r = RunCli({"users", "--store", root_});
   EXPECT_EQ(r.status, 0) << r.Describe();
   EXPECT_EQ(r.out.find("newbie"), std::string::npos) << r.Describe();
+}
+
+// A store this user may not read is said so, naming its owner: it was "not a message store ...
+// run storemove init" or "no database environment" (helper-84), which sent the administrator
+// the wrong way.
+TEST_F(OperatorStore, AStoreThisUserMayNotReadIsSaidSo) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run as another user";
+  ASSERT_EQ(::chmod((root_ + "/mboxlist").c_str(), 0700), 0);
+  ::chmod(root_.c_str(), 0755);
+  ::chmod(dir_.path().c_str(), 0755);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipe_fds[0]);
+    std::string what = "opened";
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+    try {
+      store::Store::Open(root_);
+    } catch (const storemove::Error& e) {
+      what = std::to_string(int(e.code())) + " " + e.what();
+    }
+    (void)!::write(pipe_fds[1], what.data(), what.size());
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::string got;
+  char buf[512];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) got.append(buf, size_t(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_EQ(status, 0);
+  EXPECT_EQ(got.rfind(std::to_string(int(storemove::Errc::kAuth)) + " store " + root_ + ": " + root_ +
+                          "/mboxlist cannot be read by this user, nobody (uid 65534) (it belongs to root (uid 0))",
+                      0),
+            0u)
+      << got;
 }
 
 }  // namespace
