@@ -415,7 +415,7 @@ class Checker {
     for (const Key& m : source)
       Diff("mailbox " + mailbox + " source UID " + std::to_string(m.uid) + " (" + std::to_string(m.size) +
            " bytes, saved " + IsoUtcTime(m.save_time) +
-           ") is missing (no message here has its bytes; the UIDVALIDITY differs, so compared by content)");
+           ") is missing (fewer messages here have its bytes; the UIDVALIDITY differs, so compared by content)");
     std::sort(here.begin(), here.end(), by_uid);
     for (const Key& m : here)
       Diff("mailbox " + mailbox + " UID " + std::to_string(m.uid) + " is not in the source (compared by content)");

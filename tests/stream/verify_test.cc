@@ -247,7 +247,8 @@ TEST(Verify, AMailboxOfAnotherUidValidityIsComparedByContent) {
   for (const std::vector<std::string>& lines : {p.Direct(), p.ViaManifest()}) {
     EXPECT_TRUE(Mentions(lines, "mailbox user/" + p.user + "/Work: UIDVALIDITY is 22, source has 11"));
     EXPECT_TRUE(Mentions(lines, "mailbox user/" + p.user + "/Work source UID " + std::to_string(second_a) +
-                                    " (" + std::to_string(a.size()) + " bytes, saved 2023-11-14T22:16:40Z) is missing"));
+                                    " (" + std::to_string(a.size()) + " bytes, saved 2023-11-14T22:16:40Z) is missing "
+                                    "(fewer messages here have its bytes"));
     EXPECT_TRUE(Mentions(lines, "mailbox user/" + p.user + "/Work UID " + std::to_string(local) +
                                     " is not in the source (compared by content)"));
     EXPECT_TRUE(Mentions(lines, "mailbox user/" + p.user + "/Work source UID " + std::to_string(source_b) + " (UID " +
