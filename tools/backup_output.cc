@@ -83,8 +83,13 @@ std::string BackupOutput::Commit(bool complete) {
   if (int err = RenamePath(temp_, name)) ThrowErrno("rename " + temp_ + " to " + name, err);
   committed_ = true;
   g_temp[0] = 0;
-  UniqueFd dir = OpenDirectory(DirectoryOf(path_));
-  Fsync(dir.get(), DirectoryOf(path_));
+  // FILE's directory as the user named it: a link there is theirs (a backup directory linked to a
+  // NAS mount; RefuseForeignLink let only theirs and root's through). OpenDirectory follows no
+  // link, and a complete new backup then ended "open DIR: Not a directory", exit 74 (helper-84).
+  const std::string dir_path = DirectoryOf(path_);
+  UniqueFd dir(::open(dir_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) ThrowErrno("open " + dir_path);
+  Fsync(dir.get(), dir_path);
   return name;
 }
 

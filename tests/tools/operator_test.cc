@@ -702,6 +702,16 @@ TEST_F(OperatorStore, RootIsRefusedInAStoreAnotherUserOwns) {
   EXPECT_EQ(r.out.find("newbie"), std::string::npos) << r.Describe();
 }
 
+// backup -f into a directory reached through the user's own link (a backup directory linked to a
+// NAS mount): a new backup was written whole, then "open DIR: Not a directory", exit 74 (helper-84).
+TEST_F(OperatorStore, BackupIntoALinkedDirectoryCompletes) {
+  fs::create_directories(dir_ / "nas");
+  fs::create_directory_symlink(dir_ / "nas", dir_ / "backups");
+  CliResult r = RunCli({"backup", "--store", root_, "-f", dir_ / "backups/mail.sm", "/primary"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_TRUE(fs::is_regular_file(dir_ / "nas/mail.sm"));
+}
+
 // A store this user may not read is said so, naming its owner: it was "not a message store ...
 // run storemove init" or "no database environment" (helper-84), which sent the administrator
 // the wrong way.
