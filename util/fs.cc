@@ -410,7 +410,9 @@ UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, c
       struct stat st;
       if (fd == -ELOOP && ::lstat(name.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
         Throw(Errc::kInvalidArgument, "open " + shown + ": a symbolic link, which is not followed here; give the file it names" +
-                                          (name.starts_with("/dev/") || name.starts_with("/proc/") ? " (or - for standard input)" : ""));
+                                          (name.starts_with("/dev/") || name.starts_with("/proc/")
+                                               ? ((flags & O_ACCMODE) == O_RDONLY ? " (or - for standard input)" : " (or - for standard output)")
+                                               : ""));
     }
   } else {
     fd = OpenBeneath(dirfd, name, NeverWaitingToOpen(flags), mode);

@@ -710,6 +710,13 @@ TEST_F(OperatorStore, BackupIntoALinkedDirectoryCompletes) {
   CliResult r = RunCli({"backup", "--store", root_, "-f", dir_ / "backups/mail.sm", "/primary"});
   EXPECT_EQ(r.status, 0) << r.Describe();
   EXPECT_TRUE(fs::is_regular_file(dir_ / "nas/mail.sm"));
+  // /dev/stdout (and a shell's >(...)) is a link too: it was refused, exit 64.
+  r = RunCli({"backup", "--store", root_, "-f", "/dev/stdout", "/primary"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  std::ofstream(dir_ / "out.sm", std::ios::binary) << r.out;
+  r = RunCli({"restore", "-t", "-f", dir_ / "out.sm"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("user ann "), std::string::npos) << r.Describe();
 }
 
 // A store this user may not read is said so, naming its owner: it was "not a message store ...
