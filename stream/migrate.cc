@@ -1147,10 +1147,13 @@ std::string MigrateReport::Text() const {
     out += Counted(users_put_back, "user") + " of failed groups " + (users_put_back == 1 ? "was" : "were") +
            " put back to their status before the hold\n";
   if (deadline_reached) {
-    size_t left = 0;
-    for (const GroupReport& g : groups) left += g.stopped_by_deadline;
-    out += "deadline " + deadline + " reached: " + std::to_string(left) + (left == 1 ? " group" : " groups") +
-           " stopped by it, served by this store as before; rerun to continue\n";
+    size_t cut = 0, not_started = 0;  // "3 groups stopped by it" counted two that never started (helper-84)
+    for (const GroupReport& g : groups)
+      if (g.stopped_by_deadline) ++(g.attempts == 0 ? not_started : cut);
+    std::string which = cut ? Counted(cut, "group") + " cut off" : "";
+    if (not_started) which += (which.empty() ? "" : " and ") + Counted(not_started, "group") + " not started";
+    out += "deadline " + deadline + " reached: " + which +
+           ", served by this store as before; rerun to continue\n";
   }
   size_t down = 0;
   for (const GroupReport& g : groups) down += g.destination_unreachable;

@@ -374,7 +374,7 @@ class Session::Impl {
   // A failure after our cancellation aborted the connection is a consequence of the cut, not
   // something the server did: said so, instead of the symptom ("closed the connection").
   std::string CutOff(const Error& e) const {
-    return conn_.aborted() ? "this side ended its session with " + from_ + " (it was cut off)" : e.what();
+    return conn_.aborted() ? "this side ended its session with " + from_ : e.what();
   }
 
   void Answered() {

@@ -1324,7 +1324,7 @@ TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
   EXPECT_TRUE(r.groups[1].stopped_by_deadline);
   EXPECT_EQ(r.groups[1].attempts, 0) << r.Text();  // not started
   EXPECT_NE(r.Text().find("not started (deadline)"), std::string::npos) << r.Text();
-  EXPECT_NE(r.Text().find("deadline " + DeadlineText(*o.deadline) + " reached: 2 groups stopped by it"),
+  EXPECT_NE(r.Text().find("deadline " + DeadlineText(*o.deadline) + " reached: 1 group cut off and 1 group not started, served"),
             std::string::npos)
       << r.Text();
   EXPECT_EQ(Statuses(*src), before);  // never held
