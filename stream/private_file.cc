@@ -32,8 +32,11 @@ std::string ReadPrivateFile(const std::string& path, const std::string& what, si
   if (st.st_mode & 077) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
-    Throw(Errc::kAuth, what + " " + path + " is accessible by group or others (mode " + mode +
-                           "); refusing it: chmod 600 " + path);
+    // root's file that the group lets this user read: chmod 600 alone would shut this user out
+    // (helper-84: "Permission denied", exit 74, was the next answer).
+    const std::string me = LoginName(::geteuid()).empty() ? std::to_string(::geteuid()) : LoginName(::geteuid());
+    Throw(Errc::kAuth, what + " " + path + " is accessible by group or others (mode " + mode + "); refusing it: " +
+                           (st.st_uid == ::geteuid() ? "" : "chown " + me + " " + path + " and ") + "chmod 600 " + path);
   }
   // From here on this process holds a secret: a core dump of it (kept by systemd-coredump or
   // apport, for whoever reads those) would too, and so would another process of this user

@@ -641,6 +641,32 @@ TEST(NetAuth, AKeyFileAnotherUserOwnsIsRefused) {
   EXPECT_NO_THROW(TlsContext(Psk(key).credentials, TlsContext::Side::kServer));
 }
 
+// root's key that the group lets serve's user read (root:storemove 0640): "chmod 600" alone would
+// shut that user out (helper-84: "Permission denied" was its next answer); it is told to chown too.
+TEST(NetAuth, AGroupReadableKeyOfAnotherOwnerIsToldToChownToo) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run as another user";
+  TempDir tmp;
+  ::chmod(tmp.path().c_str(), 0755);
+  const std::string key = Key(tmp, "key");
+  ASSERT_EQ(::chown(key.c_str(), 0, 65534), 0);
+  ASSERT_EQ(::chmod(key.c_str(), 0640), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
+    try {
+      ReadPrivateFile(key, "key file");
+    } catch (const Error& e) {
+      ::_exit(Contains(e.what(), "refusing it: chown nobody " + key + " and chmod 600 " + key) ? 0 : 1);
+    }
+    ::_exit(3);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: not told to chown; 2: setuid; 3: accepted";
+}
+
 // A process that read a secret cannot be dumped (review: a serve's core held its key): checked in
 // a child, which starts dumpable whatever the tests before did in this process.
 TEST(NetAuth, LoadingAKeyMakesTheProcessUndumpable) {
