@@ -22,9 +22,9 @@
 #include "store/names.h"
 #include "util/bytes.h"
 #include "util/error.h"
-#include "util/user_name.h"
 #include "util/interrupt.h"
 #include "util/printable.h"
+#include "util/user_name.h"
 #include "store/dir_lock.h"
 
 namespace storemove::store {

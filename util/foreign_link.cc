@@ -20,10 +20,6 @@ std::string DirectoryOf(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
-}  // namespace
-
-namespace {
-
 // Walks every component of a path the way the kernel resolves it, lstat'ing each prefix: a link
 // anywhere in it (a directory link as much as the last name: root's `import ~joe/mail/*` with
 // ~joe/mail a link of joe's, helper-84) and the links its targets pass through.
