@@ -22,19 +22,18 @@ std::string ReadPrivateFile(const std::string& path, const std::string& what, si
   }
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + path);
+  const std::string login = LoginName(::geteuid());
+  const std::string me = login.empty() ? std::to_string(::geteuid()) : login;  // for chown
   // Another user who owns the file can read it or swap its contents, whatever its mode; only this
   // user's or root's is taken, as ssh's StrictModes does (security review #03).
   if (st.st_uid != ::geteuid() && st.st_uid != 0)
     Throw(Errc::kAuth, what + " " + path + " is owned by " + UserName(st.st_uid) +
-                           ", not by this user or root; refusing it: chown " +
-                           (LoginName(::geteuid()).empty() ? std::to_string(::geteuid()) : LoginName(::geteuid())) +
-                           " " + path);
+                           ", not by this user or root; refusing it: chown " + me + " " + path);
   if (st.st_mode & 077) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
     // root's file that the group lets this user read: chmod 600 alone would shut this user out
     // (helper-84: "Permission denied", exit 74, was the next answer).
-    const std::string me = LoginName(::geteuid()).empty() ? std::to_string(::geteuid()) : LoginName(::geteuid());
     Throw(Errc::kAuth, what + " " + path + " is accessible by group or others (mode " + mode + "); refusing it: " +
                            (st.st_uid == ::geteuid() ? "" : "chown " + me + " " + path + " and ") + "chmod 600 " + path);
   }

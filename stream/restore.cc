@@ -381,9 +381,8 @@ class RestoreSession {
       }
       // The source's limit, "none" (0) included: a quota removed at the source stayed at every
       // destination it had reached, deferring mail as over quota there (helper-81).
-      if (existing && !keeps_user_record && existing->quota_limit != r.quota_limit)
-        store_->SetQuotaLimit(user, r.quota_limit);
-      if (!existing && r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
+      const uint64_t quota_here = existing ? existing->quota_limit : 0;  // a new user has none
+      if (!keeps_user_record && quota_here != r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {
       if (StopsTheRestore(e)) {

@@ -25,12 +25,6 @@ void RemoveTempAndExit(int sig) {
   ::_exit(128 + sig);
 }
 
-std::string DirectoryOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 }  // namespace
 
 BackupOutput::BackupOutput(const std::string& path) : path_(path), shown_(path == "-" ? "standard output" : path) {

@@ -7,18 +7,13 @@
 #include <vector>
 
 #include "util/error.h"
+#include "util/fs.h"
 #include "util/user_name.h"
 
 namespace storemove {
 namespace {
 
 bool Trusted(uid_t owner) { return owner == ::geteuid() || owner == 0; }
-
-std::string DirectoryOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
 
 // Walks every component of a path the way the kernel resolves it, lstat'ing each prefix: a link
 // anywhere in it (a directory link as much as the last name: root's `import ~joe/mail/*` with

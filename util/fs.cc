@@ -766,6 +766,12 @@ std::string JoinPath(std::string_view a, std::string_view b) {
   return out;
 }
 
+std::string DirectoryOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
 std::string RandomToken() {
   static thread_local std::mt19937_64 rng{std::random_device{}() ^ (uint64_t(::getpid()) << 32)};
   static const char* kHex = "0123456789abcdef";

@@ -144,6 +144,8 @@ inline int UnlinkPath(const std::string& path) noexcept { return UnlinkAt(AT_FDC
 
 // Joins with a single '/'.
 std::string JoinPath(std::string_view a, std::string_view b);
+// The directory a path's last name is in: "a/b" -> "a", "/b" -> "/", "b" -> ".".
+std::string DirectoryOf(const std::string& path);
 
 // A short random hex token for temporary names.
 std::string RandomToken();

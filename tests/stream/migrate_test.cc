@@ -35,6 +35,7 @@
 #include "stream/migrate.h"
 #include "stream/net.h"
 #include "tests/support/delay_proxy.h"
+#include "tests/support/loopback_listener.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -42,6 +43,7 @@
 namespace storemove::stream {
 namespace {
 
+using storemove::testing::LoopbackListener;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -276,19 +278,6 @@ TEST(Migrate, ADestinationThatIsDownStopsTheGroupsThatHaveNotStarted) {
   for (const GroupReport& g : done.groups) EXPECT_EQ(g.users, 1u) << g.name;
 }
 
-// A listening socket on a free loopback port (backlog 16), nobody accepting yet; invalid on failure.
-std::pair<UniqueFd, uint16_t> LoopbackListener() {
-  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (!listener.valid() || ::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(listener.get(), 16) != 0 || ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    return {UniqueFd(), 0};
-  return {std::move(listener), ntohs(addr.sin_port)};
-}
-
 // A destination that answers (its host takes the connection) but fails each session is not
 // "down": every group gets its own attempts, as before, since one group's failure there says
 // nothing of the next one's. Closed with a reset at once (a proxy without its server) too: that
@@ -300,7 +289,8 @@ TEST_P(MigrateAnsweringDestination, ThatFailsEverySessionIsNotTakenForDown) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 6, 3);
   WriteOneGroupPerUser(*src, tmp / "src", 3);
-  auto [listener, port] = LoopbackListener();
+  uint16_t port = 0;
+  UniqueFd listener = LoopbackListener(&port, 16);
   ASSERT_TRUE(listener.valid());
   std::atomic<bool> stop{false};
   std::atomic<int> accepted{0};
@@ -350,7 +340,8 @@ TEST_P(MigrateSilentDestination, IsTakenForDownAfterOneGroupsAttempts) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 6, 3);
   WriteOneGroupPerUser(*src, tmp / "src", 3);
-  auto [listener, port] = LoopbackListener();  // never accepted here: the kernel completes each connect
+  uint16_t port = 0;
+  UniqueFd listener = LoopbackListener(&port, 16);  // never accepted here: the kernel completes each connect
   ASSERT_TRUE(listener.valid());
   net::Credentials credentials = Insecure();
   if (tls) {

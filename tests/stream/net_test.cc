@@ -41,6 +41,7 @@
 #include "stream/stream.h"
 #include "tests/support/delay_proxy.h"
 #include "tests/support/store_checks.h"
+#include "tests/support/loopback_listener.h"
 #include "tests/support/temp_dir.h"
 #include "util/bytes.h"
 #include "util/error.h"
@@ -50,6 +51,7 @@ namespace {
 
 using storemove::testing::ExpectEqualStores;
 using storemove::testing::ExpectNothingHalfVisible;
+using storemove::testing::LoopbackListener;
 using storemove::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -687,20 +689,6 @@ TEST(NetAuth, LoadingAKeyMakesTheProcessUndumpable) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "1: still dumpable after loading the key; 2, 3: the child could not check";
-}
-
-// A listening socket on a free loopback port, for a hand-made "server"; invalid on failure.
-UniqueFd LoopbackListener(uint16_t* port) {
-  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-  socklen_t len = sizeof sa;
-  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(listener.get(), 4) != 0 ||
-      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&sa), &len) != 0)
-    return UniqueFd();
-  *port = ntohs(sa.sin_port);
-  return listener;
 }
 
 // A server killed (or restarting, or dropping us at its handshake limits) while our TLS handshake
