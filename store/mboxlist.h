@@ -40,6 +40,8 @@ struct FolderValue {
   std::string acl;
   // The stream a restore made the folder from (FolderInfo::origin); encoded only when set.
   std::string origin;
+  // FolderInfo::coverage; encoded only when set (after the origin, then written even if empty).
+  FolderCoverage coverage;
 };
 std::string EncodeUser(const UserValue& u);
 UserValue DecodeUser(std::string_view v, std::string_view user);  // throws kCorrupt

@@ -170,7 +170,12 @@ std::string EncodeFolder(const FolderValue& f) {
   AppendU64(&s, static_cast<uint64_t>(f.created));
   AppendStr16(&s, f.partition);
   AppendStr32(&s, f.acl);
-  if (!f.origin.empty()) AppendStr16(&s, f.origin);
+  if (!f.origin.empty() || !f.coverage.empty()) AppendStr16(&s, f.origin);
+  if (!f.coverage.empty()) {
+    AppendStr16(&s, f.coverage.store_id);
+    AppendU32(&s, f.coverage.uidvalidity);
+    AppendU64(&s, static_cast<uint64_t>(f.coverage.through));
+  }
   return s;
 }
 
@@ -183,6 +188,11 @@ FolderValue DecodeFolder(std::string_view v, std::string_view mailbox) {
   f.partition = r.Str16();
   f.acl = r.Str32();
   if (!r.AtEnd()) f.origin = r.Str16();
+  if (!r.AtEnd()) {
+    f.coverage.store_id = r.Str16();
+    f.coverage.uidvalidity = r.U32();
+    f.coverage.through = static_cast<int64_t>(r.U64());
+  }
   return f;
 }
 
@@ -883,6 +893,7 @@ std::optional<FolderInfo> Store::FindFolder(std::string_view user, std::string_v
     info.created = fv.created;
     info.acl = fv.acl;
     info.origin = fv.origin;
+  info.coverage = fv.coverage;
     if (detail == FolderDetail::kRecordOnly) return info;
     try {
       if (ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, name), key, &info))
@@ -907,6 +918,7 @@ bool Store::FolderFromRecord(std::string_view key, std::string_view value, Folde
   info->created = fv.created;
   info->acl = fv.acl;
   info->origin = fv.origin;
+  info->coverage = fv.coverage;
   if (detail == FolderDetail::kRecordOnly) return true;
   return ReadIndexHeaderUnlessDeleted(PartitionPath(fv.partition) + "/" + FolderRelPath(user, folder), key, info);
 }
@@ -1038,7 +1050,7 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
       const bool sync = options_.durability == Durability::kBatch;
       index::Header h = WriteEmptyFolderFiles(dir.get(), path, uidvalidity ? uidvalidity : NextUidValidity(), sync);
       if (sync) Fsync(dir.get(), path);
-      FolderValue fv{h.uidvalidity, h.created, info->partition, "", ""};
+      FolderValue fv{h.uidvalidity, h.created, info->partition, "", "", {}};
       db_->Txn([&](DB_TXN* txn) { db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
     }
   }
@@ -1092,7 +1104,7 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
   return created;
 }
 
-void Store::PublishFolder(Folder& folder, std::string_view origin) {
+void Store::PublishFolder(Folder& folder, std::string_view origin, const FolderCoverage& coverage) {
   const bool sync = options_.durability == Durability::kBatch;
   std::string key = MailboxKey(folder.user(), folder.folder());
   std::optional<UserInfo> info = FindUser(folder.user());
@@ -1102,11 +1114,25 @@ void Store::PublishFolder(Folder& folder, std::string_view origin) {
   UniqueFd idx = OpenAt(folder.dir_.get(), "store.idx", O_RDONLY, 0, shown);
   index::Header h = index::Read(idx.get(), shown, false).header;
   if (sync) Fsync(folder.dir_.get(), folder.path());
-  FolderValue fv{h.uidvalidity, h.created, info->partition, "", std::string(origin)};
+  FolderValue fv{h.uidvalidity, h.created, info->partition, "", std::string(origin), coverage};
   bool inserted = false;
   db_->Txn([&](DB_TXN* txn) { inserted = db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
   if (!inserted) Throw(Errc::kExists, "mailbox " + key + " was created while it was being restored");
   folder.unpublished_ = false;
+}
+
+void Store::SetCoverage(std::string_view user, std::string_view folder, const FolderCoverage& coverage) {
+  ValidateUserId(user);
+  ValidateStoredFolderName(folder);
+  std::string key = MailboxKey(user, NormalizeFolder(folder));
+  db_->Txn([&](DB_TXN* txn) {
+    std::string v;
+    if (!db_->Get(db_->folder(), txn, key, &v, true)) Throw(Errc::kNotFound, "no such mailbox: " + key);
+    FolderValue fv = DecodeFolder(v, key);
+    if (fv.coverage == coverage) return;
+    fv.coverage = coverage;
+    db_->Put(db_->folder(), txn, key, EncodeFolder(fv));
+  });
 }
 
 void Store::SetAcl(std::string_view user, std::string_view folder, std::string_view acl) {

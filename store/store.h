@@ -99,6 +99,18 @@ struct UserInfo {
   bool renames_truncated = false;
 };
 
+// What a restore proved a folder holds of a source folder (restore's chain check,
+// docs/store-format.md §3.3): every message that folder of store `store_id` (the source
+// mailbox of that UIDVALIDITY) held that was stored before `through` (unix seconds), as far as
+// the restores into it know. Empty: unknown (made here, or by a version before 2026-12-05).
+struct FolderCoverage {
+  std::string store_id;
+  uint32_t uidvalidity = 0;
+  int64_t through = 0;
+  bool empty() const { return store_id.empty(); }
+  friend bool operator==(const FolderCoverage&, const FolderCoverage&) = default;
+};
+
 struct FolderInfo {
   std::string user;       // "joe" or "joe@example.com"
   std::string folder;     // "INBOX", "Sent", "Projects/2024"
@@ -117,6 +129,7 @@ struct FolderInfo {
   // Set by restore on a folder it made: the stream it came from, so that a rerun of
   // `restore -n` finds the folders its first run made (docs/store-format.md §3.3). Else empty.
   std::string origin;
+  FolderCoverage coverage;  // set by restore (FolderCoverage)
   std::string Mailbox() const { return "user/" + user + "/" + folder; }
 };
 
@@ -478,7 +491,10 @@ class Store {
                                                   uint32_t uidvalidity);
   // Makes the folder visible; throws kExists if a folder of that name appeared meanwhile.
   // `origin` (restore: which stream made it) is kept in the record, FolderInfo::origin.
-  void PublishFolder(Folder& folder, std::string_view origin = {});
+  // `coverage` likewise (FolderInfo::coverage).
+  void PublishFolder(Folder& folder, std::string_view origin = {}, const FolderCoverage& coverage = {});
+  // Replaces a folder's FolderInfo::coverage (nothing is written when it is the same already).
+  void SetCoverage(std::string_view user, std::string_view folder, const FolderCoverage& coverage);
   void SetAcl(std::string_view user, std::string_view folder, std::string_view acl);
 
   // --- subscriptions and per-user data on shared folders ---

@@ -25,6 +25,7 @@
 #include "util/digest.h"
 #include "util/error.h"
 #include "util/file_digest.h"
+#include "util/iso_time.h"
 #include "util/printable.h"
 #include "util/read_block.h"
 #include "stream/progress.h"
@@ -186,6 +187,7 @@ class RestoreSession {
         case Event::kMessage:
           // Content ids count every message record of the stream, whatever happens to it here.
           NewContent();
+          ++folder_carried_;
           if (skipping_) KeepSkipped(decoder_.message());
           Guard([&] { OnMessage(decoder_.message()); });
           break;
@@ -197,12 +199,19 @@ class RestoreSession {
           if (skipping_) skipped_.End();
           Guard([&] { OnMessageEnd(); });
           break;
-        case Event::kLink: Guard([&] { OnLink(decoder_.link()); }); break;
+        case Event::kLink:
+          ++folder_carried_;
+          Guard([&] { OnLink(decoder_.link()); });
+          break;
         case Event::kHeld:
           NewContent();  // a held record takes a content id too
+          ++folder_carried_;
           Guard([&] { OnHeld(decoder_.held()); });
           break;
-        case Event::kMeta: Guard([&] { OnMeta(decoder_.meta()); }); break;
+        case Event::kMeta:
+          ++folder_carried_;
+          Guard([&] { OnMeta(decoder_.meta()); });
+          break;
         case Event::kFolderEnd: Guard([&] { OnFolderEnd(); }); skipping_ = false; break;
         case Event::kEnd:
           Finish();
@@ -484,6 +493,9 @@ class RestoreSession {
     present_.clear();
     unclaimed_.clear();
     uidnext_raised_ = false;
+    folder_carried_ = 0;
+    coverage_before_ = existing ? existing->coverage : store::FolderCoverage{};
+    side_copy_ = folder_name_ != r.folder;  // -n's NAME.YYYYMMDD
     // An incremental or unchanged block describes changes to the folder the receiver holds
     // (docs/stream-format.md §13): without that folder (same uidvalidity) it does not settle it.
     const bool mergeable = existing && existing->uidvalidity == r.uidvalidity && !options_.skip_existing_check;
@@ -1264,13 +1276,58 @@ class RestoreSession {
     }
     in_stream_.clear();
     folder_->RaiseUidNext(mode_ == Mode::kAppend ? 0 : folder_record_.uidnext);
+    const store::FolderCoverage coverage = CoverageAfter();
     // Marked only by -n: a plain restore's mailbox is the live one a later -n must not merge into.
-    if (mode_ == Mode::kNew) store_->PublishFolder(*folder_, options_.rename_existing ? origin_ : std::string());
+    if (mode_ == Mode::kNew)
+      store_->PublishFolder(*folder_, options_.rename_existing ? origin_ : std::string(), coverage);
+    else if (coverage != coverage_before_)
+      store_->SetCoverage(user_, folder_name_, coverage);
     if (!folder_record_.acl.empty()) store_->SetAcl(user_, folder_name_, folder_record_.acl);
     std::string mailbox = "user/" + user_ + "/" + folder_name_;
     for (const auto& [reader, data] : folder_record_.peruser) store_->SetPerUser(mailbox, MapUser(reader), data);
+    const bool settled = !unsettled_marked_;
     CheckSummary();
+    // A folder that does not equal its source after all proves nothing about what it holds.
+    if (settled && unsettled_marked_ && coverage != coverage_before_)
+      store_->SetCoverage(user_, folder_name_, coverage_before_);
     folder_.reset();
+  }
+
+  // The chain check of dated (-d) streams: what the folder holds of its source once this
+  // block is applied (store::FolderCoverage). A complete block (a full stream, or a dated one
+  // that carried every message the source folder had) covers the source folder up to the
+  // stream's creation; a dated block continues what the folder held only if that reaches back to
+  // the stream's `since`. Otherwise messages stored at the source between the two are missing
+  // here (an incremental skipped, or one of another store): reported as an error naming the
+  // mailbox and the period, unless --allow-gap; the coverage stays as it was, so a restore of
+  // the missing stream and then this one again completes the chain.
+  store::FolderCoverage CoverageAfter() {
+    const format::StreamHeader& h = decoder_.header();
+    if (h.store_id.empty() || unsettled_marked_) return coverage_before_;  // an older stream; not settled
+    const store::FolderCoverage& have = coverage_before_;
+    const bool same_source = have.store_id == h.store_id && have.uidvalidity == folder_record_.uidvalidity;
+    const bool complete = h.since == 0 || folder_carried_ >= folder_record_.count;
+    if (complete || (same_source && have.through >= h.since))
+      return {h.store_id, folder_record_.uidvalidity, same_source ? std::max(have.through, h.created) : h.created};
+    if (!side_copy_ && !options_.allow_gap) {
+      std::string held;
+      if (have.empty())
+        held = "no earlier backup of it from that store was restored here (or one by a version before "
+               "2026-12-05)";
+      else if (have.store_id != h.store_id)
+        held = "it holds another store's mail (" + have.store_id + ")";
+      else if (have.uidvalidity != folder_record_.uidvalidity)
+        held = "it holds that store's folder of UIDVALIDITY " + std::to_string(have.uidvalidity) +
+               ", not this one (re-created there since)";
+      else
+        held = "it holds that store's messages only up to " + IsoUtcTime(have.through);
+      CountError(Errc::kNotFound);
+      AddErrorLine(current_mailbox_ + ": gap in the backup chain: this stream has the messages store " + h.store_id +
+                   " stored since " + IsoUtcTime(h.since) + ", but " + held +
+                   "; messages stored before that are missing here. Restore the full backup and every incremental "
+                   "after it in order (or this stream with --allow-gap)");
+    }
+    return have;
   }
 
   // Drops what was staged for a folder that will not be completed. A new folder stays
@@ -1349,6 +1406,9 @@ class RestoreSession {
   std::string source_mailbox_;     // user/U/F as the stream names it (what `unsettled` lists)
   bool unsettled_marked_ = false;  // the open folder is in report_.unsettled already
   format::FolderRecord folder_record_;
+  uint64_t folder_carried_ = 0;  // the folder's message, link, held and meta records: source messages
+  store::FolderCoverage coverage_before_;  // the folder's before this stream (CoverageAfter)
+  bool side_copy_ = false;  // -n restores this folder beside the existing one, as NAME.YYYYMMDD
   Mode mode_ = Mode::kNew;
   std::unique_ptr<store::Folder> folder_;
   std::string partition_path_;  // of the open folder

@@ -223,6 +223,9 @@ struct RestoreOptions {
   // keeps its own status (an existing one) unless this is set (restore --keep-status; migrate,
   // whose switch sets statuses explicitly).
   bool keep_status = false;
+  // A dated (-d) stream whose mailboxes here lack the earlier part of its chain is restored, but
+  // each such mailbox is an error (kNotFound) unless this is set (restore --allow-gap).
+  bool allow_gap = false;
   // A folder whose summary differs after applying it is an error (kCorrupt naming the mailbox
   // and what differs) instead of an `unsettled` entry: migrate's final pass, under hold.
   bool strict_summaries = false;

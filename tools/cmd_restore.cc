@@ -26,6 +26,7 @@ struct RestoreCliOptions {
   std::string map_file;
   bool rename_existing = false;
   bool keep_status = false;
+  bool allow_gap = false;
   bool toc = false;
   bool verbose = false;
   bool json = false;
@@ -62,6 +63,7 @@ int RunRestore(const RestoreCliOptions& o) {
   options.skip_existing_check = o.skip_check;
   options.rename_existing = o.rename_existing;
   options.keep_status = o.keep_status;
+  options.allow_gap = o.allow_gap;
   if (!o.map_file.empty()) options.user_map = stream::ReadUserMap(o.map_file);
   options.partition = o.partition;
   if (!o.answer.empty() && o.answer != "y" && o.answer != "n") Throw(Errc::kInvalidArgument, "-c: answer y or n");
@@ -123,6 +125,9 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
   c->add_flag("--keep-status", o->keep_status,
               "give users the status the stream carries (hold, moved:HOST); default: new users are active, "
               "existing users keep theirs");
+  c->add_flag("--allow-gap", o->allow_gap,
+              "restore a dated (-d) stream into mailboxes that lack the earlier part of its chain without counting "
+              "each such mailbox an error (exit 66)");
   c->add_flag("-t", o->toc,
               "print the table of contents (dates in ISO 8601 UTC; with --json as JSON Lines); write nothing");
   c->add_option("--partition", o->partition, "partition for users that do not exist yet")->type_name("NAME");

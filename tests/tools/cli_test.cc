@@ -428,6 +428,35 @@ TEST_F(Cli, BackupSinceInTheFutureIsRefused) {
   EXPECT_FALSE(fs::exists(dir_ / "future.smv"));
 }
 
+// A dated stream restored without the full backup before it (helper-81 #3): what it has is
+// restored, each mailbox lacking the earlier messages is named, exit 66; the full backup and
+// then the dated stream again complete the chain, exit 0.
+TEST(CliChain, ADatedStreamWithoutItsFullBackupIsAGapUntilTheFullIsRestored) {
+  TempDir dir;
+  ASSERT_EQ(RunCli({"gen", "--store", dir / "src", "--users", "3", "--messages-per-user", "20"}).status, 0);
+  // gen's messages arrived between 2020 and 2025: some before the date, some after.
+  ASSERT_EQ(RunCli({"backup", "--store", dir / "src", "-d", "20230101", "-f", dir / "dated.smv"}).status, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", dir / "src", "-f", dir / "full.smv"}).status, 0);
+  for (const char* name : {"dst", "allowed"}) ASSERT_EQ(RunCli({"init", "--store", dir / name}).status, 0);
+
+  CliResult gap = RunCli({"restore", "--store", dir / "dst", "-f", dir / "dated.smv"});
+  EXPECT_EQ(gap.status, 66) << gap.Describe();
+  EXPECT_NE(gap.err.find(": gap in the backup chain: this stream has the messages store "), std::string::npos)
+      << gap.Describe();
+  EXPECT_NE(gap.err.find("since 2023-01-01T"), std::string::npos) << gap.Describe();
+  EXPECT_NE(gap.err.find("no earlier backup of it from that store was restored here"), std::string::npos)
+      << gap.Describe();
+  CliResult allowed = RunCli({"restore", "--store", dir / "allowed", "-f", dir / "dated.smv", "--allow-gap"});
+  EXPECT_EQ(allowed.status, 0) << allowed.Describe();
+
+  CliResult full = RunCli({"restore", "--store", dir / "dst", "-f", dir / "full.smv"});
+  EXPECT_EQ(full.status, 0) << full.Describe();
+  CliResult again = RunCli({"restore", "--store", dir / "dst", "-f", dir / "dated.smv"});
+  EXPECT_EQ(again.status, 0) << again.Describe();
+  CliResult same = RunCli({"verify", "--store", dir / "dst", "--source", dir / "src"});
+  EXPECT_EQ(same.status, 0) << same.Describe();
+}
+
 // A backup that fails never destroys the previous backup under its name: the new stream goes to
 // a temporary name and replaces FILE only once complete. Messages left out (a damaged source)
 // leave it as FILE.incomplete; nothing temporary stays behind.
