@@ -278,7 +278,13 @@ class Session::Impl {
       request["restore"]["adopt"] = remote.adopt;
     }
     return Operation([&] {
-      Begin(request);
+      const Frame ready = Begin(request);
+      // A server before 2026-12-05 takes the request and leaves out what it does not know: its
+      // copies would be live during the passes (helper-85). Nothing is sent to it.
+      if (remote.copy_on_hold && !Confirms(ready, "copy_on_hold"))
+        Throw(Errc::kProtocol, from_ + " did not confirm that it keeps migrate's copies on hold: it runs a storemove "
+                                       "older than 2026-12-05; upgrade it first (docs/migration.md \"Upgrading a "
+                                       "fleet\"); nothing was sent");
       uint64_t wire_before = conn_.bytes_out();
       QueryPipeline pipeline(conn_, from_);
       DataSink data(conn_, from_, &pipeline);
@@ -414,13 +420,23 @@ class Session::Impl {
     Unexpected(*f, "nothing", from_);
   }
 
-  // REQUEST, then READY; an ERROR instead means the operation was refused (nothing happened).
-  void Begin(const nlohmann::json& request) {
+  // REQUEST, then READY (returned); an ERROR instead means the operation was refused (nothing
+  // happened).
+  Frame Begin(const nlohmann::json& request) {
     CheckBetweenOperations();
     WriteFrame(conn_, FrameType::kRequest, request.dump());
     Frame f = ReadFrame(conn_);
     if (f.type == FrameType::kError) Refused(f);
     if (f.type != FrameType::kReady) Unexpected(f, "READY", from_);
+    return f;
+  }
+
+  // Whether a READY says `field` is true; a READY that is no JSON object says nothing.
+  static bool Confirms(const Frame& ready, const char* field) {
+    const nlohmann::json j = nlohmann::json::parse(ready.payload, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) return false;
+    auto it = j.find(field);
+    return it != j.end() && it->is_boolean() && it->get<bool>();
   }
 
   // The reply of type `type`; ANSWERs still on the way before it go to `pipeline`, PROGRESS

@@ -781,10 +781,13 @@ class Server {
     return std::chrono::milliseconds{std::clamp<uint64_t>(timeout->get<uint64_t>() * 1000 / 3, 200, 300000)};
   }
 
-  void SendReady(Connection& conn, bool* began = nullptr) {
+  // `holds_copies`: a migrate's restore, whose copies this server keeps on hold; said in READY
+  // so that the client can tell a server that ignores the request (one before 2026-12-05).
+  void SendReady(Connection& conn, bool* began = nullptr, bool holds_copies = false) {
     if (began) *began = true;
-    WriteFrame(conn, FrameType::kReady,
-               nlohmann::json{{"protocol", kProtocolVersion}, {"store_id", store_.store_id()}}.dump());
+    nlohmann::json ready{{"protocol", kProtocolVersion}, {"store_id", store_.store_id()}};
+    if (holds_copies) ready["copy_on_hold"] = true;
+    WriteFrame(conn, FrameType::kReady, ready.dump());
   }
 
   // Which contents the repository of the user's (future) partition holds: the ANSWER to a
@@ -833,6 +836,14 @@ class Server {
     options.copy_source = source_id;
     options.adopt = j.value("adopt", std::set<std::string>());
     options.accept_held = true;  // the peer proved it holds the key (TLS PSK)
+    // Only migrate mirrors, and this server keeps a migrate's copies on hold when asked. A client
+    // that mirrors without asking (a storemove before 2026-12-03) would have its copies live here
+    // during the passes: mail delivered to them is split from the source's, and the next pass
+    // fails on it (helper-85). Refused before READY: nothing written.
+    if (options.mirror && !options.copy_on_hold)
+      Throw(Errc::kProtocol, "a migrate pass from a client that does not keep its copies here on hold (a storemove "
+                             "older than this server): upgrade the client (docs/migration.md \"Upgrading a fleet\"); "
+                             "nothing written");
     if (!options.partition.empty()) {
       auto parts = store_.Partitions();
       if (std::find(parts.begin(), parts.end(), options.partition) == parts.end())
@@ -862,7 +873,7 @@ class Server {
       return stopping_;
     };
     uint64_t bytes_before = conn.bytes_in();
-    SendReady(conn, began);
+    SendReady(conn, began, options.copy_on_hold);
     SessionReport report;
     {
       FramePump pump(conn, [&](const Query& q) { return AnswerQuery(options, who, q); }, beat);

@@ -931,6 +931,35 @@ class RawClient {
 
 constexpr uint8_t kRequest = 1, kReady = 2, kData = 3, kDataEnd = 4, kQuery = 5, kError = 8;
 
+// A server of its own: answers the first two REQUESTs ("hello", then the operation) with READY
+// carrying `ready`, then ends its side and reads until the client closes (so that no write of
+// the client fails first).
+void AnswerTwoRequestsWithReadyThenEnd(int listener, const std::string& ready_payload) {
+  UniqueFd conn(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+  const auto read_exact = [&](size_t n) {
+    std::string out(n, '\0');
+    for (size_t got = 0; got < n;) {
+      const ssize_t r = ::recv(conn.get(), out.data() + got, n - got, 0);
+      if (r <= 0) return std::string();
+      got += size_t(r);
+    }
+    return out;
+  };
+  for (int request = 0; request < 2; ++request) {
+    const std::string head = read_exact(5);
+    if (head.size() != 5) return;
+    read_exact(GetU32(reinterpret_cast<const uint8_t*>(head.data() + 1)));
+    std::string ready(1, char(kReady));
+    AppendU32(&ready, uint32_t(ready_payload.size()));
+    ready += ready_payload;
+    (void)::send(conn.get(), ready.data(), ready.size(), MSG_NOSIGNAL);
+  }
+  ::shutdown(conn.get(), SHUT_WR);
+  char sink[65536];
+  while (::recv(conn.get(), sink, sizeof sink, 0) > 0) {
+  }
+}
+
 // A server that ends the connection after authenticating the client (killed, stopped, or cutting
 // off the session): the client's next read meets the close. That is the connection failing
 // (74, as a reset or a failed write is: transport.md §6), not a broken protocol (76, which it
@@ -941,32 +970,7 @@ TEST(NetKill, AServerThatClosesAfterReadyIsAConnectionFailure) {
   uint16_t port = 0;
   UniqueFd listener = LoopbackListener(&port);
   ASSERT_TRUE(listener.valid());
-  std::thread server([&] {
-    UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    const auto read_exact = [&](size_t n) {
-      std::string out(n, '\0');
-      for (size_t got = 0; got < n;) {
-        const ssize_t r = ::recv(conn.get(), out.data() + got, n - got, 0);
-        if (r <= 0) return std::string();
-        got += size_t(r);
-      }
-      return out;
-    };
-    for (int request = 0; request < 2; ++request) {  // "hello", then "restore": READY to each
-      const std::string head = read_exact(5);
-      if (head.size() != 5) return;
-      read_exact(GetU32(reinterpret_cast<const uint8_t*>(head.data() + 1)));
-      std::string ready(1, char(kReady));
-      const std::string payload = R"({"protocol":2,"store_id":"a-test-server"})";
-      AppendU32(&ready, uint32_t(payload.size()));
-      ready += payload;
-      (void)::send(conn.get(), ready.data(), ready.size(), MSG_NOSIGNAL);
-    }
-    ::shutdown(conn.get(), SHUT_WR);  // ends here; goes on reading, so that no write fails first
-    char sink[65536];
-    while (::recv(conn.get(), sink, sizeof sink, 0) > 0) {
-    }
-  });
+  std::thread server(AnswerTwoRequestsWithReadyThenEnd, listener.get(), R"({"protocol":2,"store_id":"a-test-server"})");
   ClientOptions c;
   c.credentials.insecure = true;
   c.timeout_seconds = 30;
@@ -974,6 +978,38 @@ TEST(NetKill, AServerThatClosesAfterReadyIsAConnectionFailure) {
   server.join();
   EXPECT_EQ(code, Errc::kIo) << what;  // was kProtocol
   EXPECT_TRUE(Contains(what, "closed the connection before")) << what;
+}
+
+// A server before 2026-12-05 takes a migrate's request to keep its copies on hold and ignores
+// it: the copies were live during the passes (helper-85). Its READY does not confirm the
+// request, and the client sends nothing.
+TEST(NetUpgrade, AMigratePassToAServerThatDoesNotConfirmHoldingCopiesSendsNothing) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 1, 2);
+  uint16_t port = 0;
+  UniqueFd listener = LoopbackListener(&port);
+  ASSERT_TRUE(listener.valid());
+  std::thread server(AnswerTwoRequestsWithReadyThenEnd, listener.get(), R"({"protocol":2,"store_id":"an-old-server"})");
+  ClientOptions c;
+  c.credentials.insecure = true;
+  c.timeout_seconds = 30;
+  RestoreOptions remote;
+  remote.copy_on_hold = true;
+  remote.mirror = true;
+  uint64_t sent = 0;
+  const auto [code, what] = ThrownBy([&] {
+    Session session(Endpoint{"127.0.0.1", port}, c);
+    try {
+      session.Restore(*a, {}, remote);
+    } catch (...) {
+      sent = session.bytes_out();
+      throw;
+    }
+  });
+  server.join();
+  EXPECT_EQ(code, Errc::kProtocol) << what;
+  EXPECT_TRUE(Contains(what, "did not confirm that it keeps migrate's copies on hold")) << what;
+  EXPECT_LT(sent, 4096u) << "only the two REQUESTs, no stream";
 }
 
 std::string RestoreRequest() {
@@ -1760,6 +1796,30 @@ struct PlainPair {
   ServerThread server;
   ClientOptions plain;
 };
+
+// A server refuses a migrate pass (a mirror) whose client does not ask it to keep the copies on
+// hold (a storemove before 2026-12-03), before anything is written; it confirms the request otherwise.
+TEST(NetUpgrade, AServerRefusesAMirrorPassThatDoesNotAskToHoldItsCopies) {
+  TempDir tmp;
+  PlainPair pair(tmp, 1, 3);
+  auto& [a, b, server, plain] = pair;
+  RestoreOptions old_client;
+  old_client.mirror = true;
+  old_client.keep_status = true;
+  {
+    Session session(server.endpoint(), plain);
+    const auto [code, what] = ThrownBy([&] { session.Restore(*a, {}, old_client); });
+    EXPECT_EQ(code, Errc::kProtocol) << what;
+    EXPECT_TRUE(Contains(what, "does not keep its copies here on hold")) << what;
+  }
+  EXPECT_TRUE(Users(*b).empty());
+  RestoreOptions migrate = old_client;
+  migrate.copy_on_hold = true;
+  migrate.copy_users = Users(*a);
+  Session session(server.endpoint(), plain);
+  EXPECT_EQ(session.Restore(*a, {}, migrate).errors, 0u);
+  EXPECT_EQ(b->FindUser(Users(*a).at(0))->status.state, store::UserState::kHold);
+}
 
 TEST(NetSessionV2, RestoreRestoreVerifyAndSetStatusOnOneConnection) {
   TempDir tmp;
