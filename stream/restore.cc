@@ -133,8 +133,9 @@ void CheckCopyOnHold(const store::UserInfo& here, const RestoreOptions& options)
   Throw(Errc::kExists,
         "user " + EscapeControls(here.user) + " is live here (status " + here.status.ToString() +
             "), not a copy a migrate is making (those stay on hold until the switch): a pass would overwrite its "
-            "mail, so nothing is written. If the user came back to the source and this copy is to be replaced, "
-            "set it to hold here first (storemove user USER --status hold on this store); else migrate it from here");
+            "mail, so nothing is written. If the user came back to the source and this copy is to be replaced, or an "
+            "older storemove's unfinished migration left it active, set it to hold here first (storemove user USER "
+            "--status hold on this store); else migrate it from here");
 }
 
 // A per-folder error that -c y lets the restore skip.
@@ -1468,10 +1469,29 @@ SessionReport Restore(store::Store* store, format::Decoder& decoder, const Resto
 
 void CheckCopiesOnHold(store::Store& store, const RestoreOptions& options) {
   if (!options.copy_on_hold) return;
+  // Every refused user at once: one per run made an administrator rerun once per user (helper-85).
+  std::optional<Error> first;
+  std::vector<std::string> others;
   for (const std::string& user : options.copy_users) {
     store::ValidateUserId(user);
-    if (std::optional<store::UserInfo> here = store.FindUser(user)) CheckCopyOnHold(*here, options);
+    std::optional<store::UserInfo> here = store.FindUser(user);
+    if (!here) continue;
+    try {
+      CheckCopyOnHold(*here, options);
+    } catch (const Error& e) {
+      if (!first) first = e;
+      else others.push_back(EscapeControls(user));
+    }
   }
+  if (!first) return;
+  if (others.empty()) throw *first;
+  constexpr size_t kNamed = 10;
+  std::string named;
+  for (size_t i = 0; i < others.size() && i < kNamed; ++i) named += (i ? ", " : "") + others[i];
+  if (others.size() > kNamed) named += ", ...";
+  Throw(first->code(), std::string(first->what()) + ". Refused too, " + std::to_string(others.size()) + " more user" +
+                           (others.size() == 1 ? "" : "s") + " of the group: " + named +
+                           " (to set many at once: storemove user --users-file FILE --status hold)");
 }
 
 }  // namespace storemove::stream
