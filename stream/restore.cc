@@ -249,9 +249,16 @@ class RestoreSession {
         AbandonFolder();
         // The one line the administrator sees names the mailbox (a refused ACL or flag name
         // does not by itself).
-        if (current_mailbox_.empty() || std::string_view(e.what()).find(current_mailbox_) != std::string_view::npos)
-          throw;
-        Throw(e.code(), EscapeControls(current_mailbox_) + ": " + e.what());
+        // What -c y would have skipped says so: a stream of an older version with a folder name
+        // this one refuses stopped the restore there, and the users after it were not restored.
+        const bool skippable = !options_.continue_on_error && e.code() != Errc::kCorrupt && !gave_up_on_user_ &&
+                               !options_.accept_held && !current_mailbox_.empty();
+        const std::string hint = skippable ? "; restore -c y skips such a folder and goes on" : "";
+        if (current_mailbox_.empty() || std::string_view(e.what()).find(current_mailbox_) != std::string_view::npos) {
+          if (hint.empty()) throw;
+          Throw(e.code(), e.what() + hint);
+        }
+        Throw(e.code(), EscapeControls(current_mailbox_) + ": " + e.what() + hint);
       }
       CountError(e.code());
       AddErrorLine(current_mailbox_ + ": " + e.what() + "; folder skipped");
