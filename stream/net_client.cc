@@ -282,7 +282,7 @@ class Session::Impl {
       // A server before 2026-12-05 takes the request and leaves out what it does not know: its
       // copies would be live during the passes (helper-85). Nothing is sent to it.
       if (remote.copy_on_hold && !Confirms(ready, "copy_on_hold"))
-        Throw(Errc::kProtocol, from_ + " did not confirm that it keeps migrate's copies on hold: it runs a storemove "
+        Throw(Errc::kInvalidArgument, from_ + " did not confirm that it keeps migrate's copies on hold: it runs a storemove "
                                        "older than 2026-12-05; upgrade it first (docs/migration.md \"Upgrading a "
                                        "fleet\"); nothing was sent");
       uint64_t wire_before = conn_.bytes_out();

@@ -839,11 +839,12 @@ class Server {
     // Only migrate mirrors, and this server keeps a migrate's copies on hold when asked. A client
     // that mirrors without asking (a storemove before 2026-12-03) would have its copies live here
     // during the passes: mail delivered to them is split from the source's, and the next pass
-    // fails on it (helper-85). Refused before READY: nothing written.
+    // fails on it (helper-85). Refused before READY: nothing written. Not kProtocol: a version is
+    // configuration, which migrate does not retry.
     if (options.mirror && !options.copy_on_hold)
-      Throw(Errc::kProtocol, "a migrate pass from a client that does not keep its copies here on hold (a storemove "
-                             "older than this server): upgrade the client (docs/migration.md \"Upgrading a fleet\"); "
-                             "nothing written");
+      Throw(Errc::kInvalidArgument,
+            "a migrate pass from a client that does not keep its copies here on hold (a storemove older than this "
+            "server): upgrade the client (docs/migration.md \"Upgrading a fleet\"); nothing written");
     if (!options.partition.empty()) {
       auto parts = store_.Partitions();
       if (std::find(parts.begin(), parts.end(), options.partition) == parts.end())
