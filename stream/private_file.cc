@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include <climits>
 #include <cstdio>
 
@@ -87,8 +89,13 @@ std::string ReadPrivateFile(const std::string& path, const std::string& what, si
   if (::prctl(PR_SET_DUMPABLE, 0) != 0) ThrowErrno("prctl PR_SET_DUMPABLE");
   std::string text(limit, '\0');
   size_t got = 0;
-  for (size_t n; got < text.size() && (n = ReadSome(fd.get(), text.data() + got, text.size() - got, path)) > 0;)
-    got += n;
+  try {
+    for (size_t n; got < text.size() && (n = ReadSome(fd.get(), text.data() + got, text.size() - got, path)) > 0;)
+      got += n;
+  } catch (...) {
+    OPENSSL_cleanse(text.data(), got);  // what was read of the secret is not left in freed memory
+    throw;
+  }
   text.resize(got);
   return text;
 }
