@@ -469,6 +469,48 @@ TEST_F(Cli, AFailedBackupLeavesThePreviousFileAsItWas) {
   EXPECT_EQ(st.st_mode & 0777, 0640u);
 }
 
+// FILE a link to a file not made yet (a "latest" link set up before the first backup): the file
+// is made where the link points, as a shell's `>` does, and the link stays; it used to be
+// replaced by the new file. A link into a directory that does not exist: one line naming that
+// directory, nothing written, the link as it was.
+TEST_F(Cli, ABackupThroughALinkToNothingYetMakesTheFileItNames) {
+  ASSERT_EQ(Deliver("hugo", Message("a", "first"), {"--create"}).status, 0);
+  fs::create_directories(dir_ / "disk2");
+  auto backed_up = [&](const std::string& link, const std::string& made) {
+    CliResult r = RunCli({"backup", "--store", root_, "-f", link});
+    ASSERT_EQ(r.status, 0) << r.Describe();
+    EXPECT_TRUE(fs::is_symlink(link)) << link;
+    EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(made))) << made;
+    r = RunCli({"restore", "-t", "-f", made});
+    EXPECT_EQ(r.status, 0) << r.Describe();
+    EXPECT_NE(r.out.find("hugo"), std::string::npos) << r.Describe();
+  };
+  const std::string absolute = dir_ / "latest.smv";
+  ASSERT_EQ(::symlink((dir_ / "disk2/first.smv").c_str(), absolute.c_str()), 0);
+  backed_up(absolute, dir_ / "disk2/first.smv");
+  // Relative to the link's directory, and through a link to a link.
+  const std::string relative = dir_ / "relative.smv", chained = dir_ / "chained.smv";
+  ASSERT_EQ(::symlink("disk2/relative.smv", relative.c_str()), 0);
+  backed_up(relative, dir_ / "disk2/relative.smv");
+  ASSERT_EQ(::symlink("relative2.smv", chained.c_str()), 0);
+  ASSERT_EQ(::symlink("disk2/end.smv", (dir_ / "relative2.smv").c_str()), 0);
+  backed_up(chained, dir_ / "disk2/end.smv");
+  EXPECT_TRUE(fs::is_symlink(dir_ / "relative2.smv"));
+
+  const std::string nowhere = dir_ / "nowhere.smv";
+  ASSERT_EQ(::symlink((dir_ / "absent/x.smv").c_str(), nowhere.c_str()), 0);
+  CliResult r = RunCli({"backup", "--store", root_, "-f", nowhere});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_LT(r.status, 128) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("directory " + (dir_ / "absent") + " does not exist"), std::string::npos) << r.Describe();
+  EXPECT_TRUE(fs::is_symlink(nowhere));
+  EXPECT_FALSE(fs::exists(dir_ / "absent"));
+  for (const std::string& d : {dir_.path(), dir_ / "disk2"})
+    for (const auto& e : fs::directory_iterator(d))
+      EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+}
+
 TEST_F(Cli, EmptyMessageIsRejected) {
   ASSERT_EQ(Deliver("erin", Message("a", "a"), {"--create"}).status, 0);
   const std::string before = StoreState(root_);
