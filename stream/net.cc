@@ -56,23 +56,33 @@ std::string OpenSslErrors() {
   Throw(code, what + (reasons.empty() ? "" : ": " + reasons));
 }
 
+// The hex text is the key itself: wiped once parsed, when it is refused too. The key is made at
+// its full size first: grown by push_back, its reallocations left freed copies of its first bytes.
 std::string ReadKeyFile(const std::string& path) {
-  std::string text = ReadPrivateFile(path, "key file", 200);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
-  std::string key;
+  struct Wiped {
+    std::string text;
+    ~Wiped() { OPENSSL_cleanse(text.data(), text.size()); }
+  } file{ReadPrivateFile(path, "key file", 200)};
+  const std::string& text = file.text;
+  size_t size = text.size();
+  while (size > 0 && std::isspace(static_cast<unsigned char>(text[size - 1]))) --size;
   auto hex = [](char c) -> int {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
   };
-  bool ok = text.size() == 2 * kKeyBytes;
-  for (size_t i = 0; ok && i < text.size(); i += 2) {
+  std::string key(kKeyBytes, '\0');
+  bool ok = size == 2 * kKeyBytes;
+  for (size_t i = 0; ok && i < size; i += 2) {
     int hi = hex(text[i]), lo = hex(text[i + 1]);
     ok = hi >= 0 && lo >= 0;
-    key.push_back(char(hi << 4 | lo));
+    key[i / 2] = char(hi << 4 | lo);
   }
-  if (!ok) Throw(Errc::kInvalidArgument, "key file " + path + ": expected 64 hex digits (make one with storemove keygen)");
+  if (!ok) {
+    OPENSSL_cleanse(key.data(), key.size());
+    Throw(Errc::kInvalidArgument, "key file " + path + ": expected 64 hex digits (make one with storemove keygen)");
+  }
   return key;
 }
 

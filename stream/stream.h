@@ -293,6 +293,8 @@ struct VerifyOptions {
 struct VerifyReport {
   uint64_t users = 0, folders = 0, messages = 0, bytes = 0;
   std::vector<std::string> differences;  // plain words, one per line
+  // For each difference, the mailbox when it is about one message of it ("" for the others).
+  std::vector<std::string> difference_mailboxes;
   std::vector<std::string> user_names;   // users compared
   // Users compared whole: every folder the source has (by CompareStores; a selection of some of a
   // user's mailboxes proves nothing about the others, so only these may be recorded as verified).
@@ -301,6 +303,10 @@ struct VerifyReport {
   // what happened there since (new mail, flags, expunges) shows as differences too.
   uint64_t switched_users = 0;
   bool equal() const { return differences.empty(); }
+  // The differences to print: of those about single messages, the first `per_mailbox` of each
+  // mailbox (all when 0), followed by one "... and N more differences in MAILBOX" line after that
+  // mailbox's last one: a badly damaged store's thousands of lines do not hide the rest.
+  std::vector<std::string> Listing(size_t per_mailbox) const;
   std::string Json() const;
 };
 

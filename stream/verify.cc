@@ -78,7 +78,8 @@ class ByteChecks {
                         folder.user(), folder.folder(), uid});
   }
 
-  // Proves the pending checks until at most `keep` are left; differences go to `diff`.
+  // Proves the pending checks until at most `keep` are left; differences go to `diff(line,
+  // mailbox)`, the mailbox "" for a line not about one message.
   template <typename Diff>
   void Settle(size_t keep, Diff diff) {
     while (to_read_.size() + reading_.size() > keep) {
@@ -98,20 +99,23 @@ class ByteChecks {
         if (!Relocate(c, &file)) {
           if (gone_.insert(c.user + '\0' + c.folder).second)
             diff("mailbox user/" + c.user + "/" + c.folder + " was moved, renamed or deleted while verify read "
-                 "it; its messages from " + c.where + " on are not proven (run verify again)");
+                 "it; its messages from " + c.where + " on are not proven (run verify again)",
+                 "");
           reading_.pop_front();
           continue;
         }
       }
+      const std::string mailbox = "user/" + c.user + "/" + c.folder;
       if (!file.fd.valid())
-        diff(c.where + ": message file is missing");
+        diff(c.where + ": message file is missing", mailbox);
       else if (!S_ISREG(file.st.st_mode))  // a device would be read for ever
-        diff(c.where + ": message file " + c.shown + " is not a regular file");
+        diff(c.where + ": message file " + c.shown + " is not a regular file", mailbox);
       else if (uint64_t(file.st.st_size) != c.size)  // nothing to read: another size is other bytes
         diff(c.where + ": message file has " + std::to_string(file.st.st_size) + " bytes, the source's index says " +
-             std::to_string(c.size));
+                 std::to_string(c.size),
+             mailbox);
       else if (DigestOfFile(file, c.shown) != c.digest)
-        diff(c.where + ": message bytes do not match the source");
+        diff(c.where + ": message bytes do not match the source", mailbox);
       reading_.pop_front();
     }
   }
@@ -219,7 +223,7 @@ class Checker {
   }
   Progress& progress() { return progress_; }
   VerifyReport& report() {
-    bytes_.Settle(0, [this](const std::string& line) { Diff(line); });
+    bytes_.Settle(0, Differ());
     // A source or manifest of no users (an empty store, the wrong host's manifest) proves
     // nothing about the destination: not "equal".
     if (report_.users == 0) Diff("nothing compared: the source holds no users; a verify of nothing proves nothing");
@@ -301,21 +305,23 @@ class Checker {
     // The same message on both sides: everything but its UID compared.
     auto compare_matched = [&](const store::MessageMeta& sm, const store::MessageMeta& dm, const std::string& where) {
       if (dm.flags != sm.flags)
-        Diff(where + ": flags are " + store::FlagNames(dm.flags) + ", source has " + store::FlagNames(sm.flags));
+        Diff(where + ": flags are " + store::FlagNames(dm.flags) + ", source has " + store::FlagNames(sm.flags),
+             mailbox);
       std::string du = Names(dm.user_flags, d.info.user_flag_names), su = Names(sm.user_flags, s.info.user_flag_names);
-      if (du != su) Diff(where + ": user flags are '" + du + "', source has '" + su + "'");
-      if (dm.internal_date != sm.internal_date) Diff(where + ": internal date differs");
+      if (du != su) Diff(where + ": user flags are '" + du + "', source has '" + su + "'", mailbox);
+      if (dm.internal_date != sm.internal_date) Diff(where + ": internal date differs", mailbox);
       // Each said by name: after a Maildir export and import only the save time differs (Maildir
       // has no place for it), which "dates or header size differ" did not tell apart.
-      if (dm.sent_date != sm.sent_date) Diff(where + ": sent date (Date: header) differs");
-      if (dm.header_size != sm.header_size) Diff(where + ": header size differs");
+      if (dm.sent_date != sm.sent_date) Diff(where + ": sent date (Date: header) differs", mailbox);
+      if (dm.header_size != sm.header_size) Diff(where + ": header size differs", mailbox);
       if (dm.save_time != sm.save_time)
-        Diff(where + ": save time is " + IsoUtcTime(dm.save_time) + ", source has " + IsoUtcTime(sm.save_time));
+        Diff(where + ": save time is " + IsoUtcTime(dm.save_time) + ", source has " + IsoUtcTime(sm.save_time),
+             mailbox);
       if (options_.check_bytes) {
         bytes_.Add(*dfolder, dir, dm.uid, sm.size, sm.digest, where);
         // Within the folder too: a check costs ~300 bytes, and a 640,000-message folder's
         // queued whole took 190 MB (helper-65's review).
-        bytes_.Settle(ByteChecks::kChecksAhead, [this](const std::string& line) { Diff(line); });
+        bytes_.Settle(ByteChecks::kChecksAhead, Differ());
       }
     };
     if (d.info.uidvalidity != s.info.uidvalidity) {
@@ -324,7 +330,7 @@ class Checker {
         report_.bytes += sm.size;
       }
       CompareByContent(mailbox, s, d, compare_matched);
-      bytes_.Settle(ByteChecks::kChecksAhead, [this](const std::string& line) { Diff(line); });
+      bytes_.Settle(ByteChecks::kChecksAhead, Differ());
       return;
     }
     // Both sides are sorted by UID (Snapshot): one merge, no map of either (at 640,000 messages
@@ -332,7 +338,7 @@ class Checker {
     auto next = d.messages.begin();
     auto destination_only = [&](uint32_t below) {
       for (; next != d.messages.end() && next->uid < below; ++next)
-        Diff("mailbox " + mailbox + " UID " + std::to_string(next->uid) + " is not in the source");
+        Diff("mailbox " + mailbox + " UID " + std::to_string(next->uid) + " is not in the source", mailbox);
     };
     for (const store::MessageMeta& sm : s.messages) {
       ++report_.messages;
@@ -340,24 +346,34 @@ class Checker {
       std::string where = "mailbox " + mailbox + " UID " + std::to_string(sm.uid);
       destination_only(sm.uid);
       if (next == d.messages.end() || next->uid != sm.uid) {
-        Diff(where + " is missing");
+        Diff(where + " is missing", mailbox);
         continue;
       }
       const store::MessageMeta dm = *next;
       ++next;
       if (dm.digest != sm.digest || dm.size != sm.size) {
-        Diff(where + ": content differs (" + std::to_string(dm.size) + " bytes, source " + std::to_string(sm.size) + ")");
+        Diff(where + ": content differs (" + std::to_string(dm.size) + " bytes, source " + std::to_string(sm.size) + ")",
+             mailbox);
         continue;
       }
       compare_matched(sm, dm, where);
     }
     destination_only(UINT32_MAX);
-    if (next != d.messages.end()) Diff("mailbox " + mailbox + " UID " + std::to_string(next->uid) + " is not in the source");
-    bytes_.Settle(ByteChecks::kChecksAhead, [this](const std::string& line) { Diff(line); });
+    if (next != d.messages.end())
+      Diff("mailbox " + mailbox + " UID " + std::to_string(next->uid) + " is not in the source", mailbox);
+    bytes_.Settle(ByteChecks::kChecksAhead, Differ());
   }
 
  private:
-  void Diff(const std::string& line) { report_.differences.push_back(line); }
+  // `mailbox` when the line is about one message of it (verify caps those per mailbox), else "".
+  void Diff(const std::string& line, const std::string& mailbox = "") {
+    report_.differences.push_back(line);
+    report_.difference_mailboxes.push_back(mailbox);
+  }
+  // Diff, for ByteChecks::Settle.
+  std::function<void(const std::string&, const std::string&)> Differ() {
+    return [this](const std::string& line, const std::string& mailbox) { Diff(line, mailbox); };
+  }
 
   // Another UIDVALIDITY (the mailbox was made here first, and a restore appended the source's
   // messages under new UIDs): a UID names another message on each side, and comparing by UID
@@ -415,10 +431,12 @@ class Checker {
     for (const Key& m : source)
       Diff("mailbox " + mailbox + " source UID " + std::to_string(m.uid) + " (" + std::to_string(m.size) +
            " bytes, saved " + IsoUtcTime(m.save_time) +
-           ") is missing (fewer messages here have its bytes; the UIDVALIDITY differs, so compared by content)");
+           ") is missing (fewer messages here have its bytes; the UIDVALIDITY differs, so compared by content)",
+           mailbox);
     std::sort(here.begin(), here.end(), by_uid);
     for (const Key& m : here)
-      Diff("mailbox " + mailbox + " UID " + std::to_string(m.uid) + " is not in the source (compared by content)");
+      Diff("mailbox " + mailbox + " UID " + std::to_string(m.uid) + " is not in the source (compared by content)",
+           mailbox);
   }
 
  public:
@@ -645,6 +663,38 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
       case Event::kEnd: return std::move(checker.report());
     }
   }
+}
+
+std::vector<std::string> VerifyReport::Listing(size_t per_mailbox) const {
+  if (per_mailbox == 0) return differences;
+  // Each mailbox's lines about single messages, and where its last one is: its count of the
+  // lines left out follows that one.
+  std::map<std::string, std::pair<size_t, size_t>> of;  // mailbox: lines, index of the last
+  for (size_t i = 0; i < differences.size(); ++i)
+    if (i < difference_mailboxes.size() && !difference_mailboxes[i].empty()) {
+      auto& [lines, last] = of[difference_mailboxes[i]];
+      ++lines;
+      last = i;
+    }
+  std::vector<std::string> out;
+  std::map<std::string, size_t> shown;
+  for (size_t i = 0; i < differences.size(); ++i) {
+    const std::string* mailbox = i < difference_mailboxes.size() && !difference_mailboxes[i].empty()
+                                     ? &difference_mailboxes[i]
+                                     : nullptr;
+    if (!mailbox) {
+      out.push_back(differences[i]);
+      continue;
+    }
+    if (shown[*mailbox]++ < per_mailbox) out.push_back(differences[i]);
+    const auto& [lines, last] = of.at(*mailbox);
+    if (i == last && lines > per_mailbox) {
+      const size_t more = lines - per_mailbox;
+      out.push_back("... and " + std::to_string(more) + " more difference" + (more == 1 ? "" : "s") + " in " +
+                    *mailbox);
+    }
+  }
+  return out;
 }
 
 std::string VerifyReport::Json() const {

@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstring>
+#include <string_view>
 
 #include "stream/transport.h"
 #include "util/error.h"
@@ -25,6 +27,36 @@ void RemoveTempAndExit(int sig) {
   ::_exit(128 + sig);
 }
 
+// What a link that leads nowhere names at its end (through links to links), in its directory's
+// real path: where a shell's `>` would make the file. kIo naming that directory when it does not
+// exist: nothing is written, the link is left as it was.
+std::string DanglingLinkTarget(const std::string& link) {
+  std::string at = link;
+  for (int links = 0;; ++links) {
+    struct stat st;
+    if (::lstat(at.c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) break;
+    if (links == 40) ThrowErrno("create " + link, ELOOP);  // the kernel's own bound
+    char target[PATH_MAX];
+    const ssize_t n = ::readlink(at.c_str(), target, sizeof target);
+    if (n < 0) ThrowErrno("read link " + at);
+    if (size_t(n) >= sizeof target) ThrowErrno("read link " + at, ENAMETOOLONG);
+    const std::string next(target, size_t(n));
+    at = next.front() == '/' ? next : DirectoryOf(at) + "/" + next;
+  }
+  const size_t slash = at.rfind('/');
+  const std::string name = slash == std::string::npos ? at : at.substr(slash + 1);
+  if (name.empty() || name == "." || name == "..")
+    Throw(Errc::kInvalidArgument, "-f: " + link + " is a symbolic link to " + at + ", which is not a file name");
+  const std::string dir = DirectoryOf(at);
+  char resolved[PATH_MAX];
+  if (!::realpath(dir.c_str(), resolved)) {
+    if (errno != ENOENT && errno != ENOTDIR) ThrowErrno("resolve " + dir);
+    Throw(Errc::kIo, "create " + link + ": it is a symbolic link to " + at + ", whose directory " + dir +
+                         " does not exist; nothing was written (make the directory, or point the link elsewhere)");
+  }
+  return std::string(resolved) + (std::string_view(resolved) == "/" ? "" : "/") + name;
+}
+
 }  // namespace
 
 BackupOutput::BackupOutput(const std::string& path) : path_(path), shown_(path == "-" ? "standard output" : path) {
@@ -35,8 +67,14 @@ BackupOutput::BackupOutput(const std::string& path) : path_(path), shown_(path =
     fd_ = stream::OpenOutput(path);
     return;
   }
-  // A symlink stays one: the file it names is replaced, beside itself.
-  if (char resolved[PATH_MAX]; exists && ::realpath(path.c_str(), resolved)) path_ = resolved;
+  // A symlink stays one: the file it names is replaced, beside itself; a link to a file not made
+  // yet (a "latest" link set up before the first backup) has it made, as a shell's `>` does: it
+  // used to be replaced by the new file, and the place it named stayed empty.
+  struct stat lst;
+  if (char resolved[PATH_MAX]; exists && ::realpath(path.c_str(), resolved))
+    path_ = resolved;
+  else if (!exists && ::lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode))
+    path_ = DanglingLinkTarget(path);
   temp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." + RandomToken();
   if (temp_.size() >= sizeof g_temp) Throw(Errc::kInvalidArgument, "-f: path too long: " + path);
   const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

@@ -13,8 +13,9 @@ class BackupOutput {
  public:
   // "-": standard output. An existing non-regular file (a FIFO, /dev/null, a tape device) is
   // written in place, and so is FILE when its directory refuses a new file (EACCES). Anything
-  // else: FILE.tmp.<pid>.<token> beside FILE (beside the file a symlink FILE names), with FILE's
-  // permissions if it exists, else 0600.
+  // else: FILE.tmp.<pid>.<token> beside FILE (beside the file a symlink FILE names, which need
+  // not exist yet: the link stays), with FILE's permissions if it exists, else 0600. kIo naming
+  // the directory when a link names a file in one that does not exist.
   explicit BackupOutput(const std::string& path);
   ~BackupOutput();  // not committed: the new file is removed
   BackupOutput(const BackupOutput&) = delete;

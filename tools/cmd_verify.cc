@@ -19,6 +19,10 @@
 namespace storemove::tools {
 namespace {
 
+// Lines printed about single messages of one mailbox (all with --all-differences): a badly damaged
+// store's thousands of them flooded the terminal and hid the other differences.
+constexpr size_t kDifferencesPerMailbox = 20;
+
 struct VerifyCliOptions {
   std::string store_dir;
   std::string source_dir;
@@ -26,6 +30,7 @@ struct VerifyCliOptions {
   bool json = false;
   bool no_bytes = false;
   bool strict_status = false;
+  bool all_differences = false;
   bool verbose = false;
   size_t reads = 0;
   std::vector<std::string> names;
@@ -73,7 +78,8 @@ int RunVerify(const VerifyCliOptions& o) {
   if (o.json) {
     std::printf("%s\n", report.Json().c_str());
   } else {
-    for (const std::string& line : report.differences) std::printf("%s\n", line.c_str());
+    for (const std::string& line : report.Listing(o.all_differences ? 0 : kDifferencesPerMailbox))
+      std::printf("%s\n", line.c_str());
     std::fprintf(stderr, "verify: %s, %s, %s (%s) checked: %s\n", Counted(report.users, "user").c_str(),
                  Counted(report.folders, "folder").c_str(), Counted(report.messages, "message").c_str(),
                  HumanBytes(report.bytes).c_str(),
@@ -108,6 +114,9 @@ void AddVerifyCommand(CLI::App& root, Action* chosen) {
   c->add_flag("--strict-status", o->strict_status,
               "compare user statuses exactly (by default a destination user that is active while the source has "
               "it on hold or moved:HOST, as a migration leaves it, is not a difference)");
+  c->add_flag("--all-differences", o->all_differences,
+              "print every difference (by default at most 20 lines about single messages per mailbox, then one "
+              "\"... and N more differences in MAILBOX\" line; --json lists them all)");
   c->add_option("names", o->names, "with --source: what to compare, as for backup (default /)");
   c->callback([o, chosen] { *chosen = [o] { return RunVerify(*o); }; });
 }

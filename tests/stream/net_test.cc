@@ -669,6 +669,65 @@ TEST(NetAuth, AGroupReadableKeyOfAnotherOwnerIsToldToChownToo) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << "1: not told to chown; 2: setuid; 3: accepted";
 }
 
+// A secret in a directory another user may write to can be swapped for theirs: refused (kAuth,
+// exit 77) naming the directory and the fix, as a group- or world-readable file is. A sticky
+// directory of root's or ours (/tmp) is not refused: the file's owner check keeps a planted file
+// out. Above the file's own directory only one another user owns and opened to others counts.
+TEST(NetAuth, ASecretInADirectoryOthersMayWriteToIsRefused) {
+  TempDir tmp;
+  store::Store::Init(tmp / "B", {"primary"}).reset();
+  auto dir = [&](const std::string& name, mode_t mode) {
+    const std::string path = tmp / name;
+    EXPECT_EQ(::mkdir(path.c_str(), 0700), 0) << path;
+    EXPECT_EQ(::chmod(path.c_str(), mode), 0) << path;  // whatever the umask
+    return path;
+  };
+  const std::string open = dir("open", 0777), group = dir("group", 0770), sticky = dir("sticky", 01777);
+  for (const std::string& d : {open, group}) {
+    const std::string key = Key(tmp, d.substr(tmp.path().size() + 1) + "/key");
+    Thrown t = ThrownBy([&] { TlsContext(Psk(key).credentials, TlsContext::Side::kServer); });
+    EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+    EXPECT_TRUE(Contains(t.what, "key file " + key + ": its directory " + d + " may be written by group or others"))
+        << t.what;
+    EXPECT_TRUE(Contains(t.what, "refusing it: chmod go-w " + d)) << t.what;
+    std::string err;
+    EXPECT_EQ(RunCli({kBin, "serve", "--store", tmp / "B", "--listen", "127.0.0.1:0", "--key", key}, &err),
+              ExitStatus(Errc::kAuth));
+    EXPECT_TRUE(Contains(err, "chmod go-w " + d)) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << "one line: " << err;
+  }
+  // Every secret goes through the same check: a password file too.
+  const std::string password = open + "/password";
+  WriteFileAtomic(password, "secret\n", 0600);
+  EXPECT_EQ(ThrownBy([&] { ReadPrivateFile(password, "password file"); }).code, Errc::kAuth);
+  // Through a directory link from a safe directory: the directory that holds the file counts.
+  const std::string link = tmp / "link";
+  ASSERT_EQ(::symlink(open.c_str(), link.c_str()), 0);
+  Thrown t = ThrownBy([&] { ReadPrivateFile(link + "/key", "key file"); });
+  EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+  EXPECT_TRUE(Contains(t.what, "chmod go-w " + open)) << t.what;
+  // Sticky, ours: taken; and once the directory is closed to others, so is the key.
+  EXPECT_NO_THROW(TlsContext(Psk(Key(tmp, "sticky/key")).credentials, TlsContext::Side::kServer));
+  ASSERT_EQ(::chmod(open.c_str(), 0755), 0);
+  EXPECT_NO_THROW(TlsContext(Psk(open + "/key").credentials, TlsContext::Side::kServer));
+  // Higher up: our own group-writable directory above a closed one is left alone ...
+  ASSERT_EQ(::mkdir((group + "/sub").c_str(), 0700), 0);
+  EXPECT_NO_THROW(TlsContext(Psk(Key(tmp, "group/sub/key")).credentials, TlsContext::Side::kServer));
+  if (::geteuid() != 0) return;
+  // ... one another user owns and opened to others is not, sticky or not (its owner may rename
+  // what is in it); nor is a sticky directory of theirs that holds the file.
+  ASSERT_EQ(::chown(sticky.c_str(), 65534, 65534), 0);
+  ASSERT_EQ(::mkdir((sticky + "/sub").c_str(), 0700), 0);
+  const std::string deep = Key(tmp, "sticky/sub/key");
+  t = ThrownBy([&] { ReadPrivateFile(deep, "key file"); });
+  EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+  EXPECT_TRUE(Contains(t.what, "the directory on its path " + sticky + ", owned by nobody (uid 65534), may be written"))
+      << t.what;
+  t = ThrownBy([&] { ReadPrivateFile(sticky + "/key", "key file"); });
+  EXPECT_EQ(t.code, Errc::kAuth) << t.what;
+  EXPECT_TRUE(Contains(t.what, "its directory " + sticky + ", owned by nobody (uid 65534),")) << t.what;
+}
+
 // A process that read a secret cannot be dumped (review: a serve's core held its key): checked in
 // a child, which starts dumpable whatever the tests before did in this process.
 TEST(NetAuth, LoadingAKeyMakesTheProcessUndumpable) {

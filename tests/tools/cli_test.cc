@@ -498,6 +498,100 @@ TEST_F(Cli, AFailedBackupLeavesThePreviousFileAsItWas) {
   EXPECT_EQ(st.st_mode & 0777, 0640u);
 }
 
+// FILE a link to a file not made yet (a "latest" link set up before the first backup): the file
+// is made where the link points, as a shell's `>` does, and the link stays; it used to be
+// replaced by the new file. A link into a directory that does not exist: one line naming that
+// directory, nothing written, the link as it was.
+TEST_F(Cli, ABackupThroughALinkToNothingYetMakesTheFileItNames) {
+  ASSERT_EQ(Deliver("hugo", Message("a", "first"), {"--create"}).status, 0);
+  fs::create_directories(dir_ / "disk2");
+  auto backed_up = [&](const std::string& link, const std::string& made) {
+    CliResult r = RunCli({"backup", "--store", root_, "-f", link});
+    ASSERT_EQ(r.status, 0) << r.Describe();
+    EXPECT_TRUE(fs::is_symlink(link)) << link;
+    EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(made))) << made;
+    r = RunCli({"restore", "-t", "-f", made});
+    EXPECT_EQ(r.status, 0) << r.Describe();
+    EXPECT_NE(r.out.find("hugo"), std::string::npos) << r.Describe();
+  };
+  const std::string absolute = dir_ / "latest.smv";
+  ASSERT_EQ(::symlink((dir_ / "disk2/first.smv").c_str(), absolute.c_str()), 0);
+  backed_up(absolute, dir_ / "disk2/first.smv");
+  // Relative to the link's directory, and through a link to a link.
+  const std::string relative = dir_ / "relative.smv", chained = dir_ / "chained.smv";
+  ASSERT_EQ(::symlink("disk2/relative.smv", relative.c_str()), 0);
+  backed_up(relative, dir_ / "disk2/relative.smv");
+  ASSERT_EQ(::symlink("relative2.smv", chained.c_str()), 0);
+  ASSERT_EQ(::symlink("disk2/end.smv", (dir_ / "relative2.smv").c_str()), 0);
+  backed_up(chained, dir_ / "disk2/end.smv");
+  EXPECT_TRUE(fs::is_symlink(dir_ / "relative2.smv"));
+
+  const std::string nowhere = dir_ / "nowhere.smv";
+  ASSERT_EQ(::symlink((dir_ / "absent/x.smv").c_str(), nowhere.c_str()), 0);
+  CliResult r = RunCli({"backup", "--store", root_, "-f", nowhere});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_LT(r.status, 128) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("directory " + (dir_ / "absent") + " does not exist"), std::string::npos) << r.Describe();
+  EXPECT_TRUE(fs::is_symlink(nowhere));
+  EXPECT_FALSE(fs::exists(dir_ / "absent"));
+  for (const std::string& d : {dir_.path(), dir_ / "disk2"})
+    for (const auto& e : fs::directory_iterator(d))
+      EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+}
+
+// verify on a badly damaged copy printed one line per message, thousands of them: at most 20
+// lines about single messages per mailbox, then one "... and N more differences in MAILBOX" line;
+// the totals and the exit status are those of every difference, --all-differences prints them
+// all and --json lists them all.
+TEST_F(Cli, VerifyCapsTheLinesAboutSingleMessagesOfAMailbox) {
+  ASSERT_EQ(Deliver("hugo", Message("m0", "body 0"), {"--create"}).status, 0);
+  for (int i = 1; i < 25; ++i)
+    ASSERT_EQ(Deliver("hugo", Message("m" + std::to_string(i), "body " + std::to_string(i))).status, 0);
+  ASSERT_EQ(Deliver("ivan", Message("a", "one"), {"--create"}).status, 0);
+  ASSERT_EQ(Deliver("ivan", Message("b", "two")).status, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", dir_ / "all.smv"}).status, 0);
+  const std::string copy = dir_ / "copy";
+  ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
+  ASSERT_EQ(RunCli({"restore", "--store", copy, "-f", dir_ / "all.smv"}).status, 0);
+  {
+    auto store = store::Store::Open(copy);
+    std::vector<uint32_t> all;
+    for (uint32_t uid = 1; uid <= 25; ++uid) all.push_back(uid);
+    store->OpenFolder("hugo", "INBOX")->Expunge(all);  // 25 messages missing
+    store->OpenFolder("ivan", "INBOX")->Expunge({2});  // 1
+  }
+  auto count = [](const std::string& text, const std::string& part) {
+    size_t n = 0;
+    for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+    return n;
+  };
+  CliResult all = RunCli({"verify", "--store", copy, "--source", root_, "--all-differences"});
+  EXPECT_EQ(all.status, 1) << all.Describe();
+  EXPECT_EQ(count(all.out, "mailbox user/hugo/INBOX UID "), 25u) << all.Describe();
+  EXPECT_EQ(count(all.out, "more difference"), 0u) << all.Describe();
+  const size_t total = count(all.out, "\n");
+  EXPECT_NE(all.err.find("checked: " + std::to_string(total) + " differences"), std::string::npos) << all.Describe();
+
+  CliResult capped = RunCli({"verify", "--store", copy, "--source", root_});
+  EXPECT_EQ(capped.status, 1) << capped.Describe();
+  EXPECT_EQ(capped.err, all.err) << "the totals are every difference's";
+  EXPECT_EQ(count(capped.out, "mailbox user/hugo/INBOX UID "), 20u) << capped.Describe();
+  EXPECT_NE(capped.out.find("mailbox user/hugo/INBOX UID 20 is missing\n"
+                            "... and 5 more differences in user/hugo/INBOX\n"),
+            std::string::npos)
+      << capped.Describe();
+  EXPECT_EQ(count(capped.out, "\n"), total - 5 + 1) << capped.Describe();
+  EXPECT_NE(capped.out.find("mailbox user/hugo/INBOX: message count is 0, source has 25"), std::string::npos)
+      << capped.Describe();  // about the mailbox, not a message: not capped
+  EXPECT_NE(capped.out.find("mailbox user/ivan/INBOX UID 2 is missing"), std::string::npos) << capped.Describe();
+  EXPECT_EQ(count(capped.out, "more difference"), 1u) << capped.Describe();
+
+  CliResult json = RunCli({"verify", "--store", copy, "--source", root_, "--json"});
+  EXPECT_EQ(json.status, 1) << json.Describe();
+  EXPECT_EQ(nlohmann::json::parse(json.out).at("differences").size(), total) << json.Describe();
+}
+
 TEST_F(Cli, EmptyMessageIsRejected) {
   ASSERT_EQ(Deliver("erin", Message("a", "a"), {"--create"}).status, 0);
   const std::string before = StoreState(root_);
