@@ -1077,9 +1077,24 @@ std::string ReportToJson(const SessionReport& r) {
                       {"linked", r.linked},       {"expunged", r.expunged},     {"errors", r.errors},
                       {"error_lines", r.error_lines}, {"seconds", r.seconds},
                       {"metas", r.metas},         {"unsettled", r.unsettled},
-                      {"flags_updated", r.flags_updated}};
+                      {"flags_updated", r.flags_updated}, {"notes", r.notes}};
+  // The first error's kind, so that the client exits as a local restore would (a gap in a dated
+  // chain: 66); clients before 2026-12-05 ignore it and exit 65.
+  if (r.first_error) j["first_error_status"] = ExitStatus(*r.first_error);
   return j.dump();
 }
+
+namespace {
+
+// The error kind a peer's exit status stands for (ExitStatus's inverse); kCorrupt for any other.
+Errc ErrcOfStatus(int status) {
+  for (Errc code : {Errc::kInvalidArgument, Errc::kNotFound, Errc::kExists, Errc::kCorrupt, Errc::kIo,
+                    Errc::kDatabase, Errc::kTempFail, Errc::kNoUser, Errc::kProtocol, Errc::kAuth})
+    if (ExitStatus(code) == status) return code;
+  return Errc::kCorrupt;
+}
+
+}  // namespace
 
 SessionReport ReportFromJson(std::string_view text) {
   SessionReport r;
@@ -1103,6 +1118,8 @@ SessionReport ReportFromJson(std::string_view text) {
     r.metas = j.value("metas", uint64_t{0});
     r.flags_updated = j.value("flags_updated", uint64_t{0});  // servers before 2026-12-05 do not say
     r.unsettled = j.value("unsettled", std::vector<std::string>{});
+    r.notes = j.value("notes", std::vector<std::string>{});
+    if (r.errors) r.first_error = ErrcOfStatus(j.value("first_error_status", ExitStatus(Errc::kCorrupt)));
   } catch (const nlohmann::json::exception& e) {
     Throw(Errc::kProtocol, std::string("RESULT frame: ") + e.what());
   }

@@ -272,6 +272,7 @@ class Session::Impl {
                           {"mirror", remote.mirror},
                           {"keep_status", remote.keep_status},
                           {"strict_summaries", remote.strict_summaries}};
+    if (remote.allow_gap) request["restore"]["allow_gap"] = true;
     if (remote.copy_on_hold) {
       request["restore"]["copy_on_hold"] = true;
       request["restore"]["copy_users"] = remote.copy_users;
@@ -298,7 +299,10 @@ class Session::Impl {
       report.flags_updated = remote_report.flags_updated;
       report.expunged = remote_report.expunged;
       report.unsettled = remote_report.unsettled;
+      // The server's kind of error when it had the only ones (a gap in a dated chain: 66).
+      if (report.errors == 0) report.first_error = remote_report.first_error;
       report.errors += remote_report.errors;
+      report.notes = std::move(remote_report.notes);
       for (const std::string& line : remote_report.error_lines) report.error_lines.push_back(from_ + ": " + line);
       return report;
     });

@@ -828,6 +828,7 @@ class Server {
     options.mirror = j.value("mirror", false);
     options.keep_status = j.value("keep_status", false);
     options.strict_summaries = j.value("strict_summaries", false);
+    options.allow_gap = j.value("allow_gap", false);
     options.copy_on_hold = j.value("copy_on_hold", false);
     options.copy_users = j.value("copy_users", std::vector<std::string>());
     // The store a copy comes from is the one the client says it works for; an id a user.db
@@ -893,6 +894,7 @@ class Server {
     // does not make the log call it failed (helper-77: "restore failed: ... Broken pipe" for a
     // stream applied in full).
     log_.Line(report.errors ? LogPriority::kError : LogPriority::kInfo, who + ": " + report.Summary("restore"));
+    for (const std::string& line : report.notes) log_.Info(who + ": note: " + line);
     for (const std::string& line : report.error_lines) log_.Line(LogPriority::kError, who + ": error: " + line);
     try {
       WriteFrame(conn, FrameType::kResult, ReportToJson(report));

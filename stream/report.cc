@@ -38,7 +38,7 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"repaired", repaired},    {"metas", metas},
                       {"expunged", expunged},    {"unsettled", unsettled},
                       {"selected_folders", selected_folders}, {"flags_updated", flags_updated},
-                      {"errors", errors},        {"error_lines", error_lines},
+                      {"errors", errors},        {"error_lines", error_lines}, {"notes", notes},
                       {"seconds", seconds},
                       {"storemove_version", Version()}};
   return j.dump();

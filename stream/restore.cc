@@ -249,10 +249,11 @@ class RestoreSession {
         AbandonFolder();
         // The one line the administrator sees names the mailbox (a refused ACL or flag name
         // does not by itself).
-        // What -c y would have skipped says so: a stream of an older version with a folder name
-        // this one refuses stopped the restore there, and the users after it were not restored.
-        const bool skippable = !options_.continue_on_error && e.code() != Errc::kCorrupt && !gave_up_on_user_ &&
-                               !options_.accept_held && !current_mailbox_.empty();
+        // A folder the stream cannot have here (a name, ACL or flag an older version accepted)
+        // says that -c y skips it: the users after it were left unrestored without a word of the
+        // way round. Not a full disk or an I/O error, which every later folder would meet too.
+        const bool skippable = !options_.continue_on_error && e.code() == Errc::kInvalidArgument &&
+                               !gave_up_on_user_ && !options_.accept_held && !current_mailbox_.empty();
         const std::string hint = skippable ? "; restore -c y skips such a folder and goes on" : "";
         if (current_mailbox_.empty() || std::string_view(e.what()).find(current_mailbox_) != std::string_view::npos) {
           if (hint.empty()) throw;
@@ -503,6 +504,7 @@ class RestoreSession {
     uidnext_raised_ = false;
     folder_carried_ = 0;
     coverage_before_ = existing ? existing->coverage : store::FolderCoverage{};
+    same_uidvalidity_here_ = existing && existing->uidvalidity == r.uidvalidity;
     side_copy_ = folder_name_ != r.folder;  // -n's NAME.YYYYMMDD
     // An incremental or unchanged block describes changes to the folder the receiver holds
     // (docs/stream-format.md §13): without that folder (same uidvalidity) it does not settle it.
@@ -1309,17 +1311,48 @@ class RestoreSession {
   // here (an incremental skipped, or one of another store): reported as an error naming the
   // mailbox and the period, unless --allow-gap; the coverage stays as it was, so a restore of
   // the missing stream and then this one again completes the chain.
+  // Another of the user's mailboxes that holds the source folder `uidvalidity` of `store_id`;
+  // of several (renamed more than once), the one that holds it up to the latest time.
+  std::optional<store::FolderInfo> FolderHoldingSource(const std::string& store_id, uint32_t uidvalidity) {
+    std::optional<store::FolderInfo> best;
+    for (store::FolderInfo& f : store_->ListFolders(user_, store::Store::FolderDetail::kRecordOnly))
+      if (f.folder != folder_name_ && f.coverage.store_id == store_id && f.coverage.uidvalidity == uidvalidity &&
+          (!best || f.coverage.through > best->coverage.through))
+        best = std::move(f);
+    return best;
+  }
+
+  static constexpr size_t kMaxNotes = 1000;
+  void AddNote(const std::string& line) {
+    if (report_.notes.size() < kMaxNotes) report_.notes.push_back(EscapeControls(line));
+  }
+
   store::FolderCoverage CoverageAfter() {
     const format::StreamHeader& h = decoder_.header();
     if (h.store_id.empty() || unsettled_marked_) return coverage_before_;  // an older stream; not settled
+    // A stream restored into the store it came from (deleted mail brought back from last
+    // night's incremental): a folder of the same UIDVALIDITY is the source folder itself.
+    if (h.store_id == store_->store_id() && same_uidvalidity_here_) return coverage_before_;
     const store::FolderCoverage& have = coverage_before_;
     const bool same_source = have.store_id == h.store_id && have.uidvalidity == folder_record_.uidvalidity;
     const bool complete = h.since == 0 || folder_carried_ >= folder_record_.count;
     if (complete || (same_source && have.through >= h.since))
       return {h.store_id, folder_record_.uidvalidity, same_source ? std::max(have.through, h.created) : h.created};
+    // Renamed at the source since the last stream (a dated chain does not carry renames): its
+    // earlier messages are here under the former name, which holds the same source folder.
+    std::optional<store::FolderInfo> former;
+    if (!same_source) former = FolderHoldingSource(h.store_id, folder_record_.uidvalidity);
+    if (former && former->coverage.through >= h.since) {
+      AddNote(current_mailbox_ + ": renamed at the source: its messages stored before " + IsoUtcTime(h.since) +
+              " are here under its former name " + former->Mailbox() + " (a dated backup does not carry renames)");
+      return {h.store_id, folder_record_.uidvalidity, h.created};
+    }
     if (!side_copy_ && !options_.allow_gap) {
       std::string held;
-      if (have.empty())
+      if (former)
+        held = "it was renamed at the source, and its former name here, " + former->Mailbox() +
+               ", holds that store's messages only up to " + IsoUtcTime(former->coverage.through);
+      else if (have.empty())
         held = "no earlier backup of it from that store was restored here (or one by a version before "
                "2026-12-05)";
       else if (have.store_id != h.store_id)
@@ -1416,6 +1449,7 @@ class RestoreSession {
   format::FolderRecord folder_record_;
   uint64_t folder_carried_ = 0;  // the folder's message, link, held and meta records: source messages
   store::FolderCoverage coverage_before_;  // the folder's before this stream (CoverageAfter)
+  bool same_uidvalidity_here_ = false;     // the folder here has the stream folder's UIDVALIDITY
   bool side_copy_ = false;  // -n restores this folder beside the existing one, as NAME.YYYYMMDD
   Mode mode_ = Mode::kNew;
   std::unique_ptr<store::Folder> folder_;

@@ -169,6 +169,9 @@ struct SessionReport {
   std::optional<Errc> first_error;
   double seconds = 0;
   std::vector<std::string> error_lines;
+  // Restore: what the administrator should know that is no error (a folder renamed at the source
+  // of a dated chain), one line each.
+  std::vector<std::string> notes;
   std::string Summary(const std::string& verb) const;
   std::string Json(const std::string& verb) const;
 };

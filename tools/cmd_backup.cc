@@ -31,6 +31,7 @@ struct BackupCliOptions {
   size_t reads = 0;
   std::string groups;
   bool manifest = false;
+  bool allow_gap = false;
   bool verbose = false;
   bool json = false;
   std::vector<std::string> names;
@@ -79,6 +80,8 @@ int RunBackup(const BackupCliOptions& o) {
   if (compression.adapt && o.threads != 0) Throw(Errc::kInvalidArgument, "--compress adapt: without --threads");
 
   if (o.to.empty() == o.file.empty()) Throw(Errc::kInvalidArgument, "give either -f FILE|- or --to HOST:PORT");
+  if (o.allow_gap && o.to.empty())
+    Throw(Errc::kInvalidArgument, "--allow-gap: with --to only (a file's restore takes restore --allow-gap)");
   if (!o.to.empty()) {
     if (o.timeout < 1) Throw(Errc::kInvalidArgument, "--timeout: at least 1 second");
     if (o.manifest) Throw(Errc::kInvalidArgument, "--manifest cannot be sent with --to (storemove verify checks remotely)");
@@ -93,9 +96,12 @@ int RunBackup(const BackupCliOptions& o) {
       Throw(Errc::kInvalidArgument, "--compress adapt: for -f only (a session with --to keeps one level)");
     client.compress_level = level;
     client.threads = o.threads;
-    stream::SessionReport report = stream::net::SendBackup(*store, options, stream::net::ParseEndpoint(o.to), client);
+    stream::RestoreOptions remote;
+    remote.allow_gap = o.allow_gap;
+    stream::SessionReport report =
+        stream::net::SendBackup(*store, options, stream::net::ParseEndpoint(o.to), client, remote);
     ReportSession(report, "backup", o.json);
-    return report.errors ? ExitStatus(Errc::kCorrupt) : 0;
+    return report.errors ? ExitStatus(report.first_error.value_or(Errc::kCorrupt)) : 0;
   }
   stream::CheckBackupSelection(*store, options);  // a name that selects nothing leaves no file behind
   BackupOutput out(o.file);
@@ -161,6 +167,9 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
       ->check(CLI::Range(1, 1024));
   c->add_option("--groups", o->groups, "backup groups file (default STORE/config/backup-groups.conf)")->type_name("FILE");
   c->add_flag("--manifest", o->manifest, "write a manifest: every record but no message bodies (for verify)");
+  c->add_flag("--allow-gap", o->allow_gap,
+              "with --to and -d: the server restores into mailboxes that lack the earlier part of the dated chain "
+              "without counting each an error (restore --allow-gap)");
   c->add_flag("-v,--verbose", o->verbose, "live progress on stderr even when it is not a terminal");
   c->add_flag("--json", o->json, "print the summary as JSON (on stderr)");
   c->add_option("names", o->names,

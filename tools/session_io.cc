@@ -47,8 +47,9 @@ int64_t ParseBackupDate(const std::string& text) {
 void ReportSession(const stream::SessionReport& report, const std::string& verb, bool json) {
   std::string line = json ? report.Json(verb) : report.Summary(verb);
   std::fprintf(stderr, "%s\n", line.c_str());
-  if (!json)
-    for (const std::string& e : report.error_lines) std::fprintf(stderr, "storemove: %s: %s\n", verb.c_str(), e.c_str());
+  if (json) return;
+  for (const std::string& n : report.notes) std::fprintf(stderr, "storemove: %s: note: %s\n", verb.c_str(), n.c_str());
+  for (const std::string& e : report.error_lines) std::fprintf(stderr, "storemove: %s: %s\n", verb.c_str(), e.c_str());
 }
 
 void InputProgress(int fd, uint64_t* total, std::function<uint64_t()>* consumed) {

@@ -12,14 +12,16 @@
 #include "format/format.h"
 #include "store/store.h"
 #include "stream/stream.h"
+#include "tests/support/stream_strings.h"
 #include "tests/support/temp_dir.h"
-#include "util/digest.h"
 #include "util/error.h"
 
 namespace storemove::stream {
 namespace {
 
+using storemove::testing::RestoreString;
 using storemove::testing::TempDir;
+using storemove::testing::WriteMessageWithBody;
 
 struct Msg {
   uint32_t uid;
@@ -57,27 +59,16 @@ std::string StreamOf(const std::string& store_id, int64_t created, int64_t since
     f.uidnext = b.count + 1;
     enc.WriteFolder(f);
     for (const Msg& m : b.messages) {
-      const std::string body = Body(m.uid);
       format::MessageRecord r;
       r.uid = m.uid;
-      r.size = body.size();
-      r.digest = DigestOf(body);
       r.save_time = m.save_time;
       r.internal_date = m.save_time;
-      enc.BeginMessage(r);
-      enc.BodyChunk(body);
-      enc.EndMessage();
+      WriteMessageWithBody(enc, r, Body(m.uid));
     }
     enc.EndFolder();
   }
   enc.Finish();
   return sink.data();
-}
-
-SessionReport RestoreString(store::Store& s, const std::string& bytes, RestoreOptions options = {}) {
-  format::StringSource in(bytes);
-  format::Decoder dec(in);
-  return Restore(&s, dec, options, nullptr);
 }
 
 std::multiset<uint32_t> SizesOf(store::Store& s, const std::string& folder) {
@@ -173,6 +164,59 @@ TEST(BackupChain, AllowGapOlderStreamsAndSideCopiesAreNotReported) {
   beside.today = "20261205";
   EXPECT_EQ(RestoreString(*s, kIncC, beside).errors, 0u);
   EXPECT_EQ(SizesOf(*s, "INBOX.20261205").size(), 1u);
+}
+
+// Last night's incremental restored into the store it came from, to bring back deleted mail:
+// its folders are the source folders themselves, not a gap (helper-87). A folder deleted at the
+// source since (re-created by the restore with the stream's part only) still is.
+TEST(BackupChain, ADatedStreamRestoredIntoItsOwnStoreIsNoGap) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::string own = s->store_id();
+  ASSERT_EQ(RestoreString(*s, StreamOf("S0", 1500, 0, {{"INBOX", 99, 2, {{1, 1000}, {2, 1200}}}})).errors, 0u);
+  SessionReport r = RestoreString(
+      *s, StreamOf(own, 2500, 1100, {{"INBOX", 99, 2, {{2, 1200}}}, {"Projects", 5, 3, {{7, 2000}}}}));
+  EXPECT_EQ(r.errors, 1u);
+  ASSERT_EQ(r.error_lines.size(), 1u);
+  EXPECT_NE(r.error_lines[0].find("user/joe/Projects: gap"), std::string::npos) << r.error_lines[0];
+  RestoreOptions plain_append;
+  plain_append.skip_existing_check = true;  // -i: appended, the folder still the source's
+  EXPECT_EQ(RestoreString(*s, StreamOf(own, 2500, 1100, {{"INBOX", 99, 2, {{2, 1200}}}}), plain_append).errors, 0u);
+}
+
+// A folder renamed at the source after the full backup: the incrementals name it by its new
+// name, and its earlier messages are here under the old one. Not a gap while the old one holds
+// the source folder up to the date: a note says where they are (helper-87). A hole before the
+// rename is still one, naming the former name.
+TEST(BackupChain, AFolderRenamedAtTheSourceIsANoteNotAGap) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  ASSERT_EQ(RestoreString(*s, StreamOf("S1", 1500, 0, {{"Old", 42, 1, {{1, 1000}}}})).errors, 0u);
+  const std::string renamed = StreamOf("S1", 2500, 1500, {{"Renamed", 42, 2, {{2, 2000}}}});
+  SessionReport r = RestoreString(*s, renamed);
+  EXPECT_EQ(r.errors, 0u) << (r.error_lines.empty() ? "" : r.error_lines[0]);
+  ASSERT_EQ(r.notes.size(), 1u);
+  EXPECT_NE(r.notes[0].find("user/joe/Renamed: renamed at the source: its messages stored before "
+                            "1970-01-01T00:25:00Z are here under its former name user/joe/Old"),
+            std::string::npos)
+      << r.notes[0];
+  // Its rerun continues the new name's chain: nothing to say.
+  SessionReport rerun = RestoreString(*s, renamed);
+  EXPECT_EQ(rerun.errors, 0u);
+  EXPECT_TRUE(rerun.notes.empty());
+  // The next incremental continues the new name's chain.
+  SessionReport next = RestoreString(*s, StreamOf("S1", 3500, 2500, {{"Renamed", 42, 3, {{3, 3000}}}}));
+  EXPECT_EQ(next.errors, 0u);
+  EXPECT_TRUE(next.notes.empty());
+  EXPECT_EQ(SizesOf(*s, "Renamed").size(), 2u);
+
+  // Renamed again, and an incremental skipped before: no former name reaches the date.
+  SessionReport hole = RestoreString(*s, StreamOf("S1", 5500, 4500, {{"Again", 42, 4, {{4, 5000}}}}));
+  ASSERT_EQ(hole.error_lines.size(), 1u);
+  EXPECT_NE(hole.error_lines[0].find("it was renamed at the source, and its former name here, user/joe/Renamed, "
+                                     "holds that store's messages only up to 1970-01-01T00:58:20Z"),
+            std::string::npos)
+      << hole.error_lines[0];
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -1019,6 +1020,26 @@ void AnswerTwoRequestsWithReadyThenEnd(int listener, const std::string& ready_pa
   }
 }
 
+// AnswerTwoRequestsWithReadyThenEnd on a loopback port of its own, and a plain client for it.
+struct ReadyThenEndServer {
+  explicit ReadyThenEndServer(const std::string& ready_payload) : listener(LoopbackListener(&port)) {
+    if (listener.valid()) thread = std::thread(AnswerTwoRequestsWithReadyThenEnd, listener.get(), ready_payload);
+  }
+  ~ReadyThenEndServer() {
+    if (thread.joinable()) thread.join();
+  }
+  Endpoint endpoint() const { return Endpoint{"127.0.0.1", port}; }
+  static ClientOptions Client() {
+    ClientOptions c;
+    c.credentials.insecure = true;
+    c.timeout_seconds = 30;
+    return c;
+  }
+  uint16_t port = 0;
+  UniqueFd listener;
+  std::thread thread;
+};
+
 // A server that ends the connection after authenticating the client (killed, stopped, or cutting
 // off the session): the client's next read meets the close. That is the connection failing
 // (74, as a reset or a failed write is: transport.md §6), not a broken protocol (76, which it
@@ -1026,15 +1047,9 @@ void AnswerTwoRequestsWithReadyThenEnd(int listener, const std::string& ready_pa
 TEST(NetKill, AServerThatClosesAfterReadyIsAConnectionFailure) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 1, 2);
-  uint16_t port = 0;
-  UniqueFd listener = LoopbackListener(&port);
-  ASSERT_TRUE(listener.valid());
-  std::thread server(AnswerTwoRequestsWithReadyThenEnd, listener.get(), R"({"protocol":2,"store_id":"a-test-server"})");
-  ClientOptions c;
-  c.credentials.insecure = true;
-  c.timeout_seconds = 30;
-  const auto [code, what] = ThrownBy([&] { SendBackup(*a, {}, Endpoint{"127.0.0.1", port}, c); });
-  server.join();
+  ReadyThenEndServer server(R"({"protocol":2,"store_id":"a-test-server"})");
+  ASSERT_TRUE(server.listener.valid());
+  const auto [code, what] = ThrownBy([&] { SendBackup(*a, {}, server.endpoint(), ReadyThenEndServer::Client()); });
   EXPECT_EQ(code, Errc::kIo) << what;  // was kProtocol
   EXPECT_TRUE(Contains(what, "closed the connection before")) << what;
 }
@@ -1045,19 +1060,14 @@ TEST(NetKill, AServerThatClosesAfterReadyIsAConnectionFailure) {
 TEST(NetUpgrade, AMigratePassToAServerThatDoesNotConfirmHoldingCopiesSendsNothing) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 1, 2);
-  uint16_t port = 0;
-  UniqueFd listener = LoopbackListener(&port);
-  ASSERT_TRUE(listener.valid());
-  std::thread server(AnswerTwoRequestsWithReadyThenEnd, listener.get(), R"({"protocol":2,"store_id":"an-old-server"})");
-  ClientOptions c;
-  c.credentials.insecure = true;
-  c.timeout_seconds = 30;
+  ReadyThenEndServer server(R"({"protocol":2,"store_id":"an-old-server"})");
+  ASSERT_TRUE(server.listener.valid());
   RestoreOptions remote;
   remote.copy_on_hold = true;
   remote.mirror = true;
   uint64_t sent = 0;
   const auto [code, what] = ThrownBy([&] {
-    Session session(Endpoint{"127.0.0.1", port}, c);
+    Session session(server.endpoint(), ReadyThenEndServer::Client());
     try {
       session.Restore(*a, {}, remote);
     } catch (...) {
@@ -1065,7 +1075,6 @@ TEST(NetUpgrade, AMigratePassToAServerThatDoesNotConfirmHoldingCopiesSendsNothin
       throw;
     }
   });
-  server.join();
   EXPECT_EQ(code, Errc::kInvalidArgument) << what;  // not retried by migrate
   EXPECT_TRUE(Contains(what, "did not confirm that it keeps migrate's copies on hold")) << what;
   EXPECT_LT(sent, 4096u) << "only the two REQUESTs, no stream";
@@ -1878,6 +1887,24 @@ TEST(NetUpgrade, AServerRefusesAMirrorPassThatDoesNotAskToHoldItsCopies) {
   Session session(server.endpoint(), plain);
   EXPECT_EQ(session.Restore(*a, {}, migrate).errors, 0u);
   EXPECT_EQ(b->FindUser(Users(*a).at(0))->status.state, store::UserState::kHold);
+}
+
+// A gap in a dated chain found by the server: the client exits as a local restore does (66, not
+// 65), and --allow-gap reaches the server (helper-87).
+TEST(NetChain, AGapFoundByTheServerIsNotFoundAndAllowGapLetsItThrough) {
+  TempDir tmp;
+  PlainPair pair(tmp, 1, 3);
+  auto& [a, b, server, plain] = pair;
+  BackupOptions dated;
+  dated.since = std::time(nullptr) + 3600;  // carries none of the messages: every folder a gap here
+  SessionReport r = SendBackup(*a, dated, server.endpoint(), plain);
+  ASSERT_GT(r.errors, 0u);
+  EXPECT_EQ(r.first_error, Errc::kNotFound);
+  ASSERT_FALSE(r.error_lines.empty());
+  EXPECT_TRUE(Contains(r.error_lines[0], "gap in the backup chain")) << r.error_lines[0];
+  RestoreOptions allow;
+  allow.allow_gap = true;
+  EXPECT_EQ(SendBackup(*a, dated, server.endpoint(), plain, allow).errors, 0u);
 }
 
 TEST(NetSessionV2, RestoreRestoreVerifyAndSetStatusOnOneConnection) {

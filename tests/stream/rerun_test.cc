@@ -19,6 +19,7 @@
 #include "store/admin.h"
 #include "store/store.h"
 #include "stream/stream.h"
+#include "tests/support/stream_strings.h"
 #include "tests/support/temp_dir.h"
 #include "util/digest.h"
 #include "util/error.h"
@@ -26,7 +27,9 @@
 namespace storemove::stream {
 namespace {
 
+using storemove::testing::RestoreString;
 using storemove::testing::TempDir;
+using storemove::testing::WriteMessageWithBody;
 
 struct Msg {
   uint32_t uid;
@@ -58,28 +61,20 @@ std::string StreamOf(const std::string& folder, uint32_t uidvalidity, const std:
   for (const Msg& m : messages) {
     format::MessageRecord r;
     r.uid = m.uid;
-    r.size = m.body.size();
-    r.digest = DigestOf(m.body);
     r.save_time = m.save_time;
     r.internal_date = m.internal_date;
     if (m.link_to) {
+      r.size = m.body.size();
+      r.digest = DigestOf(m.body);
       r.content_id = m.link_to;
       enc.WriteLink(r);
       continue;
     }
-    enc.BeginMessage(r);
-    enc.BodyChunk(m.body);
-    enc.EndMessage();
+    WriteMessageWithBody(enc, r, m.body);
   }
   enc.EndFolder();
   enc.Finish();
   return sink.data();
-}
-
-SessionReport RestoreString(store::Store& s, const std::string& bytes, RestoreOptions options = {}) {
-  format::StringSource in(bytes);
-  format::Decoder dec(in);
-  return Restore(&s, dec, options, nullptr);
 }
 
 // UID -> bytes of the folder's messages, read from their files.
