@@ -1303,14 +1303,6 @@ class RestoreSession {
     folder_.reset();
   }
 
-  // The chain check of dated (-d) streams: what the folder holds of its source once this
-  // block is applied (store::FolderCoverage). A complete block (a full stream, or a dated one
-  // that carried every message the source folder had) covers the source folder up to the
-  // stream's creation; a dated block continues what the folder held only if that reaches back to
-  // the stream's `since`. Otherwise messages stored at the source between the two are missing
-  // here (an incremental skipped, or one of another store): reported as an error naming the
-  // mailbox and the period, unless --allow-gap; the coverage stays as it was, so a restore of
-  // the missing stream and then this one again completes the chain.
   // Another of the user's mailboxes that holds the source folder `uidvalidity` of `store_id`;
   // of several (renamed more than once), the one that holds it up to the latest time.
   std::optional<store::FolderInfo> FolderHoldingSource(const std::string& store_id, uint32_t uidvalidity) {
@@ -1327,6 +1319,14 @@ class RestoreSession {
     if (report_.notes.size() < kMaxNotes) report_.notes.push_back(EscapeControls(line));
   }
 
+  // The chain check of dated (-d) streams: what the folder holds of its source once this
+  // block is applied (store::FolderCoverage). A complete block (a full stream, or a dated one
+  // that carried every message the source folder had) covers the source folder up to the
+  // stream's creation; a dated block continues what the folder held only if that reaches back to
+  // the stream's `since`. Otherwise messages stored at the source between the two are missing
+  // here (an incremental skipped, or one of another store): reported as an error naming the
+  // mailbox and the period, unless --allow-gap; the coverage stays as it was, so a restore of
+  // the missing stream and then this one again completes the chain.
   store::FolderCoverage CoverageAfter() {
     const format::StreamHeader& h = decoder_.header();
     if (h.store_id.empty() || unsettled_marked_) return coverage_before_;  // an older stream; not settled
