@@ -435,9 +435,10 @@ class Session::Impl {
     return f;
   }
 
-  // Whether a READY says `field` is true; a READY that is no JSON object says nothing.
+  // Whether a READY says `field` is true; a READY that is no JSON object says nothing. Parsed
+  // as every frame's JSON is (bounded nesting: a peer's bytes).
   static bool Confirms(const Frame& ready, const char* field) {
-    const nlohmann::json j = nlohmann::json::parse(ready.payload, nullptr, /*allow_exceptions=*/false);
+    const nlohmann::json j = ParseFrameJson(ready.payload, "READY frame");
     if (!j.is_object()) return false;
     auto it = j.find(field);
     return it != j.end() && it->is_boolean() && it->get<bool>();
