@@ -1329,7 +1329,7 @@ class RestoreSession {
   // the missing stream and then this one again completes the chain.
   store::FolderCoverage CoverageAfter() {
     const format::StreamHeader& h = decoder_.header();
-    if (h.store_id.empty() || unsettled_marked_) return coverage_before_;  // an older stream; not settled
+    if (h.store_id.empty() || unsettled_marked_) return coverage_before_;  // no store named; not settled
     // A stream restored into the store it came from (deleted mail brought back from last
     // night's incremental): a folder of the same UIDVALIDITY is the source folder itself.
     if (h.store_id == store_->store_id() && same_uidvalidity_here_) return coverage_before_;

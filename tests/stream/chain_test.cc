@@ -156,7 +156,7 @@ TEST(BackupChain, AllowGapOlderStreamsAndSideCopiesAreNotReported) {
   allow.allow_gap = true;
   EXPECT_EQ(RestoreString(*s, kIncB, allow).errors, 0u);
   EXPECT_EQ(s->FindFolder("joe", "INBOX")->coverage.through, 1500);  // allowed, not covered
-  // A stream that names no store (a version before the check) is not checked.
+  // A stream that names no store (none of storemove's since 2026-11-29) is not checked.
   EXPECT_EQ(RestoreString(*s, StreamOf("", 3500, 2500, {{"INBOX", 99, 3, {{3, 3000}}}})).errors, 0u);
   // restore -n beside the live mailbox: the dated copy holds what the stream has, by design.
   RestoreOptions beside;
