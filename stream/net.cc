@@ -247,7 +247,12 @@ Sha256Digest Sha256OfFile(int fd, const std::string& shown) {
 
 // --- TLS contexts ------------------------------------------------------------------------------
 
-TlsContext::TlsContext(const Credentials& c, Side side) {
+// Delegating to the default constructor first makes the object complete before Load runs, so a
+// failure after the key is read (SSL_CTX_new, the cipher suites) still runs the destructor: the
+// key is wiped and the context freed, as on every other way out.
+TlsContext::TlsContext(const Credentials& c, Side side) : TlsContext() { Load(c, side); }
+
+void TlsContext::Load(const Credentials& c, Side side) {
   bool certs = !c.cert_file.empty() || !c.cert_key_file.empty() || !c.ca_file.empty();
   int kinds = int(!c.key_file.empty()) + int(certs) + int(c.insecure);
   if (kinds == 0)

@@ -49,6 +49,7 @@ class TlsContext {
 
  private:
   TlsContext() = default;
+  void Load(const Credentials& credentials, Side side);
   SSL_CTX* ctx_ = nullptr;
   bool psk_ = false;
   bool mail_server_ = false;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <openssl/crypto.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -31,6 +32,14 @@ void Inspect(void* p) {
   for (const std::string* needle : {&g_text_needle, &g_key_needle})
     if (!needle->empty() && ::memmem(p, n, needle->data(), needle->size())) ++g_found;
 }
+
+// OpenSSL's allocations fail while this is set: a TLS context that cannot be made after its key
+// was read. Installed before OpenSSL allocates anything (a static initializer of this binary).
+std::atomic<bool> g_fail_openssl{false};
+void* OpensslMalloc(size_t n, const char*, int) { return g_fail_openssl ? nullptr : std::malloc(n); }
+void* OpensslRealloc(void* p, size_t n, const char*, int) { return g_fail_openssl ? nullptr : std::realloc(p, n); }
+void OpensslFree(void* p, const char*, int) { std::free(p); }
+const bool g_openssl_hooked = CRYPTO_set_mem_functions(OpensslMalloc, OpensslRealloc, OpensslFree) == 1;
 
 }  // namespace
 
@@ -127,6 +136,26 @@ TEST(KeyWipe, ARefusedKeyLeavesNoCopyInFreedMemory) {
     }
   });
   EXPECT_EQ(found, 0) << "freed blocks held the refused key's text";
+}
+
+// A context that fails after the key was read (SSL_CTX_new out of memory) wipes the key as a
+// destroyed one does: the constructor's throw used to free it unwiped (helper-86).
+TEST(KeyWipe, AContextThatFailsAfterReadingTheKeyLeavesNoCopyInFreedMemory) {
+  ASSERT_TRUE(g_openssl_hooked) << "OpenSSL allocated before this binary could hook its allocator";
+  TempDir tmp;
+  const std::string key = RandomKey(), hex = Hex(key);
+  const std::string path = KeyFile(tmp, "key", hex + "\n");
+  const int found = FoundWhile(hex.substr(0, 32), key.substr(0, 16), [&] {
+    g_fail_openssl = true;
+    try {
+      TlsContext tls(Psk(path), TlsContext::Side::kServer);
+      ADD_FAILURE() << "a TLS context was made without memory";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("SSL_CTX_new"), std::string::npos) << e.what();
+    }
+    g_fail_openssl = false;
+  });
+  EXPECT_EQ(found, 0) << "freed blocks held the key's bytes";
 }
 
 }  // namespace
