@@ -951,9 +951,10 @@ void WriteErrorFrame(Connection& conn, Errc code, const std::string& message) {
   WriteFrame(conn, FrameType::kError, payload + line);
 }
 
+Errc ErrcFromWire(uint64_t code) { return code <= uint64_t(Errc::kInterrupted) ? Errc(code) : Errc::kProtocol; }
+
 void ThrowErrorFrame(const Frame& frame, const std::string& from) {
-  uint8_t code = frame.payload.empty() ? 0xff : uint8_t(frame.payload[0]);
-  Errc errc = code <= uint8_t(Errc::kInterrupted) ? Errc(code) : Errc::kProtocol;
+  Errc errc = ErrcFromWire(frame.payload.empty() ? 0xff : uint8_t(frame.payload[0]));
   std::string text = frame.payload.size() > 1 ? frame.payload.substr(1) : "unspecified error";
   // The peer's text becomes our one-line error: no line breaks or terminal controls from it.
   for (char& c : text)
@@ -1083,23 +1084,11 @@ std::string ReportToJson(const SessionReport& r) {
                       {"error_lines", r.error_lines}, {"seconds", r.seconds},
                       {"metas", r.metas},         {"unsettled", r.unsettled},
                       {"flags_updated", r.flags_updated}, {"notes", r.notes}};
-  // The first error's kind, so that the client exits as a local restore would (a gap in a dated
-  // chain: 66); clients before 2026-12-05 ignore it and exit 65.
-  if (r.first_error) j["first_error_status"] = ExitStatus(*r.first_error);
+  // The first error's kind, coded as in ERROR frames, so that the client exits as a local restore
+  // would (a gap in a dated chain: 66); clients before 2026-12-05 ignore it and exit 65.
+  if (r.first_error) j["first_error"] = uint8_t(*r.first_error);
   return j.dump();
 }
-
-namespace {
-
-// The error kind a peer's exit status stands for (ExitStatus's inverse); kCorrupt for any other.
-Errc ErrcOfStatus(int status) {
-  for (Errc code : {Errc::kInvalidArgument, Errc::kNotFound, Errc::kExists, Errc::kCorrupt, Errc::kIo,
-                    Errc::kDatabase, Errc::kTempFail, Errc::kNoUser, Errc::kProtocol, Errc::kAuth})
-    if (ExitStatus(code) == status) return code;
-  return Errc::kCorrupt;
-}
-
-}  // namespace
 
 SessionReport ReportFromJson(std::string_view text) {
   SessionReport r;
@@ -1124,7 +1113,7 @@ SessionReport ReportFromJson(std::string_view text) {
     r.flags_updated = j.value("flags_updated", uint64_t{0});  // servers before 2026-12-05 do not say
     r.unsettled = j.value("unsettled", std::vector<std::string>{});
     r.notes = j.value("notes", std::vector<std::string>{});
-    if (r.errors) r.first_error = ErrcOfStatus(j.value("first_error_status", ExitStatus(Errc::kCorrupt)));
+    if (r.errors) r.first_error = ErrcFromWire(j.value("first_error", uint64_t(Errc::kCorrupt)));
   } catch (const nlohmann::json::exception& e) {
     Throw(Errc::kProtocol, std::string("RESULT frame: ") + e.what());
   }

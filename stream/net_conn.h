@@ -220,6 +220,9 @@ nlohmann::json ParseFrameJson(std::string_view text, const std::string& what, co
 
 // ERROR frames: u8 error category (Errc) and one line of text.
 void WriteErrorFrame(Connection& conn, Errc code, const std::string& message);
+// An error kind as the wire codes it (ERROR frames' first byte, a RESULT's "first_error"): its
+// Errc value; kProtocol for a value that is none.
+Errc ErrcFromWire(uint64_t code);
 [[noreturn]] void ThrowErrorFrame(const Frame& frame, const std::string& from);
 [[noreturn]] void Unexpected(const Frame& frame, const char* expected, const std::string& from);
 
