@@ -17,6 +17,7 @@
 
 #include "interop/folder_filler.h"
 #include "interop/imap_client.h"
+#include "interop/imap_wire_form.h"
 #include "interop/keyword_bits.h"
 #include "stream/net_conn.h"
 #include "stream/private_file.h"
@@ -159,6 +160,29 @@ bool SameByMetadata(const ImapMessage& source, const MessageMeta& stored) {
   if (source.internal_date == 0 || source.internal_date != stored.internal_date) return false;
   const int64_t gap = stored.save_time - stored.internal_date;
   return gap > kLocalWindow || gap < -kLocalWindow;
+}
+
+// A message imported from the server's own files (`import --maildir` keeps their UIDVALIDITY and
+// UIDs) holds their bare LFs, which the server turns into CRLF on the wire, so its size and digest
+// are not the ones the server shows, and the pull took every such UID for another message and
+// stored the folder a second time (helper-73: 273 messages became 546). A stored message of a UID
+// the server lists with a larger size is looked at in its wire form (imap_wire_form.h): when that
+// has the server's size, it stands for the stored message from here on (the size screen, the
+// dates, a suspect's digest), and flags follow the source as for any message pulled before.
+// Costs a read of such files on each run; a folder pulled before reads none.
+void SeeInWireForm(const Folder& folder, const std::vector<ImapMessage>& listed,
+                   std::unordered_map<uint32_t, MessageMeta>& have, uint64_t* lf_copies) {
+  for (const ImapMessage& m : listed) {
+    auto it = have.find(m.uid);
+    if (it == have.end() || it->second.size >= m.size) continue;  // a wire form is never smaller
+    const UniqueFd fd = folder.OpenMessage(m.uid);
+    if (!fd.valid()) continue;  // expunged here since the snapshot
+    const interop::WireForm wire = interop::WireFormOfFile(fd.get(), folder.MessagePath(m.uid));
+    if (wire.size != m.size) continue;
+    it->second.size = wire.size;
+    it->second.digest = wire.digest;
+    ++*lf_copies;
+  }
 }
 
 // Streams BODY[] literals into staged message files, handed to the folder's filler (batches,
@@ -352,6 +376,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     // to send the folder to filling by content for good, where flags never follow (helper-73).
     for (const MessageMeta& m : snapshot.messages) have.emplace(m.uid, m);
     keep_uids = snapshot.info.uidvalidity == status.uidvalidity;
+    if (keep_uids) SeeInWireForm(*folder, listed.messages, have, &pull.result.lf_copies);
     size_t shared = 0, resized = 0;
     for (const ImapMessage& m : listed.messages) {
       auto it = have.find(m.uid);

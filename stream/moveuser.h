@@ -54,6 +54,9 @@ struct MoveUserResult {
   uint64_t already_present = 0;  // fetched but held already (another UIDVALIDITY)
   uint64_t flags_updated = 0;    // messages present whose flags followed the source
   uint64_t uid_conflicts = 0;    // stored under a new UID: their UID holds another message here
+  // present under their UIDs with the LF line ends of the server's files (an import of them),
+  // which the server sends as CRLF: the same messages, not fetched again (docs/moveuser.md)
+  uint64_t lf_copies = 0;
   uint64_t keywords_dropped = 0; // keywords beyond the 64 user flags of a folder
   // --hold: the user was on hold before this pull, set by someone else (by hand, a migration's
   // copy), or was held by hand during it: the pull did not lift that hold.

@@ -48,6 +48,7 @@ nlohmann::json ToJson(const stream::MoveUserResult& r) {
                       {"already_present", r.already_present},
                       {"flags_updated", r.flags_updated},
                       {"uid_conflicts", r.uid_conflicts},
+                      {"lf_copies", r.lf_copies},
                       {"keywords_dropped", r.keywords_dropped},
                       {"left_on_hold", r.left_on_hold},
                       {"seconds", r.seconds}};
@@ -107,6 +108,9 @@ int RunMoveUser(MoveUserCliOptions& o) {
     if (r.flags_updated) std::printf(", %s updated", Counted(r.flags_updated, "flag").c_str());
     if (r.uid_conflicts)
       std::printf(", %llu under a UID taken here (kept apart)", static_cast<unsigned long long>(r.uid_conflicts));
+    if (r.lf_copies)
+      std::printf(", %llu here already with the LF line ends of the server's files",
+                  static_cast<unsigned long long>(r.lf_copies));
     if (r.keywords_dropped)
       std::printf(", %s dropped (64 per folder)", Counted(r.keywords_dropped, "keyword").c_str());
     if (r.left_on_hold) std::printf(", left on hold (held by someone else, not by a pull)");

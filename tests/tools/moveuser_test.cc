@@ -392,6 +392,58 @@ TEST_F(MoveUser, SourceChangesAndAnotherUidValidityAreFollowed) {
   EXPECT_EQ(imported->FindFolder("carol", "INBOX")->count, inbox_count + 1);
 }
 
+// An import of the server's own Maildir files (its UIDVALIDITY, UIDs and bare LFs), then a pull
+// from the running server for what came since: each imported message is the server's message
+// under its UID in the LF form of its file, which the server sends as CRLF. It is neither fetched
+// again nor stored a second time (helper-73: 273 messages became 546), and its flags follow the
+// source as for a message pulled before.
+TEST_F(MoveUser, AnImportOfTheServersMaildirThenAPullStoresNothingTwice) {
+  CliResult r = RunCli({"import", "--store", dst_root_, "-u", "bob", "--maildir", mail_root_ + "/bob"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  std::map<std::string, size_t> counts;
+  size_t lf_messages = 0;
+  uint32_t changed_uid = 0;
+  uint8_t changed_flags = 0;
+  {
+    auto dst = Store::Open(dst_root_);
+    for (const std::string& name : kBobFolders) {
+      auto folder = dst->OpenFolder("bob", name);
+      const FolderSnapshot snap = folder->Snapshot();
+      counts[name] = snap.messages.size();
+      for (const MessageMeta& m : snap.messages) {
+        const std::string bytes = ReadMessage(*folder, m.uid);
+        if (AsServed(bytes).size() != bytes.size()) ++lf_messages;
+        // One message loses its flags here: the pull must give them back.
+        if (name == "INBOX" && changed_uid == 0 && (m.flags & ~kRecent) != 0 && AsServed(bytes) != bytes) {
+          changed_uid = m.uid;
+          changed_flags = m.flags & ~kRecent;
+          folder->SetFlags(m.uid, 0, m.user_flags);
+        }
+      }
+    }
+  }
+  ASSERT_GT(lf_messages, 100u) << "the corpus's messages should mostly end lines in LF";
+  ASSERT_NE(changed_uid, 0u);
+
+  const std::vector<std::string> pull = Pull({"--user", "bob", "--admin", "admin", "--admin-password-file", *dir_ / "admin.pw", "--insecure", "--json"});
+  for (int run = 0; run < 2; ++run) {
+    r = RunCli(pull);
+    ASSERT_EQ(r.status, 0) << r.Describe();
+    EXPECT_NE(r.out.find("\"messages\": 0,"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("\"lf_copies\": " + std::to_string(lf_messages) + ","), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("\"uid_conflicts\": 0,"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(run == 0 ? "\"flags_updated\": 1," : "\"flags_updated\": 0,"), std::string::npos) << r.out;
+    auto dst = Store::Open(dst_root_);
+    for (const std::string& name : kBobFolders) EXPECT_EQ(dst->FindFolder("bob", name)->count, counts[name]) << name;
+    const FolderSnapshot inbox = dst->OpenFolder("bob", "INBOX")->Snapshot();
+    for (const MessageMeta& m : inbox.messages) {
+      if (m.uid == changed_uid) {
+        EXPECT_EQ(m.flags & ~kRecent, changed_flags);
+      }
+    }
+  }
+}
+
 TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
