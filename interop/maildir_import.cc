@@ -21,6 +21,7 @@
 #include "interop/maildir_names.h"
 #include "store/mboxlist.h"
 #include "util/error.h"
+#include "util/printable.h"
 #include "util/file_digest.h"
 
 namespace storemove::interop {
@@ -34,7 +35,7 @@ namespace {
 constexpr size_t kMaxKeywordName = 200;  // store.idx's limit for a user-flag name (§4.2)
 constexpr size_t kMaxUserFlags = 64;     // store.idx's limit of user flags per folder
 
-std::string Shown(const std::string& dir, std::string_view name) { return JoinPath(dir, PrintableName(name)); }
+std::string Shown(const std::string& dir, std::string_view name) { return JoinPath(dir, EscapeControls(name)); }
 
 [[noreturn]] void ThrowLink(const std::string& shown) {
   Throw(Errc::kCorrupt, shown + " is a symbolic link; refusing to follow it");
@@ -172,7 +173,7 @@ UidList ParseUidList(std::string_view text, const std::string& shown) {
     name = SplitMaildirFileName(name).base;
     if (name.empty()) bad("empty file name");
     if (!uids.insert(uid).second) bad("UID " + std::to_string(uid) + " listed twice");
-    if (!list.by_base.emplace(std::string(name), uid).second) bad("file " + PrintableName(name) + " listed twice");
+    if (!list.by_base.emplace(std::string(name), uid).second) bad("file " + EscapeControls(name) + " listed twice");
   }
   return list;
 }
@@ -517,7 +518,7 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
     // kSubscriptionsVersion2: "V<TAB>2" and an empty line. Another version's lines are not ours
     // to guess at.
     if (lines[0] != "V\t2" || lines.size() < 2 || !lines[1].empty()) {
-      warnings->push_back(shown + ": a version header this import does not know ('" + PrintableName(lines[0].substr(0, 16)) +
+      warnings->push_back(shown + ": a version header this import does not know ('" + EscapeControls(lines[0].substr(0, 16)) +
                           "'); no subscription read");
       return {};
     }
@@ -538,7 +539,7 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
     if (courier) {
       if (storage_name.starts_with("INBOX.")) storage_name.remove_prefix(6);
       else if (storage_name != "INBOX") {
-        warnings->push_back(shown + " line " + std::to_string(line_no) + ": '" + PrintableName(line) +
+        warnings->push_back(shown + " line " + std::to_string(line_no) + ": '" + EscapeControls(line) +
                             "' is not INBOX or below it; not subscribed");
         continue;
       }
@@ -607,7 +608,7 @@ MaildirTree ScanMaildir(const std::string& dir) {
     folder = store::NormalizeFolder(folder);
     auto [it, fresh] = paths.emplace(folder, entry.name);
     if (!fresh)
-      Throw(Errc::kInvalidArgument, shown + ": folder '" + PrintableName(folder) + "' again (" +
+      Throw(Errc::kInvalidArgument, shown + ": folder '" + EscapeControls(folder) + "' again (" +
                                         (it->second.empty() ? tree.dir + " itself" : Shown(tree.dir, it->second)) +
                                         " is that folder already)");
     tree.folders.push_back(ScanFolder(folder_fd.get(), shown, folder, entry.name, &tree.warnings));

@@ -6,6 +6,7 @@
 #include "interop/modified_utf7.h"
 #include "store/store.h"
 #include "util/error.h"
+#include "util/printable.h"
 
 namespace storemove::interop {
 namespace {
@@ -61,21 +62,6 @@ std::string Unescape(std::string_view text) {
 
 }  // namespace
 
-std::string PrintableName(std::string_view text) {
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : text) {
-    if (c < 0x20 || c == 0x7f) {
-      out += "\\x";
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out;
-}
-
 std::string MaildirFolderDir(std::string_view folder) {
   if (folder == "INBOX") return "";
   std::string vname;
@@ -111,10 +97,10 @@ std::string MaildirFolderName(std::string_view dir_name) {
     const std::string_view part =
         dir_name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
     const std::optional<std::string> decoded = TryDecodeModifiedUtf7(part);
-    if (!decoded) Throw(Errc::kInvalidArgument, "'" + PrintableName(part) + "' is not valid modified UTF-7");
+    if (!decoded) Throw(Errc::kInvalidArgument, "'" + EscapeControls(part) + "' is not valid modified UTF-7");
     const std::string component = Unescape(*decoded);
     if (component.find('/') != std::string::npos)
-      Throw(Errc::kInvalidArgument, "'" + PrintableName(part) + "' would hold a '/' inside a folder name component");
+      Throw(Errc::kInvalidArgument, "'" + EscapeControls(part) + "' would hold a '/' inside a folder name component");
     if (start != 0) folder.push_back('/');
     folder += component;
     if (dot == std::string_view::npos) return folder;
@@ -152,7 +138,7 @@ std::string MaildirSubscribedFolder(std::string_view line, int version) {
       const char next = line[++i];
       const char unescaped = next == '1' ? '\001' : next == 't' ? '\t' : next == 'r' ? '\r' : next == 'n' ? '\n' : next;
       if (unescaped == '.' || unescaped == '\t')
-        Throw(Errc::kInvalidArgument, "'" + PrintableName(line) + "' has a separator inside a component");
+        Throw(Errc::kInvalidArgument, "'" + EscapeControls(line) + "' has a separator inside a component");
       dir_name.push_back(unescaped);
     } else {
       dir_name.push_back(c);

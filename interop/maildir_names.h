@@ -43,10 +43,6 @@ std::string MaildirSubscribedFolder(std::string_view line, int version);
 // not validated as a store folder name (store::ValidateFolderName does that).
 std::string MaildirFolderName(std::string_view dir_name);
 
-// A name from a tree as an error message shows it: control characters as \xNN, so a hostile
-// directory or file name cannot rewrite the operator's terminal.
-std::string PrintableName(std::string_view text);
-
 // A message file name "<base>[:<info>]": the base (what dovecot-uidlist names) and, for
 // "2,<letters>" info, the flag letters.
 struct MaildirFileName {

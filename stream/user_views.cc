@@ -101,7 +101,9 @@ void WriteUsersJson(store::Store& store, const std::optional<StatusFilter>& filt
   std::fputs(count ? "\n  ],\n" : "],\n", out);
   std::fprintf(out, "  \"count\": %llu,\n  \"storemove_version\": %s\n}\n", (unsigned long long)count,
                nlohmann::json(Version()).dump().c_str());
-  if (std::fflush(out) != 0 || std::ferror(out)) ThrowErrno("write standard output");
+  if (std::fflush(out) != 0) ThrowErrno("write stdout");
+  // A write that failed earlier sets the error flag; its errno is gone by now.
+  if (std::ferror(out)) Throw(Errc::kIo, "write stdout: a write failed: the output is incomplete");
 }
 
 std::vector<std::string> ReadUsersFile(const std::string& file) {

@@ -34,7 +34,7 @@ void PrintRows(std::FILE* rows) {
   }
   if (std::ferror(rows)) ThrowErrno("read list's temporary file");
   std::fputs(any ? "\n]\n" : "[]\n", stdout);
-  if (std::fflush(stdout) != 0 || std::ferror(stdout)) ThrowErrno("write standard output");
+  if (std::fflush(stdout) != 0) ThrowErrno("write stdout");  // a failure before: RunCommandLine
 }
 
 int RunList(const ListOptions& options) {

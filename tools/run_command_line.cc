@@ -14,11 +14,32 @@
 namespace storemove::tools {
 namespace {
 
+// Said when the output is lost after the command's own work ended well: a rerun of an export or a
+// rename would then be refused as done already.
+std::string StdoutLostTail(int status, bool worked) {
+  return status == 0 && worked ? " (the command itself completed)" : "";
+}
+
 int Fail(const std::string& program, std::string message, int status) {
   for (char& c : message) {
     if (c == '\n' || c == '\r') c = ' ';
   }
   std::fprintf(stderr, "%s: %s\n", program.c_str(), message.c_str());
+  return status;
+}
+
+// What a command printed must all have reached stdout: a script reads a report cut short by a
+// full disk or a closed pipe (SIGPIPE ignored, as systemd's units have it) as a whole one. The
+// last flush alone is not enough: a write that failed while a long output was printed sets the
+// stream's error flag, and the flush of what was left may then succeed (helper-89: `users` of
+// 6 KiB into /dev/full exited 0). That error's errno is gone by now, hence the general words.
+int CheckStdout(const std::string& program, int status, bool worked = true) {
+  if (std::fflush(stdout) != 0)
+    return Fail(program, std::string("write stdout: ") + std::strerror(errno) + StdoutLostTail(status, worked),
+                ExitStatus(Errc::kIo));
+  if (std::ferror(stdout))
+    return Fail(program, "write stdout: a write failed: the output is incomplete" + StdoutLostTail(status, worked),
+                ExitStatus(Errc::kIo));
   return status;
 }
 
@@ -38,7 +59,7 @@ int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    if (e.get_exit_code() == 0) return CheckStdout(program, app.exit(e), /*worked=*/false);  // --help, --version
     // CLI11 takes an unknown first word for a missing subcommand; name the word instead.
     if (argc > 1 && argv[1][0] != '-' && !IsSubcommand(app, argv[1])) {
       return Fail(program, std::string("unknown subcommand '") + argv[1] + "' (see " + program + " --help)",
@@ -66,10 +87,7 @@ int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
   } catch (const std::exception& e) {
     return Fail(program, std::string("internal error: ") + e.what(), 70);  // EX_SOFTWARE
   }
-  if (std::fflush(stdout) != 0) {
-    return Fail(program, std::string("write stdout: ") + std::strerror(errno), ExitStatus(Errc::kIo));
-  }
-  return status;
+  return CheckStdout(program, status);
 }
 
 }  // namespace storemove::tools

@@ -117,6 +117,37 @@ TEST(CliHelp, AnUnknownSubcommandIsNamed) {
   EXPECT_NE(none.err.find("subcommand is required"), std::string::npos) << none.err;
 }
 
+// What a command prints must all reach stdout, or the command exits 74 and says so: a script
+// reads a cut report as a whole one. Output of more than one stdio buffer used to lose the
+// failed write's error: `users` of 6 KiB into a full disk exited 0 (helper-89).
+TEST(CliStdout, OutputThatCannotBeWrittenIsExit74WhateverItsSize) {
+  TempDir dir;
+  const std::string store = dir / "s";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  ASSERT_EQ(RunCli({"gen", "--store", store, "--users", "250", "--messages-per-user", "1"}).status, 0);
+  ASSERT_GT(RunCli({"users", "--store", store}).out.size(), 2 * BUFSIZ);
+  auto to_full = [&](const std::string& args) {
+    const std::string err = dir / "err";
+    const int rc = std::system(("'" STOREMOVE_BIN "' " + args + " >/dev/full 2>'" + err + "'").c_str());
+    return std::make_pair(WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, storemove::testing::SlurpFile(err));
+  };
+  for (const std::string& args : {"users --store '" + store + "'", "users --json --store '" + store + "'",
+                                 std::string("--version"), std::string("users --help")}) {
+    const auto [status, err] = to_full(args);
+    EXPECT_EQ(status, 74) << args << ": " << err;
+    EXPECT_EQ(err.rfind("storemove: write stdout: ", 0), 0u) << args << ": " << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << args << ": " << err;
+  }
+  // The work of a command whose report is lost is done, and the line says so. (delete flushed each
+  // of its lines, so even one line lost left it exiting 0.)
+  ASSERT_EQ(RunCli({"deliver", "--store", store, "--user", "joe", "--create", "-d", "Sent"}, "Subject: x\n\nhi\n").status, 0);
+  const auto [status, err] = to_full("delete --store '" + store + "' user/joe/Sent");
+  EXPECT_EQ(status, 74) << err;
+  EXPECT_NE(err.find("(the command itself completed)"), std::string::npos) << err;
+  auto opened = store::Store::Open(store);
+  EXPECT_FALSE(opened->FindFolder("joe", "Sent").has_value());
+}
+
 TEST_F(Cli, InitReportsWhatItCreated) {
   CliResult again = RunCli({"init", "--store", root_, "--partition", "primary", "--partition", "second"});
   ASSERT_EQ(again.status, 0) << again.Describe();

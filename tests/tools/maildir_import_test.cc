@@ -647,6 +647,8 @@ TEST_F(MaildirImport, HostileTreesAreRefusedBeforeAnythingIsWritten) {
        "'.' and '..' are not folder names"},
       {"invalid modified UTF-7", [&](const std::string& t) { MakeMaildir(t + "/.&Jjo"); }, kUsage,
        "is not valid modified UTF-7"},
+      {"invalid modified UTF-7 around a byte of no UTF-8, shown escaped",
+       [&](const std::string& t) { MakeMaildir(t + "/.Bad&\xffname"); }, kUsage, "'Bad&\\xffname' is not valid modified UTF-7"},
       {"a '/' inside a name", [&](const std::string& t) { MakeMaildir(t + "/.a\\2fb"); }, kUsage, "'/'"},
       {"a control character", [&](const std::string& t) { MakeMaildir(t + "/.bell\\07"); }, kUsage,
        "control characters"},
