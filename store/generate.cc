@@ -564,10 +564,13 @@ class Generator {
   void GenerateUser(uint32_t index, const std::string& id) {
     Rng rng(StreamSeed(options_.seed, kTagUser, index));
     // A user that exists already keeps its partition, which is where its links must stay.
-    const UserInfo user = store_.CreateUser(id, partitions_[rng.Below(partitions_.size())]);
+    const UserInfo user = store_.CreateUser(id, partitions_[rng.Below(partitions_.size())], /*with_inbox=*/false);
     const size_t partition = static_cast<size_t>(
         std::find(store_partitions_.begin(), store_partitions_.end(), user.partition) - store_partitions_.begin());
     const int64_t account_start = kEpochEnd - rng.Between(kYear, 15 * kYear);
+    // Folders as old as the account, as in a store that grew: `backup -d` carries a folder made
+    // since its date whole, and would take all of a generated store's mail.
+    store_.CreateFolder(id, "INBOX", 0, account_start);
 
     std::vector<std::string> folders = {"INBOX", "Sent", "Trash"};
     const size_t first_other = folders.size();
@@ -619,7 +622,7 @@ class Generator {
       while (end < plan.size() && plan[end].folder == plan[begin].folder) ++end;
       const uint32_t folder = plan[begin].folder;
       used.insert(folder);
-      FillFolder(id, folders[folder], static_cast<uint32_t>(account_start) + folder, partition,
+      FillFolder(id, folders[folder], static_cast<uint32_t>(account_start) + folder, account_start, partition,
                  std::span<const Delivery>(plan.data() + begin, end - begin));
       begin = end;
     }
@@ -634,9 +637,9 @@ class Generator {
   }
 
   // `partition` indexes store_partitions_.
-  void FillFolder(const std::string& user, const std::string& name, uint32_t uidvalidity, size_t partition,
-                  std::span<const Delivery> deliveries) {
-    std::unique_ptr<Folder> folder = store_.CreateFolder(user, name, uidvalidity);
+  void FillFolder(const std::string& user, const std::string& name, uint32_t uidvalidity, int64_t created,
+                  size_t partition, std::span<const Delivery> deliveries) {
+    std::unique_ptr<Folder> folder = store_.CreateFolder(user, name, uidvalidity, created);
     if (std::any_of(deliveries.begin(), deliveries.end(), [](const Delivery& d) { return d.user_flags != 0; })) {
       folder->SetUserFlagNames(kUserFlagNames);
     }

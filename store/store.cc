@@ -1,4 +1,5 @@
 // Store: the store root, its partitions, and the mboxlist records (users, folders, quota, ...).
+#include "store/clock_floor.h"
 #include "store/store.h"
 #include "store/repository_layout.h"
 
@@ -1002,10 +1003,13 @@ namespace {
 
 // Writes a fresh, empty store.idx and store.exp into the folder directory `dir` at `path`
 // (overwriting leftovers).
-index::Header WriteEmptyFolderFiles(int dir, const std::string& path, uint32_t uidvalidity, bool sync) {
+// `created`: for a new folder, now but not before the start of a backup that has begun
+// (store/clock_floor.h), so that a later `backup -d` of that start carries it whole.
+index::Header WriteEmptyFolderFiles(int dir, const std::string& path, uint32_t uidvalidity, bool sync,
+                                    int64_t created) {
   index::Contents c;
   c.header.uidvalidity = uidvalidity ? uidvalidity : static_cast<uint32_t>(std::max<int64_t>(Now(), 1));
-  c.header.created = Now();
+  c.header.created = created;
   index::WriteNewAt(dir, "store.idx", c, sync, path + "/store.idx");
   index::Contents exp;
   exp.header = c.header;
@@ -1024,7 +1028,8 @@ struct DirLock {
 
 }  // namespace
 
-std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_view folder, uint32_t uidvalidity) {
+std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_view folder, uint32_t uidvalidity,
+                                           int64_t created) {
   ValidateUserId(user);
   ValidateFolderName(folder);
   std::string name = NormalizeFolder(folder);
@@ -1048,7 +1053,8 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
     if (!found) {
       const bool sync = options_.durability == Durability::kBatch;
-      index::Header h = WriteEmptyFolderFiles(dir.get(), path, uidvalidity ? uidvalidity : NextUidValidity(), sync);
+      index::Header h = WriteEmptyFolderFiles(dir.get(), path, uidvalidity ? uidvalidity : NextUidValidity(), sync,
+                                              created ? created : std::max<int64_t>(Now(), ReadClockFloor(root_)));
       if (sync) Fsync(dir.get(), path);
       FolderValue fv{h.uidvalidity, h.created, info->partition, "", "", {}};
       db_->Txn([&](DB_TXN* txn) { db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
@@ -1097,7 +1103,7 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
     if (found) Throw(Errc::kExists, "mailbox " + key + " exists");
     WriteEmptyFolderFiles(dir.get(), path, uidvalidity ? uidvalidity : NextUidValidity(),
-                          options_.durability == Durability::kBatch);
+                          options_.durability == Durability::kBatch, std::max<int64_t>(Now(), ReadClockFloor(root_)));
   }
   std::unique_ptr<Folder> created(new Folder(this, std::string(user), name, path, std::move(dir)));
   created->unpublished_ = true;

@@ -479,10 +479,12 @@ class Store {
   // A folder gone meanwhile is no error; other errors throw, for the hint's caller to ignore.
   void HintFolderIndex(const FolderInfo& folder);
   // Creates the folder (and the user record, without INBOX, when missing); opens it if it
-  // exists, whatever `uidvalidity` says. uidvalidity 0 = now. Creating throws kTempFail while
-  // another thread or process holds the user's write lock.
+  // exists, whatever `uidvalidity` and `created` say. uidvalidity 0 = now. `created` 0 = now, or
+  // the start of a backup begun since if later (`backup -d` carries a folder made since its date
+  // whole); else that time (gen: folders as old as their account). Creating throws kTempFail
+  // while another thread or process holds the user's write lock.
   std::unique_ptr<Folder> CreateFolder(std::string_view user, std::string_view folder,
-                                       uint32_t uidvalidity = 0);
+                                       uint32_t uidvalidity = 0, int64_t created = 0);
   // A folder that stays invisible (no mboxlist record) until PublishFolder(): restore fills a
   // new mailbox completely before anyone can see it. The caller must hold the user's write lock
   // (LockUserForWriting) until it publishes or abandons the folder; kExists if the mailbox exists.

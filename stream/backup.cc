@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "relinker/relinker.h"
+#include "store/clock_floor.h"
 #include "store/read_ahead.h"
 #include "stream/net.h"
 #include "stream/records.h"
@@ -51,7 +52,14 @@ class BackupSession {
     header.kind = options_.manifest ? format::StreamKind::kManifest
                   : options_.oracle ? format::StreamKind::kSession
                                     : format::StreamKind::kFull;
-    header.created = ::time(nullptr);
+    // Before the first folder is read: from here on nothing is committed with a save time before
+    // `created`, so a later `backup -d created` takes everything this one did not (clock_floor.h).
+    std::string floor_not_written;
+    header.created = store::RaiseClockFloor(store_.root(), ::time(nullptr), &floor_not_written);
+    if (!floor_not_written.empty())
+      report_.notes.push_back("the backup's start was not recorded in the store (" + floor_not_written +
+                              "): a message committed during it by a host whose clock is behind could be missed "
+                              "by a later backup -d of this one's start");
     header.since = options_.since;
     header.source_host = options_.source_host;
     header.store_id = store_.store_id();
@@ -439,7 +447,10 @@ class BackupSession {
   bool SendsData(const Ahead& a, const store::MessageMeta& m) const {
     // Changed since, and new since (a flag change of a message the receiver holds is a meta record).
     if (a.since) return m.modseq > a.since && m.uid >= a.since_uidnext;
-    return !(options_.since && m.save_time < options_.since);
+    // -d: what was stored since the date, and every message of a folder made since: a user or
+    // folder restored (or imported) into this store after the last backup keeps its messages'
+    // save times from elsewhere, older than the date, and would be in no backup of the chain.
+    return !(options_.since && m.save_time < options_.since && a.snap.info.created < options_.since);
   }
 
   void WriteFolder(Ahead& a) {

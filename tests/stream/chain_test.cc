@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "format/format.h"
+#include "store/clock_floor.h"
 #include "store/store.h"
 #include "stream/stream.h"
 #include "tests/support/stream_strings.h"
@@ -217,6 +218,86 @@ TEST(BackupChain, AFolderRenamedAtTheSourceIsANoteNotAGap) {
                                      "holds that store's messages only up to 1970-01-01T00:58:20Z"),
             std::string::npos)
       << hole.error_lines[0];
+}
+
+}  // namespace
+}  // namespace storemove::stream
+
+namespace storemove::stream {
+namespace {
+
+// The backup side of the chain: a message committed after a backup began is saved no earlier than
+// that backup's start, whatever the committing host's clock says, so `backup -d START` takes it.
+// A clock stepped back after a full backup, or a delivering host 5 s behind, used to give it an
+// earlier save time: it was in neither stream, and both restores exited 0 (helper-88).
+TEST(BackupChainClock, AMessageCommittedAfterABackupBeganIsInTheBackupDatedFromItsStart) {
+  TempDir dir;
+  auto store = store::Store::Init(dir / "src", {"primary"});
+  store->CreateUser("joe", "", true);
+  auto commit = [&](const std::string& body, int64_t save_time) {
+    auto folder = store->OpenFolder("joe", "INBOX");
+    std::vector<store::StagedMessage> batch;
+    auto writer = folder->NewMessage();
+    writer->Write(body);
+    store::MessageMeta meta;
+    meta.internal_date = 1700000000;
+    meta.save_time = save_time;  // 0: the commit's time
+    batch.push_back(writer->Finish(meta));
+    return folder->Commit(batch).front();
+  };
+  auto backup = [&](int64_t since) {
+    format::StringSink sink;
+    format::Encoder enc(sink);
+    BackupOptions options;
+    options.since = since;
+    Backup(*store, options, enc);
+    return sink.Take();
+  };
+  auto saved = [&](uint32_t uid) {
+    for (const store::MessageMeta& m : store->OpenFolder("joe", "INBOX")->Snapshot().messages)
+      if (m.uid == uid) return m.save_time;
+    return int64_t(-1);
+  };
+  commit("Subject: before\r\n\r\nbody\r\n", 0);
+  const std::string first = backup(0);
+  {
+    format::StringSource in(first);
+    format::Decoder dec(in);
+    ASSERT_EQ(dec.Next(), format::Decoder::Event::kHeader);
+    EXPECT_EQ(store::ReadClockFloor(store->root()), dec.header().created);
+  }
+
+  // A backup of this store begins on a host whose clock is an hour ahead of this one's.
+  const int64_t ahead = ::time(nullptr) + 3600;
+  std::string why_not;
+  EXPECT_EQ(store::RaiseClockFloor(store->root(), ahead, &why_not), ahead);
+  EXPECT_EQ(why_not, "");
+  const std::string full = backup(0);  // its start: the later of this clock and the floor
+  {
+    format::StringSource in(full);
+    format::Decoder dec(in);
+    ASSERT_EQ(dec.Next(), format::Decoder::Event::kHeader);
+    EXPECT_EQ(dec.header().created, ahead);
+  }
+  // What this host commits now is saved at that start, not at this host's earlier time, and the
+  // backup dated from that start takes it: the chain restored in order has every message.
+  const uint32_t late = commit("Subject: committed after the backup began\r\n\r\nbody\r\n", 0);
+  EXPECT_EQ(saved(late), ahead);
+  TempDir out;
+  auto restored = store::Store::Init(out / "dst", {"primary"});
+  EXPECT_EQ(RestoreString(*restored, full).errors, 0u);
+  EXPECT_EQ(RestoreString(*restored, backup(ahead)).errors, 0u);
+  EXPECT_EQ(restored->FindFolder("joe", "INBOX")->count, 2u);
+
+  // A save time carried from elsewhere (restore) is kept; the floor is never lowered.
+  const uint32_t carried = commit("Subject: restored\r\n\r\nbody\r\n", 1600000000);
+  EXPECT_EQ(saved(carried), 1600000000);
+  EXPECT_EQ(store::RaiseClockFloor(store->root(), ahead - 60, &why_not), ahead);
+  EXPECT_EQ(store::ReadClockFloor(store->root()), ahead);
+  // A backup reading a store whose floor it cannot write goes on, and says so.
+  TempDir bare;
+  EXPECT_GE(store::RaiseClockFloor(bare / "no-such-store", 5, &why_not), 5);
+  EXPECT_NE(why_not.find("clock-floor.lock"), std::string::npos) << why_not;
 }
 
 }  // namespace
