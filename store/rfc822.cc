@@ -241,9 +241,9 @@ int ExpandYear(std::string_view digits) {
   return value;
 }
 
-// The date-time text of a Date: field (or of an mbox "From " line) as unix seconds; 0 if it cannot
-// be read. Accepts "[dow,] dd mon yyyy hh:mm[:ss] zone" and "dow mon dd hh:mm[:ss] [zone] yyyy".
-int64_t ParseDateTime(std::string_view text) {
+// The date-time text of a Date: field (or of an mbox "From " line) as unix seconds; nullopt if it
+// cannot be read. Accepts "[dow,] dd mon yyyy hh:mm[:ss] zone" and "dow mon dd hh:mm[:ss] [zone] yyyy".
+std::optional<int64_t> ParseDateTime(std::string_view text) {
   const std::string clean = StripComments(text);
   int month = 0;
   int day = 0;
@@ -256,7 +256,7 @@ int64_t ParseDateTime(std::string_view text) {
   std::vector<std::string_view> numbers;  // day and year, in the order they appear
   for (std::string_view token : Tokenize(clean)) {
     if (token.find(':') != std::string_view::npos && !have_time && IsDigit(token[0])) {
-      if (!ParseTime(token, &hour, &minute, &second)) return 0;
+      if (!ParseTime(token, &hour, &minute, &second)) return std::nullopt;
       have_time = true;
     } else if (token[0] == '+' || token[0] == '-') {
       int minutes = 0;
@@ -265,7 +265,7 @@ int64_t ParseDateTime(std::string_view text) {
         have_zone = true;
       }
     } else if (AllDigits(token)) {
-      if (token.size() > 4) return 0;
+      if (token.size() > 4) return std::nullopt;
       numbers.push_back(token);
     } else if (!have_iso && ParseIsoDate(token, &year, &month, &day)) {
       have_iso = true;
@@ -285,18 +285,18 @@ int64_t ParseDateTime(std::string_view text) {
     }
   }
   if (!have_iso) {
-    if (month == 0 || numbers.size() < 2) return 0;
+    if (month == 0 || numbers.size() < 2) return std::nullopt;
     // Day comes before year in both RFC 5322 and asctime order; a 3-4 digit first number is a year.
     std::string_view day_digits = numbers[0];
     std::string_view year_digits = numbers[1];
     if (day_digits.size() > 2) std::swap(day_digits, year_digits);
-    if (day_digits.size() > 2) return 0;
+    if (day_digits.size() > 2) return std::nullopt;
     day = ToInt(day_digits);
     year = ExpandYear(year_digits);
   }
-  if (!have_time) return 0;
-  if (month < 1 || month > 12 || year < 1 || day < 1 || day > DaysInMonth(year, month)) return 0;
-  if (hour > 23 || minute > 59 || second > 60) return 0;
+  if (!have_time) return std::nullopt;
+  if (month < 1 || month > 12 || year < 1 || day < 1 || day > DaysInMonth(year, month)) return std::nullopt;
+  if (hour > 23 || minute > 59 || second > 60) return std::nullopt;
   return DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - zone_minutes * 60;
 }
 
@@ -327,7 +327,9 @@ uint32_t HeaderSize(std::string_view message) {
 
 int64_t SentDate(std::string_view header) {
   const std::optional<std::string> value = FieldValue(header, "Date");
-  return value ? ParseDateTime(*value) : 0;
+  return value ? ParseDateTime(*value).value_or(0) : 0;
 }
+
+std::optional<int64_t> ParseDateTimeText(std::string_view text) { return ParseDateTime(text); }
 
 }  // namespace storemove::store

@@ -223,7 +223,8 @@ void AddDeliverCommand(CLI::App& root, Action* chosen) {
       ->type_name("USER");
   command->add_option("--folder,-d", options->folder, "folder to deliver to (default: INBOX)")->type_name("FOLDER");
   command->add_option("--flags", options->flags, "system flags to set, e.g. Seen,Flagged")->type_name("NAMES");
-  command->add_option("--date", options->date, "internal date: RFC 5322 date or unix seconds (default: now)")
+  command->add_option("--date", options->date, "internal date: RFC 5322 date or unix seconds (default: now); after 1970-01-01T00:00:00Z, "
+                      "not after 9999-12-31T23:59:59Z")
       ->type_name("DATE");
   command->add_flag("--create", options->create, "create a missing user and folder (any depth)");
   command->add_flag("-v,--verbose", options->verbose, "print the UID assigned");

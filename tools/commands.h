@@ -61,7 +61,9 @@ void AddStallTimeoutOption(CLI::App* command, int* timeout, const std::string& i
 // Unix seconds as ISO 8601 UTC ("2024-07-01T10:00:00Z"); "-" for 0 (never).
 std::string IsoTime(int64_t unix_seconds);
 // Unix seconds from either a decimal number or an RFC 5322 date ("Tue, 1 Jul 2024 10:00:00 +0200");
-// kInvalidArgument naming `what` when it is neither.
+// kInvalidArgument naming `what` when it is neither, or when it is not after 1970-01-01T00:00:00Z
+// (0 is a message's "no date", which the store replaces with now) or is after
+// 9999-12-31T23:59:59Z (an mbox "From " line cannot carry a year of five digits).
 int64_t ParseTime(std::string_view text, std::string_view what);
 // A byte count: decimal, optionally with a binary suffix K, M, G or T ("512M").
 uint64_t ParseByteCount(std::string_view text, std::string_view what);

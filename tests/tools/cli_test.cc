@@ -686,6 +686,31 @@ TEST_F(Cli, BadNamesAreUsageErrorsAndChangeNothing) {
   EXPECT_EQ(StoreState(root_), before);
 }
 
+// deliver --date 0 stored the time of delivery (0 is a message's "no date"), the same instant
+// written as a date was "cannot parse", and a date in the year 10000 was stored, which export's
+// mbox "From " line then could not carry. Both forms meet the same limits, refused saying so.
+TEST_F(Cli, DeliverDateOutsideTheStoresRangeIsRefusedInEitherForm) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"0", "is not after 1970-01-01T00:00:00Z"},
+      {"Thu, 01 Jan 1970 00:00:00 +0000", "is not after 1970-01-01T00:00:00Z"},
+      {"Wed, 31 Dec 1969 23:59:59 +0000", "is not after 1970-01-01T00:00:00Z"},
+      {"253402300800", "is after 9999-12-31T23:59:59Z"},
+      {"Sat, 01 Jan 10000 00:00:00 +0000", ""}};  // five digits: no year of a date, "cannot parse"
+  for (const auto& [date, why] : cases) {
+    CliResult r = RunCli({"deliver", "--store", root_, "--user", "erin", "--create", "--date", date}, Message("x", "x"));
+    EXPECT_EQ(r.status, kUsage) << date << ": " << r.Describe();
+    EXPECT_NE(r.err.find(why.empty() ? "--date: cannot parse '" + date + "'" : "--date: '" + date + "' " + why),
+              std::string::npos)
+        << r.err;
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  }
+  EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "erin", "--create", "--date", "1"}, Message("x", "x")).status, 0);
+  EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "erin", "--date", "Thu, 01 Jan 1970 00:00:01 +0000"},
+                   Message("x", "x")).status,
+            0);
+  EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "erin", "--date", "253402300799"}, Message("x", "x")).status, 0);
+}
+
 TEST_F(Cli, ListShowsEveryMailboxAndParsesAsJson) {
   ASSERT_EQ(Deliver("alice", Message("a1", "one"), {"--create", "--date", "1719828000"}).status, 0);
   ASSERT_EQ(Deliver("alice", Message("a2", "two"), {"--create", "--folder", "Sent"}).status, 0);
