@@ -230,10 +230,10 @@ void AddDeliverCommand(CLI::App& root, Action* chosen) {
   command->add_flag("-v,--verbose", options->verbose, "print the UID assigned");
   command
       ->add_option("--lock-wait", options->lock_wait,
-                   "seconds to wait for a folder another process holds locked before deferring (75); 0 = no limit "
-                   "(default 300)")
+                   "seconds to wait for a folder another process holds locked before deferring (75); 0 = no limit, "
+                   "at most 604800 (default 300)")
       ->type_name("SECONDS")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, kMaxWaitSeconds, "SECONDS"));  // not 0 to DBL_MAX's 309 digits
   command->footer(
       "Exit status: 0 delivered and durable; 67 unknown user (bounce); 75 user on hold, moved to another "
       "host (the message names it), over quota, without its INBOX yet (a restore or import of the user "

@@ -55,6 +55,8 @@ std::unique_ptr<store::Store> OpenStore(const std::string& store_dir, store::Sto
 // as "storemove COMMAND: ..." after a minute (or half `timeout`), and give up at `timeout` (0:
 // never); `holding` says what they hold meanwhile.
 StallPolicy PipeStallPolicy(const char* command, int timeout, std::string holding);
+// The longest wait an option of seconds takes (restore/import --timeout, deliver --lock-wait): a week.
+constexpr int kMaxWaitSeconds = 7 * 86400;
 // Adds `--timeout SECONDS` without input from a pipe before giving up (0 = wait) to restore or import.
 void AddStallTimeoutOption(CLI::App* command, int* timeout, const std::string& input);
 

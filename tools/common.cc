@@ -50,7 +50,7 @@ void AddStallTimeoutOption(CLI::App* command, int* timeout, const std::string& i
                    "seconds without input from " + input +
                        " before giving up with 75; 0 = wait, saying so after 60 s (default 0)")
       ->type_name("SECONDS")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, kMaxWaitSeconds, "SECONDS"));  // not 0 to DBL_MAX's 309 digits
 }
 
 std::string IsoTime(int64_t unix_seconds) {

@@ -711,6 +711,20 @@ TEST_F(Cli, DeliverDateOutsideTheStoresRangeIsRefusedInEitherForm) {
   EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "erin", "--date", "253402300799"}, Message("x", "x")).status, 0);
 }
 
+// restore --timeout -1 and deliver --lock-wait inf said "not in range 0.000000 to 1797693...", all
+// 309 digits of DBL_MAX: the range is a week, said in a few digits.
+TEST_F(Cli, SecondsOptionsHaveAReadableRange) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"restore", "--store", root_, "-f", "-", "--timeout", "-1"},
+        std::vector<std::string>{"import", "--store", root_, "-u", "x", "-s", "-", "--timeout", "604801"},
+        std::vector<std::string>{"deliver", "--store", root_, "--user", "x", "--lock-wait", "inf"}}) {
+    CliResult r = RunCli(args);
+    EXPECT_EQ(r.status, kUsage) << r.Describe();
+    EXPECT_NE(r.err.find("not in range 0 to 604800"), std::string::npos) << r.err;
+    EXPECT_LT(r.err.size(), 200u) << r.err;
+  }
+}
+
 TEST_F(Cli, ListShowsEveryMailboxAndParsesAsJson) {
   ASSERT_EQ(Deliver("alice", Message("a1", "one"), {"--create", "--date", "1719828000"}).status, 0);
   ASSERT_EQ(Deliver("alice", Message("a2", "two"), {"--create", "--folder", "Sent"}).status, 0);
