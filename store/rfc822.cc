@@ -75,13 +75,23 @@ int MonthNumber(std::string_view word) {
 // Zone names of RFC 5322 §4.3 with a known offset, in minutes east of UTC. UT, GMT, UTC, military
 // letters and anything unknown mean "no information" and count as +0000, which is also the default.
 bool NamedZoneOffset(std::string_view word, int* minutes) {
+  // RFC 5322 §4.3's obsolete zones, and the abbreviations mailers and mbox "From " lines (date(1)
+  // in the sender's zone) commonly write for European, Russian, Japanese, Australian, New Zealand,
+  // Alaskan and Hawaiian time. One that names two zones (IST: India, Ireland or Israel; AST,
+  // CST in China, ...) is not here: like any zone not known, it leaves the time read as UTC,
+  // which is RFC 5322's "-0000" (a UTC time whose local zone is unknown).
   static constexpr struct {
     std::string_view name;
-    int hours;
-  } kZones[] = {{"EST", -5}, {"EDT", -4}, {"CST", -6}, {"CDT", -5}, {"MST", -7}, {"MDT", -6}, {"PST", -8}, {"PDT", -7}};
+    int minutes;
+  } kZones[] = {{"UT", 0},         {"GMT", 0},        {"UTC", 0},        {"EST", -5 * 60},  {"EDT", -4 * 60},
+                {"CST", -6 * 60},  {"CDT", -5 * 60},  {"MST", -7 * 60},  {"MDT", -6 * 60},  {"PST", -8 * 60},
+                {"PDT", -7 * 60},  {"AKST", -9 * 60}, {"AKDT", -8 * 60}, {"HST", -10 * 60}, {"WET", 0},
+                {"WEST", 60},      {"BST", 60},       {"CET", 60},       {"CEST", 2 * 60},  {"MET", 60},
+                {"MEST", 2 * 60},  {"EET", 2 * 60},   {"EEST", 3 * 60},  {"MSK", 3 * 60},   {"JST", 9 * 60},
+                {"AEST", 10 * 60}, {"AEDT", 11 * 60}, {"NZST", 12 * 60}, {"NZDT", 13 * 60}};
   for (const auto& zone : kZones) {
     if (EqualsIgnoreCase(word, zone.name)) {
-      *minutes = zone.hours * 60;
+      *minutes = zone.minutes;
       return true;
     }
   }
@@ -281,7 +291,8 @@ std::optional<int64_t> ParseDateTime(std::string_view text) {
       } else if (have_time && EqualsIgnoreCase(token, "AM")) {
         if (hour == 12) hour = 0;
       }
-      // Anything else (day names, unknown zones such as "CET", "remote from host") carries no date.
+      // Anything else (day names, zones not known, "remote from host") carries no date: the time
+      // stays UTC, RFC 5322's -0000.
     }
   }
   if (!have_iso) {
