@@ -75,13 +75,23 @@ int MonthNumber(std::string_view word) {
 // Zone names of RFC 5322 §4.3 with a known offset, in minutes east of UTC. UT, GMT, UTC, military
 // letters and anything unknown mean "no information" and count as +0000, which is also the default.
 bool NamedZoneOffset(std::string_view word, int* minutes) {
+  // RFC 5322 §4.3's obsolete zones, and the abbreviations mailers and mbox "From " lines (date(1)
+  // in the sender's zone) commonly write for European, Russian, Japanese, Australian, New Zealand,
+  // Alaskan and Hawaiian time. One that names two zones (IST: India, Ireland or Israel; AST,
+  // CST in China, ...) is not here: like any zone not known, it leaves the time read as UTC,
+  // which is RFC 5322's "-0000" (a UTC time whose local zone is unknown).
   static constexpr struct {
     std::string_view name;
-    int hours;
-  } kZones[] = {{"EST", -5}, {"EDT", -4}, {"CST", -6}, {"CDT", -5}, {"MST", -7}, {"MDT", -6}, {"PST", -8}, {"PDT", -7}};
+    int minutes;
+  } kZones[] = {{"UT", 0},         {"GMT", 0},        {"UTC", 0},        {"EST", -5 * 60},  {"EDT", -4 * 60},
+                {"CST", -6 * 60},  {"CDT", -5 * 60},  {"MST", -7 * 60},  {"MDT", -6 * 60},  {"PST", -8 * 60},
+                {"PDT", -7 * 60},  {"AKST", -9 * 60}, {"AKDT", -8 * 60}, {"HST", -10 * 60}, {"WET", 0},
+                {"WEST", 60},      {"BST", 60},       {"CET", 60},       {"CEST", 2 * 60},  {"MET", 60},
+                {"MEST", 2 * 60},  {"EET", 2 * 60},   {"EEST", 3 * 60},  {"MSK", 3 * 60},   {"JST", 9 * 60},
+                {"AEST", 10 * 60}, {"AEDT", 11 * 60}, {"NZST", 12 * 60}, {"NZDT", 13 * 60}};
   for (const auto& zone : kZones) {
     if (EqualsIgnoreCase(word, zone.name)) {
-      *minutes = zone.hours * 60;
+      *minutes = zone.minutes;
       return true;
     }
   }
@@ -241,9 +251,9 @@ int ExpandYear(std::string_view digits) {
   return value;
 }
 
-// The date-time text of a Date: field (or of an mbox "From " line) as unix seconds; 0 if it cannot
-// be read. Accepts "[dow,] dd mon yyyy hh:mm[:ss] zone" and "dow mon dd hh:mm[:ss] [zone] yyyy".
-int64_t ParseDateTime(std::string_view text) {
+// The date-time text of a Date: field (or of an mbox "From " line) as unix seconds; nullopt if it
+// cannot be read. Accepts "[dow,] dd mon yyyy hh:mm[:ss] zone" and "dow mon dd hh:mm[:ss] [zone] yyyy".
+std::optional<int64_t> ParseDateTime(std::string_view text) {
   const std::string clean = StripComments(text);
   int month = 0;
   int day = 0;
@@ -256,7 +266,7 @@ int64_t ParseDateTime(std::string_view text) {
   std::vector<std::string_view> numbers;  // day and year, in the order they appear
   for (std::string_view token : Tokenize(clean)) {
     if (token.find(':') != std::string_view::npos && !have_time && IsDigit(token[0])) {
-      if (!ParseTime(token, &hour, &minute, &second)) return 0;
+      if (!ParseTime(token, &hour, &minute, &second)) return std::nullopt;
       have_time = true;
     } else if (token[0] == '+' || token[0] == '-') {
       int minutes = 0;
@@ -265,7 +275,7 @@ int64_t ParseDateTime(std::string_view text) {
         have_zone = true;
       }
     } else if (AllDigits(token)) {
-      if (token.size() > 4) return 0;
+      if (token.size() > 4) return std::nullopt;
       numbers.push_back(token);
     } else if (!have_iso && ParseIsoDate(token, &year, &month, &day)) {
       have_iso = true;
@@ -281,22 +291,23 @@ int64_t ParseDateTime(std::string_view text) {
       } else if (have_time && EqualsIgnoreCase(token, "AM")) {
         if (hour == 12) hour = 0;
       }
-      // Anything else (day names, unknown zones such as "CET", "remote from host") carries no date.
+      // Anything else (day names, zones not known, "remote from host") carries no date: the time
+      // stays UTC, RFC 5322's -0000.
     }
   }
   if (!have_iso) {
-    if (month == 0 || numbers.size() < 2) return 0;
+    if (month == 0 || numbers.size() < 2) return std::nullopt;
     // Day comes before year in both RFC 5322 and asctime order; a 3-4 digit first number is a year.
     std::string_view day_digits = numbers[0];
     std::string_view year_digits = numbers[1];
     if (day_digits.size() > 2) std::swap(day_digits, year_digits);
-    if (day_digits.size() > 2) return 0;
+    if (day_digits.size() > 2) return std::nullopt;
     day = ToInt(day_digits);
     year = ExpandYear(year_digits);
   }
-  if (!have_time) return 0;
-  if (month < 1 || month > 12 || year < 1 || day < 1 || day > DaysInMonth(year, month)) return 0;
-  if (hour > 23 || minute > 59 || second > 60) return 0;
+  if (!have_time) return std::nullopt;
+  if (month < 1 || month > 12 || year < 1 || day < 1 || day > DaysInMonth(year, month)) return std::nullopt;
+  if (hour > 23 || minute > 59 || second > 60) return std::nullopt;
   return DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - zone_minutes * 60;
 }
 
@@ -327,7 +338,9 @@ uint32_t HeaderSize(std::string_view message) {
 
 int64_t SentDate(std::string_view header) {
   const std::optional<std::string> value = FieldValue(header, "Date");
-  return value ? ParseDateTime(*value) : 0;
+  return value ? ParseDateTime(*value).value_or(0) : 0;
 }
+
+std::optional<int64_t> ParseDateTimeText(std::string_view text) { return ParseDateTime(text); }
 
 }  // namespace storemove::store

@@ -181,6 +181,9 @@ std::string MessageRelPath(uint32_t uid);
 uint32_t HeaderSize(std::string_view message);
 // The Date: header of a header block as unix seconds, 0 if absent or unparseable.
 int64_t SentDate(std::string_view header);
+// A date-time as a Date: field (or an mbox "From " line) writes it, as unix seconds; nullopt if it
+// cannot be read (where SentDate says 0, which is also 1970-01-01T00:00:00Z).
+std::optional<int64_t> ParseDateTimeText(std::string_view text);
 
 enum class Durability : uint8_t {
   kNone,   // rely on the OS page cache (survives kill -9, not power loss)

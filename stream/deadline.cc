@@ -2,8 +2,10 @@
 
 #include <cctype>
 #include <ctime>
+#include <vector>
 
 #include "util/error.h"
+#include "util/local_time.h"
 #include "util/printable.h"
 
 namespace storemove::stream {
@@ -60,17 +62,10 @@ WallClock::time_point ParseDuration(std::string_view text, WallClock::time_point
   return now + std::chrono::seconds(seconds);
 }
 
-// Local broken-down time to a time point; kInvalidArgument unless mktime kept every field (a
-// day 31 of a 30-day month, 24:00, a time skipped by a daylight-saving change).
-WallClock::time_point FromLocal(std::string_view text, std::tm tm) {
-  const std::tm asked = tm;
-  tm.tm_isdst = -1;
-  std::time_t t = std::mktime(&tm);
-  if (t == static_cast<std::time_t>(-1) || tm.tm_year != asked.tm_year || tm.tm_mon != asked.tm_mon ||
-      tm.tm_mday != asked.tm_mday || tm.tm_hour != asked.tm_hour || tm.tm_min != asked.tm_min ||
-      tm.tm_sec != asked.tm_sec)
-    Bad(text, "no such local time");
-  return WallClock::from_time_t(t);
+// Why a local date and time has no instant: no such date, or a change of the clocks skips it.
+std::string NoSuchLocalTime(const LocalDateTime& at) {
+  if (!IsCalendarDate(at.year, at.month, at.day)) return "no such date";
+  return "no such local time in " + LocalZoneName() + ": the clocks moved forward";
 }
 
 }  // namespace
@@ -90,7 +85,6 @@ WallClock::time_point ParseDeadline(std::string_view text, WallClock::time_point
     }
     return WallClock::from_time_t(static_cast<std::time_t>(seconds));
   }
-  std::tm tm{};
   size_t pos = 0;
   int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
   const bool dated = text.size() > 4 && text[4] == '-';
@@ -106,36 +100,37 @@ WallClock::time_point ParseDeadline(std::string_view text, WallClock::time_point
     Bad(text, "not a time");
   if (pos != text.size()) Bad(text, "unexpected text after the time");
   if (hour > 23 || minute > 59 || second > 59) Bad(text, "no such time of day");
-  WallClock::time_point when;
   if (dated) {
-    tm.tm_year = year - 1900;
-    tm.tm_mon = month - 1;
-    tm.tm_mday = day;
-    tm.tm_hour = hour;
-    tm.tm_min = minute;
-    tm.tm_sec = second;
-    when = FromLocal(text, tm);
-    if (when <= now) Bad(text, "already passed");
-  } else {
-    // The next such time: today's, or tomorrow's once today's has passed.
-    std::time_t t = WallClock::to_time_t(now);
-    localtime_r(&t, &tm);
-    for (int days = 0; days < 3; ++days) {
-      std::tm at = tm;
-      at.tm_mday += days;
-      at.tm_hour = hour;
-      at.tm_min = minute;
-      at.tm_sec = second;
-      at.tm_isdst = -1;
-      std::time_t t2 = std::mktime(&at);  // normalises the day
-      // A time a daylight-saving change skips that day comes back moved: the next day has it.
-      if (t2 == static_cast<std::time_t>(-1) || at.tm_hour != hour || at.tm_min != minute) continue;
-      when = WallClock::from_time_t(t2);
-      if (when > now) return when;
-    }
-    Bad(text, "no such local time");
+    // In an hour the clocks repeat, the first of its instants still ahead.
+    const std::vector<int64_t> instants = LocalInstants({year, month, day, hour, minute, second});
+    if (instants.empty()) Bad(text, NoSuchLocalTime({year, month, day, hour, minute, second}));
+    for (int64_t t : instants)
+      if (WallClock::from_time_t(static_cast<std::time_t>(t)) > now) return WallClock::from_time_t(static_cast<std::time_t>(t));
+    Bad(text, "already passed");
   }
-  return when;
+  // The next instant the local clock shows that time: today's, or tomorrow's once today's has
+  // passed; in an hour the clocks repeat, the first still ahead. On a day the clocks skip it
+  // (02:30 when they jump from 02:00 to 03:00), the moment of the jump: the clock is past it then,
+  // and a window that ends every night at HH:MM still ends that night.
+  const std::time_t now_t = WallClock::to_time_t(now);
+  std::tm today{};
+  ::tzset();  // localtime_r need not read TZ again (a test changes it)
+  localtime_r(&now_t, &today);
+  for (int days = 0; days < 3; ++days) {
+    std::tm date{};
+    date.tm_year = today.tm_year;
+    date.tm_mon = today.tm_mon;
+    date.tm_mday = today.tm_mday + days;
+    date.tm_hour = 12;
+    const std::time_t noon = ::timegm(&date);  // normalises the day (the month, the year)
+    gmtime_r(&noon, &date);
+    const LocalDateTime at{date.tm_year + 1900, date.tm_mon + 1, date.tm_mday, hour, minute, second};
+    std::vector<int64_t> instants = LocalInstants(at);
+    if (instants.empty()) instants.push_back(LocalClockReaches(at));
+    for (int64_t t : instants)
+      if (WallClock::from_time_t(static_cast<std::time_t>(t)) > now) return WallClock::from_time_t(static_cast<std::time_t>(t));
+  }
+  Bad(text, "no such local time");
 }
 
 std::string DeadlineText(WallClock::time_point when) {

@@ -23,6 +23,7 @@
 
 #include "store/admin.h"
 #include "util/error.h"
+#include "util/iso_time.h"
 #include "util/fs.h"
 #include "util/printable.h"
 #include "util/version.h"
@@ -370,7 +371,10 @@ class Migration {
 
   MigrateReport Run() {
     auto start = Clock::now();
-    if (options_.deadline) report_.deadline = DeadlineText(*options_.deadline);
+    if (options_.deadline) {
+      report_.deadline = DeadlineText(*options_.deadline);
+      report_.deadline_utc = IsoUtcTime(int64_t(WallClock::to_time_t(*options_.deadline)));
+    }
     // The deadline cuts off whatever waits (a session's read, a lock, a retry's delay) at once;
     // every step also checks the clock itself before it starts (Cancelled).
     DeadlineTimer timer(options_.deadline, [this] { ReachDeadline(); });
@@ -1187,7 +1191,9 @@ std::string MigrateReport::Json() const {
   j["users_in_no_group_names"] = no_group_names;
   j["recovered"] = recovered;
   j["interrupted"] = interrupted;
-  j["deadline"] = deadline.empty() ? nlohmann::json(nullptr) : nlohmann::json(deadline);
+  // ISO 8601 UTC ("2026-12-05T07:37:03Z"): "2026-12-05 04:07:03 NST" named a zone a reader
+  // elsewhere cannot resolve. The fleet report shows it as it comes, either form.
+  j["deadline"] = deadline_utc.empty() ? nlohmann::json(nullptr) : nlohmann::json(deadline_utc);
   j["deadline_reached"] = deadline_reached;
   j["destination_unreachable"] =
       destination_unreachable.empty() ? nlohmann::json(nullptr) : nlohmann::json(destination_unreachable);

@@ -119,7 +119,8 @@ struct MigrateReport {
   std::vector<std::string> recovered;  // what the start put back from a killed run's journals
   bool interrupted = false;            // options.client.cancel was cancelled (a signal)
   bool deadline_reached = false;       // options.deadline came before every group was done
-  std::string deadline;                // DeadlineText of options.deadline ("" without one)
+  std::string deadline;                // DeadlineText of options.deadline ("" without one): the text report's
+  std::string deadline_utc;            // the same instant in ISO 8601 UTC: the JSON report's (no zone abbreviation)
   // Why the destination was found down: the last error of the first group that ran out of
   // attempts without one connection ("" if none did). No group starts after that.
   std::string destination_unreachable;

@@ -26,6 +26,7 @@ struct BackupCliOptions {
   std::string file;
   std::string names_file;
   std::string since;
+  bool since_given = false;  // -d "" is a mistake, not a full backup
   std::string compress = "1";
   int threads = 0;
   size_t reads = 0;
@@ -62,7 +63,7 @@ int RunBackup(const BackupCliOptions& o) {
   }
   if (options.names.empty()) options.names.push_back("/");
   options.groups_file = o.groups;
-  if (!o.since.empty()) {
+  if (o.since_given) {
     options.since = ParseBackupDate(o.since);
     // A typo of the year: a stream that can hold nothing, which restores "fine" (helper-81).
     if (options.since > ::time(nullptr))
@@ -158,7 +159,10 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   c->add_option("-u", o->names_file,
                 "file listing the names to back up, one per line: names as above, or a user id alone (all of its "
                 "mailboxes, as Sun's files of user names)")->type_name("FILE");
-  c->add_option("-d", o->since, "only messages stored at or after this local time (refused when in the future)")->type_name("YYYYMMDD[:HHMMSS]");
+  CLI::Option* since = c->add_option("-d", o->since,
+                                     "only messages stored at or after this local time (the earlier one in an hour the clocks "
+                                     "repeat; refused when in the future, before 1970 or skipped by the clocks)")
+                           ->type_name("YYYYMMDD[:HHMMSS]");
   c->add_option("--compress", o->compress, "zstd level 1-19, adapt (from level 1, lower while compressing holds the backup back, higher while the output does; "
                  "-f only, without --threads), "
                  "or none (default 1: with the 32 MiB long-distance window it already beats tar | zstd -3)")->type_name("LEVEL|adapt|none");
@@ -175,7 +179,10 @@ void AddBackupCommand(CLI::App& root, Action* chosen) {
   c->add_option("names", o->names,
                 "what to back up: /, /PARTITION, /PARTITION/GROUP, /PARTITION/GROUP/USER, or a mailbox "
                 "user/USER/FOLDER (wildcards: * crosses levels, % does not; user/USER and user/% are INBOXes, user/* is every mailbox); default /");
-  c->callback([o, chosen] { *chosen = [o] { return RunBackup(*o); }; });
+  c->callback([o, chosen, since] {
+    o->since_given = since->count() > 0;
+    *chosen = [o] { return RunBackup(*o); };
+  });
 }
 
 }  // namespace storemove::tools

@@ -223,16 +223,17 @@ void AddDeliverCommand(CLI::App& root, Action* chosen) {
       ->type_name("USER");
   command->add_option("--folder,-d", options->folder, "folder to deliver to (default: INBOX)")->type_name("FOLDER");
   command->add_option("--flags", options->flags, "system flags to set, e.g. Seen,Flagged")->type_name("NAMES");
-  command->add_option("--date", options->date, "internal date: RFC 5322 date or unix seconds (default: now)")
+  command->add_option("--date", options->date, "internal date: RFC 5322 date or unix seconds (default: now); after 1970-01-01T00:00:00Z, "
+                      "not after 9999-12-31T23:59:59Z")
       ->type_name("DATE");
   command->add_flag("--create", options->create, "create a missing user and folder (any depth)");
   command->add_flag("-v,--verbose", options->verbose, "print the UID assigned");
   command
       ->add_option("--lock-wait", options->lock_wait,
-                   "seconds to wait for a folder another process holds locked before deferring (75); 0 = no limit "
-                   "(default 300)")
+                   "seconds to wait for a folder another process holds locked before deferring (75); 0 = no limit, "
+                   "at most 604800 (default 300)")
       ->type_name("SECONDS")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, kMaxWaitSeconds, "SECONDS"));  // not 0 to DBL_MAX's 309 digits
   command->footer(
       "Exit status: 0 delivered and durable; 67 unknown user (bounce); 75 user on hold, moved to another "
       "host (the message names it), over quota, without its INBOX yet (a restore or import of the user "

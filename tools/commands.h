@@ -55,13 +55,17 @@ std::unique_ptr<store::Store> OpenStore(const std::string& store_dir, store::Sto
 // as "storemove COMMAND: ..." after a minute (or half `timeout`), and give up at `timeout` (0:
 // never); `holding` says what they hold meanwhile.
 StallPolicy PipeStallPolicy(const char* command, int timeout, std::string holding);
+// The longest wait an option of seconds takes (restore/import --timeout, deliver --lock-wait): a week.
+constexpr int kMaxWaitSeconds = 7 * 86400;
 // Adds `--timeout SECONDS` without input from a pipe before giving up (0 = wait) to restore or import.
 void AddStallTimeoutOption(CLI::App* command, int* timeout, const std::string& input);
 
 // Unix seconds as ISO 8601 UTC ("2024-07-01T10:00:00Z"); "-" for 0 (never).
 std::string IsoTime(int64_t unix_seconds);
 // Unix seconds from either a decimal number or an RFC 5322 date ("Tue, 1 Jul 2024 10:00:00 +0200");
-// kInvalidArgument naming `what` when it is neither.
+// kInvalidArgument naming `what` when it is neither, or when it is not after 1970-01-01T00:00:00Z
+// (0 is a message's "no date", which the store replaces with now) or is after
+// 9999-12-31T23:59:59Z (an mbox "From " line cannot carry a year of five digits).
 int64_t ParseTime(std::string_view text, std::string_view what);
 // A byte count: decimal, optionally with a binary suffix K, M, G or T ("512M").
 uint64_t ParseByteCount(std::string_view text, std::string_view what);

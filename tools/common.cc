@@ -3,11 +3,18 @@
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <optional>
 
 #include "tools/commands.h"
 #include "util/error.h"
 
 namespace storemove::tools {
+namespace {
+
+// 9999-12-31T23:59:59Z: the last second of a four-digit year.
+constexpr int64_t kLastFourDigitYearSecond = 253402300799;
+
+}  // namespace
 
 void AddStoreOption(CLI::App* command, std::string* store_dir) {
   command->add_option("--store", *store_dir, "store root directory (default: $STOREMOVE_STORE)")
@@ -43,7 +50,7 @@ void AddStallTimeoutOption(CLI::App* command, int* timeout, const std::string& i
                    "seconds without input from " + input +
                        " before giving up with 75; 0 = wait, saying so after 60 s (default 0)")
       ->type_name("SECONDS")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, kMaxWaitSeconds, "SECONDS"));  // not 0 to DBL_MAX's 309 digits
 }
 
 std::string IsoTime(int64_t unix_seconds) {
@@ -59,14 +66,22 @@ std::string IsoTime(int64_t unix_seconds) {
 int64_t ParseTime(std::string_view text, std::string_view what) {
   bool all_digits = !text.empty() && text.size() <= 18 &&
                     text.find_first_not_of("0123456789") == std::string_view::npos;
-  if (all_digits) return std::stoll(std::string(text));
-  // The store's own Date: header parser, so --date accepts exactly what a message header may say.
-  int64_t parsed = store::SentDate("Date: " + std::string(text) + "\r\n\r\n");
-  if (parsed == 0) {
+  // The store's own Date: header parser, so --date accepts exactly what a message header may say;
+  // both forms then meet the same limits.
+  const std::optional<int64_t> parsed =
+      all_digits ? std::optional<int64_t>(std::stoll(std::string(text))) : store::ParseDateTimeText(text);
+  if (!parsed) {
     Throw(Errc::kInvalidArgument, std::string(what) + ": cannot parse '" + std::string(text) +
                                       "' (give an RFC 5322 date or unix seconds)");
   }
-  return parsed;
+  if (*parsed <= 0)
+    Throw(Errc::kInvalidArgument, std::string(what) + ": '" + std::string(text) +
+                                      "' is not after 1970-01-01T00:00:00Z, and a message's date must be (0 is its "
+                                      "\"no date\", which the store replaces with the time of storing)");
+  if (*parsed > kLastFourDigitYearSecond)
+    Throw(Errc::kInvalidArgument, std::string(what) + ": '" + std::string(text) +
+                                      "' is after 9999-12-31T23:59:59Z (an mbox \"From \" line, export's, cannot carry it)");
+  return *parsed;
 }
 
 uint64_t ParseByteCount(std::string_view text, std::string_view what) {

@@ -5,8 +5,10 @@
 
 #include <cstdio>
 #include <ctime>
+#include <vector>
 
 #include "util/error.h"
+#include "util/local_time.h"
 
 namespace storemove::tools {
 
@@ -22,26 +24,37 @@ Compression ParseCompression(const std::string& text, bool adapt_allowed) {
 }
 
 int64_t ParseBackupDate(const std::string& text) {
-  std::tm tm{};
+  if (text.empty()) Throw(Errc::kInvalidArgument, "-d needs a date (YYYYMMDD[:HHMMSS]); leave -d out for a full backup");
   int y, mo, d, h = 0, mi = 0, s = 0;
   char tail;
-  bool ok = std::sscanf(text.c_str(), "%4d%2d%2d%c", &y, &mo, &d, &tail) == 3 && text.size() == 8;
+  const bool dated_only = std::sscanf(text.c_str(), "%4d%2d%2d%c", &y, &mo, &d, &tail) == 3 && text.size() == 8;
+  bool ok = dated_only;
   if (!ok) ok = std::sscanf(text.c_str(), "%4d%2d%2d:%2d%2d%2d%c", &y, &mo, &d, &h, &mi, &s, &tail) == 6 && text.size() == 15;
   if (!ok || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 59)
     Throw(Errc::kInvalidArgument, "-d: '" + text + "' is not YYYYMMDD[:HHMMSS]");
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = s;
-  tm.tm_isdst = -1;
-  const int64_t t = static_cast<int64_t>(std::mktime(&tm));
-  // mktime moves 20260230 to March 2nd: a date that does not exist is refused, not shifted.
-  if (tm.tm_mday != d || tm.tm_mon != mo - 1 || tm.tm_year != y - 1900)
+  // A date that does not exist is refused, not moved (mktime makes 20260230 March 2nd).
+  if (!IsCalendarDate(y, mo, d))
     Throw(Errc::kInvalidArgument, "-d: '" + text + "' is not a date (" + std::to_string(mo) + "/" + std::to_string(y) +
                                       " has no day " + std::to_string(d) + ")");
-  return t;
+  // No message was stored before 1970 (save times count from it); year 0000 was a typo.
+  if (y < 1970)
+    Throw(Errc::kInvalidArgument, "-d: '" + text + "' is before 1970, when no message can have been stored; leave -d out for a full backup");
+  const LocalDateTime at{y, mo, d, h, mi, s};
+  const std::vector<int64_t> instants = LocalInstants(at);
+  // An hour the clocks repeat (autumn) shows this time twice: the earlier instant, in every
+  // zone. A dated backup must not miss mail; what it holds twice, restore finds already present.
+  if (!instants.empty()) return instants.front();
+  if (dated_only) {
+    // Midnight skipped by a change of the clocks (Santiago, Havana): the day begins at the jump.
+    // A day skipped entirely (Samoa, 2011-12-30) is no day to count from.
+    const int64_t start = LocalClockReaches(at);
+    const std::time_t t = static_cast<std::time_t>(start);
+    std::tm tm{};
+    if (::localtime_r(&t, &tm) != nullptr && tm.tm_year == y - 1900 && tm.tm_mon == mo - 1 && tm.tm_mday == d)
+      return start;
+    Throw(Errc::kInvalidArgument, "-d: '" + text + "': no such local day in " + LocalZoneName() + ": the clocks skipped it");
+  }
+  Throw(Errc::kInvalidArgument, "-d: '" + text + "': no such local time in " + LocalZoneName() + ": the clocks moved forward");
 }
 
 void ReportSession(const stream::SessionReport& report, const std::string& verb, bool json) {

@@ -7,6 +7,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "store/store.h"
@@ -60,16 +61,32 @@ TEST(SentDateTest, ObsoleteForms) {
   EXPECT_EQ(Date("Sun, 10 Oct 2010 10:10:10 MDT"), 1286727010);
   EXPECT_EQ(Date("Sun, 10 Oct 2010 10:10:10 PST"), 1286734210);
   EXPECT_EQ(Date("Sun, 10 Oct 2010 10:10:10 pst"), 1286734210);
-  // Military zones and unknown names carry no usable offset: +0000.
+  // Military zones and unknown or ambiguous names carry no usable offset: -0000 (RFC 5322 §4.3),
+  // the time read as UTC.
   EXPECT_EQ(Date("Tue, 16 Jul 2002 12:11:35 Z"), 1026821495);
   EXPECT_EQ(Date("Tue, 16 Jul 2002 12:11:35 A"), 1026821495);
-  EXPECT_EQ(Date("Tue, 16 Jul 2002 12:11:35 CET"), 1026821495);
+  EXPECT_EQ(Date("Tue, 16 Jul 2002 12:11:35 IST"), 1026821495);  // India, Ireland or Israel
+  EXPECT_EQ(Date("Tue, 16 Jul 2002 12:11:35 XYZT"), 1026821495);
   EXPECT_EQ(Date("Tue, 16 Jul 2002 12:11:35 UTC"), 1026821495);
   // Extra white space, comments (nested, quoted-pair), space before the colon of the name.
   EXPECT_EQ(Date("  Tue ,  16   Jul\t2002  12:11:35   +0300  "), 1026810695);
   EXPECT_EQ(Date("Tue, 16 Jul 2002 12:11:35 +0300 (IDT)"), 1026810695);
   EXPECT_EQ(Date("(a (nested \\) comment)) Tue, 16 (x) Jul 2002 12:11:35 +0300"), 1026810695);
   EXPECT_EQ(SentDate("Date : Tue, 16 Jul 2002 12:11:35 +0300\n\n"), 1026810695);
+}
+
+// An mbox "From " line written by date(1) in Berlin says CEST: it was read as UTC (two hours
+// late) while EST was honoured. The common unambiguous abbreviations count.
+TEST(SentDateTest, CommonZoneAbbreviations) {
+  const int64_t utc = 1026821495;  // Tue, 16 Jul 2002 12:11:35 +0000
+  const std::vector<std::pair<const char*, int>> zones = {
+      {"CET", 60},       {"CEST", 120}, {"cest", 120},  {"MET", 60},     {"MEST", 120},   {"WET", 0},
+      {"WEST", 60},      {"BST", 60},   {"EET", 120},   {"EEST", 180},   {"MSK", 180},    {"JST", 540},
+      {"AEST", 600},     {"AEDT", 660}, {"NZST", 720},  {"NZDT", 780},   {"HST", -600},   {"AKST", -540},
+      {"AKDT", -480},    {"GMT", 0},    {"UT", 0}};
+  for (const auto& [zone, minutes] : zones)
+    EXPECT_EQ(Date(std::string("Tue, 16 Jul 2002 12:11:35 ") + zone), utc - minutes * 60) << zone;
+  EXPECT_EQ(SentDate("Date: Tue Jul 16 12:11:35 CEST 2002\n\n"), utc - 7200);  // as an mbox "From " line has it
 }
 
 TEST(SentDateTest, FormsSeenInTheWild) {

@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <ctime>
+#include <string>
 
 #include "util/error.h"
 
@@ -22,6 +24,27 @@ WallClock::time_point Local(int year, int month, int day, int hour, int minute, 
   tm.tm_isdst = -1;
   return WallClock::from_time_t(std::mktime(&tm));
 }
+
+// TZ for one test, then back to what it was.
+class Zone {
+ public:
+  explicit Zone(const char* tz) {
+    if (const char* old = std::getenv("TZ")) old_ = old, had_ = true;
+    ::setenv("TZ", tz, 1);
+    ::tzset();
+  }
+  ~Zone() {
+    if (had_) ::setenv("TZ", old_.c_str(), 1);
+    else ::unsetenv("TZ");
+    ::tzset();
+  }
+
+ private:
+  std::string old_;
+  bool had_ = false;
+};
+
+WallClock::time_point Utc(int64_t seconds) { return WallClock::from_time_t(static_cast<std::time_t>(seconds)); }
 
 TEST(Deadline, DurationsCountFromNow) {
   const auto now = Local(2026, 12, 3, 23, 0);
@@ -59,6 +82,41 @@ TEST(Deadline, WhatIsNoDeadlineIsRefusedNamingIt) {
       EXPECT_EQ(e.code(), Errc::kInvalidArgument) << bad;
       EXPECT_NE(std::string(e.what()).find(std::string("--deadline '") + bad + "'"), std::string::npos) << e.what();
     }
+  }
+}
+
+// Berlin, Saturday 2027-03-27 23:00 CET: tomorrow's 02:30 does not exist (02:00 CET -> 03:00
+// CEST). The next such time was taken on Monday, 27.5 hours away; now the jump ends the window
+// (01:00Z, 03:00 CEST), the moment the clock passes 02:30. The night after is as asked.
+TEST(Deadline, ATimeOfDayTheClocksSkipIsTheMomentOfTheJump) {
+  Zone zone("Europe/Berlin");
+  const auto now = Utc(1806184800);  // 2027-03-27T22:00:00Z
+  EXPECT_EQ(ParseDeadline("02:30", now), Utc(1806195600));  // 2027-03-28T01:00:00Z
+  EXPECT_EQ(ParseDeadline("02:30", Utc(1806195600)), Utc(1806280200));  // 2027-03-29 02:30 CEST, 00:30Z
+  EXPECT_EQ(ParseDeadline("03:00", now), Utc(1806195600));
+}
+
+// Berlin, 2026-10-25 at 02:10 CEST (00:10Z): 02:30 is shown at 00:30Z (CEST) and again at 01:30Z
+// (CET). The next one is 20 minutes away, not 80; past it, the second one is next.
+TEST(Deadline, ATimeOfDayTheClocksRepeatIsItsFirstInstantAhead) {
+  Zone zone("Europe/Berlin");
+  EXPECT_EQ(ParseDeadline("02:30", Utc(1792887000)), Utc(1792888200));  // 00:10Z -> 00:30Z
+  EXPECT_EQ(ParseDeadline("02:30", Utc(1792889400)), Utc(1792891800));  // 00:50Z (02:50 CEST) -> 01:30Z
+  EXPECT_EQ(ParseDeadline("2026-10-25T02:30", Utc(1792887000)), Utc(1792888200));
+  EXPECT_EQ(ParseDeadline("2026-10-25T02:30", Utc(1792889400)), Utc(1792891800));
+}
+
+// The dated form names a time the clocks skip: refused, saying why and in which zone.
+TEST(Deadline, ADatedTimeTheClocksSkipIsRefusedNamingTheZone) {
+  Zone zone("America/New_York");
+  try {
+    ParseDeadline("2027-03-14T02:30", Utc(1764820800));
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("no such local time in TZ America/New_York: the clocks moved forward"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -39,6 +39,7 @@
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/iso_time.h"
 
 namespace storemove::stream {
 namespace {
@@ -1321,6 +1322,8 @@ TEST(MigrateDeadline, NothingStartsAfterItAndARerunFinishes) {
   EXPECT_NE(r.Text().find("deadline " + DeadlineText(*o.deadline) + " reached: 1 group cut off and 1 group not started, served"),
             std::string::npos)
       << r.Text();
+  // The JSON report's deadline is ISO 8601 UTC, not the text's local time and zone abbreviation.
+  EXPECT_EQ(nlohmann::json::parse(r.Json())["deadline"], IsoUtcTime(int64_t(WallClock::to_time_t(*o.deadline))));
   EXPECT_EQ(Statuses(*src), before);  // never held
   EXPECT_EQ(r.users_put_back, 0u);
 

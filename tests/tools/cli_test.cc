@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <signal.h>
 
+#include <array>
 #include <filesystem>
 #include <ctime>
 #include <fstream>
@@ -430,6 +431,58 @@ TEST_F(Cli, BackupSinceRefusesADateThatDoesNotExist) {
   EXPECT_EQ(RunCli({"backup", "--store", root_, "-d", "20240229", "-f", dir_ / "x.smv"}).status, 0);
 }
 
+// backup -d in an hour the clocks repeat (Berlin 2026-10-25 02:30 is 00:30Z CEST and 01:30Z CET)
+// took the later instant in some zones and the earlier in others; a message stored between them
+// was in neither the full backup nor the dated one. The earlier, in every zone.
+TEST_F(Cli, BackupSinceInAnHourTheClocksRepeatIsItsEarlierInstant) {
+  ASSERT_EQ(Deliver("gina", Message("a", "a"), {"--create"}).status, 0);
+  const std::vector<std::array<const char*, 3>> cases = {
+      {"Europe/Berlin", "20261025:023000", "since 2026-10-25T00:30:00Z"},
+      {"America/New_York", "20261101:013000", "since 2026-11-01T05:30:00Z"},
+      {"Europe/Moscow", "20141026:013000", "since 2014-10-25T21:30:00Z"}};
+  for (const auto& [tz, date, since] : cases) {
+    CliResult r = RunCli({"backup", "--store", root_, "-d", date, "-f", dir_ / "x.smv"}, "", {std::string("TZ=") + tz});
+    ASSERT_EQ(r.status, 0) << tz << ": " << r.Describe();
+    r = RunCli({"restore", "-t", "-f", dir_ / "x.smv"});
+    EXPECT_NE(r.out.find(since), std::string::npos) << tz << ": " << r.out;
+  }
+}
+
+// A local time the clocks skip (New York 2026-03-08 02:30) was moved an hour on; a day they skip
+// (Samoa 2011-12-30) was "12/2011 has no day 30". Both refused, naming the zone and why; a
+// midnight they skip (Santiago 2026-09-06 00:00 -> 01:00) starts the day at the jump.
+TEST_F(Cli, BackupSinceTheClocksSkipIsRefusedSayingWhy) {
+  ASSERT_EQ(Deliver("gina", Message("a", "a"), {"--create"}).status, 0);
+  CliResult r = RunCli({"backup", "--store", root_, "-d", "20260308:023000", "-f", dir_ / "x.smv"}, "",
+                       {"TZ=America/New_York"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find("-d: '20260308:023000': no such local time in TZ America/New_York: the clocks moved forward"),
+            std::string::npos)
+      << r.err;
+  r = RunCli({"backup", "--store", root_, "-d", "20111230", "-f", dir_ / "x.smv"}, "", {"TZ=Pacific/Apia"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find("-d: '20111230': no such local day in TZ Pacific/Apia: the clocks skipped it"), std::string::npos)
+      << r.err;
+  r = RunCli({"backup", "--store", root_, "-d", "20260906", "-f", dir_ / "x.smv"}, "", {"TZ=America/Santiago"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(RunCli({"restore", "-t", "-f", dir_ / "x.smv"}).out.find("since 2026-09-06T04:00:00Z"), std::string::npos);
+}
+
+// -d "" was a full backup, exit 0; -d 00000101 was accepted and shown "since 0-01-01T00:00:00Z".
+TEST_F(Cli, BackupSinceEmptyOrBefore1970IsRefused) {
+  ASSERT_EQ(Deliver("gina", Message("a", "a"), {"--create"}).status, 0);
+  CliResult r = RunCli({"backup", "--store", root_, "-d", "", "-f", dir_ / "x.smv"});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find("-d needs a date"), std::string::npos) << r.err;
+  for (const char* date : {"00000101", "19691231:235959"}) {
+    r = RunCli({"backup", "--store", root_, "-d", date, "-f", dir_ / "x.smv"}, "", {"TZ=UTC"});
+    EXPECT_EQ(r.status, 64) << date << ": " << r.Describe();
+    EXPECT_NE(r.err.find(std::string("-d: '") + date + "' is before 1970"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "x.smv"));
+  EXPECT_EQ(RunCli({"backup", "--store", root_, "-d", "19700101", "-f", dir_ / "x.smv"}, "", {"TZ=UTC"}).status, 0);
+}
+
 // restore -t of a dated stream: each mailbox line's counts are the whole folder's at the source,
 // and says so; they were read as what the stream holds (helper-81).
 TEST_F(Cli, TheContentsOfADatedStreamSayItsMailboxCountsAreTheSources) {
@@ -662,6 +715,45 @@ TEST_F(Cli, BadNamesAreUsageErrorsAndChangeNothing) {
     EXPECT_TRUE(r.out.empty()) << shown << r.out;
   }
   EXPECT_EQ(StoreState(root_), before);
+}
+
+// deliver --date 0 stored the time of delivery (0 is a message's "no date"), the same instant
+// written as a date was "cannot parse", and a date in the year 10000 was stored, which export's
+// mbox "From " line then could not carry. Both forms meet the same limits, refused saying so.
+TEST_F(Cli, DeliverDateOutsideTheStoresRangeIsRefusedInEitherForm) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"0", "is not after 1970-01-01T00:00:00Z"},
+      {"Thu, 01 Jan 1970 00:00:00 +0000", "is not after 1970-01-01T00:00:00Z"},
+      {"Wed, 31 Dec 1969 23:59:59 +0000", "is not after 1970-01-01T00:00:00Z"},
+      {"253402300800", "is after 9999-12-31T23:59:59Z"},
+      {"Sat, 01 Jan 10000 00:00:00 +0000", ""}};  // five digits: no year of a date, "cannot parse"
+  for (const auto& [date, why] : cases) {
+    CliResult r = RunCli({"deliver", "--store", root_, "--user", "erin", "--create", "--date", date}, Message("x", "x"));
+    EXPECT_EQ(r.status, kUsage) << date << ": " << r.Describe();
+    EXPECT_NE(r.err.find(why.empty() ? "--date: cannot parse '" + date + "'" : "--date: '" + date + "' " + why),
+              std::string::npos)
+        << r.err;
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  }
+  EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "erin", "--create", "--date", "1"}, Message("x", "x")).status, 0);
+  EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "erin", "--date", "Thu, 01 Jan 1970 00:00:01 +0000"},
+                   Message("x", "x")).status,
+            0);
+  EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "erin", "--date", "253402300799"}, Message("x", "x")).status, 0);
+}
+
+// restore --timeout -1 and deliver --lock-wait inf said "not in range 0.000000 to 1797693...", all
+// 309 digits of DBL_MAX: the range is a week, said in a few digits.
+TEST_F(Cli, SecondsOptionsHaveAReadableRange) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"restore", "--store", root_, "-f", "-", "--timeout", "-1"},
+        std::vector<std::string>{"import", "--store", root_, "-u", "x", "-s", "-", "--timeout", "604801"},
+        std::vector<std::string>{"deliver", "--store", root_, "--user", "x", "--lock-wait", "inf"}}) {
+    CliResult r = RunCli(args);
+    EXPECT_EQ(r.status, kUsage) << r.Describe();
+    EXPECT_NE(r.err.find("not in range 0 to 604800"), std::string::npos) << r.err;
+    EXPECT_LT(r.err.size(), 200u) << r.err;
+  }
 }
 
 TEST_F(Cli, ListShowsEveryMailboxAndParsesAsJson) {
