@@ -300,5 +300,56 @@ TEST(BackupChainClock, AMessageCommittedAfterABackupBeganIsInTheBackupDatedFromI
   EXPECT_NE(why_not.find("clock-floor.lock"), std::string::npos) << why_not;
 }
 
+
+// A user restored (or migrated) into a store after its full backup keeps the save times of its
+// first store, older than the full backup's start: the next dated backup carried none of its
+// messages, and its restore after the full one reported every folder of that user as a gap that
+// no restore of the chain could fill (helper-88 #6). A folder made since the date goes whole.
+TEST(BackupChainClock, AUserRestoredIntoTheStoreAfterItsFullBackupIsInTheNextDatedBackup) {
+  TempDir dir;
+  auto commit = [](store::Store& s, const std::string& user, const std::string& folder, int64_t save_time) {
+    auto f = s.CreateFolder(user, folder, 0, /*created=*/1500000000);  // made long before any backup
+    std::vector<store::StagedMessage> batch;
+    for (int i = 0; i < 3; ++i) {
+      auto writer = f->NewMessage();
+      writer->Write("Subject: " + user + " " + folder + " " + std::to_string(i) + "\r\n\r\nbody\r\n");
+      store::MessageMeta meta;
+      meta.internal_date = 1500000000;
+      meta.save_time = save_time;
+      batch.push_back(writer->Finish(meta));
+    }
+    f->Commit(batch);
+  };
+  auto backup = [](store::Store& s, int64_t since) {
+    format::StringSink sink;
+    format::Encoder enc(sink);
+    BackupOptions options;
+    options.since = since;
+    Backup(s, options, enc);
+    return sink.Take();
+  };
+  auto other = store::Store::Init(dir / "a", {"primary"});
+  commit(*other, "ann", "INBOX", 1500000000);
+  commit(*other, "ann", "Archive", 1500000100);
+  auto store = store::Store::Init(dir / "b", {"primary"});
+  commit(*store, "joe", "INBOX", 1500000000);
+  const std::string full = backup(*store, 0);
+  const int64_t started = store::ReadClockFloor(store->root());
+  ASSERT_GT(started, 0);
+  EXPECT_EQ(RestoreString(*store, backup(*other, 0)).errors, 0u);  // ann arrives after the full backup
+
+  const std::string dated = backup(*store, started);
+  auto copy = store::Store::Init(dir / "c", {"primary"});
+  EXPECT_EQ(RestoreString(*copy, full).errors, 0u);
+  const SessionReport r = RestoreString(*copy, dated);
+  EXPECT_EQ(r.errors, 0u) << (r.error_lines.empty() ? "" : r.error_lines[0]);
+  for (const char* folder : {"INBOX", "Archive"}) {
+    ASSERT_TRUE(copy->FindFolder("ann", folder).has_value()) << folder;
+    EXPECT_EQ(copy->FindFolder("ann", folder)->count, 3u) << folder;
+  }
+  // joe's INBOX was made before the date: only what was stored since goes (nothing).
+  EXPECT_EQ(r.messages + r.links, 6u);
+}
+
 }  // namespace
 }  // namespace storemove::stream
