@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <ctime>
 
 #include "util/fs.h"
 
@@ -23,34 +25,58 @@ int64_t Parse(const char* text, size_t size) {
   return value;
 }
 
-}  // namespace
-
-int64_t ReadClockFloor(const std::string& root) {
+// The value as written, 0 when absent, unreadable or not a regular file.
+int64_t ReadRaw(const std::string& root) {
   const std::string path = root + kFloor;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  // Non-blocking and a regular file only: a FIFO planted here hung every delivery (helper-91).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) return 0;
+  const UniqueFd held(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
   char buf[32];
   ssize_t n;
   do n = ::read(fd, buf, sizeof buf); while (n < 0 && errno == EINTR);
-  ::close(fd);
   return n > 0 ? Parse(buf, size_t(n)) : 0;
 }
 
-int64_t RaiseClockFloor(const std::string& root, int64_t now, std::string* why_not) {
+// A floor more than a day ahead of the reader's clock is no backup's start but a wrong clock's (a
+// backup run under `faketime +1y`, a garbage value): trusted, it would date every later message a
+// year ahead (helper-91). Ignored, and set back by the next backup.
+constexpr int64_t kMostAhead = 86400;
+bool Insane(int64_t floor, int64_t now) { return floor > now + kMostAhead; }
+
+}  // namespace
+
+int64_t ReadClockFloor(const std::string& root) {
+  const int64_t floor = ReadRaw(root);
+  return Insane(floor, ::time(nullptr)) ? 0 : floor;
+}
+
+
+int64_t RaiseClockFloor(const std::string& root, int64_t now, std::string* note) {
   const std::string path = root + kFloor, lock_path = path + ".lock";
   auto failed = [&](const std::string& what, int err) {
-    if (err != EROFS && why_not) *why_not = what + ": " + std::strerror(err);
+    if (err != EROFS && note)
+      *note = "the backup's start was not recorded in the store (" + what + ": " + std::strerror(err) +
+              "): a message committed during it by a host whose clock is behind could be missed by a later "
+              "backup -d of this one's start";
     return std::max(now, ReadClockFloor(root));
   };
   // Read-only is enough for flock: a backup run by another user than the lock file's owner.
-  int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (lock < 0) lock = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+  if (lock < 0 && errno == EROFS) return failed("open " + lock_path, EROFS);  // nothing commits there
+  if (lock < 0) lock = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (lock < 0) return failed("open " + lock_path, errno);
   const UniqueFd held(lock);
   int rc;
   do rc = ::flock(lock, LOCK_EX); while (rc < 0 && errno == EINTR);
   if (rc < 0) return failed("lock " + lock_path, errno);
-  const int64_t floor = ReadClockFloor(root);
+  const int64_t raw = ReadRaw(root);
+  if (Insane(raw, now) && note)
+    *note = "the store's clock floor (" + root + kFloor + ") was " + std::to_string(raw) +
+            ", more than a day ahead of this host's clock: set back to now (a backup run under a wrong clock?)";
+  const int64_t floor = Insane(raw, now) ? 0 : raw;
   if (floor >= now) return floor;
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);

@@ -12,13 +12,15 @@
 
 namespace storemove::store {
 
-// The floor, or 0 when the store has none (no backup since this existed, or an unreadable file).
+// The floor, or 0 when the store has none (no backup since this existed, an unreadable file or
+// not a regular one) or when it is more than a day ahead of this clock (a wrong clock's value).
 int64_t ReadClockFloor(const std::string& root);
 
-// A backup's start: max(now, floor), written as the new floor (never lowered; writers are
-// serialised by a lock on config/clock-floor.lock, readers see the old or the new file whole).
-// `why_not` gets a sentence when it could not be written (not on a read-only filesystem, where
-// nothing commits): the backup goes on, and says so.
-int64_t RaiseClockFloor(const std::string& root, int64_t now, std::string* why_not);
+// A backup's start: max(now, floor), written as the new floor (never lowered, unless it was more
+// than a day ahead: then set back to now; writers are serialised by a lock on
+// config/clock-floor.lock, readers see the old or the new file whole). `note` gets a sentence
+// when it could not be written (not on a read-only filesystem, where nothing commits: the backup
+// goes on) or was set back.
+int64_t RaiseClockFloor(const std::string& root, int64_t now, std::string* note);
 
 }  // namespace storemove::store

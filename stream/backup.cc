@@ -54,12 +54,9 @@ class BackupSession {
                                     : format::StreamKind::kFull;
     // Before the first folder is read: from here on nothing is committed with a save time before
     // `created`, so a later `backup -d created` takes everything this one did not (clock_floor.h).
-    std::string floor_not_written;
-    header.created = store::RaiseClockFloor(store_.root(), ::time(nullptr), &floor_not_written);
-    if (!floor_not_written.empty())
-      report_.notes.push_back("the backup's start was not recorded in the store (" + floor_not_written +
-                              "): a message committed during it by a host whose clock is behind could be missed "
-                              "by a later backup -d of this one's start");
+    std::string floor_note;
+    header.created = store::RaiseClockFloor(store_.root(), ::time(nullptr), &floor_note);
+    if (!floor_note.empty()) report_.notes.push_back(floor_note);
     header.since = options_.since;
     header.source_host = options_.source_host;
     header.store_id = store_.store_id();

@@ -167,11 +167,13 @@ bool SameByMetadata(const ImapMessage& source, const MessageMeta& stored) {
 // are not the ones the server shows, and the pull took every such UID for another message and
 // stored the folder a second time (helper-73: 273 messages became 546). A stored message of a UID
 // the server lists with a larger size is looked at in its wire form (imap_wire_form.h): when that
-// has the server's size, it stands for the stored message from here on (the size screen, the
-// dates, a suspect's digest), and flags follow the source as for any message pulled before.
-// Costs a read of such files on each run; a folder pulled before reads none.
+// has the server's size, it stands for the stored message from here on (the size screen, a
+// suspect's digest), and its UID goes to `wire_uids`. Such a UID is always a suspect, its body fetched
+// and compared: a local delivery with LF line ends under a source UID can have that size too, and
+// the dates alone took one for the other (helper-91: the source's message lost, exit 0). Costs a
+// read of such files, and their bodies' transfer, on each run; a folder pulled before has none.
 void SeeInWireForm(const Folder& folder, const std::vector<ImapMessage>& listed,
-                   std::unordered_map<uint32_t, MessageMeta>& have, uint64_t* lf_copies) {
+                   std::unordered_map<uint32_t, MessageMeta>& have, std::unordered_set<uint32_t>* wire_uids) {
   for (const ImapMessage& m : listed) {
     auto it = have.find(m.uid);
     if (it == have.end() || it->second.size >= m.size) continue;  // a wire form is never smaller
@@ -181,7 +183,7 @@ void SeeInWireForm(const Folder& folder, const std::vector<ImapMessage>& listed,
     if (wire.size != m.size) continue;
     it->second.size = wire.size;
     it->second.digest = wire.digest;
-    ++*lf_copies;
+    wire_uids->insert(m.uid);
   }
 }
 
@@ -201,6 +203,9 @@ class BodyWriter final : public interop::ImapFetchSink {
              const ImapClient* counted = nullptr)
       : pull_(pull), folder_(folder), keywords_(keywords), filler_(filler), asked_(asked), suspects_(suspects),
         counted_(counted) {}
+
+  // Of the suspects, those looked at in their wire form (SeeInWireForm): counted as such when proven.
+  const std::unordered_set<uint32_t>* wire_uids = nullptr;
 
   void BodyBegin(uint64_t) override { writer_ = folder_.NewMessage(); }
   void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
@@ -246,6 +251,7 @@ class BodyWriter final : public interop::ImapFetchSink {
       return false;
     std::vector<StagedMessage> one{std::move(staged)};
     folder_.Discard(one);
+    if (wire_uids && wire_uids->count(uid)) ++pull_.result.lf_copies;  // proven, by its body
     const uint8_t kept = it->second.flags & store::kRecent;
     if ((it->second.flags & ~store::kRecent) != meta.flags || it->second.user_flags != meta.user_flags) {
       folder_.SetFlags(uid, static_cast<uint8_t>(meta.flags | kept), meta.user_flags);
@@ -360,6 +366,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   std::vector<std::string> names;
   store::FolderSnapshot snapshot;
   std::unordered_map<uint32_t, MessageMeta> have;  // copies: a spooled snapshot's records do not stay put
+  std::unordered_set<uint32_t> wire_uids;  // stored with bare LFs, of the server's size in wire form
   if (!exists) {
     // Invisible until complete; a leftover of a killed pull is overwritten (§6.5).
     folder = store.CreateUnpublishedFolder(pull.user, pull.name, status.uidvalidity);
@@ -376,7 +383,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     // to send the folder to filling by content for good, where flags never follow (helper-73).
     for (const MessageMeta& m : snapshot.messages) have.emplace(m.uid, m);
     keep_uids = snapshot.info.uidvalidity == status.uidvalidity;
-    if (keep_uids) SeeInWireForm(*folder, listed.messages, have, &pull.result.lf_copies);
+    if (keep_uids) SeeInWireForm(*folder, listed.messages, have, &wire_uids);
     size_t shared = 0, resized = 0;
     for (const ImapMessage& m : listed.messages) {
       auto it = have.find(m.uid);
@@ -396,7 +403,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
           wanted.push_back(m.uid);
           continue;
         }
-        if (it->second.size != m.size || !SameByMetadata(m, it->second)) {  // another size is another message
+        if (it->second.size != m.size || !SameByMetadata(m, it->second) || wire_uids.count(m.uid)) {
           suspects.push_back(m.uid);
           continue;
         }
@@ -467,6 +474,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
                 created ? unpublished_bytes : pull.result.bytes, &pull.result.uid_conflicts};
     hooks(filler);
     BodyWriter writer(pull, *folder, keywords, filler, &suspects, &have);
+    writer.wire_uids = &wire_uids;
     client.FetchBodies(suspects, writer);
     if (!writer.AllReceived(0)) FetchMissing(client, pull, *folder, keywords, filler, writer);
     filler.Finish();

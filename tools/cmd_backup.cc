@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <optional>
 
 #include "format/zstd_codec.h"
+#include "store/clock_floor.h"
 #include "stream/net.h"
 #include "stream/transport.h"
 #include "tools/backup_output.h"
@@ -66,7 +68,9 @@ int RunBackup(const BackupCliOptions& o) {
   if (o.since_given) {
     options.since = ParseBackupDate(o.since);
     // A typo of the year: a stream that can hold nothing, which restores "fine" (helper-81).
-    if (options.since > ::time(nullptr))
+    // The store's clock floor counts as now: the start of a backup that ran under a clock a little
+    // ahead is a date messages were stored at since (store/clock_floor.h).
+    if (options.since > std::max<int64_t>(::time(nullptr), store::ReadClockFloor(store->root())))
       Throw(Errc::kInvalidArgument, "-d " + o.since + " is in the future: no message was stored at or after it, so the "
                                                       "backup would hold none; nothing was written");
   }

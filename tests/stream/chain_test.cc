@@ -2,6 +2,7 @@
 // earlier part of an incremental's chain (an incremental skipped, or the stream of another store
 // or of a re-created folder) is restored but reported, and a restore of the missing stream and
 // then the later one again completes the chain without a report (helper-81 #3).
+#include <sys/stat.h>
 #include <gtest/gtest.h>
 
 #include <map>
@@ -16,6 +17,7 @@
 #include "tests/support/stream_strings.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace storemove::stream {
 namespace {
@@ -349,6 +351,35 @@ TEST(BackupChainClock, AUserRestoredIntoTheStoreAfterItsFullBackupIsInTheNextDat
   }
   // joe's INBOX was made before the date: only what was stored since goes (nothing).
   EXPECT_EQ(r.messages + r.links, 6u);
+}
+
+// The floor file as found: a FIFO planted there hung every delivery and backup; a value more than
+// a day ahead of the clock (a backup run under a wrong clock, a garbage value) dated every later
+// message that far ahead. Both are ignored, and a backup sets such a value back, saying so
+// (helper-91).
+TEST(BackupChainClock, AFloorThatIsNoFileOrFarAheadIsIgnoredAndSetBack) {
+  TempDir dir;
+  auto store = store::Store::Init(dir / "s", {"primary"});
+  const std::string floor_path = store->root() + "/config/clock-floor";
+  ASSERT_EQ(::mkfifo(floor_path.c_str(), 0600), 0);
+  EXPECT_EQ(store::ReadClockFloor(store->root()), 0);  // at once, not blocked on the FIFO
+  ::unlink(floor_path.c_str());
+
+  const int64_t now = ::time(nullptr);
+  for (const std::string& far : {std::to_string(now + 365 * 86400), std::string("9223372036854775807")}) {
+    WriteFileAtomic(floor_path, far + "\n", 0644);
+    EXPECT_EQ(store::ReadClockFloor(store->root()), 0) << far;
+    std::string note;
+    const int64_t started = store::RaiseClockFloor(store->root(), now, &note);
+    EXPECT_EQ(started, now) << far;
+    EXPECT_NE(note.find("more than a day ahead of this host's clock: set back to now"), std::string::npos) << note;
+    EXPECT_EQ(store::ReadClockFloor(store->root()), now);
+  }
+  // An hour ahead is a clock's difference between hosts: kept.
+  std::string note;
+  EXPECT_EQ(store::RaiseClockFloor(store->root(), now + 3600, &note), now + 3600);
+  EXPECT_EQ(store::ReadClockFloor(store->root()), now + 3600);
+  EXPECT_EQ(note, "");
 }
 
 }  // namespace

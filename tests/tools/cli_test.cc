@@ -512,6 +512,24 @@ TEST_F(Cli, BackupSinceInTheFutureIsRefused) {
   EXPECT_FALSE(fs::exists(dir_ / "future.smv"));
 }
 
+// The start of a backup run under a clock up to a day ahead (the store's clock floor) is a date
+// messages were stored at since: `-d` of it is no date in the future (helper-91).
+TEST_F(Cli, BackupSinceTheStartOfABackupUnderAClockAheadIsAccepted) {
+  ASSERT_EQ(Deliver("gina", Message("a", "a"), {"--create"}).status, 0);
+  const std::time_t ahead = std::time(nullptr) + 3600;
+  WriteFileAtomic(root_ + "/config/clock-floor", std::to_string(ahead) + "\n", 0644);
+  char date[32];
+  std::strftime(date, sizeof date, "%Y%m%d:%H%M%S", std::localtime(&ahead));
+  CliResult r = RunCli({"backup", "--store", root_, "-d", date, "-f", dir_ / "ahead.smv"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  ASSERT_EQ(Deliver("gina", Message("b", "b")).status, 0);  // saved at the floor: in the next -d
+  r = RunCli({"backup", "--store", root_, "-d", date, "-f", dir_ / "ahead.smv"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  r = RunCli({"restore", "-t", "-f", dir_ / "ahead.smv"});
+  EXPECT_NE(r.out.find("\n  2 "), std::string::npos) << r.out;  // UID 2, b
+  EXPECT_EQ(r.out.find("\n  1 "), std::string::npos) << r.out;  // not a, stored before
+}
+
 // A dated stream restored without the full backup before it (helper-81 #3): what it has is
 // restored, each mailbox lacking the earlier messages is named, exit 66; the full backup and
 // then the dated stream again complete the chain, exit 0.

@@ -29,6 +29,8 @@
 #include <set>
 #include <thread>
 
+#include <sys/time.h>
+
 #include "interop/export.h"
 #include "store/generate.h"
 #include "interop/imap_client.h"
@@ -442,6 +444,34 @@ TEST_F(MoveUser, AnImportOfTheServersMaildirThenAPullStoresNothingTwice) {
       }
     }
   }
+
+  // A local delivery with LF line ends takes the UID the source gives its next message, with that
+  // message's date and its size in wire form: it is kept apart, and the source's message added
+  // under a new UID. The wire size and the dates took one for the other, and the source's message
+  // was lost, exit 0 (helper-91).
+  const int64_t date = std::time(nullptr) - 7200;
+  r = RunCli({"deliver", "--store", dst_root_, "--user", "bob", "--date", std::to_string(date)},
+             "From: a@example.org\nSubject: LOCAL\n\nhello\n");
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const std::string fresh = mail_root_ + "/bob/new/1700000001.M2P2.test";
+  WriteFileAtomic(fresh, "From: a@example.org\nSubject: REMOT\n\nhello\n", 0600);
+  const struct timeval times[2] = {{date, 0}, {date, 0}};
+  ASSERT_EQ(::utimes(fresh.c_str(), times), 0);
+  GiveToDovecot(fresh);
+  r = RunCli(pull);
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("\"messages\": 1,"), std::string::npos) << r.out;
+  auto dst = Store::Open(dst_root_);
+  auto inbox = dst->OpenFolder("bob", "INBOX");
+  EXPECT_EQ(inbox->Snapshot().messages.size(), counts["INBOX"] + 2);
+  int local = 0, remote = 0;
+  for (const MessageMeta& m : inbox->Snapshot().messages) {
+    const std::string bytes = ReadMessage(*inbox, m.uid);
+    local += bytes.find("Subject: LOCAL") != std::string::npos;
+    remote += bytes.find("Subject: REMOT") != std::string::npos;
+  }
+  EXPECT_EQ(local, 1);
+  EXPECT_EQ(remote, 1);
 }
 
 TEST_F(MoveUser, KilledMidPullShowsNothingHalfDoneAndARerunCompletesExactly) {
