@@ -7,6 +7,7 @@
 #include <ctime>
 #include <string>
 
+#include "tests/support/time_zone.h"
 #include "util/error.h"
 
 namespace storemove::stream {
@@ -25,24 +26,7 @@ WallClock::time_point Local(int year, int month, int day, int hour, int minute, 
   return WallClock::from_time_t(std::mktime(&tm));
 }
 
-// TZ for one test, then back to what it was.
-class Zone {
- public:
-  explicit Zone(const char* tz) {
-    if (const char* old = std::getenv("TZ")) old_ = old, had_ = true;
-    ::setenv("TZ", tz, 1);
-    ::tzset();
-  }
-  ~Zone() {
-    if (had_) ::setenv("TZ", old_.c_str(), 1);
-    else ::unsetenv("TZ");
-    ::tzset();
-  }
-
- private:
-  std::string old_;
-  bool had_ = false;
-};
+using storemove::testing::Zone;
 
 WallClock::time_point Utc(int64_t seconds) { return WallClock::from_time_t(static_cast<std::time_t>(seconds)); }
 

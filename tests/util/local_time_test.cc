@@ -8,27 +8,12 @@
 #include <ctime>
 #include <string>
 
+#include "tests/support/time_zone.h"
+
 namespace storemove {
 namespace {
 
-// TZ for one test, then back to what it was.
-class Zone {
- public:
-  explicit Zone(const char* tz) {
-    if (const char* old = std::getenv("TZ")) old_ = old, had_ = true;
-    ::setenv("TZ", tz, 1);
-    ::tzset();
-  }
-  ~Zone() {
-    if (had_) ::setenv("TZ", old_.c_str(), 1);
-    else ::unsetenv("TZ");
-    ::tzset();
-  }
-
- private:
-  std::string old_;
-  bool had_ = false;
-};
+using storemove::testing::Zone;
 
 TEST(LocalTime, AnOrdinaryTimeHasOneInstant) {
   Zone zone("Europe/Berlin");
