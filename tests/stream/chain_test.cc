@@ -22,6 +22,7 @@
 namespace storemove::stream {
 namespace {
 
+using storemove::testing::BackupString;
 using storemove::testing::RestoreString;
 using storemove::testing::TempDir;
 using storemove::testing::WriteMessageWithBody;
@@ -248,12 +249,9 @@ TEST(BackupChainClock, AMessageCommittedAfterABackupBeganIsInTheBackupDatedFromI
     return folder->Commit(batch).front();
   };
   auto backup = [&](int64_t since) {
-    format::StringSink sink;
-    format::Encoder enc(sink);
     BackupOptions options;
     options.since = since;
-    Backup(*store, options, enc);
-    return sink.Take();
+    return BackupString(*store, options);
   };
   auto saved = [&](uint32_t uid) {
     for (const store::MessageMeta& m : store->OpenFolder("joe", "INBOX")->Snapshot().messages)
@@ -323,12 +321,9 @@ TEST(BackupChainClock, AUserRestoredIntoTheStoreAfterItsFullBackupIsInTheNextDat
     f->Commit(batch);
   };
   auto backup = [](store::Store& s, int64_t since) {
-    format::StringSink sink;
-    format::Encoder enc(sink);
     BackupOptions options;
     options.since = since;
-    Backup(s, options, enc);
-    return sink.Take();
+    return BackupString(s, options);
   };
   auto other = store::Store::Init(dir / "a", {"primary"});
   commit(*other, "ann", "INBOX", 1500000000);

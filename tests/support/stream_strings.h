@@ -1,4 +1,4 @@
-// Streams built and restored in memory, for restore's tests of single records.
+// Streams built and restored in memory, for restore's tests of single records and chains.
 #pragma once
 
 #include <string>
@@ -16,6 +16,14 @@ inline void WriteMessageWithBody(format::Encoder& enc, format::MessageRecord r, 
   enc.BeginMessage(r);
   enc.BodyChunk(body);
   enc.EndMessage();
+}
+
+// A backup of `s` into memory, uncompressed.
+inline std::string BackupString(store::Store& s, const stream::BackupOptions& options = {}) {
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  stream::Backup(s, options, enc);
+  return sink.Take();
 }
 
 inline stream::SessionReport RestoreString(store::Store& s, const std::string& bytes,
