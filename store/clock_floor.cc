@@ -63,6 +63,8 @@ int64_t RaiseClockFloor(const std::string& root, int64_t now, std::string* note)
               "backup -d of this one's start";
     return std::max(now, ReadClockFloor(root));
   };
+  // A store made by hand or by an older tool may lack config/ (Store::Open does not need it).
+  if (::mkdir((root + "/config").c_str(), 0755) != 0 && errno == EROFS) return failed("mkdir " + root + "/config", EROFS);
   // Read-only is enough for flock: a backup run by another user than the lock file's owner.
   int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
   if (lock < 0 && errno == EROFS) return failed("open " + lock_path, EROFS);  // nothing commits there

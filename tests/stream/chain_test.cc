@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 #include <set>
 #include <string>
@@ -374,6 +375,11 @@ TEST(BackupChainClock, AFloorThatIsNoFileOrFarAheadIsIgnoredAndSetBack) {
   std::string note;
   EXPECT_EQ(store::RaiseClockFloor(store->root(), now + 3600, &note), now + 3600);
   EXPECT_EQ(store::ReadClockFloor(store->root()), now + 3600);
+  EXPECT_EQ(note, "");
+  // A store without config/ (made by hand; Store::Open does not need it) gets one, without a note.
+  std::filesystem::remove_all(store->root() + "/config");
+  EXPECT_EQ(store::RaiseClockFloor(store->root(), now, &note), now);
+  EXPECT_EQ(store::ReadClockFloor(store->root()), now);
   EXPECT_EQ(note, "");
 }
 
