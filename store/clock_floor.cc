@@ -53,7 +53,6 @@ int64_t ReadClockFloor(const std::string& root) {
   return Insane(floor, ::time(nullptr)) ? 0 : floor;
 }
 
-
 int64_t RaiseClockFloor(const std::string& root, int64_t now, std::string* note) {
   const std::string path = root + kFloor, lock_path = path + ".lock";
   auto failed = [&](const std::string& what, int err) {
@@ -64,7 +63,8 @@ int64_t RaiseClockFloor(const std::string& root, int64_t now, std::string* note)
     return std::max(now, ReadClockFloor(root));
   };
   // A store made by hand or by an older tool may lack config/ (Store::Open does not need it).
-  if (::mkdir((root + "/config").c_str(), 0755) != 0 && errno == EROFS) return failed("mkdir " + root + "/config", EROFS);
+  if (::mkdir((root + "/config").c_str(), 0755) != 0 && errno == EROFS)
+    return failed("mkdir " + root + "/config", EROFS);
   // Read-only is enough for flock: a backup run by another user than the lock file's owner.
   int lock = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
   if (lock < 0 && errno == EROFS) return failed("open " + lock_path, EROFS);  // nothing commits there

@@ -260,8 +260,10 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     // before waiting for the lock, could be earlier, and the message in neither backup).
     // Never before the start of a backup that has begun (store/clock_floor.h): a clock stepped
     // back, or a host whose clock runs behind the backup's, would put it in neither backup.
-    const bool dated_here = std::any_of(batch.begin(), batch.end(), [](const StagedMessage& s) { return s.meta.save_time == 0; });
-    const int64_t committed_at = dated_here ? std::max<int64_t>(::time(nullptr), ReadClockFloor(store_->root())) : 0;
+    const bool dated_here =
+        std::any_of(batch.begin(), batch.end(), [](const StagedMessage& s) { return s.meta.save_time == 0; });
+    const int64_t committed_at =
+        dated_here ? std::max<int64_t>(::time(nullptr), ReadClockFloor(store_->root())) : 0;
     for (const StagedMessage& s : batch) {
       MessageMeta m = s.meta;
       if (m.save_time == 0) m.save_time = committed_at;
