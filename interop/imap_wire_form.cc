@@ -1,10 +1,5 @@
 #include "interop/imap_wire_form.h"
 
-#include <unistd.h>
-
-#include <cerrno>
-
-#include "util/error.h"
 #include "util/read_block.h"
 
 namespace storemove::interop {
@@ -47,15 +42,7 @@ class WireHasher {
 
 WireForm WireFormOfFile(int fd, const std::string& shown) {
   WireHasher wire;
-  ReadBlock buf;
-  for (off_t off = 0;;) {
-    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) ThrowErrno("read " + shown);
-    if (n == 0) break;
-    wire.Update(buf.data(), size_t(n));
-    off += n;
-  }
+  ReadWholeFile(fd, shown, [&](const char* data, size_t n) { wire.Update(data, n); });
   return wire.Final();
 }
 

@@ -233,15 +233,7 @@ Sha256Digest Sha256::Final() {
 
 Sha256Digest Sha256OfFile(int fd, const std::string& shown) {
   Sha256 sha;
-  ReadBlock buf;
-  for (off_t off = 0;;) {
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) ThrowErrno("read " + shown);
-    if (n == 0) break;
-    sha.Update(buf.data(), size_t(n));
-    off += n;
-  }
+  ReadWholeFile(fd, shown, [&](const char* data, size_t n) { sha.Update(data, n); });
   return sha.Final();
 }
 

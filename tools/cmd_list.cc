@@ -33,8 +33,7 @@ void PrintRows(std::FILE* rows) {
     std::fwrite(buf, 1, n, stdout);
   }
   if (std::ferror(rows)) ThrowErrno("read list's temporary file");
-  std::fputs(any ? "\n]\n" : "[]\n", stdout);
-  if (std::fflush(stdout) != 0) ThrowErrno("write stdout");  // a failure before: RunCommandLine
+  std::fputs(any ? "\n]\n" : "[]\n", stdout);  // written whole or exit 74: RunCommandLine
 }
 
 int RunList(const ListOptions& options) {
