@@ -260,13 +260,13 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     // before waiting for the lock, could be earlier, and the message in neither backup).
     // Never before the start of a backup that has begun (store/clock_floor.h): a clock stepped
     // back, or a host whose clock runs behind the backup's, would put it in neither backup.
-    const bool dated_here =
-        std::any_of(batch.begin(), batch.end(), [](const StagedMessage& s) { return s.meta.save_time == 0; });
-    const int64_t committed_at =
-        dated_here ? std::max<int64_t>(::time(nullptr), ReadClockFloor(store_->root())) : 0;
+    // A restored message keeps its save time, but its stored-at time is this commit's, by the
+    // same rule: `backup -d` takes it in the first dated backup begun before it was committed.
+    const int64_t committed_at = std::max<int64_t>(::time(nullptr), ReadClockFloor(store_->root()));
     for (const StagedMessage& s : batch) {
       MessageMeta m = s.meta;
       if (m.save_time == 0) m.save_time = committed_at;
+      if (m.stored_at == 0) m.stored_at = committed_at;
       m.modseq = modseq;  // the store's own sequence, never the requester's
       if (m.uid == 0) m.uid = next;
       if (!present.insert(m.uid).second)

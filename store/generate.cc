@@ -655,6 +655,7 @@ class Generator {
         meta.user_flags = d.user_flags;
         meta.internal_date = d.date;
         meta.save_time = d.date + static_cast<int64_t>(d.key % 3);
+        meta.stored_at = meta.save_time;  // a history: delivered here then, not now
         if (d.post >= 0) {
           const size_t post = static_cast<size_t>(d.post);
           if (post_delivered_[post]) ++report_.duplicates;
@@ -667,6 +668,7 @@ class Generator {
             linked.user_flags = meta.user_flags;
             linked.internal_date = meta.internal_date;
             linked.save_time = meta.save_time;
+            linked.stored_at = meta.stored_at;
             if (std::optional<StagedMessage> staged = folder->StageLink(source->path, linked)) {
               batch.push_back(std::move(*staged));
               ++report_.links;

@@ -81,7 +81,10 @@ void EncodeRecord(const MessageMeta& m, uint8_t out[kRecordSize], uint16_t minor
   PutU64(out + 40, m.user_flags);
   PutU32(out + 48, m.header_size);
   std::memcpy(out + 56, m.digest.bytes.data(), 16);
-  if (minor != 0) PutU64(out + 72, m.modseq);
+  if (minor != 0) {
+    PutU64(out + 72, m.modseq);
+    PutU64(out + 80, static_cast<uint64_t>(m.stored_at));
+  }
   PutU32(out + 92, Checksum32(out, 92));
 }
 
@@ -100,7 +103,10 @@ MessageMeta DecodeRecord(const uint8_t in[kRecordSize], const std::string& shown
   m.header_size = GetU32(in + 48);
   std::memcpy(m.digest.bytes.data(), in + 56, 16);
   // 1.0: the bytes are reserved; whatever is there is not a modseq.
-  if (header.minor != 0) m.modseq = GetU64(in + 72);
+  if (header.minor != 0) {
+    m.modseq = GetU64(in + 72);
+    m.stored_at = static_cast<int64_t>(GetU64(in + 80));
+  }
   if (m.uid == 0 || flags > kAllSystemFlags || m.header_size > m.size)
     Throw(Errc::kCorrupt, shown + ": invalid record " + std::to_string(record_no));
   // Writers raise HIGHESTMODSEQ before (or with) any record's modseq (§4.5), so a record above

@@ -23,6 +23,12 @@ struct MessageMeta {
   // changed (docs/store-format.md §4.5); set by the store, ignored in requests. 0 = before
   // modseqs existed (an index of format 1.0).
   uint64_t modseq = 0;
+  // When this store committed the record, unix seconds: the save time for a delivery or import,
+  // the restore's own time for a restored message (which carries its first store's save time).
+  // `backup -d` goes by the later of the two, so a message restored into an existing folder after
+  // a full backup is in the next dated one. 0 in a request = the commit's time; 0 read from an
+  // index written before 2026-12-06 = not recorded (the save time stands in).
+  int64_t stored_at = 0;
   friend bool operator==(const MessageMeta&, const MessageMeta&) = default;
 };
 // A new value for one message's flags (Folder::SetFlags of many).

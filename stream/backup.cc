@@ -444,10 +444,13 @@ class BackupSession {
   bool SendsData(const Ahead& a, const store::MessageMeta& m) const {
     // Changed since, and new since (a flag change of a message the receiver holds is a meta record).
     if (a.since) return m.modseq > a.since && m.uid >= a.since_uidnext;
-    // -d: what was stored since the date, and every message of a folder made since: a user or
-    // folder restored (or imported) into this store after the last backup keeps its messages'
-    // save times from elsewhere, older than the date, and would be in no backup of the chain.
-    return !(options_.since && m.save_time < options_.since && a.snap.info.created < options_.since);
+    // -d: what was stored here since the date, and every message of a folder made since. A
+    // message restored (or migrated) into this store keeps its save time from elsewhere, older
+    // than the date, and would be in no backup of the chain: its stored-at time is the restore's
+    // (0 in an index written before that field: the save time stands in). The folder rule is
+    // for those indexes.
+    return !(options_.since && std::max(m.save_time, m.stored_at) < options_.since &&
+             a.snap.info.created < options_.since);
   }
 
   void WriteFolder(Ahead& a) {

@@ -317,6 +317,7 @@ TEST(BackupChainClock, AUserRestoredIntoTheStoreAfterItsFullBackupIsInTheNextDat
       store::MessageMeta meta;
       meta.internal_date = 1500000000;
       meta.save_time = save_time;
+      meta.stored_at = save_time;  // delivered then
       batch.push_back(writer->Finish(meta));
     }
     f->Commit(batch);
@@ -347,6 +348,46 @@ TEST(BackupChainClock, AUserRestoredIntoTheStoreAfterItsFullBackupIsInTheNextDat
   }
   // joe's INBOX was made before the date: only what was stored since goes (nothing).
   EXPECT_EQ(r.messages + r.links, 6u);
+}
+
+// Messages restored into a folder that was there before the full backup (an administrator
+// restores the mail a user deleted, from an older stream) keep their first save times, older
+// than that backup: the next dated backup left them out, and a restore of the full backup and
+// that dated one lost them again, exit 0. Their stored-at time is the restore's.
+TEST(BackupChainClock, MessagesRestoredIntoAnExistingFolderAfterTheFullBackupAreInTheNextDatedBackup) {
+  TempDir dir;
+  auto store = store::Store::Init(dir / "s", {"primary"});
+  {
+    auto f = store->CreateFolder("joe", "INBOX", 0, /*created=*/1500000000);
+    std::vector<store::StagedMessage> batch;
+    for (int i = 0; i < 3; ++i) {
+      auto writer = f->NewMessage();
+      writer->Write("Subject: " + std::to_string(i) + "\r\n\r\nbody\r\n");
+      store::MessageMeta meta;
+      meta.internal_date = meta.save_time = meta.stored_at = 1500000000 + i;  // delivered then
+      batch.push_back(writer->Finish(meta));
+    }
+    f->Commit(batch);
+  }
+  auto backup = [&store](int64_t since) {
+    BackupOptions options;
+    options.since = since;
+    return BackupString(*store, options);
+  };
+  const std::string older = backup(0);
+  store->OpenFolder("joe", "INBOX")->Expunge({1, 2});  // joe deletes two
+  const std::string full = backup(0);
+  const int64_t started = store::ReadClockFloor(store->root());
+  EXPECT_EQ(RestoreString(*store, older).errors, 0u);  // and gets them back
+  ASSERT_EQ(store->FindFolder("joe", "INBOX")->count, 3u);
+
+  const std::string dated = backup(started);
+  auto copy = store::Store::Init(dir / "c", {"primary"});
+  EXPECT_EQ(RestoreString(*copy, full).errors, 0u);
+  const SessionReport r = RestoreString(*copy, dated);
+  EXPECT_EQ(r.errors, 0u) << (r.error_lines.empty() ? "" : r.error_lines[0]);
+  EXPECT_EQ(r.messages + r.links, 2u);  // the two restored, not the one delivered long ago
+  EXPECT_EQ(copy->FindFolder("joe", "INBOX")->count, 3u);
 }
 
 // The floor file as found: a FIFO planted there hung every delivery and backup; a value more than
