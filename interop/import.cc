@@ -160,7 +160,7 @@ uint64_t KeywordsFromHeader(std::string_view message, KeywordBits& keywords, uin
     const std::string_view name = field->substr(start, end - start);
     pos = end;
     // Not an IMAP keyword ("\\Seen", "(x)", 8-bit): no IMAP server wrote it there (helper-77).
-    std::optional<size_t> bit = IsImapKeyword(name) ? keywords.Bit(name) : std::nullopt;
+    std::optional<size_t> bit = keywords.Bit(name);
     if (bit) {
       bits |= uint64_t{1} << *bit;
     } else {

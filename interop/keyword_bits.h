@@ -12,7 +12,8 @@
 
 namespace storemove::interop {
 
-// An IMAP atom (RFC 3501 flag-keyword): what an IMAP server (Dovecot) accepts as a keyword.
+// An IMAP atom (RFC 3501 flag-keyword) of 1-200 bytes: what an IMAP server (Dovecot) accepts as
+// a keyword and the store keeps as a user-flag name (store::IsUserFlagName).
 bool IsImapKeyword(std::string_view name);
 
 class KeywordBits {
@@ -20,8 +21,8 @@ class KeywordBits {
   explicit KeywordBits(std::vector<std::string> names) : names_(std::move(names)) {}
 
   // The user-flag bit of keyword `name`, a new name taking the next free bit; nullopt when the
-  // store cannot keep it (longer than a user-flag name may be, a NUL inside, or the folder has
-  // its 64 already): the caller counts it as dropped.
+  // store cannot keep it (not an IMAP keyword, longer than a user-flag name may be, or the
+  // folder has its 64 already): the caller counts it as dropped.
   std::optional<size_t> Bit(std::string_view name);
   // Writes the names to the folder if a new one came (before a commit that uses it).
   void Save(store::Folder& folder);

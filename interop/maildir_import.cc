@@ -18,6 +18,7 @@
 #include <unordered_set>
 
 #include "interop/folder_filler.h"
+#include "interop/keyword_bits.h"
 #include "interop/maildir_names.h"
 #include "store/mboxlist.h"
 #include "util/error.h"
@@ -180,8 +181,11 @@ UidList ParseUidList(std::string_view text, const std::string& shown) {
 
 // dovecot-keywords: "<number> <name>" lines; numbers 0..25 are the letters 'a'..'z' (Dovecot
 // keeps later numbers for names no file name can carry: they are ignored here too).
+// A name that is not an IMAP keyword (Dovecot's sieve or a hand-made file can write one) is
+// left out, with a warning: a restore refuses such a name, so kept here it would lose the whole
+// folder at the restore of its backup (helper-93).
 void ParseKeywords(std::string_view text, const std::string& shown,
-                   std::array<std::string, kMaildirKeywords>* keywords) {
+                   std::array<std::string, kMaildirKeywords>* keywords, std::vector<std::string>* warnings) {
   size_t line_no = 0;
   for (std::string_view line : Lines(text)) {
     ++line_no;
@@ -194,7 +198,13 @@ void ParseKeywords(std::string_view text, const std::string& shown,
     if (space == std::string_view::npos || !ParseNumber(line.substr(0, space), &number) || !name_ok)
       Throw(Errc::kCorrupt, shown + " line " + std::to_string(line_no) +
                                 ": expected '<number> <keyword>' (a keyword of 1 to 200 printable characters)");
-    if (number < keywords->size()) (*keywords)[number] = std::string(name);
+    if (number >= keywords->size()) continue;
+    if (!IsImapKeyword(name)) {
+      warnings->push_back(shown + " line " + std::to_string(line_no) + ": keyword '" + EscapeControls(name) +
+                          "' is not an IMAP keyword (RFC 3501 atom); its messages are imported without it");
+      continue;
+    }
+    (*keywords)[number] = std::string(name);
   }
 }
 
@@ -234,7 +244,7 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
   }
   const std::string keywords_shown = JoinPath(shown, "dovecot-keywords");
   if (std::optional<std::string> text = ReadControlFile(folder_fd, "dovecot-keywords", keywords_shown))
-    ParseKeywords(*text, keywords_shown, &scan.keywords);
+    ParseKeywords(*text, keywords_shown, &scan.keywords, warnings);
   uint32_t named = 0;
   for (size_t i = 0; i < scan.keywords.size(); ++i)
     if (!scan.keywords[i].empty()) named |= uint32_t{1} << i;

@@ -249,16 +249,20 @@ std::vector<std::pair<std::string, std::string>> ParseAcl(std::string_view acl) 
 
 void ValidateAcl(std::string_view acl) { ParseAcl(acl); }
 
+bool IsUserFlagName(std::string_view name) {
+  if (name.empty() || name.size() > index::kMaxUserFlagName) return false;
+  for (unsigned char c : name)
+    if (c <= 0x20 || c >= 0x7f || std::string_view("(){%*\"\\]").find(char(c)) != std::string_view::npos) return false;
+  return true;
+}
+
 void ValidateUserFlagNames(const std::vector<std::string>& names) {
   if (names.size() > index::kMaxUserFlags)
     Throw(Errc::kInvalidArgument, std::to_string(names.size()) + " user flag names (at most " +
                                       std::to_string(index::kMaxUserFlags) + ")");
   std::set<std::string_view> seen;
   for (const std::string& name : names) {
-    bool atom = !name.empty() && name.size() <= index::kMaxUserFlagName;
-    for (unsigned char c : name)
-      if (c <= 0x20 || c >= 0x7f || std::string_view("(){%*\"\\]").find(char(c)) != std::string_view::npos) atom = false;
-    if (!atom)
+    if (!IsUserFlagName(name))
       Throw(Errc::kInvalidArgument, "user flag name '" + ShownName(name) + "' is not an IMAP atom (RFC 3501 flag-keyword)");
     if (!seen.insert(name).second) Throw(Errc::kInvalidArgument, "user flag name '" + name + "' twice");
   }

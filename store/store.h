@@ -167,6 +167,8 @@ void ValidateAcl(std::string_view acl);
 // space, 8-bit byte or any of (){%*"\]), 1-200 bytes, none twice. A name with CR LF would reach
 // an IMAP client inside a FLAGS response (helper-70).
 void ValidateUserFlagNames(const std::vector<std::string>& names);
+// One such name: an IMAP atom of 1-200 bytes.
+bool IsUserFlagName(std::string_view name);
 // IMAP LIST-style pattern: '*' matches anything, '%' anything but '/'.
 bool MatchPattern(std::string_view pattern, std::string_view name);
 // Two hex levels of the user's hash directory, e.g. "d1/a7".

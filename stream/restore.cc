@@ -451,7 +451,12 @@ class RestoreSession {
     if (r.uidvalidity == 0) Throw(Errc::kInvalidArgument, "stream: folder record with UIDVALIDITY 0");
     // What is stored after the folder is published must be valid before anything is written.
     store::ValidateAcl(r.acl);
-    store::ValidateUserFlagNames(r.user_flag_names);
+    // A name that is not an IMAP keyword (a store an earlier import or pull wrote, or a crafted
+    // stream) is left out, with a note; refusing it lost the whole folder (helper-93).
+    std::vector<std::string> kept_names;
+    for (const std::string& name : r.user_flag_names)
+      if (store::IsUserFlagName(name)) kept_names.push_back(name);
+    store::ValidateUserFlagNames(kept_names);  // none twice, at most 64
     for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
     std::optional<store::UserInfo> owner = store_->FindUser(user_);
     if (!owner) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
@@ -516,8 +521,7 @@ class RestoreSession {
     if (!existing) {
       mode_ = Mode::kNew;
       folder_ = store_->CreateUnpublishedFolder(user_, folder_name_, r.uidvalidity);
-      if (!r.user_flag_names.empty()) folder_->SetUserFlagNames(r.user_flag_names);
-      flag_map_.clear();
+      MergeUserFlagNames({}, r.user_flag_names);
     } else {
       folder_ = store_->OpenFolder(user_, folder_name_);
       store::FolderSnapshot snap = folder_->Snapshot();
@@ -565,12 +569,24 @@ class RestoreSession {
     return it != dated_.end() ? it->second : folder + "." + (options_.today.empty() ? Today() : options_.today);
   }
 
-  // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty).
+  // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty; -1: a name
+  // the store does not keep, whose bit is cleared).
   void MergeUserFlagNames(const std::vector<std::string>& have, const std::vector<std::string>& incoming) {
     flag_map_.clear();
-    if (incoming.empty() || have == incoming) return;
+    const bool all_kept = std::all_of(incoming.begin(), incoming.end(), store::IsUserFlagName);
+    if (incoming.empty() || (have == incoming && all_kept)) return;
+    if (have.empty() && all_kept) {  // a new folder
+      folder_->SetUserFlagNames(incoming);
+      return;
+    }
     std::vector<std::string> merged = have;
     for (const std::string& name : incoming) {
+      if (!store::IsUserFlagName(name)) {
+        AddNote(current_mailbox_ + ": keyword '" + name +
+                "' is not an IMAP keyword (RFC 3501 atom): its messages are restored without it");
+        flag_map_.push_back(-1);
+        continue;
+      }
       auto it = std::find(merged.begin(), merged.end(), name);
       if (it == merged.end()) {
         if (merged.size() >= 64) Throw(Errc::kInvalidArgument, "more than 64 user flags after merging");
@@ -590,7 +606,7 @@ class RestoreSession {
     if (flag_map_.empty()) return flags;
     uint64_t out = 0;
     for (size_t i = 0; i < flag_map_.size(); ++i)
-      if (flags & (uint64_t(1) << i)) out |= uint64_t(1) << flag_map_[i];
+      if (flag_map_[i] >= 0 && (flags & (uint64_t(1) << i))) out |= uint64_t(1) << flag_map_[i];
     return out;
   }
 

@@ -311,6 +311,35 @@ TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
             snap.info.bytes + sent_snap.info.bytes + Message("dev", 0).size() + courier.info.bytes);
 }
 
+// A keyword that is no IMAP atom (a sieve script or a hand-made dovecot-keywords can name one)
+// became a user flag, exit 0; the backup then exited 0 too, and its restore refused the whole
+// folder (helper-93). It is left out with a warning; the other keywords and the message stay.
+TEST_F(MaildirImport, AKeywordThatIsNoImapAtomIsLeftOutAndTheFolderRestores) {
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1700000000.M1P1.mx:2,Sabc", Message("kw", 0), 1700000000);
+  WriteFileAt(tree_ + "/dovecot-keywords", "0 $Work\n1 odd%kw\n2 Later\n");
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("warning: " + tree_ + "/dovecot-keywords line 2: keyword 'odd%kw' is not an IMAP keyword"),
+            std::string::npos)
+      << r.err;
+  {
+    auto store = store::Store::Open(root_);
+    const FolderSnapshot snap = store->OpenFolder("joe", "INBOX")->Snapshot();
+    EXPECT_EQ(snap.info.user_flag_names, (std::vector<std::string>{"$Work", "Later"}));
+    ASSERT_EQ(snap.messages.size(), 1u);
+    EXPECT_EQ(snap.messages[0].user_flags, 0b11u);
+    EXPECT_EQ(snap.messages[0].flags, store::kSeen);
+  }
+  const std::string stream = dir_ / "joe.sm", copy = dir_ / "copy";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream, "/"}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
+  r = RunCli({"restore", "--store", copy, "-f", stream});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  r = RunCli({"verify", "--store", copy, "--source", root_});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+}
+
 // Into folders that exist: the tree's messages are appended with new UIDs, those the folder holds
 // already (same bytes) are skipped, keywords join the folder's user flags; a rerun adds nothing.
 TEST_F(MaildirImport, IntoExistingFoldersOnlyWhatIsMissingIsAdded) {
