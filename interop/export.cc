@@ -16,6 +16,7 @@
 
 #include "interop/keyword_bits.h"
 #include "interop/maildir_names.h"
+#include "interop/mbox_status.h"
 #include "interop/mbox.h"
 #include "interop/modified_utf7.h"
 #include "util/error.h"
@@ -220,7 +221,7 @@ class Exporter {
     if (options.format == ExportFormat::kMaildir) host_ = MaildirHost(options.host);
   }
 
-  void ExportMbox(Folder& folder, const FolderSnapshot& snap, ExportedFolder* out) {
+  void ExportMbox(Folder& folder, const FolderSnapshot& snap, ExportedFolder* out, uint64_t* flags_not_kept) {
     const std::vector<std::string_view> parts = Components(out->path);
     UniqueFd dir;
     int parent = root_;
@@ -260,6 +261,7 @@ class Exporter {
                          });
         ++out->messages;
         out->bytes += meta.size;
+        *flags_not_kept += FlagsNotCarried(meta, message);
         continue;
       }
       message.clear();
@@ -269,10 +271,19 @@ class Exporter {
       writer.Write(message, ReturnPathSender(header), meta.internal_date);
       ++out->messages;
       out->bytes += meta.size;
+      *flags_not_kept += FlagsNotCarried(meta, header);
     }
   }
 
-  void ExportMaildir(Folder& folder, const FolderSnapshot& snap, ExportedFolder* out, uint64_t* flags_not_kept) {
+  // An mbox export writes the bytes and the internal date; a flag is carried only where the
+  // message's own Status:/X-Status: fields already say it (an import reads them), since writing
+  // one would change the message. User flags never are.
+  static bool FlagsNotCarried(const MessageMeta& meta, std::string_view header) {
+    return (meta.flags & ~store::kRecent) != FlagsFromStatusHeaders(header) || meta.user_flags != 0;
+  }
+
+  void ExportMaildir(Folder& folder, const FolderSnapshot& snap, ExportedFolder* out, uint64_t* flags_not_kept,
+                     uint64_t* dates_not_kept) {
     UniqueFd own_dir;
     std::string shown = root_shown_;
     int dir = root_;
@@ -328,7 +339,10 @@ class Exporter {
 
       const std::string unique = std::to_string(std::max<int64_t>(meta.internal_date, 0)) + "." +
                                  std::to_string(meta.uid) + "_" + std::to_string(++delivered_) + "." + host_;
-      const uint64_t vsize = CopyToTmp(folder, meta, in.get(), tmp.get(), unique, JoinPath(shown, "tmp/" + unique));
+      bool date_not_kept = false;
+      const uint64_t vsize =
+          CopyToTmp(folder, meta, in.get(), tmp.get(), unique, JoinPath(shown, "tmp/" + unique), &date_not_kept);
+      *dates_not_kept += date_not_kept;
       const std::string base = unique + ",S=" + std::to_string(meta.size) + ",W=" + std::to_string(vsize);
       const std::string name = base + ":2," + MaildirFlagLetters(meta.flags, keyword_bits);
       if (::renameat(tmp.get(), unique.c_str(), cur.get(), name.c_str()) != 0) {
@@ -347,7 +361,7 @@ class Exporter {
   // Copies one message into tmp/<name>, checking it against store.idx, with mtime = internal
   // date. Returns its size with bare LFs counted as CRLF. The file is removed on failure.
   uint64_t CopyToTmp(const Folder& folder, const MessageMeta& meta, int in, int tmp_dir, const std::string& name,
-                     const std::string& shown) {
+                     const std::string& shown, bool* date_not_kept) {
     UniqueFd out = CreateFileAt(tmp_dir, name, shown);
     try {
       const std::string path = folder.MessagePath(meta.uid);
@@ -367,6 +381,11 @@ class Exporter {
       const struct timespec times[2] = {{static_cast<time_t>(meta.internal_date), 0},
                                         {static_cast<time_t>(meta.internal_date), 0}};
       if (::futimens(out.get(), times) != 0) ThrowErrno("set times of " + shown);
+      // A filesystem clamps a time outside its range (ext4: 1901-12-13 to 2446-05-10) without
+      // an error: the import would read another date back.
+      struct stat st;
+      if (::fstat(out.get(), &st) != 0) ThrowErrno("stat " + shown);
+      *date_not_kept = st.st_mtim.tv_sec != static_cast<time_t>(meta.internal_date);
       const int fd = out.release();
       if (::close(fd) != 0) ThrowErrno("close " + shown);
       return size + bare_lf;
@@ -480,9 +499,9 @@ static ExportReport ExportOnce(Store& store, const ExportOptions& options, Uniqu
       throw;
     }
     if (options.format == ExportFormat::kMbox) {
-      exporter.ExportMbox(*folder, snap, &out);
+      exporter.ExportMbox(*folder, snap, &out, &report.flags_not_kept);
     } else {
-      exporter.ExportMaildir(*folder, snap, &out, &report.flags_not_kept);
+      exporter.ExportMaildir(*folder, snap, &out, &report.flags_not_kept, &report.dates_not_kept);
     }
     report.messages += out.messages;
     report.bytes += out.bytes;

@@ -86,7 +86,8 @@ struct ExportReport {
   uint64_t messages = 0;
   uint64_t bytes = 0;
   uint64_t vanished = 0;
-  uint64_t flags_not_kept = 0;  // maildir: messages that lost Archived or a user flag
+  uint64_t flags_not_kept = 0;  // maildir: messages that lost Archived or a user flag; mbox: any flag
+  uint64_t dates_not_kept = 0;  // maildir: internal dates the filesystem's file times cannot hold
   uint64_t subscriptions = 0;            // maildir: lines of the `subscriptions` file written
   uint64_t subscriptions_not_kept = 0;   // maildir: subscriptions to other users' folders
 };

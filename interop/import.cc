@@ -18,6 +18,7 @@
 
 #include "interop/folder_filler.h"
 #include "interop/keyword_bits.h"
+#include "interop/mbox_status.h"
 #include "store/mboxlist.h"
 #include "util/digest.h"
 #include "util/error.h"
@@ -99,44 +100,6 @@ OpenedMbox OpenMboxAndStart(const ImportJob& job, MboxFlavor flavor, const Stall
   opened.reader->set_stall_policy(stall);
   opened.started = opened.reader->Start();
   return opened;
-}
-
-// The value of the header field `name` (case-insensitive) within the message's header (up to
-// its first empty line), without the leading blanks; nullopt when absent.
-std::optional<std::string_view> HeaderField(std::string_view message, std::string_view name) {
-  for (size_t pos = 0; pos < message.size();) {
-    size_t eol = message.find('\n', pos);
-    std::string_view line = message.substr(pos, eol == std::string_view::npos ? std::string_view::npos : eol - pos);
-    if (line.ends_with('\r')) line.remove_suffix(1);
-    if (line.empty()) return std::nullopt;  // the end of the header
-    if (line.size() > name.size() && line[name.size()] == ':' &&
-        std::equal(name.begin(), name.end(), line.begin(),
-                   [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b)); })) {
-      std::string_view value = line.substr(name.size() + 1);
-      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-      return value;
-    }
-    if (eol == std::string_view::npos) break;
-    pos = eol + 1;
-  }
-  return std::nullopt;
-}
-
-// The flags mail programs keep in an mbox message's header (mutt, Pine, UW-IMAP, Dovecot,
-// Thunderbird's "Status"): Status R = read; X-Status A answered, F flagged, D deleted, T draft.
-// The header stays as it is (the message's bytes are never changed); only the flags are taken
-// (helper-73: every message of a Dovecot-written mbox arrived unread).
-uint8_t FlagsFromStatusHeaders(std::string_view message) {
-  uint8_t flags = 0;
-  if (auto status = HeaderField(message, "Status"))
-    if (status->find('R') != std::string_view::npos) flags |= store::kSeen;
-  if (auto x = HeaderField(message, "X-Status")) {
-    if (x->find('A') != std::string_view::npos) flags |= store::kAnswered;
-    if (x->find('F') != std::string_view::npos) flags |= store::kFlagged;
-    if (x->find('D') != std::string_view::npos) flags |= store::kDeleted;
-    if (x->find('T') != std::string_view::npos) flags |= store::kDraft;
-  }
-  return flags;
 }
 
 // The pseudo message UW-IMAP, Pine and Dovecot put first in an mbox to keep the folder's

@@ -32,10 +32,18 @@ int RunExport(ExportCliOptions& options) {
   std::printf("exported %s (%llu bytes) in %s of %s to %s\n", Counted(report.messages, "message").c_str(),
               static_cast<unsigned long long>(report.bytes), Counted(report.folders.size(), "folder").c_str(),
               options.export_options.user.c_str(), options.export_options.out_dir.c_str());
-  if (report.flags_not_kept != 0) {
+  if (report.flags_not_kept != 0 && options.export_options.format == interop::ExportFormat::kMbox) {
+    std::printf("%s with flags their mbox copy does not carry: an export writes none into the messages (their own "
+                "Status: and X-Status: fields are read back; --format maildir keeps flags)\n",
+                Counted(report.flags_not_kept, "message").c_str());
+  } else if (report.flags_not_kept != 0) {
     std::printf("%s lost flags Maildir cannot hold (Archived, or user flags beyond 26 or not IMAP atoms)\n",
                 Counted(report.flags_not_kept, "message").c_str());
   }
+  if (report.dates_not_kept != 0)
+    std::printf("%s lost their internal date: outside the file times this filesystem holds (an import reads "
+                "another back)\n",
+                Counted(report.dates_not_kept, "message").c_str());
   if (report.subscriptions != 0)
     std::printf("%s written to %s/subscriptions\n", Counted(report.subscriptions, "subscription").c_str(),
                 options.export_options.out_dir.c_str());

@@ -293,6 +293,52 @@ TEST_F(Export, MaildirFilesCarryFlagsKeywordsDatesAndUids) {
   EXPECT_TRUE(sub[0].ends_with(":2,RT")) << sub[0];
 }
 
+// An mbox export writes no flags into the messages: every flag was dropped in silence, exit 0
+// (helper-93). Counted, except where the message's own Status:/X-Status: say them (an import
+// reads those back).
+TEST_F(Export, MboxCountsTheMessagesWhoseFlagsItDoesNotCarry) {
+  store_->CreateUser("joe");
+  const std::vector<uint32_t> uids =
+      Deliver(*store_, "joe", "INBOX",
+              {{"Subject: plain\n\nx\n", Meta(1, kRecent)},
+               {"Subject: seen\n\nx\n", Meta(2, kSeen)},
+               {"Status: RO\nX-Status: A\nSubject: said\n\nx\n", Meta(3, kSeen | kAnswered)},
+               {"Status: RO\nSubject: more\n\nx\n", Meta(4, kSeen | kFlagged)},
+               {"Subject: keyword\n\nx\n", Meta(5)}});
+  auto folder = store_->OpenFolder("joe", "INBOX");
+  folder->SetUserFlagNames({"$Work"});
+  folder->SetFlags(uids[4], 0, 0b1);
+  const interop::ExportReport report = Run(dir_ / "out", interop::ExportFormat::kMbox);
+  EXPECT_EQ(report.messages, 5u);
+  EXPECT_EQ(report.flags_not_kept, 3u);  // seen, more (Flagged) and keyword
+}
+
+// A file's time outside what its filesystem holds is clamped without an error (ext4: 1901-12-13
+// to 2446-05-10): the export exited 0 and its import read another internal date back
+// (helper-93). Counted, on a filesystem that clamps; kept exactly on one that does not.
+TEST_F(Export, MaildirCountsTheInternalDatesItsFilesystemCannotHold) {
+  store_->CreateUser("joe");
+  const int64_t far = 20000000000;  // 2603
+  Deliver(*store_, "joe", "INBOX", {{"Subject: far\n\nx\n", Meta(far)}, {"Subject: near\n\nx\n", Meta(1700000000)}});
+  for (const std::string& base : {std::string(dir_ / "here"), std::string("/var/tmp")}) {  // tmpfs, disk
+    SCOPED_TRACE(base);
+    fs::create_directories(base);
+    const std::string out = base + "/storemove-export-dates-" + std::to_string(::getpid());
+    const std::string probe = out + ".probe";
+    std::ofstream(probe).put('x');
+    const struct timespec times[2] = {{static_cast<time_t>(far), 0}, {static_cast<time_t>(far), 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, probe.c_str(), times, 0), 0);
+    struct stat st;
+    ASSERT_EQ(::stat(probe.c_str(), &st), 0);
+    const bool clamps = st.st_mtime != far;
+    ::unlink(probe.c_str());
+    const interop::ExportReport report = Run(out, interop::ExportFormat::kMaildir);
+    fs::remove_all(out);
+    EXPECT_EQ(report.messages, 2u);
+    EXPECT_EQ(report.dates_not_kept, clamps ? 1u : 0u);
+  }
+}
+
 TEST_F(Export, MaildirRootIsAMaildirEvenWithoutTheInbox) {
   store_->CreateUser("joe");
   Deliver(*store_, "joe", "Sent", {{"Subject: s\n\ns\n", Meta(1)}});
