@@ -173,6 +173,9 @@ bool Repository::AddIfMissing(const Digest& digest, int dirfd, const std::string
         KnownDirectories::Mark(root_, index);
       }
       fd = TryOpenAt(AT_FDCWD, bucket, O_PATH | O_DIRECTORY, 0, bucket);
+      // Known to this process but removed since (an operator's rm, a store made again at the
+      // same path): the next attempt makes it.
+      if (!fd.valid() && attempt == 0) continue;
       if (!fd.valid()) Throw(Errc::kNotFound, "open " + bucket + ": no such file or directory");
     }
     int err = LinkAt(dirfd, name, fd.get(), leaf);

@@ -289,6 +289,14 @@ TEST(Repository, AddIfMissingFromADirectoryFd) {
     EXPECT_TRUE(repo.AddIfMissing(DigestOf(x), fd, name, path));
     ASSERT_EQ(::lstat(repo.EntryPath(DigestOf(x)).c_str(), &entry), 0);
     EXPECT_EQ(entry.st_ino, message.st_ino);
+    // The same in a later session of this process (serve's next restore): the process still
+    // took the bucket for one that exists, and the flat layout failed the folder with "open
+    // .../=digest/NN: no such file or directory" instead of making it again.
+    fs::remove_all(bucket);
+    Repository later(partition);
+    EXPECT_TRUE(later.AddIfMissing(DigestOf(x), fd, name, path));
+    ASSERT_EQ(::lstat(later.EntryPath(DigestOf(x)).c_str(), &entry), 0);
+    EXPECT_EQ(entry.st_ino, message.st_ino);
 
     const std::string y = Message('y', 3100);
     try {
