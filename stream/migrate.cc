@@ -1186,6 +1186,7 @@ std::string MigrateReport::Json() const {
   nlohmann::json j;
   j["storemove_version"] = Version();
   j["ok"] = ok();
+  j["exit_status"] = exit_status;  // as a failed run's report has it (FailedMigrateJson)
   j["seconds"] = seconds;
   j["users_in_no_group"] = users_in_no_group;
   j["users_in_no_group_names"] = no_group_names;

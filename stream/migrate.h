@@ -119,6 +119,9 @@ struct MigrateReport {
   std::vector<std::string> recovered;  // what the start put back from a killed run's journals
   bool interrupted = false;            // options.client.cancel was cancelled (a signal)
   bool deadline_reached = false;       // options.deadline came before every group was done
+  // The status the command exits with (tools/cmd_migrate.cc decides it before the report is
+  // written): 0, 1 (a group failed on its own), 75 (deadline, destination down), 130 ...
+  int exit_status = 0;
   std::string deadline;                // DeadlineText of options.deadline ("" without one): the text report's
   std::string deadline_utc;            // the same instant in ISO 8601 UTC: the JSON report's (no zone abbreviation)
   // Why the destination was found down: the last error of the first group that ran out of

@@ -208,6 +208,17 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
     SignalWatcher watcher(&cancel);
     report = stream::Migrate(*source, options);
   }
+  // Decided before the report is written, which says it: a script reading only the report
+  // (a fleet's summary) knew a failed run's status but not a finished one's.
+  const bool failed_on_its_own =
+      std::any_of(report.groups.begin(), report.groups.end(), [](const stream::GroupReport& g) {
+        return !g.ok && !g.stopped_by_deadline && !g.destination_unreachable;
+      });
+  report.exit_status = report.interrupted ? ExitStatus(Errc::kInterrupted)
+                       : failed_on_its_own ? 1
+                       : !report.destination_unreachable.empty() || report.deadline_reached ? ExitStatus(Errc::kTempFail)
+                       : report.ok() ? 0
+                                     : 1;
   if (!o.report_file.empty()) {
     *report_written = true;  // tried once: a failure below is not hidden by a second try
     try {
@@ -232,10 +243,6 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   auto print_report = [&] {
     if (o.report_file != "-") std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
   };
-  const bool failed_on_its_own =
-      std::any_of(report.groups.begin(), report.groups.end(), [](const stream::GroupReport& g) {
-        return !g.ok && !g.stopped_by_deadline && !g.destination_unreachable;
-      });
   if (!report.destination_unreachable.empty() && !failed_on_its_own) {
     print_report();
     size_t left = 0;

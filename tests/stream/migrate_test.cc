@@ -838,6 +838,7 @@ TEST(MigrateInterrupt, SigtermDuringHoldWithRetriesLeftCountsTheUsersPutBack) {
   std::ifstream in(tmp / "report.json");
   std::string report((std::istreambuf_iterator<char>(in)), {});
   EXPECT_NE(report.find("\"users_put_back\": 6"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"exit_status\": 130"), std::string::npos) << report;
   EXPECT_EQ(Statuses(*src), before);
 }
 
@@ -1890,7 +1891,9 @@ TEST(MigrateSwitch, UserStatusOfAUserARunningMigrateHoldsIsRefusedWithOneLine) {
   net::Credentials insecure = Insecure();
   Server server(*dst, insecure);
   const std::string user = Statuses(*src).rbegin()->first;
-  MigrateChild child(MigrateArgs(tmp / "src", server.endpoint()));
+  std::vector<std::string> migrate_args = MigrateArgs(tmp / "src", server.endpoint());
+  migrate_args.insert(migrate_args.end(), {"--report", tmp / "report.json"});
+  MigrateChild child(migrate_args);
   ASSERT_EQ(child.WaitForHold(), "hold all") << child.Err();
   for (std::vector<std::string> args : {std::vector<std::string>{user}, std::vector<std::string>{"--group", "all"}}) {
     args.insert(args.begin(), {"user", "--store", tmp / "src", "--status", "active"});
@@ -1904,6 +1907,10 @@ TEST(MigrateSwitch, UserStatusOfAUserARunningMigrateHoldsIsRefusedWithOneLine) {
   child.Continue();
   EXPECT_EQ(child.Wait(), 0) << child.Err();
   ExpectMigrated(*dst, *src, "127.0.0.1");
+  // The report of a run that ends says its status, as a failed run's does (a fleet reads it).
+  std::ifstream in(tmp / "report.json");
+  const std::string report((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(report.find("\"exit_status\": 0,"), std::string::npos) << report;
 }
 
 // --- verify after a migration -----------------------------------------------------------------

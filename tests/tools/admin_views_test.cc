@@ -328,6 +328,7 @@ TEST_F(AdminViews, MigrateStopsAtItsDeadlineEvenInASessionThatNeverAnswers) {
   nlohmann::json j = nlohmann::json::parse(testing::SlurpFile(tmp_ / "report.json"));
   EXPECT_EQ(j["ok"], false);
   EXPECT_EQ(j["deadline_reached"], true);
+  EXPECT_EQ(j["exit_status"], 75);
   ASSERT_EQ(j["groups"].size(), 2u);
   EXPECT_EQ(j["groups"][0]["result"], "stopped (deadline)");
   EXPECT_NE(j["groups"][0]["errors"][0].get<std::string>().find("attempt 1: cut off (reached its deadline ("),
@@ -390,6 +391,7 @@ TEST_F(AdminViews, MigrateToADestinationThatIsDownStopsAfterOneGroupsRetries) {
   nlohmann::json j = nlohmann::json::parse(testing::SlurpFile(tmp_ / "report.json"));
   EXPECT_EQ(j["ok"], false);
   EXPECT_NE(j["destination_unreachable"].get<std::string>().find("group ab: attempt 2: connect to"), std::string::npos);
+  EXPECT_EQ(j["exit_status"], 75);
   ASSERT_EQ(j["groups"].size(), 2u);
   EXPECT_EQ(j["groups"][0]["attempts"], 2);
   EXPECT_EQ(j["groups"][1]["attempts"], 0);
