@@ -1121,8 +1121,17 @@ void Store::PublishFolder(Folder& folder, std::string_view origin, const FolderC
   if (!info) Throw(Errc::kNoUser, "no such user: " + folder.user());
   DirLock lock(folder.dir_.get(), folder.path(), options_.on_wait, options_.folder_lock_wait_seconds);
   std::string shown = folder.path() + "/store.idx";
-  UniqueFd idx = OpenAt(folder.dir_.get(), "store.idx", O_RDONLY, 0, shown);
+  UniqueFd idx = OpenAt(folder.dir_.get(), "store.idx", O_RDWR, 0, shown);
   index::Header h = index::Read(idx.get(), shown, false).header;
+  // The folder is made now, for `backup -d`: a full backup that began while it was being built
+  // (unpublished, so not listed) and a dated one from that backup's start both left out the
+  // batches committed before that start, created and stored earlier (helper-94).
+  const int64_t now = std::max<int64_t>(Now(), ReadClockFloor(root_));
+  if (h.created < now) {
+    h.created = now;
+    index::WriteHeader(idx.get(), h, shown);
+    if (sync) Fsync(idx.get(), shown);
+  }
   if (sync) Fsync(folder.dir_.get(), folder.path());
   FolderValue fv{h.uidvalidity, h.created, info->partition, "", std::string(origin), coverage};
   bool inserted = false;
