@@ -40,10 +40,12 @@ std::vector<T> AsSet(std::vector<T> items) {
   return items;
 }
 
+// A name that is no IMAP keyword is left out, as a restore leaves it out (and the summary).
 std::string Names(uint64_t bits, const std::vector<std::string>& names) {
   std::string out;
   for (size_t i = 0; i < 64; ++i) {
     if (!(bits & (uint64_t(1) << i))) continue;
+    if (i < names.size() && !store::IsUserFlagName(names[i])) continue;
     if (!out.empty()) out += ' ';
     out += i < names.size() ? names[i] : "#" + std::to_string(i);
   }
