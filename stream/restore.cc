@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -505,6 +506,7 @@ class RestoreSession {
                                " at the source): it was delivered here after an earlier switch; refusing to "
                                "mirror over it. Bring that mail to the source first, or leave the user here");
     present_.clear();
+    present_in_stream_.clear();
     unclaimed_.clear();
     uidnext_raised_ = false;
     folder_carried_ = 0;
@@ -526,15 +528,25 @@ class RestoreSession {
       folder_ = store_->OpenFolder(user_, folder_name_);
       store::FolderSnapshot snap = folder_->Snapshot();
       mode_ = existing->uidvalidity == r.uidvalidity && !options_.skip_existing_check ? Mode::kMerge : Mode::kAppend;
-      if (mode_ == Mode::kMerge)
-        for (const store::MessageMeta& m : snap.messages) present_.emplace(m.uid, m);
+      // In UID order (the snapshot's), ~56 bytes a message: a rerun over a folder of a million
+      // took ~220 bytes each in a hash map (helper-92).
+      if (mode_ == Mode::kMerge) {
+        present_.reserve(snap.messages.size());
+        for (const store::MessageMeta& m : snap.messages)
+          present_.push_back({m.uid, m.flags, m.size, m.user_flags, m.save_time, m.internal_date, m.digest});
+        present_in_stream_.assign(present_.size(), false);
+        if (!std::is_sorted(present_.begin(), present_.end(), [](const Present& a, const Present& b) { return a.uid < b.uid; }))
+          Throw(Errc::kCorrupt, current_mailbox_ + ": the folder's snapshot is not in UID order");  // Snapshot() sorts
+      }
       // Messages a rerun must not append again: in append mode all of the folder's (an earlier,
       // interrupted run appended some); in a merge those above the source's UIDs (where an
       // earlier run put the stream's messages whose UID here held other bytes). Unless -i.
-      if (!options_.skip_existing_check)
+      if (!options_.skip_existing_check) {
         for (const store::MessageMeta& m : snap.messages)
           if (mode_ == Mode::kAppend || (r.uidnext != 0 && m.uid >= r.uidnext))
-            unclaimed_[ContentKey(m.digest, m.size)].push_back({m.uid, m.save_time, m.internal_date});
+            unclaimed_.push_back({m.digest, m.size, m.uid, false, m.save_time, m.internal_date});
+        std::sort(unclaimed_.begin(), unclaimed_.end());  // by content, then UID
+      }
       MergeUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
     }
     std::string partition = store_->FindUser(user_)->partition;
@@ -614,16 +626,16 @@ class RestoreSession {
   // it is already present (same UID, same digest) and only its flags may need updating.
   // present_uid_ is the UID of the folder's copy; claimed_ when it is not the stream's UID (a
   // copy that an earlier run appended: taken once, for one message of the stream).
+  struct Present;
   bool AlreadyPresent(const format::MessageRecord& r, store::MessageMeta* meta) {
     meta->user_flags = MapUserFlags(r.user_flags);
     claimed_ = false;
     present_uid_ = r.uid;
     if (mode_ == Mode::kNew) return false;
     if (mode_ == Mode::kMerge) {
-      in_stream_.insert(r.uid);
-      auto it = present_.find(r.uid);
-      if (it == present_.end()) return false;
-      if (it->second.digest == r.digest && it->second.size == r.size && SameArrival(it->second.save_time, it->second.internal_date, r))
+      const Present* have = MarkInStream(r.uid);
+      if (!have) return false;
+      if (have->digest == r.digest && have->size == r.size && SameArrival(have->save_time, have->internal_date, r))
         return true;
     }
     meta->uid = 0;  // appended: a new UID (in a merge: same UID, other content, keep both)
@@ -633,24 +645,39 @@ class RestoreSession {
       folder_->RaiseUidNext(folder_record_.uidnext);
       uidnext_raised_ = true;
     }
-    auto it = unclaimed_.find(ContentKey(r.digest, r.size));
-    if (it == unclaimed_.end()) return false;
-    auto copy = std::find_if(it->second.rbegin(), it->second.rend(),
-                             [&](const Unclaimed& c) { return SameArrival(c.save_time, c.internal_date, r); });
-    if (copy == it->second.rend()) return false;
+    // The copies with this content, by UID: the last one not taken that arrived as r did.
+    const Unclaimed first{r.digest, r.size, 0, false, 0, 0}, last{r.digest, r.size, UINT32_MAX, false, 0, 0};
+    const auto begin = std::lower_bound(unclaimed_.begin(), unclaimed_.end(), first);
+    const auto end = std::upper_bound(begin, unclaimed_.end(), last);
+    auto copy = std::find_if(std::make_reverse_iterator(end), std::make_reverse_iterator(begin), [&](const Unclaimed& c) {
+      return !c.taken && SameArrival(c.save_time, c.internal_date, r);
+    });
+    if (copy == std::make_reverse_iterator(begin)) return false;
     present_uid_ = copy->uid;
-    it->second.erase(std::next(copy).base());
+    copy->taken = true;
     claimed_ = true;
-    if (mode_ == Mode::kMerge) in_stream_.insert(present_uid_);  // the stream's now: --mirror keeps it
+    if (mode_ == Mode::kMerge) MarkInStream(present_uid_);  // the stream's now: --mirror keeps it
     return true;
   }
 
   // A message found present at the stream's own UID takes the stream's flags. (A copy claimed at
   // another UID keeps its own: it is the folder's message, the stream's is only like it.)
   void UpdatePresentFlags(uint32_t uid) {
-    const store::MessageMeta& have = present_[uid];
-    if (have.flags != meta_.flags || have.user_flags != meta_.user_flags)
+    const Present* have = FindPresent(uid);
+    if (have && (have->flags != meta_.flags || have->user_flags != meta_.user_flags))
       QueueFlagChange(uid, meta_.flags, meta_.user_flags);
+  }
+
+  const Present* FindPresent(uint32_t uid) const {
+    const auto it = std::lower_bound(present_.begin(), present_.end(), uid,
+                                     [](const Present& p, uint32_t u) { return p.uid < u; });
+    return it != present_.end() && it->uid == uid ? &*it : nullptr;
+  }
+  // The folder's message `uid` is part of the source folder: not expunged by --mirror.
+  const Present* MarkInStream(uint32_t uid) {
+    const Present* p = FindPresent(uid);
+    if (p) present_in_stream_[static_cast<size_t>(p - present_.data())] = true;
+    return p;
   }
 
   // Flag changes go to store.idx in batches: one read of the index per batch, not per message
@@ -676,12 +703,6 @@ class RestoreSession {
   // without save times (0: the restore stored its own) is matched by bytes, as before.
   static bool SameArrival(int64_t save_time, int64_t internal_date, const format::MessageRecord& r) {
     return r.save_time == 0 || save_time == r.save_time || (r.internal_date != 0 && internal_date == r.internal_date);
-  }
-
-  static std::string ContentKey(const Digest& digest, uint64_t size) {
-    std::string key(reinterpret_cast<const char*>(digest.bytes.data()), digest.bytes.size());
-    key.append(reinterpret_cast<const char*>(&size), sizeof size);
-    return key;
   }
 
   void OnMessage(const format::MessageRecord& r) {
@@ -1045,14 +1066,13 @@ class RestoreSession {
       MarkUnsettled();
       return;
     }
-    in_stream_.insert(r.uid);  // part of the source folder: not expunged by --mirror
-    auto it = present_.find(r.uid);
-    if (it == present_.end() || it->second.digest != r.digest || it->second.size != r.size) {
+    const Present* have = MarkInStream(r.uid);  // part of the source folder: not expunged by --mirror
+    if (!have || have->digest != r.digest || have->size != r.size) {
       MarkUnsettled();
       return;
     }
     const uint64_t user_flags = MapUserFlags(r.user_flags);
-    if (it->second.flags != r.flags || it->second.user_flags != user_flags) QueueFlagChange(r.uid, r.flags, user_flags);
+    if (have->flags != r.flags || have->user_flags != user_flags) QueueFlagChange(r.uid, r.flags, user_flags);
   }
 
   void MarkUnsettled() {
@@ -1295,12 +1315,11 @@ class RestoreSession {
     // An incremental block names every message of the source folder; an unchanged one none.
     if (options_.mirror && mode_ == Mode::kMerge && decoder_.header().since == 0 && !folder_record_.unchanged()) {
       std::vector<uint32_t> gone;
-      for (const auto& [uid, meta] : present_)
-        if (!in_stream_.count(uid)) gone.push_back(uid);
+      for (size_t i = 0; i < present_.size(); ++i)
+        if (!present_in_stream_[i]) gone.push_back(present_[i].uid);
       folder_->Expunge(gone);
       report_.expunged += gone.size();
     }
-    in_stream_.clear();
     folder_->RaiseUidNext(mode_ == Mode::kAppend ? 0 : folder_record_.uidnext);
     const store::FolderCoverage coverage = CoverageAfter();
     // Marked only by -n: a plain restore's mailbox is the live one a later -n must not merge into.
@@ -1471,15 +1490,28 @@ class RestoreSession {
   std::unique_ptr<store::Folder> folder_;
   std::string partition_path_;  // of the open folder
   std::unique_ptr<relinker::Repository> repository_;
-  std::unordered_map<uint32_t, store::MessageMeta> present_;
-  // Copies in the folder a stream message may be found as, by content (ContentKey), with
-  // their save times (SameSaveTime).
-  struct Unclaimed {
+  // A merge folder's messages before the stream, in UID order, and which of them the stream named.
+  struct Present {
     uint32_t uid;
+    uint8_t flags;
+    uint64_t size, user_flags;
     int64_t save_time, internal_date;  // SameArrival
+    Digest digest;
   };
-  std::unordered_map<std::string, std::vector<Unclaimed>> unclaimed_;
-  std::unordered_set<uint32_t> in_stream_;  // UIDs of the open merge folder seen in the stream
+  std::vector<Present> present_;
+  std::vector<bool> present_in_stream_;
+  // Copies in the folder a stream message may be found as, sorted by content, then UID.
+  struct Unclaimed {
+    Digest digest;
+    uint64_t size;
+    uint32_t uid;
+    bool taken;                        // claimed by a message of this stream
+    int64_t save_time, internal_date;  // SameArrival
+    bool operator<(const Unclaimed& o) const {
+      return std::tie(digest.bytes, size, uid) < std::tie(o.digest.bytes, o.size, o.uid);
+    }
+  };
+  std::vector<Unclaimed> unclaimed_;
   std::map<std::string, bool> empty_repository_;  // partition -> repository empty at first use
   bool repository_was_empty_ = false;
   ContentFilter written_;  // contents this session wrote: where a look-up may find them after all
