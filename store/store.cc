@@ -1126,17 +1126,26 @@ void Store::PublishFolder(Folder& folder, std::string_view origin, const FolderC
   // The folder is made now, for `backup -d`: a full backup that began while it was being built
   // (unpublished, so not listed) and a dated one from that backup's start both left out the
   // batches committed before that start, created and stored earlier (helper-94).
-  const int64_t now = std::max<int64_t>(Now(), ReadClockFloor(root_));
-  if (h.created < now) {
-    h.created = now;
-    index::WriteHeader(idx.get(), h, shown);
-    if (sync) Fsync(idx.get(), shown);
-  }
+  const int64_t created = std::max<int64_t>({h.created, Now(), ReadClockFloor(root_)});
   if (sync) Fsync(folder.dir_.get(), folder.path());
-  FolderValue fv{h.uidvalidity, h.created, info->partition, "", std::string(origin), coverage};
+  FolderValue fv{h.uidvalidity, created, info->partition, "", std::string(origin), coverage};
   bool inserted = false;
   db_->Txn([&](DB_TXN* txn) { inserted = db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
   if (!inserted) Throw(Errc::kExists, "mailbox " + key + " was created while it was being restored");
+  // A backup that began between the time read above and the commit raised the floor before it
+  // listed folders; if its listing missed this one, that floor is visible now: the folder is
+  // dated from it, so its dated backup carries the folder whole (helper-95).
+  if (const int64_t floor = ReadClockFloor(root_); floor > fv.created) {
+    fv.created = floor;
+    db_->Txn([&](DB_TXN* txn) { db_->Put(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
+  }
+  // The index's copy, for a rebuild of folder.db from the indexes (written once published: a
+  // folder refused above keeps its index as it was).
+  if (h.created != fv.created) {
+    h.created = fv.created;
+    index::WriteHeader(idx.get(), h, shown);
+    if (sync) Fsync(idx.get(), shown);
+  }
   folder.unpublished_ = false;
 }
 
