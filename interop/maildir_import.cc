@@ -200,6 +200,7 @@ void ParseKeywords(std::string_view text, const std::string& shown,
                                 ": expected '<number> <keyword>' (a keyword of 1 to 200 printable characters)");
     if (number >= keywords->size()) continue;
     if (!IsImapKeyword(name)) {
+      (*keywords)[number].clear();  // a later line for a number wins, as before
       warnings->push_back(shown + " line " + std::to_string(line_no) + ": keyword '" + EscapeControls(name) +
                           "' is not an IMAP keyword (RFC 3501 atom); its messages are imported without it");
       continue;

@@ -534,9 +534,14 @@ class RestoreSession {
         present_.reserve(snap.messages.size());
         for (const store::MessageMeta& m : snap.messages)
           present_.push_back({m.uid, m.flags, m.size, m.user_flags, m.save_time, m.internal_date, m.digest});
-        present_in_stream_.assign(present_.size(), false);
         if (!std::is_sorted(present_.begin(), present_.end(), [](const Present& a, const Present& b) { return a.uid < b.uid; }))
           Throw(Errc::kCorrupt, current_mailbox_ + ": the folder's snapshot is not in UID order");  // Snapshot() sorts
+        // A UID twice (a damaged index): its first record stands for it, as the map kept it, so
+        // --mirror does not take the second for one the stream left out (helper-95).
+        present_.erase(std::unique(present_.begin(), present_.end(),
+                                   [](const Present& a, const Present& b) { return a.uid == b.uid; }),
+                       present_.end());
+        present_in_stream_.assign(present_.size(), false);
       }
       // Messages a rerun must not append again: in append mode all of the folder's (an earlier,
       // interrupted run appended some); in a merge those above the source's UIDs (where an

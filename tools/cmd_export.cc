@@ -41,8 +41,8 @@ int RunExport(ExportCliOptions& options) {
                 Counted(report.flags_not_kept, "message").c_str());
   }
   if (report.dates_not_kept != 0)
-    std::printf("%s lost their internal date: outside the file times this filesystem holds (an import reads "
-                "another back)\n",
+    std::printf("%s lost their internal date: a file time this filesystem cannot hold (outside its range, or "
+                "finer than its resolution; an import reads another back)\n",
                 Counted(report.dates_not_kept, "message").c_str());
   if (report.subscriptions != 0)
     std::printf("%s written to %s/subscriptions\n", Counted(report.subscriptions, "subscription").c_str(),

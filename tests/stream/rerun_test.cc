@@ -17,12 +17,14 @@
 
 #include "format/format.h"
 #include "store/admin.h"
+#include "store/index.h"
 #include "store/store.h"
 #include "stream/stream.h"
 #include "tests/support/stream_strings.h"
 #include "tests/support/temp_dir.h"
 #include "util/digest.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace storemove::stream {
 namespace {
@@ -369,6 +371,30 @@ TEST(RestoreRerun, AMirroredPassKeepsTheCopyOfAMessageWhoseUidHeldOtherBytes) {
     ASSERT_EQ(now.size(), 3u) << "run " << run;
     EXPECT_EQ(now.rbegin()->second, Body("theirs")) << "run " << run;
   }
+}
+
+// A damaged index that lists a UID twice: a mirrored pass took the second record for a message
+// the stream left out and expunged the UID, file and all, though the stream carried it
+// (helper-95, after present messages moved from a map to a sorted array).
+TEST(RestoreRerun, AMirroredPassKeepsAMessageTheDamagedIndexListsTwice) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::string stream = StreamOf("Work", 5, {{1, Body("one")}, {2, Body("two")}, {3, Body("three")}});
+  RestoreString(*s, stream);
+  const std::string idx = s->OpenFolder("joe", "Work")->path() + "/store.idx";
+  {
+    UniqueFd fd = OpenFile(idx, O_RDONLY);
+    store::index::Contents c = store::index::Read(fd.get(), idx);
+    c.records.push_back(c.records[1]);  // UID 2 again
+    store::index::WriteNew(idx, c, false);
+  }
+  RestoreOptions mirror;
+  mirror.mirror = true;
+  SessionReport r = RestoreString(*s, stream, mirror);
+  EXPECT_EQ(r.expunged, 0u);
+  std::map<uint32_t, std::string> now = Contents(*s, "Work");
+  EXPECT_EQ(now[2], Body("two"));
+  EXPECT_EQ(now.size(), 3u);
 }
 
 // A present message's file was damaged (bytes appended, or changed): the rerun puts the stream's
