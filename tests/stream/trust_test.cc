@@ -70,31 +70,47 @@ void WriteUser(format::Encoder& enc, const std::string& user) {
   enc.WriteUser(u);
 }
 
+struct KeywordedMessage {
+  uint32_t uid;
+  std::string body;
+  uint64_t user_flags;
+};
+
+// A stream of one folder, USER's INBOX, with these keyword names and messages.
+std::string InboxWithKeywords(const std::string& user, const std::vector<std::string>& names,
+                              const std::vector<KeywordedMessage>& messages) {
+  format::StringSink sink;
+  format::Encoder enc(sink);
+  enc.WriteHeader({});
+  WriteUser(enc, user);
+  format::FolderRecord f;
+  f.user = user;
+  f.folder = "INBOX";
+  f.uidvalidity = 1;
+  f.uidnext = static_cast<uint32_t>(messages.size() + 1);
+  f.user_flag_names = names;
+  enc.WriteFolder(f);
+  for (const KeywordedMessage& k : messages) {
+    format::MessageRecord m = Record(k.uid, k.body);
+    m.user_flags = k.user_flags;
+    enc.BeginMessage(m);
+    enc.BodyChunk(k.body);
+    enc.EndMessage();
+  }
+  enc.EndFolder();
+  enc.Finish();
+  return std::string(sink.data());
+}
+
 // A user-flag bit that the folder record names no keyword for is not stored: kept, it would
 // become whatever keyword the folder gains later (found by review: bit 40 in a folder without
 // names survived in store.idx).
 TEST(Trust, AUserFlagBitWithoutANameIsNotStored) {
   TempDir tmp;
   auto s = store::Store::Init(tmp / "s", {});
-  format::StringSink sink;
-  format::Encoder enc(sink);
-  enc.WriteHeader({});
-  WriteUser(enc, "alice");
-  format::FolderRecord f;
-  f.user = "alice";
-  f.folder = "INBOX";
-  f.uidvalidity = 1;
-  f.uidnext = 1;
-  f.user_flag_names = {"$Forwarded", "Work"};
-  enc.WriteFolder(f);
-  format::MessageRecord m = Record(1, kSecret);
-  m.user_flags = (uint64_t(1) << 1) | (uint64_t(1) << 40);
-  enc.BeginMessage(m);
-  enc.BodyChunk(kSecret);
-  enc.EndMessage();
-  enc.EndFolder();
-  enc.Finish();
-  EXPECT_EQ(RestoreBytes(s.get(), sink.data()).errors, 0u);
+  const std::string stream =
+      InboxWithKeywords("alice", {"$Forwarded", "Work"}, {{1, kSecret, (uint64_t(1) << 1) | (uint64_t(1) << 40)}});
+  EXPECT_EQ(RestoreBytes(s.get(), stream).errors, 0u);
   auto inbox = s->OpenFolder("alice", "INBOX");
   const store::FolderSnapshot snap = inbox->Snapshot();
   ASSERT_EQ(snap.messages.size(), 1u);
@@ -437,30 +453,9 @@ TEST(RestoreTrust, KeywordNamesThatAreNotImapAtomsAreLeftOutAndTheFolderRestored
     const std::string& bad = not_atoms[i];
     SCOPED_TRACE(EscapeControls(bad));
     auto each = store::Store::Init(tmp / ("each" + std::to_string(i)), {});
-    format::StringSink sink;
-    format::Encoder enc(sink);
-    enc.WriteHeader({});
-    WriteUser(enc, "mallory");
-    format::FolderRecord f;
-    f.user = "mallory";
-    f.folder = "INBOX";
-    f.uidvalidity = 1;
-    f.uidnext = 3;
-    f.user_flag_names = {"$Before", bad, "$After"};
-    enc.WriteFolder(f);
-    format::MessageRecord both = Record(1, "hi\r\n");
-    both.user_flags = 0b111;
-    enc.BeginMessage(both);
-    enc.BodyChunk("hi\r\n");
-    enc.EndMessage();
-    format::MessageRecord only_bad = Record(2, "ho\r\n");
-    only_bad.user_flags = 0b010;
-    enc.BeginMessage(only_bad);
-    enc.BodyChunk("ho\r\n");
-    enc.EndMessage();
-    enc.EndFolder();
-    enc.Finish();
-    const SessionReport r = RestoreBytes(each.get(), sink.data());
+    // Message 1 carries all three keywords, message 2 only the one left out.
+    const SessionReport r = RestoreBytes(
+        each.get(), InboxWithKeywords("mallory", {"$Before", bad, "$After"}, {{1, "hi\r\n", 0b111}, {2, "ho\r\n", 0b010}}));
     EXPECT_EQ(r.errors, 0u);
     ASSERT_EQ(r.notes.size(), 1u);
     EXPECT_NE(r.notes[0].find("is not an IMAP keyword"), std::string::npos) << r.notes[0];
