@@ -447,8 +447,9 @@ class BackupSession {
     // -d: what was stored here since the date, and every message of a folder made since. A
     // message restored (or migrated) into this store keeps its save time from elsewhere, older
     // than the date, and would be in no backup of the chain: its stored-at time is the restore's
-    // (0 in an index written before that field: the save time stands in). The folder rule is
-    // for those indexes.
+    // (0 in an index written before that field: the save time stands in). The folder rule
+    // takes a folder published since whole: one built while a backup ran, unlisted by it, whose
+    // first batches were stored before that backup began (Store::PublishFolder dates it).
     return !(options_.since && std::max(m.save_time, m.stored_at) < options_.since &&
              a.snap.info.created < options_.since);
   }
