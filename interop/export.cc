@@ -305,7 +305,7 @@ class Exporter {
       int next = 0;
       for (size_t i = 0; i < snap.info.user_flag_names.size(); ++i) {
         const std::string& name = snap.info.user_flag_names[i];
-        if (static_cast<size_t>(next) < kMaildirKeywords && IsImapKeyword(name)) {
+        if (static_cast<size_t>(next) < kMaildirKeywords && store::IsUserFlagName(name)) {
           letter_of[i] = next;
           keywords += std::to_string(next++) + " " + name + "\n";
         } else {

@@ -10,12 +10,10 @@ namespace {
 constexpr size_t kUserFlags = 64;  // bits of MessageMeta::user_flags
 }  // namespace
 
-bool IsImapKeyword(std::string_view name) { return store::IsUserFlagName(name); }
-
 std::optional<size_t> KeywordBits::Bit(std::string_view name) {
-  // Not an IMAP keyword: a restore refuses such a name (stream-format.md), so kept here it
-  // would lose the whole folder at the restore of its backup (helper-93).
-  if (!IsImapKeyword(name)) return std::nullopt;
+  // Not an IMAP keyword: a restore leaves such a name out (stream-format.md), and until
+  // 2026-12-06 refused the whole folder for it (helper-93).
+  if (!store::IsUserFlagName(name)) return std::nullopt;
   const auto it = std::find(names_.begin(), names_.end(), name);
   if (it != names_.end()) return static_cast<size_t>(it - names_.begin());
   if (names_.size() == kUserFlags) return std::nullopt;

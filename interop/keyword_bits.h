@@ -12,10 +12,6 @@
 
 namespace storemove::interop {
 
-// An IMAP atom (RFC 3501 flag-keyword) of 1-200 bytes: what an IMAP server (Dovecot) accepts as
-// a keyword and the store keeps as a user-flag name (store::IsUserFlagName).
-bool IsImapKeyword(std::string_view name);
-
 class KeywordBits {
  public:
   explicit KeywordBits(std::vector<std::string> names) : names_(std::move(names)) {}

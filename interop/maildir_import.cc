@@ -18,7 +18,7 @@
 #include <unordered_set>
 
 #include "interop/folder_filler.h"
-#include "interop/keyword_bits.h"
+#include "store/store.h"
 #include "interop/maildir_names.h"
 #include "store/mboxlist.h"
 #include "util/error.h"
@@ -182,8 +182,8 @@ UidList ParseUidList(std::string_view text, const std::string& shown) {
 // dovecot-keywords: "<number> <name>" lines; numbers 0..25 are the letters 'a'..'z' (Dovecot
 // keeps later numbers for names no file name can carry: they are ignored here too).
 // A name that is not an IMAP keyword (Dovecot's sieve or a hand-made file can write one) is
-// left out, with a warning: a restore refuses such a name, so kept here it would lose the whole
-// folder at the restore of its backup (helper-93).
+// left out, with a warning: a restore leaves it out too, and until 2026-12-06 refused the whole
+// folder for it (helper-93).
 void ParseKeywords(std::string_view text, const std::string& shown,
                    std::array<std::string, kMaildirKeywords>* keywords, std::vector<std::string>* warnings) {
   size_t line_no = 0;
@@ -199,7 +199,7 @@ void ParseKeywords(std::string_view text, const std::string& shown,
       Throw(Errc::kCorrupt, shown + " line " + std::to_string(line_no) +
                                 ": expected '<number> <keyword>' (a keyword of 1 to 200 printable characters)");
     if (number >= keywords->size()) continue;
-    if (!IsImapKeyword(name)) {
+    if (!store::IsUserFlagName(name)) {
       (*keywords)[number].clear();  // a later line for a number wins, as before
       warnings->push_back(shown + " line " + std::to_string(line_no) + ": keyword '" + EscapeControls(name) +
                           "' is not an IMAP keyword (RFC 3501 atom); its messages are imported without it");
