@@ -213,7 +213,10 @@ Errc ImapClient::LoginRefusal(const Tagged& t) {
   return Errc::kAuth;
 }
 
+// NO is the server's failure to do it now (its storage, a lock, a limit): a rerun may get past it.
+// BAD says the command broke the grammar the server speaks, and the same command breaks it again.
 void ImapClient::Check(const Tagged& t, const std::string& what) {
+  if (t.status == "NO") Refused(Errc::kTempFail, what, t);
   if (t.status != "OK") Refused(Errc::kProtocol, what, t);
 }
 

@@ -80,13 +80,15 @@ void ImapReader::Fail(const std::string& what) const {
 void ImapReader::Closed(const std::string& where) const {
   if (bye_)
     Throw(Errc::kTempFail, shown_ + ": server said BYE (" + ShownText(*bye_) + ") and closed the connection");
-  Fail("connection closed by the server " + where);
+  // A dropped connection is no fault in what the server sent: a rerun may get past it (kTempFail),
+  // where a reply that breaks the grammar recurs every run (kProtocol, Fail).
+  Throw(Errc::kTempFail, shown_ + ": connection closed by the server " + where + " at byte " + std::to_string(offset()));
 }
 
 void ImapReader::ClosedInLiteral(uint64_t got, uint64_t size) const {
   if (bye_) Closed("");
-  Fail("connection closed by the server in a literal after " + std::to_string(got) + " of " + std::to_string(size) +
-       " bytes");
+  Throw(Errc::kTempFail, shown_ + ": connection closed by the server in a literal after " + std::to_string(got) +
+                             " of " + std::to_string(size) + " bytes at byte " + std::to_string(offset()));
 }
 
 char ImapReader::Next() {

@@ -720,7 +720,10 @@ MoveUserReport MoveUsers(store::Store& store, const ImapSource& source, const st
         PullUser(store, source, url, tls.get(), accounts[i], options, result);
       } catch (const Error& e) {
         result.error = e.what();
-        result.permanent = e.code() == Errc::kInvalidArgument || e.code() == Errc::kAuth;
+        // kProtocol: the server sent what the client cannot parse or did not ask for, or answered
+        // BAD; the same server sends it again on every run, so a retry loop must stop.
+        result.permanent =
+            e.code() == Errc::kInvalidArgument || e.code() == Errc::kAuth || e.code() == Errc::kProtocol;
       } catch (const std::exception& e) {
         result.error = std::string("unexpected: ") + e.what();
       }

@@ -134,8 +134,8 @@ int RunMoveUser(MoveUserCliOptions& o) {
         report.failed_permanently == 0
             ? ""
             : ", " + std::to_string(report.failed_permanently) +
-                  " of them until changed: credentials, a name at the source, or the user's status here (each user's "
-                  "line says which)";
+                  " of them until changed: credentials, a name or a reply at the source, or the user's status here "
+                  "(each user's line says which)";
     std::printf("moveuser: %s (%llu failed%s), %s, %s in %.2f s\n", Counted(report.users.size(), "user").c_str(),
                 static_cast<unsigned long long>(report.failed), permanent.c_str(),
                 Counted(report.messages, "message").c_str(), HumanBytes(report.bytes).c_str(), report.seconds);

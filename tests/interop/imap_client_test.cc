@@ -807,7 +807,7 @@ const std::string kDeep = std::string(65, '(') + std::string(65, ')');
 INSTANTIATE_TEST_SUITE_P(
     ImapClient, ImapErrors,
     ::testing::Values(
-        ErrorCase{"TruncatedLiteral", "* 1 FETCH (UID 1 BODY[] {10}\r\nabc", Errc::kProtocol,
+        ErrorCase{"TruncatedLiteral", "* 1 FETCH (UID 1 BODY[] {10}\r\nabc", Errc::kTempFail,
                   "imap://test: connection closed by the server in a literal after 3 of 10 bytes at byte 45"},
         ErrorCase{"AbsurdLiteral", "* 1 FETCH (UID 1 BODY[] {5000000000}\r\n", Errc::kProtocol,
                   "imap://test: literal of 5000000000 bytes in BODY[] is over 4 GiB at byte 47"},
@@ -820,13 +820,13 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"ByeInsideLiteral", "* BYE going down\r\n* 1 FETCH (UID 1 BODY[] {3}\r\na", Errc::kTempFail,
                   "imap://test: server said BYE (going down) and closed the connection"},
         ErrorCase{"TaggedNo", "A1 NO [SERVERBUG] Internal error occurred. Refer to server log \x01\r\n",
-                  Errc::kProtocol,
+                  Errc::kTempFail,
                   "imap://test: UID FETCH refused: NO [SERVERBUG] Internal error occurred. Refer to server log \\x01"},
         ErrorCase{"TaggedBadTrimmed", "A1 BAD " + std::string(300, 'x') + "\r\n", Errc::kProtocol,
                   "imap://test: UID FETCH refused: BAD " + std::string(200, 'x') + "..."},
         ErrorCase{"TagNotInFlight", "A7 OK done\r\n", Errc::kProtocol,
                   "imap://test: tagged response for tag 'A7' which is not in flight at byte 14"},
-        ErrorCase{"ClosedBeforeAnswer", "", Errc::kProtocol,
+        ErrorCase{"ClosedBeforeAnswer", "", Errc::kTempFail,
                   "imap://test: connection closed by the server before the response to a command at byte 12"},
         ErrorCase{"LongLine", "* OK " + std::string(2 << 20, 'x') + "\r\n", Errc::kProtocol,
                   "imap://test: response line longer than 1 MiB at byte 1048589"},
@@ -844,9 +844,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "imap://test: a UID 4294967296 out of range at byte 37"},
         ErrorCase{"UidZero", "* 1 FETCH (UID 0 BODY[] {1}\r\nx)\r\n", Errc::kProtocol,
                   "imap://test: UID 0 in a FETCH response (UIDs start at 1) at byte 28"},
-        ErrorCase{"ClosedInAQuotedDate", "* 1 FETCH (UID 1 INTERNALDATE \"17-Jul", Errc::kProtocol,
+        ErrorCase{"ClosedInAQuotedDate", "* 1 FETCH (UID 1 INTERNALDATE \"17-Jul", Errc::kTempFail,
                   "imap://test: connection closed by the server in INTERNALDATE at byte 49"},
-        ErrorCase{"ClosedInAnAtom", "* 1 FETCH (UID 1 FLAGS (\\Se", Errc::kProtocol,
+        ErrorCase{"ClosedInAnAtom", "* 1 FETCH (UID 1 FLAGS (\\Se", Errc::kTempFail,
                   "imap://test: connection closed by the server in a flag at byte 39"},
         ErrorCase{"TooManyFlags", "* 1 FETCH (UID 1 FLAGS (" + [] {
                     std::string flags;

@@ -953,8 +953,8 @@ TEST(MoveUserHostile, ARefusedLoginEndsWith65AndOneTheServerCannotCheckNowWith75
   CliResult r = RunCli({"moveuser", "--store", store, "--from", server.url(), "--users", tmp / "users",
                         "--password-file", tmp / "pw", "--insecure", "--timeout", "5"});
   EXPECT_EQ(r.status, 75) << r.Describe();
-  EXPECT_NE(r.out.find("(2 failed, 1 of them until changed: credentials, a name at the source, or the user's status here "
-                       "(each user's line says which))"), std::string::npos)
+  EXPECT_NE(r.out.find("(2 failed, 1 of them until changed: credentials, a name or a reply at the source, or the "
+                       "user's status here (each user's line says which))"), std::string::npos)
       << r.out;
 }
 
@@ -1092,38 +1092,49 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
            " RFC822.SIZE " + std::to_string(size) + ")\r\n";
   };
   const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
-  const std::vector<std::tuple<std::string, ScriptedImap::Answers, std::string>> bad_new = {
+  const std::vector<std::tuple<std::string, ScriptedImap::Answers, std::string, int>> bad_new = {
+      // 65 where the server broke the protocol, which it does again on every run (a retry loop
+      // around moveuser must stop); 75 where a rerun may find the server consistent.
       {"shorter than RFC822.SIZE", {{"EXAMINE", examine2}, {all, body(1, one, "BODY[]", 1000) + body(2, two)}},
-       "UID 1: BODY[] has 19 bytes where RFC822.SIZE says 1000"},
+       "UID 1: BODY[] has 19 bytes where RFC822.SIZE says 1000", 65},
       {"a part of the body", {{"EXAMINE", examine2}, {all, body(1, one.substr(0, 5), "BODY[]<0>") + body(2, two)}},
-       "a partial body (BODY[]<0>) where the whole BODY[] was asked for"},
+       "a partial body (BODY[]<0>) where the whole BODY[] was asked for", 65},
       {"a body left out, still listed", {{"EXAMINE", examine2}, {all, body(1, one)},
                                           {list_cmd, meta(1, one.size()) + meta(2, two.size())}},
-       "the server lists UID 2 but sent no body for it, asked twice; run again"},
+       "the server lists UID 2 but sent no body for it, asked twice; run again", 75},
+      // A keyword with a raw '"' (what a sieve script may set at Dovecot): the reply cannot be
+      // parsed, on this run or any other (helper-93; until 2026-12-05 exit 75).
+      {"a keyword with a raw quote",
+       {{"EXAMINE", examine2},
+        {all, "* 1 FETCH (UID 1 FLAGS (\\Seen a\"b)" + date + " RFC822.SIZE 19 BODY[] {19}\r\n" + one + ")\r\n"}},
+       "expected a flag, got '\"' at byte", 65},
       {"a body twice", {{"EXAMINE", examine2}, {all, body(1, one) + body(1, one) + body(2, two)}},
-       "the server sent the body of UID 1 twice"},
+       "the server sent the body of UID 1 twice", 65},
       {"no EXISTS", {{"EXAMINE", "* OK [UIDVALIDITY 7] v\r\n"}, {all, body(1, one) + body(2, two)}},
-       "no EXISTS in the response to EXAMINE 'INBOX'"},
+       "no EXISTS in the response to EXAMINE 'INBOX'", 65},
       {"more bodies than the folder counts", {{"EXAMINE", examine2}, {all, [&] {
          std::string many;
          for (int uid = 1; uid <= 10003; ++uid) many += body(uid, one);
          return many;
        }()}},
-       "the server sent 10003 message bodies, more than the folder's EXISTS count of 2 and 10000 arrivals"},
+       "the server sent 10003 message bodies, more than the folder's EXISTS count of 2 and 10000 arrivals", 65},
       // Left out of the bodies and of the listing after, with no EXPUNGE: the folder used to be
       // published without it, exit 0 (helper-51).
       {"a body left out, not listed, no expunge said",
        {{"EXAMINE", examine2}, {all, body(1, one)}, {list_cmd, meta(1, one.size())}},
-       "the server listed 1 of the 2 messages it counts (EXISTS), without saying the others were expunged; run again"},
+       "the server listed 1 of the 2 messages it counts (EXISTS), without saying the others were expunged; run again", 75},
   };
-  for (const auto& [what, answers, says] : bad_new) {
+  for (const auto& [what, answers, says, status] : bad_new) {
     CliResult r = run(answers);
-    EXPECT_EQ(r.status, 75) << what << ": " << r.Describe();
+    EXPECT_EQ(r.status, status) << what << ": " << r.Describe();
     EXPECT_NE(r.err.find(says), std::string::npos) << what << ": " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << what << ": " << r.err;
     EXPECT_FALSE(inbox()) << what << ": a new folder is visible only complete";
     // Counted only once visible: the bodies stored before the refusal are not messages moved.
-    EXPECT_NE(r.out.find("(1 failed), 0 messages, 0 B"), std::string::npos) << what << ": " << r.out;
+    EXPECT_NE(r.out.find(status == 75 ? "(1 failed), 0 messages, 0 B" : "(1 failed, 1 of them until changed"),
+              std::string::npos)
+        << what << ": " << r.out;
+    EXPECT_NE(r.out.find(", 0 messages, 0 B"), std::string::npos) << what << ": " << r.out;
   }
   // A body left out of the FETCH because the message was expunged meanwhile: the listing that
   // follows no longer has it, and the folder is complete without it. One the server sends when
@@ -1189,14 +1200,14 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
     EXPECT_EQ(Store::Open(store)->FindFolder("dora", "INBOX")->uidnext, 3u) << what;
   }
   r = run({{"EXAMINE", examine3}, {list_cmd, listing}, {"UID FETCH 3 ", body(3, one) + body(4, two)}});
-  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_EQ(r.status, 65) << r.Describe();
   EXPECT_NE(r.err.find("the server sent the body of UID 4, which was not asked for"), std::string::npos) << r.err;
   // A listing beyond the folder's size (and the arrivals it may have meanwhile) is refused; a UID
   // listed again is a flag update, not one more entry.
   std::string endless;
   for (int i = 1; i <= 10004; ++i) endless += meta(i, 10);
   r = run({{"EXAMINE", examine3}, {list_cmd, endless}});
-  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_EQ(r.status, 65) << r.Describe();
   EXPECT_NE(r.err.find("the server listed 10004 messages, more than the folder's EXISTS count of 3 and 10000 arrivals"),
             std::string::npos)
       << r.err;
