@@ -57,6 +57,7 @@ class BackupSession {
     std::string floor_note;
     header.created = store::RaiseClockFloor(store_.root(), ::time(nullptr), &floor_note);
     if (!floor_note.empty()) report_.notes.push_back(floor_note);
+    report_.started = header.created;
     header.since = options_.since;
     header.source_host = options_.source_host;
     header.store_id = store_.store_id();

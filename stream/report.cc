@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "stream/stream.h"
+#include "util/local_time.h"
 #include "util/plural.h"
 #include "util/version.h"
 
@@ -26,6 +27,9 @@ std::string SessionReport::Summary(const std::string& verb) const {
   if (expunged) out += ", " + std::to_string(expunged) + " expunged";
   if (!unsettled.empty()) out += ", " + Counted(unsettled.size(), "mailbox", "mailboxes") + " unsettled";
   if (errors) out += ", " + std::to_string(errors) + " ERRORS";
+  // In the form -d takes, local time: restore -t shows the start in UTC, which read as -d on a
+  // host west of it pointed hours past the start, and the mail between was in no backup.
+  if (started) out += "; started " + CompactLocalTime(started) + " (the next dated backup's -d)";
   return out;
 }
 
@@ -41,6 +45,10 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"errors", errors},        {"error_lines", error_lines}, {"notes", notes},
                       {"seconds", seconds},
                       {"storemove_version", Version()}};
+  if (started) {
+    j["started"] = started;
+    j["next_backup_since"] = CompactLocalTime(started);
+  }
   return j.dump();
 }
 

@@ -89,4 +89,14 @@ std::string LocalZoneName() {
   return "the system time zone";
 }
 
+std::string CompactLocalTime(int64_t t) {
+  ::tzset();
+  const std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  if (::localtime_r(&tt, &tm) == nullptr) return "?";
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d:%H%M%S", &tm);
+  return buf;
+}
+
 }  // namespace storemove

@@ -25,6 +25,10 @@ std::vector<int64_t> LocalInstants(const LocalDateTime& at);
 // Its local time's date, when the clocks skipped the whole day, is a later day.
 int64_t LocalClockReaches(const LocalDateTime& at);
 
+// `t` as the local clock shows it, in `backup -d`'s form YYYYMMDD:HHMMSS. Read back (the earlier
+// instant of an hour the clocks repeat) it is `t` or up to an hour before: never after.
+std::string CompactLocalTime(int64_t t);
+
 // "TZ Europe/Berlin", or "the system time zone" without TZ: where messages say the time was read.
 std::string LocalZoneName();
 
