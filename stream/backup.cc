@@ -126,10 +126,19 @@ class BackupSession {
 
   void WriteUserFolders(const Selection& selection, const store::UserInfo& user) {
     if (options_.before_user_listed) options_.before_user_listed(user.user);
-    std::vector<store::FolderInfo> folders;
-    for (store::FolderInfo& f : store_.ListFolders(user.user, ListingDetail()))
-      if (selection.WantsFolder(user, f.folder)) folders.push_back(std::move(f));
+    std::vector<store::FolderInfo> folders = store_.ListFolders(user.user, ListingDetail());
+    const bool has_no_folder = folders.empty();
+    std::erase_if(folders, [&](const store::FolderInfo& f) { return !selection.WantsFolder(user, f.folder); });
     if (folders.empty()) {
+      // A user without any mailbox is a record all the same: one whose mail moved to another
+      // host keeps it, marked moved:HOST, so that deliveries wait instead of bouncing. It was in
+      // no backup, and after a restore of the store that mail bounced (helper-97). Not for a
+      // migrate's passes (only_users): a user moves with its mail there.
+      if (has_no_folder && !options_.only_users && selection.WantsFolder(user, "INBOX") &&
+          store_.FindUser(user.user)) {
+        queue_.push_back(Pending{user, nullptr});
+        return;
+      }
       UserGoneIfGone(user.user);
       return;
     }

@@ -352,6 +352,21 @@ class RestoreSession {
       std::optional<store::UserStatus> status;
       if (options_.keep_status) status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
+      // A user the stream says has moved to another host is made here as moved, --keep-status or
+      // not: made active, it took deliveries that belong on that host, and the user's mail was
+      // split between the two (helper-97). A user here already keeps its status, as any does;
+      // one moved to that same host is the first run's (a rerun goes on).
+      if (!status && !options_.copy_on_hold && r.status.starts_with("moved:")) {
+        const store::UserStatus moved = store::UserStatus::Parse(r.status);
+        if (!existing) {
+          status = moved;
+          AddNote("user " + user + ": made here as " + r.status +
+                  ", as the stream says (its mail is on that host; `storemove user " + user +
+                  " --status active` takes deliveries here)");
+        } else if (existing->status.state == store::UserState::kMoved && existing->status.host == moved.host) {
+          status = moved;
+        }
+      }
       // A user marked moved here lives on another host: mail restored here would split it between
       // the two (import and moveuser refuse it too). Unless the stream itself says moved and its
       // status is kept: a rerun of such a restore (its first run made the user moved).

@@ -124,7 +124,7 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
   c->add_flag("-n", o->rename_existing, "restore into MAILBOX.YYYYMMDD when the mailbox exists");
   c->add_flag("--keep-status", o->keep_status,
               "give users the status the stream carries (hold, moved:HOST); default: new users are active, "
-              "existing users keep theirs");
+              "or moved:HOST when the stream says so, and existing users keep theirs");
   c->add_flag("--allow-gap", o->allow_gap,
               "restore a dated (-d) stream into mailboxes that lack the earlier part of its chain without counting "
               "each such mailbox an error (exit 66)");
