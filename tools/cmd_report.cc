@@ -30,7 +30,8 @@ void AddReportCommand(CLI::App& root, Action* chosen) {
   auto o = std::make_shared<ReportCliOptions>();
   CLI::App* c = root.add_subcommand(
       "report", "merge a fleet migration's job reports (storemove plan --results DIR): users, messages, bytes, "
-                "failures, slowest groups, hold times; exit 1 when a job failed or a report is broken or partial");
+                "failures, slowest groups, hold times; exit 1 (fleet: NOT DONE) when a job failed, a report is broken or "
+                "partial, or users of the sources are in no group");
   c->add_option("dir", o->dir, "the results directory")->type_name("DIR")->required();
   c->add_flag("--json", o->json, "print the merged report as JSON");
   c->add_option("--slowest", o->slowest, "slowest groups shown (default 5)");
