@@ -248,6 +248,38 @@ void RemoveUserDirectory(Store& store, std::string_view partition, std::string_v
   RemoveEmptyDirs(dir, HashDirPath(store, partition, user));
 }
 
+// Whether the directory holds anything of a folder: an entry that is no sub-folder (`+…`) and
+// not the delivery gate.
+bool HoldsFolderFiles(const LockedDir& dir) {
+  for (const std::string& name : DirEntries(dir.fd(), dir.path()))
+    if (name[0] != '+' && name != "user.lck") return true;
+  return false;
+}
+
+// The files of every folder directory at and below `path` (the user directory, or one folder's
+// with its `+` sub-folders): what a deletion killed after its commit left there (§6.7). Only
+// under the user's write lock, with none of the user's folders recorded at or below `path`:
+// nothing can then create one (§6.9), so no directory there is anybody's work in progress.
+// Returns the directories that held files.
+size_t RemoveUnrecordedFolderFiles(Store& store, const std::string& path) {
+  std::unique_ptr<LockedDir> dir = LockedDir::TryOpen(path, store);
+  if (!dir) return 0;
+  size_t swept = 0;
+  for (const std::string& name : DirEntries(dir->fd(), path)) {
+    struct stat st;
+    if (name[0] != '+' || ::fstatat(dir->fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+      continue;
+    swept += RemoveUnrecordedFolderFiles(store, path + "/" + name);
+  }
+  if (HoldsFolderFiles(*dir)) {
+    ++swept;
+    RemoveFolderFiles(*dir);
+  }
+  dir.reset();
+  ::rmdir(path.c_str());  // emptied; or it still holds what was no folder's: left
+  return swept;
+}
+
 // --- fingerprint ---------------------------------------------------------------------------------
 
 // Feeds the byte sequence of docs/store-format.md §3.5, one folder at a time in name order.
@@ -955,8 +987,45 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
     }
     deleted.push_back(d->key);
   }
+  // What an earlier run killed after its commit left, on any partition: no rerun found it, the
+  // user's record being gone (helper-96). Still under the write lock, with no folder recorded.
+  for (const std::string& partition : store.Partitions())
+    RemoveUnrecordedFolderFiles(store, FolderPath(store, partition, user, "INBOX"));
   if (!store.FindUser(user)) RemoveUserDirectory(store, info.partition, user);  // unless created again
   return deleted;
+}
+
+size_t RemoveLeftoversOfDeleted(Store& store, std::string_view user, std::string_view folder) {
+  ValidateUserId(user);
+  const std::string name = folder.empty() ? "" : NormalizeFolder(folder);
+  if (!folder.empty()) ValidateStoredFolderName(folder);
+  if (name == "INBOX") return 0;  // never deleted alone: its directory is the user's
+  Store::UserWriteLock write_lock = store.LockUserForWriting(user);  // no creation of its folders meanwhile
+  Store::Db& db = store.db();
+  const std::string key = name.empty() ? "user/" + std::string(user) + "/" : MailboxKey(user, name);
+  bool recorded = false;
+  db.Scan(db.folder(), key, [&](std::string_view k, std::string_view) {
+    // The folder itself or one below it ("Old2" is not below "Old"); the whole user: any.
+    recorded = name.empty() || k == key || k.starts_with(key + "/");
+    return !recorded;
+  });
+  if (recorded || (name.empty() && store.FindUser(user))) return 0;
+  size_t swept = 0;
+  for (const std::string& partition : store.Partitions()) {
+    const std::string path = FolderPath(store, partition, user, name.empty() ? "INBOX" : name);
+    if (name.empty()) {
+      swept += RemoveUnrecordedFolderFiles(store, path);
+      RemoveUserDirectory(store, partition, user);
+      continue;
+    }
+    std::unique_ptr<LockedDir> dir = LockedDir::TryOpen(path, store);
+    if (!dir || !HoldsFolderFiles(*dir)) continue;
+    ++swept;
+    RemoveFolderFiles(*dir);
+    dir.reset();
+    RemoveEmptyDirs(path, FolderPath(store, partition, user, "INBOX"));
+  }
+  return swept;
 }
 
 // --- rename and moves -------------------------------------------------------------------------------

@@ -79,6 +79,12 @@ struct DeleteUserOptions {
 // Returns the mailbox names deleted, children first.
 std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteUserOptions options = {});
 
+// A deletion killed after its commit leaves the files of what it deleted, and its rerun finds no
+// record (§6.7). For a user without a record (`folder` empty) or a mailbox without one: removes
+// those files, under the user's write lock. Returns the folder directories that held files (0:
+// nothing was left, or it is recorded).
+size_t RemoveLeftoversOfDeleted(Store& store, std::string_view user, std::string_view folder);
+
 // --- rename and partition moves ---------------------------------------------------------------
 
 struct Renamed {

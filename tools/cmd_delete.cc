@@ -7,6 +7,7 @@
 #include "tools/commands.h"
 #include "util/error.h"
 #include "util/interrupt.h"
+#include "util/plural.h"
 
 namespace storemove::tools {
 namespace {
@@ -49,6 +50,25 @@ int RunDelete(const DeleteOptions& options) {
       }
       std::fflush(stdout);
     } catch (const Error& e) {
+      // Gone already: a run killed after its commit may have left the files (helper-96), which
+      // only this rerun can find.
+      if (e.code() == Errc::kNotFound) {
+        try {
+          if (const size_t swept = store::RemoveLeftoversOfDeleted(*store, target.user, target.folder)) {
+            const std::string what =
+                target.whole_user() ? "user " + target.user : "user/" + target.user + "/" + target.folder;
+            std::printf("deleted %s: its record was gone already (an interrupted delete); removed the files of %s it "
+                        "left\n",
+                        what.c_str(), Counted(swept, "folder").c_str());
+            std::fflush(stdout);
+            continue;
+          }
+        } catch (const Error& sweep_error) {
+          PrintError(sweep_error.what());
+          if (status == 0) status = ExitStatus(sweep_error.code());
+          continue;
+        }
+      }
       PrintError(e.what());
       if (status == 0) status = ExitStatus(e.code());
     }
@@ -68,7 +88,8 @@ void AddDeleteCommand(CLI::App& root, Action* chosen) {
       ->type_name("USER|MAILBOX");
   command->add_flag("--force", options->force, "delete users even if not verified, or changed since verified");
   command->footer(
-      "Exit status: 0 all deleted; 64 a bad name (nothing deleted); 66 no such user or mailbox; 75 a user was "
+      "Exit status: 0 all deleted (a name deleted by an earlier run that was interrupted: the files it left are "
+      "removed now); 64 a bad name (nothing deleted); 66 no such user or mailbox; 75 a user was "
       "refused because it has not been verified, or changed since it was verified at a destination. One line "
       "per deleted object on stdout, one per error on stderr; the first error's status is returned.");
   command->callback([options, chosen] { *chosen = [options] { return RunDelete(*options); }; });

@@ -288,6 +288,79 @@ TEST_F(OperatorStore, DeletingAMovedUserKeepsTheForwardingAnswer) {
   EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "mike"}, "Subject: late\r\n\r\nx\r\n").status, 67);
 }
 
+// A delete killed after its commit (the record gone, §6.7) left the files of what it deleted,
+// and its rerun said "no such user", exit 66: the files, the deleted mail, stayed for good
+// (helper-96). The rerun removes them, exit 0. Made here by putting a copy of the directory back
+// after a complete delete: the same state.
+TEST_F(OperatorStore, ARerunOfADeleteKilledAfterItsCommitRemovesWhatItLeft) {
+  const auto directory_of = [&](const std::string& name) {
+    for (const auto& e : fs::recursive_directory_iterator(root_ + "/partition"))
+      if (e.is_directory() && e.path().filename() == name) return e.path().string();
+    return std::string();
+  };
+  const auto files_below = [](const std::string& path) {
+    size_t n = 0;
+    if (fs::exists(path))
+      for (const auto& e : fs::recursive_directory_iterator(path)) n += e.is_regular_file();
+    return n;
+  };
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann", "--folder", "Work", "--create"},
+                   "Subject: w\r\n\r\nw\r\n").status, 0);
+  const std::string ann = directory_of("=ann");
+  ASSERT_FALSE(ann.empty());
+  ASSERT_GE(files_below(ann), 4u);  // two indexes and two messages at least
+  // `path` as it was before the delete `args` ran.
+  const auto left_behind = [&](const std::string& path, const std::vector<std::string>& args) {
+    fs::copy(path, dir_ / "kept", fs::copy_options::recursive);
+    CliResult r = RunCli(args);
+    fs::remove_all(path);  // what the delete left of it (a moved user's delivery gate)
+    fs::create_directories(fs::path(path).parent_path());
+    fs::rename(dir_ / "kept", path);
+    return r;
+  };
+
+  // One mailbox.
+  const std::string work = directory_of("+Work");
+  ASSERT_FALSE(work.empty());
+  const size_t inbox_files = files_below(ann) - files_below(work);
+  ASSERT_EQ(left_behind(work, {"delete", "--store", root_, "user/ann/Work"}).status, 0);
+  CliResult r = RunCli({"delete", "--store", root_, "user/ann/Work"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("deleted user/ann/Work: its record was gone already (an interrupted delete); removed the "
+                       "files of 1 folder it left"),
+            std::string::npos)
+      << r.Describe();
+  EXPECT_FALSE(fs::exists(work));
+  EXPECT_EQ(RunCli({"delete", "--store", root_, "user/ann/Work"}).status, 66);  // nothing left: no such mailbox
+  EXPECT_EQ(files_below(ann), inbox_files) << "the INBOX's files stay";
+
+  // The whole user.
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann", "--folder", "Work", "--create"},
+                   "Subject: w\r\n\r\nw\r\n").status, 0);
+  ASSERT_EQ(left_behind(ann, {"delete", "--store", root_, "--force", "ann"}).status, 0);
+  ASSERT_GE(files_below(ann), 4u);
+  r = RunCli({"delete", "--store", root_, "--force", "ann"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("deleted user ann: its record was gone already (an interrupted delete); removed the files of "
+                       "2 folders it left"),
+            std::string::npos)
+      << r.Describe();
+  EXPECT_FALSE(fs::exists(ann));
+  EXPECT_EQ(RunCli({"delete", "--store", root_, "--force", "ann"}).status, 66);
+
+  // A moved user keeps its record without mailboxes: its rerun is a delete of no mailbox, which
+  // takes what the first run left.
+  ASSERT_EQ(RunCli({"user", "--store", root_, "mike", "--status", "moved:new.example.com"}).status, 0);
+  const std::string mike = directory_of("=mike");
+  ASSERT_EQ(left_behind(mike, {"delete", "--store", root_, "--force", "mike"}).status, 0);
+  ASSERT_GE(files_below(mike), 2u);
+  r = RunCli({"delete", "--store", root_, "--force", "mike"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(files_below(mike), 0u);
+  EXPECT_EQ(store::Store::Open(root_)->FindUser("mike")->status.ToString(), "moved:new.example.com");
+  EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "mike"}, "Subject: late\r\n\r\nx\r\n").status, 75);
+}
+
 // A user's status travels in the stream, but a held source user must not arrive held at the
 // destination: restore makes users active unless --keep-status. Except one moved to another
 // host: made active it took that host's deliveries, and the mail was split (helper-97).
