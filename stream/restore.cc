@@ -1125,6 +1125,14 @@ class RestoreSession {
                 source.digest.Hex() + ")";
     }
     if (what.empty()) return;
+    // Outside a session a summary marks a folder its backup could not carry whole (it exited 65
+    // and named the messages): an error, since no later pass will send them (helper-97).
+    if (folder_ && decoder_.header().kind != format::StreamKind::kSession) {
+      CountError(Errc::kCorrupt);
+      AddErrorLine(current_mailbox_ + ": not whole: its backup left messages of it out (it exited 65 and named them); "
+                   "here " + what + ". Restore them from another backup of the folder");
+      return;
+    }
     if (options_.strict_summaries)
       Throw(Errc::kCorrupt, current_mailbox_ + ": summary differs from the source: " + what);
     MarkUnsettled();
