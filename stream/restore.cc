@@ -27,6 +27,7 @@
 #include "util/error.h"
 #include "util/file_digest.h"
 #include "util/iso_time.h"
+#include "util/plural.h"
 #include "util/printable.h"
 #include "util/read_block.h"
 #include "stream/progress.h"
@@ -445,6 +446,9 @@ class RestoreSession {
       const store::UserInfo owner = StreamUser(r.user);
       if (!selection_->WantsUser(owner) || !selection_->WantsFolder(owner, r.folder)) {
         skipping_ = true;  // its bodies are kept for the selected folders' links to them
+        // `user/joe` is joe's INBOX (as in backup), where `delete user/joe` is all of joe: said,
+        // since the other folders were not restored without a word (helper-97).
+        if (selection_->WantsUser(owner) && selection_->WantsFolder(owner, "INBOX")) ++inbox_only_skipped_[r.user];
         return;
       }
       ++report_.selected_folders;
@@ -1474,6 +1478,9 @@ class RestoreSession {
   }
 
   void Finish() {
+    for (const auto& [user, skipped] : inbox_only_skipped_)
+      AddNote("user " + user + ": the names select its INBOX, not " + Counted(skipped, "other folder") +
+              " of it in the stream (user/" + user + " is the INBOX; user/" + user + "/* names every folder)");
     if (error_lines_dropped_)
       report_.error_lines.push_back("... and " + std::to_string(error_lines_dropped_) + " more errors not listed");
     if (store_) {
@@ -1508,6 +1515,7 @@ class RestoreSession {
   std::string dated_user_;
   std::map<std::string, std::string> dated_;  // -n: dated_user_'s folders this stream dated
   std::string source_mailbox_;     // user/U/F as the stream names it (what `unsettled` lists)
+  std::map<std::string, uint64_t> inbox_only_skipped_;  // restore NAMES: a selected INBOX's user -> its folders skipped
   bool unsettled_marked_ = false;  // the open folder is in report_.unsettled already
   format::FolderRecord folder_record_;
   uint64_t folder_carried_ = 0;  // the folder's message, link, held and meta records: source messages

@@ -503,6 +503,17 @@ TEST_F(OperatorStore, RestoreNamesSelectUsersAndMailboxes) {
     ASSERT_EQ(out->ListFolders("mike").size(), 1u);
   }
   EXPECT_EQ(digests(dst, "mike", "INBOX"), digests(root_, "mike", "INBOX"));
+  // user/ann is her INBOX, where `delete user/ann` is all of her: the folder not restored is said
+  // (helper-97).
+  const std::string inbox_only = dir_ / "inbox-only";
+  ASSERT_EQ(RunCli({"init", "--store", inbox_only}).status, 0);
+  r = RunCli({"restore", "--store", inbox_only, "-f", stream, "user/ann"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("storemove: restore: note: user ann: the names select its INBOX, not 1 other folder of it in "
+                       "the stream (user/ann is the INBOX; user/ann/* names every folder)"),
+            std::string::npos)
+      << r.Describe();
+  EXPECT_EQ(store::Store::Open(inbox_only)->ListFolders("ann").size(), 1u);
   // A name the stream does not have: said, nothing written.
   r = RunCli({"restore", "--store", dst, "-f", stream, "user/nobody/INBOX"});
   EXPECT_EQ(r.status, 66) << r.Describe();
