@@ -46,7 +46,7 @@ class BackupSession {
   SessionReport Run() {
     std::string groups_file = options_.groups_file.empty() ? store_.root() + "/config/backup-groups.conf"
                                                            : options_.groups_file;
-    Selection selection(options_.names, ReadBackupGroups(groups_file));
+    Selection selection(options_.names, ReadBackupGroups(groups_file), groups_file);
     if (!options_.only_users) selection.RequireEveryNameMatches(store_);  // before the stream begins
     format::StreamHeader header;
     header.kind = options_.manifest ? format::StreamKind::kManifest
@@ -870,7 +870,7 @@ class BackupSession {
 void CheckBackupSelection(store::Store& store, const BackupOptions& options) {
   std::string groups_file =
       options.groups_file.empty() ? store.root() + "/config/backup-groups.conf" : options.groups_file;
-  Selection(options.names, ReadBackupGroups(groups_file)).RequireEveryNameMatches(store);
+  Selection(options.names, ReadBackupGroups(groups_file), groups_file).RequireEveryNameMatches(store);
 }
 
 SessionReport Backup(store::Store& store, const BackupOptions& options, format::Encoder& encoder) {

@@ -164,7 +164,7 @@ class RestoreSession {
         options_(options),
         toc_(toc ? std::make_unique<TocWriter>(*toc, options.toc_json) : nullptr),
         progress_("restore", options.live_progress) {
-    if (!options.names.empty()) selection_.emplace(options.names, options.groups);
+    if (!options.names.empty()) selection_.emplace(options.names, options.groups, options.groups_file);
     if (options.input_total) progress_.set_input_total(options.input_total);
     if (options.input_consumed) progress_.set_input_source(options.input_consumed);
     if (store_) writeback_.emplace(*store_);

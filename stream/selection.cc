@@ -112,8 +112,13 @@ bool GroupMatches(const BackupGroup& group, const std::string& user) {
   return match;
 }
 
-Selection::Selection(const std::vector<std::string>& names, const std::vector<BackupGroup>& groups)
+Selection::Selection(const std::vector<std::string>& names, const std::vector<BackupGroup>& groups,
+                     const std::string& groups_file)
     : groups_(groups) {
+  // Where the groups were looked for: "unknown backup group" alone did not say (helper-97).
+  const std::string groups_read =
+      groups_file.empty() ? "no groups file was read: give --groups FILE"
+                          : "groups of " + groups_file + (groups.empty() ? ", which has none or does not exist" : "");
   groups_.push_back({"user", ".*"});
   for (const std::string& name : names) {
     Item item;
@@ -158,7 +163,8 @@ Selection::Selection(const std::vector<std::string>& names, const std::vector<Ba
       for (size_t g = 0; g < groups_.size(); ++g)
         if (groups_[g].name == parts[1]) item.group = int(g);
       // Not found, as a partition or user the name does not find (66; helper-72: it was 64).
-      if (item.group < 0) Throw(Errc::kNotFound, "unknown backup group '" + parts[1] + "' in '" + name + "'");
+      if (item.group < 0)
+        Throw(Errc::kNotFound, "unknown backup group '" + parts[1] + "' in '" + name + "' (" + groups_read + ")");
     }
     if (parts.size() == 3) {
       store::ValidateUserId(parts[2]);

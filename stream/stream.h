@@ -35,7 +35,9 @@ bool GroupMatches(const BackupGroup& group, const std::string& user);
 // "user/joe/*" for all of joe's folders).
 class Selection {
  public:
-  Selection(const std::vector<std::string>& names, const std::vector<BackupGroup>& groups);
+  // `groups_file`: where `groups` came from, for the error naming a group it lacks.
+  Selection(const std::vector<std::string>& names, const std::vector<BackupGroup>& groups,
+            const std::string& groups_file = {});
   bool WantsUser(const store::UserInfo& user) const;
   bool WantsFolder(const store::UserInfo& user, const std::string& folder) const;
   // Throws kNotFound naming the first name that selects nothing in `store` (an unknown
@@ -197,6 +199,7 @@ struct RestoreOptions {
   // nothing in the whole stream: kNotFound after it is read (nothing was written).
   std::vector<std::string> names;
   std::vector<BackupGroup> groups;
+  std::string groups_file;  // where `groups` came from (for the error naming a group it lacks)
   // Bodies of skipped folders kept for later links to them (stream/skipped_contents.h): at most
   // this many bytes, and a quarter of the store's free space. Tests make it small.
   uint64_t skipped_bodies_max_bytes = uint64_t{1} << 30;

@@ -49,10 +49,13 @@ int RunBackup(const BackupCliOptions& o) {
   auto store = OpenStore(o.store_dir);
   stream::BackupOptions options;
   options.names = o.names;
+  std::vector<size_t> name_lines;  // -u: the file's line of options.names[o.names.size() + i]
   if (!o.names_file.empty()) {
     std::ifstream in(o.names_file);
     if (!in) Throw(Errc::kNotFound, "-u: cannot read " + o.names_file);
+    size_t line_number = 0;
     for (std::string line; std::getline(in, line);) {
+      ++line_number;
       if (!line.empty() && line.back() == '\r') line.pop_back();
       if (line.empty() || line[0] == '#') continue;
       // A bare user id is all of that user's mailboxes: the Sun chapter's files of user names
@@ -62,6 +65,7 @@ int RunBackup(const BackupCliOptions& o) {
         line = "user/" + line + "/*";
       }
       options.names.push_back(line);
+      name_lines.push_back(line_number);
     }
   }
   if (options.names.empty()) options.names.push_back("/");
@@ -96,6 +100,16 @@ int RunBackup(const BackupCliOptions& o) {
   if (o.to.empty() == o.file.empty()) Throw(Errc::kInvalidArgument, "give either -f FILE|- or --to HOST:PORT");
   if (o.allow_gap && o.to.empty())
     Throw(Errc::kInvalidArgument, "--allow-gap: with --to only (a file's restore takes restore --allow-gap)");
+  // A name that selects nothing, before any output exists; one from -u says its line, which
+  // "'user/nosuchuser/*' selects nothing" alone did not (helper-97).
+  try {
+    stream::CheckBackupSelection(*store, options);
+  } catch (const Error& e) {
+    for (size_t i = 0; i < name_lines.size(); ++i)
+      if (std::string_view(e.what()).find("'" + options.names[o.names.size() + i] + "'") != std::string_view::npos)
+        Throw(e.code(), std::string(e.what()) + " (-u " + o.names_file + " line " + std::to_string(name_lines[i]) + ")");
+    throw;
+  }
   if (!o.to.empty()) {
     if (o.timeout < 1) Throw(Errc::kInvalidArgument, "--timeout: at least 1 second");
     if (o.manifest) Throw(Errc::kInvalidArgument, "--manifest cannot be sent with --to (storemove verify checks remotely)");
@@ -118,7 +132,6 @@ int RunBackup(const BackupCliOptions& o) {
     ReportSession(report, "backup", o.json);
     return report.errors ? ExitStatus(report.first_error.value_or(Errc::kCorrupt)) : 0;
   }
-  stream::CheckBackupSelection(*store, options);  // a name that selects nothing leaves no file behind
   BackupOutput out(o.file);
   stream::FdSink sink(out.fd(), out.shown());
   stream::SessionReport report;

@@ -85,6 +85,7 @@ int RunRestore(const RestoreCliOptions& o) {
     std::string groups = o.groups_file;
     if (groups.empty() && store) groups = store->root() + "/config/backup-groups.conf";
     if (!groups.empty()) options.groups = stream::ReadBackupGroups(groups);
+    options.groups_file = groups;
   }
   UniqueFd fd = stream::OpenInput(o.file);
   options.toc_json = o.json;

@@ -415,7 +415,10 @@ TEST_F(Cli, ErrorLinesNameTheFileTheKeyTheOutputAndTheHelp) {
 
   r = RunCli({"backup", "--store", root_, "-f", dir_ / "g.sm", "/primary/nogroup"});
   EXPECT_EQ(r.status, kNoInput) << r.Describe();
-  EXPECT_NE(r.err.find("unknown backup group 'nogroup'"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.err.find("unknown backup group 'nogroup' in '/primary/nogroup' (groups of " + root_ +
+                       "/config/backup-groups.conf, which has none or does not exist)"),
+            std::string::npos)
+      << r.Describe();
 }
 
 // backup -d takes a date that exists: mktime would move 20260230 to March 2nd and quietly

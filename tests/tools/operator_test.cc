@@ -547,6 +547,30 @@ TEST_F(OperatorStore, BackupNamesFileTakesBareUserIds) {
   std::ofstream(list) << "../x\n";
   r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
   EXPECT_EQ(r.status, 64) << r.Describe();
+  // A name that selects nothing says its line (helper-97), over the network as to a file.
+  std::ofstream(list) << "ann\n# a comment\nnosuchuser\n";
+  for (const std::vector<std::string>& output : {std::vector<std::string>{"-f", stream},
+                                                 std::vector<std::string>{"--to", "127.0.0.1:1"}}) {
+    std::vector<std::string> args = {"backup", "--store", root_, "-u", list};
+    args.insert(args.end(), output.begin(), output.end());
+    r = RunCli(args);
+    EXPECT_EQ(r.status, 66) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find("'user/nosuchuser/*' selects nothing: no mailbox matches 'user/nosuchuser/*' (-u " + list +
+                         " line 3)"),
+              std::string::npos)
+        << r.Describe();
+  }
+  // restore: a group the groups file lacks names the file it read.
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
+  const std::string dst = dir_ / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  r = RunCli({"restore", "--store", dst, "-f", stream, "/primary/groupA"});
+  EXPECT_EQ(r.status, 66) << r.Describe();
+  EXPECT_NE(r.err.find("unknown backup group 'groupA' in '/primary/groupA' (groups of " + dst +
+                       "/config/backup-groups.conf, which has none or does not exist)"),
+            std::string::npos)
+      << r.Describe();
 }
 
 // A restore into mailboxes that hold the messages already gives them the stream's flags, and its
