@@ -176,9 +176,15 @@ class RestoreSession {
       Event ev;
       try {
         ev = decoder_.Next();
-      } catch (const Error&) {
+      } catch (const Error& e) {
         AbandonFolder();  // a corrupt or truncated stream: no staged file of the open folder left behind
-        throw;
+        if (!store_ || report_.folders == 0) throw;
+        // What the operator needs next: the error alone did not say that a rerun finishes it (helper-97).
+        const bool open = in_folder_ && !skipping_;
+        const uint64_t whole = (selection_ ? report_.selected_folders : report_.folders) - (open ? 1 : 0);
+        Throw(e.code(), std::string(e.what()) + "; restored before it: " + Counted(whole, "folder") + ", each whole" +
+                            (open ? " (the one it was in is not visible)" : "") +
+                            ": a rerun with the complete stream finishes");
       }
       switch (ev) {
         case Event::kHeader:
@@ -186,7 +192,10 @@ class RestoreSession {
           OnHeader();
           break;
         case Event::kUser: OnUser(decoder_.user()); break;
-        case Event::kFolder: Guard([&] { OnFolder(decoder_.folder()); }); break;
+        case Event::kFolder:
+          in_folder_ = true;
+          Guard([&] { OnFolder(decoder_.folder()); });
+          break;
         case Event::kMessage:
           // Content ids count every message record of the stream, whatever happens to it here.
           NewContent();
@@ -215,7 +224,11 @@ class RestoreSession {
           ++folder_carried_;
           Guard([&] { OnMeta(decoder_.meta()); });
           break;
-        case Event::kFolderEnd: Guard([&] { OnFolderEnd(); }); skipping_ = false; break;
+        case Event::kFolderEnd:
+          Guard([&] { OnFolderEnd(); });
+          skipping_ = false;
+          in_folder_ = false;
+          break;
         case Event::kEnd:
           Finish();
           if (selection_ && report_.selected_folders == 0) {
@@ -1504,6 +1517,7 @@ class RestoreSession {
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
   std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;
+  bool in_folder_ = false;  // between a folder record and its folder-end
   std::optional<Selection> selection_;  // restore NAMES
   std::string stream_user_, stream_user_partition_;  // the last user record's
   SkippedContents skipped_{store_ ? store_->root() : std::string(), options_.skipped_bodies_max_bytes};

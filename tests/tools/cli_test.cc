@@ -599,6 +599,28 @@ TEST(CliChain, ADatedStreamWithoutItsFullBackupIsAGapUntilTheFullIsRestored) {
   EXPECT_EQ(same.status, 0) << same.Describe();
 }
 
+// A stream cut short (a backup's disk filled, a copy interrupted): the error says what the restore
+// did before it and that a rerun with the whole stream finishes; the rerun does (helper-97: the
+// line was "zstd: truncated frame at byte N" alone).
+TEST(CliTruncated, ARestoreOfAStreamCutShortSaysWhatItRestoredAndThatARerunFinishes) {
+  TempDir dir;
+  ASSERT_EQ(RunCli({"gen", "--store", dir / "src", "--users", "40", "--messages-per-user", "20"}).status, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", dir / "src", "-f", dir / "full.smv"}).status, 0);
+  const std::string whole = ReadFile(dir / "full.smv");
+  std::ofstream(dir / "cut.smv", std::ios::binary) << whole.substr(0, whole.size() * 2 / 3);
+  ASSERT_EQ(RunCli({"init", "--store", dir / "dst"}).status, 0);
+  CliResult r = RunCli({"restore", "--store", dir / "dst", "-f", dir / "cut.smv"});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_TRUE(std::regex_search(r.err, std::regex("truncated.*; restored before it: [1-9][0-9]* folders, each whole.*: "
+                                                  "a rerun with the complete stream finishes\n$")))
+      << r.Describe();
+  r = RunCli({"restore", "--store", dir / "dst", "-f", dir / "full.smv"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  r = RunCli({"verify", "--store", dir / "dst", "--source", dir / "src"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+}
+
 // A backup that fails never destroys the previous backup under its name: the new stream goes to
 // a temporary name and replaces FILE only once complete. Messages left out (a damaged source)
 // leave it as FILE.incomplete; nothing temporary stays behind.
