@@ -213,11 +213,11 @@ Errc ImapClient::LoginRefusal(const Tagged& t) {
   return Errc::kAuth;
 }
 
-// NO is the server's failure to do it now (its storage, a lock, a limit): a rerun may get past it.
-// BAD says the command broke the grammar the server speaks, and the same command breaks it again.
+// A server's NO or BAD to a command: a rerun may get past it. NO is its failure to do it now (its
+// storage, a lock, a limit); BAD should recur, but Exchange Online answers BAD for a session it
+// has not connected yet, which passes (helper-98). What breaks the grammar is kProtocol instead.
 void ImapClient::Check(const Tagged& t, const std::string& what) {
-  if (t.status == "NO") Refused(Errc::kTempFail, what, t);
-  if (t.status != "OK") Refused(Errc::kProtocol, what, t);
+  if (t.status != "OK") Refused(Errc::kTempFail, what, t);
 }
 
 // --- reading ----------------------------------------------------------------------------------

@@ -197,6 +197,7 @@ uint64_t ImapReader::LiteralHeader(const char* what) {
     if (digits >= 12) Fail(std::string("literal size in ") + what + " over 4 GiB");
     n = n * 10 + uint64_t(c - '0');
   }
+  if (digits == 0 && Peek() < 0) Closed(std::string("in a literal size in ") + what);  // a drop, no bad reply
   if (digits == 0) Fail(std::string("bad literal size in ") + what);
   if (n > kMaxLiteral) Fail("literal of " + std::to_string(n) + " bytes in " + what + " is over 4 GiB");
   Accept('+');

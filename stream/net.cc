@@ -581,6 +581,10 @@ void Connection::Connect(const TlsContext& tls, const std::string& host) {
   if (ret != 1) FailTls("TLS handshake with", ret);
   if (tls.psk() && !SSL_session_reused(ssl_))
     Throw(Errc::kAuth, "TLS handshake with " + peer_ + ": the server did not use the pre-shared key");
+  // A mail server is authenticated by its certificate, checked in the handshake: what fails later
+  // (a reset, a record damaged on the way) is the connection's, which a rerun may get past. It
+  // was kAuth, a permanent failure of moveuser's user, and "during the TLS handshake" (helper-99).
+  if (mail_server_) authenticated_ = true;
 }
 
 // The first byte the client sent, left unread; -1 when it closed first. kTempFail after the timeout.

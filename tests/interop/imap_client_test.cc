@@ -822,7 +822,7 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"TaggedNo", "A1 NO [SERVERBUG] Internal error occurred. Refer to server log \x01\r\n",
                   Errc::kTempFail,
                   "imap://test: UID FETCH refused: NO [SERVERBUG] Internal error occurred. Refer to server log \\x01"},
-        ErrorCase{"TaggedBadTrimmed", "A1 BAD " + std::string(300, 'x') + "\r\n", Errc::kProtocol,
+        ErrorCase{"TaggedBadTrimmed", "A1 BAD " + std::string(300, 'x') + "\r\n", Errc::kTempFail,
                   "imap://test: UID FETCH refused: BAD " + std::string(200, 'x') + "..."},
         ErrorCase{"TagNotInFlight", "A7 OK done\r\n", Errc::kProtocol,
                   "imap://test: tagged response for tag 'A7' which is not in flight at byte 14"},
@@ -846,6 +846,9 @@ INSTANTIATE_TEST_SUITE_P(
                   "imap://test: UID 0 in a FETCH response (UIDs start at 1) at byte 28"},
         ErrorCase{"ClosedInAQuotedDate", "* 1 FETCH (UID 1 INTERNALDATE \"17-Jul", Errc::kTempFail,
                   "imap://test: connection closed by the server in INTERNALDATE at byte 49"},
+        // Dropped right after the '{': a closed connection, not a bad reply (helper-98).
+        ErrorCase{"ClosedInALiteralSize", "* 1 FETCH (UID 1 BODY[] {", Errc::kTempFail,
+                  "imap://test: connection closed by the server in a literal size in BODY[] at byte 37"},
         ErrorCase{"ClosedInAnAtom", "* 1 FETCH (UID 1 FLAGS (\\Se", Errc::kTempFail,
                   "imap://test: connection closed by the server in a flag at byte 39"},
         ErrorCase{"TooManyFlags", "* 1 FETCH (UID 1 FLAGS (" + [] {
