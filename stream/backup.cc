@@ -57,7 +57,9 @@ class BackupSession {
     std::string floor_note;
     header.created = store::RaiseClockFloor(store_.root(), ::time(nullptr), &floor_note);
     if (!floor_note.empty()) report_.notes.push_back(floor_note);
-    report_.started = header.created;
+    // A manifest carries no mail, and raises the floor all the same: chained from, it skipped what
+    // was stored between the last real backup and it (helper-98).
+    if (!options_.manifest) report_.started = header.created;
     header.since = options_.since;
     header.source_host = options_.source_host;
     header.store_id = store_.store_id();
@@ -133,8 +135,9 @@ class BackupSession {
       // A user without any mailbox is a record all the same: one whose mail moved to another
       // host keeps it, marked moved:HOST, so that deliveries wait instead of bouncing. It was in
       // no backup, and after a restore of the store that mail bounced (helper-97). Not for a
-      // migrate's passes (only_users): a user moves with its mail there.
-      if (has_no_folder && !options_.only_users && selection.WantsFolder(user, "INBOX") &&
+      // migrate's passes (only_users): a user moves with its mail there. Nor in a manifest, which
+      // verify compares user by user with what `verify --source` compares, mailboxes (helper-98).
+      if (has_no_folder && !options_.only_users && !options_.manifest && selection.WantsFolder(user, "INBOX") &&
           store_.FindUser(user.user)) {
         queue_.push_back(Pending{user, nullptr});
         return;

@@ -29,7 +29,10 @@ std::string SessionReport::Summary(const std::string& verb) const {
   if (errors) out += ", " + std::to_string(errors) + " ERRORS";
   // In the form -d takes, local time: restore -t shows the start in UTC, which read as -d on a
   // host west of it pointed hours past the start, and the mail between was in no backup.
-  if (started) out += "; started " + CompactLocalTime(started) + " (the next dated backup's -d)";
+  // A backup that left messages out is no link of a chain: the next one from its start would
+  // miss them for good (helper-98).
+  if (started && errors == 0) out += "; started " + CompactLocalTime(started) + " (the next dated backup's -d)";
+  if (started && errors) out += "; left messages out: run the backup again before chaining a dated one from it";
   return out;
 }
 
@@ -47,7 +50,7 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"storemove_version", Version()}};
   if (started) {
     j["started"] = started;
-    j["next_backup_since"] = CompactLocalTime(started);
+    j["next_backup_since"] = errors ? "" : CompactLocalTime(started);
   }
   return j.dump();
 }

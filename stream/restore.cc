@@ -165,6 +165,9 @@ class RestoreSession {
         toc_(toc ? std::make_unique<TocWriter>(*toc, options.toc_json) : nullptr),
         progress_("restore", options.live_progress) {
     if (!options.names.empty()) selection_.emplace(options.names, options.groups, options.groups_file);
+    for (const std::string& name : options.names)  // "user/joe" as given, no wildcard (not user/*/INBOX)
+      if (name.starts_with("user/") && name.find_first_of("/*%", 5) == std::string::npos && name.size() > 5)
+        bare_user_names_.insert(name.substr(5));
     if (options.input_total) progress_.set_input_total(options.input_total);
     if (options.input_consumed) progress_.set_input_source(options.input_consumed);
     if (store_) writeback_.emplace(*store_);
@@ -231,7 +234,8 @@ class RestoreSession {
           break;
         case Event::kEnd:
           Finish();
-          if (selection_ && report_.selected_folders == 0) {
+          CountBareUser();
+          if (selection_ && report_.selected_folders == 0 && selected_bare_users_ == 0) {
             std::string names;
             for (const std::string& name : options_.names) names += (names.empty() ? "'" : ", '") + EscapeControls(name) + "'";
             Throw(Errc::kNotFound, "restore: " + names + " select" + (options_.names.size() == 1 ? "s" : "") +
@@ -325,11 +329,20 @@ class RestoreSession {
     progress_.Add(1, size);
   }
 
+  // restore NAMES: a selected user record no folder followed (a user without mailboxes, moved
+  // away) is what the names selected, not "nothing" (helper-99: exit 66 after making the user).
+  void CountBareUser() {
+    if (bare_candidate_) ++selected_bare_users_;
+    bare_candidate_ = false;
+  }
+
   void OnUser(const format::UserRecord& r) {
     ++report_.users;
+    CountBareUser();
     stream_user_ = r.user;
     stream_user_partition_ = r.partition;
     if (selection_ && !selection_->WantsUser(StreamUser(r.user))) return;  // restore NAMES: not this one
+    bare_candidate_ = selection_ && selection_->WantsFolder(StreamUser(r.user), "INBOX");
     std::string user = MapUser(r.user);
     // -m alice=bob with bob in the stream too (and not mapped away): bob's records would land in
     // alice's restored tree, or the other way round. The second one stops the restore before
@@ -366,21 +379,38 @@ class RestoreSession {
       std::optional<store::UserStatus> status;
       if (options_.keep_status) status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
-      // A user the stream says has moved to another host is made here as moved, --keep-status or
-      // not: made active, it took deliveries that belong on that host, and the user's mail was
-      // split between the two (helper-97). A user here already keeps its status, as any does;
-      // one moved to that same host is the first run's (a rerun goes on).
+      // A user the stream says has moved to another host, without --keep-status (helper-97, -98,
+      // -99): its mail lives on that host, and what the stream has of it is a stale copy.
+      //  - Not here: made here moved (made active, it took deliveries that belong on that host,
+      //    and the user's mail was split between the two), without its folders.
+      //  - Here and moved (a rerun of that, or moved elsewhere): left as it is, without its
+      //    folders; nothing is split, so nothing is refused.
+      //  - Here and active or on hold (its mail restored here before it moved; or this is the
+      //    host it moved to): its folders are restored as before, its status, quota and
+      //    subscriptions stay, and a note says what the stream says.
+      bool moved_away = false;
       if (!status && !options_.copy_on_hold && r.status.starts_with("moved:")) {
         const store::UserStatus moved = store::UserStatus::Parse(r.status);
-        if (!existing) {
-          status = moved;
-          AddNote("user " + user + ": made here as " + r.status +
-                  ", as the stream says (its mail is on that host; `storemove user " + user +
-                  " --status active` takes deliveries here)");
-        } else if (existing->status.state == store::UserState::kMoved && existing->status.host == moved.host) {
-          status = moved;
+        if (!existing || existing->status.state == store::UserState::kMoved) {
+          moved_away = true;
+          skipped_moved_users_.insert(user);
+          if (!existing) {
+            store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false, moved);
+            if (user != r.user) created_as_mapped_.insert(user);
+          }
+          const std::string here = existing ? "marked " + existing->status.ToString() + " here, the stream says " + r.status
+                                            : "made here " + r.status + ", as the stream says";
+          AddNote("user " + user + ": " + here + "; its folders in the stream are not restored (its mail lives on "
+                  "that host; restore --keep-status brings them too, and storemove user " + user +
+                  " --status active --include-moved takes deliveries here)");
+        } else {
+          AddNote("user " + user + ": the stream says " + r.status + "; here it is " + existing->status.ToString() +
+                  " and stays so, its folders restored (storemove user " + user + " --status " + r.status +
+                  " if it moved)");
         }
       }
+      if (moved_away) return;
+      const bool stream_says_moved = !status && !options_.copy_on_hold && r.status.starts_with("moved:");
       // A user marked moved here lives on another host: mail restored here would split it between
       // the two (import and moveuser refuse it too). Unless the stream itself says moved and its
       // status is kept: a rerun of such a restore (its first run made the user moved).
@@ -412,13 +442,15 @@ class RestoreSession {
       // restore NAMES takes mailboxes, not a user who is here already: its status and quota stay
       // (a folder's recovery, or a typo that selects nothing and exits 66, removed the quota and
       // with --keep-status made a held user active, helper-84). A user it creates is the stream's.
-      const bool keeps_user_record = existing && selection_ && !options_.copy_on_hold;
+      const bool keeps_user_record = existing && (selection_ || stream_says_moved) && !options_.copy_on_hold;
       if (keeps_user_record) status.reset();
       if (!existing) {
         if (user != r.user) created_as_mapped_.insert(user);
+        // Made on hold, or moved (--keep-status): never active for a moment (helper-98).
+        const bool made_so = options_.copy_on_hold || (status && status->state == store::UserState::kMoved);
         store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false,
-                           options_.copy_on_hold ? *status : store::UserStatus{});
-        if (options_.copy_on_hold) status.reset();  // made on hold: never active for a moment
+                           made_so ? *status : store::UserStatus{});
+        if (made_so) status.reset();
       }
       if (status) {
         store::Store::LockWait wait;
@@ -455,13 +487,14 @@ class RestoreSession {
 
   void OnFolder(const format::FolderRecord& r) {
     ++report_.folders;
+    bare_candidate_ = false;
     if (selection_) {
       const store::UserInfo owner = StreamUser(r.user);
       if (!selection_->WantsUser(owner) || !selection_->WantsFolder(owner, r.folder)) {
         skipping_ = true;  // its bodies are kept for the selected folders' links to them
         // `user/joe` is joe's INBOX (as in backup), where `delete user/joe` is all of joe: said,
         // since the other folders were not restored without a word (helper-97).
-        if (selection_->WantsUser(owner) && selection_->WantsFolder(owner, "INBOX")) ++inbox_only_skipped_[r.user];
+        if (bare_user_names_.count(r.user)) ++inbox_only_skipped_[r.user];
         return;
       }
       ++report_.selected_folders;
@@ -472,8 +505,9 @@ class RestoreSession {
     if (toc_) toc_->Folder(current_mailbox_, r);
     source_mailbox_ = "user/" + r.user + "/" + r.folder;
     unsettled_marked_ = false;
+    not_whole_ = false;
     if (!store_) return;
-    if (refused_users_.count(user_)) {  // said once, with the user (-c y)
+    if (refused_users_.count(user_) || skipped_moved_users_.count(user_)) {  // said once, with the user
       skipping_ = true;
       return;
     }
@@ -1123,10 +1157,12 @@ class RestoreSession {
     const format::FolderEnd& end = decoder_.folder_end();
     if (!end.has_summary) return;
     std::string what;
+    uint32_t count_here = 0;
     if (!folder_) {
       what = "the destination has no folder with uidvalidity " + std::to_string(folder_record_.uidvalidity);
     } else {
       const format::FolderSummaryField mine = ToField(store::Summarize(folder_->Snapshot()));
+      count_here = mine.count;
       const format::FolderSummaryField& source = end.summary;
       auto field = [&](const char* name, uint64_t have, uint64_t want) {
         if (have == want) return;
@@ -1142,12 +1178,22 @@ class RestoreSession {
                 source.digest.Hex() + ")";
     }
     if (what.empty()) return;
-    // Outside a session a summary marks a folder its backup could not carry whole (it exited 65
-    // and named the messages): an error, since no later pass will send them (helper-97).
-    if (folder_ && decoder_.header().kind != format::StreamKind::kSession) {
-      CountError(Errc::kCorrupt);
-      AddErrorLine(current_mailbox_ + ": not whole: its backup left messages of it out (it exited 65 and named them); "
-                   "here " + what + ". Restore them from another backup of the folder");
+    // In a file or pipe from `backup` a summary marks a folder its backup could not carry whole
+    // (it exited 65 and named the messages); no later pass will send them (helper-97). A folder
+    // this restore made holds what the stream carried and no more: an error, and the chain does
+    // not take it for whole (helper-98). One that had mail before and now holds as many messages
+    // as the source or more may have the missing ones from elsewhere: a note.
+    if (options_.left_out_marks && folder_ && folder_record_.since_modseq == 0) {
+      if (mode_ == Mode::kNew || count_here < end.summary.count) {
+        not_whole_ = true;
+        CountError(Errc::kCorrupt);
+        AddErrorLine(current_mailbox_ + ": not whole: its backup left messages of it out (it exited 65 and named "
+                     "them); here " + what + ". Restore them from another backup of the folder");
+      } else {
+        AddNote(current_mailbox_ + ": its backup left messages of it out; the mailbox holds " +
+                std::to_string(count_here) + " messages, the source had " + std::to_string(end.summary.count) +
+                ", which may include them from elsewhere (storemove verify --source tells)");
+      }
       return;
     }
     if (options_.strict_summaries)
@@ -1378,7 +1424,7 @@ class RestoreSession {
     const bool settled = !unsettled_marked_;
     CheckSummary();
     // A folder that does not equal its source after all proves nothing about what it holds.
-    if (settled && unsettled_marked_ && coverage != coverage_before_)
+    if (settled && (unsettled_marked_ || not_whole_) && coverage != coverage_before_)
       store_->SetCoverage(user_, folder_name_, coverage_before_);
     folder_.reset();
   }
@@ -1529,8 +1575,13 @@ class RestoreSession {
   std::string dated_user_;
   std::map<std::string, std::string> dated_;  // -n: dated_user_'s folders this stream dated
   std::string source_mailbox_;     // user/U/F as the stream names it (what `unsettled` lists)
-  std::map<std::string, uint64_t> inbox_only_skipped_;  // restore NAMES: a selected INBOX's user -> its folders skipped
+  bool bare_candidate_ = false;        // restore NAMES: the selected user record read last has no folder yet
+  uint64_t selected_bare_users_ = 0;  // ... and none came
+  std::set<std::string> skipped_moved_users_;  // moved away, says the stream (OnUser): no folder restored
+  std::set<std::string> bare_user_names_;               // restore NAMES given as "user/NAME"
+  std::map<std::string, uint64_t> inbox_only_skipped_;  // ... -> that user's other folders skipped
   bool unsettled_marked_ = false;  // the open folder is in report_.unsettled already
+  bool not_whole_ = false;         // left_out_marks: the open folder lacks what its backup left out
   format::FolderRecord folder_record_;
   uint64_t folder_carried_ = 0;  // the folder's message, link, held and meta records: source messages
   store::FolderCoverage coverage_before_;  // the folder's before this stream (CoverageAfter)

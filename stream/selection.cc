@@ -229,9 +229,14 @@ void Selection::RequireEveryNameMatches(store::Store& store, std::string_view co
         hit = item.partition == user.partition && GroupMatches(groups_[size_t(item.group)], user.user);
       } else {
         Selection one({item.name}, {});
-        if (one.WantsUser(user))
-          for (const store::FolderInfo& f : store.ListFolders(user.user))
+        if (one.WantsUser(user)) {
+          const std::vector<store::FolderInfo> folders = store.ListFolders(user.user);
+          for (const store::FolderInfo& f : folders)
             if (store::MatchPattern(item.mailbox_pattern, f.Mailbox())) hit = true;
+          // A user without a mailbox (moved away, its mailboxes deleted) is its record, which a
+          // backup takes where its INBOX would be taken (helper-99: -u of such a user refused).
+          if (folders.empty() && store::MatchPattern(item.mailbox_pattern, "user/" + user.user + "/INBOX")) hit = true;
+        }
       }
       if (hit) {
         matched[i] = true;

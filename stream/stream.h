@@ -223,6 +223,9 @@ struct RestoreOptions {
   // With a full (not -d) stream: messages of an existing mailbox that the stream no longer has
   // are expunged, so a second pass makes the destination an exact mirror (migrate catch-up).
   bool mirror = false;
+  // A file or pipe from `storemove backup`: a summary in a complete folder's end marks messages
+  // its backup left out (docs/stream-format.md, folder-end), not a pass to settle.
+  bool left_out_marks = false;
   // Held records ("you hold these bytes") are taken only from a peer that authenticated: a
   // network session sets this; a file or pipe stream of the session kind is refused.
   bool accept_held = false;
