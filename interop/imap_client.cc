@@ -213,11 +213,17 @@ Errc ImapClient::LoginRefusal(const Tagged& t) {
   return Errc::kAuth;
 }
 
-// A server's NO or BAD to a command: a rerun may get past it. NO is its failure to do it now (its
-// storage, a lock, a limit); BAD should recur, but Exchange Online answers BAD for a session it
-// has not connected yet, which passes (helper-98). What breaks the grammar is kProtocol instead.
+// A server's NO to a command is its failure to do it now (its storage, a lock, a limit): a rerun
+// may get past it. BAD says the command broke the server's grammar, which recurs every run
+// (kProtocol, permanent: a retry loop must stop, helper-100), unless it carries one of RFC 5530's
+// codes for a passing state, or is Exchange Online's answer for a session it has not connected
+// yet, which passes (helper-98).
 void ImapClient::Check(const Tagged& t, const std::string& what) {
-  if (t.status != "OK") Refused(Errc::kTempFail, what, t);
+  if (t.status == "OK") return;
+  if (t.status == "NO" || LoginRefusal(t) == Errc::kTempFail ||
+      t.text.find("authenticated but not connected") != std::string::npos)
+    Refused(Errc::kTempFail, what, t);
+  Refused(Errc::kProtocol, what, t);
 }
 
 // --- reading ----------------------------------------------------------------------------------

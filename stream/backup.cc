@@ -104,6 +104,7 @@ class BackupSession {
     encoder_.Finish();
     progress_.Finish();
     report_.seconds = progress_.seconds();
+    report_.left_messages_out = report_.errors != 0;  // before a receiver's errors are added (backup --to)
     return report_;
   }
 

@@ -31,8 +31,8 @@ std::string SessionReport::Summary(const std::string& verb) const {
   // host west of it pointed hours past the start, and the mail between was in no backup.
   // A backup that left messages out is no link of a chain: the next one from its start would
   // miss them for good (helper-98).
-  if (started && errors == 0) out += "; started " + CompactLocalTime(started) + " (the next dated backup's -d)";
-  if (started && errors) out += "; left messages out: run the backup again before chaining a dated one from it";
+  if (started && !left_messages_out) out += "; started " + CompactLocalTime(started) + " (the next dated backup's -d)";
+  if (started && left_messages_out) out += "; left messages out: run the backup again before chaining a dated one from it";
   return out;
 }
 
@@ -50,7 +50,7 @@ std::string SessionReport::Json(const std::string& verb) const {
                       {"storemove_version", Version()}};
   if (started) {
     j["started"] = started;
-    j["next_backup_since"] = errors ? "" : CompactLocalTime(started);
+    j["next_backup_since"] = left_messages_out ? "" : CompactLocalTime(started);
   }
   return j.dump();
 }

@@ -380,44 +380,46 @@ class RestoreSession {
       if (options_.keep_status) status = store::UserStatus::Parse(r.status);
       std::optional<store::UserInfo> existing = store_->FindUser(user);
       // A user the stream says has moved to another host, without --keep-status (helper-97, -98,
-      // -99): its mail lives on that host, and what the stream has of it is a stale copy.
-      //  - Not here: made here moved (made active, it took deliveries that belong on that host,
-      //    and the user's mail was split between the two), without its folders.
-      //  - Here and moved (a rerun of that, or moved elsewhere): left as it is, without its
-      //    folders; nothing is split, so nothing is refused.
-      //  - Here and active or on hold (its mail restored here before it moved; or this is the
-      //    host it moved to): its folders are restored as before, its status, quota and
-      //    subscriptions stay, and a note says what the stream says.
-      bool moved_away = false;
-      if (!status && !options_.copy_on_hold && r.status.starts_with("moved:")) {
+      // -99, -100). Its folders are restored as any user's (they are what this host held of it,
+      // and later users' messages may link to their bodies):
+      //  - not here: made moved (made active, it took deliveries that belong on that host, and
+      //    the user's mail was split between the two);
+      //  - here, moved to that host: a rerun of that; as it is;
+      //  - here, moved elsewhere: refused at its first folder (a user without mailboxes, moved
+      //    away, has none: nothing is split, nothing refused);
+      //  - here, active or on hold (the host it moved to, say): status, quota and subscriptions
+      //    stay, and a note says what the stream says.
+      const bool stream_says_moved = !status && !options_.copy_on_hold && r.status.starts_with("moved:");
+      bool refusal_deferred = false;
+      if (stream_says_moved) {
         const store::UserStatus moved = store::UserStatus::Parse(r.status);
-        if (!existing || existing->status.state == store::UserState::kMoved) {
-          moved_away = true;
-          skipped_moved_users_.insert(user);
-          if (!existing) {
-            store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false, moved);
-            if (user != r.user) created_as_mapped_.insert(user);
-          }
-          const std::string here = existing ? "marked " + existing->status.ToString() + " here, the stream says " + r.status
-                                            : "made here " + r.status + ", as the stream says";
-          AddNote("user " + user + ": " + here + "; its folders in the stream are not restored (its mail lives on "
-                  "that host; restore --keep-status brings them too, and storemove user " + user +
-                  " --status active --include-moved takes deliveries here)");
+        if (!existing) {
+          status = moved;
+          AddNote("user " + user + ": made here " + r.status + ", as the stream says (its mail lives on that host; "
+                  "storemove user " + user + " --status active --include-moved takes deliveries here)");
+        } else if (existing->status.state == store::UserState::kMoved) {
+          if (existing->status.host == moved.host)
+            status = moved;
+          else
+            refusal_deferred = true;
         } else {
           AddNote("user " + user + ": the stream says " + r.status + "; here it is " + existing->status.ToString() +
-                  " and stays so, its folders restored (storemove user " + user + " --status " + r.status +
-                  " if it moved)");
+                  " and stays so (storemove user " + user + " --status " + r.status + " if it moved)");
         }
       }
-      if (moved_away) return;
-      const bool stream_says_moved = !status && !options_.copy_on_hold && r.status.starts_with("moved:");
       // A user marked moved here lives on another host: mail restored here would split it between
       // the two (import and moveuser refuse it too). Unless the stream itself says moved and its
       // status is kept: a rerun of such a restore (its first run made the user moved).
       if (status && status->state == store::UserState::kMoved &&
-          (!existing || existing->status.state != store::UserState::kMoved || existing->status.host == status->host))
+          (!existing || existing->status.state != store::UserState::kMoved || existing->status.host == status->host)) {
         moved_by_stream_.insert(user);
-      else if (existing && !options_.copy_on_hold) {
+      } else if (refusal_deferred) {
+        try {
+          store_->RefuseIfMoved(user, "a restore");
+        } catch (const Error& e) {
+          refusals_at_first_folder_[user] = e.what();
+        }
+      } else if (existing && !options_.copy_on_hold) {
         refused_as_moved = true;
         store_->RefuseIfMoved(user, "a restore");
         refused_as_moved = false;
@@ -507,7 +509,16 @@ class RestoreSession {
     unsettled_marked_ = false;
     not_whole_ = false;
     if (!store_) return;
-    if (refused_users_.count(user_) || skipped_moved_users_.count(user_)) {  // said once, with the user
+    if (auto it = refusals_at_first_folder_.find(user_); it != refusals_at_first_folder_.end()) {
+      // Moved elsewhere here, and the stream has mail of it: refused now, as at its record.
+      const std::string why = it->second;
+      refusals_at_first_folder_.erase(it);
+      refused_users_.insert(user_);
+      if (!options_.continue_on_error) Throw(Errc::kInvalidArgument, why);
+      CountError(Errc::kInvalidArgument);
+      AddErrorLine("user " + user_ + ": " + why + "; skipped, with its folders");
+    }
+    if (refused_users_.count(user_)) {  // said once, with the user (-c y)
       skipping_ = true;
       return;
     }
@@ -1157,12 +1168,10 @@ class RestoreSession {
     const format::FolderEnd& end = decoder_.folder_end();
     if (!end.has_summary) return;
     std::string what;
-    uint32_t count_here = 0;
     if (!folder_) {
       what = "the destination has no folder with uidvalidity " + std::to_string(folder_record_.uidvalidity);
     } else {
       const format::FolderSummaryField mine = ToField(store::Summarize(folder_->Snapshot()));
-      count_here = mine.count;
       const format::FolderSummaryField& source = end.summary;
       auto field = [&](const char* name, uint64_t have, uint64_t want) {
         if (have == want) return;
@@ -1179,21 +1188,16 @@ class RestoreSession {
     }
     if (what.empty()) return;
     // In a file or pipe from `backup` a summary marks a folder its backup could not carry whole
-    // (it exited 65 and named the messages); no later pass will send them (helper-97). A folder
-    // this restore made holds what the stream carried and no more: an error, and the chain does
-    // not take it for whole (helper-98). One that had mail before and now holds as many messages
-    // as the source or more may have the missing ones from elsewhere: a note.
+    // (it exited 65 and named the messages); no later pass will send them (helper-97). Unless the
+    // copy equals the source, nothing proves it holds them (a folder with mail of its own, or
+    // with messages the source expunged since, may have as many and lack one: helper-100): an
+    // error, and the chain does not take the folder for whole (helper-98).
     if (options_.left_out_marks && folder_ && folder_record_.since_modseq == 0) {
-      if (mode_ == Mode::kNew || count_here < end.summary.count) {
-        not_whole_ = true;
-        CountError(Errc::kCorrupt);
-        AddErrorLine(current_mailbox_ + ": not whole: its backup left messages of it out (it exited 65 and named "
-                     "them); here " + what + ". Restore them from another backup of the folder");
-      } else {
-        AddNote(current_mailbox_ + ": its backup left messages of it out; the mailbox holds " +
-                std::to_string(count_here) + " messages, the source had " + std::to_string(end.summary.count) +
-                ", which may include them from elsewhere (storemove verify --source tells)");
-      }
+      not_whole_ = true;
+      CountError(Errc::kCorrupt);
+      AddErrorLine(current_mailbox_ + ": not whole: its backup left messages of it out (it exited 65 and named them), "
+                   "and this copy is not its source: here " + what +
+                   ". Restore them from another backup of the folder (storemove verify --source tells which)");
       return;
     }
     if (options_.strict_summaries)
@@ -1577,7 +1581,9 @@ class RestoreSession {
   std::string source_mailbox_;     // user/U/F as the stream names it (what `unsettled` lists)
   bool bare_candidate_ = false;        // restore NAMES: the selected user record read last has no folder yet
   uint64_t selected_bare_users_ = 0;  // ... and none came
-  std::set<std::string> skipped_moved_users_;  // moved away, says the stream (OnUser): no folder restored
+  // Users moved elsewhere here whom a stream that says they moved names: refused at their first
+  // folder (OnFolder), with this message; one without folders is no refusal.
+  std::map<std::string, std::string> refusals_at_first_folder_;
   std::set<std::string> bare_user_names_;               // restore NAMES given as "user/NAME"
   std::map<std::string, uint64_t> inbox_only_skipped_;  // ... -> that user's other folders skipped
   bool unsettled_marked_ = false;  // the open folder is in report_.unsettled already

@@ -160,6 +160,7 @@ struct SessionReport {
   uint64_t repaired = 0;       // restore: listed messages whose lost file the stream put back
   uint64_t metas = 0;          // meta records sent / applied (incremental folders)
   int64_t started = 0;         // backup: its start (the stream's `created`), the next dated backup's -d
+  bool left_messages_out = false;  // backup: its own errors (not a receiver's): no link of a chain
   // Restore: mailboxes that do not (yet) equal the source: summary differs, or a meta record
   // named a message the destination lacks, or an incremental/unchanged block named a folder it
   // lacks (or holds with another uidvalidity). Without strict_summaries this is not an error:

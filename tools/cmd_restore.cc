@@ -125,9 +125,8 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
   c->add_option("-m", o->map_file, "rename users: file of old=new lines (a map that would merge two users into one is refused)")->type_name("MAPFILE");
   c->add_flag("-n", o->rename_existing, "restore into MAILBOX.YYYYMMDD when the mailbox exists");
   c->add_flag("--keep-status", o->keep_status,
-              "give users the status the stream carries (hold, moved:HOST), with their folders; default: new users "
-              "are active and existing users keep theirs, but a user the stream says is moved:HOST is made so (or "
-              "left moved) without its folders");
+              "give users the status the stream carries (hold, moved:HOST); default: new users are active, or "
+              "moved:HOST when the stream says so, and existing users keep theirs");
   c->add_flag("--allow-gap", o->allow_gap,
               "restore a dated (-d) stream into mailboxes that lack the earlier part of its chain without counting "
               "each such mailbox an error (exit 66)");

@@ -822,7 +822,13 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"TaggedNo", "A1 NO [SERVERBUG] Internal error occurred. Refer to server log \x01\r\n",
                   Errc::kTempFail,
                   "imap://test: UID FETCH refused: NO [SERVERBUG] Internal error occurred. Refer to server log \\x01"},
-        ErrorCase{"TaggedBadTrimmed", "A1 BAD " + std::string(300, 'x') + "\r\n", Errc::kTempFail,
+        // Exchange Online's BAD for a session not connected yet passes (helper-98); so does one
+        // with an RFC 5530 code for a passing state. Any other BAD recurs (helper-100).
+        ErrorCase{"TaggedBadNotConnected", "A1 BAD User is authenticated but not connected.\r\n", Errc::kTempFail,
+                  "imap://test: UID FETCH refused: BAD User is authenticated but not connected."},
+        ErrorCase{"TaggedBadUnavailable", "A1 BAD [UNAVAILABLE] try later\r\n", Errc::kTempFail,
+                  "imap://test: UID FETCH refused: BAD [UNAVAILABLE] try later"},
+        ErrorCase{"TaggedBadTrimmed", "A1 BAD " + std::string(300, 'x') + "\r\n", Errc::kProtocol,
                   "imap://test: UID FETCH refused: BAD " + std::string(200, 'x') + "..."},
         ErrorCase{"TagNotInFlight", "A7 OK done\r\n", Errc::kProtocol,
                   "imap://test: tagged response for tag 'A7' which is not in flight at byte 14"},
