@@ -603,6 +603,28 @@ TEST(CliChain, ADatedStreamWithoutItsFullBackupIsAGapUntilTheFullIsRestored) {
   EXPECT_EQ(same.status, 0) << same.Describe();
 }
 
+// Many mailboxes with a gap: the first five in full, the rest named on one line (helper-97: one
+// long line each, 32 for 7 users, buried everything else). Each still counts as an error.
+TEST(CliChain, ManyMailboxesWithAGapAreNamedOnOneLineAfterTheFirstFive) {
+  TempDir dir;
+  ASSERT_EQ(RunCli({"gen", "--store", dir / "src", "--users", "12", "--messages-per-user", "20"}).status, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", dir / "src", "-d", "20230101", "-f", dir / "dated.smv"}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", dir / "dst"}).status, 0);
+  CliResult r = RunCli({"restore", "--store", dir / "dst", "-f", dir / "dated.smv"});
+  EXPECT_EQ(r.status, kNoInput) << r.Describe();
+  std::smatch errors;
+  ASSERT_TRUE(std::regex_search(r.err, errors, std::regex(", ([0-9]+) ERRORS"))) << r.Describe();
+  const int gaps = std::stoi(errors[1]);
+  ASSERT_GT(gaps, 5) << r.Describe();
+  size_t full = 0;
+  for (size_t at = 0; (at = r.err.find(": gap in the backup chain: ", at)) != std::string::npos; ++at) ++full;
+  EXPECT_EQ(full, 5u) << r.Describe();
+  EXPECT_NE(r.err.find("storemove: restore: " + std::to_string(gaps - 5) + " more mailboxes with a gap in the backup "
+                       "chain, as above: user/"),
+            std::string::npos)
+      << r.Describe();
+}
+
 // A stream cut short (a backup's disk filled, a copy interrupted): the error says what the restore
 // did before it and that a rerun with the whole stream finishes; the rerun does (helper-97: the
 // line was "zstd: truncated frame at byte N" alone).
