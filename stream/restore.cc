@@ -11,6 +11,7 @@
 #include <iomanip>
 #include <map>
 #include <set>
+#include <strings.h>
 #include <sstream>
 #include <tuple>
 #include <unordered_map>
@@ -329,6 +330,22 @@ class RestoreSession {
     progress_.Add(1, size);
   }
 
+  // Host names in moved:HOST are DNS names: one name whatever its case (helper-101).
+  static bool SameHost(const std::string& a, const std::string& b) {
+    return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
+  }
+
+  // Whether every folder `user` has here holds mail of store `store_id` alone (its chain record,
+  // store::FolderCoverage: restored from that store's streams), and it has one at least.
+  bool HoldsOnlyMailOf(const std::string& user, const std::string& store_id) {
+    if (store_id.empty()) return false;
+    const std::vector<store::FolderInfo> folders = store_->ListFolders(user, store::Store::FolderDetail::kRecordOnly);
+    if (folders.empty()) return false;
+    for (const store::FolderInfo& f : folders)
+      if (f.coverage.store_id != store_id) return false;
+    return true;
+  }
+
   // restore NAMES: a selected user record no folder followed (a user without mailboxes, moved
   // away) is what the names selected, not "nothing" (helper-99: exit 66 after making the user).
   void CountBareUser() {
@@ -398,7 +415,7 @@ class RestoreSession {
           AddNote("user " + user + ": made here " + r.status + ", as the stream says (its mail lives on that host; "
                   "storemove user " + user + " --status active --include-moved takes deliveries here)");
         } else if (existing->status.state == store::UserState::kMoved) {
-          if (existing->status.host == moved.host)
+          if (SameHost(existing->status.host, moved.host))
             status = moved;
           else
             refusal_deferred = true;
@@ -411,8 +428,18 @@ class RestoreSession {
       // the two (import and moveuser refuse it too). Unless the stream itself says moved and its
       // status is kept: a rerun of such a restore (its first run made the user moved).
       if (status && status->state == store::UserState::kMoved &&
-          (!existing || existing->status.state != store::UserState::kMoved || existing->status.host == status->host)) {
+          (!existing || existing->status.state != store::UserState::kMoved ||
+           SameHost(existing->status.host, status->host))) {
         moved_by_stream_.insert(user);
+      } else if (existing && existing->status.state == store::UserState::kMoved && !stream_says_moved &&
+                 !options_.copy_on_hold && HoldsOnlyMailOf(user, decoder_.header().store_id)) {
+        // Moved here by an earlier stream of this source's chain, which now says it came back
+        // (helper-101: the chain stopped with 64, --keep-status too). Its mail is that source's.
+        moved_by_stream_.insert(user);
+        if (!status)
+          AddNote("user " + user + ": " + existing->status.ToString() + " here, the stream says " + r.status +
+                  "; left so (restore --keep-status, or storemove user " + user +
+                  " --status active --include-moved, takes deliveries here)");
       } else if (refusal_deferred) {
         try {
           store_->RefuseIfMoved(user, "a restore");

@@ -468,6 +468,35 @@ TEST_F(OperatorStore, AUserTheStreamSaysMovedAwayStaysMovedAndABareOneRefusesNot
   EXPECT_EQ(store->FindUser("mike")->quota_limit, 5242880u);
 }
 
+// A chain whose full backup has a user moved away, and whose later stream has it back (helper-101:
+// the rebuilt store refused the later stream, 64, --keep-status too). A moved host's name is one
+// whatever its case.
+TEST_F(OperatorStore, AChainWhoseUserCameBackRestoresItsLaterMail) {
+  ASSERT_EQ(RunCli({"user", "--store", root_, "mike", "--status", "moved:hostB"}).status, 0);
+  CliResult r = RunCli({"backup", "--store", root_, "-f", dir_ / "full.sm", "--json"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const std::string since = nlohmann::json::parse(r.err).at("next_backup_since");
+  ASSERT_EQ(RunCli({"user", "--store", root_, "mike", "--status", "active", "--include-moved"}).status, 0);
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "mike"}, "Subject: back\r\n\r\nb\r\n").status, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-d", since, "-f", dir_ / "dated.sm"}).status, 0);
+  const std::string dst = dir_ / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  ASSERT_EQ(RunCli({"restore", "--store", dst, "-f", dir_ / "full.sm"}).status, 0);
+  EXPECT_EQ(store::Store::Open(dst)->FindUser("mike")->status.ToString(), "moved:hostB");
+  r = RunCli({"restore", "--store", dst, "-f", dir_ / "dated.sm"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("note: user mike: moved:hostB here, the stream says active; left so"), std::string::npos)
+      << r.Describe();
+  EXPECT_EQ(store::Store::Open(dst)->OpenFolder("mike", "INBOX")->Snapshot().messages.size(), 2u);
+  r = RunCli({"restore", "--store", dst, "-f", dir_ / "dated.sm", "--keep-status"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(store::Store::Open(dst)->FindUser("mike")->status.ToString(), "active");
+  // moved:HOSTB here is the stream's moved:hostB: a rerun's, not another host's.
+  ASSERT_EQ(RunCli({"user", "--store", dst, "mike", "--status", "moved:HOSTB"}).status, 0);
+  r = RunCli({"restore", "--store", dst, "-f", dir_ / "full.sm"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+}
+
 // A user marked moved here lives on another host: a restore into it would split its mail between
 // the two (and bring back what --delete-source removed while it still forwards). Refused as
 // import and moveuser refuse it, before anything of that user is written; with -c y the user is
