@@ -431,7 +431,7 @@ class RestoreSession {
           (!existing || existing->status.state != store::UserState::kMoved ||
            SameHost(existing->status.host, status->host))) {
         moved_by_stream_.insert(user);
-      } else if (existing && existing->status.state == store::UserState::kMoved && !stream_says_moved &&
+      } else if (existing && existing->status.state == store::UserState::kMoved && !r.status.starts_with("moved:") &&
                  !options_.copy_on_hold && HoldsOnlyMailOf(user, decoder_.header().store_id)) {
         // Moved here by an earlier stream of this source's chain, which now says it came back
         // (helper-101: the chain stopped with 64, --keep-status too). Its mail is that source's.
