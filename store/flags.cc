@@ -1,3 +1,5 @@
+#include <strings.h>
+
 #include <cctype>
 
 #include "store/store.h"
@@ -63,6 +65,10 @@ std::string UserStatus::ToString() const {
     case UserState::kMoved: return "moved:" + host;
   }
   return "active";
+}
+
+bool UserStatus::SameHost(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
 UserStatus UserStatus::Parse(std::string_view text) {

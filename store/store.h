@@ -74,6 +74,8 @@ struct UserStatus {
   bool held_by_pull = false;
   std::string ToString() const;  // "active", "hold", "moved:HOST" (origin_store is not shown)
   static UserStatus Parse(std::string_view text);  // throws kInvalidArgument
+  // Whether two moved:HOST names are one host: DNS names, one whatever their case.
+  static bool SameHost(std::string_view a, std::string_view b);
   friend bool operator==(const UserStatus&, const UserStatus&) = default;
 };
 

@@ -11,7 +11,6 @@
 #include <iomanip>
 #include <map>
 #include <set>
-#include <strings.h>
 #include <sstream>
 #include <tuple>
 #include <unordered_map>
@@ -330,11 +329,6 @@ class RestoreSession {
     progress_.Add(1, size);
   }
 
-  // Host names in moved:HOST are DNS names: one name whatever its case (helper-101).
-  static bool SameHost(const std::string& a, const std::string& b) {
-    return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
-  }
-
   // Whether every folder `user` has here holds mail of store `store_id` alone (its chain record,
   // store::FolderCoverage: restored from that store's streams), and it has one at least.
   bool HoldsOnlyMailOf(const std::string& user, const std::string& store_id) {
@@ -415,7 +409,7 @@ class RestoreSession {
           AddNote("user " + user + ": made here " + r.status + ", as the stream says (its mail lives on that host; "
                   "storemove user " + user + " --status active --include-moved takes deliveries here)");
         } else if (existing->status.state == store::UserState::kMoved) {
-          if (SameHost(existing->status.host, moved.host))
+          if (store::UserStatus::SameHost(existing->status.host, moved.host))
             status = moved;
           else
             refusal_deferred = true;
@@ -429,7 +423,7 @@ class RestoreSession {
       // status is kept: a rerun of such a restore (its first run made the user moved).
       if (status && status->state == store::UserState::kMoved &&
           (!existing || existing->status.state != store::UserState::kMoved ||
-           SameHost(existing->status.host, status->host))) {
+           store::UserStatus::SameHost(existing->status.host, status->host))) {
         moved_by_stream_.insert(user);
       } else if (existing && existing->status.state == store::UserState::kMoved && !r.status.starts_with("moved:") &&
                  !options_.copy_on_hold && HoldsOnlyMailOf(user, decoder_.header().store_id)) {
