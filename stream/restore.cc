@@ -350,6 +350,7 @@ class RestoreSession {
   void OnUser(const format::UserRecord& r) {
     ++report_.users;
     CountBareUser();
+    deferred_user_.reset();
     stream_user_ = r.user;
     stream_user_partition_ = r.partition;
     if (selection_ && !selection_->WantsUser(StreamUser(r.user))) return;  // restore NAMES: not this one
@@ -382,6 +383,25 @@ class RestoreSession {
     }
     if (toc_) toc_->User(user, r);
     if (!store_) return;
+    // restore NAMES of some of a user's folders, not its INBOX, and the user is not here: made at
+    // its first selected folder, so that names selecting none of its folders (a typo, exit 66)
+    // make nobody (helper-100: an empty active user was left, taking deliveries).
+    if (selection_ && !bare_candidate_) {
+      bool here = true;  // unless known absent: a bad id's error is ApplyUser's, with -c y's handling
+      try {
+        here = store_->FindUser(user).has_value();
+      } catch (const Error&) {
+      }
+      if (!here) {
+        deferred_user_ = r;
+        return;
+      }
+    }
+    ApplyUser(r, user);
+  }
+
+  // The user record's part in the store: made, its status, quota and subscriptions.
+  void ApplyUser(const format::UserRecord& r, const std::string& user) {
     bool refused_as_moved = false;
     try {
       store::ValidateUserId(user);
@@ -530,6 +550,11 @@ class RestoreSession {
     unsettled_marked_ = false;
     not_whole_ = false;
     if (!store_) return;
+    if (deferred_user_ && deferred_user_->user == r.user) {
+      const format::UserRecord u = std::move(*deferred_user_);
+      deferred_user_.reset();
+      ApplyUser(u, user_);
+    }
     if (auto it = refusals_at_first_folder_.find(user_); it != refusals_at_first_folder_.end()) {
       // Moved elsewhere here, and the stream has mail of it: refused now, as at its record.
       const std::string why = it->second;
@@ -1617,6 +1642,7 @@ class RestoreSession {
   static constexpr uint64_t kFullGapLines = 5, kMoreGapsNamed = 50;
   uint64_t gap_mailboxes_ = 0;                // mailboxes with a gap in the chain (CoverageAfter)
   std::vector<std::string> more_gaps_named_;  // those after the first kFullGapLines, up to kMoreGapsNamed
+  std::optional<format::UserRecord> deferred_user_;  // restore NAMES: made at its first selected folder (OnUser)
   bool bare_candidate_ = false;        // restore NAMES: the selected user record read last has no folder yet
   uint64_t selected_bare_users_ = 0;  // ... and none came
   // Users moved elsewhere here whom a stream that says they moved names: refused at their first

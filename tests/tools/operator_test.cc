@@ -627,6 +627,15 @@ TEST_F(OperatorStore, RestoreNamesSelectUsersAndMailboxes) {
   EXPECT_EQ(r.status, 66) << r.Describe();
   EXPECT_NE(r.err.find("'user/nobody/INBOX' selects no mailbox of the stream"), std::string::npos) << r.Describe();
   EXPECT_FALSE(store::Store::Open(dst)->FindUser("nobody"));
+  // A folder of a stream user that the stream does not have (a typo): nobody made either; an
+  // empty active user was left, taking deliveries (helper-100). Its folder, asked for, makes it.
+  r = RunCli({"restore", "--store", dst, "-f", stream, "user/ann/Snet"});
+  EXPECT_EQ(r.status, 66) << r.Describe();
+  EXPECT_FALSE(store::Store::Open(dst)->FindUser("ann"));
+  r = RunCli({"restore", "--store", dst, "-f", stream, "user/ann/Sent"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(digests(dst, "ann", "Sent"), digests(root_, "ann", "Sent"));
+  EXPECT_EQ(store::Store::Open(dst)->ListFolders("ann").size(), 1u);
   // A group of the store's groups file (groupA=[a-l].*): ann, both folders.
   r = RunCli({"restore", "--store", dst, "-f", stream, "--groups", root_ + "/config/backup-groups.conf", "/primary/groupA"});
   ASSERT_EQ(r.status, 0) << r.Describe();
