@@ -89,7 +89,8 @@ void AddDeleteCommand(CLI::App& root, Action* chosen) {
   command->add_flag("--force", options->force, "delete users even if not verified, or changed since verified");
   command->footer(
       "Exit status: 0 all deleted (a name deleted by an earlier run that was interrupted: the files it left are "
-      "removed now); 64 a bad name (nothing deleted); 66 no such user or mailbox; 75 a user was "
+      "removed now); 64 a bad name (nothing deleted); 66 no such user or mailbox; 74 deleted, but not all of its "
+      "files could be removed (the line says why; a rerun removes them once that is mended); 75 a user was "
       "refused because it has not been verified, or changed since it was verified at a destination. One line "
       "per deleted object on stdout, one per error on stderr; the first error's status is returned.");
   command->callback([options, chosen] { *chosen = [options] { return RunDelete(*options); }; });

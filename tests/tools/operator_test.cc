@@ -368,6 +368,44 @@ TEST_F(OperatorStore, ARerunOfADeleteKilledAfterItsCommitRemovesWhatItLeft) {
   EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "mike"}, "Subject: late\r\n\r\nx\r\n").status, 75);
 }
 
+// A delete's commit is done when its file removal fails (a directory planted in a bucket): the
+// line said nothing of the deletion, no "deleted" line came (helper-98). It says the user is
+// deleted and that a rerun removes the rest, which it does once the obstacle is gone.
+TEST_F(OperatorStore, ADeleteWhoseFilesCannotAllGoSaysItIsDeletedAndARerunRemovesThem) {
+  const std::string message = [&] {
+    auto store = store::Store::Open(root_);
+    std::unique_ptr<store::Folder> inbox = store->OpenFolder("ann", "INBOX");
+    return inbox->MessagePath(inbox->Snapshot().messages.at(0).uid);
+  }();
+  const fs::path planted = fs::path(message).parent_path() / "planted";
+  fs::create_directory(planted);
+  CliResult r = RunCli({"delete", "--store", root_, "--force", "ann"});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("user ann is deleted from the mailbox list, but not all of its files could be removed: "),
+            std::string::npos)
+      << r.Describe();
+  EXPECT_NE(r.err.find("storemove delete of it again removes them"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(store::Store::Open(root_)->FindUser("ann"));
+  fs::remove(planted);
+  r = RunCli({"delete", "--store", root_, "--force", "ann"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("deleted user ann: its record was gone already"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(fs::exists(fs::path(message).parent_path()));
+  // One mailbox likewise.
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "mike", "--folder", "Work", "--create"},
+                   "Subject: w\r\n\r\nw\r\n").status, 0);
+  const std::string work = store::Store::Open(root_)->OpenFolder("mike", "Work")->MessagePath(1);
+  fs::create_directory(fs::path(work).parent_path() / "planted");
+  r = RunCli({"delete", "--store", root_, "user/mike/Work"});
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("user/mike/Work is deleted from the mailbox list"), std::string::npos) << r.Describe();
+  fs::remove(fs::path(work).parent_path() / "planted");
+  r = RunCli({"delete", "--store", root_, "user/mike/Work"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_FALSE(fs::exists(work));
+}
+
 // A user's status travels in the stream, but a held source user must not arrive held at the
 // destination: restore makes users active unless --keep-status. Except one moved to another
 // host: made active it took that host's deliveries, and the mail was split (helper-97).
