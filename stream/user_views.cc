@@ -29,7 +29,7 @@ StatusFilter StatusFilter::Parse(std::string_view text) {
 }
 
 bool StatusFilter::Matches(const store::UserStatus& status) const {
-  return status.state == state && (host.empty() || status.host == host);
+  return status.state == state && (host.empty() || store::UserStatus::SameHost(status.host, host));
 }
 
 std::vector<store::UserInfo> ListUsers(store::Store& store, const std::optional<StatusFilter>& filter) {

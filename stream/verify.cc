@@ -192,7 +192,7 @@ bool StatusesAgree(const store::UserStatus& dst, const store::UserStatus& src, b
   // wrote it) is provenance, not shown in the line, and differs after every migration: a migrated
   // user compared with its source set active again read "status is active, source has active"
   // (helper-68).
-  if (dst.state == src.state && dst.host == src.host) return true;
+  if (dst.state == src.state && store::UserStatus::SameHost(dst.host, src.host)) return true;  // DNS: any case
   return !strict && dst.state == store::UserState::kActive &&
          (src.state == store::UserState::kHold || src.state == store::UserState::kMoved);
 }

@@ -379,6 +379,12 @@ TEST(Verify, WhatAMigrationDoesToStatusesIsNoDifferenceButTheReverseIs) {
   p.src->SetUserStatus(p.user, store::UserStatus::Parse("active"));
   p.dst->SetUserStatus(p.user, store::UserStatus::Parse("moved:elsewhere"));
   EXPECT_TRUE(Mentions(p.Direct(), "user " + p.user + ": status is moved:elsewhere, source has active"));
+  // Moved to one host, named in two cases: no difference (a host name is in any case).
+  p.src->SetUserStatus(p.user, store::UserStatus::Parse("moved:Elsewhere"));
+  EXPECT_TRUE(CompareStores(*p.dst, *p.src, strict).differences.empty());
+  p.src->SetUserStatus(p.user, store::UserStatus::Parse("moved:elsewhere2"));
+  EXPECT_TRUE(Mentions(CompareStores(*p.dst, *p.src, strict).differences,
+                       "user " + p.user + ": status is moved:elsewhere, source has moved:elsewhere2"));
   // And content differences are still found alongside an expected status.
   p.dst->SetUserStatus(p.user, store::UserStatus::Parse("active"));
   p.src->SetUserStatus(p.user, store::UserStatus::Parse("moved:newhost"));
