@@ -692,21 +692,28 @@ class RestoreSession {
     repository_was_empty_ = known->second;
   }
 
-  // -n: NAME.YYYYMMDD of today, unless this stream made a dated NAME on another day (a rerun
-  // after midnight): that one. The user's dated folders of this stream are listed once per user.
+  // -n: the origin of a folder restored beside the stream's `folder` (FolderInfo::origin): which
+  // stream folder it holds, so that a rerun finds it again whatever its name.
+  std::string SideCopyOrigin(const std::string& folder) const { return origin_ + ">" + folder; }
+
+  // -n: where the stream's `folder` goes beside the one here. The folder this stream made for it
+  // before (a rerun, after midnight too); else NAME.YYYYMMDD of today, or NAME.YYYYMMDD-2, -3 ...
+  // when that name is taken: a folder of the user's own by that name, or the stream's own
+  // NAME.YYYYMMDD, took the restored mail into it (helper-103). The user's side copies of this
+  // stream are listed once per user.
   std::string DatedName(const std::string& folder) {
     if (dated_user_ != user_) {
       dated_user_ = user_;
       dated_.clear();
-      for (const store::FolderInfo& f : store_->ListFolders(user_, store::Store::FolderDetail::kRecordOnly)) {
-        const size_t dot = f.folder.size() > 9 ? f.folder.size() - 9 : 0;
-        if (f.origin == origin_ && dot > 0 && f.folder[dot] == '.' &&
-            f.folder.find_first_not_of("0123456789", dot + 1) == std::string::npos)
-          dated_.emplace(f.folder.substr(0, dot), f.folder);
-      }
+      const std::string ours = SideCopyOrigin("");
+      for (const store::FolderInfo& f : store_->ListFolders(user_, store::Store::FolderDetail::kRecordOnly))
+        if (f.origin.starts_with(ours)) dated_.emplace(f.origin.substr(ours.size()), f.folder);
     }
-    auto it = dated_.find(folder);
-    return it != dated_.end() ? it->second : folder + "." + (options_.today.empty() ? Today() : options_.today);
+    if (auto it = dated_.find(folder); it != dated_.end()) return it->second;
+    const std::string dated = folder + "." + (options_.today.empty() ? Today() : options_.today);
+    std::string name = dated;
+    for (int n = 2; store_->FindFolder(user_, name); ++n) name = dated + "-" + std::to_string(n);
+    return name;
   }
 
   // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty; -1: a name
@@ -1465,7 +1472,11 @@ class RestoreSession {
     const store::FolderCoverage coverage = CoverageAfter();
     // Marked only by -n: a plain restore's mailbox is the live one a later -n must not merge into.
     if (mode_ == Mode::kNew)
-      store_->PublishFolder(*folder_, options_.rename_existing ? origin_ : std::string(), coverage);
+      store_->PublishFolder(*folder_,
+                            !options_.rename_existing ? std::string()
+                            : side_copy_              ? SideCopyOrigin(folder_record_.folder)
+                                                      : origin_,
+                            coverage);
     else if (coverage != coverage_before_)
       store_->SetCoverage(user_, folder_name_, coverage);
     if (!folder_record_.acl.empty()) store_->SetAcl(user_, folder_name_, folder_record_.acl);

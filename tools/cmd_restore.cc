@@ -123,7 +123,7 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
       ->type_name("y|n");
   c->add_flag("-i", o->skip_check, "do not check for messages already present: append everything with new UIDs");
   c->add_option("-m", o->map_file, "rename users: file of old=new lines (a map that would merge two users into one is refused)")->type_name("MAPFILE");
-  c->add_flag("-n", o->rename_existing, "restore into MAILBOX.YYYYMMDD when the mailbox exists");
+  c->add_flag("-n", o->rename_existing, "restore into MAILBOX.YYYYMMDD when the mailbox exists (MAILBOX.YYYYMMDD-2, -3 ... when that is taken)");
   c->add_flag("--keep-status", o->keep_status,
               "give users the status the stream carries (hold, moved:HOST); default: new users are active, or "
               "moved:HOST when the stream says so, and existing users keep theirs");

@@ -121,8 +121,10 @@ TEST(RestoreRerun, AppendingIntoAFolderOfAnotherUidValidityAddsNothingTheSecondT
   EXPECT_EQ(Contents(*s, "INBOX").size(), 7u);
 }
 
-// A backup of joe's INBOX (two messages) and Sent (one), written at `created`.
-std::string InboxAndSent(int64_t created) {
+using FolderOfBodies = std::tuple<std::string, uint32_t, std::vector<std::string>>;  // name, UIDVALIDITY, bodies
+
+// A backup of joe's `folders`, written at `created`.
+std::string FoldersOf(int64_t created, const std::vector<FolderOfBodies>& folders) {
   format::StringSink sink;
   format::Encoder enc(sink);
   format::StreamHeader h;
@@ -132,9 +134,7 @@ std::string InboxAndSent(int64_t created) {
   format::UserRecord u;
   u.user = "joe";
   enc.WriteUser(u);
-  for (const auto& [folder, uidvalidity, bodies] :
-       {std::tuple<std::string, uint32_t, std::vector<std::string>>{"INBOX", 99, {Body("a"), Body("b")}},
-        {"Sent", 98, {Body("c")}}}) {
+  for (const auto& [folder, uidvalidity, bodies] : folders) {
     format::FolderRecord f;
     f.user = "joe";
     f.folder = folder;
@@ -155,6 +155,11 @@ std::string InboxAndSent(int64_t created) {
   }
   enc.Finish();
   return sink.data();
+}
+
+// A backup of joe's INBOX (two messages) and Sent (one), written at `created`.
+std::string InboxAndSent(int64_t created) {
+  return FoldersOf(created, {{"INBOX", 99, {Body("a"), Body("b")}}, {"Sent", 98, {Body("c")}}});
 }
 
 std::set<std::string> FolderNames(store::Store& s) {
@@ -200,8 +205,42 @@ TEST(RestoreRerun, ARerunOfRestoreBesideExistingMailFindsWhatItsFirstRunMade) {
   EXPECT_EQ(Contents(*s, today).size(), 2u);
 
   EXPECT_EQ(RestoreString(*s, InboxAndSent(1700086400), beside).errors, 0u);  // a day later's backup
-  // (its INBOX goes into today's dated INBOX, a folder of the same UIDVALIDITY, as before)
-  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", today, "Sent", "Sent." + TodayUtc()}));
+  // Beside each folder of the same name, the first backup's dated ones too: never into them.
+  EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"INBOX", today, today + "-2", "Sent", "Sent." + TodayUtc()}));
+  EXPECT_EQ(Contents(*s, today + "-2").size(), 2u);
+}
+
+// The dated name taken, by a folder of the user's own or by the stream's own folder of that name:
+// beside it too, NAME.YYYYMMDD-2; the restored mail went into it (helper-103). In either order
+// of the stream's folders, and its rerun (on another day too) finds each where it put it.
+TEST(RestoreRerun, RestoreBesideNeverMergesIntoAFolderOfTheDatedName) {
+  const std::vector<std::string> own = {Body("the user's own, named like a dated copy")};
+  const std::vector<std::string> sent = {Body("sent")}, dated = {Body("the stream's dated")};
+  for (bool dated_first : {false, true}) {
+    TempDir tmp;
+    auto s = store::Store::Init(tmp / "store", {});
+    RestoreString(*s, FoldersOf(1600000000, {{"Sent", 5, {Body("live")}}, {"Sent.20260101", 6, own}}));
+    std::vector<FolderOfBodies> folders = {{"Sent", 98, sent}, {"Sent.20260101", 97, dated}};
+    if (dated_first) std::swap(folders[0], folders[1]);
+    const std::string backup = FoldersOf(1700000000, folders);
+    RestoreOptions beside;
+    beside.rename_existing = true;
+    beside.today = "20260101";
+    for (int run = 0; run < 3; ++run) {
+      if (run == 2) beside.today = "20260102";
+      EXPECT_EQ(RestoreString(*s, backup, beside).errors, 0u) << run;
+      EXPECT_EQ(FolderNames(*s), (std::set<std::string>{"Sent", "Sent.20260101", "Sent.20260101-2",
+                                                        "Sent.20260101.20260101"}))
+          << dated_first << run;
+      std::map<uint32_t, std::string> mine = Contents(*s, "Sent.20260101");
+      ASSERT_EQ(mine.size(), 1u) << dated_first << run;
+      EXPECT_EQ(mine.begin()->second, own[0]);
+      ASSERT_EQ(Contents(*s, "Sent.20260101-2").size(), 1u);
+      EXPECT_EQ(Contents(*s, "Sent.20260101-2").begin()->second, sent[0]);
+      ASSERT_EQ(Contents(*s, "Sent.20260101.20260101").size(), 1u);
+      EXPECT_EQ(Contents(*s, "Sent.20260101.20260101").begin()->second, dated[0]);
+    }
+  }
 }
 
 // A mailbox a plain restore made (disaster recovery) is the live one: a later `restore -n` of the
