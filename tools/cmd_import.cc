@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <strings.h>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -57,9 +59,20 @@ std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
   if (!o.mbox_path.empty()) paths.insert(paths.begin(), o.mbox_path);
   if (paths.empty()) Throw(Errc::kInvalidArgument, "import needs an mbox file: -s FILE or FILE...");
   std::vector<interop::ImportJob> jobs;
+  std::map<std::string, std::string> file_of_folder;  // FILE...: a folder each
   for (const std::string& path : paths) {
     // -s alone keeps imsimport's default, INBOX; FILE arguments go to their base names.
     std::string folder = !o.folder.empty() ? o.folder : o.files.empty() ? "INBOX" : interop::FolderForFile(path);
+    if (::strcasecmp(folder.c_str(), "INBOX") == 0) folder = "INBOX";  // as stored, and said so
+    // Two files whose names give one folder (x and x.mbox, d1/Sent and d2/Sent: an export of
+    // folders `x` and `x.mbox`) were merged into it, exit 0 (helper-103). -d says that is meant.
+    if (o.folder.empty() && !o.files.empty()) {
+      auto [it, fresh] = file_of_folder.emplace(folder, path);
+      if (!fresh)
+        Throw(Errc::kInvalidArgument, "import: " + it->second + " and " + path + " would both go into folder " + folder +
+                                          " (a FILE goes into the folder of its base name less .mbox); to merge them "
+                                          "give -d " + folder + ", else import each with its own -d or use --list");
+    }
     jobs.push_back({o.user, folder, path, ""});
   }
   return jobs;
@@ -197,7 +210,8 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
       "import",
       "load UNIX mbox files or a Maildir++ tree into folders, creating users and folders when missing (imsimport)\n"
       "  -u USER -s FILE [-d FOLDER]   one file, into FOLDER (default INBOX)\n"
-      "  -u USER FILE... [-d FOLDER]   each file into the folder of its base name less .mbox (or all into FOLDER)\n"
+      "  -u USER FILE... [-d FOLDER]   each file into the folder of its base name less .mbox (or all into\n"
+      "                                FOLDER); two files naming one folder are refused\n"
       "  --list LIST                   lines USER<TAB>FOLDER<TAB>MBOX_PATH (relative paths: from LIST's directory)\n"
       "  -u USER --maildir DIR         a Maildir++ tree (Dovecot, Courier, export --format maildir): DIR is INBOX,\n"
       "                                .Sub.Folder is Sub/Folder; flags, keywords, dates, subscriptions and\n"

@@ -173,6 +173,25 @@ TEST_F(Import, ManyFilesOfOneUserGoToTheirBaseNames) {
   std::vector<std::string> both = sent;
   both.insert(both.end(), trash.begin(), trash.end());
   EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "joe", "All"), both);
+
+  // Two files that name one folder (an export of folders x and x.mbox, or two directories' Sent)
+  // were merged into it, exit 0 (helper-103): refused before anything is written, naming both.
+  WriteMbox(dir_ / "x", Messages("x", 1));
+  WriteMbox(dir_ / "x.mbox", Messages("x.mbox", 1));
+  for (const std::vector<std::string>& files :
+       {std::vector<std::string>{dir_ / "x", dir_ / "x.mbox"}, std::vector<std::string>{dir_ / "a/Sent.mbox", dir_ / "b/Trash", dir_ / "a/Sent.mbox"}}) {
+    std::vector<std::string> args = {"-u", "ann"};
+    args.insert(args.end(), files.begin(), files.end());
+    r = Run(args);
+    EXPECT_EQ(r.status, 64) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find(" would both go into folder "), std::string::npos) << r.Describe();
+    EXPECT_FALSE(store::Store::Open(root_)->FindUser("ann"));
+  }
+  // An INBOX in another case is the INBOX, and said so.
+  r = Run({"-u", "joe", dir_ / "x", "-d", "inbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("into user/joe/INBOX"), std::string::npos) << r.Describe();
 }
 
 // Empty messages (consecutive "From " lines, an envelope line at the end) are in the mbox, so they
