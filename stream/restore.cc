@@ -62,6 +62,9 @@ std::map<std::string, std::string> ReadUserMap(const std::string& path) {
   while (std::getline(in, line)) {
     ++lineno;
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    // A byte-order mark (Windows editors write one) made the first line's old id "\uFEFFjoe", a
+    // valid id no stream has: joe was restored as joe, into another user's mail (helper-103).
+    if (lineno == 1 && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);
     if (line.empty() || line[0] == '#') continue;
     size_t eq = line.find('=');
     if (eq == std::string::npos)
@@ -235,6 +238,10 @@ class RestoreSession {
         case Event::kEnd:
           Finish();
           CountBareUser();
+          // A typo in the map (jeo=jim) left joe restored as joe without a word, -t too (helper-103).
+          for (const auto& [from, to] : options_.user_map)
+            if (!mapped_seen_.count(from))
+              AddNote("-m " + from + "=" + to + ": the stream has no user " + from + "; that line mapped nothing");
           if (selection_ && report_.selected_folders == 0 && selected_bare_users_ == 0) {
             std::string names;
             for (const std::string& name : options_.names) names += (names.empty() ? "'" : ", '") + EscapeControls(name) + "'";
@@ -288,6 +295,7 @@ class RestoreSession {
   }
 
   std::set<std::string> map_targets_;               // the -m map's new names
+  std::set<std::string> mapped_seen_;               // the -m map's old names the stream has
   std::map<std::string, std::string> restored_as_;  // such a name -> the stream's user restored as it
   std::set<std::string> created_as_mapped_;         // users this restore created under a -m name
   // copy_on_hold: the users this session checked and marked as its copies (OnUser), each with
@@ -353,6 +361,7 @@ class RestoreSession {
     deferred_user_.reset();
     stream_user_ = r.user;
     stream_user_partition_ = r.partition;
+    if (options_.user_map.count(r.user)) mapped_seen_.insert(r.user);
     if (selection_ && !selection_->WantsUser(StreamUser(r.user))) return;  // restore NAMES: not this one
     bare_candidate_ = selection_ && selection_->WantsFolder(StreamUser(r.user), "INBOX");
     std::string user = MapUser(r.user);
@@ -531,6 +540,7 @@ class RestoreSession {
   void OnFolder(const format::FolderRecord& r) {
     ++report_.folders;
     bare_candidate_ = false;
+    if (options_.user_map.count(r.user)) mapped_seen_.insert(r.user);  // a stream may omit the user record
     if (selection_) {
       const store::UserInfo owner = StreamUser(r.user);
       if (!selection_->WantsUser(owner) || !selection_->WantsFolder(owner, r.folder)) {
