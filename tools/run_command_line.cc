@@ -2,6 +2,8 @@
 
 #include <sys/resource.h>
 
+#include <csignal>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -78,6 +80,11 @@ int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
     files.rlim_cur = files.rlim_max == RLIM_INFINITY ? files.rlim_cur : files.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &files);
   }
+
+  // A file-size limit (ulimit -f) becomes EFBIG on the write, said in one line naming the file
+  // with its temporaries removed, as a full disk is: SIGXFSZ killed the process without a word,
+  // leaving them (helper-102).
+  ::signal(SIGXFSZ, SIG_IGN);
 
   int status;
   try {

@@ -1,4 +1,5 @@
 // End-to-end tests of the storemove CLI: the real binary, run as an MTA or an administrator would.
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -650,6 +651,50 @@ TEST(CliTruncated, ARestoreOfAStreamCutShortSaysWhatItRestoredAndThatARerunFinis
 // A backup that fails never destroys the previous backup under its name: the new stream goes to
 // a temporary name and replaces FILE only once complete. Messages left out (a damaged source)
 // leave it as FILE.incomplete; nothing temporary stays behind.
+// A file-size limit (ulimit -f) killed a writing command with SIGXFSZ, without a word, leaving its
+// temporary files (helper-102). It is a write error like a full disk: one line naming the file,
+// the temporaries removed, the previous backup file as it was.
+TEST_F(Cli, AFileSizeLimitIsAnErrorLineNotASilentDeath) {
+  std::string big = "Subject: big\r\n\r\n";
+  uint64_t x = 88172645463325252ull;
+  while (big.size() < 300 * 1024) {  // xorshift text: zstd cannot shrink it below the limit
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    big += static_cast<char>('A' + x % 26);
+    if (big.size() % 76 == 0) big += "\r\n";
+  }
+  ASSERT_EQ(Deliver("hugo", Message("a", "first"), {"--create"}).status, 0);
+  const std::string out = dir_ / "hugo.smv";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", out}).status, 0);
+  const std::string good = ReadFile(out);
+  struct rlimit unlimited;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &unlimited), 0);
+  const std::string big_file = dir_ / "big.eml", no_input = dir_ / "empty";
+  std::ofstream(big_file, std::ios::binary) << big;
+  std::ofstream(no_input).flush();
+  const auto limited = [&](const std::vector<std::string>& args, const std::string& in) {
+    struct rlimit small = unlimited;
+    small.rlim_cur = 128 * 1024;  // the child inherits it; this process writes nothing meanwhile
+    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+    CliResult r = storemove::testing::RunCliWithStdinFile(args, in);
+    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &unlimited), 0);
+    return r;
+  };
+  CliResult r = limited({"deliver", "--store", root_, "--user", "hugo"}, big_file);
+  EXPECT_EQ(r.status, kTempFail) << r.Describe();  // the MTA keeps it queued
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.Describe();
+  ASSERT_EQ(Deliver("hugo", big).status, 0);
+  r = limited({"backup", "--store", root_, "-f", out}, no_input);
+  EXPECT_EQ(r.status, 74) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.Describe();
+  EXPECT_EQ(ReadFile(out), good);
+  for (const auto& e : fs::recursive_directory_iterator(dir_.path())) {
+    const std::string name = e.path().filename().string();
+    EXPECT_FALSE(name.find(".tmp.") != std::string::npos || name.starts_with("tmp.")) << e.path();
+  }
+}
+
 TEST_F(Cli, AFailedBackupLeavesThePreviousFileAsItWas) {
   ASSERT_EQ(Deliver("hugo", Message("a", "first"), {"--create"}).status, 0);
   ASSERT_EQ(Deliver("hugo", Message("b", "second")).status, 0);
