@@ -2,6 +2,7 @@
 
 #define ZSTD_STATIC_LINKING_ONLY  // ZSTD_customMem (exported by the shared library since 1.4)
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include <algorithm>
 #include <chrono>
@@ -82,7 +83,13 @@ ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool b
   if (background) {
     worker_ = std::make_unique<Worker>();
     pending_.reserve(Worker::kChunkSize);
-    worker_->thread = std::thread([this] { RunWorker(); });
+    try {
+      worker_->thread = std::thread([this] { RunWorker(); });
+    } catch (...) {  // no thread (EAGAIN under ulimit -v or -u): said by the caller, nothing leaked
+      worker_.reset();
+      ZSTD_freeCCtx(cctx_);
+      throw;
+    }
   }
 }
 
@@ -429,7 +436,7 @@ void DecompressingSource::RunWorker(uint64_t offset) {
         const size_t in_before = in.pos, out_before = out.pos;
         size_t rc = ZSTD_decompressStream(dctx_, &out, &in);
         block.size = out.pos;
-        if (ZSTD_isError(rc)) FailInFrame(ZSTD_getErrorName(rc), offset + chunk.size());
+        if (ZSTD_isError(rc)) FailInFrame(rc, offset + chunk.size());
         NoteFrame(rc, in.pos != in_before || out.pos != out_before, offset + in.pos);
         const bool full = out.pos == out.size;  // zstd may hold more output
         // A partly filled block goes out when the chunk is used up: the consumer may be waiting.
@@ -466,7 +473,14 @@ void DecompressingSource::NoteFrame(size_t rc, bool moved, uint64_t at) {
 // A zstd error found in the input up to `end`: zstd notices damage at a block's or its frame's
 // checksum, and does not say where in the bytes given to it, so the range is from the start of
 // the frame (helper-70: a flipped bit at byte 5 was reported "at byte 393225", one at 40 "at byte 0").
-void DecompressingSource::FailInFrame(const char* reason, uint64_t end) const {
+void DecompressingSource::FailInFrame(size_t zstd_error, uint64_t end) const {
+  // Memory the process could not get (ulimit -v) is no damage of the stream: exit 65 told the
+  // operator a good backup was corrupt (helper-102).
+  if (ZSTD_getErrorCode(zstd_error) == ZSTD_error_memory_allocation)
+    Throw(Errc::kTempFail, "stream: zstd: out of memory decompressing the frame that begins at byte " +
+                               std::to_string(frame_start_) + " (a memory limit, ulimit -v?); the stream itself "
+                               "is not known to be damaged: run again with more memory");
+  const char* reason = ZSTD_getErrorName(zstd_error);
   Throw(Errc::kCorrupt, std::string("stream: zstd: ") + reason + " in compressed bytes " + std::to_string(frame_start_) +
                             " to " + std::to_string(end) + " (in the zstd frame that begins at byte " +
                             std::to_string(frame_start_) + ")");
@@ -575,7 +589,14 @@ void DecompressingSource::Detect() {
       worker_->chunks.emplace_back();
       worker_->input_ended = true;
     }
-    worker_->thread = std::thread([this, offset] { RunWorker(offset); });
+    try {
+      worker_->thread = std::thread([this, offset] { RunWorker(offset); });
+    } catch (...) {
+      // No thread (EAGAIN under ulimit -v or -u): the destructor's join of none threw
+      // std::system_error out of it, and the process aborted without a line (helper-102).
+      worker_.reset();
+      throw;
+    }
   }
 }
 
@@ -619,7 +640,7 @@ size_t DecompressingSource::Read(void* data, size_t size) {
     ZSTD_inBuffer in{buf_.data(), in_size_, in_pos_};
     const size_t out_before = out.pos;
     size_t rc = ZSTD_decompressStream(dctx_, &out, &in);
-    if (ZSTD_isError(rc)) FailInFrame(ZSTD_getErrorName(rc), consumed_ + in_size_);
+    if (ZSTD_isError(rc)) FailInFrame(rc, consumed_ + in_size_);
     NoteFrame(rc, in.pos != in_pos_ || out.pos != out_before, consumed_ + in.pos);
     in_pos_ = in.pos;
     output_pending_ = out.pos == out.size;

@@ -131,7 +131,7 @@ class DecompressingSource final : public ByteSource {
   void NoteFrame(size_t rc, bool moved, uint64_t at);
   [[noreturn]] void Fail(const char* reason) const;
   [[noreturn]] static void Fail(const char* reason, uint64_t at);
-  [[noreturn]] void FailInFrame(const char* reason, uint64_t end) const;
+  [[noreturn]] void FailInFrame(size_t zstd_error, uint64_t end) const;  // a ZSTD_isError code
 
   ByteSource& in_;
   std::unique_ptr<Worker> worker_;  // set with `worker` once the input is known to be zstd

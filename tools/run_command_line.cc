@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string>
+#include <system_error>
 
 #include "tools/version_string.h"
 #include "util/error.h"
@@ -91,6 +93,17 @@ int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
     status = action();
   } catch (const Error& e) {
     return Fail(program, e.what(), ExitStatus(e.code()));
+  } catch (const std::bad_alloc&) {
+    // A memory limit (ulimit -v, a unit's MemoryMax=), not a defect: said as such, and 75, as a
+    // rerun with more memory finishes (helper-102: "internal error: std::bad_alloc", 70).
+    return Fail(program, "out of memory (a memory limit, ulimit -v?): nothing more was done; run again with more memory",
+                ExitStatus(Errc::kTempFail));
+  } catch (const std::system_error& e) {
+    // A thread or another system resource refused (EAGAIN under ulimit -u or -v): it said only
+    // "internal error: Resource temporarily unavailable" (helper-102).
+    return Fail(program, std::string("a system resource was refused: ") + e.what() +
+                             " (a thread could not be started? ulimit -u or -v); run again with higher limits",
+                ExitStatus(Errc::kTempFail));
   } catch (const std::exception& e) {
     return Fail(program, std::string("internal error: ") + e.what(), 70);  // EX_SOFTWARE
   }

@@ -1,6 +1,8 @@
 // The zstd wrapping: round trips, interoperability with the zstd CLI, corrupt input.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -14,6 +16,7 @@
 #include <future>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "format/format.h"
@@ -168,6 +171,41 @@ TEST(Zstd, CompressedRoundTrip) {
       EXPECT_EQ(DecodeWrapped(compressed, 1, worker).trailer, expected.trailer) << "one byte per read";
     }
   }
+}
+
+// A decompression worker that cannot be started (EAGAIN: ulimit -v or -u) is an exception the
+// command says in one line. The destructor then joined a thread that never ran, which threw out
+// of it, and the process aborted without a word (helper-102). In a child whose address space is
+// capped just above what it uses, so that the worker's stack cannot be mapped.
+TEST(Zstd, AWorkerThatCannotStartIsAnExceptionNotAnAbort) {
+  const std::string compressed = Compress(EncodeSample());
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    size_t used_kib = 0;
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.starts_with("VmSize:")) used_kib = std::stoul(line.substr(7));
+    struct rlimit cap = {(used_kib + 1024) * 1024, RLIM_INFINITY};
+    if (used_kib == 0 || ::setrlimit(RLIMIT_AS, &cap) != 0) ::_exit(4);
+    int caught = 3;  // nothing thrown
+    try {
+      StringSource in(compressed);
+      DecompressingSource source(in, true);
+      DecodeAll(source);
+    } catch (const std::system_error&) {
+      caught = 0;
+    } catch (const std::bad_alloc&) {
+      caught = 1;
+    } catch (const Error&) {
+      caught = 2;
+    }
+    ::_exit(caught);  // after the destructor: an abort there is a signal, not this status
+  }
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wstatus)) << "killed by signal " << WTERMSIG(wstatus);
+  EXPECT_EQ(WEXITSTATUS(wstatus), 0) << "0 thread refused, 1 bad_alloc, 2 Error, 3 nothing thrown, 4 no cap";
 }
 
 TEST(Zstd, PlainStreamPassesThrough) {
