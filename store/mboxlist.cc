@@ -84,9 +84,9 @@ void Store::Db::OnDbMessage(const DB_ENV* env, const char*, const char* message)
   last_db_message = message;
 }
 
-Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
+Store::Db::Db(const std::string& dir, bool create, bool frees_space) : dir_(dir) {
   try {
-    Open(create);
+    Open(create, frees_space);
   } catch (...) {
     Close(/*checkpoint=*/false);
     throw;
@@ -94,6 +94,27 @@ Store::Db::Db(const std::string& dir, bool create) : dir_(dir) {
 }
 
 namespace {
+
+// The reserve (Open): kept while there is room, given up by a command that frees space.
+constexpr const char* kReserveFile = "storemove.reserve";
+constexpr uint64_t kReserveBytes = uint64_t{4} << 20;
+
+// Bytes the user running may still write on the filesystem of `dir` (the most when unknown).
+uint64_t FreeBytes(const std::string& dir) {
+  struct statvfs fs;
+  return ::statvfs(dir.c_str(), &fs) == 0 ? uint64_t(fs.f_bavail) * fs.f_frsize : UINT64_MAX;
+}
+
+// Makes the reserve when it is missing: blocks allocated (not a sparse file), or nothing. Best
+// effort: a store that cannot keep one works as before.
+void KeepReserve(const std::string& path) {
+  if (::access(path.c_str(), F_OK) == 0) return;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return;  // another process made it meanwhile, or no right to
+  const bool made = ::posix_fallocate(fd, 0, kReserveBytes) == 0;
+  ::close(fd);
+  if (!made) ::unlink(path.c_str());
+}
 
 // Copies the environment's databases and logs (not its regions) into a new private directory.
 std::string CopyEnvironment(const std::string& from) {
@@ -104,7 +125,8 @@ std::string CopyEnvironment(const std::string& from) {
   if (!d) ThrowErrno("opendir " + from);
   std::vector<std::string> names;
   while (dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.' && std::strncmp(e->d_name, "__db.", 5) != 0) names.emplace_back(e->d_name);
+    if (e->d_name[0] != '.' && std::strncmp(e->d_name, "__db.", 5) != 0 && std::strcmp(e->d_name, kReserveFile) != 0)
+      names.emplace_back(e->d_name);
   ::closedir(d);
   std::vector<char> buf(1 << 20);
   for (const std::string& name : names) {
@@ -176,7 +198,7 @@ void Store::Db::CreateEnvironment(bool track_threads) {
   env_->log_set_config(env_, DB_LOG_AUTO_REMOVE, 1);
 }
 
-void Store::Db::Open(bool create) {
+void Store::Db::Open(bool create, bool frees_space) {
   RefuseWhatIsNoFile(dir_);
   std::string dir = dir_;
   if (!create && OnReadOnlyFilesystem(dir_)) {
@@ -196,13 +218,23 @@ void Store::Db::Open(bool create) {
   // proof: recovery (after a process died attached, or one whose commit failed on the full disk
   // left the environment panicked) removes them and makes new ones, which a backup after such a
   // restore died of (found by review, helper-43). So the room is asked for at every open.
+  // A store that filled its filesystem could not be opened by the command that frees space
+  // either (helper-102: `delete` exited 74 like every other): the reserve, a file of 4 MiB kept
+  // beside the environment while there is room, is given up for `delete` (frees_space), and
+  // made again by the first open that finds room for it.
   {
-    struct statvfs fs;
     constexpr uint64_t kRegionSpace = uint64_t{2} << 20;
-    if (::statvfs(dir.c_str(), &fs) == 0 && uint64_t(fs.f_bavail) * fs.f_frsize < kRegionSpace)
-      Throw(Errc::kIo, "mboxlist " + dir + ": no space left on device (" +
-                           std::to_string(uint64_t(fs.f_bavail) * fs.f_frsize / 1024) +
-                           " KiB free; the database environment needs 2048 KiB)");
+    const std::string reserve = dir + "/" + kReserveFile;
+    uint64_t free = FreeBytes(dir);
+    const bool writable = private_copy_.empty();
+    if (free < kRegionSpace && frees_space && writable && ::unlink(reserve.c_str()) == 0) free = FreeBytes(dir);
+    if (free < kRegionSpace)
+      Throw(Errc::kIo, "mboxlist " + dir + ": no space left on device (" + std::to_string(free / 1024) +
+                           " KiB free; the database environment needs 2048 KiB)" +
+                           (writable && PathExists(reserve)
+                                ? "; storemove delete still runs (it gives up the store's 4 MiB reserve) to free some"
+                                : ""));
+    if (writable && free >= kRegionSpace + kReserveBytes) KeepReserve(reserve);
   }
   // Kept open with the environment; read by the failure check (is_alive) and the guard.
   watch_->registry_path = dir + "/__db.register";

@@ -61,7 +61,9 @@ class Store::Db {
  public:
   // Opens (creating when `create`) the environment in `dir` with DB_REGISTER|DB_RECOVER, so
   // recovery runs exactly when a previous process died holding it (never under a live one).
-  Db(const std::string& dir, bool create);
+  // `frees_space` (StoreOptions::frees_space): on a filesystem too full for the environment, the
+  // store's reserve file is removed to make room (docs/store-format.md §3, "The reserve").
+  Db(const std::string& dir, bool create, bool frees_space = false);
   ~Db();
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;
@@ -143,7 +145,7 @@ class Store::Db {
   // (nullptr: read-committed, no lock kept). True when the range ended before the limit.
   bool ReadKeys(DB* db, DB_TXN* txn, std::string_view from, std::string_view prefix, bool inclusive, size_t limit,
                 std::vector<std::pair<std::string, std::string>>* out);
-  void Open(bool create);
+  void Open(bool create, bool frees_space);
   // db_env_create and the settings every process uses; failchk's callbacks when `track_threads`.
   void CreateEnvironment(bool track_threads);
   // When the registry names a process that died attached: libdb's failure check (DB_FAILCHK) in

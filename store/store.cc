@@ -345,7 +345,7 @@ std::unique_ptr<Store> Store::Open(const std::string& root, StoreOptions options
     Throw(Errc::kNotFound, "store " + root + ": not a message store (no mboxlist/ or partition/; run storemove init)");
   RefuseRootInAnotherUsersStore(root);
   std::unique_ptr<Store> store(new Store(root, options));
-  store->db_ = std::make_unique<Db>(root + "/mboxlist", false);
+  store->db_ = std::make_unique<Db>(root + "/mboxlist", false, options.frees_space);
   std::string id_path = root + "/config/store-id";
   store->store_id_ = PathExists(id_path) ? ReadFile(id_path) : "";
   while (!store->store_id_.empty() && store->store_id_.back() == '\n') store->store_id_.pop_back();

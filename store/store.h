@@ -324,6 +324,9 @@ struct StoreOptions {
   // A snapshot keeps up to this many records in memory and the rest of a larger folder's in a
   // temporary file ($TMPDIR), read back in slices (MessageList): ~2.8 MiB a folder at most.
   size_t snapshot_records_in_memory = 32768;
+  // The command frees space (delete): on a filesystem too full to open the store, it may use the
+  // store's reserve (docs/store-format.md §3, "The reserve").
+  bool frees_space = false;
 };
 
 class Store {

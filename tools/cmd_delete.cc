@@ -29,7 +29,9 @@ int RunDelete(const DeleteOptions& options) {
   // Every name is checked before anything is deleted: one bad name deletes nothing.
   std::vector<store::AdminTarget> targets;
   for (const std::string& name : options.names) targets.push_back(store::ParseAdminTarget(name));
-  auto store = OpenStore(options.store_dir);
+  store::StoreOptions open;
+  open.frees_space = true;  // a full store: deleting is how space is made (it may use the reserve)
+  auto store = OpenStore(options.store_dir, open);
 
   int status = 0;
   for (const store::AdminTarget& target : targets) {
