@@ -601,9 +601,10 @@ class RestoreSession {
       if (std::optional<store::UserInfo> here = store_->FindUser(user_)) CheckCopyOnHold(*here, options_);
     folder_name_ = r.folder;
     std::optional<store::FolderInfo> existing = store_->FindFolder(user_, folder_name_);
-    // -n: beside an existing mailbox, unless this stream made it (a rerun of an interrupted -n
-    // restore completes what its first run made instead of dating it again).
-    if (existing && options_.rename_existing && existing->origin != origin_) {
+    // -n: beside an existing mailbox, unless this stream made it of this very folder (a rerun of
+    // an interrupted -n restore completes what its first run made instead of dating it again; the
+    // folder of another stream user mapped here, -m, goes beside, helper-105).
+    if (existing && options_.rename_existing && existing->origin != RestoredOrigin()) {
       folder_name_ = DatedName(r.folder);
       current_mailbox_ = "user/" + user_ + "/" + folder_name_;
       existing = store_->FindFolder(user_, folder_name_);
@@ -702,24 +703,26 @@ class RestoreSession {
     repository_was_empty_ = known->second;
   }
 
-  // -n: the origin of a folder restored beside the stream's `folder` (FolderInfo::origin): which
-  // stream folder it holds, so that a rerun finds it again whatever its name.
-  std::string SideCopyOrigin(const std::string& folder) const { return origin_ + ">" + folder; }
+  // -n: the origin of a folder restored from the current stream folder (FolderInfo::origin): the
+  // stream and the stream's mailbox it holds, so that a rerun finds it again whatever its name,
+  // and never takes it for another one's (helper-103, -105).
+  std::string RestoredOrigin(const std::string& source_mailbox) const { return origin_ + ">" + source_mailbox; }
+  std::string RestoredOrigin() const { return RestoredOrigin(source_mailbox_); }
 
-  // -n: where the stream's `folder` goes beside the one here. The folder this stream made for it
+  // -n: where the stream's `folder` goes beside the one here. The folder this stream made of it
   // before (a rerun, after midnight too); else NAME.YYYYMMDD of today, or NAME.YYYYMMDD-2, -3 ...
   // when that name is taken: a folder of the user's own by that name, or the stream's own
-  // NAME.YYYYMMDD, took the restored mail into it (helper-103). The user's side copies of this
-  // stream are listed once per user.
+  // NAME.YYYYMMDD, took the restored mail into it (helper-103). The folders this stream made for
+  // the user are listed once per user.
   std::string DatedName(const std::string& folder) {
     if (dated_user_ != user_) {
       dated_user_ = user_;
       dated_.clear();
-      const std::string ours = SideCopyOrigin("");
+      const std::string ours = RestoredOrigin("");
       for (const store::FolderInfo& f : store_->ListFolders(user_, store::Store::FolderDetail::kRecordOnly))
         if (f.origin.starts_with(ours)) dated_.emplace(f.origin.substr(ours.size()), f.folder);
     }
-    if (auto it = dated_.find(folder); it != dated_.end()) return it->second;
+    if (auto it = dated_.find(source_mailbox_); it != dated_.end()) return it->second;
     const std::string dated = folder + "." + (options_.today.empty() ? Today() : options_.today);
     std::string name = dated;
     for (int n = 2; store_->FindFolder(user_, name); ++n) name = dated + "-" + std::to_string(n);
@@ -1482,11 +1485,7 @@ class RestoreSession {
     const store::FolderCoverage coverage = CoverageAfter();
     // Marked only by -n: a plain restore's mailbox is the live one a later -n must not merge into.
     if (mode_ == Mode::kNew)
-      store_->PublishFolder(*folder_,
-                            !options_.rename_existing ? std::string()
-                            : side_copy_              ? SideCopyOrigin(folder_record_.folder)
-                                                      : origin_,
-                            coverage);
+      store_->PublishFolder(*folder_, options_.rename_existing ? RestoredOrigin() : std::string(), coverage);
     else if (coverage != coverage_before_)
       store_->SetCoverage(user_, folder_name_, coverage);
     if (!folder_record_.acl.empty()) store_->SetAcl(user_, folder_name_, folder_record_.acl);
@@ -1658,7 +1657,7 @@ class RestoreSession {
   std::string user_, folder_name_, current_mailbox_;
   std::string origin_;  // OriginOf(the stream's header), kept in the folders this session makes
   std::string dated_user_;
-  std::map<std::string, std::string> dated_;  // -n: dated_user_'s folders this stream dated
+  std::map<std::string, std::string> dated_;  // -n: stream mailbox -> dated_user_'s folder this stream made of it
   std::string source_mailbox_;     // user/U/F as the stream names it (what `unsettled` lists)
   static constexpr uint64_t kFullGapLines = 5, kMoreGapsNamed = 50;
   uint64_t gap_mailboxes_ = 0;                // mailboxes with a gap in the chain (CoverageAfter)

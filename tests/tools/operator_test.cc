@@ -388,6 +388,40 @@ TEST_F(OperatorStore, ARerunOfADeleteKilledAfterItsCommitRemovesWhatItLeft) {
   EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "mike"}, "Subject: late\r\n\r\nx\r\n").status, 75);
 }
 
+// restore -n of two stream users mapped onto one (-m ann=zed, then -m mike=zed): the second's
+// folders were taken for a rerun of the first's, the dated INBOX and a Sent made under its own
+// name, and merged into them, exit 0 (helper-105). A folder -n made records the stream's mailbox.
+TEST_F(OperatorStore, RestoreBesideKeepsTwoMappedUsersApart) {
+  for (const char* user : {"ann", "mike"})
+    ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", user, "--folder", "Sent", "--create"},
+                     std::string("Subject: sent by ") + user + "\r\n\r\nx\r\n").status, 0);
+  const std::string stream = dir_ / "s.sm", dst = dir_ / "dst", map = dir_ / "map";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  ASSERT_EQ(RunCli({"deliver", "--store", dst, "--user", "zed", "--create"}, "Subject: zed's\r\n\r\nx\r\n").status, 0);
+  for (const char* user : {"ann", "mike"})
+    for (int run = 0; run < 2; ++run) {  // each run twice: its rerun adds nothing
+      std::ofstream(map) << user << "=zed\n";
+      CliResult r = RunCli({"restore", "--store", dst, "-f", stream, "-n", "-m", map, std::string("user/") + user + "/*"});
+      ASSERT_EQ(r.status, 0) << r.Describe();
+    }
+  auto out = store::Store::Open(dst);
+  std::map<std::string, std::string> subject_of;  // folder -> its one message's subject
+  for (const store::FolderInfo& f : out->ListFolders("zed")) {
+    auto folder = out->OpenFolder("zed", f.folder);
+    const store::FolderSnapshot snap = folder->Snapshot();
+    ASSERT_EQ(snap.messages.size(), 1u) << f.folder;
+    const std::string bytes = storemove::ReadFile(folder->MessagePath(snap.messages.at(0).uid));
+    subject_of[f.folder] = bytes.substr(9, bytes.find('\r') - 9);
+  }
+  std::map<std::string, std::string> by_subject;
+  for (const auto& [folder, subject] : subject_of) by_subject[subject] = folder;
+  EXPECT_EQ(subject_of.size(), 5u);  // zed's INBOX; ann's INBOX and Sent; mike's INBOX and Sent
+  EXPECT_EQ(subject_of["INBOX"], "zed's");
+  EXPECT_EQ(by_subject["sent by ann"], "Sent");
+  EXPECT_TRUE(by_subject["sent by mike"].starts_with("Sent.")) << by_subject["sent by mike"];
+}
+
 // A delete's commit is done when its file removal fails (a directory planted in a bucket): the
 // line said nothing of the deletion, no "deleted" line came (helper-98). It says the user is
 // deleted and that a rerun removes the rest, which it does once the obstacle is gone.
