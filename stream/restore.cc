@@ -1,6 +1,7 @@
 // The restore side: records -> store, with imsrestore's semantics (sun-store.md §2) and
 // restore-time single instance through the partition's digest repository.
 #include <fcntl.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -350,15 +351,19 @@ class RestoreSession {
 
   // restore NAMES: a selected user record no folder followed (a user without mailboxes, moved
   // away) is what the names selected, not "nothing" (helper-99: exit 66 after making the user).
+  // A deferred user record (OnUser) that no folder followed: a user without mailboxes, made now.
   void CountBareUser() {
-    if (bare_candidate_) ++selected_bare_users_;
+    if (bare_candidate_) {
+      ++selected_bare_users_;
+      if (deferred_user_) ApplyUser(*deferred_user_, MapUser(deferred_user_->user));
+    }
     bare_candidate_ = false;
+    deferred_user_.reset();
   }
 
   void OnUser(const format::UserRecord& r) {
     ++report_.users;
     CountBareUser();
-    deferred_user_.reset();
     stream_user_ = r.user;
     stream_user_partition_ = r.partition;
     if (options_.user_map.count(r.user)) mapped_seen_.insert(r.user);
@@ -392,10 +397,12 @@ class RestoreSession {
     }
     if (toc_) toc_->User(user, r);
     if (!store_) return;
-    // restore NAMES of some of a user's folders, not its INBOX, and the user is not here: made at
-    // its first selected folder, so that names selecting none of its folders (a typo, exit 66)
-    // make nobody (helper-100: an empty active user was left, taking deliveries).
-    if (selection_ && !bare_candidate_) {
+    // restore NAMES, and the user is not here: made at its first selected folder that passes the
+    // folder record's checks, or (a user without mailboxes) once no folder of it followed, so that
+    // names selecting none of its folders (a typo, exit 66; user/ann of a stream with no INBOX of
+    // ann; a refused folder) make nobody (helper-100, -105: an empty active user was left, taking
+    // deliveries).
+    if (selection_) {
       bool here = true;  // unless known absent: a bad id's error is ApplyUser's, with -c y's handling
       try {
         here = store_->FindUser(user).has_value();
@@ -551,6 +558,7 @@ class RestoreSession {
         return;
       }
       ++report_.selected_folders;
+      if (bare_user_names_.count(r.user) && ::strcasecmp(r.folder.c_str(), "INBOX") == 0) inbox_restored_.insert(r.user);
     }
     user_ = MapUser(r.user);
     current_mailbox_ = "user/" + user_ + "/" + r.folder;
@@ -560,11 +568,6 @@ class RestoreSession {
     unsettled_marked_ = false;
     not_whole_ = false;
     if (!store_) return;
-    if (deferred_user_ && deferred_user_->user == r.user) {
-      const format::UserRecord u = std::move(*deferred_user_);
-      deferred_user_.reset();
-      ApplyUser(u, user_);
-    }
     if (auto it = refusals_at_first_folder_.find(user_); it != refusals_at_first_folder_.end()) {
       // Moved elsewhere here, and the stream has mail of it: refused now, as at its record.
       const std::string why = it->second;
@@ -592,6 +595,15 @@ class RestoreSession {
       if (store::IsUserFlagName(name)) kept_names.push_back(name);
     store::ValidateUserFlagNames(kept_names);  // none twice, at most 64
     for (const auto& [reader, data] : r.peruser) store::ValidateUserId(MapUser(reader));
+    if (deferred_user_ && deferred_user_->user == r.user) {
+      const format::UserRecord u = std::move(*deferred_user_);
+      deferred_user_.reset();
+      ApplyUser(u, user_);
+      if (refused_users_.count(user_)) {  // refused at its record (-c y): said there, with its folders
+        skipping_ = true;
+        return;
+      }
+    }
     std::optional<store::UserInfo> owner = store_->FindUser(user_);
     if (!owner) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
     if (owner->status.state == store::UserState::kMoved && !options_.copy_on_hold && !moved_by_stream_.count(user_))
@@ -1622,8 +1634,10 @@ class RestoreSession {
                    (unnamed ? " and " + std::to_string(unnamed) + " more" : ""));
     }
     for (const auto& [user, skipped] : inbox_only_skipped_)
-      AddNote("user " + user + ": the names select its INBOX, not " + Counted(skipped, "other folder") +
-              " of it in the stream (user/" + user + " is the INBOX; user/" + user + "/* names every folder)");
+      AddNote("user " + user + ": the names select its INBOX" +
+              (inbox_restored_.count(user) ? "," : ", which the stream does not have,") + " not " +
+              Counted(skipped, "other folder") + " of it in the stream (user/" + user + " is the INBOX; user/" + user +
+              "/* names every folder)");
     if (error_lines_dropped_)
       report_.error_lines.push_back("... and " + std::to_string(error_lines_dropped_) + " more errors not listed");
     if (store_) {
@@ -1669,6 +1683,7 @@ class RestoreSession {
   // folder (OnFolder), with this message; one without folders is no refusal.
   std::map<std::string, std::string> refusals_at_first_folder_;
   std::set<std::string> bare_user_names_;               // restore NAMES given as "user/NAME"
+  std::set<std::string> inbox_restored_;  // of bare_user_names_: those whose INBOX the stream had
   std::map<std::string, uint64_t> inbox_only_skipped_;  // ... -> that user's other folders skipped
   bool unsettled_marked_ = false;  // the open folder is in report_.unsettled already
   bool not_whole_ = false;         // left_out_marks: the open folder lacks what its backup left out

@@ -474,6 +474,28 @@ TEST(RestoreRerun, AFolderRecordWithUidValidityZeroIsRefused) {
     EXPECT_NE(std::string(e.what()).find("UIDVALIDITY 0"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(s->FindFolder("joe", "INBOX"));
+  // restore NAMES makes a user at its first selected folder, once the folder's record passed its
+  // checks: a refused one left an empty active user whom deliveries waited for (helper-105).
+  TempDir other;
+  auto t = store::Store::Init(other / "store", {});
+  RestoreOptions names;
+  names.names = {"user/joe/*"};
+  EXPECT_THROW(RestoreString(*t, StreamOf("Sent", 0, {{1, Body("x")}}), names), Error);
+  EXPECT_FALSE(t->FindUser("joe"));
+  // Nor user/joe (its INBOX) of a stream that has only another folder of joe's.
+  names.names = {"user/joe"};
+  EXPECT_THROW(RestoreString(*t, StreamOf("Sent", 5, {{1, Body("x")}}), names), Error);
+  EXPECT_FALSE(t->FindUser("joe"));
+  // A user record no folder follows (a user without mailboxes) is what user/joe selects: made.
+  format::StringSink bare;
+  format::Encoder enc(bare);
+  enc.WriteHeader({});
+  format::UserRecord u;
+  u.user = "joe";
+  enc.WriteUser(u);
+  enc.Finish();
+  EXPECT_EQ(RestoreString(*t, bare.data(), names).errors, 0u);
+  EXPECT_TRUE(t->FindUser("joe"));
 }
 
 // restore -t shows the stream header's source host and store id, which whoever wrote the stream
