@@ -192,7 +192,7 @@ void Repository::Replace(const Digest& digest, const std::string& file) {
   MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
   std::string tmp = entry + ".tmp." + RandomToken();
   if (int err = LinkPath(file, tmp)) ThrowErrno("link " + file + " to " + tmp, err);
-  if (int err = RenamePath(tmp, entry)) {
+  if (int err = RenameReplacing(AT_FDCWD, tmp, AT_FDCWD, entry)) {  // an entry of that very file: no tmp left
     UnlinkPath(tmp);
     ThrowErrno("rename " + tmp + " to " + entry, err);
   }

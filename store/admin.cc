@@ -535,8 +535,9 @@ void Stage(Relocation& r, bool sync, CrossFilesystemSharing& sharing) {
           copied = true;
         }
       }
-      // rename(2) replaces a leftover file of an earlier, interrupted operation.
-      if (int err = RenameAt(r.dst->fd(), tmp, r.dst->fd(), rel))
+      // Replaces a leftover file of an earlier, interrupted operation, also one that is a link to
+      // the same file (review: its tmp.* name stayed, as in Folder::Commit).
+      if (int err = RenameReplacing(r.dst->fd(), tmp, r.dst->fd(), rel))
         ThrowErrno("rename " + r.dst_path + "/" + tmp + " to " + rel, err);
       if (src.valid()) sharing.Placed(r, m, rel, src_st, copied);
     } catch (...) {

@@ -38,19 +38,6 @@ bool RecordLeadsElsewhere(Store& store, const Folder& folder) {
          held.st_ino != named.st_ino || held.st_dev != named.st_dev;
 }
 
-// Renames a staged message onto its final name. rename(2) of a name onto another link of the same
-// inode does nothing and succeeds: a rerun's link to the repository entry that a killed run's
-// leftover <uid>.msg already links to left its tmp.* name for good (helper-102). The final name
-// is taken without replacing first (one call, as before, when nothing is there); a leftover found
-// there is replaced, and the staged name removed in case that was the no-op.
-int MoveIntoPlace(int dir_fd, const std::string& staged, const std::string& final_name) {
-  int err = RenameAt(dir_fd, staged, dir_fd, final_name, RENAME_NOREPLACE);
-  if (err != EEXIST && err != EINVAL) return err;  // EINVAL: a filesystem without the flag
-  if ((err = RenameAt(dir_fd, staged, dir_fd, final_name)) != 0) return err;
-  UnlinkAt(dir_fd, staged);  // ENOENT unless the rename did nothing
-  return 0;
-}
-
 bool MovedAway(Store& store, const Folder& folder) {
   if (::faccessat(folder.dir_fd(), "store.idx", F_OK, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) return false;
   return RecordLeadsElsewhere(store, folder);
@@ -227,7 +214,7 @@ bool Folder::RepairMissingFile(StagedMessage& staged, const struct stat* damaged
         UniqueFd f = OpenAt(dir_.get(), staged.temp_name, O_RDONLY, 0, path_ + "/" + staged.temp_name);
         Fsync(f.get(), path_ + "/" + staged.temp_name);
       }
-      if (int err = MoveIntoPlace(dir_.get(), staged.temp_name, rel); err != 0)
+      if (int err = RenameReplacing(dir_.get(), staged.temp_name, dir_.get(), rel); err != 0)
         ThrowErrno("rename " + path_ + "/" + staged.temp_name + " to " + rel, err);
       staged.temp_name.clear();
       return true;
@@ -298,7 +285,7 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
         if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
       // Files become reachable under their final name before the index names them.
       if (batch[i].temp_name != rel)
-        if (int err = MoveIntoPlace(dir_.get(), batch[i].temp_name, rel))
+        if (int err = RenameReplacing(dir_.get(), batch[i].temp_name, dir_.get(), rel))
           ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel, err);
       batch[i].temp_name.clear();
     }

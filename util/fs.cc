@@ -471,6 +471,15 @@ int RenameAt(int olddirfd, const std::string& oldname, int newdirfd, const std::
   return rc == 0 ? 0 : errno;
 }
 
+int RenameReplacing(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname) {
+  int err = RenameAt(olddirfd, oldname, newdirfd, newname, RENAME_NOREPLACE);
+  // EINVAL: a filesystem without the flag; ENOSYS, EPERM: a kernel or seccomp filter without renameat2.
+  if (err != EEXIST && err != EINVAL && err != ENOSYS && err != EPERM) return err;
+  if ((err = RenameAt(olddirfd, oldname, newdirfd, newname)) != 0) return err;
+  UnlinkAt(olddirfd, oldname);  // ENOENT unless the rename did nothing
+  return 0;
+}
+
 int UnlinkAt(int dirfd, const std::string& name, int flags) noexcept {
   // Never throws: it cleans up in destructors and catch blocks.
   try {

@@ -132,6 +132,12 @@ class TrustedRoot {
 int LinkAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname);
 int RenameAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname,
              unsigned int flags = 0);  // flags: renameat2's (RENAME_EXCHANGE, RENAME_NOREPLACE)
+// Renames a temporary name onto `newname`, replacing what is there, and never leaves the
+// temporary name behind: rename(2) onto another link of the same inode does nothing and succeeds
+// (a rerun's link to the file a killed run's leftover already links to), so the name is taken
+// with RENAME_NOREPLACE first and, when something was there, the temporary unlinked after the
+// plain rename. One call when nothing is there, as a plain rename.
+int RenameReplacing(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname);
 // Never throws (it cleans up in destructors): a symlink on the way gives ELOOP.
 int UnlinkAt(int dirfd, const std::string& name, int flags = 0) noexcept;
 int MkdirAt(int dirfd, const std::string& name, mode_t mode);

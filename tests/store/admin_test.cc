@@ -592,6 +592,24 @@ TEST(AdminMove, UserToAnotherPartitionOnTheSameFilesystemLinks) {
   EXPECT_EQ(CodeOf([&] { MoveUser(*store, "joe", "../primary"); }), Errc::kInvalidArgument);
 }
 
+// A move killed before its commit leaves the messages it staged at their final names, hard links
+// of the source's files; its rerun links the same files again, and rename(2) onto another link
+// of the same inode does nothing and succeeds: the tmp.* names stayed (review of helper-102's fix).
+TEST(AdminMove, ARerunOntoLinksAKilledMoveLeftLeavesNoTemporaryName) {
+  TempDir tmp;
+  auto store = JoeOnPrimary(tmp);
+  auto before = AllSnapshots(*store, "joe");
+  const std::string source = store->OpenFolder("joe", "INBOX")->MessagePath(1);
+  const std::string leftover =
+      FolderDir(*store, "second", "joe", "INBOX") + source.substr(FolderDir(*store, "primary", "joe", "INBOX").size());
+  fs::create_directories(fs::path(leftover).parent_path());
+  ASSERT_EQ(::link(source.c_str(), leftover.c_str()), 0);
+  EXPECT_TRUE(MoveUser(*store, "joe", "second"));
+  ExpectMovedIntact(*store, "joe", before, "second");
+  for (const auto& e : fs::recursive_directory_iterator(tmp.path()))
+    EXPECT_EQ(e.path().filename().string().find("tmp."), std::string::npos) << e.path();
+}
+
 // A move killed after its commit and before it removed the old files (§6.8 step 5) leaves the
 // user's old tree, store.idx included, where nothing leads. A writer that had a folder open
 // there and waited for its lock committed into it, exit 0, mail nobody could see; and the rerun
