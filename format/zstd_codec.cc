@@ -93,6 +93,15 @@ ZstdCompressSink::ZstdCompressSink(ByteSink& out, int level, int threads, bool b
   }
 }
 
+// Memory the process could not get (ulimit -v), or zstd's own worker threads not started, is a
+// limit, said as such with 75 (a rerun with more finishes): it was 74, "Allocation error" (review).
+[[noreturn]] static void ThrowCompressionError(const char* what, size_t zstd_error) {
+  if (ZSTD_getErrorCode(zstd_error) == ZSTD_error_memory_allocation)
+    Throw(Errc::kTempFail, std::string("zstd: ") + what + ": out of memory (a memory limit, ulimit -v?): run again "
+                                                           "with more memory");
+  Throw(Errc::kIo, std::string("zstd: ") + what + ": " + ZSTD_getErrorName(zstd_error));
+}
+
 void ZstdCompressSink::SetParameter(int param, int value, const char* what) {
   size_t rc = ZSTD_CCtx_setParameter(cctx_, static_cast<ZSTD_cParameter>(param), value);
   if (ZSTD_isError(rc))
@@ -134,7 +143,7 @@ void ZstdCompressSink::Configure(int level) {
 
 void ZstdCompressSink::SetLevel(int level) {
   size_t rc = ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level);
-  if (ZSTD_isError(rc)) Throw(Errc::kIo, std::string("zstd: cannot change the level: ") + ZSTD_getErrorName(rc));
+  if (ZSTD_isError(rc)) ThrowCompressionError("cannot change the level", rc);
   SetLevelTuning(level);
 }
 
@@ -299,7 +308,7 @@ void ZstdCompressSink::Compress(const void* data, size_t size, int mode) {
     ZSTD_outBuffer out{buf_.data(), buf_.size(), buf_used_};
     size_t left = ZSTD_compressStream2(cctx_, &out, &in, directive);
     buf_used_ = out.pos;
-    if (ZSTD_isError(left)) Throw(Errc::kIo, std::string("zstd: compression failed: ") + ZSTD_getErrorName(left));
+    if (ZSTD_isError(left)) ThrowCompressionError("compression failed", left);
     if (buf_used_ == buf_.size()) WriteOut();
     bool done = directive == ZSTD_e_continue ? in.pos == in.size : left == 0;
     if (done) break;

@@ -99,11 +99,14 @@ int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
     return Fail(program, "out of memory (a memory limit, ulimit -v?): nothing more was done; run again with more memory",
                 ExitStatus(Errc::kTempFail));
   } catch (const std::system_error& e) {
-    // A thread or another system resource refused (EAGAIN under ulimit -u or -v): it said only
-    // "internal error: Resource temporarily unavailable" (helper-102).
-    return Fail(program, std::string("a system resource was refused: ") + e.what() +
-                             " (a thread could not be started? ulimit -u or -v); run again with higher limits",
-                ExitStatus(Errc::kTempFail));
+    // A thread refused (EAGAIN under ulimit -u or -v): it said only "internal error: Resource
+    // temporarily unavailable" (helper-102). Only that: std::filesystem's errors are
+    // system_errors too, and a permanent one is no limit to raise (review).
+    if (e.code() == std::errc::resource_unavailable_try_again || e.code() == std::errc::not_enough_memory)
+      return Fail(program, std::string("a system resource was refused: ") + e.what() +
+                               " (a thread could not be started? ulimit -u or -v); run again with higher limits",
+                  ExitStatus(Errc::kTempFail));
+    return Fail(program, std::string("internal error: ") + e.what(), 70);  // EX_SOFTWARE
   } catch (const std::exception& e) {
     return Fail(program, std::string("internal error: ") + e.what(), 70);  // EX_SOFTWARE
   }

@@ -197,15 +197,19 @@ TEST(Zstd, AWorkerThatCannotStartIsAnExceptionNotAnAbort) {
       caught = 0;
     } catch (const std::bad_alloc&) {
       caught = 1;
-    } catch (const Error&) {
-      caught = 2;
+    } catch (const Error& e) {
+      caught = e.code() == Errc::kTempFail ? 2 : 5;  // zstd's own allocation failed first: said as a limit
     }
     ::_exit(caught);  // after the destructor: an abort there is a signal, not this status
   }
   int wstatus = 0;
   ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
   ASSERT_TRUE(WIFEXITED(wstatus)) << "killed by signal " << WTERMSIG(wstatus);
-  EXPECT_EQ(WEXITSTATUS(wstatus), 0) << "0 thread refused, 1 bad_alloc, 2 Error, 3 nothing thrown, 4 no cap";
+  // Run alone (as ctest runs it), the thread is what cannot be had; after other tests in one
+  // process, the heap may already lack room for zstd's window: an out-of-memory Error, no abort.
+  EXPECT_TRUE(WEXITSTATUS(wstatus) == 0 || WEXITSTATUS(wstatus) == 2)
+      << WEXITSTATUS(wstatus) << ": 0 thread refused, 1 bad_alloc, 2 out of memory (Error), 3 nothing thrown, 4 no cap, "
+      << "5 another Error";
 }
 
 TEST(Zstd, PlainStreamPassesThrough) {
