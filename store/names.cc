@@ -94,6 +94,28 @@ std::string EncodeComponent(std::string_view comp) {
   return out;
 }
 
+// The first character of valid UTF-8 `text` that shows as nothing (a byte-order mark, a zero-width
+// or direction mark, a soft hyphen), as U+XXXX; empty when none. Such a character makes an id that
+// lists exactly like another (helper-105: a map made with paste(1) gave "\uFEFFzed" beside zed).
+std::string InvisibleCharacter(std::string_view text) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto byte = [&](size_t k) { return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0u; };
+    unsigned code = 0;
+    if (byte(0) == 0xC2 && byte(1) == 0xAD) code = 0xAD;
+    if (byte(0) == 0xEF && byte(1) == 0xBB && byte(2) == 0xBF) code = 0xFEFF;
+    if (byte(0) == 0xE2 && (byte(1) == 0x80 || byte(1) == 0x81)) {
+      const unsigned c = 0x2000 + ((byte(1) & 0x3F) << 6) + (byte(2) & 0x3F);
+      if ((c >= 0x200B && c <= 0x200F) || (c >= 0x202A && c <= 0x202E) || (c >= 0x2060 && c <= 0x2069)) code = c;
+    }
+    if (code != 0) {
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "U+%04X", code);
+      return buf;
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 void ValidateUserId(std::string_view user) {
@@ -103,6 +125,10 @@ void ValidateUserId(std::string_view user) {
   if (user.empty()) bad("empty");
   if (user.size() > kMaxUserId) bad("longer than 128 bytes");
   if (const char* problem = Utf8Problem(user)) bad(problem);
+  if (const std::string invisible = InvisibleCharacter(user); !invisible.empty())
+    Throw(Errc::kInvalidArgument, "invalid user id '" + Printable(user) + "': it holds " + invisible +
+                                      ", which shows as nothing (a byte-order mark, a zero-width or direction mark): "
+                                      "it would list exactly like another id");
   // ASCII is held to the conservative set mail systems agree on; anything beyond ASCII is an
   // RFC 6531 internationalized address (jörg@exämple.org), kept byte for byte (not normalized).
   unsigned char first = static_cast<unsigned char>(user[0]);

@@ -49,6 +49,21 @@ TEST(Names, UserIds) {
   for (const char* bad : {"", "../x", "a/b", "joe..x", ".joe", "joe@", "a@b@c", "jo e", "x\x01"})
     EXPECT_EQ(CodeOf([&] { ValidateUserId(bad); }), Errc::kInvalidArgument) << bad;
   EXPECT_EQ(CodeOf([&] { ValidateUserId(std::string(129, 'a')); }), Errc::kInvalidArgument);
+  // Characters that show as nothing make an id that lists exactly like another (helper-105): a
+  // byte-order mark, zero-width space/joiners, direction marks and embeddings, word joiner and
+  // isolates, soft hyphen. Visible neighbours stay valid.
+  for (const char* invisible : {"\xef\xbb\xbf" "zed", "ze\xe2\x80\x8b" "d", "zed\xe2\x80\x8f", "z\xe2\x80\xae" "ed",
+                                "z\xe2\x81\xa0" "ed", "z\xe2\x81\xa9" "ed", "z\xc2\xad" "ed"}) {
+    try {
+      ValidateUserId(invisible);
+      ADD_FAILURE() << "accepted " << invisible;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("which shows as nothing"), std::string::npos) << e.what();
+    }
+  }
+  for (const char* visible : {"z\xe2\x80\x94" "ed", "z\xe2\x82\xac" "d", "z\xc2\xa9" "ed"})  // em dash, euro, copyright
+    EXPECT_NO_THROW(ValidateUserId(visible)) << visible;
 }
 
 TEST(Names, FolderNames) {
