@@ -242,7 +242,20 @@ class RestoreSession {
           // A typo in the map (jeo=jim) left joe restored as joe without a word, -t too (helper-103).
           for (const auto& [from, to] : options_.user_map)
             if (!mapped_seen_.count(from))
-              AddNote("-m " + from + "=" + to + ": the stream has no user " + from + "; that line mapped nothing");
+              AddNote("-m " + from + "=" + to + ": the stream has no user record or folder of " + from +
+                      ": that line restored nobody as " + to);
+          if (selection_ && (report_.selected_folders != 0 || selected_bare_users_ != 0)) {
+            // One name of several that selected nothing (a typo) was silent: the others' mail came,
+            // exit 0 (helper-105). Said, exit 66, as one name alone is; what the others selected stays.
+            names_matched_.resize(selection_->names());
+            for (size_t i = 0; i < names_matched_.size(); ++i) {
+              if (names_matched_[i]) continue;
+              CountError(Errc::kNotFound);
+              AddErrorLine("restore: '" + selection_->name(i) +
+                           "' selects no mailbox of the stream (names as the stream has them, before -m); the "
+                           "mailboxes the other names select are restored");
+            }
+          }
           if (selection_ && report_.selected_folders == 0 && selected_bare_users_ == 0) {
             std::string names;
             for (const std::string& name : options_.names) names += (names.empty() ? "'" : ", '") + EscapeControls(name) + "'";
@@ -355,6 +368,7 @@ class RestoreSession {
   void CountBareUser() {
     if (bare_candidate_) {
       ++selected_bare_users_;
+      selection_->MarkNamesSelecting(StreamUser(stream_user_), "INBOX", names_matched_);
       if (deferred_user_) ApplyUser(*deferred_user_, MapUser(deferred_user_->user));
     }
     bare_candidate_ = false;
@@ -558,6 +572,7 @@ class RestoreSession {
         return;
       }
       ++report_.selected_folders;
+      selection_->MarkNamesSelecting(owner, r.folder, names_matched_);
       if (bare_user_names_.count(r.user) && ::strcasecmp(r.folder.c_str(), "INBOX") == 0) inbox_restored_.insert(r.user);
     }
     user_ = MapUser(r.user);
@@ -1683,6 +1698,7 @@ class RestoreSession {
   // folder (OnFolder), with this message; one without folders is no refusal.
   std::map<std::string, std::string> refusals_at_first_folder_;
   std::set<std::string> bare_user_names_;               // restore NAMES given as "user/NAME"
+  std::vector<bool> names_matched_;       // restore NAMES: which names selected something (Selection)
   std::set<std::string> inbox_restored_;  // of bare_user_names_: those whose INBOX the stream had
   std::map<std::string, uint64_t> inbox_only_skipped_;  // ... -> that user's other folders skipped
   bool unsettled_marked_ = false;  // the open folder is in report_.unsettled already

@@ -275,6 +275,22 @@ bool Selection::WantsUser(const store::UserInfo& user) const {
   return false;
 }
 
+void Selection::MarkNamesSelecting(const store::UserInfo& user, const std::string& folder,
+                                   std::vector<bool>& matched) const {
+  matched.resize(items_.size());
+  for (size_t i : ItemsFor(user.user)) {
+    const Item& item = items_[i];
+    if (matched[i]) continue;
+    if (!item.mailbox_pattern.empty()) {
+      matched[i] = store::MatchPattern(item.mailbox_pattern, "user/" + user.user + "/" + folder);
+      continue;
+    }
+    matched[i] = (item.partition.empty() || item.partition == user.partition) &&
+                 (item.group < 0 || GroupMatches(groups_[size_t(item.group)], user.user)) &&
+                 (item.user.empty() || item.user == user.user);
+  }
+}
+
 bool Selection::WantsFolder(const store::UserInfo& user, const std::string& folder) const {
   for (size_t i : ItemsFor(user.user)) {
     const Item& item = items_[i];

@@ -45,6 +45,11 @@ class Selection {
   // typo must not become an empty backup that exits 0.
   // `command` starts the message ("backup: 'user/x' selects nothing: ...").
   void RequireEveryNameMatches(store::Store& store, std::string_view command = "backup") const;
+  // Marks, in `matched` (one flag per name, in the order given), every name that selects
+  // `folder` of `user`: a restore reads its stream once, and names a name that selected nothing.
+  void MarkNamesSelecting(const store::UserInfo& user, const std::string& folder, std::vector<bool>& matched) const;
+  const std::string& name(size_t i) const { return items_[i].name; }
+  size_t names() const { return items_.size(); }
 
  private:
   struct Item {
