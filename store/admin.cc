@@ -1104,7 +1104,7 @@ std::vector<Renamed> RenameFolder(Store& store, std::string_view user, std::stri
 std::vector<Renamed> RenameUser(Store& store, std::string_view old_user, std::string_view new_user,
                                 std::string_view partition) {
   ValidateUserId(old_user);
-  ValidateUserId(new_user);
+  ValidateNewUserId(new_user);
   if (!partition.empty()) RequirePartition(store, partition);
   if (old_user == new_user) Throw(Errc::kInvalidArgument, "user " + std::string(old_user) + ": old and new names are the same");
   // Both names, in name order so two renames never wait for each other in a cycle.

@@ -414,7 +414,7 @@ std::optional<UserInfo> Store::FindUser(std::string_view user) {
 
 UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bool with_inbox,
                            const UserStatus& status) {
-  ValidateUserId(user);
+  ValidateNewUserId(user);
   std::string part = partition.empty() ? DefaultPartition() : std::string(partition);
   if (!IsDirectory(PartitionPath(part) + "/=user"))
     Throw(Errc::kNotFound, "store " + root_ + ": no partition '" + part + "'");

@@ -158,6 +158,9 @@ FolderSummary Summarize(const FolderSnapshot& snapshot);
 // --- names ------------------------------------------------------------------------------
 // Throw kInvalidArgument with a message naming the bad value.
 void ValidateUserId(std::string_view user);
+// As ValidateUserId, for an id about to be made (a user created or renamed, a -m map's): also
+// refuses characters that show as nothing (docs/store-format.md §1.1), which an older store may hold.
+void ValidateNewUserId(std::string_view user);
 void ValidateFolderName(std::string_view folder);
 void ValidatePartitionName(std::string_view partition);
 // "user/joe/Sent/2024" -> {"joe", "Sent/2024"}; "user/joe" -> {"joe", "INBOX"}.

@@ -43,8 +43,8 @@ namespace {
 // merge their mail beyond telling apart.
 void AddUserMapping(const std::string& from, const std::string& to, std::map<std::string, std::string>* map,
                     std::map<std::string, std::string>* targets) {
-  store::ValidateUserId(from);
-  store::ValidateUserId(to);
+  store::ValidateNewUserId(from);  // a map's own ids: a stray byte-order mark is refused, named
+  store::ValidateNewUserId(to);
   if (auto [it, fresh] = map->emplace(from, to); !fresh)
     Throw(Errc::kInvalidArgument, from + " is mapped twice (to " + it->second + " and to " + to + ")");
   if (auto [it, fresh] = targets->emplace(to, from); !fresh)
