@@ -105,15 +105,50 @@ uint64_t FreeBytes(const std::string& dir) {
   return ::statvfs(dir.c_str(), &fs) == 0 ? uint64_t(fs.f_bavail) * fs.f_frsize : UINT64_MAX;
 }
 
-// Makes the reserve when it is missing: blocks allocated (not a sparse file), or nothing. Best
-// effort: a store that cannot keep one works as before.
+// Whether the reserve at `path` holds its blocks (a sparse copy, rsync -S or tar -S, or an empty
+// file a kill left holds none, and giving it up frees nothing: review).
+bool ReserveHeld(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && uint64_t(st.st_blocks) * 512 >= kReserveBytes;
+}
+
+// Makes the reserve when it is missing or holds less than its blocks: allocated under a
+// temporary name, then renamed into place, so it is whole or absent. Best effort: a store that
+// cannot keep one works as before.
 void KeepReserve(const std::string& path) {
-  if (::access(path.c_str(), F_OK) == 0) return;
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return;  // another process made it meanwhile, or no right to
+  if (ReserveHeld(path)) return;
+  const std::string temp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return;  // no right to
   const bool made = ::posix_fallocate(fd, 0, kReserveBytes) == 0;
   ::close(fd);
-  if (!made) ::unlink(path.c_str());
+  if (!made || ::rename(temp.c_str(), path.c_str()) != 0) ::unlink(temp.c_str());
+}
+
+// An `init` that failed before its first database (a file-size limit, helper-105) left region
+// files and a registry that made every rerun fail ("open folder.db: No such file or directory"):
+// with no database and no log there is nothing to recover, so they are removed before `init`
+// makes the environment again.
+// The region files of an environment without any database or log (empty when it has one).
+std::vector<std::string> UnfinishedEnvironment(const std::string& dir) {
+  std::vector<std::string> regions;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return regions;
+  bool finished = false;
+  while (dirent* e = ::readdir(d)) {
+    const std::string_view name = e->d_name;
+    if (name.starts_with("__db."))
+      regions.emplace_back(name);
+    else if (name.starts_with("log.") || name.ends_with(".db"))
+      finished = true;
+  }
+  ::closedir(d);
+  if (finished) regions.clear();
+  return regions;
+}
+
+void RemoveUnfinishedEnvironment(const std::string& dir) {
+  for (const std::string& name : UnfinishedEnvironment(dir)) ::unlink((dir + "/" + name).c_str());
 }
 
 // Copies the environment's databases and logs (not its regions) into a new private directory.
@@ -125,7 +160,7 @@ std::string CopyEnvironment(const std::string& from) {
   if (!d) ThrowErrno("opendir " + from);
   std::vector<std::string> names;
   while (dirent* e = ::readdir(d))
-    if (e->d_name[0] != '.' && std::strncmp(e->d_name, "__db.", 5) != 0 && std::strcmp(e->d_name, kReserveFile) != 0)
+    if (e->d_name[0] != '.' && std::strncmp(e->d_name, "__db.", 5) != 0 && std::strncmp(e->d_name, kReserveFile, std::strlen(kReserveFile)) != 0)
       names.emplace_back(e->d_name);
   ::closedir(d);
   std::vector<char> buf(1 << 20);
@@ -212,6 +247,10 @@ void Store::Db::Open(bool create, bool frees_space) {
   if (create) flags |= DB_CREATE;
   if (!create && !PathExists(dir + "/__db.register") && !PathExists(dir + "/folder.db"))
     Throw(Errc::kNotFound, "mboxlist " + dir + ": no database environment");
+  if (create) RemoveUnfinishedEnvironment(dir);
+  else if (!UnfinishedEnvironment(dir).empty())
+    Throw(Errc::kNotFound, "mboxlist " + dir + ": no database environment (an init that did not finish: run "
+                           "storemove init again)");
   // The region files are memory-mapped: created on a full filesystem, the first touch of a page
   // that has no space behind it kills the process with SIGBUS instead of returning ENOSPC. So
   // they are created only with room for them (about 1 MiB; 2 MiB asked). Existing ones are no
@@ -227,14 +266,19 @@ void Store::Db::Open(bool create, bool frees_space) {
     const std::string reserve = dir + "/" + kReserveFile;
     uint64_t free = FreeBytes(dir);
     const bool writable = private_copy_.empty();
-    if (free < kRegionSpace && frees_space && writable && ::unlink(reserve.c_str()) == 0) free = FreeBytes(dir);
+    bool given_up = false;
+    if (free < kRegionSpace && frees_space && writable && ::unlink(reserve.c_str()) == 0) {
+      given_up = true;
+      free = FreeBytes(dir);
+    }
     if (free < kRegionSpace)
       Throw(Errc::kIo, "mboxlist " + dir + ": no space left on device (" + std::to_string(free / 1024) +
                            " KiB free; the database environment needs 2048 KiB)" +
-                           (writable && PathExists(reserve)
+                           (writable && ReserveHeld(reserve)
                                 ? "; storemove delete still runs (it gives up the store's 4 MiB reserve) to free some"
                                 : ""));
-    if (writable && free >= kRegionSpace + kReserveBytes) KeepReserve(reserve);
+    // Not by the open that gave it up: the space is for what it deletes.
+    if (writable && !given_up && free >= kRegionSpace + kReserveBytes) KeepReserve(reserve);
   }
   // Kept open with the environment; read by the failure check (is_alive) and the guard.
   watch_->registry_path = dir + "/__db.register";

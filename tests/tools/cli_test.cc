@@ -693,6 +693,18 @@ TEST_F(Cli, AFileSizeLimitIsAnErrorLineNotASilentDeath) {
     const std::string name = e.path().filename().string();
     EXPECT_FALSE(name.find(".tmp.") != std::string::npos || name.starts_with("tmp.")) << e.path();
   }
+  // An init that failed so (its environment's region files too large) left a store no rerun of
+  // init could finish, every command "open folder.db: No such file or directory" (helper-105).
+  const std::string fresh = dir_ / "fresh";
+  r = limited({"init", "--store", fresh}, no_input);
+  EXPECT_NE(r.status, 0) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  r = RunCli({"deliver", "--store", fresh, "--user", "joe", "--create"}, "Subject: x\r\n\r\nx\r\n");
+  EXPECT_EQ(r.status, kTempFail) << r.Describe();
+  EXPECT_NE(r.err.find("an init that did not finish: run storemove init again"), std::string::npos) << r.Describe();
+  r = RunCli({"init", "--store", fresh});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(RunCli({"deliver", "--store", fresh, "--user", "joe", "--create"}, "Subject: x\r\n\r\nx\r\n").status, 0);
 }
 
 TEST_F(Cli, AFailedBackupLeavesThePreviousFileAsItWas) {

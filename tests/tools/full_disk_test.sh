@@ -20,6 +20,10 @@ mkdir -p "$MNT" && mount --make-rprivate / && mount -t tmpfs -o size=12m tmpfs "
 "$SM" gen --store "$W/big" --users 40 --messages-per-user 60 --seed 3 >/dev/null || fail "gen"
 "$SM" backup --store "$W/big" -f "$W/big.sm" --compress none 2>/dev/null || fail "backup of the source"
 "$SM" init --store "$MNT/st" >/dev/null || fail "init"
+# A reserve without its blocks (a sparse copy, rsync -S) would free nothing: made again, whole.
+R="$MNT/st/mboxlist/storemove.reserve"
+: > "$R"; "$SM" list --store "$MNT/st" >/dev/null || fail "list"
+[ "$(du -k "$R" | cut -f1)" -ge 4096 ] || fail "an empty reserve was kept: $(du -k "$R")"
 "$SM" restore --store "$MNT/st" -f "$W/big.sm" >/dev/null 2>"$W/r1.err"; r1=$?
 [ $r1 != 0 ] || fail "the restore fitted: make the source bigger"
 dd if=/dev/zero of="$MNT/fill" bs=64k 2>/dev/null
