@@ -237,8 +237,8 @@ class RestoreSession {
           in_folder_ = false;
           break;
         case Event::kEnd:
+          CountBareUser();  // before Finish: a user made here is checkpointed and its quota counted
           Finish();
-          CountBareUser();
           // A typo in the map (jeo=jim) left joe restored as joe without a word, -t too (helper-103).
           for (const auto& [from, to] : options_.user_map)
             if (!mapped_seen_.count(from))
@@ -251,7 +251,7 @@ class RestoreSession {
             for (size_t i = 0; i < names_matched_.size(); ++i) {
               if (names_matched_[i]) continue;
               CountError(Errc::kNotFound);
-              AddErrorLine("restore: '" + selection_->name(i) +
+              AddErrorLine("'" + selection_->name(i) +
                            "' selects no mailbox of the stream (names as the stream has them, before -m); the "
                            "mailboxes the other names select are restored");
             }

@@ -139,7 +139,7 @@ void AddRestoreCommand(CLI::App& root, Action* chosen) {
   AddStallTimeoutOption(c, &o->timeout, "a pipe (-f -)");
   c->add_option("names", o->names,
                 "restore only these users and mailboxes of the stream, named as there (before -m): user/joe/Sent, "
-                "user/joe (the INBOX), user/joe/* (all of joe's), user/*, /partition[/group[/user]] (default: all)");
+                "user/joe (the INBOX), user/joe/* (all of joe's), user/*, /partition[/group[/user]] (default: all; a name that selects nothing: exit 66)");
   c->add_option("--groups", o->groups_file,
                 "backup groups file for /partition/group names (default: the store's config/backup-groups.conf)")
       ->type_name("FILE");

@@ -472,6 +472,7 @@ int RenameAt(int olddirfd, const std::string& oldname, int newdirfd, const std::
 }
 
 int RenameReplacing(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname) {
+  if (olddirfd == newdirfd && oldname == newname) return 0;  // the unlink below would take its only name
   int err = RenameAt(olddirfd, oldname, newdirfd, newname, RENAME_NOREPLACE);
   // EINVAL: a filesystem without the flag; ENOSYS, EPERM: a kernel or seccomp filter without renameat2.
   if (err != EEXIST && err != EINVAL && err != ENOSYS && err != EPERM) return err;
