@@ -68,6 +68,9 @@ std::string UserStatus::ToString() const {
 }
 
 bool UserStatus::SameHost(std::string_view a, std::string_view b) {
+  // A DNS name in any case, with or without its root's dot (mail2.example.com.): helper-105.
+  if (a.size() > 1 && a.back() == '.') a.remove_suffix(1);
+  if (b.size() > 1 && b.back() == '.') b.remove_suffix(1);
   return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 

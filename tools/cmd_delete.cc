@@ -66,7 +66,11 @@ int RunDelete(const DeleteOptions& options) {
             continue;
           }
         } catch (const Error& sweep_error) {
-          PrintError(sweep_error.what());
+          // Said as what it is: the bare unlink error did not say whose leftovers (helper-105).
+          const std::string what =
+              target.whole_user() ? "user " + target.user : "user/" + target.user + "/" + target.folder;
+          PrintError(what + " is deleted from the mailbox list already (an interrupted delete), but the files it "
+                            "left could not all be removed: " + sweep_error.what());
           if (status == 0) status = ExitStatus(sweep_error.code());
           continue;
         }

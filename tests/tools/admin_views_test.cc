@@ -125,7 +125,7 @@ TEST_F(AdminViews, UsersFiltersByStatus) {
   ASSERT_EQ(j["count"], 1);
   EXPECT_EQ(j["users"][0]["user"], "bob");
   EXPECT_EQ(j["users"][0]["partition"], "primary");
-  for (const char* filter : {"moved", "moved:new.example.org", "moved:New.Example.ORG"}) {  // a host name: any case
+  for (const char* filter : {"moved", "moved:new.example.org", "moved:New.Example.ORG", "moved:new.example.org."}) {  // a DNS name: any case, root dot or not
     r = RunCli({"users", "--store", root_, "--status", filter, "--json"});
     ASSERT_EQ(r.status, 0) << r.Describe();
     EXPECT_EQ(nlohmann::json::parse(r.out)["users"][0]["user"], "zed") << filter;
