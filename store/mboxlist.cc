@@ -129,9 +129,11 @@ void KeepReserve(const std::string& path) {
 // files and a registry that made every rerun fail ("open folder.db: No such file or directory"):
 // with no database and no log there is nothing to recover, so they are removed before `init`
 // makes the environment again.
-// The region files of an environment without any database or log (empty when it has one).
+// The region files of an environment without any database or log (empty when it has one). The
+// directory is read only when folder.db, the first database made, is missing: not on every open.
 std::vector<std::string> UnfinishedEnvironment(const std::string& dir) {
   std::vector<std::string> regions;
+  if (PathExists(dir + "/folder.db")) return regions;
   DIR* d = ::opendir(dir.c_str());
   if (!d) return regions;
   bool finished = false;
