@@ -55,10 +55,10 @@ int RunDelete(const DeleteOptions& options) {
       // Gone already: a run killed after its commit may have left the files (helper-96), which
       // only this rerun can find.
       if (e.code() == Errc::kNotFound) {
+        const std::string what =
+            target.whole_user() ? "user " + target.user : "user/" + target.user + "/" + target.folder;
         try {
           if (const size_t swept = store::RemoveLeftoversOfDeleted(*store, target.user, target.folder)) {
-            const std::string what =
-                target.whole_user() ? "user " + target.user : "user/" + target.user + "/" + target.folder;
             std::printf("deleted %s: its record was gone already (an interrupted delete); removed the files of %s it "
                         "left\n",
                         what.c_str(), Counted(swept, "folder").c_str());
@@ -67,8 +67,6 @@ int RunDelete(const DeleteOptions& options) {
           }
         } catch (const Error& sweep_error) {
           // Said as what it is: the bare unlink error did not say whose leftovers (helper-105).
-          const std::string what =
-              target.whole_user() ? "user " + target.user : "user/" + target.user + "/" + target.folder;
           PrintError(what + " is deleted from the mailbox list already (an interrupted delete), but the files it "
                             "left could not all be removed: " + sweep_error.what());
           if (status == 0) status = ExitStatus(sweep_error.code());

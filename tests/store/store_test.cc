@@ -451,13 +451,22 @@ TEST(Store, ASaveTimeIsTakenAtTheCommit) {
   EXPECT_LE(m.save_time, ::time(nullptr));
 }
 
-TEST(Store, StageLinkSharesOneInode) {
+// amy's INBOX holding one message, and bob's `folder`: the two ends of a staged link.
+struct LinkEnds {
   TempDir tmp;
-  auto store = Store::Init(tmp.path(), {});
-  auto a = store->CreateFolder("amy", "INBOX");
-  auto b = store->CreateFolder("bob", "Lists/news");
-  Deliver(*a, "shared content\n\nbody");
-  MessageMeta meta = a->Snapshot().messages[0];
+  std::unique_ptr<Store> store = Store::Init(tmp.path(), {});
+  std::unique_ptr<Folder> a = store->CreateFolder("amy", "INBOX");
+  std::unique_ptr<Folder> b;
+  MessageMeta meta;
+  explicit LinkEnds(const std::string& folder) : b(store->CreateFolder("bob", folder)) {
+    Deliver(*a, "shared content\n\nbody");
+    meta = a->Snapshot().messages[0];
+  }
+};
+
+TEST(Store, StageLinkSharesOneInode) {
+  LinkEnds ends("Lists/news");
+  auto& [tmp, store, a, b, meta] = ends;
   meta.uid = 0;
   auto staged = b->StageLink(a->MessagePath(1), meta);
   ASSERT_TRUE(staged);
@@ -475,12 +484,8 @@ TEST(Store, StageLinkSharesOneInode) {
 // between two links of one inode does nothing and succeeds, and the staged tmp.* name stayed for
 // good, three links each (helper-102: 18 of them after a restore rerun that exited 0).
 TEST(Store, ACommitOntoALeftoverLinkOfTheSameFileLeavesNoStagedName) {
-  TempDir tmp;
-  auto store = Store::Init(tmp.path(), {});
-  auto a = store->CreateFolder("amy", "INBOX");
-  auto b = store->CreateFolder("bob", "INBOX");
-  Deliver(*a, "shared content\n\nbody");
-  MessageMeta meta = a->Snapshot().messages[0];
+  LinkEnds ends("INBOX");
+  auto& [tmp, store, a, b, meta] = ends;
   meta.uid = 1;
   const std::string leftover = b->MessagePath(1);
   std::filesystem::create_directories(std::filesystem::path(leftover).parent_path());
