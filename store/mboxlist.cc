@@ -14,8 +14,10 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "util/error.h"
@@ -57,6 +59,14 @@ constexpr int kMaxLockTimeouts = 1;
 thread_local bool last_failure_timed_out = false;
 // Berkeley DB's last error message on this thread, for the one line we report.
 thread_local std::string last_db_message;
+// What libdb's registry said during this thread's environment open (DB_VERB_REGISTER): whether
+// it created the registry, ran recovery itself, and which processes it found dead.
+struct RegistryNotes {
+  bool created = false;
+  bool recovered = false;
+  std::string dead;  // "1234, 5678"
+};
+thread_local RegistryNotes registry_notes;
 constexpr size_t kScanBatch = 512;
 }  // namespace
 
@@ -82,6 +92,37 @@ void Store::Db::OnDbMessage(const DB_ENV* env, const char*, const char* message)
   // panicked environment), and the message belongs to that thread's error.
   (void)env;
   last_db_message = message;
+}
+
+// libdb's notes (failchk's "Aborting txn", the registry's steps) go here, not to standard
+// output, where `backup -f -` writes its stream. Of the registry's, three tell whether this open
+// recovered the environment, which fails every process attached to it at that moment: said by
+// SayIfThisOpenRecovered, so that such a failure elsewhere can be traced to its cause.
+void Store::Db::OnDbNote(const DB_ENV*, const char* message) {
+  const std::string_view note = message;
+  if (note.starts_with("BDB1525 ")) {  // "PID: creating DIR/__db.register"
+    registry_notes.created = true;
+  } else if (note.starts_with("BDB1533 ")) {  // "PID: recovery completed, unlocking"
+    registry_notes.recovered = true;
+  } else if (note.starts_with("BDB1530 ") && note.ends_with(": FAILED")) {  // "SLOT: PID: FAILED"
+    std::string_view pid = note.substr(0, note.size() - std::string_view(": FAILED").size());
+    pid = pid.substr(pid.rfind(' ') + 1);
+    if (!registry_notes.dead.empty()) registry_notes.dead += ", ";
+    registry_notes.dead += pid;
+  }
+}
+
+void Store::Db::SayIfThisOpenRecovered(const std::string& dir) {
+  const RegistryNotes notes = std::exchange(registry_notes, {});
+  if (!notes.recovered || notes.created) return;
+  const std::string line =
+      "storemove: warning: mboxlist " + dir + ": " +
+      (notes.dead.empty() ? std::string("a process died while it registered with the database environment")
+                          : "process " + notes.dead +
+                                " died attached to the database environment and no failure check could clean up after it") +
+      ": recovered the environment; processes attached to it until now fail with \"another process died\" and are "
+      "to be run again\n";
+  (void)!::write(STDERR_FILENO, line.data(), line.size());
 }
 
 Store::Db::Db(const std::string& dir, bool create, bool frees_space) : dir_(dir) {
@@ -210,6 +251,8 @@ void Store::Db::CreateEnvironment(bool track_threads) {
   }
   env_->app_private = this;
   env_->set_errcall(env_, &Db::OnDbMessage);
+  env_->set_msgcall(env_, &Db::OnDbNote);
+  env_->set_verbose(env_, DB_VERB_REGISTER, 1);
   if (track_threads) TrackThreadsForFailureCheck(env_);
   // The mboxlist is small and its pages are a pread away (tmpfs or the page cache): memory is for
   // messages. The cache fills up to this size on a large store, so it is part of the RSS bound.
@@ -296,7 +339,10 @@ void Store::Db::Open(bool create, bool frees_space) {
   StartGuard();
   const auto open_environment = [&] {
     InFlight call(*this, "the open of");
-    return env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
+    registry_notes = {};
+    const int ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
+    SayIfThisOpenRecovered(dir);
+    return ret;
   };
   int ret = open_environment();
   if (ret == EINVAL && last_db_message.find("BDB1505") != std::string::npos) {

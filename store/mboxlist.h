@@ -239,6 +239,10 @@ class Store::Db {
   // not run the destructor on itself and then read its members).
   void Close(bool checkpoint);
   static void OnDbMessage(const DB_ENV* env, const char* prefix, const char* message);
+  static void OnDbNote(const DB_ENV* env, const char* message);
+  // One warning line when this thread's last environment open ran recovery (not the one that
+  // created the environment): every process attached until then fails its next call.
+  static void SayIfThisOpenRecovered(const std::string& dir);
   std::string dir_;
   std::string private_copy_;  // a read-only store's environment is opened from a copy here
   DB_ENV* env_ = nullptr;

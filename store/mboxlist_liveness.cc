@@ -106,10 +106,6 @@ int IsAlive(DB_ENV* env, pid_t pid, db_threadid_t tid, u_int32_t flags) {
   return ::syscall(SYS_tgkill, pid, pid_t(tid), 0) == 0 || errno != ESRCH ? 1 : 0;
 }
 
-// failchk reports what it cleaned up ("Aborting txn", "Freeing read locks") as messages, which
-// libdb writes to stdout unless told otherwise: a backup's stream goes there.
-void OnMessage(const DB_ENV*, const char*) {}
-
 }  // namespace
 
 bool ADeadProcessIsRegistered(int registry_fd) {
@@ -156,7 +152,6 @@ void TrackThreadsForFailureCheck(DB_ENV* env) {
   env->set_thread_count(env, 1000);
   env->set_thread_id(env, &ThreadId);
   env->set_isalive(env, &IsAlive);
-  env->set_msgcall(env, &OnMessage);
 }
 
 namespace {
@@ -209,6 +204,7 @@ bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flag
     try {
       CreateEnvironment(/*track_threads=*/true);
       rc = env_->open(env_, dir.c_str(), flags | DB_FAILCHK | DB_CREATE, 0600) == 0 ? 0 : 1;
+      SayIfThisOpenRecovered(dir);  // failchk failed inside libdb's registry, which then recovered
       env_->close(env_, 0);  // leaves the registry: a child that died attached would be one more
     } catch (...) {
     }

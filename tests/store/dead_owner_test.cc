@@ -204,7 +204,14 @@ TEST_F(DeadMutexOwner, AProcessAttachedBeforeEndsWhenAnotherRecoversTheEnvironme
   if (!Damage(waiter)) GTEST_SKIP() << "this libdb took no lock-table mutex through __lock_get_internal";
   ASSERT_EQ(::write(go_[1], "x", 1), 1);
   ASSERT_TRUE(MainThreadWaitsOnAMutex(waiter)) << "the waiter never waited: " << HowItEnded(waiter);
+  ::testing::internal::CaptureStderr();
   EXPECT_TRUE(Store::Open(tmp_.path())->FindUser("joe"));  // this open recovers the environment
+  // It says so, naming the dead process: the waiter's failure is traced to its cause.
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(said.find(" died attached to the database environment and no failure check could clean up after it: "
+                      "recovered the environment; processes attached to it until now fail"),
+            std::string::npos)
+      << said;
   EXPECT_EQ(HowItEnded(waiter), "exit 75");
 }
 
@@ -219,7 +226,9 @@ TEST_F(DeadMutexOwner, AProcessKilledBetweenItsCallsStopsNobodyElse) {
     if (store.FindUser("joe")) park();
   }));
   {
+    ::testing::internal::CaptureStderr();
     auto store = Store::Open(tmp_.path());  // notices the dead process
+    EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // cleaned up: no recovery to speak of
     EXPECT_TRUE(store->FindUser("joe"));
     store->CreateUser("ann");  // and writes beside the waiter
   }

@@ -529,6 +529,12 @@ class TestMta {
       if (t.joinable()) t.join();
   }
   std::atomic<int> to_source{0}, to_destination{0}, deferred{0}, failures{0};
+  // What deliveries said that was no plain deferral (a recovery, a failure check that did not
+  // finish): a failure of the test's own process on the shared store is traced to it.
+  std::string Warnings() {
+    std::lock_guard lock(warnings_mutex_);
+    return warnings_.empty() ? std::string("\n(no delivery warned)") : "\ndeliveries said:\n" + warnings_;
+  }
 
  private:
   void Run(int id) {
@@ -539,9 +545,15 @@ class TestMta {
       while (i > queue_.size() * 3 / 4 && !migration_done_) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   }
+  void NoteWarnings(const std::string& err) {
+    if (err.find("warning") == std::string::npos) return;
+    std::lock_guard lock(warnings_mutex_);
+    warnings_ += err;
+  }
   void Deliver(const Delivery& d, const std::string& scratch) {
     for (int attempt = 0; attempt < 6000; ++attempt) {
       auto [status, err] = RunDeliver(src_, d.user, d.bytes, scratch);
+      NoteWarnings(err);
       if (status == 0) {
         ++to_source;
         return;
@@ -549,6 +561,7 @@ class TestMta {
       if (status == 75 && err.find("has moved to 127.0.0.1") != std::string::npos) {
         for (int retry = 0; retry < 500; ++retry) {
           std::tie(status, err) = RunDeliver(dst_, d.user, d.bytes, scratch);
+          NoteWarnings(err);
           if (status == 0) {
             ++to_destination;
             return;
@@ -572,6 +585,8 @@ class TestMta {
   std::vector<Delivery> queue_;
   std::atomic<size_t> next_{0};
   std::atomic<bool> migration_done_{false};
+  std::mutex warnings_mutex_;
+  std::string warnings_;
   std::vector<std::thread> runners_;
 };
 
@@ -583,9 +598,15 @@ TEST(Migrate, ZeroLossUnderLiveDelivery) {
 
   TestMta mta(tmp, users, 600, "mta");
   mta.WaitForQuarter();
-  MigrateReport report = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 2));
+  MigrateReport report;
+  try {
+    report = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 2));
+  } catch (const std::exception& e) {
+    mta.Finish();
+    FAIL() << e.what() << mta.Warnings();
+  }
   mta.Finish();
-  ASSERT_TRUE(report.ok()) << report.Text();
+  ASSERT_TRUE(report.ok()) << report.Text() << mta.Warnings();
   EXPECT_EQ(mta.failures, 0);
   EXPECT_EQ(mta.to_source + mta.to_destination, 600);
   EXPECT_GT(mta.to_destination, 0);
