@@ -436,6 +436,39 @@ TEST(Verify, AFolderOnlyTheDestinationHasIsADifference) {
   EXPECT_TRUE(CompareStores(*p.dst, *p.src, inbox_only).differences.empty());
 }
 
+// A user without mailboxes (moved away, its mailboxes deleted: its record defers late mail) is
+// its record. verify skipped it: its record removed or changed at the destination, or mail
+// delivered there to it, read "equal" (helper-107).
+TEST(Verify, AUserWithoutMailboxesIsComparedByItsRecord) {
+  Pair p;
+  const store::UserStatus moved = store::UserStatus::Parse("moved:newhost");
+  p.src->CreateUser("carol", {}, /*with_inbox=*/false);
+  p.src->SetUserStatus("carol", moved);
+  p.dst->CreateUser("carol", {}, /*with_inbox=*/false);
+  p.dst->SetUserStatus("carol", moved);
+  VerifyReport equal = CompareStores(*p.dst, *p.src, {});
+  EXPECT_TRUE(equal.differences.empty()) << equal.differences.front();
+  EXPECT_TRUE(std::count(equal.whole_users.begin(), equal.whole_users.end(), "carol"));
+  VerifyOptions carol_only;
+  carol_only.names = {"user/carol"};
+  VerifyReport alone = CompareStores(*p.dst, *p.src, carol_only);
+  EXPECT_TRUE(alone.equal());
+  EXPECT_EQ(alone.users, 1u);  // was 0: "the source holds no users"
+
+  VerifyOptions strict;
+  strict.strict_status = true;
+  p.dst->SetUserStatus("carol", store::UserStatus::Parse("active"));
+  EXPECT_TRUE(Mentions(CompareStores(*p.dst, *p.src, strict).differences,
+                       "user carol: status is active, source has moved:newhost"));
+  p.dst->CreateFolder("carol", "INBOX");
+  EXPECT_TRUE(Mentions(p.Direct(), "mailbox user/carol/INBOX is at the destination only"));
+
+  store::DeleteUserOptions force;
+  force.force = true;
+  store::DeleteUser(*p.dst, "carol", force);
+  EXPECT_TRUE(Mentions(p.Direct(), "user carol is missing"));
+}
+
 // Only users compared whole may be recorded as verified (the guard of `delete`): a selection of
 // one mailbox proves nothing about the user's others.
 TEST(Verify, OnlyUsersComparedWholeCount) {
