@@ -225,6 +225,42 @@ bool Folder::RepairMissingFile(StagedMessage& staged, const struct stat* damaged
   return false;
 }
 
+namespace {
+
+// Commit's answer to a file already at a new message's name (`uid`), in the folder directory
+// `dirfd` (`path`, `mailbox`) whose index `idx` (header `header`) it holds locked: a file a
+// killed commit left without its record is replaced (returns), the message of a listed record
+// is not (throws).
+void RefuseListedUid(int dirfd, const std::string& path, const std::string& mailbox, int idx, index::Header* header,
+                     uint32_t uid, const std::vector<std::string>& placed) {
+  const std::string shown = path + "/store.idx";
+  uint32_t highest = 0;
+  bool listed = false;
+  index::Read(idx, shown, [&](const MessageMeta* records, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      highest = std::max(highest, records[i].uid);
+      listed |= records[i].uid == uid;
+    }
+  });
+  if (!listed) return;
+  // Nothing of this commit stays: its files under final names are removed (the caller's
+  // Discard removes the rest), and the next UID is put above every listed one (the header
+  // write, the index's commit point, changes nothing else), so that the next commit succeeds.
+  for (const std::string& rel : placed) UnlinkAt(dirfd, rel);
+  const uint32_t was = header->uidnext;
+  if (highest == UINT32_MAX)
+    Throw(Errc::kCorrupt, "mailbox " + mailbox + ": " + shown + " lists UID " + std::to_string(uid) +
+                              " and its UIDNEXT is " + std::to_string(was) + " (a damaged index); nothing was added");
+  header->uidnext = highest + 1;
+  index::WriteHeader(idx, *header, shown);
+  Throw(Errc::kTempFail, "mailbox " + mailbox + ": " + shown + " lists UID " + std::to_string(uid) +
+                             " but its UIDNEXT was " + std::to_string(was) +
+                             " (a damaged index): the message of that UID was kept, nothing was added, and UIDNEXT "
+                             "is now " + std::to_string(highest + 1) + "; run again");
+}
+
+}  // namespace
+
 void Folder::Discard(std::vector<StagedMessage>& batch) {
   for (const StagedMessage& s : batch) UnlinkAt(dir_.get(), s.temp_name);
   batch.clear();
@@ -277,6 +313,7 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
     }
 
     std::unordered_set<std::string> buckets;
+    std::vector<std::string> placed;  // final names this commit gave its files (none listed)
     for (size_t i = 0; i < batch.size(); ++i) {
       std::string rel = MessageRelPath(records[i].uid);
       std::string bucket = rel.substr(0, rel.find('/'));
@@ -284,9 +321,17 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
       if (buckets.insert(bucket).second && !(bucket == open_bucket_ && open_bucket_fd_.valid()))
         if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
       // Files become reachable under their final name before the index names them.
-      if (batch[i].temp_name != rel)
-        if (int err = RenameReplacing(dir_.get(), batch[i].temp_name, dir_.get(), rel))
-          ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel, err);
+      if (batch[i].temp_name != rel) {
+        int err = RenameAt(dir_.get(), batch[i].temp_name, dir_.get(), rel, RENAME_NOREPLACE);
+        // A file there already is one a killed commit left without its record (replaced), or
+        // the message of a record the index lists: a UIDNEXT not above every listed UID (a
+        // damaged index) handed out its UID, and replacing it would lose that message.
+        if (err == EEXIST) RefuseListedUid(dir_.get(), path_, Mailbox(), idx.get(), &header, records[i].uid, placed);
+        if (err == EEXIST || err == EINVAL || err == ENOSYS || err == EPERM)  // no renameat2 flags: as before
+          err = RenameReplacing(dir_.get(), batch[i].temp_name, dir_.get(), rel);
+        if (err != 0) ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel, err);
+        placed.push_back(rel);
+      }
       batch[i].temp_name.clear();
     }
     if (sync) {

@@ -14,6 +14,7 @@
 #include <atomic>
 
 #include "tests/support/error_code.h"
+#include "store/index.h"
 #include "store/mboxlist.h"
 #include "store/names.h"
 #include "store/store.h"
@@ -500,6 +501,47 @@ TEST(Store, ACommitOntoALeftoverLinkOfTheSameFileLeavesNoStagedName) {
   ASSERT_EQ(::stat(leftover.c_str(), &st), 0);
   EXPECT_EQ(st.st_nlink, 2u);
   EXPECT_EQ(b->Snapshot().messages.at(0).uid, 1u);
+}
+
+// A store.idx whose UIDNEXT is not above every UID it lists (damage; §4.1 says it always is)
+// handed a new message a listed UID, and the commit's rename replaced that message's file: the
+// delivery exited 0 and an older message was gone (helper-107). The commit now finds the file,
+// keeps it, puts UIDNEXT above the listed UIDs and fails with a temporary error; the next
+// commit succeeds.
+TEST(Store, ACommitNeverReplacesTheFileOfAListedMessage) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  auto inbox = store->CreateFolder("joe", "INBOX");
+  for (int i = 1; i <= 5; ++i) Deliver(*inbox, "Subject: " + std::to_string(i) + "\r\n\r\nbody\r\n");
+  const std::string idx_path = inbox->path() + "/store.idx";
+  {
+    UniqueFd idx = OpenFile(idx_path, O_RDWR);
+    index::Header h = index::Read(idx.get(), idx_path, false).header;
+    h.uidnext = 3;
+    index::WriteHeader(idx.get(), h, idx_path);
+  }
+  const std::string third = ReadFile(inbox->MessagePath(3));
+  std::string said;
+  try {
+    Deliver(*inbox, "Subject: new\r\n\r\nbody\r\n");
+    ADD_FAILURE() << "committed over a listed UID";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kTempFail);
+    said = e.what();
+  }
+  EXPECT_NE(said.find("lists UID 3 but its UIDNEXT was 3 (a damaged index): the message of that UID was kept, "
+                      "nothing was added, and UIDNEXT is now 6; run again"),
+            std::string::npos)
+      << said;
+  EXPECT_EQ(ReadFile(inbox->MessagePath(3)), third);
+  EXPECT_EQ(inbox->Snapshot().messages.size(), 5u);
+  EXPECT_EQ(Deliver(*inbox, "Subject: new\r\n\r\nbody\r\n"), 6u);
+  FolderSnapshot after = inbox->Snapshot();
+  ASSERT_EQ(after.messages.size(), 6u);
+  EXPECT_EQ(ReadFile(inbox->MessagePath(3)), third);
+  EXPECT_EQ(ReadFile(inbox->MessagePath(6)), "Subject: new\r\n\r\nbody\r\n");
+  for (const auto& e : std::filesystem::recursive_directory_iterator(inbox->path()))
+    EXPECT_FALSE(e.path().filename().string().starts_with("tmp.")) << e.path();
 }
 
 // The file to link can go away between the caller's proof and the link (a repository entry that
