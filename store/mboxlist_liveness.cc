@@ -87,18 +87,29 @@ void ForEachRegistered(int registry_fd, Fn fn) {
 
 // Set in the failure check's child (Store::Db::CleanUpAfterDeadProcesses).
 bool in_failure_check = false;
-std::chrono::steady_clock::time_point first_said_dead{};
+// The dead thread the check asked about last, and since when it has asked about that one alone.
+pid_t asked_pid = 0;
+db_threadid_t asked_tid = 0;
+std::chrono::steady_clock::time_point asked_since{};
 
 int IsAlive(DB_ENV* env, pid_t pid, db_threadid_t tid, u_int32_t flags) {
   if (pid != ThisProcess()) {
     auto* db = static_cast<Store::Db*>(env->app_private);
     if (db == nullptr || HoldsItsRegistrySlot(db->RegistryFd(), pid)) return 1;
     if (in_failure_check) {
-      // libdb asks again and again while it waits for a mutex whose owner is dead: it never gets
-      // it. The whole check takes milliseconds; asking for a second means this is such a wait.
+      // libdb asks about the owner again and again while it waits for a mutex whose owner is
+      // dead: it never gets it. The check itself asks about each thread, locker and mutex in
+      // turn, in milliseconds: a second of asking about one dead thread alone is such a wait.
+      // (Timed from the first answer instead, a check slowed down by a busy machine was cut
+      // short, and the open recovered the environment under every process attached.)
       const auto now = std::chrono::steady_clock::now();
-      if (first_said_dead == std::chrono::steady_clock::time_point{}) first_said_dead = now;
-      if (now - first_said_dead > std::chrono::seconds(1)) ::_exit(3);
+      if (pid != asked_pid || tid != asked_tid || asked_since == std::chrono::steady_clock::time_point{}) {
+        asked_pid = pid;
+        asked_tid = tid;
+        asked_since = now;
+      } else if (now - asked_since > std::chrono::seconds(1)) {
+        ::_exit(3);
+      }
     }
     return 0;
   }
