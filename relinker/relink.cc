@@ -125,7 +125,7 @@ class PartitionPass {
       }
       GroupKey key{EffectiveDigest(meta.digest), meta.size};
       if (entries_.size() >= kRememberedEntries) entries_.clear();
-      LinkMessage(folder, meta.uid, path, key, entries_[key]);
+      LinkMessage(folder, meta.uid, path, key, meta.digest, entries_[key]);
     });
     entries_.clear();
     collided_.clear();
@@ -292,7 +292,7 @@ class PartitionPass {
   // The decisions for one message; see docs/relinker.md §The pass.
   // `entry`: the repository entry's inode as last seen for this content (empty: not known).
   void LinkMessage(const store::Folder& folder, uint32_t uid, const std::string& path, const GroupKey& key,
-                   InodeId& entry_seen) {
+                   const Digest& recorded, InodeId& entry_seen) {
     struct stat st;
     if (!StatPath(path, &st)) {
       // Expunged since the snapshot, or lost: the index tells (OpenMessage throws kCorrupt,
@@ -347,7 +347,21 @@ class PartitionPass {
     // as shared as it can be. Not a collision; nothing to do.
     if (!PathExists(repository_.EntryPath(key.digest))) return;
     if (ReplaceDamagedEntry(path, st, key)) return;
+    if (IsDamaged(folder, uid, path, st, recorded)) return;
     LinkToCollided(path, st, key);
+  }
+
+  // A message whose bytes differ from its entry's is a collision only if they are its record's
+  // digest: otherwise the file is damaged (a disk error, a hand edit), named and left for a
+  // restore (helper-107: counted as a collision, exit 0). Hashed only here, on that rare path.
+  bool IsDamaged(const store::Folder& folder, uint32_t uid, const std::string& path, const struct stat& st,
+                 const Digest& recorded) {
+    UniqueFd file = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
+    if (!file.valid() || !IsInode(file.get(), IdOf(st)) || DigestOfFile(file.get(), path) == recorded) return false;
+    ++stats_.damaged_messages;
+    if (stats_.damaged_named.size() < RelinkStats::kDamagedNamed)
+      stats_.damaged_named.push_back(folder.Mailbox() + " UID " + std::to_string(uid) + " (" + path + ")");
+    return true;
   }
 
   // An entry whose bytes are not its digest's is damage (a disk error, a hand edit), not a
@@ -360,8 +374,13 @@ class PartitionPass {
     UniqueFd file = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
     if (!file.valid() || !IsInode(file.get(), IdOf(st)) || DigestOfFile(file.get(), path) != key.digest)
       return false;  // this copy is not its digest's either: verify names it
+    struct stat es;
+    const bool counted = ::fstat(entry.get(), &es) == 0;
     if (!Guarded(path, [&] { repository_.Replace(key.digest, path); })) return true;
     ++stats_.damaged_entries;
+    // Its other names are messages holding the damaged bytes (none when a restore has since
+    // replaced the user's copy): they stay damaged, and the run says so.
+    if (counted && es.st_nlink > 1) stats_.damaged_messages += uint64_t(es.st_nlink) - 1;
     return true;
   }
 
@@ -565,7 +584,8 @@ std::string FormatRelinkTable(const RelinkStats& s) {
          std::to_string(s.collisions) + ", below minimum size " + std::to_string(s.too_small) +
          ", expunged meanwhile " + std::to_string(s.vanished) + ", purged " + std::to_string(s.purged) +
          ", stale temporary files removed " + std::to_string(s.stale_removed) +
-         (s.damaged_entries ? ", damaged repository entries replaced " + std::to_string(s.damaged_entries) : "") + "\n";
+         (s.damaged_entries ? ", damaged repository entries replaced " + std::to_string(s.damaged_entries) : "") +
+         (s.damaged_messages ? ", damaged messages " + std::to_string(s.damaged_messages) : "") + "\n";
   return out;
 }
 

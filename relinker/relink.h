@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "store/stale_temporaries.h"
 #include "store/store.h"
@@ -63,6 +64,11 @@ struct RelinkStats {
   uint64_t purged = 0;            // repository entries removed (-d)
   uint64_t stale_removed = 0;     // temporary files of killed writers removed
   uint64_t damaged_entries = 0;   // entries whose bytes were not their digest's, replaced by a good copy
+  // Message files whose bytes are not their record's digest (damage): never linked to, nor made
+  // an entry. Counted too: the other links of a damaged entry (messages of its damaged bytes).
+  uint64_t damaged_messages = 0;
+  std::vector<std::string> damaged_named;  // "user/joe/INBOX UID 3 (PATH)", the first kDamagedNamed
+  static constexpr size_t kDamagedNamed = 20;
 };
 
 // Runs the pass over one partition or all of them. Safe while deliveries, expunges and

@@ -57,12 +57,25 @@ int RunRelink(RelinkCommandOptions& options) {
                           {"purged", stats.purged},
                           {"stale_temporaries_removed", stats.stale_removed},
                           {"damaged_entries_replaced", stats.damaged_entries},
+                          {"damaged_messages", stats.damaged_messages},
+                          {"damaged_named", stats.damaged_named},
                           {"storemove_version", Version()}};
     std::printf("%s\n", out.dump(2).c_str());
   } else {
     std::fputs(relinker::FormatRelinkTable(stats).c_str(), stdout);
   }
-  return 0;
+  // Damage is no error of the pass (it linked what it could), but the store is not whole: said,
+  // and not exit 0 (helper-107: a damaged copy was counted as a collision, exit 0).
+  if (stats.damaged_messages == 0) return 0;
+  for (const std::string& name : stats.damaged_named)
+    std::fprintf(stderr, "storemove: relink: damaged: %s: its bytes are not its record's digest\n", name.c_str());
+  Throw(Errc::kCorrupt, "relink: damaged message files: " + std::to_string(stats.damaged_messages) +
+                            " (their bytes are not their record's digest" +
+                            (stats.damaged_named.size() < stats.damaged_messages
+                                 ? std::string("; those not named share the damaged bytes of a repository entry it replaced")
+                                 : std::string()) +
+                            "); nothing was linked to them: restore them from a backup (verify against the source names "
+                            "every one)");
 }
 
 }  // namespace
@@ -95,6 +108,10 @@ void AddRelinkCommand(CLI::App& root, Action* chosen) {
   command->add_flag("--json", options->json, "print the before/after numbers as JSON");
   // Tests only: a small link limit exercises what ext4's 65,000 (EMLINK) triggers.
   command->add_option("--max-links", options->relink.max_links)->group("");
+  command->footer(
+      "Exit status: 0 done; 65 a message file whose bytes are not its record's digest (damaged: each named on "
+      "stderr, nothing linked to it; the table still says what the pass did), or a damaged store.idx; 66 no such "
+      "partition.");
   command->callback([options, chosen] { *chosen = [options] { return RunRelink(*options); }; });
 }
 

@@ -421,6 +421,52 @@ TEST(Relink, ADamagedRepositoryEntryIsReplacedNotCountedAsACollision) {
   EXPECT_EQ(ReadFile(entry), x);
 }
 
+// Flips one byte of a message file in place (its inode and links kept): a disk error.
+void DamageInPlace(const std::string& path) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(10);
+  const char c = char(f.get() ^ 1);
+  f.seekp(10);
+  f.put(c);
+}
+
+// A message file whose bytes are not its record's digest is damage, not a digest collision:
+// named and left alone, and the run does not end "ok" (helper-107: "digest collisions 1", or a
+// damaged copy made the entry, replaced, and the user's copy left as it was, both exit 0).
+TEST(Relink, AMessageWhoseBytesAreNotItsDigestIsNamedAndLeftAlone) {
+  const std::string x = Message('x', 3000);
+  for (const char* damaged_user : {"b", "a"}) {  // walked after the good copy, then before it
+    SCOPED_TRACE(damaged_user);
+    TempDir dir;
+    auto s = store::Store::Init(dir / "store", {"primary"});
+    for (const char* user : {"a", "b"}) {
+      s->CreateUser(user);
+      Deliver(*s, user, "INBOX", x);
+    }
+    const std::string damaged = s->OpenFolder(damaged_user, "INBOX")->MessagePath(1);
+    const std::string good = s->OpenFolder(damaged_user == std::string("a") ? "b" : "a", "INBOX")->MessagePath(1);
+    DamageInPlace(damaged);
+    const std::string damaged_bytes = ReadFile(damaged);
+    const RelinkStats stats = Relink(*s, {});
+    EXPECT_EQ(stats.collisions, 0u);
+    EXPECT_EQ(stats.damaged_messages, 1u);
+    EXPECT_NE(FormatRelinkTable(stats).find("damaged messages 1"), std::string::npos);
+    if (damaged_user == std::string("b")) {
+      ASSERT_EQ(stats.damaged_named.size(), 1u);
+      EXPECT_EQ(stats.damaged_named[0], "user/b/INBOX UID 1 (" + damaged + ")");
+    } else {
+      EXPECT_EQ(stats.damaged_entries, 1u);  // the damaged copy had become the entry; named by verify
+    }
+    struct stat d, g;
+    ASSERT_EQ(::stat(damaged.c_str(), &d), 0);
+    ASSERT_EQ(::stat(good.c_str(), &g), 0);
+    EXPECT_NE(d.st_ino, g.st_ino);  // never linked together
+    EXPECT_EQ(ReadFile(damaged), damaged_bytes);
+    EXPECT_EQ(ReadFile(good), x);
+    EXPECT_EQ(ReadFile(Repository(s->PartitionPath("primary")).EntryPath(DigestOf(x))), x);
+  }
+}
+
 TEST(Relink, TruncatedDigestsOnAGeneratedStoreLinkOnlyEqualBytes) {
   TempDir dir;
   auto s = GeneratedStore(dir, 20, 30, 11);

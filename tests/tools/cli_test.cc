@@ -373,6 +373,28 @@ TEST_F(Cli, DamageAndIoErrorsDeferDeliveryNeverBounce) {
   EXPECT_EQ(store::Store::Open(root_)->OpenFolder("vera", "INBOX")->Snapshot().messages.size(), 1u);
 }
 
+// relink that finds a message whose bytes are not its record's digest names it and exits 65
+// (helper-107: "digest collisions 1", exit 0); its table still says what it did.
+TEST_F(Cli, RelinkNamesADamagedMessageAndDoesNotEndOk) {
+  const std::string body = Message("same", std::string(4000, 'x'));
+  for (const char* user : {"ann", "bob"}) ASSERT_EQ(Deliver(user, body, {"--create"}).status, 0);
+  const std::string bobs = store::Store::Open(root_)->OpenFolder("bob", "INBOX")->MessagePath(1);
+  {
+    std::fstream f(bobs, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('y');
+  }
+  CliResult r = RunCli({"relink", "--store", root_});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_NE(r.out.find("digest collisions 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("damaged messages 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("storemove: relink: damaged: user/bob/INBOX UID 1 (" + bobs +
+                       "): its bytes are not its record's digest\n"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("restore them from a backup"), std::string::npos) << r.err;
+}
+
 // A file given as a symbolic link (restore -f, /dev/stdin) is refused as such, not with
 // "Too many levels of symbolic links" (ELOOP of O_NOFOLLOW), which reads as a broken system.
 TEST_F(Cli, AnInputGivenAsASymbolicLinkIsNamedAsOne) {
