@@ -447,6 +447,17 @@ class Checker {
     Diff("mailbox " + f.Mailbox() + " is at the destination only (the source has no such mailbox)");
   }
   void ComparedWhole(const std::string& user) { report_.whole_users.push_back(user); }
+  // The destination's own account of a user compared whole: the bytes in use its quota record
+  // says against what its mailboxes hold (store.idx headers, as Store::RecomputeQuota counts).
+  // Usage set too high defers every delivery as over quota; it read "equal" (helper-107).
+  void CheckQuotaUsed(const std::string& user) {
+    uint64_t held = 0;
+    for (const store::FolderInfo& f : dst_.ListFolders(user)) held += f.bytes;
+    const std::optional<store::UserInfo> du = dst_.FindUser(user);
+    if (du && du->quota_used != held)
+      Diff("user " + user + ": quota usage here is " + std::to_string(du->quota_used) + " bytes, its mailboxes here hold " +
+           std::to_string(held) + " (a rerun of the restore of the user counts it again)");
+  }
 
  private:
   store::Store& dst_;
@@ -532,7 +543,10 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
     if (user_present)
       for (const store::FolderInfo& f : destination.ListFolders(u.user, store::Store::FolderDetail::kRecordOnly))
         if (selection.WantsFolder(u, f.folder) && !names.count(f.folder)) checker.DestinationOnly(f);
-    if (folders.size() == all_folders) checker.ComparedWhole(u.user);
+    if (folders.size() == all_folders) {
+      checker.ComparedWhole(u.user);
+      if (user_present) checker.CheckQuotaUsed(u.user);
+    }
   }
   return std::move(checker.report());
 }

@@ -469,6 +469,25 @@ TEST(Verify, AUserWithoutMailboxesIsComparedByItsRecord) {
   EXPECT_TRUE(Mentions(p.Direct(), "user carol is missing"));
 }
 
+// The destination's quota usage of a user compared whole must be what its mailboxes hold: set
+// higher (damage) it defers every delivery as over quota, and it read "equal" (helper-107).
+TEST(Verify, AQuotaUsageThatIsNotWhatTheMailboxesHoldIsADifference) {
+  Pair p;
+  ASSERT_TRUE(p.Direct().empty());
+  p.dst->AddQuotaUsed(p.user, 60 << 20);
+  const uint64_t used = p.dst->FindUser(p.user)->quota_used;
+  std::vector<std::string> d = p.Direct();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0], "user " + p.user + ": quota usage here is " + std::to_string(used) + " bytes, its mailboxes here hold " +
+                      std::to_string(used - (60 << 20)) + " (a rerun of the restore of the user counts it again)");
+  // A selection of some of the user's mailboxes says nothing about the usage of all.
+  VerifyOptions inbox_only;
+  inbox_only.names = {"user/" + p.user + "/INBOX"};
+  EXPECT_TRUE(CompareStores(*p.dst, *p.src, inbox_only).differences.empty());
+  p.dst->RecomputeQuota(p.user);
+  EXPECT_TRUE(p.Direct().empty());
+}
+
 // Only users compared whole may be recorded as verified (the guard of `delete`): a selection of
 // one mailbox proves nothing about the user's others.
 TEST(Verify, OnlyUsersComparedWholeCount) {
