@@ -252,6 +252,30 @@ class Checker {
     return true;
   }
 
+  // A user without mailboxes at the source (moved away, its mailboxes deleted; its record defers
+  // late mail), compared by its record where the destination has it: a migration leaves such a
+  // user behind, and a migrated one lives here with mailboxes and subscriptions of its own
+  // (helper-109, helper-110: both read as differences). Missing here, it is one only with
+  // --strict-status. True when its copy here is no live user: one to hold no mailbox.
+  bool CheckBareUser(const SourceUser& su) {
+    const std::optional<store::UserInfo> du = dst_.FindUser(su.user);
+    if (!du && !options_.strict_status) return false;
+    ++report_.users;
+    report_.user_names.push_back(su.user);
+    if (!du) {
+      Diff("user " + su.user + " is missing");
+      return false;
+    }
+    if (!StatusesAgree(du->status, su.status, options_.strict_status))
+      Diff("user " + su.user + ": status is " + du->status.ToString() + ", source has " + su.status.ToString());
+    if (du->quota_limit != su.quota_limit)
+      Diff("user " + su.user + ": quota limit is " + std::to_string(du->quota_limit) + ", source has " +
+           std::to_string(su.quota_limit));
+    if (du->status.state == store::UserState::kActive) return false;
+    if (AsSet(dst_.Subscriptions(su.user)) != AsSet(su.subscriptions)) Diff("user " + su.user + ": subscriptions differ");
+    return true;
+  }
+
   void CheckFolder(const SourceFolder& s) {
     ThrowIfInterrupted("verifying (nobody was recorded as verified)");
     ++report_.folders;
@@ -515,11 +539,15 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
       names.insert(f.folder);
       folders.push_back(std::move(f));
     }
-    // A user without mailboxes (moved away, its mailboxes deleted: its record defers late mail)
-    // is its record, compared wherever a name would take its INBOX, as backup takes it: its
-    // record missing or changed at the destination went unnoticed (helper-107).
-    const bool bare = all_folders == 0 && selection.WantsFolder(u, "INBOX");
-    if (folders.empty() && !bare) continue;
+    if (folders.empty()) {
+      // A user without mailboxes is its record, compared wherever a name would take its INBOX,
+      // as backup takes it: its record changed at the destination went unnoticed (helper-107).
+      if (all_folders == 0 && selection.WantsFolder(u, "INBOX") &&
+          checker.CheckBareUser({u.user, u.status, u.quota_limit, source.Subscriptions(u.user)}))
+        for (const store::FolderInfo& f : destination.ListFolders(u.user, store::Store::FolderDetail::kRecordOnly))
+          if (selection.WantsFolder(u, f.folder)) checker.DestinationOnly(f);
+      continue;
+    }
     const bool user_present = checker.CheckUser({u.user, u.status, u.quota_limit, source.Subscriptions(u.user)});
     for (const store::FolderInfo& f : folders) {
       // A folder moved to another partition between its open and its snapshot (the move keeps
