@@ -227,36 +227,55 @@ bool Folder::RepairMissingFile(StagedMessage& staged, const struct stat* damaged
 
 namespace {
 
-// Commit's answer to a file already at a new message's name (`uid`), in the folder directory
-// `dirfd` (`path`, `mailbox`) whose index `idx` (header `header`) it holds locked: a file a
-// killed commit left without its record is replaced (returns), the message of a listed record
-// is not (throws).
-void RefuseListedUid(int dirfd, const std::string& path, const std::string& mailbox, int idx, index::Header* header,
-                     uint32_t uid, const std::vector<std::string>& placed) {
-  const std::string shown = path + "/store.idx";
+// The UIDs store.idx lists, read at most once per commit, and only when a file is found at a new
+// message's final name (a killed commit's leftover, or damage).
+struct ListedUids {
+  std::optional<std::unordered_set<uint32_t>> uids;
   uint32_t highest = 0;
-  bool listed = false;
-  index::Read(idx, shown, [&](const MessageMeta* records, size_t n) {
-    for (size_t i = 0; i < n; ++i) {
-      highest = std::max(highest, records[i].uid);
-      listed |= records[i].uid == uid;
-    }
-  });
-  if (!listed) return;
-  // Nothing of this commit stays: its files under final names are removed (the caller's
-  // Discard removes the rest), and the next UID is put above every listed one (the header
-  // write, the index's commit point, changes nothing else), so that the next commit succeeds.
-  for (const std::string& rel : placed) UnlinkAt(dirfd, rel);
+};
+
+// Gives a committed message file its final name `rel` in the folder directory `dirfd` (`path`,
+// `mailbox`), whose index `idx` (header `header`) the caller holds locked. A file already there
+// is one a killed commit left without its record, replaced as before, or the message of a
+// listed record: a UIDNEXT not above every listed UID (a damaged index) handed out its UID, and
+// replacing the file would lose that message (helper-107). Then nothing of the commit stays (the
+// files it named, `placed`, are removed; the caller's Discard removes the rest), UIDNEXT goes
+// above every listed UID (a header write: the index's commit point, nothing else changed but the
+// modseq that says the folder changed), and it throws kTempFail, so that the next commit succeeds.
+int PlaceMessageFile(int dirfd, const std::string& path, const std::string& mailbox, int idx, index::Header* header,
+                     bool sync, const std::string& temp, const std::string& rel, uint32_t uid,
+                     const std::vector<std::string>& placed, ListedUids& listed) {
+  int err = RenameAt(dirfd, temp, dirfd, rel, RENAME_NOREPLACE);
+  // No renameat2 flags (EINVAL: a filesystem such as NFS; ENOSYS, EPERM: a kernel or seccomp
+  // filter): the name is looked up instead; every final name is made under the folder's lock.
+  const bool unsupported = err == EINVAL || err == ENOSYS || err == EPERM;
+  struct stat st;
+  if (err != EEXIST && !(unsupported && ::fstatat(dirfd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0))
+    return unsupported ? RenameReplacing(dirfd, temp, dirfd, rel) : err;
+  const std::string shown = path + "/store.idx";
+  if (!listed.uids) {
+    listed.uids.emplace();
+    index::Read(idx, shown, [&](const MessageMeta* records, size_t n) {
+      for (size_t i = 0; i < n; ++i) {
+        listed.uids->insert(records[i].uid);
+        listed.highest = std::max(listed.highest, records[i].uid);
+      }
+    });
+  }
+  if (!listed.uids->count(uid)) return RenameReplacing(dirfd, temp, dirfd, rel);  // a leftover
+  for (const std::string& name : placed) UnlinkAt(dirfd, name);
   const uint32_t was = header->uidnext;
-  if (highest == UINT32_MAX)
+  if (listed.highest == UINT32_MAX)
     Throw(Errc::kCorrupt, "mailbox " + mailbox + ": " + shown + " lists UID " + std::to_string(uid) +
                               " and its UIDNEXT is " + std::to_string(was) + " (a damaged index); nothing was added");
-  header->uidnext = highest + 1;
+  header->uidnext = listed.highest + 1;
+  ++header->highest_modseq;
   index::WriteHeader(idx, *header, shown);
+  if (sync) Fsync(idx, shown);
   Throw(Errc::kTempFail, "mailbox " + mailbox + ": " + shown + " lists UID " + std::to_string(uid) +
                              " but its UIDNEXT was " + std::to_string(was) +
                              " (a damaged index): the message of that UID was kept, nothing was added, and UIDNEXT "
-                             "is now " + std::to_string(highest + 1) + "; run again");
+                             "is now " + std::to_string(listed.highest + 1) + "; run again");
 }
 
 }  // namespace
@@ -314,6 +333,7 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
 
     std::unordered_set<std::string> buckets;
     std::vector<std::string> placed;  // final names this commit gave its files (none listed)
+    ListedUids listed;
     for (size_t i = 0; i < batch.size(); ++i) {
       std::string rel = MessageRelPath(records[i].uid);
       std::string bucket = rel.substr(0, rel.find('/'));
@@ -322,14 +342,9 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
         if (int err = MkdirAt(dir_.get(), bucket, 0700); err != 0 && err != EEXIST) ThrowErrno("mkdir " + path_ + "/" + bucket, err);
       // Files become reachable under their final name before the index names them.
       if (batch[i].temp_name != rel) {
-        int err = RenameAt(dir_.get(), batch[i].temp_name, dir_.get(), rel, RENAME_NOREPLACE);
-        // A file there already is one a killed commit left without its record (replaced), or
-        // the message of a record the index lists: a UIDNEXT not above every listed UID (a
-        // damaged index) handed out its UID, and replacing it would lose that message.
-        if (err == EEXIST) RefuseListedUid(dir_.get(), path_, Mailbox(), idx.get(), &header, records[i].uid, placed);
-        if (err == EEXIST || err == EINVAL || err == ENOSYS || err == EPERM)  // no renameat2 flags: as before
-          err = RenameReplacing(dir_.get(), batch[i].temp_name, dir_.get(), rel);
-        if (err != 0) ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel, err);
+        if (int err = PlaceMessageFile(dir_.get(), path_, Mailbox(), idx.get(), &header, sync, batch[i].temp_name, rel,
+                                       records[i].uid, placed, listed))
+          ThrowErrno("rename " + path_ + "/" + batch[i].temp_name + " to " + rel, err);
         placed.push_back(rel);
       }
       batch[i].temp_name.clear();

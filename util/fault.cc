@@ -35,6 +35,7 @@ const char* KindName(Kind k) {
     case Kind::kShortWrite: return "short write";
     case Kind::kEmlink: return "EMLINK";
     case Kind::kExdev: return "EXDEV";
+    case Kind::kEinval: return "EINVAL";
   }
   return "?";
 }
@@ -51,6 +52,7 @@ int Hit(Op op) {
     case Kind::kShortWrite: return op == Op::kWrite ? kShortWrite : ENOSPC;
     case Kind::kEmlink: return EMLINK;
     case Kind::kExdev: return EXDEV;
+    case Kind::kEinval: return EINVAL;
   }
   return EIO;
 }

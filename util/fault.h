@@ -1,6 +1,6 @@
 // Fault injection for the store's write paths (a lighter cousin of LevelDB's fault-injection
 // Env): tests make the Nth write, create, rename, link, mkdir or fsync fail with ENOSPC, EIO,
-// a short write, EMLINK or EXDEV, and check that the operation fails cleanly and a rerun
+// a short write, EMLINK, EXDEV or EINVAL (renameat2 flags a filesystem lacks), and check that the operation fails cleanly and a rerun
 // repairs. util/fs.cc's wrappers consult it; when nothing is armed the cost is one relaxed
 // atomic load per call.
 #pragma once
@@ -12,7 +12,7 @@
 namespace storemove::fault {
 
 enum class Op : uint8_t { kWrite, kCreate, kRename, kLink, kMkdir, kFsync };
-enum class Kind : uint8_t { kEnospc, kEio, kShortWrite, kEmlink, kExdev };
+enum class Kind : uint8_t { kEnospc, kEio, kShortWrite, kEmlink, kExdev, kEinval };
 const char* OpName(Op op);
 const char* KindName(Kind kind);
 

@@ -20,6 +20,7 @@
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
+#include "util/fault.h"
 #include "util/fs.h"
 
 namespace storemove::store {
@@ -514,16 +515,35 @@ TEST(Store, ACommitNeverReplacesTheFileOfAListedMessage) {
   auto inbox = store->CreateFolder("joe", "INBOX");
   for (int i = 1; i <= 5; ++i) Deliver(*inbox, "Subject: " + std::to_string(i) + "\r\n\r\nbody\r\n");
   const std::string idx_path = inbox->path() + "/store.idx";
-  {
+  const auto set_uidnext = [&](uint32_t uidnext) {
     UniqueFd idx = OpenFile(idx_path, O_RDWR);
     index::Header h = index::Read(idx.get(), idx_path, false).header;
-    h.uidnext = 3;
+    h.uidnext = uidnext;
     index::WriteHeader(idx.get(), h, idx_path);
-  }
-  const std::string third = ReadFile(inbox->MessagePath(3));
+    return h.highest_modseq;
+  };
+  std::vector<std::string> before;
+  for (uint32_t uid = 1; uid <= 5; ++uid) before.push_back(ReadFile(inbox->MessagePath(uid)));
+  const auto expect_kept = [&] {
+    for (uint32_t uid = 1; uid <= 5; ++uid) EXPECT_EQ(ReadFile(inbox->MessagePath(uid)), before[uid - 1]) << uid;
+    EXPECT_EQ(inbox->Snapshot().messages.size(), 5u);
+    for (const auto& e : std::filesystem::recursive_directory_iterator(inbox->path()))
+      EXPECT_FALSE(e.path().filename().string().starts_with("tmp.")) << e.path();
+  };
+  // A batch of three new messages, given UIDs 3, 4 and 5: all listed.
+  const uint64_t modseq = set_uidnext(3);
+  const auto commit_three = [&] {
+    std::vector<StagedMessage> batch;
+    for (int i = 0; i < 3; ++i) {
+      auto w = inbox->NewMessage();
+      w->Write("Subject: new " + std::to_string(i) + "\r\n\r\nbody\r\n");
+      batch.push_back(w->Finish({}));
+    }
+    inbox->Commit(batch);
+  };
   std::string said;
   try {
-    Deliver(*inbox, "Subject: new\r\n\r\nbody\r\n");
+    commit_three();
     ADD_FAILURE() << "committed over a listed UID";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::kTempFail);
@@ -533,15 +553,44 @@ TEST(Store, ACommitNeverReplacesTheFileOfAListedMessage) {
                       "nothing was added, and UIDNEXT is now 6; run again"),
             std::string::npos)
       << said;
-  EXPECT_EQ(ReadFile(inbox->MessagePath(3)), third);
-  EXPECT_EQ(inbox->Snapshot().messages.size(), 5u);
-  EXPECT_EQ(Deliver(*inbox, "Subject: new\r\n\r\nbody\r\n"), 6u);
-  FolderSnapshot after = inbox->Snapshot();
-  ASSERT_EQ(after.messages.size(), 6u);
-  EXPECT_EQ(ReadFile(inbox->MessagePath(3)), third);
-  EXPECT_EQ(ReadFile(inbox->MessagePath(6)), "Subject: new\r\n\r\nbody\r\n");
-  for (const auto& e : std::filesystem::recursive_directory_iterator(inbox->path()))
-    EXPECT_FALSE(e.path().filename().string().starts_with("tmp.")) << e.path();
+  expect_kept();
+  EXPECT_GT(inbox->Snapshot().info.highest_modseq, modseq);  // the folder changed: an incremental pass looks
+
+  // The files a refused commit had already named are removed: UID 6 free, 7 listed (a record
+  // appended with an explicit UID), UIDNEXT set back to 6.
+  {
+    MessageMeta meta;
+    meta.uid = 7;
+    Deliver(*inbox, "Subject: seven\r\n\r\nbody\r\n", meta);
+  }
+  before.resize(5);
+  set_uidnext(6);
+  EXPECT_EQ(CodeOf(commit_three), Errc::kTempFail);
+  EXPECT_FALSE(std::filesystem::exists(inbox->MessagePath(6))) << "placed by the refused commit, not removed";
+  EXPECT_EQ(ReadFile(inbox->MessagePath(7)), "Subject: seven\r\n\r\nbody\r\n");
+
+  // A filesystem without renameat2's flags (EINVAL): the name is looked up instead.
+  set_uidnext(3);
+  for (uint64_t k = 0;; ++k) {
+    ASSERT_LT(k, 40u) << "the commit made no rename";
+    auto w = inbox->NewMessage();
+    w->Write("Subject: einval\r\n\r\nbody\r\n");
+    std::vector<StagedMessage> batch{w->Finish({})};
+    fault::Arm(k, fault::Kind::kEinval);
+    std::string what;
+    try {
+      inbox->Commit(batch);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    const std::vector<fault::Op> ops = fault::Stop();
+    if (k >= ops.size() || ops[k] != fault::Op::kRename) continue;
+    EXPECT_NE(what.find("lists UID 3 but its UIDNEXT was 3"), std::string::npos) << what;
+    break;
+  }
+  EXPECT_EQ(ReadFile(inbox->MessagePath(3)), before[2]);
+  EXPECT_EQ(Deliver(*inbox, "Subject: new\r\n\r\nbody\r\n"), 8u);
+  EXPECT_EQ(ReadFile(inbox->MessagePath(8)), "Subject: new\r\n\r\nbody\r\n");
 }
 
 // The file to link can go away between the caller's proof and the link (a repository entry that
