@@ -104,12 +104,15 @@ void Store::Db::OnDbNote(const DB_ENV*, const char* message) {
     registry_notes.created = true;
   } else if (note.starts_with("BDB1533 ")) {  // "PID: recovery completed, unlocking"
     registry_notes.recovered = true;
-  } else if (note.starts_with("BDB1530 ") && note.ends_with(": FAILED")) {  // "SLOT: PID: FAILED"
-    std::string_view pid = note.substr(0, note.size() - std::string_view(": FAILED").size());
-    pid = pid.substr(pid.rfind(' ') + 1);
-    if (!registry_notes.dead.empty()) registry_notes.dead += ", ";
-    registry_notes.dead += pid;
+  } else if (note.starts_with("BDB1530 ") && note.ends_with(": FAILED") && registry_notes.dead.empty()) {
+    std::string_view pid = note.substr(0, note.size() - std::string_view(": FAILED").size());  // "SLOT: PID: FAILED"
+    registry_notes.dead = pid.substr(pid.rfind(' ') + 1);
   }
+}
+
+void Store::Db::BeginRegistryNotes(const std::string& dead) {
+  registry_notes = {};
+  registry_notes.dead = dead;
 }
 
 void Store::Db::SayIfThisOpenRecovered(const std::string& dir) {
@@ -118,7 +121,7 @@ void Store::Db::SayIfThisOpenRecovered(const std::string& dir) {
   const std::string line =
       "storemove: warning: mboxlist " + dir + ": " +
       (notes.dead.empty() ? std::string("a process died while it registered with the database environment")
-                          : "process " + notes.dead +
+                          : (notes.dead.find(',') == std::string::npos ? "process " : "processes ") + notes.dead +
                                 " died attached to the database environment and no failure check could clean up after it") +
       ": recovered the environment; processes attached to it until now fail with \"another process died\" and are "
       "to be run again\n";
@@ -327,10 +330,10 @@ void Store::Db::Open(bool create, bool frees_space) {
   }
   // Kept open with the environment; read by the failure check (is_alive) and the guard.
   watch_->registry_path = dir + "/__db.register";
-  RegistryFd();
+  const std::string dead_before = DeadRegisteredPids(RegistryFd());
   // A process that died attached is cleaned up by a failure check rather than by recovery, which
   // would end every process attached (docs/store-format.md §3). When it cannot, this open recovers.
-  CleanUpAfterDeadProcesses(dir, flags);
+  CleanUpAfterDeadProcesses(dir, flags, dead_before);
   // DB_REGISTER needs DB_CREATE to create its region files; the databases themselves are only
   // created when `create` (below). The thread table goes into regions this open makes.
   CreateEnvironment(/*track_threads=*/true);
@@ -339,7 +342,7 @@ void Store::Db::Open(bool create, bool frees_space) {
   StartGuard();
   const auto open_environment = [&] {
     InFlight call(*this, "the open of");
-    registry_notes = {};
+    BeginRegistryNotes(dead_before);
     const int ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
     SayIfThisOpenRecovered(dir);
     return ret;

@@ -148,10 +148,11 @@ class Store::Db {
   void Open(bool create, bool frees_space);
   // db_env_create and the settings every process uses; failchk's callbacks when `track_threads`.
   void CreateEnvironment(bool track_threads);
-  // When the registry names a process that died attached: libdb's failure check (DB_FAILCHK) in
+  // When the registry names processes that died attached (`dead`, DeadRegisteredPids): libdb's
+  // failure check (DB_FAILCHK) in
   // a child process, ended after kFailureCheckSeconds. True when it cleaned up, so that this
   // process's open needs no recovery (mboxlist_liveness.cc, docs/store-format.md §3).
-  bool CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flags);
+  bool CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flags, const std::string& dead);
   // Nothing waits for ever inside libdb (store/mboxlist_watch.cc, docs/store-format.md §3).
   // libdb enforces a lock timeout only when its deadlock detector runs, which it does when a
   // request blocks: a waiter behind a holder that never lets go (a stopped process, or one killed
@@ -243,6 +244,9 @@ class Store::Db {
   // One warning line when this thread's last environment open ran recovery (not the one that
   // created the environment): every process attached until then fails its next call.
   static void SayIfThisOpenRecovered(const std::string& dir);
+  // Before an environment open: the processes the registry names as dead ("123, 456"), which the
+  // line names if the open recovers (libdb's own note names only the first it finds).
+  static void BeginRegistryNotes(const std::string& dead);
   std::string dir_;
   std::string private_copy_;  // a read-only store's environment is opened from a copy here
   DB_ENV* env_ = nullptr;

@@ -92,29 +92,33 @@ pid_t asked_pid = 0;
 db_threadid_t asked_tid = 0;
 std::chrono::steady_clock::time_point asked_since{};
 
+// In the failure check's child: libdb asks about a dead owner again and again while it waits
+// for a mutex that owner holds, and never gets it. The check itself asks about each thread,
+// locker and mutex in turn (live and dead), in milliseconds: a second of questions about one dead
+// thread and nothing else is such a wait. (Timed from the first "dead" answer instead, a check
+// slowed down by a busy machine was cut short, and the open recovered the environment under
+// every process attached.)
+void NoteAsked(pid_t pid, db_threadid_t tid, bool alive) {
+  const auto now = std::chrono::steady_clock::now();
+  if (alive || pid != asked_pid || tid != asked_tid || asked_since == std::chrono::steady_clock::time_point{}) {
+    asked_pid = alive ? 0 : pid;
+    asked_tid = alive ? 0 : tid;
+    asked_since = alive ? std::chrono::steady_clock::time_point{} : now;
+  } else if (now - asked_since > std::chrono::seconds(1)) {
+    ::_exit(3);
+  }
+}
+
 int IsAlive(DB_ENV* env, pid_t pid, db_threadid_t tid, u_int32_t flags) {
+  bool alive;
   if (pid != ThisProcess()) {
     auto* db = static_cast<Store::Db*>(env->app_private);
-    if (db == nullptr || HoldsItsRegistrySlot(db->RegistryFd(), pid)) return 1;
-    if (in_failure_check) {
-      // libdb asks about the owner again and again while it waits for a mutex whose owner is
-      // dead: it never gets it. The check itself asks about each thread, locker and mutex in
-      // turn, in milliseconds: a second of asking about one dead thread alone is such a wait.
-      // (Timed from the first answer instead, a check slowed down by a busy machine was cut
-      // short, and the open recovered the environment under every process attached.)
-      const auto now = std::chrono::steady_clock::now();
-      if (pid != asked_pid || tid != asked_tid || asked_since == std::chrono::steady_clock::time_point{}) {
-        asked_pid = pid;
-        asked_tid = tid;
-        asked_since = now;
-      } else if (now - asked_since > std::chrono::seconds(1)) {
-        ::_exit(3);
-      }
-    }
-    return 0;
+    alive = db == nullptr || HoldsItsRegistrySlot(db->RegistryFd(), pid);
+  } else {
+    alive = (flags & DB_MUTEX_PROCESS_ONLY) || ::syscall(SYS_tgkill, pid, pid_t(tid), 0) == 0 || errno != ESRCH;
   }
-  if (flags & DB_MUTEX_PROCESS_ONLY) return 1;
-  return ::syscall(SYS_tgkill, pid, pid_t(tid), 0) == 0 || errno != ESRCH ? 1 : 0;
+  if (in_failure_check) NoteAsked(pid, tid, alive);
+  return alive ? 1 : 0;
 }
 
 }  // namespace
@@ -124,6 +128,17 @@ bool ADeadProcessIsRegistered(int registry_fd) {
   const pid_t self = ::getpid();
   bool dead = false;
   ForEachRegistered(registry_fd, [&](pid_t pid, bool locked) { return dead = pid != self && !locked; });
+  return dead;
+}
+
+std::string DeadRegisteredPids(int registry_fd) {
+  std::string dead;
+  if (registry_fd < 0) return dead;
+  const pid_t self = ::getpid();
+  ForEachRegistered(registry_fd, [&](pid_t pid, bool locked) {
+    if (pid != self && !locked) dead += (dead.empty() ? "" : ", ") + std::to_string(pid);
+    return false;
+  });
   return dead;
 }
 
@@ -192,9 +207,8 @@ bool EndsWithin(pid_t child, std::chrono::milliseconds limit) {
 
 }  // namespace
 
-bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flags) {
-  const int registry = RegistryFd();
-  if (registry < 0 || !ADeadProcessIsRegistered(registry)) return true;
+bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flags, const std::string& dead) {
+  if (RegistryFd() < 0 || dead.empty()) return true;
   // The check attaches to the regions before it looks at anything, and so waits for ever on a
   // region mutex the dead process held (libdb 5.3 as Debian builds it has no failchk broadcast):
   // then every later open would wait behind it for the registry's lock. A child of its own can be
@@ -214,6 +228,7 @@ bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flag
     int rc = 1;
     try {
       CreateEnvironment(/*track_threads=*/true);
+      BeginRegistryNotes(dead);
       rc = env_->open(env_, dir.c_str(), flags | DB_FAILCHK | DB_CREATE, 0600) == 0 ? 0 : 1;
       SayIfThisOpenRecovered(dir);  // failchk failed inside libdb's registry, which then recovered
       env_->close(env_, 0);  // leaves the registry: a child that died attached would be one more

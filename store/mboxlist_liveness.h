@@ -20,6 +20,9 @@ bool ADeadProcessIsRegistered(int registry_fd);
 // Whether `pid` holds its slot in the registry: attached to the environment and alive. True when
 // the registry cannot say.
 bool HoldsItsRegistrySlot(int registry_fd, pid_t pid);
+// The processes other than this one that __db.register names and that hold no slot lock (died
+// attached), as "123, 456"; empty when none.
+std::string DeadRegisteredPids(int registry_fd);
 
 // Whether the task whose /proc directory is `task` ("/proc/self/task/TID", "/proc/PID") sleeps
 // in a futex, where libdb waits for a mutex or a lock: not in the disk (state D) nor anywhere
