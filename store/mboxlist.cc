@@ -487,6 +487,9 @@ void Store::Db::Close(bool checkpoint) {
     *h = nullptr;
   }
   if (env_) {
+    // Not mid-scan of another open (HoldOffRegistryScans), which would take this process for
+    // dead and recover the environment; the lock goes with libdb's descriptor, at its close.
+    UniqueFd scans_held_off = HoldOffRegistryScans(watch_->registry_path);
     InFlight call(*this);
     env_->close(env_, 0);
     env_ = nullptr;

@@ -142,6 +142,25 @@ std::string DeadRegisteredPids(int registry_fd) {
   return dead;
 }
 
+UniqueFd HoldOffRegistryScans(const std::string& registry_path) {
+  if (registry_path.empty()) return UniqueFd();
+  UniqueFd fd(::open(registry_path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd.valid()) return fd;  // no right to write it: closed as before
+  struct flock scan {};
+  scan.l_type = F_WRLCK;
+  scan.l_whence = SEEK_SET;
+  scan.l_start = 1;  // libdb's REGISTRY_EXCL_LOCK
+  scan.l_len = 1;
+  // An opener holds it for its scan (milliseconds) or its recovery; one stopped mid-scan holds it
+  // for ever, so the wait is bounded, after which the close goes ahead as before.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(Store::Db::kLockTimeoutSeconds);
+  while (::fcntl(fd.get(), F_SETLK, &scan) != 0) {
+    if ((errno != EACCES && errno != EAGAIN && errno != EINTR) || std::chrono::steady_clock::now() >= give_up) break;
+    ::usleep(2000);
+  }
+  return fd;
+}
+
 bool HoldsItsRegistrySlot(int registry_fd, pid_t pid) {
   if (registry_fd < 0) return true;
   bool holds = false;
@@ -231,6 +250,7 @@ bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flag
       BeginRegistryNotes(dead);
       rc = env_->open(env_, dir.c_str(), flags | DB_FAILCHK | DB_CREATE, 0600) == 0 ? 0 : 1;
       SayIfThisOpenRecovered(dir);  // failchk failed inside libdb's registry, which then recovered
+      UniqueFd scans_held_off = HoldOffRegistryScans(dir + "/__db.register");  // as Close does
       env_->close(env_, 0);  // leaves the registry: a child that died attached would be one more
     } catch (...) {
     }

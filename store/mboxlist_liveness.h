@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "util/fs.h"
+
 namespace storemove::store {
 
 // The kernel's id of the calling thread, asked once per thread (a fork's child asks again).
@@ -20,6 +22,14 @@ bool ADeadProcessIsRegistered(int registry_fd);
 // Whether `pid` holds its slot in the registry: attached to the environment and alive. True when
 // the registry cannot say.
 bool HoldsItsRegistrySlot(int registry_fd, pid_t pid);
+// libdb's registry scan (an open with DB_REGISTER) reads a slot, then tries the slot's lock: a
+// process whose close empties its slot and drops the lock in between is taken for dead, and the
+// scanner recovers the environment under every live process (helper-108: DB_RUNRECOVERY in a
+// restore, nobody killed). A scanner holds the registry's byte 1 for its whole scan; so does a
+// close that first takes it here (waiting up to kLockTimeoutSeconds for a scan or a recovery),
+// and libdb's own close of its descriptor then releases it with the slot. The descriptor
+// returned must stay open until that close (closing it drops this process's slot lock too).
+UniqueFd HoldOffRegistryScans(const std::string& registry_path);
 // The processes other than this one that __db.register names and that hold no slot lock (died
 // attached), as "123, 456"; empty when none.
 std::string DeadRegisteredPids(int registry_fd);

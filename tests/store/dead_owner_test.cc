@@ -3,6 +3,8 @@
 // die exactly there and check that the process attached before ends with one line and exit 75,
 // and that the next open recovers the store.
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -12,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +22,7 @@
 #include <functional>
 #include <future>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "store/mboxlist.h"
@@ -34,6 +38,36 @@ namespace {
 std::atomic<const char*> die_holding_a_mutex_of{nullptr};
 std::atomic<bool> stop_instead{false};
 }  // namespace
+
+// The same for fcntl, which libdb's registry scan calls through its PLT: armed with two pipe
+// ends, the first F_SETLK of a registry slot (the scan's "is its owner dead?" probe) says so on
+// one and waits for a byte on the other, the instant at which an owner's close races it.
+namespace {
+std::atomic<int> slot_probe_said{-1};
+std::atomic<int> slot_probe_waits_on{-1};
+}  // namespace
+
+extern "C" int fcntl(int fd, int cmd, ...) {
+  va_list args;
+  va_start(args, cmd);
+  void* arg = va_arg(args, void*);
+  va_end(args);
+  using Fcntl = int (*)(int, int, ...);
+  static const auto real = reinterpret_cast<Fcntl>(::dlsym(RTLD_NEXT, "fcntl"));
+  if (cmd == F_SETLK && slot_probe_said.load() >= 0) {
+    const auto* lock = static_cast<const struct flock*>(arg);
+    char target[256] = {};
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    const bool registry = ::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
+                          std::string_view(target).ends_with("/__db.register");
+    if (registry && lock->l_type == F_WRLCK && lock->l_start != 1) {
+      const int said = slot_probe_said.exchange(-1);
+      char c;
+      if (::write(said, "p", 1) != 1 || ::read(slot_probe_waits_on.load(), &c, 1) != 1) ::_exit(5);
+    }
+  }
+  return real(fd, cmd, arg);
+}
 
 extern "C" int __db_pthread_mutex_lock(void* env, uint32_t mutex, uint32_t timeout) {
   using Lock = int (*)(void*, uint32_t, uint32_t);
@@ -303,6 +337,61 @@ TEST_F(DeadMutexOwner, ADeathHoldingTheRegionMutexIsRecoveredAfterTheBoundedChec
   }
   EXPECT_EQ(HowItEnded(opener), "exit 0");  // was "signal 14 (still waiting: hung)"
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(Store::Db::kFailureCheckSeconds + 5));
+}
+
+// A process that closed the store while another's open scanned the registry was taken for dead:
+// the scan read its slot, the close emptied it and dropped its lock, the scan's probe then got
+// the lock, and the opener recovered the environment under every live process (helper-108:
+// DB_RUNRECOVERY in a restore with nobody killed; Migrate.ZeroLossUnderLiveDelivery's failure in
+// CI). A close now waits for the scan (the registry's byte 1), so the probe finds it alive.
+TEST(RegistryScan, AProcessClosingWhileAnotherOpensIsNotTakenForDead) {
+  TempDir tmp;
+  Store::Init(tmp.path(), {})->CreateUser("joe");
+  int opened[2], close_now[2], closed[2], ready[2], go[2], probing[2], probe_go[2], err_pipe[2];
+  for (int* p : {opened, close_now, closed, ready, go, probing, probe_go, err_pipe}) ASSERT_EQ(::pipe(p), 0);
+  const pid_t closer = ::fork();  // registered first: the slot the scan probes first
+  if (closer == 0) {
+    ::alarm(60);
+    auto store = Store::Open(tmp.path());
+    char c;
+    if (::write(opened[1], "o", 1) != 1 || ::read(close_now[0], &c, 1) != 1) ::_exit(1);
+    store.reset();
+    ::_exit(::write(closed[1], "d", 1) == 1 ? 0 : 1);
+  }
+  char c;
+  ASSERT_EQ(::read(opened[0], &c, 1), 1);
+  const pid_t bystander = AttachedLookUp(tmp.path(), ready[1], go[0], 60, 0);
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  const pid_t opener = ::fork();
+  if (opener == 0) {
+    ::alarm(60);
+    ::dup2(err_pipe[1], STDERR_FILENO);
+    slot_probe_waits_on = probe_go[0];
+    slot_probe_said = probing[1];
+    try {
+      ::_exit(Store::Open(tmp.path())->FindUser("joe") ? 0 : 1);
+    } catch (...) {
+      ::_exit(2);
+    }
+  }
+  ::close(err_pipe[1]);
+  ASSERT_EQ(::read(probing[0], &c, 1), 1);  // the scan has read the closer's slot
+  ASSERT_EQ(::write(close_now[1], "c", 1), 1);
+  // The closer's close waits for the scan; before, it was done in milliseconds.
+  struct pollfd done {closed[0], POLLIN, 0};
+  EXPECT_EQ(::poll(&done, 1, 2000), 0) << "the close did not wait for the registry scan";
+  ASSERT_EQ(::write(probe_go[1], "g", 1), 1);
+  EXPECT_EQ(HowItEnded(opener), "exit 0");
+  EXPECT_EQ(HowItEnded(closer), "exit 0");
+  ASSERT_EQ(::write(go[1], "x", 1), 1);
+  EXPECT_EQ(HowItEnded(bystander), "exit 0") << "the environment was recovered under it (DB_RUNRECOVERY: exit 3)";
+  std::string said;
+  char buf[512];
+  for (ssize_t n; (n = ::read(err_pipe[0], buf, sizeof buf)) > 0;) said.append(buf, size_t(n));
+  EXPECT_EQ(said.find("recovered the environment"), std::string::npos) << said;
+  for (int* p : {opened, close_now, closed, ready, go, probing, probe_go})
+    for (int i : {0, 1}) ::close(p[i]);
+  ::close(err_pipe[0]);
 }
 
 // Regions made without a thread table (by a storemove before failchk, still running or closed
