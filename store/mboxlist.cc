@@ -121,8 +121,11 @@ void Store::Db::SayIfThisOpenRecovered(const std::string& dir) {
   const std::string line =
       "storemove: warning: mboxlist " + dir + ": " +
       (notes.dead.empty() ? std::string("a process died while it registered with the database environment")
-                          : (notes.dead.find(',') == std::string::npos ? "process " : "processes ") + notes.dead +
-                                " died attached to the database environment and no failure check could clean up after it") +
+                          : notes.dead.find(',') == std::string::npos
+                              ? "process " + notes.dead +
+                                    " died attached to the database environment and no failure check could clean up after it"
+                              : "processes " + notes.dead +
+                                    " died attached to the database environment and no failure check could clean up after them") +
       ": recovered the environment; processes attached to it until now fail with \"another process died\" and are "
       "to be run again\n";
   (void)!::write(STDERR_FILENO, line.data(), line.size());
@@ -333,7 +336,14 @@ void Store::Db::Open(bool create, bool frees_space) {
   const std::string dead_before = DeadRegisteredPids(RegistryFd());
   // A process that died attached is cleaned up by a failure check rather than by recovery, which
   // would end every process attached (docs/store-format.md §3). When it cannot, this open recovers.
-  CleanUpAfterDeadProcesses(dir, flags, dead_before);
+  // libdb's check empties one dead slot a run (the first it finds; helper-108: with two dead,
+  // the open recovered the environment under the live processes): a run per dead process, while
+  // each makes progress.
+  for (std::string dead = dead_before; !dead.empty() && CleanUpAfterDeadProcesses(dir, flags, dead);) {
+    std::string left = DeadRegisteredPids(RegistryFd());
+    if (left == dead) break;
+    dead = std::move(left);
+  }
   // DB_REGISTER needs DB_CREATE to create its region files; the databases themselves are only
   // created when `create` (below). The thread table goes into regions this open makes.
   CreateEnvironment(/*track_threads=*/true);

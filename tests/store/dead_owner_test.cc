@@ -271,6 +271,38 @@ TEST_F(DeadMutexOwner, AProcessKilledBetweenItsCallsStopsNobodyElse) {
   EXPECT_TRUE(Store::Open(tmp_.path())->FindUser("ann"));
 }
 
+// Two killed between their calls: libdb's check empties one dead slot a run, and the open then
+// recovered the environment for the second (helper-108: a restore attached failed with
+// DB_RUNRECOVERY; `list | head -c1` dying of SIGPIPE twice did it too). One run per dead process.
+TEST_F(DeadMutexOwner, TwoProcessesKilledBetweenTheirCallsStopNobodyElse) {
+  const pid_t waiter = Attach(0);
+  int parked[2];
+  ASSERT_EQ(::pipe(parked), 0);
+  pid_t attached[2];
+  for (pid_t& child : attached) {  // both attached at once, then both killed
+    child = ::fork();
+    if (child == 0) {
+      ::alarm(60);
+      auto store = Store::Open(tmp_.path());
+      if (!store->FindUser("joe") || ::write(parked[1], "p", 1) != 1) ::_exit(1);
+      for (;;) ::pause();
+    }
+    char c;
+    ASSERT_EQ(::read(parked[0], &c, 1), 1);
+  }
+  for (pid_t child : attached) {
+    ::kill(child, SIGKILL);
+    EXPECT_EQ(HowItEnded(child), "signal 9");
+  }
+  ::close(parked[0]);
+  ::close(parked[1]);
+  ::testing::internal::CaptureStderr();
+  Store::Open(tmp_.path()).reset();  // notices both
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  ASSERT_EQ(::write(go_[1], "x", 1), 1);
+  EXPECT_EQ(HowItEnded(waiter), "exit 0");  // was "exit 3": DB_RUNRECOVERY after the recovery
+}
+
 // The same for a process that has written (a restore, a deliver): killed -9 between its
 // transactions, it holds locks only on its database handles, which failchk gives back. (Killed
 // inside a transaction it still leads to recovery: libdb 5.3's failchk aborts that transaction
