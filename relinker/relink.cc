@@ -125,9 +125,11 @@ class PartitionPass {
       }
       GroupKey key{EffectiveDigest(meta.digest), meta.size};
       if (entries_.size() >= kRememberedEntries) entries_.clear();
+      if (made_entry_.size() >= kRememberedEntries) made_entry_.clear();
       LinkMessage(folder, meta.uid, path, key, meta.digest, entries_[key]);
     });
     entries_.clear();
+    made_entry_.clear();
     collided_.clear();
     pass("survey 3/3");
     Usage after = Survey();
@@ -305,8 +307,12 @@ class PartitionPass {
     if (!S_ISREG(st.st_mode))
       Throw(Errc::kCorrupt, "mailbox " + folder.Mailbox() + ": UID " + std::to_string(uid) + ": " + path +
                                 " is not a regular file (damaged store)");
-    // A file of another size than its record is left for `verify`; nothing is linked to it.
-    if (uint64_t(st.st_size) != key.size) return;
+    // A file of another size than its record is damage (nothing is linked to it): named, unless
+    // the path now names another folder's file (a rename since the snapshot).
+    if (uint64_t(st.st_size) != key.size) {
+      if (FolderOwnFile(folder, uid, st)) NoteDamaged(folder, uid, path);
+      return;
+    }
     const InodeId mine = IdOf(st);
     if (mine == entry_seen) return;
 
@@ -340,6 +346,9 @@ class PartitionPass {
       if (added) {
         ++stats_.entries_added;
         entry_seen = mine;
+        // Not hashed (that would cost every entry a read): should its bytes prove damaged when a
+        // later copy is compared with them, this message is the one to name.
+        made_entry_[key] = {folder.Mailbox() + " UID " + std::to_string(uid) + " (" + path + ")", mine};
         return;
       }
     }
@@ -351,16 +360,34 @@ class PartitionPass {
     LinkToCollided(path, st, key);
   }
 
+  // Whether `st` (the file at the message's path) is the folder's own file of `uid`: through the
+  // folder's directory descriptor, which follows the folder through renames, where the path may
+  // name another folder's file since the snapshot (helper-110: folders swapped mid-pass made
+  // healthy messages "damaged").
+  static bool FolderOwnFile(const store::Folder& folder, uint32_t uid, const struct stat& st) {
+    struct stat own;
+    return ::fstatat(folder.dir_fd(), store::MessageRelPath(uid).c_str(), &own, AT_SYMLINK_NOFOLLOW) == 0 &&
+           IdOf(own) == IdOf(st);
+  }
+
+  void NoteDamaged(const store::Folder& folder, uint32_t uid, const std::string& path) {
+    NoteDamaged(folder.Mailbox() + " UID " + std::to_string(uid) + " (" + path + ")");
+  }
+  void NoteDamaged(const std::string& name) {
+    ++stats_.damaged_messages;
+    if (stats_.damaged_named.size() < RelinkStats::kDamagedNamed) stats_.damaged_named.push_back(name);
+  }
+
   // A message whose bytes differ from its entry's is a collision only if they are its record's
   // digest: otherwise the file is damaged (a disk error, a hand edit), named and left for a
   // restore (helper-107: counted as a collision, exit 0). Hashed only here, on that rare path.
   bool IsDamaged(const store::Folder& folder, uint32_t uid, const std::string& path, const struct stat& st,
                  const Digest& recorded) {
     UniqueFd file = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
-    if (!file.valid() || !IsInode(file.get(), IdOf(st)) || DigestOfFile(file.get(), path) == recorded) return false;
-    ++stats_.damaged_messages;
-    if (stats_.damaged_named.size() < RelinkStats::kDamagedNamed)
-      stats_.damaged_named.push_back(folder.Mailbox() + " UID " + std::to_string(uid) + " (" + path + ")");
+    if (!file.valid() || !IsInode(file.get(), IdOf(st)) || !FolderOwnFile(folder, uid, st) ||
+        DigestOfFile(file.get(), path) == recorded)
+      return false;
+    NoteDamaged(folder, uid, path);
     return true;
   }
 
@@ -378,9 +405,15 @@ class PartitionPass {
     const bool counted = ::fstat(entry.get(), &es) == 0;
     if (!Guarded(path, [&] { repository_.Replace(key.digest, path); })) return true;
     ++stats_.damaged_entries;
-    // Its other names are messages holding the damaged bytes (none when a restore has since
-    // replaced the user's copy): they stay damaged, and the run says so.
-    if (counted && es.st_nlink > 1) stats_.damaged_messages += uint64_t(es.st_nlink) - 1;
+    // The message this run made the entry holds those bytes: named. Its other names (messages
+    // an earlier run linked, or a killed writer's temporaries) are counted apart: verify against
+    // the source names any message among them.
+    uint64_t others = counted && es.st_nlink > 1 ? uint64_t(es.st_nlink) - 1 : 0;
+    if (auto made = made_entry_.find(key); made != made_entry_.end() && counted && made->second.second == IdOf(es)) {
+      NoteDamaged(made->second.first);
+      if (others > 0) --others;
+    }
+    stats_.damaged_entry_links += others;
     return true;
   }
 
@@ -531,6 +564,8 @@ class PartitionPass {
   Repository repository_;
   uint64_t link_limit_;
   std::unordered_map<GroupKey, InodeId, GroupKeyHash> entries_;  // at most kRememberedEntries
+  // The message (its name for a line, its inode) each entry this pass added was made of.
+  std::unordered_map<GroupKey, std::pair<std::string, InodeId>, GroupKeyHash> made_entry_;
   // Only for (digest, size) keys whose messages differ from the entry: a few paths each.
   std::unordered_map<GroupKey, std::vector<std::string>, GroupKeyHash> collided_;
 };
@@ -585,7 +620,9 @@ std::string FormatRelinkTable(const RelinkStats& s) {
          ", expunged meanwhile " + std::to_string(s.vanished) + ", purged " + std::to_string(s.purged) +
          ", stale temporary files removed " + std::to_string(s.stale_removed) +
          (s.damaged_entries ? ", damaged repository entries replaced " + std::to_string(s.damaged_entries) : "") +
-         (s.damaged_messages ? ", damaged messages " + std::to_string(s.damaged_messages) : "") + "\n";
+         (s.damaged_messages ? ", damaged messages " + std::to_string(s.damaged_messages) : "") +
+         (s.damaged_entry_links ? ", other links of damaged entries " + std::to_string(s.damaged_entry_links) : "") +
+         "\n";
   return out;
 }
 

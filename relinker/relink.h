@@ -64,11 +64,14 @@ struct RelinkStats {
   uint64_t purged = 0;            // repository entries removed (-d)
   uint64_t stale_removed = 0;     // temporary files of killed writers removed
   uint64_t damaged_entries = 0;   // entries whose bytes were not their digest's, replaced by a good copy
-  // Message files whose bytes are not their record's digest (damage): never linked to, nor made
-  // an entry. Counted too: the other links of a damaged entry (messages of its damaged bytes).
+  // Message files whose bytes are not their record's digest, or of another size (damage): never
+  // linked to (one this pass had made an entry, unhashed, is named when a good copy replaces it).
   uint64_t damaged_messages = 0;
   std::vector<std::string> damaged_named;  // "user/joe/INBOX UID 3 (PATH)", the first kDamagedNamed
   static constexpr size_t kDamagedNamed = 20;
+  // Other names of damaged entries replaced: messages an earlier pass linked to those bytes, or
+  // a killed writer's temporaries (verify against the source names any message among them).
+  uint64_t damaged_entry_links = 0;
 };
 
 // Runs the pass over one partition or all of them. Safe while deliveries, expunges and

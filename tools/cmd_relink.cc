@@ -59,23 +59,31 @@ int RunRelink(RelinkCommandOptions& options) {
                           {"damaged_entries_replaced", stats.damaged_entries},
                           {"damaged_messages", stats.damaged_messages},
                           {"damaged_named", stats.damaged_named},
+                          {"damaged_entry_links", stats.damaged_entry_links},
                           {"storemove_version", Version()}};
     std::printf("%s\n", out.dump(2).c_str());
   } else {
     std::fputs(relinker::FormatRelinkTable(stats).c_str(), stdout);
   }
   // Damage is no error of the pass (it linked what it could), but the store is not whole: said,
-  // and not exit 0 (helper-107: a damaged copy was counted as a collision, exit 0).
+  // and not exit 0 (helper-107: a damaged copy was counted as a collision, exit 0). Through
+  // CheckStdout like any result: the table must have reached stdout too.
+  if (stats.damaged_entry_links > 0)
+    std::fprintf(stderr,
+                 "storemove: relink: note: the damaged repository entries replaced had %llu other links (messages "
+                 "an earlier pass linked to the damaged bytes, or temporaries of a killed writer): verify against "
+                 "the source names any message among them\n",
+                 static_cast<unsigned long long>(stats.damaged_entry_links));
   if (stats.damaged_messages == 0) return 0;
   for (const std::string& name : stats.damaged_named)
-    std::fprintf(stderr, "storemove: relink: damaged: %s: its bytes are not its record's digest\n", name.c_str());
-  Throw(Errc::kCorrupt, "relink: damaged message files: " + std::to_string(stats.damaged_messages) +
-                            " (their bytes are not their record's digest" +
-                            (stats.damaged_named.size() < stats.damaged_messages
-                                 ? std::string("; those not named share the damaged bytes of a repository entry it replaced")
-                                 : std::string()) +
-                            "); nothing was linked to them: restore them from a backup (verify against the source names "
-                            "every one)");
+    std::fprintf(stderr, "storemove: relink: damaged: %s: its bytes are not what its record says\n", name.c_str());
+  const uint64_t unnamed = stats.damaged_messages - stats.damaged_named.size();
+  std::fprintf(stderr,
+               "storemove: relink: damaged message files: %llu%s; nothing was linked to them: restore them from a "
+               "backup (verify against the source names every one)\n",
+               static_cast<unsigned long long>(stats.damaged_messages),
+               unnamed ? (" (the first " + std::to_string(stats.damaged_named.size()) + " named above)").c_str() : "");
+  return ExitStatus(Errc::kCorrupt);
 }
 
 }  // namespace
@@ -109,9 +117,9 @@ void AddRelinkCommand(CLI::App& root, Action* chosen) {
   // Tests only: a small link limit exercises what ext4's 65,000 (EMLINK) triggers.
   command->add_option("--max-links", options->relink.max_links)->group("");
   command->footer(
-      "Exit status: 0 done; 65 a message file whose bytes are not its record's digest (damaged: each named on "
-      "stderr, nothing linked to it; the table still says what the pass did), or a damaged store.idx; 66 no such "
-      "partition.");
+      "Exit status: 0 done; 65 a message file whose bytes or size are not its record's (damaged: the first 20 "
+      "named on stderr, nothing linked to them; the table still says what the pass did), or a damaged store.idx; 66 "
+      "no such partition.");
   command->callback([options, chosen] { *chosen = [options] { return RunRelink(*options); }; });
 }
 

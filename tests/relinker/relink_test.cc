@@ -451,12 +451,11 @@ TEST(Relink, AMessageWhoseBytesAreNotItsDigestIsNamedAndLeftAlone) {
     EXPECT_EQ(stats.collisions, 0u);
     EXPECT_EQ(stats.damaged_messages, 1u);
     EXPECT_NE(FormatRelinkTable(stats).find("damaged messages 1"), std::string::npos);
-    if (damaged_user == std::string("b")) {
-      ASSERT_EQ(stats.damaged_named.size(), 1u);
-      EXPECT_EQ(stats.damaged_named[0], "user/b/INBOX UID 1 (" + damaged + ")");
-    } else {
-      EXPECT_EQ(stats.damaged_entries, 1u);  // the damaged copy had become the entry; named by verify
-    }
+    ASSERT_EQ(stats.damaged_named.size(), 1u);
+    EXPECT_EQ(stats.damaged_named[0], "user/" + std::string(damaged_user) + "/INBOX UID 1 (" + damaged + ")");
+    // Walked first, the damaged copy became the entry (unhashed), which the good one replaced.
+    EXPECT_EQ(stats.damaged_entries, damaged_user == std::string("a") ? 1u : 0u);
+    EXPECT_EQ(stats.damaged_entry_links, 0u);
     struct stat d, g;
     ASSERT_EQ(::stat(damaged.c_str(), &d), 0);
     ASSERT_EQ(::stat(good.c_str(), &g), 0);
@@ -465,6 +464,23 @@ TEST(Relink, AMessageWhoseBytesAreNotItsDigestIsNamedAndLeftAlone) {
     EXPECT_EQ(ReadFile(good), x);
     EXPECT_EQ(ReadFile(Repository(s->PartitionPath("primary")).EntryPath(DigestOf(x))), x);
   }
+}
+
+// A file of another size than its record (truncated) is damage too: named, not linked.
+TEST(Relink, AMessageFileOfAnotherSizeIsNamedAsDamaged) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('x', 3000);
+  for (const char* user : {"a", "b"}) {
+    s->CreateUser(user);
+    Deliver(*s, user, "INBOX", x);
+  }
+  const std::string cut = s->OpenFolder("b", "INBOX")->MessagePath(1);
+  ASSERT_EQ(::truncate(cut.c_str(), 1000), 0);
+  const RelinkStats stats = Relink(*s, {});
+  EXPECT_EQ(stats.damaged_messages, 1u);
+  EXPECT_EQ(stats.damaged_named, std::vector<std::string>{"user/b/INBOX UID 1 (" + cut + ")"});
+  EXPECT_EQ(stats.collisions, 0u);
 }
 
 TEST(Relink, TruncatedDigestsOnAGeneratedStoreLinkOnlyEqualBytes) {

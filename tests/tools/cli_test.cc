@@ -389,7 +389,7 @@ TEST_F(Cli, RelinkNamesADamagedMessageAndDoesNotEndOk) {
   EXPECT_NE(r.out.find("digest collisions 0"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("damaged messages 1"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("storemove: relink: damaged: user/bob/INBOX UID 1 (" + bobs +
-                       "): its bytes are not its record's digest\n"),
+                       "): its bytes are not what its record says\n"),
             std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("restore them from a backup"), std::string::npos) << r.err;
