@@ -249,9 +249,14 @@ int PlaceMessageFile(int dirfd, const std::string& path, const std::string& mail
   // No renameat2 flags (EINVAL: a filesystem such as NFS; ENOSYS, EPERM: a kernel or seccomp
   // filter): the name is looked up instead; every final name is made under the folder's lock.
   const bool unsupported = err == EINVAL || err == ENOSYS || err == EPERM;
-  struct stat st;
-  if (err != EEXIST && !(unsupported && ::fstatat(dirfd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0))
-    return unsupported ? RenameReplacing(dirfd, temp, dirfd, rel) : err;
+  if (unsupported) {
+    struct stat st;
+    const int looked = ::fstatat(dirfd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+    if (looked == ENOENT) return RenameReplacing(dirfd, temp, dirfd, rel);
+    if (looked != 0) return looked;  // not known to be absent: nothing replaced
+  } else if (err != EEXIST) {
+    return err;
+  }
   const std::string shown = path + "/store.idx";
   if (!listed.uids) {
     listed.uids.emplace();

@@ -352,7 +352,8 @@ void Store::Db::Open(bool create, bool frees_space) {
   StartGuard();
   const auto open_environment = [&] {
     InFlight call(*this, "the open of");
-    BeginRegistryNotes(dead_before);
+    // Those the failure check left (helper-111: the line named processes it had cleaned up).
+    BeginRegistryNotes(dead_before.empty() ? dead_before : DeadRegisteredPids(RegistryFd()));
     const int ret = env_->open(env_, dir.c_str(), flags | DB_CREATE, 0600);
     SayIfThisOpenRecovered(dir);
     return ret;
@@ -499,7 +500,8 @@ void Store::Db::Close(bool checkpoint) {
   if (env_) {
     // Not mid-scan of another open (HoldOffRegistryScans), which would take this process for
     // dead and recover the environment; the lock goes with libdb's descriptor, at its close.
-    UniqueFd scans_held_off = HoldOffRegistryScans(watch_->registry_path);
+    UniqueFd scans_held_off = HoldOffRegistryScans(
+        watch_->registry_path, std::chrono::steady_clock::now() + std::chrono::seconds(kLockTimeoutSeconds));
     InFlight call(*this);
     env_->close(env_, 0);
     env_ = nullptr;

@@ -80,7 +80,13 @@ void ForEachRegistered(int registry_fd, Fn fn) {
     lock.l_whence = SEEK_SET;
     lock.l_start = pos;
     lock.l_len = 1;
-    const bool locked = ::fcntl(registry_fd, F_GETLK, &lock) != 0 || lock.l_type != F_UNLCK;
+    bool locked = ::fcntl(registry_fd, F_GETLK, &lock) != 0 || lock.l_type != F_UNLCK;
+    // Unlocked: its owner died, or closed between the read and the look (it empties the slot
+    // first), which a second read tells (helper-111).
+    if (!locked) {
+      char again[kSlot];
+      if (::pread(registry_fd, again, kSlot, pos) != ssize_t(kSlot) || std::memcmp(again, slot, kSlot) != 0) continue;
+    }
     if (fn(pid_t(pid), locked)) return;
   }
 }
@@ -142,7 +148,7 @@ std::string DeadRegisteredPids(int registry_fd) {
   return dead;
 }
 
-UniqueFd HoldOffRegistryScans(const std::string& registry_path) {
+UniqueFd HoldOffRegistryScans(const std::string& registry_path, std::chrono::steady_clock::time_point give_up) {
   if (registry_path.empty()) return UniqueFd();
   UniqueFd fd(::open(registry_path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
   if (!fd.valid()) return fd;  // no right to write it: closed as before
@@ -152,10 +158,24 @@ UniqueFd HoldOffRegistryScans(const std::string& registry_path) {
   scan.l_start = 1;  // libdb's REGISTRY_EXCL_LOCK
   scan.l_len = 1;
   // An opener holds it for its scan (milliseconds) or its recovery; one stopped mid-scan holds it
-  // for ever, so the wait is bounded, after which the close goes ahead as before.
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(Store::Db::kLockTimeoutSeconds);
+  // for ever, so the wait is bounded, after which the close goes ahead as before. A wait of over
+  // a second is said once (helper-111: a silent 10 s in every close).
+  const auto said_after = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  bool said = false;
   while (::fcntl(fd.get(), F_SETLK, &scan) != 0) {
-    if ((errno != EACCES && errno != EAGAIN && errno != EINTR) || std::chrono::steady_clock::now() >= give_up) break;
+    if (errno != EACCES && errno != EAGAIN && errno != EINTR) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= give_up) {
+      if (said) std::fprintf(stderr, "storemove: warning: %s: closing without waiting any longer\n", registry_path.c_str());
+      break;
+    }
+    if (!said && now >= said_after) {
+      said = true;
+      std::fprintf(stderr,
+                   "storemove: warning: %s: waiting to close the database environment until another process's open "
+                   "has read it (a recovery, or a process stopped in its open)\n",
+                   registry_path.c_str());
+    }
     ::usleep(2000);
   }
   return fd;
@@ -232,6 +252,10 @@ bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flag
   // region mutex the dead process held (libdb 5.3 as Debian builds it has no failchk broadcast):
   // then every later open would wait behind it for the registry's lock. A child of its own can be
   // ended; this process then opens as before, and that open recovers the environment.
+  // The child's close waits for scans only within the time its parent gives it (helper-111: a
+  // longer wait got it killed registered, one more dead process, and the parent recovered).
+  const auto close_by = std::chrono::steady_clock::now() + std::chrono::seconds(kFailureCheckSeconds) -
+                        std::chrono::milliseconds(500);
   const pid_t child = ::fork();
   if (child < 0) return false;
   if (child == 0) {
@@ -250,7 +274,7 @@ bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flag
       BeginRegistryNotes(dead);
       rc = env_->open(env_, dir.c_str(), flags | DB_FAILCHK | DB_CREATE, 0600) == 0 ? 0 : 1;
       SayIfThisOpenRecovered(dir);  // failchk failed inside libdb's registry, which then recovered
-      UniqueFd scans_held_off = HoldOffRegistryScans(dir + "/__db.register");  // as Close does
+      UniqueFd scans_held_off = HoldOffRegistryScans(dir + "/__db.register", close_by);  // as Close does
       env_->close(env_, 0);  // leaves the registry: a child that died attached would be one more
     } catch (...) {
     }

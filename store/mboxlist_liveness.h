@@ -5,6 +5,7 @@
 #include <db.h>
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 
 #include "util/fs.h"
@@ -26,10 +27,10 @@ bool HoldsItsRegistrySlot(int registry_fd, pid_t pid);
 // process whose close empties its slot and drops the lock in between is taken for dead, and the
 // scanner recovers the environment under every live process (helper-108: DB_RUNRECOVERY in a
 // restore, nobody killed). A scanner holds the registry's byte 1 for its whole scan; so does a
-// close that first takes it here (waiting up to kLockTimeoutSeconds for a scan or a recovery),
+// close that first takes it here (waiting until `give_up` for a scan or a recovery, said after a second),
 // and libdb's own close of its descriptor then releases it with the slot. The descriptor
 // returned must stay open until that close (closing it drops this process's slot lock too).
-UniqueFd HoldOffRegistryScans(const std::string& registry_path);
+UniqueFd HoldOffRegistryScans(const std::string& registry_path, std::chrono::steady_clock::time_point give_up);
 // The processes other than this one that __db.register names and that hold no slot lock (died
 // attached), as "123, 456"; empty when none.
 std::string DeadRegisteredPids(int registry_fd);

@@ -256,10 +256,13 @@ class Checker {
   // late mail), compared by its record where the destination has it: a migration leaves such a
   // user behind, and a migrated one lives here with mailboxes and subscriptions of its own
   // (helper-109, helper-110: both read as differences). Missing here, it is one only with
-  // --strict-status. True when its copy here is no live user: one to hold no mailbox.
+  // --strict-status. True when its copy here is to hold no mailbox of its own.
   bool CheckBareUser(const SourceUser& su) {
     const std::optional<store::UserInfo> du = dst_.FindUser(su.user);
-    if (!du && !options_.strict_status) return false;
+    // Only a user whose mail lives elsewhere (moved, or held by a migration) may be left behind
+    // or live here; an active one without mailboxes is an account like any other (helper-111).
+    const bool away = su.status.state != store::UserState::kActive;
+    if (!du && away && !options_.strict_status) return false;
     ++report_.users;
     report_.user_names.push_back(su.user);
     if (!du) {
@@ -271,7 +274,7 @@ class Checker {
     if (du->quota_limit != su.quota_limit)
       Diff("user " + su.user + ": quota limit is " + std::to_string(du->quota_limit) + ", source has " +
            std::to_string(su.quota_limit));
-    if (du->status.state == store::UserState::kActive) return false;
+    if (away && du->status.state == store::UserState::kActive) return false;
     if (AsSet(dst_.Subscriptions(su.user)) != AsSet(su.subscriptions)) Diff("user " + su.user + ": subscriptions differ");
     return true;
   }

@@ -473,6 +473,13 @@ TEST(Verify, AUserWithoutMailboxesIsComparedByItsRecord) {
   EXPECT_TRUE(p.Direct().empty()) << p.Direct().front();
   EXPECT_TRUE(Mentions(CompareStores(*p.dst, *p.src, strict).differences,
                        "user carol: status is active, source has moved:newhost"));
+
+  // An active user without mailboxes is an account like any other: missing is a difference.
+  p.src->CreateUser("dora", {}, /*with_inbox=*/false);
+  EXPECT_TRUE(Mentions(p.Direct(), "user dora is missing"));
+  p.dst->CreateUser("dora", {}, /*with_inbox=*/false);
+  p.dst->CreateFolder("dora", "Old");
+  EXPECT_TRUE(Mentions(p.Direct(), "mailbox user/dora/Old is at the destination only"));
 }
 
 // The destination's quota usage of a user compared whole must be what its mailboxes hold: set
