@@ -233,38 +233,21 @@ class Checker {
     return report_;
   }
 
-  // False when the user is missing (its folders are then reported missing too).
-  bool CheckUser(const SourceUser& su) {
-    ++report_.users;
-    report_.user_names.push_back(su.user);
-    if (su.status.state == store::UserState::kMoved) ++report_.switched_users;
-    std::optional<store::UserInfo> du = dst_.FindUser(su.user);
-    if (!du) {
-      Diff("user " + su.user + " is missing");
-      return false;
-    }
-    if (!StatusesAgree(du->status, su.status, options_.strict_status))
-      Diff("user " + su.user + ": status is " + du->status.ToString() + ", source has " + su.status.ToString());
-    if (du->quota_limit != su.quota_limit)
-      Diff("user " + su.user + ": quota limit is " + std::to_string(du->quota_limit) + ", source has " +
-           std::to_string(su.quota_limit));
-    if (AsSet(dst_.Subscriptions(su.user)) != AsSet(su.subscriptions)) Diff("user " + su.user + ": subscriptions differ");
-    return true;
-  }
-
-  // A user without mailboxes at the source (moved away, its mailboxes deleted; its record defers
-  // late mail), compared by its record where the destination has it: a migration leaves such a
-  // user behind, and a migrated one lives here with mailboxes and subscriptions of its own
-  // (helper-109, helper-110: both read as differences). Missing here, it is one only with
-  // --strict-status. True when its copy here is to hold no mailbox of its own.
-  bool CheckBareUser(const SourceUser& su) {
+  // A user of the source: whether to look for mailboxes only the destination has of it (false
+  // when it is missing; its folders are then reported missing too). A user without mailboxes
+  // (`bare`: moved away, its mailboxes deleted; its record defers late mail) is compared by its
+  // record where the destination has it: a migration leaves such a user behind, and a migrated
+  // one lives here with mailboxes and subscriptions of its own (helper-109, helper-110: both
+  // read as differences); missing here, it is one only with --strict-status. That holds for a
+  // user whose mail lives elsewhere (moved, or held by a migration); an active one without
+  // mailboxes is an account like any other (helper-111).
+  bool CheckUser(const SourceUser& su, bool bare = false) {
     const std::optional<store::UserInfo> du = dst_.FindUser(su.user);
-    // Only a user whose mail lives elsewhere (moved, or held by a migration) may be left behind
-    // or live here; an active one without mailboxes is an account like any other (helper-111).
-    const bool away = su.status.state != store::UserState::kActive;
+    const bool away = bare && su.status.state != store::UserState::kActive;
     if (!du && away && !options_.strict_status) return false;
     ++report_.users;
     report_.user_names.push_back(su.user);
+    if (!bare && su.status.state == store::UserState::kMoved) ++report_.switched_users;
     if (!du) {
       Diff("user " + su.user + " is missing");
       return false;
@@ -546,7 +529,7 @@ VerifyReport CompareStores(store::Store& destination, store::Store& source, cons
       // A user without mailboxes is its record, compared wherever a name would take its INBOX,
       // as backup takes it: its record changed at the destination went unnoticed (helper-107).
       if (all_folders == 0 && selection.WantsFolder(u, "INBOX") &&
-          checker.CheckBareUser({u.user, u.status, u.quota_limit, source.Subscriptions(u.user)}))
+          checker.CheckUser({u.user, u.status, u.quota_limit, source.Subscriptions(u.user)}, /*bare=*/true))
         for (const store::FolderInfo& f : destination.ListFolders(u.user, store::Store::FolderDetail::kRecordOnly))
           if (selection.WantsFolder(u, f.folder)) checker.DestinationOnly(f);
       continue;
