@@ -74,7 +74,10 @@ constexpr size_t kScanBatch = 512;
   std::string msg = "mboxlist " + dir_ + ": " + what + ": " + db_strerror(ret);
   if (!last_db_message.empty()) msg += " (" + last_db_message + ")";
   last_db_message.clear();
-  if (ret == DB_RUNRECOVERY) msg += " (another process died; reopen the store to recover)";
+  if (ret == DB_RUNRECOVERY) {
+    msg += " (another process died; reopen the store to recover)";
+    watch_->panicked = true;  // for a long-running process that must reopen (serve)
+  }
   // A panic means another process ran recovery after one died: nothing of this operation was
   // committed and a new process will succeed, so it is temporary (deliver exits 75 and the MTA
   // retries, instead of bouncing a message for another process's crash).

@@ -103,6 +103,9 @@ class Store::Db {
   // inside the environment; see BoundedCheckpoint).
   void Checkpoint();
   bool wedged() const { return wedged_; }  // any thread may ask
+  // Another process recovered the environment since this one opened it: a call failed with
+  // DB_RUNRECOVERY, or the guard saw its regions replaced. Every call fails from now on.
+  bool recovered_elsewhere() const { return watch_->panicked; }
   // Lock requests of any process that had to wait, since the environment was created (tests).
   uint64_t LockWaits();
 

@@ -1224,6 +1224,6 @@ std::vector<std::pair<std::string, std::string>> Store::PerUser(std::string_view
 }
 
 void Store::Checkpoint() { db_->Checkpoint(); }
-bool Store::EnvironmentStuck() const { return db_ && db_->wedged(); }
+bool Store::EnvironmentStuck() const { return db_ && (db_->wedged() || db_->recovered_elsewhere()); }
 
 }  // namespace storemove::store

@@ -522,8 +522,9 @@ class Store {
   // Checkpoints the environment so every .db file is complete on its own (db5.3_verify-able).
   void Checkpoint();
   // Whether the mboxlist environment is stuck: a checkpoint never finished because a process died
-  // inside the environment holding its mutex. Every later write through this Store would fail
-  // or wait; a new open (a new process) recovers the environment. Any thread may ask.
+  // inside the environment holding its mutex, or another process has recovered the environment
+  // since this one opened it (a call failed with DB_RUNRECOVERY). Every later call through this
+  // Store would fail or wait; a new open (a new process) works. Any thread may ask.
   bool EnvironmentStuck() const;
 
   class Db;  // the mboxlist environment (store/mboxlist.h)

@@ -361,8 +361,9 @@ class Server {
       if (store_.EnvironmentStuck()) {
         stuck = true;
         log_.Line(LogPriority::kError, "storemove serve: the mboxlist environment of " + store_.root() +
-                                           " is stuck on a process that died inside it; stopping, so that a restart "
-                                           "(which recovers it) serves again");
+                                           " is stuck on a process that died inside it, or another process recovered it "
+                                           "under this one; stopping, so that a restart (which opens it again) serves "
+                                           "again");
         break;
       }
       log_.ReopenIfRequested();  // at most 200 ms after SIGHUP (the poll below wakes that often), even when idle
@@ -1087,7 +1088,8 @@ void Serve(store::Store& store, const ServeOptions& options, const std::atomic<b
   // (the systemd unit's Restart=on-failure), than to refuse work until someone notices.
   if (!Server(store, options, log).Run(stop))
     Throw(Errc::kTempFail, "serve: the mboxlist environment of " + store.root() +
-                               " is stuck on a process that died inside it; start serve again (opening it recovers it)");
+                               " is stuck on a process that died inside it, or another process recovered it under "
+                               "this one; start serve again (opening it works again)");
 }
 
 void Serve(store::Store& store, const ServeOptions& options, const std::atomic<bool>* stop, std::ostream& log) {
