@@ -375,6 +375,42 @@ TEST(NetSession, StopCutsOffRunningSessions) {
 // again". Every later restore would fail the same way, so serve stops by itself, with kTempFail
 // (exit 75, which the systemd unit restarts on); the next open recovers the environment. The
 // seam stands in for the dead owner: killing a process at that instant cannot be timed.
+// Serve() of `store` on a thread, on a loopback port, with the key file `key`.
+struct InProcessServe {
+  InProcessServe(store::Store& store, const std::string& key) {
+    options.credentials.key_file = key;
+    options.listen = "127.0.0.1:0";
+    options.on_listening = [this](const Endpoint& e) { bound.set_value(e); };
+    served = std::async(std::launch::async, [this, &store] { Serve(store, options, &stop, log); });
+    endpoint = bound.get_future().get();
+  }
+  ~InProcessServe() {
+    stop = true;
+    if (served.valid()) served.wait();
+  }
+  ServeOptions options;
+  std::promise<Endpoint> bound;
+  std::atomic<bool> stop{false};
+  std::ostringstream log;
+  std::future<void> served;
+  Endpoint endpoint;
+};
+
+// Whether a Serve() nobody stops ends on its own, within the guard, with the error a supervisor
+// restarts on (75, "start serve again"); it is told to stop afterwards either way.
+bool EndsForARestart(InProcessServe& serve) {
+  const bool ended = serve.served.wait_for(std::chrono::seconds(kGuardSeconds)) == std::future_status::ready;
+  serve.stop = true;
+  try {
+    serve.served.get();
+    ADD_FAILURE() << "Serve() returned as if stopped";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
+    EXPECT_TRUE(Contains(e.what(), "start serve again")) << e.what();
+  }
+  return ended;
+}
+
 TEST(NetSession, AStuckDatabaseEnvironmentStopsTheServerForARestart) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 2, 5);
@@ -388,36 +424,19 @@ TEST(NetSession, AStuckDatabaseEnvironmentStopsTheServerForARestart) {
         return 0;
       },
       std::chrono::milliseconds(200));
-  ServeOptions so;
-  so.credentials.key_file = key;
-  so.listen = "127.0.0.1:0";
-  std::promise<Endpoint> bound;
-  so.on_listening = [&bound](const Endpoint& e) { bound.set_value(e); };
-  std::atomic<bool> stop{false};
-  std::ostringstream log;
-  auto served = std::async(std::launch::async, [&] { Serve(*b, so, &stop, log); });
-  const Endpoint endpoint = bound.get_future().get();
+  InProcessServe serve(*b, key);
   try {
-    SessionReport r = SendBackup(*a, {}, endpoint, Psk(key));
+    SessionReport r = SendBackup(*a, {}, serve.endpoint, Psk(key));
     ADD_FAILURE() << "a restore whose checkpoint never finished was reported done, errors " << r.errors;
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
     EXPECT_TRUE(Contains(e.what(), "run again")) << e.what();
   }
   // Nobody sets `stop`: the server ends on its own.
-  const bool ended = served.wait_for(std::chrono::seconds(kGuardSeconds)) == std::future_status::ready;
-  stop = true;
-  try {
-    served.get();
-    ADD_FAILURE() << "Serve() returned as if stopped";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
-    EXPECT_TRUE(Contains(e.what(), "start serve again")) << e.what();
-  }
-  EXPECT_TRUE(ended) << "the server went on after its environment got stuck";
-  EXPECT_TRUE(Contains(log.str(), "is stuck on a process that died inside it, or another process recovered it under "
+  EXPECT_TRUE(EndsForARestart(serve)) << "the server went on after its environment got stuck";
+  EXPECT_TRUE(Contains(serve.log.str(), "is stuck on a process that died inside it, or another process recovered it under "
                                    "this one; stopping"))
-      << log.str();
+      << serve.log.str();
   b.reset();  // leaves the stuck handles to the next open, without waiting
   release.set_value();
   store::Store::Db::SetCheckpointForTesting({}, std::chrono::seconds(30));
@@ -441,27 +460,10 @@ TEST(NetSession, AnEnvironmentRecoveredUnderTheServerStopsItForARestart) {
   auto a = MakeSource(tmp / "A", 2, 5);
   auto b = store::Store::Init(tmp / "B", {"primary"});
   std::string key = Key(tmp, "key");
-  ServeOptions so;
-  so.credentials.key_file = key;
-  so.listen = "127.0.0.1:0";
-  std::promise<Endpoint> bound;
-  so.on_listening = [&bound](const Endpoint& e) { bound.set_value(e); };
-  std::atomic<bool> stop{false};
-  std::ostringstream log;
-  auto served = std::async(std::launch::async, [&] { Serve(*b, so, &stop, log); });
-  const Endpoint endpoint = bound.get_future().get();
+  InProcessServe serve(*b, key);
   ASSERT_EQ(std::system(("db5.3_recover -h " + (tmp / "B/mboxlist") + " 2>&1").c_str()), 0);
-  EXPECT_THROW(SendBackup(*a, {}, endpoint, Psk(key)), Error);  // DB_RUNRECOVERY at the server
-  const bool ended = served.wait_for(std::chrono::seconds(kGuardSeconds)) == std::future_status::ready;
-  stop = true;
-  try {
-    served.get();
-    ADD_FAILURE() << "Serve() returned as if stopped";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
-    EXPECT_TRUE(Contains(e.what(), "start serve again")) << e.what();
-  }
-  EXPECT_TRUE(ended) << "the server went on with an environment recovered under it";
+  EXPECT_THROW(SendBackup(*a, {}, serve.endpoint, Psk(key)), Error);  // DB_RUNRECOVERY at the server
+  EXPECT_TRUE(EndsForARestart(serve)) << "the server went on with an environment recovered under it";
   b.reset();
   ServerProcess restarted(tmp / "B", {"--key", key});
   SessionReport again = SendBackup(*a, {}, restarted.endpoint(), Psk(key));
