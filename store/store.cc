@@ -1226,4 +1226,14 @@ std::vector<std::pair<std::string, std::string>> Store::PerUser(std::string_view
 void Store::Checkpoint() { db_->Checkpoint(); }
 bool Store::EnvironmentStuck() const { return db_ && (db_->wedged() || db_->recovered_elsewhere()); }
 
+void Store::ReopenEnvironment() {
+  // A wedged handle waits on a dead owner's mutex and stays registered: libdb refuses a second
+  // handle of one process, and the next process's open recovers it.
+  if (db_ && db_->wedged())
+    Throw(Errc::kTempFail, "mboxlist " + root_ + "/mboxlist: stuck on a process that died inside it; a new "
+                           "process recovers it");
+  db_.reset();  // a recovered environment: libdb only lets go of its files and registry slot
+  db_ = std::make_unique<Db>(root_ + "/mboxlist", false, options_.frees_space);
+}
+
 }  // namespace storemove::store

@@ -526,6 +526,10 @@ class Store {
   // since this one opened it (a call failed with DB_RUNRECOVERY). Every later call through this
   // Store would fail or wait; a new open (a new process) works. Any thread may ask.
   bool EnvironmentStuck() const;
+  // Lets go of an environment another process recovered under this one (EnvironmentStuck, not
+  // wedged) and opens it again, for a process that goes on after the failure (migrate puts its
+  // held users back). Only while no other thread uses this Store. kTempFail when it is wedged.
+  void ReopenEnvironment();
 
   class Db;  // the mboxlist environment (store/mboxlist.h)
   Db& db() { return *db_; }

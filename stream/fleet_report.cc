@@ -67,7 +67,9 @@ bool FailedOnTheirOwn(const json& groups) {
   for (const json& g : groups) {
     if (!g.is_object() || g.value("ok", true)) continue;
     const std::string result = g.contains("result") && g["result"].is_string() ? g["result"].get<std::string>() : "";
-    if (!result.ends_with("(destination down)") && !result.ends_with("(deadline)")) return true;
+    if (!result.ends_with("(destination down)") && !result.ends_with("(deadline)") &&
+        !result.ends_with("(source recovered)"))
+      return true;
   }
   return false;
 }
@@ -119,6 +121,11 @@ FleetReport MergeFleetReports(const std::string& given) {
         else if (j.value("interrupted", false)) report.job_errors.push_back(name + ": interrupted");
         else if (j.contains("destination_unreachable") && j["destination_unreachable"].is_string())
           report.job_errors.push_back(name + ": destination down (" + j["destination_unreachable"].get<std::string>() +
+                                      (FailedOnTheirOwn(j["groups"]) ? "); other groups failed on their own (below)"
+                                                                     : "); its next run goes on"));
+        else if (j.contains("source_recovered") && j["source_recovered"].is_string())
+          report.job_errors.push_back(name + ": another process recovered its source store under it (" +
+                                      j["source_recovered"].get<std::string>() +
                                       (FailedOnTheirOwn(j["groups"]) ? "); other groups failed on their own (below)"
                                                                      : "); its next run goes on"));
         else if (j.value("deadline_reached", false) && j.contains("deadline") && j["deadline"].is_string())

@@ -493,6 +493,7 @@ class Migration {
     }
     done = true;
     if (display.joinable()) display.join();
+    if (source_recovered_) PutBackAfterSourceRecovered();
     report_.seconds = Since(start);
     if (fatal_) {
       std::string put_back = report_.users_put_back ? "; " + std::to_string(report_.users_put_back) +
@@ -529,6 +530,41 @@ class Migration {
       if (report_.destination_unreachable.empty()) report_.destination_unreachable = "group " + why;
     }
     if (!destination_down_.exchange(true) && options_.on_destination_down) options_.on_destination_down("group " + why);
+  }
+
+  // Another process recovered the source's environment (a process died inside it): every group
+  // stops; the first reason is the report's.
+  void SourceRecovered(const std::string& why) {
+    {
+      std::lock_guard<std::mutex> lock(report_mutex_);
+      if (report_.source_recovered.empty()) report_.source_recovered = "group " + why;
+    }
+    source_recovered_ = true;
+    cancel_.Cancel("stopped: another process recovered the source store's database environment");
+  }
+
+  // With every worker stopped, the environment is opened again and each stopped group's users go
+  // back from its journal, as the next run's start would put them back.
+  void PutBackAfterSourceRecovered() {
+    try {
+      source_.ReopenEnvironment();
+    } catch (const Error& e) {
+      report_.source_recovered += "; opening it again failed (" + std::string(e.what()) +
+                                  "): the next run puts the held users back";
+      return;
+    }
+    for (size_t g = 0; g < report_.groups.size(); ++g) {
+      GroupReport& r = report_.groups[g];
+      if (!r.stopped_by_source) continue;
+      try {
+        if (r.attempts == 0) (void)UsersToMove(g, r);  // not started: the report still counts its users
+        const std::string journal = JournalPath(source_, r.name);
+        std::set<std::string> put_back;
+        GiveBack(r, PathExists(journal) ? ReadJournal(journal) : Held{}, put_back);
+      } catch (const Error& e) {
+        r.errors.push_back(e.what());
+      }
+    }
   }
 
   void ReachDeadline() {
@@ -568,7 +604,25 @@ class Migration {
     }
   }
 
+  // A failure outside an attempt (the source read before or after one, with nothing held) is the
+  // group's error: thrown out of a worker, it ended the process (std::terminate).
   void RunGroup(size_t g) {
+    try {
+      RunGroupAttempts(g);
+    } catch (const Error& e) {
+      GroupReport& r = report_.groups[g];
+      r.errors.push_back(e.what());
+      if (source_.EnvironmentStuck()) {
+        SourceRecovered(r.name + ": " + e.what());
+        r.stopped_by_source = true;
+        live_[g].phase = "source-recovered";
+      } else {
+        live_[g].phase = "FAILED";
+      }
+    }
+  }
+
+  void RunGroupAttempts(size_t g) {
     GroupReport& r = report_.groups[g];
     LiveGroup& live = live_[g];
     Held held;  // users this run put on hold, and their status before (until put back or moved)
@@ -586,7 +640,7 @@ class Migration {
     // Nobody left to move (an earlier run moved them all) needs no session: the group is done,
     // also when the run is cut off before it starts (helper-79: a finished fleet rerun past its
     // deadline exited 75, "not started (deadline)", its report saying nothing was moved).
-    if (Cancelled() && UsersToMove(g, r).empty()) {
+    if (Cancelled() && !source_recovered_ && UsersToMove(g, r).empty()) {
       try {
         (void)ReadSwitchRecord(source_, r.name, options_.to.ToString(), SwitchTrusted(r.name));  // a stale one goes
         r.ok = true;
@@ -619,6 +673,13 @@ class Migration {
                            (Cancelled() && e.what() != cancel_.why() ? "cut off (" + cancel_.why() + "): " : "") +
                            e.what());
         last_error = r.errors.back();
+        // Another process recovered the source's environment under this run: every call through
+        // its handles fails now, so a retry fails at once, and its destination was never the
+        // cause (helper-108: retried, then "destination down"). The run stops as if killed here.
+        if (source_.EnvironmentStuck()) {
+          SourceRecovered(r.name + ": " + e.what());
+          break;
+        }
         // A user live at the destination (CheckCopiesOnHold): this group needs somebody to act
         // first; a retry would be refused the same way, and the other groups are not concerned.
         if (e.code() == Errc::kExists && !Cancelled()) {
@@ -676,15 +737,29 @@ class Migration {
     // 0 B" for a group stopped after seconds of copying was false (helper-69).
     r.messages = std::max<uint64_t>(r.messages, live.messages);
     r.bytes_raw = std::max<uint64_t>(r.bytes_raw, live.bytes);
+    if (source_recovered_) {
+      // Nothing more goes through the dead handles: the users go back from the group's journal
+      // once every worker has stopped and the store is open again (PutBackAfterSourceRecovered).
+      r.stopped_by_source = true;
+      live.phase = "source-recovered";
+      NoteHoldEnded(r, live);
+      return;
+    }
     r.stopped_by_deadline = !failed_on_its_own && !r.destination_unreachable && deadline_reached_;
     if (r.attempts == 0) (void)UsersToMove(g, r);  // not started: the report still counts its users
     if (r.stopped_by_deadline) live.phase = "deadline";
     else if (r.destination_unreachable) live.phase = "unreachable";
     else live.phase = !Cancelled() || failed_on_its_own ? "FAILED" : "interrupted";
     // Give the users their service back on the source: their mail was only held.
+    NoteHoldEnded(r, live);
+    GiveBack(r, held, put_back);
+  }
+
+  // Puts a failed group's held users back to their status before, removes its journal, and
+  // keeps a switch record this run sent for the next run.
+  void GiveBack(GroupReport& r, const Held& held, std::set<std::string>& put_back) {
     std::vector<std::string> errors;
     PutBack(source_, held, &errors, &put_back, PutBackWait());
-    NoteHoldEnded(r, live);
     {
       std::lock_guard<std::mutex> lock(report_mutex_);
       report_.users_put_back += put_back.size();
@@ -1075,6 +1150,7 @@ class Migration {
   std::unique_ptr<Error> fatal_;  // under report_mutex_: the configuration error that stopped the run
   std::atomic<bool> deadline_reached_{false};  // the deadline cancelled the run (not a signal)
   std::atomic<bool> destination_down_{false};  // ReachDestinationDown, until it answers again
+  std::atomic<bool> source_recovered_{false};  // SourceRecovered
   MigrateReport report_;
   // Groups whose switch record this run may believe (ReadSwitchRecord): written by this run, or
   // left by a run killed during its hold, whose journal this run recovered.
@@ -1106,6 +1182,7 @@ std::string Result(const GroupReport& g) {
   if (g.ok) return g.attempts > 1 ? "ok after " + std::to_string(g.attempts) + " attempts" : "ok";
   if (g.stopped_by_deadline) return g.attempts == 0 ? "not started (deadline)" : "stopped (deadline)";
   if (g.destination_unreachable) return g.attempts == 0 ? "not started (destination down)" : "FAILED (destination down)";
+  if (g.stopped_by_source) return g.attempts == 0 ? "not started (source recovered)" : "stopped (source recovered)";
   return g.attempts == 0 ? "not started" : "FAILED";  // a signal came first
 }
 
@@ -1169,13 +1246,18 @@ std::string MigrateReport::Text() const {
                         : std::string()) +
            "; their users are served by this store as before; rerun when it answers\n";
   }
-  // A group that failed for itself, not one the deadline stopped or a destination that was down.
+  if (!source_recovered.empty())
+    out += "source store recovered under the run by another process (" + source_recovered +
+           "): its groups stopped, their users served by this store as before; run migrate again\n";
+  // A group that failed for itself, not one the deadline stopped, a destination that was down or
+  // a source recovered under the run.
   bool failed = false;
-  for (const GroupReport& g : groups) failed |= !g.ok && !g.stopped_by_deadline && !g.destination_unreachable;
+  for (const GroupReport& g : groups) failed |= g.FailedOnItsOwn();
   std::snprintf(buf, sizeof buf, "migrate: %s in %.1f s\n",
                 ok()                    ? "all groups done"
                 : failed || interrupted ? "SOME GROUPS FAILED"
                 : down                  ? "stopped: the destination is down"
+                : !source_recovered.empty() ? "stopped: the source store was recovered under the run"
                                         : "stopped at the deadline",
                 seconds);
   out += buf;
@@ -1198,6 +1280,7 @@ std::string MigrateReport::Json() const {
   j["deadline_reached"] = deadline_reached;
   j["destination_unreachable"] =
       destination_unreachable.empty() ? nlohmann::json(nullptr) : nlohmann::json(destination_unreachable);
+  j["source_recovered"] = source_recovered.empty() ? nlohmann::json(nullptr) : nlohmann::json(source_recovered);
   j["users_put_back"] = users_put_back;
   for (const GroupReport& g : groups) {
     j["groups"].push_back({{"name", g.name},

@@ -94,6 +94,9 @@ struct GroupReport {
   // Not ok because --to could not be reached: its last attempt got no answer (attempts
   // 0: not started, because another group's attempts had found the destination down).
   bool destination_unreachable = false;
+  // Not ok because another process recovered the source's database environment under the run
+  // (MigrateReport::source_recovered): every group stops, its held users put back.
+  bool stopped_by_source = false;
   int passes = 0;                // passes of the successful attempt (copy, online, final)
   std::vector<uint64_t> pass_messages;  // messages (and links) each of those passes carried
   // Seconds the users were held: from the first user set on hold to the last one switched.
@@ -108,6 +111,8 @@ struct GroupReport {
   // switched; their copies at the destination stay on hold.
   std::vector<std::string> vanished_users;
   std::vector<std::pair<std::string, std::string>> left_at_destination;
+  // Not ok for a reason of its own: not the deadline, a destination down or a recovered source.
+  bool FailedOnItsOwn() const { return !ok && !stopped_by_deadline && !destination_unreachable && !stopped_by_source; }
 };
 
 struct MigrateReport {
@@ -127,6 +132,10 @@ struct MigrateReport {
   // Why the destination was found down: the last error of the first group that ran out of
   // attempts without one connection ("" if none did). No group starts after that.
   std::string destination_unreachable;
+  // Why the run stopped early: another process recovered the source store's database environment
+  // under it (a process died inside it), so every call through the run's handles failed. The
+  // first group's error ("" if it did not happen). Not retried: the next run goes on.
+  std::string source_recovered;
   uint64_t users_put_back = 0;         // users of failed or interrupted groups set back from hold
   bool ok() const;
   std::string Text() const;

@@ -212,11 +212,13 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   // (a fleet's summary) knew a failed run's status but not a finished one's.
   const bool failed_on_its_own =
       std::any_of(report.groups.begin(), report.groups.end(), [](const stream::GroupReport& g) {
-        return !g.ok && !g.stopped_by_deadline && !g.destination_unreachable;
+        return g.FailedOnItsOwn();
       });
   report.exit_status = report.interrupted ? ExitStatus(Errc::kInterrupted)
                        : failed_on_its_own ? 1
-                       : !report.destination_unreachable.empty() || report.deadline_reached ? ExitStatus(Errc::kTempFail)
+                       : !report.destination_unreachable.empty() || report.deadline_reached ||
+                               !report.source_recovered.empty()
+                           ? ExitStatus(Errc::kTempFail)
                        : report.ok() ? 0
                                      : 1;
   if (!o.report_file.empty()) {
@@ -252,6 +254,18 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
                                std::to_string(report.groups.size()) + " groups not migrated, their users served by " +
                                source->root() + " as before; rerun when it answers");
   }
+  // Another process recovered the source's environment under the run: nothing the next run
+  // cannot finish, and nothing of the destination's doing.
+  if (!report.source_recovered.empty() && !failed_on_its_own) {
+    print_report();
+    size_t left = 0;
+    for (const stream::GroupReport& g : report.groups) left += !g.ok;
+    Throw(Errc::kTempFail, "migrate: another process recovered the database environment of " + source->root() +
+                               " under this run (" + report.source_recovered + "): " +
+                               std::to_string(left) + " of " + std::to_string(report.groups.size()) +
+                               " groups not migrated, " + Counted(report.users_put_back, "user") +
+                               " put back to their status before the hold; run migrate again to continue");
+  }
   if (report.deadline_reached && !failed_on_its_own) {
     print_report();
     Throw(Errc::kTempFail, "migrate reached its deadline (" + report.deadline + ") before every group was done: " +
@@ -262,16 +276,18 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   if (report.ok()) return 0;
   // Said on stderr too, in the one line every failure ends with: under cron the report may go
   // where nobody looks (helper-60).
-  size_t failed = 0, down = 0, stopped = 0;
+  size_t failed = 0, down = 0, stopped = 0, recovered = 0;
   for (const stream::GroupReport& g : report.groups) {
     if (g.ok) continue;
     if (g.destination_unreachable) ++down;
     else if (g.stopped_by_deadline) ++stopped;
+    else if (g.stopped_by_source) ++recovered;
     else ++failed;
   }
   std::string also;  // groups left for a reason that is not theirs
   if (down) also += "; " + std::to_string(down) + " not migrated because " + options.to.ToString() + " was down";
   if (stopped) also += "; " + std::to_string(stopped) + " stopped by the deadline";
+  if (recovered) also += "; " + std::to_string(recovered) + " stopped when another process recovered the source store";
   std::fflush(stdout);
   std::fprintf(stderr, "storemove: migrate: %zu of %zu groups failed (the report says why)%s; their users are served by "
                        "%s as before\n",

@@ -982,6 +982,55 @@ TEST(MigrateSwitch, AUserGivenItsServiceBackDuringTheHoldIsNotSwitchedAndARerunC
   ExpectMigrated(*dst, *src, "127.0.0.1");  // the message accepted during the hold included
 }
 
+// Another process recovers the source's database environment while a group is held (here
+// db5.3_recover; in use, the open after a process died inside a transaction). Every call through
+// migrate's handles then fails with DB_RUNRECOVERY: migrate retried the group on them, each attempt
+// failing at once, then said the destination was down, the next group left behind the same words
+// (helper-108 #3). Now the run stops at the first such failure and names the source, puts the held
+// users back through the environment opened again, and the next run finishes.
+TEST(MigrateSourceRecovered, TheRunStopsNamingTheSourceAndPutsItsHeldUsersBack) {
+  if (std::system("command -v db5.3_recover >/dev/null") != 0) GTEST_SKIP() << "db5.3_recover (db5.3-util) is not installed";
+  Migration m(4, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  ASSERT_GE(users.size(), 2u);
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "first=" << users[0] << "\nrest=.*\n";
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 3;
+  o.retry_delay_ms = 10;
+  int holds = 0;
+  o.on_hold = [&](const std::string&) {
+    if (holds++ == 0) {
+      EXPECT_EQ(std::system(("db5.3_recover -h " + (tmp / "src/mboxlist") + " 2>&1").c_str()), 0);
+    }
+  };
+  MigrateReport stopped = Migrate(*src, o);
+  const std::string text = stopped.Text();
+  EXPECT_FALSE(stopped.ok()) << text;
+  EXPECT_EQ(holds, 1) << text;
+  EXPECT_NE(stopped.source_recovered.find("DB_RUNRECOVERY"), std::string::npos) << text;
+  EXPECT_EQ(stopped.destination_unreachable, "") << text;  // was: the destination taken for down
+  ASSERT_EQ(stopped.groups.size(), 2u);
+  EXPECT_EQ(stopped.groups[0].attempts, 1) << text;  // was 4: retried on the dead handles
+  EXPECT_TRUE(stopped.groups[0].stopped_by_source) << text;
+  EXPECT_FALSE(stopped.groups[0].FailedOnItsOwn());
+  EXPECT_EQ(stopped.groups[1].attempts, 0) << text;
+  EXPECT_TRUE(stopped.groups[1].stopped_by_source) << text;
+  EXPECT_EQ(stopped.groups[1].users, users.size() - 1) << text;  // counted after the environment was opened again
+  EXPECT_EQ(stopped.users_put_back, 1u) << text;
+  EXPECT_NE(text.find("stopped (source recovered)"), std::string::npos) << text;
+  EXPECT_NE(text.find("migrate: stopped: the source store was recovered under the run"), std::string::npos) << text;
+  EXPECT_TRUE(nlohmann::json::parse(stopped.Json())["source_recovered"].get<std::string>().starts_with("group first: "))
+      << stopped.Json();
+  // The run's store works again, nobody is left on hold, the journal is gone.
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user;
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/first.hold"));
+  MigrateReport done = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+  ASSERT_TRUE(done.ok()) << done.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
 // --- a user live at the destination is never mirrored over ----------------------------------------
 
 size_t InboxCount(store::Store& s, const std::string& user) {
