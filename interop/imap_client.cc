@@ -441,6 +441,12 @@ void ImapClient::Fetch() {
     if (item.empty()) r.Fail("expected a FETCH item name");
     item = Upper(std::move(item));
     r.Space("after a FETCH item name");
+    // Each item once: a second UID in the response of a body would file it under the other
+    // message (helper-112: two messages' bytes swapped, exit 0), a second FLAGS or size would
+    // replace the first.
+    if ((item == "UID" && has_uid) || (item == "FLAGS" && m.has_flags) || (item == "INTERNALDATE" && m.has_date) ||
+        (item == "RFC822.SIZE" && m.has_size))
+      r.Fail(item + " twice in one FETCH response");
     if (item == "UID") {
       m.uid = static_cast<uint32_t>(r.Number("a UID", std::numeric_limits<uint32_t>::max()));
       if (m.uid == 0) r.Fail("UID 0 in a FETCH response (UIDs start at 1)");

@@ -131,6 +131,10 @@ class MetaList final : public interop::ImapFetchSink {
   }
   std::vector<ImapMessage> messages;
   static constexpr uint64_t kListingSlack = 10000;
+  void Clear() {
+    messages.clear();
+    index_.clear();
+  }
 
  private:
   const ImapClient& client_;
@@ -209,8 +213,12 @@ class BodyWriter final : public interop::ImapFetchSink {
 
   void BodyBegin(uint64_t) override { writer_ = folder_.NewMessage(); }
   void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
-  bool Message(const ImapMessage& m, bool had_body) override {
-    if (!had_body || !writer_) return false;  // a flag update the server sent on its own
+  bool Message(const ImapMessage& sent, bool had_body) override {
+    if (!had_body || !writer_) {  // a flag update the server sent on its own, or half of a split response
+      NoteMetadata(sent);
+      return false;
+    }
+    const ImapMessage m = WithMetadataSentBefore(sent);
     // Each asked-for body once: a second copy, or a body not asked for, would be stored as a
     // message the source does not have.
     if (asked_ && !std::binary_search(asked_->begin(), asked_->end(), m.uid))
@@ -235,6 +243,7 @@ class BodyWriter final : public interop::ImapFetchSink {
     // A server that sent no INTERNALDATE: the Date: header says better than the pull's time when
     // the message came (clients sort by it; every message of the folder would share one day).
     if (m.internal_date == 0 && staged.meta.sent_date > 0) staged.meta.internal_date = staged.meta.sent_date;
+    if (!m.has_flags || !m.has_date) lacking_[m.uid] = uint8_t((m.has_flags ? 0 : kFlags) | (m.has_date ? 0 : kDate));
     if (suspects_ && StoredAlready(m.uid, meta, staged)) return true;
     if (!filler_.AddStaged(std::move(staged))) {
       ++pull_.result.already_present;  // (a suspect: added by an earlier run)
@@ -244,6 +253,46 @@ class BodyWriter final : public interop::ImapFetchSink {
   }
 
  private:
+  // A server may answer one FETCH in several responses (RFC 3501 7.4.2), say FLAGS and
+  // INTERNALDATE in one and BODY[] in the next: those sent before the body are kept for it
+  // (helper-112: stored without flags and with the pull's time as its date, exit 0). Sent after
+  // it, they come too late for a message already staged, and the pull stops rather than store
+  // it without them. Kept only for UIDs whose bodies may still come, as many as a listing holds.
+  void NoteMetadata(const ImapMessage& m) {
+    if (m.uid == 0 || (!m.has_flags && !m.has_date && !m.has_size)) return;
+    if (received_.count(m.uid)) {
+      const auto lacked = lacking_.find(m.uid);
+      if (lacked != lacking_.end() && ((m.has_flags && (lacked->second & kFlags)) || (m.has_date && (lacked->second & kDate))))
+        Throw(Errc::kProtocol, "the server sent the FLAGS or INTERNALDATE of UID " + std::to_string(m.uid) +
+                                   " after its body, in a response of their own; a message is not stored without them");
+      return;  // a flag change after the body: the next run's listing brings it
+    }
+    auto it = metadata_.find(m.uid);
+    if (it == metadata_.end()) {
+      if (asked_ ? !std::binary_search(asked_->begin(), asked_->end(), m.uid)
+                 : counted_ && metadata_.size() >= uint64_t(counted_->exists()) + MetaList::kListingSlack)
+        return;
+      it = metadata_.emplace(m.uid, ImapMessage{}).first;
+      it->second.uid = m.uid;
+    }
+    ImapMessage& kept = it->second;
+    if (m.has_flags) kept.flags = m.flags, kept.has_flags = true;
+    if (m.has_date) kept.internal_date = m.internal_date, kept.has_date = true;
+    if (m.has_size) kept.size = m.size, kept.has_size = true;
+  }
+  // The body's response, with what earlier responses of its UID said that it does not.
+  ImapMessage WithMetadataSentBefore(const ImapMessage& m) {
+    auto it = metadata_.find(m.uid);
+    if (it == metadata_.end()) return m;
+    ImapMessage merged = m;
+    const ImapMessage& before = it->second;
+    if (!merged.has_flags && before.has_flags) merged.flags = before.flags, merged.has_flags = true;
+    if (!merged.has_date && before.has_date) merged.internal_date = before.internal_date, merged.has_date = true;
+    if (!merged.has_size && before.has_size) merged.size = before.size, merged.has_size = true;
+    metadata_.erase(it);
+    return merged;
+  }
+
   // A suspect whose bytes are the stored message's: dropped, its flags follow the source.
   bool StoredAlready(uint32_t uid, const MessageMeta& meta, StagedMessage& staged) {
     auto it = suspects_->find(uid);
@@ -268,11 +317,17 @@ class BodyWriter final : public interop::ImapFetchSink {
   const Suspects* suspects_;
   const ImapClient* counted_;
   std::unordered_set<uint32_t> received_;
+  std::unordered_map<uint32_t, ImapMessage> metadata_;  // NoteMetadata: sent before their bodies
+  static constexpr uint8_t kFlags = 1, kDate = 2;
+  std::unordered_map<uint32_t, uint8_t> lacking_;  // bodies stored without FLAGS (kFlags) or INTERNALDATE (kDate)
 
  public:
   // After the FETCH: whether every asked-for body came (at least `count` for 1:*).
   bool AllReceived(uint64_t count) const { return received_.size() >= (asked_ ? asked_->size() : count); }
   bool Received(uint32_t uid) const { return received_.count(uid) != 0; }
+  uint64_t received_count() const { return received_.size(); }
+  const std::unordered_set<uint32_t>& received() const { return received_; }
+  uint64_t expunges_at_start = 0;  // the client's EXPUNGE count when the FETCH began
   const std::vector<uint32_t>* asked() const { return asked_; }
   const Suspects* suspects() const { return suspects_; }
   std::unique_ptr<store::MessageWriter> writer_;
@@ -284,15 +339,26 @@ class BodyWriter final : public interop::ImapFetchSink {
 // out) would have those messages left behind and the pull end with 0, and a folder's UIDNEXT
 // raised above them. The pull fails instead (kTempFail: a rerun asks again; found by review,
 // helper-51).
+// Messages that arrive during the listing raise EXISTS; a server may list them in the same answer
+// (Cyrus) or not (its 1:* was evaluated before). Fewer listed than the raised count is listed
+// again (a few times): taken as complete, a listing that left out an older message and listed a
+// new one in its place had the old one stored below the folder's new UIDNEXT by the next run, where
+// clients no longer look (helper-112).
 void ListAll(ImapClient& client, MetaList& listed) {
-  const uint64_t counted = client.exists(), expunges = client.expunges();
-  client.FetchMeta(1, listed);
-  const uint64_t expunged = client.expunges() - expunges;
-  if (listed.messages.size() + expunged < counted)
+  constexpr int kListings = 3;
+  for (int listing = 1;; ++listing) {
+    const uint64_t counted = client.exists(), expunges = client.expunges();
+    listed.Clear();
+    client.FetchMeta(1, listed);
+    const uint64_t expunged = client.expunges() - expunges;
+    const uint64_t arrived = client.exists() > counted ? client.exists() - counted : 0;
+    if (listed.messages.size() + expunged >= counted + arrived) return;
+    if (listed.messages.size() + expunged >= counted && arrived > 0 && listing < kListings) continue;
     Throw(Errc::kTempFail, "the server listed " + std::to_string(listed.messages.size()) + " of the " +
-                               std::to_string(counted) + " messages it counts (EXISTS)" +
+                               std::to_string(counted + arrived) + " messages it counts (EXISTS)" +
                                (expunged ? ", " + std::to_string(expunged) + " expunged meanwhile" : std::string()) +
                                ", without saying the others were expunged; run again");
+  }
 }
 
 // The UIDs the folder lists now whose bodies `writer` asked for (every UID: a writer of 1:*) and
@@ -306,6 +372,20 @@ std::vector<uint32_t> ListedNotReceived(ImapClient& client, const BodyWriter& wr
   for (const ImapMessage& m : listed.messages)
     if ((!asked || std::binary_search(asked->begin(), asked->end(), m.uid)) && !writer.Received(m.uid))
       missing.push_back(m.uid);
+  if (!asked) {
+    // Bodies of every message (1:*): one the folder does not list was expunged since, or invented.
+    std::unordered_set<uint32_t> uids;
+    for (const ImapMessage& m : listed.messages) uids.insert(m.uid);
+    uint64_t unlisted = 0;
+    uint32_t example = 0;
+    for (uint32_t uid : writer.received())
+      if (!uids.count(uid)) ++unlisted, example = std::max(example, uid);
+    if (unlisted > client.expunges() - writer.expunges_at_start)
+      Throw(Errc::kProtocol, "the server sent the bod" + std::string(unlisted == 1 ? "y of UID " : "ies of UID ") +
+                                 std::to_string(example) +
+                                 (unlisted == 1 ? "" : " and " + std::to_string(unlisted - 1) + " more") +
+                                 ", which the folder does not list and the server did not say were expunged");
+  }
   std::sort(missing.begin(), missing.end());
   return missing;
 }
@@ -457,12 +537,20 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     hooks(filler);
     const bool all = created && status.exists > 0;
     BodyWriter writer(pull, *folder, keywords, filler, all ? nullptr : &wanted, nullptr, all ? &client : nullptr);
+    writer.expunges_at_start = client.expunges();
     if (all) {
       client.FetchAll(writer);
     } else if (!wanted.empty()) {
       client.FetchBodies(wanted, writer);
     }
-    if (!writer.AllReceived(all ? status.exists : 0)) FetchMissing(client, pull, *folder, keywords, filler, writer);
+    // Every message of a new folder: by UID, not only by count, whenever the folder changed
+    // during the command or the count is not the one it had (helper-112: an older message left
+    // out and a new one sent in its place was published without it, exit 0; a body of a UID the
+    // folder does not have was stored as a message of it).
+    const bool changed = all && (client.exists() != status.exists || client.expunges() != writer.expunges_at_start ||
+                                 writer.received_count() != status.exists);
+    if (changed || !writer.AllReceived(all ? status.exists : 0))
+      FetchMissing(client, pull, *folder, keywords, filler, writer);
     filler.Finish();
   }
   if (keep_uids && status.uidnext > 0) folder->RaiseUidNext(status.uidnext);

@@ -1110,6 +1110,19 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
        "expected a flag, got '\"' at byte", 65},
       {"a body twice", {{"EXAMINE", examine2}, {all, body(1, one) + body(1, one) + body(2, two)}},
        "the server sent the body of UID 1 twice", 65},
+      // Two UIDs in one response: the body went under the second (helper-112: two messages'
+      // bytes swapped, exit 0).
+      {"two UIDs in one response",
+       {{"EXAMINE", examine2},
+        {all, "* 1 FETCH (UID 1 FLAGS (\\Seen)" + date + " RFC822.SIZE 19 BODY[] {19}\r\n" + one + " UID 2)\r\n" +
+                  body(2, two)}},
+       "UID twice in one FETCH response", 65},
+      // A body of a UID the folder does not have, the count otherwise right (helper-112: stored
+      // as a third message of a folder of two, exit 0).
+      {"a body of a UID the folder does not list",
+       {{"EXAMINE", examine2}, {all, body(1, one) + body(2, two) + body(77, one)},
+        {list_cmd, meta(1, one.size()) + meta(2, two.size())}},
+       "the server sent the body of UID 77, which the folder does not list", 65},
       {"no EXISTS", {{"EXAMINE", "* OK [UIDVALIDITY 7] v\r\n"}, {all, body(1, one) + body(2, two)}},
        "no EXISTS in the response to EXAMINE 'INBOX'", 65},
       {"more bodies than the folder counts", {{"EXAMINE", examine2}, {all, [&] {
@@ -1150,6 +1163,14 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
              {list_cmd, meta(1, one.size()) + meta(2, two.size())},
              {"UID FETCH 2 ", body(2, two)}},
             2},
+           // An older message left out and one delivered meanwhile sent in its place: the count
+           // was right, the folder was published without UID 2, exit 0 (helper-112).
+           {"an older body left out, a new one in its place",
+            {{"EXAMINE", examine2},
+             {all, body(1, one) + "* 3 EXISTS\r\n" + body(3, one)},
+             {list_cmd, meta(1, one.size()) + meta(2, two.size()) + meta(3, one.size())},
+             {"UID FETCH 2 ", body(2, two)}},
+            3},
            // UID 3 delivered between the two listings: never asked for, so not missing.
            {"an arrival meanwhile",
             {{"EXAMINE", examine2},
@@ -1220,6 +1241,110 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
            {"UID FETCH 3:4 ", body(3, one) + body(4, two)}});
   EXPECT_EQ(r.status, 0) << r.Describe();
   EXPECT_EQ(inbox()->size(), 4u);
+}
+
+// A server may answer one FETCH in several responses (RFC 3501 7.4.2). FLAGS and INTERNALDATE
+// sent before the body are the body's: the messages were stored without flags and with the
+// pull's time as their date, exit 0 (helper-112). Sent only after the body, they come too late
+// for a staged message: refused, nothing visible.
+TEST(MoveUserHostile, AFetchAnsweredInSeveralResponsesKeepsItsFlagsAndDate) {
+  TempDir tmp;
+  WritePrivate(tmp / "pw", "pw\n");
+  const std::string list = "* LIST () \"/\" INBOX\r\n";
+  const std::string examine2 = "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 3] n\r\n";
+  const std::string all = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
+  const std::string one = "Subject: 1\r\n\r\none\r\n", two = "Subject: 2\r\n\r\ntwo\r\n";
+  auto meta = [](int uid, const std::string& flags, size_t size) {
+    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (" + flags +
+           ") INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE " + std::to_string(size) + ")\r\n";
+  };
+  auto body = [](int uid, const std::string& bytes) {
+    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " BODY[] {" +
+           std::to_string(bytes.size()) + "}\r\n" + bytes + ")\r\n";
+  };
+  auto pull = [&](const std::string& store, const std::string& answer) {
+    EXPECT_EQ(RunCli({"init", "--store", store}).status, 0);
+    ScriptedImap server(list, {{"EXAMINE", examine2}, {all, answer}});
+    return RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
+                   tmp / "pw", "--insecure", "--timeout", "5"});
+  };
+  {
+    CliResult r = pull(tmp / "before",
+                       meta(1, "\\Seen \\Flagged Work", one.size()) + body(1, one) + meta(2, "\\Answered", two.size()) +
+                           body(2, two));
+    ASSERT_EQ(r.status, 0) << r.Describe();
+    auto store = Store::Open(tmp / "before");
+    const auto folder = store->OpenFolder("dora", "INBOX")->Snapshot();
+    ASSERT_EQ(folder.messages.size(), 2u);
+    EXPECT_EQ(folder.messages[0].flags & ~store::kRecent, store::kSeen | store::kFlagged);
+    EXPECT_NE(folder.messages[0].user_flags, 0u);  // Work
+    EXPECT_EQ(folder.messages[1].flags & ~store::kRecent, store::kAnswered);
+    for (const auto& m : folder.messages) EXPECT_EQ(m.internal_date, 1577836800) << m.uid;  // 2020-01-01 UTC
+  }
+  {
+    CliResult r = pull(tmp / "after", body(1, one) + meta(1, "\\Seen", one.size()) + body(2, two) +
+                                          meta(2, "\\Seen", two.size()));
+    EXPECT_EQ(r.status, 65) << r.Describe();
+    EXPECT_NE(r.err.find("the server sent the FLAGS or INTERNALDATE of UID 1 after its body"), std::string::npos)
+        << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(Store::Open(tmp / "after")->FindFolder("dora", "INBOX")) << "a new folder is visible only complete";
+  }
+}
+
+// An existing folder's listing that leaves out an older message while the count rises with an
+// arrival (listed in its place) is listed again: taken as complete, the older message was stored
+// below the folder's new UIDNEXT by the next run, where clients no longer look (helper-112).
+TEST(MoveUserHostile, AListingShortOfARaisedCountIsListedAgain) {
+  TempDir tmp;
+  const std::string store = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  WritePrivate(tmp / "pw", "pw\n");
+  const std::string list = "* LIST () \"/\" INBOX\r\n";
+  const std::string date = " INTERNALDATE \"01-Jan-2020 00:00:00 +0000\"";
+  const std::string one = "Subject: 1\r\n\r\none\r\n", two = "Subject: 2\r\n\r\ntwo\r\n";
+  auto body = [&](int uid, const std::string& bytes) {
+    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (\\Seen)" + date +
+           " RFC822.SIZE " + std::to_string(bytes.size()) + " BODY[] {" + std::to_string(bytes.size()) + "}\r\n" +
+           bytes + ")\r\n";
+  };
+  auto meta = [&](int uid, size_t size) {
+    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (\\Seen)" + date +
+           " RFC822.SIZE " + std::to_string(size) + ")\r\n";
+  };
+  const std::string all = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
+  const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
+  auto run = [&](const ScriptedImap::Answers& answers) {
+    ScriptedImap server(list, answers);
+    return RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
+                   tmp / "pw", "--insecure", "--timeout", "5"});
+  };
+  const std::string examine = "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 3] n\r\n";
+  ASSERT_EQ(run({{"EXAMINE", examine}, {all, body(1, one) + body(2, two)}}).status, 0);
+  const std::string examine3 = "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n";
+  const std::string swapped = meta(1, one.size()) + meta(2, two.size()) + "* 4 EXISTS\r\n" + meta(4, two.size());
+  const std::string full = meta(1, one.size()) + meta(2, two.size()) + meta(3, one.size()) + meta(4, two.size());
+  // Listed again, complete: UID 3 is fetched with 4.
+  CliResult r = run({{"EXAMINE", examine3}, {list_cmd, swapped}, {list_cmd, full}, {"UID FETCH 3:4 ", body(3, one) + body(4, two)}});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  auto messages = Store::Open(store)->OpenFolder("dora", "INBOX")->Snapshot().messages;
+  ASSERT_EQ(messages.size(), 4u);
+  EXPECT_EQ(messages[2].uid, 3u);
+  // Short every time: the pull fails (75), the folder as it was.
+  TempDir other;
+  const std::string store2 = other / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store2}).status, 0);
+  {
+    ScriptedImap server(list, {{"EXAMINE", examine}, {all, body(1, one) + body(2, two)}});
+    ASSERT_EQ(RunCli({"moveuser", "--store", store2, "--from", server.url(), "--user", "dora", "--password-file",
+                      tmp / "pw", "--insecure", "--timeout", "5"}).status, 0);
+  }
+  ScriptedImap server(list, {{"EXAMINE", examine3}, {list_cmd, swapped}});
+  r = RunCli({"moveuser", "--store", store2, "--from", server.url(), "--user", "dora", "--password-file", tmp / "pw",
+              "--insecure", "--timeout", "5"});
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("the server listed 3 of the 4 messages it counts (EXISTS)"), std::string::npos) << r.err;
+  EXPECT_EQ(Store::Open(store2)->FindFolder("dora", "INBOX")->uidnext, 3u);
 }
 
 // --- Cyrus IMAP -------------------------------------------------------------------------------
