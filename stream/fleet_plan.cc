@@ -361,6 +361,11 @@ std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options
       jobs.push_back(std::move(job));
     }
   }
+  // The reports this plan's jobs leave: `report` names every one that has none (a job not run
+  // yet, or killed before it wrote one) instead of calling the fleet done (helper-114).
+  std::string planned = std::string(kPlannedReportsMagic) + "\n";
+  for (const PlannedJob& job : jobs) planned += job.report.substr(results.size() + 1) + "\n";
+  WriteFileAtomic(results + "/" + kPlannedReportsFile, planned, 0644);
   return jobs;
 }
 

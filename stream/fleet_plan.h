@@ -36,6 +36,11 @@ struct Fleet {
 // ("fleet.json: sources[2] (host mail3): ..."), kInvalidArgument (kNotFound: no file).
 Fleet ReadFleet(const std::string& path);
 
+// RESULTS/.plan: the first line kPlannedReportsMagic, then the file name of each planned job's
+// report (NAME.json), one per line; written by PlanFleet, read by MergeFleetReports.
+inline constexpr char kPlannedReportsFile[] = ".plan";
+inline constexpr char kPlannedReportsMagic[] = "storemove fleet plan 1";
+
 struct PlannedJob {
   size_t source = 0;        // index into Fleet::sources
   std::string group;

@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "stream/fleet_plan.h"
 #include "stream/progress.h"
 #include "util/error.h"
 #include "util/printable.h"
@@ -97,6 +99,27 @@ FleetReport MergeFleetReports(const std::string& given) {
   }
   std::sort(names.begin(), names.end());
   std::sort(report.broken.begin(), report.broken.end());
+  // Jobs of the plan without a report: killed before they wrote one, or not run (helper-114:
+  // four of nine jobs run, or one killed -9 with its users on hold, and "every job done", exit 0).
+  const std::string plan = dir + "/" + kPlannedReportsFile;
+  bool planned = false;
+  if (PathExists(plan)) {
+    std::istringstream in(ReadFile(plan));
+    std::string line;
+    if (!std::getline(in, line) || line != kPlannedReportsMagic)
+      Throw(Errc::kCorrupt, "report: " + plan + " is not a storemove fleet plan (first line '" + EscapeControls(line) + "')");
+    planned = true;
+    while (std::getline(in, line)) {
+      if (line.empty() || std::binary_search(names.begin(), names.end(), line)) continue;
+      const bool partial = std::any_of(report.broken.begin(), report.broken.end(), [&](const std::string& b) {
+        return b.starts_with(EscapeControls(line) + ".");  // its .part or .tmp. is named already
+      });
+      if (!partial)
+        report.missing.push_back(EscapeControls(line) +
+                                 ": no report (the job has not run, or was killed before it wrote one: see the joblog; "
+                                 "parallel --resume-failed runs it)");
+    }
+  }
   for (const std::string& name : names) {
     try {
       // Unreadable (a dangling link, a directory by that name): one broken line like the others.
@@ -148,7 +171,8 @@ FleetReport MergeFleetReports(const std::string& given) {
   // Each source's jobs report the same users; several sources' names add up (a lower bound: a
   // report lists only its first names).
   report.users_in_no_group = std::max<uint64_t>(report.users_in_no_group, report.no_group_names.size());
-  if (report.reports == 0 && report.broken.empty()) Throw(Errc::kInvalidArgument, "report: no job report (*.json) in " + dir);
+  if (report.reports == 0 && report.broken.empty() && !planned)
+    Throw(Errc::kInvalidArgument, "report: no job report (*.json) in " + dir);
   std::vector<double> holds;
   for (const FleetGroupResult& g : report.groups) {
     if (!g.ok) {
@@ -220,6 +244,7 @@ std::string FleetReport::Text(size_t slowest) const {
       out += "FAILED group " + EscapeControls(g.group) + " (" + EscapeControls(g.file) + "): " + EscapeControls(g.error) + "\n";
   for (const std::string& e : job_errors) out += "FAILED job " + EscapeControls(e) + "\n";
   for (const std::string& b : broken) out += "BROKEN " + EscapeControls(b) + "\n";
+  for (const std::string& m : missing) out += "MISSING " + m + "\n";
   for (const std::string& line : recovered) out += "recovered " + EscapeControls(line) + "\n";
   if (users_in_no_group > 0) {
     out += "in no group: " + Counted(users_in_no_group, "user") +
@@ -229,7 +254,7 @@ std::string FleetReport::Text(size_t slowest) const {
   }
   if (ok())
     out += "fleet: every job done\n";
-  else if (broken.empty() && jobs_failed == 0 && groups_failed == 0)
+  else if (broken.empty() && missing.empty() && jobs_failed == 0 && groups_failed == 0)
     out += "fleet: NOT DONE (every job ran, but users in no group were not moved: give them a group, plan, run again)\n";
   else
     out += "fleet: NOT DONE (rerun the failed jobs: parallel --resume-failed)\n";
@@ -262,6 +287,7 @@ std::string FleetReport::Json(size_t slowest) const {
     if (!g.ok) j["failed_groups"].push_back({{"group", g.group}, {"file", g.file}, {"error", g.error}});
   j["job_errors"] = job_errors;
   j["broken"] = broken;
+  j["missing"] = missing;
   j["recovered"] = recovered;
   j["storemove_version"] = Version();
   return j.dump(2);

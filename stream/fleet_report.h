@@ -29,6 +29,9 @@ struct FleetReport {
   std::vector<FleetGroupResult> groups;
   std::vector<std::string> job_errors;  // "FILE: error" of runs that ended before migrating (busy lock, ...)
   std::vector<std::string> broken;      // "FILE: why": empty, truncated or foreign files, partial (.part, .tmp.) files
+  // Reports the last plan of the directory (RESULTS/.plan) names and that are not there, nor
+  // partial: jobs not run yet, or killed before they wrote one.
+  std::vector<std::string> missing;
   std::vector<std::string> recovered;   // what runs put back from killed runs' journals
   // Of the groups that completed: a failed group's users stay on the source (put back from hold),
   // whatever its report says it copied before it failed.
@@ -39,13 +42,16 @@ struct FleetReport {
   uint64_t users_in_no_group = 0;
   std::set<std::string> no_group_names;
   double hold_max = 0, hold_mean = 0, hold_p95 = 0;  // over the groups that held users
-  bool ok() const { return broken.empty() && jobs_failed == 0 && groups_failed == 0 && users_in_no_group == 0; }
+  bool ok() const {
+    return broken.empty() && missing.empty() && jobs_failed == 0 && groups_failed == 0 && users_in_no_group == 0;
+  }
   std::string Text(size_t slowest = 5) const;
   std::string Json(size_t slowest = 5) const;
 };
 
-// Reads every *.json (and names every *.json.part and *.json.tmp.*) in `dir`; kNotFound when there is no such
-// directory, kInvalidArgument when it holds no report at all.
+// Reads every *.json (and names every *.json.part and *.json.tmp.*) in `dir`, and names every report
+// its .plan lists that is not there; kNotFound when there is no such directory, kInvalidArgument
+// when it holds no report at all and no plan.
 FleetReport MergeFleetReports(const std::string& dir);
 
 }  // namespace storemove::stream

@@ -315,6 +315,49 @@ TEST(FleetReport, AJobThatFoundItsDestinationDownIsNamedAsSuch) {
                              "other groups failed on their own (below)");
 }
 
+// Jobs of the plan that left no report (not run yet: parallel stopped; or killed -9 before they
+// wrote one, their users on hold) are named, and the fleet is not done: only the reports present
+// were counted, and a fleet with four of nine jobs run was "every job done", exit 0 (helper-114).
+TEST(FleetReport, APlannedJobWithoutAReportIsMissingAndTheFleetIsNotDone) {
+  TempDir tmp;
+  nlohmann::json fleet = {{"sources", {{{"host", ":"}, {"store", "/srv/s"}, {"to", "new1:7070"}, {"key", "/k"}}}}};
+  Fleet f = ReadFleet(WriteFleet(tmp, fleet.dump()));
+  PlanOptions options;
+  options.results_dir = tmp / "results";
+  options.read_groups_conf = [](const FleetSource&) -> std::string { return "g1=a.*\ng2=b.*\ng3=.*\n"; };
+  std::vector<PlannedJob> jobs = PlanFleet(f, options);
+  ASSERT_EQ(jobs.size(), 3u);
+  const std::string dir = tmp / "results";
+  // Nothing ran yet: all three are missing (not "no job report", an error of the command line).
+  FleetReport r = MergeFleetReports(dir);
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.missing.size(), 3u) << r.Text();
+  auto name = [&](size_t i) { return jobs[i].report.substr(dir.size() + 1); };
+  // The first job done, the second killed while ssh brought its report back (its .part is named
+  // as partial, not as missing too), the third never run.
+  WriteFileAtomic(jobs[0].report, R"({"ok": true, "groups": [)" + GroupJson("g1", true, 10, 0, 1.0, 0.5) + "]}");
+  WriteFileAtomic(jobs[1].report + ".part", R"({"ok": tr)");
+  r = MergeFleetReports(dir);
+  EXPECT_FALSE(r.ok());
+  ASSERT_EQ(r.missing.size(), 1u) << r.Text();
+  EXPECT_EQ(r.missing[0], name(2) + ": no report (the job has not run, or was killed before it wrote one: see the "
+                                    "joblog; parallel --resume-failed runs it)");
+  EXPECT_NE(r.Text().find("MISSING " + name(2) + ": no report"), std::string::npos) << r.Text();
+  EXPECT_NE(r.Text().find("fleet: NOT DONE (rerun the failed jobs: parallel --resume-failed)"), std::string::npos)
+      << r.Text();
+  EXPECT_EQ(nlohmann::json::parse(r.Json())["missing"].size(), 1u);
+  // Every job's report there: done.
+  std::filesystem::remove(jobs[1].report + ".part");
+  WriteFileAtomic(jobs[1].report, R"({"ok": true, "groups": [)" + GroupJson("g2", true, 10, 0, 1.0, 0.5) + "]}");
+  WriteFileAtomic(jobs[2].report, R"({"ok": true, "groups": [)" + GroupJson("g3", true, 10, 0, 1.0, 0.5) + "]}");
+  r = MergeFleetReports(dir);
+  EXPECT_TRUE(r.ok()) << r.Text();
+  EXPECT_NE(r.Text().find("fleet: every job done"), std::string::npos) << r.Text();
+  // A damaged plan file is said, not taken for an empty plan.
+  WriteFileAtomic(dir + "/.plan", "something else\n");
+  EXPECT_NE(ErrorOf([&] { MergeFleetReports(dir); }).find("is not a storemove fleet plan"), std::string::npos);
+}
+
 TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   TempDir tmp;
   std::string dir = tmp / "results";
