@@ -1191,7 +1191,7 @@ std::string Result(const GroupReport& g) {
 std::string MigrateReport::Text() const {
   std::string out;
   char buf[512];
-  std::snprintf(buf, sizeof buf, "%-12s %6s %6s %9s %10s %10s %10s %6s %7s %7s %7s  %s\n", "group", "users", "moved",
+  std::snprintf(buf, sizeof buf, "%-12s %6s %6s %9s %10s %10s %10s %6s %7s %7s %7s  %s\n", "group", "users", "done",
                 "messages", "raw", "sent", "deduped", "passes", "copy", "catchup", "held", "result");
   out += buf;
   for (const GroupReport& g : groups) {
