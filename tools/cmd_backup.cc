@@ -124,6 +124,12 @@ int RunBackup(const BackupCliOptions& o) {
       Throw(Errc::kInvalidArgument, "--compress adapt: for -f only (a session with --to keeps one level)");
     client.compress_level = level;
     client.threads = o.threads;
+    // The server's sessions are all busy: it says so (PROGRESS) for as long as the wait lasts,
+    // which --timeout does not cut. Said once, so that the wait is not silence (helper-114).
+    client.on_waiting_for_slot = [to = o.to] {
+      std::fprintf(stderr, "storemove: backup: every session of %s is busy (its --max-sessions): waiting for one "
+                           "to end (the server says it is waiting)\n", to.c_str());
+    };
     stream::RestoreOptions remote;
     remote.allow_gap = o.allow_gap;
     stream::SessionReport report =

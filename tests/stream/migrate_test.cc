@@ -53,8 +53,9 @@ std::string Corpus() { return fs::exists(STOREMOVE_CORPUS) ? STOREMOVE_CORPUS : 
 // A storemove server in a thread of this process.
 class Server {
  public:
-  Server(store::Store& store, net::Credentials credentials, uint16_t port = 0) {
+  Server(store::Store& store, net::Credentials credentials, uint16_t port = 0, int max_sessions = 0) {
     net::ServeOptions o;
+    if (max_sessions > 0) o.max_sessions = max_sessions;
     o.listen = "127.0.0.1:" + std::to_string(port);
     o.credentials = std::move(credentials);
     std::promise<net::Endpoint> bound;
@@ -797,6 +798,32 @@ std::unique_ptr<store::Store> MakeOneGroupSource(const std::string& dir) {
   });
   src->SetUserStatus(first, store::UserStatus{store::UserState::kHold, ""});
   return src;
+}
+
+// A `backup --to` that finds every session of the server busy waits, as long as the server
+// says it is waiting; it said nothing while it did (helper-114: silent past its --timeout). Here a
+// migrate paused in its hold holds the one session.
+TEST(MigrateChildren, ABackupWaitingForASessionSlotSaysSo) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  auto other = MakeSource(tmp / "other", 2, 2);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  Server server(*dst, Insecure(), 0, /*max_sessions=*/1);
+  const std::string to = "127.0.0.1:" + std::to_string(server.endpoint().port);
+  MigrateChild migrate({"migrate", "--store", tmp / "src", "--to", to, "--insecure"});
+  ASSERT_EQ(migrate.WaitForHold(), "hold all") << migrate.Err();
+  MigrateChild backup({"backup", "--store", tmp / "other", "--to", to, "--insecure", "--timeout", "2", "/"},
+                      /*hold_seam=*/false);
+  const std::string line = "storemove: backup: every session of " + to + " is busy (its --max-sessions): waiting";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kGuardSeconds);
+  while (backup.Err().find(line) == std::string::npos && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polls the child's stderr file
+  EXPECT_NE(backup.Err().find(line), std::string::npos) << backup.Err();
+  migrate.Continue();
+  EXPECT_EQ(migrate.Wait(), 0) << migrate.Err();
+  EXPECT_EQ(backup.Wait(), 0) << backup.Err();  // waited for the slot, then sent
+  const std::string said = backup.Err();
+  EXPECT_EQ(said.find(line), said.rfind(line)) << "said once: " << said;
 }
 
 std::vector<std::string> MigrateArgs(const std::string& source, const net::Endpoint& to) {
