@@ -528,7 +528,8 @@ class Store {
   bool EnvironmentStuck() const;
   // Lets go of an environment another process recovered under this one (EnvironmentStuck, not
   // wedged) and opens it again, for a process that goes on after the failure (migrate puts its
-  // held users back). Only while no other thread uses this Store. kTempFail when it is wedged.
+  // held users back). Only while no other thread uses this Store. kTempFail when it is wedged;
+  // after a failure the Store has no environment: only root() and its destruction remain.
   void ReopenEnvironment();
 
   class Db;  // the mboxlist environment (store/mboxlist.h)

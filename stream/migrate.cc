@@ -540,30 +540,45 @@ class Migration {
       if (report_.source_recovered.empty()) report_.source_recovered = "group " + why;
     }
     source_recovered_ = true;
-    cancel_.Cancel("stopped: another process recovered the source store's database environment");
+    cancel_.Cancel("stopped: the source store's database environment was recovered by another process, or is "
+                   "stuck on one that died inside it");
   }
 
   // With every worker stopped, the environment is opened again and each stopped group's users go
   // back from its journal, as the next run's start would put them back.
+  // Recovered again meanwhile (helper-116: a second recovery during the put-back left users on
+  // hold under "served as before"): opened once more, a few times.
   void PutBackAfterSourceRecovered() {
-    try {
-      source_.ReopenEnvironment();
-    } catch (const Error& e) {
-      report_.source_recovered += "; opening it again failed (" + std::string(e.what()) +
-                                  "): the next run puts the held users back";
-      return;
-    }
-    for (size_t g = 0; g < report_.groups.size(); ++g) {
-      GroupReport& r = report_.groups[g];
-      if (!r.stopped_by_source) continue;
-      try {
-        if (r.attempts == 0) (void)UsersToMove(g, r);  // not started: the report still counts its users
-        const std::string journal = JournalPath(source_, r.name);
-        std::set<std::string> put_back;
-        GiveBack(r, PathExists(journal) ? ReadJournal(journal) : Held{}, put_back);
-      } catch (const Error& e) {
-        r.errors.push_back(e.what());
+    std::vector<size_t> pending;
+    for (size_t g = 0; g < report_.groups.size(); ++g)
+      if (report_.groups[g].stopped_by_source || give_back_later_.count(report_.groups[g].name)) pending.push_back(g);
+    constexpr int kOpenings = 3;
+    for (int opening = 1; !pending.empty(); ++opening) {
+      if (opening > kOpenings) {
+        report_.source_not_reopened = "recovered again under each of " + std::to_string(kOpenings) + " openings";
+        return;
       }
+      try {
+        source_.ReopenEnvironment();
+      } catch (const Error& e) {
+        // Nothing more goes through this Store (it has no environment now).
+        report_.source_not_reopened = e.what();
+        return;
+      }
+      std::vector<size_t> again;
+      for (size_t g : pending) {
+        GroupReport& r = report_.groups[g];
+        try {
+          if (r.attempts == 0) (void)UsersToMove(g, r);  // not started: the report still counts its users
+          const std::string journal = JournalPath(source_, r.name);
+          std::set<std::string> put_back;
+          if (!GiveBack(r, PathExists(journal) ? ReadJournal(journal) : Held{}, put_back)) again.push_back(g);
+        } catch (const Error& e) {
+          if (source_.EnvironmentStuck()) again.push_back(g);
+          else r.errors.push_back(e.what());
+        }
+      }
+      pending = std::move(again);
     }
   }
 
@@ -712,6 +727,11 @@ class Migration {
         std::vector<std::string> errors;
         PutBack(source_, held, &errors, &put_back, PutBackWait());
         NoteHoldEnded(r, live);
+        if (!errors.empty() && source_.EnvironmentStuck()) {
+          // Found first by the put-back: the users go back from the journal once the store is open again.
+          SourceRecovered(r.name + ": " + errors.front());
+          break;
+        }
         if (errors.empty()) {
           try {
             RemoveJournal(source_, r.name);
@@ -737,7 +757,7 @@ class Migration {
     // 0 B" for a group stopped after seconds of copying was false (helper-69).
     r.messages = std::max<uint64_t>(r.messages, live.messages);
     r.bytes_raw = std::max<uint64_t>(r.bytes_raw, live.bytes);
-    if (source_recovered_) {
+    if (source_recovered_ && !failed_on_its_own && !r.destination_unreachable) {
       // Nothing more goes through the dead handles: the users go back from the group's journal
       // once every worker has stopped and the store is open again (PutBackAfterSourceRecovered).
       r.stopped_by_source = true;
@@ -757,12 +777,25 @@ class Migration {
 
   // Puts a failed group's held users back to their status before, removes its journal, and
   // keeps a switch record this run sent for the next run.
-  void GiveBack(GroupReport& r, const Held& held, std::set<std::string>& put_back) {
+  // False when the put-back met an environment recovered (again) under the run: the group's users
+  // go back from its journal once the store is open again (PutBackAfterSourceRecovered).
+  bool GiveBack(GroupReport& r, const Held& held, std::set<std::string>& put_back) {
     std::vector<std::string> errors;
     PutBack(source_, held, &errors, &put_back, PutBackWait());
     {
       std::lock_guard<std::mutex> lock(report_mutex_);
       report_.users_put_back += put_back.size();
+    }
+    // The environment was recovered under the run, found here first (a group cut off by a signal
+    // or the deadline, or failed on its own): its users go back from the journal once the store
+    // is open again (helper-115: left on hold, "0 users put back", exit 130).
+    if (!errors.empty() && source_.EnvironmentStuck()) {
+      {
+        std::lock_guard<std::mutex> lock(report_mutex_);
+        give_back_later_.insert(r.name);
+      }
+      SourceRecovered(r.name + ": " + errors.front());
+      return false;
     }
     r.errors.insert(r.errors.end(), errors.begin(), errors.end());
     if (errors.empty()) {
@@ -782,6 +815,7 @@ class Migration {
         r.errors.push_back(e.what());
       }
     }
+    return true;
   }
 
   void CheckCancelled() {
@@ -1151,6 +1185,7 @@ class Migration {
   std::atomic<bool> deadline_reached_{false};  // the deadline cancelled the run (not a signal)
   std::atomic<bool> destination_down_{false};  // ReachDestinationDown, until it answers again
   std::atomic<bool> source_recovered_{false};  // SourceRecovered
+  std::set<std::string> give_back_later_;  // under report_mutex_: groups whose put-back found it (GiveBack)
   MigrateReport report_;
   // Groups whose switch record this run may believe (ReadSwitchRecord): written by this run, or
   // left by a run killed during its hold, whose journal this run recovered.
@@ -1225,7 +1260,7 @@ std::string MigrateReport::Text() const {
     out += "\n";
   }
   if (users_put_back)
-    out += Counted(users_put_back, "user") + " of failed groups " + (users_put_back == 1 ? "was" : "were") +
+    out += Counted(users_put_back, "user") + " of groups that failed or stopped " + (users_put_back == 1 ? "was" : "were") +
            " put back to their status before the hold\n";
   if (deadline_reached) {
     size_t cut = 0, not_started = 0;  // "3 groups stopped by it" counted two that never started (helper-84)
@@ -1247,8 +1282,12 @@ std::string MigrateReport::Text() const {
            "; their users are served by this store as before; rerun when it answers\n";
   }
   if (!source_recovered.empty())
-    out += "source store recovered under the run by another process (" + source_recovered +
-           "): its groups stopped, their users served by this store as before; run migrate again\n";
+    out += "source store's database environment recovered under the run by another process, or stuck on one "
+           "that died inside it (" + source_recovered + "): its groups stopped; " +
+           (source_not_reopened.empty()
+                ? "their users served by this store as before; run migrate again\n"
+                : "opening it again failed (" + source_not_reopened +
+                      "): the users this run held stay on hold until migrate runs again (or migrate --abort)\n");
   // A group that failed for itself, not one the deadline stopped, a destination that was down or
   // a source recovered under the run.
   bool failed = false;
@@ -1281,6 +1320,8 @@ std::string MigrateReport::Json() const {
   j["destination_unreachable"] =
       destination_unreachable.empty() ? nlohmann::json(nullptr) : nlohmann::json(destination_unreachable);
   j["source_recovered"] = source_recovered.empty() ? nlohmann::json(nullptr) : nlohmann::json(source_recovered);
+  j["source_not_reopened"] =
+      source_not_reopened.empty() ? nlohmann::json(nullptr) : nlohmann::json(source_not_reopened);
   j["users_put_back"] = users_put_back;
   for (const GroupReport& g : groups) {
     j["groups"].push_back({{"name", g.name},

@@ -136,6 +136,10 @@ struct MigrateReport {
   // under it (a process died inside it), so every call through the run's handles failed. The
   // first group's error ("" if it did not happen). Not retried: the next run goes on.
   std::string source_recovered;
+  // Why the environment could not be opened again after that ("" when it was): stuck on a process
+  // that died inside it. The users the run held stay on hold until the next run (or migrate
+  // --abort) puts them back from the journals.
+  std::string source_not_reopened;
   uint64_t users_put_back = 0;         // users of failed or interrupted groups set back from hold
   bool ok() const;
   std::string Text() const;

@@ -260,11 +260,16 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
     print_report();
     size_t left = 0;
     for (const stream::GroupReport& g : report.groups) left += !g.ok;
-    Throw(Errc::kTempFail, "migrate: another process recovered the database environment of " + source->root() +
-                               " under this run (" + report.source_recovered + "): " +
-                               std::to_string(left) + " of " + std::to_string(report.groups.size()) +
-                               " groups not migrated, " + Counted(report.users_put_back, "user") +
-                               " put back to their status before the hold; run migrate again to continue");
+    Throw(Errc::kTempFail, "migrate: the database environment of " + source->root() +
+                               " was recovered under this run by another process, or is stuck on one that died "
+                               "inside it (" + report.source_recovered + "): " + std::to_string(left) + " of " +
+                               std::to_string(report.groups.size()) + " groups not migrated, " +
+                               Counted(report.users_put_back, "user") + " put back to their status before the hold" +
+                               (report.source_not_reopened.empty()
+                                    ? ""
+                                    : "; the environment could not be opened again (" + report.source_not_reopened +
+                                          "): users this run held stay on hold until migrate runs again") +
+                               "; run migrate again to continue");
   }
   if (report.deadline_reached && !failed_on_its_own) {
     print_report();

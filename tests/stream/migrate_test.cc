@@ -1048,11 +1048,39 @@ TEST(MigrateSourceRecovered, TheRunStopsNamingTheSourceAndPutsItsHeldUsersBack) 
   EXPECT_EQ(stopped.users_put_back, 1u) << text;
   EXPECT_NE(text.find("stopped (source recovered)"), std::string::npos) << text;
   EXPECT_NE(text.find("migrate: stopped: the source store was recovered under the run"), std::string::npos) << text;
+  EXPECT_NE(text.find("their users served by this store as before; run migrate again"), std::string::npos) << text;
   EXPECT_TRUE(nlohmann::json::parse(stopped.Json())["source_recovered"].get<std::string>().starts_with("group first: "))
       << stopped.Json();
   // The run's store works again, nobody is left on hold, the journal is gone.
   for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user;
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/first.hold"));
+  MigrateReport done = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+  ASSERT_TRUE(done.ok()) << done.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
+// The recovery found first by the put-back: a signal cuts the held group off before any call
+// through the dead handles fails, and only the put-back meets DB_RUNRECOVERY. The users stayed on
+// hold, "0 users put back", exit 130 (helper-115). They go back once the environment is open again.
+TEST(MigrateSourceRecovered, UsersHeldWhenASignalFollowsTheRecoveryArePutBack) {
+  if (std::system("command -v db5.3_recover >/dev/null") != 0) GTEST_SKIP() << "db5.3_recover (db5.3-util) is not installed";
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "all=.*\n";
+  net::Cancellation signal;
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.client.cancel = &signal;
+  o.on_hold = [&](const std::string&) {
+    EXPECT_EQ(std::system(("db5.3_recover -h " + (tmp / "src/mboxlist") + " 2>&1").c_str()), 0);
+    signal.Cancel("interrupted by SIGINT");
+  };
+  MigrateReport stopped = Migrate(*src, o);
+  const std::string text = stopped.Text();
+  EXPECT_TRUE(stopped.interrupted) << text;
+  EXPECT_EQ(stopped.users_put_back, 3u) << text;  // was 0, the users left on hold
+  EXPECT_NE(stopped.source_recovered.find("DB_RUNRECOVERY"), std::string::npos) << text;
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user;
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.hold"));
   MigrateReport done = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
   ASSERT_TRUE(done.ok()) << done.Text();
   ExpectMigrated(*dst, *src, "127.0.0.1");
