@@ -441,12 +441,13 @@ void ImapClient::Fetch() {
     if (item.empty()) r.Fail("expected a FETCH item name");
     item = Upper(std::move(item));
     r.Space("after a FETCH item name");
-    // Each item once: a second UID in the response of a body would file it under the other
-    // message (helper-112: two messages' bytes swapped, exit 0), a second FLAGS or size would
-    // replace the first.
+    // An item twice with another value: a second UID in the response of a body would file it
+    // under the other message (helper-112: two messages' bytes swapped, exit 0), a second FLAGS or
+    // size would replace the first. The same value again is harmless.
+    std::optional<ImapMessage> before;
     if ((item == "UID" && has_uid) || (item == "FLAGS" && m.has_flags) || (item == "INTERNALDATE" && m.has_date) ||
         (item == "RFC822.SIZE" && m.has_size))
-      r.Fail(item + " twice in one FETCH response");
+      before = m;
     if (item == "UID") {
       m.uid = static_cast<uint32_t>(r.Number("a UID", std::numeric_limits<uint32_t>::max()));
       if (m.uid == 0) r.Fail("UID 0 in a FETCH response (UIDs start at 1)");
@@ -502,6 +503,9 @@ void ImapClient::Fetch() {
     } else {
       r.SkipValue(1);  // MODSEQ, ENVELOPE, ...: not asked for, not needed
     }
+    if (before && (before->uid != m.uid || before->flags != m.flags || before->internal_date != m.internal_date ||
+                   before->size != m.size))
+      r.Fail(item + " twice in one FETCH response, with another value");
     if (r.Peek() == ')') continue;
     r.Space("between FETCH items");
   }

@@ -131,10 +131,6 @@ class MetaList final : public interop::ImapFetchSink {
   }
   std::vector<ImapMessage> messages;
   static constexpr uint64_t kListingSlack = 10000;
-  void Clear() {
-    messages.clear();
-    index_.clear();
-  }
 
  private:
   const ImapClient& client_;
@@ -223,6 +219,7 @@ class BodyWriter final : public interop::ImapFetchSink {
     // message the source does not have.
     if (asked_ && !std::binary_search(asked_->begin(), asked_->end(), m.uid))
       Throw(Errc::kProtocol, "the server sent the body of UID " + std::to_string(m.uid) + ", which was not asked for");
+    highest_received_ = std::max(highest_received_, m.uid);
     if (!received_.insert(m.uid).second)
       Throw(Errc::kProtocol, "the server sent the body of UID " + std::to_string(m.uid) + " twice");
     // Every message of a folder: as many as it counts, and room for arrivals meanwhile, as a
@@ -261,11 +258,14 @@ class BodyWriter final : public interop::ImapFetchSink {
   void NoteMetadata(const ImapMessage& m) {
     if (m.uid == 0 || (!m.has_flags && !m.has_date && !m.has_size)) return;
     if (received_.count(m.uid)) {
+      // FLAGS after the body (a change meanwhile, or the rest of a split response): applied once
+      // the message is committed (helper-116: dropped, the pull ended 0 with the older flags).
+      if (m.has_flags) late_flags_[m.uid] = m.flags;
       const auto lacked = lacking_.find(m.uid);
-      if (lacked != lacking_.end() && ((m.has_flags && (lacked->second & kFlags)) || (m.has_date && (lacked->second & kDate))))
-        Throw(Errc::kProtocol, "the server sent the FLAGS or INTERNALDATE of UID " + std::to_string(m.uid) +
-                                   " after its body, in a response of their own; a message is not stored without them");
-      return;  // a flag change after the body: the next run's listing brings it
+      if (lacked != lacking_.end() && m.has_date && (lacked->second & kDate))
+        Throw(Errc::kProtocol, "the server sent the INTERNALDATE of UID " + std::to_string(m.uid) +
+                                   " after its body, in a response of its own; a message is not stored without it");
+      return;
     }
     auto it = metadata_.find(m.uid);
     if (it == metadata_.end()) {
@@ -317,7 +317,9 @@ class BodyWriter final : public interop::ImapFetchSink {
   const Suspects* suspects_;
   const ImapClient* counted_;
   std::unordered_set<uint32_t> received_;
+  uint32_t highest_received_ = 0;
   std::unordered_map<uint32_t, ImapMessage> metadata_;  // NoteMetadata: sent before their bodies
+  std::unordered_map<uint32_t, std::vector<std::string>> late_flags_;
   static constexpr uint8_t kFlags = 1, kDate = 2;
   std::unordered_map<uint32_t, uint8_t> lacking_;  // bodies stored without FLAGS (kFlags) or INTERNALDATE (kDate)
 
@@ -326,8 +328,13 @@ class BodyWriter final : public interop::ImapFetchSink {
   bool AllReceived(uint64_t count) const { return received_.size() >= (asked_ ? asked_->size() : count); }
   bool Received(uint32_t uid) const { return received_.count(uid) != 0; }
   uint64_t received_count() const { return received_.size(); }
+  uint32_t highest_received() const { return highest_received_; }
   const std::unordered_set<uint32_t>& received() const { return received_; }
   uint64_t expunges_at_start = 0;  // the client's EXPUNGE count when the FETCH began
+  uint64_t exists_at_start = 0;    // the folder's EXISTS when the FETCH began (a writer of 1:*)
+  uint32_t uidnext_at_start = 0;   // its UIDNEXT at the EXAMINE before (0: not known)
+  // FLAGS the server sent for a UID after its body (NoteMetadata), the last of each.
+  const std::unordered_map<uint32_t, std::vector<std::string>>& late_flags() const { return late_flags_; }
   const std::vector<uint32_t>* asked() const { return asked_; }
   const Suspects* suspects() const { return suspects_; }
   std::unique_ptr<store::MessageWriter> writer_;
@@ -339,26 +346,29 @@ class BodyWriter final : public interop::ImapFetchSink {
 // out) would have those messages left behind and the pull end with 0, and a folder's UIDNEXT
 // raised above them. The pull fails instead (kTempFail: a rerun asks again; found by review,
 // helper-51).
-// Messages that arrive during the listing raise EXISTS; a server may list them in the same answer
-// (Cyrus) or not (its 1:* was evaluated before). Fewer listed than the raised count is listed
-// again (a few times): taken as complete, a listing that left out an older message and listed a
-// new one in its place had the old one stored below the folder's new UIDNEXT by the next run, where
-// clients no longer look (helper-112).
-void ListAll(ImapClient& client, MetaList& listed) {
-  constexpr int kListings = 3;
-  for (int listing = 1;; ++listing) {
-    const uint64_t counted = client.exists(), expunges = client.expunges();
-    listed.Clear();
-    client.FetchMeta(1, listed);
-    const uint64_t expunged = client.expunges() - expunges;
-    const uint64_t arrived = client.exists() > counted ? client.exists() - counted : 0;
-    if (listed.messages.size() + expunged >= counted + arrived) return;
-    if (listed.messages.size() + expunged >= counted && arrived > 0 && listing < kListings) continue;
+void ListAll(ImapClient& client, MetaList& listed, uint32_t uidnext = 0) {
+  const uint64_t counted = client.exists(), expunges = client.expunges();
+  client.FetchMeta(1, listed);
+  const uint64_t expunged = client.expunges() - expunges;
+  if (listed.messages.size() + expunged < counted)
     Throw(Errc::kTempFail, "the server listed " + std::to_string(listed.messages.size()) + " of the " +
-                               std::to_string(counted + arrived) + " messages it counts (EXISTS)" +
+                               std::to_string(counted) + " messages it counts (EXISTS)" +
                                (expunged ? ", " + std::to_string(expunged) + " expunged meanwhile" : std::string()) +
                                ", without saying the others were expunged; run again");
-  }
+  // Messages delivered during the listing raise EXISTS and take UIDs from the folder's UIDNEXT on
+  // (`uidnext`, when the caller knows it from the EXAMINE just before); a server may list them
+  // (Cyrus) or not (Dovecot evaluates 1:* first). The messages counted before are all below it: a
+  // listing that leaves one of them out and lists an arrival in its place has the count right, and
+  // the older message was stored below the folder's new UIDNEXT by the next run, where clients no
+  // longer look (helper-112).
+  if (uidnext == 0 || client.exists() <= counted) return;
+  uint64_t older = 0;
+  for (const ImapMessage& m : listed.messages) older += m.uid < uidnext;
+  if (older + expunged < counted)
+    Throw(Errc::kTempFail, "the server listed " + std::to_string(older) + " of the " + std::to_string(counted) +
+                               " messages it counted before the listing (UIDs below its UIDNEXT " +
+                               std::to_string(uidnext) + ") and " + std::to_string(listed.messages.size() - older) +
+                               " delivered since, without saying the others were expunged; run again");
 }
 
 // The UIDs the folder lists now whose bodies `writer` asked for (every UID: a writer of 1:*) and
@@ -376,11 +386,20 @@ std::vector<uint32_t> ListedNotReceived(ImapClient& client, const BodyWriter& wr
     // Bodies of every message (1:*): one the folder does not list was expunged since, or invented.
     std::unordered_set<uint32_t> uids;
     for (const ImapMessage& m : listed.messages) uids.insert(m.uid);
-    uint64_t unlisted = 0;
+    uint64_t unlisted = 0, unlisted_new = 0;
     uint32_t example = 0;
-    for (uint32_t uid : writer.received())
-      if (!uids.count(uid)) ++unlisted, example = std::max(example, uid);
-    if (unlisted > client.expunges() - writer.expunges_at_start)
+    for (uint32_t uid : writer.received()) {
+      if (uids.count(uid)) continue;
+      ++unlisted;
+      example = std::max(example, uid);
+      unlisted_new += writer.uidnext_at_start > 0 && uid >= writer.uidnext_at_start;
+    }
+    // One not below the EXAMINE's UIDNEXT was delivered since, and expunged: both must have
+    // happened (helper-116: one EXPUNGE of an older message "explained" an invented UID 99).
+    const uint64_t expunged = client.expunges() - writer.expunges_at_start;
+    const uint64_t arrived =
+        client.exists() + expunged > writer.exists_at_start ? client.exists() + expunged - writer.exists_at_start : 0;
+    if (unlisted > expunged || unlisted_new > std::min(expunged, arrived))
       Throw(Errc::kProtocol, "the server sent the bod" + std::string(unlisted == 1 ? "y of UID " : "ies of UID ") +
                                  std::to_string(example) +
                                  (unlisted == 1 ? "" : " and " + std::to_string(unlisted - 1) + " more") +
@@ -408,6 +427,30 @@ void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, interop:
                              (still.size() > 1 ? " and " + std::to_string(still.size() - 1) + " more" : std::string()) +
                              " but sent no body for " + (still.size() > 1 ? "them" : "it") +
                              ", asked twice; run again");
+}
+
+// FLAGS the server sent for messages after their bodies, given to those stored under their UIDs.
+void ApplyLateFlags(Folder& folder, interop::KeywordBits& keywords,
+                    const std::unordered_map<uint32_t, std::vector<std::string>>& late, FolderPull& pull) {
+  if (late.empty()) return;
+  std::unordered_map<uint32_t, uint8_t> stored;  // UID -> its \Recent, kept
+  for (const MessageMeta& m : folder.Snapshot().messages) stored.emplace(m.uid, m.flags & store::kRecent);
+  std::vector<store::FlagChange> changes;
+  for (const auto& [uid, flags] : late) {
+    const auto it = stored.find(uid);
+    if (it == stored.end()) continue;  // not stored under its UID (present already, or expunged)
+    ImapMessage m;
+    m.uid = uid;
+    m.flags = flags;
+    m.has_flags = true;
+    uint8_t bits;
+    uint64_t user_flags;
+    MapFlags(m, keywords, &bits, &user_flags, &pull.result.keywords_dropped);
+    changes.push_back({uid, static_cast<uint8_t>(bits | it->second), user_flags});
+  }
+  if (changes.empty()) return;
+  keywords.Save(folder);
+  pull.result.flags_updated += folder.SetFlags(changes);
 }
 
 // EXAMINE refused. A folder deleted at the source since the listing is skipped (false): a pull
@@ -438,7 +481,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   const bool exists = store.FindFolder(pull.user, pull.name).has_value();
   // A new folder takes everything: bodies and metadata in one command, no listing first.
   MetaList listed(client);
-  if (status.exists > 0 && exists) ListAll(client, listed);
+  if (status.exists > 0 && exists) ListAll(client, listed, status.uidnext);
 
   std::unique_ptr<Folder> folder;
   bool created = false, keep_uids = true;
@@ -525,6 +568,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     }
   };
   interop::KeywordBits keywords(names);
+  std::unordered_map<uint32_t, std::vector<std::string>> late_flags;  // BodyWriter::late_flags of the main fetch
   auto hooks = [&pull](interop::FolderFiller& filler) {
     if (pull.options.on_arrival) filler.before_commit = pull.options.on_arrival;
     if (pull.options.after_batch)
@@ -538,6 +582,8 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     const bool all = created && status.exists > 0;
     BodyWriter writer(pull, *folder, keywords, filler, all ? nullptr : &wanted, nullptr, all ? &client : nullptr);
     writer.expunges_at_start = client.expunges();
+    writer.exists_at_start = client.exists();
+    writer.uidnext_at_start = status.uidnext;
     if (all) {
       client.FetchAll(writer);
     } else if (!wanted.empty()) {
@@ -548,10 +594,12 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     // out and a new one sent in its place was published without it, exit 0; a body of a UID the
     // folder does not have was stored as a message of it).
     const bool changed = all && (client.exists() != status.exists || client.expunges() != writer.expunges_at_start ||
-                                 writer.received_count() != status.exists);
+                                 writer.received_count() != status.exists ||
+                                 (status.uidnext > 0 && writer.highest_received() >= status.uidnext));
     if (changed || !writer.AllReceived(all ? status.exists : 0))
       FetchMissing(client, pull, *folder, keywords, filler, writer);
     filler.Finish();
+    if (keep_uids) late_flags = writer.late_flags();
   }
   if (keep_uids && status.uidnext > 0) folder->RaiseUidNext(status.uidnext);
   if (!suspects.empty()) {
@@ -573,6 +621,9 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     pull.result.messages += unpublished_messages;
     pull.result.bytes += unpublished_bytes;
   }
+  // Once visible (a folder's flags are set through its record); a failure here leaves the older
+  // flags, which the next run's listing corrects.
+  ApplyLateFlags(*folder, keywords, late_flags, pull);
   ++pull.result.folders;
   return true;
 }
