@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 #include "util/error.h"
 #include "util/fs.h"
@@ -358,14 +360,30 @@ std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options
                       ShellQuote(Join(migrate)) + " > " + ShellQuote(part) + "; s=$?; if [ -s " + ShellQuote(part) +
                       " ]; then mv -f -- " + ShellQuote(part) + " " + ShellQuote(job.report) + "; fi; exit $s";
       }
+      // An earlier run's report is not this run's: a job killed before it writes its own leaves
+      // none, which `report` names as missing (helper-116: an earlier run's "ok" report stood for a
+      // run killed with a new user on hold, "every job done").
+      job.command = "rm -f -- " + ShellQuote(job.report) + "; " + job.command;
       jobs.push_back(std::move(job));
     }
   }
   // The reports this plan's jobs leave: `report` names every one that has none (a job not run
   // yet, or killed before it wrote one) instead of calling the fleet done (helper-114).
+  // Added to those of earlier plans into the same directory (waves, subsets, a plan only looked
+  // at): a job of any of them without its report keeps the fleet from being done.
+  const std::string plan_path = results + "/" + kPlannedReportsFile;
+  std::set<std::string> names;
+  if (PathExists(plan_path)) {
+    std::istringstream earlier(ReadFile(plan_path));
+    std::string line;
+    if (std::getline(earlier, line) && line == kPlannedReportsMagic)
+      while (std::getline(earlier, line))
+        if (!line.empty()) names.insert(line);
+  }
+  for (const PlannedJob& job : jobs) names.insert(job.report.substr(results.size() + 1));
   std::string planned = std::string(kPlannedReportsMagic) + "\n";
-  for (const PlannedJob& job : jobs) planned += job.report.substr(results.size() + 1) + "\n";
-  WriteFileAtomic(results + "/" + kPlannedReportsFile, planned, 0644);
+  for (const std::string& name : names) planned += name + "\n";
+  WriteFileAtomic(plan_path, planned, 0644);
   return jobs;
 }
 

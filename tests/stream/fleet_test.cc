@@ -164,7 +164,10 @@ TEST(FleetPlan, HostileNamesReachTheCommandsAsTheyAreAndGroupsComeFromTheConf) {
             "[--deadline]\n[@1764820800]\n[--allow-empty-groups]\n[--report]\n[" + jobs[0].report + "]\n[--]\n[g1]\n");
   EXPECT_EQ(std::filesystem::path(jobs[0].report).parent_path(), options.results_dir);
   // Slots: the local source's two groups under different locks (jobs 2), the remote's under one.
-  auto slot = [](const std::string& command) { return command.substr(0, command.find("' ") + 1); };
+  auto slot = [](const std::string& command) {
+    const size_t flock = command.find("; flock ");  // after the removal of the job's earlier report
+    return command.substr(flock, command.find("' ", flock) + 1 - flock);
+  };
   EXPECT_NE(slot(jobs[0].command), slot(jobs[2].command));
   EXPECT_EQ(slot(jobs[1].command), slot(jobs[3].command));
 }
@@ -353,6 +356,16 @@ TEST(FleetReport, APlannedJobWithoutAReportIsMissingAndTheFleetIsNotDone) {
   r = MergeFleetReports(dir);
   EXPECT_TRUE(r.ok()) << r.Text();
   EXPECT_NE(r.Text().find("fleet: every job done"), std::string::npos) << r.Text();
+  // Each job's line removes its earlier report first: a run killed before it writes its own
+  // leaves none (helper-116: an earlier run's ok report stood for it).
+  for (const PlannedJob& job : jobs) EXPECT_TRUE(job.command.starts_with("rm -f -- '" + job.report + "'; ")) << job.command;
+  (void)ShellWords(tmp, jobs[2].command);
+  EXPECT_FALSE(std::filesystem::exists(jobs[2].report));
+  EXPECT_EQ(MergeFleetReports(dir).missing.size(), 1u);
+  // A plan of fewer groups into the same directory keeps the earlier plan's jobs.
+  options.read_groups_conf = [](const FleetSource&) -> std::string { return "g1=a.*\n"; };
+  ASSERT_EQ(PlanFleet(f, options).size(), 1u);
+  EXPECT_EQ(MergeFleetReports(dir).missing.size(), 1u);
   // A damaged plan file is said, not taken for an empty plan.
   WriteFileAtomic(dir + "/.plan", "something else\n");
   EXPECT_NE(ErrorOf([&] { MergeFleetReports(dir); }).find("is not a storemove fleet plan"), std::string::npos);
