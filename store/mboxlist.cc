@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -85,6 +86,9 @@ constexpr size_t kScanBatch = 512;
   if (last_failure_timed_out)
     msg += " (another process has held it for over " + std::to_string(kLockTimeoutSeconds) + " s)";
   if (Retryable(ret) || ret == DB_RUNRECOVERY) Throw(Errc::kTempFail, msg);
+  // A full disk, a quota or a file-size limit met by the log or a database: an I/O failure (74)
+  // like the same limit met by a message file, not a software error (70, helper-113).
+  if (ret == ENOSPC || ret == EDQUOT || ret == EFBIG) Throw(Errc::kIo, msg);
   Throw(Errc::kDatabase, msg);
 }
 
@@ -199,6 +203,32 @@ std::vector<std::string> UnfinishedEnvironment(const std::string& dir) {
   return regions;
 }
 
+// libdb opens the environment's files as it goes (its log file at the first commit) and panics the
+// whole environment when one of those opens fails: a process out of descriptors (ulimit -n) made
+// every process attached fail with DB_RUNRECOVERY, "another process died" (helper-113: a running
+// restore stopped by a `user --status` under ulimit -n 20). So an open needs this many free
+// descriptors (the soft limit is raised when the hard one allows), or is refused, naming the limit.
+constexpr rlim_t kFreeDescriptors = 48;
+void RequireFreeDescriptors(const std::string& dir) {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+  rlim_t open = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) return;  // no /proc: not checked
+  while (dirent* e = ::readdir(d)) open += e->d_name[0] != '.';
+  ::closedir(d);
+  const rlim_t need = open + kFreeDescriptors;
+  if (rl.rlim_cur >= need) return;
+  if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) {
+    rl.rlim_cur = need;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) == 0) return;
+  }
+  Throw(Errc::kTempFail, "mboxlist " + dir + ": opening the database environment needs " +
+                             std::to_string(kFreeDescriptors) + " free open files; the limit is " +
+                             std::to_string(rl.rlim_max) + " (ulimit -n) with " + std::to_string(open) +
+                             " open: nothing was opened");
+}
+
 void RemoveUnfinishedEnvironment(const std::string& dir) {
   for (const std::string& name : UnfinishedEnvironment(dir)) ::unlink((dir + "/" + name).c_str());
 }
@@ -297,6 +327,7 @@ void Store::Db::Open(bool create, bool frees_space) {
     private_copy_ = CopyEnvironment(dir_);
     dir = private_copy_;
   }
+  RequireFreeDescriptors(dir);
   u_int32_t flags = DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL | DB_THREAD | DB_REGISTER | DB_RECOVER;
   if (create) flags |= DB_CREATE;
   if (!create && !PathExists(dir + "/__db.register") && !PathExists(dir + "/folder.db"))
@@ -393,6 +424,12 @@ void Store::Db::Open(bool create, bool frees_space) {
       InFlight call(*this);
       ret = (*s.handle)->open(*s.handle, nullptr, s.file, nullptr, DB_BTREE, oflags, 0600);
     }
+    // A database missing where folder.db is there: an `init` that stopped between them (its open
+    // files ran out, helper-113). Not damage to report as a software error (70) for ever: kNotFound,
+    // which `init` takes for a store to make (the open with DB_CREATE makes the rest).
+    if (ret == ENOENT && !create_db && PathExists(dir_ + "/folder.db"))
+      Throw(Errc::kNotFound, "mboxlist " + dir_ + ": " + s.file + " is missing (an init that did not finish?): run "
+                             "storemove init --store STORE again");
     if (ret != 0) Fail(ret, std::string("open ") + s.file);  // the handle is closed with the rest
   }
 }
