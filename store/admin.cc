@@ -481,9 +481,21 @@ class CrossFilesystemSharing {
       MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
       err = LinkAt(r.dst->fd(), rel, AT_FDCWD, entry);
     }
-    // EEXIST: another content of the digest, or a writer was first. An entry left by a move
-    // that then fails has one link: `relink -d` purges it.
+    // EEXIST: another content of the digest, or a writer was first.
     if (err != 0 && err != EEXIST && err != EMLINK) ThrowErrno("link " + r.dst_path + "/" + rel + " to " + entry, err);
+    if (err == 0) made_.push_back(entry);
+  }
+
+  // After a failed move, whose copies are gone (Unstage): the repository entries this move made
+  // that nothing else links to. Left, they filled the destination partition move after failed
+  // move, until `relink -d` (helper-113: a 1 MiB partition full of 368 KiB of them, later moves
+  // that would have fitted failing).
+  void RemoveEntriesMade() noexcept {
+    for (const std::string& entry : made_) {
+      struct stat st;
+      if (::lstat(entry.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1) ::unlink(entry.c_str());
+    }
+    made_.clear();
   }
 
   uint64_t linked() const { return linked_; }
@@ -492,6 +504,7 @@ class CrossFilesystemSharing {
   std::string root_;
   RepositoryLayout layout_;
   std::map<std::pair<dev_t, ino_t>, std::string> placed_;  // source inode -> a destination file of it
+  std::vector<std::string> made_;  // repository entries this move made (Placed)
   uint64_t linked_ = 0;
 };
 
@@ -615,6 +628,7 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
   };
 
   std::string old_partition;  // the user's, before the change
+  std::map<std::string, CrossFilesystemSharing> sharing;  // by destination partition
   try {
     for (Relocation& r : moves) {
       MakeDirs(r.dst_path, 0700);
@@ -626,7 +640,6 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
         if (found) Throw(Errc::kExists, "mailbox " + r.DstKey() + " exists");
       }
     }
-    std::map<std::string, CrossFilesystemSharing> sharing;  // by destination partition
     for (Relocation& r : moves) {
       auto it = sharing.find(r.dst_partition);
       if (it == sharing.end()) it = sharing.try_emplace(r.dst_partition, store, r.dst_partition).first;
@@ -724,6 +737,7 @@ void Relocate(Store& store, std::vector<Relocation>& moves, const UserChange* us
       Unstage(r);
       if (r.dst) RemoveEmptyDirs(r.dst_path, HashDirPath(store, r.dst_partition, r.dst_user));
     }
+    for (auto& [partition, shared] : sharing) shared.RemoveEntriesMade();
     throw;
   }
 

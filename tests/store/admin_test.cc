@@ -710,6 +710,11 @@ TEST(AdminMove, AcrossFilesystemsCopiesAndChecksEveryMessage) {
   EXPECT_EQ(store->FindUser("joe")->partition, "primary");
   EXPECT_EQ(store->FindFolder("joe", "Sent")->partition, "primary");
   EXPECT_FALSE(fs::exists(FolderDir(*store, "far", "joe", "INBOX"))) << "the staged copy is undone";
+  // So are the repository entries its copies made (helper-113: left, they filled the partition).
+  size_t entries = 0;
+  if (fs::exists(far.dir() + "/=digest"))
+    for (const auto& e : fs::recursive_directory_iterator(far.dir() + "/=digest")) entries += e.is_regular_file();
+  EXPECT_EQ(entries, 0u);
   WriteFileAtomic(damaged, good, 0600);
 
   EXPECT_TRUE(MoveUser(*store, "joe", "far"));
