@@ -51,8 +51,14 @@ struct Entry {
 };
 
 std::vector<Entry> ListDirectory(int dirfd, const std::string& shown) {
-  DIR* dir = ::fdopendir(::dup(dirfd));
-  if (dir == nullptr) ThrowErrno("opendir " + shown);
+  const int copy = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) ThrowErrno("opendir " + shown);  // EMFILE, not fdopendir(-1)'s "Bad file descriptor"
+  DIR* dir = ::fdopendir(copy);
+  if (dir == nullptr) {
+    const int err = errno;
+    ::close(copy);
+    ThrowErrno("opendir " + shown, err);
+  }
   ::rewinddir(dir);
   std::vector<Entry> out;
   errno = 0;
