@@ -854,6 +854,18 @@ class ScriptedImap {
   std::thread thread_;
 };
 
+// A FETCH response as servers send it: a body with its metadata (\\Seen, 2020-01-01 UTC), or the
+// metadata alone (a listing).
+std::string FetchedBody(int uid, const std::string& bytes) {
+  return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) +
+         " FLAGS (\\Seen) INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE " + std::to_string(bytes.size()) +
+         " BODY[] {" + std::to_string(bytes.size()) + "}\r\n" + bytes + ")\r\n";
+}
+std::string FetchedMeta(int uid, size_t size) {
+  return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) +
+         " FLAGS (\\Seen) INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE " + std::to_string(size) + ")\r\n";
+}
+
 // A folder name from a hostile server reaches standard error as one line: control characters as
 // \xNN (no terminal escape, no forged report line), cut at 200 bytes however long it is.
 TEST(MoveUserHostile, FolderNamesInErrorsAreEscapedAndCut) {
@@ -1087,10 +1099,7 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
     if (!s->FindFolder("dora", "INBOX")) return std::nullopt;
     return s->OpenFolder("dora", "INBOX")->Snapshot().messages.ToVector();
   };
-  auto meta = [&](int uid, size_t size) {
-    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (\\Seen)" + date +
-           " RFC822.SIZE " + std::to_string(size) + ")\r\n";
-  };
+  const auto& meta = FetchedMeta;
   const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
   const std::vector<std::tuple<std::string, ScriptedImap::Answers, std::string, int>> bad_new = {
       // 65 where the server broke the protocol, which it does again on every run (a retry loop
@@ -1321,17 +1330,9 @@ TEST(MoveUserHostile, AListingThatLeavesAnOlderMessageOutForAnArrivalFailsTheFol
   ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
   WritePrivate(tmp / "pw", "pw\n");
   const std::string list = "* LIST () \"/\" INBOX\r\n";
-  const std::string date = " INTERNALDATE \"01-Jan-2020 00:00:00 +0000\"";
   const std::string one = "Subject: 1\r\n\r\none\r\n", two = "Subject: 2\r\n\r\ntwo\r\n";
-  auto body = [&](int uid, const std::string& bytes) {
-    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (\\Seen)" + date +
-           " RFC822.SIZE " + std::to_string(bytes.size()) + " BODY[] {" + std::to_string(bytes.size()) + "}\r\n" +
-           bytes + ")\r\n";
-  };
-  auto meta = [&](int uid, size_t size) {
-    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (\\Seen)" + date +
-           " RFC822.SIZE " + std::to_string(size) + ")\r\n";
-  };
+  const auto& body = FetchedBody;
+  const auto& meta = FetchedMeta;
   const std::string all = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
   const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
   auto run = [&](const ScriptedImap::Answers& answers) {
