@@ -417,6 +417,12 @@ void Store::Db::Open(bool create, bool frees_space) {
       *s.handle = nullptr;
       Fail(ret, std::string("db_create ") + s.file);
     }
+    // A database missing beside a folder.db that lists mailboxes is damage, not an unfinished
+    // init: making it empty would hide it (every mailbox's user gone). Refused, even by init.
+    if (s.handle != &folder_ && s.handle != &verified_ && !PathExists(dir + "/" + s.file) && FolderListsAMailbox())
+      Throw(Errc::kCorrupt, "mboxlist " + dir + ": " + s.file +
+                                " is missing beside folder.db, which lists mailboxes: the store is damaged (restore "
+                                "its mboxlist from a backup); nothing was made");
     // verified.db is newer than the store format's first stores: created when missing.
     bool create_db = create || s.handle == &verified_;
     u_int32_t oflags = DB_AUTO_COMMIT | DB_THREAD | (create_db ? DB_CREATE : 0);
@@ -424,14 +430,25 @@ void Store::Db::Open(bool create, bool frees_space) {
       InFlight call(*this);
       ret = (*s.handle)->open(*s.handle, nullptr, s.file, nullptr, DB_BTREE, oflags, 0600);
     }
-    // A database missing where folder.db is there: an `init` that stopped between them (its open
-    // files ran out, helper-113). Not damage to report as a software error (70) for ever: kNotFound,
-    // which `init` takes for a store to make (the open with DB_CREATE makes the rest).
-    if (ret == ENOENT && !create_db && PathExists(dir_ + "/folder.db"))
+    // A database missing beside a folder.db without mailboxes: an `init` that stopped between
+    // them (its open files ran out, helper-113). Not damage to report as a software error (70) for
+    // ever: kNotFound, which `init` takes for a store to make (its open with DB_CREATE makes it).
+    if (ret == ENOENT && !create_db && PathExists(dir + "/folder.db"))
       Throw(Errc::kNotFound, "mboxlist " + dir_ + ": " + s.file + " is missing (an init that did not finish?): run "
                              "storemove init --store STORE again");
     if (ret != 0) Fail(ret, std::string("open ") + s.file);  // the handle is closed with the rest
   }
+}
+
+bool Store::Db::FolderListsAMailbox() {
+  DBC* cursor = nullptr;
+  InFlight call(*this);
+  if (folder_->cursor(folder_, nullptr, &cursor, 0) != 0) return true;  // not known: not taken for empty
+  DBT key{}, value{};
+  key.flags = value.flags = DB_DBT_USERMEM;  // no room: a record says DB_BUFFER_SMALL, none DB_NOTFOUND
+  const int ret = cursor->get(cursor, &key, &value, DB_FIRST);
+  cursor->close(cursor);
+  return ret != DB_NOTFOUND;
 }
 
 uint64_t Store::Db::LockWaits() {

@@ -106,6 +106,8 @@ class Store::Db {
   // Another process recovered the environment since this one opened it: a call failed with
   // DB_RUNRECOVERY, or the guard saw its regions replaced. Every call fails from now on.
   bool recovered_elsewhere() const { return watch_->panicked; }
+  // Whether folder.db (open) holds a record: a missing database beside it is damage (Open).
+  bool FolderListsAMailbox();
   // Lock requests of any process that had to wait, since the environment was created (tests).
   uint64_t LockWaits();
 

@@ -744,15 +744,30 @@ TEST_F(Cli, AnInitShortOfDescriptorsOrOfADatabaseIsFinishedByTheNextInit) {
       << r.Describe();
   ASSERT_EQ(RunCli({"init", "--store", fresh}).status, 0);
   ASSERT_EQ(RunCli({"deliver", "--store", fresh, "--user", "joe", "--create"}, "Subject: x\r\n\r\nx\r\n").status, 0);
-  // A database missing beside the others (an init stopped between them).
-  ASSERT_EQ(::unlink((fresh + "/mboxlist/subscr.db").c_str()), 0);
-  r = RunCli({"list", "--store", fresh});
+  // A database missing beside a folder.db that lists mailboxes is damage: refused by init too,
+  // which would have made it empty and lost every mailbox's user.
+  ASSERT_EQ(::unlink((fresh + "/mboxlist/user.db").c_str()), 0);
+  for (const std::string command : {"list", "init"}) {
+    r = RunCli({command, "--store", fresh});
+    EXPECT_EQ(r.status, 65) << command << ": " << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find("user.db is missing beside folder.db, which lists mailboxes: the store is damaged"),
+              std::string::npos)
+        << r.Describe();
+  }
+  EXPECT_FALSE(fs::exists(fresh + "/mboxlist/user.db"));
+  // Beside an empty folder.db, it is an init stopped between its databases: the next one makes it.
+  const std::string stopped = dir_ / "stopped";
+  ASSERT_EQ(RunCli({"init", "--store", stopped}).status, 0);
+  ASSERT_EQ(::unlink((stopped + "/mboxlist/subscr.db").c_str()), 0);
+  r = RunCli({"list", "--store", stopped});
   EXPECT_EQ(r.status, 66) << r.Describe();
   EXPECT_NE(r.err.find("subscr.db is missing (an init that did not finish?): run storemove init --store STORE again"),
             std::string::npos)
       << r.Describe();
-  ASSERT_EQ(RunCli({"init", "--store", fresh}).status, 0);
-  r = RunCli({"list", "--store", fresh});
+  ASSERT_EQ(RunCli({"init", "--store", stopped}).status, 0);
+  EXPECT_EQ(RunCli({"deliver", "--store", stopped, "--user", "joe", "--create"}, "Subject: x\r\n\r\nx\r\n").status, 0);
+  r = RunCli({"list", "--store", stopped});
   EXPECT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("user/joe/INBOX"), std::string::npos) << r.out;
 }
