@@ -15,6 +15,7 @@
 
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/printable.h"
 
 extern char** environ;
 
@@ -376,9 +377,11 @@ std::vector<PlannedJob> PlanFleet(const Fleet& fleet, const PlanOptions& options
   if (PathExists(plan_path)) {
     std::istringstream earlier(ReadFile(plan_path));
     std::string line;
-    if (std::getline(earlier, line) && line == kPlannedReportsMagic)
-      while (std::getline(earlier, line))
-        if (!line.empty()) names.insert(line);
+    if (!std::getline(earlier, line) || line != kPlannedReportsMagic)
+      Throw(Errc::kCorrupt, "plan: " + plan_path + " is not a storemove fleet plan (first line '" +
+                                EscapeControls(line) + "'): move it away, or mend it, before planning into " + results);
+    while (std::getline(earlier, line))
+      if (!line.empty()) names.insert(line);
   }
   for (const PlannedJob& job : jobs) names.insert(job.report.substr(results.size() + 1));
   std::string planned = std::string(kPlannedReportsMagic) + "\n";

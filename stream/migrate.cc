@@ -763,6 +763,8 @@ class Migration {
       r.stopped_by_source = true;
       live.phase = "source-recovered";
       NoteHoldEnded(r, live);
+      std::lock_guard<std::mutex> lock(report_mutex_);
+      report_.users_put_back += put_back.size();  // by a retry's put-back before it met the recovery
       return;
     }
     r.stopped_by_deadline = !failed_on_its_own && !r.destination_unreachable && deadline_reached_;

@@ -414,12 +414,16 @@ std::vector<uint32_t> ListedNotReceived(ImapClient& client, const BodyWriter& wr
 // What it still lists is asked for once more; a body still missing then, and still listed,
 // fails the pull (kTempFail: nothing of the batch in progress becomes visible, a new folder
 // stays invisible, and the next run asks again).
+// FLAGS the server sent after bodies go to `late` (BodyWriter::late_flags), when given.
 void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, interop::KeywordBits& keywords,
-                  interop::FolderFiller& filler, const BodyWriter& first) {
+                  interop::FolderFiller& filler, const BodyWriter& first,
+                  std::unordered_map<uint32_t, std::vector<std::string>>* late = nullptr) {
   std::vector<uint32_t> missing = ListedNotReceived(client, first);
   if (missing.empty()) return;  // expunged meanwhile
   BodyWriter again(pull, folder, keywords, filler, &missing, first.suspects());
   client.FetchBodies(missing, again);
+  if (late)
+    for (const auto& [uid, flags] : again.late_flags()) (*late)[uid] = flags;
   // Only what was asked for again: a message arrived meanwhile was never asked for.
   const std::vector<uint32_t> still = ListedNotReceived(client, again);
   if (still.empty()) return;
@@ -596,10 +600,14 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     const bool changed = all && (client.exists() != status.exists || client.expunges() != writer.expunges_at_start ||
                                  writer.received_count() != status.exists ||
                                  (status.uidnext > 0 && writer.highest_received() >= status.uidnext));
+    std::unordered_map<uint32_t, std::vector<std::string>> late_again;
     if (changed || !writer.AllReceived(all ? status.exists : 0))
-      FetchMissing(client, pull, *folder, keywords, filler, writer);
+      FetchMissing(client, pull, *folder, keywords, filler, writer, &late_again);
     filler.Finish();
-    if (keep_uids) late_flags = writer.late_flags();
+    if (keep_uids) {
+      late_flags = writer.late_flags();
+      for (const auto& [uid, flags] : late_again) late_flags[uid] = flags;
+    }
   }
   if (keep_uids && status.uidnext > 0) folder->RaiseUidNext(status.uidnext);
   if (!suspects.empty()) {
@@ -621,8 +629,8 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     pull.result.messages += unpublished_messages;
     pull.result.bytes += unpublished_bytes;
   }
-  // Once visible (a folder's flags are set through its record); a failure here leaves the older
-  // flags, which the next run's listing corrects.
+  // Once visible (a folder's flags are set through its record). A failure here fails the user
+  // (75) with the folder complete but for those flags, which the next run's listing sets.
   ApplyLateFlags(*folder, keywords, late_flags, pull);
   ++pull.result.folders;
   return true;

@@ -366,9 +366,11 @@ TEST(FleetReport, APlannedJobWithoutAReportIsMissingAndTheFleetIsNotDone) {
   options.read_groups_conf = [](const FleetSource&) -> std::string { return "g1=a.*\n"; };
   ASSERT_EQ(PlanFleet(f, options).size(), 1u);
   EXPECT_EQ(MergeFleetReports(dir).missing.size(), 1u);
-  // A damaged plan file is said, not taken for an empty plan.
+  // A damaged plan file is said, not taken for an empty plan, nor replaced by the next plan.
   WriteFileAtomic(dir + "/.plan", "something else\n");
   EXPECT_NE(ErrorOf([&] { MergeFleetReports(dir); }).find("is not a storemove fleet plan"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { PlanFleet(f, options); }).find("is not a storemove fleet plan"), std::string::npos);
+  EXPECT_EQ(ReadFile(dir + "/.plan"), "something else\n");
 }
 
 TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
