@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "util/descriptor_limit.h"
 #include "util/error.h"
 #include "util/fs.h"
 
@@ -210,22 +211,12 @@ std::vector<std::string> UnfinishedEnvironment(const std::string& dir) {
 // descriptors (the soft limit is raised when the hard one allows), or is refused, naming the limit.
 constexpr rlim_t kFreeDescriptors = 48;
 void RequireFreeDescriptors(const std::string& dir) {
-  struct rlimit rl;
-  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
-  rlim_t open = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  if (!d) return;  // no /proc: not checked
-  while (dirent* e = ::readdir(d)) open += e->d_name[0] != '.';
-  ::closedir(d);
-  const rlim_t need = open + kFreeDescriptors;
-  if (rl.rlim_cur >= need) return;
-  if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) {
-    rl.rlim_cur = need;
-    if (::setrlimit(RLIMIT_NOFILE, &rl) == 0) return;
-  }
+  const size_t open = OpenDescriptors();
+  rlim_t hard;
+  if (RaiseDescriptorLimit(open + kFreeDescriptors, &hard)) return;
   Throw(Errc::kTempFail, "mboxlist " + dir + ": opening the database environment needs " +
                              std::to_string(kFreeDescriptors) + " free open files; the limit is " +
-                             std::to_string(rl.rlim_max) + " (ulimit -n) with " + std::to_string(open) +
+                             std::to_string(hard) + " (ulimit -n) with " + std::to_string(open) +
                              " open: nothing was opened");
 }
 

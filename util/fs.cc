@@ -23,6 +23,7 @@
 #include <shared_mutex>
 #include <vector>
 
+#include "util/descriptor_limit.h"
 #include "util/error.h"
 #include "util/fault.h"
 #include "util/fs_testing.h"
@@ -586,16 +587,13 @@ bool SameFileContent(int fd_a, int fd_b) {
 }
 
 void EnsureDescriptors(size_t count, std::string_view what) {
-  struct rlimit rl;
-  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("getrlimit");
-  rlim_t need = static_cast<rlim_t>(count) + 256;
-  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
-      Throw(Errc::kInvalidArgument, std::string(what) + " needs " + std::to_string(need) + " open files; the limit is " +
-                                        std::to_string(rl.rlim_max) + " (ulimit -n)");
-    rl.rlim_cur = need;
-    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ThrowErrno("setrlimit RLIMIT_NOFILE");
-  }
+  const rlim_t need = static_cast<rlim_t>(count) + 256;
+  rlim_t hard;
+  if (RaiseDescriptorLimit(need, &hard)) return;
+  if (hard != RLIM_INFINITY && hard < need)
+    Throw(Errc::kInvalidArgument, std::string(what) + " needs " + std::to_string(need) + " open files; the limit is " +
+                                      std::to_string(hard) + " (ulimit -n)");
+  ThrowErrno("setrlimit RLIMIT_NOFILE");
 }
 
 void PwriteAll(int fd, const void* data, size_t size, off_t offset, const std::string& shown) {
