@@ -86,11 +86,11 @@ uint8_t SystemFlag(std::string_view flag) {
 }
 
 // System flags and user-flag bits of a source message; counts keywords that found no bit.
-void MapFlags(const ImapMessage& m, interop::KeywordBits& keywords, uint8_t* flags, uint64_t* user_flags,
-              uint64_t* dropped) {
+void MapFlags(const std::vector<std::string>& sent, interop::KeywordBits& keywords, uint8_t* flags,
+              uint64_t* user_flags, uint64_t* dropped) {
   *flags = 0;
   *user_flags = 0;
-  for (const std::string& flag : m.flags) {
+  for (const std::string& flag : sent) {
     if (flag.empty()) continue;
     if (flag[0] == '\\') {
       *flags |= SystemFlag(flag);  // \Recent and unknown system flags are not kept
@@ -104,37 +104,94 @@ void MapFlags(const ImapMessage& m, interop::KeywordBits& keywords, uint8_t* fla
   }
 }
 
+// One message of a listing: 24 bytes, its flags one of the listing's distinct flag sets (a
+// folder's messages share a few: \Seen, \Seen \Answered, ...). A listing of ImapMessages, and a
+// map of the stored messages beside it, took ~400 bytes a message: a rerun over a folder of
+// 200,000 used 84 MB.
+struct Listed {
+  uint32_t uid = 0;
+  uint32_t flag_set = 0;
+  int64_t internal_date = 0;
+  uint64_t size = 0;
+};
+
 // Collects FETCH metadata (no bodies): one entry per UID, at most as many as the folder holds.
 class MetaList final : public interop::ImapFetchSink {
  public:
-  explicit MetaList(const ImapClient& client) : client_(client) {}
+  explicit MetaList(const ImapClient& client) : client_(client) { Intern({}); }
   void BodyBegin(uint64_t) override {}
   void BodyData(const char*, size_t) override {}
   bool Message(const ImapMessage& m, bool) override {
     if (m.uid == 0) return false;
-    auto [at, added] = index_.try_emplace(m.uid, messages.size());
-    if (!added) {  // a flag update the server sent meanwhile, UID included: the later values hold
-      ImapMessage& was = messages[at->second];
-      if (m.has_flags) was.flags = m.flags;
-      if (m.has_date) was.internal_date = m.internal_date;
-      if (m.has_size) was.size = m.size;
+    if (Listed* was = Find(m.uid)) {  // a flag update the server sent meanwhile, UID included: the later values hold
+      if (m.has_flags) was->flag_set = Intern(m.flags);
+      if (m.has_date) was->internal_date = m.internal_date;
+      if (m.has_size) was->size = m.size;
       return false;
     }
     // Bounded by the folder's size, with room for deliveries during the listing: Cyrus sends
     // their FETCH responses before the EXISTS that counts them.
-    if (messages.size() >= uint64_t(client_.exists()) + kListingSlack)
-      Throw(Errc::kProtocol, "the server listed " + std::to_string(messages.size() + 1) +
+    if (messages_.size() >= uint64_t(client_.exists()) + kListingSlack)
+      Throw(Errc::kProtocol, "the server listed " + std::to_string(messages_.size() + 1) +
                                  " messages, more than the folder's EXISTS count of " + std::to_string(client_.exists()) +
                                  " and " + std::to_string(kListingSlack) + " arrivals");
-    messages.push_back(m);
+    if (sorted_ && !messages_.empty() && messages_.back().uid > m.uid) {
+      sorted_ = false;  // servers list in UID order; one that does not is looked up by a map
+      for (size_t i = 0; i < messages_.size(); ++i) index_.emplace(messages_[i].uid, i);
+    }
+    if (!sorted_) index_.emplace(m.uid, messages_.size());
+    messages_.push_back({m.uid, Intern(m.flags), m.internal_date, m.size});
     return true;
   }
-  std::vector<ImapMessage> messages;
+  // In UID order (each UID once), once the listing is complete.
+  const std::vector<Listed>& SortedByUid() {
+    if (!sorted_) {
+      std::sort(messages_.begin(), messages_.end(), [](const Listed& a, const Listed& b) { return a.uid < b.uid; });
+      index_.clear();
+      sorted_ = true;
+    }
+    return messages_;
+  }
+  const std::vector<Listed>& messages() const { return messages_; }
+  const std::vector<std::string>& FlagsOf(const Listed& m) const { return flag_sets_[m.flag_set]; }
+  bool Lists(uint32_t uid) const { return const_cast<MetaList*>(this)->Find(uid) != nullptr; }
   static constexpr uint64_t kListingSlack = 10000;
+  // The distinct flag sets' bytes: a server inventing a new set for each message is refused
+  // before it fills memory (a store keeps 64 keywords a folder).
+  static constexpr size_t kMaxFlagSetBytes = 16 << 20;
 
  private:
+  Listed* Find(uint32_t uid) {
+    if (!sorted_) {
+      auto it = index_.find(uid);
+      return it == index_.end() ? nullptr : &messages_[it->second];
+    }
+    if (messages_.empty() || messages_.back().uid < uid) return nullptr;
+    auto it = std::lower_bound(messages_.begin(), messages_.end(), uid,
+                               [](const Listed& a, uint32_t u) { return a.uid < u; });
+    return it != messages_.end() && it->uid == uid ? &*it : nullptr;
+  }
+  uint32_t Intern(const std::vector<std::string>& flags) {
+    std::string key;
+    for (const std::string& f : flags) key.append(f).push_back('\0');
+    auto [it, added] = set_ids_.try_emplace(key, static_cast<uint32_t>(flag_sets_.size()));
+    if (added) {
+      set_bytes_ += key.size() + 64;
+      if (set_bytes_ > kMaxFlagSetBytes)
+        Throw(Errc::kProtocol, "the server listed more than " + std::to_string(kMaxFlagSetBytes >> 20) +
+                                   " MiB of distinct flag sets in one folder (" + std::to_string(flag_sets_.size()) +
+                                   " sets)");
+      flag_sets_.push_back(flags);
+    }
+    return it->second;
+  }
   const ImapClient& client_;
-  std::unordered_map<uint32_t, size_t> index_;
+  std::vector<Listed> messages_;
+  bool sorted_ = true;
+  std::unordered_map<uint32_t, size_t> index_;  // UID -> position, only while not in UID order
+  std::vector<std::vector<std::string>> flag_sets_;
+  std::unordered_map<std::string, uint32_t> set_ids_;
+  size_t set_bytes_ = 0;
 };
 
 struct FolderPull {
@@ -156,8 +213,8 @@ struct FolderPull {
 // delivery (internal date within kLocalWindow of its save time), is the body fetched and its
 // digest compared with the stored one (docs/moveuser.md "Reruns").
 constexpr int64_t kLocalWindow = 3600;
-bool SameByMetadata(const ImapMessage& source, const MessageMeta& stored) {
-  if (source.internal_date == 0 || source.internal_date != stored.internal_date) return false;
+bool SameByMetadata(int64_t source_internal_date, const MessageMeta& stored) {
+  if (source_internal_date == 0 || source_internal_date != stored.internal_date) return false;
   const int64_t gap = stored.save_time - stored.internal_date;
   return gap > kLocalWindow || gap < -kLocalWindow;
 }
@@ -172,18 +229,24 @@ bool SameByMetadata(const ImapMessage& source, const MessageMeta& stored) {
 // and compared: a local delivery with LF line ends under a source UID can have that size too, and
 // the dates alone took one for the other (helper-91: the source's message lost, exit 0). Costs a
 // read of such files, and their bodies' transfer, on each run; a folder pulled before has none.
-void SeeInWireForm(const Folder& folder, const std::vector<ImapMessage>& listed,
-                   std::unordered_map<uint32_t, MessageMeta>& have, std::unordered_set<uint32_t>* wire_uids) {
-  for (const ImapMessage& m : listed) {
-    auto it = have.find(m.uid);
-    if (it == have.end() || it->second.size >= m.size) continue;  // a wire form is never smaller
-    const UniqueFd fd = folder.OpenMessage(m.uid);
-    if (!fd.valid()) continue;  // expunged here since the snapshot
-    const interop::WireForm wire = interop::WireFormOfFile(fd.get(), folder.MessagePath(m.uid));
-    if (wire.size != m.size) continue;
-    it->second.size = wire.size;
-    it->second.digest = wire.digest;
-    wire_uids->insert(m.uid);
+std::optional<interop::WireForm> SeeInWireForm(const Folder& folder, const Listed& m, const MessageMeta& stored) {
+  if (stored.size >= m.size) return std::nullopt;  // a wire form is never smaller
+  const UniqueFd fd = folder.OpenMessage(m.uid);
+  if (!fd.valid()) return std::nullopt;  // expunged here since the snapshot
+  const interop::WireForm wire = interop::WireFormOfFile(fd.get(), folder.MessagePath(m.uid));
+  if (wire.size != m.size) return std::nullopt;
+  return wire;
+}
+
+// Each listed message (in UID order) with the stored message of its UID, or null: one pass over
+// both, reading a large folder's spooled snapshot in slices.
+template <typename Fn>
+void ForEachListed(const std::vector<Listed>& listed, const store::MessageList& stored, Fn fn) {
+  auto s = stored.begin();
+  const auto end = stored.end();
+  for (const Listed& m : listed) {
+    while (s != end && s->uid < m.uid) ++s;
+    fn(m, s != end && s->uid == m.uid ? &*s : nullptr);
   }
 }
 
@@ -232,7 +295,7 @@ class BodyWriter final : public interop::ImapFetchSink {
                                  std::to_string(MetaList::kListingSlack) + " arrivals");
     MessageMeta meta;
     if (!suspects_) meta.uid = m.uid;  // a suspect that differs goes under a new UID
-    MapFlags(m, keywords_, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
+    MapFlags(m.flags, keywords_, &meta.flags, &meta.user_flags, &pull_.result.keywords_dropped);
     keywords_.Save(folder_);  // the names before any commit that uses them
     meta.internal_date = m.internal_date != 0 ? m.internal_date : pull_.now;
     StagedMessage staged = writer_->Finish(meta);
@@ -350,8 +413,8 @@ void ListAll(ImapClient& client, MetaList& listed, uint32_t uidnext = 0) {
   const uint64_t counted = client.exists(), expunges = client.expunges();
   client.FetchMeta(1, listed);
   const uint64_t expunged = client.expunges() - expunges;
-  if (listed.messages.size() + expunged < counted)
-    Throw(Errc::kTempFail, "the server listed " + std::to_string(listed.messages.size()) + " of the " +
+  if (listed.messages().size() + expunged < counted)
+    Throw(Errc::kTempFail, "the server listed " + std::to_string(listed.messages().size()) + " of the " +
                                std::to_string(counted) + " messages it counts (EXISTS)" +
                                (expunged ? ", " + std::to_string(expunged) + " expunged meanwhile" : std::string()) +
                                ", without saying the others were expunged; run again");
@@ -363,11 +426,11 @@ void ListAll(ImapClient& client, MetaList& listed, uint32_t uidnext = 0) {
   // longer look (helper-112).
   if (uidnext == 0 || client.exists() <= counted) return;
   uint64_t older = 0;
-  for (const ImapMessage& m : listed.messages) older += m.uid < uidnext;
+  for (const Listed& m : listed.messages()) older += m.uid < uidnext;
   if (older + expunged < counted)
     Throw(Errc::kTempFail, "the server listed " + std::to_string(older) + " of the " + std::to_string(counted) +
                                " messages it counted before the listing (UIDs below its UIDNEXT " +
-                               std::to_string(uidnext) + ") and " + std::to_string(listed.messages.size() - older) +
+                               std::to_string(uidnext) + ") and " + std::to_string(listed.messages().size() - older) +
                                " delivered since, without saying the others were expunged; run again");
 }
 
@@ -379,17 +442,15 @@ std::vector<uint32_t> ListedNotReceived(ImapClient& client, const BodyWriter& wr
   ListAll(client, listed);
   const std::vector<uint32_t>* asked = writer.asked();
   std::vector<uint32_t> missing;
-  for (const ImapMessage& m : listed.messages)
+  for (const Listed& m : listed.SortedByUid())
     if ((!asked || std::binary_search(asked->begin(), asked->end(), m.uid)) && !writer.Received(m.uid))
       missing.push_back(m.uid);
   if (!asked) {
     // Bodies of every message (1:*): one the folder does not list was expunged since, or invented.
-    std::unordered_set<uint32_t> uids;
-    for (const ImapMessage& m : listed.messages) uids.insert(m.uid);
     uint64_t unlisted = 0, unlisted_new = 0;
     uint32_t example = 0;
     for (uint32_t uid : writer.received()) {
-      if (uids.count(uid)) continue;
+      if (listed.Lists(uid)) continue;
       ++unlisted;
       example = std::max(example, uid);
       unlisted_new += writer.uidnext_at_start > 0 && uid >= writer.uidnext_at_start;
@@ -438,18 +499,15 @@ void ApplyLateFlags(Folder& folder, interop::KeywordBits& keywords,
                     const std::unordered_map<uint32_t, std::vector<std::string>>& late, FolderPull& pull) {
   if (late.empty()) return;
   std::unordered_map<uint32_t, uint8_t> stored;  // UID -> its \Recent, kept
-  for (const MessageMeta& m : folder.Snapshot().messages) stored.emplace(m.uid, m.flags & store::kRecent);
+  for (const MessageMeta& m : folder.Snapshot().messages)
+    if (late.count(m.uid)) stored.emplace(m.uid, m.flags & store::kRecent);
   std::vector<store::FlagChange> changes;
   for (const auto& [uid, flags] : late) {
     const auto it = stored.find(uid);
     if (it == stored.end()) continue;  // not stored under its UID (present already, or expunged)
-    ImapMessage m;
-    m.uid = uid;
-    m.flags = flags;
-    m.has_flags = true;
     uint8_t bits;
     uint64_t user_flags;
-    MapFlags(m, keywords, &bits, &user_flags, &pull.result.keywords_dropped);
+    MapFlags(flags, keywords, &bits, &user_flags, &pull.result.keywords_dropped);
     changes.push_back({uid, static_cast<uint8_t>(bits | it->second), user_flags});
   }
   if (changes.empty()) return;
@@ -492,7 +550,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
   std::vector<uint32_t> wanted, suspects;
   std::vector<std::string> names;
   store::FolderSnapshot snapshot;
-  std::unordered_map<uint32_t, MessageMeta> have;  // copies: a spooled snapshot's records do not stay put
+  BodyWriter::Suspects have;  // the suspects' stored messages, copied (a spooled snapshot's records do not stay put)
   std::unordered_set<uint32_t> wire_uids;  // stored with bare LFs, of the server's size in wire form
   if (!exists) {
     // Invisible until complete; a leftover of a killed pull is overwritten (§6.5).
@@ -508,39 +566,52 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
     // UIDs the source gave its next messages (after the MX switch): compared as suspects and
     // kept apart, while the flags of the others still follow the source. One such message used
     // to send the folder to filling by content for good, where flags never follow (helper-73).
-    for (const MessageMeta& m : snapshot.messages) have.emplace(m.uid, m);
+    // Listing and snapshot are walked side by side in UID order: memory grows by the listing's
+    // 24 bytes a message, not by a map of the folder.
+    const std::vector<Listed>& listing = listed.SortedByUid();
     keep_uids = snapshot.info.uidvalidity == status.uidvalidity;
-    if (keep_uids) SeeInWireForm(*folder, listed.messages, have, &wire_uids);
+    std::unordered_map<uint32_t, interop::WireForm> wire;  // SeeInWireForm's, by UID
     size_t shared = 0, resized = 0;
-    for (const ImapMessage& m : listed.messages) {
-      auto it = have.find(m.uid);
-      if (it == have.end()) continue;
+    ForEachListed(listing, snapshot.messages, [&](const Listed& m, const MessageMeta* stored) {
+      if (!stored) return;
       ++shared;
-      resized += it->second.size != m.size;
-    }
+      uint64_t size = stored->size;
+      if (keep_uids)
+        if (std::optional<interop::WireForm> w = SeeInWireForm(*folder, m, *stored)) {
+          wire_uids.insert(m.uid);
+          size = w->size;
+          wire.emplace(m.uid, *w);
+        }
+      resized += size != m.size;
+    });
     if (resized * 2 > shared) keep_uids = false;
     if (keep_uids) {
       // Fetch the UIDs it lacks; the flags of those it has follow the source; the doubtful ones
       // are fetched and compared (SameByMetadata).
       interop::KeywordBits keywords(names);
       std::vector<store::FlagChange> changes;  // one write of the index for them all
-      for (const ImapMessage& m : listed.messages) {
-        auto it = have.find(m.uid);
-        if (it == have.end()) {
+      ForEachListed(listing, snapshot.messages, [&](const Listed& m, const MessageMeta* stored) {
+        if (!stored) {
           wanted.push_back(m.uid);
-          continue;
+          return;
         }
-        if (it->second.size != m.size || !SameByMetadata(m, it->second) || wire_uids.count(m.uid)) {
+        MessageMeta mine = *stored;
+        if (auto w = wire.find(m.uid); w != wire.end()) {
+          mine.size = w->second.size;
+          mine.digest = w->second.digest;
+        }
+        if (mine.size != m.size || !SameByMetadata(m.internal_date, mine) || wire_uids.count(m.uid)) {
           suspects.push_back(m.uid);
-          continue;
+          have.emplace(m.uid, mine);
+          return;
         }
         uint8_t flags;
         uint64_t user_flags;
-        MapFlags(m, keywords, &flags, &user_flags, &pull.result.keywords_dropped);
-        const uint8_t kept = it->second.flags & store::kRecent;
-        if ((it->second.flags & ~store::kRecent) != flags || it->second.user_flags != user_flags)
+        MapFlags(listed.FlagsOf(m), keywords, &flags, &user_flags, &pull.result.keywords_dropped);
+        const uint8_t kept = mine.flags & store::kRecent;
+        if ((mine.flags & ~store::kRecent) != flags || mine.user_flags != user_flags)
           changes.push_back({m.uid, static_cast<uint8_t>(flags | kept), user_flags});
-      }
+      });
       if (!changes.empty()) {
         keywords.Save(*folder);
         folder->SetFlags(changes);
@@ -548,7 +619,7 @@ bool PullFolder(ImapClient& client, const ImapFolder& source, FolderPull& pull) 
       }
       names = folder->Snapshot().info.user_flag_names;
     } else {
-      for (const ImapMessage& m : listed.messages) wanted.push_back(m.uid);
+      for (const Listed& m : listing) wanted.push_back(m.uid);
     }
   }
   // "n:*" returns the last message even below n; a UID listed twice is fetched once.
