@@ -965,7 +965,17 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
     // No folder left (a moved user's record, or a rerun of a delete killed after its commit,
     // which removed the verification too): nothing the guard protects, and it refused the rerun
     // with 75 for ever (helper-98).
-    if (!options.force && !doomed.empty()) CheckVerified(user, GetVerified(store, user), builder.Finish());
+    if (!options.force && !doomed.empty()) {
+      CheckVerified(user, GetVerified(store, user), builder.Finish());
+      // Verified, but its mail still comes here: deleted, the record goes and late mail bounces
+      // as unknown (67), where a moved user's record stays and defers it (helper-119).
+      if (info.status.state == UserState::kActive)
+        Throw(Errc::kTempFail, "user " + std::string(user) +
+                                   " is active here: its mail is still delivered here, and would bounce as unknown "
+                                   "once it is deleted. Send its mail to its new host first (storemove user " +
+                                   std::string(user) +
+                                   " --status moved:HOST keeps a record that defers late mail), or use --force");
+    }
 
     std::vector<std::string> subscriptions = ScanKeys(db, db.subscr(), std::string(user) + kNul);
     std::vector<std::string> peruser = PerUserKeysOfReader(db, user);

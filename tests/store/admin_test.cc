@@ -309,9 +309,23 @@ TEST(AdminGuard, UserDeletionNeedsAnUnchangedVerification) {
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   store = Store::Open(tmp.path());
   EXPECT_EQ(GetVerified(*store, "joe")->destination, "mail2.example.com:993");
+  // Verified, but still active: its mail comes here and would bounce as unknown once the record
+  // is gone (helper-119). Refused, nothing changed.
+  EXPECT_EQ(CodeOf([&] { DeleteUser(*store, "joe"); }, &message), Errc::kTempFail);
+  EXPECT_NE(message.find("user joe is active here: its mail is still delivered here"), std::string::npos) << message;
+  EXPECT_EQ(store->FindUser("joe")->status.state, UserState::kActive);
+  EXPECT_EQ(Snap(*store, "joe", "INBOX").messages.size(), 2u);
+  // Its mail sent to the new host: deleted, its record stays to defer late mail there.
+  store->SetUserStatus("joe", UserStatus{UserState::kMoved, "mail2.example.com"});
   DeleteUser(*store, "joe");
-  EXPECT_FALSE(store->FindUser("joe"));
+  EXPECT_EQ(store->FindUser("joe")->status.ToString(), "moved:mail2.example.com");
+  EXPECT_FALSE(store->FindFolder("joe", "INBOX"));
   EXPECT_FALSE(GetVerified(*store, "joe"));
+  // --force deletes an active user outright, record and all.
+  store->CreateUser("ann");
+  Deliver(*store, "ann", "INBOX", Msg("b"));
+  DeleteUser(*store, "ann", {true});
+  EXPECT_FALSE(store->FindUser("ann"));
 }
 
 TEST(AdminGuard, StoresMadeBeforeVerifiedDbOpen) {
@@ -912,9 +926,15 @@ TEST_F(AdminCli, DeleteIsGuardedPerUserAndReportsEachObject) {
   EXPECT_TRUE(Open()->FindUser("joe"));
 
   { RecordVerified(*Open(), "joe", "mail2:993"); }
+  r = Run({"delete", "user/joe"});  // verified, but its mail still comes here
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("user joe is active here"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("storemove user joe --status moved:HOST"), std::string::npos) << r.err;
+  ASSERT_EQ(Run({"user", "joe", "--status", "moved:mail2"}).status, 0);
   r = Run({"delete", "user/joe"});
   EXPECT_EQ(r.status, 0) << r.Describe();
-  EXPECT_EQ(r.out, "deleted user/joe/Sent\ndeleted user/joe/INBOX\ndeleted user joe\n");
+  EXPECT_EQ(r.out, "deleted user/joe/Sent\ndeleted user/joe/INBOX\ndeleted the mailboxes of user joe; its record "
+                   "stays, marked moved:mail2, for deliveries\n");
 
   r = Run({"delete", "bob"});
   EXPECT_EQ(r.status, 75) << r.Describe();
