@@ -14,7 +14,9 @@ std::vector<BackupGroup> ReadGroupsFile(const std::string& groups_file) {
   if (!PathExists(groups_file))
     Throw(Errc::kNotFound, "no backup groups file " + groups_file + " (NAME=REGEX lines; --groups FILE names another)");
   std::vector<BackupGroup> groups = ReadBackupGroups(groups_file);
-  if (groups.empty()) Throw(Errc::kInvalidArgument, "no backup groups in " + groups_file);
+  if (groups.empty())
+    Throw(Errc::kInvalidArgument,
+          "no backup groups in " + groups_file + " (NAME=REGEX lines; --groups FILE names another, e.g. the source's)");
   return groups;
 }
 

@@ -26,6 +26,10 @@
 
 namespace storemove::tools {
 namespace {
+// What an admin finds at the destination after a run cut off (helper-119 asked).
+constexpr const char* kCopiesStayHeld =
+    "the copies made at the destination stay on hold there (their users are served here) until a run switches "
+    "them";
 
 struct MigrateCliOptions {
   std::string store_dir;
@@ -234,7 +238,8 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   }
   if (report.interrupted)
     Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + Counted(report.users_put_back, "user") +
-                                  " put back to their status before the hold; rerun to continue");
+                                  " put back to their status before the hold; " + kCopiesStayHeld +
+                                  "; rerun to continue");
   // The window ended with groups left: a planned stop, not a failure; the next window's rerun
   // goes on (75, as a busy lock: a fleet's runner retries it, docs/fleet.md). A group that failed
   // on its own (a user live at the destination: not retried) keeps the run's status 1, so that
@@ -275,7 +280,8 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
     print_report();
     Throw(Errc::kTempFail, "migrate reached its deadline (" + report.deadline + ") before every group was done: " +
                                Counted(report.users_put_back, "user") +
-                               " put back to their status before the hold; rerun to continue");
+                               " put back to their status before the hold; " + kCopiesStayHeld +
+                               "; rerun to continue");
   }
   print_report();
   if (report.ok()) return 0;
