@@ -70,7 +70,7 @@ bool FailedOnTheirOwn(const json& groups) {
     if (!g.is_object() || g.value("ok", true)) continue;
     const std::string result = g.contains("result") && g["result"].is_string() ? g["result"].get<std::string>() : "";
     if (!result.ends_with("(destination down)") && !result.ends_with("(deadline)") &&
-        !result.ends_with("(source recovered)"))
+        !result.ends_with("(source recovered)") && !result.ends_with("(interrupted)"))
       return true;
   }
   return false;

@@ -504,8 +504,14 @@ class Migration {
     report_.interrupted = options_.client.cancel && options_.client.cancel->cancelled();
     // Reached while groups were left: a deadline after the last group was done cut nothing off.
     report_.deadline_reached = false;
-    for (GroupReport& r : report_.groups) {
-      if (report_.interrupted) r.stopped_by_deadline = false;  // a signal came first: its reason
+    for (size_t g = 0; g < report_.groups.size(); ++g) {
+      GroupReport& r = report_.groups[g];
+      // A signal came first: its reason. Read as stopped, not FAILED, as for the deadline
+      // (helper-119: an interrupted group's JSON said FAILED).
+      if (report_.interrupted && !r.ok && !r.destination_unreachable && !r.stopped_by_source &&
+          (r.stopped_by_deadline || r.attempts == 0 || std::string_view(live_[g].phase.load()) == "interrupted"))
+        r.stopped_by_signal = true;
+      if (report_.interrupted) r.stopped_by_deadline = false;
       report_.deadline_reached |= r.stopped_by_deadline;
     }
     return report_;
@@ -1220,7 +1226,8 @@ std::string Result(const GroupReport& g) {
   if (g.stopped_by_deadline) return g.attempts == 0 ? "not started (deadline)" : "stopped (deadline)";
   if (g.destination_unreachable) return g.attempts == 0 ? "not started (destination down)" : "FAILED (destination down)";
   if (g.stopped_by_source) return g.attempts == 0 ? "not started (source recovered)" : "stopped (source recovered)";
-  return g.attempts == 0 ? "not started" : "FAILED";  // a signal came first
+  if (g.stopped_by_signal) return g.attempts == 0 ? "not started (interrupted)" : "stopped (interrupted)";
+  return g.attempts == 0 ? "not started" : "FAILED";
 }
 
 }  // namespace
@@ -1296,7 +1303,8 @@ std::string MigrateReport::Text() const {
   for (const GroupReport& g : groups) failed |= g.FailedOnItsOwn();
   std::snprintf(buf, sizeof buf, "migrate: %s in %.1f s\n",
                 ok()                    ? "all groups done"
-                : failed || interrupted ? "SOME GROUPS FAILED"
+                : failed                ? "SOME GROUPS FAILED"
+                : interrupted           ? "interrupted"
                 : down                  ? "stopped: the destination is down"
                 : !source_recovered.empty() ? "stopped: the source store was recovered under the run"
                                         : "stopped at the deadline",

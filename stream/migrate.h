@@ -97,6 +97,9 @@ struct GroupReport {
   // Not ok because another process recovered the source's database environment under the run
   // (MigrateReport::source_recovered): every group stops, its held users put back.
   bool stopped_by_source = false;
+  // Not ok because a signal (SIGINT, SIGTERM) stopped the run (attempts 0: not started); its
+  // held users were put back, as for the deadline.
+  bool stopped_by_signal = false;
   int passes = 0;                // passes of the successful attempt (copy, online, final)
   std::vector<uint64_t> pass_messages;  // messages (and links) each of those passes carried
   // Seconds the users were held: from the first user set on hold to the last one switched.
@@ -112,7 +115,9 @@ struct GroupReport {
   std::vector<std::string> vanished_users;
   std::vector<std::pair<std::string, std::string>> left_at_destination;
   // Not ok for a reason of its own: not the deadline, a destination down or a recovered source.
-  bool FailedOnItsOwn() const { return !ok && !stopped_by_deadline && !destination_unreachable && !stopped_by_source; }
+  bool FailedOnItsOwn() const {
+    return !ok && !stopped_by_deadline && !destination_unreachable && !stopped_by_source && !stopped_by_signal;
+  }
 };
 
 struct MigrateReport {

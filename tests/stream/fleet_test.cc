@@ -316,6 +316,14 @@ TEST(FleetReport, AJobThatFoundItsDestinationDownIsNamedAsSuch) {
   ASSERT_EQ(r.job_errors.size(), 1u);
   EXPECT_EQ(r.job_errors[0], "a.json: destination down (group a: attempt 3: connect to n:7070: Connection refused); "
                              "other groups failed on their own (below)");
+  // One a signal stopped did not fail on its own (helper-119): its next run goes on.
+  const nlohmann::json stopped = NotOkGroup("c", "stopped (interrupted)");
+  WriteFileAtomic(dir + "/a.json", R"({"ok": false, "destination_unreachable": "group a: attempt 3: connect to n:7070: )"
+                                   R"(Connection refused", "groups": [)" + skipped.dump() + "," + stopped.dump() + "]}");
+  r = MergeFleetReports(dir);
+  ASSERT_EQ(r.job_errors.size(), 1u);
+  EXPECT_EQ(r.job_errors[0], "a.json: destination down (group a: attempt 3: connect to n:7070: Connection refused); its "
+                             "next run goes on");
 }
 
 // Jobs of the plan that left no report (not run yet: parallel stopped; or killed -9 before they

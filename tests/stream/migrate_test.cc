@@ -1687,6 +1687,39 @@ TEST(Migrate, AFolderGoneAtTheSourceStaysInACopyTouchedByAnotherWriterAndIsNamed
 // A group that fails on its own (a user live at the destination: never retried) is FAILED, not
 // "stopped (deadline)", even when the deadline then stops another group: its failure needs
 // someone to act, and a fleet must not rerun it as if the window had only closed (helper-59).
+// A signal stops the run: the group it cut off reads "stopped (interrupted)" and the one it kept
+// from starting "not started (interrupted)", never FAILED (helper-119: the JSON said FAILED and a
+// fleet report counted it as failed on its own); the users are back, the rerun completes.
+TEST(MigrateInterrupted, GroupsStoppedByASignalReadStoppedNotFailed) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "src", 4, 2);
+  const std::map<std::string, std::string> users = Statuses(*src);
+  WriteFirstUserAloneGroups(tmp / "src", users.begin()->first);
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure = Insecure();
+  Server server(*dst, insecure);
+  net::Cancellation signal;
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.client.cancel = &signal;
+  o.on_hold = [&](const std::string&) { signal.Cancel("interrupted by SIGTERM"); };
+  MigrateReport r = Migrate(*src, o);
+  ASSERT_EQ(r.groups.size(), 2u);
+  const std::string text = r.Text();
+  EXPECT_TRUE(r.interrupted) << text;
+  EXPECT_TRUE(r.groups[0].stopped_by_signal) << text;
+  EXPECT_TRUE(r.groups[1].stopped_by_signal) << text;
+  for (const GroupReport& g : r.groups) EXPECT_FALSE(g.FailedOnItsOwn()) << g.name;
+  const nlohmann::json j = nlohmann::json::parse(r.Json());
+  EXPECT_EQ(j["groups"][0]["result"], "stopped (interrupted)") << text;
+  EXPECT_EQ(j["groups"][1]["result"], "not started (interrupted)") << text;
+  EXPECT_EQ(text.find("FAILED"), std::string::npos) << text;
+  EXPECT_NE(text.find("migrate: interrupted in"), std::string::npos) << text;
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user;
+  MigrateReport done = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+  ASSERT_TRUE(done.ok()) << done.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+}
+
 TEST(MigrateDeadline, AGroupThatFailedOnItsOwnIsNotCountedAsStoppedByIt) {
   TempDir tmp;
   auto src = MakeSource(tmp / "src", 6, 2);
