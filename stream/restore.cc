@@ -239,6 +239,7 @@ class RestoreSession {
         case Event::kEnd:
           CountBareUser();  // before Finish: a user made here is checkpointed and its quota counted
           Finish();
+          NoteUsersMadeMoved();
           // A typo in the map (jeo=jim) left joe restored as joe without a word, -t too (helper-103).
           for (const auto& [from, to] : options_.user_map)
             if (!mapped_seen_.count(from))
@@ -456,8 +457,8 @@ class RestoreSession {
         const store::UserStatus moved = store::UserStatus::Parse(r.status);
         if (!existing) {
           status = moved;
-          AddNote("user " + user + ": made here " + r.status + ", as the stream says (its mail lives on that host; "
-                  "storemove user " + user + " --status active --include-moved takes deliveries here)");
+          auto& [count, names] = made_moved_[r.status];  // said once a host, at the end
+          if (++count <= kNamesShown) names.push_back(user);
         } else if (existing->status.state == store::UserState::kMoved) {
           if (store::UserStatus::SameHost(existing->status.host, moved.host))
             status = moved;
@@ -1538,6 +1539,26 @@ class RestoreSession {
   }
 
   static constexpr size_t kMaxNotes = 1000;
+  // Users the stream has moved elsewhere, made here so: one note a host, not a line a user (a
+  // store's rerun printed 60 such lines over its summary, helper-119).
+  void NoteUsersMadeMoved() {
+    for (const auto& [status, seen] : made_moved_) {
+      const auto& [count, names] = seen;
+      if (count == 1) {
+        AddNote("user " + names[0] + ": made here " + status + ", as the stream says (its mail lives on that host; "
+                "storemove user " + names[0] + " --status active --include-moved takes deliveries here)");
+        continue;
+      }
+      std::string list;
+      for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
+      if (count > names.size()) list += " and " + std::to_string(count - names.size()) + " more";
+      AddNote(std::to_string(count) + " users made here " + status + ", as the stream says (their mail lives on "
+              "that host; storemove user USER --status active --include-moved takes one's deliveries here): " + list);
+    }
+  }
+  static constexpr size_t kNamesShown = 5;
+  std::map<std::string, std::pair<size_t, std::vector<std::string>>> made_moved_;  // status -> count, first names
+
   void AddNote(const std::string& line) {
     if (report_.notes.size() < kMaxNotes) report_.notes.push_back(EscapeControls(line));
   }

@@ -308,6 +308,21 @@ TEST_F(OperatorStore, DeletingAMovedUserKeepsTheForwardingAnswer) {
   }
   EXPECT_EQ(RunCli({"deliver", "--store", rebuilt, "--user", "ann"}, "Subject: late\r\n\r\nx\r\n").status, 75);
   EXPECT_EQ(store::Store::Open(rebuilt)->FindUser("ann")->status.ToString(), "moved:new.example.com");
+  // Many moved to one host: one note naming five and the count, not a line each (helper-119).
+  for (int i = 1; i <= 6; ++i) {
+    store->CreateUser("m" + std::to_string(i));
+    store->SetUserStatus("m" + std::to_string(i), store::UserStatus{store::UserState::kMoved, "other.example.com"});
+  }
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", dir_ / "many.sm"}).status, 0);
+  const std::string many = dir_ / "many";
+  ASSERT_EQ(RunCli({"init", "--store", many}).status, 0);
+  CliResult restored = RunCli({"restore", "--store", many, "-f", dir_ / "many.sm"});
+  ASSERT_EQ(restored.status, 0) << restored.Describe();
+  EXPECT_NE(restored.err.find("note: 6 users made here moved:other.example.com, as the stream says"), std::string::npos)
+      << restored.Describe();
+  EXPECT_NE(restored.err.find("m1, m2, m3, m4, m5 and 1 more\n"), std::string::npos) << restored.Describe();
+  EXPECT_EQ(restored.err.find("user m6"), std::string::npos) << restored.Describe();
+  EXPECT_EQ(store::Store::Open(many)->FindUser("m6")->status.ToString(), "moved:other.example.com");
   // An active user is deleted entirely, as before.
   ASSERT_EQ(RunCli({"delete", "--store", root_, "--force", "mike"}).status, 0);
   EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "mike"}, "Subject: late\r\n\r\nx\r\n").status, 67);
