@@ -1415,6 +1415,18 @@ std::vector<std::string> AbortMigrations(store::Store& source) {
   }
   std::vector<std::string> lines;
   for (const std::string& group : groups) lines.push_back(RecoverJournal(source, group));
+  // A killed run's members files too, whose group lock nobody holds (helper-119: left until the
+  // next migrate, where the documentation says the run's end removes them).
+  std::vector<std::filesystem::path> members;
+  if (IsDirectory(JournalDir(source)))
+    for (const auto& entry : std::filesystem::directory_iterator(JournalDir(source)))
+      if (entry.path().extension() == ".members") members.push_back(entry.path());
+  for (const std::filesystem::path& path : members) {
+    const std::string group = path.stem().string();
+    // Locked above (a second flock of this process would fail), or free.
+    if (std::find(groups.begin(), groups.end(), group) != groups.end() || TryLockGroup(source, group).valid())
+      RemoveJournalFile(source, path);
+  }
   return lines;
 }
 
