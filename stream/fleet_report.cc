@@ -216,9 +216,9 @@ std::string FleetReport::Text(size_t slowest) const {
   // Group names, file names, errors and recovered lines come from the job reports, which any job
   // (and whoever can write the results directory) wrote: shown escaped, they cannot drive the
   // terminal (security review #09). JSON escapes them itself.
-  std::snprintf(buf, sizeof buf, "fleet %s: %llu job reports, %zu groups (%llu failed), %llu jobs failed\n",
-                EscapeControls(dir).c_str(), (unsigned long long)reports, groups.size(), (unsigned long long)groups_failed,
-                (unsigned long long)jobs_failed);
+  std::snprintf(buf, sizeof buf, "fleet %s: %s, %s (%llu failed), %s failed\n", EscapeControls(dir).c_str(),
+                Counted(reports, "job report").c_str(), Counted(groups.size(), "group").c_str(),
+                (unsigned long long)groups_failed, Counted(jobs_failed, "job").c_str());
   out += buf;
   std::snprintf(buf, sizeof buf, "moved: %s (%llu already moved by earlier runs), %s, %s of messages, %s sent\n",
                 Counted(users, "user").c_str(), (unsigned long long)already_moved, Counted(messages, "message").c_str(),

@@ -7,6 +7,7 @@
 #include "stream/fleet_plan.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/plural.h"
 #include "util/printable.h"
 
 namespace storemove::tools {
@@ -37,8 +38,8 @@ int RunPlan(const PlanCliOptions& o) {
   int slots = 0;
   for (const stream::FleetSource& s : fleet.sources) slots += s.jobs;
   // The advice goes to stderr: stdout is the job file.
-  std::fprintf(stderr, "storemove plan: %zu jobs on %zu sources; run: parallel --joblog LOG --retries 2 -j %d < JOBS\n",
-               jobs.size(), fleet.sources.size(), slots);
+  std::fprintf(stderr, "storemove plan: %s on %s; run: parallel --joblog LOG --retries 2 -j %d < JOBS\n",
+               Counted(jobs.size(), "job").c_str(), Counted(fleet.sources.size(), "source").c_str(), slots);
   return 0;
 }
 
