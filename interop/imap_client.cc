@@ -499,6 +499,7 @@ void ImapClient::Fetch() {
         body_size = body.size();
       } else {
         r.NString("BODY[]");  // NIL: the server has no body for it
+        m.nil_body = true;
       }
     } else {
       r.SkipValue(1);  // MODSEQ, ENVELOPE, ...: not asked for, not needed

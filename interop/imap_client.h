@@ -54,6 +54,7 @@ struct ImapMessage {               // one FETCH response, complete
   int64_t internal_date = 0;       // unix seconds (INTERNALDATE with its zone applied)
   uint64_t size = 0;               // RFC822.SIZE
   bool has_flags = false, has_date = false, has_size = false;  // which of the three the response had
+  bool nil_body = false;  // BODY[] NIL: the server says it has no body for the message
 };
 
 class ImapFetchSink {

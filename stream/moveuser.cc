@@ -274,6 +274,8 @@ class BodyWriter final : public interop::ImapFetchSink {
   void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
   bool Message(const ImapMessage& sent, bool had_body) override {
     if (!had_body || !writer_) {  // a flag update the server sent on its own, or half of a split response
+      if (sent.nil_body && asked_ && std::binary_search(asked_->begin(), asked_->end(), sent.uid))
+        said_nil_.insert(sent.uid);
       NoteMetadata(sent);
       return false;
     }
@@ -385,11 +387,14 @@ class BodyWriter final : public interop::ImapFetchSink {
   std::unordered_map<uint32_t, std::vector<std::string>> late_flags_;
   static constexpr uint8_t kFlags = 1, kDate = 2;
   std::unordered_map<uint32_t, uint8_t> lacking_;  // bodies stored without FLAGS (kFlags) or INTERNALDATE (kDate)
+  std::unordered_set<uint32_t> said_nil_;  // asked for, answered BODY[] NIL
 
  public:
   // After the FETCH: whether every asked-for body came (at least `count` for 1:*).
   bool AllReceived(uint64_t count) const { return received_.size() >= (asked_ ? asked_->size() : count); }
   bool Received(uint32_t uid) const { return received_.count(uid) != 0; }
+  // The server answered BODY[] NIL for this asked-for UID: it says it has no body for it.
+  bool SaidNil(uint32_t uid) const { return said_nil_.count(uid) != 0; }
   uint64_t received_count() const { return received_.size(); }
   uint32_t highest_received() const { return highest_received_; }
   const std::unordered_set<uint32_t>& received() const { return received_; }
@@ -488,6 +493,15 @@ void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, interop:
   // Only what was asked for again: a message arrived meanwhile was never asked for.
   const std::vector<uint32_t> still = ListedNotReceived(client, again);
   if (still.empty()) return;
+  // Each answered BODY[] NIL twice, and still listed: the server says it has no body for it, and
+  // says so on every run; a retry loop around moveuser would repeat it for ever (75 each time).
+  if (std::all_of(still.begin(), still.end(), [&](uint32_t uid) { return again.SaidNil(uid); }))
+    Throw(Errc::kProtocol, "the server lists UID " + std::to_string(still.front()) +
+                               (still.size() > 1 ? " and " + std::to_string(still.size() - 1) + " more" : std::string()) +
+                               " but answers BODY[] NIL for " + (still.size() > 1 ? "them" : "it") +
+                               ", asked twice: it has no body to send. Repair " +
+                               (still.size() > 1 ? "those messages" : "that message") +
+                               " at the source (or expunge it there), then run again");
   Throw(Errc::kTempFail, "the server lists UID " + std::to_string(still.front()) +
                              (still.size() > 1 ? " and " + std::to_string(still.size() - 1) + " more" : std::string()) +
                              " but sent no body for " + (still.size() > 1 ? "them" : "it") +

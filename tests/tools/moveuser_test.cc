@@ -1405,6 +1405,42 @@ TEST(MoveUserHostile, AListingOutOfUidOrderSetsEachMessagesLatestFlags) {
   EXPECT_EQ(folder.messages[0].user_flags | folder.messages[2].user_flags, 0u);
 }
 
+// A message the server lists but answers BODY[] NIL for, asked twice: it says it has no body, and
+// will say so on every run. A permanent failure (65) naming the UID, so that a retry loop stops;
+// it was 75 for ever (helper-112). A body left out without a word stays a temporary one (75).
+TEST(MoveUserHostile, ABodyTheServerAnswersNilForTwiceIsAPermanentFailure) {
+  TempDir tmp;
+  WritePrivate(tmp / "pw", "pw\n");
+  const std::string list = "* LIST () \"/\" INBOX\r\n";
+  const std::string one = "Subject: 1\r\n\r\none\r\n", two = "Subject: 2\r\n\r\ntwo\r\n";
+  const std::string all = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
+  const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
+  const std::string examine = "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 3] n\r\n";
+  const std::string nil = "* 2 FETCH (UID 2 FLAGS () BODY[] NIL)\r\n";
+  auto run = [&](const std::string& store, const std::string& second_answer) {
+    EXPECT_EQ(RunCli({"init", "--store", store}).status, 0);
+    ScriptedImap server(list, {{"EXAMINE", examine},
+                               {all, FetchedBody(1, one) + nil},
+                               {list_cmd, FetchedMeta(1, one.size()) + FetchedMeta(2, two.size())},
+                               {"UID FETCH 2 ", second_answer}});
+    return RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
+                   tmp / "pw", "--insecure", "--timeout", "5"});
+  };
+  CliResult r = run(tmp / "nil", nil);
+  EXPECT_EQ(r.status, 65) << r.Describe();
+  EXPECT_NE(r.err.find("the server lists UID 2 but answers BODY[] NIL for it, asked twice: it has no body to send"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(Store::Open(tmp / "nil")->FindFolder("dora", "INBOX")) << "a new folder is visible only complete";
+  r = run(tmp / "silent", "");
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("the server lists UID 2 but sent no body for it, asked twice; run again"), std::string::npos)
+      << r.err;
+  r = run(tmp / "late", FetchedBody(2, two));  // sent when asked again: complete
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(Store::Open(tmp / "late")->OpenFolder("dora", "INBOX")->Snapshot().messages.size(), 2u);
+}
+
 // --- Cyrus IMAP -------------------------------------------------------------------------------
 // Cyrus is filled over IMAP (APPEND with flags, keywords and dates, as an administrator acting for
 // each user), and what moveuser stores must be exactly what was appended: Cyrus accepts only CRLF
