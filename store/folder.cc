@@ -379,6 +379,9 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
   // The messages are committed (the index append above): a failing quota update must not make
   // the caller believe otherwise (deliver would exit non-zero and the MTA deliver it twice).
   // Usage left short is corrected by Store::RecomputeQuota (run by every restore of the user).
+  // An unpublished folder's bytes count once it is published (PublishFolder): a killed import's
+  // leftover, which nobody sees, counted against the user's quota (helper-119).
+  if (unpublished_) return uids;
   try {
     store_->AddQuotaUsed(user_, static_cast<int64_t>(added_bytes));
   } catch (const Error& e) {
@@ -528,7 +531,7 @@ void Folder::Expunge(const std::vector<uint32_t>& uids) {
     index::WriteHeader(exp.get(), exp_header, exp_shown);
     if (::ftruncate(exp.get(), exp_header.records_offset) != 0) ThrowErrno("truncate " + exp_shown);
   }
-  store_->AddQuotaUsed(user_, -static_cast<int64_t>(freed));
+  if (!unpublished_) store_->AddQuotaUsed(user_, -static_cast<int64_t>(freed));
 }
 
 // --- MessageWriter ---------------------------------------------------------------------

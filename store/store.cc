@@ -772,15 +772,19 @@ void Store::SetQuotaLimit(std::string_view user, uint64_t limit) {
   });
 }
 
+namespace {
+void AddQuotaUsedIn(Store::Db& db, DB_TXN* txn, std::string_view user, int64_t delta) {
+  std::string v;
+  uint64_t limit = 0, used = 0;
+  if (db.Get(db.quota(), txn, user, &v, true)) std::tie(limit, used) = DecodeQuota(v, user);
+  used = delta < 0 && uint64_t(-delta) > used ? 0 : used + static_cast<uint64_t>(delta);
+  db.Put(db.quota(), txn, user, EncodeQuota(limit, used));
+}
+}  // namespace
+
 void Store::AddQuotaUsed(std::string_view user, int64_t delta) {
   if (delta == 0) return;
-  db_->Txn([&](DB_TXN* txn) {
-    std::string v;
-    uint64_t limit = 0, used = 0;
-    if (db_->Get(db_->quota(), txn, user, &v, true)) std::tie(limit, used) = DecodeQuota(v, user);
-    used = delta < 0 && uint64_t(-delta) > used ? 0 : used + static_cast<uint64_t>(delta);
-    db_->Put(db_->quota(), txn, user, EncodeQuota(limit, used));
-  });
+  db_->Txn([&](DB_TXN* txn) { AddQuotaUsedIn(*db_, txn, user, delta); });
 }
 
 uint64_t Store::RecomputeQuota(std::string_view user) {
@@ -1130,7 +1134,13 @@ void Store::PublishFolder(Folder& folder, std::string_view origin, const FolderC
   if (sync) Fsync(folder.dir_.get(), folder.path());
   FolderValue fv{h.uidvalidity, created, info->partition, "", std::string(origin), coverage};
   bool inserted = false;
-  db_->Txn([&](DB_TXN* txn) { inserted = db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
+  // Its bytes count from now on, with the record in one transaction (Folder::Commit left them out).
+  db_->Txn(
+      [&](DB_TXN* txn) {
+        inserted = db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv));
+        if (inserted && h.bytes != 0) AddQuotaUsedIn(*db_, txn, folder.user(), static_cast<int64_t>(h.bytes));
+      },
+      sync);
   if (!inserted) Throw(Errc::kExists, "mailbox " + key + " was created while it was being restored");
   // A backup that began between the time read above and the commit raised the floor before it
   // listed folders; if its listing missed this one, that floor is visible now: the folder is

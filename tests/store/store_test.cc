@@ -720,5 +720,29 @@ TEST(Store, UnpublishedFolderReplacesLeftoversUnderFinalNames) {
   EXPECT_EQ(CodeOf([&] { folder->MessageDirFd(0x5000, &name); }), Errc::kNotFound);  // bucket 50 was never made
 }
 
+// An unpublished folder's messages count against the user's quota once it is published, with
+// its record: a killed import's leftover, which nobody sees, counted before (helper-119).
+TEST(Store, AnUnpublishedFoldersBytesCountOnceItIsPublished) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  store->CreateUser("joe");
+  const std::string bytes = "Subject: x\r\n\r\nbody\r\n";
+  Store::UserWriteLock held = store->LockUserForWriting("joe");
+  for (const char* name : {"Left", "Done"}) {
+    auto folder = store->CreateUnpublishedFolder("joe", name, 0);
+    std::vector<StagedMessage> batch;
+    for (int i = 0; i < 3; ++i) {
+      auto w = folder->NewMessage();
+      w->Write(bytes);
+      batch.push_back(w->Finish({}));
+    }
+    folder->Commit(batch);
+    EXPECT_EQ(store->FindUser("joe")->quota_used, 0u) << name;
+    if (std::string(name) == "Done") store->PublishFolder(*folder);
+  }
+  EXPECT_EQ(store->FindUser("joe")->quota_used, 3 * bytes.size());
+  EXPECT_EQ(store->RecomputeQuota("joe"), 3 * bytes.size());  // what the visible folders hold
+}
+
 }  // namespace
 }  // namespace storemove::store
