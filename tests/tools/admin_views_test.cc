@@ -318,8 +318,9 @@ TEST_F(AdminViews, MigrateStopsAtItsDeadlineEvenInASessionThatNeverAnswers) {
   const auto took = std::chrono::steady_clock::now() - started;
   EXPECT_EQ(r.status, 75) << r.Describe();
   EXPECT_NE(r.err.find("storemove: migrate reached its deadline ("), std::string::npos) << r.Describe();
-  EXPECT_NE(r.err.find(") before every group was done: 0 users put back to their status before the hold; rerun to "
-                       "continue\n"),
+  EXPECT_NE(r.err.find(") before every group was done: 0 users put back to their status before the hold; the copies "
+                       "made at the destination stay on hold there (their users are served here) until a run switches "
+                       "them; rerun to continue\n"),
             std::string::npos)
       << r.Describe();
   EXPECT_NE(r.out.find("not started (deadline)"), std::string::npos) << r.out;  // jobs 1: mn waited for ab
