@@ -225,7 +225,7 @@ std::vector<std::pair<std::string, std::string>> ParseAcl(std::string_view acl) 
     if (end > pos) words.emplace_back(acl.substr(pos, end - pos));
     pos = end + 1;
   }
-  if (words.size() % 2) Throw(Errc::kInvalidArgument, "invalid ACL '" + std::string(acl) + "': identifier/rights pairs expected");
+  if (words.size() % 2) Throw(Errc::kInvalidArgument, "invalid ACL '" + ShownName(acl) + "': identifier/rights pairs expected");
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < words.size(); i += 2) {
     // Identifiers become lright.db keys and rights are shown to IMAP clients: checked here, as
@@ -237,10 +237,10 @@ std::vector<std::pair<std::string, std::string>> ParseAcl(std::string_view acl) 
     try {
       ValidateUserId(id);
     } catch (const Error& e) {
-      Throw(Errc::kInvalidArgument, "invalid ACL identifier in '" + std::string(acl) + "': " + e.what());
+      Throw(Errc::kInvalidArgument, "invalid ACL identifier in '" + ShownName(acl) + "': " + e.what());
     }
     if (words[i + 1].find_first_not_of("lrswipkxteacd0123456789") != std::string::npos)
-      Throw(Errc::kInvalidArgument, "invalid ACL rights '" + words[i + 1] + "' for " + words[i] +
+      Throw(Errc::kInvalidArgument, "invalid ACL rights '" + ShownName(words[i + 1]) + "' for " + ShownName(words[i]) +
                                         " (RFC 4314 letters lrswipkxteacd)");
     out.emplace_back(words[i], words[i + 1]);
   }

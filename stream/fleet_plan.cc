@@ -48,7 +48,7 @@ bool IsSshDestination(const std::string& host) {
 std::string Where(const std::string& path, size_t i, const nlohmann::json& entry) {
   std::string where = path + ": sources[" + std::to_string(i) + "]";
   if (entry.is_object() && entry.contains("host") && entry["host"].is_string())
-    where += " (host " + entry["host"].get<std::string>() + ")";
+    where += " (host " + ShownName(entry["host"].get<std::string>()) + ")";
   return where;
 }
 
@@ -176,12 +176,12 @@ Fleet ReadFleet(const std::string& path) {
   try {
     doc = nlohmann::json::parse(ReadFile(path));
   } catch (const nlohmann::json::exception& e) {
-    Throw(Errc::kInvalidArgument, path + ": not valid JSON: " + e.what());
+    Throw(Errc::kInvalidArgument, path + ": not valid JSON: " + ShownName(e.what(), 300));
   }
   if (!doc.is_object() || !doc.contains("sources") || !doc["sources"].is_array() || doc["sources"].empty())
     Throw(Errc::kInvalidArgument, path + ": expected {\"sources\": [...]} with at least one source");
   for (const auto& [key, value] : doc.items())
-    if (key != "sources") Throw(Errc::kInvalidArgument, path + ": unknown field \"" + key + "\"");
+    if (key != "sources") Throw(Errc::kInvalidArgument, path + ": unknown field \"" + ShownName(key) + "\"");
   const auto& sources = doc["sources"];
   for (size_t i = 0; i < sources.size(); ++i) {
     const nlohmann::json& entry = sources[i];
@@ -191,7 +191,7 @@ Fleet ReadFleet(const std::string& path) {
       static const char* kKnown[] = {"host", "store", "to", "key", "jobs", "groups", "storemove"};
       const std::string& key = item.key();  // a plain name: clang 14 cannot capture structured bindings
       if (std::none_of(std::begin(kKnown), std::end(kKnown), [&](const char* k) { return key == k; }))
-        Throw(Errc::kInvalidArgument, where + ": unknown field \"" + key + "\"");
+        Throw(Errc::kInvalidArgument, where + ": unknown field \"" + ShownName(key) + "\"");
     }
     FleetSource s;
     s.host = RequiredString(entry, "host", where);
@@ -219,9 +219,9 @@ Fleet ReadFleet(const std::string& path) {
         Throw(Errc::kInvalidArgument, where + ": \"groups\" must be a non-empty list of group names");
       for (const auto& g : entry["groups"]) {
         if (!g.is_string() || !IsGroupName(g.get<std::string>()))
-          Throw(Errc::kInvalidArgument, where + ": \"groups\": " + g.dump() + " is not a group name (1-64 letters, digits, '_' or '-')");
+          Throw(Errc::kInvalidArgument, where + ": \"groups\": " + g.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + " is not a group name (1-64 letters, digits, '_' or '-')");
         if (std::find(s.groups.begin(), s.groups.end(), g.get<std::string>()) != s.groups.end())
-          Throw(Errc::kInvalidArgument, where + ": \"groups\": " + g.dump() + " is listed twice");
+          Throw(Errc::kInvalidArgument, where + ": \"groups\": " + g.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + " is listed twice");
         s.groups.push_back(g.get<std::string>());
       }
     }
@@ -233,7 +233,7 @@ Fleet ReadFleet(const std::string& path) {
         s.storemove.clear();
         for (const nlohmann::json& word : entry["storemove"]) {
           if (!word.is_string() || word.get<std::string>().empty() || HasControlBytes(word.get<std::string>()))
-            Throw(Errc::kInvalidArgument, where + ": \"storemove\": " + word.dump() +
+            Throw(Errc::kInvalidArgument, where + ": \"storemove\": " + word.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
                                               " is not a word (a non-empty string without control characters)");
           s.storemove.push_back(word.get<std::string>());
         }

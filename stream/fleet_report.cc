@@ -11,6 +11,7 @@
 #include "stream/progress.h"
 #include "util/error.h"
 #include "util/printable.h"
+#include "util/printable.h"
 #include "util/fs.h"
 #include "util/version.h"
 #include "util/plural.h"
@@ -165,7 +166,7 @@ FleetReport MergeFleetReports(const std::string& given) {
         why = "not valid JSON (truncated?) at byte " + std::to_string(parse->byte) +
               (detail == std::string::npos ? "" : ": " + why.substr(detail + 2));
       }
-      report.broken.push_back(EscapeControls(name) + ": " + why);
+      report.broken.push_back(EscapeControls(name) + ": " + ShownName(why, 300));  // the bytes it read: raw
     }
   }
   // Each source's jobs report the same users; several sources' names add up (a lower bound: a
@@ -290,7 +291,7 @@ std::string FleetReport::Json(size_t slowest) const {
   j["missing"] = missing;
   j["recovered"] = recovered;
   j["storemove_version"] = Version();
-  return j.dump(2);
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace storemove::stream

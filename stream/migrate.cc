@@ -1359,7 +1359,7 @@ std::string MigrateReport::Json() const {
                            {"removed_at_destination", g.removed_at_destination},
                            {"left_at_destination", LeftJson(g.left_at_destination)}});
   }
-  return j.dump(2);
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string FailedMigrateJson(const std::string& error, int exit_status, const std::vector<std::string>& groups) {
@@ -1370,7 +1370,7 @@ std::string FailedMigrateJson(const std::string& error, int exit_status, const s
   j["groups_requested"] = groups;
   j["groups"] = nlohmann::json::array();
   j["storemove_version"] = Version();
-  return j.dump(2);
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void CheckMovedHost(const std::string& host) {

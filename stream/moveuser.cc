@@ -865,11 +865,11 @@ ImapUrl ParseImapUrl(const std::string& text) {
   } else if (rest.starts_with("imap://")) {
     rest.remove_prefix(7);
   } else {
-    Throw(Errc::kInvalidArgument, "not an IMAP URL (imap://HOST[:PORT] or imaps://HOST[:PORT]): " + text);
+    Throw(Errc::kInvalidArgument, "not an IMAP URL (imap://HOST[:PORT] or imaps://HOST[:PORT]): " + ShownName(text));
   }
   if (rest.ends_with('/')) rest.remove_suffix(1);
   if (rest.empty() || rest.find_first_of("/@?#") != std::string_view::npos)
-    Throw(Errc::kInvalidArgument, "not an IMAP URL (imap://HOST[:PORT] or imaps://HOST[:PORT]): " + text);
+    Throw(Errc::kInvalidArgument, "not an IMAP URL (imap://HOST[:PORT] or imaps://HOST[:PORT]): " + ShownName(text));
   bool has_port;
   if (rest.front() == '[') {
     const size_t bracket = rest.find(']');

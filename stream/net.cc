@@ -28,6 +28,7 @@
 #include "stream/private_file.h"
 #include "util/bytes.h"
 #include "util/read_block.h"
+#include "util/printable.h"
 
 namespace storemove::stream::net {
 
@@ -160,7 +161,7 @@ std::string Endpoint::ToString() const {
 
 Endpoint ParseEndpoint(const std::string& text) {
   auto bad = [&](const std::string& why) -> Endpoint {
-    Throw(Errc::kInvalidArgument, "'" + text + "' is not HOST:PORT or [IPV6]:PORT: " + why);
+    Throw(Errc::kInvalidArgument, "'" + ShownName(text) + "' is not HOST:PORT or [IPV6]:PORT: " + why);
   };
   Endpoint e;
   std::string port;
@@ -177,6 +178,9 @@ Endpoint ParseEndpoint(const std::string& text) {
     if (e.host.find(':') != std::string::npos) return bad("an IPv6 address needs brackets");
   }
   if (e.host.empty()) return bad("no host");
+  // A host name goes into messages, reports and moved:HOST: no control byte (helper-118).
+  if (std::any_of(e.host.begin(), e.host.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+    return bad("a control character in the host");
   if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
       std::stoul(port) > 65535)
     return bad("the port must be 0-65535");
@@ -1083,7 +1087,7 @@ std::string ReportToJson(const SessionReport& r) {
   // The first error's kind, coded as in ERROR frames, so that the client exits as a local restore
   // would (a gap in a dated chain: 66); clients before 2026-12-05 ignore it and exit 65.
   if (r.first_error) j["first_error"] = uint8_t(*r.first_error);
-  return j.dump();
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 SessionReport ReportFromJson(std::string_view text) {

@@ -52,7 +52,7 @@ std::string SessionReport::Json(const std::string& verb) const {
     j["started"] = started;
     j["next_backup_since"] = left_messages_out ? "" : CompactLocalTime(started);
   }
-  return j.dump();
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace storemove::stream

@@ -13,6 +13,7 @@
 #include "stream/progress.h"
 #include "stream/toc.h"
 #include "util/error.h"
+#include "util/printable.h"
 #include "util/fs.h"
 #include "util/version.h"
 
@@ -24,7 +25,7 @@ StatusFilter StatusFilter::Parse(std::string_view text) {
     store::UserStatus s = store::UserStatus::Parse(text);
     return {s.state, s.host};
   } catch (const Error&) {
-    Throw(Errc::kInvalidArgument, "--status '" + std::string(text) + "': expected active, hold, moved or moved:HOST");
+    Throw(Errc::kInvalidArgument, "--status '" + ShownName(text) + "': expected active, hold, moved or moved:HOST");
   }
 }
 

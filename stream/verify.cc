@@ -736,7 +736,7 @@ std::string VerifyReport::Json() const {
                       {"bytes", bytes},     {"equal", equal()},         {"differences", differences},
                       {"switched_users", switched_users},
                       {"storemove_version", Version()}};
-  return j.dump();
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace storemove::stream

@@ -47,7 +47,7 @@ int RunGen(GenOptions& options) {
                           {"duplicates", report.duplicates}, {"links", report.links},
                           {"seconds", report.seconds},
                           {"storemove_version", Version()}};
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   std::printf("store:      %s\n", store->root().c_str());

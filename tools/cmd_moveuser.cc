@@ -127,7 +127,7 @@ int RunMoveUser(MoveUserCliOptions& o) {
                           {"messages", report.messages}, {"bytes", report.bytes}, {"seconds", report.seconds},
                           {"storemove_version", Version()}};
     if (linker.enabled()) out["arrival_links"] = linker.counters().linked;
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     if (linker.enabled()) std::printf("single instance on arrival: %s\n", linker.counters().ToString().c_str());
     const std::string permanent =

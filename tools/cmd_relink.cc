@@ -61,7 +61,7 @@ int RunRelink(RelinkCommandOptions& options) {
                           {"damaged_named", stats.damaged_named},
                           {"damaged_entry_links", stats.damaged_entry_links},
                           {"storemove_version", Version()}};
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::fputs(relinker::FormatRelinkTable(stats).c_str(), stdout);
   }
