@@ -153,12 +153,18 @@ class MetaList final : public interop::ImapFetchSink {
     return messages_;
   }
   const std::vector<Listed>& messages() const { return messages_; }
-  const std::vector<std::string>& FlagsOf(const Listed& m) const { return flag_sets_[m.flag_set]; }
+  std::vector<std::string> FlagsOf(const Listed& m) const {
+    std::vector<std::string> flags;
+    for (uint32_t id : flag_sets_[m.flag_set]) flags.push_back(names_[id]);
+    return flags;
+  }
   bool Lists(uint32_t uid) const { return const_cast<MetaList*>(this)->Find(uid) != nullptr; }
   static constexpr uint64_t kListingSlack = 10000;
-  // The distinct flag sets' bytes: a server inventing a new set for each message is refused
-  // before it fills memory (a store keeps 64 keywords a folder).
-  static constexpr size_t kMaxFlagSetBytes = 16 << 20;
+  // The distinct flag and keyword names' bytes: a server inventing new names is refused before
+  // they fill memory (a store keeps 64 keywords a folder; a real folder has a few dozen names).
+  // Sets are kept as name numbers, 4 bytes a flag: a folder of 30,000 messages each with its own
+  // 13 of 26 long keywords takes 1.5 MB (a cap on sets' bytes refused it, helper-120).
+  static constexpr size_t kMaxNameBytes = 16 << 20;
 
  private:
   Listed* Find(uint32_t uid) {
@@ -172,26 +178,34 @@ class MetaList final : public interop::ImapFetchSink {
     return it != messages_.end() && it->uid == uid ? &*it : nullptr;
   }
   uint32_t Intern(const std::vector<std::string>& flags) {
-    std::string key;
-    for (const std::string& f : flags) key.append(f).push_back('\0');
-    auto [it, added] = set_ids_.try_emplace(key, static_cast<uint32_t>(flag_sets_.size()));
-    if (added) {
-      set_bytes_ += key.size() + 64;
-      if (set_bytes_ > kMaxFlagSetBytes)
-        Throw(Errc::kProtocol, "the server listed more than " + std::to_string(kMaxFlagSetBytes >> 20) +
-                                   " MiB of distinct flag sets in one folder (" + std::to_string(flag_sets_.size()) +
-                                   " sets)");
-      flag_sets_.push_back(flags);
+    std::vector<uint32_t> ids;
+    ids.reserve(flags.size());
+    for (const std::string& f : flags) {
+      auto [it, added] = name_ids_.try_emplace(f, static_cast<uint32_t>(names_.size()));
+      if (added) {
+        name_bytes_ += f.size() + 64;
+        if (name_bytes_ > kMaxNameBytes)
+          Throw(Errc::kProtocol, "the server listed more than " + std::to_string(kMaxNameBytes >> 20) +
+                                     " MiB of distinct flag and keyword names in one folder (" +
+                                     std::to_string(names_.size()) + " names)");
+        names_.push_back(f);
+      }
+      ids.push_back(it->second);
     }
+    std::string key(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(uint32_t));
+    auto [it, added] = set_ids_.try_emplace(std::move(key), static_cast<uint32_t>(flag_sets_.size()));
+    if (added) flag_sets_.push_back(std::move(ids));
     return it->second;
   }
   const ImapClient& client_;
   std::vector<Listed> messages_;
   bool sorted_ = true;
   std::unordered_map<uint32_t, size_t> index_;  // UID -> position, only while not in UID order
-  std::vector<std::vector<std::string>> flag_sets_;
-  std::unordered_map<std::string, uint32_t> set_ids_;
-  size_t set_bytes_ = 0;
+  std::vector<std::string> names_;  // each distinct flag or keyword once
+  std::unordered_map<std::string, uint32_t> name_ids_;
+  size_t name_bytes_ = 0;
+  std::vector<std::vector<uint32_t>> flag_sets_;  // each distinct set once, as name numbers
+  std::unordered_map<std::string, uint32_t> set_ids_;  // a set's numbers' bytes -> its number
 };
 
 struct FolderPull {
