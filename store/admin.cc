@@ -926,6 +926,20 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
   Store::UserWriteLock write_lock = store.LockUserForWriting(user);
   Store::Db& db = store.db();
 
+  // A user with mailboxes that is not moved gets its mail here (active) or has it queued for
+  // here (hold): deleted, its record goes and that mail bounces as unknown (67), where a moved
+  // user's record stays and defers it (helper-119, helper-120). Refused before anything changes,
+  // after the verification's own refusals.
+  if (!options.force && info.status.state != UserState::kMoved && !store.ListFolders(user).empty()) {
+    RequireVerifiedAndUnchanged(store, user);
+    const bool held = info.status.state == UserState::kHold;
+    Throw(Errc::kTempFail, "user " + std::string(user) + " is " + (held ? "on hold" : "active") + " here: its mail " +
+                               (held ? "is queued for here" : "is still delivered here") +
+                               ", and would bounce as unknown once it is deleted. Send its mail to its new host "
+                               "first (storemove user " + std::string(user) +
+                               " --status moved:HOST keeps a record that defers late mail), or use --force");
+  }
+
   // Hold first: the MTA keeps new mail for the user queued instead of delivering (or, with
   // deliver --create, recreating folders) while the user is being deleted. A moved user refuses
   // delivery already, and keeps its status throughout: a kill -9 between a hold and the final
@@ -965,17 +979,7 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
     // No folder left (a moved user's record, or a rerun of a delete killed after its commit,
     // which removed the verification too): nothing the guard protects, and it refused the rerun
     // with 75 for ever (helper-98).
-    if (!options.force && !doomed.empty()) {
-      CheckVerified(user, GetVerified(store, user), builder.Finish());
-      // Verified, but its mail still comes here: deleted, the record goes and late mail bounces
-      // as unknown (67), where a moved user's record stays and defers it (helper-119).
-      if (info.status.state == UserState::kActive)
-        Throw(Errc::kTempFail, "user " + std::string(user) +
-                                   " is active here: its mail is still delivered here, and would bounce as unknown "
-                                   "once it is deleted. Send its mail to its new host first (storemove user " +
-                                   std::string(user) +
-                                   " --status moved:HOST keeps a record that defers late mail), or use --force");
-    }
+    if (!options.force && !doomed.empty()) CheckVerified(user, GetVerified(store, user), builder.Finish());
 
     std::vector<std::string> subscriptions = ScanKeys(db, db.subscr(), std::string(user) + kNul);
     std::vector<std::string> peruser = PerUserKeysOfReader(db, user);

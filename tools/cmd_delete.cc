@@ -85,19 +85,19 @@ int RunDelete(const DeleteOptions& options) {
 void AddDeleteCommand(CLI::App& root, Action* chosen) {
   auto options = std::make_shared<DeleteOptions>();
   CLI::App* command = root.add_subcommand(
-      "delete", "delete users (only once verified at a destination and no longer active here, unless --force) and mailboxes (mboxutil -d)");
+      "delete", "delete users (only once verified at a destination and moved away, unless --force) and mailboxes (mboxutil -d)");
   AddStoreOption(command, &options->store_dir);
   command->add_option("names", options->names, "a user (joe or user/joe) or one mailbox (user/joe/Sent)")
       ->required()
       ->type_name("USER|MAILBOX");
-  command->add_flag("--force", options->force, "delete users even if not verified, changed since verified, or still active here");
+  command->add_flag("--force", options->force, "delete users even if not verified, changed since verified, or still active or on hold here");
   command->footer(
       "Exit status: 0 all deleted (a name deleted by an earlier run that was interrupted: the files it left are "
       "removed now); 64 a bad name (nothing deleted); 66 no such user or mailbox; 74 deleted, but not all of its "
       "files could be removed (the line says why; a rerun removes them once that is mended); 75 a user was "
       "refused because it has not been verified, or changed since it was verified at a destination, or is still "
-      "active here (its mail would bounce once its record is gone: set it moved:HOST first, and its record stays "
-      "to defer late mail). One line "
+      "active or on hold here (its mail would bounce once its record is gone: set it moved:HOST first, and its "
+      "record stays to defer late mail). One line "
       "per deleted object on stdout, one per error on stderr; the first error's status is returned.");
   command->callback([options, chosen] { *chosen = [options] { return RunDelete(*options); }; });
 }

@@ -315,6 +315,12 @@ TEST(AdminGuard, UserDeletionNeedsAnUnchangedVerification) {
   EXPECT_NE(message.find("user joe is active here: its mail is still delivered here"), std::string::npos) << message;
   EXPECT_EQ(store->FindUser("joe")->status.state, UserState::kActive);
   EXPECT_EQ(Snap(*store, "joe", "INBOX").messages.size(), 2u);
+  // On hold (the MTA queues its mail for here): the same (helper-120: deleted, and the queued
+  // mail bounced). Refused before the delete holds anything or reads an index.
+  store->SetUserStatus("joe", UserStatus{UserState::kHold, ""});
+  EXPECT_EQ(CodeOf([&] { DeleteUser(*store, "joe"); }, &message), Errc::kTempFail);
+  EXPECT_NE(message.find("user joe is on hold here: its mail is queued for here"), std::string::npos) << message;
+  EXPECT_EQ(store->FindUser("joe")->status.state, UserState::kHold);
   // Its mail sent to the new host: deleted, its record stays to defer late mail there.
   store->SetUserStatus("joe", UserStatus{UserState::kMoved, "mail2.example.com"});
   DeleteUser(*store, "joe");
