@@ -509,7 +509,8 @@ class Migration {
       // A signal came first: its reason. Read as stopped, not FAILED, as for the deadline
       // (helper-119: an interrupted group's JSON said FAILED).
       if (report_.interrupted && !r.ok && !r.destination_unreachable && !r.stopped_by_source &&
-          (r.stopped_by_deadline || r.attempts == 0 || std::string_view(live_[g].phase.load()) == "interrupted"))
+          (r.stopped_by_deadline || std::string_view(live_[g].phase.load()) == "interrupted" ||
+           (r.attempts == 0 && std::string_view(live_[g].phase.load()) != "FAILED")))  // FAILED: an error of its own
         r.stopped_by_signal = true;
       if (report_.interrupted) r.stopped_by_deadline = false;
       report_.deadline_reached |= r.stopped_by_deadline;
@@ -1417,15 +1418,23 @@ std::vector<std::string> AbortMigrations(store::Store& source) {
   for (const std::string& group : groups) lines.push_back(RecoverJournal(source, group));
   // A killed run's members files too, whose group lock nobody holds (helper-119: left until the
   // next migrate, where the documentation says the run's end removes them).
+  // Under claims.lock, each with its group lock held until it is gone, as ClaimMembers does: a
+  // migrate starting meanwhile must not lose the claim it just wrote (helper-120).
+  if (!IsDirectory(JournalDir(source))) return lines;
+  UniqueFd claims = OpenFile(JournalDir(source) + "/claims.lock", O_RDWR | O_CREAT, 0600);
+  while (::flock(claims.get(), LOCK_EX) != 0)
+    if (errno != EINTR) ThrowErrno("lock " + JournalDir(source) + "/claims.lock");
   std::vector<std::filesystem::path> members;
-  if (IsDirectory(JournalDir(source)))
-    for (const auto& entry : std::filesystem::directory_iterator(JournalDir(source)))
-      if (entry.path().extension() == ".members") members.push_back(entry.path());
+  for (const auto& entry : std::filesystem::directory_iterator(JournalDir(source)))
+    if (entry.path().extension() == ".members") members.push_back(entry.path());
   for (const std::filesystem::path& path : members) {
     const std::string group = path.stem().string();
-    // Locked above (a second flock of this process would fail), or free.
-    if (std::find(groups.begin(), groups.end(), group) != groups.end() || TryLockGroup(source, group).valid())
-      RemoveJournalFile(source, path);
+    // Locked above (a second flock of this process would fail), or free and locked now.
+    const bool ours = std::find(groups.begin(), groups.end(), group) != groups.end();
+    UniqueFd lock = ours ? UniqueFd() : TryLockGroup(source, group);
+    if (!ours && !lock.valid()) continue;  // a running migrate's claim
+    RemoveJournalFile(source, path);
+    if (!ours) lines.push_back("group " + group + ": removed the members file a killed migrate left (nobody was on hold)");
   }
   return lines;
 }

@@ -236,10 +236,6 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
                           e.what());
     }
   }
-  if (report.interrupted)
-    Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + Counted(report.users_put_back, "user") +
-                                  " put back to their status before the hold; " + kCopiesStayHeld +
-                                  "; rerun to continue");
   // The window ended with groups left: a planned stop, not a failure; the next window's rerun
   // goes on (75, as a busy lock: a fleet's runner retries it, docs/fleet.md). A group that failed
   // on its own (a user live at the destination: not retried) keeps the run's status 1, so that
@@ -250,6 +246,15 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   auto print_report = [&] {
     if (o.report_file != "-") std::printf("%s", o.json ? (report.Json() + "\n").c_str() : report.Text().c_str());
   };
+  // Said only where a group began (its passes may have made copies) and did not switch.
+  bool copies_left = false;
+  for (const stream::GroupReport& g : report.groups) copies_left |= !g.ok && g.attempts > 0;
+  const std::string copies_note = copies_left ? std::string("; ") + kCopiesStayHeld : std::string();
+  if (report.interrupted) {
+    print_report();  // its table too, as after a deadline (helper-120: only --report FILE had it)
+    Throw(Errc::kInterrupted, "migrate " + cancel.why() + ": " + Counted(report.users_put_back, "user") +
+                                  " put back to their status before the hold" + copies_note + "; rerun to continue");
+  }
   if (!report.destination_unreachable.empty() && !failed_on_its_own) {
     print_report();
     size_t left = 0;
@@ -280,8 +285,7 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
     print_report();
     Throw(Errc::kTempFail, "migrate reached its deadline (" + report.deadline + ") before every group was done: " +
                                Counted(report.users_put_back, "user") +
-                               " put back to their status before the hold; " + kCopiesStayHeld +
-                               "; rerun to continue");
+                               " put back to their status before the hold" + copies_note + "; rerun to continue");
   }
   print_report();
   if (report.ok()) return 0;
