@@ -457,7 +457,12 @@ class RestoreSession {
         const store::UserStatus moved = store::UserStatus::Parse(r.status);
         if (!existing) {
           status = moved;
-          auto& [count, names] = made_moved_[r.status];  // said once a host, at the end
+          // Said once a host (one host however spelt, as SameHost compares), at the end.
+          std::string host = moved.host;
+          std::transform(host.begin(), host.end(), host.begin(), [](unsigned char c) { return std::tolower(c); });
+          while (!host.empty() && host.back() == '.') host.pop_back();
+          auto& [shown, count, names] = made_moved_[host];
+          if (shown.empty()) shown = r.status;
           if (++count <= kNamesShown) names.push_back(user);
         } else if (existing->status.state == store::UserState::kMoved) {
           if (store::UserStatus::SameHost(existing->status.host, moved.host))
@@ -1542,22 +1547,27 @@ class RestoreSession {
   // Users the stream has moved elsewhere, made here so: one note a host, not a line a user (a
   // store's rerun printed 60 such lines over its summary, helper-119).
   void NoteUsersMadeMoved() {
-    for (const auto& [status, seen] : made_moved_) {
-      const auto& [count, names] = seen;
+    std::vector<std::string> notes;  // put first: a few lines, which the cap on notes must not drop
+    for (const auto& [host, seen] : made_moved_) {
+      const auto& [status, count, names] = seen;
       if (count == 1) {
-        AddNote("user " + names[0] + ": made here " + status + ", as the stream says (its mail lives on that host; "
+        notes.push_back("user " + names[0] + ": made here " + status + ", as the stream says (its mail lives on that host; "
                 "storemove user " + names[0] + " --status active --include-moved takes deliveries here)");
         continue;
       }
       std::string list;
       for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
       if (count > names.size()) list += " and " + std::to_string(count - names.size()) + " more";
-      AddNote(std::to_string(count) + " users made here " + status + ", as the stream says (their mail lives on "
-              "that host; storemove user USER --status active --include-moved takes one's deliveries here): " + list);
+      notes.push_back(std::to_string(count) + " users made here " + status + ", as the stream says (their mail "
+                      "lives on that host; storemove user USER --status active --include-moved takes one's "
+                      "deliveries here): " + list);
     }
+    for (std::string& n : notes) n = EscapeControls(n);
+    report_.notes.insert(report_.notes.begin(), notes.begin(), notes.end());
   }
   static constexpr size_t kNamesShown = 5;
-  std::map<std::string, std::pair<size_t, std::vector<std::string>>> made_moved_;  // status -> count, first names
+  // host (lower case, no final dot) -> the status as first seen, users, the first names
+  std::map<std::string, std::tuple<std::string, size_t, std::vector<std::string>>> made_moved_;
 
   void AddNote(const std::string& line) {
     if (report_.notes.size() < kMaxNotes) report_.notes.push_back(EscapeControls(line));

@@ -313,14 +313,16 @@ TEST_F(OperatorStore, DeletingAMovedUserKeepsTheForwardingAnswer) {
     store->CreateUser("m" + std::to_string(i));
     store->SetUserStatus("m" + std::to_string(i), store::UserStatus{store::UserState::kMoved, "other.example.com"});
   }
+  store->CreateUser("m7");  // the same host, spelt otherwise: the same note
+  store->SetUserStatus("m7", store::UserStatus{store::UserState::kMoved, "Other.Example.COM."});
   ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", dir_ / "many.sm"}).status, 0);
   const std::string many = dir_ / "many";
   ASSERT_EQ(RunCli({"init", "--store", many}).status, 0);
   CliResult restored = RunCli({"restore", "--store", many, "-f", dir_ / "many.sm"});
   ASSERT_EQ(restored.status, 0) << restored.Describe();
-  EXPECT_NE(restored.err.find("note: 6 users made here moved:other.example.com, as the stream says"), std::string::npos)
+  EXPECT_NE(restored.err.find("note: 7 users made here moved:other.example.com, as the stream says"), std::string::npos)
       << restored.Describe();
-  EXPECT_NE(restored.err.find("m1, m2, m3, m4, m5 and 1 more\n"), std::string::npos) << restored.Describe();
+  EXPECT_NE(restored.err.find("m1, m2, m3, m4, m5 and 2 more\n"), std::string::npos) << restored.Describe();
   EXPECT_EQ(restored.err.find("user m6"), std::string::npos) << restored.Describe();
   EXPECT_EQ(store::Store::Open(many)->FindUser("m6")->status.ToString(), "moved:other.example.com");
   // An active user is deleted entirely, as before.
