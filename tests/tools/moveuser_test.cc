@@ -861,9 +861,24 @@ std::string FetchedBody(int uid, const std::string& bytes) {
          " FLAGS (\\Seen) INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE " + std::to_string(bytes.size()) +
          " BODY[] {" + std::to_string(bytes.size()) + "}\r\n" + bytes + ")\r\n";
 }
-std::string FetchedMeta(int uid, size_t size) {
-  return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) +
-         " FLAGS (\\Seen) INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE " + std::to_string(size) + ")\r\n";
+std::string FetchedMeta(int uid, const std::string& flags, size_t size) {
+  return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (" + flags +
+         ") INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE " + std::to_string(size) + ")\r\n";
+}
+std::string FetchedMeta(int uid, size_t size) { return FetchedMeta(uid, "\\Seen", size); }
+
+// A server with an INBOX alone; what moveuser asks of a new folder (bodies and metadata in one
+// command) and of an existing one (its listing).
+const std::string kInboxOnly = "* LIST () \"/\" INBOX\r\n";
+const std::string kFetchAll = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
+const std::string kListing = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
+
+// dora's pull into `store` from a server answering as scripted (password file `pw`).
+CliResult PullDora(const std::string& store, const std::string& pw, const ScriptedImap::Answers& answers,
+                   const std::string& list = kInboxOnly) {
+  ScriptedImap server(list, answers);
+  return RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file", pw,
+                 "--insecure", "--timeout", "5"});
 }
 
 // A folder name from a hostile server reaches standard error as one line: control characters as
@@ -1099,8 +1114,8 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
     if (!s->FindFolder("dora", "INBOX")) return std::nullopt;
     return s->OpenFolder("dora", "INBOX")->Snapshot().messages.ToVector();
   };
-  const auto& meta = FetchedMeta;
-  const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
+  auto meta = [](int uid, size_t size) { return FetchedMeta(uid, size); };
+  const std::string& list_cmd = kListing;
   const std::vector<std::tuple<std::string, ScriptedImap::Answers, std::string, int>> bad_new = {
       // 65 where the server broke the protocol, which it does again on every run (a retry loop
       // around moveuser must stop); 75 where a rerun may find the server consistent.
@@ -1265,23 +1280,16 @@ TEST(MoveUserHostile, BodiesAlteredLeftOutDoubledOrNotAskedForAreRefused) {
 TEST(MoveUserHostile, AFetchAnsweredInSeveralResponsesKeepsItsFlagsAndDate) {
   TempDir tmp;
   WritePrivate(tmp / "pw", "pw\n");
-  const std::string list = "* LIST () \"/\" INBOX\r\n";
   const std::string examine2 = "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 3] n\r\n";
-  const std::string all = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
   const std::string one = "Subject: 1\r\n\r\none\r\n", two = "Subject: 2\r\n\r\ntwo\r\n";
-  auto meta = [](int uid, const std::string& flags, size_t size) {
-    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (" + flags +
-           ") INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE " + std::to_string(size) + ")\r\n";
-  };
+  auto meta = [](int uid, const std::string& flags, size_t size) { return FetchedMeta(uid, flags, size); };
   auto body = [](int uid, const std::string& bytes) {
     return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " BODY[] {" +
            std::to_string(bytes.size()) + "}\r\n" + bytes + ")\r\n";
   };
   auto pull = [&](const std::string& store, const std::string& answer) {
     EXPECT_EQ(RunCli({"init", "--store", store}).status, 0);
-    ScriptedImap server(list, {{"EXAMINE", examine2}, {all, answer}});
-    return RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
-                   tmp / "pw", "--insecure", "--timeout", "5"});
+    return PullDora(store, tmp / "pw", {{"EXAMINE", examine2}, {kFetchAll, answer}});
   };
   {
     CliResult r = pull(tmp / "before",
@@ -1329,17 +1337,12 @@ TEST(MoveUserHostile, AListingThatLeavesAnOlderMessageOutForAnArrivalFailsTheFol
   const std::string store = tmp / "dst";
   ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
   WritePrivate(tmp / "pw", "pw\n");
-  const std::string list = "* LIST () \"/\" INBOX\r\n";
   const std::string one = "Subject: 1\r\n\r\none\r\n", two = "Subject: 2\r\n\r\ntwo\r\n";
   const auto& body = FetchedBody;
-  const auto& meta = FetchedMeta;
-  const std::string all = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
-  const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
-  auto run = [&](const ScriptedImap::Answers& answers) {
-    ScriptedImap server(list, answers);
-    return RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
-                   tmp / "pw", "--insecure", "--timeout", "5"});
-  };
+  auto meta = [](int uid, size_t size) { return FetchedMeta(uid, size); };
+  const std::string& all = kFetchAll;
+  const std::string& list_cmd = kListing;
+  auto run = [&](const ScriptedImap::Answers& answers) { return PullDora(store, tmp / "pw", answers); };
   const std::string examine = "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 3] n\r\n";
   ASSERT_EQ(run({{"EXAMINE", examine}, {all, body(1, one) + body(2, two)}}).status, 0);
   const std::string examine3 = "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n";
@@ -1376,24 +1379,14 @@ TEST(MoveUserHostile, AListingOutOfUidOrderSetsEachMessagesLatestFlags) {
   const std::string store = tmp / "dst";
   ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
   WritePrivate(tmp / "pw", "pw\n");
-  const std::string list = "* LIST () \"/\" INBOX\r\n";
   const std::string one = "Subject: 1\r\n\r\none\r\n", two = "Subject: 2\r\n\r\ntwo\r\n", three = "Subject: 3\r\n\r\n3\r\n";
-  const std::string all = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
-  const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
-  auto run = [&](const ScriptedImap::Answers& answers) {
-    ScriptedImap server(list, answers);
-    return RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
-                   tmp / "pw", "--insecure", "--timeout", "5"});
-  };
+  auto run = [&](const ScriptedImap::Answers& answers) { return PullDora(store, tmp / "pw", answers); };
   const std::string examine = "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n";
-  ASSERT_EQ(run({{"EXAMINE", examine}, {all, FetchedBody(1, one) + FetchedBody(2, two) + FetchedBody(3, three)}}).status, 0);
-  auto meta = [](int uid, const std::string& flags, size_t size) {
-    return "* " + std::to_string(uid) + " FETCH (UID " + std::to_string(uid) + " FLAGS (" + flags +
-           ") INTERNALDATE \"01-Jan-2020 00:00:00 +0000\" RFC822.SIZE " + std::to_string(size) + ")\r\n";
-  };
+  ASSERT_EQ(run({{"EXAMINE", examine}, {kFetchAll, FetchedBody(1, one) + FetchedBody(2, two) + FetchedBody(3, three)}}).status, 0);
+  auto meta = [](int uid, const std::string& flags, size_t size) { return FetchedMeta(uid, flags, size); };
   // No body is scripted: a message taken for missing would fail the run (asked twice, none sent).
   CliResult r = run({{"EXAMINE", examine},
-                     {list_cmd, meta(3, "\\Flagged", three.size()) + meta(1, "\\Answered", one.size()) +
+                     {kListing, meta(3, "\\Flagged", three.size()) + meta(1, "\\Answered", one.size()) +
                                     meta(2, "\\Draft Work", two.size()) + "* 1 FETCH (UID 1 FLAGS (\\Deleted))\r\n"}});
   ASSERT_EQ(r.status, 0) << r.Describe();
   const auto folder = Store::Open(store)->OpenFolder("dora", "INBOX")->Snapshot();
@@ -1411,20 +1404,16 @@ TEST(MoveUserHostile, AListingOutOfUidOrderSetsEachMessagesLatestFlags) {
 TEST(MoveUserHostile, ABodyTheServerAnswersNilForTwiceIsAPermanentFailure) {
   TempDir tmp;
   WritePrivate(tmp / "pw", "pw\n");
-  const std::string list = "* LIST () \"/\" INBOX\r\n";
   const std::string one = "Subject: 1\r\n\r\none\r\n", two = "Subject: 2\r\n\r\ntwo\r\n";
-  const std::string all = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])";
-  const std::string list_cmd = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)";
   const std::string examine = "* 2 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 3] n\r\n";
   const std::string nil = "* 2 FETCH (UID 2 FLAGS () BODY[] NIL)\r\n";
   auto run = [&](const std::string& store, const std::string& second_answer) {
     EXPECT_EQ(RunCli({"init", "--store", store}).status, 0);
-    ScriptedImap server(list, {{"EXAMINE", examine},
-                               {all, FetchedBody(1, one) + nil},
-                               {list_cmd, FetchedMeta(1, one.size()) + FetchedMeta(2, two.size())},
-                               {"UID FETCH 2 ", second_answer}});
-    return RunCli({"moveuser", "--store", store, "--from", server.url(), "--user", "dora", "--password-file",
-                   tmp / "pw", "--insecure", "--timeout", "5"});
+    return PullDora(store, tmp / "pw",
+                    {{"EXAMINE", examine},
+                     {kFetchAll, FetchedBody(1, one) + nil},
+                     {kListing, FetchedMeta(1, one.size()) + FetchedMeta(2, two.size())},
+                     {"UID FETCH 2 ", second_answer}});
   };
   CliResult r = run(tmp / "nil", nil);
   EXPECT_EQ(r.status, 65) << r.Describe();
