@@ -169,7 +169,12 @@ std::string ImapClient::Start(const std::vector<std::string>& segments, const st
       for (;;) {
         std::string got_tag;
         Tagged tagged;
-        const Got got = ReadFor(tag, &got_tag, &tagged);
+        Got got;
+        try {
+          got = ReadFor(tag, &got_tag, &tagged);
+        } catch (const Error& e) {
+          FailedWaiting(e, tag);
+        }
         if (got == Got::kContinuation) break;
         if (got == Got::kTagged) {
           completed_[got_tag] = tagged;
@@ -193,10 +198,23 @@ ImapClient::Tagged ImapClient::Wait(const std::string& tag) {
     }
     std::string got_tag;
     Tagged tagged;
-    const Got got = ReadFor(tag, &got_tag, &tagged);
+    Got got;
+    try {
+      got = ReadFor(tag, &got_tag, &tagged);
+    } catch (const Error& e) {
+      FailedWaiting(e, tag);
+    }
     if (got == Got::kContinuation) reader_->Fail("continuation request the client did not ask for");
     if (got == Got::kTagged) completed_[got_tag] = std::move(tagged);
   }
+}
+
+void ImapClient::FailedWaiting(const Error& e, const std::string& tag) {
+  const std::string what = e.what();
+  if (what.starts_with(shown_)) throw;  // said already (a BYE, a refusal, a reply that breaks the protocol)
+  auto it = in_flight_.find(tag);
+  Throw(e.code(), shown_ + ": waiting for the answer to " + (it != in_flight_.end() ? it->second : "a command") +
+                      ": " + what);
 }
 
 void ImapClient::Refused(Errc code, const std::string& what, const Tagged& t) {
@@ -529,7 +547,12 @@ void ImapClient::Fetch() {
 
 void ImapClient::ReadGreeting() {
   ImapReader& r = *reader_;
-  r.Expect('*', "before the greeting");
+  try {
+    r.Expect('*', "before the greeting");
+  } catch (const Error& e) {  // a server that accepts and says nothing: named, as a command is
+    if (std::string(e.what()).starts_with(shown_)) throw;
+    Throw(e.code(), shown_ + ": waiting for the greeting: " + e.what());
+  }
   r.Space("after '*'");
   const std::string status = Upper(r.Atom("the greeting"));
   if (status != "OK" && status != "PREAUTH" && status != "BYE")

@@ -139,6 +139,9 @@ class ImapClient {
 
   std::string Start(const std::vector<std::string>& segments, const std::string& name);
   Tagged Wait(const std::string& tag);
+  // A failure on the way (a timeout, a reset) while waiting for `tag`: said with the server and
+  // the command, as the server's own refusals are.
+  [[noreturn]] void FailedWaiting(const Error& e, const std::string& tag);
   Got ReadResponse(std::string* tag, Tagged* tagged);
   static Errc LoginRefusal(const Tagged& t);
   // ReadResponse for the command `tag`, which fails if the command makes no progress in time.

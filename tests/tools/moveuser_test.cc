@@ -38,6 +38,7 @@
 #include "tests/support/cyrus_server.h"
 #include "tests/support/dovecot_server.h"
 #include "tests/support/imap_filler.h"
+#include "tests/support/loopback_listener.h"
 #include "tests/support/store_checks.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
@@ -1428,6 +1429,27 @@ TEST(MoveUserHostile, ABodyTheServerAnswersNilForTwiceIsAPermanentFailure) {
   r = run(tmp / "late", FetchedBody(2, two));  // sent when asked again: complete
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_EQ(Store::Open(tmp / "late")->OpenFolder("dora", "INBOX")->Snapshot().messages.size(), 2u);
+}
+
+// A server that accepts and never greets (a hung daemon, a firewall that swallows): the user's
+// line names the server and what it waited for, as a server's own refusals are named; it said
+// only "read from 127.0.0.1:N: timed out".
+TEST(MoveUserHostile, AServerThatNeverAnswersIsNamedWithWhatWasAwaited) {
+  TempDir tmp;
+  const std::string store = tmp / "dst";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  WritePrivate(tmp / "pw", "pw\n");
+  uint16_t port = 0;
+  UniqueFd listener = storemove::testing::LoopbackListener(&port);
+  ASSERT_TRUE(listener.valid());
+  const std::string url = "imap://127.0.0.1:" + std::to_string(port);
+  CliResult r = RunCli({"moveuser", "--store", store, "--from", url, "--user", "dora", "--password-file", tmp / "pw",
+                        "--insecure", "--timeout", "1"});
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("dora: " + url + ": waiting for the greeting: read from 127.0.0.1:" + std::to_string(port) +
+                       ": timed out after 1 s"),
+            std::string::npos)
+      << r.err;
 }
 
 // --- Cyrus IMAP -------------------------------------------------------------------------------
