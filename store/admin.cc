@@ -930,7 +930,9 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
   // here (hold): deleted, its record goes and that mail bounces as unknown (67), where a moved
   // user's record stays and defers it (helper-119, helper-120). Refused before anything changes,
   // after the verification's own refusals.
-  if (!options.force && info.status.state != UserState::kMoved && !store.ListFolders(user).empty()) {
+  // The records alone: a folder whose directory or index is damaged is named by the checks below.
+  if (!options.force && info.status.state != UserState::kMoved &&
+      !store.ListFolders(user, Store::FolderDetail::kRecordOnly).empty()) {
     RequireVerifiedAndUnchanged(store, user);
     const bool held = info.status.state == UserState::kHold;
     Throw(Errc::kTempFail, "user " + std::string(user) + " is " + (held ? "on hold" : "active") + " here: its mail " +

@@ -11,7 +11,6 @@
 #include "stream/progress.h"
 #include "util/error.h"
 #include "util/printable.h"
-#include "util/printable.h"
 #include "util/fs.h"
 #include "util/version.h"
 #include "util/plural.h"

@@ -1427,6 +1427,7 @@ std::vector<std::string> AbortMigrations(store::Store& source) {
   std::vector<std::filesystem::path> members;
   for (const auto& entry : std::filesystem::directory_iterator(JournalDir(source)))
     if (entry.path().extension() == ".members") members.push_back(entry.path());
+  std::sort(members.begin(), members.end());
   for (const std::filesystem::path& path : members) {
     const std::string group = path.stem().string();
     // Locked above (a second flock of this process would fail), or free and locked now.

@@ -165,6 +165,9 @@ class MetaList final : public interop::ImapFetchSink {
   // Sets are kept as name numbers, 4 bytes a flag: a folder of 30,000 messages each with its own
   // 13 of 26 long keywords takes 1.5 MB (a cap on sets' bytes refused it, helper-120).
   static constexpr size_t kMaxNameBytes = 16 << 20;
+  // And the distinct sets': a folder of 30,000 messages each with its own 13 of 26 keywords takes
+  // 6.7 MB of the 64 MiB.
+  static constexpr size_t kMaxSetBytes = 64 << 20;
 
  private:
   Listed* Find(uint32_t uid) {
@@ -194,7 +197,16 @@ class MetaList final : public interop::ImapFetchSink {
     }
     std::string key(reinterpret_cast<const char*>(ids.data()), ids.size() * sizeof(uint32_t));
     auto [it, added] = set_ids_.try_emplace(std::move(key), static_cast<uint32_t>(flag_sets_.size()));
-    if (added) flag_sets_.push_back(std::move(ids));
+    if (added) {
+      // Each set twice (numbers and key) and two nodes: a server giving every message a set of its
+      // own from 1,000 short names (4 KB a message) is refused, not paid for (helper-121).
+      set_bytes_ += 2 * ids.size() * sizeof(uint32_t) + 128;
+      if (set_bytes_ > kMaxSetBytes)
+        Throw(Errc::kProtocol, "the server listed more than " + std::to_string(kMaxSetBytes >> 20) +
+                                   " MiB of distinct flag sets in one folder (" + std::to_string(flag_sets_.size()) +
+                                   " sets)");
+      flag_sets_.push_back(std::move(ids));
+    }
     return it->second;
   }
   const ImapClient& client_;
@@ -206,6 +218,7 @@ class MetaList final : public interop::ImapFetchSink {
   size_t name_bytes_ = 0;
   std::vector<std::vector<uint32_t>> flag_sets_;  // each distinct set once, as name numbers
   std::unordered_map<std::string, uint32_t> set_ids_;  // a set's numbers' bytes -> its number
+  size_t set_bytes_ = 0;
 };
 
 struct FolderPull {
@@ -288,7 +301,9 @@ class BodyWriter final : public interop::ImapFetchSink {
   void BodyData(const char* data, size_t size) override { writer_->Write(data, size); }
   bool Message(const ImapMessage& sent, bool had_body) override {
     if (!had_body || !writer_) {  // a flag update the server sent on its own, or half of a split response
-      if (sent.nil_body && asked_ && std::binary_search(asked_->begin(), asked_->end(), sent.uid))
+      if (sent.nil_body && sent.uid != 0 &&
+          (asked_ ? std::binary_search(asked_->begin(), asked_->end(), sent.uid)
+                  : !counted_ || said_nil_.size() < uint64_t(counted_->exists()) + MetaList::kListingSlack))
         said_nil_.insert(sent.uid);
       NoteMetadata(sent);
       return false;
@@ -509,7 +524,7 @@ void FetchMissing(ImapClient& client, FolderPull& pull, Folder& folder, interop:
   if (still.empty()) return;
   // Each answered BODY[] NIL twice, and still listed: the server says it has no body for it, and
   // says so on every run; a retry loop around moveuser would repeat it for ever (75 each time).
-  if (std::all_of(still.begin(), still.end(), [&](uint32_t uid) { return again.SaidNil(uid); }))
+  if (std::all_of(still.begin(), still.end(), [&](uint32_t uid) { return first.SaidNil(uid) && again.SaidNil(uid); }))
     Throw(Errc::kProtocol, "the server lists UID " + std::to_string(still.front()) +
                                (still.size() > 1 ? " and " + std::to_string(still.size() - 1) + " more" : std::string()) +
                                " but answers BODY[] NIL for " + (still.size() > 1 ? "them" : "it") +

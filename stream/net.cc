@@ -179,8 +179,7 @@ Endpoint ParseEndpoint(const std::string& text) {
   }
   if (e.host.empty()) return bad("no host");
   // A host name goes into messages, reports and moved:HOST: no control byte (helper-118).
-  if (std::any_of(e.host.begin(), e.host.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
-    return bad("a control character in the host");
+  if (EscapeControls(e.host) != e.host) return bad("a control character or a byte of no UTF-8 character in the host");
   if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
       std::stoul(port) > 65535)
     return bad("the port must be 0-65535");

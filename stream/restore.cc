@@ -460,7 +460,7 @@ class RestoreSession {
           // Said once a host (one host however spelt, as SameHost compares), at the end.
           std::string host = moved.host;
           std::transform(host.begin(), host.end(), host.begin(), [](unsigned char c) { return std::tolower(c); });
-          while (!host.empty() && host.back() == '.') host.pop_back();
+          if (!host.empty() && host.back() == '.') host.pop_back();  // one final dot, as SameHost
           auto& [shown, count, names] = made_moved_[host];
           if (shown.empty()) shown = r.status;
           if (++count <= kNamesShown) names.push_back(user);

@@ -277,6 +277,26 @@ std::vector<std::string> BackupTo(const std::string& store, const std::string& t
 
 // --- round trips -------------------------------------------------------------------------------
 
+// An endpoint's host goes into messages and moved:HOST: a control byte (C0, DEL, C1) or a byte of
+// no UTF-8 character is refused, shown escaped; IPv6 and zone ids still parse (helper-118, -121).
+TEST(NetEndpoint, AHostWithAControlByteIsRefusedShownEscaped) {
+  for (const std::string bad : {"bad\x01host:1", "bad\x1b]0;x\x07:1", "bad\xc2\x9bhost:1", "bad\xffhost:1"}) {
+    try {
+      ParseEndpoint(bad);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+      const std::string what = e.what();
+      EXPECT_NE(what.find("in the host"), std::string::npos) << what;
+      EXPECT_EQ(what.find_first_of("\x01\x1b\x07\xff"), std::string::npos) << what;
+      EXPECT_EQ(what.find("\xc2\x9b"), std::string::npos) << what;
+    }
+  }
+  EXPECT_EQ(ParseEndpoint("[::1]:7070").host, "::1");
+  EXPECT_EQ(ParseEndpoint("[fe80::1%lo]:1").host, "fe80::1%lo");
+  EXPECT_EQ(ParseEndpoint("mail.example.com:7070").port, 7070);
+}
+
 TEST(NetSession, PskRoundTripThenRerunSendsAlmostNothing) {
   TempDir tmp;
   auto a = MakeSource(tmp / "A", 10, 30);
