@@ -164,19 +164,31 @@ std::string MembersPath(const store::Store& s, const std::string& group) {
   return JournalDir(s) + "/" + group + ".members";
 }
 
-void ClaimMembers(const store::Store& s, const std::map<std::string, UniqueFd>& locks,
-                  const std::vector<BackupGroup>& groups, const std::vector<std::set<std::string>>& members,
-                  const std::string& groups_file) {
-  MakeDirs(JournalDir(s), 0700);
+// migrate-journal/claims.lock, held by others for a directory listing at most: whoever reads or
+// removes members files holds it (ClaimMembers, AbortMigrations).
+UniqueFd LockClaims(const store::Store& s) {
   const std::string claims = JournalDir(s) + "/claims.lock";
   UniqueFd fd = OpenFile(claims, O_RDWR | O_CREAT, 0600);
-  while (::flock(fd.get(), LOCK_EX) != 0)  // held by others for a directory listing at most
+  while (::flock(fd.get(), LOCK_EX) != 0)
     if (errno != EINTR) ThrowErrno("lock " + claims);
+  return fd;
+}
+
+// Every GROUP.members file of the journal directory, in name order.
+std::vector<std::filesystem::path> MembersFiles(const store::Store& s) {
   std::vector<std::filesystem::path> files;
   for (const auto& entry : std::filesystem::directory_iterator(JournalDir(s)))
     if (entry.path().extension() == ".members") files.push_back(entry.path());
   std::sort(files.begin(), files.end());
-  for (const std::filesystem::path& path : files) {
+  return files;
+}
+
+void ClaimMembers(const store::Store& s, const std::map<std::string, UniqueFd>& locks,
+                  const std::vector<BackupGroup>& groups, const std::vector<std::set<std::string>>& members,
+                  const std::string& groups_file) {
+  MakeDirs(JournalDir(s), 0700);
+  const UniqueFd claims = LockClaims(s);
+  for (const std::filesystem::path& path : MembersFiles(s)) {
     const std::string group = path.stem().string();
     if (locks.count(group)) continue;  // ours: written anew below
     if (UniqueFd other = TryLockGroup(s, group); other.valid()) {
@@ -1421,14 +1433,8 @@ std::vector<std::string> AbortMigrations(store::Store& source) {
   // Under claims.lock, each with its group lock held until it is gone, as ClaimMembers does: a
   // migrate starting meanwhile must not lose the claim it just wrote (helper-120).
   if (!IsDirectory(JournalDir(source))) return lines;
-  UniqueFd claims = OpenFile(JournalDir(source) + "/claims.lock", O_RDWR | O_CREAT, 0600);
-  while (::flock(claims.get(), LOCK_EX) != 0)
-    if (errno != EINTR) ThrowErrno("lock " + JournalDir(source) + "/claims.lock");
-  std::vector<std::filesystem::path> members;
-  for (const auto& entry : std::filesystem::directory_iterator(JournalDir(source)))
-    if (entry.path().extension() == ".members") members.push_back(entry.path());
-  std::sort(members.begin(), members.end());
-  for (const std::filesystem::path& path : members) {
+  const UniqueFd claims = LockClaims(source);
+  for (const std::filesystem::path& path : MembersFiles(source)) {
     const std::string group = path.stem().string();
     // Locked above (a second flock of this process would fail), or free and locked now.
     const bool ours = std::find(groups.begin(), groups.end(), group) != groups.end();
