@@ -158,7 +158,7 @@ class MetaList final : public interop::ImapFetchSink {
     for (uint32_t id : flag_sets_[m.flag_set]) flags.push_back(names_[id]);
     return flags;
   }
-  bool Lists(uint32_t uid) const { return const_cast<MetaList*>(this)->Find(uid) != nullptr; }
+  bool Lists(uint32_t uid) const { return Find(uid) != nullptr; }
   static constexpr uint64_t kListingSlack = 10000;
   // The distinct flag and keyword names' bytes: a server inventing new names is refused before
   // they fill memory (a store keeps 64 keywords a folder; a real folder has a few dozen names).
@@ -170,7 +170,7 @@ class MetaList final : public interop::ImapFetchSink {
   static constexpr size_t kMaxSetBytes = 64 << 20;
 
  private:
-  Listed* Find(uint32_t uid) {
+  const Listed* Find(uint32_t uid) const {
     if (!sorted_) {
       auto it = index_.find(uid);
       return it == index_.end() ? nullptr : &messages_[it->second];
@@ -180,6 +180,7 @@ class MetaList final : public interop::ImapFetchSink {
                                [](const Listed& a, uint32_t u) { return a.uid < u; });
     return it != messages_.end() && it->uid == uid ? &*it : nullptr;
   }
+  Listed* Find(uint32_t uid) { return const_cast<Listed*>(std::as_const(*this).Find(uid)); }
   uint32_t Intern(const std::vector<std::string>& flags) {
     std::vector<uint32_t> ids;
     ids.reserve(flags.size());
