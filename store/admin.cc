@@ -922,8 +922,11 @@ std::string DeleteFolder(Store& store, std::string_view user, std::string_view f
 
 std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteUserOptions options) {
   ValidateUserId(user);
-  const UserInfo info = RequireUser(store, user);
+  RequireUser(store, user);  // no lock file is made for a name that is no user
   Store::UserWriteLock write_lock = store.LockUserForWriting(user);
+  // Read under the lock: a status read before it could be one a migrate's switch (or a
+  // concurrent delete) has changed since, and this deletion would act on the old one.
+  const UserInfo info = RequireUser(store, user);
   Store::Db& db = store.db();
 
   // A user with mailboxes that is not moved gets its mail here (active) or has it queued for
@@ -939,7 +942,9 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
                                (held ? "is queued for here" : "is still delivered here") +
                                ", and would bounce as unknown once it is deleted. Send its mail to its new host "
                                "first (storemove user " + std::string(user) +
-                               " --status moved:HOST keeps a record that defers late mail), or use --force");
+                               " --status moved:HOST keeps a record that defers late mail), or use --force" +
+                               (held ? " (a delete --force that was interrupted leaves its user on hold: run it again)"
+                                     : ""));
   }
 
   // Hold first: the MTA keeps new mail for the user queued instead of delivering (or, with
@@ -994,12 +999,12 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
         [&](DB_TXN* txn) {
           std::string v;
           if (!db.Get(db.users(), txn, user, &v, true)) Throw(Errc::kNotFound, "no such user: " + std::string(user));
-          if (info.status.state == UserState::kMoved) {
+          // The status as committed now: one that a process without the user's write lock set
+          // (`storemove user --status`) since the read above counts.
+          if (DecodeUser(v, user).status.state == UserState::kMoved) {
             // A migrated user keeps its forwarding answer: late mail is deferred (and routed to
-            // the new host), not bounced as unknown (docs/store-format.md §6.7).
-            UserValue kept = DecodeUser(v, user);
-            kept.status = info.status;
-            db.Put(db.users(), txn, user, EncodeUser(kept));
+            // the new host), not bounced as unknown (docs/store-format.md §6.7). The record stays
+            // as it is.
           } else {
             db.Del(db.users(), txn, user);
           }

@@ -219,6 +219,20 @@ TEST(AdminDelete, AMovedUserStaysMovedThroughoutItsDeletion) {
   EXPECT_FALSE(store->FindUser("amy"));
 }
 
+// A user moved while its deletion runs (a migrate's switch, `storemove user --status`, neither of
+// which takes the user's write lock) keeps its record and forwarding answer: the final
+// transaction reads the status it commits over, not the one read when the deletion began.
+TEST(AdminDelete, AUserMovedDuringItsDeletionKeepsItsForwardingRecord) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  store->CreateFolder("joe", "INBOX");
+  DeleteUser(*store, "joe",
+             {.force = true, .before_folders = [&] { store->SetUserStatus("joe", UserStatus::Parse("moved:mail2.example")); }});
+  ASSERT_TRUE(store->FindUser("joe"));
+  EXPECT_EQ(store->FindUser("joe")->status.ToString(), "moved:mail2.example");
+  EXPECT_TRUE(store->ListFolders("joe").empty());
+}
+
 TEST(AdminDelete, UserWithoutInboxLeavesNoDirectory) {
   TempDir tmp;
   auto store = Store::Init(tmp.path(), {"primary", "second"});
