@@ -35,6 +35,17 @@ double Seconds(const json& j, const char* field) {
   return j[field].get<double>();
 }
 
+// A group's "result" that says the group was left to the job's next run (its deadline, its
+// destination found down, its source recovered under it, a signal), not failed on its own.
+bool LeftToTheNextRun(const std::string& result) {
+  return result.ends_with("(destination down)") || result.ends_with("(deadline)") ||
+         result.ends_with("(source recovered)") || result.ends_with("(interrupted)");
+}
+
+std::string ResultOf(const json& g) {
+  return g.contains("result") && g["result"].is_string() ? g["result"].get<std::string>() : "";
+}
+
 FleetGroupResult ReadGroup(const json& g, const std::string& file) {
   if (!g.is_object() || !g.contains("name") || !g["name"].is_string() || !g.contains("ok") || !g["ok"].is_boolean())
     throw std::runtime_error("a group without \"name\" or \"ok\"");
@@ -60,6 +71,7 @@ FleetGroupResult ReadGroup(const json& g, const std::string& file) {
     r.error = g["errors"].back().get<std::string>();
   else if (!r.ok && g.contains("result") && g["result"].is_string())  // "not started (deadline)"
     r.error = g["result"].get<std::string>();
+  r.left_to_next_run = !r.ok && LeftToTheNextRun(ResultOf(g));
   return r;
 }
 
@@ -68,10 +80,7 @@ FleetGroupResult ReadGroup(const json& g, const std::string& file) {
 bool FailedOnTheirOwn(const json& groups) {
   for (const json& g : groups) {
     if (!g.is_object() || g.value("ok", true)) continue;
-    const std::string result = g.contains("result") && g["result"].is_string() ? g["result"].get<std::string>() : "";
-    if (!result.ends_with("(destination down)") && !result.ends_with("(deadline)") &&
-        !result.ends_with("(source recovered)") && !result.ends_with("(interrupted)"))
-      return true;
+    if (!LeftToTheNextRun(ResultOf(g))) return true;
   }
   return false;
 }
@@ -239,9 +248,12 @@ std::string FleetReport::Text(size_t slowest) const {
       out += buf;
     }
   }
+  // A group its job's deadline, a signal or a destination found down stopped is no failure of
+  // its own: its job's line says why, and the next run goes on with it.
   for (const FleetGroupResult& g : groups)
     if (!g.ok)
-      out += "FAILED group " + EscapeControls(g.group) + " (" + EscapeControls(g.file) + "): " + EscapeControls(g.error) + "\n";
+      out += std::string(g.left_to_next_run ? "STOPPED" : "FAILED") + " group " + EscapeControls(g.group) + " (" +
+             EscapeControls(g.file) + "): " + EscapeControls(g.error) + "\n";
   for (const std::string& e : job_errors) out += "FAILED job " + EscapeControls(e) + "\n";
   for (const std::string& b : broken) out += "BROKEN " + EscapeControls(b) + "\n";
   for (const std::string& m : missing) out += "MISSING " + m + "\n";
@@ -284,7 +296,9 @@ std::string FleetReport::Json(size_t slowest) const {
                             {"hold_seconds", g->hold_seconds}, {"users", g->users}});
   j["failed_groups"] = json::array();
   for (const FleetGroupResult& g : groups)
-    if (!g.ok) j["failed_groups"].push_back({{"group", g.group}, {"file", g.file}, {"error", g.error}});
+    if (!g.ok)
+      j["failed_groups"].push_back(
+          {{"group", g.group}, {"file", g.file}, {"error", g.error}, {"left_to_next_run", g.left_to_next_run}});
   j["job_errors"] = job_errors;
   j["broken"] = broken;
   j["missing"] = missing;

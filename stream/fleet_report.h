@@ -20,6 +20,9 @@ struct FleetGroupResult {
   double seconds = 0;      // the group's phases, summed
   double hold_seconds = 0;
   std::string error;       // the last error of a failed group
+  // Not failed on its own: stopped by its job's deadline, a signal, a destination found down or a
+  // recovery of its source under it ("STOPPED group" in the text); the job's next run goes on.
+  bool left_to_next_run = false;
 };
 
 struct FleetReport {

@@ -290,7 +290,9 @@ TEST(FleetReport, AJobStoppedAtItsDeadlineIsNamedAsSuch) {
   EXPECT_EQ(r.groups_failed, 1u);
   ASSERT_EQ(r.job_errors.size(), 1u);
   EXPECT_EQ(r.job_errors[0], "a.json: stopped at its deadline (2026-12-04 06:00:00 CET); its next run goes on");
-  EXPECT_NE(r.Text().find("FAILED group b (a.json): not started (deadline)"), std::string::npos) << r.Text();
+  EXPECT_NE(r.Text().find("STOPPED group b (a.json): not started (deadline)"), std::string::npos) << r.Text();
+  EXPECT_EQ(r.Text().find("FAILED group"), std::string::npos) << r.Text();
+  EXPECT_NE(r.Json().find("\"left_to_next_run\": true"), std::string::npos) << r.Json();
 }
 
 // A job that found its destination down names it, and a group it did not start says so.
@@ -306,7 +308,7 @@ TEST(FleetReport, AJobThatFoundItsDestinationDownIsNamedAsSuch) {
   ASSERT_EQ(r.job_errors.size(), 1u);
   EXPECT_EQ(r.job_errors[0], "a.json: destination down (group a: attempt 3: connect to n:7070: Connection refused); its "
                              "next run goes on");
-  EXPECT_NE(r.Text().find("FAILED group b (a.json): not started (destination down)"), std::string::npos) << r.Text();
+  EXPECT_NE(r.Text().find("STOPPED group b (a.json): not started (destination down)"), std::string::npos) << r.Text();
 
   // With a second group: what the job's line says of it.
   auto job_error_with = [&](const nlohmann::json& other) {
@@ -411,6 +413,7 @@ TEST(FleetReport, MergesReportsAndNamesBrokenAndPartialFiles) {
   EXPECT_EQ(j["slowest"][0]["group"], "b");  // 9 + 1.5 s
   EXPECT_EQ(j["slowest"][1]["group"], "a");
   EXPECT_EQ(j["failed_groups"][0]["error"], "attempt 3: connect refused");
+  EXPECT_EQ(j["failed_groups"][0]["left_to_next_run"], false);  // it failed on its own
   EXPECT_NE(r.Text().find("FAILED group c (c.json): attempt 3: connect refused"), std::string::npos) << r.Text();
   EXPECT_NE(r.Text().find("not moved: 5 users of the 1 failed group "), std::string::npos) << r.Text();
   EXPECT_EQ(j["users_not_moved"], 5);
