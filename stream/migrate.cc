@@ -428,11 +428,17 @@ class Migration {
     // its group: that run put its users back itself, so nothing else has changed them since.
     for (const auto& [group, fd] : locks)
       if (SwitchRecordMagic(source_, group) == kFailedSwitchMagic) switch_trusted_.insert(group);
+    // A switch record beside a recovered journal is sure (its run was killed during its hold, so
+    // nothing else changed the users), and is marked as a failed run's before the journal goes:
+    // this run may be killed too before it finishes the group, and the next run, finding the
+    // record without a journal, took it for a stale one and refused the copies as live for ever.
     for (const std::string& group : JournalGroups(source_)) {
       if (locks.count(group)) {
-        switch_trusted_.insert(group);  // killed during its hold: its switch record, if any, is sure
+        switch_trusted_.insert(group);
+        KeepSwitchRecordOfFailedRun(source_, group);
         report_.recovered.push_back(RecoverJournal(source_, group));
       } else if (UniqueFd other = TryLockGroup(source_, group); other.valid()) {
+        KeepSwitchRecordOfFailedRun(source_, group);
         report_.recovered.push_back(RecoverJournal(source_, group));
       }
     }

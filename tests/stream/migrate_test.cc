@@ -1902,6 +1902,49 @@ bool StderrSays(const MigrateChild& child, const std::string& text) {
   return true;
 }
 
+// A run killed between the destination's switch and the source's leaves its hold journal and
+// switch record; the next run recovers the journal (puts the users back) and believes the
+// record. Killed itself before its own hold (here in its retry wait), it left the record without
+// a journal, which the run after took for a stale one: every later run refused the copies as
+// live at the destination, for ever (a MigrateChaos failure: "the migration never completed").
+// The recovering run marks the record as one a run put its users back from, as a failed run does.
+TEST(MigrateLiveDestination, AHalfDoneSwitchIsAdoptedAfterTheRunThatRecoveredItWasKilled) {
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  ASSERT_TRUE(Migrate(*src, o).ok());
+  // What a run killed between the destination's switch and the source's leaves (as in
+  // CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsAdopted).
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  src->SetUsersStatus(users, store::UserStatus{store::UserState::kHold, ""});
+  {
+    std::ofstream journal(tmp / "src/migrate-journal/g.hold");
+    journal << "storemove-migrate-journal 1\ngroup g\nto " << server.endpoint().ToString() << "\n";
+    for (const std::string& u : users) journal << u << "\tactive\n";
+    std::ofstream record(tmp / "src/migrate-journal/g.switch");
+    record << "storemove-migrate-switch 1\nto " << server.endpoint().ToString() << "\n";
+    for (const std::string& u : users) record << u << "\n";
+  }
+  // The recovering run, its destination unreachable, killed -9 while it waits to retry.
+  MigrateChild recovering({"migrate", "--store", tmp / "src", "--to", "127.0.0.1:1", "--insecure", "--retries", "1",
+                           "--retry-delay", "60"},
+                          /*hold_seam=*/false);
+  ASSERT_TRUE(StderrSays(recovering, "attempt 2 of 2")) << recovering.Err();
+  recovering.Signal(SIGKILL);
+  EXPECT_EQ(recovering.Wait(), 128 + SIGKILL);
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.hold"));  // recovered: the users are back
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user;
+  for (const auto& [user, status] : Statuses(*dst)) EXPECT_EQ(status, "active") << user << ": switched there";
+
+  MigrateReport rerun = Migrate(*src, o);
+  ASSERT_TRUE(rerun.ok()) << rerun.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+}
+
 // review-b's repro_gate_hang.sh: a delivery stuck between its status check and its commit holds
 // its user's delivery gate (shared). Migrate's hold says once why it waits, changes nobody
 // meanwhile, is cut off by SIGTERM (exit 130, nobody left on hold) and gives up
@@ -2383,6 +2426,7 @@ TEST(MigrateChaos, KillNineOfClientOrServerAtRandomPointsThenRerunsLoseNothing) 
   std::unique_ptr<ServeChild> serve;
   std::unique_ptr<storemove::testing::DelayProxy> proxy;
   int kills = 0, exit_status = -1;
+  std::string last_output;  // the last round's output, shown if the migration never completes
   for (int round = 0; round < 12 && exit_status != 0; ++round) {
     if (!serve) {
       serve = std::make_unique<ServeChild>(tmp / "dst");
@@ -2417,11 +2461,15 @@ TEST(MigrateChaos, KillNineOfClientOrServerAtRandomPointsThenRerunsLoseNothing) 
     ASSERT_TRUE(exit_status == 0 || exit_status == 1 || exit_status == 128 + SIGKILL || exit_status == 74 ||
                 exit_status == 75)
         << "round " << round << ": exit " << exit_status << "\n" << child.Out() << child.Err();
+    last_output = "round " + std::to_string(round) + ": exit " + std::to_string(exit_status) + "\n" + child.Out() +
+                  child.Err();
     if (exit_status == 0 && !kill_now) break;
     if (exit_status == 0) exit_status = -1;  // finished before its kill point: fine, but keep chaos going
   }
   mta.Finish();
-  ASSERT_EQ(exit_status, 0) << "the migration never completed";
+  ASSERT_EQ(exit_status, 0) << "the migration never completed; the last round:\n"
+                             << last_output << "the server's log:\n"
+                             << (serve ? serve->Log() : std::string("(killed)"));
   RecordProperty("kills", kills);
   proxy.reset();
   serve.reset();
