@@ -756,10 +756,35 @@ class RestoreSession {
         if (f.origin.starts_with(ours)) dated_.emplace(f.origin.substr(ours.size()), f.folder);
     }
     if (auto it = dated_.find(source_mailbox_); it != dated_.end()) return it->second;
-    const std::string dated = folder + "." + (options_.today.empty() ? Today() : options_.today);
-    std::string name = dated;
-    for (int n = 2; store_->FindFolder(user_, name); ++n) name = dated + "-" + std::to_string(n);
+    const std::string date = "." + (options_.today.empty() ? Today() : options_.today);
+    std::string name = WithSuffix(folder, date);
+    for (int n = 2; store_->FindFolder(user_, name); ++n) name = WithSuffix(folder, date + "-" + std::to_string(n));
     return name;
+  }
+
+  // `folder` + `suffix`; a name at the length limits has no room for the suffix, so its last
+  // component is cut (at a UTF-8 character's start) until the whole fits. Without the cut a
+  // folder of a 249-byte name was refused as "too long" by every restore -n (exit 64).
+  static std::string WithSuffix(const std::string& folder, const std::string& suffix) {
+    const size_t slash = folder.rfind('/');
+    const size_t component = slash == std::string::npos ? 0 : slash + 1;
+    std::string base = folder;
+    auto fits = [&] {
+      try {
+        store::ValidateFolderName(base + suffix);
+        return true;
+      } catch (const Error&) {
+        return false;
+      }
+    };
+    while (base.size() > component + 1 && !fits()) {
+      unsigned char dropped;
+      do {
+        dropped = static_cast<unsigned char>(base.back());
+        base.pop_back();
+      } while ((dropped & 0xc0) == 0x80 && base.size() > component + 1);
+    }
+    return base + suffix;
   }
 
   // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty; -1: a name

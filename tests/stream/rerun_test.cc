@@ -243,6 +243,49 @@ TEST(RestoreRerun, RestoreBesideNeverMergesIntoAFolderOfTheDatedName) {
   }
 }
 
+// A folder whose name leaves no room for ".YYYYMMDD" (a 249-byte name; one of two-byte
+// characters) goes beside under its name cut at a character to fit, and a rerun finds it there.
+// It was refused as "a path component is too long" (exit 64) by every restore -n.
+TEST(RestoreRerun, RestoreBesideOfAFolderWithALongNameCutsTheNameToFit) {
+  auto longest = [](const std::string& unit) {
+    std::string name = unit;
+    for (;;) {
+      try {
+        store::ValidateFolderName(name + unit);
+      } catch (const Error&) {
+        return name;
+      }
+      name += unit;
+    }
+  };
+  for (const std::string& name : {std::string(249, 'F'), longest("\xc3\xa9"), "Work/" + longest("\xc3\xa9")}) {
+    TempDir tmp;
+    auto s = store::Store::Init(tmp / "store", {});
+    RestoreString(*s, FoldersOf(1600000000, {{name, 5, {Body("live")}}}));
+    const std::string backup = FoldersOf(1700000000, {{name, 98, {Body("backed up")}}});
+    RestoreOptions beside;
+    beside.rename_existing = true;
+    beside.today = "20260101";
+    for (int run = 0; run < 2; ++run) {
+      SessionReport r = RestoreString(*s, backup, beside);
+      ASSERT_EQ(r.errors, 0u) << run;
+      std::set<std::string> names = FolderNames(*s);
+      names.erase("INBOX");
+      ASSERT_EQ(names.size(), 2u) << run;
+      ASSERT_TRUE(names.count(name));
+      names.erase(name);
+      const std::string dated = *names.begin();
+      EXPECT_TRUE(dated.ends_with(".20260101")) << dated;
+      EXPECT_EQ(name.substr(0, dated.size() - 9), dated.substr(0, dated.size() - 9)) << "cut, not changed";
+      EXPECT_NO_THROW(store::ValidateFolderName(dated));  // whole UTF-8 characters
+      ASSERT_EQ(Contents(*s, dated).size(), 1u);
+      EXPECT_EQ(Contents(*s, dated).begin()->second, Body("backed up"));
+      EXPECT_EQ(Contents(*s, name).begin()->second, Body("live"));
+      beside.today = "20260102";  // the rerun, another day, finds the same folder
+    }
+  }
+}
+
 // A mailbox a plain restore made (disaster recovery) is the live one: a later `restore -n` of the
 // same backup goes beside it, never into it; nor into a dated mailbox renamed into place.
 TEST(RestoreRerun, RestoreBesideNeverMergesIntoTheLiveMailbox) {
