@@ -80,7 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(eol != std::string::npos);
     std::string_view line(text.data() + pos, eol - pos);
     static const char* kStarts[] = {"fleet ", "fleet: ", "moved: ", "not moved: ", "hold: ", "slowest groups:", "  ",
-                                    "FAILED group ", "FAILED job ", "BROKEN ", "MISSING ", "recovered ", "in no group: "};
+                                    "FAILED group ", "STOPPED group ", "FAILED job ", "BROKEN ", "MISSING ", "recovered ", "in no group: "};
     bool known = false;
     for (const char* s : kStarts) known = known || line.starts_with(s);
     if (!known) {
