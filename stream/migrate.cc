@@ -22,6 +22,10 @@
 #include <thread>
 
 #include "store/admin.h"
+#include "stream/hold_journal.h"
+#include "stream/journal_file.h"
+#include "stream/members_file.h"
+#include "stream/switch_record.h"
 #include "util/error.h"
 #include "util/iso_time.h"
 #include "util/fs.h"
@@ -53,9 +57,8 @@ class PhaseTimer {
 // --- the hold journal -------------------------------------------------------------------------
 // STORE/migrate-journal/GROUP.hold lists the users a migrate put on hold and their status
 // before, written (durably) before the first of them is held, so that a run killed with -9
-// leaves what its successor (or `migrate --abort`) needs to give them their service back.
-
-constexpr char kJournalMagic[] = "storemove-migrate-journal 1";
+// leaves what its successor (or `migrate --abort`) needs to give them their service back
+// (its format: stream/hold_journal.h).
 
 std::string JournalDir(const store::Store& s) { return s.root() + "/migrate-journal"; }
 std::string JournalPath(const store::Store& s, const std::string& group) {
@@ -65,9 +68,7 @@ std::string JournalPath(const store::Store& s, const std::string& group) {
 using Held = std::map<std::string, store::UserStatus>;  // user -> status before the hold
 
 void WriteJournal(const store::Store& s, const std::string& group, const std::string& to, const Held& held) {
-  std::string text = std::string(kJournalMagic) + "\ngroup " + group + "\nto " + to + "\n";
-  for (const auto& [user, before] : held) text += user + "\t" + before.ToString() + "\n";
-  WriteFileAtomic(JournalPath(s, group), text, 0600);
+  WriteFileAtomic(JournalPath(s, group), FormatHoldJournal({group, to, held}), 0600);
 }
 
 // Removes one of the journal directory's files durably; one already gone is fine.
@@ -81,22 +82,7 @@ void RemoveJournalFile(const store::Store& s, const std::string& path) {
 
 void RemoveJournal(const store::Store& s, const std::string& group) { RemoveJournalFile(s, JournalPath(s, group)); }
 
-Held ReadJournal(const std::string& path) {
-  std::istringstream in(ReadFile(path));
-  std::string line;
-  if (!std::getline(in, line) || line != kJournalMagic)
-    Throw(Errc::kCorrupt, path + ": not a storemove migrate journal (first line '" + line + "')");
-  Held held;
-  for (int lineno = 2; std::getline(in, line); ++lineno) {
-    if (line.starts_with("group ") || line.starts_with("to ")) continue;
-    size_t tab = line.find('\t');
-    if (tab == std::string::npos) Throw(Errc::kCorrupt, path + " line " + std::to_string(lineno) + ": expected USER<TAB>STATUS");
-    std::string user = line.substr(0, tab);
-    store::ValidateUserId(user);
-    held[user] = store::UserStatus::Parse(line.substr(tab + 1));
-  }
-  return held;
-}
+Held ReadJournal(const std::string& path) { return ParseHoldJournal(ReadJournalFile(path), path).before; }
 
 // Sets the users still on hold back to their status before; returns how many. Users the run
 // has moved meanwhile keep `moved`. Errors go to *errors (the journal then stays). Each user put
@@ -156,9 +142,7 @@ UniqueFd TryLockGroup(const store::Store& s, const std::string& group, int64_t w
 // migrates to STORE/migrate-journal/GROUP.members, under migrate-journal/claims.lock, after reading
 // those of every group whose lock another live run holds: a user claimed already refuses the run
 // before anything is held or sent. A members file whose group lock nobody holds is a finished or
-// killed run's: removed.
-
-constexpr char kMembersMagic[] = "storemove-migrate-members 1";
+// killed run's: removed. Their format: stream/members_file.h.
 
 std::string MembersPath(const store::Store& s, const std::string& group) {
   return JournalDir(s) + "/" + group + ".members";
@@ -195,23 +179,15 @@ void ClaimMembers(const store::Store& s, const std::map<std::string, UniqueFd>& 
       RemoveJournalFile(s, path);
       continue;
     }
-    std::istringstream in(ReadFile(path));
-    std::string line;
-    if (!std::getline(in, line) || line != kMembersMagic)
-      Throw(Errc::kCorrupt, path.string() + ": not a storemove migrate members file (first line '" +
-                                EscapeControls(line) + "')");
-    while (std::getline(in, line))
+    for (const std::string& user : ParseMembersFile(ReadJournalFile(path), path.string()))
       for (size_t g = 0; g < groups.size(); ++g)
-        if (members[g].count(line))
-          Throw(Errc::kTempFail, "migrate: user " + line + " of group " + groups[g].name + " (" + groups_file +
+        if (members[g].count(user))
+          Throw(Errc::kTempFail, "migrate: user " + user + " of group " + groups[g].name + " (" + groups_file +
                                      ") is being migrated by another storemove migrate, as a member of its group " +
                                      group + " (" + path.string() + "); nothing was migrated");
   }
-  for (size_t g = 0; g < groups.size(); ++g) {
-    std::string text = std::string(kMembersMagic) + "\n";
-    for (const std::string& user : members[g]) text += user + "\n";
-    WriteFileAtomic(MembersPath(s, groups[g].name), text, 0600);
-  }
+  for (size_t g = 0; g < groups.size(); ++g)
+    WriteFileAtomic(MembersPath(s, groups[g].name), FormatMembersFile(members[g]), 0600);
 }
 
 // Removes a run's members files when it ends, however it ends, before its group locks go (a
@@ -255,11 +231,9 @@ std::string RecoverJournal(store::Store& s, const std::string& group) {
 // them moved). An attempt or run that stopped in between leaves the destination's copies active
 // while the source puts the users back: those copies are this migration's, never live (the
 // source never said "moved", so no mail went there), and the next attempt's passes adopt them.
-
-constexpr char kSwitchMagic[] = "storemove-migrate-switch 1";
-// The same record, kept by a run that failed after sending the switch and put its users back at
-// the source itself: their destination copies may be active, and no one else has touched them.
-constexpr char kFailedSwitchMagic[] = "storemove-migrate-switch 1 failed-run";
+// Its format: stream/switch_record.h. A run that failed after sending the switch and put its
+// users back at the source itself keeps it marked failed-run: their destination copies may be
+// active, and no one else has touched them.
 
 std::string SwitchPath(const store::Store& s, const std::string& group) {
   return JournalDir(s) + "/" + group + ".switch";
@@ -267,9 +241,7 @@ std::string SwitchPath(const store::Store& s, const std::string& group) {
 
 void WriteSwitchRecord(const store::Store& s, const std::string& group, const std::string& to,
                        const std::vector<std::string>& users) {
-  std::string text = std::string(kSwitchMagic) + "\nto " + to + "\n";
-  for (const std::string& user : users) text += user + "\n";
-  WriteFileAtomic(SwitchPath(s, group), text, 0600);
+  WriteFileAtomic(SwitchPath(s, group), FormatSwitchRecord({false, to, users}), 0600);
 }
 
 void RemoveSwitchRecord(const store::Store& s, const std::string& group) { RemoveJournalFile(s, SwitchPath(s, group)); }
@@ -277,7 +249,7 @@ void RemoveSwitchRecord(const store::Store& s, const std::string& group) { Remov
 std::string SwitchRecordMagic(const store::Store& s, const std::string& group) {
   const std::string path = SwitchPath(s, group);
   if (!PathExists(path)) return "";
-  const std::string text = ReadFile(path);
+  const std::string text = ReadJournalFile(path);
   return text.substr(0, text.find('\n'));
 }
 
@@ -286,7 +258,7 @@ std::string SwitchRecordMagic(const store::Store& s, const std::string& group) {
 size_t KeepSwitchRecordOfFailedRun(const store::Store& s, const std::string& group) {
   const std::string path = SwitchPath(s, group);
   if (!PathExists(path)) return 0;  // trusted for a recovered journal, but no switch was sent
-  std::string text = ReadFile(path);
+  std::string text = ReadJournalFile(path);
   const size_t eol = text.find('\n');
   if (eol == std::string::npos) return 0;
   const std::string magic = text.substr(0, eol);
@@ -315,19 +287,15 @@ std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group
     RemoveSwitchRecord(s, group);
     return users;
   }
-  std::istringstream in(ReadFile(path));
-  std::string line;
-  if (!std::getline(in, line) || (line != kSwitchMagic && line != kFailedSwitchMagic))
-    Throw(Errc::kCorrupt, path + ": not a storemove migrate switch record (first line '" + EscapeControls(line) + "')");
-  if (!std::getline(in, line) || line != "to " + to) return users;  // another destination's
-  while (std::getline(in, line)) {
-    store::ValidateUserId(line);
-    std::optional<store::UserInfo> u = s.FindUser(line);
+  const SwitchRecord record = ParseSwitchRecord(ReadJournalFile(path), path);
+  if (record.to != to) return users;  // another destination's
+  for (const std::string& user : record.users) {
+    std::optional<store::UserInfo> u = s.FindUser(user);
     if (u && u->status.state == store::UserState::kMoved) {  // the switch was done: nothing to adopt
       RemoveSwitchRecord(s, group);
       return {};
     }
-    if (u) users.insert(line);
+    if (u) users.insert(user);
   }
   return users;
 }

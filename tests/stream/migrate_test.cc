@@ -32,7 +32,10 @@
 
 #include "store/admin.h"
 #include "store/generate.h"
+#include "stream/hold_journal.h"
+#include "stream/members_file.h"
 #include "stream/migrate.h"
+#include "stream/switch_record.h"
 #include "stream/net.h"
 #include "tests/support/delay_proxy.h"
 #include "tests/support/loopback_listener.h"
@@ -2523,6 +2526,91 @@ TEST(Migrate, Utf8UserAndFoldersMoveAndSwitch) {
   ExpectMigrated(*dst, *src, "127.0.0.1");
   EXPECT_EQ(dst->ListFolders(jorg).size(), 3u);
   EXPECT_EQ(dst->ListFolders(taro).size(), 3u);
+}
+
+// A damaged hold journal (a disk, a hand edit, a crash of something else) is refused by
+// `migrate --abort` and by the next migrate with one line naming the file and the line, and
+// nobody is "put back" from it: before, a bad user id said "invalid user id ..." without naming
+// the journal, a first line was shown with its control characters (a terminal's escapes), a user
+// listed twice took its last status in silence and a status before of moved:HOST moved the user
+// away (found by fuzzing the journal, tests/fuzz/hold_fuzz.cc).
+TEST(MigrateJournal, ADamagedHoldJournalIsRefusedWithOneLineNamingItsFileAndLine) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  src->SetUsersStatus({users[1]}, store::UserStatus{store::UserState::kHold, ""});
+  const std::string path = tmp / "src/migrate-journal/all.hold";
+  fs::create_directories(tmp / "src/migrate-journal");
+  const std::string header = "storemove-migrate-journal 1\ngroup all\nto 127.0.0.1:7070\n";
+  auto refused = [&](const std::string& text) {
+    std::ofstream(path, std::ios::trunc) << text;
+    try {
+      AbortMigrations(*src);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kCorrupt) << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+      EXPECT_EQ(src->FindUser(users[1])->status.ToString(), "hold") << "put back from a damaged journal";
+      EXPECT_TRUE(fs::exists(path)) << "a damaged journal is kept";
+      return std::string(e.what());
+    }
+    ADD_FAILURE() << "taken: " << text;
+    return std::string();
+  };
+  std::string what = refused(header + users[1] + "\tactive\nno user\tactive\n");
+  EXPECT_TRUE(what.starts_with(path + " line 5: invalid user id 'no user'")) << what;
+  what = refused("\x1b]0;pwned\x07storemove-migrate-journal 1\n");
+  EXPECT_EQ(what.find('\x1b'), std::string::npos) << what;
+  EXPECT_NE(what.find(path + ": not a storemove migrate journal (first line '\\x1b]0;pwned\\x07"), std::string::npos) << what;
+  what = refused(header + users[1] + "\tactive\n" + users[1] + "\thold\n");
+  EXPECT_NE(what.find(path + " line 5: user " + users[1] + " is listed twice"), std::string::npos) << what;
+  what = refused(header + users[1] + "\tmoved:elsewhere.example\n");
+  EXPECT_NE(what.find(path + " line 4: "), std::string::npos) << what;
+  EXPECT_NE(what.find("migrate holds no moved user"), std::string::npos) << what;
+  what = refused(header + users[1] + "\tact");
+  EXPECT_NE(what.find(path + ": cut short"), std::string::npos) << what;
+  what = refused("storemove-migrate-journal 1\n" + users[1] + "\tactive\n");
+  EXPECT_NE(what.find(path + " line 2: expected 'group ...'"), std::string::npos) << what;
+
+  // The journal a run writes is still taken.
+  std::ofstream(path, std::ios::trunc) << header << users[1] << "\tactive\n";
+  ASSERT_EQ(AbortMigrations(*src).size(), 1u);
+  EXPECT_EQ(src->FindUser(users[1])->status.ToString(), "active");
+  EXPECT_FALSE(fs::exists(path));
+}
+
+// The members file and the switch record are read as strictly: one line naming the file and
+// the line; a record cut short (its last user id cut, maybe into another user's) is refused.
+TEST(MigrateJournal, DamagedMembersFilesAndSwitchRecordsAreRefusedWithOneLine) {
+  const std::string members = "/s/migrate-journal/g.members", record = "/s/migrate-journal/g.switch";
+  auto refused = [](const std::function<void()>& parse) {
+    try {
+      parse();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kCorrupt) << e.what();
+      return std::string(e.what());
+    }
+    ADD_FAILURE() << "taken";
+    return std::string();
+  };
+  EXPECT_EQ(ParseMembersFile(FormatMembersFile({"ann", "bob"}), members), (std::set<std::string>{"ann", "bob"}));
+  std::string what = refused([&] { ParseMembersFile("storemove-migrate-members 1\nann\n\x1b[2J\n", members); });
+  EXPECT_TRUE(what.starts_with(members + " line 3: invalid user id '\\x1b[2J'")) << what;
+  what = refused([&] { ParseMembersFile("storemove-migrate-members 1\nann\nbo", members); });
+  EXPECT_TRUE(what.starts_with(members + ": cut short")) << what;
+
+  const SwitchRecord sent{true, "new:7070", {"ann", "bob"}};
+  const SwitchRecord read = ParseSwitchRecord(FormatSwitchRecord(sent), record);
+  EXPECT_TRUE(read.failed_run);
+  EXPECT_EQ(read.to, "new:7070");
+  EXPECT_EQ(read.users, sent.users);
+  what = refused([&] { ParseSwitchRecord("storemove-migrate-switch 1\nto new:7070\nann\nbo", record); });
+  EXPECT_TRUE(what.starts_with(record + ": cut short")) << what;
+  what = refused([&] { ParseSwitchRecord("storemove-migrate-switch 1\nann\n", record); });
+  EXPECT_TRUE(what.starts_with(record + " line 2: expected 'to HOST:PORT'")) << what;
+  what = refused([&] { ParseSwitchRecord("storemove-migrate-switch 1\nto new:7070\n" + std::string(1 << 20, 'a') + "\n", record); });
+  EXPECT_TRUE(what.starts_with(record + " line 3: invalid user id 'aaa")) << what.substr(0, 200);
+  EXPECT_LT(what.size(), 300u) << "a megabyte line is not shown whole";
 }
 
 }  // namespace

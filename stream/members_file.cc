@@ -1,0 +1,23 @@
+#include "stream/members_file.h"
+
+#include "stream/journal_file.h"
+
+namespace storemove::stream {
+
+std::string FormatMembersFile(const std::set<std::string>& users) {
+  std::string text = std::string(kMembersMagic) + "\n";
+  for (const std::string& user : users) text += user + "\n";
+  return text;
+}
+
+std::set<std::string> ParseMembersFile(std::string_view text, const std::string& path) {
+  const std::vector<std::string_view> lines = JournalLines(text, path, "storemove migrate members file", {kMembersMagic});
+  std::set<std::string> users;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    CheckJournalUser(lines[i], path, i + 2);
+    users.emplace(lines[i]);
+  }
+  return users;
+}
+
+}  // namespace storemove::stream

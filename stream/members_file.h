@@ -1,0 +1,22 @@
+// STORE/migrate-journal/GROUP.members: the users a running migrate has claimed for GROUP, so
+// that another migrate (through another groups file, so other group locks) refuses them
+// (docs/migration.md, "One migrate per user").
+//   storemove-migrate-members 1
+//   USER                   one a line
+#pragma once
+
+#include <set>
+#include <string>
+#include <string_view>
+
+namespace storemove::stream {
+
+inline constexpr char kMembersMagic[] = "storemove-migrate-members 1";
+
+std::string FormatMembersFile(const std::set<std::string>& users);
+
+// The users of the members file `text`, read from `path`; kCorrupt with one line naming `path`
+// (and the line) for another first line, a line that is no user id, or a file cut short.
+std::set<std::string> ParseMembersFile(std::string_view text, const std::string& path);
+
+}  // namespace storemove::stream
