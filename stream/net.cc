@@ -26,6 +26,7 @@
 
 #include "stream/net_conn.h"
 #include "stream/private_file.h"
+#include "stream/psk_key.h"
 #include "util/bytes.h"
 #include "util/read_block.h"
 #include "util/printable.h"
@@ -36,7 +37,6 @@ namespace {
 
 constexpr char kPskIdentity[] = "storemove";
 constexpr unsigned char kTlsAes256GcmSha384[] = {0x13, 0x02};
-constexpr size_t kKeyBytes = 32;
 constexpr size_t kReadAhead = 64 << 10;
 
 // The reasons OpenSSL queued for this thread, "; "-joined, and the queue cleared.
@@ -57,34 +57,14 @@ std::string OpenSslErrors() {
   Throw(code, what + (reasons.empty() ? "" : ": " + reasons));
 }
 
-// The hex text is the key itself: wiped once parsed, when it is refused too. The key is made at
-// its full size first: grown by push_back, its reallocations left freed copies of its first bytes.
+// The hex text is the key itself: wiped once parsed (stream/psk_key.h), when it is refused too.
+// One byte past the longest key file is read, so that a longer one is refused, not cut short.
 std::string ReadKeyFile(const std::string& path) {
   struct Wiped {
     std::string text;
     ~Wiped() { OPENSSL_cleanse(text.data(), text.size()); }
-  } file{ReadPrivateFile(path, "key file", 200)};
-  const std::string& text = file.text;
-  size_t size = text.size();
-  while (size > 0 && std::isspace(static_cast<unsigned char>(text[size - 1]))) --size;
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string key(kKeyBytes, '\0');
-  bool ok = size == 2 * kKeyBytes;
-  for (size_t i = 0; ok && i < size; i += 2) {
-    int hi = hex(text[i]), lo = hex(text[i + 1]);
-    ok = hi >= 0 && lo >= 0;
-    key[i / 2] = char(hi << 4 | lo);
-  }
-  if (!ok) {
-    OPENSSL_cleanse(key.data(), key.size());
-    Throw(Errc::kInvalidArgument, "key file " + path + ": expected 64 hex digits (make one with storemove keygen)");
-  }
-  return key;
+  } file{ReadPrivateFile(path, "key file", kMaxKeyFileBytes + 1)};
+  return ParsePskKey(file.text, path);
 }
 
 // The certificate's private key is a secret like a pre-shared key: read through ReadPrivateFile
@@ -190,7 +170,7 @@ Endpoint ParseEndpoint(const std::string& text) {
 // --- keys and SHA-256 --------------------------------------------------------------------------
 
 void WriteKeyFile(const std::string& path) {
-  unsigned char key[kKeyBytes];
+  unsigned char key[kPskKeyBytes];
   if (RAND_bytes(key, sizeof key) != 1) ThrowTls(Errc::kIo, "RAND_bytes");
   std::string text;
   static const char* kHex = "0123456789abcdef";

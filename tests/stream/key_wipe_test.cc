@@ -138,6 +138,26 @@ TEST(KeyWipe, ARefusedKeyLeavesNoCopyInFreedMemory) {
   EXPECT_EQ(found, 0) << "freed blocks held the refused key's text";
 }
 
+// A key file is read up to one byte past the longest one taken (200 bytes): one longer is refused,
+// not cut short. Before, only its first 200 bytes were read, and a key followed by 135 blank
+// bytes and then anything at all (a second key, a pasted certificate) was taken in silence.
+TEST(KeyFile, AKeyFileLongerThanAnyKeyIsRefusedNotCutShort) {
+  TempDir tmp;
+  const std::string hex = Hex(RandomKey());
+  const std::string padded = hex + "\n" + std::string(135, ' ');
+  ASSERT_EQ(padded.size(), 200u);
+  EXPECT_TRUE(TlsContext(Psk(KeyFile(tmp, "padded", padded)), TlsContext::Side::kServer).psk());
+  const std::string path = KeyFile(tmp, "key", padded + Hex(RandomKey()) + "\n");
+  try {
+    TlsContext tls(Psk(path), TlsContext::Side::kServer);
+    ADD_FAILURE() << "a key file of " << padded.size() + 65 << " bytes was taken";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+    EXPECT_EQ(std::string(e.what()), "key file " + path +
+                                         ": longer than 200 bytes; expected 64 hex digits (make one with storemove keygen)");
+  }
+}
+
 // A context that fails after the key was read (SSL_CTX_new out of memory) wipes the key as a
 // destroyed one does: the constructor's throw used to free it unwiped (helper-86).
 TEST(KeyWipe, AContextThatFailsAfterReadingTheKeyLeavesNoCopyInFreedMemory) {
