@@ -49,6 +49,29 @@ bool OnlyStoremoveErrors(const char* target, F&& f) {
   }
 }
 
+// OnlyStoremoveErrors, and the error's message names `named` (the file a parser was reading) and
+// holds no control character (what it quotes from the file is escaped): "a clear one-line error
+// naming the file and the problem".
+template <class F>
+bool OnlyStoremoveErrorsNaming(const char* target, const std::string& named, F&& f) {
+  return OnlyStoremoveErrors(target, [&] {
+    try {
+      f();
+    } catch (const storemove::Error& e) {
+      if (std::string(e.what()).find(named) == std::string::npos) {
+        std::fprintf(stderr, "%s: error message does not name %s: [%s]\n", target, named.c_str(), e.what());
+        std::abort();
+      }
+      for (unsigned char c : std::string(e.what()))
+        if (c < 0x20 || c == 0x7f) {
+          std::fprintf(stderr, "%s: error message holds control byte 0x%02x: [%s]\n", target, c, e.what());
+          std::abort();
+        }
+      throw;
+    }
+  });
+}
+
 // A memory file holding `data`, offset at 0 (seekable like a regular file, never on disk).
 inline int MemFile(const uint8_t* data, size_t size) {
   int fd = ::memfd_create("fuzz", MFD_CLOEXEC);
