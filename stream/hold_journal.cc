@@ -40,9 +40,8 @@ HoldJournal ParseHoldJournal(std::string_view text, const std::string& path) {
     } catch (const Error& e) {
       ThrowJournalLine(path, lineno, e.what());
     }
-    if (before.state == store::UserState::kMoved)
-      ThrowJournalLine(path, lineno, "user " + std::string(user) + "'s status before the hold is " + before.ToString() +
-                                         "; migrate holds no moved user");
+    // moved:HOST is taken: a user moved by hand between the group's reading and its hold was
+    // held with that status before, and goes back to it.
     if (!journal.before.emplace(user, before).second)
       ThrowJournalLine(path, lineno, "user " + std::string(user) + " is listed twice");
   }

@@ -27,8 +27,7 @@ std::string FormatHoldJournal(const HoldJournal& journal);
 
 // The journal in `text`, read from `path`; kCorrupt with one line naming `path` (and the line)
 // when it is not one FormatHoldJournal writes: another first line, no group or to line, a line
-// that is not USER<TAB>STATUS, a user listed twice, a status before of moved:HOST (migrate holds
-// no moved user; putting one "back" to moved would send its mail away), or cut short.
+// that is not USER<TAB>STATUS, a user listed twice, or cut short.
 HoldJournal ParseHoldJournal(std::string_view text, const std::string& path);
 
 }  // namespace storemove::stream
