@@ -271,6 +271,26 @@ size_t KeepSwitchRecordOfFailedRun(const store::Store& s, const std::string& gro
   return lines > 2 ? lines - 2 : 0;  // less the magic and "to" lines
 }
 
+// Before a run recovers a killed run's hold journal. The switch record beside it is sure when
+// none of its users is moved (the switch never reached the source), and is marked as a failed
+// run's, so that the next run still believes it if this run is killed before it finishes the
+// group. A record with a moved user is a finished switch's: removed, as ReadSwitchRecord removes
+// it (helper-124: marked, it let a later run adopt copies that had been live since, once the
+// users were taken back at the source). `migrate --abort` removes the records of the journals it
+// recovers.
+void KeepSwitchRecordOfRecoveredJournal(store::Store& s, const std::string& group) {
+  const std::string path = SwitchPath(s, group);
+  if (!PathExists(path)) return;
+  for (const std::string& user : ParseSwitchRecord(ReadJournalFile(path), path).users) {
+    std::optional<store::UserInfo> u = s.FindUser(user);
+    if (u && u->status.state == store::UserState::kMoved) {
+      RemoveSwitchRecord(s, group);
+      return;
+    }
+  }
+  KeepSwitchRecordOfFailedRun(s, group);
+}
+
 // The users of `group`'s switch record aimed at `to` that are not moved at the source (a moved
 // one was switched: its destination copy is live). Empty without a record.
 // The record is believed only while what it describes is certain: written by this run, or left
@@ -400,13 +420,22 @@ class Migration {
     // nothing else changed the users), and is marked as a failed run's before the journal goes:
     // this run may be killed too before it finishes the group, and the next run, finding the
     // record without a journal, took it for a stale one and refused the copies as live for ever.
+    // A record that cannot be read is left as it is: the users still go back (helper-124: another
+    // group's unreadable record stopped the run and left that group's users on hold).
+    auto keep_record = [&](const std::string& group) {
+      try {
+        KeepSwitchRecordOfRecoveredJournal(source_, group);
+      } catch (const Error& e) {
+        report_.recovered.push_back("group " + group + ": its switch record was left as it is: " + e.what());
+      }
+    };
     for (const std::string& group : JournalGroups(source_)) {
       if (locks.count(group)) {
         switch_trusted_.insert(group);
-        KeepSwitchRecordOfFailedRun(source_, group);
+        keep_record(group);
         report_.recovered.push_back(RecoverJournal(source_, group));
       } else if (UniqueFd other = TryLockGroup(source_, group); other.valid()) {
-        KeepSwitchRecordOfFailedRun(source_, group);
+        keep_record(group);
         report_.recovered.push_back(RecoverJournal(source_, group));
       }
     }
@@ -1401,7 +1430,13 @@ std::vector<std::string> AbortMigrations(store::Store& source) {
     if (!locks.back().valid()) ThrowGroupBusy(source, group);
   }
   std::vector<std::string> lines;
-  for (const std::string& group : groups) lines.push_back(RecoverJournal(source, group));
+  // A switch record beside an aborted journal proves nothing any more (the copies it names may
+  // take mail once the users are back here, docs/migration.md): removed, also when a run that
+  // recovered the journal before and was killed had marked it a failed run's (helper-124).
+  for (const std::string& group : groups) {
+    lines.push_back(RecoverJournal(source, group));
+    RemoveSwitchRecord(source, group);
+  }
   // A killed run's members files too, whose group lock nobody holds (helper-119: left until the
   // next migrate, where the documentation says the run's end removes them).
   // Under claims.lock, each with its group lock held until it is gone, as ClaimMembers does: a

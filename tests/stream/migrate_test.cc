@@ -1948,6 +1948,54 @@ TEST(MigrateLiveDestination, AHalfDoneSwitchIsAdoptedAfterTheRunThatRecoveredItW
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
 }
 
+// What the recovering run marks must stay proof (helper-124). A record whose switch reached the
+// source (a run killed after the source's transaction, before it removed the record: its users
+// are moved, their copies live and taking mail) is removed by the run that recovers the journal,
+// here a run of another group; marked instead, it let a later run adopt those copies once the
+// users were taken back at the source, holding them and mixing the source's mail into them. And
+// `migrate --abort` removes the record beside each journal it recovers, marked or not.
+TEST(MigrateLiveDestination, ARecoveredJournalNeverMakesAFinishedOrAbortedSwitchRecordTrusted) {
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=^" << users[0] << "$\nh=.*\n";
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  ASSERT_TRUE(Migrate(*src, o).ok());
+  const std::string journal = tmp / "src/migrate-journal/g.hold", record = tmp / "src/migrate-journal/g.switch";
+  auto killed_after_the_sources_switch = [&] {
+    std::ofstream(journal) << "storemove-migrate-journal 1\ngroup g\nto " << server.endpoint().ToString() << "\n"
+                           << users[0] << "\tactive\n";
+    std::ofstream(record) << "storemove-migrate-switch 1\nto " << server.endpoint().ToString() << "\n" << users[0] << "\n";
+  };
+  killed_after_the_sources_switch();
+  MigrateOptions other = o;
+  other.groups = {"h"};
+  MigrateReport h = Migrate(*src, other);
+  ASSERT_TRUE(h.ok()) << h.Text();
+  EXPECT_FALSE(fs::exists(journal));
+  EXPECT_FALSE(fs::exists(record)) << "a finished switch's record is no proof";
+  EXPECT_EQ(src->FindUser(users[0])->status.ToString(), "moved:127.0.0.1");
+  // Taken back at the source by hand: its live copy at the destination is refused, not adopted.
+  src->SetUserStatus(users[0], store::UserStatus{});
+  MigrateReport g = Migrate(*src, o);
+  EXPECT_FALSE(g.ok());
+  EXPECT_NE(g.Text().find("is live here"), std::string::npos) << g.Text();
+  EXPECT_EQ(Statuses(*dst)[users[0]], "active") << "untouched";
+
+  // A journal and a record a recovering run marked before it was killed: --abort removes both.
+  std::ofstream(journal) << "storemove-migrate-journal 1\ngroup g\nto " << server.endpoint().ToString() << "\n"
+                         << users[0] << "\tactive\n";
+  std::ofstream(record) << "storemove-migrate-switch 1 failed-run\nto " << server.endpoint().ToString() << "\n"
+                        << users[0] << "\n";
+  ASSERT_EQ(AbortMigrations(*src).size(), 1u);
+  EXPECT_FALSE(fs::exists(record));
+  g = Migrate(*src, o);
+  EXPECT_FALSE(g.ok());
+  EXPECT_NE(g.Text().find("is live here"), std::string::npos) << g.Text();
+}
+
 // review-b's repro_gate_hang.sh: a delivery stuck between its status check and its commit holds
 // its user's delivery gate (shared). Migrate's hold says once why it waits, changes nobody
 // meanwhile, is cut off by SIGTERM (exit 130, nobody left on hold) and gives up
