@@ -1001,10 +1001,17 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
           if (!db.Get(db.users(), txn, user, &v, true)) Throw(Errc::kNotFound, "no such user: " + std::string(user));
           // The status as committed now: one that a process without the user's write lock set
           // (`storemove user --status`) since the read above counts.
-          if (DecodeUser(v, user).status.state == UserState::kMoved) {
+          const UserStatus now = DecodeUser(v, user).status;
+          if (now.state == UserState::kMoved) {
             // A migrated user keeps its forwarding answer: late mail is deferred (and routed to
             // the new host), not bounced as unknown (docs/store-format.md §6.7). The record stays
             // as it is.
+          } else if (info.status.state == UserState::kMoved && !options.force) {
+            // Taken back meanwhile (`user --status active --include-moved`): its mail comes here
+            // again, and the guard above would have refused it (helper-124).
+            Throw(Errc::kTempFail, "user " + std::string(user) + " was set " + now.ToString() +
+                                       " while it was being deleted; nothing was deleted (its mail would bounce "
+                                       "as unknown once its record is gone)");
           } else {
             db.Del(db.users(), txn, user);
           }
@@ -1024,7 +1031,10 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
     doomed.clear();  // unlock before touching the user record again
     if (!status_kept) {
       try {
-        store.SetUserStatus(user, info.status);
+        // Only the hold this deletion set goes back: a status set since (moved by a migrate's
+        // switch) stays.
+        std::optional<UserInfo> now = store.FindUser(user);
+        if (now && now->status.state == UserState::kHold) store.SetUserStatus(user, info.status);
       } catch (const Error&) {
         // the original failure is the one to report; the user stays on hold
       }

@@ -233,6 +233,28 @@ TEST(AdminDelete, AUserMovedDuringItsDeletionKeepsItsForwardingRecord) {
   EXPECT_TRUE(store->ListFolders("joe").empty());
 }
 
+// A moved user taken back at the source while its deletion runs (`user --status active
+// --include-moved`) gets its mail here again: without --force its deletion is refused then, as it
+// would have been had it begun afterwards, and nothing is deleted (helper-124: its record went,
+// its mail bounced as unknown).
+TEST(AdminDelete, AMovedUserTakenBackDuringItsDeletionIsNotDeleted) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  store->CreateFolder("joe", "INBOX");
+  store->SetUserStatus("joe", UserStatus::Parse("moved:mail2.example"));
+  RecordVerified(*store, "joe", "mail2.example");
+  try {
+    DeleteUser(*store, "joe", {.before_folders = [&] { store->SetUserStatus("joe", UserStatus{}); }});
+    ADD_FAILURE() << "deleted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
+    EXPECT_NE(std::string(e.what()).find("was set active while it was being deleted"), std::string::npos) << e.what();
+  }
+  ASSERT_TRUE(store->FindUser("joe"));
+  EXPECT_EQ(store->FindUser("joe")->status.ToString(), "active");
+  EXPECT_EQ(store->ListFolders("joe").size(), 1u);
+}
+
 TEST(AdminDelete, UserWithoutInboxLeavesNoDirectory) {
   TempDir tmp;
   auto store = Store::Init(tmp.path(), {"primary", "second"});
