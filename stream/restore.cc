@@ -777,7 +777,10 @@ class RestoreSession {
         return false;
       }
     };
-    while (base.size() > component + 1 && !fits()) {
+    // A zero-width joiner (U+200D) left at the end joins the next character of an emoji
+    // sequence that was cut off: it goes too (helper-124).
+    auto ends_in_joiner = [&] { return base.size() > component + 3 && base.ends_with("\xe2\x80\x8d"); };
+    for (bool cut = false; base.size() > component + 1 && (!fits() || (cut && ends_in_joiner())); cut = true) {
       unsigned char dropped;
       do {
         dropped = static_cast<unsigned char>(base.back());
