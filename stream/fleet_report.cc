@@ -72,6 +72,9 @@ FleetGroupResult ReadGroup(const json& g, const std::string& file) {
   else if (!r.ok && g.contains("result") && g["result"].is_string())  // "not started (deadline)"
     r.error = g["result"].get<std::string>();
   r.left_to_next_run = !r.ok && LeftToTheNextRun(ResultOf(g));
+  // Why it stopped first: its last error alone ("attempt 1: connect ... refused") read as the
+  // reason of a group a signal stopped (helper-124).
+  if (r.left_to_next_run && r.error != ResultOf(g)) r.error = ResultOf(g) + " (last error: " + r.error + ")";
   return r;
 }
 
@@ -150,7 +153,10 @@ FleetReport MergeFleetReports(const std::string& given) {
       if (!j["ok"].get<bool>()) {
         ++report.jobs_failed;
         if (j.contains("error") && j["error"].is_string()) report.job_errors.push_back(name + ": " + j["error"].get<std::string>());
-        else if (j.value("interrupted", false)) report.job_errors.push_back(name + ": interrupted");
+        else if (j.value("interrupted", false))
+          report.job_errors.push_back(name + ": interrupted (by a signal)" +
+                                      (FailedOnTheirOwn(j["groups"]) ? "; other groups failed on their own (below)"
+                                                                     : "; its next run goes on"));
         else if (j.contains("destination_unreachable") && j["destination_unreachable"].is_string())
           report.job_errors.push_back(name + ": destination down (" + j["destination_unreachable"].get<std::string>() +
                                       (FailedOnTheirOwn(j["groups"]) ? "); other groups failed on their own (below)"

@@ -328,6 +328,25 @@ TEST(FleetReport, AJobThatFoundItsDestinationDownIsNamedAsSuch) {
             "goes on");
 }
 
+// A job a signal stopped: its line says so and that its next run goes on; its group is STOPPED,
+// with why before its last error (helper-124: "STOPPED group g: attempt 1: connect ... refused"
+// read as the reason, and the job's line as a failure).
+TEST(FleetReport, AJobStoppedByASignalSaysWhyItsGroupStopped) {
+  TempDir tmp;
+  std::string dir = tmp / "results";
+  MakeDirs(dir);
+  nlohmann::json stopped = NotOkGroup("g", "stopped (interrupted)");
+  stopped["errors"].push_back("attempt 1: connect to n:7070: Connection refused");
+  WriteFileAtomic(dir + "/a.json", R"({"ok": false, "interrupted": true, "groups": [)" + stopped.dump() + "]}");
+  FleetReport r = MergeFleetReports(dir);
+  ASSERT_EQ(r.job_errors.size(), 1u);
+  EXPECT_EQ(r.job_errors[0], "a.json: interrupted (by a signal); its next run goes on");
+  EXPECT_NE(r.Text().find("STOPPED group g (a.json): stopped (interrupted) (last error: attempt 1: connect to n:7070: "
+                          "Connection refused)\n"),
+            std::string::npos)
+      << r.Text();
+}
+
 // Jobs of the plan that left no report (not run yet: parallel stopped; or killed -9 before they
 // wrote one, their users on hold) are named, and the fleet is not done: only the reports present
 // were counted, and a fleet with four of nine jobs run was "every job done", exit 0 (helper-114).
