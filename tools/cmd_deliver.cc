@@ -14,6 +14,10 @@
 // Those four are the only final answers. Anything else that goes wrong (a full disk, an I/O
 // error, a damaged store.idx, a broken STORE/config/store.conf, the database) is 75 too: an MTA
 // bounces on 74, 65 or 70, and the mail must wait in its queue while the administrator repairs.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -22,6 +26,7 @@
 #include "store/settings.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/fs.h"
 
 namespace storemove::tools {
 namespace {
@@ -192,8 +197,21 @@ int DeliverOnce(const DeliverOptions& options) {
     Throw(Errc::kTempFail, std::string(e.what()) + "; delivery deferred");
   }
   if (options.verbose) {
-    std::printf("delivered %llu bytes to %s uid %u%s\n", static_cast<unsigned long long>(received), mailbox.c_str(),
-                uids.at(0), linker.counters().linked ? " (a link to identical content)" : "");
+    // The message is delivered and durable: a line that cannot be written (a closed or full
+    // stdout) is warned about, never a failure, which the MTA would retry as a duplicate or
+    // bounce (helper-123: exit 74 after the delivery).
+    char line[1024];
+    const int n = std::snprintf(line, sizeof line, "delivered %llu bytes to %s uid %u%s\n",
+                                static_cast<unsigned long long>(received), mailbox.c_str(), uids.at(0),
+                                linker.counters().linked ? " (a link to identical content)" : "");
+    const size_t size = std::min(sizeof line - 1, size_t(std::max(n, 0)));
+    ::signal(SIGPIPE, SIG_IGN);  // a closed pipe is EPIPE here, not a death after the delivery
+    try {
+      WriteAll(STDOUT_FILENO, line, size, "stdout");
+    } catch (const Error& e) {
+      std::fprintf(stderr, "storemove deliver: warning: delivered as uid %u, but -v could not print it: %s\n",
+                   uids.at(0), e.what());
+    }
   }
   return 0;
 }

@@ -19,6 +19,7 @@
 #include "store/sync.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 #include "util/plural.h"
 
 namespace storemove::tools {
@@ -151,10 +152,7 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
 }
 
 int RunImport(const ImportCliOptions& o) {
-  struct sigaction sa {};
-  sa.sa_handler = OnInterrupt;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  OnStopSignals(OnInterrupt);
   const std::string& root = RequireStoreDir(o.store_dir);
   if (!o.maildir.empty()) return RunMaildirImport(o, root);
   const std::vector<interop::ImportJob> jobs = Jobs(o);

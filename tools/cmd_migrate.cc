@@ -22,6 +22,7 @@
 #include "tools/session_io.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/interrupt.h"
 #include "util/plural.h"
 
 namespace storemove::tools {
@@ -58,7 +59,7 @@ struct MigrateCliOptions {
   std::vector<std::string> groups;
 };
 
-// SIGINT and SIGTERM become a cancellation of the migration (its sessions are cut off, its held
+// SIGINT, SIGTERM and SIGHUP (unless ignored: nohup) become a cancellation of the migration (its sessions are cut off, its held
 // users put back) instead of killing the process with users left on hold. The signals are
 // blocked in every thread and read from a signalfd by a watcher thread.
 class SignalWatcher {
@@ -68,6 +69,7 @@ class SignalWatcher {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    if (SighupStops()) sigaddset(&set, SIGHUP);  // a closed terminal: SIGHUP killed it, users left on hold
     if (::pthread_sigmask(SIG_BLOCK, &set, &old_) != 0) ThrowErrno("pthread_sigmask");
     signal_fd_ = UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC));
     stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
@@ -78,7 +80,7 @@ class SignalWatcher {
       }
       signalfd_siginfo info;
       if (!(p[0].revents & POLLIN) || ::read(signal_fd_.get(), &info, sizeof info) != sizeof info) return;
-      cancel->Cancel(std::string("interrupted by ") + (info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM"));
+      cancel->Cancel(std::string("interrupted by SIG") + ::sigabbrev_np(int(info.ssi_signo)));
     });
   }
   ~SignalWatcher() {

@@ -14,6 +14,7 @@
 #include "stream/moveuser.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 #include "util/version.h"
 #include "util/plural.h"
 
@@ -60,10 +61,7 @@ nlohmann::json ToJson(const stream::MoveUserResult& r) {
 }
 
 int RunMoveUser(MoveUserCliOptions& o) {
-  struct sigaction sa {};
-  sa.sa_handler = OnInterrupt;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  OnStopSignals(OnInterrupt);
   const std::string& root = RequireStoreDir(o.store_dir);
   if (o.user.empty() == o.users_file.empty()) Throw(Errc::kInvalidArgument, "moveuser needs --user USER or --users FILE");
   const bool admin = !o.source.admin.empty();

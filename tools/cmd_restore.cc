@@ -14,6 +14,7 @@
 #include "tools/commands.h"
 #include "tools/session_io.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 
 namespace storemove::tools {
 namespace {
@@ -54,10 +55,7 @@ void OnListingInterrupt(int) {
 }
 
 int RunRestore(const RestoreCliOptions& o) {
-  struct sigaction sa {};
-  sa.sa_handler = o.toc ? OnListingInterrupt : OnInterrupt;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  OnStopSignals(o.toc ? OnListingInterrupt : OnInterrupt);
   stream::RestoreOptions options;
   options.table_of_contents = o.toc;
   options.skip_existing_check = o.skip_check;

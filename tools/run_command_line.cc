@@ -1,6 +1,8 @@
 #include "tools/run_command_line.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <csignal>
 
@@ -57,6 +59,18 @@ bool IsSubcommand(CLI::App& app, const std::string& word) {
 }  // namespace
 
 int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
+  // Started with descriptor 0, 1 or 2 closed (`storemove ... <&- >&- 2>&-`, a daemon that closed
+  // them), the next file opened takes it: the store's Berkeley DB __db.register became
+  // descriptor 2 and the command's messages were written into it, read by the next process as a
+  // dead one, whose recovery ended every process on the store (helper-123). /dev/null holds them.
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    const int null = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (null >= 0 && null != fd) {
+      ::dup2(null, fd);
+      ::close(null);
+    }
+  }
   const std::string program = app.get_name();
   app.require_subcommand(1);
   app.set_version_flag("--version", VersionString(), "print the version and exit");

@@ -21,13 +21,22 @@ void OnSignal(int signo) {
 
 }  // namespace
 
-void StopAtSafePointOnSignal() {
+bool SighupStops() {
+  struct sigaction old {};
+  return ::sigaction(SIGHUP, nullptr, &old) != 0 || old.sa_handler != SIG_IGN;
+}
+
+void OnStopSignals(void (*handler)(int), int flags) {
   struct sigaction sa {};
-  sa.sa_handler = OnSignal;
+  sa.sa_handler = handler;
+  sa.sa_flags = flags;
   ::sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  if (SighupStops()) ::sigaction(SIGHUP, &sa, nullptr);
 }
+
+void StopAtSafePointOnSignal() { OnStopSignals(OnSignal); }
 
 int InterruptSignal() { return g_signal.load(std::memory_order_relaxed); }
 

@@ -727,6 +727,7 @@ class MigrateChild {
     std::string out = *io_ / "out", err = *io_ / "err";
     pid_ = ::fork();
     if (pid_ == 0) {
+      ::signal(SIGHUP, SIG_DFL);  // as from a terminal, also when the tests run under nohup
       int hook = ::dup(sv[1]);  // without O_CLOEXEC: inherited by storemove
       std::string env = "STOREMOVE_TEST_HOLD_FD=" + std::to_string(hook);
       if (hold_seam) ::putenv(env.data());
@@ -859,6 +860,15 @@ TEST(MigrateInterrupt, SigtermDuringHoldPutsTheUsersBackAndExitsWithOneLine) {
   again.Signal(SIGINT);
   EXPECT_EQ(again.Wait(), 130);
   EXPECT_NE(again.Err().find("interrupted by SIGINT"), std::string::npos) << again.Err();
+  EXPECT_EQ(Statuses(*src), before);
+  // SIGHUP (its terminal closed, its ssh session lost) the same: it killed the process without a
+  // word, every user of the group left on hold (helper-123).
+  MigrateChild hangup(MigrateArgs(tmp / "src", server.endpoint()));
+  ASSERT_EQ(hangup.WaitForHold(), "hold all") << hangup.Err();
+  hangup.Signal(SIGHUP);
+  EXPECT_EQ(hangup.Wait(), 130);
+  EXPECT_NE(hangup.Err().find("storemove: migrate interrupted by SIGHUP: 6 users put back"), std::string::npos)
+      << hangup.Err();
   EXPECT_EQ(Statuses(*src), before);
   // A rerun completes.
   MigrateReport done = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));

@@ -150,6 +150,59 @@ TEST(CliStdout, OutputThatCannotBeWrittenIsExit74WhateverItsSize) {
   EXPECT_FALSE(opened->FindFolder("joe", "Sent").has_value());
 }
 
+// deliver -v's line is a courtesy: once the message is durable, a full or closed stdout is a
+// warning, never a failure, which an MTA retries as a duplicate (74) or sees as a death
+// (SIGPIPE) (helper-123).
+TEST(CliStdout, DeliverVerboseToALostStdoutStillExitsZero) {
+  TempDir dir;
+  const std::string store = dir / "s", message = dir / "m", err = dir / "err";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  std::ofstream(message) << "Subject: x\n\nhi\n";
+  const std::string deliver = "'" STOREMOVE_BIN "' deliver -v --create --store '" + store + "' --user joe <'" + message + "'";
+  for (const std::string& to : {std::string(" >/dev/full"), std::string(" | true")}) {
+    // `| true` exits before the line is written (or just after): a closed pipe either way.
+    const int rc = std::system(("bash -o pipefail -c \"" + deliver + " 2>'" + err + "'" + to + "\"").c_str());
+    const std::string said = storemove::testing::SlurpFile(err);
+    EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << to << ": " << rc << " " << said;
+    if (to == " >/dev/full") {
+      EXPECT_NE(said.find("warning: delivered as uid 1, but -v could not print it"), std::string::npos) << said;
+    }
+  }
+  EXPECT_EQ(store::Store::Open(store)->OpenFolder("joe", "INBOX")->Snapshot().messages.size(), 2u);
+}
+
+// Started with descriptors 0, 1 and 2 closed, a command's messages went into whatever file took
+// descriptor 2: the store's Berkeley DB __db.register, which the next process then read as a dead
+// process and recovered, ending every process on the store (helper-123).
+TEST(CliStdout, ClosedStandardDescriptorsAreNeverTakenByTheStoresFiles) {
+  TempDir dir;
+  const std::string src = dir / "src", dst = dir / "dst", backup = dir / "b";
+  ASSERT_EQ(RunCli({"init", "--store", src}).status, 0);
+  ASSERT_EQ(RunCli({"gen", "--store", src, "--users", "5", "--messages-per-user", "20", "--seed", "2"}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", src, "-f", backup, "/"}).status, 0);
+  ASSERT_EQ(RunCli({"restore", "--store", dst, "-f", backup}).status, 0);
+  std::string user;
+  store::Store::Open(dst)->ForEachUser([&](const store::UserInfo& u) {
+    if (user.empty()) user = u.user;
+  });
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    for (int fd = 0; fd <= 2; ++fd) ::close(fd);
+    ::execl(STOREMOVE_BIN, STOREMOVE_BIN, "verify", "--store", dst.c_str(), "--source", src.c_str(), (char*)nullptr);
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(storemove::testing::SlurpFile(dst + "/mboxlist/__db.register").find("verify:"), std::string::npos)
+      << "the report was written into the environment's register";
+  // The next process finds a sound environment: no dead process to recover, nobody failed.
+  CliResult next = RunCli({"user", "--store", dst, user, "--status", "hold"});
+  EXPECT_EQ(next.status, 0) << next.Describe();
+  EXPECT_EQ(next.err, "");
+}
+
 TEST_F(Cli, InitReportsWhatItCreated) {
   CliResult again = RunCli({"init", "--store", root_, "--partition", "primary", "--partition", "second"});
   ASSERT_EQ(again.status, 0) << again.Describe();
