@@ -1,6 +1,7 @@
 #include "relinker/relinker.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -163,7 +164,15 @@ bool Repository::AddIfMissing(const Digest& digest, int dirfd, const std::string
     return AddIfMissing(digest, shown);  // the bucket went missing, or an error to name
   }
   const size_t index = digest.bytes[0];
-  if (bucket_fds_.empty()) bucket_fds_.resize(256);
+  if (bucket_fds_.empty()) {
+    bucket_fds_.resize(256);
+    // 256 open directories beside a restore's own descriptors need a limit of ~300: a default
+    // one (raised to the hard limit at start) has room; under `ulimit -n 256` restore failed
+    // half-way with EMFILE (helper-123), so there each link opens its bucket and closes it.
+    struct rlimit files;
+    keep_buckets_open_ =
+        ::getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur == RLIM_INFINITY || files.rlim_cur >= 1024;
+  }
   const std::string leaf = entry.substr(entry.rfind('/') + 1);
   for (int attempt = 0; attempt < 2; ++attempt) {
     UniqueFd& fd = bucket_fds_[index];
@@ -179,6 +188,7 @@ bool Repository::AddIfMissing(const Digest& digest, int dirfd, const std::string
       if (!fd.valid()) Throw(Errc::kNotFound, "open " + bucket + ": no such file or directory");
     }
     int err = LinkAt(dirfd, name, fd.get(), leaf);
+    if (!keep_buckets_open_) fd.reset();
     if (err == 0) return true;
     if (err == EEXIST || err == EMLINK) return false;
     if (err != ENOENT || attempt > 0) ThrowErrno("link " + shown + " to " + entry, err);

@@ -70,7 +70,8 @@ class Repository {
   // The same for the file `name` in the directory `dirfd` (`shown` names it in errors): a
   // restore's case, one linkat(2) between two open directories instead of two walks from the
   // store root. A flat repository keeps its bucket directories open (at most 256 descriptors)
-  // for the Repository's life. One caller at a time.
+  // for the Repository's life, when the open-file limit leaves room for them (1,024 or more);
+  // under a lower one each call opens its bucket and closes it again. One caller at a time.
   bool AddIfMissing(const Digest& digest, int dirfd, const std::string& name, const std::string& shown);
   // Makes the message file `name` in the directory `dirfd` (`shown` names it in errors), proven to
   // hold the same bytes as the open entry `entry` of `digest`, a link to that entry: a restore that
@@ -93,6 +94,7 @@ class Repository {
   RepositoryOptions options_;
   store::RepositoryLayout layout_;
   std::vector<UniqueFd> bucket_fds_;  // flat layout: =digest/<h1> by its first digest byte, opened on first use
+  bool keep_buckets_open_ = true;     // decided with bucket_fds_' first use, by the open-file limit
 };
 
 }  // namespace storemove::relinker

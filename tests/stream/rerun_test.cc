@@ -1,6 +1,7 @@
 // Restore run again over its own result finishes the job without adding copies: into a folder of
 // another UIDVALIDITY (append mode), over a UID that holds other bytes, over a damaged file; and
 // what a stream's names or error count cannot do to the report.
+#include <sys/resource.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -287,6 +288,33 @@ TEST(RestoreRerun, RestoreBesideOfAFolderWithALongNameCutsTheNameToFit) {
       beside.today = "20260102";  // the rerun, another day, finds the same folder
     }
   }
+}
+
+// A restore keeps the digest repository's 256 bucket directories open only where the open-file
+// limit has room for them: under a low one (ulimit -n 256, here 128) it opens each as it needs
+// it. It failed half-way with "Too many open files" (helper-123).
+TEST(RestoreLimits, ARestoreUnderALowOpenFileLimitCompletes) {
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 600; ++i) bodies.push_back(Body("message " + std::to_string(i)));
+  const std::string stream = FoldersOf(1700000000, {{"INBOX", 9, bodies}});
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  struct rlimit before;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  struct rlimit low = before;
+  low.rlim_cur = 128;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  SessionReport r;
+  std::string failure;
+  try {
+    r = RestoreString(*s, stream);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  ::setrlimit(RLIMIT_NOFILE, &before);
+  ASSERT_EQ(failure, "");
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(Contents(*s, "INBOX").size(), bodies.size());
 }
 
 // A mailbox a plain restore made (disaster recovery) is the live one: a later `restore -n` of the
