@@ -216,7 +216,16 @@ std::vector<std::string> JournalGroups(const store::Store& s) {
 // Applies and removes the journal a killed run left for `group` (whose lock the caller holds).
 std::string RecoverJournal(store::Store& s, const std::string& group) {
   std::string path = JournalPath(s, group);
-  Held held = ReadJournal(path);
+  Held held;
+  try {
+    held = ReadJournal(path);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kCorrupt) throw;
+    // The way out, said (helper-125): nobody knows the users' statuses before but the file.
+    Throw(Errc::kCorrupt, std::string(e.what()) + "; nobody was put back from it: set the group's users held by it "
+                                                  "back by hand (storemove user --group GROUP --status active), then "
+                                                  "remove the file");
+  }
   std::vector<std::string> errors;
   uint64_t n = PutBack(s, held, &errors);
   if (!errors.empty()) Throw(Errc::kIo, "migrate journal " + path + ": " + errors.front() + " (the journal is kept; rerun)");
@@ -281,9 +290,12 @@ size_t KeepSwitchRecordOfFailedRun(const store::Store& s, const std::string& gro
 void KeepSwitchRecordOfRecoveredJournal(store::Store& s, const std::string& group) {
   const std::string path = SwitchPath(s, group);
   if (!PathExists(path)) return;
+  // Every user it names still on hold, as the killed run left them: otherwise someone acted
+  // since (the switch reached the source: moved; or the users were taken back by hand, whose
+  // copies may be live and have taken mail: helper-125), and the record proves nothing.
   for (const std::string& user : ParseSwitchRecord(ReadJournalFile(path), path).users) {
     std::optional<store::UserInfo> u = s.FindUser(user);
-    if (u && u->status.state == store::UserState::kMoved) {
+    if (u && u->status.state != store::UserState::kHold) {
       RemoveSwitchRecord(s, group);
       return;
     }
@@ -436,7 +448,12 @@ class Migration {
         report_.recovered.push_back(RecoverJournal(source_, group));
       } else if (UniqueFd other = TryLockGroup(source_, group); other.valid()) {
         keep_record(group);
-        report_.recovered.push_back(RecoverJournal(source_, group));
+        // Another group's damaged journal is that group's to repair: said, and this run goes on.
+        try {
+          report_.recovered.push_back(RecoverJournal(source_, group));
+        } catch (const Error& e) {
+          report_.recovered.push_back("group " + group + ": " + e.what());
+        }
       }
     }
     // Each user belongs to the first group of the file that matches it, whichever groups this run
@@ -1432,11 +1449,24 @@ std::vector<std::string> AbortMigrations(store::Store& source) {
   std::vector<std::string> lines;
   // A switch record beside an aborted journal proves nothing any more (the copies it names may
   // take mail once the users are back here, docs/migration.md): removed, also when a run that
-  // recovered the journal before and was killed had marked it a failed run's (helper-124).
+  // recovered the journal before and was killed had marked it a failed run's (helper-124);
+  // before the journal, so that a kill between the two leaves no record (helper-125).
+  // A journal that cannot be read does not stop the others (helper-125): named at the end.
+  std::optional<Error> first_failure;
+  size_t failures = 0;
   for (const std::string& group : groups) {
-    lines.push_back(RecoverJournal(source, group));
-    RemoveSwitchRecord(source, group);
+    try {
+      RemoveSwitchRecord(source, group);
+      lines.push_back(RecoverJournal(source, group));
+    } catch (const Error& e) {
+      if (!first_failure) first_failure = e;
+      ++failures;
+    }
   }
+  if (first_failure)
+    Throw(first_failure->code(), std::string(first_failure->what()) +
+                                     (failures > 1 ? " (and " + std::to_string(failures - 1) + " more journals)" : "") +
+                                     (lines.empty() ? "" : "; the other journals' users were put back"));
   // A killed run's members files too, whose group lock nobody holds (helper-119: left until the
   // next migrate, where the documentation says the run's end removes them).
   // Under claims.lock, each with its group lock held until it is gone, as ClaimMembers does: a

@@ -62,10 +62,12 @@ int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
   // Started with descriptor 0, 1 or 2 closed (`storemove ... <&- >&- 2>&-`, a daemon that closed
   // them), the next file opened takes it: the store's Berkeley DB __db.register became
   // descriptor 2 and the command's messages were written into it, read by the next process as a
-  // dead one, whose recovery ended every process on the store (helper-123). /dev/null holds them.
+  // dead one, whose recovery ended every process on the store (helper-123). /dev/null holds them,
+  // opened the wrong way round, so that using one still fails with EBADF as on a closed one: a
+  // `backup -f - >&-` that wrote its stream into /dev/null exited 0 (helper-125).
   for (int fd = 0; fd <= 2; ++fd) {
     if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
-    const int null = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    const int null = ::open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
     if (null >= 0 && null != fd) {
       ::dup2(null, fd);
       ::close(null);

@@ -2004,6 +2004,20 @@ TEST(MigrateLiveDestination, ARecoveredJournalNeverMakesAFinishedOrAbortedSwitch
   g = Migrate(*src, o);
   EXPECT_FALSE(g.ok());
   EXPECT_NE(g.Text().find("is live here"), std::string::npos) << g.Text();
+
+  // A run killed between the destination's switch and the source's, its user then taken back at
+  // the source by hand before any run recovered the journal (helper-125): the copy may have taken
+  // mail since, so the record is removed, not marked, and the copy is refused as live.
+  std::ofstream(journal) << "storemove-migrate-journal 1\ngroup g\nto " << server.endpoint().ToString() << "\n"
+                         << users[0] << "\tactive\n";
+  std::ofstream(record) << "storemove-migrate-switch 1\nto " << server.endpoint().ToString() << "\n" << users[0] << "\n";
+  ASSERT_EQ(src->FindUser(users[0])->status.ToString(), "active");  // taken back
+  h = Migrate(*src, other);
+  ASSERT_TRUE(h.ok()) << h.Text();
+  EXPECT_FALSE(fs::exists(record));
+  g = Migrate(*src, o);
+  EXPECT_FALSE(g.ok());
+  EXPECT_NE(g.Text().find("is live here"), std::string::npos) << g.Text();
 }
 
 // review-b's repro_gate_hang.sh: a delivery stuck between its status check and its commit holds
@@ -2626,6 +2640,17 @@ TEST(MigrateJournal, ADamagedHoldJournalIsRefusedWithOneLineNamingItsFileAndLine
   EXPECT_NE(what.find(path + ": cut short"), std::string::npos) << what;
   what = refused("storemove-migrate-journal 1\n" + users[1] + "\tactive\n");
   EXPECT_NE(what.find(path + " line 2: expected 'group ...'"), std::string::npos) << what;
+
+  // The message says the way out, and a damaged journal does not keep --abort from putting back
+  // the users of the others (helper-125: it stopped at the first, in name order).
+  std::ofstream(path, std::ios::trunc) << header << users[1] << "\tact";
+  src->SetUsersStatus({users[2]}, store::UserStatus{store::UserState::kHold, ""});
+  std::ofstream(tmp / "src/migrate-journal/zz.hold")
+      << "storemove-migrate-journal 1\ngroup zz\nto 127.0.0.1:7070\n" << users[2] << "\tactive\n";
+  what = refused("");
+  EXPECT_NE(what.find("set the group's users held by it back by hand"), std::string::npos) << what;
+  EXPECT_EQ(src->FindUser(users[2])->status.ToString(), "active") << "the other journal's user put back";
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/zz.hold"));
 
   // The journal a run writes is still taken.
   std::ofstream(path, std::ios::trunc) << header << users[1] << "\tactive\n";
