@@ -35,6 +35,11 @@ double Seconds(const json& j, const char* field) {
   return j[field].get<double>();
 }
 
+// A boolean field, false when absent or of another type: json::value throws type_error for a
+// "deadline_reached": "yes", after the report was counted, which then counted as broken too
+// (found by the report fuzz target).
+bool Flag(const json& j, const char* field) { return j.contains(field) && j[field].is_boolean() && j[field].get<bool>(); }
+
 // A group's "result" that says the group was left to the job's next run (its deadline, its
 // destination found down, its source recovered under it, a signal), not failed on its own.
 bool LeftToTheNextRun(const std::string& result) {
@@ -82,7 +87,7 @@ FleetGroupResult ReadGroup(const json& g, const std::string& file) {
 // destination found down left to the next run (their "result" says so).
 bool FailedOnTheirOwn(const json& groups) {
   for (const json& g : groups) {
-    if (!g.is_object() || g.value("ok", true)) continue;
+    if (!g.is_object() || !g.contains("ok") || Flag(g, "ok")) continue;
     if (!LeftToTheNextRun(ResultOf(g))) return true;
   }
   return false;
@@ -153,7 +158,7 @@ FleetReport MergeFleetReports(const std::string& given) {
       if (!j["ok"].get<bool>()) {
         ++report.jobs_failed;
         if (j.contains("error") && j["error"].is_string()) report.job_errors.push_back(name + ": " + j["error"].get<std::string>());
-        else if (j.value("interrupted", false))
+        else if (Flag(j, "interrupted"))
           report.job_errors.push_back(name + ": interrupted (by a signal)" +
                                       (FailedOnTheirOwn(j["groups"]) ? "; other groups failed on their own (below)"
                                                                      : "; its next run goes on"));
@@ -166,7 +171,7 @@ FleetReport MergeFleetReports(const std::string& given) {
                                       j["source_recovered"].get<std::string>() +
                                       (FailedOnTheirOwn(j["groups"]) ? "); other groups failed on their own (below)"
                                                                      : "); its next run goes on"));
-        else if (j.value("deadline_reached", false) && j.contains("deadline") && j["deadline"].is_string())
+        else if (Flag(j, "deadline_reached") && j.contains("deadline") && j["deadline"].is_string())
           report.job_errors.push_back(name + ": stopped at its deadline (" + j["deadline"].get<std::string>() +
                                       "); its next run goes on");
       }
