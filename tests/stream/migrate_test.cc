@@ -1799,6 +1799,20 @@ TEST(MigrateDeadline, AGroupOnHoldWhenItComesIsPutBackBeforeItsFinalPass) {
   ExpectMigrated(*dst, *src, "127.0.0.1");
 }
 
+// What a run of group g killed between the destination's switch and the source's leaves at the
+// source `root`: the users on hold, the hold journal that puts them back (to active), and the
+// switch record naming them.
+void LeaveAHalfDoneSwitch(store::Store& src, const std::string& root, const net::Endpoint& to,
+                          const std::vector<std::string>& users) {
+  src.SetUsersStatus(users, store::UserStatus{store::UserState::kHold, ""});
+  std::ofstream journal(root + "/migrate-journal/g.hold");
+  journal << "storemove-migrate-journal 1\ngroup g\nto " << to.ToString() << "\n";
+  for (const std::string& u : users) journal << u << "\tactive\n";
+  std::ofstream record(root + "/migrate-journal/g.switch");
+  record << "storemove-migrate-switch 1\nto " << to.ToString() << "\n";
+  for (const std::string& u : users) record << u << "\n";
+}
+
 // A copy the migration makes stays on hold at the destination until the switch (a delivery
 // there meanwhile is deferred, never expunged by the next pass); an attempt interrupted between
 // the destination's switch and the source's leaves active copies that are still the migration's
@@ -1821,15 +1835,7 @@ TEST(MigrateLiveDestination, CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsA
   // them back, and the switch record naming them.
   std::vector<std::string> users;
   src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
-  auto killed_in_the_switch = [&] {
-    src->SetUsersStatus(users, store::UserStatus{store::UserState::kHold, ""});
-    std::ofstream journal(tmp / "src/migrate-journal/g.hold");
-    journal << "storemove-migrate-journal 1\ngroup g\nto " << server.endpoint().ToString() << "\n";
-    for (const std::string& u : users) journal << u << "\tactive\n";
-    std::ofstream record(tmp / "src/migrate-journal/g.switch");
-    record << "storemove-migrate-switch 1\nto " << server.endpoint().ToString() << "\n";
-    for (const std::string& u : users) record << u << "\n";
-  };
+  auto killed_in_the_switch = [&] { LeaveAHalfDoneSwitch(*src, tmp / "src", server.endpoint(), users); };
   killed_in_the_switch();
   MigrateReport rerun = Migrate(*src, o);
   ASSERT_TRUE(rerun.ok()) << rerun.Text();
@@ -1928,19 +1934,9 @@ TEST(MigrateLiveDestination, AHalfDoneSwitchIsAdoptedAfterTheRunThatRecoveredItW
   MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
   o.retries = 0;
   ASSERT_TRUE(Migrate(*src, o).ok());
-  // What a run killed between the destination's switch and the source's leaves (as in
-  // CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsAdopted).
   std::vector<std::string> users;
   src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
-  src->SetUsersStatus(users, store::UserStatus{store::UserState::kHold, ""});
-  {
-    std::ofstream journal(tmp / "src/migrate-journal/g.hold");
-    journal << "storemove-migrate-journal 1\ngroup g\nto " << server.endpoint().ToString() << "\n";
-    for (const std::string& u : users) journal << u << "\tactive\n";
-    std::ofstream record(tmp / "src/migrate-journal/g.switch");
-    record << "storemove-migrate-switch 1\nto " << server.endpoint().ToString() << "\n";
-    for (const std::string& u : users) record << u << "\n";
-  }
+  LeaveAHalfDoneSwitch(*src, tmp / "src", server.endpoint(), users);
   // The recovering run, its destination unreachable, killed -9 while it waits to retry.
   MigrateChild recovering({"migrate", "--store", tmp / "src", "--to", "127.0.0.1:1", "--insecure", "--retries", "1",
                            "--retry-delay", "60"},
