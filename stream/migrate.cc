@@ -280,19 +280,16 @@ size_t KeepSwitchRecordOfFailedRun(const store::Store& s, const std::string& gro
   return lines > 2 ? lines - 2 : 0;  // less the magic and "to" lines
 }
 
-// Before a run recovers a killed run's hold journal. The switch record beside it is sure when
-// none of its users is moved (the switch never reached the source), and is marked as a failed
-// run's, so that the next run still believes it if this run is killed before it finishes the
-// group. A record with a moved user is a finished switch's: removed, as ReadSwitchRecord removes
-// it (helper-124: marked, it let a later run adopt copies that had been live since, once the
-// users were taken back at the source). `migrate --abort` removes the records of the journals it
-// recovers.
+// Before a run recovers a killed run's hold journal. The switch record beside it is sure while
+// every user it names is still on hold, as the killed run left them, and is then marked as a
+// failed run's, so that the next run still believes it if this run is killed before it finishes
+// the group. Otherwise someone acted since: the switch reached the source (moved), or the users
+// were taken back by hand, and their copies may be live and have taken mail (helper-124,
+// helper-125); the record proves nothing and is removed, as ReadSwitchRecord removes a stale one.
+// `migrate --abort` removes the records of the journals it recovers.
 void KeepSwitchRecordOfRecoveredJournal(store::Store& s, const std::string& group) {
   const std::string path = SwitchPath(s, group);
   if (!PathExists(path)) return;
-  // Every user it names still on hold, as the killed run left them: otherwise someone acted
-  // since (the switch reached the source: moved; or the users were taken back by hand, whose
-  // copies may be live and have taken mail: helper-125), and the record proves nothing.
   for (const std::string& user : ParseSwitchRecord(ReadJournalFile(path), path).users) {
     std::optional<store::UserInfo> u = s.FindUser(user);
     if (u && u->status.state != store::UserState::kHold) {
@@ -428,8 +425,8 @@ class Migration {
     // its group: that run put its users back itself, so nothing else has changed them since.
     for (const auto& [group, fd] : locks)
       if (SwitchRecordMagic(source_, group) == kFailedSwitchMagic) switch_trusted_.insert(group);
-    // A switch record beside a recovered journal is sure (its run was killed during its hold, so
-    // nothing else changed the users), and is marked as a failed run's before the journal goes:
+    // A switch record beside a recovered journal, its users still held, is sure (its run was
+    // killed during its hold), and is marked as a failed run's before the journal goes:
     // this run may be killed too before it finishes the group, and the next run, finding the
     // record without a journal, took it for a stale one and refused the copies as live for ever.
     // A record that cannot be read is left as it is: the users still go back (helper-124: another
