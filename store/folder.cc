@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "store/stale_temporaries.h"
 #include "store/clock_floor.h"
 #include "store/dir_lock.h"
 #include "store/index.h"
@@ -295,6 +296,11 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
   if (batch.empty()) return uids;
   const bool sync = store_->durability() == Durability::kBatch;
   const std::string shown = path_ + "/store.idx";
+  if (!swept_) {
+    // What a killed writer left here (its rerun's first commit): no lock needed, the pid decides.
+    swept_ = true;
+    RemoveTemporariesOfGoneWriters(dir_.get());
+  }
   uint64_t added_bytes = 0;
   try {
     Lock lock(dir_.get(), true, path_, *store_);

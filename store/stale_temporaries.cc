@@ -77,4 +77,23 @@ uint64_t RemoveStaleTemporaries(int dirfd, const std::string& shown, std::chrono
   return removed;
 }
 
+uint64_t RemoveTemporariesOfGoneWriters(int dirfd) {
+  const int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), ::closedir);
+  if (!dir) {
+    ::close(fd);
+    return 0;
+  }
+  uint64_t removed = 0;
+  while (const dirent* e = ::readdir(dir.get())) {
+    const pid_t pid = WriterPid(e->d_name);
+    if (pid == 0 || ProcessRuns(pid)) continue;
+    struct stat st;
+    if (::fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (::unlinkat(dirfd, e->d_name, 0) == 0) ++removed;
+  }
+  return removed;
+}
+
 }  // namespace storemove::store

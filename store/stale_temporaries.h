@@ -32,4 +32,10 @@ bool IsStaleTemporary(std::string_view name, const struct stat& st, std::time_t 
 // returns how many it removed. One already gone is not an error.
 uint64_t RemoveStaleTemporaries(int dirfd, const std::string& shown, std::chrono::seconds min_age);
 
+// Removes, directly in `dirfd`, the `tmp.<pid>.<token>` files whose process is not running here,
+// whatever their age: the writer that would have renamed them is certainly gone (the store is one
+// host's, as its Berkeley DB environment is). Best effort, for writers about to commit to the
+// folder: garbage that cannot be removed never fails a delivery. Returns how many it removed.
+uint64_t RemoveTemporariesOfGoneWriters(int dirfd);
+
 }  // namespace storemove::store

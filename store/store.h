@@ -313,6 +313,7 @@ class Folder {
   mutable std::string open_bucket_;  // MessageDirFd's directory: UIDs come in order, so one is enough
   mutable UniqueFd open_bucket_fd_;
   uint32_t known_uidnext_ = 0;  // the index's uidnext was at least this (it never decreases)
+  bool swept_ = false;  // the temporaries of writers that are gone were removed (first Commit)
 };
 
 struct StoreOptions {

@@ -1,6 +1,7 @@
 // Unit tests of the store library: names, users, folders, appends, flags, expunge, corruption.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -502,6 +503,37 @@ TEST(Store, ACommitOntoALeftoverLinkOfTheSameFileLeavesNoStagedName) {
   ASSERT_EQ(::stat(leftover.c_str(), &st), 0);
   EXPECT_EQ(st.st_nlink, 2u);
   EXPECT_EQ(b->Snapshot().messages.at(0).uid, 1u);
+}
+
+// A pid no process has: a child that has exited and been reaped.
+pid_t GonePid() {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return pid;
+}
+
+// A writer killed between writing its message and committing it leaves `tmp.<pid>.<token>`
+// (invisible, but its bytes stay on the disk). The next writer to commit to the folder, a rerun
+// of the restore, import or pull that was stopped, removes those whose process is gone, and
+// nothing else (helper-123: a stopped moveuser left up to 0.9 MB that its successful rerun kept;
+// only a relink an hour later removed it).
+TEST(Store, TheFirstCommitRemovesTheTemporariesOfWritersThatAreGone) {
+  TempDir tmp;
+  auto store = Store::Init(tmp / "store", {"primary"});
+  store->CreateUser("joe");
+  const std::string inbox = store->OpenFolder("joe", "INBOX")->path();
+  const std::string gone = inbox + "/tmp." + std::to_string(GonePid()) + ".k1lled";
+  const std::string running = inbox + "/tmp." + std::to_string(::getppid()) + ".runn1ng";
+  const std::string renamed = inbox + "/store.idx.tmp.wr1te";  // relink's to judge, by its age
+  const std::string other = inbox + "/tmp.notapid";
+  for (const std::string& p : {gone, running, renamed, other}) WriteFileAtomic(p, "left behind", 0600);
+  auto folder = store->OpenFolder("joe", "INBOX");
+  Deliver(*folder, "Subject: one\r\n\r\nbody\r\n");
+  EXPECT_FALSE(PathExists(gone));
+  for (const std::string& p : {running, renamed, other}) EXPECT_TRUE(PathExists(p)) << p;
+  EXPECT_EQ(folder->Snapshot().messages.size(), 1u);
 }
 
 // A store.idx whose UIDNEXT is not above every UID it lists (damage; §4.1 says it always is)
