@@ -272,22 +272,49 @@ namespace {
 
 int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
 
-// root working in a store another user owns (the user its serve and deliveries run as) leaves
-// directories, lock files and database logs of root's there that this user cannot open: its
-// sessions then fail until somebody chowns them (security review #10). Refused before anything
-// is made. A read-only snapshot gets nothing written, so root may read it.
-void RefuseRootInAnotherUsersStore(const std::string& root) {
-  if (::geteuid() != 0) return;
+// A command working in a store another user owns (the user its serve and deliveries run as)
+// leaves directories, lock files and database logs of its own there, mode 0600/0700, that the
+// owner cannot open: the owner's sessions then fail until somebody chowns them (security review
+// #10). Refused before anything is made. The owner is the owner of the database environment
+// (mboxlist/); root is refused as well where any partition, or the top directory (for anyone else
+// it may be root's: a mount point), is another user's (helper-126: a top directory of root's, a mount point, let root
+// in; another user with access through an ACL was never refused). A read-only snapshot gets
+// nothing written, so anyone who can read it may.
+void RefuseAnotherUsersStore(const std::string& root) {
+  const uid_t me = ::geteuid();
   struct stat st;
-  if (::stat(root.c_str(), &st) != 0 || st.st_uid == 0) return;
+  if (::stat(root.c_str(), &st) != 0) return;
+  std::vector<std::pair<std::string, uid_t>> owned;  // (what, its owner), the first one decides
+  const std::string mboxlist = root + "/mboxlist";
+  struct stat db;
+  const bool has_db = ::stat(mboxlist.c_str(), &db) == 0;
+  if (has_db) owned.emplace_back(mboxlist, db.st_uid);
+  if (me == 0) {
+    if (st.st_uid != 0) owned.emplace(owned.begin(), root, st.st_uid);
+    const std::string parts = root + "/partition";
+    if (DIR* dir = ::opendir(parts.c_str())) {
+      while (const dirent* e = ::readdir(dir)) {
+        if (e->d_name[0] == '.') continue;
+        const std::string part = parts + "/" + e->d_name;
+        struct stat ps;
+        if (::stat(part.c_str(), &ps) == 0 && S_ISDIR(ps.st_mode)) owned.emplace_back(part, ps.st_uid);
+      }
+      ::closedir(dir);
+    }
+  }
+  const auto other = std::find_if(owned.begin(), owned.end(), [&](const auto& o) { return o.second != me; });
+  if (other == owned.end()) return;
   struct statvfs fs;
   if (::statvfs(root.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY)) return;
-  const std::string login = LoginName(st.st_uid);
-  const std::string as = login.empty() ? "'#" + std::to_string(st.st_uid) + "'" : login;
-  Throw(Errc::kAuth, "store " + root + " belongs to " + UserName(st.st_uid) +
-                         " and this command runs as root: what it made there (lock and user directories, database "
-                         "logs) would be root's, which that user's serve and deliveries could not open. Run it as "
-                         "that user: sudo -u " + as + " storemove ...");
+  const uid_t owner = other->second;
+  const std::string login = LoginName(owner);
+  const std::string as = login.empty() ? "'#" + std::to_string(owner) + "'" : login;
+  const std::string whose = other->first == root ? "store " + root : "store " + root + ": " + other->first;
+  Throw(Errc::kAuth, whose + " belongs to " + UserName(owner) + " and this command runs as " +
+                         (me == 0 ? std::string("root") : UserName(me)) + ": what it made there (lock and user "
+                         "directories, database logs) would be " + (me == 0 ? std::string("root's") : "this user's") +
+                         ", which that user's serve and deliveries could not open. Run it as that user: sudo -u " +
+                         as + " storemove ...");
 }
 
 // A store this user may not enter was told as missing ("no such directory", "not a message store
@@ -314,7 +341,7 @@ std::unique_ptr<Store> Store::Init(const std::string& root, const std::vector<st
                                    StoreOptions options) {
   std::vector<std::string> parts = partitions.empty() ? std::vector<std::string>{"primary"} : partitions;
   for (const auto& p : parts) ValidatePartitionName(p);
-  RefuseRootInAnotherUsersStore(root);
+  RefuseAnotherUsersStore(root);
   MakeDirs(root);
   TrustedRoot trusted(root, /*store_layout=*/true);  // adding partitions to a store: no symlinks
   MakeDirs(root + "/config");
@@ -343,7 +370,7 @@ std::unique_ptr<Store> Store::Open(const std::string& root, StoreOptions options
   if (!IsDirectory(root)) Throw(Errc::kNotFound, "store " + root + ": no such directory");
   if (!IsDirectory(root + "/mboxlist") || !IsDirectory(root + "/partition"))
     Throw(Errc::kNotFound, "store " + root + ": not a message store (no mboxlist/ or partition/; run storemove init)");
-  RefuseRootInAnotherUsersStore(root);
+  RefuseAnotherUsersStore(root);
   std::unique_ptr<Store> store(new Store(root, options));
   store->db_ = std::make_unique<Db>(root + "/mboxlist", false, options.frees_space);
   std::string id_path = root + "/config/store-id";

@@ -1071,6 +1071,68 @@ TEST_F(OperatorStore, RootIsRefusedInAStoreAnotherUserOwns) {
   EXPECT_EQ(r.out.find("newbie"), std::string::npos) << r.Describe();
 }
 
+// The top directory of root's (a mount point) with everything in it another user's let root in,
+// and root's files then locked that user out: `deliver` deferred, `backup` 74 (helper-126 H1).
+// The database environment's owner, or any partition's, refuses root as the top directory's does.
+TEST_F(OperatorStore, RootIsRefusedWhereTheDatabaseOrAPartitionIsAnotherUsers) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  for (const std::string& inner : {root_ + "/mboxlist", root_ + "/partition/primary"}) {
+    ASSERT_EQ(::chown(inner.c_str(), 65534, 65534), 0) << inner;
+    CliResult r = RunCli({"import", "--store", root_, "-u", "newbie", "-s", "/dev/null"});
+    EXPECT_EQ(r.status, 77) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find("store " + root_ + ": " + inner + " belongs to nobody (uid 65534) and this command runs as root"),
+              std::string::npos)
+        << r.Describe();
+    EXPECT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann"}, "Subject: x\r\n\r\nx\r\n").status, 75);
+    ASSERT_EQ(::chown(inner.c_str(), 0, 0), 0);
+  }
+  CliResult r = RunCli({"users", "--store", root_});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out.find("newbie"), std::string::npos) << r.Describe();
+}
+
+// Another user the store lets in (its permissions or an ACL) made its 0600 files there, which the
+// owner then could not open: deliveries deferred for ever (helper-126 M1). Refused like root.
+TEST_F(OperatorStore, AnotherUserTheStoreLetsInIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run as another user";
+  ASSERT_EQ(std::system(("chmod -R o+rwX '" + root_ + "'").c_str()), 0);
+  ::chmod(dir_.path().c_str(), 0755);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipe_fds[0]);
+    std::string what = "opened";
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
+    try {
+      store::Store::Open(root_);
+    } catch (const storemove::Error& e) {
+      what = std::to_string(int(e.code())) + " " + e.what();
+    }
+    (void)!::write(pipe_fds[1], what.data(), what.size());
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::string got;
+  char buf[512];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) got.append(buf, size_t(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_EQ(status, 0);
+  EXPECT_EQ(got.rfind(std::to_string(int(storemove::Errc::kAuth)) + " store " + root_ + ": " + root_ +
+                          "/mboxlist belongs to root (uid 0) and this command runs as nobody (uid 65534)",
+                      0),
+            0u)
+      << got;
+  for (const auto& e : fs::recursive_directory_iterator(root_)) {
+    struct stat st;
+    ASSERT_EQ(::lstat(e.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0u) << e.path() << " was made by the refused user";
+  }
+}
+
 // backup -f into a directory reached through the user's own link (a backup directory linked to a
 // NAS mount): a new backup was written whole, then "open DIR: Not a directory", exit 74 (helper-84).
 TEST_F(OperatorStore, BackupIntoALinkedDirectoryCompletes) {
