@@ -47,7 +47,18 @@ bool HasControlCharacter(std::string_view s) {
 
 // The administrator's path, symlinks followed (/dev/stdin, a process substitution's /dev/fd/N, a
 // link to an archive): unlike the names inside a store or a Maildir tree, it comes from no one else.
+// 0 for `-` and /dev/stdin, else -1: standard input is duplicated, not opened again, as opening
+// /dev/stdin checks the permissions of the file behind it, which its holder may lack (helper-126:
+// `sudo -u mailsrv storemove import -s /dev/stdin < f` with root's f, "Permission denied", while
+// the shell had opened it for us). /dev/fd/N stays a path: N may be one of this process's own.
+int InheritedFd(const std::string& path) { return path == "-" || path == "/dev/stdin" ? 0 : -1; }
+
 UniqueFd OpenMbox(const std::string& path) {
+  if (const int inherited = InheritedFd(path); inherited >= 0) {
+    const int fd = ::fcntl(inherited, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) ThrowErrno("open " + path);
+    return UniqueFd(fd);
+  }
   // root's `import -u joe ~joe/mail/*`: a link joe made to another user's mailbox is not
   // followed into joe's folders (security review #05). Links of root's or ours are.
   RefuseForeignLink(path, "mbox file");
@@ -65,12 +76,15 @@ UniqueFd OpenMbox(const std::string& path) {
 void CheckMboxFile(const ImportJob& job, MboxFlavor flavor) {
   try {
     struct stat st;
-    if (::stat(job.path.c_str(), &st) != 0) {
+    const int inherited = InheritedFd(job.path);
+    if (inherited >= 0 ? ::fstat(inherited, &st) != 0 : ::stat(job.path.c_str(), &st) != 0) {
       if (errno == ENOENT) Throw(Errc::kNotFound, "open " + job.path + ": no such file or directory");
+      if (errno == EBADF) Throw(Errc::kNotFound, "open " + job.path + ": no such descriptor is open");
       ThrowErrno("stat " + job.path);
     }
     if (S_ISDIR(st.st_mode)) Throw(Errc::kInvalidArgument, job.path + ": a directory, not an mbox file");
-    if (!S_ISREG(st.st_mode)) return;
+    // A descriptor shares its offset with ours: read once, checked when imported, like a pipe.
+    if (!S_ISREG(st.st_mode) || inherited >= 0) return;
     UniqueFd fd = OpenMbox(job.path);
     MboxReader reader(fd.get(), job.path, flavor);
     reader.Start();  // throws kCorrupt "not an mbox"

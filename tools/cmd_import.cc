@@ -218,7 +218,7 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
       "is skipped, so running an interrupted import again completes it without duplicates. Exit 0 = on disk.");
   AddStoreOption(command, &o->store_dir);
   command->add_option("-u,--user", o->user, "user id")->type_name("USER");
-  command->add_option("-s,--source", o->mbox_path, "mbox file to load")->type_name("MBOXFILE");
+  command->add_option("-s,--source", o->mbox_path, "mbox file to load; - or /dev/stdin: standard input, as the shell opened it")->type_name("MBOXFILE");
   command->add_option("files", o->files, "mbox files to load")->type_name("FILE");
   command->add_option("-d,-F,--folder", o->folder, "folder to load into (default: INBOX, or each FILE's base name)")
       ->type_name("FOLDER");

@@ -1133,6 +1133,34 @@ TEST_F(OperatorStore, AnotherUserTheStoreLetsInIsRefused) {
   }
 }
 
+// Root is refused in the mail user's store, so root hands it a file on standard input:
+// `sudo -u mailsrv storemove import -s /dev/stdin < root's-file`. Opening /dev/stdin again
+// checked the file's permissions, "Permission denied", exit 74 (helper-126 M2); `-` was taken for
+// a file of that name. Standard input is used as the shell opened it.
+TEST_F(OperatorStore, TheStoresOwnerImportsAFileRootOpenedForIt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run as another user";
+  ::chmod(dir_.path().c_str(), 0755);
+  const std::string mbox = dir_ / "root-only.mbox";
+  WriteFileAtomic(mbox, "From a@example.com Mon Jan  1 00:00:00 2024\nSubject: one\n\nfirst\n\n"
+                        "From b@example.com Mon Jan  1 00:00:01 2024\nSubject: two\n\nsecond\n", 0600);
+  ASSERT_EQ(std::system(("chown -R 65534:65534 '" + root_ + "'").c_str()), 0);
+  for (const std::string path : {"/dev/stdin", "-"}) {
+    const std::string user = path == "-" ? "dash" : "stdin";
+    const std::string line = "setpriv --reuid=65534 --regid=65534 --clear-groups " + std::string(STOREMOVE_BIN) +
+                             " import --store '" + root_ + "' -u " + user + " -s " + path + " < '" + mbox + "' 2>&1";
+    FILE* pipe = ::popen(line.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    std::string out;
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+    EXPECT_EQ(::pclose(pipe), 0) << path << ": " << out;
+    EXPECT_NE(out.find("imported 2 messages"), std::string::npos) << path << ": " << out;
+  }
+  ASSERT_EQ(std::system(("chown -R 0:0 '" + root_ + "'").c_str()), 0);
+  auto store = store::Store::Open(root_);
+  for (const char* user : {"stdin", "dash"}) EXPECT_EQ(store->OpenFolder(user, "INBOX")->Snapshot().messages.size(), 2u) << user;
+}
+
 // backup -f into a directory reached through the user's own link (a backup directory linked to a
 // NAS mount): a new backup was written whole, then "open DIR: Not a directory", exit 74 (helper-84).
 TEST_F(OperatorStore, BackupIntoALinkedDirectoryCompletes) {
