@@ -13,14 +13,22 @@
 #include <ctime>
 
 #include "util/error.h"
+#include "util/foreign_link.h"
+#include "util/fs.h"
 #include "util/iso_time.h"
 
 namespace storemove::stream::net {
 namespace {
 
-int OpenLogFile(const std::string& path) {
+// The log file. Its path is followed as the administrator's, not through a link another user
+// planted (helper-126 M3: root's serve appended to a file a link in a sticky directory named);
+// checked at every reopen, as logrotate leaves the name free meanwhile. Throws kAuth or kIo.
+UniqueFd OpenLogFile(const std::string& path) {
+  RefuseForeignLink(path, "--log file");
   // 0640: the log names users and peers.
-  return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  if (fd < 0) Throw(Errc::kIo, "cannot open " + path + ": " + std::strerror(errno));
+  return UniqueFd(fd);
 }
 
 // systemd connects a service's standard error to the journal and says so in JOURNAL_STREAM
@@ -64,9 +72,13 @@ std::unique_ptr<ServeLog> ServeLog::Open(const std::string& target) {
     ::openlog("storemove", LOG_PID, LOG_DAEMON);
     return std::unique_ptr<ServeLog>(new ServeLog(Target::kSyslog, "", -1));
   }
-  int fd = OpenLogFile(target);
-  if (fd < 0) Throw(Errc::kIo, "--log: cannot open " + target + ": " + std::strerror(errno));
-  return std::unique_ptr<ServeLog>(new ServeLog(Target::kFile, target, fd));
+  UniqueFd fd;
+  try {
+    fd = OpenLogFile(target);
+  } catch (const Error& e) {
+    Throw(e.code(), std::string("--log: ") + e.what());
+  }
+  return std::unique_ptr<ServeLog>(new ServeLog(Target::kFile, target, fd.release()));
 }
 
 ServeLog::ServeLog(std::ostream& out) : target_(Target::kStream), stream_(&out) {}
@@ -92,9 +104,11 @@ void ServeLog::ReopenIfRequested() {
 
 void ServeLog::ReopenLocked() {
   if (target_ != Target::kFile) return;
-  int fd = OpenLogFile(path_);
-  if (fd < 0) {
-    WriteLocked(LogPriority::kError, "storemove serve: cannot reopen the log " + path_ + ": " + std::strerror(errno) +
+  int fd = -1;
+  try {
+    fd = OpenLogFile(path_).release();
+  } catch (const Error& e) {
+    WriteLocked(LogPriority::kError, std::string("storemove serve: reopening the log: ") + e.what() +
                                          "; still writing to the file open before");
     return;
   }

@@ -1041,6 +1041,17 @@ TEST_F(OperatorStore, FilesAnotherUserPlantedDoNotRedirectOrExposeMail) {
   refused(r, "backup groups file " + root_ + "/config/backup-groups.conf");
   EXPECT_EQ(r.out.find("Hunter2"), std::string::npos) << r.Describe();
 
+  // serve's log through their link (helper-126 M3: root's serve appended its lines to the target).
+  const std::string victim = dir_ / "victim";
+  std::ofstream(victim) << "ORIGINAL\n";
+  plant_link(victim, pub + "/serve.log");
+  ASSERT_EQ(RunCli({"keygen", dir_ / "serve.key"}).status, 0);
+  // (Bounded: a serve that takes the log runs until stopped.)
+  r = storemove::testing::RunProgram("/usr/bin/timeout", {"60", STOREMOVE_BIN, "serve", "--store", root_, "--listen", "127.0.0.1:0",
+                                                          "--key", dir_ / "serve.key", "--log", pub + "/serve.log"});
+  refused(r, "--log file " + pub + "/serve.log");
+  EXPECT_EQ(storemove::testing::SlurpFile(victim), "ORIGINAL\n");
+
   // root's own link is followed, as before.
   fs::remove(root_ + "/config/backup-groups.conf");
   ASSERT_EQ(::symlink(loot.c_str(), (pub + "/mine.stream").c_str()), 0);
