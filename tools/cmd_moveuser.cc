@@ -159,7 +159,8 @@ void AddMoveUserCommand(CLI::App& root, Action* chosen) {
       "A new folder appears only when complete, with the source's UIDVALIDITY and UIDs; a rerun fetches only\n"
       "what is missing. Exit 0 = every user complete and on disk; 75 = a user failed, a rerun may finish it;\n"
       "65 = every failed user needs a change first (credentials refused, a folder name the store cannot take, a user\n"
-      "marked moved here); 77 = a password file others may read or another user owns (chmod 600, chown);\n"
+      "marked moved here); 77 = a password file others may read or another user owns (chmod 600, chown), or in a\n"
+      "directory others may write to (chmod go-w);\n"
       "64 = a bad option or file.");
   AddStoreOption(command, &o->store_dir);
   command->add_option("--from", o->source.url, "the IMAP server: imap://HOST[:PORT] or imaps://HOST[:PORT]")
