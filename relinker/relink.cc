@@ -341,6 +341,9 @@ class PartitionPass {
         }
         return;
       }
+      // An entry gives its mode and owner to every copy linked to it: made only of a file as
+      // writers make them (a copy made 0644 by hand is left alone, SameOwnerAndMode).
+      if (!AsNewMessage(st)) return;
       bool added = false;
       if (!Guarded(path, [&] { added = repository_.AddIfMissing(key.digest, path); })) return;
       if (added) {
@@ -452,6 +455,7 @@ class PartitionPass {
                        const struct stat& st) {
     if (uint64_t(ts.st_nlink) >= link_limit_) return LinkResult::kTargetFull;
     if (uint64_t(ts.st_nlink) + uint64_t(st.st_nlink) > link_limit_) return LinkResult::kLeft;
+    if (!SameOwnerAndMode(ts, st)) return LinkResult::kLeft;
     LinkResult result = ReplaceWithLink(target, IdOf(ts), path, IdOf(st));
     switch (result) {
       case LinkResult::kLinked: ++stats_.linked; break;

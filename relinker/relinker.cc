@@ -214,6 +214,7 @@ bool Repository::LinkToEntry(const Digest& digest, int entry, int dirfd, const s
   if (::fstat(entry, &es) != 0) ThrowErrno("stat " + EntryPath(digest));
   if (::fstatat(dirfd, name.c_str(), &fs, AT_SYMLINK_NOFOLLOW) != 0) ThrowErrno("stat " + shown);
   if (es.st_dev == fs.st_dev && es.st_ino == fs.st_ino) return false;
+  if (!SameOwnerAndMode(es, fs)) return false;
   if (options_.max_links && uint64_t(es.st_nlink) >= options_.max_links) return false;
   // A name the stale-temporary sweep knows (tmp.<pid>.<token>), should a kill leave it.
   const std::string temp = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
@@ -247,12 +248,21 @@ bool Repository::LinkToEntry(const Digest& digest, int entry, int dirfd, const s
 
 std::optional<store::StagedMessage> Repository::StageLink(store::Folder& folder, const std::string& existing,
                                                            const store::MessageMeta& meta) const {
-  if (options_.max_links) {
-    struct stat st;
-    UniqueFd fd = TryOpenAt(AT_FDCWD, existing, O_PATH, 0, existing);
-    if (fd.valid() && ::fstat(fd.get(), &st) == 0 && uint64_t(st.st_nlink) >= options_.max_links) return std::nullopt;
+  struct stat st;
+  UniqueFd fd = TryOpenAt(AT_FDCWD, existing, O_PATH, 0, existing);
+  if (fd.valid() && ::fstat(fd.get(), &st) == 0) {
+    if (options_.max_links && uint64_t(st.st_nlink) >= options_.max_links) return std::nullopt;
+    if (!AsNewMessage(st)) return std::nullopt;
   }
   return folder.StageLink(existing, meta);
+}
+
+bool SameOwnerAndMode(const struct stat& a, const struct stat& b) {
+  return a.st_uid == b.st_uid && a.st_gid == b.st_gid && (a.st_mode & 07777) == (b.st_mode & 07777);
+}
+
+bool AsNewMessage(const struct stat& st) {
+  return st.st_uid == ::geteuid() && (st.st_mode & 07777) == 0600;
 }
 
 }  // namespace storemove::relinker

@@ -6,6 +6,8 @@
 // already the same inode).
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -96,5 +98,13 @@ class Repository {
   std::vector<UniqueFd> bucket_fds_;  // flat layout: =digest/<h1> by its first digest byte, opened on first use
   bool keep_buckets_open_ = true;     // decided with bucket_fds_' first use, by the open-file limit
 };
+
+// A hard link makes two messages one inode, with one owner and one mode. Linked only when that
+// changes neither (helper-126 M4: a message made 0644 by hand, or another user's, gave its mode
+// and owner to every identical message relink or restore linked to it):
+// two files of the same owner, group and mode;
+bool SameOwnerAndMode(const struct stat& a, const struct stat& b);
+// a file as this process makes a new message: its own, mode 0600.
+bool AsNewMessage(const struct stat& st);
 
 }  // namespace storemove::relinker

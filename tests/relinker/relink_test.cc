@@ -634,6 +634,37 @@ pid_t GonePid() {
   return pid;
 }
 
+// A hard link makes identical messages one inode with one mode and owner: a copy an
+// administrator made 0644 (or one of another owner's) gave its mode to every message linked to
+// it, or lost its own (helper-126 M4). Such a copy is left alone; the others are linked.
+TEST(Relink, NeverChangesAMessagesModeOrOwner) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('x', 3000);
+  std::map<std::string, std::string> path_of;
+  for (const char* user : {"alice", "bob", "carol", "dave"}) {
+    s->CreateUser(user);
+    path_of[user] = s->OpenFolder(user, "INBOX")->MessagePath(Deliver(*s, user, "INBOX", x));
+  }
+  ASSERT_EQ(::chmod(path_of["alice"].c_str(), 0644), 0);
+  ASSERT_EQ(::chown(path_of["dave"].c_str(), 65534, 65534), 0);
+  std::map<std::string, struct stat> before;
+  for (const auto& [user, path] : path_of) ASSERT_EQ(::stat(path.c_str(), &before[user]), 0);
+  const RelinkStats stats = Relink(*s, {});
+  EXPECT_EQ(stats.collisions, 0u);
+  for (const auto& [user, path] : path_of) {
+    struct stat now;
+    ASSERT_EQ(::stat(path.c_str(), &now), 0);
+    EXPECT_EQ(now.st_mode, before[user].st_mode) << user;
+    EXPECT_EQ(now.st_uid, before[user].st_uid) << user;
+    EXPECT_EQ(ReadFile(path), x) << user;
+  }
+  struct stat b, c;
+  ASSERT_EQ(::stat(path_of["bob"].c_str(), &b), 0);
+  ASSERT_EQ(::stat(path_of["carol"].c_str(), &c), 0);
+  EXPECT_EQ(b.st_ino, c.st_ino) << "the two copies of one mode and owner are still linked";
+}
+
 // A writer killed between its two steps leaves a temporary name: here a relink's link to x's
 // entry (which then keeps that entry from -d) and a repository replacement's. The next relink
 // removes those whose process is gone and which are old enough, and nothing else: not a running
