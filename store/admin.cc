@@ -953,7 +953,15 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
   // transaction would leave it on hold, its mail queued here instead of routed to its new host,
   // and a rerun of migrate would take it for a user not yet moved.
   const bool status_kept = info.status.state == UserState::kHold || info.status.state == UserState::kMoved;
-  if (!status_kept) store.SetUserStatus(user, UserStatus{UserState::kHold, ""});
+  if (options.before_hold) options.before_hold();
+  bool held_here = false;
+  if (!status_kept) {
+    // Not over a move made since the read (`user --status moved:HOST` takes no write lock): the
+    // hold overwrote it, and the deletion then removed the record that defers late mail.
+    const auto before = store.SetUsersStatus({std::string(user)}, UserStatus{UserState::kHold, ""},
+                                             Store::MovedUsers::kLeave);
+    held_here = before.at(0).second.state != UserState::kMoved;
+  }
   if (options.before_folders) options.before_folders();
 
   struct Doomed {
@@ -1029,7 +1037,7 @@ std::vector<std::string> DeleteUser(Store& store, std::string_view user, DeleteU
         true);
   } catch (...) {
     doomed.clear();  // unlock before touching the user record again
-    if (!status_kept) {
+    if (held_here) {
       try {
         // Only the hold this deletion set goes back: a status set since (moved by a migrate's
         // switch) stays.

@@ -72,6 +72,8 @@ struct DeleteUserOptions {
   // Tests: called once the status is set for the deletion, before any folder is touched (a
   // kill -9 there leaves the user with that status).
   std::function<void()> before_folders = nullptr;
+  // Tests: called after the status is read, before the deletion's hold is set.
+  std::function<void()> before_hold = nullptr;
 };
 // Deletes a user: every mailbox, subscription, quota, verification and user record in one
 // transaction, the user's identifier from other mailboxes' ACLs, then the files. Refused

@@ -233,6 +233,19 @@ TEST(AdminDelete, AUserMovedDuringItsDeletionKeepsItsForwardingRecord) {
   EXPECT_TRUE(store->ListFolders("joe").empty());
 }
 
+// The same move landing between the deletion's read of the status and its hold: the hold
+// overwrote it (helper-125), and the deletion then removed the record.
+TEST(AdminDelete, AUserMovedJustBeforeItsDeletionsHoldKeepsItsForwardingRecord) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  store->CreateFolder("joe", "INBOX");
+  DeleteUser(*store, "joe",
+             {.force = true, .before_hold = [&] { store->SetUserStatus("joe", UserStatus::Parse("moved:mail2.example")); }});
+  ASSERT_TRUE(store->FindUser("joe"));
+  EXPECT_EQ(store->FindUser("joe")->status.ToString(), "moved:mail2.example");
+  EXPECT_TRUE(store->ListFolders("joe").empty());
+}
+
 // A moved user taken back at the source while its deletion runs (`user --status active
 // --include-moved`) gets its mail here again: without --force its deletion is refused then, as it
 // would have been had it begun afterwards, and nothing is deleted (helper-124: its record went,
