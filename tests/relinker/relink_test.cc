@@ -20,6 +20,7 @@
 #include "relinker/relinker.h"
 #include "store/admin.h"
 #include "store/generate.h"
+#include "tests/support/gone_pid.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
 #include "util/error.h"
@@ -625,14 +626,7 @@ TEST(Relink, PurgeRemovesOnlyEntriesNothingLinksTo) {
   EXPECT_EQ(ReadAll(*s).size(), 2u);
 }
 
-// A pid no process has: a child that has exited and been reaped.
-pid_t GonePid() {
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return pid;
-}
+using storemove::testing::GonePid;
 
 // A hard link makes identical messages one inode with one mode and owner: a copy an
 // administrator made 0644 (or one of another owner's) gave its mode to every message linked to

@@ -14,6 +14,7 @@
 
 #include <atomic>
 
+#include "tests/support/gone_pid.h"
 #include "tests/support/error_code.h"
 #include "store/index.h"
 #include "store/mboxlist.h"
@@ -505,14 +506,7 @@ TEST(Store, ACommitOntoALeftoverLinkOfTheSameFileLeavesNoStagedName) {
   EXPECT_EQ(b->Snapshot().messages.at(0).uid, 1u);
 }
 
-// A pid no process has: a child that has exited and been reaped.
-pid_t GonePid() {
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return pid;
-}
+using storemove::testing::GonePid;
 
 // A writer killed between writing its message and committing it leaves `tmp.<pid>.<token>`
 // (invisible, but its bytes stay on the disk). The next writer to commit to the folder, a rerun

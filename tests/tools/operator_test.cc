@@ -99,6 +99,37 @@ size_t Occurrences(const std::string& text, const std::string& what) {
   return n;
 }
 
+// Store::Open(root) in a child running as nobody: "opened", or "<Errc> <message>"; "setuid
+// failed" when the child could not become nobody.
+std::string OpenAsNobody(const std::string& root) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return "pipe failed";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipe_fds[0]);
+    std::string what = "opened";
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) {
+      what = "setuid failed";
+    } else {
+      try {
+        store::Store::Open(root);
+      } catch (const storemove::Error& e) {
+        what = std::to_string(int(e.code())) + " " + e.what();
+      }
+    }
+    (void)!::write(pipe_fds[1], what.data(), what.size());
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::string got;
+  char buf[512];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) got.append(buf, size_t(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return got;
+}
+
 class OperatorStore : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -1109,29 +1140,7 @@ TEST_F(OperatorStore, AnotherUserTheStoreLetsInIsRefused) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run as another user";
   ASSERT_EQ(std::system(("chmod -R o+rwX '" + root_ + "'").c_str()), 0);
   ::chmod(dir_.path().c_str(), 0755);
-  int pipe_fds[2];
-  ASSERT_EQ(::pipe(pipe_fds), 0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(pipe_fds[0]);
-    std::string what = "opened";
-    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
-    try {
-      store::Store::Open(root_);
-    } catch (const storemove::Error& e) {
-      what = std::to_string(int(e.code())) + " " + e.what();
-    }
-    (void)!::write(pipe_fds[1], what.data(), what.size());
-    ::_exit(0);
-  }
-  ::close(pipe_fds[1]);
-  std::string got;
-  char buf[512];
-  for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) got.append(buf, size_t(n));
-  ::close(pipe_fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ASSERT_EQ(status, 0);
+  const std::string got = OpenAsNobody(root_);
   EXPECT_EQ(got.rfind(std::to_string(int(storemove::Errc::kAuth)) + " store " + root_ + ": " + root_ +
                           "/mboxlist belongs to root (uid 0) and this command runs as nobody (uid 65534)",
                       0),
@@ -1200,29 +1209,7 @@ TEST_F(OperatorStore, AStoreThisUserMayNotReadIsSaidSo) {
   ASSERT_EQ(::chmod((root_ + "/mboxlist").c_str(), 0700), 0);
   ::chmod(root_.c_str(), 0755);
   ::chmod(dir_.path().c_str(), 0755);
-  int pipe_fds[2];
-  ASSERT_EQ(::pipe(pipe_fds), 0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(pipe_fds[0]);
-    std::string what = "opened";
-    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(10);
-    try {
-      store::Store::Open(root_);
-    } catch (const storemove::Error& e) {
-      what = std::to_string(int(e.code())) + " " + e.what();
-    }
-    (void)!::write(pipe_fds[1], what.data(), what.size());
-    ::_exit(0);
-  }
-  ::close(pipe_fds[1]);
-  std::string got;
-  char buf[512];
-  for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) got.append(buf, size_t(n));
-  ::close(pipe_fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ASSERT_EQ(status, 0);
+  const std::string got = OpenAsNobody(root_);
   EXPECT_EQ(got.rfind(std::to_string(int(storemove::Errc::kAuth)) + " store " + root_ + ": " + root_ +
                           "/mboxlist cannot be read by this user, nobody (uid 65534) (it belongs to root (uid 0))",
                       0),
