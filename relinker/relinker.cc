@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "relinker/list_directory.h"
+#include "store/stale_temporaries.h"
 #include "util/error.h"
 
 namespace storemove::relinker {
@@ -217,7 +218,7 @@ bool Repository::LinkToEntry(const Digest& digest, int entry, int dirfd, const s
   if (!SameOwnerAndMode(es, fs)) return false;
   if (options_.max_links && uint64_t(es.st_nlink) >= options_.max_links) return false;
   // A name the stale-temporary sweep knows (tmp.<pid>.<token>), should a kill leave it.
-  const std::string temp = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
+  const std::string temp = store::NewTemporaryName();
   const std::string entry_path = EntryPath(digest);
   if (int err = LinkAt(AT_FDCWD, entry_path, dirfd, temp)) {
     if (err == EMLINK || err == ENOENT || err == EXDEV) return false;

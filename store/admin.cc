@@ -31,6 +31,7 @@
 #include "store/mboxlist.h"
 #include "store/names.h"
 #include "store/repository_layout.h"
+#include "store/stale_temporaries.h"
 #include "util/bytes.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -516,14 +517,14 @@ void Stage(Relocation& r, bool sync, CrossFilesystemSharing& sharing) {
   if (::fstat(r.src->fd(), &src_st) != 0) ThrowErrno("stat " + r.src_path);
   if (::fstat(r.dst->fd(), &dst_st) != 0) ThrowErrno("stat " + r.dst_path);
   const bool same_fs = src_st.st_dev == dst_st.st_dev;
-  const std::string tmp_prefix = "tmp." + std::to_string(::getpid()) + ".";
+
   for (const MessageMeta& m : r.contents.records) {
     const std::string rel = MessageRelPath(m.uid);
     const std::string bucket = rel.substr(0, rel.find('/'));
     if (r.buckets.insert(bucket).second)
       if (int err = MkdirAt(r.dst->fd(), bucket, 0700); err != 0 && err != EEXIST)
         ThrowErrno("mkdir " + r.dst_path + "/" + bucket, err);
-    const std::string tmp = tmp_prefix + RandomToken();
+    const std::string tmp = NewTemporaryName();
     try {
       bool linked = false;
       if (same_fs) {

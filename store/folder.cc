@@ -164,7 +164,7 @@ int Folder::MessageDirFd(uint32_t uid, std::string* name) const {
 }
 
 std::unique_ptr<MessageWriter> Folder::NewMessage() {
-  std::string name = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
+  std::string name = NewTemporaryName();
   UniqueFd fd = OpenAt(dir_.get(), name, O_WRONLY | O_CREAT | O_EXCL, 0600, path_ + "/" + name);
   return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(name), std::move(fd)));
 }
@@ -184,7 +184,7 @@ std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
 }
 
 std::optional<StagedMessage> Folder::StageLink(const std::string& existing_path, MessageMeta meta) {
-  std::string name = "tmp." + std::to_string(::getpid()) + "." + RandomToken();
+  std::string name = NewTemporaryName();
   if (int err = LinkAt(AT_FDCWD, existing_path, dir_.get(), name)) {
     // ENOENT: the file went away after the caller proved it (a repository entry `relink -d`
     // purged meanwhile); the caller's copy of the bytes still serves.

@@ -27,6 +27,16 @@ pid_t WriterPid(std::string_view name) {
   return pid;
 }
 
+// "n<inode>." of this process's pid namespace, or "" when /proc does not say.
+const std::string& NamespaceTag() {
+  static const std::string tag = [] {
+    struct stat st;
+    if (::stat("/proc/self/ns/pid", &st) != 0) return std::string();
+    return "n" + std::to_string(uint64_t(st.st_ino)) + ".";
+  }();
+  return tag;
+}
+
 bool ProcessRuns(pid_t pid) {
   // EPERM: it runs, under another user.
   return ::kill(pid, 0) == 0 || errno != ESRCH;
@@ -77,7 +87,13 @@ uint64_t RemoveStaleTemporaries(int dirfd, const std::string& shown, std::chrono
   return removed;
 }
 
+std::string NewTemporaryName() {
+  return "tmp." + std::to_string(::getpid()) + "." + NamespaceTag() + RandomToken();
+}
+
 uint64_t RemoveTemporariesOfGoneWriters(int dirfd) {
+  const std::string& tag = NamespaceTag();
+  if (tag.empty()) return 0;
   const int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return 0;
   std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd), ::closedir);
@@ -87,8 +103,11 @@ uint64_t RemoveTemporariesOfGoneWriters(int dirfd) {
   }
   uint64_t removed = 0;
   while (const dirent* e = ::readdir(dir.get())) {
-    const pid_t pid = WriterPid(e->d_name);
-    if (pid == 0 || ProcessRuns(pid)) continue;
+    const std::string_view name = e->d_name;
+    const pid_t pid = WriterPid(name);
+    if (pid == 0) continue;
+    const std::string_view token = name.substr(name.find('.', 4) + 1);
+    if (!token.starts_with(tag) || ProcessRuns(pid)) continue;
     struct stat st;
     if (::fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
     if (::unlinkat(dirfd, e->d_name, 0) == 0) ++removed;

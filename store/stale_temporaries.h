@@ -32,10 +32,18 @@ bool IsStaleTemporary(std::string_view name, const struct stat& st, std::time_t 
 // returns how many it removed. One already gone is not an error.
 uint64_t RemoveStaleTemporaries(int dirfd, const std::string& shown, std::chrono::seconds min_age);
 
-// Removes, directly in `dirfd`, the `tmp.<pid>.<token>` files whose process is not running here,
-// whatever their age: the writer that would have renamed them is certainly gone (the store is one
-// host's, as its Berkeley DB environment is). Best effort, for writers about to commit to the
-// folder: garbage that cannot be removed never fails a delivery. Returns how many it removed.
+// A new temporary name for this process: `tmp.<pid>.n<ns>.<random>`, where <ns> is the inode of
+// its pid namespace (/proc/self/ns/pid), or `tmp.<pid>.<random>` when that cannot be read. The
+// namespace says in which namespace <pid> can be asked about: a container's writer sharing the
+// store has pids the host does not know (helper-128: a delivery on the host removed the staged
+// files of a live import in a container).
+std::string NewTemporaryName();
+
+// Removes, directly in `dirfd`, the temporaries of writers in this process's pid namespace whose
+// process is not running, whatever their age: the writer that would have renamed them is gone.
+// Others (another namespace's, or names without one) are left to relink's age rule. Best effort,
+// for writers about to commit to the folder: garbage that cannot be removed never fails a
+// delivery. Returns how many it removed.
 uint64_t RemoveTemporariesOfGoneWriters(int dirfd);
 
 }  // namespace storemove::store

@@ -19,6 +19,7 @@
 #include "store/index.h"
 #include "store/mboxlist.h"
 #include "store/names.h"
+#include "store/stale_temporaries.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
 #include "util/error.h"
@@ -518,15 +519,25 @@ TEST(Store, TheFirstCommitRemovesTheTemporariesOfWritersThatAreGone) {
   auto store = Store::Init(tmp / "store", {"primary"});
   store->CreateUser("joe");
   const std::string inbox = store->OpenFolder("joe", "INBOX")->path();
-  const std::string gone = inbox + "/tmp." + std::to_string(GonePid()) + ".k1lled";
-  const std::string running = inbox + "/tmp." + std::to_string(::getppid()) + ".runn1ng";
-  const std::string renamed = inbox + "/store.idx.tmp.wr1te";  // relink's to judge, by its age
+  // A name as this namespace's writers make it, with the pid of a process that is gone.
+  std::string made = NewTemporaryName();  // tmp.<pid>.n<ns>.<random>
+  ASSERT_EQ(made.rfind("tmp." + std::to_string(::getpid()) + ".n", 0), 0u) << made;
+  const std::string ns_and_token = made.substr(made.find('.', 4) + 1);
+  const std::string gone = inbox + "/tmp." + std::to_string(GonePid()) + "." + ns_and_token;
+  const std::string running = inbox + "/tmp." + std::to_string(::getppid()) + "." + ns_and_token;
+  // Its process is gone, but in another pid namespace (a container's writer sharing the store:
+  // its pid means nothing here, helper-128), or of a name without a namespace (an older
+  // version's): relink's to judge, by its age.
+  const std::string other_namespace = inbox + "/tmp." + std::to_string(GonePid()) + ".n1.r4nd0m";
+  const std::string without_namespace = inbox + "/tmp." + std::to_string(GonePid()) + ".k1lled";
+  const std::string renamed = inbox + "/store.idx.tmp.wr1te";
   const std::string other = inbox + "/tmp.notapid";
-  for (const std::string& p : {gone, running, renamed, other}) WriteFileAtomic(p, "left behind", 0600);
+  for (const std::string& p : {gone, running, other_namespace, without_namespace, renamed, other})
+    WriteFileAtomic(p, "left behind", 0600);
   auto folder = store->OpenFolder("joe", "INBOX");
   Deliver(*folder, "Subject: one\r\n\r\nbody\r\n");
   EXPECT_FALSE(PathExists(gone));
-  for (const std::string& p : {running, renamed, other}) EXPECT_TRUE(PathExists(p)) << p;
+  for (const std::string& p : {running, other_namespace, without_namespace, renamed, other}) EXPECT_TRUE(PathExists(p)) << p;
   EXPECT_EQ(folder->Snapshot().messages.size(), 1u);
 }
 
