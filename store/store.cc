@@ -276,9 +276,11 @@ int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
 // leaves directories, lock files and database logs of its own there, mode 0600/0700, that the
 // owner cannot open: the owner's sessions then fail until somebody chowns them (security review
 // #10). Refused before anything is made. The owner is the owner of the database environment
-// (mboxlist/); root is refused as well where any partition, or the top directory (for anyone else
-// it may be root's: a mount point), is another user's (helper-126: a top directory of root's, a mount point, let root
-// in; another user with access through an ACL was never refused). A read-only snapshot gets
+// (mboxlist/); root is refused as well where the top directory is another user's (for anyone
+// else it may be root's: a mount point). helper-126: a top directory of root's let root into a
+// store whose mboxlist/ was another user's; another user let in by an ACL was never refused.
+// Partitions are not asked: one on a share that maps its owners (root_squash) would lock out
+// root and the owner alike (helper-128). A read-only snapshot gets
 // nothing written, so anyone who can read it may.
 void RefuseAnotherUsersStore(const std::string& root) {
   const uid_t me = ::geteuid();
@@ -289,19 +291,7 @@ void RefuseAnotherUsersStore(const std::string& root) {
   struct stat db;
   const bool has_db = ::stat(mboxlist.c_str(), &db) == 0;
   if (has_db) owned.emplace_back(mboxlist, db.st_uid);
-  if (me == 0) {
-    if (st.st_uid != 0) owned.emplace(owned.begin(), root, st.st_uid);
-    const std::string parts = root + "/partition";
-    if (DIR* dir = ::opendir(parts.c_str())) {
-      while (const dirent* e = ::readdir(dir)) {
-        if (e->d_name[0] == '.') continue;
-        const std::string part = parts + "/" + e->d_name;
-        struct stat ps;
-        if (::stat(part.c_str(), &ps) == 0 && S_ISDIR(ps.st_mode)) owned.emplace_back(part, ps.st_uid);
-      }
-      ::closedir(dir);
-    }
-  }
+  if (me == 0 && st.st_uid != 0) owned.emplace(owned.begin(), root, st.st_uid);
   const auto other = std::find_if(owned.begin(), owned.end(), [&](const auto& o) { return o.second != me; });
   if (other == owned.end()) return;
   struct statvfs fs;
