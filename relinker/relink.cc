@@ -343,7 +343,10 @@ class PartitionPass {
       }
       // An entry gives its mode and owner to every copy linked to it: made only of a file as
       // writers make them (a copy made 0644 by hand is left alone, SameOwnerAndMode).
-      if (!AsNewMessage(st)) return;
+      if (!AsNewMessage(st)) {
+        ++stats_.owner_or_mode;
+        return;
+      }
       bool added = false;
       if (!Guarded(path, [&] { added = repository_.AddIfMissing(key.digest, path); })) return;
       if (added) {
@@ -455,7 +458,10 @@ class PartitionPass {
                        const struct stat& st) {
     if (uint64_t(ts.st_nlink) >= link_limit_) return LinkResult::kTargetFull;
     if (uint64_t(ts.st_nlink) + uint64_t(st.st_nlink) > link_limit_) return LinkResult::kLeft;
-    if (!SameOwnerAndMode(ts, st)) return LinkResult::kLeft;
+    if (!SameOwnerAndMode(ts, st)) {
+      ++stats_.owner_or_mode;
+      return LinkResult::kLeft;
+    }
     LinkResult result = ReplaceWithLink(target, IdOf(ts), path, IdOf(st));
     switch (result) {
       case LinkResult::kLinked: ++stats_.linked; break;
@@ -623,6 +629,7 @@ std::string FormatRelinkTable(const RelinkStats& s) {
          std::to_string(s.collisions) + ", below minimum size " + std::to_string(s.too_small) +
          ", expunged meanwhile " + std::to_string(s.vanished) + ", purged " + std::to_string(s.purged) +
          ", stale temporary files removed " + std::to_string(s.stale_removed) +
+         (s.owner_or_mode ? ", left for their owner or mode " + std::to_string(s.owner_or_mode) : "") +
          (s.damaged_entries ? ", damaged repository entries replaced " + std::to_string(s.damaged_entries) : "") +
          (s.damaged_messages ? ", damaged messages " + std::to_string(s.damaged_messages) : "") +
          (s.damaged_entry_links ? ", other links of damaged entries " + std::to_string(s.damaged_entry_links) : "") +

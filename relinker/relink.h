@@ -63,6 +63,9 @@ struct RelinkStats {
   uint64_t vanished = 0;          // messages expunged while the pass ran
   uint64_t purged = 0;            // repository entries removed (-d)
   uint64_t stale_removed = 0;     // temporary files of killed writers removed
+  // Messages left unlinked because a link would change their owner or mode, or another's (one
+  // made 0644 by hand, another user's: SameOwnerAndMode, AsNewMessage).
+  uint64_t owner_or_mode = 0;
   uint64_t damaged_entries = 0;   // entries whose bytes were not their digest's, replaced by a good copy
   // Message files whose bytes are not their record's digest, or of another size (damage): never
   // linked to (one this pass had made an entry, unhashed, is named when a good copy replaces it).

@@ -259,7 +259,10 @@ std::optional<store::StagedMessage> Repository::StageLink(store::Folder& folder,
 }
 
 bool SameOwnerAndMode(const struct stat& a, const struct stat& b) {
-  return a.st_uid == b.st_uid && a.st_gid == b.st_gid && (a.st_mode & 07777) == (b.st_mode & 07777);
+  // The group counts only where the mode gives it something (a setgid directory gives new files
+  // its group: 0600 files of two groups are alike).
+  return a.st_uid == b.st_uid && (a.st_mode & 07777) == (b.st_mode & 07777) &&
+         ((a.st_mode & 0070) == 0 || a.st_gid == b.st_gid);
 }
 
 bool AsNewMessage(const struct stat& st) {

@@ -56,6 +56,7 @@ int RunRelink(RelinkCommandOptions& options) {
                           {"vanished", stats.vanished},
                           {"purged", stats.purged},
                           {"stale_temporaries_removed", stats.stale_removed},
+                          {"left_for_owner_or_mode", stats.owner_or_mode},
                           {"damaged_entries_replaced", stats.damaged_entries},
                           {"damaged_messages", stats.damaged_messages},
                           {"damaged_named", stats.damaged_named},

@@ -630,7 +630,9 @@ using storemove::testing::GonePid;
 
 // A hard link makes identical messages one inode with one mode and owner: a copy an
 // administrator made 0644 (or one of another owner's) gave its mode to every message linked to
-// it, or lost its own (helper-126 M4). Such a copy is left alone; the others are linked.
+// it, or lost its own (helper-126 M4). Such a copy is left alone and counted; the others are
+// linked, whatever their group when the mode gives the group nothing (helper-128 M3: a copy of
+// another group kept the ordinary ones from ever being linked).
 TEST(Relink, NeverChangesAMessagesModeOrOwner) {
   TempDir dir;
   auto s = store::Store::Init(dir / "store", {"primary"});
@@ -642,10 +644,14 @@ TEST(Relink, NeverChangesAMessagesModeOrOwner) {
   }
   ASSERT_EQ(::chmod(path_of["alice"].c_str(), 0644), 0);
   ASSERT_EQ(::chown(path_of["dave"].c_str(), 65534, 65534), 0);
+  ASSERT_EQ(::chown(path_of["bob"].c_str(), 0, 65534), 0);  // another group, mode 0600: alike
   std::map<std::string, struct stat> before;
   for (const auto& [user, path] : path_of) ASSERT_EQ(::stat(path.c_str(), &before[user]), 0);
   const RelinkStats stats = Relink(*s, {});
   EXPECT_EQ(stats.collisions, 0u);
+  EXPECT_EQ(stats.linked, 1u);
+  EXPECT_EQ(stats.owner_or_mode, 2u);  // alice's 0644, dave's of another owner
+  EXPECT_NE(FormatRelinkTable(stats).find(", left for their owner or mode 2"), std::string::npos);
   for (const auto& [user, path] : path_of) {
     struct stat now;
     ASSERT_EQ(::stat(path.c_str(), &now), 0);
