@@ -51,7 +51,7 @@ bool HasControlCharacter(std::string_view s) {
 // /dev/stdin checks the permissions of the file behind it, which its holder may lack (helper-126:
 // `sudo -u mailsrv storemove import -s /dev/stdin < f` with root's f, "Permission denied", while
 // the shell had opened it for us). /dev/fd/N stays a path: N may be one of this process's own.
-int InheritedFd(const std::string& path) { return path == "-" || path == "/dev/stdin" ? 0 : -1; }
+int InheritedFd(const std::string& path) { return IsStandardInput(path) ? 0 : -1; }
 
 UniqueFd OpenMbox(const std::string& path) {
   if (const int inherited = InheritedFd(path); inherited >= 0) {
@@ -231,6 +231,8 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
 }
 
 }  // namespace
+
+bool IsStandardInput(const std::string& path) { return path == "-" || path == "/dev/stdin"; }
 
 std::string FolderForFile(const std::string& path) {
   std::string_view name = path;

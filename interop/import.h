@@ -86,6 +86,9 @@ std::vector<ImportJob> ReadImportList(const std::string& list_path);
 // ("/x/Sent.mbox" -> "Sent", "inbox" -> "inbox", which the store reads as INBOX).
 std::string FolderForFile(const std::string& path);
 
+// `-` and /dev/stdin: standard input, read as the shell opened it (not opened again by name).
+bool IsStandardInput(const std::string& path);
+
 // Imports the jobs, user by user (a user's jobs keep their order). Every file is opened and checked
 // to begin like an mbox before anything is written, so a missing or foreign file changes nothing.
 // The first error stops the run: what was committed stays (each file of a new folder whole or not

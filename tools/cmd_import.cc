@@ -2,6 +2,7 @@
 // tree (interop/maildir_import.h). Like imsimport
 // it bypasses the user's status and quota (an administrator is loading mail, not an MTA
 // delivering it).
+#include <algorithm>
 #include <signal.h>
 #include <unistd.h>
 
@@ -61,7 +62,14 @@ std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
   if (paths.empty()) Throw(Errc::kInvalidArgument, "import needs an mbox file: -s FILE or FILE...");
   std::vector<interop::ImportJob> jobs;
   std::map<std::string, std::string> file_of_folder;  // FILE...: a folder each
+  // Standard input once, and into a folder named for it (helper-128: `- /dev/stdin` made a folder
+  // "-" of the messages and an empty folder "stdin", exit 0).
+  if (std::count_if(paths.begin(), paths.end(), interop::IsStandardInput) > 1)
+    Throw(Errc::kInvalidArgument, "import: standard input (- or /dev/stdin) is named more than once; it can be read once");
   for (const std::string& path : paths) {
+    if (interop::IsStandardInput(path) && o.folder.empty() && !o.files.empty())
+      Throw(Errc::kInvalidArgument, "import: " + path + " (standard input) has no name to give a folder: give -d FOLDER, "
+                                    "or -s " + path + " for INBOX");
     // -s alone keeps imsimport's default, INBOX; FILE arguments go to their base names.
     std::string folder = !o.folder.empty() ? o.folder : o.files.empty() ? "INBOX" : interop::FolderForFile(path);
     if (::strcasecmp(folder.c_str(), "INBOX") == 0) folder = "INBOX";  // as stored, and said so

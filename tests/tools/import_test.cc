@@ -354,6 +354,29 @@ TEST_F(Import, AMissingOrForeignFileStopsTheRunBeforeAnyWrite) {
   EXPECT_EQ(StoreState(root_), before);
 }
 
+// Standard input among FILE arguments: `- /dev/stdin` made a folder "-" of the messages and an
+// empty folder "stdin", exit 0 (helper-128 L2). Named twice, or as a FILE without -d (it has no
+// base name to give a folder), it is refused before any write; with -d, or as -s, it is read.
+TEST_F(Import, StandardInputIsReadOnceAndIntoANamedFolder) {
+  WriteMbox(dir_ / "in.mbox", Messages("in", 3));
+  const std::string before = StoreState(root_);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"-u", "bob", "-", "/dev/stdin"}, {"-u", "bob", "-"}, {"-u", "bob", "-s", "-", "-d", "X", "/dev/stdin"}}) {
+    std::vector<std::string> full = {"import", "--store", root_};
+    full.insert(full.end(), args.begin(), args.end());
+    CliResult r = storemove::testing::RunCliWithStdinFile(full, dir_ / "in.mbox");
+    EXPECT_EQ(r.status, kUsage) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find("standard input"), std::string::npos) << r.Describe();
+    EXPECT_EQ(StoreState(root_), before);
+  }
+  CliResult r = storemove::testing::RunCliWithStdinFile({"import", "--store", root_, "-u", "bob", "-d", "Arch", "-"},
+                                                        dir_ / "in.mbox");
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 3 messages"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("into user/bob/Arch"), std::string::npos) << r.Describe();
+}
+
 // A pipe can be read once: a FIFO (or /dev/stdin, or a shell's <(zcat ...)) fed in small writes
 // loses nothing; a symlink the administrator names is followed. A file whose lines end in CR
 // alone (an old Mac mbox) is refused with one line before any write, not taken as one empty
