@@ -334,7 +334,7 @@ class PartitionPass {
         // The entry is full: this file becomes the entry the next copies are linked to, if its
         // inode has room for at least one of them once the entry links it too.
         if (MergeInto(repository_.EntryPath(key.digest), es, path, st) == LinkResult::kTargetFull &&
-            uint64_t(st.st_nlink) + 1 < link_limit_) {
+            uint64_t(st.st_nlink) + 1 < link_limit_ && AsNewMessage(st)) {
           if (!Guarded(path, [&] { repository_.Replace(key.digest, path); })) return;
           ++stats_.entries_replaced;
           entry_seen = mine;
@@ -407,6 +407,10 @@ class PartitionPass {
     UniqueFd file = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
     if (!file.valid() || !IsInode(file.get(), IdOf(st)) || DigestOfFile(file.get(), path) != key.digest)
       return false;  // this copy is not its digest's either: verify names it
+    if (!AsNewMessage(st)) {  // the entry gives its mode and owner to what is linked to it: a later copy
+      ++stats_.owner_or_mode;
+      return true;
+    }
     struct stat es;
     const bool counted = ::fstat(entry.get(), &es) == 0;
     if (!Guarded(path, [&] { repository_.Replace(key.digest, path); })) return true;

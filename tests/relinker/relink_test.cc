@@ -422,6 +422,34 @@ TEST(Relink, ADamagedRepositoryEntryIsReplacedNotCountedAsACollision) {
   EXPECT_EQ(ReadFile(entry), x);
 }
 
+// The copy that would replace a damaged entry gives the entry its mode: one made 0644 by hand
+// is not made the entry (helper-128 L1), and is counted; an ordinary copy later is.
+TEST(Relink, ADamagedEntryIsNotReplacedByACopyOfAnotherMode) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string x = Message('x', 3000);
+  for (const char* user : {"a", "b", "c"}) s->CreateUser(user);
+  Deliver(*s, "a", "INBOX", x);
+  Relink(*s, {});
+  const std::string entry = Repository(s->PartitionPath("primary")).EntryPath(DigestOf(x));
+  std::string damaged = x;
+  damaged[10] ^= 1;
+  ASSERT_EQ(::unlink(entry.c_str()), 0);
+  WriteFileAtomic(entry, damaged, 0600);
+  ASSERT_EQ(::chmod(s->OpenFolder("a", "INBOX")->MessagePath(1).c_str(), 0644), 0);
+  RelinkStats stats = Relink(*s, {});
+  EXPECT_EQ(stats.damaged_entries, 0u);
+  EXPECT_EQ(stats.owner_or_mode, 1u);
+  EXPECT_EQ(ReadFile(entry), damaged);
+  Deliver(*s, "c", "INBOX", x);
+  stats = Relink(*s, {});
+  EXPECT_EQ(stats.damaged_entries, 1u);
+  EXPECT_EQ(ReadFile(entry), x);
+  struct stat st;
+  ASSERT_EQ(::stat(entry.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+}
+
 // Flips one byte of a message file in place (its inode and links kept): a disk error.
 void DamageInPlace(const std::string& path) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
