@@ -55,6 +55,10 @@ int InheritedFd(const std::string& path) { return IsStandardInput(path) ? 0 : -1
 
 UniqueFd OpenMbox(const std::string& path) {
   if (const int inherited = InheritedFd(path); inherited >= 0) {
+    // Started with it closed: /dev/null holds it, opened for writing (tools/run_command_line.cc).
+    const int flags = ::fcntl(inherited, F_GETFL);
+    if (flags < 0 || (flags & O_ACCMODE) == O_WRONLY)
+      Throw(Errc::kNotFound, "open " + path + ": standard input is closed");
     const int fd = ::fcntl(inherited, F_DUPFD_CLOEXEC, 3);
     if (fd < 0) ThrowErrno("open " + path);
     return UniqueFd(fd);
@@ -79,7 +83,6 @@ void CheckMboxFile(const ImportJob& job, MboxFlavor flavor) {
     const int inherited = InheritedFd(job.path);
     if (inherited >= 0 ? ::fstat(inherited, &st) != 0 : ::stat(job.path.c_str(), &st) != 0) {
       if (errno == ENOENT) Throw(Errc::kNotFound, "open " + job.path + ": no such file or directory");
-      if (errno == EBADF) Throw(Errc::kNotFound, "open " + job.path + ": no such descriptor is open");
       ThrowErrno("stat " + job.path);
     }
     if (S_ISDIR(st.st_mode)) Throw(Errc::kInvalidArgument, job.path + ": a directory, not an mbox file");

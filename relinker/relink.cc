@@ -493,8 +493,7 @@ class PartitionPass {
   LinkResult ReplaceWithLink(const std::string& target, const InodeId& target_id, const std::string& path,
                              const InodeId& path_id) {
     const std::string bucket_dir = path.substr(0, path.rfind('/'));
-    const std::string temp = bucket_dir.substr(0, bucket_dir.rfind('/')) + "/tmp." + std::to_string(::getpid()) +
-                             "." + RandomToken();
+    const std::string temp = bucket_dir.substr(0, bucket_dir.rfind('/')) + "/" + store::NewTemporaryName();
     if (int err = LinkPath(target, temp)) {
       if (err == EMLINK) return LinkResult::kTargetFull;
       if (err == ENOENT || err == EXDEV) return PathExists(path) ? LinkResult::kLeft : LinkResult::kVanished;

@@ -37,6 +37,32 @@ const std::string& NamespaceTag() {
   return tag;
 }
 
+// The pid namespace a temporary's token names ("n<inode>.<random>"), 0 for a name without one.
+uint64_t TokenNamespace(std::string_view token) {
+  if (!token.starts_with('n')) return 0;
+  const size_t dot = token.find('.');
+  if (dot == std::string_view::npos) return 0;
+  uint64_t ino = 0;
+  const auto [end, ec] = std::from_chars(token.data() + 1, token.data() + dot, ino);
+  return ec == std::errc() && end == token.data() + dot ? ino : 0;
+}
+
+// Whether a process of the pid namespace `ino` still runs: one of /proc's processes is in it.
+// A process whose namespace cannot be read is not counted (a container's init, even for root;
+// writers run as the store's owner, whose processes' namespaces that owner may read). Without
+// /proc, it may.
+bool NamespaceLives(uint64_t ino) {
+  std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
+  if (!proc) return true;
+  while (const dirent* e = ::readdir(proc.get())) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    struct stat st;
+    if (::stat(("/proc/" + std::string(e->d_name) + "/ns/pid").c_str(), &st) == 0 && uint64_t(st.st_ino) == ino)
+      return true;
+  }
+  return false;
+}
+
 bool ProcessRuns(pid_t pid) {
   // EPERM: it runs, under another user.
   return ::kill(pid, 0) == 0 || errno != ESRCH;
@@ -47,7 +73,14 @@ bool ProcessRuns(pid_t pid) {
 bool IsStaleTemporary(std::string_view name, const struct stat& st, std::time_t now, std::chrono::seconds min_age) {
   if (!S_ISREG(st.st_mode)) return false;
   if (now - st.st_ctime < min_age.count()) return false;
-  if (const pid_t pid = WriterPid(name)) return !ProcessRuns(pid);
+  if (const pid_t pid = WriterPid(name)) {
+    // A pid of another namespace (a container's writer) means nothing here: that namespace's
+    // end is the writer's (helper-129: a live writer's files removed, a dead pid 1's kept).
+    const uint64_t ns = TokenNamespace(name.substr(name.find('.', 4) + 1));
+    const std::string& own = NamespaceTag();
+    if (ns != 0 && !own.empty() && "n" + std::to_string(ns) + "." != own) return !NamespaceLives(ns);
+    return !ProcessRuns(pid);
+  }
   const size_t tmp = name.find(".tmp.");
   return tmp != std::string_view::npos && tmp > 0 && tmp + 5 < name.size();
 }

@@ -20,12 +20,14 @@ namespace storemove::store {
 
 // How old (by ctime: link(2) and rename(2) set it, whatever the file's data time) a temporary
 // must be before it counts as stale. An append holds its file for seconds; an hour leaves room
-// for a stopped writer, and a writer whose process still runs here is never judged stale.
+// for a stopped writer, and a writer whose process still runs is never judged stale.
 inline constexpr std::chrono::seconds kStaleTemporaryAge{3600};
 
 // Whether the directory entry `name` (with `st`, from lstat) is a temporary of ours that no
-// writer will finish: a regular file named `tmp.<pid>.<token>` whose process is not running on
-// this host, or `<name>.tmp.<token>`, either one last changed at least `min_age` before `now`.
+// writer will finish: a regular file named `tmp.<pid>.<token>` whose process is not running (in
+// this process's pid namespace; for a token naming another namespace, `n<inode>.`: no process of
+// that namespace is left), or `<name>.tmp.<token>`, either one last changed at least `min_age`
+// before `now`.
 bool IsStaleTemporary(std::string_view name, const struct stat& st, std::time_t now, std::chrono::seconds min_age);
 
 // Removes the stale temporaries directly in the directory `dirfd` (`shown` names it in errors);

@@ -54,7 +54,10 @@ std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
   if (!o.list.empty()) {
     if (!o.user.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty())
       Throw(Errc::kInvalidArgument, "--list names users, folders and files itself: no -u, -s, -d or FILE with it");
-    return interop::ReadImportList(o.list);
+    std::vector<interop::ImportJob> jobs = interop::ReadImportList(o.list);
+    if (std::count_if(jobs.begin(), jobs.end(), [](const interop::ImportJob& j) { return interop::IsStandardInput(j.path); }) > 1)
+      Throw(Errc::kInvalidArgument, o.list + ": standard input (/dev/stdin) is named on more than one line; it can be read once");
+    return jobs;
   }
   if (o.user.empty()) Throw(Errc::kInvalidArgument, "import needs -u USER (or --list FILE)");
   std::vector<std::string> paths = o.files;

@@ -1,5 +1,7 @@
 // Unit tests of the store library: names, users, folders, appends, flags, expunge, corruption.
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -539,6 +541,67 @@ TEST(Store, TheFirstCommitRemovesTheTemporariesOfWritersThatAreGone) {
   EXPECT_FALSE(PathExists(gone));
   for (const std::string& p : {running, other_namespace, without_namespace, renamed, other}) EXPECT_TRUE(PathExists(p)) << p;
   EXPECT_EQ(folder->Snapshot().messages.size(), 1u);
+}
+
+// The inode of a pid namespace file, or 0.
+uint64_t NamespaceInode(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? uint64_t(st.st_ino) : 0;
+}
+
+// A temporary's pid means something only in its writer's pid namespace, which its token names:
+// relink judged a container writer's pid against the host's processes, removing a live writer's
+// files and keeping a dead pid 1's for ever (helper-129). Another namespace's temporary is stale
+// once no process of that namespace is left.
+TEST(Store, ATemporaryOfAnotherPidNamespaceIsStaleOnceThatNamespaceIsGone) {
+  struct stat file {};
+  file.st_mode = S_IFREG | 0600;
+  file.st_ctime = 1000;
+  const std::time_t now = 1000;
+  const std::string made = NewTemporaryName();
+  const std::string own_token = made.substr(made.find('.', 4) + 1);  // n<ns>.<random>
+  auto stale = [&](const std::string& name) { return IsStaleTemporary(name, file, now, std::chrono::seconds(0)); };
+  EXPECT_FALSE(stale("tmp." + std::to_string(::getpid()) + "." + own_token));
+  EXPECT_TRUE(stale("tmp." + std::to_string(GonePid()) + "." + own_token));
+  // A namespace no process is in: stale, even with the pid of a process that runs here.
+  EXPECT_TRUE(stale("tmp." + std::to_string(::getpid()) + ".n1.r4nd0m"));
+  EXPECT_TRUE(stale("tmp.1.n1.r4nd0m"));
+
+  // A namespace a process still runs in: not stale, even with a pid no process has here.
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a pid namespace";
+  FILE* started = ::popen("exec unshare --pid --fork --kill-child sleep 120 </dev/null >/dev/null 2>&1 & echo $!", "r");
+  ASSERT_NE(started, nullptr);
+  int unshare_pid = 0;
+  ASSERT_EQ(std::fscanf(started, "%d", &unshare_pid), 1);
+  ::pclose(started);
+  const uint64_t own = NamespaceInode("/proc/self/ns/pid");
+  uint64_t other = 0;
+  // Until unshare has made the namespace and its child runs in it (bounded: ~10 s).
+  for (int i = 0; i < 1000 && other == 0; ++i) {
+    const uint64_t ns = NamespaceInode("/proc/" + std::to_string(unshare_pid) + "/ns/pid_for_children");
+    if (ns != 0 && ns != own) {
+      for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+        const std::string pid = e.path().filename().string();
+        if (pid[0] >= '1' && pid[0] <= '9' && NamespaceInode(e.path().string() + "/ns/pid") == ns) other = ns;
+      }
+    }
+    if (other == 0) ::poll(nullptr, 0, 10);
+  }
+  if (other == 0) {
+    ::kill(unshare_pid, SIGKILL);
+    GTEST_SKIP() << "unshare --pid made no namespace here";
+  }
+  const std::string foreign = "tmp." + std::to_string(GonePid()) + ".n" + std::to_string(other) + ".r4nd0m";
+  EXPECT_FALSE(stale(foreign)) << "a process of its namespace runs";
+  ::kill(unshare_pid, SIGKILL);  // the namespace's init (sleep) goes with it
+  int status = 0;
+  ::waitpid(unshare_pid, &status, 0);
+  bool gone = false;
+  for (int i = 0; i < 1000 && !gone; ++i) {
+    gone = stale(foreign);
+    if (!gone) ::poll(nullptr, 0, 10);
+  }
+  EXPECT_TRUE(gone) << "no process of its namespace is left";
 }
 
 // A store.idx whose UIDNEXT is not above every UID it lists (damage; §4.1 says it always is)

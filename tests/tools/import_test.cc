@@ -370,6 +370,27 @@ TEST_F(Import, StandardInputIsReadOnceAndIntoANamedFolder) {
     EXPECT_NE(r.err.find("standard input"), std::string::npos) << r.Describe();
     EXPECT_EQ(StoreState(root_), before);
   }
+  // Two lines of a --list naming it (helper-129 M2: the second folder made empty, exit 0).
+  std::ofstream(dir_ / "list.tsv") << "dan\tL1\t/dev/stdin\ndan\tL2\t/dev/stdin\n";
+  CliResult listed = storemove::testing::RunCliWithStdinFile({"import", "--store", root_, "--list", dir_ / "list.tsv"},
+                                                             dir_ / "in.mbox");
+  EXPECT_EQ(listed.status, kUsage) << listed.Describe();
+  EXPECT_NE(listed.err.find("standard input (/dev/stdin) is named on more than one line"), std::string::npos)
+      << listed.Describe();
+  EXPECT_EQ(StoreState(root_), before);
+
+  // Closed: "read -: Bad file descriptor", exit 74 (helper-128 L3); now said so, 66, nothing made.
+  const std::string closed = std::string(STOREMOVE_BIN) + " import --store '" + root_ + "' -u bob -s - <&- 2>&1";
+  FILE* pipe = ::popen(closed.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string said;
+  char buf[1024];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) said.append(buf, n);
+  const int status = ::pclose(pipe);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == kNoInput) << status << ": " << said;
+  EXPECT_EQ(said, "storemove: open -: standard input is closed\n");
+  EXPECT_EQ(StoreState(root_), before);
+
   CliResult r = storemove::testing::RunCliWithStdinFile({"import", "--store", root_, "-u", "bob", "-d", "Arch", "-"},
                                                         dir_ / "in.mbox");
   EXPECT_EQ(r.status, 0) << r.Describe();
