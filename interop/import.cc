@@ -235,7 +235,9 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
 
 }  // namespace
 
-bool IsStandardInput(const std::string& path) { return path == "-" || path == "/dev/stdin"; }
+bool IsStandardInput(const std::string& path) {
+  return path == "-" || path == "/dev/stdin" || path == "/dev/fd/0" || path == "/proc/self/fd/0";
+}
 
 std::string FolderForFile(const std::string& path) {
   std::string_view name = path;

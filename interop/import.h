@@ -86,7 +86,8 @@ std::vector<ImportJob> ReadImportList(const std::string& list_path);
 // ("/x/Sent.mbox" -> "Sent", "inbox" -> "inbox", which the store reads as INBOX).
 std::string FolderForFile(const std::string& path);
 
-// `-` and /dev/stdin: standard input, read as the shell opened it (not opened again by name).
+// `-`, /dev/stdin, /dev/fd/0 and /proc/self/fd/0: standard input, read as the shell opened it
+// (not opened again by name).
 bool IsStandardInput(const std::string& path);
 
 // Imports the jobs, user by user (a user's jobs keep their order). Every file is opened and checked

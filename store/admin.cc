@@ -456,10 +456,10 @@ class CrossFilesystemSharing {
     const std::string entry = RepositoryEntryPath(root_, layout_, m.digest);
     UniqueFd fd = TryOpenAt(AT_FDCWD, entry, O_RDONLY | O_NONBLOCK, 0, entry);
     struct stat es;
-    // Not an entry of another owner or mode: the moved message would become one with it
-    // (docs/relinker.md "Owner and mode").
+    // Only an entry as a new copy would be (this user's, 0600): the moved message becomes one
+    // with it (docs/relinker.md "Owner and mode").
     if (!fd.valid() || ::fstat(fd.get(), &es) != 0 || !S_ISREG(es.st_mode) || uint64_t(es.st_size) != m.size ||
-        es.st_uid != src_st.st_uid || (es.st_mode & 07777) != (src_st.st_mode & 07777) || !SameFileContent(fd.get(), src))
+        es.st_uid != ::geteuid() || (es.st_mode & 07777) != 0600 || !SameFileContent(fd.get(), src))
       return false;
     // Linked by name: checked to be the inode compared, or the copy is made after all.
     if (LinkAt(AT_FDCWD, entry, r.dst->fd(), tmp) != 0) return false;

@@ -6,6 +6,10 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <mutex>
+#include <algorithm>
+#include <cstdio>
+#include <map>
 #include <memory>
 
 #include "util/error.h"
@@ -47,20 +51,77 @@ uint64_t TokenNamespace(std::string_view token) {
   return ec == std::errc() && end == token.data() + dot ? ino : 0;
 }
 
-// Whether a process of the pid namespace `ino` still runs: one of /proc's processes is in it.
-// A process whose namespace cannot be read is not counted (a container's init, even for root;
-// writers run as the store's owner, whose processes' namespaces that owner may read). Without
-// /proc, it may.
-bool NamespaceLives(uint64_t ino) {
+// When each pid namespace's oldest process started (seconds since the epoch), from one scan of
+// /proc: relink asks for every temporary of another namespace, and /proc is scanned at most every
+// few seconds, not once a file (helper-130). A process whose namespace or start cannot be read is not
+// counted (a container's init, even for root; writers run as the store's owner, whose processes
+// that owner may read).
+struct NamespaceStarts {
+  std::time_t scanned = 0;
+  bool readable = false;  // /proc could be listed
+  std::map<uint64_t, std::time_t> oldest;
+};
+
+NamespaceStarts ScanNamespaces() {
+  NamespaceStarts n;
+  n.scanned = std::time(nullptr);
+  std::time_t boot = 0;
+  if (FILE* stat = std::fopen("/proc/stat", "re")) {
+    char line[256];
+    while (std::fgets(line, sizeof line, stat))
+      if (std::sscanf(line, "btime %ld", &boot) == 1) break;
+    std::fclose(stat);
+  }
+  const long ticks = ::sysconf(_SC_CLK_TCK);
   std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
-  if (!proc) return true;
+  if (!proc || boot == 0 || ticks <= 0) return n;
+  n.readable = true;
   while (const dirent* e = ::readdir(proc.get())) {
     if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    struct stat st;
-    if (::stat(("/proc/" + std::string(e->d_name) + "/ns/pid").c_str(), &st) == 0 && uint64_t(st.st_ino) == ino)
-      return true;
+    const std::string dir = "/proc/" + std::string(e->d_name);
+    struct stat ns;
+    if (::stat((dir + "/ns/pid").c_str(), &ns) != 0) continue;
+    // Field 22 of /proc/PID/stat, after the command in parentheses (which may hold anything).
+    std::string text;
+    if (FILE* f = std::fopen((dir + "/stat").c_str(), "re")) {
+      char buf[1024];
+      const size_t got = std::fread(buf, 1, sizeof buf, f);
+      text.assign(buf, got);
+      std::fclose(f);
+    }
+    const size_t paren = text.rfind(')');
+    if (paren == std::string::npos) continue;
+    unsigned long long start_ticks = 0;
+    if (std::sscanf(text.c_str() + paren + 1,
+                    " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+                    &start_ticks) != 1)
+      continue;
+    const std::time_t started = boot + std::time_t(start_ticks / uint64_t(ticks));
+    auto [it, fresh] = n.oldest.emplace(uint64_t(ns.st_ino), started);
+    if (!fresh) it->second = std::min(it->second, started);
   }
-  return false;
+  return n;
+}
+
+// Whether the writer of a temporary of pid namespace `ino`, last changed at `changed`, may still
+// run: a process of that namespace started no later than the file changed. The kernel hands a
+// dead namespace's inode number to the next one made, whose processes all started after the
+// file (helper-130: a restarted container kept its predecessor's files for ever). A file changed
+// after the scan (a namespace made since) is not judged.
+bool NamespaceLives(uint64_t ino, std::time_t changed) {
+  static std::mutex mutex;
+  static std::shared_ptr<const NamespaceStarts> scan;
+  std::shared_ptr<const NamespaceStarts> n;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    const std::time_t now = std::time(nullptr);
+    if (!scan || changed >= scan->scanned || now - scan->scanned >= 5 || now < scan->scanned)
+      scan = std::make_shared<const NamespaceStarts>(ScanNamespaces());
+    n = scan;
+  }
+  if (!n->readable || changed > n->scanned) return true;
+  const auto it = n->oldest.find(ino);
+  return it != n->oldest.end() && it->second <= changed + 1;  // whole seconds on both sides
 }
 
 bool ProcessRuns(pid_t pid) {
@@ -78,7 +139,7 @@ bool IsStaleTemporary(std::string_view name, const struct stat& st, std::time_t 
     // end is the writer's (helper-129: a live writer's files removed, a dead pid 1's kept).
     const uint64_t ns = TokenNamespace(name.substr(name.find('.', 4) + 1));
     const std::string& own = NamespaceTag();
-    if (ns != 0 && !own.empty() && "n" + std::to_string(ns) + "." != own) return !NamespaceLives(ns);
+    if (ns != 0 && !own.empty() && "n" + std::to_string(ns) + "." != own) return !NamespaceLives(ns, st.st_ctime);
     return !ProcessRuns(pid);
   }
   const size_t tmp = name.find(".tmp.");

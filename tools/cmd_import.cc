@@ -56,7 +56,7 @@ std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
       Throw(Errc::kInvalidArgument, "--list names users, folders and files itself: no -u, -s, -d or FILE with it");
     std::vector<interop::ImportJob> jobs = interop::ReadImportList(o.list);
     if (std::count_if(jobs.begin(), jobs.end(), [](const interop::ImportJob& j) { return interop::IsStandardInput(j.path); }) > 1)
-      Throw(Errc::kInvalidArgument, o.list + ": standard input (/dev/stdin) is named on more than one line; it can be read once");
+      Throw(Errc::kInvalidArgument, o.list + ": standard input (/dev/stdin, /dev/fd/0) is named on more than one line; it can be read once");
     return jobs;
   }
   if (o.user.empty()) Throw(Errc::kInvalidArgument, "import needs -u USER (or --list FILE)");
@@ -68,7 +68,7 @@ std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
   // Standard input once, and into a folder named for it (helper-128: `- /dev/stdin` made a folder
   // "-" of the messages and an empty folder "stdin", exit 0).
   if (std::count_if(paths.begin(), paths.end(), interop::IsStandardInput) > 1)
-    Throw(Errc::kInvalidArgument, "import: standard input (- or /dev/stdin) is named more than once; it can be read once");
+    Throw(Errc::kInvalidArgument, "import: standard input (-, /dev/stdin, /dev/fd/0) is named more than once; it can be read once");
   for (const std::string& path : paths) {
     if (interop::IsStandardInput(path) && o.folder.empty() && !o.files.empty())
       Throw(Errc::kInvalidArgument, "import: " + path + " (standard input) has no name to give a folder: give -d FOLDER, "

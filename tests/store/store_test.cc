@@ -592,13 +592,24 @@ TEST(Store, ATemporaryOfAnotherPidNamespaceIsStaleOnceThatNamespaceIsGone) {
     GTEST_SKIP() << "unshare --pid made no namespace here";
   }
   const std::string foreign = "tmp." + std::to_string(GonePid()) + ".n" + std::to_string(other) + ".r4nd0m";
-  EXPECT_FALSE(stale(foreign)) << "a process of its namespace runs";
-  ::kill(unshare_pid, SIGKILL);  // the namespace's init (sleep) goes with it
+  // Written once the namespace runs: its writer may still run.
+  auto written_at = [&](std::time_t when) {
+    struct stat at = file;
+    at.st_ctime = when;
+    return at;
+  };
+  const std::time_t up = std::time(nullptr);
+  const struct stat recent = written_at(up);
+  EXPECT_FALSE(IsStaleTemporary(foreign, recent, up + 7200, std::chrono::seconds(0))) << "a process of its namespace runs";
+  // Written long before that namespace began: the number is a dead namespace's, reused
+  // (helper-130: a restarted container kept its predecessor's files for ever).
+  EXPECT_TRUE(IsStaleTemporary(foreign, written_at(up - 7200), up, std::chrono::seconds(0)));
+  ::kill(unshare_pid, SIGKILL);  // the namespace's init (sleep) goes with it (--kill-child)
   int status = 0;
   ::waitpid(unshare_pid, &status, 0);
   bool gone = false;
-  for (int i = 0; i < 1000 && !gone; ++i) {
-    gone = stale(foreign);
+  for (int i = 0; i < 1000 && !gone; ++i) {  // until the kernel has reaped it (bounded: ~10 s)
+    gone = IsStaleTemporary(foreign, written_at(std::time(nullptr)), std::time(nullptr) + 7200, std::chrono::seconds(0));
     if (!gone) ::poll(nullptr, 0, 10);
   }
   EXPECT_TRUE(gone) << "no process of its namespace is left";
