@@ -5,12 +5,12 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <charconv>
-#include <mutex>
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <mutex>
 
 #include "util/error.h"
 #include "util/fs.h"
@@ -66,11 +66,11 @@ NamespaceStarts ScanNamespaces() {
   NamespaceStarts n;
   n.scanned = std::time(nullptr);
   std::time_t boot = 0;
-  if (FILE* stat = std::fopen("/proc/stat", "re")) {
+  if (FILE* system = std::fopen("/proc/stat", "re")) {
     char line[256];
-    while (std::fgets(line, sizeof line, stat))
+    while (std::fgets(line, sizeof line, system))
       if (std::sscanf(line, "btime %ld", &boot) == 1) break;
-    std::fclose(stat);
+    std::fclose(system);
   }
   const long ticks = ::sysconf(_SC_CLK_TCK);
   std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir("/proc"), ::closedir);
