@@ -22,6 +22,7 @@
 #include "relinker/list_directory.h"
 #include "relinker/relinker.h"
 #include "store/read_ahead.h"
+#include "store/message_owner.h"
 #include "store/stale_temporaries.h"
 #include "util/error.h"
 #include "util/file_digest.h"
@@ -334,7 +335,7 @@ class PartitionPass {
         // The entry is full: this file becomes the entry the next copies are linked to, if its
         // inode has room for at least one of them once the entry links it too.
         if (MergeInto(repository_.EntryPath(key.digest), es, path, st) == LinkResult::kTargetFull &&
-            uint64_t(st.st_nlink) + 1 < link_limit_ && AsNewMessage(st)) {
+            uint64_t(st.st_nlink) + 1 < link_limit_ && store::AsNewMessage(st)) {
           if (!Guarded(path, [&] { repository_.Replace(key.digest, path); })) return;
           ++stats_.entries_replaced;
           entry_seen = mine;
@@ -343,7 +344,7 @@ class PartitionPass {
       }
       // An entry gives its mode and owner to every copy linked to it: made only of a file as
       // writers make them (a copy made 0644 by hand is left alone, SameOwnerAndMode).
-      if (!AsNewMessage(st)) {
+      if (!store::AsNewMessage(st)) {
         ++stats_.owner_or_mode;
         return;
       }
@@ -407,7 +408,7 @@ class PartitionPass {
     UniqueFd file = TryOpenAt(AT_FDCWD, path, O_RDONLY, 0, path);
     if (!file.valid() || !IsInode(file.get(), IdOf(st)) || DigestOfFile(file.get(), path) != key.digest)
       return false;  // this copy is not its digest's either: verify names it
-    if (!AsNewMessage(st)) {  // the entry gives its mode and owner to what is linked to it: a later copy
+    if (!store::AsNewMessage(st)) {  // the entry gives its mode and owner to what is linked to it: a later copy
       ++stats_.owner_or_mode;
       return true;
     }
@@ -462,7 +463,7 @@ class PartitionPass {
                        const struct stat& st) {
     if (uint64_t(ts.st_nlink) >= link_limit_) return LinkResult::kTargetFull;
     if (uint64_t(ts.st_nlink) + uint64_t(st.st_nlink) > link_limit_) return LinkResult::kLeft;
-    if (!SameOwnerAndMode(ts, st)) {
+    if (!store::SameOwnerAndMode(ts, st)) {
       ++stats_.owner_or_mode;
       return LinkResult::kLeft;
     }

@@ -64,7 +64,7 @@ struct RelinkStats {
   uint64_t purged = 0;            // repository entries removed (-d)
   uint64_t stale_removed = 0;     // temporary files of killed writers removed
   // Messages left unlinked because a link would change their owner or mode, or another's (one
-  // made 0644 by hand, another user's: SameOwnerAndMode, AsNewMessage).
+  // made 0644 by hand, another user's: store/message_owner.h).
   uint64_t owner_or_mode = 0;
   uint64_t damaged_entries = 0;   // entries whose bytes were not their digest's, replaced by a good copy
   // Message files whose bytes are not their record's digest, or of another size (damage): never

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "relinker/list_directory.h"
+#include "store/message_owner.h"
 #include "store/stale_temporaries.h"
 #include "util/error.h"
 
@@ -215,7 +216,7 @@ bool Repository::LinkToEntry(const Digest& digest, int entry, int dirfd, const s
   if (::fstat(entry, &es) != 0) ThrowErrno("stat " + EntryPath(digest));
   if (::fstatat(dirfd, name.c_str(), &fs, AT_SYMLINK_NOFOLLOW) != 0) ThrowErrno("stat " + shown);
   if (es.st_dev == fs.st_dev && es.st_ino == fs.st_ino) return false;
-  if (!SameOwnerAndMode(es, fs)) return false;
+  if (!store::SameOwnerAndMode(es, fs)) return false;
   if (options_.max_links && uint64_t(es.st_nlink) >= options_.max_links) return false;
   // A name the stale-temporary sweep knows (tmp.<pid>.<token>), should a kill leave it.
   const std::string temp = store::NewTemporaryName();
@@ -253,20 +254,9 @@ std::optional<store::StagedMessage> Repository::StageLink(store::Folder& folder,
   UniqueFd fd = TryOpenAt(AT_FDCWD, existing, O_PATH, 0, existing);
   if (fd.valid() && ::fstat(fd.get(), &st) == 0) {
     if (options_.max_links && uint64_t(st.st_nlink) >= options_.max_links) return std::nullopt;
-    if (!AsNewMessage(st)) return std::nullopt;
+    if (!store::AsNewMessage(st)) return std::nullopt;
   }
   return folder.StageLink(existing, meta);
-}
-
-bool SameOwnerAndMode(const struct stat& a, const struct stat& b) {
-  // The group counts only where the mode gives it something (a setgid directory gives new files
-  // its group: 0600 files of two groups are alike).
-  return a.st_uid == b.st_uid && (a.st_mode & 07777) == (b.st_mode & 07777) &&
-         ((a.st_mode & 0070) == 0 || a.st_gid == b.st_gid);
-}
-
-bool AsNewMessage(const struct stat& st) {
-  return st.st_uid == ::geteuid() && (st.st_mode & 07777) == 0600;
 }
 
 }  // namespace storemove::relinker

@@ -99,12 +99,4 @@ class Repository {
   bool keep_buckets_open_ = true;     // decided with bucket_fds_' first use, by the open-file limit
 };
 
-// A hard link makes two messages one inode, with one owner and one mode. Linked only when that
-// changes neither (helper-126 M4: a message made 0644 by hand, or another user's, gave its mode
-// and owner to every identical message relink or restore linked to it):
-// two files of the same owner and mode (and group, where the mode gives it access);
-bool SameOwnerAndMode(const struct stat& a, const struct stat& b);
-// a file as this process makes a new message: its own, mode 0600.
-bool AsNewMessage(const struct stat& st);
-
 }  // namespace storemove::relinker

@@ -31,6 +31,7 @@
 #include "store/mboxlist.h"
 #include "store/names.h"
 #include "store/repository_layout.h"
+#include "store/message_owner.h"
 #include "store/stale_temporaries.h"
 #include "util/bytes.h"
 #include "util/error.h"
@@ -459,7 +460,7 @@ class CrossFilesystemSharing {
     // Only an entry as a new copy would be (this user's, 0600): the moved message becomes one
     // with it (docs/relinker.md "Owner and mode").
     if (!fd.valid() || ::fstat(fd.get(), &es) != 0 || !S_ISREG(es.st_mode) || uint64_t(es.st_size) != m.size ||
-        es.st_uid != ::geteuid() || (es.st_mode & 07777) != 0600 || !SameFileContent(fd.get(), src))
+        !AsNewMessage(es) || !SameFileContent(fd.get(), src))
       return false;
     // Linked by name: checked to be the inode compared, or the copy is made after all.
     if (LinkAt(AT_FDCWD, entry, r.dst->fd(), tmp) != 0) return false;

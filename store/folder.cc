@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "store/message_owner.h"
 #include "store/stale_temporaries.h"
 #include "store/clock_floor.h"
 #include "store/dir_lock.h"
@@ -165,7 +166,7 @@ int Folder::MessageDirFd(uint32_t uid, std::string* name) const {
 
 std::unique_ptr<MessageWriter> Folder::NewMessage() {
   std::string name = NewTemporaryName();
-  UniqueFd fd = OpenAt(dir_.get(), name, O_WRONLY | O_CREAT | O_EXCL, 0600, path_ + "/" + name);
+  UniqueFd fd = OpenAt(dir_.get(), name, O_WRONLY | O_CREAT | O_EXCL, kMessageFileMode, path_ + "/" + name);
   return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(name), std::move(fd)));
 }
 
@@ -179,7 +180,7 @@ std::unique_ptr<MessageWriter> Folder::NewMessage(uint32_t known_uid) {
   // repository and to other mailboxes' messages: its name is dropped, never written through.
   std::string name;
   const int bucket_fd = MessageDirFd(known_uid, &name);
-  UniqueFd fd = CreateReplacingAt(bucket_fd, name, 0600, path_ + "/" + rel);
+  UniqueFd fd = CreateReplacingAt(bucket_fd, name, kMessageFileMode, path_ + "/" + rel);
   return std::unique_ptr<MessageWriter>(new MessageWriter(this, std::move(rel), std::move(fd)));
 }
 
