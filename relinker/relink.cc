@@ -100,7 +100,7 @@ class PartitionPass {
         partition_(std::move(partition)),
         options_(options),
         stats_(*stats),
-        repository_(store.PartitionPath(partition_), RepositoryOptions{options.max_links}),
+        repository_(store.PartitionPath(partition_), RepositoryOptions{.max_links = options.max_links, .before_link_rename = {}}),
         link_limit_(options.max_links ? options.max_links : std::numeric_limits<uint64_t>::max()) {}
 
   void Run() {

@@ -210,7 +210,7 @@ void Repository::Replace(const Digest& digest, const std::string& file) {
   }
 }
 
-bool Repository::LinkToEntry(const Digest& digest, int entry, int dirfd, const std::string& name,
+bool Repository::LinkToEntry(const Digest& digest, int entry, int folder_dirfd, int dirfd, const std::string& name,
                              const std::string& shown) const {
   struct stat es, fs;
   if (::fstat(entry, &es) != 0) ThrowErrno("stat " + EntryPath(digest));
@@ -218,17 +218,18 @@ bool Repository::LinkToEntry(const Digest& digest, int entry, int dirfd, const s
   if (es.st_dev == fs.st_dev && es.st_ino == fs.st_ino) return false;
   if (!store::SameOwnerAndMode(es, fs)) return false;
   if (options_.max_links && uint64_t(es.st_nlink) >= options_.max_links) return false;
-  // A name the stale-temporary sweep knows (tmp.<pid>.<token>), should a kill leave it.
+  // A name the stale-temporary sweeps know (tmp.<pid>.<token>), where they look, should a kill
+  // leave it.
   const std::string temp = store::NewTemporaryName();
   const std::string entry_path = EntryPath(digest);
-  if (int err = LinkAt(AT_FDCWD, entry_path, dirfd, temp)) {
+  if (int err = LinkAt(AT_FDCWD, entry_path, folder_dirfd, temp)) {
     if (err == EMLINK || err == ENOENT || err == EXDEV) return false;
     ThrowErrno("link " + entry_path + " beside " + shown, err);
   }
   struct stat made;
-  if (::fstatat(dirfd, temp.c_str(), &made, AT_SYMLINK_NOFOLLOW) != 0 || made.st_dev != es.st_dev ||
+  if (::fstatat(folder_dirfd, temp.c_str(), &made, AT_SYMLINK_NOFOLLOW) != 0 || made.st_dev != es.st_dev ||
       made.st_ino != es.st_ino) {
-    ::unlinkat(dirfd, temp.c_str(), 0);  // the entry was replaced since it was compared
+    ::unlinkat(folder_dirfd, temp.c_str(), 0);  // the entry was replaced since it was compared
     return false;
   }
   // The entry is another session's new file, which that session syncs only at its end: written
@@ -238,11 +239,12 @@ bool Repository::LinkToEntry(const Digest& digest, int entry, int dirfd, const s
           0 &&
       errno != ESPIPE && errno != EINVAL) {
     const int err = errno;
-    ::unlinkat(dirfd, temp.c_str(), 0);
+    ::unlinkat(folder_dirfd, temp.c_str(), 0);
     ThrowErrno("write " + entry_path + " back", err);
   }
-  if (int err = RenameAt(dirfd, temp, dirfd, name)) {
-    ::unlinkat(dirfd, temp.c_str(), 0);
+  if (options_.before_link_rename) options_.before_link_rename();
+  if (int err = RenameAt(folder_dirfd, temp, dirfd, name)) {
+    ::unlinkat(folder_dirfd, temp.c_str(), 0);
     ThrowErrno("replace " + shown + " by a link to " + entry_path, err);
   }
   return true;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,6 +51,9 @@ struct RepositoryOptions {
   // Treat files with this many links as full (EMLINK) — 0 = only the filesystem's limit. Tests
   // use a small cap to exercise the copy-on-full path that ext4's 65,000 limit triggers.
   uint64_t max_links = 0;
+  // Tests: called in LinkToEntry between the link under a temporary name and its rename, where a
+  // kill leaves the temporary; a throw from it stands for the kill.
+  std::function<void()> before_link_rename;
 };
 
 // The digest repository of one partition, flat or nested (store/repository_layout.h), as the
@@ -78,10 +82,13 @@ class Repository {
   // Makes the message file `name` in the directory `dirfd` (`shown` names it in errors), proven to
   // hold the same bytes as the open entry `entry` of `digest`, a link to that entry: a restore that
   // wrote a content while another session, at the same time, made its own copy the entry. The
-  // caller holds the file's folder for writing, so the exchange is a plain rename(2). False (the
+  // link is made under a temporary name in `folder_dirfd`, the folder directory, where the sweeps
+  // of a killed writer's files look (helper-134: one left in a bucket directory stayed for ever).
+  // The caller holds the file's folder for writing, so the exchange is a plain rename(2). False (the
   // file stays as it is) when it is already the entry's inode, the entry is full (EMLINK or the
   // test cap), or the entry's name was given to another file since `entry` was opened.
-  bool LinkToEntry(const Digest& digest, int entry, int dirfd, const std::string& name, const std::string& shown) const;
+  bool LinkToEntry(const Digest& digest, int entry, int folder_dirfd, int dirfd, const std::string& name,
+                   const std::string& shown) const;
   // Replaces the entry (used when the old one reached its link limit).
   void Replace(const Digest& digest, const std::string& file);
   // Links `existing` (an entry or another message with proven-equal content) into the folder

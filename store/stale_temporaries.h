@@ -25,20 +25,24 @@ inline constexpr std::chrono::seconds kStaleTemporaryAge{3600};
 
 // Whether the directory entry `name` (with `st`, from lstat) is a temporary of ours that no
 // writer will finish: a regular file named `tmp.<pid>.<token>` whose process is not running (in
-// this process's pid namespace; for a token naming another namespace, `n<inode>.`: no process of
-// that namespace is left), or `<name>.tmp.<token>`, either one last changed at least `min_age`
-// before `now`.
+// this process's pid namespace, and, where the token gives its start, `s<ticks>.`, not another
+// given that pid since; for a token naming another namespace, `n<inode>.`: no process of that
+// namespace is left that started before the writer), or `<name>.tmp.<token>`, either one last
+// changed at least `min_age` before `now`. Kept whenever /proc cannot tell.
 bool IsStaleTemporary(std::string_view name, const struct stat& st, std::time_t now, std::chrono::seconds min_age);
 
 // Removes the stale temporaries directly in the directory `dirfd` (`shown` names it in errors);
 // returns how many it removed. One already gone is not an error.
 uint64_t RemoveStaleTemporaries(int dirfd, const std::string& shown, std::chrono::seconds min_age);
 
-// A new temporary name for this process: `tmp.<pid>.n<ns>.<random>`, where <ns> is the inode of
-// its pid namespace (/proc/self/ns/pid), or `tmp.<pid>.<random>` when that cannot be read. The
-// namespace says in which namespace <pid> can be asked about: a container's writer sharing the
-// store has pids the host does not know (helper-128: a delivery on the host removed the staged
-// files of a live import in a container).
+// A new temporary name for this process: `tmp.<pid>.n<ns>.s<start>.<random>`, where <ns> is the
+// inode of its pid namespace (/proc/self/ns/pid) and <start> when it started, in clock ticks since
+// boot (/proc/self/stat; left out in a time namespace that shifts the boot clock), or
+// `tmp.<pid>.<random>` when /proc cannot be read. The namespace says in which namespace <pid> can
+// be asked about: a container's writer sharing the store has pids the host does not know
+// (helper-128: a delivery on the host removed the staged files of a live import in a container).
+// The start tells the writer from a later process given its pid, or from a later namespace given
+// its namespace's number, by a clock no step of the wall clock moves (helper-134).
 std::string NewTemporaryName();
 
 // Removes, directly in `dirfd`, the temporaries of writers in this process's pid namespace whose

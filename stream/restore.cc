@@ -1485,7 +1485,7 @@ class RestoreSession {
       // stored once whichever session commits first.
       std::string name;
       const int dir = folder_->MessageDirFd(uid, &name);
-      if (repository_->LinkToEntry(digest, entry.get(), dir, name, path)) ++report_.linked;
+      if (repository_->LinkToEntry(digest, entry.get(), folder_->dir_fd(), dir, name, path)) ++report_.linked;
       Prove(content_id, entry.get(), entry_path);
       return;
     }

@@ -20,6 +20,7 @@
 #include "relinker/relinker.h"
 #include "store/admin.h"
 #include "store/generate.h"
+#include "tests/support/error_code.h"
 #include "tests/support/gone_pid.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
@@ -256,6 +257,39 @@ TEST(Relink, BothRepositoryLayoutsLinkCountAndPurge) {
     EXPECT_FALSE(PathExists(repo.EntryPath(DigestOf(y))));
     EXPECT_FALSE(repo.Empty());
   }
+}
+
+// A restore whose content another session made the entry meanwhile links its file to that entry
+// under a temporary name, then renames it over the file. A kill between the two left the
+// temporary in the bucket directory (`00/`), where neither the next writer's sweep nor relink's
+// looks: it stayed for ever, and kept the entry's link count up (helper-134). It is made in the
+// folder directory now.
+TEST(Repository, LinkToEntryStagesItsLinkWhereTheSweepsLook) {
+  TempDir dir;
+  auto s = store::Store::Init(dir / "store", {"primary"});
+  const std::string partition = s->PartitionPath("primary");
+  const std::string x = Message('x', 3000);
+  const uint32_t entry_uid = Deliver(*s, "b", "INBOX", x);
+  const uint32_t uid = Deliver(*s, "a", "INBOX", x);
+  auto folder = s->OpenFolder("a", "INBOX");
+  RepositoryOptions options;
+  options.before_link_rename = [] { throw Error(Errc::kInterrupted, "killed between the link and the rename"); };
+  Repository repo(partition, options);
+  ASSERT_TRUE(repo.AddIfMissing(DigestOf(x), s->OpenFolder("b", "INBOX")->MessagePath(entry_uid)));
+  UniqueFd entry = OpenFile(repo.EntryPath(DigestOf(x)), O_RDONLY);
+  std::string name;
+  const int bucket = folder->MessageDirFd(uid, &name);
+  EXPECT_EQ(storemove::testing::CodeOf([&] { repo.LinkToEntry(DigestOf(x), entry.get(), folder->dir_fd(), bucket, name, folder->MessagePath(uid)); }),
+            Errc::kInterrupted);
+  const std::string bucket_path = folder->MessagePath(uid).substr(0, folder->MessagePath(uid).rfind('/'));
+  std::vector<std::string> in_folder, in_bucket;
+  for (const auto& e : fs::directory_iterator(folder->path()))
+    if (e.path().filename().string().starts_with("tmp.")) in_folder.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(bucket_path))
+    if (e.path().filename().string().starts_with("tmp.")) in_bucket.push_back(e.path().filename().string());
+  EXPECT_EQ(in_folder.size(), 1u);
+  EXPECT_TRUE(in_bucket.empty()) << in_bucket.front();
+  EXPECT_EQ(ReadFile(folder->MessagePath(uid)), x);  // the message itself is untouched
 }
 
 // Restore's way to add an entry: from the folder's bucket directory fd into a bucket fd the

@@ -1,7 +1,10 @@
 // Unit tests of the store library: names, users, folders, appends, flags, expunge, corruption.
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -526,7 +529,9 @@ TEST(Store, TheFirstCommitRemovesTheTemporariesOfWritersThatAreGone) {
   ASSERT_EQ(made.rfind("tmp." + std::to_string(::getpid()) + ".n", 0), 0u) << made;
   const std::string ns_and_token = made.substr(made.find('.', 4) + 1);
   const std::string gone = inbox + "/tmp." + std::to_string(GonePid()) + "." + ns_and_token;
-  const std::string running = inbox + "/tmp." + std::to_string(::getppid()) + "." + ns_and_token;
+  // A process that runs (a name without its start: the pid alone decides).
+  const std::string running =
+      inbox + "/tmp." + std::to_string(::getppid()) + "." + ns_and_token.substr(0, ns_and_token.find('.') + 1) + "r4nd0m";
   // Its process is gone, but in another pid namespace (a container's writer sharing the store:
   // its pid means nothing here, helper-128), or of a name without a namespace (an older
   // version's): relink's to judge, by its age.
@@ -549,70 +554,168 @@ uint64_t NamespaceInode(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? uint64_t(st.st_ino) : 0;
 }
 
+// The start of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat), 0 if unknown.
+unsigned long long StartTicks(pid_t pid) {
+  const std::string text = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  unsigned long long start = 0;
+  const size_t paren = text.rfind(')');
+  if (paren == std::string::npos ||
+      std::sscanf(text.c_str() + paren + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+                  &start) != 1)
+    return 0;
+  return start;
+}
+
+// A process in a pid namespace of its own (as a container's writer is), killed with the test.
+class OtherPidNamespace {
+ public:
+  // `hidden`: the process runs as nobody and is not dumpable, as `serve` makes itself, so that
+  // nobody cannot read its namespace (/proc/PID/ns/pid).
+  explicit OtherPidNamespace(bool hidden = false) {
+    int pipe_fds[2];
+    if (::pipe(pipe_fds) != 0) return;
+    const pid_t outer = ::fork();
+    if (outer == 0) {
+      ::close(pipe_fds[0]);
+      if (::unshare(CLONE_NEWPID) != 0) ::_exit(1);
+      const pid_t inner = ::fork();  // pid 1 of the new namespace
+      if (inner == 0) {
+        if (hidden && (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+                       ::setresuid(65534, 65534, 65534) != 0 || ::prctl(PR_SET_DUMPABLE, 0) != 0))
+          ::_exit(1);
+        for (;;) ::pause();
+      }
+      (void)!::write(pipe_fds[1], &inner, sizeof inner);
+      ::_exit(::waitpid(inner, nullptr, 0) == inner ? 0 : 1);
+    }
+    ::close(pipe_fds[1]);
+    outer_ = outer;
+    if (outer <= 0 || ::read(pipe_fds[0], &inner_, sizeof inner_) != sizeof inner_) inner_ = 0;
+    ::close(pipe_fds[0]);
+    // Until the inner process has left the fork's namespace for the new one (bounded: ~10 s).
+    const uint64_t own = NamespaceInode("/proc/self/ns/pid");
+    for (int i = 0; i < 1000 && inner_ > 0 && (ns_ == 0 || ns_ == own); ++i) {
+      ns_ = NamespaceInode("/proc/" + std::to_string(inner_) + "/ns/pid");
+      if (ns_ == 0 || ns_ == own) ::poll(nullptr, 0, 10);
+    }
+    if (ns_ == own) ns_ = 0;
+  }
+  ~OtherPidNamespace() { End(); }
+  void End() {
+    if (inner_ > 0) ::kill(inner_, SIGKILL);
+    if (outer_ > 0) ::waitpid(outer_, nullptr, 0);
+    inner_ = outer_ = 0;
+  }
+  uint64_t ns() const { return ns_; }  // 0: no namespace could be made here
+  pid_t pid() const { return inner_; }
+
+ private:
+  pid_t outer_ = 0, inner_ = 0;
+  uint64_t ns_ = 0;
+};
+
 // A temporary's pid means something only in its writer's pid namespace, which its token names:
 // relink judged a container writer's pid against the host's processes, removing a live writer's
 // files and keeping a dead pid 1's for ever (helper-129). Another namespace's temporary is stale
-// once no process of that namespace is left.
+// once no process of that namespace is left that started before its writer: the token gives the
+// writer's start in clock ticks since boot, which no step of the wall clock moves.
 TEST(Store, ATemporaryOfAnotherPidNamespaceIsStaleOnceThatNamespaceIsGone) {
   struct stat file {};
   file.st_mode = S_IFREG | 0600;
   file.st_ctime = 1000;
   const std::time_t now = 1000;
   const std::string made = NewTemporaryName();
-  const std::string own_token = made.substr(made.find('.', 4) + 1);  // n<ns>.<random>
+  const std::string own_token = made.substr(made.find('.', 4) + 1);  // n<ns>.s<start>.<random>
+  ASSERT_EQ(own_token.find(".s" + std::to_string(StartTicks(::getpid())) + "."), own_token.find('.')) << made;
+  const std::string own_ns = own_token.substr(0, own_token.find('.') + 1);
   auto stale = [&](const std::string& name) { return IsStaleTemporary(name, file, now, std::chrono::seconds(0)); };
   EXPECT_FALSE(stale("tmp." + std::to_string(::getpid()) + "." + own_token));
   EXPECT_TRUE(stale("tmp." + std::to_string(GonePid()) + "." + own_token));
+  // A pid that runs, but in another process than the writer, which started before it: the
+  // writer's pid was given to it since.
+  EXPECT_TRUE(stale("tmp." + std::to_string(::getppid()) + "." + own_ns + "s" +
+                    std::to_string(StartTicks(::getppid()) + 1) + ".r4nd0m"));
+  EXPECT_FALSE(stale("tmp." + std::to_string(::getppid()) + "." + own_ns + "s" + std::to_string(StartTicks(::getppid())) +
+                     ".r4nd0m"));
+  EXPECT_FALSE(stale("tmp." + std::to_string(::getppid()) + "." + own_ns + "r4nd0m"));  // no start: the pid alone
   // A namespace no process is in: stale, even with the pid of a process that runs here.
   EXPECT_TRUE(stale("tmp." + std::to_string(::getpid()) + ".n1.r4nd0m"));
-  EXPECT_TRUE(stale("tmp.1.n1.r4nd0m"));
+  EXPECT_TRUE(stale("tmp.1.n1.s5.r4nd0m"));
 
   // A namespace a process still runs in: not stale, even with a pid no process has here.
   if (::geteuid() != 0) GTEST_SKIP() << "needs root for a pid namespace";
-  FILE* started = ::popen("exec unshare --pid --fork --kill-child sleep 120 </dev/null >/dev/null 2>&1 & echo $!", "r");
-  ASSERT_NE(started, nullptr);
-  int unshare_pid = 0;
-  ASSERT_EQ(std::fscanf(started, "%d", &unshare_pid), 1);
-  ::pclose(started);
-  const uint64_t own = NamespaceInode("/proc/self/ns/pid");
-  uint64_t other = 0;
-  // Until unshare has made the namespace and its child runs in it (bounded: ~10 s).
-  for (int i = 0; i < 1000 && other == 0; ++i) {
-    const uint64_t ns = NamespaceInode("/proc/" + std::to_string(unshare_pid) + "/ns/pid_for_children");
-    if (ns != 0 && ns != own) {
-      for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-        const std::string pid = e.path().filename().string();
-        if (pid[0] >= '1' && pid[0] <= '9' && NamespaceInode(e.path().string() + "/ns/pid") == ns) other = ns;
-      }
-    }
-    if (other == 0) ::poll(nullptr, 0, 10);
-  }
-  if (other == 0) {
-    ::kill(unshare_pid, SIGKILL);
-    GTEST_SKIP() << "unshare --pid made no namespace here";
-  }
-  const std::string foreign = "tmp." + std::to_string(GonePid()) + ".n" + std::to_string(other) + ".r4nd0m";
-  // Written once the namespace runs: its writer may still run.
+  OtherPidNamespace other;
+  if (other.ns() == 0) GTEST_SKIP() << "no pid namespace could be made here";
+  const std::string prefix = "tmp." + std::to_string(GonePid()) + ".n" + std::to_string(other.ns()) + ".";
+  const unsigned long long began = StartTicks(other.pid());
+  ASSERT_NE(began, 0u);
+  const std::string writer = prefix + "s" + std::to_string(began + 100) + ".r4nd0m";  // started after its init
+  const std::string without_start = prefix + "r4nd0m";                                 // an older version's name
+  const std::string predecessor = prefix + "s" + std::to_string(began - 1) + ".r4nd0m";  // before the namespace
   auto written_at = [&](std::time_t when) {
     struct stat at = file;
     at.st_ctime = when;
     return at;
   };
   const std::time_t up = std::time(nullptr);
-  const struct stat recent = written_at(up);
-  EXPECT_FALSE(IsStaleTemporary(foreign, recent, up + 7200, std::chrono::seconds(0))) << "a process of its namespace runs";
-  // Written long before that namespace began: the number is a dead namespace's, reused
-  // (helper-130: a restarted container kept its predecessor's files for ever).
-  EXPECT_TRUE(IsStaleTemporary(foreign, written_at(up - 7200), up, std::chrono::seconds(0)));
-  ::kill(unshare_pid, SIGKILL);  // the namespace's init (sleep) goes with it (--kill-child)
-  int status = 0;
-  ::waitpid(unshare_pid, &status, 0);
+  for (const std::string& name : {writer, without_start})
+    EXPECT_FALSE(IsStaleTemporary(name, written_at(up), up + 7200, std::chrono::seconds(0))) << name;
+  // Written, by the wall clock, two hours before its namespace began: the clock was stepped
+  // forward since (an NTP step, a virtual machine resumed), which moves the boot time /proc/stat
+  // gives and every start reckoned from it. The live writer's files were removed (helper-134).
+  EXPECT_FALSE(IsStaleTemporary(writer, written_at(up - 7200), up, std::chrono::seconds(0)));
+  // Its writer started before any process of the namespace: the number is a dead namespace's,
+  // reused (helper-130: a restarted container kept its predecessor's files for ever), even where
+  // a later link to the same inode (another restore of the content) changed the file since
+  // (helper-134: then its ctime said nothing).
+  EXPECT_TRUE(IsStaleTemporary(predecessor, written_at(up), up + 7200, std::chrono::seconds(0)));
+  other.End();
   bool gone = false;
   for (int i = 0; i < 1000 && !gone; ++i) {  // until the kernel has reaped it (bounded: ~10 s)
-    gone = IsStaleTemporary(foreign, written_at(std::time(nullptr)), std::time(nullptr) + 7200, std::chrono::seconds(0));
+    gone = IsStaleTemporary(writer, written_at(std::time(nullptr)), std::time(nullptr) + 7200, std::chrono::seconds(0));
     if (!gone) ::poll(nullptr, 0, 10);
   }
   EXPECT_TRUE(gone) << "no process of its namespace is left";
+  EXPECT_TRUE(IsStaleTemporary(without_start, written_at(up), up + 7200, std::chrono::seconds(0)));
+}
+
+// A process that is not dumpable (`serve`, and every command that reads a key or a password,
+// makes itself so) hides its namespace from its own user: relink, run as the store's owner,
+// found no process of that namespace and removed its writer's files (helper-134). A namespace a
+// process of this user hides may be any: nothing of another namespace is judged then.
+TEST(Store, ANamespaceThatHidesItselfKeepsItsTemporaries) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for a pid namespace and to become nobody";
+  OtherPidNamespace hidden(true);
+  if (hidden.ns() == 0) GTEST_SKIP() << "no pid namespace could be made here";
+  const std::string name = "tmp.1.n" + std::to_string(hidden.ns()) + ".r4nd0m";
+  // As nobody, in a child: what relink sees as the store's owner.
+  auto stale_as_nobody = [&](const std::string& temporary) {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0)
+        ::_exit(2);
+      const bool readable = NamespaceInode("/proc/" + std::to_string(hidden.pid()) + "/ns/pid") != 0;
+      struct stat file {};
+      file.st_mode = S_IFREG | 0600;
+      file.st_ctime = std::time(nullptr);
+      const bool stale = IsStaleTemporary(temporary, file, file.st_ctime + 7200, std::chrono::seconds(0));
+      ::_exit(readable ? 3 : stale ? 1 : 0);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  const int result = stale_as_nobody(name);
+  if (result == 3) GTEST_SKIP() << "nobody can read a process's namespace that is not dumpable here";
+  EXPECT_EQ(result, 0) << "a live namespace's temporary judged stale";
+  hidden.End();
+  // Once that process is gone, the namespace is judged again (bounded: ~10 s until it is reaped).
+  int after = 0;
+  for (int i = 0; i < 1000 && after == 0; ++i) {
+    after = stale_as_nobody(name);
+    if (after == 0) ::poll(nullptr, 0, 10);
+  }
+  EXPECT_EQ(after, 1) << "a gone namespace's temporary kept";
 }
 
 // A store.idx whose UIDNEXT is not above every UID it lists (damage; §4.1 says it always is)
