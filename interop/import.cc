@@ -230,6 +230,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
   result.bytes = filler.added_bytes();
   result.skipped = filler.skipped();
   result.empty = filler.added_empty();
+  result.text_from_lines = reader.text_from_lines();
   return result;
 }
 

@@ -43,6 +43,9 @@ struct ImportedFile {
   // that field is whatever a sender put there, and is not read. Keywords the store cannot keep
   // (beyond the folder's 64, or not a name it can hold) are counted here.
   uint64_t keywords_dropped = 0;
+  // Lines beginning "From " without a date, in a file whose envelope lines have dates, kept as
+  // message text (MboxReader::text_from_lines).
+  uint64_t text_from_lines = 0;
 };
 
 struct ImportOptions {

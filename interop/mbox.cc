@@ -433,7 +433,7 @@ std::optional<size_t> MboxReader::ContentLengthBoundary(size_t start, size_t tar
     const std::string before = Peek(before_start, boundary - before_start);
     if (before.size() != boundary - before_start || before.empty()) return std::nullopt;  // beyond the end
     const std::string after = Peek(boundary, kFrom.size());
-    const bool is_boundary = after.empty() || (after == kFrom && before.back() == '\n');
+    const bool is_boundary = after.empty() || (after == kFrom && before.back() == '\n' && EnvelopeAt(boundary));
     if (is_boundary && boundary - SeparatorLen(before, boundary - start) == target) return boundary;
   }
   return std::nullopt;
@@ -449,9 +449,30 @@ bool MboxReader::Start() {
       Throw(Errc::kCorrupt, shown_ + ": not an mbox (line 1 does not begin with \"From \")");
     }
     started_ = true;
-    EnvelopeEnd();
+    const size_t envelope_end = EnvelopeEnd();
+    MboxMessage first;
+    ParseEnvelope(std::string_view(buf_).substr(pos_, envelope_end - pos_), &first);
+    dated_envelopes_ = first.envelope_date != 0;
   }
   return true;
+}
+
+// Whether the "From " line at buf_ index `index` begins a message. In a file whose envelope lines
+// have dates (its first one has), only a line with a date does, as mutt and Dovecot read an mbox:
+// an unquoted "From " line of a body ("From the desk of ...") split its message in two and was
+// lost as an envelope line (helper-133). Where the first has none, every "From " line does (a
+// file without dates would otherwise be one message). A line with a CR inside stays a message's
+// start, for EnvelopeEnd to refuse (lines that end in CR alone).
+bool MboxReader::EnvelopeAt(size_t index) {
+  if (!dated_envelopes_) return true;
+  constexpr size_t kLongestDatedEnvelope = 1024;
+  std::string line = Peek(index, kLongestDatedEnvelope);
+  if (const size_t newline = line.find('\n'); newline != std::string::npos) line.resize(newline);
+  if (line.ends_with('\r')) line.pop_back();
+  if (line.find('\r') != std::string::npos) return true;
+  MboxMessage parsed;
+  ParseEnvelope(line, &parsed);
+  return parsed.envelope_date != 0;
 }
 
 // The envelope line at pos_ ends at the returned index (its '\n', or buf_.size() at the end of
@@ -500,7 +521,11 @@ bool MboxReader::Next(MboxMessage* out, const MboxSink& large) {
   if (has_newline) {
     size_t search = envelope_end;
     for (;;) {
-      const size_t hit = buf_.find("\nFrom ", search);
+      size_t hit;
+      while ((hit = buf_.find("\nFrom ", search)) != std::string::npos && !EnvelopeAt(hit + 1)) {
+        ++text_from_lines_;
+        search = hit + 1;
+      }
       if (hit != std::string::npos) {
         boundary = hit + 1;
         break;
@@ -625,7 +650,11 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
 
   uint64_t boundary_at = 0;
   for (;;) {
-    const size_t hit = buf_.find("\nFrom ", search);
+    size_t hit;
+    while ((hit = buf_.find("\nFrom ", search)) != std::string::npos && !EnvelopeAt(hit + 1)) {
+      ++text_from_lines_;
+      search = hit + 1;
+    }
     if (hit != std::string::npos) {
       boundary_at = buf_file_offset_ + hit + 1;
       break;

@@ -101,6 +101,10 @@ class MboxReader {
   bool Next(MboxMessage* out, const MboxSink& large);
   // A pipe whose writer stalls: said, and given up on, as `stall` says (util/input_wait.h).
   void set_stall_policy(StallPolicy stall) { stall_ = std::move(stall); }
+  // Lines beginning "From " read as message text, not as a new message: in a file whose first
+  // envelope line has a date, one without a date that can be read ("From the desk of ...": an
+  // unquoted line of a body, as mutt and Dovecot read it).
+  uint64_t text_from_lines() const { return text_from_lines_; }
 
  private:
   size_t ReadSource(char* data, size_t size);
@@ -111,6 +115,7 @@ class MboxReader {
   std::string Peek(size_t index, size_t length);
   std::optional<size_t> ContentLengthBoundary(size_t start, size_t target);
   size_t EnvelopeEnd();
+  bool EnvelopeAt(size_t index);
   void DropBefore(size_t index);
   bool Stream(MboxMessage* out, const MboxSink& sink, size_t start, size_t search, bool unterminated,
               std::optional<std::pair<size_t, size_t>> end_and_next);
@@ -136,6 +141,9 @@ class MboxReader {
   uint64_t spool_end_ = 0;
   bool started_ = false;
   uint64_t envelopes_ = 0;  // "From " lines read so far: errors name the message by number
+  // The first envelope line has a date: only "From " lines with one begin a message.
+  bool dated_envelopes_ = false;
+  uint64_t text_from_lines_ = 0;
 };
 
 // Appends messages to a file descriptor (which it does not own) in mboxrd format.

@@ -194,6 +194,9 @@ int RunImport(const ImportCliOptions& o) {
     if (file.keywords_dropped)
       std::printf(", %s dropped (not IMAP keywords, or past the folder's 64)",
                   Counted(file.keywords_dropped, "keyword").c_str());
+    if (file.text_from_lines)
+      std::printf(", %s beginning \"From \" without a date kept as message text",
+                  Counted(file.text_from_lines, "line").c_str());
     std::printf("\n");
   };
   interop::ImportReport report = interop::ImportMboxes(*store, jobs, options);

@@ -217,6 +217,43 @@ TEST(MboxReaderTest, OnlyFromAndSpaceAtLineStartSeparates) {
   EXPECT_EQ(messages[0].bytes, "S: 1\n\nsay From here\nFromage\nFROM x\n From y\n\tFrom z\n\rFrom w\n");
 }
 
+// An unquoted "From " line in a body ("From the desk of ...", "From Russia with love") split its
+// message in two, and the line itself was lost as the second one's envelope line, exit 0
+// (helper-133). Where the file's envelope lines have dates (its first has), a line without one
+// is message text, as mutt and Dovecot read it; in a file whose first has none, every "From "
+// line still begins a message.
+TEST(MboxReaderTest, AFromLineWithoutADateIsTextWhereEnvelopesHaveDates) {
+  const std::string first = "S: memo\n\nHi Bob,\n\nFrom the desk of the director: budget due Friday.\n\nAlice\n";
+  const std::string text = "From alice@example.com Mon Mar  3 10:00:00 2003\n" + first +
+                           "\nFrom carol@example.com Mon Mar  3 11:00:00 2003\nS: 2\n\nhello\n";
+  EXPECT_EQ(Bytes(ReadText(text)), (Strings{first, "S: 2\n\nhello\n"}));
+  EXPECT_EQ(Bytes(ReadText(text, MboxFlavor::kMboxo)), (Strings{first, "S: 2\n\nhello\n"}));
+  // Counted, for import to say so.
+  {
+    TempDir dir;
+    WriteText(dir / "mbox", text);
+    UniqueFd fd = OpenFile(dir / "mbox", O_RDONLY);
+    MboxReader reader(fd.get(), "mbox");
+    MboxMessage m;
+    while (reader.Next(&m)) {
+    }
+    EXPECT_EQ(reader.text_from_lines(), 1u);
+  }
+  // At a block's edge and in a message streamed in pieces (ReadText reads every way), and as
+  // the first line of a body.
+  const std::string big = "S: big\n\n" + std::string(MboxReader::kBlockSize - 40, 'x') + "\nFrom here on, a line\n";
+  EXPECT_EQ(Bytes(ReadText("From a@b Mon Mar  3 10:00:00 2003\n" + big + "\nFrom a@b Mon Mar  3 10:00:00 2003\nS: 2\n")),
+            (Strings{big, "S: 2\n"}));
+  EXPECT_EQ(Bytes(ReadText("From a@b Mon Mar  3 10:00:00 2003\nFrom nobody in particular\nS: 1\n")),
+            (Strings{"From nobody in particular\nS: 1\n"}));
+  // Envelope lines without dates: each begins a message, as before.
+  EXPECT_EQ(Bytes(ReadText("From a\nS: 1\n\nFrom the desk\n\nFrom b\nS: 2\n")), (Strings{"S: 1\n", "", "S: 2\n"}));
+  // A Content-Length that ends at such a line does not end the message there either.
+  const std::string body = "x\n\nFrom the desk\nmore\n";
+  const std::string with_length = "From a@b Mon Mar  3 10:00:00 2003\nContent-Length: 3\nS: 1\n\n" + body;
+  EXPECT_EQ(Bytes(ReadText(with_length)), (Strings{"Content-Length: 3\nS: 1\n\n" + body}));
+}
+
 TEST(MboxReaderTest, CrlfFileKeepsItsBytes) {
   const auto messages = ReadText(
       "From a@b Sat Nov 28 10:00:00 2026\r\nS: 1\r\n\r\nbody\r\n\r\n"
