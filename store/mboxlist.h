@@ -124,6 +124,9 @@ class Store::Db {
   static void EndWithSuccessOnceCommitted();
   // Folder::Commit, once its index append (the commit point) has returned.
   static void NoteCommitted();
+  // Whether NoteCommitted has been called in this process. Async-signal-safe (deliver's handler
+  // of a crash decides its exit status by it).
+  static bool Committed();
   // Tests: how many of the guard's one-second ticks a call may wait on a mutex of a dead owner
   // before the process gives up (exit 75), and Close waits for the detector; 60 when not set.
   static void SetStallTicksForTesting(int ticks);

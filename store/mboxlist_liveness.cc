@@ -8,10 +8,13 @@
 // registration lock. Threads are told apart only in this process.
 #include "store/mboxlist_liveness.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,7 +26,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <string_view>
 
 #include "store/mboxlist.h"
 #include "util/error.h"
@@ -186,6 +191,29 @@ bool HoldsItsRegistrySlot(int registry_fd, pid_t pid) {
   bool holds = false;
   ForEachRegistered(registry_fd, [&](pid_t slot_pid, bool locked) { return holds = slot_pid == pid && locked; });
   return holds;
+}
+
+bool HoldsARemovedRegion(const std::string& env_dir) {
+  constexpr std::string_view kDeleted = " (deleted)";
+  struct stat env;
+  if (::stat(env_dir.c_str(), &env) != 0) return false;
+  std::unique_ptr<DIR, int (*)(DIR*)> fds(::opendir("/proc/self/fd"), ::closedir);
+  if (!fds) return false;
+  while (const dirent* e = ::readdir(fds.get())) {
+    char target[PATH_MAX];
+    const ssize_t n = ::readlinkat(::dirfd(fds.get()), e->d_name, target, sizeof target);
+    if (n <= 0) continue;
+    std::string_view link(target, size_t(n));
+    if (!link.ends_with(kDeleted)) continue;
+    link.remove_suffix(kDeleted.size());
+    const size_t slash = link.rfind('/');
+    if (slash == std::string_view::npos || !link.substr(slash + 1).starts_with("__db.0")) continue;
+    struct stat parent;
+    if (::stat(std::string(link.substr(0, slash)).c_str(), &parent) == 0 && parent.st_dev == env.st_dev &&
+        parent.st_ino == env.st_ino)
+      return true;
+  }
+  return false;
 }
 
 bool SleepsInAFutex(const std::string& task) {

@@ -40,6 +40,12 @@ std::string DeadRegisteredPids(int registry_fd);
 // else. Without /proc nothing tells them apart: true.
 bool SleepsInAFutex(const std::string& task);
 
+// Whether this process holds open a region file (`__db.0NN`) of the environment in the directory
+// `env_dir` that has been removed since: another process recovered the environment while this
+// one was attaching to it, and the open waits on a mutex of the old region for ever once that
+// mutex's holder is dead (helper-131: a delivery hung until the MTA's time limit bounced it).
+bool HoldsARemovedRegion(const std::string& env_dir);
+
 // Configures `env`, whose app_private is its Store::Db, before its open so that a process that died attached is cleaned up by the
 // next opener's failchk (its transactions aborted, its locks released) rather than by recovery,
 // which would end every other process attached (docs/store-format.md §3). Recovery stays the

@@ -56,6 +56,7 @@ bool RegionReplaced(int dir_fd, dev_t dev, ino_t ino) {
 
 std::atomic<bool> success_once_committed{false};
 std::atomic<bool> committed{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "read in a signal handler");
 
 // `why` the call cannot return; `rerun` what a rerun does about it. 75: a delivery is retried by
 // the MTA, a migrate run again finds its journal; 0 for a delivery already committed.
@@ -77,6 +78,8 @@ std::atomic<bool> committed{false};
 void Store::Db::EndWithSuccessOnceCommitted() { success_once_committed = true; }
 
 void Store::Db::NoteCommitted() { committed = true; }
+
+bool Store::Db::Committed() { return committed.load(); }
 
 void Store::Db::SetStallTicksForTesting(int ticks) { stall_ticks = ticks; }
 
@@ -182,7 +185,8 @@ void Store::Db::GuardCalls(const std::shared_ptr<Watch>& shared) {
   std::unique_lock lock(watch.mutex);
   while (!watch.cv.wait_for(lock, std::chrono::seconds(1), [&] { return watch.guard_stopping; })) {
     // Fixed once the environment is open (WatchOpenedEnvironment); until then no region to watch.
-    const int dir_fd = watch.opened ? watch.dir_fd : -1;
+    const bool opened = watch.opened;
+    const int dir_fd = opened ? watch.dir_fd : -1;
     const dev_t region_dev = watch.region_dev;
     const ino_t region_ino = watch.region_ino;
     lock.unlock();  // the checks below read files: Close must not wait behind them
@@ -205,6 +209,14 @@ void Store::Db::GuardCalls(const std::shared_ptr<Watch>& shared) {
         SayAndEnd("mboxlist " + watch.dir +
                       ": waiting for a lock of a process that died, in a database environment another process has "
                       "recovered since",
+                  "");
+      // The same during the open: it attached to regions another process's recovery removed
+      // since, and waits on a mutex of one of them, which nobody will free (helper-131: two
+      // deliveries in three runs of kill -9 waited until the MTA's time limit bounced the mail).
+      // The region mutex of a live process that is merely slow is held for a moment, not seconds.
+      if (!opened && waited >= uint64_t(kLockTimeoutSeconds + 2) && HoldsARemovedRegion(watch.dir))
+        SayAndEnd("mboxlist " + watch.dir + ": " + oldest->what +
+                      " the database environment waits on a region another process has recovered (removed) since",
                   "");
       // Nobody has recovered it. A call asleep on a mutex for a minute, while the registry names
       // a process that died inside the environment, waits on a mutex that process left locked,

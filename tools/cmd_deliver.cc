@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "relinker/arrival.h"
@@ -64,6 +66,28 @@ class Refusal : public Error {
 
 [[noreturn]] void Refuse(Errc code, const std::string& message) { throw Refusal(code, message); }
 
+// A crash is never a delivery's answer: an MTA bounces a command killed by a signal (Exim's
+// pipe transport by default), and one was seen inside libdb, attaching to an environment
+// another process was recovering (helper-131: 67 SIGSEGVs in ~1,000 deliveries killed at
+// random around them). Before the commit the message is not stored: 75, the MTA retries; after
+// it, it is, and 0 keeps the MTA from delivering it twice (as the store's guard does).
+extern "C" void DeliveryCrashed(int) {
+  const bool committed = store::Store::Db::Committed();
+  const char* text = committed ? "storemove deliver: warning: crashed after the message was committed (exit 0)\n"
+                               : "storemove deliver: crashed (a fault inside the process, e.g. in libdb while another "
+                                 "process recovered the database environment); delivery deferred (exit 75)\n";
+  (void)!::write(STDERR_FILENO, text, std::strlen(text));
+  ::_exit(committed ? 0 : 75);
+}
+
+void AnswerCrashesAsDeferrals() {
+  struct sigaction action {};
+  action.sa_handler = DeliveryCrashed;
+  action.sa_flags = SA_RESETHAND;  // a fault inside the handler ends the process as before
+  ::sigemptyset(&action.sa_mask);
+  for (const int signal : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) ::sigaction(signal, &action, nullptr);
+}
+
 int DeliverOnce(const DeliverOptions& options) {
   uint8_t flags = 0;
   int64_t internal_date = 0;
@@ -80,6 +104,7 @@ int DeliverOnce(const DeliverOptions& options) {
   // Stuck after the commit (the quota update, the close, on a mutex of a process that died), the
   // store's guard ends this process with 0: the MTA must not deliver the message a second time.
   store::Store::Db::EndWithSuccessOnceCommitted();
+  AnswerCrashesAsDeferrals();
 
   // A wait that lasts (a folder being moved, a stopped process) goes to the MTA's log once.
   auto store = store::Store::Open(root, {store::Durability::kBatch,
@@ -132,8 +157,27 @@ int DeliverOnce(const DeliverOptions& options) {
   std::unique_ptr<store::MessageWriter> writer = folder->NewMessage();
   std::vector<char> buffer(1 << 16);
   uint64_t received = 0;
+  // A first line "From SENDER DATE" is the mbox envelope line an MTA puts before the message
+  // (Postfix's local(8) for mailbox_command, its pipe(8) with flags=F, procmail), not part of
+  // it: no header line begins so. It became the message's first header line (helper-131).
+  size_t held = 0;  // bytes at buffer's start not yet known to be past that line
+  bool first_line_done = false;
   for (;;) {
-    size_t n = ReadSome(0, buffer.data(), buffer.size(), "stdin");
+    size_t n = ReadSome(0, buffer.data() + held, buffer.size() - held, "stdin");
+    if (!first_line_done) {
+      held += n;
+      const std::string_view head(buffer.data(), held);
+      const size_t newline = head.find('\n');
+      const bool envelope = head.starts_with("From ");
+      const bool could_be = held < 5 && std::string_view("From ").starts_with(head);
+      if (n != 0 && newline == std::string_view::npos && held < buffer.size() && (envelope || could_be)) continue;
+      first_line_done = true;
+      const size_t skip = envelope && newline != std::string_view::npos ? newline + 1 : 0;
+      n = held - skip;
+      if (n != 0) std::memmove(buffer.data(), buffer.data() + skip, n);
+      held = 0;
+      if (n == 0) continue;
+    }
     if (n == 0) break;
     writer->Write(buffer.data(), n);
     received += n;

@@ -1,6 +1,7 @@
 #include "tools/run_command_line.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -73,6 +74,11 @@ int RunCommandLine(CLI::App& app, const Action& action, int argc, char** argv) {
       ::close(null);
     }
   }
+  // The store's files and directories are made 0600 and 0700; a umask that masks the owner's
+  // own bits (an MTA's or a script's 0277) made `lock/db` unwritable to the owner: every later
+  // delivery of a user hashed there was deferred for ever (helper-131). The group's and others'
+  // bits stay the caller's to mask.
+  ::umask(::umask(0) & 077);
   const std::string program = app.get_name();
   app.require_subcommand(1);
   app.set_version_flag("--version", VersionString(), "print the version and exit");

@@ -532,6 +532,56 @@ TEST_F(DeadMutexOwner, AnOpenBehindAHolderStoppedAndThenKilledEndsAndTheNextOpen
   EXPECT_FALSE(store->FindUser("zed"));  // stopped before its transaction began
 }
 
+// The same, but another process recovers the environment before the opener's guard has waited
+// its limit: the recovery rebuilds the registry, which then names no dead process, and removes
+// the regions the opener attached to. The opener waited for ever on the dead holder's mutex in
+// the removed region (helper-131: deliveries under Postfix until its time limit bounced the
+// mail). It now ends with 75 once it holds a removed region.
+TEST_F(DeadMutexOwner, AnOpenAttachedToRegionsAnotherProcessRecoveredEnds) {
+  pid_t holder = ::fork();
+  if (holder == 0) {
+    ::alarm(60);
+    auto store = Store::Open(tmp_.path());
+    stop_instead = true;
+    die_holding_a_mutex_of = "__txn_begin";
+    store->CreateUser("zed");
+    ::_exit(die_holding_a_mutex_of.load() != nullptr ? 4 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(holder, &status, WUNTRACED), holder);
+  if (!WIFSTOPPED(status)) {
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 4) << "the holder ended: " << status;
+    GTEST_SKIP() << "this libdb took no mutex through __txn_begin";
+  }
+  int err[2];
+  ASSERT_EQ(::pipe(err), 0);
+  const pid_t opener = ::fork();
+  if (opener == 0) {
+    ::alarm(45);
+    ::dup2(err[1], STDERR_FILENO);
+    Store::Db::SetStallTicksForTesting(1000);  // the dead-process rule cannot end it first
+    ::_exit(Store::Open(tmp_.path())->FindUser("joe") ? 0 : 1);
+  }
+  ::close(err[1]);
+  ASSERT_TRUE(MainThreadWaitsOnAMutex(opener));
+  ::kill(holder, SIGKILL);
+  EXPECT_EQ(HowItEnded(holder), "signal 9");
+  {
+    auto store = Store::Open(tmp_.path());  // recovers the environment under the opener
+    EXPECT_TRUE(store->FindUser("joe"));
+  }
+  EXPECT_EQ(HowItEnded(opener), "exit 75");  // was "signal 14 (still waiting: hung)"
+  std::string said;
+  char buf[512];
+  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;) said.append(buf, size_t(n));
+  ::close(err[0]);
+  EXPECT_NE(said.find("waits on a region another process has recovered (removed) since; stopping (exit 75"),
+            std::string::npos)
+      << said;
+  auto store = Store::Open(tmp_.path());
+  EXPECT_TRUE(store->FindUser("joe"));
+}
+
 // A delivery whose message is committed, stuck in what follows the commit (the quota update, the
 // close) on a mutex of a process that died: the guard used to end it with 75, and the MTA then
 // delivered the message a second time (seen once in helper-50's kill -9 runs). deliver arms the
