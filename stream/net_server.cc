@@ -410,8 +410,25 @@ class Server {
       stopping_ = true;  // sessions waiting for a slot give up
     }
     changed_.notify_all();
-    if (!slots.empty())
-      log_.Line(LogPriority::kNotice, "storemove serve: stopping; cutting off " + std::to_string(slots.size()) + " running session(s)");
+    // Counted as they are now: a session that ended since the last Reap is not cut, and one
+    // waiting for a slot is answered instead (helper-132: "cutting off 8" for 4).
+    size_t running = 0, waiting_for_a_slot = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const auto& s : slots) {
+        if (s->state == Slot::State::kWaiting) {
+          ++waiting_for_a_slot;
+        } else if (s->state != Slot::State::kDone) {
+          ++running;
+        }
+      }
+    }
+    if (running || waiting_for_a_slot)
+      log_.Line(LogPriority::kNotice, "storemove serve: stopping; cutting off " + std::to_string(running) +
+                                          " running session(s)" +
+                                          (waiting_for_a_slot ? "; telling " + std::to_string(waiting_for_a_slot) +
+                                                                    " waiting for a slot to try again later"
+                                                              : ""));
     // A connection waiting for a session slot is not cut: its thread wakes (stopping_) and
     // answers ERROR kTempFail first, so a client (a migrate) retries once the server is back
     // instead of taking a closed connection for a refused authentication.
@@ -900,8 +917,12 @@ class Server {
     try {
       WriteFrame(conn, FrameType::kResult, ReportToJson(report));
     } catch (const Error& e) {
-      log_.Line(LogPriority::kWarning, who + ": the restore above is complete and on disk, but its client was gone "
-                                            "before its RESULT (" + e.what() + "); its rerun finds it present");
+      const bool stopping = Stopping();
+      // A stop of the server cuts every session: it was not the client that went (helper-132).
+      log_.Line(LogPriority::kWarning,
+                who + ": the restore above is complete and on disk, but " +
+                    (stopping ? std::string("the server's stop cut the connection") : "its client was gone") +
+                    " before its RESULT (" + e.what() + "); its rerun finds it present");
       throw ClientGoneAfterResult{};
     }
   }

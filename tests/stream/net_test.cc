@@ -1692,6 +1692,10 @@ TEST(NetSlots, AConnectionWaitingForASlotWhenTheServerStopsIsToldToTryAgain) {
   slot.Stop();
   EXPECT_EQ(slot.code, Errc::kTempFail) << slot.what;
   EXPECT_NE(slot.what.find("the server is stopping"), std::string::npos) << slot.what;
+  // The log counts the one session cut apart from the one told (helper-132: "cutting off 2").
+  EXPECT_TRUE(Contains(slot.server->Log(),
+                       "stopping; cutting off 1 running session(s); telling 1 waiting for a slot to try again later"))
+      << slot.server->Log();
 }
 
 // A client that gives up waiting for a session slot (its own timeout) is told that a slot wait
