@@ -1,5 +1,6 @@
 // storemove export; the layouts are described in interop/export.h.
 #include "interop/export.h"
+#include "interop/unfinished_export.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -126,8 +127,9 @@ std::vector<std::pair<std::string, bool>> Entries(int dirfd, const std::string& 
 }
 
 // Present in OUTDIR while an export writes there: a rerun after a kill or a failure finds it
-// and starts again in the same directory instead of refusing a non-empty one.
-constexpr const char* kUnfinishedMarker = ".storemove-export-unfinished";
+// and starts again in the same directory instead of refusing a non-empty one; import refuses
+// what lies below it.
+constexpr const char* kUnfinishedMarker = kUnfinishedExportMarker;
 
 // Removes everything below dirfd (not following links), which this export (or an unfinished
 // one, by the marker) wrote.

@@ -19,6 +19,7 @@
 #include "interop/folder_filler.h"
 #include "interop/keyword_bits.h"
 #include "interop/mbox_status.h"
+#include "interop/unfinished_export.h"
 #include "store/mboxlist.h"
 #include "util/digest.h"
 #include "util/error.h"
@@ -88,6 +89,8 @@ void CheckMboxFile(const ImportJob& job, MboxFlavor flavor) {
     if (S_ISDIR(st.st_mode)) Throw(Errc::kInvalidArgument, job.path + ": a directory, not an mbox file");
     // A descriptor shares its offset with ours: read once, checked when imported, like a pipe.
     if (!S_ISREG(st.st_mode) || inherited >= 0) return;
+    const size_t slash = job.path.rfind('/');
+    RefuseUnfinishedExport(job.path, slash == std::string::npos ? "." : slash == 0 ? "/" : job.path.substr(0, slash));
     UniqueFd fd = OpenMbox(job.path);
     MboxReader reader(fd.get(), job.path, flavor);
     reader.Start();  // throws kCorrupt "not an mbox"

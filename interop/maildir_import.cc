@@ -1,6 +1,7 @@
 // storemove import --maildir; the rules are in interop/maildir_import.h and
 // docs/store-format.md §6.11.
 #include "interop/maildir_import.h"
+#include "interop/unfinished_export.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -586,6 +587,7 @@ MaildirTree ScanMaildir(const std::string& dir) {
   }
   if (S_ISLNK(st.st_mode)) ThrowLink(tree.dir);
   if (!S_ISDIR(st.st_mode)) Throw(Errc::kInvalidArgument, tree.dir + ": not a directory (a Maildir was expected)");
+  RefuseUnfinishedExport(tree.dir, tree.dir);
   tree.root = OpenDirectory(tree.dir);
 
   std::vector<Entry> entries = ListDirectory(tree.root.get(), tree.dir);

@@ -234,8 +234,12 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
   command->add_option("-u,--user", o->user, "user id")->type_name("USER");
   command->add_option("-s,--source", o->mbox_path, "mbox file to load; - or /dev/stdin: standard input, as the shell opened it")->type_name("MBOXFILE");
   command->add_option("files", o->files, "mbox files to load")->type_name("FILE");
+  // An empty value (a script's unset variable) was taken for no -d: INBOX, or each file's name,
+  // exit 0 (helper-133).
   command->add_option("-d,-F,--folder", o->folder, "folder to load into (default: INBOX, or each FILE's base name)")
-      ->type_name("FOLDER");
+      ->type_name("FOLDER")
+      ->check(CLI::Validator([](const std::string& value) { return value.empty() ? "an empty folder name" : ""; },
+                             "", "non-empty"));
   command->add_option("--list", o->list, "file of USER<TAB>FOLDER<TAB>MBOX_PATH lines: many users in one run")
       ->type_name("LIST");
   command->add_option("--maildir", o->maildir, "Maildir++ tree to load into -u USER's folders")

@@ -156,6 +156,43 @@ TEST_F(Import, ListLoadsManyUsersAndFoldersInOneRun) {
   EXPECT_EQ(inbox->Snapshot().messages.at(0).internal_date, 1719828000);
 }
 
+// An export killed or failed leaves ".storemove-export-unfinished" in its OUTDIR, its last file
+// cut short: importing that file exited 0 with the last message truncated (helper-133), and a
+// later import of the finished export would have added the whole one beside it. Files below
+// such a marker, and a Maildir tree that holds one, are refused before anything is written.
+TEST_F(Import, TheFilesOfAnUnfinishedExportAreRefused) {
+  const auto inbox = WriteMbox(dir_ / "out/INBOX", Messages("inbox", 3));
+  const auto deep = WriteMbox(dir_ / "out/Projects/2024", Messages("deep", 2));
+  std::ofstream(dir_ / "out/.storemove-export-unfinished");
+  for (const std::string& file : {std::string(dir_ / "out/INBOX"), std::string(dir_ / "out/Projects/2024")}) {
+    CliResult r = Run({"-u", "joe", "-s", file, "-d", "Restored"});
+    EXPECT_EQ(r.status, 65) << r.Describe();
+    EXPECT_NE(r.err.find("part of an export that did not finish"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(".storemove-export-unfinished"), std::string::npos) << r.err;
+  }
+  fs::create_directories(dir_ / "maildir/cur");
+  fs::create_directories(dir_ / "maildir/new");
+  fs::create_directories(dir_ / "maildir/tmp");
+  std::ofstream(dir_ / "maildir/.storemove-export-unfinished");
+  CliResult maildir = Run({"-u", "joe", "--maildir", dir_ / "maildir"});
+  EXPECT_EQ(maildir.status, 65) << maildir.Describe();
+  EXPECT_FALSE(store::Store::Open(root_)->FindUser("joe")) << "nothing is made for a refused file";
+  // Once the export has finished (the marker gone), the same import goes through.
+  fs::remove(dir_ / "out/.storemove-export-unfinished");
+  CliResult r = Run({"-u", "joe", "-s", dir_ / "out/INBOX", "-d", "Restored"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "joe", "Restored"), inbox);
+}
+
+// `-d ''` (a script's unset variable) was taken for no -d: the messages went into INBOX, exit 0.
+TEST_F(Import, AnEmptyFolderNameIsRefused) {
+  WriteMbox(dir_ / "m", Messages("m", 1));
+  CliResult r = Run({"-u", "joe", "-s", dir_ / "m", "-d", ""});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find("an empty folder name"), std::string::npos) << r.err;
+  EXPECT_FALSE(store::Store::Open(root_)->FindUser("joe"));
+}
+
 TEST_F(Import, ManyFilesOfOneUserGoToTheirBaseNames) {
   const auto sent = WriteMbox(dir_ / "a/Sent.mbox", Messages("sent", 2));
   const auto trash = WriteMbox(dir_ / "b/Trash", Messages("trash", 3));
