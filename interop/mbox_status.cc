@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 
 #include "store/store.h"
 
@@ -37,6 +38,21 @@ uint8_t FlagsFromStatusHeaders(std::string_view message) {
     if (x->find('F') != std::string_view::npos) flags |= store::kFlagged;
     if (x->find('D') != std::string_view::npos) flags |= store::kDeleted;
     if (x->find('T') != std::string_view::npos) flags |= store::kDraft;
+  }
+  // Thunderbird keeps its flags in "X-Mozilla-Status: XXXX" (4 hex digits): 0x0001 read,
+  // 0x0002 replied, 0x0004 marked, 0x0008 deleted (not yet compacted away). Its exports came in
+  // unread, and its deleted messages as live mail (helper-133).
+  if (auto mozilla = HeaderField(message, "X-Mozilla-Status")) {
+    std::string_view hex = *mozilla;
+    while (!hex.empty() && (hex.back() == ' ' || hex.back() == '\t')) hex.remove_suffix(1);
+    unsigned bits = 0;
+    const auto [end, ec] = std::from_chars(hex.data(), hex.data() + hex.size(), bits, 16);
+    if (ec == std::errc() && end == hex.data() + hex.size() && hex.size() == 4) {
+      if (bits & 0x0001) flags |= store::kSeen;
+      if (bits & 0x0002) flags |= store::kAnswered;
+      if (bits & 0x0004) flags |= store::kFlagged;
+      if (bits & 0x0008) flags |= store::kDeleted;
+    }
   }
   return flags;
 }

@@ -13,7 +13,8 @@ namespace storemove::interop {
 std::optional<std::string_view> HeaderField(std::string_view message, std::string_view name);
 
 // The flags mail programs keep in an mbox message's header (mutt, Pine, UW-IMAP, Dovecot,
-// Thunderbird's "Status"): Status R = read; X-Status A answered, F flagged, D deleted, T draft.
+// Thunderbird's "Status"): Status R = read; X-Status A answered, F flagged, D deleted, T draft;
+// X-Mozilla-Status (Thunderbird, 4 hex digits) 0001 read, 0002 answered, 0004 flagged, 0008 deleted.
 uint8_t FlagsFromStatusHeaders(std::string_view message);
 
 }  // namespace storemove::interop

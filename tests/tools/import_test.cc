@@ -287,6 +287,29 @@ TEST_F(Import, StatusHeadersGiveFlagsAndTheFolderDataMessageIsLeftOut) {
   EXPECT_EQ(snap.messages[3].flags, store::kDeleted | store::kDraft);
 }
 
+// Thunderbird keeps its flags in X-Mozilla-Status (4 hex digits): its exports came in unread, and
+// a message it had deleted (waiting for compaction) came back as live mail (helper-133).
+TEST_F(Import, ThunderbirdsStatusGivesFlags) {
+  const std::string read = "Subject: read\nX-Mozilla-Status: 0001\nX-Mozilla-Status2: 00000000\n\nr\n";
+  const std::string flagged = "Subject: flagged\nX-Mozilla-Status: 0007\n\nf\n";
+  const std::string deleted = "Subject: deleted\nX-Mozilla-Status: 0009\n\nd\n";
+  const std::string odd = "Subject: odd\nX-Mozilla-Status: zz01\n\no\n";  // not 4 hex digits: no flags
+  std::ofstream(dir_ / "tb") << "From - Mon Jan  1 00:00:00 2024\n" << read << "\n"
+                             << "From - Mon Jan  1 00:00:00 2024\n" << flagged << "\n"
+                             << "From - Mon Jan  1 00:00:00 2024\n" << deleted << "\n"
+                             << "From - Mon Jan  1 00:00:00 2024\n" << odd << "\n";
+  CliResult r = Run({"-u", "joe", "-s", dir_ / "tb"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(FolderMessages(*store, "joe", "INBOX"), (std::vector<std::string>{read, flagged, deleted, odd}));
+  const store::FolderSnapshot snap = store->OpenFolder("joe", "INBOX")->Snapshot();
+  ASSERT_EQ(snap.messages.size(), 4u);
+  EXPECT_EQ(snap.messages[0].flags, store::kSeen);
+  EXPECT_EQ(snap.messages[1].flags, store::kSeen | store::kAnswered | store::kFlagged);
+  EXPECT_EQ(snap.messages[2].flags, store::kSeen | store::kDeleted);
+  EXPECT_EQ(snap.messages[3].flags, 0);
+}
+
 // A file an IMAP server wrote (its first message has X-IMAPbase, as Dovecot writes it) keeps
 // keywords in X-Keywords: they become user flags, new names joining the folder's, 64 at most
 // (the rest counted); a large message streamed to disk gets its keywords too. In a file no IMAP
