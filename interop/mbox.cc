@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -242,13 +243,19 @@ class QuotedFromLines {
   std::string out_;
 };
 
-// Envelope line without its "\n": sender, date and the writer's no-final-newline mark.
-bool ParseEnvelope(std::string_view line, MboxMessage* out) {
+// The parts of an envelope line without its "\n": "From SENDER DATE [no-final-newline]".
+struct EnvelopeParts {
+  std::string_view sender;
+  std::string_view date;
+  bool unterminated = false;  // the writer's no-final-newline mark
+};
+
+EnvelopeParts SplitEnvelope(std::string_view line) {
+  EnvelopeParts parts;
   line = TrimBlanks(line.substr(kFrom.size()));
-  bool unterminated = false;
   if (line.size() > kNoFinalNewline.size() && line.ends_with(kNoFinalNewline) &&
       IsBlank(line[line.size() - kNoFinalNewline.size() - 1])) {
-    unterminated = true;
+    parts.unterminated = true;
     line = TrimBlanks(line.substr(0, line.size() - kNoFinalNewline.size()));
   }
   size_t sender_end = 0;
@@ -258,10 +265,17 @@ bool ParseEnvelope(std::string_view line, MboxMessage* out) {
     if (quote != std::string_view::npos) sender_end = quote + 1;
   }
   while (sender_end < line.size() && !IsBlank(line[sender_end])) ++sender_end;
-  out->envelope_sender.assign(line.substr(0, sender_end));
-  const std::string_view date = TrimBlanks(line.substr(sender_end));
-  out->envelope_date = date.empty() ? 0 : SentDate("Date: " + std::string(date) + "\n");
-  return unterminated;
+  parts.sender = line.substr(0, sender_end);
+  parts.date = TrimBlanks(line.substr(sender_end));
+  return parts;
+}
+
+// Envelope line without its "\n": sender, date and the writer's no-final-newline mark.
+bool ParseEnvelope(std::string_view line, MboxMessage* out) {
+  const EnvelopeParts parts = SplitEnvelope(line);
+  out->envelope_sender.assign(parts.sender);
+  out->envelope_date = parts.date.empty() ? 0 : SentDate("Date: " + std::string(parts.date) + "\n");
+  return parts.unterminated;
 }
 
 // asctime layout in UTC, e.g. "Thu Nov 28 10:00:00 2026" (locale-free).
@@ -303,6 +317,21 @@ std::string SafeSender(std::string_view sender) {
 }
 
 }  // namespace
+
+bool LooksLikeEnvelopeLine(std::string_view line) {
+  if (!line.starts_with(kFrom)) return false;
+  const std::string_view date = SplitEnvelope(line).date;
+  if (date.empty()) return false;
+  // A date the parser reads (1970-01-01T00:00:00Z included: helper-135 saw SentDate's 0 for it
+  // merge a MAILER-DAEMON message into the one before), or a time of day, h:mm, as every
+  // writer's date has: "2024-01-01T00:00:00Z", "Sat Feb 30 10:00:00 2024", a trailing id.
+  if (store::ParseDateTimeText(date)) return true;
+  for (size_t colon = date.find(':'); colon != std::string_view::npos; colon = date.find(':', colon + 1)) {
+    const auto digit = [&](size_t i) { return i < date.size() && std::isdigit(static_cast<unsigned char>(date[i])); };
+    if (colon > 0 && digit(colon - 1) && digit(colon + 1) && digit(colon + 2)) return true;
+  }
+  return false;
+}
 
 // --- MboxReader --------------------------------------------------------------------------
 
@@ -450,9 +479,7 @@ bool MboxReader::Start() {
     }
     started_ = true;
     const size_t envelope_end = EnvelopeEnd();
-    MboxMessage first;
-    ParseEnvelope(std::string_view(buf_).substr(pos_, envelope_end - pos_), &first);
-    dated_envelopes_ = first.envelope_date != 0;
+    dated_envelopes_ = LooksLikeEnvelopeLine(std::string_view(buf_).substr(pos_, envelope_end - pos_));
   }
   return true;
 }
@@ -470,9 +497,7 @@ bool MboxReader::EnvelopeAt(size_t index) {
   if (const size_t newline = line.find('\n'); newline != std::string::npos) line.resize(newline);
   if (line.ends_with('\r')) line.pop_back();
   if (line.find('\r') != std::string::npos) return true;
-  MboxMessage parsed;
-  ParseEnvelope(line, &parsed);
-  return parsed.envelope_date != 0;
+  return LooksLikeEnvelopeLine(line);
 }
 
 // The envelope line at pos_ ends at the returned index (its '\n', or buf_.size() at the end of

@@ -79,6 +79,12 @@ using MboxSink = std::function<void(std::string_view)>;
 // line, further than `whole_limit` beyond what is buffered, has the bytes up to where it points
 // copied to an unlinked temporary file in $TMPDIR (else /tmp) and read back from there: the
 // disk holds the look-ahead (for a bogus count, up to the rest of the pipe), memory does not.
+// Whether `line` (without its "\n") is an envelope line with a date: "From SENDER DATE", where
+// DATE can be read as a date or holds a time of day (h:mm). Body text that nobody quoted, "From
+// the desk of ...", has none: in a file whose first envelope line has one, only such lines begin
+// a message (MboxReader), and deliver leaves out only such a first line.
+bool LooksLikeEnvelopeLine(std::string_view line);
+
 class MboxReader {
  public:
   static constexpr size_t kBlockSize = 256 << 10;
@@ -102,8 +108,8 @@ class MboxReader {
   // A pipe whose writer stalls: said, and given up on, as `stall` says (util/input_wait.h).
   void set_stall_policy(StallPolicy stall) { stall_ = std::move(stall); }
   // Lines beginning "From " read as message text, not as a new message: in a file whose first
-  // envelope line has a date, one without a date that can be read ("From the desk of ...": an
-  // unquoted line of a body, as mutt and Dovecot read it).
+  // envelope line has a date, one that is no envelope line with a date (LooksLikeEnvelopeLine:
+  // "From the desk of ...", an unquoted line of a body, as mutt and Dovecot read it).
   uint64_t text_from_lines() const { return text_from_lines_; }
 
  private:

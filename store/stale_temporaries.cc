@@ -91,14 +91,6 @@ bool BootClockUnshifted() {
   return unshifted;
 }
 
-// Whether /proc is this process's pid namespace's, so that /proc/<pid> is the process this
-// process knows as <pid> (not so after `unshare --pid` without a /proc of its own).
-bool ProcIsOurs() {
-  char link[32];
-  const ssize_t n = ::readlink("/proc/self", link, sizeof link);
-  return n > 0 && std::string_view(link, size_t(n)) == std::to_string(::getpid());
-}
-
 // How many pid namespaces /proc/<pid>/status's NSpid line lists (from /proc's own namespace down
 // to the process's) and the process's effective uid; false when the file cannot be read.
 bool ReadProcessStatus(const std::string& dir, size_t* namespaces, uid_t* euid) {
@@ -121,6 +113,16 @@ bool ReadProcessStatus(const std::string& dir, size_t* namespaces, uid_t* euid) 
   }
   std::fclose(f);
   return have_ns && have_uid;
+}
+
+// Whether /proc is this process's pid namespace's, so that /proc/<pid> is the process this
+// process knows as <pid>: not so after `unshare --pid` without a /proc of its own, where this
+// process's NSpid lists two pids. Comparing /proc/self with getpid() was not enough: the two
+// numbers can be equal there, and a live writer's file was removed (helper-135).
+bool ProcIsOurs() {
+  size_t namespaces = 0;
+  uid_t euid = 0;
+  return ReadProcessStatus("/proc/self", &namespaces, &euid) && namespaces == 1;
 }
 
 // This process's writer identity, "n<ns>.s<start>." (or "n<ns>." where its start cannot be

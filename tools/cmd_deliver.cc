@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "interop/mbox.h"
 #include "relinker/arrival.h"
 #include "store/mboxlist.h"
 #include "store/settings.h"
@@ -81,9 +82,15 @@ extern "C" void DeliveryCrashed(int) {
 }
 
 void AnswerCrashesAsDeferrals() {
+  // Its own stack, so that a stack overflow is answered too (helper-135).
+  static char alternate_stack[64 << 10];
+  stack_t stack{};
+  stack.ss_sp = alternate_stack;
+  stack.ss_size = sizeof alternate_stack;
+  ::sigaltstack(&stack, nullptr);
   struct sigaction action {};
   action.sa_handler = DeliveryCrashed;
-  action.sa_flags = SA_RESETHAND;  // a fault inside the handler ends the process as before
+  action.sa_flags = SA_RESETHAND | SA_ONSTACK;  // a fault inside the handler ends the process as before
   ::sigemptyset(&action.sa_mask);
   for (const int signal : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) ::sigaction(signal, &action, nullptr);
 }
@@ -172,7 +179,11 @@ int DeliverOnce(const DeliverOptions& options) {
       const bool could_be = held < 5 && std::string_view("From ").starts_with(head);
       if (n != 0 && newline == std::string_view::npos && held < buffer.size() && (envelope || could_be)) continue;
       first_line_done = true;
-      const size_t skip = envelope && newline != std::string_view::npos ? newline + 1 : 0;
+      std::string_view line = head.substr(0, newline == std::string_view::npos ? 0 : newline);
+      if (line.ends_with('\r')) line.remove_suffix(1);
+      // Only a line with a date: a message without a header that begins "From the ..." keeps it.
+      const size_t skip =
+          envelope && newline != std::string_view::npos && interop::LooksLikeEnvelopeLine(line) ? newline + 1 : 0;
       n = held - skip;
       if (n != 0) std::memmove(buffer.data(), buffer.data() + skip, n);
       held = 0;

@@ -254,6 +254,28 @@ TEST(MboxReaderTest, AFromLineWithoutADateIsTextWhereEnvelopesHaveDates) {
   EXPECT_EQ(Bytes(ReadText(with_length)), (Strings{"Content-Length: 3\nS: 1\n\n" + body}));
 }
 
+// What separates envelope lines from such text is a date the parser reads or a time of day:
+// helper-135 saw SentDate's 0 for 1970-01-01T00:00:00Z, and dates it rejects (ISO 8601, a
+// trailing id, Feb 30), merge a message into the one before.
+TEST(MboxReaderTest, EnvelopeLinesWithOddDatesStillBeginMessages) {
+  for (const std::string& envelope :
+       {std::string("From MAILER-DAEMON Thu Jan  1 00:00:00 1970"), std::string("From a@b Thu, 01 Jan 1970 00:00:00 +0000"),
+        std::string("From a@b 2024-01-01T00:00:00Z"), std::string("From a@b Mon Jan  1 10:00:00 2024 12345"),
+        std::string("From a@b Sat Feb 30 10:00:00 2024"), std::string("From - Mon Jan 01 10:00 2024")}) {
+    const std::string text = "From a@b Mon Jan  1 10:00:00 2024\nS: 1\n\n" + envelope + "\nS: 2\n\n" +
+                             "From a@b Mon Jan  1 11:00:00 2024\nS: 3\n";
+    EXPECT_EQ(Bytes(ReadText(text)), (Strings{"S: 1\n", "S: 2\n", "S: 3\n"})) << envelope;
+    EXPECT_TRUE(LooksLikeEnvelopeLine(envelope)) << envelope;
+  }
+  for (const std::string& text : {std::string("From the desk of the director"), std::string("From Russia with love"),
+                                  std::string("From nobody"), std::string("From 2003 onward"), std::string("From: a@b")})
+    EXPECT_FALSE(LooksLikeEnvelopeLine(text)) << text;
+  // An exact Content-Length that points at such a line ends its message there (--mboxcl2 too).
+  const std::string cl = "From a@b Mon Jan  1 10:00:00 2024\nContent-Length: 2\n\nx\n\n"
+                         "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nContent-Length: 2\n\ny\n";
+  EXPECT_EQ(ReadText(cl, MboxFlavor::kMboxcl2).size(), 2u);
+}
+
 TEST(MboxReaderTest, CrlfFileKeepsItsBytes) {
   const auto messages = ReadText(
       "From a@b Sat Nov 28 10:00:00 2026\r\nS: 1\r\n\r\nbody\r\n\r\n"
