@@ -290,6 +290,10 @@ bool Store::Db::CleanUpAfterDeadProcesses(const std::string& dir, u_int32_t flag
     // Never outlives the bound, even orphaned: the alarm ends it whatever the forking thread's
     // signal mask and handlers were.
     ::signal(SIGALRM, SIG_DFL);
+    // A fault here is the child's own, which its parent sees as such: not a handler the parent
+    // installed (deliver's said "crashed ... delivery deferred" for deliveries that went on and
+    // succeeded: helper-136).
+    for (const int fault : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) ::signal(fault, SIG_DFL);
     sigset_t alarm_only;
     ::sigemptyset(&alarm_only);
     ::sigaddset(&alarm_only, SIGALRM);
