@@ -2,10 +2,12 @@
 #include "interop/import.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cctype>
 #include <ctime>
 #include <fstream>
@@ -87,10 +89,22 @@ void CheckMboxFile(const ImportJob& job, MboxFlavor flavor) {
       ThrowErrno("stat " + job.path);
     }
     if (S_ISDIR(st.st_mode)) Throw(Errc::kInvalidArgument, job.path + ": a directory, not an mbox file");
+    if (!S_ISREG(st.st_mode)) return;
+    // Where the file really is: through a link to it, or standard input redirected from it, a
+    // killed export's file was imported with exit 0 (helper-137).
+    std::string real;
+    if (inherited >= 0) {
+      char target[PATH_MAX];
+      const ssize_t n = ::readlink(("/proc/self/fd/" + std::to_string(inherited)).c_str(), target, sizeof target);
+      if (n > 0 && target[0] == '/') real.assign(target, size_t(n));
+    } else if (char* resolved = ::realpath(job.path.c_str(), nullptr)) {
+      real = resolved;
+      ::free(resolved);
+    }
+    if (const size_t slash = real.rfind('/'); slash != std::string::npos)
+      RefuseUnfinishedExport(job.path, slash == 0 ? "/" : real.substr(0, slash));
     // A descriptor shares its offset with ours: read once, checked when imported, like a pipe.
-    if (!S_ISREG(st.st_mode) || inherited >= 0) return;
-    const size_t slash = job.path.rfind('/');
-    RefuseUnfinishedExport(job.path, slash == std::string::npos ? "." : slash == 0 ? "/" : job.path.substr(0, slash));
+    if (inherited >= 0) return;
     UniqueFd fd = OpenMbox(job.path);
     MboxReader reader(fd.get(), job.path, flavor);
     reader.Start();  // throws kCorrupt "not an mbox"

@@ -321,16 +321,50 @@ std::string SafeSender(std::string_view sender) {
 bool LooksLikeEnvelopeLine(std::string_view line) {
   if (!line.starts_with(kFrom)) return false;
   const std::string_view date = SplitEnvelope(line).date;
-  if (date.empty()) return false;
-  // A date the parser reads (1970-01-01T00:00:00Z included: helper-135 saw SentDate's 0 for it
-  // merge a MAILER-DAEMON message into the one before), or a time of day, h:mm, as every
-  // writer's date has: "2024-01-01T00:00:00Z", "Sat Feb 30 10:00:00 2024", a trailing id.
-  if (store::ParseDateTimeText(date)) return true;
-  for (size_t colon = date.find(':'); colon != std::string_view::npos; colon = date.find(':', colon + 1)) {
-    const auto digit = [&](size_t i) { return i < date.size() && std::isdigit(static_cast<unsigned char>(date[i])); };
-    if (colon > 0 && digit(colon - 1) && digit(colon + 1) && digit(colon + 2)) return true;
+  // The shape of a date as mbox writers put it (asctime, RFC 5322, with or without a zone, a
+  // trailing id): a month's name, a day, a time of day h:mm and a year; or an ISO 8601 date-time.
+  // mutt's is_from asks as much. Not the date parser alone: it rejects forms writers use
+  // (helper-135: ISO 8601, Feb 30, a trailing id merged messages) and its 0 is also 1970-01-01;
+  // nor a time alone: prose has those ("From 10:30 to 11:00 we meet", helper-137).
+  static constexpr std::string_view kMonths[] = {"jan", "feb", "mar", "apr", "may", "jun",
+                                                 "jul", "aug", "sep", "oct", "nov", "dec"};
+  bool month = false, time = false;
+  int short_numbers = 0, years = 0;
+  for (size_t pos = 0; pos < date.size();) {
+    const size_t start = date.find_first_not_of(" \t", pos);
+    if (start == std::string_view::npos) break;
+    size_t end = date.find_first_of(" \t", start);
+    if (end == std::string_view::npos) end = date.size();
+    std::string_view token = date.substr(start, end - start);
+    pos = end;
+    while (!token.empty() && token.back() == ',') token.remove_suffix(1);
+    const auto all = [&](size_t from, size_t to, auto test) {
+      for (size_t k = from; k < to; ++k)
+        if (!test(static_cast<unsigned char>(token[k]))) return false;
+      return from < to;
+    };
+    const auto digits = [&](size_t from, size_t to) { return to <= token.size() && all(from, to, ::isdigit); };
+    if (token.size() >= 16 && digits(0, 4) && token[4] == '-' && digits(5, 7) && token[7] == '-' && digits(8, 10) &&
+        token[10] == 'T' && digits(11, 13) && token[13] == ':' && digits(14, 16))
+      return true;  // 2024-01-01T10:00...
+    if (all(0, token.size(), ::isdigit)) {
+      if (token.size() <= 2) ++short_numbers;
+      if (token.size() == 4) ++years;
+      continue;
+    }
+    const size_t colon = token.find(':');
+    if (colon != std::string_view::npos && colon >= 1 && colon <= 2 && digits(0, colon) && digits(colon + 1, colon + 3) &&
+        (token.size() == colon + 3 || token[colon + 3] == ':')) {
+      time = true;
+      continue;
+    }
+    if (token.size() >= 3 && token.size() <= 9 && all(0, token.size(), ::isalpha)) {
+      std::string lower(token.substr(0, 3));
+      for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+      for (const std::string_view m : kMonths) month = month || lower == m;
+    }
   }
-  return false;
+  return month && time && ((short_numbers >= 1 && years >= 1) || short_numbers >= 2);
 }
 
 // --- MboxReader --------------------------------------------------------------------------

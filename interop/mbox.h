@@ -80,9 +80,10 @@ using MboxSink = std::function<void(std::string_view)>;
 // copied to an unlinked temporary file in $TMPDIR (else /tmp) and read back from there: the
 // disk holds the look-ahead (for a bogus count, up to the rest of the pipe), memory does not.
 // Whether `line` (without its "\n") is an envelope line with a date: "From SENDER DATE", where
-// DATE can be read as a date or holds a time of day (h:mm). Body text that nobody quoted, "From
-// the desk of ...", has none: in a file whose first envelope line has one, only such lines begin
-// a message (MboxReader), and deliver leaves out only such a first line.
+// DATE has the shape mbox writers give it (a month's name, a day, a time of day and a year, or an
+// ISO 8601 date-time). Body text that nobody quoted ("From the desk of ...", "From 10:30 to 11:00
+// we meet") has not: in a file whose first envelope line has one, only such lines begin a
+// message (MboxReader).
 bool LooksLikeEnvelopeLine(std::string_view line);
 
 class MboxReader {

@@ -26,7 +26,8 @@ std::optional<std::string> UnfinishedExportAbove(const std::string& dir) {
 void RefuseUnfinishedExport(const std::string& path, const std::string& dir) {
   if (const std::optional<std::string> marker = UnfinishedExportAbove(dir))
     Throw(Errc::kCorrupt, path + ": part of an export that did not finish (" + *marker +
-                              "): its files may be cut short; run that export again to complete it, then import");
+                              "): its files may be cut short; run that export again to complete it (it empties "
+                              "that directory first: move anything else out of it), then import");
 }
 
 }  // namespace storemove::interop

@@ -23,7 +23,6 @@
 #include <string_view>
 #include <vector>
 
-#include "interop/mbox.h"
 #include "relinker/arrival.h"
 #include "store/mboxlist.h"
 #include "store/settings.h"
@@ -179,11 +178,9 @@ int DeliverOnce(const DeliverOptions& options) {
       const bool could_be = held < 5 && std::string_view("From ").starts_with(head);
       if (n != 0 && newline == std::string_view::npos && held < buffer.size() && (envelope || could_be)) continue;
       first_line_done = true;
-      std::string_view line = head.substr(0, newline == std::string_view::npos ? 0 : newline);
-      if (line.ends_with('\r')) line.remove_suffix(1);
-      // Only a line with a date: a message without a header that begins "From the ..." keeps it.
-      const size_t skip =
-          envelope && newline != std::string_view::npos && interop::LooksLikeEnvelopeLine(line) ? newline + 1 : 0;
+      // Whatever follows "From ": an MTA's message always has a header (Received: at least),
+      // and pipelines write the line without a date too ("From sender", helper-137).
+      const size_t skip = envelope && newline != std::string_view::npos ? newline + 1 : 0;
       n = held - skip;
       if (n != 0) std::memmove(buffer.data(), buffer.data() + skip, n);
       held = 0;

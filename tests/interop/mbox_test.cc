@@ -261,15 +261,23 @@ TEST(MboxReaderTest, EnvelopeLinesWithOddDatesStillBeginMessages) {
   for (const std::string& envelope :
        {std::string("From MAILER-DAEMON Thu Jan  1 00:00:00 1970"), std::string("From a@b Thu, 01 Jan 1970 00:00:00 +0000"),
         std::string("From a@b 2024-01-01T00:00:00Z"), std::string("From a@b Mon Jan  1 10:00:00 2024 12345"),
-        std::string("From a@b Sat Feb 30 10:00:00 2024"), std::string("From - Mon Jan 01 10:00 2024")}) {
+        std::string("From a@b Sat Feb 30 10:00:00 2024"), std::string("From - Mon Jan 01 10:00 2024"),
+        std::string("From 1234567890@xxx Mon Jan 01 00:00:00 +0000 2024"), std::string("From a@b Mon Jan  1 10:00:00 96")}) {
     const std::string text = "From a@b Mon Jan  1 10:00:00 2024\nS: 1\n\n" + envelope + "\nS: 2\n\n" +
                              "From a@b Mon Jan  1 11:00:00 2024\nS: 3\n";
     EXPECT_EQ(Bytes(ReadText(text)), (Strings{"S: 1\n", "S: 2\n", "S: 3\n"})) << envelope;
     EXPECT_TRUE(LooksLikeEnvelopeLine(envelope)) << envelope;
   }
-  for (const std::string& text : {std::string("From the desk of the director"), std::string("From Russia with love"),
-                                  std::string("From nobody"), std::string("From 2003 onward"), std::string("From: a@b")})
+  // Prose, with times of day too (helper-137: a time alone split "From 10:30 to 11:00 we meet").
+  for (const std::string& text :
+       {std::string("From the desk of the director"), std::string("From Russia with love"), std::string("From nobody"),
+        std::string("From 2003 onward"), std::string("From: a@b"), std::string("From 10:30 to 11:00 we meet"),
+        std::string("From 9:00 to 17:00 the office is closed"), std::string("From 5 Jan 2024 10:00 until end"),
+        std::string("From 2024-01-01 10:00:00 the service was down"), std::string("From the log: 12:34:56 ERROR")})
     EXPECT_FALSE(LooksLikeEnvelopeLine(text)) << text;
+  const std::string meeting = "S: 1\n\nhello\nFrom 10:30 to 11:00 we meet\nbye\n";
+  EXPECT_EQ(Bytes(ReadText("From a@b Thu Nov 28 10:00:00 2026\n" + meeting + "\nFrom c@d Thu Nov 28 11:00:00 2026\nS: 2\n")),
+            (Strings{meeting, "S: 2\n"}));
   // An exact Content-Length that points at such a line ends its message there (--mboxcl2 too).
   const std::string cl = "From a@b Mon Jan  1 10:00:00 2024\nContent-Length: 2\n\nx\n\n"
                          "From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nContent-Length: 2\n\ny\n";

@@ -170,6 +170,15 @@ TEST_F(Import, TheFilesOfAnUnfinishedExportAreRefused) {
     EXPECT_NE(r.err.find("part of an export that did not finish"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find(".storemove-export-unfinished"), std::string::npos) << r.err;
   }
+  // Through a link to the file from elsewhere, and through standard input redirected from it
+  // (helper-137: both imported the cut file with exit 0).
+  fs::create_directories(dir_ / "elsewhere");
+  fs::create_symlink(dir_ / "out/INBOX", dir_ / "elsewhere/INBOX.mbox");
+  CliResult linked = Run({"-u", "joe", "-s", dir_ / "elsewhere/INBOX.mbox", "-d", "Restored"});
+  EXPECT_EQ(linked.status, 65) << linked.Describe();
+  CliResult redirected = storemove::testing::RunCliWithStdinFile(
+      {"import", "--store", root_, "-u", "joe", "-s", "-", "-d", "Restored"}, dir_ / "out/INBOX");
+  EXPECT_EQ(redirected.status, 65) << redirected.Describe();
   fs::create_directories(dir_ / "maildir/cur");
   fs::create_directories(dir_ / "maildir/new");
   fs::create_directories(dir_ / "maildir/tmp");
