@@ -211,7 +211,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
     if (!large) {
       start_large();
       if (first) server_written = WrittenByImapServer(piece);
-      large_flags = FlagsFromStatusHeaders(piece);
+      large_flags = FlagsFromStatusHeaders(piece, message.envelope_sender == "-");
       large_user_flags = server_written ? KeywordsFromHeader(piece, keywords, &result.keywords_dropped) : 0;
     }
     large->Write(piece);
@@ -227,7 +227,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
         ++result.folder_data;
         continue;
       }
-      meta.flags = FlagsFromStatusHeaders(message.bytes);
+      meta.flags = FlagsFromStatusHeaders(message.bytes, message.envelope_sender == "-");
       if (server_written) meta.user_flags = KeywordsFromHeader(message.bytes, keywords, &result.keywords_dropped);
       keywords.Save(*folder);  // new names before any commit that uses them
       filler.Add(message.bytes, meta);

@@ -29,7 +29,7 @@ std::optional<std::string_view> HeaderField(std::string_view message, std::strin
 
 // The header stays as it is (the message's bytes are never changed); only the flags are taken
 // (helper-73: every message of a Dovecot-written mbox arrived unread).
-uint8_t FlagsFromStatusHeaders(std::string_view message) {
+uint8_t FlagsFromStatusHeaders(std::string_view message, bool thunderbird) {
   uint8_t flags = 0;
   if (auto status = HeaderField(message, "Status"))
     if (status->find('R') != std::string_view::npos) flags |= store::kSeen;
@@ -41,8 +41,10 @@ uint8_t FlagsFromStatusHeaders(std::string_view message) {
   }
   // Thunderbird keeps its flags in "X-Mozilla-Status: XXXX" (4 hex digits): 0x0001 read,
   // 0x0002 replied, 0x0004 marked, 0x0008 deleted (not yet compacted away). Its exports came in
-  // unread, and its deleted messages as live mail (helper-133).
-  if (auto mozilla = HeaderField(message, "X-Mozilla-Status")) {
+  // unread, and its deleted messages as live mail (helper-133). Only in its own files: the field
+  // leaks into messages sent on and archived elsewhere, where 0009 made a list's message
+  // \Deleted, for the next expunge (helper-137).
+  if (auto mozilla = thunderbird ? HeaderField(message, "X-Mozilla-Status") : std::nullopt) {
     std::string_view hex = *mozilla;
     while (!hex.empty() && (hex.back() == ' ' || hex.back() == '\t')) hex.remove_suffix(1);
     unsigned bits = 0;

@@ -14,7 +14,8 @@ std::optional<std::string_view> HeaderField(std::string_view message, std::strin
 
 // The flags mail programs keep in an mbox message's header (mutt, Pine, UW-IMAP, Dovecot,
 // Thunderbird's "Status"): Status R = read; X-Status A answered, F flagged, D deleted, T draft;
-// X-Mozilla-Status (Thunderbird, 4 hex digits) 0001 read, 0002 answered, 0004 flagged, 0008 deleted.
-uint8_t FlagsFromStatusHeaders(std::string_view message);
+// and, where `thunderbird` (the message's envelope line is Thunderbird's "From - DATE"),
+// X-Mozilla-Status (4 hex digits) 0001 read, 0002 answered, 0004 flagged, 0008 deleted.
+uint8_t FlagsFromStatusHeaders(std::string_view message, bool thunderbird = false);
 
 }  // namespace storemove::interop

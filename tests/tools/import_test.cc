@@ -317,6 +317,13 @@ TEST_F(Import, ThunderbirdsStatusGivesFlags) {
   EXPECT_EQ(snap.messages[1].flags, store::kSeen | store::kAnswered | store::kFlagged);
   EXPECT_EQ(snap.messages[2].flags, store::kSeen | store::kDeleted);
   EXPECT_EQ(snap.messages[3].flags, 0);
+  // The field leaked into a message archived elsewhere (not Thunderbird's "From - " envelope):
+  // not read (helper-137: 0009 made it \Deleted).
+  std::ofstream(dir_ / "archive") << "From list@example.org Mon Jan  1 00:00:00 2024\n" << deleted << "\n";
+  store.reset();
+  ASSERT_EQ(Run({"-u", "joe", "-s", dir_ / "archive", "-d", "Archive"}).status, 0);
+  store = store::Store::Open(root_);
+  EXPECT_EQ(store->OpenFolder("joe", "Archive")->Snapshot().messages.at(0).flags, 0);
 }
 
 // A file an IMAP server wrote (its first message has X-IMAPbase, as Dovecot writes it) keeps
