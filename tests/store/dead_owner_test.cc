@@ -201,6 +201,24 @@ class DeadMutexOwner : public ::testing::Test {
     EXPECT_EQ(how, "signal 9");
     return got_there && how == "signal 9";
   }
+  // A child stopped (SIGSTOP) holding the transaction region's mutex, taken by its txn_begin
+  // for a user "zed" it never creates: its pid; 0 when this libdb took no such mutex there, -1
+  // when the child ended some other way.
+  pid_t StoppedHoldingATransactionRegionMutex() {
+    const pid_t holder = ::fork();
+    if (holder == 0) {
+      ::alarm(60);
+      auto store = Store::Open(tmp_.path());
+      stop_instead = true;
+      die_holding_a_mutex_of = "__txn_begin";
+      store->CreateUser("zed");
+      ::_exit(die_holding_a_mutex_of.load() != nullptr ? 4 : 0);
+    }
+    int status = 0;
+    if (::waitpid(holder, &status, WUNTRACED) != holder) return -1;
+    if (WIFSTOPPED(status)) return holder;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 4 ? 0 : -1;
+  }
   // Kills the damage's child, or skips when this libdb cannot be damaged so.
   bool Damage(pid_t waiter) {
     const std::string how = HowItEnded(HoldALockTableMutex(tmp_.path(), /*stop=*/false));
@@ -483,21 +501,9 @@ TEST_F(DeadMutexOwner, AWaiterForAStoppedHolderIsToldAboutNotEnded) {
 // watches the open as it watches every call: it says that the open waits while the holder is
 // stopped, and ends it with 75 once the holder has died; the next open recovers.
 TEST_F(DeadMutexOwner, AnOpenBehindAHolderStoppedAndThenKilledEndsAndTheNextOpenRecovers) {
-  pid_t holder = ::fork();
-  if (holder == 0) {
-    ::alarm(60);
-    auto store = Store::Open(tmp_.path());
-    stop_instead = true;
-    die_holding_a_mutex_of = "__txn_begin";
-    store->CreateUser("zed");
-    ::_exit(die_holding_a_mutex_of.load() != nullptr ? 4 : 0);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(holder, &status, WUNTRACED), holder);
-  if (!WIFSTOPPED(status)) {
-    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 4) << "the holder ended: " << status;
-    GTEST_SKIP() << "this libdb took no mutex through __txn_begin";
-  }
+  const pid_t holder = StoppedHoldingATransactionRegionMutex();
+  if (holder == 0) GTEST_SKIP() << "this libdb took no mutex through __txn_begin";
+  ASSERT_GT(holder, 0) << "the holder ended otherwise";
   int err[2];
   ASSERT_EQ(::pipe(err), 0);
   const pid_t opener = ::fork();
@@ -538,21 +544,9 @@ TEST_F(DeadMutexOwner, AnOpenBehindAHolderStoppedAndThenKilledEndsAndTheNextOpen
 // the removed region (helper-131: deliveries under Postfix until its time limit bounced the
 // mail). It now ends with 75 once it holds a removed region.
 TEST_F(DeadMutexOwner, AnOpenAttachedToRegionsAnotherProcessRecoveredEnds) {
-  pid_t holder = ::fork();
-  if (holder == 0) {
-    ::alarm(60);
-    auto store = Store::Open(tmp_.path());
-    stop_instead = true;
-    die_holding_a_mutex_of = "__txn_begin";
-    store->CreateUser("zed");
-    ::_exit(die_holding_a_mutex_of.load() != nullptr ? 4 : 0);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(holder, &status, WUNTRACED), holder);
-  if (!WIFSTOPPED(status)) {
-    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 4) << "the holder ended: " << status;
-    GTEST_SKIP() << "this libdb took no mutex through __txn_begin";
-  }
+  const pid_t holder = StoppedHoldingATransactionRegionMutex();
+  if (holder == 0) GTEST_SKIP() << "this libdb took no mutex through __txn_begin";
+  ASSERT_GT(holder, 0) << "the holder ended otherwise";
   int err[2];
   ASSERT_EQ(::pipe(err), 0);
   const pid_t opener = ::fork();
