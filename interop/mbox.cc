@@ -755,7 +755,12 @@ MboxWriter::MboxWriter(int fd, std::string shown_name) : fd_(fd), shown_(std::mo
 // points `length_end` bytes past the envelope line; it records where that points.
 std::string MboxWriter::Envelope(std::string_view envelope_sender, int64_t date, bool unterminated,
                                  uint64_t stretch_size, std::optional<uint64_t> length_end) {
-  std::string envelope = "From " + SafeSender(envelope_sender) + " " + Asctime(date);
+  // A year of other than four digits would not pass LooksLikeEnvelopeLine: the message would
+  // merge into the one before it on reading. Such a date is shown as the epoch, which is also
+  // what an unreadable date reads as.
+  constexpr int64_t kYear1000 = -30610224000, kYear10000 = 253402300800;
+  const int64_t shown_date = date >= kYear1000 && date < kYear10000 ? date : 0;
+  std::string envelope = "From " + SafeSender(envelope_sender) + " " + Asctime(shown_date);
   if (unterminated) envelope += " " + std::string(kNoFinalNewline);
   // Where the reader will end this message: the stretch minus its separator.
   content_length_ends_.erase(content_length_ends_.begin(), content_length_ends_.lower_bound(offset_));

@@ -13,8 +13,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <memory>
+#include <limits>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -597,6 +598,24 @@ TEST(MboxWriterTest, EnvelopeDateReadsBack) {
     EXPECT_EQ(messages[i].envelope_date, dates[i]);
     EXPECT_EQ(messages[i].envelope_sender, "someone@example.com");
   }
+}
+
+// A date whose year is not four digits long (fuzz: year 224 after a message dated 0) is written
+// as the epoch: written as it is, its envelope line lost its shape and the message merged.
+TEST(MboxWriterTest, DatesOutsideFourDigitYearsAreWrittenAsTheEpoch) {
+  TempDir dir;
+  const std::vector<int64_t> dates = {0, -55116316800 /* 224-06-01 */, -62135596800 /* 0001-01-01 */,
+                                      253402300800 /* 10000-01-01 */, -30610224000 /* 1000-01-01 */,
+                                      253402300799, std::numeric_limits<int64_t>::min()};
+  {
+    UniqueFd fd = OpenFile(dir / "out", O_WRONLY | O_CREAT | O_TRUNC);
+    MboxWriter writer(fd.get(), dir / "out");
+    for (int64_t date : dates) writer.Write("x\n", "someone@example.com", date);
+  }
+  const auto messages = ReadPath(dir / "out");
+  ASSERT_EQ(messages.size(), dates.size());
+  const std::vector<int64_t> expected = {0, 0, 0, 0, -30610224000, 253402300799, 0};
+  for (size_t i = 0; i < dates.size(); ++i) EXPECT_EQ(messages[i].envelope_date, expected[i]) << "message " << i;
 }
 
 const Strings& EdgeMessages() {
