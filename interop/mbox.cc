@@ -56,32 +56,53 @@ bool HeaderEnds(std::string_view first_bytes, size_t searched) {
          first_bytes.find("\n\r\n", from) != std::string_view::npos;
 }
 
-// Offset from the stretch's start where its Content-Length says the message ends: header size +
-// the value. nullopt when the header does not end inside the stretch or has no usable value.
-std::optional<uint64_t> ContentLengthEnd(std::string_view stretch) {
+// The header of a message's stretch of the file, when it ends inside the stretch and is not
+// longer than kMaxLengthHeader; else empty.
+std::string_view HeaderOf(std::string_view stretch) {
   const std::string_view header = stretch.substr(0, HeaderSize(stretch));
-  if (SeparatorLen(header) == 0 || header.size() > kMaxLengthHeader) return std::nullopt;
-  constexpr std::string_view kName = "content-length";
+  if (SeparatorLen(header) == 0 || header.size() > kMaxLengthHeader) return {};
+  return header;
+}
+
+// The value of the header's first field named `lower_name` (lower case), blanks trimmed.
+std::optional<std::string_view> FieldValue(std::string_view header, std::string_view lower_name) {
   size_t pos = 0;
   while (pos < header.size()) {
     size_t eol = header.find('\n', pos);
     if (eol == std::string_view::npos) eol = header.size();
     std::string_view line = header.substr(pos, eol - pos);
     pos = eol + 1;
-    if (line.size() <= kName.size()) continue;
+    if (line.size() <= lower_name.size()) continue;
     bool match = true;
-    for (size_t i = 0; i < kName.size() && match; ++i) {
+    for (size_t i = 0; i < lower_name.size() && match; ++i) {
       const char c = line[i];
-      match = (c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) == kName[i];
+      match = (c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) == lower_name[i];
     }
     if (!match) continue;
-    std::string_view rest = TrimBlanks(line.substr(kName.size()));
+    std::string_view rest = TrimBlanks(line.substr(lower_name.size()));
     if (rest.empty() || rest[0] != ':') continue;
-    const std::string_view digits = TrimBlanks(rest.substr(1));
+    return TrimBlanks(rest.substr(1));
+  }
+  return std::nullopt;
+}
+
+// Whether the header has the fields Dovecot writes into each message of an mbox it keeps (and
+// UW-IMAP, which writes no Content-Length). Dovecot quotes no "From " line: its Content-Length
+// delimits the message (helper-133: its ">From" lines lost a '>' when read as mboxrd).
+bool HasImapServerFields(std::string_view header) {
+  return FieldValue(header, "x-uid") || FieldValue(header, "x-imapbase") || FieldValue(header, "x-imap");
+}
+
+// Offset from the stretch's start where its Content-Length says the message ends: header size +
+// the value. nullopt when the header does not end inside the stretch or has no usable value.
+std::optional<uint64_t> ContentLengthEnd(std::string_view stretch) {
+  const std::string_view header = HeaderOf(stretch);
+  if (header.empty()) return std::nullopt;
+  if (const auto digits = FieldValue(header, "content-length")) {
     // The first Content-Length field decides; 15 digits are far beyond any file and cannot overflow.
-    if (digits.empty() || digits.size() > 15) return std::nullopt;
+    if (digits->empty() || digits->size() > 15) return std::nullopt;
     uint64_t value = 0;
-    for (char c : digits) {
+    for (char c : *digits) {
       if (c < '0' || c > '9') return std::nullopt;
       value = value * 10 + static_cast<uint64_t>(c - '0');
     }
@@ -570,7 +591,13 @@ bool MboxReader::Next(MboxMessage* out, const MboxSink& large) {
 
   const size_t envelope_end = EnvelopeEnd();
   ++envelopes_;
-  const bool unterminated = ParseEnvelope(std::string_view(buf_).substr(pos_, envelope_end - pos_), out);
+  std::string_view envelope_line = std::string_view(buf_).substr(pos_, envelope_end - pos_);
+  const bool unterminated = ParseEnvelope(envelope_line, out);
+  if (envelope_line.ends_with('\r')) envelope_line.remove_suffix(1);
+  // storemove's writer ends its envelope line with a blank where a message would otherwise look
+  // like one written by Dovecot (MboxWriter::Envelope), and marks an unterminated one.
+  may_be_verbatim_ = flavor_ == MboxFlavor::kMboxrd && !unterminated && !envelope_line.ends_with(' ') &&
+                     !envelope_line.ends_with('\t');
   const bool has_newline = envelope_end < buf_.size();
   const size_t start = has_newline ? envelope_end + 1 : buf_.size();
 
@@ -600,8 +627,10 @@ bool MboxReader::Next(MboxMessage* out, const MboxSink& large) {
   }
 
   size_t end = boundary - SeparatorLen(std::string_view(buf_).substr(start, boundary - start));
+  bool length_holds = false;
   if (const auto length_end = ContentLengthEnd(std::string_view(buf_).substr(start, boundary - start))) {
     const size_t target = start + *length_end;
+    length_holds = target == end;
     if (target != end) {
       if (const auto next = ContentLengthBoundary(start, target)) {
         if (large && *next - start > whole_limit_)
@@ -609,12 +638,16 @@ bool MboxReader::Next(MboxMessage* out, const MboxSink& large) {
         FillTo(*next);
         end = target;
         boundary = *next;
+        length_holds = true;
       }
     }
   }
   if (large && boundary - start > whole_limit_) return Stream(out, large, start, boundary - 1, unterminated, {});
 
-  Unescape(std::string_view(buf_).substr(start, end - start), flavor_, &out->bytes);
+  const std::string_view stretch = std::string_view(buf_).substr(start, boundary - start);
+  const bool verbatim = length_holds && may_be_verbatim_ && HasImapServerFields(HeaderOf(stretch));
+  Unescape(std::string_view(buf_).substr(start, end - start), verbatim ? MboxFlavor::kMboxcl2 : flavor_,
+           &out->bytes);
   if (unterminated && out->bytes.ends_with('\n')) out->bytes.pop_back();
   pos_ = boundary;
   return true;
@@ -644,9 +677,13 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
   // only once the next "From " line (or the end) is found, and only if it points beyond: one
   // that agrees with that line (Sun's /var/mail) costs no memory.
   std::optional<uint64_t> pipe_length_end;
+  // A message Dovecot wrote is taken as it is when its Content-Length holds (Next()); on a pipe
+  // that is then checked before its first byte is passed on, through the spool if far.
+  bool imap_server_fields = false;
   if (end_and_next) {
     end_at = buf_file_offset_ + end_and_next->first;
     next_at = buf_file_offset_ + end_and_next->second;
+    imap_server_fields = may_be_verbatim_ && HasImapServerFields(HeaderOf(std::string_view(buf_).substr(start)));
   } else {
     size_t hit = std::string::npos;
     size_t header_searched = start;  // the header's blank line is not before this, less two bytes
@@ -660,8 +697,10 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
       search = std::max(search, searched >= kFrom.size() ? searched - kFrom.size() : 0);
     }
     const size_t seen_end = hit != std::string::npos ? hit + 1 : buf_.size();
-    if (const auto length_end = ContentLengthEnd(std::string_view(buf_).substr(start, seen_end - start))) {
-      if (!seekable_) {
+    const std::string_view seen = std::string_view(buf_).substr(start, seen_end - start);
+    imap_server_fields = may_be_verbatim_ && HasImapServerFields(HeaderOf(seen));
+    if (const auto length_end = ContentLengthEnd(seen)) {
+      if (!seekable_ && !imap_server_fields) {
         pipe_length_end = start_at + *length_end;
       } else if (const auto next = ContentLengthBoundary(start, start + *length_end)) {
         end_at = start_at + *length_end;
@@ -670,7 +709,9 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
     }
   }
 
-  QuotedFromLines unescaper(QuotedFromLines::Unescaping(flavor_), sink, block_size_);
+  const bool verbatim = imap_server_fields && end_at;
+  QuotedFromLines unescaper(QuotedFromLines::Unescaping(verbatim ? MboxFlavor::kMboxcl2 : flavor_), sink,
+                            block_size_);
   uint64_t sent_at = start_at;  // the bytes before this offset went to the unescaper
   // Sends the buffered bytes up to `offset` and drops what has been sent once it fills a block.
   const auto send_to = [&](uint64_t offset) {
@@ -752,9 +793,11 @@ MboxWriter::MboxWriter(int fd, std::string shown_name) : fd_(fd), shown_(std::mo
 
 // The envelope line, "\n" included, of a message whose stretch (the escaped message, the "\n"
 // an unterminated one gets, the separator) takes `stretch_size` bytes, and whose Content-Length
-// points `length_end` bytes past the envelope line; it records where that points.
+// points `length_end` bytes past the envelope line; it records where that points. `header` is
+// the escaped message's header (HeaderOf), or empty.
 std::string MboxWriter::Envelope(std::string_view envelope_sender, int64_t date, bool unterminated,
-                                 uint64_t stretch_size, std::optional<uint64_t> length_end) {
+                                 uint64_t stretch_size, std::string_view header) {
+  const std::optional<uint64_t> length_end = ContentLengthEnd(header);
   // A year of other than four digits would not pass LooksLikeEnvelopeLine: the message would
   // merge into the one before it on reading. Such a date is shown as the epoch, which is also
   // what an unreadable date reads as.
@@ -762,6 +805,9 @@ std::string MboxWriter::Envelope(std::string_view envelope_sender, int64_t date,
   const int64_t shown_date = date >= kYear1000 && date < kYear10000 ? date : 0;
   std::string envelope = "From " + SafeSender(envelope_sender) + " " + Asctime(shown_date);
   if (unterminated) envelope += " " + std::string(kNoFinalNewline);
+  // A message with Dovecot's fields and a Content-Length that holds is read as written, without
+  // unquoting (MboxReader::Next); a blank at the end of the line tells the reader this one is quoted.
+  if (length_end && HasImapServerFields(header)) envelope.push_back(' ');
   // Where the reader will end this message: the stretch minus its separator.
   content_length_ends_.erase(content_length_ends_.begin(), content_length_ends_.lower_bound(offset_));
   uint64_t end = offset_ + envelope.size() + 1 + stretch_size - 1;
@@ -784,7 +830,7 @@ void MboxWriter::Write(std::string_view bytes, std::string_view envelope_sender,
   if (unterminated) stretch_.push_back('\n');
   stretch_.push_back('\n');  // the separator line
   const std::string envelope =
-      Envelope(envelope_sender, date, unterminated, stretch_.size(), ContentLengthEnd(stretch_));
+      Envelope(envelope_sender, date, unterminated, stretch_.size(), HeaderOf(stretch_));
   WriteAll(fd_, envelope.data(), envelope.size(), shown_);
   WriteAll(fd_, stretch_.data(), stretch_.size(), shown_);
   offset_ += envelope.size() + stretch_.size();
@@ -843,7 +889,7 @@ void MboxWriter::WriteFile(int in, const std::string& in_shown, std::string_view
     if (unterminated) head.push_back('\n');
     head.push_back('\n');
   }
-  const std::string envelope = Envelope(envelope_sender, date, unterminated, stretch_size, ContentLengthEnd(head));
+  const std::string envelope = Envelope(envelope_sender, date, unterminated, stretch_size, HeaderOf(head));
   head.clear();
   head.shrink_to_fit();
 

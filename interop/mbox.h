@@ -132,6 +132,8 @@ class MboxReader {
   StallPolicy stall_;
   uint64_t source_bytes_ = 0;  // read from fd_ so far
   MboxFlavor flavor_;
+  // The current message's envelope line allows reading it as written (Next(): Dovecot's files).
+  bool may_be_verbatim_ = false;
   size_t whole_limit_;
   size_t block_size_;
   std::string buf_;
@@ -171,7 +173,7 @@ class MboxWriter {
 
  private:
   std::string Envelope(std::string_view envelope_sender, int64_t date, bool unterminated, uint64_t stretch_size,
-                       std::optional<uint64_t> length_end);
+                       std::string_view header);
 
   int fd_;
   std::string shown_;

@@ -285,6 +285,40 @@ TEST(MboxReaderTest, EnvelopeLinesWithOddDatesStillBeginMessages) {
   EXPECT_EQ(ReadText(cl, MboxFlavor::kMboxcl2).size(), 2u);
 }
 
+// Dovecot keeps an mbox without quoting "From " lines: its Content-Length delimits each message,
+// and each carries X-UID (the first X-IMAPbase too). Read as mboxrd, its ">From" lost a '>'
+// (helper-133). Such a message is taken as written when its Content-Length holds.
+TEST(MboxReaderTest, AMessageDovecotWroteIsReadAsWritten) {
+  const std::string body = "From plain\n>From once\n>>From twice\nend\n";
+  const auto dovecot = [&](std::string_view fields, size_t length) {
+    return "From: a@x\nSubject: quoting\n" + std::string(fields) + "Content-Length: " + std::to_string(length) +
+           "\n\n" + body;
+  };
+  const std::string first = dovecot("X-IMAPbase: 1796545710 0000000002 $Work\nX-UID: 1\nStatus: R\n", body.size());
+  const std::string second = dovecot("X-UID: 2\n", body.size());
+  const std::string envelope = "From x@vm  Fri Mar  5 09:00:00 2004\n";
+  EXPECT_EQ(Bytes(ReadText(envelope + first + "\n" + envelope + second + "\n")), (Strings{first, second}));
+  // Large, so that it is streamed (ReadText reads every way), from a file and a pipe.
+  const std::string big_body = std::string(MboxReader::kBlockSize + 100, 'x') + "\n>From quoted\n";
+  const std::string big = "X-UID: 3\nContent-Length: " + std::to_string(big_body.size()) + "\n\n" + big_body;
+  EXPECT_EQ(Bytes(ReadText(envelope + big + "\n" + envelope + second)), (Strings{big, second}));
+
+  // Unquoted as mboxrd, as before: no Dovecot fields; a Content-Length that does not hold; an
+  // envelope line that ends in a blank (storemove's writer: MboxWriterTest below).
+  const std::string unquoted = "From plain\nFrom once\n>From twice\nend\n";
+  const auto as_mboxrd = [&](const std::string& message) {
+    return message.substr(0, message.size() - body.size()) + unquoted;
+  };
+  const std::string plain = dovecot("", body.size());
+  const std::string wrong = dovecot("X-UID: 2\n", body.size() - 1);
+  EXPECT_EQ(Bytes(ReadText(envelope + plain + "\n" + envelope + wrong + "\n")),
+            (Strings{as_mboxrd(plain), as_mboxrd(wrong)}));
+  EXPECT_EQ(Bytes(ReadText("From x@vm Fri Mar  5 09:00:00 2004 \n" + second)), (Strings{as_mboxrd(second)}));
+  // --mboxo as asked.
+  EXPECT_EQ(Bytes(ReadText(envelope + second, MboxFlavor::kMboxo)),
+            (Strings{second.substr(0, second.size() - body.size()) + "From plain\nFrom once\n>>From twice\nend\n"}));
+}
+
 TEST(MboxReaderTest, CrlfFileKeepsItsBytes) {
   const auto messages = ReadText(
       "From a@b Sat Nov 28 10:00:00 2026\r\nS: 1\r\n\r\nbody\r\n\r\n"
@@ -616,6 +650,24 @@ TEST(MboxWriterTest, DatesOutsideFourDigitYearsAreWrittenAsTheEpoch) {
   ASSERT_EQ(messages.size(), dates.size());
   const std::vector<int64_t> expected = {0, 0, 0, 0, -30610224000, 253402300799, 0};
   for (size_t i = 0; i < dates.size(); ++i) EXPECT_EQ(messages[i].envelope_date, expected[i]) << "message " << i;
+}
+
+// A message with Dovecot's fields whose Content-Length holds once quoted (it was off by the '>'
+// quoting adds) is not read back as written: the writer ends its envelope line with a blank.
+TEST(MboxWriterTest, MessagesWithDovecotsFieldsReadBackQuotedOrNot) {
+  TempDir dir;
+  const std::string body = "From plain\n>From once\nend\n";
+  const Strings messages = {
+      "X-UID: 1\nContent-Length: " + std::to_string(body.size()) + "\n\n" + body,      // holds before quoting
+      "X-UID: 2\nContent-Length: " + std::to_string(body.size() + 2) + "\n\n" + body,  // holds after
+      "X-IMAPbase: 1 2\nContent-Length: 4\n\nend\n",                                 // holds either way
+  };
+  {
+    UniqueFd fd = OpenFile(dir / "out", O_RDWR | O_CREAT | O_TRUNC);
+    BothWaysWriter writer(fd.get(), dir / "out");
+    for (const std::string& m : messages) writer.Write(m, "s", 1795860000);
+  }
+  EXPECT_EQ(Bytes(ReadPath(dir / "out")), messages);
 }
 
 const Strings& EdgeMessages() {
