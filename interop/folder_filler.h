@@ -10,6 +10,7 @@
 //    staged messages not committed are discarded when the filler is destroyed.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -27,7 +28,11 @@ class FolderFiller {
   // `created`: the folder is new and unpublished. `skip_present` only matters for an existing one.
   // `keep_uids`: an existing folder takes messages under the UIDs the caller gives (moveuser, when
   // the source's UIDVALIDITY is the folder's: the same UID is the same message).
-  FolderFiller(store::Folder& folder, bool created, bool skip_present, bool keep_uids = false);
+  // `present_in_memory`: an existing folder holding more messages than this has the table of
+  // what it holds in a temporary file in $TMPDIR (32 bytes a slot, two slots a message).
+  static constexpr size_t kPresentInMemory = 16384;
+  FolderFiller(store::Folder& folder, bool created, bool skip_present, bool keep_uids = false,
+               size_t present_in_memory = kPresentInMemory);
   ~FolderFiller();
   FolderFiller(const FolderFiller&) = delete;
   FolderFiller& operator=(const FolderFiller&) = delete;

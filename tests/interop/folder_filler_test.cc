@@ -2,6 +2,7 @@
 // the multiset skip of messages an existing folder holds, batches, and the per-message hook where
 // single instance on arrival plugs in. On a real store.
 #include <filesystem>
+#include <memory>
 
 #include <gtest/gtest.h>
 
@@ -103,6 +104,43 @@ TEST_F(Filler, AnExistingFolderSkipsWhatItHoldsAsManyTimesAsItHoldsIt) {
   EXPECT_TRUE(all.Add(Message(3), Meta()));
   all.Finish();
   EXPECT_EQ(folder->Snapshot().messages.size(), 6u);
+}
+
+// A folder holding more messages than FolderFiller keeps in memory has the table of them in a
+// temporary file (helper-133: ~105 bytes a message were held). Both ways skip the same messages,
+// as many times as the folder holds them, whole and staged, and none that was expunged since.
+TEST_F(Filler, AFolderTooLargeToHoldInMemorySkipsTheSameMessagesFromATemporaryTable) {
+  std::vector<std::vector<std::pair<uint32_t, std::string>>> contents;
+  std::vector<uint64_t> skipped;
+  for (const size_t in_memory : {FolderFiller::kPresentInMemory, size_t{0}, size_t{7}}) {
+    auto folder = store_->CreateFolder("joe", "Box" + std::to_string(in_memory));
+    {
+      FolderFiller filler(*folder, false, true);
+      for (int i = 0; i < 3000; ++i) filler.Add(Message(i % 1700), Meta());  // 0..1299 twice
+      filler.Finish();
+    }
+    folder->Expunge({1501, 1502});  // Message(1500) and Message(1501), their only copies
+    FolderFiller filler(*folder, false, true, false, in_memory);
+    for (int i = 0; i < 2500; ++i) {
+      if (i % 2 == 0) {
+        filler.Add(Message(i), Meta());
+      } else {
+        uint32_t uid = 0;
+        std::unique_ptr<store::MessageWriter> writer = filler.NewMessage(&uid);
+        writer->Write(Message(i));
+        filler.AddStaged(writer->Finish(Meta()));
+      }
+    }
+    filler.Finish();
+    skipped.push_back(filler.skipped());
+    contents.push_back(Contents(*folder));
+  }
+  EXPECT_EQ(skipped[0], 1700u - 2);  // each of 0..1699 once, but 1500 and 1501 no more
+  EXPECT_EQ(skipped[1], skipped[0]);
+  EXPECT_EQ(skipped[2], skipped[0]);
+  EXPECT_EQ(contents[1], contents[0]);
+  EXPECT_EQ(contents[2], contents[0]);
+  EXPECT_EQ(contents[0].size(), 3000u - 2 + 2500 - skipped[0]);
 }
 
 TEST_F(Filler, TheHookSeesEachStagedMessageAndBatchesAreReported) {
