@@ -535,6 +535,12 @@ void Connection::FailTls(const char* call, int ret) {
     Throw(Errc::kTempFail, std::string(call) + " " + peer_ +
                                ": the connection was closed during the TLS handshake, without a TLS alert (the server "
                                "stopped or is overloaded)");
+  // A client killed (or stopped) in its handshake is no refused credential: logged as "refused
+  // before authentication", not "authentication failed" (helper-132 #5: false alarms).
+  if (!client_ && !authenticated_ && ended)
+    Throw(Errc::kIo, std::string(call) + " " + peer_ +
+                         ": the client closed the connection during the TLS handshake, without a TLS alert (killed "
+                         "or stopped)");
   std::string why = !verify.empty() ? "certificate: " + verify
                     : !reasons.empty() ? reasons
                     : err == SSL_ERROR_SYSCALL && saved_errno ? std::strerror(saved_errno)

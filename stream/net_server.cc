@@ -405,16 +405,13 @@ class Server {
       slots.push_back(std::move(slot));
     }
     listener.reset();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;  // sessions waiting for a slot give up
-    }
-    changed_.notify_all();
-    // Counted as they are now: a session that ended since the last Reap is not cut, and one
-    // waiting for a slot is answered instead (helper-132: "cutting off 8" for 4).
+    // Counted as they are at the stop, in its critical section: a session that ended since the
+    // last Reap is not cut, and one waiting for a slot is answered instead (helper-132: "cutting
+    // off 8" for 4); counted after it, a waiting one that had woken already counted as running.
     size_t running = 0, waiting_for_a_slot = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;  // sessions waiting for a slot give up
       for (const auto& s : slots) {
         if (s->state == Slot::State::kWaiting) {
           ++waiting_for_a_slot;
@@ -423,6 +420,7 @@ class Server {
         }
       }
     }
+    changed_.notify_all();
     if (running || waiting_for_a_slot)
       log_.Line(LogPriority::kNotice, "storemove serve: stopping; cutting off " + std::to_string(running) +
                                           " running session(s)" +

@@ -2160,6 +2160,40 @@ size_t RefusedLines(const std::string& log) {
   return n;
 }
 
+// A client that goes away in the middle of its TLS handshake (killed, stopped) offered no wrong
+// key: the server logs it as refused before authentication, not as "authentication failed"
+// (helper-132 #5), which is kept for refused credentials.
+TEST(NetHostile, AClientGoneInItsTlsHandshakeIsNoAuthenticationFailure) {
+  TempDir tmp;
+  MakeSource(tmp / "A", 1, 2).reset();
+  store::Store::Init(tmp / "B", {"primary"}).reset();
+  const std::string key = Key(tmp, "key"), wrong = Key(tmp, "wrong");
+  ServerProcess server(tmp / "B", {"--key", key});
+  std::string line;
+  const auto next_refusal = [&] {
+    return server.child().WaitForLine(
+        [](const std::string& l) { return Contains(l, "authentication failed") || Contains(l, "before authentication"); },
+        &line);
+  };
+  {
+    UniqueFd fd = ConnectTcp(ParseEndpoint(server.address()), 30);
+    const char partial_client_hello[] = {0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00};  // a record cut short
+    ASSERT_EQ(::write(fd.get(), partial_client_hello, sizeof partial_client_hello),
+              static_cast<ssize_t>(sizeof partial_client_hello));
+  }
+  ASSERT_TRUE(next_refusal());
+  EXPECT_TRUE(Contains(line, "refused before authentication")) << line;
+  EXPECT_TRUE(Contains(line, "the client closed the connection during the TLS handshake")) << line;
+  { UniqueFd fd = ConnectTcp(ParseEndpoint(server.address()), 30); }  // nothing at all
+  ASSERT_TRUE(next_refusal());
+  EXPECT_TRUE(Contains(line, "refused before authentication")) << line;
+  // A wrong key is still an authentication failure.
+  std::string out;
+  EXPECT_EQ(RunCli(BackupTo(tmp / "A", server.address(), {"--key", wrong}), &out), ExitStatus(Errc::kAuth)) << out;
+  ASSERT_TRUE(next_refusal());
+  EXPECT_TRUE(Contains(line, "authentication failed")) << line;
+}
+
 // Anyone who can connect makes the server log a line per refused connection: a flood of them
 // is held to a few lines a window and one line counting the rest (security review #06: ~5 GB
 // an hour of log from one local user), while an authenticated session's lines are all there.
