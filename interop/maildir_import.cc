@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <charconv>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -41,6 +42,36 @@ std::string Shown(const std::string& dir, std::string_view name) { return JoinPa
 
 [[noreturn]] void ThrowLink(const std::string& shown) {
   Throw(Errc::kCorrupt, shown + " is a symbolic link; refusing to follow it");
+}
+
+// A plain directory's name as one Maildir++ component: its '.' is part of the name.
+std::string EscapeMaildirDots(std::string_view name) {
+  std::string out;
+  for (char c : name) {
+    if (c == '.')
+      out += "\\2e";
+    else
+      out.push_back(c);
+  }
+  return out;
+}
+
+// Opens the directory `path` ("Lists/dev") below `dirfd` one component at a time, following no
+// link on the way (a link put there since the scan is refused, not followed).
+UniqueFd OpenBelow(int dirfd, const std::string& path, const std::string& tree_dir) {
+  UniqueFd here;
+  int at = dirfd;
+  std::string shown = tree_dir;
+  for (size_t start = 0; start <= path.size();) {
+    size_t end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    const std::string component = path.substr(start, end - start);
+    shown = Shown(shown, component);
+    here = OpenAt(at, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, shown);
+    at = here.get();
+    start = end + 1;
+  }
+  return here;
 }
 
 // Prefixes the path an error is about.
@@ -275,14 +306,14 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
     for (std::string& name : names) {
       MaildirMessageFile file;
       file.in_new = in_new;
-      if (!in_new) {
-        // new/ holds messages no client has seen: no flags, whatever the name says.
-        const MaildirFlags flags = ParseMaildirFlagLetters(SplitMaildirFileName(name).letters);
-        file.flags = flags.flags;
-        file.keyword_bits = flags.keyword_bits & named;
-        file.flags_not_kept = flags.unknown != 0 || (flags.keyword_bits & ~named) != 0;
-        not_kept += file.flags_not_kept;
-      }
+      // A name in new/ gives flags too, as Dovecot reads it: mbsync, offlineimap and Python's
+      // mailbox put unread messages there with their other flags (helper-138: \Flagged and
+      // \Deleted of every unread message were dropped).
+      const MaildirFlags flags = ParseMaildirFlagLetters(SplitMaildirFileName(name).letters);
+      file.flags = flags.flags;
+      file.keyword_bits = flags.keyword_bits & named;
+      file.flags_not_kept = flags.unknown != 0 || (flags.keyword_bits & ~named) != 0;
+      not_kept += file.flags_not_kept;
       file.name = std::move(name);
       scan.messages.push_back(std::move(file));
     }
@@ -438,7 +469,7 @@ class MaildirImporter {
     UniqueFd own_dir;
     int dir = tree_.root.get();
     if (!scan.path.empty()) {
-      own_dir = OpenAt(dir, scan.path, O_RDONLY | O_DIRECTORY, 0, shown);
+      own_dir = OpenBelow(dir, scan.path, tree_.dir);
       dir = own_dir.get();
     }
     UniqueFd cur = OpenAt(dir, "cur", O_RDONLY | O_DIRECTORY, 0, JoinPath(shown, "cur"));
@@ -632,6 +663,55 @@ MaildirTree ScanMaildir(const std::string& dir) {
                                         " is that folder already)");
     tree.folders.push_back(ScanFolder(folder_fd.get(), shown, folder, entry.name, &tree.warnings));
   }
+  // Sub-folders as plain directories ("Sent/cur", "Lists/dev/cur"): Dovecot's LAYOUT=fs and
+  // mbsync's "SubFolders Verbatim" (also mu, notmuch). They were passed over without a word
+  // (helper-138). Each component is a name of its own: its '.' is no separator.
+  const std::function<void(int, const std::string&, const std::string&, const std::string&, int)> walk =
+      [&](int dir_fd, const std::string& dir_shown, const std::string& rel, const std::string& parent_folder,
+          int depth) {
+        std::vector<Entry> below = ListDirectory(dir_fd, dir_shown);
+        std::sort(below.begin(), below.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
+        for (const Entry& entry : below) {
+          if (entry.name.starts_with('.') || entry.name == "cur" || entry.name == "new" || entry.name == "tmp")
+            continue;
+          const std::string shown = Shown(dir_shown, entry.name);
+          if (entry.type == S_IFLNK) ThrowLink(shown);
+          if (entry.type != S_IFDIR) continue;
+          if (depth >= 64) Throw(Errc::kInvalidArgument, shown + ": folders nested over 64 deep");
+          UniqueFd sub_fd = OpenAt(dir_fd, entry.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, shown);
+          std::string component;
+          try {
+            component = MaildirFolderName(EscapeMaildirDots(entry.name));
+          } catch (const Error& e) {
+            Rethrow(e, shown);
+          }
+          std::string folder = parent_folder.empty() ? component : parent_folder + "/" + component;
+          const std::string sub_rel = rel.empty() ? entry.name : rel + "/" + entry.name;
+          struct stat cur;
+          if (::fstatat(sub_fd.get(), "cur", &cur, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (S_ISLNK(cur.st_mode)) ThrowLink(JoinPath(shown, "cur"));
+            if (S_ISDIR(cur.st_mode)) {
+              try {
+                store::ValidateFolderName(folder);
+              } catch (const Error& e) {
+                Rethrow(e, shown);
+              }
+              const std::string normalised = store::NormalizeFolder(folder);
+              auto [it, fresh] = paths.emplace(normalised, sub_rel);
+              if (!fresh)
+                Throw(Errc::kInvalidArgument,
+                      shown + ": folder '" + EscapeControls(normalised) + "' again (" +
+                          (it->second.empty() ? tree.dir + " itself" : Shown(tree.dir, it->second)) +
+                          " is that folder already)");
+              tree.folders.push_back(ScanFolder(sub_fd.get(), shown, normalised, sub_rel, &tree.warnings));
+            }
+          } else if (errno != ENOENT) {
+            ThrowErrno("stat " + JoinPath(shown, "cur"));
+          }
+          walk(sub_fd.get(), shown, sub_rel, folder, depth + 1);
+        }
+      };
+  walk(tree.root.get(), tree.dir, "", "", 0);
   std::sort(tree.folders.begin() + 1, tree.folders.end(),
             [](const MaildirFolderScan& a, const MaildirFolderScan& b) { return a.folder < b.folder; });
   tree.subscriptions = ReadSubscriptions(tree.root.get(), tree.dir, &tree.warnings);

@@ -226,8 +226,8 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
       "                                FOLDER); two files naming one folder are refused\n"
       "  --list LIST                   lines USER<TAB>FOLDER<TAB>MBOX_PATH (relative paths: from LIST's directory)\n"
       "  -u USER --maildir DIR         a Maildir++ tree (Dovecot, Courier, export --format maildir): DIR is INBOX,\n"
-      "                                .Sub.Folder is Sub/Folder; flags, keywords, dates, subscriptions and\n"
-      "                                (new folders) UIDs kept\n"
+      "                                .Sub.Folder or Sub/Folder/cur is Sub/Folder; flags, keywords, dates,\n"
+      "                                subscriptions and (new folders) UIDs kept\n"
       "A new folder appears only once its file is complete; a message the folder already holds (same bytes)\n"
       "is skipped, so running an interrupted import again completes it without duplicates. Exit 0 = on disk.");
   AddStoreOption(command, &o->store_dir);

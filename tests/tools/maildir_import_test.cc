@@ -215,6 +215,53 @@ class MaildirImport : public ::testing::Test {
   std::string tree_ = dir_ / "Maildir";
 };
 
+// Sub-folders as plain directories, as Dovecot's LAYOUT=fs and mbsync's "SubFolders Verbatim"
+// (mu, notmuch) keep them, were passed over without a word, exit 0 (helper-138). A directory
+// without cur/ holds folders only; a '.' inside a name is part of it; links are refused.
+TEST_F(MaildirImport, SubFoldersAsPlainDirectoriesAreImported) {
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", Message("inbox", 0), 1000);
+  MakeMaildir(tree_ + "/Sent");
+  WriteFileAt(tree_ + "/Sent/cur/2.b.mx:2,S", Message("sent", 0), 1001);
+  MakeMaildir(tree_ + "/Lists/dev");
+  WriteFileAt(tree_ + "/Lists/dev/new/3.c.mx:2,F", Message("dev", 0), 1002);
+  MakeMaildir(tree_ + "/Lists/dev/deeper");
+  WriteFileAt(tree_ + "/Lists/dev/deeper/cur/4.d.mx:2,", Message("deeper", 0), 1003);
+  MakeMaildir(tree_ + "/v1.2");
+  WriteFileAt(tree_ + "/v1.2/cur/5.e.mx:2,", Message("dotted", 0), 1004);
+  MakeMaildir(tree_ + "/Entw&APw-rfe");
+  fs::create_directories(tree_ + "/courierimapkeywords");  // no folder anywhere below: passed over
+
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 5 messages"), std::string::npos) << r.out;
+  {
+    auto store = store::Store::Open(root_);
+    EXPECT_EQ(FolderNames(*store, "joe"), (std::vector<std::string>{"Entwürfe", "INBOX", "Lists/dev",
+                                                                     "Lists/dev/deeper", "Sent", "v1.2"}));
+    auto dev = store->OpenFolder("joe", "Lists/dev");
+    const FolderSnapshot snap = dev->Snapshot();
+    ASSERT_EQ(snap.messages.size(), 1u);
+    EXPECT_EQ(ReadMessage(*dev, snap.messages[0].uid), Message("dev", 0));
+    EXPECT_EQ(snap.messages[0].flags, store::kFlagged);
+  }
+
+  // One folder both ways is refused, naming both; a link below the tree is not followed.
+  MakeMaildir(dir_ / "both");
+  MakeMaildir(dir_ / "both/.Sent");
+  MakeMaildir(dir_ / "both/Sent");
+  r = Run({"-u", "ann", "--maildir", dir_ / "both"});
+  EXPECT_EQ(r.status, ExitStatus(Errc::kInvalidArgument)) << r.Describe();
+  EXPECT_NE(r.err.find("folder 'Sent' again"), std::string::npos) << r.err;
+  MakeMaildir(dir_ / "linked");
+  fs::create_directories(dir_ / "linked/Lists");
+  fs::create_directory_symlink(tree_ + "/Sent", dir_ / "linked/Lists/dev");
+  r = Run({"-u", "bob", "--maildir", dir_ / "linked"});
+  EXPECT_EQ(r.status, ExitStatus(Errc::kCorrupt)) << r.Describe();
+  EXPECT_NE(r.err.find("Lists/dev is a symbolic link; refusing to follow it"), std::string::npos) << r.err;
+  EXPECT_FALSE(store::Store::Open(root_)->FindUser("bob"));
+}
+
 TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
   MakeMaildir(tree_);
   const std::string m0 = Message("listed", 0), m1 = Message("listed", 1), m2 = Message("unlisted", 2),
@@ -224,7 +271,7 @@ TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
   WriteFileAt(tree_ + "/cur/1700000001.M2P2.mx,S=" + std::to_string(m1.size()) + ":2,FRa", m1, 1700000001);
   WriteFileAt(tree_ + "/cur/1700000002.M3P3.mx:2,Tz", m2, 1700000002);
   WriteFileAt(tree_ + "/new/1700000003.M4P4.mx", m3, 1700000003);
-  WriteFileAt(tree_ + "/new/1700000004.M5P5.mx:2,S", m4, 1700000004);  // new/: no flags, whatever the name says
+  WriteFileAt(tree_ + "/new/1700000004.M5P5.mx:2,FT", m4, 1700000004);  // new/: flags as Dovecot reads them
   WriteFileAt(tree_ + "/cur/.hidden", "not a message");
   WriteFileAt(tree_ + "/tmp/1700000005.M6P6.mx", "half-delivered");
   // UIDs 3 and 5 for the first two (by base name; the :2, part is not in the list), 7 for a file
@@ -290,7 +337,7 @@ TEST_F(MaildirImport, ADovecotTreeImportsWithItsUidsFlagsKeywordsAndDates) {
       {5, m1, store::kFlagged | store::kAnswered, 1, 1700000001},
       {10, m2, store::kDeleted, 0, 1700000002},
       {11, m3, 0, 0, 1700000003},
-      {12, m4, 0, 0, 1700000004}};
+      {12, m4, store::kFlagged | store::kDeleted, 0, 1700000004}};
   for (size_t i = 0; i < want.size(); ++i) {
     const MessageMeta& m = snap.messages[i];
     EXPECT_EQ(m.uid, std::get<0>(want[i]));
