@@ -417,6 +417,13 @@ std::vector<std::string> MboxPaths(const std::vector<std::string>& folders) {
   std::map<std::string, std::string> dirs;   // path -> first folder needing it
   for (const std::string& folder : folders) {
     std::string path = has_children(folder) ? folder + ".msg" : folder;
+    // The marker of an unfinished export lives in OUTDIR: a folder of its name got "File exists"
+    // (exit 74) and kept the user from being exported (helper-138).
+    if (path == kUnfinishedMarker || path.starts_with(std::string(kUnfinishedMarker) + "/"))
+      Throw(Errc::kInvalidArgument, "cannot export folder '" + folder + "' as mbox: " + path +
+                                        " is the name of the marker of an unfinished export (" +
+                                        kUnfinishedMarker + "); rename the folder first (storemove rename), "
+                                        "or export with --format maildir");
     for (size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1))
       dirs.emplace(path.substr(0, slash), folder);
     auto [it, fresh] = files.emplace(path, folder);

@@ -112,6 +112,21 @@ TEST(ExportLayout, MboxRefusesTwoFoldersOnOnePath) {
   EXPECT_EQ(CodeOf([] { interop::MboxPaths({"A.msg", "A.msg/x", "A", "A/y"}); }), Errc::kInvalidArgument);
 }
 
+// A folder named like the marker of an unfinished export got "File exists" (exit 74) and kept
+// its user from being exported at all (helper-138); now it is refused by name before any write.
+TEST(ExportLayout, MboxRefusesAFolderNamedLikeTheUnfinishedExportMarker) {
+  for (const std::vector<std::string>& folders :
+       {std::vector<std::string>{"INBOX", ".storemove-export-unfinished"},
+        std::vector<std::string>{".storemove-export-unfinished", ".storemove-export-unfinished/x"},
+        std::vector<std::string>{".storemove-export-unfinished/x"}}) {
+    const std::string message = ErrorMessage([&] { interop::MboxPaths(folders); });
+    EXPECT_NE(message.find("is the name of the marker of an unfinished export"), std::string::npos) << message;
+    EXPECT_EQ(CodeOf([&] { interop::MboxPaths(folders); }), Errc::kInvalidArgument);
+  }
+  EXPECT_EQ(interop::MboxPaths({".storemove-export-unfinished2"}),
+            std::vector<std::string>{".storemove-export-unfinished2"});
+}
+
 TEST(ExportLayout, MaildirNamesFollowDovecotListescapeAndModifiedUtf7) {
   EXPECT_EQ(interop::MaildirFolderDir("INBOX"), "");
   EXPECT_EQ(interop::MaildirFolderDir("Sent"), ".Sent");
