@@ -29,7 +29,7 @@ class FolderFiller {
   // `keep_uids`: an existing folder takes messages under the UIDs the caller gives (moveuser, when
   // the source's UIDVALIDITY is the folder's: the same UID is the same message).
   // `present_in_memory`: an existing folder holding more messages than this has the table of
-  // what it holds in a temporary file in $TMPDIR (32 bytes a slot, two slots a message).
+  // what it holds in a temporary file in $TMPDIR (72 to 136 bytes a message).
   static constexpr size_t kPresentInMemory = 16384;
   FolderFiller(store::Folder& folder, bool created, bool skip_present, bool keep_uids = false,
                size_t present_in_memory = kPresentInMemory);

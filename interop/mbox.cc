@@ -441,8 +441,9 @@ void MboxReader::SpoolTo(uint64_t file_end) {
     std::string dir;
     UniqueFd fd = OpenAnonymousTemporary(&dir);
     if (!fd.valid())
-      ThrowErrno(shown_ + ": a temporary file in " + dir +
-                 " (TMPDIR) to check a Content-Length that points past the next \"From \" line");
+      ThrowErrno(shown_ + ": a temporary file in " + dir + " (TMPDIR) to check a Content-Length that " +
+                 (spool_for_dovecot_ ? "decides whether a message Dovecot wrote (X-UID) is read as written"
+                                     : "points past the next \"From \" line"));
     spool_ = std::move(fd);
     spool_dir_ = dir;
   }
@@ -687,19 +688,25 @@ bool MboxReader::Stream(MboxMessage* out, const MboxSink& sink, size_t start, si
   } else {
     size_t hit = std::string::npos;
     size_t header_searched = start;  // the header's blank line is not before this, less two bytes
+    // Up to the next envelope line, as Next() looks for the Content-Length: a "From " line of
+    // text in a long header ended the stretch looked at here, and the streamed message lost the
+    // Content-Length (and Dovecot's fields) the whole one had (fuzz).
+    size_t look = search;
     for (;;) {
-      hit = buf_.find("\nFrom ", search);
+      while ((hit = buf_.find("\nFrom ", look)) != std::string::npos && !EnvelopeAt(hit + 1)) look = hit + 1;
       if (hit != std::string::npos || buf_.size() - start >= kMaxLengthHeader + 2) break;
       if (HeaderEnds(std::string_view(buf_).substr(start), header_searched - start)) break;
       header_searched = buf_.size();
       const size_t searched = buf_.size();
       if (!ReadBlock()) break;
       search = std::max(search, searched >= kFrom.size() ? searched - kFrom.size() : 0);
+      look = std::max(look, search);
     }
     const size_t seen_end = hit != std::string::npos ? hit + 1 : buf_.size();
     const std::string_view seen = std::string_view(buf_).substr(start, seen_end - start);
     imap_server_fields = may_be_verbatim_ && HasImapServerFields(HeaderOf(seen));
     if (const auto length_end = ContentLengthEnd(seen)) {
+      spool_for_dovecot_ = imap_server_fields;
       if (!seekable_ && !imap_server_fields) {
         pipe_length_end = start_at + *length_end;
       } else if (const auto next = ContentLengthBoundary(start, start + *length_end)) {

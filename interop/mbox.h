@@ -146,6 +146,7 @@ class MboxReader {
   // Bytes past the end of buf_ that the spool holds are read from it before fd_.
   UniqueFd spool_;
   std::string spool_dir_;  // where spool_ was made, for its errors
+  bool spool_for_dovecot_ = false;  // the spool is made for a Dovecot message's Content-Length (Stream)
   uint64_t spool_start_ = 0;
   uint64_t spool_end_ = 0;
   bool started_ = false;
