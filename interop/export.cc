@@ -516,7 +516,11 @@ static ExportReport ExportOnce(Store& store, const ExportOptions& options, Uniqu
     report.bytes += out.bytes;
     report.vanished += out.vanished;
   }
-  if (options.format == ExportFormat::kMaildir) WriteSubscriptions(store, options, root.get(), &report);
+  if (options.format == ExportFormat::kMaildir) {
+    WriteSubscriptions(store, options, root.get(), &report);
+  } else {
+    report.subscriptions_left_out = store.Subscriptions(options.user).size();  // said, not lost in silence (helper-138)
+  }
   if (::syncfs(root.get()) != 0) ThrowErrno("sync " + options.out_dir);
   // Complete and on disk: only now does the directory stop saying "unfinished".
   if (::unlinkat(root.get(), kUnfinishedMarker, 0) != 0) ThrowErrno("unlink " + JoinPath(options.out_dir, kUnfinishedMarker));

@@ -90,6 +90,7 @@ struct ExportReport {
   uint64_t dates_not_kept = 0;  // maildir: internal dates the filesystem's file times cannot hold
   uint64_t subscriptions = 0;            // maildir: lines of the `subscriptions` file written
   uint64_t subscriptions_not_kept = 0;   // maildir: subscriptions to other users' folders
+  uint64_t subscriptions_left_out = 0;   // mbox: the user's subscriptions, which mbox files cannot hold
 };
 
 // kNotFound when the user does not exist or no folder matches; kExists when out_dir is not an

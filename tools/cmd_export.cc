@@ -47,6 +47,9 @@ int RunExport(ExportCliOptions& options) {
   if (report.subscriptions != 0)
     std::printf("%s written to %s/subscriptions\n", Counted(report.subscriptions, "subscription").c_str(),
                 options.export_options.out_dir.c_str());
+  if (report.subscriptions_left_out != 0)
+    std::printf("%s not written: mbox files hold none (--format maildir writes them)\n",
+                Counted(report.subscriptions_left_out, "subscription").c_str());
   if (report.subscriptions_not_kept != 0)
     std::printf("%s to other users' folders not written (a Maildir++ tree holds the user's own)\n",
                 Counted(report.subscriptions_not_kept, "subscription").c_str());

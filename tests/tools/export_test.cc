@@ -328,6 +328,18 @@ TEST_F(Export, MboxCountsTheMessagesWhoseFlagsItDoesNotCarry) {
   EXPECT_EQ(report.flags_not_kept, 3u);  // seen, more (Flagged) and keyword
 }
 
+// An mbox export holds no subscriptions: they were left out without a word (helper-138).
+TEST_F(Export, MboxCountsTheSubscriptionsItLeavesOut) {
+  store_->CreateUser("joe");
+  store_->CreateFolder("joe", "Sent");
+  store_->Subscribe("joe", "user/joe/INBOX");
+  store_->Subscribe("joe", "user/joe/Sent");
+  EXPECT_EQ(Run(dir_ / "mbox", interop::ExportFormat::kMbox).subscriptions_left_out, 2u);
+  const interop::ExportReport maildir = Run(dir_ / "maildir", interop::ExportFormat::kMaildir);
+  EXPECT_EQ(maildir.subscriptions_left_out, 0u);
+  EXPECT_EQ(maildir.subscriptions, 2u);
+}
+
 // A file's time outside what its filesystem holds is clamped without an error (ext4: 1901-12-13
 // to 2446-05-10): the export exited 0 and its import read another internal date back
 // (helper-93). Counted, on a filesystem that clamps; kept exactly on one that does not.
