@@ -16,6 +16,7 @@
 
 #include "interop/import.h"
 #include "interop/maildir_import.h"
+#include "interop/mbox_tree.h"
 #include "relinker/arrival.h"
 #include "store/sync.h"
 #include "tools/commands.h"
@@ -34,6 +35,7 @@ struct ImportCliOptions {
   std::string folder;
   std::string list;
   std::string maildir;
+  std::string mbox_tree;
   bool mboxo = false;
   bool mboxcl2 = false;
   bool append_all = false;
@@ -51,6 +53,13 @@ void OnInterrupt(int) {
 }
 
 std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
+  if (!o.mbox_tree.empty()) {
+    if (!o.list.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty())
+      Throw(Errc::kInvalidArgument, "--mbox-tree imports the whole tree into the user's folders: no --list, -s, -d "
+                                    "or FILE with it");
+    if (o.user.empty()) Throw(Errc::kInvalidArgument, "import --mbox-tree needs -u USER");
+    return interop::MboxTreeJobs(o.user, o.mbox_tree);
+  }
   if (!o.list.empty()) {
     if (!o.user.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty())
       Throw(Errc::kInvalidArgument, "--list names users, folders and files itself: no -u, -s, -d or FILE with it");
@@ -117,9 +126,10 @@ void PrintArrival(const relinker::ArrivalLinker& linker) {
 void OnWait(const std::string& why) { std::fprintf(stderr, "storemove import: %s\n", why.c_str()); }
 
 int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
-  if (!o.list.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty() || o.mboxo || o.mboxcl2)
+  if (!o.list.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty() || o.mboxo || o.mboxcl2 ||
+      !o.mbox_tree.empty())
     Throw(Errc::kInvalidArgument, "--maildir imports the whole tree into the user's folders: no --list, -s, -d, --mboxo, "
-                                  "--mboxcl2 or FILE with it");
+                                  "--mboxcl2, --mbox-tree or FILE with it");
   if (o.user.empty()) Throw(Errc::kInvalidArgument, "import --maildir needs -u USER");
   auto store = OpenStore(root, {store::Durability::kNone, {}});  // waits said on stderr
   store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
@@ -225,6 +235,7 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
       "  -u USER FILE... [-d FOLDER]   each file into the folder of its base name less .mbox (or all into\n"
       "                                FOLDER); two files naming one folder are refused\n"
       "  --list LIST                   lines USER<TAB>FOLDER<TAB>MBOX_PATH (relative paths: from LIST's directory)\n"
+      "  -u USER --mbox-tree DIR       export's mbox tree: DIR/Sent is Sent, NAME.msg beside NAME/ is NAME\n"
       "  -u USER --maildir DIR         a Maildir++ tree (Dovecot, Courier, export --format maildir): DIR is INBOX,\n"
       "                                .Sub.Folder or Sub/Folder/cur is Sub/Folder; flags, keywords, dates,\n"
       "                                subscriptions and (new folders) UIDs kept\n"
@@ -243,6 +254,10 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
   command->add_option("--list", o->list, "file of USER<TAB>FOLDER<TAB>MBOX_PATH lines: many users in one run")
       ->type_name("LIST");
   command->add_option("--maildir", o->maildir, "Maildir++ tree to load into -u USER's folders")
+      ->type_name("DIR");
+  command->add_option("--mbox-tree", o->mbox_tree,
+                      "a tree of mbox files (export's mbox output) to load into -u USER's folders: each file is the "
+                      "folder of its path, NAME.msg beside a directory NAME/ is the folder NAME")
       ->type_name("DIR");
   command->add_flag("--append-all", o->append_all,
                     "append every message, even one the folder already holds (imsimport's way; a rerun duplicates)");

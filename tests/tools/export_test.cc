@@ -402,6 +402,54 @@ TEST(ExportCli, ExportsReportsAndRefusesANonEmptyDirectory) {
   EXPECT_NE(r.out.find("must not exist or be empty"), std::string::npos) << r.out;
 }
 
+// An export's mbox tree imports back with --mbox-tree: "Lists.msg" beside "Lists/" is the folder
+// Lists (it came back as a folder "Lists.msg", and a directory could not be named; helper-133
+// #6). Every folder with its bytes; a rerun adds nothing; a link in the tree is refused.
+TEST(ExportCli, AnMboxTreeImportsBackIntoTheSameFolders) {
+  TempDir dir;
+  const std::string a = dir / "a", b = dir / "b", out = dir / "out";
+  ASSERT_EQ(RunCli({"init", "--store", a}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", b}).status, 0);
+  const std::vector<std::string> folders = {"Archive/2023", "INBOX", "Lists", "Lists/dev", "Lists/dev/x.msg", "Sent",
+                                            "v1.2"};
+  for (const std::string& folder : folders) {
+    for (int i = 0; i < 2; ++i) {
+      CliResult r = RunCli({"deliver", "--store", a, "-u", "joe", "-d", folder, "--create"},
+                           "Subject: " + folder + " " + std::to_string(i) + "\n\nbody\n>From here\nFrom there\n");
+      ASSERT_EQ(r.status, 0) << r.Describe();
+    }
+  }
+  CliResult r = RunCli({"export", "--store", a, "-u", "joe", "-d", out});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_TRUE(fs::exists(out + "/Lists.msg") && fs::exists(out + "/Lists/dev.msg")) << r.out;
+  r = RunCli({"import", "--store", b, "-u", "joe", "--mbox-tree", out});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 14 messages"), std::string::npos) << r.out;
+  const auto contents = [](const std::string& root) {
+    auto store = Store::Open(root);
+    std::map<std::string, std::vector<std::string>> out;
+    for (const store::FolderInfo& info : store->ListFolders("joe")) {
+      auto folder = store->OpenFolder("joe", info.folder);
+      for (const MessageMeta& m : folder->Snapshot().messages) out[info.folder].push_back(ReadMessage(*folder, m.uid));
+    }
+    return out;
+  };
+  const auto want = contents(a);
+  EXPECT_EQ(want.size(), folders.size());
+  EXPECT_EQ(contents(b), want);
+  r = RunCli({"import", "--store", b, "-u", "joe", "--mbox-tree", out});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("imported 0 messages (0 bytes, 14 already present)"), std::string::npos) << r.out;
+  EXPECT_EQ(contents(b), want);
+
+  fs::create_directory_symlink(dir / "a", out + "/Link");
+  r = RunCli({"import", "--store", b, "-u", "ann", "--mbox-tree", out});
+  EXPECT_EQ(r.status, ExitStatus(Errc::kCorrupt)) << r.Describe();
+  EXPECT_NE(r.err.find(out + "/Link is a symbolic link; refusing to follow it"), std::string::npos) << r.err;
+  r = RunCli({"import", "--store", b, "-u", "ann", "--mbox-tree", out, "-d", "X"});
+  EXPECT_EQ(r.status, ExitStatus(Errc::kInvalidArgument)) << r.Describe();
+}
+
 // An export killed or failed leaves ".storemove-export-unfinished" in OUTDIR: the same command
 // run again clears what it left and starts over (it used to refuse the non-empty directory,
 // exit 73, leaving a partial export that looked complete; helper-57). A complete export, or a
