@@ -202,6 +202,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
   uint32_t large_uid = 0;
   uint8_t large_flags = 0;  // from its first piece, which holds its header
   uint64_t large_user_flags = 0;
+  int64_t large_sent_date = 0;  // its Date:, from its first piece
   bool first = true;
   const auto start_large = [&] {
     large_uid = 0;
@@ -212,6 +213,7 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
       start_large();
       if (first) server_written = WrittenByImapServer(piece);
       large_flags = FlagsFromStatusHeaders(piece, message.envelope_sender == "-");
+      large_sent_date = store::SentDate(piece.substr(0, store::HeaderSize(piece)));
       large_user_flags = server_written ? KeywordsFromHeader(piece, keywords, &result.keywords_dropped) : 0;
     }
     large->Write(piece);
@@ -219,7 +221,12 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
   for (bool have_message = opened.started && reader.Next(&message, write_large); have_message;
        have_message = reader.Next(&message, write_large)) {
     MessageMeta meta;
-    meta.internal_date = message.envelope_date != 0 ? message.envelope_date : now;
+    // An envelope line without a date (or one unread) leaves the message's Date: as its internal
+    // date, as Dovecot and mutt take it, before the import's time (helper-133 #11).
+    const int64_t sent = message.streamed ? large_sent_date
+                                          : store::SentDate(std::string_view(message.bytes).substr(
+                                                0, store::HeaderSize(message.bytes)));
+    meta.internal_date = message.envelope_date != 0 ? message.envelope_date : sent != 0 ? sent : now;
     const bool was_first = std::exchange(first, false);
     if (!message.streamed) {
       if (was_first) server_written = WrittenByImapServer(message.bytes);

@@ -264,6 +264,28 @@ TEST_F(Import, EmptyMessagesAreStoredAndCountedInTheSummary) {
   EXPECT_NE(r.out.find("into user/kim/plain\n"), std::string::npos) << r.out;
 }
 
+// An envelope line without a date gave its message the import's time as its internal date; the
+// message's own Date: is taken first now (helper-133 #11), streamed or whole.
+TEST_F(Import, AnUndatedEnvelopeLeavesTheDateFieldAsTheInternalDate) {
+  const std::string big(6 << 20, 'x');
+  std::ofstream(dir_ / "u.mbox") << "From alice\nDate: Mon, 1 Jul 2024 10:00:00 +0000\nSubject: 1\n\nx\n\n"
+                                 << "From bob\nSubject: no date\n\nx\n\n"
+                                 << "From carol\nDate: Tue, 2 Jul 2024 10:00:00 +0000\nSubject: big\n\n" << big << "\n\n"
+                                 << "From dave Mon Jan  1 00:00:00 2024\nDate: Tue, 2 Jul 2024 10:00:00 +0000\n\nx\n";
+  const int64_t before = ::time(nullptr);
+  CliResult r = Run({"-u", "joe", "-s", dir_ / "u.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const int64_t after = ::time(nullptr);
+  auto store = store::Store::Open(root_);
+  const auto messages = store->OpenFolder("joe", "INBOX")->Snapshot().messages.ToVector();
+  ASSERT_EQ(messages.size(), 4u);
+  EXPECT_EQ(messages[0].internal_date, 1719828000);
+  EXPECT_GE(messages[1].internal_date, before);  // no date anywhere: the import's time
+  EXPECT_LE(messages[1].internal_date, after);
+  EXPECT_EQ(messages[2].internal_date, 1719914400);
+  EXPECT_EQ(messages[3].internal_date, 1704067200);  // the envelope's date first
+}
+
 // An mbox written by Dovecot, UW-IMAP, Pine or mutt keeps each message's flags in Status and
 // X-Status fields, and (Dovecot, UW, Pine) the folder's own data in a first pseudo message.
 // Every message arrived unread and the pseudo message as mail (helper-73). The flags are taken
