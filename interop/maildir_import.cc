@@ -44,16 +44,25 @@ std::string Shown(const std::string& dir, std::string_view name) { return JoinPa
   Throw(Errc::kCorrupt, shown + " is a symbolic link; refusing to follow it");
 }
 
-// A plain directory's name as one Maildir++ component: its '.' is part of the name.
-std::string EscapeMaildirDots(std::string_view name) {
-  std::string out;
+// The folder-name component of a plain directory (Dovecot's LAYOUT=fs, mbsync's Verbatim):
+// decoded from modified UTF-7 as Dovecot writes names, its '.' and '\' taken as they are
+// (helper-140: "Backup\2019" became "Backup 19"); a name that is no valid modified UTF-7
+// ("AT&T report", raw UTF-8 "Café") is taken as it is.
+std::string PlainDirectoryFolderName(std::string_view name) {
+  std::string escaped;
   for (char c : name) {
     if (c == '.')
-      out += "\\2e";
+      escaped += "\\2e";
+    else if (c == '\\')
+      escaped += "\\5c";
     else
-      out.push_back(c);
+      escaped.push_back(c);
   }
-  return out;
+  try {
+    return MaildirFolderName(escaped);
+  } catch (const Error&) {
+    return std::string(name);
+  }
 }
 
 // Opens the directory `path` ("Lists/dev") below `dirfd` one component at a time, following no
@@ -449,7 +458,9 @@ class MaildirImporter {
       const std::vector<std::string> have = snapshot.info.user_flag_names;
       names = MergedNames(have, scan);
       if (names != have) folder->SetUserFlagNames(names);
-      if (scan.uidvalidity != 0 && snapshot.info.uidvalidity == scan.uidvalidity && !options_.append_all)
+      out.folder.flags_follow_tree =
+          scan.uidvalidity != 0 && snapshot.info.uidvalidity == scan.uidvalidity && !options_.append_all;
+      if (out.folder.flags_follow_tree)
         for (const MessageMeta& m : snapshot.messages) same_uids.push_back({m.uid, m.flags, m.user_flags, m.size, m.digest});
       std::sort(same_uids.begin(), same_uids.end(), [](const Held& a, const Held& b) { return a.uid < b.uid; });
     } else {
@@ -666,31 +677,35 @@ MaildirTree ScanMaildir(const std::string& dir) {
   // Sub-folders as plain directories ("Sent/cur", "Lists/dev/cur"): Dovecot's LAYOUT=fs and
   // mbsync's "SubFolders Verbatim" (also mu, notmuch). They were passed over without a word
   // (helper-138). Each component is a name of its own: its '.' is no separator.
-  const std::function<void(int, const std::string&, const std::string&, const std::string&, int)> walk =
+  // `is_maildir`: the directory listed holds cur/, so its cur/, new/ and tmp/ are its own; under
+  // a directory without (Dovecot's \Noselect "Projects/"), "Projects/new/cur" is a folder "new"
+  // (helper-140: such folders were passed over). Root-level ".name" directories are Maildir++
+  // folders, read above; deeper, a ".x/cur" is the folder ".x" (mbsync).
+  const std::function<void(int, const std::string&, const std::string&, const std::string&, int, bool)> walk =
       [&](int dir_fd, const std::string& dir_shown, const std::string& rel, const std::string& parent_folder,
-          int depth) {
+          int depth, bool is_maildir) {
         std::vector<Entry> below = ListDirectory(dir_fd, dir_shown);
         std::sort(below.begin(), below.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
         for (const Entry& entry : below) {
-          if (entry.name.starts_with('.') || entry.name == "cur" || entry.name == "new" || entry.name == "tmp")
-            continue;
+          if (depth == 0 && entry.name.starts_with('.')) continue;
+          if (is_maildir && (entry.name == "cur" || entry.name == "new" || entry.name == "tmp")) continue;
           const std::string shown = Shown(dir_shown, entry.name);
           if (entry.type == S_IFLNK) ThrowLink(shown);
           if (entry.type != S_IFDIR) continue;
-          if (depth >= 64) Throw(Errc::kInvalidArgument, shown + ": folders nested over 64 deep");
-          UniqueFd sub_fd = OpenAt(dir_fd, entry.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, shown);
-          std::string component;
-          try {
-            component = MaildirFolderName(EscapeMaildirDots(entry.name));
-          } catch (const Error& e) {
-            Rethrow(e, shown);
+          if (depth >= 64) {
+            tree.warnings.push_back(shown + ": nested over 64 deep, not looked into");
+            continue;
           }
+          UniqueFd sub_fd = OpenAt(dir_fd, entry.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, shown);
+          const std::string component = PlainDirectoryFolderName(entry.name);
           std::string folder = parent_folder.empty() ? component : parent_folder + "/" + component;
           const std::string sub_rel = rel.empty() ? entry.name : rel + "/" + entry.name;
           struct stat cur;
+          bool has_cur = false;
           if (::fstatat(sub_fd.get(), "cur", &cur, AT_SYMLINK_NOFOLLOW) == 0) {
             if (S_ISLNK(cur.st_mode)) ThrowLink(JoinPath(shown, "cur"));
-            if (S_ISDIR(cur.st_mode)) {
+            has_cur = S_ISDIR(cur.st_mode);
+            if (has_cur) {
               try {
                 store::ValidateFolderName(folder);
               } catch (const Error& e) {
@@ -708,10 +723,10 @@ MaildirTree ScanMaildir(const std::string& dir) {
           } else if (errno != ENOENT) {
             ThrowErrno("stat " + JoinPath(shown, "cur"));
           }
-          walk(sub_fd.get(), shown, sub_rel, folder, depth + 1);
+          walk(sub_fd.get(), shown, sub_rel, folder, depth + 1, has_cur);
         }
       };
-  walk(tree.root.get(), tree.dir, "", "", 0);
+  walk(tree.root.get(), tree.dir, "", "", 0, true);
   std::sort(tree.folders.begin() + 1, tree.folders.end(),
             [](const MaildirFolderScan& a, const MaildirFolderScan& b) { return a.folder < b.folder; });
   tree.subscriptions = ReadSubscriptions(tree.root.get(), tree.dir, &tree.warnings);

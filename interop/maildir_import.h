@@ -98,6 +98,9 @@ struct ImportedMaildirFolder {
   // Of `skipped`: messages whose flags now follow the tree's (a rerun into a folder the import
   // made: same UIDVALIDITY, same UID, same bytes).
   uint64_t flags_updated = 0;
+  // An existing folder whose messages' flags follow the tree's (it was made from this tree:
+  // the same UIDVALIDITY). Else messages already present keep the flags the store has.
+  bool flags_follow_tree = false;
 };
 
 struct MaildirImportReport {

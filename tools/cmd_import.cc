@@ -150,6 +150,9 @@ int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
                 static_cast<unsigned long long>(f.bytes), from.c_str(), o.user.c_str(), f.folder.c_str());
     PrintEmpty(f.empty);
     if (f.skipped) std::printf(", %llu already present", static_cast<unsigned long long>(f.skipped));
+    // Without a dovecot-uidlist (mbsync, offlineimap) nothing ties a file to a stored message
+    // but its bytes: their flags stay as stored, said rather than left stale in silence (helper-138).
+    if (f.skipped && !f.flags_follow_tree) std::printf(" (flags left as stored: the folder was not made from this tree's dovecot-uidlist)");
     if (f.uids_kept) std::printf(", UIDVALIDITY and UIDs kept");
     if (f.flags_updated) std::printf(", %s with flags updated", Counted(f.flags_updated, "message").c_str());
     std::printf("\n");

@@ -231,14 +231,24 @@ TEST_F(MaildirImport, SubFoldersAsPlainDirectoriesAreImported) {
   WriteFileAt(tree_ + "/v1.2/cur/5.e.mx:2,", Message("dotted", 0), 1004);
   MakeMaildir(tree_ + "/Entw&APw-rfe");
   fs::create_directories(tree_ + "/courierimapkeywords");  // no folder anywhere below: passed over
+  // helper-140: under a directory that is no folder, "new", "tmp" and ".x" are folders; a '\'
+  // is part of a name; one that is no modified UTF-7 is taken as it is.
+  MakeMaildir(tree_ + "/Projects/new");
+  MakeMaildir(tree_ + "/Projects/tmp");
+  MakeMaildir(tree_ + "/Lists/.x");
+  MakeMaildir(tree_ + "/Backup\\2019");
+  MakeMaildir(tree_ + "/AT&T report/x");
+  MakeMaildir(tree_ + "/Caf\xC3\xA9");
 
   CliResult r = Run({"-u", "joe", "--maildir", tree_});
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("imported 5 messages"), std::string::npos) << r.out;
   {
     auto store = store::Store::Open(root_);
-    EXPECT_EQ(FolderNames(*store, "joe"), (std::vector<std::string>{"Entwürfe", "INBOX", "Lists/dev",
-                                                                     "Lists/dev/deeper", "Sent", "v1.2"}));
+    EXPECT_EQ(FolderNames(*store, "joe"),
+              (std::vector<std::string>{"AT&T report/x", "Backup\\2019", "Caf\xC3\xA9", "Entwürfe", "INBOX",
+                                        "Lists/.x", "Lists/dev", "Lists/dev/deeper", "Projects/new", "Projects/tmp",
+                                        "Sent", "v1.2"}));
     auto dev = store->OpenFolder("joe", "Lists/dev");
     const FolderSnapshot snap = dev->Snapshot();
     ASSERT_EQ(snap.messages.size(), 1u);
@@ -406,7 +416,8 @@ TEST_F(MaildirImport, IntoExistingFoldersOnlyWhatIsMissingIsAdded) {
   r = Run({"-u", "ann", "--maildir", tree_});
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("imported 2 messages (" + std::to_string(2 * Message("fresh", 1).size()) + " bytes) from " +
-                       tree_ + " into user/ann/INBOX, 1 already present\n"),
+                       tree_ + " into user/ann/INBOX, 1 already present (flags left as stored: the folder was "
+                               "not made from this tree's dovecot-uidlist)\n"),
             std::string::npos)
       << r.out;
   auto check = [&] {
