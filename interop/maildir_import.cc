@@ -308,7 +308,12 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
       if (entry.name.starts_with('.')) continue;  // the Maildir spec: such files are not messages
       if (entry.type == S_IFLNK) ThrowLink(Shown(sub_shown, entry.name));
       if (entry.type != S_IFREG)
-        Throw(Errc::kCorrupt, Shown(sub_shown, entry.name) + ": not a regular file (a message file was expected)");
+        Throw(Errc::kCorrupt, Shown(sub_shown, entry.name) +
+                                  (entry.type == S_IFDIR
+                                       ? ": a directory in a folder's " + std::string(sub) +
+                                             "/ (a folder named \"" + sub + "\" below it, as mbsync writes one? "
+                                             "rename it at the source)"
+                                       : std::string(": not a regular file (a message file was expected)")));
       names.push_back(std::move(entry.name));
     }
     std::sort(names.begin(), names.end());  // which of two same-base files claims a listed UID: cur/'s first
@@ -680,24 +685,45 @@ MaildirTree ScanMaildir(const std::string& dir) {
   // `is_maildir`: the directory listed holds cur/, so its cur/, new/ and tmp/ are its own; under
   // a directory without (Dovecot's \Noselect "Projects/"), "Projects/new/cur" is a folder "new"
   // (helper-140: such folders were passed over). Root-level ".name" directories are Maildir++
-  // folders, read above; deeper, a ".x/cur" is the folder ".x" (mbsync).
+  // folders, read above, whose plain sub-directories are walked too; deeper, a ".x/cur" is the
+  // folder ".x" (mbsync).
   const std::function<void(int, const std::string&, const std::string&, const std::string&, int, bool)> walk =
       [&](int dir_fd, const std::string& dir_shown, const std::string& rel, const std::string& parent_folder,
           int depth, bool is_maildir) {
         std::vector<Entry> below = ListDirectory(dir_fd, dir_shown);
         std::sort(below.begin(), below.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
         for (const Entry& entry : below) {
-          if (depth == 0 && entry.name.starts_with('.')) continue;
-          if (is_maildir && (entry.name == "cur" || entry.name == "new" || entry.name == "tmp")) continue;
           const std::string shown = Shown(dir_shown, entry.name);
           if (entry.type == S_IFLNK) ThrowLink(shown);
           if (entry.type != S_IFDIR) continue;
-          if (depth >= 64) {
-            tree.warnings.push_back(shown + ": nested over 64 deep, not looked into");
+          if (is_maildir && (entry.name == "cur" || entry.name == "new")) continue;  // ScanFolder refuses a directory there
+          if (is_maildir && entry.name == "tmp") {
+            // Never read; a directory in it is a folder named "tmp" (mbsync writes IMAP's Sent/tmp
+            // so), whose mail would be passed over (helper-141): refused, as in new/ and cur/.
+            UniqueFd tmp = OpenAt(dir_fd, entry.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, shown);
+            for (const Entry& inside : ListDirectory(tmp.get(), shown))
+              if (inside.type == S_IFDIR)
+                Throw(Errc::kCorrupt, Shown(shown, inside.name) +
+                                          ": a directory in a folder's tmp/ (a folder named \"tmp\" below it, as "
+                                          "mbsync writes one? rename it at the source)");
             continue;
           }
+          // More levels than a folder name of 1,000 bytes can have (2 bytes a level at least).
+          if (depth >= 500) Throw(Errc::kInvalidArgument, shown + ": directories nested over 500 deep");
           UniqueFd sub_fd = OpenAt(dir_fd, entry.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, shown);
-          const std::string component = PlainDirectoryFolderName(entry.name);
+          const bool maildir_plus_plus = depth == 0 && entry.name.starts_with('.');
+          std::string component;
+          if (maildir_plus_plus) {
+            // A Maildir++ folder (read above) or a ".name" without cur/: the plain directories
+            // below it are its sub-folders, ".Sent/Sub/cur" is Sent/Sub (helper-141: passed over).
+            try {
+              component = store::NormalizeFolder(MaildirFolderName(std::string_view(entry.name).substr(1)));
+            } catch (const Error&) {
+              component = entry.name.substr(1);
+            }
+          } else {
+            component = PlainDirectoryFolderName(entry.name);
+          }
           std::string folder = parent_folder.empty() ? component : parent_folder + "/" + component;
           const std::string sub_rel = rel.empty() ? entry.name : rel + "/" + entry.name;
           struct stat cur;
@@ -705,7 +731,7 @@ MaildirTree ScanMaildir(const std::string& dir) {
           if (::fstatat(sub_fd.get(), "cur", &cur, AT_SYMLINK_NOFOLLOW) == 0) {
             if (S_ISLNK(cur.st_mode)) ThrowLink(JoinPath(shown, "cur"));
             has_cur = S_ISDIR(cur.st_mode);
-            if (has_cur) {
+            if (has_cur && !maildir_plus_plus) {
               try {
                 store::ValidateFolderName(folder);
               } catch (const Error& e) {

@@ -239,21 +239,42 @@ TEST_F(MaildirImport, SubFoldersAsPlainDirectoriesAreImported) {
   MakeMaildir(tree_ + "/Backup\\2019");
   MakeMaildir(tree_ + "/AT&T report/x");
   MakeMaildir(tree_ + "/Caf\xC3\xA9");
+  // helper-141: plain sub-directories of Maildir++ directories, and a folder 70 deep.
+  MakeMaildir(tree_ + "/.Drafts/Sub");
+  MakeMaildir(tree_ + "/.Drafts");
+  MakeMaildir(tree_ + "/.Arch/2019");
+  std::string deep = "Deep";
+  for (int i = 0; i < 70; ++i) deep += "/d";
+  MakeMaildir(tree_ + "/" + deep);
+  WriteFileAt(tree_ + "/" + deep + "/cur/6.f.mx:2,", Message("deep", 0), 1005);
 
   CliResult r = Run({"-u", "joe", "--maildir", tree_});
   ASSERT_EQ(r.status, 0) << r.Describe();
-  EXPECT_NE(r.out.find("imported 5 messages"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("imported 6 messages"), std::string::npos) << r.out;
   {
     auto store = store::Store::Open(root_);
     EXPECT_EQ(FolderNames(*store, "joe"),
-              (std::vector<std::string>{"AT&T report/x", "Backup\\2019", "Caf\xC3\xA9", "Entwürfe", "INBOX",
-                                        "Lists/.x", "Lists/dev", "Lists/dev/deeper", "Projects/new", "Projects/tmp",
-                                        "Sent", "v1.2"}));
+              (std::vector<std::string>{"AT&T report/x", "Arch/2019", "Backup\\2019", "Caf\xC3\xA9", deep,
+                                        "Drafts", "Drafts/Sub", "Entwürfe", "INBOX", "Lists/.x", "Lists/dev",
+                                        "Lists/dev/deeper", "Projects/new", "Projects/tmp", "Sent", "v1.2"}));
     auto dev = store->OpenFolder("joe", "Lists/dev");
     const FolderSnapshot snap = dev->Snapshot();
     ASSERT_EQ(snap.messages.size(), 1u);
     EXPECT_EQ(ReadMessage(*dev, snap.messages[0].uid), Message("dev", 0));
     EXPECT_EQ(snap.messages[0].flags, store::kFlagged);
+  }
+
+  // A folder named "tmp" inside a folder (mbsync's Sent/tmp) cannot be told from the folder's own
+  // tmp/, which is never read: refused, not passed over (helper-141), as one in new/ is.
+  for (const std::string sub : {"tmp", "new"}) {
+    MakeMaildir(dir_ / ("in-" + sub));
+    MakeMaildir(dir_ / ("in-" + sub + "/Sent/" + sub));
+    MakeMaildir(dir_ / ("in-" + sub + "/Sent"));
+    r = Run({"-u", "sub" + sub, "--maildir", dir_ / ("in-" + sub)});
+    EXPECT_EQ(r.status, ExitStatus(Errc::kCorrupt)) << r.Describe();
+    EXPECT_NE(r.err.find("a directory in a folder's " + sub + "/ (a folder named \"" + sub + "\" below it"),
+              std::string::npos)
+        << r.err;
   }
 
   // One folder both ways is refused, naming both; a link below the tree is not followed.
