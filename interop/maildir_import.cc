@@ -669,6 +669,11 @@ MaildirTree ScanMaildir(const std::string& dir) {
       folder = MaildirFolderName(std::string_view(entry.name).substr(1));
       store::ValidateFolderName(folder);
     } catch (const Error& e) {
+      // mbsync writes INBOX's sub-folder "sub" as "..sub" when its Inbox lies inside the tree
+      // (helper-138 #5): Dovecot cannot open it either.
+      if (entry.name.starts_with(".."))
+        Throw(e.code(), shown + ": " + e.what() + " (a sub-folder of INBOX as mbsync writes it? rename it to .INBOX" +
+                            entry.name.substr(1) + ")");
       Rethrow(e, shown);
     }
     folder = store::NormalizeFolder(folder);

@@ -277,6 +277,13 @@ TEST_F(MaildirImport, SubFoldersAsPlainDirectoriesAreImported) {
         << r.err;
   }
 
+  // mbsync's name for INBOX's sub-folder "sub" when its Inbox is inside the tree (helper-138 #5).
+  MakeMaildir(dir_ / "mbsync");
+  MakeMaildir(dir_ / "mbsync/..sub");
+  r = Run({"-u", "dot", "--maildir", dir_ / "mbsync"});
+  EXPECT_EQ(r.status, ExitStatus(Errc::kInvalidArgument)) << r.Describe();
+  EXPECT_NE(r.err.find("rename it to .INBOX.sub"), std::string::npos) << r.err;
+
   // One folder both ways is refused, naming both; a link below the tree is not followed.
   MakeMaildir(dir_ / "both");
   MakeMaildir(dir_ / "both/.Sent");
