@@ -47,7 +47,7 @@ std::string Shown(const std::string& dir, std::string_view name) { return JoinPa
 // The folder-name component of a plain directory (Dovecot's LAYOUT=fs, mbsync's Verbatim):
 // decoded from modified UTF-7 as Dovecot writes names, its '.' and '\' taken as they are
 // (helper-140: "Backup\2019" became "Backup 19"); a name that is no valid modified UTF-7
-// ("AT&T report", raw UTF-8 "Café") is taken as it is.
+// ("AT&T report", raw UTF-8 "Café"), or not in the form Dovecot writes, is taken as it is.
 std::string PlainDirectoryFolderName(std::string_view name) {
   std::string escaped;
   for (char c : name) {
@@ -59,10 +59,13 @@ std::string PlainDirectoryFolderName(std::string_view name) {
       escaped.push_back(c);
   }
   try {
-    return MaildirFolderName(escaped);
+    std::string decoded = MaildirFolderName(escaped);
+    // Only the form Dovecot writes is decoded: "&AGEAYgBj-" (plain ASCII encoded, which RFC 3501
+    // forbids) stays as it is, as Dovecot and mbsync read it (helper-141).
+    if (MaildirFolderDir(decoded) == "." + escaped) return decoded;
   } catch (const Error&) {
-    return std::string(name);
   }
+  return std::string(name);
 }
 
 // Opens the directory `path` ("Lists/dev") below `dirfd` one component at a time, following no

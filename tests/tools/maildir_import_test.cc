@@ -238,6 +238,7 @@ TEST_F(MaildirImport, SubFoldersAsPlainDirectoriesAreImported) {
   MakeMaildir(tree_ + "/Lists/.x");
   MakeMaildir(tree_ + "/Backup\\2019");
   MakeMaildir(tree_ + "/AT&T report/x");
+  MakeMaildir(tree_ + "/&AGEAYgBj-");  // "abc" encoded, which no writer does: taken as it is
   MakeMaildir(tree_ + "/Caf\xC3\xA9");
   // helper-141: plain sub-directories of Maildir++ directories, and a folder 70 deep.
   MakeMaildir(tree_ + "/.Drafts/Sub");
@@ -254,7 +255,7 @@ TEST_F(MaildirImport, SubFoldersAsPlainDirectoriesAreImported) {
   {
     auto store = store::Store::Open(root_);
     EXPECT_EQ(FolderNames(*store, "joe"),
-              (std::vector<std::string>{"AT&T report/x", "Arch/2019", "Backup\\2019", "Caf\xC3\xA9", deep,
+              (std::vector<std::string>{"&AGEAYgBj-", "AT&T report/x", "Arch/2019", "Backup\\2019", "Caf\xC3\xA9", deep,
                                         "Drafts", "Drafts/Sub", "Entwürfe", "INBOX", "Lists/.x", "Lists/dev",
                                         "Lists/dev/deeper", "Projects/new", "Projects/tmp", "Sent", "v1.2"}));
     auto dev = store->OpenFolder("joe", "Lists/dev");
