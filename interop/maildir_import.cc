@@ -89,45 +89,9 @@ UniqueFd OpenBelow(int dirfd, const std::string& path, const std::string& tree_d
 // Prefixes the path an error is about.
 [[noreturn]] void Rethrow(const Error& e, const std::string& shown) { Throw(e.code(), shown + ": " + e.what()); }
 
-struct Entry {
-  std::string name;
-  mode_t type;  // S_IFMT bits, never followed through a link
-};
+using Entry = DirEntry;
 
-std::vector<Entry> ListDirectory(int dirfd, const std::string& shown) {
-  const int copy = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (copy < 0) ThrowErrno("opendir " + shown);  // EMFILE, not fdopendir(-1)'s "Bad file descriptor"
-  DIR* dir = ::fdopendir(copy);
-  if (dir == nullptr) {
-    const int err = errno;
-    ::close(copy);
-    ThrowErrno("opendir " + shown, err);
-  }
-  ::rewinddir(dir);
-  std::vector<Entry> out;
-  errno = 0;
-  int err = 0;
-  while (const struct dirent* entry = ::readdir(dir)) {
-    const std::string_view name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    mode_t type = DTTOIF(entry->d_type);
-    if (entry->d_type == DT_UNKNOWN) {
-      struct stat st;
-      if (::fstatat(dirfd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        err = errno;
-        ::closedir(dir);
-        ThrowErrno("stat " + Shown(shown, name), err);
-      }
-      type = st.st_mode & S_IFMT;
-    }
-    out.push_back({std::string(name), type});
-    errno = 0;
-  }
-  err = errno;
-  ::closedir(dir);
-  if (err != 0) ThrowErrno("readdir " + shown, err);
-  return out;
-}
+std::vector<Entry> ListDirectory(int dirfd, const std::string& shown) { return ListDirectoryAt(dirfd, shown); }
 
 // A small control file (a uidlist, dovecot-keywords) of a folder directory, if present.
 std::optional<std::string> ReadControlFile(int dirfd, const std::string& name, const std::string& shown) {

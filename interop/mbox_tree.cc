@@ -1,7 +1,6 @@
 // The export's mbox tree read back as import jobs; the rules are in interop/mbox_tree.h.
 #include "interop/mbox_tree.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,54 +20,20 @@ namespace {
 
 constexpr int kMaxDepth = 64;
 
-struct Entry {
-  std::string name;
-  mode_t type;  // S_IFMT bits of lstat: never followed through a link
-};
-
-std::vector<Entry> List(int dirfd, const std::string& shown) {
-  const int copy = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  if (copy < 0) ThrowErrno("opendir " + shown);
-  DIR* dir = ::fdopendir(copy);
-  if (dir == nullptr) {
-    const int err = errno;
-    ::close(copy);
-    errno = err;
-    ThrowErrno("opendir " + shown);
-  }
-  std::vector<Entry> out;
-  errno = 0;
-  while (const dirent* d = ::readdir(dir)) {
-    const std::string name = d->d_name;
-    if (name == "." || name == "..") continue;
-    struct stat st;
-    if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      const int err = errno;
-      ::closedir(dir);
-      errno = err;
-      ThrowErrno("stat " + JoinPath(shown, EscapeControls(name)));
-    }
-    out.push_back({name, st.st_mode & S_IFMT});
-    errno = 0;
-  }
-  const int err = errno;
-  ::closedir(dir);
-  if (err != 0) {
-    errno = err;
-    ThrowErrno("readdir " + shown);
-  }
-  std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
+std::vector<DirEntry> List(int dirfd, const std::string& shown) {
+  std::vector<DirEntry> out = ListDirectoryAt(dirfd, shown);
+  std::sort(out.begin(), out.end(), [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
   return out;
 }
 
 // `real` is the directory's path as given (to open), `shown` as errors name it.
 void Walk(int dirfd, const std::string& real, const std::string& shown, const std::string& rel, int depth,
           const std::string& user, std::map<std::string, ImportJob>* jobs) {
-  const std::vector<Entry> entries = List(dirfd, shown);
+  const std::vector<DirEntry> entries = List(dirfd, shown);
   std::set<std::string> dirs;
-  for (const Entry& e : entries)
+  for (const DirEntry& e : entries)
     if (e.type == S_IFDIR) dirs.insert(e.name);
-  for (const Entry& e : entries) {
+  for (const DirEntry& e : entries) {
     if (e.name.starts_with('.')) continue;
     const std::string path = JoinPath(shown, EscapeControls(e.name));
     const std::string real_path = JoinPath(real, e.name);

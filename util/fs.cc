@@ -1,5 +1,6 @@
 #include "util/fs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <linux/magic.h>
@@ -25,6 +26,7 @@
 
 #include "util/descriptor_limit.h"
 #include "util/error.h"
+#include "util/printable.h"
 #include "util/fault.h"
 #include "util/fs_testing.h"
 
@@ -789,6 +791,41 @@ std::string RandomToken() {
     c = kHex[v & 15];
     v >>= 4;
   }
+  return out;
+}
+
+std::vector<DirEntry> ListDirectoryAt(int dirfd, const std::string& shown) {
+  const int copy = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) ThrowErrno("opendir " + shown);  // EMFILE, not fdopendir(-1)'s "Bad file descriptor"
+  DIR* dir = ::fdopendir(copy);
+  if (dir == nullptr) {
+    const int err = errno;
+    ::close(copy);
+    ThrowErrno("opendir " + shown, err);
+  }
+  ::rewinddir(dir);
+  std::vector<DirEntry> out;
+  errno = 0;
+  int err = 0;
+  while (const struct dirent* entry = ::readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    mode_t type = DTTOIF(entry->d_type);
+    if (entry->d_type == DT_UNKNOWN) {
+      struct stat st;
+      if (::fstatat(dirfd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        err = errno;
+        ::closedir(dir);
+        ThrowErrno("stat " + JoinPath(shown, EscapeControls(name)), err);
+      }
+      type = st.st_mode & S_IFMT;
+    }
+    out.push_back({std::string(name), type});
+    errno = 0;
+  }
+  err = errno;
+  ::closedir(dir);
+  if (err != 0) ThrowErrno("readdir " + shown, err);
   return out;
 }
 

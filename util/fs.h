@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace storemove {
 
@@ -70,6 +71,15 @@ ssize_t PreadIfCached(int fd, void* data, size_t size, off_t offset);
 bool OnMemoryFilesystem(int fd);
 // The same for a path; false when it cannot be opened (the caller's own open will say why).
 bool PathOnMemoryFilesystem(const std::string& path);
+
+// An entry of a directory listing: its name and its S_IFMT type bits, never followed through a link.
+struct DirEntry {
+  std::string name;
+  mode_t type;
+};
+// The entries of the directory `dirfd` (not . and ..), in the order readdir gives them; `shown`
+// names it in errors (EMFILE, a stat or readdir failure).
+std::vector<DirEntry> ListDirectoryAt(int dirfd, const std::string& shown);
 
 // A new, empty, already unlinked file for the process's own scratch data, in $TMPDIR (else
 // /tmp), which *dir is set to: O_TMPFILE, or a named file unlinked at once where the
