@@ -223,10 +223,13 @@ FileResult ImportFile(Store& store, const ImportJob& job, OpenedMbox& opened, co
     MessageMeta meta;
     // An envelope line without a date (or one unread) leaves the message's Date: as its internal
     // date, as Dovecot and mutt take it, before the import's time (helper-133 #11).
-    const int64_t sent = message.streamed ? large_sent_date
-                                          : store::SentDate(std::string_view(message.bytes).substr(
-                                                0, store::HeaderSize(message.bytes)));
-    meta.internal_date = message.envelope_date != 0 ? message.envelope_date : sent != 0 ? sent : now;
+    meta.internal_date = message.envelope_date;
+    if (meta.internal_date == 0) {
+      meta.internal_date = message.streamed ? large_sent_date
+                                            : store::SentDate(std::string_view(message.bytes).substr(
+                                                  0, store::HeaderSize(message.bytes)));
+      if (meta.internal_date == 0) meta.internal_date = now;
+    }
     const bool was_first = std::exchange(first, false);
     if (!message.streamed) {
       if (was_first) server_written = WrittenByImapServer(message.bytes);
