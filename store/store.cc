@@ -429,23 +429,6 @@ std::optional<UserInfo> Store::FindUser(std::string_view user) {
   return info;
 }
 
-UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bool with_inbox,
-                           const UserStatus& status) {
-  ValidateNewUserId(user);
-  std::string part = partition.empty() ? DefaultPartition() : std::string(partition);
-  if (!IsDirectory(PartitionPath(part) + "/=user"))
-    Throw(Errc::kNotFound, "store " + root_ + ": no partition '" + part + "'");
-  UserValue value;
-  value.partition = part;
-  value.created = Now();
-  value.status = status;
-  db_->Txn([&](DB_TXN* txn) {
-    if (db_->PutNew(db_->users(), txn, user, EncodeUser(value))) db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
-  });
-  if (with_inbox && !FindFolder(user, "INBOX")) CreateFolder(user, "INBOX");
-  return *FindUser(user);
-}
-
 namespace {
 
 // Opens (creating) the user's gate file and locks it. The gate is held only from a delivery's
@@ -1086,6 +1069,56 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
     }
   }
   return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
+}
+
+UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bool with_inbox,
+                           const UserStatus& status) {
+  ValidateNewUserId(user);
+  std::string part = partition.empty() ? DefaultPartition() : std::string(partition);
+  if (!IsDirectory(PartitionPath(part) + "/=user"))
+    Throw(Errc::kNotFound, "store " + root_ + ": no partition '" + part + "'");
+  UserValue value;
+  value.partition = part;
+  value.created = Now();
+  value.status = status;
+  if (!with_inbox || FindUser(user)) {
+    db_->Txn([&](DB_TXN* txn) {
+      if (db_->PutNew(db_->users(), txn, user, EncodeUser(value)))
+        db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
+    });
+    if (with_inbox && !FindFolder(user, "INBOX")) CreateFolder(user, "INBOX");
+    return *FindUser(user);
+  }
+  // A new user with its INBOX: the INBOX's files first, then the user, its quota and the INBOX's
+  // record in one transaction. Two steps left a user without an INBOX when the second failed or
+  // was killed, and its mail deferred as if a restore were building it (helper-131).
+  UniqueFd shared = ShareUserWriteLock(user);  // as CreateFolder: no restore fills this directory
+  const std::string path = PartitionPath(part) + "/" + FolderRelPath(user, "INBOX");
+  const std::string key = MailboxKey(user, "INBOX");
+  MakeDirs(path, 0700);
+  UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
+  {
+    DirLock lock(dir.get(), path, options_.on_wait, options_.folder_lock_wait_seconds);
+    std::string v;
+    bool found = false;
+    db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
+    const bool sync = options_.durability == Durability::kBatch;
+    FolderValue fv;
+    if (!found) {  // else a creator that ran meanwhile made it; its index may hold mail already
+      index::Header h = WriteEmptyFolderFiles(dir.get(), path, NextUidValidity(), sync,
+                                              std::max<int64_t>(Now(), ReadClockFloor(root_)));
+      if (sync) Fsync(dir.get(), path);
+      fv = FolderValue{h.uidvalidity, h.created, part, "", "", {}};
+    }
+    db_->Txn(
+        [&](DB_TXN* txn) {
+          if (db_->PutNew(db_->users(), txn, user, EncodeUser(value)))
+            db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
+          if (!found) db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv));
+        },
+        sync);
+  }
+  return *FindUser(user);
 }
 
 uint32_t Store::NextUidValidity() {

@@ -413,6 +413,32 @@ TEST_F(Cli, DeliverToMissingFolderWithoutCreateFails) {
   EXPECT_EQ(StoreState(root_), before);
 }
 
+// The user and its INBOX are made in one transaction: a --create that fails between the two left
+// a user without an INBOX, whose mail then deferred as if a restore were building it (helper-131).
+TEST_F(Cli, ADeliverCreateThatFailsLeavesNoUserWithoutAnInbox) {
+  std::string blocker;  // a file where the INBOX's hash directory goes: its directory cannot be made
+  {
+    auto store = store::Store::Open(root_);
+    const std::string rel = store::FolderRelPath("ann", "INBOX");  // =user/xx/yy/=ann
+    blocker = store->PartitionPath(store->Partitions().front()) + "/" + rel.substr(0, rel.find('/', 6));
+  }
+  std::ofstream(blocker) << "not a directory";
+  const std::string before = StoreState(root_);
+  CliResult r = Deliver("ann", Message("a", "a"), {"--create"});
+  EXPECT_EQ(r.status, kTempFail) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.err;
+  EXPECT_EQ(StoreState(root_), before);
+  r = Deliver("ann", Message("b", "b"));
+  EXPECT_EQ(r.status, kNoUser) << r.Describe();
+  fs::remove(blocker);
+  r = Deliver("ann", Message("c", "c"), {"--create", "--folder", "Sent"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(Deliver("ann", Message("d", "d")).status, 0);
+  const std::string after = StoreState(root_);
+  EXPECT_NE(after.find("mailbox user/ann/INBOX 1 "), std::string::npos) << after;
+  EXPECT_NE(after.find("mailbox user/ann/Sent 1 "), std::string::npos) << after;
+}
+
 TEST_F(Cli, HoldAndMovedUsersGetTemporaryFailures) {
   ASSERT_EQ(Deliver("carol", Message("a", "a"), {"--create"}).status, 0);
   ASSERT_EQ(User({"carol", "--status", "hold"}).status, 0);
