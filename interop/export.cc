@@ -299,14 +299,17 @@ class Exporter {
     MakeDirAt(dir, "new", JoinPath(shown, "new"));
     UniqueFd tmp = MakeDirAt(dir, "tmp", JoinPath(shown, "tmp"));
 
-    // Keyword letters for the user flags Dovecot can take.
+    // Keyword letters for the user flags Dovecot can take. $Forwarded is P too, for mutt, mbsync
+    // and offlineimap, which read no keyword letters.
     std::vector<int> letter_of(snap.info.user_flag_names.size(), -1);
     uint64_t unkept_user_flags = 0;
+    uint64_t passed_bit = 0;
     {
       std::string keywords;
       int next = 0;
       for (size_t i = 0; i < snap.info.user_flag_names.size(); ++i) {
         const std::string& name = snap.info.user_flag_names[i];
+        if (name == kPassedKeyword) passed_bit = uint64_t{1} << i;
         if (static_cast<size_t>(next) < kMaildirKeywords && store::IsUserFlagName(name)) {
           letter_of[i] = next;
           keywords += std::to_string(next++) + " " + name + "\n";
@@ -346,7 +349,7 @@ class Exporter {
           CopyToTmp(folder, meta, in.get(), tmp.get(), unique, JoinPath(shown, "tmp/" + unique), &date_not_kept);
       *dates_not_kept += date_not_kept;
       const std::string base = unique + ",S=" + std::to_string(meta.size) + ",W=" + std::to_string(vsize);
-      const std::string name = base + ":2," + MaildirFlagLetters(meta.flags, keyword_bits);
+      const std::string name = base + ":2," + MaildirFlagLetters(meta.flags, (meta.user_flags & passed_bit) != 0, keyword_bits);
       if (::renameat(tmp.get(), unique.c_str(), cur.get(), name.c_str()) != 0) {
         const int err = errno;
         ::unlinkat(tmp.get(), unique.c_str(), 0);

@@ -292,6 +292,8 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
       // \Deleted of every unread message were dropped).
       const MaildirFlags flags = ParseMaildirFlagLetters(SplitMaildirFileName(name).letters);
       file.flags = flags.flags;
+      file.passed = flags.passed;  // mbsync's, mutt's and offlineimap's $Forwarded (helper-138)
+      scan.any_passed |= flags.passed;
       file.keyword_bits = flags.keyword_bits & named;
       file.flags_not_kept = flags.unknown != 0 || (flags.keyword_bits & ~named) != 0;
       not_kept += file.flags_not_kept;
@@ -315,8 +317,8 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
                    });
   if (not_kept)
     warnings->push_back(shown + ": " + std::to_string(not_kept) +
-                        " messages have flag letters the store cannot keep (P, or a keyword letter dovecot-keywords "
-                        "does not name); they are imported without them");
+                        " messages have flag letters the store cannot keep (a keyword letter dovecot-keywords does "
+                        "not name, or a letter no Maildir writer defines); they are imported without them");
   return scan;
 }
 
@@ -398,10 +400,13 @@ class MaildirImporter {
   MaildirImporter(Store& store, const MaildirImportOptions& options, const MaildirTree& tree)
       : store_(store), options_(options), tree_(tree), now_(static_cast<int64_t>(::time(nullptr))) {}
 
-  // User-flag names the folder will have: its own (if it exists) then the tree's keywords.
+  // User-flag names the folder will have: its own (if it exists), the tree's keywords, then
+  // $Forwarded if a file has P.
   static std::vector<std::string> MergedNames(std::vector<std::string> have, const MaildirFolderScan& scan) {
     for (const std::string& name : scan.keywords)
       if (!name.empty() && std::find(have.begin(), have.end(), name) == have.end()) have.push_back(name);
+    if (scan.any_passed && std::find(have.begin(), have.end(), kPassedKeyword) == have.end())
+      have.emplace_back(kPassedKeyword);
     return have;
   }
 
@@ -448,6 +453,8 @@ class MaildirImporter {
       bit_of[i] = scan.keywords[i].empty()
                       ? -1
                       : static_cast<int>(std::find(names.begin(), names.end(), scan.keywords[i]) - names.begin());
+    const uint64_t passed_bit =
+        scan.any_passed ? uint64_t{1} << (std::find(names.begin(), names.end(), kPassedKeyword) - names.begin()) : 0;
 
     UniqueFd own_dir;
     int dir = tree_.root.get();
@@ -485,6 +492,7 @@ class MaildirImporter {
       meta.flags = file.flags;
       for (size_t i = 0; i < bit_of.size(); ++i)
         if ((file.keyword_bits >> i & 1) && bit_of[i] >= 0) meta.user_flags |= uint64_t{1} << bit_of[i];
+      if (file.passed) meta.user_flags |= passed_bit;
       meta.internal_date = static_cast<int64_t>(st.st_mtim.tv_sec);
       if (file.uid != 0 && !same_uids.empty()) {
         auto it = std::lower_bound(same_uids.begin(), same_uids.end(), file.uid,

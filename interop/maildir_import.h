@@ -56,8 +56,9 @@ struct MaildirMessageFile {
   std::string name;
   uint32_t uid = 0;  // from dovecot-uidlist; 0 = not listed
   uint8_t flags = 0;  // store::SystemFlag bits
+  bool passed = false;  // P: the keyword $Forwarded
   uint32_t keyword_bits = 0;  // letters dovecot-keywords names, bit i = 'a' + i
-  bool flags_not_kept = false;  // had a letter the store cannot keep (P, an unnamed keyword)
+  bool flags_not_kept = false;  // had a letter the store cannot keep (an unnamed keyword, an unknown letter)
 };
 
 struct MaildirFolderScan {
@@ -67,6 +68,7 @@ struct MaildirFolderScan {
   uint32_t uidnext = 0;
   std::string uidlist;       // the list's file name ("dovecot-uidlist", "courierimapuiddb"); empty = none
   std::array<std::string, kMaildirKeywords> keywords;  // dovecot-keywords: name of letter 'a' + i, empty if none
+  bool any_passed = false;  // a message has P: the folder needs the keyword $Forwarded
   std::vector<MaildirMessageFile> messages;  // in import order (see above)
 };
 

@@ -77,10 +77,11 @@ std::string MaildirFolderDir(std::string_view folder) {
   return "." + EncodeModifiedUtf7(vname);
 }
 
-std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits) {
+std::string MaildirFlagLetters(uint8_t flags, bool passed, uint32_t keyword_bits) {
   std::string out;
   if (flags & store::kDraft) out.push_back('D');
   if (flags & store::kFlagged) out.push_back('F');
+  if (passed) out.push_back('P');
   if (flags & store::kAnswered) out.push_back('R');
   if (flags & store::kSeen) out.push_back('S');
   if (flags & store::kDeleted) out.push_back('T');
@@ -161,6 +162,7 @@ MaildirFlags ParseMaildirFlagLetters(std::string_view letters) {
     switch (c) {
       case 'D': out.flags |= store::kDraft; break;
       case 'F': out.flags |= store::kFlagged; break;
+      case 'P': out.passed = true; break;
       case 'R': out.flags |= store::kAnswered; break;
       case 'S': out.flags |= store::kSeen; break;
       case 'T': out.flags |= store::kDeleted; break;

@@ -19,8 +19,11 @@ constexpr size_t kMaildirKeywords = 26;
 // Dovecot's storage-name rules with listescape: inside a component '.' is `\2e` and '\' `\5c`,
 // a leading '~' of the whole name `\7e`, bytes that are not UTF-8 `\xx`; then modified UTF-7.
 std::string MaildirFolderDir(std::string_view folder);
-// The info part after ":2," for system flags and keyword letters ("DFRST" then "a".."z" order).
-std::string MaildirFlagLetters(uint8_t flags, uint32_t keyword_bits);
+// The info part after ":2," for system flags, P and keyword letters ("DFPRST" then "a".."z" order).
+// `passed` is the keyword $Forwarded, which mutt, mbsync and offlineimap write as P.
+std::string MaildirFlagLetters(uint8_t flags, bool passed, uint32_t keyword_bits);
+// The keyword P stands for.
+constexpr std::string_view kPassedKeyword = "$Forwarded";
 
 // --- subscriptions: Dovecot's `subscriptions` file, both ways -------------------------------
 // Version 2 begins with this header; each line then names one folder by the components of its
@@ -51,10 +54,11 @@ struct MaildirFileName {
 };
 MaildirFileName SplitMaildirFileName(std::string_view name);
 
-// Flag letters: D Draft, F Flagged, R Answered, S Seen, T Deleted, 'a'..'z' keyword bits 0..25.
-// Any other letter (P Passed, which the store has no flag for) is counted in `unknown`.
+// Flag letters: D Draft, F Flagged, P Passed, R Answered, S Seen, T Deleted, 'a'..'z' keyword bits
+// 0..25. Any other letter is counted in `unknown`.
 struct MaildirFlags {
   uint8_t flags = 0;  // store::SystemFlag bits
+  bool passed = false;  // P: forwarded, bounced or resent (kPassedKeyword)
   uint32_t keyword_bits = 0;
   uint32_t unknown = 0;
 };

@@ -102,14 +102,18 @@ TEST(MaildirNames, FlagLettersAreTheInverseOfTheExports) {
     const uint8_t system = (flags & 1 ? kDraft : 0) | (flags & 2 ? kFlagged : 0) | (flags & 4 ? kAnswered : 0) |
                            (flags & 8 ? kSeen : 0) | (flags & 16 ? kDeleted : 0);
     for (uint32_t keywords : {0u, 1u, 0b101u, 1u << 25, (1u << 26) - 1}) {
-      const MaildirFlags parsed = ParseMaildirFlagLetters(MaildirFlagLetters(system, keywords));
-      EXPECT_EQ(parsed.flags, system);
-      EXPECT_EQ(parsed.keyword_bits, keywords);
-      EXPECT_EQ(parsed.unknown, 0u);
+      for (const bool passed : {false, true}) {
+        const MaildirFlags parsed = ParseMaildirFlagLetters(MaildirFlagLetters(system, passed, keywords));
+        EXPECT_EQ(parsed.flags, system);
+        EXPECT_EQ(parsed.passed, passed);
+        EXPECT_EQ(parsed.keyword_bits, keywords);
+        EXPECT_EQ(parsed.unknown, 0u);
+      }
     }
   }
-  const MaildirFlags other = ParseMaildirFlagLetters("PS1");
+  const MaildirFlags other = ParseMaildirFlagLetters("PS1X");
   EXPECT_EQ(other.flags, kSeen);
+  EXPECT_TRUE(other.passed);  // mutt's, mbsync's and offlineimap's $Forwarded
   EXPECT_EQ(other.unknown, 2u);
 }
 

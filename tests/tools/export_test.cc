@@ -144,9 +144,10 @@ TEST(ExportLayout, MaildirNamesFollowDovecotListescapeAndModifiedUtf7) {
 }
 
 TEST(ExportLayout, MaildirFlagLettersAreInAsciiOrder) {
-  EXPECT_EQ(interop::MaildirFlagLetters(kAllSystemFlags, 0b101), "DFRSTac");
-  EXPECT_EQ(interop::MaildirFlagLetters(kRecent | kArchived, 0), "");
-  EXPECT_EQ(interop::MaildirFlagLetters(kSeen, 1u << 25), "Sz");
+  EXPECT_EQ(interop::MaildirFlagLetters(kAllSystemFlags, false, 0b101), "DFRSTac");
+  EXPECT_EQ(interop::MaildirFlagLetters(kAllSystemFlags, true, 0b101), "DFPRSTac");
+  EXPECT_EQ(interop::MaildirFlagLetters(kRecent | kArchived, false, 0), "");
+  EXPECT_EQ(interop::MaildirFlagLetters(kSeen, false, 1u << 25), "Sz");
 }
 
 // --- behaviour on a small store ---------------------------------------------------------------
@@ -796,7 +797,7 @@ TEST_F(CorpusExport, MaildirHoldsEveryMessageByteForByte) {
       EXPECT_EQ(std::stoull(m[4]), bytes.size()) << path;
       EXPECT_EQ(std::stoull(m[5]), WithCrlf(bytes).size()) << path;
       EXPECT_EQ(std::stoll(m[1]), meta.internal_date) << path;
-      EXPECT_EQ(m[6].str(), interop::MaildirFlagLetters(meta.flags, 0)) << path;
+      EXPECT_EQ(m[6].str(), interop::MaildirFlagLetters(meta.flags, false, 0)) << path;
       struct stat st;
       ASSERT_EQ(::stat(path.c_str(), &st), 0);
       EXPECT_EQ(st.st_mtime, meta.internal_date) << path;

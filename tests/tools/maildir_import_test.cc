@@ -426,6 +426,51 @@ TEST_F(MaildirImport, AKeywordThatIsNoImapAtomIsLeftOutAndTheFolderRestores) {
   EXPECT_EQ(r.status, 0) << r.Describe();
 }
 
+// P (passed: forwarded, bounced or resent) is how mutt, mbsync and offlineimap keep $Forwarded in
+// a file name; it was dropped with a warning (helper-138). It is the keyword now, whether or not
+// dovecot-keywords names it, and the export writes it back as P beside its keyword letter.
+TEST_F(MaildirImport, ThePassedLetterIsTheKeywordForwardedBothWays) {
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1700000000.M1P1.mx:2,PS", Message("p", 0), 1700000000);
+  WriteFileAt(tree_ + "/cur/1700000001.M1P1.mx:2,S", Message("p", 1), 1700000001);
+  WriteFileAt(tree_ + "/new/1700000002.M1P1.mx:2,FP", Message("p", 2), 1700000002);
+  const std::string sent = tree_ + "/.Sent";
+  MakeMaildir(sent);
+  WriteFileAt(sent + "/dovecot-keywords", "0 Later\n1 $Forwarded\n");
+  WriteFileAt(sent + "/cur/1700000003.M1P1.mx:2,PSb", Message("p", 3), 1700000003);
+  WriteFileAt(sent + "/cur/1700000004.M1P1.mx:2,PSa", Message("p", 4), 1700000004);
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.err.find("cannot keep"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("lost a flag"), std::string::npos) << r.out;
+  {
+    auto store = store::Store::Open(root_);
+    const FolderSnapshot inbox = store->OpenFolder("joe", "INBOX")->Snapshot();
+    EXPECT_EQ(inbox.info.user_flag_names, (std::vector<std::string>{"$Forwarded"}));
+    ASSERT_EQ(inbox.messages.size(), 3u);
+    EXPECT_EQ(inbox.messages[0].user_flags, 1u);
+    EXPECT_EQ(inbox.messages[1].user_flags, 0u);
+    EXPECT_EQ(inbox.messages[2].user_flags, 1u);
+    EXPECT_EQ(inbox.messages[2].flags & ~store::kRecent, store::kFlagged);
+    const FolderSnapshot sent_folder = store->OpenFolder("joe", "Sent")->Snapshot();
+    EXPECT_EQ(sent_folder.info.user_flag_names, (std::vector<std::string>{"Later", "$Forwarded"}));
+    ASSERT_EQ(sent_folder.messages.size(), 2u);
+    EXPECT_EQ(sent_folder.messages[0].user_flags, 0b10u);
+    EXPECT_EQ(sent_folder.messages[1].user_flags, 0b11u);
+  }
+  const std::string out = dir_ / "out";
+  r = RunCli({"export", "--store", root_, "-u", "joe", "-d", out, "--format", "maildir"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  std::multiset<std::string> letters;
+  for (const std::string sub : {"/cur", "/.Sent/cur"})
+    for (const auto& entry : fs::directory_iterator(out + sub)) {
+      const std::string name = entry.path().filename().string();
+      letters.insert(sub + " " + name.substr(name.find(":2,") + 3));
+    }
+  EXPECT_EQ(letters, (std::multiset<std::string>{"/cur PSa", "/cur S", "/cur FPa", "/.Sent/cur PSb", "/.Sent/cur PSab"}));
+  EXPECT_EQ(ReadFile(out + "/dovecot-keywords"), "0 $Forwarded\n");
+}
+
 // Into folders that exist: the tree's messages are appended with new UIDs, those the folder holds
 // already (same bytes) are skipped, keywords join the folder's user flags; a rerun adds nothing.
 TEST_F(MaildirImport, IntoExistingFoldersOnlyWhatIsMissingIsAdded) {
