@@ -420,15 +420,10 @@ class MaildirImporter {
     // A folder an earlier run made from this tree (the list's UIDVALIDITY): a UID on both sides
     // with the same bytes is the same message, and its flags follow the tree's (helper-73 M5: a
     // rerun before the switch left flags set at the source since the first run as they were).
-    // Kept compact and sorted by UID: the folder's snapshot spools a large folder to a file, and a
-    // map of whole records beside it took ~2x the index's size in memory.
-    struct Held {
-      uint32_t uid;
-      uint8_t flags;
-      uint64_t user_flags, size;
-      Digest digest;
-    };
-    std::vector<Held> same_uids;
+    // The folder's records, sorted by UID (a large folder's in a temporary file), are walked
+    // beside the files, which come in UID order too: a copy of them in memory took 40 bytes a
+    // message, 40 MB for a folder of a million.
+    store::MessageList same_uids;
     if (store_.FindFolder(options_.user, scan.folder)) {
       folder = store_.OpenFolder(options_.user, scan.folder);
       store::FolderSnapshot snapshot = folder->Snapshot();
@@ -437,9 +432,7 @@ class MaildirImporter {
       if (names != have) folder->SetUserFlagNames(names);
       out.folder.flags_follow_tree =
           scan.uidvalidity != 0 && snapshot.info.uidvalidity == scan.uidvalidity && !options_.append_all;
-      if (out.folder.flags_follow_tree)
-        for (const MessageMeta& m : snapshot.messages) same_uids.push_back({m.uid, m.flags, m.user_flags, m.size, m.digest});
-      std::sort(same_uids.begin(), same_uids.end(), [](const Held& a, const Held& b) { return a.uid < b.uid; });
+      if (out.folder.flags_follow_tree) same_uids = std::move(snapshot.messages);
     } else {
       // Invisible until the whole folder is in, with the tree's UIDVALIDITY (0: a new one).
       folder = store_.CreateUnpublishedFolder(options_.user, scan.folder, scan.uidvalidity);
@@ -472,6 +465,8 @@ class MaildirImporter {
     // Fits: CheckUnlistedUidsFit ran before the first write.
     uint32_t next_unlisted = static_cast<uint32_t>(std::min<uint64_t>(FirstUnlistedUid(scan), UINT32_MAX));
     std::vector<store::FlagChange> flag_changes;  // applied in one write of the index
+    store::MessageList::const_iterator held = same_uids.begin();
+    const store::MessageList::const_iterator held_end = same_uids.end();
     struct stat st;
     for (const MaildirMessageFile& file : scan.messages) {
       if (file.in_new && !new_dir.valid())
@@ -494,13 +489,13 @@ class MaildirImporter {
         if ((file.keyword_bits >> i & 1) && bit_of[i] >= 0) meta.user_flags |= uint64_t{1} << bit_of[i];
       if (file.passed) meta.user_flags |= passed_bit;
       meta.internal_date = static_cast<int64_t>(st.st_mtim.tv_sec);
-      if (file.uid != 0 && !same_uids.empty()) {
-        auto it = std::lower_bound(same_uids.begin(), same_uids.end(), file.uid,
-                                   [](const Held& h, uint32_t uid) { return h.uid < uid; });
-        if (it != same_uids.end() && it->uid == file.uid && it->size == size &&
-            ((it->flags & ~store::kRecent) != meta.flags || it->user_flags != meta.user_flags) &&
-            DigestOfFile(message_fd.get(), file_shown) == it->digest)
-          flag_changes.push_back({file.uid, static_cast<uint8_t>(meta.flags | (it->flags & store::kRecent)), meta.user_flags});
+      if (file.uid != 0) {  // listed files come first, by UID (ScanFolder)
+        while (held != held_end && held->uid < file.uid) ++held;
+        if (held != held_end && held->uid == file.uid && held->size == size &&
+            ((held->flags & ~store::kRecent) != meta.flags || held->user_flags != meta.user_flags) &&
+            DigestOfFile(message_fd.get(), file_shown) == held->digest)
+          flag_changes.push_back(
+              {file.uid, static_cast<uint8_t>(meta.flags | (held->flags & store::kRecent)), meta.user_flags});
       }
       if (size <= kWholeLimit) {
         ReadMessageFile(message_fd.get(), file_shown, size, &buffer_);

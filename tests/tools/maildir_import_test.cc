@@ -559,6 +559,45 @@ TEST_F(MaildirImport, ARerunMakesTheFlagsFollowTheTreeInAFolderItMade) {
   check();
 }
 
+// The same with the folder's records in a temporary file (a large folder's snapshot): they are
+// walked beside the files in UID order, not copied into memory (40 bytes a message before).
+TEST_F(MaildirImport, ARerunOfALargeFolderUpdatesFlagsFromItsSpooledRecords) {
+  MakeMaildir(tree_);
+  std::string uidlist = "3 V77 N200\n";
+  for (int i = 0; i < 40; ++i) {
+    const std::string base = std::to_string(1000 + i) + ".m" + std::to_string(i) + ".mx";
+    WriteFileAt(tree_ + "/cur/" + base + ":2,", Message("big", i), 1000 + i);
+    uidlist += std::to_string(3 * i + 1) + " :" + base + "\n";  // UIDs 1, 4, 7, ...
+  }
+  WriteFileAt(tree_ + "/dovecot-uidlist", uidlist);
+  ASSERT_EQ(Run({"-u", "joe", "--maildir", tree_}).status, 0);
+  for (int i = 0; i < 40; i += 3) {  // every third message read at the source
+    const std::string base = std::to_string(1000 + i) + ".m" + std::to_string(i) + ".mx";
+    fs::rename(tree_ + "/cur/" + base + ":2,", tree_ + "/cur/" + base + ":2,S");
+  }
+  {
+    auto store = store::Store::Open(root_);
+    store->set_snapshot_records_in_memory(4);
+    ASSERT_TRUE(store->OpenFolder("joe", "INBOX")->Snapshot().messages.spooled());
+    interop::MaildirImportOptions options;
+    options.user = "joe";
+    options.dir = tree_;
+    const interop::MaildirImportReport report = interop::ImportMaildir(*store, options);
+    EXPECT_EQ(report.flags_updated, 14u);
+    EXPECT_EQ(report.messages, 0u);
+    EXPECT_EQ(report.skipped, 40u);
+  }
+  auto store = store::Store::Open(root_);
+  const FolderSnapshot snap = store->OpenFolder("joe", "INBOX")->Snapshot();
+  ASSERT_EQ(snap.messages.size(), 40u);
+  size_t i = 0;
+  for (const MessageMeta& m : snap.messages) {
+    EXPECT_EQ(m.uid, 3 * i + 1);
+    EXPECT_EQ(m.flags & ~store::kRecent, i % 3 == 0 ? int{store::kSeen} : 0) << m.uid;
+    ++i;
+  }
+}
+
 // The tree's subscriptions arrive (Dovecot's file, version 2 as Dovecot 2.3 writes it, or Courier's);
 // a line naming no valid folder is a warning, as Dovecot drops it; a rerun adds nothing; the
 // export writes them back and a second import reads the same ones.
