@@ -33,8 +33,11 @@ int RunExport(ExportCliOptions& options) {
               static_cast<unsigned long long>(report.bytes), Counted(report.folders.size(), "folder").c_str(),
               options.export_options.user.c_str(), options.export_options.out_dir.c_str());
   if (report.flags_not_kept != 0 && options.export_options.format == interop::ExportFormat::kMbox) {
-    std::printf("%s with flags their mbox copy does not carry: an export writes none into the messages (their own "
-                "Status: and X-Status: fields are read back; --format maildir keeps flags)\n",
+    // Not "lost": an import reads the messages' own fields back, which can say more flags than
+    // the store held as well as fewer (helper-138).
+    std::printf("%s whose flags their mbox copy does not say as stored: an export writes no flags into the messages, "
+                "and an import reads back what their own Status: and X-Status: fields say, which may be more or "
+                "fewer (--format maildir keeps flags)\n",
                 Counted(report.flags_not_kept, "message").c_str());
   } else if (report.flags_not_kept != 0) {
     std::printf("%s lost flags Maildir cannot hold (Archived, or user flags beyond 26 or not IMAP atoms)\n",
