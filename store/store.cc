@@ -1081,43 +1081,44 @@ UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bo
   value.partition = part;
   value.created = Now();
   value.status = status;
-  if (!with_inbox || FindUser(user)) {
-    db_->Txn([&](DB_TXN* txn) {
-      if (db_->PutNew(db_->users(), txn, user, EncodeUser(value)))
-        db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
-    });
-    if (with_inbox && !FindFolder(user, "INBOX")) CreateFolder(user, "INBOX");
-    return *FindUser(user);
-  }
-  // A new user with its INBOX: the INBOX's files first, then the user, its quota and the INBOX's
-  // record in one transaction. Two steps left a user without an INBOX when the second failed or
-  // was killed, and its mail deferred as if a restore were building it (helper-131).
-  UniqueFd shared = ShareUserWriteLock(user);  // as CreateFolder: no restore fills this directory
-  const std::string path = PartitionPath(part) + "/" + FolderRelPath(user, "INBOX");
-  const std::string key = MailboxKey(user, "INBOX");
-  MakeDirs(path, 0700);
-  UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
-  {
-    DirLock lock(dir.get(), path, options_.on_wait, options_.folder_lock_wait_seconds);
-    std::string v;
-    bool found = false;
-    db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
-    const bool sync = options_.durability == Durability::kBatch;
-    FolderValue fv;
-    if (!found) {  // else a creator that ran meanwhile made it; its index may hold mail already
-      index::Header h = WriteEmptyFolderFiles(dir.get(), path, NextUidValidity(), sync,
-                                              std::max<int64_t>(Now(), ReadClockFloor(root_)));
-      if (sync) Fsync(dir.get(), path);
-      fv = FolderValue{h.uidvalidity, h.created, part, "", "", {}};
+  if (with_inbox && !FindUser(user)) {
+    // A new user with its INBOX: the INBOX's files first, then the user, its quota and the
+    // INBOX's record in one transaction. Two steps left a user without an INBOX when the second
+    // failed or was killed, and its mail deferred as if a restore were building it (helper-131).
+    UniqueFd shared = ShareUserWriteLock(user);  // as CreateFolder: no restore fills this directory
+    // Looked up again under the lock: a restore, an import or a pull (which hold it exclusively)
+    // may have made the user meanwhile, in another partition (helper-142: the INBOX went to this one).
+    if (!FindUser(user)) {
+      const std::string path = PartitionPath(part) + "/" + FolderRelPath(user, "INBOX");
+      const std::string key = MailboxKey(user, "INBOX");
+      MakeDirs(path, 0700);
+      UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
+      DirLock lock(dir.get(), path, options_.on_wait, options_.folder_lock_wait_seconds);
+      std::string v;
+      bool found = false;
+      db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
+      const bool sync = options_.durability == Durability::kBatch;
+      FolderValue fv;
+      if (!found) {  // else a creator that ran meanwhile made it; its index may hold mail already
+        index::Header h = WriteEmptyFolderFiles(dir.get(), path, NextUidValidity(), sync,
+                                                std::max<int64_t>(Now(), ReadClockFloor(root_)));
+        if (sync) Fsync(dir.get(), path);
+        fv = FolderValue{h.uidvalidity, h.created, part, "", "", {}};
+      }
+      db_->Txn(
+          [&](DB_TXN* txn) {
+            if (db_->PutNew(db_->users(), txn, user, EncodeUser(value)))
+              db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
+            if (!found) db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv));
+          },
+          sync);
+      return *FindUser(user);
     }
-    db_->Txn(
-        [&](DB_TXN* txn) {
-          if (db_->PutNew(db_->users(), txn, user, EncodeUser(value)))
-            db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
-          if (!found) db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv));
-        },
-        sync);
   }
+  db_->Txn([&](DB_TXN* txn) {
+    if (db_->PutNew(db_->users(), txn, user, EncodeUser(value))) db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
+  });
+  if (with_inbox && !FindFolder(user, "INBOX")) CreateFolder(user, "INBOX");
   return *FindUser(user);
 }
 
