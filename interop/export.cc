@@ -309,7 +309,7 @@ class Exporter {
       int next = 0;
       for (size_t i = 0; i < snap.info.user_flag_names.size(); ++i) {
         const std::string& name = snap.info.user_flag_names[i];
-        if (name == kPassedKeyword) passed_bit = uint64_t{1} << i;
+        if (IsPassedKeyword(name)) passed_bit |= uint64_t{1} << i;
         if (static_cast<size_t>(next) < kMaildirKeywords && store::IsUserFlagName(name)) {
           letter_of[i] = next;
           keywords += std::to_string(next++) + " " + name + "\n";
@@ -340,7 +340,8 @@ class Exporter {
       uint32_t keyword_bits = 0;
       for (size_t i = 0; i < letter_of.size(); ++i)
         if (letter_of[i] >= 0 && (meta.user_flags >> i & 1)) keyword_bits |= uint32_t{1} << letter_of[i];
-      if ((meta.flags & store::kArchived) || (meta.user_flags & unkept_user_flags)) ++*flags_not_kept;
+      // $Forwarded beyond the letters is still P (helper-142: counted as lost).
+      if ((meta.flags & store::kArchived) || (meta.user_flags & unkept_user_flags & ~passed_bit)) ++*flags_not_kept;
 
       const std::string unique = std::to_string(std::max<int64_t>(meta.internal_date, 0)) + "." +
                                  std::to_string(meta.uid) + "_" + std::to_string(++delivered_) + "." + host_;

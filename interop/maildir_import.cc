@@ -263,6 +263,11 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
   uint32_t named = 0;
   for (size_t i = 0; i < scan.keywords.size(); ++i)
     if (!scan.keywords[i].empty()) named |= uint32_t{1} << i;
+  // A folder whose dovecot-keywords names $Forwarded is read as Dovecot reads it, P ignored:
+  // Dovecot keeps a P it does not know when it clears the keyword's letter, and the flag
+  // came back on the next rerun (helper-142).
+  const bool letter_forwards = std::any_of(scan.keywords.begin(), scan.keywords.end(),
+                                           [](const std::string& name) { return IsPassedKeyword(name); });
 
   uint64_t not_kept = 0;
   for (const char* sub : {"cur", "new"}) {
@@ -292,8 +297,8 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
       // \Deleted of every unread message were dropped).
       const MaildirFlags flags = ParseMaildirFlagLetters(SplitMaildirFileName(name).letters);
       file.flags = flags.flags;
-      file.passed = flags.passed;  // mbsync's, mutt's and offlineimap's $Forwarded (helper-138)
-      scan.any_passed |= flags.passed;
+      file.passed = flags.passed && !letter_forwards;  // mbsync's, mutt's and offlineimap's $Forwarded (helper-138)
+      scan.any_passed |= file.passed;
       file.keyword_bits = flags.keyword_bits & named;
       file.flags_not_kept = flags.unknown != 0 || (flags.keyword_bits & ~named) != 0;
       not_kept += file.flags_not_kept;
@@ -391,6 +396,7 @@ void CopyMessageFile(int fd, const std::string& shown, uint64_t size, store::Mes
 
 struct FolderOutcome {
   ImportedMaildirFolder folder;
+  uint64_t passed_not_kept = 0;  // P left out: no room for $Forwarded among the folder's user flags
   uint64_t new_uids = 0;
   uint64_t size_hints_wrong = 0;
 };
@@ -401,11 +407,12 @@ class MaildirImporter {
       : store_(store), options_(options), tree_(tree), now_(static_cast<int64_t>(::time(nullptr))) {}
 
   // User-flag names the folder will have: its own (if it exists), the tree's keywords, then
-  // $Forwarded if a file has P.
+  // $Forwarded if a file has P and the folder has neither that name (in any case) nor 64 names
+  // already: P is then left out with a warning, as before, not the whole import (helper-142).
   static std::vector<std::string> MergedNames(std::vector<std::string> have, const MaildirFolderScan& scan) {
     for (const std::string& name : scan.keywords)
       if (!name.empty() && std::find(have.begin(), have.end(), name) == have.end()) have.push_back(name);
-    if (scan.any_passed && std::find(have.begin(), have.end(), kPassedKeyword) == have.end())
+    if (scan.any_passed && have.size() < kMaxUserFlags && std::none_of(have.begin(), have.end(), IsPassedKeyword))
       have.emplace_back(kPassedKeyword);
     return have;
   }
@@ -446,8 +453,16 @@ class MaildirImporter {
       bit_of[i] = scan.keywords[i].empty()
                       ? -1
                       : static_cast<int>(std::find(names.begin(), names.end(), scan.keywords[i]) - names.begin());
+    const auto passed_name = std::find_if(names.begin(), names.end(), IsPassedKeyword);
     const uint64_t passed_bit =
-        scan.any_passed ? uint64_t{1} << (std::find(names.begin(), names.end(), kPassedKeyword) - names.begin()) : 0;
+        scan.any_passed && passed_name != names.end() ? uint64_t{1} << (passed_name - names.begin()) : 0;
+    if (scan.any_passed && passed_bit == 0) {
+      for (const MaildirMessageFile& file : scan.messages) out.passed_not_kept += file.passed && !file.flags_not_kept;
+      if (options_.on_warning)
+        options_.on_warning(shown + ": " + std::to_string(out.passed_not_kept) +
+                            " messages have P ($Forwarded), for which folder " + scan.folder +
+                            " has no room: it holds 64 user flags; they are imported without it");
+    }
 
     UniqueFd own_dir;
     int dir = tree_.root.get();
@@ -771,7 +786,7 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
     report.skipped += outcome.folder.skipped;
     report.flags_updated += outcome.folder.flags_updated;
     report.empty += outcome.folder.empty;
-    report.flags_not_kept += not_kept;
+    report.flags_not_kept += not_kept + outcome.passed_not_kept;
     report.new_uids += outcome.new_uids;
     report.size_hints_wrong += outcome.size_hints_wrong;
     if (options.on_folder) options.on_folder(outcome.folder);

@@ -1,6 +1,8 @@
 // Maildir++ names both ways; the rules are in interop/maildir_names.h.
 #include "interop/maildir_names.h"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 
 #include "interop/modified_utf7.h"
@@ -75,6 +77,11 @@ std::string MaildirFolderDir(std::string_view folder) {
     start = slash + 1;
   }
   return "." + EncodeModifiedUtf7(vname);
+}
+
+bool IsPassedKeyword(std::string_view name) {
+  return std::equal(name.begin(), name.end(), kPassedKeyword.begin(), kPassedKeyword.end(),
+                    [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == std::tolower(b); });
 }
 
 std::string MaildirFlagLetters(uint8_t flags, bool passed, uint32_t keyword_bits) {

@@ -22,8 +22,9 @@ std::string MaildirFolderDir(std::string_view folder);
 // The info part after ":2," for system flags, P and keyword letters ("DFPRST" then "a".."z" order).
 // `passed` is the keyword $Forwarded, which mutt, mbsync and offlineimap write as P.
 std::string MaildirFlagLetters(uint8_t flags, bool passed, uint32_t keyword_bits);
-// The keyword P stands for.
+// The keyword P stands for, and whether `name` is it (keywords match in any case).
 constexpr std::string_view kPassedKeyword = "$Forwarded";
+bool IsPassedKeyword(std::string_view name);
 
 // --- subscriptions: Dovecot's `subscriptions` file, both ways -------------------------------
 // Version 2 begins with this header; each line then names one folder by the components of its

@@ -427,8 +427,9 @@ TEST_F(MaildirImport, AKeywordThatIsNoImapAtomIsLeftOutAndTheFolderRestores) {
 }
 
 // P (passed: forwarded, bounced or resent) is how mutt, mbsync and offlineimap keep $Forwarded in
-// a file name; it was dropped with a warning (helper-138). It is the keyword now, whether or not
-// dovecot-keywords names it, and the export writes it back as P beside its keyword letter.
+// a file name; it was dropped with a warning (helper-138). It is the keyword now, and the export
+// writes it back as P beside its keyword letter. A folder whose dovecot-keywords names the
+// keyword is read as Dovecot reads it, P ignored: Dovecot clears the letter and keeps P.
 TEST_F(MaildirImport, ThePassedLetterIsTheKeywordForwardedBothWays) {
   MakeMaildir(tree_);
   WriteFileAt(tree_ + "/cur/1700000000.M1P1.mx:2,PS", Message("p", 0), 1700000000);
@@ -436,9 +437,9 @@ TEST_F(MaildirImport, ThePassedLetterIsTheKeywordForwardedBothWays) {
   WriteFileAt(tree_ + "/new/1700000002.M1P1.mx:2,FP", Message("p", 2), 1700000002);
   const std::string sent = tree_ + "/.Sent";
   MakeMaildir(sent);
-  WriteFileAt(sent + "/dovecot-keywords", "0 Later\n1 $Forwarded\n");
+  WriteFileAt(sent + "/dovecot-keywords", "0 Later\n1 $forwarded\n");
   WriteFileAt(sent + "/cur/1700000003.M1P1.mx:2,PSb", Message("p", 3), 1700000003);
-  WriteFileAt(sent + "/cur/1700000004.M1P1.mx:2,PSa", Message("p", 4), 1700000004);
+  WriteFileAt(sent + "/cur/1700000004.M1P1.mx:2,PSa", Message("p", 4), 1700000004);  // cleared in Dovecot
   CliResult r = Run({"-u", "joe", "--maildir", tree_});
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_EQ(r.err.find("cannot keep"), std::string::npos) << r.err;
@@ -453,10 +454,10 @@ TEST_F(MaildirImport, ThePassedLetterIsTheKeywordForwardedBothWays) {
     EXPECT_EQ(inbox.messages[2].user_flags, 1u);
     EXPECT_EQ(inbox.messages[2].flags & ~store::kRecent, store::kFlagged);
     const FolderSnapshot sent_folder = store->OpenFolder("joe", "Sent")->Snapshot();
-    EXPECT_EQ(sent_folder.info.user_flag_names, (std::vector<std::string>{"Later", "$Forwarded"}));
+    EXPECT_EQ(sent_folder.info.user_flag_names, (std::vector<std::string>{"Later", "$forwarded"}));
     ASSERT_EQ(sent_folder.messages.size(), 2u);
     EXPECT_EQ(sent_folder.messages[0].user_flags, 0b10u);
-    EXPECT_EQ(sent_folder.messages[1].user_flags, 0b11u);
+    EXPECT_EQ(sent_folder.messages[1].user_flags, 0b01u);
   }
   const std::string out = dir_ / "out";
   r = RunCli({"export", "--store", root_, "-u", "joe", "-d", out, "--format", "maildir"});
@@ -467,8 +468,51 @@ TEST_F(MaildirImport, ThePassedLetterIsTheKeywordForwardedBothWays) {
       const std::string name = entry.path().filename().string();
       letters.insert(sub + " " + name.substr(name.find(":2,") + 3));
     }
-  EXPECT_EQ(letters, (std::multiset<std::string>{"/cur PSa", "/cur S", "/cur FPa", "/.Sent/cur PSb", "/.Sent/cur PSab"}));
+  EXPECT_EQ(letters, (std::multiset<std::string>{"/cur PSa", "/cur S", "/cur FPa", "/.Sent/cur PSb", "/.Sent/cur Sa"}));
   EXPECT_EQ(ReadFile(out + "/dovecot-keywords"), "0 $Forwarded\n");
+
+  // A folder with 64 user flags has no room for the keyword: P is left out with a warning, as
+  // before, and the rest imported (helper-142: the whole import was refused).
+  {
+    auto store = store::Store::Open(root_);
+    store->CreateUser("full");
+    std::vector<std::string> names;
+    for (int i = 0; i < 64; ++i) names.push_back("k" + std::to_string(i));
+    store->OpenFolder("full", "INBOX")->SetUserFlagNames(names);
+  }
+  r = Run({"-u", "full", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("2 messages have P ($Forwarded), for which folder INBOX has no room"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.out.find("; 2 messages lost a flag the store cannot keep"), std::string::npos) << r.out;
+  {
+    auto store = store::Store::Open(root_);
+    const FolderSnapshot full = store->OpenFolder("full", "INBOX")->Snapshot();
+    EXPECT_EQ(full.info.user_flag_names.size(), 64u);
+    ASSERT_EQ(full.messages.size(), 3u);
+    for (const MessageMeta& m : full.messages) EXPECT_EQ(m.user_flags, 0u);
+  }
+
+  // $Forwarded past the 26 keyword letters is still written as P, so it is no lost flag
+  // (helper-142: the export said "1 message lost flags").
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "many", "--create"}, Message("many", 0)).status, 0);
+  {
+    auto store = store::Store::Open(root_);
+    auto many = store->OpenFolder("many", "INBOX");
+    std::vector<std::string> names;
+    for (int i = 0; i < 26; ++i) names.push_back("k" + std::to_string(i));
+    names.push_back("$Forwarded");
+    many->SetUserFlagNames(names);
+    many->SetFlags(many->Snapshot().messages.front().uid, store::kSeen, uint64_t{1} << 26);
+  }
+  const std::string out_many = dir_ / "out-many";
+  r = RunCli({"export", "--store", root_, "-u", "many", "-d", out_many, "--format", "maildir"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.out.find("lost flags"), std::string::npos) << r.out;
+  std::vector<std::string> many_files;
+  for (const auto& entry : fs::directory_iterator(out_many + "/cur")) many_files.push_back(entry.path().filename());
+  ASSERT_EQ(many_files.size(), 1u);
+  EXPECT_TRUE(many_files[0].ends_with(":2,PS")) << many_files[0];
 }
 
 // Into folders that exist: the tree's messages are appended with new UIDs, those the folder holds
