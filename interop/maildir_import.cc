@@ -40,6 +40,11 @@ constexpr size_t kMaxUserFlags = 64;     // store.idx's limit of user flags per 
 
 std::string Shown(const std::string& dir, std::string_view name) { return JoinPath(dir, EscapeControls(name)); }
 
+// "1 message has", "2 messages have".
+std::string CountedMessages(uint64_t n) {
+  return std::to_string(n) + (n == 1 ? " message has" : " messages have");
+}
+
 [[noreturn]] void ThrowLink(const std::string& shown) {
   Throw(Errc::kCorrupt, shown + " is a symbolic link; refusing to follow it");
 }
@@ -266,8 +271,13 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
   // A folder whose dovecot-keywords names $Forwarded is read as Dovecot reads it, P ignored:
   // Dovecot keeps a P it does not know when it clears the keyword's letter, and the flag
   // came back on the next rerun (helper-142).
-  const bool letter_forwards = std::any_of(scan.keywords.begin(), scan.keywords.end(),
-                                           [](const std::string& name) { return IsPassedKeyword(name); });
+  uint32_t forwarded_letters = 0;  // the letters dovecot-keywords gives $Forwarded (in any case)
+  for (size_t i = 0; i < scan.keywords.size(); ++i)
+    if (IsPassedKeyword(scan.keywords[i])) forwarded_letters |= uint32_t{1} << i;
+  const bool letter_forwards = forwarded_letters != 0;
+  // Where P and the letter disagree, a reader of P (mutt, mbsync) changed one of them, or
+  // Dovecot cleared the letter: said, not followed in silence (helper-144).
+  uint64_t disagree = 0;
 
   uint64_t not_kept = 0;
   for (const char* sub : {"cur", "new"}) {
@@ -298,6 +308,7 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
       const MaildirFlags flags = ParseMaildirFlagLetters(SplitMaildirFileName(name).letters);
       file.flags = flags.flags;
       file.passed = flags.passed && !letter_forwards;  // mbsync's, mutt's and offlineimap's $Forwarded (helper-138)
+      disagree += letter_forwards && flags.passed != ((flags.keyword_bits & forwarded_letters) != 0);
       scan.any_passed |= file.passed;
       file.keyword_bits = flags.keyword_bits & named;
       file.flags_not_kept = flags.unknown != 0 || (flags.keyword_bits & ~named) != 0;
@@ -320,6 +331,10 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
                      if (a.uid != 0) return a.uid < b.uid;
                      return ByDeliveryName(a.name, b.name);
                    });
+  if (disagree)
+    warnings->push_back(shown + ": " + CountedMessages(disagree) +
+                        " P (mutt's and mbsync's $Forwarded) without the letter dovecot-keywords gives $Forwarded, or "
+                        "that letter without P: read as Dovecot reads them, by the letter");
   if (not_kept)
     warnings->push_back(shown + ": " + std::to_string(not_kept) +
                         " messages have flag letters the store cannot keep (a keyword letter dovecot-keywords does "
@@ -458,10 +473,9 @@ class MaildirImporter {
         scan.any_passed && passed_name != names.end() ? uint64_t{1} << (passed_name - names.begin()) : 0;
     if (scan.any_passed && passed_bit == 0) {
       for (const MaildirMessageFile& file : scan.messages) out.passed_not_kept += file.passed && !file.flags_not_kept;
-      if (options_.on_warning)
-        options_.on_warning(shown + ": " + std::to_string(out.passed_not_kept) +
-                            " messages have P ($Forwarded), for which folder " + scan.folder +
-                            " has no room: it holds 64 user flags; they are imported without it");
+      if (options_.on_warning && out.passed_not_kept != 0)  // else counted among the letters not kept
+        options_.on_warning(shown + ": " + CountedMessages(out.passed_not_kept) + " P ($Forwarded), for which folder " +
+                            scan.folder + " has no room: it holds 64 user flags; imported without it");
     }
 
     UniqueFd own_dir;

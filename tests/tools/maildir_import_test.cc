@@ -444,6 +444,11 @@ TEST_F(MaildirImport, ThePassedLetterIsTheKeywordForwardedBothWays) {
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_EQ(r.err.find("cannot keep"), std::string::npos) << r.err;
   EXPECT_EQ(r.out.find("lost a flag"), std::string::npos) << r.out;
+  // Said, not followed in silence (helper-144): mutt may have set P there, or Dovecot cleared the letter.
+  EXPECT_NE(r.err.find(".Sent: 1 message has P (mutt's and mbsync's $Forwarded) without the letter "
+                       "dovecot-keywords gives $Forwarded, or that letter without P: read as Dovecot reads them"),
+            std::string::npos)
+      << r.err;
   {
     auto store = store::Store::Open(root_);
     const FolderSnapshot inbox = store->OpenFolder("joe", "INBOX")->Snapshot();
