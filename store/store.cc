@@ -799,6 +799,14 @@ uint64_t Store::RecomputeQuota(std::string_view user) {
   return used;
 }
 
+std::pair<uint64_t, uint64_t> Store::RecountQuota(std::string_view user, const LockWait& wait) {
+  UserWriteLock writers = LockUserForWriting(user, wait);  // first, as restore takes both
+  std::vector<UniqueFd> gate = LockGates({std::string(user)}, wait);
+  const std::optional<UserInfo> info = FindUser(user);
+  if (!info) Throw(Errc::kNoUser, "no such user: " + std::string(user));
+  return {info->quota_used, RecomputeQuota(user)};
+}
+
 void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn) { ForEachUser(fn, {}); }
 
 uint64_t Store::UserRenameGeneration() {

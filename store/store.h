@@ -24,6 +24,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "store/message_list.h"
@@ -455,6 +456,12 @@ class Store {
   void SetQuotaLimit(std::string_view user, uint64_t limit);
   // Recomputes quota_used from the user's folders.
   uint64_t RecomputeQuota(std::string_view user);
+  // RecomputeQuota while nothing can change the user's folders: under its write lock (restore,
+  // import, pull, serve) and its delivery gate (a delivery commits under it), each waited for as
+  // `wait` says. Usage left short by a writer killed between its commit and its quota update
+  // (folder.cc) is made exact; one counted while such a writer ran could be off by its batch.
+  // Returns the usage before and after.
+  std::pair<uint64_t, uint64_t> RecountQuota(std::string_view user, const LockWait& wait);
   void AddQuotaUsed(std::string_view user, int64_t delta);
   // In user-id order. Users are read in batches and fn runs with no cursor open, so fn may use
   // the store (and takes as long as it likes) without holding the mboxlist.

@@ -1,4 +1,5 @@
 // End-to-end tests of the storemove CLI: the real binary, run as an MTA or an administrator would.
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -1265,6 +1266,46 @@ TEST_F(Cli, UserStatusAndQuotaRoundTrip) {
   CliResult unknown = User({"nobody"});
   EXPECT_EQ(unknown.status, kNoUser) << unknown.Describe();
   EXPECT_TRUE(IsOneErrorLine(unknown)) << unknown.err;
+}
+
+// A writer killed between its commit and its quota update leaves the usage short, and the soft
+// quota lets that much more in; only a restore of the user counted it again. --recount-quota
+// does, waiting for a delivery in its commit (which holds the delivery gate) as --lock-wait says.
+TEST_F(Cli, RecountQuotaMakesTheUsageWhatTheMailboxesHold) {
+  ASSERT_EQ(Deliver("ivy", Message("a", "first"), {"--create"}).status, 0);
+  ASSERT_EQ(Deliver("ivy", Message("b", "second"), {"--create", "--folder", "Sent"}).status, 0);
+  uint64_t held = 0;
+  std::string gate_path;
+  {
+    auto store = store::Store::Open(root_);
+    for (const store::FolderInfo& f : store->ListFolders("ivy")) held += f.bytes;
+    ASSERT_GT(held, 100u);
+    store->AddQuotaUsed("ivy", -100);  // as a kill between a commit and its quota update leaves it
+    gate_path = store->PartitionPath(store->FindUser("ivy")->partition) + "/" +
+                store::FolderRelPath("ivy", "INBOX") + "/user.lck";
+  }
+  {
+    // A delivery between its status check and its commit holds the gate shared.
+    UniqueFd gate(::open(gate_path.c_str(), O_RDONLY));
+    ASSERT_TRUE(gate.valid()) << gate_path;
+    ASSERT_EQ(::flock(gate.get(), LOCK_SH), 0);
+    CliResult waited = User({"ivy", "--recount-quota", "--lock-wait", "1"});
+    EXPECT_EQ(waited.status, kTempFail) << waited.Describe();
+    EXPECT_NE(waited.err.find("delivery gate"), std::string::npos) << waited.err;
+  }
+  EXPECT_EQ(store::Store::Open(root_)->FindUser("ivy")->quota_used, held - 100);
+  CliResult r = User({"ivy", "--recount-quota"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("quota usage recounted: " + std::to_string(held) + " bytes (was " + std::to_string(held - 100) +
+                       ")\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(store::Store::Open(root_)->FindUser("ivy")->quota_used, held);
+  CliResult json = User({"ivy", "--recount-quota", "--json"});
+  ASSERT_EQ(json.status, 0) << json.Describe();
+  EXPECT_EQ(nlohmann::json::parse(json.out)["quota_used"], held);
+  EXPECT_EQ(User({"nobody", "--recount-quota"}).status, kNoUser);
+  EXPECT_EQ(RunCli({"user", "--store", root_, "--users-file", "-", "--recount-quota"}, "ivy\n").status, kUsage);
 }
 
 TEST_F(Cli, ImportLoadsAnMboxCreatingUserAndFolder) {
