@@ -800,8 +800,21 @@ uint64_t Store::RecomputeQuota(std::string_view user) {
 }
 
 std::pair<uint64_t, uint64_t> Store::RecountQuota(std::string_view user, const LockWait& wait) {
-  UserWriteLock writers = LockUserForWriting(user, wait);  // first, as restore takes both
+  // It writes no mail: a migration's untouched copy stays one (helper-145: the next pass refused
+  // its folders).
+  LockWait keeping = wait;
+  keeping.keeps_untouched_copy = true;
+  UserWriteLock writers = LockUserForWriting(user, keeping);  // first, as restore takes both
   std::vector<UniqueFd> gate = LockGates({std::string(user)}, wait);
+  // Deliveries wait on the gate while the folders are counted: a folder lock held for long gives
+  // up as the gate does, not never (helper-145).
+  const int folder_wait = options_.folder_lock_wait_seconds;
+  options_.folder_lock_wait_seconds = wait.timeout_seconds;
+  struct Restore {
+    Store* store;
+    int seconds;
+    ~Restore() { store->options_.folder_lock_wait_seconds = seconds; }
+  } restore{this, folder_wait};
   const std::optional<UserInfo> info = FindUser(user);
   if (!info) Throw(Errc::kNoUser, "no such user: " + std::string(user));
   return {info->quota_used, RecomputeQuota(user)};

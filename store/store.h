@@ -460,7 +460,8 @@ class Store {
   // import, pull, serve) and its delivery gate (a delivery commits under it), each waited for as
   // `wait` says. Usage left short by a writer killed between its commit and its quota update
   // (folder.cc) is made exact; one counted while such a writer ran could be off by its batch.
-  // Returns the usage before and after.
+  // A folder lock is waited for as the gate is (deliveries wait meanwhile). Keeps a migration's
+  // untouched copy so. Returns the usage before and after.
   std::pair<uint64_t, uint64_t> RecountQuota(std::string_view user, const LockWait& wait);
   void AddQuotaUsed(std::string_view user, int64_t delta);
   // In user-id order. Users are read in batches and fn runs with no cursor open, so fn may use

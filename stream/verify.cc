@@ -466,7 +466,7 @@ class Checker {
     const std::optional<store::UserInfo> du = dst_.FindUser(user);
     if (du && du->quota_used != held)
       Diff("user " + user + ": quota usage here is " + std::to_string(du->quota_used) + " bytes, its mailboxes here hold " +
-           std::to_string(held) + " (a rerun of the restore of the user counts it again)");
+           std::to_string(held) + " (storemove user " + user + " --recount-quota, or a rerun of the restore of the user, counts it again)");
   }
 
  private:

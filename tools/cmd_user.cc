@@ -110,14 +110,16 @@ int RunUser(const UserOptions& options) {
     store->SetQuotaLimit(options.user, *quota);
     changed = true;
   }
+  std::optional<std::pair<uint64_t, uint64_t>> recounted;
   if (options.recount_quota) {
+    // A moved user too: the count changes nothing but the usage, which is this store's own.
     // reconstruct -q's repair in Sun's store: a writer killed between its commit and its quota update leaves the
     // usage short (and the quota soft by that much); only a restore of the user recounted it.
-    const auto [was, now] = store->RecountQuota(options.user, wait);
+    recounted = store->RecountQuota(options.user, wait);
     changed = true;
     if (!options.json)
-      std::printf("quota usage recounted: %llu bytes (was %llu)\n", static_cast<unsigned long long>(now),
-                  static_cast<unsigned long long>(was));
+      std::printf("quota usage recounted: %llu bytes (was %llu)\n", static_cast<unsigned long long>(recounted->second),
+                  static_cast<unsigned long long>(recounted->first));
   }
 
   std::optional<store::UserInfo> info = store->FindUser(options.user);
@@ -136,6 +138,7 @@ int RunUser(const UserOptions& options) {
                           {"created", IsoTime(info->created)},
                           {"folders", folder_names},
                           {"storemove_version", Version()}};
+    if (recounted) out["quota_recount"] = {{"was", recounted->first}, {"now", recounted->second}};
     std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }

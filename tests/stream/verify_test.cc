@@ -492,7 +492,8 @@ TEST(Verify, AQuotaUsageThatIsNotWhatTheMailboxesHoldIsADifference) {
   std::vector<std::string> d = p.Direct();
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0], "user " + p.user + ": quota usage here is " + std::to_string(used) + " bytes, its mailboxes here hold " +
-                      std::to_string(used - (60 << 20)) + " (a rerun of the restore of the user counts it again)");
+                      std::to_string(used - (60 << 20)) + " (storemove user " + p.user +
+                      " --recount-quota, or a rerun of the restore of the user, counts it again)");
   // A selection of some of the user's mailboxes says nothing about the usage of all.
   VerifyOptions inbox_only;
   inbox_only.names = {"user/" + p.user + "/INBOX"};

@@ -1301,9 +1301,25 @@ TEST_F(Cli, RecountQuotaMakesTheUsageWhatTheMailboxesHold) {
             std::string::npos)
       << r.out;
   EXPECT_EQ(store::Store::Open(root_)->FindUser("ivy")->quota_used, held);
+  {
+    auto store = store::Store::Open(root_);
+    store->AddQuotaUsed("ivy", 7);
+  }
   CliResult json = User({"ivy", "--recount-quota", "--json"});
   ASSERT_EQ(json.status, 0) << json.Describe();
-  EXPECT_EQ(nlohmann::json::parse(json.out)["quota_used"], held);
+  const nlohmann::json shown = nlohmann::json::parse(json.out);
+  EXPECT_EQ(shown["quota_used"], held);
+  EXPECT_EQ(shown["quota_recount"], (nlohmann::json{{"was", held + 7}, {"now", held}}));
+  // A migration's untouched copy stays one: the recount writes no mail (helper-145: the mark
+  // went, and the migration's next pass refused the folders the source had made again).
+  {
+    auto store = store::Store::Open(root_);
+    store::UserStatus copy = store::UserStatus::Parse("hold");
+    copy.untouched_copy = true;
+    store->SetUserStatus("ivy", copy);
+  }
+  ASSERT_EQ(User({"ivy", "--recount-quota"}).status, 0);
+  EXPECT_TRUE(store::Store::Open(root_)->FindUser("ivy")->status.untouched_copy);
   EXPECT_EQ(User({"nobody", "--recount-quota"}).status, kNoUser);
   EXPECT_EQ(RunCli({"user", "--store", root_, "--users-file", "-", "--recount-quota"}, "ivy\n").status, kUsage);
 }
