@@ -810,11 +810,11 @@ std::pair<uint64_t, uint64_t> Store::RecountQuota(std::string_view user, const L
   // up as the gate does, not never (helper-145).
   const int folder_wait = options_.folder_lock_wait_seconds;
   options_.folder_lock_wait_seconds = wait.timeout_seconds;
-  struct Restore {
+  struct PutBack {
     Store* store;
     int seconds;
-    ~Restore() { store->options_.folder_lock_wait_seconds = seconds; }
-  } restore{this, folder_wait};
+    ~PutBack() { store->options_.folder_lock_wait_seconds = seconds; }
+  } put_back{this, folder_wait};
   const std::optional<UserInfo> info = FindUser(user);
   if (!info) Throw(Errc::kNoUser, "no such user: " + std::string(user));
   return {info->quota_used, RecomputeQuota(user)};
@@ -1072,22 +1072,43 @@ std::unique_ptr<Folder> Store::CreateFolder(std::string_view user, std::string_v
   // Someone building this user's mailboxes unpublished (restore) may be filling this very
   // directory: create only while no such writer runs, and keep one from starting meanwhile.
   UniqueFd shared = ShareUserWriteLock(user);
-  std::string path = PartitionPath(info->partition) + "/" + FolderRelPath(user, name);
+  return MakeFolder(user, name, info->partition, uidvalidity, created, nullptr);
+}
+
+struct Store::NewUser {
+  std::string_view user;
+  const UserValue& value;
+};
+
+std::unique_ptr<Folder> Store::MakeFolder(std::string_view user, const std::string& name, const std::string& partition,
+                                          uint32_t uidvalidity, int64_t created, const NewUser* new_user) {
+  const std::string key = MailboxKey(user, name);
+  const std::string path = PartitionPath(partition) + "/" + FolderRelPath(user, name);
   MakeDirs(path, 0700);
   UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
   {
     // Serialise creators of the same folder; the mboxlist record is the commit point, so
     // leftovers of a creation that crashed before it are simply overwritten.
     DirLock lock(dir.get(), path, options_.on_wait, options_.folder_lock_wait_seconds);
+    std::string v;
+    bool found = false;
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
-    if (!found) {
-      const bool sync = options_.durability == Durability::kBatch;
+    const bool sync = options_.durability == Durability::kBatch;
+    FolderValue fv;
+    if (!found) {  // else a creator that ran meanwhile made it; its index may hold mail already
       index::Header h = WriteEmptyFolderFiles(dir.get(), path, uidvalidity ? uidvalidity : NextUidValidity(), sync,
                                               created ? created : std::max<int64_t>(Now(), ReadClockFloor(root_)));
       if (sync) Fsync(dir.get(), path);
-      FolderValue fv{h.uidvalidity, h.created, info->partition, "", "", {}};
-      db_->Txn([&](DB_TXN* txn) { db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv)); }, sync);
+      fv = FolderValue{h.uidvalidity, h.created, partition, "", "", {}};
     }
+    if (!found || new_user)
+      db_->Txn(
+          [&](DB_TXN* txn) {
+            if (new_user && db_->PutNew(db_->users(), txn, new_user->user, EncodeUser(new_user->value)))
+              db_->PutNew(db_->quota(), txn, new_user->user, EncodeQuota(0, 0));
+            if (!found) db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv));
+          },
+          sync);
   }
   return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
 }
@@ -1110,29 +1131,8 @@ UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bo
     // Looked up again under the lock: a restore, an import or a pull (which hold it exclusively)
     // may have made the user meanwhile, in another partition (helper-142: the INBOX went to this one).
     if (!FindUser(user)) {
-      const std::string path = PartitionPath(part) + "/" + FolderRelPath(user, "INBOX");
-      const std::string key = MailboxKey(user, "INBOX");
-      MakeDirs(path, 0700);
-      UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
-      DirLock lock(dir.get(), path, options_.on_wait, options_.folder_lock_wait_seconds);
-      std::string v;
-      bool found = false;
-      db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
-      const bool sync = options_.durability == Durability::kBatch;
-      FolderValue fv;
-      if (!found) {  // else a creator that ran meanwhile made it; its index may hold mail already
-        index::Header h = WriteEmptyFolderFiles(dir.get(), path, NextUidValidity(), sync,
-                                                std::max<int64_t>(Now(), ReadClockFloor(root_)));
-        if (sync) Fsync(dir.get(), path);
-        fv = FolderValue{h.uidvalidity, h.created, part, "", "", {}};
-      }
-      db_->Txn(
-          [&](DB_TXN* txn) {
-            if (db_->PutNew(db_->users(), txn, user, EncodeUser(value)))
-              db_->PutNew(db_->quota(), txn, user, EncodeQuota(0, 0));
-            if (!found) db_->PutNew(db_->folder(), txn, key, EncodeFolder(fv));
-          },
-          sync);
+      const NewUser record{user, value};
+      MakeFolder(user, "INBOX", part, 0, 0, &record);
       return *FindUser(user);
     }
   }

@@ -557,6 +557,12 @@ class Store {
   UniqueFd ShareUserWriteLock(std::string_view user);
   void ReleaseUserWriteLock(const std::string& user);
   void ForgetUntouchedCopy(const std::string& user);
+  // CreateFolder's creation once its user and partition are known, while the caller shares the
+  // user's write lock. With `new_user`, that user's records go into the folder record's
+  // transaction (CreateUser with its INBOX).
+  struct NewUser;
+  std::unique_ptr<Folder> MakeFolder(std::string_view user, const std::string& name, const std::string& partition,
+                                     uint32_t uidvalidity, int64_t created, const NewUser* new_user);
   std::string root_;
   std::string store_id_;
   StoreOptions options_;
