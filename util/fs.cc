@@ -795,6 +795,12 @@ std::string RandomToken() {
 }
 
 std::vector<DirEntry> ListDirectoryAt(int dirfd, const std::string& shown) {
+  std::vector<DirEntry> out;
+  ForEachDirectoryEntry(dirfd, shown, [&](DirEntry& entry) { out.push_back(std::move(entry)); });
+  return out;
+}
+
+void ForEachDirectoryEntry(int dirfd, const std::string& shown, const std::function<void(DirEntry&)>& each) {
   const int copy = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) ThrowErrno("opendir " + shown);  // EMFILE, not fdopendir(-1)'s "Bad file descriptor"
   DIR* dir = ::fdopendir(copy);
@@ -804,9 +810,9 @@ std::vector<DirEntry> ListDirectoryAt(int dirfd, const std::string& shown) {
     ThrowErrno("opendir " + shown, err);
   }
   ::rewinddir(dir);
-  std::vector<DirEntry> out;
+  // Closed however `each` leaves (it may throw).
+  std::unique_ptr<DIR, int (*)(DIR*)> closer(dir, ::closedir);
   errno = 0;
-  int err = 0;
   while (const struct dirent* entry = ::readdir(dir)) {
     const std::string_view name = entry->d_name;
     if (name == "." || name == "..") continue;
@@ -814,19 +820,17 @@ std::vector<DirEntry> ListDirectoryAt(int dirfd, const std::string& shown) {
     if (entry->d_type == DT_UNKNOWN) {
       struct stat st;
       if (::fstatat(dirfd, entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        err = errno;
-        ::closedir(dir);
-        ThrowErrno("stat " + JoinPath(shown, EscapeControls(name)), err);
+        const int stat_err = errno;
+        ThrowErrno("stat " + JoinPath(shown, EscapeControls(name)), stat_err);
       }
       type = st.st_mode & S_IFMT;
     }
-    out.push_back({std::string(name), type});
+    DirEntry item{std::string(name), type};
+    each(item);
     errno = 0;
   }
-  err = errno;
-  ::closedir(dir);
+  const int err = errno;
   if (err != 0) ThrowErrno("readdir " + shown, err);
-  return out;
 }
 
 }  // namespace storemove

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -80,6 +81,8 @@ struct DirEntry {
 // The entries of the directory `dirfd` (not . and ..), in the order readdir gives them; `shown`
 // names it in errors (EMFILE, a stat or readdir failure).
 std::vector<DirEntry> ListDirectoryAt(int dirfd, const std::string& shown);
+// The same, one entry at a time, for a directory too large to list in memory (a Maildir cur/).
+void ForEachDirectoryEntry(int dirfd, const std::string& shown, const std::function<void(DirEntry&)>& each);
 
 // A new, empty, already unlinked file for the process's own scratch data, in $TMPDIR (else
 // /tmp), which *dir is set to: O_TMPFILE, or a named file unlinked at once where the
