@@ -1,0 +1,77 @@
+// util/record_spool.h. A record is its length (4 bytes, little-endian) and its bytes.
+#include "util/record_spool.h"
+
+#include <cstring>
+
+#include "util/error.h"
+
+namespace storemove {
+
+namespace {
+constexpr size_t kWriteBuffer = 256 << 10;
+
+std::string Shown(const std::string& dir) { return "a temporary file in " + dir; }
+}  // namespace
+
+void RecordSpool::Append(std::string_view record) {
+  if (record.size() > UINT32_MAX) Throw(Errc::kInvalidArgument, "a spooled record over 4 GiB");
+  const uint32_t size = static_cast<uint32_t>(record.size());
+  char head[4];
+  for (int i = 0; i < 4; ++i) head[i] = static_cast<char>(size >> (8 * i));
+  memory_.append(head, 4);
+  memory_.append(record);
+  if (!file_.valid() && memory_.size() > memory_budget_ && !temporary_failed_) {
+    file_ = OpenAnonymousTemporary(&file_dir_);
+    temporary_failed_ = !file_.valid();
+  }
+  if (file_.valid() && memory_.size() >= kWriteBuffer) Flush();
+}
+
+void RecordSpool::Flush() {
+  if (!file_.valid() || memory_.empty()) return;
+  WriteAll(file_.get(), memory_.data(), memory_.size(), Shown(file_dir_));
+  file_bytes_ += memory_.size();
+  memory_.clear();
+  if (memory_.capacity() > 2 * kWriteBuffer) memory_.shrink_to_fit();  // what it held before the spill
+}
+
+RecordSpool::Reader::Reader(RecordSpool& spool, uint64_t begin, uint64_t end, size_t buffer_size)
+    : spool_(spool), pos_(begin), end_(end) {
+  spool.Flush();
+  if (spool.file_.valid()) buffer_.reserve(buffer_size);
+}
+
+void RecordSpool::Reader::Fill(size_t need) {
+  const uint64_t have_end = buffer_start_ + buffer_.size();
+  if (pos_ >= buffer_start_ && pos_ + need <= have_end) return;
+  const size_t want = static_cast<size_t>(std::min<uint64_t>(std::max(need, buffer_.capacity()), end_ - pos_));
+  buffer_.resize(want);
+  PreadAll(spool_.file_.get(), buffer_.data(), want, static_cast<off_t>(pos_), Shown(spool_.file_dir_));
+  buffer_start_ = pos_;
+}
+
+bool RecordSpool::Reader::Next(std::string_view* record) {
+  if (pos_ >= end_) return false;
+  if (end_ - pos_ < 4) Throw(Errc::kCorrupt, "a spooled record cut short");
+  const char* head;
+  const bool in_file = spool_.file_.valid();
+  if (in_file) {
+    Fill(4);
+    head = buffer_.data() + (pos_ - buffer_start_);
+  } else {
+    head = spool_.memory_.data() + pos_;
+  }
+  uint32_t size = 0;
+  for (int i = 0; i < 4; ++i) size |= uint32_t{static_cast<unsigned char>(head[i])} << (8 * i);
+  if (end_ - pos_ - 4 < size) Throw(Errc::kCorrupt, "a spooled record cut short");
+  if (in_file) {
+    Fill(4 + size);
+    *record = std::string_view(buffer_.data() + (pos_ - buffer_start_) + 4, size);
+  } else {
+    *record = std::string_view(spool_.memory_.data() + pos_ + 4, size);
+  }
+  pos_ += 4 + size;
+  return true;
+}
+
+}  // namespace storemove
