@@ -16,8 +16,6 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <unordered_map>
-#include <unordered_set>
 
 #include "interop/folder_filler.h"
 #include "store/store.h"
@@ -25,6 +23,7 @@
 #include "store/mboxlist.h"
 #include "util/error.h"
 #include "util/printable.h"
+#include "util/external_sort.h"
 #include "util/file_digest.h"
 
 namespace storemove::interop {
@@ -98,13 +97,20 @@ using Entry = DirEntry;
 
 std::vector<Entry> ListDirectory(int dirfd, const std::string& shown) { return ListDirectoryAt(dirfd, shown); }
 
-// A small control file (a uidlist, dovecot-keywords) of a folder directory, if present.
-std::optional<std::string> ReadControlFile(int dirfd, const std::string& name, const std::string& shown) {
+// A control file (a uidlist, dovecot-keywords) of a folder directory, opened if present.
+UniqueFd OpenControlFile(int dirfd, const std::string& name, const std::string& shown) {
   UniqueFd fd = TryOpenAt(dirfd, name, O_RDONLY | O_NONBLOCK, 0, shown);
-  if (!fd.valid()) return std::nullopt;
+  if (!fd.valid()) return fd;
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + shown);
   if (!S_ISREG(st.st_mode)) Throw(Errc::kCorrupt, shown + ": not a regular file");
+  return fd;
+}
+
+// A small one read whole.
+std::optional<std::string> ReadControlFile(int dirfd, const std::string& name, const std::string& shown) {
+  UniqueFd fd = OpenControlFile(dirfd, name, shown);
+  if (!fd.valid()) return std::nullopt;
   std::string text;
   char buf[65536];
   while (size_t n = ReadSome(fd.get(), buf, sizeof buf, shown)) text.append(buf, n);
@@ -129,34 +135,88 @@ bool ParseNumber(std::string_view text, T* out) {
   return ec == std::errc() && ptr == text.data() + text.size();
 }
 
+// A line of a uidlist longer than this is refused: a file name is at most 255 bytes.
+constexpr size_t kMaxUidListLine = 64 << 10;
+
+void PutBigEndian(std::string* out, uint64_t value, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<char>(value >> (8 * i)));
+}
+uint64_t GetBigEndian(std::string_view in, int bytes) {
+  uint64_t value = 0;
+  for (int i = 0; i < bytes; ++i) value = value << 8 | static_cast<unsigned char>(in[static_cast<size_t>(i)]);
+  return value;
+}
+
+[[noreturn]] void ThrowUidListLine(const std::string& shown, uint64_t line_no, const std::string& why) {
+  Throw(Errc::kCorrupt, shown + " line " + std::to_string(line_no) + ": " + why +
+                            " (remove the file to import this folder with new UIDs)");
+}
+
+// The lines of a uidlist read a block at a time ("a\nb" and "a\nb\n" are both two lines).
+class LineReader {
+ public:
+  LineReader(int fd, std::string shown) : fd_(fd), shown_(std::move(shown)) {}
+  // The next line without its '\n', valid until the next call; false at the end.
+  bool Next(std::string_view* line) {
+    for (;;) {
+      const size_t eol = buffer_.find('\n', pos_);
+      if (std::min(eol, buffer_.size()) - pos_ > kMaxUidListLine)
+        ThrowUidListLine(shown_, line_no_ + 1, "longer than " + std::to_string(kMaxUidListLine) + " bytes");
+      if (eol != std::string::npos) {
+        *line = std::string_view(buffer_).substr(pos_, eol - pos_);
+        pos_ = eol + 1;
+        ++line_no_;
+        return true;
+      }
+      buffer_.erase(0, pos_);
+      pos_ = 0;
+      if (at_end_) {
+        if (buffer_.empty()) return false;
+        *line = buffer_;
+        pos_ = buffer_.size();
+        ++line_no_;
+        return true;
+      }
+      char block[65536];
+      const size_t n = ReadSome(fd_, block, sizeof block, shown_);
+      if (n == 0) at_end_ = true;
+      buffer_.append(block, n);
+    }
+  }
+  size_t line_no() const { return line_no_; }
+
+ private:
+  int fd_;
+  std::string shown_;
+  std::string buffer_;
+  size_t pos_ = 0;
+  size_t line_no_ = 0;
+  bool at_end_ = false;
+};
+
 struct UidList {
   uint32_t uidvalidity = 0;
   uint32_t uidnext = 0;
-  std::unordered_map<std::string, uint32_t> by_base;
 };
 
 // dovecot-uidlist or courierimapuiddb, version 3 ("3 V<uidvalidity> N<nextuid> G<guid>", then "<uid> [<ext>...]
-// :<file name>") or version 1 ("1 <uidvalidity> <nextuid>", then "<uid> <file name>").
-UidList ParseUidList(std::string_view text, const std::string& shown) {
-  const std::vector<std::string_view> lines = Lines(text);
-  size_t line_no = 0;
-  auto bad = [&](const std::string& why) {
-    Throw(Errc::kCorrupt, shown + " line " + std::to_string(line_no) + ": " + why +
-                              " (remove the file to import this folder with new UIDs)");
-  };
+// :<file name>") or version 1 ("1 <uidvalidity> <nextuid>", then "<uid> <file name>"). Read a
+// line at a time: each listed file goes to `by_base` (key: base name, '\0', line number; value:
+// UID), sorted there; a UID listed twice is refused here, a file listed twice where the sorted
+// names are walked (JoinUidList). A list of a million lines needs no more memory than a small one.
+UidList ParseUidList(int fd, const std::string& shown, size_t scratch_memory, ExternalSorter* by_base) {
+  LineReader reader(fd, shown);
+  auto bad = [&](const std::string& why) { ThrowUidListLine(shown, std::max<size_t>(reader.line_no(), 1), why); };
   UidList list;
-  if (lines.empty()) {
-    line_no = 1;
-    bad("empty");
-  }
+  std::string_view first;
+  if (!reader.Next(&first)) bad("empty");
   std::vector<std::string_view> header;
-  for (size_t start = 0; start <= lines[0].size();) {
-    size_t space = lines[0].find(' ', start);
-    if (space == std::string_view::npos) space = lines[0].size();
-    if (space > start) header.push_back(lines[0].substr(start, space - start));
+  for (size_t start = 0; start <= first.size();) {
+    size_t space = first.find(' ', start);
+    if (space == std::string_view::npos) space = first.size();
+    if (space > start) header.push_back(first.substr(start, space - start));
     start = space + 1;
   }
-  line_no = 1;
   int version = 0;
   if (!header.empty() && header[0] == "3") {
     version = 3;
@@ -172,9 +232,9 @@ UidList ParseUidList(std::string_view text, const std::string& shown) {
     bad("not a uidlist of version 1 or 3");
   }
   if (list.uidvalidity == 0) bad("no UIDVALIDITY");
-  std::unordered_set<uint32_t> uids;
-  for (line_no = 2; line_no <= lines.size(); ++line_no) {
-    std::string_view line = lines[line_no - 1];
+  ExternalSorter by_uid(scratch_memory);  // key: UID; value: line number
+  std::string key, value;
+  for (std::string_view line; reader.Next(&line);) {
     if (line.empty()) continue;
     const size_t space = line.find(' ');
     uint32_t uid = 0;
@@ -192,8 +252,26 @@ UidList ParseUidList(std::string_view text, const std::string& shown) {
     }
     name = SplitMaildirFileName(name).base;
     if (name.empty()) bad("empty file name");
-    if (!uids.insert(uid).second) bad("UID " + std::to_string(uid) + " listed twice");
-    if (!list.by_base.emplace(std::string(name), uid).second) bad("file " + EscapeControls(name) + " listed twice");
+    key.clear();
+    PutBigEndian(&key, uid, 4);
+    value.clear();
+    PutBigEndian(&value, reader.line_no(), 8);
+    by_uid.Add(key, value);
+    key.assign(name);
+    key.push_back('\0');
+    PutBigEndian(&key, reader.line_no(), 8);
+    value.clear();
+    PutBigEndian(&value, uid, 4);
+    by_base->Add(key, value);
+  }
+  by_uid.Finish();
+  std::string_view uid_key, line_value;
+  std::string last;
+  while (by_uid.Next(&uid_key, &line_value)) {
+    if (uid_key == last)  // equal UIDs come in line order: the later line is named
+      ThrowUidListLine(shown, GetBigEndian(line_value, 8),
+                       "UID " + std::to_string(GetBigEndian(uid_key, 4)) + " listed twice");
+    last.assign(uid_key);
   }
   return list;
 }
@@ -228,19 +306,94 @@ void ParseKeywords(std::string_view text, const std::string& shown,
   }
 }
 
-// Sorts names by their leading number (a delivery time), then bytewise: "999.x" before "1000.x".
-bool ByDeliveryName(const std::string& a, const std::string& b) {
-  auto lead = [](const std::string& s) {
-    uint64_t n = 0;
-    size_t i = 0;
-    for (; i < s.size() && i < 19 && s[i] >= '0' && s[i] <= '9'; ++i) n = n * 10 + static_cast<uint64_t>(s[i] - '0');
-    return i == 0 ? UINT64_MAX : n;
+// The leading number of a name (a delivery time): unlisted files go in by it, then bytewise, so
+// "999.x" comes before "1000.x". UINT64_MAX for a name without one.
+uint64_t DeliveryLead(std::string_view name) {
+  uint64_t n = 0;
+  size_t i = 0;
+  for (; i < name.size() && i < 19 && name[i] >= '0' && name[i] <= '9'; ++i)
+    n = n * 10 + static_cast<uint64_t>(name[i] - '0');
+  return i == 0 ? UINT64_MAX : n;
+}
+
+// A file as the scan keeps it: a byte of in_new, passed and flags_not_kept, the UID, the flags,
+// the keyword bits, then the name.
+std::string EncodeFile(const MaildirMessageFile& file) {
+  std::string out;
+  out.push_back(static_cast<char>(int{file.in_new} | int{file.passed} << 1 | int{file.flags_not_kept} << 2));
+  PutBigEndian(&out, file.uid, 4);
+  out.push_back(static_cast<char>(file.flags));
+  PutBigEndian(&out, file.keyword_bits, 4);
+  out += file.name;
+  return out;
+}
+
+constexpr size_t kEncodedFileHead = 10;
+
+MaildirMessageFile DecodeFile(std::string_view in) {
+  if (in.size() < kEncodedFileHead) Throw(Errc::kCorrupt, "a Maildir scan's record cut short");
+  MaildirMessageFile file;
+  const auto bits = static_cast<unsigned char>(in[0]);
+  file.in_new = bits & 1;
+  file.passed = bits & 2;
+  file.flags_not_kept = bits & 4;
+  file.uid = static_cast<uint32_t>(GetBigEndian(in.substr(1), 4));
+  file.flags = static_cast<uint8_t>(in[5]);
+  file.keyword_bits = static_cast<uint32_t>(GetBigEndian(in.substr(6), 4));
+  file.name = std::string(in.substr(kEncodedFileHead));
+  return file;
+}
+
+// Where a file goes in the import's order: listed files by UID, then the others by delivery
+// name, cur/'s before new/'s of the same name.
+std::string ImportOrderKey(const MaildirMessageFile& file) {
+  std::string key;
+  if (file.uid != 0) {
+    key.push_back('\0');
+    PutBigEndian(&key, file.uid, 4);
+    return key;
+  }
+  key.push_back('\1');
+  PutBigEndian(&key, DeliveryLead(file.name), 8);
+  key += file.name;  // holds no NUL: a file name cannot
+  key.push_back('\0');
+  key.push_back(file.in_new ? '\1' : '\0');
+  return key;
+}
+
+// Gives each file the UID the list names for its base name: the files sorted by (base, cur/
+// before new/, name) are walked beside the list sorted by (base, line), so the first file of a
+// base claims its UID (cur/'s first, by name). Also refuses a file the list names twice.
+template <typename EachFile>
+void JoinUidList(ExternalSorter& files, ExternalSorter* by_base, const std::string& uidlist_shown, EachFile each) {
+  std::string_view key, value, listed_key, listed_value;
+  bool listed = by_base && by_base->Next(&listed_key, &listed_value);
+  bool claimed = false;
+  std::string last_base;
+  auto listed_base = [&] { return listed_key.substr(0, listed_key.size() - 9); };
+  auto next_listed = [&] {
+    last_base.assign(listed_base());
+    listed = by_base->Next(&listed_key, &listed_value);
+    claimed = false;
+    if (listed && listed_base() == last_base)  // equal names come in line order: the later is named
+      ThrowUidListLine(uidlist_shown, GetBigEndian(listed_key.substr(listed_key.size() - 8), 8),
+                       "file " + EscapeControls(last_base) + " listed twice");
   };
-  const uint64_t la = lead(a), lb = lead(b);
-  return la != lb ? la < lb : a < b;
+  while (files.Next(&key, &value)) {
+    MaildirMessageFile file = DecodeFile(value);
+    const std::string_view base = SplitMaildirFileName(file.name).base;
+    while (listed && listed_base() < base) next_listed();
+    if (listed && !claimed && listed_base() == base) {
+      file.uid = static_cast<uint32_t>(GetBigEndian(listed_value, 4));
+      claimed = true;
+    }
+    each(file);
+  }
+  while (listed) next_listed();
 }
 
 MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::string folder, std::string path,
+                             const std::shared_ptr<RecordSpool>& spool, size_t scratch_memory,
                              std::vector<std::string>* warnings) {
   MaildirFolderScan scan;
   scan.folder = std::move(folder);
@@ -250,17 +403,19 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
     if (entry.type == S_IFLNK) ThrowLink(Shown(shown, entry.name));
     if (entry.name == "new") has_new = entry.type == S_IFDIR;
   }
-  std::optional<UidList> uidlist;
+  std::optional<ExternalSorter> by_base;
+  std::string uidlist_shown;
   // Courier's courierimapuiddb is a version 1 uidlist (Dovecot's source says so); Dovecot's wins.
   for (const char* name : {"dovecot-uidlist", "courierimapuiddb"}) {
-    const std::string uidlist_shown = JoinPath(shown, name);
-    if (std::optional<std::string> text = ReadControlFile(folder_fd, name, uidlist_shown)) {
-      uidlist = ParseUidList(*text, uidlist_shown);
-      scan.uidvalidity = uidlist->uidvalidity;
-      scan.uidnext = uidlist->uidnext;
-      scan.uidlist = name;
-      break;
-    }
+    uidlist_shown = JoinPath(shown, name);
+    UniqueFd fd = OpenControlFile(folder_fd, name, uidlist_shown);
+    if (!fd.valid()) continue;
+    by_base.emplace(scratch_memory);
+    const UidList uidlist = ParseUidList(fd.get(), uidlist_shown, scratch_memory, &*by_base);
+    scan.uidvalidity = uidlist.uidvalidity;
+    scan.uidnext = uidlist.uidnext;
+    scan.uidlist = name;
+    break;
   }
   const std::string keywords_shown = JoinPath(shown, "dovecot-keywords");
   if (std::optional<std::string> text = ReadControlFile(folder_fd, "dovecot-keywords", keywords_shown))
@@ -279,15 +434,17 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
   // Dovecot cleared the letter: said, not followed in silence (helper-144).
   uint64_t disagree = 0;
 
-  uint64_t not_kept = 0;
+  // The files, by base name first for the walk beside the uidlist (JoinUidList). A folder's
+  // files are never all in memory: a million took 370 MB.
+  ExternalSorter by_name(scratch_memory);
+  std::string key;
   for (const char* sub : {"cur", "new"}) {
     const bool in_new = sub[0] == 'n';
     if (in_new && !has_new) continue;
     const std::string sub_shown = JoinPath(shown, sub);
     UniqueFd sub_fd = OpenAt(folder_fd, sub, O_RDONLY | O_DIRECTORY, 0, sub_shown);
-    std::vector<std::string> names;
-    for (Entry& entry : ListDirectory(sub_fd.get(), sub_shown)) {
-      if (entry.name.starts_with('.')) continue;  // the Maildir spec: such files are not messages
+    ForEachDirectoryEntry(sub_fd.get(), sub_shown, [&](Entry& entry) {
+      if (entry.name.starts_with('.')) return;  // the Maildir spec: such files are not messages
       if (entry.type == S_IFLNK) ThrowLink(Shown(sub_shown, entry.name));
       if (entry.type != S_IFREG)
         Throw(Errc::kCorrupt, Shown(sub_shown, entry.name) +
@@ -296,66 +453,62 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
                                              "/ (a folder named \"" + sub + "\" below it, as mbsync writes one? "
                                              "rename it at the source)"
                                        : std::string(": not a regular file (a message file was expected)")));
-      names.push_back(std::move(entry.name));
-    }
-    std::sort(names.begin(), names.end());  // which of two same-base files claims a listed UID: cur/'s first
-    for (std::string& name : names) {
       MaildirMessageFile file;
       file.in_new = in_new;
       // A name in new/ gives flags too, as Dovecot reads it: mbsync, offlineimap and Python's
       // mailbox put unread messages there with their other flags (helper-138: \Flagged and
       // \Deleted of every unread message were dropped).
-      const MaildirFlags flags = ParseMaildirFlagLetters(SplitMaildirFileName(name).letters);
+      const MaildirFileName parts = SplitMaildirFileName(entry.name);
+      const MaildirFlags flags = ParseMaildirFlagLetters(parts.letters);
       file.flags = flags.flags;
       file.passed = flags.passed && !letter_forwards;  // mbsync's, mutt's and offlineimap's $Forwarded (helper-138)
       disagree += letter_forwards && flags.passed != ((flags.keyword_bits & forwarded_letters) != 0);
       scan.any_passed |= file.passed;
       file.keyword_bits = flags.keyword_bits & named;
       file.flags_not_kept = flags.unknown != 0 || (flags.keyword_bits & ~named) != 0;
-      not_kept += file.flags_not_kept;
-      file.name = std::move(name);
-      scan.messages.push_back(std::move(file));
-    }
+      key.assign(parts.base);
+      key.push_back('\0');
+      key.push_back(in_new ? '\1' : '\0');
+      key += entry.name;
+      file.name = std::move(entry.name);
+      by_name.Add(key, EncodeFile(file));
+    });
   }
-  if (uidlist) {
-    std::unordered_set<uint32_t> used;
-    for (MaildirMessageFile& file : scan.messages) {
-      auto it = uidlist->by_base.find(std::string(SplitMaildirFileName(file.name).base));
-      if (it != uidlist->by_base.end() && used.insert(it->second).second) file.uid = it->second;
-    }
-  }
-  // By UID, then the files the list does not name by name.
-  std::stable_sort(scan.messages.begin(), scan.messages.end(),
-                   [](const MaildirMessageFile& a, const MaildirMessageFile& b) {
-                     if ((a.uid == 0) != (b.uid == 0)) return a.uid != 0;
-                     if (a.uid != 0) return a.uid < b.uid;
-                     return ByDeliveryName(a.name, b.name);
-                   });
+  by_name.Finish();
+  if (by_base) by_base->Finish();
+
+  // Then in import order, into the tree's spool.
+  ExternalSorter in_order(scratch_memory);
+  uint64_t last_listed = 0;
+  JoinUidList(by_name, by_base ? &*by_base : nullptr, uidlist_shown, [&](const MaildirMessageFile& file) {
+    scan.unlisted += file.uid == 0;
+    last_listed = std::max<uint64_t>(last_listed, file.uid);
+    scan.flags_not_kept += file.flags_not_kept;
+    scan.passed_otherwise_kept += file.passed && !file.flags_not_kept;
+    in_order.Add(ImportOrderKey(file), EncodeFile(file));
+  });
+  scan.first_unlisted_uid = std::max<uint64_t>({scan.uidnext, 1, last_listed + 1});
+  in_order.Finish();
+  const uint64_t begin = spool->end();
+  std::string_view ordered_key, ordered_value;
+  while (in_order.Next(&ordered_key, &ordered_value)) spool->Append(ordered_value);
+  scan.messages = MaildirMessageFiles(spool, begin, spool->end(), in_order.size());
   if (disagree)
     warnings->push_back(shown + ": " + CountedMessages(disagree) +
                         " P (mutt's and mbsync's $Forwarded) without the letter dovecot-keywords gives $Forwarded, or "
                         "that letter without P: read as Dovecot reads them, by the letter");
-  if (not_kept)
-    warnings->push_back(shown + ": " + std::to_string(not_kept) +
+  if (scan.flags_not_kept)
+    warnings->push_back(shown + ": " + std::to_string(scan.flags_not_kept) +
                         " messages have flag letters the store cannot keep (a keyword letter dovecot-keywords does "
                         "not name, or a letter no Maildir writer defines); they are imported without them");
   return scan;
 }
 
-// The UID a folder new at the destination gives the first file its uidlist does not name: after
-// the list's next UID and after every UID it hands out. 64 bits: the list may leave no UID at all.
-uint64_t FirstUnlistedUid(const MaildirFolderScan& scan) {
-  uint64_t first = std::max<uint64_t>(scan.uidnext, 1);
-  for (const MaildirMessageFile& file : scan.messages) first = std::max<uint64_t>(first, uint64_t{file.uid} + 1);
-  return first;
-}
-
 // Refuses, before anything is written, a new folder whose unlisted files would need UIDs beyond
 // the store's highest (UINT32_MAX - 1): the commit would fail mid-import otherwise.
 void CheckUnlistedUidsFit(const MaildirFolderScan& scan, const std::string& shown) {
-  uint64_t unlisted = 0;
-  for (const MaildirMessageFile& file : scan.messages) unlisted += file.uid == 0;
-  const uint64_t first = FirstUnlistedUid(scan), last = first + unlisted - 1;
+  const uint64_t unlisted = scan.unlisted;
+  const uint64_t first = scan.first_unlisted_uid, last = first + unlisted - 1;
   if (unlisted == 0 || last < UINT32_MAX) return;
   Throw(Errc::kCorrupt, JoinPath(shown, scan.uidlist) + ": next UID " + std::to_string(scan.uidnext) + ": the " +
                             std::to_string(unlisted) + " message file" + (unlisted == 1 ? "" : "s") +
@@ -472,7 +625,7 @@ class MaildirImporter {
     const uint64_t passed_bit =
         scan.any_passed && passed_name != names.end() ? uint64_t{1} << (passed_name - names.begin()) : 0;
     if (scan.any_passed && passed_bit == 0) {
-      for (const MaildirMessageFile& file : scan.messages) out.passed_not_kept += file.passed && !file.flags_not_kept;
+      out.passed_not_kept = scan.passed_otherwise_kept;
       if (options_.on_warning && out.passed_not_kept != 0)  // else counted among the letters not kept
         options_.on_warning(shown + ": " + CountedMessages(out.passed_not_kept) + " P ($Forwarded), for which folder " +
                             scan.folder + " has no room: it holds 64 user flags; imported without it");
@@ -492,12 +645,12 @@ class MaildirImporter {
       filler.after_batch = [&](uint64_t added) { options_.after_batch(scan.folder, added); };
     filler.before_commit = options_.before_commit;
     // Fits: CheckUnlistedUidsFit ran before the first write.
-    uint32_t next_unlisted = static_cast<uint32_t>(std::min<uint64_t>(FirstUnlistedUid(scan), UINT32_MAX));
+    uint32_t next_unlisted = static_cast<uint32_t>(std::min<uint64_t>(scan.first_unlisted_uid, UINT32_MAX));
     std::vector<store::FlagChange> flag_changes;  // applied in one write of the index
     store::MessageList::const_iterator held = same_uids.begin();
     const store::MessageList::const_iterator held_end = same_uids.end();
     struct stat st;
-    for (const MaildirMessageFile& file : scan.messages) {
+    scan.messages.ForEach([&](const MaildirMessageFile& file) {
       if (file.in_new && !new_dir.valid())
         new_dir = OpenAt(dir, "new", O_RDONLY | O_DIRECTORY, 0, JoinPath(shown, "new"));
       const std::string file_shown = Shown(JoinPath(shown, file.in_new ? "new" : "cur"), file.name);
@@ -534,7 +687,7 @@ class MaildirImporter {
         CopyMessageFile(message_fd.get(), file_shown, size, *writer, &buffer_);
         filler.AddStaged(writer->Finish(meta));
       }
-    }
+    });
     filler.Finish();
     if (!flag_changes.empty()) out.folder.flags_updated = folder->SetFlags(flag_changes);
     if (out.folder.created) {
@@ -622,7 +775,19 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
 
 }  // namespace
 
-MaildirTree ScanMaildir(const std::string& dir) {
+void MaildirMessageFiles::ForEach(const std::function<void(const MaildirMessageFile&)>& each) const {
+  if (count_ == 0) return;
+  RecordSpool::Reader reader(*spool_, begin_, end_);
+  for (std::string_view record; reader.Next(&record);) each(DecodeFile(record));
+}
+
+std::vector<MaildirMessageFile> MaildirMessageFiles::ToVector() const {
+  std::vector<MaildirMessageFile> out;
+  ForEach([&](const MaildirMessageFile& file) { out.push_back(file); });
+  return out;
+}
+
+MaildirTree ScanMaildir(const std::string& dir, size_t scratch_memory) {
   MaildirTree tree;
   tree.dir = dir;
   while (tree.dir.size() > 1 && tree.dir.back() == '/') tree.dir.pop_back();
@@ -635,6 +800,7 @@ MaildirTree ScanMaildir(const std::string& dir) {
   if (!S_ISDIR(st.st_mode)) Throw(Errc::kInvalidArgument, tree.dir + ": not a directory (a Maildir was expected)");
   RefuseUnfinishedExport(tree.dir, tree.dir);
   tree.root = OpenDirectory(tree.dir);
+  tree.spool = std::make_shared<RecordSpool>(scratch_memory);
 
   std::vector<Entry> entries = ListDirectory(tree.root.get(), tree.dir);
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
@@ -644,7 +810,7 @@ MaildirTree ScanMaildir(const std::string& dir) {
     has_cur = has_cur || (entry.name == "cur" && entry.type == S_IFDIR);
   }
   if (!has_cur) Throw(Errc::kInvalidArgument, tree.dir + ": not a Maildir (no cur/ directory)");
-  tree.folders.push_back(ScanFolder(tree.root.get(), tree.dir, "INBOX", "", &tree.warnings));
+  tree.folders.push_back(ScanFolder(tree.root.get(), tree.dir, "INBOX", "", tree.spool, scratch_memory, &tree.warnings));
 
   std::map<std::string, std::string> paths = {{"INBOX", ""}};  // folder -> its directory
   for (const Entry& entry : entries) {
@@ -681,7 +847,7 @@ MaildirTree ScanMaildir(const std::string& dir) {
       Throw(Errc::kInvalidArgument, shown + ": folder '" + EscapeControls(folder) + "' again (" +
                                         (it->second.empty() ? tree.dir + " itself" : Shown(tree.dir, it->second)) +
                                         " is that folder already)");
-    tree.folders.push_back(ScanFolder(folder_fd.get(), shown, folder, entry.name, &tree.warnings));
+    tree.folders.push_back(ScanFolder(folder_fd.get(), shown, folder, entry.name, tree.spool, scratch_memory, &tree.warnings));
   }
   // Sub-folders as plain directories ("Sent/cur", "Lists/dev/cur"): Dovecot's LAYOUT=fs and
   // mbsync's "SubFolders Verbatim" (also mu, notmuch). They were passed over without a word
@@ -748,7 +914,7 @@ MaildirTree ScanMaildir(const std::string& dir) {
                       shown + ": folder '" + EscapeControls(normalised) + "' again (" +
                           (it->second.empty() ? tree.dir + " itself" : Shown(tree.dir, it->second)) +
                           " is that folder already)");
-              tree.folders.push_back(ScanFolder(sub_fd.get(), shown, normalised, sub_rel, &tree.warnings));
+              tree.folders.push_back(ScanFolder(sub_fd.get(), shown, normalised, sub_rel, tree.spool, scratch_memory, &tree.warnings));
             }
           } else if (errno != ENOENT) {
             ThrowErrno("stat " + JoinPath(shown, "cur"));
@@ -766,7 +932,7 @@ MaildirTree ScanMaildir(const std::string& dir) {
 MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& options) {
   store::ValidateUserId(options.user);
   // Everything is read and checked before the first write.
-  const MaildirTree tree = ScanMaildir(options.dir);
+  const MaildirTree tree = ScanMaildir(options.dir, options.scratch_memory);
   if (options.on_warning)
     for (const std::string& warning : tree.warnings) options.on_warning(warning);
 
@@ -791,8 +957,6 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
   if (!store.FindUser(options.user)) store.CreateUser(options.user, {}, /*with_inbox=*/false);
   MaildirImporter importer(store, options, tree);
   for (const MaildirFolderScan& scan : tree.folders) {
-    uint64_t not_kept = 0;
-    for (const MaildirMessageFile& file : scan.messages) not_kept += file.flags_not_kept;
     FolderOutcome outcome = importer.Import(scan);
     report.folders_created += outcome.folder.created;
     report.messages += outcome.folder.messages;
@@ -800,7 +964,7 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
     report.skipped += outcome.folder.skipped;
     report.flags_updated += outcome.folder.flags_updated;
     report.empty += outcome.folder.empty;
-    report.flags_not_kept += not_kept + outcome.passed_not_kept;
+    report.flags_not_kept += scan.flags_not_kept + outcome.passed_not_kept;
     report.new_uids += outcome.new_uids;
     report.size_hints_wrong += outcome.size_hints_wrong;
     if (options.on_folder) options.on_folder(outcome.folder);

@@ -33,6 +33,9 @@
 //    message whose exact bytes it already holds, so a rerun (after kill -9 too) adds only what
 //    is missing. The caller syncs the store's filesystems before reporting success.
 //
+// Memory does not grow with the tree: a folder's file names, its uidlist and the import order go
+// through util/external_sort.h, which keeps `scratch_memory` in memory and the rest in $TMPDIR.
+//
 // The tree must not change during the import (stop the mail server that uses it, or import a
 // copy). Courier's courierimapkeywords/ is not read: such a tree's messages lose their keywords
 // (system flags are kept).
@@ -41,12 +44,14 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "interop/maildir_names.h"
 #include "store/store.h"
 #include "util/fs.h"
+#include "util/record_spool.h"
 
 namespace storemove::interop {
 
@@ -61,6 +66,24 @@ struct MaildirMessageFile {
   bool flags_not_kept = false;  // had a letter the store cannot keep (an unnamed keyword, an unknown letter)
 };
 
+// The message files of one folder in import order, kept in the tree's spool (util/record_spool.h:
+// a temporary file once the tree's outgrow a few MiB; they took ~370 bytes a message of memory).
+class MaildirMessageFiles {
+ public:
+  MaildirMessageFiles() = default;
+  MaildirMessageFiles(std::shared_ptr<RecordSpool> spool, uint64_t begin, uint64_t end, uint64_t count)
+      : spool_(std::move(spool)), begin_(begin), end_(end), count_(count) {}
+  uint64_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
+  // Calls `each` with every file, in import order. No other reader of the spool may run meanwhile.
+  void ForEach(const std::function<void(const MaildirMessageFile&)>& each) const;
+  std::vector<MaildirMessageFile> ToVector() const;  // for tests
+
+ private:
+  std::shared_ptr<RecordSpool> spool_;
+  uint64_t begin_ = 0, end_ = 0, count_ = 0;
+};
+
 struct MaildirFolderScan {
   std::string folder;  // store name, normalised ("INBOX", "Projects/2024")
   std::string path;    // relative to the tree: "" for INBOX, ".Projects.2024"
@@ -69,11 +92,17 @@ struct MaildirFolderScan {
   std::string uidlist;       // the list's file name ("dovecot-uidlist", "courierimapuiddb"); empty = none
   std::array<std::string, kMaildirKeywords> keywords;  // dovecot-keywords: name of letter 'a' + i, empty if none
   bool any_passed = false;  // a message has P: the folder needs the keyword $Forwarded
-  std::vector<MaildirMessageFile> messages;  // in import order (see above)
+  MaildirMessageFiles messages;  // in import order (see above)
+  // Counted as the files were scanned, so no pass over them is needed before the import:
+  uint64_t unlisted = 0;            // files the uidlist does not name (or a second of the same base)
+  uint64_t first_unlisted_uid = 1;  // what a new folder gives the first: past the list's next UID and its UIDs
+  uint64_t flags_not_kept = 0;      // files with a letter the store cannot keep
+  uint64_t passed_otherwise_kept = 0;  // files with P and no such letter (P alone lost if no room for it)
 };
 
 struct MaildirTree {
   std::string dir;
+  std::shared_ptr<RecordSpool> spool;  // every folder's MaildirMessageFiles
   UniqueFd root;  // DIR, opened without following links
   std::vector<MaildirFolderScan> folders;  // INBOX first, then by name
   std::vector<std::string> warnings;
@@ -86,7 +115,10 @@ struct MaildirTree {
 // Reads the tree's structure (not the messages) and checks every rule above. Throws with one line
 // naming the path: kNotFound (no DIR), kInvalidArgument (not a Maildir, a bad folder name),
 // kCorrupt (a link, a special file, a malformed uidlist or keywords file).
-MaildirTree ScanMaildir(const std::string& dir);
+// `scratch_memory`: what each of a folder's sorts holds in memory before it writes a temporary
+// file in $TMPDIR (tests make it small to see the files' path).
+constexpr size_t kMaildirScanScratch = 4 << 20;
+MaildirTree ScanMaildir(const std::string& dir, size_t scratch_memory = kMaildirScanScratch);
 
 struct ImportedMaildirFolder {
   std::string folder;
@@ -123,6 +155,7 @@ struct MaildirImportOptions {
   std::string user;
   std::string dir;
   bool append_all = false;  // do not skip messages an existing folder already holds
+  size_t scratch_memory = kMaildirScanScratch;  // ScanMaildir's
   // Called once before waiting for another writer of the user, with why.
   std::function<void(const std::string&)> on_wait;
   // Called for each warning (a skipped directory, flags not kept, wrong size hints).

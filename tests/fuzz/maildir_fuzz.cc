@@ -88,7 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!c.empty()) WriteFile(tree + "/dovecot-keywords", c);
   WriteFile(tree + "/subscriptions", a);
   ss::MaildirTree scanned;
-  if (!storemove::fuzz::OnlyStoremoveErrors("maildir scan", [&] { scanned = ss::ScanMaildir(tree); })) return 0;
+  if (!storemove::fuzz::OnlyStoremoveErrors("maildir scan", [&] { scanned = ss::ScanMaildir(tree, 256); })) return 0;
   FUZZ_CHECK(scanned.folders.size() == 1 && scanned.folders[0].folder == "INBOX");
   for (const std::string& name : scanned.subscriptions) {
     FUZZ_CHECK(storemove::fuzz::OnlyStoremoveErrors("subscribed name", [&] { storemove::store::ValidateFolderName(name); }));
@@ -100,7 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!inbox.keywords[i].empty()) named |= uint32_t{1} << i;
   bool unlisted_seen = false;
   uint32_t last_uid = 0;
-  for (const ss::MaildirMessageFile& m : inbox.messages) {
+  for (const ss::MaildirMessageFile& m : inbox.messages.ToVector()) {
     FUZZ_CHECK((m.keyword_bits & ~named) == 0);
     if (m.in_new) FUZZ_CHECK(m.flags == 0 && m.keyword_bits == 0);
     if (m.uid == 0) {

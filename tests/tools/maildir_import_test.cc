@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
+#include <tuple>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -647,6 +649,134 @@ TEST_F(MaildirImport, ARerunOfALargeFolderUpdatesFlagsFromItsSpooledRecords) {
   }
 }
 
+// A folder's files are sorted through temporary files once they outgrow the scan's scratch
+// memory (they took ~370 bytes a message of memory before): the same folders, UIDs, flags and
+// order as a scan that holds them all, and a name or UID listed twice far apart still refused.
+TEST_F(MaildirImport, AFolderLargerThanTheScanMemoryIsSortedThroughTemporaryFiles) {
+  MakeMaildir(tree_);
+  MakeMaildir(tree_ + "/.Sent");
+  std::mt19937 random(7);
+  std::vector<std::string> lines;
+  std::set<uint32_t> uids;
+  uint64_t twins = 0, same_names = 0;
+  for (int i = 0; i < 2000; ++i) {
+    // Leads of several lengths (999 before 1000), and some names with none.
+    const std::string base = (i % 7 == 0 ? "x" : std::to_string(random() % 5000)) + ".M" + std::to_string(i) + ".mx";
+    const std::string letters = std::string(i % 2 ? "S" : "") + (i % 3 ? "" : "F") + (i % 5 ? "" : "a");
+    const bool in_new = i % 11 == 0;
+    WriteFileAt(tree_ + (in_new ? "/new/" : "/cur/") + base + ":2," + letters, Message("big", i), 1000 + i);
+    if (i % 4 != 0) {  // three in four listed, by UIDs with gaps, in no order
+      uint32_t uid;
+      do uid = 1 + random() % 100000; while (!uids.insert(uid).second);
+      lines.push_back(std::to_string(uid) + " :" + base);
+      if (i % 50 == 1 && !in_new) {  // the same base in new/: cur/'s file claims the UID
+        WriteFileAt(tree_ + "/new/" + base, Message("twin", i), 5);
+        ++twins;
+      }
+    }
+    if (i % 97 == 0 && !in_new) {
+      WriteFileAt(tree_ + "/new/" + base + ":2," + letters, Message("same name", i), 7);
+      ++same_names;
+    }
+  }
+  for (int i = 0; i < 30; ++i) lines.push_back(std::to_string(200000 + i) + " :gone." + std::to_string(i));
+  std::shuffle(lines.begin(), lines.end(), random);
+  std::string uidlist = "3 V4242 N150000\n";
+  for (const std::string& line : lines) uidlist += line + "\n";
+  WriteFileAt(tree_ + "/dovecot-uidlist", uidlist);
+  WriteFileAt(tree_ + "/dovecot-keywords", "0 $Work\n");
+  for (int i = 0; i < 300; ++i) WriteFileAt(tree_ + "/.Sent/cur/" + std::to_string(i) + ".s:2,S", Message("sent", i), 9);
+
+  {
+    const interop::MaildirTree small = interop::ScanMaildir(tree_, 1024);
+    EXPECT_TRUE(small.spool->spilled());
+    const interop::MaildirTree whole = interop::ScanMaildir(tree_);
+    EXPECT_FALSE(whole.spool->spilled());
+    ASSERT_EQ(small.folders.size(), 2u);
+    for (size_t f = 0; f < 2; ++f) {
+      const std::vector<interop::MaildirMessageFile> a = small.folders[f].messages.ToVector();
+      const std::vector<interop::MaildirMessageFile> b = whole.folders[f].messages.ToVector();
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) {
+        ASSERT_EQ(a[i].name, b[i].name) << i;
+        ASSERT_EQ(std::tie(a[i].uid, a[i].in_new, a[i].flags, a[i].keyword_bits, a[i].passed, a[i].flags_not_kept),
+                  std::tie(b[i].uid, b[i].in_new, b[i].flags, b[i].keyword_bits, b[i].passed, b[i].flags_not_kept));
+      }
+      EXPECT_EQ(small.folders[f].unlisted, whole.folders[f].unlisted);
+      EXPECT_EQ(small.folders[f].first_unlisted_uid, whole.folders[f].first_unlisted_uid);
+    }
+    // The order itself: listed files by UID, then the others by delivery time, then name.
+    const std::vector<interop::MaildirMessageFile> inbox = whole.folders[0].messages.ToVector();
+    ASSERT_GT(twins * same_names, 0u);
+    ASSERT_EQ(inbox.size(), 2000u + twins + same_names);
+    EXPECT_EQ(whole.folders[0].unlisted, 500u + twins + same_names);
+    EXPECT_EQ(whole.folders[0].first_unlisted_uid, 150000u);
+    size_t i = 0;
+    for (; i < 1500; ++i) {
+      ASSERT_NE(inbox[i].uid, 0u) << i;
+      if (i > 0) {
+        ASSERT_LT(inbox[i - 1].uid, inbox[i].uid);
+      }
+      ASSERT_FALSE(inbox[i].in_new && inbox[i].name.find(":2,") == std::string::npos) << "a twin claimed " << i;
+    }
+    auto lead = [](const std::string& name) {
+      return name[0] == 'x' ? UINT64_MAX : std::stoull(name.substr(0, name.find('.')));
+    };
+    for (; i + 1 < inbox.size(); ++i) {
+      ASSERT_EQ(inbox[i].uid, 0u);
+      ASSERT_LE(std::make_tuple(lead(inbox[i].name), inbox[i].name, inbox[i].in_new),
+                std::make_tuple(lead(inbox[i + 1].name), inbox[i + 1].name, inbox[i + 1].in_new));
+    }
+  }
+
+  // The import through temporary files gives what the one in memory gives.
+  const std::string other = dir_ / "other";
+  ASSERT_EQ(RunCli({"init", "--store", other}).status, 0);
+  for (const auto& [root, scratch] : {std::pair<std::string, size_t>{root_, 1024}, {other, interop::kMaildirScanScratch}}) {
+    auto store = store::Store::Open(root);
+    interop::MaildirImportOptions options;
+    options.user = "joe";
+    options.dir = tree_;
+    options.scratch_memory = scratch;
+    const interop::MaildirImportReport report = interop::ImportMaildir(*store, options);
+    EXPECT_EQ(report.messages, 2300u + twins + same_names);
+    EXPECT_EQ(report.new_uids, 500u + twins + same_names + 300u);
+  }
+  auto a = store::Store::Open(root_);
+  auto b = store::Store::Open(other);
+  for (const std::string folder : {"INBOX", "Sent"}) {
+    const FolderSnapshot sa = a->OpenFolder("joe", folder)->Snapshot(), sb = b->OpenFolder("joe", folder)->Snapshot();
+    ASSERT_EQ(sa.messages.size(), sb.messages.size());
+    if (folder == "INBOX") {
+      EXPECT_EQ(sa.info.uidvalidity, 4242u);
+    }
+    for (size_t i = 0; i < sa.messages.size(); ++i)
+      ASSERT_EQ(Describe(sa.messages[i]), Describe(sb.messages[i])) << folder << " " << i;
+  }
+
+  // A name, then a UID, listed twice 1,500 lines apart.
+  std::string twice = uidlist + "999999 :" + lines[10].substr(lines[10].find(':') + 1) + "\n";
+  WriteFileAt(tree_ + "/dovecot-uidlist", twice);
+  try {
+    interop::ScanMaildir(tree_, 1024);
+    ADD_FAILURE() << "a name listed twice was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("dovecot-uidlist line " + std::to_string(lines.size() + 2) + ": file "),
+              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(" listed twice"), std::string::npos) << e.what();
+  }
+  twice = uidlist + lines[3].substr(0, lines[3].find(' ')) + " :another\n";
+  WriteFileAt(tree_ + "/dovecot-uidlist", twice);
+  try {
+    interop::ScanMaildir(tree_, 1024);
+    ADD_FAILURE() << "a UID listed twice was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("dovecot-uidlist line " + std::to_string(lines.size() + 2) + ": UID " +
+                                         lines[3].substr(0, lines[3].find(' ')) + " listed twice"),
+              std::string::npos) << e.what();
+  }
+}
+
 // The tree's subscriptions arrive (Dovecot's file, version 2 as Dovecot 2.3 writes it, or Courier's);
 // a line naming no valid folder is a warning, as Dovecot drops it; a rerun adds nothing; the
 // export writes them back and a second import reads the same ones.
@@ -917,6 +1047,9 @@ TEST_F(MaildirImport, HostileTreesAreRefusedBeforeAnythingIsWritten) {
        kDataErr, "not a regular file"},
       {"a malformed uidlist", [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N5\nx :1.a\n"); },
        kDataErr, "dovecot-uidlist line 2"},
+      {"a uidlist line of no file name a filesystem allows",
+       [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N5\n1 :" + std::string(70000, 'a') + "\n"); },
+       kDataErr, "dovecot-uidlist line 2: longer than 65536 bytes"},
       {"a malformed keywords file", [&](const std::string& t) { WriteFileAt(t + "/dovecot-keywords", "zero $Work\n"); },
        kDataErr, "dovecot-keywords line 1"},
       {"no cur/", [&](const std::string& t) { fs::remove_all(t + "/cur"); }, kUsage, "not a Maildir"},
