@@ -20,7 +20,8 @@ void RecordSpool::Append(std::string_view record) {
   for (int i = 0; i < 4; ++i) head[i] = static_cast<char>(size >> (8 * i));
   memory_.append(head, 4);
   memory_.append(record);
-  if (!file_.valid() && memory_.size() > memory_budget_ && !temporary_failed_) {
+  if (temporary_failed_) return;
+  if (!file_.valid() && memory_.size() > memory_budget_) {
     file_ = OpenAnonymousTemporary(&file_dir_);
     temporary_failed_ = !file_.valid();
   }
@@ -28,8 +29,14 @@ void RecordSpool::Append(std::string_view record) {
 }
 
 void RecordSpool::Flush() {
-  if (!file_.valid() || memory_.empty()) return;
-  WriteAll(file_.get(), memory_.data(), memory_.size(), Shown(file_dir_));
+  if (!file_.valid() || temporary_failed_ || memory_.empty()) return;
+  try {
+    PwriteAll(file_.get(), memory_.data(), memory_.size(), static_cast<off_t>(file_bytes_), Shown(file_dir_));
+  } catch (const Error&) {
+    // What a failed write left past file_bytes_ is never read: memory_ keeps those records.
+    temporary_failed_ = true;
+    return;
+  }
   file_bytes_ += memory_.size();
   memory_.clear();
   if (memory_.capacity() > 2 * kWriteBuffer) memory_.shrink_to_fit();  // what it held before the spill
@@ -38,13 +45,16 @@ void RecordSpool::Flush() {
 RecordSpool::Reader::Reader(RecordSpool& spool, uint64_t begin, uint64_t end, size_t buffer_size)
     : spool_(spool), pos_(begin), end_(end) {
   spool.Flush();
-  if (spool.file_.valid()) buffer_.reserve(buffer_size);
+  if (begin < spool.file_bytes_) buffer_.reserve(buffer_size);
 }
 
 void RecordSpool::Reader::Fill(size_t need) {
   const uint64_t have_end = buffer_start_ + buffer_.size();
   if (pos_ >= buffer_start_ && pos_ + need <= have_end) return;
-  const size_t want = static_cast<size_t>(std::min<uint64_t>(std::max(need, buffer_.capacity()), end_ - pos_));
+  // Records never straddle file_bytes_: each write holds whole records.
+  const uint64_t in_file = std::min(end_, spool_.file_bytes_) - pos_;
+  if (need > in_file) Throw(Errc::kCorrupt, "a spooled record cut short");
+  const size_t want = static_cast<size_t>(std::min<uint64_t>(std::max(need, buffer_.capacity()), in_file));
   buffer_.resize(want);
   PreadAll(spool_.file_.get(), buffer_.data(), want, static_cast<off_t>(pos_), Shown(spool_.file_dir_));
   buffer_start_ = pos_;
@@ -54,12 +64,12 @@ bool RecordSpool::Reader::Next(std::string_view* record) {
   if (pos_ >= end_) return false;
   if (end_ - pos_ < 4) Throw(Errc::kCorrupt, "a spooled record cut short");
   const char* head;
-  const bool in_file = spool_.file_.valid();
+  const bool in_file = pos_ < spool_.file_bytes_;
   if (in_file) {
     Fill(4);
     head = buffer_.data() + (pos_ - buffer_start_);
   } else {
-    head = spool_.memory_.data() + pos_;
+    head = spool_.memory_.data() + (pos_ - spool_.file_bytes_);
   }
   uint32_t size = 0;
   for (int i = 0; i < 4; ++i) size |= uint32_t{static_cast<unsigned char>(head[i])} << (8 * i);
@@ -68,7 +78,7 @@ bool RecordSpool::Reader::Next(std::string_view* record) {
     Fill(4 + size);
     *record = std::string_view(buffer_.data() + (pos_ - buffer_start_) + 4, size);
   } else {
-    *record = std::string_view(spool_.memory_.data() + pos_ + 4, size);
+    *record = std::string_view(spool_.memory_.data() + (pos_ - spool_.file_bytes_) + 4, size);
   }
   pos_ += 4 + size;
   return true;

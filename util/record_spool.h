@@ -1,8 +1,9 @@
 // Records appended in order and read back in order, for scratch data that may outgrow memory
 // (a Maildir tree's scan, the runs of util/external_sort.h). Up to `memory_budget` bytes stay
 // in memory; past that everything goes to one unlinked temporary file in $TMPDIR (else /tmp),
-// written through a small buffer. Where no temporary file can be made the records stay in
-// memory, as the store's MessageList does: slower to fail than to grow.
+// written through a small buffer. Where no temporary file can be made, or a write to it fails
+// (a full $TMPDIR), the records from there on stay in memory, as the store's MessageList and
+// relink's DistinctCounter keep theirs: the spool saves memory, it is never a new way to fail.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +23,7 @@ class RecordSpool {
   void Append(std::string_view record);
   // The position after the last record: a Reader reads the records between two positions.
   uint64_t end() const { return file_bytes_ + memory_.size(); }
-  bool spilled() const { return file_.valid(); }
+  bool spilled() const { return file_.valid(); }  // a temporary file was made for the records
 
   // Reads the records in [begin, end) in order. The spool must not be appended to while a
   // Reader of it is in use (a record in memory is referred to, not copied).
@@ -44,11 +45,11 @@ class RecordSpool {
  private:
   void Flush();  // the write buffer into the file
   size_t memory_budget_;
-  bool temporary_failed_ = false;
+  bool temporary_failed_ = false;  // no file could be made or written: memory from here on
   UniqueFd file_;
   std::string file_dir_;   // for messages
-  uint64_t file_bytes_ = 0;  // in the file; the rest is in memory_
-  std::string memory_;       // every record (not spilled) or the write buffer (spilled)
+  uint64_t file_bytes_ = 0;  // the records before this position are in the file, the rest in memory_
+  std::string memory_;
 };
 
 }  // namespace storemove

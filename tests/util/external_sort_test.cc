@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "util/fault.h"
 #include "util/record_spool.h"
 
 namespace storemove {
@@ -114,6 +115,23 @@ TEST_F(ScratchDir, WithoutATemporaryFileTheRecordsStayInMemory) {
   const Records records = RandomRecords(5000, 3);
   for (const auto& [key, value] : records) sorter.Add(key, value);
   EXPECT_EQ(SortedBy(sorter), Expected(records));
+}
+
+// A full $TMPDIR: the write that fails (wholly or half-way) and every record after it stay in
+// memory; what is in the file before it is read from there.
+TEST_F(ScratchDir, AWriteThatFailsKeepsTheRestInMemory) {
+  for (const fault::Kind kind : {fault::Kind::kEnospc, fault::Kind::kShortWrite}) {
+    for (const uint64_t nth : {0u, 3u}) {
+      SCOPED_TRACE(std::string(fault::KindName(kind)) + " at write " + std::to_string(nth));
+      fault::Arm(nth, kind);
+      ExternalSorter sorter(16 << 10);
+      const Records records = RandomRecords(60000, 4);
+      for (const auto& [key, value] : records) sorter.Add(key, value);
+      EXPECT_EQ(SortedBy(sorter), Expected(records));
+      EXPECT_TRUE(fault::Fired());
+      fault::Stop();
+    }
+  }
 }
 
 TEST_F(ScratchDir, ASpoolReadsAnyRangeBackInMemoryAndSpilled) {
