@@ -201,10 +201,11 @@ struct UidList {
 
 // dovecot-uidlist or courierimapuiddb, version 3 ("3 V<uidvalidity> N<nextuid> G<guid>", then "<uid> [<ext>...]
 // :<file name>") or version 1 ("1 <uidvalidity> <nextuid>", then "<uid> <file name>"). Read a
-// line at a time: each listed file goes to `by_base` (key: base name, '\0', line number; value:
-// UID), sorted there; a UID listed twice is refused here, a file listed twice where the sorted
-// names are walked (JoinUidList). A list of a million lines needs no more memory than a small one.
-UidList ParseUidList(int fd, const std::string& shown, size_t scratch_memory, ExternalSorter* by_base) {
+// line at a time into two sorts, by UID and by base name, so a list of a million lines needs no
+// more memory than a small one; `listed` gets one record a base name (the name, '\0', the UID),
+// by name. Refused as a reading in line order would: the first line that repeats a UID or a
+// name, or else the first malformed line.
+UidList ParseUidList(int fd, const std::string& shown, size_t scratch_memory, RecordSpool* listed) {
   LineReader reader(fd, shown);
   auto bad = [&](const std::string& why) { ThrowUidListLine(shown, std::max<size_t>(reader.line_no(), 1), why); };
   UidList list;
@@ -232,47 +233,81 @@ UidList ParseUidList(int fd, const std::string& shown, size_t scratch_memory, Ex
     bad("not a uidlist of version 1 or 3");
   }
   if (list.uidvalidity == 0) bad("no UIDVALIDITY");
-  ExternalSorter by_uid(scratch_memory);  // key: UID; value: line number
+  ExternalSorter by_uid(scratch_memory);   // key: UID; value: line number
+  ExternalSorter by_base(scratch_memory);  // key: base name, '\0', line number; value: UID
+  std::optional<Error> malformed;          // the first malformed line: reading stops there
   std::string key, value;
-  for (std::string_view line; reader.Next(&line);) {
-    if (line.empty()) continue;
-    const size_t space = line.find(' ');
-    uint32_t uid = 0;
-    if (space == std::string_view::npos || !ParseNumber(line.substr(0, space), &uid) || uid == 0 ||
-        uid == UINT32_MAX)
-      bad("expected '<uid> " + std::string(version == 3 ? "[<ext>...] :" : "") + "<file name>'");
-    std::string_view name;
-    if (version == 3) {
-      // Extension fields are single words; the file name is the first field that starts with ':'.
-      size_t colon = line.find(" :", space);
-      if (colon == std::string_view::npos) bad("no ':<file name>' field");
-      name = line.substr(colon + 2);
-    } else {
-      name = line.substr(space + 1);
+  try {
+    for (std::string_view line; reader.Next(&line);) {
+      if (line.empty()) continue;
+      const size_t space = line.find(' ');
+      uint32_t uid = 0;
+      if (space == std::string_view::npos || !ParseNumber(line.substr(0, space), &uid) || uid == 0 ||
+          uid == UINT32_MAX)
+        bad("expected '<uid> " + std::string(version == 3 ? "[<ext>...] :" : "") + "<file name>'");
+      std::string_view name;
+      if (version == 3) {
+        // Extension fields are single words; the file name is the first field that starts with ':'.
+        size_t colon = line.find(" :", space);
+        if (colon == std::string_view::npos) bad("no ':<file name>' field");
+        name = line.substr(colon + 2);
+      } else {
+        name = line.substr(space + 1);
+      }
+      name = SplitMaildirFileName(name).base;
+      if (name.empty()) bad("empty file name");
+      key.clear();
+      PutBigEndian(&key, uid, 4);
+      value.clear();
+      PutBigEndian(&value, reader.line_no(), 8);
+      by_uid.Add(key, value);
+      key.assign(name);
+      key.push_back('\0');
+      PutBigEndian(&key, reader.line_no(), 8);
+      value.clear();
+      PutBigEndian(&value, uid, 4);
+      by_base.Add(key, value);
     }
-    name = SplitMaildirFileName(name).base;
-    if (name.empty()) bad("empty file name");
-    key.clear();
-    PutBigEndian(&key, uid, 4);
-    value.clear();
-    PutBigEndian(&value, reader.line_no(), 8);
-    by_uid.Add(key, value);
-    key.assign(name);
-    key.push_back('\0');
-    PutBigEndian(&key, reader.line_no(), 8);
-    value.clear();
-    PutBigEndian(&value, uid, 4);
-    by_base->Add(key, value);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kCorrupt) throw;  // a read error is not the list's
+    malformed = e;
   }
+  // Equal keys come in line order: of a repeat, the later line is the one a reading in line
+  // order stops at; the earliest such line over both sorts is named (a UID before a name).
+  uint64_t repeat_line = UINT64_MAX;
+  std::string repeat;
   by_uid.Finish();
-  std::string_view uid_key, line_value;
+  std::string_view k, v;
   std::string last;
-  while (by_uid.Next(&uid_key, &line_value)) {
-    if (uid_key == last)  // equal UIDs come in line order: the later line is named
-      ThrowUidListLine(shown, GetBigEndian(line_value, 8),
-                       "UID " + std::to_string(GetBigEndian(uid_key, 4)) + " listed twice");
-    last.assign(uid_key);
+  while (by_uid.Next(&k, &v)) {
+    if (k == last && GetBigEndian(v, 8) < repeat_line) {
+      repeat_line = GetBigEndian(v, 8);
+      repeat = "UID " + std::to_string(GetBigEndian(k, 4)) + " listed twice";
+    }
+    last.assign(k);
   }
+  by_base.Finish();
+  last.clear();
+  bool any = false;
+  while (by_base.Next(&k, &v)) {
+    const std::string_view base = k.substr(0, k.size() - 9);
+    if (any && base == last) {
+      const uint64_t line = GetBigEndian(k.substr(k.size() - 8), 8);
+      if (line < repeat_line) {
+        repeat_line = line;
+        repeat = "file " + EscapeControls(base) + " listed twice";
+      }
+      continue;
+    }
+    any = true;
+    last.assign(base);
+    std::string record(base);
+    record.push_back('\0');
+    record.append(v);
+    listed->Append(record);
+  }
+  if (repeat_line != UINT64_MAX) ThrowUidListLine(shown, repeat_line, repeat);
+  if (malformed) throw *malformed;
   return list;
 }
 
@@ -362,34 +397,29 @@ std::string ImportOrderKey(const MaildirMessageFile& file) {
 }
 
 // Gives each file the UID the list names for its base name: the files sorted by (base, cur/
-// before new/, name) are walked beside the list sorted by (base, line), so the first file of a
-// base claims its UID (cur/'s first, by name). Also refuses a file the list names twice.
+// before new/, name) are walked beside `listed` (ParseUidList: one record a base, by base), so
+// the first file of a base claims its UID (cur/'s first, by name).
 template <typename EachFile>
-void JoinUidList(ExternalSorter& files, ExternalSorter* by_base, const std::string& uidlist_shown, EachFile each) {
-  std::string_view key, value, listed_key, listed_value;
-  bool listed = by_base && by_base->Next(&listed_key, &listed_value);
+void JoinUidList(ExternalSorter& files, RecordSpool* listed, EachFile each) {
+  std::optional<RecordSpool::Reader> reader;
+  if (listed) reader.emplace(*listed, 0, listed->end());
+  std::string_view key, value, record;
+  bool more = reader && reader->Next(&record);
   bool claimed = false;
-  std::string last_base;
-  auto listed_base = [&] { return listed_key.substr(0, listed_key.size() - 9); };
-  auto next_listed = [&] {
-    last_base.assign(listed_base());
-    listed = by_base->Next(&listed_key, &listed_value);
-    claimed = false;
-    if (listed && listed_base() == last_base)  // equal names come in line order: the later is named
-      ThrowUidListLine(uidlist_shown, GetBigEndian(listed_key.substr(listed_key.size() - 8), 8),
-                       "file " + EscapeControls(last_base) + " listed twice");
-  };
+  auto listed_base = [&] { return record.substr(0, record.size() - 5); };
   while (files.Next(&key, &value)) {
     MaildirMessageFile file = DecodeFile(value);
     const std::string_view base = SplitMaildirFileName(file.name).base;
-    while (listed && listed_base() < base) next_listed();
-    if (listed && !claimed && listed_base() == base) {
-      file.uid = static_cast<uint32_t>(GetBigEndian(listed_value, 4));
+    while (more && listed_base() < base) {
+      more = reader->Next(&record);
+      claimed = false;
+    }
+    if (more && !claimed && listed_base() == base) {
+      file.uid = static_cast<uint32_t>(GetBigEndian(record.substr(record.size() - 4), 4));
       claimed = true;
     }
     each(file);
   }
-  while (listed) next_listed();
 }
 
 MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::string folder, std::string path,
@@ -403,15 +433,14 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
     if (entry.type == S_IFLNK) ThrowLink(Shown(shown, entry.name));
     if (entry.name == "new") has_new = entry.type == S_IFDIR;
   }
-  std::optional<ExternalSorter> by_base;
-  std::string uidlist_shown;
+  std::optional<RecordSpool> listed;  // the uidlist's base names and UIDs, by name
   // Courier's courierimapuiddb is a version 1 uidlist (Dovecot's source says so); Dovecot's wins.
   for (const char* name : {"dovecot-uidlist", "courierimapuiddb"}) {
-    uidlist_shown = JoinPath(shown, name);
+    const std::string uidlist_shown = JoinPath(shown, name);
     UniqueFd fd = OpenControlFile(folder_fd, name, uidlist_shown);
     if (!fd.valid()) continue;
-    by_base.emplace(scratch_memory);
-    const UidList uidlist = ParseUidList(fd.get(), uidlist_shown, scratch_memory, &*by_base);
+    listed.emplace(scratch_memory);
+    const UidList uidlist = ParseUidList(fd.get(), uidlist_shown, scratch_memory, &*listed);
     scan.uidvalidity = uidlist.uidvalidity;
     scan.uidnext = uidlist.uidnext;
     scan.uidlist = name;
@@ -436,7 +465,7 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
 
   // The files, by base name first for the walk beside the uidlist (JoinUidList). A folder's
   // files are never all in memory: a million took 370 MB.
-  ExternalSorter by_name(scratch_memory);
+  std::optional<ExternalSorter> by_name(std::in_place, scratch_memory);
   std::string key;
   for (const char* sub : {"cur", "new"}) {
     const bool in_new = sub[0] == 'n';
@@ -471,16 +500,15 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
       key.push_back(in_new ? '\1' : '\0');
       key += entry.name;
       file.name = std::move(entry.name);
-      by_name.Add(key, EncodeFile(file));
+      by_name->Add(key, EncodeFile(file));
     });
   }
-  by_name.Finish();
-  if (by_base) by_base->Finish();
+  by_name->Finish();
 
   // Then in import order, into the tree's spool.
   ExternalSorter in_order(scratch_memory);
   uint64_t last_listed = 0;
-  JoinUidList(by_name, by_base ? &*by_base : nullptr, uidlist_shown, [&](const MaildirMessageFile& file) {
+  JoinUidList(*by_name, listed ? &*listed : nullptr, [&](const MaildirMessageFile& file) {
     scan.unlisted += file.uid == 0;
     last_listed = std::max<uint64_t>(last_listed, file.uid);
     scan.flags_not_kept += file.flags_not_kept;
@@ -488,6 +516,9 @@ MaildirFolderScan ScanFolder(int folder_fd, const std::string& shown, std::strin
     in_order.Add(ImportOrderKey(file), EncodeFile(file));
   });
   scan.first_unlisted_uid = std::max<uint64_t>({scan.uidnext, 1, last_listed + 1});
+  // Gone before the copy into the tree's spool: where $TMPDIR takes nothing, all is in memory.
+  by_name.reset();
+  listed.reset();
   in_order.Finish();
   const uint64_t begin = spool->end();
   std::string_view ordered_key, ordered_value;

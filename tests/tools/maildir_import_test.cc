@@ -1047,6 +1047,26 @@ TEST_F(MaildirImport, HostileTreesAreRefusedBeforeAnythingIsWritten) {
        kDataErr, "not a regular file"},
       {"a malformed uidlist", [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N5\nx :1.a\n"); },
        kDataErr, "dovecot-uidlist line 2"},
+      // Refused as a reading in line order would (helper-146): the list before the files, the
+      // first repeat of a UID or a name, a repeat before a malformed line after it.
+      {"a file listed twice, and a link in cur/",
+       [&](const std::string& t) {
+         WriteFileAt(t + "/dovecot-uidlist", "3 V1 N10\n1 :1.a\n2 :2.b\n5 :1.a\n");
+         fs::create_symlink(dir_ / "secret", t + "/cur/3.link");
+       },
+       kDataErr, "dovecot-uidlist line 4: file 1.a listed twice"},
+      {"three UIDs listed twice",
+       [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N10\n2 :a\n3 :b\n1 :c\n2 :d\n3 :e\n1 :f\n"); },
+       kDataErr, "dovecot-uidlist line 5: UID 2 listed twice"},
+      {"two names listed twice",
+       [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N10\n1 :zz.a\n2 :1.a\n3 :zz.a\n4 :1.a\n"); },
+       kDataErr, "dovecot-uidlist line 4: file zz.a listed twice"},
+      {"a UID listed twice before a malformed line",
+       [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N10\n1 :a\n1 :b\nx :c\n"); },
+       kDataErr, "dovecot-uidlist line 3: UID 1 listed twice"},
+      {"a name listed twice after a UID listed twice",
+       [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N10\n1 :a\n2 :b\n1 :c\n3 :a\n"); },
+       kDataErr, "dovecot-uidlist line 4: UID 1 listed twice"},
       {"a uidlist line of no file name a filesystem allows",
        [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N5\n1 :" + std::string(70000, 'a') + "\n"); },
        kDataErr, "dovecot-uidlist line 2: longer than 65536 bytes"},
