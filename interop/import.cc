@@ -371,8 +371,11 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
       report.keywords_dropped += r.keywords_dropped;
       if (options.on_file) options.on_file(*job, r);
     }
-    // Commits of unpublished folders counted their bytes too; one recount makes quota exact.
-    store.RecomputeQuota(user);
+    // Commits of unpublished folders counted their bytes too; one recount, under the delivery
+    // gate, makes quota exact.
+    Store::LockWait gate_wait;
+    gate_wait.on_wait = options.on_wait;
+    store.RecomputeQuota(user, gate_wait);
     ++report.users;
   }
   return report;

@@ -1010,8 +1010,11 @@ MaildirImportReport ImportMaildir(Store& store, const MaildirImportOptions& opti
     store.Subscribe(options.user, prefix + folder);
     ++report.subscribed;
   }
-  // Commits of unpublished folders counted their bytes too; one recount makes quota exact.
-  store.RecomputeQuota(options.user);
+  // Commits of unpublished folders counted their bytes too; one recount, under the delivery gate,
+  // makes quota exact.
+  Store::LockWait gate_wait;
+  gate_wait.on_wait = options.on_wait;
+  store.RecomputeQuota(options.user, gate_wait);
   return report;
 }
 

@@ -787,13 +787,27 @@ void Store::AddQuotaUsed(std::string_view user, int64_t delta) {
   db_->Txn([&](DB_TXN* txn) { AddQuotaUsedIn(*db_, txn, user, delta); });
 }
 
-uint64_t Store::RecomputeQuota(std::string_view user) {
+uint64_t Store::RecomputeQuota(std::string_view user) { return RecomputeQuota(user, LockWait{}); }
+
+uint64_t Store::RecomputeQuota(std::string_view user, const LockWait& wait, uint64_t* was) {
+  std::vector<UniqueFd> gate = LockGates({std::string(user)}, wait);
+  // Deliveries wait on the gate while the folders are counted: a folder lock held for long gives
+  // up as the gate does, not never (helper-145).
+  const int folder_wait = options_.folder_lock_wait_seconds;
+  if (wait.timeout_seconds > 0) options_.folder_lock_wait_seconds = wait.timeout_seconds;
+  struct PutBack {
+    Store* store;
+    int seconds;
+    ~PutBack() { store->options_.folder_lock_wait_seconds = seconds; }
+  } put_back{this, folder_wait};
   uint64_t used = 0;
   for (const FolderInfo& f : ListFolders(user)) used += f.bytes;
   db_->Txn([&](DB_TXN* txn) {
     std::string v;
     uint64_t limit = 0;
-    if (db_->Get(db_->quota(), txn, user, &v, true)) limit = DecodeQuota(v, user).first;
+    uint64_t before = 0;
+    if (db_->Get(db_->quota(), txn, user, &v, true)) std::tie(limit, before) = DecodeQuota(v, user);
+    if (was) *was = before;
     db_->Put(db_->quota(), txn, user, EncodeQuota(limit, used));
   });
   return used;
@@ -805,19 +819,10 @@ std::pair<uint64_t, uint64_t> Store::RecountQuota(std::string_view user, const L
   LockWait keeping = wait;
   keeping.keeps_untouched_copy = true;
   UserWriteLock writers = LockUserForWriting(user, keeping);  // first, as restore takes both
-  std::vector<UniqueFd> gate = LockGates({std::string(user)}, wait);
-  // Deliveries wait on the gate while the folders are counted: a folder lock held for long gives
-  // up as the gate does, not never (helper-145).
-  const int folder_wait = options_.folder_lock_wait_seconds;
-  options_.folder_lock_wait_seconds = wait.timeout_seconds;
-  struct PutBack {
-    Store* store;
-    int seconds;
-    ~PutBack() { store->options_.folder_lock_wait_seconds = seconds; }
-  } put_back{this, folder_wait};
-  const std::optional<UserInfo> info = FindUser(user);
-  if (!info) Throw(Errc::kNoUser, "no such user: " + std::string(user));
-  return {info->quota_used, RecomputeQuota(user)};
+  if (!FindUser(user)) Throw(Errc::kNoUser, "no such user: " + std::string(user));
+  uint64_t was = 0;
+  const uint64_t now = RecomputeQuota(user, wait, &was);
+  return {was, now};
 }
 
 void Store::ForEachUser(const std::function<void(const UserInfo&)>& fn) { ForEachUser(fn, {}); }

@@ -454,14 +454,19 @@ class Store {
   // Whether this thread holds the user's write lock.
   bool HoldsUserWriteLock(std::string_view user);
   void SetQuotaLimit(std::string_view user, uint64_t limit);
-  // Recomputes quota_used from the user's folders.
-  uint64_t RecomputeQuota(std::string_view user);
+  // Recomputes quota_used from the user's folders, under the user's delivery gate (exclusively,
+  // waited for as `wait` says; a folder lock meanwhile too, since deliveries wait): a delivery
+  // commits and adds its bytes under the gate, so none lands between the count and its write.
+  // Import, restore and pull counted without it and could leave the usage off by a message
+  // delivered meanwhile (helper-145). The caller must not hold the gate. *was (if given): the
+  // usage the count replaced.
+  uint64_t RecomputeQuota(std::string_view user, const LockWait& wait, uint64_t* was = nullptr);
+  uint64_t RecomputeQuota(std::string_view user);  // the gate waited for without limit
   // RecomputeQuota while nothing can change the user's folders: under its write lock (restore,
-  // import, pull, serve) and its delivery gate (a delivery commits under it), each waited for as
-  // `wait` says. Usage left short by a writer killed between its commit and its quota update
-  // (folder.cc) is made exact; one counted while such a writer ran could be off by its batch.
-  // A folder lock is waited for as the gate is (deliveries wait meanwhile). Keeps a migration's
-  // untouched copy so. Returns the usage before and after.
+  // import, pull, serve) as well, waited for as `wait` says. Usage left short by a writer killed
+  // between its commit and its quota update (folder.cc) is made exact; one counted while such a
+  // writer ran could be off by its batch. Keeps a migration's untouched copy so. Returns the
+  // usage before and after.
   std::pair<uint64_t, uint64_t> RecountQuota(std::string_view user, const LockWait& wait);
   void AddQuotaUsed(std::string_view user, int64_t delta);
   // In user-id order. Users are read in batches and fn runs with no cursor open, so fn may use

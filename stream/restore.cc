@@ -1694,7 +1694,14 @@ class RestoreSession {
   }
 
   void RecomputePendingQuota() {
-    if (!quota_user_.empty()) store_->RecomputeQuota(quota_user_);
+    // Under the user's delivery gate, waited for as the write lock was.
+    if (!quota_user_.empty()) {
+      store::Store::LockWait gate_wait;
+      gate_wait.on_wait = options_.on_wait;
+      gate_wait.timeout_seconds = options_.lock_timeout_seconds;
+      gate_wait.cancelled = options_.lock_cancelled;
+      store_->RecomputeQuota(quota_user_, gate_wait);
+    }
     quota_user_.clear();
   }
 

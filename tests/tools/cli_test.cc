@@ -1324,6 +1324,42 @@ TEST_F(Cli, RecountQuotaMakesTheUsageWhatTheMailboxesHold) {
   EXPECT_EQ(RunCli({"user", "--store", root_, "--users-file", "-", "--recount-quota"}, "ivy\n").status, kUsage);
 }
 
+// Import recounts the usage at its end under the delivery gate, as --recount-quota does: a
+// delivery committing meanwhile could leave it off by its message (helper-145 #7). Held by a
+// delivery between its status check and its commit, the gate is waited for, and said so.
+TEST_F(Cli, ImportRecountsTheQuotaUnderTheDeliveryGate) {
+  ASSERT_EQ(Deliver("ivy", Message("a", "first"), {"--create"}).status, 0);
+  std::string gate_path;
+  {
+    auto store = store::Store::Open(root_);
+    gate_path = store->PartitionPath(store->FindUser("ivy")->partition) + "/" + store::FolderRelPath("ivy", "INBOX") +
+                "/user.lck";
+  }
+  const std::string mbox_path = dir_ / "gate.mbox";
+  std::ofstream(mbox_path, std::ios::binary) << "From a@example.com Mon Jul  1 10:00:00 2024\nSubject: x\n\nbody\n";
+  const std::string log = dir_ / "import.log";
+  pid_t pid = -1;
+  {
+    // O_CLOEXEC: the import must not inherit the lock it waits for.
+    UniqueFd gate(::open(gate_path.c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(gate.valid()) << gate_path;
+    ASSERT_EQ(::flock(gate.get(), LOCK_SH), 0);
+    pid = testing::SpawnCli({"import", "--store", root_, "-u", "ivy", "-s", mbox_path, "-d", "Lists"}, log);
+    ASSERT_GT(pid, 0);
+    EXPECT_TRUE(testing::WaitForFile(log, "its delivery gate", std::chrono::seconds(60))) << testing::SlurpFile(log);
+    int status = 0;
+    EXPECT_EQ(::waitpid(pid, &status, WNOHANG), 0) << "the import did not wait for the gate";
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << testing::SlurpFile(log);
+  auto store = store::Store::Open(root_);
+  uint64_t held = 0;
+  for (const store::FolderInfo& f : store->ListFolders("ivy")) held += f.bytes;
+  EXPECT_EQ(store->FindUser("ivy")->quota_used, held);
+  EXPECT_EQ(store->ListFolders("ivy").size(), 2u);
+}
+
 TEST_F(Cli, ImportLoadsAnMboxCreatingUserAndFolder) {
   const std::string mbox_path = dir_ / "in.mbox";
   std::ofstream(mbox_path, std::ios::binary) << "From alice@example.com Mon Jul  1 10:00:00 2024\n"
