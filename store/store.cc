@@ -787,21 +787,43 @@ void Store::AddQuotaUsed(std::string_view user, int64_t delta) {
   db_->Txn([&](DB_TXN* txn) { AddQuotaUsedIn(*db_, txn, user, delta); });
 }
 
+namespace {
+// RecomputeQuota's own bound on a folder lock while it lists the user's folders, for this thread
+// only: serve's sessions share one Store, whose setting another session must not see changed
+// (helper-147). -1: none (the store's).
+thread_local int tls_listing_folder_wait = -1;
+
+struct ListingFolderWait {
+  explicit ListingFolderWait(int seconds) : was(tls_listing_folder_wait) { tls_listing_folder_wait = seconds; }
+  ~ListingFolderWait() { tls_listing_folder_wait = was; }
+  int was;
+};
+}  // namespace
+
 uint64_t Store::RecomputeQuota(std::string_view user) { return RecomputeQuota(user, LockWait{}); }
 
 uint64_t Store::RecomputeQuota(std::string_view user, const LockWait& wait, uint64_t* was) {
-  std::vector<UniqueFd> gate = LockGates({std::string(user)}, wait);
-  // Deliveries wait on the gate while the folders are counted: a folder lock held for long gives
-  // up as the gate does, not never (helper-145).
-  const int folder_wait = options_.folder_lock_wait_seconds;
-  if (wait.timeout_seconds > 0) options_.folder_lock_wait_seconds = wait.timeout_seconds;
-  struct PutBack {
-    Store* store;
-    int seconds;
-    ~PutBack() { store->options_.folder_lock_wait_seconds = seconds; }
-  } put_back{this, folder_wait};
+  // Deliveries wait on the gate while the folders are counted, so under it a folder lock is
+  // waited for a second at most. One held longer (a rename copying the folder, a stopped
+  // process) is waited for with the gate let go, as `wait` says, and the count starts again:
+  // holding the gate meanwhile stopped every delivery to the user (helper-147).
+  constexpr int kAttempts = 20;
   uint64_t used = 0;
-  for (const FolderInfo& f : ListFolders(user)) used += f.bytes;
+  std::vector<UniqueFd> gate;
+  for (int attempt = 1;; ++attempt) {
+    gate = LockGates({std::string(user)}, wait);
+    try {
+      ListingFolderWait briefly(1);
+      used = 0;
+      for (const FolderInfo& f : ListFolders(user)) used += f.bytes;
+      break;  // the gate is still held: no delivery commits before the usage is written
+    } catch (const Error& e) {
+      if (e.code() != Errc::kTempFail || attempt == kAttempts) throw;
+    }
+    gate.clear();
+    ListingFolderWait as_asked(wait.timeout_seconds > 0 ? wait.timeout_seconds : options_.folder_lock_wait_seconds);
+    ListFolders(user);  // waits for the held lock; throws as the caller's wait says
+  }
   db_->Txn([&](DB_TXN* txn) {
     std::string v;
     uint64_t limit = 0;
@@ -891,9 +913,10 @@ void ReadIndexHeader(const std::string& dir, FolderInfo* info, const std::functi
 // A listing reads the record, then the index: a folder deleted or moved in between is skipped
 // (its record is gone) rather than reported as damaged.
 bool Store::ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info) {
+  const int folder_wait = tls_listing_folder_wait >= 0 ? tls_listing_folder_wait : options_.folder_lock_wait_seconds;
   for (int attempt = 1;; ++attempt) {
     try {
-      ReadIndexHeader(dir, info, options_.on_wait, options_.folder_lock_wait_seconds);
+      ReadIndexHeader(dir, info, options_.on_wait, folder_wait);
       return true;
     } catch (const Error& e) {
       if (e.code() != Errc::kCorrupt && e.code() != Errc::kNotFound) throw;

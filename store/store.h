@@ -455,11 +455,12 @@ class Store {
   bool HoldsUserWriteLock(std::string_view user);
   void SetQuotaLimit(std::string_view user, uint64_t limit);
   // Recomputes quota_used from the user's folders, under the user's delivery gate (exclusively,
-  // waited for as `wait` says; a folder lock meanwhile too, since deliveries wait): a delivery
-  // commits and adds its bytes under the gate, so none lands between the count and its write.
-  // Import, restore and pull counted without it and could leave the usage off by a message
-  // delivered meanwhile (helper-145). The caller must not hold the gate. *was (if given): the
-  // usage the count replaced.
+  // waited for as `wait` says): a delivery commits and adds its bytes under the gate, so none
+  // lands between the count and its write. Import, restore and pull counted without it and
+  // could leave the usage off by a message delivered meanwhile (helper-145). Deliveries wait
+  // while the gate is held, so a folder lock held for over a second is waited for with the gate
+  // let go (as `wait` says), then the count starts again (helper-147). The caller must not hold
+  // the gate. *was (if given): the usage the count replaced.
   uint64_t RecomputeQuota(std::string_view user, const LockWait& wait, uint64_t* was = nullptr);
   uint64_t RecomputeQuota(std::string_view user);  // the gate waited for without limit
   // RecomputeQuota while nothing can change the user's folders: under its write lock (restore,
