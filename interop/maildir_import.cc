@@ -160,7 +160,10 @@ class LineReader {
   bool Next(std::string_view* line) {
     for (;;) {
       const size_t eol = buffer_.find('\n', pos_);
-      if (std::min(eol, buffer_.size()) - pos_ > kMaxUidListLine)
+      // Not counting a CR before the LF (a file edited on Windows).
+      size_t length = std::min(eol, buffer_.size()) - pos_;
+      if (eol != std::string::npos && length > 0 && buffer_[eol - 1] == '\r') --length;
+      if (length > kMaxUidListLine + (eol == std::string::npos ? 1 : 0))
         ThrowUidListLine(shown_, line_no_ + 1, "longer than " + std::to_string(kMaxUidListLine) + " bytes");
       if (eol != std::string::npos) {
         *line = std::string_view(buffer_).substr(pos_, eol - pos_);
@@ -193,6 +196,30 @@ class LineReader {
   size_t line_no_ = 0;
   bool at_end_ = false;
 };
+
+// A name as a sort key, then more bytes: its NULs as NUL 0xff and a NUL NUL after it, so keys
+// sort as the names do whatever follows (helper-147: "a", NUL... sorted between two lines of "a",
+// and the repeat of "a" went unseen). No file name holds a NUL; a uidlist line can.
+void AppendOrderedName(std::string* key, std::string_view name) {
+  for (char c : name) {
+    key->push_back(c);
+    if (c == '\0') key->push_back('\xff');
+  }
+  key->append(2, '\0');
+}
+
+std::string OrderedNameOf(std::string_view ordered) {
+  std::string name;
+  for (size_t i = 0; i < ordered.size(); ++i) {
+    const char c = ordered[i];
+    if (c == '\0') {
+      if (i + 1 >= ordered.size() || ordered[i + 1] != '\xff') break;  // NUL NUL: the end
+      ++i;
+    }
+    name.push_back(c);
+  }
+  return name;
+}
 
 struct UidList {
   uint32_t uidvalidity = 0;
@@ -234,7 +261,7 @@ UidList ParseUidList(int fd, const std::string& shown, size_t scratch_memory, Re
   }
   if (list.uidvalidity == 0) bad("no UIDVALIDITY");
   ExternalSorter by_uid(scratch_memory);   // key: UID; value: line number
-  ExternalSorter by_base(scratch_memory);  // key: base name, '\0', line number; value: UID
+  ExternalSorter by_base(scratch_memory);  // key: AppendOrderedName(base name), line number; value: UID
   std::optional<Error> malformed;          // the first malformed line: reading stops there
   std::string key, value;
   try {
@@ -261,8 +288,8 @@ UidList ParseUidList(int fd, const std::string& shown, size_t scratch_memory, Re
       value.clear();
       PutBigEndian(&value, reader.line_no(), 8);
       by_uid.Add(key, value);
-      key.assign(name);
-      key.push_back('\0');
+      key.clear();
+      AppendOrderedName(&key, name);
       PutBigEndian(&key, reader.line_no(), 8);
       value.clear();
       PutBigEndian(&value, uid, 4);
@@ -290,8 +317,9 @@ UidList ParseUidList(int fd, const std::string& shown, size_t scratch_memory, Re
   last.clear();
   bool any = false;
   while (by_base.Next(&k, &v)) {
-    const std::string_view base = k.substr(0, k.size() - 9);
-    if (any && base == last) {
+    const std::string_view ordered = k.substr(0, k.size() - 8);
+    const std::string base = OrderedNameOf(ordered);
+    if (any && ordered == last) {
       const uint64_t line = GetBigEndian(k.substr(k.size() - 8), 8);
       if (line < repeat_line) {
         repeat_line = line;
@@ -300,7 +328,7 @@ UidList ParseUidList(int fd, const std::string& shown, size_t scratch_memory, Re
       continue;
     }
     any = true;
-    last.assign(base);
+    last.assign(ordered);
     std::string record(base);
     record.push_back('\0');
     record.append(v);

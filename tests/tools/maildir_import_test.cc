@@ -754,6 +754,15 @@ TEST_F(MaildirImport, AFolderLargerThanTheScanMemoryIsSortedThroughTemporaryFile
       ASSERT_EQ(Describe(sa.messages[i]), Describe(sb.messages[i])) << folder << " " << i;
   }
 
+  // 64 KiB is the longest line, not counting the CR of a file edited on Windows.
+  const std::string longest = "1 :" + std::string(65533, 'n');
+  for (const std::string eol : {"\n", "\r\n"}) {
+    WriteFileAt(tree_ + "/dovecot-uidlist", "3 V4242 N150000\n" + longest + eol);
+    EXPECT_NO_THROW(interop::ScanMaildir(tree_, 1024));
+    WriteFileAt(tree_ + "/dovecot-uidlist", "3 V4242 N150000\n" + longest + "n" + eol);
+    EXPECT_THROW(interop::ScanMaildir(tree_, 1024), Error);
+  }
+
   // A name, then a UID, listed twice 1,500 lines apart.
   std::string twice = uidlist + "999999 :" + lines[10].substr(lines[10].find(':') + 1) + "\n";
   WriteFileAt(tree_ + "/dovecot-uidlist", twice);
@@ -1067,6 +1076,11 @@ TEST_F(MaildirImport, HostileTreesAreRefusedBeforeAnythingIsWritten) {
       {"a name listed twice after a UID listed twice",
        [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N10\n1 :a\n2 :b\n1 :c\n3 :a\n"); },
        kDataErr, "dovecot-uidlist line 4: UID 1 listed twice"},
+      {"a name listed twice around a name with NULs (helper-147)",
+       [&](const std::string& t) {
+         WriteFileAt(t + "/dovecot-uidlist", "3 V5 N9 Gx\n1 :a\n2 :a" + std::string(8, '\0') + "\x03z\n3 :a\n");
+       },
+       kDataErr, "dovecot-uidlist line 4: file a listed twice"},
       {"a uidlist line of no file name a filesystem allows",
        [&](const std::string& t) { WriteFileAt(t + "/dovecot-uidlist", "3 V1 N5\n1 :" + std::string(70000, 'a') + "\n"); },
        kDataErr, "dovecot-uidlist line 2: longer than 65536 bytes"},
