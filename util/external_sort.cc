@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <queue>
 
+#include "util/bytes.h"
 #include "util/error.h"
 
 namespace storemove {
@@ -27,8 +28,7 @@ struct ExternalSorter::Merge {
     std::string_view record;
     if (!readers[run].Next(&record)) return false;
     if (record.size() < 4) Throw(Errc::kCorrupt, "a sorted run's record cut short");
-    uint32_t key_size = 0;
-    for (int i = 0; i < 4; ++i) key_size |= uint32_t{static_cast<unsigned char>(record[i])} << (8 * i);
+    const uint32_t key_size = GetU32(reinterpret_cast<const uint8_t*>(record.data()));
     if (record.size() - 4 < key_size) Throw(Errc::kCorrupt, "a sorted run's record cut short");
     heads.push({record.substr(4, key_size), record.substr(4 + key_size), run});
     return true;
@@ -61,7 +61,7 @@ void ExternalSorter::WriteRun() {
   std::string record;
   for (const Entry& e : batch_) {
     record.clear();
-    for (int i = 0; i < 4; ++i) record.push_back(static_cast<char>(e.key_size >> (8 * i)));
+    AppendU32(&record, e.key_size);
     record.append(arena_, e.offset, size_t{e.key_size} + e.value_size);
     spool_.Append(record);
   }

@@ -1,8 +1,8 @@
 // util/record_spool.h. A record is its length (4 bytes, little-endian) and its bytes.
 #include "util/record_spool.h"
 
-#include <cstring>
 
+#include "util/bytes.h"
 #include "util/error.h"
 
 namespace storemove {
@@ -15,10 +15,7 @@ std::string Shown(const std::string& dir) { return "a temporary file in " + dir;
 
 void RecordSpool::Append(std::string_view record) {
   if (record.size() > UINT32_MAX) Throw(Errc::kInvalidArgument, "a spooled record over 4 GiB");
-  const uint32_t size = static_cast<uint32_t>(record.size());
-  char head[4];
-  for (int i = 0; i < 4; ++i) head[i] = static_cast<char>(size >> (8 * i));
-  memory_.append(head, 4);
+  AppendU32(&memory_, static_cast<uint32_t>(record.size()));
   memory_.append(record);
   if (temporary_failed_) return;
   if (!file_.valid() && memory_.size() > memory_budget_) {
@@ -71,8 +68,7 @@ bool RecordSpool::Reader::Next(std::string_view* record) {
   } else {
     head = spool_.memory_.data() + (pos_ - spool_.file_bytes_);
   }
-  uint32_t size = 0;
-  for (int i = 0; i < 4; ++i) size |= uint32_t{static_cast<unsigned char>(head[i])} << (8 * i);
+  const uint32_t size = GetU32(reinterpret_cast<const uint8_t*>(head));
   if (end_ - pos_ - 4 < size) Throw(Errc::kCorrupt, "a spooled record cut short");
   if (in_file) {
     Fill(4 + size);
