@@ -412,6 +412,12 @@ class RestoreSession {
     }
     if (toc_) toc_->User(user, r);
     if (!store_) return;
+    // What the record's application could refuse without looking at the store is checked now,
+    // for every record: restore NAMES defers a record of a user not here yet (below), and drops
+    // it when a later record of the user comes before a selected folder; a run over the result
+    // (the user here, every record applied) must not then refuse what the first run passed.
+    format::UserRecord checked = r;
+    if (!CheckUserRecord(checked, user)) return;
     // restore NAMES, and the user is not here: made at its first selected folder that passes the
     // folder record's checks, or (a user without mailboxes) once no folder of it followed, so that
     // names selecting none of its folders (a typo, exit 66; user/ann of a stream with no INBOX of
@@ -424,11 +430,55 @@ class RestoreSession {
       } catch (const Error&) {
       }
       if (!here) {
-        deferred_user_ = r;
+        deferred_user_ = std::move(checked);
         return;
       }
     }
-    ApplyUser(r, user);
+    ApplyUser(checked, user);
+  }
+
+  // A subscription the store cannot hold (a crafted or damaged stream's) is left out with a
+  // note, as a keyword that is not an IMAP atom is (MergeUserFlagNames): the user and its mail
+  // do not depend on it. A status --keep-status cannot read refuses the record, as ApplyUser
+  // would. False: refused (said, or thrown as ApplyUser's errors are).
+  bool CheckUserRecord(format::UserRecord& r, const std::string& user) {
+    size_t kept = 0, left_out = 0;
+    std::string first_reason;
+    for (size_t i = 0; i < r.subscriptions.size(); ++i) {
+      try {
+        store::ParseMailboxName(MapMailbox(r.subscriptions[i]));
+      } catch (const Error& e) {
+        if (left_out++ == 0) first_reason = e.what();
+        continue;
+      }
+      if (kept != i) r.subscriptions[kept] = std::move(r.subscriptions[i]);
+      ++kept;
+    }
+    r.subscriptions.resize(kept);
+    if (left_out != 0)
+      AddNote("user " + user + ": " + Counted(left_out, "subscription") +
+              " left out, not a mailbox name the store can hold (" + first_reason + ")");
+    if (!options_.keep_status) return true;
+    try {
+      store::UserStatus::Parse(r.status);
+    } catch (const Error& e) {
+      HandleUserError(e, r.user, user, false);
+      return false;
+    }
+    return true;
+  }
+
+  // A user record's error: stops the restore, or (-c y) is counted and said.
+  void HandleUserError(const Error& e, const std::string& stream_user, const std::string& user, bool refused_as_moved) {
+    if (StopsTheRestore(e)) {
+      if (std::string_view(e.what()).find(user) != std::string_view::npos) throw;
+      Throw(e.code(), "user " + EscapeControls(user) + ": " + e.what());
+    }
+    CountError(e.code());
+    // A moved user's folders are skipped without a line each: the same sentence repeated once
+    // per folder (helper-72) said nothing new.
+    if (refused_as_moved) refused_users_.insert(user);
+    AddErrorLine("user " + stream_user + ": " + e.what() + (refused_as_moved ? "; skipped, with its folders" : "; skipped"));
   }
 
   // The user record's part in the store: made, its status, quota and subscriptions.
@@ -544,15 +594,7 @@ class RestoreSession {
       if (!keeps_user_record && quota_here != r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {
-      if (StopsTheRestore(e)) {
-        if (std::string_view(e.what()).find(user) != std::string_view::npos) throw;
-        Throw(e.code(), "user " + EscapeControls(user) + ": " + e.what());
-      }
-      CountError(e.code());
-      // A moved user's folders are skipped without a line each: the same sentence repeated once
-      // per folder (helper-72) said nothing new.
-      if (refused_as_moved) refused_users_.insert(user);
-      AddErrorLine("user " + r.user + ": " + e.what() + (refused_as_moved ? "; skipped, with its folders" : "; skipped"));
+      HandleUserError(e, r.user, user, refused_as_moved);
     }
   }
 
