@@ -240,6 +240,7 @@ class RestoreSession {
           CountBareUser();  // before Finish: a user made here is checkpointed and its quota counted
           Finish();
           NoteUsersMadeMoved();
+          NoteRecordsOfMovedUsersLeftOut();
           // A typo in the map (jeo=jim) left joe restored as joe without a word, -t too (helper-103).
           for (const auto& [from, to] : options_.user_map)
             if (!mapped_seen_.count(from))
@@ -286,6 +287,11 @@ class RestoreSession {
     try {
       step();
     } catch (const Error& e) {
+      if (refusing_user_) {
+        refusing_user_ = false;
+        AbandonFolder();
+        throw;
+      }
       if (StopsTheRestore(e)) {
         AbandonFolder();
         // The one line the administrator sees names the mailbox (a refused ACL or flag name
@@ -439,8 +445,8 @@ class RestoreSession {
 
   // A subscription the store cannot hold (a crafted or damaged stream's) is left out with a
   // note, as a keyword that is not an IMAP atom is (MergeUserFlagNames): the user and its mail
-  // do not depend on it. A status --keep-status cannot read refuses the record, as ApplyUser
-  // would. False: refused (said, or thrown as ApplyUser's errors are).
+  // do not depend on it. A status ApplyUser would read and cannot refuses the record, as
+  // ApplyUser would. False: refused (said, or thrown as ApplyUser's errors are).
   bool CheckUserRecord(format::UserRecord& r, const std::string& user) {
     size_t kept = 0, left_out = 0;
     std::string first_reason;
@@ -458,32 +464,29 @@ class RestoreSession {
     if (left_out != 0)
       AddNote("user " + user + ": " + Counted(left_out, "subscription") +
               " left out, not a mailbox name the store can hold (" + first_reason + ")");
-    if (!options_.keep_status) return true;
+    // Parsed as ApplyUser parses it: with --keep-status, or (a move) unless a migrate's copy.
+    if (!options_.keep_status && (options_.copy_on_hold || !r.status.starts_with("moved:"))) return true;
     try {
       store::UserStatus::Parse(r.status);
     } catch (const Error& e) {
-      HandleUserError(e, r.user, user, false);
+      HandleUserError(e, r.user, user);
       return false;
     }
     return true;
   }
 
   // A user record's error: stops the restore, or (-c y) is counted and said.
-  void HandleUserError(const Error& e, const std::string& stream_user, const std::string& user, bool refused_as_moved) {
+  void HandleUserError(const Error& e, const std::string& stream_user, const std::string& user) {
     if (StopsTheRestore(e)) {
       if (std::string_view(e.what()).find(user) != std::string_view::npos) throw;
       Throw(e.code(), "user " + EscapeControls(user) + ": " + e.what());
     }
     CountError(e.code());
-    // A moved user's folders are skipped without a line each: the same sentence repeated once
-    // per folder (helper-72) said nothing new.
-    if (refused_as_moved) refused_users_.insert(user);
-    AddErrorLine("user " + stream_user + ": " + e.what() + (refused_as_moved ? "; skipped, with its folders" : "; skipped"));
+    AddErrorLine("user " + stream_user + ": " + e.what() + "; skipped");
   }
 
   // The user record's part in the store: made, its status, quota and subscriptions.
   void ApplyUser(const format::UserRecord& r, const std::string& user) {
-    bool refused_as_moved = false;
     try {
       store::ValidateUserId(user);
       WriteUser(user);
@@ -531,6 +534,7 @@ class RestoreSession {
           (!existing || existing->status.state != store::UserState::kMoved ||
            store::UserStatus::SameHost(existing->status.host, status->host))) {
         moved_by_stream_.insert(user);
+        refusals_at_first_folder_.erase(user);
       } else if (existing && existing->status.state == store::UserState::kMoved && !r.status.starts_with("moved:") &&
                  !options_.copy_on_hold && HoldsOnlyMailOf(user, decoder_.header().store_id)) {
         // Moved here by an earlier stream of this source's chain, which now says it came back
@@ -540,16 +544,21 @@ class RestoreSession {
           AddNote("user " + user + ": " + existing->status.ToString() + " here, the stream says " + r.status +
                   "; left so (restore --keep-status, or storemove user " + user +
                   " --status active --include-moved, takes deliveries here)");
-      } else if (refusal_deferred) {
+      } else if (refusal_deferred ||
+                 (existing && !options_.copy_on_hold && existing->status.state == store::UserState::kMoved)) {
+        // A user moved elsewhere here, or one moved here whose record is no move: refused at its
+        // first folder (a user without mailboxes in the stream splits nothing), and nothing of
+        // the record (quota, subscriptions) is applied to a user who lives on another host. A
+        // later record of the user saying it moved to that host takes the refusal back: the
+        // stream's last word, which restore NAMES may have applied alone when it made the user
+        // (a rerun refused what the first run had passed; found by the restore fuzz target).
         try {
           store_->RefuseIfMoved(user, "a restore");
         } catch (const Error& e) {
-          refusals_at_first_folder_[user] = e.what();
+          if (e.code() != Errc::kInvalidArgument) throw;  // the store's failure stops as ever
+          refusals_at_first_folder_[user] = {r.user, e.what()};
         }
-      } else if (existing && !options_.copy_on_hold) {
-        refused_as_moved = true;
-        store_->RefuseIfMoved(user, "a restore");
-        refused_as_moved = false;
+        return;
       }
       if (options_.copy_on_hold) {
         // A migrate's copy: on hold until the switch, marked as this source's; a user live here,
@@ -594,7 +603,7 @@ class RestoreSession {
       if (!keeps_user_record && quota_here != r.quota_limit) store_->SetQuotaLimit(user, r.quota_limit);
       for (const std::string& mailbox : r.subscriptions) store_->Subscribe(user, MapMailbox(mailbox));
     } catch (const Error& e) {
-      HandleUserError(e, r.user, user, refused_as_moved);
+      HandleUserError(e, r.user, user);
     }
   }
 
@@ -632,13 +641,17 @@ class RestoreSession {
     not_whole_ = false;
     if (!store_) return;
     if (auto it = refusals_at_first_folder_.find(user_); it != refusals_at_first_folder_.end()) {
-      // Moved elsewhere here, and the stream has mail of it: refused now, as at its record.
-      const std::string why = it->second;
+      // Moved away from here, and the stream has mail of it: refused now, in the words of its
+      // record's refusal (one line, not the folder's with a -c y hint; the stream's user).
+      const auto [stream_user, why] = it->second;
       refusals_at_first_folder_.erase(it);
       refused_users_.insert(user_);
-      if (!options_.continue_on_error) Throw(Errc::kInvalidArgument, why);
+      if (!options_.continue_on_error) {
+        refusing_user_ = true;
+        Throw(Errc::kInvalidArgument, why);
+      }
       CountError(Errc::kInvalidArgument);
-      AddErrorLine("user " + user_ + ": " + why + "; skipped, with its folders");
+      AddErrorLine("user " + stream_user + ": " + why + "; skipped, with its folders");
     }
     if (refused_users_.count(user_)) {  // said once, with the user (-c y)
       skipping_ = true;
@@ -1635,6 +1648,14 @@ class RestoreSession {
     for (std::string& n : notes) n = EscapeControls(n);
     report_.notes.insert(report_.notes.begin(), notes.begin(), notes.end());
   }
+  // A record of a user moved away from here that no folder followed: nothing refused, nothing
+  // applied, and said (helper-148: its quota and subscriptions were dropped without a word).
+  void NoteRecordsOfMovedUsersLeftOut() {
+    for (const auto& [user, refusal] : refusals_at_first_folder_)
+      AddNote("user " + user + ": moved away from here; the stream's record of " + refusal.first +
+              " (status, quota, subscriptions) was left out, and it has no mailbox in the stream");
+    refusals_at_first_folder_.clear();
+  }
   static constexpr size_t kNamesShown = 5;
   // host (lower case, no final dot) -> the status as first seen, users, the first names
   std::map<std::string, std::tuple<std::string, size_t, std::vector<std::string>>> made_moved_;
@@ -1804,7 +1825,9 @@ class RestoreSession {
   uint64_t selected_bare_users_ = 0;  // ... and none came
   // Users moved elsewhere here whom a stream that says they moved names: refused at their first
   // folder (OnFolder), with this message; one without folders is no refusal.
-  std::map<std::string, std::string> refusals_at_first_folder_;
+  // user here -> the stream's name of it, the refusal (OnUser); once at its first folder
+  std::map<std::string, std::pair<std::string, std::string>> refusals_at_first_folder_;
+  bool refusing_user_ = false;  // OnFolder's throw is such a refusal: Guard passes it on as it is
   std::set<std::string> bare_user_names_;               // restore NAMES given as "user/NAME"
   std::vector<bool> names_matched_;       // restore NAMES: which names selected something (Selection)
   std::set<std::string> inbox_restored_;  // of bare_user_names_: those whose INBOX the stream had
