@@ -463,18 +463,25 @@ UniqueFd LockGate(const std::string& user_dir, std::string_view user, int how, c
     ThrowIfInterrupted("waiting for the delivery gate " + path);
     if (wait.cancelled && wait.cancelled())
       Throw(Errc::kTempFail, "user " + name + ": gave up waiting for its delivery gate " + path + ": cancelled");
+    // A delivery (shared) waits only for an exclusive holder; anyone else may wait for either.
+    const char* holder = how == LOCK_SH
+                             ? "a status change: a migration's hold or switch, storemove user --status, or a quota recount"
+                             : "a delivery between its status check and its commit, or a status change";
     if (!told && wait.on_wait && Clock::now() - start >= kAnnounceAfter) {
       told = true;
-      wait.on_wait("waiting for user " + name + ": its delivery gate " + path +
-                   " is held (a delivery between its status check and its commit, or a status change)");
+      wait.on_wait("waiting for user " + name + ": its delivery gate " + path + " is held (" + holder + ")");
     }
     if (Clock::now() >= deadline)
       Throw(Errc::kTempFail, "user " + name + ": its delivery gate " + path + " has been held for over " +
-                                 std::to_string(wait.timeout_seconds) +
-                                 " s (a delivery stuck between its status check and its commit?); try again later");
+                                 std::to_string(wait.timeout_seconds) + " s (" + holder +
+                                 ", stuck or stopped?); try again later");
     std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - Clock::now()));
     pause = std::min<std::chrono::milliseconds>(pause * 2, std::chrono::milliseconds(200));
   }
+  // A wait that was said is said to be over, as a folder lock's (helper-148).
+  if (told)
+    wait.on_wait("waited " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start).count()) +
+                 " s for the delivery gate of user " + name + "; going on");
   return fd;
 }
 
@@ -507,10 +514,12 @@ Store::UserGate::~UserGate() {
   if (fd_.valid()) ::flock(fd_.get(), LOCK_UN);
 }
 
-Store::UserGate Store::LockUserForDelivery(std::string_view user) {
+Store::UserGate Store::LockUserForDelivery(std::string_view user) { return LockUserForDelivery(user, LockWait{}); }
+
+Store::UserGate Store::LockUserForDelivery(std::string_view user, const LockWait& wait) {
   std::optional<UserInfo> info = FindUser(user);
   if (!info) Throw(Errc::kNoUser, "no such user: " + std::string(user));
-  return UserGate(LockGate(PartitionPath(info->partition) + "/" + FolderRelPath(user, "INBOX"), user, LOCK_SH));
+  return UserGate(LockGate(PartitionPath(info->partition) + "/" + FolderRelPath(user, "INBOX"), user, LOCK_SH, wait));
 }
 
 void Store::SetUserStatus(std::string_view user, const UserStatus& status) { SetUserStatus(user, status, LockWait{}); }

@@ -426,6 +426,10 @@ class Store {
     UniqueFd fd_;
   };
   UserGate LockUserForDelivery(std::string_view user);
+  // The same, waited for as `wait` says: a status change (a migration's hold or switch, `user
+  // --status`) or a quota recount holds the gate exclusively, for moments unless it is stuck or
+  // stopped; deliver gives up after its --lock-wait (kTempFail: the mail stays queued).
+  UserGate LockUserForDelivery(std::string_view user, const LockWait& wait);
   // A bulk writer's claim on a user (restore and serve sessions, import, moveuser, rename, delete): exclusive
   // between processes (flock(2) on STORE/lock/<h1>/<h2>/<user>) and between threads of this
   // process; the kernel drops it when the holder dies, so a crashed holder never blocks anyone.

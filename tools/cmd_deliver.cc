@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string_view>
@@ -98,6 +99,17 @@ int DeliverOnce(const DeliverOptions& options) {
   uint8_t flags = 0;
   int64_t internal_date = 0;
   const int64_t now = UnixNow();
+  // --lock-wait bounds the waits together (folder locks, the user's delivery gate), so an MTA's
+  // delivery agent returns within it, not once per lock (helper-145). The time stdin takes to
+  // arrive is not a wait (helper-148).
+  const auto started = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration reading{};
+  auto wait_left = [&]() -> int {
+    if (options.lock_wait == 0) return 0;  // no limit
+    const auto spent = std::chrono::steady_clock::now() - started - reading;
+    const int64_t left = options.lock_wait - std::chrono::duration_cast<std::chrono::seconds>(spent).count();
+    return static_cast<int>(std::max<int64_t>(1, left));
+  };
   try {
     store::ValidateUserId(options.user);
     store::ValidateFolderName(options.folder);
@@ -113,11 +125,8 @@ int DeliverOnce(const DeliverOptions& options) {
   AnswerCrashesAsDeferrals();
 
   // A wait that lasts (a folder being moved, a stopped process) goes to the MTA's log once.
-  auto store = store::Store::Open(root, {store::Durability::kBatch,
-                                         [](const std::string& why) {
-                                           std::fprintf(stderr, "storemove deliver: %s\n", why.c_str());
-                                         },
-                                         options.lock_wait});
+  auto tell = [](const std::string& why) { std::fprintf(stderr, "storemove deliver: %s\n", why.c_str()); };
+  auto store = store::Store::Open(root, {store::Durability::kBatch, tell, options.lock_wait});
   store::Settings settings;
   try {
     settings = store::ReadSettings(*store);
@@ -168,6 +177,7 @@ int DeliverOnce(const DeliverOptions& options) {
   // it: no header line begins so. It became the message's first header line (helper-131).
   size_t held = 0;  // bytes at buffer's start not yet known to be past that line
   bool first_line_done = false;
+  const auto read_started = std::chrono::steady_clock::now();
   for (;;) {
     size_t n = ReadSome(0, buffer.data() + held, buffer.size() - held, "stdin");
     if (!first_line_done) {
@@ -191,6 +201,7 @@ int DeliverOnce(const DeliverOptions& options) {
     received += n;
   }
   if (received == 0) Refuse(Errc::kCorrupt, "stdin: empty message; nothing delivered to " + mailbox);
+  reading = std::chrono::steady_clock::now() - read_started;
 
   store::MessageMeta meta;
   meta.flags = flags;
@@ -222,7 +233,13 @@ int DeliverOnce(const DeliverOptions& options) {
 
   // Status check and commit under the user's delivery gate: a migration that sets `hold` waits
   // for this delivery to finish, and a delivery that starts later sees `hold`.
-  store::Store::UserGate gate = store->LockUserForDelivery(options.user);
+  // Held exclusively for moments (a status change, a recount); by a migration stopped in its
+  // switch, for as long as it stays stopped: then deferred, as a locked folder is.
+  store::Store::LockWait gate_wait;
+  gate_wait.on_wait = tell;
+  gate_wait.timeout_seconds = wait_left();
+  store::Store::UserGate gate = store->LockUserForDelivery(options.user, gate_wait);
+  store->set_folder_lock_wait(wait_left());  // Commit's folder lock: what is left of --lock-wait
   std::optional<store::UserInfo> user = store->FindUser(options.user);
   if (user) {
     try {
@@ -300,14 +317,15 @@ void AddDeliverCommand(CLI::App& root, Action* chosen) {
   command->add_flag("-v,--verbose", options->verbose, "print the UID assigned");
   command
       ->add_option("--lock-wait", options->lock_wait,
-                   "seconds to wait for a folder another process holds locked before deferring (75); 0 = no limit, "
-                   "at most 604800 (default 300)")
+                   "seconds to wait, in all, for the folder locks and the user's delivery gate other processes hold "
+                   "(a rename, an import, a migration's switch) before deferring (75); 0 = no limit, at most 604800 "
+                   "(default 300)")
       ->type_name("SECONDS")
       ->check(CLI::Range(0, kMaxWaitSeconds, "SECONDS"));  // not 0 to DBL_MAX's 309 digits
   command->footer(
       "Exit status: 0 delivered and durable; 67 unknown user (bounce); 75 user on hold, moved to another "
       "host (the message names it), over quota, without its INBOX yet (a restore or import of the user "
-      "not finished), a folder locked by another process for over --lock-wait seconds, a folder whose UIDs are used up, or anything else that fails (a full disk, an I/O error, a "
+      "not finished), a folder or the user's delivery gate held by another process for over --lock-wait seconds, a folder whose UIDs are used up, or anything else that fails (a full disk, an I/O error, a "
       "damaged store, no store at --store): the mail waits in the MTA's queue; 66 folder missing; 65 empty message (an "
       "empty stdin is a broken pipe, not mail; import keeps an mbox's empty messages and counts them); "
       "64 bad name or option.\n");

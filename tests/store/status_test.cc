@@ -162,7 +162,7 @@ TEST(SetUsersStatus, WaitsForDeliveriesInFlightAndDefersTheOnesThatCome) {
     store->SetUsersStatus({"cy", "bob", "amy"}, UserStatus{UserState::kHold, ""});
     returned = true;
   });
-  const std::string bob_gate = GatePath(*store, "bob"), amy_gate = GatePath(*store, "amy");
+  const std::string bob_gate = GatePath(*store, "bob");
   AwaitOrFail([&] { return WaitersOn(bob_gate) == 1; }, [&] { return returned.load(); },
               "SetUsersStatus returned while a delivery that saw `active` held bob's gate");
 
@@ -170,6 +170,7 @@ TEST(SetUsersStatus, WaitsForDeliveriesInFlightAndDefersTheOnesThatCome) {
   const std::string in = tmp / "message", out = tmp / "deliver.out", err = tmp / "deliver.err";
   {
     std::ofstream(in, std::ios::binary) << "From: x@example.com\r\nSubject: late\r\n\r\nbody\r\n";
+    std::ofstream touch(err);  // read below while the child runs
   }
   pid_t child = ::fork();
   ASSERT_GE(child, 0);
@@ -182,7 +183,9 @@ TEST(SetUsersStatus, WaitsForDeliveriesInFlightAndDefersTheOnesThatCome) {
     ::_exit(127);
   }
   int child_status = 0;
-  AwaitOrFail([&] { return WaitersOn(amy_gate) == 1; },
+  // deliver asks for the gate with LOCK_NB (its --lock-wait bounds the wait), so /proc/locks
+  // shows no waiter: it says it waits, after half a second.
+  AwaitOrFail([&] { return ReadFile(err).find("waiting for user amy: its delivery gate") != std::string::npos; },
               [&] { return ::waitpid(child, &child_status, WNOHANG) == child; },
               "deliver to amy finished while SetUsersStatus held amy's gate");
   // Nothing is changed piecemeal: amy's gate is held, yet amy is still active.
