@@ -809,7 +809,27 @@ struct ListingFolderWait {
 };
 }  // namespace
 
-uint64_t Store::RecomputeQuota(std::string_view user) { return RecomputeQuota(user, LockWait{}); }
+uint64_t Store::RecomputeQuota(std::string_view user) {
+  // Without limit, but never in silence (pull, a folder delete): a wait that lasts is said, as
+  // the store's folder-lock waits are (helper-147 #3).
+  LockWait wait;
+  wait.on_wait = options_.on_wait;
+  return RecomputeQuota(user, wait);
+}
+
+namespace {
+// What is left of `wait`'s timeout since `start` (a second at least: asked once more), so that
+// the waits of one call share its budget rather than each taking all of it (helper-145).
+Store::LockWait WaitLeft(const Store::LockWait& wait, std::chrono::steady_clock::time_point start) {
+  Store::LockWait left = wait;
+  if (wait.timeout_seconds > 0) {
+    const int64_t spent =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count();
+    left.timeout_seconds = static_cast<int>(std::max<int64_t>(1, wait.timeout_seconds - spent));
+  }
+  return left;
+}
+}  // namespace
 
 uint64_t Store::RecomputeQuota(std::string_view user, const LockWait& wait, uint64_t* was) {
   // Deliveries wait on the gate while the folders are counted, so under it a folder lock is
@@ -817,10 +837,11 @@ uint64_t Store::RecomputeQuota(std::string_view user, const LockWait& wait, uint
   // process) is waited for with the gate let go, as `wait` says, and the count starts again:
   // holding the gate meanwhile stopped every delivery to the user (helper-147).
   constexpr int kAttempts = 20;
+  const auto start = std::chrono::steady_clock::now();
   uint64_t used = 0;
   std::vector<UniqueFd> gate;
   for (int attempt = 1;; ++attempt) {
-    gate = LockGates({std::string(user)}, wait);
+    gate = LockGates({std::string(user)}, WaitLeft(wait, start));
     try {
       ListingFolderWait briefly(1);
       used = 0;
@@ -830,7 +851,8 @@ uint64_t Store::RecomputeQuota(std::string_view user, const LockWait& wait, uint
       if (e.code() != Errc::kTempFail || attempt == kAttempts) throw;
     }
     gate.clear();
-    ListingFolderWait as_asked(wait.timeout_seconds > 0 ? wait.timeout_seconds : options_.folder_lock_wait_seconds);
+    ListingFolderWait as_asked(wait.timeout_seconds > 0 ? WaitLeft(wait, start).timeout_seconds
+                                                        : options_.folder_lock_wait_seconds);
     ListFolders(user);  // waits for the held lock; throws as the caller's wait says
   }
   db_->Txn([&](DB_TXN* txn) {
@@ -847,12 +869,13 @@ uint64_t Store::RecomputeQuota(std::string_view user, const LockWait& wait, uint
 std::pair<uint64_t, uint64_t> Store::RecountQuota(std::string_view user, const LockWait& wait) {
   // It writes no mail: a migration's untouched copy stays one (helper-145: the next pass refused
   // its folders).
+  const auto start = std::chrono::steady_clock::now();
   LockWait keeping = wait;
   keeping.keeps_untouched_copy = true;
   UserWriteLock writers = LockUserForWriting(user, keeping);  // first, as restore takes both
   if (!FindUser(user)) Throw(Errc::kNoUser, "no such user: " + std::string(user));
   uint64_t was = 0;
-  const uint64_t now = RecomputeQuota(user, wait, &was);
+  const uint64_t now = RecomputeQuota(user, WaitLeft(wait, start), &was);
   return {was, now};
 }
 

@@ -188,8 +188,8 @@ void AddUserCommand(CLI::App& root, Action* chosen) {
                     "refused otherwise, since a moved user's mailbox is live at its new host)");
   command->add_option("--lock-wait", options->lock_wait,
                       "with --status or --recount-quota: seconds to wait for a delivery holding a user's delivery gate "
-                      "(and, with --recount-quota, for a restore or import writing the user) before giving up with "
-                      "exit 75 (default 60; 0 = no limit)");
+                      "(and, with --recount-quota, for a restore or import writing the user, and for a folder's lock: one "
+                      "budget for them all) before giving up with exit 75 (default 60; 0 = no limit)");
   command->add_flag("--recount-quota", options->recount_quota,
                     "count the bytes in use again from the user's mailboxes (after a crash or kill)");
   command->add_flag("--json", options->json, "print JSON");

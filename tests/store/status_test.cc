@@ -14,6 +14,7 @@
 #include <chrono>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -203,6 +204,36 @@ TEST(SetUsersStatus, WaitsForDeliveriesInFlightAndDefersTheOnesThatCome) {
   EXPECT_EQ(WEXITSTATUS(child_status), 75) << ReadFile(err);
   EXPECT_NE(ReadFile(err).find("on hold"), std::string::npos) << ReadFile(err);
   EXPECT_EQ(Count(*store, "amy"), 0u);
+}
+
+// A recount without a bound of its own (pull, a folder delete whose index cannot be read) waits
+// for the gate as long as it takes, but says so through the store's on_wait: it waited in
+// silence (helper-147 #3).
+TEST(RecomputeQuota, AWaitForTheGateIsSaidEvenWithoutABound) {
+  TempDir tmp;
+  Store::Init(tmp.path(), {"primary"})->CreateUser("amy");
+  std::mutex said_mutex;
+  std::string said;
+  StoreOptions options;
+  options.on_wait = [&](const std::string& why) {
+    std::lock_guard<std::mutex> lock(said_mutex);
+    said += why + "\n";
+  };
+  auto store = Store::Open(tmp.path(), options);
+  std::optional<Store::UserGate> delivering(store->LockUserForDelivery("amy"));
+  std::atomic<bool> returned{false};
+  std::thread recount([&] {
+    store->RecomputeQuota("amy");
+    returned = true;
+  });
+  auto told = [&] {
+    std::lock_guard<std::mutex> lock(said_mutex);
+    return said.find("waiting for user amy: its delivery gate") != std::string::npos;
+  };
+  AwaitOrFail(told, [&] { return returned.load(); }, "RecomputeQuota returned while a delivery held amy's gate");
+  delivering.reset();
+  recount.join();
+  EXPECT_TRUE(returned);
 }
 
 // A group bigger than the soft descriptor limit (one gate descriptor per user): the limit is
