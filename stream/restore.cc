@@ -640,23 +640,7 @@ class RestoreSession {
     unsettled_marked_ = false;
     not_whole_ = false;
     if (!store_) return;
-    if (auto it = refusals_at_first_folder_.find(user_); it != refusals_at_first_folder_.end()) {
-      // Moved away from here, and the stream has mail of it: refused now, in the words of its
-      // record's refusal (one line, not the folder's with a -c y hint; the stream's user).
-      const auto [stream_user, why] = it->second;
-      refusals_at_first_folder_.erase(it);
-      refused_users_.insert(user_);
-      if (!options_.continue_on_error) {
-        refusing_user_ = true;
-        Throw(Errc::kInvalidArgument, why);
-      }
-      CountError(Errc::kInvalidArgument);
-      AddErrorLine("user " + stream_user + ": " + why + "; skipped, with its folders");
-    }
-    if (refused_users_.count(user_)) {  // said once, with the user (-c y)
-      skipping_ = true;
-      return;
-    }
+    if (RefusedUser()) return;
     store::ValidateUserId(user_);
     store::ValidateFolderName(r.folder);
     // A folder made with a fresh UIDVALIDITY instead would not be recognised by a rerun, which
@@ -675,10 +659,7 @@ class RestoreSession {
       const format::UserRecord u = std::move(*deferred_user_);
       deferred_user_.reset();
       ApplyUser(u, user_);
-      if (refused_users_.count(user_)) {  // refused at its record (-c y): said there, with its folders
-        skipping_ = true;
-        return;
-      }
+      if (RefusedUser()) return;  // made moved by another process meanwhile
     }
     std::optional<store::UserInfo> owner = store_->FindUser(user_);
     if (!owner) Throw(Errc::kNoUser, "no user record for " + user_ + " before its folder");
@@ -1648,12 +1629,36 @@ class RestoreSession {
     for (std::string& n : notes) n = EscapeControls(n);
     report_.notes.insert(report_.notes.begin(), notes.begin(), notes.end());
   }
-  // A record of a user moved away from here that no folder followed: nothing refused, nothing
-  // applied, and said (helper-148: its quota and subscriptions were dropped without a word).
+  // The open folder's user (user_) is refused (OnUser's refusal, due at its first folder, or
+  // said already with -c y): the folder is skipped, or the refusal thrown.
+  bool RefusedUser() {
+    if (auto it = refusals_at_first_folder_.find(user_); it != refusals_at_first_folder_.end()) {
+      // Moved away from here, and the stream has mail of it: refused now, in the words of its
+      // record's refusal (one line, not the folder's with a -c y hint; the stream's user).
+      const auto [stream_user, why] = it->second;
+      refusals_at_first_folder_.erase(it);
+      refused_users_.insert(user_);
+      if (!options_.continue_on_error) {
+        refusing_user_ = true;
+        Throw(Errc::kInvalidArgument, why);
+      }
+      CountError(Errc::kInvalidArgument);
+      AddErrorLine("user " + stream_user + ": " + why + "; skipped, with its folders");
+    }
+    if (!refused_users_.count(user_)) return false;
+    skipping_ = true;  // said once, with the user (-c y)
+    return true;
+  }
+
+  // A record of a user moved away from here that no (selected) folder followed: nothing
+  // refused, nothing applied, and said (helper-148: its quota and subscriptions were dropped
+  // without a word). Not for a user refused already (helper-149).
   void NoteRecordsOfMovedUsersLeftOut() {
     for (const auto& [user, refusal] : refusals_at_first_folder_)
-      AddNote("user " + user + ": moved away from here; the stream's record of " + refusal.first +
-              " (status, quota, subscriptions) was left out, and it has no mailbox in the stream");
+      if (!refused_users_.count(user))
+        AddNote("user " + user + ": moved away from here; the stream's record of " + refusal.first +
+                " (status, quota, subscriptions) was left out, and no " + (selection_ ? "selected " : "") +
+                "folder of it followed that record");
     refusals_at_first_folder_.clear();
   }
   static constexpr size_t kNamesShown = 5;

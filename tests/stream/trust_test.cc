@@ -622,7 +622,7 @@ TEST(RestoreTrust, ARerunOverAUserTheStreamMadeMovedIsNotRefusedByItsEarlierReco
   EXPECT_EQ(bare_report.errors, 0u);
   ASSERT_EQ(bare_report.notes.size(), 1u);
   EXPECT_NE(bare_report.notes[0].find("user joe: moved away from here; the stream's record of joe (status, quota, "
-                                      "subscriptions) was left out"),
+                                      "subscriptions) was left out, and no folder of it followed that record"),
             std::string::npos)
       << bare_report.notes[0];
   EXPECT_EQ(s->FindUser("joe")->status.ToString(), "moved:other.example");
