@@ -1828,9 +1828,10 @@ class RestoreSession {
   std::optional<format::UserRecord> deferred_user_;  // restore NAMES: made at its first selected folder (OnUser)
   bool bare_candidate_ = false;        // restore NAMES: the selected user record read last has no folder yet
   uint64_t selected_bare_users_ = 0;  // ... and none came
-  // Users moved elsewhere here whom a stream that says they moved names: refused at their first
-  // folder (OnFolder), with this message; one without folders is no refusal.
-  // user here -> the stream's name of it, the refusal (OnUser); once at its first folder
+  // Users moved away from here whose stream record is no move to that host (ApplyUser): refused
+  // at their first (selected) folder (RefusedUser), in the words of the refusal; one no folder
+  // follows is no refusal, only a note (NoteRecordsOfMovedUsersLeftOut).
+  // user here -> the stream's name of it, the refusal
   std::map<std::string, std::pair<std::string, std::string>> refusals_at_first_folder_;
   bool refusing_user_ = false;  // OnFolder's throw is such a refusal: Guard passes it on as it is
   std::set<std::string> bare_user_names_;               // restore NAMES given as "user/NAME"
