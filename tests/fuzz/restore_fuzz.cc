@@ -5,7 +5,8 @@
 // the store; afterwards every folder the store lists opens, and every message its index lists is
 // present with its recorded size (nothing half-visible); a restore that succeeded can be run again
 // over its own result without failing.
-// The input's length picks the options: odd lengths run with -c (continue on error).
+// The input's length picks the options: odd lengths run with -c (continue on error), multiples
+// of 3 with restore NAMES, of 7 with --keep-status, of 13 with a user map.
 //
 // Most mutations of a real stream end at the decoder's checksums, so an input starting with '@'
 // is a recipe instead: its bytes choose users, folders, names (hostile ones among them), UIDs,
@@ -231,6 +232,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     options.continue_on_error = size % 2 == 1;
     // restore NAMES: the other folders skipped, their bodies kept for the selected ones' links.
     if (size % 3 == 0) options.names = {"user/%/INBOX"};
+    // migrate's --keep-status, and a user map (restore -m), on lengths none of the kept
+    // regressions has, which replay as they were found.
+    options.keep_status = size % 7 == 0;
+    if (size % 13 == 0) options.user_map = {{"joe", "jim"}, {"JOE", "ann@example.com"}};
     options.batch_messages = 4;  // several commits per folder even for small inputs
     bool restored = RestoreOnce(*store, input, options).empty();
     CheckStore(*store);
