@@ -456,6 +456,10 @@ UniqueFd LockGate(const std::string& user_dir, std::string_view user, int how, c
   // hold under live delivery does not report every delivery it met.
   constexpr auto kAnnounceAfter = std::chrono::milliseconds(500);
   bool told = false;
+  // A delivery (shared) waits only for an exclusive holder; anyone else may wait for either.
+  const char* holder = how == LOCK_SH
+                           ? "a status change: a migration's hold or switch, storemove user --status, or a quota recount"
+                           : "a delivery between its status check and its commit, or a status change";
   // flock(2) has no timeout: asked again, first often, then every 200 ms (as LockUserForWriting).
   auto pause = std::chrono::milliseconds(5);
   while (::flock(fd.get(), how | LOCK_NB) != 0) {
@@ -463,10 +467,6 @@ UniqueFd LockGate(const std::string& user_dir, std::string_view user, int how, c
     ThrowIfInterrupted("waiting for the delivery gate " + path);
     if (wait.cancelled && wait.cancelled())
       Throw(Errc::kTempFail, "user " + name + ": gave up waiting for its delivery gate " + path + ": cancelled");
-    // A delivery (shared) waits only for an exclusive holder; anyone else may wait for either.
-    const char* holder = how == LOCK_SH
-                             ? "a status change: a migration's hold or switch, storemove user --status, or a quota recount"
-                             : "a delivery between its status check and its commit, or a status change";
     if (!told && wait.on_wait && Clock::now() - start >= kAnnounceAfter) {
       told = true;
       wait.on_wait("waiting for user " + name + ": its delivery gate " + path + " is held (" + holder + ")");
