@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -48,6 +49,24 @@ std::string Names(uint64_t bits, const std::vector<std::string>& names) {
     if (i < names.size() && !store::IsUserFlagName(names[i])) continue;
     if (!out.empty()) out += ' ';
     out += i < names.size() ? names[i] : "#" + std::to_string(i);
+  }
+  return out;
+}
+
+// The keywords of `bits` as IMAP sees them: a set, in lower case. A restore that merges into a
+// folder gives names other bits, and takes `$junk` for the folder's `$Junk`
+// (store::FindUserFlagName): the same keywords on both sides are no difference.
+std::set<std::string> KeywordSet(uint64_t bits, const std::vector<std::string>& names) {
+  std::set<std::string> out;
+  for (size_t i = 0; i < 64; ++i) {
+    if (!(bits & (uint64_t(1) << i))) continue;
+    if (i >= names.size()) {
+      out.insert("#" + std::to_string(i));
+    } else if (store::IsUserFlagName(names[i])) {
+      std::string name = names[i];
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      out.insert(std::move(name));
+    }
   }
   return out;
 }
@@ -319,8 +338,10 @@ class Checker {
       if (dm.flags != sm.flags)
         Diff(where + ": flags are " + store::FlagNames(dm.flags) + ", source has " + store::FlagNames(sm.flags),
              mailbox);
-      std::string du = Names(dm.user_flags, d.info.user_flag_names), su = Names(sm.user_flags, s.info.user_flag_names);
-      if (du != su) Diff(where + ": user flags are '" + du + "', source has '" + su + "'", mailbox);
+      if (KeywordSet(dm.user_flags, d.info.user_flag_names) != KeywordSet(sm.user_flags, s.info.user_flag_names))
+        Diff(where + ": user flags are '" + Names(dm.user_flags, d.info.user_flag_names) + "', source has '" +
+                 Names(sm.user_flags, s.info.user_flag_names) + "'",
+             mailbox);
       if (dm.internal_date != sm.internal_date) Diff(where + ": internal date differs", mailbox);
       // Each said by name: after a Maildir export and import only the save time differs (Maildir
       // has no place for it), which "dates or header size differ" did not tell apart.

@@ -220,6 +220,29 @@ TEST(Verify, AFlag) {
   EXPECT_TRUE(Mentions(p.ViaManifest(), want));
 }
 
+// Keywords are compared as IMAP sees them, a set in any case: a restore into an existing folder
+// gives them other bits, and takes the stream's `$junk` for the folder's `$Junk` (helper-144 #3).
+TEST(Verify, KeywordsAreComparedAsSetsInAnyCase) {
+  Pair p;
+  auto source = p.src->OpenFolder(p.user, "INBOX");
+  source->SetUserFlagNames({"$Junk", "Work"});
+  const store::MessageMeta m = source->Snapshot().messages.at(2);
+  source->SetFlags(m.uid, m.flags, 0b11);
+  // The destination's names in another order and case, every message's first two bits swapped.
+  auto inbox = p.Inbox();
+  inbox->SetUserFlagNames({"work", "$JUNK", "Later"});
+  for (const store::MessageMeta& d : inbox->Snapshot().messages) {
+    const uint64_t bits = d.uid == m.uid ? 0b11 : d.user_flags;
+    inbox->SetFlags(d.uid, d.flags, (bits & ~uint64_t{3}) | (bits & 1) << 1 | (bits >> 1 & 1));
+  }
+  for (const std::string& line : p.Direct()) ADD_FAILURE() << line;
+  for (const std::string& line : p.ViaManifest()) ADD_FAILURE() << line;
+  inbox->SetFlags(m.uid, m.flags, 0b101);
+  const std::string want = "UID " + std::to_string(m.uid) + ": user flags are 'work Later', source has '$Junk Work'";
+  EXPECT_TRUE(Mentions(p.Direct(), want));
+  EXPECT_TRUE(Mentions(p.ViaManifest(), want));
+}
+
 // A mailbox of another UIDVALIDITY (made here first; a restore appended the source's messages
 // under new UIDs) is compared by content: verify said dates differ at UIDs that name other
 // messages on each side, never which message was missing (helper-81).
