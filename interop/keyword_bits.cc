@@ -14,8 +14,7 @@ std::optional<size_t> KeywordBits::Bit(std::string_view name) {
   // Not an IMAP keyword: a restore leaves such a name out (stream-format.md), and until
   // 2026-12-06 refused the whole folder for it (helper-93).
   if (!store::IsUserFlagName(name)) return std::nullopt;
-  const auto it = std::find(names_.begin(), names_.end(), name);
-  if (it != names_.end()) return static_cast<size_t>(it - names_.begin());
+  if (const std::optional<size_t> bit = store::FindUserFlagName(names_, name)) return bit;
   if (names_.size() == kUserFlags) return std::nullopt;
   names_.emplace_back(name);
   changed_ = true;

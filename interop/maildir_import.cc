@@ -633,12 +633,13 @@ class MaildirImporter {
   MaildirImporter(Store& store, const MaildirImportOptions& options, const MaildirTree& tree)
       : store_(store), options_(options), tree_(tree), now_(static_cast<int64_t>(::time(nullptr))) {}
 
-  // User-flag names the folder will have: its own (if it exists), the tree's keywords, then
-  // $Forwarded if a file has P and the folder has neither that name (in any case) nor 64 names
-  // already: P is then left out with a warning, as before, not the whole import (helper-142).
+  // User-flag names the folder will have: its own (if it exists), the tree's keywords not among
+  // them in any case, then $Forwarded if a file has P and the folder has neither that name (in
+  // any case) nor 64 names already: P is then left out with a warning, as before, not the whole
+  // import (helper-142).
   static std::vector<std::string> MergedNames(std::vector<std::string> have, const MaildirFolderScan& scan) {
     for (const std::string& name : scan.keywords)
-      if (!name.empty() && std::find(have.begin(), have.end(), name) == have.end()) have.push_back(name);
+      if (!name.empty() && !store::FindUserFlagName(have, name)) have.push_back(name);
     if (scan.any_passed && have.size() < kMaxUserFlags && std::none_of(have.begin(), have.end(), IsPassedKeyword))
       have.emplace_back(kPassedKeyword);
     return have;
@@ -679,7 +680,7 @@ class MaildirImporter {
     for (size_t i = 0; i < scan.keywords.size(); ++i)
       bit_of[i] = scan.keywords[i].empty()
                       ? -1
-                      : static_cast<int>(std::find(names.begin(), names.end(), scan.keywords[i]) - names.begin());
+                      : static_cast<int>(store::FindUserFlagName(names, scan.keywords[i]).value_or(names.size()));
     const auto passed_name = std::find_if(names.begin(), names.end(), IsPassedKeyword);
     const uint64_t passed_bit =
         scan.any_passed && passed_name != names.end() ? uint64_t{1} << (passed_name - names.begin()) : 0;

@@ -20,6 +20,14 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
 }
 }  // namespace
 
+std::optional<size_t> FindUserFlagName(const std::vector<std::string>& names, std::string_view name) {
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == name) return i;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (EqualsIgnoreCase(names[i], name)) return i;
+  return std::nullopt;
+}
+
 std::string FlagBits(uint8_t flags) {
   std::string out(7, '0');
   for (int i = 0; i < 7; ++i)

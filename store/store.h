@@ -175,6 +175,10 @@ void ValidateAcl(std::string_view acl);
 void ValidateUserFlagNames(const std::vector<std::string>& names);
 // One such name: an IMAP atom of 1-200 bytes.
 bool IsUserFlagName(std::string_view name);
+// Which of a folder's names keyword `name` is: the same spelling, else the first that differs
+// only in ASCII case, as IMAP servers take keywords in any case (`$forwarded` is `$Forwarded`,
+// not a second flag). nullopt: none.
+std::optional<size_t> FindUserFlagName(const std::vector<std::string>& names, std::string_view name);
 // IMAP LIST-style pattern: '*' matches anything, '%' anything but '/'.
 bool MatchPattern(std::string_view pattern, std::string_view name);
 // Two hex levels of the user's hash directory, e.g. "d1/a7".

@@ -844,13 +844,14 @@ class RestoreSession {
         flag_map_.push_back(-1);
         continue;
       }
-      auto it = std::find(merged.begin(), merged.end(), name);
-      if (it == merged.end()) {
+      // In any case: the folder's `$Junk` is the stream's `$junk` (store::FindUserFlagName).
+      std::optional<size_t> bit = store::FindUserFlagName(merged, name);
+      if (!bit) {
         if (merged.size() >= 64) Throw(Errc::kInvalidArgument, "more than 64 user flags after merging");
         merged.push_back(name);
-        it = merged.end() - 1;
+        bit = merged.size() - 1;
       }
-      flag_map_.push_back(int(it - merged.begin()));
+      flag_map_.push_back(int(*bit));
     }
     if (merged != have) folder_->SetUserFlagNames(merged);
   }

@@ -24,5 +24,18 @@ TEST(KeywordBits, OnlyImapAtomsOfTheStoresLengthGetABit) {
   EXPECT_EQ(bits.names().size(), 3u);
 }
 
+// IMAP servers take keywords in any case: `$forwarded` from one is the folder's `$Forwarded`,
+// not a second flag beside it (helper-144 #3). The same spelling is found first.
+TEST(KeywordBits, AKeywordInAnotherCaseIsTheFoldersFlag) {
+  KeywordBits bits({"$Forwarded", "later", "Later"});
+  EXPECT_EQ(bits.Bit("$forwarded"), 0u);
+  EXPECT_EQ(bits.Bit("$FORWARDED"), 0u);
+  EXPECT_EQ(bits.Bit("Later"), 2u);
+  EXPECT_EQ(bits.Bit("LATER"), 1u);
+  EXPECT_EQ(bits.Bit("$Junk"), 3u);
+  EXPECT_EQ(bits.Bit("$junk"), 3u);
+  EXPECT_EQ(bits.names(), (std::vector<std::string>{"$Forwarded", "later", "Later", "$Junk"}));
+}
+
 }  // namespace
 }  // namespace storemove::interop

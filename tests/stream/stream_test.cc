@@ -217,6 +217,28 @@ TEST(Stream, ConcurrentRestoresOfOneContentKeepOneFile) {
 // moved above: a client that knew the source read other messages under its UIDs (helper-68).
 // The archive's messages are appended under the mailbox's own UIDVALIDITY instead, which tells
 // every client to forget what it knew of the UIDs.
+// IMAP keywords are case-insensitive: a rerun of a stream whose `$Junk` the destination's folder
+// now spells `$JUNK` (another server's client set it so) keeps that one flag; it became a second
+// `$Junk` beside it, and the message's flag moved to it (helper-144 #3).
+TEST(Stream, AKeywordOfTheStreamInAnotherCaseIsTheFoldersFlag) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 3, 5);
+  const std::string bytes = BackupToString(*a);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ASSERT_EQ(RestoreFromString(b.get(), bytes).errors, 0u);
+  std::string user;
+  a->ForEachUser([&](const store::UserInfo& u) { user = u.user; });  // MakeSource's keyword folder is the last user's
+  b->OpenFolder(user, "INBOX")->SetUserFlagNames({"$JUNK", "$label1"});
+  const store::FolderSnapshot before = b->OpenFolder(user, "INBOX")->Snapshot();
+  ASSERT_EQ(before.messages.at(0).user_flags, 0b10u);
+  ASSERT_EQ(RestoreFromString(b.get(), bytes).errors, 0u);
+  const store::FolderSnapshot after = b->OpenFolder(user, "INBOX")->Snapshot();
+  EXPECT_EQ(after.info.user_flag_names, (std::vector<std::string>{"$JUNK", "$label1"}));
+  ASSERT_EQ(after.messages.size(), before.messages.size());
+  EXPECT_EQ(after.messages.at(0).user_flags, 0b10u);
+  EXPECT_TRUE(CompareStores(*b, *a, {}).differences.empty());
+}
+
 TEST(Stream, AVisibleMailboxThatNeverHeldAMessageKeepsItsUidValidity) {
   TempDir tmp;
   auto a = store::Store::Init(tmp / "A", {"primary"});

@@ -428,6 +428,25 @@ TEST_F(MaildirImport, AKeywordThatIsNoImapAtomIsLeftOutAndTheFolderRestores) {
   EXPECT_EQ(r.status, 0) << r.Describe();
 }
 
+// IMAP keywords are case-insensitive: a tree's `$work` is the folder's `$Work`, and its `LATER`
+// the folder's `Later`, not second flags beside them (helper-144 #3).
+TEST_F(MaildirImport, AKeywordInAnotherCaseIsTheFoldersFlag) {
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "-u", "joe", "--create"}, "Subject: here\n\nx\n").status, 0);
+  store::Store::Open(root_)->OpenFolder("joe", "INBOX")->SetUserFlagNames({"Later"});
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1700000000.M1P1.mx:2,Sa", Message("kw", 0), 1700000000);
+  WriteFileAt(tree_ + "/cur/1700000001.M1P1.mx:2,Sbc", Message("kw", 1), 1700000001);
+  WriteFileAt(tree_ + "/dovecot-keywords", "0 $Work\n1 $work\n2 LATER\n");
+  CliResult r = Run({"-u", "joe", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  auto store = store::Store::Open(root_);
+  const FolderSnapshot snap = store->OpenFolder("joe", "INBOX")->Snapshot();
+  EXPECT_EQ(snap.info.user_flag_names, (std::vector<std::string>{"Later", "$Work"}));
+  ASSERT_EQ(snap.messages.size(), 3u);
+  EXPECT_EQ(snap.messages[1].user_flags, 0b10u);
+  EXPECT_EQ(snap.messages[2].user_flags, 0b11u);
+}
+
 // P (passed: forwarded, bounced or resent) is how mutt, mbsync and offlineimap keep $Forwarded in
 // a file name; it was dropped with a warning (helper-138). It is the keyword now, and the export
 // writes it back as P beside its keyword letter. A folder whose dovecot-keywords names the
