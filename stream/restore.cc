@@ -844,14 +844,16 @@ class RestoreSession {
         flag_map_.push_back(-1);
         continue;
       }
-      // In any case: the folder's `$Junk` is the stream's `$junk` (store::FindUserFlagName).
-      std::optional<size_t> bit = store::FindUserFlagName(merged, name);
-      if (!bit) {
+      // The same spelling only, unlike keywords from outside (store::FindUserFlagName): a restore
+      // copies a store, whose folder may hold `A` and `a` apart, and migrate's proof
+      // (store::Summarize) and verify compare names exactly (helper-150).
+      auto it = std::find(merged.begin(), merged.end(), name);
+      if (it == merged.end()) {
         if (merged.size() >= 64) Throw(Errc::kInvalidArgument, "more than 64 user flags after merging");
         merged.push_back(name);
-        bit = merged.size() - 1;
+        it = merged.end() - 1;
       }
-      flag_map_.push_back(int(*bit));
+      flag_map_.push_back(int(it - merged.begin()));
     }
     if (merged != have) folder_->SetUserFlagNames(merged);
   }

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -48,24 +47,23 @@ std::string Names(uint64_t bits, const std::vector<std::string>& names) {
     if (!(bits & (uint64_t(1) << i))) continue;
     if (i < names.size() && !store::IsUserFlagName(names[i])) continue;
     if (!out.empty()) out += ' ';
-    out += i < names.size() ? names[i] : "#" + std::to_string(i);
+    out += i < names.size() ? names[i] : "(bit " + std::to_string(i) + " without a name)";
   }
   return out;
 }
 
-// The keywords of `bits` as IMAP sees them: a set, in lower case. A restore that merges into a
-// folder gives names other bits, and takes `$junk` for the folder's `$Junk`
-// (store::FindUserFlagName): the same keywords on both sides are no difference.
+// The keywords of `bits` by name, as a set: a restore that merges into a folder gives names
+// other bits, which is no difference. Names are compared exactly, as migrate's proof
+// (store::Summarize) compares them: `$junk` and `$Junk` may be two flags of one folder
+// (helper-150). A bit without a name is " #N": a space is in no keyword, `#3` may be one.
 std::set<std::string> KeywordSet(uint64_t bits, const std::vector<std::string>& names) {
   std::set<std::string> out;
   for (size_t i = 0; i < 64; ++i) {
     if (!(bits & (uint64_t(1) << i))) continue;
     if (i >= names.size()) {
-      out.insert("#" + std::to_string(i));
+      out.insert(" #" + std::to_string(i));
     } else if (store::IsUserFlagName(names[i])) {
-      std::string name = names[i];
-      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      out.insert(std::move(name));
+      out.insert(names[i]);
     }
   }
   return out;

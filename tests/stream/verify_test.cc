@@ -220,17 +220,19 @@ TEST(Verify, AFlag) {
   EXPECT_TRUE(Mentions(p.ViaManifest(), want));
 }
 
-// Keywords are compared as IMAP sees them, a set in any case: a restore into an existing folder
-// gives them other bits, and takes the stream's `$junk` for the folder's `$Junk` (helper-144 #3).
-TEST(Verify, KeywordsAreComparedAsSetsInAnyCase) {
+// Keywords are compared by name, as a set: a restore into an existing folder gives them other
+// bits. Names are compared exactly, as migrate's proof compares them (store::Summarize): a
+// folder may hold `$Junk` and `$junk` as two flags (helper-150). A bit without a name is no
+// keyword `#N`.
+TEST(Verify, KeywordsAreComparedAsSetsOfNames) {
   Pair p;
   auto source = p.src->OpenFolder(p.user, "INBOX");
   source->SetUserFlagNames({"$Junk", "Work"});
   const store::MessageMeta m = source->Snapshot().messages.at(2);
   source->SetFlags(m.uid, m.flags, 0b11);
-  // The destination's names in another order and case, every message's first two bits swapped.
+  // The destination's names in another order, every message's first two bits swapped.
   auto inbox = p.Inbox();
-  inbox->SetUserFlagNames({"work", "$JUNK", "Later"});
+  inbox->SetUserFlagNames({"Work", "$Junk", "Later"});
   for (const store::MessageMeta& d : inbox->Snapshot().messages) {
     const uint64_t bits = d.uid == m.uid ? 0b11 : d.user_flags;
     inbox->SetFlags(d.uid, d.flags, (bits & ~uint64_t{3}) | (bits & 1) << 1 | (bits >> 1 & 1));
@@ -238,9 +240,21 @@ TEST(Verify, KeywordsAreComparedAsSetsInAnyCase) {
   for (const std::string& line : p.Direct()) ADD_FAILURE() << line;
   for (const std::string& line : p.ViaManifest()) ADD_FAILURE() << line;
   inbox->SetFlags(m.uid, m.flags, 0b101);
-  const std::string want = "UID " + std::to_string(m.uid) + ": user flags are 'work Later', source has '$Junk Work'";
+  std::string want = "UID " + std::to_string(m.uid) + ": user flags are 'Work Later', source has '$Junk Work'";
   EXPECT_TRUE(Mentions(p.Direct(), want));
   EXPECT_TRUE(Mentions(p.ViaManifest(), want));
+  inbox->SetUserFlagNames({"Work", "$JUNK", "Later"});
+  inbox->SetFlags(m.uid, m.flags, 0b11);
+  want = "UID " + std::to_string(m.uid) + ": user flags are 'Work $JUNK', source has '$Junk Work'";
+  EXPECT_TRUE(Mentions(p.Direct(), want));
+  EXPECT_TRUE(Mentions(p.ViaManifest(), want));
+  // Bit 3 has no name here, and `#3` is a keyword there.
+  source->SetUserFlagNames({"$Junk", "Work", "x", "#3"});
+  source->SetFlags(m.uid, m.flags, 0b1000);
+  inbox->SetUserFlagNames({"Work", "$Junk", "Later"});
+  inbox->SetFlags(m.uid, m.flags, 0b1000);
+  want = "UID " + std::to_string(m.uid) + ": user flags are '(bit 3 without a name)', source has '#3'";
+  EXPECT_TRUE(Mentions(p.Direct(), want));
 }
 
 // A mailbox of another UIDVALIDITY (made here first; a restore appended the source's messages
