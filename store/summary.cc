@@ -11,20 +11,18 @@ namespace storemove::store {
 
 FolderSummary Summarize(const FolderSnapshot& snapshot) {
   // User flags by name: each distinct name with the bits that carry it (a name could sit on two
-  // bits of a damaged index), in byte order; bits without a name come after, in bit order.
+  // bits of a damaged index), in byte order.
   const std::vector<std::string>& names = snapshot.info.user_flag_names;
-  // A name that is no IMAP keyword (written by an import before 2026-12-06) is not summarized:
-  // a restore leaves it out, so a migrate's destination never matched (helper-94).
+  // A name that is no IMAP keyword (written by an import before 2026-12-06), and a bit without a
+  // name (a damaged index, another tool's), are not summarized: a restore leaves them out, so a
+  // migrate's destination never matched (helper-94, helper-151).
   std::map<std::string, uint64_t> by_name;
-  uint64_t named = 0, not_kept = 0;
-  for (size_t bit = 0; bit < names.size() && bit < 64; ++bit) {
-    named |= uint64_t{1} << bit;
+  uint64_t kept = 0;
+  for (size_t bit = 0; bit < names.size() && bit < 64; ++bit)
     if (IsUserFlagName(names[bit])) {
       by_name[names[bit]] |= uint64_t{1} << bit;
-    } else {
-      not_kept |= uint64_t{1} << bit;
+      kept |= uint64_t{1} << bit;
     }
-  }
   const std::vector<std::pair<std::string, uint64_t>> order(by_name.begin(), by_name.end());
 
   FolderSummary s;
@@ -40,19 +38,13 @@ FolderSummary Summarize(const FolderSnapshot& snapshot) {
     AppendU8(&buf, m.flags & static_cast<uint8_t>(kAllSystemFlags & ~kRecent));
     std::string flags;
     uint8_t n = 0;
-    if ((m.user_flags & ~not_kept) != 0) {
+    if ((m.user_flags & kept) != 0)
       for (const auto& [name, mask] : order)
         if (m.user_flags & mask) {
           ++n;
           AppendU8(&flags, static_cast<uint8_t>(name.size()));
           flags += name;
         }
-      for (uint64_t rest = m.user_flags & ~named; rest != 0; rest &= rest - 1) {
-        ++n;
-        AppendU8(&flags, 0);  // no real name is empty: cannot collide with one
-        AppendU8(&flags, static_cast<uint8_t>(__builtin_ctzll(rest)));
-      }
-    }
     AppendU8(&buf, n);
     buf += flags;
     AppendU64(&buf, m.size);

@@ -47,7 +47,7 @@ std::string Names(uint64_t bits, const std::vector<std::string>& names) {
     if (!(bits & (uint64_t(1) << i))) continue;
     if (i < names.size() && !store::IsUserFlagName(names[i])) continue;
     if (!out.empty()) out += ' ';
-    out += i < names.size() ? names[i] : "(bit " + std::to_string(i) + " without a name)";
+    out += i < names.size() ? names[i] : "(bit " + std::to_string(i) + ", no keyword)";
   }
   return out;
 }
@@ -55,17 +55,12 @@ std::string Names(uint64_t bits, const std::vector<std::string>& names) {
 // The keywords of `bits` by name, as a set: a restore that merges into a folder gives names
 // other bits, which is no difference. Names are compared exactly, as migrate's proof
 // (store::Summarize) compares them: `$junk` and `$Junk` may be two flags of one folder
-// (helper-150). A bit without a name is " #N": a space is in no keyword, `#3` may be one.
+// (helper-150). A bit without a name, or whose name is no IMAP keyword, is no keyword: a
+// restore leaves it out (helper-151).
 std::set<std::string> KeywordSet(uint64_t bits, const std::vector<std::string>& names) {
   std::set<std::string> out;
-  for (size_t i = 0; i < 64; ++i) {
-    if (!(bits & (uint64_t(1) << i))) continue;
-    if (i >= names.size()) {
-      out.insert(" #" + std::to_string(i));
-    } else if (store::IsUserFlagName(names[i])) {
-      out.insert(names[i]);
-    }
-  }
+  for (size_t i = 0; i < 64 && i < names.size(); ++i)
+    if ((bits & (uint64_t(1) << i)) && store::IsUserFlagName(names[i])) out.insert(names[i]);
   return out;
 }
 

@@ -168,6 +168,26 @@ TEST(Incremental, MetaRecordsCarryTheSourceFlags) {
   ExpectEqualStores(*dst, *src);
 }
 
+// A user-flag bit the source folder names no keyword for (a damaged index, another tool's) is no
+// keyword: a restore clears it, and the summary leaves it out too, as verify does. Summarized,
+// it failed every final pass of a migrate of that folder on "summary differs" (helper-151).
+TEST(Incremental, ABitWithoutANameFailsNoStrictPass) {
+  TempDir tmp;
+  auto src = MakeSource(tmp / "A", 1);
+  auto work = src->OpenFolder("user0", "Work");
+  const store::MessageMeta m = work->Snapshot().messages.at(1);
+  work->SetFlags(m.uid, m.flags, 0b1 | uint64_t{1} << 40);
+  auto dst = store::Store::Init(tmp / "B", {"primary"});
+  std::map<std::string, uint64_t> since;
+  Pass bulk = RunPass(*src, *dst, &since, true, true, /*strict=*/true);
+  EXPECT_EQ(bulk.restore.errors, 0u);
+  EXPECT_TRUE(bulk.restore.unsettled.empty());
+  Pass last = RunPass(*src, *dst, &since, false, true, /*strict=*/true);
+  EXPECT_TRUE(last.restore.unsettled.empty());
+  EXPECT_EQ(dst->OpenFolder("user0", "Work")->Snapshot().messages.at(1).user_flags, 1u);
+  ExpectEqualStores(*dst, *src);
+}
+
 // A meta record naming a UID the destination lacks leaves the mailbox unsettled (not an
 // error); the summary then differs too, which strict_summaries makes an error; a complete pass
 // (the mailbox dropped from since) settles it.

@@ -248,13 +248,17 @@ TEST(Verify, KeywordsAreComparedAsSetsOfNames) {
   want = "UID " + std::to_string(m.uid) + ": user flags are 'Work $JUNK', source has '$Junk Work'";
   EXPECT_TRUE(Mentions(p.Direct(), want));
   EXPECT_TRUE(Mentions(p.ViaManifest(), want));
-  // Bit 3 has no name here, and `#3` is a keyword there.
+  // Bit 3 has no name here, so no keyword, and `#3` is a keyword there.
   source->SetUserFlagNames({"$Junk", "Work", "x", "#3"});
   source->SetFlags(m.uid, m.flags, 0b1000);
   inbox->SetUserFlagNames({"Work", "$Junk", "Later"});
   inbox->SetFlags(m.uid, m.flags, 0b1000);
-  want = "UID " + std::to_string(m.uid) + ": user flags are '(bit 3 without a name)', source has '#3'";
+  want = "UID " + std::to_string(m.uid) + ": user flags are '(bit 3, no keyword)', source has '#3'";
   EXPECT_TRUE(Mentions(p.Direct(), want));
+  // A bit without a name on both sides, or on one, is no keyword: no difference.
+  source->SetFlags(m.uid, m.flags, uint64_t{1} << 40);
+  inbox->SetFlags(m.uid, m.flags, 0);
+  for (const std::string& line : p.Direct()) ADD_FAILURE() << line;
 }
 
 // A mailbox of another UIDVALIDITY (made here first; a restore appended the source's messages
