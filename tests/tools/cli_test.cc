@@ -24,6 +24,7 @@
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
 #include "util/fs.h"
+#include "util/user_name.h"
 
 namespace storemove::tools {
 namespace {
@@ -217,6 +218,31 @@ TEST_F(Cli, InitReportsWhatItCreated) {
   CliResult bad = RunCli({"init", "--store", root_, "--partition", "../evil"});
   EXPECT_EQ(bad.status, kUsage) << bad.Describe();
   EXPECT_TRUE(IsOneErrorLine(bad)) << bad.err;
+}
+
+// root making a store in another user's directory (the mail server's) makes root's store, in which
+// every later command of that user is refused: said at once, with the two ways out (helper-126 L5).
+TEST_F(Cli, RootMakingAStoreInAnotherUsersDirectoryIsToldWhoseItIs) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  const std::string home = dir_ / "home";
+  ASSERT_EQ(::mkdir(home.c_str(), 0755), 0);
+  ASSERT_EQ(::chown(home.c_str(), 65534, 65534), 0);
+  const std::string store = home + "/store";
+  CliResult r = RunCli({"init", "--store", store});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const std::string name = LoginName(65534).empty() ? "'#65534'" : LoginName(65534);
+  EXPECT_NE(r.err.find("storemove init: note: store " + store + " is root's, made in " + home + ", a directory of " +
+                       UserName(65534) + ": "),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("`sudo -u " + name + " storemove init ...`"), std::string::npos) << r.err;
+  // Opening it again, or in a directory of root's, says nothing.
+  r = RunCli({"init", "--store", store});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.err, "");
+  r = RunCli({"init", "--store", dir_ / "mine"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.err, "");
 }
 
 // `restore -t` only lists: stopped by SIGTERM it said "restore interrupted; nothing
