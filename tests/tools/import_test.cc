@@ -400,6 +400,38 @@ TEST_F(Import, XKeywordsOfAFileAnImapServerWroteBecomeUserFlags) {
   EXPECT_EQ(archive.messages[0].user_flags, 0u);
 }
 
+// IMAP keywords are case-insensitive: the `$work` of a later message, or of a folder's name,
+// is the `$Work` already there, not a second flag (helper-144 #3); a folder that holds both
+// spellings keeps each.
+TEST_F(Import, AKeywordInAnotherCaseIsTheFoldersFlag) {
+  std::ofstream(dir_ / "cases.mbox") << "From a Mon Jan  1 00:00:00 2024\n"
+                                     << "Subject: one\nX-IMAPbase: 1764842400 0000000002\nX-Keywords: $Work\n\n1\n\n"
+                                     << "From b Mon Jan  1 00:00:00 2024\n"
+                                     << "Subject: two\nX-Keywords: $work LATER later\n\n2\n";
+  CliResult r = Run({"-u", "joe", "-d", "Cases", dir_ / "cases.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  {
+    const store::FolderSnapshot snap = store::Store::Open(root_)->OpenFolder("joe", "Cases")->Snapshot();
+    EXPECT_EQ(snap.info.user_flag_names, (std::vector<std::string>{"$Work", "LATER"}));
+    ASSERT_EQ(snap.messages.size(), 2u);
+    EXPECT_EQ(snap.messages[0].user_flags, 0b01u);
+    EXPECT_EQ(snap.messages[1].user_flags, 0b11u);
+  }
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "-u", "joe", "-d", "Both", "--create"}, "Subject: held\n\nx\n").status, 0);
+  store::Store::Open(root_)->OpenFolder("joe", "Both")->SetUserFlagNames({"a", "A"});
+  std::ofstream(dir_ / "both.mbox") << "From a Mon Jan  1 00:00:00 2024\n"
+                                    << "Subject: one\nX-IMAPbase: 1764842400 0000000002\nX-Keywords: A\n\n1\n\n"
+                                    << "From b Mon Jan  1 00:00:00 2024\n"
+                                    << "Subject: two\nX-Keywords: a\n\n2\n";
+  r = Run({"-u", "joe", "-d", "Both", dir_ / "both.mbox"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const store::FolderSnapshot both = store::Store::Open(root_)->OpenFolder("joe", "Both")->Snapshot();
+  EXPECT_EQ(both.info.user_flag_names, (std::vector<std::string>{"a", "A"}));
+  ASSERT_EQ(both.messages.size(), 3u);
+  EXPECT_EQ(both.messages[1].user_flags, 0b10u);
+  EXPECT_EQ(both.messages[2].user_flags, 0b01u);
+}
+
 TEST_F(Import, HostileListLinesAreRefusedNamingTheLineBeforeAnyWrite) {
   WriteMbox(dir_ / "ok", Messages("ok", 2));
   const std::string before = StoreState(root_);
