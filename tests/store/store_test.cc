@@ -572,26 +572,41 @@ class OtherPidNamespace {
   // `hidden`: the process runs as nobody and is not dumpable, as `serve` makes itself, so that
   // nobody cannot read its namespace (/proc/PID/ns/pid).
   explicit OtherPidNamespace(bool hidden = false) {
-    int pipe_fds[2];
+    int pipe_fds[2], ready_fds[2];
     if (::pipe(pipe_fds) != 0) return;
+    if (::pipe(ready_fds) != 0) {
+      ::close(pipe_fds[0]);
+      ::close(pipe_fds[1]);
+      return;
+    }
     const pid_t outer = ::fork();
     if (outer == 0) {
       ::close(pipe_fds[0]);
+      ::close(ready_fds[0]);
       if (::unshare(CLONE_NEWPID) != 0) ::_exit(1);
       const pid_t inner = ::fork();  // pid 1 of the new namespace
       if (inner == 0) {
         if (hidden && (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
                        ::setresuid(65534, 65534, 65534) != 0 || ::prctl(PR_SET_DUMPABLE, 0) != 0))
           ::_exit(1);
+        (void)!::write(ready_fds[1], "r", 1);  // hidden (when asked) before anyone looks at it
+        ::close(ready_fds[1]);
         for (;;) ::pause();
       }
+      ::close(ready_fds[1]);
       (void)!::write(pipe_fds[1], &inner, sizeof inner);
       ::_exit(::waitpid(inner, nullptr, 0) == inner ? 0 : 1);
     }
     ::close(pipe_fds[1]);
+    ::close(ready_fds[1]);
     outer_ = outer;
     if (outer <= 0 || ::read(pipe_fds[0], &inner_, sizeof inner_) != sizeof inner_) inner_ = 0;
     ::close(pipe_fds[0]);
+    // Until the inner process is set up: a test that looked at it while it was still root's and
+    // dumpable judged its namespace as another user's, not hidden (failed once under load).
+    char ready = 0;
+    if (inner_ > 0 && ::read(ready_fds[0], &ready, 1) != 1) inner_ = 0;
+    ::close(ready_fds[0]);
     // Until the inner process has left the fork's namespace for the new one (bounded: ~10 s).
     const uint64_t own = NamespaceInode("/proc/self/ns/pid");
     for (int i = 0; i < 1000 && inner_ > 0 && (ns_ == 0 || ns_ == own); ++i) {
