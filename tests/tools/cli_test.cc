@@ -89,6 +89,12 @@ class Cli : public ::testing::Test {
     args.insert(args.end(), extra.begin(), extra.end());
     return RunCli(args);
   }
+  // The user's delivery gate (docs/store-format.md §10): its lock file beside the INBOX.
+  std::string GatePath(const std::string& user) {
+    auto store = store::Store::Open(root_);
+    return store->PartitionPath(store->FindUser(user)->partition) + "/" + store::FolderRelPath(user, "INBOX") +
+           "/user.lck";
+  }
 
   TempDir dir_;
   const std::string root_ = dir_ / "store";
@@ -1302,15 +1308,13 @@ TEST_F(Cli, RecountQuotaMakesTheUsageWhatTheMailboxesHold) {
   ASSERT_EQ(Deliver("ivy", Message("a", "first"), {"--create"}).status, 0);
   ASSERT_EQ(Deliver("ivy", Message("b", "second"), {"--create", "--folder", "Sent"}).status, 0);
   uint64_t held = 0;
-  std::string gate_path;
   {
     auto store = store::Store::Open(root_);
     for (const store::FolderInfo& f : store->ListFolders("ivy")) held += f.bytes;
     ASSERT_GT(held, 100u);
     store->AddQuotaUsed("ivy", -100);  // as a kill between a commit and its quota update leaves it
-    gate_path = store->PartitionPath(store->FindUser("ivy")->partition) + "/" +
-                store::FolderRelPath("ivy", "INBOX") + "/user.lck";
   }
+  const std::string gate_path = GatePath("ivy");
   {
     // A delivery between its status check and its commit holds the gate shared.
     UniqueFd gate(::open(gate_path.c_str(), O_RDONLY));
@@ -1356,12 +1360,7 @@ TEST_F(Cli, RecountQuotaMakesTheUsageWhatTheMailboxesHold) {
 // delivery between its status check and its commit, the gate is waited for, and said so.
 TEST_F(Cli, ImportRecountsTheQuotaUnderTheDeliveryGate) {
   ASSERT_EQ(Deliver("ivy", Message("a", "first"), {"--create"}).status, 0);
-  std::string gate_path;
-  {
-    auto store = store::Store::Open(root_);
-    gate_path = store->PartitionPath(store->FindUser("ivy")->partition) + "/" + store::FolderRelPath("ivy", "INBOX") +
-                "/user.lck";
-  }
+  const std::string gate_path = GatePath("ivy");
   const std::string mbox_path = dir_ / "gate.mbox";
   std::ofstream(mbox_path, std::ios::binary) << "From a@example.com Mon Jul  1 10:00:00 2024\nSubject: x\n\nbody\n";
   const std::string log = dir_ / "import.log";
@@ -1442,12 +1441,7 @@ TEST_F(Cli, ARecountWaitingForAFolderLockLetsDeliveriesThrough) {
 // --lock-wait, then defers (75), as for a folder lock. It waited without limit (helper-147 #3).
 TEST_F(Cli, ADeliveryGivesUpOnAGateHeldPastItsLockWait) {
   ASSERT_EQ(Deliver("ivy", Message("a", "first"), {"--create"}).status, 0);
-  std::string gate_path;
-  {
-    auto store = store::Store::Open(root_);
-    gate_path = store->PartitionPath(store->FindUser("ivy")->partition) + "/" + store::FolderRelPath("ivy", "INBOX") +
-                "/user.lck";
-  }
+  const std::string gate_path = GatePath("ivy");
   {
     UniqueFd gate(::open(gate_path.c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_TRUE(gate.valid()) << gate_path;
