@@ -26,6 +26,7 @@
 #include "util/interrupt.h"
 #include "util/printable.h"
 #include "util/user_name.h"
+#include "util/wait_budget.h"
 #include "store/dir_lock.h"
 
 namespace storemove::store {
@@ -822,11 +823,7 @@ namespace {
 // the waits of one call share its budget rather than each taking all of it (helper-145).
 Store::LockWait WaitLeft(const Store::LockWait& wait, std::chrono::steady_clock::time_point start) {
   Store::LockWait left = wait;
-  if (wait.timeout_seconds > 0) {
-    const int64_t spent =
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count();
-    left.timeout_seconds = static_cast<int>(std::max<int64_t>(1, wait.timeout_seconds - spent));
-  }
+  left.timeout_seconds = SecondsLeft(wait.timeout_seconds, std::chrono::steady_clock::now() - start);
   return left;
 }
 }  // namespace

@@ -30,6 +30,7 @@
 #include "tools/commands.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/wait_budget.h"
 
 namespace storemove::tools {
 namespace {
@@ -104,12 +105,7 @@ int DeliverOnce(const DeliverOptions& options) {
   // arrive is not a wait (helper-148).
   const auto started = std::chrono::steady_clock::now();
   std::chrono::steady_clock::duration reading{};
-  auto wait_left = [&]() -> int {
-    if (options.lock_wait == 0) return 0;  // no limit
-    const auto spent = std::chrono::steady_clock::now() - started - reading;
-    const int64_t left = options.lock_wait - std::chrono::duration_cast<std::chrono::seconds>(spent).count();
-    return static_cast<int>(std::max<int64_t>(1, left));
-  };
+  auto wait_left = [&] { return SecondsLeft(options.lock_wait, std::chrono::steady_clock::now() - started - reading); };
   try {
     store::ValidateUserId(options.user);
     store::ValidateFolderName(options.folder);
