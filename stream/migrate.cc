@@ -248,9 +248,15 @@ std::string SwitchPath(const store::Store& s, const std::string& group) {
   return JournalDir(s) + "/" + group + ".switch";
 }
 
+// `to_store`: the destination's store id from its READY ("" if it gave none that can be kept).
 void WriteSwitchRecord(const store::Store& s, const std::string& group, const std::string& to,
-                       const std::vector<std::string>& users) {
-  WriteFileAtomic(SwitchPath(s, group), FormatSwitchRecord({false, to, users}), 0600);
+                       const std::string& to_store, const std::vector<std::string>& users) {
+  WriteFileAtomic(SwitchPath(s, group), FormatSwitchRecord({false, to, to_store, users}), 0600);
+}
+
+// The store id a session's server gave, if it can stand in a switch record; else "".
+std::string DestinationStoreId(const net::Session& session) {
+  return IsRecordableStoreId(session.server_store_id()) ? session.server_store_id() : "";
 }
 
 void RemoveSwitchRecord(const store::Store& s, const std::string& group) { RemoveJournalFile(s, SwitchPath(s, group)); }
@@ -262,22 +268,18 @@ std::string SwitchRecordMagic(const store::Store& s, const std::string& group) {
   return text.substr(0, text.find('\n'));
 }
 
-// The run that wrote the record failed after it: marks it for the next run to believe, and says
-// how many users it names (their copies at the destination may be active).
-size_t KeepSwitchRecordOfFailedRun(const store::Store& s, const std::string& group) {
+// The run that wrote the record failed after it: marks it for the next run to believe, and
+// returns it (the users named: their copies at the destination may be active). None without a
+// record (trusted for a recovered journal, but no switch was sent); kCorrupt for one it cannot read.
+std::optional<SwitchRecord> KeepSwitchRecordOfFailedRun(const store::Store& s, const std::string& group) {
   const std::string path = SwitchPath(s, group);
-  if (!PathExists(path)) return 0;  // trusted for a recovered journal, but no switch was sent
-  std::string text = ReadJournalFile(path);
-  const size_t eol = text.find('\n');
-  if (eol == std::string::npos) return 0;
-  const std::string magic = text.substr(0, eol);
-  if (magic != kSwitchMagic && magic != kFailedSwitchMagic) return 0;
-  if (magic == kSwitchMagic) {
-    text.replace(0, eol, kFailedSwitchMagic);
-    WriteFileAtomic(path, text, 0600);
+  if (!PathExists(path)) return std::nullopt;
+  SwitchRecord record = ParseSwitchRecord(ReadJournalFile(path), path);
+  if (!record.failed_run) {
+    record.failed_run = true;
+    WriteFileAtomic(path, FormatSwitchRecord(record), 0600);
   }
-  const size_t lines = size_t(std::count(text.begin(), text.end(), '\n'));
-  return lines > 2 ? lines - 2 : 0;  // less the magic and "to" lines
+  return record;
 }
 
 // Before a run recovers a killed run's hold journal. The switch record beside it is sure while
@@ -300,15 +302,16 @@ void KeepSwitchRecordOfRecoveredJournal(store::Store& s, const std::string& grou
   KeepSwitchRecordOfFailedRun(s, group);
 }
 
-// The users of `group`'s switch record aimed at `to` that are not moved at the source (a moved
-// one was switched: its destination copy is live). Empty without a record.
+// The users of `group`'s switch record aimed at the destination at `to` whose store id is
+// `to_store` ("" if unknown; SwitchRecordNames) that are not moved at the source (a moved one was
+// switched: its destination copy is live). Empty without a record.
 // The record is believed only while what it describes is certain: written by this run, or left
 // with the hold journal of a run killed during its hold (recovered by this run before anything
 // else could change the users). Otherwise, or once any of its users is moved (the switch reached
 // the source), it is stale and removed: kept, it would let a later migration take over a copy
 // that has become live at the destination (found by review, helper-45).
 std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group, const std::string& to,
-                                       bool trusted) {
+                                       const std::string& to_store, bool trusted) {
   std::set<std::string> users;
   std::string path = SwitchPath(s, group);
   if (!PathExists(path)) return users;
@@ -317,7 +320,9 @@ std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group
     return users;
   }
   const SwitchRecord record = ParseSwitchRecord(ReadJournalFile(path), path);
-  if (record.to != to) return users;  // another destination's
+  // Another destination's. Matched by the store: the chaos test's rerun, sent to the restarted
+  // server through a new port, refused the copies as live for ever (they stay active there).
+  if (!SwitchRecordNames(record, to, to_store)) return users;
   for (const std::string& user : record.users) {
     std::optional<store::UserInfo> u = s.FindUser(user);
     if (u && u->status.state == store::UserState::kMoved) {  // the switch was done: nothing to adopt
@@ -693,7 +698,7 @@ class Migration {
     // deadline exited 75, "not started (deadline)", its report saying nothing was moved).
     if (Cancelled() && !source_recovered_ && UsersToMove(g, r).empty()) {
       try {
-        (void)ReadSwitchRecord(source_, r.name, options_.to.ToString(), SwitchTrusted(r.name));  // a stale one goes
+        (void)ReadSwitchRecord(source_, r.name, options_.to.ToString(), "", SwitchTrusted(r.name));  // a stale one goes
         r.ok = true;
         live.phase = "done";
         return;
@@ -843,9 +848,10 @@ class Migration {
         // have made the copies active. Kept for the next run, which adopts them (puts them on
         // hold there again); without it the rerun took them for users live at the destination.
         if (SwitchTrusted(r.name)) {
-          if (size_t users = KeepSwitchRecordOfFailedRun(source_, r.name))
-            r.errors.push_back("the switch was sent to " + options_.to.ToString() + " and not finished: " +
-                               std::to_string(users) +
+          const std::optional<SwitchRecord> record = KeepSwitchRecordOfFailedRun(source_, r.name);
+          if (record && !record->users.empty())
+            r.errors.push_back("the switch was sent to " + record->to + " and not finished: " +
+                               std::to_string(record->users.size()) +
                                " users may be active there as well as here; run migrate again to adopt and finish "
                                "them (" + SwitchPath(source_, r.name) + ")");
         }
@@ -900,7 +906,7 @@ class Migration {
     r.pass_messages.clear();
     r.hold_seconds = 0;
     if (users.empty()) {
-      (void)ReadSwitchRecord(source_, r.name, options_.to.ToString(), SwitchTrusted(r.name));  // removes a stale one
+      (void)ReadSwitchRecord(source_, r.name, options_.to.ToString(), "", SwitchTrusted(r.name));  // removes a stale one
       return;
     }
     std::vector<std::string> user_list(users.begin(), users.end());
@@ -960,7 +966,8 @@ class Migration {
     // back-end's user of the same id. A mirror pass would expunge the mail it accepted.
     remote.copy_on_hold = true;
     remote.copy_users = user_list;
-    remote.adopt = ReadSwitchRecord(source_, r.name, options_.to.ToString(), SwitchTrusted(r.name));
+    remote.adopt =
+        ReadSwitchRecord(source_, r.name, options_.to.ToString(), DestinationStoreId(session), SwitchTrusted(r.name));
     // Every pass makes the destination's folders exact mirrors (expunges included).
     remote.mirror = true;
 
@@ -1099,7 +1106,8 @@ class Migration {
                                 std::lock_guard<std::mutex> lock(switch_trusted_mutex_);
                                 switch_trusted_.insert(r.name);  // this run's own: sure for its retries
                               }
-                              WriteSwitchRecord(source_, r.name, options_.to.ToString(), user_list);
+                              WriteSwitchRecord(source_, r.name, options_.to.ToString(), DestinationStoreId(session),
+                                                user_list);
                               session.SetStatuses(active);
                               if (options_.after_switch_sent) options_.after_switch_sent(r.name);
                             },

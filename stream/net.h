@@ -136,6 +136,8 @@ class Session {
   std::vector<std::pair<std::string, std::string>> RemoveFolders(const std::vector<std::string>& mailboxes);
   uint64_t bytes_out() const;  // bytes written on the wire so far
   const std::string& peer() const;  // "server HOST:PORT"
+  // The store id the server's READY gave (a peer's bytes, up to the frame's 4 KiB); empty if none.
+  const std::string& server_store_id() const;
   // The socket buffers obtained, one line ("socket buffers: send 32.0 MiB, ...").
   std::string socket_buffers() const;
 

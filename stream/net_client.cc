@@ -252,6 +252,13 @@ class Session::Impl {
     }
     if (ready.type != FrameType::kReady) Unexpected(ready, "READY", from_);
     conn_.set_authenticated();
+    // Its store id, which migrate's switch record keeps; a READY without one (or no JSON) names none.
+    try {
+      const nlohmann::json j = ParseFrameJson(ready.payload, "READY frame");
+      auto id = j.is_object() ? j.find("store_id") : j.end();
+      if (j.is_object() && id != j.end() && id->is_string()) server_store_id_ = id->get<std::string>();
+    } catch (const Error&) {
+    }
   }
 
   ~Impl() {
@@ -377,6 +384,7 @@ class Session::Impl {
   }
 
   uint64_t bytes_out() const { return conn_.bytes_out(); }
+  const std::string& server_store_id() const { return server_store_id_; }
   const std::string& peer() const { return from_; }
   const SocketBuffers& buffers() const { return buffers_; }
 
@@ -467,6 +475,7 @@ class Session::Impl {
   Connection conn_;
   Registration registration_;
   std::string broken_;  // why the session cannot be used any more ("" = it can)
+  std::string server_store_id_;  // what the server's READY said, as it said it
   bool refused_ = false;
   bool answered_ = false;  // on_answered was called
 };
@@ -492,6 +501,7 @@ std::vector<std::pair<std::string, std::string>> Session::RemoveFolders(const st
 
 uint64_t Session::bytes_out() const { return impl_->bytes_out(); }
 const std::string& Session::peer() const { return impl_->peer(); }
+const std::string& Session::server_store_id() const { return impl_->server_store_id(); }
 std::string Session::socket_buffers() const { return impl_->buffers().Describe(); }
 
 // --- one-shot helpers: a session with one operation ------------------------------------------------

@@ -121,7 +121,10 @@ std::string OriginOf(const format::StreamHeader& h) {
 // (as every pass leaves it until the switch), or adopted (its switch was begun by an attempt of
 // this very migration that did not finish).
 void CheckCopyOnHold(const store::UserInfo& here, const RestoreOptions& options) {
-  if (options.adopt.count(here.user)) return;
+  // Only a copy of this source may be adopted: the record that names it is this source's own.
+  const std::string& origin = here.status.origin_store;
+  if (options.adopt.count(here.user) && (origin.empty() || options.copy_source.empty() || origin == options.copy_source))
+    return;
   if (here.status.state == store::UserState::kHold) {
     // A copy another store's migration made stays that store's, held by hand or not: its
     // folders' UIDs and UIDVALIDITYs are the other store's, and a mirror pass would mix the two

@@ -2,7 +2,8 @@
 // switch cut off in its middle, a damaged disk or a hand edit may leave it: the next attempt or
 // run of the group reads it (ReadJournalFile, ParseSwitchRecord) to adopt the copies it names.
 // Invariants: only storemove::Error escapes, with one line naming the file; a record accepted
-// has one of the two magic lines, a to line and one valid user per further line (none skipped),
+// has one of the two magic lines, a to line, maybe a store line with a store id, and one valid
+// user per further line (none skipped),
 // and writes back (FormatSwitchRecord) as the same bytes.
 #include <fcntl.h>
 #include <unistd.h>
@@ -32,8 +33,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);
   const size_t lines = size_t(std::count(text.begin(), text.end(), '\n'));
   FUZZ_CHECK(lines >= 2 && text.back() == '\n');
-  FUZZ_CHECK(record.users.size() == lines - 2);  // no line skipped in silence
+  const size_t store_line = record.store_id.empty() ? 0 : 1;
+  FUZZ_CHECK(record.users.size() == lines - 2 - store_line);  // no line skipped in silence
   FUZZ_CHECK(!record.to.empty());
+  FUZZ_CHECK(record.store_id.empty() || st::IsRecordableStoreId(record.store_id));
   for (const std::string& user : record.users)
     FUZZ_CHECK(storemove::fuzz::OnlyStoremoveErrors("switch: user", [&] { storemove::store::ValidateUserId(user); }));
   FUZZ_CHECK(st::FormatSwitchRecord(record) == text);

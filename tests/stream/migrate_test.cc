@@ -1898,6 +1898,84 @@ TEST(MigrateLiveDestination, ARunThatFailedAfterItsSwitchWasSentLeavesItToTheRer
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
 }
 
+storemove::testing::DelayProxyOptions ProxyTo(uint16_t port, int rtt_ms);  // below, with the latency tests
+
+// The switch record names the destination's store as well as its address, and a rerun that
+// reaches that store by another address (another name, a proxy, a restarted server's new port)
+// adopts the copies. A MigrateChaos failure: its rerun went to the restarted server through a new
+// proxy port, and every later run refused the copies as live ("the migration never completed").
+// A record naming another store is not adopted at the same address (a destination rebuilt there).
+TEST(MigrateLiveDestination, AHalfDoneSwitchIsAdoptedThroughAnotherAddressOfTheSameStore) {
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  o.after_switch_sent = [&](const std::string&) { Throw(Errc::kIo, "the connection was lost after the switch (test)"); };
+  MigrateReport failed = Migrate(*src, o);
+  ASSERT_FALSE(failed.ok());
+  for (const auto& [user, status] : Statuses(*dst)) EXPECT_EQ(status, "active") << user << ": switched there";
+  const std::string record = ReadFile(tmp / "src/migrate-journal/g.switch");
+  EXPECT_NE(record.find("\nto " + server.endpoint().ToString() + "\nstore " + dst->store_id() + "\n"), std::string::npos)
+      << record;
+
+  storemove::testing::DelayProxy proxy(ProxyTo(server.endpoint().port, 0));
+  MigrateOptions through_proxy = Options(tmp / "src", net::Endpoint{"127.0.0.1", proxy.port()}, insecure, 1);
+  through_proxy.retries = 0;
+  MigrateReport rerun = Migrate(*src, through_proxy);
+  ASSERT_TRUE(rerun.ok()) << rerun.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+}
+
+TEST(MigrateLiveDestination, ASwitchRecordOfAnotherStoreAtTheSameAddressAdoptsNothing) {
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  ASSERT_TRUE(Migrate(*src, o).ok());
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  LeaveAHalfDoneSwitch(*src, tmp / "src", server.endpoint(), users);
+  // The same record, but its switch went to another store that served this address then.
+  std::string record = ReadFile(tmp / "src/migrate-journal/g.switch");
+  const std::string to = "\nto " + server.endpoint().ToString() + "\n";
+  record.replace(record.find(to), to.size(), to + "store ffffffffffffffffffffffff\n");
+  std::ofstream(tmp / "src/migrate-journal/g.switch", std::ios::trunc) << record;
+  MigrateReport refused = Migrate(*src, o);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.Text().find("is live here"), std::string::npos) << refused.Text();
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user << ": put back";
+  for (const auto& [user, status] : Statuses(*dst)) EXPECT_EQ(status, "active") << user << ": untouched";
+}
+
+// The destination adopts only a copy of the asking source: a user live there whose copy another
+// store's migration made is refused as live, whatever a switch record of this source says (a
+// record's users are its own; a record gone wrong must not let one store's passes mirror over
+// another's users of the same ids).
+TEST(MigrateLiveDestination, ACopyOfAnotherStoreIsNeverAdopted) {
+  Migration m(3, 2);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  auto other = MakeSource(tmp / "other", 3, 4);  // the same user ids
+  std::ofstream(tmp / "other/config/backup-groups.conf") << "g=.*\n";
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  ASSERT_TRUE(Migrate(*src, o).ok());
+  std::vector<std::string> users;
+  other->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  fs::create_directories(tmp / "other/migrate-journal");
+  LeaveAHalfDoneSwitch(*other, tmp / "other", server.endpoint(), users);
+  ASSERT_TRUE(fs::exists(tmp / "other/migrate-journal/g.switch"));
+  MigrateOptions p = Options(tmp / "other", server.endpoint(), insecure, 1);
+  p.retries = 0;
+  MigrateReport refused = Migrate(*other, p);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.Text().find("is live here"), std::string::npos) << refused.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");  // the first store's mail only, untouched
+}
+
 // --- a stuck delivery's gate ----------------------------------------------------------------------
 
 // The child's exit status once it ends within `seconds`; -1 if it did not (the child is then
@@ -2675,11 +2753,29 @@ TEST(MigrateJournal, DamagedMembersFilesAndSwitchRecordsAreRefusedWithOneLine) {
   what = refused([&] { ParseMembersFile("storemove-migrate-members 1\nann\nbo", members); });
   EXPECT_TRUE(what.starts_with(members + ": cut short")) << what;
 
-  const SwitchRecord sent{true, "new:7070", {"ann", "bob"}};
+  const SwitchRecord sent{true, "new:7070", "", {"ann", "bob"}};
   const SwitchRecord read = ParseSwitchRecord(FormatSwitchRecord(sent), record);
   EXPECT_TRUE(read.failed_run);
   EXPECT_EQ(read.to, "new:7070");
+  EXPECT_EQ(read.store_id, "");
   EXPECT_EQ(read.users, sent.users);
+  // Since 2026-12-07 a record names the destination's store too (a user id has no space).
+  const SwitchRecord named{false, "new:7070", "0123456789abcdef01234567", {"ann"}};
+  EXPECT_EQ(FormatSwitchRecord(named), "storemove-migrate-switch 1\nto new:7070\nstore 0123456789abcdef01234567\nann\n");
+  const SwitchRecord read_named = ParseSwitchRecord(FormatSwitchRecord(named), record);
+  EXPECT_EQ(read_named.store_id, named.store_id);
+  EXPECT_EQ(read_named.users, named.users);
+  what = refused([&] { ParseSwitchRecord("storemove-migrate-switch 1\nto new:7070\nstore ../x\nann\n", record); });
+  EXPECT_TRUE(what.starts_with(record + " line 3: invalid store id '../x'")) << what;
+  what = refused([&] { ParseSwitchRecord("storemove-migrate-switch 1\nto new:7070\nstore \nann\n", record); });
+  EXPECT_TRUE(what.starts_with(record + " line 3: invalid store id ''")) << what;
+  // Which destination a record is about: its store when both sides name one, else its address.
+  EXPECT_TRUE(SwitchRecordNames(named, "other:1", "0123456789abcdef01234567"));
+  EXPECT_FALSE(SwitchRecordNames(named, "new:7070", "ffffffffffffffffffffffff"));
+  EXPECT_TRUE(SwitchRecordNames(named, "new:7070", ""));
+  EXPECT_FALSE(SwitchRecordNames(named, "other:1", ""));
+  EXPECT_TRUE(SwitchRecordNames(sent, "new:7070", "0123456789abcdef01234567"));
+  EXPECT_FALSE(SwitchRecordNames(sent, "other:1", "0123456789abcdef01234567"));
   what = refused([&] { ParseSwitchRecord("storemove-migrate-switch 1\nto new:7070\nann\nbo", record); });
   EXPECT_TRUE(what.starts_with(record + ": cut short")) << what;
   what = refused([&] { ParseSwitchRecord("storemove-migrate-switch 1\nann\n", record); });
