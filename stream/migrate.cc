@@ -320,9 +320,6 @@ std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group
     return users;
   }
   const SwitchRecord record = ParseSwitchRecord(ReadJournalFile(path), path);
-  // Another destination's. Matched by the store: the chaos test's rerun, sent to the restarted
-  // server through a new port, refused the copies as live for ever (they stay active there).
-  if (!SwitchRecordNames(record, to, to_store)) return users;
   for (const std::string& user : record.users) {
     std::optional<store::UserInfo> u = s.FindUser(user);
     if (u && u->status.state == store::UserState::kMoved) {  // the switch was done: nothing to adopt
@@ -331,6 +328,9 @@ std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group
     }
     if (u) users.insert(user);
   }
+  // Another destination's. Matched by the store: the chaos test's rerun, sent to the restarted
+  // server through a new port, refused the copies as live for ever (they stay active there).
+  if (!SwitchRecordNames(record, to, to_store)) return {};
   return users;
 }
 
@@ -849,14 +849,28 @@ class Migration {
         // hold there again); without it the rerun took them for users live at the destination.
         if (SwitchTrusted(r.name)) {
           const std::optional<SwitchRecord> record = KeepSwitchRecordOfFailedRun(source_, r.name);
-          if (record && !record->users.empty())
+          const std::optional<std::string> here = DestinationStore(r.name);
+          if (record && !record->users.empty() && here && !SwitchRecordNames(*record, options_.to.ToString(), *here))
+            // A record of another destination (one replaced since, or this run's --to names
+            // another): a rerun here never adopts (helper-152: it said "run migrate again").
+            r.errors.push_back("the switch record names another destination, " + record->to +
+                               (record->store_id.empty() ? "" : " (store " + record->store_id + ")") + ", than " +
+                               options_.to.ToString() + (here->empty() ? "" : " (store " + *here + ")") + ": " +
+                               std::to_string(record->users.size()) +
+                               " users may be active there as well as here; a run to that destination adopts and "
+                               "finishes them; if it is gone for good, remove the record (" +
+                               SwitchPath(source_, r.name) + ")");
+          else if (record && !record->users.empty())
             r.errors.push_back("the switch was sent to " + record->to + " and not finished: " +
                                std::to_string(record->users.size()) +
                                " users may be active there as well as here; run migrate again to adopt and finish "
                                "them (" + SwitchPath(source_, r.name) + ")");
         }
       } catch (const Error& e) {
-        r.errors.push_back(e.what());
+        // A record it cannot read failed the attempts already, with this very line.
+        if (std::none_of(r.errors.begin(), r.errors.end(),
+                         [&](const std::string& said) { return said.find(e.what()) != std::string::npos; }))
+          r.errors.push_back(e.what());
       }
     }
     return true;
@@ -876,6 +890,13 @@ class Migration {
   bool SwitchTrusted(const std::string& group) {
     std::lock_guard<std::mutex> lock(switch_trusted_mutex_);
     return switch_trusted_.count(group) > 0;
+  }
+
+  // The store id the server of the group's last session gave ("" none); nullopt before any.
+  std::optional<std::string> DestinationStore(const std::string& group) {
+    std::lock_guard<std::mutex> lock(switch_trusted_mutex_);
+    auto it = destination_store_.find(group);
+    return it == destination_store_.end() ? std::nullopt : std::optional<std::string>(it->second);
   }
 
   // The group's members to migrate (r.users; r.already_moved counts those moved to any host).
@@ -925,6 +946,10 @@ class Migration {
     // The destination's session slots are all busy (its --max-sessions): the group waits its turn.
     client.on_waiting_for_slot = [&live] { live.phase = "slot-wait"; };
     net::Session session(options_.to, client);
+    {
+      std::lock_guard<std::mutex> lock(switch_trusted_mutex_);
+      destination_store_[r.name] = DestinationStoreId(session);
+    }
     // What went on the wire, counted for an attempt that fails or is cut off too (it was 0 then).
     struct WireCount {
       GroupReport& r;
@@ -1236,7 +1261,9 @@ class Migration {
   // Groups whose switch record this run may believe (ReadSwitchRecord): written by this run, or
   // left by a run killed during its hold, whose journal this run recovered.
   std::set<std::string> switch_trusted_;
-  std::mutex switch_trusted_mutex_;
+  // Per group, the store id its last session's server gave ("" none); absent: no session yet.
+  std::map<std::string, std::string> destination_store_;
+  std::mutex switch_trusted_mutex_;  // and destination_store_
   std::mutex report_mutex_;  // report_'s totals (the groups' own reports have one writer each)
   std::vector<std::set<std::string>> members_;
   std::vector<LiveGroup> live_;

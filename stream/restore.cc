@@ -121,10 +121,13 @@ std::string OriginOf(const format::StreamHeader& h) {
 // (as every pass leaves it until the switch), or adopted (its switch was begun by an attempt of
 // this very migration that did not finish).
 void CheckCopyOnHold(const store::UserInfo& here, const RestoreOptions& options) {
-  // Only a copy of this source may be adopted: the record that names it is this source's own.
+  // Only a copy this source's migration made may be adopted (its origin, kept by the switch, is
+  // this source): a record names the source's own users, and a record gone wrong (or naming
+  // another store that serves this address now) must not let a pass mirror over a user made
+  // here or by another store's migration (helper-152). A copy of unknown origin (made by a
+  // version before 2026-12-04) is refused as live: held by hand, it is taken over as before.
   const std::string& origin = here.status.origin_store;
-  if (options.adopt.count(here.user) && (origin.empty() || options.copy_source.empty() || origin == options.copy_source))
-    return;
+  if (options.adopt.count(here.user) && !origin.empty() && origin == options.copy_source) return;
   if (here.status.state == store::UserState::kHold) {
     // A copy another store's migration made stays that store's, held by hand or not: its
     // folders' UIDs and UIDVALIDITYs are the other store's, and a mirror pass would mix the two

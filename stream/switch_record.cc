@@ -44,7 +44,9 @@ bool IsRecordableStoreId(std::string_view id) {
 }
 
 bool SwitchRecordNames(const SwitchRecord& record, const std::string& to, const std::string& store_id) {
-  if (!record.store_id.empty() && !store_id.empty()) return record.store_id == store_id;
+  // A server that gives no id (or another) is not the store the record names, whatever its
+  // address: a store without config/store-id served there since (helper-152).
+  if (!record.store_id.empty()) return record.store_id == store_id;
   return record.to == to;
 }
 

@@ -31,8 +31,9 @@ std::string FormatSwitchRecord(const SwitchRecord& record);
 bool IsRecordableStoreId(std::string_view id);
 
 // Whether the record is about the destination at `to` whose store id (from its READY) is
-// `store_id`: the same store (the address may be another name or port of it), or, for a record
-// or server without a store id, the same HOST:PORT.
+// `store_id` ("" for none): for a record with a store id, that same store (the address may be
+// another name or port of it; a server without an id is another store); for an older record
+// without one, the same HOST:PORT.
 bool SwitchRecordNames(const SwitchRecord& record, const std::string& to, const std::string& store_id);
 
 // The record in `text`, read from `path`; kCorrupt with one line naming `path` (and the line)

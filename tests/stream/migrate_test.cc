@@ -1946,6 +1946,14 @@ TEST(MigrateLiveDestination, ASwitchRecordOfAnotherStoreAtTheSameAddressAdoptsNo
   MigrateReport refused = Migrate(*src, o);
   EXPECT_FALSE(refused.ok());
   EXPECT_NE(refused.Text().find("is live here"), std::string::npos) << refused.Text();
+  // It says whose record it is and what to do, not "run migrate again" (which never adopts here).
+  EXPECT_NE(refused.Text().find("the switch record names another destination, " + server.endpoint().ToString() +
+                                " (store ffffffffffffffffffffffff), than " + server.endpoint().ToString() + " (store " +
+                                dst->store_id() + "): 3 users may be active there as well as here; a run to that "
+                                "destination adopts and finishes them; if it is gone for good, remove the record"),
+            std::string::npos)
+      << refused.Text();
+  EXPECT_EQ(refused.Text().find("run migrate again to adopt"), std::string::npos) << refused.Text();
   for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user << ": put back";
   for (const auto& [user, status] : Statuses(*dst)) EXPECT_EQ(status, "active") << user << ": untouched";
 }
@@ -1974,6 +1982,33 @@ TEST(MigrateLiveDestination, ACopyOfAnotherStoreIsNeverAdopted) {
   EXPECT_FALSE(refused.ok());
   EXPECT_NE(refused.Text().find("is live here"), std::string::npos) << refused.Text();
   ExpectMigrated(*dst, *src, "127.0.0.1");  // the first store's mail only, untouched
+}
+
+// Nor is a user made at the destination itself (no origin store) ever adopted, whatever a switch
+// record says: helper-152 saw a record's rerun put such live users on hold and write into them.
+TEST(MigrateLiveDestination, AUserMadeAtTheDestinationIsNeverAdopted) {
+  Migration m(3, 2);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  for (const std::string& u : users) dst->CreateUser(u);  // live here, with an INBOX of their own
+  fs::create_directories(tmp / "src/migrate-journal");
+  LeaveAHalfDoneSwitch(*src, tmp / "src", server.endpoint(), users);
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  MigrateReport refused = Migrate(*src, o);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_NE(refused.Text().find("is live here"), std::string::npos) << refused.Text();
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user << ": put back";
+  dst->ForEachUser([&](const store::UserInfo& u) {
+    EXPECT_EQ(u.status.ToString(), "active") << u.user << ": untouched";
+    EXPECT_EQ(u.status.origin_store, "") << u.user;
+  });
+  dst->ForEachFolder([&](const store::FolderInfo& f) { EXPECT_EQ(f.folder, "INBOX") << f.user << ": nothing written"; });
+  dst->ForEachFolder([&](const store::FolderInfo& f) {
+    EXPECT_TRUE(dst->OpenFolder(f.user, f.folder)->Snapshot().messages.empty()) << f.user << "/" << f.folder;
+  });
 }
 
 // --- a stuck delivery's gate ----------------------------------------------------------------------
@@ -2772,7 +2807,8 @@ TEST(MigrateJournal, DamagedMembersFilesAndSwitchRecordsAreRefusedWithOneLine) {
   // Which destination a record is about: its store when both sides name one, else its address.
   EXPECT_TRUE(SwitchRecordNames(named, "other:1", "0123456789abcdef01234567"));
   EXPECT_FALSE(SwitchRecordNames(named, "new:7070", "ffffffffffffffffffffffff"));
-  EXPECT_TRUE(SwitchRecordNames(named, "new:7070", ""));
+  // A server that gives no store id is not the store the record names, at its address too.
+  EXPECT_FALSE(SwitchRecordNames(named, "new:7070", ""));
   EXPECT_FALSE(SwitchRecordNames(named, "other:1", ""));
   EXPECT_TRUE(SwitchRecordNames(sent, "new:7070", "0123456789abcdef01234567"));
   EXPECT_FALSE(SwitchRecordNames(sent, "other:1", "0123456789abcdef01234567"));
