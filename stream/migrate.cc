@@ -855,7 +855,8 @@ class Migration {
             // another): a rerun here never adopts (helper-152: it said "run migrate again").
             r.errors.push_back("the switch record names another destination, " + record->to +
                                (record->store_id.empty() ? "" : " (store " + record->store_id + ")") + ", than " +
-                               options_.to.ToString() + (here->empty() ? "" : " (store " + *here + ")") + ": " +
+                               options_.to.ToString() +
+                               (here->empty() ? ", which gives no store id" : " (store " + *here + ")") + ": " +
                                std::to_string(record->users.size()) +
                                " users may be active there as well as here; a run to that destination adopts and "
                                "finishes them; if it is gone for good, remove the record (" +

@@ -124,10 +124,10 @@ void CheckCopyOnHold(const store::UserInfo& here, const RestoreOptions& options)
   // Only a copy this source's migration made may be adopted (its origin, kept by the switch, is
   // this source): a record names the source's own users, and a record gone wrong (or naming
   // another store that serves this address now) must not let a pass mirror over a user made
-  // here or by another store's migration (helper-152). A copy of unknown origin (made by a
-  // version before 2026-12-04) is refused as live: held by hand, it is taken over as before.
-  const std::string& origin = here.status.origin_store;
-  if (options.adopt.count(here.user) && !origin.empty() && origin == options.copy_source) return;
+  // here or by another store's migration (helper-152). A source without a store id makes copies
+  // of no origin, which cannot be told from users made here: taken as before (helper-153: with
+  // a non-empty origin required, such a migration could never finish a switch cut off).
+  if (options.adopt.count(here.user) && here.status.origin_store == options.copy_source) return;
   if (here.status.state == store::UserState::kHold) {
     // A copy another store's migration made stays that store's, held by hand or not: its
     // folders' UIDs and UIDVALIDITYs are the other store's, and a mirror pass would mix the two

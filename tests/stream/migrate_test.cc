@@ -1984,8 +1984,35 @@ TEST(MigrateLiveDestination, ACopyOfAnotherStoreIsNeverAdopted) {
   ExpectMigrated(*dst, *src, "127.0.0.1");  // the first store's mail only, untouched
 }
 
-// Nor is a user made at the destination itself (no origin store) ever adopted, whatever a switch
-// record says: helper-152 saw a record's rerun put such live users on hold and write into them.
+// A source without a store id (a store laid out before ids, e.g. by Sun's tools) makes copies
+// of no origin; its switch cut off is still adopted and finished (helper-153: with a non-empty
+// origin required, every rerun refused the copies as live).
+TEST(MigrateLiveDestination, AHalfDoneSwitchOfASourceWithoutAStoreIdIsAdopted) {
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  src.reset();
+  fs::remove(tmp / "src/config/store-id");
+  src = store::Store::Open(tmp / "src");
+  ASSERT_EQ(src->store_id(), "");
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 0;
+  o.after_switch_sent = [&](const std::string&) { Throw(Errc::kIo, "the connection was lost after the switch (test)"); };
+  ASSERT_FALSE(Migrate(*src, o).ok());
+  dst->ForEachUser([&](const store::UserInfo& u) {
+    EXPECT_EQ(u.status.ToString(), "active") << u.user << ": switched there";
+    EXPECT_EQ(u.status.origin_store, "") << u.user;
+  });
+  o.after_switch_sent = nullptr;
+  MigrateReport rerun = Migrate(*src, o);
+  ASSERT_TRUE(rerun.ok()) << rerun.Text();
+  ExpectMigrated(*dst, *src, "127.0.0.1");
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
+}
+
+// Nor is a user made at the destination itself (no origin store) ever adopted by a source with a
+// store id, whatever a switch record says: helper-152 saw a record's rerun put such live users on
+// hold and write into them.
 TEST(MigrateLiveDestination, AUserMadeAtTheDestinationIsNeverAdopted) {
   Migration m(3, 2);
   auto& [tmp, src, dst, insecure, server] = m;
