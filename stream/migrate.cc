@@ -706,7 +706,20 @@ class Migration {
         r.errors.push_back(e.what());
       }
     }
-    while (!Cancelled()) {
+    // A switch record this run believes but cannot read fails every attempt the same way: said
+    // once, not retried as a network fault is (helper-152, helper-153: three attempts and their
+    // back-off for a damaged local file). Nothing is held yet.
+    bool record_unreadable = false;
+    if (const std::string path = SwitchPath(source_, r.name); SwitchTrusted(r.name) && PathExists(path)) {
+      try {
+        (void)ParseSwitchRecord(ReadJournalFile(path), path);
+      } catch (const Error& e) {
+        if (e.code() != Errc::kCorrupt) throw;
+        r.errors.push_back(e.what());
+        failed_on_its_own = record_unreadable = true;
+      }
+    }
+    while (!Cancelled() && !record_unreadable) {
       // Another group ran out of attempts without one answer: the destination is down, and
       // each group would spend its own retries (minutes each) finding that out again. A group
       // with nobody left to move needs no connection.

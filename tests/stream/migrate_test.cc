@@ -2010,6 +2010,35 @@ TEST(MigrateLiveDestination, AHalfDoneSwitchOfASourceWithoutAStoreIdIsAdopted) {
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g.switch"));
 }
 
+// A switch record the run believes (a failed run's) but cannot read fails its group at once, said
+// once: no attempt, no retry and back-off as for a network fault (helper-152, helper-153: three
+// attempts, the same line each time). The record stays for whoever repairs it.
+TEST(MigrateLiveDestination, AnUnreadableSwitchRecordFailsItsGroupOnceWithoutRetries) {
+  Migration m(3, 3);
+  auto& [tmp, src, dst, insecure, server] = m;
+  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  fs::create_directories(tmp / "src/migrate-journal");
+  const std::string record = tmp / "src/migrate-journal/g.switch";
+  std::ofstream(record) << "storemove-migrate-switch 1 failed-run\nto " << server.endpoint().ToString()
+                        << "\nstore ../x\n" << users[0] << "\n";
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  o.retries = 2;
+  o.retry_delay_ms = 10;
+  MigrateReport failed = Migrate(*src, o);
+  ASSERT_FALSE(failed.ok());
+  ASSERT_EQ(failed.groups.size(), 1u);
+  const GroupReport& g = failed.groups[0];
+  EXPECT_EQ(g.attempts, 0);
+  EXPECT_TRUE(g.retry_delays_ms.empty());
+  ASSERT_EQ(g.errors.size(), 1u) << failed.Text();
+  EXPECT_EQ(g.errors[0], record + " line 3: invalid store id '../x'") << failed.Text();
+  EXPECT_TRUE(fs::exists(record));
+  for (const auto& [user, status] : Statuses(*src)) EXPECT_EQ(status, "active") << user;
+  EXPECT_TRUE(Statuses(*dst).empty()) << "nothing was sent";
+}
+
 // Nor is a user made at the destination itself (no origin store) ever adopted by a source with a
 // store id, whatever a switch record says: helper-152 saw a record's rerun put such live users on
 // hold and write into them.
