@@ -1502,8 +1502,29 @@ std::vector<std::string> AbortMigrations(store::Store& source) {
   size_t failures = 0;
   for (const std::string& group : groups) {
     try {
+      // A switch sent and not finished (no user of it moved): its copies at the destination may
+      // be active, and every later run refuses them as live. Said, with what to do (helper-153).
+      std::optional<std::string> sent;
+      try {
+        const std::string path = SwitchPath(source, group);
+        if (PathExists(path)) {
+          const SwitchRecord record = ParseSwitchRecord(ReadJournalFile(path), path);
+          bool moved = false;
+          for (const std::string& user : record.users) {
+            std::optional<store::UserInfo> u = source.FindUser(user);
+            moved = moved || (u && u->status.state == store::UserState::kMoved);
+          }
+          if (!moved && !record.users.empty())
+            sent = "group " + group + ": its switch had been sent to " + record.to + " for " +
+                   Counted(record.users.size(), "user") + " (" + path +
+                   ", removed): their copies there may be active; before migrating them again, put them on hold "
+                   "there (storemove user --users-file FILE --status hold, on that store)";
+        }
+      } catch (const Error&) {  // an unreadable record is removed all the same
+      }
       RemoveSwitchRecord(source, group);
       lines.push_back(RecoverJournal(source, group));
+      if (sent) lines.push_back(*sent);
     } catch (const Error& e) {
       if (!first_failure) first_failure = e;
       ++failures;

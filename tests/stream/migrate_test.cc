@@ -1847,7 +1847,13 @@ TEST(MigrateLiveDestination, CopiesStayOnHoldUntilTheSwitchAndAHalfDoneSwitchIsA
   // removes it and refuses the copies as live (found by review: a stale record let a later
   // migration take over a live user, hold it and mix the source's mail into its mailbox).
   killed_in_the_switch();
-  ASSERT_EQ(AbortMigrations(*src).size(), 1u);
+  const std::vector<std::string> aborted = AbortMigrations(*src);
+  ASSERT_EQ(aborted.size(), 2u);
+  // It says the switch had been sent, and what the copies need before a migration again.
+  EXPECT_EQ(aborted[1], "group g: its switch had been sent to " + server.endpoint().ToString() + " for 3 users (" +
+                            std::string(tmp / "src/migrate-journal/g.switch") +
+                            ", removed): their copies there may be active; before migrating them again, put them on "
+                            "hold there (storemove user --users-file FILE --status hold, on that store)");
   EXPECT_EQ(src->FindUser(users[0])->status.ToString(), "active");
   MigrateReport refused = Migrate(*src, o);
   EXPECT_FALSE(refused.ok());
@@ -2164,7 +2170,7 @@ TEST(MigrateLiveDestination, ARecoveredJournalNeverMakesAFinishedOrAbortedSwitch
                          << users[0] << "\tactive\n";
   std::ofstream(record) << "storemove-migrate-switch 1 failed-run\nto " << server.endpoint().ToString() << "\n"
                         << users[0] << "\n";
-  ASSERT_EQ(AbortMigrations(*src).size(), 1u);
+  ASSERT_EQ(AbortMigrations(*src).size(), 2u);  // the journal's line, and that the switch had been sent
   EXPECT_FALSE(fs::exists(record));
   g = Migrate(*src, o);
   EXPECT_FALSE(g.ok());
