@@ -146,6 +146,20 @@ struct Migration {
   std::unique_ptr<store::Store> dst = store::Store::Init(tmp / "dst", {"primary"});
   net::Credentials insecure = Insecure();
   Server server{*dst, insecure};
+
+  // One backup group, g, of every user (what a test of one group's switch starts from): its users.
+  std::vector<std::string> OneGroupOfAll() {
+    std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+    std::vector<std::string> users;
+    src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+    return users;
+  }
+  // One attempt (no retry) of a migration to `server`.
+  MigrateOptions OneAttempt() {
+    MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+    o.retries = 0;
+    return o;
+  }
 };
 
 TEST(Migrate, FourGroupsTwoJobsOverTlsPsk) {
@@ -1914,9 +1928,8 @@ storemove::testing::DelayProxyOptions ProxyTo(uint16_t port, int rtt_ms);  // be
 TEST(MigrateLiveDestination, AHalfDoneSwitchIsAdoptedThroughAnotherAddressOfTheSameStore) {
   Migration m(3, 3);
   auto& [tmp, src, dst, insecure, server] = m;
-  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
-  o.retries = 0;
+  m.OneGroupOfAll();
+  MigrateOptions o = m.OneAttempt();
   o.after_switch_sent = [&](const std::string&) { Throw(Errc::kIo, "the connection was lost after the switch (test)"); };
   MigrateReport failed = Migrate(*src, o);
   ASSERT_FALSE(failed.ok());
@@ -1937,12 +1950,9 @@ TEST(MigrateLiveDestination, AHalfDoneSwitchIsAdoptedThroughAnotherAddressOfTheS
 TEST(MigrateLiveDestination, ASwitchRecordOfAnotherStoreAtTheSameAddressAdoptsNothing) {
   Migration m(3, 3);
   auto& [tmp, src, dst, insecure, server] = m;
-  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
-  o.retries = 0;
+  const std::vector<std::string> users = m.OneGroupOfAll();
+  MigrateOptions o = m.OneAttempt();
   ASSERT_TRUE(Migrate(*src, o).ok());
-  std::vector<std::string> users;
-  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
   LeaveAHalfDoneSwitch(*src, tmp / "src", server.endpoint(), users);
   // The same record, but its switch went to another store that served this address then.
   std::string record = ReadFile(tmp / "src/migrate-journal/g.switch");
@@ -1971,11 +1981,10 @@ TEST(MigrateLiveDestination, ASwitchRecordOfAnotherStoreAtTheSameAddressAdoptsNo
 TEST(MigrateLiveDestination, ACopyOfAnotherStoreIsNeverAdopted) {
   Migration m(3, 2);
   auto& [tmp, src, dst, insecure, server] = m;
-  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  m.OneGroupOfAll();
   auto other = MakeSource(tmp / "other", 3, 4);  // the same user ids
   std::ofstream(tmp / "other/config/backup-groups.conf") << "g=.*\n";
-  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
-  o.retries = 0;
+  MigrateOptions o = m.OneAttempt();
   ASSERT_TRUE(Migrate(*src, o).ok());
   std::vector<std::string> users;
   other->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
@@ -1996,13 +2005,12 @@ TEST(MigrateLiveDestination, ACopyOfAnotherStoreIsNeverAdopted) {
 TEST(MigrateLiveDestination, AHalfDoneSwitchOfASourceWithoutAStoreIdIsAdopted) {
   Migration m(3, 3);
   auto& [tmp, src, dst, insecure, server] = m;
-  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
+  m.OneGroupOfAll();
   src.reset();
   fs::remove(tmp / "src/config/store-id");
   src = store::Store::Open(tmp / "src");
   ASSERT_EQ(src->store_id(), "");
-  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
-  o.retries = 0;
+  MigrateOptions o = m.OneAttempt();
   o.after_switch_sent = [&](const std::string&) { Throw(Errc::kIo, "the connection was lost after the switch (test)"); };
   ASSERT_FALSE(Migrate(*src, o).ok());
   dst->ForEachUser([&](const store::UserInfo& u) {
@@ -2022,9 +2030,7 @@ TEST(MigrateLiveDestination, AHalfDoneSwitchOfASourceWithoutAStoreIdIsAdopted) {
 TEST(MigrateLiveDestination, AnUnreadableSwitchRecordFailsItsGroupOnceWithoutRetries) {
   Migration m(3, 3);
   auto& [tmp, src, dst, insecure, server] = m;
-  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  std::vector<std::string> users;
-  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  const std::vector<std::string> users = m.OneGroupOfAll();
   fs::create_directories(tmp / "src/migrate-journal");
   const std::string record = tmp / "src/migrate-journal/g.switch";
   std::ofstream(record) << "storemove-migrate-switch 1 failed-run\nto " << server.endpoint().ToString()
@@ -2051,14 +2057,11 @@ TEST(MigrateLiveDestination, AnUnreadableSwitchRecordFailsItsGroupOnceWithoutRet
 TEST(MigrateLiveDestination, AUserMadeAtTheDestinationIsNeverAdopted) {
   Migration m(3, 2);
   auto& [tmp, src, dst, insecure, server] = m;
-  std::ofstream(tmp / "src/config/backup-groups.conf") << "g=.*\n";
-  std::vector<std::string> users;
-  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  const std::vector<std::string> users = m.OneGroupOfAll();
   for (const std::string& u : users) dst->CreateUser(u);  // live here, with an INBOX of their own
   fs::create_directories(tmp / "src/migrate-journal");
   LeaveAHalfDoneSwitch(*src, tmp / "src", server.endpoint(), users);
-  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
-  o.retries = 0;
+  MigrateOptions o = m.OneAttempt();
   MigrateReport refused = Migrate(*src, o);
   EXPECT_FALSE(refused.ok());
   EXPECT_NE(refused.Text().find("is live here"), std::string::npos) << refused.Text();
