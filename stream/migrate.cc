@@ -302,6 +302,15 @@ void KeepSwitchRecordOfRecoveredJournal(store::Store& s, const std::string& grou
   KeepSwitchRecordOfFailedRun(s, group);
 }
 
+// Whether any of a switch record's users is moved at the source: the switch reached the source,
+// and their destination copies are live (the record is stale).
+bool AnyUserMoved(store::Store& s, const SwitchRecord& record) {
+  return std::any_of(record.users.begin(), record.users.end(), [&](const std::string& user) {
+    std::optional<store::UserInfo> u = s.FindUser(user);
+    return u && u->status.state == store::UserState::kMoved;
+  });
+}
+
 // The users of `group`'s switch record aimed at the destination at `to` whose store id is
 // `to_store` ("" if unknown; SwitchRecordNames) that are not moved at the source (a moved one was
 // switched: its destination copy is live). Empty without a record.
@@ -320,14 +329,12 @@ std::set<std::string> ReadSwitchRecord(store::Store& s, const std::string& group
     return users;
   }
   const SwitchRecord record = ParseSwitchRecord(ReadJournalFile(path), path);
-  for (const std::string& user : record.users) {
-    std::optional<store::UserInfo> u = s.FindUser(user);
-    if (u && u->status.state == store::UserState::kMoved) {  // the switch was done: nothing to adopt
-      RemoveSwitchRecord(s, group);
-      return {};
-    }
-    if (u) users.insert(user);
+  if (AnyUserMoved(s, record)) {  // the switch was done: nothing to adopt
+    RemoveSwitchRecord(s, group);
+    return {};
   }
+  for (const std::string& user : record.users)
+    if (s.FindUser(user)) users.insert(user);
   // Another destination's. Matched by the store: the chaos test's rerun, sent to the restarted
   // server through a new port, refused the copies as live for ever (they stay active there).
   if (!SwitchRecordNames(record, to, to_store)) return {};
@@ -1509,12 +1516,7 @@ std::vector<std::string> AbortMigrations(store::Store& source) {
         const std::string path = SwitchPath(source, group);
         if (PathExists(path)) {
           const SwitchRecord record = ParseSwitchRecord(ReadJournalFile(path), path);
-          bool moved = false;
-          for (const std::string& user : record.users) {
-            std::optional<store::UserInfo> u = source.FindUser(user);
-            moved = moved || (u && u->status.state == store::UserState::kMoved);
-          }
-          if (!moved && !record.users.empty())
+          if (!AnyUserMoved(source, record) && !record.users.empty())
             sent = "group " + group + ": its switch had been sent to " + record.to + " for " +
                    Counted(record.users.size(), "user") + " (" + path +
                    ", removed): their copies there may be active; before migrating them again, put them on hold "
