@@ -6,16 +6,30 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "interop/import.h"
 
 namespace storemove::interop {
 
+// How the file names of a tree spell folder names.
+enum class MboxFileNames {
+  kAsStored,      // the folder's name as stored (UTF-8), as `storemove export` writes them
+  kModifiedUtf7,  // IMAP's modified UTF-7 (RFC 3501 5.1.3), as Dovecot (mailbox_list_utf8 = no, its
+                  // default) and UW-IMAP name mbox files: "Entw&APw-rfe" is Entwürfe, "Q&-A" is Q&A
+};
+
+// The folder-name component that the file or directory name `name` gives. kInvalidArgument,
+// naming `shown`, for a name that is not modified UTF-7 or that decodes to one holding a '/'.
+std::string FolderComponent(std::string_view name, MboxFileNames names, const std::string& shown);
+
 // One job per regular file below `dir`, in folder-name order, for `user`. Names beginning with
-// '.' are passed over; a link, a device or a pipe is refused (kCorrupt), as are folders nested
-// over 64 deep and two files that name one folder (kInvalidArgument); a tree of an unfinished
-// export is refused (kCorrupt, RefuseUnfinishedExport); no file at all is kNotFound.
-std::vector<ImportJob> MboxTreeJobs(const std::string& user, const std::string& dir);
+// '.' are passed over (Dovecot's `.imap` index directories and `.subscriptions`); a link, a device
+// or a pipe is refused (kCorrupt), as are folders nested over 64 deep and two files that name one
+// folder (kInvalidArgument); a tree of an unfinished export is refused (kCorrupt,
+// RefuseUnfinishedExport); no file at all is kNotFound. Every name is checked before any is used.
+std::vector<ImportJob> MboxTreeJobs(const std::string& user, const std::string& dir,
+                                    MboxFileNames names = MboxFileNames::kAsStored);
 
 }  // namespace storemove::interop

@@ -11,18 +11,21 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "interop/import.h"
 #include "interop/maildir_import.h"
 #include "interop/mbox_tree.h"
+#include "interop/modified_utf7.h"
 #include "relinker/arrival.h"
 #include "store/sync.h"
 #include "tools/commands.h"
 #include "util/error.h"
 #include "util/interrupt.h"
 #include "util/plural.h"
+#include "util/printable.h"
 
 namespace storemove::tools {
 namespace {
@@ -39,6 +42,7 @@ struct ImportCliOptions {
   bool mboxo = false;
   bool mboxcl2 = false;
   bool append_all = false;
+  bool utf7_names = false;  // file names spell folders in modified UTF-7 (Dovecot's, UW-IMAP's mbox trees)
   int timeout = 0;  // seconds without input from a pipe before giving up; 0 = wait
 };
 
@@ -53,12 +57,18 @@ void OnInterrupt(int) {
 }
 
 std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
+  const interop::MboxFileNames names =
+      o.utf7_names ? interop::MboxFileNames::kModifiedUtf7 : interop::MboxFileNames::kAsStored;
+  if (o.utf7_names && ((o.mbox_tree.empty() && o.files.empty()) || !o.list.empty() || !o.mbox_path.empty() ||
+                       !o.folder.empty()))
+    Throw(Errc::kInvalidArgument, "--utf7-names decodes folder names from file names (--mbox-tree DIR, or FILE...): "
+                                  "not with -s, -d or --list, which name the folders themselves");
   if (!o.mbox_tree.empty()) {
     if (!o.list.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty())
       Throw(Errc::kInvalidArgument, "--mbox-tree imports the whole tree into the user's folders: no --list, -s, -d "
                                     "or FILE with it");
     if (o.user.empty()) Throw(Errc::kInvalidArgument, "import --mbox-tree needs -u USER");
-    return interop::MboxTreeJobs(o.user, o.mbox_tree);
+    return interop::MboxTreeJobs(o.user, o.mbox_tree, names);
   }
   if (!o.list.empty()) {
     if (!o.user.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty())
@@ -83,7 +93,9 @@ std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
       Throw(Errc::kInvalidArgument, "import: " + path + " (standard input) has no name to give a folder: give -d FOLDER, "
                                     "or -s " + path + " for INBOX");
     // -s alone keeps imsimport's default, INBOX; FILE arguments go to their base names.
-    std::string folder = !o.folder.empty() ? o.folder : o.files.empty() ? "INBOX" : interop::FolderForFile(path);
+    std::string folder = !o.folder.empty() ? o.folder
+                         : o.files.empty() ? "INBOX"
+                                           : interop::FolderComponent(interop::FolderForFile(path), names, path);
     if (::strcasecmp(folder.c_str(), "INBOX") == 0) folder = "INBOX";  // as stored, and said so
     // Two files whose names give one folder (x and x.mbox, d1/Sent and d2/Sent: an export of
     // folders `x` and `x.mbox`) were merged into it, exit 0 (helper-103). -d says that is meant.
@@ -123,13 +135,31 @@ void PrintArrival(const relinker::ArrivalLinker& linker) {
   if (linker.enabled()) std::printf("single instance on arrival: %s\n", linker.counters().ToString().c_str());
 }
 
+// A folder named from a file name like "Entw&APw-rfe" (a Dovecot or UW-IMAP mbox tree read
+// without --utf7-names) is imported as named; said once, before anything is written, so the
+// administrator can stop and run it again with --utf7-names.
+void WarnOfUtf7Names(const std::vector<interop::ImportJob>& jobs) {
+  for (const interop::ImportJob& job : jobs) {
+    const std::optional<std::string> decoded = interop::TryDecodeModifiedUtf7(job.folder);
+    if (!decoded || *decoded == job.folder ||
+        std::none_of(decoded->begin(), decoded->end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; }))
+      continue;
+    std::fprintf(stderr,
+                 "storemove import: warning: folder names such as '%s' look like IMAP's modified UTF-7 (Dovecot's and "
+                 "UW-IMAP's mbox files): they are imported as named; give --utf7-names to decode them ('%s')\n",
+                 EscapeControls(job.folder).c_str(), EscapeControls(*decoded).c_str());
+    return;
+  }
+}
+
 void OnWait(const std::string& why) { std::fprintf(stderr, "storemove import: %s\n", why.c_str()); }
 
 int RunMaildirImport(const ImportCliOptions& o, const std::string& root) {
+  // A Maildir++ tree's names are modified UTF-7 always (interop/maildir_names.h): no --utf7-names.
   if (!o.list.empty() || !o.mbox_path.empty() || !o.files.empty() || !o.folder.empty() || o.mboxo || o.mboxcl2 ||
-      !o.mbox_tree.empty())
+      !o.mbox_tree.empty() || o.utf7_names)
     Throw(Errc::kInvalidArgument, "--maildir imports the whole tree into the user's folders: no --list, -s, -d, --mboxo, "
-                                  "--mboxcl2, --mbox-tree or FILE with it");
+                                  "--mboxcl2, --mbox-tree, --utf7-names (its names are decoded always) or FILE with it");
   if (o.user.empty()) Throw(Errc::kInvalidArgument, "import --maildir needs -u USER");
   auto store = OpenStore(root, {store::Durability::kNone, {}});  // waits said on stderr
   store::StoreSync sync(*store);  // opened before the first write (store/sync.h)
@@ -180,6 +210,7 @@ int RunImport(const ImportCliOptions& o) {
   const std::string& root = RequireStoreDir(o.store_dir);
   if (!o.maildir.empty()) return RunMaildirImport(o, root);
   const std::vector<interop::ImportJob> jobs = Jobs(o);
+  if (!o.utf7_names && (!o.mbox_tree.empty() || (!o.files.empty() && o.folder.empty()))) WarnOfUtf7Names(jobs);
 
   // No fsync per file: one syncfs of the store's filesystems before success (interop/import.h).
   auto store = OpenStore(root, {store::Durability::kNone, {}});  // waits said on stderr
@@ -239,6 +270,8 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
       "                                FOLDER); two files naming one folder are refused\n"
       "  --list LIST                   lines USER<TAB>FOLDER<TAB>MBOX_PATH (relative paths: from LIST's directory)\n"
       "  -u USER --mbox-tree DIR       export's mbox tree: DIR/Sent is Sent, NAME.msg beside NAME/ is NAME\n"
+      "  --utf7-names                  with FILE... or --mbox-tree: file names are modified UTF-7, as Dovecot and\n"
+      "                                UW-IMAP keep mbox folders (Entw&APw-rfe is Entwürfe)\n"
       "  -u USER --maildir DIR         a Maildir++ tree (Dovecot, Courier, export --format maildir): DIR is INBOX,\n"
       "                                .Sub.Folder or Sub/Folder/cur is Sub/Folder; flags, keywords, dates,\n"
       "                                subscriptions and (new folders) UIDs kept\n"
@@ -262,6 +295,9 @@ void AddImportCommand(CLI::App& root, Action* chosen) {
                       "a tree of mbox files (export's mbox output) to load into -u USER's folders: each file is the "
                       "folder of its path, NAME.msg beside a directory NAME/ is the folder NAME")
       ->type_name("DIR");
+  command->add_flag("--utf7-names", o->utf7_names,
+                    "with FILE... or --mbox-tree: the file names spell folder names in IMAP's modified UTF-7, as "
+                    "Dovecot (by default) and UW-IMAP keep mbox folders: Entw&APw-rfe is the folder Entwürfe");
   command->add_flag("--append-all", o->append_all,
                     "append every message, even one the folder already holds (imsimport's way; a rerun duplicates)");
   command->add_flag("--mboxo", o->mboxo,

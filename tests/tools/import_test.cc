@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -238,6 +239,69 @@ TEST_F(Import, ManyFilesOfOneUserGoToTheirBaseNames) {
   r = Run({"-u", "joe", dir_ / "x", "-d", "inbox"});
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("into user/joe/INBOX"), std::string::npos) << r.Describe();
+}
+
+// Dovecot (mailbox_list_utf8 = no, its default) and UW-IMAP name mbox files in IMAP's modified
+// UTF-7: "Entw&APw-rfe" is the folder Entwürfe. Without --utf7-names such a tree came in as folders
+// named "Entw&APw-rfe" without a word (helper-133 #10); now a warning says so, and --utf7-names
+// decodes every component, of a tree and of FILE... base names. A name that is not modified
+// UTF-7, or decodes to a '/', is refused before anything is written; Dovecot's `.imap` index
+// directories are passed over.
+TEST_F(Import, Utf7NamesDecodeTheFolderNamesOfDovecotsMboxFiles) {
+  const std::string tree = dir_ / "mail";
+  const auto drafts = WriteMbox(tree + "/Entw&APw-rfe", Messages("drafts", 2));
+  const auto deleted = WriteMbox(tree + "/Archiv/Gel&APY-scht", Messages("deleted", 1));
+  const auto qa = WriteMbox(tree + "/Q&-A", Messages("qa", 1));
+  WriteMbox(tree + "/.imap/Entw&APw-rfe/dovecot.index.log", Messages("index", 1));
+  const std::vector<std::string> decoded = {"Archiv/Gelöscht", "Entwürfe", "Q&A"};
+
+  CliResult r = Run({"-u", "joe", "--mbox-tree", tree, "--utf7-names"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(r.err, "") << "no warning where the names are decoded";
+  {
+    auto store = store::Store::Open(root_);
+    EXPECT_EQ(FolderMessages(*store, "joe", "Entwürfe"), drafts);
+    EXPECT_EQ(FolderMessages(*store, "joe", "Archiv/Gelöscht"), deleted);
+    EXPECT_EQ(FolderMessages(*store, "joe", "Q&A"), qa);
+    std::vector<std::string> folders;
+    for (const store::FolderInfo& f : store->ListFolders("joe")) folders.push_back(f.folder);
+    EXPECT_EQ(folders, (std::vector<std::string>{"Archiv/Gelöscht", "Entwürfe", "INBOX", "Q&A"}));
+  }
+  // FILE...: each base name decoded.
+  r = Run({"-u", "ann", "--utf7-names", tree + "/Entw&APw-rfe", tree + "/Q&-A"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "ann", "Entwürfe"), drafts);
+
+  // Without it: imported as named, and said once on stderr, before anything is written.
+  r = Run({"-u", "bob", "--mbox-tree", tree});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_TRUE(store::Store::Open(root_)->FindFolder("bob", "Entw&APw-rfe")) << r.Describe();
+  EXPECT_NE(r.err.find("look like IMAP's modified UTF-7"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.err.find("give --utf7-names to decode them ('Archiv/Gelöscht')"), std::string::npos) << r.Describe();
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.Describe();
+
+  // Names that are not modified UTF-7 (a raw '&', raw UTF-8), or hold a '/' once decoded: refused,
+  // naming the file, nothing written.
+  for (const std::string bad : {"Q&A", "Entwürfe", "a&AC8-b"}) {
+    const std::string hostile = dir_ / ("hostile-" + std::to_string(bad.size()));
+    WriteMbox(hostile + "/Sent", Messages("sent", 1));
+    WriteMbox(hostile + "/" + bad, Messages("bad", 1));
+    const std::string before = StoreState(root_);
+    r = Run({"-u", "eve", "--mbox-tree", hostile, "--utf7-names"});
+    EXPECT_EQ(r.status, kUsage) << bad << ": " << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+    EXPECT_NE(r.err.find(hostile + "/" + bad + ": the name "), std::string::npos) << r.Describe();
+    EXPECT_EQ(StoreState(root_), before) << bad;
+  }
+  // It decodes names taken from files only: -s, -d, --list and --maildir name folders otherwise.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"-u", "joe", "-s", tree + "/Q&-A", "--utf7-names"},
+        std::vector<std::string>{"-u", "joe", "-d", "X", tree + "/Q&-A", "--utf7-names"},
+        std::vector<std::string>{"-u", "joe", "--maildir", tree, "--utf7-names"}}) {
+    r = Run(args);
+    EXPECT_EQ(r.status, kUsage) << r.Describe();
+    EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  }
 }
 
 // Empty messages (consecutive "From " lines, an envelope line at the end) are in the mbox, so they
