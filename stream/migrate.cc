@@ -929,6 +929,8 @@ class Migration {
       if (!u) continue;  // deleted by an earlier run after its verification
       if (u->status.state == store::UserState::kMoved) {
         ++r.already_moved;
+        // A second wave with --delete-source deleted nothing and said nothing (helper-154).
+        if (options_.delete_source && !source_.ListFolders(user).empty()) ++r.moved_with_mailboxes;
         continue;
       }
       users.insert(user);
@@ -1333,6 +1335,11 @@ std::string MigrateReport::Text() const {
                   Result(g).c_str());
     out += buf;
     for (const std::string& e : g.errors) out += "  " + g.name + ": " + e + "\n";
+    if (g.moved_with_mailboxes)
+      out += "  " + g.name + ": " + Counted(g.moved_with_mailboxes, "user") + " moved by an earlier run still " +
+             (g.moved_with_mailboxes == 1 ? "has its" : "have their") +
+             " mailboxes here: --delete-source deletes only the users a run moves; once verified, remove them "
+             "with storemove delete USER... (storemove users --status moved lists them)\n";
     for (const std::string& u : g.vanished_users)
       out += "  " + g.name + ": user " + u + " was renamed or deleted at the source during the migration: not " +
              "switched; its copy at the destination stays on hold (remove it there with storemove delete --force " +
@@ -1426,6 +1433,7 @@ std::string MigrateReport::Json() const {
                            {"attempts", g.attempts},
                            {"users", g.users},
                            {"already_moved", g.already_moved},
+                           {"moved_with_mailboxes", g.moved_with_mailboxes},
                            {"messages", g.messages},
                            {"bytes_raw", g.bytes_raw},
                            {"bytes_sent", g.bytes_sent},

@@ -83,6 +83,9 @@ struct GroupReport {
   std::string name;
   uint64_t users = 0;            // users migrated in this run
   uint64_t already_moved = 0;    // users found moved (to any host) by an earlier run
+  // With --delete-source: users moved by an earlier run whose mailboxes are still here (only the
+  // users a run moves are deleted by it; `storemove delete` removes these).
+  uint64_t moved_with_mailboxes = 0;
   uint64_t messages = 0;         // messages carried (every pass)
   uint64_t bytes_raw = 0;        // message bytes carried
   uint64_t bytes_sent = 0;       // bytes on the wire

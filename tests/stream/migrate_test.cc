@@ -492,6 +492,42 @@ TEST(Migrate, DeleteSourceRemovesOnlyVerifiedUsers) {
   }
 }
 
+// A second wave of --delete-source after a migration without it leaves the users an earlier run
+// moved alone (a run never touches them), but no longer says nothing: it deleted nothing, exit
+// 0, while fleet.md promised it would empty the old stores (helper-154). Now each group counts
+// its moved users that still have mailboxes and the report says how to remove them.
+TEST(Migrate, ASecondWaveOfDeleteSourceSaysWhichMovedUsersStillHaveMailboxes) {
+  Migration m(6, 5);
+  m.OneGroupOfAll();
+  auto& [tmp, src, dst, insecure, server] = m;
+  MigrateOptions o = Options(tmp / "src", server.endpoint(), insecure, 1);
+  MigrateReport first = Migrate(*src, o);
+  ASSERT_TRUE(first.ok()) << first.Text();
+  EXPECT_EQ(first.Text().find("still have"), std::string::npos) << first.Text();
+  o.delete_source = true;
+  MigrateReport second = Migrate(*src, o);
+  ASSERT_TRUE(second.ok()) << second.Text();
+  ASSERT_EQ(second.groups.size(), 1u);
+  EXPECT_EQ(second.groups[0].already_moved, 6u) << second.Text();
+  EXPECT_EQ(second.groups[0].moved_with_mailboxes, 6u) << second.Text();
+  EXPECT_NE(second.Text().find("g: 6 users moved by an earlier run still have their mailboxes here: --delete-source "
+                               "deletes only the users a run moves; once verified, remove them with storemove delete "
+                               "USER... (storemove users --status moved lists them)"),
+            std::string::npos)
+      << second.Text();
+  EXPECT_EQ(nlohmann::json::parse(second.Json())["groups"][0]["moved_with_mailboxes"], 6) << second.Json();
+  // One user's mailboxes deleted by hand: only the others are counted.
+  std::vector<std::string> users;
+  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  store::DeleteUser(*src, users[0], {.force = true});
+  EXPECT_EQ(Migrate(*src, o).groups[0].moved_with_mailboxes, 5u);
+  // Without --delete-source nothing is counted: mailboxes of moved users are the administrator's to keep.
+  o.delete_source = false;
+  MigrateReport third = Migrate(*src, o);
+  for (const GroupReport& g : third.groups) EXPECT_EQ(g.moved_with_mailboxes, 0u) << g.name;
+  EXPECT_EQ(third.Text().find("still"), std::string::npos) << third.Text();
+}
+
 // --- zero loss under live delivery ---------------------------------------------------------
 
 struct Delivery {
