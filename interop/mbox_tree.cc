@@ -12,6 +12,8 @@
 #include <set>
 
 #include "interop/modified_utf7.h"
+#include "store/mboxlist.h"
+#include "store/store.h"
 #include "interop/unfinished_export.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -63,7 +65,100 @@ void Walk(int dirfd, const std::string& real, const std::string& shown, const st
   }
 }
 
+constexpr size_t kMaxSubscriptionsFile = 16 << 20;
+constexpr size_t kMaxSubscriptions = size_t{1} << 16;  // as many as a backup stream carries a user
+
+// A version 2 line: components between TABs, \001 escaping \001 '1', TAB 't', CR 'r', LF 'n'.
+std::vector<std::string> Version2Components(std::string_view line) {
+  std::vector<std::string> out(1);
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == '\t') {
+      out.emplace_back();
+    } else if (c == '\001' && i + 1 < line.size()) {
+      const char next = line[++i];
+      out.back().push_back(next == '1' ? '\001' : next == 't' ? '\t' : next == 'r' ? '\r' : next == 'n' ? '\n' : next);
+    } else {
+      out.back().push_back(c);
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+std::vector<std::string> MboxTreeSubscriptions(const std::string& dir, MboxFileNames names,
+                                               std::vector<std::string>* warnings) {
+  const std::string shown = JoinPath(EscapeControls(dir), ".subscriptions");
+  UniqueFd root = OpenDirectory(dir);
+  UniqueFd fd = TryOpenAt(root.get(), ".subscriptions", O_RDONLY | O_NONBLOCK | O_NOFOLLOW, 0, shown);
+  if (!fd.valid()) return {};
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) ThrowErrno("stat " + shown);
+  if (!S_ISREG(st.st_mode)) Throw(Errc::kCorrupt, shown + ": not a regular file");
+  std::string text;
+  char buf[65536];
+  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, shown)) {
+    text.append(buf, n);
+    if (text.size() > kMaxSubscriptionsFile)
+      Throw(Errc::kInvalidArgument, shown + ": over 16 MiB, not a subscriptions file");
+  }
+  std::vector<std::string_view> lines;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string_view line(text.data() + pos, eol - pos);
+    if (line.ends_with('\r')) line.remove_suffix(1);  // edited on Windows: CR is in no folder name
+    lines.push_back(line);
+    pos = eol + 1;
+  }
+  int version = 1;
+  size_t first = 0;
+  if (!lines.empty() && lines[0].starts_with("V\t")) {
+    if (lines[0] != "V\t2" || lines.size() < 2 || !lines[1].empty()) {
+      warnings->push_back(shown + ": a version header this import does not know ('" +
+                          EscapeControls(lines[0].substr(0, 16)) + "'); no subscription read");
+      return {};
+    }
+    version = 2;
+    first = 2;
+  }
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (size_t i = first; i < lines.size(); ++i) {
+    const std::string_view line = lines[i];
+    if (line.empty()) continue;
+    if (out.size() == kMaxSubscriptions)
+      Throw(Errc::kInvalidArgument, shown + ": over 65,536 subscriptions, not a subscriptions file");
+    const std::string where = shown + " line " + std::to_string(i + 1) + ", '" + EscapeControls(line) + "'";
+    try {
+      std::vector<std::string> components;
+      if (version == 2) {
+        components = Version2Components(line);
+      } else {
+        for (size_t start = 0;;) {
+          const size_t slash = line.find('/', start);
+          components.emplace_back(line.substr(start, slash == std::string_view::npos ? slash : slash - start));
+          if (slash == std::string_view::npos) break;
+          start = slash + 1;
+        }
+      }
+      std::string folder;
+      for (const std::string& component : components) {
+        if (!folder.empty()) folder.push_back('/');
+        folder += FolderComponent(component, names, where);
+      }
+      store::ValidateFolderName(folder);
+      folder = store::NormalizeFolder(folder);
+      if (seen.insert(folder).second) out.push_back(std::move(folder));
+    } catch (const Error& e) {
+      if (e.code() != Errc::kInvalidArgument) throw;
+      const std::string why = e.what();
+      warnings->push_back((why.starts_with(where) ? why : where + ": " + why) + "; not subscribed");
+    }
+  }
+  return out;
+}
 
 std::string FolderComponent(std::string_view name, MboxFileNames names, const std::string& shown) {
   if (names == MboxFileNames::kAsStored) return std::string(name);

@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -56,9 +57,12 @@ void OnInterrupt(int) {
   ::_exit(ExitStatus(Errc::kInterrupted));
 }
 
+interop::MboxFileNames FileNames(const ImportCliOptions& o) {
+  return o.utf7_names ? interop::MboxFileNames::kModifiedUtf7 : interop::MboxFileNames::kAsStored;
+}
+
 std::vector<interop::ImportJob> Jobs(const ImportCliOptions& o) {
-  const interop::MboxFileNames names =
-      o.utf7_names ? interop::MboxFileNames::kModifiedUtf7 : interop::MboxFileNames::kAsStored;
+  const interop::MboxFileNames names = FileNames(o);
   if (o.utf7_names && ((o.mbox_tree.empty() && o.files.empty()) || !o.list.empty() || !o.mbox_path.empty() ||
                        !o.folder.empty()))
     Throw(Errc::kInvalidArgument, "--utf7-names decodes folder names from file names (--mbox-tree DIR, or FILE...): "
@@ -211,6 +215,13 @@ int RunImport(const ImportCliOptions& o) {
   if (!o.maildir.empty()) return RunMaildirImport(o, root);
   const std::vector<interop::ImportJob> jobs = Jobs(o);
   if (!o.utf7_names && (!o.mbox_tree.empty() || (!o.files.empty() && o.folder.empty()))) WarnOfUtf7Names(jobs);
+  // Dovecot keeps an mbox user's subscriptions in the tree: read (and checked) before any write.
+  std::vector<std::string> subscriptions;
+  if (!o.mbox_tree.empty()) {
+    std::vector<std::string> warnings;
+    subscriptions = interop::MboxTreeSubscriptions(o.mbox_tree, FileNames(o), &warnings);
+    for (const std::string& warning : warnings) std::fprintf(stderr, "storemove import: warning: %s\n", warning.c_str());
+  }
 
   // No fsync per file: one syncfs of the store's filesystems before success (interop/import.h).
   auto store = OpenStore(root, {store::Durability::kNone, {}});  // waits said on stderr
@@ -244,6 +255,20 @@ int RunImport(const ImportCliOptions& o) {
     std::printf("\n");
   };
   interop::ImportReport report = interop::ImportMboxes(*store, jobs, options);
+  if (!subscriptions.empty()) {
+    // After the messages, as import --maildir does: a subscribed folder exists when a client lists it.
+    const std::string prefix = "user/" + o.user + "/";
+    std::set<std::string> had;
+    for (std::string& mailbox : store->Subscriptions(o.user)) had.insert(std::move(mailbox));
+    size_t added = 0;
+    for (const std::string& folder : subscriptions)
+      if (!had.count(prefix + folder)) {
+        store->Subscribe(o.user, prefix + folder);
+        ++added;
+      }
+    std::printf("subscribed %s (%zu listed in %s/.subscriptions)\n", Counted(added, "folder").c_str(),
+                subscriptions.size(), o.mbox_tree.c_str());
+  }
   sync.Sync();
   if (jobs.size() > 1) {
     std::printf("imported %s (%llu bytes, %llu already present) from %s for %s",

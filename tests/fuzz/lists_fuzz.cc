@@ -5,7 +5,9 @@
 // 0 interop::ReadImportList, 1 stream::ReadUsersFile, 2 stream::ReadUserMap,
 // 3 stream::ReadAccounts (USER<TAB>PASSWORD file, then the users file: the rest split at its first
 // NUL), 4 stream::ReadPasswordFile, 5 store::ReadSettings of STORE/config/store.conf,
-// 6 stream::ParseImapUrl, 7 net::ParseEndpoint, 8 stream::ParseDeadline, 9 StatusFilter::Parse.
+// 6 stream::ParseImapUrl, 7 net::ParseEndpoint, 8 stream::ParseDeadline, 9 StatusFilter::Parse;
+// a first byte of 255 (not 5: the readers above keep their bytes) interop::MboxTreeSubscriptions
+// of Dovecot's `.subscriptions`, its names modified UTF-7 when the input's size is odd.
 // Invariants: only storemove::Error escapes, with a one-line message; what is accepted is what
 // the readers promise (valid user ids and folder names, no user mapped twice, ports in range);
 // a URL or endpoint accepted reads the same from its own text.
@@ -17,6 +19,7 @@
 #include <string>
 
 #include "interop/import.h"
+#include "interop/mbox_tree.h"
 #include "store/settings.h"
 #include "store/store.h"
 #include "stream/deadline.h"
@@ -55,6 +58,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   if (size > (64 << 10)) return -1;
   std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
+  if (data[0] == 255) {
+    const std::string dir = storemove::fuzz::ScratchDir() + "/tree";
+    std::filesystem::create_directories(dir);
+    WriteFile("tree/.subscriptions", text);
+    const auto names = size % 2 ? storemove::interop::MboxFileNames::kModifiedUtf7
+                                : storemove::interop::MboxFileNames::kAsStored;
+    storemove::fuzz::OnlyStoremoveErrors("lists: .subscriptions", [&] {
+      std::vector<std::string> warnings;
+      std::set<std::string> seen;
+      for (const std::string& folder : storemove::interop::MboxTreeSubscriptions(dir, names, &warnings)) {
+        ss::ValidateFolderName(folder);  // throws only if the reader let a bad one through
+        FUZZ_CHECK(seen.insert(folder).second);
+      }
+      for (const std::string& w : warnings) FUZZ_CHECK(w.find('\n') == std::string::npos);
+    });
+    return 0;
+  }
   switch (data[0] % 10) {
     case 0: {
       const std::string path = WriteFile("import.list", text);

@@ -4,7 +4,8 @@ Dovecot (mail_location = mbox, its default mailbox_list_utf8 = no) creates folde
 names, whose files it names in IMAP's modified UTF-7 ("Entw&APw-rfe"), and APPENDs corpus messages
 with flags and internal dates; storemove imports the tree and the INBOX spool file into a fresh
 store, exports it as a Maildir, and a second Dovecot serves that: every folder name, and in each
-folder every message body, flag and internal date, must be what the first Dovecot served.
+folder every message body, flag and internal date, must be what the first Dovecot served, and
+LSUB the subscriptions Dovecot keeps in the tree's `.subscriptions`.
 
 Usage: dovecot_mbox_import_test.py --storemove BIN --corpus DIR [--dovecot /usr/sbin/dovecot]
 Exit status 77 (ctest SKIP_RETURN_CODE) when dovecot or the corpus is absent. DOVECOT_TEST_KEEP=1
@@ -34,6 +35,7 @@ import dovecot_import_test as di  # noqa: E402
 # No folder with both messages and sub-folders: an mbox folder is a file or a directory.
 FOLDERS = ["INBOX", "Sent", "Entwürfe", "Archiv/Gelöscht", "日本語/台北", "Q&A", "a.b", "Ünïcødé ✓"]
 KEYWORDS = ["$Work", "Later"]
+SUBSCRIBED = ["INBOX", "Entwürfe", "Archiv/Gelöscht", "Q&A", "a.b"]
 DOVECOT_FIELDS = re.compile(rb"^(x-uid|x-imapbase|x-imap|status|x-status|x-keywords|content-length):",
                             re.IGNORECASE)
 
@@ -122,6 +124,10 @@ def main():
                 status, data = imap.create(di.quoted(folder))
                 if status != "OK":
                     dt.fail("CREATE %s: %s" % (folder, data))
+        for folder in SUBSCRIBED:
+            status, data = imap.subscribe(di.quoted(folder))
+            if status != "OK":
+                dt.fail("SUBSCRIBE %s: %s" % (folder, data))
         # Messages with NUL cannot go through an APPEND literal; ones beginning with "From " lines
         # Dovecot keeps exactly (its Content-Length), which is what the import must honour.
         entries = [e for e in dt.pick_messages(dt.read_manifests(args.corpus)) if not e["flags"].get("nul")]
@@ -137,6 +143,9 @@ def main():
             if status != "OK":
                 dt.fail("APPEND %s (%s): %s" % (folder, entry["path"], data))
         before = di.snapshot(imap)
+        subscribed_before = di.subscribed(imap)
+        if subscribed_before != set(SUBSCRIBED):
+            dt.fail("Dovecot's LSUB lists %s, expected %s" % (sorted(subscribed_before), sorted(SUBSCRIBED)))
         imap.logout()
         dt.stop_dovecot(process)
         if set(before) != set(FOLDERS):
@@ -157,7 +166,11 @@ def main():
         process, imap = di.start_dovecot(args.dovecot, os.path.join(tmp, "second"), again)
         processes.append(process)
         after = di.snapshot(imap)
+        subscribed_after = di.subscribed(imap)
         imap.logout()
+        if subscribed_after != subscribed_before:
+            dt.fail("after the import LSUB lists %s, before %s (Dovecot's .subscriptions)" %
+                    (sorted(subscribed_after), sorted(subscribed_before)))
 
         want, got = by_folder(before, False), by_folder(after, True)
         if set(got) != set(want):
@@ -175,7 +188,8 @@ def main():
         if checked < 200:
             dt.fail("only %d messages compared" % checked)
         print("Dovecot's mbox tree imported: all %d messages of %d folders (%d named in modified UTF-7) kept "
-              "their folder, flags, keywords, date and body" % (checked, len(want), len(utf7_files)))
+              "their folder, flags, keywords, date and body; %d subscriptions kept" %
+              (checked, len(want), len(utf7_files), len(subscribed_after)))
         passed = True
         return 0
     finally:

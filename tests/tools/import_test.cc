@@ -253,11 +253,37 @@ TEST_F(Import, Utf7NamesDecodeTheFolderNamesOfDovecotsMboxFiles) {
   const auto deleted = WriteMbox(tree + "/Archiv/Gel&APY-scht", Messages("deleted", 1));
   const auto qa = WriteMbox(tree + "/Q&-A", Messages("qa", 1));
   WriteMbox(tree + "/.imap/Entw&APw-rfe/dovecot.index.log", Messages("index", 1));
-  const std::vector<std::string> decoded = {"Archiv/Gelöscht", "Entwürfe", "Q&A"};
+  // Dovecot's subscriptions (version 2, as Dovecot 2.3 writes them), with lines that name no
+  // folder: a '..' component, a raw '&', a \001 escape of a TAB (a control character) inside a component.
+  std::ofstream(tree + "/.subscriptions") << "V\t2\n\nEntw&APw-rfe\nArchiv\tGel&APY-scht\nINBOX\nArchiv\t..\nR&D\n"
+                                             "Entw&APw-rfe\na\001tb\n";
 
   CliResult r = Run({"-u", "joe", "--mbox-tree", tree, "--utf7-names"});
   ASSERT_EQ(r.status, 0) << r.Describe();
-  EXPECT_EQ(r.err, "") << "no warning where the names are decoded";
+  EXPECT_NE(r.out.find("subscribed 3 folders (3 listed in " + tree + "/.subscriptions)"), std::string::npos)
+      << r.Describe();
+  EXPECT_EQ(store::Store::Open(root_)->Subscriptions("joe"),
+            (std::vector<std::string>{"user/joe/Archiv/Gelöscht", "user/joe/Entwürfe", "user/joe/INBOX"}))
+      << r.Describe();
+  // The three lines that name no folder are said, one line each, and nothing else.
+  EXPECT_NE(r.err.find(tree + "/.subscriptions line 6, 'Archiv\\x09..': invalid folder name"), std::string::npos)
+      << r.Describe();
+  EXPECT_NE(r.err.find(tree + "/.subscriptions line 7, 'R&D': the name is not modified UTF-7"), std::string::npos)
+      << r.Describe();
+  EXPECT_NE(r.err.find(tree + "/.subscriptions line 9, 'a\\x01tb': "), std::string::npos) << r.Describe();
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 3) << r.Describe();
+  // A rerun subscribes nothing twice.
+  r = Run({"-u", "joe", "--mbox-tree", tree, "--utf7-names"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("subscribed 0 folders (3 listed"), std::string::npos) << r.Describe();
+  // An absurd one (17 MiB) is refused before anything is written.
+  std::ofstream(tree + "/.subscriptions") << std::string(17 << 20, 'x');
+  r = Run({"-u", "zed", "--mbox-tree", tree, "--utf7-names"});
+  EXPECT_EQ(r.status, kUsage) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find(".subscriptions: over 16 MiB"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(store::Store::Open(root_)->FindUser("zed"));
+  fs::remove(tree + "/.subscriptions");
   {
     auto store = store::Store::Open(root_);
     EXPECT_EQ(FolderMessages(*store, "joe", "Entwürfe"), drafts);
@@ -273,6 +299,7 @@ TEST_F(Import, Utf7NamesDecodeTheFolderNamesOfDovecotsMboxFiles) {
   EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "ann", "Entwürfe"), drafts);
 
   // Without it: imported as named, and said once on stderr, before anything is written.
+  EXPECT_EQ(store::Store::Open(root_)->Subscriptions("ann"), std::vector<std::string>{}) << "only a tree's are read";
   r = Run({"-u", "bob", "--mbox-tree", tree});
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_TRUE(store::Store::Open(root_)->FindFolder("bob", "Entw&APw-rfe")) << r.Describe();
