@@ -12,9 +12,9 @@
 #include <set>
 
 #include "interop/modified_utf7.h"
+#include "interop/unfinished_export.h"
 #include "store/mboxlist.h"
 #include "store/store.h"
-#include "interop/unfinished_export.h"
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/printable.h"
