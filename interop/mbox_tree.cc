@@ -57,7 +57,8 @@ void Walk(int dirfd, const std::string& real, const std::string& shown, const st
     std::string_view name = e.name;
     if (name.size() > 4 && name.ends_with(".msg") && dirs.count(e.name.substr(0, e.name.size() - 4)))
       name.remove_suffix(4);
-    const std::string folder = folder_of(name);
+    // "inbox" (Dovecot's INBOX=~/mail/inbox) is the INBOX, and said so.
+    const std::string folder = store::NormalizeFolder(folder_of(name));
     auto [it, fresh] = jobs->emplace(folder, ImportJob{user, folder, real_path, ""});
     if (!fresh)
       Throw(Errc::kInvalidArgument, "import --mbox-tree: " + EscapeControls(it->second.path) + " and " + path +

@@ -320,6 +320,14 @@ TEST_F(Import, Utf7NamesDecodeTheFolderNamesOfDovecotsMboxFiles) {
     EXPECT_NE(r.err.find(hostile + "/" + bad + ": the name "), std::string::npos) << r.Describe();
     EXPECT_EQ(StoreState(root_), before) << bad;
   }
+  // Dovecot's INBOX=~/mail/inbox: the file "inbox" is the INBOX, and said so.
+  const std::string with_inbox = dir_ / "with-inbox";
+  const auto inbox = WriteMbox(with_inbox + "/inbox", Messages("inbox", 2));
+  r = Run({"-u", "ivy", "--mbox-tree", with_inbox, "--utf7-names"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("into user/ivy/INBOX"), std::string::npos) << r.Describe();
+  EXPECT_EQ(FolderMessages(*store::Store::Open(root_), "ivy", "INBOX"), inbox);
+
   // It decodes names taken from files only: -s, -d, --list and --maildir name folders otherwise.
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"-u", "joe", "-s", tree + "/Q&-A", "--utf7-names"},
