@@ -1138,6 +1138,10 @@ class RestoreSession {
   // Writes a new copy of proven content (a full repository file, or one on another partition),
   // which becomes the proven file of content id `content_id` once committed.
   void CopyFrom(UniqueFd in, const std::string& path, const Digest& digest, bool replace_entry, uint64_t content_id) {
+    Stage(WriteCopy(std::move(in), path, digest), digest, content_id, replace_entry);
+  }
+  // The bytes of `in` (proven content) written as a staged message of meta_.
+  store::StagedMessage WriteCopy(UniqueFd in, const std::string& path, const Digest& digest) {
     writer_ = folder_->NewMessage();
     ReadBlock buf;
     for (;;) {
@@ -1147,8 +1151,27 @@ class RestoreSession {
     }
     store::StagedMessage staged = writer_->Finish(meta_);
     writer_.reset();
-    if (staged.meta.digest != digest) Throw(Errc::kCorrupt, "file " + path + " does not match its digest");
-    Stage(std::move(staged), digest, content_id, replace_entry);
+    if (staged.meta.digest != digest) {
+      std::vector<store::StagedMessage> drop{std::move(staged)};
+      folder_->Discard(drop);
+      Throw(Errc::kCorrupt, "file " + path + " does not match its digest");
+    }
+    return staged;
+  }
+
+  // The folder lists the stream's message at the stream's own UID with these very bytes, but its
+  // file is lost or damaged (`mine`: the file found there, or none): `staged`, the stream's bytes
+  // (linked or written), takes its place, as OnMessage repairs a content record's file. A link
+  // record appended the bytes under a new UID instead, on every rerun, and left the record
+  // without its file, exit 0 (helper-155).
+  void RepairPresent(store::StagedMessage staged, const UniqueFd& mine) {
+    struct stat damaged {};
+    const bool found = mine.valid() && ::fstat(mine.get(), &damaged) == 0;
+    staged.meta.uid = present_uid_;
+    if (folder_->RepairMissingFile(staged, found ? &damaged : nullptr)) {
+      ++report_.repaired;
+      ++report_.skipped;
+    }
   }
 
   // Hard-links `path` into the folder if it is still the file open as `proven` (a path can be
@@ -1244,6 +1267,13 @@ class RestoreSession {
         if (!claimed_) UpdatePresentFlags(r.uid);
         return;
       }
+      if (!claimed_) {  // at the stream's UID, its file lost or damaged: put back there
+        std::optional<store::StagedMessage> staged;
+        if (source.starts_with(partition_path_ + "/")) staged = StageProvenLink(source, have);
+        RepairPresent(staged ? std::move(*staged) : WriteCopy(std::move(fd), source, r.digest), mine);
+        UpdatePresentFlags(r.uid);
+        return;
+      }
       meta_.uid = 0;
     }
     if (source.starts_with(partition_path_ + "/")) {
@@ -1265,23 +1295,32 @@ class RestoreSession {
   }
 
   void RestoreFromSkipped(const format::LinkRecord& r, const SkippedContents::Range& kept, bool present) {
+    UniqueFd mine;
     if (present) {
-      UniqueFd mine = folder_->OpenMessageFile(present_uid_);
+      mine = folder_->OpenMessageFile(present_uid_);
       if (mine.valid() && skipped_.SameAs(mine.get(), kept)) {
         ++report_.skipped;
         if (!claimed_) UpdatePresentFlags(r.uid);
         return;
       }
-      meta_.uid = 0;
+      if (claimed_) meta_.uid = 0;  // else at the stream's UID, its file lost or damaged: put back there
     }
     writer_ = folder_->NewMessage();
     skipped_.CopyTo(kept, *writer_);
     store::StagedMessage staged = writer_->Finish(meta_);
     writer_.reset();
-    if (staged.meta.digest != r.digest || staged.meta.size != r.size)
+    if (staged.meta.digest != r.digest || staged.meta.size != r.size) {
+      std::vector<store::StagedMessage> drop{std::move(staged)};
+      folder_->Discard(drop);
       Throw(Errc::kCorrupt, "stream: link uid " + std::to_string(r.uid) + " names content_id " +
                                 std::to_string(r.content_id) + " of digest " + r.digest.Hex() + " and " +
                                 std::to_string(r.size) + " bytes; the skipped message of that id is another");
+    }
+    if (present && !claimed_) {
+      RepairPresent(std::move(staged), mine);
+      UpdatePresentFlags(r.uid);
+      return;
+    }
     Stage(std::move(staged), r.digest, r.content_id);
   }
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <optional>
 #include <random>
@@ -128,6 +129,72 @@ TEST(Stream, RoundTripIsIdenticalAndDuplicatesBecomeHardLinks) {
     EXPECT_EQ(b->FindUser(u.user)->quota_used, u.quota_used) << u.user;
     EXPECT_EQ(b->FindUser(u.user)->quota_limit, u.quota_limit) << u.user;
   });
+}
+
+// A message the stream carries as a link record (a later copy of content it sent before) whose
+// file at the destination was lost or damaged (deleted, bytes changed, a hard link to another
+// message, a FIFO): a rerun puts the content back under the message's own UID, as it repairs a
+// content record's file, hard-linked again where it can be. It appended the bytes under a new
+// UID instead, on every rerun, and left the record without its file, exit 0 (helper-155).
+TEST(Stream, ARerunRepairsTheLostOrDamagedFileOfALinkedMessageAtItsUid) {
+  TempDir tmp;
+  auto a = store::Store::Init(tmp / "A", {"primary"});
+  const std::string shared = "Subject: list mail\r\n\r\n" + std::string(5000, 'x') + "\r\n";
+  for (const char* user : {"amy", "bob"}) {
+    auto f = a->CreateFolder(user, "INBOX");
+    for (const std::string& body : {std::string("Subject: own\r\n\r\nof ") + user + "\r\n", shared}) {
+      auto w = f->NewMessage();
+      w->Write(body);
+      std::vector<store::StagedMessage> batch{w->Finish({})};
+      f->Commit(batch);
+    }
+  }
+  const std::string bytes = BackupToString(*a);
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  SessionReport first = RestoreFromString(b.get(), bytes);
+  ASSERT_EQ(first.errors, 0u);
+  ASSERT_EQ(first.links, 1u) << "bob's copy of the list mail is a link record";
+  const std::string bobs = b->OpenFolder("bob", "INBOX")->MessagePath(2);
+  const std::string amys_own = b->OpenFolder("amy", "INBOX")->MessagePath(1);
+  const size_t inodes = DistinctInodes(tmp / "B/partition");
+  const std::vector<std::pair<std::string, std::function<void()>>> damages = {
+      {"deleted", [&] { fs::remove(bobs); }},
+      {"a byte changed",
+       [&] {
+         std::fstream io(bobs, std::ios::in | std::ios::out | std::ios::binary);
+         io.seekp(100);
+         io.put('y');
+       }},
+      {"a hard link to another message",
+       [&] {
+         fs::remove(bobs);
+         fs::create_hard_link(amys_own, bobs);
+       }},
+      {"a FIFO",
+       [&] {
+         fs::remove(bobs);
+         ASSERT_EQ(::mkfifo(bobs.c_str(), 0600), 0);
+       }},
+  };
+  for (const auto& [what, damage] : damages) {
+    // The list mail's two names share one inode: a change through one is seen through both, so
+    // the damage that is not a new name is done to a fresh, unshared copy of the message.
+    {
+      const std::string copy = bobs + ".copy";
+      fs::copy_file(bobs, copy);
+      fs::rename(copy, bobs);
+    }
+    damage();
+    SessionReport again = RestoreFromString(b.get(), bytes);
+    EXPECT_EQ(again.errors, 0u) << what;
+    EXPECT_EQ(again.repaired, 1u) << what;
+    EXPECT_EQ(b->FindFolder("bob", "INBOX")->count, 2u) << what << ": no copy under a new UID";
+    ExpectEqualStores(*b, *a);
+    EXPECT_EQ(DistinctInodes(tmp / "B/partition"), inodes) << what << ": linked again";
+    SessionReport third = RestoreFromString(b.get(), bytes);
+    EXPECT_EQ(third.repaired, 0u) << what;
+    EXPECT_EQ(third.skipped, 4u) << what;
+  }
 }
 
 // A destination whose partitions have a store format 1.0 (nested) repository: the restore puts
