@@ -72,21 +72,34 @@ thread_local RegistryNotes registry_notes;
 constexpr size_t kScanBatch = 512;
 }  // namespace
 
+void KeepDbMessage(std::string* last, std::string_view message) {
+  const bool continuation = message.starts_with("BDB2507 ") || message.starts_with("BDB2508 ") ||
+                            message.starts_with("BDB2509 ");
+  if (continuation && last->starts_with("BDB2506 ")) return;
+  *last = message;
+}
+
+bool RecoveredUnderThisProcess(int ret, std::string_view message) {
+  return ret == DB_RUNRECOVERY || (ret == EINVAL && message.starts_with("BDB2506 "));
+}
+
 [[noreturn]] void Store::Db::Fail(int ret, const std::string& what) {
   std::string msg = "mboxlist " + dir_ + ": " + what + ": " + db_strerror(ret);
   if (!last_db_message.empty()) msg += " (" + last_db_message + ")";
+  const bool recovered = RecoveredUnderThisProcess(ret, last_db_message);
   last_db_message.clear();
-  if (ret == DB_RUNRECOVERY) {
-    msg += " (another process died; reopen the store to recover)";
-    watch_->panicked = true;  // for a long-running process that must reopen (serve)
-  }
+  if (ret == DB_RUNRECOVERY) msg += " (another process died; reopen the store to recover)";
+  else if (recovered)
+    msg += " (another process died and the environment was recovered under this one: run again; if none "
+           "did, the store's log files were removed or a database copied in from another store)";
+  if (recovered) watch_->panicked = true;  // for a long-running process that must reopen (serve)
   // A panic means another process ran recovery after one died: nothing of this operation was
   // committed and a new process will succeed, so it is temporary (deliver exits 75 and the MTA
   // retries, instead of bouncing a message for another process's crash).
   last_failure_timed_out = ret == DB_LOCK_NOTGRANTED;
   if (last_failure_timed_out)
     msg += " (another process has held it for over " + std::to_string(kLockTimeoutSeconds) + " s)";
-  if (Retryable(ret) || ret == DB_RUNRECOVERY) Throw(Errc::kTempFail, msg);
+  if (Retryable(ret) || recovered) Throw(Errc::kTempFail, msg);
   // A full disk, a quota or a file-size limit met by the log or a database: an I/O failure (74)
   // like the same limit met by a message file, not a software error (70, helper-113).
   if (ret == ENOSPC || ret == EDQUOT || ret == EFBIG) Throw(Errc::kIo, msg);
@@ -99,7 +112,7 @@ void Store::Db::OnDbMessage(const DB_ENV* env, const char*, const char* message)
   // Per thread: libdb calls this on the thread whose call failed (the detector's too, in a
   // panicked environment), and the message belongs to that thread's error.
   (void)env;
-  last_db_message = message;
+  KeepDbMessage(&last_db_message, message);
 }
 
 // libdb's notes (failchk's "Aborting txn", the registry's steps) go here, not to standard

@@ -51,6 +51,18 @@ std::string EncodeQuota(uint64_t limit, uint64_t used);
 std::pair<uint64_t, uint64_t> DecodeQuota(std::string_view v, std::string_view user);  // {limit, used}
 std::string EncodeFolder(const FolderValue& f);
 FolderValue DecodeFolder(std::string_view v, std::string_view mailbox);
+// libdb's message lines, as the environment's error callback gets them, kept for the one line we
+// report (`last`: the previous one of this thread). A multi-line message keeps its first line:
+// BDB2506 "file F has LSN ..., past end of log at ..." and not BDB2509, its last ("the log files
+// from a database environment").
+void KeepDbMessage(std::string* last, std::string_view message);
+// Whether a libdb failure `ret`, with `message` (KeepDbMessage's), says that the environment was
+// recovered under this process: a database page's LSN past the end of the log that the recovery
+// truncated (EINVAL, BDB2506), beside DB_RUNRECOVERY. Temporary, as DB_RUNRECOVERY is: a new
+// process succeeds (helper-155: an import exited 70 with "put: Invalid argument (BDB2509 the log
+// files from a database environment)" while other processes hit by the same recovery exited 75).
+bool RecoveredUnderThisProcess(int ret, std::string_view message);
+
 // "inbox/x" -> "INBOX/x": the first component is case-insensitive when it spells INBOX.
 std::string NormalizeFolder(std::string_view folder);
 // "joe lrs anyone lr" -> {{"joe", "lrs"}, {"anyone", "lr"}}; throws kInvalidArgument.

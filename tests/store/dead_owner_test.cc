@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdarg>
 #include <cstdint>
@@ -689,6 +690,38 @@ TEST(DeadMutexOwnerClose, ADetectorThatNeverReturnsDoesNotHoldUpClose) {
   pid_t other = ::fork();
   if (other == 0) ::_exit(Store::Open(tmp.path())->FindUser("joe") ? 0 : 1);
   EXPECT_EQ(HowItEnded(other), "exit 0");
+}
+
+}  // namespace
+}  // namespace storemove::store
+
+namespace storemove::store {
+namespace {
+
+// A process attached while another recovered the environment can meet the recovery not as
+// DB_RUNRECOVERY but as EINVAL with libdb's four-line BDB2506..BDB2509 message (a page's LSN past
+// the end of the log that the recovery truncated). Under kill -9 chaos an import exited 70 with
+// only the last line, "put: Invalid argument (BDB2509 the log files from a database
+// environment)", where every other process hit by the same recovery exited 75 (helper-155).
+TEST(RecoveredUnderThisProcess, TheLsnPastTheEndOfTheLogIsTheRecoveryAndKeepsItsFirstLine) {
+  std::string last;
+  for (const char* line : {"BDB2506 file folder.db has LSN 1/28672, past end of log at 1/20480",
+                           "BDB2507 Commonly caused by moving a database from one database environment",
+                           "BDB2508 to another without clearing the database LSNs, or by removing all of",
+                           "BDB2509 the log files from a database environment"})
+    KeepDbMessage(&last, line);
+  EXPECT_EQ(last, "BDB2506 file folder.db has LSN 1/28672, past end of log at 1/20480");
+  EXPECT_TRUE(RecoveredUnderThisProcess(EINVAL, last));
+  EXPECT_TRUE(RecoveredUnderThisProcess(DB_RUNRECOVERY, ""));
+  // Anything else stays what it was: an EINVAL of another cause, another error with that line.
+  EXPECT_FALSE(RecoveredUnderThisProcess(EINVAL, "BDB0055 illegal flag specified to DB->put"));
+  EXPECT_FALSE(RecoveredUnderThisProcess(ENOSPC, last));
+  // A later message of another kind replaces it; a lone BDB2509 is kept as it comes.
+  KeepDbMessage(&last, "BDB0061 page 7: checksum error");
+  EXPECT_EQ(last, "BDB0061 page 7: checksum error");
+  KeepDbMessage(&last, "BDB2509 the log files from a database environment");
+  EXPECT_EQ(last, "BDB2509 the log files from a database environment");
+  EXPECT_FALSE(RecoveredUnderThisProcess(EINVAL, last));
 }
 
 }  // namespace
