@@ -18,6 +18,7 @@
 #include <unordered_set>
 
 #include "store/admin.h"
+#include "store/stale_temporaries.h"
 #include "store/writeback.h"
 #include "stream/content_filter.h"
 #include "stream/net.h"
@@ -1618,6 +1619,10 @@ class RestoreSession {
     }
     Commit();
     ApplyFlagChanges();
+    // What a killed writer (this restore's predecessor, say) staged here and never committed: a
+    // commit sweeps it, but a rerun that finds the folder complete makes none, and the files
+    // stayed until relink's hour (helper-155). A listing of the folder's own directory.
+    if (mode_ != Mode::kNew) store::RemoveTemporariesOfGoneWriters(folder_->dir_fd());
     // An incremental block names every message of the source folder; an unchanged one none.
     if (options_.mirror && mode_ == Mode::kMerge && decoder_.header().since == 0 && !folder_record_.unchanged()) {
       std::vector<uint32_t> gone;

@@ -21,6 +21,8 @@
 #include "store/index.h"
 #include "store/store.h"
 #include "stream/stream.h"
+#include "store/stale_temporaries.h"
+#include "tests/support/gone_pid.h"
 #include "tests/support/stream_strings.h"
 #include "tests/support/temp_dir.h"
 #include "util/digest.h"
@@ -536,6 +538,31 @@ TEST(RestoreRerun, ADamagedPresentFileIsRepairedNotDuplicated) {
   SessionReport again = RestoreString(*s, stream);
   EXPECT_EQ(again.repaired, 0u);
   EXPECT_EQ(again.skipped, 2u);
+}
+
+// A writer killed between staging and committing (a restore killed under a `backup | restore`
+// pipe) leaves `tmp.<pid>.<token>` copies in the folder. A commit sweeps those of writers that are
+// gone, but a rerun that finds the folder complete commits nothing there, and they stayed until
+// relink's hour (helper-155: three staged copies in a complete folder). Now the rerun sweeps every
+// folder it merges into; a live writer's and another namespace's stay.
+TEST(RestoreRerun, ARerunThatAddsNothingStillRemovesAGoneWritersStagedFiles) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::string stream = StreamOf("Work", 5, {{1, Body("one")}, {2, Body("two")}});
+  RestoreString(*s, stream);
+  const std::string dir = s->OpenFolder("joe", "Work")->path();
+  const std::string made = store::NewTemporaryName();  // tmp.<pid>.n<ns>.s<start>.<random>
+  const std::string ns = made.substr(made.find(".n") + 1, made.find('.', made.find(".n") + 1) - made.find(".n") - 1);
+  const std::string gone = dir + "/tmp." + std::to_string(storemove::testing::GonePid()) + "." + ns + ".st4ged";
+  const std::string live = dir + "/tmp." + std::to_string(::getpid()) + "." + ns + ".l1ve";
+  const std::string other_namespace = dir + "/tmp." + std::to_string(storemove::testing::GonePid()) + ".n1.0ther";
+  for (const std::string& p : {gone, live, other_namespace}) std::ofstream(p) << Body("two");
+  SessionReport r = RestoreString(*s, stream);
+  EXPECT_EQ(r.skipped, 2u);
+  EXPECT_FALSE(PathExists(gone));
+  EXPECT_TRUE(PathExists(live));
+  EXPECT_TRUE(PathExists(other_namespace));
+  EXPECT_EQ(Contents(*s, "Work").size(), 2u);
 }
 
 TEST(RestoreRerun, AFolderRecordWithUidValidityZeroIsRefused) {
