@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 
+#include "interop/dovecot_subscriptions.h"
 #include "interop/folder_filler.h"
 #include "store/store.h"
 #include "interop/maildir_names.h"
@@ -786,22 +787,11 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
     if (!text) return {};
   }
   const std::string shown = JoinPath(dir, name);
-  std::vector<std::string_view> lines = Lines(*text);
-  for (std::string_view& line : lines)
-    if (line.ends_with('\r')) line.remove_suffix(1);  // a file edited on Windows: CR is in no folder name
-  int version = 1;
-  size_t first = 0;
-  if (!courier && !lines.empty() && lines[0].starts_with("V\t")) {
-    // kSubscriptionsVersion2: "V<TAB>2" and an empty line. Another version's lines are not ours
-    // to guess at.
-    if (lines[0] != "V\t2" || lines.size() < 2 || !lines[1].empty()) {
-      warnings->push_back(shown + ": a version header this import does not know ('" + EscapeControls(lines[0].substr(0, 16)) +
-                          "'); no subscription read");
-      return {};
-    }
-    version = 2;
-    first = 2;
-  }
+  const std::optional<SubscriptionLines> split = SplitSubscriptions(*text, shown, !courier, warnings);
+  if (!split) return {};
+  const std::vector<std::string_view>& lines = split->lines;
+  const int version = split->version;
+  const size_t first = split->first;
   std::vector<std::string> out;
   std::set<std::string> seen;
   for (size_t i = first; i < lines.size(); ++i) {

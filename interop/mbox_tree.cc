@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 
+#include "interop/dovecot_subscriptions.h"
 #include "interop/modified_utf7.h"
 #include "interop/unfinished_export.h"
 #include "store/mboxlist.h"
@@ -104,26 +105,11 @@ std::vector<std::string> MboxTreeSubscriptions(const std::string& dir, MboxFileN
     if (text.size() > kMaxSubscriptionsFile)
       Throw(Errc::kInvalidArgument, shown + ": over 16 MiB, not a subscriptions file");
   }
-  std::vector<std::string_view> lines;
-  for (size_t pos = 0; pos < text.size();) {
-    size_t eol = text.find('\n', pos);
-    if (eol == std::string::npos) eol = text.size();
-    std::string_view line(text.data() + pos, eol - pos);
-    if (line.ends_with('\r')) line.remove_suffix(1);  // edited on Windows: CR is in no folder name
-    lines.push_back(line);
-    pos = eol + 1;
-  }
-  int version = 1;
-  size_t first = 0;
-  if (!lines.empty() && lines[0].starts_with("V\t")) {
-    if (lines[0] != "V\t2" || lines.size() < 2 || !lines[1].empty()) {
-      warnings->push_back(shown + ": a version header this import does not know ('" +
-                          EscapeControls(lines[0].substr(0, 16)) + "'); no subscription read");
-      return {};
-    }
-    version = 2;
-    first = 2;
-  }
+  const std::optional<SubscriptionLines> split = SplitSubscriptions(text, shown, /*versioned=*/true, warnings);
+  if (!split) return {};
+  const std::vector<std::string_view>& lines = split->lines;
+  const int version = split->version;
+  const size_t first = split->first;
   std::vector<std::string> out;
   std::set<std::string> seen;
   for (size_t i = first; i < lines.size(); ++i) {

@@ -16,16 +16,12 @@ alike and bodies are compared byte for byte. Messages with NUL are not used: an 
 literal cannot carry them.
 """
 
-import argparse
 import imaplib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -106,20 +102,10 @@ def subscribed(imap):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--storemove", required=True)
-    parser.add_argument("--corpus", required=True)
-    parser.add_argument("--dovecot", default="/usr/sbin/dovecot")
-    args = parser.parse_args()
-    if not os.access(args.dovecot, os.X_OK):
-        print("SKIP: %s absent (scripts/install-deps installs dovecot-imapd)" % args.dovecot)
+    args = dt.arguments()
+    if args is None:
         return dt.SKIP
-    if not os.path.isdir(args.corpus):
-        print("SKIP: corpus absent: " + args.corpus)
-        return dt.SKIP
-
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    tmp = tempfile.mkdtemp(prefix="storemove-dovecot-import-", dir=base)
+    tmp = dt.scratch("storemove-dovecot-import-")
     os.chmod(tmp, 0o711)  # Dovecot's own accounts pass through to their configuration
     processes = []
     passed = False
@@ -224,17 +210,7 @@ def main():
         passed = True
         return 0
     finally:
-        for process in processes:
-            dt.stop_dovecot(process)
-        if not passed:
-            for name in ("first", "second"):
-                log = os.path.join(tmp, name, "dovecot.log")
-                if os.path.exists(log):
-                    print("dovecot log %s (last lines):\n%s" % (name, dt.read_log(log)), file=sys.stderr)
-        if os.environ.get("DOVECOT_TEST_KEEP"):
-            print("kept " + tmp, file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        dt.finish(tmp, processes, passed, [os.path.join(tmp, name) for name in ("first", "second")])
 
 
 if __name__ == "__main__":

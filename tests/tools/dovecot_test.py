@@ -310,7 +310,9 @@ def folder_to_utf7(folder):
     return "".join(out)
 
 
-def main():
+def arguments():
+    """The Dovecot tests' command line (--storemove, --corpus, --dovecot), or None, after saying
+    SKIP, where Dovecot or the corpus is absent."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--storemove", required=True)
     parser.add_argument("--corpus", required=True)
@@ -318,15 +320,41 @@ def main():
     args = parser.parse_args()
     if not os.access(args.dovecot, os.X_OK):
         print("SKIP: %s absent (scripts/install-deps installs dovecot-imapd)" % args.dovecot)
-        return SKIP
+        return None
     if not os.path.isdir(args.corpus):
         print("SKIP: corpus absent: " + args.corpus)
-        return SKIP
+        return None
+    return args
 
+
+def scratch(prefix):
+    """A temporary directory, on tmpfs where there is one."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    tmp = tempfile.mkdtemp(prefix="storemove-dovecot-", dir=base)
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
+def finish(tmp, processes, passed, log_dirs):
+    """Stops the Dovecots (which flushes their logs), shows each log of a failed test, and
+    removes `tmp` unless DOVECOT_TEST_KEEP is set."""
+    for process in processes:
+        stop_dovecot(process)
+    if not passed:
+        for directory in log_dirs:
+            log = os.path.join(directory, "dovecot.log")
+            if os.path.exists(log):  # every failure, including exceptions
+                print("dovecot log %s (last lines):\n%s" % (directory, read_log(log)), file=sys.stderr)
+    if os.environ.get("DOVECOT_TEST_KEEP"):
+        print("kept " + tmp, file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    args = arguments()
+    if args is None:
+        return SKIP
+    tmp = scratch("storemove-dovecot-")
     process = None
-    log = os.path.join(tmp, "dovecot.log")
     passed = False
     try:
         store, maildir = os.path.join(tmp, "store"), os.path.join(tmp, "maildir")
@@ -425,14 +453,7 @@ def main():
         passed = True
         return 0
     finally:
-        if not passed and os.path.exists(log):  # every failure, including exceptions
-            print("dovecot log (last lines):\n" + read_log(log), file=sys.stderr)
-        if process is not None:
-            stop_dovecot(process)
-        if os.environ.get("DOVECOT_TEST_KEEP"):
-            print("kept " + tmp, file=sys.stderr)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        finish(tmp, [process] if process is not None else [], passed, [tmp])
 
 
 if __name__ == "__main__":
