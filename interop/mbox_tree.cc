@@ -105,6 +105,8 @@ std::vector<std::string> MboxTreeSubscriptions(const std::string& dir, MboxFileN
     if (text.size() > kMaxSubscriptionsFile)
       Throw(Errc::kInvalidArgument, shown + ": over 16 MiB, not a subscriptions file");
   }
+  // A binary file made thousands of warning lines and subscribed its printable runs (helper-156).
+  if (text.find('\0') != std::string::npos) Throw(Errc::kCorrupt, shown + ": holds NUL bytes, not a subscriptions file");
   const std::optional<SubscriptionLines> split = SplitSubscriptions(text, shown, /*versioned=*/true, warnings);
   if (!split) return {};
   const std::vector<std::string_view>& lines = split->lines;
@@ -112,6 +114,8 @@ std::vector<std::string> MboxTreeSubscriptions(const std::string& dir, MboxFileN
   const size_t first = split->first;
   std::vector<std::string> out;
   std::set<std::string> seen;
+  constexpr size_t kMaxWarnings = 20;  // then one line counts the rest
+  size_t refused = 0;
   for (size_t i = first; i < lines.size(); ++i) {
     const std::string_view line = lines[i];
     if (line.empty()) continue;
@@ -140,10 +144,14 @@ std::vector<std::string> MboxTreeSubscriptions(const std::string& dir, MboxFileN
       if (seen.insert(folder).second) out.push_back(std::move(folder));
     } catch (const Error& e) {
       if (e.code() != Errc::kInvalidArgument) throw;
+      if (++refused > kMaxWarnings) continue;
       const std::string why = e.what();
       warnings->push_back((why.starts_with(where) ? why : where + ": " + why) + "; not subscribed");
     }
   }
+  if (refused > kMaxWarnings)
+    warnings->push_back(shown + ": " + std::to_string(refused - kMaxWarnings) +
+                        " more lines that name no folder; not subscribed");
   return out;
 }
 

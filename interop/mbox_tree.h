@@ -36,8 +36,9 @@ std::vector<ImportJob> MboxTreeJobs(const std::string& user, const std::string& 
 // there): version 2 ("V<TAB>2", an empty line, then one name a line with a TAB between components
 // and \001 escapes) or version 1 (one name a line, '/' between components); each component read
 // as the tree's file names are (FolderComponent). A line that names no valid folder is a warning,
-// as is a file of another version; no file, none. Read whole, so it is refused (kInvalidArgument)
-// over 16 MiB or 65,536 names, before anything is written.
+// as is a file of another version (after 20 such lines, one more counts the rest); no file,
+// none. Read whole, so it is refused over 16 MiB or 65,536 names (kInvalidArgument) or with a NUL
+// byte (kCorrupt: a binary file), before anything is written.
 std::vector<std::string> MboxTreeSubscriptions(const std::string& dir, MboxFileNames names,
                                                std::vector<std::string>* warnings);
 

@@ -1160,19 +1160,35 @@ class RestoreSession {
     return staged;
   }
 
-  // The folder lists the stream's message at the stream's own UID with these very bytes, but its
-  // file is lost or damaged (`mine`: the file found there, or none): `staged`, the stream's bytes
-  // (linked or written), takes its place, as OnMessage repairs a content record's file. A link
-  // record appended the bytes under a new UID instead, on every rerun, and left the record
-  // without its file, exit 0 (helper-155).
-  void RepairPresent(store::StagedMessage staged, const UniqueFd& mine) {
+  // The folder lists the link's message with these very bytes (at the stream's UID, or a copy an
+  // earlier run appended, present_uid_), but its file is lost or damaged (`mine`: the file found
+  // there, or none): `staged`, the stream's bytes, takes its place, as OnMessage repairs a content
+  // record's file. A link record appended the bytes under a new UID instead, leaving the record
+  // without its file, exit 0 (helper-155, helper-156). `copied`: `staged` is a copy, not a link to
+  // the content's file, so it becomes that file for the content's later links (else each of them
+  // copied again: disk use went up 3.5x, helper-156). A record changed meanwhile (expunged) is an
+  // error: the message is not in the folder, and the rerun restores it.
+  void RepairPresent(const format::LinkRecord& r, store::StagedMessage staged, const UniqueFd& mine, bool copied,
+                     bool replace_entry) {
     struct stat damaged {};
     const bool found = mine.valid() && ::fstat(mine.get(), &damaged) == 0;
     staged.meta.uid = present_uid_;
-    if (folder_->RepairMissingFile(staged, found ? &damaged : nullptr)) {
-      ++report_.repaired;
-      ++report_.skipped;
+    if (!folder_->RepairMissingFile(staged, found ? &damaged : nullptr)) {
+      ReportMessageError(r, "its copy (UID " + std::to_string(present_uid_) +
+                                ") changed while its file was put back; not restored, a rerun restores it");
+      return;
     }
+    ++report_.repaired;
+    ++report_.skipped;
+    if (copied) ProveCommitted(present_uid_, r.digest, r.content_id, replace_entry);
+    if (!claimed_) UpdatePresentFlags(r.uid);
+  }
+
+  // Whether the folder's present copy of a link's message, not the content's bytes, is damaged
+  // (repaired in place) rather than another message whose bytes have the same digest, a
+  // collision, which is kept beside the stream's (as OnMessage keeps both).
+  bool PresentCopyDamaged(const UniqueFd& mine, const format::LinkRecord& r) {
+    return !mine.valid() || !FileHasDigest(mine.get(), r.digest, r.size);
   }
 
   // Hard-links `path` into the folder if it is still the file open as `proven` (a path can be
@@ -1268,11 +1284,13 @@ class RestoreSession {
         if (!claimed_) UpdatePresentFlags(r.uid);
         return;
       }
-      if (!claimed_) {  // at the stream's UID, its file lost or damaged: put back there
+      if (PresentCopyDamaged(mine, r)) {  // lost or damaged: put back at its UID
         std::optional<store::StagedMessage> staged;
         if (source.starts_with(partition_path_ + "/")) staged = StageProvenLink(source, have);
-        RepairPresent(staged ? std::move(*staged) : WriteCopy(std::move(fd), source, r.digest), mine);
-        UpdatePresentFlags(r.uid);
+        const bool copied = !staged;
+        const bool replace_entry = source == repository_->EntryPath(r.digest);
+        RepairPresent(r, copied ? WriteCopy(std::move(fd), source, r.digest) : std::move(*staged), mine, copied,
+                      replace_entry);
         return;
       }
       meta_.uid = 0;
@@ -1297,6 +1315,7 @@ class RestoreSession {
 
   void RestoreFromSkipped(const format::LinkRecord& r, const SkippedContents::Range& kept, bool present) {
     UniqueFd mine;
+    bool repair = false;
     if (present) {
       mine = folder_->OpenMessageFile(present_uid_);
       if (mine.valid() && skipped_.SameAs(mine.get(), kept)) {
@@ -1304,7 +1323,8 @@ class RestoreSession {
         if (!claimed_) UpdatePresentFlags(r.uid);
         return;
       }
-      if (claimed_) meta_.uid = 0;  // else at the stream's UID, its file lost or damaged: put back there
+      repair = PresentCopyDamaged(mine, r);  // lost or damaged: put back at its UID
+      if (!repair) meta_.uid = 0;
     }
     writer_ = folder_->NewMessage();
     skipped_.CopyTo(kept, *writer_);
@@ -1317,9 +1337,8 @@ class RestoreSession {
                                 std::to_string(r.content_id) + " of digest " + r.digest.Hex() + " and " +
                                 std::to_string(r.size) + " bytes; the skipped message of that id is another");
     }
-    if (present && !claimed_) {
-      RepairPresent(std::move(staged), mine);
-      UpdatePresentFlags(r.uid);
+    if (repair) {
+      RepairPresent(r, std::move(staged), mine, /*copied=*/true, /*replace_entry=*/false);
       return;
     }
     Stage(std::move(staged), r.digest, r.content_id);

@@ -197,6 +197,61 @@ TEST(Stream, ARerunRepairsTheLostOrDamagedFileOfALinkedMessageAtItsUid) {
   }
 }
 
+// The same for a copy an earlier run appended at another UID (the destination had its own
+// message at the stream's UID): the lost file of that copy is put back there, not appended once
+// more beside a record left without its file (helper-156). And where the repair must copy (the
+// body kept from a folder the restore skipped, the repository entry gone too), the copy becomes
+// the content's file: the next link links to it, where every repair made its own copy (disk use
+// up 3.5x, helper-156).
+TEST(Stream, ARerunRepairsAnAppendedCopyAtItsUidAndLinksTheRepairsOfOneContent) {
+  TempDir tmp;
+  auto a = store::Store::Init(tmp / "A", {"primary"});
+  const std::string shared = "Subject: list mail\r\n\r\n" + std::string(5000, 'x') + "\r\n";
+  for (const char* user : {"amy", "bob", "cat"}) {
+    auto f = a->CreateFolder(user, "INBOX");
+    for (const std::string& body : {std::string("Subject: own\r\n\r\nof ") + user + "\r\n", shared}) {
+      auto w = f->NewMessage();
+      w->Write(body);
+      std::vector<store::StagedMessage> batch{w->Finish({})};
+      f->Commit(batch);
+    }
+  }
+  const std::string bytes = BackupToString(*a);
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  {
+    // bob's UIDs 1 and 2 here are the destination's own messages: the stream's are appended (3, 4).
+    auto f = b->CreateFolder("bob", "INBOX");
+    for (const char* body : {"Subject: here 1\r\n\r\n1\r\n", "Subject: here 2\r\n\r\n2\r\n"}) {
+      auto w = f->NewMessage();
+      w->Write(body);
+      std::vector<store::StagedMessage> batch{w->Finish({})};
+      f->Commit(batch);
+    }
+  }
+  RestoreOptions selection;
+  selection.names = {"user/bob/*", "user/cat/*"};  // amy's folder skipped: its bodies kept for the links
+  ASSERT_EQ(RestoreFromString(b.get(), bytes, selection).errors, 0u);
+  ASSERT_EQ(b->FindFolder("bob", "INBOX")->count, 4u);
+  const std::string bobs = b->OpenFolder("bob", "INBOX")->MessagePath(4);
+  const std::string cats = b->OpenFolder("cat", "INBOX")->MessagePath(2);
+  ASSERT_EQ(ReadFile(bobs), shared);
+  fs::remove(bobs);
+  fs::remove(cats);
+  fs::remove_all(b->PartitionPath("primary") + "/=digest");
+  SessionReport again = RestoreFromString(b.get(), bytes, selection);
+  EXPECT_EQ(again.errors, 0u);
+  EXPECT_EQ(again.repaired, 2u);
+  EXPECT_EQ(b->FindFolder("bob", "INBOX")->count, 4u) << "no copy under a new UID";
+  EXPECT_EQ(ReadFile(bobs), shared);
+  EXPECT_EQ(ReadFile(cats), shared);
+  struct stat bob_st, cat_st;
+  ASSERT_EQ(::stat(bobs.c_str(), &bob_st), 0);
+  ASSERT_EQ(::stat(cats.c_str(), &cat_st), 0);
+  EXPECT_EQ(bob_st.st_ino, cat_st.st_ino) << "the second repair links to the first one's copy";
+  EXPECT_EQ(ReadFile(b->OpenFolder("bob", "INBOX")->MessagePath(2)), "Subject: here 2\r\n\r\n2\r\n");
+  EXPECT_EQ(RestoreFromString(b.get(), bytes, selection).repaired, 0u);
+}
+
 // A destination whose partitions have a store format 1.0 (nested) repository: the restore puts
 // its entries there, in that layout, and a second restore of the same content under other user
 // names links to them instead of writing copies.

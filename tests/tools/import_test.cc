@@ -283,6 +283,23 @@ TEST_F(Import, Utf7NamesDecodeTheFolderNamesOfDovecotsMboxFiles) {
   EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
   EXPECT_NE(r.err.find(".subscriptions: over 16 MiB"), std::string::npos) << r.Describe();
   EXPECT_FALSE(store::Store::Open(root_)->FindUser("zed"));
+  // A binary one (a NUL byte) likewise, exit 65; many lines that name no folder make 20 warnings
+  // and one that counts the rest (a binary file made 11,694 lines, helper-156).
+  std::ofstream(tree + "/.subscriptions") << "V\t2\n\nEntw&APw-rfe\n" << std::string(1, '\0') << "\n";
+  r = Run({"-u", "zed", "--mbox-tree", tree, "--utf7-names"});
+  EXPECT_EQ(r.status, kDataErr) << r.Describe();
+  EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
+  EXPECT_NE(r.err.find(".subscriptions: holds NUL bytes"), std::string::npos) << r.Describe();
+  EXPECT_FALSE(store::Store::Open(root_)->FindUser("zed"));
+  {
+    std::ofstream junk(tree + "/.subscriptions");
+    for (int i = 0; i < 500; ++i) junk << "R&D" << i << "\n";
+  }
+  r = Run({"-u", "zed", "--mbox-tree", tree, "--utf7-names"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 21) << r.Describe();
+  EXPECT_NE(r.err.find(".subscriptions: 480 more lines that name no folder; not subscribed"), std::string::npos)
+      << r.Describe();
   fs::remove(tree + "/.subscriptions");
   {
     auto store = store::Store::Open(root_);
