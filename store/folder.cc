@@ -216,8 +216,16 @@ bool Folder::RepairMissingFile(StagedMessage& staged, const struct stat* damaged
         UniqueFd f = OpenAt(dir_.get(), staged.temp_name, O_RDONLY, 0, path_ + "/" + staged.temp_name);
         Fsync(f.get(), path_ + "/" + staged.temp_name);
       }
-      if (int err = RenameReplacing(dir_.get(), staged.temp_name, dir_.get(), rel); err != 0)
-        ThrowErrno("rename " + path_ + "/" + staged.temp_name + " to " + rel, err);
+      if (int err = RenameReplacing(dir_.get(), staged.temp_name, dir_.get(), rel); err != 0) {
+        // Not left behind for every rerun to add one more (helper-157).
+        const std::string temp = staged.temp_name;
+        Discard(doomed);
+        staged.temp_name.clear();
+        if (err == EISDIR)
+          Throw(Errc::kCorrupt, path_ + "/" + rel + " is a directory where the file of message UID " +
+                                    std::to_string(staged.meta.uid) + " belongs (damage): remove it, then run again");
+        ThrowErrno("rename " + path_ + "/" + temp + " to " + rel, err);
+      }
       staged.temp_name.clear();
       return true;
     }

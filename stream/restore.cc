@@ -973,13 +973,11 @@ class RestoreSession {
     meta_ = ToMeta(r);
     if (AlreadyPresent(r, &meta_)) {
       UniqueFd have = folder_->OpenMessageFile(present_uid_);
-      if (!have.valid() && claimed_) {
-        NewCopy();  // expunged meanwhile, or lost: the stream's bytes as a new message
-        return;
-      }
       if (!have.valid()) {
         // Listed with these very bytes but its file is lost (damage, docs/store-format.md
-        // §6.2): the stream carries them, so a rerun puts the file back under its UID.
+        // §6.2): the stream carries them, so a rerun puts the file back under its UID, the
+        // stream's or, claimed, the one an earlier run appended it at (that copy was appended
+        // again, its record left without a file, exit 0: helper-157).
         action_ = Action::kRepair;
         writer_ = folder_->NewMessage();
         return;
@@ -989,8 +987,7 @@ class RestoreSession {
       if (::fstat(have.get(), &present_stat_) != 0) ThrowErrno("stat " + folder_->MessagePath(present_uid_));
       if (uint64_t(present_stat_.st_size) != r.size) {
         // Not the recorded size: damaged (or appended to). The stream's bytes replace it.
-        if (claimed_) NewCopy();
-        else StartRepairOfDamaged();
+        StartRepairOfDamaged();
         return;
       }
       action_ = Action::kVerifyPresent;
@@ -1020,7 +1017,7 @@ class RestoreSession {
           // Listed with this digest but other bytes. A file whose bytes do not have the digest
           // its record lists is damaged: the stream's bytes replace it. One that has it is a
           // collision of the digest: both are kept, the stream's as a new message.
-          const bool damaged = !claimed_ && !FileHasDigest(matcher_->file(), message_.digest, message_.size);
+          const bool damaged = !FileHasDigest(matcher_->file(), message_.digest, message_.size);
           meta_.uid = 0;
           SwitchToWriting();
           if (damaged) action_ = Action::kRepairDamaged;
@@ -1037,15 +1034,7 @@ class RestoreSession {
     }
   }
 
-  // The present message is written anew from the stream (a new UID, as an append).
-  void NewCopy() {
-    meta_.uid = 0;
-    action_ = Action::kWrite;
-    writer_ = folder_->NewMessage();
-    written_.Add(message_.digest);
-  }
-
-  // The present file of the stream's UID is damaged: the stream's bytes are written and replace it.
+  // The present file (at present_uid_) is damaged: the stream's bytes are written and replace it.
   void StartRepairOfDamaged() {
     action_ = Action::kRepairDamaged;
     writer_ = folder_->NewMessage();
@@ -1088,13 +1077,17 @@ class RestoreSession {
           Throw(Errc::kCorrupt, "stream: message UID " + std::to_string(message_.uid) + " of " + current_mailbox_ +
                                     " does not match its digest after writing");
         }
-        staged.meta.uid = message_.uid;
+        staged.meta.uid = present_uid_;
         const bool damaged = action_ == Action::kRepairDamaged;
         if (folder_->RepairMissingFile(staged, damaged ? &present_stat_ : nullptr)) {
           ++report_.repaired;
           ++report_.skipped;
           // The repaired file holds the bytes the stream just delivered: later links may use it.
-          ProveCommitted(message_.uid, message_.digest, contents_, /*replace_entry=*/false);
+          ProveCommitted(present_uid_, message_.digest, contents_, /*replace_entry=*/false);
+        } else if (claimed_) {
+          // The copy was expunged (or changed) meanwhile: the stream's message is not in the folder.
+          ReportMessageError(message_, "its copy (UID " + std::to_string(present_uid_) +
+                                           ") changed while its file was put back; not restored, a rerun restores it");
         }
         return;
       }

@@ -124,6 +124,37 @@ TEST(RestoreRerun, AppendingIntoAFolderOfAnotherUidValidityAddsNothingTheSecondT
   EXPECT_EQ(Contents(*s, "INBOX").size(), 7u);
 }
 
+// The copies an appending restore made lose their files, or get other bytes: the rerun puts the
+// stream's bytes back at those UIDs. It appended them once more and left the records without
+// their files or damaged, exit 0 (helper-157; a link record's copies were repaired since 55fa13b).
+TEST(RestoreRerun, TheLostOrDamagedFilesOfAppendedCopiesAreRepairedAtTheirUids) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  RestoreString(*s, StreamOf("INBOX", 7, {{1, Body("delivered first")}}));
+  const std::string stream = StreamOf("INBOX", 99, {{1, Body("a")}, {2, Body("b")}, {3, Body("c")}});
+  ASSERT_EQ(RestoreString(*s, stream).errors, 0u);
+  const std::map<uint32_t, std::string> before = Contents(*s, "INBOX");
+  ASSERT_EQ(before.size(), 4u);
+  auto f = s->OpenFolder("joe", "INBOX");
+  const std::string lost = f->MessagePath(2), garbled = f->MessagePath(3), shorter = f->MessagePath(4);
+  f.reset();
+  ::unlink(lost.c_str());
+  {
+    std::fstream io(garbled, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(2);
+    io.put('#');  // same size, other bytes
+  }
+  ASSERT_EQ(::truncate(shorter.c_str(), 3), 0);
+  SessionReport r = RestoreString(*s, stream);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(r.repaired, 3u);
+  EXPECT_EQ(Contents(*s, "INBOX"), before) << "the same UIDs with the same bytes, none appended";
+  SessionReport again = RestoreString(*s, stream);
+  EXPECT_EQ(again.repaired, 0u);
+  EXPECT_EQ(again.skipped, 3u);
+  EXPECT_EQ(Contents(*s, "INBOX"), before);
+}
+
 using FolderOfBodies = std::tuple<std::string, uint32_t, std::vector<std::string>>;  // name, UIDVALIDITY, bodies
 
 // A backup of joe's `folders`, written at `created`.
