@@ -221,8 +221,10 @@ bool Folder::RepairMissingFile(StagedMessage& staged, const struct stat* damaged
         const std::string temp = staged.temp_name;
         Discard(doomed);
         staged.temp_name.clear();
+        // kIo, as the failed rename was: damage here is not a corrupt stream, and restore -c y
+        // goes on with the other folders (kCorrupt stopped the whole restore, helper-157's scen4).
         if (err == EISDIR)
-          Throw(Errc::kCorrupt, path_ + "/" + rel + " is a directory where the file of message UID " +
+          Throw(Errc::kIo, path_ + "/" + rel + " is a directory where the file of message UID " +
                                     std::to_string(staged.meta.uid) + " belongs (damage): remove it, then run again");
         ThrowErrno("rename " + path_ + "/" + temp + " to " + rel, err);
       }
