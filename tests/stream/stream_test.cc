@@ -131,6 +131,28 @@ TEST(Stream, RoundTripIsIdenticalAndDuplicatesBecomeHardLinks) {
   });
 }
 
+// Appends `bodies` to user's INBOX (made if missing), one commit each.
+void AppendToInbox(store::Store& s, const std::string& user, const std::vector<std::string>& bodies) {
+  auto f = s.FindFolder(user, "INBOX") ? s.OpenFolder(user, "INBOX") : s.CreateFolder(user, "INBOX");
+  for (const std::string& body : bodies) {
+    auto w = f->NewMessage();
+    w->Write(body);
+    std::vector<store::StagedMessage> batch{w->Finish({})};
+    f->Commit(batch);
+  }
+}
+
+// The list mail every user of StoreWithListMail holds after a message of its own.
+const std::string kListMail = "Subject: list mail\r\n\r\n" + std::string(5000, 'x') + "\r\n";
+
+// A one-partition store at `root` whose `users` each hold a message of their own, then kListMail:
+// its backup carries the list mail once, as a content record, and as link records after.
+std::unique_ptr<store::Store> StoreWithListMail(const std::string& root, const std::vector<std::string>& users) {
+  auto s = store::Store::Init(root, {"primary"});
+  for (const std::string& user : users) AppendToInbox(*s, user, {"Subject: own\r\n\r\nof " + user + "\r\n", kListMail});
+  return s;
+}
+
 // A message the stream carries as a link record (a later copy of content it sent before) whose
 // file at the destination was lost or damaged (deleted, bytes changed, a hard link to another
 // message, a FIFO): a rerun puts the content back under the message's own UID, as it repairs a
@@ -138,17 +160,7 @@ TEST(Stream, RoundTripIsIdenticalAndDuplicatesBecomeHardLinks) {
 // UID instead, on every rerun, and left the record without its file, exit 0 (helper-155).
 TEST(Stream, ARerunRepairsTheLostOrDamagedFileOfALinkedMessageAtItsUid) {
   TempDir tmp;
-  auto a = store::Store::Init(tmp / "A", {"primary"});
-  const std::string shared = "Subject: list mail\r\n\r\n" + std::string(5000, 'x') + "\r\n";
-  for (const char* user : {"amy", "bob"}) {
-    auto f = a->CreateFolder(user, "INBOX");
-    for (const std::string& body : {std::string("Subject: own\r\n\r\nof ") + user + "\r\n", shared}) {
-      auto w = f->NewMessage();
-      w->Write(body);
-      std::vector<store::StagedMessage> batch{w->Finish({})};
-      f->Commit(batch);
-    }
-  }
+  auto a = StoreWithListMail(tmp / "A", {"amy", "bob"});
   const std::string bytes = BackupToString(*a);
   auto b = store::Store::Init(tmp / "B", {"primary"});
   SessionReport first = RestoreFromString(b.get(), bytes);
@@ -205,36 +217,18 @@ TEST(Stream, ARerunRepairsTheLostOrDamagedFileOfALinkedMessageAtItsUid) {
 // up 3.5x, helper-156).
 TEST(Stream, ARerunRepairsAnAppendedCopyAtItsUidAndLinksTheRepairsOfOneContent) {
   TempDir tmp;
-  auto a = store::Store::Init(tmp / "A", {"primary"});
-  const std::string shared = "Subject: list mail\r\n\r\n" + std::string(5000, 'x') + "\r\n";
-  for (const char* user : {"amy", "bob", "cat"}) {
-    auto f = a->CreateFolder(user, "INBOX");
-    for (const std::string& body : {std::string("Subject: own\r\n\r\nof ") + user + "\r\n", shared}) {
-      auto w = f->NewMessage();
-      w->Write(body);
-      std::vector<store::StagedMessage> batch{w->Finish({})};
-      f->Commit(batch);
-    }
-  }
+  auto a = StoreWithListMail(tmp / "A", {"amy", "bob", "cat"});
   const std::string bytes = BackupToString(*a);
   auto b = store::Store::Init(tmp / "B", {"primary"});
-  {
-    // bob's UIDs 1 and 2 here are the destination's own messages: the stream's are appended (3, 4).
-    auto f = b->CreateFolder("bob", "INBOX");
-    for (const char* body : {"Subject: here 1\r\n\r\n1\r\n", "Subject: here 2\r\n\r\n2\r\n"}) {
-      auto w = f->NewMessage();
-      w->Write(body);
-      std::vector<store::StagedMessage> batch{w->Finish({})};
-      f->Commit(batch);
-    }
-  }
+  // bob's UIDs 1 and 2 here are the destination's own messages: the stream's are appended (3, 4).
+  AppendToInbox(*b, "bob", {"Subject: here 1\r\n\r\n1\r\n", "Subject: here 2\r\n\r\n2\r\n"});
   RestoreOptions selection;
   selection.names = {"user/bob/*", "user/cat/*"};  // amy's folder skipped: its bodies kept for the links
   ASSERT_EQ(RestoreFromString(b.get(), bytes, selection).errors, 0u);
   ASSERT_EQ(b->FindFolder("bob", "INBOX")->count, 4u);
   const std::string bobs = b->OpenFolder("bob", "INBOX")->MessagePath(4);
   const std::string cats = b->OpenFolder("cat", "INBOX")->MessagePath(2);
-  ASSERT_EQ(ReadFile(bobs), shared);
+  ASSERT_EQ(ReadFile(bobs), kListMail);
   fs::remove(bobs);
   fs::remove(cats);
   fs::remove_all(b->PartitionPath("primary") + "/=digest");
@@ -242,8 +236,8 @@ TEST(Stream, ARerunRepairsAnAppendedCopyAtItsUidAndLinksTheRepairsOfOneContent) 
   EXPECT_EQ(again.errors, 0u);
   EXPECT_EQ(again.repaired, 2u);
   EXPECT_EQ(b->FindFolder("bob", "INBOX")->count, 4u) << "no copy under a new UID";
-  EXPECT_EQ(ReadFile(bobs), shared);
-  EXPECT_EQ(ReadFile(cats), shared);
+  EXPECT_EQ(ReadFile(bobs), kListMail);
+  EXPECT_EQ(ReadFile(cats), kListMail);
   struct stat bob_st, cat_st;
   ASSERT_EQ(::stat(bobs.c_str(), &bob_st), 0);
   ASSERT_EQ(::stat(cats.c_str(), &cat_st), 0);
