@@ -646,6 +646,7 @@ class RestoreSession {
     source_mailbox_ = "user/" + r.user + "/" + r.folder;
     unsettled_marked_ = false;
     not_whole_ = false;
+    committed_here_ = false;
     if (!store_) return;
     if (RefusedUser()) return;
     store::ValidateUserId(user_);
@@ -1533,6 +1534,7 @@ class RestoreSession {
   void Commit() {
     if (pending_.empty()) return;
     std::vector<uint32_t> uids = folder_->Commit(pending_);
+    committed_here_ = true;
     if (writeback_) writeback_->Wrote(pending_bytes_);
     for (size_t i = 0; i < uids.size(); ++i)
       if (pending_content_ids_[i])
@@ -1633,8 +1635,9 @@ class RestoreSession {
     ApplyFlagChanges();
     // What a killed writer (this restore's predecessor, say) staged here and never committed: a
     // commit sweeps it, but a rerun that finds the folder complete makes none, and the files
-    // stayed until relink's hour (helper-155). A listing of the folder's own directory.
-    if (mode_ != Mode::kNew) store::RemoveTemporariesOfGoneWriters(folder_->dir_fd());
+    // stayed until relink's hour (helper-155). A listing of the folder's own directory, made
+    // only where no commit made it already.
+    if (mode_ != Mode::kNew && !committed_here_) store::RemoveTemporariesOfGoneWriters(folder_->dir_fd());
     // An incremental block names every message of the source folder; an unchanged one none.
     if (options_.mirror && mode_ == Mode::kMerge && decoder_.header().since == 0 && !folder_record_.unchanged()) {
       std::vector<uint32_t> gone;
@@ -1904,6 +1907,7 @@ class RestoreSession {
   std::set<std::string> inbox_restored_;  // of bare_user_names_: those whose INBOX the stream had
   std::map<std::string, uint64_t> inbox_only_skipped_;  // ... -> that user's other folders skipped
   bool unsettled_marked_ = false;  // the open folder is in report_.unsettled already
+  bool committed_here_ = false;    // a commit to the open folder swept its gone writers' temporaries
   bool not_whole_ = false;         // left_out_marks: the open folder lacks what its backup left out
   format::FolderRecord folder_record_;
   uint64_t folder_carried_ = 0;  // the folder's message, link, held and meta records: source messages
