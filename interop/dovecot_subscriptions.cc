@@ -1,6 +1,7 @@
 // Dovecot's subscriptions file split into name lines; the rules are in interop/dovecot_subscriptions.h.
 #include "interop/dovecot_subscriptions.h"
 
+#include "util/error.h"
 #include "util/printable.h"
 
 namespace storemove::interop {
@@ -26,6 +27,20 @@ std::optional<SubscriptionLines> SplitSubscriptions(std::string_view text, const
     out.first = 2;
   }
   return out;
+}
+
+void CheckSubscriptionsText(std::string_view text, const std::string& shown) {
+  if (text.find('\0') != std::string_view::npos)
+    Throw(Errc::kCorrupt, shown + ": holds NUL bytes, not a subscriptions file");
+}
+
+void LineWarnings::Add(std::string warning) {
+  if (++count_ <= kShown) warnings_->push_back(std::move(warning));
+}
+
+void LineWarnings::Finish() {
+  if (count_ > kShown)
+    warnings_->push_back(shown_ + ": " + std::to_string(count_ - kShown) + " more lines that name no folder; not subscribed");
 }
 
 }  // namespace storemove::interop

@@ -108,13 +108,18 @@ UniqueFd OpenControlFile(int dirfd, const std::string& name, const std::string& 
   return fd;
 }
 
-// A small one read whole.
+// A small one read whole. Dovecot writes these in kilobytes; one in a user's home that is not
+// (a planted or foreign file) is refused before it takes the memory.
 std::optional<std::string> ReadControlFile(int dirfd, const std::string& name, const std::string& shown) {
+  static_assert(kMaxSubscriptionsFile == 16 << 20, "the message below says 16 MiB");
   UniqueFd fd = OpenControlFile(dirfd, name, shown);
   if (!fd.valid()) return std::nullopt;
   std::string text;
   char buf[65536];
-  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, shown)) text.append(buf, n);
+  while (size_t n = ReadSome(fd.get(), buf, sizeof buf, shown)) {
+    text.append(buf, n);
+    if (text.size() > kMaxSubscriptionsFile) Throw(Errc::kInvalidArgument, shown + ": over 16 MiB, not a " + name + " file");
+  }
   return text;
 }
 
@@ -776,8 +781,6 @@ class MaildirImporter {
 // Dovecot's `subscriptions` (version 1 or 2), else Courier's `courierimapsubscribed` ("INBOX" and
 // "INBOX.<Maildir++ name>" lines). Lines that name no folder are warnings: Dovecot drops them too.
 std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std::vector<std::string>* warnings) {
-  // A backup stream carries at most 65,536 per user (format::kMaxSubscriptions): no more come in.
-  constexpr size_t kMaxSubscriptions = size_t{1} << 16;
   std::string name = "subscriptions";
   std::optional<std::string> text = ReadControlFile(root, name, JoinPath(dir, name));
   const bool courier = !text;
@@ -787,6 +790,7 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
     if (!text) return {};
   }
   const std::string shown = JoinPath(dir, name);
+  CheckSubscriptionsText(*text, shown);
   const std::optional<SubscriptionLines> split = SplitSubscriptions(*text, shown, !courier, warnings);
   if (!split) return {};
   const std::vector<std::string_view>& lines = split->lines;
@@ -794,6 +798,7 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
   const size_t first = split->first;
   std::vector<std::string> out;
   std::set<std::string> seen;
+  LineWarnings refused(shown, warnings);
   for (size_t i = first; i < lines.size(); ++i) {
     const std::string_view line = lines[i];
     const size_t line_no = i + 1;
@@ -806,8 +811,8 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
     if (courier) {
       if (storage_name.starts_with("INBOX.")) storage_name.remove_prefix(6);
       else if (storage_name != "INBOX") {
-        warnings->push_back(shown + " line " + std::to_string(line_no) + ": '" + EscapeControls(line) +
-                            "' is not INBOX or below it; not subscribed");
+        refused.Add(shown + " line " + std::to_string(line_no) + ": '" + EscapeControls(line) +
+                    "' is not INBOX or below it; not subscribed");
         continue;
       }
     }
@@ -817,9 +822,10 @@ std::vector<std::string> ReadSubscriptions(int root, const std::string& dir, std
       folder = store::NormalizeFolder(folder);
       if (seen.insert(folder).second) out.push_back(std::move(folder));
     } catch (const Error& e) {
-      warnings->push_back(shown + " line " + std::to_string(line_no) + ": " + e.what() + "; not subscribed");
+      refused.Add(shown + " line " + std::to_string(line_no) + ": " + e.what() + "; not subscribed");
     }
   }
+  refused.Finish();
   return out;
 }
 

@@ -67,9 +67,6 @@ void Walk(int dirfd, const std::string& real, const std::string& shown, const st
   }
 }
 
-constexpr size_t kMaxSubscriptionsFile = 16 << 20;
-constexpr size_t kMaxSubscriptions = size_t{1} << 16;  // as many as a backup stream carries a user
-
 // A version 2 line: components between TABs, \001 escaping \001 '1', TAB 't', CR 'r', LF 'n'.
 std::vector<std::string> Version2Components(std::string_view line) {
   std::vector<std::string> out(1);
@@ -105,8 +102,7 @@ std::vector<std::string> MboxTreeSubscriptions(const std::string& dir, MboxFileN
     if (text.size() > kMaxSubscriptionsFile)
       Throw(Errc::kInvalidArgument, shown + ": over 16 MiB, not a subscriptions file");
   }
-  // A binary file made thousands of warning lines and subscribed its printable runs (helper-156).
-  if (text.find('\0') != std::string::npos) Throw(Errc::kCorrupt, shown + ": holds NUL bytes, not a subscriptions file");
+  CheckSubscriptionsText(text, shown);
   const std::optional<SubscriptionLines> split = SplitSubscriptions(text, shown, /*versioned=*/true, warnings);
   if (!split) return {};
   const std::vector<std::string_view>& lines = split->lines;
@@ -114,8 +110,7 @@ std::vector<std::string> MboxTreeSubscriptions(const std::string& dir, MboxFileN
   const size_t first = split->first;
   std::vector<std::string> out;
   std::set<std::string> seen;
-  constexpr size_t kMaxWarnings = 20;  // then one line counts the rest
-  size_t refused = 0;
+  LineWarnings refused(shown, warnings);
   for (size_t i = first; i < lines.size(); ++i) {
     const std::string_view line = lines[i];
     if (line.empty()) continue;
@@ -144,14 +139,11 @@ std::vector<std::string> MboxTreeSubscriptions(const std::string& dir, MboxFileN
       if (seen.insert(folder).second) out.push_back(std::move(folder));
     } catch (const Error& e) {
       if (e.code() != Errc::kInvalidArgument) throw;
-      if (++refused > kMaxWarnings) continue;
       const std::string why = e.what();
-      warnings->push_back((why.starts_with(where) ? why : where + ": " + why) + "; not subscribed");
+      refused.Add((why.starts_with(where) ? why : where + ": " + why) + "; not subscribed");
     }
   }
-  if (refused > kMaxWarnings)
-    warnings->push_back(shown + ": " + std::to_string(refused - kMaxWarnings) +
-                        " more lines that name no folder; not subscribed");
+  refused.Finish();
   return out;
 }
 

@@ -879,6 +879,52 @@ TEST_F(MaildirImport, SubscriptionsArriveAndGoBackOut) {
   EXPECT_EQ(subscriptions("lee"), (std::vector<std::string>{"user/lee/INBOX", "user/lee/Lists/dev", "user/lee/Sent"}));
 }
 
+// A control file in a user's home that is no Dovecot file is refused before anything is written,
+// not read whole into memory (a 17 MiB dovecot-keywords or subscriptions) nor subscribed from
+// (NUL bytes: a binary file); a foreign list of names gives 20 warnings and one count, not one a line.
+TEST_F(MaildirImport, AForeignControlFileIsRefusedBeforeAnyWriteAndItsBadLinesAreCounted) {
+  MakeMaildir(tree_);
+  WriteFileAt(tree_ + "/cur/1.a.mx:2,S", Message("one", 1), 1);
+  const auto nothing_written = [&](const std::string& user) {
+    auto store = store::Store::Open(root_);
+    EXPECT_TRUE(FolderNames(*store, user).empty()) << user;
+    EXPECT_TRUE(store->Subscriptions(user).empty()) << user;
+  };
+  WriteFileAt(tree_ + "/subscriptions", std::string("V\t2\n\nINBOX\nSe\0nt\n", 17));
+  CliResult r = Run({"-u", "ann", "--maildir", tree_});
+  EXPECT_EQ(r.status, 65) << r.Describe();
+  EXPECT_NE(r.err.find(tree_ + "/subscriptions: holds NUL bytes, not a subscriptions file"), std::string::npos) << r.err;
+  nothing_written("ann");
+
+  WriteFileAt(tree_ + "/subscriptions", std::string((16 << 20) + 1, 'x'));
+  r = Run({"-u", "ann", "--maildir", tree_});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find(tree_ + "/subscriptions: over 16 MiB, not a subscriptions file"), std::string::npos) << r.err;
+  nothing_written("ann");
+  ASSERT_EQ(::unlink((tree_ + "/subscriptions").c_str()), 0);
+
+  WriteFileAt(tree_ + "/dovecot-keywords", std::string((16 << 20) + 1, 'k'));
+  r = Run({"-u", "ann", "--maildir", tree_});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find(tree_ + "/dovecot-keywords: over 16 MiB, not a dovecot-keywords file"), std::string::npos)
+      << r.err;
+  nothing_written("ann");
+  ASSERT_EQ(::unlink((tree_ + "/dovecot-keywords").c_str()), 0);
+
+  std::string names = "INBOX\n";
+  for (int i = 0; i < 45; ++i) names += "Other" + std::to_string(i) + "\n";
+  WriteFileAt(tree_ + "/courierimapsubscribed", names);
+  r = Run({"-u", "ann", "--maildir", tree_});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("courierimapsubscribed line 21: 'Other19' is not INBOX or below it"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("'Other20'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(tree_ + "/courierimapsubscribed: 25 more lines that name no folder; not subscribed"),
+            std::string::npos)
+      << r.err;
+  auto store = store::Store::Open(root_);
+  EXPECT_EQ(store->Subscriptions("ann"), (std::vector<std::string>{"user/ann/INBOX"}));
+}
+
 // A message file far larger than any buffer is copied a block at a time: memory does not grow
 // with it (the import held it whole: 105 MiB for this one), and it keeps its listed UID, its
 // flags and its bytes; rerun into the existing folder, it is found present and not added again.
