@@ -559,6 +559,8 @@ void ImapClient::ReadGreeting() {
     r.Fail("expected a greeting (* OK, * PREAUTH or * BYE), got '" + ShownText(status) + "'");
   StatusResponse(status);
   if (status == "BYE") Throw(Errc::kTempFail, shown_ + ": server refused the connection: BYE " + ShownText(last_text_));
+  preauthenticated_ = status == "PREAUTH";
+  greeting_text_ = last_text_;
 }
 
 std::set<std::string> ImapClient::Capabilities() {

@@ -79,6 +79,10 @@ class ImapClient {
   ImapClient& operator=(const ImapClient&) = delete;
 
   void ReadGreeting();                    // * OK / * PREAUTH; BYE -> Errc::kTempFail
+  // The greeting was PREAUTH: the connection is logged in already (a tunnel's server run as the
+  // user). Its text, for a check of whom it says it logged in.
+  bool preauthenticated() const { return preauthenticated_; }
+  const std::string& greeting_text() const { return greeting_text_; }
   std::set<std::string> Capabilities();   // upper-cased; asks CAPABILITY when not known (after TLS/login it asks again)
   bool HasCapability(std::string_view cap);
   void StartTls();                        // STARTTLS, then channel.StartTls(); kAuth if not offered/refused
@@ -171,6 +175,8 @@ class ImapClient {
   std::map<std::string, size_t> folder_index_;  // name -> index in *folders_
   size_t folder_name_bytes_ = 0;                 // of the names in folder_index_
   std::string last_text_;  // of the last status response read
+  bool preauthenticated_ = false;
+  std::string greeting_text_;
   int progress_timeout_seconds_ = 0;
   bool size_mismatch_allowed_ = false;
   bool progress_ = false;        // the last untagged response was data a command asked for

@@ -19,6 +19,7 @@
 #include "interop/imap_client.h"
 #include "interop/imap_wire_form.h"
 #include "interop/keyword_bits.h"
+#include "stream/command_channel.h"
 #include "stream/net_conn.h"
 #include "stream/private_file.h"
 #include "util/error.h"
@@ -758,6 +759,7 @@ class Session {
 
   // Connects, protects and logs in as (or for) the account.
   ImapClient& Open(const ImapAccount& account) {
+    if (!source_.tunnel.empty()) return OpenTunnel(account);
     net::Endpoint endpoint{url_.host, url_.port};
     conn_ = std::make_unique<net::Connection>(net::ConnectTcp(endpoint, source_.timeout_seconds), endpoint.ToString());
     conn_->SetTimeout(source_.timeout_seconds);
@@ -783,23 +785,63 @@ class Session {
   void Close() {
     if (client_) client_->Logout();
     if (conn_) conn_->Close(1);
+    if (tunnel_) tunnel_->Finish(5);
+  }
+
+  // After a failure: how the tunnel's command ended if it ended on its own within a second
+  // ("exited with status 89"), the likely cause; "" otherwise (or no tunnel).
+  std::string TunnelEnd() {
+    if (!tunnel_) return "";
+    const std::string ended = tunnel_->Finish(1);
+    return tunnel_->stopped_here() ? "" : ended;
   }
 
  private:
+  // A tunnel: the command's own server, PREAUTH (logged in as the user) or asking for a login.
+  ImapClient& OpenTunnel(const ImapAccount& account) {
+    const std::string command = TunnelCommand(source_.tunnel, account.user);
+    const std::string shown = "tunnel '" + EscapeControls(command) + "'";
+    tunnel_ = std::make_unique<CommandChannel>(command, shown, source_.timeout_seconds);
+    client_ = std::make_unique<ImapClient>(*tunnel_, shown);
+    client_->set_progress_timeout(source_.timeout_seconds);
+    client_->set_size_mismatch_allowed(source_.allow_size_mismatch);
+    client_->ReadGreeting();
+    if (client_->preauthenticated()) {
+      // Dovecot says whom ("Logged in as ann"): a command that logs in as someone else would
+      // put that user's mail into this one's mailbox.
+      const std::string& text = client_->greeting_text();
+      const size_t at = text.find("Logged in as ");
+      if (at != std::string::npos) {
+        const std::string who = text.substr(at + 13, text.find(' ', at + 13) - (at + 13));
+        if (who != account.user)
+          Throw(Errc::kInvalidArgument, shown + ": logged in as '" + EscapeControls(who) + "', not as " + account.user +
+                                            " (is %u in the command where the user belongs?)");
+      }
+      return *client_;
+    }
+    if (!source_.admin.empty()) {
+      client_->LoginAs(account.user, source_.admin, source_.admin_password);
+    } else if (!account.password.empty()) {
+      client_->Login(account.user, account.password);
+    } else {
+      Throw(Errc::kAuth, shown + ": the server asks for a login (its greeting is OK, not PREAUTH) and no "
+                                 "--password-file or --admin was given");
+    }
+    return *client_;
+  }
+
+
   const ImapSource& source_;
   const ImapUrl& url_;
   const net::TlsContext* tls_;
+  std::unique_ptr<CommandChannel> tunnel_;  // declared first: ends after the client
   std::unique_ptr<net::Connection> conn_;
   std::unique_ptr<ConnectionChannel> channel_;
   std::unique_ptr<ImapClient> client_;
 };
 
-void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url, const net::TlsContext* tls,
-              const ImapAccount& account, const MoveUserOptions& options, MoveUserResult& result) {
-  store::ValidateUserId(account.user);
-  // Before the login too (helper-72: refused only after a successful login at the source).
-  store.RefuseIfMoved(account.user, "a pull");
-  Session session(source, url, tls);
+void PullUserOver(Session& session, store::Store& store, const ImapAccount& account, const MoveUserOptions& options,
+                  MoveUserResult& result) {
   ImapClient& client = session.Open(account);
   std::vector<ImapFolder> folders = client.ListFolders();
   // Every name is checked before anything is written.
@@ -867,6 +909,23 @@ void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url,
     result.left_on_hold = now && now->status.state == store::UserState::kHold;
 }
 
+void PullUser(store::Store& store, const ImapSource& source, const ImapUrl& url, const net::TlsContext* tls,
+              const ImapAccount& account, const MoveUserOptions& options, MoveUserResult& result) {
+  store::ValidateUserId(account.user);  // also what keeps %u of a tunnel's command free of shell syntax
+  // Before the login too (helper-72: refused only after a successful login at the source).
+  store.RefuseIfMoved(account.user, "a pull");
+  Session session(source, url, tls);
+  try {
+    PullUserOver(session, store, account, options, result);
+  } catch (const Error& e) {
+    // A tunnel's command that died is the likely cause of what the client saw ("closed the
+    // connection"): said with it.
+    const std::string ended = session.TunnelEnd();
+    if (ended.empty()) throw;
+    Throw(e.code(), std::string(e.what()) + " (the command " + ended + ")");
+  }
+}
+
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
   for (size_t pos = 0; pos < text.size();) {
@@ -884,6 +943,27 @@ std::vector<std::string> Lines(const std::string& text) {
 
 std::string ImapUrl::ToString() const {
   return std::string(tls ? "imaps://" : "imap://") + net::Endpoint{host, port}.ToString();
+}
+
+std::string TunnelCommand(const std::string& tunnel, const std::string& user) {
+  std::string out;
+  for (size_t i = 0; i < tunnel.size(); ++i) {
+    if (tunnel[i] != '%') {
+      out.push_back(tunnel[i]);
+    } else if (i + 1 < tunnel.size() && tunnel[i + 1] == 'u') {
+      out += user;
+      ++i;
+    } else if (i + 1 < tunnel.size() && tunnel[i + 1] == '%') {
+      out.push_back('%');
+      ++i;
+    } else {
+      Throw(Errc::kInvalidArgument, "--tunnel: '%' followed by " +
+                                        (i + 1 < tunnel.size() ? "'" + EscapeControls(tunnel.substr(i + 1, 1)) + "'"
+                                                               : std::string("nothing")) +
+                                        "; %u is the user, %% a '%'");
+    }
+  }
+  return out;
 }
 
 ImapUrl ParseImapUrl(const std::string& text) {
@@ -965,9 +1045,10 @@ std::vector<ImapAccount> ReadAccounts(const std::string& user, const std::string
 MoveUserReport MoveUsers(store::Store& store, const ImapSource& source, const std::vector<ImapAccount>& accounts,
                          const MoveUserOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  const ImapUrl url = ParseImapUrl(source.url);
+  const bool tunnel = !source.tunnel.empty();
+  const ImapUrl url = tunnel ? ImapUrl{} : ParseImapUrl(source.url);
   std::unique_ptr<net::TlsContext> tls;
-  if (url.tls || !source.insecure) tls = net::TlsContext::ForMailServer(source.ca_file);
+  if (!tunnel && (url.tls || !source.insecure)) tls = net::TlsContext::ForMailServer(source.ca_file);
 
   MoveUserReport report;
   report.users.resize(accounts.size());

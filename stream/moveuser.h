@@ -29,6 +29,10 @@ namespace storemove::stream {
 
 struct ImapSource {
   std::string url;            // imap://HOST[:PORT] (STARTTLS) or imaps://HOST[:PORT]
+  // Instead of url: a command whose stdin and stdout speak IMAP (stream/command_connection.h),
+  // %u the user id (valid ids need no shell quoting), %% a '%'. A PREAUTH greeting is logged in
+  // already; an OK greeting logs in as with url. No TLS: the command is the link.
+  std::string tunnel;
   std::string ca_file;        // trust these CAs instead of the system's
   bool insecure = false;      // imap:// without STARTTLS: plain text, for trusted links only
   std::string admin;          // when set, log in as this administrator acting for each user
@@ -38,6 +42,9 @@ struct ImapSource {
   // instead of refusing it as cut short or padded on the way.
   bool allow_size_mismatch = false;
 };
+
+// The tunnel's command for `user` (%u, %%); kInvalidArgument for another '%' escape.
+std::string TunnelCommand(const std::string& tunnel, const std::string& user);
 
 struct ImapAccount {
   std::string user;      // the same id at the source and in the store

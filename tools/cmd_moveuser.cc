@@ -64,12 +64,29 @@ int RunMoveUser(MoveUserCliOptions& o) {
   OnStopSignals(OnInterrupt);
   const std::string& root = RequireStoreDir(o.store_dir);
   if (o.user.empty() == o.users_file.empty()) Throw(Errc::kInvalidArgument, "moveuser needs --user USER or --users FILE");
+  const bool tunnel = !o.source.tunnel.empty();
+  if (tunnel == !o.source.url.empty()) Throw(Errc::kInvalidArgument, "moveuser needs --from URL or --tunnel COMMAND");
+  if (tunnel && (o.source.insecure || !o.source.ca_file.empty()))
+    Throw(Errc::kInvalidArgument, "moveuser --tunnel speaks no TLS (the command is the link): --insecure and --ca-file "
+                                  "do not apply");
   const bool admin = !o.source.admin.empty();
-  if (admin == !o.password_file.empty() || admin == o.admin_password_file.empty())
-    Throw(Errc::kInvalidArgument, "moveuser needs --password-file FILE, or --admin USER with --admin-password-file FILE");
+  if (admin != !o.admin_password_file.empty() || (admin && !o.password_file.empty()) ||
+      (!tunnel && !admin && o.password_file.empty()))
+    Throw(Errc::kInvalidArgument, std::string("moveuser needs --password-file FILE, or --admin USER with "
+                                              "--admin-password-file FILE") +
+                                      (tunnel ? " (or neither, for a command that logs in itself: PREAUTH)" : ""));
   if (admin) o.source.admin_password = stream::ReadPasswordFile(o.admin_password_file);
-  const std::vector<stream::ImapAccount> accounts = stream::ReadAccounts(o.user, o.users_file, o.password_file, admin);
-  stream::ParseImapUrl(o.source.url);  // a bad URL fails before the store is touched
+  const std::vector<stream::ImapAccount> accounts =
+      stream::ReadAccounts(o.user, o.users_file, o.password_file, admin || o.password_file.empty());
+  if (tunnel) {
+    ::signal(SIGPIPE, SIG_IGN);  // a command that closed its input is an error of that user, not our death
+    stream::TunnelCommand(o.source.tunnel, "u");  // a bad '%' escape fails before the store is touched
+    // One command for every user: were it to log in by itself, each would get the same mailbox.
+    if (accounts.size() > 1 && stream::TunnelCommand(o.source.tunnel, "a") == stream::TunnelCommand(o.source.tunnel, "b"))
+      Throw(Errc::kInvalidArgument, "moveuser --tunnel with --users: the command must name the user with %u");
+  } else {
+    stream::ParseImapUrl(o.source.url);  // a bad URL fails before the store is touched
+  }
 
   // No fsync per file: one syncfs of the store's filesystems before success, as restore.
   auto store = store::Store::Open(
@@ -120,7 +137,7 @@ int RunMoveUser(MoveUserCliOptions& o) {
   if (o.json) {
     nlohmann::json users = nlohmann::json::array();
     for (const stream::MoveUserResult& r : report.users) users.push_back(ToJson(r));
-    nlohmann::json out = {{"source", o.source.url}, {"users", users},     {"failed", report.failed},
+    nlohmann::json out = {{"source", tunnel ? "tunnel " + o.source.tunnel : o.source.url}, {"users", users},     {"failed", report.failed},
                           {"failed_permanently", report.failed_permanently},
                           {"messages", report.messages}, {"bytes", report.bytes}, {"seconds", report.seconds},
                           {"storemove_version", Version()}};
@@ -155,6 +172,8 @@ void AddMoveUserCommand(CLI::App& root, Action* chosen) {
       "  --user USER --password-file F            one user, F's first line is the password\n"
       "  --users FILE --password-file F           user ids, one per line; F holds USER<TAB>PASSWORD lines\n"
       "  --admin ADMIN --admin-password-file F    log in as ADMIN acting for each user (SASL PLAIN authzid)\n"
+      "  --tunnel 'doveadm exec imap -u %u'       instead of --from: a command speaking IMAP on stdin/stdout,\n"
+      "                                           logged in already (PREAUTH), so no password is needed\n"
       "Every folder, message (bytes as the server sends them), flag, keyword, internal date and subscription.\n"
       "A new folder appears only when complete, with the source's UIDVALIDITY and UIDs; a rerun fetches only\n"
       "what is missing. Exit 0 = every user complete and on disk; 75 = a user failed, a rerun may finish it;\n"
@@ -164,8 +183,11 @@ void AddMoveUserCommand(CLI::App& root, Action* chosen) {
       "64 = a bad option or file.");
   AddStoreOption(command, &o->store_dir);
   command->add_option("--from", o->source.url, "the IMAP server: imap://HOST[:PORT] or imaps://HOST[:PORT]")
-      ->required()
       ->type_name("URL");
+  command->add_option("--tunnel", o->source.tunnel,
+                      "instead of --from: a shell command whose stdin and stdout speak IMAP, run once per user, %u the "
+                      "user id (e.g. 'doveadm exec imap -u %u', 'ssh old /usr/lib/dovecot/imap -u %u')")
+      ->type_name("COMMAND");
   command->add_option("--user", o->user, "the user to pull (the same id in the store)")->type_name("USER");
   command->add_option("--users", o->users_file, "file of user ids, one per line")->type_name("FILE");
   command->add_option("--password-file", o->password_file, "the user's password, or USER<TAB>PASSWORD lines (mode 0600)")

@@ -265,6 +265,85 @@ TEST_F(MoveUser, AdministratorPullsManyUsersAtOnceWithHold) {
   EXPECT_EQ(dst->FindUser("bob")->status.state, UserState::kActive);
 }
 
+// --tunnel: Dovecot's own `doveadm exec imap -u %u` (what an administrator runs on the old host,
+// or through ssh) is logged in already (PREAUTH), so users are pulled without any password; a
+// tunnel to a server that asks for a login logs in; the ways a command can be wrong are each
+// one line naming it, with nothing written.
+TEST_F(MoveUser, ATunnelPullsUsersWithoutAPasswordAndNamesACommandThatFails) {
+  if (::access("/usr/bin/doveadm", X_OK) != 0) GTEST_SKIP() << "/usr/bin/doveadm absent";
+  const std::string exec = "doveadm -c " + server_->dir() + "/dovecot.conf exec imap -u ";
+  auto pull = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"moveuser", "--store", dst_root_});
+    return RunCli(args);
+  };
+  CliResult r = pull({"--users", *dir_ / "users", "--tunnel", exec + "%u", "--jobs", "2"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("moveuser: 2 users (0 failed)"), std::string::npos) << r.out;
+  {
+    auto dst = Store::Open(dst_root_);
+    ExpectPulled(*dst, "alice", kAliceFolders);
+    ExpectPulled(*dst, "bob", kBobFolders);
+    const std::vector<std::string> subscribed = dst->Subscriptions("alice");
+    EXPECT_EQ(std::set<std::string>(subscribed.begin(), subscribed.end()),
+              (std::set<std::string>{"user/alice/Sent", "user/alice/Projects/2024"}));
+  }
+  r = pull({"--user", "alice", "--tunnel", exec + "%u", "--json"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  const nlohmann::json report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["messages"], 0) << r.out;
+  EXPECT_EQ(report["source"], "tunnel " + exec + "%u") << r.out;
+
+  // A server that asks for a login (here Dovecot's own port, through bash): --password-file.
+  const std::string port = url_.substr(url_.rfind(':') + 1);
+  const std::string relay = "bash -c 'exec 3<>/dev/tcp/127.0.0.1/" + port + "; cat <&3 & exec cat >&3'";
+  const std::string second = tmp_ / "second";
+  ASSERT_EQ(RunCli({"init", "--store", second}).status, 0);
+  r = RunCli({"moveuser", "--store", second, "--user", "alice", "--tunnel", relay});
+  EXPECT_EQ(r.status, 65) << r.Describe();
+  EXPECT_NE(r.err.find("alice: tunnel '" + relay + "': the server asks for a login (its greeting is OK, not PREAUTH) "
+                       "and no --password-file or --admin was given"),
+            std::string::npos)
+      << r.err;
+  r = RunCli({"moveuser", "--store", second, "--user", "alice", "--tunnel", relay, "--password-file", *dir_ / "alice.pw"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  ExpectPulled(*Store::Open(second), "alice", kAliceFolders);
+
+  // A command that logs in as somebody else; one that dies; one that says nothing.
+  r = pull({"--user", "dave", "--tunnel", exec + "alice"});
+  EXPECT_EQ(r.status, 65) << r.Describe();
+  EXPECT_NE(r.err.find("dave: tunnel '" + exec + "alice': logged in as 'alice', not as dave"), std::string::npos)
+      << r.err;
+  r = pull({"--user", "dave", "--tunnel", "echo no such server >&2; exit 3"});
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("dave: tunnel 'echo no such server >&2; exit 3': connection closed by the server before the "
+                       "greeting at byte 0 (the command exited with status 3)"),
+            std::string::npos)
+      << r.err;
+  r = pull({"--user", "dave", "--tunnel", "exec sleep 60", "--timeout", "1"});
+  EXPECT_EQ(r.status, 75) << r.Describe();
+  EXPECT_NE(r.err.find("read from tunnel 'exec sleep 60': timed out after 1 s without data"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("(the command"), std::string::npos) << "stopped here, not by itself: " << r.err;
+  {
+    auto dst = Store::Open(dst_root_);
+    EXPECT_TRUE(dst->ListFolders("dave").empty());
+  }
+
+  // Options that cannot go together, refused before the store is touched.
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--users", *dir_ / "users", "--tunnel", exec + "alice"},
+           {"--user", "dave", "--tunnel", exec + "%x"},
+           {"--user", "dave", "--tunnel", exec + "%u", "--from", url_},
+           {"--user", "dave", "--tunnel", exec + "%u", "--insecure"},
+           {"--user", "dave"}}) {
+    r = pull(args);
+    EXPECT_EQ(r.status, 64) << r.Describe();
+  }
+  EXPECT_NE(pull({"--users", *dir_ / "users", "--tunnel", exec + "alice"})
+                .err.find("moveuser --tunnel with --users: the command must name the user with %u"),
+            std::string::npos);
+}
+
 // A user marked moved here lives on another host: a pull used to write its mail here anyway, and
 // --hold's end made it active, so deliveries here were accepted again and its mail split between
 // two hosts (helper-51). It is refused, and changed in nothing; the other users are pulled.

@@ -1,0 +1,161 @@
+// A command on two pipes (stream/command_channel.h).
+#include "stream/command_channel.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "util/error.h"
+
+extern char** environ;
+
+namespace storemove::stream {
+namespace {
+
+// Waits up to `seconds` for `pid` to end and reaps it; false if it is still running. A pidfd
+// (Linux 5.3) makes the wait a poll; without one, waitpid is asked every 20 ms.
+bool WaitFor(pid_t pid, int seconds, int* status) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  UniqueFd owned(pidfd >= 0 ? pidfd : -1);
+  for (;;) {
+    const pid_t got = ::waitpid(pid, status, WNOHANG);
+    if (got == pid) return true;
+    if (got < 0 && errno != EINTR) {
+      *status = 0;  // not ours to reap after all: nothing more to wait for
+      return true;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    if (owned.valid()) {
+      pollfd p{owned.get(), POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(left.count()));
+    } else {
+      std::this_thread::sleep_for(std::min<std::chrono::milliseconds>(left, std::chrono::milliseconds(20)));
+    }
+  }
+}
+
+std::string Describe(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status) == 0 ? "" : "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const char* name = ::sigabbrev_np(WTERMSIG(status));
+    return "was killed by signal " + (name ? std::string("SIG") + name : std::to_string(WTERMSIG(status)));
+  }
+  return "ended";
+}
+
+}  // namespace
+
+CommandChannel::CommandChannel(const std::string& command, std::string shown, int timeout_seconds)
+    : shown_(std::move(shown)), timeout_seconds_(timeout_seconds) {
+  int in[2], out[2];  // in: the command's stdin; out: its stdout
+  if (::pipe2(in, O_CLOEXEC) != 0) ThrowErrno("pipe for " + shown_);
+  UniqueFd in_read(in[0]), in_write(in[1]);
+  if (::pipe2(out, O_CLOEXEC) != 0) ThrowErrno("pipe for " + shown_);
+  UniqueFd out_read(out[0]), out_write(out[1]);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawnattr_init(&attr);
+  // dup2 clears close-on-exec on the command's stdin and stdout; every other descriptor of ours
+  // (the store's, other users' pipes) is close-on-exec and stays out of it.
+  posix_spawn_file_actions_adddup2(&actions, in_read.get(), STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out_write.get(), STDOUT_FILENO);
+  // This process ignores SIGPIPE (a closed pipe is an error here, not a death) and may block
+  // signals in worker threads: the command starts with the defaults.
+  sigset_t defaults, none;
+  sigemptyset(&defaults);
+  for (int s : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&defaults, s);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  std::string sh = "/bin/sh", dash_c = "-c", text = command;
+  char* argv[] = {sh.data(), dash_c.data(), text.data(), nullptr};
+  const int err = ::posix_spawn(&pid_, "/bin/sh", &actions, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (err != 0) {
+    pid_ = -1;
+    ThrowErrno("start " + shown_, err);
+  }
+  to_command_ = std::move(in_write);
+  from_command_ = std::move(out_read);
+  // Non-blocking, so a write into a full pipe waits in poll (with the timeout), not in write.
+  for (int fd : {to_command_.get(), from_command_.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+CommandChannel::~CommandChannel() { Finish(1); }
+
+void CommandChannel::WaitReady(int fd, short events, const char* what) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    const int n = ::poll(&p, 1, timeout_seconds_ * 1000);
+    if (n > 0) return;  // ready, or closed (POLLHUP/POLLERR): the read or write says which
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowErrno(std::string(what) + " " + shown_);
+    Throw(Errc::kTempFail, std::string(what) + " " + shown_ + ": timed out after " + std::to_string(timeout_seconds_) +
+                               " s without data");
+  }
+}
+
+size_t CommandChannel::Read(void* data, size_t size) {
+  if (size == 0) return 0;
+  for (;;) {
+    const ssize_t n = ::read(from_command_.get(), data, size);
+    if (n >= 0) return static_cast<size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) ThrowErrno("read from " + shown_);
+    WaitReady(from_command_.get(), POLLIN, "read from");
+  }
+}
+
+void CommandChannel::Write(const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(to_command_.get(), p, size);
+    if (n > 0) {
+      p += n;
+      size -= static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EPIPE) Throw(Errc::kTempFail, "write to " + shown_ + ": the command closed its input");
+    if (n < 0 && errno != EAGAIN) ThrowErrno("write to " + shown_);
+    WaitReady(to_command_.get(), POLLOUT, "write to");
+  }
+}
+
+void CommandChannel::StartTls() { Throw(Errc::kProtocol, shown_ + ": STARTTLS over a tunnel (the command is the link)"); }
+
+std::string CommandChannel::Finish(int grace_seconds) {
+  if (pid_ < 0) return ended_;
+  to_command_.reset();
+  from_command_.reset();
+  int status = 0;
+  if (!WaitFor(pid_, grace_seconds, &status)) {
+    stopped_here_ = true;
+    ::kill(pid_, SIGTERM);
+    if (!WaitFor(pid_, 2, &status)) {
+      ::kill(pid_, SIGKILL);
+      WaitFor(pid_, 3600, &status);  // SIGKILL cannot be refused: this returns at once
+    }
+  }
+  pid_ = -1;
+  ended_ = Describe(status);
+  return ended_;
+}
+
+}  // namespace storemove::stream
