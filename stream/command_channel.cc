@@ -69,10 +69,11 @@ CommandChannel::CommandChannel(const std::string& command, std::string shown, in
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawnattr_init(&attr);
-  // dup2 clears close-on-exec on the command's stdin and stdout; every other descriptor of ours
-  // (the store's, other users' pipes) is close-on-exec and stays out of it.
+  // The command gets its stdin and stdout and our stderr, nothing more: not the store's files
+  // (libdb opens its own without close-on-exec), not other users' pipes.
   posix_spawn_file_actions_adddup2(&actions, in_read.get(), STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out_write.get(), STDOUT_FILENO);
+  posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
   // This process ignores SIGPIPE (a closed pipe is an error here, not a death) and may block
   // signals in worker threads: the command starts with the defaults.
   sigset_t defaults, none;
