@@ -287,6 +287,14 @@ int RunDeliver(const DeliverOptions& options) {
   } catch (const Refusal&) {
     throw;
   } catch (const Error& e) {
+    // Whatever fails once the message is committed (its index append, the commit point) is not
+    // the delivery's answer: 75 would make the MTA deliver it twice.
+    if (store::Store::Db::Committed()) {
+      std::fprintf(stderr, "storemove deliver: warning: delivered; then: %s (the user's quota usage may be short: "
+                           "storemove user %s --recount-quota)\n",
+                   e.what(), options.user.c_str());
+      return 0;
+    }
     if (e.code() == Errc::kTempFail || e.code() == Errc::kInterrupted) throw;
     Throw(Errc::kTempFail, std::string(e.what()) + "; delivery deferred");
   } catch (const std::bad_alloc&) {

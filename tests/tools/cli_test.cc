@@ -572,6 +572,32 @@ TEST_F(Cli, DamageAndIoErrorsDeferDeliveryNeverBounce) {
   EXPECT_EQ(store::Store::Open(root_)->OpenFolder("vera", "INBOX")->Snapshot().messages.size(), 1u);
 }
 
+// A failure after the commit point (the index append) is not the delivery's answer: the quota
+// update meeting a full disk made deliver answer 75 for a stored message, and the MTA delivered
+// it again (helper-158: 38 of 38 such deferrals were duplicates). Here the database's first
+// write, the quota update after the commit, fails: files over 8 KiB cannot grow (its log is past
+// that), the message file and the index can.
+TEST_F(Cli, AFailureAfterTheCommitStillAnswersDelivered) {
+  ASSERT_EQ(Deliver("wes", Message("a", "a"), {"--create"}).status, 0);
+  const std::string message = Message("b", "stored before the quota update failed");
+  CliResult r = storemove::testing::RunProgram(
+      "/bin/bash", {"-c", "trap '' XFSZ; ulimit -f 8; exec \"$0\" \"$@\"", STOREMOVE_BIN, "deliver", "--store", root_, "-u", "wes"},
+      message);
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find("storemove deliver: warning: delivered; then: mboxlist "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(the user's quota usage may be short: storemove user wes --recount-quota)"), std::string::npos)
+      << r.err;
+  auto store = store::Store::Open(root_);
+  auto inbox = store->OpenFolder("wes", "INBOX");
+  ASSERT_EQ(inbox->Snapshot().messages.size(), 2u);
+  EXPECT_EQ(ReadFile(inbox->MessagePath(2)), message);
+  EXPECT_LT(store->FindUser("wes")->quota_used, 2 * message.size());
+  store.reset();
+  inbox.reset();
+  ASSERT_EQ(User({"wes", "--recount-quota"}).status, 0);
+  EXPECT_EQ(store::Store::Open(root_)->FindUser("wes")->quota_used, Message("a", "a").size() + message.size());
+}
+
 // relink that finds a message whose bytes are not its record's digest names it and exits 65
 // (helper-107: "digest collisions 1", exit 0); its table still says what it did.
 TEST_F(Cli, RelinkNamesADamagedMessageAndDoesNotEndOk) {
