@@ -90,13 +90,13 @@ struct Outcome {
   SessionReport report;
 };
 
-Outcome RestoreInto(const std::string& dir, const std::string& stream) {
+Outcome RestoreInto(const std::string& dir, const std::string& stream, const RestoreOptions& options = {}) {
   Outcome o;
   auto dst = store::Store::Open(dir, {store::Durability::kBatch, {}});
   try {
     format::StringSource in(stream);
     format::Decoder dec(in);
-    o.report = Restore(dst.get(), dec, {}, nullptr);
+    o.report = Restore(dst.get(), dec, options, nullptr);
   } catch (const Error& e) {
     o.threw = true;
     o.error = e.what();
@@ -138,12 +138,12 @@ void ExpectVisibleMessagesIntact(store::Store& dst, store::Store& src) {
 }
 
 void SweepPoint(store::Store& src, const std::string& stream, const std::function<void(const std::string&)>& prepare,
-                bool fresh, size_t i, Kind kind, int* failed_runs);
+                bool fresh, size_t i, Kind kind, int* failed_runs, const RestoreOptions& options);
 
 // Restores `stream` into destinations made by `prepare`, failing each injectable call in turn.
 // more_kinds: besides each point's most telling fault, one more rotating over the other kinds.
 void Sweep(store::Store& src, const std::string& stream, const std::function<void(const std::string&)>& prepare,
-           bool more_kinds, bool fresh) {
+           bool more_kinds, bool fresh, const RestoreOptions& options = {}) {
   TempDir tmp;
   // The clean run: how many injectable calls, and of which kind.
   prepare(tmp / "clean");
@@ -174,7 +174,7 @@ void Sweep(store::Store& src, const std::string& stream, const std::function<voi
                                 fault::KindName(kind);
       SCOPED_TRACE(where);
       try {
-        SweepPoint(src, stream, prepare, fresh, i, kind, &failed_runs);
+        SweepPoint(src, stream, prepare, fresh, i, kind, &failed_runs, options);
       } catch (const std::exception& e) {
         FAIL() << where << ": " << e.what();
       }
@@ -189,13 +189,13 @@ void Sweep(store::Store& src, const std::string& stream, const std::function<voi
 
 // One faulty restore, its checks, the rerun and its checks.
 void SweepPoint(store::Store& src, const std::string& stream, const std::function<void(const std::string&)>& prepare,
-                bool fresh, size_t i, Kind kind, int* failed_runs) {
+                bool fresh, size_t i, Kind kind, int* failed_runs, const RestoreOptions& options) {
   {
     {
       TempDir dir;
       prepare(dir.path());
       fault::Arm(i, kind);
-      Outcome o = RestoreInto(dir.path(), stream);
+      Outcome o = RestoreInto(dir.path(), stream, options);
       const bool fired = fault::Fired();
       fault::Stop();
       ASSERT_TRUE(fired) << "the faulty run made fewer calls than the clean one";
@@ -230,6 +230,19 @@ TEST(FaultSweep, RestoreIntoAFreshStore) {
   auto src = store::Store::Init(tmp / "src", {});
   const std::string stream = MakeSourceBackup(*src);
   Sweep(*src, stream, [](const std::string& dir) { store::Store::Init(dir, {}); }, /*more_kinds=*/true, /*fresh=*/true);
+}
+
+// With -c y a failed folder is skipped and the rest restored: still no folder may be visible
+// without all its messages. A folder whose link named content of a folder that failed was
+// published without that message (helper-158: 17 of 26 after a full disk); it is skipped whole.
+TEST(FaultSweep, RestoreGoingOnAfterErrorsIntoAFreshStore) {
+  TempDir tmp;
+  auto src = store::Store::Init(tmp / "src", {});
+  const std::string stream = MakeSourceBackup(*src);
+  RestoreOptions keep_going;
+  keep_going.continue_on_error = true;
+  Sweep(*src, stream, [](const std::string& dir) { store::Store::Init(dir, {}); }, /*more_kinds=*/false, /*fresh=*/true,
+        keep_going);
 }
 
 // Into a destination holding an earlier backup of the same source: existing mailboxes are merged
