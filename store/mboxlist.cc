@@ -319,6 +319,8 @@ void Store::Db::CreateEnvironment(bool track_threads) {
   // sender (deliver) ask for a synchronous commit.
   env_->set_flags(env_, DB_TXN_WRITE_NOSYNC, 1);
   env_->log_set_config(env_, DB_LOG_AUTO_REMOVE, 1);
+  env_->set_flags(env_, DB_REGION_INIT, 1);
+  env_->set_lg_max(env_, 512 * 1024);
 }
 
 void Store::Db::Open(bool create, bool frees_space) {
