@@ -498,7 +498,7 @@ class PartitionPass {
     if (int err = LinkPath(target, temp)) {
       if (err == EMLINK) return LinkResult::kTargetFull;
       if (err == ENOENT || err == EXDEV) return PathExists(path) ? LinkResult::kLeft : LinkResult::kVanished;
-      ThrowErrno("link " + target + " to " + temp, err);
+      ThrowMakingErrno("link " + target + " to " + temp, err, target);
     }
     {
       UniqueFd made = TryOpenAt(AT_FDCWD, temp, O_RDONLY, 0, temp);

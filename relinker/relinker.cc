@@ -146,11 +146,11 @@ bool Repository::AddIfMissing(const Digest& digest, const std::string& file) {
   int err = LinkPath(file, entry);
   if (err == 0) return true;
   if (err == EEXIST || err == EMLINK) return false;
-  if (err != ENOENT) ThrowErrno("link " + file + " to " + entry, err);
+  if (err != ENOENT) ThrowMakingErrno("link " + file + " to " + entry, err, file);
   MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
   err = LinkPath(file, entry);
   if (err == 0) return true;
-  if (err != EEXIST && err != EMLINK) ThrowErrno("link " + file + " to " + entry, err);
+  if (err != EEXIST && err != EMLINK) ThrowMakingErrno("link " + file + " to " + entry, err, file);
   return false;
 }
 
@@ -193,7 +193,7 @@ bool Repository::AddIfMissing(const Digest& digest, int dirfd, const std::string
     if (!keep_buckets_open_) fd.reset();
     if (err == 0) return true;
     if (err == EEXIST || err == EMLINK) return false;
-    if (err != ENOENT || attempt > 0) ThrowErrno("link " + shown + " to " + entry, err);
+    if (err != ENOENT || attempt > 0) ThrowMakingErrno("link " + shown + " to " + entry, err, shown);
     fd.reset();  // the bucket was removed meanwhile (or the file is gone: the next attempt names it)
   }
   return false;  // not reached
@@ -203,7 +203,7 @@ void Repository::Replace(const Digest& digest, const std::string& file) {
   std::string entry = EntryPath(digest);
   MakeDirs(entry.substr(0, entry.rfind('/')), 0700);
   std::string tmp = entry + ".tmp." + RandomToken();
-  if (int err = LinkPath(file, tmp)) ThrowErrno("link " + file + " to " + tmp, err);
+  if (int err = LinkPath(file, tmp)) ThrowMakingErrno("link " + file + " to " + tmp, err, file);
   if (int err = RenameReplacing(AT_FDCWD, tmp, AT_FDCWD, entry)) {  // an entry of that very file: no tmp left
     UnlinkPath(tmp);
     ThrowErrno("rename " + tmp + " to " + entry, err);

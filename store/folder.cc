@@ -190,7 +190,7 @@ std::optional<StagedMessage> Folder::StageLink(const std::string& existing_path,
     // ENOENT: the file went away after the caller proved it (a repository entry `relink -d`
     // purged meanwhile); the caller's copy of the bytes still serves.
     if (err == EMLINK || err == EXDEV || (err == ENOENT && !PathExists(existing_path))) return std::nullopt;
-    ThrowErrno("link " + existing_path + " to " + path_ + "/" + name, err);
+    ThrowMakingErrno("link " + existing_path + " to " + path_ + "/" + name, err, path_);
   }
   return StagedMessage{name, meta};
 }

@@ -5,6 +5,7 @@
 #include <linux/openat2.h>
 #include <linux/magic.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <stdio.h>
 #include <sys/resource.h>
@@ -394,6 +395,38 @@ bool PathOnMemoryFilesystem(const std::string& path) {
   return fd.valid() && OnMemoryFilesystem(fd.get());
 }
 
+namespace {
+
+[[noreturn]] void ThrowNoInodes(const std::string& what) {
+  Throw(Errc::kIo, what + ": No space left on device: no free inodes on its filesystem (df -i; df -h may show free space)");
+}
+
+// ENOSPC making a file or a directory where blocks are left but no inodes: errno's words alone
+// ("No space left on device") sent the administrator to df -h, which shows room (helper-158).
+// `dirfd` (or, for AT_FDCWD, the directory of `name`) is on the filesystem that refused.
+[[noreturn]] void ThrowMaking(const std::string& what, int err, int dirfd, const std::string& name) {
+  if (err == ENOSPC) {
+    struct statvfs v;
+    int got;
+    if (dirfd == AT_FDCWD) {
+      const size_t slash = name.rfind('/');
+      got = ::statvfs(slash == std::string::npos ? "." : slash == 0 ? "/" : name.substr(0, slash).c_str(), &v);
+    } else {
+      got = ::fstatvfs(dirfd, &v);
+    }
+    if (got == 0 && v.f_files != 0 && v.f_favail == 0) ThrowNoInodes(what);
+  }
+  ThrowErrno(what, err);
+}
+
+}  // namespace
+
+void ThrowMakingErrno(const std::string& what, int err, const std::string& on) {
+  struct statvfs v;
+  if (err == ENOSPC && ::statvfs(on.c_str(), &v) == 0 && v.f_files != 0 && v.f_favail == 0) ThrowNoInodes(what);
+  ThrowErrno(what, err);
+}
+
 int OpenAtOrErrno(int dirfd, const std::string& name, int flags) {
   return OpenBeneath(dirfd, name, dirfd == AT_FDCWD ? flags : NeverWaitingToOpen(flags), 0);
 }
@@ -422,6 +455,7 @@ UniqueFd TryOpenAt(int dirfd, const std::string& name, int flags, mode_t mode, c
   }
   if (fd < 0) {
     if (fd == -ENOENT) return UniqueFd();
+    if (flags & O_CREAT) ThrowMaking("open " + shown, -fd, dirfd, name);
     ThrowErrno("open " + shown, -fd);
   }
   return UniqueFd(fd);
@@ -434,7 +468,7 @@ UniqueFd CreateReplacingAt(int dirfd, const std::string& name, mode_t mode, cons
     if (int err = UnlinkAt(dirfd, name); err != 0 && err != ENOENT) ThrowErrno("unlink " + shown, err);
     fd = OpenBeneath(dirfd, name, O_WRONLY | O_CREAT | O_EXCL, mode);
   }
-  if (fd < 0) ThrowErrno("open " + shown, -fd);
+  if (fd < 0) ThrowMaking("open " + shown, -fd, dirfd, name);
   return UniqueFd(fd);
 }
 
@@ -720,7 +754,10 @@ void MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::
     done = done.empty() ? c : done + "/" + c;
     if (int f = fault::Check(fault::Op::kMkdir)) ThrowErrno("mkdir " + shown + " (at " + done + ")", f);
     const bool created = ::mkdirat(at, c.c_str(), mode) == 0;
-    if (!created && errno != EEXIST) ThrowErrno("mkdir " + shown + " (at " + done + ")");
+    if (!created && errno != EEXIST) {
+      const int err = errno;
+      ThrowMaking("mkdir " + shown + " (at " + done + ")", err, at, at == AT_FDCWD ? done : c);
+    }
     if (created && i + 1 == parts.size()) return;  // just made: no need to open it
     int next = OpenBeneath(at, c, O_PATH | O_DIRECTORY, 0);
     if (next == -ENOTDIR) Throw(Errc::kIo, "mkdir " + shown + ": " + done + " exists and is not a directory");

@@ -143,6 +143,9 @@ class TrustedRoot {
 // They return 0 or the errno (the caller decides what is expected: EEXIST, ENOENT, EMLINK, ...);
 // only a symlink met on the way throws. A missing parent directory gives ENOENT.
 int LinkAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname);
+// ThrowErrno for a call that made a file, directory or link on the filesystem of `on` (an
+// existing path there): an ENOSPC where no inodes are left (tmpfs counts each link) says so.
+[[noreturn]] void ThrowMakingErrno(const std::string& what, int err, const std::string& on);
 int RenameAt(int olddirfd, const std::string& oldname, int newdirfd, const std::string& newname,
              unsigned int flags = 0);  // flags: renameat2's (RENAME_EXCHANGE, RENAME_NOREPLACE)
 // Renames a temporary name onto `newname`, replacing what is there, and never leaves the

@@ -81,6 +81,14 @@ done
 echo "60 deliveries killed -9 with 3 MiB free: each next open ran, $(df -k --output=avail "$KL" | tail -1) KiB left; log: $(du -k "$KL"/st/mboxlist/log.* | awk '{print $1}' | tr '\n' ' ')KiB"
 umount "$KL"
 
+# Out of inodes with space left: said so, not only "No space left on device", which sent the
+# administrator to df -h, showing room (helper-158).
+IN=$W/in; mkdir -p "$IN" && mount -t tmpfs -o size=64m,nr_inodes=400 tmpfs "$IN" || fail "mount a tmpfs of 400 inodes"
+"$SM" init --store "$IN/st" >/dev/null || fail "init for the inode case"
+"$SM" restore --store "$IN/st" -f "$W/big.sm" >/dev/null 2>"$W/in.err" && fail "the restore fitted in 400 inodes"
+grep -q "No space left on device: no free inodes on its filesystem (df -i" "$W/in.err" || fail "inodes not named: $(cat "$W/in.err")"
+umount "$IN"
+
 # A region page with nothing behind it (here its file cut short under the running restore; a
 # filesystem filled from outside does the same when a region grows): one line and 74, not a bare
 # "Bus error", exit 135 (helper-158).
