@@ -83,9 +83,14 @@ bool RecoveredUnderThisProcess(int ret, std::string_view message) {
   return ret == DB_RUNRECOVERY || (ret == EINVAL && message.starts_with("BDB2506 "));
 }
 
+bool DbMessageOnlyRepeats(int ret, std::string_view message) {
+  return ret > 0 && message.find(": 0x") != std::string_view::npos &&
+         message.ends_with(std::string(": ") + std::strerror(ret));
+}
+
 [[noreturn]] void Store::Db::Fail(int ret, const std::string& what) {
   std::string msg = "mboxlist " + dir_ + ": " + what + ": " + db_strerror(ret);
-  if (!last_db_message.empty()) msg += " (" + last_db_message + ")";
+  if (!last_db_message.empty() && !DbMessageOnlyRepeats(ret, last_db_message)) msg += " (" + last_db_message + ")";
   const bool recovered = RecoveredUnderThisProcess(ret, last_db_message);
   last_db_message.clear();
   if (ret == DB_RUNRECOVERY) msg += " (another process died; reopen the store to recover)";

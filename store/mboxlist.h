@@ -62,6 +62,10 @@ void KeepDbMessage(std::string* last, std::string_view message);
 // process succeeds (helper-155: an import exited 70 with "put: Invalid argument (BDB2509 the log
 // files from a database environment)" while other processes hit by the same recovery exited 75).
 bool RecoveredUnderThisProcess(int ret, std::string_view message);
+// Whether `message` only repeats the error `ret` with a buffer's address and length ("BDB0137
+// write: 0x7ff5bf800ee0, 1628: No space left on device"): left out of the one line, which says
+// the error already (helper-158 F).
+bool DbMessageOnlyRepeats(int ret, std::string_view message);
 
 // "inbox/x" -> "INBOX/x": the first component is case-insensitive when it spells INBOX.
 std::string NormalizeFolder(std::string_view folder);

@@ -703,6 +703,17 @@ namespace {
 // the end of the log that the recovery truncated). Under kill -9 chaos an import exited 70 with
 // only the last line, "put: Invalid argument (BDB2509 the log files from a database
 // environment)", where every other process hit by the same recovery exited 75 (helper-155).
+// A full disk met by libdb's log write said "commit: No space left on device (BDB0137 write:
+// 0x7ff5bf800ee0, 1628: No space left on device)": an address and the error twice (helper-158 F).
+TEST(DbMessageOnlyRepeats, AWriteDetailThatRepeatsTheErrorIsLeftOut) {
+  EXPECT_TRUE(DbMessageOnlyRepeats(ENOSPC, "BDB0137 write: 0x7ff5bf800ee0, 1628: No space left on device"));
+  EXPECT_TRUE(DbMessageOnlyRepeats(EFBIG, "BDB0137 write: 0x7fb5e4899ee0, 1626: File too large"));
+  // Another error than the one it names, or a detail that says more, stays.
+  EXPECT_FALSE(DbMessageOnlyRepeats(EIO, "BDB0137 write: 0x7ff5bf800ee0, 1628: No space left on device"));
+  EXPECT_FALSE(DbMessageOnlyRepeats(ENOSPC, "BDB0061 page 7: checksum error"));
+  EXPECT_FALSE(DbMessageOnlyRepeats(DB_RUNRECOVERY, "BDB1546 unable to join the environment"));
+}
+
 TEST(RecoveredUnderThisProcess, TheLsnPastTheEndOfTheLogIsTheRecoveryAndKeepsItsFirstLine) {
   std::string last;
   for (const char* line : {"BDB2506 file folder.db has LSN 1/28672, past end of log at 1/20480",
