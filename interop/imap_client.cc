@@ -547,6 +547,9 @@ void ImapClient::Fetch() {
 
 void ImapClient::ReadGreeting() {
   ImapReader& r = *reader_;
+  // A response like any other: a greeting trickled a byte every 4 s was taken after 256 s,
+  // with --timeout 5 (helper-159).
+  r.BeginResponse(progress_timeout_seconds_);
   try {
     r.Expect('*', "before the greeting");
   } catch (const Error& e) {  // a server that accepts and says nothing: named, as a command is

@@ -78,8 +78,11 @@ int RunMoveUser(MoveUserCliOptions& o) {
   if (admin) o.source.admin_password = stream::ReadPasswordFile(o.admin_password_file);
   const std::vector<stream::ImapAccount> accounts =
       stream::ReadAccounts(o.user, o.users_file, o.password_file, admin || o.password_file.empty());
+  // A closed stdout (`moveuser ... | head`) is an error said at the end (CheckStdout), and a
+  // tunnel's command that closed its input that user's failure: neither a silent death that
+  // leaves a user on hold and the rest unpulled (helper-159: exit 141, nothing said).
+  ::signal(SIGPIPE, SIG_IGN);
   if (tunnel) {
-    ::signal(SIGPIPE, SIG_IGN);  // a command that closed its input is an error of that user, not our death
     stream::TunnelCommand(o.source.tunnel, "u");  // a bad '%' escape fails before the store is touched
     // One command for every user: were it to log in by itself, each would get the same mailbox.
     if (accounts.size() > 1 && stream::TunnelCommand(o.source.tunnel, "a") == stream::TunnelCommand(o.source.tunnel, "b"))

@@ -742,6 +742,25 @@ TEST(ImapClient, ABodyTrickledByteByByteEndsTheCommand) {
   EXPECT_LT(r.took, std::chrono::seconds(5));
 }
 
+// The greeting keeps the same pace: one trickled a byte every 4 s was taken after 256 s with
+// --timeout 5, exit 0 (helper-159).
+TEST(ImapClient, AGreetingTrickledByteByByteEndsTheConnection) {
+  Peer peer([](Peer& p) {
+    try {
+      for (const char c : std::string("* OK a greeting that never seems to end, one byte at a time\r\n")) {
+        p.Send(std::string(1, c));
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the server's pace, under test
+      }
+    } catch (const std::exception&) {  // the client gave up and closed
+    }
+  });
+  const GaveUp r = RunUntilTheClientGivesUp(peer, [](ImapClient&) {});
+  EXPECT_NE(r.error.find("imap://test: one response has brought "), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("(a server trickling its answer)"), std::string::npos) << r.error;
+  EXPECT_EQ(r.code, Errc::kTempFail);
+  EXPECT_LT(r.took, std::chrono::seconds(5));
+}
+
 // A response that pauses longer than the progress timeout, having brought enough bytes to earn
 // the time, completes: the pace is an average, not a limit on each pause.
 TEST(ImapClient, ABodyWithAPauseItHasEarnedCompletes) {

@@ -364,6 +364,25 @@ TEST_F(MoveUser, AUserMarkedMovedHereIsRefusedAndLeftAsItWas) {
   ExpectPulled(*dst, "bob", kBobFolders);
 }
 
+// stdout closed (`moveuser ... | head`): every user is still pulled and the run ends 74 saying
+// so; SIGPIPE killed it silently at the first user's line (exit 141), a user left on hold and the
+// rest unpulled (helper-159).
+TEST_F(MoveUser, AClosedStdoutLosesTheReportNotTheUsers) {
+  const std::string err = tmp_ / "err";
+  const std::string command = "'" STOREMOVE_BIN "' moveuser --store '" + dst_root_ + "' --from " + url_ +
+                              " --insecure --users '" + *dir_ / "users" + "' --password-file '" + *dir_ / "passwords" +
+                              "' --hold 2>'" + err + "' | true";
+  const int rc = std::system(("bash -o pipefail -c \"" + command + "\"").c_str());
+  const std::string said = storemove::testing::SlurpFile(err);
+  EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 74) << rc << " " << said;
+  EXPECT_NE(said.find("write stdout"), std::string::npos) << said;
+  auto dst = Store::Open(dst_root_);
+  ExpectPulled(*dst, "alice", kAliceFolders);
+  ExpectPulled(*dst, "bob", kBobFolders);
+  EXPECT_EQ(dst->FindUser("alice")->status.state, UserState::kActive);
+  EXPECT_EQ(dst->FindUser("bob")->status.state, UserState::kActive);
+}
+
 TEST_F(MoveUser, PasswordsPerUserFromOneFile) {
   CliResult r = RunCli(Pull({"--users", *dir_ / "users", "--password-file", *dir_ / "passwords", "--insecure"}));
   ASSERT_EQ(r.status, 0) << r.Describe();
