@@ -223,7 +223,7 @@ class Session::Impl {
       if (!conn_.timed_out()) Answered();  // it closed or reset, or refused us: a server acted
       if (client.cancel && client.cancel->cancelled()) Throw(Errc::kInterrupted, CutOff(e));
       // Silence from the start: the kernel took the connection and nothing behind it answered.
-      if (!asked && conn_.timed_out())
+      if (!asked && conn_.timed_out() && !conn_.trickled())
         Throw(Errc::kTempFail, "server " + to.ToString() + " took the connection but did not answer within " +
                                    std::to_string(client.timeout_seconds) +
                                    " s: it is stopped or hung, or a proxy holds the connection with nothing behind it (" +

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -25,6 +26,7 @@
 
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
+typedef struct bio_st BIO;
 
 namespace storemove::stream::net {
 
@@ -104,6 +106,8 @@ class Connection {
   // A read, write or handshake ran out of the timeout without progress (the kTempFail it threw):
   // the peer was silent, which a client tells apart from a peer that closed or reset.
   bool timed_out() const { return timed_out_; }
+  // ... because a TLS record came slower than its pace (net.cc, RecordPace): not silence.
+  bool trickled() const { return trickled_; }
   // Abort() was called: what failed since is this side's doing, not the peer's ("closed the
   // connection" blamed the server for a session our deadline had cut, helper-79 #8).
   bool aborted() const { return aborted_; }
@@ -111,6 +115,12 @@ class Connection {
  private:
   [[noreturn]] void ThrowTimedOut(const std::string& what);
   bool TlsInterrupted(int ret);  // a signal, not the timeout: call again (see net.cc)
+  // The pace of TLS reads (net.cc, PacedTlsRead): a record must come whole within the timeout
+  // plus a second for every KiB it may hold. Set around SSL_read and the handshakes.
+  friend long PacedTlsRead(BIO*, int, const char*, size_t, int, long, int, size_t*);
+  class RecordPace;
+  bool BeforeTlsRead();
+  void PaceTlsReads();
   [[noreturn]] void FailTls(const char* call, int ret);
   int PeekFirstByte();
   size_t ReadRaw(void* data, size_t size);
@@ -125,6 +135,12 @@ class Connection {
   bool psk_ = false;
   bool client_ = false;  // Connect()ed: we asked to be authenticated
   bool mail_server_ = false;  // Connect()ed to an IMAP server (TlsContext::ForMailServer)
+  bool pacing_ = false;        // inside SSL_read or a handshake: BeforeTlsRead keeps the record's pace
+  bool paced_out_ = false;     // a record came slower than that (FailTls says so)
+  bool read_until_deadline_ = false;  // the last socket read's timeout was the record's deadline
+  bool trickled_ = false;
+  bool timeout_lowered_ = false;  // SO_RCVTIMEO set below timeout_seconds_ for a record's rest
+  std::chrono::steady_clock::time_point record_deadline_;
   std::string in_;  // read-ahead, consumed from in_pos_
   size_t in_pos_ = 0;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;

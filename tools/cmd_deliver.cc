@@ -298,6 +298,12 @@ int RunDeliver(const DeliverOptions& options) {
     if (e.code() == Errc::kTempFail || e.code() == Errc::kInterrupted) throw;
     Throw(Errc::kTempFail, std::string(e.what()) + "; delivery deferred");
   } catch (const std::bad_alloc&) {
+    if (store::Store::Db::Committed()) {  // as any error after the commit point (helper-160)
+      std::fprintf(stderr, "storemove deliver: warning: delivered; then ran out of memory (the user's quota usage may "
+                           "be short: storemove user %s --recount-quota)\n",
+                   options.user.c_str());
+      return 0;
+    }
     Throw(Errc::kTempFail, "out of memory; delivery deferred");
   }
 }

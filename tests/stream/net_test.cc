@@ -864,6 +864,41 @@ TEST(NetAuth, AConnectionClosedDuringTheHandshakeIsTemporaryNotARefusal) {
   }
 }
 
+// The socket's timeout bounds silence only, and OpenSSL hands over a record only whole: a peer
+// trickling a byte every 100 ms kept a TLS read (here the handshake) going for as long as it
+// liked (helper-159: backup --to took 240 s with --timeout 5, moveuser over imaps:// ran 37
+// minutes). A record must come within the timeout plus a second a KiB it may hold (16 KiB).
+TEST(NetTimeout, ATlsRecordTrickledByteByByteIsCutAtItsPace) {
+  TempDir tmp;
+  std::string key = Key(tmp, "key");
+  uint16_t port = 0;
+  UniqueFd listener = LoopbackListener(&port);
+  ASSERT_TRUE(listener.valid());
+  std::thread server([&] {
+    UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    char hello[512];
+    (void)::recv(conn.get(), hello, sizeof hello, 0);
+    // A handshake record announcing 16 KiB, then a byte every 100 ms, until the client goes.
+    if (::send(conn.get(), "\x16\x03\x03\x40\x00", 5, MSG_NOSIGNAL) != 5) return;
+    for (int i = 0; i < 600; ++i) {
+      if (::send(conn.get(), "\x02", 1, MSG_NOSIGNAL) != 1) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the trickle's pace, under test
+    }
+  });
+  ClientOptions c = Psk(key);
+  c.timeout_seconds = 1;
+  const auto start = std::chrono::steady_clock::now();
+  const auto [code, what] = ThrownBy([&] { Session s(Endpoint{"127.0.0.1", port}, c); });
+  const auto took = std::chrono::steady_clock::now() - start;
+  server.join();
+  EXPECT_EQ(code, Errc::kTempFail) << what;
+  EXPECT_TRUE(Contains(what, "a TLS record did not come whole within 18 s (the timeout, 1 s, and a second for every "
+                             "KiB a record may hold): a link trickling its data, slower than 1 KiB a second"))
+      << what;
+  EXPECT_GE(took, std::chrono::seconds(17));
+  EXPECT_LT(took, std::chrono::seconds(30));
+}
+
 // With --insecure there is no handshake to tell a refusal by: a TLS server answers a plain
 // REQUEST with a plain ERROR, a plain server answers a ClientHello with a TLS alert, so a plain
 // connection that just ends before READY is a server stopped or dropping it (75, retried), and
