@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -21,6 +22,24 @@ extern char** environ;
 
 namespace storemove::stream {
 namespace {
+
+// The commands running now, for StopRunningCommands (a signal handler reads it): lock-free.
+constexpr size_t kMaxTracked = 512;  // --jobs is at most 256
+std::atomic<pid_t> g_running[kMaxTracked];
+
+void Track(pid_t pid) {
+  for (std::atomic<pid_t>& slot : g_running) {
+    pid_t none = 0;
+    if (slot.compare_exchange_strong(none, pid)) return;
+  }
+}
+
+void Untrack(pid_t pid) {
+  for (std::atomic<pid_t>& slot : g_running) {
+    pid_t mine = pid;
+    if (slot.compare_exchange_strong(mine, 0)) return;
+  }
+}
 
 // Waits up to `seconds` for `pid` to end and reaps it; false if it is still running. A pidfd
 // (Linux 5.3) makes the wait a poll; without one, waitpid is asked every 20 ms.
@@ -57,6 +76,11 @@ std::string Describe(int status) {
 
 }  // namespace
 
+void StopRunningCommands() {
+  for (std::atomic<pid_t>& slot : g_running)
+    if (const pid_t pid = slot.load(); pid > 0) ::kill(pid, SIGTERM);
+}
+
 CommandChannel::CommandChannel(const std::string& command, std::string shown, int timeout_seconds)
     : shown_(std::move(shown)), timeout_seconds_(timeout_seconds) {
   int in[2], out[2];  // in: the command's stdin; out: its stdout
@@ -92,6 +116,7 @@ CommandChannel::CommandChannel(const std::string& command, std::string shown, in
     pid_ = -1;
     ThrowErrno("start " + shown_, err);
   }
+  Track(pid_);
   to_command_ = std::move(in_write);
   from_command_ = std::move(out_read);
   // Non-blocking, so a write into a full pipe waits in poll (with the timeout), not in write.
@@ -154,6 +179,7 @@ std::string CommandChannel::Finish(int grace_seconds) {
       WaitFor(pid_, 3600, &status);  // SIGKILL cannot be refused: this returns at once
     }
   }
+  Untrack(pid_);
   pid_ = -1;
   ended_ = Describe(status);
   return ended_;

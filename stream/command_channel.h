@@ -16,6 +16,11 @@
 
 namespace storemove::stream {
 
+// SIGTERM to every command a CommandChannel runs now: for a signal handler that is about to
+// _exit (moveuser's SIGINT/SIGTERM), so that a command not reading its input does not outlive
+// it (helper-160). Async-signal-safe.
+void StopRunningCommands();
+
 class CommandChannel final : public interop::ImapChannel {
  public:
   // Starts `command`; `shown` names it in errors ("tunnel 'doveadm exec imap -u ann'").

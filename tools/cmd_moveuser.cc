@@ -11,6 +11,7 @@
 
 #include "relinker/arrival.h"
 #include "store/sync.h"
+#include "stream/command_channel.h"
 #include "stream/moveuser.h"
 #include "tools/commands.h"
 #include "util/error.h"
@@ -36,6 +37,7 @@ void OnInterrupt(int) {
   static const char kLine[] =
       "storemove: moveuser interrupted; nothing half-pulled is visible: run the same moveuser again to complete it\n";
   (void)!::write(STDERR_FILENO, kLine, sizeof kLine - 1);
+  stream::StopRunningCommands();  // --tunnel's, which need not be reading their input (helper-160)
   ::_exit(ExitStatus(Errc::kInterrupted));
 }
 

@@ -344,6 +344,42 @@ TEST_F(MoveUser, ATunnelPullsUsersWithoutAPasswordAndNamesACommandThatFails) {
             std::string::npos);
 }
 
+// SIGTERM to moveuser ends its tunnel commands too: one that does not read its input (here it
+// only sleeps) outlived moveuser, which _exits at once (helper-160).
+TEST_F(MoveUser, SigtermEndsTheTunnelCommandsToo) {
+  const std::string out = tmp_ / "out";
+  const pid_t pid = storemove::testing::SpawnCli(
+      {"moveuser", "--store", dst_root_, "--user", "dave", "--tunnel", "exec sleep 600", "--timeout", "600"}, out);
+  ASSERT_GT(pid, 0);
+  // The command: moveuser's child, once it runs `sleep`.
+  auto name_of = [](pid_t p) {
+    std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
+    std::string pid_text, name, state;
+    return stat >> pid_text >> name >> state && state != "Z" ? name : std::string();
+  };
+  pid_t command = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+    command = 0;
+    children >> command;
+    if (command != 0 && name_of(command) == "(sleep)") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls for the command
+  }
+  ASSERT_EQ(name_of(command), "(sleep)") << "moveuser started no command";
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status << " " << storemove::testing::SlurpFile(out);
+  // The command, reparented, ends: its /proc entry goes (or stays a zombie of its new parent).
+  bool gone = false;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!(gone = name_of(command) != "(sleep)") && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls for its end
+  EXPECT_TRUE(gone) << "the tunnel command " << command << " outlived moveuser";
+  if (!gone) ::kill(command, SIGKILL);
+}
+
 // A user marked moved here lives on another host: a pull used to write its mail here anyway, and
 // --hold's end made it active, so deliveries here were accepted again and its mail split between
 // two hosts (helper-51). It is refused, and changed in nothing; the other users are pulled.
