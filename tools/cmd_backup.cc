@@ -18,6 +18,7 @@
 #include "tools/session_io.h"
 #include "util/cpu_idle.h"
 #include "util/error.h"
+#include "util/interrupt.h"
 #include "util/fs.h"
 #include "util/local_time.h"
 
@@ -44,8 +45,20 @@ struct BackupCliOptions {
   int timeout = 60;
 };
 
+// Ctrl-C, SIGTERM or SIGHUP of a backup to standard output, a device or a server: one line, not a
+// silent death (helper-159). Backup writes nothing to the store; `-f FILE` has its own handler,
+// which also removes its temporary file (tools/backup_output.cc).
+void OnInterruptedStream(int signo) {
+  static const char kLine[] =
+      "storemove: backup interrupted; the stream it was writing is cut short (a restore of it stops at the cut, "
+      "exit 65): run the backup again\n";
+  (void)!::write(STDERR_FILENO, kLine, sizeof kLine - 1);
+  ::_exit(128 + signo);
+}
+
 int RunBackup(const BackupCliOptions& o) {
   ::signal(SIGPIPE, SIG_IGN);  // a dead reader becomes an EPIPE error, not a silent death
+  OnStopSignals(OnInterruptedStream);
   auto store = OpenStore(o.store_dir);
   stream::BackupOptions options;
   options.names = o.names;

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include <sys/wait.h>
 #include <signal.h>
@@ -178,6 +179,46 @@ TEST(CliStdout, DeliverVerboseToALostStdoutStillExitsZero) {
     }
   }
   EXPECT_EQ(store::Store::Open(store)->OpenFolder("joe", "INBOX")->Snapshot().messages.size(), 2u);
+}
+
+// SIGTERM to `backup -f -` (a pipe its reader has stopped reading) ends it with a line, not in
+// silence (helper-159; `-f FILE` said so already).
+TEST(CliStdout, ABackupToStandardOutputInterruptedSaysSo) {
+  TempDir dir;
+  const std::string store = dir / "s", err = dir / "err";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  ASSERT_EQ(RunCli({"gen", "--store", store, "--users", "5", "--messages-per-user", "40", "--seed", "2"}).status, 0);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(pipe_fds[1], 1);
+    const int e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(e, 2);
+    ::close(pipe_fds[0]);
+    ::unsetenv("STOREMOVE_STORE");
+    ::execl(STOREMOVE_BIN, STOREMOVE_BIN, "backup", "--store", store.c_str(), "-f", "-", "--compress", "none",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  // Until the pipe is full (backup may enlarge it): the backup is blocked writing its stream.
+  int queued = 0, capacity = 1;
+  for (int i = 0; i < 2000 && queued < capacity; ++i) {
+    capacity = ::fcntl(pipe_fds[0], F_GETPIPE_SZ);
+    ::ioctl(pipe_fds[0], FIONREAD, &queued);
+    if (queued < capacity) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polls for a full pipe
+  }
+  ASSERT_GE(queued, capacity) << "the backup did not fill the pipe";
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ::close(pipe_fds[0]);
+  const std::string said = storemove::testing::SlurpFile(err);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGTERM) << status << " " << said;
+  EXPECT_NE(said.find("storemove: backup interrupted; the stream it was writing is cut short"), std::string::npos)
+      << said;
 }
 
 // Started with descriptors 0, 1 and 2 closed, a command's messages went into whatever file took
