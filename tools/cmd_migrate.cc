@@ -30,7 +30,8 @@ namespace {
 // What an admin finds at the destination after a run cut off (helper-119 asked).
 constexpr const char* kCopiesStayHeld =
     "the copies made at the destination stay on hold there (their users are served here) until a run switches "
-    "them";
+    "them, but for a group whose switch was sent and not finished (the report says so: its users may be active there "
+    "as well, until a run adopts them)";
 
 struct MigrateCliOptions {
   std::string store_dir;
