@@ -320,7 +320,8 @@ TEST_F(AdminViews, MigrateStopsAtItsDeadlineEvenInASessionThatNeverAnswers) {
   EXPECT_NE(r.err.find("storemove: migrate reached its deadline ("), std::string::npos) << r.Describe();
   EXPECT_NE(r.err.find(") before every group was done: 0 users put back to their status before the hold; the copies "
                        "made at the destination stay on hold there (their users are served here) until a run switches "
-                       "them; rerun to continue\n"),
+                       "them, but for a group whose switch was sent and not finished (the report says so: its users may "
+                       "be active there as well, until a run adopts them); rerun to continue\n"),
             std::string::npos)
       << r.Describe();
   EXPECT_NE(r.out.find("not started (deadline)"), std::string::npos) << r.out;  // jobs 1: mn waited for ab
