@@ -213,8 +213,12 @@ void ImapClient::FailedWaiting(const Error& e, const std::string& tag) {
   const std::string what = e.what();
   if (what.starts_with(shown_)) throw;  // said already (a BYE, a refusal, a reply that breaks the protocol)
   auto it = in_flight_.find(tag);
+  // A BYE the server did not follow with its close: the timeout that ends the wait says it (the
+  // line was a bare timeout, helper-159 F6).
+  const std::string bye =
+      reader_->said_bye() ? " (after the server's untagged BYE " + ShownText(reader_->bye_text()) + ", without a close)" : "";
   Throw(e.code(), shown_ + ": waiting for the answer to " + (it != in_flight_.end() ? it->second : "a command") +
-                      ": " + what);
+                      ": " + what + bye);
 }
 
 void ImapClient::Refused(Errc code, const std::string& what, const Tagged& t) {

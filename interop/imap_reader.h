@@ -77,6 +77,7 @@ class ImapReader {
   // The text of an untagged BYE: a close that follows is the server's decision, not a broken stream.
   void set_bye(std::string text) { bye_ = std::move(text); }
   bool said_bye() const { return bye_.has_value(); }
+  const std::string& bye_text() const { return *bye_; }  // when said_bye()
 
  private:
   bool Fill();

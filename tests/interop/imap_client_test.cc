@@ -742,6 +742,26 @@ TEST(ImapClient, ABodyTrickledByteByByteEndsTheCommand) {
   EXPECT_LT(r.took, std::chrono::seconds(5));
 }
 
+// A BYE the server does not follow with its close: the timeout that ends the wait names it.
+TEST(ImapClient, AByeWithoutACloseIsNamedWhenTheWaitEnds) {
+  Peer peer(AnswersUntilTheClientCloses([](Peer& p) {
+    p.Send("* BYE going down for maintenance\r\n");
+    // Holds the connection open, saying nothing more, until the client closes it: past this
+    // side's own 10 s receive timeout, which would otherwise race the client's.
+    for (int i = 0; i < 2; ++i) {
+      try {
+        p.Line();
+      } catch (const std::exception&) {
+      }
+    }
+  }));
+  const GaveUp r = RunUntilTheClientGivesUp(peer, [](ImapClient& client) { client.ListFolders(); });
+  EXPECT_NE(r.error.find("imap://test: waiting for the answer to LIST: "), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("(after the server's untagged BYE going down for maintenance, without a close)"),
+            std::string::npos)
+      << r.error;
+}
+
 // The greeting keeps the same pace: one trickled a byte every 4 s was taken after 256 s with
 // --timeout 5, exit 0 (helper-159).
 TEST(ImapClient, AGreetingTrickledByteByByteEndsTheConnection) {
