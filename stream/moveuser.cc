@@ -765,10 +765,7 @@ class Session {
     conn_->SetTimeout(source_.timeout_seconds);
     if (url_.tls) conn_->Connect(*tls_, url_.host);
     channel_ = std::make_unique<ConnectionChannel>(*conn_, tls_, url_.host);
-    client_ = std::make_unique<ImapClient>(*channel_, url_.ToString());
-    client_->set_progress_timeout(source_.timeout_seconds);
-    client_->set_size_mismatch_allowed(source_.allow_size_mismatch);
-    client_->ReadGreeting();
+    Greet(*channel_, url_.ToString());
     if (!url_.tls && !source_.insecure) {
       if (!client_->HasCapability("STARTTLS"))
         Throw(Errc::kAuth, url_.ToString() + " does not offer STARTTLS; use imaps:// or, on a trusted link, --insecure");
@@ -797,15 +794,20 @@ class Session {
   }
 
  private:
+  // The client over `channel`, with the source's limits, once the server has greeted it.
+  void Greet(interop::ImapChannel& channel, const std::string& shown) {
+    client_ = std::make_unique<ImapClient>(channel, shown);
+    client_->set_progress_timeout(source_.timeout_seconds);
+    client_->set_size_mismatch_allowed(source_.allow_size_mismatch);
+    client_->ReadGreeting();
+  }
+
   // A tunnel: the command's own server, PREAUTH (logged in as the user) or asking for a login.
   ImapClient& OpenTunnel(const ImapAccount& account) {
     const std::string command = TunnelCommand(source_.tunnel, account.user);
     const std::string shown = "tunnel '" + EscapeControls(command) + "'";
     tunnel_ = std::make_unique<CommandChannel>(command, shown, source_.timeout_seconds);
-    client_ = std::make_unique<ImapClient>(*tunnel_, shown);
-    client_->set_progress_timeout(source_.timeout_seconds);
-    client_->set_size_mismatch_allowed(source_.allow_size_mismatch);
-    client_->ReadGreeting();
+    Greet(*tunnel_, shown);
     if (client_->preauthenticated()) {
       // Dovecot says whom ("Logged in as ann"): a command that logs in as someone else would
       // put that user's mail into this one's mailbox.
