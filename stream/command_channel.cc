@@ -107,9 +107,13 @@ CommandChannel::CommandChannel(const std::string& command, std::string shown, in
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-  std::string sh = "/bin/sh", dash_c = "-c", text = command;
+  // bash, where there is one (Debian's is essential), runs a command's last simple command in its
+  // own process (exec), so the process this one stops is the command and not a shell whose
+  // child outlives it (dash forks `ssh ...`: helper-161, a hung one kept running after the
+  // timeout). It stays in this process group, so that ssh can still ask at the terminal.
+  std::string sh = ::access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh", dash_c = "-c", text = command;
   char* argv[] = {sh.data(), dash_c.data(), text.data(), nullptr};
-  const int err = ::posix_spawn(&pid_, "/bin/sh", &actions, &attr, argv, environ);
+  const int err = ::posix_spawn(&pid_, sh.c_str(), &actions, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (err != 0) {

@@ -50,6 +50,21 @@ namespace storemove::store {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Live (not zombie) processes whose arguments are `argv` exactly.
+size_t ProcessesRunning(const std::vector<std::string>& argv) {
+  std::string wanted;
+  for (const std::string& a : argv) wanted += a + '\0';
+  size_t found = 0;
+  for (const fs::directory_entry& e : fs::directory_iterator("/proc")) {
+    const std::string pid = e.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmdline(e.path() / "cmdline"), stat(e.path() / "stat");
+    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>()), pid_text, name, state;
+    if (args == wanted && stat >> pid_text >> name >> state && state != "Z") ++found;
+  }
+  return found;
+}
 using storemove::testing::CliResult;
 using storemove::testing::CyrusServer;
 using storemove::testing::DovecotServer;
@@ -319,11 +334,13 @@ TEST_F(MoveUser, ATunnelPullsUsersWithoutAPasswordAndNamesACommandThatFails) {
                        "greeting at byte 0 (the command exited with status 3)"),
             std::string::npos)
       << r.err;
-  r = pull({"--user", "dave", "--tunnel", "exec sleep 60", "--timeout", "1"});
+  // Without `exec`: under dash the shell forked `sleep`, and only the shell was stopped (helper-161).
+  r = pull({"--user", "dave", "--tunnel", "sleep 60.25", "--timeout", "1"});
   EXPECT_EQ(r.status, 75) << r.Describe();
-  EXPECT_NE(r.err.find("read from tunnel 'exec sleep 60': timed out after 1 s without data"), std::string::npos)
+  EXPECT_NE(r.err.find("read from tunnel 'sleep 60.25': timed out after 1 s without data"), std::string::npos)
       << r.err;
   EXPECT_EQ(r.err.find("(the command"), std::string::npos) << "stopped here, not by itself: " << r.err;
+  EXPECT_EQ(ProcessesRunning({"sleep", "60.25"}), 0u) << "the tunnel command outlived its stop";
   {
     auto dst = Store::Open(dst_root_);
     EXPECT_TRUE(dst->ListFolders("dave").empty());
@@ -345,24 +362,31 @@ TEST_F(MoveUser, ATunnelPullsUsersWithoutAPasswordAndNamesACommandThatFails) {
 }
 
 // SIGTERM to moveuser ends its tunnel commands too: one that does not read its input (here it
-// only sleeps) outlived moveuser, which _exits at once (helper-160).
+// only sleeps) outlived moveuser, which _exits at once (helper-160). Written without `exec`, as
+// the documentation's commands are: under dash the shell forked it, and the shell alone got the
+// SIGTERM (helper-161).
 TEST_F(MoveUser, SigtermEndsTheTunnelCommandsToo) {
   const std::string out = tmp_ / "out";
   const pid_t pid = storemove::testing::SpawnCli(
-      {"moveuser", "--store", dst_root_, "--user", "dave", "--tunnel", "exec sleep 600", "--timeout", "600"}, out);
+      {"moveuser", "--store", dst_root_, "--user", "dave", "--tunnel", "sleep 600", "--timeout", "600"}, out);
   ASSERT_GT(pid, 0);
-  // The command: moveuser's child, once it runs `sleep`.
   auto name_of = [](pid_t p) {
     std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
     std::string pid_text, name, state;
     return stat >> pid_text >> name >> state && state != "Z" ? name : std::string();
   };
+  auto first_child = [](pid_t p) {
+    std::ifstream children("/proc/" + std::to_string(p) + "/task/" + std::to_string(p) + "/children");
+    pid_t child = 0;
+    children >> child;
+    return child;
+  };
+  // The command: moveuser's child once it runs `sleep`, or that child's child (a shell's).
   pid_t command = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline) {
-    std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
-    command = 0;
-    children >> command;
+    command = first_child(pid);
+    if (command != 0 && name_of(command) != "(sleep)") command = first_child(command);
     if (command != 0 && name_of(command) == "(sleep)") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls for the command
   }
