@@ -72,9 +72,18 @@ int RunBackup(const BackupCliOptions& o) {
       if (!line.empty() && line.back() == '\r') line.pop_back();
       if (line.empty() || line[0] == '#') continue;
       // A bare user id is all of that user's mailboxes: the Sun chapter's files of user names
-      // (helper-78: "invalid backup name" for each).
+      // (helper-78: "invalid backup name" for each). Blanks around it go, as in the users files
+      // of `user --users-file` and `moveuser --users` (a mailbox name may end in a blank).
       if (line.find('/') == std::string::npos) {
-        store::ValidateUserId(line);
+        const size_t first = line.find_first_not_of(" \t"), last = line.find_last_not_of(" \t");
+        if (first == std::string::npos) continue;
+        line = line.substr(first, last + 1 - first);
+        if (line[0] == '#') continue;
+        try {
+          store::ValidateUserId(line);
+        } catch (const Error& e) {
+          Throw(e.code(), "-u " + o.names_file + " line " + std::to_string(line_number) + ": " + e.what());
+        }
         line = "user/" + line + "/*";
       }
       options.names.push_back(line);

@@ -291,7 +291,10 @@ TEST_F(MoveUser, ATunnelPullsUsersWithoutAPasswordAndNamesACommandThatFails) {
     args.insert(args.begin(), {"moveuser", "--store", dst_root_});
     return RunCli(args);
   };
-  CliResult r = pull({"--users", *dir_ / "users", "--tunnel", exec + "%u", "--jobs", "2"});
+  // Read as `user --users-file` reads its file: blanks around an id, CR line ends, a repeated id
+  // (helper-161: `alice ` was refused here).
+  WriteFileAtomic(*dir_ / "users-loose", "# pulled through the tunnel\r\n  alice \r\nbob\t\nalice\n", 0644);
+  CliResult r = pull({"--users", *dir_ / "users-loose", "--tunnel", exec + "%u", "--jobs", "2"});
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_NE(r.out.find("moveuser: 2 users (0 failed)"), std::string::npos) << r.out;
   {

@@ -810,7 +810,8 @@ TEST_F(OperatorStore, BackupNamesFileTakesBareUserIds) {
                 .status,
             0);
   const std::string list = dir_ / "users", stream = dir_ / "u.sm";
-  std::ofstream(list) << "# Sun-style: one user name per line\r\nann\r\n";
+  // Blanks around an id go, as in `user --users-file` (helper-161: `bob  ` was refused here).
+  std::ofstream(list) << "# Sun-style: one user name per line\r\n  ann \t\r\n   \n";
   CliResult r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
   ASSERT_EQ(r.status, 0) << r.Describe();
   CliResult toc = RunCli({"restore", "-t", "-f", stream});
@@ -821,6 +822,10 @@ TEST_F(OperatorStore, BackupNamesFileTakesBareUserIds) {
   std::ofstream(list) << "../x\n";
   r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
   EXPECT_EQ(r.status, 64) << r.Describe();
+  std::ofstream(list) << "ann\nan n\n";
+  r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find("-u " + list + " line 2: invalid user id 'an n'"), std::string::npos) << r.Describe();
   // A name that selects nothing says its line (helper-97), over the network as to a file.
   std::ofstream(list) << "ann\n# a comment\nnosuchuser\n";
   for (const std::vector<std::string>& output : {std::vector<std::string>{"-f", stream},
