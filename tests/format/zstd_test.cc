@@ -694,7 +694,12 @@ TEST(Zstd, AnAdaptiveLevelStepsOntoAndOffTheLowestRungWithNewFrames) {
   zstd.Finish();
   ASSERT_NE(zstd.adaptive(), nullptr);
   EXPECT_EQ(zstd.adaptive()->lowest(), -50);
-  EXPECT_GT(zstd.adaptive()->level(), -50) << "back up once the output turned slow";
+  // Failed once in a full ctest -j2 beside a loaded machine (2026-12-07), 0 of 18 runs alone or
+  // beside four busy loops: the highest rung and the count of changes tell whether it never
+  // rose or came back down.
+  EXPECT_GT(zstd.adaptive()->level(), -50) << "back up once the output turned slow; highest "
+                                           << zstd.adaptive()->highest() << ", " << zstd.adaptive()->changes()
+                                           << " changes, " << calls << " windows";
   EXPECT_GE(CountFrames(out.written()), 3u) << "onto the lowest rung and off it: a frame each";
   EXPECT_TRUE(Inflate(out.written()) == text);
 }
