@@ -19,6 +19,7 @@
 #include "interop/maildir_names.h"
 #include "interop/mbox_status.h"
 #include "interop/mbox.h"
+#include "interop/mbox_tree.h"
 #include "interop/modified_utf7.h"
 #include "util/error.h"
 #include "util/foreign_link.h"
@@ -428,8 +429,25 @@ std::vector<std::string> MboxPaths(const std::vector<std::string>& folders) {
                                         " is the name of the marker of an unfinished export (" +
                                         kUnfinishedMarker + "); rename the folder first (storemove rename), "
                                         "or export with --format maildir");
-    for (size_t slash = path.find('/'); slash != std::string::npos; slash = path.find('/', slash + 1))
+    // What `import --mbox-tree` (and Dovecot's mbox layout) would pass over or refuse is not
+    // written: a name beginning with '.' is a control file to them, and deeper than they read
+    // is refused (helper-162: such folders were lost on the way back, exit 0).
+    const auto refuse = [&](const std::string& why) {
+      Throw(Errc::kInvalidArgument, "cannot export folder '" + folder + "' as mbox: " + why +
+                                        "; rename the folder first (storemove rename), or export with --format maildir");
+    };
+    size_t depth = 0;
+    for (size_t start = 0;; ++depth) {
+      if (path[start] == '.')
+        refuse("a name beginning with '.' is a control file to mbox readers (import --mbox-tree passes it over)");
+      const size_t slash = path.find('/', start);
+      if (slash == std::string::npos) break;
       dirs.emplace(path.substr(0, slash), folder);
+      start = slash + 1;
+    }
+    if (depth > size_t(kMaxMboxTreeDepth))
+      refuse("nested " + std::to_string(depth + 1) + " deep, and import --mbox-tree reads " +
+             std::to_string(kMaxMboxTreeDepth + 1) + " levels");
     auto [it, fresh] = files.emplace(path, folder);
     if (!fresh)
       Throw(Errc::kInvalidArgument, "cannot export folders '" + it->second + "' and '" + folder +
@@ -440,6 +458,14 @@ std::vector<std::string> MboxPaths(const std::vector<std::string>& folders) {
     if (auto dir = dirs.find(path); dir != dirs.end())
       Throw(Errc::kInvalidArgument, "cannot export folders '" + folder + "' and '" + dir->second +
                                         "' as mbox: " + path + " would be both a file and a directory");
+    // "NAME.msg" beside a directory "NAME/" reads back as the folder NAME (MboxTreeJobs): right
+    // for NAME's own messages, a rename for a folder that is itself called "NAME.msg" (beside
+    // sub-folders of a NAME not exported, or with none: helper-162, exit 0 both ways).
+    if (path == folder && path.size() > 4 && path.ends_with(".msg"))
+      if (auto dir = dirs.find(path.substr(0, path.size() - 4)); dir != dirs.end())
+        Throw(Errc::kInvalidArgument, "cannot export folders '" + folder + "' and '" + dir->second + "' as mbox: " +
+                                          path + " beside the directory " + dir->first + " would read back as the folder '" +
+                                          dir->first + "'; rename one first (storemove rename), or export with --format maildir");
   }
   return paths;
 }

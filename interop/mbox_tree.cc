@@ -23,8 +23,6 @@
 namespace storemove::interop {
 namespace {
 
-constexpr int kMaxDepth = 64;
-
 std::vector<DirEntry> List(int dirfd, const std::string& shown) {
   std::vector<DirEntry> out = ListDirectoryAt(dirfd, shown);
   std::sort(out.begin(), out.end(), [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
@@ -48,7 +46,8 @@ void Walk(int dirfd, const std::string& real, const std::string& shown, const st
       return rel.empty() ? component : rel + "/" + component;
     };
     if (e.type == S_IFDIR) {
-      if (depth >= kMaxDepth) Throw(Errc::kInvalidArgument, path + ": folders nested over 64 deep");
+      if (depth >= kMaxMboxTreeDepth)
+        Throw(Errc::kInvalidArgument, path + ": folders nested over " + std::to_string(kMaxMboxTreeDepth) + " deep");
       UniqueFd sub = OpenAt(dirfd, e.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, path);
       Walk(sub.get(), real_path, path, folder_of(e.name), depth + 1, user, names, jobs);
       continue;

@@ -20,6 +20,10 @@ enum class MboxFileNames {
                   // default) and UW-IMAP name mbox files: "Entw&APw-rfe" is Entwürfe, "Q&-A" is Q&A
 };
 
+// Directories nested below the tree's root that MboxTreeJobs reads (deeper is refused): what
+// export writes as mbox stays within it (MboxPaths).
+constexpr int kMaxMboxTreeDepth = 64;
+
 // The folder-name component that the file or directory name `name` gives. kInvalidArgument,
 // naming `shown`, for a name that is not modified UTF-7 or that decodes to one holding a '/'.
 std::string FolderComponent(std::string_view name, MboxFileNames names, const std::string& shown);
