@@ -393,6 +393,12 @@ class Checker {
  private:
   // `mailbox` when the line is about one message of it (verify caps those per mailbox), else "".
   void Diff(const std::string& line, const std::string& mailbox = "") {
+    if (!mailbox.empty() && options_.differences_kept_per_mailbox != 0 &&
+        kept_of_[mailbox]++ >= options_.differences_kept_per_mailbox) {
+      ++report_.left_out[mailbox];
+      ++report_.left_out_total;
+      return;
+    }
     report_.differences.push_back(line);
     report_.difference_mailboxes.push_back(mailbox);
   }
@@ -486,6 +492,7 @@ class Checker {
  private:
   store::Store& dst_;
   const VerifyOptions& options_;
+  std::map<std::string, uint64_t> kept_of_;  // Diff: lines about single messages per mailbox so far
   VerifyReport report_;
   ByteChecks bytes_;
   Progress progress_;
@@ -721,6 +728,10 @@ std::vector<std::string> VerifyReport::Listing(size_t per_mailbox) const {
   for (size_t i = 0; i < differences.size(); ++i)
     if (i < difference_mailboxes.size() && !difference_mailboxes[i].empty()) {
       auto& [lines, last] = of[difference_mailboxes[i]];
+      if (lines == 0) {
+        auto more = left_out.find(difference_mailboxes[i]);
+        lines = more == left_out.end() ? 0 : more->second;  // counted, not kept
+      }
       ++lines;
       last = i;
     }

@@ -47,6 +47,8 @@ int RunVerify(const VerifyCliOptions& o) {
   options.check_bytes = !o.no_bytes;
   options.strict_status = o.strict_status;
   options.reads = o.reads;
+  // What Listing prints of each mailbox is all that is kept (JSON lists every difference).
+  options.differences_kept_per_mailbox = o.json || o.all_differences ? 0 : kDifferencesPerMailbox;
   options.live_progress = o.verbose || ::isatty(STDERR_FILENO);
   stream::VerifyReport report;
   if (!o.source_dir.empty()) {
@@ -83,7 +85,7 @@ int RunVerify(const VerifyCliOptions& o) {
     std::fprintf(stderr, "verify: %s, %s, %s (%s) checked: %s\n", Counted(report.users, "user").c_str(),
                  Counted(report.folders, "folder").c_str(), Counted(report.messages, "message").c_str(),
                  HumanBytes(report.bytes).c_str(),
-                 report.equal() ? "equal" : Counted(report.differences.size(), "difference").c_str());
+                 report.equal() ? "equal" : Counted(report.difference_count(), "difference").c_str());
     // After a migration's switch the destination is live: its new mail is "not in the source"
     // (helper-69 asked for the hint).
     if (!report.equal() && report.switched_users)
