@@ -363,6 +363,7 @@ struct DecompressingSource::Worker {
   struct Block {
     std::unique_ptr<uint8_t[]> bytes;  // kBlockSize, uninitialised
     size_t size = 0;
+    uint64_t input_end = 0;  // the input offset zstd had reached when the block was queued
   };
 
   std::mutex mutex;
@@ -408,10 +409,11 @@ void DecompressingSource::RunWorker(uint64_t offset) {
       w.spare_blocks.pop_back();
     }
   };
-  auto push_block = [&] {  // false when the consumer is going away
+  auto push_block = [&](uint64_t input_end) {  // false when the consumer is going away
     std::unique_lock lock(w.mutex);
     w.changed.wait(lock, [&] { return w.stop || w.blocks.size() < Worker::kMaxBlocks; });
     if (w.stop) return false;
+    block.input_end = input_end;
     w.blocks.push_back(std::move(block));
     block = {};
     w.changed.notify_all();
@@ -430,7 +432,7 @@ void DecompressingSource::RunWorker(uint64_t offset) {
         w.changed.notify_all();
       }
       if (chunk.empty()) {  // end of input
-        if (block.size > 0 && !push_block()) return;
+        if (block.size > 0 && !push_block(offset)) return;
         if (frame_open_) Fail("truncated frame", offset);
         std::lock_guard lock(w.mutex);
         w.output_ended = true;
@@ -449,7 +451,7 @@ void DecompressingSource::RunWorker(uint64_t offset) {
         NoteFrame(rc, in.pos != in_before || out.pos != out_before, offset + in.pos);
         const bool full = out.pos == out.size;  // zstd may hold more output
         // A partly filled block goes out when the chunk is used up: the consumer may be waiting.
-        if ((full || (in.pos == in.size && block.size > 0)) && !push_block()) return;
+        if ((full || (in.pos == in.size && block.size > 0)) && !push_block(offset + in.pos)) return;
         if (in.pos == in.size && !full) break;
       }
       offset += chunk.size();
@@ -517,10 +519,12 @@ size_t DecompressingSource::ReadFromWorker(void* data, size_t size) {
       if (!w.blocks.empty()) {
         w.current = std::move(w.blocks.front());
         w.blocks.pop_front();
+        delivered_.store(w.current.input_end, std::memory_order_relaxed);
         w.changed.notify_all();
       } else if (w.error) {
         std::rethrow_exception(w.error);
       } else if (w.output_ended) {
+        delivered_.store(bytes_in(), std::memory_order_relaxed);
         return 0;
       }
       // Keep the worker fed: one read of `in` per block handed out, or while waiting.

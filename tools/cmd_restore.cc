@@ -95,6 +95,8 @@ int RunRestore(const RestoreCliOptions& o) {
       fd.get(), o.file == "-" ? "standard input" : o.file,
       PipeStallPolicy("restore", o.timeout, o.toc ? "" : "; the user being restored stays locked for writing meanwhile"));
   format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
+  // The share of the file restored: what the decoder has had, not what was read ahead of it.
+  if (options.input_consumed) options.input_consumed = [&input] { return input.input_delivered(); };
   format::Decoder decoder(input);
   stream::SessionReport report = NamingInput(source.name(), [&] {
     return stream::Restore(store.get(), decoder, options, o.toc ? &std::cout : nullptr);

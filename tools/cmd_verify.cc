@@ -74,6 +74,7 @@ int RunVerify(const VerifyCliOptions& o) {
     InputProgress(fd.get(), &options.input_total, &options.input_consumed);
     stream::FdSource source(fd.get(), o.manifest == "-" ? "standard input" : o.manifest);
     format::DecompressingSource input(source, /*worker=*/true);  // a one-way file or pipe
+    if (options.input_consumed) options.input_consumed = [&input] { return input.input_delivered(); };
     format::Decoder decoder(input);
     report = NamingInput(source.name(), [&] { return stream::VerifyManifest(*destination, decoder, options); });
   }
