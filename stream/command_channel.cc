@@ -110,9 +110,14 @@ CommandChannel::CommandChannel(const std::string& command, std::string shown, in
   // bash, where there is one (Debian's is essential), runs a command's last simple command in its
   // own process (exec), so the process this one stops is the command and not a shell whose
   // child outlives it (dash forks `ssh ...`: helper-161, a hung one kept running after the
-  // timeout). It stays in this process group, so that ssh can still ask at the terminal.
-  std::string sh = ::access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh", dash_c = "-c", text = command;
-  char* argv[] = {sh.data(), dash_c.data(), text.data(), nullptr};
+  // timeout). It stays in this process group, so that ssh can still ask at the terminal. -p:
+  // as dash, no $BASH_ENV read first (what it prints came before the greeting: helper-163) and
+  // no functions taken from the environment in place of commands.
+  const bool bash = ::access("/bin/bash", X_OK) == 0;
+  std::string sh = bash ? "/bin/bash" : "/bin/sh", privileged = "-p", dash_c = "-c", text = command;
+  char* with_bash[] = {sh.data(), privileged.data(), dash_c.data(), text.data(), nullptr};
+  char* with_sh[] = {sh.data(), dash_c.data(), text.data(), nullptr};
+  char** argv = bash ? with_bash : with_sh;
   const int err = ::posix_spawn(&pid_, sh.c_str(), &actions, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);

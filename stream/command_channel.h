@@ -1,6 +1,6 @@
 // A command speaking IMAP on its standard input and output: the tunnel of `moveuser --tunnel`
 // (mbsync's Tunnel, offlineimap's preauthtunnel), e.g. `doveadm exec imap -u %u` on the old host
-// or `ssh old doveadm exec imap -u %u`. The command runs under bash -c (/bin/sh -c without bash) with a pipe each way:
+// or `ssh old doveadm exec imap -u %u`. The command runs under bash -p -c (/bin/sh -c without bash) with a pipe each way:
 // pipes, not a socket, because Dovecot's imap run as root refuses a socket on its stdout as
 // started from inetd. It stays in this process's group (ssh may ask on the terminal) and writes
 // its stderr to ours. Reads and writes that make no progress for the timeout throw kTempFail, as

@@ -305,7 +305,11 @@ TEST_F(MoveUser, ATunnelPullsUsersWithoutAPasswordAndNamesACommandThatFails) {
     EXPECT_EQ(std::set<std::string>(subscribed.begin(), subscribed.end()),
               (std::set<std::string>{"user/alice/Sent", "user/alice/Projects/2024"}));
   }
-  r = pull({"--user", "alice", "--tunnel", exec + "%u", "--json"});
+  // A $BASH_ENV file (Lmod, environment-modules) is not read before the command: what it printed
+  // came before the greeting (helper-163: exit 65 once the command ran under bash).
+  WriteFileAtomic(*dir_ / "bash_env", "echo from BASH_ENV\nexec() { echo function; }\n", 0644);
+  r = RunCli({"moveuser", "--store", dst_root_, "--user", "alice", "--tunnel", exec + "%u", "--json"}, "",
+             {"BASH_ENV=" + (*dir_ / "bash_env")});
   ASSERT_EQ(r.status, 0) << r.Describe();
   const nlohmann::json report = nlohmann::json::parse(r.out);
   EXPECT_EQ(report["messages"], 0) << r.out;
