@@ -69,6 +69,7 @@ int RunBackup(const BackupCliOptions& o) {
     size_t line_number = 0;
     for (std::string line; std::getline(in, line);) {
       ++line_number;
+      if (line_number == 1 && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // a byte-order mark
       if (!line.empty() && line.back() == '\r') line.pop_back();
       if (line.empty() || line[0] == '#') continue;
       // A bare user id is all of that user's mailboxes: the Sun chapter's files of user names
@@ -89,6 +90,10 @@ int RunBackup(const BackupCliOptions& o) {
       options.names.push_back(line);
       name_lines.push_back(line_number);
     }
+    // Not "/": a file of blank or comment lines, or an empty one (a list that came out empty),
+    // backed up the whole store, exit 0 (helper-163).
+    if (name_lines.empty())
+      Throw(Errc::kInvalidArgument, "-u " + o.names_file + ": no names or user ids in it; nothing was written");
   }
   if (options.names.empty()) options.names.push_back("/");
   options.groups_file = o.groups;

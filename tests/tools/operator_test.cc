@@ -822,6 +822,15 @@ TEST_F(OperatorStore, BackupNamesFileTakesBareUserIds) {
   std::ofstream(list) << "../x\n";
   r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
   EXPECT_EQ(r.status, 64) << r.Describe();
+  // A file of nothing but blanks and comments selects nothing, not the whole store (helper-163).
+  for (const char* empty : {"", "   \n  # just a comment\n", "\xEF\xBB\xBF\r\n"}) {
+    std::ofstream(list) << empty;
+    r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
+    EXPECT_EQ(r.status, 64) << r.Describe();
+    EXPECT_NE(r.err.find("-u " + list + ": no names or user ids in it"), std::string::npos) << r.Describe();
+  }
+  std::ofstream(list) << "\xEF\xBB\xBF  ann\r\n";  // a byte-order mark, as some editors save
+  EXPECT_EQ(RunCli({"backup", "--store", root_, "-u", list, "-f", stream}).status, 0);
   std::ofstream(list) << "ann\nan n\n";
   r = RunCli({"backup", "--store", root_, "-u", list, "-f", stream});
   EXPECT_EQ(r.status, 64) << r.Describe();
