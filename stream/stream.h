@@ -315,9 +315,21 @@ struct VerifyReport {
   std::vector<std::string> differences;  // plain words, one per line
   // For each difference, the mailbox when it is about one message of it ("" for the others).
   std::vector<std::string> difference_mailboxes;
-  // Lines about single messages left out per mailbox (VerifyOptions::differences_kept_per_mailbox).
-  std::map<std::string, uint64_t> left_out;
+  // Lines about single messages left out per mailbox (VerifyOptions::differences_kept_per_mailbox):
+  // how many, and where the last one came (before the kept line `before`, the `order`th line
+  // added), for Listing to put the mailbox's count line where the whole list has it.
+  struct LeftOut {
+    uint64_t count = 0;
+    size_t before = 0;
+    uint64_t order = 0;
+  };
+  std::map<std::string, LeftOut> left_out;
   uint64_t left_out_total = 0;
+  uint64_t lines_added = 0;
+  std::map<std::string, uint64_t> kept_per_mailbox;  // lines about single messages kept, with a cap
+  // Adds a difference, `mailbox` when it is about one message of it: with `keep_per_mailbox`
+  // (not 0) such a line past that many of its mailbox is counted, not kept.
+  void Add(const std::string& line, const std::string& mailbox, size_t keep_per_mailbox);
   std::vector<std::string> user_names;   // users compared
   // Users compared whole: every folder the source has (by CompareStores; a selection of some of a
   // user's mailboxes proves nothing about the others, so only these may be recorded as verified).

@@ -393,14 +393,7 @@ class Checker {
  private:
   // `mailbox` when the line is about one message of it (verify caps those per mailbox), else "".
   void Diff(const std::string& line, const std::string& mailbox = "") {
-    if (!mailbox.empty() && options_.differences_kept_per_mailbox != 0 &&
-        kept_of_[mailbox]++ >= options_.differences_kept_per_mailbox) {
-      ++report_.left_out[mailbox];
-      ++report_.left_out_total;
-      return;
-    }
-    report_.differences.push_back(line);
-    report_.difference_mailboxes.push_back(mailbox);
+    report_.Add(line, mailbox, options_.differences_kept_per_mailbox);
   }
   // Diff, for ByteChecks::Settle.
   std::function<void(const std::string&, const std::string&)> Differ() {
@@ -492,7 +485,6 @@ class Checker {
  private:
   store::Store& dst_;
   const VerifyOptions& options_;
-  std::map<std::string, uint64_t> kept_of_;  // Diff: lines about single messages per mailbox so far
   VerifyReport report_;
   ByteChecks bytes_;
   Progress progress_;
@@ -720,24 +712,52 @@ VerifyReport VerifyManifest(store::Store& destination, format::Decoder& manifest
   }
 }
 
+void VerifyReport::Add(const std::string& line, const std::string& mailbox, size_t keep_per_mailbox) {
+  ++lines_added;
+  if (!mailbox.empty() && keep_per_mailbox != 0 && kept_per_mailbox[mailbox]++ >= keep_per_mailbox) {
+    LeftOut& out = left_out[mailbox];
+    ++out.count;
+    out.before = differences.size();
+    out.order = lines_added;
+    ++left_out_total;
+    return;
+  }
+  differences.push_back(line);
+  difference_mailboxes.push_back(mailbox);
+}
+
 std::vector<std::string> VerifyReport::Listing(size_t per_mailbox) const {
   if (per_mailbox == 0) return differences;
   // Each mailbox's lines about single messages, and where its last one is: its count of the
-  // lines left out follows that one.
+  // lines left out follows that one. Where lines were left out as they came (Add), the last of
+  // a mailbox is one of those, which came before the kept line `before`.
   std::map<std::string, std::pair<size_t, size_t>> of;  // mailbox: lines, index of the last
   for (size_t i = 0; i < differences.size(); ++i)
     if (i < difference_mailboxes.size() && !difference_mailboxes[i].empty()) {
       auto& [lines, last] = of[difference_mailboxes[i]];
-      if (lines == 0) {
-        auto more = left_out.find(difference_mailboxes[i]);
-        lines = more == left_out.end() ? 0 : more->second;  // counted, not kept
-      }
       ++lines;
       last = i;
     }
+  std::map<size_t, std::vector<std::pair<uint64_t, std::string>>> counted_before;  // kept line: (order, mailbox)
+  for (const auto& [mailbox, counted] : left_out) {
+    of[mailbox].first += counted.count;
+    counted_before[counted.before].emplace_back(counted.order, mailbox);
+  }
   std::vector<std::string> out;
+  auto count_line = [&](const std::string& mailbox) {
+    const size_t more = of.at(mailbox).first - per_mailbox;
+    out.push_back("... and " + std::to_string(more) + " more difference" + (more == 1 ? "" : "s") + " in " + mailbox);
+  };
+  auto counts_before = [&](size_t i) {
+    auto it = counted_before.find(i);
+    if (it == counted_before.end()) return;
+    std::sort(it->second.begin(), it->second.end());
+    for (const auto& [order, mailbox] : it->second)
+      if (of.at(mailbox).first > per_mailbox) count_line(mailbox);
+  };
   std::map<std::string, size_t> shown;
   for (size_t i = 0; i < differences.size(); ++i) {
+    counts_before(i);
     const std::string* mailbox = i < difference_mailboxes.size() && !difference_mailboxes[i].empty()
                                      ? &difference_mailboxes[i]
                                      : nullptr;
@@ -747,12 +767,9 @@ std::vector<std::string> VerifyReport::Listing(size_t per_mailbox) const {
     }
     if (shown[*mailbox]++ < per_mailbox) out.push_back(differences[i]);
     const auto& [lines, last] = of.at(*mailbox);
-    if (i == last && lines > per_mailbox) {
-      const size_t more = lines - per_mailbox;
-      out.push_back("... and " + std::to_string(more) + " more difference" + (more == 1 ? "" : "s") + " in " +
-                    *mailbox);
-    }
+    if (i == last && lines > per_mailbox && !left_out.count(*mailbox)) count_line(*mailbox);
   }
+  counts_before(differences.size());
   return out;
 }
 

@@ -202,6 +202,28 @@ TEST(Verify, LinesPastTheCapAreCountedNotKept) {
   }
 }
 
+// The same, line by line, for lines of mailboxes interleaved as verify's byte checks settle them
+// (helper-163: a mailbox's count line came after its 20th line, ahead of other mailboxes' lines,
+// where the whole list has it after its last).
+TEST(Verify, ACappedListingIsTheWholeListsListingLineForLine) {
+  uint64_t x = 7;
+  for (int round = 0; round < 200; ++round) {
+    VerifyReport all, capped;
+    const int lines = int(x % 60);
+    for (int i = 0; i < lines; ++i) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      const int which = int((x >> 33) % 4);  // three mailboxes and lines about no one message
+      const std::string mailbox = which == 3 ? "" : "user/u/M" + std::to_string(which);
+      const std::string line = "line " + std::to_string(i) + " of " + (mailbox.empty() ? "the store" : mailbox);
+      all.Add(line, mailbox, 0);
+      capped.Add(line, mailbox, 3);
+    }
+    EXPECT_EQ(capped.difference_count(), all.difference_count()) << "round " << round;
+    EXPECT_EQ(capped.Listing(3), all.Listing(3)) << "round " << round;
+    EXPECT_EQ(all.Listing(0).size(), all.difference_count());
+  }
+}
+
 // A FIFO, a device or a huge sparse file in a message file's place is a difference named at
 // once: a device (/dev/zero's numbers) was read for ever, a FIFO stopped verify with "Illegal
 // seek", and an 8 GiB sparse file was read to its end before it was found other bytes.
