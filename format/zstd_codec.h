@@ -120,7 +120,8 @@ class DecompressingSource final : public ByteSource {
   uint64_t bytes_in() const { return consumed_ + in_pos_; }  // input bytes consumed
   // The input bytes behind the output handed out so far: bytes_in() without what the worker
   // holds decompressed ahead (up to ~1 MiB, which at small messages is thousands of them: a
-  // restore's progress said 100 % at 82 % of them, helper-162). Any thread may ask.
+  // restore's progress said 100 % at 82 % of them, helper-162). Asked on the reading thread
+  // (the first Read sets up the worker); the figure itself is atomic.
   uint64_t input_delivered() const {
     return worker_ ? delivered_.load(std::memory_order_relaxed) : bytes_in();
   }
