@@ -308,6 +308,12 @@ struct VerifyOptions {
   std::function<uint64_t()> input_consumed;
   // Tests: called with a mailbox once its destination snapshot is taken, before its files are read.
   std::function<void(const std::string& mailbox)> after_destination_snapshot;
+  // CompareStores: called with each user of the source before any of its folders is read, and
+  // with each user compared whole (every folder the source has; a selection of some of a
+  // user's mailboxes proves nothing about the others, so only these may be recorded as
+  // verified). Calls, not lists in the report, so that memory does not grow with the users.
+  std::function<void(const std::string& user)> before_user;
+  std::function<void(const std::string& user)> compared_whole;
 };
 
 struct VerifyReport {
@@ -330,10 +336,6 @@ struct VerifyReport {
   // Adds a difference, `mailbox` when it is about one message of it: with `keep_per_mailbox`
   // (not 0) such a line past that many of its mailbox is counted, not kept.
   void Add(const std::string& line, const std::string& mailbox, size_t keep_per_mailbox);
-  std::vector<std::string> user_names;   // users compared
-  // Users compared whole: every folder the source has (by CompareStores; a selection of some of a
-  // user's mailboxes proves nothing about the others, so only these may be recorded as verified).
-  std::vector<std::string> whole_users;
   // Users compared whose source has them moved (switched): the destination is live for them, and
   // what happened there since (new mail, flags, expunges) shows as differences too.
   uint64_t switched_users = 0;

@@ -4,7 +4,7 @@
 
 #include <cstdio>
 
-#include <map>
+#include <algorithm>
 
 #include "format/zstd_codec.h"
 #include "store/admin.h"
@@ -12,9 +12,11 @@
 #include "stream/transport.h"
 #include "tools/commands.h"
 #include "tools/session_io.h"
+#include "util/bytes.h"
 #include "util/error.h"
 #include "util/interrupt.h"
 #include "util/plural.h"
+#include "util/record_spool.h"
 
 namespace storemove::tools {
 namespace {
@@ -22,6 +24,32 @@ namespace {
 // Lines printed about single messages of one mailbox (all with --all-differences): a badly damaged
 // store's thousands of them flooded the terminal and hid the other differences.
 constexpr size_t kDifferencesPerMailbox = 20;
+
+// A user compared whole and its fingerprint from before the comparison, as spooled.
+struct VerifiedUser {
+  std::string user;
+  store::UserFingerprint fingerprint;
+
+  static std::string Encode(const std::string& user, const store::UserFingerprint& f) {
+    std::string out(reinterpret_cast<const char*>(f.digest.bytes.data()), f.digest.bytes.size());
+    AppendU32(&out, f.folders);
+    AppendU64(&out, f.messages);
+    AppendU64(&out, f.bytes);
+    return out + user;
+  }
+  static VerifiedUser Decode(std::string_view record) {
+    VerifiedUser v;
+    constexpr size_t kFixed = sizeof v.fingerprint.digest.bytes + 4 + 8 + 8;
+    if (record.size() < kFixed) Throw(Errc::kCorrupt, "verify: a user record read back from its temporary file is short");
+    std::copy_n(record.data(), v.fingerprint.digest.bytes.size(), v.fingerprint.digest.bytes.begin());
+    const auto* p = reinterpret_cast<const uint8_t*>(record.data()) + v.fingerprint.digest.bytes.size();
+    v.fingerprint.folders = GetU32(p);
+    v.fingerprint.messages = GetU64(p + 4);
+    v.fingerprint.bytes = GetU64(p + 12);
+    v.user = std::string(record.substr(kFixed));
+    return v;
+  }
+};
 
 struct VerifyCliOptions {
   std::string store_dir;
@@ -53,16 +81,30 @@ int RunVerify(const VerifyCliOptions& o) {
   stream::VerifyReport report;
   if (!o.source_dir.empty()) {
     auto source = OpenStore(o.source_dir);  // waits said on stderr
-    // Fingerprints taken before the comparison: a user that changes meanwhile is not recorded.
-    std::map<std::string, store::UserFingerprint> before;
-    source->ForEachUser([&](const store::UserInfo& u) { before[u.user] = store::FingerprintUser(*source, u.user); });
+    // Each user's fingerprint is taken before its comparison, so that one that changes meanwhile
+    // is not recorded. Those compared whole wait in a spool (memory, then a temporary file) for
+    // the end: they are recorded only if the whole run is equal.
+    RecordSpool compared_whole(1 << 20);
+    std::string fingerprinted;
+    store::UserFingerprint fingerprint;
+    if (!o.no_bytes) {  // which records nothing
+      options.before_user = [&](const std::string& user) {
+        fingerprinted = user;
+        fingerprint = store::FingerprintUser(*source, user);
+      };
+      options.compared_whole = [&](const std::string& user) {
+        if (user == fingerprinted) compared_whole.Append(VerifiedUser::Encode(user, fingerprint));
+      };
+    }
     report = stream::CompareStores(*destination, *source, options);
     if (report.equal() && !o.no_bytes) {
       // Recorded in the source, which guards `storemove delete` of these users: only users whose
       // every folder was compared (a verify of one mailbox proves nothing about the others).
-      for (const std::string& user : report.whole_users) {
+      RecordSpool::Reader reader(compared_whole, 0, compared_whole.end());
+      for (std::string_view record; reader.Next(&record);) {
+        const VerifiedUser v = VerifiedUser::Decode(record);
         try {
-          store::RecordVerified(*source, user, destination->root(), before.at(user));
+          store::RecordVerified(*source, v.user, destination->root(), v.fingerprint);
         } catch (const Error& e) {
           std::fprintf(stderr, "storemove: verify: %s\n", e.what());
         }

@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "store/admin.h"
 #include "store/store.h"
 #include "tests/support/temp_dir.h"
 #include "tests/tools/cli_runner.h"
@@ -993,6 +994,41 @@ TEST_F(OperatorStore, VerifyOfAStoreAgainstItselfIsRefused) {
   CliResult del = RunCli({"delete", "--store", root_, "ann"});
   EXPECT_NE(del.status, 0) << del.Describe();
   EXPECT_TRUE(store::Store::Open(root_)->FindUser("ann"));
+}
+
+// verify --source records the users it compared whole as verified in the source (what lets
+// `delete` without --force remove them), and only when the whole run is equal; their
+// fingerprints are taken user by user and kept in a spool, not in memory for every user.
+TEST_F(OperatorStore, VerifyRecordsTheUsersComparedWholeOnlyWhenAllIsEqual) {
+  const std::string copy = dir_ / "copy", stream = dir_ / "all.sm";
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann", "--folder", "Sent", "--create"},
+                   "Subject: sent\r\n\r\nsent\r\n").status, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream, "/"}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
+  ASSERT_EQ(RunCli({"restore", "--store", copy, "-f", stream}).status, 0);
+  auto verified = [&](const std::string& user) { return store::GetVerified(*store::Store::Open(root_), user).has_value(); };
+  // A difference in mike's copy: nobody is recorded, ann neither.
+  ASSERT_EQ(RunCli({"deliver", "--store", copy, "--user", "mike"}, "Subject: only here\r\n\r\nx\r\n").status, 0);
+  CliResult differs = RunCli({"verify", "--store", copy, "--source", root_});
+  EXPECT_EQ(differs.status, 1) << differs.Describe();
+  EXPECT_FALSE(verified("ann"));
+  EXPECT_FALSE(verified("mike"));
+  // ann's INBOX alone proves nothing about ann's other mailboxes.
+  CliResult inbox = RunCli({"verify", "--store", copy, "--source", root_, "user/ann/INBOX"});
+  EXPECT_EQ(inbox.status, 0) << inbox.Describe();
+  EXPECT_FALSE(verified("ann"));
+  CliResult ann = RunCli({"verify", "--store", copy, "--source", root_, "/primary/user/ann"});
+  EXPECT_EQ(ann.status, 0) << ann.Describe();
+  EXPECT_TRUE(verified("ann"));
+  EXPECT_FALSE(verified("mike"));
+  for (const char* user : {"ann", "mike"})
+    ASSERT_EQ(RunCli({"user", "--store", root_, user, "--status", "moved:new.example.com"}).status, 0);
+  CliResult del = RunCli({"delete", "--store", root_, "ann"});
+  EXPECT_EQ(del.status, 0) << del.Describe();
+  EXPECT_TRUE(store::Store::Open(root_)->ListFolders("ann").empty()) << del.Describe();
+  CliResult refused = RunCli({"delete", "--store", root_, "mike"});
+  EXPECT_EQ(refused.status, 75) << refused.Describe();
+  EXPECT_NE(refused.err.find("has not been verified at a destination"), std::string::npos) << refused.Describe();
 }
 
 // A store on a disk: backup compresses on a thread beside its reads. The stream restores to
