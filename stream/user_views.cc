@@ -33,15 +33,6 @@ bool StatusFilter::Matches(const store::UserStatus& status) const {
   return status.state == state && (host.empty() || store::UserStatus::SameHost(status.host, host));
 }
 
-std::vector<store::UserInfo> ListUsers(store::Store& store, const std::optional<StatusFilter>& filter) {
-  std::vector<store::UserInfo> out;
-  store.ForEachUser([&](const store::UserInfo& u) {
-    if (!filter || filter->Matches(u.status)) out.push_back(u);
-  });
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.user < b.user; });
-  return out;
-}
-
 namespace {
 
 // Characters, not bytes, so a UTF-8 id lines up (a wide CJK character still takes two columns).
@@ -57,18 +48,28 @@ std::string Pad(const std::string& s, size_t width) {
 
 }  // namespace
 
-std::string UsersText(const std::vector<store::UserInfo>& users) {
+void WriteUsersText(store::Store& store, const std::optional<StatusFilter>& filter, std::FILE* out) {
   size_t width = 4;  // "USER"
-  for (const store::UserInfo& u : users) width = std::max(width, Columns(u.user));
-  std::string out;
+  store.ForEachUser([&](const store::UserInfo& u) {
+    if (!filter || filter->Matches(u.status)) width = std::max(width, Columns(u.user));
+  });
   auto row = [&](const std::string& user, const std::string& status, const std::string& partition,
                  const std::string& used) {
-    out += Pad(user, width) + "  " + Pad(status, 20) + "  " + Pad(partition, 10) + "  " + used + "\n";
+    const std::string line =
+        Pad(user, width) + "  " + Pad(status, 20) + "  " + Pad(partition, 10) + "  " + used + "\n";
+    std::fputs(line.c_str(), out);
   };
   row("USER", "STATUS", "PARTITION", "USED");
-  for (const store::UserInfo& u : users) row(u.user, u.status.ToString(), u.partition, HumanBytes(double(u.quota_used)));
-  out += std::to_string(users.size()) + (users.size() == 1 ? " user\n" : " users\n");
-  return out;
+  // The users of the second read: one made between the reads may be wider than the column.
+  uint64_t count = 0;
+  store.ForEachUser([&](const store::UserInfo& u) {
+    if (filter && !filter->Matches(u.status)) return;
+    row(u.user, u.status.ToString(), u.partition, HumanBytes(double(u.quota_used)));
+    ++count;
+  });
+  std::fprintf(out, "%llu %s\n", (unsigned long long)count, count == 1 ? "user" : "users");
+  if (std::fflush(out) != 0) ThrowErrno("write stdout");
+  if (std::ferror(out)) Throw(Errc::kIo, "write stdout: a write failed: the output is incomplete");
 }
 
 std::string IndentedElement(const nlohmann::json& element, const std::string& indent) {

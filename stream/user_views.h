@@ -20,9 +20,10 @@ struct StatusFilter {
   bool Matches(const store::UserStatus& status) const;
 };
 
-// The store's users (sorted by id), those of `filter` only when given.
-std::vector<store::UserInfo> ListUsers(store::Store& store, const std::optional<StatusFilter>& filter);
-std::string UsersText(const std::vector<store::UserInfo>& users);
+// `users`: a table of the store's users (user-id order), those of `filter` only when given,
+// and their count, written to `out` in two reads of the users (the first for the column's
+// width), so memory does not grow with the users (100,000 of them took 41 MB listed first).
+void WriteUsersText(store::Store& store, const std::optional<StatusFilter>& filter, std::FILE* out);
 // `users --json`: {"users": [...], "count": N, "storemove_version": V}, written to `out` as the
 // store's users are read (user-id order), so memory does not grow with the users.
 void WriteUsersJson(store::Store& store, const std::optional<StatusFilter>& filter, std::FILE* out);

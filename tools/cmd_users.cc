@@ -21,8 +21,7 @@ int RunUsers(const UsersOptions& options) {
     stream::WriteUsersJson(*store, filter, stdout);
     return 0;
   }
-  std::vector<store::UserInfo> users = stream::ListUsers(*store, filter);
-  std::printf("%s", stream::UsersText(users).c_str());
+  stream::WriteUsersText(*store, filter, stdout);
   return 0;
 }
 

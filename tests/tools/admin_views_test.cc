@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -119,6 +120,22 @@ TEST_F(AdminViews, UsersFiltersByStatus) {
   ASSERT_EQ(r.status, 0) << r.Describe();
   EXPECT_TRUE(r.out.starts_with("USER ")) << r.out;
   EXPECT_TRUE(r.out.ends_with("7 users\n")) << r.out;
+  // The table is written as the users are read (twice: the first read sizes the user column),
+  // in id order, the filtered one counted alone.
+  std::vector<std::string> lines;
+  for (std::istringstream in(r.out); std::getline(in, lines.emplace_back());) {}
+  lines.pop_back();
+  ASSERT_EQ(lines.size(), 9u) << r.out;
+  EXPECT_TRUE(std::is_sorted(lines.begin() + 1, lines.end() - 1)) << r.out;
+  const size_t status_column = lines[0].find("STATUS");
+  for (size_t i = 1; i + 1 < lines.size(); ++i)
+    EXPECT_TRUE(lines[i].size() > status_column && lines[i][status_column - 1] == ' ' && lines[i][status_column] != ' ')
+        << "the status column of\n" << lines[i] << "\nis not the header's\n" << lines[0];
+  r = RunCli({"users", "--store", root_, "--status", "hold"});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_TRUE(r.out.ends_with("\n1 user\n")) << r.out;
+  EXPECT_NE(r.out.find("\nbob "), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << r.out;
   r = RunCli({"users", "--store", root_, "--status", "hold", "--json"});
   ASSERT_EQ(r.status, 0) << r.Describe();
   nlohmann::json j = nlohmann::json::parse(r.out);
