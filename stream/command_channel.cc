@@ -65,6 +65,73 @@ bool WaitFor(pid_t pid, int seconds, int* status) {
   }
 }
 
+// The parent of `pid` from /proc/PID/stat (its 4th field, after the command name in parentheses,
+// which may itself hold ')'), or 0. Async-signal-safe: open, read and close only.
+pid_t ParentOf(pid_t pid) {
+  char path[32] = "/proc/";
+  char digits[16];
+  int n = 0;
+  for (pid_t v = pid; v > 0 && n < 15; v /= 10) digits[n++] = char('0' + v % 10);
+  size_t at = 6;
+  while (n > 0) path[at++] = digits[--n];
+  for (const char* tail = "/stat"; *tail;) path[at++] = *tail++;
+  path[at] = '\0';
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  const ssize_t got = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (got <= 0) return 0;
+  const char* end = buf + got;
+  const char* p = end;
+  while (p > buf && p[-1] != ')') --p;  // after the last ')': " S PPID ..."
+  if (p == buf || end - p < 4) return 0;
+  p += 3;
+  pid_t parent = 0;
+  for (; p < end && *p >= '0' && *p <= '9'; ++p) parent = parent * 10 + (*p - '0');
+  return parent;
+}
+
+// Sends `sig` to `root` and every process below it. The command runs under a shell, in this
+// process group (so that ssh can ask at the terminal): a pipeline's parts, a subshell, a
+// command with another after it are the shell's children, which a signal to the shell alone
+// left running (helper-163). They are found first, by their parents in /proc (passes until no
+// new one: a descendant is listed after its parent), then all signalled; a process that forks
+// meanwhile may leave a new child unsignalled. Async-signal-safe (moveuser's SIGTERM handler
+// calls it): raw getdents64, fixed arrays, no allocation. Without /proc, `root` alone.
+void SignalTree(pid_t root, int sig) {
+  constexpr size_t kMaxTree = 256;
+  pid_t tree[kMaxTree];
+  size_t size = 0;
+  tree[size++] = root;
+  auto in_tree = [&](pid_t pid) { return std::find(tree, tree + size, pid) != tree + size; };
+  for (bool grew = true; grew && size < kMaxTree;) {
+    grew = false;
+    const int dir = ::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) break;
+    alignas(8) char buf[8192];
+    for (long got; (got = ::syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0;) {
+      for (long offset = 0; offset < got;) {
+        // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name
+        unsigned short reclen;
+        std::memcpy(&reclen, buf + offset + 16, sizeof reclen);
+        const char* name = buf + offset + 19;
+        offset += reclen;
+        pid_t pid = 0;
+        for (; *name >= '0' && *name <= '9'; ++name) pid = pid * 10 + (*name - '0');
+        if (*name != '\0' || pid <= 0 || in_tree(pid)) continue;
+        const pid_t parent = ParentOf(pid);
+        if (parent > 0 && in_tree(parent) && size < kMaxTree) {
+          tree[size++] = pid;
+          grew = true;
+        }
+      }
+    }
+    ::close(dir);
+  }
+  for (size_t i = 0; i < size; ++i) ::kill(tree[i], sig);
+}
+
 std::string Describe(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status) == 0 ? "" : "exited with status " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
@@ -78,7 +145,7 @@ std::string Describe(int status) {
 
 void StopRunningCommands() {
   for (std::atomic<pid_t>& slot : g_running)
-    if (const pid_t pid = slot.load(); pid > 0) ::kill(pid, SIGTERM);
+    if (const pid_t pid = slot.load(); pid > 0) SignalTree(pid, SIGTERM);
 }
 
 CommandChannel::CommandChannel(const std::string& command, std::string shown, int timeout_seconds)
@@ -182,9 +249,9 @@ std::string CommandChannel::Finish(int grace_seconds) {
   int status = 0;
   if (!WaitFor(pid_, grace_seconds, &status)) {
     stopped_here_ = true;
-    ::kill(pid_, SIGTERM);
+    SignalTree(pid_, SIGTERM);
     if (!WaitFor(pid_, 2, &status)) {
-      ::kill(pid_, SIGKILL);
+      SignalTree(pid_, SIGKILL);
       WaitFor(pid_, 3600, &status);  // SIGKILL cannot be refused: this returns at once
     }
   }

@@ -348,6 +348,15 @@ TEST_F(MoveUser, ATunnelPullsUsersWithoutAPasswordAndNamesACommandThatFails) {
       << r.err;
   EXPECT_EQ(r.err.find("(the command"), std::string::npos) << "stopped here, not by itself: " << r.err;
   EXPECT_EQ(ProcessesRunning({"sleep", "60.25"}), 0u) << "the tunnel command outlived its stop";
+  // Parts of a command that stay the shell's children (a pipeline, a subshell, a command with
+  // another after it): the stop signalled the shell alone, and they ran on (helper-163).
+  for (const std::string command : {"sleep 60.5 | cat", "(sleep 60.75); echo done", "sleep 61.25; echo done"}) {
+    r = pull({"--user", "dave", "--tunnel", command, "--timeout", "1"});
+    EXPECT_EQ(r.status, 75) << r.Describe();
+    EXPECT_NE(r.err.find("timed out after 1 s without data"), std::string::npos) << r.err;
+  }
+  for (const char* seconds : {"60.5", "60.75", "61.25"})
+    EXPECT_EQ(ProcessesRunning({"sleep", seconds}), 0u) << "sleep " << seconds << " outlived its stop";
   {
     auto dst = Store::Open(dst_root_);
     EXPECT_TRUE(dst->ListFolders("dave").empty());
@@ -409,6 +418,30 @@ TEST_F(MoveUser, SigtermEndsTheTunnelCommandsToo) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls for its end
   EXPECT_TRUE(gone) << "the tunnel command " << command << " outlived moveuser";
   if (!gone) ::kill(command, SIGKILL);
+}
+
+// ... and the parts of a pipeline, which are the shell's children, not the command's process
+// (helper-163: they ran on after moveuser's SIGTERM).
+TEST_F(MoveUser, SigtermEndsEveryPartOfATunnelPipeline) {
+  const std::string out = tmp_ / "out";
+  const pid_t pid = storemove::testing::SpawnCli(
+      {"moveuser", "--store", dst_root_, "--user", "dave", "--tunnel", "sleep 602 | sleep 603", "--timeout", "600"}, out);
+  ASSERT_GT(pid, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while ((ProcessesRunning({"sleep", "602"}) == 0 || ProcessesRunning({"sleep", "603"}) == 0) &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls for the pipeline
+  ASSERT_EQ(ProcessesRunning({"sleep", "602"}), 1u) << "moveuser started no pipeline";
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status << " " << storemove::testing::SlurpFile(out);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (ProcessesRunning({"sleep", "602"}) + ProcessesRunning({"sleep", "603"}) > 0 && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polls for their end
+  EXPECT_EQ(ProcessesRunning({"sleep", "602"}), 0u) << "a part of the pipeline outlived moveuser";
+  EXPECT_EQ(ProcessesRunning({"sleep", "603"}), 0u) << "a part of the pipeline outlived moveuser";
+  (void)!::system("pkill -KILL -x -f 'sleep 60[23]'");  // what a failure above left
 }
 
 // A user marked moved here lives on another host: a pull used to write its mail here anyway, and
