@@ -841,8 +841,7 @@ uint64_t Store::RecomputeQuota(std::string_view user, const LockWait& wait, uint
     gate = LockGates({std::string(user)}, WaitLeft(wait, start));
     try {
       ListingFolderWait briefly(1);
-      used = 0;
-      for (const FolderInfo& f : ListFolders(user)) used += f.bytes;
+      used = FolderBytes(user);
       break;  // the gate is still held: no delivery commits before the usage is written
     } catch (const Error& e) {
       if (e.code() != Errc::kTempFail || attempt == kAttempts) throw;
@@ -1015,30 +1014,54 @@ bool Store::FolderFromRecord(std::string_view key, std::string_view value, Folde
 // a folder's new name before the rename and its old one after: neither listed). An index gone
 // from where its record led is a folder moved to another partition since (read where it is now),
 // or renamed or deleted: then the user is listed again, since a new name may be missing.
-std::vector<FolderInfo> Store::ListFolders(std::string_view user, FolderDetail detail) {
+// `start` is called with the number of folders before each listing (again when one is listed
+// again), `each` with every folder of it. Each record is let go of once its folder is made, so
+// a user of many folders is not held twice over (helper-162: ~1 KiB a folder in all).
+void Store::VisitFolders(std::string_view user, FolderDetail detail, const std::function<void(size_t)>& start,
+                         const std::function<void(FolderInfo&&)>& each) {
   ValidateUserId(user);
   const std::string prefix = "user/" + std::string(user) + "/";
   constexpr int kListings = 8;
   for (int listing = 1;; ++listing) {
     std::vector<std::pair<std::string, std::string>> records;
     db_->Txn([&](DB_TXN* txn) { records = db_->ReadRange(db_->folder(), txn, prefix); });
-    std::vector<FolderInfo> out;
+    start(records.size());
     bool gone = false;
-    for (const auto& [key, value] : records) {
+    for (auto& record : records) {
       FolderInfo info;
-      if (FolderFromRecord(key, value, &info, detail)) {
-        out.push_back(std::move(info));
+      if (FolderFromRecord(record.first, record.second, &info, detail)) {
+        each(std::move(info));
       } else if (std::optional<FolderInfo> now = FindFolder(user, info.folder, detail)) {
-        out.push_back(std::move(*now));
+        each(std::move(*now));
       } else {
         gone = true;
       }
+      std::pair<std::string, std::string>().swap(record);
     }
-    if (!gone) return out;
+    if (!gone) return;
     if (listing == kListings)
       Throw(Errc::kTempFail, "the folders of user " + std::string(user) + " kept being renamed while listed (" +
                                  std::to_string(kListings) + " times); run again");
   }
+}
+
+std::vector<FolderInfo> Store::ListFolders(std::string_view user, FolderDetail detail) {
+  std::vector<FolderInfo> out;
+  VisitFolders(
+      user, detail,
+      [&](size_t folders) {
+        out.clear();
+        out.reserve(folders);
+      },
+      [&](FolderInfo&& info) { out.push_back(std::move(info)); });
+  return out;
+}
+
+uint64_t Store::FolderBytes(std::string_view user) {
+  uint64_t bytes = 0;
+  VisitFolders(
+      user, FolderDetail::kWithIndex, [&](size_t) { bytes = 0; }, [&](FolderInfo&& info) { bytes += info.bytes; });
+  return bytes;
 }
 
 // User by user, each listed as ListFolders lists it; a user's folders are looked for after the

@@ -508,6 +508,9 @@ class Store {
                                        FolderDetail detail = FolderDetail::kWithIndex);
   std::vector<FolderInfo> ListFolders(std::string_view user,
                                       FolderDetail detail = FolderDetail::kWithIndex);  // in name order
+  // What the user's folders hold (their store.idx headers' byte counts), as of one moment as
+  // ListFolders lists them, without holding the list.
+  uint64_t FolderBytes(std::string_view user);
   void ForEachFolder(const std::function<void(const FolderInfo&)>& fn);  // every mailbox, name order
   std::unique_ptr<Folder> OpenFolder(std::string_view user, std::string_view folder);  // kNotFound
   // A hint for a pass about to snapshot the folder: its directory and store.idx are looked up
@@ -564,6 +567,9 @@ class Store {
   bool FolderFromRecord(std::string_view key, std::string_view value, FolderInfo* info,
                         FolderDetail detail = FolderDetail::kWithIndex);
   bool ReadIndexHeaderUnlessDeleted(const std::string& dir, std::string_view key, FolderInfo* info);
+  // ListFolders' listing, folder by folder (store.cc).
+  void VisitFolders(std::string_view user, FolderDetail detail, const std::function<void(size_t)>& start,
+                    const std::function<void(FolderInfo&&)>& each);
   UniqueFd OpenUserLockFile(std::string_view user);
   std::vector<UniqueFd> LockGates(const std::vector<std::string>& users, const LockWait& wait);
   // Shares the user's write lock for a folder creation by someone who does not hold it; an
