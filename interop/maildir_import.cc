@@ -351,7 +351,8 @@ UidList ParseUidList(int fd, const std::string& shown, size_t scratch_memory, Re
 // left out, with a warning: a restore leaves it out too, and until 2026-12-06 refused the whole
 // folder for it (helper-93).
 void ParseKeywords(std::string_view text, const std::string& shown,
-                   std::array<std::string, kMaildirKeywords>* keywords, std::vector<std::string>* warnings) {
+                   std::vector<std::string>* keywords, std::vector<std::string>* warnings) {
+  keywords->resize(kMaildirKeywords);
   size_t line_no = 0;
   for (std::string_view line : Lines(text)) {
     ++line_no;
@@ -682,7 +683,8 @@ class MaildirImporter {
       names = MergedNames({}, scan);
       if (!names.empty()) folder->SetUserFlagNames(names);
     }
-    std::array<int, kMaildirKeywords> bit_of{};
+    std::array<int, kMaildirKeywords> bit_of;
+    bit_of.fill(-1);  // a letter without a name (no dovecot-keywords: every letter)
     for (size_t i = 0; i < scan.keywords.size(); ++i)
       bit_of[i] = scan.keywords[i].empty()
                       ? -1

@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
@@ -41,6 +42,7 @@ using storemove::testing::RunCliWithStdinFile;
 using storemove::testing::SlurpFile;
 using storemove::testing::TempDir;
 using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
 constexpr auto kPatience = std::chrono::seconds(60);
 
 bool WaitForFile(const std::string& path, const std::string& part) {
@@ -290,6 +292,37 @@ TEST(VerifyMemory, OneLargeFolderIsCheckedWithoutQueueingEveryMessage) {
   std::printf("verify of %d messages in one folder: %ld KiB at the peak\n", kMessages, r.peak_rss_kib);
   if (!storemove::testing::kSanitizedBuild) {
     EXPECT_LT(r.peak_rss_kib, 44 * 1024) << "KiB, verify of one folder of " << kMessages << " messages";
+  }
+}
+
+// One user of 20,000 folders: import --maildir held 26 empty keyword names per folder (~830 of
+// its ~1,100 bytes) in a vector that doubled, and verify the user's folder records beside a
+// second listing for the quota check: 45 and 43 MiB here, ~100 and ~74 at 40,000 (helper-162).
+TEST(FolderMemory, AUserOfManyFoldersIsImportedAndVerifiedInLittleMemory) {
+  TempDir tmp;
+  const std::string tree = tmp / "Maildir", src = tmp / "src", dst = tmp / "dst";
+  constexpr int kFolders = 20000;
+  for (const char* sub : {"cur", "new", "tmp"}) fs::create_directories(tree + "/" + sub);
+  for (int i = 0; i < kFolders; ++i) {
+    const std::string folder = tree + "/.f" + std::to_string(i);
+    for (const char* sub : {"/cur", "/new", "/tmp"}) ASSERT_TRUE(fs::create_directories(folder + sub)) << folder;
+  }
+  std::ofstream(tree + "/.f7/cur/1700000000.1.host:2,S") << "Subject: one\n\nbody\n";
+  ASSERT_EQ(RunCli({"init", "--store", src}).status, 0);
+  CliResult r = RunCli({"import", "--store", src, "-u", "bob", "--maildir", tree});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  std::printf("import --maildir of %d folders: %ld KiB at the peak\n", kFolders, r.peak_rss_kib);
+  const long import_kib = r.peak_rss_kib;
+  ASSERT_EQ(RunCli({"backup", "--store", src, "-f", tmp / "stream", "/"}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", dst}).status, 0);
+  ASSERT_EQ(RunCli({"restore", "--store", dst, "-f", tmp / "stream"}).status, 0);
+  r = RunCli({"verify", "--store", dst, "--source", src});
+  ASSERT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.err.find(std::to_string(kFolders + 1) + " folders"), std::string::npos) << r.Describe();
+  std::printf("verify of %d folders of one user: %ld KiB at the peak\n", kFolders, r.peak_rss_kib);
+  if (!storemove::testing::kSanitizedBuild) {
+    EXPECT_LT(import_kib, 34 * 1024) << "KiB, import --maildir of " << kFolders << " folders";
+    EXPECT_LT(r.peak_rss_kib, 34 * 1024) << "KiB, verify of one user of " << kFolders << " folders";
   }
 }
 
