@@ -149,11 +149,22 @@ std::vector<std::string> ReadUsersFile(const std::string& file) {
 }
 
 std::vector<std::string> GroupUsers(store::Store& store, const std::string& groups_file, const std::string& group) {
-  GroupAssignment a = AssignGroups(store, ReadGroupsFile(groups_file));
-  std::vector<GroupMembers> chosen = ChosenGroups(a, {group}, groups_file);
-  if (chosen.front().members.empty())
+  // The group's members only, as AssignGroups would give them (a user goes to the first group
+  // that matches it): the whole assignment held every user in no group (helper-164: 31 MB at
+  // 300,000 users for a group of 20).
+  const std::vector<BackupGroup> groups = ReadGroupsFile(groups_file);
+  const auto chosen = std::find_if(groups.begin(), groups.end(), [&](const BackupGroup& g) { return g.name == group; });
+  if (chosen == groups.end()) Throw(Errc::kInvalidArgument, "no group '" + group + "' in " + groups_file);
+  std::vector<std::string> members;
+  store.ForEachUser([&](const store::UserInfo& u) {
+    for (auto earlier = groups.begin(); earlier != chosen; ++earlier)
+      if (GroupMatches(*earlier, u.user)) return;
+    if (GroupMatches(*chosen, u.user)) members.push_back(u.user);
+  });
+  if (members.empty())
     Throw(Errc::kInvalidArgument, "group '" + group + "' of " + groups_file + " holds no user of this store");
-  return chosen.front().members;
+  std::sort(members.begin(), members.end());
+  return members;
 }
 
 StatusChange SetStatusOf(store::Store& store, const std::vector<std::string>& users, const store::UserStatus& status,
