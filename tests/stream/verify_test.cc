@@ -43,10 +43,10 @@ struct Pair {
   TempDir tmp;
   std::unique_ptr<store::Store> src, dst;
   std::string user;
-  explicit Pair(std::vector<std::string> dst_partitions = {}, uint32_t messages_per_user = 12) {
+  explicit Pair(std::vector<std::string> dst_partitions = {}, uint32_t messages_per_user = 12, uint32_t users = 4) {
     src = store::Store::Init(tmp / "src", {});
     store::GenerateOptions g;
-    g.users = 4;
+    g.users = users;
     g.messages_per_user = messages_per_user;
     g.seed = 3;
     store::Generate(*src, g);
@@ -638,34 +638,24 @@ TEST(Verify, OnlyUsersComparedWholeCount) {
 // The users are compared as the scan reads them, kUsersAhead (32) behind it, not listed first
 // (39 MB at 100,000 users): each once, in key order, those past the window too.
 TEST(Verify, EveryUserOfAStoreLargerThanTheLookAheadIsComparedOnceInOrder) {
-  TempDir tmp;
-  auto src = store::Store::Init(tmp / "src", {});
-  store::GenerateOptions g;
-  g.users = 100;
-  g.messages_per_user = 1;
-  store::Generate(*src, g);
-  format::StringSink sink;
-  format::Encoder enc(sink);
-  Backup(*src, {}, enc);
-  auto dst = store::Store::Init(tmp / "dst", {});
-  format::StringSource in(sink.data());
-  format::Decoder dec(in);
-  Restore(dst.get(), dec, {});
+  Pair p({}, /*messages_per_user=*/1, /*users=*/100);
+  store::Store& src = *p.src;
+  store::Store& dst = *p.dst;
   std::vector<std::string> users, before, whole;
-  src->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  src.ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
   ASSERT_EQ(users.size(), 100u);
   VerifyOptions options;
   options.before_user = [&](const std::string& user) { before.push_back(user); };
   options.compared_whole = [&](const std::string& user) { whole.push_back(user); };
-  VerifyReport report = CompareStores(*dst, *src, options);
+  VerifyReport report = CompareStores(dst, src, options);
   EXPECT_TRUE(report.equal()) << report.differences.front();
   EXPECT_EQ(report.users, 100u);
   EXPECT_EQ(before, users);
   EXPECT_EQ(whole, users);
   // Differences of users in the window and past it are found.
-  dst->CreateFolder(users[5], "OnlyHere");
-  dst->CreateFolder(users[97], "OnlyHere");
-  report = CompareStores(*dst, *src, {});
+  dst.CreateFolder(users[5], "OnlyHere");
+  dst.CreateFolder(users[97], "OnlyHere");
+  report = CompareStores(dst, src, {});
   EXPECT_EQ(report.differences.size(), 2u);
   EXPECT_TRUE(Mentions(report.differences, "user/" + users[5] + "/OnlyHere"));
   EXPECT_TRUE(Mentions(report.differences, "user/" + users[97] + "/OnlyHere"));
