@@ -345,21 +345,38 @@ class FingerprintBuilder {
   UserFingerprint result_;
 };
 
+}  // namespace
+
+void AppendFingerprint(std::string* out, const UserFingerprint& f) {
+  out->append(reinterpret_cast<const char*>(f.digest.bytes.data()), f.digest.bytes.size());
+  AppendU32(out, f.folders);
+  AppendU64(out, f.messages);
+  AppendU64(out, f.bytes);
+}
+
+UserFingerprint ReadFingerprint(const uint8_t* p) {
+  UserFingerprint f;
+  std::copy(p, p + 16, f.digest.bytes.begin());
+  f.folders = GetU32(p + 16);
+  f.messages = GetU64(p + 20);
+  f.bytes = GetU64(p + 28);
+  return f;
+}
+
+namespace {
+
 std::string EncodeVerified(const VerifiedInfo& v) {
   std::string s;
   AppendU8(&s, kVerifiedVersion);
   AppendU64(&s, static_cast<uint64_t>(v.verified_at));
-  s.append(reinterpret_cast<const char*>(v.fingerprint.digest.bytes.data()), 16);
-  AppendU32(&s, v.fingerprint.folders);
-  AppendU64(&s, v.fingerprint.messages);
-  AppendU64(&s, v.fingerprint.bytes);
+  AppendFingerprint(&s, v.fingerprint);
   AppendU16(&s, static_cast<uint16_t>(v.destination.size()));
   s.append(v.destination);
   return s;
 }
 
 VerifiedInfo DecodeVerified(std::string_view v, std::string_view user) {
-  constexpr size_t kFixed = 1 + 8 + 16 + 4 + 8 + 8 + 2;
+  constexpr size_t kFixed = 1 + 8 + kFingerprintSize + 2;
   auto bad = [&](const char* what) {
     Throw(Errc::kCorrupt, "mboxlist: " + std::string(what) + " verified.db value for " + std::string(user));
   };
@@ -368,11 +385,8 @@ VerifiedInfo DecodeVerified(std::string_view v, std::string_view user) {
   const uint8_t* p = reinterpret_cast<const uint8_t*>(v.data());
   VerifiedInfo info;
   info.verified_at = static_cast<int64_t>(GetU64(p + 1));
-  std::copy(p + 9, p + 25, info.fingerprint.digest.bytes.begin());
-  info.fingerprint.folders = GetU32(p + 25);
-  info.fingerprint.messages = GetU64(p + 29);
-  info.fingerprint.bytes = GetU64(p + 37);
-  size_t n = GetU16(p + 45);
+  info.fingerprint = ReadFingerprint(p + 9);
+  size_t n = GetU16(p + 9 + kFingerprintSize);
   if (v.size() != kFixed + n) bad("truncated");
   info.destination = std::string(v.substr(kFixed, n));
   return info;

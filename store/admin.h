@@ -38,6 +38,10 @@ struct UserFingerprint {
   friend bool operator==(const UserFingerprint&, const UserFingerprint&) = default;
 };
 UserFingerprint FingerprintUser(Store& store, std::string_view user);
+// Its fixed encoding, as verified.db keeps it: digest, folders, messages, bytes (little-endian).
+constexpr size_t kFingerprintSize = 16 + 4 + 8 + 8;
+void AppendFingerprint(std::string* out, const UserFingerprint& f);
+UserFingerprint ReadFingerprint(const uint8_t* p);  // kFingerprintSize bytes at p
 
 struct VerifiedInfo {
   std::string destination;  // free text: "host:port", a store path, ...

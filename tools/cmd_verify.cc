@@ -4,15 +4,12 @@
 
 #include <cstdio>
 
-#include <algorithm>
-
 #include "format/zstd_codec.h"
 #include "store/admin.h"
 #include "stream/stream.h"
 #include "stream/transport.h"
 #include "tools/commands.h"
 #include "tools/session_io.h"
-#include "util/bytes.h"
 #include "util/error.h"
 #include "util/interrupt.h"
 #include "util/plural.h"
@@ -31,23 +28,15 @@ struct VerifiedUser {
   store::UserFingerprint fingerprint;
 
   static std::string Encode(const std::string& user, const store::UserFingerprint& f) {
-    std::string out(reinterpret_cast<const char*>(f.digest.bytes.data()), f.digest.bytes.size());
-    AppendU32(&out, f.folders);
-    AppendU64(&out, f.messages);
-    AppendU64(&out, f.bytes);
+    std::string out;
+    store::AppendFingerprint(&out, f);
     return out + user;
   }
   static VerifiedUser Decode(std::string_view record) {
-    VerifiedUser v;
-    constexpr size_t kFixed = sizeof v.fingerprint.digest.bytes + 4 + 8 + 8;
-    if (record.size() < kFixed) Throw(Errc::kCorrupt, "verify: a user record read back from its temporary file is short");
-    std::copy_n(record.data(), v.fingerprint.digest.bytes.size(), v.fingerprint.digest.bytes.begin());
-    const auto* p = reinterpret_cast<const uint8_t*>(record.data()) + v.fingerprint.digest.bytes.size();
-    v.fingerprint.folders = GetU32(p);
-    v.fingerprint.messages = GetU64(p + 4);
-    v.fingerprint.bytes = GetU64(p + 12);
-    v.user = std::string(record.substr(kFixed));
-    return v;
+    if (record.size() < store::kFingerprintSize)
+      Throw(Errc::kCorrupt, "verify: a user record read back from its temporary file is short");
+    return {std::string(record.substr(store::kFingerprintSize)),
+            store::ReadFingerprint(reinterpret_cast<const uint8_t*>(record.data()))};
   }
 };
 
