@@ -851,6 +851,29 @@ uint64_t MessageCount(store::Store& s) {
   return messages;
 }
 
+// Migrate's passes name their group's users (only_users): each is looked up, not found in a scan
+// of every user. A name that is no user (deleted, renamed) is passed over, as the scan passed it;
+// the selection still applies.
+TEST(Backup, OnlyUsersTakesTheNamedUsersThereAreAndTheSelectionKeeps) {
+  TempDir tmp;
+  auto src = ThreeUsersFourFolders(tmp / "src");
+  const std::set<std::string> named{"bob", "cat", "dan"};
+  BackupOptions o;
+  o.only_users = &named;
+  const std::string stream = BackupToString(*src, o, 0);
+  auto dst = RestoredFrom(tmp / "dst", stream);
+  std::vector<std::string> users;
+  dst->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  EXPECT_EQ(users, (std::vector<std::string>{"bob", "cat"}));
+  EXPECT_EQ(MessageCount(*dst), 8u);
+
+  o.names = {"user/cat/*"};
+  auto cat_only = RestoredFrom(tmp / "dst2", BackupToString(*src, o, 0));
+  users.clear();
+  cat_only->ForEachUser([&](const store::UserInfo& u) { users.push_back(u.user); });
+  EXPECT_EQ(users, std::vector<std::string>{"cat"});
+}
+
 TEST(Backup, AFolderRenamedWhileItRunsIsInTheStream) {
   TempDir tmp;
   auto src = ThreeUsersFourFolders(tmp / "src");
