@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "stream/json_template.h"
 #include "util/error.h"
 #include "util/fs.h"
-#include "util/version.h"
 #include "util/plural.h"
+#include "util/sectioned_list.h"
+#include "util/version.h"
 
 namespace storemove::stream {
 
@@ -20,64 +22,96 @@ std::vector<BackupGroup> ReadGroupsFile(const std::string& groups_file) {
   return groups;
 }
 
-std::vector<GroupMembers> ChosenGroups(const GroupAssignment& assignment, const std::vector<std::string>& chosen,
-                                       const std::string& groups_file) {
-  if (chosen.empty()) return assignment.groups;
-  std::vector<GroupMembers> out;
+size_t FirstGroupOf(const std::vector<BackupGroup>& groups, const std::string& user) {
+  for (size_t g = 0; g < groups.size(); ++g)
+    if (GroupMatches(groups[g], user)) return g;
+  return groups.size();
+}
+
+std::vector<size_t> ChosenGroups(const std::vector<BackupGroup>& groups, const std::vector<std::string>& chosen,
+                                 const std::string& groups_file) {
+  std::vector<size_t> out;
+  if (chosen.empty()) {
+    for (size_t g = 0; g < groups.size(); ++g) out.push_back(g);
+    return out;
+  }
   for (const std::string& name : chosen) {
-    auto named = [&](const GroupMembers& g) { return g.group.name == name; };
-    auto it = std::find_if(assignment.groups.begin(), assignment.groups.end(), named);
-    if (it == assignment.groups.end()) Throw(Errc::kInvalidArgument, "no group '" + name + "' in " + groups_file);
-    if (std::none_of(out.begin(), out.end(), named)) out.push_back(*it);
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const BackupGroup& g) { return g.name == name; });
+    if (it == groups.end()) Throw(Errc::kInvalidArgument, "no group '" + name + "' in " + groups_file);
+    const size_t g = size_t(it - groups.begin());
+    if (std::find(out.begin(), out.end(), g) == out.end()) out.push_back(g);
   }
   return out;
 }
 
-GroupAssignment AssignGroups(store::Store& store, const std::vector<BackupGroup>& groups) {
-  GroupAssignment out;
-  out.groups.resize(groups.size());
-  for (size_t g = 0; g < groups.size(); ++g) out.groups[g].group = groups[g];
+void FlushListing(std::FILE* out) {
+  if (std::fflush(out) != 0) ThrowErrno("write stdout");
+  // A write that failed earlier sets the error flag; its errno is gone by now.
+  if (std::ferror(out)) Throw(Errc::kIo, "write stdout: a write failed: the output is incomplete");
+}
+
+void WriteGroups(store::Store& store, const std::vector<BackupGroup>& groups, bool json, std::FILE* out) {
+  // Sections in the order they are printed: per group its members and the users an earlier group
+  // holds (JSON's keys come sorted: "also_matched" first), then the users in no group. The scan
+  // reads the users in id order, so each section comes out sorted.
+  const size_t no_group = 2 * groups.size();
+  auto members = [&](size_t g) { return 2 * g + (json ? 1 : 0); };
+  auto also = [&](size_t g) { return 2 * g + (json ? 0 : 1); };
+  SectionedList list(no_group + 1);
   store.ForEachUser([&](const store::UserInfo& u) {
     bool assigned = false;
-    for (GroupMembers& g : out.groups) {
-      if (!GroupMatches(g.group, u.user)) continue;
-      (assigned ? g.also_matched : g.members).push_back(u.user);
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (!GroupMatches(groups[g], u.user)) continue;
+      list.Add(assigned ? also(g) : members(g), u.user);
       assigned = true;
     }
-    if (!assigned) out.no_group.push_back(u.user);
+    if (!assigned) list.Add(no_group, u.user);
   });
-  for (GroupMembers& g : out.groups) {
-    std::sort(g.members.begin(), g.members.end());
-    std::sort(g.also_matched.begin(), g.also_matched.end());
-  }
-  std::sort(out.no_group.begin(), out.no_group.end());
-  return out;
-}
-
-std::string GroupsText(const GroupAssignment& a) {
-  std::string out;
-  for (const GroupMembers& g : a.groups) {
-    out += "group " + g.group.name + " (" + g.group.regex + "): " + Counted(g.members.size(), "user") + "\n";
-    for (const std::string& user : g.members) out += "  " + user + "\n";
-    if (!g.also_matched.empty()) {
-      out += "  also matched, in an earlier group for migrate: " + Counted(g.also_matched.size(), "user") + "\n";
-      for (const std::string& user : g.also_matched) out += "    " + user + "\n";
+  if (json) {
+    auto names = [&](size_t section) {
+      return [&list, section](JsonArrayOut& array) {
+        list.Read(section, [&](std::string_view user) { array.Add(std::string(user)); });
+      };
+    };
+    const nlohmann::json doc = {{"groups", JsonArrayPlaceholder("groups")},
+                                {"no_group", JsonArrayPlaceholder("no_group")},
+                                {"storemove_version", Version()}};
+    WriteJsonTemplate(out, doc, "",
+                      {{"groups",
+                        [&](JsonArrayOut& array) {
+                          for (size_t g = 0; g < groups.size(); ++g)
+                            array.AddTemplate({{"name", groups[g].name},
+                                               {"regex", groups[g].regex},
+                                               {"members", JsonArrayPlaceholder("members")},
+                                               {"also_matched", JsonArrayPlaceholder("also_matched")}},
+                                              {{"members", names(members(g))}, {"also_matched", names(also(g))}});
+                        }},
+                       {"no_group", names(no_group)}});
+    std::fputs("\n", out);
+  } else {
+    auto print = [&](size_t section, const char* indent) {
+      list.Read(section, [&](std::string_view user) {
+        std::fputs(indent, out);
+        std::fwrite(user.data(), 1, user.size(), out);
+        std::fputs("\n", out);
+      });
+    };
+    for (size_t g = 0; g < groups.size(); ++g) {
+      std::fputs(("group " + groups[g].name + " (" + groups[g].regex + "): " +
+                  Counted(list.count(members(g)), "user") + "\n")
+                     .c_str(),
+                 out);
+      print(members(g), "  ");
+      if (list.count(also(g)))
+        std::fputs(("  also matched, in an earlier group for migrate: " + Counted(list.count(also(g)), "user") + "\n")
+                       .c_str(),
+                   out);
+      print(also(g), "    ");
     }
+    std::fputs(("in no group: " + Counted(list.count(no_group), "user") + "\n").c_str(), out);
+    print(no_group, "  ");
   }
-  out += "in no group: " + Counted(a.no_group.size(), "user") + "\n";
-  for (const std::string& user : a.no_group) out += "  " + user + "\n";
-  return out;
-}
-
-std::string GroupsJson(const GroupAssignment& a) {
-  nlohmann::json groups = nlohmann::json::array();
-  for (const GroupMembers& g : a.groups)
-    groups.push_back({{"name", g.group.name},
-                      {"regex", g.group.regex},
-                      {"members", g.members},
-                      {"also_matched", g.also_matched}});
-  nlohmann::json j = {{"groups", groups}, {"no_group", a.no_group}, {"storemove_version", Version()}};
-  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+  FlushListing(out);
 }
 
 }  // namespace storemove::stream

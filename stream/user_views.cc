@@ -149,7 +149,7 @@ std::vector<std::string> ReadUsersFile(const std::string& file) {
 }
 
 std::vector<std::string> GroupUsers(store::Store& store, const std::string& groups_file, const std::string& group) {
-  // The group's members only, as AssignGroups would give them (a user goes to the first group
+  // The group's members only, as `storemove groups` lists them (a user goes to the first group
   // that matches it): the whole assignment held every user in no group (helper-164: 31 MB at
   // 300,000 users for a group of 20).
   const std::vector<BackupGroup> groups = ReadGroupsFile(groups_file);

@@ -16,8 +16,7 @@ struct GroupsOptions {
 int RunGroups(const GroupsOptions& options) {
   auto store = OpenStore(options.store_dir);
   std::string file = options.groups_file.empty() ? store->root() + "/config/backup-groups.conf" : options.groups_file;
-  stream::GroupAssignment a = stream::AssignGroups(*store, stream::ReadGroupsFile(file));
-  std::printf("%s", options.json ? (stream::GroupsJson(a) + "\n").c_str() : stream::GroupsText(a).c_str());
+  stream::WriteGroups(*store, stream::ReadGroupsFile(file), options.json, stdout);
   return 0;
 }
 

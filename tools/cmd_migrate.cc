@@ -188,8 +188,7 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   options.settle_messages = o.settle;
   if (o.deadline) options.deadline = stream::ParseDeadline(*o.deadline, stream::WallClock::now());
   if (o.dry_run) {
-    stream::MigrateDryRun plan = stream::PlanMigrate(*source, options);
-    std::printf("%s", o.json ? (plan.Json() + "\n").c_str() : plan.Text().c_str());
+    stream::WriteMigratePlan(*source, options, o.json, stdout);
     return 0;
   }
   stream::net::Cancellation cancel;
