@@ -113,7 +113,9 @@ class BackupSession {
   // (only_users): each is looked up, not found in a scan of every user of the store (a pass of
   // a 20-user group read all 100,000 user records, twice). A member renamed or deleted meanwhile
   // is not found, as the scan would not have taken it (its new name is not a member); there is
-  // no scan for a rename to pass a user over.
+  // no scan for a rename to pass a user over. Unlike the scan's, no error names a user renamed
+  // onto a member's free name during the pass (helper-165): it is taken or not by its lookup's
+  // time, as one renamed between two passes is.
   void ForEachWantedUser(const Selection& selection, const std::function<void(const store::UserInfo&)>& fn,
                          const std::function<void(const store::Store::UserScanBatch&)>& on_batch) {
     if (options_.only_users) {

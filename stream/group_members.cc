@@ -67,6 +67,7 @@ void WriteGroups(store::Store& store, const std::vector<BackupGroup>& groups, bo
     }
     if (!assigned) list.Add(no_group, u.user);
   });
+  list.Finish();  // before the first line: an error of the runs on disk is not half a listing
   if (json) {
     auto names = [&](size_t section) {
       return [&list, section](JsonArrayOut& array) {

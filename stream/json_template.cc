@@ -1,5 +1,8 @@
 #include "stream/json_template.h"
 
+#include <random>
+
+#include "util/error.h"
 
 namespace storemove::stream {
 namespace {
@@ -16,12 +19,34 @@ void PutIndented(std::FILE* out, std::string_view text, const std::string& inden
   std::fwrite(text.data() + from, 1, text.size() - from, out);
 }
 
+// A random word of this process in every placeholder: text of the document (a group's regular
+// expression, from a file) cannot spell one (helper-165 made a regex that did, and the array
+// went inside the regex's string).
+const std::string& PlaceholderNonce() {
+  static const std::string nonce = [] {
+    std::random_device random;
+    char hex[33];
+    std::snprintf(hex, sizeof hex, "%08x%08x%08x%08x", random(), random(), random(), random());
+    return std::string(hex);
+  }();
+  return nonce;
+}
+
 }  // namespace
 
-std::string JsonArrayPlaceholder(const std::string& name) { return "\x01storemove-array:" + name + "\x01"; }
+std::string JsonArrayPlaceholder(const std::string& name) {
+  return "\x01storemove-array:" + name + ":" + PlaceholderNonce() + "\x01";
+}
 
 void WriteJsonTemplate(std::FILE* out, const nlohmann::json& doc, const std::string& indent, const JsonArrays& arrays) {
   const std::string text = Dump(doc);
+  // Each placeholder once, checked before anything is written.
+  for (const auto& array : arrays) {
+    const std::string dumped = nlohmann::json(JsonArrayPlaceholder(array.first)).dump();
+    const size_t found = text.find(dumped);
+    if (found == std::string::npos || text.find(dumped, found + 1) != std::string::npos)
+      Throw(Errc::kInvalidArgument, "a JSON document's array '" + array.first + "' is not in it once");
+  }
   size_t from = 0;
   for (;;) {
     // The next placeholder in the text (each dumped as a quoted, escaped string).

@@ -17,10 +17,12 @@ class JsonArrayOut;
 // Each placeholder's name and the writer of its array; writers run in the document's order.
 using JsonArrays = std::vector<std::pair<std::string, std::function<void(JsonArrayOut&)>>>;
 
-// The string value that stands for the array `name` in a template.
+// The string value that stands for the array `name` in a template (with a random word of the
+// process, so no other text of the document spells it).
 std::string JsonArrayPlaceholder(const std::string& name);
 
 // `doc` at `indent` (its first line not indented: it follows a key or the array's own indent).
+// kInvalidArgument, before anything is written, unless each of `arrays` is in `doc` once.
 void WriteJsonTemplate(std::FILE* out, const nlohmann::json& doc, const std::string& indent, const JsonArrays& arrays);
 
 class JsonArrayOut {

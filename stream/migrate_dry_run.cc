@@ -70,6 +70,7 @@ void WriteMigratePlan(store::Store& source, const MigrateOptions& options, bool 
       g.bytes += f.bytes;
     }
   });
+  list.Finish();  // before the first line: an error of the runs on disk is not half a listing
   for (size_t p = 0; p < groups.size(); ++p) {
     PlannedGroup& g = groups[p];
     g.matches_nobody = members[p] == 0;

@@ -27,18 +27,21 @@ SectionedList::SectionedList(size_t sections, size_t memory_budget) : counts_(se
 }
 
 void SectionedList::Add(size_t section, std::string_view item) {
-  if (reading_) Throw(Errc::kInvalidArgument, "SectionedList::Add after Read");
+  if (reading_) Throw(Errc::kInvalidArgument, "SectionedList::Add after Finish");
   ++counts_.at(section);
   sorter_.Add(SectionKey(section), item);
+}
+
+void SectionedList::Finish() {
+  if (reading_) return;
+  sorter_.Finish();
+  reading_ = true;
 }
 
 void SectionedList::Read(size_t section, const std::function<void(std::string_view)>& each) {
   if (section >= counts_.size() || section < next_section_)
     Throw(Errc::kInvalidArgument, "SectionedList::Read out of order");
-  if (!reading_) {
-    sorter_.Finish();
-    reading_ = true;
-  }
+  Finish();
   next_section_ = section + 1;
   if (have_pending_) {
     if (pending_section_ > section) return;

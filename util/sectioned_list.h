@@ -22,6 +22,9 @@ class SectionedList {
   void Add(size_t section, std::string_view item);
   uint64_t count(size_t section) const { return counts_.at(section); }
 
+  // Ends adding: sorts what is in memory and opens the runs on disk, so that a listing can find
+  // their errors before it writes its first line. Read calls it when it was not.
+  void Finish();
   // Calls `each` for the items of `section`, in the order added. Ends adding; sections are
   // read in increasing order, each at most once (a section passed over is skipped).
   void Read(size_t section, const std::function<void(std::string_view)>& each);

@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "util/error.h"
+
 namespace storemove::stream {
 namespace {
 
@@ -14,7 +16,13 @@ std::string Written(const std::function<void(std::FILE*)>& write) {
   char* text = nullptr;
   size_t size = 0;
   std::FILE* out = ::open_memstream(&text, &size);
-  write(out);
+  try {
+    write(out);
+  } catch (...) {
+    std::fclose(out);
+    std::free(text);
+    throw;
+  }
   std::fclose(out);
   std::string result(text, size);
   std::free(text);
@@ -70,6 +78,31 @@ TEST(JsonTemplate, AnObjectElementIsIndentedAsInTheDump) {
                                                                             }}});
   });
   EXPECT_EQ(written, Dump(whole));
+}
+
+// A value of the document that spells a placeholder's old, fixed form (a group's regular
+// expression can hold any bytes; helper-165) stays a string: the placeholders carry a random word.
+TEST(JsonTemplate, TextOfTheDocumentCannotSpellAPlaceholder) {
+  const std::string spelled = std::string("a\"\x01storemove-array:users\x01");
+  const nlohmann::json whole = {{"regex", spelled}, {"users", {"u1", "u2"}}};
+  const std::string written = Written([&](std::FILE* out) {
+    WriteJsonTemplate(out, {{"regex", spelled}, {"users", JsonArrayPlaceholder("users")}}, "",
+                      {{"users", [](JsonArrayOut& array) {
+                          array.Add("u1");
+                          array.Add("u2");
+                        }}});
+  });
+  EXPECT_EQ(written, Dump(whole));
+}
+
+TEST(JsonTemplate, AnArrayNotInTheDocumentOnceIsRefusedBeforeAnythingIsWritten) {
+  auto none = [](JsonArrayOut&) {};
+  for (const nlohmann::json& doc : {nlohmann::json{{"a", 1}},
+                                    nlohmann::json{{"a", JsonArrayPlaceholder("x")}, {"b", JsonArrayPlaceholder("x")}}}) {
+    std::string written = "not called";
+    EXPECT_THROW(written = Written([&](std::FILE* out) { WriteJsonTemplate(out, doc, "", {{"x", none}}); }), Error);
+    EXPECT_EQ(written, "not called");
+  }
 }
 
 }  // namespace
