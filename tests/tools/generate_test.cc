@@ -202,6 +202,25 @@ TEST(Generate, SingleInstanceLinksOnlyWithinAPartition) {
   }
 }
 
+// A fresh store is the record of the ids a run made (looked up, not held): a name made twice
+// (2% of users are role accounts such as postmaster) gets a digit, so every user is a new one,
+// and the same seed makes the same ids.
+TEST(Generate, EveryUserOfAFreshStoreIsANewIdAndTheSeedFixesThem) {
+  TempDir dir;
+  std::vector<std::vector<std::string>> ids;
+  for (const char* name : {"s1", "s2"}) {
+    auto store = Store::Init(dir / name, {"a"});
+    GenerateOptions options;
+    options.users = 3000;
+    options.messages_per_user = 1;
+    EXPECT_EQ(Generate(*store, options).users, 3000u);
+    ids.emplace_back();
+    store->ForEachUser([&](const UserInfo& u) { ids.back().push_back(u.user); });
+    EXPECT_EQ(ids.back().size(), 3000u) << "an id made twice";
+  }
+  EXPECT_EQ(ids[0], ids[1]);
+}
+
 TEST(Generate, ExistingUsersKeepTheirPartitionAndItsLinks) {
   TempDir dir;
   auto store = Store::Init(dir / "s", {"a", "b"});
