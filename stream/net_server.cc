@@ -748,7 +748,8 @@ class Server {
           Throw(Errc::kInvalidArgument, "this server serves the client's own store (store id " + source_id + ", " +
                                             store_.root() + "): refusing to " +
                                             (*op == "hello" ? std::string("open a session") : *op) +
-                                            " for a store into itself; give the destination server's address");
+                                            " for a store into itself (this is the client's store, or a copy of it made with "
+                                            "cp -a or rsync, config/store-id and all); give the destination server's address");
         if (*op == "hello" && version >= 2) {
           SendReady(conn);  // the session is open; operations follow
           return true;

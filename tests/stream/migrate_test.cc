@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <algorithm>
@@ -2458,6 +2459,31 @@ TEST(MigrateVerify, VerifySourceAfterAMigrationIsEqualAndStillFindsRealDifferenc
 }
 
 // --- store identity -----------------------------------------------------------------------------
+
+// A copy of the source made with cp -a carries its store id: to migrate, it is the source itself
+// (docs/migration.md), and the refusal says so rather than only "its own store".
+TEST(MigrateIdentity, ACopyOfTheSourceWithItsIdIsRefusedAsTheSourceItself) {
+  TempDir tmp;
+  MakeSource(tmp / "src", 4, 2).reset();  // closed before it is copied, as a copy at rest
+  ASSERT_EQ(std::system(("cp -a " + (tmp / "src") + " " + (tmp / "copy")).c_str()), 0);
+  auto src = store::Store::Open(tmp / "src");
+  auto copy = store::Store::Open(tmp / "copy");
+  ASSERT_EQ(copy->store_id(), src->store_id());
+  net::Credentials insecure = Insecure();
+  Server server(*copy, insecure);
+  const std::map<std::string, std::string> before = Statuses(*src);
+  try {
+    MigrateReport r = Migrate(*src, Options(tmp / "src", server.endpoint(), insecure, 1));
+    ADD_FAILURE() << "migrate into a copy of the source was accepted:\n" << r.Text();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument) << e.what();
+    EXPECT_NE(std::string(e.what()).find("or a copy of it made with cp -a or rsync, config/store-id and all"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(Statuses(*src), before);
+  EXPECT_EQ(Statuses(*copy), before);
+}
 
 TEST(MigrateIdentity, AServerServingTheSourceStoreItselfIsRefusedAndNothingChanges) {
   TempDir tmp;
