@@ -1025,12 +1025,16 @@ std::vector<ImapAccount> ReadAccounts(const std::string& user, const std::string
   }
   // Read as `user --users-file` reads its file (blanks around an id, CR line ends, a byte-order
   // mark, a repeated id: helper-161 found `bob  ` refused here and taken there).
-  for (std::string& user : ReadUsersFile(users_file)) {
-    ImapAccount account{std::move(user), {}};
+  std::vector<size_t> lines;
+  std::vector<std::string> users = ReadUsersFile(users_file, &lines);
+  for (size_t i = 0; i < users.size(); ++i) {
+    ImapAccount account{std::move(users[i]), {}};
     if (!with_admin) {
       auto it = passwords.find(account.user);
       if (it == passwords.end())
-        Throw(Errc::kInvalidArgument, users_file + ": no password for " + account.user + " in " + password_file);
+        Throw(Errc::kInvalidArgument, (users_file == "-" ? std::string("standard input") : users_file) + " line " +
+                                          std::to_string(lines[i]) + ": no password for " + account.user + " in " +
+                                          password_file);
       account.password = it->second;
     }
     accounts.push_back(std::move(account));

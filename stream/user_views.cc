@@ -108,7 +108,7 @@ void WriteUsersJson(store::Store& store, const std::optional<StatusFilter>& filt
   if (std::ferror(out)) Throw(Errc::kIo, "write stdout: a write failed: the output is incomplete");
 }
 
-std::vector<std::string> ReadUsersFile(const std::string& file) {
+std::vector<std::string> ReadUsersFile(const std::string& file, std::vector<size_t>* line_numbers) {
   // "-": standard input, for a list made by a pipe (a shell's <(...) is a symbolic link in
   // /dev/fd, which no file option follows).
   const bool from_stdin = file == "-";
@@ -142,7 +142,9 @@ std::vector<std::string> ReadUsersFile(const std::string& file) {
     } catch (const Error& e) {
       Throw(Errc::kInvalidArgument, path + " line " + std::to_string(lineno) + ": " + e.what());
     }
-    if (seen.insert(user).second) users.push_back(std::move(user));  // a repeated id is one user
+    if (!seen.insert(user).second) continue;  // a repeated id is one user
+    users.push_back(std::move(user));
+    if (line_numbers) line_numbers->push_back(size_t(lineno));
   }
   if (users.empty()) Throw(Errc::kInvalidArgument, path + ": no user ids in it");
   return users;

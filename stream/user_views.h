@@ -32,8 +32,9 @@ std::string IndentedElement(const nlohmann::json& element, const std::string& in
 
 // User ids from a file: one per line, blank lines and '#' comments ignored, a CR before the LF
 // ignored. Every id is validated before anything uses the list (kInvalidArgument naming the
-// file and line); an empty list is refused. "-" reads standard input.
-std::vector<std::string> ReadUsersFile(const std::string& path);
+// file and line); an empty list is refused. "-" reads standard input. `line_numbers`, when
+// given, gets each id's line (its first, for an id repeated).
+std::vector<std::string> ReadUsersFile(const std::string& path, std::vector<size_t>* line_numbers = nullptr);
 
 // The users backup group `group` of `groups_file` holds as migrate assigns them (its members in
 // `storemove groups`); kInvalidArgument for an unknown group.

@@ -511,6 +511,14 @@ TEST_F(MoveUser, RefusalsAreOneLineAndWriteNothing) {
               *dir_ / "alice.pw"});
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("not an IMAP URL"), std::string::npos) << r.err;
+  // A user of the users file without a line in the password file: refused before any login,
+  // naming the user's line.
+  WriteFileAtomic(tmp_ / "users-dave", "# comment\nalice\n\ndave\n", 0644);
+  r = RunCli(Pull({"--users", tmp_ / "users-dave", "--password-file", *dir_ / "passwords", "--insecure"}));
+  EXPECT_EQ(r.status, 64) << r.Describe();
+  EXPECT_NE(r.err.find(tmp_ / "users-dave" + " line 4: no password for dave in " + (*dir_ / "passwords")),
+            std::string::npos)
+      << r.err;
   auto dst = Store::Open(dst_root_);
   EXPECT_TRUE(dst->ListFolders("alice").empty());
 }
