@@ -502,7 +502,9 @@ class Generator {
     bool had_users = false;
     store_.ForEachUser([&](const UserInfo&) { had_users = true; });
     std::set<std::string> made;
-    auto taken = [&](const std::string& id) { return had_users ? made.count(id) != 0 : store_.FindUser(id).has_value(); };
+    auto taken = [&](const std::string& id) {
+      return had_users ? made.count(id) != 0 : store_.FindUser(id).has_value();
+    };
     UserIdMaker ids(options_.seed);
     for (uint32_t u = 0; u < options_.users; ++u) {
       const std::string id = ids.Next(taken);

@@ -91,17 +91,17 @@ void WriteMigratePlan(store::Store& source, const MigrateOptions& options, bool 
   const std::string moved_host = options.moved_host.empty() ? options.to.host : options.moved_host;
   if (json) {
     const nlohmann::json doc = {{"dry_run", true},
-                          {"storemove_version", Version()},
-                          {"destination", destination},
-                          {"moved_host", moved_host},
-                          {"partition", options.partition},
-                          {"jobs", options.jobs},
-                          {"max_online_passes", options.max_online_passes},
-                          {"settle_messages", options.settle_messages},
-                          {"delete_source", options.delete_source},
-                          {"groups", JsonArrayPlaceholder("groups")},
-                          {"no_group", JsonArrayPlaceholder("no_group")},
-                          {"journals", journals}};
+                                {"storemove_version", Version()},
+                                {"destination", destination},
+                                {"moved_host", moved_host},
+                                {"partition", options.partition},
+                                {"jobs", options.jobs},
+                                {"max_online_passes", options.max_online_passes},
+                                {"settle_messages", options.settle_messages},
+                                {"delete_source", options.delete_source},
+                                {"groups", JsonArrayPlaceholder("groups")},
+                                {"no_group", JsonArrayPlaceholder("no_group")},
+                                {"journals", journals}};
     auto names = [&](size_t section) {
       return [&list, section](JsonArrayOut& array) {
         list.Read(section, [&](std::string_view user) { array.Add(std::string(user)); });

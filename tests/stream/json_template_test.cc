@@ -97,8 +97,8 @@ TEST(JsonTemplate, TextOfTheDocumentCannotSpellAPlaceholder) {
 
 TEST(JsonTemplate, AnArrayNotInTheDocumentOnceIsRefusedBeforeAnythingIsWritten) {
   auto none = [](JsonArrayOut&) {};
-  for (const nlohmann::json& doc : {nlohmann::json{{"a", 1}},
-                                    nlohmann::json{{"a", JsonArrayPlaceholder("x")}, {"b", JsonArrayPlaceholder("x")}}}) {
+  const nlohmann::json twice = {{"a", JsonArrayPlaceholder("x")}, {"b", JsonArrayPlaceholder("x")}};
+  for (const nlohmann::json& doc : {nlohmann::json{{"a", 1}}, twice}) {
     std::string written = "not called";
     EXPECT_THROW(written = Written([&](std::FILE* out) { WriteJsonTemplate(out, doc, "", {{"x", none}}); }), Error);
     EXPECT_EQ(written, "not called");
