@@ -5,7 +5,7 @@ BUILD_TYPE ?= RelWithDebInfo
 DEV_FLAGS  := -DSTOREMOVE_WERROR=ON
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps configure build test demo asan tsan fuzz fuzz-asan bench bench-migrate bench-disk bench-memory package clean
+.PHONY: all deps configure build test demo asan tsan fuzz fuzz-asan bench bench-migrate bench-disk bench-memory bench-memory-users package clean
 
 all: build
 
@@ -90,6 +90,10 @@ bench-disk: build
 
 bench-memory: build
 	@scripts/bench-memory $(BUILD)
+
+# peak memory of every pass and listing at 20,000 and 100,000 users, and its growth
+bench-memory-users: build
+	@scripts/bench-memory-users $(BUILD)
 
 # import of 200 users' mbox files onto the disk against restore of the same messages (issue 12)
 .PHONY: bench-import bench-moveuser
