@@ -40,26 +40,27 @@ std::string JsonArrayPlaceholder(const std::string& name) {
 
 void WriteJsonTemplate(std::FILE* out, const nlohmann::json& doc, const std::string& indent, const JsonArrays& arrays) {
   const std::string text = Dump(doc);
-  // Each placeholder once, checked before anything is written.
+  // Each placeholder as the text has it (a quoted, escaped string), checked to be there once
+  // before anything is written.
+  std::vector<std::string> dumped;
   for (const auto& array : arrays) {
-    const std::string dumped = nlohmann::json(JsonArrayPlaceholder(array.first)).dump();
-    const size_t found = text.find(dumped);
-    if (found == std::string::npos || text.find(dumped, found + 1) != std::string::npos)
+    dumped.push_back(nlohmann::json(JsonArrayPlaceholder(array.first)).dump());
+    const size_t found = text.find(dumped.back());
+    if (found == std::string::npos || text.find(dumped.back(), found + 1) != std::string::npos)
       Throw(Errc::kInvalidArgument, "a JSON document's array '" + array.first + "' is not in it once");
   }
   size_t from = 0;
   for (;;) {
-    // The next placeholder in the text (each dumped as a quoted, escaped string).
+    // The next placeholder in the text.
     size_t at = std::string::npos;
     const JsonArrays::value_type* which = nullptr;
     size_t length = 0;
-    for (const auto& array : arrays) {
-      const std::string dumped = nlohmann::json(JsonArrayPlaceholder(array.first)).dump();
-      const size_t found = text.find(dumped, from);
+    for (size_t i = 0; i < arrays.size(); ++i) {
+      const size_t found = text.find(dumped[i], from);
       if (found < at) {
         at = found;
-        which = &array;
-        length = dumped.size();
+        which = &arrays[i];
+        length = dumped[i].size();
       }
     }
     if (!which) break;

@@ -68,8 +68,7 @@ void WriteUsersText(store::Store& store, const std::optional<StatusFilter>& filt
     ++count;
   });
   std::fprintf(out, "%llu %s\n", (unsigned long long)count, count == 1 ? "user" : "users");
-  if (std::fflush(out) != 0) ThrowErrno("write stdout");
-  if (std::ferror(out)) Throw(Errc::kIo, "write stdout: a write failed: the output is incomplete");
+  FlushListing(out);
 }
 
 std::string IndentedElement(const nlohmann::json& element, const std::string& indent) {
@@ -103,9 +102,7 @@ void WriteUsersJson(store::Store& store, const std::optional<StatusFilter>& filt
   std::fputs(count ? "\n  ],\n" : "],\n", out);
   std::fprintf(out, "  \"count\": %llu,\n  \"storemove_version\": %s\n}\n", (unsigned long long)count,
                nlohmann::json(Version()).dump().c_str());
-  if (std::fflush(out) != 0) ThrowErrno("write stdout");
-  // A write that failed earlier sets the error flag; its errno is gone by now.
-  if (std::ferror(out)) Throw(Errc::kIo, "write stdout: a write failed: the output is incomplete");
+  FlushListing(out);
 }
 
 std::vector<std::string> ReadUsersFile(const std::string& file, std::vector<size_t>* line_numbers) {
