@@ -76,6 +76,24 @@ TEST(SentContents, DigestsSharingABucketStayDistinctAndTheOldestGoesFirst) {
   EXPECT_EQ(t.size(), 4u);
 }
 
+// An entry keeps 32 bits of its digest: another digest with the same bucket and tag is found as
+// it. Backup proves a found content equal (same file or same bytes) before it links to it.
+TEST(SentContents, FindAnswersByBucketAndTagSoTheCallerMustProveTheContent) {
+  SentContents t(SentContents::kWays);  // one bucket
+  const Digest first = Make(0x1234, 0x5678);
+  const Digest same_tag = Make(0x1234 ^ 1, 0x5678);  // differs in a bit that picks buckets, not tags
+  t.Insert(first, 1, 0, 10);
+  ASSERT_NE(t.Find(same_tag), nullptr);
+  EXPECT_EQ(t.Find(same_tag)->uid, 10u);
+  t.Insert(same_tag, 2, 0, 20);  // taken for the first: not added
+  EXPECT_EQ(t.size(), 1u);
+
+  SentContents wide(1 << 10);  // with bucket bits the two part
+  wide.Insert(first, 1, 0, 10);
+  EXPECT_EQ(wide.Find(same_tag), nullptr);
+  EXPECT_EQ(wide.Find(Make(0x1234, 0x5679)), nullptr);  // another tag in the first's bucket or not
+}
+
 TEST(ContentFilter, NoFalseNegativesAndFewFalsePositives) {
   ContentFilter f;
   std::mt19937_64 rng(3);
