@@ -16,6 +16,7 @@
 #include "store/read_ahead.h"
 #include "stream/net.h"
 #include "stream/records.h"
+#include "stream/folder_path_ring.h"
 #include "stream/sent_contents.h"
 #include "stream/stream.h"
 #include "util/error.h"
@@ -37,7 +38,7 @@ class BackupSession {
         options_(options),
         encoder_(encoder),
         progress_("backup", options.live_progress),
-        folder_paths_kept_(options.folder_paths_kept ? options.folder_paths_kept : kDefaultFolderPathsKept),
+        folder_paths_(options.folder_paths_kept ? options.folder_paths_kept : kDefaultFolderPathsKept, kFolderPathBytes),
         digests_(options.sent_contents_capacity ? options.sent_contents_capacity : SentContents::kDefaultCapacity),
         link_window_(options.link_window ? std::min(options.link_window, format::kLinkCheckWindow)
                                          : format::kLinkCheckWindow),
@@ -507,11 +508,7 @@ class BackupSession {
     r.since_modseq = a.since;
     encoder_.WriteFolder(r);
     ++report_.folders;
-    const uint32_t folder_index = folders_seen_++;
-    if (folder_paths_.size() < folder_paths_kept_)
-      folder_paths_.push_back(folder.path());
-    else
-      folder_paths_[folder_index % folder_paths_kept_] = folder.path();
+    const uint32_t folder_index = folder_paths_.Add(folder.path());
     for (auto& [ticket, contents] : a.asked) {
       std::vector<bool> have = options_.oracle->Answer(ticket);
       for (size_t i = 0; i < contents.size() && i < have.size(); ++i)
@@ -694,7 +691,8 @@ class BackupSession {
     // Same digest as content already sent: a link once the two are proven the same, by being
     // one file (a hard-linked single-instance source, as Sun's imsbackup links) or by equal bytes.
     const SentContents::Entry* sent = digests_.Find(m.digest);
-    if (sent && folders_seen_ - sent->folder > folder_paths_kept_) sent = nullptr;  // its path is gone
+    const std::optional<std::string_view> sent_folder = sent ? folder_paths_.Find(sent->folder) : std::nullopt;
+    if (!sent_folder) sent = nullptr;  // its path is gone
     // Restore links only within the last kLinkCheckWindow contents (docs/stream-format.md §7.4):
     // older content is sent again, and its entry then names the new copy.
     bool renew = false;
@@ -703,8 +701,7 @@ class BackupSession {
       renew = true;
     }
     if (sent) {
-      const std::string earlier =
-          folder_paths_[sent->folder % folder_paths_kept_] + "/" + store::MessageRelPath(sent->uid);
+      const std::string earlier = std::string(*sent_folder) + "/" + store::MessageRelPath(sent->uid);
       struct stat est;
       bool same = st.st_nlink > 1 && ::stat(earlier.c_str(), &est) == 0 && est.st_ino == st.st_ino &&
                   est.st_dev == st.st_dev;
@@ -859,14 +856,13 @@ class BackupSession {
   format::Encoder& encoder_;
   Progress progress_;
   SessionReport report_;
-  // The paths of the last folder_paths_kept_ folders (default 16,384), by folder index, for the
-  // table of sent contents: bounded like that table (~1 MiB; 16,384 folders are ~230,000
+  // The paths of the last folders (16,384 by default, as many as 1 MiB holds), by folder index,
+  // for the table of sent contents: bounded like that table (16,384 folders are ~230,000
   // messages of a typical store). Content whose folder's path is gone is sent again, as when the
   // table forgets it.
   static constexpr uint32_t kDefaultFolderPathsKept = 16384;
-  uint32_t folder_paths_kept_;
-  std::vector<std::string> folder_paths_;
-  uint32_t folders_seen_ = 0;
+  static constexpr size_t kFolderPathBytes = size_t{1} << 20;
+  FolderPathRing folder_paths_;
   SentContents digests_;
   uint64_t link_window_;  // links name one of the last link_window_ contents
   size_t query_ahead_;    // folders asked about before their data is written

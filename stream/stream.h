@@ -104,9 +104,10 @@ struct BackupOptions {
   // Message files opened at once, ahead of the stream (0 = kDefaultReads); docs/performance.md "On disk".
   size_t reads = 0;
   // Entries of the fixed-size table of contents already sent (a power of two, >= 4); 0 = the
-  // default of 2^18 (7 MiB). Content the table has forgotten is sent again as a body.
+  // default of 2^18 (4 MiB). Content the table has forgotten is sent again as a body.
   size_t sent_contents_capacity = 0;
-  // Folder paths that table can refer to (the last N folders); 0 = the default of 16,384.
+  // Folder paths that table can refer to (the last N folders, as many as 1 MiB holds); 0 = the
+  // default of 16,384.
   uint32_t folder_paths_kept = 0;
   // Links name only one of the last N contents (restore links nothing older); 0 = the format's
   // kLinkCheckWindow, the most allowed. Smaller values are for tests.

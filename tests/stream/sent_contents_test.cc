@@ -1,4 +1,5 @@
 #include "stream/sent_contents.h"
+#include "stream/folder_path_ring.h"
 #include "stream/content_filter.h"
 
 #include <gtest/gtest.h>
@@ -92,6 +93,38 @@ TEST(SentContents, FindAnswersByBucketAndTagSoTheCallerMustProveTheContent) {
   wide.Insert(first, 1, 0, 10);
   EXPECT_EQ(wide.Find(same_tag), nullptr);
   EXPECT_EQ(wide.Find(Make(0x1234, 0x5679)), nullptr);  // another tag in the first's bucket or not
+}
+
+TEST(FolderPathRing, KeepsTheLastPathsByCountAndByBytes) {
+  FolderPathRing ring(4, 64);
+  EXPECT_EQ(ring.Find(0), std::nullopt);  // none added
+  EXPECT_EQ(ring.Add("/s/a"), 0u);
+  EXPECT_EQ(ring.Add(""), 1u);
+  EXPECT_EQ(ring.Add("/s/b"), 2u);
+  EXPECT_EQ(ring.Find(0), "/s/a");
+  EXPECT_EQ(ring.Find(1), "");
+  EXPECT_EQ(ring.Find(2), "/s/b");
+  EXPECT_EQ(ring.Find(3), std::nullopt);
+  ring.Add("/s/c");
+  ring.Add("/s/d");  // a fifth: the first is out by count
+  EXPECT_EQ(ring.Find(0), std::nullopt);
+  EXPECT_EQ(ring.Find(4), "/s/d");
+  EXPECT_EQ(ring.added(), 5u);
+
+  // By bytes: 64 of them hold three paths of 20; the fourth starts the arena again and
+  // overwrites the oldest, the others stay whole.
+  FolderPathRing bytes(100, 64);
+  const std::string p[] = {std::string(20, 'a'), std::string(20, 'b'), std::string(20, 'c'), std::string(20, 'd'),
+                           std::string(20, 'e')};
+  for (const std::string& path : p) bytes.Add(path);
+  EXPECT_EQ(bytes.Find(0), std::nullopt);
+  EXPECT_EQ(bytes.Find(1), std::nullopt);  // 'e' went over the start of 'b'
+  EXPECT_EQ(bytes.Find(2), p[2]);
+  EXPECT_EQ(bytes.Find(3), p[3]);
+  EXPECT_EQ(bytes.Find(4), p[4]);
+  EXPECT_EQ(bytes.Add(std::string(65, 'x')), 5u);  // longer than the arena: never kept
+  EXPECT_EQ(bytes.Find(5), std::nullopt);
+  EXPECT_EQ(bytes.Find(4), p[4]);  // and nothing else lost
 }
 
 TEST(ContentFilter, NoFalseNegativesAndFewFalsePositives) {
