@@ -1,6 +1,7 @@
 #include "stream/members_file.h"
 
 #include "stream/journal_file.h"
+#include "util/fs.h"
 
 namespace storemove::stream {
 
@@ -8,6 +9,21 @@ std::string FormatMembersFile(const std::set<std::string>& users) {
   std::string text = std::string(kMembersMagic) + "\n";
   for (const std::string& user : users) text += user + "\n";
   return text;
+}
+
+void WriteMembersFile(const std::string& path,
+                      const std::function<void(const std::function<void(std::string_view)>&)>& each_user) {
+  WriteFileAtomicFrom(
+      path,
+      [&](const std::function<void(std::string_view)>& write) {
+        write(kMembersMagic);
+        write("\n");
+        each_user([&](std::string_view user) {
+          write(user);
+          write("\n");
+        });
+      },
+      0600);
 }
 
 std::set<std::string> ParseMembersFile(std::string_view text, const std::string& path) {

@@ -5,6 +5,7 @@
 //   USER                   one a line
 #pragma once
 
+#include <functional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -14,6 +15,11 @@ namespace storemove::stream {
 inline constexpr char kMembersMagic[] = "storemove-migrate-members 1";
 
 std::string FormatMembersFile(const std::set<std::string>& users);
+
+// Writes the members file `path` (atomically, mode 0600) with the users `each_user` gives its
+// argument, in order, without holding them: a group of a whole store is one.
+void WriteMembersFile(const std::string& path,
+                      const std::function<void(const std::function<void(std::string_view)>&)>& each_user);
 
 // The users of the members file `text`, read from `path`; kCorrupt with one line naming `path`
 // (and the line) for another first line, a line that is no user id, or a file cut short.

@@ -26,6 +26,7 @@
 #include "stream/journal_file.h"
 #include "stream/members_file.h"
 #include "stream/switch_record.h"
+#include "util/sectioned_list.h"
 #include "util/error.h"
 #include "util/iso_time.h"
 #include "util/fs.h"
@@ -167,8 +168,11 @@ std::vector<std::filesystem::path> MembersFiles(const store::Store& s) {
   return files;
 }
 
+// `member_of`: which of `groups` a user of the store is a member of (nullopt: none); `members`:
+// each group's users, section g for groups[g], read once into its members file.
 void ClaimMembers(const store::Store& s, const std::map<std::string, UniqueFd>& locks,
-                  const std::vector<BackupGroup>& groups, const std::vector<std::set<std::string>>& members,
+                  const std::vector<BackupGroup>& groups,
+                  const std::function<std::optional<size_t>(const std::string&)>& member_of, SectionedList& members,
                   const std::string& groups_file) {
   MakeDirs(JournalDir(s), 0700);
   const UniqueFd claims = LockClaims(s);
@@ -180,14 +184,16 @@ void ClaimMembers(const store::Store& s, const std::map<std::string, UniqueFd>& 
       continue;
     }
     for (const std::string& user : ParseMembersFile(ReadJournalFile(path), path.string()))
-      for (size_t g = 0; g < groups.size(); ++g)
-        if (members[g].count(user))
-          Throw(Errc::kTempFail, "migrate: user " + user + " of group " + groups[g].name + " (" + groups_file +
-                                     ") is being migrated by another storemove migrate, as a member of its group " +
-                                     group + " (" + path.string() + "); nothing was migrated");
+      if (const std::optional<size_t> g = member_of(user))
+        Throw(Errc::kTempFail, "migrate: user " + user + " of group " + groups[*g].name + " (" + groups_file +
+                                   ") is being migrated by another storemove migrate, as a member of its group " +
+                                   group + " (" + path.string() + "); nothing was migrated");
   }
+  members.Finish();
   for (size_t g = 0; g < groups.size(); ++g)
-    WriteFileAtomic(MembersPath(s, groups[g].name), FormatMembersFile(members[g]), 0600);
+    WriteMembersFile(MembersPath(s, groups[g].name), [&](const std::function<void(std::string_view)>& write) {
+      members.Read(g, write);
+    });
 }
 
 // Removes a run's members files when it ends, however it ends, before its group locks go (a
@@ -467,18 +473,31 @@ class Migration {
     }
     // Each user belongs to the first group of the file that matches it, whichever groups this run
     // migrates: overlapping patterns never have two runs (or two jobs of one) migrate a user.
-    members_.resize(groups.size());
+    // The members are not held for the run (~100 bytes a user: 100 MB for a million): they go
+    // through a SectionedList (memory up to 4 MiB, the rest in a temporary file) into each
+    // group's members file, which each group's migration reads (UsersToMove).
     live_ = std::vector<LiveGroup>(groups.size());
-    source_.ForEachUser([&](const store::UserInfo& u) {
+    std::optional<SectionedList> members(std::in_place, groups.size());
+    // The first group of the file that matches the user, as an index into `groups`; nullopt
+    // when that group is not migrated here, and for a user in no group.
+    auto group_of = [&](const std::string& user, bool* in_a_group) -> std::optional<size_t> {
       for (const BackupGroup& first : all) {
-        if (!GroupMatches(first, u.user)) continue;
-        for (size_t g = 0; g < groups.size(); ++g) {
-          if (groups[g].name != first.name) continue;
-          members_[g].insert(u.user);
-          live_[g].total_bytes += u.quota_used;
-        }
+        if (!GroupMatches(first, user)) continue;
+        if (in_a_group) *in_a_group = true;
+        for (size_t g = 0; g < groups.size(); ++g)
+          if (groups[g].name == first.name) return g;
+        return std::nullopt;
+      }
+      return std::nullopt;
+    };
+    source_.ForEachUser([&](const store::UserInfo& u) {
+      bool in_a_group = false;
+      if (const std::optional<size_t> g = group_of(u.user, &in_a_group)) {
+        members->Add(*g, u.user);
+        live_[*g].total_bytes += u.quota_used;
         return;
       }
+      if (in_a_group) return;
       ++report_.users_in_no_group;
       if (report_.no_group_names.size() < MigrateReport::kNoGroupNamesShown) report_.no_group_names.push_back(u.user);
     });
@@ -490,17 +509,26 @@ class Migration {
     // their jobs for other back-ends' groups exited 64 at every rerun, the fleet never done).
     const bool named = !options_.groups.empty();
     for (size_t g = 0; g < groups.size(); ++g)
-      if (members_[g].empty() && named && !options_.allow_empty_groups)
+      if (members->count(g) == 0 && named && !options_.allow_empty_groups)
         Throw(Errc::kInvalidArgument, "migrate: group '" + groups[g].name + "' (" + groups[g].regex + ") of " +
                                           options_.groups_file +
                                           " holds no user of this store (its pattern matches none, or only users of groups above it: a "
                                           "typo?); nothing was migrated");
-    if (!named && std::all_of(members_.begin(), members_.end(), [](const auto& m) { return m.empty(); }))
+    bool none = true;
+    for (size_t g = 0; g < groups.size(); ++g) none = none && members->count(g) == 0;
+    if (!named && none)
       Throw(Errc::kInvalidArgument, "migrate: no group of " + options_.groups_file +
                                         " holds a user of this store; nothing was migrated");
     std::vector<std::string> claimed;
     for (const BackupGroup& g : groups) claimed.push_back(g.name);
-    ClaimMembers(source_, locks, groups, members_, options_.groups_file);
+    // A user another run claimed is ours if its first group is one of ours and it is a user of
+    // the store (as the scan found it).
+    auto member_of = [&](const std::string& user) -> std::optional<size_t> {
+      std::optional<size_t> g = group_of(user, nullptr);
+      return g && source_.FindUser(user) ? g : std::nullopt;
+    };
+    ClaimMembers(source_, locks, groups, member_of, *members, options_.groups_file);
+    members.reset();
     MembersClaim claim(source_, std::move(claimed));  // released before `locks`
     report_.groups.resize(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) report_.groups[g].name = groups[g].name;
@@ -617,7 +645,7 @@ class Migration {
       for (size_t g : pending) {
         GroupReport& r = report_.groups[g];
         try {
-          if (r.attempts == 0) (void)UsersToMove(g, r);  // not started: the report still counts its users
+          if (r.attempts == 0) (void)UsersToMove(r);  // not started: the report still counts its users
           const std::string journal = JournalPath(source_, r.name);
           std::set<std::string> put_back;
           if (!GiveBack(r, PathExists(journal) ? ReadJournal(journal) : Held{}, put_back)) again.push_back(g);
@@ -703,7 +731,7 @@ class Migration {
     // Nobody left to move (an earlier run moved them all) needs no session: the group is done,
     // also when the run is cut off before it starts (helper-79: a finished fleet rerun past its
     // deadline exited 75, "not started (deadline)", its report saying nothing was moved).
-    if (Cancelled() && !source_recovered_ && UsersToMove(g, r).empty()) {
+    if (Cancelled() && !source_recovered_ && UsersToMove(r).empty()) {
       try {
         (void)ReadSwitchRecord(source_, r.name, options_.to.ToString(), "", SwitchTrusted(r.name));  // a stale one goes
         r.ok = true;
@@ -730,14 +758,14 @@ class Migration {
       // Another group ran out of attempts without one answer: the destination is down, and
       // each group would spend its own retries (minutes each) finding that out again. A group
       // with nobody left to move needs no connection.
-      if (r.attempts == 0 && destination_down_ && !UsersToMove(g, r).empty()) {
+      if (r.attempts == 0 && destination_down_ && !UsersToMove(r).empty()) {
         r.destination_unreachable = true;
         break;
       }
       ++r.attempts;
       answered = false;
       try {
-        MigrateGroup(g, r, live, held, &answered);
+        MigrateGroup(r, live, held, &answered);
         r.ok = true;
         live.phase = "done";
         if (answered) destination_down_ = false;  // it answered, whatever another group found meanwhile
@@ -829,7 +857,7 @@ class Migration {
       return;
     }
     r.stopped_by_deadline = !failed_on_its_own && !r.destination_unreachable && deadline_reached_;
-    if (r.attempts == 0) (void)UsersToMove(g, r);  // not started: the report still counts its users
+    if (r.attempts == 0) (void)UsersToMove(r);  // not started: the report still counts its users
     if (r.stopped_by_deadline) live.phase = "deadline";
     else if (r.destination_unreachable) live.phase = "unreachable";
     else live.phase = !Cancelled() || failed_on_its_own ? "FAILED" : "interrupted";
@@ -921,10 +949,13 @@ class Migration {
   }
 
   // The group's members to migrate (r.users; r.already_moved counts those moved to any host).
-  std::set<std::string> UsersToMove(size_t g, GroupReport& r) {
+  std::set<std::string> UsersToMove(GroupReport& r) {
     std::set<std::string> users;
     r.already_moved = 0;
-    for (const std::string& user : members_[g]) {
+    // This run's members file of the group (ClaimMembers): nobody else removes it while the
+    // group's lock is held.
+    const std::string members = MembersPath(source_, r.name);
+    for (const std::string& user : ParseMembersFile(ReadJournalFile(members), members)) {
       std::optional<store::UserInfo> u = source_.FindUser(user);
       if (!u) continue;  // deleted by an earlier run after its verification
       if (u->status.state == store::UserState::kMoved) {
@@ -939,13 +970,13 @@ class Migration {
     return users;
   }
 
-  void MigrateGroup(size_t g, GroupReport& r, LiveGroup& live, Held& held, bool* answered) {
+  void MigrateGroup(GroupReport& r, LiveGroup& live, Held& held, bool* answered) {
     CheckCancelled();
     // Users an earlier run finished are left alone: a rerun resumes. So is a user moved to any
     // host, not only this run's --to or --moved-host: the same server under another name (or a
     // run that named another --moved-host) holds the live mailbox, which a mirror pass from
     // here would overwrite with this copy, expunging the mail it accepted since.
-    std::set<std::string> users = UsersToMove(g, r);
+    std::set<std::string> users = UsersToMove(r);
     r.passes = 0;
     r.pass_messages.clear();
     r.hold_seconds = 0;
@@ -1288,7 +1319,6 @@ class Migration {
   std::map<std::string, std::string> destination_store_;
   std::mutex switch_trusted_mutex_;  // and destination_store_
   std::mutex report_mutex_;  // report_'s totals (the groups' own reports have one writer each)
-  std::vector<std::set<std::string>> members_;
   std::vector<LiveGroup> live_;
 };
 

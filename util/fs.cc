@@ -683,11 +683,37 @@ std::string ReadFile(const std::string& path) {
 }
 
 void WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode) {
+  WriteFileAtomicFrom(path, [&](const std::function<void(std::string_view)>& write) { write(data); }, mode);
+}
+
+void WriteFileAtomicFrom(const std::string& path,
+                         const std::function<void(const std::function<void(std::string_view)>&)>& fill,
+                         mode_t mode) {
   std::string tmp = path + ".tmp." + RandomToken();
   {
     UniqueFd fd = OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, mode);
     try {
-      WriteAll(fd.get(), data.data(), data.size(), tmp);
+      // One write for content under 64 KiB (and for none), as before the pieces: the fault
+      // sweeps count writes.
+      constexpr size_t kBuffer = size_t{64} << 10;
+      std::string buffer;
+      bool wrote = false;
+      auto flush = [&](std::string_view bytes) {
+        WriteAll(fd.get(), bytes.data(), bytes.size(), tmp);
+        wrote = true;
+      };
+      auto write = [&](std::string_view piece) {
+        if (!buffer.empty() && buffer.size() + piece.size() > kBuffer) {
+          flush(buffer);
+          buffer.clear();
+        }
+        if (piece.size() >= kBuffer)
+          flush(piece);
+        else
+          buffer.append(piece);
+      };
+      fill(write);
+      if (!buffer.empty() || !wrote) flush(buffer);
       Fsync(fd.get(), tmp);
     } catch (...) {
       UnlinkPath(tmp);

@@ -99,6 +99,11 @@ size_t ReadSome(int fd, void* data, size_t size, const std::string& shown);
 std::string ReadFile(const std::string& path);
 // Writes a whole file through a temporary name + fsync + rename in the same directory.
 void WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0644);
+// The same for content made as it is written: `fill` calls its argument with each piece, so that
+// a large file is never held whole.
+void WriteFileAtomicFrom(const std::string& path,
+                         const std::function<void(const std::function<void(std::string_view)>&)>& fill,
+                         mode_t mode = 0644);
 // Makes sure `count` more descriptors fit under RLIMIT_NOFILE (raising the soft limit up to the
 // hard one) for a caller that holds one per locked folder or user; kInvalidArgument naming
 // `what` when the hard limit is too low.
