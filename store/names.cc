@@ -194,10 +194,14 @@ void ValidateStoredFolderName(std::string_view folder) {
   CheckFolderStructure(folder, [&](const std::string& why) { BadFolder(folder, why); });
 }
 
-void ValidatePartitionName(std::string_view partition) {
+bool IsValidPartitionName(std::string_view partition) {
   bool ok = !partition.empty() && partition.size() <= 64;
   for (unsigned char c : partition) ok = ok && (std::isalnum(c) || c == '_' || c == '-');
-  if (!ok)
+  return ok;
+}
+
+void ValidatePartitionName(std::string_view partition) {
+  if (!IsValidPartitionName(partition))
     Throw(Errc::kInvalidArgument,
           "invalid partition name '" + Printable(partition) + "': 1-64 letters, digits, '_' or '-'");
 }

@@ -385,12 +385,19 @@ std::vector<std::string> Store::Partitions() const {
   return out;
 }
 
+bool Store::HasPartition(std::string_view name) const {
+  return IsValidPartitionName(name) && IsDirectory(root_ + "/partition/" + std::string(name) + "/=user");
+}
+
 std::string Store::PartitionPath(std::string_view partition) const {
   ValidatePartitionName(partition);
   return root_ + "/partition/" + std::string(partition);
 }
 
 std::string Store::DefaultPartition() const {
+  // Asked for every new user (a restore of many small users): "primary" is looked at first, the
+  // partitions listed only without it.
+  if (HasPartition("primary")) return "primary";
   std::vector<std::string> parts = Partitions();
   if (parts.empty()) Throw(Errc::kNotFound, "store " + root_ + ": no partitions");
   if (std::find(parts.begin(), parts.end(), "primary") != parts.end()) return "primary";
@@ -1164,7 +1171,7 @@ std::unique_ptr<Folder> Store::MakeFolder(std::string_view user, const std::stri
                                           uint32_t uidvalidity, int64_t created, const NewUser* new_user) {
   const std::string key = MailboxKey(user, name);
   const std::string path = PartitionPath(partition) + "/" + FolderRelPath(user, name);
-  MakeDirs(path, 0700);
+  const bool made = MakeDirs(path, 0700);
   UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
   {
     // Serialise creators of the same folder; the mboxlist record is the commit point, so
@@ -1190,7 +1197,9 @@ std::unique_ptr<Folder> Store::MakeFolder(std::string_view user, const std::stri
           },
           sync);
   }
-  return std::unique_ptr<Folder>(new Folder(this, std::string(user), name, path, std::move(dir)));
+  std::unique_ptr<Folder> folder(new Folder(this, std::string(user), name, path, std::move(dir)));
+  folder->swept_ = made;  // a directory just made holds no killed writer's temporaries: not listed
+  return folder;
 }
 
 UserInfo Store::CreateUser(std::string_view user, std::string_view partition, bool with_inbox,
@@ -1251,7 +1260,7 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
   std::optional<UserInfo> info = FindUser(user);
   if (!info) info = CreateUser(user, {}, false);
   std::string path = PartitionPath(info->partition) + "/" + FolderRelPath(user, name);
-  MakeDirs(path, 0700);
+  const bool made = MakeDirs(path, 0700);
   UniqueFd dir = OpenFile(path, O_RDONLY | O_DIRECTORY);
   {
     DirLock lock(dir.get(), path, options_.on_wait, options_.folder_lock_wait_seconds);
@@ -1267,6 +1276,7 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
   }
   std::unique_ptr<Folder> created(new Folder(this, std::string(user), name, path, std::move(dir)));
   created->unpublished_ = true;
+  created->swept_ = made;  // as MakeFolder's
   return created;
 }
 

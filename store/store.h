@@ -164,6 +164,7 @@ void ValidateUserId(std::string_view user);
 void ValidateNewUserId(std::string_view user);
 void ValidateFolderName(std::string_view folder);
 void ValidatePartitionName(std::string_view partition);
+bool IsValidPartitionName(std::string_view partition);  // the same, as a yes or no
 // "user/joe/Sent/2024" -> {"joe", "Sent/2024"}; "user/joe" -> {"joe", "INBOX"}.
 std::pair<std::string, std::string> ParseMailboxName(std::string_view mailbox);
 // An ACL: "identifier rights" pairs; identifiers are user ids, anyone, anonymous, authuser or
@@ -352,6 +353,8 @@ class Store {
   const std::string& root() const { return root_; }
   const std::string& store_id() const { return store_id_; }
   std::vector<std::string> Partitions() const;
+  // Whether `name` is one of Partitions(), without listing them: false for an invalid name.
+  bool HasPartition(std::string_view name) const;
   std::string PartitionPath(std::string_view partition) const;
   std::string DefaultPartition() const;
   Durability durability() const { return options_.durability; }

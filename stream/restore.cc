@@ -89,9 +89,8 @@ std::string RestorePartition(store::Store& store, const RestoreOptions& options,
                              const std::string& source_partition) {
   if (std::optional<store::UserInfo> existing = store.FindUser(user)) return existing->partition;
   if (!options.partition.empty()) return options.partition;
-  auto parts = store.Partitions();
-  return std::find(parts.begin(), parts.end(), source_partition) != parts.end() ? source_partition
-                                                                                : store.DefaultPartition();
+  // Looked up, not listed: asked for every new user of the stream.
+  return store.HasPartition(source_partition) ? source_partition : store.DefaultPartition();
 }
 
 namespace {

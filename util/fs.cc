@@ -741,11 +741,11 @@ void FsyncPath(const std::string& dir) {
 namespace {
 
 // mkdir -p of `rel` beneath `dirfd`, one component at a time, never through a symlink.
-void MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::string& shown) {
+bool MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::string& shown) {
   // Usually only the last level is missing: one mkdir, no walk.
   // A directory just made is no symlink (and every later use resolves it beneath the root again).
   int made = MkdirAt(dirfd, rel, mode);
-  if (made == 0) return;
+  if (made == 0) return true;
   if (made != EEXIST && made != ENOENT) ThrowErrno("mkdir " + shown, made);
   const std::vector<std::string> parts = Components(rel);
   // EEXIST: it must be a directory. ENOENT: a parent is missing; start below the deepest level
@@ -769,7 +769,7 @@ void MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::
     int fd = OpenBeneath(dirfd, rel, O_PATH | O_DIRECTORY, 0);
     if (fd >= 0) {
       ::close(fd);
-      return;
+      return false;
     }
   }
   std::string done;
@@ -784,35 +784,40 @@ void MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::
       const int err = errno;
       ThrowMaking("mkdir " + shown + " (at " + done + ")", err, at, at == AT_FDCWD ? done : c);
     }
-    if (created && i + 1 == parts.size()) return;  // just made: no need to open it
+    if (created && i + 1 == parts.size()) return true;  // just made: no need to open it
     int next = OpenBeneath(at, c, O_PATH | O_DIRECTORY, 0);
     if (next == -ENOTDIR) Throw(Errc::kIo, "mkdir " + shown + ": " + done + " exists and is not a directory");
     if (next < 0) ThrowErrno("mkdir " + shown + " (open " + done + ")", -next);
     cur.reset(next);
   }
+  return false;  // the last level was there already
 }
 
 }  // namespace
 
-void MakeDirs(const std::string& path, mode_t mode) {
-  if (path.empty()) return;
+bool MakeDirs(const std::string& path, mode_t mode) {
+  if (path.empty()) return false;
   Resolved r = Resolve(TrimSlashes(path));
   if (r.trusted) {
     if (r.err) ThrowErrno("mkdir " + path, r.err);
-    if (!r.rel.empty()) MakeDirsBeneath(r.dirfd, r.rel, mode, path);
-    return;
+    return !r.rel.empty() && MakeDirsBeneath(r.dirfd, r.rel, mode, path);
   }
   // Usually only the last level is missing: one mkdir, no walk from the root.
-  if (::mkdir(path.c_str(), mode) == 0) return;
-  if (errno == EEXIST && IsDirectory(path)) return;
+  if (::mkdir(path.c_str(), mode) == 0) return true;
+  if (errno == EEXIST && IsDirectory(path)) return false;
+  bool made = false;
   size_t pos = 0;
   while (pos != std::string::npos) {
     pos = path.find('/', pos + 1);
     std::string part = path.substr(0, pos);
     if (part.empty()) continue;
-    if (::mkdir(part.c_str(), mode) != 0 && errno != EEXIST) ThrowErrno("mkdir " + part);
+    if (::mkdir(part.c_str(), mode) == 0)
+      made = pos == std::string::npos;
+    else if (errno != EEXIST)
+      ThrowErrno("mkdir " + part);
   }
   if (!IsDirectory(path)) Throw(Errc::kIo, "mkdir " + path + ": exists and is not a directory");
+  return made;
 }
 
 bool PathExists(const std::string& path) {

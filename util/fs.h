@@ -118,8 +118,9 @@ std::string DescriptorShortfall(size_t count);
 void Fsync(int fd, const std::string& shown);
 void FsyncPath(const std::string& dir);
 
-// mkdir -p; existing directories are fine.
-void MakeDirs(const std::string& path, mode_t mode = 0755);
+// mkdir -p; existing directories are fine. True when this call made the last level (so nothing a
+// killed process left can be in it), false when it was there.
+bool MakeDirs(const std::string& path, mode_t mode = 0755);
 bool PathExists(const std::string& path);
 bool IsDirectory(const std::string& path);
 // Whether two paths name one file or directory (st_dev and st_ino, links followed): one store

@@ -27,14 +27,16 @@ class MakeDirsBeneathRoot : public ::testing::TestWithParam<bool> {
 TEST_P(MakeDirsBeneathRoot, MakesEveryMissingLevel) {
   TempDir tmp;
   TrustedRoot root(tmp.path(), false);
-  MakeDirs(tmp / "a", 0700);
-  MakeDirs(tmp / "a/b/c/d/e", 0700);  // three levels missing below an existing one
+  // True when the call made the last level (a store then knows nothing was left in it).
+  EXPECT_TRUE(MakeDirs(tmp / "a", 0700));
+  EXPECT_TRUE(MakeDirs(tmp / "a/b/c/d/e", 0700));  // three levels missing below an existing one
   EXPECT_TRUE(fs::is_directory(tmp / "a/b/c/d/e"));
   EXPECT_EQ(fs::status(tmp / "a/b/c").permissions() & fs::perms::all, fs::perms::owner_all);
-  MakeDirs(tmp / "a/b/c/d/e", 0700);  // all there: nothing to do
-  MakeDirs(tmp / "x/y/z", 0700);      // nothing below the root exists
+  EXPECT_FALSE(MakeDirs(tmp / "a/b/c/d/e", 0700));  // all there: nothing to do
+  EXPECT_FALSE(MakeDirs(tmp / "a/b/c", 0700));
+  EXPECT_TRUE(MakeDirs(tmp / "x/y/z", 0700));      // nothing below the root exists
   EXPECT_TRUE(fs::is_directory(tmp / "x/y/z"));
-  MakeDirs(tmp / "a/b/f", 0700);      // only the last level missing
+  EXPECT_TRUE(MakeDirs(tmp / "a/b/f", 0700));      // only the last level missing
   EXPECT_TRUE(fs::is_directory(tmp / "a/b/f"));
 }
 
