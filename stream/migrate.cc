@@ -521,15 +521,15 @@ class Migration {
                                         " holds a user of this store; nothing was migrated");
     std::vector<std::string> claimed;
     for (const BackupGroup& g : groups) claimed.push_back(g.name);
-    // A user another run claimed is ours if its first group is one of ours and it is a user of
-    // the store (as the scan found it).
-    auto member_of = [&](const std::string& user) -> std::optional<size_t> {
-      std::optional<size_t> g = group_of(user, nullptr);
-      return g && source_.FindUser(user) ? g : std::nullopt;
-    };
+    // A user another run claimed is ours if its first group is one of ours: every user of our
+    // lists, and also one created or deleted since our read (helper-166: checked against the
+    // store's users then, a user deleted after our read and made again during both runs was
+    // both runs'). A refusal is exit 75, to run again once the other run is done.
+    auto member_of = [&](const std::string& user) { return group_of(user, nullptr); };
+    // Before the files are written: one that fails leaves none of this run's behind.
+    MembersClaim claim(source_, std::move(claimed));  // released before `locks`
     ClaimMembers(source_, locks, groups, member_of, *members, options_.groups_file);
     members.reset();
-    MembersClaim claim(source_, std::move(claimed));  // released before `locks`
     report_.groups.resize(groups.size());
     for (size_t g = 0; g < groups.size(); ++g) report_.groups[g].name = groups[g].name;
 
@@ -645,7 +645,7 @@ class Migration {
       for (size_t g : pending) {
         GroupReport& r = report_.groups[g];
         try {
-          if (r.attempts == 0) (void)UsersToMove(r);  // not started: the report still counts its users
+          if (r.attempts == 0) (void)UsersToMove(r, OwnMembers(r.name));  // not started: the report still counts its users
           const std::string journal = JournalPath(source_, r.name);
           std::set<std::string> put_back;
           if (!GiveBack(r, PathExists(journal) ? ReadJournal(journal) : Held{}, put_back)) again.push_back(g);
@@ -728,10 +728,21 @@ class Migration {
     // was cut off: a deadline that comes afterwards does not make it "stopped (deadline)".
     bool failed_on_its_own = false;
     bool answered = false;  // the server at --to answered this attempt (net::ClientOptions::on_answered)
+    // The group's users. A members file that cannot be read fails this group alone, before
+    // anything is held: not retried, and no "destination down" for the groups after it as a
+    // failure before any answer would be (helper-166).
+    std::set<std::string> members;
+    try {
+      members = OwnMembers(r.name);
+    } catch (const Error& e) {
+      r.errors.push_back(e.what());
+      live.phase = "FAILED";
+      return;
+    }
     // Nobody left to move (an earlier run moved them all) needs no session: the group is done,
     // also when the run is cut off before it starts (helper-79: a finished fleet rerun past its
     // deadline exited 75, "not started (deadline)", its report saying nothing was moved).
-    if (Cancelled() && !source_recovered_ && UsersToMove(r).empty()) {
+    if (Cancelled() && !source_recovered_ && UsersToMove(r, members).empty()) {
       try {
         (void)ReadSwitchRecord(source_, r.name, options_.to.ToString(), "", SwitchTrusted(r.name));  // a stale one goes
         r.ok = true;
@@ -758,14 +769,14 @@ class Migration {
       // Another group ran out of attempts without one answer: the destination is down, and
       // each group would spend its own retries (minutes each) finding that out again. A group
       // with nobody left to move needs no connection.
-      if (r.attempts == 0 && destination_down_ && !UsersToMove(r).empty()) {
+      if (r.attempts == 0 && destination_down_ && !UsersToMove(r, members).empty()) {
         r.destination_unreachable = true;
         break;
       }
       ++r.attempts;
       answered = false;
       try {
-        MigrateGroup(r, live, held, &answered);
+        MigrateGroup(r, members, live, held, &answered);
         r.ok = true;
         live.phase = "done";
         if (answered) destination_down_ = false;  // it answered, whatever another group found meanwhile
@@ -857,7 +868,7 @@ class Migration {
       return;
     }
     r.stopped_by_deadline = !failed_on_its_own && !r.destination_unreachable && deadline_reached_;
-    if (r.attempts == 0) (void)UsersToMove(r);  // not started: the report still counts its users
+    if (r.attempts == 0) (void)UsersToMove(r, members);  // not started: the report still counts its users
     if (r.stopped_by_deadline) live.phase = "deadline";
     else if (r.destination_unreachable) live.phase = "unreachable";
     else live.phase = !Cancelled() || failed_on_its_own ? "FAILED" : "interrupted";
@@ -949,13 +960,18 @@ class Migration {
   }
 
   // The group's members to migrate (r.users; r.already_moved counts those moved to any host).
-  std::set<std::string> UsersToMove(GroupReport& r) {
+  // The users this run claimed for `group`: its members file (ClaimMembers), which nobody else
+  // removes while the group's lock is held.
+  std::set<std::string> OwnMembers(const std::string& group) const {
+    const std::string path = MembersPath(source_, group);
+    return ParseMembersFile(ReadJournalFile(path), path);
+  }
+
+  // The group's `members` to migrate (r.users; r.already_moved counts those moved to any host).
+  std::set<std::string> UsersToMove(GroupReport& r, const std::set<std::string>& members) {
     std::set<std::string> users;
     r.already_moved = 0;
-    // This run's members file of the group (ClaimMembers): nobody else removes it while the
-    // group's lock is held.
-    const std::string members = MembersPath(source_, r.name);
-    for (const std::string& user : ParseMembersFile(ReadJournalFile(members), members)) {
+    for (const std::string& user : members) {
       std::optional<store::UserInfo> u = source_.FindUser(user);
       if (!u) continue;  // deleted by an earlier run after its verification
       if (u->status.state == store::UserState::kMoved) {
@@ -970,13 +986,14 @@ class Migration {
     return users;
   }
 
-  void MigrateGroup(GroupReport& r, LiveGroup& live, Held& held, bool* answered) {
+  void MigrateGroup(GroupReport& r, const std::set<std::string>& members, LiveGroup& live, Held& held,
+                    bool* answered) {
     CheckCancelled();
     // Users an earlier run finished are left alone: a rerun resumes. So is a user moved to any
     // host, not only this run's --to or --moved-host: the same server under another name (or a
     // run that named another --moved-host) holds the live mailbox, which a mirror pass from
     // here would overwrite with this copy, expunging the mail it accepted since.
-    std::set<std::string> users = UsersToMove(r);
+    std::set<std::string> users = UsersToMove(r, members);
     r.passes = 0;
     r.pass_messages.clear();
     r.hold_seconds = 0;
