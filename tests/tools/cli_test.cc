@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include <sys/wait.h>
@@ -204,13 +205,17 @@ TEST(CliStdout, ABackupToStandardOutputInterruptedSaysSo) {
   }
   ::close(pipe_fds[1]);
   // Until the pipe is full (backup may enlarge it): the backup is blocked writing its stream.
-  int queued = 0, capacity = 1;
-  for (int i = 0; i < 2000 && queued < capacity; ++i) {
+  // Full is less than PIPE_BUF free: a write of up to PIPE_BUF bytes that does not fit waits
+  // whole, so the pipe may stop short of its capacity (it did, 1,344 bytes short, once the
+  // encoder wrote 256 KiB at a time).
+  int queued = 0, capacity = PIPE_BUF + 1;
+  auto full = [&] { return capacity - queued < PIPE_BUF; };
+  for (int i = 0; i < 2000 && !full(); ++i) {
     capacity = ::fcntl(pipe_fds[0], F_GETPIPE_SZ);
     ::ioctl(pipe_fds[0], FIONREAD, &queued);
-    if (queued < capacity) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polls for a full pipe
+    if (!full()) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polls for a full pipe
   }
-  ASSERT_GE(queued, capacity) << "the backup did not fill the pipe";
+  ASSERT_TRUE(full()) << "the backup did not fill the pipe: " << queued << " of " << capacity << " bytes";
   ASSERT_EQ(::kill(pid, SIGTERM), 0);
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
