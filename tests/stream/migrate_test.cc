@@ -2,6 +2,7 @@
 // test MTA keeps delivering (through the real `storemove deliver`) during the migration.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -988,6 +989,35 @@ TEST(MigrateInterrupt, ASecondMigrateOfTheSameUsersThroughAnotherGroupsFileIsRef
   MigrateChild third(other, /*hold_seam=*/false);
   EXPECT_EQ(third.Wait(), 0) << third.Err();
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.members"));
+}
+
+// A user another live run claimed is this run's when its first group here is one this run
+// migrates, whether or not the store has it now: one deleted after this run's read and made again
+// during both runs was both runs' when the store decided (helper-166).
+TEST(MigrateInterrupt, AClaimedUserTheStoreDoesNotHaveStillRefusesTheGroupItWouldBeIn) {
+  TempDir tmp;
+  auto src = MakeOneGroupSource(tmp / "src");
+  auto dst = store::Store::Init(tmp / "dst", {"primary"});
+  net::Credentials insecure = Insecure();
+  Server server(*dst, insecure);
+  fs::create_directories(tmp / "src/migrate-journal");
+  // Another run's group "other", its lock held (by this test) and its claim.
+  const int lock = ::open((tmp / "src/migrate-journal/other.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(lock, 0);
+  ASSERT_EQ(::flock(lock, LOCK_EX), 0);
+  std::ofstream(tmp / "src/migrate-journal/other.members") << "storemove-migrate-members 1\nghost\n";
+  const std::map<std::string, std::string> before = Statuses(*src);
+  {
+    MigrateChild run(MigrateArgs(tmp / "src", server.endpoint()), /*hold_seam=*/false);
+    EXPECT_EQ(run.Wait(), 75) << run.Err();
+    EXPECT_NE(run.Err().find("user ghost of group all"), std::string::npos) << run.Err();
+  }
+  EXPECT_EQ(Statuses(*src), before);
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/all.members"));
+  ::close(lock);  // that run is gone: its claim goes with the next run
+  MigrateChild again(MigrateArgs(tmp / "src", server.endpoint()), /*hold_seam=*/false);
+  EXPECT_EQ(again.Wait(), 0) << again.Err();
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/other.members"));
 }
 
 TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
