@@ -386,7 +386,7 @@ std::vector<std::string> Store::Partitions() const {
 }
 
 bool Store::HasPartition(std::string_view name) const {
-  return IsValidPartitionName(name) && IsDirectory(root_ + "/partition/" + std::string(name) + "/=user");
+  return IsValidPartitionName(name) && IsDirectory(PartitionPath(name) + "/=user");
 }
 
 std::string Store::PartitionPath(std::string_view partition) const {

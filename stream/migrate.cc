@@ -168,8 +168,8 @@ std::vector<std::filesystem::path> MembersFiles(const store::Store& s) {
   return files;
 }
 
-// `member_of`: which of `groups` a user of the store is a member of (nullopt: none); `members`:
-// each group's users, section g for groups[g], read once into its members file.
+// `member_of`: which of `groups` a user another run claimed would be in (nullopt: none of
+// them); `members`: each group's users, section g for groups[g], read once into its members file.
 void ClaimMembers(const store::Store& s, const std::map<std::string, UniqueFd>& locks,
                   const std::vector<BackupGroup>& groups,
                   const std::function<std::optional<size_t>(const std::string&)>& member_of, SectionedList& members,
@@ -959,7 +959,6 @@ class Migration {
     return it == destination_store_.end() ? std::nullopt : std::optional<std::string>(it->second);
   }
 
-  // The group's members to migrate (r.users; r.already_moved counts those moved to any host).
   // The users this run claimed for `group`: its members file (ClaimMembers), which nobody else
   // removes while the group's lock is held.
   std::set<std::string> OwnMembers(const std::string& group) const {
