@@ -395,7 +395,8 @@ std::vector<uint32_t> Folder::Commit(std::vector<StagedMessage>& batch) {
   batch.clear();
   // The messages are committed (the index append above): a failing quota update must not make
   // the caller believe otherwise (deliver would exit non-zero and the MTA deliver it twice).
-  // Usage left short is corrected by Store::RecomputeQuota (run by every restore of the user).
+  // Usage left short is corrected by Store::RecomputeQuota (run by `user --recount-quota` and by
+  // every restore of a user that was there before it).
   // An unpublished folder's bytes count once it is published (PublishFolder): a killed import's
   // leftover, which nobody sees, counted against the user's quota (helper-119).
   if (unpublished_) return uids;

@@ -590,6 +590,9 @@ class RestoreSession {
       if (keeps_user_record) status.reset();
       if (!existing) {
         if (user != r.user) created_as_mapped_.insert(user);
+        // Every folder of a user made here is new, its bytes counted exactly as it is published
+        // (Store::PublishFolder): nothing for a recount to correct.
+        quota_counted_ = true;
         // Made on hold, or moved (--keep-status): never active for a moment (helper-98).
         const bool made_so = options_.copy_on_hold || (status && status->state == store::UserState::kMoved);
         store_->CreateUser(user, RestorePartition(*store_, options_, user, r.partition), false,
@@ -735,6 +738,7 @@ class RestoreSession {
       folder_ = store_->CreateUnpublishedFolder(user_, folder_name_, r.uidvalidity);
       MergeUserFlagNames({}, r.user_flag_names);
     } else {
+      quota_counted_ = false;  // a folder that was there: its changes are counted as they commit
       folder_ = store_->OpenFolder(user_, folder_name_);
       store::FolderSnapshot snap = folder_->Snapshot();
       mode_ = existing->uidvalidity == r.uidvalidity && !options_.skip_existing_check ? Mode::kMerge : Mode::kAppend;
@@ -1834,6 +1838,7 @@ class RestoreSession {
       throw;
     }
     quota_user_ = user;
+    quota_counted_ = false;
   }
 
   void RecomputePendingQuota() {
@@ -1841,7 +1846,7 @@ class RestoreSession {
     // next user's WriteUser count it again: -c y skipped every user after one whose record a
     // full disk never let be written, each "no such user: <that user>"; helper-158's run).
     const std::string user = std::exchange(quota_user_, std::string());
-    if (user.empty()) return;
+    if (user.empty() || std::exchange(quota_counted_, false)) return;
     // Under the user's delivery gate, waited for as the write lock was.
     store::Store::LockWait gate_wait;
     gate_wait.on_wait = options_.on_wait;
@@ -1901,6 +1906,7 @@ class RestoreSession {
   Progress progress_;
   SessionReport report_;
   std::string quota_user_;  // the user whose quota is recounted once its folders are in
+  bool quota_counted_ = false;  // quota_user_ was made by this session: its usage is exact, no recount
   std::optional<store::Store::UserWriteLock> write_lock_;  // the user being written
   std::optional<store::BackgroundWriteback> writeback_;     // when writing to a store on a disk
   bool skipping_ = false;

@@ -449,6 +449,21 @@ TEST(RestoreRerun, TheQuotaLimitFollowsTheSourceAlsoWhenItHasNone) {
   EXPECT_EQ(s->FindUser("joe")->quota_limit, 0u);
 }
 
+// A restore over a user that was here counts its quota usage again (a usage left wrong by a crash
+// or a failed update is repaired, as verify's difference line says); a user the restore makes is
+// counted exactly as each of its folders is published, without that count.
+TEST(RestoreRerun, ARestoreOverAUserThatWasHereCountsItsQuotaUsageAgain) {
+  TempDir tmp;
+  auto s = store::Store::Init(tmp / "store", {});
+  const std::string stream = StreamOf("INBOX", 7, {{1, Body("a")}, {2, Body("bb")}});
+  RestoreString(*s, stream);
+  const uint64_t used = s->FindUser("joe")->quota_used;
+  EXPECT_EQ(used, Body("a").size() + Body("bb").size());
+  s->AddQuotaUsed("joe", 60 << 20);
+  RestoreString(*s, stream);
+  EXPECT_EQ(s->FindUser("joe")->quota_used, used);
+}
+
 // restore NAMES takes mailboxes: a user who is here already keeps its quota and status, also when
 // the names select nothing (exit 66) or one folder with nothing new (helper-84: the quota went,
 // and with --keep-status a held user became active).
