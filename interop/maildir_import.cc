@@ -677,11 +677,10 @@ class MaildirImporter {
       if (out.folder.flags_follow_tree) same_uids = std::move(snapshot.messages);
     } else {
       // Invisible until the whole folder is in, with the tree's UIDVALIDITY (0: a new one).
-      folder = store_.CreateUnpublishedFolder(options_.user, scan.folder, scan.uidvalidity);
+      names = MergedNames({}, scan);
+      folder = store_.CreateUnpublishedFolder(options_.user, scan.folder, scan.uidvalidity, names);
       out.folder.created = true;
       out.folder.uids_kept = scan.uidvalidity != 0;
-      names = MergedNames({}, scan);
-      if (!names.empty()) folder->SetUserFlagNames(names);
     }
     std::array<int, kMaildirKeywords> bit_of;
     bit_of.fill(-1);  // a letter without a name (no dovecot-keywords: every letter)

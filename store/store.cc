@@ -1122,10 +1122,11 @@ namespace {
 // `created`: for a new folder, now but not before the start of a backup that has begun
 // (store/clock_floor.h), so that a later `backup -d` of that start carries it whole.
 index::Header WriteEmptyFolderFiles(int dir, const std::string& path, uint32_t uidvalidity, bool sync,
-                                    int64_t created) {
+                                    int64_t created, const std::vector<std::string>& user_flag_names = {}) {
   index::Contents c;
   c.header.uidvalidity = uidvalidity ? uidvalidity : static_cast<uint32_t>(std::max<int64_t>(Now(), 1));
   c.header.created = created;
+  c.user_flag_names = user_flag_names;  // store.idx only: store.exp's records keep their own bits
   index::WriteNewAt(dir, "store.idx", c, sync, path + "/store.idx");
   index::Contents exp;
   exp.header = c.header;
@@ -1250,7 +1251,8 @@ uint32_t Store::NextUidValidity() {
 }
 
 std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, std::string_view folder,
-                                                       uint32_t uidvalidity) {
+                                                       uint32_t uidvalidity,
+                                                       const std::vector<std::string>& user_flag_names) {
   ValidateUserId(user);
   ValidateFolderName(folder);
   std::string name = NormalizeFolder(folder);
@@ -1272,7 +1274,8 @@ std::unique_ptr<Folder> Store::CreateUnpublishedFolder(std::string_view user, st
     db_->Txn([&](DB_TXN* txn) { found = db_->Get(db_->folder(), txn, key, &v); });
     if (found) Throw(Errc::kExists, "mailbox " + key + " exists");
     WriteEmptyFolderFiles(dir.get(), path, uidvalidity ? uidvalidity : NextUidValidity(),
-                          options_.durability == Durability::kBatch, std::max<int64_t>(Now(), ReadClockFloor(root_)));
+                          options_.durability == Durability::kBatch, std::max<int64_t>(Now(), ReadClockFloor(root_)),
+                          user_flag_names);
   }
   std::unique_ptr<Folder> created(new Folder(this, std::string(user), name, path, std::move(dir)));
   created->unpublished_ = true;

@@ -531,8 +531,11 @@ class Store {
   // new mailbox completely before anyone can see it. The caller must hold the user's write lock
   // (LockUserForWriting) until it publishes or abandons the folder; kExists if the mailbox exists.
   // Leftovers of an unpublished folder (a killed restore) are overwritten by the next creation.
+  // `user_flag_names` are the folder's keywords from the start (SetUserFlagNames, without a
+  // second write of its index).
   std::unique_ptr<Folder> CreateUnpublishedFolder(std::string_view user, std::string_view folder,
-                                                  uint32_t uidvalidity);
+                                                  uint32_t uidvalidity,
+                                                  const std::vector<std::string>& user_flag_names = {});
   // Makes the folder visible; throws kExists if a folder of that name appeared meanwhile.
   // `origin` (restore: which stream made it) is kept in the record, FolderInfo::origin.
   // `coverage` likewise (FolderInfo::coverage).

@@ -450,7 +450,7 @@ class RestoreSession {
   }
 
   // A subscription the store cannot hold (a crafted or damaged stream's) is left out with a
-  // note, as a keyword that is not an IMAP atom is (MergeUserFlagNames): the user and its mail
+  // note, as a keyword that is not an IMAP atom is (MergedUserFlagNames): the user and its mail
   // do not depend on it. A status ApplyUser would read and cannot refuses the record, as
   // ApplyUser would. False: refused (said, or thrown as ApplyUser's errors are).
   bool CheckUserRecord(format::UserRecord& r, const std::string& user) {
@@ -735,8 +735,10 @@ class RestoreSession {
     }
     if (!existing) {
       mode_ = Mode::kNew;
-      folder_ = store_->CreateUnpublishedFolder(user_, folder_name_, r.uidvalidity);
-      MergeUserFlagNames({}, r.user_flag_names);
+      // Its keywords are in its first index: a second write of it cost a new user's folder 11
+      // system calls.
+      folder_ = store_->CreateUnpublishedFolder(user_, folder_name_, r.uidvalidity,
+                                                MergedUserFlagNames({}, r.user_flag_names));
     } else {
       quota_counted_ = false;  // a folder that was there: its changes are counted as they commit
       folder_ = store_->OpenFolder(user_, folder_name_);
@@ -766,7 +768,9 @@ class RestoreSession {
             unclaimed_.push_back({m.digest, m.size, m.uid, false, m.save_time, m.internal_date});
         std::sort(unclaimed_.begin(), unclaimed_.end());  // by content, then UID
       }
-      MergeUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
+      if (std::vector<std::string> merged = MergedUserFlagNames(snap.info.user_flag_names, r.user_flag_names);
+          merged != snap.info.user_flag_names)
+        folder_->SetUserFlagNames(merged);
     }
     std::string partition = store_->FindUser(user_)->partition;
     // One Repository per partition for the session: it keeps the bucket directories it links into open.
@@ -837,16 +841,15 @@ class RestoreSession {
     return base + suffix;
   }
 
+  // The keywords a folder that has `have` holds once the stream's `incoming` are added to it.
   // Stream user-flag bit i becomes destination bit flag_map_[i] (identity when empty; -1: a name
   // the store does not keep, whose bit is cleared).
-  void MergeUserFlagNames(const std::vector<std::string>& have, const std::vector<std::string>& incoming) {
+  std::vector<std::string> MergedUserFlagNames(const std::vector<std::string>& have,
+                                               const std::vector<std::string>& incoming) {
     flag_map_.clear();
     const bool all_kept = std::all_of(incoming.begin(), incoming.end(), store::IsUserFlagName);
-    if (incoming.empty() || (have == incoming && all_kept)) return;
-    if (have.empty() && all_kept) {  // a new folder
-      folder_->SetUserFlagNames(incoming);
-      return;
-    }
+    if (incoming.empty() || (have == incoming && all_kept)) return have;
+    if (have.empty() && all_kept) return incoming;  // a new folder
     std::vector<std::string> merged = have;
     for (const std::string& name : incoming) {
       if (!store::IsUserFlagName(name)) {
@@ -866,7 +869,7 @@ class RestoreSession {
       }
       flag_map_.push_back(int(it - merged.begin()));
     }
-    if (merged != have) folder_->SetUserFlagNames(merged);
+    return merged;
   }
 
   uint64_t MapUserFlags(uint64_t flags) const {

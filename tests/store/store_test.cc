@@ -934,6 +934,34 @@ TEST(Store, CorruptIndexIsReportedWithPath) {
   EXPECT_EQ(CodeOf([&] { store->ListFolders("joe"); }), Errc::kCorrupt);
 }
 
+// An unpublished folder made with its keywords has them in its index from the start, its
+// messages' bits meaning them; published, the folder lists them.
+TEST(Store, AnUnpublishedFolderMadeWithKeywordsHoldsThem) {
+  TempDir tmp;
+  auto store = Store::Init(tmp.path(), {});
+  Store::UserWriteLock held = store->LockUserForWriting("joe");
+  const std::vector<std::string> names{"$Junk", "work"};
+  auto folder = store->CreateUnpublishedFolder("joe", "Sent", 77, names);
+  {
+    const std::string idx_path = folder->path() + "/store.idx";
+    UniqueFd idx = OpenFile(idx_path, O_RDONLY);
+    EXPECT_EQ(index::Read(idx.get(), idx_path, false).user_flag_names, names);
+  }
+  auto w = folder->NewMessage(1);
+  w->Write("Subject: s\r\n\r\nbody\r\n");
+  MessageMeta meta;
+  meta.uid = 1;
+  meta.user_flags = 2;
+  std::vector<StagedMessage> batch{w->Finish(meta)};
+  folder->Commit(batch);
+  store->PublishFolder(*folder);
+  FolderSnapshot snap = store->OpenFolder("joe", "Sent")->Snapshot();
+  EXPECT_EQ(snap.info.user_flag_names, names);
+  ASSERT_EQ(snap.messages.size(), 1u);
+  EXPECT_EQ(snap.messages[0].user_flags, 2u);
+  EXPECT_THROW(store->CreateUnpublishedFolder("joe", "Drafts", 78, std::vector<std::string>(65, "k")), Error);
+}
+
 // Leftovers of a killed restore under an unpublished folder's final names (a file, a hard link
 // shared with another mailbox, a symlink out of the store) are replaced by name, never written
 // through; the message files are opened from the bucket directory kept by MessageDirFd.
