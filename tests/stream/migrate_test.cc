@@ -1020,6 +1020,32 @@ TEST(MigrateInterrupt, AClaimedUserTheStoreDoesNotHaveStillRefusesTheGroupItWoul
   EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/other.members"));
 }
 
+// A run whose claim fails part-way (here the third group's members file cannot be put in place:
+// a directory holds its name) leaves none of its members files: the first two, left, would
+// refuse those users to every other run until this store's next migrate (helper-166 #3).
+TEST(MigrateInterrupt, AClaimThatFailsPartWayLeavesNoneOfTheRunsMembersFiles) {
+  Migration m(4, 1);
+  auto& [tmp, src, dst, insecure, server] = m;
+  WriteOneGroupPerUser(*src, tmp / "src", 3);
+  fs::create_directories(tmp / "src/migrate-journal/g2.members");
+  const std::map<std::string, std::string> before = Statuses(*src);
+  std::string failure;
+  try {
+    MigrateReport report = Migrate(*src, m.OneAttempt());
+    failure = report.ok() ? "" : report.Text();
+  } catch (const Error& e) {
+    failure = e.what();
+  }
+  EXPECT_NE(failure.find("g2.members"), std::string::npos) << failure;
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g0.members"));
+  EXPECT_FALSE(fs::exists(tmp / "src/migrate-journal/g1.members"));
+  EXPECT_EQ(Statuses(*src), before);
+  fs::remove(tmp / "src/migrate-journal/g2.members");
+  MigrateReport again = Migrate(*src, m.OneAttempt());
+  EXPECT_TRUE(again.ok()) << again.Text();
+  EXPECT_EQ(again.groups.size(), 3u);
+}
+
 TEST(MigrateInterrupt, KillDuringHoldLeavesAJournalForAbortAndForTheNextRun) {
   TempDir tmp;
   const std::string source = tmp / "src";
