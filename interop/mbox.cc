@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -423,9 +424,12 @@ bool MboxReader::ReadBlock() {
 }
 
 size_t MboxReader::ReadSource(char* data, size_t size) {
-  if (stall_.active() && !seekable_) WaitForInput(fd_, shown_, source_bytes_, stall_);  // a file never stalls
+  const bool watched = stall_.active() && !seekable_;  // a file never stalls
+  const auto start = std::chrono::steady_clock::now();
+  if (watched) WaitForInput(fd_, shown_, source_bytes_, stall_);
   const size_t n = ReadSome(fd_, data, size, shown_);
   source_bytes_ += n;
+  if (watched && n != 0) trickle_.Read(source_bytes_, std::chrono::steady_clock::now() - start, shown_, stall_);
   return n;
 }
 

@@ -130,6 +130,7 @@ class MboxReader {
   int fd_;
   std::string shown_;
   StallPolicy stall_;
+  TrickleWatch trickle_;
   uint64_t source_bytes_ = 0;  // read from fd_ so far
   MboxFlavor flavor_;
   // The current message's envelope line allows reading it as written (Next(): Dovecot's files).

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "util/error.h"
@@ -51,9 +52,16 @@ FdSource::FdSource(int fd, std::string shown, StallPolicy stall) : fd_(fd), show
 }
 
 size_t FdSource::Read(void* data, size_t size) {
-  if (stall_.active()) WaitForInput(fd_, shown_, bytes_, stall_);
-  size_t n = ReadSome(fd_, data, size, shown_);
+  if (!stall_.active()) {
+    const size_t n = ReadSome(fd_, data, size, shown_);
+    bytes_ += n;
+    return n;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  WaitForInput(fd_, shown_, bytes_, stall_);
+  const size_t n = ReadSome(fd_, data, size, shown_);
   bytes_ += n;
+  if (n != 0) trickle_.Read(bytes_, std::chrono::steady_clock::now() - start, shown_, stall_);
   return n;
 }
 

@@ -42,6 +42,7 @@ class FdSource final : public format::ByteSource {
   int fd_;
   std::string shown_;
   StallPolicy stall_;
+  TrickleWatch trickle_;
   uint64_t bytes_ = 0;
 };
 

@@ -48,7 +48,8 @@ void AddStallTimeoutOption(CLI::App* command, int* timeout, const std::string& i
   command
       ->add_option("--timeout", *timeout,
                    "seconds without input from " + input +
-                       " before giving up with 75; 0 = wait, saying so after 60 s (default 0)")
+                       ", or with under 1 KiB a second of it, before giving up with 75; 0 = wait, saying so after "
+                       "60 s (default 0)")
       ->type_name("SECONDS")
       ->check(CLI::Range(0, kMaxWaitSeconds, "SECONDS"));  // not 0 to DBL_MAX's 309 digits
 }

@@ -38,4 +38,39 @@ void WaitForInput(int fd, const std::string& shown, uint64_t bytes, const StallP
   }
 }
 
+void TrickleWatch::Read(uint64_t bytes, Duration waited, const std::string& shown, const StallPolicy& policy) {
+  const int window = policy.notice_seconds > 0 ? policy.notice_seconds : policy.timeout_seconds;
+  if (window <= 0) return;
+  window_waited_ += waited;
+  const auto seconds = [](Duration d) { return std::chrono::duration_cast<std::chrono::seconds>(d).count(); };
+  const int64_t elapsed = seconds(window_waited_);
+  if (elapsed < window) return;
+  // As WaitForInput: before its first byte a reader holds nothing.
+  const std::string& holding = bytes > 0 ? policy.holding : std::string();
+  const uint64_t got = bytes - window_bytes_;
+  if (got < kBytesPerSecond * static_cast<uint64_t>(elapsed)) {
+    if (!slow_waited_) {
+      slow_waited_ = Duration{};
+      slow_bytes_ = window_bytes_;
+      if (policy.notice)
+        policy.notice("input from " + shown + " trickles: " + std::to_string(got) + " bytes in " +
+                      std::to_string(elapsed) + " s (after byte " + std::to_string(bytes) + ")" + holding);
+    }
+    *slow_waited_ += window_waited_;
+    const int64_t slow_for = seconds(*slow_waited_);
+    if (policy.timeout_seconds > 0 && slow_for >= policy.timeout_seconds)
+      Throw(Errc::kTempFail, shown + ": " + std::to_string(bytes - slow_bytes_) + " bytes in " +
+                                 std::to_string(slow_for) + " s (after byte " + std::to_string(bytes) +
+                                 "), under 1 KiB a second: the writer trickles" + holding +
+                                 "; gave up (--timeout); run the same command again to complete it");
+  } else if (slow_waited_) {
+    if (policy.notice)
+      policy.notice("input from " + shown + " flows again after " + std::to_string(seconds(*slow_waited_)) +
+                    " s of trickle");
+    slow_waited_.reset();
+  }
+  window_waited_ = Duration{};
+  window_bytes_ = bytes;
+}
+
 }  // namespace storemove

@@ -3,8 +3,10 @@
 // says when input resumes, and may give up. A regular file is always ready: it costs one poll(2).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace storemove {
@@ -23,5 +25,25 @@ struct StallPolicy {
 // N s (after byte B): the writer stalled...; gave up (--timeout)..." after policy.timeout_seconds.
 // `bytes` is how much was read from it so far, for the messages.
 void WaitForInput(int fd, const std::string& shown, uint64_t bytes, const StallPolicy& policy);
+
+// WaitForInput returns at each byte, so a writer that sends a few now and then never stalls to
+// it: a link that all but died, or a peer that keeps the reader's locks on purpose (helper-159).
+// Told after each read how long it waited for its bytes (the poll and the read: a reader busy
+// elsewhere, waiting for a lock say, is not a slow writer) and the bytes read so far, this says
+// so once such a stretch has lasted a window of waiting (policy.notice_seconds), says when it
+// ends, and throws kTempFail as a stall does once it has lasted policy.timeout_seconds. A
+// trickle is under kBytesPerSecond of waiting on average.
+class TrickleWatch {
+ public:
+  static constexpr uint64_t kBytesPerSecond = 1024;
+  using Duration = std::chrono::steady_clock::duration;
+  void Read(uint64_t bytes, Duration waited, const std::string& shown, const StallPolicy& policy);
+
+ private:
+  Duration window_waited_{};
+  uint64_t window_bytes_ = 0;  // the bytes read before the window
+  std::optional<Duration> slow_waited_;  // waited in the slow windows in a row so far
+  uint64_t slow_bytes_ = 0;              // the bytes read before the first of them
+};
 
 }  // namespace storemove

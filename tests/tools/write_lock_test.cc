@@ -74,6 +74,16 @@ class Spawned {
       bytes.remove_prefix(size_t(n));
     }
   }
+  // Feed, but false once the process no longer reads (it ended; SIGPIPE must be ignored).
+  bool TryFeed(std::string_view bytes) {
+    while (!bytes.empty()) {
+      ssize_t n = ::write(in_, bytes.data(), bytes.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      bytes.remove_prefix(size_t(n));
+    }
+    return true;
+  }
   void CloseInput() {
     if (in_ >= 0) ::close(in_);
     in_ = -1;
@@ -426,6 +436,36 @@ TEST_F(WriteLockTest, ARestoreWhoseInputStallsSaysSoAndGivesUpAtItsTimeout) {
   ExpectEveryRecordHasItsFile();
 }
 
+// A writer that sends a few bytes now and then (20 a second here, under the 1 KiB a second a
+// writer must keep up) is no stall to WaitForInput, which returns at each byte: the restore held
+// the user for as long as the trickle lasted, without a word (helper-159 F1). Now it says so and
+// gives up at --timeout as for a stall; nothing half-restored is visible.
+TEST_F(WriteLockTest, ARestoreWhoseInputTricklesSaysSoAndGivesUpAtItsTimeout) {
+  struct sigaction ignore {}, before {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGPIPE, &ignore, &before), 0);
+  {
+    Spawned restore({"restore", "--store", dst_, "-f", "-", "--timeout", "2"}, tmp_ / "trickle.err");
+    restore.Feed(std::string_view(stream_).substr(0, cut_));
+    // Given up after 2 s of trickle plus the window (1 s) that notices it; 30 s is a hang.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (size_t at = cut_; !restore.Exited() && std::chrono::steady_clock::now() < deadline; at += 2) {
+      if (!restore.TryFeed(std::string_view(stream_).substr(at, 2))) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the trickle's pace
+    }
+    restore.CloseInput();  // a restore still reading sees the end of its stream now
+    EXPECT_EQ(restore.Wait(), 75) << restore.Err();
+    const std::string err = restore.Err();
+    EXPECT_NE(err.find("storemove restore: input from standard input trickles: "), std::string::npos) << err;
+    EXPECT_NE(err.find("under 1 KiB a second: the writer trickles; the user being restored stays locked for writing "
+                       "meanwhile; gave up (--timeout)"),
+              std::string::npos)
+        << err;
+  }
+  ASSERT_EQ(::sigaction(SIGPIPE, &before, nullptr), 0);
+  EXPECT_TRUE(Subjects("Sent").empty());  // never half visible
+}
+
 // The same for an mbox piped into import: it holds the user while its pipe stalls.
 TEST_F(WriteLockTest, AnImportWhoseInputStallsGivesUpAtItsTimeout) {
   const std::string mbox = "From a@example.com Mon Jan  1 00:00:00 2024\nSubject: one\n\nfirst\n\n"
@@ -443,6 +483,30 @@ TEST_F(WriteLockTest, AnImportWhoseInputStallsGivesUpAtItsTimeout) {
   CliResult rerun = RunCli({"import", "--store", dst_, "-u", "ann", "-s", "/dev/stdin"}, mbox + "second\n");
   EXPECT_EQ(rerun.status, 0) << rerun.Describe();
   EXPECT_NE(rerun.out.find("imported 2 messages"), std::string::npos) << rerun.Describe();
+}
+
+// The same for an mbox trickling into import.
+TEST_F(WriteLockTest, AnImportWhoseInputTricklesGivesUpAtItsTimeout) {
+  struct sigaction ignore {}, before {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGPIPE, &ignore, &before), 0);
+  const std::string mbox = "From a@example.com Mon Jan  1 00:00:00 2024\nSubject: one\n\n" + std::string(4096, 'x') + "\n";
+  {
+    Spawned import({"import", "--store", dst_, "-u", "ann", "-s", "/dev/stdin", "--timeout", "2"}, tmp_ / "import.err");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (size_t at = 0; at < mbox.size() && !import.Exited() && std::chrono::steady_clock::now() < deadline; at += 2) {
+      if (!import.TryFeed(std::string_view(mbox).substr(at, 2))) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    import.CloseInput();
+    EXPECT_EQ(import.Wait(), 75) << import.Err();
+    const std::string err = import.Err();
+    EXPECT_NE(err.find("storemove import: input from /dev/stdin trickles: "), std::string::npos) << err;
+    EXPECT_NE(err.find("under 1 KiB a second: the writer trickles; the user being imported stays locked"),
+              std::string::npos)
+        << err;
+  }
+  ASSERT_EQ(::sigaction(SIGPIPE, &before, nullptr), 0);
 }
 
 // A restore killed with its lock held blocks nobody: the kernel drops the lock with the process,

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,51 @@ TEST(InputWait, NothingIsSaidToBeHeldBeforeTheFirstByte) {
       << after;
   ASSERT_EQ(notices.size(), 1u);
   EXPECT_NE(notices[0].find("stays locked"), std::string::npos) << notices[0];
+}
+
+// A trickle (under 1 KiB a second of waiting) is said once a window of waiting has passed,
+// gives up at the timeout, and its end is said; waiting that brought enough is no trickle, and a
+// reader that did not wait (its bytes were there) is never told its writer trickles.
+TEST(TrickleWatch, SaysATrickleGivesUpAtTheTimeoutAndSaysWhenItEnds) {
+  using std::chrono::seconds;
+  std::vector<std::string> notices;
+  StallPolicy policy;
+  policy.notice_seconds = 2;
+  policy.notice = [&](const std::string& line) { notices.push_back(line); };
+  policy.holding = "; the user being restored stays locked for writing meanwhile";
+
+  TrickleWatch fast;
+  uint64_t bytes = 0;
+  for (int i = 0; i < 10; ++i) fast.Read(bytes += 4096, seconds(1), "standard input", policy);
+  TrickleWatch busy_reader;
+  for (int i = 0; i < 1000; ++i) busy_reader.Read(++bytes, seconds(0), "standard input", policy);
+  EXPECT_TRUE(notices.empty());
+
+  TrickleWatch watch;  // without a timeout: said once, never given up
+  bytes = 0;
+  for (int i = 0; i < 6; ++i) watch.Read(bytes += 10, seconds(1), "standard input", policy);
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_EQ(notices[0], "input from standard input trickles: 20 bytes in 2 s (after byte 20); the user being "
+                        "restored stays locked for writing meanwhile");
+  watch.Read(bytes += 4096, seconds(1), "standard input", policy);
+  watch.Read(bytes += 4096, seconds(1), "standard input", policy);
+  ASSERT_EQ(notices.size(), 2u);
+  EXPECT_EQ(notices[1], "input from standard input flows again after 6 s of trickle");
+
+  policy.timeout_seconds = 4;
+  TrickleWatch timed;
+  bytes = 0;
+  std::string what;
+  try {
+    for (int i = 0; i < 100; ++i) timed.Read(bytes += 1, seconds(1), "standard input", policy);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kTempFail);
+    what = e.what();
+  }
+  EXPECT_EQ(bytes, 4u);
+  EXPECT_EQ(what, "standard input: 4 bytes in 4 s (after byte 4), under 1 KiB a second: the writer trickles; "
+                  "the user being restored stays locked for writing meanwhile; gave up (--timeout); run the same "
+                  "command again to complete it");
 }
 
 }  // namespace
