@@ -371,8 +371,8 @@ ImportReport ImportMboxes(Store& store, const std::vector<ImportJob>& jobs, cons
       report.keywords_dropped += r.keywords_dropped;
       if (options.on_file) options.on_file(*job, r);
     }
-    // Commits of unpublished folders counted their bytes too; one recount, under the delivery
-    // gate, makes quota exact.
+    // One recount, under the delivery gate, makes the usage exact: also what a delivery left
+    // short (a quota update that failed after its commit) or a killed run left behind.
     Store::LockWait gate_wait;
     gate_wait.on_wait = options.on_wait;
     store.RecomputeQuota(user, gate_wait);
