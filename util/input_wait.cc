@@ -41,12 +41,16 @@ void WaitForInput(int fd, const std::string& shown, uint64_t bytes, const StallP
 void TrickleWatch::Read(uint64_t bytes, Duration waited, const std::string& shown, const StallPolicy& policy) {
   const int window = policy.notice_seconds > 0 ? policy.notice_seconds : policy.timeout_seconds;
   if (window <= 0) return;
-  window_waited_ += waited;
   const auto seconds = [](Duration d) { return std::chrono::duration_cast<std::chrono::seconds>(d).count(); };
+  if (!started_) {  // the wait for a stream to begin is WaitForInput's, and nothing is held yet
+    started_ = true;
+    window_bytes_ = bytes;
+    return;
+  }
+  if (seconds(waited) < window) window_waited_ += waited;  // else a stall: its bytes count, its wait not
   const int64_t elapsed = seconds(window_waited_);
   if (elapsed < window) return;
-  // As WaitForInput: before its first byte a reader holds nothing.
-  const std::string& holding = bytes > 0 ? policy.holding : std::string();
+  const std::string& holding = policy.holding;
   const uint64_t got = bytes - window_bytes_;
   if (got < kBytesPerSecond * static_cast<uint64_t>(elapsed)) {
     if (!slow_waited_) {

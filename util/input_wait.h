@@ -32,7 +32,10 @@ void WaitForInput(int fd, const std::string& shown, uint64_t bytes, const StallP
 // elsewhere, waiting for a lock say, is not a slow writer) and the bytes read so far, this says
 // so once such a stretch has lasted a window of waiting (policy.notice_seconds), says when it
 // ends, and throws kTempFail as a stall does once it has lasted policy.timeout_seconds. A
-// trickle is under kBytesPerSecond of waiting on average.
+// trickle is under kBytesPerSecond of waiting on average. Not counted: the wait for the first
+// byte, and a wait of a window or more, a stall, which WaitForInput says and gives up on (a
+// writer that sends big chunks far apart, a backup's 128 KiB at a time, trickles nothing;
+// helper-168).
 class TrickleWatch {
  public:
   static constexpr uint64_t kBytesPerSecond = 1024;
@@ -40,6 +43,7 @@ class TrickleWatch {
   void Read(uint64_t bytes, Duration waited, const std::string& shown, const StallPolicy& policy);
 
  private:
+  bool started_ = false;       // the first byte has come
   Duration window_waited_{};
   uint64_t window_bytes_ = 0;  // the bytes read before the window
   std::optional<Duration> slow_waited_;  // waited in the slow windows in a row so far
