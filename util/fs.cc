@@ -740,13 +740,21 @@ void FsyncPath(const std::string& dir) {
 
 namespace {
 
+// The directory `path` names its entry in ("." for a bare name, "/" for a top-level one).
+std::string ParentOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
 // mkdir -p of `rel` beneath `dirfd`, one component at a time, never through a symlink.
 bool MakeDirsBeneath(int dirfd, const std::string& rel, mode_t mode, const std::string& shown) {
   // Usually only the last level is missing: one mkdir, no walk.
   // A directory just made is no symlink (and every later use resolves it beneath the root again).
   int made = MkdirAt(dirfd, rel, mode);
   if (made == 0) return true;
-  if (made != EEXIST && made != ENOENT) ThrowErrno("mkdir " + shown, made);
+  // The inodes are those of the filesystem of the new directory's parent, which may not be
+  // dirfd's (a partition mounted beneath the store).
+  if (made != EEXIST && made != ENOENT) ThrowMakingErrno("mkdir " + shown, made, ParentOf(shown));
   const std::vector<std::string> parts = Components(rel);
   // EEXIST: it must be a directory. ENOENT: a parent is missing; start below the deepest level
   // that exists (a new user's folder: its bucket directories usually exist), not at the top.
@@ -813,8 +821,8 @@ bool MakeDirs(const std::string& path, mode_t mode) {
     if (part.empty()) continue;
     if (::mkdir(part.c_str(), mode) == 0)
       made = pos == std::string::npos;
-    else if (errno != EEXIST)
-      ThrowErrno("mkdir " + part);
+    else if (const int err = errno; err != EEXIST)
+      ThrowMakingErrno("mkdir " + part, err, ParentOf(part));
   }
   if (!IsDirectory(path)) Throw(Errc::kIo, "mkdir " + path + ": exists and is not a directory");
   return made;
