@@ -425,7 +425,7 @@ bool MboxReader::ReadBlock() {
 
 size_t MboxReader::ReadSource(char* data, size_t size) {
   const bool watched = stall_.active() && !seekable_;  // a file never stalls
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = watched ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   if (watched) WaitForInput(fd_, shown_, source_bytes_, stall_);
   const size_t n = ReadSome(fd_, data, size, shown_);
   source_bytes_ += n;

@@ -52,16 +52,12 @@ FdSource::FdSource(int fd, std::string shown, StallPolicy stall) : fd_(fd), show
 }
 
 size_t FdSource::Read(void* data, size_t size) {
-  if (!stall_.active()) {
-    const size_t n = ReadSome(fd_, data, size, shown_);
-    bytes_ += n;
-    return n;
-  }
-  const auto start = std::chrono::steady_clock::now();
-  WaitForInput(fd_, shown_, bytes_, stall_);
+  const bool watched = stall_.active();
+  const auto start = watched ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  if (watched) WaitForInput(fd_, shown_, bytes_, stall_);
   const size_t n = ReadSome(fd_, data, size, shown_);
   bytes_ += n;
-  if (n != 0) trickle_.Read(bytes_, std::chrono::steady_clock::now() - start, shown_, stall_);
+  if (watched && n != 0) trickle_.Read(bytes_, std::chrono::steady_clock::now() - start, shown_, stall_);
   return n;
 }
 
