@@ -866,6 +866,17 @@ std::optional<VerifiedInfo> GetVerified(Store& store, std::string_view user) {
   return DecodeVerified(v, user);
 }
 
+bool ForgetVerified(Store& store, std::string_view user) {
+  ValidateUserId(user);
+  Store::Db& db = store.db();
+  std::string v;
+  bool found = false;  // the common case costs a read, not a synced commit
+  db.Txn([&](DB_TXN* txn) { found = db.Get(db.verified(), txn, user, &v); });
+  if (!found) return false;
+  db.Txn([&](DB_TXN* txn) { db.Del(db.verified(), txn, user); }, true);
+  return true;
+}
+
 bool VerifiedAndUnchanged(Store& store, std::string_view user) {
   std::optional<VerifiedInfo> verified = GetVerified(store, user);
   return verified && verified->fingerprint == FingerprintUser(store, user);

@@ -57,6 +57,11 @@ void RecordVerified(Store& store, std::string_view user, std::string_view destin
 void RecordVerified(Store& store, std::string_view user, std::string_view destination,
                     const UserFingerprint& before_comparison);
 std::optional<VerifiedInfo> GetVerified(Store& store, std::string_view user);
+// Removes the user's record, durably, after a verify found some of its mail not proven at a
+// destination: `delete` refuses the user again until a verify finds it equal (helper-169: a
+// verify that failed after an equal one left delete free to remove the only copy). Returns
+// whether there was one.
+bool ForgetVerified(Store& store, std::string_view user);
 bool VerifiedAndUnchanged(Store& store, std::string_view user);
 // Throws kTempFail naming the reason ("not verified", "changed since it was verified at X on T").
 void RequireVerifiedAndUnchanged(Store& store, std::string_view user);

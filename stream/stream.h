@@ -315,6 +315,13 @@ struct VerifyOptions {
   // verified). Calls, not lists in the report, so that memory does not grow with the users.
   std::function<void(const std::string& user)> before_user;
   std::function<void(const std::string& user)> compared_whole;
+  // CompareStores: called with the user of each difference that leaves some of the source's
+  // mail unproven at the destination (the user, a mailbox or a message missing there, other
+  // bytes, a folder that could not be compared), perhaps more than once per user, and for the
+  // byte checks a few users after its own. Not for metadata (flags, dates, statuses, quota) nor
+  // for what only the destination has: after a migration's switch the destination is live and
+  // those differ anyway.
+  std::function<void(const std::string& user)> unproven;
 };
 
 struct VerifyReport {

@@ -93,7 +93,8 @@ class ByteChecks {
   }
 
   // Proves the pending checks until at most `keep` are left; differences go to `diff(line,
-  // mailbox)`, the mailbox "" for a line not about one message.
+  // mailbox, user)`, the mailbox "" for a line not about one message. Each leaves the user's
+  // message unproven.
   template <typename Diff>
   void Settle(size_t keep, Diff diff) {
     while (to_read_.size() + reading_.size() > keep) {
@@ -114,22 +115,22 @@ class ByteChecks {
           if (gone_.insert(c.user + '\0' + c.folder).second)
             diff("mailbox user/" + c.user + "/" + c.folder + " was moved, renamed or deleted while verify read "
                  "it; its messages from " + c.where + " on are not proven (run verify again)",
-                 "");
+                 "", c.user);
           reading_.pop_front();
           continue;
         }
       }
       const std::string mailbox = "user/" + c.user + "/" + c.folder;
       if (!file.fd.valid())
-        diff(c.where + ": message file is missing", mailbox);
+        diff(c.where + ": message file is missing", mailbox, c.user);
       else if (!S_ISREG(file.st.st_mode))  // a device would be read for ever
-        diff(c.where + ": message file " + c.shown + " is not a regular file", mailbox);
+        diff(c.where + ": message file " + c.shown + " is not a regular file", mailbox, c.user);
       else if (uint64_t(file.st.st_size) != c.size)  // nothing to read: another size is other bytes
         diff(c.where + ": message file has " + std::to_string(file.st.st_size) + " bytes, the source's index says " +
                  std::to_string(c.size),
-             mailbox);
+             mailbox, c.user);
       else if (DigestOfFile(file, c.shown) != c.digest)
-        diff(c.where + ": message bytes do not match the source", mailbox);
+        diff(c.where + ": message bytes do not match the source", mailbox, c.user);
       reading_.pop_front();
     }
   }
@@ -260,7 +261,7 @@ class Checker {
     ++report_.users;
     if (!bare && su.status.state == store::UserState::kMoved) ++report_.switched_users;
     if (!du) {
-      Diff("user " + su.user + " is missing");
+      Unproven(su.user, "user " + su.user + " is missing");
       return false;
     }
     if (!StatusesAgree(du->status, su.status, options_.strict_status))
@@ -294,9 +295,10 @@ class Checker {
         if (e.code() != Errc::kNotFound) throw;
         const bool recorded = dst_.FindFolder(s.info.user, s.info.folder, store::Store::FolderDetail::kRecordOnly).has_value();
         if (recorded && attempt < kReopenAttempts) continue;
-        Diff(recorded ? "mailbox " + mailbox + " was moved again and again while verify read it; not compared (run "
-                                               "verify again)"
-                      : "mailbox " + mailbox + " is missing");
+        Unproven(s.info.user,
+                 recorded ? "mailbox " + mailbox + " was moved again and again while verify read it; not compared (run "
+                                                   "verify again)"
+                          : "mailbox " + mailbox + " is missing");
         report_.messages += s.messages.size();
         report_.bytes += folder_bytes;  // the source's, as for the folders compared (helper-72)
         return;
@@ -371,14 +373,15 @@ class Checker {
       std::string where = "mailbox " + mailbox + " UID " + std::to_string(sm.uid);
       destination_only(sm.uid);
       if (next == d.messages.end() || next->uid != sm.uid) {
-        Diff(where + " is missing", mailbox);
+        Unproven(s.info.user, where + " is missing", mailbox);
         continue;
       }
       const store::MessageMeta dm = *next;
       ++next;
       if (dm.digest != sm.digest || dm.size != sm.size) {
-        Diff(where + ": content differs (" + std::to_string(dm.size) + " bytes, source " + std::to_string(sm.size) + ")",
-             mailbox);
+        Unproven(s.info.user,
+                 where + ": content differs (" + std::to_string(dm.size) + " bytes, source " + std::to_string(sm.size) + ")",
+                 mailbox);
         continue;
       }
       compare_matched(sm, dm, where);
@@ -394,9 +397,16 @@ class Checker {
   void Diff(const std::string& line, const std::string& mailbox = "") {
     report_.Add(line, mailbox, options_.differences_kept_per_mailbox);
   }
-  // Diff, for ByteChecks::Settle.
-  std::function<void(const std::string&, const std::string&)> Differ() {
-    return [this](const std::string& line, const std::string& mailbox) { Diff(line, mailbox); };
+  // A difference that leaves some of the user's mail at the source unproven at the destination.
+  void Unproven(const std::string& user, const std::string& line, const std::string& mailbox = "") {
+    Diff(line, mailbox);
+    if (options_.unproven) options_.unproven(user);
+  }
+  // Unproven, for ByteChecks::Settle.
+  std::function<void(const std::string&, const std::string&, const std::string&)> Differ() {
+    return [this](const std::string& line, const std::string& mailbox, const std::string& user) {
+      Unproven(user, line, mailbox);
+    };
   }
 
   // Another UIDVALIDITY (the mailbox was made here first, and a restore appended the source's
@@ -453,7 +463,7 @@ class Checker {
     auto by_uid = [](const Key& a, const Key& b) { return a.uid < b.uid; };
     std::sort(source.begin(), source.end(), by_uid);
     for (const Key& m : source)
-      Diff("mailbox " + mailbox + " source UID " + std::to_string(m.uid) + " (" + std::to_string(m.size) +
+      Unproven(s.info.user, "mailbox " + mailbox + " source UID " + std::to_string(m.uid) + " (" + std::to_string(m.size) +
            " bytes, saved " + IsoUtcTime(m.save_time) +
            ") is missing (fewer messages here have its bytes; the UIDVALIDITY differs, so compared by content)",
            mailbox);

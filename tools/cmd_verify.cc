@@ -92,7 +92,29 @@ int RunVerify(const VerifyCliOptions& o) {
         if (user == fingerprinted) compared_whole.Append(VerifiedUser::Encode(user, fingerprint));
       };
     }
+    // A user whose mail this run finds not all at the destination loses its verification record
+    // at once (an interrupted run has removed it too): an earlier verify, of this destination or
+    // another, no longer lets `storemove delete` remove the source's copy (helper-169).
+    std::string last_unproven;
+    uint64_t forgotten = 0;
+    options.unproven = [&](const std::string& user) {
+      if (user == last_unproven) return;  // a user's differences come together, but for the byte checks
+      last_unproven = user;
+      try {
+        if (store::ForgetVerified(*source, user)) ++forgotten;
+      } catch (const Error& e) {
+        std::fprintf(stderr, "storemove: verify: user %s was verified before and differs now, but its record stays: %s\n",
+                     user.c_str(), e.what());
+      }
+    };
     report = stream::CompareStores(*destination, *source, options);
+    if (forgotten)
+      std::fprintf(stderr,
+                   "verify: %s verified before (by verify or migrate) no longer %s: %s mail is not all at %s; "
+                   "storemove delete refuses %s until a verify finds %s equal (or --force)\n",
+                   Counted(forgotten, "user").c_str(), forgotten == 1 ? "counts as verified" : "count as verified",
+                   forgotten == 1 ? "its" : "their", destination->root().c_str(), forgotten == 1 ? "it" : "them",
+                   forgotten == 1 ? "it" : "them");
     if (report.equal() && !o.no_bytes) {
       // Recorded in the source, which guards `storemove delete` of these users: only users whose
       // every folder was compared (a verify of one mailbox proves nothing about the others).
@@ -151,7 +173,7 @@ void AddVerifyCommand(CLI::App& root, Action* chosen) {
               "manifest file's size)");
   c->add_option("--reads", o->reads, "destination message files opened at once, while the kernel reads their data (default 16)")
       ->check(CLI::Range(1, 1024));
-  c->add_flag("--no-bytes", o->no_bytes, "compare index records only; do not re-read destination messages");
+  c->add_flag("--no-bytes", o->no_bytes, "compare index records only; do not re-read destination messages (records nobody as verified)");
   c->add_flag("--strict-status", o->strict_status,
               "compare user statuses exactly (by default a destination user that is active while the source has "
               "it on hold or moved:HOST, as a migration leaves it, is not a difference)");

@@ -1031,6 +1031,66 @@ TEST_F(OperatorStore, VerifyRecordsTheUsersComparedWholeOnlyWhenAllIsEqual) {
   EXPECT_NE(refused.err.find("has not been verified at a destination"), std::string::npos) << refused.Describe();
 }
 
+// A verify that finds some of a user's mail not at the destination takes back the user's
+// earlier verification, whichever destination that was for: `delete` then refuses the user
+// (helper-169: a folder deleted at the destination after an equal verify, a failing verify, and
+// delete removed the source's copy, the only one left). What only the destination has, as after
+// a migration's switch, does not take it back.
+TEST_F(OperatorStore, AVerifyThatFindsMailMissingAtTheDestinationTakesBackTheVerification) {
+  const std::string copy = dir_ / "copy", stream = dir_ / "all.sm";
+  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann", "--folder", "Sent", "--create"},
+                   "Subject: sent\r\n\r\nsent\r\n").status, 0);
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream, "/"}).status, 0);
+  ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
+  ASSERT_EQ(RunCli({"restore", "--store", copy, "-f", stream}).status, 0);
+  auto verified = [&](const std::string& user) { return store::GetVerified(*store::Store::Open(root_), user).has_value(); };
+  CliResult equal = RunCli({"verify", "--store", copy, "--source", root_});
+  ASSERT_EQ(equal.status, 0) << equal.Describe();
+  ASSERT_TRUE(verified("ann"));
+  ASSERT_TRUE(verified("mike"));
+
+  // Mail that only the destination has (delivered there after a switch): still verified.
+  ASSERT_EQ(RunCli({"deliver", "--store", copy, "--user", "mike"}, "Subject: only here\r\n\r\nx\r\n").status, 0);
+  CliResult extra = RunCli({"verify", "--store", copy, "--source", root_});
+  EXPECT_EQ(extra.status, 1) << extra.Describe();
+  EXPECT_TRUE(verified("ann"));
+  EXPECT_TRUE(verified("mike"));
+  EXPECT_EQ(extra.err.find("no longer count"), std::string::npos) << extra.Describe();
+
+  // ann's Sent gone from the destination, with --no-bytes too: ann is no longer verified, mike is.
+  ASSERT_EQ(RunCli({"delete", "--store", copy, "user/ann/Sent"}).status, 0);
+  CliResult missing = RunCli({"verify", "--store", copy, "--source", root_, "--no-bytes"});
+  EXPECT_EQ(missing.status, 1) << missing.Describe();
+  EXPECT_NE(missing.err.find("1 user verified before (by verify or migrate) no longer counts as verified"),
+            std::string::npos)
+      << missing.Describe();
+  EXPECT_FALSE(verified("ann"));
+  EXPECT_TRUE(verified("mike"));
+
+  // Other bytes in mike's message file at the destination, the same size: found by the byte checks.
+  {
+    auto copy_store = store::Store::Open(copy);
+    auto inbox = copy_store->OpenFolder("mike", "INBOX");
+    const std::string path = inbox->MessagePath(inbox->Snapshot().messages.front().uid);
+    const int fd = ::open(path.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0) << path;
+    ASSERT_EQ(::pwrite(fd, "Y", 1, 0), 1);
+    ::close(fd);
+  }
+  CliResult bytes = RunCli({"verify", "--store", copy, "--source", root_, "/primary/user/mike"});
+  EXPECT_EQ(bytes.status, 1) << bytes.Describe();
+  EXPECT_NE(bytes.out.find("message bytes do not match the source"), std::string::npos) << bytes.Describe();
+  EXPECT_FALSE(verified("mike"));
+
+  for (const char* user : {"ann", "mike"}) {
+    ASSERT_EQ(RunCli({"user", "--store", root_, user, "--status", "moved:new.example.com"}).status, 0);
+    CliResult refused = RunCli({"delete", "--store", root_, user});
+    EXPECT_EQ(refused.status, 75) << refused.Describe();
+    EXPECT_NE(refused.err.find("has not been verified at a destination"), std::string::npos) << refused.Describe();
+    EXPECT_FALSE(store::Store::Open(root_)->ListFolders(user).empty()) << user;
+  }
+}
+
 // A store on a disk: backup compresses on a thread beside its reads. The stream restores to
 // an equal store, and a write error of that thread (a full device) is one line naming the
 // output, with a non-zero exit, as when the backup's own thread writes.
