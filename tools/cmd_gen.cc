@@ -9,6 +9,7 @@
 #include "stream/progress.h"
 #include "tools/commands.h"
 #include "util/error.h"
+#include "util/plural.h"
 #include "util/version.h"
 
 namespace storemove::tools {
@@ -35,6 +36,15 @@ int RunGen(GenOptions& options) {
       if (e.code() != Errc::kNotFound) throw;
       store = store::Store::Init(root, {"primary"});
     }
+    // Generated users have ordinary names (eva.white, postmaster): pointed at a real store (a
+    // mistyped --store, STOREMOVE_STORE left set) gen wrote fake mail into its users, moved and
+    // held ones too (helper-169).
+    uint64_t users = 0;
+    store->ForEachUser([&](const store::UserInfo&) { ++users; });
+    if (users != 0)
+      Throw(Errc::kInvalidArgument, "gen: " + root + " already holds " + Counted(users, "user") +
+                                        "; gen fills a new or empty store for tests and benchmarks and never writes "
+                                        "into one in use (storemove init DIR makes one)");
   }
   stream::Progress progress("gen", options.verbose || ::isatty(STDERR_FILENO));
   progress.set_total(uint64_t(options.generate.users) * options.generate.messages_per_user, 0);
@@ -68,7 +78,8 @@ void AddGenCommand(CLI::App& root, Action* chosen) {
   auto options = std::make_shared<GenOptions>();
   store::GenerateOptions& g = options->generate;
   CLI::App* command = root.add_subcommand(
-      "gen", "generate a realistic store (users, folders, flags, dates; deterministic from --seed)");
+      "gen", "generate a realistic store (users, folders, flags, dates; deterministic from --seed) in a new or "
+             "empty one: a store that holds users is refused");
   AddStoreOption(command, &options->store_dir);
   command->add_option("--users", g.users, "number of users")->required()->type_name("N");
   command->add_option("--messages-per-user", g.messages_per_user, "messages delivered to each user")

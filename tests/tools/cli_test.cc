@@ -1623,6 +1623,30 @@ TEST(CliGen, SameSeedSameStoreOtherSeedOtherStore) {
   EXPECT_EQ(compared, 180u);
 }
 
+// gen's users have ordinary names (eva.white, postmaster): pointed at a store in use it wrote
+// fake mail into those users, moved and held ones included (helper-169). It fills a new or empty
+// store only.
+TEST(CliGen, RefusesAStoreThatHoldsUsers) {
+  TempDir dir;
+  const std::string store = dir / "s";
+  ASSERT_EQ(RunCli({"init", "--store", store}).status, 0);
+  ASSERT_EQ(RunCli({"deliver", "--store", store, "--user", "postmaster", "--create"}, "Subject: x\r\n\r\nx\r\n").status, 0);
+  CliResult refused = RunCli({"gen", "--store", store, "--users", "3", "--messages-per-user", "2"});
+  EXPECT_EQ(refused.status, 64) << refused.Describe();
+  EXPECT_TRUE(IsOneErrorLine(refused)) << refused.Describe();
+  EXPECT_NE(refused.err.find("already holds 1 user"), std::string::npos) << refused.Describe();
+  CliResult users = RunCli({"users", "--store", store});
+  EXPECT_EQ(users.out.find("eva.white"), std::string::npos) << users.out;
+  // An empty store (init) is filled; a second gen into it is refused and leaves it as it was.
+  const std::string fresh = dir / "fresh";
+  ASSERT_EQ(RunCli({"init", "--store", fresh}).status, 0);
+  CliResult filled = RunCli({"gen", "--store", fresh, "--users", "3", "--messages-per-user", "2"});
+  EXPECT_EQ(filled.status, 0) << filled.Describe();
+  const std::string before = RunCli({"list", "--store", fresh}).out;
+  EXPECT_EQ(RunCli({"gen", "--store", fresh, "--users", "3", "--messages-per-user", "2", "--seed", "9"}).status, 64);
+  EXPECT_EQ(RunCli({"list", "--store", fresh}).out, before);
+}
+
 TEST(CliGen, SingleInstanceLinksCopiesAndNoDuplicatesMeansNoLinks) {
   TempDir dir;
   CliResult linked = RunCli({"gen", "--store", dir / "si", "--users", "10", "--messages-per-user", "20",
