@@ -93,7 +93,13 @@ UniqueFd OpenOutput(const std::string& path) {
 
 UniqueFd OpenInput(const std::string& path) {
   if (path == "-") return WidenPipe(UniqueFd(::dup(STDIN_FILENO)));
-  return OpenFile(path, O_RDONLY);
+  RefuseForeignLink(path, "input file");  // a stream another user's link or FIFO leads to
+  // Links are followed, as for the output: a shell's <(...) is /dev/fd/N, a link, and a
+  // latest.zst naming the newest backup is common (helper-169: both refused, exit 64).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) Throw(Errc::kNotFound, "open " + path + ": no such file or directory");
+  if (fd < 0) ThrowErrno("open " + path);
+  return WidenPipe(UniqueFd(fd));
 }
 
 }  // namespace storemove::stream

@@ -52,7 +52,9 @@ class FdSource final : public format::ByteSource {
 // `backup | restore`, docs/performance.md).
 size_t OutputBufferFor(int fd);
 
-// "-" is standard output/input; anything else a file (created 0600, truncated).
+// "-" is standard output/input; anything else a file (created 0600, truncated). Symbolic links
+// are followed (/dev/stdout, a shell's >(...) and <(...)) unless another user than this one or
+// root owns one on the way, or the FIFO at its end (kAuth): util/foreign_link.h.
 UniqueFd OpenOutput(const std::string& path);
 UniqueFd OpenInput(const std::string& path);
 

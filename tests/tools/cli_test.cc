@@ -666,17 +666,27 @@ TEST_F(Cli, RelinkNamesADamagedMessageAndDoesNotEndOk) {
   EXPECT_NE(r.err.find("restore them from a backup"), std::string::npos) << r.err;
 }
 
-// A file given as a symbolic link (restore -f, /dev/stdin) is refused as such, not with
-// "Too many levels of symbolic links" (ELOOP of O_NOFOLLOW), which reads as a broken system.
-TEST_F(Cli, AnInputGivenAsASymbolicLinkIsNamedAsOne) {
+// A stream given through a link of this user's is read (helper-169: a latest.zst link, and the
+// shell's <(...), which is /dev/fd/N, were refused with exit 64), as an output file's link is;
+// another user's link is refused (OperatorStore.FilesAnotherUserPlantedDoNotRedirectOrExposeMail).
+TEST_F(Cli, AnInputGivenThroughALinkOfOursOrAProcessSubstitutionIsRead) {
   ASSERT_EQ(Deliver("sam", Message("a", "a"), {"--create"}).status, 0);
   const std::string stream = dir_ / "s.sm", link = dir_ / "link.sm";
   ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream}).status, 0);
   ASSERT_EQ(::symlink(stream.c_str(), link.c_str()), 0);
   CliResult r = RunCli({"restore", "-f", link, "-t"});
-  EXPECT_EQ(r.status, kUsage) << r.Describe();
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("user/sam/INBOX"), std::string::npos) << r.Describe();
+  r = storemove::testing::RunProgram(
+      "/bin/bash", {"-c", std::string(STOREMOVE_BIN) + " restore -t -f <(cat " + stream + ")"});
+  EXPECT_EQ(r.status, 0) << r.Describe();
+  EXPECT_NE(r.out.find("user/sam/INBOX"), std::string::npos) << r.Describe();
+  // A link to nothing still says what is missing.
+  ASSERT_EQ(::symlink((dir_ / "gone.sm").c_str(), (dir_ / "dangling.sm").c_str()), 0);
+  r = RunCli({"restore", "-f", dir_ / "dangling.sm", "-t"});
+  EXPECT_EQ(r.status, 66) << r.Describe();
   EXPECT_TRUE(IsOneErrorLine(r)) << r.Describe();
-  EXPECT_NE(r.err.find(link + ": a symbolic link, which is not followed here"), std::string::npos) << r.Describe();
+  EXPECT_NE(r.err.find("dangling.sm: no such file or directory"), std::string::npos) << r.Describe();
 }
 
 // Each error line names what and where (helper-72 found these said less): the stream's file,

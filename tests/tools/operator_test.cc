@@ -1156,6 +1156,12 @@ TEST_F(OperatorStore, FilesAnotherUserPlantedDoNotRedirectOrExposeMail) {
   ASSERT_EQ(::mkfifo((pub + "/fifo").c_str(), 0666), 0);
   ASSERT_EQ(::chown((pub + "/fifo").c_str(), kOther, kOther), 0);
   refused(RunCli({"backup", "--store", root_, "-f", pub + "/fifo", "/primary"}), "is a FIFO");
+  // Nor a stream their link leads to (root's own links are read: Cli.AnInputGivenThroughALinkOfOurs...).
+  const std::string stream = dir_ / "root.stream";
+  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream, "/primary"}).status, 0);
+  plant_link(stream, pub + "/in.stream");
+  refused(RunCli({"restore", "--store", dir_ / "elsewhere", "-f", pub + "/in.stream", "-t"}),
+          "input file " + pub + "/in.stream is a symbolic link");
 
   // import of a user's files: their link to another user's mailbox is not followed.
   const std::string other_mail = dir_ / "alice.mbox";
