@@ -347,7 +347,8 @@ std::unique_ptr<Store> Store::Init(const std::string& root, const std::vector<st
   if (!PathExists(groups))
     WriteFileAtomic(groups,
                     "# Backup groups: one NAME=REGEX per line (POSIX extended regex, full match on the user id).\n"
-                    "# The predefined group 'user' holds every user. Example:\n"
+                    "# The predefined group 'user' holds every user in backup names (/primary/user); migrate\n"
+                    "# moves only the groups defined here. Example:\n"
                     "# groupA=[a-l].*\n# groupB=[m-z].*\n# groupC=[0-9].*\n");
   std::unique_ptr<Store> store(new Store(root, options));
   store->db_ = std::make_unique<Db>(root + "/mboxlist", true);
