@@ -30,7 +30,7 @@ struct PlannedGroup {
 
 }  // namespace
 
-void WriteMigratePlan(store::Store& source, const MigrateOptions& options, bool json, std::FILE* out) {
+bool WriteMigratePlan(store::Store& source, const MigrateOptions& options, bool json, std::FILE* out) {
   // As the real run: every user in the first group of the whole file that matches it.
   const std::vector<BackupGroup> all = ReadGroupsFile(options.groups_file);
   const std::vector<size_t> chosen = ChosenGroups(all, options.groups, options.groups_file);
@@ -80,6 +80,8 @@ void WriteMigratePlan(store::Store& source, const MigrateOptions& options, bool 
   if (options.groups.empty() && !groups.empty() &&
       std::all_of(groups.begin(), groups.end(), [](const PlannedGroup& g) { return g.matches_nobody; }))
     for (PlannedGroup& g : groups) g.refused = true;  // as the run: a file that holds nobody here
+  const bool will_fail =
+      std::any_of(groups.begin(), groups.end(), [](const PlannedGroup& g) { return g.refused || !g.too_large.empty(); });
   std::vector<std::string> journals;
   const std::string journal_dir = source.root() + "/migrate-journal";
   if (IsDirectory(journal_dir)) {
@@ -127,7 +129,7 @@ void WriteMigratePlan(store::Store& source, const MigrateOptions& options, bool 
                        {"no_group", names(no_group)}});
     std::fputs("\n", out);
     FlushListing(out);
-    return;
+    return will_fail;
   }
   auto put = [out](const std::string& text) { std::fputs(text.c_str(), out); };
   put("migrate --dry-run: nothing is connected to or changed\n");
@@ -176,6 +178,7 @@ void WriteMigratePlan(store::Store& source, const MigrateOptions& options, bool 
   put("  5. switch: the users become active at " + destination + " and moved:" + moved_host + " here\n");
   if (options.delete_source) put("  6. delete the verified users from this store\n");
   FlushListing(out);
+  return will_fail;
 }
 
 }  // namespace storemove::stream

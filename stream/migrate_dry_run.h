@@ -14,6 +14,7 @@ namespace storemove::stream {
 // its users to migrate, with their folders, messages and bytes, the users an earlier run moved,
 // and what would make the run refuse it; then the users in no group and the steps. Written from
 // one read of the store's users through util/sectioned_list.h, so memory does not grow with them.
-void WriteMigratePlan(store::Store& source, const MigrateOptions& options, bool json, std::FILE* out);
+// Returns whether the run would refuse a group (the plan's "WILL FAIL" lines).
+bool WriteMigratePlan(store::Store& source, const MigrateOptions& options, bool json, std::FILE* out);
 
 }  // namespace storemove::stream

@@ -188,8 +188,12 @@ int RunMigrateOnce(const MigrateCliOptions& o, bool* report_written) {
   options.settle_messages = o.settle;
   if (o.deadline) options.deadline = stream::ParseDeadline(*o.deadline, stream::WallClock::now());
   if (o.dry_run) {
-    stream::WriteMigratePlan(*source, options, o.json, stdout);
-    return 0;
+    // The run's own status when it would refuse a group, so `migrate --dry-run && migrate` stops
+    // there (helper-169: exit 0 under "WILL FAIL").
+    if (!stream::WriteMigratePlan(*source, options, o.json, stdout)) return 0;
+    std::fflush(stdout);
+    std::fprintf(stderr, "storemove: migrate --dry-run: the run would refuse a group (WILL FAIL above)\n");
+    return ExitStatus(Errc::kInvalidArgument);
   }
   stream::net::Cancellation cancel;
   options.client.cancel = &cancel;
@@ -367,7 +371,7 @@ void AddMigrateCommand(CLI::App& root, Action* chosen) {
                 "hold the group once an online pass carried at most this many messages (default 200)");
   c->add_flag("--dry-run", o->dry_run,
               "print what would be done (groups, users, messages and bytes, destination, steps) and stop: no "
-              "connection, nothing changed");
+              "connection, nothing changed; exit 64 when the run would refuse a group");
   c->add_flag("--json", o->json, "print the final report as JSON");
   c->add_option("--report", o->report_file,
                 "also write the JSON report to FILE, atomically, even when the run ends in an error (\"-\": on stdout, "
