@@ -19,7 +19,8 @@ struct ListOptions {
   bool json = false;
 };
 
-void ListOnce(store::Store& store, const ListOptions& options, std::FILE* rows);
+// Returns the number of mailboxes listed.
+uint64_t ListOnce(store::Store& store, const ListOptions& options, std::FILE* rows);
 
 // Copies the held JSON rows to standard output as one array.
 void PrintRows(std::FILE* rows) {
@@ -50,9 +51,16 @@ int RunList(const ListOptions& options) {
       rows.reset(std::tmpfile());
       if (!rows) ThrowErrno("create a temporary file for list --json");
     }
-    ListOnce(*store, options, rows.get());
+    const uint64_t listed = ListOnce(*store, options, rows.get());
     if (store->UserRenameGeneration() == renames) {
       if (options.json) PrintRows(rows.get());
+      // A pattern names whole mailboxes, not users as backup's names do: `-p user/joe` lists
+      // nothing, and said nothing (helper-169).
+      if (listed == 0 && options.pattern != "*")
+        std::fprintf(stderr,
+                     "list: no mailbox matches '%s' (a pattern matches whole mailbox names, user/USER/FOLDER: "
+                     "user/joe/* lists joe's mailboxes, user/%%/INBOX every INBOX)\n",
+                     options.pattern.c_str());
       return 0;
     }
     if (!options.json || listing == kListings)
@@ -62,14 +70,16 @@ int RunList(const ListOptions& options) {
 }
 
 // Text lines go out as the store is walked; JSON rows are written to `rows`, comma-separated.
-void ListOnce(store::Store& store, const ListOptions& options, std::FILE* rows) {
+uint64_t ListOnce(store::Store& store, const ListOptions& options, std::FILE* rows) {
   if (!options.json) {
     std::printf("%8s %14s %-20s %-12s %s\n", "messages", "bytes", "last delivery", "partition", "mailbox");
   }
   bool first = true;
+  uint64_t listed = 0;
   store.ForEachFolder([&](const store::FolderInfo& info) {
     const std::string mailbox = info.Mailbox();
     if (!store::MatchPattern(options.pattern, mailbox)) return;
+    ++listed;
     if (options.json) {
       const nlohmann::json row = {{"mailbox", mailbox},
                       {"user", info.user},
@@ -90,6 +100,7 @@ void ListOnce(store::Store& store, const ListOptions& options, std::FILE* rows) 
                   IsoTime(info.last_append).c_str(), info.partition.c_str(), mailbox.c_str());
     }
   });
+  return listed;
 }
 
 }  // namespace
@@ -100,7 +111,8 @@ void AddListCommand(CLI::App& root, Action* chosen) {
       "list", "list mailboxes: messages, bytes, last delivery (UTC), partition, mailbox (mboxutil -l)");
   AddStoreOption(command, &options->store_dir);
   command->add_option("-p,--pattern", options->pattern,
-                      "mailbox pattern: '*' matches anything, '%' anything but '/' (default: *)")
+                      "mailbox pattern over whole names (user/USER/FOLDER): '*' matches anything, '%' anything but '/' "
+                      "(default: *)")
       ->type_name("PATTERN");
   command->add_flag("--json", options->json, "print a JSON array of objects instead");
   command->callback([options, chosen] { *chosen = [options] { return RunList(*options); }; });

@@ -1316,6 +1316,17 @@ TEST_F(Cli, ListShowsEveryMailboxAndParsesAsJson) {
   EXPECT_NE(std::find(mailboxes.begin(), mailboxes.end(), "user/alice/INBOX"), mailboxes.end());
   EXPECT_NE(std::find(mailboxes.begin(), mailboxes.end(), "user/bob@example.org/Lists/usrp-users"), mailboxes.end());
 
+  // A pattern names whole mailboxes: a user's name alone matches none, and that is said.
+  CliResult user = RunCli({"list", "--store", root_, "-p", "user/alice"});
+  EXPECT_EQ(user.status, 0) << user.Describe();
+  EXPECT_EQ(Lines(user.out).size(), 1u) << user.Describe();
+  EXPECT_NE(user.err.find("list: no mailbox matches 'user/alice' (a pattern matches whole mailbox names"),
+            std::string::npos)
+      << user.Describe();
+  CliResult alices = RunCli({"list", "--store", root_, "-p", "user/alice/*"});
+  EXPECT_EQ(Lines(alices.out).size(), 3u) << alices.Describe();
+  EXPECT_EQ(alices.err, "") << alices.Describe();
+
   CliResult json = RunCli({"list", "--store", root_, "--json"});
   ASSERT_EQ(json.status, 0) << json.Describe();
   nlohmann::json rows = nlohmann::json::parse(json.out);
