@@ -7,6 +7,7 @@
 #include "tools/commands.h"
 #include "util/error.h"
 #include "util/interrupt.h"
+#include "util/iso_time.h"
 #include "util/plural.h"
 
 namespace storemove::tools {
@@ -37,16 +38,23 @@ int RunDelete(const DeleteOptions& options) {
   for (const store::AdminTarget& target : targets) {
     try {
       if (target.whole_user()) {
+        // Where it was verified, said with the deletion: the guard knows a copy was proven, not
+        // that it is the one the user's moved:HOST serves (helper-169).
+        std::string verified;
+        if (!options.force) {
+          if (const std::optional<store::VerifiedInfo> v = store::GetVerified(*store, target.user))
+            verified = " (verified at " + v->destination + " on " + IsoUtcTime(v->verified_at) + ")";
+        }
         for (const std::string& mailbox : store::DeleteUser(*store, target.user, {options.force}))
           std::printf("deleted %s\n", mailbox.c_str());
         // A moved user's record stays, so that deliveries get "moved to HOST" (docs/migration.md):
         // said, since "deleted user" read as if it were gone (helper-72).
         std::optional<store::UserInfo> kept = store->FindUser(target.user);
         if (kept && kept->status.state == store::UserState::kMoved)
-          std::printf("deleted the mailboxes of user %s; its record stays, marked moved:%s, for deliveries\n",
-                      target.user.c_str(), kept->status.host.c_str());
+          std::printf("deleted the mailboxes of user %s%s; its record stays, marked moved:%s, for deliveries\n",
+                      target.user.c_str(), verified.c_str(), kept->status.host.c_str());
         else
-          std::printf("deleted user %s\n", target.user.c_str());
+          std::printf("deleted user %s%s\n", target.user.c_str(), verified.c_str());
       } else {
         std::printf("deleted %s\n", store::DeleteFolder(*store, target.user, target.folder).c_str());
       }
