@@ -16,4 +16,26 @@ namespace storemove::store {
 void LockFolderDirectory(int fd, int how, const std::string& shown,
                          const std::function<void(const std::string&)>& on_wait, int timeout_seconds = 0);
 
+// While one lives, this thread's folder lock waits are bound to `timeout_seconds` too (the
+// shorter bound wins; 0: none of its own), said through `on_wait` in place of the store's, and
+// ended with kTempFail once `cancelled` returns true (it may throw its own error instead).
+// serve's sessions share one Store, each on its own thread: a session's wait for a folder a
+// stopped process held had no bound, no word in its log and outlived the server's stop
+// (helper-170). Scopes nest; the innermost rules.
+class FolderLockWait {
+ public:
+  FolderLockWait(int timeout_seconds, std::function<void(const std::string&)> on_wait,
+                 std::function<bool()> cancelled);
+  ~FolderLockWait();
+  FolderLockWait(const FolderLockWait&) = delete;
+  FolderLockWait& operator=(const FolderLockWait&) = delete;
+
+  const int timeout_seconds;
+  const std::function<void(const std::string&)> on_wait;
+  const std::function<bool()> cancelled;
+
+ private:
+  const FolderLockWait* outer_;
+};
+
 }  // namespace storemove::store

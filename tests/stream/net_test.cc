@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -20,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -28,6 +30,7 @@
 #include <iostream>
 #include <future>
 #include <random>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -2360,6 +2363,71 @@ TEST(NetHostile, ASessionWaitingForAUserGivesUpAtTheIdleTimeoutAndSaysWhy) {
     EXPECT_FALSE(b->FindUser(user));
   }
   ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
+}
+
+// A folder's lock held by another process (a stopped one, a rename copying the folder) is waited
+// for as a user's write lock is: up to half the client's timeout, then ERROR naming the folder,
+// the wait said in the server's log; and a stop of the server ends the wait at once. It waited
+// for as long as the holder held it, in silence (a word on serve's stderr), past the client's
+// timeout and past the server's stop (helper-170: 4 min 45 s after SIGTERM).
+TEST(NetHostile, ASessionWaitingForAFoldersLockGivesUpInTimeAndAtAStop) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 4);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  so.idle_timeout_seconds = 600;
+  std::optional<ServerThread> server(std::in_place, *b, so);
+  ExpectAPlainBackupCompletes(*a, *b, server->endpoint());
+  const std::string user = Users(*a).at(0);
+  const std::string inbox = b->OpenFolder(user, "INBOX")->path();
+  std::mutex mutex;
+  std::condition_variable released;
+  bool release = false;
+  const int holder = ::open(inbox.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(holder, 0) << inbox;
+  ASSERT_EQ(::flock(holder, LOCK_EX), 0);
+  // Lets go after 30 s at the latest: a server that still waits for the holder shows as a slow stop.
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(mutex);
+    released.wait_for(lock, std::chrono::seconds(30), [&] { return release; });
+    ::close(holder);
+  });
+  ClientOptions c;
+  c.credentials.insecure = true;
+  c.timeout_seconds = 4;
+  BackupOptions o;
+  o.names = {"user/" + user + "/INBOX"};
+  const auto started = std::chrono::steady_clock::now();
+  const auto [code, what] = ThrownBy([&] { Session(server->endpoint(), c).Restore(*a, o, {}); });
+  EXPECT_EQ(code, Errc::kTempFail) << what;
+  EXPECT_TRUE(Contains(what, "the lock of folder " + inbox + " has been held by another process for over 2 s")) << what;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(4)) << what;
+
+  // A stream sent whole (DATA-END: it is applied even without its client), then the server stops.
+  RawClient raw(server->endpoint());
+  raw.SendFrame(kRequest, R"({"protocol":2,"op":"restore","restore":{"partition":"","user_map":{},)"
+                          R"("continue_on_error":true,"skip_existing_check":false}})");
+  ASSERT_EQ(raw.ReadFrame().first, kReady);
+  raw.SendFrame(kData, PlainStream(*a, {"user/" + user + "/INBOX"}));
+  raw.SendFrame(kDataEnd, "");
+  const auto stopping = std::chrono::steady_clock::now();
+  server->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, std::chrono::seconds(10));
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    release = true;
+  }
+  released.notify_all();
+  watchdog.join();
+  const std::string log = server->Log();
+  EXPECT_TRUE(Contains(log, ": waiting for the lock of folder " + inbox + ": another process holds it")) << log;
+  EXPECT_TRUE(Contains(log, "restore failed: user/" + user + "/INBOX: the lock of folder " + inbox +
+                                " has been held by another process for over 2 s"))
+      << log;
+  EXPECT_TRUE(Contains(log, "waiting for the lock of folder " + inbox + ": stopped (the server is stopping)")) << log;
+  server.reset();
+  ExpectEqualStores(*b, *a);
 }
 
 // The same wait seen from a real client with the default server: the server's idle timeout
