@@ -624,7 +624,7 @@ class Server {
       // 16 clients sending 16 MiB each took a server to 2.7 GiB and kept it parsing for minutes
       // after SIGTERM (helper-70). Until its turn its bytes wait in the socket.
       LargeTurn large;
-      if (head.length > kLargeRequestBytes) large = TakeLargeTurn(who);
+      if (head.length > kLargeRequestBytes) large = TakeLargeTurn(who, conn);
       Frame request = early ? std::move(*early) : ReadFramePayload(conn, head);
       // Version 2: after each operation the connection waits for the next REQUEST, under the
       // idle timeout, until the client closes it.
@@ -645,7 +645,7 @@ class Server {
           break;
         }
         if (next->type != FrameType::kRequest) Unexpected(ReadFramePayload(conn, *next), "REQUEST", conn.peer());
-        if (next->length > kLargeRequestBytes) large = TakeLargeTurn(who);
+        if (next->length > kLargeRequestBytes) large = TakeLargeTurn(who, conn);
         request = ReadFramePayload(conn, *next);
       }
       conn.Close(0);
@@ -975,6 +975,11 @@ class Server {
       store::ValidateUserId(user);
       if (!store_.FindUser(user)) Throw(Errc::kNoUser, "no such user: " + user + " (no status was changed)");
     }
+    // A client that gave up while this REQUEST waited or was read (its timeout) has taken its
+    // reply for a failure and may have undone its side (migrate puts its users back to active):
+    // applied now, the users would be active here and there (helper-170).
+    if (conn.PeerClosed())
+      Throw(Errc::kTempFail, "its client closed the connection before the status change was applied; nothing changed");
     if (version < 2) SendReady(conn, began);
     SetStatuses(statuses, lock_wait);
     WriteFrame(conn, FrameType::kResult, nlohmann::json{{"set", statuses.size()}}.dump());
@@ -1002,12 +1007,24 @@ class Server {
     return wait;
   }
 
-  // One large REQUEST at a time (see LargeTurn); a stopping server ends the wait.
-  LargeTurn TakeLargeTurn(const std::string& who) {
+  // One large REQUEST at a time (see LargeTurn). The wait ends with a stop, with its client
+  // closing the connection, and after the idle timeout: it had no bound but a stop, and a
+  // set-status whose client had long given up (and put its users back to active at the source)
+  // was applied once its turn came, leaving 8,000 users active on both sides (helper-170).
+  LargeTurn TakeLargeTurn(const std::string& who, Connection& conn) {
     std::unique_lock<std::mutex> lock(mutex_);
     bool said = false;
+    const auto began = Clock::now();
+    const auto waited = [&] { return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - began).count()); };
     while (large_turn_taken_) {
       if (stopping_) Throw(Errc::kTempFail, "the server is stopping; try again once it is back");
+      if (conn.PeerClosed())
+        Throw(Errc::kTempFail, "its client closed the connection while its large REQUEST waited " + waited() +
+                                   " s for another to be served; nothing done");
+      if (Clock::now() - began >= std::chrono::seconds(options_.idle_timeout_seconds))
+        Throw(Errc::kTempFail, "its large REQUEST waited " + waited() +
+                                   " s (--idle-timeout) for another large REQUEST to be served; nothing done; try "
+                                   "again later");
       if (!said) {
         lock.unlock();
         log_.Info(who + ": a large REQUEST waits for another to be served first");

@@ -1044,6 +1044,8 @@ class RawClient {
     ::close(fd_);
     fd_ = -1;
   }
+  // Ends our side (FIN) and keeps reading: a peer gone, as a server sees it, that still hears.
+  void ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
   uint16_t LocalPort() const {
     sockaddr_in sa{};
     socklen_t len = sizeof sa;
@@ -2428,6 +2430,35 @@ TEST(NetHostile, ASessionWaitingForAFoldersLockGivesUpInTimeAndAtAStop) {
   EXPECT_TRUE(Contains(log, "waiting for the lock of folder " + inbox + ": stopped (the server is stopping)")) << log;
   server.reset();
   ExpectEqualStores(*b, *a);
+}
+
+// A status change whose client has gone by the time it would be applied is not applied: a
+// migrate that timed out waiting for it puts its users back to active at the source, and the
+// change made later (its large REQUEST had waited for another's turn) left 8,000 users active on
+// both sides (helper-170). Seen here through a client that closed its side (FIN) but still reads.
+TEST(NetHostile, AStatusChangeWhoseClientLeftIsNotApplied) {
+  TempDir tmp;
+  auto a = MakeSource(tmp / "A", 2, 4);
+  auto b = store::Store::Init(tmp / "B", {"primary", "secondary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  ServerThread server(*b, so);
+  ExpectAPlainBackupCompletes(*a, *b, server.endpoint());
+  const std::string user = Users(*a).at(0);
+  // Large (it takes the large-REQUEST turn), so that the FIN is in before the server has read it all.
+  for (const size_t padding : {size_t(300 * 1024), size_t(1024 * 1024)}) {
+    RawClient c(server.endpoint());
+    c.SendFrame(kRequest, R"({"protocol":2,"op":"hello"})");
+    ASSERT_EQ(c.ReadFrame().first, kReady);
+    c.SendFrame(kRequest, R"({"protocol":2,"op":"set-status","statuses":[{"user":")" + user +
+                              R"(","status":"hold"}]})" + std::string(padding, ' '));
+    c.ShutdownWrite();
+    auto [type, payload] = c.ReadFrame();
+    EXPECT_EQ(type, kError) << padding << ": " << payload;
+    EXPECT_TRUE(Contains(payload, "its client closed the connection before the status change was applied; nothing "
+                                  "changed")) << payload;
+    EXPECT_EQ(b->FindUser(user)->status.ToString(), "active") << padding;
+  }
 }
 
 // The same wait seen from a real client with the default server: the server's idle timeout
