@@ -637,8 +637,11 @@ class Server {
           next = ReadFrameHeaderOrEnd(conn);
         } catch (const Error& e) {
           if (e.code() != Errc::kTempFail) throw;
-          Throw(Errc::kTempFail, "idle for " + std::to_string(options_.idle_timeout_seconds) +
-                                     " s after its last operation (--idle-timeout); closed");
+          // A session whose client went silent after its hello (a dead waiter that got its
+          // slot) ran no operation: "after its last operation" misled (helper-170).
+          Throw(Errc::kTempFail, "idle for " + std::to_string(options_.idle_timeout_seconds) + " s after " +
+                                     (ops == 0 ? "its hello, before any operation" : "its last operation") +
+                                     " (--idle-timeout); closed");
         }
         if (!next) {
           log_.Info(who + ": session ended after " + std::to_string(ops) + " operation(s)");

@@ -2144,6 +2144,16 @@ TEST(NetSessionV2, AnIdleSessionIsClosedAndTheClientSaysWhy) {
     EXPECT_EQ(e.code(), Errc::kTempFail) << e.what();
     EXPECT_TRUE(Contains(e.what(), "idle for 1 s after its last operation")) << e.what();
   }
+  // A session that ran no operation is not said to have had a last one (helper-170).
+  Session opened(server.endpoint(), plain);
+  ASSERT_TRUE(server.child().WaitForLine([](const std::string& l) { return Contains(l, "after its hello, before any"); }))
+      << server.child().output();
+  try {
+    opened.SetStatuses(StatusOfAll(*src, "hold"));
+    ADD_FAILURE() << "an operation on a session the server closed";
+  } catch (const Error& e) {
+    EXPECT_TRUE(Contains(e.what(), "idle for 1 s after its hello, before any operation (--idle-timeout)")) << e.what();
+  }
 }
 
 TEST(NetSessionV2, ProtocolOneRequestsAreStillServedOnePerConnection) {
