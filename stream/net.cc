@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -733,15 +734,27 @@ size_t Connection::ReadRaw(void* data, size_t size) {
   }
 }
 
+void Connection::WatchTrickle(StallPolicy policy) {
+  trickle_policy_ = std::move(policy);
+  trickle_ = TrickleWatch();
+  waited_unread_ = {};
+}
+
 size_t Connection::Read(void* data, size_t size) {
   if (size == 0) return 0;
   if (in_pos_ == in_.size()) {
+    const bool watched = trickle_policy_.active();
+    const auto start = watched ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     in_.resize(kReadAhead);
     size_t n = ReadRaw(in_.data(), in_.size());
     in_.resize(n);
     in_pos_ = 0;
     if (n == 0) return 0;
     bytes_in_ += n;
+    if (watched) {
+      trickle_.Read(bytes_in_, std::exchange(waited_unread_, {}) + (std::chrono::steady_clock::now() - start), peer_,
+                    trickle_policy_);
+    }
   }
   size_t n = std::min(size, in_.size() - in_pos_);
   std::memcpy(data, in_.data() + in_pos_, n);
@@ -800,6 +813,14 @@ bool Connection::PeerClosed() {
 bool Connection::WaitReadable(int wake_fd) {
   if (in_pos_ < in_.size() || (ssl_ && SSL_pending(ssl_) > 0)) return true;
   pollfd p[2] = {{fd_.get(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+  // The wait before the next frame is the next read's wait too (WatchTrickle).
+  struct Counted {
+    Connection& conn;
+    const std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    ~Counted() {
+      if (conn.trickle_policy_.active()) conn.waited_unread_ += std::chrono::steady_clock::now() - start;
+    }
+  } counted{*this};
   for (;;) {
     int n = ::poll(p, 2, timeout_seconds_ * 1000);
     if (n < 0 && errno == EINTR) continue;

@@ -23,6 +23,7 @@
 #include "stream/net.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/input_wait.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
@@ -94,6 +95,10 @@ class Connection {
   void Abort(bool discard_unsent = false);
   // SO_RCVBUF(FORCE) of the socket: what the peer may have in flight to us, in kernel memory.
   void SetReceiveBuffer(int bytes);
+  // From now on the reads (of one thread) tell a peer that sends under 1 KiB a second of
+  // waiting and give up on it, as util/input_wait.h's TrickleWatch does for a pipe: the waits
+  // of Read and WaitReadable count, the first data's does not. An inactive policy stops it.
+  void WatchTrickle(StallPolicy policy);
 
   const std::string& peer() const { return peer_; }
   bool tls() const { return ssl_ != nullptr; }
@@ -144,6 +149,9 @@ class Connection {
   std::string in_;  // read-ahead, consumed from in_pos_
   size_t in_pos_ = 0;
   uint64_t bytes_in_ = 0, bytes_out_ = 0;
+  StallPolicy trickle_policy_;  // WatchTrickle's; inactive: not watched
+  TrickleWatch trickle_;
+  std::chrono::steady_clock::duration waited_unread_{};  // WaitReadable's waits since the last data
 };
 
 // Socket buffers sized for a 100 ms x 1 Gbit/s path (12.5 MB in flight), docs/transport.md §5:

@@ -907,6 +907,20 @@ class Server {
     uint64_t bytes_before = conn.bytes_in();
     SendReady(conn, began, options.copy_on_hold);
     SessionReport report;
+    // A client that sends a byte now and then (small TLS records, or a link that all but died)
+    // kept its slot and its user locked for ever, each byte restarting the idle timeout
+    // (helper-170): said once it has lasted half the idle timeout, given up at the idle timeout.
+    StallPolicy trickle;
+    trickle.notice_seconds = std::max(1, options_.idle_timeout_seconds / 2);
+    trickle.timeout_seconds = options_.idle_timeout_seconds;
+    trickle.notice = [this, who](const std::string& line) { log_.Info(who + ": " + line); };
+    trickle.holding = "; the session keeps its slot and the users it restores locked meanwhile";
+    trickle.gave_up = "(--idle-timeout); the client's rerun completes the restore";
+    conn.WatchTrickle(std::move(trickle));
+    struct Unwatch {
+      Connection& conn;
+      ~Unwatch() { conn.WatchTrickle({}); }  // after the pump's thread, its reader, has ended
+    } unwatch{conn};
     {
       FramePump pump(conn, [&](const Query& q) { return AnswerQuery(options, who, q); }, beat);
       running_pump = &pump;

@@ -27,8 +27,8 @@ void WaitForInput(int fd, const std::string& shown, uint64_t bytes, const StallP
     }
     if (policy.timeout_seconds > 0 && seconds >= policy.timeout_seconds)
       Throw(Errc::kTempFail, shown + ": no input for " + std::to_string(seconds) + " s (after byte " +
-                                 std::to_string(bytes) + "): the writer stalled" + holding +
-                                 "; gave up (--timeout); run the same command again to complete it");
+                                 std::to_string(bytes) + "): the writer stalled" + holding + "; gave up " +
+                                 policy.gave_up);
     if (!told && policy.notice_seconds > 0 && seconds >= policy.notice_seconds) {
       told = true;
       if (policy.notice)
@@ -65,8 +65,8 @@ void TrickleWatch::Read(uint64_t bytes, Duration waited, const std::string& show
     if (policy.timeout_seconds > 0 && slow_for >= policy.timeout_seconds)
       Throw(Errc::kTempFail, shown + ": " + std::to_string(bytes - slow_bytes_) + " bytes in " +
                                  std::to_string(slow_for) + " s (after byte " + std::to_string(bytes) +
-                                 "), under 1 KiB a second: the writer trickles" + holding +
-                                 "; gave up (--timeout); run the same command again to complete it");
+                                 "), under 1 KiB a second: the writer trickles" + holding + "; gave up " +
+                                 policy.gave_up);
   } else if (slow_waited_) {
     if (policy.notice)
       policy.notice("input from " + shown + " flows again after " + std::to_string(seconds(*slow_waited_)) +

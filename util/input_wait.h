@@ -18,6 +18,8 @@ struct StallPolicy {
   // SHOWN resumed after N s" when it ends.
   std::function<void(const std::string&)> notice;
   std::string holding;  // appended to the notice and the error: what the reader holds meanwhile
+  // The give-up's words after "gave up": the option that set the timeout, and what to do.
+  std::string gave_up = "(--timeout); run the same command again to complete it";
   bool active() const { return notice_seconds > 0 || timeout_seconds > 0; }
 };
 

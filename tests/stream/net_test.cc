@@ -1045,6 +1045,11 @@ class RawClient {
     ::close(fd_);
     fd_ = -1;
   }
+  // Whether the server has sent something (or closed) within `ms`.
+  bool Readable(int ms) {
+    pollfd p{fd_, POLLIN, 0};
+    return ::poll(&p, 1, ms) > 0;
+  }
   // Sends a frame and ends our side (FIN) with its last bytes, in one segment (TCP_CORK holds
   // them back until the shutdown's FIN goes with them), and keeps reading: a peer gone by the
   // time its frame is read whole, as a server sees it, that still hears.
@@ -2475,6 +2480,42 @@ TEST(NetHostile, AStatusChangeWhoseClientLeftIsNotApplied) {
                                   "changed")) << payload;
     EXPECT_EQ(b->FindUser(user)->status.ToString(), "active") << padding;
   }
+}
+
+// A client that sends its stream a few bytes at a time, each in time for the idle timeout, kept
+// its session's slot and its users locked for ever (helper-170: one-byte TLS records every 3 s).
+// A trickle is said in the log once it has lasted half the idle timeout and given up at it.
+TEST(NetHostile, AClientThatTricklesItsStreamIsGivenUpAtTheIdleTimeout) {
+  TempDir tmp;
+  auto b = store::Store::Init(tmp / "B", {"primary"});
+  ServeOptions so;
+  so.credentials.insecure = true;
+  so.idle_timeout_seconds = 2;
+  std::optional<ServerThread> server(std::in_place, *b, so);
+  RawClient c(server->endpoint());
+  c.SendFrame(kRequest, R"({"protocol":2,"op":"restore","restore":{"partition":"","user_map":{},)"
+                        R"("continue_on_error":false,"skip_existing_check":false}})");
+  ASSERT_EQ(c.ReadFrame().first, kReady);
+  std::string head(1, char(kData));
+  AppendU32(&head, 100000);
+  c.Send(head + "0123456789");
+  // 10 bytes a second, each byte well within the idle timeout; at most 20 s of it.
+  const auto started = std::chrono::steady_clock::now();
+  bool answered = false;
+  for (int i = 0; i < 200 && !answered; ++i) {
+    c.Send("x");
+    answered = c.Readable(100);
+  }
+  const auto took = std::chrono::steady_clock::now() - started;
+  ASSERT_TRUE(answered) << "the server still reads the trickle after 20 s";
+  EXPECT_LT(took, std::chrono::seconds(8));
+  auto [type, payload] = c.ReadFrame();
+  EXPECT_EQ(type, kError) << payload;
+  EXPECT_TRUE(Contains(payload, "under 1 KiB a second: the writer trickles; the session keeps its slot and the users "
+                                "it restores locked meanwhile; gave up (--idle-timeout)"))
+      << payload;
+  server->Stop();
+  EXPECT_TRUE(Contains(server->Log(), "trickles: ")) << server->Log();
 }
 
 // The same wait seen from a real client with the default server: the server's idle timeout
