@@ -140,6 +140,17 @@ class OperatorStore : public ::testing::Test {
     fs::create_directories(root_ + "/config");
     std::ofstream(root_ + "/config/backup-groups.conf") << "groupA=[a-l].*\nempty=zzz.*\n";
   }
+  // ann gets a Sent folder; the store is backed up and restored into `copy`.
+  void CopyWithASentFolder(const std::string& copy) {
+    const std::string stream = dir_ / "all.sm";
+    ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann", "--folder", "Sent", "--create"},
+                     "Subject: sent\r\n\r\nsent\r\n").status, 0);
+    ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream, "/"}).status, 0);
+    ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
+    ASSERT_EQ(RunCli({"restore", "--store", copy, "-f", stream}).status, 0);
+  }
+  // Whether the source records `user` as verified (the guard of delete).
+  bool Verified(const std::string& user) { return store::GetVerified(*store::Store::Open(root_), user).has_value(); }
   TempDir dir_;
   const std::string root_ = dir_ / "store";
 };
@@ -1000,27 +1011,22 @@ TEST_F(OperatorStore, VerifyOfAStoreAgainstItselfIsRefused) {
 // `delete` without --force remove them), and only when the whole run is equal; their
 // fingerprints are taken user by user and kept in a spool, not in memory for every user.
 TEST_F(OperatorStore, VerifyRecordsTheUsersComparedWholeOnlyWhenAllIsEqual) {
-  const std::string copy = dir_ / "copy", stream = dir_ / "all.sm";
-  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann", "--folder", "Sent", "--create"},
-                   "Subject: sent\r\n\r\nsent\r\n").status, 0);
-  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream, "/"}).status, 0);
-  ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
-  ASSERT_EQ(RunCli({"restore", "--store", copy, "-f", stream}).status, 0);
-  auto verified = [&](const std::string& user) { return store::GetVerified(*store::Store::Open(root_), user).has_value(); };
+  const std::string copy = dir_ / "copy";
+  ASSERT_NO_FATAL_FAILURE(CopyWithASentFolder(copy));
   // A difference in mike's copy: nobody is recorded, ann neither.
   ASSERT_EQ(RunCli({"deliver", "--store", copy, "--user", "mike"}, "Subject: only here\r\n\r\nx\r\n").status, 0);
   CliResult differs = RunCli({"verify", "--store", copy, "--source", root_});
   EXPECT_EQ(differs.status, 1) << differs.Describe();
-  EXPECT_FALSE(verified("ann"));
-  EXPECT_FALSE(verified("mike"));
+  EXPECT_FALSE(Verified("ann"));
+  EXPECT_FALSE(Verified("mike"));
   // ann's INBOX alone proves nothing about ann's other mailboxes.
   CliResult inbox = RunCli({"verify", "--store", copy, "--source", root_, "user/ann/INBOX"});
   EXPECT_EQ(inbox.status, 0) << inbox.Describe();
-  EXPECT_FALSE(verified("ann"));
+  EXPECT_FALSE(Verified("ann"));
   CliResult ann = RunCli({"verify", "--store", copy, "--source", root_, "/primary/user/ann"});
   EXPECT_EQ(ann.status, 0) << ann.Describe();
-  EXPECT_TRUE(verified("ann"));
-  EXPECT_FALSE(verified("mike"));
+  EXPECT_TRUE(Verified("ann"));
+  EXPECT_FALSE(Verified("mike"));
   for (const char* user : {"ann", "mike"})
     ASSERT_EQ(RunCli({"user", "--store", root_, user, "--status", "moved:new.example.com"}).status, 0);
   CliResult del = RunCli({"delete", "--store", root_, "ann"});
@@ -1037,24 +1043,19 @@ TEST_F(OperatorStore, VerifyRecordsTheUsersComparedWholeOnlyWhenAllIsEqual) {
 // delete removed the source's copy, the only one left). What only the destination has, as after
 // a migration's switch, does not take it back.
 TEST_F(OperatorStore, AVerifyThatFindsMailMissingAtTheDestinationTakesBackTheVerification) {
-  const std::string copy = dir_ / "copy", stream = dir_ / "all.sm";
-  ASSERT_EQ(RunCli({"deliver", "--store", root_, "--user", "ann", "--folder", "Sent", "--create"},
-                   "Subject: sent\r\n\r\nsent\r\n").status, 0);
-  ASSERT_EQ(RunCli({"backup", "--store", root_, "-f", stream, "/"}).status, 0);
-  ASSERT_EQ(RunCli({"init", "--store", copy}).status, 0);
-  ASSERT_EQ(RunCli({"restore", "--store", copy, "-f", stream}).status, 0);
-  auto verified = [&](const std::string& user) { return store::GetVerified(*store::Store::Open(root_), user).has_value(); };
+  const std::string copy = dir_ / "copy";
+  ASSERT_NO_FATAL_FAILURE(CopyWithASentFolder(copy));
   CliResult equal = RunCli({"verify", "--store", copy, "--source", root_});
   ASSERT_EQ(equal.status, 0) << equal.Describe();
-  ASSERT_TRUE(verified("ann"));
-  ASSERT_TRUE(verified("mike"));
+  ASSERT_TRUE(Verified("ann"));
+  ASSERT_TRUE(Verified("mike"));
 
   // Mail that only the destination has (delivered there after a switch): still verified.
   ASSERT_EQ(RunCli({"deliver", "--store", copy, "--user", "mike"}, "Subject: only here\r\n\r\nx\r\n").status, 0);
   CliResult extra = RunCli({"verify", "--store", copy, "--source", root_});
   EXPECT_EQ(extra.status, 1) << extra.Describe();
-  EXPECT_TRUE(verified("ann"));
-  EXPECT_TRUE(verified("mike"));
+  EXPECT_TRUE(Verified("ann"));
+  EXPECT_TRUE(Verified("mike"));
   EXPECT_EQ(extra.err.find("no longer count"), std::string::npos) << extra.Describe();
 
   // ann's Sent gone from the destination, with --no-bytes too: ann is no longer verified, mike is.
@@ -1064,8 +1065,8 @@ TEST_F(OperatorStore, AVerifyThatFindsMailMissingAtTheDestinationTakesBackTheVer
   EXPECT_NE(missing.err.find("1 user verified before (by verify or migrate) no longer counts as verified"),
             std::string::npos)
       << missing.Describe();
-  EXPECT_FALSE(verified("ann"));
-  EXPECT_TRUE(verified("mike"));
+  EXPECT_FALSE(Verified("ann"));
+  EXPECT_TRUE(Verified("mike"));
 
   // Other bytes in mike's message file at the destination, the same size: found by the byte checks.
   {
@@ -1080,7 +1081,7 @@ TEST_F(OperatorStore, AVerifyThatFindsMailMissingAtTheDestinationTakesBackTheVer
   CliResult bytes = RunCli({"verify", "--store", copy, "--source", root_, "/primary/user/mike"});
   EXPECT_EQ(bytes.status, 1) << bytes.Describe();
   EXPECT_NE(bytes.out.find("message bytes do not match the source"), std::string::npos) << bytes.Describe();
-  EXPECT_FALSE(verified("mike"));
+  EXPECT_FALSE(Verified("mike"));
 
   for (const char* user : {"ann", "mike"}) {
     ASSERT_EQ(RunCli({"user", "--store", root_, user, "--status", "moved:new.example.com"}).status, 0);
