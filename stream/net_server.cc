@@ -924,6 +924,12 @@ class Server {
     {
       FramePump pump(conn, [&](const Query& q) { return AnswerQuery(options, who, q); }, beat);
       running_pump = &pump;
+      // Cleared before the pump goes, also when Restore throws: the folder lock scope above
+      // outlives this block and asks lock_cancelled.
+      struct ClearPump {
+        FramePump*& pump;
+        ~ClearPump() { pump = nullptr; }
+      } clear_pump{running_pump};
       format::DecompressingSource input(pump);
       format::Decoder decoder(input);
       report = Restore(&store_, decoder, options);
