@@ -1038,7 +1038,9 @@ class Server {
     std::unique_lock<std::mutex> lock(mutex_);
     bool said = false;
     const auto began = Clock::now();
-    const auto waited = [&] { return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - began).count()); };
+    const auto waited = [&] {
+      return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - began).count());
+    };
     while (large_turn_taken_) {
       if (stopping_) Throw(Errc::kTempFail, "the server is stopping; try again once it is back");
       if (conn.PeerClosed())

@@ -25,26 +25,29 @@ struct GenOptions {
 int RunGen(GenOptions& options) {
   const std::string& root = RequireStoreDir(options.store_dir);
   for (const std::string& partition : options.generate.partitions) store::ValidatePartitionName(partition);
+  // Generated users have ordinary names (eva.white, postmaster): pointed at a real store (a
+  // mistyped --store, STOREMOVE_STORE left set) gen wrote fake mail into its users, moved and
+  // held ones too (helper-169). Asked before anything is written (--partitions adds them).
+  try {
+    uint64_t users = 0;
+    store::Store::Open(root)->ForEachUser([&](const store::UserInfo&) { ++users; });
+    if (users != 0)
+      Throw(Errc::kInvalidArgument, "gen: " + root + " already holds " + Counted(users, "user") +
+                                        "; gen fills a new or empty store for tests and benchmarks and never writes "
+                                        "into one in use (storemove init DIR makes one)");
+  } catch (const Error& e) {
+    if (e.code() != Errc::kNotFound) throw;  // no store yet: made below
+  }
   // A generated store is a fixture: it is rebuilt rather than recovered, so no fsyncs.
-  std::unique_ptr<store::Store> store;
-  if (!options.generate.partitions.empty()) {
-    store = store::Store::Init(root, options.generate.partitions);
-  } else {
+  std::unique_ptr<store::Store> store =
+      options.generate.partitions.empty() ? nullptr : store::Store::Init(root, options.generate.partitions);
+  if (!store) {
     try {
       store = store::Store::Open(root);
     } catch (const Error& e) {
       if (e.code() != Errc::kNotFound) throw;
       store = store::Store::Init(root, {"primary"});
     }
-    // Generated users have ordinary names (eva.white, postmaster): pointed at a real store (a
-    // mistyped --store, STOREMOVE_STORE left set) gen wrote fake mail into its users, moved and
-    // held ones too (helper-169).
-    uint64_t users = 0;
-    store->ForEachUser([&](const store::UserInfo&) { ++users; });
-    if (users != 0)
-      Throw(Errc::kInvalidArgument, "gen: " + root + " already holds " + Counted(users, "user") +
-                                        "; gen fills a new or empty store for tests and benchmarks and never writes "
-                                        "into one in use (storemove init DIR makes one)");
   }
   stream::Progress progress("gen", options.verbose || ::isatty(STDERR_FILENO));
   progress.set_total(uint64_t(options.generate.users) * options.generate.messages_per_user, 0);

@@ -1658,6 +1658,10 @@ TEST(CliGen, RefusesAStoreThatHoldsUsers) {
   EXPECT_NE(refused.err.find("already holds 1 user"), std::string::npos) << refused.Describe();
   CliResult users = RunCli({"users", "--store", store});
   EXPECT_EQ(users.out.find("eva.white"), std::string::npos) << users.out;
+  // Nor does --partitions add its partitions to it first.
+  refused = RunCli({"gen", "--store", store, "--users", "3", "--messages-per-user", "2", "--partitions", "extra"});
+  EXPECT_EQ(refused.status, 64) << refused.Describe();
+  EXPECT_FALSE(fs::exists(store + "/partition/extra")) << refused.Describe();
   // An empty store (init) is filled; a second gen into it is refused and leaves it as it was.
   const std::string fresh = dir / "fresh";
   ASSERT_EQ(RunCli({"init", "--store", fresh}).status, 0);
